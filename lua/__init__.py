@@ -1,0 +1,1 @@
+"""The Redis Lua scripts, installed as the resource package ``psd.lua``."""

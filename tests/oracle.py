@@ -1,0 +1,65 @@
+"""A brute-force model of psd's semantics (SPEC §2.2), to check the store against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from psd.model import CountPoint, MetricPoint
+
+
+@dataclass
+class Oracle:
+    """Every change of every activity, kept as a plain list; sums add them up one by one."""
+
+    # (uid, thing, aid) -> list of [ts, amount, atid]
+    changes: dict[tuple[int, str, int], list[list[int]]] = field(default_factory=dict)
+    counts: list[CountPoint] = field(default_factory=list)
+
+    def write(self, p: MetricPoint) -> str:
+        rec = self.changes.setdefault((p.uid, p.thing, p.aid), [])
+        delta = p.value
+        if p.mode == "diffadd":
+            if rec and p.ts2 < max(c[0] for c in rec):
+                return "stale"
+            delta = p.value - sum(c[1] for c in rec if p.ts1 <= c[0] <= p.ts2)
+        if delta == 0:
+            return "same"
+        for c in rec:
+            if c[0] == p.ts2 and c[2] == p.atid:
+                c[1] += delta
+                if c[1] == 0:
+                    rec.remove(c)
+                break
+        else:
+            rec.append([p.ts2, delta, p.atid])
+        return "ok"
+
+    def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
+        return sum(
+            amount
+            for (u, th, _aid), rec in self.changes.items()
+            if u == uid and th == thing
+            for ts, amount, typ in rec
+            if t1 <= ts <= t2 and (atid is None or typ == atid)
+        )
+
+    def activities(
+        self, uid: int, things: list[str], atid: int | None, t1: int, t2: int
+    ) -> dict[str, str]:
+        """aid -> type of its latest change in range (after the filter); later things win."""
+        out: dict[str, str] = {}
+        for thing in things:
+            for (u, th, aid), rec in self.changes.items():
+                if u != uid or th != thing:
+                    continue
+                hits = [c for c in rec if t1 <= c[0] <= t2 and (atid is None or c[2] == atid)]
+                latest = None
+                for c in hits:  # ties: the one recorded last, as the script does
+                    if latest is None or c[0] >= latest[0]:
+                        latest = c
+                if latest is not None:
+                    out[str(aid)] = str(latest[2])
+        return out
+
+    def count(self, thing: str, t1: int, t2: int) -> int:
+        return sum(c.value for c in self.counts if c.thing == thing and t1 <= c.ts <= t2)

@@ -1,0 +1,135 @@
+"""The store against the brute-force oracle, on a real Redis."""
+
+from __future__ import annotations
+
+import calendar
+
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd.model import CountPoint, MetricPoint
+from psd.store import Store, UserQuery
+from tests.oracle import Oracle
+
+NEW_YEAR_2016 = calendar.timegm((2016, 1, 1, 0, 0, 0))
+LEAP_DAY_2016 = calendar.timegm((2016, 2, 29, 0, 0, 0))
+BASES = [NEW_YEAR_2016, LEAP_DAY_2016]
+
+THINGS = ["steps", "points"]
+
+
+def instants(base: int) -> st.SearchStrategy[int]:
+    """Seconds around a calendar edge: most writes land within a few minutes of it."""
+    return st.one_of(
+        st.integers(base - 130, base + 130),
+        st.integers(base - 3 * 86400, base + 3 * 86400),
+    )
+
+
+@st.composite
+def points(draw: st.DrawFn, base: int) -> MetricPoint:
+    mode = draw(st.sampled_from(["diffadd", "diffadd", "increment"]))
+    ts2 = draw(instants(base))
+    ts1 = ts2 if mode == "increment" else ts2 - draw(st.integers(0, 400))
+    return MetricPoint(
+        thing=draw(st.sampled_from(THINGS)),
+        uid=draw(st.integers(1, 2)),
+        atid=draw(st.integers(0, 2)),
+        aid=draw(st.integers(1, 3)),
+        value=draw(st.integers(0, 60)),
+        ts1=ts1,
+        ts2=ts2,
+        mode=mode,
+    )
+
+
+@st.composite
+def scenario(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]], int]:
+    base = draw(st.sampled_from(BASES))
+    writes = draw(st.lists(points(base), min_size=1, max_size=25))
+    ranges = []
+    for _ in range(4):
+        a, b = draw(instants(base)), draw(instants(base))
+        ranges.append((min(a, b), max(a, b)))
+    return writes, ranges, base
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenario())
+def test_sums_and_activities_match_the_oracle(
+    redis_client: redis.Redis, store: Store, case: tuple[list[MetricPoint], list[tuple[int, int]], int]
+) -> None:
+    writes, ranges, _ = case
+    redis_client.flushdb()
+    oracle = Oracle()
+    half = len(writes) // 2
+    statuses = [store.write_metric(p).status for p in writes[:half]]
+    statuses += [r.status for r in store.write_metrics(writes[half:])]
+    assert statuses == [oracle.write(p) for p in writes]
+    for t1, t2 in ranges:
+        for atid in (None, 0, 1):
+            users = [UserQuery(uid, t1, t2) for uid in (1, 2)]
+            results = store.query(users, THINGS, atid, with_activities=True)
+            for uid, result in zip((1, 2), results, strict=True):
+                for thing in THINGS:
+                    assert result.sums[thing] == oracle.sum(uid, thing, atid, t1, t2)
+                assert result.activities == oracle.activities(uid, THINGS, atid, t1, t2)
+
+
+def test_original_persistence_cases(store: Store) -> None:
+    """persistence_test.go: 10, 11, 1 points at 05, 08, 11 seconds."""
+    for value, ts in ((10, 1458061005), (11, 1458061008), (1, 1458061011)):
+        store.write_metric(MetricPoint("points", 1, 3, ts, value, ts, ts, "increment"))
+    assert store.sum(1, "points", 3, 1458061005, 1458061010) == 21
+    assert store.sum(1, "points", None, 1458061005, 1458061011) == 22
+    assert store.sum(1, "points", 4, 1458061005, 1458061011) == 0
+
+
+def test_same_write_twice_counts_once(store: Store) -> None:
+    p = MetricPoint("steps", 1, 2, 3, 10, 1496539746, 1496539747)
+    assert store.write_metric(p).status == "ok"
+    assert store.write_metric(p).status == "same"
+    assert store.sum(1, "steps", None, 0, 1496539747) == 10
+
+
+def test_running_total_adds_only_the_difference(store: Store) -> None:
+    store.write_metric(MetricPoint("steps", 1, 2, 3, 100, 1000000, 1000060))
+    result = store.write_metric(MetricPoint("steps", 1, 2, 3, 105, 1000000, 1000120))
+    assert result.delta == 5
+    assert store.sum(1, "steps", None, 1000000, 1000120) == 105
+    assert store.sum(1, "steps", None, 1000100, 1000120) == 5
+
+
+def test_late_update_is_ignored(store: Store) -> None:
+    store.write_metric(MetricPoint("steps", 1, 2, 3, 105, 1000000, 1000120))
+    late = store.write_metric(MetricPoint("steps", 1, 2, 3, 100, 1000000, 1000060))
+    assert late.status == "stale"
+    assert store.sum(1, "steps", None, 0, 2000000) == 105
+
+
+def test_sums_stay_exact_beyond_two_to_the_53(store: Store) -> None:
+    big = 2**40
+    ts = 1458061005
+    points = [MetricPoint("points", 7, 1, aid, big, ts, ts, "increment") for aid in range(9000)]
+    store.write_metrics(points)
+    assert store.sum(7, "points", None, ts - 10, ts + 10) == 9000 * big
+    assert 9000 * big > 2**53
+
+
+def test_counts(store: Store) -> None:
+    oracle = Oracle()
+    for value, ts in ((1, 1458061005), (2, 1458061006), (5, 1458147405)):
+        point = CountPoint("newsignup", value, ts)
+        store.write_count(point)
+        oracle.counts.append(point)
+    for t1, t2 in ((1458061005, 1458061005), (0, 1458147405), (1458061006, 1458147404)):
+        assert store.count("newsignup", t1, t2) == oracle.count("newsignup", t1, t2)
+    assert store.counts(["newsignup", "other"], 0, 2000000000) == [8, 0]
+
+
+def test_keys_expire_after_their_bucket(redis_client: redis.Redis, store: Store) -> None:
+    ts = 1458061005
+    store.write_metric(MetricPoint("points", 1, 3, 1, 5, ts, ts))
+    ttls = {k.decode(): redis_client.ttl(k) for k in redis_client.keys("*")}
+    assert ttls and all(ttl > 0 for ttl in ttls.values()), ttls
