@@ -78,9 +78,7 @@ def _thing(obj: Mapping[str, Any]) -> str:
         raise InvalidInput("must be a string", "thing")
     thing = thing.strip()
     if thing not in THINGS:
-        raise InvalidInput(
-            f"unknown thing {thing!r} (known: {', '.join(THINGS)})", "thing", legacy=True
-        )
+        raise InvalidInput(f"unknown thing {thing!r} (known: {', '.join(THINGS)})", "thing")
     return thing
 
 
@@ -101,14 +99,8 @@ def parse_metric(obj: Any, mode: str | None = None) -> MetricPoint:
     if mode not in MODES:
         raise InvalidInput(f"must be one of {', '.join(MODES)}", "mode")
     thing = _thing(obj)
-    if "ts2" in obj and isinstance(obj["ts2"], int) and not isinstance(obj["ts2"], bool):
-        if obj["ts2"] <= 0:
-            raise InvalidInput("must be a positive Unix time", "ts2", legacy=True)
     ts2 = _int_field(obj, "ts2", 1, MAX_TS)
-    if mode == "increment" and "ts1" not in obj:
-        ts1 = ts2
-    else:
-        ts1 = _int_field(obj, "ts1", 0, MAX_TS)
+    ts1 = ts2 if mode == "increment" and "ts1" not in obj else _int_field(obj, "ts1", 0, MAX_TS)
     if ts1 > ts2:
         raise InvalidInput(f"must not be after ts2 ({ts1} > {ts2})", "ts1")
     if mode == "increment" and ts1 != ts2:
@@ -129,10 +121,10 @@ def parse_count_thing(thing: Any, field: str = "thing") -> str:
     """A counter name: 2..64 printable characters, no space or brace (braces are hash tags)."""
     if not isinstance(thing, str):
         raise InvalidInput("must be a string", field)
-    thing = thing.strip()
-    if not _COUNT_THING.fullmatch(thing):
+    name = thing.strip()
+    if not _COUNT_THING.fullmatch(name):
         raise InvalidInput("must be 2..64 printable characters without spaces or braces", field)
-    return thing
+    return name
 
 
 def parse_count(obj: Any) -> CountPoint:

@@ -92,7 +92,14 @@ class Store:
         keys = [acts_key(p.uid, p.thing_id), index_key(p.uid, p.thing_id)]
         keys += [prefix + t.suffix for t in targets]
         expire = self.settings.expire
-        args: list[Any] = ["d" if p.mode == "diffadd" else "i", p.aid, p.atid, p.value, p.ts1, p.ts2]
+        args: list[Any] = [
+            "d" if p.mode == "diffadd" else "i",
+            p.aid,
+            p.atid,
+            p.value,
+            p.ts1,
+            p.ts2,
+        ]
         args += [t.child for t in targets]
         args += [self._expire_at(t.bucket_end, expire, now) for t in targets]
         args.append(self.settings.state_expire)

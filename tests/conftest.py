@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from flask.testing import FlaskClient
 
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
@@ -48,3 +49,12 @@ def settings() -> Settings:
 @pytest.fixture
 def store(redis_client: redis.Redis, settings: Settings) -> Store:
     return Store(redis_client, settings)
+
+
+@pytest.fixture
+def client(store: Store, settings: Settings) -> Iterator[FlaskClient]:
+    from web import create_app
+
+    app = create_app(settings, store)
+    with app.test_client() as test_client:
+        yield test_client

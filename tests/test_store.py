@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ LEAP_DAY_2016 = calendar.timegm((2016, 2, 29, 0, 0, 0))
 BASES = [NEW_YEAR_2016, LEAP_DAY_2016]
 
 THINGS = ["steps", "points"]
+Scenario = tuple[list[MetricPoint], list[tuple[int, int]], int]
 
 
 def instants(base: int) -> st.SearchStrategy[int]:
@@ -55,10 +57,12 @@ def scenario(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]],
     return writes, ranges, base
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(scenario())
 def test_sums_and_activities_match_the_oracle(
-    redis_client: redis.Redis, store: Store, case: tuple[list[MetricPoint], list[tuple[int, int]], int]
+    redis_client: redis.Redis, store: Store, case: Scenario
 ) -> None:
     writes, ranges, _ = case
     redis_client.flushdb()
@@ -133,3 +137,28 @@ def test_keys_expire_after_their_bucket(redis_client: redis.Redis, store: Store)
     store.write_metric(MetricPoint("points", 1, 3, 1, 5, ts, ts))
     ttls = {k.decode(): redis_client.ttl(k) for k in redis_client.keys("*")}
     assert ttls and all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+def test_scripts_reload_themselves_after_a_flush(redis_client: redis.Redis, store: Store) -> None:
+    """The original's mu_query answered empty results after a Redis restart."""
+    store.write_metric(MetricPoint("points", 1, 3, 1, 5, 1458061005, 1458061005))
+    redis_client.script_flush()
+    assert store.sum(1, "points", None, 1458061000, 1458061010) == 5
+    redis_client.script_flush()
+    store.write_metrics([MetricPoint("points", 1, 3, 2, 6, 1458061005, 1458061005)])
+    assert store.sum(1, "points", None, 1458061000, 1458061010) == 11
+
+
+def test_redis_down_is_reported_not_swallowed() -> None:
+    from psd.embedded import EmbeddedServer, server_binary
+    from psd.errors import StoreError
+
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        store = Store.from_url(server.url)
+    point = MetricPoint("points", 1, 3, 1, 5, 1458061005, 1458061005)
+    with pytest.raises(StoreError):
+        store.write_metric(point)
+    with pytest.raises(StoreError):
+        store.write_metrics([point])
+    with pytest.raises(StoreError):
+        store.sum(1, "points", None, 0, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import itertools
 
 import pytest
 from hypothesis import example, given
@@ -19,7 +20,7 @@ from psd.timebuckets import (
     run_bounds,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # Instants near the places where calendar arithmetic breaks: leap days, month and year ends.
 _EDGES = [
@@ -39,7 +40,7 @@ def _ordered(a: int, b: int) -> tuple[int, int]:
 
 
 def test_civil_matches_datetime() -> None:
-    for ts in _EDGES + [0, MAX_TS, 1458061005]:
+    for ts in [*_EDGES, 0, MAX_TS, 1458061005]:
         d = dt.datetime.fromtimestamp(ts, UTC)
         assert tuple(civil(ts)) == (d.year, d.month, d.day, d.hour, d.minute, d.second)
 
@@ -61,7 +62,7 @@ def test_runs_tile_the_range_exactly(a: int, b: int) -> None:
     bounds = sorted(run_bounds(r) for r in decompose(t1, t2))
     assert bounds[0][0] == t1
     assert bounds[-1][1] == t2
-    for (_, end), (start, _) in zip(bounds, bounds[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(bounds):
         assert start == end + 1  # no gap, no overlap
 
 

@@ -1,0 +1,147 @@
+"""Every invalid request gets a clear JSON 4xx and writes nothing; none gets a 5xx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+GOOD = {
+    "thing": "steps",
+    "uid": 1,
+    "atid": 2,
+    "aid": 3,
+    "value": 10,
+    "ts1": 1496539746,
+    "ts2": 1496539747,
+}
+
+
+def without(name: str) -> dict[str, Any]:
+    return {k: v for k, v in GOOD.items() if k != name}
+
+
+BAD_WRITES: list[tuple[Any, str]] = [
+    (GOOD | {"thing": "jumps"}, "thing"),
+    (GOOD | {"ts2": 0}, "ts2"),
+    (GOOD | {"ts2": -5, "ts1": -6}, "ts2"),
+    (GOOD | {"ts1": 1496539748}, "ts1"),
+    (GOOD | {"uid": "1"}, "uid"),
+    (GOOD | {"uid": 1.5}, "uid"),
+    (GOOD | {"value": True}, "value"),
+    (GOOD | {"value": -1}, "value"),
+    (GOOD | {"value": 2**41}, "value"),
+    (GOOD | {"ts2": 2**63}, "ts2"),
+    (GOOD | {"ts2": 253402300800}, "ts2"),
+    (GOOD | {"aid": None}, "aid"),
+    (GOOD | {"mode": "multiply"}, "mode"),
+    (GOOD | {"mode": "increment"}, "ts1"),
+    (without("uid"), "uid"),
+    (without("thing"), "thing"),
+    (without("value"), "value"),
+    (without("ts1"), "ts1"),
+    ([GOOD], ""),
+    ("steps", ""),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_WRITES)
+def test_invalid_write_is_rejected_and_writes_nothing(
+    client: FlaskClient, redis_client: redis.Redis, body: Any, field: str
+) -> None:
+    response = client.post("/v1/write", json=body)
+    assert response.status_code == 406
+    assert response.json["error"]
+    assert response.json.get("field", "") == field
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[1,2"])
+def test_malformed_body_is_rejected(
+    client: FlaskClient, redis_client: redis.Redis, raw: bytes
+) -> None:
+    response = client.post("/v1/write", data=raw, content_type="application/json")
+    assert response.status_code == 406
+    assert "error" in response.json
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"thing": "x", "value": 1, "ts": 1},
+        {"thing": "has space", "value": 1, "ts": 1},
+        {"thing": "{tag}", "value": 1, "ts": 1},
+        {"thing": "a" * 65, "value": 1, "ts": 1},
+        {"thing": "newsignup", "value": "1", "ts": 1},
+        {"thing": "newsignup", "value": 1, "ts": 0},
+        {"thing": "newsignup", "value": 1},
+    ],
+)
+def test_invalid_count_is_rejected(
+    client: FlaskClient, redis_client: redis.Redis, body: dict[str, Any]
+) -> None:
+    response = client.post("/v1/count", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]
+    assert redis_client.dbsize() == 0
+
+
+BAD_READS: list[tuple[str, str, dict[str, str] | None, int]] = [
+    ("GET", "/v1/query/1/steps/all/abc/10", None, 400),
+    ("GET", "/v1/query/1/steps/all/10/99999999999999999999999", None, 400),
+    ("GET", "/v1/query/1/steps/all/-5/10", None, 400),
+    ("GET", "/v1/query/1/steps/all/20/10", None, 400),
+    ("GET", "/v1/query/x/steps/all/0/10", None, 400),
+    ("GET", "/v1/query/1/steps/any/0/10", None, 400),
+    ("GET", "/v1/query/1/steps/all/0", None, 404),
+    ("POST", "/v1/query/1/steps/all/0/10", None, 405),
+    ("GET", "/v1/mumt_query/all/0/10", None, 405),
+    ("POST", "/v1/query_ids/steps/all/0/10", {}, 400),
+    ("POST", "/v1/query_ids/steps/all/0/10", {"ids": "1,x"}, 400),
+    ("POST", "/v1/query_ids/steps/all/0/10", {"ids": ",".join(map(str, range(10001)))}, 413),
+    ("POST", "/v1/mu_query/steps/all/0/10", {"ids": "1,-2"}, 400),
+    ("POST", "/v1/mumt_query/all/0/10", {"ids": "1"}, 400),
+    ("POST", "/v1/mumt_query/all/1e3/10", {"ids": "1", "things": "steps"}, 400),
+    ("POST", "/v2/mumt_query/all/0/10", {"ids": "1,2", "things": "steps", "offsets": "0"}, 422),
+    ("POST", "/v2/mumt_query/all/0/10", {"ids": "1", "things": "steps", "offsets": "z"}, 400),
+    ("POST", "/v2/mumt_query/all/0/10", {"ids": "1", "things": "steps", "offsets": "-20"}, 400),
+    ("GET", "/v1/readcount/x/0/10", None, 400),
+    ("GET", "/v1/readcount/newsignup/10/0", None, 400),
+    ("POST", "/v1/readcount_with_ids/login/0/10", {}, 400),
+    ("GET", "/nowhere", None, 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "form", "status"), BAD_READS)
+def test_invalid_read_gets_a_clear_4xx(
+    client: FlaskClient, method: str, path: str, form: dict[str, str] | None, status: int
+) -> None:
+    response = client.open(path, method=method, data=form)
+    assert response.status_code == status
+    assert response.json["error"]
+
+
+def test_v2_mismatch_message_is_the_originals(client: FlaskClient) -> None:
+    form = {"ids": "1,2", "things": "steps", "offsets": "0"}
+    response = client.post("/v2/mumt_query/all/0/10", data=form)
+    assert response.json == {"error": "len(uids) != len(offsets)"}
+
+
+def test_form_values_are_trimmed(client: FlaskClient) -> None:
+    client.post("/v1/write", json=GOOD | {"thing": "points"})
+    form = {"things": " points , steps", "ids": " 1 "}
+    response = client.post("/v1/mumt_query/all/1496539746/1496539747", data=form)
+    assert response.json == {"data": {"1": {"points": 10, "steps": 0, "_atids": [2]}}}
+
+
+def test_unknown_thing_reads_as_zero(client: FlaskClient) -> None:
+    response = client.get("/v1/query/1/jumps/all/0/10")
+    assert (response.status_code, response.text) == (200, "0")
+
+
+def test_huge_body_is_refused(client: FlaskClient) -> None:
+    response = client.post("/v1/write", data=b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    assert response.status_code == 413

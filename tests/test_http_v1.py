@@ -1,0 +1,139 @@
+"""The original's HTTP API, with its own test cases (persistence_test.go) ported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+
+def write(client: FlaskClient, **fields: Any) -> None:
+    body = {"thing": "points", "uid": 1, "atid": 3, "aid": 1001} | fields
+    response = client.post("/v1/write", json=body)
+    assert response.status_code == 200, response.text
+    assert response.text == "ok"
+
+
+def point(client: FlaskClient, value: int, ts: int, **fields: Any) -> None:
+    """An increment as the original's tests made them: ts1 == ts2 for a reused aid."""
+    write(client, value=value, ts1=ts, ts2=ts, **fields)
+
+
+def query(client: FlaskClient, path: str) -> int:
+    response = client.get(path)
+    assert response.status_code == 200, response.text
+    assert response.mimetype == "text/plain"
+    return int(response.text)
+
+
+def test_ping(client: FlaskClient) -> None:
+    response = client.get("/health/ping")
+    assert response.json == {"pong": "OK"}
+
+
+def test_valid_read(client: FlaskClient) -> None:
+    for value, ts in ((10, 1458061005), (11, 1458061008), (1, 1458061011)):
+        point(client, value, ts)
+    assert query(client, "/v1/query/1/points/3/1458061005/1458061010") == 21
+    assert query(client, "/v1/query/1/points/all/1458061005/1458061011") == 22
+    assert query(client, "/v1/query/1/points/4/1458061005/1458061011") == 0
+    assert query(client, "/v1/query/2/points/all/1458061005/1458061011") == 0
+
+
+def test_even_longer_multi_day_valid_read(client: FlaskClient) -> None:
+    for value, ts in (
+        (100, 1451635204),
+        (200, 1454313600),
+        (10, 1458061005),
+        (11, 1458061008),
+        (1, 1458061011),
+    ):
+        point(client, value, ts)
+    assert query(client, "/v1/query/1/points/3/1451635200/1458061011") == 322
+    assert query(client, "/v1/query/1/points/3/1451635205/1458061010") == 221
+
+
+def test_offsets(client: FlaskClient) -> None:
+    """100 points at 1471478499 (2016-08-17 23:01:39 UTC) read as 100 for the local day
+    2016-08-17 at UTC-8: midnight written as UTC, offset 28800."""
+    point(client, 100, 1471478499)
+    response = client.post(
+        "/v2/mumt_query/all/1471392000/1471478399",
+        data={"things": "points", "ids": "1", "offsets": "28800"},
+    )
+    assert response.json == {"data": {"1": {"points": 100, "_atids": [3]}}}
+    response = client.post(
+        "/v2/mumt_query/all/1471392000/1471478399",
+        data={"things": "points", "ids": "1", "offsets": "0"},
+    )
+    assert response.json == {"data": {}}
+
+
+def test_readme_example(client: FlaskClient) -> None:
+    write(client, thing="steps", uid=1, atid=2, aid=3, value=10, ts1=1496539746, ts2=1496539747)
+    response = client.post(
+        "/v1/mumt_query/all/1496539746/1496539747", data={"things": "steps", "ids": "1"}
+    )
+    assert response.json == {"data": {"1": {"_atids": [2], "steps": 10}}}
+
+
+def test_diffadd_running_total(client: FlaskClient) -> None:
+    write(client, aid=7, value=100, ts1=1000000, ts2=1000060)
+    write(client, aid=7, value=100, ts1=1000000, ts2=1000060)
+    write(client, aid=7, value=105, ts1=1000000, ts2=1000120)
+    assert query(client, "/v1/query/1/points/all/1000000/1000120") == 105
+    assert query(client, "/v1/query/1/points/all/1000061/1000120") == 5
+
+
+def test_query_ids_and_mu_query(client: FlaskClient) -> None:
+    point(client, 10, 1458061005, uid=1, aid=1)
+    point(client, 4, 1458061006, uid=1, aid=2, atid=5)
+    point(client, 7, 1458061007, uid=3, aid=3, atid=2)
+    response = client.post(
+        "/v1/query_ids/points/all/1458061000/1458061010", data={"ids": " 1, 2 ,3"}
+    )
+    assert response.json == {"1": 14, "2": 0, "3": 7}
+    response = client.post("/v1/mu_query/points/all/1458061000/1458061010", data={"ids": "1,2,3"})
+    body = response.json
+    assert body["values"] == {"1": 14, "2": 0, "3": 7}
+    assert sorted(body["atids"]["1"]) == [3, 5]
+    assert body["atids"]["2"] == []
+    assert body["atids"]["3"] == [2]
+
+
+def test_mumt_leaves_out_inactive_and_pointless_users(client: FlaskClient) -> None:
+    point(client, 10, 1458061005, uid=1, aid=1, thing="steps")
+    point(client, 10, 1458061005, uid=1, aid=2, thing="points")
+    point(client, 5, 1458061005, uid=2, aid=3, thing="steps")
+    point(client, 5, 1458061005, uid=3, aid=4, thing="steps", atid=2)
+    point(client, 5, 1458061005, uid=3, aid=4, thing="points", atid=2)
+    form = {"things": "steps,points", "ids": "1,2,3,4"}
+    data = client.post("/v1/mumt_query/all/1458061000/1458061010", data=form).json["data"]
+    assert data == {
+        "1": {"steps": 10, "points": 10, "_atids": [3, 3]},
+        "3": {"steps": 5, "points": 5, "_atids": [2]},
+    }
+    form = {"things": "steps", "ids": "1,2,3,4"}
+    data = client.post("/v1/mumt_query/3/1458061000/1458061010", data=form).json["data"]
+    assert data == {"1": {"steps": 10, "_atids": [3]}, "2": {"steps": 5, "_atids": [3]}}
+
+
+def test_counts(client: FlaskClient) -> None:
+    for thing, value, ts in (
+        ("newsignup", 1, 1458061005),
+        ("newsignup", 1, 1458061006),
+        ("login_7", 3, 1458061006),
+    ):
+        response = client.post("/v1/count", json={"thing": thing, "value": value, "ts": ts})
+        assert response.status_code == 200, response.text
+    assert query(client, "/v1/readcount/newsignup/1458061005/1458061005") == 1
+    assert query(client, "/v1/readcount/newsignup/0/1458061010") == 2
+    response = client.post("/v1/readcount_with_ids/login/0/1458061010", data={"ids": "7,8"})
+    assert response.json == {"7": 3, "8": 0}
+
+
+def test_v2_repeated_uid_keeps_its_first_offset_and_counts_once(client: FlaskClient) -> None:
+    point(client, 10, 1458061005)
+    form = {"things": "points", "ids": "1,1", "offsets": "0,0"}
+    response = client.post("/v2/mumt_query/all/1458061000/1458061010", data=form)
+    assert response.json == {"data": {"1": {"points": 10, "_atids": [3]}}}

@@ -1,0 +1,30 @@
+"""psd's HTTP API: the original's v1/v2 routes over the core store.
+
+``create_app(settings)`` is the app factory (one blueprint per API version); ``web.wsgi:app``
+is the WSGI entry point that servers import.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from psd.config import Settings, load_settings
+from psd.store import Store
+from web import errors, v1, v2
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+    """Build the API. Without ``store`` it connects to ``settings.redis_url``."""
+    settings = settings or load_settings()
+    if store is None:
+        if not settings.redis_url:
+            raise RuntimeError("no Redis configured: set PSD_REDIS_URL (psd web starts one)")
+        store = Store.from_url(settings.redis_url, settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["psd"] = store
+    app.extensions["psd.settings"] = settings
+    errors.register(app)
+    app.register_blueprint(v1.bp)
+    app.register_blueprint(v2.bp)
+    return app
