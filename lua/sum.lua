@@ -2,31 +2,35 @@
 -- sum.lua: sum counters over ranges for many series (a user's thing, or a global counter) in
 -- one call, and optionally list the activities that changed in each range (the "_atids").
 --
--- ARGV[1]  msgpack {plans, series, want_atids, atid}
---            plans:  { {t1, t2, groups}, ... }; groups = { {field, ...}, ... }, one field list
---                    per counter hash of the range (see psd/keys.py read_plan)
---            series: { plan number, ... } one per series, in KEYS order
---            want_atids: 1 to list activities (metric series only), 0 not to
---            atid:   "" for every type, else the type (decimal string) to keep
+-- Counter fields are <child> * 1000 + <atid> for types below 1000, "<child>:<atid>" above
+-- (see psd/keys.py); count hashes use type 0.
+-- ARGV     flat, numbers as decimal strings (no msgpack: unpacking costs more than the read):
+--            want_atids (1 or 0), atid ("" = every type), number of plans, then per plan:
+--            t1, t2, number of groups, then per group: number of child ranges and each
+--            range's lo, hi (one group per counter hash of the range, see read_plan);
+--            then the plan number of every series, in KEYS order
 -- KEYS     per series: one counter hash per group of its plan, then, with want_atids,
 --          {uid}:<thing>:idx and {uid}:<thing>:acts
 -- Returns per series {hi, lo[, {aid, atid, aid, atid, ...}]}: the exact sum is
 -- hi * 10^15 + lo (Lua numbers are doubles, exact only below 2^53).
-local args = cmsgpack.unpack(ARGV[1])
-local plans, series, want_atids, filter = args[1], args[2], args[3] == 1, args[4]
-if filter == '' then filter = nil end
+local want_atids = ARGV[1] == '1'
+local filter = ARGV[2] ~= '' and ARGV[2] or nil
+local filter_num = filter and tonumber(filter)
 local E15 = 1e15
-local wanted_cache = {}
+-- a typed read of at most this many fields asks for them by name; others read the hash
+local HMGET_MAX = 16
 
-local function wanted(p, g)
-  local key = p * 4096 + g
-  local set = wanted_cache[key]
-  if set == nil then
-    set = {}
-    for _, f in ipairs(plans[p][3][g]) do set[f] = true end
-    wanted_cache[key] = set
+local plans, a = {}, 4
+for p = 1, tonumber(ARGV[3]) do
+  local plan = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), {}}
+  a = a + 3
+  for g = 1, tonumber(ARGV[a - 1]) do
+    local ranges = {}
+    for i = 1, 2 * tonumber(ARGV[a]) do ranges[i] = tonumber(ARGV[a + i]) end
+    a = a + 1 + #ranges
+    plan[3][g] = ranges
   end
-  return set
+  plans[p] = plan
 end
 
 -- add a decimal string to hi/lo; long strings are split so no digit is lost
@@ -46,20 +50,50 @@ local function add(hi, lo, v)
   return hi, lo
 end
 
-local function sum_key(key, fields, p, g, hi, lo)
-  local n = redis.call('HLEN', key)
-  if n == 0 then return hi, lo end
-  if n <= #fields or #fields > 1000 then
-    -- the hash is no bigger than what we ask for: read it whole and keep our fields
-    local flat, set = redis.call('HGETALL', key), wanted(p, g)
-    for j = 1, #flat, 2 do
-      if set[flat[j]] then hi, lo = add(hi, lo, flat[j + 1]) end
+local function wanted(ranges, child)
+  for i = 1, #ranges, 2 do
+    if child >= ranges[i] and child <= ranges[i + 1] then return true end
+  end
+  return false
+end
+
+local function width(ranges)
+  local n = 0
+  for i = 1, #ranges, 2 do n = n + ranges[i + 1] - ranges[i] + 1 end
+  return n
+end
+
+local function typed_fields(ranges)
+  local fields = {}
+  for i = 1, #ranges, 2 do
+    for c = ranges[i], ranges[i + 1] do
+      fields[#fields + 1] = filter_num < 1000 and (c * 1000 + filter_num) or (c .. ':' .. filter)
     end
-  else
-    local vals = redis.call('HMGET', key, unpack(fields))
+  end
+  return fields
+end
+
+local function sum_key(key, ranges, hi, lo)
+  if filter and width(ranges) <= HMGET_MAX then
+    local vals = redis.call('HMGET', key, unpack(typed_fields(ranges)))
     for j = 1, #vals do
       if vals[j] then hi, lo = add(hi, lo, vals[j]) end
     end
+    return hi, lo
+  end
+  local flat = redis.call('HGETALL', key)
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    local n = tonumber(f)
+    local child, ok
+    if n then
+      local typ = n % 1000
+      child, ok = (n - typ) / 1000, filter == nil or typ == filter_num
+    else
+      local p = string.find(f, ':', 1, true)
+      child, ok = tonumber(string.sub(f, 1, p - 1)), filter == nil or string.sub(f, p + 1) == filter
+    end
+    if ok and wanted(ranges, child) then hi, lo = add(hi, lo, flat[j + 1]) end
   end
   return hi, lo
 end
@@ -96,13 +130,12 @@ local function activities(idx, acts, t1, t2)
 end
 
 local result, k = {}, 1
-for s = 1, #series do
-  local p = series[s]
-  local plan = plans[p]
+for s = 1, #ARGV - a + 1 do
+  local plan = plans[tonumber(ARGV[a + s - 1])]
   local groups = plan[3]
   local hi, lo = 0, 0
   for g = 1, #groups do
-    hi, lo = sum_key(KEYS[k], groups[g], p, g, hi, lo)
+    hi, lo = sum_key(KEYS[k], groups[g], hi, lo)
     k = k + 1
   end
   if want_atids then

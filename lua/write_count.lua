@@ -1,19 +1,23 @@
-#!lua
--- write_count.lua: add to a global counter (no user, no type) atomically.
+#!lua flags=allow-cross-slot-keys
+-- write_count.lua: add to global counters (no user, no type), each point atomically.
 --
--- KEYS[1..6]  counter hashes root, year, month, day, hour, minute of ts (c:{<thing>}:...)
--- ARGV[1]     value (may be negative)
--- ARGV[2..7]  child field of each hash (year, month, day, hour, minute, second)
--- ARGV[8..13] Unix time at which each hash expires, 0 = never
--- Returns the new value of the second's field.
-local value = tonumber(ARGV[1])
-local n = 0
-for i = 1, 6 do
-  local key, expire_at = KEYS[i], tonumber(ARGV[7 + i])
-  n = redis.call('HINCRBY', key, ARGV[1 + i], value)
-  if n == value and expire_at > 0 then
-    redis.call('EXPIREAT', key, expire_at, 'NX')
-    if i == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+-- KEYS    5 per point: the counter hashes root, year, month, day, hour of its ts
+--         (c:{<thing>}:...)
+-- ARGV[1] msgpack list of points {value, children, expires}: children = the child of root,
+--         year, month, day, hour (minute), hour (second) (field = child * 1000, i.e. type 0
+--         of a metric); expires = Unix time each hash expires at, 0 = never
+-- Returns the number of points applied.
+local points = cmsgpack.unpack(ARGV[1])
+local COUNTER_OF_CHILD = {1, 2, 3, 4, 5, 5}
+for n = 1, #points do
+  local value, children, expires = points[n][1], points[n][2], points[n][3]
+  for c = 1, 6 do
+    local j = COUNTER_OF_CHILD[c]
+    local key, expire_at = KEYS[(n - 1) * 5 + j], expires[j]
+    if redis.call('HINCRBY', key, children[c] * 1000, value) == value and expire_at > 0 then
+      redis.call('EXPIREAT', key, expire_at, 'NX')
+      if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+    end
   end
 end
-return n
+return #points

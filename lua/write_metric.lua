@@ -1,32 +1,38 @@
-#!lua
--- write_metric.lua: apply one metric point atomically, in diffadd or increment mode.
+#!lua flags=allow-cross-slot-keys
+-- write_metric.lua: apply a batch of metric points, each atomically, in diffadd or increment
+-- mode. One call per batch saves a round trip and the script start-up per point.
 --
--- KEYS[1]     {uid}:<thing>:acts  hash aid -> msgpack {ts, amount, atid, ts, amount, atid, ...}
---                                 (the activity's recorded changes) and "_span" (the longest
---                                 first-to-last change distance of any activity, for reads)
--- KEYS[2]     {uid}:<thing>:idx   zset "<atid or *>:<aid>:<first ts>" scored by last change ts
--- KEYS[3..8]  counter hashes root, year, month, day, hour, minute of ts2
--- ARGV[1]     mode: "d" diffadd (value is the running total since ts1) or "i" increment
--- ARGV[2]     aid                 ARGV[3] atid (decimal strings)
--- ARGV[4]     value               ARGV[5] ts1       ARGV[6] ts2
--- ARGV[7..12] child field of each counter hash (year, month, day, hour, minute, second)
--- ARGV[13..18] Unix time at which each counter hash expires, 0 = never
--- ARGV[19]    seconds the activity state lives after its last write, 0 = forever
--- Returns {status, delta}: status "ok", "same" (nothing to add) or "stale" (ts2 is older
--- than a change already recorded for this activity: a late update, ignored).
-local acts, idx = KEYS[1], KEYS[2]
-local mode, aid, atid = ARGV[1], ARGV[2], ARGV[3]
-local value, ts1, ts2 = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local state_ttl = tonumber(ARGV[19])
+-- KEYS    7 per point, in point order:
+--           {uid}:<thing>:acts  hash aid -> msgpack {ts, amount, atid, ...} (the activity's
+--                               changes) and "_span" (longest first-to-last change distance
+--                               of any activity, so reads know how far back to look)
+--           {uid}:<thing>:idx   zset "<atid or *>:<aid>:<first change ts>" scored by the
+--                               activity's last change
+--           counter hashes root, year, month, day, hour of the point's ts2
+-- ARGV[1] msgpack list of points, each {mode, aid, atid, value, ts1, ts2, children, expires}:
+--           mode "d" diffadd (value = running total since ts1) or "i" increment;
+--           aid, atid decimal strings; children = the child of root, year, month, day,
+--           hour (minute), hour (second) the point falls in (field = child * 1000 + atid);
+--           expires = Unix time each counter hash expires at, 0 = never
+-- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
+-- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add) or
+-- "stale" (ts2 older than a change already recorded for this activity: a late update).
+local points = cmsgpack.unpack(ARGV[1])
+local state_ttl = tonumber(ARGV[2])
+local COUNTER_OF_CHILD = {1, 2, 3, 4, 5, 5}
 
-local packed = redis.call('HGET', acts, aid)
-local rec = packed and cmsgpack.unpack(packed) or {}
+-- the counter field of a child for one type (see psd/keys.py): an integer while it can be
+local function field(child, atid)
+  local n = tonumber(atid)
+  if n < 1000 then return child * 1000 + n end
+  return child .. ':' .. atid
+end
 
 -- first and last change of an activity, and its type ("*" once it has had several)
-local function summary(r)
+local function summary(rec)
   local first, last, typ
-  for i = 1, #r, 3 do
-    local ts, t = r[i], r[i + 2]
+  for i = 1, #rec, 3 do
+    local ts, t = rec[i], rec[i + 2]
     if first == nil or ts < first then first = ts end
     if last == nil or ts > last then last = ts end
     if typ == nil then typ = t elseif typ ~= t then typ = '*' end
@@ -34,62 +40,85 @@ local function summary(r)
   return first, last, typ
 end
 
-local first, last, typ = summary(rec)
-local delta = value
-if mode == 'd' then
-  if last ~= nil and ts2 < last then return {'stale', 0} end
+-- the amount to add for a point, or nil and why not
+local function delta_of(rec, mode, value, ts1, ts2, last)
+  if mode == 'i' then return value end
+  if last ~= nil and ts2 < last then return nil, 'stale' end
   local sum = 0
   for i = 1, #rec, 3 do
     if rec[i] >= ts1 and rec[i] <= ts2 then sum = sum + rec[i + 1] end
   end
-  delta = value - sum
+  return value - sum
 end
-if delta == 0 then return {'same', 0} end
 
--- record the change: merge into an entry of the same second and type, drop it if it nets 0
-local merged = false
-for i = 1, #rec, 3 do
-  if rec[i] == ts2 and rec[i + 2] == atid then
-    rec[i + 1] = rec[i + 1] + delta
-    if rec[i + 1] == 0 then
-      table.remove(rec, i + 2); table.remove(rec, i + 1); table.remove(rec, i)
+-- record a change: merge into an entry of the same second and type, drop it if it nets 0
+local function record(rec, ts, delta, atid)
+  for i = 1, #rec, 3 do
+    if rec[i] == ts and rec[i + 2] == atid then
+      rec[i + 1] = rec[i + 1] + delta
+      if rec[i + 1] == 0 then
+        table.remove(rec, i + 2); table.remove(rec, i + 1); table.remove(rec, i)
+      end
+      return
     end
-    merged = true
-    break
   end
-end
-if not merged then
-  rec[#rec + 1] = ts2; rec[#rec + 1] = delta; rec[#rec + 1] = atid
+  rec[#rec + 1] = ts; rec[#rec + 1] = delta; rec[#rec + 1] = atid
 end
 
-for i = 1, 6 do
-  local key, child, expire_at = KEYS[2 + i], ARGV[6 + i], tonumber(ARGV[12 + i])
-  local n = redis.call('HINCRBY', key, child, delta)
-  redis.call('HINCRBY', key, child .. ':' .. atid, delta)
-  if n == delta and expire_at > 0 then
-    -- a new field: give a new key its expiry; the root (all years) only ever extends it
-    redis.call('EXPIREAT', key, expire_at, 'NX')
-    if i == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+local function add_to_counters(k, p, delta)
+  local atid, children, expires = p[3], p[7], p[8]
+  for c = 1, 6 do
+    local j = COUNTER_OF_CHILD[c]
+    local key, expire_at = KEYS[k + 2 + j], expires[j]
+    local n = redis.call('HINCRBY', key, field(children[c], atid), delta)
+    if n == delta and expire_at > 0 then
+      -- a new field, maybe a new hash: give it its expiry; the root only ever extends it
+      redis.call('EXPIREAT', key, expire_at, 'NX')
+      if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+    end
   end
 end
 
-local old_member = first and (typ .. ':' .. aid .. ':' .. first)
-if #rec == 0 then
-  redis.call('HDEL', acts, aid)
-  if old_member then redis.call('ZREM', idx, old_member) end
-else
+local function update_state(acts, idx, aid, rec, old_member, is_new)
+  if #rec == 0 then
+    redis.call('HDEL', acts, aid)
+    if old_member then redis.call('ZREM', idx, old_member) end
+    return
+  end
   redis.call('HSET', acts, aid, cmsgpack.pack(rec))
-  local nfirst, nlast, ntyp = summary(rec)
-  local member = ntyp .. ':' .. aid .. ':' .. nfirst
+  local first, last, typ = summary(rec)
+  local member = typ .. ':' .. aid .. ':' .. first
   if old_member and old_member ~= member then redis.call('ZREM', idx, old_member) end
-  redis.call('ZADD', idx, nlast, member)
-  if nlast > nfirst then
+  redis.call('ZADD', idx, last, member)
+  if last > first then
     local span = tonumber(redis.call('HGET', acts, '_span') or '0')
-    if nlast - nfirst > span then redis.call('HSET', acts, '_span', nlast - nfirst) end
+    if last - first > span then redis.call('HSET', acts, '_span', last - first) end
+  end
+  if is_new and state_ttl > 0 then
+    redis.call('EXPIRE', acts, state_ttl)
+    redis.call('EXPIRE', idx, state_ttl)
   end
 end
-if state_ttl > 0 then
-  redis.call('EXPIRE', acts, state_ttl)
-  redis.call('EXPIRE', idx, state_ttl)
+
+local out = {}
+for n = 1, #points do
+  local p = points[n]
+  local k = (n - 1) * 7
+  local acts, idx = KEYS[k + 1], KEYS[k + 2]
+  local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
+  local packed = redis.call('HGET', acts, aid)
+  local rec = packed and cmsgpack.unpack(packed) or {}
+  local first, last, typ = summary(rec)
+  local delta, why = delta_of(rec, mode, value, ts1, ts2, last)
+  if delta == nil then
+    out[#out + 1] = why; out[#out + 1] = 0
+  elseif delta == 0 then
+    out[#out + 1] = 'same'; out[#out + 1] = 0
+  else
+    record(rec, ts2, delta, atid)
+    add_to_counters(k, p, delta)
+    update_state(acts, idx, aid, rec, first and (typ .. ':' .. aid .. ':' .. first), not packed)
+    out[#out + 1] = 'ok'; out[#out + 1] = delta
+  end
 end
-return {'ok', delta}
+return out

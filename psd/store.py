@@ -18,20 +18,15 @@ import redis
 
 from psd.config import Settings
 from psd.errors import StoreError
-from psd.keys import (
-    ReadPlan,
-    acts_key,
-    count_prefix,
-    index_key,
-    metric_prefix,
-    read_plan,
-    write_targets,
-)
+from psd.keys import ReadPlan, count_prefix, metric_prefix, read_plan, write_target
 from psd.model import THINGS, CountPoint, MetricPoint
 from psd.scripts import Scripts
 
 WriteStatus = Literal["ok", "same", "stale"]
 _E15 = 10**15
+#: Points per write_metric.lua call: big enough to amortise the call, small enough that one
+#: call never holds Redis for long (about 30 us a point).
+WRITE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,67 +76,76 @@ class Store:
 
     # ---- writes ----
 
-    def _expire_at(self, bucket_end: int, retention: int, now: int) -> int:
+    def _expires(self, bucket_ends: tuple[int, ...], retention: int, now: int) -> list[int]:
         """A bucket lives ``retention`` seconds past its end; a late write into an old bucket
         still gets ``retention`` from now (as the original's sliding expiry did)."""
-        return max(bucket_end, now) + retention if retention else 0
+        if not retention:
+            return [0] * len(bucket_ends)
+        return [max(end, now) + retention for end in bucket_ends]
 
-    def _metric_call(self, p: MetricPoint, now: int) -> tuple[list[str], list[Any]]:
-        targets = write_targets(p.ts2)
-        prefix = metric_prefix(p.uid, p.thing_id)
-        keys = [acts_key(p.uid, p.thing_id), index_key(p.uid, p.thing_id)]
-        keys += [prefix + t.suffix for t in targets]
-        expire = self.settings.expire
-        args: list[Any] = [
-            "d" if p.mode == "diffadd" else "i",
-            p.aid,
-            p.atid,
-            p.value,
-            p.ts1,
-            p.ts2,
-        ]
-        args += [t.child for t in targets]
-        args += [self._expire_at(t.bucket_end, expire, now) for t in targets]
-        args.append(self.settings.state_expire)
-        return keys, args
+    def _apply_metrics(self, points: Sequence[MetricPoint], client: Any) -> Any:
+        """Queue (on a pipeline) or run one write_metric.lua call for ``points``."""
+        now = int(self._clock())
+        keys: list[str] = []
+        payload = []
+        for p in points:
+            target = write_target(p.ts2)
+            prefix = metric_prefix(p.uid, p.thing_id)
+            keys += [prefix + "acts", prefix + "idx"]
+            keys += [prefix + suffix for suffix in target.suffixes]
+            mode = "d" if p.mode == "diffadd" else "i"
+            expires = self._expires(target.bucket_ends, self.settings.expire, now)
+            payload.append(
+                [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires]
+            )
+        args = [msgpack.packb(payload), self.settings.state_expire]
+        return self.scripts.write_metric(keys, args, client=client)
+
+    @staticmethod
+    def _results(flat: list[Any]) -> list[WriteResult]:
+        return [WriteResult(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def write_metric(self, point: MetricPoint) -> WriteResult:
         """Apply one metric point atomically."""
-        keys, args = self._metric_call(point, int(self._clock()))
         try:
-            status, delta = self.scripts.write_metric(keys, args)
+            return self._results(self._apply_metrics([point], self.redis))[0]
         except redis.RedisError as exc:
             raise StoreError(f"write failed: {exc}") from exc
-        return WriteResult(status.decode(), int(delta))
 
     def write_metrics(self, points: Sequence[MetricPoint]) -> list[WriteResult]:
-        """Apply many points in one pipelined round trip (each point still atomic)."""
+        """Apply many points, each atomically: one script call per ``WRITE_BATCH`` points,
+        all pipelined in one round trip."""
         if not points:
             return []
-        now = int(self._clock())
         pipe = self.redis.pipeline(transaction=False)
-        for point in points:
-            keys, args = self._metric_call(point, now)
-            self.scripts.write_metric(keys, args, client=pipe)
+        for i in range(0, len(points), WRITE_BATCH):
+            self._apply_metrics(points[i : i + WRITE_BATCH], pipe)
         try:
             replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(f"write failed: {exc}") from exc
-        return [WriteResult(status.decode(), int(delta)) for status, delta in replies]
+        return [result for flat in replies for result in self._results(flat)]
 
-    def write_count(self, point: CountPoint) -> None:
-        """Add to a global counter atomically."""
-        targets = write_targets(point.ts)
-        prefix = count_prefix(point.thing)
+    def write_counts(self, points: Sequence[CountPoint]) -> None:
+        """Add to global counters, each point atomically, in one script call."""
+        if not points:
+            return
         now = int(self._clock())
-        expire = self.settings.count_expire
-        args: list[Any] = [point.value]
-        args += [t.child for t in targets]
-        args += [self._expire_at(t.bucket_end, expire, now) for t in targets]
+        keys: list[str] = []
+        payload = []
+        for point in points:
+            target = write_target(point.ts)
+            prefix = count_prefix(point.thing)
+            keys += [prefix + suffix for suffix in target.suffixes]
+            expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
+            payload.append([point.value, target.children, expires])
         try:
-            self.scripts.write_count([prefix + t.suffix for t in targets], args)
+            self.scripts.write_count(keys, [msgpack.packb(payload)])
         except redis.RedisError as exc:
             raise StoreError(f"count write failed: {exc}") from exc
+
+    def write_count(self, point: CountPoint) -> None:
+        self.write_counts([point])
 
     # ---- reads ----
 
@@ -162,12 +166,16 @@ class Store:
                 keys.append(prefix + "idx")
                 keys.append(prefix + "acts")
             series_plans.append(plan_no + 1)
-        packed_plans = [[p.t1, p.t2, [list(f) for _, f in p.groups]] for p in plans]
-        arg = msgpack.packb(
-            [packed_plans, series_plans, int(want_activities), "" if atid is None else str(atid)]
-        )
+        args: list[Any] = [int(want_activities), "" if atid is None else atid, len(plans)]
+        for plan in plans:
+            args += [plan.t1, plan.t2, len(plan.groups)]
+            for _, ranges in plan.groups:
+                args.append(len(ranges))
+                for lo, hi in ranges:
+                    args += [lo, hi]
+        args += series_plans
         try:
-            result: list[list[Any]] = self.scripts.sum(keys, [arg])
+            result: list[list[Any]] = self.scripts.sum(keys, args)
         except redis.RedisError as exc:
             raise StoreError(f"read failed: {exc}") from exc
         return result
@@ -191,7 +199,7 @@ class Store:
             span = (user.t1, user.t2)
             if span not in plan_numbers:
                 plan_numbers[span] = len(plans)
-                plans.append(read_plan(user.t1, user.t2, atid))
+                plans.append(read_plan(user.t1, user.t2))
             for thing in known:
                 series.append((plan_numbers[span], metric_prefix(user.uid, THINGS[thing])))
         replies = self._run_sum(plans, series, with_activities, atid) if series else []
@@ -215,7 +223,7 @@ class Store:
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]``, in one round trip."""
-        plan = read_plan(t1, t2, None)
+        plan = read_plan(t1, t2)
         series = [(0, count_prefix(thing)) for thing in things]
         if not series:
             return []

@@ -37,7 +37,7 @@ def points(draw: st.DrawFn, base: int) -> MetricPoint:
     return MetricPoint(
         thing=draw(st.sampled_from(THINGS)),
         uid=draw(st.integers(1, 2)),
-        atid=draw(st.integers(0, 2)),
+        atid=draw(st.sampled_from([0, 1, 2, 999, 1000, 2**62])),
         aid=draw(st.integers(1, 3)),
         value=draw(st.integers(0, 60)),
         ts1=ts1,
@@ -72,7 +72,7 @@ def test_sums_and_activities_match_the_oracle(
     statuses += [r.status for r in store.write_metrics(writes[half:])]
     assert statuses == [oracle.write(p) for p in writes]
     for t1, t2 in ranges:
-        for atid in (None, 0, 1):
+        for atid in (None, 0, 1, 1000):
             users = [UserQuery(uid, t1, t2) for uid in (1, 2)]
             results = store.query(users, THINGS, atid, with_activities=True)
             for uid, result in zip((1, 2), results, strict=True):
