@@ -92,27 +92,32 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
 
 
 @main.command()
-@click.option("--bind", envvar="PSD_BIND", help="HOST:PORT to listen on [default: 127.0.0.1:1155]")
+@click.option("--bind", help="HOST:PORT to listen on [PSD_BIND, default 127.0.0.1:1155].")
 @click.option(
     "--server",
     type=click.Choice(["granian", "gunicorn"]),
-    default="granian",
-    show_default=True,
-    envvar="PSD_WEB_SERVER",
-    help="WSGI server (granian measured faster, see README).",
+    help="WSGI server [PSD_WEB_SERVER, default granian].",
 )
-@click.option("--workers", type=int, envvar="PSD_WEB_WORKERS", help="Worker processes.")
+@click.option("--workers", type=int, help="Worker processes [PSD_WEB_WORKERS, 0 = one per CPU].")
 @click.pass_context
-def web(ctx: click.Context, bind: str | None, server: str, workers: int | None) -> None:
-    """Serve the HTTP API (v1, v2)."""
+def web(ctx: click.Context, bind: str | None, server: str | None, workers: int | None) -> None:
+    """Serve the HTTP API (v1, v2) on PSD_REDIS_URL, or on an embedded store."""
     settings = _settings(ctx)
-    settings = replace(settings, bind=bind or settings.bind)
+    settings = replace(
+        settings,
+        bind=bind or settings.bind,
+        web_server=server or settings.web_server,
+        web_workers=settings.web_workers if workers is None else workers,
+    )
     with store_url(settings) as url:
         env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind)
         if ctx.parent and ctx.parent.params.get("config"):
             env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
-        click.echo(f"psd: serving http://{settings.bind} with {server}, store {url}")
-        code = run_child(
-            server_command(server, settings.bind, workers or settings.web_workers), env
-        )
+        click.echo(f"psd: serving http://{settings.bind} with {settings.web_server}, store {url}")
+        command = server_command(settings.web_server, settings.bind, settings.web_workers)
+        code = run_child(command, env)
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

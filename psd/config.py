@@ -19,6 +19,7 @@ from typing import Any
 from psd.errors import InvalidInput
 
 DAY = 86400
+_CHOICES = {"web_server": ("granian", "gunicorn")}
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -44,7 +45,8 @@ class Settings:
         "Seconds a count hash lives after the end of its bucket (0 = forever).", default=30 * DAY
     )
     state_expire: int = _doc(
-        "Seconds an activity's recorded changes live after its last write (0 = forever).",
+        "Seconds a user's activity state (per thing) lives after their newest activity began "
+        "(0 = forever).",
         default=90 * DAY,
     )
     nsqlookupds: tuple[str, ...] = _doc(
@@ -52,6 +54,10 @@ class Settings:
     )
     max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
     max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
+    web_server: str = _doc(
+        "WSGI server of psd web: granian or gunicorn (granian measured faster, see README).",
+        default="granian",
+    )
     web_workers: int = _doc("HTTP server worker processes (0 = one per CPU).", default=0)
     data_dir: str = _doc(
         "Directory of the embedded server's data (when redis_url is empty).",
@@ -119,4 +125,7 @@ def load_settings(
             values[name] = env_value
     base = Settings()
     coerced = {k: _coerce(k, v, getattr(base, k)) for k, v in values.items()}
+    for name, allowed in _CHOICES.items():
+        if name in coerced and coerced[name] not in allowed:
+            raise InvalidInput(f"must be one of {', '.join(allowed)}", name)
     return replace(base, **coerced)

@@ -1,0 +1,63 @@
+"""Settings load in a fixed order: defaults, the TOML file (the original's as is), PSD_*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from psd.config import Settings, load_settings
+from psd.errors import InvalidInput
+
+ORIGINAL = """\
+[HttpConfig]
+bind="0.0.0.0:1155"
+[NSQConfig]
+nsqlookupds = ["nsq1:4161", "nsq2:4161"]
+[RedisConfig]
+expire = 604800
+dsn="10.0.0.5:6380"
+"""
+
+
+def test_defaults_without_file_or_env() -> None:
+    assert load_settings(environ={}) == Settings()
+
+
+def test_the_originals_settings_file_is_accepted_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(ORIGINAL)
+    settings = load_settings(path, environ={})
+    assert settings.bind == "0.0.0.0:1155"
+    assert settings.redis_url == "redis://10.0.0.5:6380/0"
+    assert settings.expire == 604800
+    assert settings.nsqlookupds == ("nsq1:4161", "nsq2:4161")
+
+
+def test_psd_section_and_environment_override_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(ORIGINAL + "[psd]\nmax_ids = 50\nbind = '127.0.0.1:9'\n")
+    env = {"PSD_CONFIG": str(path), "PSD_BIND": "127.0.0.1:7", "PSD_NSQLOOKUPDS": "a:1, b:2"}
+    settings = load_settings(environ=env)
+    assert settings.max_ids == 50
+    assert settings.bind == "127.0.0.1:7"
+    assert settings.nsqlookupds == ("a:1", "b:2")
+    assert settings.redis_url == "redis://10.0.0.5:6380/0"
+
+
+@pytest.mark.parametrize(
+    ("text", "env"),
+    [("[psd]\nno_such_setting = 1\n", {}), ("", {"PSD_EXPIRE": "ninety days"})],
+)
+def test_bad_settings_are_refused(tmp_path: Path, text: str, env: dict[str, str]) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidInput):
+        load_settings(path, environ=env)
+
+
+def test_every_setting_is_documented() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name, _default, doc in Settings.docs():
+        assert doc
+        assert f"PSD_{name.upper()}" in readme, f"README does not document PSD_{name.upper()}"
