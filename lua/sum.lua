@@ -1,53 +1,54 @@
 #!lua flags=no-writes,allow-cross-slot-keys
--- sum.lua: sum counters over ranges for many series (a user's thing, or a global counter) in
--- one call, and optionally list the activities that changed in each range (the "_atids").
+-- sum.lua: sum many series (a user's thing, or a global counter) over their ranges in one
+-- call, and optionally list the activities that changed in each range (the "_atids").
 --
--- Counter fields are <child> * 1000 + <atid> for types below 1000, "<child>:<atid>" above
--- (see psd/keys.py); count hashes use type 0.
--- ARGV     flat, numbers as decimal strings (no msgpack: unpacking costs more than the read):
---            want_atids (1 or 0), atid ("" = every type), number of plans, then per plan:
---            t1, t2, number of groups, then per group: number of child ranges and each
---            range's lo, hi (one group per counter hash of the range, see read_plan);
---            then the plan number of every series, in KEYS order
--- KEYS     per series: one counter hash per group of its plan, then, with want_atids,
+-- A metric range is read from counters for its whole hours and more, and from the
+-- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
+-- ARGV     flat, numbers as decimal strings (no msgpack: unpacking costs more than a read):
+--            want_atids (1 or 0); atid ("" = every type); number of plans; per plan: t1, t2,
+--            number of groups, per group (one counter hash) the number of child ranges and
+--            each range's lo, hi; then the number of windows and each window's start, end;
+--            then per series, in KEYS order: its plan number and 1 if its activity keys follow
+-- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:<thing>:idx and {uid}:<thing>:acts
 -- Returns per series {hi, lo[, {aid, atid, aid, atid, ...}]}: the exact sum is
 -- hi * 10^15 + lo (Lua numbers are doubles, exact only below 2^53).
 local want_atids = ARGV[1] == '1'
 local filter = ARGV[2] ~= '' and ARGV[2] or nil
-local filter_num = filter and tonumber(filter)
 local E15 = 1e15
--- a typed read of at most this many fields asks for them by name; others read the hash
-local HMGET_MAX = 16
+-- groups of at most this many fields are asked for by name without looking at the hash first
+local SMALL = 8
 
 local plans, a = {}, 4
 for p = 1, tonumber(ARGV[3]) do
-  local plan = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), {}}
+  local plan = {t1 = tonumber(ARGV[a]), t2 = tonumber(ARGV[a + 1]), groups = {}, windows = {}}
   a = a + 3
   for g = 1, tonumber(ARGV[a - 1]) do
     local ranges = {}
     for i = 1, 2 * tonumber(ARGV[a]) do ranges[i] = tonumber(ARGV[a + i]) end
     a = a + 1 + #ranges
-    plan[3][g] = ranges
+    plan.groups[g] = ranges
   end
+  for i = 1, 2 * tonumber(ARGV[a]) do plan.windows[i] = tonumber(ARGV[a + i]) end
+  a = a + 1 + #plan.windows
   plans[p] = plan
+end
+
+local function carry(hi, lo)
+  if lo >= E15 or lo <= -E15 then
+    local q = math.floor(lo / E15)
+    return hi + q, lo - q * E15
+  end
+  return hi, lo
 end
 
 -- add a decimal string to hi/lo; long strings are split so no digit is lost
 local function add(hi, lo, v)
-  if #v < 16 then
-    lo = lo + tonumber(v)
-  else
-    local sign, digits = 1, v
-    if string.sub(v, 1, 1) == '-' then sign, digits = -1, string.sub(v, 2) end
-    hi = hi + sign * tonumber(string.sub(digits, 1, -16))
-    lo = lo + sign * tonumber(string.sub(digits, -15))
-  end
-  if lo >= E15 or lo <= -E15 then
-    local q = math.floor(lo / E15)
-    hi, lo = hi + q, lo - q * E15
-  end
-  return hi, lo
+  if #v < 16 then return carry(hi, lo + tonumber(v)) end
+  local sign, digits = 1, v
+  if string.sub(v, 1, 1) == '-' then sign, digits = -1, string.sub(v, 2) end
+  hi = hi + sign * tonumber(string.sub(digits, 1, -16))
+  return carry(hi, lo + sign * tonumber(string.sub(digits, -15)))
 end
 
 local function wanted(ranges, child)
@@ -57,92 +58,125 @@ local function wanted(ranges, child)
   return false
 end
 
-local function width(ranges)
-  local n = 0
-  for i = 1, #ranges, 2 do n = n + ranges[i + 1] - ranges[i] + 1 end
-  return n
-end
-
-local function typed_fields(ranges)
-  local fields = {}
-  for i = 1, #ranges, 2 do
-    for c = ranges[i], ranges[i + 1] do
-      fields[#fields + 1] = filter_num < 1000 and (c * 1000 + filter_num) or (c .. ':' .. filter)
+local field_cache = {}
+-- the field names of a group: "<child>" for every type, "<child>:<atid>" for one
+local function fields_of(p, g, ranges)
+  local key = p * 4096 + g
+  local fields = field_cache[key]
+  if fields == nil then
+    fields = {}
+    for i = 1, #ranges, 2 do
+      for c = ranges[i], ranges[i + 1] do
+        fields[#fields + 1] = filter and (c .. ':' .. filter) or c
+      end
     end
+    field_cache[key] = fields
   end
   return fields
 end
 
-local function sum_key(key, ranges, hi, lo)
-  if filter and width(ranges) <= HMGET_MAX then
-    local vals = redis.call('HMGET', key, unpack(typed_fields(ranges)))
-    for j = 1, #vals do
-      if vals[j] then hi, lo = add(hi, lo, vals[j]) end
+local function sum_hash(key, p, g, ranges, hi, lo)
+  local fields = fields_of(p, g, ranges)
+  if #fields > SMALL then
+    local n = redis.call('HLEN', key)
+    if n == 0 then return hi, lo end
+    if n <= #fields or #fields > 4000 then
+      -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
+      local flat = redis.call('HGETALL', key)
+      for j = 1, #flat, 2 do
+        local f = flat[j]
+        if filter == nil then
+          local c = tonumber(f)
+          if c and wanted(ranges, c) then hi, lo = add(hi, lo, flat[j + 1]) end
+        else
+          local s = string.find(f, ':', 1, true)
+          if s and string.sub(f, s + 1) == filter
+              and wanted(ranges, tonumber(string.sub(f, 1, s - 1))) then
+            hi, lo = add(hi, lo, flat[j + 1])
+          end
+        end
+      end
+      return hi, lo
     end
-    return hi, lo
   end
-  local flat = redis.call('HGETALL', key)
-  for j = 1, #flat, 2 do
-    local f = flat[j]
-    local n = tonumber(f)
-    local child, ok
-    if n then
-      local typ = n % 1000
-      child, ok = (n - typ) / 1000, filter == nil or typ == filter_num
-    else
-      local p = string.find(f, ':', 1, true)
-      child, ok = tonumber(string.sub(f, 1, p - 1)), filter == nil or string.sub(f, p + 1) == filter
-    end
-    if ok and wanted(ranges, child) then hi, lo = add(hi, lo, flat[j + 1]) end
+  local vals = redis.call('HMGET', key, unpack(fields))
+  for j = 1, #vals do
+    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
   end
   return hi, lo
 end
 
--- activities with a change in [t1, t2] (after the type filter): {aid, atid, ...}
-local function activities(idx, acts, t1, t2)
-  local out = {}
+local function overlaps(windows, first, last)
+  for i = 1, #windows, 2 do
+    if first <= windows[i + 1] and last >= windows[i] then return true end
+  end
+  return false
+end
+
+local function in_windows(windows, ts)
+  for i = 1, #windows, 2 do
+    if ts >= windows[i] and ts <= windows[i + 1] then return true end
+  end
+  return false
+end
+
+-- the windows' changes from the activities' records, and (want_atids) every activity with a
+-- change in [t1, t2] after the type filter as {aid, atid, ...}
+local function from_activities(idx, acts, plan, hi, lo)
+  local t1, t2, windows = plan.t1, plan.t2, plan.windows
+  local from, to = t1, t2
+  if not want_atids then from, to = windows[1], windows[#windows] end
   local span = tonumber(redis.call('HGET', acts, '_span') or '0')
-  local items = redis.call('ZRANGEBYSCORE', idx, t1, t2 + span, 'WITHSCORES')
+  local items = redis.call('ZRANGEBYSCORE', idx, from, to + span, 'WITHSCORES')
+  local out = {}
   for j = 1, #items, 2 do
     local typ, aid, first = string.match(items[j], '^([^:]+):([^:]+):(%d+)$')
+    first = tonumber(first)
     local last = tonumber(items[j + 1])
-    if tonumber(first) <= t2 then
-      if last <= t2 and typ ~= '*' then
-        if filter == nil or typ == filter then
-          out[#out + 1] = aid; out[#out + 1] = typ
-        end
-      else
-        -- the activity spans the range end or changed type: look at its changes
+    if first <= to then
+      local listed = want_atids and last <= t2 and typ ~= '*'
+      if listed and (filter == nil or typ == filter) then
+        out[#out + 1] = aid; out[#out + 1] = typ
+      end
+      local look_for_type = want_atids and not listed
+      if look_for_type or overlaps(windows, first, last) then
         local rec = cmsgpack.unpack(redis.call('HGET', acts, aid))
         local best, best_typ
         for i = 1, #rec, 3 do
           local ts, t = rec[i], rec[i + 2]
-          if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
-              and (best == nil or ts >= best) then
-            best, best_typ = ts, t
+          if filter == nil or t == filter then
+            if in_windows(windows, ts) then hi, lo = carry(hi, lo + rec[i + 1]) end
+            if look_for_type and ts >= t1 and ts <= t2 and (best == nil or ts >= best) then
+              best, best_typ = ts, t
+            end
           end
         end
         if best then out[#out + 1] = aid; out[#out + 1] = best_typ end
       end
     end
   end
-  return out
+  return hi, lo, out
 end
 
 local result, k = {}, 1
-for s = 1, #ARGV - a + 1 do
-  local plan = plans[tonumber(ARGV[a + s - 1])]
-  local groups = plan[3]
+local s = 0
+while a <= #ARGV do
+  local p, with_activities = tonumber(ARGV[a]), ARGV[a + 1] == '1'
+  a = a + 2
+  local plan = plans[p]
   local hi, lo = 0, 0
-  for g = 1, #groups do
-    hi, lo = sum_key(KEYS[k], groups[g], hi, lo)
+  for g = 1, #plan.groups do
+    hi, lo = sum_hash(KEYS[k], p, g, plan.groups[g], hi, lo)
     k = k + 1
   end
-  if want_atids then
-    result[s] = {hi, lo, activities(KEYS[k], KEYS[k + 1], plan[1], plan[2])}
+  s = s + 1
+  if with_activities then
+    local found
+    hi, lo, found = from_activities(KEYS[k], KEYS[k + 1], plan, hi, lo)
     k = k + 2
+    result[s] = want_atids and {hi, lo, found} or {hi, lo}
   else
-    result[s] = {hi, lo}
+    result[s] = want_atids and {hi, lo, {}} or {hi, lo}
   end
 end
 return result

@@ -1,20 +1,19 @@
 #!lua flags=allow-cross-slot-keys
 -- write_count.lua: add to global counters (no user, no type), each point atomically.
 --
--- KEYS    5 per point: the counter hashes root, year, month, day, hour of its ts
---         (c:{<thing>}:...)
--- ARGV[1] msgpack list of points {value, children, expires}: children = the child of root,
---         year, month, day, hour (minute), hour (second) (field = child * 1000, i.e. type 0
---         of a metric); expires = Unix time each hash expires at, 0 = never
+-- KEYS    4 per point: the counter hashes root, year, month, hour of its ts (c:{<thing>}:...)
+-- ARGV[1] msgpack list of points {value, children, expires}: children = its year (in root),
+--         month (in year), day and hour (in month), minute and second (in hour), each a
+--         field; expires = Unix time each hash expires at, 0 = never
 -- Returns the number of points applied.
 local points = cmsgpack.unpack(ARGV[1])
-local COUNTER_OF_CHILD = {1, 2, 3, 4, 5, 5}
+local HASH_OF_CHILD = {1, 2, 3, 3, 4, 4}
 for n = 1, #points do
   local value, children, expires = points[n][1], points[n][2], points[n][3]
   for c = 1, 6 do
-    local j = COUNTER_OF_CHILD[c]
-    local key, expire_at = KEYS[(n - 1) * 5 + j], expires[j]
-    if redis.call('HINCRBY', key, children[c] * 1000, value) == value and expire_at > 0 then
+    local j = HASH_OF_CHILD[c]
+    local key, expire_at = KEYS[(n - 1) * 4 + j], expires[j]
+    if redis.call('HINCRBY', key, children[c], value) == value and expire_at > 0 then
       redis.call('EXPIREAT', key, expire_at, 'NX')
       if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
     end

@@ -2,31 +2,25 @@
 -- write_metric.lua: apply a batch of metric points, each atomically, in diffadd or increment
 -- mode. One call per batch saves a round trip and the script start-up per point.
 --
--- KEYS    7 per point, in point order:
+-- KEYS    5 per point, in point order:
 --           {uid}:<thing>:acts  hash aid -> msgpack {ts, amount, atid, ...} (the activity's
 --                               changes) and "_span" (longest first-to-last change distance
 --                               of any activity, so reads know how far back to look)
 --           {uid}:<thing>:idx   zset "<atid or *>:<aid>:<first change ts>" scored by the
 --                               activity's last change
---           counter hashes root, year, month, day, hour of the point's ts2
+--           counter hashes root, year, month of the point's ts2
 -- ARGV[1] msgpack list of points, each {mode, aid, atid, value, ts1, ts2, children, expires}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
---           aid, atid decimal strings; children = the child of root, year, month, day,
---           hour (minute), hour (second) the point falls in (field = child * 1000 + atid);
+--           aid, atid decimal strings; children = its year (in root), month (in year), day
+--           and hour (in month), each counted in fields "<child>" and "<child>:<atid>";
 --           expires = Unix time each counter hash expires at, 0 = never
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add) or
 -- "stale" (ts2 older than a change already recorded for this activity: a late update).
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
-local COUNTER_OF_CHILD = {1, 2, 3, 4, 5, 5}
-
--- the counter field of a child for one type (see psd/keys.py): an integer while it can be
-local function field(child, atid)
-  local n = tonumber(atid)
-  if n < 1000 then return child * 1000 + n end
-  return child .. ':' .. atid
-end
+local HASH_OF_CHILD = {1, 2, 3, 3}
+local PER_POINT = 5
 
 -- first and last change of an activity, and its type ("*" once it has had several)
 local function summary(rec)
@@ -67,10 +61,11 @@ end
 
 local function add_to_counters(k, p, delta)
   local atid, children, expires = p[3], p[7], p[8]
-  for c = 1, 6 do
-    local j = COUNTER_OF_CHILD[c]
+  for c = 1, 4 do
+    local j = HASH_OF_CHILD[c]
     local key, expire_at = KEYS[k + 2 + j], expires[j]
-    local n = redis.call('HINCRBY', key, field(children[c], atid), delta)
+    local n = redis.call('HINCRBY', key, children[c], delta)
+    redis.call('HINCRBY', key, children[c] .. ':' .. atid, delta)
     if n == delta and expire_at > 0 then
       -- a new field, maybe a new hash: give it its expiry; the root only ever extends it
       redis.call('EXPIREAT', key, expire_at, 'NX')
@@ -103,7 +98,7 @@ end
 local out = {}
 for n = 1, #points do
   local p = points[n]
-  local k = (n - 1) * 7
+  local k = (n - 1) * PER_POINT
   local acts, idx = KEYS[k + 1], KEYS[k + 2]
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
   local packed = redis.call('HGET', acts, aid)

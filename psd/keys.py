@@ -1,26 +1,30 @@
 """The key schema: which Redis hashes and fields hold a point, and which a range reads.
 
-Counters live in one hash per (user, thing, container bucket). Every field is typed: its
-name is ``child * 1000 + atid`` (an integer, which Redis stores compactly and Lua parses
-with one ``tonumber``) for types below 1000, ``"<child>:<atid>"`` above. The sum of every
-type is read by adding the fields of all types, so the "all types" aggregate costs no extra
-field per write and never collides with a real type 0. Count hashes use type 0. Seconds
-share the hour's hash with its minutes, because one hash per minute made sparse data pay a
-whole key per point. Containers:
+Metric counters live in one hash per (user, thing, container) down to the hour:
 
-==========  ===================  =====================================================
-container   key suffix           children
-==========  ===================  =====================================================
-root        ``r``                years 1970..9999
-year        ``yYYYY``            months 1..12
-month       ``mYYYYMM``          days 1..31
-day         ``dYYYYMMDD``        hours 0..23
-hour        ``hYYYYMMDDHH``      minutes 0..59, and seconds as ``100 + 60 * minute + s``
-==========  ===================  =====================================================
+==========  ==============  ==================================================
+container   key suffix      children
+==========  ==============  ==================================================
+root        ``r``           years 1970..9999
+year        ``yYYYY``       months 1..12
+month       ``mYYYYMM``     days 1..31, and hours as ``100 + 24 * (day - 1) + hour``
+==========  ==============  ==================================================
 
-Metric keys start with the user's hash tag ``{uid}:<thing number>:`` so every key of one user
-shares a Redis Cluster slot; count keys start with ``c:{<thing>}:``. Per-activity state sits in
-``{uid}:<thing>:acts`` (field = aid) and the activity index in ``{uid}:<thing>:idx``.
+Each child has two fields: ``"<child>"`` (every type) and ``"<child>:<atid>"`` (one type),
+so both kinds of query ask for exactly their fields, and the "all types" aggregate never
+collides with a real type 0. What happened inside an hour is not kept in counters: every
+change is already recorded, to the second and with its type, in the activity's state
+(``{uid}:<thing>:acts``, hash aid -> changes) and found by time through the activity index
+(``{uid}:<thing>:idx``). A read adds whole hours from counters and the two partial hours at
+its edges from those records. One hash per hour or per minute would cost sparse data (a
+point every few days) a whole key, ~150 bytes, per point.
+
+Global counts have no activities, so their keys (``c:{<thing>}:``) add an hour container
+``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their fields
+are the children alone.
+
+Metric keys start with the user's hash tag ``{uid}:<thing number>:``, so every key of one
+user shares a Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -28,19 +32,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from psd.timebuckets import Gran, civil, decompose, month_start, next_start
+from psd.timebuckets import Gran, civil, decompose, month_start, next_start, run_bounds
 
-#: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of the hour's hash.
+#: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
+HOUR_BASE = 100
+#: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of a count hour's hash.
 SECOND_BASE = 100
-#: Suffix letter of the container that holds units of a granularity as its fields.
-_LETTER = {
-    Gran.YEAR: "r",
-    Gran.MONTH: "y",
-    Gran.DAY: "m",
-    Gran.HOUR: "d",
-    Gran.MINUTE: "h",
-    Gran.SECOND: "h",
-}
+
+Ranges = tuple[tuple[int, int], ...]
 
 
 def metric_prefix(uid: int, thing_id: int) -> str:
@@ -53,78 +52,119 @@ def count_prefix(thing: str) -> str:
     return f"c:{{{thing}}}:"
 
 
-def _suffix(letter: str, ts: int, digits: int) -> str:
-    """Key suffix of a container: its letter and the first ``digits`` of YYYYMMDDHH."""
-    if not digits:
-        return letter
+def _stamp(ts: int, digits: int) -> str:
     c = civil(ts)
-    return letter + f"{c.year:04d}{c.month:02d}{c.day:02d}{c.hour:02d}"[:digits]
+    return f"{c.year:04d}{c.month:02d}{c.day:02d}{c.hour:02d}"[:digits]
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The hashes a point at one instant adds to, root to hour, with the child field of each
-    (the hour hash gets two: the minute and the second) and when each bucket ends."""
+    """The hashes a point at one instant adds to (root, year, month, and for counts the
+    hour), the children it adds to (child ``i`` goes to hash ``HASH_OF_CHILD[i]``), and
+    when each hash's bucket ends."""
 
-    suffixes: tuple[str, str, str, str, str]
-    children: tuple[int, int, int, int, int, int]
-    bucket_ends: tuple[int, int, int, int, int]
+    suffixes: tuple[str, ...]
+    children: tuple[int, ...]
+    bucket_ends: tuple[int, ...]
 
 
 @lru_cache(maxsize=8192)
-def _hour_target(hour_start: int) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
-    """Everything of a Target that is the same for every second of one hour."""
+def _hour_target(hour_start: int) -> Target:
+    """The metric target of every second of one hour."""
     c = civil(hour_start)
-    suffixes = (
-        "r",
-        _suffix("y", hour_start, 4),
-        _suffix("m", hour_start, 6),
-        _suffix("d", hour_start, 8),
-        _suffix("h", hour_start, 10),
-    )
-    ends = (
-        next_start(hour_start, Gran.YEAR),
-        next_start(hour_start, Gran.YEAR),
-        month_start(c.year, c.month + 1),
-        hour_start - hour_start % 86400 + 86400,
-        hour_start + 3600,
-    )
-    return suffixes, (c.year, c.month, c.day, c.hour), ends
+    suffixes = ("r", "y" + _stamp(hour_start, 4), "m" + _stamp(hour_start, 6))
+    year_end = next_start(hour_start, Gran.YEAR)
+    ends = (year_end, year_end, month_start(c.year, c.month + 1))
+    hour_child = HOUR_BASE + 24 * (c.day - 1) + c.hour
+    return Target(suffixes, (c.year, c.month, c.day, hour_child), ends)
 
 
-def write_target(ts: int) -> Target:
-    """The hashes and fields a point at ``ts`` adds to."""
+#: Which hash each child of a target goes to: year -> root, month -> year, day and hour ->
+#: month, minute and second -> hour (counts only).
+HASH_OF_CHILD = (0, 1, 2, 2, 3, 3)
+
+
+def metric_target(ts: int) -> Target:
+    """Where a metric point at ``ts`` is counted."""
+    return _hour_target(ts - ts % 3600)
+
+
+def count_target(ts: int) -> Target:
+    """Where a count at ``ts`` is counted: the metric containers and the hour's hash."""
     hour_start = ts - ts % 3600
-    suffixes, coarse, ends = _hour_target(hour_start)
+    coarse = _hour_target(hour_start)
     minute, second = divmod(ts - hour_start, 60)
-    children = (*coarse, minute, SECOND_BASE + 60 * minute + second)
-    return Target(suffixes, children, ends)  # type: ignore[arg-type]
+    return Target(
+        (*coarse.suffixes, "h" + _stamp(hour_start, 10)),
+        (*coarse.children, minute, SECOND_BASE + 60 * minute + second),
+        (*coarse.bucket_ends, hour_start + 3600),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ReadPlan:
-    """What one range reads in each user's keyspace: per container hash (key suffix), the
-    inclusive ranges of children to add up."""
+    """What one range reads in a user's (or counter's) keyspace.
+
+    ``groups``: per hash (key suffix), the inclusive ranges of children to add up.
+    ``windows``: for metrics, the parts of the range shorter than an hour at its edges,
+    as inclusive ``(start, end)`` seconds, summed from the activities' records.
+    """
 
     t1: int
     t2: int
-    groups: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]
+    groups: tuple[tuple[str, Ranges], ...]
+    windows: tuple[tuple[int, int], ...]
+
+
+def _coarse_group(gran: Gran, parent_start: int, first: int, last: int) -> tuple[str, int, int]:
+    if gran is Gran.YEAR:
+        return "r", first, last
+    if gran is Gran.MONTH:
+        return "y" + _stamp(parent_start, 4), first, last
+    if gran is Gran.DAY:
+        return "m" + _stamp(parent_start, 6), first, last
+    day = civil(parent_start).day  # an hour run lies inside one day
+    base = HOUR_BASE + 24 * (day - 1)
+    return "m" + _stamp(parent_start, 6), base + first, base + last
+
+
+def _fine_group(gran: Gran, parent_start: int, first: int, last: int) -> tuple[str, int, int]:
+    suffix = "h" + _stamp(parent_start, 10)
+    if gran is Gran.MINUTE:
+        return suffix, first, last
+    base = SECOND_BASE + 60 * civil(parent_start).minute
+    return suffix, base + first, base + last
+
+
+def _merge(groups: list[tuple[str, int, int]]) -> tuple[tuple[str, Ranges], ...]:
+    merged: dict[str, list[tuple[int, int]]] = {}
+    for suffix, first, last in groups:
+        merged.setdefault(suffix, []).append((first, last))
+    return tuple((suffix, tuple(ranges)) for suffix, ranges in merged.items())
 
 
 @lru_cache(maxsize=4096)
 def read_plan(t1: int, t2: int) -> ReadPlan:
-    """The hashes and children that sum ``[t1, t2]``; runs in the same hash are merged so a
-    read touches each hash once."""
-    groups: dict[str, list[tuple[int, int]]] = {}
+    """The plan of a metric range: whole hours and more from counters, the rest from the
+    activities' records (at most one window at each edge)."""
+    coarse: list[tuple[str, int, int]] = []
+    windows: list[tuple[int, int]] = []
     for run in decompose(t1, t2):
-        if run.gran is Gran.YEAR:
-            suffix = "r"
+        if run.gran >= Gran.MINUTE:
+            start, end = run_bounds(run)
+            if windows and windows[-1][1] + 1 == start:
+                start = windows.pop()[0]
+            windows.append((start, end))
         else:
-            digits = {Gran.MONTH: 4, Gran.DAY: 6, Gran.HOUR: 8}.get(run.gran, 10)
-            suffix = _suffix(_LETTER[run.gran], run.parent_start, digits)
-        first, last = run.first, run.last
-        if run.gran is Gran.SECOND:
-            minute = civil(run.parent_start).minute
-            first, last = (SECOND_BASE + 60 * minute + s for s in (first, last))
-        groups.setdefault(suffix, []).append((first, last))
-    return ReadPlan(t1, t2, tuple((s, tuple(r)) for s, r in groups.items()))
+            coarse.append(_coarse_group(run.gran, run.parent_start, run.first, run.last))
+    return ReadPlan(t1, t2, _merge(coarse), tuple(windows))
+
+
+@lru_cache(maxsize=1024)
+def count_plan(t1: int, t2: int) -> ReadPlan:
+    """The plan of a count range: every part from counters, down to the second."""
+    groups = []
+    for run in decompose(t1, t2):
+        build = _fine_group if run.gran >= Gran.MINUTE else _coarse_group
+        groups.append(build(run.gran, run.parent_start, run.first, run.last))
+    return ReadPlan(t1, t2, _merge(groups), ())

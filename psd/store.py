@@ -18,14 +18,22 @@ import redis
 
 from psd.config import Settings
 from psd.errors import StoreError
-from psd.keys import ReadPlan, count_prefix, metric_prefix, read_plan, write_target
+from psd.keys import (
+    ReadPlan,
+    count_plan,
+    count_prefix,
+    count_target,
+    metric_prefix,
+    metric_target,
+    read_plan,
+)
 from psd.model import THINGS, CountPoint, MetricPoint
 from psd.scripts import Scripts
 
 WriteStatus = Literal["ok", "same", "stale"]
 _E15 = 10**15
 #: Points per write_metric.lua call: big enough to amortise the call, small enough that one
-#: call never holds Redis for long (about 30 us a point).
+#: call never holds Redis for long (some tens of microseconds a point).
 WRITE_BATCH = 100
 
 
@@ -89,7 +97,7 @@ class Store:
         keys: list[str] = []
         payload = []
         for p in points:
-            target = write_target(p.ts2)
+            target = metric_target(p.ts2)
             prefix = metric_prefix(p.uid, p.thing_id)
             keys += [prefix + "acts", prefix + "idx"]
             keys += [prefix + suffix for suffix in target.suffixes]
@@ -134,7 +142,7 @@ class Store:
         keys: list[str] = []
         payload = []
         for point in points:
-            target = write_target(point.ts)
+            target = count_target(point.ts)
             prefix = count_prefix(point.thing)
             keys += [prefix + suffix for suffix in target.suffixes]
             expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
@@ -152,20 +160,13 @@ class Store:
     def _run_sum(
         self,
         plans: list[ReadPlan],
-        series: list[tuple[int, str]],
+        series: list[tuple[int, str, bool]],
         want_activities: bool,
         atid: int | None,
     ) -> list[list[Any]]:
-        """One sum.lua call: ``series`` are (plan number, key prefix) pairs."""
+        """One sum.lua call. ``series``: (plan number, key prefix, whether the activity keys
+        are read: for ``_atids``, or for the partial hours at a metric range's edges)."""
         keys: list[str] = []
-        series_plans: list[int] = []
-        for plan_no, prefix in series:
-            plan = plans[plan_no]
-            keys.extend(prefix + suffix for suffix, _ in plan.groups)
-            if want_activities:
-                keys.append(prefix + "idx")
-                keys.append(prefix + "acts")
-            series_plans.append(plan_no + 1)
         args: list[Any] = [int(want_activities), "" if atid is None else atid, len(plans)]
         for plan in plans:
             args += [plan.t1, plan.t2, len(plan.groups)]
@@ -173,7 +174,14 @@ class Store:
                 args.append(len(ranges))
                 for lo, hi in ranges:
                     args += [lo, hi]
-        args += series_plans
+            args.append(len(plan.windows))
+            for start, end in plan.windows:
+                args += [start, end]
+        for plan_no, prefix, with_state in series:
+            keys.extend(prefix + suffix for suffix, _ in plans[plan_no].groups)
+            if with_state:
+                keys += [prefix + "idx", prefix + "acts"]
+            args += [plan_no + 1, int(with_state)]
         try:
             result: list[list[Any]] = self.scripts.sum(keys, args)
         except redis.RedisError as exc:
@@ -194,14 +202,17 @@ class Store:
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
-        series: list[tuple[int, str]] = []
+        series: list[tuple[int, str, bool]] = []
         for user in users:
             span = (user.t1, user.t2)
             if span not in plan_numbers:
                 plan_numbers[span] = len(plans)
                 plans.append(read_plan(user.t1, user.t2))
+            plan_no = plan_numbers[span]
+            with_state = with_activities or bool(plans[plan_no].windows)
             for thing in known:
-                series.append((plan_numbers[span], metric_prefix(user.uid, THINGS[thing])))
+                prefix = metric_prefix(user.uid, THINGS[thing])
+                series.append((plan_no, prefix, with_state))
         replies = self._run_sum(plans, series, with_activities, atid) if series else []
         results = []
         it = iter(replies)
@@ -223,8 +234,8 @@ class Store:
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]``, in one round trip."""
-        plan = read_plan(t1, t2)
-        series = [(0, count_prefix(thing)) for thing in things]
+        plan = count_plan(t1, t2)
+        series = [(0, count_prefix(thing), False) for thing in things]
         if not series:
             return []
         return [hi * _E15 + lo for hi, lo in self._run_sum([plan], series, False, None)]
