@@ -106,18 +106,15 @@ local function sum_hash(key, p, g, ranges, hi, lo)
   return hi, lo
 end
 
-local function overlaps(windows, first, last)
-  for i = 1, #windows, 2 do
-    if first <= windows[i + 1] and last >= windows[i] then return true end
-  end
-  return false
-end
+local function hour_of(ts) return math.floor(ts / 3600) end
 
-local function in_windows(windows, ts)
-  for i = 1, #windows, 2 do
-    if ts >= windows[i] and ts <= windows[i + 1] then return true end
+-- an activity's changes in one hour, {ts, amount, atid, ...}, given its summary (see
+-- write_metric.lua) and, when it has several changes, that hour's stored chunk
+local function changes_of(summary, h, chunk)
+  if summary[4] == 1 then
+    return summary[5] == h and {summary[1], summary[6], summary[3]} or {}
   end
-  return false
+  return chunk and cmsgpack.unpack(chunk) or {}
 end
 
 -- the windows' changes from the activities' records, and (want_atids) every activity with a
@@ -139,19 +136,46 @@ local function from_activities(idx, acts, plan, hi, lo)
         out[#out + 1] = aid; out[#out + 1] = typ
       end
       local look_for_type = want_atids and not listed
-      if look_for_type or overlaps(windows, first, last) then
-        local rec = cmsgpack.unpack(redis.call('HGET', acts, aid))
-        local best, best_typ
-        for i = 1, #rec, 3 do
-          local ts, t = rec[i], rec[i + 2]
-          if filter == nil or t == filter then
-            if in_windows(windows, ts) then hi, lo = carry(hi, lo + rec[i + 1]) end
-            if look_for_type and ts >= t1 and ts <= t2 and (best == nil or ts >= best) then
-              best, best_typ = ts, t
+      local fields, hours = {aid}, {}
+      for i = 1, #windows, 2 do
+        if first <= windows[i + 1] and last >= windows[i] then
+          hours[#hours + 1] = i
+          fields[#fields + 1] = aid .. ':' .. hour_of(windows[i])
+        end
+      end
+      if #hours > 0 or look_for_type then
+        local vals = redis.call('HMGET', acts, unpack(fields))
+        local summary = cmsgpack.unpack(vals[1])
+        for n, i in ipairs(hours) do
+          local changes = changes_of(summary, hour_of(windows[i]), vals[n + 1])
+          for c = 1, #changes, 3 do
+            local ts = changes[c]
+            if ts >= windows[i] and ts <= windows[i + 1]
+                and (filter == nil or changes[c + 2] == filter) then
+              hi, lo = carry(hi, lo + changes[c + 1])
             end
           end
         end
-        if best then out[#out + 1] = aid; out[#out + 1] = best_typ end
+        if look_for_type then
+          -- the type of its latest change in [t1, t2] (after the filter): hours backwards
+          local best, best_typ
+          for i = #summary - 1, 5, -2 do
+            local h = summary[i]
+            if h * 3600 <= t2 and h * 3600 + 3599 >= t1 then
+              local chunk = summary[4] > 1 and redis.call('HGET', acts, aid .. ':' .. h) or nil
+              local changes = changes_of(summary, h, chunk)
+              for c = 1, #changes, 3 do
+                local ts, t = changes[c], changes[c + 2]
+                if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
+                    and (best == nil or ts >= best) then
+                  best, best_typ = ts, t
+                end
+              end
+              if best then break end
+            end
+          end
+          if best then out[#out + 1] = aid; out[#out + 1] = best_typ end
+        end
       end
     end
   end

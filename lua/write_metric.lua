@@ -3,11 +3,15 @@
 -- mode. One call per batch saves a round trip and the script start-up per point.
 --
 -- KEYS    5 per point, in point order:
---           {uid}:<thing>:acts  hash aid -> msgpack {ts, amount, atid, ...} (the activity's
---                               changes) and "_span" (longest first-to-last change distance
---                               of any activity, so reads know how far back to look)
---           {uid}:<thing>:idx   zset "<atid or *>:<aid>:<first change ts>" scored by the
---                               activity's last change
+--           {uid}:<thing>:acts  the activities' state, a hash:
+--             "<aid>"       msgpack {first, last, type, changes, hour, total, hour, total...}:
+--                           first and last change (Unix s), its type ("*" once it has had
+--                           several), its number of changes, and the total of each hour
+--                           (ts // 3600) that has changes, hours ascending
+--             "<aid>:<hour>" msgpack {ts, amount, atid, ...}: that hour's changes; absent
+--                           while the activity has a single change (the summary says it all)
+--             "_span"       the longest first-to-last distance of any activity
+--           {uid}:<thing>:idx   zset "<type>:<aid>:<first>" scored by the last change
 --           counter hashes root, year, month of the point's ts2
 -- ARGV[1] msgpack list of points, each {mode, aid, atid, value, ts1, ts2, children, expires}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
@@ -22,41 +26,96 @@ local state_ttl = tonumber(ARGV[2])
 local HASH_OF_CHILD = {1, 2, 3, 3}
 local PER_POINT = 5
 
--- first and last change of an activity, and its type ("*" once it has had several)
-local function summary(rec)
-  local first, last, typ
-  for i = 1, #rec, 3 do
-    local ts, t = rec[i], rec[i + 2]
-    if first == nil or ts < first then first = ts end
-    if last == nil or ts > last then last = ts end
-    if typ == nil then typ = t elseif typ ~= t then typ = '*' end
+local function hour_of(ts) return math.floor(ts / 3600) end
+
+local function hour_slot(summary, h)
+  for i = 5, #summary, 2 do
+    if summary[i] == h then return i end
   end
-  return first, last, typ
+  return nil
 end
 
--- the amount to add for a point, or nil and why not
-local function delta_of(rec, mode, value, ts1, ts2, last)
-  if mode == 'i' then return value end
-  if last ~= nil and ts2 < last then return nil, 'stale' end
-  local sum = 0
-  for i = 1, #rec, 3 do
-    if rec[i] >= ts1 and rec[i] <= ts2 then sum = sum + rec[i + 1] end
+-- the changes of the given hours, hour -> {ts, amount, atid, ...} (a single change is
+-- read from the summary)
+local function load_hours(acts, aid, summary, hours)
+  local chunks = {}
+  if summary[4] == 1 then
+    chunks[summary[5]] = {summary[1], summary[6], summary[3]}
+    return chunks
   end
-  return value - sum
-end
-
--- record a change: merge into an entry of the same second and type, drop it if it nets 0
-local function record(rec, ts, delta, atid)
-  for i = 1, #rec, 3 do
-    if rec[i] == ts and rec[i + 2] == atid then
-      rec[i + 1] = rec[i + 1] + delta
-      if rec[i + 1] == 0 then
-        table.remove(rec, i + 2); table.remove(rec, i + 1); table.remove(rec, i)
-      end
-      return
+  local fields, wanted = {}, {}
+  for _, h in ipairs(hours) do
+    if chunks[h] == nil and hour_slot(summary, h) then
+      chunks[h] = {}
+      fields[#fields + 1] = aid .. ':' .. h; wanted[#wanted + 1] = h
     end
   end
-  rec[#rec + 1] = ts; rec[#rec + 1] = delta; rec[#rec + 1] = atid
+  if #fields > 0 then
+    local vals = redis.call('HMGET', acts, unpack(fields))
+    for i = 1, #fields do
+      if vals[i] then chunks[wanted[i]] = cmsgpack.unpack(vals[i]) end
+    end
+  end
+  return chunks
+end
+
+-- what the activity recorded inside [ts1, ts2]: whole hours from their totals, the two
+-- partial ones from their changes
+local function window_sum(summary, chunks, ts1, ts2)
+  local sum = 0
+  for i = 5, #summary, 2 do
+    local start = summary[i] * 3600
+    if start >= ts1 and start + 3599 <= ts2 then
+      sum = sum + summary[i + 1]
+    elseif start + 3599 >= ts1 and start <= ts2 then
+      local changes = chunks[summary[i]]
+      for j = 1, #changes, 3 do
+        if changes[j] >= ts1 and changes[j] <= ts2 then sum = sum + changes[j + 1] end
+      end
+    end
+  end
+  return sum
+end
+
+-- add the change to the summary and its hour; returns hour -> changes to store
+local function record(summary, chunks, ts, delta, atid)
+  local h = hour_of(ts)
+  local stored = {}
+  if summary[4] == 1 then
+    if summary[1] == ts and summary[3] == atid then
+      summary[6] = summary[6] + delta
+      return stored
+    end
+    stored[summary[5]] = chunks[summary[5]]  -- a second change: the first gets its hour
+  end
+  local changes = chunks[h] or {}
+  chunks[h] = changes
+  local merged = false
+  for j = 1, #changes, 3 do
+    if changes[j] == ts and changes[j + 2] == atid then
+      changes[j + 1] = changes[j + 1] + delta
+      merged = true
+      break
+    end
+  end
+  if not merged then
+    changes[#changes + 1] = ts; changes[#changes + 1] = delta; changes[#changes + 1] = atid
+    summary[4] = summary[4] + 1
+  end
+  stored[h] = changes
+  local slot = hour_slot(summary, h)
+  if slot then
+    summary[slot + 1] = summary[slot + 1] + delta
+  else
+    local at = #summary + 1
+    while at > 5 and summary[at - 2] > h do at = at - 2 end
+    table.insert(summary, at, delta)
+    table.insert(summary, at, h)
+  end
+  if ts < summary[1] then summary[1] = ts end
+  if ts > summary[2] then summary[2] = ts end
+  if summary[3] ~= atid then summary[3] = '*' end
+  return stored
 end
 
 local function add_to_counters(k, p, delta)
@@ -74,46 +133,56 @@ local function add_to_counters(k, p, delta)
   end
 end
 
-local function update_state(acts, idx, aid, rec, old_member, is_new)
-  if #rec == 0 then
-    redis.call('HDEL', acts, aid)
-    if old_member then redis.call('ZREM', idx, old_member) end
-    return
+local function save_state(acts, idx, aid, summary, stored, old_member)
+  local hset = {'HSET', acts, aid, cmsgpack.pack(summary)}
+  for h, changes in pairs(stored) do
+    hset[#hset + 1] = aid .. ':' .. h
+    hset[#hset + 1] = cmsgpack.pack(changes)
   end
-  redis.call('HSET', acts, aid, cmsgpack.pack(rec))
-  local first, last, typ = summary(rec)
-  local member = typ .. ':' .. aid .. ':' .. first
+  redis.call(unpack(hset))
+  local first, last = summary[1], summary[2]
+  local member = summary[3] .. ':' .. aid .. ':' .. first
   if old_member and old_member ~= member then redis.call('ZREM', idx, old_member) end
   redis.call('ZADD', idx, last, member)
   if last > first then
     local span = tonumber(redis.call('HGET', acts, '_span') or '0')
     if last - first > span then redis.call('HSET', acts, '_span', last - first) end
   end
-  if is_new and state_ttl > 0 then
+  if old_member == nil and state_ttl > 0 then
     redis.call('EXPIRE', acts, state_ttl)
     redis.call('EXPIRE', idx, state_ttl)
   end
 end
 
-local out = {}
-for n = 1, #points do
-  local p = points[n]
-  local k = (n - 1) * PER_POINT
+local function apply(k, p)
   local acts, idx = KEYS[k + 1], KEYS[k + 2]
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
   local packed = redis.call('HGET', acts, aid)
-  local rec = packed and cmsgpack.unpack(packed) or {}
-  local first, last, typ = summary(rec)
-  local delta, why = delta_of(rec, mode, value, ts1, ts2, last)
-  if delta == nil then
-    out[#out + 1] = why; out[#out + 1] = 0
-  elseif delta == 0 then
-    out[#out + 1] = 'same'; out[#out + 1] = 0
-  else
-    record(rec, ts2, delta, atid)
-    add_to_counters(k, p, delta)
-    update_state(acts, idx, aid, rec, first and (typ .. ':' .. aid .. ':' .. first), not packed)
-    out[#out + 1] = 'ok'; out[#out + 1] = delta
+  local delta, summary, chunks, old_member = value, nil, {}, nil
+  if packed then
+    summary = cmsgpack.unpack(packed)
+    old_member = summary[3] .. ':' .. aid .. ':' .. summary[1]
+    if mode == 'd' and ts2 < summary[2] then return 'stale', 0 end
+    local hours = {hour_of(ts2)}
+    if mode == 'd' then hours[2] = hour_of(ts1) end
+    chunks = load_hours(acts, aid, summary, hours)
+    if mode == 'd' then delta = value - window_sum(summary, chunks, ts1, ts2) end
   end
+  if delta == 0 then return 'same', 0 end
+  local stored = {}
+  if summary then
+    stored = record(summary, chunks, ts2, delta, atid)
+  else
+    summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
+  end
+  add_to_counters(k, p, delta)
+  save_state(acts, idx, aid, summary, stored, old_member)
+  return 'ok', delta
+end
+
+local out = {}
+for n = 1, #points do
+  local status, delta = apply((n - 1) * PER_POINT, points[n])
+  out[#out + 1] = status; out[#out + 1] = delta
 end
 return out

@@ -14,10 +14,11 @@ Each child has two fields: ``"<child>"`` (every type) and ``"<child>:<atid>"`` (
 so both kinds of query ask for exactly their fields, and the "all types" aggregate never
 collides with a real type 0. What happened inside an hour is not kept in counters: every
 change is already recorded, to the second and with its type, in the activity's state
-(``{uid}:<thing>:acts``, hash aid -> changes) and found by time through the activity index
-(``{uid}:<thing>:idx``). A read adds whole hours from counters and the two partial hours at
-its edges from those records. One hash per hour or per minute would cost sparse data (a
-point every few days) a whole key, ~150 bytes, per point.
+(``{uid}:<thing>:acts``: per activity a summary with its hourly totals, and its changes
+hour by hour) and found by time through the activity index (``{uid}:<thing>:idx``). A read
+adds whole hours from counters and the two partial hours at its edges from those records.
+One hash per hour or per minute would cost sparse data (a point every few days) a whole
+key, ~150 bytes, per point.
 
 Global counts have no activities, so their keys (``c:{<thing>}:``) add an hour container
 ``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their fields
@@ -152,8 +153,8 @@ def read_plan(t1: int, t2: int) -> ReadPlan:
     for run in decompose(t1, t2):
         if run.gran >= Gran.MINUTE:
             start, end = run_bounds(run)
-            if windows and windows[-1][1] + 1 == start:
-                start = windows.pop()[0]
+            if windows and windows[-1][1] + 1 == start and windows[-1][0] // 3600 == start // 3600:
+                start = windows.pop()[0]  # one window per hour: each reads one hour's changes
             windows.append((start, end))
         else:
             coarse.append(_coarse_group(run.gran, run.parent_start, run.first, run.last))

@@ -26,9 +26,7 @@ class Oracle:
             return "same"
         for c in rec:
             if c[0] == p.ts2 and c[2] == p.atid:
-                c[1] += delta
-                if c[1] == 0:
-                    rec.remove(c)
+                c[1] += delta  # a change that nets to 0 is still a change (as in the original)
                 break
         else:
             rec.append([p.ts2, delta, p.atid])

@@ -33,7 +33,8 @@ def instants(base: int) -> st.SearchStrategy[int]:
 def points(draw: st.DrawFn, base: int) -> MetricPoint:
     mode = draw(st.sampled_from(["diffadd", "diffadd", "increment"]))
     ts2 = draw(instants(base))
-    ts1 = ts2 if mode == "increment" else ts2 - draw(st.integers(0, 400))
+    reach = draw(st.one_of(st.integers(0, 400), st.integers(0, 4 * 86400)))
+    ts1 = ts2 if mode == "increment" else ts2 - reach
     return MetricPoint(
         thing=draw(st.sampled_from(THINGS)),
         uid=draw(st.integers(1, 2)),
@@ -58,7 +59,7 @@ def scenario(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]],
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(scenario())
 def test_sums_and_activities_match_the_oracle(
