@@ -115,16 +115,18 @@ class Store:
 
     def write_metric(self, point: MetricPoint) -> WriteResult:
         """Apply one metric point atomically."""
-        try:
-            return self._results(self._apply_metrics([point], self.redis))[0]
-        except redis.RedisError as exc:
-            raise StoreError(f"write failed: {exc}") from exc
+        return self.write_metrics([point])[0]
 
     def write_metrics(self, points: Sequence[MetricPoint]) -> list[WriteResult]:
         """Apply many points, each atomically: one script call per ``WRITE_BATCH`` points,
         all pipelined in one round trip."""
         if not points:
             return []
+        if len(points) <= WRITE_BATCH:  # one call: no pipeline, whose SCRIPT EXISTS costs a trip
+            try:
+                return self._results(self._apply_metrics(points, self.redis))
+            except redis.RedisError as exc:
+                raise StoreError(f"write failed: {exc}") from exc
         pipe = self.redis.pipeline(transaction=False)
         for i in range(0, len(points), WRITE_BATCH):
             self._apply_metrics(points[i : i + WRITE_BATCH], pipe)
