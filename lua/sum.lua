@@ -1,6 +1,7 @@
 #!lua flags=no-writes,allow-cross-slot-keys
--- sum.lua: sum many series (a user's thing, or a global counter) over their ranges in one
--- call, and optionally list the activities that changed in each range (the "_atids").
+-- sum.lua: sum many series over their ranges in one call — a series is a user (several of
+-- their things at once) or a global counter — and optionally list the activities that
+-- changed in each range (the "_atids").
 --
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
@@ -8,15 +9,17 @@
 --            want_atids (1 or 0); atid ("" = every type); number of plans; per plan: t1, t2,
 --            number of groups, per group (one counter hash) the number of child ranges and
 --            each range's lo, hi; then the number of windows and each window's start, end;
---            then per series, in KEYS order: its plan number and 1 if its activity keys follow
+--            then per series, in KEYS order: its plan number, 1 if its activity keys
+--            follow, the number of its things and their numbers (0 for a global counter)
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
---          {uid}:<thing>:idx and {uid}:<thing>:acts
--- Returns per series {hi, lo[, {aid, atid, aid, atid, ...}]}: the exact sum is
--- hi * 10^15 + lo (Lua numbers are doubles, exact only below 2^53).
+--          {uid}:idx and {uid}:acts
+-- Returns per series {{hi, lo, hi, lo, ...}[, {aid, atid, aid, atid, ...}]}: one hi, lo per
+-- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only).
+local tonumber, find, sub, match = tonumber, string.find, string.sub, string.match
 local want_atids = ARGV[1] == '1'
 local filter = ARGV[2] ~= '' and ARGV[2] or nil
 local E15 = 1e15
--- groups of at most this many fields are asked for by name without looking at the hash first
+-- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
 local plans, a = {}, 4
@@ -46,9 +49,9 @@ end
 local function add(hi, lo, v)
   if #v < 16 then return carry(hi, lo + tonumber(v)) end
   local sign, digits = 1, v
-  if string.sub(v, 1, 1) == '-' then sign, digits = -1, string.sub(v, 2) end
-  hi = hi + sign * tonumber(string.sub(digits, 1, -16))
-  return carry(hi, lo + sign * tonumber(string.sub(digits, -15)))
+  if sub(v, 1, 1) == '-' then sign, digits = -1, sub(v, 2) end
+  hi = hi + sign * tonumber(sub(digits, 1, -16))
+  return carry(hi, lo + sign * tonumber(sub(digits, -15)))
 end
 
 local function wanted(ranges, child)
@@ -59,51 +62,62 @@ local function wanted(ranges, child)
 end
 
 local field_cache = {}
--- the field names of a group: "<child>" for every type, "<child>:<atid>" for one
-local function fields_of(p, g, ranges)
-  local key = p * 4096 + g
-  local fields = field_cache[key]
-  if fields == nil then
-    fields = {}
-    for i = 1, #ranges, 2 do
-      for c = ranges[i], ranges[i + 1] do
-        fields[#fields + 1] = filter and (c .. ':' .. filter) or c
+-- the fields a group reads for some things, and which thing (its index) each field is for:
+-- "<slot>" for every type, "<slot>:<atid>" for one, slot = child * 10 + thing
+local function fields_of(p, g, things, things_key)
+  local by_group = field_cache[things_key]
+  if by_group == nil then by_group = {}; field_cache[things_key] = by_group end
+  local entry = by_group[p * 4096 + g]
+  if entry == nil then
+    local ranges, fields, owner = plans[p].groups[g], {}, {}
+    for ti, thing in ipairs(things) do
+      for i = 1, #ranges, 2 do
+        for c = ranges[i], ranges[i + 1] do
+          local slot = c * 10 + thing
+          fields[#fields + 1] = filter and (slot .. ':' .. filter) or slot
+          owner[#owner + 1] = ti
+        end
       end
     end
-    field_cache[key] = fields
+    entry = {fields, owner}
+    by_group[p * 4096 + g] = entry
   end
-  return fields
+  return entry[1], entry[2]
 end
 
-local function sum_hash(key, p, g, ranges, hi, lo)
-  local fields = fields_of(p, g, ranges)
+local function sum_hash(key, ranges, fields, owner, thing_index, his, los)
   if #fields > SMALL then
     local n = redis.call('HLEN', key)
-    if n == 0 then return hi, lo end
+    if n == 0 then return end
     if n <= #fields or #fields > 4000 then
       -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
       local flat = redis.call('HGETALL', key)
       for j = 1, #flat, 2 do
-        local f = flat[j]
+        local f, slot = flat[j], nil
         if filter == nil then
-          local c = tonumber(f)
-          if c and wanted(ranges, c) then hi, lo = add(hi, lo, flat[j + 1]) end
+          slot = tonumber(f)
         else
-          local s = string.find(f, ':', 1, true)
-          if s and string.sub(f, s + 1) == filter
-              and wanted(ranges, tonumber(string.sub(f, 1, s - 1))) then
-            hi, lo = add(hi, lo, flat[j + 1])
+          local s = find(f, ':', 1, true)
+          if s and sub(f, s + 1) == filter then slot = tonumber(sub(f, 1, s - 1)) end
+        end
+        if slot then
+          local thing = slot % 10
+          local ti = thing_index[thing]
+          if ti and wanted(ranges, (slot - thing) / 10) then
+            his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1])
           end
         end
       end
-      return hi, lo
+      return
     end
   end
   local vals = redis.call('HMGET', key, unpack(fields))
   for j = 1, #vals do
-    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
+    if vals[j] then
+      local ti = owner[j]
+      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+    end
   end
-  return hi, lo
 end
 
 local function hour_of(ts) return math.floor(ts / 3600) end
@@ -117,90 +131,111 @@ local function changes_of(summary, h, chunk)
   return chunk and cmsgpack.unpack(chunk) or {}
 end
 
--- the windows' changes from the activities' records, and (want_atids) every activity with a
--- change in [t1, t2] after the type filter as {aid, atid, ...}
-local function from_activities(idx, acts, plan, hi, lo)
+-- keep, per activity, the type of its latest change (later things win a tie)
+local function note(found, aid, ts, ti, typ)
+  local cur = found[aid]
+  if cur == nil or ts > cur[1] or (ts == cur[1] and ti > cur[2]) then found[aid] = {ts, ti, typ} end
+end
+
+-- the type of an activity's latest change in [t1, t2] (after the filter): hours backwards
+local function latest_change(acts, id, summary, t1, t2)
+  for i = #summary - 1, 5, -2 do
+    local h = summary[i]
+    if h * 3600 <= t2 and h * 3600 + 3599 >= t1 then
+      local chunk = summary[4] > 1 and redis.call('HGET', acts, id .. ':' .. h) or nil
+      local changes = changes_of(summary, h, chunk)
+      local best, best_typ
+      for c = 1, #changes, 3 do
+        local ts, t = changes[c], changes[c + 2]
+        if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
+            and (best == nil or ts >= best) then
+          best, best_typ = ts, t
+        end
+      end
+      if best then return best, best_typ end
+    end
+  end
+  return nil
+end
+
+-- the windows' changes from the activities' records into his/los, and (want_atids) into
+-- found every activity with a change in [t1, t2] after the type filter
+local function from_activities(idx, acts, plan, thing_index, his, los, found)
   local t1, t2, windows = plan.t1, plan.t2, plan.windows
   local from, to = t1, t2
   if not want_atids then from, to = windows[1], windows[#windows] end
   local span = tonumber(redis.call('HGET', acts, '_span') or '0')
   local items = redis.call('ZRANGEBYSCORE', idx, from, to + span, 'WITHSCORES')
-  local out = {}
   for j = 1, #items, 2 do
-    local typ, aid, first = string.match(items[j], '^([^:]+):([^:]+):(%d+)$')
+    local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
+    local ti = thing_index[tonumber(thing)]
     first = tonumber(first)
     local last = tonumber(items[j + 1])
-    if first <= to then
+    if ti and first <= to then
       local listed = want_atids and last <= t2 and typ ~= '*'
-      if listed and (filter == nil or typ == filter) then
-        out[#out + 1] = aid; out[#out + 1] = typ
-      end
+      if listed and (filter == nil or typ == filter) then note(found, aid, last, ti, typ) end
       local look_for_type = want_atids and not listed
-      local fields, hours = {aid}, {}
+      local id, fields, hours = thing .. ':' .. aid, nil, nil
       for i = 1, #windows, 2 do
         if first <= windows[i + 1] and last >= windows[i] then
+          if hours == nil then fields, hours = {id}, {} end
           hours[#hours + 1] = i
-          fields[#fields + 1] = aid .. ':' .. hour_of(windows[i])
+          fields[#fields + 1] = id .. ':' .. hour_of(windows[i])
         end
       end
-      if #hours > 0 or look_for_type then
-        local vals = redis.call('HMGET', acts, unpack(fields))
+      if hours or look_for_type then
+        local vals = redis.call('HMGET', acts, unpack(fields or {id}))
         local summary = cmsgpack.unpack(vals[1])
-        for n, i in ipairs(hours) do
+        for n, i in ipairs(hours or {}) do
           local changes = changes_of(summary, hour_of(windows[i]), vals[n + 1])
           for c = 1, #changes, 3 do
             local ts = changes[c]
             if ts >= windows[i] and ts <= windows[i + 1]
                 and (filter == nil or changes[c + 2] == filter) then
-              hi, lo = carry(hi, lo + changes[c + 1])
+              his[ti], los[ti] = carry(his[ti], los[ti] + changes[c + 1])
             end
           end
         end
         if look_for_type then
-          -- the type of its latest change in [t1, t2] (after the filter): hours backwards
-          local best, best_typ
-          for i = #summary - 1, 5, -2 do
-            local h = summary[i]
-            if h * 3600 <= t2 and h * 3600 + 3599 >= t1 then
-              local chunk = summary[4] > 1 and redis.call('HGET', acts, aid .. ':' .. h) or nil
-              local changes = changes_of(summary, h, chunk)
-              for c = 1, #changes, 3 do
-                local ts, t = changes[c], changes[c + 2]
-                if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
-                    and (best == nil or ts >= best) then
-                  best, best_typ = ts, t
-                end
-              end
-              if best then break end
-            end
-          end
-          if best then out[#out + 1] = aid; out[#out + 1] = best_typ end
+          local ts, t = latest_change(acts, id, summary, t1, t2)
+          if ts then note(found, aid, ts, ti, t) end
         end
       end
     end
   end
-  return hi, lo, out
 end
 
 local result, k = {}, 1
-local s = 0
 while a <= #ARGV do
   local p, with_activities = tonumber(ARGV[a]), ARGV[a + 1] == '1'
-  a = a + 2
+  local things, thing_index = {}, {}
+  for ti = 1, tonumber(ARGV[a + 2]) do
+    things[ti] = tonumber(ARGV[a + 2 + ti])
+    thing_index[things[ti]] = ti
+  end
+  local things_key = table.concat(things, ',')
+  a = a + 3 + #things
   local plan = plans[p]
-  local hi, lo = 0, 0
+  local his, los = {}, {}
+  for ti = 1, #things do his[ti], los[ti] = 0, 0 end
   for g = 1, #plan.groups do
-    hi, lo = sum_hash(KEYS[k], p, g, plan.groups[g], hi, lo)
+    local fields, owner = fields_of(p, g, things, things_key)
+    sum_hash(KEYS[k], plan.groups[g], fields, owner, thing_index, his, los)
     k = k + 1
   end
-  s = s + 1
+  local found = {}
   if with_activities then
-    local found
-    hi, lo, found = from_activities(KEYS[k], KEYS[k + 1], plan, hi, lo)
+    from_activities(KEYS[k], KEYS[k + 1], plan, thing_index, his, los, found)
     k = k + 2
-    result[s] = want_atids and {hi, lo, found} or {hi, lo}
+  end
+  local sums = {}
+  for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
+  if want_atids then
+    local flat = {}
+    for aid, f in pairs(found) do flat[#flat + 1] = aid; flat[#flat + 1] = f[3] end
+    result[#result + 1] = {sums, flat}
   else
-    result[s] = want_atids and {hi, lo, {}} or {hi, lo}
+    result[#result + 1] = {sums}
   end
 end
 return result

@@ -3,21 +3,23 @@
 -- mode. One call per batch saves a round trip and the script start-up per point.
 --
 -- KEYS    5 per point, in point order:
---           {uid}:<thing>:acts  the activities' state, a hash:
---             "<aid>"       msgpack {first, last, type, changes, hour, total, hour, total...}:
---                           first and last change (Unix s), its type ("*" once it has had
---                           several), its number of changes, and the total of each hour
---                           (ts // 3600) that has changes, hours ascending
---             "<aid>:<hour>" msgpack {ts, amount, atid, ...}: that hour's changes; absent
---                           while the activity has a single change (the summary says it all)
---             "_span"       the longest first-to-last distance of any activity
---           {uid}:<thing>:idx   zset "<type>:<aid>:<first>" scored by the last change
---           counter hashes root, year, month of the point's ts2
--- ARGV[1] msgpack list of points, each {mode, aid, atid, value, ts1, ts2, children, expires}:
+--           {uid}:acts  the user's activity state, a hash; an activity is "<thing>:<aid>":
+--             "<thing>:<aid>"        msgpack {first, last, type, changes, hour, total, ...}:
+--                                    first and last change (Unix s), its type ("*" once it
+--                                    has had several), its number of changes, and the total
+--                                    of each hour (ts // 3600) with changes, ascending
+--             "<thing>:<aid>:<hour>" msgpack {ts, amount, atid, ...}: that hour's changes;
+--                                    absent while the activity has a single change
+--             "_span"                the longest first-to-last distance of any activity
+--           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
+--           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2
+-- ARGV[1] msgpack list of points, each
+--           {mode, aid, atid, value, ts1, ts2, children, expires, thing}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
---           and hour (in month), each counted in fields "<child>" and "<child>:<atid>";
---           expires = Unix time each counter hash expires at, 0 = never
+--           and hour (in month), each counted in the slot child * 10 + thing, fields
+--           "<slot>" and "<slot>:<atid>"; expires = Unix time each counter hash expires at,
+--           0 = never; thing = the thing's number
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add) or
 -- "stale" (ts2 older than a change already recorded for this activity: a late update).
@@ -37,7 +39,7 @@ end
 
 -- the changes of the given hours, hour -> {ts, amount, atid, ...} (a single change is
 -- read from the summary)
-local function load_hours(acts, aid, summary, hours)
+local function load_hours(acts, id, summary, hours)
   local chunks = {}
   if summary[4] == 1 then
     chunks[summary[5]] = {summary[1], summary[6], summary[3]}
@@ -47,7 +49,7 @@ local function load_hours(acts, aid, summary, hours)
   for _, h in ipairs(hours) do
     if chunks[h] == nil and hour_slot(summary, h) then
       chunks[h] = {}
-      fields[#fields + 1] = aid .. ':' .. h; wanted[#wanted + 1] = h
+      fields[#fields + 1] = id .. ':' .. h; wanted[#wanted + 1] = h
     end
   end
   if #fields > 0 then
@@ -119,12 +121,13 @@ local function record(summary, chunks, ts, delta, atid)
 end
 
 local function add_to_counters(k, p, delta)
-  local atid, children, expires = p[3], p[7], p[8]
+  local atid, children, expires, thing = p[3], p[7], p[8], p[9]
   for c = 1, 4 do
     local j = HASH_OF_CHILD[c]
     local key, expire_at = KEYS[k + 2 + j], expires[j]
-    local n = redis.call('HINCRBY', key, children[c], delta)
-    redis.call('HINCRBY', key, children[c] .. ':' .. atid, delta)
+    local slot = children[c] * 10 + thing
+    local n = redis.call('HINCRBY', key, slot, delta)
+    redis.call('HINCRBY', key, slot .. ':' .. atid, delta)
     if n == delta and expire_at > 0 then
       -- a new field, maybe a new hash: give it its expiry; the root only ever extends it
       redis.call('EXPIREAT', key, expire_at, 'NX')
@@ -133,15 +136,21 @@ local function add_to_counters(k, p, delta)
   end
 end
 
-local function save_state(acts, idx, aid, summary, stored, old_member)
-  local hset = {'HSET', acts, aid, cmsgpack.pack(summary)}
+-- the activity's index member: "<thing>:<type>:<aid>:<first>"
+local function member_of(thing, aid, summary)
+  return thing .. ':' .. summary[3] .. ':' .. aid .. ':' .. summary[1]
+end
+
+local function save_state(acts, idx, thing, aid, summary, stored, old_member)
+  local id = thing .. ':' .. aid
+  local hset = {'HSET', acts, id, cmsgpack.pack(summary)}
   for h, changes in pairs(stored) do
-    hset[#hset + 1] = aid .. ':' .. h
+    hset[#hset + 1] = id .. ':' .. h
     hset[#hset + 1] = cmsgpack.pack(changes)
   end
   redis.call(unpack(hset))
   local first, last = summary[1], summary[2]
-  local member = summary[3] .. ':' .. aid .. ':' .. first
+  local member = member_of(thing, aid, summary)
   if old_member and old_member ~= member then redis.call('ZREM', idx, old_member) end
   redis.call('ZADD', idx, last, member)
   if last > first then
@@ -157,15 +166,17 @@ end
 local function apply(k, p)
   local acts, idx = KEYS[k + 1], KEYS[k + 2]
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
-  local packed = redis.call('HGET', acts, aid)
+  local thing = p[9]
+  local id = thing .. ':' .. aid
+  local packed = redis.call('HGET', acts, id)
   local delta, summary, chunks, old_member = value, nil, {}, nil
   if packed then
     summary = cmsgpack.unpack(packed)
-    old_member = summary[3] .. ':' .. aid .. ':' .. summary[1]
+    old_member = member_of(thing, aid, summary)
     if mode == 'd' and ts2 < summary[2] then return 'stale', 0 end
     local hours = {hour_of(ts2)}
     if mode == 'd' then hours[2] = hour_of(ts1) end
-    chunks = load_hours(acts, aid, summary, hours)
+    chunks = load_hours(acts, id, summary, hours)
     if mode == 'd' then delta = value - window_sum(summary, chunks, ts1, ts2) end
   end
   if delta == 0 then return 'same', 0 end
@@ -176,7 +187,7 @@ local function apply(k, p)
     summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
   end
   add_to_counters(k, p, delta)
-  save_state(acts, idx, aid, summary, stored, old_member)
+  save_state(acts, idx, thing, aid, summary, stored, old_member)
   return 'ok', delta
 end
 

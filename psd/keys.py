@@ -1,31 +1,36 @@
 """The key schema: which Redis hashes and fields hold a point, and which a range reads.
 
-Metric counters live in one hash per (user, thing, container) down to the hour:
+Metric counters live in one hash per (user, container), down to the hour, for every thing
+of the user at once (a leaderboard reads several things of many users: one hash per user
+serves them all, and sparse users pay one key's overhead instead of one per thing):
 
-==========  ==============  ==================================================
-container   key suffix      children
-==========  ==============  ==================================================
-root        ``r``           years 1970..9999
-year        ``yYYYY``       months 1..12
-month       ``mYYYYMM``     days 1..31, and hours as ``100 + 24 * (day - 1) + hour``
-==========  ==============  ==================================================
+==========  ===================  ==================================================
+container   key                  children
+==========  ===================  ==================================================
+root        ``{uid}:r``          years 1970..9999
+year        ``{uid}:yYYYY``      months 1..12
+month       ``{uid}:mYYYYMM``    days 1..31, and hours as ``100 + 24 * (day - 1) + hour``
+==========  ===================  ==================================================
 
-Each child has two fields: ``"<child>"`` (every type) and ``"<child>:<atid>"`` (one type),
-so both kinds of query ask for exactly their fields, and the "all types" aggregate never
-collides with a real type 0. What happened inside an hour is not kept in counters: every
-change is already recorded, to the second and with its type, in the activity's state
-(``{uid}:<thing>:acts``: per activity a summary with its hourly totals, and its changes
-hour by hour) and found by time through the activity index (``{uid}:<thing>:idx``). A read
-adds whole hours from counters and the two partial hours at its edges from those records.
-One hash per hour or per minute would cost sparse data (a point every few days) a whole
-key, ~150 bytes, per point.
+A child of a thing is the integer ``slot = child * 10 + thing number`` (things are 1..5).
+Each slot has two fields: ``"<slot>"`` (every type) and ``"<slot>:<atid>"`` (one type), so
+both kinds of query ask for exactly their fields, and the "all types" aggregate never
+collides with a real type 0.
+
+What happened inside an hour is not kept in counters: every change is already recorded, to
+the second and with its type, in the user's activity state ``{uid}:acts`` (per activity and
+thing a summary with its hourly totals, ``"<thing>:<aid>"``, and its changes hour by hour,
+``"<thing>:<aid>:<hour>"``) and found by time through the activity index ``{uid}:idx``
+(members ``"<thing>:<type>:<aid>:<first change>"`` scored by the last change). A read adds
+whole hours from counters and the two partial hours at its edges from those records. One
+hash per hour or per minute would cost sparse data (a point every few days) a whole key,
+~150 bytes, per point.
 
 Global counts have no activities, so their keys (``c:{<thing>}:``) add an hour container
-``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their fields
-are the children alone.
+``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their slots
+are ``child * 10`` (thing 0) and carry no type.
 
-Metric keys start with the user's hash tag ``{uid}:<thing number>:``, so every key of one
-user shares a Redis Cluster slot.
+Every key of a user starts with the hash tag ``{uid}``, so it shares one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ SECOND_BASE = 100
 Ranges = tuple[tuple[int, int], ...]
 
 
-def metric_prefix(uid: int, thing_id: int) -> str:
-    """Common start of every key of one user's thing; ``{uid}`` is the cluster hash tag."""
-    return f"{{{uid}}}:{thing_id}:"
+def metric_prefix(uid: int) -> str:
+    """Common start of every key of one user; ``{uid}`` is the cluster hash tag."""
+    return f"{{{uid}}}:"
 
 
 def count_prefix(thing: str) -> str:

@@ -64,6 +64,17 @@ class UserResult:
     activities: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Series:
+    """What one series of a read is: its plan (index), the prefix of its keys, whether its
+    activity keys are read, and the thing numbers it sums (0: a global counter)."""
+
+    plan: int
+    prefix: str
+    with_state: bool
+    things: tuple[int, ...]
+
+
 class Store:
     """psd's data in one Redis (or Valkey) server."""
 
@@ -98,14 +109,15 @@ class Store:
         payload = []
         for p in points:
             target = metric_target(p.ts2)
-            prefix = metric_prefix(p.uid, p.thing_id)
+            prefix = metric_prefix(p.uid)
             keys += [prefix + "acts", prefix + "idx"]
             keys += [prefix + suffix for suffix in target.suffixes]
             mode = "d" if p.mode == "diffadd" else "i"
             expires = self._expires(target.bucket_ends, self.settings.expire, now)
             payload.append(
-                [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires]
-            )
+                [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
+                 p.thing_id]
+            )  # fmt: skip
         args = [msgpack.packb(payload), self.settings.state_expire]
         return self.scripts.write_metric(keys, args, client=client)
 
@@ -162,12 +174,11 @@ class Store:
     def _run_sum(
         self,
         plans: list[ReadPlan],
-        series: list[tuple[int, str, bool]],
+        series: list[Series],
         want_activities: bool,
         atid: int | None,
     ) -> list[list[Any]]:
-        """One sum.lua call. ``series``: (plan number, key prefix, whether the activity keys
-        are read: for ``_atids``, or for the partial hours at a metric range's edges)."""
+        """One sum.lua call for every series of a request."""
         keys: list[str] = []
         args: list[Any] = [int(want_activities), "" if atid is None else atid, len(plans)]
         for plan in plans:
@@ -179,11 +190,11 @@ class Store:
             args.append(len(plan.windows))
             for start, end in plan.windows:
                 args += [start, end]
-        for plan_no, prefix, with_state in series:
-            keys.extend(prefix + suffix for suffix, _ in plans[plan_no].groups)
-            if with_state:
-                keys += [prefix + "idx", prefix + "acts"]
-            args += [plan_no + 1, int(with_state)]
+        for one in series:
+            keys.extend(one.prefix + suffix for suffix, _ in plans[one.plan].groups)
+            if one.with_state:
+                keys += [one.prefix + "idx", one.prefix + "acts"]
+            args += [one.plan + 1, int(one.with_state), len(one.things), *one.things]
         try:
             result: list[list[Any]] = self.scripts.sum(keys, args)
         except redis.RedisError as exc:
@@ -202,9 +213,10 @@ class Store:
         Unknown thing names sum to 0 (as in the original) without touching Redis.
         """
         known = [t for t in dict.fromkeys(things) if t in THINGS]
+        thing_ids = tuple(THINGS[t] for t in known)
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
-        series: list[tuple[int, str, bool]] = []
+        series: list[Series] = []
         for user in users:
             span = (user.t1, user.t2)
             if span not in plan_numbers:
@@ -212,21 +224,19 @@ class Store:
                 plans.append(read_plan(user.t1, user.t2))
             plan_no = plan_numbers[span]
             with_state = with_activities or bool(plans[plan_no].windows)
-            for thing in known:
-                prefix = metric_prefix(user.uid, THINGS[thing])
-                series.append((plan_no, prefix, with_state))
-        replies = self._run_sum(plans, series, with_activities, atid) if series else []
+            series.append(Series(plan_no, metric_prefix(user.uid), with_state, thing_ids))
+        replies = self._run_sum(plans, series, with_activities, atid) if known else []
         results = []
-        it = iter(replies)
-        for _user in users:
+        for i in range(len(users)):
             result = UserResult({t: 0 for t in things})
-            for thing in known:
-                reply = next(it)
-                result.sums[thing] = reply[0] * _E15 + reply[1]
+            if known:
+                sums = replies[i][0]
+                for n, thing in enumerate(known):
+                    result.sums[thing] = sums[2 * n] * _E15 + sums[2 * n + 1]
                 if with_activities:
-                    flat = reply[2]
-                    for i in range(0, len(flat), 2):
-                        result.activities[flat[i].decode()] = flat[i + 1].decode()
+                    flat = replies[i][1]
+                    for j in range(0, len(flat), 2):
+                        result.activities[flat[j].decode()] = flat[j + 1].decode()
             results.append(result)
         return results
 
@@ -236,11 +246,11 @@ class Store:
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]``, in one round trip."""
-        plan = count_plan(t1, t2)
-        series = [(0, count_prefix(thing), False) for thing in things]
+        series = [Series(0, count_prefix(thing), False, (0,)) for thing in things]
         if not series:
             return []
-        return [hi * _E15 + lo for hi, lo in self._run_sum([plan], series, False, None)]
+        replies = self._run_sum([count_plan(t1, t2)], series, False, None)
+        return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
 
     def count(self, thing: str, t1: int, t2: int) -> int:
         return self.counts([thing], t1, t2)[0]

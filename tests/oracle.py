@@ -44,8 +44,10 @@ class Oracle:
     def activities(
         self, uid: int, things: list[str], atid: int | None, t1: int, t2: int
     ) -> dict[str, str]:
-        """aid -> type of its latest change in range (after the filter); later things win."""
+        """aid -> type of its latest change in range (after the filter) over the things;
+        a tie goes to the later thing, then to the change recorded last."""
         out: dict[str, str] = {}
+        latest_ts: dict[str, int] = {}
         for thing in things:
             for (u, th, aid), rec in self.changes.items():
                 if u != uid or th != thing:
@@ -55,8 +57,9 @@ class Oracle:
                 for c in hits:  # ties: the one recorded last, as the script does
                     if latest is None or c[0] >= latest[0]:
                         latest = c
-                if latest is not None:
+                if latest is not None and latest[0] >= latest_ts.get(str(aid), -1):
                     out[str(aid)] = str(latest[2])
+                    latest_ts[str(aid)] = latest[0]
         return out
 
     def count(self, thing: str, t1: int, t2: int) -> int:
