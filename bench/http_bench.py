@@ -40,12 +40,16 @@ ENDPOINTS = ["write", "query 5s", "query 1d", "query 30d", "query 6y", "mumt 100
 
 @contextlib.contextmanager
 def child(
-    cmd: list[str], log: Path, env: dict[str, str] | None = None
+    cmd: list[str], log: Path | None, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``cmd`` in its own process group (output to ``log``); stop the whole group after."""
-    with log.open("ab") as out:
+    """Run ``cmd`` in its own process group (output to ``log``, or ours); stop the group after."""
+    with open(log or os.devnull, "ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            cmd,
+            stdout=out if log else None,
+            stderr=subprocess.STDOUT if log else None,
+            env=env,
+            start_new_session=True,
         )
     try:
         yield proc
@@ -60,6 +64,28 @@ def child(
                 continue
         with contextlib.suppress(ProcessLookupError):  # workers left behind by the master
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def busy_seconds() -> tuple[float, float, float]:
+    """CPU seconds: the machine's busy time (steal included, as processes' times include it),
+    its steal, and ours with our reaped children."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    hz, mine = os.sysconf("SC_CLK_TCK"), os.times()
+    ours = mine.user + mine.system + mine.children_user + mine.children_system
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, ticks[7] / hz, ours
+
+
+def wait_idle(max_wait: float, threshold: float = 0.1) -> None:
+    """Wait (at most ``max_wait`` s) until other processes use < ``threshold`` of the CPUs."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        before = busy_seconds()
+        time.sleep(2)
+        after = busy_seconds()
+        if (after[0] - before[0] - after[2] + before[2]) / 2 / (os.cpu_count() or 1) < threshold:
+            return
+    print(f"machine still busy after {max_wait:.0f} s, measuring anyway", flush=True)
 
 
 def wait_until(
@@ -96,7 +122,8 @@ def table(res: dict[str, Any], go: dict[str, Any]) -> None:
     for label in ("5s", "1d", "30d", "6y"):
         rows[f"query {label}"] = (res.get("query", {}).get(label), go["query"][label])
     rows["mumt 100x3 30d"] = (res.get("mumt_100x3_30d"), go["mumt_100x3_30d"])
-    print(f"  {res.get('psd', {}).get('label', res.get('base_url', ''))}")
+    psd = res.get("psd", {})
+    print(f"  {psd.get('label', res.get('base_url', ''))}  (other load: {psd.get('other_load')})")
     head = "endpoint         req/s   p50ms   p99ms  errs |  go req/s  p50ms  p99ms | rps  p50  p99"
     print("  " + head)
     for name in ENDPOINTS:
@@ -132,11 +159,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--write-secs", type=int, default=20)
     ap.add_argument("--query-secs", type=int, default=15)
+    ap.add_argument("--load-writes", type=int, default=200000, help="bench.py --load-writes")
     ap.add_argument("--skip", default="", help="bench.py --skip (write,load,query,mumt,cmds)")
     ap.add_argument("--out", default="", help="JSON results file (default: a temporary file)")
     ap.add_argument("--label", default="", help="name of this configuration in the table")
     ap.add_argument("--redis", choices=["path", "wheel"], default="path")
     ap.add_argument("--reference", type=Path, default=REFERENCE, help="bench.py's directory")
+    ap.add_argument("--wait-idle", type=float, default=0, help="wait up to S s for a quiet CPU")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="only print saved results")
     args = ap.parse_args(argv)
     go = json.loads((args.reference / "results_go_original.json").read_text())
@@ -158,17 +187,25 @@ def main() -> None:
     bench = [sys.executable, str(args.reference / "bench.py"), "--base-url", base_url]
     bench += ["--redis-url", redis_url, "--flush", "--runs", str(args.runs), "--out", str(out)]
     bench += ["--write-secs", str(args.write_secs), "--query-secs", str(args.query_secs)]
-    bench += ["--skip", args.skip] if args.skip else []
+    bench += ["--load-writes", str(args.load_writes)] + (["--skip", args.skip] if args.skip else [])
     print(f"[{label}] redis {redis_cmd[0]} :{redis_port}, logs in {work}\n  {' '.join(serve)}")
+    wait_idle(args.wait_idle)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers get stopped
+    start, t0 = busy_seconds(), time.monotonic()
     with child(redis_cmd, work / "redis.log") as redis_proc:
         wait_until(lambda: redis_ping(redis_port), redis_proc, "redis-server")
         with child(serve, work / "server.log", env) as web_proc:
             wait_until(lambda: http_ping(base_url), web_proc, args.server)
-            code = subprocess.run(bench, check=False).returncode
+            with child(bench, None) as bench_proc:
+                code = bench_proc.wait()
     if code or not out.exists():
         raise SystemExit(f"bench.py failed ({code}); server log: {work / 'server.log'}")
+    end, cpu_secs = busy_seconds(), (time.monotonic() - t0) * (os.cpu_count() or 1)
+    other = (end[0] - start[0] - (end[2] - start[2])) / cpu_secs
+    other_load = f"{other:.0%} of all CPUs, steal {(end[1] - start[1]) / cpu_secs:.0%}"
     res = json.loads(out.read_text())
     res["psd"] = {"label": label, "server_cmd": serve, "redis_cmd": redis_cmd}
+    res["psd"]["other_load"] = other_load
     out.write_text(json.dumps(res, indent=1))
     table(res, go)
 
