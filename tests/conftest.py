@@ -51,10 +51,14 @@ def store(redis_client: redis.Redis, settings: Settings) -> Store:
     return Store(redis_client, settings)
 
 
-@pytest.fixture
-def client(store: Store, settings: Settings) -> Iterator[FlaskClient]:
+@pytest.fixture(params=["fast path", "flask only"])
+def client(
+    request: pytest.FixtureRequest, store: Store, settings: Settings
+) -> Iterator[FlaskClient]:
+    """The API, once with the fast dispatcher in front of Flask and once without: every
+    HTTP test proves both answer the same."""
     from web import create_app
 
-    app = create_app(settings, store)
+    app = create_app(settings, store, fast_path=request.param == "fast path")
     with app.test_client() as test_client:
         yield test_client

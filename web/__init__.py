@@ -11,20 +11,28 @@ from flask import Flask
 from psd.config import Settings, load_settings
 from psd.store import Store
 from web import errors, v1, v2
+from web.fastpath import FastPath
+from web.handlers import Api
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
-    """Build the API. Without ``store`` it connects to ``settings.redis_url``."""
+def create_app(
+    settings: Settings | None = None, store: Store | None = None, fast_path: bool = True
+) -> Flask:
+    """Build the API. Without ``store`` it connects to ``settings.redis_url``. With
+    ``fast_path`` the hot routes skip Flask's request machinery (same answers, see
+    web/fastpath.py)."""
     settings = settings or load_settings()
     if store is None:
         if not settings.redis_url:
             raise RuntimeError("no Redis configured: set PSD_REDIS_URL (psd web starts one)")
         store = Store.from_url(settings.redis_url, settings)
+    api = Api(store, settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["psd"] = store
-    app.extensions["psd.settings"] = settings
+    app.extensions["psd.api"] = api
     errors.register(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
+    if fast_path:
+        app.wsgi_app = FastPath(app.wsgi_app, api, settings.max_body_bytes)  # type: ignore[method-assign]
     return app

@@ -1,0 +1,194 @@
+"""What every route does, free of any web framework: inputs are the path segments and the
+request's form or body, the answer a :class:`Reply`.
+
+The Flask views (``web/v1.py``, ``web/v2.py``) and the fast dispatcher (``web/fastpath.py``)
+both call these, so a route behaves the same whichever of the two serves it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psd.config import Settings
+from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+from psd.model import (
+    MAX_ID,
+    parse_atid,
+    parse_count,
+    parse_count_thing,
+    parse_int_text,
+    parse_metric,
+    parse_range,
+    parse_uids,
+    split_list,
+)
+from psd.store import Store, UserQuery, UserResult
+from psd.timebuckets import MAX_TS
+
+#: Most things one mumt_query may name.
+MAX_THINGS = 64
+
+Form = Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, body, content type."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def text(value: object) -> Reply:
+    return Reply(200, str(value).encode(), "text/plain; charset=utf-8")
+
+
+def as_json(obj: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
+
+
+def error(status: int, message: str, field: str = "") -> Reply:
+    body = {"error": message, "field": field} if field else {"error": message}
+    return as_json(body, status)
+
+
+class WriteRejected(InvalidInput):
+    """An invalid ``/v1/write``: the original answered these with 406, and so do we."""
+
+
+def reply_for(exc: PsdError) -> Reply:
+    """The one mapping from psd's errors to HTTP answers."""
+    if isinstance(exc, InvalidInput):
+        status = (
+            406 if isinstance(exc, WriteRejected) else 413 if isinstance(exc, TooLarge) else 400
+        )
+        return error(status, str(exc), exc.field)
+    if isinstance(exc, StoreError):
+        return error(503, str(exc))
+    return error(500, str(exc))
+
+
+def decode_json(body: bytes) -> Any:
+    """A request body as JSON, whatever its Content-Type says (as the original read it)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+
+
+def mumt_data(
+    names: Sequence[str], things: Sequence[str], results: Sequence[UserResult]
+) -> dict[str, dict[str, object]]:
+    """The ``data`` object of mumt_query: users with activity in range (and points, when
+    points were asked for), each with its sums and ``_atids``."""
+    data: dict[str, dict[str, object]] = {}
+    for name, result in zip(names, results, strict=True):
+        if not result.activities or ("points" in things and result.sums["points"] == 0):
+            continue
+        entry: dict[str, object] = dict(result.sums)
+        entry["_atids"] = [int(t) for t in result.activities.values()]
+        data[name] = entry
+    return data
+
+
+class Api:
+    """The original's v1/v2 routes, plus ``POST /v1/count``, over one store."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def guarded(self, handler: Callable[..., Reply], *args: Any) -> Reply:
+        """Run a handler; psd's errors become their HTTP answers."""
+        try:
+            return handler(*args)
+        except PsdError as exc:
+            return reply_for(exc)
+
+    def _list(self, form: Form, name: str, limit: int) -> list[str]:
+        return split_list(form.get(name), name, limit)
+
+    def ping(self) -> Reply:
+        return as_json({"pong": "OK"})
+
+    def write(self, body: bytes) -> Reply:
+        try:
+            point = parse_metric(decode_json(body))
+        except InvalidInput as exc:
+            raise WriteRejected(exc.message, exc.field) from exc
+        self.store.write_metric(point)
+        return text("ok")
+
+    def count(self, body: bytes) -> Reply:
+        self.store.write_count(parse_count(decode_json(body)))
+        return text("ok")
+
+    def query(self, uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Reply:
+        user = parse_int_text(uid, "uid", 0, MAX_ID)
+        t1, t2 = parse_range(ts1, ts2)
+        return text(self.store.sum(user, thing.strip(), parse_atid(atid), t1, t2))
+
+    def query_ids(self, thing: str, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
+        uids = parse_uids(form.get("ids"), self.settings.max_ids)
+        t1, t2 = parse_range(ts1, ts2)
+        thing = thing.strip()
+        users = [UserQuery(u, t1, t2) for _, u in uids]
+        results = self.store.query(users, [thing], parse_atid(atid))
+        return as_json({name: r.sums[thing] for (name, _), r in zip(uids, results, strict=True)})
+
+    def mu_query(self, thing: str, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
+        uids = parse_uids(form.get("ids"), self.settings.max_ids)
+        t1, t2 = parse_range(ts1, ts2)
+        thing = thing.strip()
+        users = [UserQuery(u, t1, t2) for _, u in uids]
+        results = self.store.query(users, [thing], parse_atid(atid), with_activities=True)
+        values, atids = {}, {}
+        for (name, _), result in zip(uids, results, strict=True):
+            values[name] = result.sums[thing]
+            atids[name] = [int(t) for t in result.activities.values()]
+        return as_json({"values": values, "atids": atids})
+
+    def mumt_query(self, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
+        uids = parse_uids(form.get("ids"), self.settings.max_ids)
+        things = self._list(form, "things", MAX_THINGS)
+        t1, t2 = parse_range(ts1, ts2)
+        users = [UserQuery(u, t1, t2) for _, u in uids]
+        results = self.store.query(users, things, parse_atid(atid), with_activities=True)
+        return as_json({"data": mumt_data([n for n, _ in uids], things, results)})
+
+    def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
+        """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
+        UTC, offset in seconds west of UTC. A repeated id keeps its first offset."""
+        limit = self.settings.max_ids
+        ids, offsets = self._list(form, "ids", limit), self._list(form, "offsets", limit)
+        if len(ids) != len(offsets):
+            return error(422, "len(uids) != len(offsets)")
+        things = self._list(form, "things", MAX_THINGS)
+        t1, t2 = parse_range(ts1, ts2)
+        atid_filter = parse_atid(atid)
+        users: dict[str, UserQuery] = {}
+        for name, offset_text in zip(ids, offsets, strict=True):
+            if name in users:
+                continue
+            offset = parse_int_text(offset_text, "offsets", -MAX_TS, MAX_TS)
+            a, b = t1 + offset, t2 + offset
+            if a < 0 or b > MAX_TS:
+                raise InvalidInput(f"offset {offset} moves the range out of 1970-9999", "offsets")
+            users[name] = UserQuery(parse_int_text(name, "ids", 0, MAX_ID), a, b)
+        results = self.store.query(list(users.values()), things, atid_filter, True)
+        return as_json({"data": mumt_data(list(users), things, results)})
+
+    def readcount(self, thing: str, ts1: str, ts2: str) -> Reply:
+        t1, t2 = parse_range(ts1, ts2)
+        return text(self.store.count(parse_count_thing(thing), t1, t2))
+
+    def readcount_with_ids(self, prefix: str, ts1: str, ts2: str, form: Form) -> Reply:
+        ids = list(dict.fromkeys(self._list(form, "ids", self.settings.max_ids)))
+        t1, t2 = parse_range(ts1, ts2)
+        prefix = prefix.strip()
+        names = [parse_count_thing(f"{prefix}_{i}", "ids") for i in ids]
+        return as_json(dict(zip(ids, self.store.counts(names, t1, t2), strict=True)))
