@@ -67,8 +67,10 @@ def server_command(server: str, bind: str, workers: int) -> list[str]:
     host, _, port = bind.rpartition(":")
     workers = workers or os.cpu_count() or 1
     if server == "granian":
+        # one blocking thread per worker: more only fight over the GIL (measured, README)
         return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host,
-                "--port", port, "--workers", str(workers), "--no-ws", WSGI_APP]  # fmt: skip
+                "--port", port, "--workers", str(workers), "--blocking-threads", "1",
+                "--no-ws", WSGI_APP]  # fmt: skip
     return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--access-logfile", "-", WSGI_APP]  # fmt: skip
 

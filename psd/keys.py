@@ -38,7 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from psd.timebuckets import Gran, civil, decompose, month_start, next_start, run_bounds
+from psd.timebuckets import (
+    Gran,
+    civil,
+    civil_from_days,
+    decompose,
+    month_start,
+    next_start,
+    run_bounds,
+)
 
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
@@ -59,8 +67,9 @@ def count_prefix(thing: str) -> str:
 
 
 def _stamp(ts: int, digits: int) -> str:
-    c = civil(ts)
-    return f"{c.year:04d}{c.month:02d}{c.day:02d}{c.hour:02d}"[:digits]
+    """The first ``digits`` of the UTC ``YYYYMMDDHH`` of ``ts``."""
+    year, month, day = civil_from_days(ts // 86400)
+    return f"{year:04d}{month:02d}{day:02d}{ts // 3600 % 24:02d}"[:digits]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 #: First and last second psd accepts: years 1970 to 9999, so every bucket name has four-digit
@@ -34,6 +35,8 @@ class Gran(IntEnum):
 
 
 FINE_TO_COARSE = (Gran.SECOND, Gran.MINUTE, Gran.HOUR, Gran.DAY, Gran.MONTH, Gran.YEAR)
+#: The granularity whose unit contains a unit of this one (years have the root above them).
+PARENT = {g: Gran(g - 1) for g in Gran if g is not Gran.YEAR}
 
 _FIXED = {Gran.SECOND: 1, Gran.MINUTE: 60, Gran.HOUR: 3600, Gran.DAY: 86400}
 
@@ -59,6 +62,7 @@ def days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
+@lru_cache(maxsize=4096)
 def civil_from_days(days: int) -> tuple[int, int, int]:
     """(year, month, day) of a day number since 1970-01-01 (inverse of days_from_civil)."""
     z = days + 719468
@@ -81,6 +85,7 @@ def civil(ts: int) -> Civil:
     return Civil(year, month, day, hour, minute, second)
 
 
+@lru_cache(maxsize=4096)
 def month_start(year: int, month: int) -> int:
     """Unix time of the first second of a month (month may be 13: January of the next year)."""
     year += (month - 1) // 12
@@ -93,8 +98,8 @@ def floor_to(ts: int, gran: Gran) -> int:
     if gran in _FIXED:
         size = _FIXED[gran]
         return ts - ts % size
-    c = civil(ts)
-    return month_start(c.year, c.month if gran is Gran.MONTH else 1)
+    year, month, _ = civil_from_days(ts // 86400)
+    return month_start(year, month if gran is Gran.MONTH else 1)
 
 
 def next_start(ts: int, gran: Gran) -> int:
@@ -102,10 +107,10 @@ def next_start(ts: int, gran: Gran) -> int:
     if gran in _FIXED:
         size = _FIXED[gran]
         return ts - ts % size + size
-    c = civil(ts)
+    year, month, _ = civil_from_days(ts // 86400)
     if gran is Gran.MONTH:
-        return month_start(c.year, c.month + 1)
-    return month_start(c.year + 1, 1)
+        return month_start(year, month + 1)
+    return month_start(year + 1, 1)
 
 
 def ceil_to(ts: int, gran: Gran) -> int:
@@ -117,8 +122,13 @@ def ceil_to(ts: int, gran: Gran) -> int:
 def child_index(ts: int, gran: Gran) -> int:
     """Index of the ``gran`` unit containing ``ts`` inside its parent: the year itself for
     YEAR, month 1..12, day 1..31, hour 0..23, minute 0..59, second 0..59."""
-    c = civil(ts)
-    return c[gran]
+    if gran is Gran.SECOND:
+        return ts % 60
+    if gran is Gran.MINUTE:
+        return ts // 60 % 60
+    if gran is Gran.HOUR:
+        return ts // 3600 % 24
+    return civil_from_days(ts // 86400)[gran]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +145,7 @@ class Run:
 def _run(gran: Gran, start: int, stop: int) -> Run:
     """The run covering ``[start, stop)``, both aligned on ``gran`` and in one parent unit."""
     last = stop - 1
-    parent_start = 0 if gran is Gran.YEAR else floor_to(start, Gran(gran - 1))
+    parent_start = 0 if gran is Gran.YEAR else floor_to(start, PARENT[gran])
     return Run(gran, parent_start, child_index(start, gran), child_index(last, gran))
 
 
@@ -161,7 +171,7 @@ def decompose(t1: int, t2: int) -> list[Run]:
     levels = list(FINE_TO_COARSE)
     for i, gran in enumerate(levels):
         limit = floor_to(end, gran)
-        parent_end = limit if gran is Gran.YEAR else ceil_to(cursor, Gran(gran - 1))
+        parent_end = limit if gran is Gran.YEAR else ceil_to(cursor, PARENT[gran])
         stop = min(parent_end, limit)
         if stop > cursor:
             runs.append(_run(gran, cursor, stop))
