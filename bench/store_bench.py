@@ -127,6 +127,8 @@ def bench_writes(store: Store, r: redis.Redis, points: list[MetricPoint], batch:
 
 
 def bench_reads(store: Store, r: redis.Redis, now: int, rng: random.Random) -> None:
+    med, p99 = timed(r.ping, 2000)
+    print(f"baseline PING round trip: python p50 {med:6.0f} us  p99 {p99:6.0f} us")
     for label, secs in RANGES:
         queries = []
         for _ in range(2000):

@@ -6,11 +6,14 @@
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
 -- ARGV     flat, numbers as decimal strings (no msgpack: unpacking costs more than a read):
---            want_atids (1 or 0); atid ("" = every type); number of plans; per plan: t1, t2,
+--            want_atids (1 or 0); atid ("" = every type); the number of things and their
+--            numbers (0 for global counters); the number of plans; per plan: t1, t2, the
 --            number of groups, per group (one counter hash) the number of child ranges and
---            each range's lo, hi; then the number of windows and each window's start, end;
---            then per series, in KEYS order: its plan number, 1 if its activity keys
---            follow, the number of its things and their numbers (0 for a global counter)
+--            each range's lo, hi, then the number of field names to ask for and the names,
+--            thing by thing (built by the caller: Lua's number-to-string conversion costs
+--            more than the read; none for a group too wide to ask for by name); then
+--            the number of windows and each window's start, end; then per series, in KEYS
+--            order: its plan number and 1 if its activity keys follow
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:idx and {uid}:acts
 -- Returns per series {{hi, lo, hi, lo, ...}[, {aid, atid, aid, atid, ...}]}: one hi, lo per
@@ -22,15 +25,25 @@ local E15 = 1e15
 -- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
-local plans, a = {}, 4
-for p = 1, tonumber(ARGV[3]) do
-  local plan = {t1 = tonumber(ARGV[a]), t2 = tonumber(ARGV[a + 1]), groups = {}, windows = {}}
-  a = a + 3
+local things, thing_index, a = {}, {}, 4
+for ti = 1, tonumber(ARGV[3]) do
+  things[ti] = tonumber(ARGV[3 + ti])
+  thing_index[things[ti]] = ti
+end
+a = a + #things
+
+local plans = {}
+for p = 1, tonumber(ARGV[a]) do
+  local plan = {t1 = tonumber(ARGV[a + 1]), t2 = tonumber(ARGV[a + 2]), groups = {},
+                fields = {}, windows = {}}
+  a = a + 4
   for g = 1, tonumber(ARGV[a - 1]) do
-    local ranges = {}
+    local ranges, fields = {}, {}
     for i = 1, 2 * tonumber(ARGV[a]) do ranges[i] = tonumber(ARGV[a + i]) end
     a = a + 1 + #ranges
-    plan.groups[g] = ranges
+    for i = 1, tonumber(ARGV[a]) do fields[i] = ARGV[a + i] end
+    a = a + 1 + #fields
+    plan.groups[g], plan.fields[g] = ranges, fields
   end
   for i = 1, 2 * tonumber(ARGV[a]) do plan.windows[i] = tonumber(ARGV[a + i]) end
   a = a + 1 + #plan.windows
@@ -61,35 +74,12 @@ local function wanted(ranges, child)
   return false
 end
 
-local field_cache = {}
--- the fields a group reads for some things, and which thing (its index) each field is for:
--- "<slot>" for every type, "<slot>:<atid>" for one, slot = child * 10 + thing
-local function fields_of(p, g, things, things_key)
-  local by_group = field_cache[things_key]
-  if by_group == nil then by_group = {}; field_cache[things_key] = by_group end
-  local entry = by_group[p * 4096 + g]
-  if entry == nil then
-    local ranges, fields, owner = plans[p].groups[g], {}, {}
-    for ti, thing in ipairs(things) do
-      for i = 1, #ranges, 2 do
-        for c = ranges[i], ranges[i + 1] do
-          local slot = c * 10 + thing
-          fields[#fields + 1] = filter and (slot .. ':' .. filter) or slot
-          owner[#owner + 1] = ti
-        end
-      end
-    end
-    entry = {fields, owner}
-    by_group[p * 4096 + g] = entry
-  end
-  return entry[1], entry[2]
-end
-
-local function sum_hash(key, ranges, fields, owner, thing_index, his, los)
-  if #fields > SMALL then
+-- add one counter hash's fields in range to his/los (one entry per thing)
+local function sum_hash(key, ranges, fields, his, los)
+  if #fields > SMALL or #fields == 0 then
     local n = redis.call('HLEN', key)
     if n == 0 then return end
-    if n <= #fields or #fields > 4000 then
+    if n <= #fields or #fields == 0 then
       -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
       local flat = redis.call('HGETALL', key)
       for j = 1, #flat, 2 do
@@ -112,9 +102,10 @@ local function sum_hash(key, ranges, fields, owner, thing_index, his, los)
     end
   end
   local vals = redis.call('HMGET', key, unpack(fields))
+  local width = #fields / #things  -- fields come thing by thing
   for j = 1, #vals do
     if vals[j] then
-      local ti = owner[j]
+      local ti = math.floor((j - 1) / width) + 1
       his[ti], los[ti] = add(his[ti], los[ti], vals[j])
     end
   end
@@ -158,20 +149,16 @@ local function latest_change(acts, id, summary, t1, t2)
   return nil
 end
 
--- the windows' changes from the activities' records into his/los, and (want_atids) into
--- found every activity with a change in [t1, t2] after the type filter
-local function from_activities(idx, acts, plan, thing_index, his, los, found)
-  local t1, t2, windows = plan.t1, plan.t2, plan.windows
-  local from, to = t1, t2
-  if not want_atids then from, to = windows[1], windows[#windows] end
-  local span = tonumber(redis.call('HGET', acts, '_span') or '0')
-  local items = redis.call('ZRANGEBYSCORE', idx, from, to + span, 'WITHSCORES')
+-- add the windows' changes of the activities in items (index members with their scores) to
+-- his/los, and (want_atids) note in found every activity with a change in [t1, t2] after the
+-- type filter; activities that began after upto cannot matter
+local function scan(items, acts, t1, t2, windows, upto, his, los, found)
   for j = 1, #items, 2 do
     local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
     local ti = thing_index[tonumber(thing)]
     first = tonumber(first)
     local last = tonumber(items[j + 1])
-    if ti and first <= to then
+    if ti and first <= upto then
       local listed = want_atids and last <= t2 and typ ~= '*'
       if listed and (filter == nil or typ == filter) then note(found, aid, last, ti, typ) end
       local look_for_type = want_atids and not listed
@@ -204,28 +191,37 @@ local function from_activities(idx, acts, plan, thing_index, his, los, found)
     end
   end
 end
+-- the windows' changes from the activities' records, and (want_atids) the activities
+local function from_activities(idx, acts, plan, his, los, found)
+  local t1, t2, windows = plan.t1, plan.t2, plan.windows
+  local span = tonumber(redis.call('HGET', acts, '_span') or '0')
+  if want_atids then
+    local items = redis.call('ZRANGEBYSCORE', idx, t1, t2 + span, 'WITHSCORES')
+    scan(items, acts, t1, t2, windows, t2, his, los, found)
+    return
+  end
+  -- only what changed near each window (at most two): a long range needs nothing between
+  for i = 1, #windows, 2 do
+    local window = {windows[i], windows[i + 1]}
+    local items = redis.call('ZRANGEBYSCORE', idx, window[1], window[2] + span, 'WITHSCORES')
+    scan(items, acts, t1, t2, window, window[2], his, los, found)
+  end
+end
 
 local result, k = {}, 1
 while a <= #ARGV do
   local p, with_activities = tonumber(ARGV[a]), ARGV[a + 1] == '1'
-  local things, thing_index = {}, {}
-  for ti = 1, tonumber(ARGV[a + 2]) do
-    things[ti] = tonumber(ARGV[a + 2 + ti])
-    thing_index[things[ti]] = ti
-  end
-  local things_key = table.concat(things, ',')
-  a = a + 3 + #things
+  a = a + 2
   local plan = plans[p]
   local his, los = {}, {}
   for ti = 1, #things do his[ti], los[ti] = 0, 0 end
   for g = 1, #plan.groups do
-    local fields, owner = fields_of(p, g, things, things_key)
-    sum_hash(KEYS[k], plan.groups[g], fields, owner, thing_index, his, los)
+    sum_hash(KEYS[k], plan.groups[g], plan.fields[g], his, los)
     k = k + 1
   end
   local found = {}
   if with_activities then
-    from_activities(KEYS[k], KEYS[k + 1], plan, thing_index, his, los, found)
+    from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
     k = k + 2
   end
   local sums = {}

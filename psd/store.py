@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import msgpack
@@ -19,6 +20,7 @@ import redis
 from psd.config import Settings
 from psd.errors import StoreError
 from psd.keys import (
+    Ranges,
     ReadPlan,
     count_plan,
     count_prefix,
@@ -66,13 +68,32 @@ class UserResult:
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """What one series of a read is: its plan (index), the prefix of its keys, whether its
-    activity keys are read, and the thing numbers it sums (0: a global counter)."""
+    """What one series (a user, or a global counter) of a read is: its plan (index), the
+    prefix of its keys, and whether its activity keys are read."""
 
     plan: int
     prefix: str
     with_state: bool
-    things: tuple[int, ...]
+
+
+#: A group wider than this is read whole rather than asked for field by field.
+MAX_NAMED_FIELDS = 1000
+
+
+@lru_cache(maxsize=8192)
+def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> tuple[str, ...]:
+    """The counter fields of a group's children for some things (0: a global counter), thing
+    by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
+    width = sum(hi - lo + 1 for lo, hi in ranges)
+    if width * len(things) > MAX_NAMED_FIELDS:
+        return ()
+    suffix = "" if atid is None else f":{atid}"
+    return tuple(
+        f"{child * 10 + thing}{suffix}"
+        for thing in things
+        for lo, hi in ranges
+        for child in range(lo, hi + 1)
+    )
 
 
 class Store:
@@ -175,18 +196,23 @@ class Store:
         self,
         plans: list[ReadPlan],
         series: list[Series],
+        things: tuple[int, ...],
         want_activities: bool,
         atid: int | None,
     ) -> list[list[Any]]:
-        """One sum.lua call for every series of a request."""
+        """One sum.lua call for every series of a request, each summing ``things``."""
         keys: list[str] = []
-        args: list[Any] = [int(want_activities), "" if atid is None else atid, len(plans)]
+        args: list[Any] = [int(want_activities), "" if atid is None else atid]
+        args += [len(things), *things, len(plans)]
         for plan in plans:
             args += [plan.t1, plan.t2, len(plan.groups)]
             for _, ranges in plan.groups:
                 args.append(len(ranges))
                 for lo, hi in ranges:
                     args += [lo, hi]
+                fields = field_names(ranges, things, atid)
+                args.append(len(fields))
+                args += fields
             args.append(len(plan.windows))
             for start, end in plan.windows:
                 args += [start, end]
@@ -194,7 +220,7 @@ class Store:
             keys.extend(one.prefix + suffix for suffix, _ in plans[one.plan].groups)
             if one.with_state:
                 keys += [one.prefix + "idx", one.prefix + "acts"]
-            args += [one.plan + 1, int(one.with_state), len(one.things), *one.things]
+            args += [one.plan + 1, int(one.with_state)]
         try:
             result: list[list[Any]] = self.scripts.sum(keys, args)
         except redis.RedisError as exc:
@@ -224,8 +250,8 @@ class Store:
                 plans.append(read_plan(user.t1, user.t2))
             plan_no = plan_numbers[span]
             with_state = with_activities or bool(plans[plan_no].windows)
-            series.append(Series(plan_no, metric_prefix(user.uid), with_state, thing_ids))
-        replies = self._run_sum(plans, series, with_activities, atid) if known else []
+            series.append(Series(plan_no, metric_prefix(user.uid), with_state))
+        replies = self._run_sum(plans, series, thing_ids, with_activities, atid) if known else []
         results = []
         for i in range(len(users)):
             result = UserResult({t: 0 for t in things})
@@ -246,10 +272,10 @@ class Store:
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]``, in one round trip."""
-        series = [Series(0, count_prefix(thing), False, (0,)) for thing in things]
+        series = [Series(0, count_prefix(thing), False) for thing in things]
         if not series:
             return []
-        replies = self._run_sum([count_plan(t1, t2)], series, False, None)
+        replies = self._run_sum([count_plan(t1, t2)], series, (0,), False, None)
         return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
 
     def count(self, thing: str, t1: int, t2: int) -> int:

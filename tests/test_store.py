@@ -163,3 +163,18 @@ def test_redis_down_is_reported_not_swallowed() -> None:
         store.write_metrics([point])
     with pytest.raises(StoreError):
         store.sum(1, "points", None, 0, 10)
+
+
+def test_whole_calendar_range_reads_every_year(store: Store) -> None:
+    """0..9999-12-31 is one run of 8030 years, too wide to ask for field by field."""
+    points = [
+        MetricPoint("steps", 3, 1, 1, 5, 86400 * 400, 86400 * 400, "increment"),
+        MetricPoint("steps", 3, 2, 2, 7, 1458061005, 1458061005, "increment"),
+        MetricPoint("points", 3, 2, 3, 9, 1458061005, 1458061005, "increment"),
+    ]
+    store.write_metrics(points)
+    assert store.sum(3, "steps", None, 0, 253402300799) == 12
+    assert store.sum(3, "steps", 2, 0, 253402300799) == 7
+    [result] = store.query([UserQuery(3, 0, 253402300799)], ["steps", "points"], None, True)
+    assert result.sums == {"steps": 12, "points": 9}
+    assert result.activities == {"1": "1", "2": "2", "3": "2"}
