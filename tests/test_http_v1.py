@@ -137,3 +137,12 @@ def test_v2_repeated_uid_keeps_its_first_offset_and_counts_once(client: FlaskCli
     form = {"things": "points", "ids": "1,1", "offsets": "0,0"}
     response = client.post("/v2/mumt_query/all/1458061000/1458061010", data=form)
     assert response.json == {"data": {"1": {"points": 10, "_atids": [3]}}}
+
+
+def test_multipart_forms_are_read_too(client: FlaskClient) -> None:
+    point(client, 10, 1458061005)
+    form = {"things": "points", "ids": "1"}
+    response = client.post(
+        "/v1/mumt_query/all/1458061000/1458061010", data=form, content_type="multipart/form-data"
+    )
+    assert response.json == {"data": {"1": {"points": 10, "_atids": [3]}}}

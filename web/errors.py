@@ -9,7 +9,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from psd.errors import PsdError, StoreError
-from web.forms import respond
+from web.flask_glue import respond
 from web.handlers import error, reply_for
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from web.forms import api, respond
+from web.flask_glue import api, respond
 
 bp = Blueprint("v2", __name__)
 
