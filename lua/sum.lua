@@ -79,7 +79,7 @@ local function sum_hash(key, ranges, fields, his, los)
   if #fields > SMALL or #fields == 0 then
     local n = redis.call('HLEN', key)
     if n == 0 then return end
-    if n <= #fields or #fields == 0 then
+    if 3 * n <= #fields or #fields == 0 then
       -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
       local flat = redis.call('HGETALL', key)
       for j = 1, #flat, 2 do
@@ -122,10 +122,13 @@ local function changes_of(summary, h, chunk)
   return chunk and cmsgpack.unpack(chunk) or {}
 end
 
--- keep, per activity, the type of its latest change (later things win a tie)
+-- keep, per activity, the type of its latest change (later things win a tie); found holds
+-- three tables: aid -> ts, aid -> thing index, aid -> type (no table per activity)
 local function note(found, aid, ts, ti, typ)
-  local cur = found[aid]
-  if cur == nil or ts > cur[1] or (ts == cur[1] and ti > cur[2]) then found[aid] = {ts, ti, typ} end
+  local cur = found[1][aid]
+  if cur == nil or ts > cur or (ts == cur and ti > found[2][aid]) then
+    found[1][aid], found[2][aid], found[3][aid] = ts, ti, typ
+  end
 end
 
 -- the type of an activity's latest change in [t1, t2] (after the filter): hours backwards
@@ -162,15 +165,16 @@ local function scan(items, acts, t1, t2, windows, upto, his, los, found)
       local listed = want_atids and last <= t2 and typ ~= '*'
       if listed and (filter == nil or typ == filter) then note(found, aid, last, ti, typ) end
       local look_for_type = want_atids and not listed
-      local id, fields, hours = thing .. ':' .. aid, nil, nil
+      local id, fields, hours
       for i = 1, #windows, 2 do
         if first <= windows[i + 1] and last >= windows[i] then
-          if hours == nil then fields, hours = {id}, {} end
+          if hours == nil then id = thing .. ':' .. aid; fields, hours = {id}, {} end
           hours[#hours + 1] = i
           fields[#fields + 1] = id .. ':' .. hour_of(windows[i])
         end
       end
       if hours or look_for_type then
+        id = id or (thing .. ':' .. aid)
         local vals = redis.call('HMGET', acts, unpack(fields or {id}))
         local summary = cmsgpack.unpack(vals[1])
         for n, i in ipairs(hours or {}) do
@@ -219,7 +223,7 @@ while a <= #ARGV do
     sum_hash(KEYS[k], plan.groups[g], plan.fields[g], his, los)
     k = k + 1
   end
-  local found = {}
+  local found = {{}, {}, {}}
   if with_activities then
     from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
     k = k + 2
@@ -228,7 +232,7 @@ while a <= #ARGV do
   for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
   if want_atids then
     local flat = {}
-    for aid, f in pairs(found) do flat[#flat + 1] = aid; flat[#flat + 1] = f[3] end
+    for aid, typ in pairs(found[3]) do flat[#flat + 1] = aid; flat[#flat + 1] = typ end
     result[#result + 1] = {sums, flat}
   else
     result[#result + 1] = {sums}

@@ -2,7 +2,7 @@
 -- write_metric.lua: apply a batch of metric points, each atomically, in diffadd or increment
 -- mode. One call per batch saves a round trip and the script start-up per point.
 --
--- KEYS    5 per point, in point order:
+-- KEYS    8 per point, in point order:
 --           {uid}:acts  the user's activity state, a hash; an activity is "<thing>:<aid>":
 --             "<thing>:<aid>"        msgpack {first, last, type, changes, hour, total, ...}:
 --                                    first and last change (Unix s), its type ("*" once it
@@ -12,21 +12,22 @@
 --                                    absent while the activity has a single change
 --             "_span"                the longest first-to-last distance of any activity
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
---           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2
+--           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2 (every
+--           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
 -- ARGV[1] msgpack list of points, each
 --           {mode, aid, atid, value, ts1, ts2, children, expires, thing}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
---           and hour (in month), each counted in the slot child * 10 + thing, fields
---           "<slot>" and "<slot>:<atid>"; expires = Unix time each counter hash expires at,
---           0 = never; thing = the thing's number
+--           and hour (in month), each counted in the slot child * 10 + thing, field
+--           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
+--           counter hash expires at, 0 = never; thing = the thing's number
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add) or
 -- "stale" (ts2 older than a change already recorded for this activity: a late update).
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
 local HASH_OF_CHILD = {1, 2, 3, 3}
-local PER_POINT = 5
+local PER_POINT = 8
 
 local function hour_of(ts) return math.floor(ts / 3600) end
 
@@ -120,18 +121,23 @@ local function record(summary, chunks, ts, delta, atid)
   return stored
 end
 
+-- a new field may be a new hash: give it its expiry; the root only ever extends it
+local function expire_new(key, expire_at, is_root)
+  redis.call('EXPIREAT', key, expire_at, 'NX')
+  if is_root then redis.call('EXPIREAT', key, expire_at, 'GT') end
+end
+
 local function add_to_counters(k, p, delta)
   local atid, children, expires, thing = p[3], p[7], p[8], p[9]
   for c = 1, 4 do
     local j = HASH_OF_CHILD[c]
-    local key, expire_at = KEYS[k + 2 + j], expires[j]
+    local key, typed_key, expire_at = KEYS[k + 2 + j], KEYS[k + 5 + j], expires[j]
     local slot = children[c] * 10 + thing
     local n = redis.call('HINCRBY', key, slot, delta)
-    redis.call('HINCRBY', key, slot .. ':' .. atid, delta)
-    if n == delta and expire_at > 0 then
-      -- a new field, maybe a new hash: give it its expiry; the root only ever extends it
-      redis.call('EXPIREAT', key, expire_at, 'NX')
-      if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+    local m = redis.call('HINCRBY', typed_key, slot .. ':' .. atid, delta)
+    if expire_at > 0 then
+      if n == delta then expire_new(key, expire_at, j == 1) end
+      if m == delta then expire_new(typed_key, expire_at, j == 1) end
     end
   end
 end

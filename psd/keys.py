@@ -13,9 +13,11 @@ month       ``{uid}:mYYYYMM``    days 1..31, and hours as ``100 + 24 * (day - 1)
 ==========  ===================  ==================================================
 
 A child of a thing is the integer ``slot = child * 10 + thing number`` (things are 1..5).
-Each slot has two fields: ``"<slot>"`` (every type) and ``"<slot>:<atid>"`` (one type), so
-both kinds of query ask for exactly their fields, and the "all types" aggregate never
-collides with a real type 0.
+Its sum over every type is field ``"<slot>"`` of those hashes; its sum per type is field
+``"<slot>:<atid>"`` of a twin hash whose key has a ``t`` before the container
+(``{uid}:tmYYYYMM``). Both kinds of query read exactly their own fields (a read of a whole
+small hash returns nothing it does not need), and the "all types" aggregate never collides
+with a real type 0.
 
 What happened inside an hour is not kept in counters: every change is already recorded, to
 the second and with its type, in the user's activity state ``{uid}:acts`` (per activity and
@@ -48,6 +50,8 @@ from psd.timebuckets import (
     run_bounds,
 )
 
+#: Marks the per-type twin of a counter hash: ``{uid}:`` + TYPED + container suffix.
+TYPED = "t"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
 #: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of a count hour's hash.

@@ -20,6 +20,7 @@ import redis
 from psd.config import Settings
 from psd.errors import StoreError
 from psd.keys import (
+    TYPED,
     Ranges,
     ReadPlan,
     count_plan,
@@ -133,6 +134,7 @@ class Store:
             prefix = metric_prefix(p.uid)
             keys += [prefix + "acts", prefix + "idx"]
             keys += [prefix + suffix for suffix in target.suffixes]
+            keys += [prefix + TYPED + suffix for suffix in target.suffixes]
             mode = "d" if p.mode == "diffadd" else "i"
             expires = self._expires(target.bucket_ends, self.settings.expire, now)
             payload.append(
@@ -216,8 +218,9 @@ class Store:
             args.append(len(plan.windows))
             for start, end in plan.windows:
                 args += [start, end]
+        typed = "" if atid is None else TYPED
         for one in series:
-            keys.extend(one.prefix + suffix for suffix, _ in plans[one.plan].groups)
+            keys.extend(one.prefix + typed + suffix for suffix, _ in plans[one.plan].groups)
             if one.with_state:
                 keys += [one.prefix + "idx", one.prefix + "acts"]
             args += [one.plan + 1, int(one.with_state)]
