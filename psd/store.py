@@ -1,9 +1,9 @@
 """The Redis store: every read and write of psd goes through one :class:`Store`.
 
-Writes are one script call each (atomic: the diffadd window sum, the stale check and every
-counter update happen together), pipelined when there are several. Reads are one script call
-for a whole request: every user, thing and range of it, so a multi-user query costs one round
-trip however many users it names.
+Writes are one script call per batch of up to ``WRITE_BATCH`` points, each point atomic (its
+diffadd window sum, stale check and every counter update happen together), batches pipelined.
+Reads are one script call for a whole request: every user, thing and range of it, so a
+multi-user query costs one round trip however many users it names.
 """
 
 from __future__ import annotations
