@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 
 import redis
 from redis.commands.core import Script
@@ -13,10 +15,20 @@ from redis.commands.core import Script
 NAMES = ("write_metric", "write_count", "sum")
 
 
+def scripts_dir() -> Traversable:
+    """Where the ``.lua`` files are: the installed ``psd.lua`` package, or, when ``psd`` is
+    imported from a source checkout (``psd web`` run from the repository root puts the
+    checkout's ``psd/`` ahead of the installed one), the checkout's top-level ``lua/``."""
+    try:
+        return resources.files("psd.lua")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "lua"
+
+
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua`` as installed."""
-    return (resources.files("psd.lua") / f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``lua/<name>.lua``."""
+    return (scripts_dir() / f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Scripts:
