@@ -176,7 +176,8 @@ local function scan(items, acts, t1, t2, windows, upto, his, los, found)
       if hours or look_for_type then
         id = id or (thing .. ':' .. aid)
         local vals = redis.call('HMGET', acts, unpack(fields or {id}))
-        local summary = cmsgpack.unpack(vals[1])
+        -- an index entry whose state expired first is skipped, not trusted
+        local summary = vals[1] and cmsgpack.unpack(vals[1]) or {0, 0, '', 0}
         for n, i in ipairs(hours or {}) do
           local changes = changes_of(summary, hour_of(windows[i]), vals[n + 1])
           for c = 1, #changes, 3 do

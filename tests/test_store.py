@@ -201,3 +201,12 @@ def test_concurrent_updates_of_one_activity_never_double_count(redis_url: str) -
     for thread in threads:
         thread.join()
     assert Store.from_url(redis_url).sum(9, "steps", None, base, base + 400) == 200
+
+
+def test_an_index_entry_without_state_is_skipped(redis_client: redis.Redis, store: Store) -> None:
+    """Should the activity state vanish before its index (expiry, an operator), reads go on."""
+    store.write_metric(MetricPoint("steps", 4, 1, 5, 10, 1458061005, 1458061005))
+    redis_client.delete("{4}:acts")
+    [result] = store.query([UserQuery(4, 1458061000, 1458061010)], ["steps"], None, True)
+    assert result.sums == {"steps": 0}
+    assert result.activities == {"5": "1"}
