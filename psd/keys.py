@@ -79,8 +79,9 @@ def _stamp(ts: int, digits: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Target:
     """The hashes a point at one instant adds to (root, year, month, and for counts the
-    hour), the children it adds to (child ``i`` goes to hash ``HASH_OF_CHILD[i]``), and
-    when each hash's bucket ends."""
+    hour), the children it adds to — its year to the root, its month to the year, its day
+    and hour to the month, and for counts its minute and second to the hour (the scripts
+    follow this order) — and when each hash's bucket ends."""
 
     suffixes: tuple[str, ...]
     children: tuple[int, ...]
@@ -96,11 +97,6 @@ def _hour_target(hour_start: int) -> Target:
     ends = (year_end, year_end, month_start(c.year, c.month + 1))
     hour_child = HOUR_BASE + 24 * (c.day - 1) + c.hour
     return Target(suffixes, (c.year, c.month, c.day, hour_child), ends)
-
-
-#: Which hash each child of a target goes to: year -> root, month -> year, day and hour ->
-#: month, minute and second -> hour (counts only).
-HASH_OF_CHILD = (0, 1, 2, 2, 3, 3)
 
 
 def metric_target(ts: int) -> Target:
