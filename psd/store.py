@@ -9,7 +9,8 @@ multi-user query costs one round trip however many users it names.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
@@ -38,6 +39,16 @@ _E15 = 10**15
 #: Points per write_metric.lua call: big enough to amortise the call, small enough that one
 #: call never holds Redis for long (some tens of microseconds a point).
 WRITE_BATCH = 100
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Any Redis failure becomes a StoreError: the caller must treat the operation as not
+    done (the original answered "ok" whatever Redis said)."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreError(f"{what} failed: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,18 +168,15 @@ class Store:
         all pipelined in one round trip."""
         if not points:
             return []
-        if len(points) <= WRITE_BATCH:  # one call: no pipeline, whose SCRIPT EXISTS costs a trip
-            try:
+        with redis_errors("write"):
+            if (
+                len(points) <= WRITE_BATCH
+            ):  # one call: no pipeline, whose SCRIPT EXISTS costs a trip
                 return self._results(self._apply_metrics(points, self.redis))
-            except redis.RedisError as exc:
-                raise StoreError(f"write failed: {exc}") from exc
-        pipe = self.redis.pipeline(transaction=False)
-        for i in range(0, len(points), WRITE_BATCH):
-            self._apply_metrics(points[i : i + WRITE_BATCH], pipe)
-        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in range(0, len(points), WRITE_BATCH):
+                self._apply_metrics(points[i : i + WRITE_BATCH], pipe)
             replies = pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"write failed: {exc}") from exc
         return [result for flat in replies for result in self._results(flat)]
 
     def write_counts(self, points: Sequence[CountPoint]) -> None:
@@ -184,10 +192,8 @@ class Store:
             keys += [prefix + suffix for suffix in target.suffixes]
             expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
             payload.append([point.value, target.children, expires])
-        try:
+        with redis_errors("count write"):
             self.scripts.write_count(keys, [msgpack.packb(payload)])
-        except redis.RedisError as exc:
-            raise StoreError(f"count write failed: {exc}") from exc
 
     def write_count(self, point: CountPoint) -> None:
         self.write_counts([point])
@@ -224,10 +230,8 @@ class Store:
             if one.with_state:
                 keys += [one.prefix + "idx", one.prefix + "acts"]
             args += [one.plan + 1, int(one.with_state)]
-        try:
+        with redis_errors("read"):
             result: list[list[Any]] = self.scripts.sum(keys, args)
-        except redis.RedisError as exc:
-            raise StoreError(f"read failed: {exc}") from exc
         return result
 
     def query(
