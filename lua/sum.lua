@@ -8,15 +8,16 @@
 -- ARGV     flat, numbers as decimal strings (no msgpack: unpacking costs more than a read):
 --            want_atids (1 or 0); atid ("" = every type); the number of things and their
 --            numbers (0 for global counters); the number of plans; per plan: t1, t2, the
---            number of groups, per group (one counter hash) the number of child ranges and
+--            number of series that read it, the number of groups, per group (one counter hash) the number of child ranges and
 --            each range's lo, hi, then the number of field names to ask for and the names,
 --            thing by thing (built by the caller: Lua's number-to-string conversion costs
 --            more than the read; none for a group too wide to ask for by name); then
---            the number of windows and each window's start, end; then per series, in KEYS
---            order: its plan number and 1 if its activity keys follow
+--            the number of windows and each window's start, end and hour (start // 3600);
+--            then per series, in KEYS order: its plan number and 1 if its activity keys
+--            follow
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:idx and {uid}:acts
--- Returns per series {{hi, lo, hi, lo, ...}[, {aid, atid, aid, atid, ...}]}: one hi, lo per
+-- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only).
 local tonumber, find, sub, match = tonumber, string.find, string.sub, string.match
 local want_atids = ARGV[1] == '1'
@@ -25,18 +26,23 @@ local E15 = 1e15
 -- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
-local things, thing_index, a = {}, {}, 4
+-- things[ti] is a thing's number; thing_index maps it back to ti, thing_of its decimal string
+-- (as in index members)
+local things, thing_index, thing_of, a = {}, {}, {}, 4
 for ti = 1, tonumber(ARGV[3]) do
   things[ti] = tonumber(ARGV[3 + ti])
-  thing_index[things[ti]] = ti
+  thing_index[things[ti]], thing_of[ARGV[3 + ti]] = ti, ti
 end
 a = a + #things
 
 local plans = {}
 for p = 1, tonumber(ARGV[a]) do
-  local plan = {t1 = tonumber(ARGV[a + 1]), t2 = tonumber(ARGV[a + 2]), groups = {},
-                fields = {}, windows = {}}
-  a = a + 4
+  -- numbers given to redis.call go as the caller's strings: converting a Lua number to a
+  -- string costs more than most reads
+  local plan = {t1 = tonumber(ARGV[a + 1]), t2 = tonumber(ARGV[a + 2]), s1 = ARGV[a + 1],
+                s2 = ARGV[a + 2], shared = ARGV[a + 3] ~= '1', groups = {}, fields = {},
+                lookups = {}, windows = {}, window_strings = {}, hours = {}}
+  a = a + 5
   for g = 1, tonumber(ARGV[a - 1]) do
     local ranges, fields = {}, {}
     for i = 1, 2 * tonumber(ARGV[a]) do ranges[i] = tonumber(ARGV[a + i]) end
@@ -45,8 +51,13 @@ for p = 1, tonumber(ARGV[a]) do
     a = a + 1 + #fields
     plan.groups[g], plan.fields[g] = ranges, fields
   end
-  for i = 1, 2 * tonumber(ARGV[a]) do plan.windows[i] = tonumber(ARGV[a + i]) end
-  a = a + 1 + #plan.windows
+  for w = 1, tonumber(ARGV[a]) do
+    local i, at = 2 * w - 1, a + 3 * w - 2
+    plan.windows[i], plan.windows[i + 1] = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    plan.window_strings[i], plan.window_strings[i + 1] = ARGV[at], ARGV[at + 1]
+    plan.hours[i] = ARGV[at + 2]
+  end
+  a = a + 1 + 3 * #plan.windows / 2
   plans[p] = plan
 end
 
@@ -74,35 +85,60 @@ local function wanted(ranges, child)
   return false
 end
 
--- add one counter hash's fields in range to his/los (one entry per thing)
-local function sum_hash(key, ranges, fields, his, los)
+-- field name -> thing index of a group's wanted fields, built once per plan and group (a
+-- multi-user read shares it): one table lookup per field of a hash read whole
+local function lookup_of(plan, g)
+  local lookup = plan.lookups[g]
+  if lookup == nil then
+    local fields = plan.fields[g]
+    local width = #fields / #things  -- fields come thing by thing
+    lookup = {}
+    for j = 1, #fields do lookup[fields[j]] = math.floor((j - 1) / width) + 1 end
+    plan.lookups[g] = lookup
+  end
+  return lookup
+end
+
+-- a hash read whole with no field names to match (a group too wide to name): parse each
+local function add_parsed(flat, ranges, his, los)
+  for j = 1, #flat, 2 do
+    local f, slot = flat[j], nil
+    if filter == nil then
+      slot = tonumber(f)
+    else
+      local s = find(f, ':', 1, true)
+      if s and sub(f, s + 1) == filter then slot = tonumber(sub(f, 1, s - 1)) end
+    end
+    if slot then
+      local thing = slot % 10
+      local ti = thing_index[thing]
+      if ti and wanted(ranges, (slot - thing) / 10) then
+        his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1])
+      end
+    end
+  end
+end
+
+-- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
+local function sum_hash(key, plan, g, his, los)
+  local fields = plan.fields[g]
   if #fields > SMALL or #fields == 0 then
     local n = redis.call('HLEN', key)
     if n == 0 then return end
     if 3 * n <= #fields or #fields == 0 then
       -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
       local flat = redis.call('HGETALL', key)
+      if not plan.shared or #fields == 0 then return add_parsed(flat, plan.groups[g], his, los) end
+      local lookup = lookup_of(plan, g)
       for j = 1, #flat, 2 do
-        local f, slot = flat[j], nil
-        if filter == nil then
-          slot = tonumber(f)
-        else
-          local s = find(f, ':', 1, true)
-          if s and sub(f, s + 1) == filter then slot = tonumber(sub(f, 1, s - 1)) end
-        end
-        if slot then
-          local thing = slot % 10
-          local ti = thing_index[thing]
-          if ti and wanted(ranges, (slot - thing) / 10) then
-            his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1])
-          end
-        end
+        local ti = lookup[flat[j]]
+        if ti then his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1]) end
       end
       return
     end
   end
   local vals = redis.call('HMGET', key, unpack(fields))
-  local width = #fields / #things  -- fields come thing by thing
+  local width = #fields / #things
   for j = 1, #vals do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
@@ -122,12 +158,27 @@ local function changes_of(summary, h, chunk)
   return chunk and cmsgpack.unpack(chunk) or {}
 end
 
--- keep, per activity, the type of its latest change (later things win a tie); found holds
--- three tables: aid -> ts, aid -> thing index, aid -> type (no table per activity)
-local function note(found, aid, ts, ti, typ)
-  local cur = found[1][aid]
-  if cur == nil or ts > cur or (ts == cur and ti > found[2][aid]) then
-    found[1][aid], found[2][aid], found[3][aid] = ts, ti, typ
+-- add to his/los the changes in [w1, w2] (one window: inside one hour) of the activities in
+-- items, index members of activities whose last change is at or after w1
+local function add_window(items, acts, w1, w2, hour, his, los)
+  local h = hour_of(w1)
+  for j = 1, #items do
+    local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
+    local ti = thing_of[thing]
+    if ti and tonumber(first) <= w2 then
+      local id = thing .. ':' .. aid
+      local vals = redis.call('HMGET', acts, id, id .. ':' .. hour)
+      -- an index entry whose state expired first is skipped, not trusted
+      if vals[1] then
+        local changes = changes_of(cmsgpack.unpack(vals[1]), h, vals[2])
+        for c = 1, #changes, 3 do
+          local ts = changes[c]
+          if ts >= w1 and ts <= w2 and (filter == nil or changes[c + 2] == filter) then
+            his[ti], los[ti] = carry(his[ti], los[ti] + changes[c + 1])
+          end
+        end
+      end
+    end
   end
 end
 
@@ -152,65 +203,97 @@ local function latest_change(acts, id, summary, t1, t2)
   return nil
 end
 
--- add the windows' changes of the activities in items (index members with their scores) to
--- his/los, and (want_atids) note in found every activity with a change in [t1, t2] after the
--- type filter; activities that began after upto cannot matter
-local function scan(items, acts, t1, t2, windows, upto, his, los, found)
-  for j = 1, #items, 2 do
-    local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
-    local ti = thing_index[tonumber(thing)]
-    first = tonumber(first)
-    local last = tonumber(items[j + 1])
-    if ti and first <= upto then
-      local listed = want_atids and last <= t2 and typ ~= '*'
-      if listed and (filter == nil or typ == filter) then note(found, aid, last, ti, typ) end
-      local look_for_type = want_atids and not listed
-      local id, fields, hours
-      for i = 1, #windows, 2 do
-        if first <= windows[i + 1] and last >= windows[i] then
-          if hours == nil then id = thing .. ':' .. aid; fields, hours = {id}, {} end
-          hours[#hours + 1] = i
-          fields[#fields + 1] = id .. ':' .. hour_of(windows[i])
-        end
-      end
-      if hours or look_for_type then
-        id = id or (thing .. ':' .. aid)
-        local vals = redis.call('HMGET', acts, unpack(fields or {id}))
-        -- an index entry whose state expired first is skipped, not trusted
-        local summary = vals[1] and cmsgpack.unpack(vals[1]) or {0, 0, '', 0}
-        for n, i in ipairs(hours or {}) do
-          local changes = changes_of(summary, hour_of(windows[i]), vals[n + 1])
-          for c = 1, #changes, 3 do
-            local ts = changes[c]
-            if ts >= windows[i] and ts <= windows[i + 1]
-                and (filter == nil or changes[c + 2] == filter) then
-              his[ti], los[ti] = carry(his[ti], los[ti] + changes[c + 1])
-            end
-          end
-        end
-        if look_for_type then
-          local ts, t = latest_change(acts, id, summary, t1, t2)
-          if ts then note(found, aid, ts, ti, t) end
-        end
-      end
+-- The activities found in a range, found = {typ = {}, when = {}, ti = {}, more = {}, idx = key}:
+-- per aid the type of its latest change over the things, a tie going to the later thing. A
+-- sighting's time is a number, or the index member whose score it is: read (ZSCORE) only
+-- when two sightings of an aid disagree on the type.
+local function time_of(found, when)
+  if type(when) == 'number' then return when end
+  return tonumber(redis.call('ZSCORE', found.idx, when))
+end
+
+-- the latest (time, thing) of aid's sightings so far (all of one type), kept as its only one
+local function settle(found, aid)
+  local ts, ti = time_of(found, found.when[aid]), found.ti[aid]
+  local more = found.more[aid]
+  if more then
+    for i = 1, #more, 2 do
+      local t = time_of(found, more[i])
+      if t > ts or (t == ts and more[i + 1] > ti) then ts, ti = t, more[i + 1] end
+    end
+    found.more[aid] = nil
+  end
+  found.when[aid], found.ti[aid] = ts, ti
+  return ts, ti
+end
+
+local function note(found, aid, when, ti, typ)
+  local cur = found.typ[aid]
+  if cur == nil then
+    found.typ[aid], found.when[aid], found.ti[aid] = typ, when, ti
+  elseif cur == typ then  -- the answer stands whichever is later: compare only if needed
+    local more = found.more[aid] or {}
+    more[#more + 1] = when; more[#more + 1] = ti
+    found.more[aid] = more
+  else
+    local ts, cur_ti = settle(found, aid)
+    local t = time_of(found, when)
+    if t > ts or (t == ts and ti > cur_ti) then
+      found.typ[aid], found.when[aid], found.ti[aid] = typ, t, ti
     end
   end
 end
--- the windows' changes from the activities' records, and (want_atids) the activities
+
+-- note the type of an activity's latest change in [t1, t2], read from its records
+local function look(found, acts, thing, aid, ti, t1, t2)
+  local id = thing .. ':' .. aid
+  local raw = redis.call('HGET', acts, id)
+  if raw then
+    local ts, typ = latest_change(acts, id, cmsgpack.unpack(raw), t1, t2)
+    if ts then note(found, aid, ts, ti, typ) end
+  end
+end
+
+-- every activity with a change in [t1, t2] after the type filter: those whose last change
+-- is in range have one type (unless mixed, "*") and that change is their latest in range;
+-- those that went on past t2 (up to span later) are looked at
+local function list_activities(idx, acts, plan, span, found)
+  local t1, t2 = plan.t1, plan.t2
+  local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, plan.s2)
+  for j = 1, #items do
+    local member = items[j]
+    local thing, typ, aid = match(member, '^(%d+):([^:]+):([^:]+):')
+    local ti = thing_of[thing]
+    if ti then
+      if typ == '*' then
+        look(found, acts, thing, aid, ti, t1, t2)
+      elseif filter == nil or typ == filter then
+        note(found, aid, member, ti, typ)
+      end
+    end
+  end
+  if span == 0 then return end
+  items = redis.call('ZRANGEBYSCORE', idx, '(' .. plan.s2, t2 + span)
+  for j = 1, #items do
+    local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
+    local ti = thing_of[thing]
+    if ti and tonumber(first) <= t2 then look(found, acts, thing, aid, ti, t1, t2) end
+  end
+end
+
+-- the windows' changes from the activities' records (only what changed near each window,
+-- at most two: a long range needs nothing between), and (found) the activities
 local function from_activities(idx, acts, plan, his, los, found)
-  local t1, t2, windows = plan.t1, plan.t2, plan.windows
-  local span = tonumber(redis.call('HGET', acts, '_span') or '0')
-  if want_atids then
-    local items = redis.call('ZRANGEBYSCORE', idx, t1, t2 + span, 'WITHSCORES')
-    scan(items, acts, t1, t2, windows, t2, his, los, found)
-    return
-  end
-  -- only what changed near each window (at most two): a long range needs nothing between
+  local windows, strings = plan.windows, plan.window_strings
+  local raw_span = redis.call('HGET', acts, '_span')
+  local span = raw_span and tonumber(raw_span) or 0
   for i = 1, #windows, 2 do
-    local window = {windows[i], windows[i + 1]}
-    local items = redis.call('ZRANGEBYSCORE', idx, window[1], window[2] + span, 'WITHSCORES')
-    scan(items, acts, t1, t2, window, window[2], his, los, found)
+    local w1, w2 = windows[i], windows[i + 1]
+    local upto = span == 0 and strings[i + 1] or w2 + span
+    local items = redis.call('ZRANGEBYSCORE', idx, strings[i], upto)
+    add_window(items, acts, w1, w2, plan.hours[i], his, los)
   end
+  if found then list_activities(idx, acts, plan, span, found) end
 end
 
 local result, k = {}, 1
@@ -221,20 +304,23 @@ while a <= #ARGV do
   local his, los = {}, {}
   for ti = 1, #things do his[ti], los[ti] = 0, 0 end
   for g = 1, #plan.groups do
-    sum_hash(KEYS[k], plan.groups[g], plan.fields[g], his, los)
+    sum_hash(KEYS[k], plan, g, his, los)
     k = k + 1
   end
-  local found = {{}, {}, {}}
+  local found = nil
+  if want_atids and with_activities then
+    found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[k]}
+  end
   if with_activities then
     from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
     k = k + 2
   end
   local sums = {}
   for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
-  if want_atids then
-    local flat = {}
-    for aid, typ in pairs(found[3]) do flat[#flat + 1] = aid; flat[#flat + 1] = typ end
-    result[#result + 1] = {sums, flat}
+  if found then  -- one string: a reply element costs more than the join
+    local words = {}
+    for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
+    result[#result + 1] = {sums, table.concat(words, ' ')}
   else
     result[#result + 1] = {sums}
   end

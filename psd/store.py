@@ -9,6 +9,7 @@ multi-user query costs one round trip however many users it names.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -209,11 +210,11 @@ class Store:
         atid: int | None,
     ) -> list[list[Any]]:
         """One sum.lua call for every series of a request, each summing ``things``."""
-        keys: list[str] = []
         args: list[Any] = [int(want_activities), "" if atid is None else atid]
         args += [len(things), *things, len(plans)]
-        for plan in plans:
-            args += [plan.t1, plan.t2, len(plan.groups)]
+        readers = Counter(one.plan for one in series)
+        for number, plan in enumerate(plans):
+            args += [plan.t1, plan.t2, readers[number], len(plan.groups)]
             for _, ranges in plan.groups:
                 args.append(len(ranges))
                 for lo, hi in ranges:
@@ -223,12 +224,15 @@ class Store:
                 args += fields
             args.append(len(plan.windows))
             for start, end in plan.windows:
-                args += [start, end]
+                args += [start, end, start // 3600]
         typed = "" if atid is None else TYPED
+        suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in plans]
+        keys: list[str] = []
         for one in series:
-            keys.extend(one.prefix + typed + suffix for suffix, _ in plans[one.plan].groups)
+            prefix = one.prefix
+            keys += [prefix + suffix for suffix in suffixes[one.plan]]
             if one.with_state:
-                keys += [one.prefix + "idx", one.prefix + "acts"]
+                keys += [prefix + "idx", prefix + "acts"]
             args += [one.plan + 1, int(one.with_state)]
         with redis_errors("read"):
             result: list[list[Any]] = self.scripts.sum(keys, args)
@@ -246,32 +250,36 @@ class Store:
         Unknown thing names sum to 0 (as in the original) without touching Redis.
         """
         known = [t for t in dict.fromkeys(things) if t in THINGS]
-        thing_ids = tuple(THINGS[t] for t in known)
+        if not known:
+            return [UserResult(dict.fromkeys(things, 0)) for _ in users]
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
         series: list[Series] = []
         for user in users:
             span = (user.t1, user.t2)
-            if span not in plan_numbers:
-                plan_numbers[span] = len(plans)
+            plan_no = plan_numbers.get(span)
+            if plan_no is None:
+                plan_no = plan_numbers[span] = len(plans)
                 plans.append(read_plan(user.t1, user.t2))
-            plan_no = plan_numbers[span]
             with_state = with_activities or bool(plans[plan_no].windows)
             series.append(Series(plan_no, metric_prefix(user.uid), with_state))
-        replies = self._run_sum(plans, series, thing_ids, with_activities, atid) if known else []
-        results = []
-        for i in range(len(users)):
-            result = UserResult({t: 0 for t in things})
-            if known:
-                sums = replies[i][0]
-                for n, thing in enumerate(known):
-                    result.sums[thing] = sums[2 * n] * _E15 + sums[2 * n + 1]
-                if with_activities:
-                    flat = replies[i][1]
-                    for j in range(0, len(flat), 2):
-                        result.activities[flat[j].decode()] = flat[j + 1].decode()
-            results.append(result)
-        return results
+        thing_ids = tuple(THINGS[t] for t in known)
+        replies = self._run_sum(plans, series, thing_ids, with_activities, atid)
+        return [self._user_result(things, known, reply, with_activities) for reply in replies]
+
+    @staticmethod
+    def _user_result(
+        things: Sequence[str], known: list[str], reply: list[Any], with_activities: bool
+    ) -> UserResult:
+        """One series' reply: ``{{hi, lo, ...}[, "aid type aid type ..."]}``."""
+        sums = reply[0]
+        result = UserResult(dict.fromkeys(things, 0))
+        for n, thing in enumerate(known):
+            result.sums[thing] = sums[2 * n] * _E15 + sums[2 * n + 1]
+        if with_activities:
+            words = reply[1].decode().split()
+            result.activities = dict(zip(words[::2], words[1::2], strict=True))
+        return result
 
     def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
         """One user's sum of one thing over ``[t1, t2]``."""

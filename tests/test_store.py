@@ -17,7 +17,7 @@ NEW_YEAR_2016 = calendar.timegm((2016, 1, 1, 0, 0, 0))
 LEAP_DAY_2016 = calendar.timegm((2016, 2, 29, 0, 0, 0))
 BASES = [NEW_YEAR_2016, LEAP_DAY_2016]
 
-THINGS = ["steps", "points"]
+THINGS = ["steps", "points", "calories"]
 Scenario = tuple[list[MetricPoint], list[tuple[int, int]], int]
 
 
@@ -80,6 +80,29 @@ def test_sums_and_activities_match_the_oracle(
                 for thing in THINGS:
                     assert result.sums[thing] == oracle.sum(uid, thing, atid, t1, t2)
                 assert result.activities == oracle.activities(uid, THINGS, atid, t1, t2)
+
+
+@pytest.mark.parametrize(("later", "expected"), [("points", "1"), ("calories", "2")])
+def test_an_activity_has_the_type_of_its_latest_change_over_the_things(
+    store: Store, later: str, expected: str
+) -> None:
+    """One aid in three things: steps and points say type 1, calories type 2 and runs on
+    past the range (so its latest change in range is read from its records)."""
+    t0 = NEW_YEAR_2016
+    points_at, calories_at = (t0 + 3000, t0 + 2000) if later == "points" else (t0 + 2000, t0 + 3000)
+    oracle = Oracle()
+    for p in (
+        MetricPoint("steps", 1, 1, 7, 5, t0 + 1000, t0 + 1000, "increment"),
+        MetricPoint("points", 1, 1, 7, 5, points_at, points_at, "increment"),
+        MetricPoint("calories", 1, 2, 7, 5, calories_at, calories_at),
+        MetricPoint("calories", 1, 2, 7, 9, calories_at, t0 + 5000),
+    ):
+        store.write_metric(p)
+        oracle.write(p)
+    things = ["steps", "points", "calories"]
+    [result] = store.query([UserQuery(1, t0, t0 + 3500)], things, None, with_activities=True)
+    assert result.activities == oracle.activities(1, things, None, t0, t0 + 3500)
+    assert result.activities == {"7": expected}
 
 
 def test_original_persistence_cases(store: Store) -> None:
