@@ -19,7 +19,9 @@
 --          {uid}:idx and {uid}:acts
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only).
-local tonumber, find, sub, match = tonumber, string.find, string.sub, string.match
+-- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
+-- twice (Lua 5.1); converting numbers is much of this script's cost.
+local find, sub, match = string.find, string.sub, string.match
 local want_atids = ARGV[1] == '1'
 local filter = ARGV[2] ~= '' and ARGV[2] or nil
 local E15 = 1e15
@@ -29,31 +31,32 @@ local SMALL = 8
 -- things[ti] is a thing's number; thing_index maps it back to ti, thing_of its decimal string
 -- (as in index members)
 local things, thing_index, thing_of, a = {}, {}, {}, 4
-for ti = 1, tonumber(ARGV[3]) do
-  things[ti] = tonumber(ARGV[3 + ti])
+for ti = 1, ARGV[3] + 0 do
+  things[ti] = ARGV[3 + ti] + 0
   thing_index[things[ti]], thing_of[ARGV[3 + ti]] = ti, ti
 end
 a = a + #things
 
 local plans = {}
-for p = 1, tonumber(ARGV[a]) do
+for p = 1, ARGV[a] + 0 do
   -- numbers given to redis.call go as the caller's strings: converting a Lua number to a
   -- string costs more than most reads
-  local plan = {t1 = tonumber(ARGV[a + 1]), t2 = tonumber(ARGV[a + 2]), s1 = ARGV[a + 1],
-                s2 = ARGV[a + 2], shared = ARGV[a + 3] ~= '1', groups = {}, fields = {},
+  local plan = {t1 = ARGV[a + 1] + 0, t2 = ARGV[a + 2] + 0, s1 = ARGV[a + 1],
+                s2 = ARGV[a + 2], shared = ARGV[a + 3] ~= '1', groups = {}, field_at = {},
+                field_count = {},
                 lookups = {}, windows = {}, window_strings = {}, hours = {}}
   a = a + 5
-  for g = 1, tonumber(ARGV[a - 1]) do
-    local ranges, fields = {}, {}
-    for i = 1, 2 * tonumber(ARGV[a]) do ranges[i] = tonumber(ARGV[a + i]) end
+  for g = 1, ARGV[a - 1] + 0 do
+    local ranges = {}
+    for i = 1, 2 * ARGV[a] + 0 do ranges[i] = ARGV[a + i] + 0 end
     a = a + 1 + #ranges
-    for i = 1, tonumber(ARGV[a]) do fields[i] = ARGV[a + i] end
-    a = a + 1 + #fields
-    plan.groups[g], plan.fields[g] = ranges, fields
+    -- the field names stay in ARGV: ARGV[at + 1 .. at + count]
+    plan.groups[g], plan.field_at[g], plan.field_count[g] = ranges, a, ARGV[a] + 0
+    a = a + 1 + plan.field_count[g]
   end
-  for w = 1, tonumber(ARGV[a]) do
+  for w = 1, ARGV[a] + 0 do
     local i, at = 2 * w - 1, a + 3 * w - 2
-    plan.windows[i], plan.windows[i + 1] = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    plan.windows[i], plan.windows[i + 1] = ARGV[at] + 0, ARGV[at + 1] + 0
     plan.window_strings[i], plan.window_strings[i + 1] = ARGV[at], ARGV[at + 1]
     plan.hours[i] = ARGV[at + 2]
   end
@@ -71,11 +74,11 @@ end
 
 -- add a decimal string to hi/lo; long strings are split so no digit is lost
 local function add(hi, lo, v)
-  if #v < 16 then return carry(hi, lo + tonumber(v)) end
+  if #v < 16 then return carry(hi, lo + v) end
   local sign, digits = 1, v
   if sub(v, 1, 1) == '-' then sign, digits = -1, sub(v, 2) end
-  hi = hi + sign * tonumber(sub(digits, 1, -16))
-  return carry(hi, lo + sign * tonumber(sub(digits, -15)))
+  hi = hi + sign * sub(digits, 1, -16)
+  return carry(hi, lo + sign * sub(digits, -15))
 end
 
 local function wanted(ranges, child)
@@ -90,10 +93,10 @@ end
 local function lookup_of(plan, g)
   local lookup = plan.lookups[g]
   if lookup == nil then
-    local fields = plan.fields[g]
-    local width = #fields / #things  -- fields come thing by thing
+    local at, count = plan.field_at[g], plan.field_count[g]
+    local width = count / #things  -- fields come thing by thing
     lookup = {}
-    for j = 1, #fields do lookup[fields[j]] = math.floor((j - 1) / width) + 1 end
+    for j = 1, count do lookup[ARGV[at + j]] = math.floor((j - 1) / width) + 1 end
     plan.lookups[g] = lookup
   end
   return lookup
@@ -104,10 +107,10 @@ local function add_parsed(flat, ranges, his, los)
   for j = 1, #flat, 2 do
     local f, slot = flat[j], nil
     if filter == nil then
-      slot = tonumber(f)
+      slot = f + 0
     else
       local s = find(f, ':', 1, true)
-      if s and sub(f, s + 1) == filter then slot = tonumber(sub(f, 1, s - 1)) end
+      if s and sub(f, s + 1) == filter then slot = sub(f, 1, s - 1) + 0 end
     end
     if slot then
       local thing = slot % 10
@@ -121,14 +124,14 @@ end
 
 -- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
 local function sum_hash(key, plan, g, his, los)
-  local fields = plan.fields[g]
-  if #fields > SMALL or #fields == 0 then
+  local at, count = plan.field_at[g], plan.field_count[g]
+  if count > SMALL or count == 0 then
     local n = redis.call('HLEN', key)
     if n == 0 then return end
-    if 3 * n <= #fields or #fields == 0 then
+    if 3 * n <= count or count == 0 then
       -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
       local flat = redis.call('HGETALL', key)
-      if not plan.shared or #fields == 0 then return add_parsed(flat, plan.groups[g], his, los) end
+      if not plan.shared or count == 0 then return add_parsed(flat, plan.groups[g], his, los) end
       local lookup = lookup_of(plan, g)
       for j = 1, #flat, 2 do
         local ti = lookup[flat[j]]
@@ -137,8 +140,8 @@ local function sum_hash(key, plan, g, his, los)
       return
     end
   end
-  local vals = redis.call('HMGET', key, unpack(fields))
-  local width = #fields / #things
+  local vals = redis.call('HMGET', key, unpack(ARGV, at + 1, at + count))
+  local width = count / #things
   for j = 1, #vals do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
@@ -165,7 +168,7 @@ local function add_window(items, acts, w1, w2, hour, his, los)
   for j = 1, #items do
     local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
     local ti = thing_of[thing]
-    if ti and tonumber(first) <= w2 then
+    if ti and first + 0 <= w2 then
       local id = thing .. ':' .. aid
       local vals = redis.call('HMGET', acts, id, id .. ':' .. hour)
       -- an index entry whose state expired first is skipped, not trusted
@@ -209,7 +212,7 @@ end
 -- when two sightings of an aid disagree on the type.
 local function time_of(found, when)
   if type(when) == 'number' then return when end
-  return tonumber(redis.call('ZSCORE', found.idx, when))
+  return redis.call('ZSCORE', found.idx, when) + 0
 end
 
 -- the latest (time, thing) of aid's sightings so far (all of one type), kept as its only one
@@ -277,7 +280,7 @@ local function list_activities(idx, acts, plan, span, found)
   for j = 1, #items do
     local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
     local ti = thing_of[thing]
-    if ti and tonumber(first) <= t2 then look(found, acts, thing, aid, ti, t1, t2) end
+    if ti and first + 0 <= t2 then look(found, acts, thing, aid, ti, t1, t2) end
   end
 end
 
@@ -286,7 +289,7 @@ end
 local function from_activities(idx, acts, plan, his, los, found)
   local windows, strings = plan.windows, plan.window_strings
   local raw_span = redis.call('HGET', acts, '_span')
-  local span = raw_span and tonumber(raw_span) or 0
+  local span = raw_span and raw_span + 0 or 0
   for i = 1, #windows, 2 do
     local w1, w2 = windows[i], windows[i + 1]
     local upto = span == 0 and strings[i + 1] or w2 + span
@@ -298,7 +301,7 @@ end
 
 local result, k = {}, 1
 while a <= #ARGV do
-  local p, with_activities = tonumber(ARGV[a]), ARGV[a + 1] == '1'
+  local p, with_activities = ARGV[a] + 0, ARGV[a + 1] == '1'
   a = a + 2
   local plan = plans[p]
   local his, los = {}, {}

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal
 
 import msgpack
@@ -93,20 +93,29 @@ class Series:
 MAX_NAMED_FIELDS = 1000
 
 
-@lru_cache(maxsize=8192)
-def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> tuple[str, ...]:
+#: The largest child of any counter hash: a year, in the root.
+MAX_CHILD = 9999
+
+
+@cache
+def _slot_names(thing: int) -> list[str]:
+    """``"<slot>"`` of every child of a thing, in child order: field names are sliced from
+    it (building each name costs more than the rest of a read's Python work)."""
+    return [str(child * 10 + thing) for child in range(MAX_CHILD + 1)]
+
+
+def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
     """The counter fields of a group's children for some things (0: a global counter), thing
     by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
     width = sum(hi - lo + 1 for lo, hi in ranges)
     if width * len(things) > MAX_NAMED_FIELDS:
-        return ()
-    suffix = "" if atid is None else f":{atid}"
-    return tuple(
-        f"{child * 10 + thing}{suffix}"
-        for thing in things
-        for lo, hi in ranges
-        for child in range(lo, hi + 1)
-    )
+        return []
+    names: list[str] = []
+    for thing in things:
+        slots = _slot_names(thing)
+        for lo, hi in ranges:
+            names += slots[lo : hi + 1]
+    return names if atid is None else [f"{name}:{atid}" for name in names]
 
 
 class Store:
