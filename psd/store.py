@@ -219,30 +219,36 @@ class Store:
         atid: int | None,
     ) -> list[list[Any]]:
         """One sum.lua call for every series of a request, each summing ``things``."""
-        args: list[Any] = [int(want_activities), "" if atid is None else atid]
-        args += [len(things), *things, len(plans)]
         readers = Counter(one.plan for one in series)
+        packed_plans = []
         for number, plan in enumerate(plans):
-            args += [plan.t1, plan.t2, readers[number], len(plan.groups)]
-            for _, ranges in plan.groups:
-                args.append(len(ranges))
-                for lo, hi in ranges:
-                    args += [lo, hi]
-                fields = field_names(ranges, things, atid)
-                args.append(len(fields))
-                args += fields
-            args.append(len(plan.windows))
-            for start, end in plan.windows:
-                args += [start, end, start // 3600]
+            groups = [
+                [[n for pair in ranges for n in pair], field_names(ranges, things, atid)]
+                for _, ranges in plan.groups
+            ]
+            windows = [[a, b, str(a), str(b), str(a // 3600)] for a, b in plan.windows]
+            packed_plans.append(
+                [plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers[number], groups, windows]
+            )
         typed = "" if atid is None else TYPED
         suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in plans]
         keys: list[str] = []
+        flags: list[int] = []
         for one in series:
             prefix = one.prefix
             keys += [prefix + suffix for suffix in suffixes[one.plan]]
             if one.with_state:
                 keys += [prefix + "idx", prefix + "acts"]
-            args += [one.plan + 1, int(one.with_state)]
+            flags += [one.plan + 1, int(one.with_state)]
+        request = [
+            int(want_activities),
+            "" if atid is None else str(atid),
+            things,
+            [str(thing) for thing in things],
+            packed_plans,
+            flags,
+        ]
+        args = [msgpack.packb(request)]
         with redis_errors("read"):
             result: list[list[Any]] = self.scripts.sum(keys, args)
         return result
