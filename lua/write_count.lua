@@ -1,23 +1,37 @@
 #!lua flags=allow-cross-slot-keys
 -- write_count.lua: add to global counters (no user, no type), each point atomically.
 --
--- KEYS    4 per point: the counter hashes root, year, month, hour of its ts (c:{<thing>}:...)
--- ARGV[1] msgpack list of points {value, children, expires}: children = its year (in root),
---         month (in year), day and hour (in month), minute and second (in hour), each in
---         the field child * 10 (see psd/keys.py); expires = Unix time each hash expires at,
---         0 = never
--- Returns the number of points applied.
+-- KEYS    5 per point: the counter hashes root, year, month, hour of its ts (c:{<thing>}:...),
+--         then the counter's record of applied deliveries (c:{<thing>}:once, once.lua)
+-- ARGV[1] msgpack list of points {value, children, expires, delivery}: children = its year
+--         (in root), month (in year), day and hour (in month), minute and second (in hour),
+--         each in the field child * 10 (see psd/keys.py); expires = Unix time each hash
+--         expires at, 0 = never; delivery = the key of the delivery it came in, "" = none
+-- ARGV[2..4] now, window, cutoff of once.lua
+-- Returns per point 1 if applied, 0 if its delivery was applied before.
 local points = cmsgpack.unpack(ARGV[1])
+local once = {ARGV[2], ARGV[3], ARGV[4]}
 local HASH_OF_CHILD = {1, 2, 3, 3, 4, 4}
+local PER_POINT = 5
+
+-- #include once.lua
+
+local out = {}
 for n = 1, #points do
-  local value, children, expires = points[n][1], points[n][2], points[n][3]
-  for c = 1, 6 do
-    local j = HASH_OF_CHILD[c]
-    local key, expire_at = KEYS[(n - 1) * 4 + j], expires[j]
-    if redis.call('HINCRBY', key, children[c] * 10, value) == value and expire_at > 0 then
-      redis.call('EXPIREAT', key, expire_at, 'NX')
-      if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+  local value, children, expires, delivery = points[n][1], points[n][2], points[n][3], points[n][4]
+  local k = (n - 1) * PER_POINT
+  if delivery ~= '' and applied_before(KEYS[k + 5], delivery, once) then
+    out[n] = 0
+  else
+    for c = 1, 6 do
+      local j = HASH_OF_CHILD[c]
+      local key, expire_at = KEYS[k + j], expires[j]
+      if redis.call('HINCRBY', key, children[c] * 10, value) == value and expire_at > 0 then
+        redis.call('EXPIREAT', key, expire_at, 'NX')
+        if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+      end
     end
+    out[n] = 1
   end
 end
-return #points
+return out

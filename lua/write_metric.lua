@@ -2,7 +2,7 @@
 -- write_metric.lua: apply a batch of metric points, each atomically, in diffadd or increment
 -- mode. One call per batch saves a round trip and the script start-up per point.
 --
--- KEYS    8 per point, in point order:
+-- KEYS    9 per point, in point order:
 --           {uid}:acts  the user's activity state, a hash; an activity is "<thing>:<aid>":
 --             "<thing>:<aid>"        msgpack {first, last, type, changes, hour, total, ...}:
 --                                    first and last change (Unix s), its type ("*" once it
@@ -14,20 +14,28 @@
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
 --           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2 (every
 --           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
+--           {uid}:once  the user's record of applied deliveries (once.lua)
 -- ARGV[1] msgpack list of points, each
---           {mode, aid, atid, value, ts1, ts2, children, expires, thing}:
+--           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
 --           and hour (in month), each counted in the slot child * 10 + thing, field
 --           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
---           counter hash expires at, 0 = never; thing = the thing's number
+--           counter hash expires at, 0 = never; thing = the thing's number; delivery =
+--           the key of the delivery the point came in, "" = none (applied whatever came
+--           before)
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
--- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add) or
--- "stale" (ts2 older than a change already recorded for this activity: a late update).
+-- ARGV[3..5] now, window, cutoff of once.lua
+-- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
+-- "stale" (ts2 older than a change already recorded for this activity: a late update) or
+-- "duplicate" (its delivery was applied before).
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
+local once = {ARGV[3], ARGV[4], ARGV[5]}
 local HASH_OF_CHILD = {1, 2, 3, 3}
-local PER_POINT = 8
+local PER_POINT = 9
+
+-- #include once.lua
 
 local function hour_of(ts) return math.floor(ts / 3600) end
 
@@ -172,7 +180,10 @@ end
 local function apply(k, p)
   local acts, idx = KEYS[k + 1], KEYS[k + 2]
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
-  local thing = p[9]
+  local thing, delivery = p[9], p[10]
+  if delivery ~= '' and applied_before(KEYS[k + 9], delivery, once) then
+    return 'duplicate', 0
+  end
   local id = thing .. ':' .. aid
   local packed = redis.call('HGET', acts, id)
   local delta, summary, chunks, old_member = value, nil, {}, nil

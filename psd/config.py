@@ -49,6 +49,11 @@ class Settings:
         "(0 = forever).",
         default=90 * DAY,
     )
+    idempotency_window: int = _doc(
+        "Seconds a delivery (task, NSQ message) is remembered once applied: a duplicate "
+        "arriving later than this is applied again.",
+        default=DAY,
+    )
     nsqlookupds: tuple[str, ...] = _doc(
         "nsqlookupd HTTP addresses of the original's NSQ stream.", default=("localhost:4161",)
     )

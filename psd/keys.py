@@ -52,6 +52,8 @@ from psd.timebuckets import (
 
 #: Marks the per-type twin of a counter hash: ``{uid}:`` + TYPED + container suffix.
 TYPED = "t"
+#: A user's (``{uid}:once``) or counter's record of the deliveries it applied (lua/once.lua).
+ONCE = "once"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
 #: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of a count hour's hash.

@@ -1,9 +1,14 @@
 """The Lua scripts of ``lua/``, shipped inside the package as ``psd.lua`` and registered once
 per client: redis-py's ``Script`` runs EVALSHA and reloads the script itself on NOSCRIPT, so a
-Redis restart never leaves a query answering empty results (a defect of the original)."""
+Redis restart never leaves a query answering empty results (a defect of the original).
+
+A script may include a shared part with a line ``-- #include <file>.lua``: Redis scripts have
+no ``require``, so the text is inlined when the script is read.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -13,6 +18,7 @@ import redis
 from redis.commands.core import Script
 
 NAMES = ("write_metric", "write_count", "sum")
+_INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
 
 
 def scripts_dir() -> Traversable:
@@ -25,10 +31,14 @@ def scripts_dir() -> Traversable:
         return Path(__file__).resolve().parent.parent / "lua"
 
 
+def _read(filename: str) -> str:
+    return (scripts_dir() / filename).read_text(encoding="utf-8")
+
+
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua``."""
-    return (scripts_dir() / f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``lua/<name>.lua``, its includes inlined."""
+    return _INCLUDE.sub(lambda m: _read(m.group(1)).rstrip("\n"), _read(f"{name}.lua"))
 
 
 class Scripts:

@@ -19,9 +19,11 @@ from typing import Any, Literal
 import msgpack
 import redis
 
+from psd.batching import Calls, plan_calls
 from psd.config import Settings
 from psd.errors import StoreError
 from psd.keys import (
+    ONCE,
     TYPED,
     Ranges,
     ReadPlan,
@@ -35,11 +37,8 @@ from psd.keys import (
 from psd.model import THINGS, CountPoint, MetricPoint
 from psd.scripts import Scripts
 
-WriteStatus = Literal["ok", "same", "stale"]
+WriteStatus = Literal["ok", "same", "stale", "duplicate"]
 _E15 = 10**15
-#: Points per write_metric.lua call: big enough to amortise the call, small enough that one
-#: call never holds Redis for long (some tens of microseconds a point).
-WRITE_BATCH = 100
 
 
 @contextmanager
@@ -145,68 +144,111 @@ class Store:
             return [0] * len(bucket_ends)
         return [max(end, now) + retention for end in bucket_ends]
 
-    def _apply_metrics(self, points: Sequence[MetricPoint], client: Any) -> Any:
+    def _once_args(self, now: int) -> list[Any]:
+        """now, window and cutoff of lua/once.lua."""
+        window = self.settings.idempotency_window
+        return [now, window, f"({now - window}"]
+
+    def _apply_metrics(
+        self, points: Sequence[MetricPoint], deliveries: Sequence[str], client: Any
+    ) -> Any:
         """Queue (on a pipeline) or run one write_metric.lua call for ``points``."""
         now = int(self._clock())
         keys: list[str] = []
         payload = []
-        for p in points:
+        for p, delivery in zip(points, deliveries, strict=True):
             target = metric_target(p.ts2)
             prefix = metric_prefix(p.uid)
             keys += [prefix + "acts", prefix + "idx"]
             keys += [prefix + suffix for suffix in target.suffixes]
             keys += [prefix + TYPED + suffix for suffix in target.suffixes]
+            keys.append(prefix + ONCE)
             mode = "d" if p.mode == "diffadd" else "i"
             expires = self._expires(target.bucket_ends, self.settings.expire, now)
             payload.append(
                 [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
-                 p.thing_id]
+                 p.thing_id, delivery]
             )  # fmt: skip
-        args = [msgpack.packb(payload), self.settings.state_expire]
+        args = [msgpack.packb(payload), self.settings.state_expire, *self._once_args(now)]
         return self.scripts.write_metric(keys, args, client=client)
 
     @staticmethod
     def _results(flat: list[Any]) -> list[WriteResult]:
         return [WriteResult(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    def write_metric(self, point: MetricPoint) -> WriteResult:
+    def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
         """Apply one metric point atomically."""
-        return self.write_metrics([point])[0]
+        return self.write_metrics([point], [delivery] if delivery else None)[0]
 
-    def write_metrics(self, points: Sequence[MetricPoint]) -> list[WriteResult]:
-        """Apply many points, each atomically: one script call per ``WRITE_BATCH`` points,
-        all pipelined in one round trip."""
+    def _run_calls(self, plan: Calls, queue: Callable[[list[int], Any], Any]) -> list[Any]:
+        """Run the planned script calls, ``queue(indexes, client)`` queueing one: a single
+        call goes alone (a pipeline's SCRIPT EXISTS would cost a round trip), more are
+        pipelined in one round trip."""
+        if len(plan.calls) == 1:
+            return [queue(plan.calls[0], self.redis)]
+        pipe = self.redis.pipeline(transaction=False)
+        for indexes in plan.calls:
+            queue(indexes, pipe)
+        replies: list[Any] = pipe.execute()
+        return replies
+
+    def write_metrics(
+        self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
+    ) -> list[WriteResult]:
+        """Apply many points, each atomically, in script calls of ``WRITE_BATCH`` points
+        pipelined in one round trip. ``deliveries[i]``, when given, is the key of the delivery
+        (task, message) point i came in: a delivery applied before is not applied again
+        (status ``duplicate``) for ``idempotency_window`` seconds."""
         if not points:
             return []
+        plan = plan_calls([metric_prefix(p.uid) for p in points], deliveries)
+
+        def queue(indexes: list[int], client: Any) -> Any:
+            batch = [points[i] for i in indexes]
+            return self._apply_metrics(batch, [plan.deliveries[i] for i in indexes], client)
+
         with redis_errors("write"):
-            if (
-                len(points) <= WRITE_BATCH
-            ):  # one call: no pipeline, whose SCRIPT EXISTS costs a trip
-                return self._results(self._apply_metrics(points, self.redis))
-            pipe = self.redis.pipeline(transaction=False)
-            for i in range(0, len(points), WRITE_BATCH):
-                self._apply_metrics(points[i : i + WRITE_BATCH], pipe)
-            replies = pipe.execute()
-        return [result for flat in replies for result in self._results(flat)]
+            replies = self._run_calls(plan, queue)
+        results: list[WriteResult] = [WriteResult("ok", 0)] * len(points)
+        for indexes, flat in zip(plan.calls, replies, strict=True):
+            for i, result in zip(indexes, self._results(flat), strict=True):
+                results[i] = result
+        return results
 
-    def write_counts(self, points: Sequence[CountPoint]) -> None:
-        """Add to global counters, each point atomically, in one script call."""
+    def write_counts(
+        self, points: Sequence[CountPoint], deliveries: Sequence[str] | None = None
+    ) -> list[bool]:
+        """Add to global counters, each point atomically; per point whether it was applied
+        (False: its delivery was applied before, as for :meth:`write_metrics`)."""
         if not points:
-            return
+            return []
+        plan = plan_calls([count_prefix(p.thing) for p in points], deliveries)
         now = int(self._clock())
-        keys: list[str] = []
-        payload = []
-        for point in points:
-            target = count_target(point.ts)
-            prefix = count_prefix(point.thing)
-            keys += [prefix + suffix for suffix in target.suffixes]
-            expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
-            payload.append([point.value, target.children, expires])
-        with redis_errors("count write"):
-            self.scripts.write_count(keys, [msgpack.packb(payload)])
 
-    def write_count(self, point: CountPoint) -> None:
-        self.write_counts([point])
+        def queue(indexes: list[int], client: Any) -> Any:
+            keys: list[str] = []
+            payload = []
+            for i in indexes:
+                point = points[i]
+                target = count_target(point.ts)
+                prefix = count_prefix(point.thing)
+                keys += [prefix + suffix for suffix in target.suffixes]
+                keys.append(prefix + ONCE)
+                expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
+                payload.append([point.value, target.children, expires, plan.deliveries[i]])
+            args = [msgpack.packb(payload), *self._once_args(now)]
+            return self.scripts.write_count(keys, args, client=client)
+
+        with redis_errors("count write"):
+            replies = self._run_calls(plan, queue)
+        applied = [True] * len(points)
+        for indexes, flags in zip(plan.calls, replies, strict=True):
+            for i, flag in zip(indexes, flags, strict=True):
+                applied[i] = bool(flag)
+        return applied
+
+    def write_count(self, point: CountPoint, delivery: str = "") -> bool:
+        return self.write_counts([point], [delivery] if delivery else None)[0]
 
     # ---- reads ----
 

@@ -1,0 +1,29 @@
+-- once.lua: included by the write scripts where they say "-- #include once.lua" (Redis
+-- scripts cannot share code any other way). Exactly-once effect for deliveries that may come
+-- twice (a redelivered or retried task, a duplicate publish): a delivery's points carry its
+-- key, and a record — a sorted set of the keys it applied, scored by when — says whether it
+-- was applied already. A call applies every point of one delivery for one record together,
+-- so the first of them decides for all (psd/store.py keeps them in one call).
+--
+-- ONCE_ARGV: {now, window, cutoff}: the time of this call and how long keys are kept, as
+-- decimal strings, and "(<now - window>)" (numbers turned into strings in Lua cost more than
+-- the rest of this); set by the including script before use.
+local once_decided, once_trimmed = {}, {}
+
+-- true if delivery `ik` was applied to `record` before this call (and, if not, remember it)
+local function applied_before(record, ik, once)
+  local id = record .. '\n' .. ik
+  local decided = once_decided[id]
+  if decided ~= nil then return decided end
+  if not once_trimmed[record] then
+    redis.call('ZREMRANGEBYSCORE', record, '-inf', once[3])
+    once_trimmed[record] = true
+  end
+  decided = redis.call('ZSCORE', record, ik) ~= false
+  if not decided then
+    redis.call('ZADD', record, once[1], ik)
+    redis.call('EXPIRE', record, once[2])
+  end
+  once_decided[id] = decided
+  return decided
+end

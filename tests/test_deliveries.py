@@ -1,0 +1,138 @@
+"""Exactly-once effect of deliveries (task messages, NSQ messages) that may arrive twice."""
+
+from __future__ import annotations
+
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd.batching import WRITE_BATCH, plan_calls
+from psd.config import Settings
+from psd.model import CountPoint, MetricPoint
+from psd.store import Store
+from tests.oracle import Oracle
+
+T0 = 1458061005
+
+
+def increment(uid: int, value: int, ts: int = T0, aid: int = 1) -> MetricPoint:
+    return MetricPoint("steps", uid, 1, aid, value, ts, ts, "increment")
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from(["", "d1", "d2"])),
+        max_size=3 * WRITE_BATCH,
+    )
+)
+def test_a_delivery_for_one_record_never_spans_calls(points: list[tuple[str, str]]) -> None:
+    records = [record for record, _ in points]
+    plan = plan_calls(records, [delivery for _, delivery in points])
+    assert sorted(i for call in plan.calls for i in call) == list(range(len(points)))
+    call_of = {i: n for n, call in enumerate(plan.calls) for i in call}
+    for call in plan.calls:
+        names = {(records[i], plan.deliveries[i]) for i in call}
+        assert len(call) <= WRITE_BATCH or len(names) == 1
+    for i, j in ((i, j) for i in call_of for j in call_of if i < j):
+        if plan.deliveries[i] and (records[i], plan.deliveries[i]) == (
+            records[j],
+            plan.deliveries[j],
+        ):
+            assert call_of[i] == call_of[j]
+            assert plan.calls[call_of[i]].index(i) < plan.calls[call_of[j]].index(j)
+
+
+def test_a_redelivered_increment_counts_once(store: Store) -> None:
+    assert store.write_metric(increment(1, 10), "task-1").status == "ok"
+    assert store.write_metric(increment(1, 10), "task-1").status == "duplicate"
+    assert store.write_metric(increment(1, 10), "task-2").status == "ok"
+    assert store.sum(1, "steps", None, T0, T0) == 20
+
+
+def test_a_big_delivery_cut_short_is_completed_by_its_redelivery(store: Store) -> None:
+    """250 points of one user in one message: the worker died after the first call."""
+    points = [increment(7, n + 1, T0 + n, aid=n) for n in range(250)]
+    store.write_metrics(points[:WRITE_BATCH], ["msg"] * WRITE_BATCH)
+    results = store.write_metrics(points, ["msg"] * len(points))
+    assert [r.status for r in results] == ["duplicate"] * WRITE_BATCH + ["ok"] * 150
+    assert store.sum(7, "steps", None, T0, T0 + 300) == sum(range(1, 251))
+
+
+def test_one_delivery_for_many_users_is_remembered_per_user(store: Store) -> None:
+    points = [increment(uid, uid) for uid in range(1, 6)]
+    store.write_metrics(points[:2], ["m"] * 2)
+    statuses = [r.status for r in store.write_metrics(points, ["m"] * 5)]
+    assert statuses == ["duplicate", "duplicate", "ok", "ok", "ok"]
+    assert [store.sum(uid, "steps", None, T0, T0) for uid in range(1, 6)] == [1, 2, 3, 4, 5]
+
+
+def test_a_redelivered_count_counts_once(store: Store) -> None:
+    point = CountPoint("signup", 3, T0)
+    assert store.write_counts([point, point], ["a", "b"]) == [True, True]
+    assert store.write_counts([point], ["a"]) == [False]
+    assert store.count("signup", T0, T0) == 6
+
+
+def test_a_delivery_is_forgotten_after_the_window(redis_client: redis.Redis) -> None:
+    now = [1_700_000_000.0]
+    store = Store(redis_client, Settings(idempotency_window=60), clock=lambda: now[0])
+    store.write_metric(increment(1, 5), "late")
+    now[0] += 30
+    assert store.write_metric(increment(1, 5), "late").status == "duplicate"
+    now[0] += 31
+    assert store.write_metric(increment(1, 5), "late").status == "ok"
+    assert store.sum(1, "steps", None, T0, T0) == 10
+    assert 0 < redis_client.ttl("{1}:once") <= 60
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> list[tuple[str, list[MetricPoint]]]:
+    """Messages of increments and diffadds, some sent again (a redelivery or a duplicate
+    publish) later in the stream."""
+    messages = []
+    for n in range(draw(st.integers(1, 8))):
+        points = []
+        for _ in range(draw(st.integers(1, 6))):
+            mode = draw(st.sampled_from(["increment", "diffadd"]))
+            ts2 = T0 + draw(st.integers(0, 7200))
+            points.append(
+                MetricPoint(
+                    thing="steps",
+                    uid=draw(st.integers(1, 3)),
+                    atid=draw(st.integers(1, 2)),
+                    aid=draw(st.integers(1, 3)),
+                    value=draw(st.integers(0, 50)),
+                    ts1=ts2 if mode == "increment" else ts2 - draw(st.integers(0, 600)),
+                    ts2=ts2,
+                    mode=mode,
+                )
+            )
+        messages.append((f"msg-{n}", points))
+    repeats = draw(st.lists(st.sampled_from(messages), max_size=6))
+    stream = messages + repeats
+    return draw(st.permutations(stream)) if draw(st.booleans()) else stream
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(deliveries())
+def test_redeliveries_change_nothing(
+    redis_client: redis.Redis, store: Store, stream: list[tuple[str, list[MetricPoint]]]
+) -> None:
+    """Whatever arrives twice, the sums are those of every message applied once, in the
+    order of first arrival."""
+    redis_client.flushdb()
+    oracle = Oracle()
+    seen = set()
+    for key, points in stream:
+        store.write_metrics(points, [key] * len(points))
+        if key not in seen:
+            seen.add(key)
+            for p in points:
+                oracle.write(p)
+    for uid in (1, 2, 3):
+        for atid in (None, 1, 2):
+            assert store.sum(uid, "steps", atid, T0 - 600, T0 + 7200) == oracle.sum(
+                uid, "steps", atid, T0 - 600, T0 + 7200
+            )
