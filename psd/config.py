@@ -49,6 +49,26 @@ class Settings:
         "(0 = forever).",
         default=90 * DAY,
     )
+    broker_url: str = _doc(
+        "Celery broker URL (redis://... or amqp://...); empty: the store's Redis.", default=""
+    )
+    queue: str = _doc("Celery queue of psd's write tasks.", default="psd")
+    batch_size: int = _doc(
+        "Single-point task messages a worker applies together (one script call).", default=100
+    )
+    batch_ms: int = _doc(
+        "Most milliseconds a worker holds a message waiting for its batch to fill.", default=100
+    )
+    write_retry_seconds: int = _doc(
+        "How long a worker retries a batch while Redis is unreachable (backing off) before "
+        "handing its messages back to the broker, unacknowledged.",
+        default=30,
+    )
+    broker_visibility_timeout: int = _doc(
+        "Redis broker: seconds after which a message taken by a worker that died is "
+        "delivered again.",
+        default=600,
+    )
     idempotency_window: int = _doc(
         "Seconds a delivery (task, NSQ message) is remembered once applied: a duplicate "
         "arriving later than this is applied again.",

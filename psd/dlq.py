@@ -1,0 +1,119 @@
+"""The dead-letter list: what psd could not apply, kept in Redis with the reason.
+
+Invalid task arguments, points that fail validation and malformed NSQ messages land here,
+once each, instead of blocking the rest of their batch or being retried for ever.
+``psd dlq list|retry|purge`` reads it; ``retry`` applies what now validates through the store,
+under the letter's delivery key, so a letter retried twice still counts once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import redis
+
+from psd.errors import InvalidInput
+from psd.model import parse_count, parse_metric
+from psd.store import Store, redis_errors
+
+#: The Redis list of letters, newest last. No request can name it.
+DLQ_KEY = "psd:dlq"
+#: Letters beyond this many are dropped, oldest first.
+DLQ_MAX = 100_000
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """``kind``: metric, count or message (a message not even readable as either);
+    ``payload``: what arrived; ``delivery``: its delivery key ("" = none); ``source``: the task
+    name or ``nsq``; ``reason``: why it was not applied; ``at``: Unix time."""
+
+    kind: str
+    payload: Any
+    reason: str
+    source: str
+    delivery: str = ""
+    at: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), default=repr)
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> DeadLetter:
+        return cls(**json.loads(text))
+
+
+def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
+    """Append letters (stamped now when unstamped); raises StoreError if Redis fails."""
+    if not letters:
+        return
+    now = time.time()
+    texts = [(letter if letter.at else replace(letter, at=now)).to_json() for letter in letters]
+    with redis_errors("dead-letter write"):
+        pipe = client.pipeline(transaction=True)
+        pipe.rpush(DLQ_KEY, *texts)
+        pipe.ltrim(DLQ_KEY, -DLQ_MAX, -1)
+        pipe.execute()
+
+
+def list_letters(client: redis.Redis, limit: int = 100) -> list[DeadLetter]:
+    """The oldest ``limit`` letters (0 = all)."""
+    with redis_errors("dead-letter read"):
+        texts = client.lrange(DLQ_KEY, 0, limit - 1 if limit else -1)
+    return [DeadLetter.from_json(text) for text in texts]
+
+
+def count(client: redis.Redis) -> int:
+    with redis_errors("dead-letter read"):
+        return int(client.llen(DLQ_KEY))
+
+
+def purge(client: redis.Redis) -> int:
+    """Delete every letter; returns how many there were."""
+    with redis_errors("dead-letter purge"):
+        pipe = client.pipeline(transaction=True)
+        pipe.llen(DLQ_KEY)
+        pipe.delete(DLQ_KEY)
+        length, _ = pipe.execute()
+    return int(length)
+
+
+def retry(store: Store) -> tuple[int, int]:
+    """Apply every letter that now validates, oldest first; the others move to the end of
+    the list with their new reason. Returns (applied, still dead). A letter leaves the list
+    only once applied; applied twice (a crash in between) it still counts once, by its
+    delivery key. Run one retry at a time."""
+    client = store.redis
+    applied = still = 0
+    with redis_errors("dead-letter retry"):
+        for _ in range(int(client.llen(DLQ_KEY))):
+            text = client.lindex(DLQ_KEY, 0)
+            if text is None:
+                break
+            letter = DeadLetter.from_json(text)
+            try:
+                _apply(store, letter)
+            except InvalidInput as exc:
+                pipe = client.pipeline(transaction=True)
+                pipe.lset(DLQ_KEY, 0, replace(letter, reason=str(exc)).to_json())
+                pipe.lmove(DLQ_KEY, DLQ_KEY, "LEFT", "RIGHT")
+                pipe.execute()
+                still += 1
+                continue
+            client.lpop(DLQ_KEY)
+            applied += 1
+    return applied, still
+
+
+def _apply(store: Store, letter: DeadLetter) -> None:
+    deliveries = [letter.delivery] if letter.delivery else None
+    if letter.kind == "metric":
+        store.write_metrics([parse_metric(letter.payload)], deliveries)
+    elif letter.kind == "count":
+        store.write_counts([parse_count(letter.payload)], deliveries)
+    else:
+        raise InvalidInput(f"not a point: {letter.reason}")

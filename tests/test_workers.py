@@ -1,0 +1,256 @@
+"""The Celery write tasks on a real broker (Redis, and RabbitMQ where it runs) with a real
+worker: celery's own ``start_worker`` runs one in a thread of this process (pytest-celery 1.x
+needs Docker, which these machines lack); the crash test runs ``celery worker`` processes."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from amqp.exceptions import ChannelError
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from kombu import Connection
+
+from psd import dlq
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.model import parse_metric
+from psd.store import Store
+from workers.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+T0 = 1458061005
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def rabbitmq_reachable() -> bool:
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def store_server() -> Iterator[EmbeddedServer]:
+    """The store's own server: commandstats count only psd's commands, not the broker's."""
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        yield server
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    if request.param == "redis":
+        return redis_url.rsplit("/", 1)[0] + "/1"
+    if not rabbitmq_reachable():
+        if os.environ.get("PSD_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"PSD_REQUIRE_RABBITMQ=1 but no RabbitMQ answers at {RABBITMQ_URL}")
+        pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} (set PSD_REQUIRE_RABBITMQ=1 to require it)")
+    return RABBITMQ_URL
+
+
+def make_app(settings: Settings) -> Celery:
+    app = create_app(settings)
+    # without AMQP heartbeats a worker thread stops in under a second, not ten
+    app.conf.broker_heartbeat = 0
+    return app
+
+
+@pytest.fixture
+def app(worker_settings: Settings) -> Celery:
+    return make_app(worker_settings)
+
+
+@pytest.fixture
+def worker_settings(store_server: EmbeddedServer, broker_url: str) -> Iterator[Settings]:
+    """Settings of a worker on a queue of its own, the store flushed."""
+    store_client = redis.Redis.from_url(store_server.url)
+    store_client.flushdb()
+    store_client.config_resetstat()
+    settings = Settings(
+        redis_url=store_server.url,
+        broker_url=broker_url,
+        queue=f"psd-test-{uuid.uuid4().hex[:8]}",
+        batch_ms=50,
+        write_retry_seconds=1,
+        broker_visibility_timeout=3,
+    )
+    yield settings
+    # leave no queue behind on a shared broker
+    with Connection(broker_url) as conn, conn.channel() as channel:
+        channel.queue_delete(settings.queue)
+
+
+@pytest.fixture
+def store(worker_settings: Settings) -> Store:
+    return Store.from_url(worker_settings.redis_url, worker_settings)
+
+
+@contextmanager
+def running_worker(app: Celery) -> Iterator[None]:
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=2,
+        perform_ping_check=False,
+        shutdown_timeout=20,
+        queues=[app.psd.settings.queue],
+    ):
+        yield
+
+
+def point(uid: int = 1, value: int = 10, ts: int = T0, aid: int = 1, **extra: object) -> dict:
+    fields: dict[str, object] = {"thing": "steps", "uid": uid, "atid": 2, "aid": aid}
+    fields.update(value=value, ts1=ts, ts2=ts, **extra)
+    return fields
+
+
+def script_calls(store: Store) -> int:
+    stats = store.redis.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0))
+
+
+def test_delay_and_send_task_write_through_a_worker(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=10))
+        app.send_task("psd.write_metric", kwargs=point(uid=2, value=7, mode="increment"))
+        app.tasks["psd.write_count"].delay(thing="signup", value=3, ts=T0)
+        assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 7)
+        assert wait_for(lambda: store.sum(1, "steps", 2, T0, T0) == 10)
+        assert wait_for(lambda: store.count("signup", T0, T0) == 3)
+
+
+def test_single_point_messages_are_applied_in_batches(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    for n in range(300):
+        app.tasks["psd.write_metric"].delay(
+            **point(uid=n % 7, value=1, ts=T0 + n, aid=n, mode="increment")
+        )
+    before = script_calls(store)
+    with running_worker(app):
+        # watched without scripts: each point is a new activity in its user's index
+        assert wait_for(lambda: sum(store.redis.zcard(f"{{{u}}}:idx") for u in range(7)) == 300)
+    calls = script_calls(store) - before
+    assert calls <= 30, f"{calls} script calls for 300 messages: not batched"
+    assert sum(store.sum(u, "steps", None, T0, T0 + 300) for u in range(7)) == 300
+
+
+def test_a_duplicate_publish_or_redelivery_counts_once(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    with running_worker(app):
+        for _ in range(3):  # the same message published three times
+            app.tasks["psd.write_metric"].delay(
+                **point(value=5, mode="increment", idempotency_key="order-17")
+            )
+        for _ in range(2):  # one message delivered twice: the same task id
+            app.send_task("psd.write_metric", kwargs=point(uid=3, value=4, mode="increment"),
+                          task_id="redelivered-1")  # fmt: skip
+        app.tasks["psd.write_count"].apply_async(
+            kwargs={"thing": "signup", "value": 1, "ts": T0}, task_id="c1"
+        )
+        app.tasks["psd.write_count"].apply_async(
+            kwargs={"thing": "signup", "value": 1, "ts": T0}, task_id="c1"
+        )
+        assert wait_for(lambda: store.sum(3, "steps", None, T0, T0) == 4)
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5)
+        assert wait_for(lambda: store.count("signup", T0, T0) == 1)
+        time.sleep(0.5)  # nothing more arrives
+    assert store.sum(1, "steps", None, T0, T0) == 5
+    assert store.sum(3, "steps", None, T0, T0) == 4
+    assert store.count("signup", T0, T0) == 1
+
+
+def test_poison_goes_to_the_dead_letter_list_and_the_rest_is_applied(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=1))
+        app.tasks["psd.write_metric"].delay(**point(uid=2, value=1, thing="unicorns"))
+        app.send_task("psd.write_metric", args=[1, 2, 3])
+        app.tasks["psd.write_metric"].delay(**point(uid=3, value=1))
+        points = [point(uid=4, value=1, aid=n, ts=T0 + n, mode="increment") for n in range(250)]
+        points[10]["ts2"] = "yesterday"
+        app.tasks["psd.write_metrics"].delay(points=points)
+        assert wait_for(lambda: dlq.count(store.redis) == 3)
+        assert wait_for(lambda: store.sum(4, "steps", None, T0, T0 + 300) == 249)
+        assert store.sum(1, "steps", None, T0, T0) == 1
+        assert store.sum(3, "steps", None, T0, T0) == 1
+    letters = dlq.list_letters(store.redis)
+    reasons = sorted(letter.reason for letter in letters)
+    assert any("unknown thing 'unicorns'" in r for r in reasons)
+    assert any("keyword arguments" in r for r in reasons)
+    assert any(r.startswith("points[10]: ts2") for r in reasons)
+    assert store.sum(2, "steps", None, T0, T0) == 0
+    assert _queue_length(worker_settings) == 0  # rejected, not redelivered for ever
+
+
+def _queue_length(settings: Settings) -> int:
+    """Messages waiting in the queue (a Redis broker keeps no empty queue: 0)."""
+    with Connection(settings.broker_url) as conn, conn.channel() as channel:
+        try:
+            return int(channel.queue_declare(settings.queue, passive=True).message_count)
+        except ChannelError:
+            return 0
+
+
+def test_dead_letters_can_be_retried_once_fixed(store: Store) -> None:
+    fixed = point(value=9, mode="increment")
+    letter = dlq.DeadLetter("metric", fixed, "the store was down", "psd.write_metric", "k1")
+    dlq.add(store.redis, [letter, dlq.DeadLetter("message", "%%%", "not JSON", "nsq")])
+    assert dlq.retry(store) == (1, 1)
+    assert dlq.retry(store) == (0, 1)
+    assert store.sum(1, "steps", None, T0, T0) == 9
+    assert store.write_metric(parse_metric(fixed), "k1").status == "duplicate"
+    assert dlq.purge(store.redis) == 1
+    assert dlq.count(store.redis) == 0
+
+
+def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, redis_url: str) -> None:
+    """The store goes away while messages flow; the worker retries, hands the batch back to
+    the broker, and once the store is back every point counts exactly once."""
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as first:
+        port = first.port
+        settings = Settings(redis_url=first.url, broker_url=broker_url,
+                            queue=f"psd-test-{uuid.uuid4().hex[:8]}", batch_ms=50,
+                            write_retry_seconds=1, broker_visibility_timeout=3)  # fmt: skip
+        app = make_app(settings)
+        store = Store.from_url(first.url, settings)
+        with running_worker(app):
+            for n in range(50):
+                app.tasks["psd.write_metric"].delay(
+                    **point(value=1, aid=n, ts=T0 + n, mode="increment")
+                )
+            assert wait_for(lambda: store.sum(1, "steps", None, T0, T0 + 200) == 50)
+            first.stop()
+            for n in range(50, 120):
+                app.tasks["psd.write_metric"].delay(
+                    **point(value=1, aid=n, ts=T0 + n, mode="increment")
+                )
+            time.sleep(2.5)  # the worker tries, backs off, gives the batch back
+            with EmbeddedServer(binary=first.binary, port=port, persist=False) as second:
+                again = Store.from_url(second.url, settings)
+                # the new server is empty: only the 70 points sent while it was down arrive
+                assert wait_for(lambda: again.sum(1, "steps", None, T0, T0 + 200) == 70, 40)
+                time.sleep(1)
+                assert again.sum(1, "steps", None, T0, T0 + 200) == 70

@@ -1,0 +1,88 @@
+"""The Celery app: ``celery -A workers.app worker`` (or ``psd worker``).
+
+Configured from psd's settings (defaults, TOML file, ``PSD_*``): the broker is
+``PSD_BROKER_URL``, else the store's Redis. Messages are acknowledged only after their points
+are applied (``acks_late``; see workers/batches.py for how a batch acknowledges), results are
+not kept, and a worker takes enough messages at once to fill its batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from psd.config import Settings, load_settings
+from psd.store import Store
+
+TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from psd's."""
+    broker = settings.broker_url or settings.redis_url
+    return {
+        "broker_url": broker or None,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # look for messages of dead workers every few seconds, not every ~100 s
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
+        "task_default_queue": settings.queue,
+        "task_routes": {name: {"queue": settings.queue} for name in TASK_NAMES},
+        "task_serializer": "json",
+        "accept_content": ["json", "msgpack"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        # a batch fills only from messages already taken from the broker
+        "worker_prefetch_multiplier": max(1, 2 * settings.batch_size),
+        "worker_pool": "threads",
+        "worker_concurrency": 2,
+        "worker_hijack_root_logger": False,
+    }
+
+
+class Context:
+    """What the tasks of one app share: the settings and a store on them (made at first use,
+    so in the worker process, not in the one that imported the app)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            if not self.settings.redis_url:
+                raise RuntimeError("psd's workers need the store: set PSD_REDIS_URL")
+            self._store = Store.from_url(self.settings.redis_url, self.settings)
+        return self._store
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app with psd's tasks, configured from ``settings`` (tests make their own)."""
+    from workers.tasks import register_tasks
+
+    celery = Celery("psd", set_as_current=False)
+    celery.conf.update(celery_config(settings))
+    celery.psd = Context(settings)
+    register_tasks(celery, settings)
+    return celery
+
+
+@signals.worker_init.connect
+def _check_store(sender: Any = None, **_: Any) -> None:
+    """Fail at start, clearly, rather than at the first batch."""
+    context = getattr(getattr(sender, "app", None), "psd", None)
+    if context is not None and not context.settings.redis_url:
+        raise RuntimeError("psd worker needs the store's Redis: set PSD_REDIS_URL")
+
+
+app = create_app(load_settings())
+#: The tasks of this app, for services that import psd: ``write_metric.delay(...)``.
+write_metric = app.tasks["psd.write_metric"]
+write_metrics = app.tasks["psd.write_metrics"]
+write_count = app.tasks["psd.write_count"]

@@ -1,0 +1,168 @@
+"""The write tasks, by stable names so that any service can ``send_task`` them:
+
+- ``psd.write_metric(thing, uid, atid, aid, value, ts1, ts2, mode="diffadd")`` — the fields of
+  ``POST /v1/write``; ``mode="increment"`` adds ``value`` at ``ts2`` (``ts1`` may be omitted);
+- ``psd.write_metrics(points=[{...}, ...])`` — many such points in one message;
+- ``psd.write_count(thing, value, ts)`` — a global counter.
+
+Each also takes ``idempotency_key``: a redelivery is recognised by the task id, a duplicate
+publish (the same point sent twice as two messages) only by a key the sender sets. Fields are
+keyword arguments. Every message is validated as ``/v1/write`` validates; an invalid one goes to
+the dead-letter list (psd/dlq.py) without holding up the rest of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from celery import Celery
+from celery_batches import SimpleRequest
+
+from psd import dlq
+from psd.config import Settings
+from psd.dlq import DeadLetter
+from psd.errors import InvalidInput
+from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
+from workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
+
+#: Most points one psd.write_metrics message may carry.
+MAX_POINTS = 10_000
+
+
+@dataclass
+class Parsed:
+    """What one message holds: valid points and the dead letters of invalid ones."""
+
+    metrics: list[MetricPoint] = field(default_factory=list)
+    counts: list[CountPoint] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def _fields(request: SimpleRequest) -> dict[str, Any]:
+    if request.args:
+        raise InvalidInput("pass the fields as keyword arguments, not positional ones")
+    return {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
+
+
+def delivery_of(request: SimpleRequest) -> str:
+    """The key that recognises this message if it comes again."""
+    key = (request.kwargs or {}).get("idempotency_key")
+    return str(key) if key not in (None, "") else str(request.id)
+
+
+def _metric(request: SimpleRequest) -> Parsed:
+    return Parsed(metrics=[parse_metric(_fields(request))])
+
+
+def _count(request: SimpleRequest) -> Parsed:
+    return Parsed(counts=[parse_count(_fields(request))])
+
+
+def _metrics(request: SimpleRequest) -> Parsed:
+    fields = _fields(request)
+    points = fields.get("points")
+    if set(fields) != {"points"} or not isinstance(points, list):
+        raise InvalidInput("takes one argument, points: a list of metric points", "points")
+    if len(points) > MAX_POINTS:
+        raise InvalidInput(f"at most {MAX_POINTS} points a message", "points")
+    parsed = Parsed()
+    for n, point in enumerate(points):
+        try:
+            parsed.metrics.append(parse_metric(point))
+        except InvalidInput as exc:
+            reason = f"points[{n}]: {exc}"
+            parsed.dead.append(DeadLetter("metric", point, reason, request.name, ""))
+    return parsed
+
+
+def apply_batch(
+    task: PointBatches,
+    requests: Sequence[SimpleRequest],
+    parse: Callable[[SimpleRequest], Parsed],
+) -> Outcomes:
+    """Validate every message, keep the invalid ones as dead letters, apply the valid points
+    in one store call (retrying while Redis is unreachable), and say what to do with each."""
+    store, settings = task.app.psd.store, task.app.psd.settings
+    outcomes: Outcomes = {}
+    dead: list[DeadLetter] = []
+    poisoned: list[str] = []
+    applying: list[str] = []
+    metrics: list[MetricPoint] = []
+    metric_keys: list[str] = []
+    counts: list[CountPoint] = []
+    count_keys: list[str] = []
+    seen: set[str] = set()
+    for request in requests:
+        delivery = delivery_of(request)
+        if delivery in seen:  # the same message twice in one batch
+            outcomes[request.id] = ACK
+            continue
+        seen.add(delivery)
+        try:
+            parsed = parse(request)
+        except InvalidInput as exc:
+            payload = {"args": list(request.args or ()), "kwargs": request.kwargs or {}}
+            kind = "message" if request.name == "psd.write_metrics" else _kind(request.name)
+            dead.append(DeadLetter(kind, _point_payload(request, kind, payload), str(exc),
+                                   request.name, delivery))  # fmt: skip
+            poisoned.append(request.id)
+            continue
+        dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
+        if parsed.dead:
+            poisoned.append(request.id)
+        if parsed.metrics or parsed.counts:
+            applying.append(request.id)
+        for point in parsed.metrics:
+            metrics.append(point)
+            metric_keys.append(delivery if point.mode == "increment" else "")
+        for count in parsed.counts:
+            counts.append(count)
+            count_keys.append(delivery)
+    patience = settings.write_retry_seconds
+    kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
+
+    def write() -> None:
+        store.write_metrics(metrics, metric_keys)
+        store.write_counts(counts, count_keys)
+
+    applied = not applying or with_retries(write, patience, f"{len(requests)} messages")
+    for request_id in poisoned:
+        outcomes[request_id] = REJECT if kept else REQUEUE
+    for request_id in applying:
+        whole = kept or request_id not in poisoned
+        outcomes[request_id] = ACK if applied and whole else REQUEUE
+    return outcomes
+
+
+def _kind(task_name: str) -> str:
+    return "count" if task_name == "psd.write_count" else "metric"
+
+
+def _point_payload(request: SimpleRequest, kind: str, raw: dict[str, Any]) -> Any:
+    """A letter of one point keeps the point's fields (so ``psd dlq retry`` can read them)."""
+    if kind in ("metric", "count") and not request.args:
+        return {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
+    return raw
+
+
+def register_tasks(app: Celery, settings: Settings) -> None:
+    """Add the write tasks to ``app``; batch sizes and waits come from ``settings``."""
+    single = {"flush_every": settings.batch_size, "flush_interval": settings.batch_ms / 1000}
+    bulk = {"flush_every": 10, "flush_interval": settings.batch_ms / 1000}
+
+    @app.task(name="psd.write_metric", base=PointBatches, bind=True, **single)
+    def write_metric(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
+        """Metric points, one a message, applied a batch at a time."""
+        return apply_batch(self, requests, _metric)
+
+    @app.task(name="psd.write_metrics", base=PointBatches, bind=True, **bulk)
+    def write_metrics(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
+        """Messages of many metric points each."""
+        return apply_batch(self, requests, _metrics)
+
+    @app.task(name="psd.write_count", base=PointBatches, bind=True, **single)
+    def write_count(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
+        """Global counter increments, one a message."""
+        return apply_batch(self, requests, _count)
