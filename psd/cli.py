@@ -7,11 +7,13 @@ Options fall back to ``PSD_*`` environment variables and the TOML file named by 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +21,16 @@ from typing import Any
 
 import click
 
+from psd import dlq as dead_letters
 from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer
+from psd.store import Store
 
 log = logging.getLogger("psd")
 
 WSGI_APP = "web.wsgi:app"
+CELERY_APP = "workers.app"
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -119,6 +125,89 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
         command = server_command(settings.web_server, settings.bind, settings.web_workers)
         code = run_child(command, env)
     sys.exit(code)
+
+
+def _need_store(settings: Settings, what: str) -> None:
+    if not settings.redis_url:
+        raise click.UsageError(f"{what} needs the store's Redis: set PSD_REDIS_URL")
+
+
+def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
+    """Run ``celery -A workers.app <command> <args>`` with psd's settings in its environment."""
+    settings = _settings(ctx)
+    env = dict(os.environ, PSD_REDIS_URL=settings.redis_url)
+    if ctx.parent and ctx.parent.params.get("config"):
+        env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
+    sys.exit(run_child([sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args], env))
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
+    """Apply queued writes: a Celery worker on psd's queue (PSD_QUEUE). Arguments after the
+    command go to ``celery worker`` as they are (e.g. ``--concurrency 4 --loglevel INFO``)."""
+    settings = _settings(ctx)
+    _need_store(settings, "psd worker")
+    _celery(ctx, celery_args, "worker", "--queues", settings.queue)
+
+
+@main.command(context_settings=PASS_THROUGH)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
+    """Flower, the web monitor of the workers and their tasks (``--port 5555`` by default).
+    Arguments go to ``celery flower`` as they are."""
+    _celery(ctx, flower_args, "flower")
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter list: writes psd could not apply, with the reason."""
+
+
+def _dlq_store(ctx: click.Context) -> Store:
+    settings = _settings(ctx)
+    _need_store(settings, "psd dlq")
+    return Store.from_url(settings.redis_url, settings)
+
+
+@dlq.command(name="list")
+@click.option(
+    "--limit", default=100, show_default=True, help="Show this many, oldest first (0 = all)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Show dead letters."""
+    store = _dlq_store(ctx)
+    letters = dead_letters.list_letters(store.redis, limit)
+    for letter in letters:
+        if as_json:
+            click.echo(letter.to_json())
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at))
+            click.echo(
+                f"{when}Z  {letter.source}  {letter.reason}\n    {json.dumps(letter.payload)}"
+            )
+    if not as_json:
+        click.echo(f"{len(letters)} shown, {dead_letters.count(store.redis)} in the list")
+
+
+@dlq.command(name="retry")
+@click.pass_context
+def dlq_retry(ctx: click.Context) -> None:
+    """Apply every dead letter that now validates (each at most once); keep the rest."""
+    applied, still = dead_letters.retry(_dlq_store(ctx))
+    click.echo(f"applied {applied}, still dead {still}")
+
+
+@dlq.command(name="purge")
+@click.confirmation_option(prompt="Delete every dead letter?")
+@click.pass_context
+def dlq_purge(ctx: click.Context) -> None:
+    """Delete every dead letter."""
+    click.echo(f"deleted {dead_letters.purge(_dlq_store(ctx).redis)}")
 
 
 if __name__ == "__main__":

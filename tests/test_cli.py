@@ -64,3 +64,45 @@ def test_psd_web_runs_on_the_embedded_store_and_stops_cleanly(tmp_path: Path) ->
     alive = [p for p in descendants if Path(f"/proc/{p}").exists()]
     assert not alive, f"processes left behind: {alive}"
     assert (tmp_path / "data" / "appendonlydir").is_dir(), "the embedded store did not persist"
+
+
+def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> None:
+    """``psd worker`` on the suite's server (store in db 0, broker in db 2): a task sent by
+    name is applied, SIGTERM stops the worker and everything it started."""
+    from celery import Celery
+
+    from psd.store import Store
+
+    broker = redis_url.rsplit("/", 1)[0] + "/2"
+    store = Store.from_url(redis_url)
+    store.redis.flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env.update(PSD_REDIS_URL=redis_url, PSD_BROKER_URL=broker, PSD_QUEUE="psd-cli-test")
+    proc = subprocess.Popen([sys.executable, "-m", "psd.cli", "worker", "--loglevel", "WARNING"],
+                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    sender = Celery(broker=broker)  # a service that does not import psd's tasks
+    try:
+        point = {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 3,
+                 "ts1": 1496539746, "ts2": 1496539746}  # fmt: skip
+        sender.send_task("psd.write_metric", kwargs=point, queue="psd-cli-test")
+        deadline = time.monotonic() + 30
+        while store.sum(5, "steps", None, 1496539746, 1496539746) != 3:
+            assert proc.poll() is None, "psd worker exited early"
+            assert time.monotonic() < deadline, "the task was not applied"
+            time.sleep(0.1)
+        descendants = _children(proc.pid)
+        descendants += [g for c in descendants for g in _children(c)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    time.sleep(0.5)
+    alive = [p for p in descendants if Path(f"/proc/{p}").exists()]
+    assert not alive, f"processes left behind: {alive}"
+
+
+def test_psd_worker_says_what_it_needs() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    result = subprocess.run([sys.executable, "-m", "psd.cli", "worker"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert "PSD_REDIS_URL" in result.stderr
