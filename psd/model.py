@@ -26,6 +26,8 @@ MAX_ID = 2**63 - 1
 
 Mode = Literal["diffadd", "increment"]
 MODES: tuple[Mode, ...] = ("diffadd", "increment")
+#: Most points one queued message (``psd.write_metrics``, an async bulk write) may carry.
+MAX_POINTS_PER_MESSAGE = 10_000
 
 _COUNT_THING = re.compile(r"[\x21-\x7a\x7c\x7e]{2,64}")  # printable ASCII, no space, no { }
 _INT = re.compile(r"[+-]?\d{1,20}")

@@ -23,7 +23,7 @@ from kombu import Connection
 
 from psd import dlq
 from psd.config import Settings
-from psd.embedded import EmbeddedServer, server_binary
+from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.model import parse_metric
 from psd.store import Store
 from workers.app import create_app
@@ -316,3 +316,35 @@ def test_a_worker_killed_on_a_redis_broker_doubles_nothing(
     celery/kombu#305): the README says so and recommends RabbitMQ where crashes must lose
     nothing. Everything recorded is delivered again, and nothing counts twice."""
     assert 2999 <= kill_mid_stream(app, worker_settings, store) <= 3000
+
+
+def test_async_http_writes_are_queued_then_applied(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    from web import create_app as create_web_app
+
+    client = create_web_app(worker_settings, store).test_client()
+    one = client.post("/v1/write?async=1", json=point(value=4))
+    assert (one.status_code, one.get_json()) == (202, {"queued": 1})
+    many = [point(uid=2, value=1, aid=1), point(uid=2, value=2, aid=2, mode="increment")]
+    bulk = client.post("/v1/write?async=1", json=many)
+    assert (bulk.status_code, bulk.get_json()) == (202, {"queued": 2})
+    bad = client.post("/v1/write?async=1", json=[point(uid=3), {**point(uid=3), "uid": "x"}])
+    assert bad.status_code == 406 and "[1]" in bad.get_json()["error"]
+    assert client.post("/v1/write?async=1", json=[]).status_code == 406
+    assert wait_for(lambda: _queue_length(worker_settings) == 2)  # two messages, nothing else
+    with running_worker(app):
+        assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 3)
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 4)
+    assert store.sum(3, "steps", None, T0, T0) == 0
+
+
+def test_async_write_with_the_broker_down_is_a_503(store: Store) -> None:
+    from web import create_app as create_web_app
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    settings = Settings(redis_url=store.settings.redis_url, broker_url=nowhere)
+    client = create_web_app(settings, store).test_client()
+    answer = client.post("/v1/write?async=1", json=point())
+    assert answer.status_code == 503
+    assert "queue is unavailable" in answer.get_json()["error"]

@@ -6,13 +6,34 @@ is the WSGI entry point that servers import.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
 
 from psd.config import Settings, load_settings
+from psd.errors import StoreError
 from psd.store import Store
 from web import errors, v1, v2
 from web.fastpath import FastPath
-from web.handlers import Api
+from web.handlers import Api, Enqueue
+
+
+def celery_enqueue(settings: Settings) -> Enqueue:
+    """Send tasks to psd's workers through the Celery app of workers/ (made at first use:
+    an API that never queues never connects to the broker)."""
+    made: dict[str, Any] = {}
+
+    def enqueue(task: str, kwargs: dict[str, Any]) -> None:
+        if "app" not in made:
+            from workers.app import create_app as create_celery_app
+
+            made["app"] = create_celery_app(settings)
+        try:
+            made["app"].send_task(task, kwargs=kwargs)
+        except Exception as exc:  # kombu raises several kinds; none may become a 500
+            raise StoreError(f"the queue is unavailable: {exc}") from exc
+
+    return enqueue
 
 
 def create_app(
@@ -26,7 +47,7 @@ def create_app(
         if not settings.redis_url:
             raise RuntimeError("no Redis configured: set PSD_REDIS_URL (psd web starts one)")
         store = Store.from_url(settings.redis_url, settings)
-    api = Api(store, settings)
+    api = Api(store, settings, celery_enqueue(settings))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["psd.api"] = api

@@ -53,7 +53,7 @@ class FastPath:
             return api.guarded(api.query, *parts[3:])
         if method != "POST":
             return None
-        if route == "write" and n == 3 and parts[1] == "v1":
+        if route == "write" and n == 3 and parts[1] == "v1" and not environ.get("QUERY_STRING"):
             body = self.body(environ)
             return body if isinstance(body, Reply) or body is None else api.guarded(api.write, body)
         if route == "mumt_query" and n == 6:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
 from psd.model import (
     MAX_ID,
+    MAX_POINTS_PER_MESSAGE,
     parse_atid,
     parse_count,
     parse_count_thing,
@@ -32,6 +33,8 @@ from psd.timebuckets import MAX_TS
 MAX_THINGS = 64
 
 Form = Mapping[str, str]
+#: Hands a task (name, keyword arguments) to the queue; raises StoreError if it cannot.
+Enqueue = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +101,10 @@ def mumt_data(
 class Api:
     """The original's v1/v2 routes, plus ``POST /v1/count``, over one store."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, enqueue: Enqueue | None = None) -> None:
         self.store = store
         self.settings = settings
+        self.enqueue = enqueue
 
     def guarded(self, handler: Callable[..., Reply], *args: Any) -> Reply:
         """Run a handler; psd's errors become their HTTP answers."""
@@ -122,6 +126,37 @@ class Api:
             raise WriteRejected(exc.message, exc.field) from exc
         self.store.write_metric(point)
         return text("ok")
+
+    def write_async(self, body: bytes) -> Reply:
+        """``POST /v1/write?async=1``: one point or a JSON array of points, validated here
+        (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``.
+        An array travels as one ``psd.write_metrics`` message."""
+        try:
+            data = decode_json(body)
+            many = isinstance(data, list)
+            points = data if many else [data]
+            if many and not points:
+                raise InvalidInput("an empty list of points")
+            if len(points) > MAX_POINTS_PER_MESSAGE:
+                raise TooLarge(f"at most {MAX_POINTS_PER_MESSAGE} points a request")
+            parsed = []
+            for n, point in enumerate(points):
+                try:
+                    parsed.append(asdict(parse_metric(point)))
+                except InvalidInput as exc:
+                    where = f"[{n}]: " if many else ""
+                    raise InvalidInput(f"{where}{exc.message}", exc.field) from exc
+        except TooLarge:
+            raise
+        except InvalidInput as exc:
+            raise WriteRejected(exc.message, exc.field) from exc
+        if self.enqueue is None:
+            raise StoreError("no queue is configured for asynchronous writes")
+        if many:
+            self.enqueue("psd.write_metrics", {"points": parsed})
+        else:
+            self.enqueue("psd.write_metric", parsed[0])
+        return as_json({"queued": len(parsed)}, 202)
 
     def count(self, body: bytes) -> Reply:
         self.store.write_count(parse_count(decode_json(body)))

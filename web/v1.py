@@ -16,7 +16,10 @@ def ping() -> Response:
 
 @bp.post("/v1/write")
 def write() -> Response:
-    return respond(api().write(request.get_data(cache=False)))
+    body = request.get_data(cache=False)
+    if request.args.get("async", "0") not in ("", "0", "false"):
+        return respond(api().write_async(body))
+    return respond(api().write(body))
 
 
 @bp.post("/v1/count")

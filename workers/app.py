@@ -21,15 +21,18 @@ TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count")
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from psd's."""
     broker = settings.broker_url or settings.redis_url
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.broker_visibility_timeout,
+        # look for messages of dead workers every few seconds, not every ~100 s
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+    if broker.startswith("amqp"):
+        transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
     return {
         "broker_url": broker or None,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": settings.broker_visibility_timeout,
-            # look for messages of dead workers every few seconds, not every ~100 s
-            "unacked_restore_interval": 5,
-            "unacked_restore_throttle": 1,
-        },
+        "broker_transport_options": transport,
         "task_default_queue": settings.queue,
         "task_routes": {name: {"queue": settings.queue} for name in TASK_NAMES},
         "task_serializer": "json",

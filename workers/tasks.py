@@ -24,11 +24,14 @@ from psd import dlq
 from psd.config import Settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
-from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
+from psd.model import (
+    MAX_POINTS_PER_MESSAGE,
+    CountPoint,
+    MetricPoint,
+    parse_count,
+    parse_metric,
+)
 from workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
-
-#: Most points one psd.write_metrics message may carry.
-MAX_POINTS = 10_000
 
 
 @dataclass
@@ -65,8 +68,8 @@ def _metrics(request: SimpleRequest) -> Parsed:
     points = fields.get("points")
     if set(fields) != {"points"} or not isinstance(points, list):
         raise InvalidInput("takes one argument, points: a list of metric points", "points")
-    if len(points) > MAX_POINTS:
-        raise InvalidInput(f"at most {MAX_POINTS} points a message", "points")
+    if len(points) > MAX_POINTS_PER_MESSAGE:
+        raise InvalidInput(f"at most {MAX_POINTS_PER_MESSAGE} points a message", "points")
     parsed = Parsed()
     for n, point in enumerate(points):
         try:
