@@ -122,7 +122,7 @@ def main() -> None:
                 "no-op task, single messages",
                 lambda: [
                     noop.apply_async(kwargs=fields(i), queue=queue + "-noop") for i in range(n)
-                ],  # fmt: skip
+                ],
                 lambda: int(store.redis.get("bench:noop") or 0) >= n,
                 n,
             )
@@ -147,7 +147,7 @@ def main() -> None:
                         points=[fields(n + m * 100 + i) for i in range(100)]
                     )
                     for m in range(args.bulk)
-                ],  # fmt: skip
+                ],
                 lambda: applied(store) >= total,
                 args.bulk * 100,
             )
