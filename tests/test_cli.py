@@ -106,3 +106,34 @@ def test_psd_worker_says_what_it_needs() -> None:
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2
     assert "PSD_REDIS_URL" in result.stderr
+
+
+def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
+    from psd import dlq
+    from psd.store import Store
+
+    store = Store.from_url(redis_url)
+    store.redis.flushdb()
+    good = {"thing": "steps", "uid": 9, "atid": 1, "aid": 1, "value": 2, "ts1": 1496539746,
+            "ts2": 1496539746, "mode": "increment"}  # fmt: skip
+    dlq.add(store.redis, [dlq.DeadLetter("metric", good, "store down", "psd.write_metric", "d1"),
+                          dlq.DeadLetter("message", "{oops", "not JSON", "nsq")])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env["PSD_REDIS_URL"] = redis_url
+
+    def psd(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "psd.cli", "dlq", *args], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = psd("list")
+    assert "store down" in listed and "not JSON" in listed and "2 in the list" in listed
+    assert [json.loads(line)["source"] for line in psd("list", "--json").splitlines()] == [
+        "psd.write_metric",
+        "nsq",
+    ]
+    assert "applied 1, still dead 1" in psd("retry")
+    assert store.sum(9, "steps", None, 1496539746, 1496539746) == 2
+    assert "deleted 1" in psd("purge", "--yes")
+    assert dlq.count(store.redis) == 0
