@@ -28,6 +28,7 @@ from pathlib import Path
 
 import redis
 from celery import Celery
+from kombu import Connection
 
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
@@ -155,6 +156,9 @@ def main() -> None:
             proc.terminate()
             proc.wait()
 
+        with Connection(broker) as conn, conn.channel() as channel:  # leave no queue behind
+            for name in (queue, queue + "-noop"):
+                channel.queue_delete(name)
         store.redis.flushdb()
         points = [MetricPoint(**fields(i)) for i in range(args.bulk * 100)]  # type: ignore[arg-type]
         t0 = time.perf_counter()

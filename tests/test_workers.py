@@ -229,13 +229,22 @@ def test_dead_letters_can_be_retried_once_fixed(store: Store) -> None:
     assert dlq.count(store.redis) == 0
 
 
-def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, redis_url: str) -> None:
+@pytest.fixture
+def spare_queue(broker_url: str) -> Iterator[str]:
+    """A queue name of a test's own, deleted afterwards (a shared broker keeps queues)."""
+    name = f"psd-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    with Connection(broker_url) as conn, conn.channel() as channel:
+        channel.queue_delete(name)
+
+
+def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, spare_queue: str) -> None:
     """The store goes away while messages flow; the worker retries, hands the batch back to
     the broker, and once the store is back every point counts exactly once."""
     with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as first:
         port = first.port
         settings = Settings(redis_url=first.url, broker_url=broker_url,
-                            queue=f"psd-test-{uuid.uuid4().hex[:8]}", batch_ms=50,
+                            queue=spare_queue, batch_ms=50,
                             write_retry_seconds=1, broker_visibility_timeout=3)  # fmt: skip
         app = make_app(settings)
         store = Store.from_url(first.url, settings)
