@@ -180,17 +180,27 @@ class Store:
         """Apply one metric point atomically."""
         return self.write_metrics([point], [delivery] if delivery else None)[0]
 
-    def _run_calls(self, plan: Calls, queue: Callable[[list[int], Any], Any]) -> list[Any]:
+    def _run_calls(
+        self,
+        plan: Calls,
+        queue: Callable[[list[int], Any], Any],
+        per_point: Callable[[Any], list[Any]],
+    ) -> list[Any]:
         """Run the planned script calls, ``queue(indexes, client)`` queueing one: a single
         call goes alone (a pipeline's SCRIPT EXISTS would cost a round trip), more are
-        pipelined in one round trip."""
+        pipelined in one round trip. Returns each point's result, in the points' order,
+        ``per_point`` splitting a call's reply."""
         if len(plan.calls) == 1:
-            return [queue(plan.calls[0], self.redis)]
-        pipe = self.redis.pipeline(transaction=False)
-        for indexes in plan.calls:
-            queue(indexes, pipe)
-        replies: list[Any] = pipe.execute()
-        return replies
+            replies = [queue(plan.calls[0], self.redis)]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for indexes in plan.calls:
+                queue(indexes, pipe)
+            replies = pipe.execute()
+        results: dict[int, Any] = {}
+        for indexes, reply in zip(plan.calls, replies, strict=True):
+            results.update(zip(indexes, per_point(reply), strict=True))
+        return [results[i] for i in range(len(results))]
 
     def write_metrics(
         self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
@@ -208,12 +218,7 @@ class Store:
             return self._apply_metrics(batch, [plan.deliveries[i] for i in indexes], client)
 
         with redis_errors("write"):
-            replies = self._run_calls(plan, queue)
-        results: list[WriteResult] = [WriteResult("ok", 0)] * len(points)
-        for indexes, flat in zip(plan.calls, replies, strict=True):
-            for i, result in zip(indexes, self._results(flat), strict=True):
-                results[i] = result
-        return results
+            return self._run_calls(plan, queue, self._results)
 
     def write_counts(
         self, points: Sequence[CountPoint], deliveries: Sequence[str] | None = None
@@ -240,12 +245,7 @@ class Store:
             return self.scripts.write_count(keys, args, client=client)
 
         with redis_errors("count write"):
-            replies = self._run_calls(plan, queue)
-        applied = [True] * len(points)
-        for indexes, flags in zip(plan.calls, replies, strict=True):
-            for i, flag in zip(indexes, flags, strict=True):
-                applied[i] = bool(flag)
-        return applied
+            return self._run_calls(plan, queue, lambda flags: [bool(f) for f in flags])
 
     def write_count(self, point: CountPoint, delivery: str = "") -> bool:
         return self.write_counts([point], [delivery] if delivery else None)[0]

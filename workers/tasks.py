@@ -80,18 +80,32 @@ def _metrics(request: SimpleRequest) -> Parsed:
     return parsed
 
 
+#: The kind of dead letter a whole message of each task makes (psd/dlq.py can retry points).
+LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
+
+
+def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
+    """A dead letter of a whole message: its point's fields when it had the shape of one."""
+    fields = {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
+    if request.args or request.name not in LETTER_KIND:
+        payload = {"args": list(request.args or ()), "kwargs": fields}
+        return DeadLetter("message", payload, reason, request.name, delivery)
+    return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
+
+
 def apply_batch(
     task: PointBatches,
     requests: Sequence[SimpleRequest],
     parse: Callable[[SimpleRequest], Parsed],
 ) -> Outcomes:
     """Validate every message, keep the invalid ones as dead letters, apply the valid points
-    in one store call (retrying while Redis is unreachable), and say what to do with each."""
+    in one store call (retrying while Redis is unreachable), and say what to do with each:
+    ACK once all it held is applied or kept, REJECT poison already kept, else REQUEUE."""
     store, settings = task.app.psd.store, task.app.psd.settings
     outcomes: Outcomes = {}
     dead: list[DeadLetter] = []
-    poisoned: list[str] = []
-    applying: list[str] = []
+    with_dead: set[str] = set()
+    with_points: set[str] = set()
     metrics: list[MetricPoint] = []
     metric_keys: list[str] = []
     counts: list[CountPoint] = []
@@ -106,17 +120,12 @@ def apply_batch(
         try:
             parsed = parse(request)
         except InvalidInput as exc:
-            payload = {"args": list(request.args or ()), "kwargs": request.kwargs or {}}
-            kind = "message" if request.name == "psd.write_metrics" else _kind(request.name)
-            dead.append(DeadLetter(kind, _point_payload(request, kind, payload), str(exc),
-                                   request.name, delivery))  # fmt: skip
-            poisoned.append(request.id)
-            continue
-        dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
+            parsed = Parsed(dead=[_letter(request, str(exc), delivery)])
         if parsed.dead:
-            poisoned.append(request.id)
+            dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
+            with_dead.add(request.id)
         if parsed.metrics or parsed.counts:
-            applying.append(request.id)
+            with_points.add(request.id)
         for point in parsed.metrics:
             metrics.append(point)
             metric_keys.append(delivery if point.mode == "increment" else "")
@@ -130,24 +139,11 @@ def apply_batch(
         store.write_metrics(metrics, metric_keys)
         store.write_counts(counts, count_keys)
 
-    applied = not applying or with_retries(write, patience, f"{len(requests)} messages")
-    for request_id in poisoned:
-        outcomes[request_id] = REJECT if kept else REQUEUE
-    for request_id in applying:
-        whole = kept or request_id not in poisoned
-        outcomes[request_id] = ACK if applied and whole else REQUEUE
+    applied = not with_points or with_retries(write, patience, f"{len(requests)} messages")
+    for request_id in with_dead | with_points:
+        done = (kept or request_id not in with_dead) and (applied or request_id not in with_points)
+        outcomes[request_id] = (ACK if request_id in with_points else REJECT) if done else REQUEUE
     return outcomes
-
-
-def _kind(task_name: str) -> str:
-    return "count" if task_name == "psd.write_count" else "metric"
-
-
-def _point_payload(request: SimpleRequest, kind: str, raw: dict[str, Any]) -> Any:
-    """A letter of one point keeps the point's fields (so ``psd dlq retry`` can read them)."""
-    if kind in ("metric", "count") and not request.args:
-        return {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
-    return raw
 
 
 def register_tasks(app: Celery, settings: Settings) -> None:
