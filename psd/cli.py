@@ -132,13 +132,18 @@ def _need_store(settings: Settings, what: str) -> None:
         raise click.UsageError(f"{what} needs the store's Redis: set PSD_REDIS_URL")
 
 
-def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
-    """Run ``celery -A workers.app <command> <args>`` with psd's settings in its environment."""
-    settings = _settings(ctx)
-    env = dict(os.environ, PSD_REDIS_URL=settings.redis_url)
+def _child_env(ctx: click.Context) -> dict[str, str]:
+    """The environment of a child process: ours, with psd's store and settings file."""
+    env = dict(os.environ, PSD_REDIS_URL=_settings(ctx).redis_url)
     if ctx.parent and ctx.parent.params.get("config"):
         env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
-    sys.exit(run_child([sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args], env))
+    return env
+
+
+def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
+    """Run ``celery -A workers.app <command> <args>`` with psd's settings in its environment."""
+    command_line = [sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args]
+    sys.exit(run_child(command_line, _child_env(ctx)))
 
 
 @main.command(context_settings=PASS_THROUGH)
@@ -159,6 +164,15 @@ def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
     """Flower, the web monitor of the workers and their tasks (``--port 5555`` by default).
     Arguments go to ``celery flower`` as they are."""
     _celery(ctx, flower_args, "flower")
+
+
+@main.command(name="nsq-bridge")
+@click.pass_context
+def nsq_bridge(ctx: click.Context) -> None:
+    """Bridge the original's NSQ stream (topic PSD_NSQ_TOPIC, channel PSD_NSQ_CHANNEL) into
+    psd's write tasks; a message is FINished once the broker has its task."""
+    _need_store(_settings(ctx), "psd nsq-bridge")
+    sys.exit(run_child([sys.executable, "-m", "workers.nsq_bridge"], _child_env(ctx)))
 
 
 @main.group()

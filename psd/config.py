@@ -77,6 +77,16 @@ class Settings:
     nsqlookupds: tuple[str, ...] = _doc(
         "nsqlookupd HTTP addresses of the original's NSQ stream.", default=("localhost:4161",)
     )
+    nsqd_tcp_addresses: tuple[str, ...] = _doc(
+        "nsqd TCP addresses psd nsq-bridge connects to directly (instead of nsqlookupds).",
+        default=(),
+    )
+    nsq_topic: str = _doc("NSQ topic psd nsq-bridge consumes.", default="psd")
+    nsq_channel: str = _doc("NSQ channel psd nsq-bridge consumes on.", default="psd")
+    nsq_max_in_flight: int = _doc(
+        "Messages psd nsq-bridge holds at once (published, waiting for the broker's confirm).",
+        default=200,
+    )
     max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
     max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
     web_server: str = _doc(
