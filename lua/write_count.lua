@@ -6,11 +6,14 @@
 -- ARGV[1] msgpack list of points {value, children, expires, delivery}: children = its year
 --         (in root), month (in year), day and hour (in month), minute and second (in hour),
 --         each in the field child * 10 (see psd/keys.py); expires = Unix time each hash
---         expires at, 0 = never; delivery = the key of the delivery it came in, "" = none
+--         expires at (psd/retention.py), 0 = never: set when a field is added, and a hash
+--         already past it is not written; delivery = the key of the delivery it came in,
+--         "" = none
 -- ARGV[2..4] now, window, cutoff of once.lua
 -- Returns per point 1 if applied, 0 if its delivery was applied before.
 local points = cmsgpack.unpack(ARGV[1])
 local once = {ARGV[2], ARGV[3], ARGV[4]}
+local now = ARGV[2] + 0
 local HASH_OF_CHILD = {1, 2, 3, 3, 4, 4}
 local PER_POINT = 5
 
@@ -23,13 +26,18 @@ for n = 1, #points do
   if delivery ~= '' and applied_before(KEYS[k + 5], delivery, once) then
     out[n] = 0
   else
+    local fresh = {}  -- hash number -> a field of it was added
     for c = 1, 6 do
       local j = HASH_OF_CHILD[c]
-      local key, expire_at = KEYS[k + j], expires[j]
-      if redis.call('HINCRBY', key, children[c] * 10, value) == value and expire_at > 0 then
-        redis.call('EXPIREAT', key, expire_at, 'NX')
-        if j == 1 then redis.call('EXPIREAT', key, expire_at, 'GT') end
+      local expire_at = expires[j]
+      if expire_at == 0 or expire_at > now then
+        local n = redis.call('HINCRBY', KEYS[k + j], children[c] * 10, value)
+        if n == value and expire_at > 0 then fresh[j] = true end
       end
+    end
+    for j, _ in pairs(fresh) do
+      redis.call('EXPIREAT', KEYS[k + j], expires[j], 'NX')
+      if j == 1 then redis.call('EXPIREAT', KEYS[k + j], expires[j], 'GT') end
     end
     out[n] = 1
   end

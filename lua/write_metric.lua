@@ -21,17 +21,20 @@
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
 --           and hour (in month), each counted in the slot child * 10 + thing, field
 --           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
---           counter hash expires at, 0 = never; thing = the thing's number; delivery =
---           the key of the delivery the point came in, "" = none (applied whatever came
---           before)
+--           counter hash expires at (psd/retention.py), 0 = never: set when a field is
+--           added, and a hash already past it is not written; thing = the thing's number;
+--           delivery = the key of the delivery the point came in, "" = none (applied
+--           whatever came before)
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
--- "stale" (ts2 older than a change already recorded for this activity: a late update) or
--- "duplicate" (its delivery was applied before).
+-- "stale" (ts2 older than a change already recorded for this activity: a late update; or
+-- the update needs detail that compaction dropped, psd/maintenance.py) or "duplicate" (its
+-- delivery was applied before).
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
 local once = {ARGV[3], ARGV[4], ARGV[5]}
+local now = ARGV[3] + 0
 local HASH_OF_CHILD = {1, 2, 3, 3}
 local PER_POINT = 9
 
@@ -47,7 +50,7 @@ local function hour_slot(summary, h)
 end
 
 -- the changes of the given hours, hour -> {ts, amount, atid, ...} (a single change is
--- read from the summary)
+-- read from the summary); nil if compaction dropped one of them
 local function load_hours(acts, id, summary, hours)
   local chunks = {}
   if summary[4] == 1 then
@@ -64,7 +67,8 @@ local function load_hours(acts, id, summary, hours)
   if #fields > 0 then
     local vals = redis.call('HMGET', acts, unpack(fields))
     for i = 1, #fields do
-      if vals[i] then chunks[wanted[i]] = cmsgpack.unpack(vals[i]) end
+      if not vals[i] then return nil end
+      chunks[wanted[i]] = cmsgpack.unpack(vals[i])
     end
   end
   return chunks
@@ -137,16 +141,23 @@ end
 
 local function add_to_counters(k, p, delta)
   local atid, children, expires, thing = p[3], p[7], p[8], p[9]
+  local fresh = {}  -- hash number -> a field of it was added
   for c = 1, 4 do
     local j = HASH_OF_CHILD[c]
-    local key, typed_key, expire_at = KEYS[k + 2 + j], KEYS[k + 5 + j], expires[j]
-    local slot = children[c] * 10 + thing
-    local n = redis.call('HINCRBY', key, slot, delta)
-    local m = redis.call('HINCRBY', typed_key, slot .. ':' .. atid, delta)
-    if expire_at > 0 then
-      if n == delta then expire_new(key, expire_at, j == 1) end
-      if m == delta then expire_new(typed_key, expire_at, j == 1) end
+    local expire_at = expires[j]
+    if expire_at == 0 or expire_at > now then
+      local slot = children[c] * 10 + thing
+      local n = redis.call('HINCRBY', KEYS[k + 2 + j], slot, delta)
+      local m = redis.call('HINCRBY', KEYS[k + 5 + j], slot .. ':' .. atid, delta)
+      if expire_at > 0 then
+        if n == delta then fresh[j] = true end
+        if m == delta then fresh[j + 3] = true end
+      end
     end
+  end
+  for j, _ in pairs(fresh) do
+    local hash = (j - 1) % 3 + 1
+    expire_new(KEYS[k + 2 + j], expires[hash], hash == 1)
   end
 end
 
@@ -194,6 +205,7 @@ local function apply(k, p)
     local hours = {hour_of(ts2)}
     if mode == 'd' then hours[2] = hour_of(ts1) end
     chunks = load_hours(acts, id, summary, hours)
+    if chunks == nil then return 'stale', 0 end
     if mode == 'd' then delta = value - window_sum(summary, chunks, ts1, ts2) end
   end
   if delta == 0 then return 'same', 0 end

@@ -37,17 +37,57 @@ class Settings:
     )
     bind: str = _doc("HOST:PORT the HTTP API listens on.", default="127.0.0.1:1155")
     expire: int = _doc(
-        "Seconds a metric counter hash lives after the end of its bucket (0 = forever); "
-        "the original's 90 days.",
+        "Retention of every level of metrics not given its own below: seconds a bucket is "
+        "kept after it ends (0 = forever); the original's 90 days.",
         default=90 * DAY,
+    )
+    retention_minute: int = _doc(
+        "Seconds the detail inside an hour (each change to the second, for partial hours at "
+        "a range's edges) is kept after its hour ends; -1 = expire, 0 = forever.",
+        default=-1,
+    )
+    retention_hour: int = _doc(
+        "Seconds hourly sums are kept after their day ends; -1 = expire, 0 = forever.",
+        default=-1,
+    )
+    retention_day: int = _doc(
+        "Seconds daily sums are kept after their month ends; -1 = expire, 0 = forever.",
+        default=-1,
+    )
+    retention_month: int = _doc(
+        "Seconds monthly sums are kept after their year ends; -1 = expire, 0 = forever.",
+        default=-1,
+    )
+    retention_year: int = _doc(
+        "Seconds yearly sums are kept after the user's newest year ends; -1 = expire, 0 = forever.",
+        default=-1,
     )
     count_expire: int = _doc(
-        "Seconds a count hash lives after the end of its bucket (0 = forever).", default=30 * DAY
+        "Seconds a count hash is kept after its bucket ends (0 = forever).", default=30 * DAY
     )
     state_expire: int = _doc(
-        "Seconds a user's activity state (per thing) lives after their newest activity began "
+        "Seconds an activity's record (its type, for _atids) is kept after its last change "
         "(0 = forever).",
         default=90 * DAY,
+    )
+    update_horizon: int = _doc(
+        "Seconds after its last change an activity may still be updated: compaction then "
+        "drops its detail older than retention_minute (a later update needing it is stale).",
+        default=7 * DAY,
+    )
+    retention_every: int = _doc(
+        "Seconds between runs of the retention beat task (applies the policy, repairs keys "
+        "without expiry).",
+        default=3600,
+    )
+    compaction_every: int = _doc(
+        "Seconds between runs of the compaction beat task (zero fields, old activity detail).",
+        default=3600,
+    )
+    maintenance_keys_per_run: int = _doc(
+        "Keys one run of a beat task looks at; the next run goes on from there (its cursor "
+        "is kept in Redis).",
+        default=100_000,
     )
     broker_url: str = _doc(
         "Celery broker URL (redis://... or amqp://...); empty: the store's Redis.", default=""
@@ -163,4 +203,33 @@ def load_settings(
     for name, allowed in _CHOICES.items():
         if name in coerced and coerced[name] not in allowed:
             raise InvalidInput(f"must be one of {', '.join(allowed)}", name)
-    return replace(base, **coerced)
+    settings = replace(base, **coerced)
+    check_retention(settings)
+    return settings
+
+
+RETENTION_LEVELS = ("minute", "hour", "day", "month", "year")
+
+
+def retention_of(settings: Settings) -> dict[str, int]:
+    """Seconds each metric level is kept after its bucket ends (0 = forever)."""
+    out = {}
+    for level in RETENTION_LEVELS:
+        value = getattr(settings, f"retention_{level}")
+        out[level] = settings.expire if value == -1 else value
+    return out
+
+
+def check_retention(settings: Settings) -> None:
+    """Finer levels may not outlive coarser ones: a range's edges are answered from the
+    finest level still kept, and everything inside from coarser ones."""
+    for name in ("expire", "count_expire", "state_expire", "update_horizon"):
+        if getattr(settings, name) < 0:
+            raise InvalidInput("must be 0 (forever) or more seconds", name)
+    previous = 0
+    for level, seconds in retention_of(settings).items():
+        if seconds < 0:
+            raise InvalidInput("must be -1 (expire), 0 (forever) or more", f"retention_{level}")
+        if seconds and (previous == -1 or seconds < previous):
+            raise InvalidInput("may not be shorter than a finer level's", f"retention_{level}")
+        previous = seconds or -1  # -1: a finer level is kept forever

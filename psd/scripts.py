@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 from redis.commands.core import Script
 
-NAMES = ("write_metric", "write_count", "sum")
+NAMES = ("write_metric", "write_count", "sum", "maintain")
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
 
 
@@ -48,3 +48,4 @@ class Scripts:
         self.write_metric: Script = client.register_script(source("write_metric"))
         self.write_count: Script = client.register_script(source("write_count"))
         self.sum: Script = client.register_script(source("sum"))
+        self.maintain: Script = client.register_script(source("maintain"))

@@ -35,6 +35,7 @@ from psd.keys import (
     read_plan,
 )
 from psd.model import THINGS, CountPoint, MetricPoint
+from psd.retention import Answerable, Policy, answerable, expiries
 from psd.scripts import Scripts
 
 WriteStatus = Literal["ok", "same", "stale", "duplicate"]
@@ -76,6 +77,9 @@ class UserResult:
 
     sums: dict[str, int]
     activities: dict[str, str] = field(default_factory=dict)
+    #: Set when the range reached past the finest detail kept (psd/retention.py): the wider
+    #: range the sums cover.
+    widened: Answerable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +134,14 @@ class Store:
         self.settings = settings or Settings()
         self.scripts = Scripts(client)
         self._clock = clock
+        self.metric_policy = Policy.metrics(self.settings)
+        self.count_policy = Policy.counts(self.settings)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Store:
         return cls(redis.Redis.from_url(url), settings)
 
     # ---- writes ----
-
-    def _expires(self, bucket_ends: tuple[int, ...], retention: int, now: int) -> list[int]:
-        """A bucket lives ``retention`` seconds past its end; a late write into an old bucket
-        still gets ``retention`` from now (as the original's sliding expiry did)."""
-        if not retention:
-            return [0] * len(bucket_ends)
-        return [max(end, now) + retention for end in bucket_ends]
 
     def _once_args(self, now: int) -> list[Any]:
         """now, window and cutoff of lua/once.lua."""
@@ -164,7 +163,7 @@ class Store:
             keys += [prefix + TYPED + suffix for suffix in target.suffixes]
             keys.append(prefix + ONCE)
             mode = "d" if p.mode == "diffadd" else "i"
-            expires = self._expires(target.bucket_ends, self.settings.expire, now)
+            expires = expiries(self.metric_policy, target.bucket_ends)
             payload.append(
                 [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
                  p.thing_id, delivery]
@@ -239,7 +238,7 @@ class Store:
                 prefix = count_prefix(point.thing)
                 keys += [prefix + suffix for suffix in target.suffixes]
                 keys.append(prefix + ONCE)
-                expires = self._expires(target.bucket_ends, self.settings.count_expire, now)
+                expires = expiries(self.count_policy, target.bucket_ends)
                 payload.append([point.value, target.children, expires, plan.deliveries[i]])
             args = [msgpack.packb(payload), *self._once_args(now)]
             return self.scripts.write_count(keys, args, client=client)
@@ -312,17 +311,32 @@ class Store:
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
         series: list[Series] = []
-        for user in users:
-            span = (user.t1, user.t2)
-            plan_no = plan_numbers.get(span)
+        widened: dict[int, Answerable] = {}
+        now = int(self._clock())
+        for n, user in enumerate(users):
+            span = self.answerable(user.t1, user.t2, now)
+            if not span.exact:
+                widened[n] = span
+            plan_no = plan_numbers.get((span.t1, span.t2))
             if plan_no is None:
-                plan_no = plan_numbers[span] = len(plans)
-                plans.append(read_plan(user.t1, user.t2))
+                plan_no = plan_numbers[span.t1, span.t2] = len(plans)
+                plans.append(read_plan(span.t1, span.t2))
             with_state = with_activities or bool(plans[plan_no].windows)
             series.append(Series(plan_no, metric_prefix(user.uid), with_state))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(plans, series, thing_ids, with_activities, atid)
-        return [self._user_result(things, known, reply, with_activities) for reply in replies]
+        results = [self._user_result(things, known, reply, with_activities) for reply in replies]
+        for n, span in widened.items():
+            results[n].widened = span
+        return results
+
+    def answerable(
+        self, t1: int, t2: int, now: int | None = None, counts: bool = False
+    ) -> Answerable:
+        """The range a read of ``[t1, t2]`` answers under the retention policy: the same, or
+        wider where the finest detail at an edge is gone (psd/retention.py)."""
+        policy = self.count_policy if counts else self.metric_policy
+        return answerable(policy, t1, t2, int(self._clock()) if now is None else now)
 
     @staticmethod
     def _user_result(
@@ -343,11 +357,13 @@ class Store:
         return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
-        """Global counters summed over ``[t1, t2]``, in one round trip."""
+        """Global counters summed over ``[t1, t2]`` (widened where the finest detail has gone:
+        :meth:`answerable` says how), in one round trip."""
         series = [Series(0, count_prefix(thing), False) for thing in things]
         if not series:
             return []
-        replies = self._run_sum([count_plan(t1, t2)], series, (0,), False, None)
+        span = self.answerable(t1, t2, counts=True)
+        replies = self._run_sum([count_plan(span.t1, span.t2)], series, (0,), False, None)
         return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
 
     def count(self, thing: str, t1: int, t2: int) -> int:

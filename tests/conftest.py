@@ -51,7 +51,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings()
+    """Keep everything: the suite writes the original's 2016 test points, long past the
+    default retention (tests/test_retention.py covers retention)."""
+    return Settings(expire=0, count_expire=0)
 
 
 @pytest.fixture

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from psd.embedded import free_port
 
+#: A recent instant: these processes run with the default retention (90 days).
+NOW = int(time.time()) // 60 * 60
+
 
 def _get(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> str:
     request = urllib.request.Request(url, data=data, headers=headers or {})
@@ -51,11 +54,11 @@ def test_psd_web_runs_on_the_embedded_store_and_stops_cleanly(tmp_path: Path) ->
         descendants += [g for c in descendants for g in _children(c)]
         assert descendants, "expected a store and a web server process"
         body = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10,
-                "ts1": 1496539746, "ts2": 1496539747}  # fmt: skip
+                "ts1": NOW, "ts2": NOW + 1}  # fmt: skip
         headers = {"Content-Type": "application/json"}
         assert _get(url + "/v1/write", json.dumps(body).encode(), headers) == "ok"
         form = b"things=steps&ids=1"
-        answer = _get(url + "/v1/mumt_query/all/1496539746/1496539747", form)
+        answer = _get(url + f"/v1/mumt_query/all/{NOW}/{NOW + 1}", form)
         assert json.loads(answer) == {"data": {"1": {"steps": 10, "_atids": [2]}}}
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -83,10 +86,10 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
     sender = Celery(broker=broker)  # a service that does not import psd's tasks
     try:
         point = {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 3,
-                 "ts1": 1496539746, "ts2": 1496539746}  # fmt: skip
+                 "ts1": NOW, "ts2": NOW}  # fmt: skip
         sender.send_task("psd.write_metric", kwargs=point, queue="psd-cli-test")
         deadline = time.monotonic() + 30
-        while store.sum(5, "steps", None, 1496539746, 1496539746) != 3:
+        while store.sum(5, "steps", None, NOW, NOW) != 3:
             assert proc.poll() is None, "psd worker exited early"
             assert time.monotonic() < deadline, "the task was not applied"
             time.sleep(0.1)
@@ -114,8 +117,8 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
 
     store = Store.from_url(redis_url)
     store.redis.flushdb()
-    good = {"thing": "steps", "uid": 9, "atid": 1, "aid": 1, "value": 2, "ts1": 1496539746,
-            "ts2": 1496539746, "mode": "increment"}  # fmt: skip
+    good = {"thing": "steps", "uid": 9, "atid": 1, "aid": 1, "value": 2, "ts1": NOW,
+            "ts2": NOW, "mode": "increment"}  # fmt: skip
     dlq.add(store.redis, [dlq.DeadLetter("metric", good, "store down", "psd.write_metric", "d1"),
                           dlq.DeadLetter("message", "{oops", "not JSON", "nsq")])  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
@@ -134,6 +137,6 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
         "nsq",
     ]
     assert "applied 1, still dead 1" in psd("retry")
-    assert store.sum(9, "steps", None, 1496539746, 1496539746) == 2
+    assert store.sum(9, "steps", None, NOW, NOW) == 2
     assert "deleted 1" in psd("purge", "--yes")
     assert dlq.count(store.redis) == 0

@@ -75,7 +75,7 @@ def test_a_redelivered_count_counts_once(store: Store) -> None:
 
 def test_a_delivery_is_forgotten_after_the_window(redis_client: redis.Redis) -> None:
     now = [1_700_000_000.0]
-    store = Store(redis_client, Settings(idempotency_window=60), clock=lambda: now[0])
+    store = Store(redis_client, Settings(idempotency_window=60, expire=0), clock=lambda: now[0])
     store.write_metric(increment(1, 5), "late")
     now[0] += 30
     assert store.write_metric(increment(1, 5), "late").status == "duplicate"

@@ -9,6 +9,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
@@ -156,13 +157,6 @@ def test_counts(store: Store) -> None:
     assert store.counts(["newsignup", "other"], 0, 2000000000) == [8, 0]
 
 
-def test_keys_expire_after_their_bucket(redis_client: redis.Redis, store: Store) -> None:
-    ts = 1458061005
-    store.write_metric(MetricPoint("points", 1, 3, 1, 5, ts, ts))
-    ttls = {k.decode(): redis_client.ttl(k) for k in redis_client.keys("*")}
-    assert ttls and all(ttl > 0 for ttl in ttls.values()), ttls
-
-
 def test_scripts_reload_themselves_after_a_flush(redis_client: redis.Redis, store: Store) -> None:
     """The original's mu_query answered empty results after a Redis restart."""
     store.write_metric(MetricPoint("points", 1, 3, 1, 5, 1458061005, 1458061005))
@@ -213,8 +207,10 @@ def test_concurrent_updates_of_one_activity_never_double_count(redis_url: str) -
     values = list(range(1, 201))
     random.Random(3).shuffle(values)
 
+    keep = Settings(expire=0)
+
     def send(chunk: list[int]) -> None:
-        store = Store.from_url(redis_url)
+        store = Store.from_url(redis_url, keep)
         for v in chunk:
             store.write_metric(MetricPoint("steps", 9, 1, 77, v, base, base + v))
 
@@ -223,7 +219,7 @@ def test_concurrent_updates_of_one_activity_never_double_count(redis_url: str) -
         thread.start()
     for thread in threads:
         thread.join()
-    assert Store.from_url(redis_url).sum(9, "steps", None, base, base + 400) == 200
+    assert Store.from_url(redis_url, keep).sum(9, "steps", None, base, base + 400) == 200
 
 
 def test_an_index_entry_without_state_is_skipped(redis_client: redis.Redis, store: Store) -> None:

@@ -94,6 +94,8 @@ def worker_settings(store_server: EmbeddedServer, broker_url: str) -> Iterator[S
         batch_ms=50,
         write_retry_seconds=1,
         broker_visibility_timeout=3,
+        expire=0,  # the 2016 points of these tests are kept
+        count_expire=0,
     )
     yield settings
     # leave no queue behind on a shared broker
@@ -245,7 +247,8 @@ def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, spare_
         port = first.port
         settings = Settings(redis_url=first.url, broker_url=broker_url,
                             queue=spare_queue, batch_ms=50,
-                            write_retry_seconds=1, broker_visibility_timeout=3)  # fmt: skip
+                            write_retry_seconds=1, broker_visibility_timeout=3,
+                            expire=0)  # fmt: skip
         app = make_app(settings)
         store = Store.from_url(first.url, settings)
         with running_worker(app):
@@ -286,6 +289,7 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
         PSD_QUEUE=settings.queue,
         PSD_BATCH_MS="50",
         PSD_BROKER_VISIBILITY_TIMEOUT="2",
+        PSD_EXPIRE="0",  # the 2016 points of these tests are kept
     )
     command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
                "--queues", settings.queue, "--loglevel", "WARNING"]  # fmt: skip

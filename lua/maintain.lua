@@ -1,0 +1,137 @@
+#!lua flags=allow-cross-slot-keys
+-- maintain.lua: one step of the beat tasks (psd/maintenance.py) over a batch of keys, each
+-- job atomic against concurrent writes (which is why this is a script: a field read as zero
+-- in Python could be written again before it is deleted).
+--
+-- KEYS    the keys of the jobs, in order: one per counter hash, two (acts, idx) per state
+-- ARGV[1] msgpack list of jobs:
+--           {"h", expire_at, first_kept_hour}  a counter hash: its expiry (0 = never, -1 =
+--             leave it), and hour fields (children >= 100 of a month hash) below child
+--             first_kept_hour are dropped (0 = none)
+--           {"r", retention}  a root hash: expires `retention` seconds after the end of the
+--             newest year in it (0 = never, -1 = leave it)
+--           {"s", last_hour_dropped, record_cut, horizon}  an activity state and its index:
+--             activities whose last change is <= horizon lose the detail of hours
+--             <= last_hour_dropped (-1 = none); those whose last change is <= record_cut
+--             (-1 = none) are removed whole; a state without expiry gets one, record_cut
+--             seconds after its newest change
+-- ARGV[2] now (Unix s)
+-- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
+-- Returns {fields dropped, expiries set, keys deleted, activities trimmed, activities removed}
+local jobs = cmsgpack.unpack(ARGV[1])
+local now = ARGV[2] + 0
+local drop_zeros = ARGV[3] == '1'
+local HOUR_BASE = 100
+local dropped, expiries, deleted, trimmed, removed = 0, 0, 0, 0, 0
+
+-- Unix time of the first second of year y + 1 (H. Hinnant's days_from_civil)
+local function year_end(y)
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + 306
+  return (days - 719468) * 86400
+end
+
+local function child_of(field)
+  local slot = field:match('^(%d+)')
+  return math.floor(slot / 10)
+end
+
+-- make the key's expiry `expire_at` (0 = none); a past one deletes the key
+local function set_expiry(key, expire_at)
+  local current = redis.call('EXPIRETIME', key)
+  if expire_at == 0 then
+    if current > 0 then redis.call('PERSIST', key); expiries = expiries + 1 end
+  elseif current ~= expire_at then
+    redis.call('EXPIREAT', key, expire_at); expiries = expiries + 1
+    if expire_at <= now then deleted = deleted + 1 end
+  end
+end
+
+-- drop zero fields (compaction) and hours below `first_kept` (retention); true if emptied
+local function prune(key, first_kept)
+  if not drop_zeros and first_kept == 0 then return false end
+  local flat = redis.call('HGETALL', key)
+  local gone = {}
+  for i = 1, #flat, 2 do
+    local child = child_of(flat[i])
+    if (drop_zeros and flat[i + 1] == '0') or (child >= HOUR_BASE and child < first_kept) then
+      gone[#gone + 1] = flat[i]
+    end
+  end
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', key, unpack(gone, i, math.min(i + 999, #gone)))
+  end
+  dropped = dropped + #gone
+  if #gone > 0 and #gone * 2 == #flat then deleted = deleted + 1; return true end
+  return false
+end
+
+local function counter(key, expire_at, first_kept)
+  if redis.call('EXISTS', key) == 0 then return end
+  if not prune(key, first_kept) and expire_at >= 0 then set_expiry(key, expire_at) end
+end
+
+local function root(key, retention)
+  if redis.call('EXISTS', key) == 0 or prune(key, 0) or retention < 0 then return end
+  if retention == 0 then set_expiry(key, 0); return end
+  local newest = 0
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    newest = math.max(newest, child_of(field))
+  end
+  set_expiry(key, year_end(newest) + retention)
+end
+
+-- the hours an activity's summary {first, last, type, changes, hour, total, ...} lists
+local function hours_of(summary)
+  local hours = {}
+  for i = 5, #summary, 2 do hours[#hours + 1] = summary[i] end
+  return hours
+end
+
+local function state(acts, idx, last_hour_dropped, record_cut, horizon)
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', math.max(horizon, record_cut),
+                        'WITHSCORES')
+  for i = 1, #old, 2 do
+    local member, last = old[i], old[i + 1] + 0
+    local thing, aid = member:match('^(%d+):[^:]+:(%d+):')
+    local id = thing .. ':' .. aid
+    local packed = redis.call('HGET', acts, id)
+    local summary = packed and cmsgpack.unpack(packed)
+    if summary == nil or last <= record_cut then
+      local fields = {id}
+      for _, h in ipairs(summary and hours_of(summary) or {}) do fields[#fields + 1] = id .. ':' .. h end
+      redis.call('HDEL', acts, unpack(fields))
+      redis.call('ZREM', idx, member)
+      removed = removed + 1
+    elseif summary[4] > 1 and last <= horizon then
+      local fields = {}
+      for _, h in ipairs(hours_of(summary)) do
+        if h <= last_hour_dropped then fields[#fields + 1] = id .. ':' .. h end
+      end
+      if #fields > 0 and redis.call('HDEL', acts, unpack(fields)) > 0 then
+        trimmed = trimmed + 1
+      end
+    end
+  end
+  if record_cut < 0 then return end
+  local newest = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
+  for _, key in ipairs({acts, idx}) do
+    if newest[2] and redis.call('EXPIRETIME', key) == -1 then
+      set_expiry(key, newest[2] + now - record_cut)
+    end
+  end
+end
+
+local k = 1
+for _, job in ipairs(jobs) do
+  local what = job[1]
+  if what == 'h' then
+    counter(KEYS[k], job[2], job[3]); k = k + 1
+  elseif what == 'r' then
+    root(KEYS[k], job[2]); k = k + 1
+  else
+    state(KEYS[k], KEYS[k + 1], job[2], job[3], job[4]); k = k + 2
+  end
+end
+return {dropped, expiries, deleted, trimmed, removed}

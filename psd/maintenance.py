@@ -1,0 +1,161 @@
+"""What the beat tasks do, without Celery: retention and compaction, a SCAN step at a time.
+
+*retention* gives every counter hash the expiry the policy derives from its name
+(psd/retention.py) — repairing keys written without one, or under an older policy — and drops
+hour fields older than the hour retention from month hashes that live longer for their days.
+*compaction* drops zero-valued fields left by corrections, the detail of activities no longer
+updated (past ``update_horizon``) once it is older than the minute retention, and the records of
+activities older than ``state_expire``.
+
+Each run looks at up to ``maintenance_keys_per_run`` keys and leaves its SCAN cursor in Redis,
+so the next run (or the next process, after a restart) goes on from there; a whole pass over
+the keyspace is a cycle. A lock per task keeps two runs from overlapping, and every step is
+idempotent and atomic against writes (lua/maintain.lua), so a lost lock costs only work.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+
+from psd.retention import HASH_LEVELS, Policy
+from psd.store import Store, redis_errors
+from psd.timebuckets import Gran, month_start, next_start
+
+log = logging.getLogger(__name__)
+
+Task = Literal["retention", "compaction"]
+#: Keys per script call.
+BATCH = 200
+_METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6})")
+_COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
+_STATE = re.compile(r"(\{\d+\}:)acts")
+
+
+@dataclass
+class Report:
+    """What a run did."""
+
+    keys: int = 0
+    fields_dropped: int = 0
+    expiries_set: int = 0
+    keys_deleted: int = 0
+    activities_trimmed: int = 0
+    activities_removed: int = 0
+    cycle_done: bool = False
+    skipped: bool = False
+
+    def add(self, counts: list[int]) -> None:
+        self.fields_dropped += counts[0]
+        self.expiries_set += counts[1]
+        self.keys_deleted += counts[2]
+        self.activities_trimmed += counts[3]
+        self.activities_removed += counts[4]
+
+
+def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:
+    """(bucket end, levels held, month start or 0) of a counter hash's key suffix."""
+    if suffix[0] == "y":
+        return month_start(int(suffix[1:]) + 1, 1), HASH_LEVELS[1], 0
+    if suffix[0] == "m":
+        start = month_start(int(suffix[1:5]), int(suffix[5:7]))
+        return next_start(start, Gran.MONTH), HASH_LEVELS[2], start
+    year, month, day, hour = (int(suffix[i:j]) for i, j in ((1, 5), (5, 7), (7, 9), (9, 11)))
+    return month_start(year, month) + (day - 1) * 86400 + (hour + 1) * 3600, HASH_LEVELS[3], 0
+
+
+class Maintenance:
+    """The jobs (lua/maintain.lua) of one task for the keys a SCAN step returned."""
+
+    def __init__(self, store: Store, task: Task, now: int) -> None:
+        self.store, self.task, self.now = store, task, now
+        self.settings = store.settings
+
+    def _counter(self, suffix: str, policy: Policy) -> list[Any]:
+        if self.task == "compaction":
+            return ["r", -1] if suffix == "r" else ["h", -1, 0]
+        if suffix == "r":
+            return ["r", policy.seconds["year"]]
+        end, levels, start = _bucket(suffix)
+        first_kept = 0
+        hour_retention = policy.seconds["hour"]
+        if start and hour_retention and policy.kind == "metric":
+            days_gone = (self.now - hour_retention - start) // 86400  # hours go by the day
+            first_kept = max(0, 100 + 24 * days_gone)
+        return ["h", policy.hash_expiry(levels, end), first_kept]
+
+    def _state(self) -> list[Any]:
+        minute, settings = self.store.metric_policy.seconds["minute"], self.settings
+        last_hour_dropped = (self.now - minute) // 3600 - 1 if minute else -1
+        record_cut = self.now - settings.state_expire if settings.state_expire else -1
+        return ["s", last_hour_dropped, record_cut, self.now - settings.update_horizon]
+
+    def jobs(self, names: list[str]) -> tuple[list[str], list[Any]]:
+        """The keys and jobs of one script call for the scanned key names."""
+        keys: list[str] = []
+        jobs: list[Any] = []
+        for name in names:
+            if match := _METRIC.fullmatch(name):
+                keys.append(name)
+                jobs.append(self._counter(match[1], self.store.metric_policy))
+            elif match := _COUNT.fullmatch(name):
+                keys.append(name)
+                jobs.append(self._counter(match[1], self.store.count_policy))
+            elif (match := _STATE.fullmatch(name)) and self.task == "compaction":
+                keys += [name, match[1] + "idx"]
+                jobs.append(self._state())
+        return keys, jobs
+
+    def apply(self, names: list[str], report: Report) -> None:
+        keys, jobs = self.jobs(names)
+        if jobs:
+            args = [msgpack.packb(jobs), self.now, int(self.task == "compaction")]
+            report.add(self.store.scripts.maintain(keys, args))
+
+
+def _key(task: Task, what: str) -> str:
+    return f"psd:maintenance:{task}:{what}"
+
+
+def run(store: Store, task: Task, now: int, budget: int | None = None) -> Report:
+    """One run of ``task``: up to ``budget`` keys (default ``maintenance_keys_per_run``) from
+    where the last run stopped. A run that finds the task already running does nothing."""
+    budget = budget or store.settings.maintenance_keys_per_run
+    report = Report()
+    with redis_errors(task):
+        lock = store.redis.lock(_key(task, "lock"), timeout=600, blocking=False)
+        if not lock.acquire():
+            report.skipped = True
+            return report
+        try:
+            _steps(store, task, now, budget, report)
+        finally:
+            lock.release()
+    log.info("%s: %s", task, report)
+    return report
+
+
+def _steps(store: Store, task: Task, now: int, budget: int, report: Report) -> None:
+    cursor_key = _key(task, "cursor")
+    cursor = int(store.redis.get(cursor_key) or 0)
+    work = Maintenance(store, task, now)
+    while report.keys < budget and not report.cycle_done:
+        cursor, names = store.redis.scan(cursor, count=BATCH)
+        work.apply([n if isinstance(n, str) else n.decode() for n in names], report)
+        report.keys += len(names)
+        report.cycle_done = cursor == 0
+        store.redis.set(cursor_key, cursor)
+    if report.cycle_done:
+        store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
+
+
+def status(store: Store, task: Task) -> dict[str, Any]:
+    """Where the task's pass over the keyspace is, and when it last finished one."""
+    with redis_errors(task):
+        cursor = int(store.redis.get(_key(task, "cursor")) or 0)
+        last = store.redis.hget(_key(task, "last-cycle"), "finished")
+    return {"cursor": cursor, "last_cycle_finished": int(last) if last else None}

@@ -1,0 +1,116 @@
+"""Retention: how long each level of detail is kept, and what a read can still answer.
+
+Every bucket is kept for its level's retention after it *ends* (not after it was written, as
+the original's sliding expiry did), so a key's expiry follows from its name alone: the write
+path sets it once, when it adds a new field, and the retention beat task (psd/maintenance.py)
+applies a changed policy and repairs keys that have none. Levels, finest first:
+
+========  ==================================================  ===========================
+level     where (psd/keys.py)                                 kept after the end of
+========  ==================================================  ===========================
+minute    each change of an activity, to the second           its hour (compaction drops it)
+hour      hour fields of ``{uid}:mYYYYMM``                     its day (retention drops it)
+day       day fields of ``{uid}:mYYYYMM``                      its month (the key expires)
+month     ``{uid}:yYYYY``                                      its year (the key expires)
+year      ``{uid}:r``                                          the newest year in it
+========  ==================================================  ===========================
+
+Hours go a day at a time, so that the hours a range reads beside its edge (from the day's
+start to its end hour, or from its start hour to the day's end) are all there when the edge's
+hour is. A finer level never outlives a coarser one (psd/config.py checks), so a range whose
+edge lies where the finest detail is gone is answered from the finest level still kept there,
+its edge widened to that level's bucket: the answer says which range it covers
+(:func:`answerable`) rather than silently under-counting. A point arriving for a bucket already past its level's
+retention is not stored at that level (it would be past the policy the moment it landed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psd.config import Settings, retention_of
+from psd.timebuckets import Gran, floor_to, next_start
+
+#: The granularity a level answers at, finest first.
+PRECISION = {"minute": Gran.SECOND, "hour": Gran.HOUR, "day": Gran.DAY, "month": Gran.MONTH,
+             "year": Gran.YEAR}  # fmt: skip
+#: The bucket whose end a level's retention counts from, for metrics and for counts (whose
+#: seconds and minutes live in an hour key, hours and days in a month key).
+_COUNTED_FROM = {
+    "metric": {"minute": Gran.HOUR, "hour": Gran.DAY, "day": Gran.MONTH, "month": Gran.YEAR,
+               "year": Gran.YEAR},
+    "count": {"minute": Gran.HOUR, "hour": Gran.MONTH, "day": Gran.MONTH, "month": Gran.YEAR,
+              "year": Gran.YEAR},
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Seconds each level is kept after its bucket ends (0 = forever), for one kind of
+    series: ``metric`` (per level, from the settings) or ``count`` (one retention)."""
+
+    kind: str
+    seconds: dict[str, int]
+
+    @classmethod
+    def metrics(cls, settings: Settings) -> Policy:
+        return cls("metric", retention_of(settings))
+
+    @classmethod
+    def counts(cls, settings: Settings) -> Policy:
+        return cls("count", dict.fromkeys(PRECISION, settings.count_expire))
+
+    def kept_until(self, level: str, ts: int) -> int:
+        """When the level's bucket holding ``ts`` goes (0 = never)."""
+        seconds = self.seconds[level]
+        return next_start(ts, _COUNTED_FROM[self.kind][level]) + seconds if seconds else 0
+
+    def precision_at(self, ts: int, now: int) -> Gran:
+        """The finest granularity still kept at ``ts``."""
+        for level, gran in PRECISION.items():
+            until = self.kept_until(level, ts)
+            if not until or until > now:
+                return gran
+        return Gran.YEAR
+
+    def hash_expiry(self, levels: tuple[str, ...], bucket_end: int) -> int:
+        """Expiry of a hash ending at ``bucket_end`` that holds ``levels`` (0 = never)."""
+        seconds = [self.seconds[level] for level in levels]
+        return 0 if 0 in seconds else bucket_end + max(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Answerable:
+    """The range a read can answer exactly for ``[t1, t2]``: the same, or wider at an edge
+    whose finer detail has gone (``start``/``end`` name the granularity used there)."""
+
+    t1: int
+    t2: int
+    start: Gran = Gran.SECOND
+    end: Gran = Gran.SECOND
+
+    @property
+    def exact(self) -> bool:
+        return self.start is Gran.SECOND and self.end is Gran.SECOND
+
+
+def answerable(policy: Policy, t1: int, t2: int, now: int) -> Answerable:
+    """What a read of ``[t1, t2]`` at ``now`` answers (cheap when the range is recent)."""
+    finest = policy.seconds["minute"]
+    if not finest or t1 + finest > now:  # t1's hour ends after t1: kept at full detail
+        return Answerable(t1, t2)
+    start, end = policy.precision_at(t1, now), policy.precision_at(t2, now)
+    wide_t1 = t1 if start is Gran.SECOND else floor_to(t1, start)
+    wide_t2 = t2 if end is Gran.SECOND else next_start(t2, end) - 1
+    return Answerable(wide_t1, wide_t2, start, end)
+
+
+#: The levels each counter hash holds, in the order of a Target's hashes (psd/keys.py): root,
+#: year, month, and for counts the hour.
+HASH_LEVELS = (("year",), ("month",), ("day", "hour"), ("minute",))
+
+
+def expiries(policy: Policy, bucket_ends: tuple[int, ...]) -> list[int]:
+    """Expiry of each hash of a point's target (0 = never), set when a field is added."""
+    levels = HASH_LEVELS[: len(bucket_ends)]
+    return [policy.hash_expiry(held, end) for held, end in zip(levels, bucket_ends, strict=True)]
