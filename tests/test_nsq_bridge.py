@@ -1,0 +1,271 @@
+"""The NSQ bridge end to end: a fake nsqd (tests/fake_nsqd.py: no nsqd binary can be installed
+here) → ``python -m workers.nsq_bridge`` as a real process → the suite's Redis as the Celery
+broker → a real worker → sums read back from the store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from psd import dlq
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, free_port, server_binary
+from psd.store import Store
+from tests.fake_nsqd import FakeNsqd
+from tests.test_workers import make_app, running_worker, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1458061005
+
+
+def metric(**fields: Any) -> bytes:
+    point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 7, "value": 10, "ts1": T0, "ts2": T0}
+    return json.dumps({"command": "metric", "metric": {**point, **fields}}).encode()
+
+
+def count(thing: str = "signup", value: int = 1, ts: int = T0) -> bytes:
+    point = {"thing": thing, "value": value, "ts": ts}
+    return json.dumps({"command": "count", "count": point}).encode()
+
+
+@pytest.fixture
+def nsqd() -> Iterator[FakeNsqd]:
+    # REQ delays (5 s an attempt) pass 20 times faster
+    with FakeNsqd(time_scale=0.05) as server:
+        yield server
+
+
+@pytest.fixture
+def bridge_settings(redis_url: str, redis_client: redis.Redis) -> Iterator[Settings]:
+    """The store in the suite's (flushed) database, the broker in database 2 of the same
+    server, a queue of the test's own."""
+    settings = Settings(
+        redis_url=redis_url,
+        broker_url=redis_url.rsplit("/", 1)[0] + "/2",
+        queue=f"psd-test-{uuid.uuid4().hex[:8]}",
+        batch_ms=50,
+        write_retry_seconds=1,
+        broker_visibility_timeout=3,
+        expire=0,  # the worker keeps the 2016 points of these tests, long past retention
+        count_expire=0,
+    )
+    yield settings
+    with redis.Redis.from_url(settings.broker_url) as broker:
+        broker.delete(settings.queue)
+
+
+@dataclass
+class Bridge:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, then its exit status; killed (and the test failed) if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+@contextmanager
+def running_bridge(
+    settings: Settings, nsqd: FakeNsqd, log: Path, via_lookupd: bool = False
+) -> Iterator[Bridge]:
+    """``python -m workers.nsq_bridge`` configured only through ``PSD_*``, as psd's CLI runs
+    it; yields once it is subscribed and ready for messages."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PSD_")}
+    env.update(PSD_REDIS_URL=settings.redis_url, PSD_BROKER_URL=settings.broker_url,
+               PSD_QUEUE=settings.queue, PSD_NSQ_TOPIC=nsqd.topic)  # fmt: skip
+    if via_lookupd:
+        env["PSD_NSQLOOKUPDS"] = nsqd.lookupd_address
+    else:
+        env["PSD_NSQD_TCP_ADDRESSES"] = nsqd.tcp_address
+    command = [sys.executable, "-m", "workers.nsq_bridge"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    bridge = Bridge(process, log)
+    try:
+        assert nsqd.wait(lambda: nsqd.consumers() > 0 or process.poll() is not None)
+        assert process.poll() is None, bridge.output()
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+def queued_tasks(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
+    """(task id, task name, kwargs) of each task message waiting in the broker's queue."""
+    with redis.Redis.from_url(settings.broker_url) as broker:
+        raws = broker.lrange(settings.queue, 0, -1)
+    tasks = []
+    for raw in raws:
+        message = json.loads(raw)
+        _, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        tasks.append((message["headers"]["id"], message["headers"]["task"], kwargs))
+    return tasks
+
+
+def unsettled(settings: Settings) -> int:
+    """Task messages of the queue waiting, or taken by a worker and not yet acknowledged."""
+    with redis.Redis.from_url(settings.broker_url) as broker:
+        taken = [json.loads(value) for value in broker.hvals("unacked")]
+        return int(broker.llen(settings.queue)) + sum(1 for t in taken if t[2] == settings.queue)
+
+
+def test_messages_found_through_nsqlookupd_are_finished_once_queued_then_applied(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    with running_bridge(bridge_settings, nsqd, tmp_path / "bridge.log", via_lookupd=True) as b:
+        metric_id, count_id = nsqd.publish(metric(value=10)), nsqd.publish(count(value=3))
+        assert nsqd.wait(lambda: sorted(nsqd.finished) == [metric_id, count_id]), b.output()
+        # no worker runs: a FINished message's task must be waiting in the broker
+        tasks = {task_id: (name, kwargs) for task_id, name, kwargs in queued_tasks(bridge_settings)}
+        assert tasks == {
+            f"nsq-{metric_id}": ("psd.write_metric", {
+                "thing": "steps", "uid": 1, "atid": 2, "aid": 7, "value": 10, "ts1": T0,
+                "ts2": T0, "mode": "diffadd", "idempotency_key": f"nsq-{metric_id}"}),
+            f"nsq-{count_id}": ("psd.write_count", {
+                "thing": "signup", "value": 3, "ts": T0, "idempotency_key": f"nsq-{count_id}"}),
+        }  # fmt: skip
+        nsqd.heartbeat()
+        assert nsqd.wait(lambda: nsqd.nops == 1)
+        assert f"from nsqlookupd {nsqd.lookupd_address} into queue" in b.output()
+    with running_worker(make_app(bridge_settings)):
+        assert wait_for(lambda: store.sum(1, "steps", 2, T0, T0) == 10)
+        assert wait_for(lambda: store.count("signup", T0, T0) == 3)
+    assert nsqd.requeued == []
+
+
+def test_with_the_broker_down_a_message_is_requeued_and_applied_once_it_is_back(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = replace(bridge_settings, broker_url=f"redis://127.0.0.1:{port}/0")
+    with running_bridge(settings, nsqd, tmp_path / "bridge.log") as bridge:
+        message_id = nsqd.publish(count(value=4))
+        # tried, requeued, delivered again after its delay, requeued again
+        assert nsqd.wait(lambda: len(nsqd.requeued) >= 2), bridge.output()
+        assert nsqd.finished == []
+        assert nsqd.requeued[:2] == [(message_id, 5000), (message_id, 10000)]
+        assert f"nsq-{message_id} requeued for 5 s" in bridge.output()
+        broker = EmbeddedServer(binary=server_binary(prefer_path=True), port=port, persist=False)
+        with broker, running_worker(make_app(settings)):
+            assert nsqd.wait(lambda: nsqd.finished == [message_id], 40), bridge.output()
+            assert wait_for(lambda: store.count("signup", T0, T0) == 4)
+    assert nsqd.deliveries[-1] == (message_id, len(nsqd.requeued) + 1)
+
+
+def test_a_message_delivered_twice_counts_once(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    # a count, and an increment: both would count twice without the idempotency key
+    bodies = [count(value=5), metric(value=10, mode="increment")]
+    with running_bridge(bridge_settings, nsqd, tmp_path / "bridge.log") as bridge:
+        ids = [nsqd.publish(body) for body in bodies]
+        assert nsqd.wait(lambda: sorted(nsqd.finished) == ids)
+        for message_id in ids:  # as nsqd does when a FIN was lost on the way
+            nsqd.redeliver(message_id)
+        assert nsqd.wait(lambda: sorted(nsqd.finished) == sorted(ids * 2)), bridge.output()
+    queued = queued_tasks(bridge_settings)
+    assert sorted(task_id for task_id, _, _ in queued) == sorted(f"nsq-{i}" for i in ids * 2)
+    assert all(kwargs["idempotency_key"] == task_id for task_id, _, kwargs in queued)
+
+    def applied() -> tuple[int, int]:
+        return store.count("signup", T0, T0), store.sum(1, "steps", None, T0, T0)
+
+    with running_worker(make_app(bridge_settings)):
+        assert wait_for(lambda: applied() == (5, 10))
+        assert wait_for(lambda: unsettled(bridge_settings) == 0)
+    assert applied() == (5, 10)
+
+
+MALFORMED = [  # body, the kind of its dead letter, a part of the reason
+    (b"{oops", "message", "not JSON"),
+    (b"[1, 2]", "message", "not a JSON object"),
+    (b'{"command": "delete", "delete": {}}', "message", "unknown command 'delete'"),
+    (b'{"command": "count"}', "message", "needs a 'count' object"),
+    (metric(thing="unicorns"), "metric", "thing: unknown thing 'unicorns'"),
+    (metric(ts1=T0 + 1), "metric", "ts1: must not be after ts2"),
+    (count(thing="x"), "count", "thing: must be 2..64 printable characters"),
+]
+
+
+def test_malformed_messages_are_dead_lettered_with_a_reason_and_finished(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    with running_bridge(bridge_settings, nsqd, tmp_path / "bridge.log") as bridge:
+        ids = [nsqd.publish(body) for body, _, _ in MALFORMED]
+        good = nsqd.publish(count(value=2))
+        assert nsqd.wait(lambda: len(nsqd.finished) == len(ids) + 1), bridge.output()
+    letters = {letter.delivery: letter for letter in dlq.list_letters(store.redis)}
+    assert set(letters) == {f"nsq-{message_id}" for message_id in ids}
+    for message_id, (body, kind, reason) in zip(ids, MALFORMED, strict=True):
+        letter = letters[f"nsq-{message_id}"]
+        assert (letter.kind, letter.source) == (kind, "nsq")
+        assert reason in letter.reason
+        if kind != "message":  # the point itself, so that psd dlq retry can apply it
+            assert letter.payload == json.loads(body)[kind]
+    assert letters[f"nsq-{ids[0]}"].payload == "{oops"
+    assert [task_id for task_id, _, _ in queued_tasks(bridge_settings)] == [f"nsq-{good}"]
+    assert nsqd.requeued == []
+
+
+def test_with_the_store_down_a_malformed_message_is_requeued_until_its_letter_is_kept(
+    nsqd: FakeNsqd, bridge_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = replace(bridge_settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    with running_bridge(settings, nsqd, tmp_path / "bridge.log") as bridge:
+        message_id = nsqd.publish(b"{oops")
+        assert nsqd.wait(lambda: len(nsqd.requeued) >= 1), bridge.output()
+        assert nsqd.finished == []
+        binary = server_binary(prefer_path=True)
+        with EmbeddedServer(binary=binary, port=port, persist=False) as server:
+            assert nsqd.wait(lambda: nsqd.finished == [message_id], 40), bridge.output()
+            with redis.Redis.from_url(server.url) as client:
+                letters = dlq.list_letters(client)
+    assert [(letter.delivery, letter.payload) for letter in letters] == [
+        (f"nsq-{message_id}", "{oops")
+    ]
+
+
+def test_sigterm_finishes_what_was_published_and_exits_cleanly(
+    nsqd: FakeNsqd, bridge_settings: Settings, tmp_path: Path
+) -> None:
+    total = 2000
+    ids = [nsqd.publish(count(ts=T0 + n)) for n in range(total)]
+    with running_bridge(bridge_settings, nsqd, tmp_path / "first.log") as bridge:
+        assert nsqd.wait(lambda: len(nsqd.finished) >= 20)
+        at_sigterm = len(nsqd.finished)
+        assert bridge.stop() == 0, bridge.output()
+    # stopped mid-stream: the publishes under way were FINished, the rest left in nsqd
+    assert at_sigterm < len(nsqd.finished) < total
+    assert "psd.nsq_bridge INFO stopped" in bridge.output()
+    assert "ERROR" not in bridge.output()
+    assert nsqd.wait(lambda: nsqd.connections() == 0)
+    # every task published was FINished before the exit, and nothing else was
+    published = sorted(task_id for task_id, _, _ in queued_tasks(bridge_settings))
+    assert published == sorted(f"nsq-{message_id}" for message_id in nsqd.finished)
+    with running_bridge(bridge_settings, nsqd, tmp_path / "second.log") as again:
+        assert nsqd.wait(lambda: len(set(nsqd.finished)) == total), again.output()
+    published = sorted(task_id for task_id, _, _ in queued_tasks(bridge_settings))
+    assert published == sorted(f"nsq-{message_id}" for message_id in ids)
