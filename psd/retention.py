@@ -20,8 +20,9 @@ start to its end hour, or from its start hour to the day's end) are all there wh
 hour is. A finer level never outlives a coarser one (psd/config.py checks), so a range whose
 edge lies where the finest detail is gone is answered from the finest level still kept there,
 its edge widened to that level's bucket: the answer says which range it covers
-(:func:`answerable`) rather than silently under-counting. A point arriving for a bucket already past its level's
-retention is not stored at that level (it would be past the policy the moment it landed).
+(:func:`answerable`) rather than silently under-counting. A point arriving for a bucket
+already past its level's retention is not stored at that level (it would be past the policy
+the moment it landed).
 """
 
 from __future__ import annotations
