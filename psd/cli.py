@@ -158,6 +158,19 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
 
 
 @main.command(context_settings=PASS_THROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def beat(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
+    """Schedule the retention and compaction tasks (PSD_RETENTION_EVERY, PSD_COMPACTION_EVERY)
+    for the workers: Celery beat. Arguments go to ``celery beat`` as they are."""
+    settings = _settings(ctx)
+    if not settings.broker_url:
+        _need_store(settings, "psd beat")
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # its schedule file
+    _celery(ctx, celery_args, "beat")
+
+
+@main.command(context_settings=PASS_THROUGH)
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:

@@ -25,7 +25,7 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.store import Store
 from tests.fake_nsqd import FakeNsqd
-from tests.test_workers import make_app, running_worker, wait_for
+from tests.support import make_app, running_worker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1458061005

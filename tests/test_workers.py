@@ -10,15 +10,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from amqp.exceptions import ChannelError
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from kombu import Connection
 
 from psd import dlq
@@ -26,20 +24,11 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.model import parse_metric
 from psd.store import Store
-from workers.app import create_app
+from tests.support import make_app, running_worker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 T0 = 1458061005
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def rabbitmq_reachable() -> bool:
@@ -67,13 +56,6 @@ def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
             pytest.fail(f"PSD_REQUIRE_RABBITMQ=1 but no RabbitMQ answers at {RABBITMQ_URL}")
         pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} (set PSD_REQUIRE_RABBITMQ=1 to require it)")
     return RABBITMQ_URL
-
-
-def make_app(settings: Settings) -> Celery:
-    app = create_app(settings)
-    # without AMQP heartbeats a worker thread stops in under a second, not ten
-    app.conf.broker_heartbeat = 0
-    return app
 
 
 @pytest.fixture
@@ -106,19 +88,6 @@ def worker_settings(store_server: EmbeddedServer, broker_url: str) -> Iterator[S
 @pytest.fixture
 def store(worker_settings: Settings) -> Store:
     return Store.from_url(worker_settings.redis_url, worker_settings)
-
-
-@contextmanager
-def running_worker(app: Celery) -> Iterator[None]:
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        shutdown_timeout=20,
-        queues=[app.psd.settings.queue],
-    ):
-        yield
 
 
 def point(uid: int = 1, value: int = 10, ts: int = T0, aid: int = 1, **extra: object) -> dict:

@@ -14,8 +14,9 @@ from celery import Celery, signals
 
 from psd.config import Settings, load_settings
 from psd.store import Store
+from workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
 
-TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count")
+TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 2,
         "worker_hijack_root_logger": False,
+        **beat_config(settings),
     }
 
 
@@ -73,6 +75,7 @@ def create_app(settings: Settings) -> Celery:
     celery.conf.update(celery_config(settings))
     celery.psd = Context(settings)
     register_tasks(celery, settings)
+    register_beat_tasks(celery)
     return celery
 
 

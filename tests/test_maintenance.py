@@ -1,0 +1,295 @@
+"""The beat tasks on a crafted keyspace: retention applies the policy and repairs keys without
+expiry, compaction drops zero fields and old activity detail; both go on from a cursor kept
+in Redis, and are safe to run twice at once, beside writes. Points are placed relative to the
+real time, since the Redis server expires keys by its own clock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from kombu import Connection
+
+from psd import maintenance
+from psd.config import Settings
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+from tests.oracle import Oracle
+from tests.support import make_app, running_worker, wait_for
+from tests.test_retention import POLICY, month_end, year_end
+
+DAY = 86400
+NOW = int(time.time())
+
+
+def stamp(ts: int, fmt: str) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(fmt)
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis) -> Store:
+    return Store(redis_client, replace(POLICY, state_expire=60 * DAY, update_horizon=7 * DAY))
+
+
+def run(store: Store, task: maintenance.Task) -> maintenance.Report:
+    """Runs until the pass over the keyspace is done."""
+    total = maintenance.Report()
+    while not total.cycle_done:
+        report = maintenance.run(store, task, int(time.time()))
+        total.add([report.fields_dropped, report.expiries_set, report.keys_deleted,
+                   report.activities_trimmed, report.activities_removed])  # fmt: skip
+        total.cycle_done = report.cycle_done
+    return total
+
+
+# -- retention --
+
+
+def test_keys_without_expiry_get_the_policys(redis_client: redis.Redis, store: Store) -> None:
+    ts = NOW - 300 * DAY
+    year, month = f"{{5}}:y{stamp(ts, '%Y')}", f"{{5}}:tm{stamp(ts, '%Y%m')}"
+    redis_client.hset(year, "11", 4)  # as an operator's restore, or the original, might leave
+    redis_client.hset(month, "11:2", 4)
+    redis_client.hset("{5}:r", f"{stamp(ts, '%Y')}1", 4)
+    redis_client.hset("c:{signup}:r", f"{stamp(ts, '%Y')}0", 1)
+    redis_client.set("psd:unrelated", 1)
+    report = run(store, "retention")
+    assert redis_client.expiretime(year) == year_end(ts) + POLICY.retention_month
+    assert redis_client.expiretime(month) == month_end(ts) + POLICY.retention_day
+    assert redis_client.expiretime("{5}:r") == -1  # retention_year: forever
+    assert redis_client.expiretime("c:{signup}:r") == year_end(ts) + POLICY.count_expire
+    assert redis_client.expiretime("psd:unrelated") == -1
+    assert report.expiries_set == 3
+    assert run(store, "retention").expiries_set == 0  # idempotent
+
+
+def test_a_changed_policy_is_applied_to_existing_keys(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    ts = NOW - 10 * DAY
+    store.write_metric(MetricPoint("steps", 5, 1, 1, 3, ts, ts))
+    key = f"{{5}}:m{stamp(ts, '%Y%m')}"
+    longer = Store(redis_client, replace(store.settings, retention_day=900 * DAY))
+    run(longer, "retention")
+    assert redis_client.expiretime(key) == month_end(ts) + 900 * DAY
+    forever = Store(redis_client, replace(store.settings, expire=0, retention_minute=-1,
+                                          retention_hour=-1, retention_day=-1,
+                                          retention_month=-1, retention_year=-1))  # fmt: skip
+    run(forever, "retention")
+    assert redis_client.expiretime(key) == -1
+
+
+def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    gone = NOW - 600 * DAY  # past the day retention
+    redis_client.hset(f"{{5}}:m{stamp(gone, '%Y%m')}", mapping={"11": 1, "1001": 1})
+    old_hours = NOW - POLICY.retention_hour - 3 * DAY  # days kept, hours past retention
+    fresh_hours = NOW - 3 * DAY
+    for ts in (old_hours, fresh_hours):
+        store.write_metric(MetricPoint("steps", 5, 1, ts, 7, ts, ts))
+    before = {ts: store.sum(5, "steps", None, ts - 2 * DAY, ts + 2 * DAY) for ts in (old_hours,)}
+    report = run(store, "retention")
+    assert not redis_client.exists(f"{{5}}:m{stamp(gone, '%Y%m')}")
+    month = redis_client.hgetall(f"{{5}}:m{stamp(old_hours, '%Y%m')}")
+    day_slot = str(int(stamp(old_hours, "%d")) * 10 + 1).encode()
+    assert month.get(day_slot) == b"7"
+    assert all(int(f) // 10 < 100 for f in month), month  # no hour fields left
+    fresh = redis_client.hgetall(f"{{5}}:m{stamp(fresh_hours, '%Y%m')}")
+    assert any(int(f) // 10 >= 100 for f in fresh)  # recent hours stay
+    assert report.keys_deleted >= 1 and report.fields_dropped >= 2
+    after = {ts: store.sum(5, "steps", None, ts - 2 * DAY, ts + 2 * DAY) for ts in (old_hours,)}
+    assert after == before  # answered at day precision, before and after
+
+
+# -- compaction --
+
+
+def test_zero_fields_left_by_corrections_are_dropped(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    ts = NOW - 2 * DAY
+    ts -= ts % 3600
+    store.write_metric(MetricPoint("steps", 6, 2, 1, 5, ts, ts + 10))
+    store.write_metric(MetricPoint("steps", 6, 2, 1, 0, ts, ts + 20))  # corrected to 0
+    store.write_metric(MetricPoint("points", 6, 2, 9, 4, ts, ts))
+    key = f"{{6}}:m{stamp(ts, '%Y%m')}"
+    assert b"0" in redis_client.hvals(key)
+    report = run(store, "compaction")
+    assert b"0" not in redis_client.hvals(key) and redis_client.hlen(key) == 2  # points
+    assert report.fields_dropped >= 4
+    assert store.query([UserQuery(6, ts, ts + 30)], ["steps", "points"])[0].sums == {
+        "steps": 0, "points": 4}  # fmt: skip
+    assert redis_client.expiretime(key) > 0  # compaction leaves expiry alone
+
+
+def test_old_activity_detail_goes_and_updates_needing_it_are_stale(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    start = NOW - 40 * DAY  # past retention_minute (35 days) and the update horizon
+    start -= start % 3600
+    store.write_metric(MetricPoint("steps", 7, 1, 1, 5, start, start + 60))
+    store.write_metric(MetricPoint("steps", 7, 1, 1, 9, start, start + 7200))
+    recent = NOW - DAY
+    store.write_metric(MetricPoint("steps", 7, 1, 2, 3, recent, recent))
+    store.write_metric(MetricPoint("steps", 7, 1, 2, 4, recent, recent + 60))
+    very_old = NOW - 70 * DAY  # past state_expire (60 days)
+    store.write_metric(MetricPoint("steps", 7, 3, 3, 2, very_old, very_old))
+    chunks = [f for f in redis_client.hkeys("{7}:acts") if f.count(b":") == 2]
+    assert len(chunks) == 3  # two hours of activity 1, one of activity 2
+    expected = store.sum(7, "steps", None, start, start + 7200)
+
+    report = run(store, "compaction")
+    assert report.activities_trimmed == 1 and report.activities_removed == 1
+    left = {f for f in redis_client.hkeys("{7}:acts") if f.count(b":") == 2}
+    assert left == {f"1:2:{recent // 3600}".encode()}
+    assert redis_client.hexists("{7}:acts", "1:1")  # its record: type, hour totals
+    assert not redis_client.hexists("{7}:acts", "1:3")
+    assert [m.split(b":")[2] for m in redis_client.zrange("{7}:idx", 0, -1)] == [b"1", b"2"]
+    assert store.sum(7, "steps", None, start, start + 7200) == expected == 9
+    late = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start, start + 7300))
+    assert late.status == "stale"
+    assert store.write_metric(MetricPoint("steps", 7, 1, 2, 6, recent, recent + 90)).delta == 2
+
+
+def test_a_state_without_expiry_gets_one(redis_client: redis.Redis, store: Store) -> None:
+    ts = NOW - 3 * DAY
+    store.write_metric(MetricPoint("steps", 8, 1, 1, 5, ts, ts))
+    redis_client.persist("{8}:acts")
+    redis_client.persist("{8}:idx")
+    run(store, "compaction")
+    assert redis_client.expiretime("{8}:acts") == ts + 60 * DAY
+    assert redis_client.expiretime("{8}:idx") == ts + 60 * DAY
+
+
+# -- runs: cursor, lock, concurrency --
+
+
+def test_a_run_goes_on_where_the_last_one_stopped(redis_client: redis.Redis, store: Store) -> None:
+    year = stamp(NOW - 300 * DAY, "%Y")
+    with redis_client.pipeline() as pipe:
+        for uid in range(3000):
+            pipe.hset(f"{{{uid}}}:y{year}", "11", 1)
+        pipe.execute()
+    first = maintenance.run(store, "retention", NOW, budget=500)
+    assert not first.cycle_done and 500 <= first.keys < 3000
+    cursor = maintenance.status(store, "retention")["cursor"]
+    assert cursor != 0
+    restarted = Store(redis.Redis.from_url(_url(redis_client)), store.settings)  # a new process
+    total, done = first.keys, False
+    for _ in range(20):
+        report = maintenance.run(restarted, "retention", NOW, budget=500)
+        total += report.keys
+        if done := report.cycle_done:
+            break
+    assert done and total < 3000 + 1000  # went on: did not start over
+    no_expiry = [uid for uid in range(3000) if redis_client.ttl(f"{{{uid}}}:y{year}") < 0]
+    assert no_expiry == []
+    assert maintenance.status(store, "retention")["last_cycle_finished"] == NOW
+
+
+def _url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_run_finding_the_task_running_does_nothing(store: Store) -> None:
+    lock = store.redis.lock("psd:maintenance:compaction:lock", timeout=60)
+    assert lock.acquire(blocking=False)
+    try:
+        assert maintenance.run(store, "compaction", NOW).skipped
+    finally:
+        lock.release()
+    assert not maintenance.run(store, "compaction", NOW).skipped
+
+
+def test_maintenance_beside_writes_loses_nothing(redis_client: redis.Redis, store: Store) -> None:
+    """Corrections that pass through zero while compaction drops zero fields, and two runs of
+    each task at once (their locks taken away, as if they had timed out)."""
+    base = NOW - 2 * DAY
+    base -= base % 3600
+    oracle = Oracle()
+    points = []
+    for n in range(400):  # an activity's total swinging between 0 and 3
+        points.append(MetricPoint("steps", n % 4, 1, n % 4, (n // 4) % 4, base, base + n))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            try:
+                for task in ("compaction", "retention"):
+                    redis_client.delete(f"psd:maintenance:{task}:lock")
+                    maintenance.run(store, task, int(time.time()))  # type: ignore[arg-type]
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for point in points:
+            store.write_metric(point)
+            oracle.write(point)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors
+    for uid in range(4):
+        assert store.sum(uid, "steps", None, base, base + 400) == oracle.sum(
+            uid, "steps", None, base, base + 400)  # fmt: skip
+
+
+# -- the beat tasks on a real worker, scheduled by a real beat --
+
+
+@pytest.fixture
+def beat_settings(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Settings]:
+    settings = replace(
+        POLICY,
+        redis_url=redis_url,
+        broker_url=redis_url.rsplit("/", 1)[0] + "/3",
+        queue=f"psd-test-{uuid.uuid4().hex[:8]}",
+        retention_every=1,
+        compaction_every=1,
+        data_dir=str(tmp_path),
+    )
+    yield settings
+    with Connection(settings.broker_url) as conn, conn.channel() as channel:
+        channel.queue_delete(settings.queue)
+
+
+def test_psd_beat_schedules_the_tasks_and_a_worker_runs_them(
+    redis_client: redis.Redis, beat_settings: Settings
+) -> None:
+    key = f"{{5}}:y{stamp(NOW - 300 * DAY, '%Y')}"
+    redis_client.hset(key, "11", 1)
+    redis_client.hset("{5}:m202601", mapping={"11": 0})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    for name in ("redis_url", "broker_url", "queue", "retention_every", "compaction_every",
+                 "data_dir", "retention_minute", "retention_hour", "retention_day",
+                 "retention_month", "retention_year", "count_expire"):  # fmt: skip
+        env[f"PSD_{name.upper()}"] = str(getattr(beat_settings, name))
+    beat = subprocess.Popen([sys.executable, "-m", "psd.cli", "beat", "--loglevel", "WARNING"],
+                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        with running_worker(make_app(beat_settings)):
+            assert wait_for(lambda: redis_client.expiretime(key) > 0, timeout=30)
+            assert wait_for(lambda: not redis_client.exists("{5}:m202601"), timeout=30)
+    finally:
+        beat.terminate()
+        assert beat.wait(timeout=20) == 0
+    assert redis_client.expiretime(key) == year_end(NOW - 300 * DAY) + POLICY.retention_month
+    assert any(f.startswith("celerybeat-schedule") for f in os.listdir(beat_settings.data_dir))
