@@ -10,7 +10,11 @@ Figures (publisher running at the same time as the worker, as in production):
 - no-op ceiling: single-point messages of a task that does nothing (same broker, same worker
   settings: acks_late, threads pool, prefetch), the rate Celery itself allows;
 - ``psd.write_metric``: single-point increments, batched by the worker;
-- ``psd.write_metrics``: messages of 100 points (a user's 100 minutes of steps each);
+- ``psd.write_metrics``: messages of 100 points, each a new activity of one of 1,000 users
+  (the sparse worst case: nothing shared between points);
+- a day in one message: one user's day of minute-by-minute steps (an increment for each
+  minute they moved, ~1,000 points of one activity) per ``psd.write_metrics`` message, the
+  way a tracker syncs — most points hit the same fields;
 - bare Lua: the same points applied by ``Store.write_metrics`` with no Celery.
 Prints figures and ratios; asserts nothing.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import time
@@ -33,12 +38,13 @@ from kombu import Connection
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
-from psd.store import Store
+from psd.store import Store, UserQuery
 from workers.app import celery_config, create_app
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-T0 = 1_700_000_000
+#: A week ago, on an hour: recent enough that the default retention keeps every level.
+T0 = (int(time.time()) - 7 * 86400) // 3600 * 3600
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
 # the no-op app, imported by its worker process (``-A worker_bench:noop_app``)
@@ -63,6 +69,22 @@ def noop(**_: object) -> None:
 def fields(n: int) -> dict[str, object]:
     return {"thing": "steps", "uid": n % 1000, "atid": 1, "aid": n, "value": 1,
             "ts1": T0 + n * 60, "ts2": T0 + n * 60, "mode": "increment"}  # fmt: skip
+
+
+def day_of_minutes(uid: int, day: int) -> list[dict[str, object]]:
+    """One user's day: the steps of every minute they moved (70% of minutes), one activity."""
+    rng = random.Random(uid * 1000 + day)
+    start = T0 - T0 % 86400 - day * 86400
+    return [{"thing": "steps", "uid": uid, "atid": 1, "aid": 10**6 + day, "value": steps,
+             "ts1": start + 60 * m, "ts2": start + 60 * m, "mode": "increment"}
+            for m in range(1440) if (steps := rng.randint(-50, 120)) > 0]  # fmt: skip
+
+
+def days_done(store: Store, days: list[list[dict[str, object]]]) -> Callable[[], bool]:
+    """True once every day's steps are visible (one multi-user read)."""
+    users = [UserQuery(int(d[0]["uid"]), int(d[0]["ts1"]), int(d[-1]["ts2"])) for d in days]  # type: ignore[call-overload]
+    want = [sum(int(p["value"]) for p in d) for d in days]  # type: ignore[call-overload]
+    return lambda: [r.sums["steps"] for r in store.query(users, ["steps"])] == want
 
 
 def wait(done: Callable[[], bool], timeout: float = 300) -> None:
@@ -100,6 +122,7 @@ def main() -> None:
     ap.add_argument("--broker", choices=["redis", "amqp"], default="redis")
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--bulk", type=int, default=200, help="100-point messages")
+    ap.add_argument("--days", type=int, default=40, help="messages of a user's day of minutes")
     args = ap.parse_args()
     binary = server_binary(prefer_path=True)
     with (
@@ -152,6 +175,14 @@ def main() -> None:
                 lambda: applied(store) >= total,
                 args.bulk * 100,
             )
+            days = [day_of_minutes(5000 + d, d % 3) for d in range(args.days)]
+            day_points = sum(len(d) for d in days)
+            daily = run(
+                f"a day in one message (~{day_points // args.days:,} points)",
+                lambda: [app.tasks["psd.write_metrics"].delay(points=d) for d in days],
+                days_done(store, days),
+                day_points,
+            )
         finally:
             proc.terminate()
             proc.wait()
@@ -166,6 +197,14 @@ def main() -> None:
             store.write_metrics(points[i : i + 1000])
         lua = len(points) / (time.perf_counter() - t0)
         print(f"{'bare Lua, Store.write_metrics (no Celery)':<44} {lua:>9,.0f} points/s")
+        store.redis.flushdb()
+        day_batches = [[MetricPoint(**p) for p in d] for d in days]  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        for batch in day_batches:
+            store.write_metrics(batch)
+        lua_days = day_points / (time.perf_counter() - t0)
+        print(f"{'bare Lua, a day a call (no Celery)':<44} {lua_days:>9,.0f} points/s")
+        print(f"a day in one message / bare Lua: {daily / lua_days:.2f}")
         print(f"single-point / no-op ceiling: {single / ceiling:.2f} (target >= 0.70)")
         print(f"bulk / bare Lua: {bulk / lua:.2f}; bulk points/s target >= 20,000")
 

@@ -1,28 +1,28 @@
 #!lua flags=allow-cross-slot-keys
 -- write_count.lua: add to global counters (no user, no type), each point atomically.
 --
--- KEYS    5 per point: the counter hashes root, year, month, hour of its ts (c:{<thing>}:...),
---         then the counter's record of applied deliveries (c:{<thing>}:once, once.lua)
--- ARGV[1] msgpack list of points {value, children, expires, delivery}: children = its year
+-- KEYS    5 per (counter, hour) of the points: the counter hashes root, year, month, hour of
+--         its ts (c:{<thing>}:...), then the counter's record of applied deliveries
+--         (c:{<thing>}:once, once.lua)
+-- ARGV[1] msgpack list of points {value, children, expires, delivery, k}: children = its year
 --         (in root), month (in year), day and hour (in month), minute and second (in hour),
 --         each in the field child * 10 (see psd/keys.py); expires = Unix time each hash
 --         expires at (psd/retention.py), 0 = never: set when a field is added, and a hash
 --         already past it is not written; delivery = the key of the delivery it came in,
---         "" = none
+--         "" = none; k = how many KEYS come before the point's five
 -- ARGV[2..4] now, window, cutoff of once.lua
 -- Returns per point 1 if applied, 0 if its delivery was applied before.
 local points = cmsgpack.unpack(ARGV[1])
 local once = {ARGV[2], ARGV[3], ARGV[4]}
 local now = ARGV[2] + 0
 local HASH_OF_CHILD = {1, 2, 3, 3, 4, 4}
-local PER_POINT = 5
 
 -- #include once.lua
 
 local out = {}
 for n = 1, #points do
   local value, children, expires, delivery = points[n][1], points[n][2], points[n][3], points[n][4]
-  local k = (n - 1) * PER_POINT
+  local k = points[n][5]
   if delivery ~= '' and applied_before(KEYS[k + 5], delivery, once) then
     out[n] = 0
   else

@@ -1,8 +1,9 @@
 #!lua flags=allow-cross-slot-keys
 -- write_metric.lua: apply a batch of metric points, each atomically, in diffadd or increment
--- mode. One call per batch saves a round trip and the script start-up per point.
+-- mode. One call per batch saves a round trip and the script start-up per point, and lets
+-- the points of one activity or one hash share their reads and writes (see the end).
 --
--- KEYS    9 per point, in point order:
+-- KEYS    9 per (user, month) of the points, each point saying where its nine start:
 --           {uid}:acts  the user's activity state, a hash; an activity is "<thing>:<aid>":
 --             "<thing>:<aid>"        msgpack {first, last, type, changes, hour, total, ...}:
 --                                    first and last change (Unix s), its type ("*" once it
@@ -16,7 +17,7 @@
 --           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
 --           {uid}:once  the user's record of applied deliveries (once.lua)
 -- ARGV[1] msgpack list of points, each
---           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery}:
+--           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
 --           and hour (in month), each counted in the slot child * 10 + thing, field
@@ -24,7 +25,7 @@
 --           counter hash expires at (psd/retention.py), 0 = never: set when a field is
 --           added, and a hash already past it is not written; thing = the thing's number;
 --           delivery = the key of the delivery the point came in, "" = none (applied
---           whatever came before)
+--           whatever came before); k = how many KEYS come before the point's nine
 -- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
@@ -36,7 +37,6 @@ local state_ttl = tonumber(ARGV[2])
 local once = {ARGV[3], ARGV[4], ARGV[5]}
 local now = ARGV[3] + 0
 local HASH_OF_CHILD = {1, 2, 3, 3}
-local PER_POINT = 9
 
 -- #include once.lua
 
@@ -49,29 +49,29 @@ local function hour_slot(summary, h)
   return nil
 end
 
--- the changes of the given hours, hour -> {ts, amount, atid, ...} (a single change is
--- read from the summary); nil if compaction dropped one of them
-local function load_hours(acts, id, summary, hours)
-  local chunks = {}
+-- make sure act.chunks holds the changes of the given hours, hour -> {ts, amount, atid, ...}
+-- (a single change is read from the summary); false if compaction dropped one of them
+local function load_hours(act, hours)
+  local summary, chunks = act.summary, act.chunks
   if summary[4] == 1 then
     chunks[summary[5]] = {summary[1], summary[6], summary[3]}
-    return chunks
+    return true
   end
   local fields, wanted = {}, {}
   for _, h in ipairs(hours) do
     if chunks[h] == nil and hour_slot(summary, h) then
       chunks[h] = {}
-      fields[#fields + 1] = id .. ':' .. h; wanted[#wanted + 1] = h
+      fields[#fields + 1] = act.id .. ':' .. h; wanted[#wanted + 1] = h
     end
   end
   if #fields > 0 then
-    local vals = redis.call('HMGET', acts, unpack(fields))
+    local vals = redis.call('HMGET', act.acts, unpack(fields))
     for i = 1, #fields do
-      if not vals[i] then return nil end
+      if not vals[i] then return false end
       chunks[wanted[i]] = cmsgpack.unpack(vals[i])
     end
   end
-  return chunks
+  return true
 end
 
 -- what the activity recorded inside [ts1, ts2]: whole hours from their totals, the two
@@ -133,96 +133,142 @@ local function record(summary, chunks, ts, delta, atid)
   return stored
 end
 
--- a new field may be a new hash: give it its expiry; the root only ever extends it
-local function expire_new(key, expire_at, is_root)
-  redis.call('EXPIREAT', key, expire_at, 'NX')
-  if is_root then redis.call('EXPIREAT', key, expire_at, 'GT') end
+-- What this call changes is gathered first and written once at the end: a batch often
+-- holds many points of one activity (a day of minutes) or of one hash, and each would
+-- otherwise read, unpack, pack and write the same state, and add to the same fields, again.
+-- The call is atomic either way.
+local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in order
+local owed, owed_keys = {}, {}  -- counter key -> {field -> delta, ...}; in order
+local expiry = {}  -- counter key -> Unix time it expires at (0 = never)
+local roots = {}  -- counter key -> true for the user's root hashes
+
+local function owe(key, field, delta, expire_at, is_root)
+  local fields = owed[key]
+  if fields == nil then
+    fields = {}
+    owed[key] = fields; owed_keys[#owed_keys + 1] = key
+    expiry[key] = expire_at; roots[key] = is_root
+  elseif expire_at > expiry[key] then
+    expiry[key] = expire_at  -- the root: a later year extends it
+  end
+  fields[field] = (fields[field] or 0) + delta
 end
 
 local function add_to_counters(k, p, delta)
   local atid, children, expires, thing = p[3], p[7], p[8], p[9]
-  local fresh = {}  -- hash number -> a field of it was added
   for c = 1, 4 do
     local j = HASH_OF_CHILD[c]
     local expire_at = expires[j]
     if expire_at == 0 or expire_at > now then
       local slot = children[c] * 10 + thing
-      local n = redis.call('HINCRBY', KEYS[k + 2 + j], slot, delta)
-      local m = redis.call('HINCRBY', KEYS[k + 5 + j], slot .. ':' .. atid, delta)
-      if expire_at > 0 then
-        if n == delta then fresh[j] = true end
-        if m == delta then fresh[j + 3] = true end
-      end
+      owe(KEYS[k + 2 + j], slot, delta, expire_at, j == 1)
+      owe(KEYS[k + 5 + j], slot .. ':' .. atid, delta, expire_at, j == 1)
     end
   end
-  for j, _ in pairs(fresh) do
-    local hash = (j - 1) % 3 + 1
-    expire_new(KEYS[k + 2 + j], expires[hash], hash == 1)
+end
+
+-- a new field may be a new hash: give it its expiry; the root only ever extends it
+local function pay_counters()
+  for _, key in ipairs(owed_keys) do
+    local expire_at, fresh = expiry[key], false
+    for field, delta in pairs(owed[key]) do
+      if delta ~= 0 and redis.call('HINCRBY', key, field, delta) == delta then fresh = true end
+    end
+    if fresh and expire_at > 0 then
+      redis.call('EXPIREAT', key, expire_at, 'NX')
+      if roots[key] then redis.call('EXPIREAT', key, expire_at, 'GT') end
+    end
   end
 end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
-local function member_of(thing, aid, summary)
-  return thing .. ':' .. summary[3] .. ':' .. aid .. ':' .. summary[1]
+local function member_of(act)
+  return act.thing .. ':' .. act.summary[3] .. ':' .. act.aid .. ':' .. act.summary[1]
 end
 
-local function save_state(acts, idx, thing, aid, summary, stored, old_member)
-  local id = thing .. ':' .. aid
-  local hset = {'HSET', acts, id, cmsgpack.pack(summary)}
-  for h, changes in pairs(stored) do
-    hset[#hset + 1] = id .. ':' .. h
-    hset[#hset + 1] = cmsgpack.pack(changes)
+-- the activity's state as this call found it (loaded once)
+local function activity(k, thing, aid)
+  local acts, id = KEYS[k + 1], thing .. ':' .. aid
+  local at = acts .. '\n' .. id
+  local act = activities[at]
+  if act == nil then
+    local packed = redis.call('HGET', acts, id)
+    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, aid = aid, chunks = {},
+           dirty = {}, changed = false}
+    if packed then
+      act.summary = cmsgpack.unpack(packed)
+      act.old_member = member_of(act)
+    end
+    activities[at] = act; touched[#touched + 1] = at
   end
-  redis.call(unpack(hset))
-  local first, last = summary[1], summary[2]
-  local member = member_of(thing, aid, summary)
-  if old_member and old_member ~= member then redis.call('ZREM', idx, old_member) end
-  redis.call('ZADD', idx, last, member)
-  if last > first then
-    local span = tonumber(redis.call('HGET', acts, '_span') or '0')
-    if last - first > span then redis.call('HSET', acts, '_span', last - first) end
+  return act
+end
+
+local function save_states()
+  local spans, fresh = {}, {}  -- acts key -> longest span written; -> its idx, if new
+  for _, at in ipairs(touched) do
+    local act = activities[at]
+    if act.changed then
+      local hset = {'HSET', act.acts, act.id, cmsgpack.pack(act.summary)}
+      for h, _ in pairs(act.dirty) do
+        hset[#hset + 1] = act.id .. ':' .. h
+        hset[#hset + 1] = cmsgpack.pack(act.chunks[h])
+      end
+      redis.call(unpack(hset))
+      local member = member_of(act)
+      if act.old_member and act.old_member ~= member then
+        redis.call('ZREM', act.idx, act.old_member)
+      end
+      redis.call('ZADD', act.idx, act.summary[2], member)
+      local span = act.summary[2] - act.summary[1]
+      if span > (spans[act.acts] or 0) then spans[act.acts] = span end
+      if act.old_member == nil then fresh[act.acts] = act.idx end
+    end
   end
-  if old_member == nil and state_ttl > 0 then
-    redis.call('EXPIRE', acts, state_ttl)
-    redis.call('EXPIRE', idx, state_ttl)
+  for acts, span in pairs(spans) do
+    if span > (redis.call('HGET', acts, '_span') or 0) + 0 then
+      redis.call('HSET', acts, '_span', span)
+    end
+  end
+  if state_ttl > 0 then
+    for acts, idx in pairs(fresh) do
+      redis.call('EXPIRE', acts, state_ttl)
+      redis.call('EXPIRE', idx, state_ttl)
+    end
   end
 end
 
 local function apply(k, p)
-  local acts, idx = KEYS[k + 1], KEYS[k + 2]
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
   local thing, delivery = p[9], p[10]
   if delivery ~= '' and applied_before(KEYS[k + 9], delivery, once) then
     return 'duplicate', 0
   end
-  local id = thing .. ':' .. aid
-  local packed = redis.call('HGET', acts, id)
-  local delta, summary, chunks, old_member = value, nil, {}, nil
-  if packed then
-    summary = cmsgpack.unpack(packed)
-    old_member = member_of(thing, aid, summary)
+  local act = activity(k, thing, aid)
+  local summary, delta = act.summary, value
+  if summary then
     if mode == 'd' and ts2 < summary[2] then return 'stale', 0 end
     local hours = {hour_of(ts2)}
     if mode == 'd' then hours[2] = hour_of(ts1) end
-    chunks = load_hours(acts, id, summary, hours)
-    if chunks == nil then return 'stale', 0 end
-    if mode == 'd' then delta = value - window_sum(summary, chunks, ts1, ts2) end
+    if not load_hours(act, hours) then return 'stale', 0 end
+    if mode == 'd' then delta = value - window_sum(summary, act.chunks, ts1, ts2) end
   end
   if delta == 0 then return 'same', 0 end
-  local stored = {}
   if summary then
-    stored = record(summary, chunks, ts2, delta, atid)
+    for h, _ in pairs(record(summary, act.chunks, ts2, delta, atid)) do act.dirty[h] = true end
   else
-    summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
+    act.summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
   end
+  act.changed = true
   add_to_counters(k, p, delta)
-  save_state(acts, idx, thing, aid, summary, stored, old_member)
   return 'ok', delta
 end
 
 local out = {}
 for n = 1, #points do
-  local status, delta = apply((n - 1) * PER_POINT, points[n])
+  local status, delta = apply(points[n][11], points[n])
   out[#out + 1] = status; out[#out + 1] = delta
 end
+pay_counters()
+save_states()
 return out

@@ -27,6 +27,7 @@ from psd.keys import (
     TYPED,
     Ranges,
     ReadPlan,
+    Target,
     count_plan,
     count_prefix,
     count_target,
@@ -155,18 +156,23 @@ class Store:
         now = int(self._clock())
         keys: list[str] = []
         payload = []
+        # the keys of a (user, month) go once; its points name where they start in KEYS
+        starts: dict[tuple[int, Target], tuple[int, list[int]]] = {}
         for p, delivery in zip(points, deliveries, strict=True):
             target = metric_target(p.ts2)
-            prefix = metric_prefix(p.uid)
-            keys += [prefix + "acts", prefix + "idx"]
-            keys += [prefix + suffix for suffix in target.suffixes]
-            keys += [prefix + TYPED + suffix for suffix in target.suffixes]
-            keys.append(prefix + ONCE)
+            start, expires = starts.get((p.uid, target), (0, []))
+            if not expires:
+                prefix = metric_prefix(p.uid)
+                start, expires = len(keys), expiries(self.metric_policy, target.bucket_ends)
+                starts[p.uid, target] = (start, expires)
+                keys += [prefix + "acts", prefix + "idx"]
+                keys += [prefix + suffix for suffix in target.suffixes]
+                keys += [prefix + TYPED + suffix for suffix in target.suffixes]
+                keys.append(prefix + ONCE)
             mode = "d" if p.mode == "diffadd" else "i"
-            expires = expiries(self.metric_policy, target.bucket_ends)
             payload.append(
                 [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
-                 p.thing_id, delivery]
+                 p.thing_id, delivery, start]
             )  # fmt: skip
         args = [msgpack.packb(payload), self.settings.state_expire, *self._once_args(now)]
         return self.scripts.write_metric(keys, args, client=client)
@@ -232,14 +238,18 @@ class Store:
         def queue(indexes: list[int], client: Any) -> Any:
             keys: list[str] = []
             payload = []
+            starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
             for i in indexes:
                 point = points[i]
                 target = count_target(point.ts)
-                prefix = count_prefix(point.thing)
-                keys += [prefix + suffix for suffix in target.suffixes]
-                keys.append(prefix + ONCE)
-                expires = expiries(self.count_policy, target.bucket_ends)
-                payload.append([point.value, target.children, expires, plan.deliveries[i]])
+                start, expires = starts.get((point.thing, target.suffixes), (0, []))
+                if not expires:
+                    prefix = count_prefix(point.thing)
+                    start, expires = len(keys), expiries(self.count_policy, target.bucket_ends)
+                    starts[point.thing, target.suffixes] = (start, expires)
+                    keys += [prefix + suffix for suffix in target.suffixes]
+                    keys.append(prefix + ONCE)
+                payload.append([point.value, target.children, expires, plan.deliveries[i], start])
             args = [msgpack.packb(payload), *self._once_args(now)]
             return self.scripts.write_count(keys, args, client=client)
 
