@@ -6,7 +6,6 @@ Options fall back to ``PSD_*`` environment variables and the TOML file named by 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -14,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,9 @@ import click
 
 from psd import dlq as dead_letters
 from psd.config import Settings, load_settings
-from psd.embedded import EmbeddedServer
 from psd.store import Store
+from psd.up import masked, store
+from psd.up import run as run_up
 
 log = logging.getLogger("psd")
 
@@ -57,17 +56,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     ctx.obj = load_settings(config)
 
 
-@contextlib.contextmanager
-def store_url(settings: Settings) -> Iterator[str]:
-    """The configured Redis URL, or an embedded server's for as long as the block runs."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    click.echo(f"psd: no PSD_REDIS_URL set, starting the embedded server in {settings.data_dir}")
-    with EmbeddedServer(data_dir=settings.data_dir) as server:
-        yield server.url
-
-
 def server_command(server: str, bind: str, workers: int) -> list[str]:
     """The command line that serves the WSGI app with ``server`` (granian or gunicorn)."""
     host, _, port = bind.rpartition(":")
@@ -81,22 +69,58 @@ def server_command(server: str, bind: str, workers: int) -> list[str]:
             "--access-logfile", "-", WSGI_APP]  # fmt: skip
 
 
+#: Seconds a child gets to stop once told to before its whole process group is killed.
+STOP_GRACE = 20
+
+
 def run_child(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` until it exits or we are told to stop; forward SIGINT/SIGTERM."""
-    child = subprocess.Popen(command, env=env)
+    """Run ``command`` until it exits or we are told to stop: SIGINT/SIGTERM reach it once,
+    from us (it runs in a session of its own, so a signal to our process group — Ctrl-C,
+    honcho stopping ``psd up`` — does not also hit its workers directly), and if it has not
+    stopped ``STOP_GRACE`` seconds later its process group is killed (granian can hang when
+    stopped while a worker is starting). A stop we forwarded exits 0."""
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+    stopped: list[int] = []
+    deadline = [float("inf")]
 
     def forward(signum: int, _frame: Any) -> None:
+        stopped.append(signum)
+        deadline[0] = min(deadline[0], time.monotonic() + STOP_GRACE)
         child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return child.wait()
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline[0]:
+                    log.warning("%s did not stop in %d s: killing it", command[2], STOP_GRACE)
+                    os.killpg(child.pid, signal.SIGKILL)
+        return 0 if stopped and code in (0, *(-sig for sig in stopped)) else code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if child.poll() is None:
-            child.terminate()
+            os.killpg(child.pid, signal.SIGTERM)
             child.wait()
+
+
+@main.command()
+@click.option("--bind", help="HOST:PORT of the API [PSD_BIND, default 127.0.0.1:1155].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where the embedded store keeps its data [PSD_DATA_DIR, ~/.local/share/psd].",
+)
+@click.pass_context
+def up(ctx: click.Context, bind: str | None, data_dir: str | None) -> None:
+    """Run all of psd: the store (embedded unless PSD_REDIS_URL is set), the API, a worker
+    and beat, in one log stream, until Ctrl-C. A restart keeps the data."""
+    settings = _settings(ctx)
+    settings = replace(settings, bind=bind or settings.bind, data_dir=data_dir or settings.data_dir)
+    sys.exit(run_up(settings, _child_env(ctx)))
 
 
 @main.command()
@@ -117,11 +141,17 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
         web_server=server or settings.web_server,
         web_workers=settings.web_workers if workers is None else workers,
     )
-    with store_url(settings) as url:
+    if not settings.redis_url:
+        click.echo(
+            f"psd: no PSD_REDIS_URL set, starting the embedded server in {settings.data_dir}"
+        )
+    with store(settings) as url:
         env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind)
         if ctx.parent and ctx.parent.params.get("config"):
             env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
-        click.echo(f"psd: serving http://{settings.bind} with {settings.web_server}, store {url}")
+        click.echo(
+            f"psd: serving http://{settings.bind} with {settings.web_server}, store {masked(url)}"
+        )
         command = server_command(settings.web_server, settings.bind, settings.web_workers)
         code = run_child(command, env)
     sys.exit(code)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -63,17 +65,20 @@ class EmbeddedServer:
         binary: Path | None = None,
         persist: bool = True,
         extra_args: tuple[str, ...] = (),
+        password: str = "",
     ) -> None:
         self.binary = binary or server_binary()
         self.port = port or free_port()
         self.data_dir = Path(data_dir) if data_dir else None
         self.persist = persist and self.data_dir is not None
         self.extra_args = extra_args
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
         args = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port)]
@@ -83,6 +88,8 @@ class EmbeddedServer:
         args += ["--appendonly", "yes" if self.persist else "no"]
         # compact encodings for psd's small hashes, and never evict counters
         args += ["--hash-max-listpack-entries", "256", "--maxmemory-policy", "noeviction"]
+        if self.password:
+            args += ["--requirepass", self.password]
         return args + list(self.extra_args)
 
     def start(self, timeout: float = 10.0) -> EmbeddedServer:
@@ -91,7 +98,9 @@ class EmbeddedServer:
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(
+            port=self.port, password=self.password or None, socket_connect_timeout=0.2
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -105,7 +114,7 @@ class EmbeddedServer:
                 time.sleep(0.02)
             finally:
                 client.close()
-        log.info("embedded server %s listening on %s", self.binary.name, self.url)
+        log.info("embedded server %s listening on 127.0.0.1:%d", self.binary.name, self.port)
         return self
 
     def stop(self) -> None:
@@ -133,3 +142,17 @@ class EmbeddedServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def data_dir_password(data_dir: str | Path) -> str:
+    """The embedded server's password, made on first use and kept in the data directory
+    (readable by its owner only), so that a restart opens the same data with it."""
+    path = Path(data_dir) / "password"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    return secret

@@ -1,0 +1,80 @@
+"""``psd up``: everything psd runs, on one machine, from one command.
+
+The store (the embedded server, persisting to the data directory, unless ``PSD_REDIS_URL``
+names one), then the web API, a worker and beat as child processes supervised by honcho's
+``Manager`` (the process manager behind ``honcho start``): one log stream, a coloured prefix per
+process; when one exits or we are told to stop (Ctrl-C, SIGTERM), all are stopped, and the
+store last, so that what the worker was applying is in the append-only file before it closes.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import honcho.manager
+from honcho.manager import Manager
+
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, data_dir_password
+
+#: Seconds the children get to stop before they are killed: a worker finishes its batch.
+STOP_SECONDS = 30
+#: The processes of ``psd up``: name -> psd subcommand.
+PROCESSES = {
+    "web": ["web"],
+    "worker": ["worker", "--loglevel", "INFO"],
+    "beat": ["beat", "--loglevel", "INFO"],
+}
+
+
+def masked(url: str) -> str:
+    """A Redis URL fit for a log: its password replaced."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@contextmanager
+def store(settings: Settings) -> Iterator[str]:
+    """The store's URL: the configured one, or an embedded server's (password-protected,
+    on loopback, persisting to the data directory) for as long as the block runs."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    password = data_dir_password(settings.data_dir)
+    with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
+        yield server.url
+
+
+def banner(settings: Settings, url: str) -> str:
+    host, _, port = settings.bind.rpartition(":")
+    return "\n".join([
+        "psd is up:",
+        f"  API      http://{host}:{port}/health/ping  (README: examples)",
+        f"  store    {masked(url)}"
+        + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
+        f"  broker   {masked(settings.broker_url or url)}",
+        "  Ctrl-C stops everything",
+    ])  # fmt: skip
+
+
+def run(settings: Settings, env: dict[str, str], printer: Any = None) -> int:
+    """Run the store and the processes until one exits or we are stopped; 0 on a stop."""
+    with store(settings) as url:
+        child_env = dict(env, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
+                         PSD_DATA_DIR=settings.data_dir)  # fmt: skip
+        manager = Manager(printer) if printer is not None else Manager()
+        for name, args in PROCESSES.items():
+            # exec: honcho runs a shell; without it the shell would exit at SIGTERM at once,
+            # and we would stop the store while the process was still stopping
+            command = "exec " + shlex.join([sys.executable, "-m", "psd.cli", *args])
+            manager.add_process(name, command, env=child_env)
+        print(banner(settings, url), flush=True)
+        honcho.manager.KILL_WAIT = STOP_SECONDS  # honcho's grace period, 5 s by default
+        manager.loop()
+        code = manager.returncode or 0
+    stopped = code in (130, 143)  # honcho's code for our SIGINT, SIGTERM: a clean stop
+    return 0 if stopped else code

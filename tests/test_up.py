@@ -1,0 +1,125 @@
+"""``psd up`` end to end: the embedded store, the API, a worker and beat as real processes;
+queued and direct writes answered; SIGTERM stops everything; a restart keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from psd.embedded import free_port
+from tests.support import wait_for
+from tests.test_cli import NOW, _get
+
+STOP_SECONDS = 40
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid``, with its command line."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(parent)],
+                             capture_output=True, text=True)  # fmt: skip
+        for line in out.stdout.splitlines():
+            child, _, args = line.strip().partition(" ")
+            found[int(child)] = args
+            todo.append(int(child))
+    return found
+
+
+class Up:
+    """A ``psd up`` process on a data directory and port of the test's own."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+        command = [sys.executable, "-m", "psd.cli", "up", "--data-dir", str(data_dir),
+                   "--bind", f"127.0.0.1:{port}"]  # fmt: skip
+        self.log = data_dir.parent / f"up-{port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, f"psd up exited:\n{self.log.read_text()}"
+        try:
+            return _get(self.url + "/health/ping") == '{"pong":"OK"}'
+        except OSError:
+            return False
+
+    def query(self, uid: int) -> int:
+        return int(_get(self.url + f"/v1/query/{uid}/steps/all/{NOW - 60}/{NOW}"))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=STOP_SECONDS)
+
+
+def write(url: str, aid: int, value: int, queued: bool = False) -> str:
+    body = {"thing": "steps", "uid": 1, "atid": 2, "aid": aid, "value": value,
+            "ts1": NOW - 60, "ts2": NOW}  # fmt: skip
+    target = url + "/v1/write" + ("?async=1" if queued else "")
+    return _get(target, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    up = Up(data_dir, free_port())
+    try:
+        assert wait_for(up.ready, timeout=60)
+        children = descendants(up.proc.pid)
+        commands = " ".join(children.values())
+        for part in (
+            "valkey-server",
+            "psd.cli web",
+            "psd.cli worker",
+            "psd.cli beat",
+            "granian",
+            "celery -A workers.app worker",
+            "celery -A workers.app beat",
+        ):
+            assert part in commands, f"no {part!r} among {commands}"  # fmt: skip
+        assert write(up.url, 3, 10) == "ok"
+        assert json.loads(write(up.url, 4, 5, queued=True)) == {"queued": 1}
+        assert wait_for(lambda: up.query(1) == 15, timeout=30)  # through the worker
+    finally:
+        code = up.stop()
+    assert code == 0, up.log.read_text()
+    time.sleep(0.5)
+    left = {pid: args for pid, args in children.items() if Path(f"/proc/{pid}").exists()}
+    assert not left, f"processes left behind: {left}"
+    log = up.log.read_text()
+    assert "psd is up" in log and "| " in log  # the banner, and one prefixed stream
+
+    again = Up(data_dir, free_port())
+    try:
+        assert wait_for(again.ready, timeout=60)
+        assert again.query(1) == 15
+    finally:
+        assert again.stop() == 0
+
+
+def test_the_embedded_store_is_on_loopback_behind_a_password(tmp_path: Path) -> None:
+    up = Up(tmp_path / "data", free_port())
+    try:
+        assert wait_for(up.ready, timeout=60)
+        secret = tmp_path / "data" / "password"
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        server = next(args for args in descendants(up.proc.pid).values() if "valkey-server" in args)
+        host, port = server.split()[-1].rsplit(":", 1)  # its title: "valkey-server HOST:PORT"
+        assert host == "127.0.0.1"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=int(port)).ping()
+        client = redis.Redis(port=int(port), password=secret.read_text().strip())
+        assert client.config_get("bind") == {"bind": "127.0.0.1"}
+    finally:
+        assert up.stop() == 0
