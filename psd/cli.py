@@ -21,6 +21,8 @@ import click
 
 from psd import dlq as dead_letters
 from psd.config import Settings, load_settings
+from psd.doctor import doctor
+from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
 from psd.up import masked, store
 from psd.up import run as run_up
@@ -265,6 +267,10 @@ def dlq_retry(ctx: click.Context) -> None:
 def dlq_purge(ctx: click.Context) -> None:
     """Delete every dead letter."""
     click.echo(f"deleted {dead_letters.purge(_dlq_store(ctx).redis)}")
+
+
+for _command in (*OPS_COMMANDS, doctor):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from honcho.manager import Manager
 
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, data_dir_password
+from psd.ops import publish_url
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.
 STOP_SECONDS = 30
@@ -73,8 +74,13 @@ def run(settings: Settings, env: dict[str, str], printer: Any = None) -> int:
             command = "exec " + shlex.join([sys.executable, "-m", "psd.cli", *args])
             manager.add_process(name, command, env=child_env)
         print(banner(settings, url), flush=True)
+        published = None if settings.redis_url else publish_url(settings.data_dir, url)
         honcho.manager.KILL_WAIT = STOP_SECONDS  # honcho's grace period, 5 s by default
-        manager.loop()
+        try:
+            manager.loop()
+        finally:
+            if published:
+                published.unlink(missing_ok=True)
         code = manager.returncode or 0
     stopped = code in (130, 143)  # honcho's code for our SIGINT, SIGTERM: a clean stop
     return 0 if stopped else code

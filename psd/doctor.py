@@ -1,0 +1,200 @@
+"""``psd doctor``: check what psd depends on and say what to fix.
+
+Each check answers ok, warn (psd runs, but not as it should) or fail (psd cannot do its job),
+with a line on what to do. The exit status is 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+import click
+import redis
+
+from psd import dlq, maintenance
+from psd.config import Settings, retention_of
+from psd.ops import tool_store
+from psd.scripts import NAMES, source
+from psd.store import Store
+from psd.up import masked
+
+Status = Literal["ok", "warn", "fail"]
+MARK = {"ok": ("ok  ", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
+#: Clock skew between this host and the store beyond which windows and retention drift.
+MAX_SKEW = 2.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    what: str
+    fix: str = ""
+
+
+Check = Callable[[Store, Settings], Iterator[Finding]]
+
+
+def verdict(ok: bool, what: str, fix: str, bad: Status = "fail") -> Finding:
+    """``what`` as ok, or as ``bad`` with what to do about it."""
+    return Finding("ok", what) if ok else Finding(bad, what, fix)
+
+
+def server(store: Store, settings: Settings) -> Iterator[Finding]:
+    info = store.redis.info("server")
+    name = "valkey" if "valkey_version" in info else "redis"
+    version = str(info.get("valkey_version") or info.get("redis_version"))
+    major = int(version.split(".")[0])
+    ok = name == "valkey" or major >= 7
+    what = f"store {masked(store_url(store))}: {name} {version}"
+    yield verdict(ok, what, "psd needs Redis >= 7.0 (EXPIRE NX, EXPIRETIME) or Valkey")
+
+
+def store_url(store: Store) -> str:
+    kw = store.redis.connection_pool.connection_kwargs
+    auth = ":***@" if kw.get("password") else ""
+    return f"redis://{auth}{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}"
+
+
+def scripts(store: Store, settings: Settings) -> Iterator[Finding]:
+    for name in NAMES:
+        store.redis.script_load(source(name))
+    yield Finding("ok", f"Lua scripts load: {', '.join(NAMES)}")
+    packed = store.redis.eval("return cmsgpack.unpack(cmsgpack.pack({7}))[1]", 0)
+    yield verdict(
+        packed == 7,
+        "cmsgpack in the server's Lua",
+        "use Redis or Valkey built with its bundled Lua libraries",
+    )
+
+
+def persistence(store: Store, settings: Settings) -> Iterator[Finding]:
+    try:
+        config = store.redis.config_get("appendonly") | store.redis.config_get("maxmemory-policy")
+    except redis.ResponseError:
+        yield Finding("warn", "cannot read the store's CONFIG (a managed server?)",
+                      "check by hand: appendonly yes, maxmemory-policy noeviction")  # fmt: skip
+        return
+    aof = config.get("appendonly")
+    yield verdict(
+        aof == "yes",
+        f"appendonly {aof}",
+        "set appendonly yes: without it a crash loses recent writes",
+        "warn",
+    )
+    policy = config.get("maxmemory-policy")
+    yield verdict(
+        policy == "noeviction",
+        f"maxmemory-policy {policy}",
+        "set maxmemory-policy noeviction: eviction drops counters",
+    )
+
+
+def clock(store: Store, settings: Settings) -> Iterator[Finding]:
+    seconds, micros = store.redis.time()
+    skew = abs(seconds + micros / 1e6 - time.time())
+    yield verdict(
+        skew <= MAX_SKEW,
+        f"clock skew with the store {skew:.3f} s",
+        "run NTP on both hosts: expiry and retention use both clocks",
+        "warn",
+    )
+
+
+def retention(store: Store, settings: Settings) -> Iterator[Finding]:
+    levels = ", ".join(f"{level} {_days(sec)}" for level, sec in retention_of(settings).items())
+    yield Finding("ok", f"retention: {levels}; counts {_days(settings.count_expire)}")
+    tasks: tuple[maintenance.Task, ...] = ("retention", "compaction")
+    for task in tasks:
+        finished = maintenance.status(store, task)["last_cycle_finished"]
+        done = "none yet" if finished is None else f"{_days(int(time.time() - finished))} ago"
+        yield verdict(
+            finished is not None,
+            f"{task}: last pass over the keyspace: {done}",
+            "run psd beat and a worker to apply retention and compaction",
+            "warn",
+        )
+
+
+def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
+    waiting = dlq.count(store.redis)
+    yield verdict(
+        not waiting,
+        f"dead letters: {waiting}",
+        "psd dlq list; fix the sender; psd dlq retry",
+        "warn",
+    )
+
+
+def broker(store: Store, settings: Settings) -> Iterator[Finding]:
+    url = settings.broker_url
+    if not url:
+        yield Finding("ok", "broker: the store's Redis")
+        return
+    parts = urlsplit(url)
+    port = parts.port or (5672 if parts.scheme.startswith("amqp") else 6379)
+    try:
+        if parts.scheme.startswith("redis"):
+            redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        else:
+            _amqp_hello(parts.hostname or "localhost", port)
+    except (OSError, redis.RedisError) as exc:
+        yield Finding("fail", f"broker {masked(url)}: {exc}", "start it, or fix PSD_BROKER_URL")
+        return
+    yield Finding("ok", f"broker {masked(url)} answers")
+
+
+def _amqp_hello(host: str, port: int) -> None:
+    """Open a TCP connection and check the server speaks AMQP 0-9-1 (its Connection.Start)."""
+    with socket.create_connection((host, port), timeout=3) as sock:
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        frame = sock.recv(7)
+    if len(frame) < 7 or frame[0] != 1:
+        raise OSError("does not speak AMQP 0-9-1")
+
+
+def _days(seconds: int) -> str:
+    if seconds == 0:
+        return "forever"
+    return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds} s"
+
+
+CHECKS: tuple[Check, ...] = (server, scripts, persistence, clock, retention, dead_letters, broker)
+
+
+def diagnose(settings: Settings) -> list[Finding]:
+    """Every check's findings; a check that cannot run is a failure, and stops those after it
+    that need the store."""
+    try:
+        store = tool_store(settings)
+        store.redis.ping()
+    except (click.UsageError, redis.RedisError) as exc:
+        return [Finding("fail", f"store: {exc}", "start the store, or fix PSD_REDIS_URL")]
+    findings: list[Finding] = []
+    for check in CHECKS:
+        try:
+            findings += list(check(store, settings))
+        except redis.RedisError as exc:
+            findings.append(Finding("fail", f"{check.__name__}: {exc}"))
+    return findings
+
+
+@click.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the store, scripts, persistence, clock, retention, broker; say what to fix."""
+    settings: Settings = ctx.find_root().obj
+    findings = diagnose(settings)
+    for finding in findings:
+        mark, colour = MARK[finding.status]
+        click.echo(f"{click.style(mark, fg=colour)} {finding.what}")
+        if finding.fix:
+            click.echo(f"     -> {finding.fix}")
+    failed = sum(f.status == "fail" for f in findings)
+    warned = sum(f.status == "warn" for f in findings)
+    click.echo(f"{failed} failed, {warned} to look at, {len(findings) - failed - warned} ok")
+    ctx.exit(1 if failed else 0)

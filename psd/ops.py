@@ -1,0 +1,195 @@
+"""Operators' one-liners: ``psd write``, ``psd query``, ``psd count``.
+
+They talk to the store directly (no queue, no HTTP), validated by the same parsers as every
+other entry point, and print for people by default or one JSON document with ``--json``.
+Instants are Unix seconds or ISO 8601 (``2026-11-29T10:00:00Z``; no zone means UTC) and
+default to now. Without ``PSD_REDIS_URL`` they find the embedded store a running ``psd up``
+left its address for in the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from psd.config import Settings
+from psd.errors import InvalidInput, PsdError
+from psd.model import THINGS, parse_count, parse_metric
+from psd.store import Store, UserQuery
+from psd.timebuckets import Gran
+
+#: Where ``psd up`` leaves the embedded store's URL (it holds the password: owner-only).
+URL_FILE = "store.url"
+
+
+def publish_url(data_dir: str, url: str) -> Path:
+    """Leave the embedded store's URL for the tools of this machine (removed at stop)."""
+    path = Path(data_dir) / URL_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(url + "\n")
+    return path
+
+
+def tool_store(settings: Settings) -> Store:
+    """The store to work on: ``PSD_REDIS_URL``, else a running ``psd up``'s embedded one."""
+    url = settings.redis_url
+    published = Path(settings.data_dir) / URL_FILE
+    if not url and published.exists():
+        url = published.read_text().strip()
+    if not url:
+        raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
+    return Store(redis.Redis.from_url(url, socket_connect_timeout=3), settings)
+
+
+class Instant(click.ParamType[int]):
+    """Unix seconds or an ISO 8601 date-time (UTC unless it says otherwise)."""
+
+    name = "instant"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            self.fail(f"{text!r} is neither Unix seconds nor ISO 8601", param, ctx)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp())
+
+
+INSTANT = Instant()
+
+
+def iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def _fail(exc: PsdError) -> click.ClickException:
+    field = getattr(exc, "field", "")
+    return click.ClickException(f"{field}: {exc}" if field else str(exc))
+
+
+@click.command()
+@click.option("--thing", required=True, type=click.Choice(list(THINGS)))
+@click.option("--uid", required=True, type=int)
+@click.option("--atid", required=True, type=int, help="Activity type.")
+@click.option("--aid", required=True, type=int, help="Activity id.")
+@click.option("--value", required=True, type=int)
+@click.option("--ts1", type=INSTANT, help="Start of the running total (diffadd) [ts2].")
+@click.option("--ts2", type=INSTANT, help="Instant of the point [now].")
+@click.option("--increment", is_flag=True, help="Add value at ts2 (default: diffadd).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def write(ctx: click.Context, /, ts1: int | None, ts2: int | None, increment: bool,
+          as_json: bool, **fields: Any) -> None:  # fmt: skip
+    """Write one metric point, as POST /v1/write would (synchronously)."""
+    ts2 = int(time.time()) if ts2 is None else ts2
+    fields.update(ts1=ts2 if ts1 is None else ts1, ts2=ts2)
+    try:
+        point = parse_metric(fields, "increment" if increment else "diffadd")
+        result = tool_store(_settings(ctx)).write_metric(point)
+    except PsdError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps({"status": result.status, "delta": result.delta}))
+    else:
+        click.echo(f"{result.status}: {result.delta:+d} {point.thing} for user {point.uid} "
+                   f"at {iso(point.ts2)}")  # fmt: skip
+
+
+def _range(start: int | None, end: int | None) -> tuple[int, int]:
+    end = int(time.time()) if end is None else end
+    return (end - 86400 + 1 if start is None else start), end
+
+
+def _widened_note(result: Any) -> str:
+    span = result.widened
+    if span is None:
+        return ""
+    grans = {g: g.name.lower() for g in Gran}
+    return (f"  (older detail is gone: answered for {iso(span.t1)} .. {iso(span.t2)}, "
+            f"start at {grans[span.start]}, end at {grans[span.end]} precision)")  # fmt: skip
+
+
+@click.command()
+@click.option("--uid", "uids", required=True, multiple=True, type=int, help="Repeatable.")
+@click.option("--thing", "things", multiple=True, type=click.Choice(list(THINGS)),
+              help="Repeatable [steps].")  # fmt: skip
+@click.option("--atid", type=int, help="Only this activity type [all].")
+@click.option("--from", "start", type=INSTANT, help="First instant [24 h before --to].")
+@click.option("--to", "end", type=INSTANT, help="Last instant, inclusive [now].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def query(ctx: click.Context, uids: tuple[int, ...], things: tuple[str, ...], atid: int | None,
+          start: int | None, end: int | None, as_json: bool) -> None:  # fmt: skip
+    """Sums of things for users over a range, with each user's activities."""
+    t1, t2 = _range(start, end)
+    if t1 > t2:
+        raise click.BadParameter("--from is after --to")
+    wanted = list(things or ("steps",))
+    try:
+        store = tool_store(_settings(ctx))
+        results = store.query([UserQuery(u, t1, t2) for u in uids], wanted, atid, True)
+    except PsdError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out = {str(uid): {"sums": r.sums, "activities": r.activities,
+                          "answered": [r.widened.t1, r.widened.t2] if r.widened else [t1, t2]}
+               for uid, r in zip(uids, results, strict=True)}  # fmt: skip
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"{iso(t1)} .. {iso(t2)}")
+    for uid, result in zip(uids, results, strict=True):
+        sums = "  ".join(f"{thing} {result.sums[thing]}" for thing in wanted)
+        click.echo(f"user {uid}: {sums}  activities {len(result.activities)}"
+                   + _widened_note(result))  # fmt: skip
+
+
+@click.command()
+@click.argument("thing")
+@click.option("--add", type=int, help="Add this to the counter (instead of reading it).")
+@click.option("--at", type=INSTANT, help="Instant of the addition [now].")
+@click.option("--from", "start", type=INSTANT, help="First instant [24 h before --to].")
+@click.option("--to", "end", type=INSTANT, help="Last instant, inclusive [now].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start: int | None,
+          end: int | None, as_json: bool) -> None:  # fmt: skip
+    """Read a global counter over a range, or --add to it."""
+    try:
+        store = tool_store(_settings(ctx))
+        if add is not None:
+            point = parse_count({"thing": thing, "value": add, "ts": at or int(time.time())})
+            store.write_count(point)
+            click.echo(json.dumps({"added": add}) if as_json else f"added {add} to {thing}")
+            return
+        t1, t2 = _range(start, end)
+        if t1 > t2:
+            raise InvalidInput("is after --to", "--from")
+        total = store.count(thing, t1, t2)
+    except PsdError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        click.echo(json.dumps({"thing": thing, "from": t1, "to": t2, "count": total}))
+    else:
+        click.echo(f"{thing}: {total}  ({iso(t1)} .. {iso(t2)})")
+
+
+COMMANDS = (write, query, count)

@@ -1,0 +1,74 @@
+"""``psd doctor`` on a real store: what it reports as ok, to look at, and failed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from psd import dlq, maintenance
+from psd.cli import main
+from psd.dlq import DeadLetter
+from psd.embedded import free_port
+from psd.store import Store
+
+
+def doctor(redis_url: str, **env: str) -> Result:
+    environ = {"PSD_REDIS_URL": redis_url, "PSD_BROKER_URL": "", **env}
+    return CliRunner().invoke(main, ["doctor"], env=environ, catch_exceptions=False)
+
+
+@pytest.fixture
+def eviction(redis_client: redis.Redis) -> Iterator[None]:
+    before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    yield
+    redis_client.config_set("maxmemory-policy", before)
+
+
+def test_a_healthy_store(redis_url: str, redis_client: redis.Redis, store: Store) -> None:
+    for task in ("retention", "compaction"):
+        maintenance.run(store, task, int(time.time()))  # type: ignore[arg-type]
+    result = doctor(redis_url)
+    assert result.exit_code == 0, result.output
+    for line in ("ok   Lua scripts load", "ok   cmsgpack in the server's Lua",
+                 "ok   maxmemory-policy noeviction", "ok   clock skew",
+                 "ok   retention: last pass over the keyspace", "ok   dead letters: 0",
+                 "ok   broker: the store's Redis"):  # fmt: skip
+        assert line in result.output, result.output
+    # the suite's server keeps nothing on disk: psd runs, but should not in production
+    assert "warn appendonly no\n     -> set appendonly yes" in result.output
+
+
+def test_what_to_fix_is_said(redis_url: str, redis_client: redis.Redis, eviction: None) -> None:
+    dlq.add(redis_client, [DeadLetter("metric", {"thing": "x"}, "unknown thing", "test", "")])
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    result = doctor(redis_url, PSD_BROKER_URL=nowhere)
+    assert result.exit_code == 1
+    assert "FAIL maxmemory-policy allkeys-lru\n     -> set maxmemory-policy noeviction" in (
+        result.output)  # fmt: skip
+    assert "warn dead letters: 1\n     -> psd dlq list" in result.output
+    assert f"FAIL broker {nowhere}" in result.output
+    assert "warn retention: last pass over the keyspace: none yet" in result.output
+    assert "2 failed" in result.output
+
+
+def test_no_store_is_a_failure() -> None:
+    result = doctor(f"redis://127.0.0.1:{free_port()}/0")
+    assert result.exit_code == 1 and "FAIL store:" in result.output
+
+
+def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
+    """A RabbitMQ answers; a server of another protocol on the broker's address does not."""
+    from tests.test_workers import RABBITMQ_URL, rabbitmq_reachable
+
+    port = redis_url.rsplit(":", 1)[1].split("/")[0]
+    result = doctor(redis_url, PSD_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{port}//")
+    assert f"FAIL broker amqp://guest:***@127.0.0.1:{port}//" in result.output  # no answer
+    assert result.exit_code == 1
+    if rabbitmq_reachable():
+        result = doctor(redis_url, PSD_BROKER_URL=RABBITMQ_URL)
+        assert "ok   broker amqp://guest:***@127.0.0.1:5672// answers" in result.output

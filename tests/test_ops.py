@@ -1,0 +1,78 @@
+"""``psd write``, ``psd query``, ``psd count``: operators' one-liners on a real store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+
+from psd.cli import main
+from psd.ops import publish_url
+
+Invoke = Callable[..., Result]
+T = 1_764_400_000  # 2025-11-29T07:06:40Z
+
+
+@pytest.fixture
+def run(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Invoke:
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0", "PSD_COUNT_EXPIRE": "0",
+           "PSD_DATA_DIR": str(tmp_path)}  # fmt: skip
+
+    def invoke(*args: str, **extra: str) -> Result:
+        return CliRunner().invoke(main, list(args), env={**env, **extra}, catch_exceptions=False)
+
+    return invoke
+
+
+def test_write_then_query(run: Invoke) -> None:
+    base = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1"]
+    first = run(*base, "--value", "10", "--ts1", str(T - 60), "--ts2", str(T))
+    assert first.exit_code == 0 and first.output.startswith("ok: +10 steps for user 7"), (
+        first.output
+    )
+    again = run(*base, "--value", "25", "--ts1", str(T - 60), "--ts2", "2025-11-29T07:07:00Z",
+                "--json")  # fmt: skip
+    assert json.loads(again.output) == {"status": "ok", "delta": 15}
+    inc = run(*base[:-1], "9", "--value", "3", "--ts2", str(T), "--increment")
+    assert inc.exit_code == 0
+    answer = run("query", "--uid", "7", "--uid", "8", "--thing", "steps", "--from", str(T - 60),
+                 "--to", "2025-11-29T07:10:00", "--json")  # fmt: skip
+    assert json.loads(answer.output) == {
+        "7": {"sums": {"steps": 28}, "activities": {"1": "2", "9": "2"},
+              "answered": [T - 60, T + 200]},
+        "8": {"sums": {"steps": 0}, "activities": {}, "answered": [T - 60, T + 200]},
+    }  # fmt: skip
+    human = run("query", "--uid", "7", "--from", str(T - 60), "--to", str(T + 200))
+    assert "user 7: steps 28  activities 2" in human.output
+
+
+def test_bad_input_is_refused_and_writes_nothing(run: Invoke, redis_client: redis.Redis) -> None:
+    base = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1"]
+    late = run(*base, "--value", "10", "--ts1", str(T), "--ts2", str(T - 5))
+    assert late.exit_code != 0 and "ts1" in late.output
+    negative = run(*base, "--value", "-1", "--ts2", str(T))
+    assert negative.exit_code != 0 and "value" in negative.output
+    nonsense = run(*base, "--value", "1", "--ts2", "yesterday-ish")
+    assert nonsense.exit_code != 0 and "neither Unix seconds nor ISO 8601" in nonsense.output
+    assert redis_client.dbsize() == 0
+
+
+def test_counts(run: Invoke) -> None:
+    assert run("count", "signup", "--add", "2", "--at", str(T)).exit_code == 0
+    assert run("count", "signup", "--add", "3", "--at", str(T + 60)).exit_code == 0
+    read = run("count", "signup", "--from", str(T), "--to", str(T + 59), "--json")
+    assert json.loads(read.output) == {"thing": "signup", "from": T, "to": T + 59, "count": 2}
+    assert "signup: 5" in run("count", "signup", "--from", str(T), "--to", str(T + 60)).output
+    assert run("count", "x y", "--add", "1").exit_code != 0
+
+
+def test_a_running_psd_ups_store_is_found(run: Invoke, redis_url: str, tmp_path: Path) -> None:
+    missing = run("count", "signup", PSD_REDIS_URL="")
+    assert missing.exit_code == 2 and "PSD_REDIS_URL" in missing.output
+    publish_url(str(tmp_path), redis_url)
+    found = run("count", "signup", "--json", PSD_REDIS_URL="")
+    assert found.exit_code == 0 and json.loads(found.output)["count"] == 0
