@@ -127,6 +127,11 @@ class Settings:
         "Messages psd nsq-bridge holds at once (published, waiting for the broker's confirm).",
         default=200,
     )
+    api_tokens: tuple[str, ...] = _doc(
+        "API tokens as SCOPE:TOKEN (scope read, write or read+write; tokens of 16 characters "
+        "or more); empty: the API is open, as the original's.",
+        default=(),
+    )
     max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
     max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
     web_server: str = _doc(

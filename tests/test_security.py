@@ -1,0 +1,95 @@
+"""API tokens with read and write scopes, and no request able to reach a key it should not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from psd.config import Settings
+from psd.errors import InvalidInput
+from psd.store import Store
+from web import create_app
+
+READ, WRITE, BOTH = "r" * 16 + "-reader", "w" * 16 + "-writer", "b" * 16 + "-admin"
+TOKENS = (f"read:{READ}", f"write:{WRITE}", f"read+write:{BOTH}")
+NOW = int(time.time())
+POINT = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10, "ts1": NOW, "ts2": NOW}
+
+
+@pytest.fixture(params=["fast path", "flask only"])
+def guarded(request: pytest.FixtureRequest, store: Store) -> Iterator[FlaskClient]:
+    settings = Settings(api_tokens=TOKENS)
+    app = create_app(settings, store, fast_path=request.param == "fast path")
+    with app.test_client() as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def read(client: FlaskClient, token: str | None) -> int:
+    headers = bearer(token) if token else {}
+    return client.get(f"/v1/query/1/steps/all/{NOW}/{NOW}", headers=headers).status_code
+
+
+def write(client: FlaskClient, token: str | None) -> int:
+    headers = bearer(token) if token else {}
+    return client.post("/v1/write", json=POINT, headers=headers).status_code
+
+
+def test_tokens_grant_their_scopes_and_nothing_else(guarded: FlaskClient) -> None:
+    assert guarded.get("/health/ping").status_code == 200  # health checks need no token
+    answer = guarded.get(f"/v1/query/1/steps/all/{NOW}/{NOW}")
+    assert answer.status_code == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert answer.json == {"error": "an API token is needed: Authorization: Bearer <token>"}
+    assert (read(guarded, READ), write(guarded, READ)) == (200, 403)
+    assert (read(guarded, WRITE), write(guarded, WRITE)) == (403, 200)
+    assert (read(guarded, BOTH), write(guarded, BOTH)) == (200, 200)
+    for wrong in (READ[:-1], READ + "x", READ.upper(), "", "Basic " + READ):
+        assert read(guarded, wrong) == 401, wrong
+    form = {"things": "steps", "ids": "1"}
+    mumt = guarded.post(f"/v1/mumt_query/all/{NOW}/{NOW}", data=form, headers=bearer(WRITE))
+    assert mumt.status_code == 403
+    count = guarded.post("/v1/count", json={"thing": "signup", "value": 1, "ts": NOW},
+                         headers=bearer(READ))  # fmt: skip
+    assert count.status_code == 403
+
+
+def test_refused_writes_write_nothing(guarded: FlaskClient, redis_client: redis.Redis) -> None:
+    assert write(guarded, None) == 401 and write(guarded, READ) == 403
+    assert redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "spec", ["reader", "admin:" + "x" * 20, "read:short", "read+all:" + "x" * 20]
+)
+def test_bad_token_settings_stop_the_start(store: Store, spec: str) -> None:
+    with pytest.raises(InvalidInput, match="api_tokens"):
+        create_app(Settings(api_tokens=(spec,)), store)
+
+
+KEYISH = ["psd:dlq", "*", "{1}:acts", "c:{signup}:r", "a{b}", "x}", "KEYS", "EVAL", "../1"]
+
+
+def test_no_request_names_a_key_or_a_script(client: FlaskClient, redis_client: redis.Redis) -> None:
+    """Key-like names in every place a name goes are refused or read as nothing; afterwards
+    the store holds only the keys of the one legitimate write."""
+    client.post("/v1/write", json=POINT)
+    before = set(redis_client.keys("*"))
+    for name in KEYISH:
+        assert client.post("/v1/write", json=POINT | {"thing": name}).status_code == 406
+        count = {"thing": name, "value": 1, "ts": NOW}  # a counter's name is namespaced
+        assert client.post("/v1/count", json=count).status_code in (200, 400, 406)
+        assert client.get(f"/v1/query/1/{name}/all/0/10").status_code in (200, 404)
+        assert client.get(f"/v1/readcount/{name}/0/10").status_code in (200, 400, 404, 406)
+        client.post(f"/v1/readcount_with_ids/{name}/0/10", data={"ids": "1,2"})
+    after = set(redis_client.keys("*"))
+    unexpected = [k for k in after - before if not k.startswith((b"c:{", b"{1}:"))]
+    assert not unexpected, unexpected
+    assert b"psd:dlq" not in after
+    assert not any(b"{" in k.split(b"{", 2)[-1] for k in after if k.startswith(b"c:{"))

@@ -1,0 +1,84 @@
+"""Optional API tokens with read and write scopes.
+
+With ``PSD_API_TOKENS`` empty the API is open, as the original's was. Otherwise every route but
+``/health/ping`` needs ``Authorization: Bearer <token>``: the write routes a token with the
+``write`` scope, every other route one with ``read``. A token is compared with every configured
+one in constant time (``hmac.compare_digest``), so the answer's timing says nothing about how
+much of a guess was right. The gate is WSGI middleware in front of everything else, so the
+fast path and Flask are guarded alike.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from psd.errors import InvalidInput
+from web.handlers import Reply, error
+
+OPEN = frozenset({"/health/ping"})
+WRITES = frozenset({"/v1/write", "/v1/count"})
+SCOPES = frozenset({"read", "write"})
+#: Shortest token accepted: a guessable token is no protection.
+MIN_TOKEN = 16
+
+Token = tuple[bytes, frozenset[str]]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def parse_tokens(specs: Iterable[str]) -> list[Token]:
+    """``SCOPE:TOKEN`` entries (scope ``read``, ``write`` or ``read+write``)."""
+    tokens = []
+    for spec in specs:
+        scope_text, sep, token = spec.partition(":")
+        scopes = frozenset(scope_text.split("+"))
+        if not sep or not scopes <= SCOPES:
+            raise InvalidInput("each entry is SCOPE:TOKEN, scope read, write or read+write",
+                               "api_tokens")  # fmt: skip
+        if len(token) < MIN_TOKEN:
+            raise InvalidInput(f"a token has at least {MIN_TOKEN} characters", "api_tokens")
+        tokens.append((token.encode(), scopes))
+    return tokens
+
+
+class TokenGate:
+    """WSGI middleware: ``TokenGate(app, parse_tokens(settings.api_tokens))``."""
+
+    def __init__(self, app: WSGIApp, tokens: list[Token]) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    def scopes_of(self, presented: bytes) -> frozenset[str] | None:
+        """The scopes of the presented token; every configured token is compared."""
+        found = None
+        for token, scopes in self.tokens:
+            if hmac.compare_digest(token, presented):
+                found = scopes
+        return found
+
+    def refusal(self, environ: dict[str, Any]) -> Reply | None:
+        path = environ.get("PATH_INFO", "")
+        if path in OPEN:
+            return None
+        scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        scopes = None
+        if scheme.lower() == "bearer":
+            scopes = self.scopes_of(presented.strip().encode("utf-8", "replace"))
+        if scopes is None:
+            return error(401, "an API token is needed: Authorization: Bearer <token>")
+        need = "write" if path in WRITES else "read"
+        if need not in scopes:
+            return error(403, f"this token may not {need}")
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        reply = self.refusal(environ)
+        if reply is None:
+            return self.app(environ, start_response)
+        status = "401 Unauthorized" if reply.status == 401 else "403 Forbidden"
+        headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
+        if reply.status == 401:
+            headers.append(("WWW-Authenticate", 'Bearer realm="psd"'))
+        start_response(status, headers)
+        return [reply.body]
