@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -147,8 +148,10 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
         click.echo(
             f"psd: no PSD_REDIS_URL set, starting the embedded server in {settings.data_dir}"
         )
-    with store(settings) as url:
-        env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind)
+    # the server's processes keep their metrics in one directory, summed at /metrics
+    with store(settings) as url, tempfile.TemporaryDirectory(prefix="psd-metrics-") as metrics:
+        env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
+                   PROMETHEUS_MULTIPROC_DIR=metrics)  # fmt: skip
         if ctx.parent and ctx.parent.params.get("config"):
             env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
         click.echo(

@@ -35,6 +35,7 @@ from psd.keys import (
     metric_target,
     read_plan,
 )
+from psd.metrics import ROUND_TRIPS, WRITE_BATCH
 from psd.model import THINGS, CountPoint, MetricPoint
 from psd.retention import Answerable, Policy, answerable, expiries
 from psd.scripts import Scripts
@@ -92,6 +93,8 @@ class Series:
     prefix: str
     with_state: bool
 
+
+_WRITE_TRIPS, _READ_TRIPS = ROUND_TRIPS.labels("write"), ROUND_TRIPS.labels("read")
 
 #: A group wider than this is read whole rather than asked for field by field.
 MAX_NAMED_FIELDS = 1000
@@ -195,6 +198,7 @@ class Store:
         call goes alone (a pipeline's SCRIPT EXISTS would cost a round trip), more are
         pipelined in one round trip. Returns each point's result, in the points' order,
         ``per_point`` splitting a call's reply."""
+        _WRITE_TRIPS.inc()
         if len(plan.calls) == 1:
             replies = [queue(plan.calls[0], self.redis)]
         else:
@@ -216,6 +220,7 @@ class Store:
         (status ``duplicate``) for ``idempotency_window`` seconds."""
         if not points:
             return []
+        WRITE_BATCH.observe(len(points))
         plan = plan_calls([metric_prefix(p.uid) for p in points], deliveries)
 
         def queue(indexes: list[int], client: Any) -> Any:
@@ -300,6 +305,7 @@ class Store:
             flags,
         ]
         args = [msgpack.packb(request)]
+        _READ_TRIPS.inc()
         with redis_errors("read"):
             result: list[list[Any]] = self.scripts.sum(keys, args)
         return result

@@ -80,7 +80,9 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
     store = Store.from_url(redis_url)
     store.redis.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    env.update(PSD_REDIS_URL=redis_url, PSD_BROKER_URL=broker, PSD_QUEUE="psd-cli-test")
+    metrics_port = free_port()
+    env.update(PSD_REDIS_URL=redis_url, PSD_BROKER_URL=broker, PSD_QUEUE="psd-cli-test",
+               PSD_WORKER_METRICS_PORT=str(metrics_port))  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "psd.cli", "worker", "--loglevel", "WARNING"],
                             env=env, stdout=subprocess.DEVNULL)  # fmt: skip
     sender = Celery(broker=broker)  # a service that does not import psd's tasks
@@ -95,6 +97,9 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
             time.sleep(0.1)
         descendants = _children(proc.pid)
         descendants += [g for c in descendants for g in _children(c)]
+        metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert 'psd_points_ingested_total{entry="task"} 1.0' in metrics
+        assert 'psd_task_batch_messages_count{task="psd.write_metric"} 1.0' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0

@@ -9,15 +9,12 @@ Content-Length, non-form bodies), goes to Flask untouched.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 from web.handlers import Api, Reply, error
-
-log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 FORM = "application/x-www-form-urlencoded"
@@ -36,8 +33,6 @@ class FastPath:
         reply = self.dispatch(environ)
         if reply is None:
             return self.app(environ, start_response)
-        if reply.status == 503:
-            log.error("store error: %s", reply.body.decode(errors="replace"))
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
         start_response(_STATUS[reply.status], headers)
         return [reply.body]

@@ -8,12 +8,15 @@ both call these, so a route behaves the same whichever of the two serves it.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
 from psd.model import (
     MAX_ID,
     MAX_POINTS_PER_MESSAGE,
@@ -28,6 +31,9 @@ from psd.model import (
 )
 from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
+
+log = logging.getLogger("psd.web")
+_POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http")
 
 #: Most things one mumt_query may name.
 MAX_THINGS = 64
@@ -107,11 +113,17 @@ class Api:
         self.enqueue = enqueue
 
     def guarded(self, handler: Callable[..., Reply], *args: Any) -> Reply:
-        """Run a handler; psd's errors become their HTTP answers."""
+        """Run a handler, timed (psd/metrics.py); psd's errors become their HTTP answers."""
+        start = time.perf_counter()
         try:
             return handler(*args)
         except PsdError as exc:
+            if isinstance(exc, StoreError):
+                log.error("store error: %s", exc)
             return reply_for(exc)
+        finally:
+            seconds = time.perf_counter() - start
+            REQUEST_SECONDS.labels(handler.__name__, range_class(args)).observe(seconds)
 
     def _list(self, form: Form, name: str, limit: int) -> list[str]:
         return split_list(form.get(name), name, limit)
@@ -123,8 +135,10 @@ class Api:
         try:
             point = parse_metric(decode_json(body))
         except InvalidInput as exc:
+            _REJECTED_HTTP.inc()
             raise WriteRejected(exc.message, exc.field) from exc
         self.store.write_metric(point)
+        _POINTS_HTTP.inc()
         return text("ok")
 
     def write_async(self, body: bytes) -> Reply:
@@ -149,6 +163,7 @@ class Api:
         except TooLarge:
             raise
         except InvalidInput as exc:
+            REJECTED.labels("http_async").inc()
             raise WriteRejected(exc.message, exc.field) from exc
         if self.enqueue is None:
             raise StoreError("no queue is configured for asynchronous writes")
@@ -156,11 +171,22 @@ class Api:
             self.enqueue("psd.write_metrics", {"points": parsed})
         else:
             self.enqueue("psd.write_metric", parsed[0])
+        POINTS.labels("http_async").inc(len(parsed))
         return as_json({"queued": len(parsed)}, 202)
 
     def count(self, body: bytes) -> Reply:
-        self.store.write_count(parse_count(decode_json(body)))
+        try:
+            point = parse_count(decode_json(body))
+        except InvalidInput:
+            REJECTED.labels("http_count").inc()
+            raise
+        self.store.write_count(point)
+        POINTS.labels("http_count").inc()
         return text("ok")
+
+    def metrics(self) -> Reply:
+        body, content_type = exposition()
+        return Reply(200, body, content_type)
 
     def query(self, uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Reply:
         user = parse_int_text(uid, "uid", 0, MAX_ID)

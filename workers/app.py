@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from prometheus_client import start_http_server
 
 from psd.config import Settings, load_settings
 from psd.store import Store
@@ -81,10 +82,14 @@ def create_app(settings: Settings) -> Celery:
 
 @signals.worker_init.connect
 def _check_store(sender: Any = None, **_: Any) -> None:
-    """Fail at start, clearly, rather than at the first batch."""
+    """Fail at start, clearly, rather than at the first batch; serve the worker's metrics."""
     context = getattr(getattr(sender, "app", None), "psd", None)
-    if context is not None and not context.settings.redis_url:
+    if context is None:
+        return
+    if not context.settings.redis_url:
         raise RuntimeError("psd worker needs the store's Redis: set PSD_REDIS_URL")
+    if context.settings.worker_metrics_port:
+        start_http_server(context.settings.worker_metrics_port)
 
 
 app = create_app(load_settings())

@@ -29,6 +29,7 @@ from psd import dlq
 from psd.config import Settings, load_settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
+from psd.metrics import POINTS, REJECTED
 from psd.model import parse_count, parse_metric
 from workers.app import create_app
 
@@ -114,11 +115,13 @@ class Bridge:
         read = read_message(body, delivery)
         if isinstance(read, DeadLetter):
             dlq.add(self.redis, [read])
+            REJECTED.labels("nsq").inc()
             log.warning("%s: dead letter: %s", delivery, read.reason)
             return
         task, kwargs = read
         # returns once the broker has it (Redis: LPUSH done; RabbitMQ: publish confirmed)
         self.celery.send_task(task, kwargs=kwargs, task_id=delivery)
+        POINTS.labels("nsq").inc()
 
     def settle(self, message: nsq.Message, future: asyncio.Future[None]) -> None:
         """FIN what the broker (or the dead-letter list) now holds; REQ the rest with backoff,

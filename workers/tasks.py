@@ -24,6 +24,7 @@ from psd import dlq
 from psd.config import Settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
+from psd.metrics import POINTS, REJECTED, TASK_BATCH, TASK_SECONDS
 from psd.model import (
     MAX_POINTS_PER_MESSAGE,
     CountPoint,
@@ -140,6 +141,10 @@ def apply_batch(
         store.write_counts(counts, count_keys)
 
     applied = not with_points or with_retries(write, patience, f"{len(requests)} messages")
+    if applied:
+        POINTS.labels("task").inc(len(metrics) + len(counts))
+    if kept:
+        REJECTED.labels("task").inc(len(dead))
     for request_id in with_dead | with_points:
         done = (kept or request_id not in with_dead) and (applied or request_id not in with_points)
         outcomes[request_id] = (ACK if request_id in with_points else REJECT) if done else REQUEUE
@@ -154,14 +159,25 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name="psd.write_metric", base=PointBatches, bind=True, **single)
     def write_metric(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Metric points, one a message, applied a batch at a time."""
-        return apply_batch(self, requests, _metric)
+        return timed_batch(self, requests, _metric)
 
     @app.task(name="psd.write_metrics", base=PointBatches, bind=True, **bulk)
     def write_metrics(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Messages of many metric points each."""
-        return apply_batch(self, requests, _metrics)
+        return timed_batch(self, requests, _metrics)
 
     @app.task(name="psd.write_count", base=PointBatches, bind=True, **single)
     def write_count(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Global counter increments, one a message."""
-        return apply_batch(self, requests, _count)
+        return timed_batch(self, requests, _count)
+
+
+def timed_batch(
+    task: PointBatches,
+    requests: Sequence[SimpleRequest],
+    parse: Callable[[SimpleRequest], Parsed],
+) -> Outcomes:
+    """:func:`apply_batch`, its size and time recorded (psd/metrics.py)."""
+    TASK_BATCH.labels(task.name).observe(len(requests))
+    with TASK_SECONDS.labels(task.name).time():
+        return apply_batch(task, requests, parse)

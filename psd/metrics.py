@@ -1,0 +1,54 @@
+"""Prometheus metrics of every psd process (prometheus_client).
+
+The web API serves them at ``/metrics``; a worker on ``PSD_WORKER_METRICS_PORT``. ``psd web``
+runs several server processes, so it points ``PROMETHEUS_MULTIPROC_DIR`` at a directory of its
+own and ``/metrics`` adds up every process's values (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+POINTS = Counter("psd_points_ingested", "Points accepted, by entry point", ["entry"])
+REJECTED = Counter("psd_points_rejected", "Points refused as invalid, by entry point", ["entry"])
+ROUND_TRIPS = Counter("psd_redis_round_trips", "Round trips to the store", ["kind"])
+WRITE_BATCH = Histogram("psd_write_batch_points", "Points per store write",
+                        buckets=(1, 10, 100, 1_000, 10_000))  # fmt: skip
+TASK_BATCH = Histogram("psd_task_batch_messages", "Task messages per worker batch", ["task"],
+                       buckets=(1, 2, 5, 10, 20, 50, 100, 200))  # fmt: skip
+TASK_SECONDS = Histogram("psd_task_batch_seconds", "Time to apply a worker batch", ["task"])
+REQUEST_SECONDS = Histogram(
+    "psd_request_seconds", "HTTP request time, by endpoint and range length", ["endpoint", "range"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)  # fmt: skip
+
+#: Range classes of a read, by length in seconds.
+RANGE_CLASSES = ((3600, "hour"), (86400, "day"), (31 * 86400, "month"), (366 * 86400, "year"))
+
+
+def range_class(args: Sequence[object]) -> str:
+    """The length class of a request's range: the last two decimal path segments, if any."""
+    digits = [a for a in args if isinstance(a, str) and a.isdigit()]
+    if len(digits) < 2:
+        return "none"
+    length = int(digits[-1]) - int(digits[-2])
+    return next((name for limit, name in RANGE_CLASSES if length <= limit), "longer")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page: every process's in multiprocess mode, else this one's."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,74 @@
+"""Prometheus metrics: what the API counts and times, summed over every server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+
+from psd.embedded import free_port
+from tests.support import wait_for
+from tests.test_cli import NOW, _get
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
+    before = {
+        "ok": sample("psd_points_ingested_total", entry="http"),
+        "bad": sample("psd_points_rejected_total", entry="http"),
+        "reads": sample("psd_redis_round_trips_total", kind="read"),
+        "timed": sample("psd_request_seconds_count", endpoint="query", range="hour"),
+    }
+    point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10, "ts1": NOW, "ts2": NOW}
+    assert client.post("/v1/write", json=point).status_code == 200
+    assert client.post("/v1/write", json={**point, "thing": "jumps"}).status_code == 406
+    assert client.get(f"/v1/query/1/steps/all/{NOW - 60}/{NOW}").data == b"10"
+    assert sample("psd_points_ingested_total", entry="http") == before["ok"] + 1
+    assert sample("psd_points_rejected_total", entry="http") == before["bad"] + 1
+    assert sample("psd_redis_round_trips_total", kind="read") == before["reads"] + 1
+    timed = sample("psd_request_seconds_count", endpoint="query", range="hour")
+    assert timed == before["timed"] + 1
+    page = client.get("/metrics")
+    assert page.status_code == 200 and page.content_type.startswith("text/plain")
+    assert b'psd_request_seconds_bucket{endpoint="query",le="0.0005",range="hour"}' in page.data
+
+
+def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
+    """psd web runs two granian workers: /metrics must count the writes both took."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PSD_", "PROMETHEUS"))}
+    env["PSD_DATA_DIR"] = str(tmp_path / "data")
+    command = [sys.executable, "-m", "psd.cli", "web", "--bind", f"127.0.0.1:{port}",
+               "--workers", "2"]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            try:
+                return bool(_get(url + "/health/ping"))
+            except OSError:
+                return False
+
+        assert wait_for(up, timeout=30)
+        headers = {"Content-Type": "application/json"}
+        for aid in range(40):
+            body = {"thing": "steps", "uid": 1, "atid": 2, "aid": aid, "value": 1,
+                    "ts1": NOW, "ts2": NOW}  # fmt: skip
+            assert _get(url + "/v1/write", json.dumps(body).encode(), headers) == "ok"
+        page = _get(url + "/metrics")
+        assert 'psd_points_ingested_total{entry="http"} 40.0' in page, page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    time.sleep(0.2)
