@@ -34,6 +34,8 @@ from psd.timebuckets import MAX_TS
 
 log = logging.getLogger("psd.web")
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http")
+#: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
+_TIMERS: dict[tuple[str, str], Any] = {}
 
 #: Most things one mumt_query may name.
 MAX_THINGS = 64
@@ -123,7 +125,11 @@ class Api:
             return reply_for(exc)
         finally:
             seconds = time.perf_counter() - start
-            REQUEST_SECONDS.labels(handler.__name__, range_class(args)).observe(seconds)
+            labels = (handler.__name__, range_class(args))
+            timer = _TIMERS.get(labels)
+            if timer is None:
+                timer = _TIMERS[labels] = REQUEST_SECONDS.labels(*labels)
+            timer.observe(seconds)
 
     def _list(self, form: Form, name: str, limit: int) -> list[str]:
         return split_list(form.get(name), name, limit)
