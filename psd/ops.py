@@ -21,6 +21,7 @@ import redis
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError
+from psd.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
 from psd.timebuckets import Gran
@@ -192,4 +193,48 @@ def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start
         click.echo(f"{thing}: {total}  ({iso(t1)} .. {iso(t2)})")
 
 
-COMMANDS = (write, query, count)
+@click.command(name="import")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]),
+              help="[from the file's extension; ndjson for -]")  # fmt: skip
+@click.option("--mode", type=click.Choice(["diffadd", "increment"]),
+              help="Mode of every point [each point's own mode field, else diffadd].")  # fmt: skip
+@click.option("--key", help="Name of this import, to resume it [from the file; needed for -].")
+@click.pass_context
+def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | None,
+                  key: str | None) -> None:  # fmt: skip
+    """Bulk-load metric points from NDJSON (one /v1/write object a line) or CSV (a header of
+    those field names). Run again after an interruption, it goes on where it stopped."""
+    fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
+    if source == "-" and not key:
+        raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
+    import_id = f"psd:import:{key}" if key else file_key(source)
+    total = None if source == "-" else count_lines(source)
+    store = tool_store(_settings(ctx))
+    started = time.monotonic()
+
+    def rate(summary: Summary | None) -> str:
+        if summary is None:
+            return ""
+        return f"{summary.points / max(time.monotonic() - started, 1e-6):,.0f} points/s"
+
+    with click.open_file(source, encoding="utf-8") as stream, click.progressbar(
+        length=total, label="importing", show_pos=True, item_show_func=rate
+    ) as bar:  # fmt: skip
+
+        def progress(summary: Summary) -> None:
+            bar.update(CHUNK, summary)
+
+        try:
+            summary = run_import(store, stream, fmt, import_id, mode, progress)
+        except PsdError as exc:
+            raise _fail(exc) from exc
+    click.echo(f"{summary.points} points imported from {summary.lines} lines "
+               f"({summary.skipped} done before), {summary.rejected} rejected")  # fmt: skip
+    for reason in summary.reasons:
+        click.echo(f"  {reason}")
+    if summary.rejected > len(summary.reasons):
+        click.echo(f"  ... and {summary.rejected - len(summary.reasons)} more")
+
+
+COMMANDS = (write, query, count, import_points)
