@@ -30,16 +30,21 @@ SHOWN_REJECTS = 20
 
 @dataclass
 class Summary:
+    """What an import did, over all its runs: ``skipped`` lines were done by an earlier run."""
+
     lines: int = 0
     skipped: int = 0
     points: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
 
-    def reject(self, line: int, reason: str) -> None:
-        self.rejected += 1
-        if len(self.reasons) < SHOWN_REJECTS:
-            self.reasons.append(f"line {line}: {reason}")
+
+@dataclass
+class Chunk:
+    """The lines read since the last record of progress."""
+
+    points: list[MetricPoint] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
 
 
 def import_key(head: bytes, name: str) -> str:
@@ -87,7 +92,7 @@ def run_import(
     with redis_errors("import"):
         done = int(store.redis.hget(key, "line") or 0)
     summary = Summary()
-    chunk: list[MetricPoint] = []
+    chunk = Chunk()
     last = 0
     for number, obj in records(stream, fmt):
         summary.lines += 1
@@ -98,27 +103,42 @@ def run_import(
         try:
             if isinstance(obj, InvalidInput):
                 raise obj
-            chunk.append(parse_metric(obj, mode))
+            chunk.points.append(parse_metric(obj, mode))
         except InvalidInput as exc:
             field_name = f"{exc.field}: " if exc.field else ""
-            summary.reject(number, field_name + exc.message)
+            chunk.reasons.append(f"line {number}: {field_name}{exc.message}")
         if summary.lines % CHUNK == 0:
-            _flush(store, key, chunk, number, summary)
-            chunk = []
-            on_chunk(summary)
-    _flush(store, key, chunk, last, summary)
+            _flush(store, key, chunk, number)
+            chunk = Chunk()
+            on_chunk(_totals(store, key, summary))
+    _flush(store, key, chunk, last)
+    return _totals(store, key, summary)
+
+
+def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
+    """Write a chunk's points under a delivery key of its own, then record, in one
+    transaction, how far the import got and what it refused (a chunk written again after a
+    crash is neither counted nor reported twice)."""
+    if chunk.points:
+        store.write_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+    with redis_errors("import"), store.redis.pipeline(transaction=True) as tx:
+        tx.hincrby(key, "points", len(chunk.points))
+        tx.hincrby(key, "rejected", len(chunk.reasons))
+        if chunk.reasons:
+            tx.rpush(key + ":rejects", *chunk.reasons)
+            tx.ltrim(key + ":rejects", 0, SHOWN_REJECTS - 1)
+        tx.hset(key, "line", line)
+        tx.execute()
+
+
+def _totals(store: Store, key: str, summary: Summary) -> Summary:
+    """The summary of every run of the import so far."""
     with redis_errors("import"):
-        store.redis.hset(key, "finished", 1)
+        points, rejected = store.redis.hmget(key, "points", "rejected")
+        reasons = store.redis.lrange(key + ":rejects", 0, -1)
+    summary.points, summary.rejected = int(points or 0), int(rejected or 0)
+    summary.reasons = [r if isinstance(r, str) else r.decode() for r in reasons]
     return summary
-
-
-def _flush(store: Store, key: str, chunk: list[MetricPoint], line: int, summary: Summary) -> None:
-    """Write a chunk under its own delivery key, then record how far the import got."""
-    if chunk:
-        store.write_metrics(chunk, [f"{key}:{line}"] * len(chunk))
-        summary.points += len(chunk)
-    with redis_errors("import"):
-        store.redis.hset(key, "line", max(line, int(store.redis.hget(key, "line") or 0)))
 
 
 def file_key(path: str) -> str:

@@ -230,7 +230,7 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
         except PsdError as exc:
             raise _fail(exc) from exc
     click.echo(f"{summary.points} points imported from {summary.lines} lines "
-               f"({summary.skipped} done before), {summary.rejected} rejected")  # fmt: skip
+               f"({summary.skipped} by an earlier run), {summary.rejected} rejected")  # fmt: skip
     for reason in summary.reasons:
         click.echo(f"  {reason}")
     if summary.rejected > len(summary.reasons):

@@ -38,12 +38,12 @@ def test_ndjson_with_rejects(redis_url: str, redis_client: redis.Redis, store: S
     path = tmp_path / "points.ndjson"
     path.write_text("\n".join(rows) + "\n")
     out = invoke(redis_url, str(path))
-    assert "2498 points imported from 2500 lines (0 done before), 2 rejected" in out
+    assert "2498 points imported from 2500 lines (0 by an earlier run), 2 rejected" in out
     assert "line 11: thing: unknown thing 'jumps'" in out and "line 21: not JSON" in out
     total = sum(store.sum(u, "steps", None, T, T + 3000) for u in range(7))
     assert total == 2 * 2498
     again = invoke(redis_url, str(path))  # finished: nothing left to do, nothing doubled
-    assert "0 points imported from 2500 lines (2500 done before)" in again
+    assert "2498 points imported from 2500 lines (2500 by an earlier run)" in again
     assert sum(store.sum(u, "steps", None, T, T + 3000) for u in range(7)) == 2 * 2498
 
 
@@ -80,5 +80,43 @@ def test_an_interrupted_import_resumes_without_double_counting(
     store.write_metrics([parse_metric(json.loads(x)) for x in lines], [f"{key}:3000"] * 1000)
     with path.open() as stream:
         summary = run_import(store, stream, "ndjson", key)
-    assert (summary.skipped, summary.points) == (2000, 3500)
+    assert (summary.skipped, summary.points) == (2000, 5500)
     assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) == 5500
+
+
+def test_a_killed_import_of_100k_lines_resumes_exactly(
+    redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path
+) -> None:
+    """A real ``psd import`` process killed (SIGKILL) part way, then run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import wait_for
+
+    path = tmp_path / "100k.ndjson"
+    bad = set(range(7, 100_000, 9973))  # eleven bad lines, spread through the file
+    with path.open("w") as out:
+        for n in range(100_000):
+            row = line(n % 50, n, 1 + n % 3, T + n)
+            out.write("{broken\n" if n in bad else json.dumps(row) + "\n")
+    expected = sum(1 + n % 3 for n in range(100_000) if n not in bad)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env.update(PSD_REDIS_URL=redis_url, PSD_EXPIRE="0")
+    command = [sys.executable, "-m", "psd.cli", "import", str(path)]
+    key = file_key(str(path))
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for(lambda: int(redis_client.hget(key, "line") or 0) >= 20_000, timeout=120)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = int(redis_client.hget(key, "line") or 0)
+    assert done < 100_000, "finished before it could be killed: make the file longer"
+    finish = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert f"from 100000 lines ({done} by an earlier run), {len(bad)} rejected" in finish.stdout
+    assert "line 8: not JSON" in finish.stdout  # each bad line is reported
+    total = sum(store.sum(u, "steps", None, T, T + 100_000) for u in range(50))
+    assert total == expected
