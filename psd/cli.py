@@ -23,6 +23,7 @@ import click
 from psd import dlq as dead_letters
 from psd.config import Settings, load_settings
 from psd.doctor import doctor
+from psd.migrate import migrate_command
 from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
 from psd.up import masked, store
@@ -272,7 +273,7 @@ def dlq_purge(ctx: click.Context) -> None:
     click.echo(f"deleted {dead_letters.purge(_dlq_store(ctx).redis)}")
 
 
-for _command in (*OPS_COMMANDS, doctor):
+for _command in (*OPS_COMMANDS, doctor, migrate_command):
     main.add_command(_command)
 
 

@@ -1,0 +1,314 @@
+"""``psd migrate``: rewrite a live 2016 pointspaced keyspace into psd's store.
+
+The old keyspace is walked by SCAN; the unit of work is one year key with every finer key
+below it (psd/oldkeys.py), read in five round trips and turned, under the coverage rule, into
+points at the finest precision left. Metric points go through :meth:`Store.write_metrics` as
+``increment`` writes at one instant — so activity state, ``_atids`` and every counter level are
+built exactly as psd builds them — and counts through :meth:`Store.write_counts`.
+
+Negative amounts (the original's diffadd corrections) are written as negative increments.
+Validation refuses them from clients, but the store takes them: a psd diffadd correction
+records the very same negative change (tests/test_migrate.py proves the state is identical).
+
+Resuming: every old key's points are one delivery (``migrate:<old key>``), which psd applies at
+most once within ``idempotency_window``; the target's ``psd:migrate:progress`` hash records
+the SCAN cursor, the units done in the current page and the old keys done in the current unit,
+so a rerun goes on from there. Only a write in flight when the process died is decided by the
+delivery records; when the rerun comes later than the window, those keys are named.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import redis
+
+from psd.config import RETENTION_LEVELS, Settings
+from psd.migrate_progress import PROGRESS, Progress, describe, text
+from psd.migrate_verify import iso, verify_sample
+from psd.model import MAX_VALUE, CountPoint, MetricPoint
+from psd.oldkeys import Piece, Series, Subtree, parse_key, pieces, pipelined_reader, read_subtree
+from psd.retention import Policy
+from psd.store import Store
+
+#: Keys asked of the old server per SCAN call.
+SCAN_COUNT = 1000
+
+
+@dataclass
+class Summary:
+    """What a run found and did."""
+
+    users: set[int] = field(default_factory=set)
+    counters: set[str] = field(default_factory=set)
+    units: int = 0
+    points: int = 0
+    counts: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    #: Points built for psd (the rest: past the policy everywhere, or too large).
+    built: int = 0
+    too_large: int = 0
+    malformed: int = 0
+    dropped: int = 0
+    outside: Counter[str] = field(default_factory=Counter)
+    first: int | None = None
+    last: int | None = None
+
+    def saw(self, ts: int) -> None:
+        self.first = ts if self.first is None else min(self.first, ts)
+        self.last = ts if self.last is None else max(self.last, ts)
+
+    def lines(self, dry_run: bool) -> list[str]:
+        span = "-"
+        if self.first is not None and self.last is not None:
+            span = f"{iso(self.first)} .. {iso(self.last)}"
+        out = [
+            f"users {len(self.users)}, counters {len(self.counters)}, year keys {self.units}",
+            f"metric points {self.points}, count points {self.counts}, dates {span}",
+        ]
+        if dry_run:
+            out.append(f"would write {self.built} points (dry run: nothing written)")
+        else:
+            out.append(
+                f"applied {self.applied}, already applied by an earlier run {self.duplicates}, "
+                f"nothing to add {self.unchanged}, refused by the store {self.refused}"
+            )
+        if self.outside:
+            per_level = ", ".join(f"{lv} {self.outside[lv]}" for lv in RETENTION_LEVELS)
+            out.append(f"points past the retention policy, per level: {per_level}")
+            out.append(f"points past it at every level (not written) {self.dropped}")
+        if self.too_large or self.malformed:
+            out.append(
+                f"not migrated: values beyond ±{MAX_VALUE} {self.too_large}, "
+                f"malformed fields {self.malformed}"
+            )
+        return out
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.refused or self.too_large)
+
+
+Point = MetricPoint | CountPoint
+
+
+def _point(series: Series, piece: Piece) -> Point:
+    """An amount at one instant as psd's point: a metric ``increment`` (ts1 == ts2), built
+    here rather than by psd.model.parse_metric, which refuses negative values (the store
+    takes them: see the module's docstring)."""
+    if series.uid is None:
+        return CountPoint(series.thing, piece.value, piece.ts)
+    atid, aid = piece.tag
+    return MetricPoint(series.thing, series.uid, atid, aid, piece.value, piece.ts, piece.ts,
+                       "increment")  # fmt: skip
+
+
+class Migration:
+    """One run over the old keyspace: ``store`` None is a dry run (reads only)."""
+
+    def __init__(
+        self,
+        source: redis.Redis,
+        store: Store | None,
+        settings: Settings,
+        batch: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.read = pipelined_reader(source)
+        self.store = store
+        self.batch = batch
+        self.now = int(clock())
+        self.window = settings.idempotency_window
+        self.policies = {True: Policy.metrics(settings), False: Policy.counts(settings)}
+        self.summary = Summary()
+        self.progress = Progress(store.redis, describe(source), clock) if store else None
+
+    def run(self, on_page: Callable[[int], None] = lambda _: None) -> Summary:
+        """Migrate every year key the SCAN finds, page by page; ``on_page(keys)`` after
+        each page (the progress bar)."""
+        progress = self.progress
+        cursor = 0
+        if progress:
+            if progress.complete:
+                return self.summary
+            progress.begin()
+            cursor = progress.cursor
+        while True:
+            cursor, names = self.source.scan(cursor, count=SCAN_COUNT)
+            for raw in names:
+                self._unit(text(raw))
+            if progress:
+                progress.next_page(cursor)
+            on_page(len(names))
+            if cursor == 0:
+                return self.summary
+
+    def _unit(self, name: str) -> None:
+        parsed = parse_key(name)
+        if parsed is None or len(parsed[1]) != 4:
+            return
+        series, year = parsed
+        if self.progress and self.progress.unit_done(name):
+            return
+        tree = read_subtree(self.read, series, year)
+        self.summary.units += 1
+        self.summary.malformed += tree.malformed
+        if series.uid is not None:
+            self.summary.users.add(series.uid)
+        else:
+            self.summary.counters.add(series.thing)
+        self._write_unit(tree)
+        if self.progress:
+            self.progress.finished_unit(name)
+
+    def _write_unit(self, tree: Subtree) -> None:
+        """Write the unit's points, whole old keys at a time (a delivery split across two
+        writes would have its second part taken for a duplicate)."""
+        pending: list[tuple[str, list[Point]]] = []
+        size = 0
+        done = self.progress.done_keys if self.progress else set()
+        for key, found in pieces(tree):
+            points = self._points(tree.series, found)  # counted again on a rerun: found
+            if key in done:
+                continue
+            pending.append((key, points))
+            size += len(points)
+            if size >= self.batch:
+                self._flush(pending, tree.series.is_metric)
+                pending, size = [], 0
+        if pending:
+            self._flush(pending, tree.series.is_metric)
+
+    def _points(self, series: Series, found: list[Piece]) -> list[Point]:
+        """psd's points for one old key's pieces, counting what the policy or psd's value
+        bound leave out."""
+        summary = self.summary
+        policy = self.policies[series.is_metric]
+        out: list[Point] = []
+        for piece in found:
+            summary.saw(piece.ts)
+            if series.is_metric:
+                summary.points += 1
+            else:
+                summary.counts += 1
+            past = [
+                lv for lv in RETENTION_LEVELS if 0 < policy.kept_until(lv, piece.ts) <= self.now
+            ]
+            summary.outside.update(past)
+            if len(past) == len(RETENTION_LEVELS):
+                summary.dropped += 1
+            elif abs(piece.value) > MAX_VALUE:
+                summary.too_large += 1
+            else:
+                out.append(_point(series, piece))
+        summary.built += len(out)
+        return out
+
+    def _flush(self, pending: list[tuple[str, list[Point]]], metric: bool) -> None:
+        """Write some old keys' points, each key its own delivery; recorded in flight before
+        and done after, so an interruption leaves at most this write undecided."""
+        if self.store is None or self.progress is None:
+            return  # a dry run
+        keys = [key for key, _ in pending]
+        points = [p for _, group in pending for p in group]
+        deliveries = [f"migrate:{key}" for key, group in pending for _ in group]
+        self.progress.flying(keys)
+        if metric:
+            metric_points = [p for p in points if isinstance(p, MetricPoint)]
+            statuses = Counter(
+                r.status for r in self.store.write_metrics(metric_points, deliveries)
+            )
+        else:
+            count_points = [p for p in points if isinstance(p, CountPoint)]
+            flags = self.store.write_counts(count_points, deliveries)
+            statuses = Counter("ok" if flag else "duplicate" for flag in flags)
+        self.summary.applied += statuses["ok"]
+        self.summary.unchanged += statuses["same"]
+        self.summary.duplicates += statuses["duplicate"]
+        self.summary.refused += statuses["stale"]
+        self.progress.landed(keys)
+
+
+def _migration_store(settings: Settings) -> Store:
+    """psd's store, as the command writes to it."""
+    if not settings.redis_url:
+        raise click.UsageError("psd migrate needs the store's Redis: set PSD_REDIS_URL")
+    return Store.from_url(settings.redis_url, settings)
+
+
+def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Summary:
+    """Run with a progress bar over the old keyspace's keys, showing the rate."""
+    progress = migration.progress
+    if progress and progress.complete:
+        echo(f"psd migrate: already complete ({PROGRESS}); delete it to migrate again")
+        return migration.summary
+    if progress and progress.started:
+        echo(f"psd migrate: resuming at SCAN cursor {progress.cursor}")
+    if progress and progress.stale_flight(migration.window):
+        echo(
+            "psd migrate: warning: these old keys were being written when the last run stopped, "
+            "longer ago than idempotency_window: if they had been applied they are counted "
+            "twice (check them with --verify): " + ", ".join(progress.in_flight)
+        )
+    started = time.monotonic()
+    summary = migration.summary
+
+    def status(_: Any) -> str:
+        rate = (summary.points + summary.counts) / max(time.monotonic() - started, 1e-3)
+        return f"{len(summary.users)} users, {summary.points} points, {rate:.0f} points/s"
+
+    total = migration.source.dbsize()
+    label = "reading" if dry_run else "migrating"
+    with click.progressbar(length=total, label=label, item_show_func=status) as bar:
+        migration.run(lambda n: bar.update(n, summary))
+    return summary
+
+
+@click.command(name="migrate")
+@click.option("--from-redis", "from_redis", required=True, metavar="URL",
+              help="The 2016 pointspaced Redis to read (redis://host:port/db).")  # fmt: skip
+@click.option(
+    "--dry-run", is_flag=True, help="Read and report what would be written; write nothing."
+)
+@click.option("--verify", is_flag=True, help="Compare sums of a sample of users, old against psd.")
+@click.option(
+    "--sample", default=100, show_default=True, help="Users (and counters) --verify checks."
+)
+@click.option("--seed", default=1, show_default=True, help="Seed of --verify's random choices.")
+@click.option("--batch", default=1000, show_default=True, help="Points per write (whole old keys).")
+@click.pass_context
+def migrate_command(
+    ctx: click.Context,
+    from_redis: str,
+    dry_run: bool,
+    verify: bool,
+    sample: int,
+    seed: int,
+    batch: int,
+) -> None:
+    """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
+    a rerun after an interruption goes on where it stopped, counting nothing twice."""
+    settings: Settings = ctx.obj
+    source = redis.Redis.from_url(from_redis)
+    if verify:
+        store = _migration_store(settings)
+        report = verify_sample(source, store, sample, random.Random(seed))
+        for line in report.lines():
+            click.echo(line)
+        ctx.exit(1 if report.mismatches else 0)
+    target = None if dry_run else _migration_store(settings)
+    migration = Migration(source, target, settings, batch=max(batch, 1))
+    summary = _run(migration, click.echo, dry_run)
+    for line in summary.lines(dry_run):
+        click.echo(line)
+    ctx.exit(1 if summary.failed else 0)

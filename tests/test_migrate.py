@@ -1,0 +1,443 @@
+"""``psd migrate`` against real Redis: db 5 holds the 2016 service's keyspace, db 0 psd's."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import click
+import pytest
+import redis
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from psd.config import Settings
+from psd.migrate import Migration, migrate_command
+from psd.migrate_progress import PROGRESS, Progress, describe
+from psd.model import MetricPoint
+from psd.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
+from psd.store import Store, UserQuery
+from tests.oldservice import OldService, load_samples
+
+OLD_DB = 5
+
+
+def utc(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
+
+
+def day(text: str) -> tuple[int, int]:
+    start = utc(text + " 00:00:00")
+    return start, start + 86399
+
+
+def db_url(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture
+def old(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(db_url(redis_url, OLD_DB))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def migrate(old: redis.Redis, store: Store, batch: int = 1000) -> Any:
+    return Migration(old, store, store.settings, batch=batch).run()
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    group = click.Group(commands=[migrate_command])
+    return CliRunner().invoke(group, ["migrate", *args], obj=settings)
+
+
+# ---- the original's sample keyspaces ----
+
+
+def test_samples_answer_what_the_original_answered(old: redis.Redis, store: Store) -> None:
+    load_samples(old)
+    summary = migrate(old, store)
+    assert summary.users == {1, 8, 9, 50} and not summary.failed
+    assert summary.points == 3 + 1 + 1 + 5 + 14  # every minute key's seconds, nothing coarser
+    # diffadd_dimensions: aid 900 ran 100 steps as type 1 at 12:30:00, 50 more as type 4 at
+    # 12:30:10; aid 901 7 steps as type 1 at 12:30:00
+    assert store.sum(8, "steps", None, *day("2016-07-04")) == 157
+    assert store.sum(8, "steps", 1, *day("2016-07-04")) == 107
+    assert store.sum(8, "steps", 4, *day("2016-07-04")) == 50
+    assert (
+        store.sum(8, "steps", None, utc("2016-07-04 12:30:00"), utc("2016-07-04 12:30:09")) == 107
+    )
+    assert store.sum(8, "steps", None, utc("2016-07-04 12:30:10"), utc("2016-07-04 12:30:10")) == 50
+    assert store.sum(9, "steps", None, *day("2016-07-04")) == 100
+    assert store.sum(8, "points", 1, *day("2016-07-04")) == 100
+    assert store.sum(8, "points", None, utc("2016-07-04 12:30:00"), utc("2016-07-04 12:30:09")) == 0
+    minute = UserQuery(8, utc("2016-07-04 12:30:00"), utc("2016-07-04 12:30:59"))
+    assert store.query([minute], ["steps"], None, with_activities=True)[0].activities == {
+        "900": "4",  # an activity's type is that of its latest change in the range
+        "901": "1",
+    }
+    first = UserQuery(8, utc("2016-07-04 12:30:00"), utc("2016-07-04 12:30:09"))
+    assert store.query([first], ["steps"], None, with_activities=True)[0].activities == {
+        "900": "1",
+        "901": "1",
+    }
+    # pt_testEvenLongerMultiDayValidRead: 100 on Jan 1st 08:00:04, 200 on Feb 1st 08:00:00,
+    # 10 + 11 + 1 on Mar 15th at 16:56:45, :48, :51
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+    assert store.sum(1, "points", 3, utc("2016-01-01 08:00:05"), utc("2016-03-15 16:56:48")) == 221
+    assert (
+        store.sum(1, "points", None, utc("2016-03-15 16:56:46"), utc("2016-03-15 16:56:51")) == 12
+    )
+    assert store.sum(1, "points", 2, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 0
+
+
+def test_time_boundaries_sample_keeps_every_edge(old: redis.Redis, store: Store) -> None:
+    """Writes of 1, 2, 4 … 8192 steps on each side of year, leap-day, month, hour and minute
+    boundaries: a sum names exactly the writes it covers."""
+    load_samples(old, "time_boundaries")
+    migrate(old, store)
+
+    def steps(t1: str, t2: str, atid: int | None = None) -> int:
+        return store.sum(50, "steps", atid, utc(t1), utc(t2))
+
+    assert steps("2015-01-01 00:00:00", "2017-12-31 23:59:59") == 16383
+    assert steps("2016-01-01 00:00:00", "2016-12-31 23:59:59") == 8190
+    assert steps("2015-12-31 23:59:59", "2016-01-01 00:00:00") == 3
+    assert steps("2016-02-01 00:00:00", "2016-02-29 23:59:59") == 4
+    assert steps("2016-02-29 23:59:59", "2016-03-01 00:00:00") == 12
+    assert steps("2016-03-15 13:00:00", "2016-03-15 13:59:59") == 16
+    assert steps("2016-03-15 13:59:59", "2016-03-15 14:00:00") == 48
+    assert steps("2016-03-15 16:56:59", "2016-03-15 16:57:00") == 192
+    assert steps("2016-04-30 23:59:59", "2016-05-01 00:00:00") == 768
+    assert steps("2016-06-10 23:59:59", "2016-06-11 00:00:00") == 3072
+    assert steps("2016-12-31 23:59:59", "2017-01-01 00:00:00") == 12288
+    assert steps("2015-01-01 00:00:00", "2017-12-31 23:59:59", 1) == 1 + 8 + 64 + 512 + 4096
+    assert steps("2015-01-01 00:00:00", "2017-12-31 23:59:59", 2) == 2 + 16 + 128 + 1024 + 8192
+    assert steps("2015-01-01 00:00:00", "2017-12-31 23:59:59", 3) == 4 + 32 + 256 + 2048
+    march15 = UserQuery(50, *day("2016-03-15"))
+    found = store.query([march15], ["steps"], None, with_activities=True)[0].activities
+    assert found == {"5004": "2", "5005": "3", "5006": "1", "5007": "2"}
+
+
+def test_expired_fine_keys_leave_coarse_points_at_their_bucket_start(
+    old: redis.Redis, store: Store
+) -> None:
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    old.delete("hz:3:1:201603151656")  # March 15th's minute expired: 22 at 16:56:00
+    old.delete("hz:3:1:20160101", "hz:3:1:2016010108", "hz:3:1:201601010800")  # 100 on Jan 1st
+    migrate(old, store)
+    assert (
+        store.sum(1, "points", None, utc("2016-03-15 16:56:00"), utc("2016-03-15 16:56:00")) == 22
+    )
+    assert store.sum(1, "points", None, utc("2016-03-15 16:56:01"), utc("2016-03-15 23:59:59")) == 0
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-01-01 00:00:00")) == 100
+    )
+    assert store.sum(1, "points", None, utc("2016-01-01 00:00:01"), utc("2016-01-31 23:59:59")) == 0
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+
+
+def test_fine_key_recreated_by_a_late_write_keeps_the_parents_total(
+    old: redis.Redis, store: Store
+) -> None:
+    """A minute key that expired and was written again holds only the late delta; the hour
+    key still has both: the difference goes to the minute's start."""
+    old.hset("hz:1:7:2016", "201603:1:1", 30)
+    old.hset("hz:1:7:201603", "20160315:1:1", 30)
+    old.hset("hz:1:7:20160315", "2016031516:1:1", 30)
+    old.hset("hz:1:7:2016031516", "201603151656:1:1", 30)
+    old.hset("hz:1:7:201603151656", "20160315165645:1:1", 10)
+    migrate(old, store)
+    assert store.sum(7, "steps", None, utc("2016-03-15 16:56:00"), utc("2016-03-15 16:56:44")) == 20
+    assert store.sum(7, "steps", None, utc("2016-03-15 16:56:45"), utc("2016-03-15 16:56:45")) == 10
+    tree = read_subtree(pipelined_reader(old), *parse_key("hz:1:7:2016"))  # type: ignore[misc]
+    assert OldReader(tree).sum(utc("2016-03-15 16:56:00"), utc("2016-03-15 16:56:44")) == 20
+
+
+# ---- negative deltas ----
+
+
+def _dump(client: redis.Redis, uid: int) -> dict[str, Any]:
+    """Every key of a user but its record of deliveries, as data, without the uid."""
+    out: dict[str, Any] = {}
+    for key in client.scan_iter(f"{{{uid}}}:*"):
+        name = key.decode().split(":", 1)[1]
+        if name == "once":
+            continue
+        kind = client.type(key).decode()
+        if kind == "hash":
+            out[name] = client.hgetall(key)
+        elif kind == "zset":
+            out[name] = client.zrange(key, 0, -1, withscores=True)
+    return out
+
+
+def test_negative_deltas_build_the_state_a_psd_correction_builds(
+    old: redis.Redis, store: Store
+) -> None:
+    """The old service corrected a running total from 100 down to 97: +100 then -3. Migrated
+    as increments they leave exactly the keys psd's own diffadd correction leaves."""
+    service = OldService()
+    t1, t2 = utc("2016-03-15 16:56:45"), utc("2016-03-15 17:10:02")
+    service.metric(3, 1, 2, 77, t1, 100)
+    service.metric(3, 1, 2, 77, t2, -3)
+    service.store(old)
+    migrate(old, store)
+    store.write_metric(MetricPoint("points", 2, 2, 77, 100, t1, t1))
+    assert store.write_metric(MetricPoint("points", 2, 2, 77, 97, t1, t2)).delta == -3
+    assert _dump(store.redis, 1) == _dump(store.redis, 2)
+    assert store.sum(1, "points", None, t2, t2) == -3
+    assert store.sum(1, "points", None, t1, t2) == 97
+
+
+def test_a_coarse_negative_net_is_written_at_its_bucket_start(
+    old: redis.Redis, store: Store
+) -> None:
+    old.hset("hz:3:4:2016", "201603:2:9", -5)
+    migrate(old, store)
+    assert (
+        store.sum(4, "points", None, utc("2016-03-01 00:00:00"), utc("2016-03-01 00:00:00")) == -5
+    )
+    assert store.sum(4, "points", 2, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == -5
+
+
+def test_counts_migrate_with_their_names_and_negative_values(
+    old: redis.Redis, store: Store
+) -> None:
+    service = OldService()
+    ts = utc("2016-03-15 16:56:45")
+    service.count("newsignup", ts, 3)
+    service.count("newsignup", ts + 1, -1)
+    service.count("a:b", ts, 5)
+    service.store(old)
+    summary = migrate(old, store)
+    assert summary.counters == {"newsignup", "a:b"} and summary.counts == 3
+    assert store.count("newsignup", ts, ts) == 3
+    assert store.count("newsignup", ts, ts + 1) == 2
+    assert store.count("a:b", *day("2016-03-15")) == 5
+
+
+# ---- property: any keyspace the old service could leave ----
+
+BASE = utc("2015-12-31 22:00:00")  # across a year end and a leap February
+EDGES = [0, 1, 59, 60, 3599, 3600, 7199, 7200, 86400 * 60 - 1]
+offsets = st.one_of(st.integers(0, 70 * 86400), st.sampled_from(EDGES))
+writes = st.lists(
+    st.tuples(
+        st.sampled_from([1, 3]),  # thing
+        st.integers(1, 2),  # uid
+        st.integers(0, 2),  # atid
+        st.integers(1, 3),  # aid
+        offsets,
+        st.integers(-20, 100).filter(bool),
+    ),
+    min_size=1,
+    max_size=25,
+)
+ranges = st.lists(st.tuples(offsets, offsets).map(sorted), min_size=1, max_size=6)
+
+
+@hsettings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(writes=writes, expiry=st.randoms(use_true_random=False), spans=ranges)
+def test_migrated_sums_equal_the_old_keyspace_under_the_coverage_rule(
+    old: redis.Redis, store: Store, writes: list[Any], expiry: Any, spans: list[Any]
+) -> None:
+    old.flushdb()
+    store.redis.flushdb()
+    service = OldService()
+    for thing, uid, atid, aid, offset, delta in writes:
+        service.metric(thing, uid, atid, aid, BASE + offset, delta)
+        service.count("signup", BASE + offset, delta)
+    for key in sorted(service.keys, key=len):
+        if key in service.keys and expiry.random() < 0.15:
+            service.expire(key)
+    service.store(old)
+    assert not migrate(old, store, batch=7).failed
+    read = pipelined_reader(old)
+    for lo, hi in spans:
+        t1, t2 = BASE + lo, BASE + hi
+        for thing, name in ((1, "steps"), (3, "points")):
+            for uid in (1, 2):
+                for atid in (None, 1):
+                    want = service.sum(f"hz:{thing}:{uid}:", t1, t2, atid)
+                    assert store.sum(uid, name, atid, t1, t2) == want
+                trees = [
+                    read_subtree(read, *parse_key(f"hz:{thing}:{uid}:{y}")) for y in (2015, 2016)
+                ]  # type: ignore[misc]
+                assert sum(OldReader(t).sum(t1, t2) for t in trees) == service.sum(
+                    f"hz:{thing}:{uid}:", t1, t2
+                )
+        assert store.count("signup", t1, t2) == service.sum("c:signup:", t1, t2)
+
+
+# ---- resuming ----
+
+
+class Dies(Exception):
+    pass
+
+
+def _dying(store: Store, after: int, before_write: bool) -> Store:
+    """A store whose process dies at its ``after``-th write, before or after applying it."""
+    calls = [0]
+    real = store.write_metrics
+
+    def write_metrics(points: Any, deliveries: Any = None) -> Any:
+        calls[0] += 1
+        if calls[0] == after and before_write:
+            raise Dies
+        result = real(points, deliveries)
+        if calls[0] == after:
+            raise Dies
+        return result
+
+    dying = Store(store.redis, store.settings)
+    dying.write_metrics = write_metrics  # type: ignore[method-assign]
+    return dying
+
+
+@pytest.mark.parametrize("after", [1, 3, 8])
+@pytest.mark.parametrize("before_write", [True, False])
+def test_a_rerun_after_an_interruption_counts_nothing_twice(
+    old: redis.Redis, store: Store, after: int, before_write: bool
+) -> None:
+    load_samples(old)
+    with pytest.raises(Dies):
+        migrate(old, _dying(store, after, before_write), batch=1)
+    progress = Progress(store.redis, describe(old), time.time)
+    assert progress.started and not progress.complete
+    [flying] = progress.in_flight  # marked before its write: applied or not, unknown
+    summary = migrate(old, store, batch=1)
+    assert summary.duplicates == (0 if before_write else old.hlen(flying))
+    assert store.sum(8, "steps", None, *day("2016-07-04")) == 157
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+    assert (
+        store.sum(50, "steps", None, utc("2015-01-01 00:00:00"), utc("2017-12-31 23:59:59"))
+        == 16383
+    )
+    assert store.redis.hget(PROGRESS, "complete") == b"1"
+
+
+def test_a_finished_migration_is_not_run_again(old: redis.Redis, store: Store) -> None:
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    migrate(old, store)
+    again = migrate(old, store)
+    assert again.units == 0 and again.applied == 0
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+
+
+def test_a_redelivered_old_key_is_not_applied_twice(old: redis.Redis, store: Store) -> None:
+    """Without the progress record (a lost page), the delivery keys alone keep it exact."""
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    migrate(old, store)
+    store.redis.delete(PROGRESS)
+    summary = migrate(old, store)
+    assert summary.applied == 0 and summary.duplicates == 5
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+
+
+def test_progress_of_another_source_is_refused(old: redis.Redis, store: Store) -> None:
+    store.redis.hset(PROGRESS, mapping={"source": "elsewhere:6379/0", "cursor": "17"})
+    with pytest.raises(click.UsageError):
+        migrate(old, store)
+
+
+def test_keys_in_flight_longer_ago_than_the_window_are_named(
+    old: redis.Redis, store: Store
+) -> None:
+    store.redis.hset(
+        PROGRESS,
+        mapping={"source": describe(old), "cursor": "0", "updated": "1000",
+                 "flight:hz:3:1:201603151656": "1"},
+    )  # fmt: skip
+    progress = Progress(store.redis, describe(old), time.time)
+    assert progress.in_flight == ["hz:3:1:201603151656"]
+    assert progress.stale_flight(store.settings.idempotency_window)
+    result = cli(replace(store.settings, redis_url=_url(store.redis)), "--from-redis", _url(old))
+    assert "hz:3:1:201603151656" in result.output
+
+
+# ---- retention ----
+
+
+def test_points_past_the_policy_are_reported_per_level(old: redis.Redis, store: Store) -> None:
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    keep_days = replace(store.settings, retention_minute=86400, retention_hour=86400)
+    summary = Migration(old, Store(store.redis, keep_days), keep_days).run()
+    assert summary.outside == {"minute": 5, "hour": 5} and summary.dropped == 0
+    assert store.sum(1, "points", None, *day("2016-03-15")) == 22
+
+    store.redis.flushdb()
+    default = Settings()  # 90 days: 2016 is past every level
+    summary = Migration(old, Store(store.redis, default), default).run()
+    assert summary.dropped == 5 and summary.applied == 0
+    assert [k for k in store.redis.scan_iter() if not k.startswith(b"psd:migrate")] == []
+
+
+# ---- the command ----
+
+
+def _url(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    auth = f":{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def test_dry_run_writes_nothing(old: redis.Redis, store: Store) -> None:
+    load_samples(old)
+    result = cli(
+        replace(store.settings, redis_url=_url(store.redis)), "--from-redis", _url(old), "--dry-run"
+    )
+    assert result.exit_code == 0, result.output
+    assert store.redis.dbsize() == 0
+    assert "users 4" in result.output
+    assert "metric points 24" in result.output
+    assert "2015-12-31T23:59:59Z .. 2017-01-01T00:00:00Z" in result.output
+    assert "would write 24 points" in result.output
+
+
+def test_verify_passes_after_a_migration_and_catches_a_corrupted_target(
+    old: redis.Redis, store: Store
+) -> None:
+    load_samples(old)
+    settings = replace(store.settings, redis_url=_url(store.redis))
+    migrated = cli(settings, "--from-redis", _url(old))
+    assert migrated.exit_code == 0, migrated.output
+    assert "applied 24" in migrated.output
+    verified = cli(settings, "--from-redis", _url(old), "--verify", "--sample", "10")
+    assert verified.exit_code == 0, verified.output
+    assert "verified 4 users" in verified.output and "0 mismatches" in verified.output
+    store.redis.hincrby("{50}:r", str(2016 * 10 + 1), 1)  # one more step in 2016
+    broken = cli(settings, "--from-redis", _url(old), "--verify", "--sample", "10")
+    assert broken.exit_code == 1
+    assert "mismatch user 50 steps atid=all 2016-01-01T00:00:00Z..2016-12-31T23:59:59Z" in (
+        broken.output
+    )
+
+
+def test_migrate_needs_the_store(old: redis.Redis) -> None:
+    result = cli(Settings(), "--from-redis", _url(old))
+    assert result.exit_code == 2 and "PSD_REDIS_URL" in result.output
