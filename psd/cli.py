@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from psd import dlq as dead_letters
+from psd import logs
 from psd.config import Settings, load_settings
 from psd.doctor import doctor
 from psd.migrate import migrate_command
@@ -53,11 +54,8 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     """psd, the Point Space Daemon: activity metrics summed over any range of seconds."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
     ctx.obj = load_settings(config)
+    logs.setup(ctx.obj.log_format, logging.DEBUG if verbose else logging.INFO)
 
 
 def server_command(server: str, bind: str, workers: int) -> list[str]:

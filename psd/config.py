@@ -19,7 +19,7 @@ from typing import Any
 from psd.errors import InvalidInput
 
 DAY = 86400
-_CHOICES = {"web_server": ("granian", "gunicorn")}
+_CHOICES = {"web_server": ("granian", "gunicorn"), "log_format": ("text", "json")}
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -141,6 +141,11 @@ class Settings:
         "WSGI server of psd web: granian or gunicorn (granian measured faster, see README).",
         default="granian",
     )
+    log_format: str = _doc(
+        "Logs as text (for people) or json (a JSON object a line, for machines).",
+        default="text",
+    )
+    access_log: int = _doc("1: log a line per HTTP request (with its id); 0: do not.", default=1)
     web_workers: int = _doc("HTTP server worker processes (0 = one per CPU).", default=0)
     data_dir: str = _doc(
         "Directory of the embedded server's data (when redis_url is empty).",

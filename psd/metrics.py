@@ -38,7 +38,7 @@ RANGE_CLASSES = ((3600, "hour"), (86400, "day"), (31 * 86400, "month"), (366 * 8
 
 def range_class(args: Sequence[object]) -> str:
     """The length class of a request's range: the last two decimal path segments, if any."""
-    digits = [a for a in args if isinstance(a, str) and a.isdigit()]
+    digits = [a for a in args if isinstance(a, str) and a.isascii() and a.isdigit()]
     if len(digits) < 2:
         return "none"
     length = int(digits[-1]) - int(digits[-2])

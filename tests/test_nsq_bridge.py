@@ -259,7 +259,7 @@ def test_sigterm_finishes_what_was_published_and_exits_cleanly(
         assert bridge.stop() == 0, bridge.output()
     # stopped mid-stream: the publishes under way were FINished, the rest left in nsqd
     assert at_sigterm < len(nsqd.finished) < total
-    assert "psd.nsq_bridge INFO stopped" in bridge.output()
+    assert "INFO psd.nsq_bridge [-] stopped" in bridge.output()
     assert "ERROR" not in bridge.output()
     assert nsqd.wait(lambda: nsqd.connections() == 0)
     # every task published was FINished before the exit, and nothing else was

@@ -14,6 +14,7 @@ from psd.config import Settings, load_settings
 from psd.errors import StoreError
 from psd.store import Store
 from web import errors, v1, v2
+from web.access import RequestLog
 from web.auth import TokenGate, parse_tokens
 from web.fastpath import FastPath
 from web.handlers import Api, Enqueue
@@ -59,4 +60,5 @@ def create_app(
         app.wsgi_app = FastPath(app.wsgi_app, api, settings.max_body_bytes)  # type: ignore[method-assign]
     if settings.api_tokens:
         app.wsgi_app = TokenGate(app.wsgi_app, parse_tokens(settings.api_tokens))  # type: ignore[method-assign]
+    app.wsgi_app = RequestLog(app.wsgi_app, bool(settings.access_log))  # type: ignore[method-assign]
     return app

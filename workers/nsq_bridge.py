@@ -25,7 +25,7 @@ import nsq
 import redis
 from kombu.utils.url import maybe_sanitize_url
 
-from psd import dlq
+from psd import dlq, logs
 from psd.config import Settings, load_settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
@@ -193,9 +193,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("nsq").setLevel(logging.WARNING)  # pynsq logs each heartbeat at INFO
     settings = load_settings()
+    logs.setup(settings.log_format)
+    logging.getLogger("nsq").setLevel(logging.WARNING)  # pynsq logs each heartbeat at INFO
     if not settings.redis_url:
         log.error("psd nsq-bridge needs the store's Redis for dead letters: set PSD_REDIS_URL")
         return 2

@@ -1,0 +1,44 @@
+"""Request ids and structured logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from flask.testing import FlaskClient
+
+from psd.logs import JsonLines, RequestId
+
+
+@pytest.fixture
+def lines(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="psd.access")
+    caplog.handler.addFilter(RequestId())
+    return caplog
+
+
+def test_each_request_has_an_id_in_its_answer_and_its_log(
+    client: FlaskClient, lines: pytest.LogCaptureFixture
+) -> None:
+    first = client.get("/health/ping")
+    mine = client.get("/v1/query/1/steps/all/0/10", headers={"X-Request-Id": "trace-17"})
+    refused = client.get(
+        "/v1/query/1/steps/all/0/10", headers={"X-Request-Id": "bad id!" + "x" * 70}
+    )
+    assert mine.headers["X-Request-Id"] == "trace-17"
+    generated = {first.headers["X-Request-Id"], refused.headers["X-Request-Id"]}
+    assert len(generated) == 2 and all(len(i) == 16 for i in generated)
+    records = [r for r in lines.records if r.name == "psd.access"]
+    assert [r.request_id for r in records] == [  # type: ignore[attr-defined]
+        first.headers["X-Request-Id"], "trace-17", refused.headers["X-Request-Id"]]  # fmt: skip
+    assert records[1].getMessage().startswith("GET /v1/query/1/steps/all/0/10 200 ")
+
+
+def test_json_lines_carry_the_fields(client: FlaskClient, lines: pytest.LogCaptureFixture) -> None:
+    client.post("/v1/write", json={"thing": "jumps"}, headers={"X-Request-Id": "r-1"})
+    record = next(r for r in lines.records if r.name == "psd.access")
+    doc = json.loads(JsonLines().format(record))
+    assert doc["request_id"] == "r-1" and doc["logger"] == "psd.access"
+    assert (doc["method"], doc["path"], doc["status"]) == ("POST", "/v1/write", 406)
+    assert doc["ts"].endswith("Z") and doc["ms"] >= 0
