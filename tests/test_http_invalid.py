@@ -122,6 +122,9 @@ def test_invalid_read_gets_a_clear_4xx(
     response = client.open(path, method=method, data=form)
     assert response.status_code == status
     assert response.json["error"]
+    if status == 405:  # and says which methods the route takes
+        allowed = set(response.headers["Allow"].split(", "))
+        assert allowed in ({"GET", "HEAD", "OPTIONS"}, {"POST", "OPTIONS"})
 
 
 def test_v2_mismatch_message_is_the_originals(client: FlaskClient) -> None:

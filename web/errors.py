@@ -24,4 +24,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return respond(error(exc.code or 500, exc.description or exc.name))
+        response = respond(error(exc.code or 500, exc.description or exc.name))
+        allowed = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and allowed:  # RFC 9110: a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(allowed)
+        return response
