@@ -13,7 +13,7 @@ from flask import Flask
 from psd.config import Settings, load_settings
 from psd.errors import StoreError
 from psd.store import Store
-from web import errors, v1, v2
+from web import errors, v1, v2, v3
 from web.access import RequestLog
 from web.auth import TokenGate, parse_tokens
 from web.fastpath import FastPath
@@ -56,6 +56,7 @@ def create_app(
     errors.register(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
+    app.register_blueprint(v3.bp)
     if fast_path:
         app.wsgi_app = FastPath(app.wsgi_app, api, settings.max_body_bytes)  # type: ignore[method-assign]
     if settings.api_tokens:

@@ -1,0 +1,133 @@
+"""The v3 API: sums in each user's own time zone, one error format, and an OpenAPI 3.1
+document that the same models make — fuzzed against the app by schemathesis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis
+import schemathesis
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from schemathesis import checks
+
+from psd.config import Settings
+from psd.model import MetricPoint
+from psd.store import Store
+from web import create_app
+
+
+def at(*fields: int) -> int:
+    return int(datetime(*fields, tzinfo=UTC).timestamp())
+
+
+def local_month(ts: int, tz: str) -> tuple[int, int]:
+    when = datetime.fromtimestamp(ts, ZoneInfo(tz))
+    return when.year, when.month
+
+
+USERS = {1: "America/Los_Angeles", 2: "Asia/Kathmandu", 3: "Australia/Lord_Howe", 4: "UTC"}
+# around the edges of November in every one of those zones
+INSTANTS = [at(2026, 10, 31, 12) + h * 900 for h in range(0, 96)] + [
+    at(2026, 11, 30, 10) + h * 900 for h in range(0, 96)]  # fmt: skip
+
+
+def test_sums_in_each_users_zone(client: FlaskClient, store: Store) -> None:
+    points = [MetricPoint("steps", uid, 1 + n % 3, n, 1 + n % 5, ts, ts, "increment")
+              for uid in USERS for n, ts in enumerate(INSTANTS)]  # fmt: skip
+    store.write_metrics(points)
+    body = {"users": [{"uid": uid, "tz": tz} for uid, tz in USERS.items()],
+            "things": ["steps", "points"], "from": "2026-11-01", "to": "2026-11-30"}  # fmt: skip
+    answer = client.post("/v3/sums", json=body)
+    assert answer.status_code == 200, answer.json
+    for result in answer.json["results"]:
+        tz = USERS[result["uid"]]
+        mine = [
+            p for p in points if p.uid == result["uid"] and local_month(p.ts2, tz) == (2026, 11)
+        ]
+        assert result["sums"] == {"steps": sum(p.value for p in mine), "points": 0}
+        assert result["activities"] == {str(p.aid): p.atid for p in mine}
+        assert local_month(result["from"], tz) == (2026, 11) != local_month(result["from"] - 1, tz)
+        assert result["answered"] is None
+    offset = client.post("/v3/sums", json={**body, "users": [{"uid": 4, "offset": -3600}],
+                                            "atid": 2, "to": "2026-11-30T23:59:59"})  # fmt: skip
+    (result,) = offset.json["results"]
+    assert (result["from"], result["to"]) == (at(2026, 11, 1, 1), at(2026, 12, 1, 1) - 1)
+    mine = [
+        p for p in points if p.uid == 4 and p.atid == 2 and result["from"] <= p.ts2 <= result["to"]
+    ]
+    assert result["sums"]["steps"] == sum(p.value for p in mine)
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    ({"users": [{"uid": "1"}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
+    ({"users": [{"uid": 1.0}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
+    ({"users": [{"uid": 1, "tz": "Mars/Base"}], "things": ["steps"], "from": 0, "to": 9}, 422,
+     "users.0.tz"),
+    ({"users": [{"uid": 1, "tz": "UTC", "offset": 60}], "things": ["steps"], "from": 0, "to": 9},
+     422, "users.tz"),
+    ({"users": [{"uid": 1}], "things": ["jumps"], "from": 0, "to": 9}, 422, "things.0"),
+    ({"users": [{"uid": 1}], "things": ["steps"], "from": 9, "to": 0}, 422, "from"),
+    ({"users": [{"uid": 1}], "things": ["steps"], "from": "2026-13-01", "to": 9}, 422, "from"),
+    ({"users": [{"uid": 1}], "things": ["steps"], "from": 0, "to": 9, "extra": 1}, 422, "extra"),
+    ({"users": [], "things": ["steps"], "from": 0, "to": 9}, 422, "users"),
+])  # fmt: skip
+def test_invalid_requests_say_what_and_where(
+    client: FlaskClient, redis_client: redis.Redis, body: dict[str, object], status: int, field: str
+) -> None:
+    answer = client.post("/v3/sums", json=body)
+    assert answer.status_code == status
+    assert set(answer.json) == {"error"} and answer.json["error"]["field"] == field, answer.json
+    assert answer.json["error"]["code"] and answer.json["error"]["message"]
+    assert client.post("/v3/sums", data="{", content_type="application/json").status_code == 400
+    assert client.post("/v3/sums", data="{}", content_type="text/plain").status_code == 415
+
+
+def test_an_answer_past_the_finest_detail_says_so(redis_client: redis.Redis) -> None:
+    policy = Settings(
+        retention_minute=35 * 86400,
+        retention_hour=200 * 86400,
+        retention_day=400 * 86400,
+        retention_month=800 * 86400,
+        retention_year=0,
+    )
+    app = create_app(policy, Store(redis_client, policy))
+    now = int(datetime.now(UTC).timestamp())
+    body = {"users": [{"uid": 1}], "things": ["steps"], "from": now - 300 * 86400 + 17,
+            "to": now}  # fmt: skip
+    (result,) = app.test_client().post("/v3/sums", json=body).json["results"]
+    assert result["answered"]["start_precision"] == "day" and result["answered"]["to"] == now
+    assert result["answered"]["end_precision"] == "second"
+
+
+@schemathesis.check
+def error_format(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        assert set(body) == {"error"} and {"code", "message", "field"} <= set(body["error"]), body
+
+
+def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
+    """Every operation fuzzed from the document: no 5xx, every answer as documented, every 4xx
+    in the error format; a valid body may still be refused for what a schema cannot say
+    (from after to), so positive_data_acceptance is not checked."""
+    settings = Settings(expire=0)
+    app = create_app(settings, Store(redis_client, settings))
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert [op.path for op in operations] == ["/v3/sums"]
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @hsettings(
+            max_examples=150,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        )
+        def holds(case: schemathesis.Case) -> None:
+            case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
+
+        holds()

@@ -1,0 +1,148 @@
+"""The v3 API's contract: each route's request and response models (pydantic) validate its
+JSON and, through the same models, make the OpenAPI 3.1 document at ``/openapi.json``.
+
+A route is declared once with :meth:`Contract.route`; nothing is written beside the models.
+Every 4xx of a v3 route has one shape: ``{"error": {"code", "message", "field"}}``. Models are
+strict (``1.0``, ``"1"`` and ``true`` are not integers) and refuse unknown fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+
+OPENAPI = "3.1.0"
+#: The error answers every v3 route may give.
+ERRORS = {400: "not JSON", 401: "no API token", 403: "the token may not do this",
+          413: "too large", 415: "not application/json", 422: "invalid",
+          503: "the store is unavailable"}  # fmt: skip
+
+
+class Strict(BaseModel):
+    """A request or response body: strict types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ErrorDetail(Strict):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(Strict):
+    """Every v3 error."""
+
+    error: ErrorDetail
+
+
+def error(status: int, code: str, message: str, field: str | None = None) -> Response:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
+    return Response(body.model_dump_json(), status, content_type="application/json")
+
+
+def psd_error(exc: PsdError) -> Response:
+    """psd's errors as v3 answers (the same statuses as v1's mapping)."""
+    field = getattr(exc, "field", "") or None
+    if isinstance(exc, TooLarge):
+        return error(413, "too_large", str(exc), field)
+    if isinstance(exc, StoreError):
+        return error(503, "unavailable", str(exc))
+    if isinstance(exc, InvalidInput):
+        return error(422, "invalid", exc.message, field)
+    return error(400, "bad_request", str(exc), field)
+
+
+def _validation(exc: ValidationError) -> Response:
+    first = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    status = 400 if first["type"] == "json_invalid" else 422
+    return error(status, first["type"], first["msg"], field)
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: str
+    body: type[Strict]
+    response: type[Strict]
+    summary: str
+    name: str
+
+
+class Contract:
+    """The v3 routes of one blueprint, and the OpenAPI document they make."""
+
+    def __init__(self, blueprint: Blueprint, title: str, version: str) -> None:
+        self.blueprint = blueprint
+        self.title, self.version = title, version
+        self.operations: list[Operation] = []
+
+    def route(
+        self, path: str, body: type[Strict], response: type[Strict]
+    ) -> Callable[[Callable[[Any], Strict]], Callable[[Any], Strict]]:
+        """Declare ``POST path``: its JSON body is validated into ``body`` and handed to the
+        view, whose ``response`` is answered as JSON."""
+
+        def register(view: Callable[[Any], Strict]) -> Callable[[Any], Strict]:
+            summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
+            self.operations.append(Operation(path, "post", body, response, summary, view.__name__))
+
+            def endpoint() -> Response:
+                if request.mimetype != "application/json":
+                    return error(415, "unsupported_media_type", "send application/json")
+                try:
+                    payload = body.model_validate_json(request.get_data(cache=False))
+                    answer = view(payload)
+                except ValidationError as exc:
+                    return _validation(exc)
+                except PsdError as exc:
+                    return psd_error(exc)
+                data = answer.model_dump_json(by_alias=True)
+                return Response(data, 200, content_type="application/json")
+
+            self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])
+            return view
+
+        return register
+
+    def document(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document of the declared routes."""
+        schemas: dict[str, Any] = {}
+
+        def ref(model: type[BaseModel]) -> dict[str, str]:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        def content(model: type[BaseModel]) -> dict[str, Any]:
+            return {"application/json": {"schema": ref(model)}}
+
+        paths: dict[str, Any] = {}
+        for op in self.operations:
+            errors = {str(code): {"description": text, "content": content(ErrorBody)}
+                      for code, text in ERRORS.items()}  # fmt: skip
+            paths.setdefault(op.path, {})[op.method] = {
+                "operationId": op.name,
+                "summary": op.summary,
+                "requestBody": {"required": True, "content": content(op.body)},
+                "responses": {"200": {"description": "done", "content": content(op.response)},
+                              **errors},
+            }  # fmt: skip
+        return {
+            "openapi": OPENAPI,
+            "info": {"title": self.title, "version": self.version},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }
+
+    def serve_document(self) -> Response:
+        return Response(json.dumps(self.document()), 200, content_type="application/json")

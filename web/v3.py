@@ -1,0 +1,146 @@
+"""The v3 JSON API (JSON in and out, one error format, a model per route: web/openapi.py).
+
+``POST /v3/sums``: users, things, one range. A range's ends are Unix seconds, or ISO 8601
+dates or date-times; one without a UTC offset is a wall time in each user's own zone (``tz``, an
+IANA name, DST-correct; or ``offset``, seconds east of UTC; UTC if neither), so one request
+asks for "November, wherever each user lives". A date alone as ``to`` includes that whole day.
+Where a range reaches past the finest detail kept (psd/retention.py), the answer says which
+range it covers, at which precision.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Annotated, Literal
+from zoneinfo import available_timezones
+
+from flask import Blueprint, Response
+from pydantic import Field
+
+from psd.errors import InvalidInput, TooLarge
+from psd.localtime import MAX_OFFSET, boundary, zone
+from psd.model import MAX_ID, THINGS
+from psd.store import UserQuery
+from psd.timebuckets import MAX_TS, MIN_TS
+from web.flask_glue import api
+from web.openapi import Contract, Strict
+
+bp = Blueprint("v3", __name__)
+contract = Contract(bp, "psd", "3")
+
+Thing = Literal[tuple(THINGS)]  # type: ignore[valid-type]
+ZoneName = Literal[tuple(sorted(available_timezones()))]  # type: ignore[valid-type]
+ISO = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2})?)?$"
+Instant = Annotated[int, Field(ge=MIN_TS, le=MAX_TS)] | Annotated[str, Field(pattern=ISO)]
+Precision = Literal["second", "minute", "hour", "day", "month", "year"]
+#: Most users one request may name (PSD_MAX_IDS may lower it).
+MAX_USERS = 10_000
+
+
+class UserIn(Strict):
+    uid: int = Field(ge=0, le=MAX_ID)
+    tz: ZoneName | None = Field(None, description="IANA time zone of the user's wall times")
+    offset: int | None = Field(None, ge=-MAX_OFFSET, le=MAX_OFFSET,
+                               description="or a fixed offset, seconds east of UTC")  # fmt: skip
+
+
+class SumsIn(Strict):
+    users: list[UserIn] = Field(min_length=1, max_length=MAX_USERS)
+    things: list[Thing] = Field(min_length=1, max_length=len(THINGS))
+    start: Instant = Field(alias="from", description="first instant, inclusive")
+    end: Instant = Field(alias="to", description="last instant, inclusive")
+    atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
+
+
+class Answered(Strict):
+    """The range the sums cover, when finer detail at an edge is gone."""
+
+    start: int = Field(alias="from")
+    end: int = Field(alias="to")
+    start_precision: Precision
+    end_precision: Precision
+
+
+class UserSums(Strict):
+    uid: int
+    start: int = Field(alias="from")
+    end: int = Field(alias="to")
+    sums: dict[str, int]
+    activities: dict[str, int] = Field(description="activity id -> its type")
+    answered: Answered | None = None
+
+
+class SumsOut(Strict):
+    results: list[UserSums]
+
+
+def user_zone(user: UserIn) -> tzinfo:
+    if user.tz is not None and user.offset is not None:
+        raise InvalidInput("give tz or offset, not both", "users.tz")
+    return zone(user.offset if user.offset is not None else (user.tz or "UTC"))
+
+
+EARLIEST = -(2**62)
+
+
+def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
+    """Unix seconds of a range's end: a wall time in ``tz`` unless it carries an offset; an
+    ``end`` is inclusive (a date: its last second)."""
+    if isinstance(value, int):
+        return value
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            wall = datetime(day.year, day.month, day.day) + (
+                timedelta(days=1) if end else timedelta()
+            )
+        else:
+            wall = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if end:
+                wall += timedelta(seconds=1)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"not a date or date-time: {exc}", field) from exc
+    try:
+        ts = (int(wall.timestamp()) if wall.tzinfo else boundary(wall, tz, EARLIEST)) - int(end)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput("outside years 1970..9999", field) from exc
+    if not MIN_TS <= ts <= MAX_TS:
+        raise InvalidInput("outside years 1970..9999", field)
+    return ts
+
+
+@contract.route("/v3/sums", SumsIn, SumsOut)
+def sums(body: SumsIn) -> SumsOut:
+    """Sums of things for users over a range, each in the user's own time zone."""
+    store = api().store
+    if len(body.users) > api().settings.max_ids:
+        raise TooLarge(f"at most {api().settings.max_ids} users a request", "users")
+    queries = []
+    for n, user in enumerate(body.users):
+        tz = user_zone(user)
+        t1 = instant(body.start, tz, False, "from")
+        t2 = instant(body.end, tz, True, "to")
+        if t1 > t2:
+            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        queries.append(UserQuery(user.uid, t1, t2))
+    found = store.query(queries, list(dict.fromkeys(body.things)), body.atid, True)
+    results = []
+    for query, result in zip(queries, found, strict=True):
+        answered = None
+        if result.widened is not None:
+            wide = result.widened
+            answered = Answered.model_validate(
+                {"from": wide.t1, "to": wide.t2, "start_precision": wide.start.name.lower(),
+                 "end_precision": wide.end.name.lower()}
+            )  # fmt: skip
+        results.append(UserSums.model_validate({
+            "uid": query.uid, "from": query.t1, "to": query.t2, "sums": result.sums,
+            "activities": {aid: int(kind) for aid, kind in result.activities.items()},
+            "answered": answered,
+        }))  # fmt: skip
+    return SumsOut(results=results)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return contract.serve_document()
