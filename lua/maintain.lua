@@ -48,6 +48,15 @@ local function set_expiry(key, expire_at)
   end
 end
 
+-- HDEL in slices: unpack() of more than ~8,000 values fails
+local function hdel_all(key, fields)
+  local gone = 0
+  for i = 1, #fields, 1000 do
+    gone = gone + redis.call('HDEL', key, unpack(fields, i, math.min(i + 999, #fields)))
+  end
+  return gone
+end
+
 -- drop zero fields (compaction) and hours below `first_kept` (retention); true if emptied
 local function prune(key, first_kept)
   if not drop_zeros and first_kept == 0 then return false end
@@ -59,9 +68,7 @@ local function prune(key, first_kept)
       gone[#gone + 1] = flat[i]
     end
   end
-  for i = 1, #gone, 1000 do
-    redis.call('HDEL', key, unpack(gone, i, math.min(i + 999, #gone)))
-  end
+  hdel_all(key, gone)
   dropped = dropped + #gone
   if #gone > 0 and #gone * 2 == #flat then deleted = deleted + 1; return true end
   return false
@@ -101,7 +108,7 @@ local function state(acts, idx, last_hour_dropped, record_cut, horizon)
     if summary == nil or last <= record_cut then
       local fields = {id}
       for _, h in ipairs(summary and hours_of(summary) or {}) do fields[#fields + 1] = id .. ':' .. h end
-      redis.call('HDEL', acts, unpack(fields))
+      hdel_all(acts, fields)
       redis.call('ZREM', idx, member)
       removed = removed + 1
     elseif summary[4] > 1 and last <= horizon then
@@ -109,7 +116,7 @@ local function state(acts, idx, last_hour_dropped, record_cut, horizon)
       for _, h in ipairs(hours_of(summary)) do
         if h <= last_hour_dropped then fields[#fields + 1] = id .. ':' .. h end
       end
-      if #fields > 0 and redis.call('HDEL', acts, unpack(fields)) > 0 then
+      if #fields > 0 and hdel_all(acts, fields) > 0 then
         trimmed = trimmed + 1
       end
     end

@@ -30,7 +30,7 @@ for n = 1, #points do
     for c = 1, 6 do
       local j = HASH_OF_CHILD[c]
       local expire_at = expires[j]
-      if expire_at == 0 or expire_at > now then
+      if expire_at == 0 or expire_at > now or j == 1 then  -- the root: its newest year rules
         local n = redis.call('HINCRBY', KEYS[k + j], children[c] * 10, value)
         if n == value and expire_at > 0 then fresh[j] = true end
       end

@@ -26,7 +26,7 @@
 --           added, and a hash already past it is not written; thing = the thing's number;
 --           delivery = the key of the delivery the point came in, "" = none (applied
 --           whatever came before); k = how many KEYS come before the point's nine
--- ARGV[2] seconds the activity state lives after a new activity, 0 = forever
+-- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
 -- "stale" (ts2 older than a change already recorded for this activity: a late update; or
@@ -67,7 +67,10 @@ local function load_hours(act, hours)
   if #fields > 0 then
     local vals = redis.call('HMGET', act.acts, unpack(fields))
     for i = 1, #fields do
-      if not vals[i] then return false end
+      if not vals[i] then  -- dropped: no later point of this call may take it for empty
+        for _, h in ipairs(wanted) do chunks[h] = nil end
+        return false
+      end
       chunks[wanted[i]] = cmsgpack.unpack(vals[i])
     end
   end
@@ -159,7 +162,8 @@ local function add_to_counters(k, p, delta)
   for c = 1, 4 do
     local j = HASH_OF_CHILD[c]
     local expire_at = expires[j]
-    if expire_at == 0 or expire_at > now then
+    -- the root holds every year, kept until its newest year's retention ends: always added to
+    if expire_at == 0 or expire_at > now or j == 1 then
       local slot = children[c] * 10 + thing
       owe(KEYS[k + 2 + j], slot, delta, expire_at, j == 1)
       owe(KEYS[k + 5 + j], slot .. ':' .. atid, delta, expire_at, j == 1)
@@ -205,7 +209,7 @@ local function activity(k, thing, aid)
 end
 
 local function save_states()
-  local spans, fresh = {}, {}  -- acts key -> longest span written; -> its idx, if new
+  local spans, changed = {}, {}  -- acts key -> longest span written; -> its idx
   for _, at in ipairs(touched) do
     local act = activities[at]
     if act.changed then
@@ -222,7 +226,7 @@ local function save_states()
       redis.call('ZADD', act.idx, act.summary[2], member)
       local span = act.summary[2] - act.summary[1]
       if span > (spans[act.acts] or 0) then spans[act.acts] = span end
-      if act.old_member == nil then fresh[act.acts] = act.idx end
+      changed[act.acts] = act.idx
     end
   end
   for acts, span in pairs(spans) do
@@ -230,8 +234,8 @@ local function save_states()
       redis.call('HSET', acts, '_span', span)
     end
   end
-  if state_ttl > 0 then
-    for acts, idx in pairs(fresh) do
+  if state_ttl > 0 then  -- a user's state lives state_ttl past their last change
+    for acts, idx in pairs(changed) do
       redis.call('EXPIRE', acts, state_ttl)
       redis.call('EXPIRE', idx, state_ttl)
     end
@@ -249,7 +253,7 @@ local function apply(k, p)
   if summary then
     if mode == 'd' and ts2 < summary[2] then return 'stale', 0 end
     local hours = {hour_of(ts2)}
-    if mode == 'd' then hours[2] = hour_of(ts1) end
+    if mode == 'd' and ts1 % 3600 ~= 0 then hours[2] = hour_of(ts1) end  -- else read whole
     if not load_hours(act, hours) then return 'stale', 0 end
     if mode == 'd' then delta = value - window_sum(summary, act.chunks, ts1, ts2) end
   end

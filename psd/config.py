@@ -67,7 +67,7 @@ class Settings:
     )
     state_expire: int = _doc(
         "Seconds an activity's record (its type, for _atids) is kept after its last change "
-        "(0 = forever).",
+        "(0 = forever); never less than retention_minute and an hour.",
         default=90 * DAY,
     )
     update_horizon: int = _doc(
@@ -239,6 +239,8 @@ def check_retention(settings: Settings) -> None:
     for name in ("expire", "count_expire", "state_expire", "update_horizon"):
         if getattr(settings, name) < 0:
             raise InvalidInput("must be 0 (forever) or more seconds", name)
+    if settings.idempotency_window < 1:
+        raise InvalidInput("must be 1 or more seconds", "idempotency_window")
     previous = 0
     for level, seconds in retention_of(settings).items():
         if seconds < 0:

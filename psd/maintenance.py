@@ -90,10 +90,10 @@ class Maintenance:
         return ["h", policy.hash_expiry(levels, end), first_kept]
 
     def _state(self) -> list[Any]:
-        minute, settings = self.store.metric_policy.seconds["minute"], self.settings
+        minute, lifetime = self.store.metric_policy.seconds["minute"], self.store.state_lifetime
         last_hour_dropped = (self.now - minute) // 3600 - 1 if minute else -1
-        record_cut = self.now - settings.state_expire if settings.state_expire else -1
-        return ["s", last_hour_dropped, record_cut, self.now - settings.update_horizon]
+        record_cut = self.now - lifetime if lifetime else -1
+        return ["s", last_hour_dropped, record_cut, self.now - self.settings.update_horizon]
 
     def jobs(self, names: list[str]) -> tuple[list[str], list[Any]]:
         """The keys and jobs of one script call for the scanned key names."""

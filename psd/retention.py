@@ -115,3 +115,13 @@ def expiries(policy: Policy, bucket_ends: tuple[int, ...]) -> list[int]:
     """Expiry of each hash of a point's target (0 = never), set when a field is added."""
     levels = HASH_LEVELS[: len(bucket_ends)]
     return [policy.hash_expiry(held, end) for held, end in zip(levels, bucket_ends, strict=True)]
+
+
+def state_lifetime(settings: Settings) -> int:
+    """Seconds an activity's record lives after its last change (0 = forever): the state
+    setting, but never less than the minute detail it holds is promised for (a read at full
+    detail needs the record), which counts from the end of the change's hour."""
+    minute = retention_of(settings)["minute"]
+    if not settings.state_expire or not minute:
+        return 0
+    return max(settings.state_expire, minute + 3600)

@@ -27,7 +27,6 @@ from psd.keys import (
     TYPED,
     Ranges,
     ReadPlan,
-    Target,
     count_plan,
     count_prefix,
     count_target,
@@ -37,7 +36,7 @@ from psd.keys import (
 )
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH
 from psd.model import THINGS, CountPoint, MetricPoint
-from psd.retention import Answerable, Policy, answerable, expiries
+from psd.retention import Answerable, Policy, answerable, expiries, state_lifetime
 from psd.scripts import Scripts
 
 WriteStatus = Literal["ok", "same", "stale", "duplicate"]
@@ -140,6 +139,7 @@ class Store:
         self._clock = clock
         self.metric_policy = Policy.metrics(self.settings)
         self.count_policy = Policy.counts(self.settings)
+        self.state_lifetime = state_lifetime(self.settings)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Store:
@@ -160,14 +160,14 @@ class Store:
         keys: list[str] = []
         payload = []
         # the keys of a (user, month) go once; its points name where they start in KEYS
-        starts: dict[tuple[int, Target], tuple[int, list[int]]] = {}
+        starts: dict[tuple[int, tuple[str, ...]], tuple[int, list[int]]] = {}
         for p, delivery in zip(points, deliveries, strict=True):
             target = metric_target(p.ts2)
-            start, expires = starts.get((p.uid, target), (0, []))
+            start, expires = starts.get((p.uid, target.suffixes), (0, []))
             if not expires:
                 prefix = metric_prefix(p.uid)
                 start, expires = len(keys), expiries(self.metric_policy, target.bucket_ends)
-                starts[p.uid, target] = (start, expires)
+                starts[p.uid, target.suffixes] = (start, expires)
                 keys += [prefix + "acts", prefix + "idx"]
                 keys += [prefix + suffix for suffix in target.suffixes]
                 keys += [prefix + TYPED + suffix for suffix in target.suffixes]
@@ -177,7 +177,7 @@ class Store:
                 [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
                  p.thing_id, delivery, start]
             )  # fmt: skip
-        args = [msgpack.packb(payload), self.settings.state_expire, *self._once_args(now)]
+        args = [msgpack.packb(payload), self.state_lifetime, *self._once_args(now)]
         return self.scripts.write_metric(keys, args, client=client)
 
     @staticmethod

@@ -293,3 +293,60 @@ def test_psd_beat_schedules_the_tasks_and_a_worker_runs_them(
         assert beat.wait(timeout=20) == 0
     assert redis_client.expiretime(key) == year_end(NOW - 300 * DAY) + POLICY.retention_month
     assert any(f.startswith("celerybeat-schedule") for f in os.listdir(beat_settings.data_dir))
+
+
+# -- found in review: each failed before its fix --
+
+
+def test_a_batch_after_a_stale_point_is_not_counted_whole(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """Two updates needing dropped detail in one call are both stale (the first's failed
+    load must not leave the hour looking empty to the second)."""
+    start = NOW - 40 * DAY
+    start -= start % 3600
+    store.write_metric(MetricPoint("steps", 9, 1, 1, 10, start + 5, start + 60))
+    store.write_metric(MetricPoint("steps", 9, 1, 1, 20, start + 5, start + 120))
+    run(store, "compaction")
+    late = [MetricPoint("steps", 9, 1, 1, 25, start + 5, start + 180),
+            MetricPoint("steps", 9, 1, 1, 30, start + 5, start + 240)]  # fmt: skip
+    assert [r.status for r in store.write_metrics(late)] == ["stale", "stale"]
+    assert store.sum(9, "steps", None, start, start + 3599) == 20
+
+
+def test_updates_keep_the_activity_state_alive(redis_client: redis.Redis) -> None:
+    """The state's expiry runs from the last change, not from the last new activity."""
+    short = Store(redis_client, replace(POLICY, retention_minute=3, retention_hour=3,
+                                        retention_day=3, retention_month=3, retention_year=3,
+                                        state_expire=3))  # fmt: skip
+    ts = NOW - 60
+    short.write_metric(MetricPoint("steps", 9, 1, 1, 10, ts, ts))
+    ttl_before = redis_client.pttl("{9}:acts")
+    time.sleep(0.3)
+    short.write_metric(MetricPoint("steps", 9, 1, 1, 11, ts, ts + 1))
+    assert redis_client.pttl("{9}:acts") > ttl_before - 100  # refreshed by the update
+
+
+def test_a_late_point_for_a_year_the_root_keeps_lands_in_the_root(
+    redis_client: redis.Redis,
+) -> None:
+    keep_years = Store(redis_client, replace(POLICY, retention_year=30 * DAY))
+    last_year = datetime(datetime.now(UTC).year - 1, 6, 1, tzinfo=UTC).timestamp()
+    this_year = NOW - 60
+    keep_years.write_metric(MetricPoint("steps", 9, 1, 1, 5, this_year, this_year))
+    keep_years.write_metric(MetricPoint("steps", 9, 1, 2, 7, int(last_year), int(last_year)))
+    year = datetime.now(UTC).year - 1
+    assert redis_client.hget("{9}:r", str(year * 10 + 1)) == b"7"
+
+
+def test_compaction_of_an_activity_of_thousands_of_hours(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """More fields than Lua can unpack at once are deleted in slices."""
+    start = NOW - 420 * DAY
+    start -= start % 3600
+    points = [MetricPoint("steps", 9, 1, 1, 1, start + h * 3600, start + h * 3600, "increment")
+              for h in range(8_100)]  # fmt: skip
+    store.write_metrics(points)
+    report = run(store, "compaction")
+    assert report.activities_trimmed + report.activities_removed == 1
