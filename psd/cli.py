@@ -24,10 +24,11 @@ from psd import dlq as dead_letters
 from psd import logs
 from psd.config import Settings, load_settings
 from psd.doctor import doctor
+from psd.errors import StoreError
 from psd.migrate import migrate_command
 from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
-from psd.up import masked, store
+from psd.up import masked, stop_signals_unwind, store
 from psd.up import run as run_up
 
 log = logging.getLogger("psd")
@@ -122,7 +123,12 @@ def up(ctx: click.Context, bind: str | None, data_dir: str | None) -> None:
     and beat, in one log stream, until Ctrl-C. A restart keeps the data."""
     settings = _settings(ctx)
     settings = replace(settings, bind=bind or settings.bind, data_dir=data_dir or settings.data_dir)
-    sys.exit(run_up(settings, _child_env(ctx)))
+    try:
+        sys.exit(run_up(settings, _child_env(ctx)))
+    except KeyboardInterrupt:  # stopped while starting: everything started is stopped
+        sys.exit(0)
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -147,8 +153,21 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
         click.echo(
             f"psd: no PSD_REDIS_URL set, starting the embedded server in {settings.data_dir}"
         )
-    # the server's processes keep their metrics in one directory, summed at /metrics
-    with store(settings) as url, tempfile.TemporaryDirectory(prefix="psd-metrics-") as metrics:
+    try:
+        code = _serve(ctx, settings)
+    except KeyboardInterrupt:
+        code = 0
+    except (StoreError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(code)
+
+
+def _serve(ctx: click.Context, settings: Settings) -> int:
+    """The store, then the server; its processes keep their metrics in one directory, summed
+    at /metrics."""
+    with stop_signals_unwind(), store(settings) as url, tempfile.TemporaryDirectory(
+        prefix="psd-metrics-"
+    ) as metrics:  # fmt: skip
         env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
                    PROMETHEUS_MULTIPROC_DIR=metrics)  # fmt: skip
         if ctx.parent and ctx.parent.params.get("config"):
@@ -157,8 +176,7 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
             f"psd: serving http://{settings.bind} with {settings.web_server}, store {masked(url)}"
         )
         command = server_command(settings.web_server, settings.bind, settings.web_workers)
-        code = run_child(command, env)
-    sys.exit(code)
+        return run_child(command, env)
 
 
 def _need_store(settings: Settings, what: str) -> None:

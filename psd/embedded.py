@@ -83,8 +83,8 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         args = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port)]
         args += ["--save", "", "--daemonize", "no", "--protected-mode", "yes"]
-        if self.data_dir is not None:
-            args += ["--dir", str(self.data_dir)]
+        if self.data_dir is not None:  # its log beside its data, to say why it did not start
+            args += ["--dir", str(self.data_dir), "--logfile", "server.log"]
         args += ["--appendonly", "yes" if self.persist else "no"]
         # compact encodings for psd's small hashes, and never evict counters
         args += ["--hash-max-listpack-entries", "256", "--maxmemory-policy", "noeviction"]
@@ -109,6 +109,7 @@ class EmbeddedServer:
             except redis.ConnectionError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
+                    err = err or self._log_tail()
                     self.stop()
                     raise StoreError(f"{self.binary} did not start: {err or exc}") from exc
                 time.sleep(0.02)
@@ -116,6 +117,12 @@ class EmbeddedServer:
                 client.close()
         log.info("embedded server %s listening on 127.0.0.1:%d", self.binary.name, self.port)
         return self
+
+    def _log_tail(self) -> str:
+        log_file = self.data_dir / "server.log" if self.data_dir else None
+        if log_file is None or not log_file.exists():
+            return ""
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-5:])
 
     def stop(self) -> None:
         """Stop the server (it writes its append-only file as it goes, nothing is lost)."""
@@ -146,13 +153,22 @@ class EmbeddedServer:
 
 def data_dir_password(data_dir: str | Path) -> str:
     """The embedded server's password, made on first use and kept in the data directory
-    (readable by its owner only), so that a restart opens the same data with it."""
+    (readable by its owner only), so that a restart opens the same data with it. Written to a
+    temporary file and renamed, so a crash never leaves an empty one; an empty or unreadable
+    one is refused rather than taken for "no password"."""
     path = Path(data_dir) / "password"
     if path.exists():
-        return path.read_text().strip()
+        secret = path.read_text().strip()
+        if not secret or path.stat().st_mode & 0o077:
+            raise StoreError(f"{path} is empty or readable by others: delete it to make a new one")
+        return secret
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    draft = path.with_suffix(".new")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secret + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(draft, path)
     return secret

@@ -9,11 +9,14 @@ store last, so that what the worker was applying is in the append-only file befo
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import honcho.manager
@@ -21,6 +24,7 @@ from honcho.manager import Manager
 
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, data_dir_password
+from psd.errors import StoreError
 from psd.ops import publish_url
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.
@@ -39,15 +43,46 @@ def masked(url: str) -> str:
 
 
 @contextmanager
+def stop_signals_unwind() -> Iterator[None]:
+    """SIGTERM (and SIGINT) raise while the block runs, so a stop that comes while the store
+    starts still stops it (Python's default would end the process and leave the server)."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def data_dir_lock(data_dir: str) -> Iterator[None]:
+    """One embedded server a data directory: two would append to one append-only file and
+    lose each other's writes when either rewrites it."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"another psd already runs on {data_dir}") from None
+        yield
+
+
+@contextmanager
 def store(settings: Settings) -> Iterator[str]:
     """The store's URL: the configured one, or an embedded server's (password-protected,
-    on loopback, persisting to the data directory) for as long as the block runs."""
+    on loopback, persisting to the data directory, which it holds alone) for as long as the
+    block runs."""
     if settings.redis_url:
         yield settings.redis_url
         return
-    password = data_dir_password(settings.data_dir)
-    with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
-        yield server.url
+    with data_dir_lock(settings.data_dir):
+        password = data_dir_password(settings.data_dir)
+        with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
+            yield server.url
 
 
 def banner(settings: Settings, url: str) -> str:
@@ -64,7 +99,7 @@ def banner(settings: Settings, url: str) -> str:
 
 def run(settings: Settings, env: dict[str, str], printer: Any = None) -> int:
     """Run the store and the processes until one exits or we are stopped; 0 on a stop."""
-    with store(settings) as url:
+    with stop_signals_unwind(), store(settings) as url:
         child_env = dict(env, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
                          PSD_DATA_DIR=settings.data_dir)  # fmt: skip
         manager = Manager(printer) if printer is not None else Manager()

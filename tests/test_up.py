@@ -123,3 +123,24 @@ def test_the_embedded_store_is_on_loopback_behind_a_password(tmp_path: Path) -> 
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
     finally:
         assert up.stop() == 0
+
+
+def test_one_psd_a_data_directory_and_no_empty_password(tmp_path: Path) -> None:
+    """A second embedded server on the same directory would lose the first one's writes."""
+    up = Up(tmp_path / "data", free_port())
+    try:
+        assert wait_for(up.ready, timeout=60)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+        second = subprocess.run([sys.executable, "-m", "psd.cli", "up", "--data-dir",
+                                 str(tmp_path / "data"), "--bind", f"127.0.0.1:{free_port()}"],
+                                env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 1 and "another psd already runs on" in second.stderr
+        assert up.ready()  # the first one is untouched
+    finally:
+        assert up.stop() == 0
+    (tmp_path / "data" / "password").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    refused = subprocess.run([sys.executable, "-m", "psd.cli", "up", "--data-dir",
+                              str(tmp_path / "data"), "--bind", f"127.0.0.1:{free_port()}"],
+                             env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1 and "empty or readable by others" in refused.stderr
