@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -53,26 +54,52 @@ def import_key(head: bytes, name: str) -> str:
     return f"psd:import:{digest}"
 
 
-def _numbers(row: dict[str, Any]) -> dict[str, Any]:
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _numbers(row: dict[str | None, Any]) -> dict[str, Any] | InvalidInput:
     """CSV cells as JSON would have them: integers where they are integers."""
+    if None in row:
+        return InvalidInput("more cells than the header names")
     out: dict[str, Any] = {}
     for name, value in row.items():
         text = (value or "").strip()
         if name is None or text == "":
             continue
-        out[name.strip()] = int(text) if text.lstrip("-").isdigit() else text
+        if _SURROGATE.search(text):
+            return InvalidInput("not UTF-8")
+        out[name.strip()] = int(text) if _INTEGER.fullmatch(text) else text
     return out
 
 
-def records(stream: IO[str], fmt: str) -> Iterator[tuple[int, Any]]:
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text: UTF-8 (a leading BOM dropped), undecodable bytes kept as
+    surrogates for the line to be refused, not the import."""
+    for number, raw in enumerate(stream):
+        if number == 0 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        yield raw.decode("utf-8", "surrogateescape")
+
+
+def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
     """(line number, decoded object or the reason it is not one) of each data line."""
     if fmt == "csv":
-        reader = csv.DictReader(stream)
-        for row in reader:
+        reader = csv.DictReader(_lines(stream))
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # raised before the reader counts the line
+                yield reader.line_num + 1, InvalidInput(f"not CSV: {exc}")
+                continue
             yield reader.line_num, _numbers(row)
-        return
-    for number, line in enumerate(stream, start=1):
+    for number, line in enumerate(_lines(stream), start=1):
         if not line.strip():
+            continue
+        if _SURROGATE.search(line):
+            yield number, InvalidInput("not UTF-8")
             continue
         try:
             yield number, json.loads(line)
@@ -82,7 +109,7 @@ def records(stream: IO[str], fmt: str) -> Iterator[tuple[int, Any]]:
 
 def run_import(
     store: Store,
-    stream: IO[str],
+    stream: IO[bytes],
     fmt: str,
     key: str,
     mode: str | None = None,
@@ -141,10 +168,11 @@ def _totals(store: Store, key: str, summary: Summary) -> Summary:
     return summary
 
 
-def file_key(path: str) -> str:
-    """The key of a file's import: its path and first 64 KiB (the same file again resumes)."""
+def file_key(path: str, mode: str | None = None) -> str:
+    """The key of a file's import: its path, first 64 KiB and mode (the same file again
+    resumes; in another mode it is another import)."""
     with open(path, "rb") as fh:
-        return import_key(fh.read(65536), path)
+        return import_key(fh.read(65536), f"{path}\0{mode or ''}")
 
 
 def count_lines(path: str) -> int:

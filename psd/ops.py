@@ -208,7 +208,7 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
     fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
     if source == "-" and not key:
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
-    import_id = f"psd:import:{key}" if key else file_key(source)
+    import_id = f"psd:import:{key}" if key else file_key(source, mode)
     total = None if source == "-" else count_lines(source)
     store = tool_store(_settings(ctx))
     started = time.monotonic()
@@ -218,7 +218,7 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
             return ""
         return f"{summary.points / max(time.monotonic() - started, 1e-6):,.0f} points/s"
 
-    with click.open_file(source, encoding="utf-8") as stream, click.progressbar(
+    with click.open_file(source, "rb") as stream, click.progressbar(
         length=total, label="importing", show_pos=True, item_show_func=rate
     ) as bar:  # fmt: skip
 

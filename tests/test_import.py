@@ -69,7 +69,7 @@ def test_an_interrupted_import_resumes_without_double_counting(
         if redis_client.hget(key, "line") == b"2000":
             raise KeyboardInterrupt
 
-    with path.open() as stream, pytest.raises(KeyboardInterrupt):
+    with path.open("rb") as stream, pytest.raises(KeyboardInterrupt):
         run_import(store, stream, "ndjson", key, on_chunk=crash_after_two_chunks)
     assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) == 2000
     # the worst moment: the next chunk written, its progress not yet recorded
@@ -78,7 +78,7 @@ def test_an_interrupted_import_resumes_without_double_counting(
     from psd.model import parse_metric
 
     store.write_metrics([parse_metric(json.loads(x)) for x in lines], [f"{key}:3000"] * 1000)
-    with path.open() as stream:
+    with path.open("rb") as stream:
         summary = run_import(store, stream, "ndjson", key)
     assert (summary.skipped, summary.points) == (2000, 5500)
     assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) == 5500
@@ -120,3 +120,29 @@ def test_a_killed_import_of_100k_lines_resumes_exactly(
     assert "line 8: not JSON" in finish.stdout  # each bad line is reported
     total = sum(store.sum(u, "steps", None, T, T + 100_000) for u in range(50))
     assert total == expected
+
+
+def test_awkward_files_are_refused_line_by_line(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
+    """A BOM (Excel's CSVs), extra cells, odd numbers, bytes that are not UTF-8 and a huge
+    cell each cost their own line, never the import."""
+    path = tmp_path / "excel.csv"
+    rows = [
+        "\ufeffthing, uid ,atid,aid,value,ts1,ts2",
+        f"steps,1,2,3,10,{T},{T}",
+        f"steps,1,2,3,11,{T},{T},extra",
+        f"steps,1,2,3,--5,{T},{T}",
+        f"steps,1,2,3,²,{T},{T}",
+        f'steps,1,2,3,"{"9" * 200_000}",{T},{T}',
+        f"steps,1,2,4,7,{T},{T}",
+    ]
+    data = "\n".join(rows).encode() + b"\nsteps,1,2,5,1,\xff\xfe," + str(T).encode() + b"\n"
+    path.write_bytes(data)
+    out = invoke(redis_url, str(path), "--mode", "increment")
+    assert "2 points imported from 7 lines" in out and "5 rejected" in out, out
+    assert "line 3: more cells than the header names" in out
+    assert "line 8: not UTF-8" in out and "line 6: not CSV" in out
+    assert store.sum(1, "steps", None, T, T + 1) == 17
+    again = invoke(redis_url, str(path), "--mode", "diffadd")  # another mode: another import
+    assert "(0 by an earlier run)" in again
