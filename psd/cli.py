@@ -24,7 +24,7 @@ from psd import dlq as dead_letters
 from psd import logs
 from psd.config import Settings, load_settings
 from psd.doctor import doctor
-from psd.errors import StoreError
+from psd.errors import InvalidInput, StoreError
 from psd.migrate import migrate_command
 from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
@@ -55,7 +55,10 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     """psd, the Point Space Daemon: activity metrics summed over any range of seconds."""
-    ctx.obj = load_settings(config)
+    try:
+        ctx.obj = load_settings(config)
+    except InvalidInput as exc:
+        raise click.UsageError(f"bad setting {exc}") from exc
     logs.setup(ctx.obj.log_format, logging.DEBUG if verbose else logging.INFO)
 
 
@@ -101,7 +104,9 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
                 if time.monotonic() > deadline[0]:
                     log.warning("%s did not stop in %d s: killing it", command[2], STOP_GRACE)
                     os.killpg(child.pid, signal.SIGKILL)
-        return 0 if stopped and code in (0, *(-sig for sig in stopped)) else code
+        if stopped and code in (0, *(-sig for sig in stopped)):
+            return 0
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

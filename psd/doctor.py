@@ -136,12 +136,16 @@ def broker(store: Store, settings: Settings) -> Iterator[Finding]:
         yield Finding("ok", "broker: the store's Redis")
         return
     parts = urlsplit(url)
-    port = parts.port or (5672 if parts.scheme.startswith("amqp") else 6379)
+    scheme, host = parts.scheme, parts.hostname or "localhost"
+    tls = scheme in ("amqps", "pyamqps")
+    port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
     try:
-        if parts.scheme.startswith("redis"):
+        if scheme.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        elif tls:  # reachable is what can be said without a TLS handshake here
+            socket.create_connection((host, port), timeout=3).close()
         else:
-            _amqp_hello(parts.hostname or "localhost", port)
+            _amqp_hello(host, port)
     except (OSError, redis.RedisError) as exc:
         yield Finding("fail", f"broker {masked(url)}: {exc}", "start it, or fix PSD_BROKER_URL")
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from psd.errors import InvalidInput, PsdError
 from psd.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
-from psd.timebuckets import Gran
+from psd.timebuckets import MAX_TS, MIN_TS, Gran
 
 #: Where ``psd up`` leaves the embedded store's URL (it holds the password: owner-only).
 URL_FILE = "store.url"
@@ -56,18 +57,18 @@ class Instant(click.ParamType[int]):
     name = "instant"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
         text = str(value).strip()
-        if text.lstrip("-").isdigit():
-            return int(text)
-        try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            self.fail(f"{text!r} is neither Unix seconds nor ISO 8601", param, ctx)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return int(when.timestamp())
+        if re.fullmatch(r"[0-9]{1,12}", text):
+            ts = int(text)
+        else:
+            try:
+                when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+                ts = int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp())
+            except (ValueError, OverflowError):
+                self.fail(f"{text!r} is neither Unix seconds nor ISO 8601", param, ctx)
+        if not MIN_TS <= ts <= MAX_TS:
+            self.fail(f"{text!r} is outside years 1970..9999", param, ctx)
+        return ts
 
 
 INSTANT = Instant()
@@ -83,13 +84,12 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _fail(exc: PsdError) -> click.ClickException:
-    field = getattr(exc, "field", "")
-    return click.ClickException(f"{field}: {exc}" if field else str(exc))
+    return click.ClickException(str(exc))  # names its field
 
 
 @click.command()
 @click.option("--thing", required=True, type=click.Choice(list(THINGS)))
-@click.option("--uid", required=True, type=int)
+@click.option("--uid", required=True, type=click.IntRange(0))
 @click.option("--atid", required=True, type=int, help="Activity type.")
 @click.option("--aid", required=True, type=int, help="Activity id.")
 @click.option("--value", required=True, type=int)
@@ -130,7 +130,8 @@ def _widened_note(result: Any) -> str:
 
 
 @click.command()
-@click.option("--uid", "uids", required=True, multiple=True, type=int, help="Repeatable.")
+@click.option("--uid", "uids", required=True, multiple=True, type=click.IntRange(0),
+              help="Repeatable.")  # fmt: skip
 @click.option("--thing", "things", multiple=True, type=click.Choice(list(THINGS)),
               help="Repeatable [steps].")  # fmt: skip
 @click.option("--atid", type=int, help="Only this activity type [all].")
@@ -177,7 +178,8 @@ def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start
     try:
         store = tool_store(_settings(ctx))
         if add is not None:
-            point = parse_count({"thing": thing, "value": add, "ts": at or int(time.time())})
+            when = int(time.time()) if at is None else at
+            point = parse_count({"thing": thing, "value": add, "ts": when})
             store.write_count(point)
             click.echo(json.dumps({"added": add}) if as_json else f"added {add} to {thing}")
             return

@@ -42,3 +42,11 @@ def test_json_lines_carry_the_fields(client: FlaskClient, lines: pytest.LogCaptu
     assert doc["request_id"] == "r-1" and doc["logger"] == "psd.access"
     assert (doc["method"], doc["path"], doc["status"]) == ("POST", "/v1/write", 406)
     assert doc["ts"].endswith("Z") and doc["ms"] >= 0
+
+
+def test_a_path_cannot_forge_a_log_line(
+    client: FlaskClient, lines: pytest.LogCaptureFixture
+) -> None:
+    client.get("/v1/nothing%0A2026-01-01 INFO psd.access [admin] GET /admin 200")
+    (record,) = [r for r in lines.records if r.name == "psd.access"]
+    assert "\n" not in record.getMessage() and "\\n2026-01-01" in record.getMessage()

@@ -76,3 +76,11 @@ def test_a_running_psd_ups_store_is_found(run: Invoke, redis_url: str, tmp_path:
     publish_url(str(tmp_path), redis_url)
     found = run("count", "signup", "--json", PSD_REDIS_URL="")
     assert found.exit_code == 0 and json.loads(found.output)["count"] == 0
+
+
+def test_bad_instants_and_settings_are_usage_errors(run: Invoke) -> None:
+    for bad in ("--5", "-100", "253402300800", "0001-01-01"):
+        result = run("count", "signup", "--from", bad)
+        assert result.exit_code == 2 and "Invalid value" in result.output, (bad, result.output)
+    broken = run("count", "signup", PSD_EXPIRE="")
+    assert broken.exit_code == 2 and "bad setting expire" in broken.output

@@ -131,3 +131,19 @@ def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
             case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
 
         holds()
+
+
+def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    body = {"users": [{"uid": 1, "tz": "Pacific/Kiritimati"}], "things": ["steps"],
+            "from": "9999-12-30", "to": "9999-12-31"}  # fmt: skip
+    (result,) = client.post("/v3/sums", json=body).json["results"]
+    assert result["to"] == 253402300799
+    assert client.get("/v3/nothing").json["error"]["code"] == "not_found"
+    wrong = client.get("/v3/sums")
+    assert wrong.status_code == 405 and wrong.json["error"]["code"] == "method_not_allowed"
+    settings = Settings(expire=0, api_tokens=("read:" + "r" * 20,))
+    gated = create_app(settings, Store(redis_client, settings)).test_client()
+    refused = gated.post("/v3/sums", json=body)
+    assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"

@@ -47,7 +47,10 @@ class RequestLog:
     @staticmethod
     def _line(environ: dict[str, Any], status: str, started: float) -> None:
         ms = (time.perf_counter() - started) * 1000
-        method, path = environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-")
+        method, path = (
+            environ.get(name, "-").encode("unicode_escape").decode("ascii")
+            for name in ("REQUEST_METHOD", "PATH_INFO")
+        )  # no forged log lines
         fields = {"method": method, "path": path, "status": int(status) if status.isdigit()
                   else status, "ms": round(ms, 2)}  # fmt: skip
         log.info("%s %s %s %.2f ms", method, path, status, ms, extra={"fields": fields})

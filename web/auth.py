@@ -11,6 +11,7 @@ fast path and Flask are guarded alike.
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ def parse_tokens(specs: Iterable[str]) -> list[Token]:
         if not sep or not scopes <= SCOPES:
             raise InvalidInput("each entry is SCOPE:TOKEN, scope read, write or read+write",
                                "api_tokens")  # fmt: skip
+        if not token.isascii() or not token.isprintable():
+            raise InvalidInput("a token is printable ASCII", "api_tokens")
         if len(token) < MIN_TOKEN:
             raise InvalidInput(f"a token has at least {MIN_TOKEN} characters", "api_tokens")
         tokens.append((token.encode(), scopes))
@@ -76,6 +79,11 @@ class TokenGate:
         reply = self.refusal(environ)
         if reply is None:
             return self.app(environ, start_response)
+        if environ.get("PATH_INFO", "").startswith("/v3/"):  # v3's one error shape
+            message = json.loads(reply.body)["error"]
+            code = "unauthorized" if reply.status == 401 else "forbidden"
+            body = json.dumps({"error": {"code": code, "message": message, "field": None}})
+            reply = Reply(reply.status, body.encode(), "application/json")
         status = "401 Unauthorized" if reply.status == 401 else "403 Forbidden"
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
         if reply.status == 401:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from psd.errors import PsdError, StoreError
 from web.flask_glue import respond
 from web.handlers import error, reply_for
+from web.openapi import error as v3_error
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,11 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        response = respond(error(exc.code or 500, exc.description or exc.name))
+        if request.path.startswith("/v3/"):  # v3's one error shape
+            code = exc.name.lower().replace(" ", "_")
+            response = v3_error(exc.code or 500, code, exc.description or exc.name)
+        else:
+            response = respond(error(exc.code or 500, exc.description or exc.name))
         allowed = getattr(exc, "valid_methods", None)
         if exc.code == 405 and allowed:  # RFC 9110: a 405 says what is allowed
             response.headers["Allow"] = ", ".join(allowed)

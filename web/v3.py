@@ -29,7 +29,9 @@ bp = Blueprint("v3", __name__)
 contract = Contract(bp, "psd", "3")
 
 Thing = Literal[tuple(THINGS)]  # type: ignore[valid-type]
-ZoneName = Literal[tuple(sorted(available_timezones()))]  # type: ignore[valid-type]
+#: IANA zones ("localtime" would be the server's own, "Factory" is no place)
+ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+ZoneName = Literal[tuple(ZONES)]  # type: ignore[valid-type]
 ISO = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2})?)?$"
 Instant = Annotated[int, Field(ge=MIN_TS, le=MAX_TS)] | Annotated[str, Field(pattern=ISO)]
 Precision = Literal["second", "minute", "hour", "day", "month", "year"]
@@ -91,15 +93,17 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            wall = datetime(day.year, day.month, day.day) + (
-                timedelta(days=1) if end else timedelta()
-            )
+            wall, step = datetime(day.year, day.month, day.day), timedelta(days=1)
         else:
             wall = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if end:
-                wall += timedelta(seconds=1)
-    except (ValueError, OverflowError) as exc:
+            step = timedelta(seconds=1)
+    except ValueError as exc:
         raise InvalidInput(f"not a date or date-time: {exc}", field) from exc
+    if end:
+        try:
+            wall += step  # an end is inclusive: the second before the next one
+        except OverflowError:
+            return MAX_TS  # the last second psd knows
     try:
         ts = (int(wall.timestamp()) if wall.tzinfo else boundary(wall, tz, EARLIEST)) - int(end)
     except (ValueError, OverflowError) as exc:
