@@ -118,7 +118,7 @@ def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
     app = create_app(settings, Store(redis_client, settings))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert [op.path for op in operations] == ["/v3/sums"]
+    assert sorted(op.path for op in operations) == ["/v3/series", "/v3/sums"]
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -147,3 +147,50 @@ def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
     gated = create_app(settings, Store(redis_client, settings)).test_client()
     refused = gated.post("/v3/sums", json=body)
     assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"
+
+
+def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> None:
+    """Every bucket holds exactly the points inside it, DST days have the hours they have,
+    and the buckets add up to /v3/sums over the same range."""
+    points = [MetricPoint("steps", uid, 1, n, 1 + n % 7, ts, ts, "increment")
+              for uid in USERS for n, ts in enumerate(range(at(2026, 10, 24), at(2026, 11, 9),
+                                                              1800))]  # fmt: skip
+    store.write_metrics(points)
+    users = [{"uid": uid, "tz": tz} for uid, tz in USERS.items()]
+    for step, start, end in (("day", "2026-10-25", "2026-11-07"),
+                             ("hour", "2026-11-01", "2026-11-01"),
+                             ("week", "2026-10-26", "2026-11-08"),
+                             ("month", "2026-10-24T13:17:00", "2026-11-08T03:00:00")):  # fmt: skip
+        body = {"users": users, "things": ["steps"], "from": start, "to": end, "step": step}
+        answer = client.post("/v3/series", json=body)
+        assert answer.status_code == 200, answer.json
+        totals = client.post("/v3/sums", json={k: v for k, v in body.items() if k != "step"})
+        for result, total in zip(answer.json["results"], totals.json["results"], strict=True):
+            uid, tz = result["uid"], ZoneInfo(USERS[result["uid"]])
+            found = result["buckets"]
+            assert found[0]["from"] == total["from"] and found[-1]["to"] == total["to"]
+            for bucket in found:
+                inside = [p.value for p in points
+                          if p.uid == uid and bucket["from"] <= p.ts2 <= bucket["to"]]  # fmt: skip
+                assert bucket["sums"] == {"steps": sum(inside)}, (uid, step, bucket)
+                assert bucket["local"] == datetime.fromtimestamp(bucket["from"], tz).isoformat()
+            assert sum(b["sums"]["steps"] for b in found) == total["sums"]["steps"]
+        if step == "hour":  # 2026-11-01: 25 hours in Los Angeles, 24 in Kathmandu
+            lengths = {r["uid"]: len(r["buckets"]) for r in answer.json["results"]}
+            assert (lengths[1], lengths[2]) == (25, 24)
+
+
+def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:
+    body = {"users": [{"uid": 1}], "things": ["steps"], "from": "2026-01-01",
+            "to": "2026-12-31", "step": "minute"}  # fmt: skip
+    assert client.post("/v3/series", json=body).json["error"]["field"] == "step"
+    policy = Settings(
+        retention_minute=35 * 86400,
+        retention_hour=200 * 86400,
+        retention_day=400 * 86400,
+        retention_month=800 * 86400,
+        retention_year=0,
+    )
+    app = create_app(policy, Store(redis_client, policy))
+    old = app.test_client().post("/v3/series", json={**body, "from": 0, "to": 10, "step": "day"})
+    assert old.status_code == 422 and "retention" in old.json["error"]["message"]

@@ -1,11 +1,12 @@
 """The v3 JSON API (JSON in and out, one error format, a model per route: web/openapi.py).
 
-``POST /v3/sums``: users, things, one range. A range's ends are Unix seconds, or ISO 8601
-dates or date-times; one without a UTC offset is a wall time in each user's own zone (``tz``, an
-IANA name, DST-correct; or ``offset``, seconds east of UTC; UTC if neither), so one request
-asks for "November, wherever each user lives". A date alone as ``to`` includes that whole day.
-Where a range reaches past the finest detail kept (psd/retention.py), the answer says which
-range it covers, at which precision.
+``POST /v3/sums``: users, things, one range. ``POST /v3/series``: the same, bucket by bucket
+of each user's local calendar (minute ... year, ISO weeks), zeros included. A range's ends
+are Unix seconds, or ISO 8601 dates or date-times; one without a UTC offset is a wall time in
+each user's own zone (``tz``, an IANA name, DST-correct; or ``offset``, seconds east of UTC;
+UTC if neither), so one request asks for "November, wherever each user lives". A date alone
+as ``to`` includes that whole day. Where a range reaches past the finest detail kept
+(psd/retention.py), ``/v3/sums`` says which range it covers, at which precision.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from flask import Blueprint, Response
 from pydantic import Field
 
 from psd.errors import InvalidInput, TooLarge
-from psd.localtime import MAX_OFFSET, boundary, zone
+from psd.localtime import MAX_BUCKETS, MAX_OFFSET, Bucket, Step, boundary, buckets, zone
 from psd.model import MAX_ID, THINGS
 from psd.store import UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
@@ -143,6 +144,58 @@ def sums(body: SumsIn) -> SumsOut:
             "answered": answered,
         }))  # fmt: skip
     return SumsOut(results=results)
+
+
+class SeriesIn(Strict):
+    users: list[UserIn] = Field(min_length=1, max_length=MAX_USERS)
+    things: list[Thing] = Field(min_length=1, max_length=len(THINGS))
+    start: Instant = Field(alias="from", description="first instant, inclusive")
+    end: Instant = Field(alias="to", description="last instant, inclusive")
+    step: Step = Field(description="bucket of the user's local calendar (weeks: ISO, Monday)")
+    atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
+
+
+class BucketOut(Strict):
+    start: int = Field(alias="from")
+    end: int = Field(alias="to")
+    local: str = Field(description="local wall time of the bucket's first second")
+    sums: dict[str, int]
+
+
+class UserSeries(Strict):
+    uid: int
+    buckets: list[BucketOut]
+
+
+class SeriesOut(Strict):
+    results: list[UserSeries]
+
+
+@contract.route("/v3/series", SeriesIn, SeriesOut)
+def series(body: SeriesIn) -> SeriesOut:
+    """Every bucket of each user's local calendar over a range, zeros included."""
+    store = api().store
+    things = list(dict.fromkeys(body.things))
+    plan: list[tuple[int, list[Bucket]]] = []
+    for n, user in enumerate(body.users):
+        tz = user_zone(user)
+        t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
+        if t1 > t2:
+            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        if not store.answerable(t1, t2).exact:
+            raise InvalidInput("the range reaches past the finest detail kept (retention): "
+                               "ask /v3/sums, which says at what precision", "from")  # fmt: skip
+        plan.append((user.uid, buckets(t1, t2, body.step, tz)))
+    if sum(len(found) for _, found in plan) > MAX_BUCKETS:
+        raise TooLarge(f"at most {MAX_BUCKETS} buckets a request, over all users", "step")
+    queries = [UserQuery(uid, b.start, b.end) for uid, found in plan for b in found]
+    sums = iter(store.query(queries, things, body.atid))  # one round trip for all of it
+    return SeriesOut(results=[
+        UserSeries(uid=uid, buckets=[
+            BucketOut.model_validate({"from": b.start, "to": b.end, "local": b.label,
+                                      "sums": next(sums).sums}) for b in found])
+        for uid, found in plan
+    ])  # fmt: skip
 
 
 @bp.get("/openapi.json")
