@@ -118,7 +118,7 @@ def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
     app = create_app(settings, Store(redis_client, settings))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert sorted(op.path for op in operations) == ["/v3/series", "/v3/sums"]
+    assert sorted(op.path for op in operations) == ["/v3/series", "/v3/sums", "/v3/write"]
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -194,3 +194,24 @@ def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:
     app = create_app(policy, Store(redis_client, policy))
     old = app.test_client().post("/v3/series", json={**body, "from": 0, "to": 10, "step": "day"})
     assert old.status_code == 422 and "retention" in old.json["error"]["message"]
+
+
+def test_write_now_all_or_nothing(client: FlaskClient, redis_client: redis.Redis) -> None:
+    t = at(2026, 11, 2, 10)
+    points = [{"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 10, "ts1": t, "ts2": t},
+              {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 25, "ts1": t,
+               "ts2": t + 60},
+              {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 20, "ts1": t, "ts2": t},
+              {"thing": "points", "uid": 5, "atid": 2, "aid": 9, "value": 3, "ts2": t,
+               "mode": "increment"}]  # fmt: skip
+    bad = client.post("/v3/write", json={"points": [points[0], {**points[1], "ts1": t + 99}]})
+    assert bad.status_code == 422 and bad.json["error"]["field"] == "points.1.ts1"
+    assert redis_client.dbsize() == 0  # nothing of a refused request is written
+    done = client.post("/v3/write", json={"points": points})
+    assert done.status_code == 200
+    assert done.json["results"] == [{"status": "ok", "delta": 10}, {"status": "ok", "delta": 15},
+                                    {"status": "stale", "delta": 0},
+                                    {"status": "ok", "delta": 3}]  # fmt: skip
+    sums = client.post("/v3/sums", json={"users": [{"uid": 5}], "things": ["steps", "points"],
+                                         "from": t, "to": t + 60})  # fmt: skip
+    assert sums.json["results"][0]["sums"] == {"steps": 25, "points": 3}

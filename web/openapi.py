@@ -75,6 +75,7 @@ class Operation:
     response: type[Strict]
     summary: str
     name: str
+    accepted: type[Strict] | None = None
 
 
 class Contract:
@@ -86,14 +87,21 @@ class Contract:
         self.operations: list[Operation] = []
 
     def route(
-        self, path: str, body: type[Strict], response: type[Strict]
-    ) -> Callable[[Callable[[Any], Strict]], Callable[[Any], Strict]]:
+        self,
+        path: str,
+        body: type[Strict],
+        response: type[Strict],
+        accepted: type[Strict] | None = None,
+    ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
         """Declare ``POST path``: its JSON body is validated into ``body`` and handed to the
-        view, whose ``response`` is answered as JSON."""
+        view, whose ``response`` is answered as JSON (200), or, when the view answers
+        ``(model, 202)``, its ``accepted`` model."""
 
-        def register(view: Callable[[Any], Strict]) -> Callable[[Any], Strict]:
+        def register(view: Callable[[Any], Any]) -> Callable[[Any], Any]:
             summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
-            self.operations.append(Operation(path, "post", body, response, summary, view.__name__))
+            self.operations.append(
+                Operation(path, "post", body, response, summary, view.__name__, accepted)
+            )
 
             def endpoint() -> Response:
                 if request.mimetype != "application/json":
@@ -105,8 +113,9 @@ class Contract:
                     return _validation(exc)
                 except PsdError as exc:
                     return psd_error(exc)
-                data = answer.model_dump_json(by_alias=True)
-                return Response(data, 200, content_type="application/json")
+                model, status = answer if isinstance(answer, tuple) else (answer, 200)
+                data = model.model_dump_json(by_alias=True)
+                return Response(data, status, content_type="application/json")
 
             self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])
             return view
@@ -135,6 +144,9 @@ class Contract:
                 "summary": op.summary,
                 "requestBody": {"required": True, "content": content(op.body)},
                 "responses": {"200": {"description": "done", "content": content(op.response)},
+                              **({"202": {"description": "queued",
+                                          "content": content(op.accepted)}}
+                                 if op.accepted else {}),
                               **errors},
             }  # fmt: skip
         return {

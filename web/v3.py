@@ -11,6 +11,7 @@ as ``to`` includes that whole day. Where a range reaches past the finest detail 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
@@ -18,9 +19,10 @@ from zoneinfo import available_timezones
 from flask import Blueprint, Response
 from pydantic import Field
 
-from psd.errors import InvalidInput, TooLarge
+from psd.errors import InvalidInput, StoreError, TooLarge
 from psd.localtime import MAX_BUCKETS, MAX_OFFSET, Bucket, Step, boundary, buckets, zone
-from psd.model import MAX_ID, THINGS
+from psd.metrics import POINTS
+from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, MAX_VALUE, THINGS, parse_metric
 from psd.store import UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
@@ -196,6 +198,64 @@ def series(body: SeriesIn) -> SeriesOut:
                                       "sums": next(sums).sums}) for b in found])
         for uid, found in plan
     ])  # fmt: skip
+
+
+class PointIn(Strict):
+    """A metric point, as ``POST /v1/write`` takes it."""
+
+    thing: Thing
+    uid: int = Field(ge=0, le=MAX_ID)
+    atid: int = Field(ge=0, le=MAX_ID)
+    aid: int = Field(ge=0, le=MAX_ID)
+    value: int = Field(ge=0, le=MAX_VALUE)
+    ts1: int | None = Field(
+        None,
+        ge=MIN_TS,
+        le=MAX_TS,
+        description="diffadd: where the running total starts; an increment: ts2 (may be left out)",
+    )
+    ts2: int = Field(ge=1, le=MAX_TS)
+    mode: Literal["diffadd", "increment"] = "diffadd"
+
+
+class WriteIn(Strict):
+    points: list[PointIn] = Field(min_length=1, max_length=MAX_POINTS_PER_MESSAGE)
+    queued: bool = Field(False, description="queue for the workers (202) instead of writing now")
+
+
+class Written(Strict):
+    status: Literal["ok", "same", "stale", "duplicate"]
+    delta: int
+
+
+class WriteOut(Strict):
+    results: list[Written]
+
+
+class QueuedOut(Strict):
+    queued: int
+
+
+@contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
+def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
+    """Write metric points now (each atomic), or queue them for the workers; all or nothing."""
+    handlers = api()
+    points = []
+    for n, point in enumerate(body.points):
+        fields = point.model_dump(exclude_none=True)
+        try:
+            points.append(parse_metric(fields))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, f"points.{n}.{exc.field}") from exc
+    if body.queued:
+        if handlers.enqueue is None:
+            raise StoreError("no queue is configured for queued writes")
+        handlers.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
+        POINTS.labels("http_async").inc(len(points))
+        return QueuedOut(queued=len(points)), 202
+    results = handlers.store.write_metrics(points)
+    POINTS.labels("http").inc(len(points))
+    return WriteOut(results=[Written(status=r.status, delta=r.delta) for r in results])
 
 
 @bp.get("/openapi.json")
