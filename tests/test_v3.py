@@ -118,7 +118,12 @@ def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
     app = create_app(settings, Store(redis_client, settings))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert sorted(op.path for op in operations) == ["/v3/series", "/v3/sums", "/v3/write"]
+    assert sorted(op.path for op in operations) == [
+        "/v3/leaderboard",
+        "/v3/series",
+        "/v3/sums",
+        "/v3/write",
+    ]
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -20,6 +20,7 @@ from flask import Blueprint, Response
 from pydantic import Field
 
 from psd.errors import InvalidInput, StoreError, TooLarge
+from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, MAX_OFFSET, Bucket, Step, boundary, buckets, zone
 from psd.metrics import POINTS
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, MAX_VALUE, THINGS, parse_metric
@@ -198,6 +199,93 @@ def series(body: SeriesIn) -> SeriesOut:
                                       "sums": next(sums).sums}) for b in found])
         for uid, found in plan
     ])  # fmt: skip
+
+
+class Around(Strict):
+    uid: int = Field(ge=0, le=MAX_ID)
+    places: int = Field(5, ge=0, le=MAX_USERS, description="places either side")
+
+
+class LeaderboardIn(Strict):
+    users: list[UserIn] = Field(min_length=1, max_length=MAX_USERS)
+    thing: Thing
+    start: Instant = Field(alias="from", description="first instant, inclusive")
+    end: Instant = Field(alias="to", description="last instant, inclusive")
+    atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
+    compare_at: Instant | None = Field(
+        None,
+        description="an earlier instant: each user's value and rank then, over the range up to it",
+    )
+    top: int | None = Field(None, ge=1, le=MAX_USERS, description="only the first places")
+    around: Around | None = Field(None, description="only the places around one user")
+
+
+class Then(Strict):
+    value: int
+    rank: int
+
+
+class Entry(Strict):
+    uid: int
+    value: int
+    rank: int
+    then: Then | None = None
+    movement: int | None = Field(None, description="places gained since compare_at")
+
+
+class LeaderboardOut(Strict):
+    total: int = Field(description="users ranked")
+    entries: list[Entry]
+
+
+@contract.route("/v3/leaderboard", LeaderboardIn, LeaderboardOut)
+def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
+    """Users ranked by a thing over a range, each in their own zone; then versus now."""
+    if body.top is not None and body.around is not None:
+        raise InvalidInput("give top or around, not both", "top")
+    # with compare_at, a user's range is read as two parts, up to then and after it (the
+    # whole range costs about as much as its first part alone): now = then + after
+    parts: list[tuple[int, UserQuery | None, UserQuery | None, bool]] = []
+    store = api().store
+    seen: set[int] = set()
+    for n, user in enumerate(body.users):
+        if user.uid in seen:
+            raise InvalidInput(f"users[{n}] is named twice", "users")
+        seen.add(user.uid)
+        tz = user_zone(user)
+        t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
+        if t1 > t2:
+            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        if body.compare_at is None:
+            parts.append((user.uid, None, UserQuery(user.uid, t1, t2), True))
+            continue
+        cut = instant(body.compare_at, tz, False, "compare_at")
+        then = UserQuery(user.uid, t1, min(cut, t2)) if cut >= t1 else None
+        if not store.answerable(t1, t2).exact:  # widened parts could overlap: read it whole
+            parts.append((user.uid, then, UserQuery(user.uid, t1, t2), True))
+            continue
+        after = UserQuery(user.uid, max(cut + 1, t1), t2) if cut < t2 else None
+        parts.append((user.uid, then, after, False))
+    wanted = [q for _, then, after, _ in parts for q in (then, after) if q is not None]
+    found = iter(store.query(wanted, [body.thing], body.atid))  # one round trip
+    now_values: dict[int, int] = {}
+    then_values: dict[int, int] = {}
+    for uid, then, after, whole in parts:
+        before = next(found).sums[body.thing] if then else 0
+        rest = next(found).sums[body.thing] if after else 0
+        then_values[uid] = before
+        now_values[uid] = rest if whole else before + rest
+    board = ranked(now_values)
+    before = {s.uid: s for s in ranked(then_values)} if body.compare_at is not None else {}
+    spread = body.around.places if body.around else 0
+    shown = window(board, body.top, body.around.uid if body.around else None, spread)
+    entries = []
+    for s in shown:
+        old = before.get(s.uid)
+        entries.append(Entry(uid=s.uid, value=s.value, rank=s.rank,
+                             then=Then(value=old.value, rank=old.rank) if old else None,
+                             movement=old.rank - s.rank if old else None))  # fmt: skip
+    return LeaderboardOut(total=len(board), entries=entries)
 
 
 class PointIn(Strict):

@@ -1,0 +1,85 @@
+"""v3 benchmark: /v3/leaderboard of 1,000 users x 30 days with compare_at, end to end through
+the WSGI app (in-process: no network), and /v3/series of one user, a year by day in
+America/Los_Angeles, server-side; each next to a baseline measured in the same run (the same
+sums asked of the store directly, no HTTP).
+
+    python bench/v3_bench.py [--users 1000] [--runs 20]
+
+It starts its own store server. Prints figures and ratios; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+from web import create_app
+
+DAY = 86400
+
+
+def p50(fn: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    now = int(time.time())
+    rng = random.Random(7)
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        settings = Settings(redis_url=server.url, expire=0)  # a year of detail kept
+        store = Store.from_url(server.url, settings)
+        points = [MetricPoint("steps", uid, 1, n, rng.randint(1, 5000), ts, ts, "increment")
+                  for uid in range(args.users) for n in range(20)
+                  for ts in [now - rng.randrange(0, 45 * DAY)]]  # fmt: skip
+        dense = [MetricPoint("steps", 10**6, 1, t // DAY, 10, t, t, "increment")
+                 for t in range(now - 366 * DAY, now, 600)]  # fmt: skip
+        for i in range(0, len(points), 5000):
+            store.write_metrics(points[i : i + 5000])
+        for i in range(0, len(dense), 5000):
+            store.write_metrics(dense[i : i + 5000])
+        client = create_app(settings, store).test_client()
+        zones = ["America/Los_Angeles", "Europe/Berlin", "Asia/Tokyo", "UTC"]
+        board = {"users": [{"uid": u, "tz": zones[u % 4]} for u in range(args.users)],
+                 "thing": "steps", "from": now - 30 * DAY, "to": now,
+                 "compare_at": now - 7 * DAY}  # fmt: skip
+
+        def leaderboard() -> None:
+            assert client.post("/v3/leaderboard", json=board).status_code == 200
+
+        queries = [UserQuery(u, now - 30 * DAY, now) for u in range(args.users)]
+        queries += [UserQuery(u, now - 30 * DAY, now - 7 * DAY) for u in range(args.users)]
+        lb, lb_base = p50(leaderboard, args.runs), p50(lambda: store.query(queries, ["steps"]),
+                                                       args.runs)  # fmt: skip
+        print(f"/v3/leaderboard {args.users} users x 30 d, compare_at: p50 {lb:.1f} ms "
+              f"end to end (target <= 50); the same sums from the store {lb_base:.1f} ms "
+              f"-> {lb / lb_base:.2f}x")  # fmt: skip
+        year = {"users": [{"uid": 10**6, "tz": "America/Los_Angeles"}], "things": ["steps"],
+                "from": now - 365 * DAY, "to": now - DAY, "step": "day"}  # fmt: skip
+        store.redis.config_resetstat()
+        assert client.post("/v3/series", json=year).status_code == 200
+        series = p50(lambda: client.post("/v3/series", json=year), args.runs)
+        stats = store.redis.info("commandstats")["cmdstat_evalsha"]
+        print(
+            f"/v3/series a year by day, Los Angeles, a point every 10 min: p50 {series:.1f} ms "
+            f"end to end, {stats['usec_per_call'] / 1000:.2f} ms in Redis (target <= 2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

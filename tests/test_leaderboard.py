@@ -1,0 +1,90 @@
+"""Leaderboards: competition ranking against a brute-force oracle, then versus now, each user
+in their own zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psd.leaderboard import ranked, window
+from psd.model import MetricPoint
+from psd.store import Store
+
+
+@given(st.dictionaries(st.integers(0, 10**6), st.integers(0, 50), max_size=60))
+def test_competition_ranking(values: dict[int, int]) -> None:
+    board = ranked(values)
+    assert [s.uid for s in board] == sorted(values, key=lambda u: (-values[u], u))
+    for standing in board:
+        assert standing.rank == 1 + sum(v > standing.value for v in values.values())
+    if board:
+        middle = board[len(board) // 2]
+        near = window(board, None, middle.uid, 2)
+        assert middle in near and len(near) <= 5
+        assert window(board, 3, None, 0) == board[:3]
+    assert window(board, None, 10**7, 2) == []
+
+
+def at(*fields: int) -> int:
+    return int(datetime(*fields, tzinfo=UTC).timestamp())
+
+
+def test_then_versus_now(client: FlaskClient, store: Store) -> None:
+    day = at(2026, 11, 2)
+    plan = {1: [(day + 3600, 5), (day + 50000, 20)], 2: [(day + 7200, 10)],
+            3: [(day + 7200, 10), (day + 60000, 1)], 4: [(day + 80000, 30)], 5: []}  # fmt: skip
+    store.write_metrics([MetricPoint("steps", uid, 1, n, value, ts, ts, "increment")
+                         for uid, points in plan.items()
+                         for n, (ts, value) in enumerate(points)])  # fmt: skip
+    body = {"users": [{"uid": uid} for uid in plan], "thing": "steps", "from": day,
+            "to": day + 86399, "compare_at": day + 40000}  # fmt: skip
+    answer = client.post("/v3/leaderboard", json=body)
+    assert answer.status_code == 200, answer.json
+    got = {e["uid"]: (e["value"], e["rank"], e["then"]["value"], e["then"]["rank"],
+                      e["movement"]) for e in answer.json["entries"]}  # fmt: skip
+    assert got == {4: (30, 1, 0, 4, 3), 1: (25, 2, 5, 3, 1), 3: (11, 3, 10, 1, -2),
+                   2: (10, 4, 10, 1, -3), 5: (0, 5, 0, 4, -1)}  # fmt: skip
+    assert answer.json["total"] == 5
+    top = client.post("/v3/leaderboard", json={**body, "top": 2}).json["entries"]
+    assert [e["uid"] for e in top] == [4, 1]
+    near = client.post("/v3/leaderboard", json={**body, "around": {"uid": 3, "places": 1}})
+    assert [e["uid"] for e in near.json["entries"]] == [1, 3, 2]
+    tokyo = client.post("/v3/leaderboard", json={  # the same calendar day, in Tokyo (+9)
+        **body, "users": [{"uid": 4, "tz": "Asia/Tokyo"}, {"uid": 1, "tz": "Asia/Tokyo"}],
+        "from": "2026-11-02", "to": "2026-11-02", "compare_at": None})  # fmt: skip
+    assert [(e["uid"], e["value"]) for e in tokyo.json["entries"]] == [(1, 25), (4, 0)]
+    twice = client.post("/v3/leaderboard", json={**body, "users": [{"uid": 1}, {"uid": 1}]})
+    assert twice.status_code == 422 and twice.json["error"]["field"] == "users"
+
+
+def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: Store) -> None:
+    """Random points and cut-off instants: each user's value now and then is the plain sum
+    of their points in the range, and up to the cut-off; ranks follow from those."""
+    import random
+
+    rng = random.Random(11)
+    day = at(2026, 11, 2)
+    for _ in range(25):
+        store.redis.flushdb()
+        points = [MetricPoint("steps", rng.randrange(8), 1, n, rng.randint(0, 9),
+                              ts, ts, "increment")
+                  for n in range(rng.randint(0, 40))
+                  for ts in [day + rng.randrange(0, 3 * 86400)]]  # fmt: skip
+        store.write_metrics(points)
+        t1, t2 = sorted(day + rng.randrange(0, 3 * 86400) for _ in range(2))
+        cut = day + rng.randrange(-86400, 4 * 86400)
+        body = {"users": [{"uid": u} for u in range(8)], "thing": "steps", "from": t1,
+                "to": t2, "compare_at": cut}  # fmt: skip
+        entries = client.post("/v3/leaderboard", json=body).json["entries"]
+        now = {u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= t2)
+               for u in range(8)}  # fmt: skip
+        then = {u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= min(t2, cut))
+                for u in range(8)}  # fmt: skip
+        assert {e["uid"]: e["value"] for e in entries} == now
+        assert {e["uid"]: e["then"]["value"] for e in entries} == then
+        assert [(e["uid"], e["rank"]) for e in entries] == [(s.uid, s.rank) for s in ranked(now)]
+        then_rank = {s.uid: s.rank for s in ranked(then)}
+        assert all(e["movement"] == then_rank[e["uid"]] - e["rank"] for e in entries)
