@@ -87,6 +87,10 @@ def test_the_readme_on_a_fresh_install(tmp_path: Path) -> None:
     proc = start(psd, data, port, log)  # the same data directory: the point is still there
     try:
         assert _get(f"http://127.0.0.1:{port}/v1/query/1/steps/all/{now - 60}/{now}") == "10"
+        # the installed package carries its static files (the docs page's Swagger UI)
+        assert "swagger-ui-bundle.js" in _get(f"http://127.0.0.1:{port}/docs")
+        bundle = "/static/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js"
+        assert len(_get(f"http://127.0.0.1:{port}{bundle}")) > 1_000_000
     finally:
         stop(proc)
 

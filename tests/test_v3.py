@@ -3,6 +3,7 @@ document that the same models make — fuzzed against the app by schemathesis.""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -220,3 +221,12 @@ def test_write_now_all_or_nothing(client: FlaskClient, redis_client: redis.Redis
     sums = client.post("/v3/sums", json={"users": [{"uid": 5}], "things": ["steps", "points"],
                                          "from": t, "to": t + 60})  # fmt: skip
     assert sums.json["results"][0]["sums"] == {"steps": 25, "points": 3}
+
+
+def test_the_docs_page_is_served_from_psd_itself(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and b"/openapi.json" in page.data
+    assets = re.findall(rb'(?:src|href)="([^"]+)"', page.data)
+    assert assets and all(a.startswith(b"/static/vendor/") for a in assets)  # no CDN
+    for asset in assets:
+        assert client.get(asset.decode()).status_code == 200

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 from pydantic import Field
 
 from psd.errors import InvalidInput, StoreError, TooLarge
@@ -349,3 +349,9 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return contract.serve_document()
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    """The document, browsable (Swagger UI, served by psd itself)."""
+    return current_app.send_static_file("docs.html")
