@@ -351,6 +351,13 @@ def openapi() -> Response:
     return contract.serve_document()
 
 
+@bp.get("/dashboard")
+def dashboard() -> Response:
+    """A user's series as a chart and a leaderboard, then versus now (the v3 API, in the
+    browser; uPlot, served by psd itself)."""
+    return current_app.send_static_file("dashboard.html")
+
+
 @bp.get("/docs")
 def docs() -> Response:
     """The document, browsable (Swagger UI, served by psd itself)."""
