@@ -3,6 +3,7 @@ document that the same models make — fuzzed against the app by schemathesis.""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -230,3 +231,35 @@ def test_the_docs_page_is_served_from_psd_itself(client: FlaskClient) -> None:
     assert assets and all(a.startswith(b"/static/vendor/") for a in assets)  # no CDN
     for asset in assets:
         assert client.get(asset.decode()).status_code == 200
+
+
+ZONES_FOR_SERIES = ["Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe",
+                    "Asia/Kathmandu", "Asia/Tokyo", "UTC"]  # fmt: skip
+
+
+def test_series_of_random_zones_and_ranges_add_up_to_the_plain_sum(
+    client: FlaskClient, store: Store
+) -> None:
+    """Property (hypothesis): whatever the zone, step and range, a series' buckets tile the
+    range and add up to the plain sum over it (DST days included: the data spans the European,
+    American and Lord Howe changes of 2026)."""
+    from hypothesis import strategies as st
+
+    start, end = at(2026, 3, 20), at(2026, 4, 12)
+    store.write_metrics([MetricPoint("steps", 7, 1, n, 1 + n % 9, ts, ts, "increment")
+                         for n, ts in enumerate(range(start, end, 2741))])  # fmt: skip
+
+    @given(st.sampled_from(ZONES_FOR_SERIES), st.sampled_from(["hour", "day", "week"]),
+           st.integers(start - 86400, end + 86400), st.integers(0, 10 * 86400))  # fmt: skip
+    @hsettings(max_examples=60, deadline=None)
+    def adds_up(tz: str, step: str, t1: int, length: int) -> None:
+        body = {"users": [{"uid": 7, "tz": tz}], "things": ["steps"], "from": t1,
+                "to": t1 + length}  # fmt: skip
+        found = client.post("/v3/series", json={**body, "step": step}).json["results"][0]
+        total = client.post("/v3/sums", json=body).json["results"][0]["sums"]["steps"]
+        buckets = found["buckets"]
+        assert buckets[0]["from"] == t1 and buckets[-1]["to"] == t1 + length
+        assert all(a["to"] + 1 == b["from"] for a, b in itertools.pairwise(buckets))
+        assert sum(b["sums"]["steps"] for b in buckets) == total
+
+    adds_up()
