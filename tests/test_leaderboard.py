@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import redis
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,3 +89,26 @@ def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: S
         assert [(e["uid"], e["rank"]) for e in entries] == [(s.uid, s.rank) for s in ranked(now)]
         then_rank = {s.uid: s.rank for s in ranked(then)}
         assert all(e["movement"] == then_rank[e["uid"]] - e["rank"] for e in entries)
+
+
+def test_a_board_past_the_finest_detail_says_what_each_value_covers(
+    redis_client: redis.Redis,
+) -> None:
+    from psd.config import Settings
+    from web import create_app
+
+    policy = Settings(
+        retention_minute=35 * 86400,
+        retention_hour=200 * 86400,
+        retention_day=400 * 86400,
+        retention_month=800 * 86400,
+        retention_year=0,
+    )
+    client = create_app(policy, Store(redis_client, policy)).test_client()
+    now = int(datetime.now(UTC).timestamp())
+    body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": now - 300 * 86400 + 17,
+            "to": now, "compare_at": now - 86400}  # fmt: skip
+    entries = client.post("/v3/leaderboard", json=body).json["entries"]
+    assert all(e["answered"]["start_precision"] == "day" for e in entries)
+    recent = client.post("/v3/leaderboard", json={**body, "from": now - 3600}).json["entries"]
+    assert all(e["answered"] is None for e in recent)

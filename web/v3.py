@@ -24,6 +24,7 @@ from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, MAX_OFFSET, Bucket, Step, boundary, buckets, zone
 from psd.metrics import POINTS
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, MAX_VALUE, THINGS, parse_metric
+from psd.retention import Answerable
 from psd.store import UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
@@ -117,6 +118,12 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
     return ts
 
 
+def answered_of(wide: Answerable) -> Answered:
+    return Answered.model_validate({"from": wide.t1, "to": wide.t2,
+                                    "start_precision": wide.start.name.lower(),
+                                    "end_precision": wide.end.name.lower()})  # fmt: skip
+
+
 @contract.route("/v3/sums", SumsIn, SumsOut)
 def sums(body: SumsIn) -> SumsOut:
     """Sums of things for users over a range, each in the user's own time zone."""
@@ -134,13 +141,7 @@ def sums(body: SumsIn) -> SumsOut:
     found = store.query(queries, list(dict.fromkeys(body.things)), body.atid, True)
     results = []
     for query, result in zip(queries, found, strict=True):
-        answered = None
-        if result.widened is not None:
-            wide = result.widened
-            answered = Answered.model_validate(
-                {"from": wide.t1, "to": wide.t2, "start_precision": wide.start.name.lower(),
-                 "end_precision": wide.end.name.lower()}
-            )  # fmt: skip
+        answered = answered_of(result.widened) if result.widened is not None else None
         results.append(UserSums.model_validate({
             "uid": query.uid, "from": query.t1, "to": query.t2, "sums": result.sums,
             "activities": {aid: int(kind) for aid, kind in result.activities.items()},
@@ -231,6 +232,10 @@ class Entry(Strict):
     rank: int
     then: Then | None = None
     movement: int | None = Field(None, description="places gained since compare_at")
+    answered: Answered | None = Field(
+        None,
+        description="set when the range reached past the finest detail kept: what the value covers",
+    )
 
 
 class LeaderboardOut(Strict):
@@ -270,11 +275,15 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
     found = iter(store.query(wanted, [body.thing], body.atid))  # one round trip
     now_values: dict[int, int] = {}
     then_values: dict[int, int] = {}
+    widened: dict[int, Answered] = {}
     for uid, then, after, whole in parts:
         before = next(found).sums[body.thing] if then else 0
-        rest = next(found).sums[body.thing] if after else 0
+        result = next(found) if after else None
+        rest = result.sums[body.thing] if result else 0
         then_values[uid] = before
         now_values[uid] = rest if whole else before + rest
+        if result is not None and result.widened is not None:
+            widened[uid] = answered_of(result.widened)
     board = ranked(now_values)
     before = {s.uid: s for s in ranked(then_values)} if body.compare_at is not None else {}
     spread = body.around.places if body.around else 0
@@ -284,7 +293,8 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
         old = before.get(s.uid)
         entries.append(Entry(uid=s.uid, value=s.value, rank=s.rank,
                              then=Then(value=old.value, rank=old.rank) if old else None,
-                             movement=old.rank - s.rank if old else None))  # fmt: skip
+                             movement=old.rank - s.rank if old else None,
+                             answered=widened.get(s.uid)))  # fmt: skip
     return LeaderboardOut(total=len(board), entries=entries)
 
 
