@@ -72,3 +72,16 @@ def client(
     app = create_app(settings, store, fast_path=request.param == "fast path")
     with app.test_client() as test_client:
         yield test_client
+
+
+@pytest.fixture
+def old(redis_url: str) -> Iterator[redis.Redis]:
+    """The 2016 service's keyspace, for psd migrate: a database of its own on the suite's
+    server (tests/migrate_support.py)."""
+    from tests.migrate_support import OLD_DB, db_url
+
+    client = redis.Redis.from_url(db_url(redis_url, OLD_DB))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
@@ -42,3 +43,10 @@ def running_worker(app: Celery) -> Iterator[None]:
         queues=[app.psd.settings.queue],
     ):
         yield
+
+
+def url_of(client: redis.Redis) -> str:
+    """The URL a client was made from (another process, or client, to the same database)."""
+    kw = client.connection_pool.connection_kwargs
+    auth = f":{kw['password']}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"

@@ -94,16 +94,10 @@ def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: S
 def test_a_board_past_the_finest_detail_says_what_each_value_covers(
     redis_client: redis.Redis,
 ) -> None:
-    from psd.config import Settings
+    from tests.test_retention import POLICY
     from web import create_app
 
-    policy = Settings(
-        retention_minute=35 * 86400,
-        retention_hour=200 * 86400,
-        retention_day=400 * 86400,
-        retention_month=800 * 86400,
-        retention_year=0,
-    )
+    policy = POLICY
     client = create_app(policy, Store(redis_client, policy)).test_client()
     now = int(datetime.now(UTC).timestamp())
     body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": now - 300 * 86400 + 17,

@@ -25,7 +25,7 @@ from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
-from tests.support import make_app, running_worker, wait_for
+from tests.support import make_app, running_worker, url_of, wait_for
 from tests.test_retention import POLICY, month_end, year_end
 
 DAY = 86400
@@ -185,7 +185,7 @@ def test_a_run_goes_on_where_the_last_one_stopped(redis_client: redis.Redis, sto
     assert not first.cycle_done and 500 <= first.keys < 3000
     cursor = maintenance.status(store, "retention")["cursor"]
     assert cursor != 0
-    restarted = Store(redis.Redis.from_url(_url(redis_client)), store.settings)  # a new process
+    restarted = Store(redis.Redis.from_url(url_of(redis_client)), store.settings)  # a new process
     total, done = first.keys, False
     for _ in range(20):
         report = maintenance.run(restarted, "retention", NOW, budget=500)
@@ -196,11 +196,6 @@ def test_a_run_goes_on_where_the_last_one_stopped(redis_client: redis.Redis, sto
     no_expiry = [uid for uid in range(3000) if redis_client.ttl(f"{{{uid}}}:y{year}") < 0]
     assert no_expiry == []
     assert maintenance.status(store, "retention")["last_cycle_finished"] == NOW
-
-
-def _url(client: redis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
 
 
 def test_a_run_finding_the_task_running_does_nothing(store: Store) -> None:

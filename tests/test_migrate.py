@@ -2,65 +2,22 @@
 
 from __future__ import annotations
 
-import calendar
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import click
-import pytest
 import redis
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from psd.config import Settings
-from psd.migrate import Migration, migrate_command
-from psd.migrate_progress import PROGRESS, Progress, describe
+from psd.migrate import Migration
 from psd.model import MetricPoint
 from psd.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
 from psd.store import Store, UserQuery
+from tests.migrate_support import cli, day, migrate, utc
 from tests.oldservice import OldService, load_samples
-
-OLD_DB = 5
-
-
-def utc(text: str) -> int:
-    return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S"))
-
-
-def day(text: str) -> tuple[int, int]:
-    start = utc(text + " 00:00:00")
-    return start, start + 86399
-
-
-def db_url(url: str, db: int) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-@pytest.fixture
-def old(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(db_url(redis_url, OLD_DB))
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
-def migrate(old: redis.Redis, store: Store, batch: int = 1000) -> Any:
-    return Migration(old, store, store.settings, batch=batch).run()
-
-
-def cli(settings: Settings, *args: str) -> Any:
-    group = click.Group(commands=[migrate_command])
-    return CliRunner().invoke(group, ["migrate", *args], obj=settings)
-
-
-# ---- the original's sample keyspaces ----
+from tests.support import url_of
 
 
 def test_samples_answer_what_the_original_answered(old: redis.Redis, store: Store) -> None:
@@ -287,102 +244,6 @@ def test_migrated_sums_equal_the_old_keyspace_under_the_coverage_rule(
         assert store.count("signup", t1, t2) == service.sum("c:signup:", t1, t2)
 
 
-# ---- resuming ----
-
-
-class Dies(Exception):
-    pass
-
-
-def _dying(store: Store, after: int, before_write: bool) -> Store:
-    """A store whose process dies at its ``after``-th write, before or after applying it."""
-    calls = [0]
-    real = store.write_metrics
-
-    def write_metrics(points: Any, deliveries: Any = None) -> Any:
-        calls[0] += 1
-        if calls[0] == after and before_write:
-            raise Dies
-        result = real(points, deliveries)
-        if calls[0] == after:
-            raise Dies
-        return result
-
-    dying = Store(store.redis, store.settings)
-    dying.write_metrics = write_metrics  # type: ignore[method-assign]
-    return dying
-
-
-@pytest.mark.parametrize("after", [1, 3, 8])
-@pytest.mark.parametrize("before_write", [True, False])
-def test_a_rerun_after_an_interruption_counts_nothing_twice(
-    old: redis.Redis, store: Store, after: int, before_write: bool
-) -> None:
-    load_samples(old)
-    with pytest.raises(Dies):
-        migrate(old, _dying(store, after, before_write), batch=1)
-    progress = Progress(store.redis, describe(old), time.time)
-    assert progress.started and not progress.complete
-    [flying] = progress.in_flight  # marked before its write: applied or not, unknown
-    summary = migrate(old, store, batch=1)
-    assert summary.duplicates == (0 if before_write else old.hlen(flying))
-    assert store.sum(8, "steps", None, *day("2016-07-04")) == 157
-    assert (
-        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
-    )
-    assert (
-        store.sum(50, "steps", None, utc("2015-01-01 00:00:00"), utc("2017-12-31 23:59:59"))
-        == 16383
-    )
-    assert store.redis.hget(PROGRESS, "complete") == b"1"
-
-
-def test_a_finished_migration_is_not_run_again(old: redis.Redis, store: Store) -> None:
-    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
-    migrate(old, store)
-    again = migrate(old, store)
-    assert again.units == 0 and again.applied == 0
-    assert (
-        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
-    )
-
-
-def test_a_redelivered_old_key_is_not_applied_twice(old: redis.Redis, store: Store) -> None:
-    """Without the progress record (a lost page), the delivery keys alone keep it exact."""
-    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
-    migrate(old, store)
-    store.redis.delete(PROGRESS)
-    summary = migrate(old, store)
-    assert summary.applied == 0 and summary.duplicates == 5
-    assert (
-        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
-    )
-
-
-def test_progress_of_another_source_is_refused(old: redis.Redis, store: Store) -> None:
-    store.redis.hset(PROGRESS, mapping={"source": "elsewhere:6379/0", "cursor": "17"})
-    with pytest.raises(click.UsageError):
-        migrate(old, store)
-
-
-def test_keys_in_flight_longer_ago_than_the_window_are_named(
-    old: redis.Redis, store: Store
-) -> None:
-    store.redis.hset(
-        PROGRESS,
-        mapping={"source": describe(old), "cursor": "0", "updated": "1000",
-                 "flight:hz:3:1:201603151656": "1"},
-    )  # fmt: skip
-    progress = Progress(store.redis, describe(old), time.time)
-    assert progress.in_flight == ["hz:3:1:201603151656"]
-    assert progress.stale_flight(store.settings.idempotency_window)
-    result = cli(replace(store.settings, redis_url=_url(store.redis)), "--from-redis", _url(old))
-    assert "hz:3:1:201603151656" in result.output
-
-
-# ---- retention ----
-
-
 def test_points_past_the_policy_are_reported_per_level(old: redis.Redis, store: Store) -> None:
     load_samples(old, "pt_testEvenLongerMultiDayValidRead")
     keep_days = replace(store.settings, retention_minute=86400, retention_hour=86400)
@@ -400,16 +261,13 @@ def test_points_past_the_policy_are_reported_per_level(old: redis.Redis, store: 
 # ---- the command ----
 
 
-def _url(client: redis.Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
-    auth = f":{kw['password']}@" if kw.get("password") else ""
-    return f"redis://{auth}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
-
-
 def test_dry_run_writes_nothing(old: redis.Redis, store: Store) -> None:
     load_samples(old)
     result = cli(
-        replace(store.settings, redis_url=_url(store.redis)), "--from-redis", _url(old), "--dry-run"
+        replace(store.settings, redis_url=url_of(store.redis)),
+        "--from-redis",
+        url_of(old),
+        "--dry-run",
     )
     assert result.exit_code == 0, result.output
     assert store.redis.dbsize() == 0
@@ -423,15 +281,15 @@ def test_verify_passes_after_a_migration_and_catches_a_corrupted_target(
     old: redis.Redis, store: Store
 ) -> None:
     load_samples(old)
-    settings = replace(store.settings, redis_url=_url(store.redis))
-    migrated = cli(settings, "--from-redis", _url(old))
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    migrated = cli(settings, "--from-redis", url_of(old))
     assert migrated.exit_code == 0, migrated.output
     assert "applied 24" in migrated.output
-    verified = cli(settings, "--from-redis", _url(old), "--verify", "--sample", "10")
+    verified = cli(settings, "--from-redis", url_of(old), "--verify", "--sample", "10")
     assert verified.exit_code == 0, verified.output
     assert "verified 4 users" in verified.output and "0 mismatches" in verified.output
     store.redis.hincrby("{50}:r", str(2016 * 10 + 1), 1)  # one more step in 2016
-    broken = cli(settings, "--from-redis", _url(old), "--verify", "--sample", "10")
+    broken = cli(settings, "--from-redis", url_of(old), "--verify", "--sample", "10")
     assert broken.exit_code == 1
     assert "mismatch user 50 steps atid=all 2016-01-01T00:00:00Z..2016-12-31T23:59:59Z" in (
         broken.output
@@ -439,5 +297,5 @@ def test_verify_passes_after_a_migration_and_catches_a_corrupted_target(
 
 
 def test_migrate_needs_the_store(old: redis.Redis) -> None:
-    result = cli(Settings(), "--from-redis", _url(old))
+    result = cli(Settings(), "--from-redis", url_of(old))
     assert result.exit_code == 2 and "PSD_REDIS_URL" in result.output

@@ -19,6 +19,7 @@ from schemathesis import checks
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
+from tests.test_retention import POLICY
 from web import create_app
 
 
@@ -89,13 +90,7 @@ def test_invalid_requests_say_what_and_where(
 
 
 def test_an_answer_past_the_finest_detail_says_so(redis_client: redis.Redis) -> None:
-    policy = Settings(
-        retention_minute=35 * 86400,
-        retention_hour=200 * 86400,
-        retention_day=400 * 86400,
-        retention_month=800 * 86400,
-        retention_year=0,
-    )
+    policy = POLICY
     app = create_app(policy, Store(redis_client, policy))
     now = int(datetime.now(UTC).timestamp())
     body = {"users": [{"uid": 1}], "things": ["steps"], "from": now - 300 * 86400 + 17,
@@ -191,13 +186,7 @@ def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:
     body = {"users": [{"uid": 1}], "things": ["steps"], "from": "2026-01-01",
             "to": "2026-12-31", "step": "minute"}  # fmt: skip
     assert client.post("/v3/series", json=body).json["error"]["field"] == "step"
-    policy = Settings(
-        retention_minute=35 * 86400,
-        retention_hour=200 * 86400,
-        retention_day=400 * 86400,
-        retention_month=800 * 86400,
-        retention_year=0,
-    )
+    policy = POLICY
     app = create_app(policy, Store(redis_client, policy))
     old = app.test_client().post("/v3/series", json={**body, "from": 0, "to": 10, "step": "day"})
     assert old.status_code == 422 and "retention" in old.json["error"]["message"]

@@ -1,0 +1,115 @@
+"""``psd migrate`` interrupted and run again: nothing counted twice, progress of another source
+refused, keys in flight too long ago named."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import click
+import pytest
+import redis
+
+from psd.migrate_progress import PROGRESS, Progress, describe
+from psd.store import Store
+from tests.migrate_support import cli, day, migrate, utc
+from tests.oldservice import load_samples
+from tests.support import url_of
+
+# ---- resuming ----
+
+
+class Dies(Exception):
+    pass
+
+
+def _dying(store: Store, after: int, before_write: bool) -> Store:
+    """A store whose process dies at its ``after``-th write, before or after applying it."""
+    calls = [0]
+    real = store.write_metrics
+
+    def write_metrics(points: Any, deliveries: Any = None) -> Any:
+        calls[0] += 1
+        if calls[0] == after and before_write:
+            raise Dies
+        result = real(points, deliveries)
+        if calls[0] == after:
+            raise Dies
+        return result
+
+    dying = Store(store.redis, store.settings)
+    dying.write_metrics = write_metrics  # type: ignore[method-assign]
+    return dying
+
+
+@pytest.mark.parametrize("after", [1, 3, 8])
+@pytest.mark.parametrize("before_write", [True, False])
+def test_a_rerun_after_an_interruption_counts_nothing_twice(
+    old: redis.Redis, store: Store, after: int, before_write: bool
+) -> None:
+    load_samples(old)
+    with pytest.raises(Dies):
+        migrate(old, _dying(store, after, before_write), batch=1)
+    progress = Progress(store.redis, describe(old), time.time)
+    assert progress.started and not progress.complete
+    [flying] = progress.in_flight  # marked before its write: applied or not, unknown
+    summary = migrate(old, store, batch=1)
+    assert summary.duplicates == (0 if before_write else old.hlen(flying))
+    assert store.sum(8, "steps", None, *day("2016-07-04")) == 157
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+    assert (
+        store.sum(50, "steps", None, utc("2015-01-01 00:00:00"), utc("2017-12-31 23:59:59"))
+        == 16383
+    )
+    assert store.redis.hget(PROGRESS, "complete") == b"1"
+
+
+def test_a_finished_migration_is_not_run_again(old: redis.Redis, store: Store) -> None:
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    migrate(old, store)
+    again = migrate(old, store)
+    assert again.units == 0 and again.applied == 0
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+
+
+def test_a_redelivered_old_key_is_not_applied_twice(old: redis.Redis, store: Store) -> None:
+    """Without the progress record (a lost page), the delivery keys alone keep it exact."""
+    load_samples(old, "pt_testEvenLongerMultiDayValidRead")
+    migrate(old, store)
+    store.redis.delete(PROGRESS)
+    summary = migrate(old, store)
+    assert summary.applied == 0 and summary.duplicates == 5
+    assert (
+        store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
+    )
+
+
+def test_progress_of_another_source_is_refused(old: redis.Redis, store: Store) -> None:
+    store.redis.hset(PROGRESS, mapping={"source": "elsewhere:6379/0", "cursor": "17"})
+    with pytest.raises(click.UsageError):
+        migrate(old, store)
+
+
+def test_keys_in_flight_longer_ago_than_the_window_are_named(
+    old: redis.Redis, store: Store
+) -> None:
+    store.redis.hset(
+        PROGRESS,
+        mapping={"source": describe(old), "cursor": "0", "updated": "1000",
+                 "flight:hz:3:1:201603151656": "1"},
+    )  # fmt: skip
+    progress = Progress(store.redis, describe(old), time.time)
+    assert progress.in_flight == ["hz:3:1:201603151656"]
+    assert progress.stale_flight(store.settings.idempotency_window)
+    result = cli(
+        replace(store.settings, redis_url=url_of(store.redis)), "--from-redis", url_of(old)
+    )
+    assert "hz:3:1:201603151656" in result.output
+
+
+# ---- retention ----
