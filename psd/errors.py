@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
 
 class PsdError(Exception):
     """Base of every psd error."""
@@ -28,3 +33,13 @@ class TooLarge(InvalidInput):
 
 class StoreError(PsdError):
     """Redis failed or answered something unexpected: treat the operation as not done."""
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Any Redis failure becomes a StoreError: the caller must treat the operation as not
+    done (the original answered "ok" whatever Redis said)."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StoreError(f"{what} failed: {exc}") from exc

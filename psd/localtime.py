@@ -76,12 +76,15 @@ def floor_wall(w: datetime, step: Step) -> datetime:
     return day.replace(month=1, day=1)
 
 
+_FIXED = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1),
+          "week": timedelta(weeks=1)}  # fmt: skip
+
+
 def next_wall(w: datetime, step: Step) -> datetime:
     """The wall boundary after the one at ``w`` (itself a boundary)."""
-    fixed = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1),
-             "day": timedelta(days=1), "week": timedelta(weeks=1)}  # fmt: skip
-    if step in fixed:
-        return w + fixed[step]
+    fixed = _FIXED.get(step)
+    if fixed is not None:
+        return w + fixed
     if step == "month":
         return w.replace(year=w.year + w.month // 12, month=w.month % 12 + 1)
     return w.replace(year=w.year + 1)
@@ -127,14 +130,27 @@ def fall_back(start: int, end: int, tz: tzinfo) -> int | None:
     return lo
 
 
-def _next_start(start: int, w: datetime, step: Step, tz: tzinfo) -> int:
+_SHORT = ("minute", "hour", "day")
+_EPOCH, _SECOND = datetime(1970, 1, 1), timedelta(seconds=1)
+
+
+def _next_start(start: int, w: datetime, step: Step, tz: tzinfo) -> tuple[int, str | None]:
     """Where the bucket holding instant ``start`` (its wall boundary ``w``) ends, plus one:
     at the next wall boundary, or, for minutes and hours, where the clocks fall back (the
-    wall times they pass again are buckets of their own)."""
-    end = boundary(next_wall(w, step), tz, start)
+    wall times they pass again are buckets of their own); and, when known without asking
+    the zone again, that instant's UTC offset as ISO 8601 text."""
+    nxt = next_wall(w, step)
+    offset = _offset(start, tz)
+    if offset is not None and step in _SHORT:
+        # the same offset at both ends of a bucket of a day at most: no change between (zones
+        # change it months apart), so its wall times are its instants shifted by that offset
+        guess = (nxt - offset - _EPOCH) // _SECOND
+        if guess > start and _offset(guess, tz) == offset:
+            return guess, _offset_text(offset)
+    end = boundary(nxt, tz, start)
     if step in ("minute", "hour"):
-        return fall_back(start, end, tz) or end
-    return end
+        return fall_back(start, end, tz) or end, None
+    return end, None
 
 
 def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
@@ -145,18 +161,30 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
     if not MIN_TS <= t1 <= t2 <= MAX_TS:
         raise InvalidInput("a range is from <= to, within years 1970..9999", "from")
     out: list[Bucket] = []
-    start = t1
+    start, w, label = t1, floor_wall(wall(t1, tz), step), _label(t1, tz)
     while start <= t2:
         if len(out) == MAX_BUCKETS:
             raise InvalidInput(f"at most {MAX_BUCKETS} buckets a series", "step")
-        w = floor_wall(wall(start, tz), step)
         try:
-            end = _next_start(start, w, step, tz)
+            end, offset = _next_start(start, w, step, tz)
         except (OverflowError, ValueError):  # the bucket reaches past the year 9999
-            end = MAX_TS + 1
-        out.append(Bucket(start, min(end, t2 + 1) - 1, _label(start, tz)))
+            end, offset = MAX_TS + 1, None
+        out.append(Bucket(start, min(end, t2 + 1) - 1, label))
         start = end
+        if offset is None:  # a change of offset: ask the zone
+            if start > t2:
+                break
+            w, label = floor_wall(wall(start, tz), step), _label(start, tz)
+        else:  # the next bucket begins at the wall boundary itself
+            w = next_wall(w, step)
+            label = w.isoformat() + offset
     return out
+
+
+@lru_cache(maxsize=64)
+def _offset_text(offset: timedelta) -> str:
+    """``+05:45`` as ``isoformat`` writes it after a wall time."""
+    return datetime(2000, 1, 1, tzinfo=timezone(offset)).isoformat()[19:]
 
 
 def _label(ts: int, tz: tzinfo) -> str:

@@ -64,8 +64,11 @@ def cases(draw: st.DrawFn) -> tuple[int, int, Step, str | int]:
 @given(cases())
 def test_buckets_match_the_brute_force_calendar(case: tuple[int, int, Step, str | int]) -> None:
     t1, t2, step, name = case
-    got = [(b.start, b.end) for b in buckets(t1, t2, step, zone(name))]
-    assert got == oracle(t1, t2, step, name)
+    found = buckets(t1, t2, step, zone(name))
+    assert [(b.start, b.end) for b in found] == oracle(t1, t2, step, name)
+    assert [b.label for b in found] == [
+        datetime.fromtimestamp(b.start, zone(name)).isoformat() for b in found
+    ]
 
 
 @settings(max_examples=100, deadline=None)

@@ -141,6 +141,7 @@ def test_old_activity_detail_goes_and_updates_needing_it_are_stale(
     store.write_metric(MetricPoint("steps", 7, 1, 1, 5, start, start + 60))
     store.write_metric(MetricPoint("steps", 7, 1, 1, 9, start, start + 7200))
     recent = NOW - DAY
+    recent -= recent % 3600  # its two changes in one hour, whatever the time of the run
     store.write_metric(MetricPoint("steps", 7, 1, 2, 3, recent, recent))
     store.write_metric(MetricPoint("steps", 7, 1, 2, 4, recent, recent + 60))
     very_old = NOW - 70 * DAY  # past state_expire (60 days)

@@ -19,6 +19,7 @@ from zoneinfo import available_timezones
 from flask import Blueprint, Response, current_app
 from pydantic import Field
 
+from psd.breakdown import breakdown
 from psd.errors import InvalidInput, StoreError, TooLarge
 from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, MAX_OFFSET, Bucket, Step, boundary, buckets, zone
@@ -192,13 +193,14 @@ def series(body: SeriesIn) -> SeriesOut:
         plan.append((user.uid, buckets(t1, t2, body.step, tz)))
     if sum(len(found) for _, found in plan) > MAX_BUCKETS:
         raise TooLarge(f"at most {MAX_BUCKETS} buckets a request, over all users", "step")
-    queries = [UserQuery(uid, b.start, b.end) for uid, found in plan for b in found]
-    sums = iter(store.query(queries, things, body.atid))  # one round trip for all of it
+    plans = [(uid, breakdown((*(b.start for b in found), found[-1].end + 1), body.step))
+             for uid, found in plan]  # fmt: skip
+    found_sums = store.breakdowns(plans, things, body.atid)  # one round trip for all of it
     return SeriesOut(results=[
         UserSeries(uid=uid, buckets=[
-            BucketOut.model_validate({"from": b.start, "to": b.end, "local": b.label,
-                                      "sums": next(sums).sums}) for b in found])
-        for uid, found in plan
+            BucketOut.model_validate({"from": b.start, "to": b.end, "local": b.label, "sums": sums})
+            for b, sums in zip(found, per_user, strict=True)])
+        for (uid, found), per_user in zip(plan, found_sums, strict=True)
     ])  # fmt: skip
 
 

@@ -1,0 +1,144 @@
+"""Breakdowns: a range cut into consecutive buckets (a series), planned so that one script call
+reads a bounded number of counter fields however many buckets there are.
+
+Summing each bucket on its own reads every hour a bucket does not share with a UTC day: a local
+day in Los Angeles (08:00 to 08:00 UTC) is 24 hour fields, a year of them ~8,800. Instead every
+bucket boundary ``b`` is tied to an *anchor* ``a`` near it on a coarser grid, with its *edge*
+``E(b) = sum[a, b)`` (negative when the anchor lies after ``b``), and
+
+    bucket [b_j, b_{j+1}) = E(b_{j+1}) - E(b_j) + sum[a_j, a_{j+1})
+
+where the last term reads whole units between anchors (a local day: its UTC day's field). A
+boundary's edge is shared by the buckets on either side of it, and reaches at most 12 hours
+towards the nearer UTC midnight, plus, for a boundary off the hour (Asia/Kathmandu is +05:45),
+the part of its hour before it, read from the activities' records like any range's edge.
+
+The edge hours lie in the boundary's own UTC day, and retention drops hours a day at a time
+(psd/retention.py), so they are there whenever the boundary's own detail is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import pairwise
+
+from psd.keys import HOUR_BASE, read_plan, slot_names
+from psd.localtime import Step
+from psd.timebuckets import civil
+
+#: A counter term, one child of one hash: (key suffix, child); or a window (start, end): a
+#: part of an hour, inclusive seconds.
+Term = tuple[str, int] | tuple[int, int]
+#: Terms added (sign 1) or subtracted (-1): a run of a hash's consecutive children, from the
+#: first term to the last, or one window (first = last).
+Signed = list[tuple[int, Term, Term]]
+
+HOUR, DAY = 3600, 86400
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # compared by identity: plans are cached
+class Breakdown:
+    """The plan of one series: which terms to read and how to add them up.
+
+    Terms are numbered from 1: first the counter children, hash by hash (``hashes``: per key
+    suffix, its children as inclusive runs, ascending), then the ``windows``. ``edges`` (one
+    per boundary) and ``spans`` (one per bucket) list the runs of terms they add, flat, as
+    pairs (first, last) of term numbers; a negative first subtracts the run.
+    """
+
+    hashes: tuple[tuple[str, tuple[int, ...]], ...]
+    windows: tuple[tuple[int, int], ...]
+    edges: tuple[tuple[int, ...], ...]
+    spans: tuple[tuple[int, ...], ...]
+
+
+def _hour_child(ts: int) -> Term:
+    """The counter child of the UTC hour starting at ``ts`` (psd/keys.py)."""
+    c = civil(ts)
+    return f"m{c.year:04d}{c.month:02d}", HOUR_BASE + 24 * (c.day - 1) + c.hour
+
+
+def _edge(b: int, step: Step) -> tuple[int, Signed]:
+    """The anchor of boundary ``b`` and its edge ``sum[anchor, b)``. Minute buckets are
+    anchored at their own boundaries (a minute is read from activities anyway), hour buckets at
+    their UTC hour, longer ones at the nearer UTC midnight."""
+    if step == "minute":
+        return b, []
+    hour = b - b % HOUR
+    runs: Signed = [(1, (hour, b - 1), (hour, b - 1))] if hour != b else []
+    if step == "hour":
+        return hour, runs
+    day = hour - hour % DAY
+    hours = (hour - day) // HOUR
+    if hours == 0:
+        return day, runs
+    if hours <= 12:
+        return day, [*runs, (1, _hour_child(day), _hour_child(hour - HOUR))]
+    return day + DAY, [*runs, (-1, _hour_child(hour), _hour_child(day + DAY - HOUR))]
+
+
+def _span(a1: int, a2: int) -> Signed:
+    """``sum[a1, a2)`` as runs of counter children and windows (signed: a2 may come first)."""
+    if a1 == a2:
+        return []
+    sign, lo, hi = (1, a1, a2) if a1 < a2 else (-1, a2, a1)
+    plan = read_plan(lo, hi - 1)
+    runs: Signed = [(sign, (suffix, first), (suffix, last))
+                    for suffix, ranges in plan.groups for first, last in ranges]  # fmt: skip
+    return runs + [(sign, window, window) for window in plan.windows]
+
+
+def _runs(children: set[int]) -> tuple[int, ...]:
+    """Ascending children as flat inclusive runs: {3, 4, 5, 9} -> (3, 5, 9, 9)."""
+    out: list[int] = []
+    for child in sorted(children):
+        if out and out[-1] == child - 1:
+            out[-1] = child
+        else:
+            out += [child, child]
+    return tuple(out)
+
+
+@lru_cache(maxsize=256)
+def breakdown(boundaries: tuple[int, ...], step: Step) -> Breakdown:
+    """The plan of the buckets ``[boundaries[j], boundaries[j + 1])`` (at least two
+    boundaries, increasing), of a local calendar of ``step`` (psd/localtime.py)."""
+    anchors, edges = zip(*(_edge(b, step) for b in boundaries), strict=True)
+    spans = [_span(a1, a2) for a1, a2 in pairwise(anchors)]
+    children: dict[str, set[int]] = {}
+    windows: dict[tuple[int, int], None] = {}
+    for signed in (*edges, *spans):
+        for _, first, last in signed:
+            if isinstance(first[0], str):
+                children.setdefault(first[0], set()).update(range(first[1], last[1] + 1))
+            else:
+                windows[first] = None
+    number: dict[Term, int] = {}
+    for suffix, kids in children.items():
+        for child in sorted(kids):
+            number[suffix, child] = len(number) + 1
+    for window in windows:
+        number[window] = len(number) + 1
+
+    def flat(runs: Signed) -> tuple[int, ...]:
+        return tuple(n for sign, first, last in runs for n in (sign * number[first], number[last]))
+
+    return Breakdown(
+        hashes=tuple((suffix, _runs(kids)) for suffix, kids in children.items()),
+        windows=tuple(windows),
+        edges=tuple(flat(e) for e in edges),
+        spans=tuple(flat(s) for s in spans),
+    )
+
+
+@lru_cache(maxsize=256)
+def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
+    """Per hash of ``b``, its field names for ``things``: child by child, and within a child
+    thing by thing (the order lua/sum.lua numbers terms in). Sent, not built by the script:
+    Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking it."""
+    names = [slot_names(thing) for thing in things]
+    suffix = "" if atid is None else f":{atid}"
+    return [[slots[child] + suffix for i in range(0, len(runs), 2)
+             for child in range(runs[i], runs[i + 1] + 1) for slots in names]
+            for _, runs in b.hashes]  # fmt: skip

@@ -1,0 +1,255 @@
+"""Reads: every sum psd answers is one sum.lua call for a whole request (every user, thing
+and range of it, and every bucket of a series), so a multi-user query costs one round trip
+however many users it names. :class:`Reads` is the read half of :class:`psd.store.Store`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import redis
+
+from psd.breakdown import Breakdown, breakdown_fields
+from psd.errors import redis_errors
+from psd.keys import (
+    TYPED,
+    Ranges,
+    ReadPlan,
+    count_plan,
+    count_prefix,
+    metric_prefix,
+    read_plan,
+    slot_names,
+)
+from psd.metrics import ROUND_TRIPS
+from psd.model import THINGS
+from psd.retention import Answerable, Policy, answerable
+from psd.scripts import Scripts
+
+_E15 = 10**15
+_READ_TRIPS = ROUND_TRIPS.labels("read")
+
+
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """One user's part of a read: whose keys, and the inclusive range for that user."""
+
+    uid: int
+    t1: int
+    t2: int
+
+
+@dataclass(slots=True)
+class UserResult:
+    """Sums per requested thing, and ``activities``: aid -> activity type of every activity
+    that changed one of the things inside the range (after the type filter)."""
+
+    sums: dict[str, int]
+    activities: dict[str, str] = field(default_factory=dict)
+    #: Set when the range reached past the finest detail kept (psd/retention.py): the wider
+    #: range the sums cover.
+    widened: Answerable | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """What one series (a user, or a global counter) of a read is: its plan (index), the
+    prefix of its keys, and whether its activity keys are read."""
+
+    plan: int
+    prefix: str
+    with_state: bool
+
+
+#: A group wider than this is read whole rather than asked for field by field.
+MAX_NAMED_FIELDS = 1000
+
+
+def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
+    """The counter fields of a group's children for some things (0: a global counter), thing
+    by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
+    width = sum(hi - lo + 1 for lo, hi in ranges)
+    if width * len(things) > MAX_NAMED_FIELDS:
+        return []
+    names: list[str] = []
+    for thing in things:
+        slots = slot_names(thing)
+        for lo, hi in ranges:
+            names += slots[lo : hi + 1]
+    return names if atid is None else [f"{name}:{atid}" for name in names]
+
+
+class Reads:
+    """Sums of metrics and counts, bucket series, and what retention lets a read answer."""
+
+    redis: redis.Redis
+    scripts: Scripts
+    metric_policy: Policy
+    count_policy: Policy
+    _clock: Callable[[], float]
+
+    def _run_sum(
+        self,
+        plans: list[ReadPlan],
+        series: list[Series],
+        things: tuple[int, ...],
+        want_activities: bool,
+        atid: int | None,
+        breakdowns: Sequence[tuple[str, Breakdown, list[int]]] = (),
+    ) -> list[list[Any]]:
+        """One sum.lua call for every series of a request, each summing ``things``, and
+        every breakdown after them: (key prefix, breakdown, the numbers of the series that
+        sum its windows)."""
+        readers = Counter(one.plan for one in series)
+        packed_plans = []
+        for number, plan in enumerate(plans):
+            groups = [
+                [[n for pair in ranges for n in pair], field_names(ranges, things, atid)]
+                for _, ranges in plan.groups
+            ]
+            windows = [[a, b, str(a), str(b), str(a // 3600)] for a, b in plan.windows]
+            packed_plans.append(
+                [plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers[number], groups, windows]
+            )
+        typed = "" if atid is None else TYPED
+        suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in plans]
+        keys: list[str] = []
+        flags: list[int] = []
+        for one in series:
+            prefix = one.prefix
+            keys += [prefix + suffix for suffix in suffixes[one.plan]]
+            if one.with_state:
+                keys += [prefix + "idx", prefix + "acts"]
+            flags += [one.plan + 1, int(one.with_state)]
+        request = [
+            int(want_activities),
+            "" if atid is None else str(atid),
+            things,
+            [str(thing) for thing in things],
+            packed_plans,
+            flags,
+        ]
+        if breakdowns:
+            request.append([[breakdown_fields(b, things, atid), results, b.edges, b.spans]
+                            for _, b, results in breakdowns])  # fmt: skip
+            keys += [prefix + typed + suffix
+                     for prefix, b, _ in breakdowns for suffix, _ in b.hashes]  # fmt: skip
+        args = [msgpack.packb(request)]
+        _READ_TRIPS.inc()
+        with redis_errors("read"):
+            result: list[list[Any]] = self.scripts.sum(keys, args)
+        return result
+
+    def query(
+        self,
+        users: Sequence[UserQuery],
+        things: Sequence[str],
+        atid: int | None = None,
+        with_activities: bool = False,
+    ) -> list[UserResult]:
+        """Sums of ``things`` for each user over that user's range, in one round trip.
+
+        Unknown thing names sum to 0 (as in the original) without touching Redis.
+        """
+        known = [t for t in dict.fromkeys(things) if t in THINGS]
+        if not known:
+            return [UserResult(dict.fromkeys(things, 0)) for _ in users]
+        plan_numbers: dict[tuple[int, int], int] = {}
+        plans: list[ReadPlan] = []
+        series: list[Series] = []
+        widened: dict[int, Answerable] = {}
+        now = int(self._clock())
+        for n, user in enumerate(users):
+            span = self.answerable(user.t1, user.t2, now)
+            if not span.exact:
+                widened[n] = span
+            plan_no = plan_numbers.get((span.t1, span.t2))
+            if plan_no is None:
+                plan_no = plan_numbers[span.t1, span.t2] = len(plans)
+                plans.append(read_plan(span.t1, span.t2))
+            with_state = with_activities or bool(plans[plan_no].windows)
+            series.append(Series(plan_no, metric_prefix(user.uid), with_state))
+        thing_ids = tuple(THINGS[t] for t in known)
+        replies = self._run_sum(plans, series, thing_ids, with_activities, atid)
+        results = [self._user_result(things, known, reply, with_activities) for reply in replies]
+        for n, span in widened.items():
+            results[n].widened = span
+        return results
+
+    def breakdowns(
+        self, users: Sequence[tuple[int, Breakdown]], things: Sequence[str], atid: int | None = None
+    ) -> list[list[dict[str, int]]]:
+        """Per (user, breakdown), the sums of ``things`` in each of its buckets
+        (psd/breakdown.py), every user in one round trip."""
+        known = [t for t in dict.fromkeys(things) if t in THINGS]
+        if not known:
+            return [[dict.fromkeys(things, 0) for _ in b.spans] for _, b in users]
+        plans: list[ReadPlan] = []
+        numbers: dict[tuple[int, int], int] = {}
+        series: list[Series] = []
+        packed: list[tuple[str, Breakdown, list[int]]] = []
+        for uid, b in users:
+            prefix, results = metric_prefix(uid), []
+            for window in b.windows:
+                if window not in numbers:
+                    numbers[window] = len(plans)
+                    plans.append(read_plan(*window))
+                series.append(Series(numbers[window], prefix, True))
+                results.append(len(series))
+            packed.append((prefix, b, results))
+        thing_ids = tuple(THINGS[t] for t in known)
+        replies = self._run_sum(plans, series, thing_ids, False, atid, packed)[len(series) :]
+        width, out = len(known), []
+        for (_, b, _), flat in zip(packed, replies, strict=True):
+            buckets = []
+            for j in range(len(b.spans)):
+                sums = dict.fromkeys(things, 0)
+                for n, thing in enumerate(known):
+                    at = 2 * (j * width + n)
+                    sums[thing] = flat[at] * _E15 + flat[at + 1]
+                buckets.append(sums)
+            out.append(buckets)
+        return out
+
+    def answerable(
+        self, t1: int, t2: int, now: int | None = None, counts: bool = False
+    ) -> Answerable:
+        """The range a read of ``[t1, t2]`` answers under the retention policy: the same, or
+        wider where the finest detail at an edge is gone (psd/retention.py)."""
+        policy = self.count_policy if counts else self.metric_policy
+        return answerable(policy, t1, t2, int(self._clock()) if now is None else now)
+
+    @staticmethod
+    def _user_result(
+        things: Sequence[str], known: list[str], reply: list[Any], with_activities: bool
+    ) -> UserResult:
+        """One series' reply: ``{{hi, lo, ...}[, "aid type aid type ..."]}``."""
+        sums = reply[0]
+        result = UserResult(dict.fromkeys(things, 0))
+        for n, thing in enumerate(known):
+            result.sums[thing] = sums[2 * n] * _E15 + sums[2 * n + 1]
+        if with_activities:
+            words = reply[1].decode().split()
+            result.activities = dict(zip(words[::2], words[1::2], strict=True))
+        return result
+
+    def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
+        """One user's sum of one thing over ``[t1, t2]``."""
+        return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
+
+    def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
+        """Global counters summed over ``[t1, t2]`` (widened where the finest detail has gone:
+        :meth:`answerable` says how), in one round trip."""
+        series = [Series(0, count_prefix(thing), False) for thing in things]
+        if not series:
+            return []
+        span = self.answerable(t1, t2, counts=True)
+        replies = self._run_sum([count_plan(span.t1, span.t2)], series, (0,), False, None)
+        return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
+
+    def count(self, thing: str, t1: int, t2: int) -> int:
+        return self.counts([thing], t1, t2)[0]

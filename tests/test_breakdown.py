@@ -1,0 +1,98 @@
+"""Breakdowns (psd/breakdown.py): a series' buckets summed from edges and spans equal the same
+buckets summed one by one (the plain range read, itself checked against a brute-force oracle
+in tests/test_store.py), whatever the zone, step, range, types and updates."""
+
+from __future__ import annotations
+
+import random
+
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd.breakdown import breakdown
+from psd.localtime import Step, buckets, zone
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+
+DAY = 86400
+#: 2026-01-01T00:00Z: the year's DST changes fall inside the ranges drawn.
+Y2026 = 1767225600
+ZONES = ["America/Los_Angeles", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu",
+         "Asia/Tokyo", "UTC", -3 * 3600 - 1800]  # fmt: skip
+THINGS = ["steps", "calories", "distance"]
+
+
+def seed(store: Store, rng: random.Random, uid: int, near: list[int]) -> None:
+    """Points of two types and three things, some of them updates of earlier activities
+    (diffadd), a few negative; most within a few hours of a bucket boundary (``near``), where
+    the edges are, the rest anywhere between the first and last boundary."""
+    points = []
+    for n in range(rng.randint(0, 400)):
+        if rng.random() < 0.7:
+            ts = rng.choice(near) + rng.randint(-4 * 3600, 4 * 3600)
+        else:
+            ts = rng.randint(near[0], near[-1])
+        aid = n if rng.random() < 0.7 else rng.randrange(n + 1)
+        mode = "increment" if rng.random() < 0.5 else "diffadd"
+        value = rng.randint(-50, 5000)
+        points.append(MetricPoint(rng.choice(THINGS), uid, rng.choice([1, 2]), aid, value,
+                                  ts - rng.randrange(3 * 3600), ts, mode))  # fmt: skip
+    points.sort(key=lambda p: p.ts2)
+    if points:
+        store.write_metrics(points)
+
+
+def plain(store: Store, uid: int, bounds: list[tuple[int, int]], atid: int | None) -> list:
+    found = store.query([UserQuery(uid, t1, t2) for t1, t2 in bounds], THINGS, atid)
+    return [r.sums for r in found]
+
+
+def test_breakdowns_equal_the_buckets_read_one_by_one(
+    redis_client: redis.Redis, store: Store
+) -> None:
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(ZONES), st.sampled_from(["minute", "hour", "day", "week", "month"]),
+           st.integers(0, 360 * DAY), st.integers(1, 60 * DAY), st.sampled_from([None, 1, 2]),
+           st.randoms(use_true_random=False))  # fmt: skip
+    def check(name: str | int, step: Step, offset: int, length: int, atid: int | None,
+              rng: random.Random) -> None:  # fmt: skip
+        redis_client.flushdb()
+        if step == "minute":
+            length = min(length, DAY // 2)
+        elif step == "hour":
+            length = min(length, 40 * DAY)
+        t1 = Y2026 + offset
+        found = buckets(t1, t1 + length, step, zone(name))
+        seed(store, rng, 7, [b.start for b in found] + [found[-1].end + 1])
+        bounds = [(b.start, b.end) for b in found]
+        plan = breakdown((*(b.start for b in found), found[-1].end + 1), step)
+        [got] = store.breakdowns([(7, plan)], THINGS, atid)
+        assert got == plain(store, 7, bounds, atid)
+
+    check()
+
+
+def test_one_call_serves_many_users_each_with_their_own_calendar(store: Store) -> None:
+    rng = random.Random(3)
+    plans, expected = [], []
+    for uid, name in enumerate(["America/Los_Angeles", "Asia/Kathmandu", 3600, "UTC"]):
+        found = buckets(Y2026 + DAY, Y2026 + 20 * DAY, "day", zone(name))
+        seed(store, rng, uid, [b.start for b in found])
+        plans.append((uid, breakdown((*(b.start for b in found), found[-1].end + 1), "day")))
+        expected.append(plain(store, uid, [(b.start, b.end) for b in found], None))
+    assert store.breakdowns(plans, THINGS) == expected
+    assert any(s["steps"] for per_user in expected for s in per_user)
+
+
+def test_a_year_by_day_reads_each_field_once() -> None:
+    """A local day in Los Angeles reads its UTC day and the 7 or 8 hours to its boundary:
+    a year of them a few thousand fields, not the ~8,800 hours they overlap."""
+    tz = zone("America/Los_Angeles")
+    found = buckets(Y2026, Y2026 + 365 * DAY - 1, "day", tz)
+    plan = breakdown((*(b.start for b in found), found[-1].end + 1), "day")
+    fields = sum(len(children) for _, children in plan.hashes)
+    assert len(plan.spans) == len(found) == 366  # the first starts on 2025-12-31 local
+    assert fields < 365 * 10
+    assert not plan.windows
