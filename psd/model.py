@@ -1,8 +1,11 @@
 """Validated records: the one validation path shared by HTTP, Celery and NSQ entry points.
 
-Everything that reaches the store went through a parser here, so the store can trust its
+Everything that reaches the store went through a schema here, so the store can trust its
 input: known thing, integers in range, ``ts1 <= ts2``, values small enough that every sum
-stays exact.
+stays exact. The schemas are pydantic models: the same models validate each input and make
+its part of the OpenAPI document (web/legacy.py), so the document cannot drift from what is
+checked. The inputs of the original's read routes (path segments and form fields, all text)
+are here too (:class:`QueryPath` ...); the v3 API's JSON models live in web/v3.py.
 """
 
 from __future__ import annotations
@@ -10,7 +13,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from psd.errors import InvalidInput, TooLarge
 from psd.timebuckets import MAX_TS
@@ -61,33 +75,128 @@ class CountPoint:
     ts: int
 
 
-def _int_field(obj: Mapping[str, Any], name: str, lo: int, hi: int) -> int:
-    if name not in obj:
-        raise InvalidInput("is required", name)
-    value = obj[name]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"must be an integer, got {type(value).__name__}", name)
-    if not lo <= value <= hi:
-        raise InvalidInput(f"must be between {lo} and {hi}, got {value}", name)
-    return value
+#: Most ids one form may name unless the settings say otherwise (PSD_MAX_IDS).
+MAX_IDS = 10_000
+#: Most things one mumt_query may name.
+MAX_THINGS = 64
+
+# ---- the schemas ----
 
 
-def _thing(obj: Mapping[str, Any]) -> str:
-    if "thing" not in obj:
-        raise InvalidInput("is required", "thing")
-    thing = obj["thing"]
-    if not isinstance(thing, str):
-        raise InvalidInput("must be a string", "thing")
-    thing = thing.strip()
+class Schema(BaseModel):
+    """An input: strict types (``1.0``, ``"1"`` and ``true`` are not integers); fields it
+    does not know are ignored, as the original ignored them."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    @classmethod
+    def check(cls, data: Any, **context: Any) -> Self:
+        """``data`` validated, or the first thing wrong with it as an :class:`InvalidInput`
+        (a :class:`TooLarge` where a limit was passed) naming the field."""
+        try:
+            return cls.model_validate(data, context=context)
+        except ValidationError as exc:
+            raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> InvalidInput:
+    """The first error of a failed validation, as psd's error."""
+    first = exc.errors(include_url=False)[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, InvalidInput):  # raised by one of our validators: it says it all
+        return cause
+    field = ".".join(str(part) for part in first["loc"])
+    kind = first["type"]
+    if kind == "missing":
+        return InvalidInput("is required", field)
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return InvalidInput("the body must be a JSON object", field)
+    return InvalidInput(first["msg"], field)
+
+
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _known_thing(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str):
+        raise InvalidInput("must be a string", info.field_name or "thing")
+    thing = value.strip()
     if thing not in THINGS:
         raise InvalidInput(f"unknown thing {thing!r} (known: {', '.join(THINGS)})", "thing")
     return thing
 
 
-def _require_mapping(obj: Any) -> Mapping[str, Any]:
-    if not isinstance(obj, Mapping):
-        raise InvalidInput("the body must be a JSON object")
-    return obj
+def _text_int(value: Any, info: ValidationInfo) -> Any:
+    """A decimal integer sent as text (a path segment), trimmed; its bounds are the field's."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not _INT.fullmatch(text):
+        raise InvalidInput(f"must be an integer, got {text[:40]!r}", info.field_name or "")
+    return int(text)
+
+
+def _text_atid(value: Any, info: ValidationInfo) -> Any:
+    value = _stripped(value)
+    return value if value == "all" else _text_int(value, info)
+
+
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+Ts = Annotated[int, Field(ge=0, le=MAX_TS)]
+ThingName = Annotated[Literal[tuple(THINGS)], BeforeValidator(_known_thing)]  # type: ignore[valid-type]
+CountThing = Annotated[
+    str,
+    BeforeValidator(lambda value, info: parse_count_thing(value, info.field_name or "thing")),
+    Field(
+        pattern=f"^{_COUNT_THING.pattern}$",
+        description="2..64 printable characters, no space or brace",
+    ),
+]
+IdText = Annotated[Id, BeforeValidator(_text_int)]
+TsText = Annotated[Ts, BeforeValidator(_text_int)]
+AtidText = Annotated[
+    Literal["all"] | Id,
+    BeforeValidator(_text_atid),
+    Field(description="an activity type, or all of them"),
+]
+
+
+class MetricIn(Schema):
+    """One metric write (``/v1/write``, ``psd.write_metric``, an NSQ message)."""
+
+    mode: Mode = Field("diffadd", description="diffadd: value is the activity's running total "
+                       "at ts2 (since ts1); increment: value is added at ts2")  # fmt: skip
+    thing: ThingName  # type: ignore[valid-type]
+    ts2: Annotated[int, Field(ge=1, le=MAX_TS, description="Unix seconds")]
+    ts1: Ts = Field(description="the activity's start; an increment may omit it (= ts2)")
+    uid: Id
+    atid: Id = Field(description="activity type")
+    aid: Id = Field(description="activity id")
+    value: Annotated[int, Field(ge=0, le=MAX_VALUE)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _increment_starts_at_its_end(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("mode") == "increment" and "ts1" not in data:
+            return {**data, "ts1": data.get("ts2")}
+        return data
+
+    @model_validator(mode="after")
+    def _one_activity(self) -> Self:
+        if self.ts1 > self.ts2:
+            raise InvalidInput(f"must not be after ts2 ({self.ts1} > {self.ts2})", "ts1")
+        if self.mode == "increment" and self.ts1 != self.ts2:
+            raise InvalidInput("an increment happens at one instant: ts1 must equal ts2", "ts1")
+        return self
+
+
+class CountIn(Schema):
+    """One global count (``/v1/count``, ``psd.write_count``, an NSQ message)."""
+
+    thing: CountThing
+    value: Annotated[int, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+    ts: Annotated[int, Field(ge=1, le=MAX_TS, description="Unix seconds")]
 
 
 def parse_metric(obj: Any, mode: str | None = None) -> MetricPoint:
@@ -96,27 +205,10 @@ def parse_metric(obj: Any, mode: str | None = None) -> MetricPoint:
     ``mode`` comes from the object's ``mode`` field unless given; increment writes may omit
     ``ts1`` (it equals ``ts2``).
     """
-    obj = _require_mapping(obj)
-    mode = mode if mode is not None else obj.get("mode", "diffadd")
-    if mode not in MODES:
-        raise InvalidInput(f"must be one of {', '.join(MODES)}", "mode")
-    thing = _thing(obj)
-    ts2 = _int_field(obj, "ts2", 1, MAX_TS)
-    ts1 = ts2 if mode == "increment" and "ts1" not in obj else _int_field(obj, "ts1", 0, MAX_TS)
-    if ts1 > ts2:
-        raise InvalidInput(f"must not be after ts2 ({ts1} > {ts2})", "ts1")
-    if mode == "increment" and ts1 != ts2:
-        raise InvalidInput("an increment happens at one instant: ts1 must equal ts2", "ts1")
-    return MetricPoint(
-        thing=thing,
-        uid=_int_field(obj, "uid", 0, MAX_ID),
-        atid=_int_field(obj, "atid", 0, MAX_ID),
-        aid=_int_field(obj, "aid", 0, MAX_ID),
-        value=_int_field(obj, "value", 0, MAX_VALUE),
-        ts1=ts1,
-        ts2=ts2,
-        mode=mode,
-    )
+    if isinstance(obj, Mapping) and mode is not None:
+        obj = {**obj, "mode": mode}
+    m = MetricIn.check(obj)
+    return MetricPoint(m.thing, m.uid, m.atid, m.aid, m.value, m.ts1, m.ts2, m.mode)
 
 
 def parse_count_thing(thing: Any, field: str = "thing") -> str:
@@ -131,21 +223,15 @@ def parse_count_thing(thing: Any, field: str = "thing") -> str:
 
 def parse_count(obj: Any) -> CountPoint:
     """A count write ``{"thing", "value", "ts"}`` (SPEC §2.3)."""
-    obj = _require_mapping(obj)
-    if "thing" not in obj:
-        raise InvalidInput("is required", "thing")
-    return CountPoint(
-        thing=parse_count_thing(obj["thing"]),
-        value=_int_field(obj, "value", -MAX_VALUE, MAX_VALUE),
-        ts=_int_field(obj, "ts", 1, MAX_TS),
-    )
+    c = CountIn.check(obj)
+    return CountPoint(c.thing, c.value, c.ts)
 
 
-# ---- query parameters (path segments and form fields are strings) ----
+# ---- the original's read routes: path segments and form fields, all text ----
 
 
 def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
-    """A decimal integer sent as text (path segment or form item), trimmed and bounded."""
+    """A decimal integer sent as text (an item of a form list), trimmed and bounded."""
     text = text.strip()
     if not _INT.fullmatch(text):
         raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)
@@ -155,29 +241,8 @@ def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
     return value
 
 
-def parse_ts(text: str, field: str) -> int:
-    return parse_int_text(text, field, 0, MAX_TS)
-
-
-def parse_range(ts1: str, ts2: str) -> tuple[int, int]:
-    t1, t2 = parse_ts(ts1, "ts1"), parse_ts(ts2, "ts2")
-    if t1 > t2:
-        raise InvalidInput(f"must not be after ts2 ({t1} > {t2})", "ts1")
-    return t1, t2
-
-
-def parse_atid(text: str) -> int | None:
-    """``all`` (None: every type) or an activity type number."""
-    text = text.strip()
-    if text == "all":
-        return None
-    return parse_int_text(text, "atid", 0, MAX_ID)
-
-
-def split_list(text: str | None, field: str, limit: int) -> list[str]:
+def split_list(text: str, field: str, limit: int) -> list[str]:
     """A comma-separated form field, items trimmed, empty items dropped, at most ``limit``."""
-    if text is None:
-        raise InvalidInput("is required", field)
     items = [item.strip() for item in text.split(",")]
     items = [item for item in items if item]
     if len(items) > limit:
@@ -185,11 +250,128 @@ def split_list(text: str | None, field: str, limit: int) -> list[str]:
     return items
 
 
-def parse_uids(text: str | None, limit: int) -> list[tuple[str, int]]:
-    """The ``ids`` form field: (the id as the client wrote it, its integer), duplicates kept
-    once in first-seen order so response keys match what was sent."""
-    seen: dict[str, int] = {}
-    for item in split_list(text, "ids", limit):
-        if item not in seen:
-            seen[item] = parse_int_text(item, "ids", 0, MAX_ID)
-    return list(seen.items())
+class RangePath(Schema):
+    """The range every read names in its path: ``ts1 <= ts2``, Unix seconds, inclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts1: TsText = Field(description="first second, inclusive")
+    ts2: TsText = Field(description="last second, inclusive")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.ts1 > self.ts2:
+            raise InvalidInput(f"must not be after ts2 ({self.ts1} > {self.ts2})", "ts1")
+        return self
+
+
+class TypedRangePath(RangePath):
+    atid: AtidText
+
+    @property
+    def atid_filter(self) -> int | None:
+        """None: every type."""
+        return None if self.atid == "all" else self.atid
+
+
+class QueryPath(TypedRangePath):
+    """``GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}``."""
+
+    uid: IdText
+    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
+        description="a thing name; one psd does not know sums to 0, as in the original"
+    )
+
+
+class ThingPath(TypedRangePath):
+    """``POST /v1/query_ids|mu_query/{thing}/{atid}/{ts1}/{ts2}``."""
+
+    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
+        description="a thing name; one psd does not know sums to 0"
+    )
+
+
+class CountPath(RangePath):
+    """``GET /v1/readcount/{thing}/{ts1}/{ts2}``."""
+
+    thing: CountThing
+
+
+class PrefixPath(RangePath):
+    """``POST /v1/readcount_with_ids/{prefix}/{ts1}/{ts2}``: counters ``<prefix>_<id>``."""
+
+    prefix: Annotated[str, BeforeValidator(_stripped)]
+
+
+class Form(Schema):
+    """A form of comma-separated lists; ``max_ids`` (context) bounds the ids."""
+
+    ids: str = Field(description="comma-separated; at most PSD_MAX_IDS items")
+    _items: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _split(self, info: ValidationInfo) -> Self:
+        limit = (info.context or {}).get("max_ids", MAX_IDS)
+        self._items = split_list(self.ids, "ids", limit)
+        return self
+
+    @property
+    def items(self) -> list[str]:
+        """The ids as sent (trimmed, empty ones dropped)."""
+        return self._items
+
+    @property
+    def names(self) -> list[str]:
+        """The ids as the client wrote them, each once, in first-seen order."""
+        return list(dict.fromkeys(self._items))
+
+
+class IdsForm(Form):
+    """The users of a read: ``ids`` are uids (a response's keys are the ids as sent)."""
+
+    ids: str = Field(description="comma-separated uids; at most PSD_MAX_IDS")
+    _uids: list[int] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _uids_of(self) -> Self:
+        self._uids = [parse_int_text(item, "ids", 0, MAX_ID) for item in self.names]
+        return self
+
+    @property
+    def uids(self) -> list[tuple[str, int]]:
+        """(the id as sent, the uid), each once."""
+        return list(zip(self.names, self._uids, strict=True))
+
+
+class MumtForm(IdsForm):
+    """``POST /v1/mumt_query``: users and things."""
+
+    things: str = Field(description=f"comma-separated thing names; at most {MAX_THINGS}")
+    _things: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _things_of(self) -> Self:
+        self._things = split_list(self.things, "things", MAX_THINGS)
+        return self
+
+    @property
+    def thing_names(self) -> list[str]:
+        return self._things
+
+
+class MumtV2Form(MumtForm):
+    """``POST /v2/mumt_query``: each user's range moved by their offset (seconds west of
+    UTC: local midnight written as UTC), ``offsets`` pairing with ``ids`` as sent."""
+
+    offsets: str = Field(description="comma-separated seconds, one per id as sent")
+    _offsets: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _offsets_of(self, info: ValidationInfo) -> Self:
+        limit = (info.context or {}).get("max_ids", MAX_IDS)
+        self._offsets = split_list(self.offsets, "offsets", limit)
+        return self
+
+    @property
+    def offset_items(self) -> list[str]:
+        return self._offsets

@@ -100,41 +100,6 @@ def test_an_answer_past_the_finest_detail_says_so(redis_client: redis.Redis) -> 
     assert result["answered"]["end_precision"] == "second"
 
 
-@schemathesis.check
-def error_format(ctx: object, response: schemathesis.Response, case: schemathesis.Case) -> None:
-    if 400 <= response.status_code < 500:
-        body = response.json()
-        assert set(body) == {"error"} and {"code", "message", "field"} <= set(body["error"]), body
-
-
-def test_the_openapi_document_holds(redis_client: redis.Redis) -> None:
-    """Every operation fuzzed from the document: no 5xx, every answer as documented, every 4xx
-    in the error format; a valid body may still be refused for what a schema cannot say
-    (from after to), so positive_data_acceptance is not checked."""
-    settings = Settings(expire=0)
-    app = create_app(settings, Store(redis_client, settings))
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert sorted(op.path for op in operations) == [
-        "/v3/leaderboard",
-        "/v3/series",
-        "/v3/sums",
-        "/v3/write",
-    ]
-    for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @hsettings(
-            max_examples=150,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        )
-        def holds(case: schemathesis.Case) -> None:
-            case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])
-
-        holds()
-
-
 def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
     client: FlaskClient, redis_client: redis.Redis
 ) -> None:

@@ -20,14 +20,19 @@ from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_cla
 from psd.model import (
     MAX_ID,
     MAX_POINTS_PER_MESSAGE,
-    parse_atid,
+    CountPath,
+    Form,
+    IdsForm,
+    MumtForm,
+    MumtV2Form,
+    PrefixPath,
+    QueryPath,
+    ThingPath,
+    TypedRangePath,
     parse_count,
     parse_count_thing,
     parse_int_text,
     parse_metric,
-    parse_range,
-    parse_uids,
-    split_list,
 )
 from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
@@ -37,10 +42,7 @@ _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http")
 #: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
 _TIMERS: dict[tuple[str, str], Any] = {}
 
-#: Most things one mumt_query may name.
-MAX_THINGS = 64
-
-Form = Mapping[str, str]
+FormData = Mapping[str, str]
 #: Hands a task (name, keyword arguments) to the queue; raises StoreError if it cannot.
 Enqueue = Callable[[str, dict[str, Any]], None]
 
@@ -131,9 +133,6 @@ class Api:
                 timer = _TIMERS[labels] = REQUEST_SECONDS.labels(*labels)
             timer.observe(seconds)
 
-    def _list(self, form: Form, name: str, limit: int) -> list[str]:
-        return split_list(form.get(name), name, limit)
-
     def ping(self) -> Reply:
         return as_json({"pong": "OK"})
 
@@ -195,67 +194,61 @@ class Api:
         return Reply(200, body, content_type)
 
     def query(self, uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Reply:
-        user = parse_int_text(uid, "uid", 0, MAX_ID)
-        t1, t2 = parse_range(ts1, ts2)
-        return text(self.store.sum(user, thing.strip(), parse_atid(atid), t1, t2))
+        p = QueryPath.check({"uid": uid, "thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
+        return text(self.store.sum(p.uid, p.thing, p.atid_filter, p.ts1, p.ts2))
 
-    def query_ids(self, thing: str, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
-        uids = parse_uids(form.get("ids"), self.settings.max_ids)
-        t1, t2 = parse_range(ts1, ts2)
-        thing = thing.strip()
-        users = [UserQuery(u, t1, t2) for _, u in uids]
-        results = self.store.query(users, [thing], parse_atid(atid))
-        return as_json({name: r.sums[thing] for (name, _), r in zip(uids, results, strict=True)})
+    def _users(self, path: ThingPath, form: FormData) -> tuple[IdsForm, list[UserQuery]]:
+        ids = IdsForm.check(form, max_ids=self.settings.max_ids)
+        return ids, [UserQuery(u, path.ts1, path.ts2) for _, u in ids.uids]
 
-    def mu_query(self, thing: str, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
-        uids = parse_uids(form.get("ids"), self.settings.max_ids)
-        t1, t2 = parse_range(ts1, ts2)
-        thing = thing.strip()
-        users = [UserQuery(u, t1, t2) for _, u in uids]
-        results = self.store.query(users, [thing], parse_atid(atid), with_activities=True)
+    def query_ids(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
+        p = ThingPath.check({"thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
+        ids, users = self._users(p, form)
+        results = self.store.query(users, [p.thing], p.atid_filter)
+        return as_json({name: r.sums[p.thing] for name, r in zip(ids.names, results, strict=True)})
+
+    def mu_query(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
+        p = ThingPath.check({"thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
+        ids, users = self._users(p, form)
+        results = self.store.query(users, [p.thing], p.atid_filter, with_activities=True)
         values, atids = {}, {}
-        for (name, _), result in zip(uids, results, strict=True):
-            values[name] = result.sums[thing]
+        for name, result in zip(ids.names, results, strict=True):
+            values[name] = result.sums[p.thing]
             atids[name] = [int(t) for t in result.activities.values()]
         return as_json({"values": values, "atids": atids})
 
-    def mumt_query(self, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
-        uids = parse_uids(form.get("ids"), self.settings.max_ids)
-        things = self._list(form, "things", MAX_THINGS)
-        t1, t2 = parse_range(ts1, ts2)
-        users = [UserQuery(u, t1, t2) for _, u in uids]
-        results = self.store.query(users, things, parse_atid(atid), with_activities=True)
-        return as_json({"data": mumt_data([n for n, _ in uids], things, results)})
+    def mumt_query(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
+        f = MumtForm.check(form, max_ids=self.settings.max_ids)
+        p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
+        users = [UserQuery(u, p.ts1, p.ts2) for _, u in f.uids]
+        results = self.store.query(users, f.thing_names, p.atid_filter, with_activities=True)
+        return as_json({"data": mumt_data(f.names, f.thing_names, results)})
 
-    def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: Form) -> Reply:
+    def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
         UTC, offset in seconds west of UTC. A repeated id keeps its first offset."""
-        limit = self.settings.max_ids
-        ids, offsets = self._list(form, "ids", limit), self._list(form, "offsets", limit)
-        if len(ids) != len(offsets):
+        f = MumtV2Form.check(form, max_ids=self.settings.max_ids)
+        if len(f.items) != len(f.offset_items):
             return error(422, "len(uids) != len(offsets)")
-        things = self._list(form, "things", MAX_THINGS)
-        t1, t2 = parse_range(ts1, ts2)
-        atid_filter = parse_atid(atid)
+        p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
         users: dict[str, UserQuery] = {}
-        for name, offset_text in zip(ids, offsets, strict=True):
+        for name, offset_text in zip(f.items, f.offset_items, strict=True):
             if name in users:
                 continue
             offset = parse_int_text(offset_text, "offsets", -MAX_TS, MAX_TS)
-            a, b = t1 + offset, t2 + offset
+            a, b = p.ts1 + offset, p.ts2 + offset
             if a < 0 or b > MAX_TS:
                 raise InvalidInput(f"offset {offset} moves the range out of 1970-9999", "offsets")
             users[name] = UserQuery(parse_int_text(name, "ids", 0, MAX_ID), a, b)
-        results = self.store.query(list(users.values()), things, atid_filter, True)
-        return as_json({"data": mumt_data(list(users), things, results)})
+        results = self.store.query(list(users.values()), f.thing_names, p.atid_filter, True)
+        return as_json({"data": mumt_data(list(users), f.thing_names, results)})
 
     def readcount(self, thing: str, ts1: str, ts2: str) -> Reply:
-        t1, t2 = parse_range(ts1, ts2)
-        return text(self.store.count(parse_count_thing(thing), t1, t2))
+        p = CountPath.check({"thing": thing, "ts1": ts1, "ts2": ts2})
+        return text(self.store.count(p.thing, p.ts1, p.ts2))
 
-    def readcount_with_ids(self, prefix: str, ts1: str, ts2: str, form: Form) -> Reply:
-        ids = list(dict.fromkeys(self._list(form, "ids", self.settings.max_ids)))
-        t1, t2 = parse_range(ts1, ts2)
-        prefix = prefix.strip()
-        names = [parse_count_thing(f"{prefix}_{i}", "ids") for i in ids]
-        return as_json(dict(zip(ids, self.store.counts(names, t1, t2), strict=True)))
+    def readcount_with_ids(self, prefix: str, ts1: str, ts2: str, form: FormData) -> Reply:
+        p = PrefixPath.check({"prefix": prefix, "ts1": ts1, "ts2": ts2})
+        ids = Form.check(form, max_ids=self.settings.max_ids).names
+        names = [parse_count_thing(f"{p.prefix}_{i}", "ids") for i in ids]
+        return as_json(dict(zip(ids, self.store.counts(names, p.ts1, p.ts2), strict=True)))

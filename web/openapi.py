@@ -1,9 +1,10 @@
-"""The v3 API's contract: each route's request and response models (pydantic) validate its
-JSON and, through the same models, make the OpenAPI 3.1 document at ``/openapi.json``.
+"""The API's contract: each route's request and response models (pydantic) validate its
+input and, through the same models, make the OpenAPI 3.1 document at ``/openapi.json``.
 
-A route is declared once with :meth:`Contract.route`; nothing is written beside the models.
-Every 4xx of a v3 route has one shape: ``{"error": {"code", "message", "field"}}``. Models are
-strict (``1.0``, ``"1"`` and ``true`` are not integers) and refuse unknown fields.
+A v3 route is declared once with :meth:`Contract.route`, a v1/v2 route with
+:func:`web.legacy.route`; nothing is written beside the models. Every 4xx of a v3 route has
+one shape: ``{"error": {"code", "message", "field"}}`` (v1/v2 keep the original's). Models
+are strict (``1.0``, ``"1"`` and ``true`` are not integers); v3's refuse unknown fields.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+from web.legacy import OPERATIONS as LEGACY
+from web.legacy import LegacyOperation, V1Error
 
 OPENAPI = "3.1.0"
+REF = "#/components/schemas/{model}"
 #: The error answers every v3 route may give.
 ERRORS = {400: "not JSON", 401: "no API token", 403: "the token may not do this",
           413: "too large", 415: "not application/json", 422: "invalid",
@@ -123,17 +127,22 @@ class Contract:
         return register
 
     def document(self) -> dict[str, Any]:
-        """The OpenAPI 3.1 document of the declared routes."""
+        """The OpenAPI 3.1 document of the declared routes, v1 and v2's included."""
         schemas: dict[str, Any] = {}
 
-        def ref(model: type[BaseModel]) -> dict[str, str]:
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        def schema_of(kind: Any) -> dict[str, Any]:
+            """The JSON schema of a model or type, its definitions moved to components."""
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                schema = kind.model_json_schema(ref_template=REF)
+                schemas.update(schema.pop("$defs", {}))
+                schemas[kind.__name__] = schema
+                return {"$ref": REF.format(model=kind.__name__)}
+            schema = TypeAdapter(kind).json_schema(ref_template=REF)
             schemas.update(schema.pop("$defs", {}))
-            schemas[model.__name__] = schema
-            return {"$ref": f"#/components/schemas/{model.__name__}"}
+            return schema
 
-        def content(model: type[BaseModel]) -> dict[str, Any]:
-            return {"application/json": {"schema": ref(model)}}
+        def content(model: Any, media: str = "application/json") -> dict[str, Any]:
+            return {media: {"schema": schema_of(model)}}
 
         paths: dict[str, Any] = {}
         for op in self.operations:
@@ -142,6 +151,7 @@ class Contract:
             paths.setdefault(op.path, {})[op.method] = {
                 "operationId": op.name,
                 "summary": op.summary,
+                "tags": ["v3"],
                 "requestBody": {"required": True, "content": content(op.body)},
                 "responses": {"200": {"description": "done", "content": content(op.response)},
                               **({"202": {"description": "queued",
@@ -149,6 +159,8 @@ class Contract:
                                  if op.accepted else {}),
                               **errors},
             }  # fmt: skip
+        for legacy in LEGACY:
+            paths.setdefault(legacy.path, {})[legacy.method] = _legacy(legacy, schema_of, content)
         return {
             "openapi": OPENAPI,
             "info": {"title": self.title, "version": self.version},
@@ -158,3 +170,44 @@ class Contract:
 
     def serve_document(self) -> Response:
         return Response(json.dumps(self.document()), 200, content_type="application/json")
+
+
+def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any]]:
+    """A model's fields as path or query parameters (their schemas inline: they are small)."""
+    if model is None:
+        return []
+    schema = model.model_json_schema(by_alias=True)
+    required = set(schema.get("required", ()))
+    return [{"name": name, "in": where, "required": where == "path" or name in required,
+             "schema": field} for name, field in schema["properties"].items()]  # fmt: skip
+
+
+def _legacy(
+    op: LegacyOperation,
+    schema_of: Callable[[Any], dict[str, Any]],
+    content: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """One v1/v2 operation: its inputs from the schemas its handler validates with, its
+    answers in the original's shapes, its errors in v1's."""
+    answers = {str(status): {"description": a.description,
+                             **({"content": content(a.body, a.media)} if a.body else
+                                {"content": {a.media: {}}})}
+               for status, a in op.answers.items()}  # fmt: skip
+    errors = {str(status): {"description": text, "content": content(V1Error)}
+              for status, text in op.errors.items()}  # fmt: skip
+    if op.params is not None:
+        errors.setdefault("404", {"description": "no such route (an empty path segment)",
+                                  "content": content(V1Error)})  # fmt: skip
+    document: dict[str, Any] = {
+        "operationId": op.name,
+        "summary": op.summary,
+        "tags": [op.path.split("/")[1] if op.path.startswith("/v") else "operations"],
+        "parameters": _parameters(op.params, "path") + _parameters(op.query, "query"),
+        "responses": {**answers, **errors},
+    }
+    if op.form is not None:
+        document["requestBody"] = {"required": True, "content": content(
+            op.form, "application/x-www-form-urlencoded")}  # fmt: skip
+    elif op.json_body is not None:
+        document["requestBody"] = {"required": True, "content": content(op.json_body)}
+    return document

@@ -1,62 +1,113 @@
-"""The original's v1 routes (SPEC §2.4), as Flask views over :class:`web.handlers.Api`."""
+"""The original's v1 routes (SPEC §2.4), as Flask views over :class:`web.handlers.Api`,
+declared with their schemas (web/legacy.py)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from psd.model import (
+    CountIn,
+    CountPath,
+    Form,
+    IdsForm,
+    MetricIn,
+    MumtForm,
+    PrefixPath,
+    QueryPath,
+    ThingPath,
+    TypedRangePath,
+)
 from web.flask_glue import answer
+from web.legacy import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    Answer,
+    AsyncFlag,
+    MumtSums,
+    MuSums,
+    Ok,
+    Pong,
+    Queued,
+    Sums,
+    Total,
+    route,
+)
 
 bp = Blueprint("v1", __name__)
+TEXT = "text/plain"
+SUM = {200: Answer("the sum", TEXT, Total)}
 
 
-@bp.get("/health/ping")
+@route(bp, "get", "/health/ping", {200: Answer("alive", body=Pong)})
 def ping() -> Response:
+    """Liveness: answers without touching the store."""
     return answer("ping")
 
 
-@bp.get("/metrics")
+@route(bp, "get", "/metrics", {200: Answer("Prometheus text exposition", TEXT)})
 def metrics() -> Response:
+    """Prometheus metrics of every web worker."""
     return answer("metrics")
 
 
-@bp.post("/v1/write")
+@route(bp, "post", "/v1/write",
+       {200: Answer("written", TEXT, Ok), 202: Answer("queued", body=Queued)}, WRITE_ERRORS,
+       query=AsyncFlag, json_body=MetricIn | list[MetricIn])  # fmt: skip
 def write() -> Response:
+    """Write one metric point (async: one point or an array, validated now, queued)."""
     body = request.get_data(cache=False)
     if request.args.get("async", "0") not in ("", "0", "false"):
         return answer("write_async", body)
     return answer("write", body)
 
 
-@bp.post("/v1/count")
+@route(bp, "post", "/v1/count", {200: Answer("counted", TEXT, Ok)},
+       {400: "invalid count", **WRITE_ERRORS}, json_body=CountIn)  # fmt: skip
 def count_write() -> Response:
+    """Add to a global counter (psd's addition to the original)."""
     return answer("count", request.get_data(cache=False))
 
 
-@bp.get("/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>")
+@route(bp, "get", "/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>", SUM, READ_ERRORS,
+       params=QueryPath)  # fmt: skip
 def query(uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Response:
+    """One user's sum of one thing over [ts1, ts2]."""
     return answer("query", uid, thing, atid, ts1, ts2)
 
 
-@bp.post("/v1/query_ids/<thing>/<atid>/<ts1>/<ts2>")
+@route(bp, "post", "/v1/query_ids/<thing>/<atid>/<ts1>/<ts2>",
+       {200: Answer("per id, its sum", body=Sums)}, READ_ERRORS, params=ThingPath,
+       form=IdsForm)  # fmt: skip
 def query_ids(thing: str, atid: str, ts1: str, ts2: str) -> Response:
-    return answer("query_ids", thing, atid, ts1, ts2, request.form)
+    """Many users' sums of one thing."""
+    return answer("query_ids", thing, atid, ts1, ts2, request.form.to_dict())
 
 
-@bp.post("/v1/mu_query/<thing>/<atid>/<ts1>/<ts2>")
+@route(bp, "post", "/v1/mu_query/<thing>/<atid>/<ts1>/<ts2>",
+       {200: Answer("sums and activity types", body=MuSums)}, READ_ERRORS, params=ThingPath,
+       form=IdsForm)  # fmt: skip
 def mu_query(thing: str, atid: str, ts1: str, ts2: str) -> Response:
-    return answer("mu_query", thing, atid, ts1, ts2, request.form)
+    """Many users' sums of one thing, and the types of the activities behind them."""
+    return answer("mu_query", thing, atid, ts1, ts2, request.form.to_dict())
 
 
-@bp.post("/v1/mumt_query/<atid>/<ts1>/<ts2>")
+@route(bp, "post", "/v1/mumt_query/<atid>/<ts1>/<ts2>",
+       {200: Answer("users with activity", body=MumtSums)}, READ_ERRORS,
+       params=TypedRangePath, form=MumtForm)  # fmt: skip
 def mumt_query(atid: str, ts1: str, ts2: str) -> Response:
-    return answer("mumt_query", atid, ts1, ts2, request.form)
+    """Many users' sums of many things (users without activity in range left out)."""
+    return answer("mumt_query", atid, ts1, ts2, request.form.to_dict())
 
 
-@bp.get("/v1/readcount/<thing>/<ts1>/<ts2>")
+@route(bp, "get", "/v1/readcount/<thing>/<ts1>/<ts2>", SUM, READ_ERRORS, params=CountPath)
 def readcount(thing: str, ts1: str, ts2: str) -> Response:
+    """A global counter's sum over [ts1, ts2]."""
     return answer("readcount", thing, ts1, ts2)
 
 
-@bp.post("/v1/readcount_with_ids/<prefix>/<ts1>/<ts2>")
+@route(bp, "post", "/v1/readcount_with_ids/<prefix>/<ts1>/<ts2>",
+       {200: Answer("per id, the sum of counter <prefix>_<id>", body=Sums)}, READ_ERRORS,
+       params=PrefixPath, form=Form)  # fmt: skip
 def readcount_with_ids(prefix: str, ts1: str, ts2: str) -> Response:
-    return answer("readcount_with_ids", prefix, ts1, ts2, request.form)
+    """Many global counters' sums: ``<prefix>_<id>`` for each id."""
+    return answer("readcount_with_ids", prefix, ts1, ts2, request.form.to_dict())
