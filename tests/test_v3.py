@@ -10,11 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-import schemathesis
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import settings as hsettings
-from schemathesis import checks
 
 from psd.config import Settings
 from psd.model import MetricPoint
@@ -145,6 +143,23 @@ def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> Non
         if step == "hour":  # 2026-11-01: 25 hours in Los Angeles, 24 in Kathmandu
             lengths = {r["uid"]: len(r["buckets"]) for r in answer.json["results"]}
             assert (lengths[1], lengths[2]) == (25, 24)
+
+
+def test_series_by_get_is_the_series_by_post(client: FlaskClient, store: Store) -> None:
+    store.write_metric(MetricPoint("steps", 2, 1, 1, 40, at(2026, 11, 1, 20), at(2026, 11, 1, 20)))
+    body = {"users": [{"uid": 2, "tz": "Asia/Kathmandu"}], "things": ["steps", "points"],
+            "from": "2026-11-01", "to": "2026-11-03", "step": "day"}  # fmt: skip
+    posted = client.post("/v3/series", json=body)
+    query = ("uid=2&tz=Asia/Kathmandu&things=steps&things=points&from=2026-11-01"
+             "&to=2026-11-03&step=day")  # fmt: skip
+    got = client.get(f"/v3/series?{query}")
+    assert got.status_code == posted.status_code == 200 and got.json == posted.json
+    assert [b["sums"]["steps"] for b in got.json["results"][0]["buckets"]] == [0, 40, 0]
+    seconds = client.get(f"/v3/series?uid=2&things=steps&from={at(2026, 11, 1)}"
+                         f"&to={at(2026, 11, 1, 23, 59, 59)}&step=hour")  # fmt: skip
+    assert seconds.status_code == 200 and len(seconds.json["results"][0]["buckets"]) == 24
+    refused = client.get("/v3/series?uid=2&things=steps&from=x&to=1&step=day&color=red")
+    assert refused.status_code == 422 and refused.json["error"]["field"] in ("from", "color")
 
 
 def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:

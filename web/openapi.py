@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self, get_origin
 
 from flask import Blueprint, Response, request
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from werkzeug.datastructures import MultiDict
 
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
 from web.legacy import OPERATIONS as LEGACY
@@ -64,18 +65,50 @@ def psd_error(exc: PsdError) -> Response:
     return error(400, "bad_request", str(exc), field)
 
 
+_TAGS = {"int", "str", "bool", "float", "list", "dict", "none"}
+
+
 def _validation(exc: ValidationError) -> Response:
     first = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or None
+    # a union's member tags ("constrained-int", "function-after[...]", "str") are not fields
+    parts = [
+        str(part)
+        for part in first["loc"]
+        if not (isinstance(part, str) and (part in _TAGS or "-" in part or "[" in part))
+    ]
+    field = ".".join(parts) or None
     status = 400 if first["type"] == "json_invalid" else 422
     return error(status, first["type"], first["msg"], field)
+
+
+class QueryForm(BaseModel):
+    """A GET route's query string: text, so not strict (``"7"`` is 7); a list field takes
+    the parameter repeated (``things=steps&things=points``). :meth:`body` makes the POST
+    route's body of it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def read(cls, args: MultiDict[str, str]) -> Self:
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            if key in args:
+                many = get_origin(field.annotation) is list
+                values[key] = args.getlist(key) if many else args[key]
+        unknown = set(args) - {field.alias or name for name, field in cls.model_fields.items()}
+        values.update({key: args[key] for key in unknown})  # refused: extra="forbid"
+        return cls.model_validate(values)
+
+    def body(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
 class Operation:
     path: str
     method: str
-    body: type[Strict]
+    body: type[BaseModel]  # GET: its query string
     response: type[Strict]
     summary: str
     name: str
@@ -96,10 +129,12 @@ class Contract:
         body: type[Strict],
         response: type[Strict],
         accepted: type[Strict] | None = None,
+        query: type[QueryForm] | None = None,
     ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
         """Declare ``POST path``: its JSON body is validated into ``body`` and handed to the
         view, whose ``response`` is answered as JSON (200), or, when the view answers
-        ``(model, 202)``, its ``accepted`` model."""
+        ``(model, 202)``, its ``accepted`` model. With ``query``, also ``GET path``: the
+        query string validated into ``query``, which makes the body."""
 
         def register(view: Callable[[Any], Any]) -> Callable[[Any], Any]:
             summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
@@ -107,21 +142,33 @@ class Contract:
                 Operation(path, "post", body, response, summary, view.__name__, accepted)
             )
 
-            def endpoint() -> Response:
-                if request.mimetype != "application/json":
-                    return error(415, "unsupported_media_type", "send application/json")
+            def answer(read: Callable[[], Strict]) -> Response:
                 try:
-                    payload = body.model_validate_json(request.get_data(cache=False))
-                    answer = view(payload)
+                    result = view(read())
                 except ValidationError as exc:
                     return _validation(exc)
                 except PsdError as exc:
                     return psd_error(exc)
-                model, status = answer if isinstance(answer, tuple) else (answer, 200)
+                model, status = result if isinstance(result, tuple) else (result, 200)
                 data = model.model_dump_json(by_alias=True)
                 return Response(data, status, content_type="application/json")
 
+            def endpoint() -> Response:
+                if request.mimetype != "application/json":
+                    return error(415, "unsupported_media_type", "send application/json")
+                return answer(lambda: body.model_validate_json(request.get_data(cache=False)))
+
             self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])
+            if query is not None:
+                self.operations.append(
+                    Operation(path, "get", query, response, summary, f"{view.__name__}_get")
+                )
+
+                def get_endpoint() -> Response:
+                    return answer(lambda: body.model_validate(query.read(request.args).body()))
+
+                self.blueprint.add_url_rule(path, f"{view.__name__}_get", get_endpoint,
+                                            methods=["GET"])  # fmt: skip
             return view
 
         return register
@@ -148,11 +195,14 @@ class Contract:
         for op in self.operations:
             errors = {str(code): {"description": text, "content": content(ErrorBody)}
                       for code, text in ERRORS.items()}  # fmt: skip
+            inputs: dict[str, Any] = (
+                {"parameters": _parameters(op.body, "query")} if op.method == "get" else
+                {"requestBody": {"required": True, "content": content(op.body)}})  # fmt: skip
             paths.setdefault(op.path, {})[op.method] = {
                 "operationId": op.name,
                 "summary": op.summary,
                 "tags": ["v3"],
-                "requestBody": {"required": True, "content": content(op.body)},
+                **inputs,
                 "responses": {"200": {"description": "done", "content": content(op.response)},
                               **({"202": {"description": "queued",
                                           "content": content(op.accepted)}}
@@ -179,7 +229,19 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any
     schema = model.model_json_schema(by_alias=True)
     required = set(schema.get("required", ()))
     return [{"name": name, "in": where, "required": where == "path" or name in required,
-             "schema": field} for name, field in schema["properties"].items()]  # fmt: skip
+             "schema": _inline(field, schema.get("$defs", {}))}
+            for name, field in schema["properties"].items()]  # fmt: skip
+
+
+def _inline(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema with its references (an enum of zones, of things) inlined."""
+    if "$ref" in schema:
+        return defs[schema["$ref"].rsplit("/", 1)[1]]
+    if "items" in schema:
+        return {**schema, "items": _inline(schema["items"], defs)}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_inline(part, defs) for part in schema["anyOf"]]}
+    return schema
 
 
 def _legacy(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from flask import Blueprint, Response, current_app
@@ -29,7 +29,7 @@ from psd.retention import Answerable
 from psd.store import UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
-from web.openapi import Contract, Strict
+from web.openapi import Contract, QueryForm, Strict
 
 bp = Blueprint("v3", __name__)
 contract = Contract(bp, "psd", "3")
@@ -160,6 +160,32 @@ class SeriesIn(Strict):
     atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
 
 
+class SeriesQuery(QueryForm):
+    """``GET /v3/series``: one user's series, in the query string."""
+
+    uid: int = Field(ge=0, le=MAX_ID)
+    tz: ZoneName | None = Field(None, description="IANA time zone of the user's wall times")
+    offset: int | None = Field(None, ge=-MAX_OFFSET, le=MAX_OFFSET,
+                               description="or a fixed offset, seconds east of UTC")  # fmt: skip
+    things: list[Thing] = Field(min_length=1, max_length=len(THINGS),
+                                description="repeated: things=steps&things=points")  # fmt: skip
+    start: str = Field(alias="from", description="Unix seconds or ISO 8601, inclusive")
+    end: str = Field(alias="to", description="Unix seconds or ISO 8601, inclusive")
+    step: Step
+    atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
+
+    def body(self) -> dict[str, Any]:
+        user = {"uid": self.uid, "tz": self.tz, "offset": self.offset}
+        return {"users": [{k: v for k, v in user.items() if v is not None}],
+                "things": self.things, "from": _instant_text(self.start),
+                "to": _instant_text(self.end), "step": self.step, "atid": self.atid}  # fmt: skip
+
+
+def _instant_text(text: str) -> int | str:
+    """Unix seconds arrive in a query string as digits."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 13 else text
+
+
 class BucketOut(Strict):
     start: int = Field(alias="from")
     end: int = Field(alias="to")
@@ -176,7 +202,7 @@ class SeriesOut(Strict):
     results: list[UserSeries]
 
 
-@contract.route("/v3/series", SeriesIn, SeriesOut)
+@contract.route("/v3/series", SeriesIn, SeriesOut, query=SeriesQuery)
 def series(body: SeriesIn) -> SeriesOut:
     """Every bucket of each user's local calendar over a range, zeros included."""
     store = api().store
