@@ -163,8 +163,11 @@ class Reads:
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
         now = int(self._clock())
+        spans: dict[tuple[int, int], Answerable] = {}  # users mostly share their ranges
         for n, user in enumerate(users):
-            span = self.answerable(user.t1, user.t2, now)
+            span = spans.get((user.t1, user.t2))
+            if span is None:
+                span = spans[user.t1, user.t2] = self.answerable(user.t1, user.t2, now)
             if not span.exact:
                 widened[n] = span
             plan_no = plan_numbers.get((span.t1, span.t2))

@@ -281,6 +281,7 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
     parts: list[tuple[int, UserQuery | None, UserQuery | None, bool]] = []
     store = api().store
     seen: set[int] = set()
+    exact_ranges: dict[tuple[int, int], bool] = {}  # users mostly share their ranges
     for n, user in enumerate(body.users):
         if user.uid in seen:
             raise InvalidInput(f"users[{n}] is named twice", "users")
@@ -294,7 +295,10 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
             continue
         cut = instant(body.compare_at, tz, False, "compare_at")
         then = UserQuery(user.uid, t1, min(cut, t2)) if cut >= t1 else None
-        if not store.answerable(t1, t2).exact:  # widened parts could overlap: read it whole
+        exact = exact_ranges.get((t1, t2))
+        if exact is None:
+            exact = exact_ranges[t1, t2] = store.answerable(t1, t2).exact
+        if not exact:  # widened parts could overlap: read it whole
             parts.append((user.uid, then, UserQuery(user.uid, t1, t2), True))
             continue
         after = UserQuery(user.uid, max(cut + 1, t1), t2) if cut < t2 else None
@@ -319,10 +323,11 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
     entries = []
     for s in shown:
         old = before.get(s.uid)
-        entries.append(Entry(uid=s.uid, value=s.value, rank=s.rank,
-                             then=Then(value=old.value, rank=old.rank) if old else None,
-                             movement=old.rank - s.rank if old else None,
-                             answered=widened.get(s.uid)))  # fmt: skip
+        # built from values already checked: construct, not validate (~5 µs an entry)
+        entries.append(Entry.model_construct(
+            uid=s.uid, value=s.value, rank=s.rank,
+            then=Then.model_construct(value=old.value, rank=old.rank) if old else None,
+            movement=old.rank - s.rank if old else None, answered=widened.get(s.uid)))  # fmt: skip
     return LeaderboardOut(total=len(board), entries=entries)
 
 
