@@ -112,8 +112,10 @@ local function sum_hash(key, plan, g, his, los)
   if count > SMALL or count == 0 then
     local n = redis.call('HLEN', key)
     if n == 0 then return end
-    if 3 * n <= count or count == 0 then
-      -- the hash is no bigger than what we ask for: read it whole, keep the fields in range
+    -- read whole when that costs less than asking: per field read, about what asking for
+    -- one costs when a shared plan's lookup table matches it, three times that when it must
+    -- be parsed (counted with callgrind: a 1,000-user leaderboard -27%, a mumt -5%)
+    if (plan.shared and n <= count) or 3 * n <= count or count == 0 then
       local flat = redis.call('HGETALL', key)
       if not plan.shared or count == 0 then return add_parsed(flat, ranges, his, los) end
       local lookup = lookup_of(plan, g)
