@@ -100,10 +100,29 @@ def _runs(children: set[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=256)
+#: Plans of at most this many buckets are kept for the next request (a dashboard asks the
+#: same again): a year by day is ~0.2 MB with its field names, 10,000 hours ~8 MB (not kept).
+CACHED_BUCKETS = 400
+
+
 def breakdown(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     """The plan of the buckets ``[boundaries[j], boundaries[j + 1])`` (at least two
     boundaries, increasing), of a local calendar of ``step`` (psd/localtime.py)."""
+    if len(boundaries) <= CACHED_BUCKETS + 1:
+        return _cached(boundaries, step)
+    return _plan(boundaries, step)
+
+
+def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
+    """Per hash of ``b``, its field names for ``things``: child by child, and within a child
+    thing by thing (the order lua/sum.lua numbers terms in). Sent, not built by the script:
+    Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking it."""
+    if len(b.spans) <= CACHED_BUCKETS:
+        return _cached_fields(b, things, atid)
+    return _fields(b, things, atid)
+
+
+def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     anchors, edges = zip(*(_edge(b, step) for b in boundaries), strict=True)
     spans = [_span(a1, a2) for a1, a2 in pairwise(anchors)]
     children: dict[str, set[int]] = {}
@@ -132,13 +151,13 @@ def breakdown(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     )
 
 
-@lru_cache(maxsize=256)
-def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
-    """Per hash of ``b``, its field names for ``things``: child by child, and within a child
-    thing by thing (the order lua/sum.lua numbers terms in). Sent, not built by the script:
-    Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking it."""
+def _fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
     names = [slot_names(thing) for thing in things]
     suffix = "" if atid is None else f":{atid}"
     return [[slots[child] + suffix for i in range(0, len(runs), 2)
              for child in range(runs[i], runs[i + 1] + 1) for slots in names]
             for _, runs in b.hashes]  # fmt: skip
+
+
+_cached = lru_cache(maxsize=64)(_plan)
+_cached_fields = lru_cache(maxsize=64)(_fields)

@@ -161,7 +161,10 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
     if not MIN_TS <= t1 <= t2 <= MAX_TS:
         raise InvalidInput("a range is from <= to, within years 1970..9999", "from")
     out: list[Bucket] = []
-    start, w, label = t1, floor_wall(wall(t1, tz), step), _label(t1, tz)
+    try:
+        start, w, label = t1, floor_wall(wall(t1, tz), step), _label(t1, tz)
+    except (OverflowError, ValueError) as exc:  # east of UTC, 9999-12-31 is already 10000
+        raise InvalidInput("the range's local time is past the year 9999", "from") from exc
     while start <= t2:
         if len(out) == MAX_BUCKETS:
             raise InvalidInput(f"at most {MAX_BUCKETS} buckets a series", "step")

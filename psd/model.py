@@ -137,9 +137,13 @@ def _text_int(value: Any, info: ValidationInfo) -> Any:
     return int(text)
 
 
-def _text_atid(value: Any, info: ValidationInfo) -> Any:
+def _text_atid(value: Any) -> Any:
+    """``all``, or an activity type (bounded here: a bound failing inside the union would
+    name a member of it rather than the field)."""
     value = _stripped(value)
-    return value if value == "all" else _text_int(value, info)
+    if value == "all" or not isinstance(value, str):
+        return value
+    return parse_int_text(value, "atid", 0, MAX_ID)
 
 
 Id = Annotated[int, Field(ge=0, le=MAX_ID)]
@@ -274,13 +278,16 @@ class TypedRangePath(RangePath):
         return None if self.atid == "all" else self.atid
 
 
-class QueryPath(TypedRangePath):
-    """``GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}``."""
-
+class _UserThing(Schema):
     uid: IdText
     thing: Annotated[str, BeforeValidator(_stripped)] = Field(
         description="a thing name; one psd does not know sums to 0, as in the original"
     )
+
+
+class QueryPath(TypedRangePath, _UserThing):
+    """``GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}``: the user checked first, then the
+    range, then the type (the original's order, so its first error is the one reported)."""
 
 
 class ThingPath(TypedRangePath):
@@ -343,25 +350,35 @@ class IdsForm(Form):
         return list(zip(self.names, self._uids, strict=True))
 
 
-class MumtForm(IdsForm):
-    """``POST /v1/mumt_query``: users and things."""
-
+class _ThingsForm(Form):
     things: str = Field(description=f"comma-separated thing names; at most {MAX_THINGS}")
     _things: list[str] = PrivateAttr(default_factory=list)
 
-    @model_validator(mode="after")
-    def _things_of(self) -> Self:
+    def _split_things(self) -> None:
         self._things = split_list(self.things, "things", MAX_THINGS)
-        return self
 
     @property
     def thing_names(self) -> list[str]:
         return self._things
 
 
-class MumtV2Form(MumtForm):
+class MumtForm(IdsForm, _ThingsForm):
+    """``POST /v1/mumt_query``: users and things."""
+
+    @model_validator(mode="after")
+    def _things_of(self) -> Self:
+        self._split_things()
+        return self
+
+
+class CountMismatch(InvalidInput):
+    """v2: not one offset per id (the original answered 422 ``len(uids) != len(offsets)``)."""
+
+
+class MumtV2Form(_ThingsForm):
     """``POST /v2/mumt_query``: each user's range moved by their offset (seconds west of
-    UTC: local midnight written as UTC), ``offsets`` pairing with ``ids`` as sent."""
+    UTC: local midnight written as UTC), ``offsets`` pairing with ``ids`` as sent; the ids
+    and offsets are parsed by the handler, after the counts are found to match."""
 
     offsets: str = Field(description="comma-separated seconds, one per id as sent")
     _offsets: list[str] = PrivateAttr(default_factory=list)
@@ -370,6 +387,9 @@ class MumtV2Form(MumtForm):
     def _offsets_of(self, info: ValidationInfo) -> Self:
         limit = (info.context or {}).get("max_ids", MAX_IDS)
         self._offsets = split_list(self.offsets, "offsets", limit)
+        if len(self.items) != len(self._offsets):
+            raise CountMismatch("len(uids) != len(offsets)")
+        self._split_things()
         return self
 
     @property

@@ -96,3 +96,15 @@ def test_a_year_by_day_reads_each_field_once() -> None:
     assert len(plan.spans) == len(found) == 366  # the first starts on 2025-12-31 local
     assert fields < 365 * 10
     assert not plan.windows
+
+
+def test_only_small_plans_are_kept() -> None:
+    """A plan of 10,000 hours with its field names is ~8 MB: built for its request only."""
+    from psd.breakdown import CACHED_BUCKETS, _cached
+
+    small = tuple(range(Y2026, Y2026 + 3 * DAY, DAY))
+    assert breakdown(small, "day") is breakdown(small, "day")
+    before = _cached.cache_info().currsize
+    large = tuple(range(Y2026, Y2026 + (CACHED_BUCKETS + 2) * 3600, 3600))
+    assert breakdown(large, "hour") is not breakdown(large, "hour")
+    assert _cached.cache_info().currsize == before

@@ -127,6 +127,29 @@ def test_invalid_read_gets_a_clear_4xx(
         assert allowed in ({"GET", "HEAD", "OPTIONS"}, {"POST", "OPTIONS"})
 
 
+STEPS_65 = ",".join(["steps"] * 65)  # past the 64 things a query may name
+FIRST_ERRORS: list[tuple[str, dict[str, str] | None, int, str]] = [
+    # an atid out of range names atid (not a member of its "all" | integer union)
+    ("/v1/query/1/steps/-1/0/10", None, 400, "atid"),
+    ("/v1/query/1/steps/99999999999999999999/0/10", None, 400, "atid"),
+    # the original's order of checks: the user, then the range, then the type
+    ("/v1/query/x/steps/any/20/10", None, 400, "uid"),
+    # forms before paths
+    ("/v1/query_ids/steps/x/1/0", {"ids": "1,x"}, 400, "ids"),
+    # v2: a count mismatch before any id or thing is looked at
+    ("/v2/mumt_query/all/0/10", {"ids": "x,y", "things": "steps", "offsets": "0"}, 422, ""),
+    ("/v2/mumt_query/all/0/10", {"ids": "1", "things": STEPS_65, "offsets": "0,1"}, 422, ""),
+]
+
+
+@pytest.mark.parametrize(("path", "form", "status", "field"), FIRST_ERRORS)
+def test_the_first_error_is_the_originals(
+    client: FlaskClient, path: str, form: dict[str, str] | None, status: int, field: str
+) -> None:
+    response = client.open(path, method="POST" if form else "GET", data=form)
+    assert (response.status_code, response.json.get("field", "")) == (status, field)
+
+
 def test_v2_mismatch_message_is_the_originals(client: FlaskClient) -> None:
     form = {"ids": "1,2", "things": "steps", "offsets": "0"}
     response = client.post("/v2/mumt_query/all/0/10", data=form)

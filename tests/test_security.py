@@ -58,6 +58,9 @@ def test_tokens_grant_their_scopes_and_nothing_else(guarded: FlaskClient) -> Non
     count = guarded.post("/v1/count", json={"thing": "signup", "value": 1, "ts": NOW},
                          headers=bearer(READ))  # fmt: skip
     assert count.status_code == 403
+    v3 = guarded.post("/v3/write", json={"points": [{**POINT, "mode": "diffadd"}]},
+                      headers=bearer(READ))  # fmt: skip
+    assert v3.status_code == 403
 
 
 def test_refused_writes_write_nothing(guarded: FlaskClient, redis_client: redis.Redis) -> None:

@@ -160,6 +160,11 @@ def test_series_by_get_is_the_series_by_post(client: FlaskClient, store: Store) 
     assert seconds.status_code == 200 and len(seconds.json["results"][0]["buckets"]) == 24
     refused = client.get("/v3/series?uid=2&things=steps&from=x&to=1&step=day&color=red")
     assert refused.status_code == 422 and refused.json["error"]["field"] in ("from", "color")
+    by_name = client.get("/v3/series?uid=2&things=steps&start=1&end=2&step=day")
+    assert by_name.status_code == 422  # the parameters are from and to
+    last = client.get("/v3/series?uid=2&things=steps&from=253402300799&to=253402300799"
+                      "&step=day&tz=Asia/Kathmandu")  # fmt: skip
+    assert last.status_code == 422 and last.json["error"]["field"] == "from"  # year 10000 there
 
 
 def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:

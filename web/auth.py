@@ -19,7 +19,7 @@ from psd.errors import InvalidInput
 from web.handlers import Reply, error
 
 OPEN = frozenset({"/health/ping"})
-WRITES = frozenset({"/v1/write", "/v1/count"})
+WRITES = frozenset({"/v1/write", "/v1/count", "/v3/write"})
 SCOPES = frozenset({"read", "write"})
 #: Shortest token accepted: a guessable token is no protection.
 MIN_TOKEN = 16

@@ -20,6 +20,7 @@ from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_cla
 from psd.model import (
     MAX_ID,
     MAX_POINTS_PER_MESSAGE,
+    CountMismatch,
     CountPath,
     Form,
     IdsForm,
@@ -75,6 +76,8 @@ class WriteRejected(InvalidInput):
 
 def reply_for(exc: PsdError) -> Reply:
     """The one mapping from psd's errors to HTTP answers."""
+    if isinstance(exc, CountMismatch):
+        return error(422, exc.message)
     if isinstance(exc, InvalidInput):
         status = (
             406 if isinstance(exc, WriteRejected) else 413 if isinstance(exc, TooLarge) else 400
@@ -197,19 +200,19 @@ class Api:
         p = QueryPath.check({"uid": uid, "thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
         return text(self.store.sum(p.uid, p.thing, p.atid_filter, p.ts1, p.ts2))
 
-    def _users(self, path: ThingPath, form: FormData) -> tuple[IdsForm, list[UserQuery]]:
+    def _users(self, form: FormData, *path: str) -> tuple[IdsForm, ThingPath, list[UserQuery]]:
+        """The form, then the path (the original's order of checks)."""
         ids = IdsForm.check(form, max_ids=self.settings.max_ids)
-        return ids, [UserQuery(u, path.ts1, path.ts2) for _, u in ids.uids]
+        p = ThingPath.check(dict(zip(("thing", "atid", "ts1", "ts2"), path, strict=True)))
+        return ids, p, [UserQuery(u, p.ts1, p.ts2) for _, u in ids.uids]
 
     def query_ids(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
-        p = ThingPath.check({"thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
-        ids, users = self._users(p, form)
+        ids, p, users = self._users(form, thing, atid, ts1, ts2)
         results = self.store.query(users, [p.thing], p.atid_filter)
         return as_json({name: r.sums[p.thing] for name, r in zip(ids.names, results, strict=True)})
 
     def mu_query(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
-        p = ThingPath.check({"thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
-        ids, users = self._users(p, form)
+        ids, p, users = self._users(form, thing, atid, ts1, ts2)
         results = self.store.query(users, [p.thing], p.atid_filter, with_activities=True)
         values, atids = {}, {}
         for name, result in zip(ids.names, results, strict=True):
@@ -228,8 +231,6 @@ class Api:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
         UTC, offset in seconds west of UTC. A repeated id keeps its first offset."""
         f = MumtV2Form.check(form, max_ids=self.settings.max_ids)
-        if len(f.items) != len(f.offset_items):
-            return error(422, "len(uids) != len(offsets)")
         p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
         users: dict[str, UserQuery] = {}
         for name, offset_text in zip(f.items, f.offset_items, strict=True):

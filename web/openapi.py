@@ -86,7 +86,7 @@ class QueryForm(BaseModel):
     the parameter repeated (``things=steps&things=points``). :meth:`body` makes the POST
     route's body of it."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     @classmethod
     def read(cls, args: MultiDict[str, str]) -> Self:
