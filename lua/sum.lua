@@ -105,18 +105,32 @@ local function add_parsed(flat, ranges, his, los)
   end
 end
 
+-- the last hash looked at, its length and (once read) its fields: consecutive series of one
+-- user (a leaderboard's parts before and after compare_at) often read the same hash whole
+local last_key, last_len, last_flat
+local function length_of(key)
+  if key ~= last_key then
+    last_key, last_len, last_flat = key, redis.call('HLEN', key), nil
+  end
+  return last_len
+end
+local function whole_of(key)  -- after length_of(key)
+  if last_flat == nil then last_flat = redis.call('HGETALL', key) end
+  return last_flat
+end
+
 -- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
 local function sum_hash(key, plan, g, his, los)
   local ranges, fields = plan.groups[g][1], plan.groups[g][2]
   local count = #fields
   if count > SMALL or count == 0 then
-    local n = redis.call('HLEN', key)
+    local n = length_of(key)
     if n == 0 then return end
     -- read whole when that costs less than asking: per field read, about what asking for
     -- one costs when a shared plan's lookup table matches it, three times that when it must
     -- be parsed (counted with callgrind: a 1,000-user leaderboard -27%, a mumt -5%)
     if (plan.shared and n <= count) or 3 * n <= count or count == 0 then
-      local flat = redis.call('HGETALL', key)
+      local flat = whole_of(key)
       if not plan.shared or count == 0 then return add_parsed(flat, ranges, his, los) end
       local lookup = lookup_of(plan, g)
       for j = 1, #flat, 2 do
@@ -272,9 +286,13 @@ end
 
 -- the windows' changes from the activities' records (only what changed near each window,
 -- at most two: a long range needs nothing between), and (found) the activities
+local span_key, span_of  -- the last user's longest activity, as for hashes above
 local function from_activities(idx, acts, plan, his, los, found)
-  local raw_span = redis.call('HGET', acts, '_span')
-  local span = raw_span and raw_span + 0 or 0
+  if acts ~= span_key then
+    local raw = redis.call('HGET', acts, '_span')
+    span_key, span_of = acts, raw and raw + 0 or 0
+  end
+  local span = span_of
   for _, w in ipairs(plan.windows) do  -- {start, end, start string, end string, hour string}
     local upto = span == 0 and w[4] or w[2] + span
     local items = redis.call('ZRANGEBYSCORE', idx, w[3], upto)
