@@ -30,7 +30,6 @@ from web.openapi import Contract
 from web.v3_models import (
     Answered,
     BucketOut,
-    Entry,
     LeaderboardIn,
     LeaderboardOut,
     QueuedOut,
@@ -39,7 +38,6 @@ from web.v3_models import (
     SeriesQuery,
     SumsIn,
     SumsOut,
-    Then,
     UserIn,
     UserSeries,
     UserSums,
@@ -201,12 +199,12 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
     entries = []
     for s in shown:
         old = before.get(s.uid)
-        # built from values already checked: construct, not validate (~5 µs an entry)
-        entries.append(Entry.model_construct(
-            uid=s.uid, value=s.value, rank=s.rank,
-            then=Then.model_construct(value=old.value, rank=old.rank) if old else None,
-            movement=old.rank - s.rank if old else None, answered=widened.get(s.uid)))  # fmt: skip
-    return LeaderboardOut(total=len(board), entries=entries)
+        entries.append({"uid": s.uid, "value": s.value, "rank": s.rank,
+                        "then": {"value": old.value, "rank": old.rank} if old else None,
+                        "movement": old.rank - s.rank if old else None,
+                        "answered": widened.get(s.uid)})  # fmt: skip
+    # one validation of plain data (in pydantic's core) costs less than an object an entry
+    return LeaderboardOut.model_validate({"total": len(board), "entries": entries})
 
 
 @contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
