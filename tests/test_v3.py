@@ -160,6 +160,8 @@ def test_series_by_get_is_the_series_by_post(client: FlaskClient, store: Store) 
     assert seconds.status_code == 200 and len(seconds.json["results"][0]["buckets"]) == 24
     refused = client.get("/v3/series?uid=2&things=steps&from=x&to=1&step=day&color=red")
     assert refused.status_code == 422 and refused.json["error"]["field"] in ("from", "color")
+    both = client.get("/v3/series?uid=2&tz=UTC&offset=60&things=steps&from=1&to=2&step=day")
+    assert both.status_code == 422 and both.json["error"]["field"] == "tz"  # its parameter
     by_name = client.get("/v3/series?uid=2&things=steps&start=1&end=2&step=day")
     assert by_name.status_code == 422  # the parameters are from and to
     last = client.get("/v3/series?uid=2&things=steps&from=253402300799&to=253402300799"

@@ -53,9 +53,12 @@ def error(status: int, code: str, message: str, field: str | None = None) -> Res
     return Response(body.model_dump_json(), status, content_type="application/json")
 
 
-def psd_error(exc: PsdError) -> Response:
+Rename = Callable[[str], str]
+
+
+def psd_error(exc: PsdError, rename: Rename = str) -> Response:
     """psd's errors as v3 answers (the same statuses as v1's mapping)."""
-    field = getattr(exc, "field", "") or None
+    field = rename(getattr(exc, "field", "")) or None
     if isinstance(exc, TooLarge):
         return error(413, "too_large", str(exc), field)
     if isinstance(exc, StoreError):
@@ -68,7 +71,7 @@ def psd_error(exc: PsdError) -> Response:
 _TAGS = {"int", "str", "bool", "float", "list", "dict", "none"}
 
 
-def _validation(exc: ValidationError) -> Response:
+def _validation(exc: ValidationError, rename: Rename = str) -> Response:
     first = exc.errors(include_url=False)[0]
     # a union's member tags ("constrained-int", "function-after[...]", "str") are not fields
     parts = [
@@ -76,7 +79,7 @@ def _validation(exc: ValidationError) -> Response:
         for part in first["loc"]
         if not (isinstance(part, str) and (part in _TAGS or "-" in part or "[" in part))
     ]
-    field = ".".join(parts) or None
+    field = rename(".".join(parts)) or None
     status = 400 if first["type"] == "json_invalid" else 422
     return error(status, first["type"], first["msg"], field)
 
@@ -102,6 +105,11 @@ class QueryForm(BaseModel):
 
     def body(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def parameter_of(cls, field: str) -> str:
+        """The query parameter an error in the body's ``field`` comes from."""
+        return field
 
 
 @dataclass(frozen=True)
@@ -142,13 +150,13 @@ class Contract:
                 Operation(path, "post", body, response, summary, view.__name__, accepted)
             )
 
-            def answer(read: Callable[[], Strict]) -> Response:
+            def answer(read: Callable[[], Strict], rename: Rename = str) -> Response:
                 try:
                     result = view(read())
                 except ValidationError as exc:
-                    return _validation(exc)
+                    return _validation(exc, rename)
                 except PsdError as exc:
-                    return psd_error(exc)
+                    return psd_error(exc, rename)
                 model, status = result if isinstance(result, tuple) else (result, 200)
                 data = model.model_dump_json(by_alias=True)
                 return Response(data, status, content_type="application/json")
@@ -165,7 +173,10 @@ class Contract:
                 )
 
                 def get_endpoint() -> Response:
-                    return answer(lambda: body.model_validate(query.read(request.args).body()))
+                    def made() -> Strict:
+                        return body.model_validate(query.read(request.args).body())
+
+                    return answer(made, query.parameter_of)
 
                 self.blueprint.add_url_rule(path, f"{view.__name__}_get", get_endpoint,
                                             methods=["GET"])  # fmt: skip

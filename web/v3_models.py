@@ -86,6 +86,10 @@ class SeriesQuery(QueryForm):
     step: Step
     atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
 
+    @classmethod
+    def parameter_of(cls, field: str) -> str:
+        return field.removeprefix("users.0.").removeprefix("users.")
+
     def body(self) -> dict[str, Any]:
         user = {"uid": self.uid, "tz": self.tz, "offset": self.offset}
         return {"users": [{k: v for k, v in user.items() if v is not None}],
