@@ -134,11 +134,14 @@ _SHORT = ("minute", "hour", "day")
 _EPOCH, _SECOND = datetime(1970, 1, 1), timedelta(seconds=1)
 
 
-def _next_start(start: int, w: datetime, step: Step, tz: tzinfo) -> tuple[int, str | None]:
+Known = tuple[datetime, str] | None
+
+
+def _next_start(start: int, w: datetime, step: Step, tz: tzinfo) -> tuple[int, Known]:
     """Where the bucket holding instant ``start`` (its wall boundary ``w``) ends, plus one:
     at the next wall boundary, or, for minutes and hours, where the clocks fall back (the
     wall times they pass again are buckets of their own); and, when known without asking
-    the zone again, that instant's UTC offset as ISO 8601 text."""
+    the zone again, that instant's wall time and UTC offset (ISO 8601 text)."""
     nxt = next_wall(w, step)
     offset = _offset(start, tz)
     if offset is not None and step in _SHORT:
@@ -146,7 +149,7 @@ def _next_start(start: int, w: datetime, step: Step, tz: tzinfo) -> tuple[int, s
         # change it months apart), so its wall times are its instants shifted by that offset
         guess = (nxt - offset - _EPOCH) // _SECOND
         if guess > start and _offset(guess, tz) == offset:
-            return guess, _offset_text(offset)
+            return guess, (nxt, _offset_text(offset))
     end = boundary(nxt, tz, start)
     if step in ("minute", "hour"):
         return fall_back(start, end, tz) or end, None
@@ -169,18 +172,16 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
         if len(out) == MAX_BUCKETS:
             raise InvalidInput(f"at most {MAX_BUCKETS} buckets a series", "step")
         try:
-            end, offset = _next_start(start, w, step, tz)
+            end, known = _next_start(start, w, step, tz)
         except (OverflowError, ValueError):  # the bucket reaches past the year 9999
-            end, offset = MAX_TS + 1, None
+            end, known = MAX_TS + 1, None
         out.append(Bucket(start, min(end, t2 + 1) - 1, label))
         start = end
-        if offset is None:  # a change of offset: ask the zone
-            if start > t2:
-                break
-            w, label = floor_wall(wall(start, tz), step), _label(start, tz)
-        else:  # the next bucket begins at the wall boundary itself
-            w = next_wall(w, step)
+        if known is not None:  # the next bucket begins at the wall boundary itself
+            w, offset = known
             label = w.isoformat() + offset
+        elif start <= t2:  # a change of offset: ask the zone
+            w, label = floor_wall(wall(start, tz), step), _label(start, tz)
     return out
 
 

@@ -105,13 +105,24 @@ def invalid(exc: ValidationError) -> InvalidInput:
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, InvalidInput):  # raised by one of our validators: it says it all
         return cause
-    field = ".".join(str(part) for part in first["loc"])
+    field = field_of(first["loc"])
     kind = first["type"]
     if kind == "missing":
         return InvalidInput("is required", field)
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return InvalidInput("the body must be a JSON object", field)
     return InvalidInput(first["msg"], field)
+
+
+#: Tags pydantic puts in an error's location for a member of a union; they are not fields.
+_UNION_TAGS = {"int", "str", "bool", "float", "list", "dict", "none"}
+
+
+def field_of(loc: tuple[int | str, ...]) -> str:
+    """The dotted field name of a pydantic error's location, the union members' tags
+    (``constrained-int``, ``function-after[...]``, ``literal['all']``) left out."""
+    return ".".join(str(part) for part in loc if not (
+        isinstance(part, str) and (part in _UNION_TAGS or "-" in part or "[" in part)))  # fmt: skip
 
 
 def _stripped(value: Any) -> Any:
@@ -129,12 +140,7 @@ def _known_thing(value: Any, info: ValidationInfo) -> Any:
 
 def _text_int(value: Any, info: ValidationInfo) -> Any:
     """A decimal integer sent as text (a path segment), trimmed; its bounds are the field's."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if not _INT.fullmatch(text):
-        raise InvalidInput(f"must be an integer, got {text[:40]!r}", info.field_name or "")
-    return int(text)
+    return _integer(value, info.field_name or "") if isinstance(value, str) else value
 
 
 def _text_atid(value: Any) -> Any:
@@ -234,12 +240,16 @@ def parse_count(obj: Any) -> CountPoint:
 # ---- the original's read routes: path segments and form fields, all text ----
 
 
-def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
-    """A decimal integer sent as text (an item of a form list), trimmed and bounded."""
+def _integer(text: str, field: str) -> int:
     text = text.strip()
     if not _INT.fullmatch(text):
         raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)
-    value = int(text)
+    return int(text)
+
+
+def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
+    """A decimal integer sent as text (an item of a form list), trimmed and bounded."""
+    value = _integer(text, field)
     if not lo <= value <= hi:
         raise InvalidInput(f"must be between {lo} and {hi}, got {value}", field)
     return value
@@ -310,6 +320,12 @@ class PrefixPath(RangePath):
     prefix: Annotated[str, BeforeValidator(_stripped)]
 
 
+def _max_ids(info: ValidationInfo) -> int:
+    """The ids a form may name: the settings' ``max_ids``, given as validation context."""
+    limit: int = (info.context or {}).get("max_ids", MAX_IDS)
+    return limit
+
+
 class Form(Schema):
     """A form of comma-separated lists; ``max_ids`` (context) bounds the ids."""
 
@@ -318,8 +334,7 @@ class Form(Schema):
 
     @model_validator(mode="after")
     def _split(self, info: ValidationInfo) -> Self:
-        limit = (info.context or {}).get("max_ids", MAX_IDS)
-        self._items = split_list(self.ids, "ids", limit)
+        self._items = split_list(self.ids, "ids", _max_ids(info))
         return self
 
     @property
@@ -385,8 +400,7 @@ class MumtV2Form(_ThingsForm):
 
     @model_validator(mode="after")
     def _offsets_of(self, info: ValidationInfo) -> Self:
-        limit = (info.context or {}).get("max_ids", MAX_IDS)
-        self._offsets = split_list(self.offsets, "offsets", limit)
+        self._offsets = split_list(self.offsets, "offsets", _max_ids(info))
         if len(self.items) != len(self._offsets):
             raise CountMismatch("len(uids) != len(offsets)")
         self._split_things()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from werkzeug.datastructures import MultiDict
 
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+from psd.model import field_of
 from web.legacy import OPERATIONS as LEGACY
 from web.legacy import LegacyOperation, V1Error
 
@@ -68,18 +69,9 @@ def psd_error(exc: PsdError, rename: Rename = str) -> Response:
     return error(400, "bad_request", str(exc), field)
 
 
-_TAGS = {"int", "str", "bool", "float", "list", "dict", "none"}
-
-
 def _validation(exc: ValidationError, rename: Rename = str) -> Response:
     first = exc.errors(include_url=False)[0]
-    # a union's member tags ("constrained-int", "function-after[...]", "str") are not fields
-    parts = [
-        str(part)
-        for part in first["loc"]
-        if not (isinstance(part, str) and (part in _TAGS or "-" in part or "[" in part))
-    ]
-    field = rename(".".join(parts)) or None
+    field = rename(field_of(first["loc"])) or None
     status = 400 if first["type"] == "json_invalid" else 422
     return error(status, first["type"], first["msg"], field)
 
