@@ -1,9 +1,9 @@
 """v3 benchmark: /v3/leaderboard of 1,000 users x 30 days with compare_at, end to end through
 the WSGI app (in-process: no network), and /v3/series of one user, a year by day in
 America/Los_Angeles, server-side; each next to a baseline measured in the same run: for the
-leaderboard the same sums asked of the store directly (no HTTP), for the series the same
-buckets read one by one (each its own range, all in one script call: the plan before
-psd/breakdown.py).
+leaderboard its read from the store directly (no HTTP) against the same sums read as two
+plain ranges a user (the plan before Reads.totals), for the series the same buckets read one
+by one (each its own range, all in one script call: the plan before psd/breakdown.py).
 
     python bench/v3_bench.py [--users 1000] [--runs 20]
 
@@ -22,7 +22,7 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.localtime import buckets, zone
 from psd.model import MetricPoint
-from psd.store import Store, UserQuery
+from psd.store import CutQuery, Store, UserQuery
 from web import create_app
 
 DAY = 86400
@@ -67,15 +67,21 @@ def main() -> None:
         def leaderboard() -> None:
             assert client.post("/v3/leaderboard", json=board).status_code == 200
 
-        # what the handler asks: each user's range up to compare_at, and after it
+        # what the handler asks (one breakdown a user: up to compare_at, and after it), and
+        # the plan before it: each user's two parts read as two plain ranges
         cut = now - 7 * DAY
+        asked = [CutQuery(u, now - 30 * DAY, now, cut) for u in range(args.users)]
         parts = [(now - 30 * DAY, cut), (cut + 1, now)]
         queries = [UserQuery(u, t1, t2) for u in range(args.users) for t1, t2 in parts]
-        lb, lb_base = p50(leaderboard, args.runs), p50(lambda: store.query(queries, ["steps"]),
-                                                       args.runs)  # fmt: skip
+        lb = p50(leaderboard, args.runs)
+        lb_store, lb_in_redis = p50_in_redis(store, lambda: store.totals(asked, "steps"),
+                                             args.runs)  # fmt: skip
+        lb_base, base_in_redis = p50_in_redis(store, lambda: store.query(queries, ["steps"]),
+                                              args.runs)  # fmt: skip
         print(f"/v3/leaderboard {args.users} users x 30 d, compare_at: p50 {lb:.1f} ms "
-              f"end to end (target <= 50); the same sums from the store {lb_base:.1f} ms "
-              f"-> {lb / lb_base:.2f}x")  # fmt: skip
+              f"end to end (target <= 50); its read from the store {lb_store:.1f} ms "
+              f"({lb_in_redis:.1f} in Redis); read as two plain ranges a user {lb_base:.1f} ms "
+              f"({base_in_redis:.1f} in Redis) -> {lb_store / lb_base:.2f}x")  # fmt: skip
         year = {"users": [{"uid": 10**6, "tz": "America/Los_Angeles"}], "things": ["steps"],
                 "from": now - 365 * DAY, "to": now - DAY, "step": "day"}  # fmt: skip
         assert client.post("/v3/series", json=year).status_code == 200

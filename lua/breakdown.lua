@@ -1,39 +1,99 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
--- series are summed (it uses sum.lua's things, result, add and carry): the buckets of a
--- series of one user as edges and spans (psd/breakdown.py), from one HMGET per hash.
--- a breakdown's terms' values: v[(term - 1) * #things + ti] (nil: nothing stored), below
--- 10^15 in size, and big (nil if none) the multiples of 10^15 of larger ones; one HMGET per
--- hash, in chunks that unpack can pass
+-- series are summed (it uses sum.lua's things, SMALL, add, carry, length_of, whole_of, span_of
+-- and add_windows): the buckets of a series of one user as edges and spans
+-- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
+-- by every user whose calendar it is.
+
+-- the values of a breakdown's terms: v[(term - 1) * #things + ti] (nil: nothing stored),
+-- below 10^15 in size, and big (nil if none) the multiples of 10^15 of larger ones
+local function put(v, big, at, x)
+  if #x < 16 then v[at] = x + 0
+  else
+    big = big or {}
+    big[at], v[at] = add(0, 0, x)
+  end
+  return big
+end
+
+-- field name -> its position among the g-th hash's fields, built once per plan and hash
+local function positions_of(b, g)
+  local lookup = b.lookups[g]
+  if lookup == nil then
+    lookup = {}
+    local fields = b[1][g]
+    for j = 1, #fields do lookup[fields[j]] = j end
+    b.lookups[g] = lookup
+  end
+  return lookup
+end
+
+-- the values of the g-th hash's fields, from position n + 1 on: read whole when that costs
+-- less than asking for each field (as in sum_hash), else one HMGET in chunks that unpack can
+-- pass
 local CHUNK = 1000
-local function term_values(b, k)
-  local v, big, n, width = {}, nil, 0, #things
-  for _, fields in ipairs(b[1]) do
-    for c = 1, #fields, CHUNK do
-      local vals = redis.call('HMGET', KEYS[k], unpack(fields, c, math.min(c + CHUNK - 1, #fields)))
-      for j = 1, #vals do
-        local x = vals[j]
-        if x then
-          if #x < 16 then v[n + j] = x + 0
-          else
-            big = big or {}
-            big[n + j], v[n + j] = add(0, 0, x)
-          end
+local function hash_values(key, b, g, n, v, big)
+  local fields = b[1][g]
+  local count = #fields
+  if count > SMALL then
+    local len = length_of(key)
+    if len == 0 then return big end
+    if (b.shared and len <= count) or 3 * len <= count then
+      local lookup, flat = positions_of(b, g), whole_of(key)
+      for j = 1, #flat, 2 do
+        local at, x = lookup[flat[j]], flat[j + 1]
+        if at then
+          if #x < 16 then v[n + at] = x + 0 else big = put(v, big, n + at, x) end
         end
       end
-      n = n + #vals
+      return big
     end
-    k = k + 1
   end
-  for _, r in ipairs(b[2]) do
-    local sums = result[r][1]
-    for ti = 1, width do
-      v[n + ti] = sums[2 * ti]
-      if sums[2 * ti - 1] ~= 0 then
-        big = big or {}
-        big[n + ti] = sums[2 * ti - 1]
+  for c = 1, count, CHUNK do
+    local vals = redis.call('HMGET', key, unpack(fields, c, math.min(c + CHUNK - 1, count)))
+    for j = 1, #vals do  -- put() inline for the short values nearly all are
+      local x = vals[j]
+      if x then
+        if #x < 16 then v[n + j] = x + 0 else big = put(v, big, n + j, x) end
       end
     end
-    n = n + width
+    n = n + #vals
+  end
+  return big
+end
+
+-- the windows' values (positions n + 1 on), one ZRANGEBYSCORE of the user's index an hour
+local function window_values(b, idx, acts, n, v, big)
+  local span, width = span_of(acts), #things
+  for _, hour in ipairs(b[2]) do
+    local upto = span == 0 and hour[2] or hour[3] + span
+    local items = redis.call('ZRANGEBYSCORE', idx, hour[1], upto)
+    local count = (#hour - 4) / 2 * width
+    local his, los = {}, {}
+    for at = 1, count do his[at], los[at] = 0, 0 end
+    add_windows(items, acts, hour, 5, #hour, hour[4], his, los)
+    for at = 1, count do
+      v[n + at] = los[at]
+      if his[at] ~= 0 then
+        big = big or {}
+        big[n + at] = his[at]
+      end
+    end
+    n = n + count
+  end
+  return big
+end
+
+-- the values of breakdown b's terms for the user whose keys start at KEYS[k], and the next
+-- user's first key
+local function term_values(b, k)
+  local v, big, n = {}, nil, 0
+  for g, fields in ipairs(b[1]) do
+    big = hash_values(KEYS[k], b, g, n, v, big)
+    n, k = n + #fields, k + 1
+  end
+  if #b[2] > 0 then
+    big = window_values(b, KEYS[k], KEYS[k + 1], n, v, big)
+    k = k + 2
   end
   return v, big, k
 end

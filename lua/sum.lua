@@ -15,13 +15,16 @@
 --          wide to ask for by name), per window {start, end, start string, end string, hour
 --          string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
---          An optional 7th element lists breakdowns (psd/breakdown.py: a series of buckets of
---          one user), each {per counter hash its field names, child by child and thing by
---          thing within a child; the result numbers of the series summing its windows; edges;
---          spans}: edges and spans are runs {first, last, ...} of term numbers, a negative
---          first subtracting the run (terms: the hashes' children, then the windows).
+--          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
+--          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
+--          plan is {per counter hash its field names, child by child and thing by thing
+--          within a child; its windows hour by hour, each hour {first start string, last end
+--          string, last end, hour string, start, end, start, end, ...}; edges; spans}: edges
+--          and spans are runs {first, last, ...} of term numbers, a negative first
+--          subtracting the run (terms: the hashes' children, then the windows).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
---          {uid}:idx and {uid}:acts; then per breakdown its counter hashes
+--          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
+--          has windows, {uid}:idx and {uid}:acts
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
@@ -161,14 +164,16 @@ local function changes_of(summary, h, chunk)
   return chunk and cmsgpack.unpack(chunk) or {}
 end
 
--- add to his/los the changes in [w1, w2] (one window: inside one hour) of the activities in
--- items, index members of activities whose last change is at or after w1
-local function add_window(items, acts, w1, w2, hour, his, los)
-  local h = hour_of(w1)
+-- add to his/los the changes in some windows of one hour (pairs {w1, w2} of ws from first to
+-- last, ascending) of the activities in items, index members of activities whose last change
+-- is at or after the first window's start: window i (from 0) of thing ti adds to entry
+-- i * #things + ti
+local function add_windows(items, acts, ws, first, last, hour, his, los)
+  local h, latest, width = hour_of(ws[first]), ws[last], #things
   for j = 1, #items do
-    local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
+    local thing, aid, first_change = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
     local ti = thing_of[thing]
-    if ti and first + 0 <= w2 then
+    if ti and first_change + 0 <= latest then
       local id = thing .. ':' .. aid
       local vals = redis.call('HMGET', acts, id, id .. ':' .. hour)
       -- an index entry whose state expired first is skipped, not trusted
@@ -176,8 +181,13 @@ local function add_window(items, acts, w1, w2, hour, his, los)
         local changes = changes_of(cmsgpack.unpack(vals[1]), h, vals[2])
         for c = 1, #changes, 3 do
           local ts = changes[c]
-          if ts >= w1 and ts <= w2 and (filter == nil or changes[c + 2] == filter) then
-            his[ti], los[ti] = carry(his[ti], los[ti] + changes[c + 1])
+          if filter == nil or changes[c + 2] == filter then
+            for w = first, last, 2 do
+              if ts >= ws[w] and ts <= ws[w + 1] then
+                local at = (w - first) / 2 * width + ti
+                his[at], los[at] = carry(his[at], los[at] + changes[c + 1])
+              end
+            end
           end
         end
       end
@@ -284,19 +294,25 @@ local function list_activities(idx, acts, plan, span, found)
   end
 end
 
--- the windows' changes from the activities' records (only what changed near each window,
--- at most two: a long range needs nothing between), and (found) the activities
-local span_key, span_of  -- the last user's longest activity, as for hashes above
-local function from_activities(idx, acts, plan, his, los, found)
+-- the longest activity of a user (0: none stored): how long after a window an activity with a
+-- change in it can have gone on; kept for the next series (consecutive ones are often one user's)
+local span_key, span_value
+local function span_of(acts)
   if acts ~= span_key then
     local raw = redis.call('HGET', acts, '_span')
-    span_key, span_of = acts, raw and raw + 0 or 0
+    span_key, span_value = acts, raw and raw + 0 or 0
   end
-  local span = span_of
+  return span_value
+end
+
+-- the windows' changes from the activities' records (only what changed near each window,
+-- at most two: a long range needs nothing between), and (found) the activities
+local function from_activities(idx, acts, plan, his, los, found)
+  local span = span_of(acts)
   for _, w in ipairs(plan.windows) do  -- {start, end, start string, end string, hour string}
     local upto = span == 0 and w[4] or w[2] + span
     local items = redis.call('ZRANGEBYSCORE', idx, w[3], upto)
-    add_window(items, acts, w[1], w[2], w[5], his, los)
+    add_windows(items, acts, w, 1, 2, w[5], his, los)
   end
   if found then list_activities(idx, acts, plan, span, found) end
 end
@@ -331,8 +347,12 @@ end
 
 -- #include breakdown.lua
 
-for _, b in ipairs(request[7] or {}) do
-  local v, big
+local breakdowns = request[7] or {{}, {}}
+local bplans, readers = breakdowns[1], {}
+for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
+for p, b in ipairs(bplans) do b.shared, b.lookups = (readers[p] or 0) > 1, {} end
+for _, p in ipairs(breakdowns[2]) do
+  local b, v, big = bplans[p], nil, nil
   v, big, k = term_values(b, k)
   result[#result + 1] = bucket_sums(b, v, big)
 end

@@ -113,6 +113,12 @@ def breakdown(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     return _plan(boundaries, step)
 
 
+def parts(boundaries: tuple[int, ...]) -> Breakdown:
+    """The plan of consecutive ranges read as they are, each boundary its own anchor (as
+    minute buckets are): a leaderboard's range cut at compare_at."""
+    return breakdown(boundaries, "minute")
+
+
 def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
     """Per hash of ``b``, its field names for ``things``: child by child, and within a child
     thing by thing (the order lua/sum.lua numbers terms in). Sent, not built by the script:
@@ -120,6 +126,27 @@ def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) ->
     if len(b.spans) <= CACHED_BUCKETS:
         return _cached_fields(b, things, atid)
     return _fields(b, things, atid)
+
+
+def window_hours(b: Breakdown) -> list[list[int | str]]:
+    """The windows of ``b`` hour by hour, as lua/breakdown.lua reads them (one index range
+    an hour): ``[first start, last end, as text; last end; UTC hour number, as text; start,
+    end, start, end, ...]``."""
+    if len(b.spans) <= CACHED_BUCKETS:
+        return _cached_hours(b)
+    return _hours(b)
+
+
+def _hours(b: Breakdown) -> list[list[int | str]]:
+    out: list[list[int | str]] = []
+    for start, end in b.windows:  # ascending
+        hour = start // HOUR
+        if not out or out[-1][3] != str(hour):
+            out.append([str(start), str(end), end, str(hour)])
+        group = out[-1]
+        group[1:3] = [str(end), end]
+        group += [start, end]
+    return out
 
 
 def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
@@ -137,7 +164,7 @@ def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     for suffix, kids in children.items():
         for child in sorted(kids):
             number[suffix, child] = len(number) + 1
-    for window in windows:
+    for window in sorted(windows):  # hour by hour, as lua/breakdown.lua reads them
         number[window] = len(number) + 1
 
     def flat(runs: Signed) -> tuple[int, ...]:
@@ -145,7 +172,7 @@ def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
 
     return Breakdown(
         hashes=tuple((suffix, _runs(kids)) for suffix, kids in children.items()),
-        windows=tuple(windows),
+        windows=tuple(sorted(windows)),
         edges=tuple(flat(e) for e in edges),
         spans=tuple(flat(s) for s in spans),
     )
@@ -161,3 +188,4 @@ def _fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[lis
 
 _cached = lru_cache(maxsize=64)(_plan)
 _cached_fields = lru_cache(maxsize=64)(_fields)
+_cached_hours = lru_cache(maxsize=64)(_hours)

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import redis
 
-from psd.breakdown import Breakdown, breakdown_fields
+from psd.breakdown import Breakdown, breakdown_fields, parts, window_hours
 from psd.errors import redis_errors
 from psd.keys import (
     TYPED,
@@ -56,6 +56,28 @@ class UserResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CutQuery:
+    """One user's range ``[t1, t2]``, and an instant ``cut`` to sum it up to as well (a
+    leaderboard's then and now): the sum up to then counts nothing when ``cut`` is before
+    ``t1``, and all of it when after ``t2``."""
+
+    uid: int
+    t1: int
+    t2: int
+    cut: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A :class:`CutQuery`'s sums: over ``[t1, min(cut, t2)]`` (0 without a cut) and over the
+    whole range; ``widened`` as in :class:`UserResult`."""
+
+    then: int
+    now: int
+    widened: Answerable | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Series:
     """What one series (a user, or a global counter) of a read is: its plan (index), the
     prefix of its keys, and whether its activity keys are read."""
@@ -67,6 +89,14 @@ class Series:
 
 #: A group wider than this is read whole rather than asked for field by field.
 MAX_NAMED_FIELDS = 1000
+
+
+def _cuts(user: CutQuery) -> tuple[int, ...]:
+    """The boundaries of a cut range's parts: up to the cut and after it, or, with the cut
+    outside it, the range whole."""
+    if user.cut is None or not user.t1 <= user.cut < user.t2:
+        return user.t1, user.t2 + 1
+    return user.t1, user.cut + 1, user.t2 + 1
 
 
 def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
@@ -99,11 +129,10 @@ class Reads:
         things: tuple[int, ...],
         want_activities: bool,
         atid: int | None,
-        breakdowns: Sequence[tuple[str, Breakdown, list[int]]] = (),
+        breakdowns: Sequence[tuple[str, Breakdown]] = (),
     ) -> list[list[Any]]:
         """One sum.lua call for every series of a request, each summing ``things``, and
-        every breakdown after them: (key prefix, breakdown, the numbers of the series that
-        sum its windows)."""
+        every breakdown after them: (key prefix, breakdown)."""
         readers = Counter(one.plan for one in series)
         packed_plans = []
         for number, plan in enumerate(plans):
@@ -134,15 +163,33 @@ class Reads:
             flags,
         ]
         if breakdowns:
-            request.append([[breakdown_fields(b, things, atid), results, b.edges, b.spans]
-                            for _, b, results in breakdowns])  # fmt: skip
-            keys += [prefix + typed + suffix
-                     for prefix, b, _ in breakdowns for suffix, _ in b.hashes]  # fmt: skip
+            request.append(self._pack_breakdowns(breakdowns, things, atid))
+            for prefix, b in breakdowns:
+                keys += [prefix + typed + suffix for suffix, _ in b.hashes]
+                if b.windows:
+                    keys += [prefix + "idx", prefix + "acts"]
         args = [msgpack.packb(request)]
         _READ_TRIPS.inc()
         with redis_errors("read"):
             result: list[list[Any]] = self.scripts.sum(keys, args)
         return result
+
+    @staticmethod
+    def _pack_breakdowns(
+        breakdowns: Sequence[tuple[str, Breakdown]], things: tuple[int, ...], atid: int | None
+    ) -> list[list[Any]]:
+        """[plans, plan number of each breakdown]: users who share a calendar share its plan
+        (plans are cached: the same boundaries, the same plan), sent and looked up once."""
+        numbers: dict[int, int] = {}
+        plans: list[list[Any]] = []
+        order = []
+        for _, b in breakdowns:
+            number = numbers.get(id(b))
+            if number is None:
+                number = numbers[id(b)] = len(plans) + 1
+                plans.append([breakdown_fields(b, things, atid), window_hours(b), b.edges, b.spans])
+            order.append(number)
+        return [plans, order]
 
     def query(
         self,
@@ -191,23 +238,11 @@ class Reads:
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         if not known:
             return [[dict.fromkeys(things, 0) for _ in b.spans] for _, b in users]
-        plans: list[ReadPlan] = []
-        numbers: dict[tuple[int, int], int] = {}
-        series: list[Series] = []
-        packed: list[tuple[str, Breakdown, list[int]]] = []
-        for uid, b in users:
-            prefix, results = metric_prefix(uid), []
-            for window in b.windows:
-                if window not in numbers:
-                    numbers[window] = len(plans)
-                    plans.append(read_plan(*window))
-                series.append(Series(numbers[window], prefix, True))
-                results.append(len(series))
-            packed.append((prefix, b, results))
+        packed = [(metric_prefix(uid), b) for uid, b in users]
         thing_ids = tuple(THINGS[t] for t in known)
-        replies = self._run_sum(plans, series, thing_ids, False, atid, packed)[len(series) :]
+        replies = self._run_sum([], [], thing_ids, False, atid, packed)
         width, out = len(known), []
-        for (_, b, _), flat in zip(packed, replies, strict=True):
+        for (_, b), flat in zip(packed, replies, strict=True):
             buckets = []
             for j in range(len(b.spans)):
                 sums = dict.fromkeys(things, 0)
@@ -216,6 +251,58 @@ class Reads:
                     sums[thing] = flat[at] * _E15 + flat[at + 1]
                 buckets.append(sums)
             out.append(buckets)
+        return out
+
+    def totals(
+        self, users: Sequence[CutQuery], thing: str, atid: int | None = None
+    ) -> list[Totals]:
+        """Each user's sum of ``thing`` up to their cut and over their whole range, in one
+        round trip: a range read exactly is one breakdown of one or two parts (each hash and
+        each hour of its edges read once); one widened by retention is read as two ranges,
+        whole, in a second round trip (widened parts could overlap)."""
+        if thing not in THINGS:
+            return [Totals(0, 0) for _ in users]
+        now = int(self._clock())
+        spans: dict[tuple[int, int], Answerable] = {}  # users mostly share their ranges
+        exact: list[tuple[int, CutQuery]] = []
+        wide: list[tuple[int, CutQuery, Answerable]] = []
+        for n, user in enumerate(users):
+            span = spans.get((user.t1, user.t2))
+            if span is None:
+                span = spans[user.t1, user.t2] = self.answerable(user.t1, user.t2, now)
+            if span.exact:
+                exact.append((n, user))
+            else:
+                wide.append((n, user, span))
+        out: list[Totals] = [Totals(0, 0)] * len(users)
+        if exact:
+            plans = [(metric_prefix(user.uid), parts(_cuts(user))) for _, user in exact]
+            replies = self._run_sum([], [], (THINGS[thing],), False, atid, plans)
+            for (n, user), flat in zip(exact, replies, strict=True):
+                first = flat[0] * _E15 + flat[1]
+                if len(flat) > 2:  # cut inside the range
+                    out[n] = Totals(first, first + flat[2] * _E15 + flat[3])
+                else:
+                    cut = user.cut
+                    out[n] = Totals(first if cut is not None and cut >= user.t2 else 0, first)
+        if wide:
+            out = self._wide_totals(wide, thing, atid, out)
+        return out
+
+    def _wide_totals(
+        self, wide: list[tuple[int, CutQuery, Answerable]], thing: str, atid: int | None,
+        out: list[Totals],
+    ) -> list[Totals]:  # fmt: skip
+        queries = []
+        for _, user, _ in wide:
+            queries.append(UserQuery(user.uid, user.t1, user.t2))
+            if user.cut is not None and user.cut >= user.t1:
+                queries.append(UserQuery(user.uid, user.t1, min(user.cut, user.t2)))
+        found = iter(self.query(queries, [thing], atid))
+        for n, user, span in wide:
+            now = next(found).sums[thing]
+            then = next(found).sums[thing] if user.cut is not None and user.cut >= user.t1 else 0
+            out[n] = Totals(then, now, span)
         return out
 
     def answerable(

@@ -21,11 +21,11 @@ from psd.errors import redis_errors
 from psd.keys import ONCE, TYPED, count_prefix, count_target, metric_prefix, metric_target
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH
 from psd.model import CountPoint, MetricPoint
-from psd.reads import Reads, UserQuery, UserResult
+from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Policy, expiries, state_lifetime
 from psd.scripts import Scripts
 
-__all__ = ["Store", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
+__all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 WriteStatus = Literal["ok", "same", "stale", "duplicate"]
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from psd.breakdown import breakdown
 from psd.localtime import Step, buckets, zone
-from psd.model import MetricPoint
-from psd.store import Store, UserQuery
+from psd.model import MAX_VALUE, MetricPoint
+from psd.store import CutQuery, Store, UserQuery
 
 DAY = 86400
 #: 2026-01-01T00:00Z: the year's DST changes fall inside the ranges drawn.
@@ -108,3 +108,51 @@ def test_only_small_plans_are_kept() -> None:
     large = tuple(range(Y2026, Y2026 + (CACHED_BUCKETS + 2) * 3600, 3600))
     assert breakdown(large, "hour") is not breakdown(large, "hour")
     assert _cached.cache_info().currsize == before
+
+
+def test_totals_equal_the_range_and_its_part_up_to_the_cut_read_plainly(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """A leaderboard's read (Reads.totals: one breakdown of a user's range cut at compare_at)
+    against the two ranges read plainly, with the cut anywhere: before, inside, after."""
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.integers(0, 300 * DAY), st.integers(0, 20 * DAY), st.integers(-3 * DAY, 23 * DAY),
+           st.sampled_from([None, 1, 2]), st.randoms(use_true_random=False))  # fmt: skip
+    def check(offset: int, length: int, cut_at: int, atid: int | None, rng: random.Random) -> None:
+        redis_client.flushdb()
+        t1 = Y2026 + offset
+        t2, cut = t1 + length, t1 + cut_at
+        users = range(3)
+        for uid in users:
+            seed(store, rng, uid, [t1, cut, t2])
+        got = store.totals([CutQuery(uid, t1, t2, cut) for uid in users], "steps", atid)
+        for uid, totals in zip(users, got, strict=True):
+            [now] = plain(store, uid, [(t1, t2)], atid)
+            then = plain(store, uid, [(t1, min(cut, t2))], atid)[0] if cut >= t1 else None
+            assert (totals.then, totals.now) == (then["steps"] if then else 0, now["steps"])
+            assert totals.widened is None
+
+    check()
+
+
+def test_values_past_a_double_s_precision_add_up_exactly(store: Store) -> None:
+    """A day of the largest values holds more than 10**15 (a stored field of 16 digits, split
+    by the script) and three days more than 2**53: every bucket is still exact."""
+    points = [MetricPoint("steps", 1, 1, n, MAX_VALUE, ts, ts, "increment")
+              for n, ts in enumerate(range(Y2026, Y2026 + 3 * DAY, 30))]  # fmt: skip
+    for i in range(0, len(points), 5000):
+        store.write_metrics(points[i : i + 5000])
+    found = buckets(Y2026 - DAY, Y2026 + 4 * DAY, "day", zone("Asia/Kathmandu"))
+    plan = breakdown((*(b.start for b in found), found[-1].end + 1), "day")
+    [got] = store.breakdowns([(1, plan)], THINGS)
+    assert got == plain(store, 1, [(b.start, b.end) for b in found], None)
+    assert max(s["steps"] for s in got) > 10**15
+    assert sum(s["steps"] for s in got) == MAX_VALUE * len(points) > 2**53
+    # a leaderboard's users share one plan, and their small hashes are read whole
+    day = Y2026 + 10 * DAY
+    store.write_metrics([MetricPoint("steps", uid, 1, n, MAX_VALUE, ts, ts, "increment")
+                         for uid in (2, 3)
+                         for n, ts in enumerate(range(day, day + DAY, 30))])  # fmt: skip
+    cut = [CutQuery(uid, Y2026 + 1234, Y2026 + 40 * DAY, day + 5 * DAY) for uid in (2, 3)]
+    assert [(t.then, t.now) for t in store.totals(cut, "steps")] == [(MAX_VALUE * 2880,) * 2] * 2

@@ -23,7 +23,7 @@ from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
 from psd.metrics import POINTS
 from psd.model import parse_metric
 from psd.retention import Answerable
-from psd.store import UserQuery
+from psd.store import CutQuery, UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
 from web.openapi import Contract
@@ -147,51 +147,37 @@ def series(body: SeriesIn) -> SeriesOut:
     ])  # fmt: skip
 
 
+def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
+    """A leaderboard's range and compare_at in one zone, as Unix seconds."""
+    t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
+    cut = None if body.compare_at is None else instant(body.compare_at, tz, False, "compare_at")
+    return t1, t2, cut
+
+
 @contract.route("/v3/leaderboard", LeaderboardIn, LeaderboardOut)
 def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
     """Users ranked by a thing over a range, each in their own zone; then versus now."""
     if body.top is not None and body.around is not None:
         raise InvalidInput("give top or around, not both", "top")
-    # with compare_at, a user's range is read as two parts, up to then and after it (the
-    # whole range costs about as much as its first part alone): now = then + after
-    parts: list[tuple[int, UserQuery | None, UserQuery | None, bool]] = []
-    store = api().store
+    queries = []
     seen: set[int] = set()
-    exact_ranges: dict[tuple[int, int], bool] = {}  # users mostly share their ranges
+    ranges: dict[tuple[str | None, int | None], tuple[int, int, int | None]] = {}
     for n, user in enumerate(body.users):
         if user.uid in seen:
             raise InvalidInput(f"users[{n}] is named twice", "users")
         seen.add(user.uid)
-        tz = user_zone(user)
-        t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
+        zoned = ranges.get((user.tz, user.offset))  # users mostly share a few zones
+        if zoned is None:
+            zoned = ranges[user.tz, user.offset] = board_range(body, user_zone(user))
+        t1, t2, cut = zoned
         if t1 > t2:
             raise InvalidInput(f"from is after to for users[{n}]", "from")
-        if body.compare_at is None:
-            parts.append((user.uid, None, UserQuery(user.uid, t1, t2), True))
-            continue
-        cut = instant(body.compare_at, tz, False, "compare_at")
-        then = UserQuery(user.uid, t1, min(cut, t2)) if cut >= t1 else None
-        exact = exact_ranges.get((t1, t2))
-        if exact is None:
-            exact = exact_ranges[t1, t2] = store.answerable(t1, t2).exact
-        if not exact:  # widened parts could overlap: read it whole
-            parts.append((user.uid, then, UserQuery(user.uid, t1, t2), True))
-            continue
-        after = UserQuery(user.uid, max(cut + 1, t1), t2) if cut < t2 else None
-        parts.append((user.uid, then, after, False))
-    wanted = [q for _, then, after, _ in parts for q in (then, after) if q is not None]
-    found = iter(store.query(wanted, [body.thing], body.atid))  # one round trip
-    now_values: dict[int, int] = {}
-    then_values: dict[int, int] = {}
-    widened: dict[int, Answered] = {}
-    for uid, then, after, whole in parts:
-        before = next(found).sums[body.thing] if then else 0
-        result = next(found) if after else None
-        rest = result.sums[body.thing] if result else 0
-        then_values[uid] = before
-        now_values[uid] = rest if whole else before + rest
-        if result is not None and result.widened is not None:
-            widened[uid] = answered_of(result.widened)
+        queries.append(CutQuery(user.uid, t1, t2, cut))
+    found = api().store.totals(queries, body.thing, body.atid)  # one round trip
+    now_values = {q.uid: f.now for q, f in zip(queries, found, strict=True)}
+    then_values = {q.uid: f.then for q, f in zip(queries, found, strict=True)}
+    widened = {q.uid: answered_of(f.widened)
+               for q, f in zip(queries, found, strict=True) if f.widened is not None}  # fmt: skip
     board = ranked(now_values)
     before = {s.uid: s for s in ranked(then_values)} if body.compare_at is not None else {}
     spread = body.around.places if body.around else 0
