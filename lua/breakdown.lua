@@ -98,32 +98,44 @@ local function term_values(b, k)
   return v, big, k
 end
 
+-- where each edge (span) starts in b's flat list of them: its count of numbers, then its runs
+local function starts_of(list)
+  local starts, i = {}, 1
+  while i <= #list do
+    starts[#starts + 1] = i
+    i = i + list[i] + 1
+  end
+  return starts
+end
+
 -- per bucket j and thing: E(b[j + 1]) - E(b[j]) + span j (psd/breakdown.py), {hi, lo, ...}
 local function bucket_sums(b, v, big)
   local width, edges, spans = #things, b[3], b[4]
-  -- one thing's sum of signed runs of terms {first, last, ...}
-  local function runs_sum(runs, ti)
+  b.edge_starts = b.edge_starts or starts_of(edges)
+  b.span_starts = b.span_starts or starts_of(spans)
+  -- one thing's sum of the signed runs of terms {first, last, ...} at list[at + 1] on
+  local function runs_sum(list, at, ti)
     local hi, lo = 0, 0
-    for r = 1, #runs, 2 do
-      local first, sign = runs[r], 1
+    for r = at + 1, at + list[at], 2 do
+      local first, sign = list[r], 1
       if first < 0 then first, sign = -first, -1 end
-      for at = (first - 1) * width + ti, runs[r + 1] * width, width do
-        local x = v[at]
+      for term = (first - 1) * width + ti, list[r + 1] * width, width do
+        local x = v[term]
         if x then
           lo = lo + sign * x
-          if big and big[at] then hi = hi + sign * big[at] end
+          if big and big[term] then hi = hi + sign * big[term] end
           if lo >= E15 or lo <= -E15 then hi, lo = carry(hi, lo) end
         end
       end
     end
     return hi, lo
   end
-  local out = {}
+  local out, edge_at, span_at = {}, b.edge_starts, b.span_starts
   for ti = 1, width do
-    local before_hi, before_lo = runs_sum(edges[1], ti)
-    for j = 1, #spans do
-      local edge_hi, edge_lo = runs_sum(edges[j + 1], ti)
-      local span_hi, span_lo = runs_sum(spans[j], ti)
+    local before_hi, before_lo = runs_sum(edges, edge_at[1], ti)
+    for j = 1, #span_at do
+      local edge_hi, edge_lo = runs_sum(edges, edge_at[j + 1], ti)
+      local span_hi, span_lo = runs_sum(spans, span_at[j], ti)
       local at = 2 * ((j - 1) * width + ti)
       out[at - 1], out[at] = carry(edge_hi - before_hi + span_hi, edge_lo - before_lo + span_lo)
       before_hi, before_lo = edge_hi, edge_lo

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from typing import Any
 
 from psd.keys import HOUR_BASE, read_plan, slot_names
 from psd.localtime import Step
@@ -119,34 +120,38 @@ def parts(boundaries: tuple[int, ...]) -> Breakdown:
     return breakdown(boundaries, "minute")
 
 
-def breakdown_fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
-    """Per hash of ``b``, its field names for ``things``: child by child, and within a child
-    thing by thing (the order lua/sum.lua numbers terms in). Sent, not built by the script:
-    Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking it."""
+def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[Any]]:
+    """``b`` as lua/breakdown.lua reads it, for ``things`` (and a type): per hash its field
+    names, child by child and within a child thing by thing; its windows hour by hour (one
+    index range an hour), each ``[first start, last end, as text; last end; UTC hour, as
+    text; start, end, start, end, ...]``; then its edges and its spans, each flat: per edge
+    (span) the count of its numbers, then its runs. Field names are sent, not built by the
+    script (Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking
+    it), and a few flat lists unpack faster than a small list a bucket."""
     if len(b.spans) <= CACHED_BUCKETS:
-        return _cached_fields(b, things, atid)
-    return _fields(b, things, atid)
+        return _cached_packed(b, things, atid)
+    return _packed(b, things, atid)
 
 
-def window_hours(b: Breakdown) -> list[list[int | str]]:
-    """The windows of ``b`` hour by hour, as lua/breakdown.lua reads them (one index range
-    an hour): ``[first start, last end, as text; last end; UTC hour number, as text; start,
-    end, start, end, ...]``."""
-    if len(b.spans) <= CACHED_BUCKETS:
-        return _cached_hours(b)
-    return _hours(b)
-
-
-def _hours(b: Breakdown) -> list[list[int | str]]:
-    out: list[list[int | str]] = []
+def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[Any]]:
+    names = [slot_names(thing) for thing in things]
+    suffix = "" if atid is None else f":{atid}"
+    fields = [[slots[child] + suffix for i in range(0, len(runs), 2)
+               for child in range(runs[i], runs[i + 1] + 1) for slots in names]
+              for _, runs in b.hashes]  # fmt: skip
+    hours: list[list[Any]] = []
     for start, end in b.windows:  # ascending
         hour = start // HOUR
-        if not out or out[-1][3] != str(hour):
-            out.append([str(start), str(end), end, str(hour)])
-        group = out[-1]
+        if not hours or hours[-1][3] != str(hour):
+            hours.append([str(start), str(end), end, str(hour)])
+        group = hours[-1]
         group[1:3] = [str(end), end]
         group += [start, end]
-    return out
+    return [fields, hours, _flat(b.edges), _flat(b.spans)]
+
+
+def _flat(lists: tuple[tuple[int, ...], ...]) -> list[int]:
+    return [n for runs in lists for n in (len(runs), *runs)]
 
 
 def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
@@ -178,14 +183,5 @@ def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     )
 
 
-def _fields(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[str]]:
-    names = [slot_names(thing) for thing in things]
-    suffix = "" if atid is None else f":{atid}"
-    return [[slots[child] + suffix for i in range(0, len(runs), 2)
-             for child in range(runs[i], runs[i + 1] + 1) for slots in names]
-            for _, runs in b.hashes]  # fmt: skip
-
-
 _cached = lru_cache(maxsize=64)(_plan)
-_cached_fields = lru_cache(maxsize=64)(_fields)
-_cached_hours = lru_cache(maxsize=64)(_hours)
+_cached_packed = lru_cache(maxsize=64)(_packed)

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import redis
 
-from psd.breakdown import Breakdown, breakdown_fields, parts, window_hours
+from psd.breakdown import Breakdown, packed, parts
 from psd.errors import redis_errors
 from psd.keys import (
     TYPED,
@@ -187,7 +187,7 @@ class Reads:
             number = numbers.get(id(b))
             if number is None:
                 number = numbers[id(b)] = len(plans) + 1
-                plans.append([breakdown_fields(b, things, atid), window_hours(b), b.edges, b.spans])
+                plans.append(packed(b, things, atid))
             order.append(number)
         return [plans, order]
 
