@@ -286,13 +286,15 @@ class Reads:
                     cut = user.cut
                     out[n] = Totals(first if cut is not None and cut >= user.t2 else 0, first)
         if wide:
-            out = self._wide_totals(wide, thing, atid, out)
+            for n, totals in self._widened_totals(wide, thing, atid):
+                out[n] = totals
         return out
 
-    def _wide_totals(
-        self, wide: list[tuple[int, CutQuery, Answerable]], thing: str, atid: int | None,
-        out: list[Totals],
-    ) -> list[Totals]:  # fmt: skip
+    def _widened_totals(
+        self, wide: list[tuple[int, CutQuery, Answerable]], thing: str, atid: int | None
+    ) -> Iterable[tuple[int, Totals]]:
+        """(position, totals) of the users whose range retention widens: each read whole, and
+        up to its cut (each widened alike), as plain ranges."""
         queries = []
         for _, user, _ in wide:
             queries.append(UserQuery(user.uid, user.t1, user.t2))
@@ -302,8 +304,7 @@ class Reads:
         for n, user, span in wide:
             now = next(found).sums[thing]
             then = next(found).sums[thing] if user.cut is not None and user.cut >= user.t1 else 0
-            out[n] = Totals(then, now, span)
-        return out
+            yield n, Totals(then, now, span)
 
     def answerable(
         self, t1: int, t2: int, now: int | None = None, counts: bool = False

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from psd.leaderboard import ranked, window
 from psd.model import MetricPoint
-from psd.store import Store
+from psd.store import Store, UserQuery
 
 
 @given(st.dictionaries(st.integers(0, 10**6), st.integers(0, 50), max_size=60))
@@ -98,11 +98,21 @@ def test_a_board_past_the_finest_detail_says_what_each_value_covers(
     from web import create_app
 
     policy = POLICY
-    client = create_app(policy, Store(redis_client, policy)).test_client()
+    store = Store(redis_client, policy)
+    client = create_app(policy, store).test_client()
     now = int(datetime.now(UTC).timestamp())
-    body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": now - 300 * 86400 + 17,
-            "to": now, "compare_at": now - 86400}  # fmt: skip
+    t1, cut = now - 300 * 86400 + 17, now - 86400
+    store.write_metrics([MetricPoint("steps", uid, 1, n, 10 + uid, ts, ts, "increment")
+                         for uid in (1, 2) for n, ts in enumerate(range(t1 - 86400, now, 5 * 3600))
+                         if ts > now - 300 * 86400])  # fmt: skip
+    body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": t1, "to": now,
+            "compare_at": cut}  # fmt: skip
     entries = client.post("/v3/leaderboard", json=body).json["entries"]
     assert all(e["answered"]["start_precision"] == "day" for e in entries)
+    for e in entries:  # each part widened alike, as a plain read of it is
+        whole, then = store.query([UserQuery(e["uid"], t1, now), UserQuery(e["uid"], t1, cut)],
+                                  ["steps"])  # fmt: skip
+        assert (e["value"], e["then"]["value"]) == (whole.sums["steps"], then.sums["steps"])
+        assert e["value"] > e["then"]["value"] > 0
     recent = client.post("/v3/leaderboard", json={**body, "from": now - 3600}).json["entries"]
     assert all(e["answered"] is None for e in recent)

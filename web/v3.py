@@ -173,7 +173,7 @@ def leaderboard(body: LeaderboardIn) -> LeaderboardOut:
         if t1 > t2:
             raise InvalidInput(f"from is after to for users[{n}]", "from")
         queries.append(CutQuery(user.uid, t1, t2, cut))
-    found = api().store.totals(queries, body.thing, body.atid)  # one round trip
+    found = api().store.totals(queries, body.thing, body.atid)  # one round trip (see there)
     now_values = {q.uid: f.now for q, f in zip(queries, found, strict=True)}
     then_values = {q.uid: f.then for q, f in zip(queries, found, strict=True)}
     widened = {q.uid: answered_of(f.widened)
