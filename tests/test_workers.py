@@ -314,10 +314,10 @@ def test_async_http_writes_are_queued_then_applied(
     bad = client.post("/v1/write?async=1", json=[point(uid=3), {**point(uid=3), "uid": "x"}])
     assert bad.status_code == 406 and "[1]" in bad.get_json()["error"]
     assert client.post("/v1/write?async=1", json=[]).status_code == 406
-    v3 = client.post("/v3/write", json={"points": [point(uid=4, value=5)], "queued": True})
+    v3 = client.post("/v3/write", json={"points": [point(uid=4, value=5)], "async": True})
     assert (v3.status_code, v3.get_json()) == (202, {"queued": 1})
     refused = client.post("/v3/write", json={"points": [point(uid=4), point(uid=4, ts=-1)],
-                                             "queued": True})  # fmt: skip
+                                             "async": True})  # fmt: skip
     assert refused.status_code == 422 and refused.get_json()["error"]["field"] == "points.1.ts1"
     assert wait_for(lambda: _queue_length(worker_settings) == 3)  # three messages, nothing else
     with running_worker(app):

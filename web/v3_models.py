@@ -179,7 +179,9 @@ class PointIn(Strict):
 
 class WriteIn(Strict):
     points: list[PointIn] = Field(min_length=1, max_length=MAX_POINTS_PER_MESSAGE)
-    queued: bool = Field(False, description="queue for the workers (202) instead of writing now")
+    queued: bool = Field(
+        False, alias="async", description="queue for the workers (202) instead of writing now"
+    )
 
 
 class Written(Strict):
