@@ -4,8 +4,7 @@
 -- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
 
--- the values of a breakdown's terms: v[(term - 1) * #things + ti] (nil: nothing stored),
--- below 10^15 in size, and big (nil if none) the multiples of 10^15 of larger ones
+-- put a stored decimal string into v and big (see term_values)
 local function put(v, big, at, x)
   if #x < 16 then v[at] = x + 0
   else
@@ -28,8 +27,10 @@ local function positions_of(b, g)
 end
 
 -- the values of the g-th hash's fields, from position n + 1 on: read whole when that costs
--- less than asking for each field (as in sum_hash), else one HMGET in chunks that unpack can
--- pass
+-- less than asking for each field, else one HMGET in chunks that unpack can pass. Asking for
+-- a field of a small (listpack) hash costs about what reading one costs plus looking it up
+-- in the plan's table of names; that table is built once for a shared plan, for one user
+-- otherwise (hence three times as many names as fields there)
 local CHUNK = 1000
 local function hash_values(key, b, g, n, v, big)
   local fields = b[1][g]
@@ -83,8 +84,9 @@ local function window_values(b, idx, acts, n, v, big)
   return big
 end
 
--- the values of breakdown b's terms for the user whose keys start at KEYS[k], and the next
--- user's first key
+-- the values of breakdown b's terms for the user whose keys start at KEYS[k]: v[(term - 1) *
+-- #things + ti] (nil: nothing stored), below 10^15 in size, and big (nil if none) the
+-- multiples of 10^15 of larger ones; and the next user's first key
 local function term_values(b, k)
   local v, big, n = {}, nil, 0
   for g, fields in ipairs(b[1]) do

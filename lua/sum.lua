@@ -58,11 +58,12 @@ local function carry(hi, lo)
   return hi, lo
 end
 
--- add a decimal string to hi/lo; long strings are split so no digit is lost
+-- add a decimal string to hi/lo; more than 15 digits are split so no digit is lost
 local function add(hi, lo, v)
   if #v < 16 then return carry(hi, lo + v) end
   local sign, digits = 1, v
   if sub(v, 1, 1) == '-' then sign, digits = -1, sub(v, 2) end
+  if #digits < 16 then return carry(hi, lo + v) end  -- 15 digits and a sign
   hi = hi + sign * sub(digits, 1, -16)
   return carry(hi, lo + sign * sub(digits, -15))
 end

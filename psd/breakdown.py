@@ -145,7 +145,8 @@ def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[lis
         if not hours or hours[-1][3] != str(hour):
             hours.append([str(start), str(end), end, str(hour)])
         group = hours[-1]
-        group[1:3] = [str(end), end]
+        if end > group[2]:  # the hour's latest end, however its windows lie
+            group[1:3] = [str(end), end]
         group += [start, end]
     return [fields, hours, _flat(b.edges), _flat(b.spans)]
 

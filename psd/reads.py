@@ -276,7 +276,14 @@ class Reads:
                 wide.append((n, user, span))
         out: list[Totals] = [Totals(0, 0)] * len(users)
         if exact:
-            plans = [(metric_prefix(user.uid), parts(_cuts(user))) for _, user in exact]
+            shared: dict[tuple[int, ...], Breakdown] = {}  # one plan a calendar, whatever
+            plans = []  # the plan cache holds
+            for _, user in exact:
+                cuts = _cuts(user)
+                plan = shared.get(cuts)
+                if plan is None:
+                    plan = shared[cuts] = parts(cuts)
+                plans.append((metric_prefix(user.uid), plan))
             replies = self._run_sum([], [], (THINGS[thing],), False, atid, plans)
             for (n, user), flat in zip(exact, replies, strict=True):
                 first = flat[0] * _E15 + flat[1]

@@ -156,3 +156,23 @@ def test_values_past_a_double_s_precision_add_up_exactly(store: Store) -> None:
                          for n, ts in enumerate(range(day, day + DAY, 30))])  # fmt: skip
     cut = [CutQuery(uid, Y2026 + 1234, Y2026 + 40 * DAY, day + 5 * DAY) for uid in (2, 3)]
     assert [(t.then, t.now) for t in store.totals(cut, "steps")] == [(MAX_VALUE * 2880,) * 2] * 2
+
+
+def test_negative_fields_of_every_length_add_up_exactly(store: Store) -> None:
+    """A field holding a sign and 15 digits is 16 characters but below 10**15 (the script once
+    split it as a long one and failed); one of 16 digits is split. Plain reads, a series and a
+    leaderboard's read all see them."""
+    counts = {1: 113, 2: 1000}  # -MAX_VALUE * 113: 15 digits; * 1000: 16
+    store.write_metrics([MetricPoint("steps", uid, 1, n, -MAX_VALUE, ts, ts, "increment")
+                         for uid, count in counts.items()
+                         for n, ts in enumerate(range(Y2026, Y2026 + count * 60, 60))])  # fmt: skip
+    found = buckets(Y2026 - DAY, Y2026 + 2 * DAY, "day", zone("Europe/Berlin"))
+    plan = breakdown((*(b.start for b in found), found[-1].end + 1), "day")
+    series = store.breakdowns([(uid, plan) for uid in counts], ["steps"])
+    totals = store.totals([CutQuery(uid, Y2026 - DAY, Y2026 + 40 * DAY, Y2026 + 30)
+                           for uid in counts], "steps")  # fmt: skip
+    for (uid, count), buckets_of, total in zip(counts.items(), series, totals, strict=True):
+        assert len(str(-MAX_VALUE * count)) == 15 + uid
+        assert store.sum(uid, "steps", None, Y2026 - DAY, Y2026 + 400 * DAY) == -MAX_VALUE * count
+        assert sum(b["steps"] for b in buckets_of) == -MAX_VALUE * count
+        assert (total.then, total.now) == (-MAX_VALUE, -MAX_VALUE * count)

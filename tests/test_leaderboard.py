@@ -59,6 +59,9 @@ def test_then_versus_now(client: FlaskClient, store: Store) -> None:
     assert [(e["uid"], e["value"]) for e in tokyo.json["entries"]] == [(1, 25), (4, 0)]
     twice = client.post("/v3/leaderboard", json={**body, "users": [{"uid": 1}, {"uid": 1}]})
     assert twice.status_code == 422 and twice.json["error"]["field"] == "users"
+    both = client.post("/v3/leaderboard", json={**body, "from": day + 1, "to": day,
+                                                 "compare_at": "not a date"})  # fmt: skip
+    assert both.status_code == 422 and both.json["error"]["field"] == "from"  # the range first
 
 
 def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: Store) -> None:

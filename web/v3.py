@@ -148,10 +148,12 @@ def series(body: SeriesIn) -> SeriesOut:
 
 
 def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
-    """A leaderboard's range and compare_at in one zone, as Unix seconds."""
+    """A leaderboard's range and compare_at in one zone, as Unix seconds (compare_at only
+    for a range that is one: its error comes first)."""
     t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
-    cut = None if body.compare_at is None else instant(body.compare_at, tz, False, "compare_at")
-    return t1, t2, cut
+    if body.compare_at is None or t1 > t2:
+        return t1, t2, None
+    return t1, t2, instant(body.compare_at, tz, False, "compare_at")
 
 
 @contract.route("/v3/leaderboard", LeaderboardIn, LeaderboardOut)
