@@ -60,7 +60,7 @@ def test_then_versus_now(client: FlaskClient, store: Store) -> None:
     twice = client.post("/v3/leaderboard", json={**body, "users": [{"uid": 1}, {"uid": 1}]})
     assert twice.status_code == 422 and twice.json["error"]["field"] == "users"
     both = client.post("/v3/leaderboard", json={**body, "from": day + 1, "to": day,
-                                                 "compare_at": "not a date"})  # fmt: skip
+                                                 "compare_at": "2026-02-30"})  # fmt: skip
     assert both.status_code == 422 and both.json["error"]["field"] == "from"  # the range first
 
 
