@@ -176,3 +176,36 @@ def test_negative_fields_of_every_length_add_up_exactly(store: Store) -> None:
         assert store.sum(uid, "steps", None, Y2026 - DAY, Y2026 + 400 * DAY) == -MAX_VALUE * count
         assert sum(b["steps"] for b in buckets_of) == -MAX_VALUE * count
         assert (total.then, total.now) == (-MAX_VALUE, -MAX_VALUE * count)
+
+
+def test_totals_at_the_edges_against_a_brute_force_oracle(store: Store) -> None:
+    """Ranges on and just off the hour, of 0 seconds to a day, cut one second either side of
+    their ends, at them, in the middle or not at all; points of two types, the largest values
+    of either sign, at those very seconds."""
+    rng = random.Random(5)
+    base = Y2026 + 40 * DAY + 7 * 3600
+    cases = []
+    for t1 in [base, base + 1, base + 1799, base + 3599, base + 3600]:
+        for length in [0, 1, 2, 3598, 3599, 3600, 7201, DAY + 5]:
+            t2 = t1 + length
+            for cut in sorted({t1 - 1, t1, t1 + 1, t2 - 1, t2, t2 + 1, (t1 + t2) // 2}):
+                cases.append((t1, t2, cut))
+            cases.append((t1, t2, None))
+    points = []
+    for uid in range(4):
+        for t1, t2, cut in cases[::7]:
+            for ts in [t1 - 1, t1, t2, t2 + 1] + ([cut, cut + 1] if cut is not None else []):
+                value = rng.choice([1, -3, 7, MAX_VALUE, -MAX_VALUE])
+                points.append(MetricPoint("steps", uid, rng.choice([1, 2]), len(points), value,
+                                          ts - rng.randrange(3), ts, "increment"))  # fmt: skip
+    store.write_metrics(sorted(points, key=lambda p: p.ts2))
+
+    def oracle(uid: int, t1: int, t2: int, atid: int | None) -> int:
+        return sum(p.value for p in points
+                   if p.uid == uid and t1 <= p.ts2 <= t2 and atid in (None, p.atid))  # fmt: skip
+
+    for atid in [None, 1]:
+        queries = [CutQuery(uid, *case) for case in cases for uid in range(4)]
+        for q, got in zip(queries, store.totals(queries, "steps", atid), strict=True):
+            then = 0 if q.cut is None else oracle(q.uid, q.t1, min(q.t2, q.cut), atid)
+            assert (got.then, got.now) == (then, oracle(q.uid, q.t1, q.t2, atid)), q

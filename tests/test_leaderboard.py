@@ -119,3 +119,36 @@ def test_a_board_past_the_finest_detail_says_what_each_value_covers(
         assert e["value"] > e["then"]["value"] > 0
     recent = client.post("/v3/leaderboard", json={**body, "from": now - 3600}).json["entries"]
     assert all(e["answered"] is None for e in recent)
+
+
+def test_each_user_in_their_own_zone_against_a_brute_force_oracle(
+    client: FlaskClient, store: Store
+) -> None:
+    """Dates and a compare_at wall time, read in each user's zone (a name, an offset, or UTC)."""
+    import random
+
+    rng = random.Random(2)
+    zones: list[tuple[dict[str, str | int], int]] = [  # (user's zone, its offset in April 2026)
+        ({"tz": "Asia/Kathmandu"}, 5 * 3600 + 2700), ({"offset": -5400}, -5400), ({}, 0),
+        ({"tz": "America/Los_Angeles"}, -7 * 3600)]  # fmt: skip
+    day = at(2026, 4, 11)
+    for _ in range(10):
+        store.redis.flushdb()
+        stamps = sorted(day + rng.randrange(-86400, 3 * 86400) for _ in range(200))
+        points = [MetricPoint("steps", rng.randrange(10), 1, n, rng.randint(-5, 9), ts, ts,
+                              "increment") for n, ts in enumerate(stamps)]  # fmt: skip
+        store.write_metrics(points)
+        body = {"users": [{"uid": u, **zones[u % 4][0]} for u in range(10)], "thing": "steps",
+                "from": "2026-04-11", "to": "2026-04-12",
+                "compare_at": "2026-04-11T13:37:11"}  # fmt: skip
+        answer = client.post("/v3/leaderboard", json=body)
+        assert answer.status_code == 200, answer.json
+        now, then = {}, {}
+        for u in range(10):
+            offset = zones[u % 4][1]
+            t1, t2, cut = day - offset, day + 2 * 86400 - 1 - offset, day + 49031 - offset
+            now[u] = sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= t2)
+            then[u] = sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= cut)
+        entries = answer.json["entries"]
+        assert {e["uid"]: e["value"] for e in entries} == now
+        assert {e["uid"]: e["then"]["value"] for e in entries} == then
