@@ -5,7 +5,7 @@ leaderboard its read from the store directly (no HTTP) against the same sums rea
 plain ranges a user (the plan before Reads.totals), for the series the same buckets read one
 by one (each its own range, all in one script call: the plan before psd/breakdown.py).
 
-    python bench/v3_bench.py [--users 1000] [--runs 20]
+    python bench/v3_bench.py [--users 1000] [--runs 20] [--http]
 
 It starts its own store server. Prints figures and ratios; asserts nothing.
 """
@@ -13,13 +13,21 @@ It starts its own store server. Prints figures and ratios; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import os
 import random
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from http_bench import child, http_ping, wait_until
+
+from psd.cli import server_command
 from psd.config import Settings
-from psd.embedded import EmbeddedServer, server_binary
+from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.localtime import buckets, zone
 from psd.model import MetricPoint
 from psd.store import CutQuery, Store, UserQuery
@@ -41,6 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--http", action="store_true", help="also time the leaderboard over HTTP")
     args = ap.parse_args()
     now = int(time.time())
     rng = random.Random(7)
@@ -82,6 +91,10 @@ def main() -> None:
               f"end to end (target <= 50); its read from the store {lb_store:.1f} ms "
               f"({lb_in_redis:.1f} in Redis); read as two plain ranges a user {lb_base:.1f} ms "
               f"({base_in_redis:.1f} in Redis) -> {lb_store / lb_base:.2f}x")  # fmt: skip
+        if args.http:
+            median, p90 = over_http(server.url, "/v3/leaderboard", board, args.runs)
+            print(f"  the same over HTTP (psd web: granian, 1 worker, keep-alive): p50 "
+                  f"{median:.1f} ms, p90 {p90:.1f} ms")  # fmt: skip
         year = {"users": [{"uid": 10**6, "tz": "America/Los_Angeles"}], "things": ["steps"],
                 "from": now - 365 * DAY, "to": now - DAY, "step": "day"}  # fmt: skip
         assert client.post("/v3/series", json=year).status_code == 200
@@ -95,6 +108,33 @@ def main() -> None:
               f"end to end, {in_redis:.2f} ms in Redis (target <= 2); the same {len(found)} "
               f"buckets read one by one in one call {base:.1f} ms, {base_in_redis:.2f} ms in "
               f"Redis -> {in_redis / base_in_redis:.2f}x")  # fmt: skip
+
+
+def over_http(redis_url: str, path: str, body: object, runs: int) -> tuple[float, float]:
+    """p50 and p90 of POSTing ``body`` to ``path`` of a ``psd web`` served as deployed
+    (granian, access log on), on one kept-alive connection (ms)."""
+    port = free_port()
+    env = dict(os.environ, PSD_REDIS_URL=redis_url, PSD_EXPIRE="0")
+    data = json.dumps(body).encode()
+    log = Path(tempfile.mkdtemp(prefix="psd-v3-bench-")) / "server.log"
+    with child(server_command("granian", f"127.0.0.1:{port}", 1), log, env) as proc:
+        wait_until(lambda: http_ping(f"http://127.0.0.1:{port}"), proc, "psd web")
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+
+        def post() -> None:
+            conn.request("POST", path, data, {"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            assert answer.status == 200, answer.read()[:200]
+            answer.read()
+
+        post()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            post()
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1000, times[int(len(times) * 0.9)] * 1000
 
 
 def p50_in_redis(store: Store, fn: Callable[[], object], runs: int) -> tuple[float, float]:
