@@ -229,3 +229,41 @@ def test_an_index_entry_without_state_is_skipped(redis_client: redis.Redis, stor
     [result] = store.query([UserQuery(4, 1458061000, 1458061010)], ["steps"], None, True)
     assert result.sums == {"steps": 0}
     assert result.activities == {"5": "1"}
+
+
+def test_a_large_read_is_cut_into_calls_with_the_same_answers(
+    redis_client: redis.Redis, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past CALL_SIZE users (or counters, or series) a read is several script calls in one
+    round trip, each with the plans of its own users: the answers are those of one call."""
+    import random
+
+    from psd import reads
+    from psd.breakdown import breakdown
+    from psd.store import CutQuery
+
+    rng, t0 = random.Random(4), 1_790_000_000
+    store.write_metrics(sorted((MetricPoint(rng.choice(["steps", "points"]), uid, rng.randint(1, 3),
+                                            n, rng.randint(1, 99), ts - 60, ts, "increment")
+                                for n, uid in enumerate(rng.choices(range(12), k=300))
+                                for ts in [t0 + rng.randrange(4 * 86400)]),
+                               key=lambda p: p.ts2))  # fmt: skip
+    store.write_counts([CountPoint(f"c{n % 3}", 2, t0 + n * 997) for n in range(100)])
+    queries = [
+        UserQuery(uid, t0 + 1800 * uid, t0 + 86400 * (1 + uid % 3) + 17) for uid in range(12)
+    ]
+    cut = [CutQuery(uid, t0 + 77, t0 + 3 * 86400, t0 + 86400 + uid) for uid in range(12)]
+    plan = breakdown(tuple(range(t0 + 1234, t0 + 4 * 86400, 6 * 3600)), "hour")
+
+    def answers() -> list[object]:
+        return [store.query(queries, ["steps", "points"], None, True),
+                store.query(queries, ["steps"], 2), store.totals(cut, "points"),
+                store.breakdowns([(uid, plan) for uid in range(12)], ["steps"]),
+                store.counts(["c0", "c1", "c2"], t0, t0 + 86400)]  # fmt: skip
+
+    whole = answers()
+    redis_client.config_resetstat()
+    monkeypatch.setattr(reads, "CALL_SIZE", 5)
+    assert answers() == whole
+    assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 3 + 3 + 3 + 3 + 1
+    assert any(r.sums["steps"] for r in whole[0])  # type: ignore[attr-defined]
