@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from psd.leaderboard import ranked, window
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
+from web.v3_models import LeaderboardOut
 
 
 @given(st.dictionaries(st.integers(0, 10**6), st.integers(0, 50), max_size=60))
@@ -44,6 +45,7 @@ def test_then_versus_now(client: FlaskClient, store: Store) -> None:
             "to": day + 86399, "compare_at": day + 40000}  # fmt: skip
     answer = client.post("/v3/leaderboard", json=body)
     assert answer.status_code == 200, answer.json
+    LeaderboardOut.model_validate(answer.json)  # served unvalidated (web/openapi.py Shaped)
     got = {e["uid"]: (e["value"], e["rank"], e["then"]["value"], e["then"]["rank"],
                       e["movement"]) for e in answer.json["entries"]}  # fmt: skip
     assert got == {4: (30, 1, 0, 4, 3), 1: (25, 2, 5, 3, 1), 3: (11, 3, 10, 1, -2),
@@ -110,7 +112,9 @@ def test_a_board_past_the_finest_detail_says_what_each_value_covers(
                          if ts > now - 300 * 86400])  # fmt: skip
     body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": t1, "to": now,
             "compare_at": cut}  # fmt: skip
-    entries = client.post("/v3/leaderboard", json=body).json["entries"]
+    answer = client.post("/v3/leaderboard", json=body).json
+    LeaderboardOut.model_validate(answer)
+    entries = answer["entries"]
     assert all(e["answered"]["start_precision"] == "day" for e in entries)
     for e in entries:  # each part widened alike, as a plain read of it is
         whole, then = store.query([UserQuery(e["uid"], t1, now), UserQuery(e["uid"], t1, cut)],
