@@ -148,8 +148,8 @@ def series(body: SeriesIn) -> SeriesOut:
 
 
 def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
-    """A leaderboard's range and compare_at in one zone, as Unix seconds (compare_at only
-    for a range that is one: its error comes first)."""
+    """A leaderboard's range and compare_at in one zone, as Unix seconds; compare_at is not
+    read for a backwards range, whose error is the one reported."""
     t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
     if body.compare_at is None or t1 > t2:
         return t1, t2, None
