@@ -9,9 +9,7 @@ from web import create_app
 settings = load_settings()
 logs.setup(settings.log_format)
 app = create_app(settings)
-# What importing and building the app made lives as long as the worker: once its garbage is
-# collected, the rest is kept out of the collector's full passes, each of which otherwise
-# walked all of it (~20 ms here: a pause in one request of every few leaderboards; measured
-# by bench/v3_bench.py --http)
-gc.collect()
+# What importing and building the app made lives as long as the worker: kept out of the
+# collector's full passes, each of which otherwise walked all of it (~20 ms here: a pause in
+# one request of every few leaderboards; measured by bench/v3_bench.py --http)
 gc.freeze()
