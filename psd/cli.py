@@ -62,15 +62,21 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     logs.setup(ctx.obj.log_format, logging.DEBUG if verbose else logging.INFO)
 
 
+#: Seconds a web worker gets to finish its requests once told to stop.
+WEB_KILL_SECONDS = 5
+
+
 def server_command(server: str, bind: str, workers: int) -> list[str]:
     """The command line that serves the WSGI app with ``server`` (granian or gunicorn)."""
     host, _, port = bind.rpartition(":")
     workers = workers or os.cpu_count() or 1
     if server == "granian":
-        # one blocking thread per worker: more only fight over the GIL (measured, README)
+        # one blocking thread per worker: more only fight over the GIL (measured, README);
+        # a worker told to stop while it was still starting never stops by itself: granian
+        # kills it after WEB_KILL_SECONDS (no HTTP request of psd's takes that long)
         return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host,
                 "--port", port, "--workers", str(workers), "--blocking-threads", "1",
-                "--no-ws", WSGI_APP]  # fmt: skip
+                "--workers-kill-timeout", str(WEB_KILL_SECONDS), "--no-ws", WSGI_APP]  # fmt: skip
     return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
             "--access-logfile", "-", WSGI_APP]  # fmt: skip
 
