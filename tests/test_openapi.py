@@ -15,7 +15,8 @@ from schemathesis import checks
 from schemathesis.generation import GenerationMode
 
 from psd.config import Settings
-from psd.model import MetricIn, QueryPath
+from psd.forms import QueryPath
+from psd.model import MetricIn
 from psd.store import Store
 from web import create_app
 

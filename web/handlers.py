@@ -16,10 +16,7 @@ from typing import Any
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
-from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
-from psd.model import (
-    MAX_ID,
-    MAX_POINTS_PER_MESSAGE,
+from psd.forms import (
     CountMismatch,
     CountPath,
     Form,
@@ -30,11 +27,10 @@ from psd.model import (
     QueryPath,
     ThingPath,
     TypedRangePath,
-    parse_count,
-    parse_count_thing,
     parse_int_text,
-    parse_metric,
 )
+from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
+from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, parse_count, parse_count_thing, parse_metric
 from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
 

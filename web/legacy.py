@@ -1,5 +1,5 @@
 """The original's routes (v1, v2), each declared once: its Flask rule and its part of the
-OpenAPI document, both from the psd.model schemas its handler validates with.
+OpenAPI document, both from the psd.model and psd.forms schemas its handler validates with.
 
 The answers keep the original's shapes: a bare number as text, JSON objects keyed by the ids
 as sent, and errors as ``{"error": message, "field": name}`` with the original's statuses

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from psd.model import (
-    CountIn,
+from psd.forms import (
     CountPath,
     Form,
     IdsForm,
-    MetricIn,
     MumtForm,
     PrefixPath,
     QueryPath,
     ThingPath,
     TypedRangePath,
 )
+from psd.model import CountIn, MetricIn
 from web.flask_glue import answer
 from web.legacy import (
     READ_ERRORS,

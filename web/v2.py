@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from psd.model import MumtV2Form, TypedRangePath
+from psd.forms import MumtV2Form, TypedRangePath
 from web.flask_glue import answer
 from web.legacy import READ_ERRORS, Answer, MumtSums, route
 

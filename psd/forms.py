@@ -1,0 +1,225 @@
+"""The inputs of the original's read routes (SPEC §2.4): path segments and form fields, all
+text, validated by pydantic models built on psd/model.py's :class:`Schema` (so they make their
+part of the OpenAPI document too, web/legacy.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    model_validator,
+)
+
+from psd.errors import InvalidInput, TooLarge
+from psd.model import MAX_ID, CountThing, Id, Schema, Ts
+
+#: Most ids one form may name unless the settings say otherwise (PSD_MAX_IDS).
+MAX_IDS = 10_000
+#: Most things one mumt_query may name.
+MAX_THINGS = 64
+
+_INT = re.compile(r"[+-]?\d{1,20}")
+
+
+def _stripped(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _text_int(value: Any, info: ValidationInfo) -> Any:
+    """A decimal integer sent as text (a path segment), trimmed; its bounds are the field's."""
+    return _integer(value, info.field_name or "") if isinstance(value, str) else value
+
+
+def _text_atid(value: Any) -> Any:
+    """``all``, or an activity type (bounded here: a bound failing inside the union would
+    name a member of it rather than the field)."""
+    value = _stripped(value)
+    if value == "all" or not isinstance(value, str):
+        return value
+    return parse_int_text(value, "atid", 0, MAX_ID)
+
+
+IdText = Annotated[Id, BeforeValidator(_text_int)]
+TsText = Annotated[Ts, BeforeValidator(_text_int)]
+AtidText = Annotated[
+    Literal["all"] | Id,
+    BeforeValidator(_text_atid),
+    Field(description="an activity type, or all of them"),
+]
+
+
+def _integer(text: str, field: str) -> int:
+    text = text.strip()
+    if not _INT.fullmatch(text):
+        raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)
+    return int(text)
+
+
+def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
+    """A decimal integer sent as text (an item of a form list), trimmed and bounded."""
+    value = _integer(text, field)
+    if not lo <= value <= hi:
+        raise InvalidInput(f"must be between {lo} and {hi}, got {value}", field)
+    return value
+
+
+def split_list(text: str, field: str, limit: int) -> list[str]:
+    """A comma-separated form field, items trimmed, empty items dropped, at most ``limit``."""
+    items = [item.strip() for item in text.split(",")]
+    items = [item for item in items if item]
+    if len(items) > limit:
+        raise TooLarge(f"at most {limit} items allowed, got {len(items)}", field)
+    return items
+
+
+class RangePath(Schema):
+    """The range every read names in its path: ``ts1 <= ts2``, Unix seconds, inclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ts1: TsText = Field(description="first second, inclusive")
+    ts2: TsText = Field(description="last second, inclusive")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.ts1 > self.ts2:
+            raise InvalidInput(f"must not be after ts2 ({self.ts1} > {self.ts2})", "ts1")
+        return self
+
+
+class TypedRangePath(RangePath):
+    atid: AtidText
+
+    @property
+    def atid_filter(self) -> int | None:
+        """None: every type."""
+        return None if self.atid == "all" else self.atid
+
+
+class _UserThing(Schema):
+    uid: IdText
+    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
+        description="a thing name; one psd does not know sums to 0, as in the original"
+    )
+
+
+class QueryPath(TypedRangePath, _UserThing):
+    """``GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}``: the user checked first, then the
+    range, then the type (the original's order, so its first error is the one reported)."""
+
+
+class ThingPath(TypedRangePath):
+    """``POST /v1/query_ids|mu_query/{thing}/{atid}/{ts1}/{ts2}``."""
+
+    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
+        description="a thing name; one psd does not know sums to 0"
+    )
+
+
+class CountPath(RangePath):
+    """``GET /v1/readcount/{thing}/{ts1}/{ts2}``."""
+
+    thing: CountThing
+
+
+class PrefixPath(RangePath):
+    """``POST /v1/readcount_with_ids/{prefix}/{ts1}/{ts2}``: counters ``<prefix>_<id>``."""
+
+    prefix: Annotated[str, BeforeValidator(_stripped)]
+
+
+def _max_ids(info: ValidationInfo) -> int:
+    """The ids a form may name: the settings' ``max_ids``, given as validation context."""
+    limit: int = (info.context or {}).get("max_ids", MAX_IDS)
+    return limit
+
+
+class Form(Schema):
+    """A form of comma-separated lists; ``max_ids`` (context) bounds the ids."""
+
+    ids: str = Field(description="comma-separated; at most PSD_MAX_IDS items")
+    _items: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _split(self, info: ValidationInfo) -> Self:
+        self._items = split_list(self.ids, "ids", _max_ids(info))
+        return self
+
+    @property
+    def items(self) -> list[str]:
+        """The ids as sent (trimmed, empty ones dropped)."""
+        return self._items
+
+    @property
+    def names(self) -> list[str]:
+        """The ids as the client wrote them, each once, in first-seen order."""
+        return list(dict.fromkeys(self._items))
+
+
+class IdsForm(Form):
+    """The users of a read: ``ids`` are uids (a response's keys are the ids as sent)."""
+
+    ids: str = Field(description="comma-separated uids; at most PSD_MAX_IDS")
+    _uids: list[int] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _uids_of(self) -> Self:
+        self._uids = [parse_int_text(item, "ids", 0, MAX_ID) for item in self.names]
+        return self
+
+    @property
+    def uids(self) -> list[tuple[str, int]]:
+        """(the id as sent, the uid), each once."""
+        return list(zip(self.names, self._uids, strict=True))
+
+
+class _ThingsForm(Form):
+    things: str = Field(description=f"comma-separated thing names; at most {MAX_THINGS}")
+    _things: list[str] = PrivateAttr(default_factory=list)
+
+    def _split_things(self) -> None:
+        self._things = split_list(self.things, "things", MAX_THINGS)
+
+    @property
+    def thing_names(self) -> list[str]:
+        return self._things
+
+
+class MumtForm(IdsForm, _ThingsForm):
+    """``POST /v1/mumt_query``: users and things."""
+
+    @model_validator(mode="after")
+    def _things_of(self) -> Self:
+        self._split_things()
+        return self
+
+
+class CountMismatch(InvalidInput):
+    """v2: not one offset per id (the original answered 422 ``len(uids) != len(offsets)``)."""
+
+
+class MumtV2Form(_ThingsForm):
+    """``POST /v2/mumt_query``: each user's range moved by their offset (seconds west of
+    UTC: local midnight written as UTC), ``offsets`` pairing with ``ids`` as sent; the ids
+    and offsets are parsed by the handler, after the counts are found to match."""
+
+    offsets: str = Field(description="comma-separated seconds, one per id as sent")
+    _offsets: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _offsets_of(self, info: ValidationInfo) -> Self:
+        self._offsets = split_list(self.offsets, "offsets", _max_ids(info))
+        if len(self.items) != len(self._offsets):
+            raise CountMismatch("len(uids) != len(offsets)")
+        self._split_things()
+        return self
+
+    @property
+    def offset_items(self) -> list[str]:
+        return self._offsets
