@@ -1,6 +1,6 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
--- series are summed (it uses sum.lua's things, SMALL, add, carry, length_of, whole_of, span_of
--- and add_windows): the buckets of a series of one user as edges and spans
+-- series are summed (it uses sum.lua's things, SMALL, add, carry, length_of, whole_of,
+-- lookup_of, span_of and add_windows): the buckets of a series of one user as edges and spans
 -- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
 
@@ -12,18 +12,6 @@ local function put(v, big, at, x)
     big[at], v[at] = add(0, 0, x)
   end
   return big
-end
-
--- field name -> its position among the g-th hash's fields, built once per plan and hash
-local function positions_of(b, g)
-  local lookup = b.lookups[g]
-  if lookup == nil then
-    lookup = {}
-    local fields = b[1][g]
-    for j = 1, #fields do lookup[fields[j]] = j end
-    b.lookups[g] = lookup
-  end
-  return lookup
 end
 
 -- the values of the g-th hash's fields, from position n + 1 on: read whole when that costs
@@ -39,7 +27,7 @@ local function hash_values(key, b, g, n, v, big)
     local len = length_of(key)
     if len == 0 then return big end
     if (b.shared and len <= count) or 3 * len <= count then
-      local lookup, flat = positions_of(b, g), whole_of(key)
+      local lookup, flat = lookup_of(b.lookups, g, fields, 1), whole_of(key)
       for j = 1, #flat, 2 do
         local at, x = lookup[flat[j]], flat[j + 1]
         if at then

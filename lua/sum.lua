@@ -75,16 +75,16 @@ local function wanted(ranges, child)
   return false
 end
 
--- field name -> thing index of a group's wanted fields, built once per plan and group (a
--- multi-user read shares it): one table lookup per field of a hash read whole
-local function lookup_of(plan, g)
-  local lookup = plan.lookups[g]
+-- field name -> (its position - 1) // per + 1 among the g-th hash's wanted fields, built
+-- once per plan and hash, kept in lookups (a multi-user read shares it): one table lookup
+-- per field of a hash read whole. A plain series asks for a field's thing (its fields come
+-- thing by thing, per = #fields / #things), a breakdown for its position (per = 1).
+local function lookup_of(lookups, g, fields, per)
+  local lookup = lookups[g]
   if lookup == nil then
-    local fields = plan.groups[g][2]
-    local width = #fields / #things  -- fields come thing by thing
     lookup = {}
-    for j = 1, #fields do lookup[fields[j]] = math.floor((j - 1) / width) + 1 end
-    plan.lookups[g] = lookup
+    for j = 1, #fields do lookup[fields[j]] = math.floor((j - 1) / per) + 1 end
+    lookups[g] = lookup
   end
   return lookup
 end
@@ -136,7 +136,7 @@ local function sum_hash(key, plan, g, his, los)
     if (plan.shared and n <= count) or 3 * n <= count or count == 0 then
       local flat = whole_of(key)
       if not plan.shared or count == 0 then return add_parsed(flat, ranges, his, los) end
-      local lookup = lookup_of(plan, g)
+      local lookup = lookup_of(plan.lookups, g, fields, count / #things)
       for j = 1, #flat, 2 do
         local ti = lookup[flat[j]]
         if ti then his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1]) end
