@@ -3,16 +3,40 @@ waiting for something to become true (never a bare sleep)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from kombu import Connection
 
 from psd.config import Settings
 from workers.app import create_app
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def rabbitmq_reachable() -> bool:
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+def rabbitmq_url() -> str:
+    """RabbitMQ's URL; the calling test skips, with the reason, where none answers, and fails
+    instead where PSD_REQUIRE_RABBITMQ=1 (CI, whose machines run one)."""
+    if not rabbitmq_reachable():
+        if os.environ.get("PSD_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"PSD_REQUIRE_RABBITMQ=1 but no RabbitMQ answers at {RABBITMQ_URL}")
+        pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} (set PSD_REQUIRE_RABBITMQ=1 to require it)")
+    return RABBITMQ_URL
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:

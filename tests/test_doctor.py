@@ -14,6 +14,7 @@ from psd.cli import main
 from psd.dlq import DeadLetter
 from psd.embedded import free_port
 from psd.store import Store
+from tests.support import rabbitmq_url
 
 
 def doctor(redis_url: str, **env: str) -> Result:
@@ -62,13 +63,13 @@ def test_no_store_is_a_failure() -> None:
 
 
 def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
-    """A RabbitMQ answers; a server of another protocol on the broker's address does not."""
-    from tests.test_workers import RABBITMQ_URL, rabbitmq_reachable
-
+    """A server of another protocol on the broker's address is no broker."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
     result = doctor(redis_url, PSD_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{port}//")
     assert f"FAIL broker amqp://guest:***@127.0.0.1:{port}//" in result.output  # no answer
     assert result.exit_code == 1
-    if rabbitmq_reachable():
-        result = doctor(redis_url, PSD_BROKER_URL=RABBITMQ_URL)
-        assert "ok   broker amqp://guest:***@127.0.0.1:5672// answers" in result.output
+
+
+def test_a_rabbitmq_broker_answers(redis_url: str) -> None:
+    result = doctor(redis_url, PSD_BROKER_URL=rabbitmq_url())
+    assert "ok   broker amqp://guest:***@127.0.0.1:5672// answers" in result.output
