@@ -6,9 +6,9 @@ points at the finest precision left. Metric points go through :meth:`Store.write
 ``increment`` writes at one instant — so activity state, ``_atids`` and every counter level are
 built exactly as psd builds them — and counts through :meth:`Store.write_counts`.
 
-Negative amounts (the original's diffadd corrections) are written as negative increments.
-Validation refuses them from clients, but the store takes them: a psd diffadd correction
-records the very same negative change (tests/test_migrate.py proves the state is identical).
+Negative amounts (the original's diffadd corrections and negative writes) are written as
+negative increments, as a client's would be: a psd diffadd correction records the very same
+negative change (tests/test_migrate.py proves the state is identical).
 
 Resuming: every old key's points are one delivery (``migrate:<old key>``), which psd applies at
 most once within ``idempotency_window``; the target's ``psd:migrate:progress`` hash records
@@ -102,9 +102,8 @@ Point = MetricPoint | CountPoint
 
 
 def _point(series: Series, piece: Piece) -> Point:
-    """An amount at one instant as psd's point: a metric ``increment`` (ts1 == ts2), built
-    here rather than by psd.model.parse_metric, which refuses negative values (the store
-    takes them: see the module's docstring)."""
+    """An amount at one instant as psd's point: a metric ``increment`` (ts1 == ts2), of
+    either sign (see the module's docstring)."""
     if series.uid is None:
         return CountPoint(series.thing, piece.value, piece.ts)
     atid, aid = piece.tag

@@ -31,8 +31,10 @@ from psd.timebuckets import MAX_TS
 #: The original's thing names and the numbers it stored in its keys (SPEC §2.1).
 THINGS: dict[str, int] = {"steps": 1, "calories": 2, "points": 3, "distance": 4, "cb": 5}
 
-#: Largest accepted value of one write. A counter field only overflows int64 after 2**23
-#: writes of this size into the same second, and Lua sums are carried exactly past 2**53.
+#: Largest size of one write's value, of either sign. An increment moves a counter field by
+#: at most this, a diffadd correction of a total by at most twice this (from -MAX_VALUE to
+#: MAX_VALUE): a field, one user's year of one thing at the widest, holds 2**22 such writes
+#: before int64 overflows. The read scripts carry sums exactly past 2**53 (hi * 10**15 + lo).
 MAX_VALUE = 2**40
 #: Ids (uid, atid, aid) are non-negative int64, as in the original.
 MAX_ID = 2**63 - 1
@@ -129,6 +131,8 @@ def _known_thing(value: Any, info: ValidationInfo) -> Any:
 
 Id = Annotated[int, Field(ge=0, le=MAX_ID)]
 Ts = Annotated[int, Field(ge=0, le=MAX_TS)]
+#: A value is signed, as in the original: a correction of a total or a count is negative.
+Value = Annotated[int, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
 ThingName = Annotated[Literal[tuple(THINGS)], BeforeValidator(_known_thing)]  # type: ignore[valid-type]
 CountThing = Annotated[
     str,
@@ -151,7 +155,7 @@ class MetricIn(Schema):
     uid: Id
     atid: Id = Field(description="activity type")
     aid: Id = Field(description="activity id")
-    value: Annotated[int, Field(ge=0, le=MAX_VALUE)]
+    value: Value
 
     @model_validator(mode="before")
     @classmethod
@@ -173,7 +177,7 @@ class CountIn(Schema):
     """One global count (``/v1/count``, ``psd.write_count``, an NSQ message)."""
 
     thing: CountThing
-    value: Annotated[int, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+    value: Value
     ts: Annotated[int, Field(ge=1, le=MAX_TS, description="Unix seconds")]
 
 

@@ -58,6 +58,24 @@ def test_csv_in_diffadd_mode(redis_url: str, store: Store, tmp_path: Path) -> No
     assert store.sum(1, "steps", None, T, T + 30) == 25
 
 
+def test_values_of_either_sign_up_to_the_bound(redis_url: str, store: Store,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """NDJSON increments and CSV running totals that go below zero; past ±2^40 is refused."""
+    path = tmp_path / "signed.ndjson"
+    rows = [line(1, 1, -(2**40), T), line(1, 2, 5, T + 1), line(1, 3, -(2**40) - 1, T + 2)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = invoke(redis_url, str(path))
+    assert "2 points imported from 3 lines" in out and "line 3: value:" in out, out
+    assert store.sum(1, "steps", None, T, T + 2) == 5 - 2**40
+    totals = tmp_path / "totals.csv"
+    totals.write_text("thing,uid,atid,aid,value,ts1,ts2\n"
+                      f"steps,2,2,3,10,{T},{T + 10}\n"
+                      f"steps,2,2,3,-6,{T},{T + 20}\n")  # fmt: skip
+    assert "2 points imported" in invoke(redis_url, str(totals), "--mode", "diffadd")
+    assert store.sum(2, "steps", None, T, T + 20) == -6
+    assert store.sum(2, "steps", None, T + 11, T + 20) == -16
+
+
 def test_an_interrupted_import_resumes_without_double_counting(
     redis_client: redis.Redis, store: Store, tmp_path: Path
 ) -> None:

@@ -16,7 +16,7 @@ from psd.store import Store, UserQuery
 from web.v3_models import LeaderboardOut
 
 
-@given(st.dictionaries(st.integers(0, 10**6), st.integers(0, 50), max_size=60))
+@given(st.dictionaries(st.integers(0, 10**6), st.integers(-50, 50), max_size=60))
 def test_competition_ranking(values: dict[int, int]) -> None:
     board = ranked(values)
     assert [s.uid for s in board] == sorted(values, key=lambda u: (-values[u], u))
@@ -75,7 +75,7 @@ def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: S
     day = at(2026, 11, 2)
     for _ in range(25):
         store.redis.flushdb()
-        points = [MetricPoint("steps", rng.randrange(8), 1, n, rng.randint(0, 9),
+        points = [MetricPoint("steps", rng.randrange(8), 1, n, rng.randint(-9, 9),
                               ts, ts, "increment")
                   for n in range(rng.randint(0, 40))
                   for ts in [day + rng.randrange(0, 3 * 86400)]]  # fmt: skip

@@ -123,13 +123,17 @@ def test_zero_fields_left_by_corrections_are_dropped(
     store.write_metric(MetricPoint("steps", 6, 2, 1, 5, ts, ts + 10))
     store.write_metric(MetricPoint("steps", 6, 2, 1, 0, ts, ts + 20))  # corrected to 0
     store.write_metric(MetricPoint("points", 6, 2, 9, 4, ts, ts))
+    store.write_metric(MetricPoint("calories", 6, 2, 3, 5, ts, ts + 10))
+    store.write_metric(MetricPoint("calories", 6, 2, 3, -7, ts, ts + 20))  # below 0: kept
     key = f"{{6}}:m{stamp(ts, '%Y%m')}"
     assert b"0" in redis_client.hvals(key)
     report = run(store, "compaction")
-    assert b"0" not in redis_client.hvals(key) and redis_client.hlen(key) == 2  # points
+    assert b"0" not in redis_client.hvals(key)
+    assert sorted(redis_client.hvals(key)) == [b"-7", b"-7", b"4", b"4"]  # day and hour fields
     assert report.fields_dropped >= 4
-    assert store.query([UserQuery(6, ts, ts + 30)], ["steps", "points"])[0].sums == {
-        "steps": 0, "points": 4}  # fmt: skip
+    things = ["steps", "points", "calories"]
+    assert store.query([UserQuery(6, ts, ts + 30)], things)[0].sums == {
+        "steps": 0, "points": 4, "calories": -7}  # fmt: skip
     assert redis_client.expiretime(key) > 0  # compaction leaves expiry alone
 
 

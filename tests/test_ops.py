@@ -50,12 +50,25 @@ def test_write_then_query(run: Invoke) -> None:
     assert "user 7: steps 28  activities 2" in human.output
 
 
+def test_write_takes_values_of_either_sign(run: Invoke) -> None:
+    """A running total corrected below zero, then a negative increment."""
+    base = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1"]
+    assert run(*base, "--value", "10", "--ts1", str(T - 60), "--ts2", str(T)).exit_code == 0
+    down = run(*base, "--value", "-4", "--ts1", str(T - 60), "--ts2", str(T + 60))
+    assert down.exit_code == 0 and down.output.startswith("ok: -14 steps for user 7"), down.output
+    inc = run(*base[:-1], "9", "--value", str(-(2**40)), "--ts2", str(T), "--increment", "--json")
+    assert json.loads(inc.output) == {"status": "ok", "delta": -(2**40)}
+    answer = run("query", "--uid", "7", "--thing", "steps", "--from", str(T - 60),
+                 "--to", str(T + 60), "--json")  # fmt: skip
+    assert json.loads(answer.output)["7"]["sums"] == {"steps": -4 - 2**40}
+
+
 def test_bad_input_is_refused_and_writes_nothing(run: Invoke, redis_client: redis.Redis) -> None:
     base = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1"]
     late = run(*base, "--value", "10", "--ts1", str(T), "--ts2", str(T - 5))
     assert late.exit_code != 0 and "ts1" in late.output
-    negative = run(*base, "--value", "-1", "--ts2", str(T))
-    assert negative.exit_code != 0 and "value" in negative.output
+    too_low = run(*base, "--value", str(-(2**40) - 1), "--ts2", str(T))
+    assert too_low.exit_code != 0 and "value" in too_low.output
     nonsense = run(*base, "--value", "1", "--ts2", "yesterday-ish")
     assert nonsense.exit_code != 0 and "neither Unix seconds nor ISO 8601" in nonsense.output
     assert redis_client.dbsize() == 0

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psd.config import Settings
-from psd.model import CountPoint, MetricPoint
+from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
 
@@ -41,7 +41,7 @@ def points(draw: st.DrawFn, base: int) -> MetricPoint:
         uid=draw(st.integers(1, 2)),
         atid=draw(st.sampled_from([0, 1, 2, 999, 1000, 2**62])),
         aid=draw(st.integers(1, 3)),
-        value=draw(st.integers(0, 60)),
+        value=draw(st.one_of(st.integers(-60, 60), st.sampled_from([-MAX_VALUE, MAX_VALUE]))),
         ts1=ts1,
         ts2=ts2,
         mode=mode,
@@ -144,6 +144,21 @@ def test_sums_stay_exact_beyond_two_to_the_53(store: Store) -> None:
     store.write_metrics(points)
     assert store.sum(7, "points", None, ts - 10, ts + 10) == 9000 * big
     assert 9000 * big > 2**53
+
+
+def test_sums_of_either_sign_stay_exact_beyond_two_to_the_53(store: Store) -> None:
+    """An hour of the largest values, the next hour of as many of the smallest, less one: each
+    hour is past 2**53 of its sign, and their sum is small."""
+    ts = 1458061005
+    points = [MetricPoint("points", 7, 1, aid, MAX_VALUE, ts, ts, "increment")
+              for aid in range(9000)]  # fmt: skip
+    points += [MetricPoint("points", 7, 1, 9000 + aid, -MAX_VALUE, ts + 3600, ts + 3600,
+                           "increment") for aid in range(8999)]  # fmt: skip
+    points.append(MetricPoint("points", 7, 2, 1, -1, ts + 3600, ts + 3600, "increment"))
+    store.write_metrics(points)
+    assert store.sum(7, "points", None, ts + 1, ts + 7200) == -8999 * MAX_VALUE - 1 < -(2**53)
+    assert store.sum(7, "points", None, ts, ts + 3600) == MAX_VALUE - 1
+    assert store.sum(7, "points", 2, 0, ts + 3600) == -1
 
 
 def test_counts(store: Store) -> None:

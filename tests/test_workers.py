@@ -179,6 +179,27 @@ def test_poison_goes_to_the_dead_letter_list_and_the_rest_is_applied(
     assert _queue_length(worker_settings) == 0  # rejected, not redelivered for ever
 
 
+def test_values_of_either_sign_are_applied_and_those_past_the_bound_dead_lettered(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    metric, bulk = app.tasks["psd.write_metric"], app.tasks["psd.write_metrics"]
+    with running_worker(app):
+        metric.delay(**point(value=10))
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 10)
+        metric.delay(**{**point(value=-30, ts=T0 + 60), "ts1": T0})  # the total goes to -30
+        bulk.delay(points=[point(uid=2, aid=n, value=value, mode="increment")
+                           for n, value in enumerate((-(2**40), -(2**40) - 1, 5))])  # fmt: skip
+        metric.delay(**point(uid=3, value=2**40 + 1))
+        assert wait_for(lambda: dlq.count(store.redis) == 2)
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0 + 60) == -30)
+        assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 5 - 2**40)
+    reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
+    assert reasons[0].startswith("points[1]: value: Input should be greater than or equal to -")
+    assert reasons[1].startswith("value: Input should be less than or equal to 1099511627776")
+    assert store.sum(1, "steps", None, T0 + 60, T0 + 60) == -40
+    assert store.sum(3, "steps", None, T0, T0) == 0
+
+
 def _queue_length(settings: Settings) -> int:
     """Messages waiting in the queue (a Redis broker keeps no empty queue: 0)."""
     with Connection(settings.broker_url) as conn, conn.channel() as channel:

@@ -11,7 +11,7 @@ from zoneinfo import available_timezones
 from pydantic import Field
 
 from psd.localtime import MAX_OFFSET, Step
-from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, MAX_VALUE, THINGS
+from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, THINGS, Value
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.openapi import QueryForm, Strict
 
@@ -166,7 +166,7 @@ class PointIn(Strict):
     uid: int = Field(ge=0, le=MAX_ID)
     atid: int = Field(ge=0, le=MAX_ID)
     aid: int = Field(ge=0, le=MAX_ID)
-    value: int = Field(ge=0, le=MAX_VALUE)
+    value: Value
     ts1: int | None = Field(
         None,
         ge=MIN_TS,
