@@ -247,3 +247,24 @@ def test_a_point_only_the_day_level_keeps_is_coarse_in_v3_and_ok_in_v1(
     assert result.sums == {"steps": 15}
     assert result.widened is not None and (result.widened.t1, result.widened.t2) == (
         ts - 12 * 3600, ts + 12 * 3600 - 1)  # fmt: skip
+
+
+# -- the command line --
+
+
+def test_psd_write_past_the_retention_exits_non_zero_with_the_reason(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from click.testing import CliRunner
+
+    from psd.cli import main
+
+    fields = ["--thing", "steps", "--uid", "1", "--atid", "2", "--aid", "3", "--value", "10"]
+    env = {"PSD_REDIS_URL": redis_url}
+    old = CliRunner().invoke(main, ["write", *fields, "--ts2", str(OLD)], env=env)
+    assert old.exit_code == 1
+    assert "ts2: past the retention" in old.output and "expire or retention_year" in old.output
+    assert redis_client.keys("*") == []
+    fresh = CliRunner().invoke(main, ["write", *fields, "--json"], env=env)
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.output) == {"status": "ok", "delta": 10}
