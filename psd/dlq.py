@@ -1,7 +1,8 @@
 """The dead-letter list: what psd could not apply, kept in Redis with the reason.
 
-Invalid task arguments, points that fail validation and malformed NSQ messages land here,
-once each, instead of blocking the rest of their batch or being retried for ever.
+Invalid task arguments, points that fail validation or that no level of the retention keeps,
+and malformed NSQ messages land here, once each, instead of blocking the rest of their batch
+or being retried for ever.
 ``psd dlq list|retry|purge`` reads it; ``retry`` applies what now validates through the store,
 under the letter's delivery key, so a letter retried twice still counts once.
 """
@@ -110,10 +111,10 @@ def retry(store: Store) -> tuple[int, int]:
 
 
 def _apply(store: Store, letter: DeadLetter) -> None:
-    deliveries = [letter.delivery] if letter.delivery else None
+    """Apply a letter's point; one still past the retention raises (and stays a letter)."""
     if letter.kind == "metric":
-        store.write_metrics([parse_metric(letter.payload)], deliveries)
+        store.write_metric(parse_metric(letter.payload), letter.delivery)
     elif letter.kind == "count":
-        store.write_counts([parse_count(letter.payload)], deliveries)
+        store.write_count(parse_count(letter.payload), letter.delivery)
     else:
         raise InvalidInput(f"not a point: {letter.reason}")

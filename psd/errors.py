@@ -31,6 +31,15 @@ class TooLarge(InvalidInput):
     """A request asking for more work than the configured limits allow (e.g. too many ids)."""
 
 
+class PastRetention(InvalidInput):
+    """A point no level of the retention policy would keep: refused, nothing of it written.
+    ``index`` is its position in the batch it came in."""
+
+    def __init__(self, message: str, field: str = "", index: int = 0) -> None:
+        super().__init__(message, field)
+        self.index = index
+
+
 class StoreError(PsdError):
     """Redis failed or answered something unexpected: treat the operation as not done."""
 

@@ -5,8 +5,8 @@ to 100 points, pipelined), a chunk of lines at a time. After each chunk the line
 recorded in Redis under the import's key, so an interrupted import run again goes on from
 there; each chunk is written under a delivery key of its own, so the chunk that was being
 written when the import stopped is not counted twice when it is written again (increments;
-diffadd is idempotent by nature). Invalid lines are counted, kept with their reasons for the
-summary, and skipped.
+diffadd is idempotent by nature). Invalid lines, and points the store refuses as past the
+retention, are counted, kept with their reasons for the summary, and skipped.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ SHOWN_REJECTS = 20
 
 @dataclass
 class Summary:
-    """What an import did, over all its runs: ``skipped`` lines were done by an earlier run."""
+    """What an import did, over all its runs: ``skipped`` lines were done by an earlier run;
+    ``refused`` points were valid but past the retention (counted in ``rejected`` too)."""
 
     lines: int = 0
     skipped: int = 0
     points: int = 0
     rejected: int = 0
+    refused: int = 0
     reasons: list[str] = field(default_factory=list)
 
 
@@ -45,6 +47,7 @@ class Chunk:
     """The lines read since the last record of progress."""
 
     points: list[MetricPoint] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
 
@@ -131,6 +134,7 @@ def run_import(
             if isinstance(obj, InvalidInput):
                 raise obj
             chunk.points.append(parse_metric(obj, mode))
+            chunk.numbers.append(number)
         except InvalidInput as exc:
             field_name = f"{exc.field}: " if exc.field else ""
             chunk.reasons.append(f"line {number}: {field_name}{exc.message}")
@@ -146,11 +150,17 @@ def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
     """Write a chunk's points under a delivery key of its own, then record, in one
     transaction, how far the import got and what it refused (a chunk written again after a
     crash is neither counted nor reported twice)."""
+    refused = 0
     if chunk.points:
-        store.write_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+        results = store.write_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+        for number, result in zip(chunk.numbers, results, strict=True):
+            if result.status == "refused":
+                refused += 1
+                chunk.reasons.append(f"line {number}: ts2: {result.reason}")
     with redis_errors("import"), store.redis.pipeline(transaction=True) as tx:
-        tx.hincrby(key, "points", len(chunk.points))
+        tx.hincrby(key, "points", len(chunk.points) - refused)
         tx.hincrby(key, "rejected", len(chunk.reasons))
+        tx.hincrby(key, "refused", refused)
         if chunk.reasons:
             tx.rpush(key + ":rejects", *chunk.reasons)
             tx.ltrim(key + ":rejects", 0, SHOWN_REJECTS - 1)
@@ -161,9 +171,10 @@ def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
 def _totals(store: Store, key: str, summary: Summary) -> Summary:
     """The summary of every run of the import so far."""
     with redis_errors("import"):
-        points, rejected = store.redis.hmget(key, "points", "rejected")
+        points, rejected, refused = store.redis.hmget(key, "points", "rejected", "refused")
         reasons = store.redis.lrange(key + ":rejects", 0, -1)
     summary.points, summary.rejected = int(points or 0), int(rejected or 0)
+    summary.refused = int(refused or 0)
     summary.reasons = [r if isinstance(r, str) else r.decode() for r in reasons]
     return summary
 

@@ -20,7 +20,18 @@ from prometheus_client import (
 )
 
 POINTS = Counter("psd_points_ingested", "Points accepted, by entry point", ["entry"])
-REJECTED = Counter("psd_points_rejected", "Points refused as invalid, by entry point", ["entry"])
+REJECTED = Counter(
+    "psd_points_rejected",
+    "Points refused, by entry point and reason: invalid, "
+    "or retention (no level of the policy would keep it)",
+    ["entry", "reason"],
+)
+COARSE = Counter(
+    "psd_points_coarse",
+    "Points stored only at coarser levels (the finer detail "
+    "of their instant is past the retention), by kind: metric or count",
+    ["kind"],
+)
 ROUND_TRIPS = Counter("psd_redis_round_trips", "Round trips to the store", ["kind"])
 WRITE_BATCH = Histogram("psd_write_batch_points", "Points per store write",
                         buckets=(1, 10, 100, 1_000, 10_000))  # fmt: skip

@@ -36,6 +36,7 @@ from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.oldkeys import Piece, Series, Subtree, parse_key, pieces, pipelined_reader, read_subtree
 from psd.retention import Policy
 from psd.store import Store
+from psd.timebuckets import month_start
 
 #: Keys asked of the old server per SCAN call.
 SCAN_COUNT = 1000
@@ -129,6 +130,7 @@ class Migration:
         self.now = int(clock())
         self.window = settings.idempotency_window
         self.policies = {True: Policy.metrics(settings), False: Policy.counts(settings)}
+        self.horizons = {metric: p.horizon(self.now) for metric, p in self.policies.items()}
         self.summary = Summary()
         self.progress = Progress(store.redis, describe(source), clock) if store else None
 
@@ -151,6 +153,29 @@ class Migration:
             on_page(len(names))
             if cursor == 0:
                 return self.summary
+
+    def count_dropped(self) -> dict[bool, int]:
+        """Points of the old keyspace no level of the policy keeps now, metric (True) and
+        count (False), before anything is written. Cheap: only a year key whose first
+        second is already refused is read (any later instant of a year kept is kept too)."""
+        dropped = {True: 0, False: 0}
+        cursor = 0
+        while True:
+            cursor, names = self.source.scan(cursor, count=SCAN_COUNT)
+            for raw in names:
+                parsed = parse_key(text(raw))
+                if parsed is None or len(parsed[1]) != 4:
+                    continue
+                series, year = parsed
+                horizon = self.horizons[series.is_metric]
+                if horizon.finest(month_start(int(year), 1)) is not None:
+                    continue
+                tree = read_subtree(self.read, series, year)
+                dropped[series.is_metric] += sum(
+                    horizon.finest(piece.ts) is None for _, found in pieces(tree) for piece in found
+                )
+            if cursor == 0:
+                return dropped
 
     def _unit(self, name: str) -> None:
         parsed = parse_key(name)
@@ -192,7 +217,7 @@ class Migration:
         """psd's points for one old key's pieces, counting what the policy or psd's value
         bound leave out."""
         summary = self.summary
-        policy = self.policies[series.is_metric]
+        policy, horizon = self.policies[series.is_metric], self.horizons[series.is_metric]
         out: list[Point] = []
         for piece in found:
             summary.saw(piece.ts)
@@ -204,7 +229,7 @@ class Migration:
                 lv for lv in RETENTION_LEVELS if 0 < policy.kept_until(lv, piece.ts) <= self.now
             ]
             summary.outside.update(past)
-            if len(past) == len(RETENTION_LEVELS):
+            if horizon.finest(piece.ts) is None:
                 summary.dropped += 1
             elif abs(piece.value) > MAX_VALUE:
                 summary.too_large += 1
@@ -229,12 +254,13 @@ class Migration:
             )
         else:
             count_points = [p for p in points if isinstance(p, CountPoint)]
-            flags = self.store.write_counts(count_points, deliveries)
-            statuses = Counter("ok" if flag else "duplicate" for flag in flags)
-        self.summary.applied += statuses["ok"]
+            results = self.store.write_counts(count_points, deliveries)
+            statuses = Counter(r.status for r in results)
+        self.summary.applied += statuses["ok"] + statuses["coarse"]
         self.summary.unchanged += statuses["same"]
         self.summary.duplicates += statuses["duplicate"]
         self.summary.refused += statuses["stale"]
+        self.summary.dropped += statuses["refused"]  # the policy's edge passed during the run
         self.progress.landed(keys)
 
 
@@ -273,6 +299,22 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Su
     return summary
 
 
+def loss_report(migration: Migration) -> str:
+    """What the policy would drop of the old data, and the settings that would keep it; ""
+    when nothing."""
+    dropped = migration.count_dropped()
+    if not any(dropped.values()):
+        return ""
+    lines = [f"psd migrate: the retention policy would drop {sum(dropped.values())} points of "
+             "the old data (no level keeps them); nothing was written"]  # fmt: skip
+    for metric, what in ((True, "metric"), (False, "count")):
+        if dropped[metric]:
+            why = migration.horizons[metric].refusal()
+            lines.append(f"  {dropped[metric]} {what} points: {why}")
+    lines.append("  pass --accept-loss to migrate the rest anyway (--dry-run reports the same)")
+    return "\n".join(lines)
+
+
 @click.command(name="migrate")
 @click.option("--from-redis", "from_redis", required=True, metavar="URL",
               help="The 2016 pointspaced Redis to read (redis://host:port/db).")  # fmt: skip
@@ -285,6 +327,9 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Su
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of --verify's random choices.")
 @click.option("--batch", default=1000, show_default=True, help="Points per write (whole old keys).")
+@click.option(
+    "--accept-loss", is_flag=True, help="Migrate even where the retention policy drops old data."
+)
 @click.pass_context
 def migrate_command(
     ctx: click.Context,
@@ -294,6 +339,7 @@ def migrate_command(
     sample: int,
     seed: int,
     batch: int,
+    accept_loss: bool,
 ) -> None:
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
@@ -307,6 +353,11 @@ def migrate_command(
         ctx.exit(1 if report.mismatches else 0)
     target = None if dry_run else _migration_store(settings)
     migration = Migration(source, target, settings, batch=max(batch, 1))
+    if not dry_run and not accept_loss:
+        loss = loss_report(migration)
+        if loss:
+            click.echo(loss, err=True)
+            ctx.exit(2)
     summary = _run(migration, click.echo, dry_run)
     for line in summary.lines(dry_run):
         click.echo(line)

@@ -108,11 +108,14 @@ def write(ctx: click.Context, /, ts1: int | None, ts2: int | None, increment: bo
         result = tool_store(_settings(ctx)).write_metric(point)
     except PsdError as exc:
         raise _fail(exc) from exc
+    coarse = result.status == "coarse"
     if as_json:
-        click.echo(json.dumps({"status": result.status, "delta": result.delta}))
+        kept = {"level": result.level} if coarse else {}
+        click.echo(json.dumps({"status": result.status, "delta": result.delta, **kept}))
     else:
+        note = f" (kept from the {result.level} level up: finer detail is past the retention)"
         click.echo(f"{result.status}: {result.delta:+d} {point.thing} for user {point.uid} "
-                   f"at {iso(point.ts2)}")  # fmt: skip
+                   f"at {iso(point.ts2)}{note if coarse else ''}")  # fmt: skip
 
 
 def _range(start: int | None, end: int | None) -> tuple[int, int]:
@@ -232,7 +235,8 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
         except PsdError as exc:
             raise _fail(exc) from exc
     click.echo(f"{summary.points} points imported from {summary.lines} lines "
-               f"({summary.skipped} by an earlier run), {summary.rejected} rejected")  # fmt: skip
+               f"({summary.skipped} by an earlier run), {summary.rejected} rejected "
+               f"({summary.refused} past the retention)")  # fmt: skip
     for reason in summary.reasons:
         click.echo(f"  {reason}")
     if summary.rejected > len(summary.reasons):

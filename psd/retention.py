@@ -22,12 +22,14 @@ edge lies where the finest detail is gone is answered from the finest level stil
 its edge widened to that level's bucket: the answer says which range it covers
 (:func:`answerable`) rather than silently under-counting. A point arriving for a bucket
 already past its level's retention is not stored at that level (it would be past the policy
-the moment it landed).
+the moment it landed); one that no level would keep is refused whole, with the setting that
+would keep it (:class:`Horizon`), rather than answered "ok" and dropped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from psd.config import Settings, retention_of
 from psd.timebuckets import Gran, floor_to, next_start
@@ -48,18 +50,33 @@ _COUNTED_FROM = {
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Seconds each level is kept after its bucket ends (0 = forever), for one kind of
-    series: ``metric`` (per level, from the settings) or ``count`` (one retention)."""
+    series: ``metric`` (per level, from the settings) or ``count`` (one retention);
+    ``settings`` names, per level, the settings that set its retention."""
 
     kind: str
     seconds: dict[str, int]
+    settings: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def metrics(cls, settings: Settings) -> Policy:
-        return cls("metric", retention_of(settings))
+        names: dict[str, tuple[str, ...]] = {
+            level: (f"retention_{level}",) if getattr(settings, f"retention_{level}") != -1
+            else ("expire", f"retention_{level}") for level in PRECISION}  # fmt: skip
+        return cls("metric", retention_of(settings), names)
 
     @classmethod
     def counts(cls, settings: Settings) -> Policy:
-        return cls("count", dict.fromkeys(PRECISION, settings.count_expire))
+        seconds = dict.fromkeys(PRECISION, settings.count_expire)
+        return cls("count", seconds, dict.fromkeys(PRECISION, ("count_expire",)))
+
+    def horizon(self, now: int) -> Horizon:
+        """The oldest instant each level keeps at ``now``: a level keeps ``ts`` while the
+        bucket it counts from ends less than its retention ago (:meth:`kept_until`)."""
+        oldest = []
+        for level, seconds in self.seconds.items():
+            start = floor_to(max(now - seconds, 0), _COUNTED_FROM[self.kind][level])
+            oldest.append((level, start if seconds else 0))
+        return Horizon(self, now, tuple(oldest))
 
     def kept_until(self, level: str, ts: int) -> int:
         """When the level's bucket holding ``ts`` goes (0 = never)."""
@@ -78,6 +95,51 @@ class Policy:
         """Expiry of a hash ending at ``bucket_end`` that holds ``levels`` (0 = never)."""
         seconds = [self.seconds[level] for level in levels]
         return 0 if 0 in seconds else bucket_end + max(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Horizon:
+    """What a policy keeps at one moment: per level, finest first, the oldest instant it
+    keeps. Computed once per write; checking a point is then a few comparisons."""
+
+    policy: Policy
+    now: int
+    oldest: tuple[tuple[str, int], ...]
+
+    def finest(self, ts: int) -> str | None:
+        """The finest level that keeps a point at ``ts`` (``minute``: every detail), or
+        None when no level does: the point would be past the policy the moment it landed."""
+        for level, oldest in self.oldest:
+            if ts >= oldest:
+                return level
+        return None
+
+    @property
+    def accepted_from(self) -> int:
+        """The oldest instant any level keeps now."""
+        return min(oldest for _, oldest in self.oldest)
+
+    def refusal(self) -> str:
+        """Why a point :meth:`finest` refuses is refused, and what would keep it: the
+        settings of the level that keeps the oldest points (the coarsest, in a valid
+        policy)."""
+        level = min(reversed(self.oldest), key=lambda found: found[1])[0]
+        names = " or ".join(self.policy.settings.get(level, (f"retention_{level}",)))
+        kept = _span(self.policy.seconds[level])
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.accepted_from))
+        return (f"past the retention: nothing before {since} ({self.accepted_from}) is kept "
+                f"now; raise {names} (now {kept} after a bucket ends) to accept it")  # fmt: skip
+
+
+def _span(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    return f"{days} days" if days and not rest else f"{seconds} s"
+
+
+def finest_kept(policy: Policy, ts: int, now: int) -> str | None:
+    """The finest level ``policy`` keeps a point at ``ts`` at, at ``now``; None: none does
+    (``policy.horizon(now).refusal()`` says why). A batch asks one :class:`Horizon`."""
+    return policy.horizon(now).finest(ts)
 
 
 @dataclass(frozen=True, slots=True)

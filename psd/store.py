@@ -17,26 +17,31 @@ import redis
 
 from psd.batching import Calls, plan_calls
 from psd.config import Settings
-from psd.errors import redis_errors
+from psd.errors import PastRetention, redis_errors
 from psd.keys import ONCE, TYPED, count_prefix, count_target, metric_prefix, metric_target
-from psd.metrics import ROUND_TRIPS, WRITE_BATCH
+from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH
 from psd.model import CountPoint, MetricPoint
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
-from psd.retention import Policy, expiries, state_lifetime
+from psd.retention import Horizon, Policy, expiries, state_lifetime
 from psd.scripts import Scripts
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
-WriteStatus = Literal["ok", "same", "stale", "duplicate"]
+WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What a metric write did: ``ok`` added ``delta``; ``same`` had nothing to add; ``stale``
-    was a late update (older than a change already recorded) and was ignored."""
+    """What a write did: ``ok`` added ``delta``; ``coarse`` added it too, but only levels
+    from ``level`` up keep it (its instant's finer detail is past the retention); ``same``
+    had nothing to add; ``stale`` was a late update (older than a change already recorded)
+    and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: no level
+    of the retention keeps it, nothing of it was written, ``reason`` says what would."""
 
     status: WriteStatus
     delta: int
+    level: str = "minute"
+    reason: str = ""
 
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
@@ -71,10 +76,9 @@ class Store(Reads):
         return [now, window, f"({now - window}"]
 
     def _apply_metrics(
-        self, points: Sequence[MetricPoint], deliveries: Sequence[str], client: Any
+        self, points: Sequence[MetricPoint], deliveries: Sequence[str], client: Any, now: int
     ) -> Any:
         """Queue (on a pipeline) or run one write_metric.lua call for ``points``."""
-        now = int(self._clock())
         keys: list[str] = []
         payload = []
         # the keys of a (user, month) go once; its points name where they start in KEYS
@@ -102,61 +106,119 @@ class Store(Reads):
     def _results(flat: list[Any]) -> list[WriteResult]:
         return [WriteResult(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
+    @staticmethod
+    def _levels(
+        horizon: Horizon, instants: Sequence[int], field: str, all_or_nothing: bool
+    ) -> list[str | None]:
+        """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
+        refused point raises :class:`PastRetention` naming it, before anything is written."""
+        levels = [horizon.finest(ts) for ts in instants]
+        if all_or_nothing and None in levels:
+            raise PastRetention(horizon.refusal(), field, levels.index(None))
+        return levels
+
+    @staticmethod
+    def _outcomes(
+        applied: dict[int, WriteResult], levels: Sequence[str | None], horizon: Horizon, kind: str
+    ) -> list[WriteResult]:
+        """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
+        where finer levels no longer keep its instant)."""
+        out = []
+        reason = horizon.refusal() if None in levels else ""
+        for i, level in enumerate(levels):
+            if level is None:
+                out.append(WriteResult("refused", 0, "", reason))
+                continue
+            result = applied[i]
+            if level != "minute":
+                status: WriteStatus = "coarse" if result.status == "ok" else result.status
+                result = WriteResult(status, result.delta, level)
+            out.append(result)
+        coarse = sum(r.status == "coarse" for r in out)
+        if coarse:
+            COARSE.labels(kind).inc(coarse)
+        return out
+
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
-        """Apply one metric point atomically."""
-        return self.write_metrics([point], [delivery] if delivery else None)[0]
+        """Apply one metric point atomically; raises :class:`PastRetention` (nothing
+        written) if no level of the retention would keep it."""
+        return self.write_metrics([point], [delivery] if delivery else None, all_or_nothing=True)[0]
 
     def _run_calls(
         self,
         plan: Calls,
+        levels: Sequence[str | None],
         queue: Callable[[list[int], Any], Any],
         per_point: Callable[[Any], list[Any]],
-    ) -> list[Any]:
-        """Run the planned script calls, ``queue(indexes, client)`` queueing one: a single
-        call goes alone (a pipeline's SCRIPT EXISTS would cost a round trip), more are
-        pipelined in one round trip. Returns each point's result, in the points' order,
-        ``per_point`` splitting a call's reply."""
+    ) -> dict[int, Any]:
+        """Run the planned script calls, refused points (``levels[i]`` None) left out,
+        ``queue(indexes, client)`` queueing one: a single call goes alone (a pipeline's
+        SCRIPT EXISTS would cost a round trip), more are pipelined in one round trip.
+        Returns each point's result by index, ``per_point`` splitting a call's reply. The
+        plan is made over every point, so a delivery's parts are the same on a redelivery
+        whatever the retention refuses by then."""
+        calls = [kept for kept in ([i for i in c if levels[i]] for c in plan.calls) if kept]
+        if not calls:
+            return {}
         _WRITE_TRIPS.inc()
-        if len(plan.calls) == 1:
-            replies = [queue(plan.calls[0], self.redis)]
+        if len(calls) == 1:
+            replies = [queue(calls[0], self.redis)]
         else:
             pipe = self.redis.pipeline(transaction=False)
-            for indexes in plan.calls:
+            for indexes in calls:
                 queue(indexes, pipe)
             replies = pipe.execute()
         results: dict[int, Any] = {}
-        for indexes, reply in zip(plan.calls, replies, strict=True):
+        for indexes, reply in zip(calls, replies, strict=True):
             results.update(zip(indexes, per_point(reply), strict=True))
-        return [results[i] for i in range(len(results))]
+        return results
 
     def write_metrics(
-        self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
+        self,
+        points: Sequence[MetricPoint],
+        deliveries: Sequence[str] | None = None,
+        *,
+        all_or_nothing: bool = False,
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls of ``WRITE_BATCH`` points
         pipelined in one round trip. ``deliveries[i]``, when given, is the key of the delivery
         (task, message) point i came in: a delivery applied before is not applied again
-        (status ``duplicate``) for ``idempotency_window`` seconds."""
+        (status ``duplicate``) for ``idempotency_window`` seconds. A point no level of the
+        retention keeps is ``refused`` (nothing of it written, its delivery not recorded);
+        with ``all_or_nothing`` such a point raises :class:`PastRetention` and none is
+        written."""
         if not points:
             return []
         WRITE_BATCH.observe(len(points))
+        now = int(self._clock())
+        horizon = self.metric_policy.horizon(now)
+        levels = self._levels(horizon, [p.ts2 for p in points], "ts2", all_or_nothing)
         plan = plan_calls([metric_prefix(p.uid) for p in points], deliveries)
 
         def queue(indexes: list[int], client: Any) -> Any:
             batch = [points[i] for i in indexes]
-            return self._apply_metrics(batch, [plan.deliveries[i] for i in indexes], client)
+            return self._apply_metrics(batch, [plan.deliveries[i] for i in indexes], client, now)
 
         with redis_errors("write"):
-            return self._run_calls(plan, queue, self._results)
+            applied = self._run_calls(plan, levels, queue, self._results)
+        return self._outcomes(applied, levels, horizon, "metric")
 
     def write_counts(
-        self, points: Sequence[CountPoint], deliveries: Sequence[str] | None = None
-    ) -> list[bool]:
-        """Add to global counters, each point atomically; per point whether it was applied
-        (False: its delivery was applied before, as for :meth:`write_metrics`)."""
+        self,
+        points: Sequence[CountPoint],
+        deliveries: Sequence[str] | None = None,
+        *,
+        all_or_nothing: bool = False,
+    ) -> list[WriteResult]:
+        """Add to global counters, each point atomically: ``ok`` (or ``coarse``) with the
+        value added, ``duplicate`` (its delivery was applied before, as for
+        :meth:`write_metrics`) or ``refused`` (past ``count_expire`` at every level)."""
         if not points:
             return []
-        plan = plan_calls([count_prefix(p.thing) for p in points], deliveries)
         now = int(self._clock())
+        horizon = self.count_policy.horizon(now)
+        levels = self._levels(horizon, [p.ts for p in points], "ts", all_or_nothing)
+        plan = plan_calls([count_prefix(p.thing) for p in points], deliveries)
 
         def queue(indexes: list[int], client: Any) -> Any:
             keys: list[str] = []
@@ -177,7 +239,26 @@ class Store(Reads):
             return self.scripts.write_count(keys, args, client=client)
 
         with redis_errors("count write"):
-            return self._run_calls(plan, queue, lambda flags: [bool(f) for f in flags])
+            flags = self._run_calls(plan, levels, queue, list)
+        applied = {i: WriteResult("ok", points[i].value) if flag else WriteResult("duplicate", 0)
+                   for i, flag in flags.items()}  # fmt: skip
+        return self._outcomes(applied, levels, horizon, "count")
 
-    def write_count(self, point: CountPoint, delivery: str = "") -> bool:
-        return self.write_counts([point], [delivery] if delivery else None)[0]
+    def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
+        """Add one count; raises :class:`PastRetention` (nothing written) if no level of
+        the retention would keep it."""
+        return self.write_counts([point], [delivery] if delivery else None, all_or_nothing=True)[0]
+
+    def check_kept(self, points: Sequence[MetricPoint | CountPoint]) -> None:
+        """Raise :class:`PastRetention` for the first point no level of the retention keeps
+        now (for the entry points that queue points instead of writing them)."""
+        if not points:
+            return
+        now = int(self._clock())
+        horizons = {MetricPoint: self.metric_policy.horizon(now),
+                    CountPoint: self.count_policy.horizon(now)}  # fmt: skip
+        for n, point in enumerate(points):
+            horizon = horizons[type(point)]
+            ts, field = (point.ts2, "ts2") if isinstance(point, MetricPoint) else (point.ts, "ts")
+            if horizon.finest(ts) is None:
+                raise PastRetention(horizon.refusal(), field, n)

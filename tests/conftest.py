@@ -56,6 +56,25 @@ def settings() -> Settings:
     return Settings(expire=0, count_expire=0)
 
 
+#: The policies the retention-aware HTTP and store tests run under (their points placed
+#: relative to now): everything kept, and the default (90 days after a bucket ends).
+POLICIES = {"keep everything": Settings(expire=0, count_expire=0), "default policy": Settings()}
+
+
+@pytest.fixture(params=list(POLICIES))
+def policy(request: pytest.FixtureRequest) -> Settings:
+    return POLICIES[request.param]
+
+
+@pytest.fixture
+def policy_client(redis_client: redis.Redis, policy: Settings) -> Iterator[FlaskClient]:
+    """The API (fast path in front) over a store under ``policy``, on the real clock."""
+    from web import create_app
+
+    with create_app(policy, Store(redis_client, policy)).test_client() as test_client:
+        yield test_client
+
+
 @pytest.fixture
 def store(redis_client: redis.Redis, settings: Settings) -> Store:
     return Store(redis_client, settings)

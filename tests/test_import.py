@@ -4,6 +4,7 @@ interrupted import resumed without counting anything twice."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,22 @@ def test_awkward_files_are_refused_line_by_line(
     assert store.sum(1, "steps", None, T, T + 1) == 17
     again = invoke(redis_url, str(path), "--mode", "diffadd")  # another mode: another import
     assert "(0 by an earlier run)" in again
+
+
+def test_points_past_the_retention_are_skipped_and_counted(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Under the default policy: a line from 2017 is refused (nothing of it written), the
+    rest imported, the summary says how many and why."""
+    now = int(time.time())
+    rows = [line(1, n, 2, now - n) for n in range(5)]
+    rows.insert(2, line(2, 99, 7, 1496539747))
+    path = tmp_path / "points.ndjson"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    env = {"PSD_REDIS_URL": redis_url}
+    result = CliRunner().invoke(main, ["import", str(path)], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "5 points imported from 6 lines (0 by an earlier run), 1 rejected " in result.output
+    assert "(1 past the retention)" in result.output
+    assert "line 3: ts2: past the retention" in result.output
+    assert not any(key.startswith(b"{2}") for key in redis_client.scan_iter())

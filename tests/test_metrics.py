@@ -25,7 +25,7 @@ def sample(name: str, **labels: str) -> float:
 def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
     before = {
         "ok": sample("psd_points_ingested_total", entry="http"),
-        "bad": sample("psd_points_rejected_total", entry="http"),
+        "bad": sample("psd_points_rejected_total", entry="http", reason="invalid"),
         "reads": sample("psd_redis_round_trips_total", kind="read"),
         "timed": sample("psd_request_seconds_count", endpoint="query", range="hour"),
     }
@@ -34,7 +34,7 @@ def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
     assert client.post("/v1/write", json={**point, "thing": "jumps"}).status_code == 406
     assert client.get(f"/v1/query/1/steps/all/{NOW - 60}/{NOW}").data == b"10"
     assert sample("psd_points_ingested_total", entry="http") == before["ok"] + 1
-    assert sample("psd_points_rejected_total", entry="http") == before["bad"] + 1
+    assert sample("psd_points_rejected_total", entry="http", reason="invalid") == before["bad"] + 1
     assert sample("psd_redis_round_trips_total", kind="read") == before["reads"] + 1
     timed = sample("psd_request_seconds_count", endpoint="query", range="hour")
     assert timed == before["timed"] + 1

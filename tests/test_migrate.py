@@ -299,3 +299,29 @@ def test_verify_passes_after_a_migration_and_catches_a_corrupted_target(
 def test_migrate_needs_the_store(old: redis.Redis) -> None:
     result = cli(Settings(), "--from-redis", url_of(old))
     assert result.exit_code == 2 and "PSD_REDIS_URL" in result.output
+
+
+def test_migrate_refuses_to_start_when_the_policy_would_drop_old_data(
+    old: redis.Redis, store: Store
+) -> None:
+    """The default policy keeps nothing of 2016: the run stops before writing, names the
+    number of points and the settings; --dry-run reports the same number; --accept-loss
+    migrates anyway (here: nothing)."""
+    load_samples(old)
+    default = replace(Settings(), redis_url=url_of(store.redis))
+    refused = cli(default, "--from-redis", url_of(old))
+    assert refused.exit_code == 2, refused.output
+    assert "would drop 24 points of the old data" in refused.output
+    assert "24 metric points: past the retention" in refused.output
+    assert "raise expire or retention_year" in refused.output
+    assert "--accept-loss" in refused.output
+    assert store.redis.dbsize() == 0
+    dry = cli(default, "--from-redis", url_of(old), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "points past it at every level (not written) 24" in dry.output
+    accepted = cli(default, "--from-redis", url_of(old), "--accept-loss")
+    assert accepted.exit_code == 0, accepted.output
+    assert "applied 0" in accepted.output
+    assert [k for k in store.redis.scan_iter() if not k.startswith(b"psd:migrate")] == []
+    keep = cli(replace(default, expire=0, count_expire=0), "--from-redis", url_of(old))
+    assert keep.exit_code == 0, keep.output  # already complete: nothing would be dropped

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,9 @@ def running_bridge(
     it; yields once it is subscribed and ready for messages."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("PSD_")}
     env.update(PSD_REDIS_URL=settings.redis_url, PSD_BROKER_URL=settings.broker_url,
-               PSD_QUEUE=settings.queue, PSD_NSQ_TOPIC=nsqd.topic)  # fmt: skip
+               PSD_QUEUE=settings.queue, PSD_NSQ_TOPIC=nsqd.topic,
+               PSD_EXPIRE=str(settings.expire),
+               PSD_COUNT_EXPIRE=str(settings.count_expire))  # fmt: skip
     if via_lookupd:
         env["PSD_NSQLOOKUPDS"] = nsqd.lookupd_address
     else:
@@ -229,6 +232,27 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_finished(
     assert letters[f"nsq-{ids[0]}"].payload == "{oops"
     queued = {task_id for task_id, _, _ in queued_tasks(bridge_settings)}
     assert queued == {f"nsq-{message_id}" for message_id in good}
+    assert nsqd.requeued == []
+
+
+def test_points_past_the_retention_are_dead_lettered_with_the_reason_and_finished(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """Under the default policy the 2016 points are refused before they reach the broker."""
+    default = replace(bridge_settings, expire=Settings().expire,
+                      count_expire=Settings().count_expire)  # fmt: skip
+    now = int(time.time())
+    with running_bridge(default, nsqd, tmp_path / "bridge.log") as bridge:
+        old_metric, old_count = nsqd.publish(metric()), nsqd.publish(count())
+        fresh = nsqd.publish(metric(ts1=now, ts2=now))
+        assert nsqd.wait(lambda: len(nsqd.finished) == 3), bridge.output()
+    letters = {letter.delivery: letter for letter in dlq.list_letters(store.redis)}
+    assert set(letters) == {f"nsq-{old_metric}", f"nsq-{old_count}"}
+    assert letters[f"nsq-{old_metric}"].reason.startswith("ts2: past the retention")
+    assert "raise expire or retention_year" in letters[f"nsq-{old_metric}"].reason
+    assert "count_expire" in letters[f"nsq-{old_count}"].reason
+    assert letters[f"nsq-{old_count}"].kind == "count"
+    assert [task_id for task_id, _, _ in queued_tasks(default)] == [f"nsq-{fresh}"]
     assert nsqd.requeued == []
 
 

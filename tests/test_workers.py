@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -357,3 +358,32 @@ def test_async_write_with_the_broker_down_is_a_503(store: Store) -> None:
     answer = client.post("/v1/write?async=1", json=point())
     assert answer.status_code == 503
     assert "queue is unavailable" in answer.get_json()["error"]
+
+
+def test_points_past_the_retention_are_dead_lettered_and_the_rest_applied(
+    worker_settings: Settings,
+) -> None:
+    """Under the default policy: a 2016 point is refused by the store, kept as a dead letter
+    with the reason (not retried), and its message's other points are applied."""
+    default = Settings()
+    settings = replace(worker_settings, expire=default.expire, count_expire=default.count_expire)
+    store = Store.from_url(settings.redis_url, settings)
+    app = make_app(settings)
+    now = int(time.time())
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(uid=1, value=3))  # T0: 2016
+        bulk = [point(uid=2, value=5, ts=now - 60, mode="increment"),
+                point(uid=3, value=6, mode="increment"),
+                point(uid=2, value=7, ts=now - 30, aid=2, mode="increment")]  # fmt: skip
+        app.tasks["psd.write_metrics"].delay(points=bulk)
+        app.tasks["psd.write_count"].delay(thing="signup", value=1, ts=T0)
+        assert wait_for(lambda: dlq.count(store.redis) == 3)
+        assert wait_for(lambda: store.sum(2, "steps", None, now - 60, now) == 12)
+    letters = {letter.source + letter.kind: letter for letter in dlq.list_letters(store.redis)}
+    single = letters["psd.write_metricmetric"]
+    assert single.reason.startswith("ts2: past the retention") and "expire" in single.reason
+    assert letters["psd.write_metricsmetric"].reason.startswith("points[1]: ts2: past the")
+    assert "count_expire" in letters["psd.write_countcount"].reason
+    assert not [k for k in store.redis.scan_iter() if k.startswith((b"{1}", b"{3}", b"c:"))]
+    assert _queue_length(settings) == 0  # not redelivered
+    assert dlq.retry(store) == (0, 3)  # still past it: they stay

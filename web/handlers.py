@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from psd.config import Settings
-from psd.errors import InvalidInput, PsdError, StoreError, TooLarge
+from psd.errors import InvalidInput, PastRetention, PsdError, StoreError, TooLarge
 from psd.forms import (
     CountMismatch,
     CountPath,
@@ -35,7 +35,7 @@ from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
 
 log = logging.getLogger("psd.web")
-_POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http")
+_POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
 #: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
 _TIMERS: dict[tuple[str, str], Any] = {}
 
@@ -70,14 +70,24 @@ class WriteRejected(InvalidInput):
     """An invalid ``/v1/write``: the original answered these with 406, and so do we."""
 
 
+def point_error(exc: InvalidInput, n: int, many: bool) -> InvalidInput:
+    """A point's error, named by its position when it came in an array."""
+    return type(exc)(f"[{n}]: {exc.message}" if many else exc.message, exc.field)
+
+
+def rejected(entry: str, exc: InvalidInput, points: int = 1) -> None:
+    """Count refused points, by why: invalid, or past the retention."""
+    reason = "retention" if isinstance(exc, PastRetention) else "invalid"
+    REJECTED.labels(entry, reason).inc(points)
+
+
 def reply_for(exc: PsdError) -> Reply:
     """The one mapping from psd's errors to HTTP answers."""
     if isinstance(exc, CountMismatch):
         return error(422, exc.message)
     if isinstance(exc, InvalidInput):
-        status = (
-            406 if isinstance(exc, WriteRejected) else 413 if isinstance(exc, TooLarge) else 400
-        )
+        refused = isinstance(exc, WriteRejected | PastRetention)  # a write the store refuses
+        status = 406 if refused else 413 if isinstance(exc, TooLarge) else 400
         return error(status, str(exc), exc.field)
     if isinstance(exc, StoreError):
         return error(503, str(exc))
@@ -136,19 +146,25 @@ class Api:
         return as_json({"pong": "OK"})
 
     def write(self, body: bytes) -> Reply:
+        """A point kept only at coarser levels is still "ok", as the original answered."""
         try:
             point = parse_metric(decode_json(body))
         except InvalidInput as exc:
             _REJECTED_HTTP.inc()
             raise WriteRejected(exc.message, exc.field) from exc
-        self.store.write_metric(point)
+        try:
+            self.store.write_metric(point)
+        except PastRetention as exc:
+            rejected("http", exc)
+            raise
         _POINTS_HTTP.inc()
         return text("ok")
 
     def write_async(self, body: bytes) -> Reply:
         """``POST /v1/write?async=1``: one point or a JSON array of points, validated here
         (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``.
-        An array travels as one ``psd.write_metrics`` message."""
+        An array travels as one ``psd.write_metrics`` message. A point past the retention is
+        refused here too: once queued it could only become a dead letter."""
         try:
             data = decode_json(body)
             many = isinstance(data, list)
@@ -160,31 +176,34 @@ class Api:
             parsed = []
             for n, point in enumerate(points):
                 try:
-                    parsed.append(asdict(parse_metric(point)))
+                    parsed.append(parse_metric(point))
                 except InvalidInput as exc:
-                    where = f"[{n}]: " if many else ""
-                    raise InvalidInput(f"{where}{exc.message}", exc.field) from exc
+                    raise point_error(exc, n, many) from exc
+            try:
+                self.store.check_kept(parsed)
+            except PastRetention as exc:
+                raise point_error(exc, exc.index, many) from exc
         except TooLarge:
             raise
         except InvalidInput as exc:
-            REJECTED.labels("http_async").inc()
+            rejected("http_async", exc)
             raise WriteRejected(exc.message, exc.field) from exc
         if self.enqueue is None:
             raise StoreError("no queue is configured for asynchronous writes")
         if many:
-            self.enqueue("psd.write_metrics", {"points": parsed})
+            self.enqueue("psd.write_metrics", {"points": [asdict(p) for p in parsed]})
         else:
-            self.enqueue("psd.write_metric", parsed[0])
+            self.enqueue("psd.write_metric", asdict(parsed[0]))
         POINTS.labels("http_async").inc(len(parsed))
         return as_json({"queued": len(parsed)}, 202)
 
     def count(self, body: bytes) -> Reply:
         try:
             point = parse_count(decode_json(body))
-        except InvalidInput:
-            REJECTED.labels("http_count").inc()
+            self.store.write_count(point)
+        except InvalidInput as exc:
+            rejected("http_count", exc)
             raise
-        self.store.write_count(point)
         POINTS.labels("http_count").inc()
         return text("ok")
 

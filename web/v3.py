@@ -17,12 +17,12 @@ from datetime import date, datetime, timedelta, tzinfo
 from flask import Blueprint, Response, current_app
 
 from psd.breakdown import breakdown
-from psd.errors import InvalidInput, StoreError, TooLarge
+from psd.errors import InvalidInput, PastRetention, StoreError, TooLarge
 from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
-from psd.metrics import POINTS
+from psd.metrics import POINTS, REJECTED
 from psd.model import parse_metric
-from psd.retention import Answerable
+from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
@@ -196,24 +196,40 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
 
 @contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
 def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
-    """Write metric points now (each atomic), or queue them for the workers; all or nothing."""
+    """Write metric points now (each atomic), or queue them for the workers; all or nothing:
+    a point past the retention refuses the request (422 naming it), queued or not."""
     handlers = api()
+    entry = "http_async" if body.queued else "http"
     points = []
     for n, point in enumerate(body.points):
         fields = point.model_dump(exclude_none=True)
         try:
             points.append(parse_metric(fields))
         except InvalidInput as exc:
+            REJECTED.labels(entry, "invalid").inc()
             raise InvalidInput(exc.message, f"points.{n}.{exc.field}") from exc
+    try:
+        if body.queued:
+            handlers.store.check_kept(points)
+        else:
+            results = handlers.store.write_metrics(points, all_or_nothing=True)
+    except PastRetention as exc:
+        REJECTED.labels(entry, "retention").inc()
+        raise PastRetention(exc.message, f"points.{exc.index}.{exc.field}", exc.index) from exc
     if body.queued:
         if handlers.enqueue is None:
             raise StoreError("no queue is configured for queued writes")
         handlers.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
         POINTS.labels("http_async").inc(len(points))
         return QueuedOut(queued=len(points)), 202
-    results = handlers.store.write_metrics(points)
     POINTS.labels("http").inc(len(points))
-    return WriteOut(results=[Written(status=r.status, delta=r.delta) for r in results])
+    return WriteOut(results=[written(r.status, r.delta, r.level) for r in results])
+
+
+def written(status: str, delta: int, level: str) -> Written:
+    """A point's result; a coarse one says the finest precision it is kept at."""
+    precision = PRECISION[level].name.lower() if status == "coarse" else None
+    return Written.model_validate({"status": status, "delta": delta, "precision": precision})
 
 
 @bp.get("/openapi.json")

@@ -185,8 +185,15 @@ class WriteIn(Strict):
 
 
 class Written(Strict):
-    status: Literal["ok", "same", "stale", "duplicate"]
+    status: Literal["ok", "coarse", "same", "stale", "duplicate"] = Field(
+        description="ok: added delta; coarse: added, but the retention keeps the point's "
+        "instant only at coarser levels (see precision); same: nothing to add; stale: a late "
+        "update, ignored; duplicate: its delivery was applied before"
+    )
     delta: int
+    precision: Literal["hour", "day", "month", "year"] | None = Field(
+        None, description="coarse: the finest precision the point is kept at"
+    )
 
 
 class WriteOut(Strict):

@@ -4,8 +4,8 @@ The 2016 service's producers publish to NSQ (SPEC §2.5). The bridge turns each 
 the write task every other sender uses (``psd.write_metric`` / ``psd.write_count``) and
 FINishes it only once the broker has that task: a crash or a broker outage loses nothing,
 nsqd delivers the message again, and its id (the task's id and idempotency key) makes the
-worker apply it once. A message that can never be applied goes to the dead-letter list
-instead of being retried for ever.
+worker apply it once. A message that can never be applied (invalid, or a point past the
+retention) goes to the dead-letter list instead of being retried for ever.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from kombu.utils.url import maybe_sanitize_url
 from psd import dlq, logs
 from psd.config import Settings, load_settings
 from psd.dlq import DeadLetter
-from psd.errors import InvalidInput
+from psd.errors import InvalidInput, PastRetention
 from psd.metrics import POINTS, REJECTED
-from psd.model import parse_count, parse_metric
+from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
+from psd.store import Store
 from workers.app import create_app
 
 log = logging.getLogger("psd.nsq_bridge")
@@ -46,7 +47,7 @@ REQUEUE_SECONDS, MAX_REQUEUE_SECONDS = 5, 300
 #: How long a shutdown waits for the publishes under way before closing anyway.
 DRAIN_SECONDS = 30.0
 
-Task = tuple[str, dict[str, Any]]
+Task = tuple[str, MetricPoint | CountPoint]
 
 
 def delivery_key(message: nsq.Message) -> str:
@@ -56,7 +57,7 @@ def delivery_key(message: nsq.Message) -> str:
 
 
 def read_message(body: bytes, delivery: str) -> Task | DeadLetter:
-    """The task a message becomes, or its dead letter. Validated here, by the model's
+    """The task a message becomes and its point, or its dead letter. Validated here, by the model's
     parsers, so that nothing the worker would refuse reaches the broker; a letter has the
     kind of its payload when it had one, so that ``psd dlq retry`` can apply it once fixed."""
 
@@ -80,7 +81,7 @@ def read_message(body: bytes, delivery: str) -> Task | DeadLetter:
         point = parse(payload)
     except InvalidInput as exc:
         return dead(command, payload, str(exc))
-    return task, {**asdict(point), "idempotency_key": delivery}
+    return task, point
 
 
 class Bridge:
@@ -90,6 +91,7 @@ class Bridge:
     def __init__(self, settings: Settings) -> None:
         self.celery = create_app(settings)
         self.redis = redis.Redis.from_url(settings.redis_url)
+        self.store = Store(self.redis, settings)
         self.publisher = ThreadPoolExecutor(1, thread_name_prefix="nsq-publish")
         self.loop = asyncio.get_running_loop()
         self.pending: set[asyncio.Future[None]] = set()
@@ -114,14 +116,24 @@ class Bridge:
         Raises when neither happened: the message must then not be FINished."""
         read = read_message(body, delivery)
         if isinstance(read, DeadLetter):
-            dlq.add(self.redis, [read])
-            REJECTED.labels("nsq").inc()
-            log.warning("%s: dead letter: %s", delivery, read.reason)
+            self.dead(read, "invalid")
             return
-        task, kwargs = read
+        task, point = read
+        try:  # the worker would refuse it too (and does, should it pass the retention queued)
+            self.store.check_kept([point])
+        except PastRetention as exc:
+            kind = "metric" if isinstance(point, MetricPoint) else "count"
+            self.dead(DeadLetter(kind, asdict(point), str(exc), "nsq", delivery), "retention")
+            return
+        kwargs = {**asdict(point), "idempotency_key": delivery}
         # returns once the broker has it (Redis: LPUSH done; RabbitMQ: publish confirmed)
         self.celery.send_task(task, kwargs=kwargs, task_id=delivery)
         POINTS.labels("nsq").inc()
+
+    def dead(self, letter: DeadLetter, reason: str) -> None:
+        dlq.add(self.redis, [letter])
+        REJECTED.labels("nsq", reason).inc()
+        log.warning("%s: dead letter: %s", letter.delivery, letter.reason)
 
     def settle(self, message: nsq.Message, future: asyncio.Future[None]) -> None:
         """FIN what the broker (or the dead-letter list) now holds; REQ the rest with backoff,

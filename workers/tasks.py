@@ -8,13 +8,14 @@
 Each also takes ``idempotency_key``: a redelivery is recognised by the task id, a duplicate
 publish (the same point sent twice as two messages) only by a key the sender sets. Fields are
 keyword arguments. Every message is validated as ``/v1/write`` validates; an invalid one goes to
-the dead-letter list (psd/dlq.py) without holding up the rest of its batch.
+the dead-letter list (psd/dlq.py) without holding up the rest of its batch, and so does a point
+the store refuses as past the retention (the other points of its message are applied).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from celery import Celery
@@ -32,16 +33,19 @@ from psd.model import (
     parse_count,
     parse_metric,
 )
+from psd.store import WriteResult
 from workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
 
 
 @dataclass
 class Parsed:
-    """What one message holds: valid points and the dead letters of invalid ones."""
+    """What one message holds: valid points, where each is in it (``points[3]``, or "" for
+    a message of one point), and the dead letters of invalid ones."""
 
     metrics: list[MetricPoint] = field(default_factory=list)
     counts: list[CountPoint] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    where: list[str] = field(default_factory=lambda: [""])
 
 
 def _fields(request: SimpleRequest) -> dict[str, Any]:
@@ -71,10 +75,11 @@ def _metrics(request: SimpleRequest) -> Parsed:
         raise InvalidInput("takes one argument, points: a list of metric points", "points")
     if len(points) > MAX_POINTS_PER_MESSAGE:
         raise InvalidInput(f"at most {MAX_POINTS_PER_MESSAGE} points a message", "points")
-    parsed = Parsed()
+    parsed = Parsed(where=[])
     for n, point in enumerate(points):
         try:
             parsed.metrics.append(parse_metric(point))
+            parsed.where.append(f"points[{n}]")
         except InvalidInput as exc:
             reason = f"points[{n}]: {exc}"
             parsed.dead.append(DeadLetter("metric", point, reason, request.name, ""))
@@ -94,14 +99,26 @@ def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
     return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
 
 
+def _refused(point: MetricPoint | CountPoint, result: WriteResult, source: str, where: str,
+             delivery: str) -> DeadLetter:  # fmt: skip
+    """The dead letter of a point the store refused as past the retention: under a delivery
+    of its own when its message held others, so that ``psd dlq retry`` applies it once
+    the retention is raised, whatever its message's other points did."""
+    kind, field = ("metric", "ts2") if isinstance(point, MetricPoint) else ("count", "ts")
+    reason = f"{where}: {field}: {result.reason}" if where else f"{field}: {result.reason}"
+    key = f"{delivery}:{where}" if where else delivery
+    return DeadLetter(kind, asdict(point), reason, source, key)
+
+
 def apply_batch(
     task: PointBatches,
     requests: Sequence[SimpleRequest],
     parse: Callable[[SimpleRequest], Parsed],
 ) -> Outcomes:
-    """Validate every message, keep the invalid ones as dead letters, apply the valid points
-    in one store call (retrying while Redis is unreachable), and say what to do with each:
-    ACK once all it held is applied or kept, REJECT poison already kept, else REQUEUE."""
+    """Validate every message, apply the valid points in one store call (retrying while Redis
+    is unreachable), keep the invalid ones and those the store refused as past the retention
+    as dead letters, and say what to do with each: ACK once all it held is applied or kept,
+    REJECT poison already kept (nothing of it applied), else REQUEUE."""
     store, settings = task.app.psd.store, task.app.psd.settings
     outcomes: Outcomes = {}
     dead: list[DeadLetter] = []
@@ -111,6 +128,8 @@ def apply_batch(
     metric_keys: list[str] = []
     counts: list[CountPoint] = []
     count_keys: list[str] = []
+    #: per point, metrics then counts: its request, where it is in it, its delivery
+    sources: list[tuple[SimpleRequest, str, str]] = []
     seen: set[str] = set()
     for request in requests:
         delivery = delivery_of(request)
@@ -127,27 +146,42 @@ def apply_batch(
             with_dead.add(request.id)
         if parsed.metrics or parsed.counts:
             with_points.add(request.id)
-        for point in parsed.metrics:
+        for point, where in zip(parsed.metrics, parsed.where, strict=False):
             metrics.append(point)
             metric_keys.append(delivery if point.mode == "increment" else "")
+            sources.append((request, where, delivery))
         for count in parsed.counts:
             counts.append(count)
             count_keys.append(delivery)
+            sources.append((request, "", delivery))
+    invalid = len(dead)
     patience = settings.write_retry_seconds
-    kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
+    results: list[WriteResult] = []
 
     def write() -> None:
-        store.write_metrics(metrics, metric_keys)
-        store.write_counts(counts, count_keys)
+        results[:] = store.write_metrics(metrics, metric_keys)
+        results.extend(store.write_counts(counts, count_keys))
 
     applied = not with_points or with_retries(write, patience, f"{len(requests)} messages")
-    if applied:
-        POINTS.labels("task").inc(len(metrics) + len(counts))
+    live = with_points
+    if applied and with_points:
+        live = set()
+        for point, result, (request, where, delivery) in zip(
+            [*metrics, *counts], results, sources, strict=True
+        ):
+            if result.status == "refused":
+                dead.append(_refused(point, result, request.name, where, delivery))
+                with_dead.add(request.id)
+            else:
+                live.add(request.id)
+        POINTS.labels("task").inc(len(results) - (len(dead) - invalid))
+    kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
     if kept:
-        REJECTED.labels("task").inc(len(dead))
+        REJECTED.labels("task", "invalid").inc(invalid)
+        REJECTED.labels("task", "retention").inc(len(dead) - invalid)
     for request_id in with_dead | with_points:
         done = (kept or request_id not in with_dead) and (applied or request_id not in with_points)
-        outcomes[request_id] = (ACK if request_id in with_points else REJECT) if done else REQUEUE
+        outcomes[request_id] = (ACK if request_id in live else REJECT) if done else REQUEUE
     return outcomes
 
 
