@@ -19,6 +19,16 @@ NEW_YEAR_2016 = calendar.timegm((2016, 1, 1, 0, 0, 0))
 LEAP_DAY_2016 = calendar.timegm((2016, 2, 29, 0, 0, 0))
 BASES = [NEW_YEAR_2016, LEAP_DAY_2016]
 
+
+def recent_bases() -> list[int]:
+    """Calendar edges of the last few days, which the default policy keeps at full detail:
+    this month's start, today's, this hour's."""
+    now = time.gmtime()
+    return [calendar.timegm((now.tm_year, now.tm_mon, 1, 0, 0, 0)),
+            calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0)),
+            calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, now.tm_hour, 0, 0))]  # fmt: skip
+
+
 THINGS = ["steps", "points", "calories"]
 Scenario = tuple[list[MetricPoint], list[tuple[int, int]], int]
 
@@ -50,8 +60,10 @@ def points(draw: st.DrawFn, base: int) -> MetricPoint:
 
 
 @st.composite
-def scenario(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]], int]:
-    base = draw(st.sampled_from(BASES))
+def scenario(
+    draw: st.DrawFn, bases: list[int] = BASES
+) -> tuple[list[MetricPoint], list[tuple[int, int]], int]:
+    base = draw(st.sampled_from(bases))
     writes = draw(st.lists(points(base), min_size=1, max_size=25))
     ranges = []
     for _ in range(4):
@@ -67,6 +79,23 @@ def scenario(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]],
 def test_sums_and_activities_match_the_oracle(
     redis_client: redis.Redis, store: Store, case: Scenario
 ) -> None:
+    """Everything kept (the 2016 calendar edges, leap day included, are long past the
+    default retention)."""
+    check_against_the_oracle(redis_client, store, case)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(scenario(recent_bases()))
+def test_sums_and_activities_match_the_oracle_under_the_default_policy(
+    redis_client: redis.Redis, case: Scenario
+) -> None:
+    """The same, with the retention a user gets, around the edges of the last few days."""
+    check_against_the_oracle(redis_client, Store(redis_client, Settings()), case)
+
+
+def check_against_the_oracle(redis_client: redis.Redis, store: Store, case: Scenario) -> None:
     writes, ranges, _ = case
     redis_client.flushdb()
     oracle = Oracle()
