@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from psd.errors import StoreError
 from psd.lifetime import die_with_parent
@@ -104,9 +106,9 @@ class EmbeddedServer:
             stderr=subprocess.PIPE,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
-        client = redis.Redis(
-            port=self.port, password=self.password or None, socket_connect_timeout=0.2
-        )
+        # no retries of its own: this loop is the retry, and sees the server exit at once
+        client = redis.Redis(port=self.port, password=self.password or None,
+                             socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             try:

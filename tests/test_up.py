@@ -65,11 +65,12 @@ class Up:
         return self.proc.wait(timeout=STOP_SECONDS)
 
 
-def write(url: str, aid: int, value: int, queued: bool = False) -> str:
+def write(url: str, aid: int, value: int, queued: bool = False, timeout: float = 5) -> str:
     body = {"thing": "steps", "uid": 1, "atid": 2, "aid": aid, "value": value,
             "ts1": NOW - 60, "ts2": NOW}  # fmt: skip
     target = url + "/v1/write" + ("?async=1" if queued else "")
-    return _get(target, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    return _get(target, json.dumps(body).encode(), headers, timeout)
 
 
 def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path) -> None:
