@@ -25,10 +25,11 @@ from psd import logs
 from psd.config import Settings, load_settings
 from psd.doctor import doctor
 from psd.errors import InvalidInput, StoreError
+from psd.lifetime import become, die_with_parent
 from psd.migrate import migrate_command
 from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
-from psd.up import masked, stop_signals_unwind, store
+from psd.up import FLOWER_BIND, masked, stop_signals_unwind, store
 from psd.up import run as run_up
 
 log = logging.getLogger("psd")
@@ -88,10 +89,14 @@ STOP_GRACE = 20
 def run_child(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` until it exits or we are told to stop: SIGINT/SIGTERM reach it once,
     from us (it runs in a session of its own, so a signal to our process group — Ctrl-C,
-    honcho stopping ``psd up`` — does not also hit its workers directly), and if it has not
-    stopped ``STOP_GRACE`` seconds later its process group is killed (granian can hang when
-    stopped while a worker is starting). A stop we forwarded exits 0."""
-    child = subprocess.Popen(command, env=env, start_new_session=True)
+    a process manager stopping a group — does not also hit its workers directly), and if it
+    has not stopped ``STOP_GRACE`` seconds later its process group is killed (granian can hang
+    when stopped while a worker is starting). If we are killed it is too (SIGKILL from the
+    kernel: nobody is left to stop it gently), and its workers with it. A stop we forwarded
+    exits 0."""
+    child = subprocess.Popen(
+        command, env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL)
+    )
     stopped: list[int] = []
     deadline = [float("inf")]
 
@@ -128,14 +133,21 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
     type=click.Path(file_okay=False),
     help="Where the embedded store keeps its data [PSD_DATA_DIR, ~/.local/share/psd].",
 )
+@click.option(
+    "--flower",
+    is_flag=False,
+    flag_value=FLOWER_BIND,
+    metavar="[HOST:PORT]",
+    help=f"Run Flower too, on HOST:PORT [{FLOWER_BIND}].",
+)
 @click.pass_context
-def up(ctx: click.Context, bind: str | None, data_dir: str | None) -> None:
+def up(ctx: click.Context, bind: str | None, data_dir: str | None, flower: str | None) -> None:
     """Run all of psd: the store (embedded unless PSD_REDIS_URL is set), the API, a worker
     and beat, in one log stream, until Ctrl-C. A restart keeps the data."""
     settings = _settings(ctx)
     settings = replace(settings, bind=bind or settings.bind, data_dir=data_dir or settings.data_dir)
     try:
-        sys.exit(run_up(settings, _child_env(ctx)))
+        sys.exit(run_up(settings, _child_env(ctx), flower=flower))
     except KeyboardInterrupt:  # stopped while starting: everything started is stopped
         sys.exit(0)
     except (StoreError, OSError) as exc:
@@ -175,7 +187,8 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
 
 def _serve(ctx: click.Context, settings: Settings) -> int:
     """The store, then the server; its processes keep their metrics in one directory, summed
-    at /metrics."""
+    at /metrics. The server runs as our child rather than in our place because we own the
+    store and that directory, and stop them after it; both die with us if we are killed."""
     with stop_signals_unwind(), store(settings) as url, tempfile.TemporaryDirectory(
         prefix="psd-metrics-"
     ) as metrics:  # fmt: skip
@@ -204,9 +217,11 @@ def _child_env(ctx: click.Context) -> dict[str, str]:
 
 
 def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
-    """Run ``celery -A workers.app <command> <args>`` with psd's settings in its environment."""
-    command_line = [sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args]
-    sys.exit(run_child(command_line, _child_env(ctx)))
+    """Become ``celery -A workers.app <command> <args>``, with psd's settings in its
+    environment. Becoming it, not running it, so that a signal to our pid (a stop, or a kill
+    that leaves no chance to pass it on) is the worker's own: celery stops its pool itself,
+    and its pool processes die with it (it arms their parent-death signal)."""
+    become([sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args], _child_env(ctx))
 
 
 @main.command(context_settings=PASS_THROUGH)
@@ -248,7 +263,8 @@ def nsq_bridge(ctx: click.Context) -> None:
     """Bridge the original's NSQ stream (topic PSD_NSQ_TOPIC, channel PSD_NSQ_CHANNEL) into
     psd's write tasks; a message is FINished once the broker has its task."""
     _need_store(_settings(ctx), "psd nsq-bridge")
-    sys.exit(run_child([sys.executable, "-m", "workers.nsq_bridge"], _child_env(ctx)))
+    # one process, no children of its own: becoming it leaves nothing to outlive us
+    become([sys.executable, "-m", "workers.nsq_bridge"], _child_env(ctx))
 
 
 @main.group()

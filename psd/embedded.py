@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -19,8 +20,11 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from psd.errors import StoreError
+from psd.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +99,16 @@ class EmbeddedServer:
     def start(self, timeout: float = 10.0) -> EmbeddedServer:
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+        # SIGTERM if we die: the server's own clean stop, which flushes its append-only file
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
-        client = redis.Redis(
-            port=self.port, password=self.password or None, socket_connect_timeout=0.2
-        )
+        # no retries of its own: this loop is the retry, and sees the server exit at once
+        client = redis.Redis(port=self.port, password=self.password or None,
+                             socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))  # fmt: skip
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -109,7 +117,7 @@ class EmbeddedServer:
             except redis.ConnectionError as exc:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    err = err or self._log_tail()
+                    err = err or self.log_tail()
                     self.stop()
                     raise StoreError(f"{self.binary} did not start: {err or exc}") from exc
                 time.sleep(0.02)
@@ -118,23 +126,25 @@ class EmbeddedServer:
         log.info("embedded server %s listening on 127.0.0.1:%d", self.binary.name, self.port)
         return self
 
-    def _log_tail(self) -> str:
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the server's log (kept beside its data), to say why it stopped."""
         log_file = self.data_dir / "server.log" if self.data_dir else None
         if log_file is None or not log_file.exists():
             return ""
-        return "\n".join(log_file.read_text(errors="replace").splitlines()[-5:])
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
         """Stop the server (it writes its append-only file as it goes, nothing is lost)."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         if proc.stderr:
             with contextlib.suppress(OSError):
                 proc.stderr.close()

@@ -1,17 +1,17 @@
 """``psd up``: everything psd runs, on one machine, from one command.
 
 The store (the embedded server, persisting to the data directory, unless ``PSD_REDIS_URL``
-names one), then the web API, a worker and beat as child processes supervised by honcho's
-``Manager`` (the process manager behind ``honcho start``): one log stream, a coloured prefix per
-process; when one exits or we are told to stop (Ctrl-C, SIGTERM), all are stopped, and the
-store last, so that what the worker was applying is in the append-only file before it closes.
+names one), then the web API, a worker and beat (and Flower, if asked) as child processes of
+one supervisor (psd/supervisor.py): one log stream, a coloured prefix per process; when one
+exits or we are told to stop (Ctrl-C, SIGTERM), all are stopped, and the store last, so that
+what the worker was applying is in the append-only file before it closes. The embedded store
+is kept alive: restarted where it was when it exits (psd/keeper.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import re
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -19,22 +19,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import honcho.manager
-from honcho.manager import Manager
-
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
+from psd.keeper import StoreKeeper
 from psd.ops import publish_url
+from psd.supervisor import Supervisor
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.
 STOP_SECONDS = 30
-#: The processes of ``psd up``: name -> psd subcommand.
-PROCESSES = {
-    "web": ["web"],
-    "worker": ["worker", "--loglevel", "INFO"],
-    "beat": ["beat", "--loglevel", "INFO"],
-}
+#: Where ``psd up --flower`` serves Flower when not told.
+FLOWER_BIND = "127.0.0.1:5555"
+
+
+def processes(flower: str | None) -> dict[str, list[str]]:
+    """The processes of ``psd up``: name -> psd subcommand."""
+    found = {
+        "web": ["web"],
+        "worker": ["worker", "--loglevel", "INFO"],
+        "beat": ["beat", "--loglevel", "INFO"],
+    }
+    if flower:
+        host, _, port = flower.rpartition(":")
+        found["flower"] = ["flower", f"--address={host}", f"--port={port}"]
+    return found
 
 
 def masked(url: str) -> str:
@@ -72,24 +80,31 @@ def data_dir_lock(data_dir: str) -> Iterator[None]:
 
 
 @contextmanager
-def store(settings: Settings) -> Iterator[str]:
-    """The store's URL: the configured one, or an embedded server's (password-protected,
-    on loopback, persisting to the data directory, which it holds alone) for as long as the
-    block runs."""
+def embedded(settings: Settings) -> Iterator[EmbeddedServer | None]:
+    """An embedded server (password-protected, on loopback, persisting to the data directory,
+    which it holds alone) for as long as the block runs; None when ``PSD_REDIS_URL`` is set."""
     if settings.redis_url:
-        yield settings.redis_url
+        yield None
         return
     with data_dir_lock(settings.data_dir):
         password = data_dir_password(settings.data_dir)
         with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
-            yield server.url
+            yield server
 
 
-def banner(settings: Settings, url: str) -> str:
+@contextmanager
+def store(settings: Settings) -> Iterator[str]:
+    """The store's URL: the configured one, or an embedded server's."""
+    with embedded(settings) as server:
+        yield server.url if server else settings.redis_url
+
+
+def banner(settings: Settings, url: str, flower: str | None = None) -> str:
     host, _, port = settings.bind.rpartition(":")
     return "\n".join([
         "psd is up:",
         f"  API      http://{host}:{port}/health/ping  (README: examples)",
+        *([f"  Flower   http://{flower}/"] if flower else []),
         f"  store    {masked(url)}"
         + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
         f"  broker   {masked(settings.broker_url or url)}",
@@ -97,25 +112,24 @@ def banner(settings: Settings, url: str) -> str:
     ])  # fmt: skip
 
 
-def run(settings: Settings, env: dict[str, str], printer: Any = None) -> int:
-    """Run the store and the processes until one exits or we are stopped; 0 on a stop."""
-    with stop_signals_unwind(), store(settings) as url:
+def run(
+    settings: Settings, env: dict[str, str], printer: Any = None, flower: str | None = None
+) -> int:
+    """Run the store and the processes until one exits, the store cannot be kept alive, or
+    we are stopped; 0 on a stop."""
+    with stop_signals_unwind(), embedded(settings) as server:
+        url = server.url if server else settings.redis_url
         child_env = dict(env, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
                          PSD_DATA_DIR=settings.data_dir)  # fmt: skip
-        manager = Manager(printer) if printer is not None else Manager()
-        for name, args in PROCESSES.items():
-            # exec: honcho runs a shell; without it the shell would exit at SIGTERM at once,
-            # and we would stop the store while the process was still stopping
-            command = "exec " + shlex.join([sys.executable, "-m", "psd.cli", *args])
-            manager.add_process(name, command, env=child_env)
-        print(banner(settings, url), flush=True)
-        published = None if settings.redis_url else publish_url(settings.data_dir, url)
-        honcho.manager.KILL_WAIT = STOP_SECONDS  # honcho's grace period, 5 s by default
+        supervisor = Supervisor(printer, STOP_SECONDS)
+        for name, args in processes(flower).items():
+            supervisor.add(name, [sys.executable, "-m", "psd.cli", *args], child_env)
+        print(banner(settings, url, flower), flush=True)
+        published = None if server is None else publish_url(settings.data_dir, url)
         try:
-            manager.loop()
+            if server is None:
+                return supervisor.run()
+            return supervisor.run(StoreKeeper(server, supervisor.say).check)
         finally:
             if published:
                 published.unlink(missing_ok=True)
-        code = manager.returncode or 0
-    stopped = code in (130, 143)  # honcho's code for our SIGINT, SIGTERM: a clean stop
-    return 0 if stopped else code

@@ -17,9 +17,11 @@ from psd.embedded import free_port
 NOW = int(time.time()) // 60 * 60
 
 
-def _get(url: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> str:
+def _get(
+    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 5
+) -> str:
     request = urllib.request.Request(url, data=data, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         body: bytes = response.read()
         return body.decode()
 

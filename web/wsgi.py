@@ -4,7 +4,11 @@ import gc
 
 from psd import logs
 from psd.config import load_settings
+from psd.lifetime import die_with_pool_parent
 from web import create_app
+
+# a granian worker dies with granian's main process, which does not see to it itself
+die_with_pool_parent()
 
 settings = load_settings()
 logs.setup(settings.log_format)

@@ -1,0 +1,116 @@
+"""``psd up`` keeps its embedded store alive: killed, it is restarted where it was and the
+API and the worker carry on; every write answered ``ok`` survives, none answered 503 is
+there; a store that keeps failing stops ``psd up`` with the server's own words."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import urllib.error
+from pathlib import Path
+
+import redis
+
+from psd.config import Settings
+from psd.embedded import free_port
+from psd.store import Store, UserQuery
+from tests.support import wait_for
+from tests.test_cli import NOW
+from tests.test_up import Up, descendants, write
+
+#: A write waits this long for its answer: psd's client retries the store for a while.
+ANSWER_SECONDS = 60
+
+
+def store_pid(up: Up) -> int | None:
+    found = [pid for pid, args in descendants(up.proc.pid).items() if "valkey-server" in args]
+    return found[0] if found else None
+
+
+class Writer(threading.Thread):
+    """Writes distinct points (one activity each, value 1) until stopped, and keeps each
+    one's answer: "ok" or 503."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.answers: dict[int, str] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        aid = 0
+        while not self.stopped.is_set():
+            aid += 1
+            try:
+                self.answers[aid] = write(self.url, aid, 1, timeout=ANSWER_SECONDS)
+            except urllib.error.HTTPError as exc:
+                self.answers[aid] = str(exc.code)
+
+    def answered(self, answer: str) -> set[int]:
+        return {aid for aid, got in list(self.answers.items()) if got == answer}
+
+
+def test_a_killed_store_comes_back_and_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    up = Up(data_dir, free_port())
+    writer = Writer(up.url)
+    try:
+        assert wait_for(up.ready, timeout=60)
+        writer.start()
+        for kill in (1, 2):
+            before = len(writer.answered("ok"))
+            assert wait_for(lambda n=before: len(writer.answered("ok")) >= n + 20)
+            pid = store_pid(up)
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            assert wait_for(lambda p=pid: store_pid(up) not in (None, p), timeout=30)
+            assert up.log.read_text().count("restarted on 127.0.0.1") == kill
+            # the API answers again, on the restarted store
+            after = len(writer.answered("ok"))
+            assert wait_for(lambda n=after: len(writer.answered("ok")) >= n + 5, timeout=30)
+        writer.stopped.set()
+        writer.join(timeout=ANSWER_SECONDS)
+        assert set(writer.answers.values()) <= {"ok", "503"}, writer.answers
+        # the worker is back too: a queued write is applied
+        assert json.loads(write(up.url, 0, 1, queued=True)) == {"queued": 1}
+        url = (data_dir / "store.url").read_text().strip()
+        store = Store(redis.Redis.from_url(url), Settings())
+        ok = writer.answered("ok")
+
+        def applied() -> tuple[int, set[int]]:
+            result = store.query([UserQuery(1, NOW - 60, NOW)], ["steps"], None, True)[0]
+            return result.sums["steps"], {int(aid) for aid in result.activities}
+
+        assert wait_for(lambda: applied() == (len(ok) + 1, ok | {0}), timeout=30), (
+            applied(),
+            len(ok),
+            writer.answered("503"),
+        )
+        assert up.log.read_text().count("the store exited (killed by SIGKILL)") == 2
+    finally:
+        writer.stopped.set()
+        assert up.stop() == 0, up.log.read_text()
+
+
+def test_a_store_that_keeps_failing_stops_psd_up_with_its_last_words(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    up = Up(data_dir, free_port())
+    try:
+        assert wait_for(up.ready, timeout=60)
+        tree = descendants(up.proc.pid)
+        manifest = next((data_dir / "appendonlydir").glob("*.manifest"))
+        manifest.write_text("not a manifest\n")  # read again only at the next start
+        pid = store_pid(up)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        code = up.proc.wait(timeout=60)
+    finally:
+        if up.proc.poll() is None:
+            up.proc.kill()
+    log = up.log.read_text()
+    assert code == 1, log
+    assert "giving up; its last log lines:" in log
+    assert "manifest" in log.rpartition("giving up")[2]  # the server's reason, from its log
+    assert not [pid for pid in tree if Path(f"/proc/{pid}").exists()], log
