@@ -103,7 +103,7 @@ def apply_batch(
     in one store call (retrying while Redis is unreachable), and say what to do with each:
     ACK once all it held is applied or kept, REJECT poison already kept, else REQUEUE."""
     store, settings = task.app.psd.store, task.app.psd.settings
-    outcomes: Outcomes = {}
+    outcomes = Outcomes()
     dead: list[DeadLetter] = []
     with_dead: set[str] = set()
     with_points: set[str] = set()
@@ -125,6 +125,7 @@ def apply_batch(
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
+            outcomes.explain(request.id, [letter.reason for letter in parsed.dead])
         if parsed.metrics or parsed.counts:
             with_points.add(request.id)
         for point in parsed.metrics:
