@@ -11,10 +11,11 @@ delivers those messages again (the store's delivery keys make that harmless).
 
 Each message also goes through the worker's bookkeeping and sends the task events a plain
 Celery task sends, so that Flower and ``celery events`` list it and the heartbeats' ``processed``
-counts it (celery-batches itself sends none): ``task-received`` as it is buffered,
+counts it (celery-batches itself sends none): ``task-received`` (stamped with its arrival) and
 ``task-started`` as its batch is handed to the pool, then ``task-succeeded`` (applied or a
 duplicate), ``task-rejected`` + ``task-failed`` with the reason (dead-lettered), or
-``task-rejected`` with ``requeue`` (handed back), as for a plain ``acks_late`` task.
+``task-rejected`` with ``requeue`` (handed back), as for a plain ``acks_late`` task. A batch's
+events leave together, a few publishes for a hundred messages.
 """
 
 from __future__ import annotations
@@ -52,23 +53,34 @@ class Outcomes(dict[str, str]):
 
 
 class Arrivals(Queue[Request]):
-    """The buffer of a batched task: every request put in it is reserved and announced, as
-    Celery's own strategy does for a task it takes."""
+    """The buffer of a batched task: a request put in it is reserved, as Celery's own strategy
+    reserves a task it takes, and its arrival time kept for its task-received event (sent
+    with its batch's: one publish for many events instead of one a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: dict[str, float] = {}
 
     def put(self, item: Request, block: bool = True, timeout: float | None = None) -> None:
         task_reserved(item)
-        item.send_event(
-            "task-received",
-            name=item.name,
-            args=item.argsrepr,
-            kwargs=item.kwargsrepr,
-            root_id=item.root_id,
-            parent_id=item.parent_id,
-            retries=item.request_dict.get("retries", 0),
-            eta=item.eta and item.eta.isoformat(),
-            expires=item.expires and item.expires.isoformat(),
-        )
+        self.arrived[item.id] = time.time()
         super().put(item, block, timeout)
+
+
+def received(request: Request, at: float) -> None:
+    """The task-received event Celery's own strategy sends, stamped with the arrival."""
+    request.send_event(
+        "task-received",
+        timestamp=at,
+        name=request.name,
+        args=request.argsrepr,
+        kwargs=request.kwargsrepr,
+        root_id=request.root_id,
+        parent_id=request.parent_id,
+        retries=request.request_dict.get("retries", 0),
+        eta=request.eta and request.eta.isoformat(),
+        expires=request.expires and request.expires.isoformat(),
+    )
 
 
 class PointBatches(Batches):  # type: ignore[misc]
@@ -83,40 +95,67 @@ class PointBatches(Batches):  # type: ignore[misc]
         one's)."""
         Batches.__init__(self)
         self._buffer = Arrivals()
-        # the consumer's thread owns the event buffer and the acks (Celery acks there too)
+        # the task events go out from the consumer's thread, which owns their buffer
         self._call_soon = consumer.call_soon
         return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
         simple = ([SimpleRequest.from_request(r) for r in requests],)
-        handed = time.monotonic()
+        handed, now, arrived = time.monotonic(), time.time(), self._buffer.arrived
         for request in requests:
+            received(request, arrived.pop(request.id, now))
             request.on_accepted(os.getpid(), handed)
 
         def done(outcomes: Outcomes | None) -> None:
-            self._call_soon(settle, requests, outcomes, time.monotonic() - handed)
+            events = settle(requests, outcomes, time.monotonic() - handed)
+            if sends_task_events(requests[0]):
+                self._call_soon(announce, events)
 
         return self._pool.apply_async(apply_batches_task, (self, simple, 0, None), callback=done)
 
 
-def settle(requests: list[Request], outcomes: Outcomes | None, runtime: float) -> None:
-    """Acknowledge, reject or requeue each message as the task said, and announce it."""
+TaskEvent = tuple[Request, str, dict[str, Any]]
+
+
+def settle(requests: list[Request], outcomes: Outcomes | None, runtime: float) -> list[TaskEvent]:
+    """Acknowledge, reject or requeue each message as the task said, as Celery settles a
+    plain task's (in the pool's thread); returns the task events that say so."""
     if outcomes is None:  # the task raised: nothing known to be applied
         log.error("batch of %d failed; handing it back to the broker", len(requests))
     reasons = getattr(outcomes, "reasons", {})
+    events: list[TaskEvent] = []
     for request in requests:
         outcome = REQUEUE if outcomes is None else outcomes.get(request.id, REQUEUE)
         reason = reasons.get(request.id)
         if outcome == ACK:
+            task_ready(request, successful=True)
+            request.acknowledge()
             note = f"some points dead-lettered: {reason}" if reason else None
-            request.on_success((False, repr(note), runtime))
+            events.append((request, "task-succeeded", {"result": repr(note), "runtime": runtime}))
             continue
         task_ready(request)
-        request.reject(requeue=outcome == REQUEUE)
+        requeue = outcome == REQUEUE
+        if not request.acknowledged:  # Request.reject, but its event goes with the others
+            request.on_reject(log, request.connection_errors, requeue)
+            request.acknowledged = True
+        events.append((request, "task-rejected", {"requeue": requeue}))
         if outcome == REJECT:
             why = f"dead-lettered: {reason}" if reason else "dead-lettered"
-            request.send_event("task-failed", exception=why, traceback="")
+            events.append((request, "task-failed", {"exception": why, "traceback": ""}))
+    return events
+
+
+def sends_task_events(request: Request) -> bool:
+    """Whether the worker sends task events now (``-E``, or turned on while it runs)."""
+    eventer = request.eventer
+    groups = eventer and eventer.groups
+    return bool(eventer and eventer.enabled and (not groups or "task" in groups))
+
+
+def announce(events: list[TaskEvent]) -> None:
+    for request, kind, fields in events:
+        request.send_event(kind, **fields)
 
 
 def with_retries(apply: Callable[[], None], patience: float, what: str) -> bool:
