@@ -68,20 +68,21 @@ class Watch:
         return beats[-1]["processed"] if beats else None
 
 
-def worker_options() -> dict[str, object]:
-    """A worker of a name of its own (the broker's events are shared), sending task events
-    (``psd worker -E``) and a heartbeat twice a second."""
+def worker_options(**more: object) -> dict[str, object]:
+    """A worker of a name of its own (the broker's events are shared) sending a heartbeat
+    twice a second."""
     return {
         "hostname": f"psd-events-{uuid.uuid4().hex[:8]}@localhost",
-        "task_events": True,
         "without_heartbeat": False,
         "heartbeat_interval": 0.5,
+        **more,
     }
 
 
 def test_every_message_sends_the_events_of_a_plain_task(
     app: Celery, worker_settings: Settings
 ) -> None:
+    """With psd's own settings: task events are on without ``-E``."""
     sent: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
 
     def send(name: str, *args: Any, **kwargs: Any) -> str:
@@ -145,13 +146,15 @@ def test_every_message_sends_the_events_of_a_plain_task(
 def test_a_message_handed_back_is_rejected_with_requeue(broker_url: str, spare_queue: str) -> None:
     """With the store unreachable the worker hands the message back to the broker: a plain
     task's message handed back sends task-rejected with requeue, and neither success nor
-    failure."""
+    failure. (Its worker is told to send task events, as ``psd worker -E`` tells it.)"""
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(redis_url=nowhere, broker_url=broker_url, queue=spare_queue,
                         batch_ms=50, write_retry_seconds=1, expire=0)  # fmt: skip
     app = make_app(settings)
     task_id = f"handed-back-{uuid.uuid4().hex[:8]}"
-    with Watch(app).running() as watch, running_worker(app, **worker_options()):
+    app.conf.worker_send_task_events = False
+    options = worker_options(task_events=True)
+    with Watch(app).running() as watch, running_worker(app, **options):
         app.send_task("psd.write_metric", kwargs=point(), task_id=task_id)
         assert wait_for(lambda: "task-rejected" in watch.types(task_id))
     types = watch.types(task_id)
