@@ -195,8 +195,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--bulk", type=int, default=200, help="100-point messages")
     ap.add_argument("--days", type=int, default=40, help="messages of a user's day of minutes")
-    ap.add_argument("--events", choices=["off", "on", "both"], default="both",
-                    help="task events of the psd worker")  # fmt: skip
+    ap.add_argument("--events", choices=["off", "on", "both"], default="on",
+                    help="task events of the psd worker (on: as deployed)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=1, help="runs of each events mode (best kept)")
     args = ap.parse_args()
     binary = server_binary(prefer_path=True)
