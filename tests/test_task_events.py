@@ -45,7 +45,9 @@ class Watch:
     def running(self) -> Iterator[Watch]:
         with self.app.connection_for_read() as conn:
             receiver = self.app.events.Receiver(conn, handlers={"*": self.on_event})
-            thread = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+            thread = threading.Thread(
+                target=receiver.capture, kwargs={"wakeup": False}, daemon=True
+            )
             thread.start()
             try:
                 yield self
@@ -94,6 +96,7 @@ def test_every_message_sends_the_events_of_a_plain_task(
     options = worker_options()
     hostname = str(options["hostname"])
     with Watch(app).running() as watch, running_worker(app, **options):
+        # listening: a heartbeat of this worker has come through
         assert wait_for(lambda: watch.processed(hostname) is not None)
         before = watch.processed(hostname)
         assert before is not None
@@ -155,6 +158,8 @@ def test_a_message_handed_back_is_rejected_with_requeue(broker_url: str, spare_q
     app.conf.worker_send_task_events = False
     options = worker_options(task_events=True)
     with Watch(app).running() as watch, running_worker(app, **options):
+        # listening: a heartbeat of this worker has come through
+        assert wait_for(lambda: watch.processed(str(options["hostname"])) is not None)
         app.send_task("psd.write_metric", kwargs=point(), task_id=task_id)
         assert wait_for(lambda: "task-rejected" in watch.types(task_id))
     types = watch.types(task_id)
