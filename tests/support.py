@@ -56,8 +56,9 @@ def make_app(settings: Settings) -> Celery:
 
 
 @contextmanager
-def running_worker(app: Celery) -> Iterator[None]:
-    """A real worker, in a thread of this process, on the app's queue."""
+def running_worker(app: Celery, **options: object) -> Iterator[None]:
+    """A real worker, in a thread of this process, on the app's queue; ``options`` are the
+    worker's (``celery worker``'s, e.g. ``hostname``, ``without_heartbeat``)."""
     with start_worker(
         app,
         pool="threads",
@@ -65,6 +66,7 @@ def running_worker(app: Celery) -> Iterator[None]:
         perform_ping_check=False,
         shutdown_timeout=20,
         queues=[app.psd.settings.queue],
+        **options,
     ):
         yield
 

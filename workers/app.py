@@ -3,7 +3,8 @@
 Configured from psd's settings (defaults, TOML file, ``PSD_*``): the broker is
 ``PSD_BROKER_URL``, else the store's Redis. Messages are acknowledged only after their points
 are applied (``acks_late``; see workers/batches.py for how a batch acknowledges), results are
-not kept, and a worker takes enough messages at once to fill its batches.
+not kept, a worker takes enough messages at once to fill its batches, and it sends task events
+(as ``celery worker -E``) for Flower.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 2,
         "worker_hijack_root_logger": False,
+        # Flower and `celery events` see every write task (~5-10% of a worker's CPU a
+        # single-point message, nothing measurable for a hundred points a message)
+        "worker_send_task_events": True,
         **beat_config(settings),
     }
 

@@ -8,16 +8,27 @@ already kept in the dead-letter list) or ``REQUEUE`` (not applied: Redis stayed 
 requeues the whole batch if the task itself failed. Nothing is acknowledged before its points
 are applied; a worker that dies holding a batch has acknowledged none of it, and the broker
 delivers those messages again (the store's delivery keys make that harmless).
+
+Each message also goes through the worker's bookkeeping and sends the task events a plain
+Celery task sends, so that Flower and ``celery events`` list it and the heartbeats' ``processed``
+counts it (celery-batches itself sends none): ``task-received`` (stamped with its arrival) and
+``task-started`` as its batch is handed to the pool, then ``task-succeeded`` (applied or a
+duplicate), ``task-rejected`` + ``task-failed`` with the reason (dead-lettered), or
+``task-rejected`` with ``requeue`` (handed back), as for a plain ``acks_late`` task. A batch's
+events leave together, a few publishes for a hundred messages.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Collection
+from queue import Queue
 from typing import Any
 
 from celery.worker.request import Request
+from celery.worker.state import task_ready, task_reserved
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
@@ -26,7 +37,50 @@ from psd.errors import StoreError
 log = logging.getLogger("psd.workers")
 
 ACK, REJECT, REQUEUE = "ack", "reject", "requeue"
-Outcomes = dict[str, str]
+
+
+class Outcomes(dict[str, str]):
+    """{request id: ACK | REJECT | REQUEUE}, and why for a message with dead letters: the
+    reason its task events carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: dict[str, str] = {}
+
+    def explain(self, request_id: str, reasons: list[str]) -> None:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        self.reasons[request_id] = reasons[0] + more
+
+
+class Arrivals(Queue[Request]):
+    """The buffer of a batched task: a request put in it is reserved, as Celery's own strategy
+    reserves a task it takes, and its arrival time kept for its task-received event (sent
+    with its batch's: one publish for many events instead of one a message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: dict[str, float] = {}
+
+    def put(self, item: Request, block: bool = True, timeout: float | None = None) -> None:
+        task_reserved(item)
+        self.arrived[item.id] = time.time()
+        super().put(item, block, timeout)
+
+
+def received(request: Request, at: float) -> None:
+    """The task-received event Celery's own strategy sends, stamped with the arrival."""
+    request.send_event(
+        "task-received",
+        timestamp=at,
+        name=request.name,
+        args=request.argsrepr,
+        kwargs=request.kwargsrepr,
+        root_id=request.root_id,
+        parent_id=request.parent_id,
+        retries=request.request_dict.get("retries", 0),
+        eta=request.eta and request.eta.isoformat(),
+        expires=request.expires and request.expires.isoformat(),
+    )
 
 
 class PointBatches(Batches):  # type: ignore[misc]
@@ -40,23 +94,68 @@ class PointBatches(Batches):  # type: ignore[misc]
         (a second worker in one process, as in the tests, would otherwise inherit a stopped
         one's)."""
         Batches.__init__(self)
+        self._buffer = Arrivals()
+        # the task events go out from the consumer's thread, which owns their buffer
+        self._call_soon = consumer.call_soon
         return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)
         simple = ([SimpleRequest.from_request(r) for r in requests],)
+        handed, now, arrived = time.monotonic(), time.time(), self._buffer.arrived
+        for request in requests:
+            received(request, arrived.pop(request.id, now))
+            request.on_accepted(os.getpid(), handed)
 
-        def settle(outcomes: Outcomes | None) -> None:
-            if outcomes is None:  # the task raised: nothing known to be applied
-                log.error("batch of %d failed; handing it back to the broker", len(requests))
-            for request in requests:
-                outcome = REQUEUE if outcomes is None else outcomes.get(request.id, REQUEUE)
-                if outcome == ACK:
-                    request.acknowledge()
-                else:
-                    request.reject(requeue=outcome == REQUEUE)
+        def done(outcomes: Outcomes | None) -> None:
+            events = settle(requests, outcomes, time.monotonic() - handed)
+            if sends_task_events(requests[0]):
+                self._call_soon(announce, events)
 
-        return self._pool.apply_async(apply_batches_task, (self, simple, 0, None), callback=settle)
+        return self._pool.apply_async(apply_batches_task, (self, simple, 0, None), callback=done)
+
+
+TaskEvent = tuple[Request, str, dict[str, Any]]
+
+
+def settle(requests: list[Request], outcomes: Outcomes | None, runtime: float) -> list[TaskEvent]:
+    """Acknowledge, reject or requeue each message as the task said, as Celery settles a
+    plain task's (in the pool's thread); returns the task events that say so."""
+    if outcomes is None:  # the task raised: nothing known to be applied
+        log.error("batch of %d failed; handing it back to the broker", len(requests))
+    reasons = getattr(outcomes, "reasons", {})
+    events: list[TaskEvent] = []
+    for request in requests:
+        outcome = REQUEUE if outcomes is None else outcomes.get(request.id, REQUEUE)
+        reason = reasons.get(request.id)
+        if outcome == ACK:
+            task_ready(request, successful=True)
+            request.acknowledge()
+            note = f"some points dead-lettered: {reason}" if reason else None
+            events.append((request, "task-succeeded", {"result": repr(note), "runtime": runtime}))
+            continue
+        task_ready(request)
+        requeue = outcome == REQUEUE
+        if not request.acknowledged:  # Request.reject, but its event goes with the others
+            request.on_reject(log, request.connection_errors, requeue)
+            request.acknowledged = True
+        events.append((request, "task-rejected", {"requeue": requeue}))
+        if outcome == REJECT:
+            why = f"dead-lettered: {reason}" if reason else "dead-lettered"
+            events.append((request, "task-failed", {"exception": why, "traceback": ""}))
+    return events
+
+
+def sends_task_events(request: Request) -> bool:
+    """Whether the worker sends task events now (``-E``, or turned on while it runs)."""
+    eventer = request.eventer
+    groups = eventer and eventer.groups
+    return bool(eventer and eventer.enabled and (not groups or "task" in groups))
+
+
+def announce(events: list[TaskEvent]) -> None:
+    for request, kind, fields in events:
+        request.send_event(kind, **fields)
 
 
 def with_retries(apply: Callable[[], None], patience: float, what: str) -> bool:

@@ -120,7 +120,7 @@ def apply_batch(
     as dead letters, and say what to do with each: ACK once all it held is applied or kept,
     REJECT poison already kept (nothing of it applied), else REQUEUE."""
     store, settings = task.app.psd.store, task.app.psd.settings
-    outcomes: Outcomes = {}
+    outcomes = Outcomes()
     dead: list[DeadLetter] = []
     with_dead: set[str] = set()
     with_points: set[str] = set()
@@ -144,6 +144,7 @@ def apply_batch(
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
+            outcomes.explain(request.id, [letter.reason for letter in parsed.dead])
         if parsed.metrics or parsed.counts:
             with_points.add(request.id)
         for point, where in zip(parsed.metrics, parsed.where, strict=False):
