@@ -5,9 +5,11 @@ own state, the one its Tasks and Workers pages show."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
@@ -166,3 +168,29 @@ def test_a_message_handed_back_is_rejected_with_requeue(broker_url: str, spare_q
     assert types[:3] == ["task-received", "task-started", "task-rejected"]
     assert watch.of(task_id)[2]["requeue"] is True
     assert not {"task-succeeded", "task-failed"} & set(types)
+
+
+def test_a_point_past_the_retention_fails_with_the_reason(worker_settings: Settings) -> None:
+    """Under the default policy the store refuses a 2016 point after the message was parsed:
+    its message still fails in Flower with the reason, and one with a kept point beside it
+    succeeds."""
+    default = Settings()
+    settings = replace(worker_settings, expire=default.expire, count_expire=default.count_expire)
+    app = make_app(settings)
+    now = int(time.time())
+    refused, applied = (f"retention-{n}-{uuid.uuid4().hex[:8]}" for n in (1, 2))
+    options = worker_options()
+    with Watch(app).running() as watch, running_worker(app, **options):
+        assert wait_for(lambda: watch.processed(str(options["hostname"])) is not None)
+        app.send_task("psd.write_metric", kwargs=point(), task_id=refused)  # at T0: 2016
+        kept = [point(uid=2, ts=now - 60, mode="increment"), point(uid=3, mode="increment")]
+        app.send_task("psd.write_metrics", kwargs={"points": kept}, task_id=applied)
+        assert wait_for(
+            lambda: (
+                {"task-failed", "task-succeeded"} <= {*watch.types(refused), *watch.types(applied)}
+            )
+        )
+    assert watch.state.tasks[refused].state == "FAILURE"
+    assert "ts2: past the retention" in watch.state.tasks[refused].exception
+    assert watch.state.tasks[applied].state == "SUCCESS"
+    assert "points[1]: ts2: past the retention" in watch.state.tasks[applied].result

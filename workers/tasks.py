@@ -131,6 +131,7 @@ def apply_batch(
     #: per point, metrics then counts: its request, where it is in it, its delivery
     sources: list[tuple[SimpleRequest, str, str]] = []
     seen: set[str] = set()
+    why: dict[str, list[str]] = {}  # request id -> the reasons of its dead letters
     for request in requests:
         delivery = delivery_of(request)
         if delivery in seen:  # the same message twice in one batch
@@ -144,7 +145,7 @@ def apply_batch(
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
-            outcomes.explain(request.id, [letter.reason for letter in parsed.dead])
+            why[request.id] = [letter.reason for letter in parsed.dead]
         if parsed.metrics or parsed.counts:
             with_points.add(request.id)
         for point, where in zip(parsed.metrics, parsed.where, strict=False):
@@ -173,6 +174,7 @@ def apply_batch(
             if result.status == "refused":
                 dead.append(_refused(point, result, request.name, where, delivery))
                 with_dead.add(request.id)
+                why.setdefault(request.id, []).append(dead[-1].reason)
             else:
                 live.add(request.id)
         POINTS.labels("task").inc(len(results) - (len(dead) - invalid))
@@ -180,6 +182,8 @@ def apply_batch(
     if kept:
         REJECTED.labels("task", "invalid").inc(invalid)
         REJECTED.labels("task", "retention").inc(len(dead) - invalid)
+    for request_id, reasons in why.items():
+        outcomes.explain(request_id, reasons)
     for request_id in with_dead | with_points:
         done = (kept or request_id not in with_dead) and (applied or request_id not in with_points)
         outcomes[request_id] = (ACK if request_id in live else REJECT) if done else REQUEUE
