@@ -7,11 +7,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.worker import state as worker_state
 from kombu import Connection
 
 from psd.config import Settings
@@ -46,6 +48,28 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def taken() -> int:
+    """Messages the worker threads of this process have taken into a batch (Celery's count,
+    which the heartbeats report as processed)."""
+    return worker_state.all_total_count[0]
+
+
+def idle() -> bool:
+    """The worker threads of this process hold no message: each one taken is settled
+    (acknowledged, rejected or handed back)."""
+    return not worker_state.active_requests and not worker_state.reserved_requests
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it: a process that has exited is not
+    alive, whether or not its parent has waited for it yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def make_app(settings: Settings) -> Celery:

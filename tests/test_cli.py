@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from psd.embedded import free_port
+from tests.support import alive
 
 #: A recent instant: these processes run with the default retention (90 days).
 NOW = int(time.time()) // 60 * 60
@@ -65,9 +66,9 @@ def test_psd_web_runs_on_the_embedded_store_and_stops_cleanly(tmp_path: Path) ->
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    time.sleep(0.5)
-    alive = [p for p in descendants if Path(f"/proc/{p}").exists()]
-    assert not alive, f"processes left behind: {alive}"
+    # psd web waits for its children before it exits: none may be running now
+    left = [p for p in descendants if alive(p)]
+    assert not left, f"processes left behind: {left}"
     assert (tmp_path / "data" / "appendonlydir").is_dir(), "the embedded store did not persist"
 
 
@@ -105,9 +106,8 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    time.sleep(0.5)
-    alive = [p for p in descendants if Path(f"/proc/{p}").exists()]
-    assert not alive, f"processes left behind: {alive}"
+    left = [p for p in descendants if alive(p)]
+    assert not left, f"processes left behind: {left}"
 
 
 def test_psd_worker_says_what_it_needs() -> None:

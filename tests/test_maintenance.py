@@ -322,7 +322,7 @@ def test_updates_keep_the_activity_state_alive(redis_client: redis.Redis) -> Non
     ts = NOW - 60
     short.write_metric(MetricPoint("steps", 9, 1, 1, 10, ts, ts))
     ttl_before = redis_client.pttl("{9}:acts")
-    time.sleep(0.3)
+    time.sleep(0.3)  # not a synchronisation: the TTL must run down measurably before the update
     short.write_metric(MetricPoint("steps", 9, 1, 1, 11, ts, ts + 1))
     assert redis_client.pttl("{9}:acts") > ttl_before - 100  # refreshed by the update
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from flask.testing import FlaskClient
@@ -71,4 +70,3 @@ def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    time.sleep(0.2)

@@ -16,21 +16,12 @@ import pytest
 
 from psd.embedded import free_port
 from tests.fake_nsqd import FakeNsqd
-from tests.support import wait_for
+from tests.support import alive, wait_for
 from tests.test_cli import _get
 from tests.test_up import Up, descendants, write
 
 #: The promise: everything of a killed command gone within this many seconds.
 DIE_SECONDS = 10
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def listening(port: int) -> bool:

@@ -9,14 +9,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from psd.embedded import free_port
-from tests.support import wait_for
+from tests.support import alive, wait_for
 from tests.test_cli import NOW, _get
 
 STOP_SECONDS = 40
@@ -94,8 +93,8 @@ def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path)
     finally:
         code = up.stop()
     assert code == 0, up.log.read_text()
-    time.sleep(0.5)
-    left = {pid: args for pid, args in children.items() if Path(f"/proc/{pid}").exists()}
+    # psd up waits for its processes and its store before it exits: none may be running now
+    left = {pid: args for pid, args in children.items() if alive(pid)}
     assert not left, f"processes left behind: {left}"
     log = up.log.read_text()
     assert "psd is up" in log and "| " in log  # the banner, and one prefixed stream

@@ -25,7 +25,7 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.model import parse_metric
 from psd.store import Store
-from tests.support import make_app, running_worker, wait_for
+from tests.support import idle, make_app, running_worker, taken, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -147,12 +147,13 @@ def test_a_duplicate_publish_or_redelivery_counts_once(
         return (store.sum(1, "steps", None, T0, T0), store.sum(3, "steps", None, T0, T0),
                 store.count("signup", T0, T0))  # fmt: skip
 
+    start = taken()
     with running_worker(app):
         send_all()  # duplicates inside one batch
         assert wait_for(lambda: applied() == (5, 4, 1))
         send_all()  # and again, long after the first were applied
-        assert wait_for(lambda: _queue_length(worker_settings) == 0)
-        time.sleep(0.5)
+        # all 12 messages taken and settled: none is left to count again
+        assert wait_for(lambda: taken() >= start + 12 and idle())
     assert applied() == (5, 4, 1)
 
 
@@ -253,12 +254,16 @@ def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, spare_
                 app.tasks["psd.write_metric"].delay(
                     **point(value=1, aid=n, ts=T0 + n, mode="increment")
                 )
-            time.sleep(2.5)  # the worker tries, backs off, gives the batch back
+            # not a synchronisation: the store stays down a while, so that the worker meets
+            # it down, retries, backs off and hands its batches back, which is what this
+            # test is about (whenever the worker gets to them, the answer below is the same)
+            time.sleep(2.5)
             with EmbeddedServer(binary=first.binary, port=port, persist=False) as second:
                 again = Store.from_url(second.url, settings)
                 # the new server is empty: only the 70 points sent while it was down arrive
                 assert wait_for(lambda: again.sum(1, "steps", None, T0, T0 + 200) == 70, 40)
-                time.sleep(1)
+                # and nothing more: the queue is empty and the worker holds no message
+                assert wait_for(lambda: _queue_length(settings) == 0 and idle())
                 assert again.sum(1, "steps", None, T0, T0 + 200) == 70
 
 
@@ -296,9 +301,17 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
         assert applied_total(store, users) < total, "the worker finished before the kill"
         worker = start()
         wait_for(lambda: applied_total(store, users) >= total, 30)
-        wait_for(lambda: _queue_length(settings) == 0, 30)
-        time.sleep(3)  # anything delivered twice would land by now
-        return applied_total(store, users)
+        # a message the worker still holds unacknowledged goes back to the queue when the
+        # worker has gone: once a stopped worker leaves the queue empty, nothing is left to
+        # be delivered again, and the total is final
+        for _ in range(5):
+            wait_for(lambda: _queue_length(settings) == 0, 30)
+            worker.terminate()
+            worker.wait(30)
+            if _queue_length(settings) == 0:
+                return applied_total(store, users)
+            worker = start()
+        raise AssertionError("the queue never drained")
     finally:
         worker.terminate()
         worker.wait(30)
