@@ -1,14 +1,15 @@
 -- limits.lua: included by the write scripts where they say "-- #include limits.lua". Why a
 -- write never overflows: every counter field stays within ±2^62 before and after each call,
--- and a call adds at most WRITE_BATCH (psd/batching.py) points of at most ±2^42 to a field
--- between two checks, so HINCRBY (int64: ±2^63) cannot fail. A field found past ±2^62
--- after them makes the caller undo them (exact) and refuse the point at fault. Numbers of
--- an activity's record are Lua doubles: they are kept within ±2^53, where doubles are exact.
+-- and a call adds at most PAY_EVERY (WRITE_BATCH of psd/batching.py) points of at most
+-- ±2^42 each to a field before it checks, so HINCRBY (int64: ±2^63) cannot fail, and the
+-- sums owed stay exact Lua doubles (below 2^49). A field found past ±2^62 makes the caller
+-- take back (exactly) what it added and refuse the point at fault. The numbers of an
+-- activity's record are Lua doubles: they are kept within ±2^53, where doubles are exact.
 local COUNTER_LIMIT = 2^62
 local RECORD_LIMIT = 2^53
 local MAX_CHANGE = 2^42
-local PAY_EVERY = 100  -- WRITE_BATCH
-local paid = {}  -- key, field, delta of each increment made and not undone, in order
+local PAY_EVERY = 100
+local type_of = type
 
 -- the field is past ±2^62, read exactly (the double of a number near 2^62 is off by <= 256)
 local function past_limit(key, field)
@@ -16,26 +17,26 @@ local function past_limit(key, field)
   return #digits > 19 or (#digits == 19 and digits > '4611686018427387904')
 end
 
--- add delta to a counter field: its new value, or false when that is past ±2^62 (undo it
--- with the rest) or the field could not take it (not an integer: nothing was added)
-local function pay(key, field, delta)
+-- whether HINCRBY's answer n (from redis.pcall) is refused, and then whether it added
+-- anything (to take back): n is no number (the field is no integer, or past int64), or past
+-- ±2^62. Callers test the usual case, a number within ±2^62, inline: a call costs 3%.
+local function refused(key, field, n)
+  if type(n) ~= 'number' then return true, false end
+  return (n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT) and past_limit(key, field), true
+end
+
+-- add delta to a counter field: its new value, or nil when refused (then true: take it back)
+local function add(key, field, delta)
   local n = redis.pcall('HINCRBY', key, field, delta)
-  if type(n) ~= 'number' then return false end
-  local m = #paid
-  paid[m + 1] = key; paid[m + 2] = field; paid[m + 3] = delta
-  if (n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT) and past_limit(key, field) then return false end
+  local no, added = refused(key, field, n)
+  if no then return nil, added end
   return n
 end
 
--- undo the increments made since paid[mark], newest first; a field back at 0 goes, as it
--- was (absent) before a first increment
-local function unpay(mark)
-  for i = #paid - 2, mark, -3 do
-    if redis.call('HINCRBY', paid[i], paid[i + 1], -paid[i + 2]) == 0 then
-      redis.call('HDEL', paid[i], paid[i + 1])
-    end
-    paid[i] = nil; paid[i + 1] = nil; paid[i + 2] = nil
-  end
+-- take an addition back (exact: the field stays within int64); a field back at 0 goes, as
+-- it was (absent) before its first addition
+local function take_back(key, field, delta)
+  if redis.call('HINCRBY', key, field, -delta) == 0 then redis.call('HDEL', key, field) end
 end
 
 -- a record's number stays exact

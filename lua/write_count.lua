@@ -24,15 +24,31 @@ local HASH_OF_CHILD = {1, 2, 3, 3, 4, 4}
 -- #include once.lua
 -- #include limits.lua
 
+local added = {}  -- key, field, value of each addition of this call: for an undo
+
+-- take back the additions made since added[mark]
+local function take_back_since(mark)
+  for i = #added - 2, mark, -3 do
+    take_back(added[i], added[i + 1], added[i + 2])
+    added[i], added[i + 1], added[i + 2] = nil, nil, nil
+  end
+end
+
 -- add the point's value to its six fields: 1, or -1 (nothing added) if one would cross
-local function add(value, children, expires, k)
-  local mark, fresh = #paid + 1, {}  -- hash number -> a field of it was added
+local function add_point(value, children, expires, k)
+  local mark, fresh = #added + 1, {}  -- hash number -> a field of it was added
   for c = 1, 6 do
     local j = HASH_OF_CHILD[c]
     local expire_at = expires[j]
     if expire_at == 0 or expire_at > now or j == 1 then  -- the root: its newest year rules
-      local n = pay(KEYS[k + j], children[c] * 10, value)
-      if not n then unpay(mark); return -1 end
+      local key, field = KEYS[k + j], children[c] * 10
+      local n, made = add(key, field, value)
+      if not n then
+        if made then take_back(key, field, value) end
+        take_back_since(mark)
+        return -1
+      end
+      added[#added + 1] = key; added[#added + 1] = field; added[#added + 1] = value
       if n == value and expire_at > 0 then fresh[j] = true end
     end
   end
@@ -50,10 +66,10 @@ for n = 1, #points do
   if delivery ~= '' and applied_before(KEYS[k + 5], delivery, once) then
     out[n] = 0
   else
-    out[n] = add(value, children, expires, k)
+    out[n] = add_point(value, children, expires, k)
     if out[n] < 0 then
       refused = true
-      if whole then unpay(1) end
+      if whole then take_back_since(1) end
     end
   end
   if refused and whole then  -- nothing of the call is written: the rest is not even tried

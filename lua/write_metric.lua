@@ -91,13 +91,13 @@ local function window_sum(summary, chunks, ts1, ts2)
     local start = summary[i] * 3600
     if start >= ts1 and start + 3599 <= ts2 then
       sum = sum + summary[i + 1]
-      if not exact(sum) then return nil end
+      if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
     elseif start + 3599 >= ts1 and start <= ts2 then
       local changes = chunks[summary[i]]
       for j = 1, #changes, 3 do
         if changes[j] >= ts1 and changes[j] <= ts2 then
           sum = sum + changes[j + 1]
-          if not exact(sum) then return nil end
+          if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
         end
       end
     end
@@ -181,19 +181,45 @@ local function add_to_counters(k, p, delta)
   end
 end
 
+local paid = {}  -- the owed tables this call paid, {owed, owed_keys}: for an undo
+
+-- take back a payment (or where it stopped: at `key` and `field`, added or not)
+local function unpay(dues, stop_key, stop_field, added)
+  for _, key in ipairs(dues[2]) do
+    for field, delta in pairs(dues[1][key]) do
+      if delta ~= 0 then
+        if key == stop_key and field == stop_field then
+          if added then take_back(key, field, delta) end
+          return
+        end
+        take_back(key, field, delta)
+      end
+    end
+  end
+end
+
+local function unpay_all()
+  for _, dues in ipairs(paid) do unpay(dues) end
+  paid = {}
+end
+
 -- pay what is owed, or nothing (false) if a field would leave ±2^62; a new field may be a
 -- new hash: give it its expiry; the root only ever extends it
 local function pay_counters()
-  local mark, fresh = #paid + 1, {}
+  local fresh = {}
   for _, key in ipairs(owed_keys) do
-    for field, delta in pairs(owed[key]) do
+    for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
       if delta ~= 0 then
-        local n = pay(key, field, delta)
-        if not n then unpay(mark); return false end
+        local n = redis.pcall('HINCRBY', key, field, delta)  -- add(), inlined
+        if type_of(n) ~= 'number' or n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT then
+          local no, added = refused(key, field, n)
+          if no then unpay({owed, owed_keys}, key, field, added); return false end
+        end
         if n == delta then fresh[key] = true end
       end
     end
   end
+  paid[#paid + 1] = {owed, owed_keys}
   for key, _ in pairs(fresh) do
     local expire_at = expiry[key]
     if expire_at > 0 then
@@ -294,11 +320,12 @@ local function apply(k, p)
   return 'ok', delta
 end
 
+local REFUSALS = {past_counter = true, past_record = true, past_change = true}
 local out, refused = {}, false
 local function run(n)
   local status, delta = apply(points[n][11], points[n])
   out[2 * n - 1] = status; out[2 * n] = delta
-  if status:sub(1, 5) == 'past_' then refused = true end
+  if REFUSALS[status] then refused = true end
 end
 
 -- the call's state in memory, forgotten: the next point reads what is stored
@@ -341,11 +368,11 @@ end
 if apply_all() then
   save_states()
 else
-  unpay(1)
+  unpay_all()
   if not (whole and refused) then  -- a counter would cross: nothing of the call is written
     forget()
     apply_each()
-    if whole and refused then unpay(1) elseif whole then save_states() end
+    if whole and refused then unpay_all() elseif whole then save_states() end
   end
   for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
 end
@@ -353,7 +380,7 @@ if refused then  -- a delivery none of whose points was applied is not remembere
   local kept = {}
   for n = 1, #points do
     local delivery = points[n][10]
-    if delivery ~= '' and not whole and out[2 * n - 1]:sub(1, 5) ~= 'past_' then
+    if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
       kept[KEYS[points[n][11] + 9] .. '\n' .. delivery] = true
     end
   end
