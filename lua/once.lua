@@ -8,7 +8,7 @@
 -- ONCE_ARGV: {now, window, cutoff}: the time of this call and how long keys are kept, as
 -- decimal strings, and "(<now - window>)" (numbers turned into strings in Lua cost more than
 -- the rest of this); set by the including script before use.
-local once_decided, once_trimmed = {}, {}
+local once_decided, once_trimmed, once_new = {}, {}, {}
 
 -- true if delivery `ik` was applied to `record` before this call (and, if not, remember it)
 local function applied_before(record, ik, once)
@@ -23,7 +23,19 @@ local function applied_before(record, ik, once)
   if not decided then
     redis.call('ZADD', record, once[1], ik)
     redis.call('EXPIRE', record, once[2])
+    once_new[#once_new + 1] = id
   end
   once_decided[id] = decided
   return decided
+end
+
+-- forget the deliveries this call remembered but applied nothing of (every point of them
+-- refused): `kept` holds record .. '\n' .. ik of those it applied
+local function once_forget(kept)
+  for _, id in ipairs(once_new) do
+    if not kept[id] then
+      local record, ik = id:match('^(.-)\n(.*)$')
+      redis.call('ZREM', record, ik)
+    end
+  end
 end

@@ -28,17 +28,23 @@
 --           whatever came before); k = how many KEYS come before the point's nine
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3..5] now, window, cutoff of once.lua
+-- ARGV[6] "1": all or nothing (one point refused, nothing of the call is written), else "0"
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
 -- "stale" (ts2 older than a change already recorded for this activity: a late update; or
--- the update needs detail that compaction dropped, psd/maintenance.py) or "duplicate" (its
--- delivery was applied before).
+-- the update needs detail that compaction dropped, psd/maintenance.py), "duplicate" (its
+-- delivery was applied before), or refused, nothing of it written (limits.lua):
+-- "past_counter" (a counter would leave ±2^62), "past_record" (its activity's record
+-- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
+-- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
 local once = {ARGV[3], ARGV[4], ARGV[5]}
 local now = ARGV[3] + 0
+local whole = ARGV[6] == '1'
 local HASH_OF_CHILD = {1, 2, 3, 3}
 
 -- #include once.lua
+-- #include limits.lua
 
 local function hour_of(ts) return math.floor(ts / 3600) end
 
@@ -78,50 +84,54 @@ local function load_hours(act, hours)
 end
 
 -- what the activity recorded inside [ts1, ts2]: whole hours from their totals, the two
--- partial ones from their changes
+-- partial ones from their changes; nil if a partial sum leaves ±2^53 (it could be inexact)
 local function window_sum(summary, chunks, ts1, ts2)
   local sum = 0
   for i = 5, #summary, 2 do
     local start = summary[i] * 3600
     if start >= ts1 and start + 3599 <= ts2 then
       sum = sum + summary[i + 1]
+      if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
     elseif start + 3599 >= ts1 and start <= ts2 then
       local changes = chunks[summary[i]]
       for j = 1, #changes, 3 do
-        if changes[j] >= ts1 and changes[j] <= ts2 then sum = sum + changes[j + 1] end
+        if changes[j] >= ts1 and changes[j] <= ts2 then
+          sum = sum + changes[j + 1]
+          if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
+        end
       end
     end
   end
   return sum
 end
 
--- add the change to the summary and its hour; returns hour -> changes to store
+-- add the change to the summary and its hour; returns hour -> changes to store, or nil
+-- (nothing changed) if the change or its hour's total would leave ±2^53
 local function record(summary, chunks, ts, delta, atid)
   local h = hour_of(ts)
   local stored = {}
   if summary[4] == 1 then
     if summary[1] == ts and summary[3] == atid then
+      if not exact(summary[6] + delta) then return nil end
       summary[6] = summary[6] + delta
       return stored
     end
     stored[summary[5]] = chunks[summary[5]]  -- a second change: the first gets its hour
   end
-  local changes = chunks[h] or {}
-  chunks[h] = changes
-  local merged = false
+  local changes, slot, at = chunks[h] or {}, hour_slot(summary, h), nil
   for j = 1, #changes, 3 do
-    if changes[j] == ts and changes[j + 2] == atid then
-      changes[j + 1] = changes[j + 1] + delta
-      merged = true
-      break
-    end
+    if changes[j] == ts and changes[j + 2] == atid then at = j + 1; break end
   end
-  if not merged then
+  if (at and not exact(changes[at] + delta)) or (slot and not exact(summary[slot + 1] + delta))
+  then return nil end
+  chunks[h] = changes
+  if at then
+    changes[at] = changes[at] + delta
+  else
     changes[#changes + 1] = ts; changes[#changes + 1] = delta; changes[#changes + 1] = atid
     summary[4] = summary[4] + 1
   end
   stored[h] = changes
-  local slot = hour_slot(summary, h)
   if slot then
     summary[slot + 1] = summary[slot + 1] + delta
   else
@@ -171,18 +181,53 @@ local function add_to_counters(k, p, delta)
   end
 end
 
--- a new field may be a new hash: give it its expiry; the root only ever extends it
-local function pay_counters()
-  for _, key in ipairs(owed_keys) do
-    local expire_at, fresh = expiry[key], false
-    for field, delta in pairs(owed[key]) do
-      if delta ~= 0 and redis.call('HINCRBY', key, field, delta) == delta then fresh = true end
+local paid = {}  -- the owed tables this call paid, {owed, owed_keys}: for an undo
+
+-- take back a payment (or where it stopped: at `key` and `field`, added or not)
+local function unpay(dues, stop_key, stop_field, added)
+  for _, key in ipairs(dues[2]) do
+    for field, delta in pairs(dues[1][key]) do
+      if delta ~= 0 then
+        if key == stop_key and field == stop_field then
+          if added then take_back(key, field, delta) end
+          return
+        end
+        take_back(key, field, delta)
+      end
     end
-    if fresh and expire_at > 0 then
+  end
+end
+
+local function unpay_all()
+  for _, dues in ipairs(paid) do unpay(dues) end
+  paid = {}
+end
+
+-- pay what is owed, or nothing (false) if a field would leave ±2^62; a new field may be a
+-- new hash: give it its expiry; the root only ever extends it
+local function pay_counters()
+  local fresh = {}
+  for _, key in ipairs(owed_keys) do
+    for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
+      if delta ~= 0 then
+        local n = redis.pcall('HINCRBY', key, field, delta)  -- add(), inlined
+        if type_of(n) ~= 'number' or n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT then
+          local no, added = refused(key, field, n)
+          if no then unpay({owed, owed_keys}, key, field, added); return false end
+        end
+        if n == delta then fresh[key] = true end
+      end
+    end
+  end
+  paid[#paid + 1] = {owed, owed_keys}
+  for key, _ in pairs(fresh) do
+    local expire_at = expiry[key]
+    if expire_at > 0 then
       redis.call('EXPIREAT', key, expire_at, 'NX')
       if roots[key] then redis.call('EXPIREAT', key, expire_at, 'GT') end
     end
   end
+  return true
 end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
@@ -255,11 +300,18 @@ local function apply(k, p)
     local hours = {hour_of(ts2)}
     if mode == 'd' and ts1 % 3600 ~= 0 then hours[2] = hour_of(ts1) end  -- else read whole
     if not load_hours(act, hours) then return 'stale', 0 end
-    if mode == 'd' then delta = value - window_sum(summary, act.chunks, ts1, ts2) end
+    if mode == 'd' then
+      local sum = window_sum(summary, act.chunks, ts1, ts2)
+      if sum == nil then return 'past_record', 0 end
+      delta = value - sum
+      if delta > MAX_CHANGE or delta < -MAX_CHANGE then return 'past_change', delta end
+    end
   end
   if delta == 0 then return 'same', 0 end
   if summary then
-    for h, _ in pairs(record(summary, act.chunks, ts2, delta, atid)) do act.dirty[h] = true end
+    local stored = record(summary, act.chunks, ts2, delta, atid)
+    if stored == nil then return 'past_record', 0 end
+    for h, _ in pairs(stored) do act.dirty[h] = true end
   else
     act.summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
   end
@@ -268,11 +320,70 @@ local function apply(k, p)
   return 'ok', delta
 end
 
-local out = {}
-for n = 1, #points do
+local REFUSALS = {past_counter = true, past_record = true, past_change = true}
+local out, refused = {}, false
+local function run(n)
   local status, delta = apply(points[n][11], points[n])
-  out[#out + 1] = status; out[#out + 1] = delta
+  out[2 * n - 1] = status; out[2 * n] = delta
+  if REFUSALS[status] then refused = true end
 end
-pay_counters()
-save_states()
+
+-- the call's state in memory, forgotten: the next point reads what is stored
+local function forget()
+  activities, touched, owed, owed_keys, expiry, roots = {}, {}, {}, {}, {}, {}
+end
+
+-- every point applied and paid for, at least every PAY_EVERY points (an all-or-nothing
+-- call may hold more); false when one is refused in an all-or-nothing call or a counter
+-- would cross ±2^62 (what was paid then stays paid)
+local function apply_all()
+  for n = 1, #points do
+    run(n)
+    if refused and whole then return false end
+    if n % PAY_EVERY == 0 or n == #points then
+      if not pay_counters() then return false end
+      owed, owed_keys = {}, {}
+    end
+  end
+  return true
+end
+
+-- a point at a time, refusing those that would take a counter past ±2^62
+local function apply_each()
+  for n = 1, #points do
+    run(n)
+    if refused and whole then return end
+    if not pay_counters() then
+      out[2 * n - 1] = 'past_counter'; out[2 * n] = 0; refused = true
+      if whole then return end
+      forget()
+    elseif whole then
+      owed, owed_keys = {}, {}
+    else
+      save_states(); forget()
+    end
+  end
+end
+
+if apply_all() then
+  save_states()
+else
+  unpay_all()
+  if not (whole and refused) then  -- a counter would cross: nothing of the call is written
+    forget()
+    apply_each()
+    if whole and refused then unpay_all() elseif whole then save_states() end
+  end
+  for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
+end
+if refused then  -- a delivery none of whose points was applied is not remembered
+  local kept = {}
+  for n = 1, #points do
+    local delivery = points[n][10]
+    if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
+      kept[KEYS[points[n][11] + 9] .. '\n' .. delivery] = true
+    end
+  end
+  once_forget(kept)
+end
 return out

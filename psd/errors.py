@@ -31,13 +31,29 @@ class TooLarge(InvalidInput):
     """A request asking for more work than the configured limits allow (e.g. too many ids)."""
 
 
-class PastRetention(InvalidInput):
-    """A point no level of the retention policy would keep: refused, nothing of it written.
-    ``index`` is its position in the batch it came in."""
+class Refused(InvalidInput):
+    """A valid point the store refuses whole: nothing of it is written. ``index`` is its
+    position in the batch it came in; ``label`` says why, as psd_points_rejected_total
+    counts it."""
+
+    label = "refused"
 
     def __init__(self, message: str, field: str = "", index: int = 0) -> None:
         super().__init__(message, field)
         self.index = index
+
+
+class PastRetention(Refused):
+    """A point no level of the retention policy would keep."""
+
+    label = "retention"
+
+
+class PastLimit(Refused):
+    """A point that would take a counter past ±2^62 or its activity's record past ±2^53
+    (where a Lua number stops being exact): the limits that make overflow impossible."""
+
+    label = "limit"
 
 
 class StoreError(PsdError):

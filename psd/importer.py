@@ -32,7 +32,8 @@ SHOWN_REJECTS = 20
 @dataclass
 class Summary:
     """What an import did, over all its runs: ``skipped`` lines were done by an earlier run;
-    ``refused`` points were valid but past the retention (counted in ``rejected`` too)."""
+    ``refused`` points were valid but refused by the store, past the retention or a limit
+    (counted in ``rejected`` too)."""
 
     lines: int = 0
     skipped: int = 0
@@ -156,7 +157,7 @@ def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
         for number, result in zip(chunk.numbers, results, strict=True):
             if result.status == "refused":
                 refused += 1
-                chunk.reasons.append(f"line {number}: ts2: {result.reason}")
+                chunk.reasons.append(f"line {number}: {result.refusal}")
     with redis_errors("import"), store.redis.pipeline(transaction=True) as tx:
         tx.hincrby(key, "points", len(chunk.points) - refused)
         tx.hincrby(key, "rejected", len(chunk.reasons))

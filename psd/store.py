@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import msgpack
@@ -17,7 +17,7 @@ import redis
 
 from psd.batching import Calls, plan_calls
 from psd.config import Settings
-from psd.errors import PastRetention, redis_errors
+from psd.errors import PastLimit, PastRetention, Refused, redis_errors
 from psd.keys import ONCE, TYPED, count_prefix, count_target, metric_prefix, metric_target
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH
 from psd.model import CountPoint, MetricPoint
@@ -35,13 +35,27 @@ class WriteResult:
     """What a write did: ``ok`` added ``delta``; ``coarse`` added it too, but only levels
     from ``level`` up keep it (its instant's finer detail is past the retention); ``same``
     had nothing to add; ``stale`` was a late update (older than a change already recorded)
-    and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: no level
-    of the retention keeps it, nothing of it was written, ``reason`` says what would."""
+    and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: nothing
+    of it was written (its delivery not recorded), ``refusal`` says why: no level of the
+    retention keeps it, or it would cross a limit (lua/limits.lua)."""
 
     status: WriteStatus
     delta: int
     level: str = "minute"
-    reason: str = ""
+    refusal: Refused | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.refusal.message if self.refusal else ""
+
+
+#: What a write script's refusal (lua/limits.lua) means, by the status it answers.
+LIMITS = {
+    "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter)",
+    "past_record": "would take its activity's record past ±2^53, where its sums stop being exact",
+    "past_change": "would change its activity's total by {delta} (value minus what it recorded "
+    "in [ts1, ts2]), past ±2^42",
+}
 
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
@@ -76,9 +90,15 @@ class Store(Reads):
         return [now, window, f"({now - window}"]
 
     def _apply_metrics(
-        self, points: Sequence[MetricPoint], deliveries: Sequence[str], client: Any, now: int
+        self,
+        points: Sequence[MetricPoint],
+        deliveries: Sequence[str],
+        client: Any,
+        now: int,
+        whole: bool,
     ) -> Any:
-        """Queue (on a pipeline) or run one write_metric.lua call for ``points``."""
+        """Queue (on a pipeline) or run one write_metric.lua call for ``points`` (``whole``:
+        all or nothing)."""
         keys: list[str] = []
         payload = []
         # the keys of a (user, month) go once; its points name where they start in KEYS
@@ -99,12 +119,28 @@ class Store(Reads):
                 [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
                  p.thing_id, delivery, start]
             )  # fmt: skip
-        args = [msgpack.packb(payload), self.state_lifetime, *self._once_args(now)]
+        args = [msgpack.packb(payload), self.state_lifetime, *self._once_args(now), int(whole)]
         return self.scripts.write_metric(keys, args, client=client)
 
     @staticmethod
     def _results(flat: list[Any]) -> list[WriteResult]:
-        return [WriteResult(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        out = []
+        for i in range(0, len(flat), 2):
+            status, delta = flat[i].decode(), int(flat[i + 1])
+            if status in LIMITS:
+                reason = LIMITS[status].format(delta=delta)
+                out.append(WriteResult("refused", 0, "", PastLimit(reason, "value")))
+            else:
+                out.append(WriteResult(status, delta))
+        return out
+
+    @staticmethod
+    def _raise_refused(results: dict[int, WriteResult]) -> None:
+        """Raise the refusal of the first refused point (an all-or-nothing write)."""
+        for i in sorted(results):
+            refusal = results[i].refusal
+            if refusal is not None:
+                raise type(refusal)(refusal.message, refusal.field, i)
 
     @staticmethod
     def _levels(
@@ -125,14 +161,15 @@ class Store(Reads):
         where finer levels no longer keep its instant)."""
         out = []
         reason = horizon.refusal() if None in levels else ""
+        field = "ts2" if kind == "metric" else "ts"
         for i, level in enumerate(levels):
             if level is None:
-                out.append(WriteResult("refused", 0, "", reason))
+                out.append(WriteResult("refused", 0, "", PastRetention(reason, field, i)))
                 continue
             result = applied[i]
-            if level != "minute":
+            if level != "minute" and result.status != "refused":
                 status: WriteStatus = "coarse" if result.status == "ok" else result.status
-                result = WriteResult(status, result.delta, level)
+                result = replace(result, status=status, level=level)
             out.append(result)
         coarse = sum(r.status == "coarse" for r in out)
         if coarse:
@@ -140,8 +177,8 @@ class Store(Reads):
         return out
 
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
-        """Apply one metric point atomically; raises :class:`PastRetention` (nothing
-        written) if no level of the retention would keep it."""
+        """Apply one metric point atomically; raises :class:`PastRetention` or
+        :class:`PastLimit` (nothing written) if it is refused."""
         return self.write_metrics([point], [delivery] if delivery else None, all_or_nothing=True)[0]
 
     def _run_calls(
@@ -184,24 +221,34 @@ class Store(Reads):
         pipelined in one round trip. ``deliveries[i]``, when given, is the key of the delivery
         (task, message) point i came in: a delivery applied before is not applied again
         (status ``duplicate``) for ``idempotency_window`` seconds. A point no level of the
-        retention keeps is ``refused`` (nothing of it written, its delivery not recorded);
-        with ``all_or_nothing`` such a point raises :class:`PastRetention` and none is
-        written."""
+        retention keeps, or that would cross a limit, is ``refused`` (nothing of it written,
+        its delivery not recorded unless other points of it were applied); with
+        ``all_or_nothing`` such a point raises :class:`PastRetention` or :class:`PastLimit`
+        and none is written (the points go in one call)."""
         if not points:
             return []
         WRITE_BATCH.observe(len(points))
         now = int(self._clock())
         horizon = self.metric_policy.horizon(now)
         levels = self._levels(horizon, [p.ts2 for p in points], "ts2", all_or_nothing)
-        plan = plan_calls([metric_prefix(p.uid) for p in points], deliveries)
+        plan = self._plan([metric_prefix(p.uid) for p in points], deliveries, all_or_nothing)
 
         def queue(indexes: list[int], client: Any) -> Any:
-            batch = [points[i] for i in indexes]
-            return self._apply_metrics(batch, [plan.deliveries[i] for i in indexes], client, now)
+            batch, keys = [points[i] for i in indexes], [plan.deliveries[i] for i in indexes]
+            return self._apply_metrics(batch, keys, client, now, all_or_nothing)
 
         with redis_errors("write"):
             applied = self._run_calls(plan, levels, queue, self._results)
+        if all_or_nothing:
+            self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, "metric")
+
+    @staticmethod
+    def _plan(records: list[str], deliveries: Sequence[str] | None, whole: bool) -> Calls:
+        """The script calls; an all-or-nothing write is one call, so that the script can
+        refuse it whole (more than ``WRITE_BATCH`` points hold the server longer)."""
+        plan = plan_calls(records, deliveries)
+        return Calls([list(range(len(records)))], plan.deliveries) if whole else plan
 
     def write_counts(
         self,
@@ -212,13 +259,14 @@ class Store(Reads):
     ) -> list[WriteResult]:
         """Add to global counters, each point atomically: ``ok`` (or ``coarse``) with the
         value added, ``duplicate`` (its delivery was applied before, as for
-        :meth:`write_metrics`) or ``refused`` (past ``count_expire`` at every level)."""
+        :meth:`write_metrics`) or ``refused`` (past ``count_expire`` at every level, or
+        a counter would cross ±2^62); ``all_or_nothing`` as for :meth:`write_metrics`."""
         if not points:
             return []
         now = int(self._clock())
         horizon = self.count_policy.horizon(now)
         levels = self._levels(horizon, [p.ts for p in points], "ts", all_or_nothing)
-        plan = plan_calls([count_prefix(p.thing) for p in points], deliveries)
+        plan = self._plan([count_prefix(p.thing) for p in points], deliveries, all_or_nothing)
 
         def queue(indexes: list[int], client: Any) -> Any:
             keys: list[str] = []
@@ -235,18 +283,26 @@ class Store(Reads):
                     keys += [prefix + suffix for suffix in target.suffixes]
                     keys.append(prefix + ONCE)
                 payload.append([point.value, target.children, expires, plan.deliveries[i], start])
-            args = [msgpack.packb(payload), *self._once_args(now)]
+            args = [msgpack.packb(payload), *self._once_args(now), int(all_or_nothing)]
             return self.scripts.write_count(keys, args, client=client)
 
         with redis_errors("count write"):
             flags = self._run_calls(plan, levels, queue, list)
-        applied = {i: WriteResult("ok", points[i].value) if flag else WriteResult("duplicate", 0)
-                   for i, flag in flags.items()}  # fmt: skip
+        applied = {i: self._counted(flag, points[i].value) for i, flag in flags.items()}
+        if all_or_nothing:
+            self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, "count")
 
+    @staticmethod
+    def _counted(flag: int, value: int) -> WriteResult:
+        """What write_count.lua said of a point."""
+        if flag < 0:
+            return WriteResult("refused", 0, "", PastLimit(LIMITS["past_counter"], "value"))
+        return WriteResult("ok", value) if flag else WriteResult("duplicate", 0)
+
     def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
-        """Add one count; raises :class:`PastRetention` (nothing written) if no level of
-        the retention would keep it."""
+        """Add one count; raises :class:`PastRetention` or :class:`PastLimit` (nothing
+        written) if it is refused."""
         return self.write_counts([point], [delivery] if delivery else None, all_or_nothing=True)[0]
 
     def check_kept(self, points: Sequence[MetricPoint | CountPoint]) -> None:

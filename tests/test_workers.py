@@ -400,3 +400,33 @@ def test_points_past_the_retention_are_dead_lettered_and_the_rest_applied(
     assert not [k for k in store.redis.scan_iter() if k.startswith((b"{1}", b"{3}", b"c:"))]
     assert _queue_length(settings) == 0  # not redelivered
     assert dlq.retry(store) == (0, 3)  # still past it: they stay
+
+
+def test_points_past_a_limit_are_dead_lettered_the_rest_applied_once(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A point that would take a counter past ±2^62 (driven near it directly) is kept as a
+    dead letter with the reason, its message's other points applied once; retried once the
+    counter is fixed, it counts once."""
+    root = ("{1}:r", str(2016 * 10 + 1))  # user 1's steps of 2016
+    store.redis.hset(*root, str(2**62 - 10))
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(uid=1, value=11, mode="increment"))
+        bulk = [point(uid=2, value=5, mode="increment"),
+                point(uid=1, value=20, aid=2, mode="increment"),
+                point(uid=1, value=4, aid=3, mode="increment")]  # fmt: skip
+        app.tasks["psd.write_metrics"].delay(points=bulk)
+        assert wait_for(lambda: dlq.count(store.redis) == 2)
+        assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 5)
+    letters = {letter.source: letter for letter in dlq.list_letters(store.redis)}
+    assert letters["psd.write_metric"].reason.startswith("value: would take a counter past")
+    assert letters["psd.write_metrics"].reason.startswith("points[1]: value: would take")
+    assert store.sum(1, "steps", None, T0, T0) == 4
+    assert int(store.redis.hget(*root) or 0) == 2**62 - 6
+    assert _queue_length(worker_settings) == 0
+    assert dlq.retry(store) == (0, 2)  # still past it: they stay
+    store.redis.hset(*root, "0")  # fixed
+    assert dlq.retry(store) == (2, 0)
+    assert dlq.retry(store) == (0, 0)
+    assert store.sum(1, "steps", None, T0, T0) == 4 + 11 + 20
+    assert store.sum(2, "steps", None, T0, T0) == 5

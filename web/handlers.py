@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from psd.config import Settings
-from psd.errors import InvalidInput, PastRetention, PsdError, StoreError, TooLarge
+from psd.errors import InvalidInput, PastRetention, PsdError, Refused, StoreError, TooLarge
 from psd.forms import (
     CountMismatch,
     CountPath,
@@ -76,8 +76,8 @@ def point_error(exc: InvalidInput, n: int, many: bool) -> InvalidInput:
 
 
 def rejected(entry: str, exc: InvalidInput, points: int = 1) -> None:
-    """Count refused points, by why: invalid, or past the retention."""
-    reason = "retention" if isinstance(exc, PastRetention) else "invalid"
+    """Count refused points, by why: invalid, past the retention, or past a limit."""
+    reason = exc.label if isinstance(exc, Refused) else "invalid"
     REJECTED.labels(entry, reason).inc(points)
 
 
@@ -86,7 +86,7 @@ def reply_for(exc: PsdError) -> Reply:
     if isinstance(exc, CountMismatch):
         return error(422, exc.message)
     if isinstance(exc, InvalidInput):
-        refused = isinstance(exc, WriteRejected | PastRetention)  # a write the store refuses
+        refused = isinstance(exc, WriteRejected | Refused)  # a write the store refuses
         status = 406 if refused else 413 if isinstance(exc, TooLarge) else 400
         return error(status, str(exc), exc.field)
     if isinstance(exc, StoreError):
@@ -154,7 +154,7 @@ class Api:
             raise WriteRejected(exc.message, exc.field) from exc
         try:
             self.store.write_metric(point)
-        except PastRetention as exc:
+        except Refused as exc:
             rejected("http", exc)
             raise
         _POINTS_HTTP.inc()

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from werkzeug.datastructures import MultiDict
 
-from psd.errors import InvalidInput, PastRetention, PsdError, StoreError, TooLarge
+from psd.errors import InvalidInput, PastLimit, PastRetention, PsdError, StoreError, TooLarge
 from psd.model import field_of
 from web.legacy import OPERATIONS as LEGACY
 from web.legacy import LegacyOperation, V1Error
@@ -67,6 +67,8 @@ def psd_error(exc: PsdError, rename: Rename = str) -> Response:
         return error(503, "unavailable", str(exc))
     if isinstance(exc, PastRetention):
         return error(422, "past_retention", exc.message, field)
+    if isinstance(exc, PastLimit):
+        return error(422, "past_limit", exc.message, field)
     if isinstance(exc, InvalidInput):
         return error(422, "invalid", exc.message, field)
     return error(400, "bad_request", str(exc), field)

@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from flask import Blueprint, Response, current_app
 
 from psd.breakdown import breakdown
-from psd.errors import InvalidInput, PastRetention, StoreError, TooLarge
+from psd.errors import InvalidInput, Refused, StoreError, TooLarge
 from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
 from psd.metrics import POINTS, REJECTED
@@ -197,7 +197,8 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
 @contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
 def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     """Write metric points now (each atomic), or queue them for the workers; all or nothing:
-    a point past the retention refuses the request (422 naming it), queued or not."""
+    a point past the retention refuses the request (422 naming it), queued or not, and so
+    does one written now that would cross a limit (lua/limits.lua)."""
     handlers = api()
     entry = "http_async" if body.queued else "http"
     points = []
@@ -213,9 +214,9 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
             handlers.store.check_kept(points)
         else:
             results = handlers.store.write_metrics(points, all_or_nothing=True)
-    except PastRetention as exc:
-        REJECTED.labels(entry, "retention").inc()
-        raise PastRetention(exc.message, f"points.{exc.index}.{exc.field}", exc.index) from exc
+    except Refused as exc:
+        REJECTED.labels(entry, exc.label).inc()
+        raise type(exc)(exc.message, f"points.{exc.index}.{exc.field}", exc.index) from exc
     if body.queued:
         if handlers.enqueue is None:
             raise StoreError("no queue is configured for queued writes")

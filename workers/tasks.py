@@ -14,6 +14,7 @@ the store refuses as past the retention (the other points of its message are app
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -101,11 +102,11 @@ def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
 
 def _refused(point: MetricPoint | CountPoint, result: WriteResult, source: str, where: str,
              delivery: str) -> DeadLetter:  # fmt: skip
-    """The dead letter of a point the store refused as past the retention: under a delivery
-    of its own when its message held others, so that ``psd dlq retry`` applies it once
-    the retention is raised, whatever its message's other points did."""
-    kind, field = ("metric", "ts2") if isinstance(point, MetricPoint) else ("count", "ts")
-    reason = f"{where}: {field}: {result.reason}" if where else f"{field}: {result.reason}"
+    """The dead letter of a point the store refused (past the retention or a limit): under
+    a delivery of its own when its message held others, so that ``psd dlq retry`` applies
+    it once the retention is raised, whatever its message's other points did."""
+    kind = "metric" if isinstance(point, MetricPoint) else "count"
+    reason = f"{where}: {result.refusal}" if where else str(result.refusal)
     key = f"{delivery}:{where}" if where else delivery
     return DeadLetter(kind, asdict(point), reason, source, key)
 
@@ -116,9 +117,9 @@ def apply_batch(
     parse: Callable[[SimpleRequest], Parsed],
 ) -> Outcomes:
     """Validate every message, apply the valid points in one store call (retrying while Redis
-    is unreachable), keep the invalid ones and those the store refused as past the retention
-    as dead letters, and say what to do with each: ACK once all it held is applied or kept,
-    REJECT poison already kept (nothing of it applied), else REQUEUE."""
+    is unreachable), keep the invalid ones and those the store refused (past the retention
+    or a limit) as dead letters, and say what to do with each: ACK once all it held is
+    applied or kept, REJECT poison already kept (nothing of it applied), else REQUEUE."""
     store, settings = task.app.psd.store, task.app.psd.settings
     outcomes = Outcomes()
     dead: list[DeadLetter] = []
@@ -159,6 +160,7 @@ def apply_batch(
     invalid = len(dead)
     patience = settings.write_retry_seconds
     results: list[WriteResult] = []
+    refused: Counter[str] = Counter()  # by why
 
     def write() -> None:
         results[:] = store.write_metrics(metrics, metric_keys)
@@ -171,7 +173,8 @@ def apply_batch(
         for point, result, (request, where, delivery) in zip(
             [*metrics, *counts], results, sources, strict=True
         ):
-            if result.status == "refused":
+            if result.refusal is not None:
+                refused[result.refusal.label] += 1
                 dead.append(_refused(point, result, request.name, where, delivery))
                 with_dead.add(request.id)
                 why.setdefault(request.id, []).append(dead[-1].reason)
@@ -181,7 +184,8 @@ def apply_batch(
     kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
     if kept:
         REJECTED.labels("task", "invalid").inc(invalid)
-        REJECTED.labels("task", "retention").inc(len(dead) - invalid)
+        for label, n in refused.items():
+            REJECTED.labels("task", label).inc(n)
     for request_id, reasons in why.items():
         outcomes.explain(request_id, reasons)
     for request_id in with_dead | with_points:

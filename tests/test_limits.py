@@ -1,0 +1,200 @@
+"""Overflow is impossible: a write that would take a counter past ±2^62, or an activity's
+record past ±2^53 (where Lua numbers stop being exact), is refused with the reason, and
+nothing of it is written (its delivery not recorded), while the other points of its batch
+are applied exactly once. Counters are driven near the limit directly (HSET), as no test
+could afford the 2^22 maximal corrections it takes to get there."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from psd.errors import PastLimit
+from psd.keys import count_prefix, count_target, metric_prefix, metric_target
+from psd.model import MAX_VALUE, THINGS, CountPoint, MetricPoint
+from psd.store import Store
+
+T = 1458061005  # 2016
+LIMIT = 2**62
+
+
+def root_field(uid: int, ts: int = T, thing: str = "steps") -> tuple[str, str]:
+    """The widest counter of a user's thing: its year in the root hash."""
+    year = metric_target(ts).children[0]
+    return metric_prefix(uid) + "r", str(year * 10 + THINGS[thing])
+
+
+def set_root(r: redis.Redis, uid: int, value: int) -> None:
+    r.hset(*root_field(uid), str(value))
+
+
+def root(r: redis.Redis, uid: int) -> int:
+    return int(r.hget(*root_field(uid)) or 0)
+
+
+def inc(uid: int, value: int, ts: int = T, aid: int = 1) -> MetricPoint:
+    return MetricPoint("steps", uid, 2, aid, value, ts, ts, "increment")
+
+
+def test_a_counter_reaches_the_limit_and_no_further(store: Store) -> None:
+    set_root(store.redis, 1, LIMIT - 10)
+    assert store.write_metric(inc(1, 10)).status == "ok"
+    assert root(store.redis, 1) == LIMIT
+    with pytest.raises(PastLimit, match=r"past ±2\^62") as refused:
+        store.write_metric(inc(1, 1, aid=2))
+    assert refused.value.field == "value"
+    set_root(store.redis, 2, -LIMIT + 10)
+    assert store.write_metric(inc(2, -10)).status == "ok"
+    with pytest.raises(PastLimit):
+        store.write_metric(inc(2, -1, aid=2))
+    assert (root(store.redis, 1), root(store.redis, 2)) == (LIMIT, -LIMIT)
+    assert store.sum(1, "steps", None, T, T) == 10  # the refused point left no record
+
+
+def test_the_crossing_point_is_refused_and_the_rest_of_its_batch_applied_once(
+    store: Store,
+) -> None:
+    set_root(store.redis, 1, LIMIT - 10)
+    batch = [inc(2, 5), inc(1, 5), inc(1, 6, aid=2), inc(1, 3, aid=3), inc(3, 7)]
+    keys = ["d0", "d1", "d2", "d3", "d4"]
+    results = store.write_metrics(batch, keys)
+    assert [r.status for r in results] == ["ok", "ok", "refused", "ok", "ok"]
+    assert "past ±2^62" in results[2].reason and results[2].refusal is not None
+    assert root(store.redis, 1) == LIMIT - 2
+    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [8, 5, 7]
+    assert store.redis.zscore("{1}:once", "d2") is None  # a retry is not a duplicate
+    assert store.redis.zcard("{1}:idx") == 2  # activities 1 and 3, not 2
+    again = store.write_metrics(batch, keys)
+    assert [r.status for r in again] == ["duplicate"] * 2 + ["refused"] + ["duplicate"] * 2
+    set_root(store.redis, 1, 0)  # fixed
+    assert store.write_metrics([inc(1, 6, aid=2)], ["d2"])[0].status == "ok"
+    assert store.write_metrics([inc(1, 6, aid=2)], ["d2"])[0].status == "duplicate"
+    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [14, 5, 7]
+
+
+def test_a_field_already_past_int64_range_refuses_rather_than_half_applies(
+    store: Store,
+) -> None:
+    """Only a counter written by something else can be that far: the call still applies
+    its other points, once, and records no delivery of the refused one."""
+    set_root(store.redis, 1, 2**63 - 5)
+    results = store.write_metrics([inc(2, 5), inc(1, 6), inc(3, 7)], ["a", "b", "c"])
+    assert [r.status for r in results] == ["ok", "refused", "ok"]
+    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [0, 5, 7]
+    assert store.redis.zscore("{1}:once", "b") is None
+
+
+def test_a_delivery_with_a_refused_point_counts_its_others_once(store: Store) -> None:
+    set_root(store.redis, 1, LIMIT - 10)
+    batch = [inc(1, 4), inc(1, 20, aid=2), inc(1, 5, aid=3)]
+    first = store.write_metrics(batch, ["m"] * 3)
+    assert [r.status for r in first] == ["ok", "refused", "ok"]
+    assert [r.status for r in store.write_metrics(batch, ["m"] * 3)] == ["duplicate"] * 3
+    assert store.sum(1, "steps", None, T, T) == 9 and root(store.redis, 1) == LIMIT - 1
+
+
+def test_an_all_or_nothing_write_refused_writes_nothing(store: Store) -> None:
+    set_root(store.redis, 1, LIMIT - 10)
+    before = sorted(store.redis.scan_iter())
+    with pytest.raises(PastLimit) as refused:
+        store.write_metrics([inc(2, 5), inc(1, 11), inc(3, 7)], all_or_nothing=True)
+    assert refused.value.index == 1
+    assert sorted(store.redis.scan_iter()) == before
+    assert root(store.redis, 1) == LIMIT - 10
+
+
+def test_more_points_than_a_batch_in_one_all_or_nothing_write(store: Store) -> None:
+    points = [inc(1, MAX_VALUE, ts=T + n, aid=n) for n in range(250)]
+    results = store.write_metrics(points, all_or_nothing=True)
+    assert {r.status for r in results} == {"ok"}
+    assert root(store.redis, 1) == 250 * MAX_VALUE
+    assert store.sum(1, "steps", None, T, T + 249) == 250 * MAX_VALUE
+
+
+# -- the activity records --
+
+
+def put_activity(r: redis.Redis, uid: int, aid: int, summary: list, hours: dict) -> None:
+    """An activity record as write_metric.lua keeps it (lua/write_metric.lua's header)."""
+    fields = {f"1:{aid}": msgpack.packb(summary)}
+    fields.update({f"1:{aid}:{h}": msgpack.packb(changes) for h, changes in hours.items()})
+    r.hset(f"{{{uid}}}:acts", mapping=fields)
+
+
+def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
+    hour = T // 3600
+    put_activity(store.redis, 1, 1, [T, T, "2", 1, hour, 2**53 - 2], {})
+    acts = store.redis.hgetall("{1}:acts")
+    results = store.write_metrics([inc(1, 3), inc(2, 3)])  # 2^53 + 1 is no double
+    assert [r.status for r in results] == ["refused", "ok"]
+    assert "2^53" in results[0].reason
+    assert store.redis.hgetall("{1}:acts") == acts and root(store.redis, 1) == 0
+    assert store.write_metrics([inc(1, 1)])[0].status == "ok"  # 2^53 - 1 is exact
+
+
+def test_a_window_summing_past_2_53_refuses_rather_than_rounds(store: Store) -> None:
+    h = T // 3600
+    a, b = 2**52 + 1, 2**52 + 2  # their sum is no double
+    put_activity(store.redis, 1, 1, [h * 3600, h * 3600 + 3600, "2", 2, h, a, h + 1, b],
+                 {h: [h * 3600, a, "2"], h + 1: [h * 3600 + 3600, b, "2"]})  # fmt: skip
+    late = MetricPoint("steps", 1, 2, 1, 1, h * 3600, h * 3600 + 7205)
+    result = store.write_metrics([late])[0]
+    assert result.status == "refused" and "2^53" in result.reason
+
+
+def test_a_change_past_2_42_from_disagreeing_windows_is_refused(store: Store) -> None:
+    """Each point's running total is within the bounds, but the last one's window holds
+    four earlier changes of -2^40: its change would be 5 * 2^40."""
+    points = [MetricPoint("steps", 1, 2, 1, MAX_VALUE, T, T)]
+    points += [MetricPoint("steps", 1, 2, 1, -MAX_VALUE, T + n, T + n) for n in range(1, 5)]
+    assert [r.delta for r in store.write_metrics(points)] == [MAX_VALUE] + [-MAX_VALUE] * 4
+    before = store.sum(1, "steps", None, T, T + 10)
+    result = store.write_metrics([MetricPoint("steps", 1, 2, 1, MAX_VALUE, T + 1, T + 5)])[0]
+    assert result.status == "refused" and "2^42" in result.reason
+    assert str(5 * MAX_VALUE) in result.reason
+    assert store.sum(1, "steps", None, T, T + 10) == before
+
+
+# -- counts --
+
+
+def count_root(thing: str) -> tuple[str, str]:
+    return count_prefix(thing) + count_target(T).suffixes[0], str(count_target(T).children[0] * 10)
+
+
+def test_a_count_past_the_limit_is_refused_and_the_rest_applied(store: Store) -> None:
+    store.redis.hset(*count_root("signup"), str(LIMIT - 1))
+    points = [CountPoint("other", 3, T), CountPoint("signup", 2, T), CountPoint("signup", 1, T)]
+    results = store.write_counts(points, ["x", "y", "z"])
+    assert [r.status for r in results] == ["ok", "refused", "ok"]
+    assert "past ±2^62" in results[1].reason
+    assert int(store.redis.hget(*count_root("signup")) or 0) == LIMIT
+    assert store.count("other", T, T) == 3 and store.count("signup", T, T) == 1
+    assert store.redis.zscore(count_prefix("signup") + "once", "y") is None
+    with pytest.raises(PastLimit):
+        store.write_count(CountPoint("signup", 1, T))
+
+
+# -- HTTP --
+
+
+def metric(uid: int, value: int, aid: int = 1) -> dict[str, object]:
+    return {"thing": "steps", "uid": uid, "atid": 2, "aid": aid, "value": value,
+            "ts1": T, "ts2": T, "mode": "increment"}  # fmt: skip
+
+
+def test_http_refuses_the_crossing_write(client: FlaskClient, store: Store) -> None:
+    set_root(store.redis, 1, LIMIT - 10)
+    v1 = client.post("/v1/write", json=metric(1, 11))
+    assert v1.status_code == 406 and v1.json["field"] == "value", v1.json
+    assert "past ±2^62" in v1.json["error"]
+    v3 = client.post("/v3/write", json={"points": [metric(2, 5), metric(1, 11), metric(3, 7)]})
+    assert v3.status_code == 422, v3.json
+    assert (v3.json["error"]["code"], v3.json["error"]["field"]) == ("past_limit", "points.1.value")
+    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [0, 0, 0]
+    assert root(store.redis, 1) == LIMIT - 10
+    store.redis.hset(*count_root("signup"), str(LIMIT))
+    count = client.post("/v1/count", json={"thing": "signup", "value": 1, "ts": T})
+    assert count.status_code == 406 and "past ±2^62" in count.json["error"]
