@@ -190,10 +190,13 @@ def test_http_refuses_the_crossing_write(client: FlaskClient, store: Store) -> N
     v1 = client.post("/v1/write", json=metric(1, 11))
     assert v1.status_code == 406 and v1.json["field"] == "value", v1.json
     assert "past ±2^62" in v1.json["error"]
+    # v3: the crossing point is refused alone, saying why; the others are written
     v3 = client.post("/v3/write", json={"points": [metric(2, 5), metric(1, 11), metric(3, 7)]})
-    assert v3.status_code == 422, v3.json
-    assert (v3.json["error"]["code"], v3.json["error"]["field"]) == ("past_limit", "points.1.value")
-    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [0, 0, 0]
+    assert v3.status_code == 200, v3.json
+    results = v3.json["results"]
+    assert [(r["status"], r["delta"]) for r in results] == [("ok", 5), ("refused", 0), ("ok", 7)]
+    assert "past ±2^62" in results[1]["reason"] and results[0]["reason"] is None
+    assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [0, 5, 7]
     assert root(store.redis, 1) == LIMIT - 10
     store.redis.hset(*count_root("signup"), str(LIMIT))
     count = client.post("/v1/count", json={"thing": "signup", "value": 1, "ts": T})

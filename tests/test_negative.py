@@ -102,7 +102,9 @@ def test_the_bounds_are_accepted_in_both_modes(client: FlaskClient, mode: str) -
         v1 = client.post("/v1/write", json=metric(value, aid=aid, mode=mode))
         assert (v1.status_code, v1.text) == (200, "ok")
         v3 = client.post("/v3/write", json={"points": [metric(value, aid=10 + aid, mode=mode)]})
-        assert v3.json["results"] == [{"status": "ok", "delta": value, "precision": None}]
+        assert v3.json["results"] == [
+            {"status": "ok", "delta": value, "precision": None, "reason": None}
+        ]
     assert query(client, f"/v1/query/1/steps/all/{T}/{T}") == 0
 
 

@@ -23,7 +23,7 @@ from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
 from psd.metrics import POINTS, REJECTED
 from psd.model import parse_metric
 from psd.retention import PRECISION, Answerable
-from psd.store import CutQuery, UserQuery
+from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
 from web.flask_glue import api
 from web.openapi import Contract, Shaped
@@ -196,9 +196,11 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
 
 @contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
 def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
-    """Write metric points now (each atomic), or queue them for the workers; all or nothing:
-    a point past the retention refuses the request (422 naming it), queued or not, and so
-    does one written now that would cross a limit (lua/limits.lua)."""
+    """Write metric points now (each atomic), or queue them for the workers. A point past the
+    retention refuses the request (422 naming it), queued or not, before anything is written;
+    one that would take a counter past a limit (lua/limits.lua) is refused alone, its result
+    saying why, and the others are written (in script calls of ``WRITE_BATCH`` points: one
+    call for a whole request would hold the server for up to 10,000 points)."""
     handlers = api()
     entry = "http_async" if body.queued else "http"
     points = []
@@ -210,10 +212,7 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
             REJECTED.labels(entry, "invalid").inc()
             raise InvalidInput(exc.message, f"points.{n}.{exc.field}") from exc
     try:
-        if body.queued:
-            handlers.store.check_kept(points)
-        else:
-            results = handlers.store.write_metrics(points, all_or_nothing=True)
+        handlers.store.check_kept(points)
     except Refused as exc:
         REJECTED.labels(entry, exc.label).inc()
         raise type(exc)(exc.message, f"points.{exc.index}.{exc.field}", exc.index) from exc
@@ -223,14 +222,20 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
         handlers.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
         POINTS.labels("http_async").inc(len(points))
         return QueuedOut(queued=len(points)), 202
-    POINTS.labels("http").inc(len(points))
-    return WriteOut(results=[written(r.status, r.delta, r.level) for r in results])
+    results = handlers.store.write_metrics(points)
+    refused = sum(r.status == "refused" for r in results)
+    REJECTED.labels("http", "limit").inc(refused)
+    POINTS.labels("http").inc(len(points) - refused)
+    return WriteOut(results=[written(r) for r in results])
 
 
-def written(status: str, delta: int, level: str) -> Written:
-    """A point's result; a coarse one says the finest precision it is kept at."""
-    precision = PRECISION[level].name.lower() if status == "coarse" else None
-    return Written.model_validate({"status": status, "delta": delta, "precision": precision})
+def written(result: WriteResult) -> Written:
+    """A point's result; a coarse one says the finest precision it is kept at, a refused
+    one why."""
+    precision = PRECISION[result.level].name.lower() if result.status == "coarse" else None
+    reason = result.reason if result.status == "refused" else None
+    return Written.model_validate({"status": result.status, "delta": result.delta,
+                                   "precision": precision, "reason": reason})  # fmt: skip
 
 
 @bp.get("/openapi.json")

@@ -185,15 +185,17 @@ class WriteIn(Strict):
 
 
 class Written(Strict):
-    status: Literal["ok", "coarse", "same", "stale", "duplicate"] = Field(
+    status: Literal["ok", "coarse", "same", "stale", "duplicate", "refused"] = Field(
         description="ok: added delta; coarse: added, but the retention keeps the point's "
         "instant only at coarser levels (see precision); same: nothing to add; stale: a late "
-        "update, ignored; duplicate: its delivery was applied before"
+        "update, ignored; duplicate: its delivery was applied before; refused: it would take "
+        "a counter past a limit, nothing of it was written (see reason)"
     )
     delta: int
     precision: Literal["hour", "day", "month", "year"] | None = Field(
         None, description="coarse: the finest precision the point is kept at"
     )
+    reason: str | None = Field(None, description="refused: why")
 
 
 class WriteOut(Strict):
