@@ -239,7 +239,8 @@ def test_a_point_only_the_day_level_keeps_is_coarse_in_v3_and_ok_in_v1(
     point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10, "ts1": ts, "ts2": ts}
     with create_app(DEFAULT, store).test_client() as client:
         written = client.post("/v3/write", json={"points": [point]})
-        assert written.json == {"results": [{"status": "coarse", "delta": 10, "precision": "day", "reason": None}]}
+        coarse = {"status": "coarse", "delta": 10, "precision": "day", "reason": None}
+        assert written.json == {"results": [coarse]}
         v1 = client.post("/v1/write", json={**point, "aid": 4, "value": 5})
         assert (v1.status_code, v1.text) == (200, "ok")
     assert sample("psd_points_coarse_total", kind="metric") == before + 2

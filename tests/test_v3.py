@@ -192,10 +192,11 @@ def test_write_now_all_or_nothing(client: FlaskClient, redis_client: redis.Redis
     assert redis_client.dbsize() == 0  # nothing of a refused request is written
     done = client.post("/v3/write", json={"points": points})
     assert done.status_code == 200
-    assert done.json["results"] == [{"status": "ok", "delta": 10, "precision": None, "reason": None},
-                                    {"status": "ok", "delta": 15, "precision": None, "reason": None},
-                                    {"status": "stale", "delta": 0, "precision": None, "reason": None},
-                                    {"status": "ok", "delta": 3, "precision": None, "reason": None}]  # fmt: skip
+    plain = {"precision": None, "reason": None}
+    assert done.json["results"] == [{"status": "ok", "delta": 10, **plain},
+                                    {"status": "ok", "delta": 15, **plain},
+                                    {"status": "stale", "delta": 0, **plain},
+                                    {"status": "ok", "delta": 3, **plain}]  # fmt: skip
     sums = client.post("/v3/sums", json={"users": [{"uid": 5}], "things": ["steps", "points"],
                                          "from": t, "to": t + 60})  # fmt: skip
     assert sums.json["results"][0]["sums"] == {"steps": 25, "points": 3}
