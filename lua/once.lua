@@ -8,6 +8,12 @@
 -- ONCE_ARGV: {now, window, cutoff}: the time of this call and how long keys are kept, as
 -- decimal strings, and "(<now - window>)" (numbers turned into strings in Lua cost more than
 -- the rest of this); set by the including script before use.
+--
+-- A key starting with a NUL byte is one the store gave a write that came without one (psd/store.py
+-- _plan), only so that a call the client library sends again after losing its reply counts
+-- once: it is kept ONCE_OWN_SECONDS, not the whole window, which would keep a key for every
+-- HTTP increment of a day.
+local ONCE_OWN_SECONDS = 300
 local once_decided, once_trimmed, once_new = {}, {}, {}
 
 -- true if delivery `ik` was applied to `record` before this call (and, if not, remember it)
@@ -21,7 +27,9 @@ local function applied_before(record, ik, once)
   end
   decided = redis.call('ZSCORE', record, ik) ~= false
   if not decided then
-    redis.call('ZADD', record, once[1], ik)
+    local score = once[1]
+    if ik:byte(1) == 0 then score = once[1] - once[2] + ONCE_OWN_SECONDS end
+    redis.call('ZADD', record, score, ik)
     redis.call('EXPIRE', record, once[2])
     once_new[#once_new + 1] = id
   end

@@ -8,6 +8,7 @@ Reads (psd/reads.py) are one script call for a whole request.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -59,6 +60,10 @@ LIMITS = {
 
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
+#: How the delivery keys the store gives writes that came without one begin (a NUL byte, which
+#: no sender's key starts with): lua/once.lua keeps those only minutes (long enough for a
+#: resent call), not the idempotency window.
+OWN_DELIVERY = "\x00"
 
 
 class Store(Reads):
@@ -231,7 +236,10 @@ class Store(Reads):
         now = int(self._clock())
         horizon = self.metric_policy.horizon(now)
         levels = self._levels(horizon, [p.ts2 for p in points], "ts2", all_or_nothing)
-        plan = self._plan([metric_prefix(p.uid) for p in points], deliveries, all_or_nothing)
+        resent = [p.mode == "increment" for p in points]
+        plan = self._plan(
+            [metric_prefix(p.uid) for p in points], deliveries, resent, all_or_nothing
+        )
 
         def queue(indexes: list[int], client: Any) -> Any:
             batch, keys = [points[i] for i in indexes], [plan.deliveries[i] for i in indexes]
@@ -244,9 +252,20 @@ class Store(Reads):
         return self._outcomes(applied, levels, horizon, "metric")
 
     @staticmethod
-    def _plan(records: list[str], deliveries: Sequence[str] | None, whole: bool) -> Calls:
+    def _plan(
+        records: list[str], deliveries: Sequence[str] | None, resent: list[bool], whole: bool
+    ) -> Calls:
         """The script calls; an all-or-nothing write is one call, so that the script can
-        refuse it whole (more than ``WRITE_BATCH`` points hold the server longer)."""
+        refuse it whole (more than ``WRITE_BATCH`` points hold the server longer).
+
+        redis-py sends a command again when the connection drops before its reply, and the
+        server may have applied it: harmless for a diffadd point (it finds its total already
+        there), counted twice for an increment or a count (``resent[i]``). Such a point that
+        came without a delivery key gets this write's own, so a resent call is recognised."""
+        given = deliveries or [""] * len(records)
+        if any(r and not d for d, r in zip(given, resent, strict=True)):
+            own = OWN_DELIVERY + uuid.uuid4().hex
+            deliveries = [d or (own if r else "") for d, r in zip(given, resent, strict=True)]
         plan = plan_calls(records, deliveries)
         return Calls([list(range(len(records)))], plan.deliveries) if whole else plan
 
@@ -266,7 +285,10 @@ class Store(Reads):
         now = int(self._clock())
         horizon = self.count_policy.horizon(now)
         levels = self._levels(horizon, [p.ts for p in points], "ts", all_or_nothing)
-        plan = self._plan([count_prefix(p.thing) for p in points], deliveries, all_or_nothing)
+        resent = [True] * len(points)
+        plan = self._plan(
+            [count_prefix(p.thing) for p in points], deliveries, resent, all_or_nothing
+        )
 
         def queue(indexes: list[int], client: Any) -> Any:
             keys: list[str] = []

@@ -1,0 +1,135 @@
+"""A write whose reply is lost on the way back counts once.
+
+redis-py sends a command again when the connection drops before the reply arrives, and the
+server may have applied it already. Between psd and a real server sits a proxy that forwards
+everything but drops the connection instead of passing on the reply to the first script call:
+the server has applied it, redis-py retries it on a new connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from psd.config import Settings
+from psd.model import CountPoint, MetricPoint
+from psd.scripts import source
+from psd.store import Store
+
+T0 = 1458061005
+
+
+class LosesOneReply:
+    """A TCP proxy to ``upstream`` that drops its client's connection, once, where the
+    server's reply to a script call (EVALSHA) would have gone back."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lost = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            awaiting = threading.Event()  # a script call went up, its reply not yet down
+            threading.Thread(target=self._up, args=(client, server, awaiting), daemon=True).start()
+            threading.Thread(
+                target=self._down, args=(server, client, awaiting), daemon=True
+            ).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, awaiting: threading.Event) -> None:
+        try:
+            while data := client.recv(65536):
+                if b"EVALSHA" in data and not self.lost.is_set():
+                    awaiting.set()
+                server.sendall(data)
+        except OSError:
+            pass
+        finally:
+            server.close()
+
+    def _down(
+        self, server: socket.socket, client: socket.socket, awaiting: threading.Event
+    ) -> None:
+        try:
+            while data := server.recv(65536):
+                if awaiting.is_set() and not self.lost.is_set():
+                    self.lost.set()  # applied by the server; the client never hears of it
+                    client.shutdown(socket.SHUT_RDWR)
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def lossy_store(redis_client: redis.Redis) -> Iterator[tuple[Store, LosesOneReply]]:
+    kw = redis_client.connection_pool.connection_kwargs
+    settings = Settings(expire=0, count_expire=0)
+    for name in ("write_metric", "write_count"):  # known to the server: EVALSHA is the call
+        redis_client.script_load(source(name))
+    proxy = LosesOneReply((kw["host"], kw["port"]))
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, db=kw.get("db", 0))
+    yield Store(client, settings), proxy
+    client.close()
+    proxy.close()
+
+
+def test_an_increment_whose_reply_was_lost_counts_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    store, proxy = lossy_store
+    result = store.write_metric(MetricPoint("steps", 1, 2, 3, 10, T0, T0, "increment"))
+    assert proxy.lost.is_set(), "the reply was not lost: the test proves nothing"
+    assert result.status in ("ok", "duplicate")  # the resent call finds it applied
+    assert store.sum(1, "steps", None, T0, T0) == 10
+
+
+def test_increments_of_a_batch_whose_reply_was_lost_count_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    store, proxy = lossy_store
+    points = [MetricPoint("steps", uid, 2, aid, 5, T0, T0, "increment")
+              for uid in (1, 2) for aid in range(150)]  # fmt: skip
+    store.write_metrics(points)
+    assert proxy.lost.is_set()
+    assert [store.sum(uid, "steps", None, T0, T0) for uid in (1, 2)] == [750, 750]
+
+
+def test_a_count_whose_reply_was_lost_counts_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    store, proxy = lossy_store
+    store.write_count(CountPoint("signup", 1, T0))
+    assert proxy.lost.is_set()
+    assert store.count("signup", T0, T0) == 1
+
+
+def test_the_key_of_a_write_without_one_is_kept_minutes_not_the_window(
+    redis_client: redis.Redis,
+) -> None:
+    """A key the store made up only guards against a resent call: a day of HTTP increments
+    must not leave a day of keys behind."""
+    now = [1_000_000_000.0]
+    store = Store(redis_client, Settings(expire=0), clock=lambda: now[0])
+    store.write_metric(MetricPoint("steps", 1, 2, 3, 10, T0, T0, "increment"))
+    store.write_metric(MetricPoint("steps", 1, 2, 4, 10, T0, T0, "increment"), "task-1")
+    assert redis_client.zcard("{1}:once") == 2
+    now[0] += 301
+    store.write_metric(MetricPoint("steps", 1, 2, 5, 10, T0, T0))  # diffadd: no key of its own
+    store.write_metric(MetricPoint("steps", 1, 2, 6, 10, T0, T0, "increment"), "task-2")
+    assert {m.decode() for m in redis_client.zrange("{1}:once", 0, -1)} == {"task-1", "task-2"}
