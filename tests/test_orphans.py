@@ -18,7 +18,7 @@ from psd.embedded import free_port
 from tests.fake_nsqd import FakeNsqd
 from tests.support import alive, wait_for
 from tests.test_cli import _get
-from tests.test_up import Up, descendants, write
+from tests.test_up import Up, assert_up_again_with, descendants, write
 
 #: The promise: everything of a killed command gone within this many seconds.
 DIE_SECONDS = 10
@@ -94,13 +94,7 @@ def test_killed_psd_web_and_psd_up_leave_nothing_and_the_data_stays(tmp_path: Pa
         kill_leaves_nothing(up.proc, [up.port, flower, store_port(tree)])
     finally:
         up.proc.kill()
-
-    again = Up(data_dir, free_port())
-    try:
-        assert wait_for(again.ready, timeout=60)
-        assert again.query(1) == 15
-    finally:
-        assert again.stop() == 0
+    assert_up_again_with(data_dir, 15)
 
 
 def flower_page(port: int) -> str:

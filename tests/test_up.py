@@ -98,11 +98,16 @@ def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path)
     assert not left, f"processes left behind: {left}"
     log = up.log.read_text()
     assert "psd is up" in log and "| " in log  # the banner, and one prefixed stream
+    assert_up_again_with(data_dir, 15)
 
+
+def assert_up_again_with(data_dir: Path, total: int) -> None:
+    """``psd up`` starts again on ``data_dir`` and answers user 1's ``total`` (the data
+    stayed), then stops cleanly."""
     again = Up(data_dir, free_port())
     try:
         assert wait_for(again.ready, timeout=60)
-        assert again.query(1) == 15
+        assert again.query(1) == total
     finally:
         assert again.stop() == 0
 

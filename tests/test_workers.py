@@ -25,20 +25,10 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.model import parse_metric
 from psd.store import Store
-from tests.support import idle, make_app, running_worker, taken, wait_for
+from tests.support import idle, make_app, rabbitmq_url, running_worker, taken, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 T0 = 1458061005
-
-
-def rabbitmq_reachable() -> bool:
-    try:
-        with Connection(RABBITMQ_URL, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1)
-        return True
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +42,7 @@ def store_server() -> Iterator[EmbeddedServer]:
 def broker_url(request: pytest.FixtureRequest, redis_url: str) -> str:
     if request.param == "redis":
         return redis_url.rsplit("/", 1)[0] + "/1"
-    if not rabbitmq_reachable():
-        if os.environ.get("PSD_REQUIRE_RABBITMQ") == "1":
-            pytest.fail(f"PSD_REQUIRE_RABBITMQ=1 but no RabbitMQ answers at {RABBITMQ_URL}")
-        pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} (set PSD_REQUIRE_RABBITMQ=1 to require it)")
-    return RABBITMQ_URL
+    return rabbitmq_url()
 
 
 @pytest.fixture
