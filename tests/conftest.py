@@ -8,13 +8,14 @@ and never touches the machine's own Redis on 6379.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
-from psd.config import Settings
+from psd.config import DAY, Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
 
@@ -73,6 +74,42 @@ def policy_client(redis_client: redis.Redis, policy: Settings) -> Iterator[Flask
 
     with create_app(policy, Store(redis_client, policy)).test_client() as test_client:
         yield test_client
+
+
+class Era:
+    """Where a test's instants land: as written (2016, everything kept), or moved by whole
+    days to the last week under the default policy, so that the same case runs with the
+    retention a user gets, on the real clock (the server expires keys by its own)."""
+
+    def __init__(self, client: FlaskClient, recent: bool) -> None:
+        self.client = client
+        self.recent = recent
+        self.shift = 0
+
+    def at(self, base: int) -> Callable[[int], int]:
+        """The mapping of the test's instants; ``base``, its earliest, lands a week ago at
+        the same time of day (a case may run on into the next weeks: kept as well)."""
+        if self.recent:
+            self.shift = (int(time.time()) - 7 * DAY - base) // DAY * DAY
+        return lambda ts: ts + self.shift
+
+
+@pytest.fixture(
+    params=[("keep everything", "fast path"), ("keep everything", "flask only"),
+            ("default policy", "fast path")],
+    ids=lambda param: "-".join(param),
+)  # fmt: skip
+def era(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Iterator[Era]:
+    """The API in one of two eras (:class:`Era`), the first with and without the fast
+    dispatcher in front of Flask (as :func:`client`)."""
+    from web import create_app
+
+    policy, front = request.param
+    recent = policy == "default policy"
+    settings = Settings() if recent else Settings(expire=0, count_expire=0)
+    app = create_app(settings, Store(redis_client, settings), fast_path=front == "fast path")
+    with app.test_client() as test_client:
+        yield Era(test_client, recent)
 
 
 @pytest.fixture
