@@ -10,34 +10,38 @@ import redis
 from flask.testing import FlaskClient
 
 from psd.model import MAX_VALUE
+from tests.conftest import Era
 from tests.test_http_v1 import point, query, write
 
 T = 1458061005  # 2016-03-15T16:56:45Z, the original's test instant
 
 
-def test_original_negative_query(client: FlaskClient) -> None:
+def test_original_negative_query(era: Era) -> None:
     """persistence_test.go testNegativeQuery: user 1's steps of activity 3 are 100, then -20
     two seconds later; user 2 writes -100 and changes nothing of user 1's."""
+    client, t = era.client, era.at(T)(T)
     steps = {"thing": "steps", "aid": 3, "atid": 3}
-    point(client, 100, T, uid=1, **steps)
-    point(client, -20, T + 2, uid=1, **steps)
-    point(client, -100, T, uid=2, **steps)
-    assert query(client, f"/v1/query/1/steps/all/{T}/{T + 5}") == 80
-    assert query(client, f"/v1/query/2/steps/all/{T}/{T + 5}") == -100
+    point(client, 100, t, uid=1, **steps)
+    point(client, -20, t + 2, uid=1, **steps)
+    point(client, -100, t, uid=2, **steps)
+    assert query(client, f"/v1/query/1/steps/all/{t}/{t + 5}") == 80
+    assert query(client, f"/v1/query/2/steps/all/{t}/{t + 5}") == -100
 
 
-def test_original_multi_user_long_read(client: FlaskClient) -> None:
+def test_original_multi_user_long_read(era: Era) -> None:
     """persistence_test.go testMultiUserLongRead: four users, the same six increments each
     (the last one -56, at the same second as the one before), read together."""
+    client, at = era.client, era.at(1451635200)
     uids = (1, 2, 3, 327)
     for uid in uids:
         for value, ts in ((1000, 1451635204), (200, 1454313600), (2802, 1458061005),
                           (11, 1458061008), (1, 1458061011), (-56, 1458061011)):  # fmt: skip
-            write(client, uid=uid, value=value, ts1=ts, ts2=ts, mode="increment")
+            write(client, uid=uid, value=value, ts1=at(ts), ts2=at(ts), mode="increment")
     form = {"ids": ",".join(map(str, uids))}
-    whole = client.post("/v1/query_ids/points/all/1451635200/1458061011", data=form).json
-    assert whole == {str(uid): 3958 for uid in uids}
-    inner = client.post("/v1/query_ids/points/all/1451635205/1458061010", data=form).json
+    whole = f"/v1/query_ids/points/all/{at(1451635200)}/{at(1458061011)}"
+    assert client.post(whole, data=form).json == {str(uid): 3958 for uid in uids}
+    inner = f"/v1/query_ids/points/all/{at(1451635205)}/{at(1458061010)}"
+    inner = client.post(inner, data=form).json
     assert inner == {str(uid): 3013 for uid in uids}
 
 
