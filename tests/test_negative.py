@@ -41,8 +41,7 @@ def test_original_multi_user_long_read(era: Era) -> None:
     whole = f"/v1/query_ids/points/all/{at(1451635200)}/{at(1458061011)}"
     assert client.post(whole, data=form).json == {str(uid): 3958 for uid in uids}
     inner = f"/v1/query_ids/points/all/{at(1451635205)}/{at(1458061010)}"
-    inner = client.post(inner, data=form).json
-    assert inner == {str(uid): 3013 for uid in uids}
+    assert client.post(inner, data=form).json == {str(uid): 3013 for uid in uids}
 
 
 def test_a_running_total_goes_down_and_below_zero(client: FlaskClient) -> None:
