@@ -236,7 +236,7 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
             raise _fail(exc) from exc
     click.echo(f"{summary.points} points imported from {summary.lines} lines "
                f"({summary.skipped} by an earlier run), {summary.rejected} rejected "
-               f"({summary.refused} past the retention)")  # fmt: skip
+               f"({summary.refused} refused: past the retention or a limit)")  # fmt: skip
     for reason in summary.reasons:
         click.echo(f"  {reason}")
     if summary.rejected > len(summary.reasons):

@@ -181,6 +181,6 @@ def test_points_past_the_retention_are_skipped_and_counted(
     result = CliRunner().invoke(main, ["import", str(path)], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "5 points imported from 6 lines (0 by an earlier run), 1 rejected " in result.output
-    assert "(1 past the retention)" in result.output
+    assert "(1 refused: past the retention or a limit)" in result.output
     assert "line 3: ts2: past the retention" in result.output
     assert not any(key.startswith(b"{2}") for key in redis_client.scan_iter())
