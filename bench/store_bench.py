@@ -6,7 +6,7 @@
 It starts its own server on a free port (``--server path``: redis-server from the PATH, the
 Redis 7.0 the Go service was measured on; ``wheel``: the embedded Valkey of psd web) unless
 ``--redis-url`` is given (that database is flushed). Prints figures and ratios; asserts
-nothing. The sparse data set is the shape of ../shared/bench-reference/wrk/write.lua: random
+nothing. The sparse data set is the shape of the reference HTTP workload's writes: random
 uid 1..10000, steps or points, atid 1..5, a fresh aid per write, value 1..1000, ts2 uniform over
 the last 90 days, ts1 = ts2 - U(0, 3600). The dense one: a point every 10 minutes for 90 days
 per (user, thing) series, each day one activity whose running total grows (diffadd).

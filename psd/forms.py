@@ -1,4 +1,4 @@
-"""The inputs of the original's read routes (SPEC §2.4): path segments and form fields, all
+"""The inputs of the original's read routes: path segments and form fields, all
 text, validated by pydantic models built on psd/model.py's :class:`Schema` (so they make their
 part of the OpenAPI document too, web/legacy.py)."""
 

@@ -28,7 +28,7 @@ from pydantic import (
 from psd.errors import InvalidInput
 from psd.timebuckets import MAX_TS
 
-#: The original's thing names and the numbers it stored in its keys (SPEC §2.1).
+#: The original's thing names and the numbers it stored in its keys.
 THINGS: dict[str, int] = {"steps": 1, "calories": 2, "points": 3, "distance": 4, "cb": 5}
 
 #: Largest size of one write's value, of either sign. An increment moves a counter field by
@@ -204,6 +204,6 @@ def parse_count_thing(thing: Any, field: str = "thing") -> str:
 
 
 def parse_count(obj: Any) -> CountPoint:
-    """A count write ``{"thing", "value", "ts"}`` (SPEC §2.3)."""
+    """A count write ``{"thing", "value", "ts"}``."""
     c = CountIn.check(obj)
     return CountPoint(c.thing, c.value, c.ts)

@@ -1,4 +1,4 @@
-"""The 2016 service's Redis layout (SPEC §2.8), read for ``psd migrate``.
+"""The 2016 service's Redis layout, read for ``psd migrate``.
 
 Metric keys ``hz:<thingid>:<uid>:<bucket>`` and count keys ``c:<thing>:<bucket>``, bucket
 ``YYYY`` .. ``YYYYMMDDHHMM`` (UTC); each hash field is one child bucket (``<child>:<atid>:<aid>``

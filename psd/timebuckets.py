@@ -1,4 +1,4 @@
-"""Calendar buckets in UTC and the range decomposition at the heart of every read (SPEC §3).
+"""Calendar buckets in UTC and the range decomposition at the heart of every read.
 
 Pure integer arithmetic, no I/O and no ``datetime``: reads decompose one or more ranges per
 request, so this is on the hot path. A range ``[t1, t2]`` (inclusive Unix seconds) becomes a

@@ -1,4 +1,4 @@
-"""A small model of the 2016 service's writes into its Redis layout (SPEC §2.8), and a
+"""A small model of the 2016 service's writes into its Redis layout, and a
 brute-force answer of what its data says under the coverage rule, for tests/test_migrate.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A brute-force model of psd's semantics (SPEC §2.2), to check the store against."""
+"""A brute-force model of psd's semantics, to check the store against."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The decomposition covers exactly [t1, t2], minimally, for any range (SPEC §3)."""
+"""The decomposition covers exactly [t1, t2], minimally, for any range."""
 
 from __future__ import annotations
 

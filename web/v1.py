@@ -1,4 +1,4 @@
-"""The original's v1 routes (SPEC §2.4), as Flask views over :class:`web.handlers.Api`,
+"""The original's v1 routes, as Flask views over :class:`web.handlers.Api`,
 declared with their schemas (web/legacy.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The original's v2 route: mumt_query with a per-user offset (SPEC §2.4)."""
+"""The original's v2 route: mumt_query with a per-user offset."""
 
 from __future__ import annotations
 

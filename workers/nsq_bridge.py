@@ -1,6 +1,6 @@
 """The NSQ bridge: ``python -m workers.nsq_bridge`` (``psd nsq-bridge``).
 
-The 2016 service's producers publish to NSQ (SPEC §2.5). The bridge turns each message into
+The 2016 service's producers publish to NSQ. The bridge turns each message into
 the write task every other sender uses (``psd.write_metric`` / ``psd.write_count``) and
 FINishes it only once the broker has that task: a crash or a broker outage loses nothing,
 nsqd delivers the message again, and its id (the task's id and idempotency key) makes the
