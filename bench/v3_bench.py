@@ -31,7 +31,7 @@ from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.localtime import buckets, zone
 from psd.model import MetricPoint
 from psd.store import CutQuery, Store, UserQuery
-from web import create_app
+from psd.web import create_app
 
 DAY = 86400
 

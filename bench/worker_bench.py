@@ -44,7 +44,7 @@ from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
-from workers.app import celery_config, create_app
+from psd.workers.app import celery_config, create_app
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

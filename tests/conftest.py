@@ -70,7 +70,7 @@ def policy(request: pytest.FixtureRequest) -> Settings:
 @pytest.fixture
 def policy_client(redis_client: redis.Redis, policy: Settings) -> Iterator[FlaskClient]:
     """The API (fast path in front) over a store under ``policy``, on the real clock."""
-    from web import create_app
+    from psd.web import create_app
 
     with create_app(policy, Store(redis_client, policy)).test_client() as test_client:
         yield test_client
@@ -102,7 +102,7 @@ class Era:
 def era(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Iterator[Era]:
     """The API in one of two eras (:class:`Era`), the first with and without the fast
     dispatcher in front of Flask (as :func:`client`)."""
-    from web import create_app
+    from psd.web import create_app
 
     policy, front = request.param
     recent = policy == "default policy"
@@ -123,7 +123,7 @@ def client(
 ) -> Iterator[FlaskClient]:
     """The API, once with the fast dispatcher in front of Flask and once without: every
     HTTP test proves both answer the same."""
-    from web import create_app
+    from psd.web import create_app
 
     app = create_app(settings, store, fast_path=request.param == "fast path")
     with app.test_client() as test_client:

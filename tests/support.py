@@ -17,7 +17,7 @@ from celery.worker import state as worker_state
 from kombu import Connection
 
 from psd.config import Settings
-from workers.app import create_app
+from psd.workers.app import create_app
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -193,8 +193,7 @@ def test_dockerfile_builds_a_non_root_psd_image() -> None:
 def needed_for_pip_install() -> set[str]:
     """The files and top-level directories ``pip install .`` reads, from pyproject.toml."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    setuptools = project["tool"]["setuptools"]
-    dirs = {setuptools["package-dir"].get(p, p).split(".")[0] for p in setuptools["packages"]}
+    dirs = project["tool"]["setuptools"]["packages"]["find"]["where"]
     return {"pyproject.toml", project["project"]["readme"], *dirs}
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from psd.leaderboard import ranked, window
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
-from web.v3_models import LeaderboardOut
+from psd.web.v3_models import LeaderboardOut
 
 
 @given(st.dictionaries(st.integers(0, 10**6), st.integers(-50, 50), max_size=60))
@@ -99,8 +99,8 @@ def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: S
 def test_a_board_past_the_finest_detail_says_what_each_value_covers(
     redis_client: redis.Redis,
 ) -> None:
+    from psd.web import create_app
     from tests.test_retention import POLICY
-    from web import create_app
 
     policy = POLICY
     store = Store(redis_client, policy)

@@ -1,5 +1,5 @@
 """The NSQ bridge end to end: a fake nsqd (tests/fake_nsqd.py: no nsqd binary can be installed
-here) → ``python -m workers.nsq_bridge`` as a real process → the suite's Redis as the Celery
+here) → ``python -m psd.workers.nsq_bridge`` as a real process → the suite's Redis as the Celery
 broker → a real worker → sums read back from the store."""
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Bridge:
 def running_bridge(
     settings: Settings, nsqd: FakeNsqd, log: Path, via_lookupd: bool = False
 ) -> Iterator[Bridge]:
-    """``python -m workers.nsq_bridge`` configured only through ``PSD_*``, as psd's CLI runs
+    """``python -m psd.workers.nsq_bridge`` configured only through ``PSD_*``, as psd's CLI runs
     it; yields once it is subscribed and ready for messages."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("PSD_")}
     env.update(PSD_REDIS_URL=settings.redis_url, PSD_BROKER_URL=settings.broker_url,
@@ -103,7 +103,7 @@ def running_bridge(
         env["PSD_NSQLOOKUPDS"] = nsqd.lookupd_address
     else:
         env["PSD_NSQD_TCP_ADDRESSES"] = nsqd.tcp_address
-    command = [sys.executable, "-m", "workers.nsq_bridge"]
+    command = [sys.executable, "-m", "psd.workers.nsq_bridge"]
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
     bridge = Bridge(process, log)

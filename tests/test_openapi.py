@@ -18,7 +18,7 @@ from psd.config import Settings
 from psd.forms import QueryPath
 from psd.model import MetricIn
 from psd.store import Store
-from web import create_app
+from psd.web import create_app
 
 OPERATIONS = [
     "GET /health/ping", "GET /metrics", "POST /v1/count",

@@ -23,7 +23,7 @@ from psd.errors import PastRetention
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, finest_kept
 from psd.store import Store, UserQuery
-from web import create_app
+from psd.web import create_app
 
 DAY = 86400
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from psd.config import Settings
 from psd.errors import InvalidInput
 from psd.store import Store
-from web import create_app
+from psd.web import create_app
 
 READ, WRITE, BOTH = "r" * 16 + "-reader", "w" * 16 + "-writer", "b" * 16 + "-admin"
 TOKENS = (f"read:{READ}", f"write:{WRITE}", f"read+write:{BOTH}")

@@ -83,8 +83,8 @@ def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path)
             "valkey-server",
             "psd.cli web",
             "granian",
-            "celery -A workers.app worker",
-            "celery -A workers.app beat",
+            "celery -A psd.workers.app worker",
+            "celery -A psd.workers.app beat",
         ):
             assert part in commands, f"no {part!r} among {commands}"  # fmt: skip
         assert write(up.url, 3, 10) == "ok"

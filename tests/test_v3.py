@@ -17,8 +17,8 @@ from hypothesis import settings as hsettings
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
+from psd.web import create_app
 from tests.test_retention import POLICY
-from web import create_app
 
 
 def at(*fields: int) -> int:

@@ -273,7 +273,7 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
         PSD_BROKER_VISIBILITY_TIMEOUT="2",
         PSD_EXPIRE="0",  # the 2016 points of these tests are kept
     )
-    command = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+    command = [sys.executable, "-m", "celery", "-A", "psd.workers.app", "worker",
                "--queues", settings.queue, "--loglevel", "WARNING"]  # fmt: skip
 
     def start() -> subprocess.Popen[bytes]:
@@ -324,7 +324,7 @@ def test_a_worker_killed_on_a_redis_broker_doubles_nothing(
 def test_async_http_writes_are_queued_then_applied(
     app: Celery, worker_settings: Settings, store: Store
 ) -> None:
-    from web import create_app as create_web_app
+    from psd.web import create_app as create_web_app
 
     client = create_web_app(worker_settings, store).test_client()
     one = client.post("/v1/write?async=1", json=point(value=4))
@@ -349,7 +349,7 @@ def test_async_http_writes_are_queued_then_applied(
 
 
 def test_async_write_with_the_broker_down_is_a_503(store: Store) -> None:
-    from web import create_app as create_web_app
+    from psd.web import create_app as create_web_app
 
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(redis_url=store.settings.redis_url, broker_url=nowhere)

@@ -25,9 +25,9 @@ from psd.model import parse_metric
 from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
-from web.flask_glue import api
-from web.openapi import Contract, Shaped
-from web.v3_models import (
+from psd.web.flask_glue import api
+from psd.web.openapi import Contract, Shaped
+from psd.web.v3_models import (
     Answered,
     BucketOut,
     LeaderboardIn,

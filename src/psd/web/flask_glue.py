@@ -1,4 +1,4 @@
-"""Glue between Flask and :class:`web.handlers.Api`: the current app's Api, and Replies as
+"""Glue between Flask and :class:`psd.web.handlers.Api`: the current app's Api, and Replies as
 Flask responses."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, current_app
 
-from web.handlers import Api, Reply
+from psd.web.handlers import Api, Reply
 
 
 def api() -> Api:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from psd.errors import InvalidInput
-from web.handlers import Reply, error
+from psd.web.handlers import Reply, error
 
 OPEN = frozenset({"/health/ping"})
 WRITES = frozenset({"/v1/write", "/v1/count", "/v3/write"})

@@ -34,8 +34,8 @@ from psd.up import run as run_up
 
 log = logging.getLogger("psd")
 
-WSGI_APP = "web.wsgi:app"
-CELERY_APP = "workers.app"
+WSGI_APP = "psd.web.wsgi:app"
+CELERY_APP = "psd.workers.app"
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
@@ -217,7 +217,7 @@ def _child_env(ctx: click.Context) -> dict[str, str]:
 
 
 def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
-    """Become ``celery -A workers.app <command> <args>``, with psd's settings in its
+    """Become ``celery -A psd.workers.app <command> <args>``, with psd's settings in its
     environment. Becoming it, not running it, so that a signal to our pid (a stop, or a kill
     that leaves no chance to pass it on) is the worker's own: celery stops its pool itself,
     and its pool processes die with it (it arms their parent-death signal)."""
@@ -264,7 +264,7 @@ def nsq_bridge(ctx: click.Context) -> None:
     psd's write tasks; a message is FINished once the broker has its task."""
     _need_store(_settings(ctx), "psd nsq-bridge")
     # one process, no children of its own: becoming it leaves nothing to outlive us
-    become([sys.executable, "-m", "workers.nsq_bridge"], _child_env(ctx))
+    become([sys.executable, "-m", "psd.workers.nsq_bridge"], _child_env(ctx))
 
 
 @main.group()

@@ -2,7 +2,7 @@
 input and, through the same models, make the OpenAPI 3.1 document at ``/openapi.json``.
 
 A v3 route is declared once with :meth:`Contract.route`, a v1/v2 route with
-:func:`web.legacy.route`; nothing is written beside the models. Every 4xx of a v3 route has
+:func:`psd.web.legacy.route`; nothing is written beside the models. Every 4xx of a v3 route has
 one shape: ``{"error": {"code", "message", "field"}}`` (v1/v2 keep the original's). Models
 are strict (``1.0``, ``"1"`` and ``true`` are not integers); v3's refuse unknown fields.
 """
@@ -21,8 +21,8 @@ from werkzeug.datastructures import MultiDict
 
 from psd.errors import InvalidInput, PastLimit, PastRetention, PsdError, StoreError, TooLarge
 from psd.model import field_of
-from web.legacy import OPERATIONS as LEGACY
-from web.legacy import LegacyOperation, V1Error
+from psd.web.legacy import OPERATIONS as LEGACY
+from psd.web.legacy import LegacyOperation, V1Error
 
 OPENAPI = "3.1.0"
 REF = "#/components/schemas/{model}"

@@ -1,6 +1,6 @@
 """psd's HTTP API: the original's v1/v2 routes over the core store.
 
-``create_app(settings)`` is the app factory (one blueprint per API version); ``web.wsgi:app``
+``create_app(settings)`` is the app factory (one blueprint per API version); ``psd.web.wsgi:app``
 is the WSGI entry point that servers import.
 """
 
@@ -13,11 +13,11 @@ from flask import Flask
 from psd.config import Settings, load_settings
 from psd.errors import StoreError
 from psd.store import Store
-from web import errors, v1, v2, v3
-from web.access import RequestLog
-from web.auth import TokenGate, parse_tokens
-from web.fastpath import FastPath
-from web.handlers import Api, Enqueue
+from psd.web import errors, v1, v2, v3
+from psd.web.access import RequestLog
+from psd.web.auth import TokenGate, parse_tokens
+from psd.web.fastpath import FastPath
+from psd.web.handlers import Api, Enqueue
 
 
 def celery_enqueue(settings: Settings) -> Enqueue:
@@ -27,7 +27,7 @@ def celery_enqueue(settings: Settings) -> Enqueue:
 
     def enqueue(task: str, kwargs: dict[str, Any]) -> None:
         if "app" not in made:
-            from workers.app import create_app as create_celery_app
+            from psd.workers.app import create_app as create_celery_app
 
             made["app"] = create_celery_app(settings)
         try:

@@ -1,4 +1,4 @@
-"""The original's v1 routes, as Flask views over :class:`web.handlers.Api`,
+"""The original's v1 routes, as Flask views over :class:`psd.web.handlers.Api`,
 declared with their schemas (web/legacy.py)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from psd.forms import (
     TypedRangePath,
 )
 from psd.model import CountIn, MetricIn
-from web.flask_glue import answer
-from web.legacy import (
+from psd.web.flask_glue import answer
+from psd.web.legacy import (
     READ_ERRORS,
     WRITE_ERRORS,
     Answer,

@@ -5,7 +5,7 @@ import gc
 from psd import logs
 from psd.config import load_settings
 from psd.lifetime import die_with_pool_parent
-from web import create_app
+from psd.web import create_app
 
 # a granian worker dies with granian's main process, which does not see to it itself
 die_with_pool_parent()

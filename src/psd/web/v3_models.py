@@ -13,7 +13,7 @@ from pydantic import Field
 from psd.localtime import MAX_OFFSET, Step
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, THINGS, Value
 from psd.timebuckets import MAX_TS, MIN_TS
-from web.openapi import QueryForm, Strict
+from psd.web.openapi import QueryForm, Strict
 
 Thing = Literal[tuple(THINGS)]  # type: ignore[valid-type]
 #: IANA zones ("localtime" would be the server's own, "Factory" is no place)

@@ -1,4 +1,4 @@
-"""The NSQ bridge: ``python -m workers.nsq_bridge`` (``psd nsq-bridge``).
+"""The NSQ bridge: ``python -m psd.workers.nsq_bridge`` (``psd nsq-bridge``).
 
 The 2016 service's producers publish to NSQ. The bridge turns each message into
 the write task every other sender uses (``psd.write_metric`` / ``psd.write_count``) and
@@ -32,7 +32,7 @@ from psd.errors import InvalidInput, PastRetention
 from psd.metrics import POINTS, REJECTED
 from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
 from psd.store import Store
-from workers.app import create_app
+from psd.workers.app import create_app
 
 log = logging.getLogger("psd.nsq_bridge")
 

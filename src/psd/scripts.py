@@ -1,6 +1,6 @@
-"""The Lua scripts of ``lua/``, shipped inside the package as ``psd.lua`` and registered once
-per client: redis-py's ``Script`` runs EVALSHA and reloads the script itself on NOSCRIPT, so a
-Redis restart never leaves a query answering empty results (a defect of the original).
+"""The Lua scripts of the ``psd.lua`` package, registered once per client: redis-py's
+``Script`` runs EVALSHA and reloads the script itself on NOSCRIPT, so a Redis restart never
+leaves a query answering empty results (a defect of the original).
 
 A script may include a shared part with a line ``-- #include <file>.lua``: Redis scripts have
 no ``require``, so the text is inlined when the script is read.
@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from importlib.resources.abc import Traversable
-from pathlib import Path
 
 import redis
 from redis.commands.core import Script
@@ -21,23 +19,13 @@ NAMES = ("write_metric", "write_count", "sum", "maintain")
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
 
 
-def scripts_dir() -> Traversable:
-    """Where the ``.lua`` files are: the installed ``psd.lua`` package, or, when ``psd`` is
-    imported from a source checkout (``psd web`` run from the repository root puts the
-    checkout's ``psd/`` ahead of the installed one), the checkout's top-level ``lua/``."""
-    try:
-        return resources.files("psd.lua")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "lua"
-
-
 def _read(filename: str) -> str:
-    return (scripts_dir() / filename).read_text(encoding="utf-8")
+    return (resources.files("psd.lua") / filename).read_text(encoding="utf-8")
 
 
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua``, its includes inlined."""
+    """The text of ``psd/lua/<name>.lua``, its includes inlined."""
     return _INCLUDE.sub(lambda m: _read(m.group(1)).rstrip("\n"), _read(f"{name}.lua"))
 
 

@@ -2,7 +2,7 @@
 
 A hello-world Flask view costs ~100 us of CPU per request here, as much as psd's whole read;
 the hot routes (``GET /v1/query``, ``POST /v1/write``, ``POST /v1|v2/mumt_query``) are
-matched on their path segments and answered by the same :class:`web.handlers.Api` the Flask
+matched on their path segments and answered by the same :class:`psd.web.handlers.Api` the Flask
 views call. Anything else, or any request it is unsure about (odd paths, bodies without a
 Content-Length, non-form bodies), goes to Flask untouched.
 """
@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from web.handlers import Api, Reply, error
+from psd.web.handlers import Api, Reply, error
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 FORM = "application/x-www-form-urlencoded"

@@ -1,4 +1,4 @@
-"""The Celery app: ``celery -A workers.app worker`` (or ``psd worker``).
+"""The Celery app: ``celery -A psd.workers.app worker`` (or ``psd worker``).
 
 Configured from psd's settings (defaults, TOML file, ``PSD_*``): the broker is
 ``PSD_BROKER_URL``, else the store's Redis. Messages are acknowledged only after their points
@@ -16,7 +16,7 @@ from prometheus_client import start_http_server
 
 from psd.config import Settings, load_settings
 from psd.store import Store
-from workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
+from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
 
 TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 
@@ -74,7 +74,7 @@ class Context:
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app with psd's tasks, configured from ``settings`` (tests make their own)."""
-    from workers.tasks import register_tasks
+    from psd.workers.tasks import register_tasks
 
     celery = Celery("psd", set_as_current=False)
     celery.conf.update(celery_config(settings))

@@ -1,5 +1,5 @@
 """The beat tasks: retention and compaction (psd/maintenance.py does the work), on schedules
-from psd's settings. ``psd beat`` (``celery -A workers.app beat``) publishes them; any psd
+from psd's settings. ``psd beat`` (``celery -A psd.workers.app beat``) publishes them; any psd
 worker runs them. Each run goes on from where the last one stopped, and a run that finds the
 task already running elsewhere does nothing, so two beats, or a slow run overlapping the next,
 cost nothing but a message."""

@@ -1,5 +1,5 @@
 """Flask's side of the error mapping: psd's errors and HTTP errors as JSON answers, through
-the one mapping of :func:`web.handlers.reply_for`."""
+the one mapping of :func:`psd.web.handlers.reply_for`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from psd.errors import PsdError, StoreError
-from web.flask_glue import respond
-from web.handlers import error, reply_for
-from web.openapi import error as v3_error
+from psd.web.flask_glue import respond
+from psd.web.handlers import error, reply_for
+from psd.web.openapi import error as v3_error
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from psd.model import (
     parse_metric,
 )
 from psd.store import WriteResult
-from workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
+from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from psd.forms import MumtV2Form, TypedRangePath
-from web.flask_glue import answer
-from web.legacy import READ_ERRORS, Answer, MumtSums, route
+from psd.web.flask_glue import answer
+from psd.web.legacy import READ_ERRORS, Answer, MumtSums, route
 
 bp = Blueprint("v2", __name__)
 

@@ -1,1 +1,0 @@
-"""psd's Celery side: the app (``workers.app``), the write tasks, the NSQ bridge."""
