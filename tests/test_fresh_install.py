@@ -1,7 +1,7 @@
 """The README's promise, kept literally: ``pip install .`` into a fresh virtualenv, ``psd up``
 with no Redis configured, the README's curl examples answer what the README says they answer;
-Ctrl-C leaves no process behind; a restart keeps the data. And ``honcho start`` runs the
-Procfile as it is."""
+Ctrl-C leaves no process behind; a restart keeps the data. The install is one top-level
+package, ``psd``, whole. And ``honcho start`` runs the Procfile as it is."""
 
 from __future__ import annotations
 
@@ -41,6 +41,34 @@ def answers(script: str, port: int, now: int) -> list[str]:
     return out.stdout.splitlines()
 
 
+#: What the installed distribution holds, as its own Python sees it from the repository root.
+INSTALLED = """
+import importlib.metadata, importlib.resources, json
+import psd, psd.web, psd.workers.app
+dist = importlib.metadata.distribution("psd")
+print(json.dumps({
+    "top_level": dist.read_text("top_level.txt").split(),
+    "installed": sorted({f.parts[0] for f in dist.files or ()
+                         if f.parts[0] != ".." and not f.parts[0].endswith(".dist-info")}),
+    "psd": psd.__file__,
+    "lua": sorted(f.name for f in importlib.resources.files("psd.lua").iterdir()),
+}))
+"""
+
+
+def check_one_package(venv: Path) -> None:
+    """Only ``psd`` is installed (no ``web`` or ``workers`` of anyone else's to overwrite),
+    with its web app, workers and Lua scripts; and a command run in the checkout imports it,
+    not the sources (the checkout has no ``psd/`` at its root)."""
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", INSTALLED], cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    got = json.loads(out.stdout)
+    assert got["top_level"] == ["psd"] and got["installed"] == ["psd"], got
+    assert Path(got["psd"]).is_relative_to(venv), got["psd"]
+    scripts = {p.name for p in (ROOT / "src" / "psd" / "lua").glob("*.lua")}
+    assert scripts and scripts <= set(got["lua"]), got["lua"]
+
+
 def start(psd: Path, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PSD_", "VIRTUAL_ENV"))}
     with log.open("ab") as out:
@@ -72,6 +100,7 @@ def test_the_readme_on_a_fresh_install(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True,
                    capture_output=True, timeout=600)  # fmt: skip
+    check_one_package(venv)
     psd, data, log = venv / "bin" / "psd", tmp_path / "data", tmp_path / "up.log"
     script, promised = try_it()
     port, now = free_port(), int(time.time())
