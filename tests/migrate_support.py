@@ -12,7 +12,8 @@ import redis
 from click.testing import CliRunner
 
 from psd.config import Settings
-from psd.migrate import Migration, migrate_command
+from psd.migrate import Migration
+from psd.migrate_command import migrate_command
 from psd.store import Store
 
 OLD_DB = 5

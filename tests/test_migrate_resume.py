@@ -7,10 +7,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import click
 import pytest
 import redis
 
+from psd.errors import InvalidInput
 from psd.migrate_progress import PROGRESS, Progress, describe
 from psd.store import Store
 from tests.migrate_support import cli, day, migrate, utc
@@ -91,8 +91,12 @@ def test_a_redelivered_old_key_is_not_applied_twice(old: redis.Redis, store: Sto
 
 def test_progress_of_another_source_is_refused(old: redis.Redis, store: Store) -> None:
     store.redis.hset(PROGRESS, mapping={"source": "elsewhere:6379/0", "cursor": "17"})
-    with pytest.raises(click.UsageError):
+    with pytest.raises(InvalidInput, match="records a migration from elsewhere:6379/0"):
         migrate(old, store)
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    refused = cli(settings, "--from-redis", url_of(old), "--accept-loss")  # a usage error
+    assert refused.exit_code == 2 and "elsewhere:6379/0" in refused.output, refused.output
+    assert len(store.redis.hgetall(PROGRESS)) == 2  # untouched
 
 
 def test_keys_in_flight_longer_ago_than_the_window_are_named(

@@ -26,7 +26,7 @@ from psd.config import Settings, load_settings
 from psd.doctor import doctor
 from psd.errors import InvalidInput, StoreError
 from psd.lifetime import become, die_with_parent
-from psd.migrate import migrate_command
+from psd.migrate_command import migrate_command
 from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
 from psd.up import FLOWER_BIND, masked, stop_signals_unwind, store

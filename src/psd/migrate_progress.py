@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import click
 import redis
+
+from psd.errors import InvalidInput
 
 PROGRESS = "psd:migrate:progress"
 #: Progress fields that are no unit's or old key's: kept when a SCAN page is done.
@@ -41,9 +42,10 @@ class Progress:
         raw = {text(k): text(v) for k, v in client.hgetall(PROGRESS).items()}
         self.fields = raw
         if raw.get("source", source) != source:
-            raise click.UsageError(
+            raise InvalidInput(
                 f"{PROGRESS} records a migration from {raw['source']}, not {source}: "
-                f"finish that one, or delete the key to start over"
+                f"finish that one, or delete the key to start over",
+                "--from-redis",
             )
         #: Old keys of the interrupted unit already applied / being applied when it stopped.
         self.done_keys = {k[4:] for k in raw if k.startswith("key:")}

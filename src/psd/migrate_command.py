@@ -1,0 +1,107 @@
+"""``psd migrate``, the command: its options, progress bar and exit statuses over
+:class:`psd.migrate.Migration`, which knows nothing of click (a library module, usable without
+the CLI)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+import redis
+
+from psd.config import Settings
+from psd.errors import InvalidInput
+from psd.migrate import Migration, Summary, loss_report
+from psd.migrate_progress import PROGRESS
+from psd.migrate_verify import verify_sample
+from psd.store import Store
+
+
+def _migration_store(settings: Settings) -> Store:
+    """psd's store, as the command writes to it."""
+    if not settings.redis_url:
+        raise click.UsageError("psd migrate needs the store's Redis: set PSD_REDIS_URL")
+    return Store.from_url(settings.redis_url, settings)
+
+
+def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Summary:
+    """Run with a progress bar over the old keyspace's keys, showing the rate."""
+    progress = migration.progress
+    if progress and progress.complete:
+        echo(f"psd migrate: already complete ({PROGRESS}); delete it to migrate again")
+        return migration.summary
+    if progress and progress.started:
+        echo(f"psd migrate: resuming at SCAN cursor {progress.cursor}")
+    if progress and progress.stale_flight(migration.window):
+        echo(
+            "psd migrate: warning: these old keys were being written when the last run stopped, "
+            "longer ago than idempotency_window: if they had been applied they are counted "
+            "twice (check them with --verify): " + ", ".join(progress.in_flight)
+        )
+    started = time.monotonic()
+    summary = migration.summary
+
+    def status(_: Any) -> str:
+        rate = (summary.points + summary.counts) / max(time.monotonic() - started, 1e-3)
+        return f"{len(summary.users)} users, {summary.points} points, {rate:.0f} points/s"
+
+    total = migration.source.dbsize()
+    label = "reading" if dry_run else "migrating"
+    with click.progressbar(length=total, label=label, item_show_func=status) as bar:
+        migration.run(lambda n: bar.update(n, summary))
+    return summary
+
+
+@click.command(name="migrate")
+@click.option("--from-redis", "from_redis", required=True, metavar="URL",
+              help="The 2016 pointspaced Redis to read (redis://host:port/db).")  # fmt: skip
+@click.option(
+    "--dry-run", is_flag=True, help="Read and report what would be written; write nothing."
+)
+@click.option("--verify", is_flag=True, help="Compare sums of a sample of users, old against psd.")
+@click.option(
+    "--sample", default=100, show_default=True, help="Users (and counters) --verify checks."
+)
+@click.option("--seed", default=1, show_default=True, help="Seed of --verify's random choices.")
+@click.option("--batch", default=1000, show_default=True, help="Points per write (whole old keys).")
+@click.option(
+    "--accept-loss", is_flag=True, help="Migrate even where the retention policy drops old data."
+)
+@click.pass_context
+def migrate_command(
+    ctx: click.Context,
+    from_redis: str,
+    dry_run: bool,
+    verify: bool,
+    sample: int,
+    seed: int,
+    batch: int,
+    accept_loss: bool,
+) -> None:
+    """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
+    a rerun after an interruption goes on where it stopped, counting nothing twice."""
+    settings: Settings = ctx.obj
+    source = redis.Redis.from_url(from_redis)
+    if verify:
+        store = _migration_store(settings)
+        report = verify_sample(source, store, sample, random.Random(seed))
+        for line in report.lines():
+            click.echo(line)
+        ctx.exit(1 if report.mismatches else 0)
+    target = None if dry_run else _migration_store(settings)
+    try:
+        migration = Migration(source, target, settings, batch=max(batch, 1))
+    except InvalidInput as exc:  # e.g. the target's progress is another source's
+        raise click.UsageError(str(exc)) from exc
+    if not dry_run and not accept_loss:
+        loss = loss_report(migration)
+        if loss:
+            click.echo(loss, err=True)
+            ctx.exit(2)
+    summary = _run(migration, click.echo, dry_run)
+    for line in summary.lines(dry_run):
+        click.echo(line)
+    ctx.exit(1 if summary.failed else 0)
