@@ -45,7 +45,7 @@ def test_then_versus_now(client: FlaskClient, store: Store) -> None:
             "to": day + 86399, "compare_at": day + 40000}  # fmt: skip
     answer = client.post("/v3/leaderboard", json=body)
     assert answer.status_code == 200, answer.json
-    LeaderboardOut.model_validate(answer.json)  # served unvalidated (web/openapi.py Shaped)
+    LeaderboardOut.model_validate(answer.json)  # served unvalidated (psd/web/openapi.py Shaped)
     got = {e["uid"]: (e["value"], e["rank"], e["then"]["value"], e["then"]["rank"],
                       e["movement"]) for e in answer.json["entries"]}  # fmt: skip
     assert got == {4: (30, 1, 0, 4, 3), 1: (25, 2, 5, 3, 1), 3: (11, 3, 10, 1, -2),

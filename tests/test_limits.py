@@ -117,7 +117,7 @@ def test_more_points_than_a_batch_in_one_all_or_nothing_write(store: Store) -> N
 
 
 def put_activity(r: redis.Redis, uid: int, aid: int, summary: list, hours: dict) -> None:
-    """An activity record as write_metric.lua keeps it (lua/write_metric.lua's header)."""
+    """An activity record as write_metric.lua keeps it (psd/lua/write_metric.lua's header)."""
     fields = {f"1:{aid}": msgpack.packb(summary)}
     fields.update({f"1:{aid}:{h}": msgpack.packb(changes) for h, changes in hours.items()})
     r.hset(f"{{{uid}}}:acts", mapping=fields)

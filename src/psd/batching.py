@@ -3,7 +3,7 @@
 A call applies at most ``WRITE_BATCH`` points: big enough to amortise the call, small enough
 that one call never holds Redis for long (some tens of microseconds a point). Points that came
 in a delivery (a task message, an NSQ message) carry its key, and the write scripts remember,
-per record (a user, a counter), which deliveries they applied (lua/once.lua); the first point
+per record (a user, a counter), which deliveries they applied (psd/lua/once.lua); the first point
 of a delivery in a call decides for all of that delivery's points for that record in the call.
 So those points must share a call, every time the delivery is applied: they are grouped, and
 a delivery with more than ``WRITE_BATCH`` points for one record is cut into parts that are

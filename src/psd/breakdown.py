@@ -121,7 +121,7 @@ def parts(boundaries: tuple[int, ...]) -> Breakdown:
 
 
 def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[Any]]:
-    """``b`` as lua/breakdown.lua reads it, for ``things`` (and a type): per hash its field
+    """``b`` as psd/lua/breakdown.lua reads it, for ``things`` (and a type): per hash its field
     names, child by child and within a child thing by thing; its windows hour by hour (one
     index range an hour), each ``[first start, last end, as text; last end; UTC hour, as
     text; start, end, start, end, ...]``; then its edges and its spans, each flat: per edge
@@ -170,7 +170,7 @@ def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
     for suffix, kids in children.items():
         for child in sorted(kids):
             number[suffix, child] = len(number) + 1
-    for window in sorted(windows):  # hour by hour, as lua/breakdown.lua reads them
+    for window in sorted(windows):  # hour by hour, as psd/lua/breakdown.lua reads them
         number[window] = len(number) + 1
 
     def flat(runs: Signed) -> tuple[int, ...]:

@@ -1,6 +1,6 @@
 """The inputs of the original's read routes: path segments and form fields, all
 text, validated by pydantic models built on psd/model.py's :class:`Schema` (so they make their
-part of the OpenAPI document too, web/legacy.py)."""
+part of the OpenAPI document too, psd/web/legacy.py)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ from psd.timebuckets import (
 
 #: Marks the per-type twin of a counter hash: ``{uid}:`` + TYPED + container suffix.
 TYPED = "t"
-#: A user's (``{uid}:once``) or counter's record of the deliveries it applied (lua/once.lua).
+#: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).
 ONCE = "once"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100

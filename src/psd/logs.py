@@ -9,7 +9,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-#: The id of the request being handled (web/access.py sets it), "-" outside one.
+#: The id of the request being handled (psd/web/access.py sets it), "-" outside one.
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 

@@ -10,7 +10,7 @@ activities older than ``state_expire``.
 Each run looks at up to ``maintenance_keys_per_run`` keys and leaves its SCAN cursor in Redis,
 so the next run (or the next process, after a restart) goes on from there; a whole pass over
 the keyspace is a cycle. A lock per task keeps two runs from overlapping, and every step is
-idempotent and atomic against writes (lua/maintain.lua), so a lost lock costs only work.
+idempotent and atomic against writes (psd/lua/maintain.lua), so a lost lock costs only work.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:
 
 
 class Maintenance:
-    """The jobs (lua/maintain.lua) of one task for the keys a SCAN step returned."""
+    """The jobs (psd/lua/maintain.lua) of one task for the keys a SCAN step returned."""
 
     def __init__(self, store: Store, task: Task, now: int) -> None:
         self.store, self.task, self.now = store, task, now

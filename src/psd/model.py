@@ -3,9 +3,9 @@
 Everything that reaches the store went through a schema here, so the store can trust its
 input: known thing, integers in range, ``ts1 <= ts2``, values small enough that every sum
 stays exact. The schemas are pydantic models: the same models validate each input and make
-its part of the OpenAPI document (web/legacy.py), so the document cannot drift from what is
+its part of the OpenAPI document (psd/web/legacy.py), so the document cannot drift from what is
 checked. The inputs of the original's read routes (path segments and form fields, all text)
-are in psd/forms.py; the v3 API's JSON models in web/v3_models.py.
+are in psd/forms.py; the v3 API's JSON models in psd/web/v3_models.py.
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ class Reads:
         atid: int | None,
         breakdowns: Sequence[tuple[str, Breakdown]] = (),
     ) -> tuple[list[str], list[bytes]]:
-        """The keys and argument of one sum.lua call (its request: see lua/sum.lua)."""
+        """The keys and argument of one sum.lua call (its request: see psd/lua/sum.lua)."""
         readers = Counter(one.plan for one in series)
         packed_plans = []
         for number, plan in enumerate(plans):

@@ -38,7 +38,7 @@ class WriteResult:
     had nothing to add; ``stale`` was a late update (older than a change already recorded)
     and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: nothing
     of it was written (its delivery not recorded), ``refusal`` says why: no level of the
-    retention keeps it, or it would cross a limit (lua/limits.lua)."""
+    retention keeps it, or it would cross a limit (psd/lua/limits.lua)."""
 
     status: WriteStatus
     delta: int
@@ -50,7 +50,7 @@ class WriteResult:
         return self.refusal.message if self.refusal else ""
 
 
-#: What a write script's refusal (lua/limits.lua) means, by the status it answers.
+#: What a write script's refusal (psd/lua/limits.lua) means, by the status it answers.
 LIMITS = {
     "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter)",
     "past_record": "would take its activity's record past ±2^53, where its sums stop being exact",
@@ -61,7 +61,7 @@ LIMITS = {
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
 #: How the delivery keys the store gives writes that came without one begin (a NUL byte, which
-#: no sender's key starts with): lua/once.lua keeps those only minutes (long enough for a
+#: no sender's key starts with): psd/lua/once.lua keeps those only minutes (long enough for a
 #: resent call), not the idempotency window.
 OWN_DELIVERY = "\x00"
 
@@ -90,7 +90,7 @@ class Store(Reads):
     # ---- writes ----
 
     def _once_args(self, now: int) -> list[Any]:
-        """now, window and cutoff of lua/once.lua."""
+        """now, window and cutoff of psd/lua/once.lua."""
         window = self.settings.idempotency_window
         return [now, window, f"({now - window}"]
 

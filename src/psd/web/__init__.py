@@ -43,7 +43,7 @@ def create_app(
 ) -> Flask:
     """Build the API. Without ``store`` it connects to ``settings.redis_url``. With
     ``fast_path`` the hot routes skip Flask's request machinery (same answers, see
-    web/fastpath.py)."""
+    psd/web/fastpath.py)."""
     settings = settings or load_settings()
     if store is None:
         if not settings.redis_url:

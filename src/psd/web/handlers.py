@@ -1,8 +1,9 @@
 """What every route does, free of any web framework: inputs are the path segments and the
 request's form or body, the answer a :class:`Reply`.
 
-The Flask views (``web/v1.py``, ``web/v2.py``) and the fast dispatcher (``web/fastpath.py``)
-both call these, so a route behaves the same whichever of the two serves it.
+The Flask views (``psd/web/v1.py``, ``psd/web/v2.py``) and the fast dispatcher
+(``psd/web/fastpath.py``) both call these, so a route behaves the same whichever of the two
+serves it.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class LegacyOperation:
     errors: dict[int, str] = field(default_factory=dict)
 
 
-#: Every legacy route, in declaration order (web/openapi.py documents them).
+#: Every legacy route, in declaration order (psd/web/openapi.py documents them).
 OPERATIONS: list[LegacyOperation] = []
 
 

@@ -1,5 +1,5 @@
 """The original's v1 routes, as Flask views over :class:`psd.web.handlers.Api`,
-declared with their schemas (web/legacy.py)."""
+declared with their schemas (psd/web/legacy.py)."""
 
 from __future__ import annotations
 

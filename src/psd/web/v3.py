@@ -1,4 +1,4 @@
-"""The v3 JSON API (JSON in and out, one error format, a model per route: web/openapi.py).
+"""The v3 JSON API (JSON in and out, one error format, a model per route: psd/web/openapi.py).
 
 ``POST /v3/sums``: users, things, one range. ``POST /v3/series``: the same, bucket by bucket
 of each user's local calendar (minute ... year, ISO weeks), zeros included. A range's ends
@@ -198,7 +198,7 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
 def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     """Write metric points now (each atomic), or queue them for the workers. A point past the
     retention refuses the request (422 naming it), queued or not, before anything is written;
-    one that would take a counter past a limit (lua/limits.lua) is refused alone, its result
+    one that would take a counter past a limit (psd/lua/limits.lua) is refused alone, its result
     saying why, and the others are written (in script calls of ``WRITE_BATCH`` points: one
     call for a whole request would hold the server for up to 10,000 points)."""
     handlers = api()

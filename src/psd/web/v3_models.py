@@ -1,6 +1,6 @@
 """The v3 API's models: each route's request and response, strict, and the types they share
 (a thing, an IANA zone, an instant). They validate the requests and make the OpenAPI document
-(web/openapi.py); the routes are in web/v3.py.
+(psd/web/openapi.py); the routes are in psd/web/v3.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Configured from psd's settings (defaults, TOML file, ``PSD_*``): the broker is
 ``PSD_BROKER_URL``, else the store's Redis. Messages are acknowledged only after their points
-are applied (``acks_late``; see workers/batches.py for how a batch acknowledges), results are
+are applied (``acks_late``; see psd/workers/batches.py for how a batch acknowledges), results are
 not kept, a worker takes enough messages at once to fill its batches, and it sends task events
 (as ``celery worker -E``) for Flower.
 """
