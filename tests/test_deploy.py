@@ -21,7 +21,7 @@ import pytest
 import redis
 import yaml
 
-from psd.cli import STOP_GRACE, main
+from psd.cli.main import STOP_GRACE, main
 from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer
 

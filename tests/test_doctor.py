@@ -10,7 +10,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from psd import dlq, maintenance
-from psd.cli import main
+from psd.cli.main import main
 from psd.dlq import DeadLetter
 from psd.embedded import free_port
 from psd.store import Store

@@ -11,8 +11,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from psd.cli import main
-from psd.importer import file_key, run_import
+from psd.cli.importer import file_key, run_import
+from psd.cli.main import main
 from psd.store import Store
 
 T = 1_764_400_000

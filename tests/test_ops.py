@@ -10,8 +10,8 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from psd.cli import main
-from psd.ops import publish_url
+from psd.cli.main import main
+from psd.cli.ops import publish_url
 
 Invoke = Callable[..., Result]
 T = 1_764_400_000  # 2025-11-29T07:06:40Z

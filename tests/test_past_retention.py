@@ -258,7 +258,7 @@ def test_psd_write_past_the_retention_exits_non_zero_with_the_reason(
 ) -> None:
     from click.testing import CliRunner
 
-    from psd.cli import main
+    from psd.cli.main import main
 
     fields = ["--thing", "steps", "--uid", "1", "--atid", "2", "--aid", "3", "--value", "10"]
     env = {"PSD_REDIS_URL": redis_url}

@@ -22,26 +22,22 @@ import click
 
 from psd import dlq as dead_letters
 from psd import logs
+from psd.cli.context import open_store, require_store, settings_of
+from psd.cli.doctor import doctor
+from psd.cli.migrate import migrate_command
+from psd.cli.ops import COMMANDS as OPS_COMMANDS
+from psd.cli.up import FLOWER_BIND, masked, stop_signals_unwind, store
+from psd.cli.up import run as run_up
 from psd.config import Settings, load_settings
-from psd.doctor import doctor
 from psd.errors import InvalidInput, StoreError
 from psd.lifetime import become, die_with_parent
-from psd.migrate_command import migrate_command
-from psd.ops import COMMANDS as OPS_COMMANDS
 from psd.store import Store
-from psd.up import FLOWER_BIND, masked, stop_signals_unwind, store
-from psd.up import run as run_up
 
 log = logging.getLogger("psd")
 
 WSGI_APP = "psd.web.wsgi:app"
 CELERY_APP = "psd.workers.app"
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.obj
-    return settings
 
 
 @click.group()
@@ -144,7 +140,7 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
 def up(ctx: click.Context, bind: str | None, data_dir: str | None, flower: str | None) -> None:
     """Run all of psd: the store (embedded unless PSD_REDIS_URL is set), the API, a worker
     and beat, in one log stream, until Ctrl-C. A restart keeps the data."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     settings = replace(settings, bind=bind or settings.bind, data_dir=data_dir or settings.data_dir)
     try:
         sys.exit(run_up(settings, _child_env(ctx), flower=flower))
@@ -165,7 +161,7 @@ def up(ctx: click.Context, bind: str | None, data_dir: str | None, flower: str |
 @click.pass_context
 def web(ctx: click.Context, bind: str | None, server: str | None, workers: int | None) -> None:
     """Serve the HTTP API (v1, v2) on PSD_REDIS_URL, or on an embedded store."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     settings = replace(
         settings,
         bind=bind or settings.bind,
@@ -203,14 +199,9 @@ def _serve(ctx: click.Context, settings: Settings) -> int:
         return run_child(command, env)
 
 
-def _need_store(settings: Settings, what: str) -> None:
-    if not settings.redis_url:
-        raise click.UsageError(f"{what} needs the store's Redis: set PSD_REDIS_URL")
-
-
 def _child_env(ctx: click.Context) -> dict[str, str]:
     """The environment of a child process: ours, with psd's store and settings file."""
-    env = dict(os.environ, PSD_REDIS_URL=_settings(ctx).redis_url)
+    env = dict(os.environ, PSD_REDIS_URL=settings_of(ctx).redis_url)
     if ctx.parent and ctx.parent.params.get("config"):
         env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
     return env
@@ -230,8 +221,8 @@ def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
 def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
     """Apply queued writes: a Celery worker on psd's queue (PSD_QUEUE). Arguments after the
     command go to ``celery worker`` as they are (e.g. ``--concurrency 4 --loglevel INFO``)."""
-    settings = _settings(ctx)
-    _need_store(settings, "psd worker")
+    settings = settings_of(ctx)
+    require_store(settings, "psd worker")
     _celery(ctx, celery_args, "worker", "--queues", settings.queue)
 
 
@@ -241,9 +232,9 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
 def beat(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
     """Schedule the retention and compaction tasks (PSD_RETENTION_EVERY, PSD_COMPACTION_EVERY)
     for the workers: Celery beat. Arguments go to ``celery beat`` as they are."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if not settings.broker_url:
-        _need_store(settings, "psd beat")
+        require_store(settings, "psd beat")
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)  # its schedule file
     _celery(ctx, celery_args, "beat")
 
@@ -262,7 +253,7 @@ def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
 def nsq_bridge(ctx: click.Context) -> None:
     """Bridge the original's NSQ stream (topic PSD_NSQ_TOPIC, channel PSD_NSQ_CHANNEL) into
     psd's write tasks; a message is FINished once the broker has its task."""
-    _need_store(_settings(ctx), "psd nsq-bridge")
+    require_store(settings_of(ctx), "psd nsq-bridge")
     # one process, no children of its own: becoming it leaves nothing to outlive us
     become([sys.executable, "-m", "psd.workers.nsq_bridge"], _child_env(ctx))
 
@@ -273,9 +264,7 @@ def dlq() -> None:
 
 
 def _dlq_store(ctx: click.Context) -> Store:
-    settings = _settings(ctx)
-    _need_store(settings, "psd dlq")
-    return Store.from_url(settings.redis_url, settings)
+    return open_store(settings_of(ctx), "psd dlq")
 
 
 @dlq.command(name="list")

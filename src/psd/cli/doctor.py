@@ -17,11 +17,12 @@ import click
 import redis
 
 from psd import dlq, maintenance
+from psd.cli.context import settings_of
+from psd.cli.ops import tool_store
+from psd.cli.up import masked
 from psd.config import Settings, retention_of
-from psd.ops import tool_store
 from psd.scripts import NAMES, source
 from psd.store import Store
-from psd.up import masked
 
 Status = Literal["ok", "warn", "fail"]
 MARK = {"ok": ("ok  ", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
@@ -191,8 +192,7 @@ def diagnose(settings: Settings) -> list[Finding]:
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
     """Check the store, scripts, persistence, clock, retention, broker; say what to fix."""
-    settings: Settings = ctx.find_root().obj
-    findings = diagnose(settings)
+    findings = diagnose(settings_of(ctx))
     for finding in findings:
         mark, colour = MARK[finding.status]
         click.echo(f"{click.style(mark, fg=colour)} {finding.what}")

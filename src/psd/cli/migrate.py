@@ -12,19 +12,11 @@ from typing import Any
 import click
 import redis
 
-from psd.config import Settings
+from psd.cli.context import open_store, settings_of
 from psd.errors import InvalidInput
 from psd.migrate import Migration, Summary, loss_report
 from psd.migrate_progress import PROGRESS
 from psd.migrate_verify import verify_sample
-from psd.store import Store
-
-
-def _migration_store(settings: Settings) -> Store:
-    """psd's store, as the command writes to it."""
-    if not settings.redis_url:
-        raise click.UsageError("psd migrate needs the store's Redis: set PSD_REDIS_URL")
-    return Store.from_url(settings.redis_url, settings)
 
 
 def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Summary:
@@ -83,15 +75,15 @@ def migrate_command(
 ) -> None:
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
-    settings: Settings = ctx.obj
+    settings = settings_of(ctx)
     source = redis.Redis.from_url(from_redis)
     if verify:
-        store = _migration_store(settings)
+        store = open_store(settings, "psd migrate")
         report = verify_sample(source, store, sample, random.Random(seed))
         for line in report.lines():
             click.echo(line)
         ctx.exit(1 if report.mismatches else 0)
-    target = None if dry_run else _migration_store(settings)
+    target = None if dry_run else open_store(settings, "psd migrate")
     try:
         migration = Migration(source, target, settings, batch=max(batch, 1))
     except InvalidInput as exc:  # e.g. the target's progress is another source's

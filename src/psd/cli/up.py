@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from psd.cli.ops import publish_url
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
 from psd.keeper import StoreKeeper
-from psd.ops import publish_url
 from psd.supervisor import Supervisor
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.

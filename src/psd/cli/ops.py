@@ -20,9 +20,10 @@ from typing import Any
 import click
 import redis
 
+from psd.cli.context import settings_of
+from psd.cli.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError
-from psd.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS, Gran
@@ -78,11 +79,6 @@ def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _settings(ctx: click.Context) -> Settings:
-    settings: Settings = ctx.find_root().obj
-    return settings
-
-
 def _fail(exc: PsdError) -> click.ClickException:
     return click.ClickException(str(exc))  # names its field
 
@@ -105,7 +101,7 @@ def write(ctx: click.Context, /, ts1: int | None, ts2: int | None, increment: bo
     fields.update(ts1=ts2 if ts1 is None else ts1, ts2=ts2)
     try:
         point = parse_metric(fields, "increment" if increment else "diffadd")
-        result = tool_store(_settings(ctx)).write_metric(point)
+        result = tool_store(settings_of(ctx)).write_metric(point)
     except PsdError as exc:
         raise _fail(exc) from exc
     coarse = result.status == "coarse"
@@ -150,7 +146,7 @@ def query(ctx: click.Context, uids: tuple[int, ...], things: tuple[str, ...], at
         raise click.BadParameter("--from is after --to")
     wanted = list(things or ("steps",))
     try:
-        store = tool_store(_settings(ctx))
+        store = tool_store(settings_of(ctx))
         results = store.query([UserQuery(u, t1, t2) for u in uids], wanted, atid, True)
     except PsdError as exc:
         raise _fail(exc) from exc
@@ -179,7 +175,7 @@ def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start
           end: int | None, as_json: bool) -> None:  # fmt: skip
     """Read a global counter over a range, or --add to it."""
     try:
-        store = tool_store(_settings(ctx))
+        store = tool_store(settings_of(ctx))
         if add is not None:
             when = int(time.time()) if at is None else at
             point = parse_count({"thing": thing, "value": add, "ts": when})
@@ -215,7 +211,7 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
     import_id = f"psd:import:{key}" if key else file_key(source, mode)
     total = None if source == "-" else count_lines(source)
-    store = tool_store(_settings(ctx))
+    store = tool_store(settings_of(ctx))
     started = time.monotonic()
 
     def rate(summary: Summary | None) -> str:

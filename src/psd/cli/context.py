@@ -1,0 +1,27 @@
+"""What every subcommand needs from the command line: the settings the ``psd`` group loaded,
+and the store they name (one message when none is set)."""
+
+from __future__ import annotations
+
+import click
+
+from psd.config import Settings
+from psd.store import Store
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The settings loaded once by the ``psd`` group (its options, ``PSD_*``, ``--config``)."""
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def require_store(settings: Settings, what: str) -> str:
+    """The store's URL, or a usage error naming the command that needs it."""
+    if not settings.redis_url:
+        raise click.UsageError(f"{what} needs the store's Redis: set PSD_REDIS_URL")
+    return settings.redis_url
+
+
+def open_store(settings: Settings, what: str) -> Store:
+    """The store of :func:`require_store`, connected."""
+    return Store.from_url(require_store(settings, what), settings)
