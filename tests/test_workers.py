@@ -316,7 +316,7 @@ def test_a_worker_killed_on_a_redis_broker_doubles_nothing(
 ) -> None:
     """kombu's Redis transport pops a message (BRPOP) before it records it as unacknowledged,
     so a kill in that instant loses the one message in between (celery/celery#7950,
-    celery/kombu#305): the README says so and recommends RabbitMQ where crashes must lose
+    celery/kombu#305): docs/queued-writes.md says so and recommends RabbitMQ where crashes must lose
     nothing. Everything recorded is delivered again, and nothing counts twice."""
     assert 2999 <= kill_mid_stream(app, worker_settings, store) <= 3000
 
