@@ -57,7 +57,7 @@ def main() -> None:
         settings = Settings(redis_url=server.url, expire=0)  # a year of detail kept
         store = Store.from_url(server.url, settings)
         ping = p50(store.redis.ping, 2000) * 1000
-        print(f"this machine: PING p50 {ping:.0f} us (the README's 2026-11-29 figures: 67 us)")
+        print(f"this machine: PING p50 {ping:.0f} us (docs/benchmarks.md, 2026-11-29: 67 us)")
         points = [MetricPoint("steps", uid, 1, n, rng.randint(1, 5000), ts, ts, "increment")
                   for uid in range(args.users) for n in range(20)
                   for ts in [now - rng.randrange(0, 45 * DAY)]]  # fmt: skip

@@ -28,7 +28,8 @@ def _doc(text: str, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every psd setting, with its default. ``docs()`` lists them for the README and CLI."""
+    """Every psd setting, with its default. ``docs()`` lists them for the CLI and for
+    docs/configuration.md."""
 
     redis_url: str = _doc(
         "Redis (or Valkey) URL of the store, e.g. redis://127.0.0.1:6379/0. Empty: psd web "
@@ -138,7 +139,8 @@ class Settings:
     max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
     max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
     web_server: str = _doc(
-        "WSGI server of psd web: granian or gunicorn (granian measured faster, see README).",
+        "WSGI server of psd web: granian or gunicorn (granian measured faster: see "
+        "docs/benchmarks.md).",
         default="granian",
     )
     log_format: str = _doc(

@@ -68,7 +68,7 @@ def server_command(server: str, bind: str, workers: int) -> list[str]:
     host, _, port = bind.rpartition(":")
     workers = workers or os.cpu_count() or 1
     if server == "granian":
-        # one blocking thread per worker: more only fight over the GIL (measured, README);
+        # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
         # a worker told to stop while it was still starting never stops by itself: granian
         # kills it after WEB_KILL_SECONDS (no HTTP request of psd's takes that long)
         return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host,

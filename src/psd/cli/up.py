@@ -103,7 +103,7 @@ def banner(settings: Settings, url: str, flower: str | None = None) -> str:
     host, _, port = settings.bind.rpartition(":")
     return "\n".join([
         "psd is up:",
-        f"  API      http://{host}:{port}/health/ping  (README: examples)",
+        f"  API      http://{host}:{port}/health/ping  (docs/quickstart.md: examples)",
         *([f"  Flower   http://{flower}/"] if flower else []),
         f"  store    {masked(url)}"
         + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
