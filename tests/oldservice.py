@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from psd.oldkeys import bucket_span
+from psd.migrate.oldkeys import bucket_span
 
 SAMPLES = Path("/work/shared/reference/pointspaced-keyspace-samples.json")
 LEVELS = (4, 6, 8, 10, 12)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from psd.config import Settings
 from psd.migrate import Migration
+from psd.migrate.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
 from psd.model import MetricPoint
-from psd.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
 from psd.store import Store, UserQuery
 from tests.migrate_support import cli, day, migrate, utc
 from tests.oldservice import OldService, load_samples

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from psd.errors import InvalidInput
-from psd.migrate_progress import PROGRESS, Progress, describe
+from psd.migrate.progress import PROGRESS, Progress, describe
 from psd.store import Store
 from tests.migrate_support import cli, day, migrate, utc
 from tests.oldservice import load_samples

@@ -15,8 +15,8 @@ import redis
 from psd.cli.context import open_store, settings_of
 from psd.errors import InvalidInput
 from psd.migrate import Migration, Summary, loss_report
-from psd.migrate_progress import PROGRESS
-from psd.migrate_verify import verify_sample
+from psd.migrate.progress import PROGRESS
+from psd.migrate.verify import verify_sample
 
 
 def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Summary:

@@ -1,10 +1,11 @@
 """``psd migrate``: rewrite a live 2016 pointspaced keyspace into psd's store.
 
 The old keyspace is walked by SCAN; the unit of work is one year key with every finer key
-below it (psd/oldkeys.py), read in five round trips and turned, under the coverage rule, into
-points at the finest precision left. Metric points go through :meth:`Store.write_metrics` as
-``increment`` writes at one instant — so activity state, ``_atids`` and every counter level are
-built exactly as psd builds them — and counts through :meth:`Store.write_counts`.
+below it (:mod:`psd.migrate.oldkeys`), read in five round trips and turned, under the
+coverage rule, into points at the finest precision left. Metric points go through
+:meth:`Store.write_metrics` as ``increment`` writes at one instant — so activity state,
+``_atids`` and every counter level are built exactly as psd builds them — and counts through
+:meth:`Store.write_counts`.
 
 Negative amounts (the original's diffadd corrections and negative writes) are written as
 negative increments, as a client's would be: a psd diffadd correction records the very same
@@ -27,10 +28,18 @@ from dataclasses import dataclass, field
 import redis
 
 from psd.config import RETENTION_LEVELS, Settings
-from psd.migrate_progress import Progress, describe, text
-from psd.migrate_verify import iso
+from psd.migrate.oldkeys import (
+    Piece,
+    Series,
+    Subtree,
+    parse_key,
+    pieces,
+    pipelined_reader,
+    read_subtree,
+)
+from psd.migrate.progress import Progress, describe, text
+from psd.migrate.verify import iso
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
-from psd.oldkeys import Piece, Series, Subtree, parse_key, pieces, pipelined_reader, read_subtree
 from psd.retention import Policy
 from psd.store import Store
 from psd.timebuckets import month_start

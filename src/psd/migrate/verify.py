@@ -1,9 +1,9 @@
 """``psd migrate --verify``: sums of a sample of the old keyspace against psd's.
 
-The old side is summed by range from the old keys (psd/oldkeys.py's OldReader), not from the
-points the migration wrote, so a fault in either the walk or the write shows. Users and
-counters are sampled uniformly in one SCAN pass (a bottom-k sample: those whose seeded hash
-is among the k smallest), so a rerun with the same seed checks the same ones.
+The old side is summed by range from the old keys (:class:`psd.migrate.oldkeys.OldReader`),
+not from the points the migration wrote, so a fault in either the walk or the write shows.
+Users and counters are sampled uniformly in one SCAN pass (a bottom-k sample: those whose
+seeded hash is among the k smallest), so a rerun with the same seed checks the same ones.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from psd.oldkeys import (
+from psd.migrate.oldkeys import (
     OldReader,
     Subtree,
     Tag,
