@@ -33,8 +33,8 @@ COARSE = Counter(
     ["kind"],
 )
 ROUND_TRIPS = Counter("psd_redis_round_trips", "Round trips to the store", ["kind"])
-WRITE_BATCH = Histogram("psd_write_batch_points", "Points per store write",
-                        buckets=(1, 10, 100, 1_000, 10_000))  # fmt: skip
+WRITE_BATCH_POINTS = Histogram("psd_write_batch_points", "Points per store write",
+                               buckets=(1, 10, 100, 1_000, 10_000))  # fmt: skip
 TASK_BATCH = Histogram("psd_task_batch_messages", "Task messages per worker batch", ["task"],
                        buckets=(1, 2, 5, 10, 20, 50, 100, 200))  # fmt: skip
 TASK_SECONDS = Histogram("psd_task_batch_seconds", "Time to apply a worker batch", ["task"])

@@ -20,7 +20,7 @@ from psd.batching import Calls, plan_calls
 from psd.config import Settings
 from psd.errors import PastLimit, PastRetention, Refused, redis_errors
 from psd.keys import ONCE, TYPED, count_prefix, count_target, metric_prefix, metric_target
-from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH
+from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, expiries, state_lifetime
@@ -232,7 +232,7 @@ class Store(Reads):
         and none is written (the points go in one call)."""
         if not points:
             return []
-        WRITE_BATCH.observe(len(points))
+        WRITE_BATCH_POINTS.observe(len(points))
         now = int(self._clock())
         horizon = self.metric_policy.horizon(now)
         levels = self._levels(horizon, [p.ts2 for p in points], "ts2", all_or_nothing)
