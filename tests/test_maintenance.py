@@ -41,7 +41,7 @@ def store(redis_client: redis.Redis) -> Store:
     return Store(redis_client, replace(POLICY, state_expire=60 * DAY, update_horizon=7 * DAY))
 
 
-def run(store: Store, task: maintenance.Task) -> maintenance.Report:
+def run(store: Store, task: maintenance.Job) -> maintenance.Report:
     """Runs until the pass over the keyspace is done."""
     total = maintenance.Report()
     while not total.cycle_done:

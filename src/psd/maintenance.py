@@ -29,7 +29,8 @@ from psd.timebuckets import Gran, month_start, next_start
 
 log = logging.getLogger(__name__)
 
-Task = Literal["retention", "compaction"]
+#: The two maintenance jobs, each run by the beat task of its name.
+Job = Literal["retention", "compaction"]
 #: Keys per script call.
 BATCH = 200
 _METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6})")
@@ -72,7 +73,7 @@ def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:
 class Maintenance:
     """The jobs (psd/lua/maintain.lua) of one task for the keys a SCAN step returned."""
 
-    def __init__(self, store: Store, task: Task, now: int) -> None:
+    def __init__(self, store: Store, task: Job, now: int) -> None:
         self.store, self.task, self.now = store, task, now
         self.settings = store.settings
 
@@ -118,11 +119,11 @@ class Maintenance:
             report.add(self.store.scripts.maintain(keys, args))
 
 
-def _key(task: Task, what: str) -> str:
+def _key(task: Job, what: str) -> str:
     return f"psd:maintenance:{task}:{what}"
 
 
-def run(store: Store, task: Task, now: int, budget: int | None = None) -> Report:
+def run(store: Store, task: Job, now: int, budget: int | None = None) -> Report:
     """One run of ``task``: up to ``budget`` keys (default ``maintenance_keys_per_run``) from
     where the last run stopped. A run that finds the task already running does nothing."""
     budget = budget or store.settings.maintenance_keys_per_run
@@ -143,7 +144,7 @@ def run(store: Store, task: Task, now: int, budget: int | None = None) -> Report
     return report
 
 
-def _steps(store: Store, task: Task, now: int, budget: int, report: Report) -> None:
+def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> None:
     cursor_key = _key(task, "cursor")
     cursor = int(store.redis.get(cursor_key) or 0)
     work = Maintenance(store, task, now)
@@ -157,7 +158,7 @@ def _steps(store: Store, task: Task, now: int, budget: int, report: Report) -> N
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
 
 
-def status(store: Store, task: Task) -> dict[str, Any]:
+def status(store: Store, task: Job) -> dict[str, Any]:
     """Where the task's pass over the keyspace is, and when it last finished one."""
     with redis_errors(task):
         cursor = int(store.redis.get(_key(task, "cursor")) or 0)

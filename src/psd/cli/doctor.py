@@ -109,7 +109,7 @@ def clock(store: Store, settings: Settings) -> Iterator[Finding]:
 def retention(store: Store, settings: Settings) -> Iterator[Finding]:
     levels = ", ".join(f"{level} {_days(sec)}" for level, sec in retention_of(settings).items())
     yield Finding("ok", f"retention: {levels}; counts {_days(settings.count_expire)}")
-    tasks: tuple[maintenance.Task, ...] = ("retention", "compaction")
+    tasks: tuple[maintenance.Job, ...] = ("retention", "compaction")
     for task in tasks:
         finished = maintenance.status(store, task)["last_cycle_finished"]
         done = "none yet" if finished is None else f"{_days(int(time.time() - finished))} ago"

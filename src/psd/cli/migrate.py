@@ -14,12 +14,12 @@ import redis
 
 from psd.cli.context import open_store, settings_of
 from psd.errors import InvalidInput
-from psd.migrate import Migration, Summary, loss_report
+from psd.migrate import Migration, MigrationSummary, loss_report
 from psd.migrate.progress import PROGRESS
 from psd.migrate.verify import verify_sample
 
 
-def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Summary:
+def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> MigrationSummary:
     """Run with a progress bar over the old keyspace's keys, showing the rate."""
     progress = migration.progress
     if progress and progress.complete:

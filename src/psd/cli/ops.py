@@ -52,7 +52,7 @@ def tool_store(settings: Settings) -> Store:
     return Store(redis.Redis.from_url(url, socket_connect_timeout=3), settings)
 
 
-class Instant(click.ParamType[int]):
+class InstantParam(click.ParamType[int]):
     """Unix seconds or an ISO 8601 date-time (UTC unless it says otherwise)."""
 
     name = "instant"
@@ -72,7 +72,7 @@ class Instant(click.ParamType[int]):
         return ts
 
 
-INSTANT = Instant()
+INSTANT = InstantParam()
 
 
 def iso(ts: int) -> str:

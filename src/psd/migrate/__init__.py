@@ -4,6 +4,6 @@
 where a run is so a rerun goes on from there, and ``verify`` compares a sample of sums.
 """
 
-from psd.migrate.run import Migration, Summary, loss_report
+from psd.migrate.run import Migration, MigrationSummary, loss_report
 
-__all__ = ["Migration", "Summary", "loss_report"]
+__all__ = ["Migration", "MigrationSummary", "loss_report"]

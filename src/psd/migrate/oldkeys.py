@@ -55,7 +55,7 @@ def bucket_span(bucket: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, slots=True)
-class Series:
+class OldSeries:
     """One series of the old keyspace: a user's thing (``hz:<thingid>:<uid>:``) or a global
     counter (``c:<thing>:``). ``thing`` is psd's name for it."""
 
@@ -68,7 +68,7 @@ class Series:
         return self.uid is not None
 
 
-def parse_key(name: str) -> tuple[Series, str] | None:
+def parse_key(name: str) -> tuple[OldSeries, str] | None:
     """(series, bucket) of an old key name; None for anything else in the keyspace (a key
     psd cannot take, e.g. an unknown thing number or a count name with braces, included)."""
     if name.startswith("hz:"):
@@ -78,7 +78,7 @@ def parse_key(name: str) -> tuple[Series, str] | None:
         thing, uid = THING_NAMES.get(int(parts[1])), int(parts[2])
         if thing is None or uid > MAX_ID:
             return None
-        series = Series(f"hz:{parts[1]}:{parts[2]}:", thing, uid)
+        series = OldSeries(f"hz:{parts[1]}:{parts[2]}:", thing, uid)
         bucket = parts[3]
     elif name.startswith("c:"):
         prefix, _, bucket = name.rpartition(":")
@@ -88,7 +88,7 @@ def parse_key(name: str) -> tuple[Series, str] | None:
             return None
         if thing != prefix[2:]:
             return None
-        series = Series(prefix + ":", thing, None)
+        series = OldSeries(prefix + ":", thing, None)
     else:
         return None
     try:
@@ -98,7 +98,7 @@ def parse_key(name: str) -> tuple[Series, str] | None:
     return (series, bucket) if len(bucket) < 14 else None
 
 
-def parse_field(series: Series, bucket: str, name: str) -> tuple[str, Tag] | None:
+def parse_field(series: OldSeries, bucket: str, name: str) -> tuple[str, Tag] | None:
     """(child bucket, tag) of a field of ``series``' key for ``bucket``; None if malformed."""
     parts = name.split(":")
     child = parts[0]
@@ -121,7 +121,7 @@ class Subtree:
     """One old year key and every finer key below it, as read: bucket -> parsed fields
     (present keys only). A year is the unit ``psd migrate`` reads, writes and records."""
 
-    series: Series
+    series: OldSeries
     year: str
     hashes: dict[str, Cells] = field(default_factory=dict)
     #: Fields that are no ``<child>[:<atid>:<aid>]`` of their key, or hold no integer.
@@ -148,7 +148,7 @@ def pipelined_reader(client: Any) -> HashReader:
     return read
 
 
-def read_subtree(read: HashReader, series: Series, year: str) -> Subtree:
+def read_subtree(read: HashReader, series: OldSeries, year: str) -> Subtree:
     """Read a year key and, level by level (one round trip each), every finer key its
     fields name: five round trips for any amount of data."""
     tree = Subtree(series, year)

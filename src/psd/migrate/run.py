@@ -29,8 +29,8 @@ import redis
 
 from psd.config import RETENTION_LEVELS, Settings
 from psd.migrate.oldkeys import (
+    OldSeries,
     Piece,
-    Series,
     Subtree,
     parse_key,
     pieces,
@@ -49,7 +49,7 @@ SCAN_COUNT = 1000
 
 
 @dataclass
-class Summary:
+class MigrationSummary:
     """What a run found and did."""
 
     users: set[int] = field(default_factory=set)
@@ -108,7 +108,7 @@ class Summary:
 Point = MetricPoint | CountPoint
 
 
-def _point(series: Series, piece: Piece) -> Point:
+def _point(series: OldSeries, piece: Piece) -> Point:
     """An amount at one instant as psd's point: a metric ``increment`` (ts1 == ts2), of
     either sign (see the module's docstring)."""
     if series.uid is None:
@@ -137,10 +137,10 @@ class Migration:
         self.window = settings.idempotency_window
         self.policies = {True: Policy.metrics(settings), False: Policy.counts(settings)}
         self.horizons = {metric: p.horizon(self.now) for metric, p in self.policies.items()}
-        self.summary = Summary()
+        self.summary = MigrationSummary()
         self.progress = Progress(store.redis, describe(source), clock) if store else None
 
-    def run(self, on_page: Callable[[int], None] = lambda _: None) -> Summary:
+    def run(self, on_page: Callable[[int], None] = lambda _: None) -> MigrationSummary:
         """Migrate every year key the SCAN finds, page by page; ``on_page(keys)`` after
         each page (the progress bar)."""
         progress = self.progress
@@ -219,7 +219,7 @@ class Migration:
         if pending:
             self._flush(pending, tree.series.is_metric)
 
-    def _points(self, series: Series, found: list[Piece]) -> list[Point]:
+    def _points(self, series: OldSeries, found: list[Piece]) -> list[Point]:
         """psd's points for one old key's pieces, counting what the policy or psd's value
         bound leave out."""
         summary = self.summary

@@ -33,7 +33,7 @@ def beat_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _run(task: Task, which: maintenance.Task) -> dict[str, Any]:
+def _run(task: Task, which: maintenance.Job) -> dict[str, Any]:
     report = maintenance.run(task.app.psd.store, which, int(time.time()))
     return dataclasses.asdict(report)
 

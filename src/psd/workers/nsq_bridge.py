@@ -47,7 +47,8 @@ REQUEUE_SECONDS, MAX_REQUEUE_SECONDS = 5, 300
 #: How long a shutdown waits for the publishes under way before closing anyway.
 DRAIN_SECONDS = 30.0
 
-Task = tuple[str, MetricPoint | CountPoint]
+#: The task a message becomes: its name and its point.
+TaskCall = tuple[str, MetricPoint | CountPoint]
 
 
 def delivery_key(message: nsq.Message) -> str:
@@ -56,7 +57,7 @@ def delivery_key(message: nsq.Message) -> str:
     return "nsq-" + str(message.id, "ascii")
 
 
-def read_message(body: bytes, delivery: str) -> Task | DeadLetter:
+def read_message(body: bytes, delivery: str) -> TaskCall | DeadLetter:
     """The task a message becomes and its point, or its dead letter. Validated here, by the model's
     parsers, so that nothing the worker would refuse reaches the broker; a letter has the
     kind of its payload when it had one, so that ``psd dlq retry`` can apply it once fixed."""
