@@ -11,7 +11,7 @@ from typing import Any
 
 #: The id of the request being handled (psd/web/access.py sets it), "-" outside one.
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
-TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
 class RequestId(logging.Filter):
@@ -48,7 +48,7 @@ def setup(log_format: str = "text", level: int = logging.INFO) -> None:
     """Send every log of this process to stderr in ``log_format`` (text or json)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestId())
-    text = logging.Formatter(TEXT)
+    text = logging.Formatter(TEXT_FORMAT)
     text.converter = time.gmtime
     handler.setFormatter(JsonLines() if log_format == "json" else text)
     root = logging.getLogger()

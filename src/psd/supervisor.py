@@ -29,7 +29,7 @@ from psd.lifetime import die_with_parent
 
 SYSTEM = "system"
 #: Called each turn of the loop; an exit code stops everything.
-Check = Callable[[], int | None]
+Tick = Callable[[], int | None]
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Supervisor:
     def _ask_stop(self, signum: int, _frame: Any) -> None:
         self._stop_asked = signal.Signals(signum).name
 
-    def run(self, check: Check = lambda: None) -> int:
+    def run(self, check: Tick = lambda: None) -> int:
         """Start the children and run until one exits, ``check`` returns a code, or we get
         SIGINT/SIGTERM (0); then stop them all. The code of the first to exit otherwise."""
         previous = {
@@ -127,7 +127,7 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _watch(self, check: Check) -> int:
+    def _watch(self, check: Tick) -> int:
         while True:
             self._print_lines(0.1)
             if self._stop_asked:
