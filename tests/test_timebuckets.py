@@ -16,6 +16,7 @@ from psd.timebuckets import (
     civil,
     decompose,
     floor_to,
+    iso,
     next_start,
     run_bounds,
 )
@@ -43,6 +44,11 @@ def test_civil_matches_datetime() -> None:
     for ts in [*_EDGES, 0, MAX_TS, 1458061005]:
         d = dt.datetime.fromtimestamp(ts, UTC)
         assert tuple(civil(ts)) == (d.year, d.month, d.day, d.hour, d.minute, d.second)
+
+
+@given(timestamps)
+def test_iso_writes_the_utc_instant_as_datetime_does(ts: int) -> None:
+    assert iso(ts) == dt.datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @given(timestamps)

@@ -28,11 +28,10 @@ would keep it (:class:`Horizon`), rather than answered "ok" and dropped.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from psd.config import Settings, retention_of
-from psd.timebuckets import Gran, floor_to, next_start
+from psd.timebuckets import Gran, floor_to, iso, next_start
 
 #: The granularity a level answers at, finest first.
 PRECISION = {"minute": Gran.SECOND, "hour": Gran.HOUR, "day": Gran.DAY, "month": Gran.MONTH,
@@ -126,7 +125,7 @@ class Horizon:
         level = min(reversed(self.oldest), key=lambda found: found[1])[0]
         names = " or ".join(self.policy.settings.get(level, (f"retention_{level}",)))
         kept = _span(self.policy.seconds[level])
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.accepted_from))
+        since = iso(self.accepted_from)
         return (f"past the retention: nothing before {since} ({self.accepted_from}) is kept "
                 f"now; raise {names} (now {kept} after a bucket ends) to accept it")  # fmt: skip
 

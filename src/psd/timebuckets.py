@@ -85,6 +85,12 @@ def civil(ts: int) -> Civil:
     return Civil(year, month, day, hour, minute, second)
 
 
+def iso(ts: int) -> str:
+    """A Unix timestamp as ISO 8601 in UTC (``2016-03-01T00:00:00Z``), for messages."""
+    year, month, day, hour, minute, second = civil(ts)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
 @lru_cache(maxsize=4096)
 def month_start(year: int, month: int) -> int:
     """Unix time of the first second of a month (month may be 13: January of the next year)."""

@@ -26,7 +26,7 @@ from psd.config import Settings
 from psd.errors import InvalidInput, PsdError
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
-from psd.timebuckets import MAX_TS, MIN_TS, Gran
+from psd.timebuckets import MAX_TS, MIN_TS, Gran, iso
 
 #: Where ``psd up`` leaves the embedded store's URL (it holds the password: owner-only).
 URL_FILE = "store.url"
@@ -73,10 +73,6 @@ class InstantParam(click.ParamType[int]):
 
 
 INSTANT = InstantParam()
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fail(exc: PsdError) -> click.ClickException:

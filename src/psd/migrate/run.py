@@ -38,11 +38,10 @@ from psd.migrate.oldkeys import (
     read_subtree,
 )
 from psd.migrate.progress import Progress, describe, text
-from psd.migrate.verify import iso
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.retention import Policy
 from psd.store import Store
-from psd.timebuckets import month_start
+from psd.timebuckets import iso, month_start
 
 #: Keys asked of the old server per SCAN call.
 SCAN_COUNT = 1000

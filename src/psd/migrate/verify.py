@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,13 +25,10 @@ from psd.migrate.oldkeys import (
     read_subtree,
 )
 from psd.store import Store, UserQuery
+from psd.timebuckets import iso
 
 #: Whole days and second ranges checked per user or counter.
 RANGES_EACH = 3
-
-
-def iso(ts: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass
