@@ -10,54 +10,25 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import msgpack
 import redis
+from redis.commands.core import Script
 
 from psd.batching import Calls, plan_calls
 from psd.config import Settings
-from psd.errors import PastLimit, PastRetention, Refused, redis_errors
-from psd.keys import ONCE, TYPED, count_prefix, count_target, metric_prefix, metric_target
+from psd.errors import PastRetention, redis_errors
+from psd.keys import count_prefix, metric_prefix
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
-from psd.retention import Horizon, Policy, expiries, state_lifetime
+from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Scripts
+from psd.writes import COUNT, METRIC, P, PointKind, WriteResult, WriteStatus, call_args
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
-
-WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What a write did: ``ok`` added ``delta``; ``coarse`` added it too, but only levels
-    from ``level`` up keep it (its instant's finer detail is past the retention); ``same``
-    had nothing to add; ``stale`` was a late update (older than a change already recorded)
-    and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: nothing
-    of it was written (its delivery not recorded), ``refusal`` says why: no level of the
-    retention keeps it, or it would cross a limit (psd/lua/limits.lua)."""
-
-    status: WriteStatus
-    delta: int
-    level: str = "minute"
-    refusal: Refused | None = None
-
-    @property
-    def reason(self) -> str:
-        return self.refusal.message if self.refusal else ""
-
-
-#: What a write script's refusal (psd/lua/limits.lua) means, by the status it answers.
-LIMITS = {
-    "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter)",
-    "past_record": "would take its activity's record past ±2^53, where its sums stop being exact",
-    "past_change": "would change its activity's total by {delta} (value minus what it recorded "
-    "in [ts1, ts2]), past ±2^42",
-}
-
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
 #: How the delivery keys the store gives writes that came without one begin (a NUL byte, which
@@ -94,51 +65,6 @@ class Store(Reads):
         window = self.settings.idempotency_window
         return [now, window, f"({now - window}"]
 
-    def _apply_metrics(
-        self,
-        points: Sequence[MetricPoint],
-        deliveries: Sequence[str],
-        client: Any,
-        now: int,
-        whole: bool,
-    ) -> Any:
-        """Queue (on a pipeline) or run one write_metric.lua call for ``points`` (``whole``:
-        all or nothing)."""
-        keys: list[str] = []
-        payload = []
-        # the keys of a (user, month) go once; its points name where they start in KEYS
-        starts: dict[tuple[int, tuple[str, ...]], tuple[int, list[int]]] = {}
-        for p, delivery in zip(points, deliveries, strict=True):
-            target = metric_target(p.ts2)
-            start, expires = starts.get((p.uid, target.suffixes), (0, []))
-            if not expires:
-                prefix = metric_prefix(p.uid)
-                start, expires = len(keys), expiries(self.metric_policy, target.bucket_ends)
-                starts[p.uid, target.suffixes] = (start, expires)
-                keys += [prefix + "acts", prefix + "idx"]
-                keys += [prefix + suffix for suffix in target.suffixes]
-                keys += [prefix + TYPED + suffix for suffix in target.suffixes]
-                keys.append(prefix + ONCE)
-            mode = "d" if p.mode == "diffadd" else "i"
-            payload.append(
-                [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
-                 p.thing_id, delivery, start]
-            )  # fmt: skip
-        args = [msgpack.packb(payload), self.state_lifetime, *self._once_args(now), int(whole)]
-        return self.scripts.write_metric(keys, args, client=client)
-
-    @staticmethod
-    def _results(flat: list[Any]) -> list[WriteResult]:
-        out = []
-        for i in range(0, len(flat), 2):
-            status, delta = flat[i].decode(), int(flat[i + 1])
-            if status in LIMITS:
-                reason = LIMITS[status].format(delta=delta)
-                out.append(WriteResult("refused", 0, "", PastLimit(reason, "value")))
-            else:
-                out.append(WriteResult(status, delta))
-        return out
-
     @staticmethod
     def _raise_refused(results: dict[int, WriteResult]) -> None:
         """Raise the refusal of the first refused point (an all-or-nothing write)."""
@@ -160,16 +86,18 @@ class Store(Reads):
 
     @staticmethod
     def _outcomes(
-        applied: dict[int, WriteResult], levels: Sequence[str | None], horizon: Horizon, kind: str
+        applied: dict[int, WriteResult],
+        levels: Sequence[str | None],
+        horizon: Horizon,
+        kind: PointKind[Any],
     ) -> list[WriteResult]:
         """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
         where finer levels no longer keep its instant)."""
         out = []
         reason = horizon.refusal() if None in levels else ""
-        field = "ts2" if kind == "metric" else "ts"
         for i, level in enumerate(levels):
             if level is None:
-                out.append(WriteResult("refused", 0, "", PastRetention(reason, field, i)))
+                out.append(WriteResult("refused", 0, "", PastRetention(reason, kind.field, i)))
                 continue
             result = applied[i]
             if level != "minute" and result.status != "refused":
@@ -178,7 +106,7 @@ class Store(Reads):
             out.append(result)
         coarse = sum(r.status == "coarse" for r in out)
         if coarse:
-            COARSE.labels(kind).inc(coarse)
+            COARSE.labels(kind.name).inc(coarse)
         return out
 
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
@@ -191,12 +119,12 @@ class Store(Reads):
         plan: Calls,
         levels: Sequence[str | None],
         queue: Callable[[list[int], Any], Any],
-        per_point: Callable[[Any], list[Any]],
-    ) -> dict[int, Any]:
+        per_point: Callable[[Any, list[int]], list[WriteResult]],
+    ) -> dict[int, WriteResult]:
         """Run the planned script calls, refused points (``levels[i]`` None) left out,
         ``queue(indexes, client)`` queueing one: a single call goes alone (a pipeline's
         SCRIPT EXISTS would cost a round trip), more are pipelined in one round trip.
-        Returns each point's result by index, ``per_point`` splitting a call's reply. The
+        Returns each point's result by index, ``per_point(reply, indexes)`` reading a call's. The
         plan is made over every point, so a delivery's parts are the same on a redelivery
         whatever the retention refuses by then."""
         calls = [kept for kept in ([i for i in c if levels[i]] for c in plan.calls) if kept]
@@ -210,9 +138,9 @@ class Store(Reads):
             for indexes in calls:
                 queue(indexes, pipe)
             replies = pipe.execute()
-        results: dict[int, Any] = {}
+        results: dict[int, WriteResult] = {}
         for indexes, reply in zip(calls, replies, strict=True):
-            results.update(zip(indexes, per_point(reply), strict=True))
+            results.update(zip(indexes, per_point(reply, indexes), strict=True))
         return results
 
     def write_metrics(
@@ -233,23 +161,18 @@ class Store(Reads):
         if not points:
             return []
         WRITE_BATCH_POINTS.observe(len(points))
-        now = int(self._clock())
-        horizon = self.metric_policy.horizon(now)
-        levels = self._levels(horizon, [p.ts2 for p in points], "ts2", all_or_nothing)
-        resent = [p.mode == "increment" for p in points]
-        plan = self._plan(
-            [metric_prefix(p.uid) for p in points], deliveries, resent, all_or_nothing
+        return self._write(
+            METRIC,
+            self.metric_policy,
+            self.scripts.write_metric,
+            [self.state_lifetime],
+            points,
+            deliveries,
+            all_or_nothing,
+            instants=[p.ts2 for p in points],
+            records=[metric_prefix(p.uid) for p in points],
+            resent=[p.mode == "increment" for p in points],
         )
-
-        def queue(indexes: list[int], client: Any) -> Any:
-            batch, keys = [points[i] for i in indexes], [plan.deliveries[i] for i in indexes]
-            return self._apply_metrics(batch, keys, client, now, all_or_nothing)
-
-        with redis_errors("write"):
-            applied = self._run_calls(plan, levels, queue, self._results)
-        if all_or_nothing:
-            self._raise_refused(applied)
-        return self._outcomes(applied, levels, horizon, "metric")
 
     @staticmethod
     def _plan(
@@ -282,45 +205,57 @@ class Store(Reads):
         a counter would cross ±2^62); ``all_or_nothing`` as for :meth:`write_metrics`."""
         if not points:
             return []
-        now = int(self._clock())
-        horizon = self.count_policy.horizon(now)
-        levels = self._levels(horizon, [p.ts for p in points], "ts", all_or_nothing)
-        resent = [True] * len(points)
-        plan = self._plan(
-            [count_prefix(p.thing) for p in points], deliveries, resent, all_or_nothing
+        return self._write(
+            COUNT,
+            self.count_policy,
+            self.scripts.write_count,
+            [],
+            points,
+            deliveries,
+            all_or_nothing,
+            instants=[p.ts for p in points],
+            records=[count_prefix(p.thing) for p in points],
+            resent=[True] * len(points),
         )
 
-        def queue(indexes: list[int], client: Any) -> Any:
-            keys: list[str] = []
-            payload = []
-            starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
-            for i in indexes:
-                point = points[i]
-                target = count_target(point.ts)
-                start, expires = starts.get((point.thing, target.suffixes), (0, []))
-                if not expires:
-                    prefix = count_prefix(point.thing)
-                    start, expires = len(keys), expiries(self.count_policy, target.bucket_ends)
-                    starts[point.thing, target.suffixes] = (start, expires)
-                    keys += [prefix + suffix for suffix in target.suffixes]
-                    keys.append(prefix + ONCE)
-                payload.append([point.value, target.children, expires, plan.deliveries[i], start])
-            args = [msgpack.packb(payload), *self._once_args(now), int(all_or_nothing)]
-            return self.scripts.write_count(keys, args, client=client)
+    def _write(
+        self,
+        kind: PointKind[P],
+        policy: Policy,
+        script: Script,
+        head: list[Any],
+        points: Sequence[P],
+        deliveries: Sequence[str] | None,
+        all_or_nothing: bool,
+        *,
+        instants: list[int],
+        records: list[str],
+        resent: list[bool],
+    ) -> list[WriteResult]:
+        """What writing metrics and writing counts share: refuse the points the retention
+        no longer keeps, plan the script calls, run them and settle each point's result.
+        ``records[i]`` is the key prefix of point i's record (user or counter), ``head`` the
+        script's arguments between its payload and psd/lua/once.lua's."""
+        now = int(self._clock())
+        horizon = policy.horizon(now)
+        levels = self._levels(horizon, instants, kind.field, all_or_nothing)
+        plan = self._plan(records, deliveries, resent, all_or_nothing)
+        tail = [*self._once_args(now), int(all_or_nothing)]
 
-        with redis_errors("count write"):
-            flags = self._run_calls(plan, levels, queue, list)
-        applied = {i: self._counted(flag, points[i].value) for i, flag in flags.items()}
+        def queue(indexes: list[int], client: Any) -> Any:
+            keys, rows = call_args(
+                kind, policy, points, indexes, instants, records, plan.deliveries
+            )
+            return script(keys, [msgpack.packb(rows), *head, *tail], client=client)
+
+        def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
+            return kind.results(reply, [points[i] for i in indexes])
+
+        with redis_errors(kind.doing):
+            applied = self._run_calls(plan, levels, queue, results)
         if all_or_nothing:
             self._raise_refused(applied)
-        return self._outcomes(applied, levels, horizon, "count")
-
-    @staticmethod
-    def _counted(flag: int, value: int) -> WriteResult:
-        """What write_count.lua said of a point."""
-        if flag < 0:
-            return WriteResult("refused", 0, "", PastLimit(LIMITS["past_counter"], "value"))
-        return WriteResult("ok", value) if flag else WriteResult("duplicate", 0)
+        return self._outcomes(applied, levels, horizon, kind)
 
     def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
         """Add one count; raises :class:`PastRetention` or :class:`PastLimit` (nothing

@@ -1,0 +1,162 @@
+"""How each kind of point is written: the parts of a write script call that metric points and
+count points build their own way (their keys, their payload rows, their replies), and what a
+write did. :class:`psd.store.Store` does the rest, the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from psd.errors import PastLimit, Refused
+from psd.keys import ONCE, TYPED, Target, count_target, metric_target
+from psd.model import CountPoint, MetricPoint
+from psd.retention import Policy, expiries
+
+WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: ``ok`` added ``delta``; ``coarse`` added it too, but only levels
+    from ``level`` up keep it (its instant's finer detail is past the retention); ``same``
+    had nothing to add; ``stale`` was a late update (older than a change already recorded)
+    and was ignored; ``duplicate`` came in a delivery applied before; ``refused``: nothing
+    of it was written (its delivery not recorded), ``refusal`` says why: no level of the
+    retention keeps it, or it would cross a limit (psd/lua/limits.lua)."""
+
+    status: WriteStatus
+    delta: int
+    level: str = "minute"
+    refusal: Refused | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.refusal.message if self.refusal else ""
+
+
+#: What a write script's refusal (psd/lua/limits.lua) means, by the status it answers.
+LIMITS = {
+    "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter)",
+    "past_record": "would take its activity's record past ±2^53, where its sums stop being exact",
+    "past_change": "would change its activity's total by {delta} (value minus what it recorded "
+    "in [ts1, ts2]), past ±2^42",
+}
+
+
+P = TypeVar("P", bound=MetricPoint | CountPoint)
+
+
+@dataclass(frozen=True, slots=True)
+class PointKind(Generic[P]):
+    """What writing one kind of point does its own way (``Store._write`` does the rest)."""
+
+    name: Literal["metric", "count"]
+    #: The field a refusal past the retention names.
+    field: str
+    #: What a Redis error interrupted, for its message.
+    doing: str
+    target: Callable[[int], Target]
+    #: A record's keys for one target, given once per call (``start`` in a row: the first's
+    #: index in KEYS).
+    group_keys: Callable[[str, Target], list[str]]
+    #: A point's row of the script's payload: (point, target, expiries, delivery, start).
+    row: Callable[[P, Target, list[int], str, int], list[Any]]
+    #: The results of a call's points, from its reply.
+    results: Callable[[Any, list[P]], list[WriteResult]]
+
+
+def _metric_keys(prefix: str, target: Target) -> list[str]:
+    return [
+        prefix + "acts",
+        prefix + "idx",
+        *[prefix + suffix for suffix in target.suffixes],
+        *[prefix + TYPED + suffix for suffix in target.suffixes],
+        prefix + ONCE,
+    ]
+
+
+def _metric_row(
+    p: MetricPoint, target: Target, expires: list[int], delivery: str, start: int
+) -> list[Any]:
+    return [
+        "d" if p.mode == "diffadd" else "i",
+        str(p.aid),
+        str(p.atid),
+        p.value,
+        p.ts1,
+        p.ts2,
+        target.children,
+        expires,
+        p.thing_id,
+        delivery,
+        start,
+    ]
+
+
+def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
+    """write_metric.lua's reply: a status and a delta per point."""
+    out = []
+    for i in range(0, len(flat), 2):
+        status, delta = flat[i].decode(), int(flat[i + 1])
+        if status in LIMITS:
+            reason = LIMITS[status].format(delta=delta)
+            out.append(WriteResult("refused", 0, "", PastLimit(reason, "value")))
+        else:
+            out.append(WriteResult(status, delta))
+    return out
+
+
+def _count_keys(prefix: str, target: Target) -> list[str]:
+    return [*[prefix + suffix for suffix in target.suffixes], prefix + ONCE]
+
+
+def _count_row(
+    p: CountPoint, target: Target, expires: list[int], delivery: str, start: int
+) -> list[Any]:
+    return [p.value, target.children, expires, delivery, start]
+
+
+def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResult]:
+    """write_count.lua's reply: a flag per point (1 added, 0 duplicate, -1 past a limit)."""
+    out = []
+    for flag, point in zip(flags, points, strict=True):
+        if flag < 0:
+            out.append(WriteResult("refused", 0, "", PastLimit(LIMITS["past_counter"], "value")))
+        else:
+            out.append(WriteResult("ok", point.value) if flag else WriteResult("duplicate", 0))
+    return out
+
+
+METRIC = PointKind(
+    "metric", "ts2", "write", metric_target, _metric_keys, _metric_row, _metric_results
+)
+COUNT = PointKind(
+    "count", "ts", "count write", count_target, _count_keys, _count_row, _count_results
+)
+
+
+def call_args(
+    kind: PointKind[P],
+    policy: Policy,
+    points: Sequence[P],
+    indexes: list[int],
+    instants: list[int],
+    records: list[str],
+    deliveries: list[str],
+) -> tuple[list[str], list[list[Any]]]:
+    """KEYS and payload rows of one write script call: the keys of a record's month go once,
+    and each of its points' rows names where they start in KEYS."""
+    keys: list[str] = []
+    rows = []
+    starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
+    for i in indexes:
+        target = kind.target(instants[i])
+        group = starts.get((records[i], target.suffixes))
+        if group is None:
+            group = (len(keys), expiries(policy, target.bucket_ends))
+            starts[records[i], target.suffixes] = group
+            keys += kind.group_keys(records[i], target)
+        rows.append(kind.row(points[i], target, group[1], deliveries[i], group[0]))
+    return keys, rows
