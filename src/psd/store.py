@@ -24,6 +24,7 @@ from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH
 from psd.model import CountPoint, MetricPoint
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, expiries, state_lifetime
+from psd.scriptargs import CountPointArg, MetricPointArg
 from psd.scripts import Scripts
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
@@ -103,9 +104,9 @@ class Store(Reads):
         whole: bool,
     ) -> Any:
         """Queue (on a pipeline) or run one write_metric.lua call for ``points`` (``whole``:
-        all or nothing)."""
+        all or nothing); its arguments are in psd/lua/write_metric.lua's header."""
         keys: list[str] = []
-        payload = []
+        payload: list[MetricPointArg] = []
         # the keys of a (user, month) go once; its points name where they start in KEYS
         starts: dict[tuple[int, tuple[str, ...]], tuple[int, list[int]]] = {}
         for p, delivery in zip(points, deliveries, strict=True):
@@ -121,8 +122,8 @@ class Store(Reads):
                 keys.append(prefix + ONCE)
             mode = "d" if p.mode == "diffadd" else "i"
             payload.append(
-                [mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, target.children, expires,
-                 p.thing_id, delivery, start]
+                MetricPointArg(mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2,
+                               target.children, expires, p.thing_id, delivery, start)
             )  # fmt: skip
         args = [msgpack.packb(payload), self.state_lifetime, *self._once_args(now), int(whole)]
         return self.scripts.write_metric(keys, args, client=client)
@@ -291,8 +292,8 @@ class Store(Reads):
         )
 
         def queue(indexes: list[int], client: Any) -> Any:
-            keys: list[str] = []
-            payload = []
+            keys: list[str] = []  # and arguments: psd/lua/write_count.lua's header
+            payload: list[CountPointArg] = []
             starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
             for i in indexes:
                 point = points[i]
@@ -304,7 +305,10 @@ class Store(Reads):
                     starts[point.thing, target.suffixes] = (start, expires)
                     keys += [prefix + suffix for suffix in target.suffixes]
                     keys.append(prefix + ONCE)
-                payload.append([point.value, target.children, expires, plan.deliveries[i], start])
+                delivery = plan.deliveries[i]
+                payload.append(
+                    CountPointArg(point.value, target.children, expires, delivery, start)
+                )
             args = [msgpack.packb(payload), *self._once_args(now), int(all_or_nothing)]
             return self.scripts.write_count(keys, args, client=client)
 

@@ -11,7 +11,7 @@
 --           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2 (every
 --           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
 --           {uid}:once  the user's record of applied deliveries (once.lua)
--- ARGV[1] msgpack list of points, each
+-- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.store builds it), each
 --           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
