@@ -6,8 +6,9 @@
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
 -- ARGV[1]  msgpack {want_atids (0|1), atid ("" = every type), things, thing_strings, plans,
---          series}: things are numbers (0 for global counters), thing_strings the same as
---          decimal strings (as in index members); a plan is {t1, t2, s1, s2, readers, groups,
+--          series} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
+--          numbers (0 for global counters), thing_strings the same as decimal strings (as in
+--          index members); a plan is {t1, t2, s1, s2, readers, groups,
 --          windows}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
