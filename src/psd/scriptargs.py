@@ -9,7 +9,7 @@ same number as a decimal string: the scripts pass numbers to Redis as the caller
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import msgpack
 
@@ -38,6 +38,33 @@ class CountPointArg(NamedTuple):
     expires: list[int]
     delivery: str
     k: int  # how many KEYS come before the point's five
+
+
+class HashJob(NamedTuple):
+    """A counter hash's job in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["h"]
+    expire_at: int  # 0 = never, -1 = leave it
+    first_kept_hour: int  # hour fields of a month hash below this child are dropped; 0 = none
+
+
+class RootJob(NamedTuple):
+    """A root hash's job in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["r"]
+    retention: int  # seconds after its newest year's end; 0 = never, -1 = leave it
+
+
+class StateJob(NamedTuple):
+    """An activity state's job (its acts and idx keys) in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["s"]
+    last_hour_dropped: int  # detail of hours up to this one goes; -1 = none
+    record_cut: int  # activities whose last change is up to this go whole; -1 = none
+    horizon: int  # only activities whose last change is up to this lose detail
+
+
+MaintainJob = HashJob | RootJob | StateJob
 
 
 class WindowArg(NamedTuple):

@@ -4,7 +4,8 @@
 -- in Python could be written again before it is deleted).
 --
 -- KEYS    the keys of the jobs, in order: one per counter hash, two (acts, idx) per state
--- ARGV[1] msgpack list of jobs:
+-- ARGV[1] msgpack list of jobs (psd.scriptargs.HashJob, RootJob, StateJob; psd.maintenance
+--         builds them):
 --           {"h", expire_at, first_kept_hour}  a counter hash: its expiry (0 = never, -1 =
 --             leave it), and hour fields (children >= 100 of a month hash) below child
 --             first_kept_hour are dropped (0 = none)
