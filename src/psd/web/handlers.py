@@ -9,16 +9,14 @@ serves it.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PastRetention, PsdError, Refused, StoreError, TooLarge
 from psd.forms import (
-    CountMismatch,
     CountPath,
     Form,
     IdsForm,
@@ -34,8 +32,9 @@ from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_cla
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, parse_count, parse_count_thing, parse_metric
 from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
+from psd.web.errors import LEGACY, WriteRejected
+from psd.web.reply import Reply, as_json, text
 
-log = logging.getLogger("psd.web")
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
 #: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
 _TIMERS: dict[tuple[str, str], Any] = {}
@@ -45,54 +44,15 @@ FormData = Mapping[str, str]
 Enqueue = Callable[[str, dict[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP answer: status, body, content type."""
-
-    status: int
-    body: bytes
-    content_type: str
-
-
-def text(value: object) -> Reply:
-    return Reply(200, str(value).encode(), "text/plain; charset=utf-8")
-
-
-def as_json(obj: Any, status: int = 200) -> Reply:
-    return Reply(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
-
-
-def error(status: int, message: str, field: str = "") -> Reply:
-    body = {"error": message, "field": field} if field else {"error": message}
-    return as_json(body, status)
-
-
-class WriteRejected(InvalidInput):
-    """An invalid ``/v1/write``: the original answered these with 406, and so do we."""
-
-
 def point_error(exc: InvalidInput, n: int, many: bool) -> InvalidInput:
     """A point's error, named by its position when it came in an array."""
-    return type(exc)(f"[{n}]: {exc.message}" if many else exc.message, exc.field)
+    return exc.at(f"[{n}]: {exc.message}" if many else exc.message, exc.field)
 
 
 def rejected(entry: str, exc: InvalidInput, points: int = 1) -> None:
     """Count refused points, by why: invalid, past the retention, or past a limit."""
     reason = exc.label if isinstance(exc, Refused) else "invalid"
     REJECTED.labels(entry, reason).inc(points)
-
-
-def reply_for(exc: PsdError) -> Reply:
-    """The one mapping from psd's errors to HTTP answers."""
-    if isinstance(exc, CountMismatch):
-        return error(422, exc.message)
-    if isinstance(exc, InvalidInput):
-        refused = isinstance(exc, WriteRejected | Refused)  # a write the store refuses
-        status = 406 if refused else 413 if isinstance(exc, TooLarge) else 400
-        return error(status, str(exc), exc.field)
-    if isinstance(exc, StoreError):
-        return error(503, str(exc))
-    return error(500, str(exc))
 
 
 def decode_json(body: bytes) -> Any:
@@ -132,9 +92,7 @@ class Api:
         try:
             return handler(*args)
         except PsdError as exc:
-            if isinstance(exc, StoreError):
-                log.error("store error: %s", exc)
-            return reply_for(exc)
+            return LEGACY.of(exc)
         finally:
             seconds = time.perf_counter() - start
             labels = (handler.__name__, range_class(args))
