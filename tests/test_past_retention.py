@@ -199,6 +199,37 @@ def test_async_v1_refuses_at_the_edge_and_queues_nothing(redis_client: redis.Red
     assert queued == []
 
 
+def test_both_queued_routes_count_and_queue_alike(redis_client: redis.Redis) -> None:
+    """/v1/write?async=1 and /v3/write with async: the same checks, counted the same, the
+    accepted points queued as one message."""
+    app = create_app(DEFAULT, Store(redis_client, DEFAULT))
+    queued: list[str] = []
+    app.extensions["psd.api"].enqueue = lambda task, kwargs: queued.append(task)
+    now = int(time.time())
+    fresh = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10, "ts1": now, "ts2": now}
+    old, backwards = {**fresh, "ts1": OLD, "ts2": OLD}, {**fresh, "ts1": now + 1}
+
+    def counts() -> tuple[float, ...]:
+        return (
+            sample("psd_points_ingested_total", entry="http_async"),
+            sample("psd_points_rejected_total", entry="http_async", reason="retention"),
+            sample("psd_points_rejected_total", entry="http_async", reason="invalid"),
+        )
+
+    with app.test_client() as client:
+        sends = [
+            lambda points: client.post("/v1/write?async=1", json=points),
+            lambda points: client.post("/v3/write", json={"points": points, "async": True}),
+        ]
+        for send in sends:
+            before = counts()
+            assert send([fresh, fresh]).status_code == 202
+            assert send([fresh, old]).status_code in (406, 422)
+            assert send([backwards]).status_code in (406, 422)
+            assert [a - b for a, b in zip(counts(), before, strict=True)] == [2, 1, 1]
+    assert queued == ["psd.write_metrics", "psd.write_metrics"]
+
+
 def test_v3_write_refuses_the_whole_request_naming_the_point(
     policy_client: FlaskClient, policy: Settings, redis_client: redis.Redis
 ) -> None:

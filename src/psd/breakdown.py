@@ -26,6 +26,7 @@ from typing import Any
 
 from psd.keys import HOUR_BASE, read_plan, slot_names
 from psd.localtime import Step
+from psd.scriptargs import BreakdownPlanArg
 from psd.timebuckets import civil
 
 #: A counter term, one child of one hash: (key suffix, child); or a window (start, end): a
@@ -120,20 +121,21 @@ def parts(boundaries: tuple[int, ...]) -> Breakdown:
     return breakdown(boundaries, "minute")
 
 
-def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[Any]]:
-    """``b`` as psd/lua/breakdown.lua reads it, for ``things`` (and a type): per hash its field
-    names, child by child and within a child thing by thing; its windows hour by hour (one
-    index range an hour), each ``[first start, last end, as text; last end; UTC hour, as
-    text; start, end, start, end, ...]``; then its edges and its spans, each flat: per edge
-    (span) the count of its numbers, then its runs. Field names are sent, not built by the
-    script (Lua 5.1 turns a number into a string by sprintf, six times slower than unpacking
-    it), and a few flat lists unpack faster than a small list a bucket."""
+def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> BreakdownPlanArg:
+    """``b`` as psd/lua/breakdown.lua reads it (a breakdown plan of psd/lua/sum.lua's header),
+    for ``things`` (and a type): per hash its field names, child by child and within a child
+    thing by thing; its windows hour by hour (one index range an hour), each ``[first start,
+    last end, as text; last end; UTC hour, as text; start, end, start, end, ...]``; then its
+    edges and its spans, each flat: per edge (span) the count of its numbers, then its runs.
+    Field names are sent, not built by the script (Lua 5.1 turns a number into a string by
+    sprintf, six times slower than unpacking it), and a few flat lists unpack faster than a
+    small list a bucket."""
     if len(b.spans) <= CACHED_BUCKETS:
         return _cached_packed(b, things, atid)
     return _packed(b, things, atid)
 
 
-def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[list[Any]]:
+def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> BreakdownPlanArg:
     names = [slot_names(thing) for thing in things]
     suffix = "" if atid is None else f":{atid}"
     fields = [[slots[child] + suffix for i in range(0, len(runs), 2)
@@ -148,7 +150,7 @@ def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> list[lis
         if end > group[2]:  # the hour's latest end, however its windows lie
             group[1:3] = [str(end), end]
         group += [start, end]
-    return [fields, hours, _flat(b.edges), _flat(b.spans)]
+    return BreakdownPlanArg(fields, hours, _flat(b.edges), _flat(b.spans))
 
 
 def _flat(lists: tuple[tuple[int, ...], ...]) -> list[int]:

@@ -26,9 +26,17 @@ class InvalidInput(PsdError, ValueError):
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 
+    def at(self, message: str, field: str) -> InvalidInput:
+        """The same error named by where it stands in a request (a point of an array)."""
+        return type(self)(message, field)
+
 
 class TooLarge(InvalidInput):
     """A request asking for more work than the configured limits allow (e.g. too many ids)."""
+
+
+class CountMismatch(InvalidInput):
+    """v2: not one offset per id (the original answered 422 ``len(uids) != len(offsets)``)."""
 
 
 class Refused(InvalidInput):
@@ -41,6 +49,9 @@ class Refused(InvalidInput):
     def __init__(self, message: str, field: str = "", index: int = 0) -> None:
         super().__init__(message, field)
         self.index = index
+
+    def at(self, message: str, field: str) -> InvalidInput:
+        return type(self)(message, field, self.index)
 
 
 class PastRetention(Refused):

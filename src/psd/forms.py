@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from psd.errors import InvalidInput, TooLarge
+from psd.errors import CountMismatch, InvalidInput, TooLarge
 from psd.model import MAX_ID, CountThing, Id, Schema, Ts
 
 #: Most ids one form may name unless the settings say otherwise (PSD_MAX_IDS).
@@ -198,10 +198,6 @@ class MumtForm(IdsForm, _ThingsForm):
     def _things_of(self) -> Self:
         self._split_things()
         return self
-
-
-class CountMismatch(InvalidInput):
-    """v2: not one offset per id (the original answered 422 ``len(uids) != len(offsets)``)."""
 
 
 class MumtV2Form(_ThingsForm):

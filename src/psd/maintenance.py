@@ -24,6 +24,7 @@ import msgpack
 from redis.exceptions import LockNotOwnedError
 
 from psd.retention import HASH_LEVELS, Policy
+from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob
 from psd.store import Store, redis_errors
 from psd.timebuckets import Gran, month_start, next_start
 
@@ -77,29 +78,30 @@ class Maintenance:
         self.store, self.task, self.now = store, task, now
         self.settings = store.settings
 
-    def _counter(self, suffix: str, policy: Policy) -> list[Any]:
+    def _counter(self, suffix: str, policy: Policy) -> MaintainJob:
         if self.task == "compaction":
-            return ["r", -1] if suffix == "r" else ["h", -1, 0]
+            return RootJob("r", -1) if suffix == "r" else HashJob("h", -1, 0)
         if suffix == "r":
-            return ["r", policy.seconds["year"]]
+            return RootJob("r", policy.seconds["year"])
         end, levels, start = _bucket(suffix)
         first_kept = 0
         hour_retention = policy.seconds["hour"]
         if start and hour_retention and policy.kind == "metric":
             days_gone = (self.now - hour_retention - start) // 86400  # hours go by the day
             first_kept = max(0, 100 + 24 * days_gone)
-        return ["h", policy.hash_expiry(levels, end), first_kept]
+        return HashJob("h", policy.hash_expiry(levels, end), first_kept)
 
-    def _state(self) -> list[Any]:
+    def _state(self) -> StateJob:
         minute, lifetime = self.store.metric_policy.seconds["minute"], self.store.state_lifetime
         last_hour_dropped = (self.now - minute) // 3600 - 1 if minute else -1
         record_cut = self.now - lifetime if lifetime else -1
-        return ["s", last_hour_dropped, record_cut, self.now - self.settings.update_horizon]
+        return StateJob("s", last_hour_dropped, record_cut, self.now - self.settings.update_horizon)
 
-    def jobs(self, names: list[str]) -> tuple[list[str], list[Any]]:
-        """The keys and jobs of one script call for the scanned key names."""
+    def jobs(self, names: list[str]) -> tuple[list[str], list[MaintainJob]]:
+        """The keys and jobs of one script call for the scanned key names (the jobs' format:
+        psd/lua/maintain.lua's header)."""
         keys: list[str] = []
-        jobs: list[Any] = []
+        jobs: list[MaintainJob] = []
         for name in names:
             if match := _METRIC.fullmatch(name):
                 keys.append(name)

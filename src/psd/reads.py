@@ -6,30 +6,20 @@ however many users it names; past ``CALL_SIZE`` users, calls of that many, pipel
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import msgpack
 import redis
 
-from psd.breakdown import Breakdown, packed, parts
+from psd.breakdown import Breakdown, parts
 from psd.errors import redis_errors
-from psd.keys import (
-    TYPED,
-    Ranges,
-    ReadPlan,
-    count_plan,
-    count_prefix,
-    metric_prefix,
-    read_plan,
-    slot_names,
-)
+from psd.keys import ReadPlan, count_plan, count_prefix, metric_prefix, read_plan
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.retention import Answerable, Policy, answerable
 from psd.scripts import Scripts
+from psd.sumcall import Series, SumRequest, sum_call
 
 _E15 = 10**15
 _READ_TRIPS = ROUND_TRIPS.labels("read")
@@ -78,20 +68,6 @@ class Totals:
     widened: Answerable | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    """What one series (a user, or a global counter) of a read is: its plan (index), the
-    prefix of its keys, and whether its activity keys are read."""
-
-    plan: int
-    prefix: str
-    with_state: bool
-
-
-#: A group wider than this is read whole rather than asked for field by field.
-MAX_NAMED_FIELDS = 1000
-
-
 #: Most series (users, counters) or breakdowns one script call reads: Redis runs one script
 #: at a time, so a larger request is cut into calls of this many, pipelined (two round
 #: trips: the pipeline first asks whether the script is loaded), and other clients are
@@ -119,20 +95,6 @@ def _cuts(user: CutQuery) -> tuple[int, ...]:
     return user.t1, user.cut + 1, user.t2 + 1
 
 
-def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
-    """The counter fields of a group's children for some things (0: a global counter), thing
-    by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
-    width = sum(hi - lo + 1 for lo, hi in ranges)
-    if width * len(things) > MAX_NAMED_FIELDS:
-        return []
-    names: list[str] = []
-    for thing in things:
-        slots = slot_names(thing)
-        for lo, hi in ranges:
-            names += slots[lo : hi + 1]
-    return names if atid is None else [f"{name}:{atid}" for name in names]
-
-
 class Reads:
     """Sums of metrics and counts, bucket series, and what retention lets a read answer."""
 
@@ -142,23 +104,16 @@ class Reads:
     count_policy: Policy
     _clock: Callable[[], float]
 
-    def _run_sum(
-        self,
-        plans: list[ReadPlan],
-        series: list[Series],
-        things: tuple[int, ...],
-        want_activities: bool,
-        atid: int | None,
-        breakdowns: Sequence[tuple[str, Breakdown]] = (),
-    ) -> list[list[Any]]:
-        """The replies of every series of a request, each summing ``things``, then of every
-        breakdown ((key prefix, breakdown)): one sum.lua call, or, past ``CALL_SIZE`` of
-        either, calls of that many, pipelined."""
-        calls = [self._sum_call(*_own_plans(plans, series[i : i + CALL_SIZE]), things,
-                                want_activities, atid)
-                 for i in range(0, len(series), CALL_SIZE)]  # fmt: skip
-        calls += [self._sum_call([], [], things, False, atid, breakdowns[i : i + CALL_SIZE])
-                  for i in range(0, len(breakdowns), CALL_SIZE)]  # fmt: skip
+    def _run_sum(self, request: SumRequest) -> list[list[Any]]:
+        """The replies of every series of a request, then of every breakdown: one sum.lua
+        call, or, past ``CALL_SIZE`` of either, calls of that many, pipelined."""
+        calls = []
+        for i in range(0, len(request.series), CALL_SIZE):
+            plans, series = _own_plans(request.plans, request.series[i : i + CALL_SIZE])
+            calls.append(sum_call(replace(request, plans=plans, series=series, breakdowns=())))
+        for i in range(0, len(request.breakdowns), CALL_SIZE):
+            part = request.breakdowns[i : i + CALL_SIZE]
+            calls.append(sum_call(SumRequest(request.things, request.atid, breakdowns=part)))
         if not calls:
             return []
         with redis_errors("read"):
@@ -171,70 +126,6 @@ class Reads:
             for keys, args in calls:
                 self.scripts.sum(keys, args, client=pipe)
             return [reply for replies in pipe.execute() for reply in replies]
-
-    def _sum_call(
-        self,
-        plans: list[ReadPlan],
-        series: list[Series],
-        things: tuple[int, ...],
-        want_activities: bool,
-        atid: int | None,
-        breakdowns: Sequence[tuple[str, Breakdown]] = (),
-    ) -> tuple[list[str], list[bytes]]:
-        """The keys and argument of one sum.lua call (its request: see psd/lua/sum.lua)."""
-        readers = Counter(one.plan for one in series)
-        packed_plans = []
-        for number, plan in enumerate(plans):
-            groups = [
-                [[n for pair in ranges for n in pair], field_names(ranges, things, atid)]
-                for _, ranges in plan.groups
-            ]
-            windows = [[a, b, str(a), str(b), str(a // 3600)] for a, b in plan.windows]
-            packed_plans.append(
-                [plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers[number], groups, windows]
-            )
-        typed = "" if atid is None else TYPED
-        suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in plans]
-        keys: list[str] = []
-        flags: list[int] = []
-        for one in series:
-            prefix = one.prefix
-            keys += [prefix + suffix for suffix in suffixes[one.plan]]
-            if one.with_state:
-                keys += [prefix + "idx", prefix + "acts"]
-            flags += [one.plan + 1, int(one.with_state)]
-        request = [
-            int(want_activities),
-            "" if atid is None else str(atid),
-            things,
-            [str(thing) for thing in things],
-            packed_plans,
-            flags,
-        ]
-        if breakdowns:
-            request.append(self._pack_breakdowns(breakdowns, things, atid))
-            for prefix, b in breakdowns:
-                keys += [prefix + typed + suffix for suffix, _ in b.hashes]
-                if b.windows:
-                    keys += [prefix + "idx", prefix + "acts"]
-        return keys, [msgpack.packb(request)]
-
-    @staticmethod
-    def _pack_breakdowns(
-        breakdowns: Sequence[tuple[str, Breakdown]], things: tuple[int, ...], atid: int | None
-    ) -> list[list[Any]]:
-        """[plans, plan number of each breakdown]: users who share a calendar share its plan
-        (plans are cached: the same boundaries, the same plan), sent and looked up once."""
-        numbers: dict[int, int] = {}
-        plans: list[list[Any]] = []
-        order = []
-        for _, b in breakdowns:
-            number = numbers.get(id(b))
-            if number is None:
-                number = numbers[id(b)] = len(plans) + 1
-                plans.append(packed(b, things, atid))
-            order.append(number)
-        return [plans, order]
 
     def query(
         self,
@@ -269,7 +160,7 @@ class Reads:
             with_state = with_activities or bool(plans[plan_no].windows)
             series.append(Series(plan_no, metric_prefix(user.uid), with_state))
         thing_ids = tuple(THINGS[t] for t in known)
-        replies = self._run_sum(plans, series, thing_ids, with_activities, atid)
+        replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
         results = [self._user_result(things, known, reply, with_activities) for reply in replies]
         for n, span in widened.items():
             results[n].widened = span
@@ -285,7 +176,7 @@ class Reads:
             return [[dict.fromkeys(things, 0) for _ in b.spans] for _, b in users]
         packed = [(metric_prefix(uid), b) for uid, b in users]
         thing_ids = tuple(THINGS[t] for t in known)
-        replies = self._run_sum([], [], thing_ids, False, atid, packed)
+        replies = self._run_sum(SumRequest(thing_ids, atid, breakdowns=packed))
         width, out = len(known), []
         for (_, b), flat in zip(packed, replies, strict=True):
             buckets = []
@@ -329,7 +220,7 @@ class Reads:
                 if plan is None:
                     plan = shared[cuts] = parts(cuts)
                 plans.append((metric_prefix(user.uid), plan))
-            replies = self._run_sum([], [], (THINGS[thing],), False, atid, plans)
+            replies = self._run_sum(SumRequest((THINGS[thing],), atid, breakdowns=plans))
             for (n, user), flat in zip(exact, replies, strict=True):
                 first = flat[0] * _E15 + flat[1]
                 if len(flat) > 2:  # cut inside the range
@@ -391,7 +282,7 @@ class Reads:
         if not series:
             return []
         span = self.answerable(t1, t2, counts=True)
-        replies = self._run_sum([count_plan(span.t1, span.t2)], series, (0,), False, None)
+        replies = self._run_sum(SumRequest((0,), None, [count_plan(span.t1, span.t2)], series))
         return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
 
     def count(self, thing: str, t1: int, t2: int) -> int:

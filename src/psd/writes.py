@@ -13,6 +13,7 @@ from psd.errors import PastLimit, Refused
 from psd.keys import ONCE, TYPED, Target, count_target, metric_target
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
+from psd.scriptargs import CountPointArg, MetricPointArg
 
 WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
 
@@ -46,6 +47,8 @@ LIMITS = {
 
 
 P = TypeVar("P", bound=MetricPoint | CountPoint)
+#: A point as its write script reads it (psd.scriptargs, in the script's header's order).
+Row = MetricPointArg | CountPointArg
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ class PointKind(Generic[P]):
     #: index in KEYS).
     group_keys: Callable[[str, Target], list[str]]
     #: A point's row of the script's payload: (point, target, expiries, delivery, start).
-    row: Callable[[P, Target, list[int], str, int], list[Any]]
+    row: Callable[[P, Target, list[int], str, int], Row]
     #: The results of a call's points, from its reply.
     results: Callable[[Any, list[P]], list[WriteResult]]
 
@@ -79,9 +82,10 @@ def _metric_keys(prefix: str, target: Target) -> list[str]:
 
 def _metric_row(
     p: MetricPoint, target: Target, expires: list[int], delivery: str, start: int
-) -> list[Any]:
-    return [
-        "d" if p.mode == "diffadd" else "i",
+) -> MetricPointArg:
+    mode = "d" if p.mode == "diffadd" else "i"
+    return MetricPointArg(
+        mode,
         str(p.aid),
         str(p.atid),
         p.value,
@@ -92,7 +96,7 @@ def _metric_row(
         p.thing_id,
         delivery,
         start,
-    ]
+    )
 
 
 def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
@@ -114,8 +118,8 @@ def _count_keys(prefix: str, target: Target) -> list[str]:
 
 def _count_row(
     p: CountPoint, target: Target, expires: list[int], delivery: str, start: int
-) -> list[Any]:
-    return [p.value, target.children, expires, delivery, start]
+) -> CountPointArg:
+    return CountPointArg(p.value, target.children, expires, delivery, start)
 
 
 def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResult]:
@@ -145,11 +149,11 @@ def call_args(
     instants: list[int],
     records: list[str],
     deliveries: list[str],
-) -> tuple[list[str], list[list[Any]]]:
+) -> tuple[list[str], list[Row]]:
     """KEYS and payload rows of one write script call: the keys of a record's month go once,
     and each of its points' rows names where they start in KEYS."""
     keys: list[str] = []
-    rows = []
+    rows: list[Row] = []
     starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
     for i in indexes:
         target = kind.target(instants[i])

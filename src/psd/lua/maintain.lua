@@ -4,7 +4,8 @@
 -- in Python could be written again before it is deleted).
 --
 -- KEYS    the keys of the jobs, in order: one per counter hash, two (acts, idx) per state
--- ARGV[1] msgpack list of jobs:
+-- ARGV[1] msgpack list of jobs (psd.scriptargs.HashJob, RootJob, StateJob; psd.maintenance
+--         builds them):
 --           {"h", expire_at, first_kept_hour}  a counter hash: its expiry (0 = never, -1 =
 --             leave it), and hour fields (children >= 100 of a month hash) below child
 --             first_kept_hour are dropped (0 = none)
@@ -23,6 +24,8 @@ local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'
 local HOUR_BASE = 100
 local dropped, expiries, deleted, trimmed, removed = 0, 0, 0, 0, 0
+
+-- #include record.lua
 
 -- Unix time of the first second of year y + 1 (H. Hinnant's days_from_civil)
 local function year_end(y)
@@ -89,10 +92,10 @@ local function root(key, retention)
   set_expiry(key, year_end(newest) + retention)
 end
 
--- the hours an activity's summary {first, last, type, changes, hour, total, ...} lists
+-- the hours an activity's summary lists (record.lua)
 local function hours_of(summary)
   local hours = {}
-  for i = 5, #summary, 2 do hours[#hours + 1] = summary[i] end
+  for i = R_HOUR, #summary, 2 do hours[#hours + 1] = summary[i] end
   return hours
 end
 
@@ -111,7 +114,7 @@ local function state(acts, idx, last_hour_dropped, record_cut, horizon)
       hdel_all(acts, fields)
       redis.call('ZREM', idx, member)
       removed = removed + 1
-    elseif summary[4] > 1 and last <= horizon then
+    elseif summary[R_CHANGES] > 1 and last <= horizon then
       local fields = {}
       for _, h in ipairs(hours_of(summary)) do
         if h <= last_hour_dropped then fields[#fields + 1] = id .. ':' .. h end

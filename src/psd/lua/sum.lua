@@ -6,8 +6,9 @@
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
 -- ARGV[1]  msgpack {want_atids (0|1), atid ("" = every type), things, thing_strings, plans,
---          series}: things are numbers (0 for global counters), thing_strings the same as
---          decimal strings (as in index members); a plan is {t1, t2, s1, s2, readers, groups,
+--          series} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
+--          numbers (0 for global counters), thing_strings the same as decimal strings (as in
+--          index members); a plan is {t1, t2, s1, s2, readers, groups,
 --          windows}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
@@ -30,6 +31,7 @@
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
+-- #include record.lua
 local find, sub, match = string.find, string.sub, string.match
 local request = cmsgpack.unpack(ARGV[1])
 local want_atids = request[1] == 1
@@ -154,13 +156,11 @@ local function sum_hash(key, plan, g, his, los)
   end
 end
 
-local function hour_of(ts) return math.floor(ts / 3600) end
-
 -- an activity's changes in one hour, {ts, amount, atid, ...}, given its summary (see
--- write_metric.lua) and, when it has several changes, that hour's stored chunk
+-- record.lua) and, when it has several changes, that hour's stored chunk
 local function changes_of(summary, h, chunk)
-  if summary[4] == 1 then
-    return summary[5] == h and {summary[1], summary[6], summary[3]} or {}
+  if summary[R_CHANGES] == 1 then
+    return summary[R_HOUR] == h and {summary[R_FIRST], summary[R_TOTAL], summary[R_TYPE]} or {}
   end
   return chunk and cmsgpack.unpack(chunk) or {}
 end
@@ -180,13 +180,13 @@ local function add_windows(items, acts, ws, first, last, hour, his, los)
       -- an index entry whose state expired first is skipped, not trusted
       if vals[1] then
         local changes = changes_of(cmsgpack.unpack(vals[1]), h, vals[2])
-        for c = 1, #changes, 3 do
+        for c = 1, #changes, C_SIZE do
           local ts = changes[c]
-          if filter == nil or changes[c + 2] == filter then
+          if filter == nil or changes[c + C_ATID] == filter then
             for w = first, last, 2 do
               if ts >= ws[w] and ts <= ws[w + 1] then
                 local at = (w - first) / 2 * width + ti
-                his[at], los[at] = carry(his[at], los[at] + changes[c + 1])
+                his[at], los[at] = carry(his[at], los[at] + changes[c + C_AMOUNT])
               end
             end
           end
@@ -198,14 +198,14 @@ end
 
 -- the type of an activity's latest change in [t1, t2] (after the filter): hours backwards
 local function latest_change(acts, id, summary, t1, t2)
-  for i = #summary - 1, 5, -2 do
+  for i = #summary - 1, R_HOUR, -2 do
     local h = summary[i]
     if h * 3600 <= t2 and h * 3600 + 3599 >= t1 then
-      local chunk = summary[4] > 1 and redis.call('HGET', acts, id .. ':' .. h) or nil
+      local chunk = summary[R_CHANGES] > 1 and redis.call('HGET', acts, id .. ':' .. h) or nil
       local changes = changes_of(summary, h, chunk)
       local best, best_typ
-      for c = 1, #changes, 3 do
-        local ts, t = changes[c], changes[c + 2]
+      for c = 1, #changes, C_SIZE do
+        local ts, t = changes[c], changes[c + C_ATID]
         if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
             and (best == nil or ts >= best) then
           best, best_typ = ts, t

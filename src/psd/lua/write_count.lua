@@ -4,12 +4,13 @@
 -- KEYS    5 per (counter, hour) of the points: the counter hashes root, year, month, hour of
 --         its ts (c:{<thing>}:...), then the counter's record of applied deliveries
 --         (c:{<thing>}:once, once.lua)
--- ARGV[1] msgpack list of points {value, children, expires, delivery, k}: children = its year
---         (in root), month (in year), day and hour (in month), minute and second (in hour),
---         each in the field child * 10 (see psd/keys.py); expires = Unix time each hash
---         expires at (psd/retention.py), 0 = never: set when a field is added, and a hash
---         already past it is not written; delivery = the key of the delivery it came in,
---         "" = none; k = how many KEYS come before the point's five
+-- ARGV[1] msgpack list of points {value, children, expires, delivery, k}
+--         (psd.scriptargs.CountPointArg; psd.writes builds it): children = its year (in root),
+--         month (in year), day and hour (in month), minute and second (in hour), each in the
+--         field child * 10 (see psd/keys.py); expires = Unix time each hash expires at
+--         (psd/retention.py), 0 = never: set when a field is added, and a hash already past
+--         it is not written; delivery = the key of the delivery it came in, "" = none; k =
+--         how many KEYS come before the point's five
 -- ARGV[2..4] now, window, cutoff of once.lua
 -- ARGV[5] "1": all or nothing (one point refused, nothing of the call is written), else "0"
 -- Returns per point 1 if applied, 0 if its delivery was applied before, -1 if refused: a

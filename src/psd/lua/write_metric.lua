@@ -4,19 +4,14 @@
 -- the points of one activity or one hash share their reads and writes (see the end).
 --
 -- KEYS    9 per (user, month) of the points, each point saying where its nine start:
---           {uid}:acts  the user's activity state, a hash; an activity is "<thing>:<aid>":
---             "<thing>:<aid>"        msgpack {first, last, type, changes, hour, total, ...}:
---                                    first and last change (Unix s), its type ("*" once it
---                                    has had several), its number of changes, and the total
---                                    of each hour (ts // 3600) with changes, ascending
---             "<thing>:<aid>:<hour>" msgpack {ts, amount, atid, ...}: that hour's changes;
---                                    absent while the activity has a single change
---             "_span"                the longest first-to-last distance of any activity
+--           {uid}:acts  the user's activity state, a hash: per activity "<thing>:<aid>" its
+--             record (summary and changes by hour, laid out in record.lua), and "_span", the
+--             longest first-to-last distance of any activity
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
 --           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2 (every
 --           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
 --           {uid}:once  the user's record of applied deliveries (once.lua)
--- ARGV[1] msgpack list of points, each
+-- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.writes builds it), each
 --           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
 --           mode "d" diffadd (value = running total since ts1) or "i" increment;
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
@@ -45,11 +40,10 @@ local HASH_OF_CHILD = {1, 2, 3, 3}
 
 -- #include once.lua
 -- #include limits.lua
-
-local function hour_of(ts) return math.floor(ts / 3600) end
+-- #include record.lua
 
 local function hour_slot(summary, h)
-  for i = 5, #summary, 2 do
+  for i = R_HOUR, #summary, 2 do
     if summary[i] == h then return i end
   end
   return nil
@@ -59,8 +53,8 @@ end
 -- (a single change is read from the summary); false if compaction dropped one of them
 local function load_hours(act, hours)
   local summary, chunks = act.summary, act.chunks
-  if summary[4] == 1 then
-    chunks[summary[5]] = {summary[1], summary[6], summary[3]}
+  if summary[R_CHANGES] == 1 then
+    chunks[summary[R_HOUR]] = {summary[R_FIRST], summary[R_TOTAL], summary[R_TYPE]}
     return true
   end
   local fields, wanted = {}, {}
@@ -87,16 +81,16 @@ end
 -- partial ones from their changes; nil if a partial sum leaves ±2^53 (it could be inexact)
 local function window_sum(summary, chunks, ts1, ts2)
   local sum = 0
-  for i = 5, #summary, 2 do
+  for i = R_HOUR, #summary, 2 do
     local start = summary[i] * 3600
     if start >= ts1 and start + 3599 <= ts2 then
       sum = sum + summary[i + 1]
       if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
     elseif start + 3599 >= ts1 and start <= ts2 then
       local changes = chunks[summary[i]]
-      for j = 1, #changes, 3 do
+      for j = 1, #changes, C_SIZE do
         if changes[j] >= ts1 and changes[j] <= ts2 then
-          sum = sum + changes[j + 1]
+          sum = sum + changes[j + C_AMOUNT]
           if sum >= RECORD_LIMIT or sum <= -RECORD_LIMIT then return nil end
         end
       end
@@ -110,17 +104,17 @@ end
 local function record(summary, chunks, ts, delta, atid)
   local h = hour_of(ts)
   local stored = {}
-  if summary[4] == 1 then
-    if summary[1] == ts and summary[3] == atid then
-      if not exact(summary[6] + delta) then return nil end
-      summary[6] = summary[6] + delta
+  if summary[R_CHANGES] == 1 then
+    if summary[R_FIRST] == ts and summary[R_TYPE] == atid then
+      if not exact(summary[R_TOTAL] + delta) then return nil end
+      summary[R_TOTAL] = summary[R_TOTAL] + delta
       return stored
     end
-    stored[summary[5]] = chunks[summary[5]]  -- a second change: the first gets its hour
+    stored[summary[R_HOUR]] = chunks[summary[R_HOUR]]  -- a second change: the first gets its hour
   end
   local changes, slot, at = chunks[h] or {}, hour_slot(summary, h), nil
-  for j = 1, #changes, 3 do
-    if changes[j] == ts and changes[j + 2] == atid then at = j + 1; break end
+  for j = 1, #changes, C_SIZE do
+    if changes[j] == ts and changes[j + C_ATID] == atid then at = j + C_AMOUNT; break end
   end
   if (at and not exact(changes[at] + delta)) or (slot and not exact(summary[slot + 1] + delta))
   then return nil end
@@ -129,20 +123,20 @@ local function record(summary, chunks, ts, delta, atid)
     changes[at] = changes[at] + delta
   else
     changes[#changes + 1] = ts; changes[#changes + 1] = delta; changes[#changes + 1] = atid
-    summary[4] = summary[4] + 1
+    summary[R_CHANGES] = summary[R_CHANGES] + 1
   end
   stored[h] = changes
   if slot then
     summary[slot + 1] = summary[slot + 1] + delta
   else
     local at = #summary + 1
-    while at > 5 and summary[at - 2] > h do at = at - 2 end
+    while at > R_HOUR and summary[at - 2] > h do at = at - 2 end
     table.insert(summary, at, delta)
     table.insert(summary, at, h)
   end
-  if ts < summary[1] then summary[1] = ts end
-  if ts > summary[2] then summary[2] = ts end
-  if summary[3] ~= atid then summary[3] = '*' end
+  if ts < summary[R_FIRST] then summary[R_FIRST] = ts end
+  if ts > summary[R_LAST] then summary[R_LAST] = ts end
+  if summary[R_TYPE] ~= atid then summary[R_TYPE] = '*' end
   return stored
 end
 
@@ -232,7 +226,7 @@ end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)
-  return act.thing .. ':' .. act.summary[3] .. ':' .. act.aid .. ':' .. act.summary[1]
+  return act.thing .. ':' .. act.summary[R_TYPE] .. ':' .. act.aid .. ':' .. act.summary[R_FIRST]
 end
 
 -- the activity's state as this call found it (loaded once)
@@ -268,8 +262,8 @@ local function save_states()
       if act.old_member and act.old_member ~= member then
         redis.call('ZREM', act.idx, act.old_member)
       end
-      redis.call('ZADD', act.idx, act.summary[2], member)
-      local span = act.summary[2] - act.summary[1]
+      redis.call('ZADD', act.idx, act.summary[R_LAST], member)
+      local span = act.summary[R_LAST] - act.summary[R_FIRST]
       if span > (spans[act.acts] or 0) then spans[act.acts] = span end
       changed[act.acts] = act.idx
     end
@@ -296,7 +290,7 @@ local function apply(k, p)
   local act = activity(k, thing, aid)
   local summary, delta = act.summary, value
   if summary then
-    if mode == 'd' and ts2 < summary[2] then return 'stale', 0 end
+    if mode == 'd' and ts2 < summary[R_LAST] then return 'stale', 0 end
     local hours = {hour_of(ts2)}
     if mode == 'd' and ts1 % 3600 ~= 0 then hours[2] = hour_of(ts1) end  -- else read whole
     if not load_hours(act, hours) then return 'stale', 0 end
@@ -313,7 +307,7 @@ local function apply(k, p)
     if stored == nil then return 'past_record', 0 end
     for h, _ in pairs(stored) do act.dirty[h] = true end
   else
-    act.summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}
+    act.summary = {ts2, ts2, atid, 1, hour_of(ts2), delta}  -- record.lua's order
   end
   act.changed = true
   add_to_counters(k, p, delta)

@@ -13,10 +13,11 @@ from flask import Flask
 from psd.config import Settings, load_settings
 from psd.errors import StoreError
 from psd.store import Store
-from psd.web import errors, v1, v2, v3
+from psd.web import v1, v2, v3
 from psd.web.access import RequestLog
 from psd.web.auth import TokenGate, parse_tokens
 from psd.web.fastpath import FastPath
+from psd.web.flask_glue import register_errors
 from psd.web.handlers import Api, Enqueue
 
 
@@ -53,7 +54,7 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["psd.api"] = api
-    errors.register(app)
+    register_errors(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(v2.bp)
     app.register_blueprint(v3.bp)

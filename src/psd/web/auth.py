@@ -11,12 +11,12 @@ fast path and Flask are guarded alike.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from psd.errors import InvalidInput
-from psd.web.handlers import Reply, error
+from psd.web.errors import shape_of
+from psd.web.reply import Reply
 
 OPEN = frozenset({"/health/ping"})
 WRITES = frozenset({"/v1/write", "/v1/count", "/v3/write"})
@@ -68,22 +68,19 @@ class TokenGate:
         scopes = None
         if scheme.lower() == "bearer":
             scopes = self.scopes_of(presented.strip().encode("utf-8", "replace"))
+        shape = shape_of(path)
         if scopes is None:
-            return error(401, "an API token is needed: Authorization: Bearer <token>")
+            message = "an API token is needed: Authorization: Bearer <token>"
+            return shape.answer(401, "unauthorized", message)
         need = "write" if path in WRITES else "read"
         if need not in scopes:
-            return error(403, f"this token may not {need}")
+            return shape.answer(403, "forbidden", f"this token may not {need}")
         return None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         reply = self.refusal(environ)
         if reply is None:
             return self.app(environ, start_response)
-        if environ.get("PATH_INFO", "").startswith("/v3/"):  # v3's one error shape
-            message = json.loads(reply.body)["error"]
-            code = "unauthorized" if reply.status == 401 else "forbidden"
-            body = json.dumps({"error": {"code": code, "message": message, "field": None}})
-            reply = Reply(reply.status, body.encode(), "application/json")
         status = "401 Unauthorized" if reply.status == 401 else "403 Forbidden"
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
         if reply.status == 401:

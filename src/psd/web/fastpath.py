@@ -14,7 +14,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from psd.web.handlers import Api, Reply, error
+from psd.web.errors import LEGACY
+from psd.web.handlers import Api
+from psd.web.reply import Reply
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 FORM = "application/x-www-form-urlencoded"
@@ -71,6 +73,6 @@ class FastPath:
         except ValueError:
             return None
         if length > self.max_body:
-            return error(413, "the request body is too large")
+            return LEGACY.answer(413, "", "the request body is too large")
         data: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
         return data

@@ -1,13 +1,17 @@
-"""Glue between Flask and :class:`psd.web.handlers.Api`: the current app's Api, and Replies as
-Flask responses."""
+"""Glue between Flask and :class:`psd.web.handlers.Api`: the current app's Api, Replies as
+Flask responses, and the errors that reach Flask answered in their family's shape."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
 
-from psd.web.handlers import Api, Reply
+from psd.errors import PsdError
+from psd.web.errors import shape_of
+from psd.web.handlers import Api
+from psd.web.reply import Reply
 
 
 def api() -> Api:
@@ -24,3 +28,22 @@ def answer(route: str, *args: Any) -> Response:
     their answers), exactly as the fast path gets it."""
     handlers = api()
     return respond(handlers.guarded(getattr(handlers, route), *args))
+
+
+def register_errors(app: Flask) -> None:
+    """psd's errors and HTTP errors (404, 405, 413 ...) as JSON answers of the request's
+    family (psd/web/errors.py)."""
+
+    @app.errorhandler(PsdError)
+    def psd_error(exc: PsdError) -> Response:
+        return respond(shape_of(request.path).of(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = exc.name.lower().replace(" ", "_")
+        reply = shape_of(request.path).answer(exc.code or 500, code, exc.description or exc.name)
+        response = respond(reply)
+        allowed = getattr(exc, "valid_methods", None)
+        if exc.code == 405 and allowed:  # RFC 9110: a 405 says what is allowed
+            response.headers["Allow"] = ", ".join(allowed)
+        return response

@@ -9,16 +9,14 @@ serves it.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from psd.config import Settings
-from psd.errors import InvalidInput, PastRetention, PsdError, Refused, StoreError, TooLarge
+from psd.errors import InvalidInput, PsdError, Refused, TooLarge
 from psd.forms import (
-    CountMismatch,
     CountPath,
     Form,
     IdsForm,
@@ -31,11 +29,19 @@ from psd.forms import (
     parse_int_text,
 )
 from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
-from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, parse_count, parse_count_thing, parse_metric
+from psd.model import (
+    MAX_ID,
+    MAX_POINTS_PER_MESSAGE,
+    MetricPoint,
+    parse_count,
+    parse_count_thing,
+    parse_metric,
+)
 from psd.store import Store, UserQuery, UserResult
 from psd.timebuckets import MAX_TS
+from psd.web.errors import LEGACY, WriteRejected
+from psd.web.reply import Reply, as_json, text
 
-log = logging.getLogger("psd.web")
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
 #: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
 _TIMERS: dict[tuple[str, str], Any] = {}
@@ -43,56 +49,19 @@ _TIMERS: dict[tuple[str, str], Any] = {}
 FormData = Mapping[str, str]
 #: Hands a task (name, keyword arguments) to the queue; raises StoreError if it cannot.
 Enqueue = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """An HTTP answer: status, body, content type."""
-
-    status: int
-    body: bytes
-    content_type: str
-
-
-def text(value: object) -> Reply:
-    return Reply(200, str(value).encode(), "text/plain; charset=utf-8")
-
-
-def as_json(obj: Any, status: int = 200) -> Reply:
-    return Reply(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
-
-
-def error(status: int, message: str, field: str = "") -> Reply:
-    body = {"error": message, "field": field} if field else {"error": message}
-    return as_json(body, status)
-
-
-class WriteRejected(InvalidInput):
-    """An invalid ``/v1/write``: the original answered these with 406, and so do we."""
+#: A point's error named by where it stands in the request (its position given).
+Locate = Callable[[InvalidInput, int], InvalidInput]
 
 
 def point_error(exc: InvalidInput, n: int, many: bool) -> InvalidInput:
     """A point's error, named by its position when it came in an array."""
-    return type(exc)(f"[{n}]: {exc.message}" if many else exc.message, exc.field)
+    return exc.at(f"[{n}]: {exc.message}" if many else exc.message, exc.field)
 
 
 def rejected(entry: str, exc: InvalidInput, points: int = 1) -> None:
     """Count refused points, by why: invalid, past the retention, or past a limit."""
     reason = exc.label if isinstance(exc, Refused) else "invalid"
     REJECTED.labels(entry, reason).inc(points)
-
-
-def reply_for(exc: PsdError) -> Reply:
-    """The one mapping from psd's errors to HTTP answers."""
-    if isinstance(exc, CountMismatch):
-        return error(422, exc.message)
-    if isinstance(exc, InvalidInput):
-        refused = isinstance(exc, WriteRejected | Refused)  # a write the store refuses
-        status = 406 if refused else 413 if isinstance(exc, TooLarge) else 400
-        return error(status, str(exc), exc.field)
-    if isinstance(exc, StoreError):
-        return error(503, str(exc))
-    return error(500, str(exc))
 
 
 def decode_json(body: bytes) -> Any:
@@ -121,7 +90,7 @@ def mumt_data(
 class Api:
     """The original's v1/v2 routes, plus ``POST /v1/count``, over one store."""
 
-    def __init__(self, store: Store, settings: Settings, enqueue: Enqueue | None = None) -> None:
+    def __init__(self, store: Store, settings: Settings, enqueue: Enqueue) -> None:
         self.store = store
         self.settings = settings
         self.enqueue = enqueue
@@ -132,9 +101,7 @@ class Api:
         try:
             return handler(*args)
         except PsdError as exc:
-            if isinstance(exc, StoreError):
-                log.error("store error: %s", exc)
-            return reply_for(exc)
+            return LEGACY.of(exc)
         finally:
             seconds = time.perf_counter() - start
             labels = (handler.__name__, range_class(args))
@@ -163,40 +130,54 @@ class Api:
 
     def write_async(self, body: bytes) -> Reply:
         """``POST /v1/write?async=1``: one point or a JSON array of points, validated here
-        (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``.
-        An array travels as one ``psd.write_metrics`` message. A point past the retention is
-        refused here too: once queued it could only become a dead letter."""
+        (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``."""
         try:
             data = decode_json(body)
             many = isinstance(data, list)
-            points = data if many else [data]
-            if many and not points:
+            raw = data if many else [data]
+            if many and not raw:
                 raise InvalidInput("an empty list of points")
-            if len(points) > MAX_POINTS_PER_MESSAGE:
+            if len(raw) > MAX_POINTS_PER_MESSAGE:
                 raise TooLarge(f"at most {MAX_POINTS_PER_MESSAGE} points a request")
-            parsed = []
-            for n, point in enumerate(points):
-                try:
-                    parsed.append(parse_metric(point))
-                except InvalidInput as exc:
-                    raise point_error(exc, n, many) from exc
-            try:
-                self.store.check_kept(parsed)
-            except PastRetention as exc:
-                raise point_error(exc, exc.index, many) from exc
         except TooLarge:
             raise
         except InvalidInput as exc:
             rejected("http_async", exc)
             raise WriteRejected(exc.message, exc.field) from exc
-        if self.enqueue is None:
-            raise StoreError("no queue is configured for asynchronous writes")
-        if many:
-            self.enqueue("psd.write_metrics", {"points": [asdict(p) for p in parsed]})
+        try:
+            points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many))
+        except InvalidInput as exc:
+            raise WriteRejected(exc.message, exc.field) from exc
+        return as_json({"queued": self.queue(points, lone=not many)}, 202)
+
+    def accept(self, raw: Sequence[Any], entry: str, locate: Locate) -> list[MetricPoint]:
+        """Points parsed and checked against the retention, all or none: the first at fault
+        is counted as rejected under ``entry`` and raised, named by ``locate``. A point past
+        the retention is refused before it is queued: queued, it could only become a dead
+        letter."""
+        points = []
+        for n, fields in enumerate(raw):
+            try:
+                points.append(parse_metric(fields))
+            except InvalidInput as exc:
+                rejected(entry, exc)
+                raise locate(exc, n) from exc
+        try:
+            self.store.check_kept(points)
+        except Refused as exc:
+            rejected(entry, exc)
+            raise locate(exc, exc.index) from exc
+        return points
+
+    def queue(self, points: Sequence[MetricPoint], lone: bool = False) -> int:
+        """Hand accepted points to the workers: all as one ``psd.write_metrics`` message, or
+        a ``lone`` point as ``psd.write_metric``. Returns how many were queued."""
+        if lone:
+            self.enqueue("psd.write_metric", asdict(points[0]))
         else:
-            self.enqueue("psd.write_metric", asdict(parsed[0]))
-        POINTS.labels("http_async").inc(len(parsed))
-        return as_json({"queued": len(parsed)}, 202)
+            self.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
+        POINTS.labels("http_async").inc(len(points))
+        return len(points)
 
     def count(self, body: bytes) -> Reply:
         try:

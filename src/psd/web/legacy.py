@@ -20,15 +20,6 @@ Total = Annotated[str, Field(pattern=r"^-?\d+$", description="the sum, as decima
 Ok = Annotated[str, Field(pattern="^ok$")]
 
 
-class V1Error(BaseModel):
-    """Every v1/v2 error."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    error: str
-    field: str | None = Field(None, description="the input at fault")
-
-
 class Pong(BaseModel):
     pong: str
 

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from werkzeug.datastructures import MultiDict
 
-from psd.errors import InvalidInput, PastLimit, PastRetention, PsdError, StoreError, TooLarge
-from psd.model import field_of
+from psd.errors import PsdError
+from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
+from psd.web.flask_glue import respond
 from psd.web.legacy import OPERATIONS as LEGACY
-from psd.web.legacy import LegacyOperation, V1Error
+from psd.web.legacy import LegacyOperation
 
 OPENAPI = "3.1.0"
 REF = "#/components/schemas/{model}"
@@ -36,49 +37,6 @@ class Strict(BaseModel):
     """A request or response body: strict types, no unknown fields."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-
-
-class ErrorDetail(Strict):
-    code: str
-    message: str
-    field: str | None = None
-
-
-class ErrorBody(Strict):
-    """Every v3 error."""
-
-    error: ErrorDetail
-
-
-def error(status: int, code: str, message: str, field: str | None = None) -> Response:
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, field=field))
-    return Response(body.model_dump_json(), status, content_type="application/json")
-
-
-Rename = Callable[[str], str]
-
-
-def psd_error(exc: PsdError, rename: Rename = str) -> Response:
-    """psd's errors as v3 answers (the same statuses as v1's mapping)."""
-    field = rename(getattr(exc, "field", "")) or None
-    if isinstance(exc, TooLarge):
-        return error(413, "too_large", str(exc), field)
-    if isinstance(exc, StoreError):
-        return error(503, "unavailable", str(exc))
-    if isinstance(exc, PastRetention):
-        return error(422, "past_retention", exc.message, field)
-    if isinstance(exc, PastLimit):
-        return error(422, "past_limit", exc.message, field)
-    if isinstance(exc, InvalidInput):
-        return error(422, "invalid", exc.message, field)
-    return error(400, "bad_request", str(exc), field)
-
-
-def _validation(exc: ValidationError, rename: Rename = str) -> Response:
-    first = exc.errors(include_url=False)[0]
-    field = rename(field_of(first["loc"])) or None
-    status = 400 if first["type"] == "json_invalid" else 422
-    return error(status, first["type"], first["msg"], field)
 
 
 class QueryForm(BaseModel):
@@ -158,9 +116,9 @@ class Contract:
                 try:
                     result = view(read())
                 except ValidationError as exc:
-                    return _validation(exc, rename)
+                    return respond(v3_invalid(exc, rename))
                 except PsdError as exc:
-                    return psd_error(exc, rename)
+                    return respond(V3.of(exc, rename))
                 model, status = result if isinstance(result, tuple) else (result, 200)
                 if isinstance(model, Shaped):
                     data = to_json(model)
@@ -170,7 +128,8 @@ class Contract:
 
             def endpoint() -> Response:
                 if request.mimetype != "application/json":
-                    return error(415, "unsupported_media_type", "send application/json")
+                    reply = V3.answer(415, "unsupported_media_type", "send application/json")
+                    return respond(reply)
                 return answer(lambda: body.model_validate_json(request.get_data(cache=False)))
 
             self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])

@@ -11,17 +11,15 @@ as ``to`` includes that whole day. Where a range reaches past the finest detail 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import date, datetime, timedelta, tzinfo
 
 from flask import Blueprint, Response, current_app
 
 from psd.breakdown import breakdown
-from psd.errors import InvalidInput, Refused, StoreError, TooLarge
+from psd.errors import InvalidInput, TooLarge
 from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
 from psd.metrics import POINTS, REJECTED
-from psd.model import parse_metric
 from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
@@ -202,31 +200,21 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     saying why, and the others are written (in script calls of ``WRITE_BATCH`` points: one
     call for a whole request would hold the server for up to 10,000 points)."""
     handlers = api()
+    raw = [point.model_dump(exclude_none=True) for point in body.points]
     entry = "http_async" if body.queued else "http"
-    points = []
-    for n, point in enumerate(body.points):
-        fields = point.model_dump(exclude_none=True)
-        try:
-            points.append(parse_metric(fields))
-        except InvalidInput as exc:
-            REJECTED.labels(entry, "invalid").inc()
-            raise InvalidInput(exc.message, f"points.{n}.{exc.field}") from exc
-    try:
-        handlers.store.check_kept(points)
-    except Refused as exc:
-        REJECTED.labels(entry, exc.label).inc()
-        raise type(exc)(exc.message, f"points.{exc.index}.{exc.field}", exc.index) from exc
+    points = handlers.accept(raw, entry, in_points)
     if body.queued:
-        if handlers.enqueue is None:
-            raise StoreError("no queue is configured for queued writes")
-        handlers.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
-        POINTS.labels("http_async").inc(len(points))
-        return QueuedOut(queued=len(points)), 202
+        return QueuedOut(queued=handlers.queue(points)), 202
     results = handlers.store.write_metrics(points)
     refused = sum(r.status == "refused" for r in results)
     REJECTED.labels("http", "limit").inc(refused)
     POINTS.labels("http").inc(len(points) - refused)
     return WriteOut(results=[written(r) for r in results])
+
+
+def in_points(exc: InvalidInput, n: int) -> InvalidInput:
+    """A point's error, its field named within the request (``points.3.ts2``)."""
+    return exc.at(exc.message, f"points.{n}.{exc.field}")
 
 
 def written(result: WriteResult) -> Written:

@@ -1,0 +1,129 @@
+"""The msgpack arguments of the Lua scripts (psd/lua/), each a named structure whose fields are
+in the order its script reads them: msgpack packs a NamedTuple as the list of its fields, so a
+script reads the positions its header lists while Python names them. Each class names the
+header it mirrors; a change to one is a change to both. Field names ending in ``_s`` are the
+same number as a decimal string: the scripts pass numbers to Redis as the caller's strings
+(docs/internals/lua.md says why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import msgpack
+
+
+class MetricPointArg(NamedTuple):
+    """One point of write_metric.lua's ``ARGV[1]``."""
+
+    mode: str  # "d" diffadd, "i" increment
+    aid: str
+    atid: str
+    value: int
+    ts1: int
+    ts2: int
+    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
+    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
+    thing: int
+    delivery: str  # "" = none
+    k: int  # how many KEYS come before the point's nine
+
+
+class CountPointArg(NamedTuple):
+    """One point of write_count.lua's ``ARGV[1]``."""
+
+    value: int
+    children: Sequence[int]  # year, month, day, hour, minute and second child (psd/keys.py)
+    expires: list[int]
+    delivery: str
+    k: int  # how many KEYS come before the point's five
+
+
+class HashJob(NamedTuple):
+    """A counter hash's job in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["h"]
+    expire_at: int  # 0 = never, -1 = leave it
+    first_kept_hour: int  # hour fields of a month hash below this child are dropped; 0 = none
+
+
+class RootJob(NamedTuple):
+    """A root hash's job in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["r"]
+    retention: int  # seconds after its newest year's end; 0 = never, -1 = leave it
+
+
+class StateJob(NamedTuple):
+    """An activity state's job (its acts and idx keys) in maintain.lua's ``ARGV[1]``."""
+
+    what: Literal["s"]
+    last_hour_dropped: int  # detail of hours up to this one goes; -1 = none
+    record_cut: int  # activities whose last change is up to this go whole; -1 = none
+    horizon: int  # only activities whose last change is up to this lose detail
+
+
+MaintainJob = HashJob | RootJob | StateJob
+
+
+class WindowArg(NamedTuple):
+    """A window of a sum.lua plan: a part of one hour read from the activities' records."""
+
+    start: int
+    end: int
+    start_s: str
+    end_s: str
+    hour_s: str  # start // 3600
+
+
+class GroupArg(NamedTuple):
+    """One counter hash of a sum.lua plan."""
+
+    ranges: list[int]  # its child ranges to sum, flat: lo, hi, lo, hi, ...
+    fields: list[str]  # the field names to ask for, thing by thing; [] = read it whole
+
+
+class PlanArg(NamedTuple):
+    """A range of sum.lua's ``ARGV[1]``, read by ``readers`` of its series."""
+
+    t1: int
+    t2: int
+    t1_s: str
+    t2_s: str
+    readers: int
+    groups: list[GroupArg]
+    windows: list[WindowArg]
+
+
+class BreakdownPlanArg(NamedTuple):
+    """A breakdown's plan as psd/lua/breakdown.lua reads it (psd.breakdown.packed says how)."""
+
+    fields: list[list[str]]  # per counter hash its field names
+    hours: list[list[Any]]  # its windows hour by hour
+    edges: list[int]  # per edge the count of its numbers, then its runs
+    spans: list[int]  # the same per span
+
+
+class BreakdownsArg(NamedTuple):
+    """The breakdowns of a sum.lua call: plans shared by the users whose calendar they are."""
+
+    plans: list[BreakdownPlanArg]
+    order: list[int]  # the plan number (from 1) of each breakdown, in KEYS order
+
+
+class SumArg(NamedTuple):
+    """sum.lua's ``ARGV[1]``: one request, whole."""
+
+    want_atids: int  # 1: list the activities that changed in each series' range
+    atid: str  # "" = every type
+    things: tuple[int, ...]  # 0 for global counters
+    things_s: list[str]
+    plans: list[PlanArg]
+    series: list[int]  # per series its plan number (from 1) and 1 if its activity keys follow
+    breakdowns: BreakdownsArg | None = None
+
+    def packb(self) -> bytes:
+        """The argument's bytes; without breakdowns, the six elements sum.lua expects then."""
+        packed: bytes = msgpack.packb(self if self.breakdowns is not None else self[:6])
+        return packed

@@ -1,0 +1,118 @@
+"""One sum.lua call's keys and argument (psd/lua/sum.lua's header; the argument's parts are
+named in :mod:`psd.scriptargs`): a read's series, each reading one of its plans, and its
+breakdowns, summing some things.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from psd.breakdown import Breakdown, packed
+from psd.keys import TYPED, Ranges, ReadPlan, slot_names
+from psd.scriptargs import BreakdownPlanArg, BreakdownsArg, GroupArg, PlanArg, SumArg, WindowArg
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """What one series (a user, or a global counter) of a read is: its plan (index), the
+    prefix of its keys, and whether its activity keys are read."""
+
+    plan: int
+    prefix: str
+    with_state: bool
+
+
+#: A group wider than this is read whole rather than asked for field by field.
+MAX_NAMED_FIELDS = 1000
+
+
+def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
+    """The counter fields of a group's children for some things (0: a global counter), thing
+    by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
+    width = sum(hi - lo + 1 for lo, hi in ranges)
+    if width * len(things) > MAX_NAMED_FIELDS:
+        return []
+    names: list[str] = []
+    for thing in things:
+        slots = slot_names(thing)
+        for lo, hi in ranges:
+            names += slots[lo : hi + 1]
+    return names if atid is None else [f"{name}:{atid}" for name in names]
+
+
+@dataclass(frozen=True, slots=True)
+class SumRequest:
+    """What a read asks of sum.lua: its ``series``, each reading one of ``plans`` (with the
+    activities that changed, when ``want_activities``), and its ``breakdowns`` ((key prefix,
+    breakdown)), all summing ``things`` (of one type: ``atid``)."""
+
+    things: tuple[int, ...]
+    atid: int | None = None
+    plans: list[ReadPlan] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    want_activities: bool = False
+    breakdowns: Sequence[tuple[str, Breakdown]] = ()
+
+
+def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
+    """The keys and the argument (:class:`psd.scriptargs.SumArg`) of one sum.lua call."""
+    things, atid = request.things, request.atid
+    readers = Counter(one.plan for one in request.series)
+    plans = [
+        _plan_arg(plan, readers[number], things, atid) for number, plan in enumerate(request.plans)
+    ]
+    typed = "" if atid is None else TYPED
+    suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in request.plans]
+    keys: list[str] = []
+    flags: list[int] = []
+    for one in request.series:
+        prefix = one.prefix
+        keys += [prefix + suffix for suffix in suffixes[one.plan]]
+        if one.with_state:
+            keys += [prefix + "idx", prefix + "acts"]
+        flags += [one.plan + 1, int(one.with_state)]
+    breakdowns = None
+    if request.breakdowns:
+        breakdowns = _breakdowns_arg(request.breakdowns, things, atid)
+        for prefix, b in request.breakdowns:
+            keys += [prefix + typed + suffix for suffix, _ in b.hashes]
+            if b.windows:
+                keys += [prefix + "idx", prefix + "acts"]
+    arg = SumArg(
+        int(request.want_activities),
+        "" if atid is None else str(atid),
+        things,
+        [str(thing) for thing in things],
+        plans,
+        flags,
+        breakdowns,
+    )
+    return keys, [arg.packb()]
+
+
+def _plan_arg(plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None) -> PlanArg:
+    groups = [
+        GroupArg([n for pair in ranges for n in pair], field_names(ranges, things, atid))
+        for _, ranges in plan.groups
+    ]
+    windows = [WindowArg(a, b, str(a), str(b), str(a // 3600)) for a, b in plan.windows]
+    return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
+
+
+def _breakdowns_arg(
+    breakdowns: Sequence[tuple[str, Breakdown]], things: tuple[int, ...], atid: int | None
+) -> BreakdownsArg:
+    """Users who share a calendar share its plan (plans are cached: the same boundaries, the
+    same plan), sent and looked up once."""
+    numbers: dict[int, int] = {}
+    plans: list[BreakdownPlanArg] = []
+    order = []
+    for _, b in breakdowns:
+        number = numbers.get(id(b))
+        if number is None:
+            number = numbers[id(b)] = len(plans) + 1
+            plans.append(packed(b, things, atid))
+        order.append(number)
+    return BreakdownsArg(plans, order)

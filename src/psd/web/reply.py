@@ -1,0 +1,25 @@
+"""An HTTP answer free of any web framework: what the handlers, the fast path and the token
+gate give back, and what Flask's views turn into responses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An HTTP answer: status, body, content type."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+def text(value: object) -> Reply:
+    return Reply(200, str(value).encode(), "text/plain; charset=utf-8")
+
+
+def as_json(obj: Any, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
