@@ -48,7 +48,7 @@ LIMITS = {
 
 P = TypeVar("P", bound=MetricPoint | CountPoint)
 #: A point as its write script reads it (psd.scriptargs, in the script's header's order).
-Row = MetricPointArg | CountPointArg
+PointArg = MetricPointArg | CountPointArg
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class PointKind(Generic[P]):
     #: index in KEYS).
     group_keys: Callable[[str, Target], list[str]]
     #: A point's row of the script's payload: (point, target, expiries, delivery, start).
-    row: Callable[[P, Target, list[int], str, int], Row]
+    row: Callable[[P, Target, list[int], str, int], PointArg]
     #: The results of a call's points, from its reply.
     results: Callable[[Any, list[P]], list[WriteResult]]
 
@@ -149,11 +149,11 @@ def call_args(
     instants: list[int],
     records: list[str],
     deliveries: list[str],
-) -> tuple[list[str], list[Row]]:
+) -> tuple[list[str], list[PointArg]]:
     """KEYS and payload rows of one write script call: the keys of a record's month go once,
     and each of its points' rows names where they start in KEYS."""
     keys: list[str] = []
-    rows: list[Row] = []
+    rows: list[PointArg] = []
     starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
     for i in indexes:
         target = kind.target(instants[i])
