@@ -8,14 +8,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from psd.logs import REQUEST_ID
+from psd.web.reply import WSGIApp
 
 log = logging.getLogger("psd.access")
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class RequestLog:

@@ -16,7 +16,7 @@ from typing import Any
 
 from psd.errors import InvalidInput
 from psd.web.errors import shape_of
-from psd.web.reply import Reply
+from psd.web.reply import Reply, WSGIApp
 
 OPEN = frozenset({"/health/ping"})
 WRITES = frozenset({"/v1/write", "/v1/count", "/v3/write"})
@@ -25,7 +25,6 @@ SCOPES = frozenset({"read", "write"})
 MIN_TOKEN = 16
 
 Token = tuple[bytes, frozenset[str]]
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def parse_tokens(specs: Iterable[str]) -> list[Token]:

@@ -9,16 +9,15 @@ Content-Length, non-form bodies), goes to Flask untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
 from psd.web.errors import LEGACY
 from psd.web.handlers import Api
-from psd.web.reply import Reply
+from psd.web.reply import Reply, WSGIApp
 
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 FORM = "application/x-www-form-urlencoded"
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 

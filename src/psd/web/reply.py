@@ -1,11 +1,16 @@
 """An HTTP answer free of any web framework: what the handlers, the fast path and the token
-gate give back, and what Flask's views turn into responses."""
+gate give back, and what Flask's views turn into responses; and the WSGI application the
+middleware in front of Flask wrap."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+#: A WSGI application (Flask, or a middleware around it).
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
