@@ -30,9 +30,13 @@ def test_a_delivery_for_one_record_never_spans_calls(points: list[tuple[str, str
     plan = plan_calls(records, [delivery for _, delivery in points])
     assert sorted(i for call in plan.calls for i in call) == list(range(len(points)))
     call_of = {i: n for n, call in enumerate(plan.calls) for i in call}
-    for call in plan.calls:
-        names = {(records[i], plan.deliveries[i]) for i in call}
-        assert len(call) <= WRITE_BATCH or len(names) == 1
+    for call in plan.calls:  # only the points of one record may make a longer call
+        assert len(call) <= WRITE_BATCH or len({records[i] for i in call}) == 1
+    for i, j in ((i, j) for i in call_of for j in call_of if i < j and records[i] == records[j]):
+        # a record's points are applied in the order they came: a diffadd's window sum sees
+        # exactly the changes sent before it
+        where_i = (call_of[i], plan.calls[call_of[i]].index(i))
+        assert where_i < (call_of[j], plan.calls[call_of[j]].index(j))
     for i, j in ((i, j) for i in call_of for j in call_of if i < j):
         if plan.deliveries[i] and (records[i], plan.deliveries[i]) == (
             records[j],

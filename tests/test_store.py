@@ -313,3 +313,15 @@ def test_a_large_read_is_cut_into_calls_with_the_same_answers(
     assert answers() == whole
     assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 3 + 3 + 3 + 3 + 1
     assert any(r.sums["steps"] for r in whole[0])  # type: ignore[attr-defined]
+
+
+def test_an_increment_keeps_its_place_among_a_batchs_points(store: Store) -> None:
+    """An increment written without a delivery key gets one of the store's own; its points
+    must not be moved ahead of the diffadd sent between them (found by the model test: the
+    diffadd then saw the later increment in its window)."""
+    t = NEW_YEAR_2016
+    points = [MetricPoint("steps", 1, 0, 1, 0, t, t, "increment"),
+              MetricPoint("calories", 1, 0, 1, 0, t, t),
+              MetricPoint("calories", 1, 0, 1, 1, t, t, "increment")]  # fmt: skip
+    assert [r.status for r in store.write_metrics(points)] == ["same", "same", "ok"]
+    assert store.sum(1, "calories", None, t, t) == 1

@@ -33,37 +33,55 @@ def plan_calls(records: Sequence[str], deliveries: Sequence[str] | None) -> Call
     """Cut points into calls. ``records[i]`` names the record point i is remembered in (its
     user or counter), ``deliveries[i]`` its delivery key ("" or None: none).
 
-    Groups keep the order of their first point and points keep their order inside a group,
-    so a user's points from one delivery are applied in the order they were sent.
+    The points of one record are applied in the order they came (a diffadd's window sum
+    must see exactly the changes sent before it), and the points of one delivery part for
+    one record share a call; so a record's points are cut only where no part of it is open,
+    and calls take these units in the order of their first points.
     """
     if not deliveries:
         indexes = list(range(len(records)))
         chunks = [indexes[i : i + WRITE_BATCH] for i in range(0, len(indexes), WRITE_BATCH)]
         return Calls(chunks, [""] * len(records))
+    names = _part_names(records, deliveries)
+    calls: list[list[int]] = []
+    current: list[int] = []
+    for unit in _units(records, names):
+        if current and len(current) + len(unit) > WRITE_BATCH:
+            calls.append(sorted(current))
+            current = []
+        current += unit
+    if current:
+        calls.append(sorted(current))
+    return Calls(calls, names)
+
+
+def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
+    """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points for
+    a record, then ``key#1``, ``key#2``… by position, the same on every redelivery."""
     position: Counter[tuple[str, str]] = Counter()
-    groups: dict[tuple[str, str, int], list[int]] = {}
-    ordered: list[list[int]] = []
     names: list[str] = []
-    for i, (record, delivery) in enumerate(zip(records, deliveries, strict=True)):
+    for record, delivery in zip(records, deliveries, strict=True):
         if not delivery:
-            ordered.append([i])
             names.append("")
             continue
         part = position[record, delivery] // WRITE_BATCH
         position[record, delivery] += 1
-        group = groups.get((record, delivery, part))
-        if group is None:
-            group = groups[record, delivery, part] = []
-            ordered.append(group)
-        group.append(i)
         names.append(f"{delivery}#{part}" if part else delivery)
-    calls: list[list[int]] = []
-    current: list[int] = []
-    for group in ordered:
-        if current and len(current) + len(group) > WRITE_BATCH:
-            calls.append(current)
-            current = []
-        current += group
-    if current:
-        calls.append(current)
-    return Calls(calls, names)
+    return names
+
+
+def _units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
+    """The points that must share a call, in the order of their first points: a record's
+    points from one that opens a delivery part to the last point of every part open then."""
+    pairs = list(zip(records, names, strict=True))
+    last = {pair: i for i, pair in enumerate(pairs) if pair[1]}
+    units: list[list[int]] = []
+    open_unit: dict[str, tuple[list[int], int]] = {}  # record -> its unit, open until
+    for i, (record, name) in enumerate(pairs):
+        unit, until = open_unit.get(record, ([], -1))
+        if i > until:
+            unit = []
+            units.append(unit)
+        unit.append(i)
+        open_unit[record] = (unit, max(until, last[record, name] if name else i))
+    return units
