@@ -66,7 +66,8 @@ def test_a_killed_store_comes_back_and_keeps_every_acknowledged_write(tmp_path: 
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
             assert wait_for(lambda p=pid: store_pid(up) not in (None, p), timeout=30)
-            assert up.log.read_text().count("restarted on 127.0.0.1") == kill
+            # the new server runs before psd up has seen it answer and logged the restart
+            assert wait_for(lambda k=kill: up.log.read_text().count("restarted on 127.0.0.1") == k)
             # the API answers again, on the restarted store
             after = len(writer.answered("ok"))
             assert wait_for(lambda n=after: len(writer.answered("ok")) >= n + 5, timeout=30)
