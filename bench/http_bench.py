@@ -140,8 +140,10 @@ def table(res: dict[str, Any], go: dict[str, Any]) -> None:
     if mem:
         per = mem["used_memory"] / max(res["writes_sent_total"], 1)
         go_per = go["redis_after_load"]["used_memory"] / go["writes_sent_total"]
-        print(f"  memory: {mem['used_memory_human']} for {res['writes_sent_total']} writes,"
-              f" {per:.0f} B/write (go {go_per:.0f}), dbsize {mem['dbsize']}")  # fmt: skip
+        print(
+            f"  memory: {mem['used_memory_human']} for {res['writes_sent_total']} writes,"
+            f" {per:.0f} B/write (go {go_per:.0f}), dbsize {mem['dbsize']}"
+        )
     for key in ("cmds_per_write", "cmds_per_query", "cmds_per_mumt"):
         if key in res:
             print(f"  {key}: {json.dumps(res[key], separators=(',', ':'))}")

@@ -102,10 +102,14 @@ def bench_writes(store: Store, r: redis.Redis, points: list[MetricPoint], batch:
     elapsed = time.perf_counter() - t0
     per_write = 8  # HINCRBYs a point costs: year, month, day, hour, each for all and its type
     mem = used_memory(r) - base_mem
-    print(f"sparse writes: {len(points)} in {elapsed:.2f} s = {len(points) / elapsed:,.0f}/s "
-          f"(pipelines of {batch})")  # fmt: skip
-    print(f"memory: {mem / len(points):.0f} bytes per write ({mem / 2**20:.1f} MiB, "
-          f"{r.dbsize()} keys)")  # fmt: skip
+    print(
+        f"sparse writes: {len(points)} in {elapsed:.2f} s = {len(points) / elapsed:,.0f}/s "
+        f"(pipelines of {batch})"
+    )
+    print(
+        f"memory: {mem / len(points):.0f} bytes per write ({mem / 2**20:.1f} MiB, "
+        f"{r.dbsize()} keys)"
+    )
 
     # the raw ceiling: the same number of HINCRBYs, pipelined, with no logic
     n_raw = min(len(points), 50000)
@@ -119,8 +123,10 @@ def bench_writes(store: Store, r: redis.Redis, points: list[MetricPoint], batch:
     pipe.execute()
     raw = time.perf_counter() - t0
     raw_writes_per_s = n_raw / raw
-    print(f"raw ceiling: {n_raw * per_write / raw:,.0f} HINCRBY/s = {raw_writes_per_s:,.0f} "
-          f"writes/s at {per_write} HINCRBYs a write")  # fmt: skip
+    print(
+        f"raw ceiling: {n_raw * per_write / raw:,.0f} HINCRBY/s = {raw_writes_per_s:,.0f} "
+        f"writes/s at {per_write} HINCRBYs a write"
+    )
     print(f"ratio store/raw: {len(points) / elapsed / raw_writes_per_s:.2f} (target >= 0.50)")
     for key in r.scan_iter("raw:*", count=1000):
         r.delete(key)
@@ -143,8 +149,10 @@ def bench_reads(store: Store, r: redis.Redis, now: int, rng: random.Random) -> N
 
         med, p99 = timed(one, len(queries))
         calls, usec = commandstats(r).get("evalsha", (1, 0.0))
-        print(f"one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
-              f"server {usec / calls:6.1f} us/call")  # fmt: skip
+        print(
+            f"one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
+            f"server {usec / calls:6.1f} us/call"
+        )
     r.config_resetstat()
     samples = []
     for _ in range(200):
@@ -155,8 +163,10 @@ def bench_reads(store: Store, r: redis.Redis, now: int, rng: random.Random) -> N
         store.query(users, ["steps", "points", "calories"], None, with_activities=True)
         samples.append((time.perf_counter() - t0) * 1e3)
     calls, usec = commandstats(r).get("evalsha", (1, 0.0))
-    print(f"100 users x 3 things x 30 d (with _atids): python p50 {statistics.median(samples):.2f}"
-          f" ms  server {usec / calls / 1000:.2f} ms/call")  # fmt: skip
+    print(
+        f"100 users x 3 things x 30 d (with _atids): python p50 {statistics.median(samples):.2f}"
+        f" ms  server {usec / calls / 1000:.2f} ms/call"
+    )
 
 
 def bench_dense(store: Store, r: redis.Redis, series: int, now: int, rng: random.Random) -> None:
@@ -175,8 +185,10 @@ def bench_dense(store: Store, r: redis.Redis, series: int, now: int, rng: random
     n += len(batch)
     elapsed = time.perf_counter() - t0
     mem = used_memory(r) - base_mem
-    print(f"dense: {n} points ({series} series) in {elapsed:.1f} s = {n / elapsed:,.0f}/s; "
-          f"memory {mem / n:.1f} bytes per point ({r.dbsize()} keys)")  # fmt: skip
+    print(
+        f"dense: {n} points ({series} series) in {elapsed:.1f} s = {n / elapsed:,.0f}/s; "
+        f"memory {mem / n:.1f} bytes per point ({r.dbsize()} keys)"
+    )
     for label, secs in RANGES:
         r.config_resetstat()
 
@@ -187,8 +199,10 @@ def bench_dense(store: Store, r: redis.Redis, series: int, now: int, rng: random
 
         med, p99 = timed(one, 500)
         calls, usec = commandstats(r).get("evalsha", (1, 0.0))
-        print(f"dense one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
-              f"server {usec / calls:6.1f} us/call")  # fmt: skip
+        print(
+            f"dense one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
+            f"server {usec / calls:6.1f} us/call"
+        )
 
 
 @contextmanager
@@ -216,8 +230,7 @@ def main() -> None:
     with server(args) as url:
         r = redis.Redis.from_url(url)
         version = r.info("server")
-        print(f"server: {version.get('server_name', 'redis')} {version['redis_version']} "
-              f"({url})")  # fmt: skip
+        print(f"server: {version.get('server_name', 'redis')} {version['redis_version']} ({url})")
         store = Store(r, Settings())
         if "sparse" not in skip:
             bench_writes(store, r, sparse_points(args.writes, now, rng), args.batch)

@@ -58,20 +58,29 @@ def main() -> None:
         store = Store.from_url(server.url, settings)
         ping = p50(store.redis.ping, 2000) * 1000
         print(f"this machine: PING p50 {ping:.0f} us (docs/benchmarks.md, 2026-11-29: 67 us)")
-        points = [MetricPoint("steps", uid, 1, n, rng.randint(1, 5000), ts, ts, "increment")
-                  for uid in range(args.users) for n in range(20)
-                  for ts in [now - rng.randrange(0, 45 * DAY)]]  # fmt: skip
-        dense = [MetricPoint("steps", 10**6, 1, t // DAY, 10, t, t, "increment")
-                 for t in range(now - 366 * DAY, now, 600)]  # fmt: skip
+        points = [
+            MetricPoint("steps", uid, 1, n, rng.randint(1, 5000), ts, ts, "increment")
+            for uid in range(args.users)
+            for n in range(20)
+            for ts in [now - rng.randrange(0, 45 * DAY)]
+        ]
+        dense = [
+            MetricPoint("steps", 10**6, 1, t // DAY, 10, t, t, "increment")
+            for t in range(now - 366 * DAY, now, 600)
+        ]
         for i in range(0, len(points), 5000):
             store.write_metrics(points[i : i + 5000])
         for i in range(0, len(dense), 5000):
             store.write_metrics(dense[i : i + 5000])
         client = create_app(settings, store).test_client()
         zones = ["America/Los_Angeles", "Europe/Berlin", "Asia/Tokyo", "UTC"]
-        board = {"users": [{"uid": u, "tz": zones[u % 4]} for u in range(args.users)],
-                 "thing": "steps", "from": now - 30 * DAY, "to": now,
-                 "compare_at": now - 7 * DAY}  # fmt: skip
+        board = {
+            "users": [{"uid": u, "tz": zones[u % 4]} for u in range(args.users)],
+            "thing": "steps",
+            "from": now - 30 * DAY,
+            "to": now,
+            "compare_at": now - 7 * DAY,
+        }
 
         def leaderboard() -> None:
             assert client.post("/v3/leaderboard", json=board).status_code == 200
@@ -83,31 +92,44 @@ def main() -> None:
         parts = [(now - 30 * DAY, cut), (cut + 1, now)]
         queries = [UserQuery(u, t1, t2) for u in range(args.users) for t1, t2 in parts]
         lb = p50(leaderboard, args.runs)
-        lb_store, lb_in_redis = p50_in_redis(store, lambda: store.totals(asked, "steps"),
-                                             args.runs)  # fmt: skip
-        lb_base, base_in_redis = p50_in_redis(store, lambda: store.query(queries, ["steps"]),
-                                              args.runs)  # fmt: skip
-        print(f"/v3/leaderboard {args.users} users x 30 d, compare_at: p50 {lb:.1f} ms "
-              f"end to end (target <= 50); its read from the store {lb_store:.1f} ms "
-              f"({lb_in_redis:.1f} in Redis); read as two plain ranges a user {lb_base:.1f} ms "
-              f"({base_in_redis:.1f} in Redis) -> {lb_store / lb_base:.2f}x")  # fmt: skip
+        lb_store, lb_in_redis = p50_in_redis(store, lambda: store.totals(asked, "steps"), args.runs)
+        lb_base, base_in_redis = p50_in_redis(
+            store, lambda: store.query(queries, ["steps"]), args.runs
+        )
+        print(
+            f"/v3/leaderboard {args.users} users x 30 d, compare_at: p50 {lb:.1f} ms "
+            f"end to end (target <= 50); its read from the store {lb_store:.1f} ms "
+            f"({lb_in_redis:.1f} in Redis); read as two plain ranges a user {lb_base:.1f} ms "
+            f"({base_in_redis:.1f} in Redis) -> {lb_store / lb_base:.2f}x"
+        )
         if args.http:
             median, p90 = over_http(server.url, "/v3/leaderboard", board, args.runs)
-            print(f"  the same over HTTP (psd web: granian, 1 worker, keep-alive): p50 "
-                  f"{median:.1f} ms, p90 {p90:.1f} ms")  # fmt: skip
-        year = {"users": [{"uid": 10**6, "tz": "America/Los_Angeles"}], "things": ["steps"],
-                "from": now - 365 * DAY, "to": now - DAY, "step": "day"}  # fmt: skip
+            print(
+                f"  the same over HTTP (psd web: granian, 1 worker, keep-alive): p50 "
+                f"{median:.1f} ms, p90 {p90:.1f} ms"
+            )
+        year = {
+            "users": [{"uid": 10**6, "tz": "America/Los_Angeles"}],
+            "things": ["steps"],
+            "from": now - 365 * DAY,
+            "to": now - DAY,
+            "step": "day",
+        }
         assert client.post("/v3/series", json=year).status_code == 200
-        series, in_redis = p50_in_redis(store, lambda: client.post("/v3/series", json=year),
-                                        args.runs)  # fmt: skip
+        series, in_redis = p50_in_redis(
+            store, lambda: client.post("/v3/series", json=year), args.runs
+        )
         found = buckets(now - 365 * DAY, now - DAY, "day", zone("America/Los_Angeles"))
         one_by_one = [UserQuery(10**6, b.start, b.end) for b in found]
-        base, base_in_redis = p50_in_redis(store, lambda: store.query(one_by_one, ["steps"]),
-                                           args.runs)  # fmt: skip
-        print(f"/v3/series a year by day, Los Angeles, a point every 10 min: p50 {series:.1f} ms "
-              f"end to end, {in_redis:.2f} ms in Redis (target <= 2); the same {len(found)} "
-              f"buckets read one by one in one call {base:.1f} ms, {base_in_redis:.2f} ms in "
-              f"Redis -> {in_redis / base_in_redis:.2f}x")  # fmt: skip
+        base, base_in_redis = p50_in_redis(
+            store, lambda: store.query(one_by_one, ["steps"]), args.runs
+        )
+        print(
+            f"/v3/series a year by day, Los Angeles, a point every 10 min: p50 {series:.1f} ms "
+            f"end to end, {in_redis:.2f} ms in Redis (target <= 2); the same {len(found)} "
+            f"buckets read one by one in one call {base:.1f} ms, {base_in_redis:.2f} ms in "
+            f"Redis -> {in_redis / base_in_redis:.2f}x"
+        )
 
 
 def over_http(redis_url: str, path: str, body: object, runs: int) -> tuple[float, float]:

@@ -76,17 +76,36 @@ def noop(**_: object) -> None:
 
 
 def fields(n: int) -> dict[str, object]:
-    return {"thing": "steps", "uid": n % 1000, "atid": 1, "aid": n, "value": 1,
-            "ts1": T0 + n * 60, "ts2": T0 + n * 60, "mode": "increment"}  # fmt: skip
+    return {
+        "thing": "steps",
+        "uid": n % 1000,
+        "atid": 1,
+        "aid": n,
+        "value": 1,
+        "ts1": T0 + n * 60,
+        "ts2": T0 + n * 60,
+        "mode": "increment",
+    }
 
 
 def day_of_minutes(uid: int, day: int) -> list[dict[str, object]]:
     """One user's day: the steps of every minute they moved (70% of minutes), one activity."""
     rng = random.Random(uid * 1000 + day)
     start = T0 - T0 % 86400 - day * 86400
-    return [{"thing": "steps", "uid": uid, "atid": 1, "aid": 10**6 + day, "value": steps,
-             "ts1": start + 60 * m, "ts2": start + 60 * m, "mode": "increment"}
-            for m in range(1440) if (steps := rng.randint(-50, 120)) > 0]  # fmt: skip
+    return [
+        {
+            "thing": "steps",
+            "uid": uid,
+            "atid": 1,
+            "aid": 10**6 + day,
+            "value": steps,
+            "ts1": start + 60 * m,
+            "ts2": start + 60 * m,
+            "mode": "increment",
+        }
+        for m in range(1440)
+        if (steps := rng.randint(-50, 120)) > 0
+    ]
 
 
 def days_done(store: Store, days: list[list[dict[str, object]]]) -> Callable[[], bool]:
@@ -195,8 +214,12 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--bulk", type=int, default=200, help="100-point messages")
     ap.add_argument("--days", type=int, default=40, help="messages of a user's day of minutes")
-    ap.add_argument("--events", choices=["off", "on", "both"], default="on",
-                    help="task events of the psd worker (on: as deployed)")  # fmt: skip
+    ap.add_argument(
+        "--events",
+        choices=["off", "on", "both"],
+        default="on",
+        help="task events of the psd worker (on: as deployed)",
+    )
     ap.add_argument("--rounds", type=int, default=1, help="runs of each events mode (best kept)")
     args = ap.parse_args()
     binary = server_binary(prefer_path=True)
@@ -208,9 +231,15 @@ def main() -> None:
         queue = f"psd-bench-{uuid.uuid4().hex[:6]}"
         settings = Settings(redis_url=store_srv.url, broker_url=broker, queue=queue)
         store = Store.from_url(store_srv.url, settings)
-        env = dict(os.environ, PSD_REDIS_URL=store_srv.url, PSD_BROKER_URL=broker,
-                   PSD_QUEUE=queue, BENCH_BROKER=broker, BENCH_STORE=store_srv.url,
-                   PYTHONPATH=f"{HERE}:{ROOT}")  # fmt: skip
+        env = dict(
+            os.environ,
+            PSD_REDIS_URL=store_srv.url,
+            PSD_BROKER_URL=broker,
+            PSD_QUEUE=queue,
+            BENCH_BROKER=broker,
+            BENCH_STORE=store_srv.url,
+            PYTHONPATH=f"{HERE}:{ROOT}",
+        )
         print(f"broker {args.broker}, store {store_srv.url}, one worker process (threads, 2)")
         n = args.messages
 
@@ -240,8 +269,11 @@ def main() -> None:
         for events in modes * args.rounds:
             print(f"task events {events}:")
             store.redis.flushdb()
-            proc = worker(app, ["-A", "worker_bench:psd_app", "worker", "-Q", queue],
-                          dict(env, BENCH_EVENTS=events))  # fmt: skip
+            proc = worker(
+                app,
+                ["-A", "worker_bench:psd_app", "worker", "-Q", queue],
+                dict(env, BENCH_EVENTS=events),
+            )
             try:
                 got = psd_workload(app, store, proc.pid, n, args.bulk, days)
             finally:

@@ -95,10 +95,13 @@ class Era:
 
 
 @pytest.fixture(
-    params=[("keep everything", "fast path"), ("keep everything", "flask only"),
-            ("default policy", "fast path")],
+    params=[
+        ("keep everything", "fast path"),
+        ("keep everything", "flask only"),
+        ("default policy", "fast path"),
+    ],
     ids=lambda param: "-".join(param),
-)  # fmt: skip
+)
 def era(request: pytest.FixtureRequest, redis_client: redis.Redis) -> Iterator[Era]:
     """The API in one of two eras (:class:`Era`), the first with and without the fast
     dispatcher in front of Flask (as :func:`client`)."""

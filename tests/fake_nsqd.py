@@ -191,9 +191,17 @@ class FakeNsqd:
         if command == "IDENTIFY":
             (size,) = struct.unpack(">i", stream.read(4))
             json.loads(stream.read(size))
-            features = {"max_rdy_count": 2500, "version": "1.3.0", "max_msg_timeout": 900000,
-                        "msg_timeout": 60000, "tls_v1": False, "deflate": False,
-                        "snappy": False, "auth_required": False, "sample_rate": 0}  # fmt: skip
+            features = {
+                "max_rdy_count": 2500,
+                "version": "1.3.0",
+                "max_msg_timeout": 900000,
+                "msg_timeout": 60000,
+                "tls_v1": False,
+                "deflate": False,
+                "snappy": False,
+                "auth_required": False,
+                "sample_rate": 0,
+            }
             reply: tuple[int, bytes] | None = (RESPONSE, json.dumps(features).encode())
         else:
             with self._changed:
@@ -291,9 +299,14 @@ class _Lookup(BaseHTTPRequestHandler):
         if url.path != "/lookup" or parse_qs(url.query).get("topic") != [nsqd.topic]:
             self._reply(404, {"message": "TOPIC_NOT_FOUND"})
             return
-        producer = {"broadcast_address": "127.0.0.1", "hostname": "fake-nsqd",
-                    "remote_address": nsqd.tcp_address, "tcp_port": nsqd.tcp_port,
-                    "http_port": nsqd.http_port, "version": "1.3.0"}  # fmt: skip
+        producer = {
+            "broadcast_address": "127.0.0.1",
+            "hostname": "fake-nsqd",
+            "remote_address": nsqd.tcp_address,
+            "tcp_port": nsqd.tcp_port,
+            "http_port": nsqd.http_port,
+            "version": "1.3.0",
+        }
         self._reply(200, {"channels": [], "producers": [producer]})
 
     def _reply(self, status: int, doc: dict[str, Any]) -> None:

@@ -18,8 +18,15 @@ from psd.store import CutQuery, Store, UserQuery
 DAY = 86400
 #: 2026-01-01T00:00Z: the year's DST changes fall inside the ranges drawn.
 Y2026 = 1767225600
-ZONES = ["America/Los_Angeles", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kathmandu",
-         "Asia/Tokyo", "UTC", -3 * 3600 - 1800]  # fmt: skip
+ZONES = [
+    "America/Los_Angeles",
+    "Europe/Berlin",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "UTC",
+    -3 * 3600 - 1800,
+]
 THINGS = ["steps", "calories", "distance"]
 
 
@@ -36,8 +43,18 @@ def seed(store: Store, rng: random.Random, uid: int, near: list[int]) -> None:
         aid = n if rng.random() < 0.7 else rng.randrange(n + 1)
         mode = "increment" if rng.random() < 0.5 else "diffadd"
         value = rng.randint(-50, 5000)
-        points.append(MetricPoint(rng.choice(THINGS), uid, rng.choice([1, 2]), aid, value,
-                                  ts - rng.randrange(3 * 3600), ts, mode))  # fmt: skip
+        points.append(
+            MetricPoint(
+                rng.choice(THINGS),
+                uid,
+                rng.choice([1, 2]),
+                aid,
+                value,
+                ts - rng.randrange(3 * 3600),
+                ts,
+                mode,
+            )
+        )
     points.sort(key=lambda p: p.ts2)
     if points:
         store.write_metrics(points)
@@ -53,11 +70,17 @@ def test_breakdowns_equal_the_buckets_read_one_by_one(
 ) -> None:
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.sampled_from(ZONES), st.sampled_from(["minute", "hour", "day", "week", "month"]),
-           st.integers(0, 360 * DAY), st.integers(1, 60 * DAY), st.sampled_from([None, 1, 2]),
-           st.randoms(use_true_random=False))  # fmt: skip
-    def check(name: str | int, step: Step, offset: int, length: int, atid: int | None,
-              rng: random.Random) -> None:  # fmt: skip
+    @given(
+        st.sampled_from(ZONES),
+        st.sampled_from(["minute", "hour", "day", "week", "month"]),
+        st.integers(0, 360 * DAY),
+        st.integers(1, 60 * DAY),
+        st.sampled_from([None, 1, 2]),
+        st.randoms(use_true_random=False),
+    )
+    def check(
+        name: str | int, step: Step, offset: int, length: int, atid: int | None, rng: random.Random
+    ) -> None:
         redis_client.flushdb()
         if step == "minute":
             length = min(length, DAY // 2)
@@ -117,8 +140,13 @@ def test_totals_equal_the_range_and_its_part_up_to_the_cut_read_plainly(
     against the two ranges read plainly, with the cut anywhere: before, inside, after."""
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(st.integers(0, 300 * DAY), st.integers(0, 20 * DAY), st.integers(-3 * DAY, 23 * DAY),
-           st.sampled_from([None, 1, 2]), st.randoms(use_true_random=False))  # fmt: skip
+    @given(
+        st.integers(0, 300 * DAY),
+        st.integers(0, 20 * DAY),
+        st.integers(-3 * DAY, 23 * DAY),
+        st.sampled_from([None, 1, 2]),
+        st.randoms(use_true_random=False),
+    )
     def check(offset: int, length: int, cut_at: int, atid: int | None, rng: random.Random) -> None:
         redis_client.flushdb()
         t1 = Y2026 + offset
@@ -139,8 +167,10 @@ def test_totals_equal_the_range_and_its_part_up_to_the_cut_read_plainly(
 def test_values_past_a_double_s_precision_add_up_exactly(store: Store) -> None:
     """A day of the largest values holds more than 10**15 (a stored field of 16 digits, split
     by the script) and three days more than 2**53: every bucket is still exact."""
-    points = [MetricPoint("steps", 1, 1, n, MAX_VALUE, ts, ts, "increment")
-              for n, ts in enumerate(range(Y2026, Y2026 + 3 * DAY, 30))]  # fmt: skip
+    points = [
+        MetricPoint("steps", 1, 1, n, MAX_VALUE, ts, ts, "increment")
+        for n, ts in enumerate(range(Y2026, Y2026 + 3 * DAY, 30))
+    ]
     for i in range(0, len(points), 5000):
         store.write_metrics(points[i : i + 5000])
     found = buckets(Y2026 - DAY, Y2026 + 4 * DAY, "day", zone("Asia/Kathmandu"))
@@ -151,9 +181,13 @@ def test_values_past_a_double_s_precision_add_up_exactly(store: Store) -> None:
     assert sum(s["steps"] for s in got) == MAX_VALUE * len(points) > 2**53
     # a leaderboard's users share one plan, and their small hashes are read whole
     day = Y2026 + 10 * DAY
-    store.write_metrics([MetricPoint("steps", uid, 1, n, MAX_VALUE, ts, ts, "increment")
-                         for uid in (2, 3)
-                         for n, ts in enumerate(range(day, day + DAY, 30))])  # fmt: skip
+    store.write_metrics(
+        [
+            MetricPoint("steps", uid, 1, n, MAX_VALUE, ts, ts, "increment")
+            for uid in (2, 3)
+            for n, ts in enumerate(range(day, day + DAY, 30))
+        ]
+    )
     cut = [CutQuery(uid, Y2026 + 1234, Y2026 + 40 * DAY, day + 5 * DAY) for uid in (2, 3)]
     assert [(t.then, t.now) for t in store.totals(cut, "steps")] == [(MAX_VALUE * 2880,) * 2] * 2
 
@@ -163,14 +197,19 @@ def test_negative_fields_of_every_length_add_up_exactly(store: Store) -> None:
     split it as a long one and failed); one of 16 digits is split. Plain reads, a series and a
     leaderboard's read all see them."""
     counts = {1: 113, 2: 1000}  # -MAX_VALUE * 113: 15 digits; * 1000: 16
-    store.write_metrics([MetricPoint("steps", uid, 1, n, -MAX_VALUE, ts, ts, "increment")
-                         for uid, count in counts.items()
-                         for n, ts in enumerate(range(Y2026, Y2026 + count * 60, 60))])  # fmt: skip
+    store.write_metrics(
+        [
+            MetricPoint("steps", uid, 1, n, -MAX_VALUE, ts, ts, "increment")
+            for uid, count in counts.items()
+            for n, ts in enumerate(range(Y2026, Y2026 + count * 60, 60))
+        ]
+    )
     found = buckets(Y2026 - DAY, Y2026 + 2 * DAY, "day", zone("Europe/Berlin"))
     plan = breakdown((*(b.start for b in found), found[-1].end + 1), "day")
     series = store.breakdowns([(uid, plan) for uid in counts], ["steps"])
-    totals = store.totals([CutQuery(uid, Y2026 - DAY, Y2026 + 40 * DAY, Y2026 + 30)
-                           for uid in counts], "steps")  # fmt: skip
+    totals = store.totals(
+        [CutQuery(uid, Y2026 - DAY, Y2026 + 40 * DAY, Y2026 + 30) for uid in counts], "steps"
+    )
     for (uid, count), buckets_of, total in zip(counts.items(), series, totals, strict=True):
         assert len(str(-MAX_VALUE * count)) == 15 + uid
         assert store.sum(uid, "steps", None, Y2026 - DAY, Y2026 + 400 * DAY) == -MAX_VALUE * count
@@ -196,13 +235,24 @@ def test_totals_at_the_edges_against_a_brute_force_oracle(store: Store) -> None:
         for t1, t2, cut in cases[::7]:
             for ts in [t1 - 1, t1, t2, t2 + 1] + ([cut, cut + 1] if cut is not None else []):
                 value = rng.choice([1, -3, 7, MAX_VALUE, -MAX_VALUE])
-                points.append(MetricPoint("steps", uid, rng.choice([1, 2]), len(points), value,
-                                          ts - rng.randrange(3), ts, "increment"))  # fmt: skip
+                points.append(
+                    MetricPoint(
+                        "steps",
+                        uid,
+                        rng.choice([1, 2]),
+                        len(points),
+                        value,
+                        ts - rng.randrange(3),
+                        ts,
+                        "increment",
+                    )
+                )
     store.write_metrics(sorted(points, key=lambda p: p.ts2))
 
     def oracle(uid: int, t1: int, t2: int, atid: int | None) -> int:
-        return sum(p.value for p in points
-                   if p.uid == uid and t1 <= p.ts2 <= t2 and atid in (None, p.atid))  # fmt: skip
+        return sum(
+            p.value for p in points if p.uid == uid and t1 <= p.ts2 <= t2 and atid in (None, p.atid)
+        )
 
     for atid in [None, 1]:
         queries = [CutQuery(uid, *case) for case in cases for uid in range(4)]

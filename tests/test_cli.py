@@ -56,8 +56,15 @@ def test_psd_web_runs_on_the_embedded_store_and_stops_cleanly(tmp_path: Path) ->
         descendants = _children(proc.pid)
         descendants += [g for c in descendants for g in _children(c)]
         assert descendants, "expected a store and a web server process"
-        body = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10,
-                "ts1": NOW, "ts2": NOW + 1}  # fmt: skip
+        body = {
+            "thing": "steps",
+            "uid": 1,
+            "atid": 2,
+            "aid": 3,
+            "value": 10,
+            "ts1": NOW,
+            "ts2": NOW + 1,
+        }
         headers = {"Content-Type": "application/json"}
         assert _get(url + "/v1/write", json.dumps(body).encode(), headers) == "ok"
         form = b"things=steps&ids=1"
@@ -84,14 +91,28 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
     store.redis.flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
     metrics_port = free_port()
-    env.update(PSD_REDIS_URL=redis_url, PSD_BROKER_URL=broker, PSD_QUEUE="psd-cli-test",
-               PSD_WORKER_METRICS_PORT=str(metrics_port))  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "psd.cli", "worker", "--loglevel", "WARNING"],
-                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    env.update(
+        PSD_REDIS_URL=redis_url,
+        PSD_BROKER_URL=broker,
+        PSD_QUEUE="psd-cli-test",
+        PSD_WORKER_METRICS_PORT=str(metrics_port),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "psd.cli", "worker", "--loglevel", "WARNING"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     sender = Celery(broker=broker)  # a service that does not import psd's tasks
     try:
-        point = {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 3,
-                 "ts1": NOW, "ts2": NOW}  # fmt: skip
+        point = {
+            "thing": "steps",
+            "uid": 5,
+            "atid": 1,
+            "aid": 1,
+            "value": 3,
+            "ts1": NOW,
+            "ts2": NOW,
+        }
         sender.send_task("psd.write_metric", kwargs=point, queue="psd-cli-test")
         deadline = time.monotonic() + 30
         while store.sum(5, "steps", None, NOW, NOW) != 3:
@@ -112,8 +133,13 @@ def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> N
 
 def test_psd_worker_says_what_it_needs() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    result = subprocess.run([sys.executable, "-m", "psd.cli", "worker"], env=env,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "psd.cli", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "PSD_REDIS_URL" in result.stderr
 
@@ -124,16 +150,34 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
 
     store = Store.from_url(redis_url)
     store.redis.flushdb()
-    good = {"thing": "steps", "uid": 9, "atid": 1, "aid": 1, "value": 2, "ts1": NOW,
-            "ts2": NOW, "mode": "increment"}  # fmt: skip
-    dlq.add(store.redis, [dlq.DeadLetter("metric", good, "store down", "psd.write_metric", "d1"),
-                          dlq.DeadLetter("message", "{oops", "not JSON", "nsq")])  # fmt: skip
+    good = {
+        "thing": "steps",
+        "uid": 9,
+        "atid": 1,
+        "aid": 1,
+        "value": 2,
+        "ts1": NOW,
+        "ts2": NOW,
+        "mode": "increment",
+    }
+    dlq.add(
+        store.redis,
+        [
+            dlq.DeadLetter("metric", good, "store down", "psd.write_metric", "d1"),
+            dlq.DeadLetter("message", "{oops", "not JSON", "nsq"),
+        ],
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
     env["PSD_REDIS_URL"] = redis_url
 
     def psd(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "psd.cli", "dlq", *args], env=env,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "psd.cli", "dlq", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

@@ -37,8 +37,12 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1200,900"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+    ):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(DRIVER))
 
@@ -48,8 +52,16 @@ def served(redis_url: str, redis_client: redis.Redis) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
     env.update(PSD_REDIS_URL=redis_url, PSD_EXPIRE="0", PSD_ACCESS_LOG="0")
-    command = [sys.executable, "-m", "psd.cli", "web", "--bind", f"127.0.0.1:{port}",
-               "--workers", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "psd.cli",
+        "web",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
@@ -83,37 +95,64 @@ def test_the_dashboard_shows_what_the_api_answers(
     served: str, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     store = Store(redis_client)
-    points = [MetricPoint("steps", uid, 1, n, (uid * 7 + n) % 13, ts, ts, "increment")
-              for uid in (1, 2, 3)
-              for n, ts in enumerate(range(at(2026, 11, 1, 3), at(2026, 11, 8),
-                                           5 * 3600))]  # fmt: skip
+    points = [
+        MetricPoint("steps", uid, 1, n, (uid * 7 + n) % 13, ts, ts, "increment")
+        for uid in (1, 2, 3)
+        for n, ts in enumerate(range(at(2026, 11, 1, 3), at(2026, 11, 8), 5 * 3600))
+    ]
     store.write_metrics(points)
-    view = ("/dashboard?uid=2&thing=steps&tz=America/Los_Angeles&from=2026-11-01"
-            "&to=2026-11-07&step=day&users=1,2,3&compare_at=2026-11-04")  # fmt: skip
+    view = (
+        "/dashboard?uid=2&thing=steps&tz=America/Los_Angeles&from=2026-11-01"
+        "&to=2026-11-07&step=day&users=1,2,3&compare_at=2026-11-04"
+    )
     driver = browser()
     try:
         driver.get(served + view)
-        assert wait_for(lambda: driver.execute_script(
-            "return !!(window.psdSeries && window.psdBoard)"), timeout=20), (
-            driver.find_element("id", "error").text)  # fmt: skip
+        assert wait_for(
+            lambda: driver.execute_script("return !!(window.psdSeries && window.psdBoard)"),
+            timeout=20,
+        ), driver.find_element("id", "error").text
         shown = driver.execute_script("return window.psdSeries.buckets")
-        rows = [[cell.text for cell in row.find_elements("tag name", "td")]
-                for row in driver.find_elements("css selector", "#board tbody tr")]  # fmt: skip
+        rows = [
+            [cell.text for cell in row.find_elements("tag name", "td")]
+            for row in driver.find_elements("css selector", "#board tbody tr")
+        ]
         canvas = driver.find_elements("css selector", "#chart canvas")
         driver.save_screenshot(str(tmp_path / "dashboard.png"))
     finally:
         driver.quit()
-    series = api(served, "/v3/series", {
-        "users": [{"uid": 2, "tz": "America/Los_Angeles"}], "things": ["steps"],
-        "from": "2026-11-01", "to": "2026-11-07", "step": "day"})  # fmt: skip
+    series = api(
+        served,
+        "/v3/series",
+        {
+            "users": [{"uid": 2, "tz": "America/Los_Angeles"}],
+            "things": ["steps"],
+            "from": "2026-11-01",
+            "to": "2026-11-07",
+            "step": "day",
+        },
+    )
     assert shown == series["results"][0]["buckets"]  # type: ignore[index]
     assert len(shown) == 7 and canvas  # seven local days, drawn
-    board = api(served, "/v3/leaderboard", {
-        "users": [{"uid": u, "tz": "America/Los_Angeles"} for u in (1, 2, 3)],
-        "thing": "steps", "from": "2026-11-01", "to": "2026-11-07",
-        "compare_at": "2026-11-04"})  # fmt: skip
-    expected = [[str(e["rank"]), str(e["uid"]), str(e["value"]),
-                 f'{e["then"]["value"]} (#{e["then"]["rank"]})']
-                for e in board["entries"]]  # type: ignore[union-attr]  # fmt: skip
+    board = api(
+        served,
+        "/v3/leaderboard",
+        {
+            "users": [{"uid": u, "tz": "America/Los_Angeles"} for u in (1, 2, 3)],
+            "thing": "steps",
+            "from": "2026-11-01",
+            "to": "2026-11-07",
+            "compare_at": "2026-11-04",
+        },
+    )
+    expected = [
+        [
+            str(e["rank"]),
+            str(e["uid"]),
+            str(e["value"]),
+            f"{e['then']['value']} (#{e['then']['rank']})",
+        ]
+        for e in board["entries"]
+    ]  # type: ignore[union-attr]
     assert [row[:4] for row in rows] == expected
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000

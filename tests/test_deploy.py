@@ -33,10 +33,16 @@ PORT = Settings().bind.rpartition(":")[2]
 PROCESSES = {"web", "worker", "beat", "flower", "nsq-bridge"}
 VENV_PSD = "/opt/psd/.venv/bin/psd"
 UNIT_MUST = dict(
-    EnvironmentFile="/etc/psd/psd.env", Restart="on-failure", KillMode="mixed",
-    KillSignal="SIGTERM", NoNewPrivileges="yes", ProtectSystem="strict", ProtectHome="yes",
-    PrivateTmp="yes", PrivateDevices="yes",
-)  # fmt: skip
+    EnvironmentFile="/etc/psd/psd.env",
+    Restart="on-failure",
+    KillMode="mixed",
+    KillSignal="SIGTERM",
+    NoNewPrivileges="yes",
+    ProtectSystem="strict",
+    ProtectHome="yes",
+    PrivateTmp="yes",
+    PrivateDevices="yes",
+)
 
 
 def need(tool: str, *probe: str) -> str:
@@ -92,8 +98,9 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     """(``docker compose config`` would check the compose file too, but the compose plugin
     cannot be installed from the registries these machines reach: the schema check above
     stands in for it.)"""
-    done = subprocess.run([need("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(
+        [need("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

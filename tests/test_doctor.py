@@ -35,10 +35,15 @@ def test_a_healthy_store(redis_url: str, redis_client: redis.Redis, store: Store
         maintenance.run(store, task, int(time.time()))  # type: ignore[arg-type]
     result = doctor(redis_url)
     assert result.exit_code == 0, result.output
-    for line in ("ok   Lua scripts load", "ok   cmsgpack in the server's Lua",
-                 "ok   maxmemory-policy noeviction", "ok   clock skew",
-                 "ok   retention: last pass over the keyspace", "ok   dead letters: 0",
-                 "ok   broker: the store's Redis"):  # fmt: skip
+    for line in (
+        "ok   Lua scripts load",
+        "ok   cmsgpack in the server's Lua",
+        "ok   maxmemory-policy noeviction",
+        "ok   clock skew",
+        "ok   retention: last pass over the keyspace",
+        "ok   dead letters: 0",
+        "ok   broker: the store's Redis",
+    ):
         assert line in result.output, result.output
     # the suite's server keeps nothing on disk: psd runs, but should not in production
     assert "warn appendonly no\n     -> set appendonly yes" in result.output
@@ -50,7 +55,8 @@ def test_what_to_fix_is_said(redis_url: str, redis_client: redis.Redis, eviction
     result = doctor(redis_url, PSD_BROKER_URL=nowhere)
     assert result.exit_code == 1
     assert "FAIL maxmemory-policy allkeys-lru\n     -> set maxmemory-policy noeviction" in (
-        result.output)  # fmt: skip
+        result.output
+    )
     assert "warn dead letters: 1\n     -> psd dlq list" in result.output
     assert f"FAIL broker {nowhere}" in result.output
     assert "warn retention: last pass over the keyspace: none yet" in result.output

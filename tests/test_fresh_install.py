@@ -36,8 +36,9 @@ def answers(script: str, port: int, now: int) -> list[str]:
     """What the commands print, one answer each (curl prints no newline)."""
     script = script.replace("127.0.0.1:1155", f"127.0.0.1:{port}")
     script = script.replace("now=$(date +%s)", f"now={now}").replace("curl ", "curl -sS -w '\\n' ")
-    out = subprocess.run(["bash", "-euc", script], capture_output=True, text=True, timeout=60,
-                         check=True)  # fmt: skip
+    out = subprocess.run(
+        ["bash", "-euc", script], capture_output=True, text=True, timeout=60, check=True
+    )
     return out.stdout.splitlines()
 
 
@@ -60,8 +61,14 @@ def check_one_package(venv: Path) -> None:
     """Only ``psd`` is installed (no ``web`` or ``workers`` of anyone else's to overwrite),
     with its web app, workers and Lua scripts; and a command run in the checkout imports it,
     not the sources (the checkout has no ``psd/`` at its root)."""
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", INSTALLED], cwd=ROOT, check=True,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", INSTALLED],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     got = json.loads(out.stdout)
     assert got["top_level"] == ["psd"] and got["installed"] == ["psd"], got
     assert Path(got["psd"]).is_relative_to(venv), got["psd"]
@@ -72,9 +79,12 @@ def check_one_package(venv: Path) -> None:
 def start(psd: Path, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PSD_", "VIRTUAL_ENV"))}
     with log.open("ab") as out:
-        proc = subprocess.Popen([str(psd), "up", "--data-dir", str(data_dir), "--bind",
-                                 f"127.0.0.1:{port}"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [str(psd), "up", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def ready() -> bool:
         assert proc.poll() is None, log.read_text()
@@ -98,8 +108,12 @@ def stop(proc: subprocess.Popen[bytes]) -> dict[int, str]:
 def test_the_readme_on_a_fresh_install(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(ROOT)], check=True,
-                   capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     check_one_package(venv)
     psd, data, log = venv / "bin" / "psd", tmp_path / "data", tmp_path / "up.log"
     script, promised = try_it()
@@ -139,8 +153,9 @@ def test_honcho_start_runs_the_procfile(redis_url: str, tmp_path: Path) -> None:
     )
     log = tmp_path / "honcho.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(["honcho", "start"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            ["honcho", "start"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
 
@@ -158,8 +173,9 @@ def test_honcho_start_runs_the_procfile(redis_url: str, tmp_path: Path) -> None:
         assert _get(url + "/v1/write?async=1", json.dumps(body).encode(), headers)
         query = f"{url}/v1/query/4/steps/all/{now}/{now}"
         assert wait_for(lambda: _get(query) == "6", timeout=30), log.read_text()  # the worker
-        names = {line.split("|")[0].split()[-1] for line in log.read_text().splitlines()
-                 if "|" in line}  # fmt: skip
+        names = {
+            line.split("|")[0].split()[-1] for line in log.read_text().splitlines() if "|" in line
+        }
         assert {"web.1", "worker.1", "beat.1", "flower.1", "nsqbridge.1"} <= names, names
     finally:
         children = descendants(proc.pid)

@@ -19,9 +19,13 @@ form_value = st.one_of(
     st.text(max_size=20),
 )
 json_value = st.one_of(
-    st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=8),
-    st.booleans(), st.none(), st.lists(st.integers(), max_size=2),
-)  # fmt: skip
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
 ROUTES = [
     ("GET", "/v1/query/{}/{}/{}/{}/{}", 5),
     ("POST", "/v1/query_ids/{}/{}/{}/{}", 4),
@@ -57,10 +61,12 @@ def test_reads_never_fail_on_bad_input(
 
 
 @FUZZ
-@given(st.dictionaries(
-    st.sampled_from(["thing", "uid", "atid", "aid", "value", "ts1", "ts2", "mode", "x"]),
-    json_value,
-))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(["thing", "uid", "atid", "aid", "value", "ts1", "ts2", "mode", "x"]),
+        json_value,
+    )
+)
 def test_writes_are_valid_or_write_nothing(
     client: FlaskClient, redis_client: redis.Redis, body: dict[str, object]
 ) -> None:

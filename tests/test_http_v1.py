@@ -73,8 +73,16 @@ def test_offsets(era: Era) -> None:
 
 def test_readme_example(era: Era) -> None:
     client, at = era.client, era.at(1496539746)
-    write(client, thing="steps", uid=1, atid=2, aid=3, value=10, ts1=at(1496539746),
-          ts2=at(1496539747))  # fmt: skip
+    write(
+        client,
+        thing="steps",
+        uid=1,
+        atid=2,
+        aid=3,
+        value=10,
+        ts1=at(1496539746),
+        ts2=at(1496539747),
+    )
     response = client.post(
         f"/v1/mumt_query/all/{at(1496539746)}/{at(1496539747)}",
         data={"things": "steps", "ids": "1"},

@@ -19,8 +19,16 @@ T = 1_764_400_000
 
 
 def line(uid: int, aid: int, value: int, ts: int, mode: str = "increment") -> dict[str, object]:
-    return {"thing": "steps", "uid": uid, "atid": 1, "aid": aid, "value": value,
-            "ts1": ts, "ts2": ts, "mode": mode}  # fmt: skip
+    return {
+        "thing": "steps",
+        "uid": uid,
+        "atid": 1,
+        "aid": aid,
+        "value": value,
+        "ts1": ts,
+        "ts2": ts,
+        "mode": mode,
+    }
 
 
 def invoke(redis_url: str, *args: str) -> str:
@@ -30,8 +38,9 @@ def invoke(redis_url: str, *args: str) -> str:
     return result.output
 
 
-def test_ndjson_with_rejects(redis_url: str, redis_client: redis.Redis, store: Store,
-                             tmp_path: Path) -> None:  # fmt: skip
+def test_ndjson_with_rejects(
+    redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path
+) -> None:
     rows = [json.dumps(line(n % 7, n, 2, T + n)) for n in range(2500)]
     rows[10] = '{"thing": "jumps"}'
     rows[20] = "not json at all"
@@ -50,17 +59,20 @@ def test_ndjson_with_rejects(redis_url: str, redis_client: redis.Redis, store: S
 
 def test_csv_in_diffadd_mode(redis_url: str, store: Store, tmp_path: Path) -> None:
     path = tmp_path / "totals.csv"
-    path.write_text("thing,uid,atid,aid,value,ts1,ts2\n"
-                    f"steps,1,2,3,10,{T},{T + 10}\n"
-                    f"steps,1,2,3,25,{T},{T + 20}\n"
-                    f"steps,1,2,3,x,{T},{T + 30}\n")  # fmt: skip
+    path.write_text(
+        "thing,uid,atid,aid,value,ts1,ts2\n"
+        f"steps,1,2,3,10,{T},{T + 10}\n"
+        f"steps,1,2,3,25,{T},{T + 20}\n"
+        f"steps,1,2,3,x,{T},{T + 30}\n"
+    )
     out = invoke(redis_url, str(path), "--mode", "diffadd")
     assert "2 points imported from 3 lines" in out and "line 4: value:" in out
     assert store.sum(1, "steps", None, T, T + 30) == 25
 
 
-def test_values_of_either_sign_up_to_the_bound(redis_url: str, store: Store,
-                                                tmp_path: Path) -> None:  # fmt: skip
+def test_values_of_either_sign_up_to_the_bound(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
     """NDJSON increments and CSV running totals that go below zero; past ±2^40 is refused."""
     path = tmp_path / "signed.ndjson"
     rows = [line(1, 1, -(2**40), T), line(1, 2, 5, T + 1), line(1, 3, -(2**40) - 1, T + 2)]
@@ -69,9 +81,11 @@ def test_values_of_either_sign_up_to_the_bound(redis_url: str, store: Store,
     assert "2 points imported from 3 lines" in out and "line 3: value:" in out, out
     assert store.sum(1, "steps", None, T, T + 2) == 5 - 2**40
     totals = tmp_path / "totals.csv"
-    totals.write_text("thing,uid,atid,aid,value,ts1,ts2\n"
-                      f"steps,2,2,3,10,{T},{T + 10}\n"
-                      f"steps,2,2,3,-6,{T},{T + 20}\n")  # fmt: skip
+    totals.write_text(
+        "thing,uid,atid,aid,value,ts1,ts2\n"
+        f"steps,2,2,3,10,{T},{T + 10}\n"
+        f"steps,2,2,3,-6,{T},{T + 20}\n"
+    )
     assert "2 points imported" in invoke(redis_url, str(totals), "--mode", "diffadd")
     assert store.sum(2, "steps", None, T, T + 20) == -6
     assert store.sum(2, "steps", None, T + 11, T + 20) == -16

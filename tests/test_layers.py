@@ -61,8 +61,11 @@ def violations(root: Path) -> list[str]:
     for path in sorted((root / "psd").rglob("*.py")):
         module = module_name(path, root)
         banned = forbidden(module)
-        found += [f"{module} imports {name}" for name in sorted(imports(path, root))
-                  if within(name, banned)]  # fmt: skip
+        found += [
+            f"{module} imports {name}"
+            for name in sorted(imports(path, root))
+            if within(name, banned)
+        ]
     return found
 
 

@@ -36,33 +36,62 @@ def at(*fields: int) -> int:
 
 def test_then_versus_now(client: FlaskClient, store: Store) -> None:
     day = at(2026, 11, 2)
-    plan = {1: [(day + 3600, 5), (day + 50000, 20)], 2: [(day + 7200, 10)],
-            3: [(day + 7200, 10), (day + 60000, 1)], 4: [(day + 80000, 30)], 5: []}  # fmt: skip
-    store.write_metrics([MetricPoint("steps", uid, 1, n, value, ts, ts, "increment")
-                         for uid, points in plan.items()
-                         for n, (ts, value) in enumerate(points)])  # fmt: skip
-    body = {"users": [{"uid": uid} for uid in plan], "thing": "steps", "from": day,
-            "to": day + 86399, "compare_at": day + 40000}  # fmt: skip
+    plan = {
+        1: [(day + 3600, 5), (day + 50000, 20)],
+        2: [(day + 7200, 10)],
+        3: [(day + 7200, 10), (day + 60000, 1)],
+        4: [(day + 80000, 30)],
+        5: [],
+    }
+    store.write_metrics(
+        [
+            MetricPoint("steps", uid, 1, n, value, ts, ts, "increment")
+            for uid, points in plan.items()
+            for n, (ts, value) in enumerate(points)
+        ]
+    )
+    body = {
+        "users": [{"uid": uid} for uid in plan],
+        "thing": "steps",
+        "from": day,
+        "to": day + 86399,
+        "compare_at": day + 40000,
+    }
     answer = client.post("/v3/leaderboard", json=body)
     assert answer.status_code == 200, answer.json
     LeaderboardOut.model_validate(answer.json)  # served unvalidated (psd/web/openapi.py Shaped)
-    got = {e["uid"]: (e["value"], e["rank"], e["then"]["value"], e["then"]["rank"],
-                      e["movement"]) for e in answer.json["entries"]}  # fmt: skip
-    assert got == {4: (30, 1, 0, 4, 3), 1: (25, 2, 5, 3, 1), 3: (11, 3, 10, 1, -2),
-                   2: (10, 4, 10, 1, -3), 5: (0, 5, 0, 4, -1)}  # fmt: skip
+    got = {
+        e["uid"]: (e["value"], e["rank"], e["then"]["value"], e["then"]["rank"], e["movement"])
+        for e in answer.json["entries"]
+    }
+    assert got == {
+        4: (30, 1, 0, 4, 3),
+        1: (25, 2, 5, 3, 1),
+        3: (11, 3, 10, 1, -2),
+        2: (10, 4, 10, 1, -3),
+        5: (0, 5, 0, 4, -1),
+    }
     assert answer.json["total"] == 5
     top = client.post("/v3/leaderboard", json={**body, "top": 2}).json["entries"]
     assert [e["uid"] for e in top] == [4, 1]
     near = client.post("/v3/leaderboard", json={**body, "around": {"uid": 3, "places": 1}})
     assert [e["uid"] for e in near.json["entries"]] == [1, 3, 2]
-    tokyo = client.post("/v3/leaderboard", json={  # the same calendar day, in Tokyo (+9)
-        **body, "users": [{"uid": 4, "tz": "Asia/Tokyo"}, {"uid": 1, "tz": "Asia/Tokyo"}],
-        "from": "2026-11-02", "to": "2026-11-02", "compare_at": None})  # fmt: skip
+    tokyo = client.post(
+        "/v3/leaderboard",
+        json={  # the same calendar day, in Tokyo (+9)
+            **body,
+            "users": [{"uid": 4, "tz": "Asia/Tokyo"}, {"uid": 1, "tz": "Asia/Tokyo"}],
+            "from": "2026-11-02",
+            "to": "2026-11-02",
+            "compare_at": None,
+        },
+    )
     assert [(e["uid"], e["value"]) for e in tokyo.json["entries"]] == [(1, 25), (4, 0)]
     twice = client.post("/v3/leaderboard", json={**body, "users": [{"uid": 1}, {"uid": 1}]})
     assert twice.status_code == 422 and twice.json["error"]["field"] == "users"
-    both = client.post("/v3/leaderboard", json={**body, "from": day + 1, "to": day,
-                                                 "compare_at": "2026-02-30"})  # fmt: skip
+    both = client.post(
+        "/v3/leaderboard", json={**body, "from": day + 1, "to": day, "compare_at": "2026-02-30"}
+    )
     assert both.status_code == 422 and both.json["error"]["field"] == "from"  # the range first
 
 
@@ -75,20 +104,29 @@ def test_then_and_now_against_a_brute_force_oracle(client: FlaskClient, store: S
     day = at(2026, 11, 2)
     for _ in range(25):
         store.redis.flushdb()
-        points = [MetricPoint("steps", rng.randrange(8), 1, n, rng.randint(-9, 9),
-                              ts, ts, "increment")
-                  for n in range(rng.randint(0, 40))
-                  for ts in [day + rng.randrange(0, 3 * 86400)]]  # fmt: skip
+        points = [
+            MetricPoint("steps", rng.randrange(8), 1, n, rng.randint(-9, 9), ts, ts, "increment")
+            for n in range(rng.randint(0, 40))
+            for ts in [day + rng.randrange(0, 3 * 86400)]
+        ]
         store.write_metrics(points)
         t1, t2 = sorted(day + rng.randrange(0, 3 * 86400) for _ in range(2))
         cut = day + rng.randrange(-86400, 4 * 86400)
-        body = {"users": [{"uid": u} for u in range(8)], "thing": "steps", "from": t1,
-                "to": t2, "compare_at": cut}  # fmt: skip
+        body = {
+            "users": [{"uid": u} for u in range(8)],
+            "thing": "steps",
+            "from": t1,
+            "to": t2,
+            "compare_at": cut,
+        }
         entries = client.post("/v3/leaderboard", json=body).json["entries"]
-        now = {u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= t2)
-               for u in range(8)}  # fmt: skip
-        then = {u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= min(t2, cut))
-                for u in range(8)}  # fmt: skip
+        now = {
+            u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= t2) for u in range(8)
+        }
+        then = {
+            u: sum(p.value for p in points if p.uid == u and t1 <= p.ts2 <= min(t2, cut))
+            for u in range(8)
+        }
         assert {e["uid"]: e["value"] for e in entries} == now
         assert {e["uid"]: e["then"]["value"] for e in entries} == then
         assert [(e["uid"], e["rank"]) for e in entries] == [(s.uid, s.rank) for s in ranked(now)]
@@ -107,18 +145,29 @@ def test_a_board_past_the_finest_detail_says_what_each_value_covers(
     client = create_app(policy, store).test_client()
     now = int(datetime.now(UTC).timestamp())
     t1, cut = now - 300 * 86400 + 17, now - 86400
-    store.write_metrics([MetricPoint("steps", uid, 1, n, 10 + uid, ts, ts, "increment")
-                         for uid in (1, 2) for n, ts in enumerate(range(t1 - 86400, now, 5 * 3600))
-                         if ts > now - 300 * 86400])  # fmt: skip
-    body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": t1, "to": now,
-            "compare_at": cut}  # fmt: skip
+    store.write_metrics(
+        [
+            MetricPoint("steps", uid, 1, n, 10 + uid, ts, ts, "increment")
+            for uid in (1, 2)
+            for n, ts in enumerate(range(t1 - 86400, now, 5 * 3600))
+            if ts > now - 300 * 86400
+        ]
+    )
+    body = {
+        "users": [{"uid": 1}, {"uid": 2}],
+        "thing": "steps",
+        "from": t1,
+        "to": now,
+        "compare_at": cut,
+    }
     answer = client.post("/v3/leaderboard", json=body).json
     LeaderboardOut.model_validate(answer)
     entries = answer["entries"]
     assert all(e["answered"]["start_precision"] == "day" for e in entries)
     for e in entries:  # each part widened alike, as a plain read of it is
-        whole, then = store.query([UserQuery(e["uid"], t1, now), UserQuery(e["uid"], t1, cut)],
-                                  ["steps"])  # fmt: skip
+        whole, then = store.query(
+            [UserQuery(e["uid"], t1, now), UserQuery(e["uid"], t1, cut)], ["steps"]
+        )
         assert (e["value"], e["then"]["value"]) == (whole.sums["steps"], then.sums["steps"])
         assert e["value"] > e["then"]["value"] > 0
     recent = client.post("/v3/leaderboard", json={**body, "from": now - 3600}).json["entries"]
@@ -133,18 +182,27 @@ def test_each_user_in_their_own_zone_against_a_brute_force_oracle(
 
     rng = random.Random(2)
     zones: list[tuple[dict[str, str | int], int]] = [  # (user's zone, its offset in April 2026)
-        ({"tz": "Asia/Kathmandu"}, 5 * 3600 + 2700), ({"offset": -5400}, -5400), ({}, 0),
-        ({"tz": "America/Los_Angeles"}, -7 * 3600)]  # fmt: skip
+        ({"tz": "Asia/Kathmandu"}, 5 * 3600 + 2700),
+        ({"offset": -5400}, -5400),
+        ({}, 0),
+        ({"tz": "America/Los_Angeles"}, -7 * 3600),
+    ]
     day = at(2026, 4, 11)
     for _ in range(10):
         store.redis.flushdb()
         stamps = sorted(day + rng.randrange(-86400, 3 * 86400) for _ in range(200))
-        points = [MetricPoint("steps", rng.randrange(10), 1, n, rng.randint(-5, 9), ts, ts,
-                              "increment") for n, ts in enumerate(stamps)]  # fmt: skip
+        points = [
+            MetricPoint("steps", rng.randrange(10), 1, n, rng.randint(-5, 9), ts, ts, "increment")
+            for n, ts in enumerate(stamps)
+        ]
         store.write_metrics(points)
-        body = {"users": [{"uid": u, **zones[u % 4][0]} for u in range(10)], "thing": "steps",
-                "from": "2026-04-11", "to": "2026-04-12",
-                "compare_at": "2026-04-11T13:37:11"}  # fmt: skip
+        body = {
+            "users": [{"uid": u, **zones[u % 4][0]} for u in range(10)],
+            "thing": "steps",
+            "from": "2026-04-11",
+            "to": "2026-04-12",
+            "compare_at": "2026-04-11T13:37:11",
+        }
         answer = client.post("/v3/leaderboard", json=body)
         assert answer.status_code == 200, answer.json
         now, then = {}, {}

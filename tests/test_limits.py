@@ -137,8 +137,13 @@ def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
 def test_a_window_summing_past_2_53_refuses_rather_than_rounds(store: Store) -> None:
     h = T // 3600
     a, b = 2**52 + 1, 2**52 + 2  # their sum is no double
-    put_activity(store.redis, 1, 1, [h * 3600, h * 3600 + 3600, "2", 2, h, a, h + 1, b],
-                 {h: [h * 3600, a, "2"], h + 1: [h * 3600 + 3600, b, "2"]})  # fmt: skip
+    put_activity(
+        store.redis,
+        1,
+        1,
+        [h * 3600, h * 3600 + 3600, "2", 2, h, a, h + 1, b],
+        {h: [h * 3600, a, "2"], h + 1: [h * 3600 + 3600, b, "2"]},
+    )
     late = MetricPoint("steps", 1, 2, 1, 1, h * 3600, h * 3600 + 7205)
     result = store.write_metrics([late])[0]
     assert result.status == "refused" and "2^53" in result.reason
@@ -181,8 +186,16 @@ def test_a_count_past_the_limit_is_refused_and_the_rest_applied(store: Store) ->
 
 
 def metric(uid: int, value: int, aid: int = 1) -> dict[str, object]:
-    return {"thing": "steps", "uid": uid, "atid": 2, "aid": aid, "value": value,
-            "ts1": T, "ts2": T, "mode": "increment"}  # fmt: skip
+    return {
+        "thing": "steps",
+        "uid": uid,
+        "atid": 2,
+        "aid": aid,
+        "value": value,
+        "ts1": T,
+        "ts2": T,
+        "mode": "increment",
+    }
 
 
 def test_http_refuses_the_crossing_write(client: FlaskClient, store: Store) -> None:

@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 from psd.errors import InvalidInput
 from psd.localtime import MAX_BUCKETS, STEPS, Step, boundary, buckets, floor_wall, wall, zone
 
-ZONES = ["Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe", "Asia/Kathmandu",
-         "Asia/Tokyo", "America/Santiago", "UTC", -9000, 20700]  # fmt: skip
+ZONES = [
+    "Europe/Berlin",
+    "America/Los_Angeles",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "America/Santiago",
+    "UTC",
+    -9000,
+    20700,
+]
 Y2000, Y2040 = 946684800, 2208988800
 
 
@@ -41,8 +50,14 @@ def oracle(t1: int, t2: int, step: Step, name: str | int) -> list[tuple[int, int
     return list(zip(starts, ends, strict=True))
 
 
-SPANS = {"minute": 3 * 3600, "hour": 3 * 86400, "day": 3 * 86400, "week": 9 * 86400,
-         "month": 9 * 86400, "year": 9 * 86400}  # fmt: skip
+SPANS = {
+    "minute": 3 * 3600,
+    "hour": 3 * 86400,
+    "day": 3 * 86400,
+    "week": 9 * 86400,
+    "month": 9 * 86400,
+    "year": 9 * 86400,
+}
 
 
 @st.composite
@@ -51,11 +66,23 @@ def cases(draw: st.DrawFn) -> tuple[int, int, Step, str | int]:
     step = draw(st.sampled_from(STEPS))
     # around a DST change of the zone often, anywhere else sometimes
     spring, autumn = at(2026, 3, 8, 10), at(2026, 11, 1, 9)  # LA; others change nearby
-    base = draw(st.one_of(st.integers(Y2000, Y2040),
-                          st.sampled_from([spring, autumn, at(2026, 3, 29, 1),
-                                           at(2026, 10, 25, 1), at(2026, 4, 4, 15),
-                                           at(2026, 10, 3, 15), at(2026, 4, 5, 3),
-                                           at(2026, 9, 6, 3)])))  # fmt: skip
+    base = draw(
+        st.one_of(
+            st.integers(Y2000, Y2040),
+            st.sampled_from(
+                [
+                    spring,
+                    autumn,
+                    at(2026, 3, 29, 1),
+                    at(2026, 10, 25, 1),
+                    at(2026, 4, 4, 15),
+                    at(2026, 10, 3, 15),
+                    at(2026, 4, 5, 3),
+                    at(2026, 9, 6, 3),
+                ]
+            ),
+        )
+    )
     t1 = base - draw(st.integers(0, SPANS[step]))
     return t1, t1 + draw(st.integers(0, SPANS[step])), step, name
 
@@ -72,8 +99,12 @@ def test_buckets_match_the_brute_force_calendar(case: tuple[int, int, Step, str 
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(Y2000, Y2040), st.integers(0, 3 * 366 * 86400), st.sampled_from(ZONES),
-       st.sampled_from(["day", "week", "month", "year"]))  # fmt: skip
+@given(
+    st.integers(Y2000, Y2040),
+    st.integers(0, 3 * 366 * 86400),
+    st.sampled_from(ZONES),
+    st.sampled_from(["day", "week", "month", "year"]),
+)
 def test_long_ranges_tile_exactly(t1: int, span: int, name: str | int, step: Step) -> None:
     tz = zone(name)
     result = buckets(t1, t1 + span, step, tz)
@@ -93,24 +124,36 @@ def hours(day: str, name: str) -> float:
     return (whole.end - whole.start + 1) / 3600
 
 
-@pytest.mark.parametrize(("day", "name", "length"), [
-    ("2026-03-29", "Europe/Berlin", 23), ("2026-10-25", "Europe/Berlin", 25),
-    ("2026-03-08", "America/Los_Angeles", 23), ("2026-11-01", "America/Los_Angeles", 25),
-    ("2026-10-04", "Australia/Lord_Howe", 23.5), ("2026-04-05", "Australia/Lord_Howe", 24.5),
-    ("2026-03-29", "Asia/Tokyo", 24), ("2026-11-01", "Asia/Kathmandu", 24),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("day", "name", "length"),
+    [
+        ("2026-03-29", "Europe/Berlin", 23),
+        ("2026-10-25", "Europe/Berlin", 25),
+        ("2026-03-08", "America/Los_Angeles", 23),
+        ("2026-11-01", "America/Los_Angeles", 25),
+        ("2026-10-04", "Australia/Lord_Howe", 23.5),
+        ("2026-04-05", "Australia/Lord_Howe", 24.5),
+        ("2026-03-29", "Asia/Tokyo", 24),
+        ("2026-11-01", "Asia/Kathmandu", 24),
+    ],
+)
 def test_dst_days_have_the_hours_they_have(day: str, name: str, length: float) -> None:
     assert hours(day, name) == length
 
 
 def test_the_odd_ones() -> None:
     kathmandu = buckets(at(2026, 1, 1), at(2026, 1, 2), "day", zone("Asia/Kathmandu"))
-    assert [b.label for b in kathmandu] == ["2026-01-01T05:45:00+05:45",
-                                            "2026-01-02T00:00:00+05:45"]  # fmt: skip
+    assert [b.label for b in kathmandu] == [
+        "2026-01-01T05:45:00+05:45",
+        "2026-01-02T00:00:00+05:45",
+    ]
     assert kathmandu[1].start == at(2026, 1, 1, 18, 15)
     fall = buckets(at(2026, 11, 1, 7), at(2026, 11, 2, 8) - 1, "hour", zone("America/Los_Angeles"))
-    assert len(fall) == 25 and fall[1].label.endswith("-07:00") and fall[2].label == (
-        "2026-11-01T01:00:00-08:00")  # fmt: skip
+    assert (
+        len(fall) == 25
+        and fall[1].label.endswith("-07:00")
+        and fall[2].label == ("2026-11-01T01:00:00-08:00")
+    )
     monday = buckets(at(2026, 11, 25), at(2026, 12, 2), "week", zone("UTC"))
     assert monday[1].label == "2026-11-30T00:00:00+00:00"  # a Monday
     assert datetime.fromisoformat(monday[1].label).weekday() == 0
@@ -135,6 +178,8 @@ def test_a_wall_time_inside_a_gap_starts_at_the_jump() -> None:
     tz = zone("Australia/Lord_Howe")
     jump = at(2026, 10, 3, 15, 30)
     assert (wall(jump - 1, tz), wall(jump, tz)) == (
-        datetime(2026, 10, 4, 1, 59, 59), datetime(2026, 10, 4, 2, 30))  # fmt: skip
+        datetime(2026, 10, 4, 1, 59, 59),
+        datetime(2026, 10, 4, 2, 30),
+    )
     assert boundary(datetime(2026, 10, 4, 2, 15), tz, jump - 3600) == jump
     assert boundary(datetime(2026, 10, 4, 2, 0), tz, jump - 3600) == jump

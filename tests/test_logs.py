@@ -31,7 +31,10 @@ def test_each_request_has_an_id_in_its_answer_and_its_log(
     assert len(generated) == 2 and all(len(i) == 16 for i in generated)
     records = [r for r in lines.records if r.name == "psd.access"]
     assert [r.request_id for r in records] == [  # type: ignore[attr-defined]
-        first.headers["X-Request-Id"], "trace-17", refused.headers["X-Request-Id"]]  # fmt: skip
+        first.headers["X-Request-Id"],
+        "trace-17",
+        refused.headers["X-Request-Id"],
+    ]
     assert records[1].getMessage().startswith("GET /v1/query/1/steps/all/0/10 200 ")
 
 

@@ -103,8 +103,11 @@ def test_increments_of_a_batch_whose_reply_was_lost_count_once(
     lossy_store: tuple[Store, LosesOneReply],
 ) -> None:
     store, proxy = lossy_store
-    points = [MetricPoint("steps", uid, 2, aid, 5, T0, T0, "increment")
-              for uid in (1, 2) for aid in range(150)]  # fmt: skip
+    points = [
+        MetricPoint("steps", uid, 2, aid, 5, T0, T0, "increment")
+        for uid in (1, 2)
+        for aid in range(150)
+    ]
     store.write_metrics(points)
     assert proxy.lost.is_set()
     assert [store.sum(uid, "steps", None, T0, T0) for uid in (1, 2)] == [750, 750]

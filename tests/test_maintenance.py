@@ -46,8 +46,15 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
     total = maintenance.Report()
     while not total.cycle_done:
         report = maintenance.run(store, task, int(time.time()))
-        total.add([report.fields_dropped, report.expiries_set, report.keys_deleted,
-                   report.activities_trimmed, report.activities_removed])  # fmt: skip
+        total.add(
+            [
+                report.fields_dropped,
+                report.expiries_set,
+                report.keys_deleted,
+                report.activities_trimmed,
+                report.activities_removed,
+            ]
+        )
         total.cycle_done = report.cycle_done
     return total
 
@@ -82,9 +89,18 @@ def test_a_changed_policy_is_applied_to_existing_keys(
     longer = Store(redis_client, replace(store.settings, retention_day=900 * DAY))
     run(longer, "retention")
     assert redis_client.expiretime(key) == month_end(ts) + 900 * DAY
-    forever = Store(redis_client, replace(store.settings, expire=0, retention_minute=-1,
-                                          retention_hour=-1, retention_day=-1,
-                                          retention_month=-1, retention_year=-1))  # fmt: skip
+    forever = Store(
+        redis_client,
+        replace(
+            store.settings,
+            expire=0,
+            retention_minute=-1,
+            retention_hour=-1,
+            retention_day=-1,
+            retention_month=-1,
+            retention_year=-1,
+        ),
+    )
     run(forever, "retention")
     assert redis_client.expiretime(key) == -1
 
@@ -133,7 +149,10 @@ def test_zero_fields_left_by_corrections_are_dropped(
     assert report.fields_dropped >= 4
     things = ["steps", "points", "calories"]
     assert store.query([UserQuery(6, ts, ts + 30)], things)[0].sums == {
-        "steps": 0, "points": 4, "calories": -7}  # fmt: skip
+        "steps": 0,
+        "points": 4,
+        "calories": -7,
+    }
     assert redis_client.expiretime(key) > 0  # compaction leaves expiry alone
 
 
@@ -249,7 +268,8 @@ def test_maintenance_beside_writes_loses_nothing(redis_client: redis.Redis, stor
     assert not errors, errors
     for uid in range(4):
         assert store.sum(uid, "steps", None, base, base + 400) == oracle.sum(
-            uid, "steps", None, base, base + 400)  # fmt: skip
+            uid, "steps", None, base, base + 400
+        )
 
 
 # -- the beat tasks on a real worker, scheduled by a real beat --
@@ -278,12 +298,26 @@ def test_psd_beat_schedules_the_tasks_and_a_worker_runs_them(
     redis_client.hset(key, "11", 1)
     redis_client.hset("{5}:m202601", mapping={"11": 0})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    for name in ("redis_url", "broker_url", "queue", "retention_every", "compaction_every",
-                 "data_dir", "retention_minute", "retention_hour", "retention_day",
-                 "retention_month", "retention_year", "count_expire"):  # fmt: skip
+    for name in (
+        "redis_url",
+        "broker_url",
+        "queue",
+        "retention_every",
+        "compaction_every",
+        "data_dir",
+        "retention_minute",
+        "retention_hour",
+        "retention_day",
+        "retention_month",
+        "retention_year",
+        "count_expire",
+    ):
         env[f"PSD_{name.upper()}"] = str(getattr(beat_settings, name))
-    beat = subprocess.Popen([sys.executable, "-m", "psd.cli", "beat", "--loglevel", "WARNING"],
-                            env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "psd.cli", "beat", "--loglevel", "WARNING"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         with running_worker(make_app(beat_settings)):
             assert wait_for(lambda: redis_client.expiretime(key) > 0, timeout=30)
@@ -308,17 +342,28 @@ def test_a_batch_after_a_stale_point_is_not_counted_whole(
     store.write_metric(MetricPoint("steps", 9, 1, 1, 10, start + 5, start + 60))
     store.write_metric(MetricPoint("steps", 9, 1, 1, 20, start + 5, start + 120))
     run(store, "compaction")
-    late = [MetricPoint("steps", 9, 1, 1, 25, start + 5, start + 180),
-            MetricPoint("steps", 9, 1, 1, 30, start + 5, start + 240)]  # fmt: skip
+    late = [
+        MetricPoint("steps", 9, 1, 1, 25, start + 5, start + 180),
+        MetricPoint("steps", 9, 1, 1, 30, start + 5, start + 240),
+    ]
     assert [r.status for r in store.write_metrics(late)] == ["stale", "stale"]
     assert store.sum(9, "steps", None, start, start + 3599) == 20
 
 
 def test_updates_keep_the_activity_state_alive(redis_client: redis.Redis) -> None:
     """The state's expiry runs from the last change, not from the last new activity."""
-    short = Store(redis_client, replace(POLICY, retention_minute=3, retention_hour=3,
-                                        retention_day=3, retention_month=3, retention_year=3,
-                                        state_expire=3))  # fmt: skip
+    short = Store(
+        redis_client,
+        replace(
+            POLICY,
+            retention_minute=3,
+            retention_hour=3,
+            retention_day=3,
+            retention_month=3,
+            retention_year=3,
+            state_expire=3,
+        ),
+    )
     ts = NOW - 60
     short.write_metric(MetricPoint("steps", 9, 1, 1, 10, ts, ts))
     ttl_before = redis_client.pttl("{9}:acts")
@@ -345,8 +390,10 @@ def test_compaction_of_an_activity_of_thousands_of_hours(
     """More fields than Lua can unpack at once are deleted in slices."""
     start = NOW - 420 * DAY
     start -= start % 3600
-    points = [MetricPoint("steps", 9, 1, 1, 1, start + h * 3600, start + h * 3600, "increment")
-              for h in range(8_100)]  # fmt: skip
+    points = [
+        MetricPoint("steps", 9, 1, 1, 1, start + h * 3600, start + h * 3600, "increment")
+        for h in range(8_100)
+    ]
     store.write_metrics(points)
     report = run(store, "compaction")
     assert report.activities_trimmed + report.activities_removed == 1

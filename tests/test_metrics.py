@@ -47,8 +47,16 @@ def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PSD_", "PROMETHEUS"))}
     env["PSD_DATA_DIR"] = str(tmp_path / "data")
-    command = [sys.executable, "-m", "psd.cli", "web", "--bind", f"127.0.0.1:{port}",
-               "--workers", "2"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "psd.cli",
+        "web",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -62,8 +70,15 @@ def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
         assert wait_for(up, timeout=30)
         headers = {"Content-Type": "application/json"}
         for aid in range(40):
-            body = {"thing": "steps", "uid": 1, "atid": 2, "aid": aid, "value": 1,
-                    "ts1": NOW, "ts2": NOW}  # fmt: skip
+            body = {
+                "thing": "steps",
+                "uid": 1,
+                "atid": 2,
+                "aid": aid,
+                "value": 1,
+                "ts1": NOW,
+                "ts2": NOW,
+            }
             assert _get(url + "/v1/write", json.dumps(body).encode(), headers) == "ok"
         page = _get(url + "/metrics")
         assert 'psd_points_ingested_total{entry="http"} 40.0' in page, page

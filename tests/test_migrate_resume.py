@@ -104,9 +104,13 @@ def test_keys_in_flight_longer_ago_than_the_window_are_named(
 ) -> None:
     store.redis.hset(
         PROGRESS,
-        mapping={"source": describe(old), "cursor": "0", "updated": "1000",
-                 "flight:hz:3:1:201603151656": "1"},
-    )  # fmt: skip
+        mapping={
+            "source": describe(old),
+            "cursor": "0",
+            "updated": "1000",
+            "flight:hz:3:1:201603151656": "1",
+        },
+    )
     progress = Progress(store.redis, describe(old), time.time)
     assert progress.in_flight == ["hz:3:1:201603151656"]
     assert progress.stale_flight(store.settings.idempotency_window)

@@ -34,8 +34,14 @@ def test_original_multi_user_long_read(era: Era) -> None:
     client, at = era.client, era.at(1451635200)
     uids = (1, 2, 3, 327)
     for uid in uids:
-        for value, ts in ((1000, 1451635204), (200, 1454313600), (2802, 1458061005),
-                          (11, 1458061008), (1, 1458061011), (-56, 1458061011)):  # fmt: skip
+        for value, ts in (
+            (1000, 1451635204),
+            (200, 1454313600),
+            (2802, 1458061005),
+            (11, 1458061008),
+            (1, 1458061011),
+            (-56, 1458061011),
+        ):
             write(client, uid=uid, value=value, ts1=at(ts), ts2=at(ts), mode="increment")
     form = {"ids": ",".join(map(str, uids))}
     whole = f"/v1/query_ids/points/all/{at(1451635200)}/{at(1458061011)}"
@@ -56,14 +62,21 @@ def test_a_running_total_goes_down_and_below_zero(client: FlaskClient) -> None:
 
 
 def test_v3_write_answers_negative_deltas(client: FlaskClient) -> None:
-    points = [{"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": v, "ts1": T,
-               "ts2": T + n} for n, v in enumerate((30, -12, -12, 0))]  # fmt: skip
+    points = [
+        {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": v, "ts1": T, "ts2": T + n}
+        for n, v in enumerate((30, -12, -12, 0))
+    ]
     done = client.post("/v3/write", json={"points": points})
     assert done.status_code == 200, done.json
     assert [(r["status"], r["delta"]) for r in done.json["results"]] == [
-        ("ok", 30), ("ok", -42), ("same", 0), ("ok", 12)]  # fmt: skip
-    sums = client.post("/v3/sums", json={"users": [{"uid": 5}], "things": ["steps"],
-                                         "from": T, "to": T + 2})  # fmt: skip
+        ("ok", 30),
+        ("ok", -42),
+        ("same", 0),
+        ("ok", 12),
+    ]
+    sums = client.post(
+        "/v3/sums", json={"users": [{"uid": 5}], "things": ["steps"], "from": T, "to": T + 2}
+    )
     assert sums.json["results"][0]["sums"] == {"steps": -12}
 
 
@@ -82,21 +95,47 @@ def test_mumt_keeps_a_user_whose_points_are_negative(client: FlaskClient, route:
 
 
 def test_a_leaderboard_ranks_negative_values_below_zero(client: FlaskClient) -> None:
-    points = [{"thing": "steps", "uid": uid, "atid": 1, "aid": uid, "value": value,
-               "ts2": T, "mode": "increment"}
-              for uid, value in ((1, -7), (2, 3), (3, -7), (4, -MAX_VALUE))]  # fmt: skip
+    points = [
+        {
+            "thing": "steps",
+            "uid": uid,
+            "atid": 1,
+            "aid": uid,
+            "value": value,
+            "ts2": T,
+            "mode": "increment",
+        }
+        for uid, value in ((1, -7), (2, 3), (3, -7), (4, -MAX_VALUE))
+    ]
     assert client.post("/v3/write", json={"points": points}).status_code == 200
-    body = {"users": [{"uid": uid} for uid in range(1, 6)], "thing": "steps", "from": T,
-            "to": T, "compare_at": T - 1}  # fmt: skip
+    body = {
+        "users": [{"uid": uid} for uid in range(1, 6)],
+        "thing": "steps",
+        "from": T,
+        "to": T,
+        "compare_at": T - 1,
+    }
     entries = client.post("/v3/leaderboard", json=body).json["entries"]
     got = [(e["uid"], e["value"], e["rank"], e["movement"]) for e in entries]
-    assert got == [(2, 3, 1, 0), (5, 0, 2, -1), (1, -7, 3, -2), (3, -7, 3, -2),
-                   (4, -MAX_VALUE, 5, -4)]  # fmt: skip
+    assert got == [
+        (2, 3, 1, 0),
+        (5, 0, 2, -1),
+        (1, -7, 3, -2),
+        (3, -7, 3, -2),
+        (4, -MAX_VALUE, 5, -4),
+    ]
 
 
 def metric(value: int, **fields: Any) -> dict[str, Any]:
-    return {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": value, "ts1": T,
-            "ts2": T} | fields  # fmt: skip
+    return {
+        "thing": "steps",
+        "uid": 1,
+        "atid": 2,
+        "aid": 3,
+        "value": value,
+        "ts1": T,
+        "ts2": T,
+    } | fields
 
 
 @pytest.mark.parametrize("mode", ["diffadd", "increment"])
@@ -128,7 +167,11 @@ def test_a_value_past_the_bounds_is_refused_and_writes_nothing(
 def test_the_documented_bounds_are_the_checked_ones(client: FlaskClient) -> None:
     """The OpenAPI document is generated from the models that check the value."""
     schemas = client.get("/openapi.json").json["components"]["schemas"]
-    bounds = {name: (schemas[name]["properties"]["value"].get("minimum"),
-                     schemas[name]["properties"]["value"].get("maximum"))
-              for name in ("MetricIn", "PointIn")}  # fmt: skip
+    bounds = {
+        name: (
+            schemas[name]["properties"]["value"].get("minimum"),
+            schemas[name]["properties"]["value"].get("maximum"),
+        )
+        for name in ("MetricIn", "PointIn")
+    }
     assert bounds == {"MetricIn": (-MAX_VALUE, MAX_VALUE), "PointIn": (-MAX_VALUE, MAX_VALUE)}

@@ -95,10 +95,14 @@ def running_bridge(
     """``python -m psd.workers.nsq_bridge`` configured only through ``PSD_*``, as psd's CLI runs
     it; yields once it is subscribed and ready for messages."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("PSD_")}
-    env.update(PSD_REDIS_URL=settings.redis_url, PSD_BROKER_URL=settings.broker_url,
-               PSD_QUEUE=settings.queue, PSD_NSQ_TOPIC=nsqd.topic,
-               PSD_EXPIRE=str(settings.expire),
-               PSD_COUNT_EXPIRE=str(settings.count_expire))  # fmt: skip
+    env.update(
+        PSD_REDIS_URL=settings.redis_url,
+        PSD_BROKER_URL=settings.broker_url,
+        PSD_QUEUE=settings.queue,
+        PSD_NSQ_TOPIC=nsqd.topic,
+        PSD_EXPIRE=str(settings.expire),
+        PSD_COUNT_EXPIRE=str(settings.count_expire),
+    )
     if via_lookupd:
         env["PSD_NSQLOOKUPDS"] = nsqd.lookupd_address
     else:
@@ -143,12 +147,25 @@ def test_messages_found_through_nsqlookupd_are_finished_once_queued_then_applied
         # no worker runs: a FINished message's task must be waiting in the broker
         tasks = {task_id: (name, kwargs) for task_id, name, kwargs in queued_tasks(bridge_settings)}
         assert tasks == {
-            f"nsq-{metric_id}": ("psd.write_metric", {
-                "thing": "steps", "uid": 1, "atid": 2, "aid": 7, "value": 10, "ts1": T0,
-                "ts2": T0, "mode": "diffadd", "idempotency_key": f"nsq-{metric_id}"}),
-            f"nsq-{count_id}": ("psd.write_count", {
-                "thing": "signup", "value": 3, "ts": T0, "idempotency_key": f"nsq-{count_id}"}),
-        }  # fmt: skip
+            f"nsq-{metric_id}": (
+                "psd.write_metric",
+                {
+                    "thing": "steps",
+                    "uid": 1,
+                    "atid": 2,
+                    "aid": 7,
+                    "value": 10,
+                    "ts1": T0,
+                    "ts2": T0,
+                    "mode": "diffadd",
+                    "idempotency_key": f"nsq-{metric_id}",
+                },
+            ),
+            f"nsq-{count_id}": (
+                "psd.write_count",
+                {"thing": "signup", "value": 3, "ts": T0, "idempotency_key": f"nsq-{count_id}"},
+            ),
+        }
         nsqd.heartbeat()
         assert nsqd.wait(lambda: nsqd.nops == 1)
         assert f"from nsqlookupd {nsqd.lookupd_address} into queue" in b.output()
@@ -239,8 +256,9 @@ def test_points_past_the_retention_are_dead_lettered_with_the_reason_and_finishe
     nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
 ) -> None:
     """Under the default policy the 2016 points are refused before they reach the broker."""
-    default = replace(bridge_settings, expire=Settings().expire,
-                      count_expire=Settings().count_expire)  # fmt: skip
+    default = replace(
+        bridge_settings, expire=Settings().expire, count_expire=Settings().count_expire
+    )
     now = int(time.time())
     with running_bridge(default, nsqd, tmp_path / "bridge.log") as bridge:
         old_metric, old_count = nsqd.publish(metric()), nsqd.publish(count())

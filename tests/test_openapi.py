@@ -21,14 +21,23 @@ from psd.store import Store
 from psd.web import create_app
 
 OPERATIONS = [
-    "GET /health/ping", "GET /metrics", "POST /v1/count",
-    "POST /v1/mu_query/{thing}/{atid}/{ts1}/{ts2}", "POST /v1/mumt_query/{atid}/{ts1}/{ts2}",
+    "GET /health/ping",
+    "GET /metrics",
+    "POST /v1/count",
+    "POST /v1/mu_query/{thing}/{atid}/{ts1}/{ts2}",
+    "POST /v1/mumt_query/{atid}/{ts1}/{ts2}",
     "GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}",
-    "POST /v1/query_ids/{thing}/{atid}/{ts1}/{ts2}", "GET /v1/readcount/{thing}/{ts1}/{ts2}",
-    "POST /v1/readcount_with_ids/{prefix}/{ts1}/{ts2}", "POST /v1/write",
-    "POST /v2/mumt_query/{atid}/{ts1}/{ts2}", "POST /v3/leaderboard", "GET /v3/series",
-    "POST /v3/series", "POST /v3/sums", "POST /v3/write",
-]  # fmt: skip
+    "POST /v1/query_ids/{thing}/{atid}/{ts1}/{ts2}",
+    "GET /v1/readcount/{thing}/{ts1}/{ts2}",
+    "POST /v1/readcount_with_ids/{prefix}/{ts1}/{ts2}",
+    "POST /v1/write",
+    "POST /v2/mumt_query/{atid}/{ts1}/{ts2}",
+    "POST /v3/leaderboard",
+    "GET /v3/series",
+    "POST /v3/series",
+    "POST /v3/sums",
+    "POST /v3/write",
+]
 
 
 @schemathesis.check

@@ -19,8 +19,12 @@ T = 1_764_400_000  # 2025-11-29T07:06:40Z
 
 @pytest.fixture
 def run(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Invoke:
-    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0", "PSD_COUNT_EXPIRE": "0",
-           "PSD_DATA_DIR": str(tmp_path)}  # fmt: skip
+    env = {
+        "PSD_REDIS_URL": redis_url,
+        "PSD_EXPIRE": "0",
+        "PSD_COUNT_EXPIRE": "0",
+        "PSD_DATA_DIR": str(tmp_path),
+    }
 
     def invoke(*args: str, **extra: str) -> Result:
         return CliRunner().invoke(main, list(args), env={**env, **extra}, catch_exceptions=False)
@@ -34,18 +38,34 @@ def test_write_then_query(run: Invoke) -> None:
     assert first.exit_code == 0 and first.output.startswith("ok: +10 steps for user 7"), (
         first.output
     )
-    again = run(*base, "--value", "25", "--ts1", str(T - 60), "--ts2", "2025-11-29T07:07:00Z",
-                "--json")  # fmt: skip
+    again = run(
+        *base, "--value", "25", "--ts1", str(T - 60), "--ts2", "2025-11-29T07:07:00Z", "--json"
+    )
     assert json.loads(again.output) == {"status": "ok", "delta": 15}
     inc = run(*base[:-1], "9", "--value", "3", "--ts2", str(T), "--increment")
     assert inc.exit_code == 0
-    answer = run("query", "--uid", "7", "--uid", "8", "--thing", "steps", "--from", str(T - 60),
-                 "--to", "2025-11-29T07:10:00", "--json")  # fmt: skip
+    answer = run(
+        "query",
+        "--uid",
+        "7",
+        "--uid",
+        "8",
+        "--thing",
+        "steps",
+        "--from",
+        str(T - 60),
+        "--to",
+        "2025-11-29T07:10:00",
+        "--json",
+    )
     assert json.loads(answer.output) == {
-        "7": {"sums": {"steps": 28}, "activities": {"1": "2", "9": "2"},
-              "answered": [T - 60, T + 200]},
+        "7": {
+            "sums": {"steps": 28},
+            "activities": {"1": "2", "9": "2"},
+            "answered": [T - 60, T + 200],
+        },
         "8": {"sums": {"steps": 0}, "activities": {}, "answered": [T - 60, T + 200]},
-    }  # fmt: skip
+    }
     human = run("query", "--uid", "7", "--from", str(T - 60), "--to", str(T + 200))
     assert "user 7: steps 28  activities 2" in human.output
 
@@ -58,8 +78,18 @@ def test_write_takes_values_of_either_sign(run: Invoke) -> None:
     assert down.exit_code == 0 and down.output.startswith("ok: -14 steps for user 7"), down.output
     inc = run(*base[:-1], "9", "--value", str(-(2**40)), "--ts2", str(T), "--increment", "--json")
     assert json.loads(inc.output) == {"status": "ok", "delta": -(2**40)}
-    answer = run("query", "--uid", "7", "--thing", "steps", "--from", str(T - 60),
-                 "--to", str(T + 60), "--json")  # fmt: skip
+    answer = run(
+        "query",
+        "--uid",
+        "7",
+        "--thing",
+        "steps",
+        "--from",
+        str(T - 60),
+        "--to",
+        str(T + 60),
+        "--json",
+    )
     assert json.loads(answer.output)["7"]["sums"] == {"steps": -4 - 2**40}
 
 

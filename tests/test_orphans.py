@@ -69,8 +69,11 @@ def running(proc: subprocess.Popen[bytes], log: Path, ready: object) -> None:
 
 def test_killed_psd_web_and_psd_up_leave_nothing_and_the_data_stays(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
-    web = psd(["web", "--bind", f"127.0.0.1:{port}", "--workers", "2"], tmp_path / "web.log",
-              PSD_DATA_DIR=str(data_dir))  # fmt: skip
+    web = psd(
+        ["web", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        tmp_path / "web.log",
+        PSD_DATA_DIR=str(data_dir),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         running(web, tmp_path / "web.log", lambda: listening(port))
@@ -110,16 +113,25 @@ def test_a_killed_psd_command_leaves_nothing(command: str, redis_url: str, tmp_p
     have any: a prefork worker pool ("processes": celery takes "prefork" for its default and
     uses the configured threads)."""
     log, port = tmp_path / f"{command}.log", free_port()
-    env = {"PSD_REDIS_URL": redis_url, "PSD_QUEUE": f"psd-test-{uuid.uuid4().hex[:8]}",
-           "PSD_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+    env = {
+        "PSD_REDIS_URL": redis_url,
+        "PSD_QUEUE": f"psd-test-{uuid.uuid4().hex[:8]}",
+        "PSD_DATA_DIR": str(tmp_path / "data"),
+    }
     args, ports, ready = {
-        "worker": (["--pool", "processes", "--concurrency", "2", "--loglevel", "INFO"], [],
-                   " ready."),
-        "beat": (["--loglevel", "INFO", "--schedule", str(tmp_path / "schedule")], [],
-                 "beat: Starting..."),
+        "worker": (
+            ["--pool", "processes", "--concurrency", "2", "--loglevel", "INFO"],
+            [],
+            " ready.",
+        ),
+        "beat": (
+            ["--loglevel", "INFO", "--schedule", str(tmp_path / "schedule")],
+            [],
+            "beat: Starting...",
+        ),
         "flower": ([f"--port={port}", "--address=127.0.0.1"], [port], lambda: listening(port)),
         "nsq-bridge": ([], [], None),
-    }[command]  # fmt: skip
+    }[command]
     with FakeNsqd() as nsqd:
         if command == "nsq-bridge":
             env.update(PSD_NSQD_TCP_ADDRESSES=nsqd.tcp_address, PSD_NSQ_TOPIC=nsqd.topic)

@@ -278,7 +278,9 @@ def test_a_point_only_the_day_level_keeps_is_coarse_in_v3_and_ok_in_v1(
     result = store.query([UserQuery(1, ts, ts)], ["steps"])[0]
     assert result.sums == {"steps": 15}
     assert result.widened is not None and (result.widened.t1, result.widened.t2) == (
-        ts - 12 * 3600, ts + 12 * 3600 - 1)  # fmt: skip
+        ts - 12 * 3600,
+        ts + 12 * 3600 - 1,
+    )
 
 
 # -- the command line --

@@ -103,8 +103,10 @@ def test_expiry_costs_the_write_path_nothing_once_a_key_has_it(
         return int(stats["calls"])
 
     before = expireats()
-    points = [MetricPoint("steps", 7, 3, 1, 5, start + 60 * m, start + 60 * m, "increment")
-              for m in range(1, 60)]  # fmt: skip
+    points = [
+        MetricPoint("steps", 7, 3, 1, 5, start + 60 * m, start + 60 * m, "increment")
+        for m in range(1, 60)
+    ]
     policy_store.write_metrics(points)
     assert expireats() == before
     policy_store.write_metric(MetricPoint("steps", 7, 3, 1, 5, start + 3600, start + 3600))
@@ -164,8 +166,12 @@ def widen(ts: int, gran: Gran, up: bool) -> int:
 
 NOW = int(time.time())
 #: Where a level's detail runs out (its retention, plus up to a bucket) is where edges widen.
-BOUNDS = [POLICY.retention_minute, POLICY.retention_hour, POLICY.retention_day,
-          POLICY.retention_month]  # fmt: skip
+BOUNDS = [
+    POLICY.retention_minute,
+    POLICY.retention_hour,
+    POLICY.retention_day,
+    POLICY.retention_month,
+]
 AGES = st.one_of(
     st.integers(0, 1200 * DAY),
     st.builds(lambda b, d: max(0, b + d), st.sampled_from(BOUNDS), st.integers(-2 * DAY, 2 * DAY)),
@@ -180,9 +186,18 @@ def history(draw: st.DrawFn) -> tuple[list[MetricPoint], list[tuple[int, int]]]:
         ts2 = NOW - draw(AGES)
         mode = draw(st.sampled_from(["diffadd", "increment"]))
         ts1 = ts2 - draw(st.integers(0, 3 * DAY)) if mode == "diffadd" else ts2
-        writes.append(MetricPoint("steps", 1, draw(st.sampled_from([1, 2])),
-                                  draw(st.integers(1, 3)), draw(st.integers(0, 50)), ts1, ts2,
-                                  mode))  # fmt: skip
+        writes.append(
+            MetricPoint(
+                "steps",
+                1,
+                draw(st.sampled_from([1, 2])),
+                draw(st.integers(1, 3)),
+                draw(st.integers(0, 50)),
+                ts1,
+                ts2,
+                mode,
+            )
+        )
     ranges = []
     for _ in range(4):
         a, b = NOW - draw(AGES), NOW - draw(AGES)

@@ -55,11 +55,13 @@ def test_tokens_grant_their_scopes_and_nothing_else(guarded: FlaskClient) -> Non
     form = {"things": "steps", "ids": "1"}
     mumt = guarded.post(f"/v1/mumt_query/all/{NOW}/{NOW}", data=form, headers=bearer(WRITE))
     assert mumt.status_code == 403
-    count = guarded.post("/v1/count", json={"thing": "signup", "value": 1, "ts": NOW},
-                         headers=bearer(READ))  # fmt: skip
+    count = guarded.post(
+        "/v1/count", json={"thing": "signup", "value": 1, "ts": NOW}, headers=bearer(READ)
+    )
     assert count.status_code == 403
-    v3 = guarded.post("/v3/write", json={"points": [{**POINT, "mode": "diffadd"}]},
-                      headers=bearer(READ))  # fmt: skip
+    v3 = guarded.post(
+        "/v3/write", json={"points": [{**POINT, "mode": "diffadd"}]}, headers=bearer(READ)
+    )
     assert v3.status_code == 403
 
 

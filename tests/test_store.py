@@ -24,9 +24,11 @@ def recent_bases() -> list[int]:
     """Calendar edges of the last few days, which the default policy keeps at full detail:
     this month's start, today's, this hour's."""
     now = time.gmtime()
-    return [calendar.timegm((now.tm_year, now.tm_mon, 1, 0, 0, 0)),
-            calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0)),
-            calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, now.tm_hour, 0, 0))]  # fmt: skip
+    return [
+        calendar.timegm((now.tm_year, now.tm_mon, 1, 0, 0, 0)),
+        calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0)),
+        calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, now.tm_hour, 0, 0)),
+    ]
 
 
 THINGS = ["steps", "points", "calories"]
@@ -180,10 +182,13 @@ def test_sums_of_either_sign_stay_exact_beyond_two_to_the_53(store: Store) -> No
     """An hour of the largest values, the next hour of as many of the smallest, less one: each
     hour is past 2**53 of its sign, and their sum is small."""
     ts = 1458061005
-    points = [MetricPoint("points", 7, 1, aid, MAX_VALUE, ts, ts, "increment")
-              for aid in range(9000)]  # fmt: skip
-    points += [MetricPoint("points", 7, 1, 9000 + aid, -MAX_VALUE, ts + 3600, ts + 3600,
-                           "increment") for aid in range(8999)]  # fmt: skip
+    points = [
+        MetricPoint("points", 7, 1, aid, MAX_VALUE, ts, ts, "increment") for aid in range(9000)
+    ]
+    points += [
+        MetricPoint("points", 7, 1, 9000 + aid, -MAX_VALUE, ts + 3600, ts + 3600, "increment")
+        for aid in range(8999)
+    ]
     points.append(MetricPoint("points", 7, 2, 1, -1, ts + 3600, ts + 3600, "increment"))
     store.write_metrics(points)
     assert store.sum(7, "points", None, ts + 1, ts + 7200) == -8999 * MAX_VALUE - 1 < -(2**53)
@@ -289,11 +294,25 @@ def test_a_large_read_is_cut_into_calls_with_the_same_answers(
     from psd.store import CutQuery
 
     rng, t0 = random.Random(4), 1_790_000_000
-    store.write_metrics(sorted((MetricPoint(rng.choice(["steps", "points"]), uid, rng.randint(1, 3),
-                                            n, rng.randint(1, 99), ts - 60, ts, "increment")
-                                for n, uid in enumerate(rng.choices(range(12), k=300))
-                                for ts in [t0 + rng.randrange(4 * 86400)]),
-                               key=lambda p: p.ts2))  # fmt: skip
+    store.write_metrics(
+        sorted(
+            (
+                MetricPoint(
+                    rng.choice(["steps", "points"]),
+                    uid,
+                    rng.randint(1, 3),
+                    n,
+                    rng.randint(1, 99),
+                    ts - 60,
+                    ts,
+                    "increment",
+                )
+                for n, uid in enumerate(rng.choices(range(12), k=300))
+                for ts in [t0 + rng.randrange(4 * 86400)]
+            ),
+            key=lambda p: p.ts2,
+        )
+    )
     store.write_counts([CountPoint(f"c{n % 3}", 2, t0 + n * 997) for n in range(100)])
     queries = [
         UserQuery(uid, t0 + 1800 * uid, t0 + 86400 * (1 + uid % 3) + 17) for uid in range(12)
@@ -302,10 +321,13 @@ def test_a_large_read_is_cut_into_calls_with_the_same_answers(
     plan = breakdown(tuple(range(t0 + 1234, t0 + 4 * 86400, 6 * 3600)), "hour")
 
     def answers() -> list[object]:
-        return [store.query(queries, ["steps", "points"], None, True),
-                store.query(queries, ["steps"], 2), store.totals(cut, "points"),
-                store.breakdowns([(uid, plan) for uid in range(12)], ["steps"]),
-                store.counts(["c0", "c1", "c2"], t0, t0 + 86400)]  # fmt: skip
+        return [
+            store.query(queries, ["steps", "points"], None, True),
+            store.query(queries, ["steps"], 2),
+            store.totals(cut, "points"),
+            store.breakdowns([(uid, plan) for uid in range(12)], ["steps"]),
+            store.counts(["c0", "c1", "c2"], t0, t0 + 86400),
+        ]
 
     whole = answers()
     redis_client.config_resetstat()
@@ -320,8 +342,10 @@ def test_an_increment_keeps_its_place_among_a_batchs_points(store: Store) -> Non
     must not be moved ahead of the diffadd sent between them (found by the model test: the
     diffadd then saw the later increment in its window)."""
     t = NEW_YEAR_2016
-    points = [MetricPoint("steps", 1, 0, 1, 0, t, t, "increment"),
-              MetricPoint("calories", 1, 0, 1, 0, t, t),
-              MetricPoint("calories", 1, 0, 1, 1, t, t, "increment")]  # fmt: skip
+    points = [
+        MetricPoint("steps", 1, 0, 1, 0, t, t, "increment"),
+        MetricPoint("calories", 1, 0, 1, 0, t, t),
+        MetricPoint("calories", 1, 0, 1, 1, t, t, "increment"),
+    ]
     assert [r.status for r in store.write_metrics(points)] == ["same", "same", "ok"]
     assert store.sum(1, "calories", None, t, t) == 1

@@ -67,8 +67,11 @@ class Watch:
     def processed(self, hostname: str) -> int | None:
         """What the worker's latest heartbeat says it has processed."""
         with self.lock:
-            beats = [e for e in self.events if e["type"] == "worker-heartbeat"
-                     and e["hostname"] == hostname]  # fmt: skip
+            beats = [
+                e
+                for e in self.events
+                if e["type"] == "worker-heartbeat" and e["hostname"] == hostname
+            ]
         return beats[-1]["processed"] if beats else None
 
 
@@ -153,8 +156,14 @@ def test_a_message_handed_back_is_rejected_with_requeue(broker_url: str, spare_q
     task's message handed back sends task-rejected with requeue, and neither success nor
     failure. (Its worker is told to send task events, as ``psd worker -E`` tells it.)"""
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    settings = Settings(redis_url=nowhere, broker_url=broker_url, queue=spare_queue,
-                        batch_ms=50, write_retry_seconds=1, expire=0)  # fmt: skip
+    settings = Settings(
+        redis_url=nowhere,
+        broker_url=broker_url,
+        queue=spare_queue,
+        batch_ms=50,
+        write_retry_seconds=1,
+        expire=0,
+    )
     app = make_app(settings)
     task_id = f"handed-back-{uuid.uuid4().hex[:8]}"
     app.conf.worker_send_task_events = False

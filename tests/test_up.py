@@ -27,8 +27,9 @@ def descendants(pid: int) -> dict[int, str]:
     todo = [pid]
     while todo:
         parent = todo.pop()
-        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(parent)],
-                             capture_output=True, text=True)  # fmt: skip
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True
+        )
         for line in out.stdout.splitlines():
             child, _, args = line.strip().partition(" ")
             found[int(child)] = args
@@ -41,8 +42,17 @@ class Up:
 
     def __init__(self, data_dir: Path, port: int, *options: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-        command = [sys.executable, "-m", "psd.cli", "up", "--data-dir", str(data_dir),
-                   "--bind", f"127.0.0.1:{port}", *options]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "psd.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--bind",
+            f"127.0.0.1:{port}",
+            *options,
+        ]
         self.port = port
         self.log = data_dir.parent / f"up-{port}.log"
         with self.log.open("wb") as out:
@@ -65,8 +75,15 @@ class Up:
 
 
 def write(url: str, aid: int, value: int, queued: bool = False, timeout: float = 5) -> str:
-    body = {"thing": "steps", "uid": 1, "atid": 2, "aid": aid, "value": value,
-            "ts1": NOW - 60, "ts2": NOW}  # fmt: skip
+    body = {
+        "thing": "steps",
+        "uid": 1,
+        "atid": 2,
+        "aid": aid,
+        "value": value,
+        "ts1": NOW - 60,
+        "ts2": NOW,
+    }
     target = url + "/v1/write" + ("?async=1" if queued else "")
     headers = {"Content-Type": "application/json"}
     return _get(target, json.dumps(body).encode(), headers, timeout)
@@ -86,7 +103,7 @@ def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path)
             "celery -A psd.workers.app worker",
             "celery -A psd.workers.app beat",
         ):
-            assert part in commands, f"no {part!r} among {commands}"  # fmt: skip
+            assert part in commands, f"no {part!r} among {commands}"
         assert write(up.url, 3, 10) == "ok"
         assert json.loads(write(up.url, 4, 5, queued=True)) == {"queued": 1}
         assert wait_for(lambda: up.query(1) == 15, timeout=30)  # through the worker
@@ -135,16 +152,42 @@ def test_one_psd_a_data_directory_and_no_empty_password(tmp_path: Path) -> None:
     try:
         assert wait_for(up.ready, timeout=60)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-        second = subprocess.run([sys.executable, "-m", "psd.cli", "up", "--data-dir",
-                                 str(tmp_path / "data"), "--bind", f"127.0.0.1:{free_port()}"],
-                                env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "psd.cli",
+                "up",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--bind",
+                f"127.0.0.1:{free_port()}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 1 and "another psd already runs on" in second.stderr
         assert up.ready()  # the first one is untouched
     finally:
         assert up.stop() == 0
     (tmp_path / "data" / "password").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    refused = subprocess.run([sys.executable, "-m", "psd.cli", "up", "--data-dir",
-                              str(tmp_path / "data"), "--bind", f"127.0.0.1:{free_port()}"],
-                             env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psd.cli",
+            "up",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--bind",
+            f"127.0.0.1:{free_port()}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 1 and "empty or readable by others" in refused.stderr

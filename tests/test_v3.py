@@ -33,15 +33,23 @@ def local_month(ts: int, tz: str) -> tuple[int, int]:
 USERS = {1: "America/Los_Angeles", 2: "Asia/Kathmandu", 3: "Australia/Lord_Howe", 4: "UTC"}
 # around the edges of November in every one of those zones
 INSTANTS = [at(2026, 10, 31, 12) + h * 900 for h in range(0, 96)] + [
-    at(2026, 11, 30, 10) + h * 900 for h in range(0, 96)]  # fmt: skip
+    at(2026, 11, 30, 10) + h * 900 for h in range(0, 96)
+]
 
 
 def test_sums_in_each_users_zone(client: FlaskClient, store: Store) -> None:
-    points = [MetricPoint("steps", uid, 1 + n % 3, n, 1 + n % 5, ts, ts, "increment")
-              for uid in USERS for n, ts in enumerate(INSTANTS)]  # fmt: skip
+    points = [
+        MetricPoint("steps", uid, 1 + n % 3, n, 1 + n % 5, ts, ts, "increment")
+        for uid in USERS
+        for n, ts in enumerate(INSTANTS)
+    ]
     store.write_metrics(points)
-    body = {"users": [{"uid": uid, "tz": tz} for uid, tz in USERS.items()],
-            "things": ["steps", "points"], "from": "2026-11-01", "to": "2026-11-30"}  # fmt: skip
+    body = {
+        "users": [{"uid": uid, "tz": tz} for uid, tz in USERS.items()],
+        "things": ["steps", "points"],
+        "from": "2026-11-01",
+        "to": "2026-11-30",
+    }
     answer = client.post("/v3/sums", json=body)
     assert answer.status_code == 200, answer.json
     for result in answer.json["results"]:
@@ -53,8 +61,15 @@ def test_sums_in_each_users_zone(client: FlaskClient, store: Store) -> None:
         assert result["activities"] == {str(p.aid): p.atid for p in mine}
         assert local_month(result["from"], tz) == (2026, 11) != local_month(result["from"] - 1, tz)
         assert result["answered"] is None
-    offset = client.post("/v3/sums", json={**body, "users": [{"uid": 4, "offset": -3600}],
-                                            "atid": 2, "to": "2026-11-30T23:59:59"})  # fmt: skip
+    offset = client.post(
+        "/v3/sums",
+        json={
+            **body,
+            "users": [{"uid": 4, "offset": -3600}],
+            "atid": 2,
+            "to": "2026-11-30T23:59:59",
+        },
+    )
     (result,) = offset.json["results"]
     assert (result["from"], result["to"]) == (at(2026, 11, 1, 1), at(2026, 12, 1, 1) - 1)
     mine = [
@@ -63,19 +78,37 @@ def test_sums_in_each_users_zone(client: FlaskClient, store: Store) -> None:
     assert result["sums"]["steps"] == sum(p.value for p in mine)
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    ({"users": [{"uid": "1"}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
-    ({"users": [{"uid": 1.0}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
-    ({"users": [{"uid": 1, "tz": "Mars/Base"}], "things": ["steps"], "from": 0, "to": 9}, 422,
-     "users.0.tz"),
-    ({"users": [{"uid": 1, "tz": "UTC", "offset": 60}], "things": ["steps"], "from": 0, "to": 9},
-     422, "users.tz"),
-    ({"users": [{"uid": 1}], "things": ["jumps"], "from": 0, "to": 9}, 422, "things.0"),
-    ({"users": [{"uid": 1}], "things": ["steps"], "from": 9, "to": 0}, 422, "from"),
-    ({"users": [{"uid": 1}], "things": ["steps"], "from": "2026-13-01", "to": 9}, 422, "from"),
-    ({"users": [{"uid": 1}], "things": ["steps"], "from": 0, "to": 9, "extra": 1}, 422, "extra"),
-    ({"users": [], "things": ["steps"], "from": 0, "to": 9}, 422, "users"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"users": [{"uid": "1"}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
+        ({"users": [{"uid": 1.0}], "things": ["steps"], "from": 0, "to": 9}, 422, "users.0.uid"),
+        (
+            {"users": [{"uid": 1, "tz": "Mars/Base"}], "things": ["steps"], "from": 0, "to": 9},
+            422,
+            "users.0.tz",
+        ),
+        (
+            {
+                "users": [{"uid": 1, "tz": "UTC", "offset": 60}],
+                "things": ["steps"],
+                "from": 0,
+                "to": 9,
+            },
+            422,
+            "users.tz",
+        ),
+        ({"users": [{"uid": 1}], "things": ["jumps"], "from": 0, "to": 9}, 422, "things.0"),
+        ({"users": [{"uid": 1}], "things": ["steps"], "from": 9, "to": 0}, 422, "from"),
+        ({"users": [{"uid": 1}], "things": ["steps"], "from": "2026-13-01", "to": 9}, 422, "from"),
+        (
+            {"users": [{"uid": 1}], "things": ["steps"], "from": 0, "to": 9, "extra": 1},
+            422,
+            "extra",
+        ),
+        ({"users": [], "things": ["steps"], "from": 0, "to": 9}, 422, "users"),
+    ],
+)
 def test_invalid_requests_say_what_and_where(
     client: FlaskClient, redis_client: redis.Redis, body: dict[str, object], status: int, field: str
 ) -> None:
@@ -91,8 +124,7 @@ def test_an_answer_past_the_finest_detail_says_so(redis_client: redis.Redis) -> 
     policy = POLICY
     app = create_app(policy, Store(redis_client, policy))
     now = int(datetime.now(UTC).timestamp())
-    body = {"users": [{"uid": 1}], "things": ["steps"], "from": now - 300 * 86400 + 17,
-            "to": now}  # fmt: skip
+    body = {"users": [{"uid": 1}], "things": ["steps"], "from": now - 300 * 86400 + 17, "to": now}
     (result,) = app.test_client().post("/v3/sums", json=body).json["results"]
     assert result["answered"]["start_precision"] == "day" and result["answered"]["to"] == now
     assert result["answered"]["end_precision"] == "second"
@@ -101,8 +133,12 @@ def test_an_answer_past_the_finest_detail_says_so(redis_client: redis.Redis) -> 
 def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
     client: FlaskClient, redis_client: redis.Redis
 ) -> None:
-    body = {"users": [{"uid": 1, "tz": "Pacific/Kiritimati"}], "things": ["steps"],
-            "from": "9999-12-30", "to": "9999-12-31"}  # fmt: skip
+    body = {
+        "users": [{"uid": 1, "tz": "Pacific/Kiritimati"}],
+        "things": ["steps"],
+        "from": "9999-12-30",
+        "to": "9999-12-31",
+    }
     (result,) = client.post("/v3/sums", json=body).json["results"]
     assert result["to"] == 253402300799
     assert client.get("/v3/nothing").json["error"]["code"] == "not_found"
@@ -117,15 +153,19 @@ def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
 def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> None:
     """Every bucket holds exactly the points inside it, DST days have the hours they have,
     and the buckets add up to /v3/sums over the same range."""
-    points = [MetricPoint("steps", uid, 1, n, 1 + n % 7, ts, ts, "increment")
-              for uid in USERS for n, ts in enumerate(range(at(2026, 10, 24), at(2026, 11, 9),
-                                                              1800))]  # fmt: skip
+    points = [
+        MetricPoint("steps", uid, 1, n, 1 + n % 7, ts, ts, "increment")
+        for uid in USERS
+        for n, ts in enumerate(range(at(2026, 10, 24), at(2026, 11, 9), 1800))
+    ]
     store.write_metrics(points)
     users = [{"uid": uid, "tz": tz} for uid, tz in USERS.items()]
-    for step, start, end in (("day", "2026-10-25", "2026-11-07"),
-                             ("hour", "2026-11-01", "2026-11-01"),
-                             ("week", "2026-10-26", "2026-11-08"),
-                             ("month", "2026-10-24T13:17:00", "2026-11-08T03:00:00")):  # fmt: skip
+    for step, start, end in (
+        ("day", "2026-10-25", "2026-11-07"),
+        ("hour", "2026-11-01", "2026-11-01"),
+        ("week", "2026-10-26", "2026-11-08"),
+        ("month", "2026-10-24T13:17:00", "2026-11-08T03:00:00"),
+    ):
         body = {"users": users, "things": ["steps"], "from": start, "to": end, "step": step}
         answer = client.post("/v3/series", json=body)
         assert answer.status_code == 200, answer.json
@@ -135,8 +175,11 @@ def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> Non
             found = result["buckets"]
             assert found[0]["from"] == total["from"] and found[-1]["to"] == total["to"]
             for bucket in found:
-                inside = [p.value for p in points
-                          if p.uid == uid and bucket["from"] <= p.ts2 <= bucket["to"]]  # fmt: skip
+                inside = [
+                    p.value
+                    for p in points
+                    if p.uid == uid and bucket["from"] <= p.ts2 <= bucket["to"]
+                ]
                 assert bucket["sums"] == {"steps": sum(inside)}, (uid, step, bucket)
                 assert bucket["local"] == datetime.fromtimestamp(bucket["from"], tz).isoformat()
             assert sum(b["sums"]["steps"] for b in found) == total["sums"]["steps"]
@@ -147,16 +190,24 @@ def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> Non
 
 def test_series_by_get_is_the_series_by_post(client: FlaskClient, store: Store) -> None:
     store.write_metric(MetricPoint("steps", 2, 1, 1, 40, at(2026, 11, 1, 20), at(2026, 11, 1, 20)))
-    body = {"users": [{"uid": 2, "tz": "Asia/Kathmandu"}], "things": ["steps", "points"],
-            "from": "2026-11-01", "to": "2026-11-03", "step": "day"}  # fmt: skip
+    body = {
+        "users": [{"uid": 2, "tz": "Asia/Kathmandu"}],
+        "things": ["steps", "points"],
+        "from": "2026-11-01",
+        "to": "2026-11-03",
+        "step": "day",
+    }
     posted = client.post("/v3/series", json=body)
-    query = ("uid=2&tz=Asia/Kathmandu&things=steps&things=points&from=2026-11-01"
-             "&to=2026-11-03&step=day")  # fmt: skip
+    query = (
+        "uid=2&tz=Asia/Kathmandu&things=steps&things=points&from=2026-11-01&to=2026-11-03&step=day"
+    )
     got = client.get(f"/v3/series?{query}")
     assert got.status_code == posted.status_code == 200 and got.json == posted.json
     assert [b["sums"]["steps"] for b in got.json["results"][0]["buckets"]] == [0, 40, 0]
-    seconds = client.get(f"/v3/series?uid=2&things=steps&from={at(2026, 11, 1)}"
-                         f"&to={at(2026, 11, 1, 23, 59, 59)}&step=hour")  # fmt: skip
+    seconds = client.get(
+        f"/v3/series?uid=2&things=steps&from={at(2026, 11, 1)}"
+        f"&to={at(2026, 11, 1, 23, 59, 59)}&step=hour"
+    )
     assert seconds.status_code == 200 and len(seconds.json["results"][0]["buckets"]) == 24
     refused = client.get("/v3/series?uid=2&things=steps&from=x&to=1&step=day&color=red")
     assert refused.status_code == 422 and refused.json["error"]["field"] in ("from", "color")
@@ -164,14 +215,20 @@ def test_series_by_get_is_the_series_by_post(client: FlaskClient, store: Store) 
     assert both.status_code == 422 and both.json["error"]["field"] == "tz"  # its parameter
     by_name = client.get("/v3/series?uid=2&things=steps&start=1&end=2&step=day")
     assert by_name.status_code == 422  # the parameters are from and to
-    last = client.get("/v3/series?uid=2&things=steps&from=253402300799&to=253402300799"
-                      "&step=day&tz=Asia/Kathmandu")  # fmt: skip
+    last = client.get(
+        "/v3/series?uid=2&things=steps&from=253402300799&to=253402300799&step=day&tz=Asia/Kathmandu"
+    )
     assert last.status_code == 422 and last.json["error"]["field"] == "from"  # year 10000 there
 
 
 def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:
-    body = {"users": [{"uid": 1}], "things": ["steps"], "from": "2026-01-01",
-            "to": "2026-12-31", "step": "minute"}  # fmt: skip
+    body = {
+        "users": [{"uid": 1}],
+        "things": ["steps"],
+        "from": "2026-01-01",
+        "to": "2026-12-31",
+        "step": "minute",
+    }
     assert client.post("/v3/series", json=body).json["error"]["field"] == "step"
     policy = POLICY
     app = create_app(policy, Store(redis_client, policy))
@@ -181,24 +238,36 @@ def test_series_limits(client: FlaskClient, redis_client: redis.Redis) -> None:
 
 def test_write_now_all_or_nothing(client: FlaskClient, redis_client: redis.Redis) -> None:
     t = at(2026, 11, 2, 10)
-    points = [{"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 10, "ts1": t, "ts2": t},
-              {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 25, "ts1": t,
-               "ts2": t + 60},
-              {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 20, "ts1": t, "ts2": t},
-              {"thing": "points", "uid": 5, "atid": 2, "aid": 9, "value": 3, "ts2": t,
-               "mode": "increment"}]  # fmt: skip
+    points = [
+        {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 10, "ts1": t, "ts2": t},
+        {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 25, "ts1": t, "ts2": t + 60},
+        {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 20, "ts1": t, "ts2": t},
+        {
+            "thing": "points",
+            "uid": 5,
+            "atid": 2,
+            "aid": 9,
+            "value": 3,
+            "ts2": t,
+            "mode": "increment",
+        },
+    ]
     bad = client.post("/v3/write", json={"points": [points[0], {**points[1], "ts1": t + 99}]})
     assert bad.status_code == 422 and bad.json["error"]["field"] == "points.1.ts1"
     assert redis_client.dbsize() == 0  # nothing of a refused request is written
     done = client.post("/v3/write", json={"points": points})
     assert done.status_code == 200
     plain = {"precision": None, "reason": None}
-    assert done.json["results"] == [{"status": "ok", "delta": 10, **plain},
-                                    {"status": "ok", "delta": 15, **plain},
-                                    {"status": "stale", "delta": 0, **plain},
-                                    {"status": "ok", "delta": 3, **plain}]  # fmt: skip
-    sums = client.post("/v3/sums", json={"users": [{"uid": 5}], "things": ["steps", "points"],
-                                         "from": t, "to": t + 60})  # fmt: skip
+    assert done.json["results"] == [
+        {"status": "ok", "delta": 10, **plain},
+        {"status": "ok", "delta": 15, **plain},
+        {"status": "stale", "delta": 0, **plain},
+        {"status": "ok", "delta": 3, **plain},
+    ]
+    sums = client.post(
+        "/v3/sums",
+        json={"users": [{"uid": 5}], "things": ["steps", "points"], "from": t, "to": t + 60},
+    )
     assert sums.json["results"][0]["sums"] == {"steps": 25, "points": 3}
 
 
@@ -211,8 +280,14 @@ def test_the_docs_page_is_served_from_psd_itself(client: FlaskClient) -> None:
         assert client.get(asset.decode()).status_code == 200
 
 
-ZONES_FOR_SERIES = ["Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe",
-                    "Asia/Kathmandu", "Asia/Tokyo", "UTC"]  # fmt: skip
+ZONES_FOR_SERIES = [
+    "Europe/Berlin",
+    "America/Los_Angeles",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "UTC",
+]
 
 
 def test_series_of_random_zones_and_ranges_add_up_to_the_plain_sum(
@@ -224,15 +299,22 @@ def test_series_of_random_zones_and_ranges_add_up_to_the_plain_sum(
     from hypothesis import strategies as st
 
     start, end = at(2026, 3, 20), at(2026, 4, 12)
-    store.write_metrics([MetricPoint("steps", 7, 1, n, 1 + n % 9, ts, ts, "increment")
-                         for n, ts in enumerate(range(start, end, 2741))])  # fmt: skip
+    store.write_metrics(
+        [
+            MetricPoint("steps", 7, 1, n, 1 + n % 9, ts, ts, "increment")
+            for n, ts in enumerate(range(start, end, 2741))
+        ]
+    )
 
-    @given(st.sampled_from(ZONES_FOR_SERIES), st.sampled_from(["hour", "day", "week"]),
-           st.integers(start - 86400, end + 86400), st.integers(0, 10 * 86400))  # fmt: skip
+    @given(
+        st.sampled_from(ZONES_FOR_SERIES),
+        st.sampled_from(["hour", "day", "week"]),
+        st.integers(start - 86400, end + 86400),
+        st.integers(0, 10 * 86400),
+    )
     @hsettings(max_examples=60, deadline=None)
     def adds_up(tz: str, step: str, t1: int, length: int) -> None:
-        body = {"users": [{"uid": 7, "tz": tz}], "things": ["steps"], "from": t1,
-                "to": t1 + length}  # fmt: skip
+        body = {"users": [{"uid": 7, "tz": tz}], "things": ["steps"], "from": t1, "to": t1 + length}
         found = client.post("/v3/series", json={**body, "step": step}).json["results"][0]
         total = client.post("/v3/sums", json=body).json["results"][0]["sums"]["steps"]
         buckets = found["buckets"]

@@ -125,13 +125,19 @@ def test_a_duplicate_publish_or_redelivery_counts_once(
         for _ in range(2):  # the same point published twice, as two messages
             metric.delay(**point(value=5, mode="increment", idempotency_key="order-17"))
         for _ in range(2):  # one message delivered twice: the same task id
-            app.send_task("psd.write_metric", kwargs=point(uid=3, value=4, mode="increment"),
-                          task_id="redelivered-1")  # fmt: skip
+            app.send_task(
+                "psd.write_metric",
+                kwargs=point(uid=3, value=4, mode="increment"),
+                task_id="redelivered-1",
+            )
             count.apply_async(kwargs={"thing": "signup", "value": 1, "ts": T0}, task_id="c1")
 
     def applied() -> tuple[int, int, int]:
-        return (store.sum(1, "steps", None, T0, T0), store.sum(3, "steps", None, T0, T0),
-                store.count("signup", T0, T0))  # fmt: skip
+        return (
+            store.sum(1, "steps", None, T0, T0),
+            store.sum(3, "steps", None, T0, T0),
+            store.count("signup", T0, T0),
+        )
 
     start = taken()
     with running_worker(app):
@@ -175,8 +181,12 @@ def test_values_of_either_sign_are_applied_and_those_past_the_bound_dead_lettere
         metric.delay(**point(value=10))
         assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 10)
         metric.delay(**{**point(value=-30, ts=T0 + 60), "ts1": T0})  # the total goes to -30
-        bulk.delay(points=[point(uid=2, aid=n, value=value, mode="increment")
-                           for n, value in enumerate((-(2**40), -(2**40) - 1, 5))])  # fmt: skip
+        bulk.delay(
+            points=[
+                point(uid=2, aid=n, value=value, mode="increment")
+                for n, value in enumerate((-(2**40), -(2**40) - 1, 5))
+            ]
+        )
         metric.delay(**point(uid=3, value=2**40 + 1))
         assert wait_for(lambda: dlq.count(store.redis) == 2)
         assert wait_for(lambda: store.sum(1, "steps", None, T0, T0 + 60) == -30)
@@ -223,10 +233,15 @@ def test_redis_down_mid_stream_loses_and_doubles_nothing(broker_url: str, spare_
     the broker, and once the store is back every point counts exactly once."""
     with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as first:
         port = first.port
-        settings = Settings(redis_url=first.url, broker_url=broker_url,
-                            queue=spare_queue, batch_ms=50,
-                            write_retry_seconds=1, broker_visibility_timeout=3,
-                            expire=0)  # fmt: skip
+        settings = Settings(
+            redis_url=first.url,
+            broker_url=broker_url,
+            queue=spare_queue,
+            batch_ms=50,
+            write_retry_seconds=1,
+            broker_visibility_timeout=3,
+            expire=0,
+        )
         app = make_app(settings)
         store = Store.from_url(first.url, settings)
         with running_worker(app):
@@ -273,8 +288,18 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
         PSD_BROKER_VISIBILITY_TIMEOUT="2",
         PSD_EXPIRE="0",  # the 2016 points of these tests are kept
     )
-    command = [sys.executable, "-m", "celery", "-A", "psd.workers.app", "worker",
-               "--queues", settings.queue, "--loglevel", "WARNING"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "psd.workers.app",
+        "worker",
+        "--queues",
+        settings.queue,
+        "--loglevel",
+        "WARNING",
+    ]
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -337,8 +362,9 @@ def test_async_http_writes_are_queued_then_applied(
     assert client.post("/v1/write?async=1", json=[]).status_code == 406
     v3 = client.post("/v3/write", json={"points": [point(uid=4, value=5)], "async": True})
     assert (v3.status_code, v3.get_json()) == (202, {"queued": 1})
-    refused = client.post("/v3/write", json={"points": [point(uid=4), point(uid=4, ts=-1)],
-                                             "async": True})  # fmt: skip
+    refused = client.post(
+        "/v3/write", json={"points": [point(uid=4), point(uid=4, ts=-1)], "async": True}
+    )
     assert refused.status_code == 422 and refused.get_json()["error"]["field"] == "points.1.ts1"
     assert wait_for(lambda: _queue_length(worker_settings) == 3)  # three messages, nothing else
     with running_worker(app):
@@ -371,9 +397,11 @@ def test_points_past_the_retention_are_dead_lettered_and_the_rest_applied(
     now = int(time.time())
     with running_worker(app):
         app.tasks["psd.write_metric"].delay(**point(uid=1, value=3))  # T0: 2016
-        bulk = [point(uid=2, value=5, ts=now - 60, mode="increment"),
-                point(uid=3, value=6, mode="increment"),
-                point(uid=2, value=7, ts=now - 30, aid=2, mode="increment")]  # fmt: skip
+        bulk = [
+            point(uid=2, value=5, ts=now - 60, mode="increment"),
+            point(uid=3, value=6, mode="increment"),
+            point(uid=2, value=7, ts=now - 30, aid=2, mode="increment"),
+        ]
         app.tasks["psd.write_metrics"].delay(points=bulk)
         app.tasks["psd.write_count"].delay(thing="signup", value=1, ts=T0)
         assert wait_for(lambda: dlq.count(store.redis) == 3)
@@ -398,9 +426,11 @@ def test_points_past_a_limit_are_dead_lettered_the_rest_applied_once(
     store.redis.hset(*root, str(2**62 - 10))
     with running_worker(app):
         app.tasks["psd.write_metric"].delay(**point(uid=1, value=11, mode="increment"))
-        bulk = [point(uid=2, value=5, mode="increment"),
-                point(uid=1, value=20, aid=2, mode="increment"),
-                point(uid=1, value=4, aid=3, mode="increment")]  # fmt: skip
+        bulk = [
+            point(uid=2, value=5, mode="increment"),
+            point(uid=1, value=20, aid=2, mode="increment"),
+            point(uid=1, value=4, aid=3, mode="increment"),
+        ]
         app.tasks["psd.write_metrics"].delay(points=bulk)
         assert wait_for(lambda: dlq.count(store.redis) == 2)
         assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 5)

@@ -86,8 +86,11 @@ def _span(a1: int, a2: int) -> Signed:
         return []
     sign, lo, hi = (1, a1, a2) if a1 < a2 else (-1, a2, a1)
     plan = read_plan(lo, hi - 1)
-    runs: Signed = [(sign, (suffix, first), (suffix, last))
-                    for suffix, ranges in plan.groups for first, last in ranges]  # fmt: skip
+    runs: Signed = [
+        (sign, (suffix, first), (suffix, last))
+        for suffix, ranges in plan.groups
+        for first, last in ranges
+    ]
     return runs + [(sign, window, window) for window in plan.windows]
 
 
@@ -138,9 +141,15 @@ def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> Breakdown
 def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> BreakdownPlanArg:
     names = [slot_names(thing) for thing in things]
     suffix = "" if atid is None else f":{atid}"
-    fields = [[slots[child] + suffix for i in range(0, len(runs), 2)
-               for child in range(runs[i], runs[i + 1] + 1) for slots in names]
-              for _, runs in b.hashes]  # fmt: skip
+    fields = [
+        [
+            slots[child] + suffix
+            for i in range(0, len(runs), 2)
+            for child in range(runs[i], runs[i + 1] + 1)
+            for slots in names
+        ]
+        for _, runs in b.hashes
+    ]
     hours: list[list[Any]] = []
     for start, end in b.windows:  # ascending
         hour = start // HOUR

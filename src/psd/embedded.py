@@ -107,8 +107,12 @@ class EmbeddedServer:
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         # no retries of its own: this loop is the retry, and sees the server exit at once
-        client = redis.Redis(port=self.port, password=self.password or None,
-                             socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))  # fmt: skip
+        client = redis.Redis(
+            port=self.port,
+            password=self.password or None,
+            socket_connect_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -68,8 +68,11 @@ class StoreKeeper:
         while self.failures[0] < now - RESTART_WINDOW:
             self.failures.popleft()
         if len(self.failures) >= RESTARTS:
-            self.say(f"{what}: {len(self.failures)} failures in {RESTART_WINDOW:.0f} s, "
-                     "giving up; its last log lines:", "store")  # fmt: skip
+            self.say(
+                f"{what}: {len(self.failures)} failures in {RESTART_WINDOW:.0f} s, "
+                "giving up; its last log lines:",
+                "store",
+            )
             for line in self.server.log_tail(TAIL_LINES).splitlines():
                 self.say(line, "store")
             return 1

@@ -76,8 +76,12 @@ def floor_wall(w: datetime, step: Step) -> datetime:
     return day.replace(month=1, day=1)
 
 
-_FIXED = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1),
-          "week": timedelta(weeks=1)}  # fmt: skip
+_FIXED = {
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(weeks=1),
+}
 
 
 def next_wall(w: datetime, step: Step) -> datetime:

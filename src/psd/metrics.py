@@ -33,15 +33,22 @@ COARSE = Counter(
     ["kind"],
 )
 ROUND_TRIPS = Counter("psd_redis_round_trips", "Round trips to the store", ["kind"])
-WRITE_BATCH_POINTS = Histogram("psd_write_batch_points", "Points per store write",
-                               buckets=(1, 10, 100, 1_000, 10_000))  # fmt: skip
-TASK_BATCH = Histogram("psd_task_batch_messages", "Task messages per worker batch", ["task"],
-                       buckets=(1, 2, 5, 10, 20, 50, 100, 200))  # fmt: skip
+WRITE_BATCH_POINTS = Histogram(
+    "psd_write_batch_points", "Points per store write", buckets=(1, 10, 100, 1_000, 10_000)
+)
+TASK_BATCH = Histogram(
+    "psd_task_batch_messages",
+    "Task messages per worker batch",
+    ["task"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
 TASK_SECONDS = Histogram("psd_task_batch_seconds", "Time to apply a worker batch", ["task"])
 REQUEST_SECONDS = Histogram(
-    "psd_request_seconds", "HTTP request time, by endpoint and range length", ["endpoint", "range"],
+    "psd_request_seconds",
+    "HTTP request time, by endpoint and range length",
+    ["endpoint", "range"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-)  # fmt: skip
+)
 
 #: Range classes of a read, by length in seconds.
 RANGE_CLASSES = ((3600, "hour"), (86400, "day"), (31 * 86400, "month"), (366 * 86400, "year"))

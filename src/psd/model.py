@@ -116,8 +116,11 @@ _UNION_TAGS = {"int", "str", "bool", "float", "list", "dict", "none"}
 def field_of(loc: tuple[int | str, ...]) -> str:
     """The dotted field name of a pydantic error's location, the union members' tags
     (``constrained-int``, ``function-after[...]``, ``literal['all']``) left out."""
-    return ".".join(str(part) for part in loc if not (
-        isinstance(part, str) and (part in _UNION_TAGS or "-" in part or "[" in part)))  # fmt: skip
+    return ".".join(
+        str(part)
+        for part in loc
+        if not (isinstance(part, str) and (part in _UNION_TAGS or "-" in part or "[" in part))
+    )
 
 
 def _known_thing(value: Any, info: ValidationInfo) -> Any:
@@ -147,8 +150,11 @@ CountThing = Annotated[
 class MetricIn(Schema):
     """One metric write (``/v1/write``, ``psd.write_metric``, an NSQ message)."""
 
-    mode: Mode = Field("diffadd", description="diffadd: value is the activity's running total "
-                       "at ts2 (since ts1); increment: value is added at ts2")  # fmt: skip
+    mode: Mode = Field(
+        "diffadd",
+        description="diffadd: value is the activity's running total "
+        "at ts2 (since ts1); increment: value is added at ts2",
+    )
     thing: ThingName  # type: ignore[valid-type]
     ts2: Annotated[int, Field(ge=1, le=MAX_TS, description="Unix seconds")]
     ts1: Ts = Field(description="the activity's start; an increment may omit it (= ts2)")

@@ -34,16 +34,31 @@ from psd.config import Settings, retention_of
 from psd.timebuckets import Gran, floor_to, iso, next_start
 
 #: The granularity a level answers at, finest first.
-PRECISION = {"minute": Gran.SECOND, "hour": Gran.HOUR, "day": Gran.DAY, "month": Gran.MONTH,
-             "year": Gran.YEAR}  # fmt: skip
+PRECISION = {
+    "minute": Gran.SECOND,
+    "hour": Gran.HOUR,
+    "day": Gran.DAY,
+    "month": Gran.MONTH,
+    "year": Gran.YEAR,
+}
 #: The bucket whose end a level's retention counts from, for metrics and for counts (whose
 #: seconds and minutes live in an hour key, hours and days in a month key).
 _COUNTED_FROM = {
-    "metric": {"minute": Gran.HOUR, "hour": Gran.DAY, "day": Gran.MONTH, "month": Gran.YEAR,
-               "year": Gran.YEAR},
-    "count": {"minute": Gran.HOUR, "hour": Gran.MONTH, "day": Gran.MONTH, "month": Gran.YEAR,
-              "year": Gran.YEAR},
-}  # fmt: skip
+    "metric": {
+        "minute": Gran.HOUR,
+        "hour": Gran.DAY,
+        "day": Gran.MONTH,
+        "month": Gran.YEAR,
+        "year": Gran.YEAR,
+    },
+    "count": {
+        "minute": Gran.HOUR,
+        "hour": Gran.MONTH,
+        "day": Gran.MONTH,
+        "month": Gran.YEAR,
+        "year": Gran.YEAR,
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +74,11 @@ class Policy:
     @classmethod
     def metrics(cls, settings: Settings) -> Policy:
         names: dict[str, tuple[str, ...]] = {
-            level: (f"retention_{level}",) if getattr(settings, f"retention_{level}") != -1
-            else ("expire", f"retention_{level}") for level in PRECISION}  # fmt: skip
+            level: (f"retention_{level}",)
+            if getattr(settings, f"retention_{level}") != -1
+            else ("expire", f"retention_{level}")
+            for level in PRECISION
+        }
         return cls("metric", retention_of(settings), names)
 
     @classmethod
@@ -126,8 +144,10 @@ class Horizon:
         names = " or ".join(self.policy.settings.get(level, (f"retention_{level}",)))
         kept = _span(self.policy.seconds[level])
         since = iso(self.accepted_from)
-        return (f"past the retention: nothing before {since} ({self.accepted_from}) is kept "
-                f"now; raise {names} (now {kept} after a bucket ends) to accept it")  # fmt: skip
+        return (
+            f"past the retention: nothing before {since} ({self.accepted_from}) is kept "
+            f"now; raise {names} (now {kept} after a bucket ends) to accept it"
+        )
 
 
 def _span(seconds: int) -> str:

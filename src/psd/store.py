@@ -268,8 +268,10 @@ class Store(Reads):
         if not points:
             return
         now = int(self._clock())
-        horizons = {MetricPoint: self.metric_policy.horizon(now),
-                    CountPoint: self.count_policy.horizon(now)}  # fmt: skip
+        horizons = {
+            MetricPoint: self.metric_policy.horizon(now),
+            CountPoint: self.count_policy.horizon(now),
+        }
         for n, point in enumerate(points):
             horizon = horizons[type(point)]
             ts, field = (point.ts2, "ts2") if isinstance(point, MetricPoint) else (point.ts, "ts")

@@ -77,8 +77,11 @@ def persistence(store: Store, settings: Settings) -> Iterator[Finding]:
     try:
         config = store.redis.config_get("appendonly") | store.redis.config_get("maxmemory-policy")
     except redis.ResponseError:
-        yield Finding("warn", "cannot read the store's CONFIG (a managed server?)",
-                      "check by hand: appendonly yes, maxmemory-policy noeviction")  # fmt: skip
+        yield Finding(
+            "warn",
+            "cannot read the store's CONFIG (a managed server?)",
+            "check by hand: appendonly yes, maxmemory-policy noeviction",
+        )
         return
     aof = config.get("appendonly")
     yield verdict(

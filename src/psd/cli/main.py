@@ -71,11 +71,37 @@ def server_command(server: str, bind: str, workers: int) -> list[str]:
         # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
         # a worker told to stop while it was still starting never stops by itself: granian
         # kills it after WEB_KILL_SECONDS (no HTTP request of psd's takes that long)
-        return [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host,
-                "--port", port, "--workers", str(workers), "--blocking-threads", "1",
-                "--workers-kill-timeout", str(WEB_KILL_SECONDS), "--no-ws", WSGI_APP]  # fmt: skip
-    return [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
-            "--access-logfile", "-", WSGI_APP]  # fmt: skip
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--host",
+            host,
+            "--port",
+            port,
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            "1",
+            "--workers-kill-timeout",
+            str(WEB_KILL_SECONDS),
+            "--no-ws",
+            WSGI_APP,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--access-logfile",
+        "-",
+        WSGI_APP,
+    ]
 
 
 #: Seconds a child gets to stop once told to before its whole process group is killed.
@@ -185,11 +211,14 @@ def _serve(ctx: click.Context, settings: Settings) -> int:
     """The store, then the server; its processes keep their metrics in one directory, summed
     at /metrics. The server runs as our child rather than in our place because we own the
     store and that directory, and stop them after it; both die with us if we are killed."""
-    with stop_signals_unwind(), store(settings) as url, tempfile.TemporaryDirectory(
-        prefix="psd-metrics-"
-    ) as metrics:  # fmt: skip
-        env = dict(os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
-                   PROMETHEUS_MULTIPROC_DIR=metrics)  # fmt: skip
+    with (
+        stop_signals_unwind(),
+        store(settings) as url,
+        tempfile.TemporaryDirectory(prefix="psd-metrics-") as metrics,
+    ):
+        env = dict(
+            os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind, PROMETHEUS_MULTIPROC_DIR=metrics
+        )
         if ctx.parent and ctx.parent.params.get("config"):
             env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
         click.echo(

@@ -48,8 +48,13 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Mi
 
 
 @click.command(name="migrate")
-@click.option("--from-redis", "from_redis", required=True, metavar="URL",
-              help="The 2016 pointspaced Redis to read (redis://host:port/db).")  # fmt: skip
+@click.option(
+    "--from-redis",
+    "from_redis",
+    required=True,
+    metavar="URL",
+    help="The 2016 pointspaced Redis to read (redis://host:port/db).",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Read and report what would be written; write nothing."
 )

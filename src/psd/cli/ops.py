@@ -90,8 +90,15 @@ def _fail(exc: PsdError) -> click.ClickException:
 @click.option("--increment", is_flag=True, help="Add value at ts2 (default: diffadd).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def write(ctx: click.Context, /, ts1: int | None, ts2: int | None, increment: bool,
-          as_json: bool, **fields: Any) -> None:  # fmt: skip
+def write(
+    ctx: click.Context,
+    /,
+    ts1: int | None,
+    ts2: int | None,
+    increment: bool,
+    as_json: bool,
+    **fields: Any,
+) -> None:
     """Write one metric point, as POST /v1/write would (synchronously)."""
     ts2 = int(time.time()) if ts2 is None else ts2
     fields.update(ts1=ts2 if ts1 is None else ts1, ts2=ts2)
@@ -106,8 +113,10 @@ def write(ctx: click.Context, /, ts1: int | None, ts2: int | None, increment: bo
         click.echo(json.dumps({"status": result.status, "delta": result.delta, **kept}))
     else:
         note = f" (kept from the {result.level} level up: finer detail is past the retention)"
-        click.echo(f"{result.status}: {result.delta:+d} {point.thing} for user {point.uid} "
-                   f"at {iso(point.ts2)}{note if coarse else ''}")  # fmt: skip
+        click.echo(
+            f"{result.status}: {result.delta:+d} {point.thing} for user {point.uid} "
+            f"at {iso(point.ts2)}{note if coarse else ''}"
+        )
 
 
 def _range(start: int | None, end: int | None) -> tuple[int, int]:
@@ -120,22 +129,33 @@ def _widened_note(result: Any) -> str:
     if span is None:
         return ""
     grans = {g: g.name.lower() for g in Gran}
-    return (f"  (older detail is gone: answered for {iso(span.t1)} .. {iso(span.t2)}, "
-            f"start at {grans[span.start]}, end at {grans[span.end]} precision)")  # fmt: skip
+    return (
+        f"  (older detail is gone: answered for {iso(span.t1)} .. {iso(span.t2)}, "
+        f"start at {grans[span.start]}, end at {grans[span.end]} precision)"
+    )
 
 
 @click.command()
-@click.option("--uid", "uids", required=True, multiple=True, type=click.IntRange(0),
-              help="Repeatable.")  # fmt: skip
-@click.option("--thing", "things", multiple=True, type=click.Choice(list(THINGS)),
-              help="Repeatable [steps].")  # fmt: skip
+@click.option(
+    "--uid", "uids", required=True, multiple=True, type=click.IntRange(0), help="Repeatable."
+)
+@click.option(
+    "--thing", "things", multiple=True, type=click.Choice(list(THINGS)), help="Repeatable [steps]."
+)
 @click.option("--atid", type=int, help="Only this activity type [all].")
 @click.option("--from", "start", type=INSTANT, help="First instant [24 h before --to].")
 @click.option("--to", "end", type=INSTANT, help="Last instant, inclusive [now].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def query(ctx: click.Context, uids: tuple[int, ...], things: tuple[str, ...], atid: int | None,
-          start: int | None, end: int | None, as_json: bool) -> None:  # fmt: skip
+def query(
+    ctx: click.Context,
+    uids: tuple[int, ...],
+    things: tuple[str, ...],
+    atid: int | None,
+    start: int | None,
+    end: int | None,
+    as_json: bool,
+) -> None:
     """Sums of things for users over a range, with each user's activities."""
     t1, t2 = _range(start, end)
     if t1 > t2:
@@ -147,16 +167,22 @@ def query(ctx: click.Context, uids: tuple[int, ...], things: tuple[str, ...], at
     except PsdError as exc:
         raise _fail(exc) from exc
     if as_json:
-        out = {str(uid): {"sums": r.sums, "activities": r.activities,
-                          "answered": [r.widened.t1, r.widened.t2] if r.widened else [t1, t2]}
-               for uid, r in zip(uids, results, strict=True)}  # fmt: skip
+        out = {
+            str(uid): {
+                "sums": r.sums,
+                "activities": r.activities,
+                "answered": [r.widened.t1, r.widened.t2] if r.widened else [t1, t2],
+            }
+            for uid, r in zip(uids, results, strict=True)
+        }
         click.echo(json.dumps(out))
         return
     click.echo(f"{iso(t1)} .. {iso(t2)}")
     for uid, result in zip(uids, results, strict=True):
         sums = "  ".join(f"{thing} {result.sums[thing]}" for thing in wanted)
-        click.echo(f"user {uid}: {sums}  activities {len(result.activities)}"
-                   + _widened_note(result))  # fmt: skip
+        click.echo(
+            f"user {uid}: {sums}  activities {len(result.activities)}" + _widened_note(result)
+        )
 
 
 @click.command()
@@ -167,8 +193,15 @@ def query(ctx: click.Context, uids: tuple[int, ...], things: tuple[str, ...], at
 @click.option("--to", "end", type=INSTANT, help="Last instant, inclusive [now].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start: int | None,
-          end: int | None, as_json: bool) -> None:  # fmt: skip
+def count(
+    ctx: click.Context,
+    thing: str,
+    add: int | None,
+    at: int | None,
+    start: int | None,
+    end: int | None,
+    as_json: bool,
+) -> None:
     """Read a global counter over a range, or --add to it."""
     try:
         store = tool_store(settings_of(ctx))
@@ -192,14 +225,22 @@ def count(ctx: click.Context, thing: str, add: int | None, at: int | None, start
 
 @click.command(name="import")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["ndjson", "csv"]),
-              help="[from the file's extension; ndjson for -]")  # fmt: skip
-@click.option("--mode", type=click.Choice(["diffadd", "increment"]),
-              help="Mode of every point [each point's own mode field, else diffadd].")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ndjson", "csv"]),
+    help="[from the file's extension; ndjson for -]",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["diffadd", "increment"]),
+    help="Mode of every point [each point's own mode field, else diffadd].",
+)
 @click.option("--key", help="Name of this import, to resume it [from the file; needed for -].")
 @click.pass_context
-def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | None,
-                  key: str | None) -> None:  # fmt: skip
+def import_points(
+    ctx: click.Context, source: str, fmt: str | None, mode: str | None, key: str | None
+) -> None:
     """Bulk-load metric points from NDJSON (one /v1/write object a line) or CSV (a header of
     those field names). Run again after an interruption, it goes on where it stopped."""
     fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
@@ -215,9 +256,12 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
             return ""
         return f"{summary.points / max(time.monotonic() - started, 1e-6):,.0f} points/s"
 
-    with click.open_file(source, "rb") as stream, click.progressbar(
-        length=total, label="importing", show_pos=True, item_show_func=rate
-    ) as bar:  # fmt: skip
+    with (
+        click.open_file(source, "rb") as stream,
+        click.progressbar(
+            length=total, label="importing", show_pos=True, item_show_func=rate
+        ) as bar,
+    ):
 
         def progress(summary: Summary) -> None:
             bar.update(CHUNK, summary)
@@ -226,9 +270,11 @@ def import_points(ctx: click.Context, source: str, fmt: str | None, mode: str | 
             summary = run_import(store, stream, fmt, import_id, mode, progress)
         except PsdError as exc:
             raise _fail(exc) from exc
-    click.echo(f"{summary.points} points imported from {summary.lines} lines "
-               f"({summary.skipped} by an earlier run), {summary.rejected} rejected "
-               f"({summary.refused} refused: past the retention or a limit)")  # fmt: skip
+    click.echo(
+        f"{summary.points} points imported from {summary.lines} lines "
+        f"({summary.skipped} by an earlier run), {summary.rejected} rejected "
+        f"({summary.refused} refused: past the retention or a limit)"
+    )
     for reason in summary.reasons:
         click.echo(f"  {reason}")
     if summary.rejected > len(summary.reasons):

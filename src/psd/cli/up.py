@@ -101,15 +101,17 @@ def store(settings: Settings) -> Iterator[str]:
 
 def banner(settings: Settings, url: str, flower: str | None = None) -> str:
     host, _, port = settings.bind.rpartition(":")
-    return "\n".join([
-        "psd is up:",
-        f"  API      http://{host}:{port}/health/ping  (docs/quickstart.md: examples)",
-        *([f"  Flower   http://{flower}/"] if flower else []),
-        f"  store    {masked(url)}"
-        + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
-        f"  broker   {masked(settings.broker_url or url)}",
-        "  Ctrl-C stops everything",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "psd is up:",
+            f"  API      http://{host}:{port}/health/ping  (docs/quickstart.md: examples)",
+            *([f"  Flower   http://{flower}/"] if flower else []),
+            f"  store    {masked(url)}"
+            + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
+            f"  broker   {masked(settings.broker_url or url)}",
+            "  Ctrl-C stops everything",
+        ]
+    )
 
 
 def run(
@@ -119,8 +121,9 @@ def run(
     we are stopped; 0 on a stop."""
     with stop_signals_unwind(), embedded(settings) as server:
         url = server.url if server else settings.redis_url
-        child_env = dict(env, PSD_REDIS_URL=url, PSD_BIND=settings.bind,
-                         PSD_DATA_DIR=settings.data_dir)  # fmt: skip
+        child_env = dict(
+            env, PSD_REDIS_URL=url, PSD_BIND=settings.bind, PSD_DATA_DIR=settings.data_dir
+        )
         supervisor = Supervisor(printer, STOP_SECONDS)
         for name, args in processes(flower).items():
             supervisor.add(name, [sys.executable, "-m", "psd.cli", *args], child_env)

@@ -25,8 +25,14 @@ from psd.model import MAX_ID, THINGS, parse_count_thing
 from psd.timebuckets import Gran, days_from_civil, month_start, next_start
 
 #: Digits of a bucket name -> its granularity (14: the seconds in a minute key's fields).
-GRAN_OF_DIGITS = {4: Gran.YEAR, 6: Gran.MONTH, 8: Gran.DAY, 10: Gran.HOUR, 12: Gran.MINUTE,
-                  14: Gran.SECOND}  # fmt: skip
+GRAN_OF_DIGITS = {
+    4: Gran.YEAR,
+    6: Gran.MONTH,
+    8: Gran.DAY,
+    10: Gran.HOUR,
+    12: Gran.MINUTE,
+    14: Gran.SECOND,
+}
 #: psd's thing name of each thing number the original stored in its keys.
 THING_NAMES = {number: name for name, number in THINGS.items()}
 

@@ -113,8 +113,9 @@ def _point(series: OldSeries, piece: Piece) -> Point:
     if series.uid is None:
         return CountPoint(series.thing, piece.value, piece.ts)
     atid, aid = piece.tag
-    return MetricPoint(series.thing, series.uid, atid, aid, piece.value, piece.ts, piece.ts,
-                       "increment")  # fmt: skip
+    return MetricPoint(
+        series.thing, series.uid, atid, aid, piece.value, piece.ts, piece.ts, "increment"
+    )
 
 
 class Migration:
@@ -275,8 +276,10 @@ def loss_report(migration: Migration) -> str:
     dropped = migration.count_dropped()
     if not any(dropped.values()):
         return ""
-    lines = [f"psd migrate: the retention policy would drop {sum(dropped.values())} points of "
-             "the old data (no level keeps them); nothing was written"]  # fmt: skip
+    lines = [
+        f"psd migrate: the retention policy would drop {sum(dropped.values())} points of "
+        "the old data (no level keeps them); nothing was written"
+    ]
     for metric, what in ((True, "metric"), (False, "count")):
         if dropped[metric]:
             why = migration.horizons[metric].refusal()

@@ -51,6 +51,10 @@ class RequestLog:
             environ.get(name, "-").encode("unicode_escape").decode("ascii")
             for name in ("REQUEST_METHOD", "PATH_INFO")
         )  # no forged log lines
-        fields = {"method": method, "path": path, "status": int(status) if status.isdigit()
-                  else status, "ms": round(ms, 2)}  # fmt: skip
+        fields = {
+            "method": method,
+            "path": path,
+            "status": int(status) if status.isdigit() else status,
+            "ms": round(ms, 2),
+        }
         log.info("%s %s %s %.2f ms", method, path, status, ms, extra={"fields": fields})

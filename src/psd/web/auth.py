@@ -34,8 +34,9 @@ def parse_tokens(specs: Iterable[str]) -> list[Token]:
         scope_text, sep, token = spec.partition(":")
         scopes = frozenset(scope_text.split("+"))
         if not sep or not scopes <= SCOPES:
-            raise InvalidInput("each entry is SCOPE:TOKEN, scope read, write or read+write",
-                               "api_tokens")  # fmt: skip
+            raise InvalidInput(
+                "each entry is SCOPE:TOKEN, scope read, write or read+write", "api_tokens"
+            )
         if not token.isascii() or not token.isprintable():
             raise InvalidInput("a token is printable ASCII", "api_tokens")
         if len(token) < MIN_TOKEN:

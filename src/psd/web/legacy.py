@@ -52,10 +52,16 @@ class AsyncFlag(BaseModel):
 
 
 #: The original's error answers, by route kind.
-READ_ERRORS = {400: "invalid path or form", 413: "too many ids, or too big a body",
-               503: "the store is unavailable"}  # fmt: skip
-WRITE_ERRORS = {406: "invalid point", 413: "too big a body or too many points",
-                503: "the store (or, async, the queue) is unavailable"}  # fmt: skip
+READ_ERRORS = {
+    400: "invalid path or form",
+    413: "too many ids, or too big a body",
+    503: "the store is unavailable",
+}
+WRITE_ERRORS = {
+    406: "invalid point",
+    413: "too big a body or too many points",
+    503: "the store (or, async, the queue) is unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,15 @@ def route(
     def register(view: Callable[..., Any]) -> Callable[..., Any]:
         summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
         path = rule.replace("<", "{").replace(">", "}")
-        op = LegacyOperation(path, method, f"{bp.name}_{view.__name__}", summary, answers,
-                             errors=errors or {}, **inputs)  # fmt: skip
+        op = LegacyOperation(
+            path,
+            method,
+            f"{bp.name}_{view.__name__}",
+            summary,
+            answers,
+            errors=errors or {},
+            **inputs,
+        )
         OPERATIONS.append(op)
         bp.add_url_rule(rule, view.__name__, view, methods=[method.upper()])
         return view

@@ -28,9 +28,15 @@ from psd.web.legacy import LegacyOperation
 OPENAPI = "3.1.0"
 REF = "#/components/schemas/{model}"
 #: The error answers every v3 route may give.
-ERRORS = {400: "not JSON", 401: "no API token", 403: "the token may not do this",
-          413: "too large", 415: "not application/json", 422: "invalid",
-          503: "the store is unavailable"}  # fmt: skip
+ERRORS = {
+    400: "not JSON",
+    401: "no API token",
+    403: "the token may not do this",
+    413: "too large",
+    415: "not application/json",
+    422: "invalid",
+    503: "the store is unavailable",
+}
 
 
 class Strict(BaseModel):
@@ -144,8 +150,9 @@ class Contract:
 
                     return answer(made, query.parameter_of)
 
-                self.blueprint.add_url_rule(path, f"{view.__name__}_get", get_endpoint,
-                                            methods=["GET"])  # fmt: skip
+                self.blueprint.add_url_rule(
+                    path, f"{view.__name__}_get", get_endpoint, methods=["GET"]
+                )
             return view
 
         return register
@@ -170,22 +177,30 @@ class Contract:
 
         paths: dict[str, Any] = {}
         for op in self.operations:
-            errors = {str(code): {"description": text, "content": content(ErrorBody)}
-                      for code, text in ERRORS.items()}  # fmt: skip
+            errors = {
+                str(code): {"description": text, "content": content(ErrorBody)}
+                for code, text in ERRORS.items()
+            }
             inputs: dict[str, Any] = (
-                {"parameters": _parameters(op.body, "query")} if op.method == "get" else
-                {"requestBody": {"required": True, "content": content(op.body)}})  # fmt: skip
+                {"parameters": _parameters(op.body, "query")}
+                if op.method == "get"
+                else {"requestBody": {"required": True, "content": content(op.body)}}
+            )
             paths.setdefault(op.path, {})[op.method] = {
                 "operationId": op.name,
                 "summary": op.summary,
                 "tags": ["v3"],
                 **inputs,
-                "responses": {"200": {"description": "done", "content": content(op.response)},
-                              **({"202": {"description": "queued",
-                                          "content": content(op.accepted)}}
-                                 if op.accepted else {}),
-                              **errors},
-            }  # fmt: skip
+                "responses": {
+                    "200": {"description": "done", "content": content(op.response)},
+                    **(
+                        {"202": {"description": "queued", "content": content(op.accepted)}}
+                        if op.accepted
+                        else {}
+                    ),
+                    **errors,
+                },
+            }
         for legacy in LEGACY:
             paths.setdefault(legacy.path, {})[legacy.method] = _legacy(legacy, schema_of, content)
         return {
@@ -205,9 +220,15 @@ def _parameters(model: type[BaseModel] | None, where: str) -> list[dict[str, Any
         return []
     schema = model.model_json_schema(by_alias=True)
     required = set(schema.get("required", ()))
-    return [{"name": name, "in": where, "required": where == "path" or name in required,
-             "schema": _inline(field, schema.get("$defs", {}))}
-            for name, field in schema["properties"].items()]  # fmt: skip
+    return [
+        {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+            "schema": _inline(field, schema.get("$defs", {})),
+        }
+        for name, field in schema["properties"].items()
+    ]
 
 
 def _inline(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -228,15 +249,22 @@ def _legacy(
 ) -> dict[str, Any]:
     """One v1/v2 operation: its inputs from the schemas its handler validates with, its
     answers in the original's shapes, its errors in v1's."""
-    answers = {str(status): {"description": a.description,
-                             **({"content": content(a.body, a.media)} if a.body else
-                                {"content": {a.media: {}}})}
-               for status, a in op.answers.items()}  # fmt: skip
-    errors = {str(status): {"description": text, "content": content(V1Error)}
-              for status, text in op.errors.items()}  # fmt: skip
+    answers = {
+        str(status): {
+            "description": a.description,
+            **({"content": content(a.body, a.media)} if a.body else {"content": {a.media: {}}}),
+        }
+        for status, a in op.answers.items()
+    }
+    errors = {
+        str(status): {"description": text, "content": content(V1Error)}
+        for status, text in op.errors.items()
+    }
     if op.params is not None:
-        errors.setdefault("404", {"description": "no such route (an empty path segment)",
-                                  "content": content(V1Error)})  # fmt: skip
+        errors.setdefault(
+            "404",
+            {"description": "no such route (an empty path segment)", "content": content(V1Error)},
+        )
     document: dict[str, Any] = {
         "operationId": op.name,
         "summary": op.summary,
@@ -245,8 +273,10 @@ def _legacy(
         "responses": {**answers, **errors},
     }
     if op.form is not None:
-        document["requestBody"] = {"required": True, "content": content(
-            op.form, "application/x-www-form-urlencoded")}  # fmt: skip
+        document["requestBody"] = {
+            "required": True,
+            "content": content(op.form, "application/x-www-form-urlencoded"),
+        }
     elif op.json_body is not None:
         document["requestBody"] = {"required": True, "content": content(op.json_body)}
     return document

@@ -49,9 +49,15 @@ def metrics() -> Response:
     return answer("metrics")
 
 
-@route(bp, "post", "/v1/write",
-       {200: Answer("written", TEXT, Ok), 202: Answer("queued", body=Queued)}, WRITE_ERRORS,
-       query=AsyncFlag, json_body=MetricIn | list[MetricIn])  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/write",
+    {200: Answer("written", TEXT, Ok), 202: Answer("queued", body=Queued)},
+    WRITE_ERRORS,
+    query=AsyncFlag,
+    json_body=MetricIn | list[MetricIn],
+)
 def write() -> Response:
     """Write one metric point (async: one point or an array, validated now, queued)."""
     body = request.get_data(cache=False)
@@ -60,39 +66,62 @@ def write() -> Response:
     return answer("write", body)
 
 
-@route(bp, "post", "/v1/count", {200: Answer("counted", TEXT, Ok)},
-       {400: "invalid count", **WRITE_ERRORS}, json_body=CountIn)  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/count",
+    {200: Answer("counted", TEXT, Ok)},
+    {400: "invalid count", **WRITE_ERRORS},
+    json_body=CountIn,
+)
 def count_write() -> Response:
     """Add to a global counter (psd's addition to the original)."""
     return answer("count", request.get_data(cache=False))
 
 
-@route(bp, "get", "/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>", SUM, READ_ERRORS,
-       params=QueryPath)  # fmt: skip
+@route(bp, "get", "/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>", SUM, READ_ERRORS, params=QueryPath)
 def query(uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Response:
     """One user's sum of one thing over [ts1, ts2]."""
     return answer("query", uid, thing, atid, ts1, ts2)
 
 
-@route(bp, "post", "/v1/query_ids/<thing>/<atid>/<ts1>/<ts2>",
-       {200: Answer("per id, its sum", body=Sums)}, READ_ERRORS, params=ThingPath,
-       form=IdsForm)  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/query_ids/<thing>/<atid>/<ts1>/<ts2>",
+    {200: Answer("per id, its sum", body=Sums)},
+    READ_ERRORS,
+    params=ThingPath,
+    form=IdsForm,
+)
 def query_ids(thing: str, atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of one thing."""
     return answer("query_ids", thing, atid, ts1, ts2, request.form.to_dict())
 
 
-@route(bp, "post", "/v1/mu_query/<thing>/<atid>/<ts1>/<ts2>",
-       {200: Answer("sums and activity types", body=MuSums)}, READ_ERRORS, params=ThingPath,
-       form=IdsForm)  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/mu_query/<thing>/<atid>/<ts1>/<ts2>",
+    {200: Answer("sums and activity types", body=MuSums)},
+    READ_ERRORS,
+    params=ThingPath,
+    form=IdsForm,
+)
 def mu_query(thing: str, atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of one thing, and the types of the activities behind them."""
     return answer("mu_query", thing, atid, ts1, ts2, request.form.to_dict())
 
 
-@route(bp, "post", "/v1/mumt_query/<atid>/<ts1>/<ts2>",
-       {200: Answer("users with activity", body=MumtSums)}, READ_ERRORS,
-       params=TypedRangePath, form=MumtForm)  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/mumt_query/<atid>/<ts1>/<ts2>",
+    {200: Answer("users with activity", body=MumtSums)},
+    READ_ERRORS,
+    params=TypedRangePath,
+    form=MumtForm,
+)
 def mumt_query(atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of many things (users without activity in range left out)."""
     return answer("mumt_query", atid, ts1, ts2, request.form.to_dict())
@@ -104,9 +133,15 @@ def readcount(thing: str, ts1: str, ts2: str) -> Response:
     return answer("readcount", thing, ts1, ts2)
 
 
-@route(bp, "post", "/v1/readcount_with_ids/<prefix>/<ts1>/<ts2>",
-       {200: Answer("per id, the sum of counter <prefix>_<id>", body=Sums)}, READ_ERRORS,
-       params=PrefixPath, form=Form)  # fmt: skip
+@route(
+    bp,
+    "post",
+    "/v1/readcount_with_ids/<prefix>/<ts1>/<ts2>",
+    {200: Answer("per id, the sum of counter <prefix>_<id>", body=Sums)},
+    READ_ERRORS,
+    params=PrefixPath,
+    form=Form,
+)
 def readcount_with_ids(prefix: str, ts1: str, ts2: str) -> Response:
     """Many global counters' sums: ``<prefix>_<id>`` for each id."""
     return answer("readcount_with_ids", prefix, ts1, ts2, request.form.to_dict())

@@ -86,9 +86,14 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
 
 
 def answered_of(wide: Answerable) -> Answered:
-    return Answered.model_validate({"from": wide.t1, "to": wide.t2,
-                                    "start_precision": wide.start.name.lower(),
-                                    "end_precision": wide.end.name.lower()})  # fmt: skip
+    return Answered.model_validate(
+        {
+            "from": wide.t1,
+            "to": wide.t2,
+            "start_precision": wide.start.name.lower(),
+            "end_precision": wide.end.name.lower(),
+        }
+    )
 
 
 @contract.route("/v3/sums", SumsIn, SumsOut)
@@ -109,11 +114,18 @@ def sums(body: SumsIn) -> SumsOut:
     results = []
     for query, result in zip(queries, found, strict=True):
         answered = answered_of(result.widened) if result.widened is not None else None
-        results.append(UserSums.model_validate({
-            "uid": query.uid, "from": query.t1, "to": query.t2, "sums": result.sums,
-            "activities": {aid: int(kind) for aid, kind in result.activities.items()},
-            "answered": answered,
-        }))  # fmt: skip
+        results.append(
+            UserSums.model_validate(
+                {
+                    "uid": query.uid,
+                    "from": query.t1,
+                    "to": query.t2,
+                    "sums": result.sums,
+                    "activities": {aid: int(kind) for aid, kind in result.activities.items()},
+                    "answered": answered,
+                }
+            )
+        )
     return SumsOut(results=results)
 
 
@@ -129,20 +141,33 @@ def series(body: SeriesIn) -> SeriesOut:
         if t1 > t2:
             raise InvalidInput(f"from is after to for users[{n}]", "from")
         if not store.answerable(t1, t2).exact:
-            raise InvalidInput("the range reaches past the finest detail kept (retention): "
-                               "ask /v3/sums, which says at what precision", "from")  # fmt: skip
+            raise InvalidInput(
+                "the range reaches past the finest detail kept (retention): "
+                "ask /v3/sums, which says at what precision",
+                "from",
+            )
         plan.append((user.uid, buckets(t1, t2, body.step, tz)))
     if sum(len(found) for _, found in plan) > MAX_BUCKETS:
         raise TooLarge(f"at most {MAX_BUCKETS} buckets a request, over all users", "step")
-    plans = [(uid, breakdown((*(b.start for b in found), found[-1].end + 1), body.step))
-             for uid, found in plan]  # fmt: skip
+    plans = [
+        (uid, breakdown((*(b.start for b in found), found[-1].end + 1), body.step))
+        for uid, found in plan
+    ]
     found_sums = store.breakdowns(plans, things, body.atid)  # one round trip for all of it
-    return SeriesOut(results=[
-        UserSeries(uid=uid, buckets=[
-            BucketOut.model_validate({"from": b.start, "to": b.end, "local": b.label, "sums": sums})
-            for b, sums in zip(found, per_user, strict=True)])
-        for (uid, found), per_user in zip(plan, found_sums, strict=True)
-    ])  # fmt: skip
+    return SeriesOut(
+        results=[
+            UserSeries(
+                uid=uid,
+                buckets=[
+                    BucketOut.model_validate(
+                        {"from": b.start, "to": b.end, "local": b.label, "sums": sums}
+                    )
+                    for b, sums in zip(found, per_user, strict=True)
+                ],
+            )
+            for (uid, found), per_user in zip(plan, found_sums, strict=True)
+        ]
+    )
 
 
 def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
@@ -176,8 +201,11 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
     found = api().store.totals(queries, body.thing, body.atid)  # one round trip (see there)
     now_values = {q.uid: f.now for q, f in zip(queries, found, strict=True)}
     then_values = {q.uid: f.then for q, f in zip(queries, found, strict=True)}
-    widened = {q.uid: answered_of(f.widened)
-               for q, f in zip(queries, found, strict=True) if f.widened is not None}  # fmt: skip
+    widened = {
+        q.uid: answered_of(f.widened)
+        for q, f in zip(queries, found, strict=True)
+        if f.widened is not None
+    }
     board = ranked(now_values)
     before = {s.uid: s for s in ranked(then_values)} if body.compare_at is not None else {}
     spread = body.around.places if body.around else 0
@@ -185,10 +213,16 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
     entries = []
     for s in shown:
         old = before.get(s.uid)
-        entries.append({"uid": s.uid, "value": s.value, "rank": s.rank,
-                        "then": {"value": old.value, "rank": old.rank} if old else None,
-                        "movement": old.rank - s.rank if old else None,
-                        "answered": widened.get(s.uid)})  # fmt: skip
+        entries.append(
+            {
+                "uid": s.uid,
+                "value": s.value,
+                "rank": s.rank,
+                "then": {"value": old.value, "rank": old.rank} if old else None,
+                "movement": old.rank - s.rank if old else None,
+                "answered": widened.get(s.uid),
+            }
+        )
     return Shaped({"total": len(board), "entries": entries})
 
 
@@ -222,8 +256,9 @@ def written(result: WriteResult) -> Written:
     one why."""
     precision = PRECISION[result.level].name.lower() if result.status == "coarse" else None
     reason = result.reason if result.status == "refused" else None
-    return Written.model_validate({"status": result.status, "delta": result.delta,
-                                   "precision": precision, "reason": reason})  # fmt: skip
+    return Written.model_validate(
+        {"status": result.status, "delta": result.delta, "precision": precision, "reason": reason}
+    )
 
 
 @bp.get("/openapi.json")

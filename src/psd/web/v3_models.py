@@ -29,8 +29,9 @@ MAX_USERS = 10_000
 class UserIn(Strict):
     uid: int = Field(ge=0, le=MAX_ID)
     tz: ZoneName | None = Field(None, description="IANA time zone of the user's wall times")
-    offset: int | None = Field(None, ge=-MAX_OFFSET, le=MAX_OFFSET,
-                               description="or a fixed offset, seconds east of UTC")  # fmt: skip
+    offset: int | None = Field(
+        None, ge=-MAX_OFFSET, le=MAX_OFFSET, description="or a fixed offset, seconds east of UTC"
+    )
 
 
 class SumsIn(Strict):
@@ -77,10 +78,12 @@ class SeriesQuery(QueryForm):
 
     uid: int = Field(ge=0, le=MAX_ID)
     tz: ZoneName | None = Field(None, description="IANA time zone of the user's wall times")
-    offset: int | None = Field(None, ge=-MAX_OFFSET, le=MAX_OFFSET,
-                               description="or a fixed offset, seconds east of UTC")  # fmt: skip
-    things: list[Thing] = Field(min_length=1, max_length=len(THINGS),
-                                description="repeated: things=steps&things=points")  # fmt: skip
+    offset: int | None = Field(
+        None, ge=-MAX_OFFSET, le=MAX_OFFSET, description="or a fixed offset, seconds east of UTC"
+    )
+    things: list[Thing] = Field(
+        min_length=1, max_length=len(THINGS), description="repeated: things=steps&things=points"
+    )
     start: str = Field(alias="from", description="Unix seconds or ISO 8601, inclusive")
     end: str = Field(alias="to", description="Unix seconds or ISO 8601, inclusive")
     step: Step
@@ -92,9 +95,14 @@ class SeriesQuery(QueryForm):
 
     def body(self) -> dict[str, Any]:
         user = {"uid": self.uid, "tz": self.tz, "offset": self.offset}
-        return {"users": [{k: v for k, v in user.items() if v is not None}],
-                "things": self.things, "from": _instant_text(self.start),
-                "to": _instant_text(self.end), "step": self.step, "atid": self.atid}  # fmt: skip
+        return {
+            "users": [{k: v for k, v in user.items() if v is not None}],
+            "things": self.things,
+            "from": _instant_text(self.start),
+            "to": _instant_text(self.end),
+            "step": self.step,
+            "atid": self.atid,
+        }
 
 
 def _instant_text(text: str) -> int | str:

@@ -197,8 +197,12 @@ async def serve(settings: Settings) -> None:
     broker = maybe_sanitize_url(bridge.celery.conf.broker_url)
     log.info(
         "consuming NSQ topic %r, channel %r, from %s into queue %r on %s",
-        settings.nsq_topic, settings.nsq_channel, source, settings.queue, broker,
-    )  # fmt: skip
+        settings.nsq_topic,
+        settings.nsq_channel,
+        source,
+        settings.queue,
+        broker,
+    )
     await stop.wait()
     log.info("stopping: finishing the publishes under way")
     await bridge.drain(reader)

@@ -100,8 +100,9 @@ def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
     return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
 
 
-def _refused(point: MetricPoint | CountPoint, result: WriteResult, source: str, where: str,
-             delivery: str) -> DeadLetter:  # fmt: skip
+def _refused(
+    point: MetricPoint | CountPoint, result: WriteResult, source: str, where: str, delivery: str
+) -> DeadLetter:
     """The dead letter of a point the store refused (past the retention or a limit): under
     a delivery of its own when its message held others, so that ``psd dlq retry`` applies
     it once the retention is raised, whatever its message's other points did."""
