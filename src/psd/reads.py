@@ -71,8 +71,8 @@ class Totals:
 #: Most series (users, counters) or breakdowns one script call reads: Redis runs one script
 #: at a time, so a larger request is cut into calls of this many, pipelined (two round
 #: trips: the pipeline first asks whether the script is loaded), and other clients are
-#: served between them (1,000 users of a 30-day leaderboard are ~25 ms of script here;
-#: 10,000 in one call would hold the server a quarter of a second).
+#: served between them (10,000 users of a 30-day leaderboard in one call would hold the
+#: server for a quarter of a second: docs/benchmarks.md).
 CALL_SIZE = 1000
 
 

@@ -1,6 +1,6 @@
 """A dispatcher in front of Flask for the routes that carry the load.
 
-A hello-world Flask view costs ~100 us of CPU per request here, as much as psd's whole read;
+A hello-world Flask view costs as much CPU per request as psd's whole read;
 the hot routes (``GET /v1/query``, ``POST /v1/write``, ``POST /v1|v2/mumt_query``) are
 matched on their path segments and answered by the same :class:`psd.web.handlers.Api` the Flask
 views call. Anything else, or any request it is unsure about (odd paths, bodies without a

@@ -14,6 +14,6 @@ settings = load_settings()
 logs.setup(settings.log_format)
 app = create_app(settings)
 # What importing and building the app made lives as long as the worker: kept out of the
-# collector's full passes, each of which otherwise walked all of it (~20 ms here: a pause in
-# one request of every few leaderboards; measured by bench/v3_bench.py --http)
+# collector's full passes, each of which otherwise walked all of it: a pause in one request
+# of every few leaderboards (bench/v3_bench.py --http, docs/benchmarks.md)
 gc.freeze()
