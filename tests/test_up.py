@@ -146,48 +146,32 @@ def test_the_embedded_store_is_on_loopback_behind_a_password(tmp_path: Path) -> 
         assert up.stop() == 0
 
 
+def up_refused(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``psd up`` on ``data_dir``, expected to refuse to start: its exit and output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    command = [
+        sys.executable,
+        "-m",
+        "psd.cli",
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--bind",
+        f"127.0.0.1:{free_port()}",
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_one_psd_a_data_directory_and_no_empty_password(tmp_path: Path) -> None:
     """A second embedded server on the same directory would lose the first one's writes."""
     up = Up(tmp_path / "data", free_port())
     try:
         assert wait_for(up.ready, timeout=60)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "psd.cli",
-                "up",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--bind",
-                f"127.0.0.1:{free_port()}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = up_refused(tmp_path / "data")
         assert second.returncode == 1 and "another psd already runs on" in second.stderr
         assert up.ready()  # the first one is untouched
     finally:
         assert up.stop() == 0
     (tmp_path / "data" / "password").write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psd.cli",
-            "up",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--bind",
-            f"127.0.0.1:{free_port()}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = up_refused(tmp_path / "data")
     assert refused.returncode == 1 and "empty or readable by others" in refused.stderr
