@@ -95,9 +95,8 @@ def test_compose_file_follows_the_compose_specification() -> None:
 
 
 def test_hadolint_accepts_the_dockerfile() -> None:
-    """(``docker compose config`` would check the compose file too, but the compose plugin
-    cannot be installed from the registries these machines reach: the schema check above
-    stands in for it.)"""
+    """(``docker compose config`` would check the compose file too where the compose plugin
+    is installed; the schema check above stands in for it.)"""
     done = subprocess.run(
         [need("hadolint"), str(DEPLOY / "Dockerfile")], capture_output=True, text=True
     )
