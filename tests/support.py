@@ -4,6 +4,7 @@ waiting for something to become true (never a bare sleep)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,6 +61,11 @@ def idle() -> bool:
     """The worker threads of this process hold no message: each one taken is settled
     (acknowledged, rejected or handed back)."""
     return not worker_state.active_requests and not worker_state.reserved_requests
+
+
+def psd_command(*args: str) -> list[str]:
+    """``psd ARGS`` as the tests start it: this interpreter, the installed package."""
+    return [sys.executable, "-m", "psd.cli", *args]
 
 
 def alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ import redis
 from psd.embedded import free_port
 from psd.model import MetricPoint
 from psd.store import Store
-from tests.support import wait_for
+from tests.support import psd_command, wait_for
 from tests.test_cli import _get
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -52,16 +51,7 @@ def served(redis_url: str, redis_client: redis.Redis) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
     env.update(PSD_REDIS_URL=redis_url, PSD_EXPIRE="0", PSD_ACCESS_LOG="0")
-    command = [
-        sys.executable,
-        "-m",
-        "psd.cli",
-        "web",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-    ]
+    command = psd_command("web", "--bind", f"127.0.0.1:{port}", "--workers", "1")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 

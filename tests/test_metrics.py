@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from psd.embedded import free_port
-from tests.support import wait_for
+from tests.support import psd_command, wait_for
 from tests.test_cli import NOW, _get
 
 
@@ -47,16 +46,7 @@ def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PSD_", "PROMETHEUS"))}
     env["PSD_DATA_DIR"] = str(tmp_path / "data")
-    command = [
-        sys.executable,
-        "-m",
-        "psd.cli",
-        "web",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "2",
-    ]
+    command = psd_command("web", "--bind", f"127.0.0.1:{port}", "--workers", "2")
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -8,14 +8,13 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import redis
 
 from psd.embedded import free_port
-from tests.support import alive, wait_for
+from tests.support import alive, psd_command, wait_for
 from tests.test_cli import NOW, _get
 
 STOP_SECONDS = 40
@@ -42,17 +41,9 @@ class Up:
 
     def __init__(self, data_dir: Path, port: int, *options: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-        command = [
-            sys.executable,
-            "-m",
-            "psd.cli",
-            "up",
-            "--data-dir",
-            str(data_dir),
-            "--bind",
-            f"127.0.0.1:{port}",
-            *options,
-        ]
+        command = psd_command(
+            "up", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{port}", *options
+        )
         self.port = port
         self.log = data_dir.parent / f"up-{port}.log"
         with self.log.open("wb") as out:
@@ -149,16 +140,7 @@ def test_the_embedded_store_is_on_loopback_behind_a_password(tmp_path: Path) -> 
 def up_refused(data_dir: Path) -> subprocess.CompletedProcess[str]:
     """``psd up`` on ``data_dir``, expected to refuse to start: its exit and output."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
-    command = [
-        sys.executable,
-        "-m",
-        "psd.cli",
-        "up",
-        "--data-dir",
-        str(data_dir),
-        "--bind",
-        f"127.0.0.1:{free_port()}",
-    ]
+    command = psd_command("up", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{free_port()}")
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
