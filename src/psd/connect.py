@@ -1,0 +1,70 @@
+"""Connecting to the store: one Redis (or Valkey) server, or a Redis Cluster.
+
+A cluster is named by its own URL scheme, ``redis+cluster://`` (``rediss+cluster://`` for
+TLS), followed by one or more of its nodes: ``redis+cluster://[:password@]host:port[,host:port...]/``.
+A scheme rather than a separate setting, because the URL alone then says what psd talks to,
+wherever a URL is taken (``PSD_REDIS_URL``, ``psd migrate --from``, ``psd doctor``), and a
+standalone URL keeps meaning exactly what it meant. Any node will do: the client learns the
+others, and which slots each serves, from the first one that answers. A cluster has one
+database, so the URL names none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from psd.errors import InvalidInput
+
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The ``(host, port)`` of each node a cluster URL names, and the connection options
+    (username, password, TLS) it gives. Raises :class:`InvalidInput` for a URL that names no
+    node, a node without a port, or a database."""
+    scheme, _, rest = url.partition("://")
+    tls = CLUSTER_SCHEMES.get(scheme.lower())
+    if tls is None:
+        raise InvalidInput(f"not a cluster URL (redis+cluster://host:port,...): {url!r}")
+    where, _, path = rest.partition("/")
+    if path.strip("/") not in ("", "0"):
+        raise InvalidInput(f"a cluster has one database; the URL names {path!r}: {url!r}")
+    options: dict[str, Any] = {"ssl": True} if tls else {}
+    auth, at, hosts = where.rpartition("@")
+    if at:
+        user, colon, password = auth.partition(":")
+        if colon:
+            options["password"] = unquote(password)
+        if user:
+            options["username"] = unquote(user)
+    nodes = []
+    for part in filter(None, hosts.split(",")):
+        parsed = urlsplit(f"//{part}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None:
+            raise InvalidInput(f"a cluster node is host:port, not {part!r}: {url!r}")
+        nodes.append((parsed.hostname, port))
+    if not nodes:
+        raise InvalidInput(f"a cluster URL names at least one node: {url!r}")
+    return nodes, options
+
+
+def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
+    """A client of the store ``url`` names: :class:`redis.Redis` for a server,
+    :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client."""
+    if not is_cluster_url(url):
+        return redis.Redis.from_url(url, **kwargs)
+    nodes, options = cluster_nodes(url)
+    startup = [ClusterNode(host, port) for host, port in nodes]
+    return RedisCluster(startup_nodes=startup, **options, **kwargs)
