@@ -38,21 +38,33 @@ def plan_calls(records: Sequence[str], deliveries: Sequence[str] | None) -> Call
     one record share a call; so a record's points are cut only where no part of it is open,
     and calls take these units in the order of their first points.
     """
+    names = part_names(records, deliveries)
+    return Calls(cut_calls(records, names, list(range(len(records)))), names)
+
+
+def part_names(records: Sequence[str], deliveries: Sequence[str] | None) -> list[str]:
+    """Each point's delivery part (see :func:`plan_calls`), named over the whole write: a
+    share of it cut again (a cluster's node, a call routed again) keeps its parts."""
     if not deliveries:
-        indexes = list(range(len(records)))
-        chunks = [indexes[i : i + WRITE_BATCH] for i in range(0, len(indexes), WRITE_BATCH)]
-        return Calls(chunks, [""] * len(records))
-    names = _part_names(records, deliveries)
+        return [""] * len(records)
+    return _part_names(records, deliveries)
+
+
+def cut_calls(records: Sequence[str], names: Sequence[str], items: list[int]) -> list[list[int]]:
+    """The calls of some of a write's points (``items``, in order; every point of a record
+    it names, or every point of a record not applied yet), their parts named beforehand."""
+    if not any(names[i] for i in items):
+        return [items[i : i + WRITE_BATCH] for i in range(0, len(items), WRITE_BATCH)]
     calls: list[list[int]] = []
     current: list[int] = []
-    for unit in _units(records, names):
+    for unit in _units([records[i] for i in items], [names[i] for i in items]):
         if current and len(current) + len(unit) > WRITE_BATCH:
             calls.append(sorted(current))
             current = []
         current += unit
     if current:
         calls.append(sorted(current))
-    return Calls(calls, names)
+    return [[items[j] for j in call] for call in calls]
 
 
 def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:

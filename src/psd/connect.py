@@ -66,5 +66,5 @@ def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
     if not is_cluster_url(url):
         return redis.Redis.from_url(url, **kwargs)
     nodes, options = cluster_nodes(url)
-    startup = [ClusterNode(host, port) for host, port in nodes]
+    startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
     return RedisCluster(startup_nodes=startup, **options, **kwargs)

@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import redis
-
 from psd.breakdown import Breakdown, parts
 from psd.errors import redis_errors
 from psd.keys import ReadPlan, count_plan, count_prefix, metric_prefix, read_plan
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
+from psd.nodes import Nodes
 from psd.retention import Answerable, Policy, answerable
 from psd.scripts import Scripts
 from psd.sumcall import Series, SumRequest, sum_call
@@ -98,7 +97,8 @@ def _cuts(user: CutQuery) -> tuple[int, ...]:
 class Reads:
     """Sums of metrics and counts, bucket series, and what retention lets a read answer."""
 
-    redis: redis.Redis
+    redis: Any
+    nodes: Nodes
     scripts: Scripts
     metric_policy: Policy
     count_policy: Policy
@@ -106,26 +106,44 @@ class Reads:
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
         """The replies of every series of a request, then of every breakdown: one sum.lua
-        call, or, past ``CALL_SIZE`` of either, calls of that many, pipelined."""
-        calls = []
-        for i in range(0, len(request.series), CALL_SIZE):
-            plans, series = _own_plans(request.plans, request.series[i : i + CALL_SIZE])
-            calls.append(sum_call(replace(request, plans=plans, series=series, breakdowns=())))
-        for i in range(0, len(request.breakdowns), CALL_SIZE):
-            part = request.breakdowns[i : i + CALL_SIZE]
-            calls.append(sum_call(SumRequest(request.things, request.atid, breakdowns=part)))
-        if not calls:
+        call, or, past ``CALL_SIZE`` of either, calls of that many, pipelined; on a cluster,
+        the calls of each node at once (psd/nodes.py)."""
+        first = len(request.series)
+        count = first + len(request.breakdowns)
+        if not count:
             return []
+
+        def route(i: int) -> str:
+            return request.series[i].prefix if i < first else request.breakdowns[i - first][0]
+
+        def cut(items: list[int]) -> list[list[int]]:
+            series = [i for i in items if i < first]
+            shares = [i for i in items if i >= first]
+            return [
+                kind[at : at + CALL_SIZE]
+                for kind in (series, shares)
+                for at in range(0, len(kind), CALL_SIZE)
+            ]
+
+        def build(items: list[int]) -> tuple[Any, list[str], list[Any]]:
+            if items[0] >= first:
+                part = [request.breakdowns[i - first] for i in items]
+                call = SumRequest(request.things, request.atid, breakdowns=part)
+            else:
+                picked = [request.series[i] for i in items]
+                plans, series = _own_plans(request.plans, picked)
+                call = replace(request, plans=plans, series=series, breakdowns=())
+            keys, args = sum_call(call)
+            return self.scripts.sum, keys, args
+
+        replies: list[Any] = [None] * count
         with redis_errors("read"):
-            if len(calls) == 1:
-                _READ_TRIPS.inc()
-                result: list[list[Any]] = self.scripts.sum(*calls[0])
-                return result
-            _READ_TRIPS.inc(2)  # a pipeline first asks whether the script is loaded
-            pipe = self.redis.pipeline(transaction=False)
-            for keys, args in calls:
-                self.scripts.sum(keys, args, client=pipe)
-            return [reply for replies in pipe.execute() for reply in replies]
+            done = self.nodes.run(list(range(count)), route, cut, build)
+        _READ_TRIPS.inc(1 if len(done) == 1 else 2)  # a pipeline first asks for the script
+        for items, reply in done:
+            for i, one in zip(items, reply, strict=True):
+                replies[i] = one
+        return replies
 
     def query(
         self,

@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 NAMES = ("write_metric", "write_count", "sum", "maintain")
@@ -32,7 +33,7 @@ def source(name: str) -> str:
 class Scripts:
     """Every psd script, registered on one client (or pipeline-capable client)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self.write_metric: Script = client.register_script(source("write_metric"))
         self.write_count: Script = client.register_script(source("write_count"))
         self.sum: Script = client.register_script(source("sum"))

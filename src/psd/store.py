@@ -15,14 +15,17 @@ from typing import Any
 
 import msgpack
 import redis
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from psd.batching import Calls, plan_calls
+from psd.batching import cut_calls, part_names
 from psd.config import Settings
+from psd.connect import client_from_url
 from psd.errors import PastRetention, redis_errors
 from psd.keys import count_prefix, metric_prefix
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
+from psd.nodes import Nodes, nodes_for
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Scripts
@@ -42,11 +45,12 @@ class Store(Reads):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = client
+        self.nodes: Nodes = nodes_for(client)
         self.settings = settings or Settings()
         self.scripts = Scripts(client)
         self._clock = clock
@@ -56,7 +60,7 @@ class Store(Reads):
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Store:
-        return cls(redis.Redis.from_url(url), settings)
+        return cls(client_from_url(url), settings)
 
     # ---- writes ----
 
@@ -116,30 +120,22 @@ class Store(Reads):
 
     def _run_calls(
         self,
-        plan: Calls,
-        levels: Sequence[str | None],
-        queue: Callable[[list[int], Any], Any],
+        kept: list[int],
+        records: list[str],
+        cut: Callable[[list[int]], list[list[int]]],
+        build: Callable[[list[int]], Any],
         per_point: Callable[[Any, list[int]], list[WriteResult]],
     ) -> dict[int, WriteResult]:
-        """Run the planned script calls, refused points (``levels[i]`` None) left out,
-        ``queue(indexes, client)`` queueing one: a single call goes alone (a pipeline's
-        SCRIPT EXISTS would cost a round trip), more are pipelined in one round trip.
-        Returns each point's result by index, ``per_point(reply, indexes)`` reading a call's. The
-        plan is made over every point, so a delivery's parts are the same on a redelivery
-        whatever the retention refuses by then."""
-        calls = [kept for kept in ([i for i in c if levels[i]] for c in plan.calls) if kept]
-        if not calls:
+        """Run the script calls of the points ``kept`` (the retention keeps them), each on
+        the node serving its record, ``cut`` cutting a node's points into calls and ``build``
+        making one (psd/nodes.py: one call goes alone, a pipeline's SCRIPT EXISTS would cost a
+        round trip; more are pipelined in one). Returns each point's result by index,
+        ``per_point(reply, indexes)`` reading a call's."""
+        if not kept:
             return {}
         _WRITE_TRIPS.inc()
-        if len(calls) == 1:
-            replies = [queue(calls[0], self.redis)]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for indexes in calls:
-                queue(indexes, pipe)
-            replies = pipe.execute()
         results: dict[int, WriteResult] = {}
-        for indexes, reply in zip(calls, replies, strict=True):
+        for indexes, reply in self.nodes.run(kept, records.__getitem__, cut, build):
             results.update(zip(indexes, per_point(reply, indexes), strict=True))
         return results
 
@@ -175,22 +171,21 @@ class Store(Reads):
         )
 
     @staticmethod
-    def _plan(
-        records: list[str], deliveries: Sequence[str] | None, resent: list[bool], whole: bool
-    ) -> Calls:
-        """The script calls; an all-or-nothing write is one call, so that the script can
-        refuse it whole (more than ``WRITE_BATCH`` points hold the server longer).
+    def _names(
+        records: list[str], deliveries: Sequence[str] | None, resent: list[bool]
+    ) -> list[str]:
+        """The delivery part each point's script call records (psd/batching.py).
 
         redis-py sends a command again when the connection drops before its reply, and the
         server may have applied it: harmless for a diffadd point (it finds its total already
         there), counted twice for an increment or a count (``resent[i]``). Such a point that
-        came without a delivery key gets this write's own, so a resent call is recognised."""
+        came without a delivery key gets this write's own, so a resent call is recognised
+        (and so is a call a cluster's failover made this store send again, psd/nodes.py)."""
         given = deliveries or [""] * len(records)
         if any(r and not d for d, r in zip(given, resent, strict=True)):
             own = OWN_DELIVERY + uuid.uuid4().hex
             deliveries = [d or (own if r else "") for d, r in zip(given, resent, strict=True)]
-        plan = plan_calls(records, deliveries)
-        return Calls([list(range(len(records)))], plan.deliveries) if whole else plan
+        return part_names(records, deliveries)
 
     def write_counts(
         self,
@@ -239,20 +234,24 @@ class Store(Reads):
         now = int(self._clock())
         horizon = policy.horizon(now)
         levels = self._levels(horizon, instants, kind.field, all_or_nothing)
-        plan = self._plan(records, deliveries, resent, all_or_nothing)
+        names = self._names(records, deliveries, resent)
         tail = [*self._once_args(now), int(all_or_nothing)]
 
-        def queue(indexes: list[int], client: Any) -> Any:
-            keys, rows = call_args(
-                kind, policy, points, indexes, instants, records, plan.deliveries
-            )
-            return script(keys, [msgpack.packb(rows), *head, *tail], client=client)
+        def cut(items: list[int]) -> list[list[int]]:
+            # an all-or-nothing write is one call, so that the script can refuse it whole
+            # (more than WRITE_BATCH points hold the server longer)
+            return [items] if all_or_nothing else cut_calls(records, names, items)
+
+        def build(indexes: list[int]) -> tuple[Script, list[str], list[Any]]:
+            keys, rows = call_args(kind, policy, points, indexes, instants, records, names)
+            return script, keys, [msgpack.packb(rows), *head, *tail]
 
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
             return kind.results(reply, [points[i] for i in indexes])
 
+        kept = [i for i, level in enumerate(levels) if level]
         with redis_errors(kind.doing):
-            applied = self._run_calls(plan, levels, queue, results)
+            applied = self._run_calls(kept, records, cut, build, results)
         if all_or_nothing:
             self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, kind)

@@ -19,6 +19,8 @@
 -- ARGV[2] now (Unix s)
 -- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
 -- Returns {fields dropped, expiries set, keys deleted, activities trimmed, activities removed}
+local WRITES = true
+-- #include keys.lua
 local jobs = cmsgpack.unpack(ARGV[1])
 local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'

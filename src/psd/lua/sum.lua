@@ -32,6 +32,8 @@
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
 -- #include record.lua
+local WRITES = false
+-- #include keys.lua
 local find, sub, match = string.find, string.sub, string.match
 local request = cmsgpack.unpack(ARGV[1])
 local want_atids = request[1] == 1

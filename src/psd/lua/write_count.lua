@@ -16,6 +16,8 @@
 -- Returns per point 1 if applied, 0 if its delivery was applied before, -1 if refused: a
 -- counter would leave ±2^62 (limits.lua; nothing of it written, its delivery not recorded;
 -- in an all-or-nothing call, nothing at all, and the other points say 0).
+local WRITES = true
+-- #include keys.lua
 local points = cmsgpack.unpack(ARGV[1])
 local once = {ARGV[2], ARGV[3], ARGV[4]}
 local now = ARGV[2] + 0

@@ -31,6 +31,8 @@
 -- "past_counter" (a counter would leave ±2^62), "past_record" (its activity's record
 -- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
+local WRITES = true
+-- #include keys.lua
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
 local once = {ARGV[3], ARGV[4], ARGV[5]}
