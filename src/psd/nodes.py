@@ -83,33 +83,56 @@ def slot_groups(keys: list[str]) -> list[list[str]]:
 
 
 class Nodes:
-    """One server: every call goes to it."""
+    """One server: every call goes to it.
+
+    ``replicas``: how many replicas must have a write's effects before it returns (WAIT
+    after its calls, ``timeout_ms`` at most; -1: one where a cluster primary has one, none on
+    a server), so that a failover loses nothing acknowledged."""
 
     cluster = False
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replicas: int = 0, timeout_ms: int = 2000) -> None:
         self.client = client
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+
+    def _confirmed(self, acked: int, wanted: int, where: str) -> None:
+        if acked < wanted:
+            raise StoreError(
+                f"{acked} of {wanted} replicas of {where} confirmed a write within "
+                f"{self.timeout_ms} ms: it is applied on the primary only"
+            )
 
     def primaries(self) -> list[redis.Redis]:
         """A client of each server that holds keys (one here)."""
         return [self.client]
 
     def run(
-        self, items: list[int], route: Callable[[int], str], cut: Cutter, build: Builder
+        self,
+        items: list[int],
+        route: Callable[[int], str],
+        cut: Cutter,
+        build: Builder,
+        writes: bool = False,
     ) -> list[tuple[list[int], Any]]:
         """Run ``items`` (indexes into a request) as script calls: ``route(i)`` is the key
         prefix of item i, ``cut`` cuts the items one node serves into calls (keeping their
-        order), ``build`` makes a call. Returns each call's items and reply, in no
-        particular order."""
+        order), ``build`` makes a call; calls that ``writes`` wait for the replicas. Returns
+        each call's items and reply, in no particular order."""
         calls = cut(items)
         if len(calls) == 1:
             script, keys, args = build(calls[0])
-            return [(calls[0], script(keys, args, client=self.client))]
-        pipe = self.client.pipeline(transaction=False)
-        for items in calls:
-            script, keys, args = build(items)
-            script(keys, args, client=pipe)
-        return list(zip(calls, pipe.execute(), strict=True))
+            done = [(calls[0], script(keys, args, client=self.client))]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for items in calls:
+                script, keys, args = build(items)
+                script(keys, args, client=pipe)
+            done = list(zip(calls, pipe.execute(), strict=True))
+        if writes and self.replicas > 0:
+            acked = int(self.client.wait(self.replicas, self.timeout_ms))
+            self._confirmed(acked, self.replicas, "the server")
+        return done
 
 
 class ClusterNodes(Nodes):
@@ -117,9 +140,18 @@ class ClusterNodes(Nodes):
 
     cluster = True
 
-    def __init__(self, client: RedisCluster, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: RedisCluster,
+        replicas: int = -1,
+        timeout_ms: int = 2000,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cluster_client = client
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
         self._sleep = sleep
+        self._replicas_of: dict[str, int] = {}
         self._slots: dict[str, int] = {}
         self._owners: list[str] = []
         self._clients: dict[str, redis.Redis] = {}
@@ -132,10 +164,14 @@ class ClusterNodes(Nodes):
         manager = self.cluster_client.nodes_manager
         with self._lock:
             owners = []
+            replicas_of = {}
             for slot in range(SLOTS):
                 nodes = manager.slots_cache.get(slot)
                 owners.append(nodes[0].name if nodes else "")
+                if nodes:
+                    replicas_of[nodes[0].name] = len(nodes) - 1
             self._owners = owners
+            self._replicas_of = replicas_of
             self._clients = {
                 node.name: node.redis_connection
                 for node in self.cluster_client.get_primaries()  # type: ignore[no-untyped-call]
@@ -160,7 +196,12 @@ class ClusterNodes(Nodes):
         return self._owners[slot]
 
     def run(
-        self, items: list[int], route: Callable[[int], str], cut: Cutter, build: Builder
+        self,
+        items: list[int],
+        route: Callable[[int], str],
+        cut: Cutter,
+        build: Builder,
+        writes: bool = False,
     ) -> list[tuple[list[int], Any]]:
         done: list[tuple[list[int], Any]] = []
         pending = items
@@ -173,7 +214,7 @@ class ClusterNodes(Nodes):
             work = [(node, cut(items)) for node, items in by_node.items()]
             refused: list[int] = []
             last_error: BaseException | None = None
-            for calls, replies in self._each_node(work, build):
+            for calls, replies in self._each_node(work, build, writes):
                 for items, reply in zip(calls, replies, strict=True):
                     if not isinstance(reply, BaseException):
                         done.append((items, reply))
@@ -198,39 +239,54 @@ class ClusterNodes(Nodes):
             pending = sorted(refused)
 
     def _each_node(
-        self, work: list[tuple[str, list[list[int]]]], build: Builder
+        self, work: list[tuple[str, list[list[int]]]], build: Builder, writes: bool
     ) -> list[tuple[list[list[int]], list[Any]]]:
         """Every node's calls pipelined on it, the nodes at once; a reply is an exception
         where the call failed (all of a node's calls, where its connection did)."""
         if len(work) == 1:
-            return [self._on_node(*work[0], build)]
+            return [self._on_node(*work[0], build, writes)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="psd-node")
-        futures = [self._pool.submit(self._on_node, node, calls, build) for node, calls in work]
+        futures = [
+            self._pool.submit(self._on_node, node, calls, build, writes) for node, calls in work
+        ]
         return [future.result() for future in futures]
 
+    def _wanted(self, node: str) -> int:
+        """Replicas a write on ``node`` waits for."""
+        if self.replicas < 0:
+            return min(1, self._replicas_of.get(node, 0))
+        return self.replicas
+
     def _on_node(
-        self, node: str, calls: list[list[int]], build: Builder
+        self, node: str, calls: list[list[int]], build: Builder, writes: bool
     ) -> tuple[list[list[int]], list[Any]]:
+        """One node's calls (a pipeline; one call alone, as a pipeline would first ask
+        whether the script is loaded), then the wait for its replicas."""
         client = self._clients.get(node)
         if client is None:
-            return calls, [
-                ClusterDownError(f"no primary serves these keys ({node or 'none'})")
-            ] * len(calls)
+            gone = ClusterDownError(f"no primary serves these keys ({node or 'none'})")
+            return calls, [gone] * len(calls)
+        wanted = self._wanted(node) if writes else 0
         try:
-            if len(calls) == 1:  # a pipeline would first ask whether the script is loaded
+            if len(calls) == 1:
                 script, keys, args = build(calls[0])
                 try:
-                    return calls, [script([], [*args, _packed_groups(keys)], client=client)]
+                    replies = [script([], [*args, _packed_groups(keys)], client=client)]
                 except ResponseError as exc:
-                    return calls, [exc]
-            pipe = client.pipeline(transaction=False)
-            for items in calls:
-                script, keys, args = build(items)
-                script([], [*args, _packed_groups(keys)], client=pipe)
-            return calls, pipe.execute(raise_on_error=False)
+                    replies = [exc]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for items in calls:
+                    script, keys, args = build(items)
+                    script([], [*args, _packed_groups(keys)], client=pipe)
+                replies = pipe.execute(raise_on_error=False)
+            if wanted:
+                acked = int(client.wait(wanted, self.timeout_ms))
+                self._confirmed(acked, wanted, node)
         except (ConnectionError, TimeoutError) as exc:
             return calls, [exc] * len(calls)
+        return calls, replies
 
     def close(self) -> None:
         if self._pool is not None:
@@ -242,8 +298,11 @@ def _packed_groups(keys: list[str]) -> bytes:
     return packed
 
 
-def nodes_for(client: redis.Redis | RedisCluster) -> Nodes:
-    """The nodes of a client: a cluster's primaries, or the one server."""
+def nodes_for(
+    client: redis.Redis | RedisCluster, replicas: int = -1, timeout_ms: int = 2000
+) -> Nodes:
+    """The nodes of a client: a cluster's primaries, or the one server; ``replicas`` as
+    the setting ``write_replicas`` says."""
     if isinstance(client, RedisCluster):
-        return ClusterNodes(client)
-    return Nodes(client)
+        return ClusterNodes(client, replicas, timeout_ms)
+    return Nodes(client, max(replicas, 0), timeout_ms)

@@ -50,8 +50,10 @@ class Store(Reads):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = client
-        self.nodes: Nodes = nodes_for(client)
         self.settings = settings or Settings()
+        self.nodes: Nodes = nodes_for(
+            client, self.settings.write_replicas, self.settings.write_replicas_timeout_ms
+        )
         self.scripts = Scripts(client)
         self._clock = clock
         self.metric_policy = Policy.metrics(self.settings)
@@ -135,7 +137,7 @@ class Store(Reads):
             return {}
         _WRITE_TRIPS.inc()
         results: dict[int, WriteResult] = {}
-        for indexes, reply in self.nodes.run(kept, records.__getitem__, cut, build):
+        for indexes, reply in self.nodes.run(kept, records.__getitem__, cut, build, writes=True):
             results.update(zip(indexes, per_point(reply, indexes), strict=True))
         return results
 
