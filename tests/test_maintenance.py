@@ -207,8 +207,8 @@ def test_a_run_goes_on_where_the_last_one_stopped(redis_client: redis.Redis, sto
         pipe.execute()
     first = maintenance.run(store, "retention", NOW, budget=500)
     assert not first.cycle_done and 500 <= first.keys < 3000
-    cursor = maintenance.status(store, "retention")["cursor"]
-    assert cursor != 0
+    cursors = maintenance.status(store, "retention")["cursors"]
+    assert cursors and all(cursor not in ("0", maintenance.DONE) for cursor in cursors.values())
     restarted = Store(redis.Redis.from_url(url_of(redis_client)), store.settings)  # a new process
     total, done = first.keys, False
     for _ in range(20):

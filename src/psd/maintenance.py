@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
-from redis.exceptions import LockNotOwnedError
+import redis
+from redis.exceptions import LockNotOwnedError, ResponseError
 
+from psd.nodes import rerouted
 from psd.retention import HASH_LEVELS, Policy
 from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob
 from psd.store import Store, redis_errors
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 Job = Literal["retention", "compaction"]
 #: Keys per script call.
 BATCH = 200
+#: A primary's cursor once its pass of the cycle is over.
+DONE = "done"
 _METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
@@ -114,11 +118,24 @@ class Maintenance:
                 jobs.append(self._state())
         return keys, jobs
 
-    def apply(self, names: list[str], report: Report) -> None:
+    def apply(self, client: redis.Redis, names: list[str], report: Report) -> None:
+        """The jobs of keys a SCAN of ``client``'s server found, in one call there. On a
+        cluster, a slot that moved away since is refused before anything is written
+        (psd/lua/keys.lua); its keys are looked at again in the next cycle."""
         keys, jobs = self.jobs(names)
-        if jobs:
-            args = [msgpack.packb(jobs), self.now, int(self.task == "compaction")]
-            report.add(self.store.scripts.maintain(keys, args))
+        if not jobs:
+            return
+        args = [msgpack.packb(jobs), self.now, int(self.task == "compaction")]
+        try:
+            report.add(self.store.nodes.call_on(client, self.store.scripts.maintain, keys, args))
+        except ResponseError as exc:
+            if not rerouted(exc):
+                raise
+            log.info("%s: %d keys moved away while looked at: %s", self.task, len(keys), exc)
+
+
+def text(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode()
 
 
 def _key(task: Job, what: str) -> str:
@@ -147,22 +164,40 @@ def run(store: Store, task: Job, now: int, budget: int | None = None) -> Report:
 
 
 def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> None:
-    cursor_key = _key(task, "cursor")
-    cursor = int(store.redis.get(cursor_key) or 0)
+    """Go on with the cycle: every primary scanned from its own cursor (kept per node,
+    ``done`` once its SCAN came back to 0), one after the other, until the budget is spent;
+    the cycle is done when every primary is."""
+    cursors_key = _key(task, "cursors")
+    cursors = {text(k): text(v) for k, v in store.redis.hgetall(cursors_key).items()}
     work = Maintenance(store, task, now)
-    while report.keys < budget and not report.cycle_done:
-        cursor, names = store.redis.scan(cursor, count=BATCH)
-        work.apply([n if isinstance(n, str) else n.decode() for n in names], report)
-        report.keys += len(names)
-        report.cycle_done = cursor == 0
-        store.redis.set(cursor_key, cursor)
+    primaries = store.nodes.named_primaries()
+    for name, client in primaries:
+        if report.keys >= budget:
+            break
+        if cursors.get(name) == DONE:
+            continue
+        cursor = int(cursors.get(name, 0))
+        while report.keys < budget:
+            cursor, names = client.scan(cursor, count=BATCH)
+            work.apply(client, [text(n) for n in names], report)
+            report.keys += len(names)
+            cursors[name] = DONE if cursor == 0 else str(cursor)
+            store.redis.hset(cursors_key, name, cursors[name])
+            if cursor == 0:
+                break
+    report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
     if report.cycle_done:
+        store.redis.delete(cursors_key)
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
 
 
 def status(store: Store, task: Job) -> dict[str, Any]:
-    """Where the task's pass over the keyspace is, and when it last finished one."""
+    """Where the task's pass over the keyspace is (each primary's SCAN cursor, or ``done``),
+    and when it last finished one."""
     with redis_errors(task):
-        cursor = int(store.redis.get(_key(task, "cursor")) or 0)
+        cursors = store.redis.hgetall(_key(task, "cursors"))
         last = store.redis.hget(_key(task, "last-cycle"), "finished")
-    return {"cursor": cursor, "last_cycle_finished": int(last) if last else None}
+    return {
+        "cursors": {text(k): text(v) for k, v in sorted(cursors.items())},
+        "last_cycle_finished": int(last) if last else None,
+    }

@@ -105,7 +105,16 @@ class Nodes:
 
     def primaries(self) -> list[redis.Redis]:
         """A client of each server that holds keys (one here)."""
-        return [self.client]
+        return [client for _, client in self.named_primaries()]
+
+    def named_primaries(self) -> list[tuple[str, redis.Redis]]:
+        """Each server that holds keys, by name (``host:port``; ``server`` for the one
+        server), in a stable order."""
+        return [("server", self.client)]
+
+    def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call on a server, for keys known to be there (a SCAN of it)."""
+        return script(keys, args, client=client)
 
     def run(
         self,
@@ -183,8 +192,11 @@ class ClusterNodes(Nodes):
         self.cluster_client.nodes_manager.initialize()
         self._read_map()
 
-    def primaries(self) -> list[redis.Redis]:
-        return list(self._clients.values())
+    def named_primaries(self) -> list[tuple[str, redis.Redis]]:
+        return sorted(self._clients.items())
+
+    def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return script([], [*args, _packed_groups(keys)], client=client)
 
     def node_of(self, prefix: str) -> str:
         """The primary serving a key prefix (its hash tag's slot)."""
