@@ -53,9 +53,11 @@ class Chunk:
 
 
 def import_key(head: bytes, name: str) -> str:
-    """The key of an import: its file's name and first bytes (the same file again resumes)."""
+    """The key of an import: its file's name and first bytes (the same file again resumes).
+    Its digest is a hash tag, so the import's progress and its list of refusals share a
+    cluster slot (they are updated in one transaction)."""
     digest = hashlib.sha256(name.encode() + b"\0" + head).hexdigest()[:16]
-    return f"psd:import:{digest}"
+    return f"psd:import:{{{digest}}}"
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
