@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from psd import countspread
 from psd.errors import InvalidInput
 
 DAY = 86400
@@ -77,6 +78,14 @@ class Settings:
     )
     count_expire: int = _doc(
         "Seconds a count hash is kept after its bucket ends (0 = forever).", default=30 * DAY
+    )
+    count_spread: int = _doc(
+        "Sub-tags each global counter is spread over (writes add to one, reads add all up), "
+        "so that a popular counter's writes spread over a cluster's nodes; 0 = auto: 1 on one "
+        "server, 16 on a cluster. Raising it loses nothing (sub-tag 0 holds what was written "
+        "before); lowering it hides nothing (reads cover the highest spread ever written "
+        "with), but a delivery redelivered across a change may count twice. At most 1024.",
+        default=0,
     )
     state_expire: int = _doc(
         "Seconds an activity's record (its type, for _atids) is kept after its last change "
@@ -232,6 +241,7 @@ def load_settings(
             raise InvalidInput(f"must be one of {', '.join(allowed)}", name)
     settings = replace(base, **coerced)
     check_retention(settings)
+    countspread.check(settings.count_spread)
     return settings
 
 

@@ -30,7 +30,9 @@ hash per hour or per minute would cost sparse data (a point every few days) a wh
 
 Global counts have no activities, so their keys (``c:{<thing>}:``) add an hour container
 ``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their slots
-are ``child * 10`` (thing 0) and carry no type.
+are ``child * 10`` (thing 0) and carry no type. A counter is spread over ``count_spread``
+sub-tags (``c:{<thing>}:``, ``c:{<thing> 1}:``, ...: psd/countspread.py), each its own hash
+tag, so that a popular counter's writes spread over a cluster's nodes; a read adds them up.
 
 Every key of a user starts with the hash tag ``{uid}``, so it shares one Redis Cluster slot.
 """
@@ -76,9 +78,24 @@ def metric_prefix(uid: int) -> str:
     return f"{{{uid}}}:"
 
 
-def count_prefix(thing: str) -> str:
-    """Common start of every key of one global counter."""
-    return f"c:{{{thing}}}:"
+#: Between a counter's name and its sub-tag number inside the hash tag: a space, which no
+#: counter name can hold (psd.model.parse_count_thing allows printable ASCII without spaces
+#: or braces), so ``c:{<thing> <k>}:`` is never the tag of another counter, nor of a user.
+SUB_TAG = " "
+
+
+def count_prefix(thing: str, sub: int = 0) -> str:
+    """Common start of every key of sub-tag ``sub`` of one global counter (psd/countspread.py).
+
+    Sub-tag 0 is ``c:{<thing>}:``, the only one before counters were spread, so a counter
+    written then is read, and written on, without a migration; sub-tag k > 0 is
+    ``c:{<thing> <k>}:``, a hash tag of its own, in a Redis Cluster slot of its own."""
+    return f"c:{{{thing}{SUB_TAG}{sub}}}:" if sub else f"c:{{{thing}}}:"
+
+
+def count_prefixes(thing: str, spread: int) -> list[str]:
+    """The key prefixes of the first ``spread`` sub-tags of a counter (a read adds them)."""
+    return [count_prefix(thing, sub) for sub in range(spread)]
 
 
 def _stamp(ts: int, digits: int) -> str:

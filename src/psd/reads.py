@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from psd.breakdown import Breakdown, parts
+from psd.countspread import CountSpread
 from psd.errors import redis_errors
-from psd.keys import ReadPlan, count_plan, count_prefix, metric_prefix, read_plan
+from psd.keys import ReadPlan, count_plan, count_prefixes, metric_prefix, read_plan
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.nodes import Nodes
@@ -102,6 +103,7 @@ class Reads:
     scripts: Scripts
     metric_policy: Policy
     count_policy: Policy
+    count_spread: CountSpread
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
@@ -295,13 +297,18 @@ class Reads:
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]`` (widened where the finest detail has gone:
-        :meth:`answerable` says how), in one round trip."""
-        series = [Series(0, count_prefix(thing), False) for thing in things]
-        if not series:
+        :meth:`answerable` says how), in one round trip: every sub-tag of a counter is a
+        series (psd/countspread.py)."""
+        names = list(things)
+        if not names:
             return []
+        with redis_errors("read"):
+            spread = self.count_spread.read_spread()
+        series = [Series(0, p, False) for thing in names for p in count_prefixes(thing, spread)]
         span = self.answerable(t1, t2, counts=True)
         replies = self._run_sum(SumRequest((0,), None, [count_plan(span.t1, span.t2)], series))
-        return [reply[0][0] * _E15 + reply[0][1] for reply in replies]
+        sums = [reply[0][0] * _E15 + reply[0][1] for reply in replies]
+        return [sum(sums[at : at + spread]) for at in range(0, len(sums), spread)]
 
     def count(self, thing: str, t1: int, t2: int) -> int:
         return self.counts([thing], t1, t2)[0]

@@ -21,6 +21,7 @@ from redis.commands.core import Script
 from psd.batching import cut_calls, part_names
 from psd.config import Settings
 from psd.connect import client_from_url
+from psd.countspread import CountSpread, resolve, sub_tag
 from psd.errors import PastRetention, redis_errors
 from psd.keys import count_prefix, metric_prefix
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
@@ -59,6 +60,8 @@ class Store(Reads):
         self.metric_policy = Policy.metrics(self.settings)
         self.count_policy = Policy.counts(self.settings)
         self.state_lifetime = state_lifetime(self.settings)
+        spread = resolve(self.settings.count_spread, self.nodes.cluster)
+        self.count_spread = CountSpread(client, spread)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Store:
@@ -202,6 +205,16 @@ class Store(Reads):
         a counter would cross ±2^62); ``all_or_nothing`` as for :meth:`write_metrics`."""
         if not points:
             return []
+        records = [count_prefix(p.thing) for p in points]
+        if self.count_spread.spread > 1:  # each delivery part to its sub-tag (countspread.py)
+            # named over the counter's whole write; _write names them again, unchanged
+            deliveries = self._names(records, deliveries, [True] * len(points))
+            records = [
+                count_prefix(p.thing, sub_tag(d, self.count_spread.spread))
+                for p, d in zip(points, deliveries, strict=True)
+            ]
+            with redis_errors(COUNT.doing):
+                self.count_spread.record()
         return self._write(
             COUNT,
             self.count_policy,
@@ -211,7 +224,7 @@ class Store(Reads):
             deliveries,
             all_or_nothing,
             instants=[p.ts for p in points],
-            records=[count_prefix(p.thing) for p in points],
+            records=records,
             resent=[True] * len(points),
         )
 
