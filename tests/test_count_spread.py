@@ -23,6 +23,7 @@ from psd.model import CountPoint
 from psd.store import Store
 from tests.migrate_support import migrate
 from tests.oldservice import OldService
+from tests.test_doctor import doctor
 from tests.test_maintenance import run
 from tests.test_retention import POLICY, year_end
 
@@ -204,3 +205,13 @@ def test_psd_migrate_spreads_counts_and_its_verify_reads_them_all(
         assert store.count("signup", t1, t2) == service.sum("c:signup:", t1, t2)
     report = verify_sample(old, store, 5, random.Random(1))
     assert report.counters == 1 and report.checked and not report.mismatches
+
+
+def test_psd_doctor_says_the_spread(redis_url: str, redis_client: redis.Redis) -> None:
+    assert "ok   counters: 1 sub-tag a counter\n" in doctor(redis_url).output
+    spread_store(redis_client, 8).write_count(CountPoint("signup", 1, T0))
+    result = doctor(redis_url, PSD_COUNT_SPREAD="4")
+    assert (
+        "ok   counters: 4 sub-tags a counter; reads add up 8 (the highest spread written with)\n"
+        in result.output
+    ), result.output

@@ -109,6 +109,18 @@ def clock(store: Store, settings: Settings) -> Iterator[Finding]:
     )
 
 
+def counters(store: Store, settings: Settings) -> Iterator[Finding]:
+    """How many sub-tags a global counter is spread over (psd/countspread.py)."""
+    spread, read = store.count_spread.spread, store.count_spread.read_spread()
+    wider = f"; reads add up {read} (the highest spread written with)" if read > spread else ""
+    yield verdict(
+        spread > 1 or not store.nodes.cluster,
+        f"counters: {spread} sub-tag{'s' if spread > 1 else ''} a counter{wider}",
+        "set count_spread to 0 (auto) or more: on a cluster each counter's writes land on one node",
+        "warn",
+    )
+
+
 def retention(store: Store, settings: Settings) -> Iterator[Finding]:
     levels = ", ".join(f"{level} {_days(sec)}" for level, sec in retention_of(settings).items())
     yield Finding("ok", f"retention: {levels}; counts {_days(settings.count_expire)}")
@@ -171,7 +183,16 @@ def _days(seconds: int) -> str:
     return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds} s"
 
 
-CHECKS: tuple[Check, ...] = (server, scripts, persistence, clock, retention, dead_letters, broker)
+CHECKS: tuple[Check, ...] = (
+    server,
+    scripts,
+    persistence,
+    clock,
+    counters,
+    retention,
+    dead_letters,
+    broker,
+)
 
 
 def diagnose(settings: Settings) -> list[Finding]:
