@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from psd.cli.context import settings_of
 from psd.cli.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.config import Settings
+from psd.connect import client_from_url
 from psd.errors import InvalidInput, PsdError
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
@@ -49,7 +49,7 @@ def tool_store(settings: Settings) -> Store:
         url = published.read_text().strip()
     if not url:
         raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
-    return Store(redis.Redis.from_url(url, socket_connect_timeout=3), settings)
+    return Store(client_from_url(url, socket_connect_timeout=3), settings)
 
 
 class InstantParam(click.ParamType[int]):

@@ -15,6 +15,8 @@ from celery import Celery, signals
 from prometheus_client import start_http_server
 
 from psd.config import Settings, load_settings
+from psd.connect import is_cluster_url
+from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
 
@@ -22,8 +24,17 @@ TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from psd's."""
-    broker = settings.broker_url or settings.redis_url
+    """Celery settings derived from psd's. The broker defaults to the store's server; a
+    Redis Cluster cannot be one (kombu's Redis transport speaks to one server), so with a
+    cluster store the broker must be named."""
+    broker = settings.broker_url
+    if not broker and is_cluster_url(settings.redis_url):
+        raise InvalidInput(
+            "a Redis Cluster cannot be the Celery broker: set broker_url "
+            "(amqp://... for RabbitMQ, or redis://... for a Redis server of its own)",
+            "broker_url",
+        )
+    broker = broker or settings.redis_url
     transport: dict[str, Any] = {
         "visibility_timeout": settings.broker_visibility_timeout,
         # look for messages of dead workers every few seconds, not every ~100 s

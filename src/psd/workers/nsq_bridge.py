@@ -22,11 +22,11 @@ from functools import partial
 from typing import Any
 
 import nsq
-import redis
 from kombu.utils.url import maybe_sanitize_url
 
 from psd import dlq, logs
 from psd.config import Settings, load_settings
+from psd.connect import client_from_url
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput, PastRetention
 from psd.metrics import POINTS, REJECTED
@@ -91,7 +91,7 @@ class Bridge:
 
     def __init__(self, settings: Settings) -> None:
         self.celery = create_app(settings)
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = client_from_url(settings.redis_url)
         self.store = Store(self.redis, settings)
         self.publisher = ThreadPoolExecutor(1, thread_name_prefix="nsq-publish")
         self.loop = asyncio.get_running_loop()
