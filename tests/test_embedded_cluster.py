@@ -113,3 +113,20 @@ def test_a_stopped_cluster_started_again_keeps_its_keys(binary: Path, tmp_path: 
         client.close()
     with pytest.raises(StoreError, match="3 primaries with 1 replicas each, not 3 with 0"):
         EmbeddedCluster(3, 0, **options).start()
+
+
+def test_the_suite_runs_on_a_cluster_with_cluster(
+    cluster: EmbeddedCluster, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Under ``--cluster`` (skipped without): ``redis_url`` names the suite's cluster, and
+    ``redis_client`` is a cluster client of it, with every primary emptied first."""
+    assert redis_url == cluster.url
+    assert len(cluster.primaries()) == 3 and len(cluster.replicas()) == 3
+    writer = client_from_url(redis_url)
+    keys = keys_per_primary(writer)
+    for key in keys.values():
+        writer.set(key, "left by an earlier test")
+    writer.close()
+    redis_client = request.getfixturevalue("redis_client")
+    assert isinstance(redis_client, RedisCluster)
+    assert [cluster.command(port, "DBSIZE") for port in sorted(keys)] == [0, 0, 0]
