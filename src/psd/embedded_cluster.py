@@ -116,6 +116,8 @@ class EmbeddedCluster:
 
     @property
     def url(self) -> str:
+        """The ``redis+cluster://`` URL of every node (any one would do; all, in case some
+        are down), with the password."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
 
@@ -170,6 +172,8 @@ class EmbeddedCluster:
     def start(self, timeout: float = 30.0) -> EmbeddedCluster:
         """Start every node and form the cluster (or, on a data directory that holds one, let
         its nodes re-form it); return once :meth:`wait_ok` holds."""
+        self.servers.clear()
+        self.bus_ports.clear()
         try:
             layout = self._read_layout()
             if layout is None:
@@ -184,8 +188,8 @@ class EmbeddedCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every node, replicas first (so that no replica sees its primary go); remove
-        the temporary directory, if the nodes had one."""
+        """Stop every node, those formed as replicas first (so that none sees its primary go);
+        remove the temporary directory, if the nodes had one."""
         replicas = set(self.ports[self.primaries_count :])
         for port in sorted(self.servers, key=lambda p: p not in replicas):
             self.servers[port].stop()
