@@ -87,6 +87,18 @@ def cluster_client(url: str) -> Iterator[RedisCluster]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def broker_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """The URL of a Redis server (its database 0) for Redis brokers: the suite's server, or
+    under ``--cluster`` one of its own (a cluster cannot be a Celery broker)."""
+    if not is_cluster_url(redis_url):
+        yield redis_url
+        return
+    prefer_path = request.config.getoption("--server") == "path"
+    with EmbeddedServer(binary=server_binary(prefer_path=prefer_path), persist=False) as server:
+        yield server.url
+
+
 @pytest.fixture
 def settings() -> Settings:
     """Keep everything: the suite writes the original's 2016 test points, long past the

@@ -16,8 +16,11 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from kombu import Connection
+from redis.cluster import RedisCluster
 
 from psd.config import Settings
+from psd.connect import client_from_url
+from psd.store import Store
 from psd.workers.app import create_app
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -101,8 +104,42 @@ def running_worker(app: Celery, **options: object) -> Iterator[None]:
         yield
 
 
-def url_of(client: redis.Redis) -> str:
+def url_of(client: redis.Redis | RedisCluster) -> str:
     """The URL a client was made from (another process, or client, to the same database)."""
+    if isinstance(client, RedisCluster):
+        nodes = ",".join(node.name for node in client.get_nodes())
+        password = client.get_default_node().redis_connection.connection_pool.connection_kwargs.get(
+            "password"
+        )
+        return f"redis+cluster://{f':{password}@' if password else ''}{nodes}/"
     kw = client.connection_pool.connection_kwargs
     auth = f":{kw['password']}@" if kw.get("password") else ""
     return f"redis://{auth}{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def redis_broker(server_url: str, db: int) -> str:
+    """A Redis broker URL: database ``db`` of the server ``server_url`` names."""
+    return server_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+def flush(url: str) -> None:
+    """Empty the store ``url`` names (every primary of a cluster)."""
+    client = client_from_url(url)
+    if isinstance(client, RedisCluster):
+        client.flushdb(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        client.flushdb()
+    client.close()
+
+
+def command_calls(store: Store, command: str = "evalsha") -> int:
+    """How many times the store's servers (every primary of a cluster) ran ``command``."""
+    calls = 0
+    for client in store.nodes.primaries():
+        calls += int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+    return calls
+
+
+def reset_stats(store: Store) -> None:
+    for client in store.nodes.primaries():
+        client.config_resetstat()

@@ -25,7 +25,7 @@ from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
-from tests.support import make_app, running_worker, url_of, wait_for
+from tests.support import make_app, redis_broker, running_worker, url_of, wait_for
 from tests.test_retention import POLICY, month_end, year_end
 
 DAY = 86400
@@ -209,7 +209,7 @@ def test_a_run_goes_on_where_the_last_one_stopped(redis_client: redis.Redis, sto
     assert not first.cycle_done and 500 <= first.keys < 3000
     cursors = maintenance.status(store, "retention")["cursors"]
     assert cursors and all(cursor not in ("0", maintenance.DONE) for cursor in cursors.values())
-    restarted = Store(redis.Redis.from_url(url_of(redis_client)), store.settings)  # a new process
+    restarted = Store.from_url(url_of(redis_client), store.settings)  # a new process
     total, done = first.keys, False
     for _ in range(20):
         report = maintenance.run(restarted, "retention", NOW, budget=500)
@@ -276,11 +276,13 @@ def test_maintenance_beside_writes_loses_nothing(redis_client: redis.Redis, stor
 
 
 @pytest.fixture
-def beat_settings(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Settings]:
+def beat_settings(
+    redis_url: str, broker_server: str, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[Settings]:
     settings = replace(
         POLICY,
         redis_url=redis_url,
-        broker_url=redis_url.rsplit("/", 1)[0] + "/3",
+        broker_url=redis_broker(broker_server, 3),
         queue=f"psd-test-{uuid.uuid4().hex[:8]}",
         retention_every=1,
         compaction_every=1,

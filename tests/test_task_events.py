@@ -23,7 +23,7 @@ from tests.test_workers import T0, point
 
 # the worker tests' fixtures: each broker, the store's server, a worker's settings and app
 broker_url = test_workers.broker_url
-store_server = test_workers.store_server
+store_url = test_workers.store_url
 worker_settings = test_workers.worker_settings
 app = test_workers.app
 spare_queue = test_workers.spare_queue

@@ -21,7 +21,7 @@ from tests.test_workers import ROOT, T0, _queue_length, point
 
 # the worker tests' fixtures: each broker, the store's server, a worker's settings and app
 broker_url = test_workers.broker_url
-store_server = test_workers.store_server
+store_url = test_workers.store_url
 worker_settings = test_workers.worker_settings
 app = test_workers.app
 store = test_workers.store
