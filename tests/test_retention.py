@@ -5,6 +5,7 @@ the points are placed relative to the real time."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -68,7 +69,8 @@ def test_levels_default_to_expire_and_may_not_outlive_coarser_ones() -> None:
 
 @pytest.fixture
 def policy_store(redis_client: redis.Redis) -> Store:
-    return Store(redis_client, POLICY)
+    """The default policy, each counter in one sub-tag (whose keys the tests name)."""
+    return Store(redis_client, replace(POLICY, count_spread=1))
 
 
 def test_each_key_expires_its_levels_retention_after_its_bucket_ends(

@@ -116,6 +116,10 @@ class Nodes:
         """One script call on a server, for keys known to be there (a SCAN of it)."""
         return script(keys, args, client=client)
 
+    def node_of(self, prefix: str) -> str:
+        """The server serving a key prefix."""
+        return "server"
+
     def run(
         self,
         items: list[int],

@@ -22,7 +22,7 @@ from psd.batching import cut_calls, part_names
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
-from psd.errors import PastRetention, redis_errors
+from psd.errors import InvalidInput, PastRetention, redis_errors
 from psd.keys import count_prefix, metric_prefix
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
@@ -249,6 +249,11 @@ class Store(Reads):
         now = int(self._clock())
         horizon = policy.horizon(now)
         levels = self._levels(horizon, instants, kind.field, all_or_nothing)
+        if all_or_nothing and len({self.nodes.node_of(r) for r in records}) > 1:
+            raise InvalidInput(
+                "an all-or-nothing write is one script call: its points must be on one "
+                "primary of the cluster (one user, or users whose keys share a node)"
+            )
         names = self._names(records, deliveries, resent)
         tail = [*self._once_args(now), int(all_or_nothing)]
 
