@@ -199,6 +199,10 @@ class ClusterNodes(Nodes):
     def named_primaries(self) -> list[tuple[str, redis.Redis]]:
         return sorted(self._clients.items())
 
+    def replica_counts(self) -> dict[str, int]:
+        """How many replicas each primary has, as the slot map says."""
+        return dict(self._replicas_of)
+
     def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
         return script([], [*args, _packed_groups(keys)], client=client)
 

@@ -21,6 +21,7 @@ from psd.cli.context import settings_of
 from psd.cli.ops import tool_store
 from psd.cli.up import masked
 from psd.config import Settings, retention_of
+from psd.nodes import ClusterNodes
 from psd.scripts import NAMES, source
 from psd.store import Store
 
@@ -45,14 +46,51 @@ def verdict(ok: bool, what: str, fix: str, bad: Status = "fail") -> Finding:
     return Finding("ok", what) if ok else Finding(bad, what, fix)
 
 
+def _servers(store: Store) -> list[tuple[str, redis.Redis]]:
+    """Each server holding keys, and how a finding about it begins: nothing for the one
+    server, the primary's name for each primary of a cluster."""
+    if not store.nodes.cluster:
+        return [("", store.nodes.primaries()[0])]
+    return [(f"primary {name}: ", client) for name, client in store.nodes.named_primaries()]
+
+
 def server(store: Store, settings: Settings) -> Iterator[Finding]:
-    info = store.redis.info("server")
-    name = "valkey" if "valkey_version" in info else "redis"
-    version = str(info.get("valkey_version") or info.get("redis_version"))
-    major = int(version.split(".")[0])
-    ok = name == "valkey" or major >= 7
-    what = f"store {masked(store_url(store))}: {name} {version}"
-    yield verdict(ok, what, "psd needs Redis >= 7.0 (EXPIRE NX, EXPIRETIME) or Valkey")
+    for label, client in _servers(store):
+        label = label or f"store {masked(store_url(store))}: "
+        info = client.info("server")
+        name = "valkey" if "valkey_version" in info else "redis"
+        version = str(info.get("valkey_version") or info.get("redis_version"))
+        major = int(version.split(".")[0])
+        ok = name == "valkey" or major >= 7
+        yield verdict(
+            ok,
+            f"{label}{name} {version}",
+            "psd needs Redis >= 7.0 (EXPIRE NX, EXPIRETIME) or Valkey",
+        )
+
+
+def cluster(store: Store, settings: Settings) -> Iterator[Finding]:
+    """On a cluster: its state, every slot served, and a replica for each primary (a
+    write waits for one, and a failover needs one)."""
+    if not isinstance(store.nodes, ClusterNodes):
+        return
+    for name, client in store.nodes.named_primaries():
+        info = client.cluster("INFO")
+        state, slots = info.get("cluster_state"), int(info.get("cluster_slots_ok", 0))
+        yield verdict(
+            state == "ok" and slots == 16384,
+            f"cluster (as {name} sees it): {state}, {slots} of 16384 slots served",
+            "every slot needs a primary that answers: redis-cli --cluster check / fix",
+        )
+        break
+    for name, count in sorted(store.nodes.replica_counts().items()):
+        yield verdict(
+            count > 0,
+            f"primary {name}: {count} replica{'s' if count != 1 else ''}",
+            "add a replica (redis-cli --cluster add-node --cluster-slave): without one a "
+            "failover of this primary loses its slots, and writes wait for no copy",
+            "warn",
+        )
 
 
 def store_url(store: Store) -> str:
@@ -62,44 +100,50 @@ def store_url(store: Store) -> str:
 
 
 def scripts(store: Store, settings: Settings) -> Iterator[Finding]:
-    for name in NAMES:
-        store.redis.script_load(source(name))
-    yield Finding("ok", f"Lua scripts load: {', '.join(NAMES)}")
-    packed = store.redis.eval("return cmsgpack.unpack(cmsgpack.pack({7}))[1]", 0)
-    yield verdict(
-        packed == 7,
-        "cmsgpack in the server's Lua",
-        "use Redis or Valkey built with its bundled Lua libraries",
-    )
+    for label, client in _servers(store):
+        for name in NAMES:
+            client.script_load(source(name))
+        yield Finding("ok", f"{label}Lua scripts load: {', '.join(NAMES)}")
+        packed = client.eval("return cmsgpack.unpack(cmsgpack.pack({7}))[1]", 0)
+        yield verdict(
+            packed == 7,
+            f"{label}cmsgpack in the server's Lua",
+            "use Redis or Valkey built with its bundled Lua libraries",
+        )
 
 
 def persistence(store: Store, settings: Settings) -> Iterator[Finding]:
+    for label, client in _servers(store):
+        yield from _persistence(label, client)
+
+
+def _persistence(label: str, client: redis.Redis) -> Iterator[Finding]:
     try:
-        config = store.redis.config_get("appendonly") | store.redis.config_get("maxmemory-policy")
+        config = client.config_get("appendonly") | client.config_get("maxmemory-policy")
     except redis.ResponseError:
         yield Finding(
             "warn",
-            "cannot read the store's CONFIG (a managed server?)",
+            f"{label}cannot read the server's CONFIG (a managed server?)",
             "check by hand: appendonly yes, maxmemory-policy noeviction",
         )
         return
     aof = config.get("appendonly")
     yield verdict(
         aof == "yes",
-        f"appendonly {aof}",
+        f"{label}appendonly {aof}",
         "set appendonly yes: without it a crash loses recent writes",
         "warn",
     )
     policy = config.get("maxmemory-policy")
     yield verdict(
         policy == "noeviction",
-        f"maxmemory-policy {policy}",
+        f"{label}maxmemory-policy {policy}",
         "set maxmemory-policy noeviction: eviction drops counters",
     )
 
 
 def clock(store: Store, settings: Settings) -> Iterator[Finding]:
-    seconds, micros = store.redis.time()
+    seconds, micros = store.nodes.primaries()[0].time()
     skew = abs(seconds + micros / 1e6 - time.time())
     yield verdict(
         skew <= MAX_SKEW,
@@ -149,7 +193,12 @@ def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
 def broker(store: Store, settings: Settings) -> Iterator[Finding]:
     url = settings.broker_url
     if not url:
-        yield Finding("ok", "broker: the store's Redis")
+        yield verdict(
+            not store.nodes.cluster,
+            "broker: the store's Redis",
+            "a Redis Cluster cannot be the Celery broker: set PSD_BROKER_URL (amqp://... or a "
+            "redis:// server of its own)",
+        )
         return
     parts = urlsplit(url)
     scheme, host = parts.scheme, parts.hostname or "localhost"
@@ -185,6 +234,7 @@ def _days(seconds: int) -> str:
 
 CHECKS: tuple[Check, ...] = (
     server,
+    cluster,
     scripts,
     persistence,
     clock,
