@@ -40,6 +40,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--cluster``, leave out (deselect, not skip) the tests of one server's own
+    behaviour: the standalone run of the suite has them."""
+    if not config.getoption("--cluster"):
+        return
+    kept = [item for item in items if item.get_closest_marker("standalone") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[EmbeddedCluster]:
     """The suite's cluster under ``--cluster`` (tests that need one skip without it). A short

@@ -82,6 +82,7 @@ def test_raising_the_spread_moves_a_delivery_only_to_the_new_sub_tags() -> None:
     assert sub_tag("", 4) == 0
 
 
+@pytest.mark.standalone
 def test_the_default_on_one_server_keeps_todays_keys(
     redis_client: redis.Redis, store: Store
 ) -> None:
@@ -191,6 +192,7 @@ def test_retention_and_compaction_of_sub_tagged_keys(redis_client: redis.Redis) 
     assert store.count("signup", ts - DAY, ts + DAY) == 0
 
 
+@pytest.mark.standalone
 def test_psd_migrate_spreads_counts_and_its_verify_reads_them_all(
     old: redis.Redis, redis_client: redis.Redis
 ) -> None:
@@ -207,6 +209,7 @@ def test_psd_migrate_spreads_counts_and_its_verify_reads_them_all(
     assert report.counters == 1 and report.checked and not report.mismatches
 
 
+@pytest.mark.standalone
 def test_psd_doctor_says_the_spread(redis_url: str, redis_client: redis.Redis) -> None:
     assert "ok   counters: 1 sub-tag a counter\n" in doctor(redis_url).output
     spread_store(redis_client, 8).write_count(CountPoint("signup", 1, T0))

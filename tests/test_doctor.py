@@ -16,6 +16,9 @@ from psd.embedded import free_port
 from psd.store import Store
 from tests.support import rabbitmq_url
 
+#: What doctor says of one server (tests/test_cluster.py has what it says of a cluster).
+pytestmark = pytest.mark.standalone
+
 
 def doctor(redis_url: str, **env: str) -> Result:
     environ = {"PSD_REDIS_URL": redis_url, "PSD_BROKER_URL": "", **env}

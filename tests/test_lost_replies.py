@@ -21,6 +21,10 @@ from psd.store import Store
 
 T0 = 1458061005
 
+#: A proxy in front of one server loses replies; on a cluster, the retried calls of a
+#: failover are tested instead (tests/test_cluster.py).
+pytestmark = pytest.mark.standalone
+
 
 class LosesOneReply:
     """A TCP proxy to ``upstream`` that drops its client's connection, once, where the
