@@ -23,7 +23,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psd import nodes as psd_nodes
+from psd import cluster as psd_cluster
 from psd.cli.main import main
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
@@ -241,13 +241,13 @@ def test_resharding_under_writes_loses_and_doubles_nothing(
     flush(cluster.url)
     store = Store.from_url(cluster.url, KEEP)
     refreshed = []
-    original = psd_nodes.ClusterNodes.refresh
+    original = psd_cluster.ClusterNodes.refresh
 
-    def counted(self: psd_nodes.ClusterNodes) -> None:
+    def counted(self: psd_cluster.ClusterNodes) -> None:
         refreshed.append(time.monotonic())
         original(self)
 
-    monkeypatch.setattr(psd_nodes.ClusterNodes, "refresh", counted)
+    monkeypatch.setattr(psd_cluster.ClusterNodes, "refresh", counted)
     first, second = cluster.primaries()[:2]
     auth = ["-a", cluster.password, "--no-auth-warning"] if cluster.password else []
     with Writer(store) as writer:
@@ -400,3 +400,31 @@ def test_doctor_sees_the_cluster(cluster: EmbeddedCluster, broker_server: str) -
     no_broker = CliRunner().invoke(main, ["doctor"], env={**env, "PSD_BROKER_URL": ""})
     assert no_broker.exit_code == 1
     assert "FAIL broker: the store's Redis\n     -> a Redis Cluster cannot be" in no_broker.output
+
+
+def evalsha_calls(cluster: EmbeddedCluster, port: int) -> int:
+    stats = cluster.command(port, "INFO", "commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_reads_go_to_replicas_when_allowed(cluster: EmbeddedCluster) -> None:
+    flush(cluster.url)
+    writer = Store.from_url(cluster.url, KEEP)
+    users = list(range(60))
+    writer.write_metrics([MetricPoint("steps", u, 1, u, u + 1, T0, T0) for u in users])
+    queries = [UserQuery(u, T0, T0) for u in users]
+    expected = [u + 1 for u in users]
+    reading = Store.from_url(cluster.url, Settings(expire=0, count_expire=0, read_from_replicas=1))
+    replicas = list(cluster.replicas())
+    before = {port: evalsha_calls(cluster, port) for port in replicas}
+    assert [r.sums["steps"] for r in reading.query(queries, ["steps"])] == expected
+    served = [port for port in replicas if evalsha_calls(cluster, port) > before[port]]
+    assert len(served) == len(replicas)  # every primary's share was read on its replica
+    # a replica gone: its primary answers in its place
+    gone = replicas[0]
+    cluster.kill(gone)
+    try:
+        assert [r.sums["steps"] for r in reading.query(queries, ["steps"])] == expected
+    finally:
+        cluster.start_node(gone)
+        cluster.wait_ok(timeout=60)

@@ -44,6 +44,16 @@ class Settings:
         "primary that has a replica (0 elsewhere); 0 = never wait.",
         default=-1,
     )
+    read_from_replicas: int = _doc(
+        "1: on a cluster, reads go to a replica of each primary (in turn; the primary when "
+        "it cannot answer); they may lag the primary by the replication delay. 0: primaries.",
+        default=0,
+    )
+    read_url: str = _doc(
+        "On one server: the URL of a replica of it that reads go to (the server when the "
+        "replica does not answer); empty: the server.",
+        default="",
+    )
     write_replicas_timeout_ms: int = _doc(
         "Milliseconds a write waits for its replicas; a write not confirmed in time fails "
         "(a task is retried, counted once by its delivery key; HTTP answers 503).",

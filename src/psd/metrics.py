@@ -33,6 +33,17 @@ COARSE = Counter(
     ["kind"],
 )
 ROUND_TRIPS = Counter("psd_redis_round_trips", "Round trips to the store", ["kind"])
+NODE_ROUND_TRIPS = Counter(
+    "psd_redis_node_round_trips",
+    "Round trips to each node of the store (server, replica, or a cluster's host:port)",
+    ["kind", "node"],
+)
+NODE_SECONDS = Histogram(
+    "psd_redis_node_seconds",
+    "Seconds of each round trip to a node of the store",
+    ["kind", "node"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 WRITE_BATCH_POINTS = Histogram(
     "psd_write_batch_points", "Points per store write", buckets=(1, 10, 100, 1_000, 10_000)
 )

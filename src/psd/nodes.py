@@ -1,37 +1,22 @@
-"""Where the store's keys live, and running script calls there.
+"""Where the store's keys live, and running script calls there: one server here (every call
+goes to it: one call alone, more pipelined in one round trip); the primaries of a Redis
+Cluster in psd/cluster.py, behind the same :class:`Nodes` interface.
 
-On one server every call goes to it: one call alone, more pipelined in one round trip.
-
-On a Redis Cluster a user's keys (``{uid}:...``) share one slot, and the primary serving
-that slot runs every call that touches them. A request's items (points of many users, series
-of a leaderboard) are grouped by the primary serving them, cut into calls per primary, and
-each primary's calls are pipelined, all primaries at once (threads: the client waits on
-sockets, so the primaries work in parallel). A cluster refuses a script whose declared
-keys span slots, even one flagged ``allow-cross-slot-keys``, so on a cluster the keys
-travel in the script's last argument, grouped by slot (psd/lua/keys.lua), and a writing
-script first touches every group: a slot that moved, or is moving, stops the call before
-it writes anything.
-
-A call refused because its slot is no longer served there (resharding, a failover: the
-script's "non local key", MOVED, TRYAGAIN, CLUSTERDOWN, READONLY, a lost connection) is
-routed again on a fresh slot map and retried, re-cut (a moved slot may now be elsewhere),
-until ``RETRY_SECONDS``. A retried write that had in fact been applied (its reply lost) is
-recognised by its delivery key (psd/lua/once.lua), so it counts once.
+Writes may wait for replicas (``write_replicas``: WAIT after the calls), so that a failover
+loses nothing acknowledged; reads may go to a replica of the server (``read_url``), falling
+back to the server when it does not answer. Every node's round trips are counted, and
+timed, by node (``/metrics``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
 import redis
-from redis.cluster import RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
@@ -43,11 +28,10 @@ from redis.exceptions import (
 )
 
 from psd.errors import StoreError
+from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS
 
-#: Hash slots of a Redis Cluster.
-SLOTS = 16384
-#: How long calls refused by a moving cluster are retried before the request fails.
-RETRY_SECONDS = 10.0
+log = logging.getLogger(__name__)
+
 #: Errors (besides lost connections) that mean "not served here, or not now".
 _REROUTE = ("non local key", "cluster is down", "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK ")
 
@@ -82,19 +66,45 @@ def slot_groups(keys: list[str]) -> list[list[str]]:
     return groups
 
 
+def packed_groups(keys: list[str]) -> bytes:
+    """The last argument of a call on a cluster: its keys, grouped by slot."""
+    packed: bytes = msgpack.packb(slot_groups(keys))
+    return packed
+
+
+class Timed:
+    """Counts and times one round trip to a node, by kind (``read``, ``write``)."""
+
+    def __init__(self, kind: str, node: str) -> None:
+        self.kind, self.node = kind, node
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        NODE_ROUND_TRIPS.labels(self.kind, self.node).inc()
+        NODE_SECONDS.labels(self.kind, self.node).observe(time.perf_counter() - self.start)
+
+
 class Nodes:
     """One server: every call goes to it.
 
     ``replicas``: how many replicas must have a write's effects before it returns (WAIT
-    after its calls, ``timeout_ms`` at most; -1: one where a cluster primary has one, none on
-    a server), so that a failover loses nothing acknowledged."""
+    after its calls, ``timeout_ms`` at most). ``reader``: a replica's client for reads."""
 
     cluster = False
 
-    def __init__(self, client: redis.Redis, replicas: int = 0, timeout_ms: int = 2000) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        replicas: int = 0,
+        timeout_ms: int = 2000,
+        reader: redis.Redis | None = None,
+    ) -> None:
         self.client = client
         self.replicas = replicas
         self.timeout_ms = timeout_ms
+        self.reader = reader
 
     def _confirmed(self, acked: int, wanted: int, where: str) -> None:
         if acked < wanted:
@@ -133,196 +143,32 @@ class Nodes:
         order), ``build`` makes a call; calls that ``writes`` wait for the replicas. Returns
         each call's items and reply, in no particular order."""
         calls = cut(items)
-        if len(calls) == 1:
-            script, keys, args = build(calls[0])
-            done = [(calls[0], script(keys, args, client=self.client))]
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for items in calls:
-                script, keys, args = build(items)
-                script(keys, args, client=pipe)
-            done = list(zip(calls, pipe.execute(), strict=True))
+        if not writes and self.reader is not None:
+            try:
+                return self._send(self.reader, "replica", calls, build, "read")
+            except (ConnectionError, TimeoutError) as exc:
+                log.warning("the read replica did not answer (%s): reading the server", exc)
+        done = self._send(self.client, "server", calls, build, "write" if writes else "read")
         if writes and self.replicas > 0:
             acked = int(self.client.wait(self.replicas, self.timeout_ms))
             self._confirmed(acked, self.replicas, "the server")
         return done
 
-
-class ClusterNodes(Nodes):
-    """The primaries of a Redis Cluster, each call sent to the one serving its keys."""
-
-    cluster = True
-
-    def __init__(
-        self,
-        client: RedisCluster,
-        replicas: int = -1,
-        timeout_ms: int = 2000,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.cluster_client = client
-        self.replicas = replicas
-        self.timeout_ms = timeout_ms
-        self._sleep = sleep
-        self._replicas_of: dict[str, int] = {}
-        self._slots: dict[str, int] = {}
-        self._owners: list[str] = []
-        self._clients: dict[str, redis.Redis] = {}
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._read_map()
-
-    def _read_map(self) -> None:
-        """Take the client's slot map: the primary of every slot, and a client of each."""
-        manager = self.cluster_client.nodes_manager
-        with self._lock:
-            owners = []
-            replicas_of = {}
-            for slot in range(SLOTS):
-                nodes = manager.slots_cache.get(slot)
-                owners.append(nodes[0].name if nodes else "")
-                if nodes:
-                    replicas_of[nodes[0].name] = len(nodes) - 1
-            self._owners = owners
-            self._replicas_of = replicas_of
-            self._clients = {
-                node.name: node.redis_connection
-                for node in self.cluster_client.get_primaries()  # type: ignore[no-untyped-call]
-                if node.redis_connection is not None
-            }
-
-    def refresh(self) -> None:
-        """Ask the cluster for its slot map again (after a call was refused)."""
-        self.cluster_client.nodes_manager.initialize()
-        self._read_map()
-
-    def named_primaries(self) -> list[tuple[str, redis.Redis]]:
-        return sorted(self._clients.items())
-
-    def replica_counts(self) -> dict[str, int]:
-        """How many replicas each primary has, as the slot map says."""
-        return dict(self._replicas_of)
-
-    def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
-        return script([], [*args, _packed_groups(keys)], client=client)
-
-    def node_of(self, prefix: str) -> str:
-        """The primary serving a key prefix (its hash tag's slot)."""
-        slot = self._slots.get(prefix)
-        if slot is None:
-            if len(self._slots) > 100_000:
-                self._slots.clear()
-            slot = self._slots[prefix] = key_slot(prefix.encode())
-        return self._owners[slot]
-
-    def run(
-        self,
-        items: list[int],
-        route: Callable[[int], str],
-        cut: Cutter,
-        build: Builder,
-        writes: bool = False,
+    @staticmethod
+    def _send(
+        client: redis.Redis, node: str, calls: list[list[int]], build: Builder, kind: str
     ) -> list[tuple[list[int], Any]]:
-        done: list[tuple[list[int], Any]] = []
-        pending = items
-        deadline = time.monotonic() + RETRY_SECONDS
-        pause = 0.05
-        while True:
-            by_node: dict[str, list[int]] = {}
-            for i in pending:
-                by_node.setdefault(self.node_of(route(i)), []).append(i)
-            work = [(node, cut(items)) for node, items in by_node.items()]
-            refused: list[int] = []
-            last_error: BaseException | None = None
-            for calls, replies in self._each_node(work, build, writes):
-                for items, reply in zip(calls, replies, strict=True):
-                    if not isinstance(reply, BaseException):
-                        done.append((items, reply))
-                    elif rerouted(reply):
-                        refused += items
-                        last_error = reply
-                    else:
-                        raise reply
-            if not refused:
-                return done
-            if time.monotonic() + pause > deadline:
-                raise StoreError(
-                    f"the cluster did not serve some keys for {RETRY_SECONDS:.0f} s: {last_error}"
-                )
-            self._sleep(pause)
-            pause = min(pause * 2, 1.0)
-            # a failed refresh leaves the map as it was: the next round waits again
-            with contextlib.suppress(
-                ConnectionError, TimeoutError, ClusterDownError, ResponseError
-            ):
-                self.refresh()
-            pending = sorted(refused)
-
-    def _each_node(
-        self, work: list[tuple[str, list[list[int]]]], build: Builder, writes: bool
-    ) -> list[tuple[list[list[int]], list[Any]]]:
-        """Every node's calls pipelined on it, the nodes at once; a reply is an exception
-        where the call failed (all of a node's calls, where its connection did)."""
-        if len(work) == 1:
-            return [self._on_node(*work[0], build, writes)]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="psd-node")
-        futures = [
-            self._pool.submit(self._on_node, node, calls, build, writes) for node, calls in work
-        ]
-        return [future.result() for future in futures]
-
-    def _wanted(self, node: str) -> int:
-        """Replicas a write on ``node`` waits for."""
-        if self.replicas < 0:
-            return min(1, self._replicas_of.get(node, 0))
-        return self.replicas
-
-    def _on_node(
-        self, node: str, calls: list[list[int]], build: Builder, writes: bool
-    ) -> tuple[list[list[int]], list[Any]]:
-        """One node's calls (a pipeline; one call alone, as a pipeline would first ask
-        whether the script is loaded), then the wait for its replicas."""
-        client = self._clients.get(node)
-        if client is None:
-            gone = ClusterDownError(f"no primary serves these keys ({node or 'none'})")
-            return calls, [gone] * len(calls)
-        wanted = self._wanted(node) if writes else 0
-        try:
+        """One round trip: a call alone (a pipeline would first ask whether the script is
+        loaded), or the calls pipelined."""
+        with Timed(kind, node):
             if len(calls) == 1:
                 script, keys, args = build(calls[0])
-                try:
-                    replies = [script([], [*args, _packed_groups(keys)], client=client)]
-                except ResponseError as exc:
-                    replies = [exc]
-            else:
-                pipe = client.pipeline(transaction=False)
-                for items in calls:
-                    script, keys, args = build(items)
-                    script([], [*args, _packed_groups(keys)], client=pipe)
-                replies = pipe.execute(raise_on_error=False)
-            if wanted:
-                acked = int(client.wait(wanted, self.timeout_ms))
-                self._confirmed(acked, wanted, node)
-        except (ConnectionError, TimeoutError) as exc:
-            return calls, [exc] * len(calls)
-        return calls, replies
+                return [(calls[0], script(keys, args, client=client))]
+            pipe = client.pipeline(transaction=False)
+            for items in calls:
+                script, keys, args = build(items)
+                script(keys, args, client=pipe)
+            return list(zip(calls, pipe.execute(), strict=True))
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-
-
-def _packed_groups(keys: list[str]) -> bytes:
-    packed: bytes = msgpack.packb(slot_groups(keys))
-    return packed
-
-
-def nodes_for(
-    client: redis.Redis | RedisCluster, replicas: int = -1, timeout_ms: int = 2000
-) -> Nodes:
-    """The nodes of a client: a cluster's primaries, or the one server; ``replicas`` as
-    the setting ``write_replicas`` says."""
-    if isinstance(client, RedisCluster):
-        return ClusterNodes(client, replicas, timeout_ms)
-    return Nodes(client, max(replicas, 0), timeout_ms)
+        """Nothing of its own to release here (the clients are the store's)."""

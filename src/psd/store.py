@@ -19,6 +19,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from psd.batching import cut_calls, part_names
+from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
@@ -26,7 +27,7 @@ from psd.errors import InvalidInput, PastRetention, redis_errors
 from psd.keys import count_prefix, metric_prefix
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
-from psd.nodes import Nodes, nodes_for
+from psd.nodes import Nodes
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Scripts
@@ -52,9 +53,7 @@ class Store(Reads):
     ) -> None:
         self.redis = client
         self.settings = settings or Settings()
-        self.nodes: Nodes = nodes_for(
-            client, self.settings.write_replicas, self.settings.write_replicas_timeout_ms
-        )
+        self.nodes: Nodes = nodes_for(client, self.settings)
         self.scripts = Scripts(client)
         self._clock = clock
         self.metric_policy = Policy.metrics(self.settings)

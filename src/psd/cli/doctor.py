@@ -20,8 +20,8 @@ from psd import dlq, maintenance
 from psd.cli.context import settings_of
 from psd.cli.ops import tool_store
 from psd.cli.up import masked
+from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
-from psd.nodes import ClusterNodes
 from psd.scripts import NAMES, source
 from psd.store import Store
 
