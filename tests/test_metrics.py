@@ -25,6 +25,7 @@ def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
         "ok": sample("psd_points_ingested_total", entry="http"),
         "bad": sample("psd_points_rejected_total", entry="http", reason="invalid"),
         "reads": sample("psd_redis_round_trips_total", kind="read"),
+        "node": sample("psd_redis_node_round_trips_total", kind="read", node="server"),
         "timed": sample("psd_request_seconds_count", endpoint="query", range="hour"),
     }
     point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 10, "ts1": NOW, "ts2": NOW}
@@ -34,6 +35,10 @@ def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
     assert sample("psd_points_ingested_total", entry="http") == before["ok"] + 1
     assert sample("psd_points_rejected_total", entry="http", reason="invalid") == before["bad"] + 1
     assert sample("psd_redis_round_trips_total", kind="read") == before["reads"] + 1
+    node = sample("psd_redis_node_round_trips_total", kind="read", node="server")
+    assert node == before["node"] + 1
+    timed_node = sample("psd_redis_node_seconds_count", kind="read", node="server")
+    assert timed_node >= 1
     timed = sample("psd_request_seconds_count", endpoint="query", range="hour")
     assert timed == before["timed"] + 1
     page = client.get("/metrics")
