@@ -194,12 +194,13 @@ def client(
 
 
 @pytest.fixture
-def old(redis_url: str) -> Iterator[redis.Redis]:
+def old(redis_url: str, broker_server: str) -> Iterator[redis.Redis]:
     """The 2016 service's keyspace, for psd migrate: a database of its own on the suite's
-    server (tests/migrate_support.py)."""
+    server, or under ``--cluster`` on the standalone server beside it (tests/migrate_support.py)."""
     from tests.migrate_support import OLD_DB, db_url
 
-    client = redis.Redis.from_url(db_url(redis_url, OLD_DB))
+    server = broker_server if is_cluster_url(redis_url) else redis_url
+    client = redis.Redis.from_url(db_url(server, OLD_DB))
     client.flushdb()
     yield client
     client.flushdb()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -26,13 +27,17 @@ from hypothesis import strategies as st
 from psd import cluster as psd_cluster
 from psd.cli.main import main
 from psd.config import Settings
+from psd.connect import client_from_url
 from psd.embedded import EmbeddedServer, server_binary
 from psd.embedded_cluster import EmbeddedCluster
 from psd.errors import StoreError
 from psd.keys import metric_prefix
+from psd.migrate.source import OldKeyspace
 from psd.model import CountPoint, MetricPoint
 from psd.store import CutQuery, Store, UserQuery
 from psd.web import create_app
+from tests.migrate_support import day, migrate, utc
+from tests.oldservice import load_samples
 from tests.support import flush, make_app, redis_broker, running_worker, wait_for
 
 KEEP = Settings(expire=0, count_expire=0)
@@ -428,3 +433,30 @@ def test_reads_go_to_replicas_when_allowed(cluster: EmbeddedCluster) -> None:
     finally:
         cluster.start_node(gone)
         cluster.wait_ok(timeout=60)
+
+
+def test_psd_migrate_reads_an_old_keyspace_on_a_cluster(
+    cluster: EmbeddedCluster, one_server: str
+) -> None:
+    """The 2016 keyspace spread over the cluster's primaries (its keys carry no hash tag):
+    migrated, resumably under one cursor, into psd on one server, with the answers of the
+    same keyspace read from one server."""
+    flush(cluster.url)
+    old_cluster = client_from_url(cluster.url)
+    load_samples(old_cluster)
+    holding = [n for n in OldKeyspace(old_cluster).nodes if n.dbsize()]
+    assert len(holding) > 1  # the old keys lie on several primaries
+    flush(one_server)
+    from_cluster = Store.from_url(one_server, KEEP)
+    summary = migrate(old_cluster, from_cluster, batch=7)  # small pages: many cursors
+    assert not summary.failed and summary.users == {1, 8, 9, 50}
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        old_single = redis.Redis.from_url(server.url)
+        load_samples(old_single)
+        store = Store.from_url(server.url.rsplit("/", 1)[0] + "/1", KEEP)
+        assert migrate(old_single, store).points == summary.points
+        ranges = [(utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")), day("2016-07-04")]
+        for t1, t2 in ranges:
+            queries = [UserQuery(u, t1, t2) for u in (1, 8, 9, 50)]
+            things = ["steps", "points", "calories"]
+            assert from_cluster.query(queries, things) == store.query(queries, things)

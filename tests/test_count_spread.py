@@ -192,7 +192,6 @@ def test_retention_and_compaction_of_sub_tagged_keys(redis_client: redis.Redis) 
     assert store.count("signup", ts - DAY, ts + DAY) == 0
 
 
-@pytest.mark.standalone
 def test_psd_migrate_spreads_counts_and_its_verify_reads_them_all(
     old: redis.Redis, redis_client: redis.Redis
 ) -> None:

@@ -10,12 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-import redis
 
 from psd.cli.context import open_store, settings_of
+from psd.connect import client_from_url
 from psd.errors import InvalidInput
 from psd.migrate import Migration, MigrationSummary, loss_report
 from psd.migrate.progress import PROGRESS
+from psd.migrate.source import OldKeyspace
 from psd.migrate.verify import verify_sample
 
 
@@ -81,7 +82,7 @@ def migrate_command(
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
     settings = settings_of(ctx)
-    source = redis.Redis.from_url(from_redis)
+    source = OldKeyspace(client_from_url(from_redis))
     if verify:
         store = open_store(settings, "psd migrate")
         report = verify_sample(source, store, sample, random.Random(seed))

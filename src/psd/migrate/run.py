@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
+from redis.cluster import RedisCluster
 
 from psd.config import RETENTION_LEVELS, Settings
 from psd.migrate.oldkeys import (
@@ -37,7 +38,8 @@ from psd.migrate.oldkeys import (
     pipelined_reader,
     read_subtree,
 )
-from psd.migrate.progress import Progress, describe, text
+from psd.migrate.progress import Progress, text
+from psd.migrate.source import OldKeyspace
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.retention import Policy
 from psd.store import Store
@@ -123,14 +125,14 @@ class Migration:
 
     def __init__(
         self,
-        source: redis.Redis,
+        source: redis.Redis | RedisCluster | OldKeyspace,
         store: Store | None,
         settings: Settings,
         batch: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.source = source
-        self.read = pipelined_reader(source)
+        self.source = source if isinstance(source, OldKeyspace) else OldKeyspace(source)
+        self.read = pipelined_reader(self.source)
         self.store = store
         self.batch = batch
         self.now = int(clock())
@@ -138,7 +140,7 @@ class Migration:
         self.policies = {True: Policy.metrics(settings), False: Policy.counts(settings)}
         self.horizons = {metric: p.horizon(self.now) for metric, p in self.policies.items()}
         self.summary = MigrationSummary()
-        self.progress = Progress(store.redis, describe(source), clock) if store else None
+        self.progress = Progress(store.redis, self.source.name, clock) if store else None
 
     def run(self, on_page: Callable[[int], None] = lambda _: None) -> MigrationSummary:
         """Migrate every year key the SCAN finds, page by page; ``on_page(keys)`` after

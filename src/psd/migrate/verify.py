@@ -13,8 +13,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import redis
-
 from psd.migrate.oldkeys import (
     OldReader,
     Subtree,
@@ -24,6 +22,7 @@ from psd.migrate.oldkeys import (
     pipelined_reader,
     read_subtree,
 )
+from psd.migrate.source import OldKeyspace
 from psd.store import Store, UserQuery
 from psd.timebuckets import iso
 
@@ -75,7 +74,7 @@ class BottomK:
         self.kept[ident] = (rank, [key])
 
 
-def sample(source: redis.Redis, k: int, rng: random.Random) -> tuple[BottomK, BottomK]:
+def sample(source: OldKeyspace, k: int, rng: random.Random) -> tuple[BottomK, BottomK]:
     """Sampled users and counters, with their year keys."""
     seed = rng.getrandbits(64).to_bytes(8, "big")
     users, counters = BottomK(k, seed), BottomK(k, seed)
@@ -158,8 +157,11 @@ def _compare(report: VerifyReport, what: str, t1: int, t2: int, old: int, new: i
         report.mismatches.append(f"mismatch {what} {iso(t1)}..{iso(t2)}: old {old}, psd {new}")
 
 
-def verify_sample(source: redis.Redis, store: Store, k: int, rng: random.Random) -> VerifyReport:
+def verify_sample(
+    source: OldKeyspace | redis.Redis, store: Store, k: int, rng: random.Random
+) -> VerifyReport:
     """Compare sums of ``k`` sampled users and ``k`` counters over ranges of their data."""
+    source = source if isinstance(source, OldKeyspace) else OldKeyspace(source)
     report = VerifyReport()
     read = pipelined_reader(source)
     users, counters = sample(source, k, rng)

@@ -1,0 +1,58 @@
+"""The old keyspace ``psd migrate`` reads: one server, or a Redis Cluster.
+
+A cluster is read primary after primary, under one SCAN cursor: the primary's place in the
+sorted list of primaries in its low ``NODE_BITS`` bits, that primary's own cursor above them,
+so that the progress a run records (one cursor) resumes on a cluster as on one server. A
+primary that changed since (a failover) is scanned again from its start: a unit already
+migrated is recognised by its delivery keys (psd/migrate/run.py), so nothing counts twice
+within the idempotency window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from psd.migrate.progress import describe
+
+#: Low bits of the combined cursor naming the primary (at most 1024 primaries).
+NODE_BITS = 10
+
+
+class OldKeyspace:
+    """SCAN, pipelined reads and size of the old keyspace, wherever it is."""
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
+        self.client = client
+        if isinstance(client, RedisCluster):
+            primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+            self.nodes = [n.redis_connection for n in sorted(primaries, key=lambda n: n.name)]
+            self.name = "cluster " + ",".join(sorted(n.name for n in primaries))
+        else:
+            self.nodes = [client]
+            self.name = describe(client)
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[Any]]:
+        """One page of the combined SCAN; 0 when every primary is done."""
+        if len(self.nodes) == 1:
+            found: tuple[int, list[Any]] = self.nodes[0].scan(cursor, count=count)
+            return found
+        index, own = cursor & ((1 << NODE_BITS) - 1), cursor >> NODE_BITS
+        own, names = self.nodes[index].scan(own, count=count)
+        if own:
+            return own << NODE_BITS | index, names
+        return (index + 1 if index + 1 < len(self.nodes) else 0), names
+
+    def scan_iter(self, count: int) -> Iterator[Any]:
+        for node in self.nodes:
+            yield from node.scan_iter(count=count)
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        """A pipeline of reads (a cluster's sends each key to its primary)."""
+        return self.client.pipeline(transaction=transaction)
+
+    def dbsize(self) -> int:
+        return sum(int(node.dbsize()) for node in self.nodes)
