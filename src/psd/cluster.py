@@ -262,7 +262,7 @@ class ClusterNodes(Nodes):
             return calls, [gone] * len(calls)
         replies = self._send_on(client, node, calls, build, "write" if writes else "read")
         wanted = self._wanted(node) if writes else 0
-        if wanted and not any(isinstance(reply, BaseException) for reply in replies):
+        if wanted and not all(isinstance(reply, BaseException) for reply in replies):
             try:
                 acked = int(client.wait(wanted, self.timeout_ms))
             except (ConnectionError, TimeoutError) as exc:

@@ -146,7 +146,7 @@ class Nodes:
         if not writes and self.reader is not None:
             try:
                 return self._send(self.reader, "replica", calls, build, "read")
-            except (ConnectionError, TimeoutError) as exc:
+            except redis.RedisError as exc:  # down, loading, cut off from the server...
                 log.warning("the read replica did not answer (%s): reading the server", exc)
         done = self._send(self.client, "server", calls, build, "write" if writes else "read")
         if writes and self.replicas > 0:

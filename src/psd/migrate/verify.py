@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
+
 from psd.migrate.oldkeys import (
     OldReader,
     Subtree,
