@@ -18,7 +18,7 @@ import redis
 
 from psd import dlq, maintenance
 from psd.cli.context import settings_of
-from psd.cli.ops import tool_store
+from psd.cli.ops import tool_broker_url, tool_store
 from psd.cli.up import masked
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
@@ -191,7 +191,7 @@ def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
 
 
 def broker(store: Store, settings: Settings) -> Iterator[Finding]:
-    url = settings.broker_url
+    url = tool_broker_url(settings)
     if not url:
         yield verdict(
             not store.nodes.cluster,

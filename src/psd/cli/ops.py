@@ -30,11 +30,14 @@ from psd.timebuckets import MAX_TS, MIN_TS, Gran, iso
 
 #: Where ``psd up`` leaves the embedded store's URL (it holds the password: owner-only).
 URL_FILE = "store.url"
+#: ...and the embedded broker's, beside a sharded store (a cluster cannot be the broker).
+BROKER_URL_FILE = "broker.url"
 
 
-def publish_url(data_dir: str, url: str) -> Path:
-    """Leave the embedded store's URL for the tools of this machine (removed at stop)."""
-    path = Path(data_dir) / URL_FILE
+def publish_url(data_dir: str, url: str, name: str = URL_FILE) -> Path:
+    """Leave the embedded store's URL (or, by ``name``, its broker's) for the tools of this
+    machine (removed at stop)."""
+    path = Path(data_dir) / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(url + "\n")
@@ -50,6 +53,15 @@ def tool_store(settings: Settings) -> Store:
     if not url:
         raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
     return Store(client_from_url(url, socket_connect_timeout=3), settings)
+
+
+def tool_broker_url(settings: Settings) -> str:
+    """The broker to check: ``PSD_BROKER_URL``, else the one a running ``psd up`` on the
+    embedded store published (empty: the store's own server)."""
+    published = Path(settings.data_dir) / BROKER_URL_FILE
+    if settings.broker_url or settings.redis_url or not published.exists():
+        return settings.broker_url
+    return published.read_text().strip()
 
 
 class InstantParam(click.ParamType[int]):
