@@ -162,14 +162,42 @@ def run_child(command: list[str], env: dict[str, str]) -> int:
     metavar="[HOST:PORT]",
     help=f"Run Flower too, on HOST:PORT [{FLOWER_BIND}].",
 )
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=1,
+    metavar="N",
+    help="Make the embedded store a Redis Cluster of N primaries, in DATA_DIR/cluster, with "
+    "a broker server of its own in DATA_DIR/broker (unless PSD_BROKER_URL is set) [1: one "
+    "server]. A data directory keeps the shape it was first started with.",
+)
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="R",
+    help="With --shards: R replicas of each primary, on this machine too [0].",
+)
 @click.pass_context
-def up(ctx: click.Context, bind: str | None, data_dir: str | None, flower: str | None) -> None:
-    """Run all of psd: the store (embedded unless PSD_REDIS_URL is set), the API, a worker
-    and beat, in one log stream, until Ctrl-C. A restart keeps the data."""
+def up(
+    ctx: click.Context,
+    bind: str | None,
+    data_dir: str | None,
+    flower: str | None,
+    shards: int,
+    replicas: int,
+) -> None:
+    """Run all of psd: the store (embedded unless PSD_REDIS_URL is set; a cluster of N
+    primaries with --shards N), the API, a worker and beat, in one log stream, until Ctrl-C.
+    A restart keeps the data; a store server that dies is started again."""
     settings = settings_of(ctx)
     settings = replace(settings, bind=bind or settings.bind, data_dir=data_dir or settings.data_dir)
+    if replicas and shards < 2:
+        raise click.UsageError("--replicas needs --shards N (N >= 2)")
+    if shards > 1 and settings.redis_url:
+        raise click.UsageError("--shards starts an embedded cluster: unset PSD_REDIS_URL")
     try:
-        sys.exit(run_up(settings, _child_env(ctx), flower=flower))
+        sys.exit(run_up(settings, _child_env(ctx), flower=flower, shards=shards, replicas=replicas))
     except KeyboardInterrupt:  # stopped while starting: everything started is stopped
         sys.exit(0)
     except (StoreError, OSError) as exc:

@@ -5,7 +5,9 @@ names one), then the web API, a worker and beat (and Flower, if asked) as child 
 one supervisor (psd/supervisor.py): one log stream, a coloured prefix per process; when one
 exits or we are told to stop (Ctrl-C, SIGTERM), all are stopped, and the store last, so that
 what the worker was applying is in the append-only file before it closes. The embedded store
-is kept alive: restarted where it was when it exits (psd/keeper.py).
+is kept alive: restarted where it was when it exits (psd/keeper.py). With ``--shards N`` the
+store is an embedded cluster of N primaries, with a broker server of its own
+(psd/cli/shards.py), each of its servers kept alive alike.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from psd.cli.ops import publish_url
+from psd.cli.ops import BROKER_URL_FILE, publish_url
+from psd.cli.shards import Embedded, refuse_other_store, sharded
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
-from psd.keeper import StoreKeeper
+from psd.keeper import StoreKeeper, keep_all
 from psd.supervisor import Supervisor
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.
@@ -87,9 +90,29 @@ def embedded(settings: Settings) -> Iterator[EmbeddedServer | None]:
         yield None
         return
     with data_dir_lock(settings.data_dir):
+        refuse_other_store(Path(settings.data_dir), 1, 0)
         password = data_dir_password(settings.data_dir)
         with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
             yield server
+
+
+@contextmanager
+def embedded_stores(settings: Settings, shards: int, replicas: int) -> Iterator[Embedded | None]:
+    """``psd up``'s embedded store: one server, or with ``shards`` > 1 a cluster and its
+    broker; None when ``PSD_REDIS_URL`` is set."""
+    if shards <= 1:
+        with embedded(settings) as server:
+            yield None if server is None else single(settings, server)
+        return
+    if settings.redis_url:
+        raise StoreError("--shards starts an embedded cluster: unset PSD_REDIS_URL to use it")
+    with data_dir_lock(settings.data_dir), sharded(settings, shards, replicas) as stores:
+        yield stores
+
+
+def single(settings: Settings, server: EmbeddedServer) -> Embedded:
+    where = f"(embedded, data in {settings.data_dir})"
+    return Embedded(server.url, "", where, {"store": (server, "the store")})
 
 
 @contextmanager
@@ -99,40 +122,58 @@ def store(settings: Settings) -> Iterator[str]:
         yield server.url if server else settings.redis_url
 
 
-def banner(settings: Settings, url: str, flower: str | None = None) -> str:
+def banner(
+    settings: Settings, url: str, flower: str | None = None, stores: Embedded | None = None
+) -> str:
     host, _, port = settings.bind.rpartition(":")
+    broker = settings.broker_url or (stores.broker_url if stores else "") or url
+    broker_where = f"  {stores.broker_where}" if stores and stores.broker_url else ""
     return "\n".join(
         [
             "psd is up:",
             f"  API      http://{host}:{port}/health/ping  (docs/quickstart.md: examples)",
             *([f"  Flower   http://{flower}/"] if flower else []),
-            f"  store    {masked(url)}"
-            + ("" if settings.redis_url else f"  (embedded, data in {settings.data_dir})"),
-            f"  broker   {masked(settings.broker_url or url)}",
+            f"  store    {masked(url)}" + (f"  {stores.where}" if stores else ""),
+            f"  broker   {masked(broker)}{broker_where}",
             "  Ctrl-C stops everything",
         ]
     )
 
 
 def run(
-    settings: Settings, env: dict[str, str], printer: Any = None, flower: str | None = None
+    settings: Settings,
+    env: dict[str, str],
+    printer: Any = None,
+    flower: str | None = None,
+    shards: int = 1,
+    replicas: int = 0,
 ) -> int:
     """Run the store and the processes until one exits, the store cannot be kept alive, or
     we are stopped; 0 on a stop."""
-    with stop_signals_unwind(), embedded(settings) as server:
-        url = server.url if server else settings.redis_url
+    with stop_signals_unwind(), embedded_stores(settings, shards, replicas) as stores:
+        url = stores.url if stores else settings.redis_url
         child_env = dict(
             env, PSD_REDIS_URL=url, PSD_BIND=settings.bind, PSD_DATA_DIR=settings.data_dir
         )
+        if stores and stores.broker_url:
+            child_env["PSD_BROKER_URL"] = stores.broker_url
         supervisor = Supervisor(printer, STOP_SECONDS)
         for name, args in processes(flower).items():
             supervisor.add(name, [sys.executable, "-m", "psd.cli", *args], child_env)
-        print(banner(settings, url, flower), flush=True)
-        published = None if server is None else publish_url(settings.data_dir, url)
+        print(banner(settings, url, flower, stores), flush=True)
+        published = [] if stores is None else [publish_url(settings.data_dir, url)]
+        if stores and stores.broker_url:
+            published.append(publish_url(settings.data_dir, stores.broker_url, BROKER_URL_FILE))
+        elif stores:  # one a killed psd up left, naming a broker that is gone
+            (Path(settings.data_dir) / BROKER_URL_FILE).unlink(missing_ok=True)
         try:
-            if server is None:
+            if stores is None:
                 return supervisor.run()
-            return supervisor.run(StoreKeeper(server, supervisor.say).check)
+            keepers = [
+                StoreKeeper(server, supervisor.say, name, what)
+                for name, (server, what) in stores.servers.items()
+            ]
+            return supervisor.run(keep_all(keepers))
         finally:
-            if published:
-                published.unlink(missing_ok=True)
+            for path in published:
+                path.unlink(missing_ok=True)
