@@ -160,7 +160,7 @@ def test_a_data_directory_keeps_the_shape_of_its_store(tmp_path: Path) -> None:
     said = refused(sharded)
     assert "holds a sharded store (a cluster of 2 primaries)" in said
     assert "start it with psd up --shards 2" in said
-    assert "holds a cluster of 2 primaries, not a cluster of 2 primaries with 1 replicas" in (
+    assert "holds a cluster of 2 primaries, not a cluster of 2 primaries with 1 replica each" in (
         refused(sharded, "--shards", "2", "--replicas", "1")
     )
 

@@ -60,7 +60,7 @@ def shape_words(primaries: int, replicas: int) -> tuple[str, str]:
     words = f"a cluster of {primaries} primaries"
     option = f"--shards {primaries}"
     if replicas:
-        words += f" with {replicas} replicas each"
+        words += f" with {replicas} replica{'s' if replicas > 1 else ''} each"
         option += f" --replicas {replicas}"
     return words, option
 
