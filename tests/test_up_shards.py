@@ -61,6 +61,12 @@ def node_pid(up: Up, port: int) -> int | None:
     return found[0] if found else None
 
 
+def broker_pid(up: Up) -> int:
+    """The pid of the broker server below psd up (the one server not in the cluster)."""
+    tree = descendants(up.proc.pid).items()
+    return next(pid for pid, args in tree if "valkey-server" in args and "[cluster]" not in args)
+
+
 def keys_on(data_dir: Path, port: int) -> int:
     client = redis.Redis(port=port, password=data_dir_password(data_dir))
     try:
@@ -107,6 +113,15 @@ def test_a_cluster_of_3_serves_keeps_its_nodes_alive_and_its_data(tmp_path: Path
         assert "exited (killed by SIGKILL)" in up.log.read_text()
         assert wait_for(lambda: sums_or_none(up) == expected, timeout=30)
         assert write_user(up, 2, 2, 1) == "ok"
+
+        broker = broker_pid(up)
+        os.kill(broker, signal.SIGKILL)
+        assert wait_for(lambda: "broker | restarted on 127.0.0.1" in up.log.read_text())
+        assert broker_pid(up) != broker
+        # the worker is back on the restarted broker: a queued write is applied
+        assert json.loads(write_user(up, 3, 2, 1, queued=True)) == {"queued": 1}
+        expected |= {2: 21, 3: 31}
+        assert wait_for(lambda: sums(up) == expected, timeout=30)
         tree = descendants(up.proc.pid)
     finally:
         code = up.stop()
@@ -115,7 +130,7 @@ def test_a_cluster_of_3_serves_keeps_its_nodes_alive_and_its_data(tmp_path: Path
 
     again = up_shards(data_dir)
     try:
-        assert sums(again) == expected | {2: 21}
+        assert sums(again) == expected
         assert node_ports(data_dir) == ports  # the same cluster, on its own ports
     finally:
         assert again.stop() == 0, again.log.read_text()
