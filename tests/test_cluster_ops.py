@@ -1,0 +1,89 @@
+"""psd's tools and replicas on a Redis Cluster (``pytest --cluster``): doctor, reads from
+replicas, and psd migrate from an old keyspace spread over a cluster."""
+
+from __future__ import annotations
+
+import redis
+from click.testing import CliRunner
+
+from psd.cli.main import main
+from psd.config import Settings
+from psd.connect import client_from_url
+from psd.embedded import EmbeddedServer, server_binary
+from psd.embedded_cluster import EmbeddedCluster
+from psd.migrate.source import OldKeyspace
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+from tests.migrate_support import day, migrate, utc
+from tests.oldservice import load_samples
+from tests.support import flush, redis_broker
+from tests.test_cluster import KEEP, T0, one_server
+
+__all__ = ["one_server"]  # the fixture, shared
+
+
+def test_doctor_sees_the_cluster(cluster: EmbeddedCluster, broker_server: str) -> None:
+    env = {"PSD_REDIS_URL": cluster.url, "PSD_BROKER_URL": redis_broker(broker_server, 5)}
+    result = CliRunner().invoke(main, ["doctor"], env=env, catch_exceptions=False)
+    assert "ok, 16384 of 16384 slots served" in result.output, result.output
+    for port in cluster.primaries():
+        assert f"ok   primary 127.0.0.1:{port}: 1 replica" in result.output
+        assert f"ok   primary 127.0.0.1:{port}: Lua scripts load" in result.output
+    no_broker = CliRunner().invoke(main, ["doctor"], env={**env, "PSD_BROKER_URL": ""})
+    assert no_broker.exit_code == 1
+    assert "FAIL broker: the store's Redis\n     -> a Redis Cluster cannot be" in no_broker.output
+
+
+def evalsha_calls(cluster: EmbeddedCluster, port: int) -> int:
+    stats = cluster.command(port, "INFO", "commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_reads_go_to_replicas_when_allowed(cluster: EmbeddedCluster) -> None:
+    flush(cluster.url)
+    writer = Store.from_url(cluster.url, KEEP)
+    users = list(range(60))
+    writer.write_metrics([MetricPoint("steps", u, 1, u, u + 1, T0, T0) for u in users])
+    queries = [UserQuery(u, T0, T0) for u in users]
+    expected = [u + 1 for u in users]
+    reading = Store.from_url(cluster.url, Settings(expire=0, count_expire=0, read_from_replicas=1))
+    replicas = list(cluster.replicas())
+    before = {port: evalsha_calls(cluster, port) for port in replicas}
+    assert [r.sums["steps"] for r in reading.query(queries, ["steps"])] == expected
+    served = [port for port in replicas if evalsha_calls(cluster, port) > before[port]]
+    assert len(served) == len(replicas)  # every primary's share was read on its replica
+    # a replica gone: its primary answers in its place
+    gone = replicas[0]
+    cluster.kill(gone)
+    try:
+        assert [r.sums["steps"] for r in reading.query(queries, ["steps"])] == expected
+    finally:
+        cluster.start_node(gone)
+        cluster.wait_ok(timeout=60)
+
+
+def test_psd_migrate_reads_an_old_keyspace_on_a_cluster(
+    cluster: EmbeddedCluster, one_server: str
+) -> None:
+    """The 2016 keyspace spread over the cluster's primaries (its keys carry no hash tag):
+    migrated, resumably under one cursor, into psd on one server, with the answers of the
+    same keyspace read from one server."""
+    flush(cluster.url)
+    old_cluster = client_from_url(cluster.url)
+    load_samples(old_cluster)
+    holding = [n for n in OldKeyspace(old_cluster).nodes if n.dbsize()]
+    assert len(holding) > 1  # the old keys lie on several primaries
+    flush(one_server)
+    from_cluster = Store.from_url(one_server, KEEP)
+    summary = migrate(old_cluster, from_cluster, batch=7)  # small pages: many cursors
+    assert not summary.failed and summary.users == {1, 8, 9, 50}
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        old_single = redis.Redis.from_url(server.url)
+        load_samples(old_single)
+        store = Store.from_url(server.url.rsplit("/", 1)[0] + "/1", KEEP)
+        assert migrate(old_single, store).points == summary.points
+        ranges = [(utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")), day("2016-07-04")]
+        for t1, t2 in ranges:
+            queries = [UserQuery(u, t1, t2) for u in (1, 8, 9, 50)]
+            things = ["steps", "points", "calories"]
+            assert from_cluster.query(queries, things) == store.query(queries, things)
