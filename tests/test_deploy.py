@@ -15,6 +15,7 @@ import sys
 import tomllib
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
@@ -23,7 +24,9 @@ import yaml
 
 from psd.cli.main import STOP_GRACE, main
 from psd.config import Settings, load_settings
+from psd.connect import cluster_nodes
 from psd.embedded import EmbeddedServer
+from psd.embedded_cluster import distinct_free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -242,3 +245,115 @@ def test_redis_server_runs_with_the_conf(tmp_path: Path) -> None:
         got = {k: client.config_get(k)[k] for k in REDIS_CONF if k not in ("bind", "port")}
         client.close()
     assert got == {k: v.strip('"') for k, v in REDIS_CONF.items() if k in got}
+
+
+# -- the Redis Cluster deployment (docker-compose.cluster.yml) --
+
+CLUSTER_COMPOSE = yaml.safe_load((DEPLOY / "docker-compose.cluster.yml").read_text())
+CLUSTER_SERVICES = CLUSTER_COMPOSE["services"]
+NODES = {name: s for name, s in CLUSTER_SERVICES.items() if re.fullmatch(r"redis-\d+", name)}
+PSD_SERVICES = {name: s for name, s in CLUSTER_SERVICES.items() if "build" in s}
+CREATE = CLUSTER_SERVICES["redis-cluster-create"]
+
+
+def interpolated(value: str) -> str:
+    """A compose value as the container gets it, with every ``${VAR...}`` given "x"."""
+    return re.sub(r"\$\{[^}]*\}", "x", value).replace("$$", "$")
+
+
+def test_cluster_compose_file_follows_the_compose_specification() -> None:
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(CLUSTER_COMPOSE)
+    ]
+    assert errors == []
+
+
+def test_cluster_nodes_are_redis_7_with_the_conf_in_cluster_mode_each_on_its_own_volume() -> None:
+    assert len(NODES) == 6
+    conf = "/usr/local/etc/redis/redis.conf"
+    addresses = set()
+    for name, node in NODES.items():
+        assert node["image"] == "redis:7" and node["healthcheck"]["test"], name
+        command = node["command"]
+        assert command[:2] == ["redis-server", conf], name
+        assert command[command.index("--cluster-enabled") + 1] == "yes", name
+        assert {f"./redis.conf:{conf}:ro", f"{name}-data:/data"} == set(node["volumes"])
+        assert f"{name}-data" in CLUSTER_COMPOSE["volumes"]
+        addresses.add(node["networks"]["default"]["ipv4_address"])
+    subnet = CLUSTER_COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert all(a.rpartition(".")[0] == subnet.rpartition(".")[0] for a in addresses)
+    assert len(addresses) == len(NODES)
+    # psd must wait for the cluster's creation: every slot served before it starts
+    assert {n: d["condition"] for n, d in CREATE["depends_on"].items()} == dict.fromkeys(
+        NODES, "service_healthy"
+    )
+    script = CREATE["command"][-1]
+    created = re.search(r"--cluster create (\S+) --cluster-replicas 1 --cluster-yes", script)
+    assert created and created[1] == "$$nodes"
+    listed = re.search(r'nodes="([^"]+)"', script)
+    assert listed and set(listed[1].split()) == {f"{a}:6379" for a in addresses}
+    assert "cluster_state:ok" in script
+
+
+def test_cluster_create_script_is_valid_shell() -> None:
+    assert CREATE["command"][:2] == ["sh", "-ec"] and CREATE["restart"] == "no"
+    script = interpolated(CREATE["command"][-1])
+    done = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_psd_on_the_cluster_runs_real_commands_with_a_broker_of_its_own() -> None:
+    assert set(PSD_SERVICES) == {"web", "worker", "beat"}
+    assert {service["command"][0] for service in PSD_SERVICES.values()} <= set(main.commands)
+    node_names = [(name, 6379) for name in NODES]
+    rabbitmq_user = CLUSTER_SERVICES["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"]
+    for name, service in PSD_SERVICES.items():
+        build = service["build"]
+        assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+        conditions = {n: d["condition"] for n, d in service["depends_on"].items()}
+        assert conditions == {
+            "redis-cluster-create": "service_completed_successfully",
+            "rabbitmq": "service_healthy",
+        }, name
+        assert int(service["stop_grace_period"].rstrip("s")) > STOP_GRACE, name
+        env = {k: interpolated(v) for k, v in service["environment"].items()}
+        assert cluster_nodes(env["PSD_REDIS_URL"])[0] == node_names, name
+        broker = urlsplit(env["PSD_BROKER_URL"])
+        assert (broker.scheme, broker.hostname, broker.port) == ("amqp", "rabbitmq", 5672)
+        assert broker.username == rabbitmq_user
+        assert set(env) <= SETTINGS, f"{name}: unknown {set(env) - SETTINGS}"
+        loaded = load_settings(environ=env)  # a wrong value raises
+        assert loaded.write_replicas != 0, "writes wait for a replica on a cluster with them"
+    assert PSD_SERVICES["web"]["environment"]["PSD_BIND"].rpartition(":")[2] == PORT
+    text = (DEPLOY / "docker-compose.cluster.yml").read_text()
+    assert not re.search(r"(PASSWORD|PASS)\w*: +[^$\s]|://[^/\s:]*:[^@/\s$]+@", text)
+
+
+def test_redis_server_runs_a_cluster_node_with_the_conf(tmp_path: Path) -> None:
+    """A node's command line, as compose gives it, under a real redis-server (here on
+    loopback, on free ports): it starts in cluster mode with the conf's settings."""
+    command = NODES["redis-1"]["command"]
+    args = command[2:]
+    args[args.index("0.0.0.0")] = "127.0.0.1"
+    port, bus_port = distinct_free_ports(2)
+    extra = ["--port", str(port), "--cluster-port", str(bus_port), "--dir", str(tmp_path)]
+
+    class Node(EmbeddedServer):
+        def command(self) -> list[str]:
+            return [str(self.binary), str(DEPLOY / "redis.conf"), *args, *extra]
+
+    with Node(tmp_path, port=port, binary=Path(need("redis-server"))) as server:
+        client = redis.Redis(port=server.port, decode_responses=True)
+        names = ("cluster-enabled", "cluster-node-timeout", *REDIS_CONF)
+        got = {k: client.config_get(k)[k] for k in names}
+        known = client.cluster("INFO")["cluster_known_nodes"]
+        client.close()
+    assert (got["cluster-enabled"], int(known)) == ("yes", 1)
+    assert got["cluster-node-timeout"] == args[args.index("--cluster-node-timeout") + 1]
+    # the conf's settings hold, but for those compose overrides for its private network
+    overridden = {"bind", "port", "protected-mode"}
+    expected = {k: v.strip('"') for k, v in REDIS_CONF.items() if k not in overridden}
+    assert {k: got[k] for k in expected} == expected
+    assert (tmp_path / "nodes.conf").exists()
