@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -386,3 +387,31 @@ def test_a_primary_killed_under_queued_writes_and_reads(
     assert [r.sums["steps"] for r in found] == [truth.get(u, 0) for u in range(3000)]
     cluster.start_node(victim)
     cluster.wait_ok(timeout=60)
+
+
+def test_a_call_applied_whose_reply_was_lost_is_retried_and_counts_once(
+    cluster: EmbeddedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each primary applies its calls, then the replies are lost (as when a connection drops
+    after the server applied them): psd routes the calls again and sends them again, and the
+    delivery keys (their own, for writes that came without one) keep every point once."""
+    flush(cluster.url)
+    store = Store.from_url(cluster.url, KEEP)
+    lost: list[str] = []
+    send = psd_cluster.ClusterNodes._send_on
+
+    def reply_lost(client: Any, node: str, calls: list[list[int]], build: Any, kind: str) -> Any:
+        replies = send(client, node, calls, build, kind)
+        if kind == "write" and node not in lost:
+            lost.append(node)
+            return [redis.ConnectionError("reply lost")] * len(calls)
+        return replies
+
+    monkeypatch.setattr(psd_cluster.ClusterNodes, "_send_on", staticmethod(reply_lost))
+    points = [MetricPoint("steps", u, 1, u, 10, T0, T0, "increment") for u in range(30)]
+    counts = [CountPoint("signup", 1, T0 + n) for n in range(30)]
+    store.write_metrics(points)  # no delivery key: the store's own
+    store.write_counts(counts)
+    assert len(lost) == len(store.nodes.primaries())  # every primary lost its first replies
+    assert [store.sum(u, "steps", None, T0, T0) for u in range(30)] == [10] * 30
+    assert store.count("signup", T0, T0 + 30) == 30
