@@ -1,5 +1,6 @@
 """Redis Cluster benchmark: the store on one standalone server against a cluster of 3 primaries,
-both started here and measured in alternating rounds (standalone, cluster, standalone, ...).
+both started here, given the same work call by call in turn (standalone, cluster, standalone,
+...: each gets the same share of whatever else the machine runs), in rounds.
 
     python bench/cluster_bench.py [--server path|wheel] [--primaries 3] [--replicas 0|1]
                                   [--rounds 3] [--sparse 20000] [--dense-series 6]
@@ -11,11 +12,14 @@ both started here and measured in alternating rounds (standalone, cluster, stand
   its threads), each node's (INFO cpu), the time in scripts (INFO commandstats) and memory;
 - the same sparse points through Celery: 100-point ``psd.write_metrics`` messages applied
   by two ``psd worker`` processes, broker a third server started here (or RabbitMQ);
-- with ``--replicas 1`` also the cluster with ``write_replicas=0``: the cost of WAIT;
+  (rounds of each in turn, as messages cannot be interleaved), ``--workers`` of them;
+- with ``--replicas 1`` also a second cluster whose store has ``write_replicas=0``: the cost
+  of WAIT;
 - reads on the same data: a 1,000-user leaderboard (``Store.totals``, 30 days cut 7 days
   ago) and 100 users x 3 things x 30 days with activities (``Store.query``).
-``--capacity`` also prints the capacity model of docs/capacity.md on the inputs measured
-(bench/cluster_capacity.py). The machine's cores are shared by every node and by this
+``--capacity`` also measures two baselines (a pipelined HINCRBY, a one-user leaderboard call)
+and prints the capacity model of docs/capacity.md on the inputs measured, after checking it
+against the cluster's nodes (bench/cluster_capacity.py); it skips Celery. The machine's cores are shared by every node and by this
 process: on 2 cores a 3-primary cluster cannot run 3x one server. Prints figures, ratios
 and their spread between rounds; asserts nothing.
 """
@@ -247,17 +251,22 @@ def raw_hincrby(setup: Setup, n: int = 50000) -> float:
     return used / n * 1e6
 
 
-def one_user_call(setup: Setup, now: int, n: int = 500) -> float:
-    """Server CPU µs of a leaderboard's call for one user: what a call costs, whatever its
-    size (a leaderboard on many primaries is many calls)."""
+def one_user_call(setup: Setup, now: int, n: int = 500) -> tuple[float, float]:
+    """Server and client CPU µs of a leaderboard's call for one user: past that user's
+    read, what a call costs whatever its size (a leaderboard on many primaries is many)."""
     asked = [CutQuery(1, now - 30 * DAY, now, now - 7 * DAY)]
     setup.store.totals(asked, "steps")
-    before = setup.cpu()[0]
-    for _ in range(n):
-        setup.store.totals(asked, "steps")
-    used = (setup.cpu()[0] - before) / n * 1e6
-    print(f"baseline: a one-user leaderboard call, {used:.1f} us of server CPU each")
-    return used
+    setup.begin()
+    with setup.call():
+        for _ in range(n):
+            setup.store.totals(asked, "steps")
+    used = setup.end()
+    server, client = used.server_cpu / n * 1e6, used.client_cpu / n * 1e6
+    print(
+        f"baseline: a one-user leaderboard call, {server:.1f} us of server CPU, "
+        f"{client:.1f} us of client CPU"
+    )
+    return server, client
 
 
 # --- main --------------------------------------------------------------------------------
@@ -389,7 +398,7 @@ def main() -> None:
         if "reads" not in skip:
             run_reads(args, setups, reads, times, now)
         hincrby = raw_hincrby(setups[0]) if args.capacity else 0.0
-        call = one_user_call(setups[0], now) if args.capacity else 0.0
+        call = one_user_call(setups[0], now) if args.capacity else (0.0, 0.0)
     report(args, results, sizes, worker_cpu, reads, times, setups[0].name, hincrby, call)
 
 

@@ -94,7 +94,7 @@ def report(
     times: Times,
     base: str,
     hincrby_us: float = 0.0,
-    call_us: float = 0.0,
+    call_us: tuple[float, float] = (0.0, 0.0),
 ) -> None:
     print(
         f"\nmedians of {args.rounds} rounds (± half the range, around the median); "
@@ -107,6 +107,17 @@ def report(
     print("|---|---|---|---|---|---|---|---|")
     for row in table_rows(results, sizes, base):
         print(row)
+    for workload, by_setup in results.items():
+        if "cluster, no WAIT" in by_setup:
+            n = sizes[workload]
+            each = [
+                (n / on.wall) / (n / off.wall)
+                for on, off in zip(by_setup["cluster"], by_setup["cluster, no WAIT"], strict=True)
+            ]
+            print(
+                f"{workload}: WAIT on / off, points/s: {statistics.median(each):.2f} "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in each)})"
+            )
     for name, cpu in worker_cpu.items():
         print(
             f"celery {name}: workers {statistics.median(cpu) / sizes['celery'] * 1e6:.1f} "
@@ -143,11 +154,12 @@ def report(
         read_server_us=med(u.server_cpu for u in board) / per_read * 1e6,
         read_client_us=med(u.client_cpu for u in board) / per_read * 1e6,
         hincrby_server_us=hincrby_us,
-        call_server_us=call_us,
+        call_server_us=call_us[0],
+        call_client_us=call_us[1],
     )
     print("\ncapacity inputs (standalone, medians):")
     for name, value in vars(inputs).items():
         print(f"  {name} = {value:.2f}")
-    model(inputs)
     run = results["sparse"]["cluster"][-1]
-    check(inputs, n, run.wall, run.node_cpu, run.memory)
+    factors = check(inputs, n, run.wall, run.node_cpu, run.memory)
+    model(inputs, factors)
