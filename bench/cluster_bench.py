@@ -19,9 +19,9 @@ both started here, given the same work call by call in turn (standalone, cluster
   ago) and 100 users x 3 things x 30 days with activities (``Store.query``).
 ``--capacity`` also measures two baselines (a pipelined HINCRBY, a one-user leaderboard call)
 and prints the capacity model of docs/capacity.md on the inputs measured, after checking it
-against the cluster's nodes (bench/cluster_capacity.py); it skips Celery. The machine's cores are shared by every node and by this
-process: on 2 cores a 3-primary cluster cannot run 3x one server. Prints figures, ratios
-and their spread between rounds; asserts nothing.
+against the cluster's nodes (bench/cluster_capacity.py); it skips Celery. The machine's
+cores are shared by every node and by this process: on 2 cores a 3-primary cluster cannot
+run 3x one server. Prints figures, ratios and their spread between rounds; asserts nothing.
 """
 
 from __future__ import annotations
