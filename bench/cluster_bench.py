@@ -301,7 +301,10 @@ def start(args: argparse.Namespace, stack: ExitStack) -> list[Setup]:
     info = setups[0].nodes[0].info("server")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"machine: {machine()}")
-    print(f"server: {info.get('server_name', 'redis')} {info['redis_version']} ({binary})")
+    print(
+        f"server: {info.get('server_name', 'redis')} "
+        f"{info.get('valkey_version', info['redis_version'])} ({binary})"
+    )
     print(f"command: python {shlex.join(sys.argv)}")
     print(
         f"setups: {', '.join(s.name for s in setups)}; cluster: {args.primaries} primaries, "
