@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-from celery import Celery
-from kombu import Connection
+from celery import Celery  # type: ignore[import-untyped]
+from kombu import Connection  # type: ignore[attr-defined]
 
 from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer, server_binary
@@ -67,7 +67,7 @@ psd_app.conf.worker_send_task_events = os.environ.get("BENCH_EVENTS") == "on"
 _counter: list[redis.Redis] = []
 
 
-@noop_app.task(name="bench.noop")
+@noop_app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop(**_: object) -> None:
     """Counts itself (one INCR) so the bench knows when all arrived."""
     if not _counter:
@@ -148,7 +148,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run(
     label: str,
-    publish: Callable[[], None],
+    publish: Callable[[], object],
     done: Callable[[], bool],
     n: int,
     worker_pid: int = 0,
@@ -286,7 +286,8 @@ def main() -> None:
             for label, off, on in zip(WORKLOADS, rates["off"], rates["on"], strict=True):
                 print(f"task events on / off, {label}: {on / off:.2f}")
 
-        with Connection(broker) as conn, conn.channel() as channel:  # leave no queue behind
+        # leave no queue behind
+        with Connection(broker) as conn, conn.channel() as channel:  # type: ignore[no-untyped-call]
             for name in (queue, queue + "-noop"):
                 channel.queue_delete(name)
         store.redis.flushdb()
