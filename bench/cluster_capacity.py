@@ -11,7 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cluster_setups import Setup
+
+from psd.store import CutQuery
+
 GIB = 2**30
+DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -164,3 +169,39 @@ def check(
         f"in {wall:.1f} s"
     )
     return cpu_factor, memory_factor
+
+
+# --- the baselines, measured by bench/cluster_bench.py --capacity ---
+
+
+def raw_hincrby(setup: Setup, n: int = 50000) -> float:
+    """The baseline of the capacity inputs: server CPU µs of one HINCRBY, pipelined 100 at a
+    time with no logic (what this machine's Redis gives at the moment)."""
+    client = setup.nodes[0]
+    before = setup.cpu()[0]
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.hincrby(f"raw:{i % 1000}", str(i % 60), 1)
+        if i % 100 == 99:
+            pipe.execute()
+    used = setup.cpu()[0] - before
+    print(f"baseline: {n:,} HINCRBYs pipelined, {used / n * 1e6:.2f} us of server CPU each")
+    return used / n * 1e6
+
+
+def one_user_call(setup: Setup, now: int, n: int = 500) -> tuple[float, float]:
+    """Server and client CPU µs of a leaderboard's call for one user: past that user's
+    read, what a call costs whatever its size (a leaderboard on many primaries is many)."""
+    asked = [CutQuery(1, now - 30 * DAY, now, now - 7 * DAY)]
+    setup.store.totals(asked, "steps")
+    setup.begin()
+    with setup.call():
+        for _ in range(n):
+            setup.store.totals(asked, "steps")
+    used = setup.end()
+    server, client = used.server_cpu / n * 1e6, used.client_cpu / n * 1e6
+    print(
+        f"baseline: a one-user leaderboard call, {server:.1f} us of server CPU, "
+        f"{client:.1f} us of client CPU"
+    )
+    return server, client

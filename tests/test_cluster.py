@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -280,34 +278,6 @@ def test_resharding_under_writes_loses_and_doubles_nothing(
     writer.check(Store.from_url(cluster.url, KEEP))
 
 
-def test_a_write_waits_for_a_replica_and_fails_without_one(cluster: EmbeddedCluster) -> None:
-    """A replica that stops answering (SIGSTOP): a write to its primary is applied there but
-    not confirmed, so it fails, to be sent again (its delivery key keeps it once)."""
-    flush(cluster.url)
-    waiting = Store.from_url(
-        cluster.url, Settings(expire=0, count_expire=0, write_replicas_timeout_ms=300)
-    )
-    replica, primary = next(iter(cluster.replicas().items()))
-    uid = next(
-        u for u in range(10**4) if waiting.nodes.node_of(metric_prefix(u)) == f"127.0.0.1:{primary}"
-    )
-    point = MetricPoint("steps", uid, 1, 1, 5, T0, T0, "increment")
-    process = cluster.servers[replica].process
-    assert process is not None
-    os.kill(process.pid, signal.SIGSTOP)
-    try:
-        with pytest.raises(StoreError, match="0 of 1 replicas"):
-            waiting.write_metrics([point], ["d1"])
-        unwaiting = Store.from_url(
-            cluster.url, Settings(expire=0, count_expire=0, write_replicas=0)
-        )
-        assert unwaiting.write_metrics([point], ["d2"])[0].status == "ok"
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-    assert [r.status for r in waiting.write_metrics([point], ["d1"])] == ["duplicate"]
-    assert waiting.sum(uid, "steps", None, T0, T0) == 10
-
-
 def test_a_primary_killed_under_queued_writes_and_reads(
     cluster: EmbeddedCluster, broker_server: str
 ) -> None:
@@ -387,31 +357,3 @@ def test_a_primary_killed_under_queued_writes_and_reads(
     assert [r.sums["steps"] for r in found] == [truth.get(u, 0) for u in range(3000)]
     cluster.start_node(victim)
     cluster.wait_ok(timeout=60)
-
-
-def test_a_call_applied_whose_reply_was_lost_is_retried_and_counts_once(
-    cluster: EmbeddedCluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each primary applies its calls, then the replies are lost (as when a connection drops
-    after the server applied them): psd routes the calls again and sends them again, and the
-    delivery keys (their own, for writes that came without one) keep every point once."""
-    flush(cluster.url)
-    store = Store.from_url(cluster.url, KEEP)
-    lost: list[str] = []
-    send = psd_cluster.ClusterNodes._send_on
-
-    def reply_lost(client: Any, node: str, calls: list[list[int]], build: Any, kind: str) -> Any:
-        replies = send(client, node, calls, build, kind)
-        if kind == "write" and node not in lost:
-            lost.append(node)
-            return [redis.ConnectionError("reply lost")] * len(calls)
-        return replies
-
-    monkeypatch.setattr(psd_cluster.ClusterNodes, "_send_on", staticmethod(reply_lost))
-    points = [MetricPoint("steps", u, 1, u, 10, T0, T0, "increment") for u in range(30)]
-    counts = [CountPoint("signup", 1, T0 + n) for n in range(30)]
-    store.write_metrics(points)  # no delivery key: the store's own
-    store.write_counts(counts)
-    assert len(lost) == len(store.nodes.primaries())  # every primary lost its first replies
-    assert [store.sum(u, "steps", None, T0, T0) for u in range(30)] == [10] * 30
-    assert store.count("signup", T0, T0 + 30) == 30

@@ -1,18 +1,27 @@
-"""psd's tools and replicas on a Redis Cluster (``pytest --cluster``): doctor, reads from
-replicas, and psd migrate from an old keyspace spread over a cluster."""
+"""Replicas, lost replies and psd's tools on a Redis Cluster (``pytest --cluster``): writes
+that wait for a replica, calls retried after their replies were lost, reads from replicas,
+doctor, and psd migrate from an old keyspace spread over a cluster."""
 
 from __future__ import annotations
 
+import os
+import signal
+from typing import Any
+
+import pytest
 import redis
 from click.testing import CliRunner
 
+from psd import cluster as psd_cluster
 from psd.cli.main import main
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.embedded import EmbeddedServer, server_binary
 from psd.embedded_cluster import EmbeddedCluster
+from psd.errors import StoreError
+from psd.keys import metric_prefix
 from psd.migrate.source import OldKeyspace
-from psd.model import MetricPoint
+from psd.model import CountPoint, MetricPoint
 from psd.store import Store, UserQuery
 from tests.migrate_support import day, migrate, utc
 from tests.oldservice import load_samples
@@ -87,3 +96,59 @@ def test_psd_migrate_reads_an_old_keyspace_on_a_cluster(
             queries = [UserQuery(u, t1, t2) for u in (1, 8, 9, 50)]
             things = ["steps", "points", "calories"]
             assert from_cluster.query(queries, things) == store.query(queries, things)
+
+
+def test_a_write_waits_for_a_replica_and_fails_without_one(cluster: EmbeddedCluster) -> None:
+    """A replica that stops answering (SIGSTOP): a write to its primary is applied there but
+    not confirmed, so it fails, to be sent again (its delivery key keeps it once)."""
+    flush(cluster.url)
+    waiting = Store.from_url(
+        cluster.url, Settings(expire=0, count_expire=0, write_replicas_timeout_ms=300)
+    )
+    replica, primary = next(iter(cluster.replicas().items()))
+    uid = next(
+        u for u in range(10**4) if waiting.nodes.node_of(metric_prefix(u)) == f"127.0.0.1:{primary}"
+    )
+    point = MetricPoint("steps", uid, 1, 1, 5, T0, T0, "increment")
+    process = cluster.servers[replica].process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreError, match="0 of 1 replicas"):
+            waiting.write_metrics([point], ["d1"])
+        unwaiting = Store.from_url(
+            cluster.url, Settings(expire=0, count_expire=0, write_replicas=0)
+        )
+        assert unwaiting.write_metrics([point], ["d2"])[0].status == "ok"
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    assert [r.status for r in waiting.write_metrics([point], ["d1"])] == ["duplicate"]
+    assert waiting.sum(uid, "steps", None, T0, T0) == 10
+
+
+def test_a_call_applied_whose_reply_was_lost_is_retried_and_counts_once(
+    cluster: EmbeddedCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each primary applies its calls, then the replies are lost (as when a connection drops
+    after the server applied them): psd routes the calls again and sends them again, and the
+    delivery keys (their own, for writes that came without one) keep every point once."""
+    flush(cluster.url)
+    store = Store.from_url(cluster.url, KEEP)
+    lost: list[str] = []
+    send = psd_cluster.ClusterNodes._send_on
+
+    def reply_lost(client: Any, node: str, calls: list[list[int]], build: Any, kind: str) -> Any:
+        replies = send(client, node, calls, build, kind)
+        if kind == "write" and node not in lost:
+            lost.append(node)
+            return [redis.ConnectionError("reply lost")] * len(calls)
+        return replies
+
+    monkeypatch.setattr(psd_cluster.ClusterNodes, "_send_on", staticmethod(reply_lost))
+    points = [MetricPoint("steps", u, 1, u, 10, T0, T0, "increment") for u in range(30)]
+    counts = [CountPoint("signup", 1, T0 + n) for n in range(30)]
+    store.write_metrics(points)  # no delivery key: the store's own
+    store.write_counts(counts)
+    assert len(lost) == len(store.nodes.primaries())  # every primary lost its first replies
+    assert [store.sum(u, "steps", None, T0, T0) for u in range(30)] == [10] * 30
+    assert store.count("signup", T0, T0 + 30) == 30

@@ -276,9 +276,7 @@ def test_maintenance_beside_writes_loses_nothing(redis_client: redis.Redis, stor
 
 
 @pytest.fixture
-def beat_settings(
-    redis_url: str, broker_server: str, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[Settings]:
+def beat_settings(redis_url: str, broker_server: str, tmp_path: Path) -> Iterator[Settings]:
     settings = replace(
         POLICY,
         redis_url=redis_url,
