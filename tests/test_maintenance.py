@@ -53,6 +53,8 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
                 report.keys_deleted,
                 report.activities_trimmed,
                 report.activities_removed,
+                report.hours_packed,
+                report.plain_hours_left,
             ]
         )
         total.cycle_done = report.cycle_done
@@ -105,6 +107,20 @@ def test_a_changed_policy_is_applied_to_existing_keys(
     assert redis_client.expiretime(key) == -1
 
 
+def hour_fields(month: dict[bytes, bytes]) -> list[bytes]:
+    """The fields of a month's hash that hold hours: plain (children >= 100, as earlier
+    versions wrote them) or packed by half-day (psd/lua/hours.lua)."""
+    return [f for f in month if f.startswith(b"h") or (f != b"o" and int(f) // 10 >= 100)]
+
+
+def write_two_days(store: Store, ts: int) -> None:
+    """Points on ts's day and on another of its month, the earlier written last: its hours
+    are packed, the later day's are in its own hash (psd/lua/hours.lua)."""
+    other = ts - DAY if stamp(ts - DAY, "%m") == stamp(ts, "%m") else ts + DAY
+    for at in sorted((ts, other), reverse=True):
+        store.write_metric(MetricPoint("steps", 5, 1, at, 7, at, at))
+
+
 def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
     redis_client: redis.Redis, store: Store
 ) -> None:
@@ -112,19 +128,23 @@ def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
     redis_client.hset(f"{{5}}:m{stamp(gone, '%Y%m')}", mapping={"11": 1, "1001": 1})
     old_hours = NOW - POLICY.retention_hour - 3 * DAY  # days kept, hours past retention
     fresh_hours = NOW - 3 * DAY
-    for ts in (old_hours, fresh_hours):
-        store.write_metric(MetricPoint("steps", 5, 1, ts, 7, ts, ts))
-    before = {ts: store.sum(5, "steps", None, ts - 2 * DAY, ts + 2 * DAY) for ts in (old_hours,)}
+    then = Store(redis_client, store.settings, clock=lambda: old_hours + DAY)  # hours kept
+    write_two_days(then, old_hours)
+    old_month = f"{{5}}:m{stamp(old_hours, '%Y%m')}"
+    redis_client.hincrby(old_month, "1001", 2)  # an hour as an earlier version wrote it
+    write_two_days(store, fresh_hours)
+    before = store.sum(5, "steps", None, old_hours - 2 * DAY, old_hours + 2 * DAY)
+    assert len(hour_fields(redis_client.hgetall(old_month))) >= 2  # packed and plain
     report = run(store, "retention")
     assert not redis_client.exists(f"{{5}}:m{stamp(gone, '%Y%m')}")
-    month = redis_client.hgetall(f"{{5}}:m{stamp(old_hours, '%Y%m')}")
+    month = redis_client.hgetall(old_month)
     day_slot = str(int(stamp(old_hours, "%d")) * 10 + 1).encode()
     assert month.get(day_slot) == b"7"
-    assert all(int(f) // 10 < 100 for f in month), month  # no hour fields left
+    assert hour_fields(month) == [], month
     fresh = redis_client.hgetall(f"{{5}}:m{stamp(fresh_hours, '%Y%m')}")
-    assert any(int(f) // 10 >= 100 for f in fresh)  # recent hours stay
-    assert report.keys_deleted >= 1 and report.fields_dropped >= 2
-    after = {ts: store.sum(5, "steps", None, ts - 2 * DAY, ts + 2 * DAY) for ts in (old_hours,)}
+    assert any(f.startswith(b"h") for f in hour_fields(fresh))  # recent hours stay
+    assert report.keys_deleted >= 1 and report.fields_dropped >= 3
+    after = store.sum(5, "steps", None, old_hours - 2 * DAY, old_hours + 2 * DAY)
     assert after == before  # answered at day precision, before and after
 
 
@@ -141,12 +161,14 @@ def test_zero_fields_left_by_corrections_are_dropped(
     store.write_metric(MetricPoint("points", 6, 2, 9, 4, ts, ts))
     store.write_metric(MetricPoint("calories", 6, 2, 3, 5, ts, ts + 10))
     store.write_metric(MetricPoint("calories", 6, 2, 3, -7, ts, ts + 20))  # below 0: kept
-    key = f"{{6}}:m{stamp(ts, '%Y%m')}"
-    assert b"0" in redis_client.hvals(key)
+    key, day = f"{{6}}:m{stamp(ts, '%Y%m')}", f"{{6}}:d{stamp(ts, '%Y%m%d')}"
+    zeros = [f for k in (key, day) for f, v in redis_client.hgetall(k).items() if v == b"0"]
+    assert zeros
     report = run(store, "compaction")
-    assert b"0" not in redis_client.hvals(key)
-    assert sorted(redis_client.hvals(key)) == [b"-7", b"-7", b"4", b"4"]  # day and hour fields
-    assert report.fields_dropped >= 4
+    assert not [f for k in (key, day) for f, v in redis_client.hgetall(k).items() if v == b"0"]
+    days = [v for f, v in redis_client.hgetall(key).items() if f != b"o" and f[:1] != b"h"]
+    assert sorted(days) == [b"-7", b"4"]  # the month's day fields
+    assert report.fields_dropped >= len(zeros)
     things = ["steps", "points", "calories"]
     assert store.query([UserQuery(6, ts, ts + 30)], things)[0].sums == {
         "steps": 0,

@@ -171,30 +171,50 @@ def test_late_update_is_ignored(store: Store) -> None:
 
 
 def test_sums_stay_exact_beyond_two_to_the_53(store: Store) -> None:
+    """Three hours of 3,000 of the largest values each: a day's sum past 2**53."""
     big = 2**40
     ts = 1458061005
-    points = [MetricPoint("points", 7, 1, aid, big, ts, ts, "increment") for aid in range(9000)]
+    points = [
+        MetricPoint("points", 7, 1, aid, big, ts + hour, ts + hour, "increment")
+        for hour in (0, 3600, 7200)
+        for aid in range(3000)
+    ]
     store.write_metrics(points)
-    assert store.sum(7, "points", None, ts - 10, ts + 10) == 9000 * big
+    assert store.sum(7, "points", None, ts - 10, ts + 7210) == 9000 * big
     assert 9000 * big > 2**53
 
 
 def test_sums_of_either_sign_stay_exact_beyond_two_to_the_53(store: Store) -> None:
-    """An hour of the largest values, the next hour of as many of the smallest, less one: each
-    hour is past 2**53 of its sign, and their sum is small."""
+    """Three hours of the largest values, the next three of as many of the smallest, less
+    one: each three hours are past 2**53 of their sign, and their sum is small."""
     ts = 1458061005
     points = [
-        MetricPoint("points", 7, 1, aid, MAX_VALUE, ts, ts, "increment") for aid in range(9000)
+        MetricPoint(
+            "points", 7, 1, aid, sign * MAX_VALUE, ts + h * 3600, ts + h * 3600, "increment"
+        )
+        for sign, hours in ((1, (0, 1, 2)), (-1, (3, 4, 5)))
+        for h in hours
+        for aid in range(3000 if sign > 0 or h < 5 else 2999)
     ]
-    points += [
-        MetricPoint("points", 7, 1, 9000 + aid, -MAX_VALUE, ts + 3600, ts + 3600, "increment")
-        for aid in range(8999)
-    ]
-    points.append(MetricPoint("points", 7, 2, 1, -1, ts + 3600, ts + 3600, "increment"))
+    points.append(MetricPoint("points", 7, 2, 1, -1, ts + 5 * 3600, ts + 5 * 3600, "increment"))
     store.write_metrics(points)
-    assert store.sum(7, "points", None, ts + 1, ts + 7200) == -8999 * MAX_VALUE - 1 < -(2**53)
-    assert store.sum(7, "points", None, ts, ts + 3600) == MAX_VALUE - 1
-    assert store.sum(7, "points", 2, 0, ts + 3600) == -1
+    assert store.sum(7, "points", None, ts + 3 * 3600, ts + 6 * 3600) == -8999 * MAX_VALUE - 1
+    assert -8999 * MAX_VALUE - 1 < -(2**53)
+    assert store.sum(7, "points", None, ts, ts + 6 * 3600) == MAX_VALUE - 1
+    assert store.sum(7, "points", 2, 0, ts + 6 * 3600) == -1
+
+
+def test_an_hour_is_kept_within_two_to_the_53(store: Store) -> None:
+    """An hour's sum is kept exact in Lua (psd/lua/hours.lua): a point that would take it
+    past 2**53 is refused, nothing of it written, and the rest stay exact."""
+    big = 2**40
+    ts = 1458061005
+    points = [MetricPoint("points", 7, 1, aid, big, ts, ts, "increment") for aid in range(8200)]
+    results = store.write_metrics(points)
+    assert [r.status for r in results].count("ok") == 8191  # 8192 * 2**40 == 2**53
+    assert {r.status for r in results[8191:]} == {"refused"}
+    assert store.sum(7, "points", None, ts - 10, ts + 10) == 8191 * big
+    assert store.sum(7, "points", None, ts - 86400, ts + 86400) == 8191 * big
 
 
 def test_counts(store: Store) -> None:

@@ -24,9 +24,10 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
+from psd.hourparts import hour_parts
 from psd.keys import HOUR_BASE, read_plan, slot_names
 from psd.localtime import Step
-from psd.scriptargs import BreakdownPlanArg
+from psd.scriptargs import BreakdownPlanArg, HoursArg
 from psd.timebuckets import civil
 
 #: A counter term, one child of one hash: (key suffix, child); or a window (start, end): a
@@ -124,7 +125,9 @@ def parts(boundaries: tuple[int, ...]) -> Breakdown:
     return breakdown(boundaries, "minute")
 
 
-def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> BreakdownPlanArg:
+def packed(
+    b: Breakdown, things: tuple[int, ...], atid: int | None, legacy: bool = False
+) -> BreakdownPlanArg:
     """``b`` as psd/lua/breakdown.lua reads it (a breakdown plan of psd/lua/sum.lua's header),
     for ``things`` (and a type): per hash its field names, child by child and within a child
     thing by thing; its windows hour by hour (one index range an hour), each ``[first start,
@@ -134,22 +137,30 @@ def packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> Breakdown
     sprintf, six times slower than unpacking it), and a few flat lists unpack faster than a
     small list a bucket."""
     if len(b.spans) <= CACHED_BUCKETS:
-        return _cached_packed(b, things, atid)
-    return _packed(b, things, atid)
+        return _cached_packed(b, things, atid, legacy)
+    return _packed(b, things, atid, legacy)
 
 
-def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> BreakdownPlanArg:
+def _packed(
+    b: Breakdown, things: tuple[int, ...], atid: int | None, legacy: bool
+) -> BreakdownPlanArg:
     names = [slot_names(thing) for thing in things]
     suffix = "" if atid is None else f":{atid}"
-    fields = [
-        [
-            slots[child] + suffix
-            for i in range(0, len(runs), 2)
-            for child in range(runs[i], runs[i + 1] + 1)
-            for slots in names
-        ]
-        for _, runs in b.hashes
-    ]
+    fields: list[list[str]] = []
+    asked: list[int] = []
+    month_hours: list[HoursArg | None] = []
+    for hash_suffix, runs in b.hashes:
+        children = [c for i in range(0, len(runs), 2) for c in range(runs[i], runs[i + 1] + 1)]
+        fields.append([slots[child] + suffix for child in children for slots in names])
+        at = (
+            (c, thing, n * len(things) + t)
+            for n, c in enumerate(children)
+            for t, thing in enumerate(things, 1)
+        )
+        parts = hour_parts(at, suffix, len(things), []) if hash_suffix.startswith("m") else None
+        month_hours.append(parts)
+        days = sum(child < HOUR_BASE for child in children)  # children ascend: days first
+        asked.append(len(fields[-1]) if legacy or parts is None else days * len(things))
     hours: list[list[Any]] = []
     for start, end in b.windows:  # ascending
         hour = start // HOUR
@@ -159,7 +170,7 @@ def _packed(b: Breakdown, things: tuple[int, ...], atid: int | None) -> Breakdow
         if end > group[2]:  # the hour's latest end, however its windows lie
             group[1:3] = [str(end), end]
         group += [start, end]
-    return BreakdownPlanArg(fields, hours, _flat(b.edges), _flat(b.spans))
+    return BreakdownPlanArg(fields, hours, _flat(b.edges), _flat(b.spans), month_hours, asked)
 
 
 def _flat(lists: tuple[tuple[int, ...], ...]) -> list[int]:

@@ -58,6 +58,9 @@ TYPED = "t"
 ONCE = "once"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
+#: The field of a month's hash naming its open day, whose hours its own hash holds
+#: (psd/lua/hours.lua).
+OPEN_DAY = "o"
 #: Second ``s`` of minute ``m`` is child ``SECOND_BASE + 60 * m + s`` of a count hour's hash.
 SECOND_BASE = 100
 
@@ -71,6 +74,12 @@ def slot_names(thing: int) -> list[str]:
     """``"<slot>"`` of every child of a thing, in child order: field names are sliced from
     it (building each name costs more than the rest of a read's Python work)."""
     return [str(child * 10 + thing) for child in range(MAX_CHILD + 1)]
+
+
+def packed_field(child: int, thing: int) -> str:
+    """The field of a month's hash holding hour ``child`` (``HOUR_BASE + 24 * (day - 1) +
+    hour``) of a thing packed with the rest of its half-day (psd/lua/hours.lua)."""
+    return f"h{(child - HOUR_BASE) // 12 * 10 + thing}"
 
 
 def metric_prefix(uid: int) -> str:
@@ -104,27 +113,38 @@ def _stamp(ts: int, digits: int) -> str:
     return f"{year:04d}{month:02d}{day:02d}{ts // 3600 % 24:02d}"[:digits]
 
 
+#: The retention levels each hash of a metric target holds (psd/retention.py): root, year,
+#: month, day.
+METRIC_LEVELS = (("year",), ("month",), ("day", "hour"), ("hour",))
+#: The same for a count's target: root, year, month, hour.
+COUNT_LEVELS = (("year",), ("month",), ("day", "hour"), ("minute",))
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The hashes a point at one instant adds to (root, year, month, and for counts the
-    hour), the children it adds to — its year to the root, its month to the year, its day
-    and hour to the month, and for counts its minute and second to the hour (the scripts
-    follow this order) — and when each hash's bucket ends."""
+    """The hashes a point at one instant adds to (root, year, month, then the day for
+    metrics, the hour for counts), the children it adds to — its year to the root, its month
+    to the year, its day and hour to the month (or the hour to the day), and for counts its
+    minute and second to the hour (the scripts follow this order) — when each hash's bucket
+    ends, and the retention levels each holds."""
 
     suffixes: tuple[str, ...]
     children: tuple[int, ...]
     bucket_ends: tuple[int, ...]
+    levels: tuple[tuple[str, ...], ...]
 
 
 @lru_cache(maxsize=8192)
 def _hour_target(hour_start: int) -> Target:
     """The metric target of every second of one hour."""
     c = civil(hour_start)
-    suffixes = ("r", "y" + _stamp(hour_start, 4), "m" + _stamp(hour_start, 6))
+    stamp = _stamp(hour_start, 8)
+    suffixes = ("r", "y" + stamp[:4], "m" + stamp[:6], "d" + stamp)
     year_end = next_start(hour_start, Gran.YEAR)
-    ends = (year_end, year_end, month_start(c.year, c.month + 1))
+    day_end = hour_start - hour_start % 86400 + 86400
+    ends = (year_end, year_end, month_start(c.year, c.month + 1), day_end)
     hour_child = HOUR_BASE + 24 * (c.day - 1) + c.hour
-    return Target(suffixes, (c.year, c.month, c.day, hour_child), ends)
+    return Target(suffixes, (c.year, c.month, c.day, hour_child), ends, METRIC_LEVELS)
 
 
 def metric_target(ts: int) -> Target:
@@ -138,9 +158,10 @@ def count_target(ts: int) -> Target:
     coarse = _hour_target(hour_start)
     minute, second = divmod(ts - hour_start, 60)
     return Target(
-        (*coarse.suffixes, "h" + _stamp(hour_start, 10)),
+        (*coarse.suffixes[:3], "h" + _stamp(hour_start, 10)),
         (*coarse.children, minute, SECOND_BASE + 60 * minute + second),
-        (*coarse.bucket_ends, hour_start + 3600),
+        (*coarse.bucket_ends[:3], hour_start + 3600),
+        COUNT_LEVELS,
     )
 
 

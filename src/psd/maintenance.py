@@ -24,8 +24,10 @@ import msgpack
 import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
+from psd.keys import COUNT_LEVELS, METRIC_LEVELS
+from psd.layout import mark_current
 from psd.nodes import rerouted
-from psd.retention import HASH_LEVELS, Policy
+from psd.retention import Policy
 from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob
 from psd.store import Store, redis_errors
 from psd.timebuckets import Gran, month_start, next_start
@@ -38,7 +40,7 @@ Job = Literal["retention", "compaction"]
 BATCH = 200
 #: A primary's cursor once its pass of the cycle is over.
 DONE = "done"
-_METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6})")
+_METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6}|d\d{8})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
 
@@ -53,6 +55,8 @@ class Report:
     keys_deleted: int = 0
     activities_trimmed: int = 0
     activities_removed: int = 0
+    hours_packed: int = 0
+    plain_hours_left: int = 0
     cycle_done: bool = False
     skipped: bool = False
 
@@ -62,29 +66,36 @@ class Report:
         self.keys_deleted += counts[2]
         self.activities_trimmed += counts[3]
         self.activities_removed += counts[4]
+        self.hours_packed += counts[5]
+        self.plain_hours_left += counts[6]
 
 
 def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:
     """(bucket end, levels held, month start or 0) of a counter hash's key suffix."""
     if suffix[0] == "y":
-        return month_start(int(suffix[1:]) + 1, 1), HASH_LEVELS[1], 0
+        return month_start(int(suffix[1:]) + 1, 1), METRIC_LEVELS[1], 0
     if suffix[0] == "m":
         start = month_start(int(suffix[1:5]), int(suffix[5:7]))
-        return next_start(start, Gran.MONTH), HASH_LEVELS[2], start
-    year, month, day, hour = (int(suffix[i:j]) for i, j in ((1, 5), (5, 7), (7, 9), (9, 11)))
-    return month_start(year, month) + (day - 1) * 86400 + (hour + 1) * 3600, HASH_LEVELS[3], 0
+        return next_start(start, Gran.MONTH), METRIC_LEVELS[2], start
+    year, month, day = (int(suffix[i:j]) for i, j in ((1, 5), (5, 7), (7, 9)))
+    day_start = month_start(year, month) + (day - 1) * 86400
+    if suffix[0] == "d":  # a metric day's hours
+        return day_start + 86400, METRIC_LEVELS[3], 0
+    return day_start + (int(suffix[9:11]) + 1) * 3600, COUNT_LEVELS[3], 0
 
 
 class Maintenance:
     """The jobs (psd/lua/maintain.lua) of one task for the keys a SCAN step returned."""
 
-    def __init__(self, store: Store, task: Job, now: int) -> None:
+    def __init__(self, store: Store, task: Job, now: int, packing: bool = False) -> None:
         self.store, self.task, self.now = store, task, now
         self.settings = store.settings
+        #: pack plain hours (a keyspace on layout 1: psd/layout.py) where found
+        self.packing = packing
 
     def _counter(self, suffix: str, policy: Policy) -> MaintainJob:
         if self.task == "compaction":
-            return RootJob("r", -1) if suffix == "r" else HashJob("h", -1, 0)
+            return RootJob("r", -1) if suffix == "r" else HashJob("h", -1, 0, 0)
         if suffix == "r":
             return RootJob("r", policy.seconds["year"])
         end, levels, start = _bucket(suffix)
@@ -93,7 +104,8 @@ class Maintenance:
         if start and hour_retention and policy.kind == "metric":
             days_gone = (self.now - hour_retention - start) // 86400  # hours go by the day
             first_kept = max(0, 100 + 24 * days_gone)
-        return HashJob("h", policy.hash_expiry(levels, end), first_kept)
+        pack = int(self.packing and policy.kind == "metric" and suffix.startswith("m"))
+        return HashJob("h", policy.hash_expiry(levels, end), first_kept, pack)
 
     def _state(self) -> StateJob:
         minute, lifetime = self.store.metric_policy.seconds["minute"], self.store.state_lifetime
@@ -167,9 +179,12 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     """Go on with the cycle: every primary scanned from its own cursor (kept per node,
     ``done`` once its SCAN came back to 0), one after the other, until the budget is spent;
     the cycle is done when every primary is."""
-    cursors_key = _key(task, "cursors")
+    cursors_key, packing_key = _key(task, "cursors"), _key(task, "packing")
     cursors = {text(k): text(v) for k, v in store.redis.hgetall(cursors_key).items()}
-    work = Maintenance(store, task, now)
+    packing = task == "retention" and store.layout.legacy_hours()
+    if packing and not cursors:  # a cycle begins: it counts the plain hours it leaves
+        store.redis.set(packing_key, 0)
+    work = Maintenance(store, task, now, packing)
     primaries = store.nodes.named_primaries()
     for name, client in primaries:
         if report.keys >= budget:
@@ -185,9 +200,15 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
             store.redis.hset(cursors_key, name, cursors[name])
             if cursor == 0:
                 break
+    if report.plain_hours_left:
+        store.redis.incrby(packing_key, report.plain_hours_left)
     report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
     if report.cycle_done:
-        store.redis.delete(cursors_key)
+        if packing and store.redis.get(packing_key) == b"0":  # a whole pass, none left
+            mark_current(store.redis)
+            log.info("%s: every plain hour packed: the keyspace is on layout 2", task)
+        store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
+        store.redis.delete(packing_key)
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
 
 

@@ -14,6 +14,7 @@ from psd.breakdown import Breakdown, parts
 from psd.countspread import CountSpread
 from psd.errors import redis_errors
 from psd.keys import ReadPlan, count_plan, count_prefixes, metric_prefix, read_plan
+from psd.layout import LayoutWatch
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.nodes import Nodes
@@ -104,6 +105,7 @@ class Reads:
     metric_policy: Policy
     count_policy: Policy
     count_spread: CountSpread
+    layout: LayoutWatch
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
@@ -127,19 +129,26 @@ class Reads:
                 for at in range(0, len(kind), CALL_SIZE)
             ]
 
+        legacy = False  # asked of the keyspace before the first call is built
+
         def build(items: list[int]) -> tuple[Any, list[str], list[Any]]:
             if items[0] >= first:
                 part = [request.breakdowns[i - first] for i in items]
-                call = SumRequest(request.things, request.atid, breakdowns=part)
+                call = SumRequest(
+                    request.things, request.atid, breakdowns=part, legacy_hours=legacy
+                )
             else:
                 picked = [request.series[i] for i in items]
                 plans, series = _own_plans(request.plans, picked)
-                call = replace(request, plans=plans, series=series, breakdowns=())
+                call = replace(
+                    request, plans=plans, series=series, breakdowns=(), legacy_hours=legacy
+                )
             keys, args = sum_call(call)
             return self.scripts.sum, keys, args
 
         replies: list[Any] = [None] * count
         with redis_errors("read"):
+            legacy = self.layout.legacy_hours()
             done = self.nodes.run(list(range(count)), route, cut, build)
         _READ_TRIPS.inc(1 if len(done) == 1 else 2)  # a pipeline first asks for the script
         for items, reply in done:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from psd.config import Settings, retention_of
+from psd.keys import Target
 from psd.timebuckets import Gran, floor_to, iso, next_start
 
 #: The granularity a level answers at, finest first.
@@ -187,15 +188,12 @@ def answerable(policy: Policy, t1: int, t2: int, now: int) -> Answerable:
     return Answerable(wide_t1, wide_t2, start, end)
 
 
-#: The levels each counter hash holds, in the order of a Target's hashes (psd/keys.py): root,
-#: year, month, and for counts the hour.
-HASH_LEVELS = (("year",), ("month",), ("day", "hour"), ("minute",))
-
-
-def expiries(policy: Policy, bucket_ends: tuple[int, ...]) -> list[int]:
+def expiries(policy: Policy, target: Target) -> list[int]:
     """Expiry of each hash of a point's target (0 = never), set when a field is added."""
-    levels = HASH_LEVELS[: len(bucket_ends)]
-    return [policy.hash_expiry(held, end) for held, end in zip(levels, bucket_ends, strict=True)]
+    return [
+        policy.hash_expiry(held, end)
+        for held, end in zip(target.levels, target.bucket_ends, strict=True)
+    ]
 
 
 def state_lifetime(settings: Settings) -> int:

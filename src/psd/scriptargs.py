@@ -46,6 +46,7 @@ class HashJob(NamedTuple):
     what: Literal["h"]
     expire_at: int  # 0 = never, -1 = leave it
     first_kept_hour: int  # hour fields of a month hash below this child are dropped; 0 = none
+    pack: int  # 1: pack a user's month's plain hours (layout 1) into half-days (hours.lua)
 
 
 class RootJob(NamedTuple):
@@ -77,11 +78,23 @@ class WindowArg(NamedTuple):
     hour_s: str  # start // 3600
 
 
+class HoursArg(NamedTuple):
+    """The hours a month's hash holds packed, and in its open day's hash (psd/lua/hours.lua),
+    that a group or a breakdown's hash asks for (psd.hourparts builds it)."""
+
+    names: list[str]  # the packed fields to read, then the open day's field ("o")
+    picks: list[int]  # flat: name number (from 1), first target, first and last hour (1-12)
+    step: int  # how much the target goes up from one hour of a pick to the next
+    days: list[int]  # the days of the month whose hours are asked for
+    fields: list[str]  # a sum's: its hours' plain names, thing by thing, to ask an open day
+
+
 class GroupArg(NamedTuple):
     """One counter hash of a sum.lua plan."""
 
     ranges: list[int]  # its child ranges to sum, flat: lo, hi, lo, hi, ...
     fields: list[str]  # the field names to ask for, thing by thing; [] = read it whole
+    hours: HoursArg | None = None  # a metric month's hours: targets are thing numbers
 
 
 class PlanArg(NamedTuple):
@@ -103,6 +116,11 @@ class BreakdownPlanArg(NamedTuple):
     hours: list[list[Any]]  # its windows hour by hour
     edges: list[int]  # per edge the count of its numbers, then its runs
     spans: list[int]  # the same per span
+    #: per counter hash, a metric month's hours (targets: positions among its fields)
+    month_hours: list[HoursArg | None]
+    #: per counter hash, how many of its fields (the first) to ask for: its hours' are
+    #: positions only where they are packed
+    asked: list[int]
 
 
 class BreakdownsArg(NamedTuple):

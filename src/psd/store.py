@@ -25,6 +25,7 @@ from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
 from psd.errors import InvalidInput, PastRetention, redis_errors
 from psd.keys import count_prefix, metric_prefix
+from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
@@ -59,6 +60,7 @@ class Store(Reads):
         self.metric_policy = Policy.metrics(self.settings)
         self.count_policy = Policy.counts(self.settings)
         self.state_lifetime = state_lifetime(self.settings)
+        self.layout = LayoutWatch(client)
         spread = resolve(self.settings.count_spread, self.nodes.cluster)
         self.count_spread = CountSpread(client, spread)
 
@@ -270,6 +272,7 @@ class Store(Reads):
 
         kept = [i for i, level in enumerate(levels) if level]
         with redis_errors(kind.doing):
+            self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             applied = self._run_calls(kept, records, cut, build, results)
         if all_or_nothing:
             self._raise_refused(applied)

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from psd.breakdown import Breakdown, packed
-from psd.keys import TYPED, Ranges, ReadPlan, slot_names
+from psd.hourparts import group_hours
+from psd.keys import HOUR_BASE, TYPED, Ranges, ReadPlan, slot_names
 from psd.scriptargs import BreakdownPlanArg, BreakdownsArg, GroupArg, PlanArg, SumArg, WindowArg
 
 
@@ -54,14 +55,18 @@ class SumRequest:
     series: list[Series] = field(default_factory=list)
     want_activities: bool = False
     breakdowns: Sequence[tuple[str, Breakdown]] = ()
+    #: ask for hours as plain fields of month hashes too (a keyspace on layout 1: psd/layout.py)
+    legacy_hours: bool = False
 
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     """The keys and the argument (:class:`psd.scriptargs.SumArg`) of one sum.lua call."""
     things, atid = request.things, request.atid
     readers = Counter(one.plan for one in request.series)
+    legacy = request.legacy_hours
     plans = [
-        _plan_arg(plan, readers[number], things, atid) for number, plan in enumerate(request.plans)
+        _plan_arg(plan, readers[number], things, atid, legacy)
+        for number, plan in enumerate(request.plans)
     ]
     typed = "" if atid is None else TYPED
     suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in request.plans]
@@ -75,7 +80,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         flags += [one.plan + 1, int(one.with_state)]
     breakdowns = None
     if request.breakdowns:
-        breakdowns = _breakdowns_arg(request.breakdowns, things, atid)
+        breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
         for prefix, b in request.breakdowns:
             keys += [prefix + typed + suffix for suffix, _ in b.hashes]
             if b.windows:
@@ -92,17 +97,25 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     return keys, [arg.packb()]
 
 
-def _plan_arg(plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None) -> PlanArg:
-    groups = [
-        GroupArg([n for pair in ranges for n in pair], field_names(ranges, things, atid))
-        for _, ranges in plan.groups
-    ]
+def _plan_arg(
+    plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None, legacy: bool
+) -> PlanArg:
+    groups = []
+    for suffix, ranges in plan.groups:
+        hours = group_hours(suffix, ranges, things, atid)
+        if hours is not None and not legacy:  # hours are packed: ask for the days only
+            ranges = tuple(pair for pair in ranges if pair[1] < HOUR_BASE)
+        flat = [n for pair in ranges for n in pair]
+        groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
     windows = [WindowArg(a, b, str(a), str(b), str(a // 3600)) for a, b in plan.windows]
     return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
 
 
 def _breakdowns_arg(
-    breakdowns: Sequence[tuple[str, Breakdown]], things: tuple[int, ...], atid: int | None
+    breakdowns: Sequence[tuple[str, Breakdown]],
+    things: tuple[int, ...],
+    atid: int | None,
+    legacy: bool,
 ) -> BreakdownsArg:
     """Users who share a calendar share its plan (plans are cached: the same boundaries, the
     same plan), sent and looked up once."""
@@ -113,6 +126,6 @@ def _breakdowns_arg(
         number = numbers.get(id(b))
         if number is None:
             number = numbers[id(b)] = len(plans) + 1
-            plans.append(packed(b, things, atid))
+            plans.append(packed(b, things, atid, legacy))
         order.append(number)
     return BreakdownsArg(plans, order)

@@ -159,7 +159,7 @@ def call_args(
         target = kind.target(instants[i])
         group = starts.get((records[i], target.suffixes))
         if group is None:
-            group = (len(keys), expiries(policy, target.bucket_ends))
+            group = (len(keys), expiries(policy, target))
             starts[records[i], target.suffixes] = group
             keys += kind.group_keys(records[i], target)
         rows.append(kind.row(points[i], target, group[1], deliveries[i], group[0]))

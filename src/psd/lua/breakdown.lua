@@ -1,6 +1,7 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
--- series are summed (it uses sum.lua's things, SMALL, add, carry, length_of, whole_of,
--- lookup_of, span_of and add_windows): the buckets of a series of one user as edges and spans
+-- series are summed (it uses sum.lua's things, SMALL, E15, add, add_number, carry,
+-- length_of, whole_of, lookup_of, span_of, add_windows and read_packed, and hours.lua's
+-- day_key): the buckets of a series of one user as edges and spans
 -- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
 
@@ -22,7 +23,8 @@ end
 local CHUNK = 1000
 local function hash_values(key, b, g, n, v, big)
   local fields = b[1][g]
-  local count = #fields
+  local count = b[6][g]  -- the fields to ask for, the first of them (hours.lua: the rest packed)
+  if count == 0 then return big end
   if count > SMALL then
     local len = length_of(key)
     if len == 0 then return big end
@@ -46,6 +48,55 @@ local function hash_values(key, b, g, n, v, big)
       end
     end
     n = n + #vals
+  end
+  return big
+end
+
+-- add x (an integer within ±2^53) to the value at position `at` (see term_values)
+local function add_at(v, big, at, x)
+  local hi, lo = add_number(big and big[at] or 0, v[at] or 0, x)
+  v[at] = lo
+  if hi ~= 0 then
+    big = big or {}
+    big[at] = hi
+  end
+  return big
+end
+
+-- add to the g-th hash's values (positions n + 1 on) the hours its month holds packed, then
+-- those of its open day, in that day's hash (hours.lua; read_packed: sum.lua)
+local function hash_hours(key, b, g, n, v, big)
+  local part = b[5][g]
+  local tables, open = read_packed(key, part)
+  local picks, step = part[2], part[3]
+  for i = 1, #picks, 4 do
+    local hours = tables[picks[i]]
+    if hours then
+      local at = n + picks[i + 1]
+      for h = picks[i + 2], picks[i + 3] do
+        local x = hours[h]
+        if x then
+          local y = (v[at] or 0) + x
+          if y < E15 and y > -E15 then v[at] = y else big = add_at(v, big, at, x) end
+        end
+        at = at + step
+      end
+    end
+  end
+  if not open then return big end
+  local fields, day = b[1][g], day_key(key, open)
+  for c = 1, #fields, CHUNK do
+    local vals = redis.call('HMGET', day, unpack(fields, c, math.min(c + CHUNK - 1, #fields)))
+    for j = 1, #vals do
+      local x, at = vals[j], n + c - 1 + j
+      if x and #x < 16 then
+        big = add_at(v, big, at, x + 0)
+      elseif x then
+        local hi, lo = add(0, 0, x)
+        big = add_at(v, big, at, lo) or {}
+        big[at] = (big[at] or 0) + hi
+      end
+    end
   end
   return big
 end
@@ -79,6 +130,7 @@ local function term_values(b, k)
   local v, big, n = {}, nil, 0
   for g, fields in ipairs(b[1]) do
     big = hash_values(KEYS[k], b, g, n, v, big)
+    if b[5][g] then big = hash_hours(KEYS[k], b, g, n, v, big) end
     n, k = n + #fields, k + 1
   end
   if #b[2] > 0 then

@@ -6,9 +6,11 @@
 -- KEYS    the keys of the jobs, in order: one per counter hash, two (acts, idx) per state
 -- ARGV[1] msgpack list of jobs (psd.scriptargs.HashJob, RootJob, StateJob; psd.maintenance
 --         builds them):
---           {"h", expire_at, first_kept_hour}  a counter hash: its expiry (0 = never, -1 =
---             leave it), and hour fields (children >= 100 of a month hash) below child
---             first_kept_hour are dropped (0 = none)
+--           {"h", expire_at, first_kept_hour, pack}  a counter hash: its expiry (0 = never,
+--             -1 = leave it), and hour fields (children >= 100 of a month hash, and its
+--             packed half-days: hours.lua) below child first_kept_hour are dropped (0 =
+--             none); pack 1: a user's month hash's plain hour fields (psd's layout 1,
+--             psd/layout.py) are packed into its half-days
 --           {"r", retention}  a root hash: expires `retention` seconds after the end of the
 --             newest year in it (0 = never, -1 = leave it)
 --           {"s", last_hour_dropped, record_cut, horizon}  an activity state and its index:
@@ -18,7 +20,8 @@
 --             seconds after its newest change
 -- ARGV[2] now (Unix s)
 -- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
--- Returns {fields dropped, expiries set, keys deleted, activities trimmed, activities removed}
+-- Returns {fields dropped, expiries set, keys deleted, activities trimmed, activities removed,
+-- plain hours packed, plain hours left (a half-day's sum past ±2^53)}
 local WRITES = true
 -- #include keys.lua
 local jobs = cmsgpack.unpack(ARGV[1])
@@ -26,8 +29,10 @@ local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'
 local HOUR_BASE = 100
 local dropped, expiries, deleted, trimmed, removed = 0, 0, 0, 0, 0
+local packed, left = 0, 0
 
 -- #include record.lua
+-- #include hours.lua
 
 -- Unix time of the first second of year y + 1 (H. Hinnant's days_from_civil)
 local function year_end(y)
@@ -37,8 +42,12 @@ local function year_end(y)
   return (days - 719468) * 86400
 end
 
+-- the child a counter field counts; for a month's packed half-day of hours (hours.lua), its
+-- first hour's; nil for its open day's field
 local function child_of(field)
-  local slot = field:match('^(%d+)')
+  local packed, slot = field:match('^(h?)(%d+)')
+  if slot == nil then return nil end
+  if packed == 'h' then return HOUR_BASE + 12 * math.floor(slot / 10) end
   return math.floor(slot / 10)
 end
 
@@ -68,7 +77,7 @@ local function prune(key, first_kept)
   local flat = redis.call('HGETALL', key)
   local gone = {}
   for i = 1, #flat, 2 do
-    local child = child_of(flat[i])
+    local child = child_of(flat[i]) or 0
     if (drop_zeros and flat[i + 1] == '0') or (child >= HOUR_BASE and child < first_kept) then
       gone[#gone + 1] = flat[i]
     end
@@ -79,9 +88,40 @@ local function prune(key, first_kept)
   return false
 end
 
-local function counter(key, expire_at, first_kept)
+-- pack a month hash's plain hour fields into its half-days, each sum checked to stay within
+-- ±HOUR_LIMIT (a half-day that would pass it keeps its plain fields: a read adds them)
+local function pack_plain_hours(key)
+  local flat, packs, fields = redis.call('HGETALL', key), {}, {}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local slot = f:match('^(%d+)')
+    local child = slot and math.floor(slot / 10) or 0
+    if child >= HOUR_BASE then
+      local thing, hour = slot % 10, (child - HOUR_BASE) % 24
+      local name = packed_name((child - HOUR_BASE - hour) / 24 + 1, hour, thing, f:sub(#slot + 1))
+      local adds = packs[name] or {}
+      packs[name] = adds
+      adds[hour_number(hour)] = (adds[hour_number(hour)] or 0) + flat[i + 1]
+      fields[name] = fields[name] or {}
+      table.insert(fields[name], f)
+    end
+  end
+  for name, adds in pairs(packs) do
+    local hours = packed_sum(key, name, adds)
+    if hours then
+      put_packed(key, name, hours)
+      packed = packed + hdel_all(key, fields[name])
+    else
+      left = left + #fields[name]
+    end
+  end
+end
+
+local function counter(key, expire_at, first_kept, pack)
   if redis.call('EXISTS', key) == 0 then return end
-  if not prune(key, first_kept) and expire_at >= 0 then set_expiry(key, expire_at) end
+  if prune(key, first_kept) then return end
+  if pack == 1 then pack_plain_hours(key) end
+  if expire_at >= 0 then set_expiry(key, expire_at) end
 end
 
 local function root(key, retention)
@@ -89,7 +129,7 @@ local function root(key, retention)
   if retention == 0 then set_expiry(key, 0); return end
   local newest = 0
   for _, field in ipairs(redis.call('HKEYS', key)) do
-    newest = math.max(newest, child_of(field))
+    newest = math.max(newest, child_of(field) or 0)
   end
   set_expiry(key, year_end(newest) + retention)
 end
@@ -139,11 +179,11 @@ local k = 1
 for _, job in ipairs(jobs) do
   local what = job[1]
   if what == 'h' then
-    counter(KEYS[k], job[2], job[3]); k = k + 1
+    counter(KEYS[k], job[2], job[3], job[4]); k = k + 1
   elseif what == 'r' then
     root(KEYS[k], job[2]); k = k + 1
   else
     state(KEYS[k], KEYS[k + 1], job[2], job[3], job[4]); k = k + 2
   end
 end
-return {dropped, expiries, deleted, trimmed, removed}
+return {dropped, expiries, deleted, trimmed, removed, packed, left}

@@ -12,17 +12,19 @@
 --          windows}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
---          names to ask for, thing by thing}} (names built by the caller; none for a group too
---          wide to ask for by name), per window {start, end, start string, end string, hour
+--          names to ask for, thing by thing} (names built by the caller; none for a group too
+--          wide to ask for by name), for a month of a user's metrics its hours packed and in
+--          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start, end, start string, end string, hour
 --          string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
 --          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
 --          plan is {per counter hash its field names, child by child and thing by thing
 --          within a child; its windows hour by hour, each hour {first start string, last end
---          string, last end, hour string, start, end, start, end, ...}; edges; spans}: edges
---          and spans are runs {first, last, ...} of term numbers, a negative first
---          subtracting the run (terms: the hashes' children, then the windows).
+--          string, last end, hour string, start, end, start, end, ...}; edges; spans; per
+--          counter hash its month's hours or nil, as a group's, with field positions for
+--          targets}: edges and spans are runs {first, last, ...} of term numbers, a negative
+--          first subtracting the run (terms: the hashes' children, then the windows).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
 --          has windows, {uid}:idx and {uid}:acts
@@ -32,9 +34,10 @@
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
 -- #include record.lua
+-- #include hours.lua
 local WRITES = false
 -- #include keys.lua
-local find, sub, match = string.find, string.sub, string.match
+local find, sub, match, byte = string.find, string.sub, string.match, string.byte
 local request = cmsgpack.unpack(ARGV[1])
 local want_atids = request[1] == 1
 local filter = request[2] ~= '' and request[2] or nil
@@ -60,6 +63,15 @@ local function carry(hi, lo)
     return hi + q, lo - q * E15
   end
   return hi, lo
+end
+
+-- add a number (an integer within ±2^53) to hi/lo: split first, so no sum passes 2^53
+local function add_number(hi, lo, x)
+  if x >= E15 or x <= -E15 then
+    local q = math.floor(x / E15)
+    hi, x = hi + q, x - q * E15
+  end
+  return carry(hi, lo + x)
 end
 
 -- add a decimal string to hi/lo; more than 15 digits are split so no digit is lost
@@ -94,10 +106,12 @@ local function lookup_of(lookups, g, fields, per)
 end
 
 -- a hash read whole with no field names to match (a group too wide to name): parse each
+-- counter field (its name starts with a digit: not a month's packed hours or open day)
 local function add_parsed(flat, ranges, his, los)
   for j = 1, #flat, 2 do
     local f, slot = flat[j], nil
-    if filter == nil then
+    if byte(f, 1) > 57 then  -- past '9'
+    elseif filter == nil then
       slot = f + 0
     else
       local s = find(f, ':', 1, true)
@@ -130,6 +144,7 @@ end
 -- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
 local function sum_hash(key, plan, g, his, los)
   local ranges, fields = plan.groups[g][1], plan.groups[g][2]
+  if #ranges == 0 then return end  -- a group of packed hours only (hours.lua)
   local count = #fields
   if count > SMALL or count == 0 then
     local n = length_of(key)
@@ -154,6 +169,55 @@ local function sum_hash(key, plan, g, his, los)
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
       his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+    end
+  end
+end
+
+-- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
+-- each field's hours by its number, and the one of its days that is the month's open day,
+-- if any: that day's hours are in its own hash (hours.lua)
+local function read_packed(key, part)
+  local names = part[1]
+  local vals = redis.call('HMGET', key, unpack(names))
+  local tables = {}
+  for i = 1, #names - 1 do
+    if vals[i] then tables[i] = unpack_hours(vals[i]) end
+  end
+  local open = vals[#names]
+  if open then
+    open = open + 0
+    for _, day in ipairs(part[4]) do
+      if day == open then return tables, day end
+    end
+  end
+  return tables, nil
+end
+
+-- add the g-th group's hours packed in its month's hash, then those of its open day
+local function sum_hours(key, plan, g, his, los)
+  local part = plan.groups[g][3]
+  local tables, open = read_packed(key, part)
+  local picks = part[2]
+  for i = 1, #picks, 4 do
+    local hours = tables[picks[i]]
+    if hours then
+      local ti = picks[i + 1]
+      local hi, lo = his[ti], los[ti]
+      for h = picks[i + 2], picks[i + 3] do
+        local x = hours[h]
+        if x then hi, lo = add_number(hi, lo, x) end
+      end
+      his[ti], los[ti] = hi, lo
+    end
+  end
+  if open then  -- its hours by name, thing by thing
+    local fields = part[5]
+    local vals, width = redis.call('HMGET', day_key(key, open), unpack(fields)), #fields / #things
+    for j = 1, #vals do
+      if vals[j] then
+        local ti = math.floor((j - 1) / width) + 1
+        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      end
     end
   end
 end
@@ -327,6 +391,7 @@ for i = 1, #series, 2 do
   for ti = 1, #things do his[ti], los[ti] = 0, 0 end
   for g = 1, #plan.groups do
     sum_hash(KEYS[k], plan, g, his, los)
+    if plan.groups[g][3] then sum_hours(KEYS[k], plan, g, his, los) end
     k = k + 1
   end
   local found = nil

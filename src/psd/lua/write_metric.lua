@@ -3,13 +3,14 @@
 -- mode. One call per batch saves a round trip and the script start-up per point, and lets
 -- the points of one activity or one hash share their reads and writes (see the end).
 --
--- KEYS    9 per (user, month) of the points, each point saying where its nine start:
+-- KEYS    11 per (user, day) of the points, each point saying where its eleven start:
 --           {uid}:acts  the user's activity state, a hash: per activity "<thing>:<aid>" its
 --             record (summary and changes by hour, laid out in record.lua), and "_span", the
 --             longest first-to-last distance of any activity
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
---           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2 (every
---           type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM (per type)
+--           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM, {uid}:dYYYYMMDD of the
+--           point's ts2 (every type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM,
+--           {uid}:tdYYYYMMDD (per type); where its hour goes: hours.lua
 --           {uid}:once  the user's record of applied deliveries (once.lua)
 -- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.writes builds it), each
 --           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
@@ -17,10 +18,11 @@
 --           aid, atid decimal strings; children = its year (in root), month (in year), day
 --           and hour (in month), each counted in the slot child * 10 + thing, field
 --           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
---           counter hash expires at (psd/retention.py), 0 = never: set when a field is
---           added, and a hash already past it is not written; thing = the thing's number;
---           delivery = the key of the delivery the point came in, "" = none (applied
---           whatever came before); k = how many KEYS come before the point's nine
+--           counter hash (root, year, month, day) expires at (psd/retention.py), 0 = never:
+--           set when a field is added, and a hash already past it is not written (the
+--           day's: its hour is not written); thing = the thing's number; delivery = the key
+--           of the delivery the point came in, "" = none (applied whatever came before);
+--           k = how many KEYS come before the point's eleven
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- ARGV[6] "1": all or nothing (one point refused, nothing of the call is written), else "0"
@@ -28,7 +30,7 @@
 -- "stale" (ts2 older than a change already recorded for this activity: a late update; or
 -- the update needs detail that compaction dropped, psd/maintenance.py), "duplicate" (its
 -- delivery was applied before), or refused, nothing of it written (limits.lua):
--- "past_counter" (a counter would leave ±2^62), "past_record" (its activity's record
+-- "past_counter" (a counter would leave ±2^62, an hour's ±2^53), "past_record" (its activity's record
 -- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 local WRITES = true
@@ -42,6 +44,7 @@ local HASH_OF_CHILD = {1, 2, 3, 3}
 
 -- #include once.lua
 -- #include limits.lua
+-- #include hours.lua
 -- #include record.lua
 
 local function hour_slot(summary, h)
@@ -147,84 +150,7 @@ end
 -- otherwise read, unpack, pack and write the same state, and add to the same fields, again.
 -- The call is atomic either way.
 local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in order
-local owed, owed_keys = {}, {}  -- counter key -> {field -> delta, ...}; in order
-local expiry = {}  -- counter key -> Unix time it expires at (0 = never)
-local roots = {}  -- counter key -> true for the user's root hashes
-
-local function owe(key, field, delta, expire_at, is_root)
-  local fields = owed[key]
-  if fields == nil then
-    fields = {}
-    owed[key] = fields; owed_keys[#owed_keys + 1] = key
-    expiry[key] = expire_at; roots[key] = is_root
-  elseif expire_at > expiry[key] then
-    expiry[key] = expire_at  -- the root: a later year extends it
-  end
-  fields[field] = (fields[field] or 0) + delta
-end
-
-local function add_to_counters(k, p, delta)
-  local atid, children, expires, thing = p[3], p[7], p[8], p[9]
-  for c = 1, 4 do
-    local j = HASH_OF_CHILD[c]
-    local expire_at = expires[j]
-    -- the root holds every year, kept until its newest year's retention ends: always added to
-    if expire_at == 0 or expire_at > now or j == 1 then
-      local slot = children[c] * 10 + thing
-      owe(KEYS[k + 2 + j], slot, delta, expire_at, j == 1)
-      owe(KEYS[k + 5 + j], slot .. ':' .. atid, delta, expire_at, j == 1)
-    end
-  end
-end
-
-local paid = {}  -- the owed tables this call paid, {owed, owed_keys}: for an undo
-
--- take back a payment (or where it stopped: at `key` and `field`, added or not)
-local function unpay(dues, stop_key, stop_field, added)
-  for _, key in ipairs(dues[2]) do
-    for field, delta in pairs(dues[1][key]) do
-      if delta ~= 0 then
-        if key == stop_key and field == stop_field then
-          if added then take_back(key, field, delta) end
-          return
-        end
-        take_back(key, field, delta)
-      end
-    end
-  end
-end
-
-local function unpay_all()
-  for _, dues in ipairs(paid) do unpay(dues) end
-  paid = {}
-end
-
--- pay what is owed, or nothing (false) if a field would leave ±2^62; a new field may be a
--- new hash: give it its expiry; the root only ever extends it
-local function pay_counters()
-  local fresh = {}
-  for _, key in ipairs(owed_keys) do
-    for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
-      if delta ~= 0 then
-        local n = redis.pcall('HINCRBY', key, field, delta)  -- add(), inlined
-        if type_of(n) ~= 'number' or n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT then
-          local no, added = refused(key, field, n)
-          if no then unpay({owed, owed_keys}, key, field, added); return false end
-        end
-        if n == delta then fresh[key] = true end
-      end
-    end
-  end
-  paid[#paid + 1] = {owed, owed_keys}
-  for key, _ in pairs(fresh) do
-    local expire_at = expiry[key]
-    if expire_at > 0 then
-      redis.call('EXPIREAT', key, expire_at, 'NX')
-      if roots[key] then redis.call('EXPIREAT', key, expire_at, 'GT') end
-    end
-  end
-  return true
-end
+-- #include counters.lua
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)
@@ -286,7 +212,7 @@ end
 local function apply(k, p)
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
   local thing, delivery = p[9], p[10]
-  if delivery ~= '' and applied_before(KEYS[k + 9], delivery, once) then
+  if delivery ~= '' and applied_before(KEYS[k + 11], delivery, once) then
     return 'duplicate', 0
   end
   local act = activity(k, thing, aid)
@@ -327,6 +253,12 @@ end
 -- the call's state in memory, forgotten: the next point reads what is stored
 local function forget()
   activities, touched, owed, owed_keys, expiry, roots = {}, {}, {}, {}, {}, {}
+  owed_hours, owed_hours_keys = {}, {}
+end
+
+-- what is owed, paid: owed afresh
+local function paid_up()
+  owed, owed_keys, owed_hours, owed_hours_keys = {}, {}, {}, {}
 end
 
 -- every point applied and paid for, at least every PAY_EVERY points (an all-or-nothing
@@ -338,7 +270,7 @@ local function apply_all()
     if refused and whole then return false end
     if n % PAY_EVERY == 0 or n == #points then
       if not pay_counters() then return false end
-      owed, owed_keys = {}, {}
+      paid_up()
     end
   end
   return true
@@ -354,7 +286,7 @@ local function apply_each()
       if whole then return end
       forget()
     elseif whole then
-      owed, owed_keys = {}, {}
+      paid_up()
     else
       save_states(); forget()
     end
@@ -372,12 +304,13 @@ else
   end
   for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
 end
+if #paid > 0 then move_open_days() end
 if refused then  -- a delivery none of whose points was applied is not remembered
   local kept = {}
   for n = 1, #points do
     local delivery = points[n][10]
     if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
-      kept[KEYS[points[n][11] + 9] .. '\n' .. delivery] = true
+      kept[KEYS[points[n][11] + 11] .. '\n' .. delivery] = true
     end
   end
   once_forget(kept)

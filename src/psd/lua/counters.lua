@@ -1,0 +1,176 @@
+-- counters.lua: included by write_metric.lua where it says "-- #include counters.lua" (it
+-- uses that script's points, KEYS, now and HASH_OF_CHILD, and limits.lua and hours.lua,
+-- included before it): what a call adds to a user's counter hashes,
+-- owed point by point and paid at once (one HINCRBY a field however many points add to it),
+-- and taken back exactly when a point, or an all-or-nothing call, is refused.
+local owed, owed_keys = {}, {}  -- counter key -> {field -> delta, ...}; in order
+local expiry = {}  -- counter key -> Unix time it expires at (0 = never)
+local roots = {}  -- counter key -> true for the user's root hashes
+
+local function owe(key, field, delta, expire_at, is_root)
+  local fields = owed[key]
+  if fields == nil then
+    fields = {}
+    owed[key] = fields; owed_keys[#owed_keys + 1] = key
+    expiry[key] = expire_at; roots[key] = is_root
+  elseif expire_at > expiry[key] then
+    expiry[key] = expire_at  -- the root: a later year extends it
+  end
+  fields[field] = (fields[field] or 0) + delta
+end
+
+-- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}
+local owed_hours, owed_hours_keys = {}, {}
+local function owe_hour(key, name, number, delta)
+  local fields = owed_hours[key]
+  if fields == nil then
+    fields = {}
+    owed_hours[key] = fields; owed_hours_keys[#owed_hours_keys + 1] = key
+  end
+  local adds = fields[name] or {}
+  fields[name] = adds
+  adds[number] = (adds[number] or 0) + delta
+end
+
+-- each month's (and twin's) open day before this call and as it leaves it. The latest day
+-- the call writes hours of becomes the open one once it has had more than one write: a
+-- sparse user's day (a write or two) is packed at once, which costs less than its own hash.
+-- Hours of either day go to the day's hash; the one before is closed when the call has
+-- written (nothing is, for a call refused whole).
+local open_before, open_after = {}, {}
+local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
+for n = 1, #points do
+  local p = points[n]
+  local k, expire_at = p[11], p[8][4]
+  if expire_at == 0 or expire_at > now then
+    local day, hour = p[7][3], (p[7][4] - 100) % 24
+    for twin = 0, 4, 4 do
+      local month = KEYS[k + 5 + twin]
+      if (latest[month] or 0) < day then
+        latest[month], latest_count[month] = day, 0
+        latest_field[month] = packed_name(day, hour, p[9], twin == 0 and '' or ':' .. p[3])
+      end
+      if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
+    end
+  end
+end
+for month, day in pairs(latest) do
+  local open = open_day_of(month)
+  open_before[month], open_after[month] = open, open
+  if day > open and (latest_count[month] > 1
+                     or redis.call('HEXISTS', month, latest_field[month]) == 1) then
+    open_after[month] = day
+  end
+end
+
+local function move_open_days()
+  for month, day in pairs(open_after) do
+    if day ~= open_before[month] then move_open_day(month, open_before[month], day) end
+  end
+end
+
+local hour_keys = {}  -- the open days' hashes owed to: their fields stay within ±HOUR_LIMIT
+
+local function add_to_counters(k, p, delta)
+  local atid, children, expires, thing = p[3], p[7], p[8], p[9]
+  for c = 1, 3 do
+    local j = HASH_OF_CHILD[c]
+    local expire_at = expires[j]
+    -- the root holds every year, kept until its newest year's retention ends: always added to
+    if expire_at == 0 or expire_at > now or j == 1 then
+      local slot = children[c] * 10 + thing
+      owe(KEYS[k + 2 + j], slot, delta, expire_at, j == 1)
+      owe(KEYS[k + 6 + j], slot .. ':' .. atid, delta, expire_at, j == 1)
+    end
+  end
+  local expire_at = expires[4]  -- the hour: its day's hash if open, else packed in its month
+  if expire_at ~= 0 and expire_at <= now then return end
+  local day, slot = children[3], children[4] * 10 + thing
+  local typed = ':' .. atid
+  for twin = 0, 4, 4 do
+    local month, suffix = KEYS[k + 5 + twin], twin == 0 and '' or typed
+    if open_after[month] == day or open_before[month] == day then
+      local key = KEYS[k + 6 + twin]
+      hour_keys[key] = true
+      owe(key, slot .. suffix, delta, expire_at, false)
+    else
+      local hour = (children[4] - 100) % 24
+      owe_hour(month, packed_name(day, hour, thing, suffix), hour_number(hour), delta)
+    end
+  end
+end
+
+local paid = {}  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
+
+-- take back a payment (or where it stopped: at `key` and `field`, added or not, before
+-- the packed hours were written)
+local function unpay(dues, stop_key, stop_field, added)
+  for _, due in ipairs(dues[3] or {}) do  -- {key, field, its hours, its value before}
+    if due[4] then redis.call('HSET', due[1], due[2], due[4])
+    else redis.call('HDEL', due[1], due[2]) end
+  end
+  for _, key in ipairs(dues[2]) do
+    for field, delta in pairs(dues[1][key]) do
+      if delta ~= 0 then
+        if key == stop_key and field == stop_field then
+          if added then take_back(key, field, delta) end
+          return
+        end
+        take_back(key, field, delta)
+      end
+    end
+  end
+end
+
+local function unpay_all()
+  for _, dues in ipairs(paid) do unpay(dues) end
+  paid = {}
+end
+
+-- the packed hours owed, their sums worked out before anything is paid: {key, field, its
+-- hours, its value before}, or nil if one would leave ±HOUR_LIMIT
+local function hours_due()
+  local due = {}
+  for _, key in ipairs(owed_hours_keys) do
+    for name, adds in pairs(owed_hours[key]) do
+      local hours, old = packed_sum(key, name, adds)
+      if hours == nil then return nil end
+      due[#due + 1] = {key, name, hours, old}
+    end
+  end
+  return due
+end
+
+-- pay what is owed, or nothing (false) if a field would leave ±2^62 (an open day's hour
+-- ±2^53); a new field may be a new hash: give it its expiry; the root only ever extends it
+local function pay_counters()
+  local due = hours_due()
+  if due == nil then return false end
+  local fresh = {}
+  for _, key in ipairs(owed_keys) do
+    local limit = hour_keys[key] and HOUR_LIMIT or COUNTER_LIMIT
+    for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
+      if delta ~= 0 then
+        local n = redis.pcall('HINCRBY', key, field, delta)  -- add(), inlined
+        if type_of(n) ~= 'number' or n >= limit or n <= -limit then
+          local no, added = true, true  -- past an hour's limit: a plain number, exact enough
+          if limit == COUNTER_LIMIT or type_of(n) ~= 'number' then
+            no, added = refused(key, field, n)
+          end
+          if no then unpay({owed, owed_keys}, key, field, added); return false end
+        end
+        if n == delta then fresh[key] = true end
+      end
+    end
+  end
+  for _, d in ipairs(due) do put_packed(d[1], d[2], d[3]) end
+  paid[#paid + 1] = {owed, owed_keys, due}
+  for key, _ in pairs(fresh) do
+    local expire_at = expiry[key]
+    if expire_at > 0 then
+      redis.call('EXPIREAT', key, expire_at, 'NX')
+      if roots[key] then redis.call('EXPIREAT', key, expire_at, 'GT') end
+    end
+  end
+  return true
+end

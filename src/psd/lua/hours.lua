@@ -1,0 +1,126 @@
+-- hours.lua: included by write_metric.lua (after limits.lua) and sum.lua where they say
+-- "-- #include hours.lua": where a user's hour sums go (psd/keys.py names the layout).
+--
+-- A month's hash {uid}:mYYYYMM keeps, besides its days, the hours of its closed days packed
+-- by half-day: field "h<(2 * (day - 1) + half) * 10 + thing>" (its twin: the same, then
+-- ":<atid>"); its hours numbered 1 to 12 from the half-day's first, either "F" then twelve
+-- big-endian int32 (FIXED: read in one call into a list; for a half-day of three hours or
+-- more within ±2^31) or msgpack {number = sum, ...} of those it has (fewer bytes for a
+-- sparse one). Its open day — the latest day written
+-- in that month — keeps its hours as plain counters in its own hash {uid}:dYYYYMMDD, named
+-- as the month's hour children ("<(100 + 24 * (day - 1) + hour) * 10 + thing>"), and the
+-- month's field "o" names that day. So the stream of a user's writes, nearly all to their
+-- latest day, costs one HINCRBY an hour field, while a dense month stays two dozen packed
+-- fields (a compact listpack) instead of ~1,500 plain ones (a hashtable, ~70 bytes a field).
+-- A write to a later day first closes the open one: its hours are packed into the month and
+-- its hash deleted. A write to an earlier day adds to its packed hours. Hours written as
+-- plain fields of the month's hash by earlier versions of psd stay there (a read adds them).
+--
+-- Hour sums are kept within ±2^53 (HOUR_LIMIT), where packed Lua numbers are exact.
+local HOUR_LIMIT = 2^53
+
+-- the packed field of an hour of day `dom` of a thing; suffix "" or ":<atid>" (the twin's)
+local function packed_name(dom, hour, thing, suffix)
+  return 'h' .. ((2 * (dom - 1) + (hour >= 12 and 1 or 0)) * 10 + thing) .. suffix
+end
+
+-- the hash of day `dom` of a month's (or its twin's) hash: {uid}:[t]dYYYYMMDD
+local function day_key(month_key, dom)
+  return (month_key:gsub('m(%d+)$', 'd%1')) .. (dom < 10 and '0' .. dom or dom)
+end
+
+local FIXED = '>' .. string.rep('i4', 12)
+local FIXED_TAG, FIXED_BYTE, FIXED_LIMIT = 'F', 70, 2^31
+
+-- a packed field's hours, {number = sum} (0 or nil: none); raw false (absent) for none
+local function unpack_hours(raw)
+  if not raw then return {} end
+  if string.byte(raw, 1) == FIXED_BYTE then
+    return {struct.unpack(FIXED, raw, 2)}  -- its 13th: struct's next position, unread
+  end
+  return cmsgpack.unpack(raw)
+end
+
+-- a packed field's value: fixed for three hours or more, all within ±2^31; else msgpack
+local function pack_hours(hours)
+  local count, small, sparse = 0, true, {}
+  for n = 1, 12 do
+    local x = hours[n]
+    if x and x ~= 0 then
+      count, sparse[n] = count + 1, x
+      if x >= FIXED_LIMIT or x <= -FIXED_LIMIT then small = false end
+    end
+  end
+  if count == 0 then return nil end
+  if count < 3 or not small then return cmsgpack.pack(sparse) end
+  local h = hours
+  return FIXED_TAG .. struct.pack(FIXED, h[1] or 0, h[2] or 0, h[3] or 0, h[4] or 0,
+    h[5] or 0, h[6] or 0, h[7] or 0, h[8] or 0, h[9] or 0, h[10] or 0, h[11] or 0, h[12] or 0)
+end
+
+-- an hour's number in its packed half-day (1 to 12)
+local function hour_number(hour) return hour % 12 + 1 end
+
+-- add `adds` ({number = delta}) to a packed field of `key`: its new hours, or nil when one
+-- would leave ±HOUR_LIMIT (nothing written then), and its value before (to take it back)
+local function packed_sum(key, name, adds)
+  local old = redis.call('HGET', key, name)
+  local hours = unpack_hours(old)
+  for n, delta in pairs(adds) do
+    local x = (hours[n] or 0) + delta
+    if x >= HOUR_LIMIT or x <= -HOUR_LIMIT then return nil, old end
+    hours[n] = x ~= 0 and x or nil
+  end
+  return hours, old
+end
+
+local function put_packed(key, name, hours)
+  local value = pack_hours(hours)
+  if value == nil then redis.call('HDEL', key, name)
+  else redis.call('HSET', key, name, value) end
+end
+
+-- pack the hours of day `dom` of `month` (every type, or the twin) into the month and delete
+-- the day's hash. An hour whose packed sum would leave ±HOUR_LIMIT (only if the day had
+-- packed hours before it was opened, which psd does not write) is added to a plain field
+-- instead, as earlier versions kept hours: a read adds those too.
+local function close_day(month, dom)
+  local day = day_key(month, dom)
+  local flat = redis.call('HGETALL', day)
+  local packs, plain = {}, {}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local colon = string.find(f, ':', 1, true)
+    local slot = (colon and string.sub(f, 1, colon - 1) or f) + 0
+    local thing = slot % 10
+    local hour = ((slot - thing) / 10 - 100) % 24
+    local name = packed_name(dom, hour, thing, colon and string.sub(f, colon) or '')
+    local adds, n = packs[name] or {}, hour_number(hour)
+    packs[name] = adds
+    adds[n] = (adds[n] or 0) + flat[i + 1]
+    plain[name .. '\n' .. n] = f
+  end
+  for name, adds in pairs(packs) do
+    local hours = packed_sum(month, name, adds)
+    if hours == nil then
+      hours = unpack_hours(redis.call('HGET', month, name))
+      for n, delta in pairs(adds) do
+        redis.call('HINCRBY', month, plain[name .. '\n' .. n], delta)
+      end
+    end
+    put_packed(month, name, hours)
+  end
+  redis.call('DEL', day)
+end
+
+-- the month's open day (0: none)
+local function open_day_of(month)
+  local open = redis.call('HGET', month, 'o')
+  return open and open + 0 or 0
+end
+
+-- make `to` the month's open day, closing `from` (0: none) first
+local function move_open_day(month, from, to)
+  if from > 0 then close_day(month, from) end
+  redis.call('HSET', month, 'o', to)
+end

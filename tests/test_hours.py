@@ -1,0 +1,236 @@
+"""Where hour sums live (psd/lua/hours.lua): a month's closed days packed by half-day, its
+open day in the day's own hash, and hours as earlier versions kept them (plain fields of the
+month's hash). Whatever the order of the writes, every sum and breakdown equals the oracle's,
+and the layout keeps its invariants."""
+
+from __future__ import annotations
+
+import calendar
+import random
+import re
+import struct
+import time
+
+import msgpack
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd import maintenance
+from psd.breakdown import breakdown
+from psd.config import Settings
+from psd.keys import HOUR_BASE
+from psd.layout import LAYOUT_KEY
+from psd.localtime import buckets, zone
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+from tests.oracle import Oracle
+
+#: 2026-03-01T00:00Z
+MARCH = 1772323200
+DAY = 86400
+THINGS = ["steps", "points"]
+
+
+def open_days(client: redis.Redis) -> dict[str, int]:
+    """Each month's (and twin's) open day, by key."""
+    out = {}
+    for key in client.scan_iter(match="*m[0-9]*"):
+        day = client.hget(key, "o")
+        if day is not None:
+            out[key.decode()] = int(day)
+    return out
+
+
+def unpack_hours(raw: bytes) -> dict[int, int]:
+    """A packed half-day's hours by number (1 to 12), those it has: "F" and twelve int32, or
+    msgpack (a map, or a list for hours 1 to n, as Lua packs such a table)."""
+    if raw[:1] == b"F":
+        return {n: x for n, x in enumerate(struct.unpack(">12i", raw[1:]), 1) if x}
+    hours = msgpack.unpackb(raw, strict_map_key=False)
+    return dict(enumerate(hours, 1)) if isinstance(hours, list) else dict(hours)
+
+
+def check_layout(client: redis.Redis) -> None:
+    """Every day's hash is its month's open day; every packed field unpacks to hours."""
+    opened = open_days(client)
+    for raw in client.scan_iter(match="*d[0-9]*"):
+        key = raw.decode()
+        found = re.fullmatch(r"(\{\d+\}:t?)d(\d{6})(\d\d)", key)
+        assert found, key
+        month = f"{found[1]}m{found[2]}"
+        assert opened.get(month) == int(found[3]), (key, opened)
+    for raw in client.scan_iter(match="*m[0-9]*"):
+        for field, value in client.hgetall(raw).items():
+            if field.startswith(b"h"):
+                hours = unpack_hours(value)
+                assert hours and all(1 <= n <= 12 and v != 0 for n, v in hours.items())
+
+
+def this_month() -> int:
+    now = time.gmtime()
+    return calendar.timegm((now.tm_year, now.tm_mon, 1, 0, 0, 0))
+
+
+#: Each policy and the month start its points lie around: everything kept, and the default
+#: (around this month's start, which it keeps to the second).
+CASES = {"keep everything": (Settings(expire=0, count_expire=0), MARCH), "default": (Settings(), 0)}
+
+
+@st.composite
+def writes(draw: st.DrawFn, base: int) -> list[MetricPoint]:
+    """Points over a few days after a month's start and the days before, in any order."""
+    out = []
+    for _ in range(draw(st.integers(1, 40))):
+        ts = base + draw(st.integers(-2 * DAY, 6 * DAY))
+        mode = draw(st.sampled_from(["increment", "increment", "diffadd"]))
+        start = ts - draw(st.integers(0, 2 * DAY)) if mode == "diffadd" else ts
+        out.append(
+            MetricPoint(
+                thing=draw(st.sampled_from(THINGS)),
+                uid=draw(st.integers(1, 2)),
+                atid=draw(st.sampled_from([1, 2])),
+                aid=draw(st.integers(1, 4)),
+                value=draw(st.integers(-50, 200)),
+                ts1=start,
+                ts2=ts,
+                mode=mode,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sums_equal_the_oracle_whatever_the_order_of_days(
+    redis_client: redis.Redis, case: str
+) -> None:
+    policy, base = CASES[case]
+    base = base or this_month()
+    store = Store(redis_client, policy)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(writes(base), st.lists(st.integers(1, 12), min_size=1, max_size=6), st.randoms())
+    def check(points: list[MetricPoint], cuts: list[int], rng: random.Random) -> None:
+        redis_client.flushdb()
+        oracle = Oracle()
+        at = 0
+        for cut in cuts * 10:  # calls of a few points each: days open and close between them
+            chunk = points[at : at + cut]
+            if not chunk:
+                break
+            store.write_metrics(chunk)
+            for p in chunk:
+                oracle.write(p)
+            at += cut
+        check_layout(redis_client)
+        for _ in range(6):
+            a, b = sorted(base + rng.randint(-3 * DAY, 7 * DAY) for _ in range(2))
+            for atid in (None, 1):
+                got = store.query([UserQuery(uid, a, b) for uid in (1, 2)], THINGS, atid)
+                for uid, result in zip((1, 2), got, strict=True):
+                    assert result.sums == {t: oracle.sum(uid, t, atid, a, b) for t in THINGS}
+
+    check()
+
+
+def test_a_day_opens_on_its_second_write_and_closes_into_its_month(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    def write(day: int, hour: int, value: int) -> None:
+        ts = MARCH + (day - 1) * DAY + hour * 3600 + 17
+        store.write_metrics([MetricPoint("steps", 5, 3, day, value, ts, ts, "increment")])
+
+    write(1, 5, 10)  # one write: packed at once
+    assert not redis_client.exists("{5}:d20260301")
+    write(1, 6, 1)  # a second write of the day: the day opens
+    assert redis_client.hget("{5}:m202603", "o") == b"1"
+    assert redis_client.hgetall("{5}:d20260301") == {b"1061": b"1"}
+    write(3, 13, 20)  # one write of a later day: packed; day 1 stays open
+    write(3, 14, 5)  # its second: day 3 opens, day 1 closes into the month
+    assert redis_client.hget("{5}:m202603", "o") == b"3"
+    assert not redis_client.exists("{5}:d20260301")
+    month = redis_client.hgetall("{5}:m202603")
+    assert unpack_hours(month[b"h1"]) == {6: 10, 7: 1}  # day 1, a.m.: 05:00 and 06:00
+    assert unpack_hours(month[b"h51"]) == {2: 20}  # day 3, p.m.: 13:00
+    assert redis_client.hgetall("{5}:d20260303") == {b"1621": b"5"}
+    assert unpack_hours(redis_client.hget("{5}:tm202603", "h1:3")) == {6: 10, 7: 1}
+    assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 36
+    assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 13 * 3600, MARCH + 3 * DAY) == 25
+
+
+def test_hours_kept_as_earlier_versions_kept_them_are_read(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """Plain hour fields of a month's hash (layout 1: written before hours were packed) add
+    to the packed ones and to the open day's, in plain ranges and in breakdowns."""
+    redis_client.set(LAYOUT_KEY, 1)
+    day, hour = 2, 7
+    child = HOUR_BASE + 24 * (day - 1) + hour
+    for key, field in (
+        ("{5}:m202603", f"{child * 10 + 1}"),
+        ("{5}:tm202603", f"{child * 10 + 1}:3"),
+    ):
+        redis_client.hset(
+            key, mapping={field: 100, f"{day * 10 + 1}" + field[len(str(child * 10 + 1)) :]: 100}
+        )
+    redis_client.hset("{5}:y2026", "31", 100)
+    redis_client.hset("{5}:ty2026", "31:3", 100)
+    ts = MARCH + (day - 1) * DAY + hour * 3600 + 60
+    for n in range(3):  # the day opens; the same hour gets more from the open day
+        store.write_metrics([MetricPoint("steps", 5, 3, 9, 1, ts + n, ts + n, "increment")])
+    start = MARCH + (day - 1) * DAY + hour * 3600
+    assert store.sum(5, "steps", None, start, start + 3599) == 103
+    assert store.sum(5, "steps", 3, start - 3600, start + 7199) == 103
+    plan = breakdown(tuple(range(start - 7200, start + 4 * 3600, 3600)), "hour")
+    [series] = store.breakdowns([(5, plan)], ["steps"])
+    assert [b["steps"] for b in series] == [0, 0, 103, 0, 0]
+    ny = zone("America/New_York")
+    found = buckets(MARCH, MARCH + 5 * DAY, "day", ny)
+    days = breakdown((*(b.start for b in found), found[-1].end + 1), "day")
+    [by_day] = store.breakdowns([(5, days)], ["steps"])
+    plain = store.query([UserQuery(5, b.start, b.end) for b in found], ["steps"])
+    assert [b["steps"] for b in by_day] == [r.sums["steps"] for r in plain]
+    assert sum(b["steps"] for b in by_day) == 103
+
+
+def test_retention_packs_the_plain_hours_of_layout_1_then_marks_the_keyspace(
+    redis_client: redis.Redis,
+) -> None:
+    """A keyspace written by the version before (every hour a plain field of its month's
+    hash) is read as it is, packed by the retention task a hash at a time (each atomic), and
+    marked layout 2 after a whole pass: its sums never change."""
+    old = Store(redis_client, Settings(expire=0, count_expire=0))
+    rng = random.Random(5)
+    for uid in range(1, 6):
+        for _ in range(30):
+            ts = MARCH + rng.randrange(0, 40 * DAY)
+            child = (
+                HOUR_BASE + 24 * (int(time.strftime("%d", time.gmtime(ts))) - 1) + ts // 3600 % 24
+            )
+            month = time.strftime("%Y%m", time.gmtime(ts))
+            day = int(time.strftime("%d", time.gmtime(ts)))
+            for key, suffix in ((f"{{{uid}}}:m{month}", ""), (f"{{{uid}}}:tm{month}", ":3")):
+                redis_client.hincrby(key, f"{child * 10 + 1}{suffix}", 5)
+                redis_client.hincrby(key, f"{day * 10 + 1}{suffix}", 5)
+    redis_client.set(LAYOUT_KEY, 1)
+    ranges = [sorted(MARCH + rng.randrange(0, 40 * DAY) for _ in range(2)) for _ in range(20)]
+    queries = [UserQuery(uid, a, b) for uid in range(1, 6) for a, b in ranges]
+    before = [r.sums for r in old.query(queries, ["steps"], None)]
+    typed = [r.sums for r in old.query(queries, ["steps"], 3)]
+    assert any(s["steps"] for s in before)
+    store = Store(redis_client, Settings(expire=0, count_expire=0))
+    packed = 0
+    while True:
+        report = maintenance.run(store, "retention", int(time.time()))
+        packed += report.hours_packed
+        if report.cycle_done:
+            break
+    assert packed > 0
+    assert redis_client.get(LAYOUT_KEY) == b"2"
+    for raw in redis_client.scan_iter(match="{*}:*m[0-9]*"):
+        fields = redis_client.hkeys(raw)
+        assert not [f for f in fields if f[:1].isdigit() and int(f.split(b":")[0]) // 10 >= 100]
+    fresh = Store(redis_client, Settings(expire=0, count_expire=0))
+    assert [r.sums for r in fresh.query(queries, ["steps"], None)] == before
+    assert [r.sums for r in fresh.query(queries, ["steps"], 3)] == typed
