@@ -1,0 +1,144 @@
+"""Instructions the server spends on psd's reads, counted by callgrind: the same on a busy
+machine as on a quiet one, where timings vary twofold from run to run.
+
+    python bench/instructions.py [--runs 20] [--users 300]
+
+It loads a year of dense data (a point every 10 minutes) for one user and 30 days for
+``--users`` users on a redis-server of its own, saves it, starts the same server again under
+``valgrind --tool=callgrind`` (from Debian's valgrind) on the saved data, and counts only
+while each read runs (``callgrind_control -i on/off``): a year by day in Los Angeles (as
+``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 1 d
+and 30 d, and ``--users`` users' 30 d. To compare two versions, run it in each checkout
+(``PYTHONPATH=<checkout>/src``): the counts repeat exactly for the same code and data.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from psd.breakdown import breakdown
+from psd.config import Settings
+from psd.embedded import free_port
+from psd.localtime import buckets, zone
+from psd.model import MetricPoint
+from psd.store import CutQuery, Store, UserQuery
+
+DAY = 86400
+
+
+def dense(uid: int, start: int, days: int, rng: random.Random) -> list[MetricPoint]:
+    """A point every 10 minutes, one activity a day."""
+    return [
+        MetricPoint("steps", uid, 3, d, rng.randrange(200), ts, ts, "increment")
+        for d in range(days)
+        for ts in range(start + d * DAY + 7, start + (d + 1) * DAY, 600)
+    ]
+
+
+def server(port: int, data: Path, *prefix: str) -> subprocess.Popen[bytes]:
+    cmd = [*prefix, shutil.which("redis-server") or "redis-server", "--port", str(port)]
+    cmd += ["--dir", str(data), "--save", "", "--appendonly", "no"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def ready(client: redis.Redis, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.ping():
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def counted(pid: int, out: Path, fn: Callable[[], object], runs: int) -> float:
+    """Instructions a call of ``fn`` costs the server, counted over ``runs`` calls."""
+    fn()  # the scripts loaded, the plans built: out of the count
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+    for _ in range(runs):
+        fn()
+    subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+    for old in out.parent.glob(out.name + "*"):
+        old.unlink()
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    total = 0
+    for dump in out.parent.glob(out.name + "*"):
+        found = re.findall(r"^(?:summary|totals): (\d+)", dump.read_text(), re.MULTILINE)
+        total = max([total, *map(int, found)])
+    return total / runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--users", type=int, default=300)
+    args = parser.parse_args()
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        sys.exit("needs valgrind (Debian: apt-get install valgrind)")
+    now = int(time.time())
+    today = now - now % DAY
+    rng = random.Random(1)
+    settings = Settings()
+    with tempfile.TemporaryDirectory() as scratch:
+        data, port = Path(scratch), free_port()
+        proc = server(port, data)
+        client = redis.Redis(port=port)
+        ready(client)
+        store = Store(client, settings)
+        store.write_metrics(dense(1, today - 365 * DAY, 366, rng))
+        for uid in range(100, 100 + args.users):
+            store.write_metrics(dense(uid, today - 30 * DAY, 31, rng))
+        client.save()
+        client.shutdown(nosave=True)
+        proc.wait()
+        out = data / "callgrind.out"
+        grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        proc = server(port, data, *grind, f"--callgrind-out-file={out}")
+        try:
+            client = redis.Redis(port=port)
+            ready(client)
+            store = Store(client, settings)
+            tz = zone("America/Los_Angeles")
+            days = buckets(today - 364 * DAY, today - 1, "day", tz)
+            year = breakdown((*(b.start for b in days), days[-1].end + 1), "day")
+            users = range(100, 100 + args.users)
+            t2 = now - 3
+            reads: dict[str, Callable[[], object]] = {
+                "a year by day, Los Angeles (one user)": lambda: store.breakdowns(
+                    [(1, year)], ["steps"]
+                ),
+                f"leaderboard, {args.users} users x 30 d, cut 7 d ago": lambda: store.totals(
+                    [CutQuery(u, t2 - 30 * DAY, t2, t2 - 7 * DAY) for u in users], "steps"
+                ),
+                "one user, 1 d": lambda: store.sum(1, "steps", None, t2 - DAY + 17, t2),
+                "one user, 30 d": lambda: store.sum(1, "steps", None, t2 - 30 * DAY + 17, t2),
+                f"{args.users} users, 30 d": lambda: store.query(
+                    [UserQuery(u, t2 - 30 * DAY + 17, t2) for u in users], ["steps"]
+                ),
+            }
+            print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/{Path(__file__).name}")
+            print(f"server {shutil.which('redis-server')}, {args.runs} runs a read")
+            for name, fn in reads.items():
+                print(f"  {name:<44} {counted(proc.pid, out, fn, args.runs) / 1e6:10.3f} M")
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+if __name__ == "__main__":
+    main()
