@@ -43,6 +43,7 @@ class Ingest:
     memory: int  # used_memory after minus before
     statuses: Counter[str] = field(default_factory=Counter)
     deliveries: int = 0  # of memory, the bytes of psd's delivery records
+    raw: int = 0  # used_memory after minus before, Lua heap included
 
     @property
     def rate(self) -> float:
@@ -57,10 +58,11 @@ def key(uid: int) -> str:
     return f"steps:{uid}"
 
 
-def stored(client: redis.Redis) -> int:
-    """Bytes the server holds, less its Lua heap."""
+def stored(client: redis.Redis) -> tuple[int, int]:
+    """Bytes the server holds, less its Lua heap; and with it."""
     info = client.info("memory")
-    return int(info["used_memory"]) - int(info.get("used_memory_vm_eval", info["used_memory_lua"]))
+    used = int(info["used_memory"])
+    return used - int(info.get("used_memory_vm_eval", info["used_memory_lua"])), used
 
 
 def measured(
@@ -75,7 +77,8 @@ def measured(
     started = time.perf_counter()
     statuses = load()
     seconds = time.perf_counter() - started
-    return Ingest(points, seconds, stored(client) - before, statuses)
+    after = stored(client)
+    return Ingest(points, seconds, after[0] - before[0], statuses, raw=after[1] - before[1])
 
 
 def with_deliveries(store: Store, data: Dense, ingest: Ingest) -> Ingest:

@@ -148,12 +148,12 @@ def timed(
 
 
 def queries(data: Dense, rng: random.Random, n: int, users: int, secs: int) -> list[Query]:
-    """``n`` reads of ``users`` random users each, ending in the data's last hours at any
-    second."""
+    """``n`` reads of ``users`` random users each (0: all), ending at an odd second of the
+    data's last hours."""
     end = data.last_ts + 600
     out = []
     for _ in range(n):
-        t2 = end - rng.randrange(1, 6 * 3600)
+        t2 = (end - rng.randrange(1, 6 * 3600)) | 1
         picked = rng.sample(range(data.users), users) if users < data.users else []
         out.append((picked, t2 - secs + 1, t2))
     return out

@@ -12,7 +12,9 @@ with the default settings (every level kept 90 days), RTS in series made with ``
 (compressed, no retention). Each runs on a fresh server of its own; psd on the same Redis
 binary as RTS (``--psd-server same``, without the module) unless told otherwise. Streaming
 ingest covers the first ``--stream-days`` days (psd is much slower that way), bulk ingest all
-of it; reads run on what bulk ingest left. Client: redis-py with hiredis, for both.
+of it; reads run on what bulk ingest left. Memory is ``used_memory`` less the Lua heap, and
+psd's streaming figure is also given without the delivery records a replay faster than real
+time piles up (bench/vs_ingest.py says why). Client: redis-py with hiredis, for both.
 Prints figures; asserts nothing.
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import hiredis
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 from rts_setup import RedisStack, locate
 from vs_celery import celery_rate
 from vs_data import PER_DAY, Dense
@@ -52,6 +55,10 @@ def machine() -> str:
                 break
     uname = platform.uname()
     return f"{uname.system} {uname.release} {uname.machine}; {cpu}; {os.cpu_count()} cores"
+
+
+def load() -> str:
+    return " ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def server_version(client: redis.Redis) -> str:
@@ -95,6 +102,7 @@ def retention_note(data: Dense, store: Store) -> str:
 def ingest_note(name: str, got: Ingest) -> str:
     statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(got.statuses.items()))
     line = f"  {name}: {got.points:,} points in {got.seconds:.1f} s; statuses {statuses}"
+    line += f"; {got.bytes_per_point:.1f} B/point ({got.raw / got.points:.1f} with the Lua heap)"
     if got.deliveries:
         line += (
             f"; delivery records {got.deliveries / got.points:.1f} B/point "
@@ -116,6 +124,24 @@ def table(rows: list[Row], with_rts: bool) -> None:
             cells.append(format(other, fmt) if other is not None else "")
             cells.append(f"{mine / other:.2f}" if other else "")
         print("| " + " | ".join(cells) + " |")
+
+
+def ingest_rows(mine: dict[str, Ingest], other: dict[str, Ingest]) -> list[Row]:
+    rows: list[Row] = []
+    for shape in ("bulk", "streaming"):
+        theirs = other.get(shape)
+        rows.append((f"ingest {shape}, points/s", mine[shape].rate, theirs and theirs.rate, ",.0f"))
+    for shape in ("bulk", "streaming"):
+        theirs = other.get(shape)
+        per_point = theirs and theirs.bytes_per_point
+        rows.append((f"memory, {shape}, B/point", mine[shape].bytes_per_point, per_point, ",.1f"))
+    # a live stream's ticks are 10 minutes apart: no write's own delivery record outlives one
+    streamed = mine["streaming"]
+    kept = (streamed.memory - streamed.deliveries) / streamed.points
+    theirs = other.get("streaming")
+    label = "memory, streaming, B/point, without psd's 5-minute delivery records"
+    rows.append((label, kept, theirs and theirs.bytes_per_point, ",.1f"))
+    return rows
 
 
 def timing_rows(reads: dict[str, tuple[Timing, Timing | None]]) -> list[Row]:
@@ -166,7 +192,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"psd {psd.__version__}, Python {platform.python_version()}, "
-        f"redis-py {redis.__version__}, hiredis {hiredis.__version__}"
+        f"redis-py {redis.__version__}, hiredis {hiredis.__version__} "
+        f"({'in use' if HIREDIS_AVAILABLE else 'NOT in use'}); load average {load()}"
     )
     stack, said = locate(args.rts_dir)
     if stack is None:
@@ -201,27 +228,13 @@ def main() -> None:
         celery = 0.0
         if args.celery_points:
             celery = celery_rate(urls["psd"], urls["broker"], data, args.celery_points)
-    rows: list[Row] = []
-    for shape in ("bulk", "streaming"):
-        rts_got = other.get(shape)
-        rows.append(
-            (f"ingest {shape}, points/s", mine[shape].rate, rts_got and rts_got.rate, ",.0f")
-        )
-    for shape in ("bulk", "streaming"):
-        rts_got = other.get(shape)
-        rows.append(
-            (
-                f"memory after {shape} ingest, B/point",
-                mine[shape].bytes_per_point,
-                rts_got and rts_got.bytes_per_point,
-                ",.1f",
-            )
-        )
+    rows = ingest_rows(mine, other)
     rows += timing_rows(reads)
     print()
     table(rows, rts is not None)
     if args.celery_points:
         print(f"\npsd streaming through Celery, 2 worker processes: {celery:,.0f} points/s")
+    print(f"load average at the end: {load()}")
 
 
 if __name__ == "__main__":
