@@ -123,6 +123,27 @@ def wait(done: Callable[[], bool], timeout: float = 300) -> None:
         time.sleep(0.01)
 
 
+def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
+    """The environment of a worker process: psd's settings, and this directory importable
+    (``-A worker_bench:psd_app``)."""
+    return dict(
+        os.environ,
+        PSD_REDIS_URL=store,
+        PSD_BROKER_URL=broker,
+        PSD_QUEUE=queue,
+        BENCH_BROKER=broker,
+        BENCH_STORE=store,
+        PYTHONPATH=f"{HERE}:{ROOT}",
+    )
+
+
+def delete_queues(broker: str, names: list[str]) -> None:
+    """Leave no queue behind."""
+    with Connection(broker) as conn, conn.channel() as channel:  # type: ignore[no-untyped-call]
+        for name in names:
+            channel.queue_delete(name)
+
+
 def worker(app: Celery, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """A worker process, once it answers a ping (its start is not part of any figure)."""
     command = [sys.executable, "-m", "celery", *args, "--loglevel", "WARNING"]
@@ -231,15 +252,7 @@ def main() -> None:
         queue = f"psd-bench-{uuid.uuid4().hex[:6]}"
         settings = Settings(redis_url=store_srv.url, broker_url=broker, queue=queue)
         store = Store.from_url(store_srv.url, settings)
-        env = dict(
-            os.environ,
-            PSD_REDIS_URL=store_srv.url,
-            PSD_BROKER_URL=broker,
-            PSD_QUEUE=queue,
-            BENCH_BROKER=broker,
-            BENCH_STORE=store_srv.url,
-            PYTHONPATH=f"{HERE}:{ROOT}",
-        )
+        env = worker_env(store_srv.url, broker, queue)
         print(f"broker {args.broker}, store {store_srv.url}, one worker process (threads, 2)")
         n = args.messages
 
@@ -286,10 +299,7 @@ def main() -> None:
             for label, off, on in zip(WORKLOADS, rates["off"], rates["on"], strict=True):
                 print(f"task events on / off, {label}: {on / off:.2f}")
 
-        # leave no queue behind
-        with Connection(broker) as conn, conn.channel() as channel:  # type: ignore[no-untyped-call]
-            for name in (queue, queue + "-noop"):
-                channel.queue_delete(name)
+        delete_queues(broker, [queue, queue + "-noop"])
         store.redis.flushdb()
         points = [MetricPoint(**fields(i)) for i in range(args.bulk * 100)]  # type: ignore[arg-type]
         t0 = time.perf_counter()
