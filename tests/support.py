@@ -4,12 +4,14 @@ waiting for something to become true (never a bare sleep)."""
 from __future__ import annotations
 
 import os
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis
 from celery import Celery
@@ -143,3 +145,12 @@ def command_calls(store: Store, command: str = "evalsha") -> int:
 def reset_stats(store: Store) -> None:
     for client in store.nodes.primaries():
         client.config_resetstat()
+
+
+def unpack_hours(raw: bytes) -> dict[int, int]:
+    """A packed half-day's hours by number (1 to 12), those it has: "F" and twelve int32, or
+    msgpack (a map, or a list for hours 1 to n, as Lua packs such a table)."""
+    if raw[:1] == b"F":
+        return {n: x for n, x in enumerate(struct.unpack(">12i", raw[1:]), 1) if x}
+    hours = msgpack.unpackb(raw, strict_map_key=False)
+    return dict(enumerate(hours, 1)) if isinstance(hours, list) else dict(hours)

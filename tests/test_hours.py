@@ -8,10 +8,8 @@ from __future__ import annotations
 import calendar
 import random
 import re
-import struct
 import time
 
-import msgpack
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +24,7 @@ from psd.localtime import buckets, zone
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
+from tests.support import unpack_hours
 
 #: 2026-03-01T00:00Z
 MARCH = 1772323200
@@ -41,15 +40,6 @@ def open_days(client: redis.Redis) -> dict[str, int]:
         if day is not None:
             out[key.decode()] = int(day)
     return out
-
-
-def unpack_hours(raw: bytes) -> dict[int, int]:
-    """A packed half-day's hours by number (1 to 12), those it has: "F" and twelve int32, or
-    msgpack (a map, or a list for hours 1 to n, as Lua packs such a table)."""
-    if raw[:1] == b"F":
-        return {n: x for n, x in enumerate(struct.unpack(">12i", raw[1:]), 1) if x}
-    hours = msgpack.unpackb(raw, strict_map_key=False)
-    return dict(enumerate(hours, 1)) if isinstance(hours, list) else dict(hours)
 
 
 def check_layout(client: redis.Redis) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -11,13 +12,14 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from psd.config import Settings
+from psd.keys import HOUR_BASE
 from psd.migrate import Migration
 from psd.migrate.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.migrate_support import cli, day, migrate, utc
 from tests.oldservice import OldService, load_samples
-from tests.support import url_of
+from tests.support import unpack_hours, url_of
 
 
 def test_samples_answer_what_the_original_answered(old: redis.Redis, store: Store) -> None:
@@ -128,17 +130,36 @@ def test_fine_key_recreated_by_a_late_write_keeps_the_parents_total(
 
 
 def _dump(client: redis.Redis, uid: int) -> dict[str, Any]:
-    """Every key of a user but its record of deliveries, as data, without the uid."""
+    """Every key of a user but its record of deliveries, as data, without the uid; hours as
+    sums by (month key, half-day field, number), wherever they are kept (packed, or in the
+    open day's hash: psd/lua/hours.lua), which depends on how writes came in calls."""
     out: dict[str, Any] = {}
+    hours: dict[tuple[str, str, int], int] = {}
     for key in client.scan_iter(f"{{{uid}}}:*"):
         name = key.decode().split(":", 1)[1]
+        kind = client.type(key).decode()
         if name == "once":
             continue
-        kind = client.type(key).decode()
-        if kind == "hash":
-            out[name] = client.hgetall(key)
-        elif kind == "zset":
+        if kind == "zset":
             out[name] = client.zrange(key, 0, -1, withscores=True)
+            continue
+        fields = client.hgetall(key)
+        if re.fullmatch(r"t?d\d{8}", name):  # an open day's hours
+            for field, value in fields.items():
+                slot, _, atid = field.decode().partition(":")
+                child, thing = divmod(int(slot), 10)
+                half = f"h{(child - HOUR_BASE) // 12 * 10 + thing}" + (f":{atid}" if atid else "")
+                number = (child - HOUR_BASE) % 12 + 1
+                at = (name.replace("d", "m", 1)[:-2], half, number)
+                hours[at] = hours.get(at, 0) + int(value)
+            continue
+        for field in [f for f in fields if f[:1] == b"h"]:
+            for number, value in unpack_hours(fields.pop(field)).items():
+                at = (name, field.decode(), number)
+                hours[at] = hours.get(at, 0) + value
+        fields.pop(b"o", None)
+        out[name] = fields
+    out["hours"] = {at: value for at, value in hours.items() if value}
     return out
 
 
