@@ -55,12 +55,9 @@ for n = 1, #points do
   end
 end
 for month, day in pairs(latest) do
-  local open = open_day_of(month)
+  local open, written = open_day_of(month, latest_field[month])
   open_before[month], open_after[month] = open, open
-  if day > open and (latest_count[month] > 1
-                     or redis.call('HEXISTS', month, latest_field[month]) == 1) then
-    open_after[month] = day
-  end
+  if day > open and (latest_count[month] > 1 or written) then open_after[month] = day end
 end
 
 local function move_open_days()
@@ -106,8 +103,7 @@ local paid = {}  -- what this call paid, {owed, owed_keys, packed hours}: for an
 -- the packed hours were written)
 local function unpay(dues, stop_key, stop_field, added)
   for _, due in ipairs(dues[3] or {}) do  -- {key, field, its hours, its value before}
-    if due[4] then redis.call('HSET', due[1], due[2], due[4])
-    else redis.call('HDEL', due[1], due[2]) end
+    packed_set(due[1], due[2], due[4])
   end
   for _, key in ipairs(dues[2]) do
     for field, delta in pairs(dues[1][key]) do

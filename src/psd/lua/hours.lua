@@ -61,10 +61,29 @@ end
 -- an hour's number in its packed half-day (1 to 12)
 local function hour_number(hour) return hour % 12 + 1 end
 
+-- packed fields as this call last read or wrote them (key .. '\n' .. field -> value, or
+-- false: absent): a sparse user's write reads its half-day once, with the open day
+local packed_known = {}
+
+local function packed_get(key, name)
+  local value = packed_known[key .. '\n' .. name]
+  if value == nil then
+    value = redis.call('HGET', key, name)
+    packed_known[key .. '\n' .. name] = value
+  end
+  return value
+end
+
+-- set a packed field to a value (nil or false: none)
+local function packed_set(key, name, value)
+  if value then redis.call('HSET', key, name, value) else redis.call('HDEL', key, name) end
+  packed_known[key .. '\n' .. name] = value or false
+end
+
 -- add `adds` ({number = delta}) to a packed field of `key`: its new hours, or nil when one
 -- would leave ±HOUR_LIMIT (nothing written then), and its value before (to take it back)
 local function packed_sum(key, name, adds)
-  local old = redis.call('HGET', key, name)
+  local old = packed_get(key, name)
   local hours = unpack_hours(old)
   for n, delta in pairs(adds) do
     local x = (hours[n] or 0) + delta
@@ -75,9 +94,7 @@ local function packed_sum(key, name, adds)
 end
 
 local function put_packed(key, name, hours)
-  local value = pack_hours(hours)
-  if value == nil then redis.call('HDEL', key, name)
-  else redis.call('HSET', key, name, value) end
+  packed_set(key, name, pack_hours(hours))
 end
 
 -- pack the hours of day `dom` of `month` (every type, or the twin) into the month and delete
@@ -103,7 +120,7 @@ local function close_day(month, dom)
   for name, adds in pairs(packs) do
     local hours = packed_sum(month, name, adds)
     if hours == nil then
-      hours = unpack_hours(redis.call('HGET', month, name))
+      hours = unpack_hours(packed_get(month, name))
       for n, delta in pairs(adds) do
         redis.call('HINCRBY', month, plain[name .. '\n' .. n], delta)
       end
@@ -113,10 +130,11 @@ local function close_day(month, dom)
   redis.call('DEL', day)
 end
 
--- the month's open day (0: none)
-local function open_day_of(month)
-  local open = redis.call('HGET', month, 'o')
-  return open and open + 0 or 0
+-- the month's open day (0: none), and whether its packed field `name` exists (read with it)
+local function open_day_of(month, name)
+  local vals = redis.call('HMGET', month, 'o', name)
+  packed_known[month .. '\n' .. name] = vals[2]
+  return vals[1] and vals[1] + 0 or 0, vals[2] ~= false
 end
 
 -- make `to` the month's open day, closing `from` (0: none) first
