@@ -141,6 +141,17 @@ local function whole_of(key)  -- after length_of(key)
   return last_flat
 end
 
+-- ask a hash for fields named thing by thing (as many a thing) and add them to his/los
+local function add_asked(key, fields, his, los)
+  local vals, width = redis.call('HMGET', key, unpack(fields)), #fields / #things
+  for j = 1, #vals do
+    if vals[j] then
+      local ti = math.floor((j - 1) / width) + 1
+      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+    end
+  end
+end
+
 -- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
 local function sum_hash(key, plan, g, his, los)
   local ranges, fields = plan.groups[g][1], plan.groups[g][2]
@@ -163,14 +174,7 @@ local function sum_hash(key, plan, g, his, los)
       return
     end
   end
-  local vals = redis.call('HMGET', key, unpack(fields))
-  local width = count / #things
-  for j = 1, #vals do
-    if vals[j] then
-      local ti = math.floor((j - 1) / width) + 1
-      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
-    end
-  end
+  add_asked(key, fields, his, los)
 end
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
@@ -210,16 +214,7 @@ local function sum_hours(key, plan, g, his, los)
       his[ti], los[ti] = hi, lo
     end
   end
-  if open then  -- its hours by name, thing by thing
-    local fields = part[5]
-    local vals, width = redis.call('HMGET', day_key(key, open), unpack(fields)), #fields / #things
-    for j = 1, #vals do
-      if vals[j] then
-        local ti = math.floor((j - 1) / width) + 1
-        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
-      end
-    end
-  end
+  if open then add_asked(day_key(key, open), part[5], his, los) end
 end
 
 -- an activity's changes in one hour, {ts, amount, atid, ...}, given its summary (see
