@@ -124,29 +124,33 @@ def test_sums_equal_the_oracle_whatever_the_order_of_days(
     check()
 
 
-def test_a_day_opens_on_its_second_write_and_closes_into_its_month(
+def test_a_day_opens_when_dense_and_closes_into_its_month(
     redis_client: redis.Redis, store: Store
 ) -> None:
     def write(day: int, hour: int, value: int) -> None:
         ts = MARCH + (day - 1) * DAY + hour * 3600 + 17
         store.write_metrics([MetricPoint("steps", 5, 3, day, value, ts, ts, "increment")])
 
-    write(1, 5, 10)  # one write: packed at once
+    write(1, 5, 10)  # a sparse day: packed at once
+    write(1, 6, 1)
     assert not redis_client.exists("{5}:d20260301")
-    write(1, 6, 1)  # a second write of the day: the day opens
+    write(1, 7, 2)  # a third hour of its half-day: the day opens
     assert redis_client.hget("{5}:m202603", "o") == b"1"
-    assert redis_client.hgetall("{5}:d20260301") == {b"1061": b"1"}
-    write(3, 13, 20)  # one write of a later day: packed; day 1 stays open
-    write(3, 14, 5)  # its second: day 3 opens, day 1 closes into the month
+    assert redis_client.hgetall("{5}:d20260301") == {b"1071": b"2"}
+    write(3, 13, 20)  # a later day, packed while sparse; day 1 stays open
+    write(3, 14, 5)
+    write(3, 15, 4)  # day 3 opens, day 1 closes into the month
     assert redis_client.hget("{5}:m202603", "o") == b"3"
     assert not redis_client.exists("{5}:d20260301")
     month = redis_client.hgetall("{5}:m202603")
-    assert unpack_hours(month[b"h1"]) == {6: 10, 7: 1}  # day 1, a.m.: 05:00 and 06:00
-    assert unpack_hours(month[b"h51"]) == {2: 20}  # day 3, p.m.: 13:00
-    assert redis_client.hgetall("{5}:d20260303") == {b"1621": b"5"}
-    assert unpack_hours(redis_client.hget("{5}:tm202603", "h1:3")) == {6: 10, 7: 1}
-    assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 36
-    assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 13 * 3600, MARCH + 3 * DAY) == 25
+    assert unpack_hours(month[b"h1"]) == {6: 10, 7: 1, 8: 2}  # day 1, a.m.: 05:00 to 07:00
+    assert unpack_hours(month[b"h51"]) == {2: 20, 3: 5}  # day 3, p.m.: 13:00, 14:00
+    assert month[b"h1"][:1] == b"F"  # three hours: fixed width
+    assert redis_client.hgetall("{5}:d20260303") == {b"1631": b"4"}
+    assert unpack_hours(redis_client.hget("{5}:tm202603", "h1:3")) == {6: 10, 7: 1, 8: 2}
+    assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 42
+    assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 13 * 3600, MARCH + 3 * DAY) == 29
+    assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 14 * 3600, MARCH + 2 * DAY + 15 * 3600) == 5
 
 
 def test_hours_kept_as_earlier_versions_kept_them_are_read(

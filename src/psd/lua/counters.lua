@@ -33,8 +33,9 @@ local function owe_hour(key, name, number, delta)
 end
 
 -- each month's (and twin's) open day before this call and as it leaves it. The latest day
--- the call writes hours of becomes the open one once it has had more than one write: a
--- sparse user's day (a write or two) is packed at once, which costs less than its own hash.
+-- the call writes hours of becomes the open one once it is dense: more than one point of it
+-- in the call, or a third hour of its half-day written. A sparse user's day (a write or two,
+-- as most of the original's workload) is packed at once, which costs less than its own hash.
 -- Hours of either day go to the day's hash; the one before is closed when the call has
 -- written (nothing is, for a call refused whole).
 local open_before, open_after = {}, {}
@@ -55,9 +56,9 @@ for n = 1, #points do
   end
 end
 for month, day in pairs(latest) do
-  local open, written = open_day_of(month, latest_field[month])
+  local open, held = open_day_of(month, latest_field[month])
   open_before[month], open_after[month] = open, open
-  if day > open and (latest_count[month] > 1 or written) then open_after[month] = day end
+  if day > open and (latest_count[month] > 1 or held >= 2) then open_after[month] = day end
 end
 
 local function move_open_days()

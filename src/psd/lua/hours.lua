@@ -130,11 +130,16 @@ local function close_day(month, dom)
   redis.call('DEL', day)
 end
 
--- the month's open day (0: none), and whether its packed field `name` exists (read with it)
+-- the month's open day (0: none), and how many hours its packed field `name` holds (read
+-- with it)
 local function open_day_of(month, name)
   local vals = redis.call('HMGET', month, 'o', name)
   packed_known[month .. '\n' .. name] = vals[2]
-  return vals[1] and vals[1] + 0 or 0, vals[2] ~= false
+  local held = 0
+  for _, x in pairs(unpack_hours(vals[2])) do
+    if x ~= 0 then held = held + 1 end
+  end
+  return vals[1] and vals[1] + 0 or 0, held
 end
 
 -- make `to` the month's open day, closing `from` (0: none) first
