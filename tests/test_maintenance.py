@@ -107,50 +107,6 @@ def test_a_changed_policy_is_applied_to_existing_keys(
     assert redis_client.expiretime(key) == -1
 
 
-def hour_fields(month: dict[bytes, bytes]) -> list[bytes]:
-    """The fields of a month's hash that hold hours: plain (children >= 100, as earlier
-    versions wrote them) or packed by half-day (psd/lua/hours.lua)."""
-    return [f for f in month if f.startswith(b"h") or (f != b"o" and int(f) // 10 >= 100)]
-
-
-def write_two_days(store: Store, ts: int) -> None:
-    """Points on ts's day and on another of its month, the earlier written last: its hours
-    are packed, the later day's are in its own hash (psd/lua/hours.lua)."""
-    other = ts - DAY if stamp(ts - DAY, "%m") == stamp(ts, "%m") else ts + DAY
-    for at in sorted((ts, other), reverse=True):
-        store.write_metric(MetricPoint("steps", 5, 1, at, 7, at, at))
-
-
-def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
-    redis_client: redis.Redis, store: Store
-) -> None:
-    gone = NOW - 600 * DAY  # past the day retention
-    redis_client.hset(f"{{5}}:m{stamp(gone, '%Y%m')}", mapping={"11": 1, "1001": 1})
-    old_hours = NOW - POLICY.retention_hour - 3 * DAY  # days kept, hours past retention
-    fresh_hours = NOW - 3 * DAY
-    then = Store(redis_client, store.settings, clock=lambda: old_hours + DAY)  # hours kept
-    write_two_days(then, old_hours)
-    old_month = f"{{5}}:m{stamp(old_hours, '%Y%m')}"
-    redis_client.hincrby(old_month, "1001", 2)  # an hour as an earlier version wrote it
-    write_two_days(store, fresh_hours)
-    before = store.sum(5, "steps", None, old_hours - 2 * DAY, old_hours + 2 * DAY)
-    assert len(hour_fields(redis_client.hgetall(old_month))) >= 2  # packed and plain
-    report = run(store, "retention")
-    assert not redis_client.exists(f"{{5}}:m{stamp(gone, '%Y%m')}")
-    month = redis_client.hgetall(old_month)
-    day_slot = str(int(stamp(old_hours, "%d")) * 10 + 1).encode()
-    assert month.get(day_slot) == b"7"
-    assert hour_fields(month) == [], month
-    fresh = redis_client.hgetall(f"{{5}}:m{stamp(fresh_hours, '%Y%m')}")
-    assert any(f.startswith(b"h") for f in hour_fields(fresh))  # recent hours stay
-    assert report.keys_deleted >= 1 and report.fields_dropped >= 3
-    after = store.sum(5, "steps", None, old_hours - 2 * DAY, old_hours + 2 * DAY)
-    assert after == before  # answered at day precision, before and after
-
-
-# -- compaction --
-
-
 def test_zero_fields_left_by_corrections_are_dropped(
     redis_client: redis.Redis, store: Store
 ) -> None:
