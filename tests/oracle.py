@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from psd.model import CountPoint, MetricPoint
@@ -14,12 +15,31 @@ class Oracle:
     # (uid, thing, aid) -> list of [ts, amount, atid]
     changes: dict[tuple[int, str, int], list[list[int]]] = field(default_factory=dict)
     counts: list[CountPoint] = field(default_factory=list)
+    #: seconds the changes of a UTC day are kept after it ends (the minute retention, 0 =
+    #: forever): a diffadd that needs changes of a day gone is stale
+    minute_retention: int = 0
+
+    def _needs_gone_day(self, rec: list[list[int]], ts1: int) -> bool:
+        """Whether summing the window from ts1 needs the changes of a day no longer kept: the
+        activity has several changes, the window starts after its first, inside a day it
+        changed in, and that day's changes are past the retention."""
+        day = ts1 // 86400
+        return (
+            self.minute_retention > 0
+            and len(rec) > 1
+            and ts1 > min(c[0] for c in rec)
+            and ts1 % 86400 != 0
+            and any(c[0] // 86400 == day for c in rec)
+            and (day + 1) * 86400 + self.minute_retention <= time.time()
+        )
 
     def write(self, p: MetricPoint) -> str:
         rec = self.changes.setdefault((p.uid, p.thing, p.aid), [])
         delta = p.value
         if p.mode == "diffadd":
             if rec and p.ts2 < max(c[0] for c in rec):
+                return "stale"
+            if self._needs_gone_day(rec, p.ts1):
                 return "stale"
             delta = p.value - sum(c[1] for c in rec if p.ts1 <= c[0] <= p.ts2)
         if delta == 0:

@@ -16,6 +16,7 @@ from psd.errors import InvalidInput, PastLimit
 from psd.keys import count_prefix, count_target, metric_prefix, metric_target
 from psd.model import MAX_VALUE, THINGS, CountPoint, MetricPoint
 from psd.store import Store
+from tests.oldrecords import put_old_activity
 
 T = 1458061005  # 2016
 LIMIT = 2**62
@@ -124,16 +125,9 @@ def test_more_points_than_a_batch_in_one_all_or_nothing_write(store: Store) -> N
 # -- the activity records --
 
 
-def put_activity(r: redis.Redis, uid: int, aid: int, summary: list, hours: dict) -> None:
-    """An activity record as write_metric.lua keeps it (psd/lua/write_metric.lua's header)."""
-    fields = {f"1:{aid}": msgpack.packb(summary)}
-    fields.update({f"1:{aid}:{h}": msgpack.packb(changes) for h, changes in hours.items()})
-    r.hset(f"{{{uid}}}:acts", mapping=fields)
-
-
 def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
-    hour = T // 3600
-    put_activity(store.redis, 1, 1, [T, T, "2", 1, hour, 2**53 - 2], {})
+    # a single change is its summary (psd/lua/record.lua)
+    store.redis.hset("{1}:acts", mapping={"1:1": msgpack.packb([T, T, "2", 1, 2**53 - 2]), "_v": 3})
     acts = store.redis.hgetall("{1}:acts")
     results = store.write_metrics([inc(1, 3), inc(2, 3)])  # 2^53 + 1 is no double
     assert [r.status for r in results] == ["refused", "ok"]
@@ -143,9 +137,11 @@ def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
 
 
 def test_a_window_summing_past_2_53_refuses_rather_than_rounds(store: Store) -> None:
+    """An old record whose hours sum past 2^53 (psd kept each hour within it) is brought to
+    layout 3 with a total that refuses what would need it."""
     h = T // 3600
     a, b = 2**52 + 1, 2**52 + 2  # their sum is no double
-    put_activity(
+    put_old_activity(
         store.redis,
         1,
         1,

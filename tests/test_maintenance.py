@@ -24,6 +24,7 @@ from psd import maintenance
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
+from tests.oldrecords import rewrite_as_old
 from tests.oracle import Oracle
 from tests.support import make_app, redis_broker, running_worker, url_of, wait_for
 from tests.test_retention import POLICY, month_end, year_end
@@ -51,7 +52,7 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
                 report.fields_dropped,
                 report.expiries_set,
                 report.keys_deleted,
-                report.activities_trimmed,
+                report.activities_converted,
                 report.activities_removed,
                 report.hours_packed,
                 report.plain_hours_left,
@@ -134,10 +135,10 @@ def test_zero_fields_left_by_corrections_are_dropped(
     assert redis_client.expiretime(key) > 0  # compaction leaves expiry alone
 
 
-def test_old_activity_detail_goes_and_updates_needing_it_are_stale(
+def test_old_changes_are_not_kept_and_updates_needing_them_are_stale(
     redis_client: redis.Redis, store: Store
 ) -> None:
-    start = NOW - 40 * DAY  # past retention_minute (35 days) and the update horizon
+    start = NOW - 40 * DAY  # past retention_minute (35 days)
     start -= start % 3600
     store.write_metric(MetricPoint("steps", 7, 1, 1, 5, start, start + 60))
     store.write_metric(MetricPoint("steps", 7, 1, 1, 9, start, start + 7200))
@@ -147,20 +148,21 @@ def test_old_activity_detail_goes_and_updates_needing_it_are_stale(
     store.write_metric(MetricPoint("steps", 7, 1, 2, 4, recent, recent + 60))
     very_old = NOW - 70 * DAY  # past state_expire (60 days)
     store.write_metric(MetricPoint("steps", 7, 3, 3, 2, very_old, very_old))
-    chunks = [f for f in redis_client.hkeys("{7}:acts") if f.count(b":") == 2]
-    assert len(chunks) == 3  # two hours of activity 1, one of activity 2
+    assert redis_client.exists(f"{{7}}:c{stamp(recent, '%Y%m%d')}")
+    assert not redis_client.exists(f"{{7}}:c{stamp(start, '%Y%m%d')}")
     expected = store.sum(7, "steps", None, start, start + 7200)
 
     report = run(store, "compaction")
-    assert report.activities_trimmed == 1 and report.activities_removed == 1
-    left = {f for f in redis_client.hkeys("{7}:acts") if f.count(b":") == 2}
-    assert left == {f"1:2:{recent // 3600}".encode()}
-    assert redis_client.hexists("{7}:acts", "1:1")  # its record: type, hour totals
+    assert report.activities_removed == 1 and report.activities_converted == 0
+    assert redis_client.hexists("{7}:acts", "1:1")  # its record: type, total, days
     assert not redis_client.hexists("{7}:acts", "1:3")
     assert [m.split(b":")[2] for m in redis_client.zrange("{7}:idx", 0, -1)] == [b"1", b"2"]
     assert store.sum(7, "steps", None, start, start + 7200) == expected == 9
-    late = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start, start + 7300))
-    assert late.status == "stale"
+    # a window inside the old day needs its changes; one over the whole activity, its total
+    inside = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start + 100, start + 7300))
+    assert inside.status == "stale"
+    whole = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start, start + 7300))
+    assert (whole.status, whole.delta) == ("coarse", 3)
     assert store.write_metric(MetricPoint("steps", 7, 1, 2, 6, recent, recent + 90)).delta == 2
 
 
@@ -313,16 +315,15 @@ def test_psd_beat_schedules_the_tasks_and_a_worker_runs_them(
 def test_a_batch_after_a_stale_point_is_not_counted_whole(
     redis_client: redis.Redis, store: Store
 ) -> None:
-    """Two updates needing dropped detail in one call are both stale (the first's failed
-    load must not leave the hour looking empty to the second)."""
+    """Two updates needing changes no longer kept, in one call, are both stale (the
+    first's look at the day must not leave it looking empty to the second)."""
     start = NOW - 40 * DAY
     start -= start % 3600
     store.write_metric(MetricPoint("steps", 9, 1, 1, 10, start + 5, start + 60))
     store.write_metric(MetricPoint("steps", 9, 1, 1, 20, start + 5, start + 120))
-    run(store, "compaction")
     late = [
-        MetricPoint("steps", 9, 1, 1, 25, start + 5, start + 180),
-        MetricPoint("steps", 9, 1, 1, 30, start + 5, start + 240),
+        MetricPoint("steps", 9, 1, 1, 25, start + 61, start + 180),
+        MetricPoint("steps", 9, 1, 1, 30, start + 61, start + 240),
     ]
     assert [r.status for r in store.write_metrics(late)] == ["stale", "stale"]
     assert store.sum(9, "steps", None, start, start + 3599) == 20
@@ -362,16 +363,24 @@ def test_a_late_point_for_a_year_the_root_keeps_lands_in_the_root(
     assert redis_client.hget("{9}:r", str(year * 10 + 1)) == b"7"
 
 
-def test_compaction_of_an_activity_of_thousands_of_hours(
+def test_compaction_converts_an_old_activity_of_thousands_of_hours(
     redis_client: redis.Redis, store: Store
 ) -> None:
-    """More fields than Lua can unpack at once are deleted in slices."""
-    start = NOW - 420 * DAY
-    start -= start % 3600
-    points = [
-        MetricPoint("steps", 9, 1, 1, 1, start + h * 3600, start + h * 3600, "increment")
-        for h in range(8_100)
-    ]
-    store.write_metrics(points)
+    """An old-layout activity with more hour fields than Lua can unpack at once: its sums
+    stay, its fields go in slices, the changes its days still keep move there."""
+    first_hour = (NOW - 8_100 * 3600) // 3600
+    changes = [[(first_hour + h) * 3600 + 7, 1, 1] for h in range(8_100)]
+    store.write_metrics(
+        [MetricPoint("steps", 9, 1, 1, 1, ts, ts, "increment") for ts, _, _ in changes]
+    )
+    rewrite_as_old(redis_client, 9, {(1, 1): changes})
+    recent = NOW - 3 * DAY
+    before = store.sum(9, "steps", None, recent + 1800, NOW)
     report = run(store, "compaction")
-    assert report.activities_trimmed + report.activities_removed == 1
+    assert report.activities_converted == 1
+    fields = redis_client.hkeys("{9}:acts")
+    assert sorted(fields) == [b"1:1", b"_span", b"_v"]
+    assert store.sum(9, "steps", None, recent + 1800, NOW) == before > 0
+    late = MetricPoint("steps", 9, 1, 1, 3, recent + 1800, changes[-1][0])
+    kept = sum(1 for ts, _, _ in changes if recent + 1800 <= ts)
+    assert store.write_metric(late).delta == 3 - kept

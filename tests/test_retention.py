@@ -217,7 +217,7 @@ def test_old_edges_are_answered_from_coarser_levels_and_say_so(
 ) -> None:
     redis_client.flushdb()
     writes, ranges = case
-    oracle = Oracle()
+    oracle = Oracle(minute_retention=policy_store.metric_policy.seconds["minute"])
     for point in sorted(writes, key=lambda p: p.ts2):
         policy_store.write_metric(point)
         oracle.write(point)

@@ -25,7 +25,7 @@ from itertools import pairwise
 from typing import Any
 
 from psd.hourparts import hour_parts
-from psd.keys import HOUR_BASE, read_plan, slot_names
+from psd.keys import HOUR_BASE, day_and_hour, read_plan, slot_names
 from psd.localtime import Step
 from psd.scriptargs import BreakdownPlanArg, HoursArg
 from psd.timebuckets import civil
@@ -131,7 +131,8 @@ def packed(
     """``b`` as psd/lua/breakdown.lua reads it (a breakdown plan of psd/lua/sum.lua's header),
     for ``things`` (and a type): per hash its field names, child by child and within a child
     thing by thing; its windows hour by hour (one index range an hour), each ``[first start,
-    last end, as text; last end; UTC hour, as text; start, end, start, end, ...]``; then its
+    last end, as text; last end; UTC hour, its day (YYYYMMDD) and its hour in the day, as
+    text; start, end, start, end, ...]``; then its
     edges and its spans, each flat: per edge (span) the count of its numbers, then its runs.
     Field names are sent, not built by the script (Lua 5.1 turns a number into a string by
     sprintf, six times slower than unpacking it), and a few flat lists unpack faster than a
@@ -165,7 +166,7 @@ def _packed(
     for start, end in b.windows:  # ascending
         hour = start // HOUR
         if not hours or hours[-1][3] != str(hour):
-            hours.append([str(start), str(end), end, str(hour)])
+            hours.append([str(start), str(end), end, str(hour), *day_and_hour(start)])
         group = hours[-1]
         if end > group[2]:  # the hour's latest end, however its windows lie
             group[1:3] = [str(end), end]

@@ -21,12 +21,13 @@ with a real type 0.
 
 What happened inside an hour is not kept in counters: every change is already recorded, to
 the second and with its type, in the user's activity state ``{uid}:acts`` (per activity and
-thing a summary with its hourly totals, ``"<thing>:<aid>"``, and its changes hour by hour,
-``"<thing>:<aid>:<hour>"``) and found by time through the activity index ``{uid}:idx``
-(members ``"<thing>:<type>:<aid>:<first change>"`` scored by the last change). A read adds
-whole hours from counters and the two partial hours at its edges from those records. One
-hash per hour or per minute would cost sparse data (a point every few days) a whole key,
-~150 bytes, per point.
+thing a summary, ``"<thing>:<aid>"``: first and last change, type, total, and its days'
+totals), found by time through the activity index ``{uid}:idx`` (members
+``"<thing>:<type>:<aid>:<first change>"`` scored by the last change), and, once an activity
+has two changes, in the user's changes of each UTC day, ``{uid}:cYYYYMMDD`` (a field an hour
+of the day, psd/lua/changes.lua). A read adds whole hours from counters and the two partial
+hours at its edges from those records. One hash per hour or per minute would cost sparse
+data (a point every few days) a whole key, ~150 bytes, per point.
 
 Global counts have no activities, so their keys (``c:{<thing>}:``) add an hour container
 ``hYYYYMMDDHH`` with minutes 0..59 and seconds ``100 + 60 * minute + second``; their slots
@@ -54,6 +55,8 @@ from psd.timebuckets import (
 
 #: Marks the per-type twin of a counter hash: ``{uid}:`` + TYPED + container suffix.
 TYPED = "t"
+#: A user's changes of a UTC day: ``{uid}:`` + CHANGES + ``YYYYMMDD`` (psd/lua/changes.lua).
+CHANGES = "c"
 #: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).
 ONCE = "once"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
@@ -111,6 +114,18 @@ def _stamp(ts: int, digits: int) -> str:
     """The first ``digits`` of the UTC ``YYYYMMDDHH`` of ``ts``."""
     year, month, day = civil_from_days(ts // 86400)
     return f"{year:04d}{month:02d}{day:02d}{ts // 3600 % 24:02d}"[:digits]
+
+
+@lru_cache(maxsize=1024)
+def _day_name(day: int) -> str:
+    year, month, dom = civil_from_days(day)
+    return f"{year:04d}{month:02d}{dom:02d}"
+
+
+def day_and_hour(ts: int) -> tuple[str, str]:
+    """Where the changes of ``ts``'s hour are kept: its UTC day (``YYYYMMDD``, the suffix of
+    the user's changes key after :data:`CHANGES`) and its hour in that day (their field)."""
+    return _day_name(ts // 86400), str(ts // 3600 % 24)
 
 
 #: The retention levels each hash of a metric target holds (psd/retention.py): root, year,

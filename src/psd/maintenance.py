@@ -3,9 +3,11 @@
 *retention* gives every counter hash the expiry the policy derives from its name
 (psd/retention.py) — repairing keys written without one, or under an older policy — and drops
 hour fields older than the hour retention from month hashes that live longer for their days.
-*compaction* drops zero-valued fields left by corrections, the detail of activities no longer
-updated (past ``update_horizon``) once it is older than the minute retention, and the records of
-activities older than ``state_expire``.
+A user's changes of a day (``{uid}:cYYYYMMDD``) get theirs from the minute retention.
+*compaction* drops zero-valued fields left by corrections and the records of activities older
+than ``state_expire``, and brings the activity records an earlier psd wrote to the current
+layout (psd/lua/convert.lua). The changes of activities are not compacted: their day's key
+expires with the minute retention.
 
 Each run looks at up to ``maintenance_keys_per_run`` keys and leaves its SCAN cursor in Redis,
 so the next run (or the next process, after a restart) goes on from there; a whole pass over
@@ -43,6 +45,7 @@ DONE = "done"
 _METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6}|d\d{8})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
+_CHANGES = re.compile(r"\{\d+\}:c(\d{4})(\d\d)(\d\d)")
 
 
 @dataclass
@@ -53,7 +56,7 @@ class Report:
     fields_dropped: int = 0
     expiries_set: int = 0
     keys_deleted: int = 0
-    activities_trimmed: int = 0
+    activities_converted: int = 0
     activities_removed: int = 0
     hours_packed: int = 0
     plain_hours_left: int = 0
@@ -64,7 +67,7 @@ class Report:
         self.fields_dropped += counts[0]
         self.expiries_set += counts[1]
         self.keys_deleted += counts[2]
-        self.activities_trimmed += counts[3]
+        self.activities_converted += counts[3]
         self.activities_removed += counts[4]
         self.hours_packed += counts[5]
         self.plain_hours_left += counts[6]
@@ -109,9 +112,13 @@ class Maintenance:
 
     def _state(self) -> StateJob:
         minute, lifetime = self.store.metric_policy.seconds["minute"], self.store.state_lifetime
-        last_hour_dropped = (self.now - minute) // 3600 - 1 if minute else -1
         record_cut = self.now - lifetime if lifetime else -1
-        return StateJob("s", last_hour_dropped, record_cut, self.now - self.settings.update_horizon)
+        return StateJob("s", record_cut, minute)
+
+    def _changes(self, year: str, month: str, day: str) -> HashJob:
+        """A user's changes of a day: kept the minute retention after the day ends."""
+        end = month_start(int(year), int(month)) + int(day) * 86400
+        return HashJob("h", self.store.metric_policy.hash_expiry(("minute",), end), 0, 0)
 
     def jobs(self, names: list[str]) -> tuple[list[str], list[MaintainJob]]:
         """The keys and jobs of one script call for the scanned key names (the jobs' format:
@@ -128,6 +135,9 @@ class Maintenance:
             elif (match := _STATE.fullmatch(name)) and self.task == "compaction":
                 keys += [name, match[1] + "idx"]
                 jobs.append(self._state())
+            elif (match := _CHANGES.fullmatch(name)) and self.task == "retention":
+                keys.append(name)
+                jobs.append(self._changes(*match.groups()))
         return keys, jobs
 
     def apply(self, client: redis.Redis, names: list[str], report: Report) -> None:

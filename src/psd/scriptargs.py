@@ -60,9 +60,8 @@ class StateJob(NamedTuple):
     """An activity state's job (its acts and idx keys) in maintain.lua's ``ARGV[1]``."""
 
     what: Literal["s"]
-    last_hour_dropped: int  # detail of hours up to this one goes; -1 = none
-    record_cut: int  # activities whose last change is up to this go whole; -1 = none
-    horizon: int  # only activities whose last change is up to this lose detail
+    record_cut: int  # activities whose last change is up to this go; -1 = none
+    changes_keep: int  # a day's changes are kept this long after it ends (0 = forever)
 
 
 MaintainJob = HashJob | RootJob | StateJob
@@ -76,6 +75,8 @@ class WindowArg(NamedTuple):
     start_s: str
     end_s: str
     hour_s: str  # start // 3600
+    day_s: str  # its UTC day, YYYYMMDD: where its changes are (psd/lua/changes.lua)
+    hour_of_day_s: str  # its hour in that day (0..23): their field
 
 
 class HoursArg(NamedTuple):

@@ -167,7 +167,7 @@ class Store(Reads):
             METRIC,
             self.metric_policy,
             self.scripts.write_metric,
-            [self.state_lifetime],
+            [self.state_lifetime, self.metric_policy.seconds["minute"]],
             points,
             deliveries,
             all_or_nothing,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
-from psd.keys import HOUR_BASE, TYPED, Ranges, ReadPlan, slot_names
+from psd.keys import HOUR_BASE, TYPED, Ranges, ReadPlan, day_and_hour, slot_names
 from psd.scriptargs import BreakdownPlanArg, BreakdownsArg, GroupArg, PlanArg, SumArg, WindowArg
 
 
@@ -107,7 +107,9 @@ def _plan_arg(
             ranges = tuple(pair for pair in ranges if pair[1] < HOUR_BASE)
         flat = [n for pair in ranges for n in pair]
         groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
-    windows = [WindowArg(a, b, str(a), str(b), str(a // 3600)) for a, b in plan.windows]
+    windows = [
+        WindowArg(a, b, str(a), str(b), str(a // 3600), *day_and_hour(a)) for a, b in plan.windows
+    ]
     return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
 
 

@@ -2,41 +2,70 @@
 -- that script's things, thing_of, filter, carry and match, and record.lua): what a read
 -- takes from the users' activity records — the changes inside the partial hours at a
 -- range's edges (its "windows"), and the activities that changed in a range (the
--- "_atids"). breakdown.lua uses add_windows and span_of.
+-- "_atids"). breakdown.lua uses add_hour_windows. A user whose records an earlier psd
+-- wrote is read as oldreads.lua says.
 
--- an activity's changes in one hour, {ts, amount, atid, ...}, given its summary (see
--- record.lua) and, when it has several changes, that hour's stored chunk
-local function changes_of(summary, h, chunk)
-  if summary[R_CHANGES] == 1 then
-    return summary[R_HOUR] == h and {summary[R_FIRST], summary[R_TOTAL], summary[R_TYPE]} or {}
+-- the longest activity of a user (0: none stored), how long after a window an activity with
+-- a change in it can have gone on, and whether their records are on layout 3 (record.lua);
+-- kept for the next series (consecutive ones are often one user's)
+local span_key, span_value, span_current
+local function span_of(acts)
+  if acts ~= span_key then
+    local vals = redis.call('HMGET', acts, '_span', LAYOUT_FIELD)
+    span_key, span_value = acts, vals[1] and vals[1] + 0 or 0
+    span_current = vals[2] == LAYOUT or redis.call('EXISTS', acts) == 0
   end
-  return chunk and cmsgpack.unpack(chunk) or {}
+  return span_value, span_current
 end
 
--- add to his/los the changes in some windows of one hour (pairs {w1, w2} of ws from first to
--- last, ascending) of the activities in items, index members of activities whose last change
--- is at or after the first window's start: window i (from 0) of thing ti adds to entry
--- i * #things + ti
-local function add_windows(items, acts, ws, first, last, hour, his, los)
-  local h, latest, width = hour_of(ws[first]), ws[last], #things
+-- per context of a day's changes (changes.lua), the thing index (ti) its changes add to, or
+-- nil when the read does not sum it (another thing, or type)
+local function context_things(raw)
+  local ctxs, tis = raw and cmsgpack.unpack(raw) or {}, {}
+  for n = 1, #ctxs / 3 do
+    if filter == nil or ctxs[3 * n] == filter then tis[n] = thing_index[ctxs[3 * n - 2]] end
+  end
+  return tis
+end
+
+-- add to his/los the changes of activities with two or more changes (the day's changes)
+-- inside some windows of one hour (pairs of ws from first to last): window i (from 0) of
+-- thing ti adds to entry i * #things + ti
+local function changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
+  local vals = redis.call('HMGET', sub(acts, 1, -5) .. 'c' .. day_s, hod_s, CONTEXTS)
+  if not vals[1] then return end
+  local tis, changes, width = context_things(vals[2]), decode_hour(vals[1]), #things
+  local base = ws[first] - ws[first] % 3600
+  for c = 1, #changes, 3 do
+    local ti = tis[changes[c]]
+    if ti then
+      local ts = base + changes[c + 1]
+      for w = first, last, 2 do
+        if ts >= ws[w] and ts <= ws[w + 1] then
+          local at = (w - first) / 2 * width + ti
+          his[at], los[at] = carry(his[at], los[at] + changes[c + 2])
+        end
+      end
+    end
+  end
+end
+
+-- the same for activities of a single change (their summary is their change): those whose
+-- first change is inside [lo, hi], the windows' span
+local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, los)
+  local items, lo, width = redis.call('ZRANGEBYSCORE', idx, lo_s, hi_s), ws[first], #things
   for j = 1, #items do
-    local thing, aid, first_change = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
+    local thing, typ, aid, first_change = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
     local ti = thing_of[thing]
-    if ti and first_change + 0 <= latest then
-      local id = thing .. ':' .. aid
-      local vals = redis.call('HMGET', acts, id, id .. ':' .. hour)
-      -- an index entry whose state expired first is skipped, not trusted
-      if vals[1] then
-        local changes = changes_of(cmsgpack.unpack(vals[1]), h, vals[2])
-        for c = 1, #changes, C_SIZE do
-          local ts = changes[c]
-          if filter == nil or changes[c + C_ATID] == filter then
-            for w = first, last, 2 do
-              if ts >= ws[w] and ts <= ws[w + 1] then
-                local at = (w - first) / 2 * width + ti
-                his[at], los[at] = carry(his[at], los[at] + changes[c + C_AMOUNT])
-              end
-            end
+    if ti and typ ~= '*' and (filter == nil or typ == filter) and first_change + 0 >= lo then
+      local raw = redis.call('HGET', acts, thing .. ':' .. aid)
+      local s = raw and cmsgpack.unpack(raw)
+      if s and s[R_CHANGES] == 1 then
+        local ts = s[R_FIRST]
+        for w = first, last, 2 do
+          if ts >= ws[w] and ts <= ws[w + 1] then
+            local at = (w - first) / 2 * width + ti
+            his[at], los[at] = carry(his[at], los[at] + s[R_TOTAL])
           end
         end
       end
@@ -44,19 +73,53 @@ local function add_windows(items, acts, ws, first, last, hour, his, los)
   end
 end
 
--- the type of an activity's latest change in [t1, t2] (after the filter): hours backwards
-local function latest_change(acts, id, summary, t1, t2)
-  for i = #summary - 1, R_HOUR, -2 do
-    local h = summary[i]
-    if h * 3600 <= t2 and h * 3600 + 3599 >= t1 then
-      local chunk = summary[R_CHANGES] > 1 and redis.call('HGET', acts, id .. ':' .. h) or nil
-      local changes = changes_of(summary, h, chunk)
+-- add to his/los what a user's activities changed inside some windows of one hour (pairs of
+-- ws from first to last, ascending; lo_s, hi_s: the first start and last end as strings, hi
+-- the last end; hour_s its hour (ts // 3600), day_s its day (YYYYMMDD), hod_s its hour in
+-- the day, as strings): window i (from 0) of thing ti adds to entry i * #things + ti
+local function add_hour_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, day_s,
+                                hod_s, his, los)
+  local span, current = span_of(acts)
+  if current then
+    changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
+    singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, los)
+  else
+    local items = redis.call('ZRANGEBYSCORE', idx, lo_s, span == 0 and hi_s or hi + span)
+    old_add_windows(items, acts, ws, first, last, hour_s, his, los)
+  end
+end
+
+-- the latest of an activity's changes in [t1, t2] (after the filter) and its type: its
+-- days backwards, each read whole
+local function latest_change(acts, thing, aid, s, t1, t2)
+  if s[R_CHANGES] == 1 then
+    local ts, typ = s[R_FIRST], s[R_TYPE]
+    if ts >= t1 and ts <= t2 and (filter == nil or typ == filter) then return ts, typ end
+    return nil
+  end
+  thing = thing + 0
+  for i = #s - D_SIZE + 1, R_DAYS, -D_SIZE do
+    local start = s[i] * 86400
+    if start <= t2 and start + 86399 >= t1 then
+      local flat = redis.call('HGETALL', changes_key(acts, s[i]))
+      local hours, ctxs, types = {}, {}, {}
+      for j = 1, #flat, 2 do
+        if flat[j] == CONTEXTS then ctxs = cmsgpack.unpack(flat[j + 1])
+        else hours[#hours + 1], hours[#hours + 2] = flat[j] + 0, flat[j + 1] end
+      end
+      for n = 1, #ctxs / 3 do
+        local typ = ctxs[3 * n]
+        if ctxs[3 * n - 2] == thing and ctxs[3 * n - 1] == aid
+            and (filter == nil or typ == filter) then types[n] = typ end
+      end
       local best, best_typ
-      for c = 1, #changes, C_SIZE do
-        local ts, t = changes[c], changes[c + C_ATID]
-        if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
-            and (best == nil or ts >= best) then
-          best, best_typ = ts, t
+      for j = 1, #hours, 2 do
+        local changes, base = decode_hour(hours[j + 1]), start + hours[j] * 3600
+        for c = 1, #changes, 3 do
+          local typ, ts = types[changes[c]], base + changes[c + 1]
+          if typ and ts >= t1 and ts <= t2 and (best == nil or ts >= best) then
+            best, best_typ = ts, typ
+          end
         end
       end
       if best then return best, best_typ end
@@ -111,7 +174,13 @@ local function look(found, acts, thing, aid, ti, t1, t2)
   local id = thing .. ':' .. aid
   local raw = redis.call('HGET', acts, id)
   if raw then
-    local ts, typ = latest_change(acts, id, cmsgpack.unpack(raw), t1, t2)
+    local summary = cmsgpack.unpack(raw)
+    local ts, typ
+    if select(2, span_of(acts)) then
+      ts, typ = latest_change(acts, thing, aid, summary, t1, t2)
+    else
+      ts, typ = old_latest_change(acts, id, summary, t1, t2)
+    end
     if ts then note(found, aid, ts, ti, typ) end
   end
 end
@@ -143,25 +212,12 @@ local function list_activities(idx, acts, plan, span, found)
   end
 end
 
--- the longest activity of a user (0: none stored): how long after a window an activity with a
--- change in it can have gone on; kept for the next series (consecutive ones are often one user's)
-local span_key, span_value
-local function span_of(acts)
-  if acts ~= span_key then
-    local raw = redis.call('HGET', acts, '_span')
-    span_key, span_value = acts, raw and raw + 0 or 0
-  end
-  return span_value
-end
-
 -- the windows' changes from the activities' records (only what changed near each window,
 -- at most two: a long range needs nothing between), and (found) the activities
 local function from_activities(idx, acts, plan, his, los, found)
   local span = span_of(acts)
-  for _, w in ipairs(plan.windows) do  -- {start, end, start string, end string, hour string}
-    local upto = span == 0 and w[4] or w[2] + span
-    local items = redis.call('ZRANGEBYSCORE', idx, w[3], upto)
-    add_windows(items, acts, w, 1, 2, w[5], his, los)
+  for _, w in ipairs(plan.windows) do  -- psd.scriptargs.WindowArg
+    add_hour_windows(idx, acts, w, 1, 2, w[3], w[4], w[2], w[5], w[6], w[7], his, los)
   end
   if found then list_activities(idx, acts, plan, span, found) end
 end

@@ -1,6 +1,6 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
 -- series are summed (it uses sum.lua's things, SMALL, E15, add, add_number, carry,
--- length_of, whole_of, lookup_of, span_of, add_windows and read_packed, and hours.lua's
+-- length_of, whole_of, lookup_of, add_hour_windows and read_packed, and hours.lua's
 -- day_key): the buckets of a series of one user as edges and spans
 -- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
@@ -101,16 +101,16 @@ local function hash_hours(key, b, g, n, v, big)
   return big
 end
 
--- the windows' values (positions n + 1 on), one ZRANGEBYSCORE of the user's index an hour
+-- the windows' values (positions n + 1 on), hour by hour: each hour {first start, last end
+-- (strings), last end, hour, day (YYYYMMDD) and hour in the day (strings), start, end, ...}
 local function window_values(b, idx, acts, n, v, big)
-  local span, width = span_of(acts), #things
+  local width = #things
   for _, hour in ipairs(b[2]) do
-    local upto = span == 0 and hour[2] or hour[3] + span
-    local items = redis.call('ZRANGEBYSCORE', idx, hour[1], upto)
-    local count = (#hour - 4) / 2 * width
+    local count = (#hour - 6) / 2 * width
     local his, los = {}, {}
     for at = 1, count do his[at], los[at] = 0, 0 end
-    add_windows(items, acts, hour, 5, #hour, hour[4], his, los)
+    add_hour_windows(idx, acts, hour, 7, #hour, hour[1], hour[2], hour[3], hour[4], hour[5],
+                     hour[6], his, los)
     for at = 1, count do
       v[n + at] = los[at]
       if his[at] ~= 0 then

@@ -13,25 +13,31 @@
 --             psd/layout.py) are packed into its half-days
 --           {"r", retention}  a root hash: expires `retention` seconds after the end of the
 --             newest year in it (0 = never, -1 = leave it)
---           {"s", last_hour_dropped, record_cut, horizon}  an activity state and its index:
---             activities whose last change is <= horizon lose the detail of hours
---             <= last_hour_dropped (-1 = none); those whose last change is <= record_cut
---             (-1 = none) are removed whole; a state without expiry gets one, record_cut
---             seconds after its newest change
+--           {"s", record_cut, changes_keep}  an activity state and its index: a user's
+--             records an earlier psd wrote are brought to layout 3 (convert.lua; a day's
+--             changes kept changes_keep seconds after it ends, 0 = forever); activities
+--             whose last change is <= record_cut (-1 = none) are removed; a state without
+--             expiry gets one, record_cut seconds after its newest change
 -- ARGV[2] now (Unix s)
 -- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
--- Returns {fields dropped, expiries set, keys deleted, activities trimmed, activities removed,
--- plain hours packed, plain hours left (a half-day's sum past ±2^53)}
+-- Returns {fields dropped, expiries set, keys deleted, activities converted to layout 3,
+-- activities removed, plain hours packed, plain hours left (a half-day's sum past ±2^53)}
 local WRITES = true
 -- #include keys.lua
 local jobs = cmsgpack.unpack(ARGV[1])
 local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'
 local HOUR_BASE = 100
-local dropped, expiries, deleted, trimmed, removed = 0, 0, 0, 0, 0
+local dropped, expiries, deleted, converted, removed = 0, 0, 0, 0, 0
 local packed, left = 0, 0
 
+local changes_keep = 0  -- the minute retention of the state job at hand (daystate.lua)
+-- #include limits.lua
 -- #include record.lua
+-- #include changes.lua
+-- #include oldlayout.lua
+-- #include daystate.lua
+-- #include convert.lua
 -- #include hours.lua
 
 -- Unix time of the first second of year y + 1 (H. Hinnant's days_from_civil)
@@ -134,39 +140,24 @@ local function root(key, retention)
   set_expiry(key, year_end(newest) + retention)
 end
 
--- the hours an activity's summary lists (record.lua)
-local function hours_of(summary)
-  local hours = {}
-  for i = R_HOUR, #summary, 2 do hours[#hours + 1] = summary[i] end
-  return hours
-end
-
-local function state(acts, idx, last_hour_dropped, record_cut, horizon)
-  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', math.max(horizon, record_cut),
-                        'WITHSCORES')
-  for i = 1, #old, 2 do
-    local member, last = old[i], old[i + 1] + 0
-    local thing, aid = member:match('^(%d+):[^:]+:(%d+):')
-    local id = thing .. ':' .. aid
-    local packed = redis.call('HGET', acts, id)
-    local summary = packed and cmsgpack.unpack(packed)
-    if summary == nil or last <= record_cut then
-      local fields = {id}
-      for _, h in ipairs(summary and hours_of(summary) or {}) do fields[#fields + 1] = id .. ':' .. h end
-      hdel_all(acts, fields)
-      redis.call('ZREM', idx, member)
-      removed = removed + 1
-    elseif summary[R_CHANGES] > 1 and last <= horizon then
-      local fields = {}
-      for _, h in ipairs(hours_of(summary)) do
-        if h <= last_hour_dropped then fields[#fields + 1] = id .. ':' .. h end
-      end
-      if #fields > 0 and hdel_all(acts, fields) > 0 then
-        trimmed = trimmed + 1
-      end
-    end
+-- an activity state and its index: a user whose records an earlier psd wrote is brought to
+-- layout 3 first (convert.lua); activities whose last change is <= record_cut go (their
+-- changes in {uid}:cYYYYMMDD expire with the minute retention); a state without expiry gets
+-- one, record_cut seconds after its newest change
+local function state(acts, idx, record_cut, keep)
+  local layout = redis.call('HGET', acts, LAYOUT_FIELD)
+  if layout ~= LAYOUT and redis.call('EXISTS', acts) == 1 then
+    changes_keep = keep
+    converted = converted + convert_user(acts)
   end
   if record_cut < 0 then return end
+  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', record_cut)
+  for _, member in ipairs(old) do
+    local thing, aid = member:match('^(%d+):[^:]+:([^:]+):')
+    redis.call('HDEL', acts, thing .. ':' .. aid)
+    redis.call('ZREM', idx, member)
+    removed = removed + 1
+  end
   local newest = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
   for _, key in ipairs({acts, idx}) do
     if newest[2] and redis.call('EXPIRETIME', key) == -1 then
@@ -183,7 +174,7 @@ for _, job in ipairs(jobs) do
   elseif what == 'r' then
     root(KEYS[k], job[2]); k = k + 1
   else
-    state(KEYS[k], KEYS[k + 1], job[2], job[3], job[4]); k = k + 2
+    state(KEYS[k], KEYS[k + 1], job[2], job[3]); k = k + 2
   end
 end
-return {dropped, expiries, deleted, trimmed, removed, packed, left}
+return {dropped, expiries, deleted, converted, removed, packed, left}

@@ -1,22 +1,23 @@
--- record.lua: included where a script says "-- #include record.lua": the layout of an
--- activity's record in {uid}:acts (psd/lua/write_metric.lua writes it, sum.lua and
--- maintain.lua read it), named once here.
---   "<thing>:<aid>"         its summary, msgpack {first, last, type, changes, hour, total,
---                           hour, total, ...}: first and last change (Unix s), its type ("*"
---                           once it has had several), its number of changes, then each hour
---                           (ts // 3600) with changes and that hour's total, ascending. With a
---                           single change the summary is the whole record: first is its
---                           time, type its atid, and its hour's total its amount.
---   "<thing>:<aid>:<hour>"  that hour's changes, msgpack {ts, amount, atid, ts, ...}; absent
---                           while the activity has a single change
--- Positions are named by constants, not read through functions: the scripts read records in
--- their hottest loops, where a function call per field would cost more than the read.
-local R_FIRST, R_LAST, R_TYPE, R_CHANGES = 1, 2, 3, 4
--- the first hour and its total; later (hour, total) pairs follow two by two
-local R_HOUR, R_TOTAL = 5, 6
--- a change at position c of an hour's changes: its ts at c, amount at c + C_AMOUNT, atid at
--- c + C_ATID; the next change at c + C_SIZE
-local C_AMOUNT, C_ATID, C_SIZE = 1, 2, 3
+-- record.lua: included where a script says "-- #include record.lua": the layout of a
+-- user's activity records (psd/keys.py names it), named once here. The scripts read records
+-- in their hottest loops, so positions are constants, not functions.
+--
+-- {uid}:acts, a hash: per activity its summary, field "<thing>:<aid>", msgpack
+--   {first, last, type, changes, total, day, total, changes, day, total, changes, ...}:
+--   first and last change (Unix s), its type ("*" once it has had several), its number of
+--   changes and their total; then, once it has two changes or more, each UTC day
+--   (ts // 86400) it changed in with that day's total and number of changes, ascending. A
+--   single change is its summary alone (first = last is its time, type its atid, total its
+--   amount); from the second on, every change is also in the user's changes of its day.
+--   Field "_span": the longest first-to-last distance of any activity; "_v": "3", the
+--   layout (a user whose records an earlier psd wrote has none: oldrecords.lua).
+-- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
+--   changes or more (changes.lua), kept for the minute retention after the day ends.
+local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
+-- the first day of a summary's day list; its total and changes follow, then the next day
+local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
+local LAYOUT_FIELD, LAYOUT = '_v', '3'
 
--- the hour (ts // 3600) of a Unix time: a record's hours and counter fields are counted in it
+-- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end
+local function day_of(ts) return math.floor(ts / 86400) end

@@ -34,6 +34,8 @@
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
 -- #include record.lua
+-- #include changes.lua
+-- #include oldlayout.lua
 -- #include hours.lua
 local WRITES = false
 -- #include keys.lua
@@ -217,6 +219,7 @@ local function sum_hours(key, plan, g, his, los)
   if open then add_asked(day_key(key, open), part[5], his, los) end
 end
 
+-- #include oldreads.lua
 -- #include activities.lua
 
 local result, k, series = {}, 1, request[6]

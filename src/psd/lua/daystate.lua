@@ -1,0 +1,200 @@
+-- daystate.lua: included by the scripts that write changes (write_metric.lua through
+-- recording.lua, maintain.lua), after changes.lua and limits.lua, where `now` is the call's
+-- time and `changes_keep` the minute retention (seconds, 0 = forever): a day's changes as a
+-- call reads, adds to and writes back ({uid}:cYYYYMMDD, changes.lua). A call loads what it
+-- needs once — a day's contexts and the hours it appends to, or the whole day when it sums
+-- an activity's changes there — and writes each changed day once, at the end.
+local days, days_touched = {}, {}  -- changes key -> its state; keys in order
+
+-- when a day's changes key expires (0: never); at or before now its changes are not kept
+local function changes_expiry(day)
+  if changes_keep == 0 then return 0 end
+  return (day + 1) * 86400 + changes_keep
+end
+
+local function kept_day(day)
+  local at = changes_expiry(day)
+  return at == 0 or at > now
+end
+
+-- the state of a day of the user whose activity state is `acts`: {key, day, ctxs (flat
+-- contexts, loaded with the first hour), ctx_of ("thing:aid:atid" -> number), hours (hour
+-- -> {items, ctx, sec, d, max}: its list, where its coding stands, its latest second),
+-- dirty hours}
+local function day_state(acts, day)
+  local key = changes_key(acts, day)
+  local st = days[key]
+  if st == nil then
+    st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}}
+    days[key] = st
+    days_touched[#days_touched + 1] = key
+  end
+  return st
+end
+
+local function load_contexts(st, raw)
+  local ctxs = raw and cmsgpack.unpack(raw) or {}
+  st.ctxs, st.created = ctxs, raw == nil
+  for n = 1, #ctxs / 3 do
+    st.ctx_of[ctxs[3 * n - 2] .. ':' .. ctxs[3 * n - 1] .. ':' .. ctxs[3 * n]] = n
+  end
+end
+
+-- an hour's list and where its coding ends (the context, second and delta of its last change)
+local function hour_from(raw)
+  local items = raw and cmsgpack.unpack(raw) or {}
+  local ctx, sec, d, i, count, max = 1, 0, 0, 1, #items, -1
+  while i <= count do
+    local v = items[i]
+    if v >= CTX_BASE then
+      ctx, i = v - CTX_BASE, i + 1
+    else
+      d = d + v
+      sec, i = sec + d, i + 2
+      if sec > max then max = sec end
+    end
+  end
+  return {items = items, ctx = ctx, sec = sec, d = d, max = max}
+end
+
+local function hour_state(st, h)
+  local hour = st.hours[h]
+  if hour == nil then
+    if st.ctxs == nil then
+      local vals = redis.call('HMGET', st.key, CONTEXTS, h)
+      load_contexts(st, vals[1])
+      hour = hour_from(vals[2])
+    else
+      hour = hour_from(redis.call('HGET', st.key, h))
+    end
+    st.hours[h] = hour
+  end
+  return hour
+end
+
+-- every hour of the day loaded (those this call changed stay as they are)
+local function load_day(st)
+  if st.whole then return end
+  local flat, raw_ctxs = redis.call('HGETALL', st.key), nil
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f == CONTEXTS then
+      raw_ctxs = flat[i + 1]
+    elseif st.hours[f + 0] == nil then
+      st.hours[f + 0] = hour_from(flat[i + 1])
+    end
+  end
+  if st.ctxs == nil then load_contexts(st, raw_ctxs) end
+  st.whole = true
+end
+
+-- add a change of activity (thing, aid) of type atid at ts to its day: to the amount of
+-- its change at the same second, if it has one there, else appended. True if appended (a
+-- change more for the day).
+local function add_change(st, thing, aid, atid, ts, amount)
+  local h = math.floor(ts % 86400 / 3600)
+  local hour = hour_state(st, h)
+  local name = thing .. ':' .. aid .. ':' .. atid
+  local ctx = st.ctx_of[name]
+  local items, sec = hour.items, ts % 3600
+  st.dirty[h] = true
+  if ctx == nil then
+    local ctxs = st.ctxs
+    ctxs[#ctxs + 1], ctxs[#ctxs + 2], ctxs[#ctxs + 3] = thing, aid, atid
+    ctx = #ctxs / 3
+    st.ctx_of[name], st.ctx_dirty = ctx, true
+  elseif sec <= hour.max then  -- not after every change of the hour: it may have one there
+    local c, s, d, i = 1, 0, 0, 1
+    while i <= #items do
+      local v = items[i]
+      if v >= CTX_BASE then
+        c, i = v - CTX_BASE, i + 1
+      else
+        d = d + v
+        s = s + d
+        if c == ctx and s == sec then
+          items[i + 1] = items[i + 1] + amount
+          return false
+        end
+        i = i + 2
+      end
+    end
+  end
+  if ctx ~= hour.ctx then
+    items[#items + 1] = CTX_BASE + ctx
+    hour.ctx = ctx
+  end
+  local d = sec - hour.sec
+  items[#items + 1] = d - hour.d
+  items[#items + 1] = amount
+  hour.sec, hour.d = sec, d
+  if sec > hour.max then hour.max = sec end
+  return true
+end
+
+-- the sum of activity (thing, aid)'s changes of the day inside [ts1, ts2]; nil when the
+-- day does not hold all `changes` of them (its detail is gone: the retention), false when
+-- the sum would leave ±2^53
+local function day_window(st, thing, aid, ts1, ts2, changes)
+  load_day(st)
+  local ctxs, mine = st.ctxs, {}
+  for n = 1, #ctxs / 3 do
+    if ctxs[3 * n - 2] == thing and ctxs[3 * n - 1] == aid then mine[n] = true end
+  end
+  local count, sum = 0, 0
+  for h, hour in pairs(st.hours) do
+    local items, base = hour.items, st.day * 86400 + h * 3600
+    local ctx, sec, d, i = 1, 0, 0, 1
+    while i <= #items do
+      local v = items[i]
+      if v >= CTX_BASE then
+        ctx, i = v - CTX_BASE, i + 1
+      else
+        d = d + v
+        sec = sec + d
+        if mine[ctx] then
+          count = count + 1
+          if base + sec >= ts1 and base + sec <= ts2 then
+            sum = sum + items[i + 1]
+            if not exact(sum) then return false end
+          end
+        end
+        i = i + 2
+      end
+    end
+  end
+  if count ~= changes then return nil end
+  return sum
+end
+
+-- HSET of many fields, in slices (unpack() of more than ~8,000 values fails)
+local function hset_all(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('HSET', key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+
+-- write every changed day back, a new one with its expiry
+local function save_days()
+  for _, key in ipairs(days_touched) do
+    local st, flat = days[key], {}
+    if st.ctx_dirty then
+      flat[1], flat[2] = CONTEXTS, cmsgpack.pack(st.ctxs)
+    end
+    for h, _ in pairs(st.dirty) do
+      flat[#flat + 1] = h
+      flat[#flat + 1] = cmsgpack.pack(st.hours[h].items)
+    end
+    if #flat > 0 then
+      hset_all(key, flat)
+      local at = changes_expiry(st.day)
+      if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
+    end
+  end
+  days, days_touched = {}, {}
+end
+
+-- forget what this call loaded (the next read goes to what is stored)
+local function forget_days()
+  days, days_touched = {}, {}
+end

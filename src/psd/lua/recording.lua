@@ -1,0 +1,176 @@
+-- recording.lua: included by write_metric.lua where it says "-- #include recording.lua"
+-- (after record.lua, changes.lua, limits.lua, daystate.lua and convert.lua; it uses that
+-- script's KEYS and state_ttl): an activity's record as a call reads, changes and writes it
+-- back (record.lua's layout). What a call changes is gathered first and written once at the
+-- end: a batch often holds many points of one activity (a day of minutes) or one day, and
+-- each would otherwise read, unpack, pack and write the same state again. The call is
+-- atomic either way.
+local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in order
+-- acts key -> true once its layout is known current, "new" for a user psd has no record of
+-- yet (its layout field is written with its first record)
+local users = {}
+
+-- the activity's index member: "<thing>:<type>:<aid>:<first>"
+local function member_of(act)
+  return act.thing .. ':' .. act.summary[R_TYPE] .. ':' .. act.aid .. ':' .. act.summary[R_FIRST]
+end
+
+-- the summary of activity `id` in `acts`, the user's records brought to this layout first
+-- (convert.lua) if an earlier psd wrote them
+local function summary_of(acts, idx, id)
+  if users[acts] then return redis.call('HGET', acts, id) end
+  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD)
+  if vals[2] == LAYOUT then
+    users[acts] = true
+    return vals[1]
+  end
+  if redis.call('EXISTS', acts) == 0 then
+    users[acts] = 'new'
+    return nil
+  end
+  convert_user(acts)
+  users[acts] = true
+  return redis.call('HGET', acts, id)
+end
+
+-- the activity's state as this call found it (loaded once)
+local function activity(k, thing, aid)
+  local acts, id = KEYS[k + 1], thing .. ':' .. aid
+  local at = acts .. '\n' .. id
+  local act = activities[at]
+  if act == nil then
+    local packed = summary_of(acts, KEYS[k + 2], id)
+    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, aid = aid, changed = false}
+    if packed then
+      act.summary = cmsgpack.unpack(packed)
+      act.old_member = member_of(act)
+    end
+    activities[at] = act; touched[#touched + 1] = at
+  end
+  return act
+end
+
+-- what the activity recorded inside [ts1, ts2]: whole days from its summary, the days at
+-- the edges from their changes. nil and why when it cannot say: "stale" (a day's changes
+-- are gone, the retention), "past_record" (a sum would leave ±2^53)
+local function window_sum(act, ts1, ts2)
+  local s = act.summary
+  if s[R_CHANGES] == 1 then
+    return (s[R_FIRST] >= ts1 and s[R_FIRST] <= ts2) and s[R_TOTAL] or 0
+  end
+  if not exact(s[R_TOTAL]) then return nil, 'past_record' end  -- see convert.lua
+  if ts1 <= s[R_FIRST] and ts2 >= s[R_LAST] then return s[R_TOTAL] end
+  local sum, d1, d2 = 0, day_of(ts1), day_of(ts2)
+  for i = R_DAYS, #s, D_SIZE do
+    local day = s[i]
+    if (day > d1 or ts1 <= day * 86400) and (day < d2 or ts2 >= s[R_LAST]) then
+      sum = sum + s[i + D_TOTAL]  -- the whole day is inside
+    elseif day >= d1 and day <= d2 then
+      local part = day_window(day_state(act.acts, day), act.thing, act.aid, ts1, ts2,
+                              s[i + D_CHANGES])
+      if part == nil then return nil, 'stale' end
+      if part == false then return nil, 'past_record' end
+      sum = sum + part
+    end
+    if not exact(sum) then return nil, 'past_record' end
+  end
+  return sum
+end
+
+-- the position of a day in a summary's day list, or nil and where it would go
+local function day_slot(s, day)
+  for i = R_DAYS, #s, D_SIZE do
+    if s[i] == day then return i end
+    if s[i] > day then return nil, i end
+  end
+  return nil, #s + 1
+end
+
+-- count a change in its day's entry of the summary (made if new) and keep it in the day's
+-- changes; a day whose changes are past the retention counts -1 (not all kept). False when
+-- it was added to a change kept at the same second (not a change more).
+local function keep_change(act, ts, amount, atid)
+  local s, day = act.summary, day_of(ts)
+  local at, insert = day_slot(s, day)
+  if at == nil then
+    table.insert(s, insert, 0); table.insert(s, insert, 0); table.insert(s, insert, day)
+    at = insert
+  end
+  s[at + D_TOTAL] = s[at + D_TOTAL] + amount
+  if not kept_day(day) then
+    s[at + D_CHANGES] = -1
+    return true
+  end
+  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount)
+  if added and s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
+  return added
+end
+
+-- add a change to the activity's record; nil (nothing changed) if its total or its day's
+-- would leave ±2^53
+local function record(act, ts, delta, atid)
+  local s = act.summary
+  if not exact(s[R_TOTAL] + delta) then return nil end
+  if s[R_CHANGES] == 1 then
+    if s[R_FIRST] == ts and s[R_TYPE] == atid then  -- the same change again: still one
+      s[R_TOTAL] = s[R_TOTAL] + delta
+      return true
+    end
+    -- a second change: the first joins its day's changes (its day total is the total)
+    local first, total, typ = s[R_FIRST], s[R_TOTAL], s[R_TYPE]
+    act.summary = {first, first, typ, 1, total}
+    s = act.summary
+    keep_change(act, first, total, typ)
+  else
+    local at = day_slot(s, day_of(ts))
+    if at and not exact(s[at + D_TOTAL] + delta) then return nil end
+  end
+  if keep_change(act, ts, delta, atid) then s[R_CHANGES] = s[R_CHANGES] + 1 end
+  s[R_TOTAL] = s[R_TOTAL] + delta
+  if ts < s[R_FIRST] then s[R_FIRST] = ts end
+  if ts > s[R_LAST] then s[R_LAST] = ts end
+  if s[R_TYPE] ~= atid then s[R_TYPE] = '*' end
+  return true
+end
+
+local function save_states()
+  local spans, changed = {}, {}  -- acts key -> longest span written; -> its idx
+  for _, at in ipairs(touched) do
+    local act = activities[at]
+    if act.changed then
+      local acts = act.acts
+      if users[acts] == 'new' then
+        redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)
+        users[acts] = true
+      else
+        redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary))
+      end
+      local member = member_of(act)
+      if act.old_member and act.old_member ~= member then
+        redis.call('ZREM', act.idx, act.old_member)
+      end
+      redis.call('ZADD', act.idx, act.summary[R_LAST], member)
+      local span = act.summary[R_LAST] - act.summary[R_FIRST]
+      if span > (spans[acts] or 0) then spans[acts] = span end
+      changed[acts] = act.idx
+    end
+  end
+  for acts, span in pairs(spans) do
+    if span > (redis.call('HGET', acts, '_span') or 0) + 0 then
+      redis.call('HSET', acts, '_span', span)
+    end
+  end
+  if state_ttl > 0 then  -- a user's state lives state_ttl past their last change
+    for acts, idx in pairs(changed) do
+      redis.call('EXPIRE', acts, state_ttl)
+      redis.call('EXPIRE', idx, state_ttl)
+    end
+  end
+  save_days()
+end
+
+-- forget what this call loaded of activities and days
+local function forget_states()
+  activities, touched = {}, {}
+  forget_days()
+end
