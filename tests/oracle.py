@@ -65,7 +65,7 @@ class Oracle:
         self, uid: int, things: list[str], atid: int | None, t1: int, t2: int
     ) -> dict[str, str]:
         """aid -> type of its latest change in range (after the filter) over the things;
-        a tie goes to the later thing, then to the change recorded last."""
+        changes at one second go to the greater type, then to the later thing."""
         out: dict[str, str] = {}
         latest_ts: dict[str, int] = {}
         for thing in things:
@@ -74,8 +74,8 @@ class Oracle:
                     continue
                 hits = [c for c in rec if t1 <= c[0] <= t2 and (atid is None or c[2] == atid)]
                 latest = None
-                for c in hits:  # ties: the one recorded last, as the script does
-                    if latest is None or c[0] >= latest[0]:
+                for c in hits:
+                    if latest is None or (c[0], c[2]) > (latest[0], latest[2]):
                         latest = c
                 if latest is not None and latest[0] >= latest_ts.get(str(aid), -1):
                     out[str(aid)] = str(latest[2])

@@ -117,7 +117,7 @@ local function latest_change(acts, thing, aid, s, t1, t2)
         local changes, base = decode_hour(hours[j + 1]), start + hours[j] * 3600
         for c = 1, #changes, 3 do
           local typ, ts = types[changes[c]], base + changes[c + 1]
-          if typ and ts >= t1 and ts <= t2 and (best == nil or ts >= best) then
+          if typ and ts >= t1 and ts <= t2 and later_change(ts, typ, best, best_typ) then
             best, best_typ = ts, typ
           end
         end

@@ -2,17 +2,18 @@
 -- how a user's changes of a UTC day are kept in {uid}:cYYYYMMDD.
 --   "a"    the day's contexts, msgpack {thing, aid, atid, thing, aid, atid, ...}: the
 --          activities (and their types) that changed that day, numbered from 1
---   "<h>"  hour h (0..23) of the day: its changes as msgpack list of numbers, in the order
---          written. A change is two numbers, its time code and its amount; a number of
---          CTX_BASE or more switches the context of the changes after it (each hour starts
---          in context 1). The time is coded delta-of-delta: with s the second in the hour
---          and d = s - (the previous change's s), starting from s = d = 0, a code is d minus
---          the previous d. A change every ten minutes costs one byte for its time after the
---          hour's first two, and a sparse hour a few bytes a change.
+--   "<h>"  hour h (0..23) of the day: its changes as a msgpack list of numbers, context by
+--          context: a number CTX_MARK - n (-8193 for context 1) starts the changes of
+--          context n (the list starts in context 1 without one); a change is two numbers,
+--          its time code and its amount. The time is coded delta-of-delta within a context:
+--          with s the second in the hour and d = s - (the previous change's s), starting
+--          from s = d = 0, a code is d minus the previous d (within ±7,198: never a mark). A
+--          change every ten minutes costs one byte for its time after its context's first
+--          two in the hour, and a sparse hour a few bytes a change.
 -- One small hash a day (a listpack of ~25 fields for a dense user) instead of a field an
 -- hour and activity in {uid}:acts (a hashtable field costs ~70 bytes); a read's edge asks
 -- for one field and unpacks it in one call. The key expires with the minute retention.
-local CTX_BASE = 1048576
+local CTX_MARK = -8192
 local CONTEXTS = 'a'
 
 -- the UTC date YYYYMMDD of a day number (days since 1970-01-01: H. Hinnant's
@@ -48,8 +49,8 @@ local function decode_hour(raw)
   local ctx, sec, d, i, n, count = 1, 0, 0, 1, 0, #items
   while i <= count do
     local v = items[i]
-    if v >= CTX_BASE then
-      ctx, i = v - CTX_BASE, i + 1
+    if v <= CTX_MARK then
+      ctx, sec, d, i = CTX_MARK - v, 0, 0, i + 1
     else
       d = d + v
       sec = sec + d
@@ -58,4 +59,23 @@ local function decode_hour(raw)
     end
   end
   return out
+end
+
+-- an hour's list from its changes by context (context -> {second, amount, ...}), contexts
+-- ascending, each in the order given
+local function encode_hour(groups)
+  local order, items = {}, {}
+  for ctx, _ in pairs(groups) do order[#order + 1] = ctx end
+  table.sort(order)
+  for k, ctx in ipairs(order) do
+    if k > 1 or ctx ~= 1 then items[#items + 1] = CTX_MARK - ctx end
+    local recs, sec, d = groups[ctx], 0, 0
+    for j = 1, #recs, 2 do
+      local nd = recs[j] - sec
+      local n = #items
+      items[n + 1], items[n + 2] = nd - d, recs[j + 1]
+      sec, d = recs[j], nd
+    end
+  end
+  return cmsgpack.pack(items)
 end

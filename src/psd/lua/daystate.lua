@@ -19,8 +19,7 @@ end
 
 -- the state of a day of the user whose activity state is `acts`: {key, day, ctxs (flat
 -- contexts, loaded with the first hour), ctx_of ("thing:aid:atid" -> number), hours (hour
--- -> {items, ctx, sec, d, max}: its list, where its coding stands, its latest second),
--- dirty hours}
+-- -> its changes, hour_from), dirty hours}
 local function day_state(acts, day)
   local key = changes_key(acts, day)
   local st = days[key]
@@ -40,21 +39,24 @@ local function load_contexts(st, raw)
   end
 end
 
--- an hour's list and where its coding ends (the context, second and delta of its last change)
+-- an hour's changes by context: {groups = {context -> {second, amount, ...}}, max =
+-- {context -> its latest second}}
 local function hour_from(raw)
-  local items = raw and cmsgpack.unpack(raw) or {}
-  local ctx, sec, d, i, count, max = 1, 0, 0, 1, #items, -1
-  while i <= count do
-    local v = items[i]
-    if v >= CTX_BASE then
-      ctx, i = v - CTX_BASE, i + 1
-    else
-      d = d + v
-      sec, i = sec + d, i + 2
-      if sec > max then max = sec end
+  local groups, max = {}, {}
+  if raw then
+    local flat = decode_hour(raw)
+    for c = 1, #flat, 3 do
+      local ctx, sec = flat[c], flat[c + 1]
+      local recs = groups[ctx]
+      if recs == nil then
+        recs = {}
+        groups[ctx] = recs
+      end
+      recs[#recs + 1], recs[#recs + 2] = sec, flat[c + 2]
+      if sec > (max[ctx] or -1) then max[ctx] = sec end
     end
   end
-  return {items = items, ctx = ctx, sec = sec, d = d, max = max}
+  return {groups = groups, max = max}
 end
 
 local function hour_state(st, h)
@@ -96,39 +98,27 @@ local function add_change(st, thing, aid, atid, ts, amount)
   local hour = hour_state(st, h)
   local name = thing .. ':' .. aid .. ':' .. atid
   local ctx = st.ctx_of[name]
-  local items, sec = hour.items, ts % 3600
   st.dirty[h] = true
   if ctx == nil then
     local ctxs = st.ctxs
     ctxs[#ctxs + 1], ctxs[#ctxs + 2], ctxs[#ctxs + 3] = thing, aid, atid
     ctx = #ctxs / 3
     st.ctx_of[name], st.ctx_dirty = ctx, true
-  elseif sec <= hour.max then  -- not after every change of the hour: it may have one there
-    local c, s, d, i = 1, 0, 0, 1
-    while i <= #items do
-      local v = items[i]
-      if v >= CTX_BASE then
-        c, i = v - CTX_BASE, i + 1
-      else
-        d = d + v
-        s = s + d
-        if c == ctx and s == sec then
-          items[i + 1] = items[i + 1] + amount
-          return false
-        end
-        i = i + 2
+  end
+  local sec, recs = ts % 3600, hour.groups[ctx]
+  if recs == nil then
+    recs = {}
+    hour.groups[ctx] = recs
+  elseif sec <= hour.max[ctx] then  -- not after every change of its context: look for it
+    for j = 1, #recs, 2 do
+      if recs[j] == sec then
+        recs[j + 1] = recs[j + 1] + amount
+        return false
       end
     end
   end
-  if ctx ~= hour.ctx then
-    items[#items + 1] = CTX_BASE + ctx
-    hour.ctx = ctx
-  end
-  local d = sec - hour.sec
-  items[#items + 1] = d - hour.d
-  items[#items + 1] = amount
-  hour.sec, hour.d = sec, d
-  if sec > hour.max then hour.max = sec end
+  recs[#recs + 1], recs[#recs + 2] = sec, amount
+  if sec > (hour.max[ctx] or -1) then hour.max[ctx] = sec end
   return true
 end
 
@@ -143,23 +133,16 @@ local function day_window(st, thing, aid, ts1, ts2, changes)
   end
   local count, sum = 0, 0
   for h, hour in pairs(st.hours) do
-    local items, base = hour.items, st.day * 86400 + h * 3600
-    local ctx, sec, d, i = 1, 0, 0, 1
-    while i <= #items do
-      local v = items[i]
-      if v >= CTX_BASE then
-        ctx, i = v - CTX_BASE, i + 1
-      else
-        d = d + v
-        sec = sec + d
-        if mine[ctx] then
-          count = count + 1
-          if base + sec >= ts1 and base + sec <= ts2 then
-            sum = sum + items[i + 1]
+    local base = st.day * 86400 + h * 3600
+    for ctx, recs in pairs(hour.groups) do
+      if mine[ctx] then
+        count = count + #recs / 2
+        for j = 1, #recs, 2 do
+          if base + recs[j] >= ts1 and base + recs[j] <= ts2 then
+            sum = sum + recs[j + 1]
             if not exact(sum) then return false end
           end
         end
-        i = i + 2
       end
     end
   end
@@ -182,8 +165,8 @@ local function save_days()
       flat[1], flat[2] = CONTEXTS, cmsgpack.pack(st.ctxs)
     end
     for h, _ in pairs(st.dirty) do
-      flat[#flat + 1] = h
-      flat[#flat + 1] = cmsgpack.pack(st.hours[h].items)
+      local n = #flat
+      flat[n + 1], flat[n + 2] = h, encode_hour(st.hours[h].groups)
     end
     if #flat > 0 then
       hset_all(key, flat)

@@ -46,7 +46,7 @@ local function old_latest_change(acts, id, summary, t1, t2)
       for c = 1, #changes, OLD_SIZE do
         local ts, t = changes[c], changes[c + OLD_ATID]
         if ts >= t1 and ts <= t2 and (filter == nil or t == filter)
-            and (best == nil or ts >= best) then
+            and later_change(ts, t, best, best_typ) then
           best, best_typ = ts, t
         end
       end

@@ -21,3 +21,13 @@ local LAYOUT_FIELD, LAYOUT = '_v', '3'
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end
 local function day_of(ts) return math.floor(ts / 86400) end
+
+-- whether change (ts, typ) comes after (best, best_typ) as an activity's latest (best nil:
+-- none yet): the later second, and at one second the greater type (ids are non-negative
+-- decimal strings, compared as numbers by length, then by digit: past 2^53 a double is not
+-- exact)
+local function later_change(ts, typ, best, best_typ)
+  if best == nil or ts > best then return true end
+  if ts < best then return false end
+  return #typ > #best_typ or (#typ == #best_typ and typ > best_typ)
+end
