@@ -103,8 +103,9 @@ class Settings:
         default=90 * DAY,
     )
     update_horizon: int = _doc(
-        "Seconds after its last change an activity may still be updated: compaction then "
-        "drops its detail older than retention_minute (a later update needing it is stale).",
+        "No longer used: an activity's changes of a day are kept for retention_minute after "
+        "the day ends, however recently it was updated (an update needing older ones is "
+        "stale). Accepted so that older configuration files load.",
         default=7 * DAY,
     )
     retention_every: int = _doc(
@@ -113,7 +114,7 @@ class Settings:
         default=3600,
     )
     compaction_every: int = _doc(
-        "Seconds between runs of the compaction beat task (zero fields, old activity detail).",
+        "Seconds between runs of the compaction beat task (zero fields, old activity records).",
         default=3600,
     )
     maintenance_keys_per_run: int = _doc(
