@@ -7,8 +7,8 @@ It loads a year of dense data (a point every 10 minutes) for one user and 30 day
 ``--users`` users on a redis-server of its own, saves it, starts the same server again under
 ``valgrind --tool=callgrind`` (from Debian's valgrind) on the saved data, and counts only
 while each read runs (``callgrind_control -i on/off``): a year by day in Los Angeles (as
-``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 1 d
-and 30 d, and ``--users`` users' 30 d. To compare two versions, run it in each checkout
+``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s,
+1 h, 1 d and 30 d, and ``--users`` users' 30 d. To compare two versions, run it in each checkout
 (``PYTHONPATH=<checkout>/src``): the counts repeat exactly for the same code and data.
 Prints figures; asserts nothing.
 """
@@ -125,6 +125,8 @@ def main() -> None:
                 f"leaderboard, {args.users} users x 30 d, cut 7 d ago": lambda: store.totals(
                     [CutQuery(u, t2 - 30 * DAY, t2, t2 - 7 * DAY) for u in users], "steps"
                 ),
+                "one user, 5 s": lambda: store.sum(1, "steps", None, t2 - 5, t2),
+                "one user, 1 h": lambda: store.sum(1, "steps", None, t2 - 3600 + 17, t2),
                 "one user, 1 d": lambda: store.sum(1, "steps", None, t2 - DAY + 17, t2),
                 "one user, 30 d": lambda: store.sum(1, "steps", None, t2 - 30 * DAY + 17, t2),
                 f"{args.users} users, 30 d": lambda: store.query(

@@ -32,8 +32,11 @@ def make_old(client: redis.Redis, oracle: Oracle) -> int:
         rewrite_as_old(
             client,
             uid,
-            {(THING_IDS[thing], aid): rec for (u, thing, aid), rec in oracle.changes.items()
-             if u == uid and rec},
+            {
+                (THING_IDS[thing], aid): rec
+                for (u, thing, aid), rec in oracle.changes.items()
+                if u == uid and rec
+            },
         )
     return sum(1 for rec in oracle.changes.values() if rec)
 
