@@ -357,7 +357,7 @@ def test_a_large_read_is_cut_into_calls_with_the_same_answers(
     assert answers() == whole
     # on one server: 12 series or breakdowns in calls of 5, 3 counters in one call; a
     # cluster cuts each primary's share into calls of 5 (and spreads each counter)
-    calls = command_calls(store, "evalsha")
+    calls = command_calls(store, "fcall_ro")
     assert calls == 3 + 3 + 3 + 3 + 1 if not store.nodes.cluster else calls > 3 + 3 + 3 + 3 + 1
     assert any(r.sums["steps"] for r in whole[0])  # type: ignore[attr-defined]
 

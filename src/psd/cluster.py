@@ -38,6 +38,7 @@ from redis.utils import str_if_bytes
 from psd.config import Settings
 from psd.errors import StoreError
 from psd.nodes import Builder, Cutter, Nodes, Timed, packed_groups, rerouted
+from psd.scripts import pipelined
 
 #: Hash slots of a Redis Cluster.
 SLOTS = 16384
@@ -285,12 +286,11 @@ class ClusterNodes(Nodes):
                         return [script([], [*args, packed_groups(keys)], client=client)]
                     except ResponseError as exc:
                         return [exc]
-                pipe = client.pipeline(transaction=False)
+                built: list[tuple[Any, list[str], list[Any]]] = []
                 for items in calls:
                     script, keys, args = build(items)
-                    script([], [*args, packed_groups(keys)], client=pipe)
-                replies: list[Any] = pipe.execute(raise_on_error=False)
-                return replies
+                    built.append((script, [], [*args, packed_groups(keys)]))
+                return pipelined(client, built)
         except (ConnectionError, TimeoutError) as exc:
             return [exc] * len(calls)
 

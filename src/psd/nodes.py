@@ -29,6 +29,7 @@ from redis.exceptions import (
 
 from psd.errors import StoreError
 from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS
+from psd.scripts import pipelined
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,11 @@ class Nodes:
             if len(calls) == 1:
                 script, keys, args = build(calls[0])
                 return [(calls[0], script(keys, args, client=client))]
-            pipe = client.pipeline(transaction=False)
-            for items in calls:
-                script, keys, args = build(items)
-                script(keys, args, client=pipe)
-            return list(zip(calls, pipe.execute(), strict=True))
+            replies = pipelined(client, [build(items) for items in calls])
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+            return list(zip(calls, replies, strict=True))
 
     def close(self) -> None:
         """Nothing of its own to release here (the clients are the store's)."""

@@ -9,6 +9,7 @@
 -- a change in it can have gone on, and whether their records are on layout 3 (record.lua);
 -- kept for the next series (consecutive ones are often one user's)
 local span_key, span_value, span_current
+forget_spans = function() span_key = nil end
 local function span_of(acts)
   if acts ~= span_key then
     local vals = redis.call('HMGET', acts, '_span', LAYOUT_FIELD)

@@ -24,6 +24,7 @@
 -- activities removed, plain hours packed, plain hours left (a half-day's sum past ±2^53)}
 local WRITES = true
 -- #include keys.lua
+local KEYS = call_keys(KEYS, ARGV)
 local jobs = cmsgpack.unpack(ARGV[1])
 local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'

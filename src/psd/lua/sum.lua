@@ -40,24 +40,15 @@
 local WRITES = false
 -- #include keys.lua
 local find, sub, match, byte = string.find, string.sub, string.match, string.byte
-local request = cmsgpack.unpack(ARGV[1])
-local want_atids = request[1] == 1
-local filter = request[2] ~= '' and request[2] or nil
 local E15 = 1e15
 -- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
--- things[ti] is a thing's number; thing_index maps it back to ti, thing_of its decimal string
-local things, thing_index, thing_of = request[3], {}, {}
-for ti = 1, #things do
-  thing_index[things[ti]], thing_of[request[4][ti]] = ti, ti
-end
-
-local plans = {}
-for p, raw in ipairs(request[5]) do
-  plans[p] = {t1 = raw[1], t2 = raw[2], s1 = raw[3], s2 = raw[4], shared = raw[5] > 1,
-              groups = raw[6], windows = raw[7], lookups = {}}
-end
+-- What one call reads, set by begin() (the script's functions are made once per server when
+-- it runs as a Redis Function, so nothing of a call may outlive it): its keys, the request,
+-- its type filter; things[ti] is a thing's number, thing_index maps it back to ti, thing_of
+-- its decimal string; its plans.
+local KEYS, request, want_atids, filter, things, thing_index, thing_of, plans
 
 local function carry(hi, lo)
   if lo >= E15 or lo <= -E15 then
@@ -132,6 +123,7 @@ end
 -- the last hash looked at, its length and (once read) its fields: consecutive series of one
 -- user (a leaderboard's parts before and after compare_at) often read the same hash whole
 local last_key, last_len, last_flat
+local forget_spans  -- activities.lua's
 local function length_of(key)
   if key ~= last_key then
     last_key, last_len, last_flat = key, redis.call('HLEN', key), nil
@@ -222,44 +214,73 @@ end
 -- #include oldreads.lua
 -- #include activities.lua
 
-local result, k, series = {}, 1, request[6]
-for i = 1, #series, 2 do
-  local plan, with_activities = plans[series[i]], series[i + 1] == 1
-  local his, los = {}, {}
-  for ti = 1, #things do his[ti], los[ti] = 0, 0 end
-  for g = 1, #plan.groups do
-    sum_hash(KEYS[k], plan, g, his, los)
-    if plan.groups[g][3] then sum_hours(KEYS[k], plan, g, his, los) end
-    k = k + 1
-  end
-  local found = nil
-  if want_atids and with_activities then
-    found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[k]}
-  end
-  if with_activities then
-    from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
-    k = k + 2
-  end
-  local sums = {}
-  for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
-  if found then  -- one string: a reply element costs more than the join
-    local words = {}
-    for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
-    result[#result + 1] = {sums, table.concat(words, ' ')}
-  else
-    result[#result + 1] = {sums}
-  end
-end
-
 -- #include breakdown.lua
 
-local breakdowns = request[7] or {{}, {}}
-local bplans, readers = breakdowns[1], {}
-for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
-for p, b in ipairs(bplans) do b.shared, b.lookups = (readers[p] or 0) > 1, {} end
-for _, p in ipairs(breakdowns[2]) do
-  local b, v, big = bplans[p], nil, nil
-  v, big, k = term_values(b, k)
-  result[#result + 1] = bucket_sums(b, v, big)
+local function begin(keys, args)
+  KEYS, request = call_keys(keys, args), cmsgpack.unpack(args[1])
+  want_atids, filter = request[1] == 1, request[2] ~= '' and request[2] or nil
+  things, thing_index, thing_of = request[3], {}, {}
+  for ti = 1, #things do
+    thing_index[things[ti]], thing_of[request[4][ti]] = ti, ti
+  end
+  plans = {}
+  for p, raw in ipairs(request[5]) do
+    plans[p] = {t1 = raw[1], t2 = raw[2], s1 = raw[3], s2 = raw[4], shared = raw[5] > 1,
+                groups = raw[6], windows = raw[7], lookups = {}}
+  end
+  last_key, last_len, last_flat = nil, nil, nil
+  forget_spans()
 end
-return result
+
+-- the series of a call (per series {{hi, lo, ...}[, atids]}), from KEYS[1] on; the next key
+local function sum_series(result)
+  local k, series = 1, request[6]
+  for i = 1, #series, 2 do
+    local plan, with_activities = plans[series[i]], series[i + 1] == 1
+    local his, los = {}, {}
+    for ti = 1, #things do his[ti], los[ti] = 0, 0 end
+    for g = 1, #plan.groups do
+      sum_hash(KEYS[k], plan, g, his, los)
+      if plan.groups[g][3] then sum_hours(KEYS[k], plan, g, his, los) end
+      k = k + 1
+    end
+    local found = nil
+    if want_atids and with_activities then
+      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[k]}
+    end
+    if with_activities then
+      from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
+      k = k + 2
+    end
+    local sums = {}
+    for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
+    if found then  -- one string: a reply element costs more than the join
+      local words = {}
+      for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
+      result[#result + 1] = {sums, table.concat(words, ' ')}
+    else
+      result[#result + 1] = {sums}
+    end
+  end
+  return k
+end
+
+-- one call: its series, then its breakdowns
+local function sum_call(keys, args)
+  begin(keys, args)
+  local result = {}
+  local k = sum_series(result)
+  local breakdowns = request[7] or {{}, {}}
+  local bplans, readers = breakdowns[1], {}
+  for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
+  for p, b in ipairs(bplans) do b.shared, b.lookups = (readers[p] or 0) > 1, {} end
+  for _, p in ipairs(breakdowns[2]) do
+    local b, v, big = bplans[p], nil, nil
+    v, big, k = term_values(b, k)
+    result[#result + 1] = bucket_sums(b, v, big)
+  end
+  return result
+end
+
+-- the entry point: psd/scripts.py makes it a Redis Function, or calls it with KEYS and ARGV
+-- #entry sum_call

@@ -18,6 +18,7 @@
 -- in an all-or-nothing call, nothing at all, and the other points say 0).
 local WRITES = true
 -- #include keys.lua
+local KEYS = call_keys(KEYS, ARGV)
 local points = cmsgpack.unpack(ARGV[1])
 local once = {ARGV[2], ARGV[3], ARGV[4]}
 local now = ARGV[2] + 0

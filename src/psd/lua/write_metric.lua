@@ -37,6 +37,7 @@
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 local WRITES = true
 -- #include keys.lua
+local KEYS = call_keys(KEYS, ARGV)
 local points = cmsgpack.unpack(ARGV[1])
 local state_ttl = tonumber(ARGV[2])
 local changes_keep = ARGV[3] + 0
