@@ -228,7 +228,9 @@ def test_counts(store: Store) -> None:
     assert store.counts(["newsignup", "other"], 0, 2000000000) == [8, 0]
 
 
-def test_scripts_reload_themselves_after_a_flush(redis_client: redis.Redis, store: Store) -> None:
+def test_scripts_reload_themselves_after_a_flush(
+    redis_client: redis.Redis, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The original's mu_query answered empty results after a Redis restart."""
     store.write_metric(MetricPoint("points", 1, 3, 1, 5, 1458061005, 1458061005))
     redis_client.script_flush()
@@ -236,6 +238,16 @@ def test_scripts_reload_themselves_after_a_flush(redis_client: redis.Redis, stor
     redis_client.script_flush()
     store.write_metrics([MetricPoint("points", 1, 3, 2, 6, 1458061005, 1458061005)])
     assert store.sum(1, "points", None, 1458061000, 1458061010) == 11
+    from psd import reads
+
+    # reads run as a Redis Function: a server that lost it (a restart without persistence)
+    # gets it again, for a call alone and for pipelined calls
+    redis_client.function_flush()
+    assert store.sum(1, "points", None, 1458061000, 1458061010) == 11
+    redis_client.function_flush()
+    many = [UserQuery(1, 1458061000, 1458061010)] * 3
+    monkeypatch.setattr(reads, "CALL_SIZE", 1)
+    assert [r.sums["points"] for r in store.query(many, ["points"])] == [11, 11, 11]
 
 
 def test_redis_down_is_reported_not_swallowed() -> None:
