@@ -8,14 +8,17 @@ It loads a year of dense data (a point every 10 minutes) for one user and 30 day
 ``valgrind --tool=callgrind`` (from Debian's valgrind) on the saved data, and counts only
 while each read runs (``callgrind_control -i on/off``): a year by day in Los Angeles (as
 ``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s,
-1 h, 1 d and 30 d, and ``--users`` users' 30 d. To compare two versions, run it in each checkout
-(``PYTHONPATH=<checkout>/src``): the counts repeat exactly for the same code and data.
+1 h, 1 d and 30 d, and ``--users`` users' 30 d; then, per point, a streaming tick of those
+users (a point each) and a bulk write of a day (144 points of one user in one call). To
+compare two versions, run it in each checkout (``PYTHONPATH=<checkout>/src``): the counts
+repeat exactly for the same code and data.
 Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import re
 import shutil
@@ -83,6 +86,27 @@ def counted(pid: int, out: Path, fn: Callable[[], object], runs: int) -> float:
     return total / runs
 
 
+def writes(
+    store: Store, users: list[int], today: int, t2: int
+) -> dict[str, tuple[Callable[[], object], int]]:
+    """Writes to count, each run new points: a streaming tick (a point of every user, each
+    increment a second after the last) and a bulk call (a new user's day of dense points)."""
+    second, day_of = itertools.count(), itertools.count()
+    rng = random.Random(2)
+
+    def tick() -> None:
+        ts = t2 - 3600 + next(second)
+        store.write_metrics([MetricPoint("steps", u, 3, 77, 5, ts, ts, "increment") for u in users])
+
+    def bulk() -> None:
+        store.write_metrics(dense(10_000 + next(day_of), today - DAY, 1, rng))
+
+    return {
+        f"a tick: a point of each of {len(users)} users": (tick, len(users)),
+        "one user's day (144 points) in one call": (bulk, 144),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -137,6 +161,10 @@ def main() -> None:
             print(f"server {shutil.which('redis-server')}, {args.runs} runs a read")
             for name, fn in reads.items():
                 print(f"  {name:<44} {counted(proc.pid, out, fn, args.runs) / 1e6:10.3f} M")
+            print("writes, instructions a point:")
+            for name, (fn, points) in writes(store, list(users), today, t2).items():
+                per = counted(proc.pid, out, fn, args.runs) / points
+                print(f"  {name:<44} {per / 1e3:10.1f} k")
         finally:
             proc.terminate()
             proc.wait()
