@@ -103,12 +103,14 @@ class Setup:
             node.config_resetstat()
 
     def scripts(self) -> tuple[list[float], list[int]]:
-        """Each primary's µs spent in EVALSHA, and its calls, since :meth:`reset_stats`."""
+        """Each primary's µs spent in psd's scripts (writes by EVALSHA, reads by FCALL_RO),
+        and their calls, since :meth:`reset_stats`."""
         usec, calls = [], []
         for node in self.primaries:
-            stats = node.info("commandstats").get("cmdstat_evalsha", {})
-            usec.append(float(stats.get("usec", 0)))
-            calls.append(int(stats.get("calls", 0)))
+            info = node.info("commandstats")
+            both = [info.get(f"cmdstat_{name}", {}) for name in ("evalsha", "fcall_ro")]
+            usec.append(sum(float(stats.get("usec", 0)) for stats in both))
+            calls.append(sum(int(stats.get("calls", 0)) for stats in both))
         return usec, calls
 
     def begin(self) -> None:

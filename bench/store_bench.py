@@ -152,7 +152,7 @@ def bench_reads(store: Store, r: redis.Redis, now: int, rng: random.Random) -> N
             store.sum(uid, thing, None, max(0, end - secs + 1), end)
 
         med, p99 = timed(one, len(queries))
-        calls, usec = commandstats(r).get("evalsha", (1, 0.0))
+        calls, usec = commandstats(r).get("fcall_ro", (1, 0.0))
         print(
             f"one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
             f"server {usec / calls:6.1f} us/call"
@@ -166,7 +166,7 @@ def bench_reads(store: Store, r: redis.Redis, now: int, rng: random.Random) -> N
         t0 = time.perf_counter()
         store.query(users, ["steps", "points", "calories"], None, with_activities=True)
         samples.append((time.perf_counter() - t0) * 1e3)
-    calls, usec = commandstats(r).get("evalsha", (1, 0.0))
+    calls, usec = commandstats(r).get("fcall_ro", (1, 0.0))
     print(
         f"100 users x 3 things x 30 d (with _atids): python p50 {statistics.median(samples):.2f}"
         f" ms  server {usec / calls / 1000:.2f} ms/call"
@@ -202,7 +202,7 @@ def bench_dense(store: Store, r: redis.Redis, series: int, now: int, rng: random
             store.sum(100000 + s // 2, ("steps", "points")[s % 2], None, end - secs + 1, end)
 
         med, p99 = timed(one, 500)
-        calls, usec = commandstats(r).get("evalsha", (1, 0.0))
+        calls, usec = commandstats(r).get("fcall_ro", (1, 0.0))
         print(
             f"dense one-user sum {label:>3}: python p50 {med:6.0f} us  p99 {p99:6.0f} us  "
             f"server {usec / calls:6.1f} us/call"

@@ -167,17 +167,17 @@ def read_timings(
     every = [data.uid(u) for u in range(data.users)]
     for label, secs in ONE_USER:
         qs = [([data.uid(u[0])], t1, t2) for u, t1, t2 in queries(data, rng, calls, 1, secs)]
-        psd = timed(store.redis, "evalsha", [one_psd(store, q) for q in qs])
+        psd = timed(store.redis, "fcall_ro", [one_psd(store, q) for q in qs])
         other = timed(rts, "ts.range", [one_rts(rts, q) for q in qs]) if rts else None
         out[f"one user, {label}"] = (psd, other)
     many = min(100, data.users)
     qs = [([data.uid(u) for u in us] or every, t1, t2) for us, t1, t2 in
           queries(data, rng, max(ROUNDS, calls // 20), many, 30 * DAY)]  # fmt: skip
-    psd = timed(store.redis, "evalsha", [many_psd(store, q) for q in qs])
+    psd = timed(store.redis, "fcall_ro", [many_psd(store, q) for q in qs])
     other = timed(rts, "ts.range", [many_rts(rts, q) for q in qs], many) if rts else None
     out[f"{many} users x 30 d"] = (psd, other)
     qs = [(every, t1, t2) for _, t1, t2 in queries(data, rng, max(ROUNDS, calls // 40), 0, 7 * DAY)]
-    psd = timed(store.redis, "evalsha", [many_psd(store, q) for q in qs])
+    psd = timed(store.redis, "fcall_ro", [many_psd(store, q) for q in qs])
     other = timed(rts, "ts.mrange", [mrange(rts, q) for q in qs]) if rts else None
     out[f"{data.users} users x 7 d"] = (psd, other)
     return out
