@@ -4,11 +4,14 @@ server, so the figure is psd's own work and the round trip to Redis).
 
     python bench/py_reads.py --load                  # own server, data loaded, timed
     python bench/py_reads.py --url redis://...:P/0 --load   # load that (flushed) database
-    python bench/py_reads.py --url redis://...:P/0 [--profile sum|http]
+    python bench/py_reads.py --url redis://...:P/0 [--same] [--profile sum|http]
 
-Without ``--load`` it reads the data a run with ``--load`` left in ``--url``, so that two
-versions of psd (``PYTHONPATH``) can be timed against the same server, alternating, in one
-run. ``--profile`` prints cProfile's top functions of a loop of one kind instead.
+Each call reads a range of its own, ending at a random odd second of the data's last hours
+(as bench/vs_reads.py and the reference wrk workload ask: every plan is new); ``--same``
+reads one range every time (as a dashboard asks for today's total). Without ``--load`` it
+reads the data a run with ``--load`` left in ``--url``, so that two versions of psd
+(``PYTHONPATH``) can be timed against the same server, alternating, in one run. ``--profile``
+prints cProfile's top functions of a loop of one kind instead.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import logging
 import pstats
+import random
 import statistics
 import tempfile
 import time
@@ -69,21 +74,36 @@ def p50(call: Callable[[], object], n: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-def sum_call(store: Store, data: Dense, secs: int) -> Callable[[], object]:
-    t2 = data.last_ts - 3 * 3600 + 1
-    return lambda: store.sum(data.uid(0), "steps", None, t2 - secs + 1, t2)
+class Ends:
+    """The last second of each call's range: random odd seconds of the data's last 6 hours
+    (each range new), or with ``same`` one of them every time."""
+
+    def __init__(self, data: Dense, same: bool, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.last = data.last_ts + 600
+        self.fixed = self.drawn() if same else None
+
+    def drawn(self) -> int:
+        return (self.last - self.rng.randrange(1, 6 * 3600)) | 1
+
+    def next(self) -> int:
+        return self.drawn() if self.fixed is None else self.fixed
 
 
-def http_call(store: Store, data: Dense, secs: int, log_file: str) -> Callable[[], object]:
+def sum_call(store: Store, data: Dense, secs: int, ends: Ends) -> Callable[[], object]:
+    def call() -> object:
+        t2 = ends.next()
+        return store.sum(data.uid(0), "steps", None, t2 - secs + 1, t2)
+
+    return call
+
+
+def http_call(store: Store, data: Dense, secs: int, ends: Ends) -> Callable[[], object]:
     from psd.web import create_app
 
-    logs.setup("text")
-    logging.getLogger().handlers[0].setStream(open(log_file, "a"))  # noqa: SIM115
     app = create_app(Settings(redis_url="redis://unused"), store)
-    t2 = data.last_ts - 3 * 3600 + 1
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
-        "PATH_INFO": f"/v1/query/{data.uid(0)}/steps/0/{t2 - secs + 1}/{t2}",
         "QUERY_STRING": "",
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
@@ -94,7 +114,12 @@ def http_call(store: Store, data: Dense, secs: int, log_file: str) -> Callable[[
     def start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> None:
         assert status.startswith("200"), status
 
-    return lambda: b"".join(app(dict(environ), start_response))
+    def call() -> object:
+        t2 = ends.next()
+        path = f"/v1/query/{data.uid(0)}/steps/0/{t2 - secs + 1}/{t2}"
+        return b"".join(app(dict(environ, PATH_INFO=path), start_response))
+
+    return call
 
 
 def main() -> None:
@@ -102,6 +127,7 @@ def main() -> None:
     parser.add_argument("--url", default="", help="a server (default: one of our own)")
     parser.add_argument("--load", action="store_true", help="flush and load the data first")
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--same", action="store_true", help="one range every call")
     parser.add_argument("--profile", choices=("sum", "http"))
     parser.add_argument("--label", default="")
     args = parser.parse_args()
@@ -110,22 +136,22 @@ def main() -> None:
         store = Store.from_url(url)
         if args.load:
             load(store, data)
-        log_file = str(Path(tmp) / "access.log")
+        logs.setup("text")
+        logging.getLogger().handlers[0].setStream(open(Path(tmp) / "access.log", "a"))  # noqa: SIM115
+        gc.freeze()  # as psd.web.wsgi does once the app is built
         if args.profile:
             make = sum_call if args.profile == "sum" else http_call
-            call = make(store, data, 5, log_file) if make is http_call else make(store, data, 5)
+            call = make(store, data, 5, Ends(data, args.same))
             call()
             prof = cProfile.Profile()
             prof.runcall(lambda: [call() for _ in range(args.calls)])
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
             return
-        figures = [
-            f"sum {label} {p50(sum_call(store, data, secs), args.calls):.0f}"
-            for label, secs in RANGES
-        ]
-        http = http_call(store, data, 5, log_file)
-        figures.append(f"http 5 s {p50(http, args.calls):.0f}")
-        figures.append(f"http 1 d {p50(http_call(store, data, DAY, log_file), args.calls):.0f}")
+        figures = []
+        for kind, make in (("sum", sum_call), ("http", http_call)):
+            for label, secs in RANGES:
+                call = make(store, data, secs, Ends(data, args.same))
+                figures.append(f"{kind} {label} {p50(call, args.calls):.0f}")
         print(args.label, "p50 µs:", ", ".join(figures), flush=True)
 
 
