@@ -7,6 +7,11 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psd.errors import InvalidInput
+from psd.forms import QueryPath, plain_query
 
 GOOD = {
     "thing": "steps",
@@ -171,3 +176,33 @@ def test_unknown_thing_reads_as_zero(client: FlaskClient) -> None:
 def test_huge_body_is_refused(client: FlaskClient) -> None:
     response = client.post("/v1/write", data=b"{" + b" " * (5 * 1024 * 1024) + b"}")
     assert response.status_code == 413
+
+
+NUMBERS = ["0", "7", "007", "", " 1", "1 ", "-1", "+1", "\uff11", "\u00b2", "1.0", "all", " all"]
+NUMBERS += ["9" * 19, "9" * 20, "9" * 21, "0" * 19 + "1", "0" * 20 + "1", "253402300799"]
+NUMBERS += [str(2**63 - 1), str(2**63), "253402300800", "1496539746", "1496539747"]
+
+
+@given(
+    st.sampled_from(NUMBERS),
+    st.sampled_from(["steps", " steps ", "", "jumps", "points\t"]),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(NUMBERS),
+)
+@settings(max_examples=2000, deadline=None)
+def test_a_query_path_read_without_pydantic_reads_as_with_it(
+    uid: str, thing: str, atid: str, ts1: str, ts2: str
+) -> None:
+    """``GET /v1/query`` reads a plain path itself (psd.forms.plain_query), anything else
+    through QueryPath: what it reads itself, QueryPath reads the same."""
+    plain = plain_query(uid, thing, atid, ts1, ts2)
+    try:
+        p = QueryPath.check({"uid": uid, "thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
+    except InvalidInput:
+        assert plain is None
+        return
+    assert plain in (None, (p.uid, p.thing, p.atid_filter, p.ts1, p.ts2))
+    usual = {"0", "7", "007", "1496539746", "1496539747"}
+    if {uid, ts1, ts2} <= usual and atid in ("all", "0", "7"):
+        assert plain is not None  # the usual path does not fall back

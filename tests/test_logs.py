@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from flask.testing import FlaskClient
 
-from psd.logs import JsonLines, RequestId
+from psd.logs import TEXT_FORMAT, JsonLines, RequestId, UtcTime
+from psd.web.access import _escaped
 
 
 @pytest.fixture
@@ -53,3 +55,22 @@ def test_a_path_cannot_forge_a_log_line(
     client.get("/v1/nothing%0A2026-01-01 INFO psd.access [admin] GET /admin 200")
     (record,) = [r for r in lines.records if r.name == "psd.access"]
     assert "\n" not in record.getMessage() and "\\n2026-01-01" in record.getMessage()
+
+
+def test_times_are_written_as_logging_writes_them() -> None:
+    """Each second's text is kept (psd.logs.UtcTime): lines read as logging's own would."""
+    mine, json_lines = UtcTime(TEXT_FORMAT), JsonLines()
+    theirs = logging.Formatter(TEXT_FORMAT)
+    theirs.converter = time.gmtime
+    for created in (0.0, 1.5, 1458061005.999, 1458061005.001, 1458061006.25, 1458061005.5):
+        record = logging.makeLogRecord({"msg": "m %s", "args": ("a",), "request_id": "-"})
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert mine.format(record) == theirs.format(record)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        assert json.loads(json_lines.format(record))["ts"] == f"{stamp}.{int(record.msecs):03d}Z"
+
+
+def test_what_a_log_line_escapes() -> None:
+    """Plain printable ASCII is kept as it is; anything else as ``unicode_escape`` writes it."""
+    for text in ("/v1/query/1/steps/all/0/10", "/a\\b", "/caf\u00e9", "/x\ny", "/\x00", " ~'\""):
+        assert _escaped(text) == text.encode("unicode_escape").decode("ascii")

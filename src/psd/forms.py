@@ -18,6 +18,7 @@ from pydantic import (
 
 from psd.errors import CountMismatch, InvalidInput, TooLarge
 from psd.model import MAX_ID, CountThing, Id, Schema, Ts
+from psd.timebuckets import MAX_TS
 
 #: Most ids one form may name unless the settings say otherwise (PSD_MAX_IDS).
 MAX_IDS = 10_000
@@ -112,6 +113,28 @@ class _UserThing(Schema):
 class QueryPath(TypedRangePath, _UserThing):
     """``GET /v1/query/{uid}/{thing}/{atid}/{ts1}/{ts2}``: the user checked first, then the
     range, then the type (the original's order, so its first error is the one reported)."""
+
+
+def _plain(text: str) -> bool:
+    """Whether a path segment is a plain decimal number, as :func:`_integer` takes one."""
+    return len(text) <= 20 and text.isascii() and text.isdigit()
+
+
+def plain_query(
+    uid: str, thing: str, atid: str, ts1: str, ts2: str
+) -> tuple[int, str, int | None, int, int] | None:
+    """What :class:`QueryPath` makes of a path of plain decimal numbers within their bounds,
+    ``all`` or a number for the type, and ts1 <= ts2: (uid, thing, type or None for every
+    type, ts1, ts2), read without pydantic, whose checks cost a fifth of the CPU of a
+    one-user read over HTTP. None for any other path, which :class:`QueryPath` checks (and
+    names what is wrong with)."""
+    if not (_plain(uid) and _plain(ts1) and _plain(ts2) and (atid == "all" or _plain(atid))):
+        return None
+    who, first, last = int(uid), int(ts1), int(ts2)
+    kind = None if atid == "all" else int(atid)
+    if who > MAX_ID or last > MAX_TS or first > last or (kind is not None and kind > MAX_ID):
+        return None
+    return who, thing.strip(), kind, first, last
 
 
 class ThingPath(TypedRangePath):

@@ -22,13 +22,32 @@ class RequestId(logging.Filter):
         return True
 
 
-class JsonLines(logging.Formatter):
+class UtcTime(logging.Formatter):
+    """A formatter of times in UTC that formats each second once: ``strftime`` cost as much
+    as the rest of an access line's formatting, and every line of a second shares its text
+    (the milliseconds are added to it as :class:`logging.Formatter` adds them)."""
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self.converter = time.gmtime
+        #: ((second, datefmt), its text): one tuple, replaced whole, so threads never see a
+        #: second with another's text
+        self._second: tuple[tuple[int, str | None], str] = ((-1, None), "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        key = (int(record.created), datefmt)
+        known, text = self._second
+        if known != key:
+            text = time.strftime(datefmt or self.default_time_format, self.converter(key[0]))
+            self._second = key, text
+        if datefmt or not self.default_msec_format:
+            return text
+        return self.default_msec_format % (text, record.msecs)
+
+
+class JsonLines(UtcTime):
     """A JSON object a line: time (UTC), level, logger, message, request id, and the
     record's ``fields`` (``log.info(..., extra={"fields": {...}})``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -48,9 +67,7 @@ def setup(log_format: str = "text", level: int = logging.INFO) -> None:
     """Send every log of this process to stderr in ``log_format`` (text or json)."""
     handler = logging.StreamHandler()
     handler.addFilter(RequestId())
-    text = logging.Formatter(TEXT_FORMAT)
-    text.converter = time.gmtime
-    handler.setFormatter(JsonLines() if log_format == "json" else text)
+    handler.setFormatter(JsonLines() if log_format == "json" else UtcTime(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

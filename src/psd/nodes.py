@@ -29,6 +29,7 @@ from redis.exceptions import (
 
 from psd.errors import StoreError
 from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS
+from psd.scriptcall import ScriptCaller
 from psd.scripts import pipelined
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,31 @@ def packed_groups(keys: list[str]) -> bytes:
     return packed
 
 
+#: The counter and the timer of each (kind, node): ``labels()`` takes a lock and builds a
+#: key every time, a dict lookup does not.
+_NODE_METRICS: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _node_metrics(kind: str, node: str) -> tuple[Any, Any]:
+    found = _NODE_METRICS.get((kind, node))
+    if found is None:
+        found = NODE_ROUND_TRIPS.labels(kind, node), NODE_SECONDS.labels(kind, node)
+        _NODE_METRICS[kind, node] = found
+    return found
+
+
 class Timed:
     """Counts and times one round trip to a node, by kind (``read``, ``write``)."""
 
     def __init__(self, kind: str, node: str) -> None:
-        self.kind, self.node = kind, node
+        self.trips, self.seconds = _node_metrics(kind, node)
 
     def __enter__(self) -> None:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        NODE_ROUND_TRIPS.labels(self.kind, self.node).inc()
-        NODE_SECONDS.labels(self.kind, self.node).observe(time.perf_counter() - self.start)
+        self.trips.inc()
+        self.seconds.observe(time.perf_counter() - self.start)
 
 
 class Nodes:
@@ -106,6 +120,8 @@ class Nodes:
         self.replicas = replicas
         self.timeout_ms = timeout_ms
         self.reader = reader
+        self.calls = ScriptCaller(client)
+        self.reader_calls = ScriptCaller(reader) if reader is not None else None
 
     def _confirmed(self, acked: int, wanted: int, where: str) -> None:
         if acked < wanted:
@@ -144,12 +160,12 @@ class Nodes:
         order), ``build`` makes a call; calls that ``writes`` wait for the replicas. Returns
         each call's items and reply, in no particular order."""
         calls = cut(items)
-        if not writes and self.reader is not None:
+        if not writes and self.reader_calls is not None:
             try:
-                return self._send(self.reader, "replica", calls, build, "read")
+                return self._send(self.reader_calls, "replica", calls, build, "read")
             except redis.RedisError as exc:  # down, loading, cut off from the server...
                 log.warning("the read replica did not answer (%s): reading the server", exc)
-        done = self._send(self.client, "server", calls, build, "write" if writes else "read")
+        done = self._send(self.calls, "server", calls, build, "write" if writes else "read")
         if writes and self.replicas > 0:
             acked = int(self.client.wait(self.replicas, self.timeout_ms))
             self._confirmed(acked, self.replicas, "the server")
@@ -157,15 +173,15 @@ class Nodes:
 
     @staticmethod
     def _send(
-        client: redis.Redis, node: str, calls: list[list[int]], build: Builder, kind: str
+        caller: ScriptCaller, node: str, calls: list[list[int]], build: Builder, kind: str
     ) -> list[tuple[list[int], Any]]:
         """One round trip: a call alone (a pipeline would first ask whether the script is
         loaded), or the calls pipelined."""
         with Timed(kind, node):
             if len(calls) == 1:
                 script, keys, args = build(calls[0])
-                return [(calls[0], script(keys, args, client=client))]
-            replies = pipelined(client, [build(items) for items in calls])
+                return [(calls[0], caller(script, keys, args))]
+            replies = pipelined(caller.client, [build(items) for items in calls])
             for reply in replies:
                 if isinstance(reply, BaseException):
                     raise reply

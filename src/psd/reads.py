@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from psd.breakdown import Breakdown, parts
@@ -77,6 +78,27 @@ class Totals:
 CALL_SIZE = 1000
 
 
+@lru_cache(maxsize=4096)
+def _lone_call(
+    plan: ReadPlan,
+    things: tuple[int, ...],
+    atid: int | None,
+    want_activities: bool,
+    with_state: bool,
+    legacy: bool,
+) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The key suffixes and the argument of a sum.lua call reading one series with ``plan``.
+
+    Only the prefix of its keys tells one user's (or counter's) call from another's (every
+    key of a series is its prefix and a suffix), so a one-series call is built once per
+    range and kept: building it costs more than the rest of a one-user read's Python (a
+    day's plan names its hours field by field)."""
+    series = [Series(0, "", with_state)]
+    request = SumRequest(things, atid, [plan], series, want_activities, legacy_hours=legacy)
+    keys, args = sum_call(request)
+    return tuple(keys), tuple(args)
+
+
 def _own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPlan], list[Series]]:
     """The plans some series read, and the series numbered into them (one call's part)."""
     used = sorted({one.plan for one in series})
@@ -137,6 +159,18 @@ class Reads:
                 call = SumRequest(
                     request.things, request.atid, breakdowns=part, legacy_hours=legacy
                 )
+            elif len(items) == 1:
+                one = request.series[items[0]]
+                plan = request.plans[one.plan]
+                suffixes, lone = _lone_call(
+                    plan,
+                    request.things,
+                    request.atid,
+                    request.want_activities,
+                    one.with_state,
+                    legacy,
+                )
+                return self.scripts.sum, [one.prefix + suffix for suffix in suffixes], list(lone)
             else:
                 picked = [request.series[i] for i in items]
                 plans, series = _own_plans(request.plans, picked)

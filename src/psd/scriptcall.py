@@ -1,0 +1,96 @@
+"""Script calls on one server through redis-py's connections, with less of redis-py's work
+around each command.
+
+``script(keys, args, client=client)`` goes through ``Script.__call__``, ``evalsha`` (and its
+argument-deprecation wrapper), ``execute_command`` (observability records, a closure per
+attempt) and the pool's get and release (a lock, a poll, observability records and an event
+each): on a one-user read that was twice the CPU of the ``EVALSHA`` itself. A
+:class:`ScriptCaller` sends the same ``EVALSHA`` with the connection's own methods, under the
+connection's own ``Retry`` (a connection lost or timed out is dropped and the call sent
+again, as ``execute_command`` does), and answers what redis-py would: the same reply, the same
+exceptions. It keeps the connections it took from the client's pool between calls (one for
+each call under way at once) rather than giving each back. A script the server does not hold
+(restarted, flushed) goes through redis-py's ``Script`` once, which loads it; a Function
+(psd.scripts: the reads) is called by ``FCALL_RO`` the same way, and loaded the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from psd.scripts import Function
+
+
+def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
+    conn.send_command(*command)
+    return conn.read_response()
+
+
+class ScriptCaller:
+    """Calls scripts on one client (see the module's docstring for why not through it).
+
+    Only a plain :class:`redis.Redis` that takes a connection from its pool for each command
+    is called this way; anything else (a cluster, a pipeline, a client bound to one
+    connection) goes through ``Script`` as before."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.lean = type(client) is redis.Redis and client.connection is None
+        self.pool = client.connection_pool if self.lean else None
+        #: Connections taken from the pool, idle. redis-py leaves a connection either in step
+        #: with the server or closed (it closes it on any error amid a command), so any may
+        #: be reused; the pool still holds them as in use, so closing the client closes them.
+        self.idle: list[Any] = []
+        self.pid = os.getpid()
+
+    def __call__(self, script: Script | Function, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The reply of ``script`` called with ``keys`` and ``args``."""
+        if not self.lean:
+            return script(keys, args, client=self.client)  # type: ignore[arg-type]
+        if isinstance(script, Function):
+            command = (script.command, script.library.function, len(keys), *keys, *args)
+        else:
+            command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        conn = self._take()
+        try:
+            return conn.retry.call_with_retry(
+                lambda: _round_trip(conn, command), lambda _error: conn.disconnect()
+            )
+        except NoScriptError:
+            pass  # a whole reply: the connection is in step
+        except ResponseError as exc:
+            if not Function.unknown(exc):
+                raise
+        finally:
+            self.idle.append(conn)
+        return script(keys, args, client=self.client)  # type: ignore[arg-type]
+
+    def _take(self) -> Any:
+        """An idle connection, checked as the pool checks one it hands out (opened again if
+        the server closed it or a reply is waiting unread), or a new one from the pool. A
+        forked process leaves its parent's connections alone."""
+        if self.pid != os.getpid():
+            self.idle, self.pid = [], os.getpid()
+        try:
+            conn = self.idle.pop()
+        except IndexError:
+            return self.pool.get_connection()  # type: ignore[union-attr]
+        try:
+            conn.connect()  # at once when it is open
+            try:
+                stale = conn.can_read()
+            except (ConnectionError, TimeoutError, OSError):
+                stale = True
+            if stale:
+                conn.disconnect()
+                conn.connect()
+        except BaseException:
+            self.idle.append(conn)  # closed: the next call opens it
+            raise
+        return conn

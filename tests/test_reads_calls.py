@@ -1,0 +1,151 @@
+"""How a one-user read reaches the server: its sum.lua call, kept per range shape, is the call
+that psd.sumcall builds; psd.scriptcall sends it as redis-py would (same replies, same errors,
+connections the server closed opened again, each thread and process on its own)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
+
+from psd.config import Settings
+from psd.errors import StoreError
+from psd.keys import count_plan, count_prefix, metric_prefix, read_plan
+from psd.model import MetricPoint
+from psd.reads import _lone_call
+from psd.scriptcall import ScriptCaller
+from psd.store import Store
+from psd.sumcall import Series, SumRequest, sum_call
+
+NOW = int(time.time())
+RANGES = [
+    (NOW - 4, NOW),  # seconds of one hour
+    (NOW - 3 * 3600 - 17, NOW - 5),  # windows at both edges
+    (NOW - 86400 + 1, NOW),
+    (NOW - 30 * 86400, NOW - 7200),
+    (0, 253402300799),  # every year: read whole
+]
+
+
+@pytest.fixture
+def server(redis_client: redis.Redis) -> redis.Redis:
+    if isinstance(redis_client, RedisCluster):
+        pytest.skip("one server's connections")
+    return redis_client
+
+
+@pytest.mark.parametrize("t1, t2", RANGES)
+def test_a_one_series_call_is_the_call_sum_call_builds(t1: int, t2: int) -> None:
+    for plan, prefix, things in (
+        (read_plan(t1, t2), metric_prefix(42), (1,)),
+        (read_plan(t1, t2), metric_prefix(7), (2, 1, 5)),
+        (count_plan(t1, t2), count_prefix("signup"), (0,)),
+    ):
+        for atid in (None, 3):
+            for want in (False, True):
+                for legacy in (False, True):
+                    with_state = want or bool(plan.windows)
+                    series = [Series(0, prefix, with_state)]
+                    request = SumRequest(things, atid, [plan], series, want, legacy_hours=legacy)
+                    suffixes, args = _lone_call(plan, things, atid, want, with_state, legacy)
+                    keys, built = sum_call(request)
+                    assert ([prefix + s for s in suffixes], list(args)) == (keys, built)
+
+
+def test_script_calls_answer_as_redis_py(server: redis.Redis) -> None:
+    store = Store(server, Settings())
+    store.write_metrics([MetricPoint("steps", 5, 3, 1, 9, NOW - 60, NOW - 60)])
+    caller = ScriptCaller(server)
+    assert caller.lean
+    for t1, t2 in RANGES:
+        plan = read_plan(t1, t2)
+        suffixes, args = _lone_call(plan, (1,), None, True, True, False)
+        keys = [metric_prefix(5) + s for s in suffixes]
+        assert caller(store.scripts.sum, keys, args) == store.scripts.sum(keys, args, client=server)
+    with pytest.raises(redis.ResponseError) as lean:
+        caller(store.scripts.sum, ["{5}:r"], [b"not msgpack"])
+    with pytest.raises(redis.ResponseError) as plain:
+        store.scripts.sum(["{5}:r"], [b"not msgpack"], client=server)
+    assert type(lean.value) is type(plain.value)
+    assert str(lean.value).split(":")[0] == str(plain.value).split(":")[0]
+    assert caller(store.scripts.sum, keys, args) is not None  # the connection is still usable
+
+
+def test_clients_it_cannot_call_go_through_redis_py(server: redis.Redis) -> None:
+    one = redis.Redis(connection_pool=server.connection_pool, single_connection_client=True)
+    for client in (server.pipeline(), one):
+        assert not ScriptCaller(client).lean
+    one.close()
+
+
+def test_a_connection_the_server_closed_is_opened_again(server: redis.Redis) -> None:
+    """Without retries, as the embedded server's clients are: the pool's check, not a retry,
+    finds the closed connection, as when redis-py hands one out."""
+    url = "redis://{host}:{port}/{db}".format(**server.connection_pool.connection_kwargs)
+    client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+    store = Store(client, Settings())
+    store.write_metrics([MetricPoint("steps", 5, 3, 1, 9, NOW - 60, NOW - 60)])
+    assert store.sum(5, "steps", None, NOW - 3600, NOW) == 9
+    server.client_kill_filter(_type="normal", skipme=True)
+    assert store.sum(5, "steps", None, NOW - 3600, NOW) == 9
+    client.close()
+
+
+def test_a_server_gone_is_a_store_error(server: redis.Redis) -> None:
+    from psd.embedded import EmbeddedServer, server_binary
+
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as gone:
+        store = Store.from_url(gone.url)
+        assert store.sum(1, "steps", None, 0, 10) == 0
+    with pytest.raises(StoreError):
+        store.sum(1, "steps", None, 0, 10)
+
+
+def test_threads_read_on_connections_of_their_own(server: redis.Redis) -> None:
+    store = Store(server, Settings())
+    points = [MetricPoint("steps", uid, 3, uid, uid, NOW - 60, NOW - 60) for uid in range(1, 9)]
+    store.write_metrics(points)
+    wrong: list[tuple[int, int]] = []
+
+    def read(uid: int) -> None:
+        for _ in range(200):
+            got = store.sum(uid, "steps", None, NOW - 3600, NOW)
+            if got != uid:
+                wrong.append((uid, got))
+
+    threads = [threading.Thread(target=read, args=(uid,)) for uid in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    assert len(store.nodes.calls.idle) <= len(threads)
+
+
+def test_a_forked_process_reads_on_connections_of_its_own(server: redis.Redis) -> None:
+    """Parent and child read different users at once: a connection the two shared would
+    hand one the other's reply (or leave one waiting for a reply the other took)."""
+    url = "redis://{host}:{port}/{db}".format(**server.connection_pool.connection_kwargs)
+    store = Store(redis.Redis.from_url(url, socket_timeout=10), Settings())
+    points = [MetricPoint("steps", uid, 3, uid, uid + 4, NOW - 60, NOW - 60) for uid in (5, 6)]
+    store.write_metrics(points)
+    assert store.sum(5, "steps", None, NOW - 3600, NOW) == 9  # a connection kept
+    readable, writable = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            answers = [store.sum(6, "steps", None, NOW - 3600, NOW) for _ in range(300)]
+            os.write(writable, b"ok" if answers == [10] * 300 else b"wrong")
+        finally:
+            os._exit(0)
+    answers = [store.sum(5, "steps", None, NOW - 3600, NOW) for _ in range(300)]
+    os.waitpid(child, 0)
+    os.close(writable)
+    assert (os.read(readable, 16), answers) == (b"ok", [9] * 300)
+    store.redis.close()
