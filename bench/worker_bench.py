@@ -40,6 +40,7 @@ import redis
 from celery import Celery  # type: ignore[import-untyped]
 from kombu import Connection  # type: ignore[attr-defined]
 
+import psd
 from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
@@ -48,6 +49,8 @@ from psd.workers.app import celery_config, create_app
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: Where the psd package this bench imports lives (its worker processes import the same).
+PSD_SRC = Path(psd.__file__).resolve().parent.parent
 #: A week ago, on an hour: recent enough that the default retention keeps every level.
 T0 = (int(time.time()) - 7 * 86400) // 3600 * 3600
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -124,8 +127,9 @@ def wait(done: Callable[[], bool], timeout: float = 300) -> None:
 
 
 def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
-    """The environment of a worker process: psd's settings, and this directory importable
-    (``-A worker_bench:psd_app``)."""
+    """The environment of a worker process: psd's settings, this directory importable
+    (``-A worker_bench:psd_app``), and the psd this bench imports (a checkout's ``src``, not
+    whatever psd the interpreter has installed)."""
     return dict(
         os.environ,
         PSD_REDIS_URL=store,
@@ -133,7 +137,7 @@ def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
         PSD_QUEUE=queue,
         BENCH_BROKER=broker,
         BENCH_STORE=store,
-        PYTHONPATH=f"{HERE}:{ROOT}",
+        PYTHONPATH=f"{HERE}:{PSD_SRC}:{ROOT}",
     )
 
 
