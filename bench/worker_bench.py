@@ -118,12 +118,12 @@ def days_done(store: Store, days: list[list[dict[str, object]]]) -> Callable[[],
     return lambda: [r.sums["steps"] for r in store.query(users, ["steps"])] == want
 
 
-def wait(done: Callable[[], bool], timeout: float = 300) -> None:
+def wait(done: Callable[[], bool], timeout: float = 300, every: float = 0.01) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
             raise SystemExit("timed out")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
@@ -178,11 +178,12 @@ def run(
     n: int,
     worker_pid: int = 0,
     messages: int = 0,
+    every: float = 0.01,
 ) -> float:
     cpu0 = cpu_seconds(worker_pid) if worker_pid else 0.0
     t0 = time.perf_counter()
     publish()
-    wait(done)
+    wait(done, every=every)
     rate = n / (time.perf_counter() - t0)
     cpu = ""
     if worker_pid:
