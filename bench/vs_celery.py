@@ -5,6 +5,7 @@ task events on) apply them. The clock runs from the first publish until psd answ
 user's sum in full. Worker processes come from bench/worker_bench.py.
 
     python bench/vs_celery.py [--broker redis|amqp] [--points 200000] [--rounds 1]
+                              [--serializer json|msgpack]
 
 Run alone, it starts its own store server (and, for ``--broker redis``, a second one as the
 broker; ``amqp`` is RabbitMQ at 127.0.0.1:5672). Besides the rate it prints how long the
@@ -67,8 +68,16 @@ def cpu_note(pids: dict[str, list[int]], before: dict[str, float], points: int) 
     return f"  CPU µs a point: {parts}; sum {sum(each.values()):.1f}"
 
 
-def celery_rate(store_url: str, broker: str, data: Dense, points: int, workers: int = 2) -> float:
-    """Points/s from publish to visible; the store's database is emptied first."""
+def celery_rate(
+    store_url: str,
+    broker: str,
+    data: Dense,
+    points: int,
+    workers: int = 2,
+    serializer: str = "json",
+) -> float:
+    """Points/s from publish to visible; the store's database is emptied first. Messages go
+    as ``serializer`` makes them (psd's default is JSON; a sender may choose msgpack)."""
     queue = f"psd-vs-{uuid.uuid4().hex[:6]}"
     settings = Settings(redis_url=store_url, broker_url=broker, queue=queue)
     store = Store.from_url(store_url, settings)
@@ -97,7 +106,7 @@ def celery_rate(store_url: str, broker: str, data: Dense, points: int, workers: 
         before["publisher"] = time.process_time()
         rate = run(
             f"Celery: psd.write_metrics, {MESSAGE} points a message, {workers} workers",
-            lambda: publish(task, messages),
+            lambda: publish(task, messages, serializer),
             lambda: count() >= len(flat) and psd_many(store, uids, data.start, last) == want,
             len(flat),
             every=0.05,  # a count costs the store ~0.3 ms; the run lasts seconds
@@ -112,12 +121,12 @@ def celery_rate(store_url: str, broker: str, data: Dense, points: int, workers: 
         delete_queues(broker, [queue])
 
 
-def publish(task: Any, messages: list[list[dict[str, object]]]) -> None:
+def publish(task: Any, messages: list[list[dict[str, object]]], serializer: str) -> None:
     """Send every message, and say how long that took: when it is most of the run, the
     publisher, not psd, sets the rate."""
     t0, cpu0 = time.perf_counter(), time.process_time()
     for message in messages:
-        task.delay(points=message)
+        task.apply_async(kwargs={"points": message}, serializer=serializer)
     took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     each = cpu / len(messages) * 1e6
     print(f"  published {len(messages):,} messages in {took:.2f} s ({each:,.0f} µs CPU each)")
@@ -128,6 +137,7 @@ def main() -> None:
     ap.add_argument("--broker", choices=["redis", "amqp"], default="redis")
     ap.add_argument("--points", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--serializer", choices=["json", "msgpack"], default="json")
     args = ap.parse_args()
     data = Dense.make(1000, 80, int(time.time()))
     binary = server_binary(prefer_path=True)
@@ -137,7 +147,7 @@ def main() -> None:
     ):
         broker = broker_srv.url if args.broker == "redis" else RABBITMQ
         for _ in range(args.rounds):
-            celery_rate(store_srv.url, broker, data, args.points)
+            celery_rate(store_srv.url, broker, data, args.points, serializer=args.serializer)
 
 
 if __name__ == "__main__":
