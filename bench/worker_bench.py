@@ -40,6 +40,7 @@ import redis
 from celery import Celery  # type: ignore[import-untyped]
 from kombu import Connection  # type: ignore[attr-defined]
 
+import psd
 from psd.config import Settings, load_settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
@@ -48,6 +49,8 @@ from psd.workers.app import celery_config, create_app
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: Where the psd package this bench imports lives (its worker processes import the same).
+PSD_SRC = Path(psd.__file__).resolve().parent.parent
 #: A week ago, on an hour: recent enough that the default retention keeps every level.
 T0 = (int(time.time()) - 7 * 86400) // 3600 * 3600
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -115,17 +118,18 @@ def days_done(store: Store, days: list[list[dict[str, object]]]) -> Callable[[],
     return lambda: [r.sums["steps"] for r in store.query(users, ["steps"])] == want
 
 
-def wait(done: Callable[[], bool], timeout: float = 300) -> None:
+def wait(done: Callable[[], bool], timeout: float = 300, every: float = 0.01) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
             raise SystemExit("timed out")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
-    """The environment of a worker process: psd's settings, and this directory importable
-    (``-A worker_bench:psd_app``)."""
+    """The environment of a worker process: psd's settings, this directory importable
+    (``-A worker_bench:psd_app``), and the psd this bench imports (a checkout's ``src``, not
+    whatever psd the interpreter has installed)."""
     return dict(
         os.environ,
         PSD_REDIS_URL=store,
@@ -133,7 +137,7 @@ def worker_env(store: str, broker: str, queue: str) -> dict[str, str]:
         PSD_QUEUE=queue,
         BENCH_BROKER=broker,
         BENCH_STORE=store,
-        PYTHONPATH=f"{HERE}:{ROOT}",
+        PYTHONPATH=f"{HERE}:{PSD_SRC}:{ROOT}",
     )
 
 
@@ -174,11 +178,12 @@ def run(
     n: int,
     worker_pid: int = 0,
     messages: int = 0,
+    every: float = 0.01,
 ) -> float:
     cpu0 = cpu_seconds(worker_pid) if worker_pid else 0.0
     t0 = time.perf_counter()
     publish()
-    wait(done)
+    wait(done, every=every)
     rate = n / (time.perf_counter() - t0)
     cpu = ""
     if worker_pid:

@@ -12,7 +12,6 @@ named ``key``, ``key#1``, ``key#2``… by position, the same parts on every rede
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -70,15 +69,15 @@ def cut_calls(records: Sequence[str], names: Sequence[str], items: list[int]) ->
 def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
     """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points for
     a record, then ``key#1``, ``key#2``… by position, the same on every redelivery."""
-    position: Counter[tuple[str, str]] = Counter()
+    position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
         if not delivery:
             names.append("")
             continue
-        part = position[record, delivery] // WRITE_BATCH
-        position[record, delivery] += 1
-        names.append(f"{delivery}#{part}" if part else delivery)
+        seen = position.get((record, delivery), 0)
+        position[record, delivery] = seen + 1
+        names.append(f"{delivery}#{seen // WRITE_BATCH}" if seen >= WRITE_BATCH else delivery)
     return names
 
 

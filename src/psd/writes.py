@@ -61,23 +61,17 @@ class PointKind(Generic[P]):
     #: What a Redis error interrupted, for its message.
     doing: str
     target: Callable[[int], Target]
-    #: A record's keys for one target, given once per call (``start`` in a row: the first's
-    #: index in KEYS).
-    group_keys: Callable[[str, Target], list[str]]
+    #: What follows a record's key prefix in each of its keys for one target, given once per
+    #: call (``start`` in a row: the first's index in KEYS).
+    key_suffixes: Callable[[Target], list[str]]
     #: A point's row of the script's payload: (point, target, expiries, delivery, start).
     row: Callable[[P, Target, list[int], str, int], PointArg]
     #: The results of a call's points, from its reply.
     results: Callable[[Any, list[P]], list[WriteResult]]
 
 
-def _metric_keys(prefix: str, target: Target) -> list[str]:
-    return [
-        prefix + "acts",
-        prefix + "idx",
-        *[prefix + suffix for suffix in target.suffixes],
-        *[prefix + TYPED + suffix for suffix in target.suffixes],
-        prefix + ONCE,
-    ]
+def _metric_keys(target: Target) -> list[str]:
+    return ["acts", "idx", *target.suffixes, *[TYPED + s for s in target.suffixes], ONCE]
 
 
 def _metric_row(
@@ -112,8 +106,8 @@ def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteRe
     return out
 
 
-def _count_keys(prefix: str, target: Target) -> list[str]:
-    return [*[prefix + suffix for suffix in target.suffixes], prefix + ONCE]
+def _count_keys(target: Target) -> list[str]:
+    return [*target.suffixes, ONCE]
 
 
 def _count_row(
@@ -151,16 +145,25 @@ def call_args(
     deliveries: list[str],
 ) -> tuple[list[str], list[PointArg]]:
     """KEYS and payload rows of one write script call: the keys of a record's month go once,
-    and each of its points' rows names where they start in KEYS."""
+    and each of its points' rows names where they start in KEYS.
+
+    The suffixes of the keys and the expiries of the hashes depend only on which hashes a
+    point adds to (its target's suffixes), which a call's points mostly share (a stream's
+    tick, a user's day): they are worked out once for each, not once per record (this loop
+    runs for every point a worker applies)."""
     keys: list[str] = []
     rows: list[PointArg] = []
-    starts: dict[tuple[str, tuple[str, ...]], tuple[int, list[int]]] = {}
+    starts: dict[tuple[str, tuple[str, ...]], int] = {}
+    hours: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
     for i in indexes:
         target = kind.target(instants[i])
-        group = starts.get((records[i], target.suffixes))
-        if group is None:
-            group = (len(keys), expiries(policy, target))
-            starts[records[i], target.suffixes] = group
-            keys += kind.group_keys(records[i], target)
-        rows.append(kind.row(points[i], target, group[1], deliveries[i], group[0]))
+        hour = hours.get(target.suffixes)
+        if hour is None:
+            hour = (kind.key_suffixes(target), expiries(policy, target))
+            hours[target.suffixes] = hour
+        start = starts.get((records[i], target.suffixes))
+        if start is None:
+            start = starts[records[i], target.suffixes] = len(keys)
+            keys += [records[i] + suffix for suffix in hour[0]]
+        rows.append(kind.row(points[i], target, hour[1], deliveries[i], start))
     return keys, rows
