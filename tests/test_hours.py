@@ -37,7 +37,7 @@ THINGS = ["steps", "points"]
 def open_days(client: redis.Redis) -> dict[str, int]:
     """Each month's (and twin's) open day, by key."""
     out = {}
-    for key in client.scan_iter(match="*m[0-9]*"):
+    for key in client.scan_iter(match="{*}:*m[0-9]*", _type="hash"):
         day = client.hget(key, "o")
         if day is not None:
             out[key.decode()] = int(day)
@@ -47,13 +47,13 @@ def open_days(client: redis.Redis) -> dict[str, int]:
 def check_layout(client: redis.Redis) -> None:
     """Every day's hash is its month's open day; every packed field unpacks to hours."""
     opened = open_days(client)
-    for raw in client.scan_iter(match="*d[0-9]*"):
+    for raw in client.scan_iter(match="{*}:*d[0-9]*", _type="hash"):
         key = raw.decode()
         found = re.fullmatch(r"(\{\d+\}:t?)d(\d{6})(\d\d)", key)
         assert found, key
         month = f"{found[1]}m{found[2]}"
         assert opened.get(month) == int(found[3]), (key, opened)
-    for raw in client.scan_iter(match="*m[0-9]*"):
+    for raw in client.scan_iter(match="{*}:*m[0-9]*", _type="hash"):
         for field, value in client.hgetall(raw).items():
             if field.startswith(b"h"):
                 hours = unpack_hours(value)

@@ -10,26 +10,37 @@
 -- the rest of this); set by the including script before use.
 --
 -- A key starting with a NUL byte is one the store gave a write that came without one (psd/store.py
--- _plan), only so that a call the client library sends again after losing its reply counts
+-- _names), only so that a call the client library sends again after losing its reply counts
 -- once: it is kept ONCE_OWN_SECONDS, not the whole window, which would keep a key for every
--- HTTP increment of a day.
+-- HTTP increment of a day, and in a string key of its own beside the record ("own:" and the
+-- rest of it in place of "once"), made by one SET NX EX: a streaming call of many users
+-- would otherwise trim, ask, add to and extend the expiry of every user's record.
 local ONCE_OWN_SECONDS = 300
 local once_decided, once_trimmed, once_new = {}, {}, {}
+
+-- the string key that says a store's own delivery `ik` was applied to `record`
+local function own_key(record, ik)
+  return string.sub(record, 1, -5) .. 'own:' .. string.sub(ik, 2)
+end
 
 -- true if delivery `ik` was applied to `record` before this call (and, if not, remember it)
 local function applied_before(record, ik, once)
   local id = record .. '\n' .. ik
   local decided = once_decided[id]
   if decided ~= nil then return decided end
+  if ik:byte(1) == 0 then
+    decided = not redis.call('SET', own_key(record, ik), '1', 'EX', ONCE_OWN_SECONDS, 'NX')
+    if not decided then once_new[#once_new + 1] = id end
+    once_decided[id] = decided
+    return decided
+  end
   if not once_trimmed[record] then
     redis.call('ZREMRANGEBYSCORE', record, '-inf', once[3])
     once_trimmed[record] = true
   end
   decided = redis.call('ZSCORE', record, ik) ~= false
   if not decided then
-    local score = once[1]
-    if ik:byte(1) == 0 then score = once[1] - once[2] + ONCE_OWN_SECONDS end
-    redis.call('ZADD', record, score, ik)
+    redis.call('ZADD', record, once[1], ik)
     redis.call('EXPIRE', record, once[2])
     once_new[#once_new + 1] = id
   end
@@ -43,7 +54,11 @@ local function once_forget(kept)
   for _, id in ipairs(once_new) do
     if not kept[id] then
       local record, ik = id:match('^(.-)\n(.*)$')
-      redis.call('ZREM', record, ik)
+      if ik:byte(1) == 0 then
+        redis.call('DEL', own_key(record, ik))
+      else
+        redis.call('ZREM', record, ik)
+      end
     end
   end
 end

@@ -9,6 +9,7 @@ local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in 
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
 -- yet (its layout field is written with its first record)
 local users = {}
+local spans = {}  -- acts key -> its "_span" as read with the first summary (nil: unknown)
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)
@@ -19,13 +20,13 @@ end
 -- (convert.lua) if an earlier psd wrote them
 local function summary_of(acts, idx, id)
   if users[acts] then return redis.call('HGET', acts, id) end
-  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD)
+  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD)
   if vals[2] == LAYOUT then
-    users[acts] = true
+    users[acts], spans[acts] = true, (vals[3] or 0) + 0
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
-    users[acts] = 'new'
+    users[acts], spans[acts] = 'new', 0
     return nil
   end
   convert_user(acts)
@@ -134,7 +135,7 @@ local function record(act, ts, delta, atid)
 end
 
 local function save_states()
-  local spans, changed = {}, {}  -- acts key -> longest span written; -> its idx
+  local longest, changed = {}, {}  -- acts key -> longest span written; -> its idx
   for _, at in ipairs(touched) do
     local act = activities[at]
     if act.changed then
@@ -151,13 +152,15 @@ local function save_states()
       end
       redis.call('ZADD', act.idx, act.summary[R_LAST], member)
       local span = act.summary[R_LAST] - act.summary[R_FIRST]
-      if span > (spans[acts] or 0) then spans[acts] = span end
+      if span > (longest[acts] or 0) then longest[acts] = span end
       changed[acts] = act.idx
     end
   end
-  for acts, span in pairs(spans) do
-    if span > (redis.call('HGET', acts, '_span') or 0) + 0 then
-      redis.call('HSET', acts, '_span', span)
+  for acts, span in pairs(longest) do
+    local known = spans[acts] or (redis.call('HGET', acts, SPAN_FIELD) or 0) + 0
+    if span > known then
+      redis.call('HSET', acts, SPAN_FIELD, span)
+      spans[acts] = span
     end
   end
   if state_ttl > 0 then  -- a user's state lives state_ttl past their last change
@@ -171,6 +174,6 @@ end
 
 -- forget what this call loaded of activities and days
 local function forget_states()
-  activities, touched = {}, {}
+  activities, touched, spans = {}, {}, {}
   forget_days()
 end
