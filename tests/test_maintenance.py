@@ -330,25 +330,36 @@ def test_a_batch_after_a_stale_point_is_not_counted_whole(
 
 
 def test_updates_keep_the_activity_state_alive(redis_client: redis.Redis) -> None:
-    """The state's expiry runs from the last change, not from the last new activity."""
-    short = Store(
-        redis_client,
-        replace(
-            POLICY,
-            retention_minute=3,
-            retention_hour=3,
-            retention_day=3,
-            retention_month=3,
-            retention_year=3,
-            state_expire=3,
-        ),
+    """The state's expiry runs from the last change, not from the last new activity: it
+    always lies at least the state's lifetime past the last change, and is pushed on once
+    its mark is a sixteenth of that lifetime old (not at every write)."""
+    clock = [time.time()]
+    settings = replace(
+        POLICY,
+        retention_minute=3,
+        retention_hour=3,
+        retention_day=3,
+        retention_month=3,
+        retention_year=3,
+        state_expire=3,
     )
+    short = Store(redis_client, settings, clock=lambda: clock[0])
+    lifetime_ms = short.state_lifetime * 1000
+    refresh = short.state_lifetime // 16
     ts = NOW - 60
     short.write_metric(MetricPoint("steps", 9, 1, 1, 10, ts, ts))
-    ttl_before = redis_client.pttl("{9}:acts")
-    time.sleep(0.3)  # not a synchronisation: the TTL must run down measurably before the update
+    first = redis_client.pttl("{9}:acts")
+    assert lifetime_ms < first <= lifetime_ms + refresh * 1000
+    marked = redis_client.hget("{9}:acts", "_x")
+    clock[0] += refresh - 1
     short.write_metric(MetricPoint("steps", 9, 1, 1, 11, ts, ts + 1))
-    assert redis_client.pttl("{9}:acts") > ttl_before - 100  # refreshed by the update
+    assert redis_client.pttl("{9}:acts") > lifetime_ms  # still a lifetime past the change
+    assert redis_client.hget("{9}:acts", "_x") == marked  # not pushed on yet
+    clock[0] += 1
+    short.write_metric(MetricPoint("steps", 9, 1, 1, 12, ts, ts + 2))
+    assert redis_client.hget("{9}:acts", "_x") == str(int(clock[0])).encode()
+    assert redis_client.pttl("{9}:acts") > lifetime_ms
+    assert redis_client.pttl("{9}:idx") > lifetime_ms
 
 
 def test_a_late_point_for_a_year_the_root_keeps_lands_in_the_root(

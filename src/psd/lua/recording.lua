@@ -10,6 +10,13 @@ local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in 
 -- yet (its layout field is written with its first record)
 local users = {}
 local spans = {}  -- acts key -> its "_span" as read with the first summary (nil: unknown)
+local marks = {}  -- acts key -> its "_x" as read with the first summary (nil: unknown)
+
+-- A user's state lives state_ttl past their last change. Its two keys are given
+-- state_ttl + REFRESH seconds when their mark ("_x") is REFRESH old or more, not at every
+-- call: most of a user's writes then carry no EXPIRE. REFRESH is a day, or a sixteenth of
+-- a short state_ttl.
+local REFRESH = math.min(86400, math.floor(state_ttl / 16))
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)
@@ -20,13 +27,13 @@ end
 -- (convert.lua) if an earlier psd wrote them
 local function summary_of(acts, idx, id)
   if users[acts] then return redis.call('HGET', acts, id) end
-  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD)
+  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD)
   if vals[2] == LAYOUT then
-    users[acts], spans[acts] = true, (vals[3] or 0) + 0
+    users[acts], spans[acts], marks[acts] = true, (vals[3] or 0) + 0, (vals[4] or 0) + 0
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
-    users[acts], spans[acts] = 'new', 0
+    users[acts], spans[acts], marks[acts] = 'new', 0, 0
     return nil
   end
   convert_user(acts)
@@ -163,10 +170,15 @@ local function save_states()
       spans[acts] = span
     end
   end
-  if state_ttl > 0 then  -- a user's state lives state_ttl past their last change
+  if state_ttl > 0 then
     for acts, idx in pairs(changed) do
-      redis.call('EXPIRE', acts, state_ttl)
-      redis.call('EXPIRE', idx, state_ttl)
+      local mark = marks[acts] or (redis.call('HGET', acts, EXPIRED_FIELD) or 0) + 0
+      if now - mark >= REFRESH then
+        redis.call('HSET', acts, EXPIRED_FIELD, now)
+        redis.call('EXPIRE', acts, state_ttl + REFRESH)
+        redis.call('EXPIRE', idx, state_ttl + REFRESH)
+        marks[acts] = now
+      end
     end
   end
   save_days()
@@ -174,6 +186,6 @@ end
 
 -- forget what this call loaded of activities and days
 local function forget_states()
-  activities, touched, spans = {}, {}, {}
+  activities, touched, spans, marks = {}, {}, {}, {}
   forget_days()
 end
