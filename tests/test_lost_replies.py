@@ -16,7 +16,7 @@ import redis
 
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
-from psd.scripts import source
+from psd.scripts import library, source
 from psd.store import Store
 
 T0 = 1458061005
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.standalone
 
 class LosesOneReply:
     """A TCP proxy to ``upstream`` that drops its client's connection, once, where the
-    server's reply to a script call (EVALSHA) would have gone back."""
+    server's reply to a script call (EVALSHA, or FCALL of a Function) would have gone back."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
@@ -53,7 +53,7 @@ class LosesOneReply:
     def _up(self, client: socket.socket, server: socket.socket, awaiting: threading.Event) -> None:
         try:
             while data := client.recv(65536):
-                if b"EVALSHA" in data and not self.lost.is_set():
+                if (b"EVALSHA" in data or b"FCALL" in data) and not self.lost.is_set():
                     awaiting.set()
                 server.sendall(data)
         except OSError:
@@ -84,8 +84,9 @@ class LosesOneReply:
 def lossy_store(redis_client: redis.Redis) -> Iterator[tuple[Store, LosesOneReply]]:
     kw = redis_client.connection_pool.connection_kwargs
     settings = Settings(expire=0, count_expire=0)
-    for name in ("write_metric", "write_count"):  # known to the server: EVALSHA is the call
-        redis_client.script_load(source(name))
+    # known to the server: the call is the first command sent
+    redis_client.function_load(library("write_metric").code, replace=True)
+    redis_client.script_load(source("write_count"))
     proxy = LosesOneReply((kw["host"], kw["port"]))
     client = redis.Redis(host="127.0.0.1", port=proxy.port, db=kw.get("db", 0))
     yield Store(client, settings), proxy

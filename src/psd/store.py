@@ -31,7 +31,7 @@ from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
-from psd.scripts import Scripts
+from psd.scripts import Function, Scripts
 from psd.writes import COUNT, METRIC, P, PointKind, WriteResult, WriteStatus, call_args
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
@@ -233,7 +233,7 @@ class Store(Reads):
         self,
         kind: PointKind[P],
         policy: Policy,
-        script: Script,
+        script: Script | Function,
         head: list[Any],
         points: Sequence[P],
         deliveries: Sequence[str] | None,
@@ -263,7 +263,7 @@ class Store(Reads):
             # (more than WRITE_BATCH points hold the server longer)
             return [items] if all_or_nothing else cut_calls(records, names, items)
 
-        def build(indexes: list[int]) -> tuple[Script, list[str], list[Any]]:
+        def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             keys, rows = call_args(kind, policy, points, indexes, instants, records, names)
             return script, keys, [msgpack.packb(rows), *head, *tail]
 

@@ -22,7 +22,7 @@ from psd.cli.ops import tool_broker_url, tool_store
 from psd.cli.up import masked
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
-from psd.scripts import NAMES, library, source
+from psd.scripts import FUNCTIONS, NAMES, library, source
 from psd.store import Store
 
 Status = Literal["ok", "warn", "fail"]
@@ -103,8 +103,11 @@ def scripts(store: Store, settings: Settings) -> Iterator[Finding]:
     for label, client in _servers(store):
         for name in NAMES:
             client.script_load(source(name))
-        client.function_load(library("sum").code, replace=True)
-        yield Finding("ok", f"{label}Lua scripts load: {', '.join(NAMES)} (sum as a Function)")
+        for name in FUNCTIONS:
+            client.function_load(library(name).code, replace=True)
+        yield Finding(
+            "ok", f"{label}Lua scripts load: {', '.join(NAMES)} ({', '.join(FUNCTIONS)} as Functions)"
+        )
         packed = client.eval("return cmsgpack.unpack(cmsgpack.pack({7}))[1]", 0)
         yield verdict(
             packed == 7,

@@ -3,9 +3,9 @@
 -- included before it): what a call adds to a user's counter hashes,
 -- owed point by point and paid at once (one HINCRBY a field however many points add to it),
 -- and taken back exactly when a point, or an all-or-nothing call, is refused.
-local owed, owed_keys = {}, {}  -- counter key -> {field -> delta, ...}; in order
-local expiry = {}  -- counter key -> Unix time it expires at (0 = never)
-local roots = {}  -- counter key -> true for the user's root hashes
+local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
+local expiry  -- counter key -> Unix time it expires at (0 = never)
+local roots  -- counter key -> true for the user's root hashes
 
 local function owe(key, field, delta, expire_at, is_root)
   local fields = owed[key]
@@ -20,7 +20,7 @@ local function owe(key, field, delta, expire_at, is_root)
 end
 
 -- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}
-local owed_hours, owed_hours_keys = {}, {}
+local owed_hours, owed_hours_keys
 local function owe_hour(key, name, number, delta)
   local fields = owed_hours[key]
   if fields == nil then
@@ -38,27 +38,36 @@ end
 -- as most of the original's workload) is packed at once, which costs less than its own hash.
 -- Hours of either day go to the day's hash; the one before is closed when the call has
 -- written (nothing is, for a call refused whole).
-local open_before, open_after = {}, {}
-local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
-for n = 1, #points do
-  local p = points[n]
-  local k, expire_at = p[11], p[8][4]
-  if expire_at == 0 or expire_at > now then
-    local day, hour = p[7][3], (p[7][4] - 100) % 24
-    for twin = 0, 4, 4 do
-      local month = KEYS[k + 5 + twin]
-      if (latest[month] or 0) < day then
-        latest[month], latest_count[month] = day, 0
-        latest_field[month] = packed_name(day, hour, p[9], twin == 0 and '' or ':' .. p[3])
+local open_before, open_after
+local hour_keys  -- the open days' hashes owed to: their fields stay within ±HOUR_LIMIT
+local paid  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
+
+-- a call's start: nothing owed or paid, and each month's open day read
+local function counters_begin()
+  owed, owed_keys, expiry, roots = {}, {}, {}, {}
+  owed_hours, owed_hours_keys, hour_keys, paid = {}, {}, {}, {}
+  open_before, open_after = {}, {}
+  local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
+  for n = 1, #points do
+    local p = points[n]
+    local k, expire_at = p[11], p[8][4]
+    if expire_at == 0 or expire_at > now then
+      local day, hour = p[7][3], (p[7][4] - 100) % 24
+      for twin = 0, 4, 4 do
+        local month = KEYS[k + 5 + twin]
+        if (latest[month] or 0) < day then
+          latest[month], latest_count[month] = day, 0
+          latest_field[month] = packed_name(day, hour, p[9], twin == 0 and '' or ':' .. p[3])
+        end
+        if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
       end
-      if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
     end
   end
-end
-for month, day in pairs(latest) do
-  local open, held = open_day_of(month, latest_field[month])
-  open_before[month], open_after[month] = open, open
-  if day > open and (latest_count[month] > 1 or held >= 2) then open_after[month] = day end
+  for month, day in pairs(latest) do
+    local open, held = open_day_of(month, latest_field[month])
+    open_before[month], open_after[month] = open, open
+    if day > open and (latest_count[month] > 1 or held >= 2) then open_after[month] = day end
+  end
 end
 
 local function move_open_days()
@@ -66,8 +75,6 @@ local function move_open_days()
     if day ~= open_before[month] then move_open_day(month, open_before[month], day) end
   end
 end
-
-local hour_keys = {}  -- the open days' hashes owed to: their fields stay within ±HOUR_LIMIT
 
 local function add_to_counters(k, p, delta)
   local atid, children, expires, thing = p[3], p[7], p[8], p[9]
@@ -97,8 +104,6 @@ local function add_to_counters(k, p, delta)
     end
   end
 end
-
-local paid = {}  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
 
 -- take back a payment (or where it stopped: at `key` and `field`, added or not, before
 -- the packed hours were written)

@@ -64,6 +64,7 @@ local function hour_number(hour) return hour % 12 + 1 end
 -- packed fields as this call last read or wrote them (key .. '\n' .. field -> value, or
 -- false: absent): a sparse user's write reads its half-day once, with the open day
 local packed_known = {}
+local function hours_begin() packed_known = {} end
 
 local function packed_get(key, name)
   local value = packed_known[key .. '\n' .. name]

@@ -16,7 +16,13 @@
 -- rest of it in place of "once"), made by one SET NX EX: a streaming call of many users
 -- would otherwise trim, ask, add to and extend the expiry of every user's record.
 local ONCE_OWN_SECONDS = 300
-local once_decided, once_trimmed, once_new = {}, {}, {}
+local once_decided, once_trimmed, once_new
+
+-- a call's start: nothing decided yet (a Function's state outlives its calls)
+local function once_begin()
+  once_decided, once_trimmed, once_new = {}, {}, {}
+end
+once_begin()
 
 -- the string key that says a store's own delivery `ik` was applied to `record`
 local function own_key(record, ik)

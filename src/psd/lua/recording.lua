@@ -5,18 +5,24 @@
 -- end: a batch often holds many points of one activity (a day of minutes) or one day, and
 -- each would otherwise read, unpack, pack and write the same state again. The call is
 -- atomic either way.
-local activities, touched = {}, {}  -- "<acts>\n<thing>:<aid>" -> its state; in order
+local activities, touched  -- "<acts>\n<thing>:<aid>" -> its state; in order
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
 -- yet (its layout field is written with its first record)
-local users = {}
-local spans = {}  -- acts key -> its "_span" as read with the first summary (nil: unknown)
-local marks = {}  -- acts key -> its "_x" as read with the first summary (nil: unknown)
+local users
+local spans  -- acts key -> its "_span" as read with the first summary (nil: unknown)
+local marks  -- acts key -> its "_x" as read with the first summary (nil: unknown)
 
 -- A user's state lives state_ttl past their last change. Its two keys are given
 -- state_ttl + REFRESH seconds when their mark ("_x") is REFRESH old or more, not at every
 -- call: most of a user's writes then carry no EXPIRE. REFRESH is a day, or a sixteenth of
 -- a short state_ttl.
-local REFRESH = math.min(86400, math.floor(state_ttl / 16))
+local REFRESH
+
+-- a call's start, once state_ttl is known
+local function recording_begin()
+  activities, touched, users, spans, marks = {}, {}, {}, {}, {}
+  REFRESH = math.min(86400, math.floor(state_ttl / 16))
+end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)

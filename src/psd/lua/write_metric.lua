@@ -37,13 +37,9 @@
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 local WRITES = true
 -- #include keys.lua
-local KEYS = call_keys(KEYS, ARGV)
-local points = cmsgpack.unpack(ARGV[1])
-local state_ttl = tonumber(ARGV[2])
-local changes_keep = ARGV[3] + 0
-local once = {ARGV[4], ARGV[5], ARGV[6]}
-local now = ARGV[4] + 0
-local whole = ARGV[7] == '1'
+-- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
+-- its functions made once per server, so nothing of a call may outlive it.
+local KEYS, points, state_ttl, changes_keep, once, now, whole
 local HASH_OF_CHILD = {1, 2, 3, 3}
 
 -- #include once.lua
@@ -85,7 +81,7 @@ local function apply(k, p)
 end
 
 local REFUSALS = {past_counter = true, past_record = true, past_change = true}
-local out, refused = {}, false
+local out, refused
 local function run(n)
   local status, delta = apply(points[n][11], points[n])
   out[2 * n - 1] = status; out[2 * n] = delta
@@ -136,26 +132,41 @@ local function apply_each()
   end
 end
 
-if apply_all() then
-  save_states()
-else
-  unpay_all()
-  if not (whole and refused) then  -- a counter would cross: nothing of the call is written
-    forget()
-    apply_each()
-    if whole and refused then unpay_all() elseif whole then save_states() end
-  end
-  for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
+local function begin(keys, args)
+  KEYS, points = call_keys(keys, args), cmsgpack.unpack(args[1])
+  state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
+  once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
+  out, refused = {}, false
+  once_begin(); hours_begin(); forget_days(); recording_begin(); counters_begin()
 end
-if #paid > 0 then move_open_days() end
-if refused then  -- a delivery none of whose points was applied is not remembered
-  local kept = {}
-  for n = 1, #points do
-    local delivery = points[n][10]
-    if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
-      kept[KEYS[points[n][11] + 11] .. '\n' .. delivery] = true
+
+-- one call: every point applied, or as many as may be (see apply_all and apply_each)
+local function write_call(keys, args)
+  begin(keys, args)
+  if apply_all() then
+    save_states()
+  else
+    unpay_all()
+    if not (whole and refused) then  -- a counter would cross: nothing of the call is written
+      forget()
+      apply_each()
+      if whole and refused then unpay_all() elseif whole then save_states() end
     end
+    for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
   end
-  once_forget(kept)
+  if #paid > 0 then move_open_days() end
+  if refused then  -- a delivery none of whose points was applied is not remembered
+    local kept = {}
+    for n = 1, #points do
+      local delivery = points[n][10]
+      if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
+        kept[KEYS[points[n][11] + 11] .. '\n' .. delivery] = true
+      end
+    end
+    once_forget(kept)
+  end
+  return out
 end
-return out
+
+-- the entry point: psd/scripts.py makes it a Redis Function, or calls it with KEYS and ARGV
+-- #entry write_call
