@@ -9,9 +9,9 @@ It loads a year of dense data (a point every 10 minutes) for one user and 30 day
 while each read runs (``callgrind_control -i on/off``): a year by day in Los Angeles (as
 ``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s,
 1 h, 1 d and 30 d, and ``--users`` users' 30 d; then, per point, a streaming tick of those
-users (a point each) and a bulk write of a day (144 points of one user in one call). To
-compare two versions, run it in each checkout (``PYTHONPATH=<checkout>/src``): the counts
-repeat exactly for the same code and data.
+users (a point each), a bulk write of a day (144 points of one user in one call) and a lone
+point in a call of its own. To compare two versions, run it in each checkout
+(``PYTHONPATH=<checkout>/src``): the counts repeat exactly for the same code and data.
 Prints figures; asserts nothing.
 """
 
@@ -90,8 +90,9 @@ def writes(
     store: Store, users: list[int], today: int, t2: int
 ) -> dict[str, tuple[Callable[[], object], int]]:
     """Writes to count, each run new points: a streaming tick (a point of every user, each
-    increment a second after the last) and a bulk call (a new user's day of dense points)."""
-    second, day_of = itertools.count(), itertools.count()
+    increment a second after the last), a bulk call (a new user's day of dense points) and
+    a lone point in a call of its own (a new activity of a user, as ``/v1/write`` sends)."""
+    second, day_of, lone = itertools.count(), itertools.count(), itertools.count()
     rng = random.Random(2)
 
     def tick() -> None:
@@ -101,9 +102,15 @@ def writes(
     def bulk() -> None:
         store.write_metrics(dense(10_000 + next(day_of), today - DAY, 1, rng))
 
+    def alone() -> None:
+        n = next(lone)
+        ts = t2 - 3600 + n
+        store.write_metric(MetricPoint("steps", users[n % len(users)], 3, 1000 + n, 5, ts, ts))
+
     return {
         f"a tick: a point of each of {len(users)} users": (tick, len(users)),
         "one user's day (144 points) in one call": (bulk, 144),
+        "a lone point in its own call (a new activity)": (alone, 1),
     }
 
 
