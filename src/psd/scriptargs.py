@@ -87,7 +87,9 @@ class HoursArg(NamedTuple):
     picks: list[int]  # flat: name number (from 1), first target, first and last hour (1-12)
     step: int  # how much the target goes up from one hour of a pick to the next
     days: list[int]  # the days of the month whose hours are asked for
-    fields: list[str]  # a sum's: its hours' plain names, thing by thing, to ask an open day
+    #: a sum's: per packed field (in the order of names) the slot of its first hour (its
+    #: plain field's name as a number), to name the hours it asks of an open day; [] else
+    bases: list[int]
 
 
 class GroupArg(NamedTuple):

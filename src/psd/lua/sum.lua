@@ -191,6 +191,44 @@ local function read_packed(key, part)
   return tables, nil
 end
 
+-- a counter field's name: a slot's decimal string. Kept from call to call, as the library's
+-- functions are (a name is the same for every call): turning a number into a string costs
+-- more than asking a field
+local slot_names = {}
+local function slot_name(slot)
+  local name = slot_names[slot]
+  if name == nil then
+    name = tostring(slot)
+    slot_names[slot] = name
+  end
+  return name
+end
+
+-- add the hours of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
+-- a pick's packed field names them from its first hour's slot): one HMGET of the day's hash
+-- for those of that day only
+local function sum_open_day(key, part, open, his, los)
+  local picks, bases, names, targets = part[2], part[5], {}, {}
+  local suffix = filter and ':' .. filter
+  for i = 1, #picks, 4 do
+    local base = bases[picks[i]]
+    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
+      for h = picks[i + 2], picks[i + 3] do
+        local name = slot_name(base + 10 * (h - 1))
+        names[#names + 1], targets[#names + 1] = suffix and name .. suffix or name, picks[i + 1]
+      end
+    end
+  end
+  if #names == 0 then return end
+  local vals = redis.call('HMGET', day_key(key, open), unpack(names))
+  for j = 1, #vals do
+    if vals[j] then
+      local ti = targets[j]
+      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+    end
+  end
+end
+
 -- add the g-th group's hours packed in its month's hash, then those of its open day
 local function sum_hours(key, plan, g, his, los)
   local part = plan.groups[g][3]
@@ -208,7 +246,7 @@ local function sum_hours(key, plan, g, his, los)
       his[ti], los[ti] = hi, lo
     end
   end
-  if open then add_asked(day_key(key, open), part[5], his, los) end
+  if open then sum_open_day(key, part, open, his, los) end
 end
 
 -- #include oldreads.lua
