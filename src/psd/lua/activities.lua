@@ -31,20 +31,30 @@ end
 
 -- add to his/los the changes of one hour (raw: its field of the day's changes; tis: the
 -- day's context_things) inside some windows of it (pairs of ws from first to last): window i
--- (from 0) of thing ti adds to entry i * width + ti
+-- (from 0) of thing ti adds to entry i * width + ti. It decodes as decode_hour does, in
+-- place: the list of every change that builds costs more than adding them up.
 local function add_changes(raw, tis, ws, first, last, width, his, los)
-  local changes = decode_hour(raw)
+  local items = cmsgpack.unpack(raw)
   local base = ws[first] - ws[first] % 3600
-  for c = 1, #changes, 3 do
-    local ti = tis[changes[c]]
-    if ti then
-      local ts = base + changes[c + 1]
-      for w = first, last, 2 do
-        if ts >= ws[w] and ts <= ws[w + 1] then
-          local at = (w - first) / 2 * width + ti
-          his[at], los[at] = carry(his[at], los[at] + changes[c + 2])
+  local ctx, sec, d, i, count = 1, 0, 0, 1, #items
+  while i <= count do
+    local v = items[i]
+    if v <= CTX_MARK then
+      ctx, sec, d, i = CTX_MARK - v, 0, 0, i + 1
+    else
+      d = d + v
+      sec = sec + d
+      local ti = tis[ctx]
+      if ti then
+        local ts = base + sec
+        for w = first, last, 2 do
+          if ts >= ws[w] and ts <= ws[w + 1] then
+            local at = (w - first) / 2 * width + ti
+            his[at], los[at] = carry(his[at], los[at] + items[i + 1])
+          end
         end
       end
+      i = i + 2
     end
   end
 end

@@ -204,6 +204,14 @@ local function slot_name(slot)
   return name
 end
 
+-- the hash of day `dom` of a month's (or its twin's) hash {uid}:[t]mYYYYMM, as hours.lua's
+-- day_key names it, without a pattern or a number turned into a string
+local DOMS = {}
+for dom = 1, 31 do DOMS[dom] = string.format('%02d', dom) end
+local function open_day_key(month_key, dom)
+  return sub(month_key, 1, -8) .. 'd' .. sub(month_key, -6) .. DOMS[dom]
+end
+
 -- add the hours of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
 -- a pick's packed field names them from its first hour's slot): one HMGET of the day's hash
 -- for those of that day only
@@ -220,7 +228,7 @@ local function sum_open_day(key, part, open, his, los)
     end
   end
   if #names == 0 then return end
-  local vals = redis.call('HMGET', day_key(key, open), unpack(names))
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
   for j = 1, #vals do
     if vals[j] then
       local ti = targets[j]
@@ -251,11 +259,12 @@ end
 
 -- #include oldreads.lua
 -- #include activities.lua
+-- #include lone.lua
 
 -- #include breakdown.lua
 
-local function begin(keys, args)
-  KEYS, request = call_keys(keys, args), cmsgpack.unpack(args[1])
+local function begin(keys, args, unpacked)
+  KEYS, request = call_keys(keys, args), unpacked
   want_atids, filter = request[1] == 1, request[2] ~= '' and request[2] or nil
   things, thing_index, thing_of = request[3], {}, {}
   for ti = 1, #things do
@@ -305,7 +314,9 @@ end
 
 -- one call: its series, then its breakdowns
 local function sum_call(keys, args)
-  begin(keys, args)
+  local a = {cmsgpack.unpack(args[1])}
+  if a[2] ~= nil then return lone_sum(keys, args, a) end
+  begin(keys, args, a[1])
   local result = {}
   local k = sum_series(result)
   local breakdowns = request[7] or {{}, {}}
