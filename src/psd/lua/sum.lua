@@ -14,8 +14,9 @@
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
 --          names to ask for, thing by thing} (names built by the caller; none for a group too
 --          wide to ask for by name), for a month of a user's metrics its hours packed and in
---          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start, end, start string, end string, hour
---          string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
+--          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start,
+--          end, start string, end string, hour string, day string (YYYYMMDD), hour of the
+--          day string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
 --          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
@@ -25,9 +26,17 @@
 --          counter hash its month's hours or nil, as a group's, with field positions for
 --          targets}: edges and spans are runs {first, last, ...} of term numbers, a negative
 --          first subtracting the run (terms: the hashes' children, then the windows).
+--          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
+--          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
+--          type), thing, thing string, group count, per group {count, child ranges...},
+--          {count, field names...}, then its month's hours: 0 for none, else {count, packed
+--          names..., "o"}, {count, picks by three: name number, first and last hour...},
+--          {count, days...}, then per packed name the slot of its first hour; then the
+--          window count and seven values a window, as above.
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
---          has windows, {uid}:idx and {uid}:acts
+--          has windows, {uid}:idx and {uid}:acts (a flat run: its counter hashes, then
+--          {uid}:idx and {uid}:acts)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
