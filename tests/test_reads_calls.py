@@ -21,7 +21,7 @@ from psd.model import MetricPoint
 from psd.reads import _lone_call
 from psd.scriptcall import ScriptCaller
 from psd.store import Store
-from psd.sumcall import Series, SumRequest, sum_call
+from psd.sumcall import Series, SumRequest, lone_call, sum_call
 
 NOW = int(time.time())
 RANGES = [
@@ -41,7 +41,7 @@ def server(redis_client: redis.Redis) -> redis.Redis:
 
 
 @pytest.mark.parametrize("t1, t2", RANGES)
-def test_a_one_series_call_is_the_call_sum_call_builds(t1: int, t2: int) -> None:
+def test_a_one_series_call_is_the_call_lone_call_builds(t1: int, t2: int) -> None:
     for plan, prefix, things in (
         (read_plan(t1, t2), metric_prefix(42), (1,)),
         (read_plan(t1, t2), metric_prefix(7), (2, 1, 5)),
@@ -54,8 +54,39 @@ def test_a_one_series_call_is_the_call_sum_call_builds(t1: int, t2: int) -> None
                     series = [Series(0, prefix, with_state)]
                     request = SumRequest(things, atid, [plan], series, want, legacy_hours=legacy)
                     suffixes, args = _lone_call(plan, things, atid, want, with_state, legacy)
-                    keys, built = sum_call(request)
+                    keys, built = lone_call(request)
                     assert ([prefix + s for s in suffixes], list(args)) == (keys, built)
+
+
+def test_a_lone_call_answers_as_the_general_one(server: redis.Redis) -> None:
+    """A user's one thing is read from a flat argument by a path of its own: the same sums
+    as the general call's, for every type and for one, over hours packed, open and plain,
+    windows of changes and of single changes."""
+    store = Store(server, Settings())
+    hour = NOW - NOW % 3600
+    points = [
+        MetricPoint("steps", 5, atid, aid, value, ts, ts, "increment")
+        for atid, aid, value, ts in (
+            *((3, 1, 7, hour - h * 1800 + 11) for h in range(60)),  # one activity, many changes
+            *((4, 2, 5, hour - h * 86400 - 900) for h in range(40)),  # another, a day apart
+            *((3, 100 + h, 2, hour - h * 5000 + 3) for h in range(30)),  # single changes
+        )
+    ]
+    store.write_metrics(points)
+    store.write_metrics([MetricPoint("distance", 5, 3, 9, 4, NOW - 30, NOW - 30)])
+    ranges = [*RANGES, (NOW - 3600 + 17, NOW), (hour - 7200, hour - 1), (NOW - 40 * 86400, NOW)]
+    sums = set()
+    for t1, t2 in ranges:
+        plan = read_plan(t1, t2)
+        for atid in (None, 3, 4):
+            request = SumRequest((1,), atid, [plan], [Series(0, metric_prefix(5), True)])
+            keys, lone = lone_call(request)
+            general = sum_call(request)[1]
+            assert lone != general
+            answer = store.scripts.sum(keys, lone)
+            assert answer == store.scripts.sum(keys, general)
+            sums.add(answer[0][0][1])
+    assert len(sums) > 10
 
 
 def test_script_calls_answer_as_redis_py(server: redis.Redis) -> None:

@@ -158,7 +158,7 @@ def _packed(
             for n, c in enumerate(children)
             for t, thing in enumerate(things, 1)
         )
-        parts = hour_parts(at, suffix, len(things), []) if hash_suffix.startswith("m") else None
+        parts = hour_parts(at, suffix, len(things), False) if hash_suffix.startswith("m") else None
         month_hours.append(parts)
         days = sum(child < HOUR_BASE for child in children)  # children ascend: days first
         asked.append(len(fields[-1]) if legacy or parts is None else days * len(things))

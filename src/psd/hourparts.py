@@ -6,27 +6,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from psd.keys import HOUR_BASE, OPEN_DAY, packed_field, slot_names
+from psd.keys import HOUR_BASE, OPEN_DAY, packed_field
 from psd.scriptargs import HoursArg
 
 
 def hour_parts(
-    children: Iterable[tuple[int, int, int]], suffix: str, step: int, fields: list[str]
+    children: Iterable[tuple[int, int, int]], suffix: str, step: int, with_bases: bool
 ) -> HoursArg | None:
     """The part of a month's hash's read that its hours need: ``children`` are (child,
     thing, target) in the order read (a child below ``HOUR_BASE`` is a day, which needs
     none); a pick's hours are numbered 1 to 12 in their half-day; a target is where the
     script adds the hour (a thing's number for a sum, a
     field's position for a breakdown). Consecutive hours of one field whose targets go up
-    by ``step`` are one pick. ``suffix``: "" or ":<atid>"; ``fields``: a sum's hour
-    fields, thing by thing, to ask of its open day's hash."""
+    by ``step`` are one pick. ``suffix``: "" or ":<atid>"; ``with_bases``: a sum's, which
+    names the hours of its open day from the slot of each packed field's first hour."""
     names: dict[str, int] = {}
     picks: list[int] = []
     days: set[int] = set()
+    bases: list[int] = []
     for child, thing, target in children:
         if child < HOUR_BASE:
             continue
         number = names.setdefault(packed_field(child, thing) + suffix, len(names) + 1)
+        if with_bases and number > len(bases):
+            bases.append((child - (child - HOUR_BASE) % 12) * 10 + thing)
         hour = (child - HOUR_BASE) % 12 + 1  # its number in its packed half-day
         if (
             picks
@@ -40,7 +43,7 @@ def hour_parts(
         days.add((child - HOUR_BASE) // 24 + 1)
     if not names:
         return None
-    return HoursArg([*names, OPEN_DAY], picks, step, sorted(days), fields)
+    return HoursArg([*names, OPEN_DAY], picks, step, sorted(days), bases)
 
 
 def group_hours(
@@ -57,11 +60,4 @@ def group_hours(
         for lo, hi in hours
         for child in range(lo, hi + 1)
     )
-    suffix = "" if atid is None else f":{atid}"
-    names = [
-        slot_names(thing)[child] + suffix
-        for thing in things
-        for lo, hi in hours
-        for child in range(lo, hi + 1)
-    ]
-    return hour_parts(children, suffix, 0, names)
+    return hour_parts(children, "" if atid is None else f":{atid}", 0, True)

@@ -21,7 +21,7 @@ from psd.model import THINGS
 from psd.nodes import Nodes
 from psd.retention import Answerable, Policy, answerable
 from psd.scripts import Scripts
-from psd.sumcall import Series, SumRequest, sum_call
+from psd.sumcall import Series, SumRequest, lone_call, sum_call
 
 _E15 = 10**15
 _READ_TRIPS = ROUND_TRIPS.labels("read")
@@ -95,7 +95,7 @@ def _lone_call(
     day's plan names its hours field by field)."""
     series = [Series(0, "", with_state)]
     request = SumRequest(things, atid, [plan], series, want_activities, legacy_hours=legacy)
-    keys, args = sum_call(request)
+    keys, args = lone_call(request)
     return tuple(keys), tuple(args)
 
 

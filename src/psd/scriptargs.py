@@ -87,7 +87,9 @@ class HoursArg(NamedTuple):
     picks: list[int]  # flat: name number (from 1), first target, first and last hour (1-12)
     step: int  # how much the target goes up from one hour of a pick to the next
     days: list[int]  # the days of the month whose hours are asked for
-    fields: list[str]  # a sum's: its hours' plain names, thing by thing, to ask an open day
+    #: a sum's: per packed field (in the order of names) the slot of its first hour (its
+    #: plain field's name as a number), to name the hours it asks of an open day; [] else
+    bases: list[int]
 
 
 class GroupArg(NamedTuple):
@@ -146,3 +148,32 @@ class SumArg(NamedTuple):
         """The argument's bytes; without breakdowns, the six elements sum.lua expects then."""
         packed: bytes = msgpack.packb(self if self.breakdowns is not None else self[:6])
         return packed
+
+
+def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
+    """sum.lua's ``ARGV[1]`` for one series of one thing without its activities: a flat run
+    of msgpack values, not a list (the script reads it in place): ``atid`` ("" = every
+    type), the thing as a number and as a string, the plan's groups (their count, then per
+    group its ranges and its fields, each a list: its length, then its elements; then its
+    month's hours: 0 for none, else its names, its picks by three (name number, first and
+    last hour), its days, each a list, then per packed name its ``bases``), its windows
+    (their count, then seven values each, as :class:`WindowArg`)."""
+    values: list[Any] = [atid, thing, str(thing), len(plan.groups)]
+    for group in plan.groups:
+        values += [len(group.ranges), *group.ranges, len(group.fields), *group.fields]
+        hours = group.hours
+        if hours is None:
+            values.append(0)
+            continue
+        picks = [
+            n
+            for i in range(0, len(hours.picks), 4)
+            for n in (hours.picks[i], hours.picks[i + 2], hours.picks[i + 3])
+        ]
+        values += [len(hours.names), *hours.names, len(picks), *picks]
+        values += [len(hours.days), *hours.days, *hours.bases]
+    values.append(len(plan.windows))
+    for window in plan.windows:
+        values += window
+    packer = msgpack.Packer()
+    return b"".join(packer.pack(value) for value in values)

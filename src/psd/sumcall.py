@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
 from psd.keys import HOUR_BASE, TYPED, Ranges, ReadPlan, day_and_hour, slot_names
-from psd.scriptargs import BreakdownPlanArg, BreakdownsArg, GroupArg, PlanArg, SumArg, WindowArg
+from psd.scriptargs import (
+    BreakdownPlanArg,
+    BreakdownsArg,
+    GroupArg,
+    PlanArg,
+    SumArg,
+    WindowArg,
+    lone_packb,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,21 @@ class SumRequest:
     breakdowns: Sequence[tuple[str, Breakdown]] = ()
     #: ask for hours as plain fields of month hashes too (a keyspace on layout 1: psd/layout.py)
     legacy_hours: bool = False
+
+
+def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
+    """:func:`sum_call` for a request of one series; when it is a user's one thing without
+    the activities that changed (the reads most made), its argument is the flat run of
+    values psd/lua/sum.lua's header describes (:func:`psd.scriptargs.lone_packb`), which the
+    script reads for less than half the cost."""
+    keys, built = sum_call(request)
+    (one,) = request.series
+    if len(request.things) != 1 or request.want_activities or not one.with_state:
+        return keys, built
+    (thing,) = request.things
+    (plan,) = request.plans
+    arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
+    return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
 
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:

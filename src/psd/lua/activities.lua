@@ -29,26 +29,48 @@ local function context_things(raw)
   return tis
 end
 
+-- add to his/los the changes of one hour (raw: its field of the day's changes; tis: the
+-- day's context_things) inside some windows of it (pairs of ws from first to last): window i
+-- (from 0) of thing ti adds to entry i * width + ti. It decodes as decode_hour does, in
+-- place: the list of every change that builds costs more than adding them up.
+local function add_changes(raw, tis, ws, first, last, width, his, los)
+  local items = cmsgpack.unpack(raw)
+  local base = ws[first] - ws[first] % 3600
+  local ctx, sec, d, i, count = 1, 0, 0, 1, #items
+  while i <= count do
+    local v = items[i]
+    if v <= CTX_MARK then
+      ctx, sec, d, i = CTX_MARK - v, 0, 0, i + 1
+    else
+      d = d + v
+      sec = sec + d
+      local ti = tis[ctx]
+      if ti then
+        local ts = base + sec
+        for w = first, last, 2 do
+          if ts >= ws[w] and ts <= ws[w + 1] then
+            local at = (w - first) / 2 * width + ti
+            his[at], los[at] = carry(his[at], los[at] + items[i + 1])
+          end
+        end
+      end
+      i = i + 2
+    end
+  end
+end
+
+-- the user's changes key of a day (day_s: YYYYMMDD), named from their acts key
+local function day_changes_key(acts, day_s)
+  return sub(acts, 1, -5) .. 'c' .. day_s
+end
+
 -- add to his/los the changes of activities with two or more changes (the day's changes)
 -- inside some windows of one hour (pairs of ws from first to last): window i (from 0) of
 -- thing ti adds to entry i * #things + ti
 local function changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
-  local vals = redis.call('HMGET', sub(acts, 1, -5) .. 'c' .. day_s, hod_s, CONTEXTS)
+  local vals = redis.call('HMGET', day_changes_key(acts, day_s), hod_s, CONTEXTS)
   if not vals[1] then return end
-  local tis, changes, width = context_things(vals[2]), decode_hour(vals[1]), #things
-  local base = ws[first] - ws[first] % 3600
-  for c = 1, #changes, 3 do
-    local ti = tis[changes[c]]
-    if ti then
-      local ts = base + changes[c + 1]
-      for w = first, last, 2 do
-        if ts >= ws[w] and ts <= ws[w + 1] then
-          local at = (w - first) / 2 * width + ti
-          his[at], los[at] = carry(his[at], los[at] + changes[c + 2])
-        end
-      end
-    end
-  end
+  add_changes(vals[1], context_things(vals[2]), ws, first, last, #things, his, los)
 end
 
 -- the same for activities of a single change (their summary is their change): those whose
@@ -74,19 +96,63 @@ local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, l
   end
 end
 
+-- windows of a user whose records an earlier psd wrote (oldreads.lua)
+local function old_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, his, los)
+  local span = span_of(acts)
+  local items = redis.call('ZRANGEBYSCORE', idx, lo_s, span == 0 and hi_s or hi + span)
+  old_add_windows(items, acts, ws, first, last, hour_s, his, los)
+end
+
 -- add to his/los what a user's activities changed inside some windows of one hour (pairs of
 -- ws from first to last, ascending; lo_s, hi_s: the first start and last end as strings, hi
 -- the last end; hour_s its hour (ts // 3600), day_s its day (YYYYMMDD), hod_s its hour in
 -- the day, as strings): window i (from 0) of thing ti adds to entry i * #things + ti
 local function add_hour_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, day_s,
                                 hod_s, his, los)
-  local span, current = span_of(acts)
-  if current then
+  if select(2, span_of(acts)) then
     changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
     singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, los)
   else
-    local items = redis.call('ZRANGEBYSCORE', idx, lo_s, span == 0 and hi_s or hi + span)
-    old_add_windows(items, acts, ws, first, last, hour_s, his, los)
+    old_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, his, los)
+  end
+end
+
+-- add to his/los (entry ti: thing ti) what a user's activities changed inside a series'
+-- windows (psd.scriptargs.WindowArg: at most one at each end of its range). The changes of
+-- two windows of one day come in one HMGET, and a day with changes says the records are on
+-- layout 3 (only that layout has them: record.lua); two windows that touch (a range of about
+-- an hour) are one range of the index
+local function series_windows(idx, acts, windows, his, los)
+  local n = #windows
+  if n == 0 then return end
+  local w1, w2 = windows[1], windows[n]
+  local raw1, raw2, ctx1, ctx2
+  if n == 2 and w1[6] == w2[6] then
+    local vals = redis.call('HMGET', day_changes_key(acts, w1[6]), w1[7], w2[7], CONTEXTS)
+    raw1, raw2, ctx1, ctx2 = vals[1], vals[2], vals[3], vals[3]
+  else
+    local vals = redis.call('HMGET', day_changes_key(acts, w1[6]), w1[7], CONTEXTS)
+    raw1, ctx1 = vals[1], vals[2]
+    if n == 2 then
+      vals = redis.call('HMGET', day_changes_key(acts, w2[6]), w2[7], CONTEXTS)
+      raw2, ctx2 = vals[1], vals[2]
+    end
+  end
+  if not (ctx1 or ctx2 or select(2, span_of(acts))) then
+    for _, w in ipairs(windows) do
+      old_windows(idx, acts, w, 1, 2, w[3], w[4], w[2], w[5], his, los)
+    end
+    return
+  end
+  local tis = raw1 and context_things(ctx1)
+  if raw1 then add_changes(raw1, tis, w1, 1, 2, 1, his, los) end
+  if raw2 then
+    add_changes(raw2, ctx2 == ctx1 and tis or context_things(ctx2), w2, 1, 2, 1, his, los)
+  end
+  if n == 2 and w1[2] + 1 == w2[1] then
+    singles_in_windows(idx, acts, {w1[1], w2[2]}, 1, 2, w1[3], w2[4], his, los)
+  else
+    for _, w in ipairs(windows) do singles_in_windows(idx, acts, w, 1, 2, w[3], w[4], his, los) end
   end
 end
 
@@ -216,9 +282,6 @@ end
 -- the windows' changes from the activities' records (only what changed near each window,
 -- at most two: a long range needs nothing between), and (found) the activities
 local function from_activities(idx, acts, plan, his, los, found)
-  local span = span_of(acts)
-  for _, w in ipairs(plan.windows) do  -- psd.scriptargs.WindowArg
-    add_hour_windows(idx, acts, w, 1, 2, w[3], w[4], w[2], w[5], w[6], w[7], his, los)
-  end
-  if found then list_activities(idx, acts, plan, span, found) end
+  series_windows(idx, acts, plan.windows, his, los)
+  if found then list_activities(idx, acts, plan, span_of(acts), found) end
 end

@@ -14,8 +14,9 @@
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
 --          names to ask for, thing by thing} (names built by the caller; none for a group too
 --          wide to ask for by name), for a month of a user's metrics its hours packed and in
---          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start, end, start string, end string, hour
---          string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
+--          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start,
+--          end, start string, end string, hour string, day string (YYYYMMDD), hour of the
+--          day string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
 --          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
@@ -25,9 +26,17 @@
 --          counter hash its month's hours or nil, as a group's, with field positions for
 --          targets}: edges and spans are runs {first, last, ...} of term numbers, a negative
 --          first subtracting the run (terms: the hashes' children, then the windows).
+--          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
+--          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
+--          type), thing, thing string, group count, per group {count, child ranges...},
+--          {count, field names...}, then its month's hours: 0 for none, else {count, packed
+--          names..., "o"}, {count, picks by three: name number, first and last hour...},
+--          {count, days...}, then per packed name the slot of its first hour; then the
+--          window count and seven values a window, as above.
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged,
 --          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
---          has windows, {uid}:idx and {uid}:acts
+--          has windows, {uid}:idx and {uid}:acts (a flat run: its counter hashes, then
+--          {uid}:idx and {uid}:acts)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
@@ -191,6 +200,52 @@ local function read_packed(key, part)
   return tables, nil
 end
 
+-- a counter field's name: a slot's decimal string. Kept from call to call, as the library's
+-- functions are (a name is the same for every call): turning a number into a string costs
+-- more than asking a field
+local slot_names = {}
+local function slot_name(slot)
+  local name = slot_names[slot]
+  if name == nil then
+    name = tostring(slot)
+    slot_names[slot] = name
+  end
+  return name
+end
+
+-- the hash of day `dom` of a month's (or its twin's) hash {uid}:[t]mYYYYMM, as hours.lua's
+-- day_key names it, without a pattern or a number turned into a string
+local DOMS = {}
+for dom = 1, 31 do DOMS[dom] = string.format('%02d', dom) end
+local function open_day_key(month_key, dom)
+  return sub(month_key, 1, -8) .. 'd' .. sub(month_key, -6) .. DOMS[dom]
+end
+
+-- add the hours of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
+-- a pick's packed field names them from its first hour's slot): one HMGET of the day's hash
+-- for those of that day only
+local function sum_open_day(key, part, open, his, los)
+  local picks, bases, names, targets = part[2], part[5], {}, {}
+  local suffix = filter and ':' .. filter
+  for i = 1, #picks, 4 do
+    local base = bases[picks[i]]
+    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
+      for h = picks[i + 2], picks[i + 3] do
+        local name = slot_name(base + 10 * (h - 1))
+        names[#names + 1], targets[#names + 1] = suffix and name .. suffix or name, picks[i + 1]
+      end
+    end
+  end
+  if #names == 0 then return end
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
+  for j = 1, #vals do
+    if vals[j] then
+      local ti = targets[j]
+      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+    end
+  end
+end
+
 -- add the g-th group's hours packed in its month's hash, then those of its open day
 local function sum_hours(key, plan, g, his, los)
   local part = plan.groups[g][3]
@@ -208,16 +263,17 @@ local function sum_hours(key, plan, g, his, los)
       his[ti], los[ti] = hi, lo
     end
   end
-  if open then add_asked(day_key(key, open), part[5], his, los) end
+  if open then sum_open_day(key, part, open, his, los) end
 end
 
 -- #include oldreads.lua
 -- #include activities.lua
+-- #include lone.lua
 
 -- #include breakdown.lua
 
-local function begin(keys, args)
-  KEYS, request = call_keys(keys, args), cmsgpack.unpack(args[1])
+local function begin(keys, args, unpacked)
+  KEYS, request = call_keys(keys, args), unpacked
   want_atids, filter = request[1] == 1, request[2] ~= '' and request[2] or nil
   things, thing_index, thing_of = request[3], {}, {}
   for ti = 1, #things do
@@ -267,7 +323,9 @@ end
 
 -- one call: its series, then its breakdowns
 local function sum_call(keys, args)
-  begin(keys, args)
+  local a = {cmsgpack.unpack(args[1])}
+  if a[2] ~= nil then return lone_sum(keys, args, a) end
+  begin(keys, args, a[1])
   local result = {}
   local k = sum_series(result)
   local breakdowns = request[7] or {{}, {}}

@@ -1,0 +1,139 @@
+-- lone.lua: included by sum.lua where it says "-- #include lone.lua" (it uses that script's
+-- helpers and activities.lua's series_windows): a call reading one series of one thing
+-- without its "_atids" (psd.sumcall.lone_call: the reads most made). Its argument is a flat
+-- run of msgpack values (sum.lua's header), read in place: cmsgpack builds a nested list's
+-- tables element by element, growing each, and that, with the tables a general call builds,
+-- cost more than the reads themselves. Its sum is a hi, lo pair, not tables of them.
+
+-- whether child is in the flat ranges {lo, hi, ...} at a[r + 1] to a[r + a[r]]
+local function lone_wanted(a, r, child)
+  for i = r + 1, r + a[r], 2 do
+    if child >= a[i] and child <= a[i + 1] then return true end
+  end
+  return false
+end
+
+-- add a hash read whole: its counter fields of the thing in range (see add_parsed)
+local function lone_parsed(flat, a, r, thing, hi, lo)
+  for j = 1, #flat, 2 do
+    local f, slot = flat[j], nil
+    if byte(f, 1) > 57 then  -- past '9': a month's packed hours or open day
+    elseif filter == nil then
+      slot = f + 0
+    else
+      local s = find(f, ':', 1, true)
+      if s and sub(f, s + 1) == filter then slot = sub(f, 1, s - 1) + 0 end
+    end
+    if slot and slot % 10 == thing and lone_wanted(a, r, (slot - thing) / 10) then
+      hi, lo = add(hi, lo, flat[j + 1])
+    end
+  end
+  return hi, lo
+end
+
+-- add a counter hash's fields: the child ranges at a[r], the names at a[f] (sum_hash says
+-- when a hash is read whole instead)
+local function lone_hash(key, a, r, f, thing, hi, lo)
+  local count = a[f]
+  if a[r] == 0 then return hi, lo end  -- a month's packed hours only
+  if count > SMALL or count == 0 then
+    local n = length_of(key)
+    if n == 0 then return hi, lo end
+    if 3 * n <= count or count == 0 then return lone_parsed(whole_of(key), a, r, thing, hi, lo) end
+  end
+  local vals = redis.call('HMGET', key, unpack(a, f + 1, f + count))
+  for j = 1, count do
+    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
+  end
+  return hi, lo
+end
+
+-- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
+-- each) summed first
+local function lone_packed(raw, first, last, hi, lo)
+  local hours = unpack_hours(raw)
+  if byte(raw, 1) == FIXED_BYTE then
+    local s = 0
+    for h = first, last do s = s + hours[h] end
+    return add_number(hi, lo, s)
+  end
+  for h = first, last do
+    local x = hours[h]
+    if x then hi, lo = add_number(hi, lo, x) end
+  end
+  return hi, lo
+end
+
+-- add the hours of a month's open day `open` that the picks at a[p] ask for (their packed
+-- fields' first hours' slots at a[b + 1] on): one HMGET of that day's hash
+local function lone_open_day(key, a, p, b, open, hi, lo)
+  local names, n = {}, 0
+  for i = p + 1, p + a[p], 3 do
+    local base = a[b + a[i]]
+    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
+      for h = a[i + 1], a[i + 2] do
+        n = n + 1
+        names[n] = slot_name(base + 10 * (h - 1))
+        if filter then names[n] = names[n] .. ':' .. filter end
+      end
+    end
+  end
+  if n == 0 then return hi, lo end
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
+  for j = 1, n do
+    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
+  end
+  return hi, lo
+end
+
+-- add a month's hours (its part at a[h]: names, picks, days, bases) packed in its hash,
+-- then those of its open day when it is one of the days; where the next group starts
+local function lone_hours(key, a, h, hi, lo)
+  local count = a[h]
+  local vals = redis.call('HMGET', key, unpack(a, h + 1, h + count))
+  local p = h + count + 1
+  local d = p + a[p] + 1
+  for i = p + 1, p + a[p], 3 do
+    local raw = vals[a[i]]
+    if raw then hi, lo = lone_packed(raw, a[i + 1], a[i + 2], hi, lo) end
+  end
+  local open = vals[count]
+  if open then
+    open = open + 0
+    for i = d + 1, d + a[d] do
+      if a[i] == open then
+        hi, lo = lone_open_day(key, a, p, d + a[d], open, hi, lo)
+        break
+      end
+    end
+  end
+  return hi, lo, d + a[d] + count - 1  -- its last base
+end
+
+-- one call: KEYS one counter hash per group, then {uid}:idx and {uid}:acts
+local function lone_sum(keys, args, a)
+  KEYS, filter = call_keys(keys, args), a[1] ~= '' and a[1] or nil
+  local thing = a[2]
+  things, thing_index, thing_of = {thing}, {[thing] = 1}, {[a[3]] = 1}
+  last_key, last_len, last_flat = nil, nil, nil
+  forget_spans()
+  local hi, lo, i, k = 0, 0, 5, 1
+  for _ = 1, a[4] do
+    local r = i
+    local f = r + a[r] + 1
+    i = f + a[f] + 1
+    hi, lo = lone_hash(KEYS[k], a, r, f, thing, hi, lo)
+    if a[i] > 0 then
+      hi, lo, i = lone_hours(KEYS[k], a, i, hi, lo)
+    end
+    i, k = i + 1, k + 1
+  end
+  local windows = {}
+  for n = 1, a[i] do
+    local j = i + 7 * n - 6
+    windows[n] = {a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6]}
+  end
+  local his, los = {hi}, {lo}
+  series_windows(KEYS[k], KEYS[k + 1], windows, his, los)
+  return {{{his[1], los[1]}}}
+end
