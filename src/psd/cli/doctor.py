@@ -105,9 +105,8 @@ def scripts(store: Store, settings: Settings) -> Iterator[Finding]:
             client.script_load(source(name))
         for name in FUNCTIONS:
             client.function_load(library(name).code, replace=True)
-        yield Finding(
-            "ok", f"{label}Lua scripts load: {', '.join(NAMES)} ({', '.join(FUNCTIONS)} as Functions)"
-        )
+        names, functions = ", ".join(NAMES), ", ".join(FUNCTIONS)
+        yield Finding("ok", f"{label}Lua scripts load: {names} ({functions} as Functions)")
         packed = client.eval("return cmsgpack.unpack(cmsgpack.pack({7}))[1]", 0)
         yield verdict(
             packed == 7,
