@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
-from psd.keys import HOUR_BASE, TYPED, Ranges, ReadPlan, day_and_hour, slot_names
+from psd.keys import HOUR_BASE, Ranges, ReadPlan, day_and_hour, slot_names
 from psd.scriptargs import (
     BreakdownPlanArg,
     BreakdownsArg,
@@ -91,8 +91,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         _plan_arg(plan, readers[number], things, atid, legacy)
         for number, plan in enumerate(request.plans)
     ]
-    typed = "" if atid is None else TYPED
-    suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in request.plans]
+    suffixes = [[suffix for suffix, _ in plan.groups] for plan in request.plans]
     keys: list[str] = []
     flags: list[int] = []
     for one in request.series:
@@ -105,7 +104,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     if request.breakdowns:
         breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
         for prefix, b in request.breakdowns:
-            keys += [prefix + typed + suffix for suffix, _ in b.hashes]
+            keys += [prefix + suffix for suffix, _ in b.hashes]
             if b.windows:
                 keys += [prefix + "idx", prefix + "acts"]
     arg = SumArg(
