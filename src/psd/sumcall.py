@@ -108,7 +108,7 @@ def lone_sum_call(
         suffixes, args = _aligned_call(t1, t2, thing, atid, legacy)
         return [prefix + suffix for suffix in suffixes], list(args)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
-    tail = lone_windows([_window_arg(a, b) for a, b in windows])
+    tail = lone_windows([(a, b, str(a), str(b), *_hour_names(a // 3600)) for a, b in windows])
     return [prefix + suffix for suffix in suffixes], [head + tail]
 
 
@@ -137,7 +137,14 @@ def _aligned_call(
 
 
 def _window_arg(a: int, b: int) -> WindowArg:
-    return WindowArg(a, b, str(a), str(b), str(a // 3600), *day_and_hour(a))
+    return WindowArg(a, b, str(a), str(b), *_hour_names(a // 3600))
+
+
+@lru_cache(maxsize=4096)
+def _hour_names(hour: int) -> tuple[str, str, str]:
+    """The last three values of a window of an hour (:class:`WindowArg`), the same for
+    every window of it."""
+    return (str(hour), *day_and_hour(hour * 3600))
 
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
