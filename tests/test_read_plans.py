@@ -24,6 +24,7 @@ from psd.keys import (
     read_plan,
 )
 from psd.model import MetricPoint
+from psd.retention import Policy, answerable, answered_range
 from psd.scriptargs import PlanArg
 from psd.store import Store, UserQuery
 from psd.sumcall import Series, SumRequest, _plan_arg, lone_call, lone_sum_call
@@ -215,3 +216,16 @@ def test_a_sum_is_the_oracle_over_the_range_retention_answers(
             assert reader.sum(1, "steps", atid, t1, t2) == expected
             (general,) = reader.query([UserQuery(1, t1, t2)], ["steps"], atid, True)
             assert general.sums["steps"] == expected
+
+
+@given(st.integers(0, 10**10), st.integers(0, 10**9), st.integers(0, 10**10))
+@example(1767225599, 1, 1767225599 + 90 * 86400)
+def test_what_retention_answers_is_each_edge_s_finest_level_kept(
+    t1: int, length: int, now: int
+) -> None:
+    t2 = t1 + length
+    for policy in (Policy.metrics(WIDENING), Policy.metrics(Settings()), Policy.counts(WIDENING)):
+        span = answerable(policy, t1, t2, now)
+        finest = policy.precision_at(t1, now), policy.precision_at(t2, now)
+        assert (span.start, span.end) == finest
+        assert answered_range(policy, t1, t2, now) == (span.t1, span.t2)

@@ -19,7 +19,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.nodes import Nodes
-from psd.retention import Answerable, Policy, answerable
+from psd.retention import Answerable, Policy, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import Series, SumRequest, lone_call, lone_sum_call, sum_call
 
@@ -344,12 +344,12 @@ class Reads:
         number = THINGS.get(thing)
         if number is None:
             return 0
-        span = answerable(self.metric_policy, t1, t2, int(self._clock()))
-        check_range(span.t1, span.t2)  # before Redis is asked anything
+        t1, t2 = answered_range(self.metric_policy, t1, t2, int(self._clock()))
+        check_range(t1, t2)  # before Redis is asked anything
         prefix = metric_prefix(uid)
         with redis_errors("read"):
             legacy = self.layout.legacy_hours()
-            keys, args = lone_sum_call(prefix, number, atid, span.t1, span.t2, legacy)
+            keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy)
             call = self.scripts.sum, keys, args
             ((_, reply),) = self.nodes.run([0], lambda _: prefix, _one_call, lambda _: call)
         _READ_TRIPS.inc()
