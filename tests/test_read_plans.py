@@ -198,7 +198,7 @@ def test_a_sum_is_the_oracle_over_the_range_retention_answers(
     case: tuple[list[MetricPoint], list[tuple[int, int]]],
     shift: int | None,
 ) -> None:
-    """``Store.sum`` (its own one-user call) answers what the general read does and what the
+    """``Store.sum`` (its own one-user call) answers what ``Store.query`` does and what the
     oracle counts over the range the policy answers, widened or not (at some time after the
     writes)."""
     redis_client.flushdb()
@@ -214,8 +214,9 @@ def test_a_sum_is_the_oracle_over_the_range_retention_answers(
         for atid in (None, 1):
             expected = oracle.sum(1, "steps", atid, span.t1, span.t2)
             assert reader.sum(1, "steps", atid, t1, t2) == expected
-            (general,) = reader.query([UserQuery(1, t1, t2)], ["steps"], atid, True)
-            assert general.sums["steps"] == expected
+            for with_activities in (False, True):
+                (one,) = reader.query([UserQuery(1, t1, t2)], ["steps"], atid, with_activities)
+                assert one.sums["steps"] == expected
 
 
 @given(st.integers(0, 10**10), st.integers(0, 10**9), st.integers(0, 10**10))

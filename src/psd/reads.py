@@ -166,6 +166,12 @@ class Reads:
             elif len(items) == 1:
                 one = request.series[items[0]]
                 plan = request.plans[one.plan]
+                if len(request.things) == 1 and plan.windows and not request.want_activities:
+                    (thing,) = request.things  # a user's metric (a count has no windows)
+                    keys, args = lone_sum_call(
+                        one.prefix, thing, request.atid, plan.t1, plan.t2, legacy
+                    )
+                    return self.scripts.sum, keys, args
                 suffixes, lone = _lone_call(
                     plan,
                     request.things,
