@@ -108,7 +108,7 @@ def lone_sum_call(
         suffixes, args = _aligned_call(t1, t2, thing, atid, legacy)
         return [prefix + suffix for suffix in suffixes], list(args)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
-    tail = lone_windows([(a, b, str(a), str(b), *_hour_names(a // 3600)) for a, b in windows])
+    tail = lone_windows([_window_values(a, b) for a, b in windows])
     return [prefix + suffix for suffix in suffixes], [head + tail]
 
 
@@ -137,14 +137,26 @@ def _aligned_call(
 
 
 def _window_arg(a: int, b: int) -> WindowArg:
-    return WindowArg(a, b, str(a), str(b), *_hour_names(a // 3600))
+    return WindowArg(*_window_values(a, b))
+
+
+def _window_values(a: int, b: int) -> tuple[int, int, str, str, str, str, str]:
+    """A window's values (:class:`WindowArg`): of a range's two windows, one starts or ends
+    where its hour does, whose name is kept with the hour's (a number's name costs more
+    than the rest of a window)."""
+    start_s, end_s, hour_s, day_s, hour_of_day_s = _hour_names(a // 3600)
+    if a % 3600:
+        start_s = str(a)
+    if b % 3600 != 3599:
+        end_s = str(b)
+    return a, b, start_s, end_s, hour_s, day_s, hour_of_day_s
 
 
 @lru_cache(maxsize=4096)
-def _hour_names(hour: int) -> tuple[str, str, str]:
-    """The last three values of a window of an hour (:class:`WindowArg`), the same for
-    every window of it."""
-    return (str(hour), *day_and_hour(hour * 3600))
+def _hour_names(hour: int) -> tuple[str, str, str, str, str]:
+    """An hour's first and last second, itself and its day and hour in the day, as text."""
+    start = hour * 3600
+    return (str(start), str(start + 3599), str(hour), *day_and_hour(start))
 
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
