@@ -1,17 +1,19 @@
-"""What a one-user read costs in Python: p50 µs of ``Store.sum`` over 5 s, 1 d and 30 d, and of
+"""What a one-user read costs in Python: p50 µs of ``Store.sum`` over 5 s, 1 h, 1 d, 30 d, 79 d and
+6 y (the data spans 40 days: the longer ranges reach before it, as a user's "all time" does), and of
 ``GET /v1/query`` handed to the WSGI app in-process (access log on, written to a file; no HTTP
 server, so the figure is psd's own work and the round trip to Redis).
 
     python bench/py_reads.py --load                  # own server, data loaded, timed
     python bench/py_reads.py --url redis://...:P/0 --load   # load that (flushed) database
-    python bench/py_reads.py --url redis://...:P/0 [--same] [--profile sum|http]
+    python bench/py_reads.py --url redis://...:P/0 [--same] [--profile sum|http [--range 30d]]
 
 Each call reads a range of its own, ending at a random odd second of the data's last hours
 (as bench/vs_reads.py and the reference wrk workload ask: every plan is new); ``--same``
 reads one range every time (as a dashboard asks for today's total). Without ``--load`` it
 reads the data a run with ``--load`` left in ``--url``, so that two versions of psd
 (``PYTHONPATH``) can be timed against the same server, alternating, in one run. ``--profile``
-prints cProfile's top functions of a loop of one kind instead.
+prints cProfile's top functions of a loop of one kind, over one range (5 s unless
+``--range``), instead.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
 
-RANGES = [("5 s", 5), ("1 d", DAY), ("30 d", 30 * DAY)]
+RANGES = {
+    "5s": 5,
+    "1h": 3600,
+    "1d": DAY,
+    "30d": 30 * DAY,
+    "79d": 79 * DAY,
+    "6y": 6 * 365 * DAY,
+}
 USERS, DAYS = 10, 40
 
 
@@ -129,6 +138,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--same", action="store_true", help="one range every call")
     parser.add_argument("--profile", choices=("sum", "http"))
+    parser.add_argument("--range", choices=RANGES, default="5s", help="the --profile range")
     parser.add_argument("--label", default="")
     args = parser.parse_args()
     data = Dense.make(USERS, DAYS, int(time.time()))
@@ -141,7 +151,7 @@ def main() -> None:
         gc.freeze()  # as psd.web.wsgi does once the app is built
         if args.profile:
             make = sum_call if args.profile == "sum" else http_call
-            call = make(store, data, 5, Ends(data, args.same))
+            call = make(store, data, RANGES[args.range], Ends(data, args.same))
             call()
             prof = cProfile.Profile()
             prof.runcall(lambda: [call() for _ in range(args.calls)])
@@ -149,7 +159,7 @@ def main() -> None:
             return
         figures = []
         for kind, make in (("sum", sum_call), ("http", http_call)):
-            for label, secs in RANGES:
+            for label, secs in RANGES.items():
                 call = make(store, data, secs, Ends(data, args.same))
                 figures.append(f"{kind} {label} {p50(call, args.calls):.0f}")
         print(args.label, "p50 µs:", ", ".join(figures), flush=True)

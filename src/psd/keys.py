@@ -46,13 +46,15 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from psd.timebuckets import (
+    MAX_TS,
+    MIN_TS,
     Gran,
+    check_ts,
     civil,
     civil_from_days,
     decompose,
     month_start,
     next_start,
-    run_bounds,
 )
 
 #: Marks the per-type twin of a counter hash in keyspace layouts before 3 (psd/layout.py):
@@ -71,6 +73,8 @@ OPEN_DAY = "o"
 SECOND_BASE = 100
 
 Ranges = tuple[tuple[int, int], ...]
+#: A range's windows (:class:`ReadPlan`): at most one at each edge, each inside one hour.
+Windows = tuple[tuple[int, int], ...]
 #: The largest child of any counter hash: a year, in the root.
 MAX_CHILD = 9999
 
@@ -195,7 +199,7 @@ class ReadPlan:
     t1: int
     t2: int
     groups: tuple[tuple[str, Ranges], ...]
-    windows: tuple[tuple[int, int], ...]
+    windows: Windows
 
 
 def _coarse_group(gran: Gran, parent_start: int, first: int, last: int) -> tuple[str, int, int]:
@@ -225,21 +229,46 @@ def _merge(groups: list[tuple[str, int, int]]) -> tuple[tuple[str, Ranges], ...]
     return tuple((suffix, tuple(ranges)) for suffix, ranges in merged.items())
 
 
+def check_range(t1: int, t2: int) -> None:
+    """Raise ValueError for a range psd does not read: out of years 1970-9999, or empty."""
+    if MIN_TS <= t1 <= t2 <= MAX_TS:
+        return
+    check_ts(t1)
+    check_ts(t2)
+    if t1 > t2:
+        raise ValueError(f"empty range: start {t1} is after end {t2}")
+
+
 @lru_cache(maxsize=4096)
+def hour_groups(h1: int, h2: int) -> tuple[tuple[str, Ranges], ...]:
+    """The counter groups of the whole hours ``[h1, h2)`` (hour starts, ``h1 < h2``): every
+    range with those whole hours shares them, so a new range (a sliding "last 30 days")
+    decomposes nothing when its hours were read before."""
+    runs = decompose(h1, h2 - 1)
+    return _merge([_coarse_group(r.gran, r.parent_start, r.first, r.last) for r in runs])
+
+
+def split_range(t1: int, t2: int) -> tuple[int, int, Windows]:
+    """A metric range's whole hours ``[h1, h2)`` (``0, 0`` for none) and its windows, the
+    parts of hours at its edges, by arithmetic: the decomposition of ``[t1, t2]`` climbs
+    through seconds and minutes to its first whole hour and comes down from its last, so its
+    coarse runs are those of its whole hours (:func:`hour_groups`)."""
+    check_range(t1, t2)
+    h1 = -(-t1 // 3600) * 3600  # the first whole hour's start
+    h2 = (t2 + 1) // 3600 * 3600  # the end of the last whole hour
+    if h1 > h2:  # inside one hour
+        return 0, 0, ((t1, t2),)
+    windows: Windows = ((t1, h1 - 1),) if t1 < h1 else ()
+    if h2 <= t2:
+        windows += ((h2, t2),)
+    return (h1, h2, windows) if h1 < h2 else (0, 0, windows)
+
+
 def read_plan(t1: int, t2: int) -> ReadPlan:
     """The plan of a metric range: whole hours and more from counters, the rest from the
-    activities' records (at most one window at each edge)."""
-    coarse: list[tuple[str, int, int]] = []
-    windows: list[tuple[int, int]] = []
-    for run in decompose(t1, t2):
-        if run.gran >= Gran.MINUTE:
-            start, end = run_bounds(run)
-            if windows and windows[-1][1] + 1 == start and windows[-1][0] // 3600 == start // 3600:
-                start = windows.pop()[0]  # one window per hour: each reads one hour's changes
-            windows.append((start, end))
-        else:
-            coarse.append(_coarse_group(run.gran, run.parent_start, run.first, run.last))
-    return ReadPlan(t1, t2, _merge(coarse), tuple(windows))
+    activities' records (:func:`split_range`)."""
+    h1, h2, windows = split_range(t1, t2)
+    return ReadPlan(t1, t2, hour_groups(h1, h2) if h1 < h2 else (), windows)
 
 
 @lru_cache(maxsize=1024)

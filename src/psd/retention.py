@@ -71,6 +71,8 @@ class Policy:
     kind: str
     seconds: dict[str, int]
     settings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the horizon :meth:`horizon_at` made last: the reads of one second share it
+    _last: list[Horizon | None] = field(default_factory=lambda: [None], compare=False, repr=False)
 
     @classmethod
     def metrics(cls, settings: Settings) -> Policy:
@@ -95,6 +97,13 @@ class Policy:
             start = floor_to(max(now - seconds, 0), _COUNTED_FROM[self.kind][level])
             oldest.append((level, start if seconds else 0))
         return Horizon(self, now, tuple(oldest))
+
+    def horizon_at(self, now: int) -> Horizon:
+        """:meth:`horizon`, made once a second."""
+        last = self._last[0]
+        if last is None or last.now != now:
+            last = self._last[0] = self.horizon(now)
+        return last
 
     def kept_until(self, level: str, ts: int) -> int:
         """When the level's bucket holding ``ts`` goes (0 = never)."""
@@ -131,6 +140,15 @@ class Horizon:
             if ts >= oldest:
                 return level
         return None
+
+    def precision(self, ts: int) -> Gran:
+        """The finest granularity kept at ``ts`` (:meth:`Policy.precision_at`: a level keeps
+        ``ts`` while the bucket it counts from ends after ``now`` less its retention, which
+        is while ``ts`` is not before that bucket's start)."""
+        for level, oldest in self.oldest:
+            if ts >= oldest:
+                return PRECISION[level]
+        return Gran.YEAR
 
     @property
     def accepted_from(self) -> int:
@@ -182,10 +200,20 @@ def answerable(policy: Policy, t1: int, t2: int, now: int) -> Answerable:
     finest = policy.seconds["minute"]
     if not finest or t1 + finest > now:  # t1's hour ends after t1: kept at full detail
         return Answerable(t1, t2)
-    start, end = policy.precision_at(t1, now), policy.precision_at(t2, now)
+    horizon = policy.horizon_at(now)
+    start, end = horizon.precision(t1), horizon.precision(t2)
     wide_t1 = t1 if start is Gran.SECOND else floor_to(t1, start)
     wide_t2 = t2 if end is Gran.SECOND else next_start(t2, end) - 1
     return Answerable(wide_t1, wide_t2, start, end)
+
+
+def answered_range(policy: Policy, t1: int, t2: int, now: int) -> tuple[int, int]:
+    """:func:`answerable`'s range, without the rest (a one-user sum needs no more)."""
+    finest = policy.seconds["minute"]
+    if not finest or t1 + finest > now:
+        return t1, t2
+    span = answerable(policy, t1, t2, now)
+    return span.t1, span.t2
 
 
 def expiries(policy: Policy, target: Target) -> list[int]:

@@ -166,8 +166,14 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
     month's hours: 0 for none, else its names, its picks by three (name number, first and
     last hour), its days, each a list, then per packed name its ``bases``), its windows
     (their count, then seven values each, as :class:`WindowArg`)."""
-    values: list[Any] = [atid, thing, str(thing), len(plan.groups)]
-    for group in plan.groups:
+    return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows)
+
+
+def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
+    """The start of :func:`lone_packb`'s run, up to its windows: the same for every range
+    with the same whole hours, so a caller may keep it."""
+    values: list[Any] = [atid, thing, str(thing), len(groups)]
+    for group in groups:
         values += [len(group.ranges), *group.ranges, len(group.fields), *group.fields]
         hours = group.hours
         if hours is None:
@@ -180,8 +186,22 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
         ]
         values += [len(hours.names), *hours.names, len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
-    values.append(len(plan.windows))
-    for window in plan.windows:
+    packer = msgpack.Packer()
+    return b"".join(packer.pack(value) for value in values)
+
+
+#: A msgpack array of up to 15 elements is one byte of header, then its elements packed one
+#: after the other: the flat run of those elements.
+_FIXARRAY = 15
+
+
+def lone_windows(windows: Sequence[Sequence[Any]]) -> bytes:
+    """The end of :func:`lone_packb`'s run: the window count, then each window's seven
+    values (a plan has two windows at most: one pack of them as an array, headless)."""
+    values: list[Any] = [len(windows)]
+    for window in windows:
         values += window
+    if len(values) <= _FIXARRAY:
+        return msgpack.packb(values)[1:]  # type: ignore[no-any-return]
     packer = msgpack.Packer()
     return b"".join(packer.pack(value) for value in values)

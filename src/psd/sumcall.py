@@ -8,10 +8,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
-from psd.keys import HOUR_BASE, Ranges, ReadPlan, day_and_hour, slot_names
+from psd.keys import (
+    HOUR_BASE,
+    Ranges,
+    ReadPlan,
+    day_and_hour,
+    hour_groups,
+    read_plan,
+    slot_names,
+    split_range,
+)
 from psd.scriptargs import (
     BreakdownPlanArg,
     BreakdownsArg,
@@ -19,7 +29,9 @@ from psd.scriptargs import (
     PlanArg,
     SumArg,
     WindowArg,
+    lone_head,
     lone_packb,
+    lone_windows,
 )
 
 
@@ -72,14 +84,76 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     the activities that changed (the reads most made), its argument is the flat run of
     values psd/lua/sum.lua's header describes (:func:`psd.scriptargs.lone_packb`), which the
     script reads for less than half the cost."""
-    keys, built = sum_call(request)
     (one,) = request.series
     if len(request.things) != 1 or request.want_activities or not one.with_state:
-        return keys, built
+        return sum_call(request)
     (thing,) = request.things
     (plan,) = request.plans
+    keys = [one.prefix + suffix for suffix, _ in plan.groups]
+    keys += [one.prefix + "idx", one.prefix + "acts"]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
     return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
+
+
+def lone_sum_call(
+    prefix: str, thing: int, atid: int | None, t1: int, t2: int, legacy: bool
+) -> tuple[list[str], list[bytes]]:
+    """:func:`lone_call` for one user's sum of one thing over ``[t1, t2]``, without its
+    activities (what ``Store.sum`` asks): its keys and the head of its argument are kept per
+    span of whole hours (:func:`_lone_frame`), so a new range adds its windows only."""
+    h1, h2, windows = split_range(t1, t2)
+    if not windows:  # no activity keys: the general argument, which names its range
+        suffixes, args = _aligned_call(t1, t2, thing, atid, legacy)
+        return [prefix + suffix for suffix in suffixes], list(args)
+    suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
+    tail = lone_windows([_window_values(a, b) for a, b in windows])
+    return [prefix + suffix for suffix in suffixes], [head + tail]
+
+
+@lru_cache(maxsize=1024)
+def _lone_frame(
+    h1: int, h2: int, thing: int, atid: int | None, legacy: bool
+) -> tuple[tuple[str, ...], bytes]:
+    """The key suffixes and the argument's head (:func:`psd.scriptargs.lone_head`) of a lone
+    call over whole hours ``[h1, h2)`` (``h1 == h2``: none) with windows: a range's groups
+    are those of its whole hours, and its windows come after them."""
+    groups = hour_groups(h1, h2) if h1 < h2 else ()
+    arg = _plan_arg(ReadPlan(h1, h2 - 1, groups, ()), 1, (thing,), atid, legacy)
+    suffixes = (*[suffix for suffix, _ in groups], "idx", "acts")
+    return suffixes, lone_head("" if atid is None else str(atid), thing, arg.groups)
+
+
+@lru_cache(maxsize=1024)
+def _aligned_call(
+    t1: int, t2: int, thing: int, atid: int | None, legacy: bool
+) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The suffixes and argument of a lone call over whole hours (no windows)."""
+    plan, series = read_plan(t1, t2), Series(0, "", False)
+    keys, args = sum_call(SumRequest((thing,), atid, [plan], [series], legacy_hours=legacy))
+    return tuple(keys), tuple(args)
+
+
+def _window_arg(a: int, b: int) -> WindowArg:
+    return WindowArg(*_window_values(a, b))
+
+
+def _window_values(a: int, b: int) -> tuple[int, int, str, str, str, str, str]:
+    """A window's values (:class:`WindowArg`): of a range's two windows, one starts or ends
+    where its hour does, whose name is kept with the hour's (a number's name costs more
+    than the rest of a window)."""
+    start_s, end_s, hour_s, day_s, hour_of_day_s = _hour_names(a // 3600)
+    if a % 3600:
+        start_s = str(a)
+    if b % 3600 != 3599:
+        end_s = str(b)
+    return a, b, start_s, end_s, hour_s, day_s, hour_of_day_s
+
+
+@lru_cache(maxsize=4096)
+def _hour_names(hour: int) -> tuple[str, str, str, str, str]:
+    """An hour's first and last second, itself and its day and hour in the day, as text."""
+    start = hour * 3600
+    return (str(start), str(start + 3599), str(hour), *day_and_hour(start))
 
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
@@ -129,9 +203,7 @@ def _plan_arg(
             ranges = tuple(pair for pair in ranges if pair[1] < HOUR_BASE)
         flat = [n for pair in ranges for n in pair]
         groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
-    windows = [
-        WindowArg(a, b, str(a), str(b), str(a // 3600), *day_and_hour(a)) for a, b in plan.windows
-    ]
+    windows = [_window_arg(a, b) for a, b in plan.windows]
     return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
 
 
