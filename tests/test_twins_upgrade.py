@@ -57,6 +57,7 @@ def check_sums(store: Store, oracle: Oracle, base: int, rng: random.Random) -> N
             got = store.query([UserQuery(uid, a, b) for uid in (1, 2)], THINGS, atid)
             for uid, result in zip((1, 2), got, strict=True):
                 assert result.sums == {t: oracle.sum(uid, t, atid, a, b) for t in THINGS}
+            assert store.sum(1, "steps", atid, a, b) == oracle.sum(1, "steps", atid, a, b)
 
 
 @pytest.mark.parametrize("case", CASES)
