@@ -157,12 +157,13 @@ local function add_asked(key, fields, count, his, los)
   return vals
 end
 
--- a group's field names, then its hours' (one HMGET for both), built once per plan and group
-local function merged_of(plan, g, fields, names)
+-- the first count field names of a group (or a breakdown's hash), then its hours' (one HMGET
+-- for both), built once per plan and group
+local function merged_of(plan, g, fields, count, names)
   local merged = plan.merged[g]
   if merged == nil then
-    merged = {unpack(fields)}
-    for i = 1, #names do merged[#fields + i] = names[i] end
+    merged = {unpack(fields, 1, count)}
+    for i = 1, #names do merged[count + i] = names[i] end
     plan.merged[g] = merged
   end
   return merged
@@ -219,7 +220,7 @@ local function sum_hash(key, plan, g, his, los)
     add_asked(key, fields, count, his, los)
     return nil
   end
-  return add_asked(key, merged_of(plan, g, fields, part[1]), count, his, los), count
+  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los), count
 end
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
@@ -379,7 +380,9 @@ local function sum_call(keys, args)
   local breakdowns = request[7] or {{}, {}}
   local bplans, readers = breakdowns[1], {}
   for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
-  for p, b in ipairs(bplans) do b.shared, b.lookups = (readers[p] or 0) > 1, {} end
+  for p, b in ipairs(bplans) do
+    b.shared, b.lookups, b.merged, b.hour_at = (readers[p] or 0) > 1, {}, {}, {}
+  end
   for _, p in ipairs(breakdowns[2]) do
     local b, v, big = bplans[p], nil, nil
     v, big, k = term_values(b, k)
