@@ -107,7 +107,7 @@ def test_an_access_line_reads_as_logging_writes_it(log_format: str) -> None:
                 )
                 record.created, record.msecs = created, int((created - int(created)) * 1000)
                 handler.filter(record)
-                line = access.access_line(handler, created, "GET / 200 0.50 ms", fields)
+                line = access.access_line(handler, created, "GET / 200 0.50 ms", lambda: fields)
                 assert line == handler.format(record)
         finally:
             REQUEST_ID.reset(token)

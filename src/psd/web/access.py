@@ -17,6 +17,8 @@ from psd.web.reply import WSGIApp
 
 log = logging.getLogger("psd.access")
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A request's fields for JSON lines, made only when asked for.
+Fields = Callable[[], dict[str, Any]]
 
 
 def _escaped(text: str) -> str:
@@ -72,10 +74,10 @@ _STAMPS = Stamps()
 
 
 def access_line(
-    handler: logging.StreamHandler[Any], created: float, message: str, fields: dict[str, Any]
+    handler: logging.StreamHandler[Any], created: float, message: str, fields: Fields
 ) -> str:
-    """The line ``handler`` writes for ``log.info(message, extra={"fields": fields})`` at
-    ``created`` (tests/test_logs.py compares the two)."""
+    """The line ``handler`` writes for ``log.info(message, extra={"fields": fields()})`` at
+    ``created`` (tests/test_logs.py compares the two); only JSON lines ask for the fields."""
     if type(handler.formatter) is JsonLines:
         doc: dict[str, Any] = {
             "ts": _STAMPS.text(created, True),
@@ -83,7 +85,7 @@ def access_line(
             "logger": log.name,
             "message": message,
             "request_id": REQUEST_ID.get(),
-            **fields,
+            **fields(),
         }
         return json.dumps(doc, default=str)
     stamp = _STAMPS.text(created, False)
@@ -124,19 +126,17 @@ class RequestLog:
             return
         method = _escaped(environ.get("REQUEST_METHOD", "-"))
         path = _escaped(environ.get("PATH_INFO", "-"))
-        fields = {
-            "method": method,
-            "path": path,
-            "status": int(status) if status.isdigit() else status,
-            "ms": round(ms, 2),
-        }
+
+        def fields() -> dict[str, Any]:
+            code = int(status) if status.isdigit() else status
+            return {"method": method, "path": path, "status": code, "ms": round(ms, 2)}
+
         handler = own_handler()
         if handler is not None:
             # the line written as logging would, without its records and calls: they cost
             # three times the writing of the line itself
-            line = access_line(
-                handler, time.time(), f"{method} {path} {status} {ms:.2f} ms", fields
-            )
+            message = f"{method} {path} {status} {ms:.2f} ms"
+            line = access_line(handler, time.time(), message, fields)
             try:
                 with handler.lock:  # type: ignore[union-attr]
                     handler.stream.write(line + handler.terminator)
@@ -146,4 +146,4 @@ class RequestLog:
                 raise
             except Exception:
                 pass  # logging's own path below reports it
-        log.info("%s %s %s %.2f ms", method, path, status, ms, extra={"fields": fields})
+        log.info("%s %s %s %.2f ms", method, path, status, ms, extra={"fields": fields()})
