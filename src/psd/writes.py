@@ -137,8 +137,9 @@ COUNT = PointKind(
 
 #: Per target (its suffixes), the suffixes of its keys and the expiries of its hashes.
 Hours = dict[tuple[str, ...], tuple[list[str], list[int]]]
-#: Most targets a store keeps those of (a few months of hours; the next write clears them).
-MAX_HOURS = 4096
+#: Most targets a store keeps those of (~1 kB each: a metric target is a day, a count's an
+#: hour); past it, the next write starts again from none.
+MAX_TARGETS = 1024
 
 
 def call_args(
@@ -164,7 +165,7 @@ def call_args(
     starts: dict[tuple[str, tuple[str, ...]], int] = {}
     if hours is None:
         hours = {}
-    elif len(hours) > MAX_HOURS:
+    elif len(hours) > MAX_TARGETS:
         hours.clear()
     for i in indexes:
         target = kind.target(instants[i])
