@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import re
 import time
 
 import pytest
 from flask.testing import FlaskClient
 
-from psd.logs import TEXT_FORMAT, JsonLines, RequestId, UtcTime
+from psd import logs
+from psd.logs import REQUEST_ID, TEXT_FORMAT, JsonLines, RequestId, UtcTime
+from psd.web import access
 from psd.web.access import _escaped
 
 
@@ -74,3 +78,55 @@ def test_what_a_log_line_escapes() -> None:
     """Plain printable ASCII is kept as it is; anything else as ``unicode_escape`` writes it."""
     for text in ("/v1/query/1/steps/all/0/10", "/a\\b", "/caf\u00e9", "/x\ny", "/\x00", " ~'\""):
         assert _escaped(text) == text.encode("unicode_escape").decode("ascii")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_an_access_line_reads_as_logging_writes_it(log_format: str) -> None:
+    """psd's own handler gets access lines written directly (psd.web.access), as its
+    formatter writes the record of ``log.info``; any other handler gets the record."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup(log_format)
+        handler = root.handlers[0]
+        assert isinstance(handler, logging.StreamHandler)
+        assert access.own_handler() is handler
+        fields = {"method": "GET", "path": "/v1/query/1/steps/all/0/10", "status": 200, "ms": 0.5}
+        token = REQUEST_ID.set("r-9")
+        try:
+            for created in (0.0, 1458061005.999, 1458061005.001, 1458061006.25, 1458061006.5):
+                record = access.log.makeRecord(
+                    "psd.access",
+                    logging.INFO,
+                    "",
+                    0,
+                    "%s",
+                    ("GET / 200 0.50 ms",),
+                    None,
+                    extra={"fields": fields},
+                )
+                record.created, record.msecs = created, int((created - int(created)) * 1000)
+                handler.filter(record)
+                line = access.access_line(handler, created, "GET / 200 0.50 ms", lambda: fields)
+                assert line == handler.format(record)
+        finally:
+            REQUEST_ID.reset(token)
+        root.addHandler(logging.NullHandler())
+        assert access.own_handler() is None
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+
+
+def test_access_lines_reach_the_stream(client: FlaskClient) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        logs.setup("text")
+        root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+        client.get("/v1/query/1/steps/all/0/10", headers={"X-Request-Id": "trace-18"})
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    (line,) = stream.getvalue().splitlines()
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO psd.access \[trace-18\] "
+    assert re.fullmatch(pattern + r"GET /v1/query/1/steps/all/0/10 200 \d+\.\d\d ms", line)

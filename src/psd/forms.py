@@ -56,6 +56,8 @@ AtidText = Annotated[
 
 
 def _integer(text: str, field: str) -> int:
+    if _plain(text):  # the usual item, as the pattern would read it, at a third of its cost
+        return int(text)
     text = text.strip()
     if not _INT.fullmatch(text):
         raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)

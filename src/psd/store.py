@@ -32,7 +32,16 @@ from psd.nodes import Nodes
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
-from psd.writes import COUNT, METRIC, P, PointKind, WriteResult, WriteStatus, call_args
+from psd.writes import (
+    COUNT,
+    METRIC,
+    Hours,
+    P,
+    PointKind,
+    WriteResult,
+    WriteStatus,
+    call_args,
+)
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
@@ -61,6 +70,10 @@ class Store(Reads):
         self.count_policy = Policy.counts(self.settings)
         self.state_lifetime = state_lifetime(self.settings)
         self.layout = LayoutWatch(client)
+        #: Per kind of point, what its writes worked out per target (psd/writes.py) and its
+        #: policy's last horizon: the same for every write of an hour and of a second.
+        self._hours: dict[str, Hours] = {METRIC.name: {}, COUNT.name: {}}
+        self._horizons: dict[str, Horizon] = {}
         spread = resolve(self.settings.count_spread, self.nodes.cluster)
         self.count_spread = CountSpread(client, spread)
 
@@ -248,9 +261,10 @@ class Store(Reads):
         ``records[i]`` is the key prefix of point i's record (user or counter), ``head`` the
         script's arguments between its payload and psd/lua/once.lua's."""
         now = int(self._clock())
-        horizon = policy.horizon(now)
+        horizon = self._horizon(kind, policy, now)
         levels = self._levels(horizon, instants, kind.field, all_or_nothing)
-        if all_or_nothing and len({self.nodes.node_of(r) for r in records}) > 1:
+        one_record = len(records) == 1
+        if all_or_nothing and not one_record and len(set(map(self.nodes.node_of, records))) > 1:
             raise InvalidInput(
                 "an all-or-nothing write is one script call: its points must be on one "
                 "primary of the cluster (one user, or users whose keys share a node)"
@@ -264,7 +278,8 @@ class Store(Reads):
             return [items] if all_or_nothing else cut_calls(records, names, items)
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
-            keys, rows = call_args(kind, policy, points, indexes, instants, records, names)
+            hours = self._hours[kind.name]
+            keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
             return script, keys, [msgpack.packb(rows), *head, *tail]
 
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
@@ -277,6 +292,13 @@ class Store(Reads):
         if all_or_nothing:
             self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, kind)
+
+    def _horizon(self, kind: PointKind[Any], policy: Policy, now: int) -> Horizon:
+        """``policy``'s horizon at ``now``, worked out once a second."""
+        horizon = self._horizons.get(kind.name)
+        if horizon is None or horizon.now != now or horizon.policy is not policy:
+            horizon = self._horizons[kind.name] = policy.horizon(now)
+        return horizon
 
     def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
         """Add one count; raises :class:`PastRetention` or :class:`PastLimit` (nothing

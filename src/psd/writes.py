@@ -135,6 +135,13 @@ COUNT = PointKind(
 )
 
 
+#: Per target (its suffixes), the suffixes of its keys and the expiries of its hashes.
+Hours = dict[tuple[str, ...], tuple[list[str], list[int]]]
+#: Most targets a store keeps those of (~1 kB each: a metric target is a day, a count's an
+#: hour); past it, the next write starts again from none.
+MAX_TARGETS = 1024
+
+
 def call_args(
     kind: PointKind[P],
     policy: Policy,
@@ -143,6 +150,7 @@ def call_args(
     instants: list[int],
     records: list[str],
     deliveries: list[str],
+    hours: Hours | None = None,
 ) -> tuple[list[str], list[PointArg]]:
     """KEYS and payload rows of one write script call: the keys of a record's month go once,
     and each of its points' rows names where they start in KEYS.
@@ -150,11 +158,15 @@ def call_args(
     The suffixes of the keys and the expiries of the hashes depend only on which hashes a
     point adds to (its target's suffixes), which a call's points mostly share (a stream's
     tick, a user's day): they are worked out once for each, not once per record (this loop
-    runs for every point a worker applies)."""
+    runs for every point a worker applies), and kept in ``hours`` when given (the same
+    ``kind`` and ``policy`` every call: a store's, across its writes)."""
     keys: list[str] = []
     rows: list[PointArg] = []
     starts: dict[tuple[str, tuple[str, ...]], int] = {}
-    hours: dict[tuple[str, ...], tuple[list[str], list[int]]] = {}
+    if hours is None:
+        hours = {}
+    elif len(hours) > MAX_TARGETS:
+        hours.clear()
     for i in indexes:
         target = kind.target(instants[i])
         hour = hours.get(target.suffixes)

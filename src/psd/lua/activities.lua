@@ -117,42 +117,78 @@ local function add_hour_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour
   end
 end
 
+-- add to his/los (entry ti: thing ti) the changes of one hour (raw; tis: its day's
+-- context_things) in [t1, t2], the one window a series' edge has there: add_changes with
+-- fewer steps a change (each step of the Lua VM counts), a context's sum kept in locals
+local function window_changes(raw, tis, t1, t2, his, los)
+  local items = cmsgpack.unpack(raw)
+  local base = t1 - t1 % 3600
+  t1, t2 = t1 - base, t2 - base  -- seconds in the hour, as the changes are coded
+  local sec, d, i, count, ti = 0, 0, 1, #items, tis[1]
+  local hi, lo = his[ti], los[ti]
+  while i <= count do
+    local v = items[i]
+    if v <= CTX_MARK then
+      if ti then his[ti], los[ti] = hi, lo end
+      sec, d, i, ti = 0, 0, i + 1, tis[CTX_MARK - v]
+      if ti then hi, lo = his[ti], los[ti] end
+    else
+      d = d + v
+      sec = sec + d
+      if ti and sec >= t1 and sec <= t2 then
+        lo = lo + items[i + 1]  -- exact: |lo| < 10^15, a change within 2^42
+        if lo >= E15 or lo <= -E15 then hi, lo = carry(hi, lo) end
+      end
+      i = i + 2
+    end
+  end
+  if ti then his[ti], los[ti] = hi, lo end
+end
+
 -- add to his/los (entry ti: thing ti) what a user's activities changed inside a series'
--- windows (psd.scriptargs.WindowArg: at most one at each end of its range). The changes of
--- two windows of one day come in one HMGET, and a day with changes says the records are on
+-- windows (psd.scriptargs.WindowArg: at most one at each end of its range; n of them, their
+-- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
+-- windows of one day come in one HMGET, and a day with changes says the records are on
 -- layout 3 (only that layout has them: record.lua); two windows that touch (a range of about
 -- an hour) are one range of the index
-local function series_windows(idx, acts, windows, his, los)
-  local n = #windows
+local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
   if n == 0 then return end
-  local w1, w2 = windows[1], windows[n]
   local raw1, raw2, ctx1, ctx2
-  if n == 2 and w1[6] == w2[6] then
-    local vals = redis.call('HMGET', day_changes_key(acts, w1[6]), w1[7], w2[7], CONTEXTS)
+  if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
+    local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], w2[o2 + 7],
+                            CONTEXTS)
     raw1, raw2, ctx1, ctx2 = vals[1], vals[2], vals[3], vals[3]
   else
-    local vals = redis.call('HMGET', day_changes_key(acts, w1[6]), w1[7], CONTEXTS)
+    local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], CONTEXTS)
     raw1, ctx1 = vals[1], vals[2]
     if n == 2 then
-      vals = redis.call('HMGET', day_changes_key(acts, w2[6]), w2[7], CONTEXTS)
+      vals = redis.call('HMGET', day_changes_key(acts, w2[o2 + 6]), w2[o2 + 7], CONTEXTS)
       raw2, ctx2 = vals[1], vals[2]
     end
   end
   if not (ctx1 or ctx2 or select(2, span_of(acts))) then
-    for _, w in ipairs(windows) do
-      old_windows(idx, acts, w, 1, 2, w[3], w[4], w[2], w[5], his, los)
+    old_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], w1[o1 + 2], w1[o1 + 5],
+                his, los)
+    if n == 2 then
+      old_windows(idx, acts, w2, o2 + 1, o2 + 2, w2[o2 + 3], w2[o2 + 4], w2[o2 + 2], w2[o2 + 5],
+                  his, los)
     end
     return
   end
   local tis = raw1 and context_things(ctx1)
-  if raw1 then add_changes(raw1, tis, w1, 1, 2, 1, his, los) end
+  if raw1 then window_changes(raw1, tis, w1[o1 + 1], w1[o1 + 2], his, los) end
   if raw2 then
-    add_changes(raw2, ctx2 == ctx1 and tis or context_things(ctx2), w2, 1, 2, 1, his, los)
+    tis = ctx2 == ctx1 and tis or context_things(ctx2)
+    window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
-  if n == 2 and w1[2] + 1 == w2[1] then
-    singles_in_windows(idx, acts, {w1[1], w2[2]}, 1, 2, w1[3], w2[4], his, los)
+  if n == 2 and w1[o1 + 2] + 1 == w2[o2 + 1] then
+    singles_in_windows(idx, acts, {w1[o1 + 1], w2[o2 + 2]}, 1, 2, w1[o1 + 3], w2[o2 + 4], his,
+                       los)
   else
-    for _, w in ipairs(windows) do singles_in_windows(idx, acts, w, 1, 2, w[3], w[4], his, los) end
+    singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
+    if n == 2 then
+      singles_in_windows(idx, acts, w2, o2 + 1, o2 + 2, w2[o2 + 3], w2[o2 + 4], his, los)
+    end
   end
 end
 
@@ -282,6 +318,7 @@ end
 -- the windows' changes from the activities' records (only what changed near each window,
 -- at most two: a long range needs nothing between), and (found) the activities
 local function from_activities(idx, acts, plan, his, los, found)
-  series_windows(idx, acts, plan.windows, his, los)
+  local ws = plan.windows
+  series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los)
   if found then list_activities(idx, acts, plan, span_of(acts), found) end
 end

@@ -1,7 +1,7 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
 -- series are summed (it uses sum.lua's things, SMALL, E15, add, add_number, carry,
--- length_of, whole_of, lookup_of, add_hour_windows and read_packed, and hours.lua's
--- day_key): the buckets of a series of one user as edges and spans
+-- length_of, whole_of, lookup_of, merged_of, packed_in, add_hour_windows and read_packed,
+-- and hours.lua's day_key): the buckets of a series of one user as edges and spans
 -- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
 
@@ -19,15 +19,18 @@ end
 -- less than asking for each field, else one HMGET in chunks that unpack can pass. Asking for
 -- a field of a small (listpack) hash costs about what reading one costs plus looking it up
 -- in the plan's table of names; that table is built once for a shared plan, for one user
--- otherwise (hence three times as many names as fields there)
+-- otherwise (hence three times as many names as fields there). Returns big, then, as
+-- sum_hash does, its packed hours' values when they came along (and where they start),
+-- false when the hash is empty, nil when hash_hours must ask for them
 local CHUNK = 1000
 local function hash_values(key, b, g, n, v, big)
   local fields = b[1][g]
   local count = b[6][g]  -- the fields to ask for, the first of them (hours.lua: the rest packed)
+  local part = b[5][g]
   if count == 0 then return big end
   if count > SMALL then
     local len = length_of(key)
-    if len == 0 then return big end
+    if len == 0 then return big, false end
     if (b.shared and len <= count) or 3 * len <= count then
       local lookup, flat = lookup_of(b.lookups, g, fields, 1), whole_of(key)
       for j = 1, #flat, 2 do
@@ -36,20 +39,27 @@ local function hash_values(key, b, g, n, v, big)
           if #x < 16 then v[n + at] = x + 0 else big = put(v, big, n + at, x) end
         end
       end
-      return big
+      return big, part and packed_in(b, g, flat, part[1]), 0
     end
   end
+  local asked, with_hours = nil, part and count <= CHUNK
   for c = 1, count, CHUNK do
-    local vals = redis.call('HMGET', key, unpack(fields, c, math.min(c + CHUNK - 1, count)))
-    for j = 1, #vals do  -- put() inline for the short values nearly all are
+    local vals
+    if with_hours then
+      vals = redis.call('HMGET', key, unpack(merged_of(b, g, fields, count, part[1])))
+      asked = vals
+    else
+      vals = redis.call('HMGET', key, unpack(fields, c, math.min(c + CHUNK - 1, count)))
+    end
+    for j = 1, math.min(CHUNK, count - c + 1) do  -- put() inline for the short values
       local x = vals[j]
       if x then
         if #x < 16 then v[n + j] = x + 0 else big = put(v, big, n + j, x) end
       end
     end
-    n = n + #vals
+    n = n + CHUNK
   end
-  return big
+  return big, asked, count
 end
 
 -- add x (an integer within ±2^53) to the value at position `at` (see term_values)
@@ -65,9 +75,9 @@ end
 
 -- add to the g-th hash's values (positions n + 1 on) the hours its month holds packed, then
 -- those of its open day, in that day's hash (hours.lua; read_packed: sum.lua)
-local function hash_hours(key, b, g, n, v, big)
+local function hash_hours(key, b, g, n, v, big, vals, off)
   local part = b[5][g]
-  local tables, open = read_packed(key, part)
+  local tables, open = read_packed(key, part, vals, off)
   local picks, step = part[2], part[3]
   for i = 1, #picks, 4 do
     local hours = tables[picks[i]]
@@ -129,8 +139,9 @@ end
 local function term_values(b, k)
   local v, big, n = {}, nil, 0
   for g, fields in ipairs(b[1]) do
-    big = hash_values(KEYS[k], b, g, n, v, big)
-    if b[5][g] then big = hash_hours(KEYS[k], b, g, n, v, big) end
+    local vals, off
+    big, vals, off = hash_values(KEYS[k], b, g, n, v, big)
+    if b[5][g] and vals ~= false then big = hash_hours(KEYS[k], b, g, n, v, big, vals, off) end
     n, k = n + #fields, k + 1
   end
   if #b[2] > 0 then

@@ -31,6 +31,23 @@ local function lone_parsed(flat, a, r, thing, hi, lo)
   return hi, lo
 end
 
+-- add values of a reply (decimal strings, false for none) to hi/lo: add's common case, a
+-- value of up to 15 characters, inline (a Lua function call costs more than the addition)
+local function lone_values(vals, n, hi, lo)
+  for j = 1, n do
+    local v = vals[j]
+    if v then
+      if #v < 16 then
+        lo = lo + v  -- exact: |lo| < 10^15, |v| < 10^15
+        if lo >= E15 or lo <= -E15 then hi, lo = carry(hi, lo) end
+      else
+        hi, lo = add(hi, lo, v)
+      end
+    end
+  end
+  return hi, lo
+end
+
 -- add a counter hash's fields: the child ranges at a[r], the names at a[f] (sum_hash says
 -- when a hash is read whole instead)
 local function lone_hash(key, a, r, f, thing, hi, lo)
@@ -41,11 +58,7 @@ local function lone_hash(key, a, r, f, thing, hi, lo)
     if n == 0 then return hi, lo end
     if 3 * n <= count or count == 0 then return lone_parsed(whole_of(key), a, r, thing, hi, lo) end
   end
-  local vals = redis.call('HMGET', key, unpack(a, f + 1, f + count))
-  for j = 1, count do
-    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
-  end
-  return hi, lo
+  return lone_values(redis.call('HMGET', key, unpack(a, f + 1, f + count)), count, hi, lo)
 end
 
 -- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
@@ -67,23 +80,19 @@ end
 -- add the hours of a month's open day `open` that the picks at a[p] ask for (their packed
 -- fields' first hours' slots at a[b + 1] on): one HMGET of that day's hash
 local function lone_open_day(key, a, p, b, open, hi, lo)
-  local names, n = {}, 0
+  local names, n, suffix = {}, 0, filter and ':' .. filter
   for i = p + 1, p + a[p], 3 do
     local base = a[b + a[i]]
     if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
-      for h = a[i + 1], a[i + 2] do
+      for slot = base + 10 * (a[i + 1] - 1), base + 10 * (a[i + 2] - 1), 10 do
+        local name = slot_names[slot] or slot_name(slot)
         n = n + 1
-        names[n] = slot_name(base + 10 * (h - 1))
-        if filter then names[n] = names[n] .. ':' .. filter end
+        names[n] = suffix and name .. suffix or name
       end
     end
   end
   if n == 0 then return hi, lo end
-  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
-  for j = 1, n do
-    if vals[j] then hi, lo = add(hi, lo, vals[j]) end
-  end
-  return hi, lo
+  return lone_values(redis.call('HMGET', open_day_key(key, open), unpack(names)), n, hi, lo)
 end
 
 -- add a month's hours (its part at a[h]: names, picks, days, bases) packed in its hash,
@@ -110,11 +119,19 @@ local function lone_hours(key, a, h, hi, lo)
   return hi, lo, d + a[d] + count - 1  -- its last base
 end
 
+-- things, thing_index and thing_of of a call of one thing (the same for every such call)
+local lone_things = {}
+
 -- one call: KEYS one counter hash per group, then {uid}:idx and {uid}:acts
 local function lone_sum(keys, args, a)
   KEYS, filter = call_keys(keys, args), a[1] ~= '' and a[1] or nil
   local thing = a[2]
-  things, thing_index, thing_of = {thing}, {[thing] = 1}, {[a[3]] = 1}
+  local set = lone_things[thing]
+  if set == nil then
+    set = {{thing}, {[thing] = 1}, {[a[3]] = 1}}
+    lone_things[thing] = set
+  end
+  things, thing_index, thing_of = set[1], set[2], set[3]
   last_key, last_len, last_flat = nil, nil, nil
   forget_spans()
   local hi, lo, i, k = 0, 0, 5, 1
@@ -128,12 +145,7 @@ local function lone_sum(keys, args, a)
     end
     i, k = i + 1, k + 1
   end
-  local windows = {}
-  for n = 1, a[i] do
-    local j = i + 7 * n - 6
-    windows[n] = {a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6]}
-  end
-  local his, los = {hi}, {lo}
-  series_windows(KEYS[k], KEYS[k + 1], windows, his, los)
+  local n, his, los = a[i], {hi}, {lo}
+  series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
   return {{{his[1], los[1]}}}
 end

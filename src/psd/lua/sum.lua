@@ -144,53 +144,98 @@ local function whole_of(key)  -- after length_of(key)
   return last_flat
 end
 
--- ask a hash for fields named thing by thing (as many a thing) and add them to his/los
-local function add_asked(key, fields, his, los)
-  local vals, width = redis.call('HMGET', key, unpack(fields)), #fields / #things
-  for j = 1, #vals do
+-- ask a hash for fields (the first count named thing by thing, as many a thing, then any
+-- more) and add the first count to his/los; the reply
+local function add_asked(key, fields, count, his, los)
+  local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
+  for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
       his[ti], los[ti] = add(his[ti], los[ti], vals[j])
     end
   end
+  return vals
 end
 
--- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing)
+-- the first count field names of a group (or a breakdown's hash), then its hours' (one HMGET
+-- for both), built once per plan and group
+local function merged_of(plan, g, fields, count, names)
+  local merged = plan.merged[g]
+  if merged == nil then
+    merged = {unpack(fields, 1, count)}
+    for i = 1, #names do merged[count + i] = names[i] end
+    plan.merged[g] = merged
+  end
+  return merged
+end
+
+-- the values of the hours' fields (names) in a hash read whole (flat), by their positions
+local function packed_in(plan, g, flat, names)
+  local at = plan.hour_at[g]
+  if at == nil then
+    at = {}
+    for i = 1, #names do at[names[i]] = i end
+    plan.hour_at[g] = at
+  end
+  local vals = {}
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    if byte(f, 1) > 57 then  -- past '9': a packed half-day or the open day
+      local i = at[f]
+      if i then vals[i] = flat[j + 1] end
+    end
+  end
+  return vals
+end
+
+-- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing).
+-- When the group has hours (hours.lua) and they came along, their fields' values and where
+-- they start (read whole: 0; asked for with the fields: after them); false: the hash is empty
+-- (nor has it hours); nil: ask for them
 local function sum_hash(key, plan, g, his, los)
-  local ranges, fields = plan.groups[g][1], plan.groups[g][2]
-  if #ranges == 0 then return end  -- a group of packed hours only (hours.lua)
+  local ranges, fields, part = plan.groups[g][1], plan.groups[g][2], plan.groups[g][3]
+  if #ranges == 0 then return nil end  -- a group of packed hours only (hours.lua)
   local count = #fields
   if count > SMALL or count == 0 then
     local n = length_of(key)
-    if n == 0 then return end
+    if n == 0 then return false end
     -- read whole when that costs less than asking: per field read, about what asking for
     -- one costs when a shared plan's lookup table matches it, three times that when it must
     -- be parsed (counted with callgrind: a 1,000-user leaderboard -27%, a mumt -5%)
     if (plan.shared and n <= count) or 3 * n <= count or count == 0 then
       local flat = whole_of(key)
-      if not plan.shared or count == 0 then return add_parsed(flat, ranges, his, los) end
-      local lookup = lookup_of(plan.lookups, g, fields, count / #things)
-      for j = 1, #flat, 2 do
-        local ti = lookup[flat[j]]
-        if ti then his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1]) end
+      if not plan.shared or count == 0 then
+        add_parsed(flat, ranges, his, los)
+      else
+        local lookup = lookup_of(plan.lookups, g, fields, count / #things)
+        for j = 1, #flat, 2 do
+          local ti = lookup[flat[j]]
+          if ti then his[ti], los[ti] = add(his[ti], los[ti], flat[j + 1]) end
+        end
       end
-      return
+      return part and packed_in(plan, g, flat, part[1]), 0
     end
   end
-  add_asked(key, fields, his, los)
+  if part == nil then
+    add_asked(key, fields, count, his, los)
+    return nil
+  end
+  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los), count
 end
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
 -- each field's hours by its number, and the one of its days that is the month's open day,
--- if any: that day's hours are in its own hash (hours.lua)
-local function read_packed(key, part)
+-- if any: that day's hours are in its own hash (hours.lua). Their values from vals[off + 1]
+-- on when they came with the group's fields (sum_hash), else asked for here
+local function read_packed(key, part, vals, off)
   local names = part[1]
-  local vals = redis.call('HMGET', key, unpack(names))
+  if vals == nil then vals, off = redis.call('HMGET', key, unpack(names)), 0 end
   local tables = {}
   for i = 1, #names - 1 do
-    if vals[i] then tables[i] = unpack_hours(vals[i]) end
+    local raw = vals[off + i]
+    if raw then tables[i] = unpack_hours(raw) end
   end
-  local open = vals[#names]
+  local open = vals[off + #names]
   if open then
     open = open + 0
     for _, day in ipairs(part[4]) do
@@ -246,10 +291,11 @@ local function sum_open_day(key, part, open, his, los)
   end
 end
 
--- add the g-th group's hours packed in its month's hash, then those of its open day
-local function sum_hours(key, plan, g, his, los)
+-- add the g-th group's hours packed in its month's hash, then those of its open day (vals,
+-- off: as sum_hash returns them)
+local function sum_hours(key, plan, g, his, los, vals, off)
   local part = plan.groups[g][3]
-  local tables, open = read_packed(key, part)
+  local tables, open = read_packed(key, part, vals, off)
   local picks = part[2]
   for i = 1, #picks, 4 do
     local hours = tables[picks[i]]
@@ -282,7 +328,8 @@ local function begin(keys, args, unpacked)
   plans = {}
   for p, raw in ipairs(request[5]) do
     plans[p] = {t1 = raw[1], t2 = raw[2], s1 = raw[3], s2 = raw[4], shared = raw[5] > 1,
-                groups = raw[6], windows = raw[7], lookups = {}}
+                groups = raw[6], windows = raw[7], lookups = {},
+                merged = {}, hour_at = {}}
   end
   last_key, last_len, last_flat = nil, nil, nil
   forget_spans()
@@ -296,8 +343,10 @@ local function sum_series(result)
     local his, los = {}, {}
     for ti = 1, #things do his[ti], los[ti] = 0, 0 end
     for g = 1, #plan.groups do
-      sum_hash(KEYS[k], plan, g, his, los)
-      if plan.groups[g][3] then sum_hours(KEYS[k], plan, g, his, los) end
+      local vals, off = sum_hash(KEYS[k], plan, g, his, los)
+      if plan.groups[g][3] and vals ~= false then
+        sum_hours(KEYS[k], plan, g, his, los, vals, off)
+      end
       k = k + 1
     end
     local found = nil
@@ -331,7 +380,9 @@ local function sum_call(keys, args)
   local breakdowns = request[7] or {{}, {}}
   local bplans, readers = breakdowns[1], {}
   for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
-  for p, b in ipairs(bplans) do b.shared, b.lookups = (readers[p] or 0) > 1, {} end
+  for p, b in ipairs(bplans) do
+    b.shared, b.lookups, b.merged, b.hour_at = (readers[p] or 0) > 1, {}, {}, {}
+  end
   for _, p in ipairs(breakdowns[2]) do
     local b, v, big = bplans[p], nil, nil
     v, big, k = term_values(b, k)
