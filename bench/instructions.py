@@ -145,7 +145,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         data, port = Path(scratch), free_port()
         proc = server(port, data)
-        client = redis.Redis(port=port)
+        client = redis.Redis(port=port, socket_timeout=600)
         ready(client)
         store = Store(client, settings)
         store.write_metrics(dense(1, today - 365 * DAY, 366, rng))
@@ -162,7 +162,7 @@ def main() -> None:
         grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
         proc = server(port, data, *grind, f"--callgrind-out-file={out}")
         try:
-            client = redis.Redis(port=port)
+            client = redis.Redis(port=port, socket_timeout=600)
             ready(client)
             store = Store(client, settings)
             tz = zone("America/Los_Angeles")

@@ -4,13 +4,17 @@ count, encoding, fields and ``MEMORY USAGE``; per Redis command a script runs, i
 microseconds per point (``INFO commandstats``, the time inside each command).
 
     python bench/key_costs.py [--server path|wheel] [--dense-series 20] [--sparse 20000]
+    python bench/key_costs.py --http-shape 200000     # the reference HTTP workload's writes
 
 Two data sets, each on a fresh server started here: dense (series of a point every 10
 minutes for 90 days, each day one activity whose running total grows: the shape of a
 time-series store's data) and sparse (random users, each point a new activity). The
 baseline, in the same run on the same server: the same points as raw samples, one field a
 point (its instant) in one hash a series, the least a key-value store can keep of them; the
-ratio is psd's bytes a point over the baseline's. Prints figures; asserts nothing.
+ratio is psd's bytes a point over the baseline's. ``--http-shape N`` measures instead N
+writes of the reference HTTP workload's shape (``POST /v1/write``: one point a call, a new
+activity of a random user of 10,000, over the last 90 days) with the default settings
+(retention included), as ``bench/http_bench.py`` loads them. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -131,16 +135,40 @@ def measure(name: str, points: list[MetricPoint], binary: Path) -> None:
         print(f"  {command:<18} {calls:>11.2f} {usec:>9.2f}")
 
 
+def measure_http_shape(writes: int, binary: Path) -> None:
+    """Bytes a write of the reference HTTP workload's shape, by kind of key."""
+    points = sparse_points(writes, int(time.time()), random.Random(2))
+    with EmbeddedServer(binary=binary, persist=False) as server:
+        client = redis.Redis.from_url(server.url)
+        store = Store(client, Settings())
+        store.write_metrics(points[:1])  # the scripts loaded, out of the figures
+        client.flushall()
+        before = used_memory(client)
+        for point in points:
+            store.write_metrics([point])
+        per_write = (used_memory(client) - before) / writes
+        keys = key_table(client, writes)
+        print(f"\n{writes:,} writes of the HTTP workload's shape, one a call, default settings:")
+        print(f"  {per_write:.1f} B a write, {client.dbsize():,} keys")
+    print(f"  {'key kind':<10} {'keys':>8} {'encoding':<10} {'fields/key':>10} {'B/write':>8}")
+    for kind, count, encoding, per_key, per_point in keys:
+        print(f"  {kind:<10} {count:>8,} {encoding:<10} {per_key:>10.1f} {per_point:>8.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=["path", "wheel"], default="path")
     parser.add_argument("--dense-series", type=int, default=20)
     parser.add_argument("--sparse", type=int, default=20000)
+    parser.add_argument("--http-shape", type=int, default=0, metavar="N")
     args = parser.parse_args()
     binary = server_binary(prefer_path=args.server == "path")
     now = int(time.time())
     print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/key_costs.py {' '.join(sys.argv[1:])}")
     print(f"server {binary}")
+    if args.http_shape:
+        measure_http_shape(args.http_shape, binary)
+        return
     dense = list(dense_points(args.dense_series, now, random.Random(1)))
     measure(f"dense ({args.dense_series} series, 90 days, a point every 10 minutes)", dense, binary)
     sparse = sparse_points(args.sparse, now, random.Random(2))

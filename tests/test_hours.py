@@ -138,7 +138,7 @@ def test_a_day_opens_when_dense_and_closes_into_its_month(
     assert not redis_client.exists("{5}:d20260301")
     write(1, 7, 2)  # a third hour of its half-day: the day opens
     assert redis_client.hget("{5}:m202603", "o") == b"1"
-    assert redis_client.hgetall("{5}:d20260301") == {b"1071": b"2"}
+    assert redis_client.hgetall("{5}:d20260301") == {b"1071": b"2", b"1071:3": b"2"}
     write(3, 13, 20)  # a later day, packed while sparse; day 1 stays open
     write(3, 14, 5)
     write(3, 15, 4)  # day 3 opens, day 1 closes into the month
@@ -148,8 +148,8 @@ def test_a_day_opens_when_dense_and_closes_into_its_month(
     assert unpack_hours(month[b"h1"]) == {6: 10, 7: 1, 8: 2}  # day 1, a.m.: 05:00 to 07:00
     assert unpack_hours(month[b"h51"]) == {2: 20, 3: 5}  # day 3, p.m.: 13:00, 14:00
     assert month[b"h1"][:1] == b"F"  # three hours: fixed width
-    assert redis_client.hgetall("{5}:d20260303") == {b"1631": b"4"}
-    assert unpack_hours(redis_client.hget("{5}:tm202603", "h1:3")) == {6: 10, 7: 1, 8: 2}
+    assert redis_client.hgetall("{5}:d20260303") == {b"1631": b"4", b"1631:3": b"4"}
+    assert unpack_hours(redis_client.hget("{5}:m202603", "h1:3")) == {6: 10, 7: 1, 8: 2}
     assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 42
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 13 * 3600, MARCH + 3 * DAY) == 29
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 14 * 3600, MARCH + 2 * DAY + 15 * 3600) == 5
@@ -193,9 +193,9 @@ def test_hours_kept_as_earlier_versions_kept_them_are_read(
 def test_retention_packs_the_plain_hours_of_layout_1_then_marks_the_keyspace(
     redis_client: redis.Redis,
 ) -> None:
-    """A keyspace written by the version before (every hour a plain field of its month's
-    hash) is read as it is, packed by the retention task a hash at a time (each atomic), and
-    marked layout 2 after a whole pass: its sums never change."""
+    """A keyspace of layout 1 (every hour a plain field of its month's hash, per type in a
+    twin hash) is read as it is, packed and its twins moved by the retention task a hash at
+    a time (each atomic), and marked current after a whole pass: its sums never change."""
     old = Store(redis_client, Settings(expire=0, count_expire=0))
     rng = random.Random(5)
     for uid in range(1, 6):
@@ -223,7 +223,8 @@ def test_retention_packs_the_plain_hours_of_layout_1_then_marks_the_keyspace(
         if report.cycle_done:
             break
     assert packed > 0
-    assert redis_client.get(LAYOUT_KEY) == b"2"
+    assert redis_client.get(LAYOUT_KEY) == b"3"
+    assert not list(redis_client.scan_iter(match="{*}:t*"))
     for raw in redis_client.scan_iter(match="{*}:*m[0-9]*"):
         fields = redis_client.hkeys(raw)
         assert not [f for f in fields if f[:1].isdigit() and int(f.split(b":")[0]) // 10 >= 100]
@@ -235,7 +236,9 @@ def test_retention_packs_the_plain_hours_of_layout_1_then_marks_the_keyspace(
 def hour_fields(month: dict[bytes, bytes]) -> list[bytes]:
     """The fields of a month's hash that hold hours: plain (children >= 100, as earlier
     versions wrote them) or packed by half-day (psd/lua/hours.lua)."""
-    return [f for f in month if f.startswith(b"h") or (f != b"o" and int(f) // 10 >= 100)]
+    return [
+        f for f in month if f.startswith(b"h") or (f != b"o" and int(f.split(b":")[0]) // 10 >= 100)
+    ]
 
 
 def write_two_days(store: Store, ts: int) -> None:

@@ -55,7 +55,8 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
                 report.activities_converted,
                 report.activities_removed,
                 report.hours_packed,
-                report.plain_hours_left,
+                report.fields_left,
+                report.twins_moved,
             ]
         )
         total.cycle_done = report.cycle_done
@@ -67,7 +68,7 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
 
 def test_keys_without_expiry_get_the_policys(redis_client: redis.Redis, store: Store) -> None:
     ts = NOW - 300 * DAY
-    year, month = f"{{5}}:y{stamp(ts, '%Y')}", f"{{5}}:tm{stamp(ts, '%Y%m')}"
+    year, month = f"{{5}}:y{stamp(ts, '%Y')}", f"{{5}}:m{stamp(ts, '%Y%m')}"
     redis_client.hset(year, "11", 4)  # as an operator's restore, or the original, might leave
     redis_client.hset(month, "11:2", 4)
     redis_client.hset("{5}:r", f"{stamp(ts, '%Y')}1", 4)
@@ -124,7 +125,7 @@ def test_zero_fields_left_by_corrections_are_dropped(
     report = run(store, "compaction")
     assert not [f for k in (key, day) for f, v in redis_client.hgetall(k).items() if v == b"0"]
     days = [v for f, v in redis_client.hgetall(key).items() if f != b"o" and f[:1] != b"h"]
-    assert sorted(days) == [b"-7", b"4"]  # the month's day fields
+    assert sorted(days) == [b"-7", b"-7", b"4", b"4"]  # the month's day fields, per type too
     assert report.fields_dropped >= len(zeros)
     things = ["steps", "points", "calories"]
     assert store.query([UserQuery(6, ts, ts + 30)], things)[0].sums == {

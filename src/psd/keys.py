@@ -13,11 +13,13 @@ month       ``{uid}:mYYYYMM``    days 1..31, and hours as ``100 + 24 * (day - 1)
 ==========  ===================  ==================================================
 
 A child of a thing is the integer ``slot = child * 10 + thing number`` (things are 1..5).
-Its sum over every type is field ``"<slot>"`` of those hashes; its sum per type is field
-``"<slot>:<atid>"`` of a twin hash whose key has a ``t`` before the container
-(``{uid}:tmYYYYMM``). Both kinds of query read exactly their own fields (a read of a whole
-small hash returns nothing it does not need), and the "all types" aggregate never collides
-with a real type 0.
+Its sum over every type is field ``"<slot>"`` of those hashes, its sum per type field
+``"<slot>:<atid>"`` of the same hash: a point adds to both, in one key a container (a sparse
+user pays one key's overhead where a twin hash per type cost two). Both kinds of query ask
+for exactly their own fields, and the "all types" aggregate never collides with a real type
+0. Keyspace layouts before 3 (psd/layout.py) kept the per-type fields in a twin hash whose
+key has a ``t`` before the container (``{uid}:tmYYYYMM``): reads add those until the
+retention task has moved them all.
 
 What happened inside an hour is not kept in counters: every change is already recorded, to
 the second and with its type, in the user's activity state ``{uid}:acts`` (per activity and
@@ -55,8 +57,9 @@ from psd.timebuckets import (
     next_start,
 )
 
-#: Marks the per-type twin of a counter hash: ``{uid}:`` + TYPED + container suffix.
-TYPED = "t"
+#: Marks the per-type twin of a counter hash in keyspace layouts before 3 (psd/layout.py):
+#: ``{uid}:`` + TWIN + container suffix.
+TWIN = "t"
 #: A user's changes of a UTC day: ``{uid}:`` + CHANGES + ``YYYYMMDD`` (psd/lua/changes.lua).
 CHANGES = "c"
 #: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).

@@ -1,11 +1,14 @@
 """Which layout of psd's keys a keyspace is on, kept in the keyspace itself.
 
-Layout 2 keeps a user's hours packed by half-day in their month's hash, and the open day's
-in the day's own hash (psd/lua/hours.lua). Layout 1, psd's before it, kept every hour as a
-plain field of its month's hash. A read on layout 1 asks for those plain fields too (they
-cost a lookup each, found or not); on layout 2 it does not. The retention task packs plain
-hours where it finds them (psd/maintenance.py), and marks the keyspace layout 2 once a whole
-pass over it has left none; ``psd upgrade`` runs that pass at once.
+Layout 3 keeps a container's sums per type in the same hash as its sums of every type
+(``{uid}:mYYYYMM`` holds ``"<slot>"`` and ``"<slot>:<atid>"``: psd/keys.py). Layout 2, psd's
+before it, kept them in a twin hash (``{uid}:tmYYYYMM``); layout 1, before that, also kept
+every hour as a plain field of its month's hash where layouts 2 and 3 pack them by half-day
+(psd/lua/hours.lua). A per-type read on a keyspace before layout 3 also reads the twin hashes
+(psd/reads.py), and one on layout 1 asks for the plain hours too (they cost a lookup each,
+found or not). The retention task moves twins into their hashes and packs plain hours where
+it finds them (psd/maintenance.py), and marks the keyspace current once a whole pass over it
+has left neither.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 #: The key holding the keyspace's layout.
 LAYOUT_KEY = "psd:layout"
 #: The layout this version writes.
-CURRENT = 2
+CURRENT = 3
+#: The first layout with packed hours.
+PACKED_HOURS = 2
 #: User month hashes (every type, per type): one of them on a keyspace without the key
 #: means layout 1.
 _MONTHS = ("{[0-9]*}:m[0-9]*", "{[0-9]*}:tm[0-9]*")
@@ -36,22 +41,31 @@ def layout_of(client: Any) -> int:
 
 
 def mark_current(client: Any) -> None:
-    """Record that no plain hour of layout 1 is left."""
+    """Record that no twin hash and no plain hour of an earlier layout is left."""
     client.set(LAYOUT_KEY, CURRENT)
 
 
 class LayoutWatch:
-    """Whether reads must still ask for layout 1's plain hours: asked of the keyspace at the
-    first read, and again at most every ``every`` seconds until it is current (an upgrade
-    run elsewhere is seen without a restart)."""
+    """The keyspace's layout, for what reads must still ask of earlier ones: asked of the
+    keyspace at the first read, and again at most every ``every`` seconds until it is
+    current (an upgrade finished elsewhere is seen without a restart)."""
 
     def __init__(self, client: Any, every: float = 60.0) -> None:
         self.client, self.every = client, every
-        self.legacy: bool | None = None  # not asked yet
+        self.known: int | None = None  # not asked yet
         self.checked = 0.0
 
-    def legacy_hours(self) -> bool:
-        if self.legacy is None or (self.legacy and time.monotonic() - self.checked > self.every):
-            self.legacy = layout_of(self.client) < CURRENT
+    def layout(self) -> int:
+        known = self.known
+        if known is None or (known < CURRENT and time.monotonic() - self.checked > self.every):
+            known = self.known = layout_of(self.client)
             self.checked = time.monotonic()
-        return self.legacy
+        return known
+
+    def legacy_hours(self) -> bool:
+        """Whether reads must ask for layout 1's plain hours."""
+        return self.layout() < PACKED_HOURS
+
+    def legacy_twins(self) -> bool:
+        """Whether per-type reads must also read layout 2's twin hashes."""
+        return self.layout() < CURRENT

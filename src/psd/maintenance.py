@@ -3,6 +3,8 @@
 *retention* gives every counter hash the expiry the policy derives from its name
 (psd/retention.py) — repairing keys written without one, or under an older policy — and drops
 hour fields older than the hour retention from month hashes that live longer for their days.
+It also brings a keyspace of an earlier layout to the current one (psd/layout.py): twin
+hashes moved into their hashes, plain hours packed.
 A user's changes of a day (``{uid}:cYYYYMMDD``) get theirs from the minute retention.
 *compaction* drops zero-valued fields left by corrections and the records of activities older
 than ``state_expire``, and brings the activity records an earlier psd wrote to the current
@@ -27,10 +29,10 @@ import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
-from psd.layout import mark_current
+from psd.layout import CURRENT, PACKED_HOURS, mark_current
 from psd.nodes import rerouted
 from psd.retention import Policy
-from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob
+from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob, TwinJob
 from psd.store import Store, redis_errors
 from psd.timebuckets import Gran, month_start, next_start
 
@@ -42,7 +44,9 @@ Job = Literal["retention", "compaction"]
 BATCH = 200
 #: A primary's cursor once its pass of the cycle is over.
 DONE = "done"
-_METRIC = re.compile(r"\{\d+\}:t?(r|y\d{4}|m\d{6}|d\d{8})")
+_METRIC = re.compile(r"\{\d+\}:(r|y\d{4}|m\d{6}|d\d{8})")
+#: A twin hash of layouts before 3 (psd/layout.py); a twin month's open day goes with it.
+_TWIN = re.compile(r"(\{\d+\}:)t(r|y\d{4}|m\d{6})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
 _CHANGES = re.compile(r"\{\d+\}:c(\d{4})(\d\d)(\d\d)")
@@ -59,7 +63,10 @@ class Report:
     activities_converted: int = 0
     activities_removed: int = 0
     hours_packed: int = 0
-    plain_hours_left: int = 0
+    #: fields an upgrade left where they are (a plain hour's half-day or a twin's field
+    #: whose sum would pass its limit): the keyspace stays on its layout
+    fields_left: int = 0
+    twins_moved: int = 0
     cycle_done: bool = False
     skipped: bool = False
 
@@ -70,7 +77,8 @@ class Report:
         self.activities_converted += counts[3]
         self.activities_removed += counts[4]
         self.hours_packed += counts[5]
-        self.plain_hours_left += counts[6]
+        self.fields_left += counts[6]
+        self.twins_moved += counts[7]
 
 
 def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:
@@ -126,7 +134,10 @@ class Maintenance:
         keys: list[str] = []
         jobs: list[MaintainJob] = []
         for name in names:
-            if match := _METRIC.fullmatch(name):
+            if (match := _TWIN.fullmatch(name)) and self.task == "retention":
+                keys += [name, match[1] + match[2]]  # found whatever the layout: a straggler
+                jobs.append(TwinJob("t", int(self.packing and match[2][0] == "m")))
+            elif match := _METRIC.fullmatch(name):
                 keys.append(name)
                 jobs.append(self._counter(match[1], self.store.metric_policy))
             elif match := _COUNT.fullmatch(name):
@@ -189,12 +200,13 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     """Go on with the cycle: every primary scanned from its own cursor (kept per node,
     ``done`` once its SCAN came back to 0), one after the other, until the budget is spent;
     the cycle is done when every primary is."""
-    cursors_key, packing_key = _key(task, "cursors"), _key(task, "packing")
+    cursors_key, left_key = _key(task, "cursors"), _key(task, "upgrade-left")
     cursors = {text(k): text(v) for k, v in store.redis.hgetall(cursors_key).items()}
-    packing = task == "retention" and store.layout.legacy_hours()
-    if packing and not cursors:  # a cycle begins: it counts the plain hours it leaves
-        store.redis.set(packing_key, 0)
-    work = Maintenance(store, task, now, packing)
+    layout = store.layout.layout()
+    upgrading = task == "retention" and layout < CURRENT
+    if upgrading and not cursors:  # a cycle begins: it counts the fields it leaves
+        store.redis.set(left_key, 0)
+    work = Maintenance(store, task, now, upgrading and layout < PACKED_HOURS)
     primaries = store.nodes.named_primaries()
     for name, client in primaries:
         if report.keys >= budget:
@@ -210,15 +222,15 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
             store.redis.hset(cursors_key, name, cursors[name])
             if cursor == 0:
                 break
-    if report.plain_hours_left:
-        store.redis.incrby(packing_key, report.plain_hours_left)
+    if report.fields_left:
+        store.redis.incrby(left_key, report.fields_left)
     report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
     if report.cycle_done:
-        if packing and store.redis.get(packing_key) == b"0":  # a whole pass, none left
+        if upgrading and store.redis.get(left_key) == b"0":  # a whole pass, none left
             mark_current(store.redis)
-            log.info("%s: every plain hour packed: the keyspace is on layout 2", task)
+            log.info("%s: the keyspace is on layout %d", task, CURRENT)
         store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
-        store.redis.delete(packing_key)
+        store.redis.delete(left_key)
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
 
 

@@ -14,7 +14,15 @@ from typing import Any
 from psd.breakdown import Breakdown, parts
 from psd.countspread import CountSpread
 from psd.errors import redis_errors
-from psd.keys import ReadPlan, check_range, count_plan, count_prefixes, metric_prefix, read_plan
+from psd.keys import (
+    TWIN,
+    ReadPlan,
+    check_range,
+    count_plan,
+    count_prefixes,
+    metric_prefix,
+    read_plan,
+)
 from psd.layout import LayoutWatch
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
@@ -114,6 +122,34 @@ def _own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPl
     ]
 
 
+def with_twins(request: SumRequest) -> SumRequest:
+    """A per-type request that also reads the twin hashes of keyspace layouts before 3
+    (psd/layout.py: ``{uid}:tmYYYYMM`` beside ``{uid}:mYYYYMM``): after its series and its
+    breakdowns, one of each reading the same plan from the twins' prefix. A twin holds
+    counters only: its series reads no activities, and its breakdown's activity keys
+    (``{uid}:tidx``, ``{uid}:tacts``) name none."""
+    twin_series = [Series(one.plan, one.prefix + TWIN, False) for one in request.series]
+    twin_breakdowns = [(prefix + TWIN, b) for prefix, b in request.breakdowns]
+    return replace(
+        request,
+        series=[*request.series, *twin_series],
+        breakdowns=[*request.breakdowns, *twin_breakdowns],
+    )
+
+
+def fold_twins(request: SumRequest, replies: list[list[Any]]) -> list[list[Any]]:
+    """The replies of :func:`with_twins`'s request, each twin's sums added to its own's."""
+    n, m = len(request.series), len(request.breakdowns)
+    out: list[list[Any]] = []
+    for i in range(n):
+        own, twin = replies[i], replies[n + i]
+        out.append([[a + b for a, b in zip(own[0], twin[0], strict=True)], *own[1:]])
+    for j in range(m):
+        own, twin = replies[2 * n + j], replies[2 * n + m + j]
+        out.append([a + b for a, b in zip(own, twin, strict=True)])
+    return out
+
+
 def _cuts(user: CutQuery) -> tuple[int, ...]:
     """The boundaries of a cut range's parts: up to the cut and after it, or, with the cut
     outside it, the range whole."""
@@ -135,6 +171,17 @@ class Reads:
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
+        """The replies of every series of a request, then of every breakdown (see
+        :meth:`_sum_calls`); a per-type read of a keyspace before layout 3 adds what its
+        twin hashes hold (:func:`with_twins`)."""
+        if request.atid is not None:
+            with redis_errors("read"):
+                twins = self.layout.legacy_twins()
+            if twins:
+                return fold_twins(request, self._sum_calls(with_twins(request)))
+        return self._sum_calls(request)
+
+    def _sum_calls(self, request: SumRequest) -> list[list[Any]]:
         """The replies of every series of a request, then of every breakdown: one sum.lua
         call, or, past ``CALL_SIZE`` of either, calls of that many, pipelined; on a cluster,
         the calls of each node at once (psd/nodes.py)."""
@@ -354,6 +401,8 @@ class Reads:
         check_range(t1, t2)  # before Redis is asked anything
         prefix = metric_prefix(uid)
         with redis_errors("read"):
+            if atid is not None and self.layout.legacy_twins():  # two series: see _run_sum
+                return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
             legacy = self.layout.legacy_hours()
             keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy)
             call = self.scripts.sum, keys, args

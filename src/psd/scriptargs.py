@@ -27,7 +27,7 @@ class MetricPointArg(NamedTuple):
     expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
     thing: int
     delivery: str  # "" = none
-    k: int  # how many KEYS come before the point's nine
+    k: int  # how many KEYS come before the point's seven
 
 
 class CountPointArg(NamedTuple):
@@ -56,6 +56,14 @@ class RootJob(NamedTuple):
     retention: int  # seconds after its newest year's end; 0 = never, -1 = leave it
 
 
+class TwinJob(NamedTuple):
+    """A twin hash's job (its key and its hash's) in maintain.lua's ``ARGV[1]``: moved into
+    its hash (keyspace layouts before 3: psd/layout.py)."""
+
+    what: Literal["t"]
+    pack: int  # 1: then pack the hash's plain hours, as HashJob's
+
+
 class StateJob(NamedTuple):
     """An activity state's job (its acts and idx keys) in maintain.lua's ``ARGV[1]``."""
 
@@ -64,7 +72,7 @@ class StateJob(NamedTuple):
     changes_keep: int  # a day's changes are kept this long after it ends (0 = forever)
 
 
-MaintainJob = HashJob | RootJob | StateJob
+MaintainJob = HashJob | RootJob | TwinJob | StateJob
 
 
 class WindowArg(NamedTuple):

@@ -14,7 +14,6 @@ from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
 from psd.keys import (
     HOUR_BASE,
-    TYPED,
     Ranges,
     ReadPlan,
     day_and_hour,
@@ -90,8 +89,7 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         return sum_call(request)
     (thing,) = request.things
     (plan,) = request.plans
-    typed = "" if request.atid is None else TYPED
-    keys = [one.prefix + typed + suffix for suffix, _ in plan.groups]
+    keys = [one.prefix + suffix for suffix, _ in plan.groups]
     keys += [one.prefix + "idx", one.prefix + "acts"]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
     return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
@@ -121,8 +119,7 @@ def _lone_frame(
     are those of its whole hours, and its windows come after them."""
     groups = hour_groups(h1, h2) if h1 < h2 else ()
     arg = _plan_arg(ReadPlan(h1, h2 - 1, groups, ()), 1, (thing,), atid, legacy)
-    typed = "" if atid is None else TYPED
-    suffixes = (*[typed + suffix for suffix, _ in groups], "idx", "acts")
+    suffixes = (*[suffix for suffix, _ in groups], "idx", "acts")
     return suffixes, lone_head("" if atid is None else str(atid), thing, arg.groups)
 
 
@@ -168,8 +165,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         _plan_arg(plan, readers[number], things, atid, legacy)
         for number, plan in enumerate(request.plans)
     ]
-    typed = "" if atid is None else TYPED
-    suffixes = [[typed + suffix for suffix, _ in plan.groups] for plan in request.plans]
+    suffixes = [[suffix for suffix, _ in plan.groups] for plan in request.plans]
     keys: list[str] = []
     flags: list[int] = []
     for one in request.series:
@@ -182,7 +178,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     if request.breakdowns:
         breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
         for prefix, b in request.breakdowns:
-            keys += [prefix + typed + suffix for suffix, _ in b.hashes]
+            keys += [prefix + suffix for suffix, _ in b.hashes]
             if b.windows:
                 keys += [prefix + "idx", prefix + "acts"]
     arg = SumArg(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from psd.errors import PastLimit, Refused
-from psd.keys import ONCE, TYPED, Target, count_target, metric_target
+from psd.keys import ONCE, Target, count_target, metric_target
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
 from psd.scriptargs import CountPointArg, MetricPointArg
@@ -71,7 +71,7 @@ class PointKind(Generic[P]):
 
 
 def _metric_keys(target: Target) -> list[str]:
-    return ["acts", "idx", *target.suffixes, *[TYPED + s for s in target.suffixes], ONCE]
+    return ["acts", "idx", *target.suffixes, ONCE]
 
 
 def _metric_row(

@@ -52,15 +52,12 @@ local function counters_begin()
     local p = points[n]
     local k, expire_at = p[11], p[8][4]
     if expire_at == 0 or expire_at > now then
-      local day, hour = p[7][3], (p[7][4] - 100) % 24
-      for twin = 0, 4, 4 do
-        local month = KEYS[k + 5 + twin]
-        if (latest[month] or 0) < day then
-          latest[month], latest_count[month] = day, 0
-          latest_field[month] = packed_name(day, hour, p[9], twin == 0 and '' or ':' .. p[3])
-        end
-        if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
+      local day, month = p[7][3], KEYS[k + 5]
+      if (latest[month] or 0) < day then
+        latest[month], latest_count[month] = day, 0
+        latest_field[month] = packed_name(day, (p[7][4] - 100) % 24, p[9], '')
       end
+      if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
     end
   end
   for month, day in pairs(latest) do
@@ -76,32 +73,32 @@ local function move_open_days()
   end
 end
 
+-- a point's delta owed to its counters: each field of every type and its twin of the type
 local function add_to_counters(k, p, delta)
-  local atid, children, expires, thing = p[3], p[7], p[8], p[9]
+  local typed, children, expires, thing = ':' .. p[3], p[7], p[8], p[9]
   for c = 1, 3 do
     local j = HASH_OF_CHILD[c]
     local expire_at = expires[j]
     -- the root holds every year, kept until its newest year's retention ends: always added to
     if expire_at == 0 or expire_at > now or j == 1 then
-      local slot = children[c] * 10 + thing
-      owe(KEYS[k + 2 + j], slot, delta, expire_at, j == 1)
-      owe(KEYS[k + 6 + j], slot .. ':' .. atid, delta, expire_at, j == 1)
+      local slot, key = children[c] * 10 + thing, KEYS[k + 2 + j]
+      owe(key, slot, delta, expire_at, j == 1)
+      owe(key, slot .. typed, delta, expire_at, j == 1)
     end
   end
   local expire_at = expires[4]  -- the hour: its day's hash if open, else packed in its month
   if expire_at ~= 0 and expire_at <= now then return end
-  local day, slot = children[3], children[4] * 10 + thing
-  local typed = ':' .. atid
-  for twin = 0, 4, 4 do
-    local month, suffix = KEYS[k + 5 + twin], twin == 0 and '' or typed
-    if open_after[month] == day or open_before[month] == day then
-      local key = KEYS[k + 6 + twin]
-      hour_keys[key] = true
-      owe(key, slot .. suffix, delta, expire_at, false)
-    else
-      local hour = (children[4] - 100) % 24
-      owe_hour(month, packed_name(day, hour, thing, suffix), hour_number(hour), delta)
-    end
+  local day, slot, month = children[3], children[4] * 10 + thing, KEYS[k + 5]
+  if open_after[month] == day or open_before[month] == day then
+    local key = KEYS[k + 6]
+    hour_keys[key] = true
+    owe(key, slot, delta, expire_at, false)
+    owe(key, slot .. typed, delta, expire_at, false)
+  else
+    local hour = (children[4] - 100) % 24
+    local name, number = packed_name(day, hour, thing, ''), hour_number(hour)
+    owe_hour(month, name, number, delta)
+    owe_hour(month, name .. typed, number, delta)
   end
 end
 

@@ -2,7 +2,7 @@
 -- "-- #include hours.lua": where a user's hour sums go (psd/keys.py names the layout).
 --
 -- A month's hash {uid}:mYYYYMM keeps, besides its days, the hours of its closed days packed
--- by half-day: field "h<(2 * (day - 1) + half) * 10 + thing>" (its twin: the same, then
+-- by half-day: field "h<(2 * (day - 1) + half) * 10 + thing>" (per type: the same, then
 -- ":<atid>"); its hours numbered 1 to 12 from the half-day's first, either "F" then twelve
 -- big-endian int32 (FIXED: read in one call into a list; for a half-day of three hours or
 -- more within ±2^31) or msgpack {number = sum, ...} of those it has (fewer bytes for a
@@ -24,7 +24,8 @@ local function packed_name(dom, hour, thing, suffix)
   return 'h' .. ((2 * (dom - 1) + (hour >= 12 and 1 or 0)) * 10 + thing) .. suffix
 end
 
--- the hash of day `dom` of a month's (or its twin's) hash: {uid}:[t]dYYYYMMDD
+-- the hash of day `dom` of a month's hash: {uid}:dYYYYMMDD (a twin's of keyspace layout 2,
+-- {uid}:tmYYYYMM: {uid}:tdYYYYMMDD)
 local function day_key(month_key, dom)
   return (month_key:gsub('m(%d+)$', 'd%1')) .. (dom < 10 and '0' .. dom or dom)
 end
@@ -98,7 +99,7 @@ local function put_packed(key, name, hours)
   packed_set(key, name, pack_hours(hours))
 end
 
--- pack the hours of day `dom` of `month` (every type, or the twin) into the month and delete
+-- pack the hours of day `dom` of `month` (every type and each type) into the month and delete
 -- the day's hash. An hour whose packed sum would leave ±HOUR_LIMIT (only if the day had
 -- packed hours before it was opened, which psd does not write) is added to a plain field
 -- instead, as earlier versions kept hours: a read adds those too.

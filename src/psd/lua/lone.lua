@@ -19,7 +19,7 @@ local function lone_parsed(flat, a, r, thing, hi, lo)
     local f, slot = flat[j], nil
     if byte(f, 1) > 57 then  -- past '9': a month's packed hours or open day
     elseif filter == nil then
-      slot = f + 0
+      if not find(f, ':', 1, true) then slot = f + 0 end  -- not a per-type field
     else
       local s = find(f, ':', 1, true)
       if s and sub(f, s + 1) == filter then slot = sub(f, 1, s - 1) + 0 end

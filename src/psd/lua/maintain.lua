@@ -13,6 +13,11 @@
 --             psd/layout.py) are packed into its half-days
 --           {"r", retention}  a root hash: expires `retention` seconds after the end of the
 --             newest year in it (0 = never, -1 = leave it)
+--           {"t", pack}  a twin hash of keyspace layouts before 3 ({uid}:tr, {uid}:tyYYYY,
+--             {uid}:tmYYYYMM: per-type fields) and, its second key, the hash whose per-type
+--             fields it holds ({uid}:r, ...): its fields are moved there (the month's open
+--             day closed first), added to any that writes have put there since; pack as for
+--             "h", of the hash moved to
 --           {"s", record_cut, changes_keep}  an activity state and its index: a user's
 --             records an earlier psd wrote are brought to layout 3 (convert.lua; a day's
 --             changes kept changes_keep seconds after it ends, 0 = forever); activities
@@ -21,7 +26,8 @@
 -- ARGV[2] now (Unix s)
 -- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
 -- Returns {fields dropped, expiries set, keys deleted, activities converted to layout 3,
--- activities removed, plain hours packed, plain hours left (a half-day's sum past ±2^53)}
+-- activities removed, plain hours packed, fields left where they are (a half-day's sum of
+-- plain hours past ±2^53, a twin's field whose sum would pass its limit), twins moved}
 local WRITES = true
 -- #include keys.lua
 local KEYS = call_keys(KEYS, ARGV)
@@ -30,7 +36,7 @@ local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'
 local HOUR_BASE = 100
 local dropped, expiries, deleted, converted, removed = 0, 0, 0, 0, 0
-local packed, left = 0, 0
+local packed, left, moved = 0, 0, 0
 
 local changes_keep = 0  -- the minute retention of the state job at hand (daystate.lua)
 -- #include limits.lua
@@ -131,6 +137,50 @@ local function counter(key, expire_at, first_kept, pack)
   if expire_at >= 0 then set_expiry(key, expire_at) end
 end
 
+-- add a twin's field to its hash: false (nothing written) when the sum would pass the
+-- field's limit (±2^62, an hour's ±2^53: limits.lua, hours.lua)
+local function move_field(main, field, value)
+  if string.byte(field, 1) == 104 then  -- 'h': a packed half-day
+    local adds, raw = {}, unpack_hours(value)
+    for h = 1, 12 do adds[h] = raw[h] end  -- a fixed one's 13th is struct's next position
+    local hours = packed_sum(main, field, adds)
+    if hours == nil then return false end
+    put_packed(main, field, hours)
+    return true
+  end
+  local child = child_of(field) or 0
+  local limit = child >= HOUR_BASE and HOUR_LIMIT or COUNTER_LIMIT
+  local n = redis.call('HINCRBY', main, field, value)
+  if n >= limit or n <= -limit then
+    redis.call('HINCRBY', main, field, -value)
+    return false
+  end
+  return true
+end
+
+-- move a twin hash's fields into `main` (see the header's "t" job): renamed when `main` has
+-- none yet (its expiry goes with it); a field that cannot be added stays in the twin
+local function merge_twin(twin, main, pack)
+  local open = redis.call('HGET', twin, 'o')
+  if open then
+    close_day(twin, open + 0)
+    redis.call('HDEL', twin, 'o')
+  end
+  if redis.call('EXISTS', twin) == 0 then return end
+  if redis.call('EXISTS', main) == 0 then
+    redis.call('RENAME', twin, main)
+    moved = moved + 1
+  else
+    local flat, done = redis.call('HGETALL', twin), {}
+    for i = 1, #flat, 2 do
+      if move_field(main, flat[i], flat[i + 1]) then done[#done + 1] = flat[i] end
+    end
+    hdel_all(twin, done)
+    if #done * 2 == #flat then moved = moved + 1 else left = left + #flat / 2 - #done end
+  end
+  if pack == 1 then pack_plain_hours(main) end
+end
+
 local function root(key, retention)
   if redis.call('EXISTS', key) == 0 or prune(key, 0) or retention < 0 then return end
   if retention == 0 then set_expiry(key, 0); return end
@@ -174,8 +224,10 @@ for _, job in ipairs(jobs) do
     counter(KEYS[k], job[2], job[3], job[4]); k = k + 1
   elseif what == 'r' then
     root(KEYS[k], job[2]); k = k + 1
+  elseif what == 't' then
+    merge_twin(KEYS[k], KEYS[k + 1], job[2]); k = k + 2
   else
     state(KEYS[k], KEYS[k + 1], job[2], job[3]); k = k + 2
   end
 end
-return {dropped, expiries, deleted, converted, removed, packed, left}
+return {dropped, expiries, deleted, converted, removed, packed, left, moved}

@@ -3,14 +3,14 @@
 -- mode. One call per batch saves a round trip and the script start-up per point, and lets
 -- the points of one activity or one hash share their reads and writes (see the end).
 --
--- KEYS    11 per (user, day) of the points, each point saying where its eleven start:
+-- KEYS    7 per (user, day) of the points, each point saying where its seven start:
 --           {uid}:acts  the user's activity state, a hash: per activity "<thing>:<aid>" its
 --             summary, "_span" and "_v" (record.lua); its changes go to {uid}:cYYYYMMDD
 --             (changes.lua), named from this key
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
 --           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM, {uid}:dYYYYMMDD of the
---           point's ts2 (every type), then {uid}:tr, {uid}:tyYYYY, {uid}:tmYYYYMM,
---           {uid}:tdYYYYMMDD (per type); where its hour goes: hours.lua
+--           point's ts2, each holding a child's sum of every type and of each type (its
+--           twin field); where its hour goes: hours.lua
 --           {uid}:once  the user's record of applied deliveries (once.lua)
 -- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.writes builds it), each
 --           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
@@ -22,7 +22,7 @@
 --           set when a field is added, and a hash already past it is not written (the
 --           day's: its hour is not written); thing = the thing's number; delivery = the key
 --           of the delivery the point came in, "" = none (applied whatever came before);
---           k = how many KEYS come before the point's eleven
+--           k = how many KEYS come before the point's seven
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3] seconds a day's changes are kept after the day ends (the minute retention), 0 =
 --           forever (daystate.lua)
@@ -57,7 +57,7 @@ local HASH_OF_CHILD = {1, 2, 3, 3}
 local function apply(k, p)
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
   local thing, delivery = p[9], p[10]
-  if delivery ~= '' and applied_before(KEYS[k + 11], delivery, once) then
+  if delivery ~= '' and applied_before(KEYS[k + 7], delivery, once) then
     return 'duplicate', 0
   end
   local act = activity(k, thing, aid)
@@ -160,7 +160,7 @@ local function write_call(keys, args)
     for n = 1, #points do
       local delivery = points[n][10]
       if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
-        kept[KEYS[points[n][11] + 11] .. '\n' .. delivery] = true
+        kept[KEYS[points[n][11] + 7] .. '\n' .. delivery] = true
       end
     end
     once_forget(kept)
