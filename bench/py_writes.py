@@ -15,7 +15,6 @@ CPU µs a call (psd's own work only: what bounds a web worker's throughput). Aga
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import json
@@ -25,14 +24,15 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from py_reads import server
+
 from psd import logs
 from psd.config import Settings
-from psd.embedded import EmbeddedServer, server_binary
 from psd.model import parse_metric
 from psd.store import Store
 
@@ -45,16 +45,6 @@ ENVIRON: dict[str, Any] = {
     "SERVER_PROTOCOL": "HTTP/1.1",
     "wsgi.url_scheme": "http",
 }
-
-
-@contextlib.contextmanager
-def server(url: str) -> Iterator[str]:
-    """``url``, or a server of our own for the run."""
-    if url:
-        yield url
-        return
-    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as own:
-        yield own.url
 
 
 class Bodies:
