@@ -9,8 +9,9 @@ shapes each, on an emptied server; points/s and ``used_memory`` bytes a point.
 
 psd records, per user, the deliveries it applied (``{uid}:once``), so that a call redis-py
 sends again is counted once; a write that came without a delivery key gets one of its own,
-kept 5 minutes. Ticks replayed faster than that keep every one of them, which a live stream,
-a tick every 10 minutes, never does: their bytes are given apart.
+kept 5 minutes (a key ``{uid}:own:<id>`` a user and call). Ticks replayed faster than that
+keep every one of them, which a live stream, a tick every 10 minutes, never does: their
+bytes are given apart.
 
 RTS series are made first (``TS.CREATE`` with labels, for ``TS.MRANGE``'s filter), inside the
 memory figure but outside the time. Memory is ``used_memory`` less the Lua heap (which Redis
@@ -82,9 +83,13 @@ def measured(
 
 
 def with_deliveries(store: Store, data: Dense, ingest: Ingest) -> Ingest:
+    """The bytes of the deliveries a user's record keeps (``{uid}:once``) and of the store's
+    own, each a key of its own (``{uid}:own:<id>``)."""
     pipe = store.redis.pipeline(transaction=False)
     for u in range(data.users):
         pipe.memory_usage(f"{metric_prefix(data.uid(u))}{ONCE}", samples=0)
+    for key in store.redis.scan_iter(match="{*}:own:*", count=1000):
+        pipe.memory_usage(key, samples=0)
     ingest.deliveries = sum(int(size or 0) for size in pipe.execute())
     return ingest
 
