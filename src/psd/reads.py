@@ -15,7 +15,6 @@ from psd.breakdown import Breakdown, parts
 from psd.countspread import CountSpread
 from psd.errors import redis_errors
 from psd.keys import (
-    TWIN,
     ReadPlan,
     check_range,
     count_plan,
@@ -30,6 +29,7 @@ from psd.nodes import Nodes
 from psd.retention import Answerable, Policy, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import Series, SumRequest, lone_call, lone_sum_call, sum_call
+from psd.twins import fold_twins, with_twins
 
 _E15 = 10**15
 _READ_TRIPS = ROUND_TRIPS.labels("read")
@@ -120,34 +120,6 @@ def _own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPl
     return [plans[n] for n in used], [
         Series(number[one.plan], one.prefix, one.with_state) for one in series
     ]
-
-
-def with_twins(request: SumRequest) -> SumRequest:
-    """A per-type request that also reads the twin hashes of keyspace layouts before 3
-    (psd/layout.py: ``{uid}:tmYYYYMM`` beside ``{uid}:mYYYYMM``): after its series and its
-    breakdowns, one of each reading the same plan from the twins' prefix. A twin holds
-    counters only: its series reads no activities, and its breakdown's activity keys
-    (``{uid}:tidx``, ``{uid}:tacts``) name none."""
-    twin_series = [Series(one.plan, one.prefix + TWIN, False) for one in request.series]
-    twin_breakdowns = [(prefix + TWIN, b) for prefix, b in request.breakdowns]
-    return replace(
-        request,
-        series=[*request.series, *twin_series],
-        breakdowns=[*request.breakdowns, *twin_breakdowns],
-    )
-
-
-def fold_twins(request: SumRequest, replies: list[list[Any]]) -> list[list[Any]]:
-    """The replies of :func:`with_twins`'s request, each twin's sums added to its own's."""
-    n, m = len(request.series), len(request.breakdowns)
-    out: list[list[Any]] = []
-    for i in range(n):
-        own, twin = replies[i], replies[n + i]
-        out.append([[a + b for a, b in zip(own[0], twin[0], strict=True)], *own[1:]])
-    for j in range(m):
-        own, twin = replies[2 * n + j], replies[2 * n + m + j]
-        out.append([a + b for a, b in zip(own, twin, strict=True)])
-    return out
 
 
 def _cuts(user: CutQuery) -> tuple[int, ...]:
