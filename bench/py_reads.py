@@ -71,6 +71,14 @@ def load(store: Store, data: Dense) -> None:
     store.write_metrics(block)
 
 
+def profiled(call: Callable[[], object], calls: int) -> None:
+    """Print cProfile's top functions of ``calls`` calls, after one to warm up."""
+    call()
+    prof = cProfile.Profile()
+    prof.runcall(lambda: [call() for _ in range(calls)])
+    pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+
+
 def p50(call: Callable[[], object], n: int) -> float:
     """Median µs of ``n`` calls, after a few to warm up."""
     for _ in range(20):
@@ -152,10 +160,7 @@ def main() -> None:
         if args.profile:
             make = sum_call if args.profile == "sum" else http_call
             call = make(store, data, RANGES[args.range], Ends(data, args.same))
-            call()
-            prof = cProfile.Profile()
-            prof.runcall(lambda: [call() for _ in range(args.calls)])
-            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            profiled(call, args.calls)
             return
         figures = []
         for kind, make in (("sum", sum_call), ("http", http_call)):

@@ -15,11 +15,9 @@ CPU µs a call (psd's own work only: what bounds a web worker's throughput). Aga
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
 import json
 import logging
-import pstats
 import random
 import statistics
 import tempfile
@@ -29,7 +27,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from py_reads import server
+from py_reads import profiled, server
 
 from psd import logs
 from psd.config import Settings
@@ -147,11 +145,7 @@ def main() -> None:
         logging.getLogger().handlers[0].setStream(open(Path(tmp) / "access.log", "a"))  # noqa: SIM115
         gc.freeze()  # as psd.web.wsgi does once the app is built
         if args.profile:
-            call = KINDS[args.profile](store, seed)
-            call()
-            prof = cProfile.Profile()
-            prof.runcall(lambda: [call() for _ in range(args.calls)])
-            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+            profiled(KINDS[args.profile](store, seed), args.calls)
             return
         figures = []
         for kind, make in KINDS.items():

@@ -143,14 +143,12 @@ class Reads:
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
-        """The replies of every series of a request, then of every breakdown (see
-        :meth:`_sum_calls`); a per-type read of a keyspace before layout 3 adds what its
-        twin hashes hold (:func:`with_twins`)."""
-        if request.atid is not None:
-            with redis_errors("read"):
-                twins = self.layout.legacy_twins()
-            if twins:
-                return fold_twins(request, self._sum_calls(with_twins(request)))
+        """:meth:`_sum_calls`'s replies; a per-type read of a keyspace before layout 3 adds
+        what its twin hashes hold (:func:`psd.twins.with_twins`)."""
+        with redis_errors("read"):
+            twins = request.atid is not None and self.layout.legacy_twins()
+        if twins:
+            return fold_twins(request, self._sum_calls(with_twins(request)))
         return self._sum_calls(request)
 
     def _sum_calls(self, request: SumRequest) -> list[list[Any]]:
