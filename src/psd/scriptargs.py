@@ -14,6 +14,19 @@ from typing import Any, Literal, NamedTuple
 import msgpack
 
 
+class MetricTargetArg(NamedTuple):
+    """What the points of one hour of one thing share in write_metric.lua's ``ARGV[1]``:
+    sent once a call, not with each point (a call's points mostly share a few: a stream's
+    tick one, a user's day 24)."""
+
+    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
+    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
+    thing: int
+    thing_s: str
+    slots: list[str]  # each child's field of every type: child * 10 + thing
+    packed: str  # the month's packed field of its hour, every type's (psd/lua/hours.lua)
+
+
 class MetricPointArg(NamedTuple):
     """One point of write_metric.lua's ``ARGV[1]``."""
 
@@ -23,11 +36,16 @@ class MetricPointArg(NamedTuple):
     value: int
     ts1: int
     ts2: int
-    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
-    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
-    thing: int
+    target: int  # its MetricTargetArg's number in the call's (from 1)
     delivery: str  # "" = none
     k: int  # how many KEYS come before the point's seven
+
+
+class MetricCallArg(NamedTuple):
+    """write_metric.lua's ``ARGV[1]``: the call's targets, then its points."""
+
+    targets: list[MetricTargetArg]
+    points: list[MetricPointArg]
 
 
 class CountPointArg(NamedTuple):

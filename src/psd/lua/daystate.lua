@@ -5,6 +5,9 @@
 -- needs once — a day's contexts and the hours it appends to, or the whole day when it sums
 -- an activity's changes there — and writes each changed day once, at the end.
 local days, days_touched = {}, {}  -- changes key -> its state; keys in order
+-- the field of each hour (0..23), a string: a number passed to Redis is printed with "%.17g"
+local HOUR_FIELDS = {}
+for h = 0, 23 do HOUR_FIELDS[h] = tostring(h) end
 
 -- when a day's changes key expires (0: never); at or before now its changes are not kept
 local function changes_expiry(day)
@@ -63,11 +66,11 @@ local function hour_state(st, h)
   local hour = st.hours[h]
   if hour == nil then
     if st.ctxs == nil then
-      local vals = redis.call('HMGET', st.key, CONTEXTS, h)
+      local vals = redis.call('HMGET', st.key, CONTEXTS, HOUR_FIELDS[h])
       load_contexts(st, vals[1])
       hour = hour_from(vals[2])
     else
-      hour = hour_from(redis.call('HGET', st.key, h))
+      hour = hour_from(redis.call('HGET', st.key, HOUR_FIELDS[h]))
     end
     st.hours[h] = hour
   end
@@ -92,11 +95,11 @@ end
 
 -- add a change of activity (thing, aid) of type atid at ts to its day: to the amount of
 -- its change at the same second, if it has one there, else appended. True if appended (a
--- change more for the day).
-local function add_change(st, thing, aid, atid, ts, amount)
+-- change more for the day). thing_s: the thing as a string, if the caller has it.
+local function add_change(st, thing, aid, atid, ts, amount, thing_s)
   local h = math.floor(ts % 86400 / 3600)
   local hour = hour_state(st, h)
-  local name = thing .. ':' .. aid .. ':' .. atid
+  local name = (thing_s or thing) .. ':' .. aid .. ':' .. atid
   local ctx = st.ctx_of[name]
   st.dirty[h] = true
   if ctx == nil then
@@ -166,7 +169,7 @@ local function save_days()
     end
     for h, _ in pairs(st.dirty) do
       local n = #flat
-      flat[n + 1], flat[n + 2] = h, encode_hour(st.hours[h].groups)
+      flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
     end
     if #flat > 0 then
       hset_all(key, flat)

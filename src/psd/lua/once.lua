@@ -15,7 +15,7 @@
 -- HTTP increment of a day, and in a string key of its own beside the record ("own:" and the
 -- rest of it in place of "once"), made by one SET NX EX: a streaming call of many users
 -- would otherwise trim, ask, add to and extend the expiry of every user's record.
-local ONCE_OWN_SECONDS = 300
+local ONCE_OWN_SECONDS = '300'  -- a string: Redis prints a number argument with "%.17g"
 local once_decided, once_trimmed, once_new
 
 -- a call's start: nothing decided yet (a Function's state outlives its calls)

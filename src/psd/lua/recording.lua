@@ -26,7 +26,8 @@ end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
 local function member_of(act)
-  return act.thing .. ':' .. act.summary[R_TYPE] .. ':' .. act.aid .. ':' .. act.summary[R_FIRST]
+  local s = act.summary
+  return act.thing_s .. ':' .. s[R_TYPE] .. ':' .. act.aid .. ':' .. digits_of(s[R_FIRST])
 end
 
 -- the summary of activity `id` in `acts`, the user's records brought to this layout first
@@ -47,14 +48,16 @@ local function summary_of(acts, idx, id)
   return redis.call('HGET', acts, id)
 end
 
--- the activity's state as this call found it (loaded once)
-local function activity(k, thing, aid)
-  local acts, id = KEYS[k + 1], thing .. ':' .. aid
+-- the activity's state as this call found it (loaded once); t: its point's target
+local function activity(k, t, aid)
+  local thing, thing_s = t[T_THING], t[T_THING_S]
+  local acts, id = KEYS[k + 1], thing_s .. ':' .. aid
   local at = acts .. '\n' .. id
   local act = activities[at]
   if act == nil then
     local packed = summary_of(acts, KEYS[k + 2], id)
-    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, aid = aid, changed = false}
+    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, thing_s = thing_s, aid = aid,
+           changed = false}
     if packed then
       act.summary = cmsgpack.unpack(packed)
       act.old_member = member_of(act)
@@ -115,7 +118,8 @@ local function keep_change(act, ts, amount, atid)
     s[at + D_CHANGES] = -1
     return true
   end
-  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount)
+  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount,
+                           act.thing_s)
   if added and s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
   return added
 end
@@ -163,7 +167,7 @@ local function save_states()
       if act.old_member and act.old_member ~= member then
         redis.call('ZREM', act.idx, act.old_member)
       end
-      redis.call('ZADD', act.idx, act.summary[R_LAST], member)
+      redis.call('ZADD', act.idx, digits_of(act.summary[R_LAST]), member)
       local span = act.summary[R_LAST] - act.summary[R_FIRST]
       if span > (longest[acts] or 0) then longest[acts] = span end
       changed[acts] = act.idx

@@ -12,17 +12,22 @@
 --           point's ts2, each holding a child's sum of every type and of each type (its
 --           twin field); where its hour goes: hours.lua
 --           {uid}:once  the user's record of applied deliveries (once.lua)
--- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.writes builds it), each
---           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
---           mode "d" diffadd (value = running total since ts1) or "i" increment;
---           aid, atid decimal strings; children = its year (in root), month (in year), day
---           and hour (in month), each counted in the slot child * 10 + thing, field
---           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
---           counter hash (root, year, month, day) expires at (psd/retention.py), 0 = never:
---           set when a field is added, and a hash already past it is not written (the
---           day's: its hour is not written); thing = the thing's number; delivery = the key
---           of the delivery the point came in, "" = none (applied whatever came before);
---           k = how many KEYS come before the point's seven
+-- ARGV[1] msgpack {targets, points} (psd.scriptargs.MetricCallArg; psd.writes builds it):
+--         targets: what the points of an hour and a thing share, each {children, expires,
+--           thing, thing_s, slots, packed} (psd.scriptargs.MetricTargetArg): children = its
+--           year (in root), month (in year), day and hour (in month), each counted in the
+--           slot child * 10 + thing, field "<slot>" (every type) and "<slot>:<atid>" (per
+--           type); expires = Unix time each counter hash (root, year, month, day) expires at
+--           (psd/retention.py), 0 = never: set when a field is added, and a hash already past
+--           it is not written (the day's: its hour is not written); thing = the thing's
+--           number, thing_s the same as a string; slots = the four slots' fields as strings;
+--           packed = the month's packed field of its hour (hours.lua), every type's
+--         points: each {mode, aid, atid, value, ts1, ts2, target, delivery, k}
+--           (psd.scriptargs.MetricPointArg): mode "d" diffadd (value = running total since
+--           ts1) or "i" increment; aid, atid decimal strings; target = its target's number
+--           in targets (from 1); delivery = the key of the delivery the point came in, "" =
+--           none (applied whatever came before); k = how many KEYS come before the point's
+--           seven
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3] seconds a day's changes are kept after the day ends (the minute retention), 0 =
 --           forever (daystate.lua)
@@ -40,7 +45,9 @@ local WRITES = true
 -- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
 -- its functions made once per server, so nothing of a call may outlive it.
 local KEYS, points, state_ttl, changes_keep, once, now, whole
-local HASH_OF_CHILD = {1, 2, 3, 3}
+-- a point's target, delivery and k in its row (ARGV[1]); a target's parts
+local P_TARGET, P_DELIVERY, P_K = 7, 8, 9
+local T_CHILDREN, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 4, 5, 6
 
 -- #include once.lua
 -- #include limits.lua
@@ -56,11 +63,11 @@ local HASH_OF_CHILD = {1, 2, 3, 3}
 
 local function apply(k, p)
   local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
-  local thing, delivery = p[9], p[10]
+  local delivery = p[P_DELIVERY]
   if delivery ~= '' and applied_before(KEYS[k + 7], delivery, once) then
     return 'duplicate', 0
   end
-  local act = activity(k, thing, aid)
+  local act = activity(k, p[P_TARGET], aid)
   local summary, delta = act.summary, value
   if summary and mode == 'd' then
     if ts2 < summary[R_LAST] then return 'stale', 0 end
@@ -83,7 +90,7 @@ end
 local REFUSALS = {past_counter = true, past_record = true, past_change = true}
 local out, refused
 local function run(n)
-  local status, delta = apply(points[n][11], points[n])
+  local status, delta = apply(points[n][P_K], points[n])
   out[2 * n - 1] = status; out[2 * n] = delta
   if REFUSALS[status] then refused = true end
 end
@@ -132,8 +139,19 @@ local function apply_each()
   end
 end
 
+-- the call's points, each naming its target's table in place of its number
+local function points_of(arg)
+  local call = cmsgpack.unpack(arg)
+  local targets, rows = call[1], call[2]
+  for n = 1, #rows do
+    local p = rows[n]
+    p[P_TARGET] = targets[p[P_TARGET]]
+  end
+  return rows
+end
+
 local function begin(keys, args)
-  KEYS, points = call_keys(keys, args), cmsgpack.unpack(args[1])
+  KEYS, points = call_keys(keys, args), points_of(args[1])
   state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   out, refused = {}, false
@@ -158,9 +176,9 @@ local function write_call(keys, args)
   if refused then  -- a delivery none of whose points was applied is not remembered
     local kept = {}
     for n = 1, #points do
-      local delivery = points[n][10]
+      local delivery = points[n][P_DELIVERY]
       if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
-        kept[KEYS[points[n][11] + 7] .. '\n' .. delivery] = true
+        kept[KEYS[points[n][P_K] + 7] .. '\n' .. delivery] = true
       end
     end
     once_forget(kept)
