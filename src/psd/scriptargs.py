@@ -28,7 +28,8 @@ class MetricTargetArg(NamedTuple):
 
 
 class MetricPointArg(NamedTuple):
-    """One point of write_metric.lua's ``ARGV[1]``."""
+    """One point of write_metric.lua's ``ARGV[1]``: its values, in this order, in the
+    call's flat list of points."""
 
     mode: str  # "d" diffadd, "i" increment
     aid: str
@@ -37,15 +38,18 @@ class MetricPointArg(NamedTuple):
     ts1: int
     ts2: int
     target: int  # its MetricTargetArg's number in the call's (from 1)
-    delivery: str  # "" = none
+    delivery: int  # its delivery key's number in the call's (from 1), 0 = none
     k: int  # how many KEYS come before the point's seven
 
 
 class MetricCallArg(NamedTuple):
-    """write_metric.lua's ``ARGV[1]``: the call's targets, then its points."""
+    """write_metric.lua's ``ARGV[1]``: the call's targets, the keys of its deliveries, then
+    its points, flat: a table a point would cost the script more to unpack than the rest
+    of its work on a point of a user's day."""
 
     targets: list[MetricTargetArg]
-    points: list[MetricPointArg]
+    deliveries: list[str]
+    points: list[Any]  # each MetricPointArg's values, one point after the other
 
 
 class CountPointArg(NamedTuple):

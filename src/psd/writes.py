@@ -94,11 +94,12 @@ def _metric_args(
     hours: Hours,
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
-    points of an hour of a thing share once (its target), and per point its own values,
-    its target's number and where its keys start."""
+    points of an hour of a thing share once (its target), each delivery key once, and per
+    point its own values, its target's and delivery's numbers and where its keys start."""
     keys: list[str] = []
     targets: list[MetricTargetArg] = []
-    rows: list[MetricPointArg] = []
+    sent: dict[str, int] = {"": 0}  # delivery key -> its number
+    rows: list[Any] = []
     numbers: dict[tuple[int, int], tuple[int, tuple[str, ...], list[str]]] = {}
     starts: dict[tuple[str, tuple[str, ...]], int] = {}
     for i in indexes:
@@ -117,13 +118,14 @@ def _metric_args(
         if start is None:
             start = starts[record, suffixes] = len(keys)
             keys += [record + suffix for suffix in key_suffixes]
+        delivery = sent.get(deliveries[i])
+        if delivery is None:
+            delivery = sent[deliveries[i]] = len(sent)
         mode = "d" if p.mode == "diffadd" else "i"
-        rows.append(
-            MetricPointArg(
-                mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, number, deliveries[i], start
-            )
+        rows += MetricPointArg(
+            mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, number, delivery, start
         )
-    return keys, MetricCallArg(targets, rows)
+    return keys, MetricCallArg(targets, list(sent)[1:], rows)
 
 
 def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:

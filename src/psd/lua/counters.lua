@@ -1,5 +1,5 @@
 -- counters.lua: included by write_metric.lua where it says "-- #include counters.lua" (it
--- uses that script's points, KEYS, now and the positions of a point's row and its target,
+-- uses that script's rows, KEYS, now and the positions of a point's values and its target,
 -- and limits.lua and hours.lua, included before it): what a call adds to a user's counter
 -- hashes,
 -- owed point by point and paid at once (one HINCRBY a field however many points add to it),
@@ -7,6 +7,9 @@
 local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
 local expiry  -- counter key -> Unix time it expires at (0 = never)
 local roots  -- counter key -> true for the user's root hashes
+-- what points owe before it is owed to fields (add_to_counters): target -> k -> atid ->
+-- {k, target, atid, delta}; those, in order
+local dues, due_list
 
 -- Numbers a call passes to Redis as strings, each made once a call: Redis turns a Lua
 -- number argument into its digits with a "%.17g" printf, and Lua's own conversion (a
@@ -76,14 +79,13 @@ local paid  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
 local function counters_begin()
   owed, owed_keys, expiry, roots = {}, {}, {}, {}
   owed_hours, owed_hours_keys, hour_keys, paid = {}, {}, {}, {}
-  open_before, open_after, digits = {}, {}, {}
+  open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
-  for n = 1, #points do
-    local p = points[n]
-    local t = p[P_TARGET]
+  for b = 0, (npoints - 1) * STRIDE, STRIDE do
+    local t = targets[rows[b + P_TARGET]]
     local expire_at = t[T_EXPIRES][4]
     if expire_at == 0 or expire_at > now then
-      local day, month = t[T_CHILDREN][3], KEYS[p[P_K] + 5]
+      local day, month = t[T_CHILDREN][3], KEYS[rows[b + P_K] + 5]
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
         latest_field[month] = t[T_PACKED]
@@ -104,12 +106,11 @@ local function move_open_days()
   end
 end
 
--- a point's delta owed to its counters: each field of every type and its twin of the type
--- (root, year and month: each child's hash; the hour: its day's hash if open, else packed
--- in its month)
-local function add_to_counters(k, p, delta)
-  local t = p[P_TARGET]
-  local expires, slots, typed = t[T_EXPIRES], t[T_SLOTS], typed_slots(t, p[3])
+-- the deltas of points of one target, record and type, owed to their counters: each field of
+-- every type and its twin of the type (root, year and month: each child's hash; the hour:
+-- its day's hash if open, else packed in its month)
+local function owe_due(k, t, atid, delta)
+  local expires, slots, typed = t[T_EXPIRES], t[T_SLOTS], typed_slots(t, atid)
   -- the root holds every year, kept until its newest year's retention ends: always added to
   local expire_at = expires[1]
   local key = KEYS[k + 3]
@@ -135,8 +136,41 @@ local function add_to_counters(k, p, delta)
   else
     local name, number = t[T_PACKED], hour_number((children[4] - 100) % 24)
     owe_hour(month, name, number, delta)
-    owe_hour(month, name .. ':' .. p[3], number, delta)
+    owe_hour(month, name .. ':' .. atid, number, delta)
   end
+end
+
+-- What points add is summed per target (an hour of a thing), record and type first, and
+-- owed to the fields when paid: a user's day of points shares a few dozen of these, and
+-- owing eight fields costs more than the rest of a point's Lua work (dues, due_list: above)
+
+local function add_to_counters(k, t, atid, delta)
+  local by_k = dues[t]
+  if by_k == nil then
+    by_k = {}
+    dues[t] = by_k
+  end
+  local by_atid = by_k[k]
+  if by_atid == nil then
+    by_atid = {}
+    by_k[k] = by_atid
+  end
+  local due = by_atid[atid]
+  if due == nil then
+    due = {k, t, atid, 0}
+    by_atid[atid] = due
+    due_list[#due_list + 1] = due
+  end
+  due[4] = due[4] + delta
+end
+
+-- the dues owed to their fields
+local function owe_dues()
+  for n = 1, #due_list do
+    local due = due_list[n]
+    owe_due(due[1], due[2], due[3], due[4])
+  end
+  dues, due_list = {}, {}
 end
 
 -- take back a payment (or where it stopped: at `key` and `field`, added or not, before
@@ -180,6 +214,7 @@ end
 -- pay what is owed, or nothing (false) if a field would leave ±2^62 (an open day's hour
 -- ±2^53); a new field may be a new hash: give it its expiry; the root only ever extends it
 local function pay_counters()
+  owe_dues()
   local due = hours_due()
   if due == nil then return false end
   local fresh = {}
