@@ -95,11 +95,13 @@ end
 
 -- add a change of activity (thing, aid) of type atid at ts to its day: to the amount of
 -- its change at the same second, if it has one there, else appended. True if appended (a
--- change more for the day). thing_s: the thing as a string, if the caller has it.
-local function add_change(st, thing, aid, atid, ts, amount, thing_s)
-  local h = math.floor(ts % 86400 / 3600)
+-- change more for the day). name: its context's name, "<thing>:<aid>:<atid>", if the
+-- caller has it made.
+local function add_change(st, thing, aid, atid, ts, amount, name)
+  local in_day = ts % 86400
+  local h = (in_day - in_day % 3600) / 3600  -- math.floor(in_day / 3600), exactly
   local hour = hour_state(st, h)
-  local name = (thing_s or thing) .. ':' .. aid .. ':' .. atid
+  name = name or thing .. ':' .. aid .. ':' .. atid
   local ctx = st.ctx_of[name]
   st.dirty[h] = true
   if ctx == nil then

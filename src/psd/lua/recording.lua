@@ -5,7 +5,9 @@
 -- end: a batch often holds many points of one activity (a day of minutes) or one day, and
 -- each would otherwise read, unpack, pack and write the same state again. The call is
 -- atomic either way.
-local activities, touched  -- "<acts>\n<thing>:<aid>" -> its state; in order
+-- acts key -> thing -> aid -> an activity's state (nested: a key made of the three costs
+-- more than the lookups); those states in order
+local activities, touched
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
 -- yet (its layout field is written with its first record)
 local users
@@ -50,19 +52,29 @@ end
 
 -- the activity's state as this call found it (loaded once); t: its point's target
 local function activity(k, t, aid)
-  local thing, thing_s = t[T_THING], t[T_THING_S]
-  local acts, id = KEYS[k + 1], thing_s .. ':' .. aid
-  local at = acts .. '\n' .. id
-  local act = activities[at]
+  local acts, thing = KEYS[k + 1], t[T_THING]
+  local of_user = activities[acts]
+  if of_user == nil then
+    of_user = {}
+    activities[acts] = of_user
+  end
+  local of_thing = of_user[thing]
+  if of_thing == nil then
+    of_thing = {}
+    of_user[thing] = of_thing
+  end
+  local act = of_thing[aid]
   if act == nil then
+    local thing_s = t[T_THING_S]
+    local id = thing_s .. ':' .. aid
     local packed = summary_of(acts, KEYS[k + 2], id)
     act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, thing_s = thing_s, aid = aid,
-           changed = false}
+           changed = false, names = {}}
     if packed then
       act.summary = cmsgpack.unpack(packed)
       act.old_member = member_of(act)
     end
-    activities[at] = act; touched[#touched + 1] = at
+    of_thing[aid] = act; touched[#touched + 1] = act
   end
   return act
 end
@@ -105,45 +117,51 @@ end
 
 -- count a change in its day's entry of the summary (made if new) and keep it in the day's
 -- changes; a day whose changes are past the retention counts -1 (not all kept). False when
--- it was added to a change kept at the same second (not a change more).
-local function keep_change(act, ts, amount, atid)
-  local s, day = act.summary, day_of(ts)
+-- it was added to a change kept at the same second (not a change more). day: ts's.
+local function keep_change(act, ts, amount, atid, day)
+  local s = act.summary
   local at, insert = day_slot(s, day)
   if at == nil then
     table.insert(s, insert, 0); table.insert(s, insert, 0); table.insert(s, insert, day)
     at = insert
   end
   s[at + D_TOTAL] = s[at + D_TOTAL] + amount
-  if not kept_day(day) then
+  -- kept_day(day), inlined (this runs for every point)
+  if changes_keep ~= 0 and (day + 1) * 86400 + changes_keep <= now then
     s[at + D_CHANGES] = -1
     return true
   end
-  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount,
-                           act.thing_s)
+  local name = act.names[atid]  -- its context's name in its days (daystate.lua)
+  if name == nil then
+    name = act.thing_s .. ':' .. act.aid .. ':' .. atid
+    act.names[atid] = name
+  end
+  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount, name)
   if added and s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
   return added
 end
 
 -- add a change to the activity's record; nil (nothing changed) if its total or its day's
--- would leave ±2^53
+-- would leave ±2^53 (exact(), inlined: this runs for every point)
 local function record(act, ts, delta, atid)
-  local s = act.summary
-  if not exact(s[R_TOTAL] + delta) then return nil end
+  local s, day = act.summary, (ts - ts % 86400) / 86400  -- day_of(ts), exactly
+  local total = s[R_TOTAL] + delta
+  if total >= RECORD_LIMIT or total <= -RECORD_LIMIT then return nil end
   if s[R_CHANGES] == 1 then
     if s[R_FIRST] == ts and s[R_TYPE] == atid then  -- the same change again: still one
-      s[R_TOTAL] = s[R_TOTAL] + delta
+      s[R_TOTAL] = total
       return true
     end
     -- a second change: the first joins its day's changes (its day total is the total)
-    local first, total, typ = s[R_FIRST], s[R_TOTAL], s[R_TYPE]
-    act.summary = {first, first, typ, 1, total}
+    local first, typ = s[R_FIRST], s[R_TYPE]
+    act.summary = {first, first, typ, 1, s[R_TOTAL]}
     s = act.summary
-    keep_change(act, first, total, typ)
+    keep_change(act, first, s[R_TOTAL], typ, day_of(first))
   else
-    local at = day_slot(s, day_of(ts))
+    local at = day_slot(s, day)
     if at and not exact(s[at + D_TOTAL] + delta) then return nil end
   end
-  if keep_change(act, ts, delta, atid) then s[R_CHANGES] = s[R_CHANGES] + 1 end
+  if keep_change(act, ts, delta, atid, day) then s[R_CHANGES] = s[R_CHANGES] + 1 end
   s[R_TOTAL] = s[R_TOTAL] + delta
   if ts < s[R_FIRST] then s[R_FIRST] = ts end
   if ts > s[R_LAST] then s[R_LAST] = ts end
@@ -153,8 +171,7 @@ end
 
 local function save_states()
   local longest, changed = {}, {}  -- acts key -> longest span written; -> its idx
-  for _, at in ipairs(touched) do
-    local act = activities[at]
+  for _, act in ipairs(touched) do
     if act.changed then
       local acts = act.acts
       if users[acts] == 'new' then
