@@ -1,7 +1,11 @@
 """How a list of points is cut into script calls.
 
-A call applies at most ``WRITE_BATCH`` points: big enough to amortise the call, small enough
-that one call never holds Redis for long (some tens of microseconds a point). Points that came
+A call is big enough to amortise its fixed costs, small enough that it never holds Redis for
+long (a few milliseconds): what a call costs the server is mostly a cost per point (~8 µs for
+a point of a user's day) and a cost per record it names (~40 µs a user: reading and writing
+back their activity's record, day and counters), so a call takes at most ``CALL_POINTS``
+points, and its points plus ``RECORD_COST`` for each record it names stay within
+``CALL_BUDGET``: a user's day in 400 points, a stream's tick in 100 users. Points that came
 in a delivery (a task message, an NSQ message) carry its key, and the write scripts remember,
 per record (a user, a counter), which deliveries they applied (psd/lua/once.lua); the first point
 of a delivery in a call decides for all of that delivery's points for that record in the call.
@@ -15,8 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Points per script call (a group of one delivery may not be cut below this).
+#: Points of one delivery for one record that share a call (a delivery part: see above), and
+#: the points a call of many records takes (``CALL_BUDGET``).
 WRITE_BATCH = 100
+#: Most points a call of metric points takes (of one record or a few); a call of counts
+#: (psd/lua/write_count.lua: several commands a point) takes WRITE_BATCH.
+CALL_POINTS = 400
+#: A call's points plus RECORD_COST per record it names stay within this (a unit that must
+#: share a call goes whole, alone if it must).
+CALL_BUDGET = 500
+RECORD_COST = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +61,39 @@ def part_names(records: Sequence[str], deliveries: Sequence[str] | None) -> list
     return _part_names(records, deliveries)
 
 
-def cut_calls(records: Sequence[str], names: Sequence[str], items: list[int]) -> list[list[int]]:
+def cut_calls(
+    records: Sequence[str], names: Sequence[str], items: list[int], most: int = CALL_POINTS
+) -> list[list[int]]:
     """The calls of some of a write's points (``items``, in order; every point of a record
-    it names, or every point of a record not applied yet), their parts named beforehand."""
-    if not any(names[i] for i in items):
-        return [items[i : i + WRITE_BATCH] for i in range(0, len(items), WRITE_BATCH)]
+    it names, or every point of a record not applied yet), their parts named beforehand;
+    ``most`` points a call (a unit that must share a call aside)."""
+    mine = [records[i] for i in items]
+    if any(names[i] for i in items):
+        units = _units(mine, [names[i] for i in items])
+    else:
+        units = [[j] for j in range(len(items))]
+    return [[items[j] for j in call] for call in _fill(units, mine, most)]
+
+
+def _fill(units: list[list[int]], records: Sequence[str], most: int) -> list[list[int]]:
+    """Calls of whole units (positions in ``records``), in order, each within ``most``
+    points and ``CALL_BUDGET`` (a unit past them alone)."""
     calls: list[list[int]] = []
     current: list[int] = []
-    for unit in _units([records[i] for i in items], [names[i] for i in items]):
-        if current and len(current) + len(unit) > WRITE_BATCH:
+    named: set[str] = set()
+    for unit in units:
+        mine = {records[i] for i in unit} if len(unit) > 1 else {records[unit[0]]}
+        points = len(current) + len(unit)
+        if current and (
+            points > most or points + RECORD_COST * (len(named) + len(mine - named)) > CALL_BUDGET
+        ):
             calls.append(sorted(current))
-            current = []
+            current, named = [], set()
         current += unit
+        named |= mine
     if current:
         calls.append(sorted(current))
-    return [[items[j] for j in call] for call in calls]
+    return calls
 
 
 def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:

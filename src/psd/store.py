@@ -1,6 +1,6 @@
 """The Redis store: every read and write of psd goes through one :class:`Store`.
 
-Writes are one script call per batch of up to ``WRITE_BATCH`` points, each point atomic (its
+Writes are one script call per batch of points (psd/batching.py), each point atomic (its
 diffadd window sum, stale check and every counter update happen together), batches pipelined.
 Reads (psd/reads.py) are one script call for a whole request.
 """
@@ -165,8 +165,8 @@ class Store(Reads):
         *,
         all_or_nothing: bool = False,
     ) -> list[WriteResult]:
-        """Apply many points, each atomically, in script calls of ``WRITE_BATCH`` points
-        pipelined in one round trip. ``deliveries[i]``, when given, is the key of the delivery
+        """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
+        one round trip. ``deliveries[i]``, when given, is the key of the delivery
         (task, message) point i came in: a delivery applied before is not applied again
         (status ``duplicate``) for ``idempotency_window`` seconds. A point no level of the
         retention keeps, or that would cross a limit, is ``refused`` (nothing of it written,
@@ -274,8 +274,8 @@ class Store(Reads):
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
-            # (more than WRITE_BATCH points hold the server longer)
-            return [items] if all_or_nothing else cut_calls(records, names, items)
+            # (more than a call's points hold the server longer)
+            return [items] if all_or_nothing else cut_calls(records, names, items, kind.call_points)
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             hours = self._hours[kind.name]

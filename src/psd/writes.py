@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from psd.batching import CALL_POINTS, WRITE_BATCH
 from psd.errors import PastLimit, Refused
 from psd.keys import ONCE, Target, count_target, metric_target, packed_field
 from psd.model import CountPoint, MetricPoint
@@ -72,6 +73,8 @@ class PointKind(Generic[P]):
     ]
     #: The results of a call's points, from its reply.
     results: Callable[[Any, list[P]], list[WriteResult]]
+    #: Most points a call takes (psd/batching.py).
+    call_points: int
 
 
 def _metric_keys(target: Target) -> list[str]:
@@ -192,10 +195,24 @@ def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResu
 
 
 METRIC = PointKind(
-    "metric", "ts2", "write", metric_target, _metric_keys, _metric_args, _metric_results
+    "metric",
+    "ts2",
+    "write",
+    metric_target,
+    _metric_keys,
+    _metric_args,
+    _metric_results,
+    CALL_POINTS,
 )
 COUNT = PointKind(
-    "count", "ts", "count write", count_target, _count_keys, _count_args, _count_results
+    "count",
+    "ts",
+    "count write",
+    count_target,
+    _count_keys,
+    _count_args,
+    _count_results,
+    WRITE_BATCH,
 )
 
 #: Most targets a store keeps those of (~1 kB each: a metric target is a day, a count's an
