@@ -40,7 +40,8 @@ local function typed_slots(t, atid)
   return fields
 end
 
-local function owe(key, field, delta, expire_at, is_root)
+-- delta owed to a field of every type and to its twin of the type, in one hash
+local function owe(key, field, twin, delta, expire_at, is_root)
   local fields = owed[key]
   if fields == nil then
     fields = {}
@@ -50,6 +51,7 @@ local function owe(key, field, delta, expire_at, is_root)
     expiry[key] = expire_at  -- the root: a later year extends it
   end
   fields[field] = (fields[field] or 0) + delta
+  fields[twin] = (fields[twin] or 0) + delta
 end
 
 -- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}
@@ -114,14 +116,12 @@ local function owe_due(k, t, atid, delta)
   -- the root holds every year, kept until its newest year's retention ends: always added to
   local expire_at = expires[1]
   local key = KEYS[k + 3]
-  owe(key, slots[1], delta, expire_at, true)
-  owe(key, typed[1], delta, expire_at, true)
+  owe(key, slots[1], typed[1], delta, expire_at, true)
   for j = 2, 3 do
     expire_at = expires[j]
     if expire_at == 0 or expire_at > now then
       key = KEYS[k + 2 + j]
-      owe(key, slots[j], delta, expire_at, false)
-      owe(key, typed[j], delta, expire_at, false)
+      owe(key, slots[j], typed[j], delta, expire_at, false)
     end
   end
   expire_at = expires[4]
@@ -131,8 +131,7 @@ local function owe_due(k, t, atid, delta)
   if open_after[month] == day or open_before[month] == day then
     key = KEYS[k + 6]
     hour_keys[key] = true
-    owe(key, slots[4], delta, expire_at, false)
-    owe(key, typed[4], delta, expire_at, false)
+    owe(key, slots[4], typed[4], delta, expire_at, false)
   else
     local name, number = t[T_PACKED], hour_number((children[4] - 100) % 24)
     owe_hour(month, name, number, delta)

@@ -34,30 +34,54 @@ local function day_state(acts, day)
   return st
 end
 
+-- a thing's number as a string (a number concatenated is printed by a slow printf)
+local thing_names = {}
+
 local function load_contexts(st, raw)
   local ctxs = raw and cmsgpack.unpack(raw) or {}
   st.ctxs, st.created = ctxs, raw == nil
   for n = 1, #ctxs / 3 do
-    st.ctx_of[ctxs[3 * n - 2] .. ':' .. ctxs[3 * n - 1] .. ':' .. ctxs[3 * n]] = n
+    local thing = ctxs[3 * n - 2]
+    local name = thing_names[thing]
+    if name == nil then
+      name = tostring(thing)
+      thing_names[thing] = name
+    end
+    st.ctx_of[name .. ':' .. ctxs[3 * n - 1] .. ':' .. ctxs[3 * n]] = n
   end
 end
 
 -- an hour's changes by context: {groups = {context -> {second, amount, ...}}, max =
--- {context -> its latest second}}
+-- {context -> its latest second}}. It decodes as changes.lua's decode_hour does, into
+-- its groups at once (this runs for every user a call writes).
 local function hour_from(raw)
   local groups, max = {}, {}
   if raw then
-    local flat = decode_hour(raw)
-    for c = 1, #flat, 3 do
-      local ctx, sec = flat[c], flat[c + 1]
-      local recs = groups[ctx]
-      if recs == nil then
-        recs = {}
-        groups[ctx] = recs
+    local items = cmsgpack.unpack(raw)
+    local ctx, sec, d, i, count, recs, top = 1, 0, 0, 1, #items, nil, -1
+    while i <= count do
+      local v = items[i]
+      if v <= CTX_MARK then
+        if recs then max[ctx] = top end
+        ctx, sec, d, i, recs = CTX_MARK - v, 0, 0, i + 1, nil
+      else
+        d = d + v
+        sec = sec + d
+        if recs == nil then
+          recs = groups[ctx]
+          if recs == nil then
+            recs = {}
+            groups[ctx] = recs
+          end
+          top = max[ctx] or -1
+        end
+        local n = #recs
+        recs[n + 1], recs[n + 2] = sec, items[i + 1]
+        if sec > top then top = sec end
+        i = i + 2
       end
-      recs[#recs + 1], recs[#recs + 2] = sec, flat[c + 2]
-      if sec > (max[ctx] or -1) then max[ctx] = sec end
     end
+    if recs then max[ctx] = top end
   end
   return {groups = groups, max = max}
 end

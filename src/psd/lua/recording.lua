@@ -27,9 +27,8 @@ local function recording_begin()
 end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
-local function member_of(act)
-  local s = act.summary
-  return act.thing_s .. ':' .. s[R_TYPE] .. ':' .. act.aid .. ':' .. digits_of(s[R_FIRST])
+local function member_of(act, typ, first)
+  return act.thing_s .. ':' .. typ .. ':' .. act.aid .. ':' .. digits_of(first)
 end
 
 -- the summary of activity `id` in `acts`, the user's records brought to this layout first
@@ -72,7 +71,7 @@ local function activity(k, t, aid)
            changed = false, names = {}}
     if packed then
       act.summary = cmsgpack.unpack(packed)
-      act.old_member = member_of(act)
+      act.old_type, act.old_first = act.summary[R_TYPE], act.summary[R_FIRST]
     end
     of_thing[aid] = act; touched[#touched + 1] = act
   end
@@ -180,11 +179,12 @@ local function save_states()
       else
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary))
       end
-      local member = member_of(act)
-      if act.old_member and act.old_member ~= member then
-        redis.call('ZREM', act.idx, act.old_member)
+      -- its member names its type and first change: the one before goes if they changed
+      local s = act.summary
+      if act.old_type and (act.old_type ~= s[R_TYPE] or act.old_first ~= s[R_FIRST]) then
+        redis.call('ZREM', act.idx, member_of(act, act.old_type, act.old_first))
       end
-      redis.call('ZADD', act.idx, digits_of(act.summary[R_LAST]), member)
+      redis.call('ZADD', act.idx, digits_of(s[R_LAST]), member_of(act, s[R_TYPE], s[R_FIRST]))
       local span = act.summary[R_LAST] - act.summary[R_FIRST]
       if span > (longest[acts] or 0) then longest[acts] = span end
       changed[acts] = act.idx
