@@ -99,6 +99,8 @@ def _fill(units: list[list[int]], records: Sequence[str], most: int) -> list[lis
 def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
     """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points for
     a record, then ``key#1``, ``key#2``… by position, the same on every redelivery."""
+    if len(set(deliveries)) == 1:  # one delivery (or the store's own key): by record alone
+        return _one_delivery_names(records, deliveries[0])
     position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
@@ -111,18 +113,36 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
     return names
 
 
+def _one_delivery_names(records: Sequence[str], delivery: str) -> list[str]:
+    """:func:`_part_names` of points that all came in ``delivery``."""
+    if not delivery:
+        return [""] * len(records)
+    position: dict[str, int] = {}  # record -> its points so far
+    names: list[str] = []
+    for record in records:
+        seen = position.get(record, 0)
+        position[record] = seen + 1
+        names.append(f"{delivery}#{seen // WRITE_BATCH}" if seen >= WRITE_BATCH else delivery)
+    return names
+
+
 def _units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
     """The points that must share a call, in the order of their first points: a record's
     points from one that opens a delivery part to the last point of every part open then."""
     pairs = list(zip(records, names, strict=True))
     last = {pair: i for i, pair in enumerate(pairs) if pair[1]}
     units: list[list[int]] = []
-    open_unit: dict[str, tuple[list[int], int]] = {}  # record -> its unit, open until
-    for i, (record, name) in enumerate(pairs):
-        unit, until = open_unit.get(record, ([], -1))
+    open_unit: dict[str, list[int]] = {}  # record -> its unit
+    open_until: dict[str, int] = {}  # record -> where its unit ends (at least)
+    for i, pair in enumerate(pairs):
+        record = pair[0]
+        until = open_until.get(record, -1)
         if i > until:
-            unit = []
+            unit = open_unit[record] = []
             units.append(unit)
+        else:
+            unit = open_unit[record]
         unit.append(i)
-        open_unit[record] = (unit, max(until, last[record, name] if name else i))
+        end = last[pair] if pair[1] else i
+        open_until[record] = end if end > until else until
     return units

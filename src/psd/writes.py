@@ -14,7 +14,7 @@ from psd.errors import PastLimit, Refused
 from psd.keys import ONCE, Target, count_target, metric_target, packed_field
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
-from psd.scriptargs import CountPointArg, MetricCallArg, MetricPointArg, MetricTargetArg
+from psd.scriptargs import CountPointArg, MetricCallArg, MetricTargetArg
 
 WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
 
@@ -87,6 +87,9 @@ def _metric_target_arg(target: Target, expires: list[int], thing: int) -> Metric
     return MetricTargetArg(target.children, expires, thing, str(thing), slots, packed)
 
 
+_MODES = {"diffadd": "d", "increment": "i"}
+
+
 def _metric_args(
     policy: Policy,
     points: Sequence[MetricPoint],
@@ -103,52 +106,74 @@ def _metric_args(
     targets: list[MetricTargetArg] = []
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
     rows: list[Any] = []
-    numbers: dict[tuple[int, int], tuple[int, tuple[str, ...], list[str]]] = {}
-    starts: dict[tuple[str, tuple[str, ...]], int] = {}
+    # hour start + thing (things are below 10) -> its target's number, UTC day (what its
+    # keys' suffixes name) and the suffixes; (record, day) -> its keys' start in KEYS
+    numbers: dict[int, tuple[int, int, list[str]]] = {}
+    starts: dict[tuple[str, int], int] = {}
     for i in indexes:
-        p, ts, record = points[i], instants[i], records[i]
+        p, ts = points[i], instants[i]
         thing = p.thing_id
-        found = numbers.get((ts - ts % 3600, thing))
+        found = numbers.get(ts - ts % 3600 + thing)
         if found is None:
             target = metric_target(ts)
             hour = hours.get(target.suffixes)
             if hour is None:
                 hour = hours[target.suffixes] = (_metric_keys(target), expiries(policy, target))
             targets.append(_metric_target_arg(target, hour[1], thing))
-            found = numbers[ts - ts % 3600, thing] = (len(targets), target.suffixes, hour[0])
-        number, suffixes, key_suffixes = found
-        start = starts.get((record, suffixes))
+            found = numbers[ts - ts % 3600 + thing] = (len(targets), ts // 86400, hour[0])
+        number, day, key_suffixes = found
+        record = records[i]
+        start = starts.get((record, day))
         if start is None:
-            start = starts[record, suffixes] = len(keys)
+            start = starts[record, day] = len(keys)
             keys += [record + suffix for suffix in key_suffixes]
         delivery = sent.get(deliveries[i])
         if delivery is None:
             delivery = sent[deliveries[i]] = len(sent)
-        mode = "d" if p.mode == "diffadd" else "i"
-        rows += MetricPointArg(
-            mode, str(p.aid), str(p.atid), p.value, p.ts1, p.ts2, number, delivery, start
+        # a MetricPointArg's values (a tuple: the class would cost this loop a third more)
+        rows += (
+            _MODES[p.mode],
+            str(p.aid),
+            str(p.atid),
+            p.value,
+            p.ts1,
+            p.ts2,
+            number,
+            delivery,
+            start,
         )
     return keys, MetricCallArg(targets, list(sent)[1:], rows)
 
 
+#: Results ``ok`` by delta, shared (a result is frozen): most points of a stream or an
+#: import add one of a few small numbers; past MAX_OK of them, made afresh.
+_OK: dict[int, WriteResult] = {}
+MAX_OK = 4096
+
+
 def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
-    """write_metric.lua's reply: a status and a delta per point (a result is frozen: one
-    made for each distinct pair of a reply)."""
+    """write_metric.lua's reply: a status and a delta per point."""
     out = []
-    made: dict[tuple[bytes, int], WriteResult] = {}
+    ok = _OK
     for i in range(0, len(flat), 2):
-        pair = (flat[i], flat[i + 1])
-        result = made.get(pair)
-        if result is None:
-            status, delta = pair[0].decode(), int(pair[1])
-            if status in LIMITS:
-                reason = LIMITS[status].format(delta=delta)
-                result = WriteResult("refused", 0, "", PastLimit(reason, "value"))
-            else:
-                result = WriteResult(status, delta)  # type: ignore[arg-type]
-            made[pair] = result
+        status, delta = flat[i], flat[i + 1]
+        if status == b"ok":
+            result = ok.get(delta)
+            if result is None:
+                if len(ok) >= MAX_OK:
+                    ok.clear()
+                result = ok[delta] = WriteResult("ok", int(delta))
+        else:
+            result = _metric_result(status.decode(), int(delta))
         out.append(result)
     return out
+
+
+def _metric_result(status: str, delta: int) -> WriteResult:
+    if status in LIMITS:
+        reason = LIMITS[status].format(delta=delta)
+        return WriteResult("refused", 0, "", PastLimit(reason, "value"))
+    return WriteResult(status, delta)  # type: ignore[arg-type]
 
 
 def _count_keys(target: Target) -> list[str]:

@@ -93,6 +93,8 @@ local function hour_state(st, h)
       local vals = redis.call('HMGET', st.key, CONTEXTS, HOUR_FIELDS[h])
       load_contexts(st, vals[1])
       hour = hour_from(vals[2])
+    elseif st.created then  -- a day with no contexts has no changes: nothing to read
+      hour = hour_from(nil)
     else
       hour = hour_from(redis.call('HGET', st.key, HOUR_FIELDS[h]))
     end
