@@ -39,7 +39,7 @@ local thing_names = {}
 
 local function load_contexts(st, raw)
   local ctxs = raw and cmsgpack.unpack(raw) or {}
-  st.ctxs, st.created = ctxs, raw == nil
+  st.ctxs, st.created = ctxs, not raw  -- HMGET answers false for a field it has not
   for n = 1, #ctxs / 3 do
     local thing = ctxs[3 * n - 2]
     local name = thing_names[thing]
