@@ -23,14 +23,25 @@ end
 -- the state of a day of the user whose activity state is `acts`: {key, day, ctxs (flat
 -- contexts, loaded with the first hour), ctx_of ("thing:aid:atid" -> number), hours (hour
 -- -> its changes, hour_from), dirty hours}
+-- acts key -> day -> its state: found without making its key (a point's work; convert.lua
+-- may set other days aside, so a state found here is checked against them)
+local day_memo = {}
 local function day_state(acts, day)
+  local of_acts = day_memo[acts]
+  local st = of_acts and of_acts[day]
+  if st and days[st.key] == st then return st end
   local key = changes_key(acts, day)
-  local st = days[key]
+  st = days[key]
   if st == nil then
     st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}}
     days[key] = st
     days_touched[#days_touched + 1] = key
   end
+  if of_acts == nil then
+    of_acts = {}
+    day_memo[acts] = of_acts
+  end
+  of_acts[day] = st
   return st
 end
 
@@ -205,10 +216,10 @@ local function save_days()
       if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
     end
   end
-  days, days_touched = {}, {}
+  days, days_touched, day_memo = {}, {}, {}
 end
 
 -- forget what this call loaded (the next read goes to what is stored)
 local function forget_days()
-  days, days_touched = {}, {}
+  days, days_touched, day_memo = {}, {}, {}
 end
