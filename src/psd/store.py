@@ -102,7 +102,11 @@ class Store(Reads):
     ) -> list[str | None]:
         """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
         refused point raises :class:`PastRetention` naming it, before anything is written."""
-        levels = [horizon.finest(ts) for ts in instants]
+        finest = horizon.oldest[0] if horizon.oldest else None
+        if finest and instants and min(instants) >= finest[1]:  # all kept at the finest
+            levels: list[str | None] = [finest[0]] * len(instants)
+        else:
+            levels = [horizon.finest(ts) for ts in instants]
         if all_or_nothing and None in levels:
             raise PastRetention(horizon.refusal(), field, levels.index(None))
         return levels
@@ -116,6 +120,8 @@ class Store(Reads):
     ) -> list[WriteResult]:
         """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
         where finer levels no longer keep its instant)."""
+        if levels.count("minute") == len(levels):  # the usual write: every point recent
+            return [applied[i] for i in range(len(levels))]
         out = []
         reason = horizon.refusal() if None in levels else ""
         for i, level in enumerate(levels):
