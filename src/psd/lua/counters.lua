@@ -1,9 +1,9 @@
 -- counters.lua: included by write_metric.lua where it says "-- #include counters.lua" (it
 -- uses that script's rows, KEYS, now and the positions of a point's values and its target,
 -- and limits.lua and hours.lua, included before it): what a call adds to a user's counter
--- hashes,
--- owed point by point and paid at once (one HINCRBY a field however many points add to it),
--- and taken back exactly when a point, or an all-or-nothing call, is refused.
+-- hashes, summed per target, user and type as points come, owed to the fields when paid
+-- (one HINCRBY a field however many points add to it), and taken back exactly when a point,
+-- or an all-or-nothing call, is refused.
 local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
 local expiry  -- counter key -> Unix time it expires at (0 = never)
 local roots  -- counter key -> true for the user's root hashes
