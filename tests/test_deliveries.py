@@ -6,7 +6,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psd.batching import WRITE_BATCH, plan_calls
+from psd.batching import CALL_BUDGET, CALL_POINTS, RECORD_COST, WRITE_BATCH, plan_calls
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
 from psd.store import Store
@@ -31,7 +31,9 @@ def test_a_delivery_for_one_record_never_spans_calls(points: list[tuple[str, str
     assert sorted(i for call in plan.calls for i in call) == list(range(len(points)))
     call_of = {i: n for n, call in enumerate(plan.calls) for i in call}
     for call in plan.calls:  # only the points of one record may make a longer call
-        assert len(call) <= WRITE_BATCH or len({records[i] for i in call}) == 1
+        named = len({records[i] for i in call})
+        within = len(call) <= CALL_POINTS and len(call) + RECORD_COST * named <= CALL_BUDGET
+        assert within or named == 1
     for i, j in ((i, j) for i in call_of for j in call_of if i < j and records[i] == records[j]):
         # a record's points are applied in the order they came: a diffadd's window sum sees
         # exactly the changes sent before it

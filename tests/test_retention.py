@@ -92,6 +92,20 @@ def test_each_key_expires_its_levels_retention_after_its_bucket_ends(
     assert not redis_client.keys("{7}:t*")  # per-type sums: in the same hashes (layout 3)
 
 
+def test_a_days_changes_expire_the_minute_retention_after_the_day(
+    redis_client: redis.Redis, policy_store: Store
+) -> None:
+    """An activity's second change keeps both in its day's changes (psd/lua/changes.lua),
+    a key made then with its expiry."""
+    ts = int(time.time()) - 10 * DAY
+    points = [MetricPoint("steps", 7, 3, 1, 5, t, t, "increment") for t in (ts, ts + 60)]
+    policy_store.write_metrics(points)
+    day = ts // DAY
+    key = f"{{7}}:c{datetime.fromtimestamp(ts, UTC):%Y%m%d}"
+    assert redis_client.hlen(key) > 0
+    assert redis_client.expiretime(key) == (day + 1) * DAY + POLICY.retention_minute
+
+
 def test_expiry_costs_the_write_path_nothing_once_a_key_has_it(
     redis_client: redis.Redis, policy_store: Store
 ) -> None:

@@ -8,11 +8,11 @@ from psd.scriptargs import BreakdownsArg, MetricPointArg, StateJob, SumArg
 
 
 def test_a_named_argument_packs_as_the_list_of_its_fields() -> None:
-    point = MetricPointArg("d", "7", "2", 40, 100, 160, (1, 2, 3, 103), [0, 0, 0], 1, "", 0)
+    point = MetricPointArg("d", "7", "2", 40, 100, 160, 1, 0, 0)
     job = StateJob("s", 10, 99)
     packed = msgpack.unpackb(msgpack.packb([point, job]))
     assert packed == [
-        ["d", "7", "2", 40, 100, 160, [1, 2, 3, 103], [0, 0, 0], 1, "", 0],
+        ["d", "7", "2", 40, 100, 160, 1, 0, 0],
         ["s", 10, 99],
     ]
 

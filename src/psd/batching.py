@@ -1,7 +1,11 @@
 """How a list of points is cut into script calls.
 
-A call applies at most ``WRITE_BATCH`` points: big enough to amortise the call, small enough
-that one call never holds Redis for long (some tens of microseconds a point). Points that came
+A call is big enough to amortise its fixed costs, small enough that it never holds Redis for
+long (a few milliseconds): what a call costs the server is mostly a cost per point (~8 µs for
+a point of a user's day) and a cost per record it names (~40 µs a user: reading and writing
+back their activity's record, day and counters), so a call takes at most ``CALL_POINTS``
+points, and its points plus ``RECORD_COST`` for each record it names stay within
+``CALL_BUDGET``: a user's day in 400 points, a stream's tick in 100 users. Points that came
 in a delivery (a task message, an NSQ message) carry its key, and the write scripts remember,
 per record (a user, a counter), which deliveries they applied (psd/lua/once.lua); the first point
 of a delivery in a call decides for all of that delivery's points for that record in the call.
@@ -15,8 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Points per script call (a group of one delivery may not be cut below this).
+#: Points of one delivery for one record that share a call (a delivery part: see above), and
+#: the points a call of many records takes (``CALL_BUDGET``).
 WRITE_BATCH = 100
+#: Most points a call of metric points takes (of one record or a few); a call of counts
+#: (psd/lua/write_count.lua: several commands a point) takes WRITE_BATCH.
+CALL_POINTS = 400
+#: A call's points plus RECORD_COST per record it names stay within this (a unit that must
+#: share a call goes whole, alone if it must).
+CALL_BUDGET = 500
+RECORD_COST = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,26 +61,46 @@ def part_names(records: Sequence[str], deliveries: Sequence[str] | None) -> list
     return _part_names(records, deliveries)
 
 
-def cut_calls(records: Sequence[str], names: Sequence[str], items: list[int]) -> list[list[int]]:
+def cut_calls(
+    records: Sequence[str], names: Sequence[str], items: list[int], most: int = CALL_POINTS
+) -> list[list[int]]:
     """The calls of some of a write's points (``items``, in order; every point of a record
-    it names, or every point of a record not applied yet), their parts named beforehand."""
-    if not any(names[i] for i in items):
-        return [items[i : i + WRITE_BATCH] for i in range(0, len(items), WRITE_BATCH)]
+    it names, or every point of a record not applied yet), their parts named beforehand;
+    ``most`` points a call (a unit that must share a call aside)."""
+    mine = [records[i] for i in items]
+    if any(names[i] for i in items):
+        units = _units(mine, [names[i] for i in items])
+    else:
+        units = [[j] for j in range(len(items))]
+    return [[items[j] for j in call] for call in _fill(units, mine, most)]
+
+
+def _fill(units: list[list[int]], records: Sequence[str], most: int) -> list[list[int]]:
+    """Calls of whole units (positions in ``records``), in order, each within ``most``
+    points and ``CALL_BUDGET`` (a unit past them alone)."""
     calls: list[list[int]] = []
     current: list[int] = []
-    for unit in _units([records[i] for i in items], [names[i] for i in items]):
-        if current and len(current) + len(unit) > WRITE_BATCH:
+    named: set[str] = set()
+    for unit in units:
+        mine = {records[i] for i in unit} if len(unit) > 1 else {records[unit[0]]}
+        points = len(current) + len(unit)
+        if current and (
+            points > most or points + RECORD_COST * (len(named) + len(mine - named)) > CALL_BUDGET
+        ):
             calls.append(sorted(current))
-            current = []
+            current, named = [], set()
         current += unit
+        named |= mine
     if current:
         calls.append(sorted(current))
-    return [[items[j] for j in call] for call in calls]
+    return calls
 
 
 def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
     """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points for
     a record, then ``key#1``, ``key#2``… by position, the same on every redelivery."""
+    if len(set(deliveries)) == 1:  # one delivery (or the store's own key): by record alone
+        return _one_delivery_names(records, deliveries[0])
     position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
@@ -81,18 +113,36 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
     return names
 
 
+def _one_delivery_names(records: Sequence[str], delivery: str) -> list[str]:
+    """:func:`_part_names` of points that all came in ``delivery``."""
+    if not delivery:
+        return [""] * len(records)
+    position: dict[str, int] = {}  # record -> its points so far
+    names: list[str] = []
+    for record in records:
+        seen = position.get(record, 0)
+        position[record] = seen + 1
+        names.append(f"{delivery}#{seen // WRITE_BATCH}" if seen >= WRITE_BATCH else delivery)
+    return names
+
+
 def _units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
     """The points that must share a call, in the order of their first points: a record's
     points from one that opens a delivery part to the last point of every part open then."""
     pairs = list(zip(records, names, strict=True))
     last = {pair: i for i, pair in enumerate(pairs) if pair[1]}
     units: list[list[int]] = []
-    open_unit: dict[str, tuple[list[int], int]] = {}  # record -> its unit, open until
-    for i, (record, name) in enumerate(pairs):
-        unit, until = open_unit.get(record, ([], -1))
+    open_unit: dict[str, list[int]] = {}  # record -> its unit
+    open_until: dict[str, int] = {}  # record -> where its unit ends (at least)
+    for i, pair in enumerate(pairs):
+        record = pair[0]
+        until = open_until.get(record, -1)
         if i > until:
-            unit = []
+            unit = open_unit[record] = []
             units.append(unit)
+        else:
+            unit = open_unit[record]
         unit.append(i)
-        open_unit[record] = (unit, max(until, last[record, name] if name else i))
+        end = last[pair] if pair[1] else i
+        open_until[record] = end if end > until else until
     return units

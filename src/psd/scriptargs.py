@@ -14,8 +14,22 @@ from typing import Any, Literal, NamedTuple
 import msgpack
 
 
+class MetricTargetArg(NamedTuple):
+    """What the points of one hour of one thing share in write_metric.lua's ``ARGV[1]``:
+    sent once a call, not with each point (a call's points mostly share a few: a stream's
+    tick one, a user's day 24)."""
+
+    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
+    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
+    thing: int
+    thing_s: str
+    slots: list[str]  # each child's field of every type: child * 10 + thing
+    packed: str  # the month's packed field of its hour, every type's (psd/lua/hours.lua)
+
+
 class MetricPointArg(NamedTuple):
-    """One point of write_metric.lua's ``ARGV[1]``."""
+    """One point of write_metric.lua's ``ARGV[1]``: its values, in this order, in the
+    call's flat list of points."""
 
     mode: str  # "d" diffadd, "i" increment
     aid: str
@@ -23,11 +37,19 @@ class MetricPointArg(NamedTuple):
     value: int
     ts1: int
     ts2: int
-    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
-    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
-    thing: int
-    delivery: str  # "" = none
+    target: int  # its MetricTargetArg's number in the call's (from 1)
+    delivery: int  # its delivery key's number in the call's (from 1), 0 = none
     k: int  # how many KEYS come before the point's seven
+
+
+class MetricCallArg(NamedTuple):
+    """write_metric.lua's ``ARGV[1]``: the call's targets, the keys of its deliveries, then
+    its points, flat: a table a point would cost the script more to unpack than the rest
+    of its work on a point of a user's day."""
+
+    targets: list[MetricTargetArg]
+    deliveries: list[str]
+    points: list[Any]  # each MetricPointArg's values, one point after the other
 
 
 class CountPointArg(NamedTuple):

@@ -1,6 +1,6 @@
 """The Redis store: every read and write of psd goes through one :class:`Store`.
 
-Writes are one script call per batch of up to ``WRITE_BATCH`` points, each point atomic (its
+Writes are one script call per batch of points (psd/batching.py), each point atomic (its
 diffadd window sum, stale check and every counter update happen together), batches pipelined.
 Reads (psd/reads.py) are one script call for a whole request.
 """
@@ -102,7 +102,11 @@ class Store(Reads):
     ) -> list[str | None]:
         """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
         refused point raises :class:`PastRetention` naming it, before anything is written."""
-        levels = [horizon.finest(ts) for ts in instants]
+        finest = horizon.oldest[0] if horizon.oldest else None
+        if finest and instants and min(instants) >= finest[1]:  # all kept at the finest
+            levels: list[str | None] = [finest[0]] * len(instants)
+        else:
+            levels = [horizon.finest(ts) for ts in instants]
         if all_or_nothing and None in levels:
             raise PastRetention(horizon.refusal(), field, levels.index(None))
         return levels
@@ -116,6 +120,8 @@ class Store(Reads):
     ) -> list[WriteResult]:
         """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
         where finer levels no longer keep its instant)."""
+        if levels.count("minute") == len(levels):  # the usual write: every point recent
+            return [applied[i] for i in range(len(levels))]
         out = []
         reason = horizon.refusal() if None in levels else ""
         for i, level in enumerate(levels):
@@ -165,8 +171,8 @@ class Store(Reads):
         *,
         all_or_nothing: bool = False,
     ) -> list[WriteResult]:
-        """Apply many points, each atomically, in script calls of ``WRITE_BATCH`` points
-        pipelined in one round trip. ``deliveries[i]``, when given, is the key of the delivery
+        """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
+        one round trip. ``deliveries[i]``, when given, is the key of the delivery
         (task, message) point i came in: a delivery applied before is not applied again
         (status ``duplicate``) for ``idempotency_window`` seconds. A point no level of the
         retention keeps, or that would cross a limit, is ``refused`` (nothing of it written,
@@ -274,8 +280,8 @@ class Store(Reads):
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
-            # (more than WRITE_BATCH points hold the server longer)
-            return [items] if all_or_nothing else cut_calls(records, names, items)
+            # (more than a call's points hold the server longer)
+            return [items] if all_or_nothing else cut_calls(records, names, items, kind.call_points)
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             hours = self._hours[kind.name]

@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
+from psd.batching import CALL_POINTS, WRITE_BATCH
 from psd.errors import PastLimit, Refused
-from psd.keys import ONCE, Target, count_target, metric_target
+from psd.keys import ONCE, Target, count_target, metric_target, packed_field
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
-from psd.scriptargs import CountPointArg, MetricPointArg
+from psd.scriptargs import CountPointArg, MetricCallArg, MetricTargetArg
 
 WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
 
@@ -47,8 +48,8 @@ LIMITS = {
 
 
 P = TypeVar("P", bound=MetricPoint | CountPoint)
-#: A point as its write script reads it (psd.scriptargs, in the script's header's order).
-PointArg = MetricPointArg | CountPointArg
+#: Per target (its suffixes), the suffixes of its keys and the expiries of its hashes.
+Hours = dict[tuple[str, ...], tuple[list[str], list[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,56 +65,147 @@ class PointKind(Generic[P]):
     #: What follows a record's key prefix in each of its keys for one target, given once per
     #: call (``start`` in a row: the first's index in KEYS).
     key_suffixes: Callable[[Target], list[str]]
-    #: A point's row of the script's payload: (point, target, expiries, delivery, start).
-    row: Callable[[P, Target, list[int], str, int], PointArg]
+    #: KEYS and the payload (``ARGV[1]``) of a call: (policy, points, indexes, instants,
+    #: records, deliveries, hours), as :func:`call_args`.
+    args: Callable[
+        [Policy, Sequence[P], list[int], list[int], list[str], list[str], Hours],
+        tuple[list[str], Any],
+    ]
     #: The results of a call's points, from its reply.
     results: Callable[[Any, list[P]], list[WriteResult]]
+    #: Most points a call takes (psd/batching.py).
+    call_points: int
 
 
 def _metric_keys(target: Target) -> list[str]:
     return ["acts", "idx", *target.suffixes, ONCE]
 
 
-def _metric_row(
-    p: MetricPoint, target: Target, expires: list[int], delivery: str, start: int
-) -> MetricPointArg:
-    mode = "d" if p.mode == "diffadd" else "i"
-    return MetricPointArg(
-        mode,
-        str(p.aid),
-        str(p.atid),
-        p.value,
-        p.ts1,
-        p.ts2,
-        target.children,
-        expires,
-        p.thing_id,
-        delivery,
-        start,
-    )
+def _metric_target_arg(target: Target, expires: list[int], thing: int) -> MetricTargetArg:
+    slots = [str(child * 10 + thing) for child in target.children]
+    packed = packed_field(target.children[3], thing)
+    return MetricTargetArg(target.children, expires, thing, str(thing), slots, packed)
+
+
+_MODES = {"diffadd": "d", "increment": "i"}
+
+
+def _metric_args(
+    policy: Policy,
+    points: Sequence[MetricPoint],
+    indexes: list[int],
+    instants: list[int],
+    records: list[str],
+    deliveries: list[str],
+    hours: Hours,
+) -> tuple[list[str], MetricCallArg]:
+    """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
+    points of an hour of a thing share once (its target), each delivery key once, and per
+    point its own values, its target's and delivery's numbers and where its keys start."""
+    keys: list[str] = []
+    targets: list[MetricTargetArg] = []
+    sent: dict[str, int] = {"": 0}  # delivery key -> its number
+    rows: list[Any] = []
+    # hour start + thing (things are below 10) -> its target's number, UTC day (what its
+    # keys' suffixes name) and the suffixes; (record, day) -> its keys' start in KEYS
+    numbers: dict[int, tuple[int, int, list[str]]] = {}
+    starts: dict[tuple[str, int], int] = {}
+    for i in indexes:
+        p, ts = points[i], instants[i]
+        thing = p.thing_id
+        found = numbers.get(ts - ts % 3600 + thing)
+        if found is None:
+            target = metric_target(ts)
+            hour = hours.get(target.suffixes)
+            if hour is None:
+                hour = hours[target.suffixes] = (_metric_keys(target), expiries(policy, target))
+            targets.append(_metric_target_arg(target, hour[1], thing))
+            found = numbers[ts - ts % 3600 + thing] = (len(targets), ts // 86400, hour[0])
+        number, day, key_suffixes = found
+        record = records[i]
+        start = starts.get((record, day))
+        if start is None:
+            start = starts[record, day] = len(keys)
+            keys += [record + suffix for suffix in key_suffixes]
+        delivery = sent.get(deliveries[i])
+        if delivery is None:
+            delivery = sent[deliveries[i]] = len(sent)
+        # a MetricPointArg's values (a tuple: the class would cost this loop a third more)
+        rows += (
+            _MODES[p.mode],
+            str(p.aid),
+            str(p.atid),
+            p.value,
+            p.ts1,
+            p.ts2,
+            number,
+            delivery,
+            start,
+        )
+    return keys, MetricCallArg(targets, list(sent)[1:], rows)
+
+
+#: Results ``ok`` by delta, shared (a result is frozen): most points of a stream or an
+#: import add one of a few small numbers; past MAX_OK of them, made afresh.
+_OK: dict[int, WriteResult] = {}
+MAX_OK = 4096
 
 
 def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
     """write_metric.lua's reply: a status and a delta per point."""
     out = []
+    ok = _OK
     for i in range(0, len(flat), 2):
-        status, delta = flat[i].decode(), int(flat[i + 1])
-        if status in LIMITS:
-            reason = LIMITS[status].format(delta=delta)
-            out.append(WriteResult("refused", 0, "", PastLimit(reason, "value")))
+        status, delta = flat[i], flat[i + 1]
+        if status == b"ok":
+            result = ok.get(delta)
+            if result is None:
+                if len(ok) >= MAX_OK:
+                    ok.clear()
+                result = ok[delta] = WriteResult("ok", int(delta))
         else:
-            out.append(WriteResult(status, delta))
+            result = _metric_result(status.decode(), int(delta))
+        out.append(result)
     return out
+
+
+def _metric_result(status: str, delta: int) -> WriteResult:
+    if status in LIMITS:
+        reason = LIMITS[status].format(delta=delta)
+        return WriteResult("refused", 0, "", PastLimit(reason, "value"))
+    return WriteResult(status, delta)  # type: ignore[arg-type]
 
 
 def _count_keys(target: Target) -> list[str]:
     return [*target.suffixes, ONCE]
 
 
-def _count_row(
-    p: CountPoint, target: Target, expires: list[int], delivery: str, start: int
-) -> CountPointArg:
-    return CountPointArg(p.value, target.children, expires, delivery, start)
+def _count_args(
+    policy: Policy,
+    points: Sequence[CountPoint],
+    indexes: list[int],
+    instants: list[int],
+    records: list[str],
+    deliveries: list[str],
+    hours: Hours,
+) -> tuple[list[str], list[CountPointArg]]:
+    """write_count.lua's KEYS and ``ARGV[1]``: the keys of a counter's hour once, and each
+    point's row naming where they start."""
+    keys: list[str] = []
+    rows: list[CountPointArg] = []
+    starts: dict[tuple[str, tuple[str, ...]], int] = {}
+    for i in indexes:
+        target = count_target(instants[i])
+        hour = hours.get(target.suffixes)
+        if hour is None:
+            hour = hours[target.suffixes] = (_count_keys(target), expiries(policy, target))
+        start = starts.get((records[i], target.suffixes))
+        if start is None:
+            start = starts[records[i], target.suffixes] = len(keys)
+            keys += [records[i] + suffix for suffix in hour[0]]
+        p = points[i]
+        rows.append(CountPointArg(p.value, target.children, hour[1], deliveries[i], start))
+    return keys, rows
 
 
 def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResult]:
@@ -128,15 +220,26 @@ def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResu
 
 
 METRIC = PointKind(
-    "metric", "ts2", "write", metric_target, _metric_keys, _metric_row, _metric_results
+    "metric",
+    "ts2",
+    "write",
+    metric_target,
+    _metric_keys,
+    _metric_args,
+    _metric_results,
+    CALL_POINTS,
 )
 COUNT = PointKind(
-    "count", "ts", "count write", count_target, _count_keys, _count_row, _count_results
+    "count",
+    "ts",
+    "count write",
+    count_target,
+    _count_keys,
+    _count_args,
+    _count_results,
+    WRITE_BATCH,
 )
 
-
-#: Per target (its suffixes), the suffixes of its keys and the expiries of its hashes.
-Hours = dict[tuple[str, ...], tuple[list[str], list[int]]]
 #: Most targets a store keeps those of (~1 kB each: a metric target is a day, a count's an
 #: hour); past it, the next write starts again from none.
 MAX_TARGETS = 1024
@@ -151,31 +254,17 @@ def call_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours | None = None,
-) -> tuple[list[str], list[PointArg]]:
-    """KEYS and payload rows of one write script call: the keys of a record's month go once,
-    and each of its points' rows names where they start in KEYS.
+) -> tuple[list[str], Any]:
+    """KEYS and payload (``ARGV[1]``, to pack) of one write script call: the keys of a
+    record's target go once, and each of its points' rows names where they start in KEYS.
 
     The suffixes of the keys and the expiries of the hashes depend only on which hashes a
     point adds to (its target's suffixes), which a call's points mostly share (a stream's
     tick, a user's day): they are worked out once for each, not once per record (this loop
     runs for every point a worker applies), and kept in ``hours`` when given (the same
     ``kind`` and ``policy`` every call: a store's, across its writes)."""
-    keys: list[str] = []
-    rows: list[PointArg] = []
-    starts: dict[tuple[str, tuple[str, ...]], int] = {}
     if hours is None:
         hours = {}
     elif len(hours) > MAX_TARGETS:
         hours.clear()
-    for i in indexes:
-        target = kind.target(instants[i])
-        hour = hours.get(target.suffixes)
-        if hour is None:
-            hour = (kind.key_suffixes(target), expiries(policy, target))
-            hours[target.suffixes] = hour
-        start = starts.get((records[i], target.suffixes))
-        if start is None:
-            start = starts[records[i], target.suffixes] = len(keys)
-            keys += [records[i] + suffix for suffix in hour[0]]
-        rows.append(kind.row(points[i], target, hour[1], deliveries[i], start))
-    return keys, rows
+    return kind.args(policy, points, indexes, instants, records, deliveries, hours)

@@ -1,7 +1,7 @@
 """``psd import FILE|-``: bulk-load metric points from NDJSON or CSV.
 
 Points go to the store through its batched path (``Store.write_metrics``: script calls of up
-to 100 points, pipelined), a chunk of lines at a time. After each chunk the line it reached is
+to 400 points, pipelined), a chunk of lines at a time. After each chunk the line it reached is
 recorded in Redis under the import's key, so an interrupted import run again goes on from
 there; each chunk is written under a delivery key of its own, so the chunk that was being
 written when the import stopped is not counted twice when it is written again (increments;

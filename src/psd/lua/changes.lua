@@ -66,7 +66,7 @@ end
 local function encode_hour(groups)
   local order, items = {}, {}
   for ctx, _ in pairs(groups) do order[#order + 1] = ctx end
-  table.sort(order)
+  if #order > 1 then table.sort(order) end
   for k, ctx in ipairs(order) do
     if k > 1 or ctx ~= 1 then items[#items + 1] = CTX_MARK - ctx end
     local recs, sec, d = groups[ctx], 0, 0

@@ -1,13 +1,47 @@
 -- counters.lua: included by write_metric.lua where it says "-- #include counters.lua" (it
--- uses that script's points, KEYS, now and HASH_OF_CHILD, and limits.lua and hours.lua,
--- included before it): what a call adds to a user's counter hashes,
--- owed point by point and paid at once (one HINCRBY a field however many points add to it),
--- and taken back exactly when a point, or an all-or-nothing call, is refused.
+-- uses that script's rows, KEYS, now and the positions of a point's values and its target,
+-- and limits.lua and hours.lua, included before it): what a call adds to a user's counter
+-- hashes, summed per target, user and type as points come, owed to the fields when paid
+-- (one HINCRBY a field however many points add to it), and taken back exactly when a point,
+-- or an all-or-nothing call, is refused.
 local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
 local expiry  -- counter key -> Unix time it expires at (0 = never)
 local roots  -- counter key -> true for the user's root hashes
+-- what points owe before it is owed to fields (add_to_counters): target -> k -> atid ->
+-- {k, target, atid, delta}; those, in order
+local dues, due_list
 
-local function owe(key, field, delta, expire_at, is_root)
+-- Numbers a call passes to Redis as strings, each made once a call: Redis turns a Lua
+-- number argument into its digits with a "%.17g" printf, and Lua's own conversion (a
+-- concatenation) is as slow; the fields of a target's slots come as strings (ARGV[1]).
+local digits  -- integer -> its decimal string
+local function digits_of(x)
+  local s = digits[x]
+  if s == nil then
+    s = string.format('%d', x)  -- exact: x is an integer within ±2^63
+    digits[x] = s
+  end
+  return s
+end
+
+-- a target's slot fields of type atid ("<slot>:<atid>", made once a call per target)
+local function typed_slots(t, atid)
+  local typed = t.typed
+  if typed == nil then
+    typed = {}
+    t.typed = typed
+  end
+  local fields = typed[atid]
+  if fields == nil then
+    local slots, suffix = t[T_SLOTS], ':' .. atid
+    fields = {slots[1] .. suffix, slots[2] .. suffix, slots[3] .. suffix, slots[4] .. suffix}
+    typed[atid] = fields
+  end
+  return fields
+end
+
+-- delta owed to a field of every type and to its twin of the type, in one hash
+local function owe(key, field, twin, delta, expire_at, is_root)
   local fields = owed[key]
   if fields == nil then
     fields = {}
@@ -17,6 +51,7 @@ local function owe(key, field, delta, expire_at, is_root)
     expiry[key] = expire_at  -- the root: a later year extends it
   end
   fields[field] = (fields[field] or 0) + delta
+  fields[twin] = (fields[twin] or 0) + delta
 end
 
 -- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}
@@ -46,16 +81,16 @@ local paid  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
 local function counters_begin()
   owed, owed_keys, expiry, roots = {}, {}, {}, {}
   owed_hours, owed_hours_keys, hour_keys, paid = {}, {}, {}, {}
-  open_before, open_after = {}, {}
+  open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
-  for n = 1, #points do
-    local p = points[n]
-    local k, expire_at = p[11], p[8][4]
+  for b = 0, (npoints - 1) * STRIDE, STRIDE do
+    local t = targets[rows[b + P_TARGET]]
+    local expire_at = t[T_EXPIRES][4]
     if expire_at == 0 or expire_at > now then
-      local day, month = p[7][3], KEYS[k + 5]
+      local day, month = t[T_CHILDREN][3], KEYS[rows[b + P_K] + 5]
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
-        latest_field[month] = packed_name(day, (p[7][4] - 100) % 24, p[9], '')
+        latest_field[month] = t[T_PACKED]
       end
       if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
     end
@@ -73,33 +108,68 @@ local function move_open_days()
   end
 end
 
--- a point's delta owed to its counters: each field of every type and its twin of the type
-local function add_to_counters(k, p, delta)
-  local typed, children, expires, thing = ':' .. p[3], p[7], p[8], p[9]
-  for c = 1, 3 do
-    local j = HASH_OF_CHILD[c]
-    local expire_at = expires[j]
-    -- the root holds every year, kept until its newest year's retention ends: always added to
-    if expire_at == 0 or expire_at > now or j == 1 then
-      local slot, key = children[c] * 10 + thing, KEYS[k + 2 + j]
-      owe(key, slot, delta, expire_at, j == 1)
-      owe(key, slot .. typed, delta, expire_at, j == 1)
+-- the deltas of points of one target, record and type, owed to their counters: each field of
+-- every type and its twin of the type (root, year and month: each child's hash; the hour:
+-- its day's hash if open, else packed in its month)
+local function owe_due(k, t, atid, delta)
+  local expires, slots, typed = t[T_EXPIRES], t[T_SLOTS], typed_slots(t, atid)
+  -- the root holds every year, kept until its newest year's retention ends: always added to
+  local expire_at = expires[1]
+  local key = KEYS[k + 3]
+  owe(key, slots[1], typed[1], delta, expire_at, true)
+  for j = 2, 3 do
+    expire_at = expires[j]
+    if expire_at == 0 or expire_at > now then
+      key = KEYS[k + 2 + j]
+      owe(key, slots[j], typed[j], delta, expire_at, false)
     end
   end
-  local expire_at = expires[4]  -- the hour: its day's hash if open, else packed in its month
+  expire_at = expires[4]
   if expire_at ~= 0 and expire_at <= now then return end
-  local day, slot, month = children[3], children[4] * 10 + thing, KEYS[k + 5]
+  local children, month = t[T_CHILDREN], KEYS[k + 5]
+  local day = children[3]
   if open_after[month] == day or open_before[month] == day then
-    local key = KEYS[k + 6]
+    key = KEYS[k + 6]
     hour_keys[key] = true
-    owe(key, slot, delta, expire_at, false)
-    owe(key, slot .. typed, delta, expire_at, false)
+    owe(key, slots[4], typed[4], delta, expire_at, false)
   else
-    local hour = (children[4] - 100) % 24
-    local name, number = packed_name(day, hour, thing, ''), hour_number(hour)
+    local name, number = t[T_PACKED], hour_number((children[4] - 100) % 24)
     owe_hour(month, name, number, delta)
-    owe_hour(month, name .. typed, number, delta)
+    owe_hour(month, name .. ':' .. atid, number, delta)
   end
+end
+
+-- What points add is summed per target (an hour of a thing), record and type first, and
+-- owed to the fields when paid: a user's day of points shares a few dozen of these, and
+-- owing eight fields costs more than the rest of a point's Lua work (dues, due_list: above)
+
+local function add_to_counters(k, t, atid, delta)
+  local by_k = dues[t]
+  if by_k == nil then
+    by_k = {}
+    dues[t] = by_k
+  end
+  local by_atid = by_k[k]
+  if by_atid == nil then
+    by_atid = {}
+    by_k[k] = by_atid
+  end
+  local due = by_atid[atid]
+  if due == nil then
+    due = {k, t, atid, 0}
+    by_atid[atid] = due
+    due_list[#due_list + 1] = due
+  end
+  due[4] = due[4] + delta
+end
+
+-- the dues owed to their fields
+local function owe_dues()
+  for n = 1, #due_list do
+    local due = due_list[n]
+    owe_due(due[1], due[2], due[3], due[4])
+  end
+  dues, due_list = {}, {}
 end
 
 -- take back a payment (or where it stopped: at `key` and `field`, added or not, before
@@ -143,6 +213,7 @@ end
 -- pay what is owed, or nothing (false) if a field would leave ±2^62 (an open day's hour
 -- ±2^53); a new field may be a new hash: give it its expiry; the root only ever extends it
 local function pay_counters()
+  owe_dues()
   local due = hours_due()
   if due == nil then return false end
   local fresh = {}
@@ -150,7 +221,7 @@ local function pay_counters()
     local limit = hour_keys[key] and HOUR_LIMIT or COUNTER_LIMIT
     for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
       if delta ~= 0 then
-        local n = redis.pcall('HINCRBY', key, field, delta)  -- add(), inlined
+        local n = redis.pcall('HINCRBY', key, field, digits_of(delta))  -- add(), inlined
         if type_of(n) ~= 'number' or n >= limit or n <= -limit then
           local no, added = true, true  -- past an hour's limit: a plain number, exact enough
           if limit == COUNTER_LIMIT or type_of(n) ~= 'number' then

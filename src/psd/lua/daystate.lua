@@ -5,6 +5,9 @@
 -- needs once — a day's contexts and the hours it appends to, or the whole day when it sums
 -- an activity's changes there — and writes each changed day once, at the end.
 local days, days_touched = {}, {}  -- changes key -> its state; keys in order
+-- the field of each hour (0..23), a string: a number passed to Redis is printed with "%.17g"
+local HOUR_FIELDS = {}
+for h = 0, 23 do HOUR_FIELDS[h] = tostring(h) end
 
 -- when a day's changes key expires (0: never); at or before now its changes are not kept
 local function changes_expiry(day)
@@ -20,41 +23,76 @@ end
 -- the state of a day of the user whose activity state is `acts`: {key, day, ctxs (flat
 -- contexts, loaded with the first hour), ctx_of ("thing:aid:atid" -> number), hours (hour
 -- -> its changes, hour_from), dirty hours}
+-- acts key -> day -> its state: found without making its key (a point's work; convert.lua
+-- may set other days aside, so a state found here is checked against them)
+local day_memo = {}
 local function day_state(acts, day)
+  local of_acts = day_memo[acts]
+  local st = of_acts and of_acts[day]
+  if st and days[st.key] == st then return st end
   local key = changes_key(acts, day)
-  local st = days[key]
+  st = days[key]
   if st == nil then
     st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}}
     days[key] = st
     days_touched[#days_touched + 1] = key
   end
+  if of_acts == nil then
+    of_acts = {}
+    day_memo[acts] = of_acts
+  end
+  of_acts[day] = st
   return st
 end
 
+-- a thing's number as a string (a number concatenated is printed by a slow printf)
+local thing_names = {}
+
 local function load_contexts(st, raw)
   local ctxs = raw and cmsgpack.unpack(raw) or {}
-  st.ctxs, st.created = ctxs, raw == nil
+  st.ctxs, st.created = ctxs, not raw  -- HMGET answers false for a field it has not
   for n = 1, #ctxs / 3 do
-    st.ctx_of[ctxs[3 * n - 2] .. ':' .. ctxs[3 * n - 1] .. ':' .. ctxs[3 * n]] = n
+    local thing = ctxs[3 * n - 2]
+    local name = thing_names[thing]
+    if name == nil then
+      name = tostring(thing)
+      thing_names[thing] = name
+    end
+    st.ctx_of[name .. ':' .. ctxs[3 * n - 1] .. ':' .. ctxs[3 * n]] = n
   end
 end
 
 -- an hour's changes by context: {groups = {context -> {second, amount, ...}}, max =
--- {context -> its latest second}}
+-- {context -> its latest second}}. It decodes as changes.lua's decode_hour does, into
+-- its groups at once (this runs for every user a call writes).
 local function hour_from(raw)
   local groups, max = {}, {}
   if raw then
-    local flat = decode_hour(raw)
-    for c = 1, #flat, 3 do
-      local ctx, sec = flat[c], flat[c + 1]
-      local recs = groups[ctx]
-      if recs == nil then
-        recs = {}
-        groups[ctx] = recs
+    local items = cmsgpack.unpack(raw)
+    local ctx, sec, d, i, count, recs, top = 1, 0, 0, 1, #items, nil, -1
+    while i <= count do
+      local v = items[i]
+      if v <= CTX_MARK then
+        if recs then max[ctx] = top end
+        ctx, sec, d, i, recs = CTX_MARK - v, 0, 0, i + 1, nil
+      else
+        d = d + v
+        sec = sec + d
+        if recs == nil then
+          recs = groups[ctx]
+          if recs == nil then
+            recs = {}
+            groups[ctx] = recs
+          end
+          top = max[ctx] or -1
+        end
+        local n = #recs
+        recs[n + 1], recs[n + 2] = sec, items[i + 1]
+        if sec > top then top = sec end
+        i = i + 2
       end
-      recs[#recs + 1], recs[#recs + 2] = sec, flat[c + 2]
-      if sec > (max[ctx] or -1) then max[ctx] = sec end
     end
+    if recs then max[ctx] = top end
   end
   return {groups = groups, max = max}
 end
@@ -63,11 +101,13 @@ local function hour_state(st, h)
   local hour = st.hours[h]
   if hour == nil then
     if st.ctxs == nil then
-      local vals = redis.call('HMGET', st.key, CONTEXTS, h)
+      local vals = redis.call('HMGET', st.key, CONTEXTS, HOUR_FIELDS[h])
       load_contexts(st, vals[1])
       hour = hour_from(vals[2])
+    elseif st.created then  -- a day with no contexts has no changes: nothing to read
+      hour = hour_from(nil)
     else
-      hour = hour_from(redis.call('HGET', st.key, h))
+      hour = hour_from(redis.call('HGET', st.key, HOUR_FIELDS[h]))
     end
     st.hours[h] = hour
   end
@@ -92,11 +132,13 @@ end
 
 -- add a change of activity (thing, aid) of type atid at ts to its day: to the amount of
 -- its change at the same second, if it has one there, else appended. True if appended (a
--- change more for the day).
-local function add_change(st, thing, aid, atid, ts, amount)
-  local h = math.floor(ts % 86400 / 3600)
+-- change more for the day). name: its context's name, "<thing>:<aid>:<atid>", if the
+-- caller has it made.
+local function add_change(st, thing, aid, atid, ts, amount, name)
+  local in_day = ts % 86400
+  local h = (in_day - in_day % 3600) / 3600  -- math.floor(in_day / 3600), exactly
   local hour = hour_state(st, h)
-  local name = thing .. ':' .. aid .. ':' .. atid
+  name = name or thing .. ':' .. aid .. ':' .. atid
   local ctx = st.ctx_of[name]
   st.dirty[h] = true
   if ctx == nil then
@@ -166,7 +208,7 @@ local function save_days()
     end
     for h, _ in pairs(st.dirty) do
       local n = #flat
-      flat[n + 1], flat[n + 2] = h, encode_hour(st.hours[h].groups)
+      flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
     end
     if #flat > 0 then
       hset_all(key, flat)
@@ -174,10 +216,10 @@ local function save_days()
       if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
     end
   end
-  days, days_touched = {}, {}
+  days, days_touched, day_memo = {}, {}, {}
 end
 
 -- forget what this call loaded (the next read goes to what is stored)
 local function forget_days()
-  days, days_touched = {}, {}
+  days, days_touched, day_memo = {}, {}, {}
 end

@@ -1,14 +1,14 @@
 -- limits.lua: included by the write scripts where they say "-- #include limits.lua". Why a
 -- write never overflows: every counter field stays within ±2^62 before and after each call,
--- and a call adds at most PAY_EVERY (WRITE_BATCH of psd/batching.py) points of at most
+-- and a call adds at most PAY_EVERY (CALL_POINTS of psd/batching.py) points of at most
 -- ±2^42 each to a field before it checks, so HINCRBY (int64: ±2^63) cannot fail, and the
--- sums owed stay exact Lua doubles (below 2^49). A field found past ±2^62 makes the caller
+-- sums owed stay exact Lua doubles (below 2^51). A field found past ±2^62 makes the caller
 -- take back (exactly) what it added and refuse the point at fault. The numbers of an
 -- activity's record are Lua doubles: they are kept within ±2^53, where doubles are exact.
 local COUNTER_LIMIT = 2^62
 local RECORD_LIMIT = 2^53
 local MAX_CHANGE = 2^42
-local PAY_EVERY = 100
+local PAY_EVERY = 400
 local type_of = type
 
 -- the field is past ±2^62, read exactly (the double of a number near 2^62 is off by <= 256)

@@ -15,7 +15,7 @@
 -- HTTP increment of a day, and in a string key of its own beside the record ("own:" and the
 -- rest of it in place of "once"), made by one SET NX EX: a streaming call of many users
 -- would otherwise trim, ask, add to and extend the expiry of every user's record.
-local ONCE_OWN_SECONDS = 300
+local ONCE_OWN_SECONDS = '300'  -- a string: Redis prints a number argument with "%.17g"
 local once_decided, once_trimmed, once_new
 
 -- a call's start: nothing decided yet (a Function's state outlives its calls)
@@ -31,13 +31,17 @@ end
 
 -- true if delivery `ik` was applied to `record` before this call (and, if not, remember it)
 local function applied_before(record, ik, once)
-  local id = record .. '\n' .. ik
-  local decided = once_decided[id]
+  local of_record = once_decided[record]  -- nested: a key made of both costs more
+  if of_record == nil then
+    of_record = {}
+    once_decided[record] = of_record
+  end
+  local decided = of_record[ik]
   if decided ~= nil then return decided end
   if ik:byte(1) == 0 then
     decided = not redis.call('SET', own_key(record, ik), '1', 'EX', ONCE_OWN_SECONDS, 'NX')
-    if not decided then once_new[#once_new + 1] = id end
-    once_decided[id] = decided
+    if not decided then once_new[#once_new + 1] = record .. '\n' .. ik end
+    of_record[ik] = decided
     return decided
   end
   if not once_trimmed[record] then
@@ -48,9 +52,9 @@ local function applied_before(record, ik, once)
   if not decided then
     redis.call('ZADD', record, once[1], ik)
     redis.call('EXPIRE', record, once[2])
-    once_new[#once_new + 1] = id
+    once_new[#once_new + 1] = record .. '\n' .. ik
   end
-  once_decided[id] = decided
+  of_record[ik] = decided
   return decided
 end
 

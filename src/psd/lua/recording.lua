@@ -5,7 +5,9 @@
 -- end: a batch often holds many points of one activity (a day of minutes) or one day, and
 -- each would otherwise read, unpack, pack and write the same state again. The call is
 -- atomic either way.
-local activities, touched  -- "<acts>\n<thing>:<aid>" -> its state; in order
+-- acts key -> thing -> aid -> an activity's state (nested: a key made of the three costs
+-- more than the lookups); those states in order
+local activities, touched
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
 -- yet (its layout field is written with its first record)
 local users
@@ -25,8 +27,8 @@ local function recording_begin()
 end
 
 -- the activity's index member: "<thing>:<type>:<aid>:<first>"
-local function member_of(act)
-  return act.thing .. ':' .. act.summary[R_TYPE] .. ':' .. act.aid .. ':' .. act.summary[R_FIRST]
+local function member_of(act, typ, first)
+  return act.thing_s .. ':' .. typ .. ':' .. act.aid .. ':' .. digits_of(first)
 end
 
 -- the summary of activity `id` in `acts`, the user's records brought to this layout first
@@ -47,19 +49,31 @@ local function summary_of(acts, idx, id)
   return redis.call('HGET', acts, id)
 end
 
--- the activity's state as this call found it (loaded once)
-local function activity(k, thing, aid)
-  local acts, id = KEYS[k + 1], thing .. ':' .. aid
-  local at = acts .. '\n' .. id
-  local act = activities[at]
+-- the activity's state as this call found it (loaded once); t: its point's target
+local function activity(k, t, aid)
+  local acts, thing = KEYS[k + 1], t[T_THING]
+  local of_user = activities[acts]
+  if of_user == nil then
+    of_user = {}
+    activities[acts] = of_user
+  end
+  local of_thing = of_user[thing]
+  if of_thing == nil then
+    of_thing = {}
+    of_user[thing] = of_thing
+  end
+  local act = of_thing[aid]
   if act == nil then
+    local thing_s = t[T_THING_S]
+    local id = thing_s .. ':' .. aid
     local packed = summary_of(acts, KEYS[k + 2], id)
-    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, aid = aid, changed = false}
+    act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, thing_s = thing_s, aid = aid,
+           changed = false, names = {}}
     if packed then
       act.summary = cmsgpack.unpack(packed)
-      act.old_member = member_of(act)
+      act.old_type, act.old_first = act.summary[R_TYPE], act.summary[R_FIRST]
     end
-    activities[at] = act; touched[#touched + 1] = at
+    of_thing[aid] = act; touched[#touched + 1] = act
   end
   return act
 end
@@ -102,44 +116,51 @@ end
 
 -- count a change in its day's entry of the summary (made if new) and keep it in the day's
 -- changes; a day whose changes are past the retention counts -1 (not all kept). False when
--- it was added to a change kept at the same second (not a change more).
-local function keep_change(act, ts, amount, atid)
-  local s, day = act.summary, day_of(ts)
+-- it was added to a change kept at the same second (not a change more). day: ts's.
+local function keep_change(act, ts, amount, atid, day)
+  local s = act.summary
   local at, insert = day_slot(s, day)
   if at == nil then
     table.insert(s, insert, 0); table.insert(s, insert, 0); table.insert(s, insert, day)
     at = insert
   end
   s[at + D_TOTAL] = s[at + D_TOTAL] + amount
-  if not kept_day(day) then
+  -- kept_day(day), inlined (this runs for every point)
+  if changes_keep ~= 0 and (day + 1) * 86400 + changes_keep <= now then
     s[at + D_CHANGES] = -1
     return true
   end
-  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount)
+  local name = act.names[atid]  -- its context's name in its days (daystate.lua)
+  if name == nil then
+    name = act.thing_s .. ':' .. act.aid .. ':' .. atid
+    act.names[atid] = name
+  end
+  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount, name)
   if added and s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
   return added
 end
 
 -- add a change to the activity's record; nil (nothing changed) if its total or its day's
--- would leave ±2^53
+-- would leave ±2^53 (exact(), inlined: this runs for every point)
 local function record(act, ts, delta, atid)
-  local s = act.summary
-  if not exact(s[R_TOTAL] + delta) then return nil end
+  local s, day = act.summary, (ts - ts % 86400) / 86400  -- day_of(ts), exactly
+  local total = s[R_TOTAL] + delta
+  if total >= RECORD_LIMIT or total <= -RECORD_LIMIT then return nil end
   if s[R_CHANGES] == 1 then
     if s[R_FIRST] == ts and s[R_TYPE] == atid then  -- the same change again: still one
-      s[R_TOTAL] = s[R_TOTAL] + delta
+      s[R_TOTAL] = total
       return true
     end
     -- a second change: the first joins its day's changes (its day total is the total)
-    local first, total, typ = s[R_FIRST], s[R_TOTAL], s[R_TYPE]
-    act.summary = {first, first, typ, 1, total}
+    local first, typ = s[R_FIRST], s[R_TYPE]
+    act.summary = {first, first, typ, 1, s[R_TOTAL]}
     s = act.summary
-    keep_change(act, first, total, typ)
+    keep_change(act, first, s[R_TOTAL], typ, day_of(first))
   else
-    local at = day_slot(s, day_of(ts))
+    local at = day_slot(s, day)
     if at and not exact(s[at + D_TOTAL] + delta) then return nil end
   end
-  if keep_change(act, ts, delta, atid) then s[R_CHANGES] = s[R_CHANGES] + 1 end
+  if keep_change(act, ts, delta, atid, day) then s[R_CHANGES] = s[R_CHANGES] + 1 end
   s[R_TOTAL] = s[R_TOTAL] + delta
   if ts < s[R_FIRST] then s[R_FIRST] = ts end
   if ts > s[R_LAST] then s[R_LAST] = ts end
@@ -149,8 +170,7 @@ end
 
 local function save_states()
   local longest, changed = {}, {}  -- acts key -> longest span written; -> its idx
-  for _, at in ipairs(touched) do
-    local act = activities[at]
+  for _, act in ipairs(touched) do
     if act.changed then
       local acts = act.acts
       if users[acts] == 'new' then
@@ -159,11 +179,12 @@ local function save_states()
       else
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary))
       end
-      local member = member_of(act)
-      if act.old_member and act.old_member ~= member then
-        redis.call('ZREM', act.idx, act.old_member)
+      -- its member names its type and first change: the one before goes if they changed
+      local s = act.summary
+      if act.old_type and (act.old_type ~= s[R_TYPE] or act.old_first ~= s[R_FIRST]) then
+        redis.call('ZREM', act.idx, member_of(act, act.old_type, act.old_first))
       end
-      redis.call('ZADD', act.idx, act.summary[R_LAST], member)
+      redis.call('ZADD', act.idx, digits_of(s[R_LAST]), member_of(act, s[R_TYPE], s[R_FIRST]))
       local span = act.summary[R_LAST] - act.summary[R_FIRST]
       if span > (longest[acts] or 0) then longest[acts] = span end
       changed[acts] = act.idx

@@ -12,17 +12,25 @@
 --           point's ts2, each holding a child's sum of every type and of each type (its
 --           twin field); where its hour goes: hours.lua
 --           {uid}:once  the user's record of applied deliveries (once.lua)
--- ARGV[1] msgpack list of points (psd.scriptargs.MetricPointArg; psd.writes builds it), each
---           {mode, aid, atid, value, ts1, ts2, children, expires, thing, delivery, k}:
---           mode "d" diffadd (value = running total since ts1) or "i" increment;
---           aid, atid decimal strings; children = its year (in root), month (in year), day
---           and hour (in month), each counted in the slot child * 10 + thing, field
---           "<slot>" (every type) and "<slot>:<atid>" (per type); expires = Unix time each
---           counter hash (root, year, month, day) expires at (psd/retention.py), 0 = never:
---           set when a field is added, and a hash already past it is not written (the
---           day's: its hour is not written); thing = the thing's number; delivery = the key
---           of the delivery the point came in, "" = none (applied whatever came before);
---           k = how many KEYS come before the point's seven
+-- ARGV[1] msgpack {targets, deliveries, points} (psd.scriptargs.MetricCallArg; psd.writes
+--         builds it):
+--         targets: what the points of an hour and a thing share, each {children, expires,
+--           thing, thing_s, slots, packed} (psd.scriptargs.MetricTargetArg): children = its
+--           year (in root), month (in year), day and hour (in month), each counted in the
+--           slot child * 10 + thing, field "<slot>" (every type) and "<slot>:<atid>" (per
+--           type); expires = Unix time each counter hash (root, year, month, day) expires at
+--           (psd/retention.py), 0 = never: set when a field is added, and a hash already past
+--           it is not written (the day's: its hour is not written); thing = the thing's
+--           number, thing_s the same as a string; slots = the four slots' fields as strings;
+--           packed = the month's packed field of its hour (hours.lua), every type's
+--         deliveries: the keys of the deliveries the points came in
+--         points: flat, nine values a point, {mode, aid, atid, value, ts1, ts2, target,
+--           delivery, k, mode, ...} (psd.scriptargs.MetricPointArg): mode "d" diffadd (value =
+--           running total since ts1) or "i" increment; aid, atid decimal strings; target =
+--           its target's number in targets (from 1); delivery = its delivery's number in
+--           deliveries (from 1), 0 = none (applied whatever came before); k = how many KEYS
+--           come before the point's seven. Flat: a table a point costs its unpacking more
+--           than the rest of it.
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3] seconds a day's changes are kept after the day ends (the minute retention), 0 =
 --           forever (daystate.lua)
@@ -39,8 +47,13 @@ local WRITES = true
 -- #include keys.lua
 -- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
 -- its functions made once per server, so nothing of a call may outlive it.
-local KEYS, points, state_ttl, changes_keep, once, now, whole
-local HASH_OF_CHILD = {1, 2, 3, 3}
+local KEYS, rows, targets, deliveries, npoints, state_ttl, changes_keep, once, now, whole
+-- a point's values in rows (ARGV[1]): point n's are at base (n - 1) * STRIDE plus these
+local P_MODE, P_AID, P_ATID, P_VALUE, P_TS1, P_TS2, P_TARGET, P_DELIVERY, P_K =
+  1, 2, 3, 4, 5, 6, 7, 8, 9
+local STRIDE = 9
+-- a target's parts
+local T_CHILDREN, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 4, 5, 6
 
 -- #include once.lua
 -- #include limits.lua
@@ -54,17 +67,19 @@ local HASH_OF_CHILD = {1, 2, 3, 3}
 -- #include counters.lua
 -- #include recording.lua
 
-local function apply(k, p)
-  local mode, aid, atid, value, ts1, ts2 = p[1], p[2], p[3], p[4], p[5], p[6]
-  local thing, delivery = p[9], p[10]
-  if delivery ~= '' and applied_before(KEYS[k + 7], delivery, once) then
+-- the point whose values start after b in rows
+local function apply(b)
+  local k, delivery = rows[b + P_K], rows[b + P_DELIVERY]
+  if delivery ~= 0 and applied_before(KEYS[k + 7], deliveries[delivery], once) then
     return 'duplicate', 0
   end
-  local act = activity(k, thing, aid)
-  local summary, delta = act.summary, value
-  if summary and mode == 'd' then
+  local t, aid, atid = targets[rows[b + P_TARGET]], rows[b + P_AID], rows[b + P_ATID]
+  local act = activity(k, t, aid)
+  local summary, value, ts2 = act.summary, rows[b + P_VALUE], rows[b + P_TS2]
+  local delta = value
+  if summary and rows[b + P_MODE] == 'd' then
     if ts2 < summary[R_LAST] then return 'stale', 0 end
-    local sum, why = window_sum(act, ts1, ts2)
+    local sum, why = window_sum(act, rows[b + P_TS1], ts2)
     if sum == nil then return why, 0 end
     delta = value - sum
     if delta > MAX_CHANGE or delta < -MAX_CHANGE then return 'past_change', delta end
@@ -76,14 +91,14 @@ local function apply(k, p)
     act.summary = {ts2, ts2, atid, 1, delta}  -- record.lua's order
   end
   act.changed = true
-  add_to_counters(k, p, delta)
+  add_to_counters(k, t, atid, delta)
   return 'ok', delta
 end
 
 local REFUSALS = {past_counter = true, past_record = true, past_change = true}
 local out, refused
 local function run(n)
-  local status, delta = apply(points[n][11], points[n])
+  local status, delta = apply((n - 1) * STRIDE)
   out[2 * n - 1] = status; out[2 * n] = delta
   if REFUSALS[status] then refused = true end
 end
@@ -91,7 +106,7 @@ end
 -- the call's state in memory, forgotten: the next point reads what is stored
 local function forget()
   forget_states()
-  owed, owed_keys, expiry, roots = {}, {}, {}, {}
+  owed, owed_keys, expiry, roots, dues, due_list = {}, {}, {}, {}, {}, {}
   owed_hours, owed_hours_keys = {}, {}
 end
 
@@ -104,10 +119,10 @@ end
 -- call may hold more); false when one is refused in an all-or-nothing call or a counter
 -- would cross ±2^62 (what was paid then stays paid)
 local function apply_all()
-  for n = 1, #points do
+  for n = 1, npoints do
     run(n)
     if refused and whole then return false end
-    if n % PAY_EVERY == 0 or n == #points then
+    if n % PAY_EVERY == 0 or n == npoints then
       if not pay_counters() then return false end
       paid_up()
     end
@@ -117,7 +132,7 @@ end
 
 -- a point at a time, refusing those that would take a counter past ±2^62
 local function apply_each()
-  for n = 1, #points do
+  for n = 1, npoints do
     run(n)
     if refused and whole then return end
     if not pay_counters() then
@@ -133,7 +148,10 @@ local function apply_each()
 end
 
 local function begin(keys, args)
-  KEYS, points = call_keys(keys, args), cmsgpack.unpack(args[1])
+  KEYS = call_keys(keys, args)
+  local call = cmsgpack.unpack(args[1])
+  targets, deliveries, rows = call[1], call[2], call[3]
+  npoints = #rows / STRIDE
   state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   out, refused = {}, false
@@ -152,15 +170,16 @@ local function write_call(keys, args)
       apply_each()
       if whole and refused then unpay_all() elseif whole then save_states() end
     end
-    for n = #out / 2 + 1, #points do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
+    for n = #out / 2 + 1, npoints do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
   end
   if #paid > 0 then move_open_days() end
   if refused then  -- a delivery none of whose points was applied is not remembered
     local kept = {}
-    for n = 1, #points do
-      local delivery = points[n][10]
-      if delivery ~= '' and not whole and not REFUSALS[out[2 * n - 1]] then
-        kept[KEYS[points[n][11] + 7] .. '\n' .. delivery] = true
+    for n = 1, npoints do
+      local b = (n - 1) * STRIDE
+      local delivery = rows[b + P_DELIVERY]
+      if delivery ~= 0 and not whole and not REFUSALS[out[2 * n - 1]] then
+        kept[KEYS[rows[b + P_K] + 7] .. '\n' .. deliveries[delivery]] = true
       end
     end
     once_forget(kept)
