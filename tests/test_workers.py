@@ -22,6 +22,7 @@ from psd.connect import is_cluster_url
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.model import parse_metric
 from psd.store import Store
+from psd.workers.tasks import user_chunks
 from tests.support import (
     command_calls,
     flush,
@@ -337,3 +338,50 @@ def test_points_past_a_limit_are_dead_lettered_the_rest_applied_once(
     assert dlq.retry(store) == (0, 0)
     assert store.sum(1, "steps", None, T0, T0) == 4 + 11 + 20
     assert store.sum(2, "steps", None, T0, T0) == 5
+
+
+def test_a_batch_is_written_user_by_user_in_the_order_each_user_sent(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """Messages of a stream's ticks (each a point of every user, diffadd running totals and
+    increments): the worker writes each user's points together, in the order they came. A
+    user's diffadd applied out of order would be stale or add the wrong delta."""
+    ticks = 30
+    messages = []
+    for tick in range(ticks):
+        points = []
+        for uid in range(1, 6):
+            ts = T0 + 60 * tick
+            total = uid * (tick + 1)  # running total of the day's activity
+            points.append(point(uid=uid, value=total, aid=1, ts=ts) | {"ts1": T0})
+            increment = point(uid=uid, value=1, aid=2 + tick, ts=ts, mode="increment")
+            points.append(increment | {"atid": 3})
+        messages.append(points)
+    with running_worker(app):
+        for points in messages:
+            app.tasks["psd.write_metrics"].delay(points=points)
+        last = T0 + 60 * (ticks - 1)
+        expected = {uid: uid * ticks + ticks for uid in range(1, 6)}
+        assert wait_for(
+            lambda: {u: store.sum(u, "steps", None, T0, last) for u in expected} == expected
+        )
+    # each running total's delta at its own instant (in order: none stale), each increment
+    # once: every prefix of the stream sums as sent
+    for uid in expected:
+        for tick in (0, 1, 7, ticks - 1):
+            until = T0 + 60 * tick
+            assert store.sum(uid, "steps", 2, T0, until) == uid * (tick + 1)
+            assert store.sum(uid, "steps", 3, T0, until) == tick + 1
+
+
+def test_user_chunks_cut_only_where_the_user_changes() -> None:
+    uids = [1, 1, 1, 2, 2, 3, 3, 3, 3, 4]
+    chunks = user_chunks(uids, 3)
+    assert [list(c) for c in chunks] == [[0, 1, 2], [3, 4, 5, 6, 7, 8], [9]]
+    assert [list(c) for c in user_chunks(uids, 100)] == [list(range(10))]
+    assert user_chunks([], 3) == []
+    for size in range(1, 12):
+        chunks = user_chunks(uids, size)
+        assert [i for c in chunks for i in c] == list(range(len(uids)))
+        for c in chunks[1:]:
+            assert uids[c[0]] != uids[c[0] - 1]  # never inside a user's run

@@ -127,7 +127,8 @@ class Settings:
     )
     queue: str = _doc("Celery queue of psd's write tasks.", default="psd")
     batch_size: int = _doc(
-        "Single-point task messages a worker applies together (one script call).", default=100
+        "Task messages a worker applies together (one store write, a user's points together).",
+        default=100,
     )
     batch_ms: int = _doc(
         "Most milliseconds a worker holds a message waiting for its batch to fill.", default=100

@@ -34,7 +34,7 @@ from psd.model import (
     parse_count,
     parse_metric,
 )
-from psd.store import WriteResult
+from psd.store import Store, WriteResult
 from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
 
 
@@ -164,7 +164,7 @@ def apply_batch(
     refused: Counter[str] = Counter()  # by why
 
     def write() -> None:
-        results[:] = store.write_metrics(metrics, metric_keys)
+        results[:] = write_by_user(store, metrics, metric_keys)
         results.extend(store.write_counts(counts, count_keys))
 
     applied = not with_points or with_retries(write, patience, f"{len(requests)} messages")
@@ -195,10 +195,50 @@ def apply_batch(
     return outcomes
 
 
+#: Most points of one store write a batch is cut into (at a change of user): a batch of many
+#: large messages is not held in one pipeline.
+WRITE_CHUNK = 20_000
+
+
+def write_by_user(
+    store: Store, points: Sequence[MetricPoint], deliveries: Sequence[str]
+) -> list[WriteResult]:
+    """``store.write_metrics`` of a batch's points, a user's points together, each user's in
+    the order they came: the store applies a user's run of points in one script call, which
+    costs the server several times less a point than one point of each of many users (a
+    batch of messages of a stream's ticks holds each user's points message after message).
+
+    Cut into writes of about ``WRITE_CHUNK`` points, never inside a user's run: a delivery's
+    parts are named over a user's points in one write (psd/batching.py), the same whatever
+    else the batch holds. Results come back in the points' order."""
+    order = sorted(range(len(points)), key=lambda i: points[i].uid)  # stable: in order
+    results: dict[int, WriteResult] = {}
+    for chunk in user_chunks([points[i].uid for i in order], WRITE_CHUNK):
+        picked = [order[j] for j in chunk]
+        written = store.write_metrics([points[i] for i in picked], [deliveries[i] for i in picked])
+        results.update(zip(picked, written, strict=True))
+    return [results[i] for i in range(len(points))]
+
+
+def user_chunks(uids: Sequence[int], size: int) -> list[range]:
+    """Positions of ``uids`` (sorted) cut into runs of at least ``size`` (the last may be
+    shorter), each cut where the user changes."""
+    chunks, start = [], 0
+    for n in range(size, len(uids)):
+        if n - start >= size and uids[n] != uids[n - 1]:
+            chunks.append(range(start, n))
+            start = n
+    if start < len(uids):
+        chunks.append(range(start, len(uids)))
+    return chunks
+
+
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Add the write tasks to ``app``; batch sizes and waits come from ``settings``."""
     single = {"flush_every": settings.batch_size, "flush_interval": settings.batch_ms / 1000}
-    bulk = {"flush_every": 10, "flush_interval": settings.batch_ms / 1000}
+    # a batch of many-point messages: enough of them that a stream's users each have a run
+    # of points (write_by_user); WRITE_CHUNK bounds each write, prefetch the messages held
+    bulk = {"flush_every": settings.batch_size, "flush_interval": settings.batch_ms / 1000}
 
     @app.task(name="psd.write_metric", base=PointBatches, bind=True, **single)
     def write_metric(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
