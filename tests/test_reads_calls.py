@@ -40,7 +40,11 @@ def server(redis_client: redis.Redis) -> redis.Redis:
     return redis_client
 
 
-@pytest.mark.parametrize("t1, t2", RANGES)
+#: ids that do not depend on the clock: every pytest-xdist process must collect the same tests
+RANGE_IDS = ["seconds", "windows-at-both-edges", "a-day", "a-month", "every-year"]
+
+
+@pytest.mark.parametrize("t1, t2", RANGES, ids=RANGE_IDS)
 def test_a_one_series_call_is_the_call_lone_call_builds(t1: int, t2: int) -> None:
     for plan, prefix, things in (
         (read_plan(t1, t2), metric_prefix(42), (1,)),
