@@ -226,10 +226,12 @@ def test_dockerignore_sends_what_pip_needs_and_no_secrets() -> None:
 def test_redis_conf_sets_what_psd_needs_as_the_embedded_server_does() -> None:
     conf = REDIS_CONF
     args = EmbeddedServer(binary=Path("valkey-server"), port=1).command()
+    persisted = EmbeddedServer(data_dir="unused", binary=Path("valkey-server"), port=1).command()
     for key in ("hash-max-listpack-entries", "maxmemory-policy"):
         assert conf[key] == args[args.index(f"--{key}") + 1], key
+    assert conf["appendfsync"] == persisted[persisted.index("--appendfsync") + 1]
     assert conf["maxmemory-policy"] == "noeviction" and conf["save"] == '""'
-    assert (conf["appendonly"], conf["appendfsync"]) == ("yes", "everysec")
+    assert (conf["appendonly"], conf["appendfsync"]) == ("yes", "always")
     assert conf["protected-mode"] == "yes" and "requirepass" not in conf
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -12,7 +13,7 @@ from click.testing import CliRunner, Result
 from psd import dlq, maintenance
 from psd.cli.main import main
 from psd.dlq import DeadLetter
-from psd.embedded import free_port
+from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.store import Store
 from tests.support import rabbitmq_url
 
@@ -82,3 +83,25 @@ def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
 def test_a_rabbitmq_broker_answers(redis_url: str) -> None:
     result = doctor(redis_url, PSD_BROKER_URL=rabbitmq_url())
     assert "ok   broker amqp://guest:***@127.0.0.1:5672// answers" in result.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "line"),
+    [
+        ((), "ok   appendfsync always"),
+        (
+            ("--appendfsync", "everysec"),
+            "warn appendfsync everysec\n     -> set appendfsync always",
+        ),
+    ],
+)
+def test_a_persisted_store_flushes_before_it_answers(
+    tmp_path: Path, extra: tuple[str, ...], line: str
+) -> None:
+    """psd's own persisted server answers a write once its append-only file is on disk; one
+    that answers before (``everysec`` on a slow disk) is said to be fixed."""
+    binary = server_binary(prefer_path=True)
+    with EmbeddedServer(data_dir=tmp_path, binary=binary, extra_args=extra) as server:
+        result = doctor(server.url)
+    assert "ok   appendonly yes" in result.output
+    assert line in result.output, result.output

@@ -122,7 +122,7 @@ def persistence(store: Store, settings: Settings) -> Iterator[Finding]:
 
 def _persistence(label: str, client: redis.Redis) -> Iterator[Finding]:
     try:
-        config = client.config_get("appendonly") | client.config_get("maxmemory-policy")
+        config = client.config_get("append*") | client.config_get("maxmemory-policy")
     except redis.ResponseError:
         yield Finding(
             "warn",
@@ -137,6 +137,15 @@ def _persistence(label: str, client: redis.Redis) -> Iterator[Finding]:
         "set appendonly yes: without it a crash loses recent writes",
         "warn",
     )
+    if aof == "yes":
+        fsync = config.get("appendfsync")
+        yield verdict(
+            fsync == "always",
+            f"{label}appendfsync {fsync}",
+            "set appendfsync always: otherwise a killed server can lose answered writes "
+            "(~2 s of them under everysec when the disk is slow)",
+            "warn",
+        )
     policy = config.get("maxmemory-policy")
     yield verdict(
         policy == "noeviction",
