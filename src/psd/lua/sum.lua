@@ -145,13 +145,18 @@ local function whole_of(key)  -- after length_of(key)
 end
 
 -- ask a hash for fields (the first count named thing by thing, as many a thing, then any
--- more) and add the first count to his/los; the reply
-local function add_asked(key, fields, count, his, los)
+-- more) and add the first count to his/los (subtract them: minus); the reply
+local function add_asked(key, fields, count, his, los, minus)
   local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
   for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
-      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      if minus then
+        local hi, lo = add(0, 0, vals[j])
+        his[ti], los[ti] = carry(his[ti] - hi, los[ti] - lo)
+      else
+        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      end
     end
   end
   return vals
@@ -188,15 +193,18 @@ local function packed_in(plan, g, flat, names)
   return vals
 end
 
--- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing).
+-- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing);
+-- a group whose ranges are negative, {-lo, -hi, ...}, subtracts its fields (days of a month
+-- whose total its year's hash gives: psd.keys.by_month_totals), always asked for by name.
 -- When the group has hours (hours.lua) and they came along, their fields' values and where
 -- they start (read whole: 0; asked for with the fields: after them); false: the hash is empty
 -- (nor has it hours); nil: ask for them
 local function sum_hash(key, plan, g, his, los)
   local ranges, fields, part = plan.groups[g][1], plan.groups[g][2], plan.groups[g][3]
   if #ranges == 0 then return nil end  -- a group of packed hours only (hours.lua)
-  local count = #fields
-  if count > SMALL or count == 0 then
+  local count, minus = #fields, ranges[1] < 0
+  if minus then
+  elseif count > SMALL or count == 0 then
     local n = length_of(key)
     if n == 0 then return false end
     -- read whole when that costs less than asking: per field read, about what asking for
@@ -217,10 +225,11 @@ local function sum_hash(key, plan, g, his, los)
     end
   end
   if part == nil then
-    add_asked(key, fields, count, his, los)
+    add_asked(key, fields, count, his, los, minus)
     return nil
   end
-  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los), count
+  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los, minus),
+    count
 end
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
