@@ -93,12 +93,13 @@ def point(draw: st.DrawFn, base: int) -> MetricPoint:
 @st.composite
 def scenario(draw: st.DrawFn, base: int) -> tuple[list[MetricPoint], list[tuple[int, int]]]:
     """Points over 100 days, and ranges most of a month long or longer (some at midnights,
-    whose edge months have no hours), or anywhere."""
+    whose edge months have no hours, some of whole hours: no windows), or anywhere."""
     points = draw(st.lists(point(base), min_size=1, max_size=30))
     start = st.integers(base - DAY, base + 100 * DAY) | st.integers(0, 100).map(
         lambda d: base + d * DAY
     )
-    length = st.integers(15 * DAY, 75 * DAY) | st.integers(0, 100 * DAY)
+    whole_hours = st.integers(1, 2400).map(lambda n: n * 3600 - 1)  # from a midnight
+    length = st.integers(15 * DAY, 75 * DAY) | st.integers(0, 100 * DAY) | whole_hours
     ranges = draw(st.lists(st.tuples(start, length), min_size=1, max_size=4))
     return points, [(t1, t1 + n) for t1, n in ranges]
 

@@ -131,9 +131,8 @@ def test_a_one_user_call_is_the_general_lone_call_byte_for_byte(
     request = SumRequest((thing,), atid, [plan], series, legacy_hours=legacy)
     keys, args = lone_sum_call(prefix, thing, atid, t1, t2, legacy)
     assert (keys, args) == lone_call(request)
-    if plan.windows:  # the flat argument
-        arg = _plan_arg(plan, 1, (thing,), atid, legacy)
-        assert args == [flat_reference("" if atid is None else str(atid), thing, arg)]
+    arg = _plan_arg(plan, 1, (thing,), atid, legacy)  # the flat argument, windows or none
+    assert args == [flat_reference("" if atid is None else str(atid), thing, arg)]
 
 
 NOW = int(time.time())
