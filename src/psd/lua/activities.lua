@@ -123,6 +123,10 @@ local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
   end
 end
 
+-- Two windows at most this far apart (a range of a day or less) are one range of the index:
+-- a listpack's range is found by a scan from its start, and a day's members are few
+local NEAR = 86400
+
 -- windows of a user whose records an earlier psd wrote (oldreads.lua)
 local function old_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, his, los)
   local span = span_of(acts)
@@ -176,9 +180,9 @@ end
 -- windows (psd.scriptargs.WindowArg: at most one at each end of its range; n of them, their
 -- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
 -- windows of one day come in one HMGET, and a day with changes says the records are on
--- layout 3 (only that layout has them: record.lua); two windows that touch (a range of about
--- an hour) are one range of the index; listed: the members of the index whose last change
--- is in the series' range, when the caller has them (singles_listed), else nil
+-- layout 3 (only that layout has them: record.lua); two windows NEAR each other (a range of a
+-- day or less) are one range of the index; listed: the members of the index whose last
+-- change is in the series' range, when the caller has them (singles_listed), else nil
 local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, listed)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2
@@ -211,9 +215,9 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, listed)
   end
   if listed then
     singles_listed(listed, acts, w1, o1, n == 2 and w2, o2, his, los)
-  elseif n == 2 and w1[o1 + 2] + 1 == w2[o2 + 1] then
-    singles_in_windows(idx, acts, {w1[o1 + 1], w2[o2 + 2]}, 1, 2, w1[o1 + 3], w2[o2 + 4], his,
-                       los)
+  elseif n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
+    listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
+    singles_listed(listed, acts, w1, o1, w2, o2, his, los)
   else
     singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
     if n == 2 then
