@@ -1,9 +1,10 @@
 -- lone.lua: included by sum.lua where it says "-- #include lone.lua" (it uses that script's
 -- helpers and activities.lua's series_windows): a call reading one series of one thing
--- without its "_atids" (psd.sumcall.lone_call: the reads most made). Its argument is a flat
--- run of msgpack values (sum.lua's header), read in place: cmsgpack builds a nested list's
--- tables element by element, growing each, and that, with the tables a general call builds,
--- cost more than the reads themselves. Its sum is a hi, lo pair, not tables of them.
+-- without its "_atids" (psd.sumcall.lone_call: the reads most made, with windows or of whole
+-- hours). Its argument is a flat run of msgpack values (sum.lua's header), read in place:
+-- cmsgpack builds a nested list's tables element by element, growing each, and that, with
+-- the tables a general call builds, cost more than the reads themselves. Its sum is a hi, lo
+-- pair, not tables of them.
 
 -- whether child is in the flat ranges {lo, hi, ...} at a[r + 1] to a[r + a[r]]
 local function lone_wanted(a, r, child)

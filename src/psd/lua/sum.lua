@@ -11,7 +11,8 @@
 --          index members); a plan is {t1, t2, s1, s2, readers, groups,
 --          windows}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
---          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
+--          series read it, per group (one counter hash) {{lo, hi, ...} child ranges (negative,
+--          {-lo, -hi, ...}: its fields are subtracted, psd.keys.by_month_totals), {field
 --          names to ask for, thing by thing} (names built by the caller; none for a group too
 --          wide to ask for by name), for a month of a user's metrics its hours packed and in
 --          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start,
@@ -28,13 +29,14 @@
 --          first subtracting the run (terms: the hashes' children, then the windows).
 --          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
 --          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
---          type), thing, thing string, group count, per group {count, child ranges...},
---          {count, field names...}, then its month's hours: 0 for none, else {count, packed
---          names..., "o"}, {count, picks by three: name number, first and last hour...},
---          {count, days...}, then per packed name the slot of its first hour; then the
---          window count and seven values a window, as above.
--- KEYS     per series: one counter hash per group of its plan, then, when flagged,
---          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
+--          type), thing, thing string, group count, per group {count, child ranges...} (as
+--          a group's, negative ones subtracted), {count, field names...}, then its month's
+--          hours: 0 for none, else {count, packed names..., "o"}, {count, picks by three:
+--          name number, first and last hour...}, {count, days...}, then per packed name the
+--          slot of its first hour; then the window count and seven values a window, as
+--          above.
+-- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
+--          run: always), {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
 --          has windows, {uid}:idx and {uid}:acts (a flat run: its counter hashes, then
 --          {uid}:idx and {uid}:acts)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
