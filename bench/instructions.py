@@ -1,7 +1,8 @@
 """Instructions the server spends on psd's reads, counted by callgrind: the same on a busy
 machine as on a quiet one, where timings vary twofold from run to run.
 
-    python bench/instructions.py [--runs 20] [--users 300] [--many 1000]
+    python bench/instructions.py [--runs 20] [--users 300] [--many 1000] [--now T]
+        [--in-command]
 
 It loads a year of dense data (a point every 10 minutes) for one user, 30 days for
 ``--users`` users and 8 days for as many more as make ``--many`` on a redis-server of its
@@ -142,6 +143,11 @@ def main() -> None:
         "--now", type=int, default=int(time.time()), help="the clock (Unix s): the same data "
         "and ranges, to compare two checkouts (ranges' edges move with it)"
     )  # fmt: skip
+    parser.add_argument(
+        "--in-command", action="store_true", help="count only inside the commands (what "
+        "INFO commandstats times), not the event loop around them: its expiry cycles and "
+        "cron vary from run to run"
+    )  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("needs valgrind (Debian: apt-get install valgrind)")
@@ -169,6 +175,8 @@ def main() -> None:
         proc.wait()
         out = data / "callgrind.out"
         grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        if args.in_command:
+            grind.append("--toggle-collect=processCommand")
         proc = server(port, data, *grind, f"--callgrind-out-file={out}")
         try:
             client = redis.Redis(port=port, socket_timeout=600)
