@@ -96,11 +96,14 @@ local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, l
   end
 end
 
--- singles_in_windows for a series' two windows (at w1[o1 + 1] and w2[o2 + 1]) from the
--- index's members whose last change is between the first's start and the second's end
--- (items): a single change's time is its activity's first change, which its member names
+-- singles_in_windows for a series' windows (at w1[o1 + 1] and, when w2, w2[o2 + 1]) from
+-- the index members whose last change is in its range (items, as list_activities reads
+-- them): a single change's time is its activity's first change, which its member names,
+-- so no range of the index is asked for the windows
 local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
-  local a1, b1, a2, b2 = w1[o1 + 1], w1[o1 + 2], w2[o2 + 1], w2[o2 + 2]
+  local a1, b1 = w1[o1 + 1], w1[o1 + 2]
+  local a2, b2 = a1, b1
+  if w2 then a2, b2 = w2[o2 + 1], w2[o2 + 2] end
   for j = 1, #items do
     local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
     local ti = thing_of[thing]
@@ -178,8 +181,9 @@ end
 -- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
 -- windows of one day come in one HMGET, and a day with changes says the records are on
 -- layout 3 (only that layout has them: record.lua); two windows NEAR each other (a range of a
--- day or less) are one range of the index (singles_listed)
-local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
+-- day or less) are one range of the index; listed: the members of the index whose last
+-- change is in the series' range, when the caller has them (singles_listed), else nil
+local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, listed)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2
   if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
@@ -209,8 +213,10 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
     tis = ctx2 == ctx1 and tis or context_things(ctx2)
     window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
-  if n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
-    local listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
+  if listed then
+    singles_listed(listed, acts, w1, o1, n == 2 and w2, o2, his, los)
+  elseif n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
+    listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
     singles_listed(listed, acts, w1, o1, w2, o2, his, los)
   else
     singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
@@ -320,20 +326,22 @@ end
 -- is in range (items: the index's members scored in it) have one type (unless mixed, "*")
 -- and that change is their latest in range; those that went on past t2 (up to span later)
 -- are looked at
-local function list_activities(acts, plan, found, items, later)
+local function list_activities(idx, acts, plan, span, found, items)
   local t1, t2 = plan.t1, plan.t2
-  for j = 1, #items, 2 do  -- member, score
-    local thing, typ, aid = match(items[j], '^(%d+):([^:]+):([^:]+):')
+  for j = 1, #items do
+    local member = items[j]
+    local thing, typ, aid = match(member, '^(%d+):([^:]+):([^:]+):')
     local ti = thing_of[thing]
     if ti then
       if typ == '*' then
         look(found, acts, thing, aid, ti, t1, t2)
       elseif filter == nil or typ == filter then
-        note(found, aid, items[j + 1] + 0, ti, typ)
+        note(found, aid, member, ti, typ)
       end
     end
   end
-  items = later
+  if span == 0 then return end
+  items = redis.call('ZRANGEBYSCORE', idx, '(' .. plan.s2, t2 + span)
   for j = 1, #items do
     local thing, aid, first = match(items[j], '^(%d+):[^:]+:([^:]+):(%d+)$')
     local ti = thing_of[thing]
@@ -341,66 +349,12 @@ local function list_activities(acts, plan, found, items, later)
   end
 end
 
--- whether an activity among some of the index's members may have changed in [lo, hi]: one
--- of the things read, its first change at most hi and its last (its score) at least lo;
--- items are members and scores, or (step 1) members alone, all scored past hi
-local function may_change(items, step, lo, hi)
-  for j = 1, #items, step do
-    local thing, first = match(items[j], '^(%d+):[^:]+:[^:]+:(%d+)$')
-    if thing_of[thing] and first + 0 <= hi and (step == 1 or items[j + 1] + 0 >= lo) then
-      return true
-    end
-  end
-  return false
-end
-
--- a series' windows (ws: its plan's) when its activities are listed, its records on layout 3
--- (listed: the index's members and scores in its range; later: its members scored after it,
--- up to the longest activity after it). An activity that changed in a window is one of them
--- (a record lives as long as the detail of its last change's hour: psd.retention's
--- state_lifetime), so a window none of them may have changed in (most of a sparse user's)
--- reads nothing; a single change is a member whose first change is its score
-local function listed_windows(acts, ws, listed, later, his, los)
-  for w = 1, #ws do
-    local lo, hi, day_s, hod_s = ws[w][1], ws[w][2], ws[w][6], ws[w][7]
-    if may_change(listed, 2, lo, hi) or may_change(later, 1, lo, hi) then
-      local vals = redis.call('HMGET', day_changes_key(acts, day_s), hod_s, CONTEXTS)
-      if vals[1] then window_changes(vals[1], context_things(vals[2]), lo, hi, his, los) end
-      for j = 1, #listed, 2 do
-        local score = listed[j + 1] + 0
-        if score >= lo and score <= hi then
-          local thing, typ, aid, first = match(listed[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
-          local ti = thing_of[thing]
-          if ti and typ ~= '*' and (filter == nil or typ == filter) and first + 0 == score then
-            local raw = redis.call('HGET', acts, thing .. ':' .. aid)
-            local s = raw and cmsgpack.unpack(raw)
-            if s and s[R_CHANGES] == 1 and s[R_FIRST] >= lo and s[R_FIRST] <= hi then
-              his[ti], los[ti] = carry(his[ti], los[ti] + s[R_TOTAL])
-            end
-          end
-        end
-      end
-    end
-  end
-end
-
 -- the windows' changes from the activities' records (only what changed near each window,
--- at most two: a long range needs nothing between), and (found) the activities, whose
--- listing tells which windows to read (listed_windows)
+-- at most two: a long range needs nothing between), and (found) the activities: then the
+-- members of the index in the range, which it lists, give the windows' single changes too
 local function from_activities(idx, acts, plan, his, los, found)
   local ws = plan.windows
-  if not found then
-    series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los)
-    return
-  end
-  local listed = redis.call('ZRANGEBYSCORE', idx, plan.s1, plan.s2, 'WITHSCORES')
-  local span, current = span_of(acts)
-  local later = {}
-  if span > 0 then later = redis.call('ZRANGEBYSCORE', idx, '(' .. plan.s2, plan.t2 + span) end
-  if not current then
-    series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los)
-  elseif #ws > 0 then
-    listed_windows(acts, ws, listed, later, his, los)
-  end
-  list_activities(acts, plan, found, listed, later)
+  local listed = found and redis.call('ZRANGEBYSCORE', idx, plan.s1, plan.s2)
+  series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los, listed)
+  if found then list_activities(idx, acts, plan, span_of(acts), found, listed) end
 end
