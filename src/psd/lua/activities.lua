@@ -96,14 +96,11 @@ local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, l
   end
 end
 
--- singles_in_windows for a series' windows (at w1[o1 + 1] and, when w2, w2[o2 + 1]) from
--- the index members whose last change is in its range (items, as list_activities reads
--- them): a single change's time is its activity's first change, which its member names,
--- so no range of the index is asked for the windows
+-- singles_in_windows for a series' two windows (at w1[o1 + 1] and w2[o2 + 1]) from the
+-- index's members whose last change is between the first's start and the second's end
+-- (items): a single change's time is its activity's first change, which its member names
 local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
-  local a1, b1 = w1[o1 + 1], w1[o1 + 2]
-  local a2, b2 = a1, b1
-  if w2 then a2, b2 = w2[o2 + 1], w2[o2 + 2] end
+  local a1, b1, a2, b2 = w1[o1 + 1], w1[o1 + 2], w2[o2 + 1], w2[o2 + 2]
   for j = 1, #items do
     local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
     local ti = thing_of[thing]
@@ -181,9 +178,8 @@ end
 -- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
 -- windows of one day come in one HMGET, and a day with changes says the records are on
 -- layout 3 (only that layout has them: record.lua); two windows NEAR each other (a range of a
--- day or less) are one range of the index; listed: the members of the index whose last
--- change is in the series' range, when the caller has them (singles_listed), else nil
-local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, listed)
+-- day or less) are one range of the index (singles_listed)
+local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2
   if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
@@ -213,10 +209,8 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, listed)
     tis = ctx2 == ctx1 and tis or context_things(ctx2)
     window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
-  if listed then
-    singles_listed(listed, acts, w1, o1, n == 2 and w2, o2, his, los)
-  elseif n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
-    listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
+  if n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
+    local listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
     singles_listed(listed, acts, w1, o1, w2, o2, his, los)
   else
     singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
@@ -323,11 +317,11 @@ local function look(found, acts, thing, aid, ti, t1, t2)
 end
 
 -- every activity with a change in [t1, t2] after the type filter: those whose last change
--- is in range (items: the index's members scored in it) have one type (unless mixed, "*")
--- and that change is their latest in range; those that went on past t2 (up to span later)
--- are looked at
-local function list_activities(idx, acts, plan, span, found, items)
+-- is in range have one type (unless mixed, "*") and that change is their latest in range;
+-- those that went on past t2 (up to span later) are looked at
+local function list_activities(idx, acts, plan, span, found)
   local t1, t2 = plan.t1, plan.t2
+  local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, plan.s2)
   for j = 1, #items do
     local member = items[j]
     local thing, typ, aid = match(member, '^(%d+):([^:]+):([^:]+):')
@@ -350,11 +344,9 @@ local function list_activities(idx, acts, plan, span, found, items)
 end
 
 -- the windows' changes from the activities' records (only what changed near each window,
--- at most two: a long range needs nothing between), and (found) the activities: then the
--- members of the index in the range, which it lists, give the windows' single changes too
+-- at most two: a long range needs nothing between), and (found) the activities
 local function from_activities(idx, acts, plan, his, los, found)
   local ws = plan.windows
-  local listed = found and redis.call('ZRANGEBYSCORE', idx, plan.s1, plan.s2)
-  series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los, listed)
-  if found then list_activities(idx, acts, plan, span_of(acts), found, listed) end
+  series_windows(idx, acts, #ws, ws[1], 0, ws[#ws], 0, his, los)
+  if found then list_activities(idx, acts, plan, span_of(acts), found) end
 end
