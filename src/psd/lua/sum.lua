@@ -36,9 +36,9 @@
 --          slot of its first hour; then the window count and seven values a window, as
 --          above.
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
---          run: always), {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
---          has windows, {uid}:idx and {uid}:acts (a flat run: its counter hashes, then
---          {uid}:idx and {uid}:acts)
+--          run: always), {uid}:idx and {uid}:acts; then per breakdown its counter hashes,
+--          then, when it has windows, {uid}:idx and {uid}:acts (a flat run: its counter
+--          hashes, then {uid}:idx and {uid}:acts)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
@@ -51,7 +51,7 @@
 local WRITES = false
 -- #include keys.lua
 local find, sub, match, byte = string.find, string.sub, string.match, string.byte
-local E15 = 1e15
+-- #include hilo.lua
 -- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
@@ -60,33 +60,6 @@ local SMALL = 8
 -- its type filter; things[ti] is a thing's number, thing_index maps it back to ti, thing_of
 -- its decimal string; its plans.
 local KEYS, request, want_atids, filter, things, thing_index, thing_of, plans
-
-local function carry(hi, lo)
-  if lo >= E15 or lo <= -E15 then
-    local q = math.floor(lo / E15)
-    return hi + q, lo - q * E15
-  end
-  return hi, lo
-end
-
--- add a number (an integer within ±2^53) to hi/lo: split first, so no sum passes 2^53
-local function add_number(hi, lo, x)
-  if x >= E15 or x <= -E15 then
-    local q = math.floor(x / E15)
-    hi, x = hi + q, x - q * E15
-  end
-  return carry(hi, lo + x)
-end
-
--- add a decimal string to hi/lo; more than 15 digits are split so no digit is lost
-local function add(hi, lo, v)
-  if #v < 16 then return carry(hi, lo + v) end
-  local sign, digits = 1, v
-  if sub(v, 1, 1) == '-' then sign, digits = -1, sub(v, 2) end
-  if #digits < 16 then return carry(hi, lo + v) end  -- 15 digits and a sign
-  hi = hi + sign * sub(digits, 1, -16)
-  return carry(hi, lo + sign * sub(digits, -15))
-end
 
 local function wanted(ranges, child)
   for i = 1, #ranges, 2 do
@@ -150,15 +123,11 @@ end
 -- more) and add the first count to his/los (subtract them: minus); the reply
 local function add_asked(key, fields, count, his, los, minus)
   local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
+  local op = minus and subtract or add
   for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
-      if minus then
-        local hi, lo = add(0, 0, vals[j])
-        his[ti], los[ti] = carry(his[ti] - hi, los[ti] - lo)
-      else
-        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
-      end
+      his[ti], los[ti] = op(his[ti], los[ti], vals[j])
     end
   end
   return vals
@@ -205,8 +174,7 @@ local function sum_hash(key, plan, g, his, los)
   local ranges, fields, part = plan.groups[g][1], plan.groups[g][2], plan.groups[g][3]
   if #ranges == 0 then return nil end  -- a group of packed hours only (hours.lua)
   local count, minus = #fields, ranges[1] < 0
-  if minus then
-  elseif count > SMALL or count == 0 then
+  if not minus and (count > SMALL or count == 0) then
     local n = length_of(key)
     if n == 0 then return false end
     -- read whole when that costs less than asking: per field read, about what asking for
