@@ -1,19 +1,22 @@
 """Instructions the server spends on psd's reads, counted by callgrind: the same on a busy
 machine as on a quiet one, where timings vary twofold from run to run.
 
-    python bench/instructions.py [--runs 20] [--users 300]
+    python bench/instructions.py [--runs 20] [--users 300] [--many 1000] [--now T]
+        [--in-command]
 
-It loads a year of dense data (a point every 10 minutes) for one user and 30 days for
-``--users`` users on a redis-server of its own, saves it, starts the same server again under
-``valgrind --tool=callgrind`` (from Debian's valgrind) on the saved data, and counts only
-while each read runs (``callgrind_control -i on/off``): a year by day in Los Angeles (as
-``/v3/series``), a 30-day leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s,
-1 h, 1 d and 30 d, ``--users`` users' 30 d, and 100 of 2,000 sparse users' 3 things over 30 d
-with the activities that changed (as ``/v1/mumt_query`` on the reference workload's data:
-20 points a user over 90 days); then, per point, a streaming tick of the ``--users`` users (a
-point each), a bulk write of a day (144 points of one user in one call) and a lone point in a
-call of its own. To compare two versions, run it in each checkout
-(``PYTHONPATH=<checkout>/src``): the counts repeat exactly for the same code and data.
+It loads a year of dense data (a point every 10 minutes) for one user, 30 days for
+``--users`` users and 8 days for as many more as make ``--many`` on a redis-server of its
+own, saves it, starts the same server again under ``valgrind --tool=callgrind`` (from
+Debian's valgrind) on the saved data, and counts only while each read runs
+(``callgrind_control -i on/off``): a year by day in Los Angeles (as ``/v3/series``), a 30-day
+leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s, 1 h, 1 d, 30 d and 79 d
+(and 1 d of whole hours), ``--users`` users' 30 d, ``--many`` users' 7 d, and 100 of 2,000
+sparse users' 3 things over 30 d with the activities that changed (as ``/v1/mumt_query`` on
+the reference workload's data: 20 points a user over 90 days); then, per point, a streaming
+tick of the ``--users`` users (a point each), a bulk write of a day (144 points of one user in
+one call) and a lone point in a call of its own. To compare two versions, run it in each
+checkout (``PYTHONPATH=<checkout>/src``) with the same ``--now``: the counts repeat exactly
+for the same code and data.
 Prints figures; asserts nothing.
 """
 
@@ -135,10 +138,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--many", type=int, default=1000)
+    parser.add_argument(
+        "--now", type=int, default=int(time.time()), help="the clock (Unix s): the same data "
+        "and ranges, to compare two checkouts (ranges' edges move with it)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--in-command", action="store_true", help="count only inside the commands (what "
+        "INFO commandstats times), not the event loop around them: its expiry cycles and "
+        "cron vary from run to run"
+    )  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("needs valgrind (Debian: apt-get install valgrind)")
-    now = int(time.time())
+    now = args.now
     today = now - now % DAY
     rng = random.Random(1)
     settings = Settings()
@@ -151,6 +164,8 @@ def main() -> None:
         store.write_metrics(dense(1, today - 365 * DAY, 366, rng))
         for uid in range(100, 100 + args.users):
             store.write_metrics(dense(uid, today - 30 * DAY, 31, rng))
+        for uid in range(100 + args.users, 100 + args.many):
+            store.write_metrics(dense(uid, today - 7 * DAY, 8, rng))
         sparse_users = range(10_000, 12_000)
         points = sparse(sparse_users, now, rng)
         for at in range(0, len(points), 100):
@@ -160,6 +175,8 @@ def main() -> None:
         proc.wait()
         out = data / "callgrind.out"
         grind = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        if args.in_command:
+            grind.append("--toggle-collect=processCommand")
         proc = server(port, data, *grind, f"--callgrind-out-file={out}")
         try:
             client = redis.Redis(port=port, socket_timeout=600)
@@ -169,7 +186,9 @@ def main() -> None:
             days = buckets(today - 364 * DAY, today - 1, "day", tz)
             year = breakdown((*(b.start for b in days), days[-1].end + 1), "day")
             users = range(100, 100 + args.users)
+            many = range(100, 100 + args.many)
             t2 = now - 3
+            hour = now - now % 3600
             reads: dict[str, Callable[[], object]] = {
                 "a year by day, Los Angeles (one user)": lambda: store.breakdowns(
                     [(1, year)], ["steps"]
@@ -181,8 +200,15 @@ def main() -> None:
                 "one user, 1 h": lambda: store.sum(1, "steps", None, t2 - 3600 + 17, t2),
                 "one user, 1 d": lambda: store.sum(1, "steps", None, t2 - DAY + 17, t2),
                 "one user, 30 d": lambda: store.sum(1, "steps", None, t2 - 30 * DAY + 17, t2),
+                "one user, 79 d": lambda: store.sum(1, "steps", None, t2 - 79 * DAY + 17, t2),
+                "one user, 1 d of whole hours": lambda: store.sum(
+                    1, "steps", None, hour - DAY, hour - 1
+                ),
                 f"{args.users} users, 30 d": lambda: store.query(
                     [UserQuery(u, t2 - 30 * DAY + 17, t2) for u in users], ["steps"]
+                ),
+                f"{args.many} users, 7 d": lambda: store.query(
+                    [UserQuery(u, t2 - 7 * DAY + 17, t2) for u in many], ["steps"]
                 ),
             }
             pick = random.Random(5)

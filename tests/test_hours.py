@@ -206,9 +206,14 @@ def test_retention_packs_the_plain_hours_of_layout_1_then_marks_the_keyspace(
             )
             month = time.strftime("%Y%m", time.gmtime(ts))
             day = int(time.strftime("%d", time.gmtime(ts)))
-            for key, suffix in ((f"{{{uid}}}:m{month}", ""), (f"{{{uid}}}:tm{month}", ":3")):
+            for twin, suffix in (("", ""), ("t", ":3")):
+                key = f"{{{uid}}}:{twin}m{month}"
                 redis_client.hincrby(key, f"{child * 10 + 1}{suffix}", 5)
                 redis_client.hincrby(key, f"{day * 10 + 1}{suffix}", 5)
+                # its month's total, as every write adds (a read may take a month's days
+                # from it: psd.keys.by_month_totals)
+                year = f"{{{uid}}}:{twin}y{month[:4]}"
+                redis_client.hincrby(year, f"{int(month[4:]) * 10 + 1}{suffix}", 5)
     redis_client.set(LAYOUT_KEY, 1)
     ranges = [sorted(MARCH + rng.randrange(0, 40 * DAY) for _ in range(2)) for _ in range(20)]
     queries = [UserQuery(uid, a, b) for uid in range(1, 6) for a, b in ranges]

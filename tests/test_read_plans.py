@@ -131,9 +131,8 @@ def test_a_one_user_call_is_the_general_lone_call_byte_for_byte(
     request = SumRequest((thing,), atid, [plan], series, legacy_hours=legacy)
     keys, args = lone_sum_call(prefix, thing, atid, t1, t2, legacy)
     assert (keys, args) == lone_call(request)
-    if plan.windows:  # the flat argument
-        arg = _plan_arg(plan, 1, (thing,), atid, legacy)
-        assert args == [flat_reference("" if atid is None else str(atid), thing, arg)]
+    arg = _plan_arg(plan, 1, (thing,), atid, legacy)  # the flat argument, windows or none
+    assert args == [flat_reference("" if atid is None else str(atid), thing, arg)]
 
 
 NOW = int(time.time())
@@ -230,3 +229,25 @@ def test_what_retention_answers_is_each_edge_s_finest_level_kept(
         finest = policy.precision_at(t1, now), policy.precision_at(t2, now)
         assert (span.start, span.end) == finest
         assert answered_range(policy, t1, t2, now) == (span.t1, span.t2)
+
+
+@pytest.mark.parametrize("hours", [1, 2, 23, 24, 25, 49])
+def test_single_changes_in_both_windows_of_a_range_of_a_day_or_so(
+    redis_client: redis.Redis, hours: int
+) -> None:
+    """Activities of one change in each window, between them and just outside: a range of a
+    day or less reads both windows' single changes from one range of the index."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings(expire=0)), Oracle()
+    t1 = NOW - NOW % 3600 - 3 * 86400 + 1234
+    t2 = t1 + hours * 3600 - 456
+    instants = [t1 - 1, t1, t1 + 5, t2 - 3600 + 456, t2 - 5, t2, t2 + 1, (t1 + t2) // 2]
+    for aid, ts in enumerate(instants, 1):
+        point = MetricPoint("steps", 1, aid % 2, aid, aid * 10, ts, ts, "increment")
+        assert store.write_metric(point).status == oracle.write(point)
+    for atid in (None, 1):
+        expected = oracle.sum(1, "steps", atid, t1, t2)
+        assert store.sum(1, "steps", atid, t1, t2) == expected
+        for with_activities in (False, True):
+            (one,) = store.query([UserQuery(1, t1, t2)], ["steps"], atid, with_activities)
+            assert one.sums["steps"] == expected

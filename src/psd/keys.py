@@ -248,6 +248,61 @@ def hour_groups(h1: int, h2: int) -> tuple[tuple[str, Ranges], ...]:
     return _merge([_coarse_group(r.gran, r.parent_start, r.first, r.last) for r in runs])
 
 
+#: A new hash a read asks costs about as much as this many more fields of one it asks anyway
+#: (callgrind: a command's own work and its reply, against a field's lookup and addition).
+KEY_COST = 4
+
+
+@lru_cache(maxsize=4096)
+def by_month_totals(groups: tuple[tuple[str, Ranges], ...]) -> tuple[tuple[str, Ranges], ...]:
+    """``groups`` of a user's metrics with each run of days of a month that asks for more
+    of them than the rest of the month holds (a 30-day range's first month: days 3 to 30)
+    taken as the month's total, from its year's hash, less the other days of the month,
+    subtracted: a group whose day ranges are negative, ``(-lo, -hi)``, takes its days off
+    (its hours, if any, still add). Exact: a point adds to its month's field and its day's
+    together, and the days of a month go together (its hash expires whole: psd/retention.py),
+    so a month whose days a read may ask for has them all. Groups keep their order; a year's
+    hash not in them comes after them."""
+    out: list[tuple[str, Ranges]] = list(groups)
+    years = {suffix: n for n, (suffix, _) in enumerate(out) if suffix[0] == "y"}
+    for n, (suffix, ranges) in enumerate(groups):
+        days = [(lo, hi) for lo, hi in ranges if hi < HOUR_BASE]
+        if suffix[0] != "m" or not days:
+            continue
+        year, month = int(suffix[1:5]), int(suffix[5:7])
+        length = (month_start(year, month + 1) - month_start(year, month)) // 86400
+        inside = sum(hi - lo + 1 for lo, hi in days)
+        year_suffix = f"y{year:04d}"
+        cost = 0 if year_suffix in years else KEY_COST
+        if 2 * inside - length <= cost:  # the other days: length - inside
+            continue
+        others, day = [], 1
+        for lo, hi in sorted(days):
+            if lo > day:
+                others.append((-day, -(lo - 1)))
+            day = hi + 1
+        if day <= length:
+            others.append((-day, -length))
+        out[n] = (suffix, (*others, *[pair for pair in ranges if pair[1] >= HOUR_BASE]))
+        if year_suffix not in years:
+            years[year_suffix] = len(out)
+            out.append((year_suffix, ()))
+        at = years[year_suffix]
+        out[at] = (year_suffix, _joined((*out[at][1], (month, month))))
+    return tuple(out)
+
+
+def _joined(ranges: Ranges) -> Ranges:
+    """Ranges sorted, those that touch joined: ((1, 1), (3, 3), (2, 2)) -> ((1, 3),)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and out[-1][1] + 1 >= lo:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
 def split_range(t1: int, t2: int) -> tuple[int, int, Windows]:
     """A metric range's whole hours ``[h1, h2)`` (``0, 0`` for none) and its windows, the
     parts of hours at its edges, by arithmetic: the decomposition of ``[t1, t2]`` climbs

@@ -16,9 +16,9 @@ from psd.keys import (
     HOUR_BASE,
     Ranges,
     ReadPlan,
+    by_month_totals,
     day_and_hour,
     hour_groups,
-    read_plan,
     slot_names,
     split_range,
 )
@@ -52,6 +52,7 @@ MAX_NAMED_FIELDS = 1000
 def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> list[str]:
     """The counter fields of a group's children for some things (0: a global counter), thing
     by thing: ``"<slot>"`` for every type, ``"<slot>:<atid>"`` for one (psd/keys.py)."""
+    ranges = tuple((-lo, -hi) if lo < 0 else (lo, hi) for lo, hi in ranges)  # subtracted
     width = sum(hi - lo + 1 for lo, hi in ranges)
     if width * len(things) > MAX_NAMED_FIELDS:
         return []
@@ -83,13 +84,15 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     """:func:`sum_call` for a request of one series; when it is a user's one thing without
     the activities that changed (the reads most made), its argument is the flat run of
     values psd/lua/sum.lua's header describes (:func:`psd.scriptargs.lone_packb`), which the
-    script reads for less than half the cost."""
+    script reads for less than half the cost (its activity keys named even when it has no
+    windows to read them for)."""
     (one,) = request.series
-    if len(request.things) != 1 or request.want_activities or not one.with_state:
+    if len(request.things) != 1 or request.want_activities or request.things == (0,):
         return sum_call(request)
     (thing,) = request.things
     (plan,) = request.plans
-    keys = [one.prefix + suffix for suffix, _ in plan.groups]
+    groups = _groups(plan.groups, request.things, request.legacy_hours)
+    keys = [one.prefix + suffix for suffix, _ in groups]
     keys += [one.prefix + "idx", one.prefix + "acts"]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
     return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
@@ -102,9 +105,6 @@ def lone_sum_call(
     activities (what ``Store.sum`` asks): its keys and the head of its argument are kept per
     span of whole hours (:func:`_lone_frame`), so a new range adds its windows only."""
     h1, h2, windows = split_range(t1, t2)
-    if not windows:  # no activity keys: the general argument, which names its range
-        suffixes, args = _aligned_call(t1, t2, thing, atid, legacy)
-        return [prefix + suffix for suffix in suffixes], list(args)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
     tail = lone_windows([_window_values(a, b) for a, b in windows])
     return [prefix + suffix for suffix in suffixes], [head + tail]
@@ -119,18 +119,8 @@ def _lone_frame(
     are those of its whole hours, and its windows come after them."""
     groups = hour_groups(h1, h2) if h1 < h2 else ()
     arg = _plan_arg(ReadPlan(h1, h2 - 1, groups, ()), 1, (thing,), atid, legacy)
-    suffixes = (*[suffix for suffix, _ in groups], "idx", "acts")
+    suffixes = (*[suffix for suffix, _ in _groups(groups, (thing,), legacy)], "idx", "acts")
     return suffixes, lone_head("" if atid is None else str(atid), thing, arg.groups)
-
-
-@lru_cache(maxsize=1024)
-def _aligned_call(
-    t1: int, t2: int, thing: int, atid: int | None, legacy: bool
-) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    """The suffixes and argument of a lone call over whole hours (no windows)."""
-    plan, series = read_plan(t1, t2), Series(0, "", False)
-    keys, args = sum_call(SumRequest((thing,), atid, [plan], [series], legacy_hours=legacy))
-    return tuple(keys), tuple(args)
 
 
 def _window_arg(a: int, b: int) -> WindowArg:
@@ -165,7 +155,9 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         _plan_arg(plan, readers[number], things, atid, legacy)
         for number, plan in enumerate(request.plans)
     ]
-    suffixes = [[suffix for suffix, _ in plan.groups] for plan in request.plans]
+    suffixes = [
+        [suffix for suffix, _ in _groups(plan.groups, things, legacy)] for plan in request.plans
+    ]
     keys: list[str] = []
     flags: list[int] = []
     for one in request.series:
@@ -193,11 +185,23 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     return keys, [arg.packb()]
 
 
+def _groups(
+    groups: tuple[tuple[str, Ranges], ...], things: tuple[int, ...], legacy: bool
+) -> tuple[tuple[str, Ranges], ...]:
+    """The counter groups a plan's call reads: a user's month read mostly whole is its total
+    in the year's hash less its other days (:func:`psd.keys.by_month_totals`), except on a
+    keyspace whose months still hold plain hours (layout 1: their ranges and fields would mix
+    signs) and for global counters (whose months hold their hours as plain fields too)."""
+    if legacy or 0 in things:
+        return groups
+    return by_month_totals(groups)
+
+
 def _plan_arg(
     plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None, legacy: bool
 ) -> PlanArg:
     groups = []
-    for suffix, ranges in plan.groups:
+    for suffix, ranges in _groups(plan.groups, things, legacy):
         hours = group_hours(suffix, ranges, things, atid)
         if hours is not None and not legacy:  # hours are packed: ask for the days only
             ranges = tuple(pair for pair in ranges if pair[1] < HOUR_BASE)

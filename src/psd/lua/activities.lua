@@ -96,6 +96,34 @@ local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, l
   end
 end
 
+-- singles_in_windows for a series' two windows (at w1[o1 + 1] and w2[o2 + 1]) from the
+-- index's members whose last change is between the first's start and the second's end
+-- (items): a single change's time is its activity's first change, which its member names
+local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
+  local a1, b1, a2, b2 = w1[o1 + 1], w1[o1 + 2], w2[o2 + 1], w2[o2 + 2]
+  for j = 1, #items do
+    local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
+    local ti = thing_of[thing]
+    if ti and typ ~= '*' and (filter == nil or typ == filter) then
+      first = first + 0
+      if (first >= a1 and first <= b1) or (first >= a2 and first <= b2) then
+        local raw = redis.call('HGET', acts, thing .. ':' .. aid)
+        local s = raw and cmsgpack.unpack(raw)
+        if s and s[R_CHANGES] == 1 then
+          local ts = s[R_FIRST]
+          if (ts >= a1 and ts <= b1) or (ts >= a2 and ts <= b2) then
+            his[ti], los[ti] = carry(his[ti], los[ti] + s[R_TOTAL])
+          end
+        end
+      end
+    end
+  end
+end
+
+-- Two windows at most this far apart (a range of a day or less) are one range of the index:
+-- a listpack's range is found by a scan from its start, and a day's members are few
+local NEAR = 86400
+
 -- windows of a user whose records an earlier psd wrote (oldreads.lua)
 local function old_windows(idx, acts, ws, first, last, lo_s, hi_s, hi, hour_s, his, los)
   local span = span_of(acts)
@@ -149,8 +177,8 @@ end
 -- windows (psd.scriptargs.WindowArg: at most one at each end of its range; n of them, their
 -- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
 -- windows of one day come in one HMGET, and a day with changes says the records are on
--- layout 3 (only that layout has them: record.lua); two windows that touch (a range of about
--- an hour) are one range of the index
+-- layout 3 (only that layout has them: record.lua); two windows NEAR each other (a range of a
+-- day or less) are one range of the index (singles_listed)
 local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2
@@ -181,9 +209,9 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
     tis = ctx2 == ctx1 and tis or context_things(ctx2)
     window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
-  if n == 2 and w1[o1 + 2] + 1 == w2[o2 + 1] then
-    singles_in_windows(idx, acts, {w1[o1 + 1], w2[o2 + 2]}, 1, 2, w1[o1 + 3], w2[o2 + 4], his,
-                       los)
+  if n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
+    local listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
+    singles_listed(listed, acts, w1, o1, w2, o2, his, los)
   else
     singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
     if n == 2 then

@@ -1,9 +1,10 @@
 -- lone.lua: included by sum.lua where it says "-- #include lone.lua" (it uses that script's
 -- helpers and activities.lua's series_windows): a call reading one series of one thing
--- without its "_atids" (psd.sumcall.lone_call: the reads most made). Its argument is a flat
--- run of msgpack values (sum.lua's header), read in place: cmsgpack builds a nested list's
--- tables element by element, growing each, and that, with the tables a general call builds,
--- cost more than the reads themselves. Its sum is a hi, lo pair, not tables of them.
+-- without its "_atids" (psd.sumcall.lone_call: the reads most made, with windows or of whole
+-- hours). Its argument is a flat run of msgpack values (sum.lua's header), read in place:
+-- cmsgpack builds a nested list's tables element by element, growing each, and that, with
+-- the tables a general call builds, cost more than the reads themselves. Its sum is a hi, lo
+-- pair, not tables of them.
 
 -- whether child is in the flat ranges {lo, hi, ...} at a[r + 1] to a[r + a[r]]
 local function lone_wanted(a, r, child)
@@ -48,18 +49,6 @@ local function lone_values(vals, n, hi, lo)
   return hi, lo
 end
 
--- add a counter hash's fields: the child ranges at a[r], the names at a[f] (sum_hash says
--- when a hash is read whole instead)
-local function lone_hash(key, a, r, f, thing, hi, lo)
-  local count = a[f]
-  if a[r] == 0 then return hi, lo end  -- a month's packed hours only
-  if count > SMALL or count == 0 then
-    local n = length_of(key)
-    if n == 0 then return hi, lo end
-    if 3 * n <= count or count == 0 then return lone_parsed(whole_of(key), a, r, thing, hi, lo) end
-  end
-  return lone_values(redis.call('HMGET', key, unpack(a, f + 1, f + count)), count, hi, lo)
-end
 
 -- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
 -- each) summed first
@@ -96,17 +85,18 @@ local function lone_open_day(key, a, p, b, open, hi, lo)
 end
 
 -- add a month's hours (its part at a[h]: names, picks, days, bases) packed in its hash,
--- then those of its open day when it is one of the days; where the next group starts
-local function lone_hours(key, a, h, hi, lo)
+-- then those of its open day when it is one of the days: their values from vals[off + 1] on
+-- when they came with the group's fields, else (vals nil) asked for here
+local function lone_hours(key, a, h, vals, off, hi, lo)
   local count = a[h]
-  local vals = redis.call('HMGET', key, unpack(a, h + 1, h + count))
+  if vals == nil then vals, off = redis.call('HMGET', key, unpack(a, h + 1, h + count)), 0 end
   local p = h + count + 1
   local d = p + a[p] + 1
   for i = p + 1, p + a[p], 3 do
-    local raw = vals[a[i]]
+    local raw = vals[off + a[i]]
     if raw then hi, lo = lone_packed(raw, a[i + 1], a[i + 2], hi, lo) end
   end
-  local open = vals[count]
+  local open = vals[off + count]
   if open then
     open = open + 0
     for i = d + 1, d + a[d] do
@@ -116,7 +106,53 @@ local function lone_hours(key, a, h, hi, lo)
       end
     end
   end
-  return hi, lo, d + a[d] + count - 1  -- its last base
+  return hi, lo
+end
+
+-- where a group's month's hours (their part at a[h]; 0: none) end: their last base
+local function hours_end(a, h)
+  local count = a[h]
+  if count == 0 then return h end
+  local d = h + count + 1
+  d = d + a[d] + 1
+  return d + a[d] + count - 1
+end
+
+-- add a counter hash's fields (the child ranges at a[r], the names at a[f]; negative ranges
+-- subtract them: sum_hash) and its month's hours (at a[h]), in one HMGET (sum_hash says when
+-- a hash is read whole instead)
+local function lone_group(key, a, r, f, h, thing, hi, lo)
+  local count, held = a[f], a[h]
+  if a[r] == 0 then  -- a month's packed hours only
+    if held == 0 then return hi, lo end
+    return lone_hours(key, a, h, nil, 0, hi, lo)
+  end
+  local minus = a[r + 1] < 0
+  if not minus and (count > SMALL or count == 0) then
+    local n = length_of(key)
+    if n == 0 then return hi, lo end  -- nor its hours
+    if 3 * n <= count or count == 0 then
+      hi, lo = lone_parsed(whole_of(key), a, r, thing, hi, lo)
+      if held == 0 then return hi, lo end
+      return lone_hours(key, a, h, nil, 0, hi, lo)
+    end
+  end
+  local vals
+  if held == 0 then
+    vals = redis.call('HMGET', key, unpack(a, f + 1, f + count))
+  else
+    local names = {unpack(a, f + 1, f + count)}
+    for j = 1, held do names[count + j] = a[h + j] end
+    vals = redis.call('HMGET', key, unpack(names))
+  end
+  if minus then
+    local h2, l2 = lone_values(vals, count, 0, 0)
+    hi, lo = carry(hi - h2, lo - l2)
+  else
+    hi, lo = lone_values(vals, count, hi, lo)
+  end
+  if held == 0 then return hi, lo end
+  return lone_hours(key, a, h, vals, count, hi, lo)
 end
 
 -- things, thing_index and thing_of of a call of one thing (the same for every such call)
@@ -138,12 +174,9 @@ local function lone_sum(keys, args, a)
   for _ = 1, a[4] do
     local r = i
     local f = r + a[r] + 1
-    i = f + a[f] + 1
-    hi, lo = lone_hash(KEYS[k], a, r, f, thing, hi, lo)
-    if a[i] > 0 then
-      hi, lo, i = lone_hours(KEYS[k], a, i, hi, lo)
-    end
-    i, k = i + 1, k + 1
+    local h = f + a[f] + 1
+    hi, lo = lone_group(KEYS[k], a, r, f, h, thing, hi, lo)
+    i, k = hours_end(a, h) + 1, k + 1
   end
   local n, his, los = a[i], {hi}, {lo}
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)

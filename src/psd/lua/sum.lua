@@ -11,7 +11,8 @@
 --          index members); a plan is {t1, t2, s1, s2, readers, groups,
 --          windows}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
---          series read it, per group (one counter hash) {{lo, hi, ...} child ranges, {field
+--          series read it, per group (one counter hash) {{lo, hi, ...} child ranges (negative,
+--          {-lo, -hi, ...}: its fields are subtracted, psd.keys.by_month_totals), {field
 --          names to ask for, thing by thing} (names built by the caller; none for a group too
 --          wide to ask for by name), for a month of a user's metrics its hours packed and in
 --          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start,
@@ -28,15 +29,16 @@
 --          first subtracting the run (terms: the hashes' children, then the windows).
 --          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
 --          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
---          type), thing, thing string, group count, per group {count, child ranges...},
---          {count, field names...}, then its month's hours: 0 for none, else {count, packed
---          names..., "o"}, {count, picks by three: name number, first and last hour...},
---          {count, days...}, then per packed name the slot of its first hour; then the
---          window count and seven values a window, as above.
--- KEYS     per series: one counter hash per group of its plan, then, when flagged,
---          {uid}:idx and {uid}:acts; then per breakdown its counter hashes, then, when it
---          has windows, {uid}:idx and {uid}:acts (a flat run: its counter hashes, then
---          {uid}:idx and {uid}:acts)
+--          type), thing, thing string, group count, per group {count, child ranges...} (as
+--          a group's, negative ones subtracted), {count, field names...}, then its month's
+--          hours: 0 for none, else {count, packed names..., "o"}, {count, picks by three:
+--          name number, first and last hour...}, {count, days...}, then per packed name the
+--          slot of its first hour; then the window count and seven values a window, as
+--          above.
+-- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
+--          run: always), {uid}:idx and {uid}:acts; then per breakdown its counter hashes,
+--          then, when it has windows, {uid}:idx and {uid}:acts (a flat run: its counter
+--          hashes, then {uid}:idx and {uid}:acts)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
@@ -49,7 +51,7 @@
 local WRITES = false
 -- #include keys.lua
 local find, sub, match, byte = string.find, string.sub, string.match, string.byte
-local E15 = 1e15
+-- #include hilo.lua
 -- at most this many fields are asked for by name without looking at the hash's size first
 local SMALL = 8
 
@@ -58,33 +60,6 @@ local SMALL = 8
 -- its type filter; things[ti] is a thing's number, thing_index maps it back to ti, thing_of
 -- its decimal string; its plans.
 local KEYS, request, want_atids, filter, things, thing_index, thing_of, plans
-
-local function carry(hi, lo)
-  if lo >= E15 or lo <= -E15 then
-    local q = math.floor(lo / E15)
-    return hi + q, lo - q * E15
-  end
-  return hi, lo
-end
-
--- add a number (an integer within ±2^53) to hi/lo: split first, so no sum passes 2^53
-local function add_number(hi, lo, x)
-  if x >= E15 or x <= -E15 then
-    local q = math.floor(x / E15)
-    hi, x = hi + q, x - q * E15
-  end
-  return carry(hi, lo + x)
-end
-
--- add a decimal string to hi/lo; more than 15 digits are split so no digit is lost
-local function add(hi, lo, v)
-  if #v < 16 then return carry(hi, lo + v) end
-  local sign, digits = 1, v
-  if sub(v, 1, 1) == '-' then sign, digits = -1, sub(v, 2) end
-  if #digits < 16 then return carry(hi, lo + v) end  -- 15 digits and a sign
-  hi = hi + sign * sub(digits, 1, -16)
-  return carry(hi, lo + sign * sub(digits, -15))
-end
 
 local function wanted(ranges, child)
   for i = 1, #ranges, 2 do
@@ -145,13 +120,14 @@ local function whole_of(key)  -- after length_of(key)
 end
 
 -- ask a hash for fields (the first count named thing by thing, as many a thing, then any
--- more) and add the first count to his/los; the reply
-local function add_asked(key, fields, count, his, los)
+-- more) and add the first count to his/los (subtract them: minus); the reply
+local function add_asked(key, fields, count, his, los, minus)
   local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
+  local op = minus and subtract or add
   for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1
-      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      his[ti], los[ti] = op(his[ti], los[ti], vals[j])
     end
   end
   return vals
@@ -188,15 +164,17 @@ local function packed_in(plan, g, flat, names)
   return vals
 end
 
--- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing).
+-- add the g-th counter hash of a plan (its fields in range) to his/los (one entry per thing);
+-- a group whose ranges are negative, {-lo, -hi, ...}, subtracts its fields (days of a month
+-- whose total its year's hash gives: psd.keys.by_month_totals), always asked for by name.
 -- When the group has hours (hours.lua) and they came along, their fields' values and where
 -- they start (read whole: 0; asked for with the fields: after them); false: the hash is empty
 -- (nor has it hours); nil: ask for them
 local function sum_hash(key, plan, g, his, los)
   local ranges, fields, part = plan.groups[g][1], plan.groups[g][2], plan.groups[g][3]
   if #ranges == 0 then return nil end  -- a group of packed hours only (hours.lua)
-  local count = #fields
-  if count > SMALL or count == 0 then
+  local count, minus = #fields, ranges[1] < 0
+  if not minus and (count > SMALL or count == 0) then
     local n = length_of(key)
     if n == 0 then return false end
     -- read whole when that costs less than asking: per field read, about what asking for
@@ -217,10 +195,11 @@ local function sum_hash(key, plan, g, his, los)
     end
   end
   if part == nil then
-    add_asked(key, fields, count, his, los)
+    add_asked(key, fields, count, his, los, minus)
     return nil
   end
-  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los), count
+  return add_asked(key, merged_of(plan, g, fields, count, part[1]), count, his, los, minus),
+    count
 end
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
