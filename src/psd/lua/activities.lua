@@ -73,22 +73,37 @@ local function changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
   add_changes(vals[1], context_things(vals[2]), ws, first, last, #things, his, los)
 end
 
--- the same for activities of a single change (their summary is their change): those whose
--- first change is inside [lo, hi], the windows' span
+-- an index member of a thing and type this read sums: the thing's position, the member's
+-- first change (a number), its thing and activity id; nil for another's
+local function listed(member)
+  local thing, typ, aid, first = match(member, '^(%d+):([^:]+):([^:]+):(%d+)$')
+  local ti = thing_of[thing]
+  if ti and typ ~= '*' and (filter == nil or typ == filter) then
+    return ti, first + 0, thing, aid
+  end
+end
+
+-- the time and amount of an activity's change when it has one only (its summary is its
+-- change), else nil
+local function single(acts, thing, aid)
+  local raw = redis.call('HGET', acts, thing .. ':' .. aid)
+  local s = raw and cmsgpack.unpack(raw)
+  if s and s[R_CHANGES] == 1 then return s[R_FIRST], s[R_TOTAL] end
+end
+
+-- the same for activities of a single change: those whose first change is inside [lo, hi],
+-- the windows' span
 local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, los)
   local items, lo, width = redis.call('ZRANGEBYSCORE', idx, lo_s, hi_s), ws[first], #things
   for j = 1, #items do
-    local thing, typ, aid, first_change = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
-    local ti = thing_of[thing]
-    if ti and typ ~= '*' and (filter == nil or typ == filter) and first_change + 0 >= lo then
-      local raw = redis.call('HGET', acts, thing .. ':' .. aid)
-      local s = raw and cmsgpack.unpack(raw)
-      if s and s[R_CHANGES] == 1 then
-        local ts = s[R_FIRST]
+    local ti, first_change, thing, aid = listed(items[j])
+    if ti and first_change >= lo then
+      local ts, total = single(acts, thing, aid)
+      if ts then
         for w = first, last, 2 do
           if ts >= ws[w] and ts <= ws[w + 1] then
             local at = (w - first) / 2 * width + ti
-            his[at], los[at] = carry(his[at], los[at] + s[R_TOTAL])
+            his[at], los[at] = carry(his[at], los[at] + total)
           end
         end
       end
@@ -102,19 +117,11 @@ end
 local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
   local a1, b1, a2, b2 = w1[o1 + 1], w1[o1 + 2], w2[o2 + 1], w2[o2 + 2]
   for j = 1, #items do
-    local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
-    local ti = thing_of[thing]
-    if ti and typ ~= '*' and (filter == nil or typ == filter) then
-      first = first + 0
-      if (first >= a1 and first <= b1) or (first >= a2 and first <= b2) then
-        local raw = redis.call('HGET', acts, thing .. ':' .. aid)
-        local s = raw and cmsgpack.unpack(raw)
-        if s and s[R_CHANGES] == 1 then
-          local ts = s[R_FIRST]
-          if (ts >= a1 and ts <= b1) or (ts >= a2 and ts <= b2) then
-            his[ti], los[ti] = carry(his[ti], los[ti] + s[R_TOTAL])
-          end
-        end
+    local ti, first, thing, aid = listed(items[j])
+    if ti and ((first >= a1 and first <= b1) or (first >= a2 and first <= b2)) then
+      local ts, total = single(acts, thing, aid)
+      if ts and ((ts >= a1 and ts <= b1) or (ts >= a2 and ts <= b2)) then
+        his[ti], los[ti] = carry(his[ti], los[ti] + total)
       end
     end
   end
