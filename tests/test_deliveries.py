@@ -6,7 +6,14 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psd.batching import CALL_BUDGET, CALL_POINTS, RECORD_COST, WRITE_BATCH, plan_calls
+from psd.batching import (
+    CALL_BUDGET,
+    CALL_POINTS,
+    OWN_DELIVERY,
+    RECORD_COST,
+    WRITE_BATCH,
+    plan_calls,
+)
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
 from psd.store import Store
@@ -21,13 +28,16 @@ def increment(uid: int, value: int, ts: int = T0, aid: int = 1) -> MetricPoint:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from("abc"), st.sampled_from(["", "d1", "d2"])),
+        st.tuples(st.sampled_from("abc"), st.sampled_from(["", "d1", "d2", OWN_DELIVERY + "w"])),
         max_size=3 * WRITE_BATCH,
-    )
+    ),
+    st.sampled_from([WRITE_BATCH, 150]),
 )
-def test_a_delivery_for_one_record_never_spans_calls(points: list[tuple[str, str]]) -> None:
+def test_a_delivery_for_one_record_never_spans_calls(
+    points: list[tuple[str, str]], own_part: int
+) -> None:
     records = [record for record, _ in points]
-    plan = plan_calls(records, [delivery for _, delivery in points])
+    plan = plan_calls(records, [delivery for _, delivery in points], own_part)
     assert sorted(i for call in plan.calls for i in call) == list(range(len(points)))
     call_of = {i: n for n, call in enumerate(plan.calls) for i in call}
     for call in plan.calls:  # only the points of one record may make a longer call

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from psd.batching import CALL_POINTS
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
 from psd.scripts import library, source
@@ -118,6 +119,23 @@ def test_increments_of_a_batch_whose_reply_was_lost_count_once(
     assert [store.sum(uid, "steps", None, T0, T0) for uid in (1, 2)] == [750, 750]
 
 
+def test_a_bulk_write_whose_reply_was_lost_counts_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    """Runs of a user longer than a call: the write's own key is cut into parts of a call's
+    points, named by position, so the resent pipeline finds each part applied."""
+    store, proxy = lossy_store
+    points = [
+        MetricPoint("steps", uid, 2, aid, aid % 7, T0 + aid, T0 + aid, "increment")
+        for uid in (1, 2)
+        for aid in range(900)
+    ]
+    store.write_metrics(points)
+    assert proxy.lost.is_set()
+    expected = sum(aid % 7 for aid in range(900))
+    assert [store.sum(uid, "steps", None, T0, T0 + 900) for uid in (1, 2)] == [expected] * 2
+
+
 def test_a_count_whose_reply_was_lost_counts_once(
     lossy_store: tuple[Store, LosesOneReply],
 ) -> None:
@@ -142,3 +160,16 @@ def test_the_key_of_a_write_without_one_is_kept_minutes_not_the_window(
     assert len(own) == 1
     assert 0 < redis_client.ttl(own[0]) <= 300
     assert 86_000 < redis_client.ttl("{1}:once") <= 86_400
+
+
+def test_a_bulk_write_keeps_one_key_of_its_own_per_call_of_a_user(
+    redis_client: redis.Redis,
+) -> None:
+    """A user's run of 1,000 increments goes in calls of CALL_POINTS: three parts of the
+    write's own key, not one per WRITE_BATCH points."""
+    store = Store(redis_client, Settings(expire=0))
+    points = [MetricPoint("steps", 1, 2, 3, 1, T0 + n, T0 + n, "increment") for n in range(1000)]
+    assert {r.status for r in store.write_metrics(points)} == {"ok"}
+    own = list(redis_client.scan_iter("{1}:own:*"))
+    assert len(own) == -(-1000 // CALL_POINTS)
+    assert store.sum(1, "steps", None, T0, T0 + 1000) == 1000

@@ -11,7 +11,11 @@ per record (a user, a counter), which deliveries they applied (psd/lua/once.lua)
 of a delivery in a call decides for all of that delivery's points for that record in the call.
 So those points must share a call, every time the delivery is applied: they are grouped, and
 a delivery with more than ``WRITE_BATCH`` points for one record is cut into parts that are
-named ``key``, ``key#1``, ``key#2``… by position, the same parts on every redelivery.
+named ``key``, ``key#1``, ``key#2``… by position, the same parts on every redelivery. The
+store's own key for a write that came without one (``OWN_DELIVERY``: only a resent call
+ever sees it again, from the same process) is cut into parts of a call's points of its kind
+(``CALL_POINTS`` for metrics): each part is a record kept for minutes, and a bulk import's
+user run of 400 points in one call then costs one of them rather than four.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ CALL_POINTS = 400
 #: share a call goes whole, alone if it must).
 CALL_BUDGET = 500
 RECORD_COST = 4
+#: The first character of a delivery key the store made itself (see above): a NUL byte, which
+#: no sender's key starts with; psd/lua/once.lua keeps those only minutes (long enough for a
+#: resent call), not the idempotency window.
+OWN_DELIVERY = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,9 @@ class Calls:
     deliveries: list[str]
 
 
-def plan_calls(records: Sequence[str], deliveries: Sequence[str] | None) -> Calls:
+def plan_calls(
+    records: Sequence[str], deliveries: Sequence[str] | None, own_part: int = WRITE_BATCH
+) -> Calls:
     """Cut points into calls. ``records[i]`` names the record point i is remembered in (its
     user or counter), ``deliveries[i]`` its delivery key ("" or None: none).
 
@@ -49,16 +59,19 @@ def plan_calls(records: Sequence[str], deliveries: Sequence[str] | None) -> Call
     one record share a call; so a record's points are cut only where no part of it is open,
     and calls take these units in the order of their first points.
     """
-    names = part_names(records, deliveries)
+    names = part_names(records, deliveries, own_part)
     return Calls(cut_calls(records, names, list(range(len(records)))), names)
 
 
-def part_names(records: Sequence[str], deliveries: Sequence[str] | None) -> list[str]:
+def part_names(
+    records: Sequence[str], deliveries: Sequence[str] | None, own_part: int = WRITE_BATCH
+) -> list[str]:
     """Each point's delivery part (see :func:`plan_calls`), named over the whole write: a
-    share of it cut again (a cluster's node, a call routed again) keeps its parts."""
+    share of it cut again (a cluster's node, a call routed again) keeps its parts.
+    ``own_part``: the points of a part of the store's own key (at most a call's)."""
     if not deliveries:
         return [""] * len(records)
-    return _part_names(records, deliveries)
+    return _part_names(records, deliveries, own_part)
 
 
 def cut_calls(
@@ -96,33 +109,36 @@ def _fill(units: list[list[int]], records: Sequence[str], most: int) -> list[lis
     return calls
 
 
-def _part_names(records: Sequence[str], deliveries: Sequence[str]) -> list[str]:
-    """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points for
-    a record, then ``key#1``, ``key#2``… by position, the same on every redelivery."""
+def _part_names(records: Sequence[str], deliveries: Sequence[str], own_part: int) -> list[str]:
+    """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points
+    (``own_part`` for the store's own key) for a record, then ``key#1``, ``key#2``… by
+    position, the same on every redelivery."""
     if len(set(deliveries)) == 1:  # one delivery (or the store's own key): by record alone
-        return _one_delivery_names(records, deliveries[0])
+        return _one_delivery_names(records, deliveries[0], own_part)
     position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
         if not delivery:
             names.append("")
             continue
+        size = own_part if delivery[0] == OWN_DELIVERY else WRITE_BATCH
         seen = position.get((record, delivery), 0)
         position[record, delivery] = seen + 1
-        names.append(f"{delivery}#{seen // WRITE_BATCH}" if seen >= WRITE_BATCH else delivery)
+        names.append(f"{delivery}#{seen // size}" if seen >= size else delivery)
     return names
 
 
-def _one_delivery_names(records: Sequence[str], delivery: str) -> list[str]:
+def _one_delivery_names(records: Sequence[str], delivery: str, own_part: int) -> list[str]:
     """:func:`_part_names` of points that all came in ``delivery``."""
     if not delivery:
         return [""] * len(records)
+    size = own_part if delivery[0] == OWN_DELIVERY else WRITE_BATCH
     position: dict[str, int] = {}  # record -> its points so far
     names: list[str] = []
     for record in records:
         seen = position.get(record, 0)
         position[record] = seen + 1
-        names.append(f"{delivery}#{seen // WRITE_BATCH}" if seen >= WRITE_BATCH else delivery)
+        names.append(f"{delivery}#{seen // size}" if seen >= size else delivery)
     return names
 
 

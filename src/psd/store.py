@@ -18,7 +18,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from psd.batching import cut_calls, part_names
+from psd.batching import OWN_DELIVERY, WRITE_BATCH, cut_calls, part_names
 from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
@@ -46,10 +46,6 @@ from psd.writes import (
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
-#: How the delivery keys the store gives writes that came without one begin (a NUL byte, which
-#: no sender's key starts with): psd/lua/once.lua keeps those only minutes (long enough for a
-#: resent call), not the idempotency window.
-OWN_DELIVERY = "\x00"
 
 
 class Store(Reads):
@@ -197,7 +193,7 @@ class Store(Reads):
 
     @staticmethod
     def _names(
-        records: list[str], deliveries: Sequence[str] | None, resent: list[bool]
+        records: list[str], deliveries: Sequence[str] | None, resent: list[bool], own_part: int
     ) -> list[str]:
         """The delivery part each point's script call records (psd/batching.py).
 
@@ -210,7 +206,7 @@ class Store(Reads):
         if any(r and not d for d, r in zip(given, resent, strict=True)):
             own = OWN_DELIVERY + uuid.uuid4().hex
             deliveries = [d or (own if r else "") for d, r in zip(given, resent, strict=True)]
-        return part_names(records, deliveries)
+        return part_names(records, deliveries, own_part)
 
     def write_counts(
         self,
@@ -228,7 +224,7 @@ class Store(Reads):
         records = [count_prefix(p.thing) for p in points]
         if self.count_spread.spread > 1:  # each delivery part to its sub-tag (countspread.py)
             # named over the counter's whole write; _write names them again, unchanged
-            deliveries = self._names(records, deliveries, [True] * len(points))
+            deliveries = self._names(records, deliveries, [True] * len(points), WRITE_BATCH)
             records = [
                 count_prefix(p.thing, sub_tag(d, self.count_spread.spread))
                 for p, d in zip(points, deliveries, strict=True)
@@ -275,7 +271,7 @@ class Store(Reads):
                 "an all-or-nothing write is one script call: its points must be on one "
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
-        names = self._names(records, deliveries, resent)
+        names = self._names(records, deliveries, resent, kind.call_points)
         tail = [*self._once_args(now), int(all_or_nothing)]
 
         def cut(items: list[int]) -> list[list[int]]:

@@ -44,16 +44,21 @@ local function applied_before(record, ik, once)
     of_record[ik] = decided
     return decided
   end
-  if not once_trimmed[record] then
+  local trimmed = once_trimmed[record]
+  if not trimmed then
     redis.call('ZREMRANGEBYSCORE', record, '-inf', once[3])
-    once_trimmed[record] = true
+    trimmed = 1
   end
-  decided = redis.call('ZSCORE', record, ik) ~= false
+  -- ZADD NX answers 0 for a key it holds: asks and adds in one command
+  decided = redis.call('ZADD', record, 'NX', once[1], ik) == 0
   if not decided then
-    redis.call('ZADD', record, once[1], ik)
-    redis.call('EXPIRE', record, once[2])
+    if trimmed == 1 then  -- the window from now, once a record and call
+      redis.call('EXPIRE', record, once[2])
+      trimmed = 2
+    end
     once_new[#once_new + 1] = record .. '\n' .. ik
   end
+  once_trimmed[record] = trimmed
   of_record[ik] = decided
   return decided
 end
