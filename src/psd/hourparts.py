@@ -1,6 +1,7 @@
 """What a read asks of a month's hash for its hours (psd/lua/hours.lua keeps them): the
 packed fields that hold them, which hours of each go where, and the days whose open hash may
-hold them instead."""
+hold them instead. A sum asking for most of a day's hours asks for the day instead, less its
+other hours (:func:`day_for_hours`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ def hour_parts(
     """The part of a month's hash's read that its hours need: ``children`` are (child,
     thing, target) in the order read (a child below ``HOUR_BASE`` is a day, which needs
     none); a pick's hours are numbered 1 to 12 in their half-day; a target is where the
-    script adds the hour (a thing's number for a sum, a
-    field's position for a breakdown). Consecutive hours of one field whose targets go up
-    by ``step`` are one pick. ``suffix``: "" or ":<atid>"; ``with_bases``: a sum's, which
-    names the hours of its open day from the slot of each packed field's first hour."""
+    script adds the hour (a thing's number for a sum, a field's position for a breakdown;
+    negative: a sum's hour subtracted, its pick's name number negative). Consecutive hours
+    of one field whose targets go up by ``step`` are one pick. ``suffix``: "" or ":<atid>";
+    ``with_bases``: a sum's, which names the hours of its open day from the slot of each
+    packed field's first hour."""
     names: dict[str, int] = {}
     picks: list[int] = []
     days: set[int] = set()
@@ -30,6 +32,8 @@ def hour_parts(
         number = names.setdefault(packed_field(child, thing) + suffix, len(names) + 1)
         if with_bases and number > len(bases):
             bases.append((child - (child - HOUR_BASE) % 12) * 10 + thing)
+        if target < 0:
+            number, target = -number, -target
         hour = (child - HOUR_BASE) % 12 + 1  # its number in its packed half-day
         if (
             picks
@@ -47,17 +51,48 @@ def hour_parts(
 
 
 def group_hours(
-    suffix: str, ranges: Iterable[tuple[int, int]], things: tuple[int, ...], atid: int | None
-) -> HoursArg | None:
+    suffix: str,
+    ranges: Iterable[tuple[int, int]],
+    things: tuple[int, ...],
+    atid: int | None,
+    by_day: bool = True,
+) -> tuple[HoursArg | None, tuple[int, ...]]:
     """A sum's group: its hour children of each thing, added to the thing's sum (targets
-    number things from 1). None for a group of no month of a user's metrics."""
+    number things from 1; None for a group of no month of a user's metrics), and the days
+    the group asks for in their place when ``by_day`` (:func:`day_for_hours`: not on a
+    keyspace whose months still hold plain hours, psd/layout.py)."""
     if not suffix.startswith("m") or 0 in things:  # a global counter's hours are all plain
-        return None
-    hours = [(lo, hi) for lo, hi in ranges if hi >= HOUR_BASE]
+        return None, ()
+    ranges = tuple(ranges)
+    hours = [child for lo, hi in ranges if hi >= HOUR_BASE for child in range(lo, hi + 1)]
+    whole: tuple[int, ...] = ()
+    signed = [(child, 1) for child in hours]
+    if by_day and all(lo >= 0 for lo, _ in ranges):  # not a month's total less its days
+        whole, signed = day_for_hours(hours)
     children = (
-        (child, thing, ti)
-        for ti, thing in enumerate(things, 1)
-        for lo, hi in hours
-        for child in range(lo, hi + 1)
+        (child, thing, ti * sign) for ti, thing in enumerate(things, 1) for child, sign in signed
     )
-    return hour_parts(children, "" if atid is None else f":{atid}", 0, True)
+    return hour_parts(children, "" if atid is None else f":{atid}", 0, True), whole
+
+
+def day_for_hours(hours: list[int]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
+    """For hour children of a month (in order): the days to read whole instead of most of
+    their hours, and the hours to read, each with its sign (-1: subtracted). A day's field
+    holds the sum of its hours (a point adds to both in one call), so 13 of its hours or
+    more are its field less its other hours: a day open for writing keeps its hours in a
+    hash of their own, field by field (psd/lua/hours.lua), and the day 18 hours of a 1-day
+    range fall in asks for 1 field and 6 instead of 18."""
+    by_day: dict[int, list[int]] = {}
+    for child in hours:
+        by_day.setdefault((child - HOUR_BASE) // 24, []).append(child)
+    days: list[int] = []
+    signed: list[tuple[int, int]] = []
+    for day, children in by_day.items():
+        if len(children) <= 12:
+            signed += [(child, 1) for child in children]
+            continue
+        days.append(day + 1)
+        first = HOUR_BASE + 24 * day
+        asked = set(children)
+        signed += [(child, -1) for child in range(first, first + 24) if child not in asked]
+    return tuple(days), signed

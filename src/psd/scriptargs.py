@@ -114,7 +114,9 @@ class HoursArg(NamedTuple):
     that a group or a breakdown's hash asks for (psd.hourparts builds it)."""
 
     names: list[str]  # the packed fields to read, then the open day's field ("o")
-    picks: list[int]  # flat: name number (from 1), first target, first and last hour (1-12)
+    #: flat: name number (from 1; negative: a sum's hours subtracted, psd.hourparts), first
+    #: target, first and last hour (1-12)
+    picks: list[int]
     step: int  # how much the target goes up from one hour of a pick to the next
     days: list[int]  # the days of the month whose hours are asked for
     #: a sum's: per packed field (in the order of names) the slot of its first hour (its

@@ -202,9 +202,10 @@ def _plan_arg(
 ) -> PlanArg:
     groups = []
     for suffix, ranges in _groups(plan.groups, things, legacy):
-        hours = group_hours(suffix, ranges, things, atid)
+        hours, whole = group_hours(suffix, ranges, things, atid, not legacy)
         if hours is not None and not legacy:  # hours are packed: ask for the days only
-            ranges = tuple(pair for pair in ranges if pair[1] < HOUR_BASE)
+            days = [pair for pair in ranges if pair[1] < HOUR_BASE]
+            ranges = tuple(sorted([*days, *((day, day) for day in whole)]))
         flat = [n for pair in ranges for n in pair]
         groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
     windows = [_window_arg(a, b) for a, b in plan.windows]

@@ -67,21 +67,37 @@ local function lone_packed(raw, first, last, hi, lo)
 end
 
 -- add the hours of a month's open day `open` that the picks at a[p] ask for (their packed
--- fields' first hours' slots at a[b + 1] on): one HMGET of that day's hash
+-- fields' first hours' slots at a[b + 1] on; a pick whose name number is negative
+-- subtracts its hours): one HMGET of that day's hash
 local function lone_open_day(key, a, p, b, open, hi, lo)
   local names, n, suffix = {}, 0, filter and ':' .. filter
+  local minus, m = nil, 0
   for i = p + 1, p + a[p], 3 do
-    local base = a[b + a[i]]
+    local number = a[i]
+    local base = a[b + (number < 0 and -number or number)]
     if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
       for slot = base + 10 * (a[i + 1] - 1), base + 10 * (a[i + 2] - 1), 10 do
         local name = slot_names[slot] or slot_name(slot)
-        n = n + 1
-        names[n] = suffix and name .. suffix or name
+        if suffix then name = name .. suffix end
+        if number > 0 then
+          n = n + 1
+          names[n] = name
+        else
+          m = m + 1
+          minus = minus or {}
+          minus[m] = name
+        end
       end
     end
   end
-  if n == 0 then return hi, lo end
-  return lone_values(redis.call('HMGET', open_day_key(key, open), unpack(names)), n, hi, lo)
+  if n + m == 0 then return hi, lo end
+  for j = 1, m do names[n + j] = minus[j] end
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
+  hi, lo = lone_values(vals, n, hi, lo)
+  for j = n + 1, n + m do
+    if vals[j] then hi, lo = subtract(hi, lo, vals[j]) end
+  end
+  return hi, lo
 end
 
 -- add a month's hours (its part at a[h]: names, picks, days, bases) packed in its hash,
@@ -93,8 +109,17 @@ local function lone_hours(key, a, h, vals, off, hi, lo)
   local p = h + count + 1
   local d = p + a[p] + 1
   for i = p + 1, p + a[p], 3 do
-    local raw = vals[off + a[i]]
-    if raw then hi, lo = lone_packed(raw, a[i + 1], a[i + 2], hi, lo) end
+    local number = a[i]
+    if number > 0 then
+      local raw = vals[off + number]
+      if raw then hi, lo = lone_packed(raw, a[i + 1], a[i + 2], hi, lo) end
+    else  -- a day's other hours, taken off its field (psd.hourparts.day_for_hours)
+      local raw = vals[off - number]
+      if raw then
+        local h2, l2 = lone_packed(raw, a[i + 1], a[i + 2], 0, 0)
+        hi, lo = carry(hi - h2, lo - l2)
+      end
+    end
   end
   local open = vals[off + count]
   if open then

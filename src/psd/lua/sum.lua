@@ -15,7 +15,8 @@
 --          {-lo, -hi, ...}: its fields are subtracted, psd.keys.by_month_totals), {field
 --          names to ask for, thing by thing} (names built by the caller; none for a group too
 --          wide to ask for by name), for a month of a user's metrics its hours packed and in
---          its open day's hash (psd.scriptargs.HoursArg; hours.lua)}, per window {start,
+--          its open day's hash (psd.scriptargs.HoursArg; hours.lua: a pick's name number
+--          negative subtracts its hours, psd.hourparts.day_for_hours)}, per window {start,
 --          end, start string, end string, hour string, day string (YYYYMMDD), hour of the
 --          day string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
@@ -32,7 +33,8 @@
 --          type), thing, thing string, group count, per group {count, child ranges...} (as
 --          a group's, negative ones subtracted), {count, field names...}, then its month's
 --          hours: 0 for none, else {count, packed names..., "o"}, {count, picks by three:
---          name number, first and last hour...}, {count, days...}, then per packed name the
+--          name number (negative: subtracted), first and last hour...}, {count, days...},
+--          then per packed name the
 --          slot of its first hour; then the window count and seven values a window, as
 --          above.
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
@@ -246,17 +248,19 @@ local function open_day_key(month_key, dom)
 end
 
 -- add the hours of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
--- a pick's packed field names them from its first hour's slot): one HMGET of the day's hash
--- for those of that day only
+-- a pick's packed field names them from its first hour's slot; a pick whose name number is
+-- negative subtracts them): one HMGET of the day's hash for those of that day only
 local function sum_open_day(key, part, open, his, los)
   local picks, bases, names, targets = part[2], part[5], {}, {}
   local suffix = filter and ':' .. filter
   for i = 1, #picks, 4 do
-    local base = bases[picks[i]]
+    local number = picks[i]
+    local base = bases[number < 0 and -number or number]
     if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
+      local target = number < 0 and -picks[i + 1] or picks[i + 1]
       for h = picks[i + 2], picks[i + 3] do
         local name = slot_name(base + 10 * (h - 1))
-        names[#names + 1], targets[#names + 1] = suffix and name .. suffix or name, picks[i + 1]
+        names[#names + 1], targets[#names + 1] = suffix and name .. suffix or name, target
       end
     end
   end
@@ -265,7 +269,11 @@ local function sum_open_day(key, part, open, his, los)
   for j = 1, #vals do
     if vals[j] then
       local ti = targets[j]
-      his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      if ti > 0 then
+        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      else
+        his[-ti], los[-ti] = subtract(his[-ti], los[-ti], vals[j])
+      end
     end
   end
 end
@@ -277,13 +285,14 @@ local function sum_hours(key, plan, g, his, los, vals, off)
   local tables, open = read_packed(key, part, vals, off)
   local picks = part[2]
   for i = 1, #picks, 4 do
-    local hours = tables[picks[i]]
+    local number = picks[i]
+    local hours = tables[number < 0 and -number or number]
     if hours then
       local ti = picks[i + 1]
       local hi, lo = his[ti], los[ti]
       for h = picks[i + 2], picks[i + 3] do
         local x = hours[h]
-        if x then hi, lo = add_number(hi, lo, x) end
+        if x then hi, lo = add_number(hi, lo, number > 0 and x or -x) end
       end
       his[ti], los[ti] = hi, lo
     end
