@@ -155,6 +155,40 @@ def test_a_day_opens_when_dense_and_closes_into_its_month(
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 14 * 3600, MARCH + 2 * DAY + 15 * 3600) == 5
 
 
+def test_a_month_s_first_open_day_closes_the_month_before_s(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    def write(*points: tuple[int, int], uid: int = 5) -> None:  # (day from March 1st, hour)
+        store.write_metrics(
+            [
+                MetricPoint("steps", uid, 3, day, 5, ts, ts, "increment")
+                for day, hour in points
+                for ts in [MARCH + (day - 1) * DAY + hour * 3600 + 17]
+            ]
+        )
+
+    write((31, 20), (31, 21))  # March 31st opens (two of its points in a call)
+    assert redis_client.hget("{5}:m202603", "o") == b"31"
+    write((32, 1))  # April 1st, once: packed, nothing closes
+    assert redis_client.exists("{5}:d20260331")
+    write((31, 22), (32, 2), (32, 3))  # April 1st opens: March is done with, its 22:00 too
+    assert redis_client.hget("{5}:m202604", "o") == b"1"
+    assert not redis_client.exists("{5}:d20260331")
+    assert redis_client.hget("{5}:m202603", "o") is None
+    assert unpack_hours(redis_client.hget("{5}:m202603", "h611")) == {9: 5, 10: 5, 11: 5}
+    check_layout(redis_client)
+    assert store.sum(5, "steps", None, MARCH + 30 * DAY + 21 * 3600, MARCH + 32 * DAY) == 25
+    assert store.sum(5, "steps", 3, MARCH + 30 * DAY, MARCH + 31 * DAY - 1) == 15
+    write((31, 23), (31, 23))  # late: March 31st again, the hours it kept added to
+    assert store.sum(5, "steps", None, MARCH + 30 * DAY, MARCH + 31 * DAY - 1) == 25
+    # March's open day moves and April's first opens in one call: March ends closed
+    write((30, 10), (30, 11), uid=6)
+    write((31, 20), (31, 21), (32, 1), (32, 2), uid=6)
+    assert open_days(redis_client) == {"{5}:m202603": 31, "{5}:m202604": 1, "{6}:m202604": 1}
+    check_layout(redis_client)
+    assert store.sum(6, "steps", None, MARCH + 29 * DAY, MARCH + 32 * DAY) == 30
+
+
 def test_hours_kept_as_earlier_versions_kept_them_are_read(
     redis_client: redis.Redis, store: Store
 ) -> None:

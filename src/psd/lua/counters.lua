@@ -102,9 +102,32 @@ local function counters_begin()
   end
 end
 
+-- the hash of the month before a month's ({uid}:[t]mYYYYMM), by name
+local function month_before(month)
+  local y, m = string.sub(month, -6, -3) + 0, string.sub(month, -2) + 0
+  if m == 1 then y, m = y - 1, 12 else m = m - 1 end
+  return string.sub(month, 1, -7) .. string.format('%04d%02d', y, m)
+end
+
+-- the open days moved; a month's first open day also closes the month before's (a stream
+-- has moved on: the day's hash would stay until it expires, and every read of its hours
+-- ask it too). Its hours this call added are in it, paid: they are packed with the rest.
 local function move_open_days()
+  local first = {}  -- the months given their first open day
   for month, day in pairs(open_after) do
-    if day ~= open_before[month] then move_open_day(month, open_before[month], day) end
+    local before = open_before[month]
+    if day ~= before then
+      move_open_day(month, before, day)
+      if before == 0 then first[#first + 1] = month end
+    end
+  end
+  for _, month in ipairs(first) do  -- after every move: the month before may have moved too
+    local last = month_before(month)
+    local open = redis.call('HGET', last, 'o')
+    if open then
+      close_day(last, open + 0)
+      redis.call('HDEL', last, 'o')
+    end
   end
 end
 
