@@ -163,6 +163,20 @@ def test_threads_read_on_connections_of_their_own(server: redis.Redis) -> None:
     assert len(store.nodes.calls.idle) <= len(threads)
 
 
+def test_a_store_dropped_gives_its_connections_back(server: redis.Redis) -> None:
+    """A store keeps the connections its script calls took; many stores made on one client
+    one after the other (a test's, a script's) must not exhaust its pool."""
+    url = "redis://{host}:{port}/{db}".format(**server.connection_pool.connection_kwargs)
+    client = redis.Redis.from_url(url, max_connections=5)
+    for uid in range(1, 21):
+        store = Store(client, Settings())
+        store.write_metric(MetricPoint("steps", uid, 3, uid, uid, NOW - 60, NOW - 60))
+        assert store.sum(uid, "steps", None, NOW - 3600, NOW) == uid
+        del store
+    assert len(client.connection_pool._in_use_connections) == 0
+    client.close()
+
+
 def test_a_forked_process_reads_on_connections_of_its_own(server: redis.Redis) -> None:
     """Parent and child read different users at once: a connection the two shared would
     hand one the other's reply (or leave one waiting for a reply the other took)."""

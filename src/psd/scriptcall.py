@@ -9,14 +9,17 @@ each): on a one-user read that was twice the CPU of the ``EVALSHA`` itself. A
 connection's own ``Retry`` (a connection lost or timed out is dropped and the call sent
 again, as ``execute_command`` does), and answers what redis-py would: the same reply, the same
 exceptions. It keeps the connections it took from the client's pool between calls (one for
-each call under way at once) rather than giving each back. A script the server does not hold
-(restarted, flushed) goes through redis-py's ``Script`` once, which loads it; a Function
-(psd.scripts: the reads) is called by ``FCALL_RO`` the same way, and loaded the same way.
+each call under way at once) rather than giving each back, and gives them back when it is
+dropped (stores made and let go on one client must not exhaust its pool). A script the
+server does not hold (restarted, flushed) goes through redis-py's ``Script`` once, which
+loads it; a Function (psd.scripts: the reads) is called by ``FCALL_RO`` the same way, and
+loaded the same way.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +33,15 @@ from psd.scripts import Function
 def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
     conn.send_command(*command)
     return conn.read_response()
+
+
+def _give_back(pool: Any, idle: list[Any], pid: int) -> None:
+    """Return a dropped caller's connections to the pool they came from (a process that
+    forked leaves its parent's alone)."""
+    if os.getpid() == pid:
+        for conn in idle:
+            pool.release(conn)
+    idle.clear()
 
 
 class ScriptCaller:
@@ -48,6 +60,8 @@ class ScriptCaller:
         #: be reused; the pool still holds them as in use, so closing the client closes them.
         self.idle: list[Any] = []
         self.pid = os.getpid()
+        if self.pool is not None:  # a caller dropped gives its connections back
+            weakref.finalize(self, _give_back, self.pool, self.idle, self.pid)
 
     def __call__(self, script: Script | Function, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The reply of ``script`` called with ``keys`` and ``args``."""
