@@ -261,10 +261,9 @@ def by_month_totals(groups: tuple[tuple[str, Ranges], ...]) -> tuple[tuple[str, 
     subtracted: a group whose day ranges are negative, ``(-lo, -hi)``, takes its days off
     (its hours, if any, still add). Exact: a point adds to its month's field and its day's
     together, and the days of a month go together (its hash expires whole: psd/retention.py),
-    so a month whose days the policy says are kept has them all. A month whose hash an
-    earlier, shorter day retention let expire is the exception (docs/retention.md): read so,
-    it counts the month's total. Groups keep their order; a year's hash not in them comes
-    after them."""
+    so a month whose days reads take as kept has them all (a month an earlier, shorter day
+    retention let expire is not: psd/kept.py). Groups keep their order; a year's hash not in
+    them comes after them."""
     out: list[tuple[str, Ranges]] = list(groups)
     years = {suffix: n for n, (suffix, _) in enumerate(out) if suffix[0] == "y"}
     for n, (suffix, ranges) in enumerate(groups):

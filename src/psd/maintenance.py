@@ -28,6 +28,7 @@ import msgpack
 import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
+from psd.kept import record_applied
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
 from psd.layout import CURRENT, PACKED_HOURS, mark_current
 from psd.nodes import rerouted
@@ -229,6 +230,9 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
         if upgrading and store.redis.get(left_key) == b"0":  # a whole pass, none left
             mark_current(store.redis)
             log.info("%s: the keyspace is on layout %d", task, CURRENT)
+        if task == "retention":  # every key has its expiry: the keyspace keeps this policy
+            record_applied(store.redis, store.metric_policy, now)
+            record_applied(store.redis, store.count_policy, now)
         store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
         store.redis.delete(left_key)
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})

@@ -14,6 +14,7 @@ from typing import Any
 from psd.breakdown import Breakdown, parts
 from psd.countspread import CountSpread
 from psd.errors import redis_errors
+from psd.kept import KeptWatch
 from psd.keys import (
     ReadPlan,
     check_range,
@@ -140,6 +141,7 @@ class Reads:
     count_policy: Policy
     count_spread: CountSpread
     layout: LayoutWatch
+    kept: KeptWatch
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
@@ -344,7 +346,7 @@ class Reads:
     ) -> Answerable:
         """The range a read of ``[t1, t2]`` answers under the retention policy: the same, or
         wider where the finest detail at an edge is gone (psd/retention.py)."""
-        policy = self.count_policy if counts else self.metric_policy
+        policy = self.kept.policy("count" if counts else "metric")
         return answerable(policy, t1, t2, int(self._clock()) if now is None else now)
 
     @staticmethod
@@ -367,7 +369,7 @@ class Reads:
         number = THINGS.get(thing)
         if number is None:
             return 0
-        t1, t2 = answered_range(self.metric_policy, t1, t2, int(self._clock()))
+        t1, t2 = answered_range(self.kept.policy("metric"), t1, t2, int(self._clock()))
         check_range(t1, t2)  # before Redis is asked anything
         prefix = metric_prefix(uid)
         with redis_errors("read"):

@@ -71,6 +71,10 @@ class Policy:
     kind: str
     seconds: dict[str, int]
     settings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: per level, an instant before which the level may lack what it keeps, though its
+    #: seconds say otherwise: its retention was raised after older buckets had gone
+    #: (psd/kept.py); reads answer from a coarser level there
+    floors: dict[str, int] = field(default_factory=dict)
     #: the horizon :meth:`horizon_at` made last: the reads of one second share it
     _last: list[Horizon | None] = field(default_factory=lambda: [None], compare=False, repr=False)
 
@@ -93,10 +97,17 @@ class Policy:
         """The oldest instant each level keeps at ``now``: a level keeps ``ts`` while the
         bucket it counts from ends less than its retention ago (:meth:`kept_until`)."""
         oldest = []
+        floors = self.floors
         for level, seconds in self.seconds.items():
             start = floor_to(max(now - seconds, 0), _COUNTED_FROM[self.kind][level])
-            oldest.append((level, start if seconds else 0))
+            oldest.append((level, max(start if seconds else 0, floors.get(level, 0))))
         return Horizon(self, now, tuple(oldest))
+
+    def kept_fully(self, t1: int, now: int) -> bool:
+        """Whether the finest level keeps ``t1`` (a read from there is answered in full
+        detail): cheap, for the reads of recent ranges."""
+        finest = self.seconds["minute"]
+        return (not finest or t1 + finest > now) and t1 >= self.floors.get("minute", 0)
 
     def horizon_at(self, now: int) -> Horizon:
         """:meth:`horizon`, made once a second."""
@@ -197,8 +208,7 @@ class Answerable:
 
 def answerable(policy: Policy, t1: int, t2: int, now: int) -> Answerable:
     """What a read of ``[t1, t2]`` at ``now`` answers (cheap when the range is recent)."""
-    finest = policy.seconds["minute"]
-    if not finest or t1 + finest > now:  # t1's hour ends after t1: kept at full detail
+    if policy.kept_fully(t1, now):  # t1's hour ends after t1: kept at full detail
         return Answerable(t1, t2)
     horizon = policy.horizon_at(now)
     start, end = horizon.precision(t1), horizon.precision(t2)
@@ -209,8 +219,7 @@ def answerable(policy: Policy, t1: int, t2: int, now: int) -> Answerable:
 
 def answered_range(policy: Policy, t1: int, t2: int, now: int) -> tuple[int, int]:
     """:func:`answerable`'s range, without the rest (a one-user sum needs no more)."""
-    finest = policy.seconds["minute"]
-    if not finest or t1 + finest > now:
+    if policy.kept_fully(t1, now):
         return t1, t2
     span = answerable(policy, t1, t2, now)
     return span.t1, span.t2

@@ -24,6 +24,7 @@ from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
 from psd.errors import InvalidInput, PastRetention, redis_errors
+from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix
 from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
@@ -66,6 +67,8 @@ class Store(Reads):
         self.count_policy = Policy.counts(self.settings)
         self.state_lifetime = state_lifetime(self.settings)
         self.layout = LayoutWatch(client)
+        #: what reads answer by: the policies, less what the keyspace has not kept (kept.py)
+        self.kept = KeptWatch(client, {"metric": self.metric_policy, "count": self.count_policy})
         #: Per kind of point, what its writes worked out per target (psd/writes.py) and its
         #: policy's last horizon: the same for every write of an hour and of a second.
         self._hours: dict[str, Hours] = {METRIC.name: {}, COUNT.name: {}}
