@@ -27,7 +27,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.nodes import Nodes
-from psd.retention import Answerable, Policy, answerable, answered_range
+from psd.retention import Answerable, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import Series, SumRequest, lone_call, lone_sum_call, sum_call
 from psd.twins import fold_twins, with_twins
@@ -137,8 +137,6 @@ class Reads:
     redis: Any
     nodes: Nodes
     scripts: Scripts
-    metric_policy: Policy
-    count_policy: Policy
     count_spread: CountSpread
     layout: LayoutWatch
     kept: KeptWatch
