@@ -17,6 +17,7 @@ from psd.keys import HOUR_BASE
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
+from tests.test_month_totals import point
 
 DAY = 86400
 #: three days either side of a month's start: each month has an open day of its own
@@ -60,28 +61,11 @@ def test_the_group_of_a_month_asks_for_the_day_and_subtracts_picks() -> None:
 
 
 @st.composite
-def point(draw: st.DrawFn) -> MetricPoint:
-    """A point of the six days from ``BASE``, at any second."""
-    mode = draw(st.sampled_from(["diffadd", "increment"]))
-    ts2 = draw(st.integers(BASE, BASE + 6 * DAY - 1))
-    reach = draw(st.integers(0, 3 * 3600)) if mode == "diffadd" else 0
-    return MetricPoint(
-        thing=draw(st.sampled_from(THINGS)),
-        uid=draw(st.integers(1, 2)),
-        atid=draw(st.sampled_from([0, 1])),
-        aid=draw(st.integers(1, 4)),
-        value=draw(st.integers(-60, 60)),
-        ts1=ts2 - reach,
-        ts2=ts2,
-        mode=mode,
-    )
-
-
-@st.composite
 def scenario(draw: st.DrawFn) -> tuple[list[list[MetricPoint]], list[tuple[int, int]]]:
     """Writes of one point or several (a day with more than one point in a call opens at
     once), and ranges of 13 hours to two days, at any second or of whole hours."""
-    writes = draw(st.lists(st.lists(point(), min_size=1, max_size=8), min_size=1, max_size=12))
+    points = point(st.integers(BASE, BASE + 6 * DAY - 1))  # the six days from BASE
+    writes = draw(st.lists(st.lists(points, min_size=1, max_size=8), min_size=1, max_size=12))
     start = st.integers(BASE - 3600, BASE + 6 * DAY) | st.integers(0, 6 * 24).map(
         lambda h: BASE + h * 3600
     )

@@ -68,15 +68,20 @@ def month_starts(base: int) -> list[int]:
     return out
 
 
-@st.composite
-def point(draw: st.DrawFn, base: int) -> MetricPoint:
-    """A point in the 100 days from ``base``, often in the days around a month's start (the
+def times(base: int) -> st.SearchStrategy[int]:
+    """Instants in the 100 days from ``base``, often in the days around a month's start (the
     days a range of most of a month leaves out)."""
-    mode = draw(st.sampled_from(["diffadd", "increment"]))
     near = st.sampled_from(month_starts(base)).flatmap(
         lambda t: st.integers(t - 3 * DAY, t + 3 * DAY)
     )
-    ts2 = draw(st.integers(base, base + 100 * DAY) | near)
+    return st.integers(base, base + 100 * DAY) | near
+
+
+@st.composite
+def point(draw: st.DrawFn, instants: st.SearchStrategy[int]) -> MetricPoint:
+    """A point at one of ``instants`` (its ts2), of two users, things and types."""
+    mode = draw(st.sampled_from(["diffadd", "increment"]))
+    ts2 = draw(instants)
     reach = draw(st.integers(0, 3 * 3600) | st.integers(0, 3 * DAY)) if mode == "diffadd" else 0
     return MetricPoint(
         thing=draw(st.sampled_from(THINGS)),
@@ -94,7 +99,7 @@ def point(draw: st.DrawFn, base: int) -> MetricPoint:
 def scenario(draw: st.DrawFn, base: int) -> tuple[list[MetricPoint], list[tuple[int, int]]]:
     """Points over 100 days, and ranges most of a month long or longer (some at midnights,
     whose edge months have no hours, some of whole hours: no windows), or anywhere."""
-    points = draw(st.lists(point(base), min_size=1, max_size=30))
+    points = draw(st.lists(point(times(base)), min_size=1, max_size=30))
     start = st.integers(base - DAY, base + 100 * DAY) | st.integers(0, 100).map(
         lambda d: base + d * DAY
     )
