@@ -24,8 +24,8 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
-from psd.hourparts import hour_parts
-from psd.keys import HOUR_BASE, day_and_hour, read_plan, slot_names
+from psd.hourparts import day_for_hours, hour_parts
+from psd.keys import HOUR_BASE, Ranges, by_month_totals, day_and_hour, read_plan, slot_names
 from psd.localtime import Step
 from psd.scriptargs import BreakdownPlanArg, HoursArg
 from psd.timebuckets import civil
@@ -82,17 +82,36 @@ def _edge(b: int, step: Step) -> tuple[int, Signed]:
 
 
 def _span(a1: int, a2: int) -> Signed:
-    """``sum[a1, a2)`` as runs of counter children and windows (signed: a2 may come first)."""
+    """``sum[a1, a2)`` as runs of counter children and windows (signed: a2 may come first),
+    read as a sum reads a range: a month mostly covered as its total less its other days
+    (psd.keys.by_month_totals), most of a day's hours as the day less its other hours
+    (psd.hourparts.day_for_hours)."""
     if a1 == a2:
         return []
     sign, lo, hi = (1, a1, a2) if a1 < a2 else (-1, a2, a1)
     plan = read_plan(lo, hi - 1)
-    runs: Signed = [
-        (sign, (suffix, first), (suffix, last))
-        for suffix, ranges in plan.groups
-        for first, last in ranges
-    ]
+    runs: Signed = []
+    for suffix, ranges in by_month_totals(plan.groups):
+        runs += _group_runs(sign, suffix, ranges)
     return runs + [(sign, window, window) for window in plan.windows]
+
+
+def _group_runs(sign: int, suffix: str, ranges: Ranges) -> Signed:
+    """A group's child ranges as signed runs (a negative range subtracted)."""
+    if not suffix.startswith("m") or any(lo < 0 for lo, _ in ranges):
+        return [
+            (sign if lo >= 0 else -sign, (suffix, abs(lo)), (suffix, abs(hi))) for lo, hi in ranges
+        ]
+    hours = [child for lo, hi in ranges if hi >= HOUR_BASE for child in range(lo, hi + 1)]
+    days, signed = day_for_hours(hours)
+    kept = [(lo, hi) for lo, hi in ranges if hi < HOUR_BASE] + [(day, day) for day in days]
+    runs: Signed = [(sign, (suffix, lo), (suffix, hi)) for lo, hi in sorted(kept)]
+    for child, hour_sign in signed:  # consecutive hours of one sign: one run
+        if runs and runs[-1][0] == sign * hour_sign and runs[-1][2] == (suffix, child - 1):
+            runs[-1] = (runs[-1][0], runs[-1][1], (suffix, child))
+        else:
+            runs.append((sign * hour_sign, (suffix, child), (suffix, child)))
+    return runs
 
 
 def _runs(children: set[int]) -> tuple[int, ...]:
