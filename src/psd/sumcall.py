@@ -203,7 +203,7 @@ def _plan_arg(
     groups = []
     for suffix, ranges in _groups(plan.groups, things, legacy):
         hours, whole = group_hours(suffix, ranges, things, atid, not legacy)
-        if hours is not None and not legacy:  # hours are packed: ask for the days only
+        if (hours is not None or whole) and not legacy:  # hours packed: ask for days only
             days = [pair for pair in ranges if pair[1] < HOUR_BASE]
             ranges = tuple(sorted([*days, *((day, day) for day in whole)]))
         flat = [n for pair in ranges for n in pair]
