@@ -8,14 +8,13 @@ from dataclasses import replace
 import redis
 from hypothesis import HealthCheck, given, settings
 
-from psd import maintenance
 from psd.config import Settings
 from psd.kept import longer, read_policy, record_applied, recorded
 from psd.model import MetricPoint
 from psd.retention import Policy
 from psd.store import Store
 from tests.oracle import Oracle
-from tests.test_month_totals import NOW, RETAINING, check, scenario
+from tests.test_month_totals import NOW, RETAINING, check, keep_policy, scenario
 
 DAY = 86400
 #: RETAINING with days kept 400 days after their month ends, where it kept them 40
@@ -58,12 +57,6 @@ def test_a_raised_level_keeps_its_old_horizon_as_its_floor(redis_client: redis.R
     # lowered again: the shorter period, and the floor while it still says more
     record_applied(redis_client, short, NOW + 20)
     assert recorded(redis_client, "metric")["day"] == (40 * DAY, old["day"])
-
-
-def keep_policy(store: Store) -> None:
-    """A whole pass of the retention task under the store's policy."""
-    while not maintenance.run(store, "retention", NOW).cycle_done:
-        pass
 
 
 @settings(
