@@ -35,12 +35,11 @@ def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
     return conn.read_response()
 
 
-def _give_back(pool: Any, idle: list[Any], pid: int) -> None:
-    """Return a dropped caller's connections to the pool they came from (a process that
-    forked leaves its parent's alone)."""
-    if os.getpid() == pid:
-        for conn in idle:
-            pool.release(conn)
+def _give_back(pool: Any, idle: list[Any]) -> None:
+    """Return a dropped caller's connections to the pool they came from (the pool keeps
+    none of another process's)."""
+    for conn in idle:
+        pool.release(conn)
     idle.clear()
 
 
@@ -61,7 +60,7 @@ class ScriptCaller:
         self.idle: list[Any] = []
         self.pid = os.getpid()
         if self.pool is not None:  # a caller dropped gives its connections back
-            weakref.finalize(self, _give_back, self.pool, self.idle, self.pid)
+            weakref.finalize(self, _give_back, self.pool, self.idle)
 
     def __call__(self, script: Script | Function, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The reply of ``script`` called with ``keys`` and ``args``."""
@@ -90,7 +89,8 @@ class ScriptCaller:
         the server closed it or a reply is waiting unread), or a new one from the pool. A
         forked process leaves its parent's connections alone."""
         if self.pid != os.getpid():
-            self.idle, self.pid = [], os.getpid()
+            self.idle.clear()  # in place: the finalizer gives back this list
+            self.pid = os.getpid()
         try:
             conn = self.idle.pop()
         except IndexError:
