@@ -18,10 +18,9 @@ from psd.config import Settings
 from psd.errors import StoreError
 from psd.keys import count_plan, count_prefix, metric_prefix, read_plan
 from psd.model import MetricPoint
-from psd.reads import _lone_call
 from psd.scriptcall import ScriptCaller
 from psd.store import Store
-from psd.sumcall import Series, SumRequest, lone_call, sum_call
+from psd.sumcall import Series, SumRequest, lone_call, one_series_call, sum_call
 
 NOW = int(time.time())
 RANGES = [
@@ -57,7 +56,7 @@ def test_a_one_series_call_is_the_call_lone_call_builds(t1: int, t2: int) -> Non
                     with_state = want or bool(plan.windows)
                     series = [Series(0, prefix, with_state)]
                     request = SumRequest(things, atid, [plan], series, want, legacy_hours=legacy)
-                    suffixes, args = _lone_call(plan, things, atid, want, with_state, legacy)
+                    suffixes, args = one_series_call(plan, things, atid, want, with_state, legacy)
                     keys, built = lone_call(request)
                     assert ([prefix + s for s in suffixes], list(args)) == (keys, built)
 
@@ -100,7 +99,7 @@ def test_script_calls_answer_as_redis_py(server: redis.Redis) -> None:
     assert caller.lean
     for t1, t2 in RANGES:
         plan = read_plan(t1, t2)
-        suffixes, args = _lone_call(plan, (1,), None, True, True, False)
+        suffixes, args = one_series_call(plan, (1,), None, True, True, False)
         keys = [metric_prefix(5) + s for s in suffixes]
         assert caller(store.scripts.sum, keys, args) == store.scripts.sum(keys, args, client=server)
     with pytest.raises(redis.ResponseError) as lean:

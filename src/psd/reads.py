@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
 from psd.breakdown import Breakdown, parts
@@ -29,7 +28,15 @@ from psd.model import THINGS
 from psd.nodes import Nodes
 from psd.retention import Answerable, answerable, answered_range
 from psd.scripts import Scripts
-from psd.sumcall import Series, SumRequest, lone_call, lone_sum_call, sum_call
+from psd.sumcall import (
+    Series,
+    SumRequest,
+    lone_sum_call,
+    one_series_call,
+    own_plans,
+    records_may_answer,
+    sum_call,
+)
 from psd.twins import fold_twins, with_twins
 
 _E15 = 10**15
@@ -87,40 +94,8 @@ class Totals:
 CALL_SIZE = 1000
 
 
-@lru_cache(maxsize=4096)
-def _lone_call(
-    plan: ReadPlan,
-    things: tuple[int, ...],
-    atid: int | None,
-    want_activities: bool,
-    with_state: bool,
-    legacy: bool,
-) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-    """The key suffixes and the argument of a sum.lua call reading one series with ``plan``.
-
-    Only the prefix of its keys tells one user's (or counter's) call from another's (every
-    key of a series is its prefix and a suffix), so a one-series call is built once per
-    range and kept: building it costs more than the rest of a one-user read's Python (a
-    day's plan names its hours field by field)."""
-    series = [Series(0, "", with_state)]
-    request = SumRequest(things, atid, [plan], series, want_activities, legacy_hours=legacy)
-    keys, args = lone_call(request)
-    return tuple(keys), tuple(args)
-
-
 def _one_call(items: list[int]) -> list[list[int]]:
     return [items]
-
-
-def _own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPlan], list[Series]]:
-    """The plans some series read, and the series numbered into them (one call's part)."""
-    used = sorted({one.plan for one in series})
-    if len(used) == len(plans):
-        return plans, series
-    number = {old: new for new, old in enumerate(used)}
-    return [plans[n] for n in used], [
-        Series(number[one.plan], one.prefix, one.with_state) for one in series
-    ]
 
 
 def _cuts(user: CutQuery) -> tuple[int, ...]:
@@ -140,6 +115,7 @@ class Reads:
     count_spread: CountSpread
     layout: LayoutWatch
     kept: KeptWatch
+    state_lifetime: int  # seconds an activity's record outlives its last change (0: ever)
     _clock: Callable[[], float]
 
     def _run_sum(self, request: SumRequest) -> list[list[Any]]:
@@ -189,18 +165,19 @@ class Reads:
                         one.prefix, thing, request.atid, plan.t1, plan.t2, legacy
                     )
                     return self.scripts.sum, keys, args
-                suffixes, lone = _lone_call(
+                suffixes, lone = one_series_call(
                     plan,
                     request.things,
                     request.atid,
                     request.want_activities,
                     one.with_state,
                     legacy,
+                    one.records,
                 )
                 return self.scripts.sum, [one.prefix + suffix for suffix in suffixes], list(lone)
             else:
                 picked = [request.series[i] for i in items]
-                plans, series = _own_plans(request.plans, picked)
+                plans, series = own_plans(request.plans, picked)
                 call = replace(
                     request, plans=plans, series=series, breakdowns=(), legacy_hours=legacy
                 )
@@ -235,7 +212,7 @@ class Reads:
         plans: list[ReadPlan] = []
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
-        now = int(self._clock())
+        now, lifetime = int(self._clock()), self.state_lifetime
         spans: dict[tuple[int, int], Answerable] = {}  # users mostly share their ranges
         for n, user in enumerate(users):
             span = spans.get((user.t1, user.t2))
@@ -248,7 +225,8 @@ class Reads:
                 plan_no = plan_numbers[span.t1, span.t2] = len(plans)
                 plans.append(read_plan(span.t1, span.t2))
             with_state = with_activities or bool(plans[plan_no].windows)
-            series.append(Series(plan_no, metric_prefix(user.uid), with_state))
+            records = with_activities and records_may_answer(span.t1, lifetime, now)
+            series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
         results = [self._user_result(things, known, reply, with_activities) for reply in replies]

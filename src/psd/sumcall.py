@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from psd.breakdown import Breakdown, packed
@@ -38,11 +38,21 @@ from psd.scriptargs import (
 @dataclass(frozen=True, slots=True)
 class Series:
     """What one series (a user, or a global counter) of a read is: its plan (index), the
-    prefix of its keys, and whether its activity keys are read."""
+    prefix of its keys, whether its activity keys are read, and whether its activity records
+    may answer alone (psd/lua/fromrecords.lua: a user's range that starts after the cut of
+    old records, :func:`records_may_answer`)."""
 
     plan: int
     prefix: str
     with_state: bool
+    records: bool = False
+
+
+def records_may_answer(t1: int, lifetime: int, now: int) -> bool:
+    """Whether every activity that changed in a range from ``t1`` on is still recorded: the
+    retention task drops those whose last change is ``lifetime`` seconds old (0: never), so
+    one with a change at ``t1`` or later is kept while ``t1`` is later than that cut."""
+    return lifetime == 0 or t1 > now - lifetime
 
 
 #: A group wider than this is read whole rather than asked for field by field.
@@ -165,7 +175,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         keys += [prefix + suffix for suffix in suffixes[one.plan]]
         if one.with_state:
             keys += [prefix + "idx", prefix + "acts"]
-        flags += [one.plan + 1, int(one.with_state)]
+        flags += [one.plan + 1, 2 if one.records else int(one.with_state)]
     breakdowns = None
     if request.breakdowns:
         breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
@@ -230,3 +240,34 @@ def _breakdowns_arg(
             plans.append(packed(b, things, atid, legacy))
         order.append(number)
     return BreakdownsArg(plans, order)
+
+
+@lru_cache(maxsize=4096)
+def one_series_call(
+    plan: ReadPlan,
+    things: tuple[int, ...],
+    atid: int | None,
+    want_activities: bool,
+    with_state: bool,
+    legacy: bool,
+    records: bool = False,
+) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+    """The key suffixes and the argument of a sum.lua call reading one series with ``plan``.
+
+    Only the prefix of its keys tells one user's (or counter's) call from another's (every
+    key of a series is its prefix and a suffix), so a one-series call is built once per
+    range and kept: building it costs more than the rest of a one-user read's Python (a
+    day's plan names its hours field by field)."""
+    series = [Series(0, "", with_state, records)]
+    request = SumRequest(things, atid, [plan], series, want_activities, legacy_hours=legacy)
+    keys, args = lone_call(request)
+    return tuple(keys), tuple(args)
+
+
+def own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPlan], list[Series]]:
+    """The plans some series read, and the series numbered into them (one call's part)."""
+    used = sorted({one.plan for one in series})
+    if len(used) == len(plans):
+        return plans, series
+    number = {old: new for new, old in enumerate(used)}
+    return [plans[n] for n in used], [replace(one, plan=number[one.plan]) for one in series]

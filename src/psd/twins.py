@@ -17,12 +17,14 @@ def with_twins(request: SumRequest) -> SumRequest:
     (psd/layout.py: ``{uid}:tmYYYYMM`` beside ``{uid}:mYYYYMM``): after its series and its
     breakdowns, one of each reading the same plan from the twins' prefix. A twin holds
     counters only: its series reads no activities, and its breakdown's activity keys
-    (``{uid}:tidx``, ``{uid}:tacts``) name none."""
+    (``{uid}:tidx``, ``{uid}:tacts``) name none; no series is read from its records alone."""
     twin_series = [Series(one.plan, one.prefix + TWIN, False) for one in request.series]
     twin_breakdowns = [(prefix + TWIN, b) for prefix, b in request.breakdowns]
+    # a user's records hold every type's changes: read alone, the twins would add them again
+    own = [replace(one, records=False) for one in request.series]
     return replace(
         request,
-        series=[*request.series, *twin_series],
+        series=[*own, *twin_series],
         breakdowns=[*request.breakdowns, *twin_breakdowns],
     )
 

@@ -11,14 +11,16 @@
 --   amount); from the second on, every change is also in the user's changes of its day.
 --   Field "_span": the longest first-to-last distance of any activity; "_v": "3", the
 --   layout (a user whose records an earlier psd wrote has none: oldrecords.lua); "_x": when
---   the hash and its index were last given their expiry (recording.lua).
+--   the hash and its index were last given their expiry (recording.lua); "_c": "1" when the
+--   records hold every change the user's counters do (written with the first record, when
+--   the user had no counters: fromrecords.lua).
 -- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
 --   changes or more (changes.lua), kept for the minute retention after the day ends.
 local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
 -- the first day of a summary's day list; its total and changes follow, then the next day
 local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
 local LAYOUT_FIELD, LAYOUT = '_v', '3'
-local SPAN_FIELD, EXPIRED_FIELD = '_span', '_x'
+local SPAN_FIELD, EXPIRED_FIELD, COMPLETE_FIELD = '_span', '_x', '_c'
 
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end

@@ -9,7 +9,8 @@
 -- more than the lookups); those states in order
 local activities, touched
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
--- yet (its layout field is written with its first record)
+-- yet (its layout field is written with its first record), "whole" for a new one without
+-- counters either (its records will hold all it has: "_c" is written too)
 local users
 local spans  -- acts key -> its "_span" as read with the first summary (nil: unknown)
 local marks  -- acts key -> its "_x" as read with the first summary (nil: unknown)
@@ -32,8 +33,9 @@ local function member_of(act, typ, first)
 end
 
 -- the summary of activity `id` in `acts`, the user's records brought to this layout first
--- (convert.lua) if an earlier psd wrote them
-local function summary_of(acts, idx, id)
+-- (convert.lua) if an earlier psd wrote them; root: the user's root counter hash (none:
+-- the user has no counters, as their root outlives every other)
+local function summary_of(acts, idx, id, root)
   if users[acts] then return redis.call('HGET', acts, id) end
   local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD)
   if vals[2] == LAYOUT then
@@ -41,7 +43,8 @@ local function summary_of(acts, idx, id)
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
-    users[acts], spans[acts], marks[acts] = 'new', 0, 0
+    users[acts] = redis.call('EXISTS', root) == 0 and 'whole' or 'new'
+    spans[acts], marks[acts] = 0, 0
     return nil
   end
   convert_user(acts)
@@ -66,7 +69,7 @@ local function activity(k, t, aid)
   if act == nil then
     local thing_s = t[T_THING_S]
     local id = thing_s .. ':' .. aid
-    local packed = summary_of(acts, KEYS[k + 2], id)
+    local packed = summary_of(acts, KEYS[k + 2], id, KEYS[k + 3])
     act = {acts = acts, idx = KEYS[k + 2], id = id, thing = thing, thing_s = thing_s, aid = aid,
            changed = false, names = {}}
     if packed then
@@ -173,7 +176,12 @@ local function save_states()
   for _, act in ipairs(touched) do
     if act.changed then
       local acts = act.acts
-      if users[acts] == 'new' then
+      local new = users[acts]
+      if new == 'whole' then
+        redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT,
+                   COMPLETE_FIELD, '1')
+        users[acts] = true
+      elseif new == 'new' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)
         users[acts] = true
       else

@@ -18,7 +18,9 @@
 --          its open day's hash (psd.scriptargs.HoursArg; hours.lua: a pick's name number
 --          negative subtracts its hours, psd.hourparts.day_for_hours)}, per window {start,
 --          end, start string, end string, hour string, day string (YYYYMMDD), hour of the
---          day string}; series is {plan number, 1 if its activity keys follow, ...} in KEYS order.
+--          day string}; series is {plan number, flag, ...} in KEYS order: flag 1 if its
+--          activity keys follow, 2 if they do and its records may answer alone
+--          (fromrecords.lua: a user's range starting after the cut of old records).
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
 --          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
@@ -302,6 +304,7 @@ end
 
 -- #include oldreads.lua
 -- #include activities.lua
+-- #include fromrecords.lua
 -- #include lone.lua
 
 -- #include breakdown.lua
@@ -327,23 +330,27 @@ end
 local function sum_series(result)
   local k, series = 1, request[6]
   for i = 1, #series, 2 do
-    local plan, with_activities = plans[series[i]], series[i + 1] == 1
+    local plan, flag = plans[series[i]], series[i + 1]
     local his, los = {}, {}
     for ti = 1, #things do his[ti], los[ti] = 0, 0 end
-    for g = 1, #plan.groups do
-      local vals, off = sum_hash(KEYS[k], plan, g, his, los)
-      if plan.groups[g][3] and vals ~= false then
-        sum_hours(KEYS[k], plan, g, his, los, vals, off)
+    local found, state = nil, k + #plan.groups  -- its activity keys, if flagged
+    if want_atids and flag > 0 then
+      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
+    end
+    if flag == 2 and from_records(KEYS[state], KEYS[state + 1], plan, his, los, found) then
+      k = state + 2
+    else
+      for g = 1, #plan.groups do
+        local vals, off = sum_hash(KEYS[k], plan, g, his, los)
+        if plan.groups[g][3] and vals ~= false then
+          sum_hours(KEYS[k], plan, g, his, los, vals, off)
+        end
+        k = k + 1
       end
-      k = k + 1
-    end
-    local found = nil
-    if want_atids and with_activities then
-      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[k]}
-    end
-    if with_activities then
-      from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
-      k = k + 2
+      if flag > 0 then
+        from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
+        k = k + 2
+      end
     end
     local sums = {}
     for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end

@@ -1,0 +1,143 @@
+"""A user's sums and activities read from their activity records alone
+(psd/lua/fromrecords.lua), under the retention a user gets: the same answers as the counters
+give, and the counters whenever the records may not hold the whole answer."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd.config import Settings
+from psd.model import MetricPoint
+from psd.store import Store, UserQuery
+from psd.sumcall import records_may_answer
+from tests.oracle import Oracle
+
+NOW = int(time.time())
+HOUR = 3600
+DAY = 86400
+BASE = NOW - NOW % DAY - 2 * DAY  # two days ago: the default policy keeps every detail
+
+
+def commands(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command since the last reset of the server's statistics."""
+    stats = client.info("commandstats")
+    return {name[len("cmdstat_") :]: int(row["calls"]) for name, row in stats.items()}
+
+
+@st.composite
+def one_type_points(draw: st.DrawFn) -> list[MetricPoint]:
+    """Increments of one user, thing and type: two activities of several changes each, so
+    that ranges fall across them (the records cannot answer) as often as around them."""
+    instants = st.integers(BASE - 2 * HOUR, BASE + 2 * HOUR)
+    return [
+        MetricPoint(
+            "steps", 1, 4, draw(st.integers(1, 2)), draw(st.integers(1, 50)), ts, ts, "increment"
+        )
+        for ts in draw(st.lists(instants, min_size=1, max_size=8))
+    ]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    one_type_points(),
+    st.lists(
+        st.tuples(st.integers(BASE - 3 * HOUR, BASE + 3 * HOUR), st.integers(0, 4 * HOUR)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_an_activity_across_an_edge_is_read_from_the_counters(
+    redis_client: redis.Redis, points: list[MetricPoint], ranges: list[tuple[int, int]]
+) -> None:
+    """Activities of one type, ranges inside, around and across them: every sum and every
+    activity listed is the oracle's."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    for point in points:
+        assert store.write_metric(point).status == oracle.write(point)
+    for t1, length in ranges:
+        t2 = t1 + length
+        for atid in (None, 4):
+            (one,) = store.query([UserQuery(1, t1, t2)], ["steps", "points"], atid, True)
+            assert one.sums == {
+                "steps": oracle.sum(1, "steps", atid, t1, t2),
+                "points": oracle.sum(1, "points", atid, t1, t2),
+            }
+            assert one.activities == oracle.activities(1, ["steps", "points"], atid, t1, t2)
+
+
+def test_a_sparse_user_s_range_costs_an_index_range_and_two_hmgets(
+    redis_client: redis.Redis,
+) -> None:
+    """Single changes inside the range are read from the records alone; one that goes on
+    past the range sends the read to the counters, with the same answer."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    for n, ts in enumerate([BASE - 50, BASE + 10, BASE + 500, BASE + 4000]):
+        point = MetricPoint("steps" if n % 2 else "points", 1, n, 100 + n, 7 + n, ts - 30, ts)
+        assert store.write_metric(point).status == oracle.write(point)
+    t1, t2 = BASE, BASE + 3000
+    store.query([UserQuery(2, t1, t2)], ["steps"])  # the store reads the keyspace's marks
+    redis_client.config_resetstat()
+    (one,) = store.query([UserQuery(1, t1, t2)], ["steps", "points"], None, True)
+    used = commands(redis_client)
+    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("hgetall")) == (1, 2, None)
+    assert one.sums == {"steps": 8, "points": 9}
+    assert one.activities == oracle.activities(1, ["steps", "points"], None, t1, t2)
+    # activity 101 goes on past the range: its change before t2 is read from the windows
+    later = MetricPoint("steps", 1, 1, 101, 20, BASE + 3500, BASE + 3500, "increment")
+    assert store.write_metric(later).status == oracle.write(later)
+    redis_client.config_resetstat()
+    (one,) = store.query([UserQuery(1, t1, t2)], ["steps", "points"], None, True)
+    assert commands(redis_client)["hmget"] > 2
+    assert one.sums == {"steps": 8, "points": 9}
+
+
+def test_records_that_came_after_the_counters_do_not_answer(redis_client: redis.Redis) -> None:
+    """A user whose records went (their state expired: both keys at once) while their
+    counters stayed: their next record does not say it holds everything, and a range over
+    both is read from the counters."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    first = MetricPoint("steps", 1, 1, 1, 30, BASE + 100, BASE + 100, "increment")
+    assert store.write_metric(first).status == oracle.write(first)
+    assert redis_client.hget("{1}:acts", "_c") == b"1"
+    redis_client.delete("{1}:acts", "{1}:idx")  # as their expiry does
+    second = MetricPoint("steps", 1, 1, 2, 12, BASE + 200, BASE + 200, "increment")
+    store.write_metric(second)
+    assert redis_client.hget("{1}:acts", "_c") is None
+    # whole hours: no window reads the records (a window's changes live with the records)
+    (one,) = store.query([UserQuery(1, BASE, BASE + 2 * HOUR - 1)], ["steps"], None, True)
+    assert one.sums == {"steps": 42}
+    assert one.activities == {"2": "1"}
+
+
+def test_a_range_from_before_the_cut_of_old_records_is_read_from_the_counters(
+    redis_client: redis.Redis,
+) -> None:
+    """The retention task drops activities whose last change is older than the state's
+    lifetime while the counters keep their days: a range that starts before that cut is
+    not answered from the records."""
+    lifetime = Store(redis_client, Settings()).state_lifetime
+    assert lifetime > 0
+    assert records_may_answer(NOW - lifetime + 1, lifetime, NOW)
+    assert not records_may_answer(NOW - lifetime, lifetime, NOW)
+    assert records_may_answer(0, 0, NOW)
+    redis_client.flushdb()
+    old_day = NOW - NOW % DAY - lifetime - 3 * DAY
+    store = Store(redis_client, Settings())
+    point = MetricPoint("steps", 1, 1, 1, 30, old_day + 100, old_day + 100, "increment")
+    store.write_metric(point)
+    fresh = MetricPoint("steps", 1, 1, 2, 5, BASE, BASE, "increment")
+    store.write_metric(fresh)
+    # what the retention task does to an activity past the state's lifetime
+    redis_client.hdel("{1}:acts", "1:1")
+    redis_client.zremrangebyscore("{1}:idx", "-inf", NOW - lifetime)
+    (one,) = store.query([UserQuery(1, old_day, NOW)], ["steps"], None, True)
+    assert one.sums == {"steps": 35}
