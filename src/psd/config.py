@@ -131,7 +131,10 @@ class Settings:
         default=100,
     )
     batch_ms: int = _doc(
-        "Most milliseconds a worker holds a message waiting for its batch to fill.", default=100
+        "Most milliseconds a worker holds a message waiting for its batch to fill (a stream's "
+        "messages then reach the store as runs of each user's points, several times cheaper "
+        "a point than one point of each of many users).",
+        default=1000,
     )
     write_retry_seconds: int = _doc(
         "How long a worker retries a batch while Redis is unreachable (backing off) before "
