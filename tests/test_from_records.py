@@ -124,14 +124,16 @@ def test_a_range_from_before_the_cut_of_old_records_is_read_from_the_counters(
     """The retention task drops activities whose last change is older than the state's
     lifetime while the counters keep their days: a range that starts before that cut is
     not answered from the records."""
-    lifetime = Store(redis_client, Settings()).state_lifetime
+    store = Store(redis_client, Settings())
+    lifetime, horizon = store.state_lifetime, store.metric_policy.horizon(NOW)
     assert lifetime > 0
-    assert records_may_answer(NOW - lifetime + 1, lifetime, NOW)
-    assert not records_may_answer(NOW - lifetime, lifetime, NOW)
-    assert records_may_answer(0, 0, NOW)
+    assert records_may_answer(NOW - lifetime + 1, lifetime, NOW, horizon)
+    assert not records_may_answer(NOW - lifetime, lifetime, NOW, horizon)
+    years = Store(redis_client, Settings(retention_year=0)).metric_policy.horizon(NOW)
+    assert records_may_answer(NOW - 10 * lifetime, 0, NOW, years)  # kept by its year
+    assert not records_may_answer(NOW - 10 * lifetime, 0, NOW, horizon)  # by no level
     redis_client.flushdb()
     old_day = NOW - NOW % DAY - lifetime - 3 * DAY
-    store = Store(redis_client, Settings())
     point = MetricPoint("steps", 1, 1, 1, 30, old_day + 100, old_day + 100, "increment")
     store.write_metric(point)
     fresh = MetricPoint("steps", 1, 1, 2, 5, BASE, BASE, "increment")

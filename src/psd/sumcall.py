@@ -22,6 +22,7 @@ from psd.keys import (
     slot_names,
     split_range,
 )
+from psd.retention import Horizon
 from psd.scriptargs import (
     BreakdownPlanArg,
     BreakdownsArg,
@@ -48,11 +49,13 @@ class Series:
     records: bool = False
 
 
-def records_may_answer(t1: int, lifetime: int, now: int) -> bool:
-    """Whether every activity that changed in a range from ``t1`` on is still recorded: the
-    retention task drops those whose last change is ``lifetime`` seconds old (0: never), so
-    one with a change at ``t1`` or later is kept while ``t1`` is later than that cut."""
-    return lifetime == 0 or t1 > now - lifetime
+def records_may_answer(t1: int, lifetime: int, now: int, horizon: Horizon) -> bool:
+    """Whether a range from ``t1`` on (as retention answers it) may be read from the
+    activity records alone: every activity that changed in it is still recorded (the
+    retention task drops those whose last change is ``lifetime`` seconds old, 0: never), and
+    the counters still hold it at some level (a range past every level's retention answers
+    what they still hold, which the records must not outdo)."""
+    return (lifetime == 0 or t1 > now - lifetime) and horizon.finest(t1) is not None
 
 
 #: A group wider than this is read whole rather than asked for field by field.

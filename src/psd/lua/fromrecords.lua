@@ -19,6 +19,7 @@
 -- range or of several types, is read from the counters as any other (from_records answers
 -- false, having added nothing).
 local RECORDS_MAX = 32
+local LIMIT = tostring(RECORDS_MAX + 1)  -- a string: Redis prints a number with "%.17g"
 
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
 -- range, and note them in found (nil: no "_atids"); false, with nothing added, when the
@@ -28,34 +29,37 @@ local function from_records(idx, acts, plan, his, los, found)
   if not complete then return false end
   local t1, t2 = plan.t1, plan.t2
   local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, span == 0 and plan.s2 or t2 + span,
-                           'LIMIT', 0, RECORDS_MAX + 1)
+                           'LIMIT', '0', LIMIT)
   if #items > RECORDS_MAX then return false end
-  local ids, picked, n = {}, {}, 0
+  -- per activity summed: its field, thing, aid and type, in columns (a table each costs more)
+  local ids, tis, aids, types, n = {}, {}, {}, {}, 0
   for j = 1, #items do
     local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
     local ti = thing_of[thing]
-    if ti and first + 0 <= t2 then
-      if typ == '*' or first + 0 < t1 then return false end
-      if filter == nil or typ == filter then
-        n = n + 1
-        ids[n], picked[n] = thing .. ':' .. aid, {ti, aid, typ}
+    if ti then
+      first = first + 0
+      if first <= t2 then
+        if typ == '*' or first < t1 then return false end
+        if filter == nil or typ == filter then
+          n = n + 1
+          ids[n], tis[n], aids[n], types[n] = thing .. ':' .. aid, ti, aid, typ
+        end
       end
     end
   end
   if n == 0 then return true end
-  -- a summary's first and last change: an activity listed may go on past the range
-  local vals = redis.call('HMGET', acts, unpack(ids))
+  -- a summary's last change: an activity listed may go on past the range
+  local vals, lasts = redis.call('HMGET', acts, unpack(ids)), {}
   for j = 1, n do
     if not vals[j] then return false end  -- listed, not recorded: not psd's records
     local s = cmsgpack.unpack(vals[j])
     if s[R_LAST] > t2 then return false end
-    vals[j], picked[j][4] = s[R_TOTAL], s[R_LAST]
+    vals[j], lasts[j] = s[R_TOTAL], s[R_LAST]
   end
   for j = 1, n do
-    local p = picked[j]
-    local ti = p[1]
+    local ti = tis[j]
     his[ti], los[ti] = add_number(his[ti], los[ti], vals[j])
-    if found then note(found, p[2], p[4], ti, p[3]) end
+    if found then note(found, aids[j], lasts[j], ti, types[j]) end
   end
   return true
 end
