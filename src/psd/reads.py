@@ -213,7 +213,7 @@ class Reads:
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
-        horizon = self.kept.policy("metric").horizon_at(now)
+        horizon = self.kept.policy("metric").horizon_at(now) if with_activities else None
         spans: dict[tuple[int, int], Answerable] = {}  # users mostly share their ranges
         for n, user in enumerate(users):
             span = spans.get((user.t1, user.t2))
@@ -226,7 +226,7 @@ class Reads:
                 plan_no = plan_numbers[span.t1, span.t2] = len(plans)
                 plans.append(read_plan(span.t1, span.t2))
             with_state = with_activities or bool(plans[plan_no].windows)
-            records = with_activities and records_may_answer(span.t1, lifetime, now, horizon)
+            records = horizon is not None and records_may_answer(span.t1, lifetime, now, horizon)
             series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
