@@ -210,6 +210,7 @@ class Reads:
             return [UserResult(dict.fromkeys(things, 0)) for _ in users]
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
+        flags: list[tuple[bool, bool]] = []  # per plan: with_state, records (one a range)
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
@@ -225,9 +226,11 @@ class Reads:
             if plan_no is None:
                 plan_no = plan_numbers[span.t1, span.t2] = len(plans)
                 plans.append(read_plan(span.t1, span.t2))
-            with_state = with_activities or bool(plans[plan_no].windows)
-            records = horizon is not None and records_may_answer(span.t1, lifetime, now, horizon)
-            series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
+                records = horizon is not None and records_may_answer(
+                    span.t1, lifetime, now, horizon
+                )
+                flags.append((with_activities or bool(plans[-1].windows), records))
+            series.append(Series(plan_no, metric_prefix(user.uid), *flags[plan_no]))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
         results = [self._user_result(things, known, reply, with_activities) for reply in replies]
