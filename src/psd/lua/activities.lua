@@ -75,10 +75,13 @@ local function changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
   add_changes(vals[1], context_things(vals[2]), ws, first, last, #things, his, los)
 end
 
+-- an index member's parts: thing, type, activity id, first change (recording.lua member_of)
+local MEMBER = '^(%d+):([^:]+):([^:]+):(%d+)$'
+
 -- an index member of a thing and type this read sums: the thing's position, the member's
 -- first change (a number), its thing and activity id; nil for another's
 local function listed(member)
-  local thing, typ, aid, first = match(member, '^(%d+):([^:]+):([^:]+):(%d+)$')
+  local thing, typ, aid, first = match(member, MEMBER)
   local ti = thing_of[thing]
   if ti and typ ~= '*' and (filter == nil or typ == filter) then
     return ti, first + 0, thing, aid

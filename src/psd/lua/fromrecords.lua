@@ -1,7 +1,7 @@
 -- fromrecords.lua: included by sum.lua where it says "-- #include fromrecords.lua" (after
--- activities.lua: it uses span_of and note, and that script's things, thing_of, filter and
--- hilo.lua): a user's sums and "_atids" over a range read from their activity records alone,
--- when those hold the answer whole.
+-- activities.lua: it uses span_of, note and MEMBER, and that script's things, thing_of,
+-- filter and hilo.lua): a user's sums and "_atids" over a range read from their activity
+-- records alone, when those hold the answer whole.
 --
 -- A sparse user's activities in a range are a few index members and their summaries: one
 -- index range and one HMGET, where their counters and the windows at the range's edges
@@ -36,7 +36,7 @@ local function from_records(idx, acts, plan, his, los, found)
   -- per activity summed: its field, thing, aid and type, in columns (a table each costs more)
   local ids, tis, aids, types, n = {}, {}, {}, {}, 0
   for j = 1, #items do
-    local thing, typ, aid, first = match(items[j], '^(%d+):([^:]+):([^:]+):(%d+)$')
+    local thing, typ, aid, first = match(items[j], MEMBER)
     local ti = thing_of[thing]
     if ti then
       first = first + 0
