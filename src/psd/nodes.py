@@ -181,7 +181,7 @@ class Nodes:
             if len(calls) == 1:
                 script, keys, args = build(calls[0])
                 return [(calls[0], caller(script, keys, args))]
-            replies = pipelined(caller.client, [build(items) for items in calls])
+            replies = pipelined(caller.client, (build(items) for items in calls))
             for reply in replies:
                 if isinstance(reply, BaseException):
                     raise reply

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -29,7 +30,7 @@ import redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import ResponseError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 NAMES = ("write_metric", "write_count", "sum", "maintain")
 FUNCTIONS = ("write_metric", "sum")  # run as Redis Functions; the others as EVALSHA
@@ -137,31 +138,85 @@ class Function:
         return isinstance(exc, ResponseError) and _unknown(exc)
 
 
-def pipelined(client: Any, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+#: One script call: the script, its keys and its arguments.
+Call = tuple[Any, list[str], list[Any]]
+
+
+def _pipeline(client: Any, calls: list[Call]) -> list[Any]:
+    """The replies of calls sent in one redis-py pipeline (it loads an EVALSHA's script
+    first, and sends the whole pipeline again where its connection failed)."""
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        script(keys, args, client=pipe)
+    replies: list[Any] = pipe.execute(raise_on_error=False)
+    return replies
+
+
+def _streamable(client: Any, calls: Iterable[Call]) -> bool:
+    """Whether calls can go out one by one as they are built: calls given as an iterator,
+    to one server through a connection pool."""
+    return type(client) is redis.Redis and client.connection is None and isinstance(calls, Iterator)
+
+
+def _streamed(client: redis.Redis, calls: Iterator[Call]) -> tuple[list[Call], list[Any]]:
+    """Each Function call sent as soon as it is built, the replies read once all are sent:
+    the server runs a call while the next is built (a write's points are packed call by
+    call, milliseconds of Python for a user's days), where a pipeline builds every call
+    before sending any. From the first call of another kind (an EVALSHA, whose script a
+    pipeline loads first) on, the rest go in a pipeline. A connection lost on the way sends
+    them all again in a pipeline, as redis-py's own would (psd's writes count once however
+    often they are sent: psd/lua/once.lua)."""
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    sent: list[Call] = []
+    rest: list[Call] = []
+    try:
+        for call in calls:
+            script, keys, args = call
+            if not isinstance(script, Function):
+                rest = [call, *calls]
+                break
+            sent.append(call)
+            conn.send_command(script.command, script.library.function, len(keys), *keys, *args)
+        replies: list[Any] = []
+        for _ in sent:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:  # a whole reply: the connection is in step
+                replies.append(exc)
+    except (ConnectionError, TimeoutError):
+        conn.disconnect()
+        sent += [*rest, *calls]  # the rest, built
+        return sent, _pipeline(client, sent)
+    finally:
+        pool.release(conn)
+    if rest:
+        replies += _pipeline(client, rest)
+    return sent + rest, replies
+
+
+def pipelined(client: Any, calls: Iterable[Call]) -> list[Any]:
     """The replies of calls ``(script, keys, args)`` pipelined on one server, an exception
-    where one failed. Calls of a Function the server did not know are sent again once it is
-    loaded there (they ran nothing); where it cannot be loaded (a replica), their reply is
-    why."""
-
-    def send(batch: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for script, keys, args in batch:
-            script(keys, args, client=pipe)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        return replies
-
-    replies = send(calls)
+    where one failed. Given as an iterator (not a list), Function calls go out one by one
+    as they are built (see :func:`_streamed`). Calls of a Function the server did not know
+    are sent again once it is loaded there (they ran nothing); where it cannot be loaded (a
+    replica), their reply is why."""
+    if isinstance(calls, Iterator) and _streamable(client, calls):
+        sent, replies = _streamed(client, calls)
+    else:
+        sent = list(calls)
+        replies = _pipeline(client, sent)
     unknown = [n for n, reply in enumerate(replies) if Function.unknown(reply)]
     if not unknown:
         return replies
     try:
-        for function in {id(calls[n][0]): calls[n][0] for n in unknown}.values():
+        for function in {id(sent[n][0]): sent[n][0] for n in unknown}.values():
             function.load(client)
     except ResponseError as exc:
         for n in unknown:
             replies[n] = exc
         return replies
-    for n, reply in zip(unknown, send([calls[n] for n in unknown]), strict=True):
+    for n, reply in zip(unknown, _pipeline(client, [sent[n] for n in unknown]), strict=True):
         replies[n] = reply
     return replies
 
