@@ -12,6 +12,8 @@ from psd.batching import (
     OWN_DELIVERY,
     RECORD_COST,
     WRITE_BATCH,
+    _interleaved_units,
+    _units,
     plan_calls,
 )
 from psd.config import Settings
@@ -56,6 +58,21 @@ def test_a_delivery_for_one_record_never_spans_calls(
         ):
             assert call_of[i] == call_of[j]
             assert plan.calls[call_of[i]].index(i) < plan.calls[call_of[j]].index(j)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from(["", "p", "p#1", "q"])), max_size=40
+    ),
+    st.booleans(),
+)
+def test_units_of_runs_are_those_of_any_order(points: list[tuple[str, str]], runs: bool) -> None:
+    """A write whose records' points come together (a batch sorted by user: the common
+    case, found in one pass) is cut into the same units as the general way would."""
+    if runs:  # each record's points together, in their order
+        points = sorted(points, key=lambda p: p[0])
+    records, names = [r for r, _ in points], [n for _, n in points]
+    assert _units(records, names) == _interleaved_units(records, names)
 
 
 def test_a_redelivered_increment_counts_once(store: Store) -> None:

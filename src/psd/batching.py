@@ -144,7 +144,34 @@ def _one_delivery_names(records: Sequence[str], delivery: str, own_part: int) ->
 
 def _units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
     """The points that must share a call, in the order of their first points: a record's
-    points from one that opens a delivery part to the last point of every part open then."""
+    points from one that opens a delivery part to the last point of every part open then.
+
+    Most writes hold each record's points together (a batch sorted by user, a user's days),
+    each part a run of them: then a unit is a run of one (record, part), and a point of
+    no part is one alone, found in one pass. Otherwise (a part in two runs) see
+    :func:`_interleaved_units`."""
+    units: list[list[int]] = []
+    seen: set[tuple[str, str]] = set()
+    previous: tuple[str, str] | None = None
+    unit: list[int] = []
+    for i, pair in enumerate(zip(records, names, strict=True)):
+        if pair == previous:
+            unit.append(i)
+        elif not pair[1]:
+            units.append([i])
+            previous = None
+        elif pair in seen:
+            return _interleaved_units(records, names)
+        else:
+            seen.add(pair)
+            unit = [i]
+            units.append(unit)
+            previous = pair
+    return units
+
+
+def _interleaved_units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
+    """:func:`_units` of points in any order."""
     pairs = list(zip(records, names, strict=True))
     last = {pair: i for i, pair in enumerate(pairs) if pair[1]}
     units: list[list[int]] = []
