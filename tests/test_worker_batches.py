@@ -101,3 +101,22 @@ def test_user_chunks_cut_only_where_the_user_changes() -> None:
         assert [i for c in chunks for i in c] == list(range(len(uids)))
         for c in chunks[1:]:
             assert uids[c[0]] != uids[c[0] - 1]  # never inside a user's run
+
+
+def test_a_psd_worker_collects_garbage_less_often(app: Celery) -> None:
+    """A batch's thousands of points are not walked by the collector every 700 objects
+    (psd.workers.app.WORKER_GC_THRESHOLDS); a worker of another app is left as it is."""
+    import gc
+    from types import SimpleNamespace
+
+    from psd.workers.app import WORKER_GC_THRESHOLDS, _check_store
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        _check_store(SimpleNamespace(app=SimpleNamespace()))
+        assert gc.get_threshold() == (700, 10, 10)
+        _check_store(SimpleNamespace(app=app))
+        assert gc.get_threshold() == WORKER_GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)
