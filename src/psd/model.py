@@ -47,7 +47,13 @@ MAX_POINTS_PER_MESSAGE = 10_000
 _COUNT_THING = re.compile(r"[\x21-\x7a\x7c\x7e]{2,64}")  # printable ASCII, no space, no { }
 
 
-@dataclass(frozen=True, slots=True)
+# A point is a value: never changed once made, compared and hashed by its fields. Not
+# ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which made a
+# point cost five times as much to make (~1.9 µs against ~0.4), a good part of what a worker
+# or an import spends on a point.
+
+
+@dataclass(slots=True, unsafe_hash=True)
 class MetricPoint:
     """One metric write. In ``diffadd`` mode ``value`` is the activity's running total at
     ``ts2`` (since ``ts1``); in ``increment`` mode it is added at ``ts2`` (``ts1 == ts2``)."""
@@ -66,7 +72,7 @@ class MetricPoint:
         return THINGS[self.thing]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CountPoint:
     """One global counter increment (no user): ``value`` added to ``thing`` at ``ts``."""
 
