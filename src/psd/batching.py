@@ -90,20 +90,22 @@ def cut_calls(
 
 def _fill(units: list[list[int]], records: Sequence[str], most: int) -> list[list[int]]:
     """Calls of whole units (positions in ``records``), in order, each within ``most``
-    points and ``CALL_BUDGET`` (a unit past them alone)."""
+    points and ``CALL_BUDGET`` (a unit past them alone). A unit's points are one record's
+    (:func:`_units`)."""
     calls: list[list[int]] = []
     current: list[int] = []
     named: set[str] = set()
     for unit in units:
-        mine = {records[i] for i in unit} if len(unit) > 1 else {records[unit[0]]}
+        record = records[unit[0]]
         points = len(current) + len(unit)
         if current and (
-            points > most or points + RECORD_COST * (len(named) + len(mine - named)) > CALL_BUDGET
+            points > most
+            or points + RECORD_COST * (len(named) + (record not in named)) > CALL_BUDGET
         ):
             calls.append(sorted(current))
             current, named = [], set()
         current += unit
-        named |= mine
+        named.add(record)
     if current:
         calls.append(sorted(current))
     return calls
