@@ -128,7 +128,7 @@ class Settings:
     queue: str = _doc("Celery queue of psd's write tasks.", default="psd")
     batch_size: int = _doc(
         "Task messages a worker applies together (one store write, a user's points together).",
-        default=100,
+        default=300,
     )
     batch_ms: int = _doc(
         "Most milliseconds a worker holds a message waiting for its batch to fill (a stream's "
