@@ -123,3 +123,18 @@ def test_a_lost_connection_sends_every_call_again(client: redis.Redis) -> None:
     # are recognised when they come again: psd/lua/once.lua)
     assert ran(client)[-2:] == ["a", "b"] and set(ran(client)) == {"a", "b"}
     killer.close()
+
+
+def test_a_call_that_cannot_be_built_leaves_no_reply_unread(client: redis.Redis) -> None:
+    function = echo(client)
+    function.load()
+
+    def built() -> Iterator[Call]:
+        yield function, [RAN], ["a"]
+        raise ValueError("not a point")
+
+    with pytest.raises(ValueError):
+        pipelined(client, built())
+    # the connection given back is in step: the next calls read their own replies
+    for _ in range(3):
+        assert pipelined(client, calls(function, ["b", "c"])) == [b"b", b"c"]

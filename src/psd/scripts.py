@@ -188,6 +188,9 @@ def _streamed(client: redis.Redis, calls: Iterator[Call]) -> tuple[list[Call], l
         conn.disconnect()
         sent += [*rest, *calls]  # the rest, built
         return sent, _pipeline(client, sent)
+    except BaseException:  # a call that could not be built: replies would be left unread
+        conn.disconnect()
+        raise
     finally:
         pool.release(conn)
     if rest:
