@@ -152,10 +152,10 @@ def _pipeline(client: Any, calls: list[Call]) -> list[Any]:
     return replies
 
 
-def _streamable(client: Any, calls: Iterable[Call]) -> bool:
-    """Whether calls can go out one by one as they are built: calls given as an iterator,
-    to one server through a connection pool."""
-    return type(client) is redis.Redis and client.connection is None and isinstance(calls, Iterator)
+def _streamable(client: Any) -> bool:
+    """Whether calls to this client can go out one by one as they are built: one server,
+    through a connection pool."""
+    return type(client) is redis.Redis and client.connection is None
 
 
 def _streamed(client: redis.Redis, calls: Iterator[Call]) -> tuple[list[Call], list[Any]]:
@@ -204,7 +204,7 @@ def pipelined(client: Any, calls: Iterable[Call]) -> list[Any]:
     as they are built (see :func:`_streamed`). Calls of a Function the server did not know
     are sent again once it is loaded there (they ran nothing); where it cannot be loaded (a
     replica), their reply is why."""
-    if isinstance(calls, Iterator) and _streamable(client, calls):
+    if isinstance(calls, Iterator) and _streamable(client):
         sent, replies = _streamed(client, calls)
     else:
         sent = list(calls)
