@@ -20,6 +20,7 @@ from psd.connect import is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
+from psd.workers.transport import TRANSPORT
 
 TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 #: The cyclic garbage collector's thresholds in a worker. A batch holds thousands of decoded
@@ -48,10 +49,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
     }
+    more: dict[str, Any] = {}
     if broker.startswith("amqp"):
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
+    elif broker.startswith("redis://"):
+        more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command
     return {
         "broker_url": broker or None,
+        **more,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport,
         "task_default_queue": settings.queue,
