@@ -1,19 +1,28 @@
 """psd's Celery app on a ``redis://`` broker uses kombu's Redis transport with one client a
 channel (psd/workers/transport.py): the same client for every publish and acknowledgement,
 a new one only when kombu replaces the channel's connection pool. Other brokers keep
-kombu's own transport."""
+kombu's own transport. A worker's batch is acknowledged in one round trip."""
+
+# ruff: noqa: F811
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import replace
 
 import pytest
+import redis
 from kombu.transport import redis as kombu_redis
 
 from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.store import Store
 from psd.workers import transport
 from psd.workers.app import celery_config, create_app
-from tests.support import redis_broker
+from psd.workers.transport import acks_together
+from tests.support import flush, make_app, redis_broker, running_worker, wait_for
+from tests.test_workers import point, store_url  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -62,3 +71,51 @@ def test_other_brokers_keep_kombus_transport(broker: str) -> None:
     assert "broker_transport" not in config
     assert kombu_redis.Transport is not transport.Transport  # a subclass, not a replacement
     assert issubclass(transport.Transport, kombu_redis.Transport)
+
+
+def _execs(url: str) -> int:
+    """MULTI/EXEC round trips the broker's server has run."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+def test_a_batch_is_acknowledged_in_one_round_trip(store_url: str, broker_server: str) -> None:
+    """kombu records each message it takes as unacked in a MULTI of its own; with acks
+    gathered, a batch's acknowledgements take one more, not one a message."""
+    messages = 60
+    broker = redis_broker(broker_server, 6)
+    settings = Settings(
+        redis_url=store_url, broker_url=broker, queue=f"q-{uuid.uuid4().hex[:6]}", batch_size=300
+    )
+    app = make_app(settings)
+    store = Store.from_url(store_url, settings)
+    flush(store_url)
+    ts = int(time.time()) - 60  # kept by the default retention
+    for n in range(messages):
+        fields = point(uid=7, value=1, ts=ts, aid=n + 1, mode="increment")
+        app.tasks["psd.write_metric"].delay(**fields)
+    redis.Redis.from_url(broker).config_resetstat()
+    with running_worker(app):
+        assert wait_for(lambda: store.sum(7, "steps", None, ts, ts) == messages)
+        channel_keys = ("unacked", "unacked_index")
+        assert wait_for(
+            lambda: not any(redis.Redis.from_url(broker).exists(k) for k in channel_keys)
+        )
+        execs = _execs(broker)
+    # one a message taken, one for the batch's acks (a batch or two), a few for kombu's sweeps
+    assert messages <= execs <= messages + 10, execs
+
+
+def test_acks_that_cannot_be_sent_are_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """A broker lost before the batch's acks go: the error is logged, the messages stay
+    recorded as unacked (delivered again later), and the worker's thread goes on."""
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as server:
+        app = create_app(Settings(redis_url=server.url, broker_url=server.url))
+        with app.connection_for_write() as conn:
+            queue = conn.SimpleQueue("psd-transport-lost")
+            queue.put({"n": 1})
+            message = queue.get(timeout=5)
+            with acks_together():
+                message.ack()
+                server.stop()
+    assert "acknowledgements not sent" in caplog.text

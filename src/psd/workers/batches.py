@@ -32,8 +32,10 @@ from celery.worker.request import Request
 from celery.worker.state import task_ready, task_reserved
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
+from kombu.message import Message
 
 from psd.errors import StoreError
+from psd.workers.transport import acks_together
 
 log = logging.getLogger("psd.workers")
 
@@ -120,7 +122,9 @@ class PointBatches(Batches):  # type: ignore[misc]
             request.on_accepted(os.getpid(), handed)
 
         def done(outcomes: Outcomes | None) -> None:
-            events = settle(requests, outcomes, time.monotonic() - handed)
+            acked, events = settle(requests, outcomes, time.monotonic() - handed)
+            if acked:
+                self._call_soon(acknowledge, acked, requests[0].connection_errors)
             if sends_task_events(requests[0]):
                 self._call_soon(announce, events)
 
@@ -130,19 +134,25 @@ class PointBatches(Batches):  # type: ignore[misc]
 TaskEvent = tuple[Request, str, dict[str, Any]]
 
 
-def settle(requests: list[Request], outcomes: Outcomes | None, runtime: float) -> list[TaskEvent]:
-    """Acknowledge, reject or requeue each message as the task said, as Celery settles a
-    plain task's (in the pool's thread); returns the task events that say so."""
+def settle(
+    requests: list[Request], outcomes: Outcomes | None, runtime: float
+) -> tuple[list[Message], list[TaskEvent]]:
+    """Settle each message as the task said, as Celery settles a plain task's (in the pool's
+    thread): returns the messages to acknowledge (:func:`acknowledge`) and the task events;
+    rejects and requeues the others."""
     if outcomes is None:  # the task raised: nothing known to be applied
         log.error("batch of %d failed; handing it back to the broker", len(requests))
     reasons = getattr(outcomes, "reasons", {})
+    acked: list[Message] = []
     events: list[TaskEvent] = []
     for request in requests:
         outcome = REQUEUE if outcomes is None else outcomes.get(request.id, REQUEUE)
         reason = reasons.get(request.id)
         if outcome == ACK:
             task_ready(request, successful=True)
-            request.acknowledge()
+            if not request.acknowledged:  # Request.acknowledge, but all its batch's at once
+                acked.append(request.message)
+                request.acknowledged = True
             note = f"some points dead-lettered: {reason}" if reason else None
             events.append((request, "task-succeeded", {"result": repr(note), "runtime": runtime}))
             continue
@@ -155,7 +165,15 @@ def settle(requests: list[Request], outcomes: Outcomes | None, runtime: float) -
         if outcome == REJECT:
             why = f"dead-lettered: {reason}" if reason else "dead-lettered"
             events.append((request, "task-failed", {"exception": why, "traceback": ""}))
-    return events
+    return acked, events
+
+
+def acknowledge(messages: list[Message], errors: tuple[type[BaseException], ...]) -> None:
+    """Acknowledge a batch's messages in the consumer's thread, as Celery acknowledges a
+    task's: on a Redis broker in one round trip (psd/workers/transport.py), not one each."""
+    with acks_together():
+        for message in messages:
+            message.ack_log_error(log, errors)
 
 
 def sends_task_events(request: Request) -> bool:
