@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -91,9 +92,10 @@ def make_app(settings: Settings) -> Celery:
 
 
 @contextmanager
-def running_worker(app: Celery, **options: object) -> Iterator[None]:
+def running_worker(app: Celery, **options: object) -> Iterator[Any]:
     """A real worker, in a thread of this process, on the app's queue; ``options`` are the
-    worker's (``celery worker``'s, e.g. ``hostname``, ``without_heartbeat``)."""
+    worker's (``celery worker``'s, e.g. ``hostname``, ``without_heartbeat``). Yields
+    Celery's ``WorkController``."""
     with start_worker(
         app,
         pool="threads",
@@ -102,8 +104,8 @@ def running_worker(app: Celery, **options: object) -> Iterator[None]:
         shutdown_timeout=20,
         queues=[app.psd.settings.queue],
         **options,
-    ):
-        yield
+    ) as worker:
+        yield worker
 
 
 def url_of(client: redis.Redis | RedisCluster) -> str:

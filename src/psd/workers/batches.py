@@ -111,6 +111,7 @@ class PointBatches(Batches):  # type: ignore[misc]
         self._buffer = Arrivals()
         # the task events go out from the consumer's thread, which owns their buffer
         self._call_soon = consumer.call_soon
+        self._consumer = consumer
         return super().Strategy(task, app, consumer)
 
     def flush(self, requests: Collection[Request]) -> Any:
@@ -122,7 +123,8 @@ class PointBatches(Batches):  # type: ignore[misc]
             request.on_accepted(os.getpid(), handed)
 
         def done(outcomes: Outcomes | None) -> None:
-            acked, events = settle(requests, outcomes, time.monotonic() - handed)
+            together = gathers_acks(self._consumer)
+            acked, events = settle(requests, outcomes, time.monotonic() - handed, together)
             if acked:
                 self._call_soon(acknowledge, acked, requests[0].connection_errors)
             if sends_task_events(requests[0]):
@@ -134,12 +136,20 @@ class PointBatches(Batches):  # type: ignore[misc]
 TaskEvent = tuple[Request, str, dict[str, Any]]
 
 
+def gathers_acks(consumer: Any) -> bool:
+    """Whether a batch's acknowledgements may go together (:func:`acknowledge`): not while
+    the worker's consumer, reconnected to the broker, is restoring its prefetch count, which
+    Celery raises as each message's own acknowledgement goes."""
+    return getattr(consumer, "_maximum_prefetch_restored", False) is True
+
+
 def settle(
-    requests: list[Request], outcomes: Outcomes | None, runtime: float
+    requests: list[Request], outcomes: Outcomes | None, runtime: float, together: bool = True
 ) -> tuple[list[Message], list[TaskEvent]]:
     """Settle each message as the task said, as Celery settles a plain task's (in the pool's
-    thread): returns the messages to acknowledge (:func:`acknowledge`) and the task events;
-    rejects and requeues the others."""
+    thread): returns the messages to acknowledge (:func:`acknowledge`; none unless
+    ``together``: each then acknowledged as Celery does) and the task events; rejects and
+    requeues the others."""
     if outcomes is None:  # the task raised: nothing known to be applied
         log.error("batch of %d failed; handing it back to the broker", len(requests))
     reasons = getattr(outcomes, "reasons", {})
@@ -150,7 +160,9 @@ def settle(
         reason = reasons.get(request.id)
         if outcome == ACK:
             task_ready(request, successful=True)
-            if not request.acknowledged:  # Request.acknowledge, but all its batch's at once
+            if not together:
+                request.acknowledge()
+            elif not request.acknowledged:  # Request.acknowledge, but all its batch's at once
                 acked.append(request.message)
                 request.acknowledged = True
             note = f"some points dead-lettered: {reason}" if reason else None
