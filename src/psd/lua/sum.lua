@@ -249,10 +249,10 @@ local function open_day_key(month_key, dom)
   return sub(month_key, 1, -8) .. 'd' .. sub(month_key, -6) .. DOMS[dom]
 end
 
--- add the hours of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
--- a pick's packed field names them from its first hour's slot; a pick whose name number is
--- negative subtracts them): one HMGET of the day's hash for those of that day only
-local function sum_open_day(key, part, open, his, los)
+-- the fields of a month's open day `open` a group asks for (part: psd.scriptargs.HoursArg;
+-- a pick's packed field names them from its first hour's slot) and the thing each adds to
+-- (negative: a pick whose name number is negative subtracts it), as {names, targets}
+local function open_day_names(part, open)
   local picks, bases, names, targets = part[2], part[5], {}, {}
   local suffix = filter and ':' .. filter
   for i = 1, #picks, 4 do
@@ -266,15 +266,40 @@ local function sum_open_day(key, part, open, his, los)
       end
     end
   end
+  return {names, targets}
+end
+
+-- add the hours of a month's open day `open` a group asks for: one HMGET of the day's hash
+-- for those of that day only. Their names are made once per call and plan for every series
+-- that reads the group with that day open (a leaderboard's users share their plan): making
+-- them cost each user more than the HMGET
+local function sum_open_day(key, part, open, his, los)
+  local made = part.open_days
+  if made == nil then
+    made = {}
+    part.open_days = made
+  end
+  local asked = made[open]
+  if asked == nil then
+    asked = open_day_names(part, open)
+    made[open] = asked
+  end
+  local names, targets = asked[1], asked[2]
   if #names == 0 then return end
   local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
   for j = 1, #vals do
-    if vals[j] then
+    local v = vals[j]
+    if v then
       local ti = targets[j]
-      if ti > 0 then
-        his[ti], los[ti] = add(his[ti], los[ti], vals[j])
+      if #v < 16 then  -- add's common case inline: |lo| < 10^15, |v| < 10^15, exact
+        local lo
+        if ti > 0 then lo = los[ti] + v else ti = -ti; lo = los[ti] - v end
+        if lo >= E15 or lo <= -E15 then his[ti], lo = carry(his[ti], lo) end
+        los[ti] = lo
+      elseif ti > 0 then
+        his[ti], los[ti] = add(his[ti], los[ti], v)
       else
-        his[-ti], los[-ti] = subtract(his[-ti], los[-ti], vals[j])
+        his[-ti], los[-ti] = subtract(his[-ti], los[-ti], v)
       end
     end
   end
@@ -292,9 +317,15 @@ local function sum_hours(key, plan, g, his, los, vals, off)
     if hours then
       local ti = picks[i + 1]
       local hi, lo = his[ti], los[ti]
-      for h = picks[i + 2], picks[i + 3] do
-        local x = hours[h]
-        if x then hi, lo = add_number(hi, lo, number > 0 and x or -x) end
+      if hours[13] then  -- fixed (hours.lua: its 13th, struct's next position): twelve
+        local s = 0      -- numbers within ±2^31, summed exactly first
+        for h = picks[i + 2], picks[i + 3] do s = s + hours[h] end
+        hi, lo = add_number(hi, lo, number > 0 and s or -s)
+      else
+        for h = picks[i + 2], picks[i + 3] do
+          local x = hours[h]
+          if x then hi, lo = add_number(hi, lo, number > 0 and x or -x) end
+        end
       end
       his[ti], los[ti] = hi, lo
     end
