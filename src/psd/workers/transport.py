@@ -10,8 +10,8 @@ a sender's. A client holds no connection of its own (it borrows them from the ch
 pool, which kombu keeps and replaces), so one client a pool serves every thread.
 
 Each acknowledgement is a round trip of its own too (a MULTI that removes the message from
-the unacked records), and a round trip costs a process far more than the commands in it (on
-a small VM, ~150 µs of CPU, most of it the kernel's). Within :func:`acks_together` a thread's
+the unacked records), and a round trip costs a process far more than the commands in it
+(system calls and wake-ups on both sides, most of it the kernel's time). Within :func:`acks_together` a thread's
 acknowledgements are gathered and sent in one pipeline as it ends: a batch of 300 messages
 is acknowledged in one round trip. They are sent before it returns, and a pipeline that
 fails leaves those messages recorded as unacknowledged, to be delivered again after the
