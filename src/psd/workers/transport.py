@@ -11,11 +11,12 @@ pool, which kombu keeps and replaces), so one client a pool serves every thread.
 
 Each acknowledgement is a round trip of its own too (a MULTI that removes the message from
 the unacked records), and a round trip costs a process far more than the commands in it
-(system calls and wake-ups on both sides, most of it the kernel's time). Within :func:`acks_together` a thread's
-acknowledgements are gathered and sent in one pipeline as it ends: a batch of 300 messages
-is acknowledged in one round trip. They are sent before it returns, and a pipeline that
-fails leaves those messages recorded as unacknowledged, to be delivered again after the
-visibility timeout (which psd's delivery keys make harmless): never lost.
+(system calls and wake-ups on both sides, most of it the kernel's time). Within
+:func:`acks_together` a thread's acknowledgements are gathered and sent in one pipeline as
+it ends: a batch of 300 messages is acknowledged in one round trip. They are sent before
+it returns, and a pipeline that fails leaves those messages recorded as unacknowledged, to
+be delivered again after the visibility timeout (which psd's delivery keys make harmless):
+never lost.
 
 psd's Celery app uses this transport for ``redis://`` brokers (``celery_config``); the
 messages, keys and acknowledgements are kombu's own, unchanged.
