@@ -85,6 +85,7 @@ def flat_reference(atid: str, thing: int, plan: PlanArg) -> bytes:
     values.append(len(plan.windows))
     for window in plan.windows:
         values += window
+    values += (plan.t1, plan.t2)
     packer = msgpack.Packer()
     return b"".join(packer.pack(value) for value in values)
 

@@ -54,6 +54,9 @@ class Breakdown:
     windows: tuple[tuple[int, int], ...]
     edges: tuple[tuple[int, ...], ...]
     spans: tuple[tuple[int, ...], ...]
+    #: the buckets' boundaries: a user's pending points go to the bucket they fall in
+    #: (psd/lua/pending.lua)
+    bounds: tuple[int, ...] = ()
 
 
 def _hour_child(ts: int) -> Term:
@@ -190,7 +193,9 @@ def _packed(
         if end > group[2]:  # the hour's latest end, however its windows lie
             group[1:3] = [str(end), end]
         group += [start, end]
-    return BreakdownPlanArg(fields, hours, _flat(b.edges), _flat(b.spans), month_hours, asked)
+    return BreakdownPlanArg(
+        fields, hours, _flat(b.edges), _flat(b.spans), month_hours, asked, list(b.bounds)
+    )
 
 
 def _flat(lists: tuple[tuple[int, ...], ...]) -> list[int]:
@@ -223,6 +228,7 @@ def _plan(boundaries: tuple[int, ...], step: Step) -> Breakdown:
         windows=tuple(sorted(windows)),
         edges=tuple(flat(e) for e in edges),
         spans=tuple(flat(s) for s in spans),
+        bounds=boundaries,
     )
 
 

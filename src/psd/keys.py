@@ -64,6 +64,9 @@ TWIN = "t"
 CHANGES = "c"
 #: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).
 ONCE = "once"
+#: A user's pending increments, applied with their next write of many (psd/pending.py):
+#: ``{uid}:`` + PENDING. A global counter's series names it too, which no key is.
+PENDING = "p"
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
 #: The field of a month's hash naming its open day, whose hours its own hash holds

@@ -156,6 +156,8 @@ class BreakdownPlanArg(NamedTuple):
     #: per counter hash, how many of its fields (the first) to ask for: its hours' are
     #: positions only where they are packed
     asked: list[int]
+    #: the buckets' boundaries, ascending: bucket j is [bounds[j], bounds[j + 1])
+    bounds: list[int]
 
 
 class BreakdownsArg(NamedTuple):
@@ -190,7 +192,7 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
     month's hours: 0 for none, else its names, its picks by three (name number, first and
     last hour), its days, each a list, then per packed name its ``bases``), its windows
     (their count, then seven values each, as :class:`WindowArg`)."""
-    return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows)
+    return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows, plan.t1, plan.t2)
 
 
 def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
@@ -214,18 +216,18 @@ def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
     return b"".join(packer.pack(value) for value in values)
 
 
-#: A msgpack array of up to 15 elements is one byte of header, then its elements packed one
-#: after the other: the flat run of those elements.
+#: A msgpack array of up to 15 elements is one byte of header, of up to 65,535 three
+#: bytes, then its elements packed one after the other: the flat run of those elements.
 _FIXARRAY = 15
 
 
-def lone_windows(windows: Sequence[Sequence[Any]]) -> bytes:
+def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int) -> bytes:
     """The end of :func:`lone_packb`'s run: the window count, then each window's seven
-    values (a plan has two windows at most: one pack of them as an array, headless)."""
+    values (a plan has two windows at most), then the range's first and last second (its
+    pending points: psd/lua/pending.lua); one pack of them as an array, headless."""
     values: list[Any] = [len(windows)]
     for window in windows:
         values += window
-    if len(values) <= _FIXARRAY:
-        return msgpack.packb(values)[1:]  # type: ignore[no-any-return]
-    packer = msgpack.Packer()
-    return b"".join(packer.pack(value) for value in values)
+    values += (t1, t2)
+    packed: bytes = msgpack.packb(values)
+    return packed[1:] if len(values) <= _FIXARRAY else packed[3:]

@@ -14,6 +14,7 @@ from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
 from psd.keys import (
     HOUR_BASE,
+    PENDING,
     Ranges,
     ReadPlan,
     by_month_totals,
@@ -106,7 +107,7 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     (plan,) = request.plans
     groups = _groups(plan.groups, request.things, request.legacy_hours)
     keys = [one.prefix + suffix for suffix, _ in groups]
-    keys += [one.prefix + "idx", one.prefix + "acts"]
+    keys += [one.prefix + "idx", one.prefix + "acts", one.prefix + PENDING]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
     return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
 
@@ -119,7 +120,7 @@ def lone_sum_call(
     span of whole hours (:func:`_lone_frame`), so a new range adds its windows only."""
     h1, h2, windows = split_range(t1, t2)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
-    tail = lone_windows([_window_values(a, b) for a, b in windows])
+    tail = lone_windows([_window_values(a, b) for a, b in windows], t1, t2)
     return [prefix + suffix for suffix in suffixes], [head + tail]
 
 
@@ -134,7 +135,12 @@ def _lone_frame(
     reads of random ranges over a quarter (two things) ask ~4,300 spans of one length."""
     groups = hour_groups(h1, h2) if h1 < h2 else ()
     arg = _plan_arg(ReadPlan(h1, h2 - 1, groups, ()), 1, (thing,), atid, legacy)
-    suffixes = (*[suffix for suffix, _ in _groups(groups, (thing,), legacy)], "idx", "acts")
+    suffixes = (
+        *[suffix for suffix, _ in _groups(groups, (thing,), legacy)],
+        "idx",
+        "acts",
+        PENDING,
+    )
     return suffixes, lone_head("" if atid is None else str(atid), thing, arg.groups)
 
 
@@ -180,6 +186,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         keys += [prefix + suffix for suffix in suffixes[one.plan]]
         if one.with_state:
             keys += [prefix + "idx", prefix + "acts"]
+        keys.append(prefix + PENDING)
         flags += [one.plan + 1, 2 if one.records else int(one.with_state)]
     breakdowns = None
     if request.breakdowns:
@@ -188,6 +195,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
             keys += [prefix + suffix for suffix, _ in b.hashes]
             if b.windows:
                 keys += [prefix + "idx", prefix + "acts"]
+            keys.append(prefix + PENDING)
     arg = SumArg(
         int(request.want_activities),
         "" if atid is None else str(atid),

@@ -1,8 +1,8 @@
 -- breakdown.lua: included by sum.lua where it says "-- #include breakdown.lua", after its
 -- series are summed (it uses sum.lua's things, SMALL, E15, add, add_number, carry,
 -- length_of, whole_of, lookup_of, merged_of, packed_in, add_hour_windows and read_packed,
--- and hours.lua's day_key): the buckets of a series of one user as edges and spans
--- (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
+-- hours.lua's day_key and pending.lua): the buckets of a series of one user as edges and
+-- spans (psd/breakdown.py), reading each hash and each hour of its windows once. A plan is shared
 -- by every user whose calendar it is.
 
 -- put a stored decimal string into v and big (see term_values)
@@ -195,4 +195,24 @@ local function bucket_sums(b, v, big)
     end
   end
   return out
+end
+
+-- add a user's pending points (pending.lua) to the buckets they fall in, out as
+-- bucket_sums made it: bucket j is [bounds[j], bounds[j + 1]), bounds = b[7]
+local function add_pending_buckets(key, b, out)
+  local p = pending_points(key)
+  if p == nil then return end
+  local bounds, width = b[7], #things
+  for i = 1, #p, PENDING_STRIDE do
+    local ts, ti, atid = p[i + PE_TS], thing_index[p[i + PE_THING]], p[i + PE_ATID]
+    if ti and ts >= bounds[1] and ts < bounds[#bounds] and (filter == nil or atid == filter) then
+      local lo, hi = 1, #bounds - 1  -- the last bound at or before ts: its bucket
+      while lo < hi do
+        local mid = math.floor((lo + hi + 1) / 2)
+        if bounds[mid] <= ts then lo = mid else hi = mid - 1 end
+      end
+      local at = 2 * ((lo - 1) * width + ti)
+      out[at - 1], out[at] = add_number(out[at - 1], out[at], p[i + PE_VALUE])
+    end
+  end
 end

@@ -183,7 +183,7 @@ end
 -- things, thing_index and thing_of of a call of one thing (the same for every such call)
 local lone_things = {}
 
--- one call: KEYS one counter hash per group, then {uid}:idx and {uid}:acts
+-- one call: KEYS one counter hash per group, then {uid}:idx, {uid}:acts and {uid}:p
 local function lone_sum(keys, args, a)
   KEYS, filter = call_keys(keys, args), a[1] ~= '' and a[1] or nil
   local thing = a[2]
@@ -205,5 +205,7 @@ local function lone_sum(keys, args, a)
   end
   local n, his, los = a[i], {hi}, {lo}
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
+  local t = i + 7 * n
+  add_pending(KEYS[k + 2], a[t + 1], a[t + 2], his, los, nil)
   return {{{his[1], los[1]}}}
 end

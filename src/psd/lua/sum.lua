@@ -28,7 +28,7 @@
 --          within a child; its windows hour by hour, each hour {first start string, last end
 --          string, last end, hour string, start, end, start, end, ...}; edges; spans; per
 --          counter hash its month's hours or nil, as a group's, with field positions for
---          targets}: edges and spans are runs {first, last, ...} of term numbers, a negative
+--          targets; per counter hash how many fields to ask for; the buckets' boundaries}: edges and spans are runs {first, last, ...} of term numbers, a negative
 --          first subtracting the run (terms: the hashes' children, then the windows).
 --          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
 --          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
@@ -38,11 +38,12 @@
 --          name number (negative: subtracted), first and last hour...}, {count, days...},
 --          then per packed name the
 --          slot of its first hour; then the window count and seven values a window, as
---          above.
+--          above; then the range's first and last second (numbers: its pending points).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
---          run: always), {uid}:idx and {uid}:acts; then per breakdown its counter hashes,
---          then, when it has windows, {uid}:idx and {uid}:acts (a flat run: its counter
---          hashes, then {uid}:idx and {uid}:acts)
+--          run: always), {uid}:idx and {uid}:acts, then its pending log {uid}:p
+--          (pending.lua; a global counter's names no key); then per breakdown its counter
+--          hashes, then, when it has windows, {uid}:idx and {uid}:acts, then {uid}:p (a flat
+--          run: its counter hashes, then {uid}:idx, {uid}:acts and {uid}:p)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
@@ -211,6 +212,25 @@ end
 -- #include oldreads.lua
 -- #include activities.lua
 -- #include fromrecords.lua
+-- #include pending.lua
+
+-- add to his/los (entry ti: thing ti) a user's pending points in [t1, t2] (pending.lua),
+-- and note them in found (nil: no "_atids")
+local function add_pending(key, t1, t2, his, los, found)
+  local p = pending_points(key)
+  if p == nil then return end
+  for i = 1, #p, PENDING_STRIDE do
+    local ts = p[i + PE_TS]
+    if ts >= t1 and ts <= t2 then
+      local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
+      if ti and (filter == nil or atid == filter) then
+        his[ti], los[ti] = add_number(his[ti], los[ti], p[i + PE_VALUE])
+        if found then note(found, p[i + PE_AID], ts, ti, atid) end
+      end
+    end
+  end
+end
+
 -- #include lone.lua
 
 -- #include breakdown.lua
@@ -258,6 +278,8 @@ local function sum_series(result)
         k = k + 2
       end
     end
+    add_pending(KEYS[k], plan.t1, plan.t2, his, los, found)
+    k = k + 1
     local sums = {}
     for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
     if found then  -- one string: a reply element costs more than the join
@@ -287,7 +309,9 @@ local function sum_call(keys, args)
   for _, p in ipairs(breakdowns[2]) do
     local b, v, big = bplans[p], nil, nil
     v, big, k = term_values(b, k)
-    result[#result + 1] = bucket_sums(b, v, big)
+    local out = bucket_sums(b, v, big)
+    add_pending_buckets(KEYS[k], b, out)
+    result[#result + 1], k = out, k + 1
   end
   return result
 end

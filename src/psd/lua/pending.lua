@@ -1,0 +1,23 @@
+-- pending.lua: included by sum.lua where it says "-- #include pending.lua": a user's
+-- pending increments, {uid}:p.
+--
+-- A user who writes a point or a few at a time (a stream) pays for their whole state on
+-- every write: the activity's record read and written back, its day's changes, the counters
+-- of every level. Their increments may wait in a log instead, to be applied many at once:
+-- a string of msgpack values, five a point: thing (a number), aid and atid (decimal
+-- strings, as a write's rows carry them), value and ts2 (numbers). A point is in the log or
+-- in the counters and records, never both and never neither: what applies a log deletes it
+-- in the same script call.
+--
+-- Every read adds the log's points in its range (after its type filter) to what the counters
+-- and records hold; it never applies them (a read may run on a replica). A key of another
+-- type there (a user near the limits, limits.lua) holds no points.
+local PENDING_STRIDE = 5
+local PE_THING, PE_AID, PE_ATID, PE_VALUE, PE_TS = 0, 1, 2, 3, 4
+
+-- the points of a user's log as one flat list (five values a point), or nil for none
+local function pending_points(key)
+  local raw = redis.pcall('GET', key)
+  if type(raw) ~= 'string' then return nil end  -- none (false), or a hash (an error)
+  return {cmsgpack.unpack(raw)}
+end
