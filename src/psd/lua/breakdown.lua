@@ -197,10 +197,11 @@ local function bucket_sums(b, v, big)
   return out
 end
 
--- add a user's pending points (pending.lua) to the buckets they fall in, out as
--- bucket_sums made it: bucket j is [bounds[j], bounds[j + 1]), bounds = b[7]
-local function add_pending_buckets(key, b, out)
-  local p = pending_points(key)
+-- add the pending points of a user's log (pending.lua; raw: as MGET answered) to the
+-- buckets they fall in, out as bucket_sums made it: bucket j is [bounds[j], bounds[j + 1]),
+-- bounds = b[7]
+local function add_pending_buckets(raw, b, out)
+  local p = pending_points(raw)
   if p == nil then return end
   local bounds, width = b[7], #things
   for i = 1, #p, PENDING_STRIDE do

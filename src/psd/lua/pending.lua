@@ -15,9 +15,12 @@
 local PENDING_STRIDE = 5
 local PE_THING, PE_AID, PE_ATID, PE_VALUE, PE_TS = 0, 1, 2, 3, 4
 
--- the points of a user's log as one flat list (five values a point), or nil for none
-local function pending_points(key)
-  local raw = redis.pcall('GET', key)
-  if type(raw) ~= 'string' then return nil end  -- none (false), or a hash (an error)
+-- the logs at keys (a list), as MGET answers: false for none, or a key of another type
+-- (GET would fail on it), so many users' logs cost one command
+local function pending_logs(keys) return redis.call('MGET', unpack(keys)) end
+
+-- the points of a log as one flat list (five values a point), or nil for none
+local function pending_points(raw)
+  if not raw then return nil end
   return {cmsgpack.unpack(raw)}
 end

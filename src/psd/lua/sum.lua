@@ -214,10 +214,10 @@ end
 -- #include fromrecords.lua
 -- #include pending.lua
 
--- add to his/los (entry ti: thing ti) a user's pending points in [t1, t2] (pending.lua),
--- and note them in found (nil: no "_atids")
-local function add_pending(key, t1, t2, his, los, found)
-  local p = pending_points(key)
+-- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
+-- answered) in [t1, t2] (pending.lua), and note them in found (nil: no "_atids")
+local function add_pending(raw, t1, t2, his, los, found)
+  local p = pending_points(raw)
   if p == nil then return end
   for i = 1, #p, PENDING_STRIDE do
     local ts = p[i + PE_TS]
@@ -252,9 +252,20 @@ local function begin(keys, args, unpacked)
   forget_spans()
 end
 
+-- the logs of a call's series (pending.lua), one MGET for all, by series
+local function series_logs(series)
+  local keys, k = {}, 1
+  for i = 1, #series, 2 do
+    k = k + #plans[series[i]].groups + (series[i + 1] > 0 and 2 or 0)
+    keys[#keys + 1], k = KEYS[k], k + 1
+  end
+  return pending_logs(keys)
+end
+
 -- the series of a call (per series {{hi, lo, ...}[, atids]}), from KEYS[1] on; the next key
 local function sum_series(result)
   local k, series = 1, request[6]
+  local logs = #series > 0 and series_logs(series)
   for i = 1, #series, 2 do
     local plan, flag = plans[series[i]], series[i + 1]
     local his, los = {}, {}
@@ -278,7 +289,7 @@ local function sum_series(result)
         k = k + 2
       end
     end
-    add_pending(KEYS[k], plan.t1, plan.t2, his, los, found)
+    add_pending(logs[(i + 1) / 2], plan.t1, plan.t2, his, los, found)
     k = k + 1
     local sums = {}
     for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
@@ -310,7 +321,7 @@ local function sum_call(keys, args)
     local b, v, big = bplans[p], nil, nil
     v, big, k = term_values(b, k)
     local out = bucket_sums(b, v, big)
-    add_pending_buckets(KEYS[k], b, out)
+    add_pending_buckets(pending_logs({KEYS[k]})[1], b, out)
     result[#result + 1], k = out, k + 1
   end
   return result
