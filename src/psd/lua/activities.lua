@@ -272,9 +272,9 @@ local function latest_change(acts, thing, aid, s, t1, t2)
 end
 
 -- The activities found in a range, found = {typ = {}, when = {}, ti = {}, more = {}, idx = key}:
--- per aid the type of its latest change over the things, a tie going to the later thing. A
--- sighting's time is a number, or the index member whose score it is: read (ZSCORE) only
--- when two sightings of an aid disagree on the type.
+-- per aid the type of its latest change over the things, a tie going to the later thing (in
+-- one thing, to the greater type). A sighting's time is a number, or the index member whose
+-- score it is: read (ZSCORE) only when two sightings of an aid disagree on the type.
 local function time_of(found, when)
   if type(when) == 'number' then return when end
   return redis.call('ZSCORE', found.idx, when) + 0
@@ -306,7 +306,9 @@ local function note(found, aid, when, ti, typ)
   else
     local ts, cur_ti = settle(found, aid)
     local t = time_of(found, when)
-    if t > ts or (t == ts and ti > cur_ti) then
+    -- at one second the later thing, and in one thing (a pending point and a record's, or
+    -- two pending points) the greater type, as record.lua's later_change
+    if t > ts or (t == ts and (ti > cur_ti or ti == cur_ti and later_change(t, typ, t, cur))) then
       found.typ[aid], found.when[aid], found.ti[aid] = typ, t, ti
     end
   end

@@ -6,8 +6,13 @@
 -- group (EXISTS, one call per slot): a key whose slot is not served here, or is half moved
 -- to another node, is refused by the server there and then, before anything is written, so
 -- the caller can route the call again without a part of it applied.
+-- whether this call came from a cluster's caller (set by call_keys): there a command may
+-- name keys of one slot only, and a script whose command names several fails for good
+local clustered = false
+
 local function call_keys(keys, args)
-  if #keys > 0 or #args == 0 then return keys end
+  clustered = not (#keys > 0 or #args == 0)
+  if not clustered then return keys end
   local out = {}
   for _, group in ipairs(cmsgpack.unpack(args[#args])) do
     if WRITES then redis.call('EXISTS', unpack(group)) end

@@ -15,9 +15,18 @@
 local PENDING_STRIDE = 5
 local PE_THING, PE_AID, PE_ATID, PE_VALUE, PE_TS = 0, 1, 2, 3, 4
 
--- the logs at keys (a list), as MGET answers: false for none, or a key of another type
--- (GET would fail on it), so many users' logs cost one command
-local function pending_logs(keys) return redis.call('MGET', unpack(keys)) end
+-- the logs at keys (a list): false for none, or for a key of another type. One MGET (which
+-- answers nil for a key of another type, where GET fails), so many users' logs cost one
+-- command; on a cluster (keys.lua's clustered) a GET a key, through pcall
+local function pending_logs(keys)
+  if not clustered then return redis.call('MGET', unpack(keys)) end
+  local logs = {}
+  for i, key in ipairs(keys) do
+    local raw = redis.pcall('GET', key)
+    logs[i] = type(raw) == 'string' and raw or false
+  end
+  return logs
+end
 
 -- the points of a log as one flat list (five values a point), or nil for none
 local function pending_points(raw)
