@@ -22,6 +22,11 @@ DAY = 86400
 BASE = NOW - NOW % DAY - 2 * DAY  # two days ago: the default policy keeps every detail
 
 
+#: Every point applied at once (none waits in its user's log, psd/pending.py): for the tests
+#: that look at the records a write leaves.
+DIRECT = Settings(pending_points=0)
+
+
 def commands(client: redis.Redis) -> dict[str, int]:
     """Calls of each command since the last reset of the server's statistics."""
     stats = client.info("commandstats")
@@ -88,7 +93,7 @@ def test_a_sparse_user_s_range_costs_an_index_range_and_two_hmgets(
     """Single changes inside the range are read from the records alone; one that goes on
     past the range sends the read to the counters, with the same answer."""
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
+    store, oracle = Store(redis_client, DIRECT), Oracle()
     for n, ts in enumerate([BASE - 50, BASE + 10, BASE + 500, BASE + 4000]):
         point = MetricPoint("steps" if n % 2 else "points", 1, n, 100 + n, 7 + n, ts - 30, ts)
         assert store.write_metric(point).status == oracle.write(point)
@@ -114,7 +119,7 @@ def test_records_that_came_after_the_counters_do_not_answer(redis_client: redis.
     counters stayed: their next record does not say it holds everything, and a range over
     both is read from the counters."""
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
+    store, oracle = Store(redis_client, DIRECT), Oracle()
     first = MetricPoint("steps", 1, 1, 1, 30, BASE + 100, BASE + 100, "increment")
     assert store.write_metric(first).status == oracle.write(first)
     assert redis_client.hget("{1}:acts", "_c") == b"1"

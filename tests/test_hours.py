@@ -93,6 +93,13 @@ def writes(draw: st.DrawFn, base: int) -> list[MetricPoint]:
     return out
 
 
+@pytest.fixture(name="settings")
+def direct_settings() -> Settings:
+    """Everything kept; every point applied at once (none waits in its user's log,
+    psd/pending.py): these tests look at where a write puts its hours."""
+    return Settings(expire=0, count_expire=0, pending_points=0)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_sums_equal_the_oracle_whatever_the_order_of_days(
     redis_client: redis.Redis, case: str

@@ -1,8 +1,11 @@
 """Overflow is impossible: a write that would take a counter past ±2^62, or an activity's
 record past ±2^53 (where Lua numbers stop being exact), is refused with the reason, and
 nothing of it is written (its delivery not recorded), while the other points of its batch
-are applied exactly once. Counters are driven near the limit directly (HSET), as no test
-could afford the 2^22 maximal corrections it takes to get there."""
+are applied exactly once. A user's keep 2^48 of room for their waiting increments
+(psd/pending.py), which are never refused; these tests write every point at once
+(``pending_points=0``), and tests/test_pending_writes.py covers the room. Counters are
+driven near the limit directly (HSET), as no test could afford the 2^22 maximal corrections
+it takes to get there."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from psd.errors import InvalidInput, PastLimit
 from psd.keys import count_prefix, count_target, metric_prefix, metric_target
 from psd.model import MAX_VALUE, THINGS, CountPoint, MetricPoint
 from psd.store import Store
+from psd.writes import COUNT_LIMIT, COUNTER_LIMIT, RECORD_LIMIT
 from tests.oldrecords import put_old_activity
 
 T = 1458061005  # 2016
-LIMIT = 2**62
+LIMIT = COUNTER_LIMIT
 
 
 def root_field(uid: int, ts: int = T, thing: str = "steps") -> tuple[str, str]:
@@ -127,13 +131,14 @@ def test_more_points_than_a_batch_in_one_all_or_nothing_write(store: Store) -> N
 
 def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
     # a single change is its summary (psd/lua/record.lua)
-    store.redis.hset("{1}:acts", mapping={"1:1": msgpack.packb([T, T, "2", 1, 2**53 - 2]), "_v": 3})
+    summary = msgpack.packb([T, T, "2", 1, RECORD_LIMIT - 2])
+    store.redis.hset("{1}:acts", mapping={"1:1": summary, "_v": 3})
     acts = store.redis.hgetall("{1}:acts")
-    results = store.write_metrics([inc(1, 3), inc(2, 3)])  # 2^53 + 1 is no double
+    results = store.write_metrics([inc(1, 3), inc(2, 3)])  # past the limit
     assert [r.status for r in results] == ["refused", "ok"]
     assert "2^53" in results[0].reason
     assert store.redis.hgetall("{1}:acts") == acts and root(store.redis, 1) == 0
-    assert store.write_metrics([inc(1, 1)])[0].status == "ok"  # 2^53 - 1 is exact
+    assert store.write_metrics([inc(1, 1)])[0].status == "ok"  # the limit less 1
 
 
 def test_a_window_summing_past_2_53_refuses_rather_than_rounds(store: Store) -> None:
@@ -172,8 +177,8 @@ def test_a_change_past_2_42_from_disagreeing_windows_is_refused(store: Store) ->
 @pytest.fixture
 def settings() -> Settings:
     """Counters of one sub-tag (psd/countspread.py), whatever the store: these tests set a
-    counter's hash by hand."""
-    return Settings(expire=0, count_expire=0, count_spread=1)
+    counter's hash by hand; every point applied at once (none waits, psd/pending.py)."""
+    return Settings(expire=0, count_expire=0, count_spread=1, pending_points=0)
 
 
 def count_root(thing: str) -> tuple[str, str]:
@@ -181,12 +186,12 @@ def count_root(thing: str) -> tuple[str, str]:
 
 
 def test_a_count_past_the_limit_is_refused_and_the_rest_applied(store: Store) -> None:
-    store.redis.hset(*count_root("signup"), str(LIMIT - 1))
+    store.redis.hset(*count_root("signup"), str(COUNT_LIMIT - 1))
     points = [CountPoint("other", 3, T), CountPoint("signup", 2, T), CountPoint("signup", 1, T)]
     results = store.write_counts(points, ["x", "y", "z"])
     assert [r.status for r in results] == ["ok", "refused", "ok"]
     assert "past ±2^62" in results[1].reason
-    assert int(store.redis.hget(*count_root("signup")) or 0) == LIMIT
+    assert int(store.redis.hget(*count_root("signup")) or 0) == COUNT_LIMIT
     assert store.count("other", T, T) == 3 and store.count("signup", T, T) == 1
     assert store.redis.zscore(count_prefix("signup") + "once", "y") is None
     with pytest.raises(PastLimit):
@@ -222,6 +227,6 @@ def test_http_refuses_the_crossing_write(client: FlaskClient, store: Store) -> N
     assert "past ±2^62" in results[1]["reason"] and results[0]["reason"] is None
     assert [store.sum(u, "steps", None, T, T) for u in (1, 2, 3)] == [0, 5, 7]
     assert root(store.redis, 1) == LIMIT - 10
-    store.redis.hset(*count_root("signup"), str(LIMIT))
+    store.redis.hset(*count_root("signup"), str(COUNT_LIMIT))
     count = client.post("/v1/count", json={"thing": "signup", "value": 1, "ts": T})
     assert count.status_code == 406 and "past ±2^62" in count.json["error"]

@@ -59,6 +59,7 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
                 report.twins_moved,
             ]
         )
+        total.pending_applied += report.pending_applied
         total.cycle_done = report.cycle_done
     return total
 

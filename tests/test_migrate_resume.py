@@ -29,11 +29,11 @@ def _dying(store: Store, after: int, before_write: bool) -> Store:
     calls = [0]
     real = store.write_metrics
 
-    def write_metrics(points: Any, deliveries: Any = None) -> Any:
+    def write_metrics(points: Any, deliveries: Any = None, **options: Any) -> Any:
         calls[0] += 1
         if calls[0] == after and before_write:
             raise Dies
-        result = real(points, deliveries)
+        result = real(points, deliveries, **options)
         if calls[0] == after:
             raise Dies
         return result

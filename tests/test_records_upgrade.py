@@ -15,6 +15,10 @@ from tests.oracle import Oracle
 from tests.test_maintenance import run
 from tests.test_store import THINGS, Scenario, recent_bases, scenario
 
+#: The default policy, every point applied at once: the records are rewritten as an earlier
+#: psd kept them (which had no pending increments, psd/pending.py) from every change written.
+DIRECT = Settings(pending_points=0)
+
 
 def check_reads(store: Store, oracle: Oracle, ranges: list[tuple[int, int]]) -> None:
     for t1, t2 in ranges:
@@ -53,7 +57,7 @@ def test_the_compaction_converts_old_records_and_every_answer_stays(
 ) -> None:
     writes, ranges, _ = case
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
+    store, oracle = Store(redis_client, DIRECT), Oracle()
     write_all(store, oracle, writes)
     activities = make_old(redis_client, oracle)
     check_reads(store, oracle, ranges)  # read as the old layout
@@ -73,7 +77,7 @@ def test_a_write_converts_its_users_old_records_first(
 ) -> None:
     writes, ranges, _ = case
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
+    store, oracle = Store(redis_client, DIRECT), Oracle()
     half = len(writes) // 2
     write_all(store, oracle, writes[:half])
     make_old(redis_client, oracle)

@@ -151,6 +151,12 @@ class Settings:
         "arriving later than this is applied again.",
         default=DAY,
     )
+    pending_points: int = _doc(
+        "A user's increments in one write call wait in their log, to be applied many at "
+        "once (psd/pending.py), when the call has at most this many of the user's points; "
+        "0: every point is applied at once.",
+        default=8,
+    )
     nsqlookupds: tuple[str, ...] = _doc(
         "nsqlookupd HTTP addresses of the original's NSQ stream.", default=("localhost:4161",)
     )
@@ -284,6 +290,8 @@ def check_retention(settings: Settings) -> None:
         raise InvalidInput("must be 1 or more milliseconds", "write_replicas_timeout_ms")
     if settings.idempotency_window < 1:
         raise InvalidInput("must be 1 or more seconds", "idempotency_window")
+    if settings.pending_points < 0:
+        raise InvalidInput("must be 0 or more", "pending_points")
     previous = 0
     for level, seconds in retention_of(settings).items():
         if seconds < 0:

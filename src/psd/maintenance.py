@@ -32,6 +32,7 @@ from psd.kept import record_applied
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
 from psd.layout import CURRENT, PACKED_HOURS, mark_current
 from psd.nodes import rerouted
+from psd.pending import apply_logs
 from psd.retention import Policy
 from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob, TwinJob
 from psd.store import Store, redis_errors
@@ -51,6 +52,7 @@ _TWIN = re.compile(r"(\{\d+\}:)t(r|y\d{4}|m\d{6})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
 _CHANGES = re.compile(r"\{\d+\}:c(\d{4})(\d\d)(\d\d)")
+_PENDING = re.compile(r"\{\d+\}:p")
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Report:
     #: whose sum would pass its limit): the keyspace stays on its layout
     fields_left: int = 0
     twins_moved: int = 0
+    #: the points of users' pending logs the compaction applied (psd/pending.py)
+    pending_applied: int = 0
     cycle_done: bool = False
     skipped: bool = False
 
@@ -156,6 +160,8 @@ class Maintenance:
         """The jobs of keys a SCAN of ``client``'s server found, in one call there. On a
         cluster, a slot that moved away since is refused before anything is written
         (psd/lua/keys.lua); its keys are looked at again in the next cycle."""
+        if self.task == "compaction":
+            self._apply_logs(client, [n for n in names if _PENDING.fullmatch(n)], report)
         keys, jobs = self.jobs(names)
         if not jobs:
             return
@@ -166,6 +172,20 @@ class Maintenance:
             if not rerouted(exc):
                 raise
             log.info("%s: %d keys moved away while looked at: %s", self.task, len(keys), exc)
+
+    def _apply_logs(self, client: redis.Redis, names: list[str], report: Report) -> None:
+        """Apply the pending logs a SCAN found (a user who stopped writing keeps theirs
+        until then), before their users' states are looked at; a key of another type (a
+        user near the limits) holds none."""
+        if not names:
+            return
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.get(name)
+        found = pipe.execute(raise_on_error=False)
+        logs = {n: raw for n, raw in zip(names, found, strict=True) if isinstance(raw, bytes)}
+        if logs:
+            report.pending_applied += apply_logs(self.store, logs)
 
 
 def text(value: bytes | str) -> str:

@@ -30,6 +30,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
+from psd.pending import apply_logs, pended
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
@@ -169,6 +170,7 @@ class Store(Reads):
         deliveries: Sequence[str] | None = None,
         *,
         all_or_nothing: bool = False,
+        wait: bool = True,
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
         one round trip. ``deliveries[i]``, when given, is the key of the delivery
@@ -177,7 +179,9 @@ class Store(Reads):
         retention keeps, or that would cross a limit, is ``refused`` (nothing of it written,
         its delivery not recorded unless other points of it were applied); with
         ``all_or_nothing`` such a point raises :class:`PastRetention` or :class:`PastLimit`
-        and none is written (the points go in one call)."""
+        and none is written (the points go in one call). A stream's increments may wait in
+        their user's log (``pending_points``, psd/pending.py), unless ``wait`` is false (an
+        import or a migration, which leaves its keyspace whole)."""
         if not points:
             return []
         WRITE_BATCH_POINTS.observe(len(points))
@@ -192,6 +196,7 @@ class Store(Reads):
             instants=[p.ts2 for p in points],
             records=[metric_prefix(p.uid) for p in points],
             resent=[p.mode == "increment" for p in points],
+            waiting=self.settings.pending_points if wait else 0,
         )
 
     @staticmethod
@@ -260,11 +265,13 @@ class Store(Reads):
         instants: list[int],
         records: list[str],
         resent: list[bool],
+        waiting: int = 0,
     ) -> list[WriteResult]:
         """What writing metrics and writing counts share: refuse the points the retention
         no longer keeps, plan the script calls, run them and settle each point's result.
         ``records[i]`` is the key prefix of point i's record (user or counter), ``head`` the
-        script's arguments between its payload and psd/lua/once.lua's."""
+        script's arguments between its payload and psd/lua/once.lua's; a call's points of a
+        user with at most ``waiting`` of them may wait in their log (psd/pending.py)."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
         levels = self._levels(horizon, instants, kind.field, all_or_nothing)
@@ -284,16 +291,28 @@ class Store(Reads):
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             hours = self._hours[kind.name]
-            keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
+            waits: frozenset[int] = frozenset()
+            if waiting:
+                waits = pended(points, indexes, records, levels, all_or_nothing, waiting)  # type: ignore[arg-type]
+            keys, rows = call_args(
+                kind, policy, points, indexes, instants, records, names, hours, waits
+            )
             return script, keys, [msgpack.packb(rows), *head, *tail]
 
+        logs: dict[str, bytes] = {}  # pending logs a call returned (psd/pending.py)
+
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
+            if len(reply) > 2 * len(indexes):
+                flat = reply.pop()
+                logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
             return kind.results(reply, [points[i] for i in indexes])
 
         kept = [i for i, level in enumerate(levels) if level]
         with redis_errors(kind.doing):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             applied = self._run_calls(kept, records, cut, build, results)
+            if logs:
+                apply_logs(self, logs)
         if all_or_nothing:
             self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, kind)

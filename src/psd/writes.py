@@ -38,10 +38,21 @@ class WriteResult:
         return self.refusal.message if self.refusal else ""
 
 
+#: Room a user's counters and records keep inside their limits for the increments waiting
+#: in their log (psd/lua/limits.lua: at most 256 of ±2^40), which are never refused.
+HEADROOM = 2**48
+#: Where a write is refused (psd/lua/limits.lua): a global counter's field at ±2^62; a
+#: user's counter field, less the headroom; an hour's sum or an activity's record likewise
+#: at ±2^53 less it, where Lua's numbers are still exact.
+COUNT_LIMIT = 2**62
+COUNTER_LIMIT = COUNT_LIMIT - HEADROOM
+RECORD_LIMIT = 2**53 - HEADROOM
 #: What a write script's refusal (psd/lua/limits.lua) means, by the status it answers.
 LIMITS = {
-    "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter)",
-    "past_record": "would take its activity's record past ±2^53, where its sums stop being exact",
+    "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter; "
+    "a user's keeps 2^48 of room for their waiting increments)",
+    "past_record": "would take its activity's record past ±2^53 (less 2^48 of room for the "
+    "user's waiting increments), where its sums stop being exact",
     "past_change": "would change its activity's total by {delta} (value minus what it recorded "
     "in [ts1, ts2]), past ±2^42",
 }
@@ -66,9 +77,9 @@ class PointKind(Generic[P]):
     #: call (``start`` in a row: the first's index in KEYS).
     key_suffixes: Callable[[Target], list[str]]
     #: KEYS and the payload (``ARGV[1]``) of a call: (policy, points, indexes, instants,
-    #: records, deliveries, hours), as :func:`call_args`.
+    #: records, deliveries, hours, pending), as :func:`call_args`.
     args: Callable[
-        [Policy, Sequence[P], list[int], list[int], list[str], list[str], Hours],
+        [Policy, Sequence[P], list[int], list[int], list[str], list[str], Hours, frozenset[int]],
         tuple[list[str], Any],
     ]
     #: The results of a call's points, from its reply.
@@ -98,10 +109,12 @@ def _metric_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours,
+    pending: frozenset[int],
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
     points of an hour of a thing share once (its target), each delivery key once, and per
-    point its own values, its target's and delivery's numbers and where its keys start."""
+    point its own values, its target's and delivery's numbers and where its keys start
+    (mode ``"p"``: an increment its user's log may keep, psd/pending.py)."""
     keys: list[str] = []
     targets: list[MetricTargetArg] = []
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
@@ -132,7 +145,7 @@ def _metric_args(
             delivery = sent[deliveries[i]] = len(sent)
         # a MetricPointArg's values (a tuple: the class would cost this loop a third more)
         rows += (
-            _MODES[p.mode],
+            "p" if i in pending else _MODES[p.mode],
             str(p.aid),
             str(p.atid),
             p.value,
@@ -188,6 +201,7 @@ def _count_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours,
+    _pending: frozenset[int],
 ) -> tuple[list[str], list[CountPointArg]]:
     """write_count.lua's KEYS and ``ARGV[1]``: the keys of a counter's hour once, and each
     point's row naming where they start."""
@@ -254,6 +268,7 @@ def call_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours | None = None,
+    pending: frozenset[int] = frozenset(),
 ) -> tuple[list[str], Any]:
     """KEYS and payload (``ARGV[1]``, to pack) of one write script call: the keys of a
     record's target go once, and each of its points' rows names where they start in KEYS.
@@ -262,9 +277,10 @@ def call_args(
     point adds to (its target's suffixes), which a call's points mostly share (a stream's
     tick, a user's day): they are worked out once for each, not once per record (this loop
     runs for every point a worker applies), and kept in ``hours`` when given (the same
-    ``kind`` and ``policy`` every call: a store's, across its writes)."""
+    ``kind`` and ``policy`` every call: a store's, across its writes). The points
+    ``pending`` (metrics) may wait in their user's log (psd/pending.py)."""
     if hours is None:
         hours = {}
     elif len(hours) > MAX_TARGETS:
         hours.clear()
-    return kind.args(policy, points, indexes, instants, records, deliveries, hours)
+    return kind.args(policy, points, indexes, instants, records, deliveries, hours, pending)

@@ -155,7 +155,9 @@ def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
     crash is neither counted nor reported twice)."""
     refused = 0
     if chunk.points:
-        results = store.write_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+        results = store.write_metrics(
+            chunk.points, [f"{key}:{line}"] * len(chunk.points), wait=False
+        )
         for number, result in zip(chunk.numbers, results, strict=True):
             if result.status == "refused":
                 refused += 1

@@ -7,14 +7,19 @@
 -- activity's record are Lua doubles: they are kept within ±2^53, where doubles are exact.
 local COUNTER_LIMIT = 2^62
 local RECORD_LIMIT = 2^53
+local COUNTER_DIGITS = '4611686018427387904'  -- COUNTER_LIMIT, exactly
 local MAX_CHANGE = 2^42
+-- A user's pending increments (pending.lua) are applied without refusal: a log holds at most
+-- 256 points of at most ±2^40, so every other write keeps its fields HEADROOM inside the
+-- limits (write_metric.lua's use_limits), and a log's points always fit.
+local HEADROOM = 2^48
 local PAY_EVERY = 400
 local type_of = type
 
--- the field is past ±2^62, read exactly (the double of a number near 2^62 is off by <= 256)
+-- the field is past COUNTER_LIMIT, read exactly (a double near 2^62 is off by <= 256)
 local function past_limit(key, field)
   local digits = (redis.call('HGET', key, field) or '0'):gsub('^-', '')
-  return #digits > 19 or (#digits == 19 and digits > '4611686018427387904')
+  return #digits > 19 or (#digits == 19 and digits > COUNTER_DIGITS)
 end
 
 -- whether HINCRBY's answer n (from redis.pcall) is refused, and then whether it added

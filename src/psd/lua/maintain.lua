@@ -194,7 +194,7 @@ end
 -- an activity state and its index: a user whose records an earlier psd wrote is brought to
 -- layout 3 first (convert.lua); activities whose last change is <= record_cut go (their
 -- changes in {uid}:cYYYYMMDD expire with the minute retention); a state without expiry gets
--- one, record_cut seconds after its newest change
+-- one, record_cut seconds after its newest change; not while the user's increments wait
 local function state(acts, idx, record_cut, keep)
   local layout = redis.call('HGET', acts, LAYOUT_FIELD)
   if layout ~= LAYOUT and redis.call('EXISTS', acts) == 1 then
@@ -202,6 +202,10 @@ local function state(acts, idx, record_cut, keep)
     converted = converted + convert_user(acts)
   end
   if record_cut < 0 then return end
+  -- increments waiting in the user's log (pending.lua) may be of an activity that looks
+  -- old: the state waits until they are applied (the compaction applies the logs it finds)
+  local waiting = redis.pcall('STRLEN', string.sub(acts, 1, -5) .. 'p')
+  if type(waiting) == 'number' and waiting > 0 then return end
   local old = redis.call('ZRANGEBYSCORE', idx, '-inf', record_cut)
   for _, member in ipairs(old) do
     local thing, aid = member:match('^(%d+):[^:]+:([^:]+):')

@@ -26,7 +26,8 @@
 --         deliveries: the keys of the deliveries the points came in
 --         points: flat, nine values a point, {mode, aid, atid, value, ts1, ts2, target,
 --           delivery, k, mode, ...} (psd.scriptargs.MetricPointArg): mode "d" diffadd (value =
---           running total since ts1) or "i" increment; aid, atid decimal strings; target =
+--           running total since ts1), "i" increment, or "p" an increment its user's log
+--           ({uid}:p, pending.lua) keeps, if it may; aid, atid decimal strings; target =
 --           its target's number in targets (from 1); delivery = its delivery's number in
 --           deliveries (from 1), 0 = none (applied whatever came before); k = how many KEYS
 --           come before the point's seven. Flat: a table a point costs its unpacking more
@@ -36,6 +37,8 @@
 --           forever (daystate.lua)
 -- ARGV[4..6] now, window, cutoff of once.lua
 -- ARGV[7] "1": all or nothing (one point refused, nothing of the call is written), else "0"
+-- ARGV[8] (optional; on a cluster, before the keys' groups of keys.lua) msgpack {key, log,
+--         ...}: the call applies these users' logs, whose points it carries (apply_logs)
 -- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
 -- "stale" (ts2 older than a change already recorded for this activity: a late update; or
 -- the update needs changes of a day the minute retention no longer keeps), "duplicate" (its
@@ -43,6 +46,8 @@
 -- "past_counter" (a counter would leave ±2^62, an hour's ±2^53), "past_record" (its activity's record
 -- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
+-- Then, when a log has just grown past PENDING_FOLD bytes, {key, log, ...} of those logs.
+-- A diffadd's window and its stale test count its activity's pending points too.
 local WRITES = true
 -- #include keys.lua
 -- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
@@ -66,6 +71,60 @@ local T_CHILDREN, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 4,
 
 -- #include counters.lua
 -- #include recording.lua
+-- #include pending.lua
+
+-- A log past PENDING_FOLD bytes is returned for psd to apply (psd/pending.py); one past
+-- PENDING_CAP (not applied: its writer was lost) takes no more points, so a log holds at
+-- most 256 (a point is 7 bytes or more), which limits.lua's HEADROOM allows for.
+local PENDING_FOLD, PENDING_CAP = 512, 1024
+-- per call: the logs appended to, by key (their points, or false: read them again), the
+-- rows appended, and the logs to return
+local pending_read, appended, to_fold
+
+local function pending_key(acts) return string.sub(acts, 1, -5) .. 'p' end
+
+-- the user's log as this call last read it (flat, five values a point), or nil
+local function pending_of(k)
+  local key = pending_key(KEYS[k + 1])
+  local p = pending_read[key]
+  if p == nil then
+    p = pending_points(pending_logs({key})[1]) or false
+    pending_read[key] = p
+  end
+  return p or nil
+end
+
+-- what activity act's pending points add inside [ts1, ts2], and its latest one (nil: none)
+local function pending_window(k, act, ts1, ts2)
+  local p, sum, last = pending_of(k), 0, nil
+  if p == nil then return 0, nil end
+  for i = 1, #p, PENDING_STRIDE do
+    if p[i + PE_THING] == act.thing and p[i + PE_AID] == act.aid then
+      local ts = p[i + PE_TS]
+      if ts >= ts1 and ts <= ts2 then sum = sum + p[i + PE_VALUE] end
+      if last == nil or ts > last then last = ts end
+    end
+  end
+  return sum, last
+end
+
+-- the point after b, an increment, kept in its user's log: false if it must be applied
+-- now (the user is near the limits: a hash there; or the log is full)
+local function pend(b, k, t, aid, atid, value, ts2)
+  if appended[b] then return true end  -- apply_each runs a point again
+  local key = pending_key(KEYS[k + 1])
+  local entry = cmsgpack.pack(t[T_THING], aid, atid, value, ts2)
+  local n = redis.pcall('APPEND', key, entry)
+  if type(n) ~= 'number' then return false end
+  local before = n - #entry
+  if before >= PENDING_CAP then
+    redis.call('SET', key, redis.call('GETRANGE', key, 0, before - 1))
+    return false
+  end
+  appended[b], pending_read[key] = true, nil
+  if n >= PENDING_FOLD and before < PENDING_FOLD then to_fold[#to_fold + 1] = key end
+  return true
+end
 
 -- the point whose values start after b in rows
 local function apply(b)
@@ -74,14 +133,23 @@ local function apply(b)
     return 'duplicate', 0
   end
   local t, aid, atid = targets[rows[b + P_TARGET]], rows[b + P_AID], rows[b + P_ATID]
+  local mode, value, ts2 = rows[b + P_MODE], rows[b + P_VALUE], rows[b + P_TS2]
+  if mode == 'p' then
+    if value == 0 then return 'same', 0 end
+    if pend(b, k, t, aid, atid, value, ts2) then return 'ok', value end
+  end
   local act = activity(k, t, aid)
-  local summary, value, ts2 = act.summary, rows[b + P_VALUE], rows[b + P_TS2]
-  local delta = value
-  if summary and rows[b + P_MODE] == 'd' then
-    if ts2 < summary[R_LAST] then return 'stale', 0 end
-    local sum, why = window_sum(act, rows[b + P_TS1], ts2)
-    if sum == nil then return why, 0 end
-    delta = value - sum
+  local summary, delta = act.summary, value
+  if mode == 'd' then
+    local ts1 = rows[b + P_TS1]
+    local pending, last = pending_window(k, act, ts1, ts2)
+    if summary and ts2 < summary[R_LAST] or last and ts2 < last then return 'stale', 0 end
+    if summary then
+      local sum, why = window_sum(act, ts1, ts2)
+      if sum == nil then return why, 0 end
+      pending = pending + sum
+    end
+    delta = value - pending
     if delta > MAX_CHANGE or delta < -MAX_CHANGE then return 'past_change', delta end
   end
   if delta == 0 then return 'same', 0 end
@@ -147,6 +215,16 @@ local function apply_each()
   end
 end
 
+-- the limits of a call (limits.lua): one applying logs (hard) may use the headroom kept for
+-- their points; every other keeps it
+local function use_limits(hard)
+  local room = hard and 0 or HEADROOM
+  COUNTER_LIMIT, RECORD_LIMIT, HOUR_LIMIT = 2^62 - room, 2^53 - room, 2^53 - room
+  COUNTER_DIGITS = hard and '4611686018427387904' or '4611404543450677248'
+end
+
+local claims  -- a call applying logs: {key, the log it applies, ...}
+
 local function begin(keys, args)
   KEYS = call_keys(keys, args)
   local call = cmsgpack.unpack(args[1])
@@ -154,13 +232,15 @@ local function begin(keys, args)
   npoints = #rows / STRIDE
   state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
+  claims = #args - (clustered and 1 or 0) >= 8 and cmsgpack.unpack(args[8]) or nil
   out, refused = {}, false
+  pending_read, appended, to_fold = {}, {}, {}
+  use_limits(false)
   once_begin(); hours_begin(); forget_days(); recording_begin(); counters_begin()
 end
 
 -- one call: every point applied, or as many as may be (see apply_all and apply_each)
-local function write_call(keys, args)
-  begin(keys, args)
+local function write_points()
   if apply_all() then
     save_states()
   else
@@ -184,7 +264,48 @@ local function write_call(keys, args)
     end
     once_forget(kept)
   end
+  if #to_fold > 0 then
+    local logs = {}
+    for _, key in ipairs(to_fold) do
+      logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
+    end
+    out[#out + 1] = logs
+  end
   return out
+end
+
+-- whether each log claimed is still what the call applies (none applied it since)
+local function claims_hold()
+  for i = 1, #claims, 2 do
+    if redis.call('GET', claims[i]) ~= claims[i + 1] then return false end
+  end
+  return true
+end
+
+-- a call applying logs (psd/pending.py; whole, its points increments of no delivery): none,
+-- {"moved"}, if one changed since it was read; else they are applied and deleted. Within
+-- the headroom first; a log that would take a field into it is applied with it, and its
+-- user's increments are never kept again (a hash at their log's key, pending.lua)
+local function apply_logs(keys, args)
+  if not claims_hold() then return {'moved'} end
+  local result, near = write_points(), refused
+  if near then
+    begin(keys, args)
+    use_limits(true)
+    result = write_points()
+    if refused then return result end  -- past the limits themselves: nothing applied, kept
+  end
+  for i = 1, #claims, 2 do
+    redis.call('DEL', claims[i])
+    if near then redis.call('HSET', claims[i], 'near', '1') end
+  end
+  return result
+end
+
+local function write_call(keys, args)
+  begin(keys, args)
+  if claims then return apply_logs(keys, args) end
+  return write_points()
 end
 
 -- the entry point: psd/scripts.py makes it a Redis Function, or calls it with KEYS and ARGV

@@ -258,7 +258,7 @@ class Migration:
         if metric:
             metric_points = [p for p in points if isinstance(p, MetricPoint)]
             statuses = Counter(
-                r.status for r in self.store.write_metrics(metric_points, deliveries)
+                r.status for r in self.store.write_metrics(metric_points, deliveries, wait=False)
             )
         else:
             count_points = [p for p in points if isinstance(p, CountPoint)]

@@ -1,0 +1,171 @@
+"""Increments that wait in their user's log (psd/pending.py, psd/lua/pending.lua): a stream's
+small calls answer as if each point were applied at once, every read agrees with the oracle
+while they wait and once they are applied, a log is applied once, and a user near the limits
+stops keeping one. On a real Redis, with the defaults a user gets."""
+
+from __future__ import annotations
+
+import msgpack
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from psd import maintenance
+from psd.config import Settings
+from psd.keys import PENDING, metric_prefix, metric_target
+from psd.model import MetricPoint
+from psd.pending import apply_logs
+from psd.store import Store, UserQuery
+from psd.writes import COUNTER_LIMIT
+from tests.oracle import Oracle
+from tests.test_maintenance import run
+from tests.test_store import THINGS, instants, recent_bases
+
+ATIDS = (None, 1)
+
+
+def log_of(client: redis.Redis, uid: int) -> bytes:
+    return client.get(metric_prefix(uid) + PENDING) or b""
+
+
+@st.composite
+def stream(draw: st.DrawFn) -> tuple[list[list[MetricPoint]], list[tuple[int, int]]]:
+    """Calls of a few points each, of two users, increments mostly, diffadds among them (of
+    the same activities, their windows over the waiting increments)."""
+    base = draw(st.sampled_from(recent_bases()))
+
+    def one() -> st.SearchStrategy[MetricPoint]:
+        return st.builds(
+            lambda mode, thing, uid, atid, aid, value, ts, reach: MetricPoint(
+                thing, uid, atid, aid, value, ts - (reach if mode == "diffadd" else 0), ts, mode
+            ),
+            st.sampled_from(["increment"] * 4 + ["diffadd"]),
+            st.sampled_from(THINGS),
+            st.integers(1, 2),
+            st.sampled_from([0, 1, 1000]),
+            st.integers(1, 3),
+            st.integers(-60, 60),
+            instants(base),
+            st.integers(0, 7200),
+        )
+
+    calls = draw(st.lists(st.lists(one(), min_size=1, max_size=3), min_size=1, max_size=40))
+    ranges = []
+    for _ in range(3):
+        a, b = draw(instants(base)), draw(instants(base))
+        ranges.append((min(a, b), max(a, b)))
+    return calls, ranges
+
+
+def check_reads(store: Store, oracle: Oracle, ranges: list[tuple[int, int]]) -> None:
+    for t1, t2 in ranges:
+        for atid in ATIDS:
+            users = [UserQuery(uid, t1, t2) for uid in (1, 2)]
+            results = store.query(users, THINGS, atid, with_activities=True)
+            for uid, result in zip((1, 2), results, strict=True):
+                assert result.sums == {t: oracle.sum(uid, t, atid, t1, t2) for t in THINGS}
+                assert result.activities == oracle.activities(uid, THINGS, atid, t1, t2)
+            assert store.sum(1, "steps", atid, t1, t2) == oracle.sum(1, "steps", atid, t1, t2)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stream())
+def test_a_stream_answers_as_if_applied_at_once(
+    redis_client: redis.Redis, drawn: tuple[list[list[MetricPoint]], list[tuple[int, int]]]
+) -> None:
+    calls, ranges = drawn
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    for call in calls:
+        assert [r.status for r in store.write_metrics(call)] == [oracle.write(p) for p in call]
+    check_reads(store, oracle, ranges)
+    run(store, "compaction")  # applies what still waits
+    assert not log_of(redis_client, 1) and not log_of(redis_client, 2)
+    check_reads(store, oracle, ranges)
+
+
+def increments(uid: int, n: int, ts: int, value: int = 3) -> list[MetricPoint]:
+    return [MetricPoint("steps", uid, 1, 1, value, ts + i, ts + i, "increment") for i in range(n)]
+
+
+def test_a_log_is_applied_when_it_grows_and_only_once(redis_client: redis.Redis) -> None:
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    grown = 0
+    for point in increments(1, 60, ts):
+        assert store.write_metric(point).status == "ok"
+        size = len(log_of(redis_client, 1))
+        grown += size < 10  # a log applied: it starts again
+    assert grown >= 1 and redis_client.hlen("{1}:acts") > 0  # applied: the record is there
+    assert store.sum(1, "steps", None, ts, ts + 59) == 180
+    waiting = log_of(redis_client, 1)
+    assert waiting
+    assert apply_logs(store, {metric_prefix(1) + PENDING: waiting}) > 0
+    assert not log_of(redis_client, 1)
+    # the same log again (a call resent, a second runner): found moved, nothing applied
+    assert apply_logs(store, {metric_prefix(1) + PENDING: waiting}) == 0
+    assert store.sum(1, "steps", None, ts, ts + 59) == 180
+
+
+def test_a_full_log_takes_no_more_points(redis_client: redis.Redis) -> None:
+    """A log whose points were never applied (its writer lost) stops growing at its cap:
+    the next point is applied at once."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    packer = msgpack.Packer()
+    entry = b"".join(map(packer.pack, (1, "1", "1", 1, ts)))
+    redis_client.set(metric_prefix(1) + PENDING, entry * (1100 // len(entry)))
+    before = log_of(redis_client, 1)
+    assert store.write_metric(increments(1, 1, ts + 5, 7)[0]).status == "ok"
+    assert log_of(redis_client, 1) == before
+    assert redis_client.hlen("{1}:acts") > 0  # the point's record: applied at once
+    assert store.sum(1, "steps", None, ts, ts + 5) == len(before) // len(entry) + 7
+
+
+def test_a_user_near_the_limits_keeps_no_log_after(redis_client: redis.Redis) -> None:
+    """Waiting points are never refused: the room kept inside the limits takes them. A log
+    that goes into that room is applied with it, and its user's increments are checked as
+    they come from then on."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    store.write_metric(MetricPoint("steps", 1, 1, 9, 1, ts, ts))  # the user's root
+    root = ("{1}:r", str(metric_target(ts).children[0] * 10 + 1))
+    redis_client.hset(*root, str(COUNTER_LIMIT - 50))
+    for point in increments(1, 20, ts + 1):  # 60 in all, 10 into the room: they wait
+        assert store.write_metric(point).status == "ok"
+    key = metric_prefix(1) + PENDING
+    assert apply_logs(store, {key: log_of(redis_client, 1)}) == 20
+    assert int(redis_client.hget(*root) or 0) == COUNTER_LIMIT + 10
+    assert redis_client.type(key) == b"hash"  # its user is near the limits now
+    assert store.sum(1, "steps", None, ts, ts + 100) == 1 + 60
+    [refused] = store.write_metrics(increments(1, 1, ts + 60))
+    assert refused.status == "refused" and "2^62" in refused.reason
+    assert store.write_metrics(increments(1, 1, ts + 61, -20))[0].status == "ok"  # back within
+    assert store.sum(1, "steps", None, ts, ts + 100) == 1 + 60 - 20
+
+
+def test_a_state_is_left_alone_while_its_users_increments_wait(
+    redis_client: redis.Redis,
+) -> None:
+    """The compaction drops activities whose last change is past the state's lifetime; one
+    with increments waiting is not past it, whatever its record says: the user's state
+    waits for them to be applied."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    store.write_metric(MetricPoint("steps", 1, 1, 1, 5, ts, ts))  # recorded at once
+    assert store.write_metric(increments(1, 1, ts + 1)[0]).status == "ok"
+    assert log_of(redis_client, 1)
+    later = ts + store.state_lifetime + 86400  # every record is past the lifetime then
+    work = maintenance.Maintenance(store, "compaction", later)
+    report = maintenance.Report()
+    node = dict(store.nodes.named_primaries())[store.nodes.node_of(metric_prefix(1))]
+    work.apply(node, ["{1}:acts"], report)
+    assert report.activities_removed == 0 and redis_client.hlen("{1}:acts") > 0
+    work.apply(node, ["{1}:p", "{1}:acts"], report)  # the log first, then the state
+    assert report.pending_applied == 1 and report.activities_removed == 1
