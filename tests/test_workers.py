@@ -118,6 +118,7 @@ def test_single_point_messages_are_applied_in_batches(
             **point(uid=n % 7, value=1, ts=T0 + n, aid=n, mode="increment")
         )
     before = script_calls(store)
+
     def seen() -> int:
         """Watched without scripts: each point is a new activity in its user's index, or
         waits in their log (psd/pending.py)."""
