@@ -96,7 +96,7 @@ def _apply(store: Store, logs: dict[str, bytes]) -> set[str]:
         for p in log_points(key, logs[key]):
             points.append(p)
             owner.append(n)
-    now = int(store._clock())
+    now = store.now()
     records = [metric_prefix(p.uid) for p in points]
     instants = [p.ts2 for p in points]
     names = [""] * len(points)
@@ -117,15 +117,14 @@ def _apply(store: Store, logs: dict[str, bytes]) -> set[str]:
         return calls
 
     def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
-        hours = store._hours[METRIC.name]
         keys_, rows = call_args(
-            METRIC, store.metric_policy, points, indexes, instants, records, names, hours
+            METRIC, store.metric_policy, points, indexes, instants, records, names
         )
         claims = [
             x for n in dict.fromkeys(owner[i] for i in indexes) for x in (keys[n], logs[keys[n]])
         ]
         head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
-        tail = [*store._once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
+        tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
         return store.scripts.write_metric, keys_, [msgpack.packb(rows), *head, *tail]
 
     moved: set[str] = set()

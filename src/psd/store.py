@@ -83,7 +83,11 @@ class Store(Reads):
 
     # ---- writes ----
 
-    def _once_args(self, now: int) -> list[Any]:
+    def now(self) -> int:
+        """The store's clock, in whole seconds."""
+        return int(self._clock())
+
+    def once_args(self, now: int) -> list[Any]:
         """now, window and cutoff of psd/lua/once.lua."""
         window = self.settings.idempotency_window
         return [now, window, f"({now - window}"]
@@ -282,7 +286,7 @@ class Store(Reads):
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
         names = self._names(records, deliveries, resent, kind.call_points)
-        tail = [*self._once_args(now), int(all_or_nothing)]
+        tail = [*self.once_args(now), int(all_or_nothing)]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
