@@ -206,6 +206,6 @@ local function lone_sum(keys, args, a)
   local n, his, los = a[i], {hi}, {lo}
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
   local t = i + 7 * n
-  add_pending(pending_logs({KEYS[k + 2]})[1], a[t + 1], a[t + 2], his, los, nil)
+  add_pending(pending_log(KEYS[k + 2]), a[t + 1], a[t + 2], his, los, nil)
   return {{{his[1], los[1]}}}
 end

@@ -15,16 +15,20 @@
 local PENDING_STRIDE = 5
 local PE_THING, PE_AID, PE_ATID, PE_VALUE, PE_TS = 0, 1, 2, 3, 4
 
--- the logs at keys (a list): false for none, or for a key of another type. One MGET (which
--- answers nil for a key of another type, where GET fails), so many users' logs cost one
--- command; on a cluster (keys.lua's clustered) a GET a key, through pcall
+-- the log at key: false for none, or for a key of another type (GET fails on it: pcall)
+local function pending_log(key)
+  local raw = redis.pcall('GET', key)
+  return type(raw) == 'string' and raw or false
+end
+
+-- the logs at keys (a list), as pending_log says: one MGET (which answers nil for a key of
+-- another type), so many users' logs cost one command; one at a time for one key, or on a
+-- cluster (keys.lua's clustered), where a command naming keys of several slots fails the
+-- whole script
 local function pending_logs(keys)
-  if not clustered then return redis.call('MGET', unpack(keys)) end
+  if not clustered and #keys > 1 then return redis.call('MGET', unpack(keys)) end
   local logs = {}
-  for i, key in ipairs(keys) do
-    local raw = redis.pcall('GET', key)
-    logs[i] = type(raw) == 'string' and raw or false
-  end
+  for i, key in ipairs(keys) do logs[i] = pending_log(key) end
   return logs
 end
 

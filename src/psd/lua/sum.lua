@@ -252,7 +252,7 @@ local function begin(keys, args, unpacked)
   forget_spans()
 end
 
--- the logs of a call's series (pending.lua), one MGET for all, by series
+-- the logs of a call's series (pending.lua), by series
 local function series_logs(series)
   local keys, k = {}, 1
   for i = 1, #series, 2 do
@@ -321,7 +321,7 @@ local function sum_call(keys, args)
     local b, v, big = bplans[p], nil, nil
     v, big, k = term_values(b, k)
     local out = bucket_sums(b, v, big)
-    add_pending_buckets(pending_logs({KEYS[k]})[1], b, out)
+    add_pending_buckets(pending_log(KEYS[k]), b, out)
     result[#result + 1], k = out, k + 1
   end
   return result

@@ -88,7 +88,7 @@ local function pending_of(k)
   local key = pending_key(KEYS[k + 1])
   local p = pending_read[key]
   if p == nil then
-    p = pending_points(pending_logs({key})[1]) or false
+    p = pending_points(pending_log(key)) or false
     pending_read[key] = p
   end
   return p or nil
