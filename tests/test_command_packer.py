@@ -8,7 +8,7 @@ import pytest
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import DataError
 
-from psd.connect import CommandPacker, client_from_url, is_cluster_url
+from psd.connect import CommandPacker, client_from_url, is_cluster_url, send_call
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,35 @@ def test_a_store_client_packs_with_it(redis_url: str) -> None:
     client.set("psd-test:packer", "é")
     assert client.get("psd-test:packer") == "é".encode()
     client.delete("psd-test:packer")
+
+
+class Recorder:
+    """What a redis-py connection is sent (its packer redis-py's own)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return HiredisRespSerializer().pack(*args)  # type: ignore[no-any-return]
+
+    def send_packed_command(self, packed: list[bytes]) -> None:
+        self.sent.append(b"".join(packed))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("FCALL", "write_call", 2, "{1}:acts", "{1}:idx", b"\x93\x01\xa1d\x00", 5, "(7", 0),
+        ("SET", "k", "é", 1.5, -(2**63), 2**64 - 1),
+        ("GET", memoryview(b"ab")),
+    ],
+)
+def test_a_script_call_goes_out_as_redis_py_packs_it(args: tuple[Any, ...]) -> None:
+    conn = Recorder()
+    send_call(conn, args)
+    assert conn.sent == [b"".join(HiredisRespSerializer().pack(*args))]
+
+
+def test_a_script_call_that_cannot_be_sent_raises_as_before() -> None:
+    with pytest.raises(DataError):
+        send_call(Recorder(), ("FCALL", "f", 0, object()))

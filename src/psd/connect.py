@@ -72,6 +72,20 @@ def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
     return RedisCluster(startup_nodes=startup, **options, **kwargs)
 
 
+def send_call(conn: Any, command: tuple[Any, ...]) -> None:
+    """Send one command on a redis-py connection, packed by hiredis as it is. The
+    connection's own packer (unless it is a :class:`CommandPacker`: a client psd made) first
+    passes every argument through redis-py's encoder, a Python call each, and a stream's
+    call names seven keys a user: that pass was a third of the Python a streamed point cost
+    when the store was given a client made elsewhere. An argument hiredis refuses takes the
+    connection's own way, which says what is wrong with it."""
+    try:
+        packed = [hiredis.pack_command(command)]
+    except TypeError:
+        packed = conn.pack_command(*command)
+    conn.send_packed_command(packed)
+
+
 class CommandPacker(HiredisRespSerializer):
     """redis-py's hiredis packer without its pass over every argument (it copies those that
     are a bytearray or a memoryview, which psd never sends) before hiredis packs them. A write

@@ -27,11 +27,12 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
+from psd.connect import send_call
 from psd.scripts import Function
 
 
 def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
-    conn.send_command(*command)
+    send_call(conn, command)
     return conn.read_response()
 
 

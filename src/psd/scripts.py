@@ -32,6 +32,8 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
+from psd.connect import send_call
+
 NAMES = ("write_metric", "write_count", "sum", "maintain")
 FUNCTIONS = ("write_metric", "sum")  # run as Redis Functions; the others as EVALSHA
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
@@ -177,7 +179,7 @@ def _streamed(client: redis.Redis, calls: Iterator[Call]) -> tuple[list[Call], l
                 rest = [call, *calls]
                 break
             sent.append(call)
-            conn.send_command(script.command, script.library.function, len(keys), *keys, *args)
+            send_call(conn, (script.command, script.library.function, len(keys), *keys, *args))
         replies: list[Any] = []
         for _ in sent:
             try:
