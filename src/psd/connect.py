@@ -66,7 +66,8 @@ def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
     """A client of the store ``url`` names: :class:`redis.Redis` for a server,
     :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client."""
     if not is_cluster_url(url):
-        return redis.Redis.from_url(url, command_packer=CommandPacker(), **kwargs)
+        packer: Any = CommandPacker  # redis-py 8.2 gave its base an untyped __init__
+        return redis.Redis.from_url(url, command_packer=packer(), **kwargs)
     nodes, options = cluster_nodes(url)
     startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
     return RedisCluster(startup_nodes=startup, **options, **kwargs)

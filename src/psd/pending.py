@@ -14,6 +14,11 @@ Only increments wait: a diffadd answers from what its activity recorded (its win
 stale test count the log's points too). A point only coarser levels keep goes the direct
 way, as does a write that must be all or nothing (unless it is one point: a pending point is
 never refused).
+
+The points that wait go in calls of their own (psd/lua/pend.lua): two keys a user and the
+log's bytes packed here, where a call of write_metric.lua names seven keys a user and
+unpacks nine values a point. A log that takes no more points (its user near the limits, or
+full) answers "direct", and those points go the direct way in a second round trip.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from psd.batching import CALL_POINTS
-from psd.keys import metric_prefix
+from psd.keys import ONCE, PENDING, metric_prefix
 from psd.model import THINGS, MetricPoint
-from psd.writes import METRIC, call_args
+from psd.writes import METRIC, WriteResult, call_args, ok_result
 
 if TYPE_CHECKING:
     from psd.store import Store
@@ -46,17 +51,103 @@ def pended(
     all_or_nothing: bool,
     most: int,
 ) -> frozenset[int]:
-    """The points of one call (``indexes``) that may wait in their user's log: a user's
-    increments, when the call has at most ``most`` of the user's points (``pending_points``:
-    past ~8, the call's per-user cost is shared enough)."""
+    """The points of a write (``indexes``: those kept) that may wait in their user's log:
+    a user's, when the write has at most ``most`` of them (``pending_points``: past ~8, a
+    call's per-user cost is shared enough) and every one is an increment every level keeps.
+    They go in calls of their own, after the write's others: a user's points are all of one
+    kind or the other, so that a diffadd never comes before an increment sent ahead of it."""
     if most == 0 or (all_or_nothing and len(indexes) > 1):
         return frozenset()
-    per_user = Counter(records[i] for i in indexes)
+    per_user: Counter[str] = Counter()
+    direct: set[str] = set()
+    for i in indexes:
+        record = records[i]
+        per_user[record] += 1
+        if points[i].mode != "increment" or levels[i] != "minute":
+            direct.add(record)
     return frozenset(
-        i
-        for i in indexes
-        if points[i].mode == "increment" and levels[i] == "minute" and per_user[records[i]] <= most
+        i for i in indexes if per_user[records[i]] <= most and records[i] not in direct
     )
+
+
+#: Most points a call of pend.lua takes: its users whole (~20 µs of the server's a hundred
+#: points), small enough that the server appends one call's while psd builds the next.
+PEND_POINTS = 500
+_SAME = WriteResult("same", 0)
+_DUPLICATE = WriteResult("duplicate", 0)
+_pack = msgpack.Packer().pack
+
+
+def pend_cuts(items: list[int], records: Sequence[str]) -> list[list[int]]:
+    """The pend.lua calls of a write's waiting points ``items``: each user's whole in one
+    call (their delivery decides once a call), ``PEND_POINTS`` a call or a little more."""
+    by_user: dict[str, list[int]] = {}
+    for i in items:
+        by_user.setdefault(records[i], []).append(i)
+    calls: list[list[int]] = [[]]
+    for mine in by_user.values():
+        if len(calls[-1]) >= PEND_POINTS:
+            calls.append([])
+        calls[-1] += mine
+    return calls if calls[0] else []
+
+
+def _units(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
+    """A pend.lua call's units: its points by user and delivery part, in order."""
+    units: dict[tuple[str, str], list[int]] = {}
+    for i in indexes:
+        units.setdefault((records[i], names[i]), []).append(i)
+    return list(units.values())
+
+
+def pend_args(
+    points: Sequence[MetricPoint], indexes: list[int], records: Sequence[str], names: Sequence[str]
+) -> tuple[list[str], list[bytes]]:
+    """pend.lua's KEYS and its first two arguments (the units, the deliveries)."""
+    keys: list[str] = []
+    starts: dict[str, int] = {}
+    deliveries = {"": 0}
+    flat: list[Any] = []
+    for unit in _units(indexes, records, names):
+        record = records[unit[0]]
+        k = starts.get(record)
+        if k is None:
+            k = starts[record] = len(keys)
+            keys += (record + PENDING, record + ONCE)
+        name = names[unit[0]]
+        delivery = deliveries.setdefault(name, len(deliveries))
+        entries = b"".join(_entry(points[i]) for i in unit if points[i].value)
+        flat += (k, delivery, entries)
+    packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
+    return keys, list(packed)
+
+
+def _entry(p: MetricPoint) -> bytes:
+    """A point's five values in its log (psd/lua/pending.lua), without their list's head."""
+    packed: bytes = _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))
+    return packed[1:]
+
+
+def pend_results(
+    statuses: list[bytes],
+    indexes: list[int],
+    points: Sequence[MetricPoint],
+    records: Sequence[str],
+    names: Sequence[str],
+) -> tuple[dict[int, WriteResult], list[int]]:
+    """A pend.lua call's results by point, and the points its logs would not take."""
+    done: dict[int, WriteResult] = {}
+    direct: list[int] = []
+    for unit, status in zip(_units(indexes, records, names), statuses, strict=True):
+        if status == b"direct":
+            direct += unit
+        elif status == b"duplicate":
+            done.update((i, _DUPLICATE) for i in unit)
+        else:
+            for i in unit:
+                value = points[i].value
+                done[i] = ok_result(value) if value else _SAME
+    return done, direct
 
 
 def log_points(key: str, raw: bytes) -> Iterator[MetricPoint]:

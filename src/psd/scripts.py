@@ -34,8 +34,8 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from psd.connect import send_call
 
-NAMES = ("write_metric", "write_count", "sum", "maintain")
-FUNCTIONS = ("write_metric", "sum")  # run as Redis Functions; the others as EVALSHA
+NAMES = ("write_metric", "pend", "write_count", "sum", "maintain")
+FUNCTIONS = ("write_metric", "pend", "sum")  # run as Redis Functions; the others as EVALSHA
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
 _ENTRY = re.compile(r"^-- #entry (\w+)$", re.MULTILINE)
 _FLAGS = re.compile(r"^#!lua flags=([\w,-]+)\n")
@@ -231,6 +231,7 @@ class Scripts:
 
     def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self.write_metric = Function(client, "write_metric")
+        self.pend = Function(client, "pend")
         self.write_count: Script = client.register_script(source("write_count"))
         self.sum = Function(client, "sum")
         self.maintain: Script = client.register_script(source("maintain"))

@@ -30,7 +30,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
-from psd.pending import apply_logs, pended
+from psd.pending import apply_logs, pend_args, pend_cuts, pend_results, pended
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
@@ -48,6 +48,8 @@ from psd.writes import (
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
+#: A waiting point's place in a call's results until it is applied the direct way.
+_DIRECT = WriteResult("same", 0)
 
 
 class Store(Reads):
@@ -286,35 +288,48 @@ class Store(Reads):
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
         names = self._names(records, deliveries, resent, kind.call_points)
-        tail = [*self.once_args(now), int(all_or_nothing)]
+        once = self.once_args(now)
+        tail = [*once, int(all_or_nothing)]
+        kept = [i for i, level in enumerate(levels) if level]
+        # points that wait in their user's log go in calls of their own (psd/pending.py)
+        waits = pended(points, kept, records, levels, all_or_nothing, waiting) if waiting else ()  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
             # (more than a call's points hold the server longer)
-            return [items] if all_or_nothing else cut_calls(records, names, items, kind.call_points)
+            if all_or_nothing:
+                return [items]
+            rest = [i for i in items if i not in waits] if waits else items
+            calls = cut_calls(records, names, rest, kind.call_points) if rest else []
+            return calls + pend_cuts([i for i in items if i in waits], records) if waits else calls
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
+            if indexes[0] in waits:
+                keys, args = pend_args(points, indexes, records, names)  # type: ignore[arg-type]
+                return self.scripts.pend, keys, [*args, *once]
             hours = self._hours[kind.name]
-            waits: frozenset[int] = frozenset()
-            if waiting:
-                waits = pended(points, indexes, records, levels, all_or_nothing, waiting)  # type: ignore[arg-type]
-            keys, rows = call_args(
-                kind, policy, points, indexes, instants, records, names, hours, waits
-            )
+            keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
             return script, keys, [msgpack.packb(rows), *head, *tail]
 
         logs: dict[str, bytes] = {}  # pending logs a call returned (psd/pending.py)
+        direct: list[int] = []  # waiting points their logs did not take
 
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
-            if len(reply) > 2 * len(indexes):
+            if indexes[0] not in waits:
+                return kind.results(reply, [points[i] for i in indexes])
+            if reply and isinstance(reply[-1], list):
                 flat = reply.pop()
                 logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
-            return kind.results(reply, [points[i] for i in indexes])
+            done, refused = pend_results(reply, indexes, points, records, names)  # type: ignore[arg-type]
+            direct.extend(refused)
+            return [done.get(i, _DIRECT) for i in indexes]
 
-        kept = [i for i, level in enumerate(levels) if level]
         with redis_errors(kind.doing):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             applied = self._run_calls(kept, records, cut, build, results)
+            if direct:  # the direct way, a second round trip
+                waits = ()
+                applied.update(self._run_calls(sorted(direct), records, cut, build, results))
             if logs:
                 apply_logs(self, logs)
         if all_or_nothing:

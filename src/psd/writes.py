@@ -77,9 +77,9 @@ class PointKind(Generic[P]):
     #: call (``start`` in a row: the first's index in KEYS).
     key_suffixes: Callable[[Target], list[str]]
     #: KEYS and the payload (``ARGV[1]``) of a call: (policy, points, indexes, instants,
-    #: records, deliveries, hours, pending), as :func:`call_args`.
+    #: records, deliveries, hours), as :func:`call_args`.
     args: Callable[
-        [Policy, Sequence[P], list[int], list[int], list[str], list[str], Hours, frozenset[int]],
+        [Policy, Sequence[P], list[int], list[int], list[str], list[str], Hours],
         tuple[list[str], Any],
     ]
     #: The results of a call's points, from its reply.
@@ -109,12 +109,10 @@ def _metric_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours,
-    pending: frozenset[int],
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
     points of an hour of a thing share once (its target), each delivery key once, and per
-    point its own values, its target's and delivery's numbers and where its keys start
-    (mode ``"p"``: an increment its user's log may keep, psd/pending.py)."""
+    point its own values, its target's and delivery's numbers and where its keys start."""
     keys: list[str] = []
     targets: list[MetricTargetArg] = []
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
@@ -145,7 +143,7 @@ def _metric_args(
             delivery = sent[deliveries[i]] = len(sent)
         # a MetricPointArg's values (a tuple: the class would cost this loop a third more)
         rows += (
-            "p" if i in pending else _MODES[p.mode],
+            _MODES[p.mode],
             str(p.aid),
             str(p.atid),
             p.value,
@@ -164,6 +162,16 @@ _OK: dict[int, WriteResult] = {}
 MAX_OK = 4096
 
 
+def ok_result(delta: int) -> WriteResult:
+    """``ok``, ``delta`` added (shared: see ``_OK``)."""
+    result = _OK.get(delta)
+    if result is None:
+        if len(_OK) >= MAX_OK:
+            _OK.clear()
+        result = _OK[delta] = WriteResult("ok", int(delta))
+    return result
+
+
 def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
     """write_metric.lua's reply: a status and a delta per point."""
     out = []
@@ -171,11 +179,7 @@ def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteRe
     for i in range(0, len(flat), 2):
         status, delta = flat[i], flat[i + 1]
         if status == b"ok":
-            result = ok.get(delta)
-            if result is None:
-                if len(ok) >= MAX_OK:
-                    ok.clear()
-                result = ok[delta] = WriteResult("ok", int(delta))
+            result = ok.get(delta) or ok_result(delta)
         else:
             result = _metric_result(status.decode(), int(delta))
         out.append(result)
@@ -201,7 +205,6 @@ def _count_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours,
-    _pending: frozenset[int],
 ) -> tuple[list[str], list[CountPointArg]]:
     """write_count.lua's KEYS and ``ARGV[1]``: the keys of a counter's hour once, and each
     point's row naming where they start."""
@@ -268,7 +271,6 @@ def call_args(
     records: list[str],
     deliveries: list[str],
     hours: Hours | None = None,
-    pending: frozenset[int] = frozenset(),
 ) -> tuple[list[str], Any]:
     """KEYS and payload (``ARGV[1]``, to pack) of one write script call: the keys of a
     record's target go once, and each of its points' rows names where they start in KEYS.
@@ -277,10 +279,9 @@ def call_args(
     point adds to (its target's suffixes), which a call's points mostly share (a stream's
     tick, a user's day): they are worked out once for each, not once per record (this loop
     runs for every point a worker applies), and kept in ``hours`` when given (the same
-    ``kind`` and ``policy`` every call: a store's, across its writes). The points
-    ``pending`` (metrics) may wait in their user's log (psd/pending.py)."""
+    ``kind`` and ``policy`` every call: a store's, across its writes)."""
     if hours is None:
         hours = {}
     elif len(hours) > MAX_TARGETS:
         hours.clear()
-    return kind.args(policy, points, indexes, instants, records, deliveries, hours, pending)
+    return kind.args(policy, points, indexes, instants, records, deliveries, hours)

@@ -86,9 +86,7 @@ local function counters_begin()
   for b = 0, (npoints - 1) * STRIDE, STRIDE do
     local t = targets[rows[b + P_TARGET]]
     local expire_at = t[T_EXPIRES][4]
-    -- a point its user's log may keep (pending.lua) opens no day: if it is applied after
-    -- all, its hour is packed, which a read adds as it adds an open day's
-    if rows[b + P_MODE] ~= 'p' and (expire_at == 0 or expire_at > now) then
+    if expire_at == 0 or expire_at > now then
       local day, month = t[T_CHILDREN][3], KEYS[rows[b + P_K] + 5]
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0

@@ -26,8 +26,7 @@
 --         deliveries: the keys of the deliveries the points came in
 --         points: flat, nine values a point, {mode, aid, atid, value, ts1, ts2, target,
 --           delivery, k, mode, ...} (psd.scriptargs.MetricPointArg): mode "d" diffadd (value =
---           running total since ts1), "i" increment, or "p" an increment its user's log
---           ({uid}:p, pending.lua) keeps, if it may; aid, atid decimal strings; target =
+--           running total since ts1) or "i" increment; aid, atid decimal strings; target =
 --           its target's number in targets (from 1); delivery = its delivery's number in
 --           deliveries (from 1), 0 = none (applied whatever came before); k = how many KEYS
 --           come before the point's seven. Flat: a table a point costs its unpacking more
@@ -46,8 +45,8 @@
 -- "past_counter" (a counter would leave ±2^62, an hour's ±2^53), "past_record" (its activity's record
 -- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
--- Then, when a log has just grown past PENDING_FOLD bytes, {key, log, ...} of those logs.
--- A diffadd's window and its stale test count its activity's pending points too.
+-- A diffadd's window and its stale test count its activity's pending points too (the
+-- increments pend.lua appended to the user's log, {uid}:p).
 local WRITES = true
 -- #include keys.lua
 -- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
@@ -73,13 +72,8 @@ local T_CHILDREN, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 4,
 -- #include recording.lua
 -- #include pending.lua
 
--- A log past PENDING_FOLD bytes is returned for psd to apply (psd/pending.py); one past
--- PENDING_CAP (not applied: its writer was lost) takes no more points, so a log holds at
--- most 256 (a point is 7 bytes or more), which limits.lua's HEADROOM allows for.
-local PENDING_FOLD, PENDING_CAP = 512, 1024
--- per call: the logs appended to, by key (their points, or false: read them again), the
--- rows appended, and the logs to return
-local pending_read, appended, to_fold
+-- per call: the logs read, by key (their points, or false: none)
+local pending_read
 
 local function pending_key(acts) return string.sub(acts, 1, -5) .. 'p' end
 
@@ -108,24 +102,6 @@ local function pending_window(k, act, ts1, ts2)
   return sum, last
 end
 
--- the point after b, an increment, kept in its user's log: false if it must be applied
--- now (the user is near the limits: a hash there; or the log is full)
-local function pend(b, k, t, aid, atid, value, ts2)
-  if appended[b] then return true end  -- apply_each runs a point again
-  local key = pending_key(KEYS[k + 1])
-  local entry = cmsgpack.pack(t[T_THING], aid, atid, value, ts2)
-  local n = redis.pcall('APPEND', key, entry)
-  if type(n) ~= 'number' then return false end
-  local before = n - #entry
-  if before >= PENDING_CAP then
-    redis.call('SET', key, redis.call('GETRANGE', key, 0, before - 1))
-    return false
-  end
-  appended[b], pending_read[key] = true, nil
-  if n >= PENDING_FOLD and before < PENDING_FOLD then to_fold[#to_fold + 1] = key end
-  return true
-end
-
 -- the point whose values start after b in rows
 local function apply(b)
   local k, delivery = rows[b + P_K], rows[b + P_DELIVERY]
@@ -134,10 +110,6 @@ local function apply(b)
   end
   local t, aid, atid = targets[rows[b + P_TARGET]], rows[b + P_AID], rows[b + P_ATID]
   local mode, value, ts2 = rows[b + P_MODE], rows[b + P_VALUE], rows[b + P_TS2]
-  if mode == 'p' then
-    if value == 0 then return 'same', 0 end
-    if pend(b, k, t, aid, atid, value, ts2) then return 'ok', value end
-  end
   local act = activity(k, t, aid)
   local summary, delta = act.summary, value
   if mode == 'd' then
@@ -234,7 +206,7 @@ local function begin(keys, args)
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   claims = #args - (clustered and 1 or 0) >= 8 and cmsgpack.unpack(args[8]) or nil
   out, refused = {}, false
-  pending_read, appended, to_fold = {}, {}, {}
+  pending_read = {}
   use_limits(false)
   once_begin(); hours_begin(); forget_days(); recording_begin(); counters_begin()
 end
@@ -263,13 +235,6 @@ local function write_points()
       end
     end
     once_forget(kept)
-  end
-  if #to_fold > 0 then
-    local logs = {}
-    for _, key in ipairs(to_fold) do
-      logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
-    end
-    out[#out + 1] = logs
   end
   return out
 end

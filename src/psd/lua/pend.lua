@@ -1,0 +1,79 @@
+#!lua flags=allow-cross-slot-keys
+-- pend.lua: append a stream's increments to their users' logs ({uid}:p, pending.lua), to be
+-- applied many at once later (psd/pending.py). A call of write_metric.lua names seven keys
+-- a user and unpacks nine values a point before it writes anything; this one names two keys
+-- a user and appends each user's points in one APPEND of bytes psd packed.
+--
+-- KEYS    two per user: {uid}:p, their log, and {uid}:once, their record of applied
+--         deliveries (once.lua)
+-- ARGV[1] msgpack, flat, three values a unit (a user's points of one delivery part, in
+--         order): k, how many KEYS come before the user's two; its delivery's number in
+--         ARGV[2] (from 1; 0: none); its points' log entries, five msgpack values a point
+--         (pending.lua), one after the other ("" when every point adds 0)
+-- ARGV[2] msgpack list of the deliveries' keys
+-- ARGV[3..5] now, window, cutoff of once.lua
+-- Returns a status a unit: "ok" (in the log), "duplicate" (its delivery was applied
+-- before) or "direct" (the log takes no more points: its user is near the limits, a hash
+-- there, or the log is full; nothing written, the delivery not remembered: psd applies its
+-- points the direct way); then, when logs grew past PENDING_FOLD bytes, {key, log, ...}
+-- of those logs, for psd to apply.
+local WRITES = true
+-- #include keys.lua
+-- #include once.lua
+-- #include pending.lua
+
+-- A log past PENDING_FOLD bytes is returned for psd to apply; one past PENDING_CAP (not
+-- applied: its writer was lost) takes no more points, so a log holds at most 256 (a point
+-- is 7 bytes or more), which limits.lua's HEADROOM allows for.
+local PENDING_FOLD, PENDING_CAP = 512, 1024
+
+-- append a unit's entries to its log: whether the log took them, and the log's key when
+-- it just grew past PENDING_FOLD
+local function append(key, entries)
+  local n = redis.pcall('APPEND', key, entries)
+  if type(n) ~= 'number' then return false end  -- a hash: its user is near the limits
+  local before = n - #entries
+  if before >= PENDING_CAP then  -- taken back
+    redis.call('SET', key, redis.call('GETRANGE', key, 0, before - 1))
+    return false
+  end
+  if n >= PENDING_FOLD and before < PENDING_FOLD then return true, key end
+  return true
+end
+
+local function pend_call(keys, args)
+  local K = call_keys(keys, args)
+  local units, deliveries = cmsgpack.unpack(args[1]), cmsgpack.unpack(args[2])
+  local once = {args[3], args[4], args[5]}
+  once_begin()
+  local out, grown, kept, direct = {}, {}, {}, false
+  for u = 1, #units, 3 do
+    local k, delivery, entries = units[u], units[u + 1], units[u + 2]
+    local record, ik = K[k + 2], deliveries[units[u + 1]]
+    local status = 'ok'
+    if delivery ~= 0 and applied_before(record, ik, once) then
+      status = 'duplicate'
+    elseif entries ~= '' then
+      local took, fold = append(K[k + 1], entries)
+      if not took then
+        status, direct = 'direct', true
+      elseif fold then
+        grown[#grown + 1] = fold
+      end
+    end
+    if delivery ~= 0 and status == 'ok' then kept[record .. '\n' .. ik] = true end
+    out[#out + 1] = status
+  end
+  if direct then once_forget(kept) end  -- a delivery none of whose points went in
+  if #grown > 0 then
+    local logs = {}
+    for _, key in ipairs(grown) do
+      logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
+    end
+    out[#out + 1] = logs
+  end
+  return out
+end
+
+-- the entry point: psd/scripts.py makes it a Redis Function
+-- #entry pend_call
