@@ -87,6 +87,7 @@ def lossy_store(redis_client: redis.Redis) -> Iterator[tuple[Store, LosesOneRepl
     settings = Settings(expire=0, count_expire=0)
     # known to the server: the call is the first command sent
     redis_client.function_load(library("write_metric").code, replace=True)
+    redis_client.function_load(library("pend").code, replace=True)
     redis_client.script_load(source("write_count"))
     proxy = LosesOneReply((kw["host"], kw["port"]))
     client = redis.Redis(host="127.0.0.1", port=proxy.port, db=kw.get("db", 0))
@@ -117,6 +118,25 @@ def test_increments_of_a_batch_whose_reply_was_lost_count_once(
     store.write_metrics(points)
     assert proxy.lost.is_set()
     assert [store.sum(uid, "steps", None, T0, T0) for uid in (1, 2)] == [750, 750]
+
+
+def test_a_ticks_increments_whose_reply_was_lost_count_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    """A point or two of each of many users: they wait in their logs (pend.lua), and the
+    resent call finds each user's appended."""
+    store, proxy = lossy_store
+    points = [
+        MetricPoint("steps", uid, 2, 1, uid, T0 + n, T0 + n, "increment")
+        for uid in range(1, 301)
+        for n in range(2)
+    ]
+    results = store.write_metrics(points)
+    assert proxy.lost.is_set()
+    assert {r.status for r in results} <= {"ok", "duplicate"}
+    assert store.redis.exists("{7}:p")  # waiting, not applied
+    sums = [store.sum(uid, "steps", None, T0, T0 + 1) for uid in range(1, 301)]
+    assert sums == [2 * uid for uid in range(1, 301)]
 
 
 def test_a_bulk_write_whose_reply_was_lost_counts_once(

@@ -169,3 +169,18 @@ def test_a_state_is_left_alone_while_its_users_increments_wait(
     assert report.activities_removed == 0 and redis_client.hlen("{1}:acts") > 0
     work.apply(node, ["{1}:p", "{1}:acts"], report)  # the log first, then the state
     assert report.pending_applied == 1 and report.activities_removed == 1
+
+
+def test_a_delivery_of_users_waiting_and_not_counts_once(redis_client: redis.Redis) -> None:
+    """One delivery, two users: the first's points wait in their log, the second's log takes
+    none (its user near the limits: a hash there), so they are applied the direct way. The
+    delivery is remembered for both: sent again, it adds nothing."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    redis_client.hset(metric_prefix(2) + PENDING, "near", "1")
+    points = [*increments(1, 2, ts), *increments(2, 2, ts)]
+    assert [r.status for r in store.write_metrics(points, ["m"] * 4)] == ["ok"] * 4
+    assert log_of(redis_client, 1) and redis_client.hlen("{2}:acts") > 0
+    assert [r.status for r in store.write_metrics(points, ["m"] * 4)] == ["duplicate"] * 4
+    assert [store.sum(uid, "steps", None, ts, ts + 1) for uid in (1, 2)] == [6, 6]

@@ -167,8 +167,8 @@ def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
     Returns how many points were applied."""
     applied = 0
     for _ in range(tries):
-        moved = _apply(store, logs)
-        applied += sum(len(list(log_points(k, v))) for k, v in logs.items() if k not in moved)
+        moved, counts = _apply(store, logs)
+        applied += sum(n for key, n in counts.items() if key not in moved)
         if not moved:
             break
         again = {key: store.redis.get(key) for key in sorted(moved)}  # keys of many slots
@@ -178,15 +178,18 @@ def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
     return applied
 
 
-def _apply(store: Store, logs: dict[str, bytes]) -> set[str]:
-    """One try of :func:`apply_logs`: the keys of the logs that moved."""
+def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, int]]:
+    """One try of :func:`apply_logs`: the keys of the logs that moved, and how many points
+    each log holds."""
     keys = list(logs)
     points: list[MetricPoint] = []
     owner: list[int] = []  # per point, its log's number
+    counts: dict[str, int] = {}
     for n, key in enumerate(keys):
-        for p in log_points(key, logs[key]):
-            points.append(p)
-            owner.append(n)
+        mine = list(log_points(key, logs[key]))
+        points += mine
+        owner += [n] * len(mine)
+        counts[key] = len(mine)
     now = store.now()
     records = [metric_prefix(p.uid) for p in points]
     instants = [p.ts2 for p in points]
@@ -227,7 +230,7 @@ def _apply(store: Store, logs: dict[str, bytes]) -> set[str]:
             moved.update(users)
         elif any(status in _REFUSALS for status in reply[::2]):
             log.error("pending points of %s are past the limits; their logs are kept", list(users))
-    return moved
+    return moved, counts
 
 
 _REFUSALS = {b"past_counter", b"past_record", b"past_change"}

@@ -16,6 +16,8 @@
 -- rest of it in place of "once"), made by one SET NX EX: a streaming call of many users
 -- would otherwise trim, ask, add to and extend the expiry of every user's record.
 local ONCE_OWN_SECONDS = '300'  -- a string: Redis prints a number argument with "%.17g"
+-- per call: what it decided, by record then delivery; the records it trimmed; and what it
+-- remembered anew, flat: record, delivery, record, ... (a string made of both costs more)
 local once_decided, once_trimmed, once_new
 
 -- a call's start: nothing decided yet (a Function's state outlives its calls)
@@ -40,7 +42,7 @@ local function applied_before(record, ik, once)
   if decided ~= nil then return decided end
   if ik:byte(1) == 0 then
     decided = not redis.call('SET', own_key(record, ik), '1', 'EX', ONCE_OWN_SECONDS, 'NX')
-    if not decided then once_new[#once_new + 1] = record .. '\n' .. ik end
+    if not decided then once_new[#once_new + 1] = record; once_new[#once_new + 1] = ik end
     of_record[ik] = decided
     return decided
   end
@@ -56,7 +58,7 @@ local function applied_before(record, ik, once)
       redis.call('EXPIRE', record, once[2])
       trimmed = 2
     end
-    once_new[#once_new + 1] = record .. '\n' .. ik
+    once_new[#once_new + 1] = record; once_new[#once_new + 1] = ik
   end
   once_trimmed[record] = trimmed
   of_record[ik] = decided
@@ -66,9 +68,9 @@ end
 -- forget the deliveries this call remembered but applied nothing of (every point of them
 -- refused): `kept` holds record .. '\n' .. ik of those it applied
 local function once_forget(kept)
-  for _, id in ipairs(once_new) do
-    if not kept[id] then
-      local record, ik = id:match('^(.-)\n(.*)$')
+  for i = 1, #once_new, 2 do
+    local record, ik = once_new[i], once_new[i + 1]
+    if not kept[record .. '\n' .. ik] then
       if ik:byte(1) == 0 then
         redis.call('DEL', own_key(record, ik))
       else

@@ -46,12 +46,11 @@ local function pend_call(keys, args)
   local units, deliveries = cmsgpack.unpack(args[1]), cmsgpack.unpack(args[2])
   local once = {args[3], args[4], args[5]}
   once_begin()
-  local out, grown, kept, direct = {}, {}, {}, false
+  local out, grown, direct = {}, {}, false
   for u = 1, #units, 3 do
     local k, delivery, entries = units[u], units[u + 1], units[u + 2]
-    local record, ik = K[k + 2], deliveries[units[u + 1]]
     local status = 'ok'
-    if delivery ~= 0 and applied_before(record, ik, once) then
+    if delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
       status = 'duplicate'
     elseif entries ~= '' then
       local took, fold = append(K[k + 1], entries)
@@ -61,10 +60,17 @@ local function pend_call(keys, args)
         grown[#grown + 1] = fold
       end
     end
-    if delivery ~= 0 and status == 'ok' then kept[record .. '\n' .. ik] = true end
     out[#out + 1] = status
   end
-  if direct then once_forget(kept) end  -- a delivery none of whose points went in
+  if direct then  -- a delivery none of whose points went in is not remembered
+    local kept = {}
+    for u = 1, #units, 3 do
+      if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'ok' then
+        kept[K[units[u] + 2] .. '\n' .. deliveries[units[u + 1]]] = true
+      end
+    end
+    once_forget(kept)
+  end
   if #grown > 0 then
     local logs = {}
     for _, key in ipairs(grown) do
