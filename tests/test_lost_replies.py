@@ -139,6 +139,21 @@ def test_a_ticks_increments_whose_reply_was_lost_count_once(
     assert sums == [2 * uid for uid in range(1, 301)]
 
 
+def test_a_ticks_points_sent_the_direct_way_after_a_lost_reply_count_once(
+    lossy_store: tuple[Store, LosesOneReply],
+) -> None:
+    """The call whose reply was lost answered "direct" for a user whose log takes no points
+    (near the limits: a hash there): the resent call says so again, and those points are
+    applied the direct way, once."""
+    store, proxy = lossy_store
+    store.redis.hset("{5}:p", "near", "1")
+    points = [MetricPoint("steps", uid, 2, 1, uid, T0, T0, "increment") for uid in range(1, 11)]
+    store.write_metrics(points)
+    assert proxy.lost.is_set()
+    assert store.redis.hlen("{5}:acts") > 0 and not store.redis.exists("{4}:acts")
+    assert [store.sum(uid, "steps", None, T0, T0) for uid in range(1, 11)] == list(range(1, 11))
+
+
 def test_a_bulk_write_whose_reply_was_lost_counts_once(
     lossy_store: tuple[Store, LosesOneReply],
 ) -> None:

@@ -184,3 +184,16 @@ def test_a_delivery_of_users_waiting_and_not_counts_once(redis_client: redis.Red
     assert log_of(redis_client, 1) and redis_client.hlen("{2}:acts") > 0
     assert [r.status for r in store.write_metrics(points, ["m"] * 4)] == ["duplicate"] * 4
     assert [store.sum(uid, "steps", None, ts, ts + 1) for uid in (1, 2)] == [6, 6]
+
+
+def test_a_tick_on_one_server_keeps_one_key_of_its_own_a_call(redis_client: redis.Redis) -> None:
+    """A write without a delivery key is marked applied by one key a call of pend.lua on one
+    server (a key a user on a cluster, where a call may be routed again in parts)."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    points = [MetricPoint("steps", uid, 1, 1, 2, ts, ts, "increment") for uid in range(1, 301)]
+    assert {r.status for r in store.write_metrics(points)} == {"ok"}
+    own = list(redis_client.scan_iter("*:own:*", count=1000))
+    assert len(own) == (300 if store.nodes.cluster else 1)
+    assert all(redis_client.ttl(key) > 0 for key in own)

@@ -24,13 +24,14 @@ full) answers "direct", and those points go the direct way in a second round tri
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from psd.batching import CALL_POINTS
+from psd.batching import CALL_POINTS, OWN_DELIVERY
 from psd.keys import ONCE, PENDING, metric_prefix
 from psd.model import THINGS, MetricPoint
 from psd.writes import METRIC, WriteResult, call_args, ok_result
@@ -120,6 +121,15 @@ def pend_args(
         flat += (k, delivery, entries)
     packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
     return keys, list(packed)
+
+
+def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> str:
+    """A pend.lua call's own key on one server (its ``ARGV[6]``), when some of its points
+    came without a delivery key (the write's own, psd/batching.py): the script marks the
+    call run there, in place of a key a user; "" when none did."""
+    if not any(names[i].startswith(OWN_DELIVERY) for i in indexes):
+        return ""
+    return f"{records[indexes[0]]}own:{uuid.uuid4().hex}"
 
 
 def _entry(p: MetricPoint) -> bytes:

@@ -30,7 +30,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
-from psd.pending import apply_logs, pend_args, pend_cuts, pend_results, pended
+from psd.pending import apply_logs, own_call_key, pend_args, pend_cuts, pend_results, pended
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
@@ -306,7 +306,13 @@ class Store(Reads):
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             if indexes[0] in waits:
                 keys, args = pend_args(points, indexes, records, names)  # type: ignore[arg-type]
-                return self.scripts.pend, keys, [*args, *once]
+                if self.nodes.cluster:
+                    return self.scripts.pend, keys, [*args, *once]
+                return (
+                    self.scripts.pend,
+                    keys,
+                    [*args, *once, own_call_key(indexes, records, names)],
+                )
             hours = self._hours[kind.name]
             keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
             return script, keys, [msgpack.packb(rows), *head, *tail]

@@ -12,6 +12,12 @@
 --         (pending.lua), one after the other ("" when every point adds 0)
 -- ARGV[2] msgpack list of the deliveries' keys
 -- ARGV[3..5] now, window, cutoff of once.lua
+-- ARGV[6] (one server: a cluster's call has its keys there, keys.lua) the call's own key,
+--         or "": a call on one server runs whole or not at all, and psd sends it again only
+--         as it was, so one key says for all its units of the store's own delivery (which a
+--         write without a delivery key gets, once.lua) whether it ran, where each user's
+--         own key would cost a SET and a key apiece. It holds the numbers of the units
+--         answered "direct" (from 1, "," after each), which a resent call answers again.
 -- Returns a status a unit: "ok" (in the log), "duplicate" (its delivery was applied
 -- before) or "direct" (the log takes no more points: its user is near the limits, a hash
 -- there, or the log is full; nothing written, the delivery not remembered: psd applies its
@@ -41,28 +47,52 @@ local function append(key, entries)
   return true
 end
 
+-- a unit's delivery is the store's own (once.lua: its key starts with a NUL byte)
+local function own(delivery, deliveries)
+  return delivery ~= 0 and deliveries[delivery]:byte(1) == 0
+end
+
+-- a call on one server that ran before (its own key is there, holding the units it answered
+-- "direct"): those are answered so again, the others (every unit then appended, or a
+-- duplicate already) are duplicates
+local function resent(units, done)
+  local out = {}
+  for n = 1, #units / 3 do
+    out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'direct' or 'duplicate'
+  end
+  return out
+end
+
 local function pend_call(keys, args)
   local K = call_keys(keys, args)
   local units, deliveries = cmsgpack.unpack(args[1]), cmsgpack.unpack(args[2])
   local once = {args[3], args[4], args[5]}
+  local call_key = not clustered and args[6] ~= '' and args[6]
   once_begin()
-  local out, grown, direct = {}, {}, false
+  if call_key then
+    local done = redis.call('GET', call_key)
+    if done then return resent(units, ',' .. done) end
+  end
+  local out, grown, directs = {}, {}, ''
   for u = 1, #units, 3 do
     local k, delivery, entries = units[u], units[u + 1], units[u + 2]
     local status = 'ok'
-    if delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
+    if call_key and own(delivery, deliveries) then  -- the call's key says for it
+    elseif delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
       status = 'duplicate'
-    elseif entries ~= '' then
+    end
+    if status == 'ok' and entries ~= '' then
       local took, fold = append(K[k + 1], entries)
       if not took then
-        status, direct = 'direct', true
+        status, directs = 'direct', directs .. ((u + 2) / 3) .. ','
       elseif fold then
         grown[#grown + 1] = fold
       end
     end
     out[#out + 1] = status
   end
-  if direct then  -- a delivery none of whose points went in is not remembered
+  if call_key then redis.call('SET', call_key, directs, 'EX', ONCE_OWN_SECONDS) end
+  if directs ~= '' then  -- a delivery none of whose points went in is not remembered
     local kept = {}
     for u = 1, #units, 3 do
       if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'ok' then
