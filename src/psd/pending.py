@@ -109,15 +109,21 @@ def pend_args(
     starts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
+    pack = _pack
     for unit in _units(indexes, records, names):
-        record = records[unit[0]]
+        first = unit[0]
+        record = records[first]
         k = starts.get(record)
         if k is None:
             k = starts[record] = len(keys)
             keys += (record + PENDING, record + ONCE)
-        name = names[unit[0]]
-        delivery = deliveries.setdefault(name, len(deliveries))
-        entries = b"".join(_entry(points[i]) for i in unit if points[i].value)
+        delivery = deliveries.setdefault(names[first], len(deliveries))
+        # each point's five values (psd/lua/pending.lua), packed as a list less its head
+        entries = b"".join(
+            pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:]
+            for p in map(points.__getitem__, unit)
+            if p.value
+        )
         flat += (k, delivery, entries)
     packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
     return keys, list(packed)
@@ -130,12 +136,6 @@ def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str
     if not any(names[i].startswith(OWN_DELIVERY) for i in indexes):
         return ""
     return f"{records[indexes[0]]}own:{uuid.uuid4().hex}"
-
-
-def _entry(p: MetricPoint) -> bytes:
-    """A point's five values in its log (psd/lua/pending.lua), without their list's head."""
-    packed: bytes = _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))
-    return packed[1:]
 
 
 def pend_results(
