@@ -197,3 +197,25 @@ def test_a_tick_on_one_server_keeps_one_key_of_its_own_a_call(redis_client: redi
     own = list(redis_client.scan_iter("*:own:*", count=1000))
     assert len(own) == (300 if store.nodes.cluster else 1)
     assert all(redis_client.ttl(key) > 0 for key in own)
+
+
+def test_a_log_applied_as_read_keeps_what_came_after(redis_client: redis.Redis) -> None:
+    """A log read, then appended to, then applied as read: the points read are applied and
+    taken off it, the later ones stay in it. Applied as read again, it is found moved and
+    read again: the later ones are applied then."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    for point in increments(1, 3, ts):
+        store.write_metric(point)
+    read = log_of(redis_client, 1)
+    for point in increments(1, 2, ts + 3, 5):
+        store.write_metric(point)
+    whole = log_of(redis_client, 1)
+    key = metric_prefix(1) + PENDING
+    assert apply_logs(store, {key: read}) == 3
+    assert log_of(redis_client, 1) == whole[len(read) :] and redis_client.hlen("{1}:acts") > 0
+    assert store.sum(1, "steps", None, ts, ts + 10) == 3 * 3 + 2 * 5
+    assert apply_logs(store, {key: read}) == 2
+    assert not log_of(redis_client, 1)
+    assert store.sum(1, "steps", None, ts, ts + 10) == 3 * 3 + 2 * 5

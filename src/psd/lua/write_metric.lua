@@ -239,18 +239,33 @@ local function write_points()
   return out
 end
 
--- whether each log claimed is still what the call applies (none applied it since)
+-- whether each log claimed still starts with what the call applies (none applied it since;
+-- points appended after it stay). Any start of a log made of whole points is points not
+-- applied yet, whatever happened to the log before: the bytes are the points.
 local function claims_hold()
   for i = 1, #claims, 2 do
-    if redis.call('GET', claims[i]) ~= claims[i + 1] then return false end
+    local claim = claims[i + 1]
+    local head = redis.pcall('GETRANGE', claims[i], 0, #claim - 1)
+    if head ~= claim then return false end  -- changed, or a key of another type
   end
   return true
 end
 
+-- take a claimed log's points off it: the log deleted, or what was appended since kept
+local function unclaim(key, claim)
+  if redis.call('STRLEN', key) == #claim then
+    redis.call('DEL', key)
+    return true
+  end
+  redis.call('SET', key, redis.call('GETRANGE', key, #claim, -1))
+  return false
+end
+
 -- a call applying logs (psd/pending.py; whole, its points increments of no delivery): none,
--- {"moved"}, if one changed since it was read; else they are applied and deleted. Within
--- the headroom first; a log that would take a field into it is applied with it, and its
--- user's increments are never kept again (a hash at their log's key, pending.lua)
+-- {"moved"}, if one no longer starts with what it claims; else they are applied and taken
+-- off. Within the headroom first; a log that would take a field into it is applied with it,
+-- and its user's increments are never kept again (a hash at their log's key, pending.lua,
+-- once it holds no points)
 local function apply_logs(keys, args)
   if not claims_hold() then return {'moved'} end
   local result, near = write_points(), refused
@@ -261,8 +276,9 @@ local function apply_logs(keys, args)
     if refused then return result end  -- past the limits themselves: nothing applied, kept
   end
   for i = 1, #claims, 2 do
-    redis.call('DEL', claims[i])
-    if near then redis.call('HSET', claims[i], 'near', '1') end
+    if unclaim(claims[i], claims[i + 1]) and near then
+      redis.call('HSET', claims[i], 'near', '1')
+    end
   end
   return result
 end
