@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -188,59 +189,87 @@ def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
     return applied
 
 
-def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, int]]:
-    """One try of :func:`apply_logs`: the keys of the logs that moved, and how many points
-    each log holds."""
-    keys = list(logs)
-    points: list[MetricPoint] = []
-    owner: list[int] = []  # per point, its log's number
-    counts: dict[str, int] = {}
-    for n, key in enumerate(keys):
-        mine = list(log_points(key, logs[key]))
-        points += mine
-        owner += [n] * len(mine)
-        counts[key] = len(mine)
-    now = store.now()
-    records = [metric_prefix(p.uid) for p in points]
-    instants = [p.ts2 for p in points]
-    names = [""] * len(points)
-    by_log: dict[int, list[int]] = {}
-    for i, n in enumerate(owner):
-        by_log.setdefault(n, []).append(i)
+@dataclass(frozen=True)
+class LogCalls:
+    """The calls applying some logs: ``items`` (indexes into the logs' points, log by log),
+    ``build`` making a call of some, and per point its log's key and its record."""
 
-    def cut(items: list[int]) -> list[list[int]]:
+    items: list[int]
+    build: Callable[[list[int]], tuple[Any, list[str], list[Any]]]
+    owners: list[str]
+    records: list[str]
+    #: how many points each log holds
+    counts: dict[str, int]
+
+    def cut(self, items: list[int], most: int = CALL_POINTS) -> list[list[int]]:
+        """Calls of some of the items (those a node serves): a log's points in one call, as
+        many logs a call as ``most`` points take."""
+        by_log: dict[str, list[int]] = {}
+        for i in items:
+            by_log.setdefault(self.owners[i], []).append(i)
         calls: list[list[int]] = []
-        size = CALL_POINTS
-        for n in dict.fromkeys(owner[i] for i in items):
-            mine = by_log[n]
-            if size + len(mine) > CALL_POINTS:
+        size = most
+        for mine in by_log.values():
+            if size + len(mine) > most:
                 calls.append([])
                 size = 0
             calls[-1] += mine
             size += len(mine)
         return calls
 
+    def users(self, indexes: list[int]) -> list[str]:
+        """The keys of the logs a call applies."""
+        return list(dict.fromkeys(self.owners[i] for i in indexes))
+
+
+def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
+    """The calls applying ``logs`` (key -> its bytes as read): a log's points in one call,
+    with the log as read (``ARGV[8]``: the call applies them only where it still starts
+    so, and takes them off it)."""
+    points: list[MetricPoint] = []
+    owners: list[str] = []
+    counts: dict[str, int] = {}
+    for key, raw in logs.items():
+        mine = list(log_points(key, raw))
+        points += mine
+        owners += [key] * len(mine)
+        counts[key] = len(mine)
+    now = store.now()
+    records = [metric_prefix(p.uid) for p in points]
+    instants = [p.ts2 for p in points]
+    names = [""] * len(points)
+
     def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
-        keys_, rows = call_args(
+        keys, rows = call_args(
             METRIC, store.metric_policy, points, indexes, instants, records, names
         )
-        claims = [
-            x for n in dict.fromkeys(owner[i] for i in indexes) for x in (keys[n], logs[keys[n]])
-        ]
+        claims = [x for key in dict.fromkeys(owners[i] for i in indexes) for x in (key, logs[key])]
         head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
         tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
-        return store.scripts.write_metric, keys_, [msgpack.packb(rows), *head, *tail]
+        return store.scripts.write_metric, keys, [msgpack.packb(rows), *head, *tail]
 
+    return LogCalls(list(range(len(points))), build, owners, records, counts)
+
+
+def settled(reply: Any, users: list[str], moved: set[str]) -> None:
+    """Take one call's reply: its logs found moved added to ``moved``; a refusal logged
+    (the logs are kept)."""
+    if reply == [b"moved"]:
+        moved.update(users)
+    elif any(status in _REFUSALS for status in reply[::2]):
+        log.error("pending points of %s are past the limits; their logs are kept", users)
+
+
+def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, int]]:
+    """One try of :func:`apply_logs`: the keys of the logs that moved, and how many points
+    each log holds."""
+    plan = log_calls(store, logs)
     moved: set[str] = set()
     for indexes, reply in store.nodes.run(
-        [i for n in by_log for i in by_log[n]], records.__getitem__, cut, build, writes=True
+        plan.items, plan.records.__getitem__, plan.cut, plan.build, writes=True
     ):
-        users = dict.fromkeys(keys[owner[i]] for i in indexes)
-        if reply == [b"moved"]:
-            moved.update(users)
-        elif any(status in _REFUSALS for status in reply[::2]):
-            log.error("pending points of %s are past the limits; their logs are kept", list(users))
-    return moved, counts
+        settled(reply, plan.users(indexes), moved)
+    return moved, plan.counts
 
 
 _REFUSALS = {b"past_counter", b"past_record", b"past_change"}

@@ -154,7 +154,7 @@ def _pipeline(client: Any, calls: list[Call]) -> list[Any]:
     return replies
 
 
-def _streamable(client: Any) -> bool:
+def streamable(client: Any) -> bool:
     """Whether calls to this client can go out one by one as they are built: one server,
     through a connection pool."""
     return type(client) is redis.Redis and client.connection is None
@@ -206,7 +206,7 @@ def pipelined(client: Any, calls: Iterable[Call]) -> list[Any]:
     as they are built (see :func:`_streamed`). Calls of a Function the server did not know
     are sent again once it is loaded there (they ran nothing); where it cannot be loaded (a
     replica), their reply is why."""
-    if isinstance(calls, Iterator) and _streamable(client):
+    if isinstance(calls, Iterator) and streamable(client):
         sent, replies = _streamed(client, calls)
     else:
         sent = list(calls)

@@ -24,13 +24,14 @@ from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
 from psd.errors import InvalidInput, PastRetention, redis_errors
+from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix
 from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
-from psd.pending import apply_logs, own_call_key, pend_args, pend_cuts, pend_results, pended
+from psd.pending import own_call_key, pend_args, pend_cuts, pend_results, pended
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
@@ -76,6 +77,8 @@ class Store(Reads):
         #: policy's last horizon: the same for every write of an hour and of a second.
         self._hours: dict[str, Hours] = {METRIC.name: {}, COUNT.name: {}}
         self._horizons: dict[str, Horizon] = {}
+        #: the logs a write returned, being applied (psd/inflight.py)
+        self._logs = LogSender()
         spread = resolve(self.settings.count_spread, self.nodes.cluster)
         self.count_spread = CountSpread(client, spread)
 
@@ -88,6 +91,12 @@ class Store(Reads):
     def now(self) -> int:
         """The store's clock, in whole seconds."""
         return int(self._clock())
+
+    def settle(self) -> None:
+        """Wait for the logs of waiting increments this store is applying (psd/inflight.py):
+        reads are exact before too; what is stored is then as applied."""
+        with redis_errors("apply pending increments"):
+            self._logs.settle(self)
 
     def once_args(self, now: int) -> list[Any]:
         """now, window and cutoff of psd/lua/once.lua."""
@@ -337,7 +346,9 @@ class Store(Reads):
                 waits = ()
                 applied.update(self._run_calls(sorted(direct), records, cut, build, results))
             if logs:
-                apply_logs(self, logs)
+                self._logs.apply(self, logs)
+            else:
+                self._logs.collect(self)
         if all_or_nothing:
             self._raise_refused(applied)
         return self._outcomes(applied, levels, horizon, kind)

@@ -1,0 +1,109 @@
+"""Logs applied while the store goes on (psd/inflight.py): the calls applying the logs a write
+returned are sent and their replies read later; whatever happens meanwhile (the log applied
+by someone else, the connection lost, more logs than calls may be under way), every point is
+applied once and every read is exact. On a real Redis, with the defaults a user gets."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from psd.config import Settings
+from psd.keys import PENDING, metric_prefix
+from psd.model import MetricPoint
+from psd.pending import apply_logs
+from psd.store import Store
+from tests.test_store import recent_bases
+
+#: A call's calls go out one by one on a pool's connection of one server only.
+pytestmark = pytest.mark.standalone
+
+USERS = range(1, 21)
+
+
+def tick(ts: int, n: int) -> list[MetricPoint]:
+    """A point of each user, of value n (an activity a user)."""
+    return [MetricPoint("steps", uid, 1, 1, n, ts, ts, "increment") for uid in USERS]
+
+
+def stream(store: Store, ts: int, first: int = 1) -> int:
+    """Write ticks a second apart until the logs a write returned are being applied (their
+    calls sent, their replies not read); the ticks' sum."""
+    total = 0
+    for n in range(first, first + 100):
+        store.write_metrics(tick(ts + n, n))
+        total += n
+        if store._logs.flights:
+            return total
+    raise AssertionError("no logs were being applied: the test proves nothing")
+
+
+def sums(store: Store, ts: int) -> list[int]:
+    return [store.sum(uid, "steps", None, ts, ts + 3600) for uid in USERS]
+
+
+def in_use(client: redis.Redis) -> int:
+    return len(client.connection_pool._in_use_connections)  # type: ignore[attr-defined]
+
+
+def test_logs_sent_are_applied_once_and_read_meanwhile(redis_client: redis.Redis) -> None:
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    assert sums(store, ts) == [0] * len(USERS)
+    idle = in_use(redis_client)  # the store's own, kept between calls (psd/scriptcall.py)
+    total = stream(store, ts)
+    assert in_use(redis_client) > idle
+    assert sums(store, ts) == [total] * len(USERS)  # before their replies are read
+    total += stream(store, ts, 101)  # the first batch's replies read, the second's not
+    store.settle()
+    assert not store._logs.flights and in_use(redis_client) == idle
+    assert redis_client.hlen("{1}:acts") > 0  # applied: the record is there
+    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < 512 for u in USERS)
+    assert sums(store, ts) == [total] * len(USERS)
+
+
+def test_a_log_applied_elsewhere_meanwhile_is_read_again(redis_client: redis.Redis) -> None:
+    """The compaction (or another store) applies a log while this store's call for it is on
+    its way: the call finds it moved, and what is left of it is read and applied."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    total = stream(store, ts)
+    (flight,) = list(store._logs.flights)[-1:]
+    for key in flight.logs:  # each user's log as it is now, applied at once
+        raw = redis_client.get(key)
+        if raw:
+            apply_logs(Store(redis_client, Settings()), {key: raw})
+    store.settle()
+    assert sums(store, ts) == [total] * len(USERS)
+
+
+def test_a_lost_connection_applies_the_logs_at_once(redis_client: redis.Redis) -> None:
+    """The connection of calls under way drops before their replies are read: they may have
+    run or not; the logs are applied again as read, which takes off nothing twice."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    total = stream(store, ts)
+    flights = list(store._logs.flights)
+    assert flights
+    for flight in flights:
+        flight.conn.disconnect()
+    store.settle()
+    assert sums(store, ts) == [total] * len(USERS)
+    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < 512 for u in USERS)
+
+
+def test_a_store_dropped_with_logs_under_way_gives_its_connections_back(
+    redis_client: redis.Redis,
+) -> None:
+    redis_client.flushdb()
+    idle = in_use(redis_client)
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    total = stream(store, ts)
+    assert in_use(redis_client) > idle
+    del store
+    assert in_use(redis_client) == idle
+    assert sums(Store(redis_client, Settings()), ts) == [total] * len(USERS)
