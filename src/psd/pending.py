@@ -47,29 +47,25 @@ _THING_NAMES = {number: name for name, number in THINGS.items()}
 
 def pended(
     points: Sequence[MetricPoint],
-    indexes: list[int],
+    calls: list[list[int]],
     records: Sequence[str],
     levels: Sequence[str | None],
-    all_or_nothing: bool,
     most: int,
 ) -> frozenset[int]:
-    """The points of a write (``indexes``: those kept) that may wait in their user's log:
-    a user's, when the write has at most ``most`` of them (``pending_points``: past ~8, a
-    call's per-user cost is shared enough) and every one is an increment every level keeps.
-    They go in calls of their own, after the write's others: a user's points are all of one
-    kind or the other, so that a diffadd never comes before an increment sent ahead of it."""
-    if most == 0 or (all_or_nothing and len(indexes) > 1):
-        return frozenset()
-    per_user: Counter[str] = Counter()
+    """The points of a write's direct ``calls`` (psd/batching.py) that may wait in their
+    user's log instead: a user's, when no call has more than ``most`` of them
+    (``pending_points``: past ~8, a call's per-user cost is shared enough) and every one is
+    an increment every level keeps. A user's points all wait or none does, so that a
+    diffadd never comes before an increment sent ahead of it (the waiting ones go in calls
+    of their own, after the others)."""
     direct: set[str] = set()
-    for i in indexes:
-        record = records[i]
-        per_user[record] += 1
-        if points[i].mode != "increment" or levels[i] != "minute":
-            direct.add(record)
-    return frozenset(
-        i for i in indexes if per_user[records[i]] <= most and records[i] not in direct
-    )
+    for call in calls:
+        per_user = Counter(records[i] for i in call)
+        direct.update(record for record, n in per_user.items() if n > most)
+        for i in call:
+            if points[i].mode != "increment" or levels[i] != "minute":
+                direct.add(records[i])
+    return frozenset(i for call in calls for i in call if records[i] not in direct)
 
 
 #: Most points a call of pend.lua takes: its users whole (~20 µs of the server's a hundred

@@ -300,17 +300,26 @@ class Store(Reads):
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = [i for i, level in enumerate(levels) if level]
-        # points that wait in their user's log go in calls of their own (psd/pending.py)
-        waits = pended(points, kept, records, levels, all_or_nothing, waiting) if waiting else ()  # type: ignore[arg-type]
+        # the points that wait in their user's log, in calls of their own (psd/pending.py)
+        waits: set[int] = set()
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
             # (more than a call's points hold the server longer)
             if all_or_nothing:
-                return [items]
-            rest = [i for i in items if i not in waits] if waits else items
-            calls = cut_calls(records, names, rest, kind.call_points) if rest else []
-            return calls + pend_cuts([i for i in items if i in waits], records) if waits else calls
+                calls = [items]
+            else:
+                calls = cut_calls(records, names, items, kind.call_points)
+            # an all-or-nothing write of several points: none (a waiting point is never refused)
+            pend = waiting and not (all_or_nothing and len(items) > 1)
+            mine = pended(points, calls, records, levels, waiting) if pend else ()  # type: ignore[arg-type]
+            if not mine:
+                return calls
+            waits.update(mine)
+            rest = [[i for i in call if i not in mine] for call in calls]
+            return [call for call in rest if call] + pend_cuts(
+                [i for i in items if i in mine], records
+            )
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             if indexes[0] in waits:
@@ -343,7 +352,8 @@ class Store(Reads):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             applied = self._run_calls(kept, records, cut, build, results)
             if direct:  # the direct way, a second round trip
-                waits = ()
+                waiting = 0
+                waits.clear()
                 applied.update(self._run_calls(sorted(direct), records, cut, build, results))
             if logs:
                 self._logs.apply(self, logs)
