@@ -64,18 +64,26 @@ def test_logs_sent_are_applied_once_and_read_meanwhile(redis_client: redis.Redis
 
 
 def test_a_log_applied_elsewhere_meanwhile_is_read_again(redis_client: redis.Redis) -> None:
-    """The compaction (or another store) applies a log while this store's call for it is on
-    its way: the call finds it moved, and what is left of it is read and applied."""
+    """The compaction (or another store) applies a log after this store read it and more
+    points came: this store's call finds it moved, and the log is read and applied again."""
     redis_client.flushdb()
     store = Store(redis_client, Settings())
     ts = recent_bases()[1] + 100
     total = stream(store, ts)
-    (flight,) = list(store._logs.flights)[-1:]
-    for key in flight.logs:  # each user's log as it is now, applied at once
-        raw = redis_client.get(key)
-        if raw:
-            apply_logs(Store(redis_client, Settings()), {key: raw})
     store.settle()
+    key = metric_prefix(1) + PENDING
+    total += 1000
+    store.write_metrics(tick(ts + 1000, 1000))
+    read = {key: redis_client.get(key) or b""}
+    assert read[key]
+    apply_logs(Store(redis_client, Settings()), dict(read))  # elsewhere
+    total += 2000
+    store.write_metrics(tick(ts + 2000, 2000))  # a log that does not start as read
+    store._logs.apply(store, read)
+    (flight,) = store._logs.flights
+    store.settle()
+    assert flight.moved == {key}
+    assert not redis_client.get(key)  # read again and applied
     assert sums(store, ts) == [total] * len(USERS)
 
 
@@ -90,6 +98,8 @@ def test_a_lost_connection_applies_the_logs_at_once(redis_client: redis.Redis) -
     assert flights
     for flight in flights:
         flight.conn.disconnect()
+    total += stream(store, ts, 101)  # a write takes what came back: none, the connection gone
+    assert not any(f in flights for f in store._logs.flights)
     store.settle()
     assert sums(store, ts) == [total] * len(USERS)
     assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < 512 for u in USERS)

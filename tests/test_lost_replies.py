@@ -154,6 +154,25 @@ def test_a_ticks_points_sent_the_direct_way_after_a_lost_reply_count_once(
     assert [store.sum(uid, "steps", None, T0, T0) for uid in range(1, 11)] == list(range(1, 11))
 
 
+def test_a_log_grown_in_a_call_whose_reply_was_lost_is_applied(
+    redis_client: redis.Redis, lossy_store: tuple[Store, LosesOneReply]
+) -> None:
+    """The call that took a log past the size at which it is applied went back in the reply
+    that was lost: the resent call returns it again, and it is applied."""
+    store, proxy = lossy_store
+    settings = Settings(expire=0, count_expire=0)
+    early = [MetricPoint("steps", 1, 2, 1, 1, T0 + n, T0 + n, "increment") for n in range(46)]
+    for at in range(0, 46, 8):  # 11 bytes each: 506, waiting
+        Store(redis_client, settings).write_metrics(early[at : at + 8])
+    assert len(redis_client.get("{1}:p") or b"") == 506 and not redis_client.exists("{1}:acts")
+    points = [MetricPoint("steps", 1, 2, 1, 1, T0 + 100, T0 + 100, "increment")]
+    store.write_metrics(points)
+    assert proxy.lost.is_set()
+    store.settle()
+    assert redis_client.hlen("{1}:acts") > 0 and len(redis_client.get("{1}:p") or b"") < 512
+    assert store.sum(1, "steps", None, T0, T0 + 200) == 47
+
+
 def test_a_bulk_write_whose_reply_was_lost_counts_once(
     lossy_store: tuple[Store, LosesOneReply],
 ) -> None:

@@ -219,3 +219,49 @@ def test_a_log_applied_as_read_keeps_what_came_after(redis_client: redis.Redis) 
     assert apply_logs(store, {key: read}) == 2
     assert not log_of(redis_client, 1)
     assert store.sum(1, "steps", None, ts, ts + 10) == 3 * 3 + 2 * 5
+
+
+def test_a_batch_of_deliveries_waits_per_user_all_or_none(redis_client: redis.Redis) -> None:
+    """A worker's batch: a point of each user in each of many messages (each its own
+    delivery, spread over calls). Users of increments only wait, though the batch has 30 of
+    each; a user with a diffadd among theirs goes the direct way whole, in order."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    ts = recent_bases()[1] + 100
+    points, deliveries = [], []
+    for m in range(30):
+        for uid in range(1, 121):  # a call names 100 users at most: one point of each
+            diffadd = uid == 7 and m == 20
+            mode = "diffadd" if diffadd else "increment"
+            points.append(MetricPoint("steps", uid, 1, 1, 100 if diffadd else 3, ts, ts + m, mode))
+            deliveries.append(f"message-{m}")
+    results = store.write_metrics(points, deliveries)
+    assert [r.status for r in results] == [oracle.write(p) for p in points]
+    assert log_of(redis_client, 1) and not redis_client.exists("{1}:acts")  # waiting
+    assert not log_of(redis_client, 7) and redis_client.hlen("{7}:acts") > 0  # direct
+    for uid in (1, 7):
+        assert store.sum(uid, "steps", None, ts, ts + 60) == oracle.sum(
+            uid, "steps", None, ts, ts + 60
+        )
+
+
+def test_a_log_near_the_limits_is_applied_whole(redis_client: redis.Redis) -> None:
+    """A log read, then appended to, whose points go into the room kept inside the limits:
+    applied as read, it would leave a rest its user could go on appending to; it is read
+    again and applied whole, and its user keeps no log from then on."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 100
+    store.write_metric(MetricPoint("steps", 1, 1, 9, 1, ts, ts))  # the user's root
+    root = ("{1}:r", str(metric_target(ts).children[0] * 10 + 1))
+    redis_client.hset(*root, str(COUNTER_LIMIT - 50))
+    for point in increments(1, 20, ts + 1):  # 60: into the room
+        store.write_metric(point)
+    read = log_of(redis_client, 1)
+    for point in increments(1, 5, ts + 21):
+        store.write_metric(point)
+    key = metric_prefix(1) + PENDING
+    assert apply_logs(store, {key: read}) == 25
+    assert redis_client.type(key) == b"hash"
+    assert int(redis_client.hget(*root) or 0) == COUNTER_LIMIT + 25
+    assert store.sum(1, "steps", None, ts, ts + 100) == 1 + 75

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from psd.connect import send_call
-from psd.pending import apply_logs, log_calls, settled
+from psd.pending import apply_logs, log_calls, read_logs, settled
 from psd.scripts import Function, streamable
 
 if TYPE_CHECKING:
@@ -81,18 +81,22 @@ class LogSender:
 
     def apply(self, store: Store, logs: dict[str, bytes]) -> None:
         """Apply ``logs``: their calls sent and left to run where the store's client allows,
-        else applied at once."""
+        else applied at once. A Redis error is logged, not raised: the write that returned
+        the logs is applied, and its points wait in them, counted by every read."""
         with self.lock:
-            client = store.redis
-            if store.nodes.cluster or not streamable(client):
-                apply_logs(store, logs)
-                return
-            self._collect(store, block=False)
-            while len(self.flights) >= MAX_FLIGHTS:
-                self._finish(store, self.flights.popleft(), block=True)
-            flight = self._send(store, client, logs)
-            if flight is not None:
-                self.flights.append(flight)
+            try:
+                client = store.redis
+                if store.nodes.cluster or not streamable(client):
+                    apply_logs(store, logs)
+                    return
+                self._collect(store, block=False)
+                while len(self.flights) >= MAX_FLIGHTS:
+                    self._finish(store, self.flights.popleft(), block=True)
+                flight = self._send(store, client, logs)
+                if flight is not None:
+                    self.flights.append(flight)
+            except RedisError as exc:
+                log.warning("applying %d logs failed (%s): their points wait", len(logs), exc)
 
     def collect(self, store: Store) -> None:
         """Take the replies already come back, waiting for none."""
@@ -106,13 +110,20 @@ class LogSender:
             self._collect(store, block=True)
 
     def _collect(self, store: Store, block: bool) -> None:
-        while self.flights and self._finish(store, self.flights[0], block):
-            self.flights.popleft()
+        while self.flights:
+            flight = self.flights.popleft()  # out of the line while read: an error leaves it out
+            if not self._finish(store, flight, block):
+                self.flights.appendleft(flight)
+                return
 
     def _send(self, store: Store, client: Any, logs: dict[str, bytes]) -> InFlight | None:
         plan = log_calls(store, logs)
         pool = client.connection_pool
-        conn = pool.get_connection()
+        try:
+            conn = pool.get_connection()
+        except (ConnectionError, TimeoutError):
+            apply_logs(store, logs)  # raises what the server says
+            return None
         flight = InFlight(conn, pool, os.getpid(), [], logs)
         try:
             for items in plan.cut(plan.items, FLIGHT_POINTS):
@@ -136,42 +147,47 @@ class LogSender:
         its connection given back and what it left applied at once: whether it is done."""
         if flight.pid != os.getpid():  # a forked child reads none of its parent's
             return True
+        conn = flight.conn
         try:
             while flight.read < len(flight.calls):
-                if not block and not flight.conn.can_read(timeout=0):
+                if conn._sock is None:  # closed here (the pool's disconnect): can_read reopens
+                    raise ConnectionError("the connection was closed")
+                if not block and not conn.can_read(timeout=0):
                     return False
                 users = flight.calls[flight.read]
-                flight.read += 1
                 try:
-                    reply = flight.conn.read_response()
+                    reply = conn.read_response()
                 except ResponseError as exc:  # a whole reply: the connection is in step
+                    flight.read += 1
                     if not Function.unknown(exc):
                         log.error("applying the logs of %s failed: %s", users, exc)
                     flight.again.update(users)  # a server without the function ran nothing
                     continue
+                flight.read += 1
                 settled(reply, users, flight.moved)
-        except (ConnectionError, TimeoutError) as exc:
-            flight.conn.disconnect()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            conn.disconnect()
             log.warning("the replies of applying logs were lost (%s): applying them again", exc)
-            flight.again.update(k for users in flight.calls[flight.read - 1 :] for k in users)
-        flight.pool.release(flight.conn)
+            flight.again.update(k for users in flight.calls[flight.read :] for k in users)
+        except BaseException:
+            conn.disconnect()
+            flight.pool.release(conn)
+            raise
+        flight.pool.release(conn)
         _again(store, flight.moved, flight.again, flight.logs)
         return True
 
 
 def _again(store: Store, moved: set[str], again: set[str], logs: dict[str, bytes]) -> None:
     """Apply at once the logs found moved (read again) and those whose calls were lost
-    or refused (as read: applied twice, a call takes off nothing the second time)."""
+    or refused (as read: applied twice, a call takes off nothing the second time). An
+    error is logged: the logs wait, whole, for the next call that applies them."""
     if not (moved or again):
         return
-    redis = store.redis
-    todo = {key: logs[key] for key in again - moved}
-    for key in sorted(moved):
-        raw = redis.get(key)
-        if isinstance(raw, bytes):
-            todo[key] = raw
-    if todo:
-        try:
+    try:
+        todo = {key: logs[key] for key in again - moved}
+        todo.update(read_logs(store, moved))
+        if todo:
             apply_logs(store, todo)
-        except RedisError as exc:  # the logs wait, whole: reads add them
-            log.warning("applying %d logs failed (%s): they wait", len(todo), exc)
+    except RedisError as exc:
+        log.warning("applying %d logs failed (%s): their points wait", len(moved | again), exc)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from redis.exceptions import ResponseError
 
 from psd.batching import CALL_POINTS, OWN_DELIVERY
 from psd.keys import ONCE, PENDING, metric_prefix
@@ -168,9 +169,24 @@ def log_points(key: str, raw: bytes) -> Iterator[MetricPoint]:
         yield MetricPoint(_THING_NAMES[thing], uid, int(atid), int(aid), value, ts, ts, "increment")
 
 
+def read_logs(store: Store, keys: set[str]) -> dict[str, bytes]:
+    """The logs at ``keys`` that hold points (a key at a time: keys of many slots; a hash
+    there, a user near the limits, holds none)."""
+    logs: dict[str, bytes] = {}
+    for key in sorted(keys):
+        try:
+            raw = store.redis.get(key)
+        except ResponseError:  # WRONGTYPE: the hash
+            continue
+        if isinstance(raw, bytes):
+            logs[key] = raw
+    return logs
+
+
 def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
     """Apply users' logs (key -> its bytes as read), each in one call with its points and
-    deleted there; a log that changed since it was read is read again (``tries`` in all).
+    taken off it there; a log that no longer starts as read is read again (``tries`` in
+    all).
     Returns how many points were applied."""
     applied = 0
     for _ in range(tries):
@@ -178,8 +194,7 @@ def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
         applied += sum(n for key, n in counts.items() if key not in moved)
         if not moved:
             break
-        again = {key: store.redis.get(key) for key in sorted(moved)}  # keys of many slots
-        logs = {key: raw for key, raw in again.items() if isinstance(raw, bytes)}
+        logs = read_logs(store, moved)
         if not logs:
             break
     return applied

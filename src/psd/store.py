@@ -313,6 +313,7 @@ class Store(Reads):
             # an all-or-nothing write of several points: none (a waiting point is never refused)
             pend = waiting and not (all_or_nothing and len(items) > 1)
             mine = pended(points, calls, records, levels, waiting) if pend else ()  # type: ignore[arg-type]
+            waits.difference_update(items)  # cut again (a cluster's refused call): decided anew
             if not mine:
                 return calls
             waits.update(mine)

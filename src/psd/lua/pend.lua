@@ -54,12 +54,22 @@ end
 
 -- a call on one server that ran before (its own key is there, holding the units it answered
 -- "direct"): those are answered so again, the others (every unit then appended, or a
--- duplicate already) are duplicates
-local function resent(units, done)
-  local out = {}
+-- duplicate already) are duplicates; and the logs past PENDING_FOLD bytes are returned
+local function resent(units, done, K)
+  local out, logs, seen = {}, {}, {}
   for n = 1, #units / 3 do
     out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'direct' or 'duplicate'
+    -- a log it grew past PENDING_FOLD went back in the reply that was lost: again
+    local key = K[units[3 * n - 2] + 1]
+    if not seen[key] then
+      seen[key] = true
+      local raw = redis.pcall('GET', key)
+      if type(raw) == 'string' and #raw >= PENDING_FOLD then
+        logs[#logs + 1] = key; logs[#logs + 1] = raw
+      end
+    end
   end
+  if #logs > 0 then out[#out + 1] = logs end
   return out
 end
 
@@ -71,7 +81,7 @@ local function pend_call(keys, args)
   once_begin()
   if call_key then
     local done = redis.call('GET', call_key)
-    if done then return resent(units, ',' .. done) end
+    if done then return resent(units, ',' .. done, K) end
   end
   local out, grown, directs = {}, {}, ''
   for u = 1, #units, 3 do

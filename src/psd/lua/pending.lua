@@ -6,8 +6,9 @@
 -- of every level. Their increments may wait in a log instead, to be applied many at once:
 -- a string of msgpack values, five a point: thing (a number), aid and atid (decimal
 -- strings, as a write's rows carry them), value and ts2 (numbers). A point is in the log or
--- in the counters and records, never both and never neither: what applies a log deletes it
--- in the same script call.
+-- in the counters and records, never both and never neither: what applies a log's points
+-- takes them off it (the log's start it read; what came after stays) in the same script
+-- call.
 --
 -- Every read adds the log's points in its range (after its type filter) to what the counters
 -- and records hold; it never applies them (a read may run on a replica). A key of another

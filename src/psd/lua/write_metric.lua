@@ -255,30 +255,33 @@ end
 local function unclaim(key, claim)
   if redis.call('STRLEN', key) == #claim then
     redis.call('DEL', key)
-    return true
+  else
+    redis.call('SET', key, redis.call('GETRANGE', key, #claim, -1))
   end
-  redis.call('SET', key, redis.call('GETRANGE', key, #claim, -1))
-  return false
 end
 
 -- a call applying logs (psd/pending.py; whole, its points increments of no delivery): none,
 -- {"moved"}, if one no longer starts with what it claims; else they are applied and taken
--- off. Within the headroom first; a log that would take a field into it is applied with it,
--- and its user's increments are never kept again (a hash at their log's key, pending.lua,
--- once it holds no points)
+-- off. Within the headroom first; logs that would take a field into it are applied with it
+-- when each is whole (else {"moved"}: read again), and their users' increments are never
+-- kept again (a hash at their log's key, pending.lua)
 local function apply_logs(keys, args)
   if not claims_hold() then return {'moved'} end
   local result, near = write_points(), refused
-  if near then
+  if near then  -- nothing written (whole): applied with the whole limits, the log whole
+    for i = 1, #claims, 2 do
+      -- points appended since it was read would stay in a log its user could go on
+      -- appending to: read it again, whole, and apply it all
+      if redis.call('STRLEN', claims[i]) ~= #claims[i + 1] then return {'moved'} end
+    end
     begin(keys, args)
     use_limits(true)
     result = write_points()
     if refused then return result end  -- past the limits themselves: nothing applied, kept
   end
   for i = 1, #claims, 2 do
-    if unclaim(claims[i], claims[i + 1]) and near then
-      redis.call('HSET', claims[i], 'near', '1')
-    end
+    unclaim(claims[i], claims[i + 1])
+    if near then redis.call('HSET', claims[i], 'near', '1') end
   end
   return result
 end
