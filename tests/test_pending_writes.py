@@ -126,18 +126,26 @@ def test_a_full_log_takes_no_more_points(redis_client: redis.Redis) -> None:
     assert store.sum(1, "steps", None, ts, ts + 5) == len(before) // len(entry) + 7
 
 
-def test_a_user_near_the_limits_keeps_no_log_after(redis_client: redis.Redis) -> None:
-    """Waiting points are never refused: the room kept inside the limits takes them. A log
-    that goes into that room is applied with it, and its user's increments are checked as
-    they come from then on."""
+def near_the_limits(redis_client: redis.Redis) -> tuple[Store, int, tuple[str, str]]:
+    """User 1's root 50 short of the limit, then 20 increments of 3 waiting in their log
+    (10 into the room kept inside the limits); the store, their first second and the
+    root's field."""
     redis_client.flushdb()
     store = Store(redis_client, Settings())
     ts = recent_bases()[1] + 100
     store.write_metric(MetricPoint("steps", 1, 1, 9, 1, ts, ts))  # the user's root
     root = ("{1}:r", str(metric_target(ts).children[0] * 10 + 1))
     redis_client.hset(*root, str(COUNTER_LIMIT - 50))
-    for point in increments(1, 20, ts + 1):  # 60 in all, 10 into the room: they wait
+    for point in increments(1, 20, ts + 1):
         assert store.write_metric(point).status == "ok"
+    return store, ts, root
+
+
+def test_a_user_near_the_limits_keeps_no_log_after(redis_client: redis.Redis) -> None:
+    """Waiting points are never refused: the room kept inside the limits takes them. A log
+    that goes into that room is applied with it, and its user's increments are checked as
+    they come from then on."""
+    store, ts, root = near_the_limits(redis_client)
     key = metric_prefix(1) + PENDING
     assert apply_logs(store, {key: log_of(redis_client, 1)}) == 20
     assert int(redis_client.hget(*root) or 0) == COUNTER_LIMIT + 10
@@ -249,14 +257,7 @@ def test_a_log_near_the_limits_is_applied_whole(redis_client: redis.Redis) -> No
     """A log read, then appended to, whose points go into the room kept inside the limits:
     applied as read, it would leave a rest its user could go on appending to; it is read
     again and applied whole, and its user keeps no log from then on."""
-    redis_client.flushdb()
-    store = Store(redis_client, Settings())
-    ts = recent_bases()[1] + 100
-    store.write_metric(MetricPoint("steps", 1, 1, 9, 1, ts, ts))  # the user's root
-    root = ("{1}:r", str(metric_target(ts).children[0] * 10 + 1))
-    redis_client.hset(*root, str(COUNTER_LIMIT - 50))
-    for point in increments(1, 20, ts + 1):  # 60: into the room
-        store.write_metric(point)
+    store, ts, root = near_the_limits(redis_client)
     read = log_of(redis_client, 1)
     for point in increments(1, 5, ts + 21):
         store.write_metric(point)
