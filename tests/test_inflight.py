@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from psd.config import Settings
+from psd.folding import apply_logs
 from psd.keys import PENDING, metric_prefix
 from psd.model import MetricPoint
-from psd.pending import apply_logs
 from psd.store import Store
 from tests.test_store import recent_bases
 

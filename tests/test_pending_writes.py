@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from psd import maintenance
 from psd.config import Settings
+from psd.folding import apply_logs
 from psd.keys import PENDING, metric_prefix, metric_target
 from psd.model import MetricPoint
-from psd.pending import apply_logs
 from psd.store import Store, UserQuery
 from psd.writes import COUNTER_LIMIT
 from tests.oracle import Oracle

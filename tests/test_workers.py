@@ -20,8 +20,8 @@ from psd import dlq
 from psd.config import Settings
 from psd.connect import is_cluster_url
 from psd.embedded import EmbeddedServer, free_port, server_binary
+from psd.folding import log_points
 from psd.model import parse_metric
-from psd.pending import log_points
 from psd.store import Store
 from psd.writes import COUNTER_LIMIT
 from tests.support import (

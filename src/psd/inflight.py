@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from psd.connect import send_call
-from psd.pending import apply_logs, log_calls, read_logs, settled
+from psd.folding import apply_logs, log_calls, read_logs, settled
 from psd.scripts import Function, streamable
 
 if TYPE_CHECKING:

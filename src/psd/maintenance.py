@@ -28,11 +28,11 @@ import msgpack
 import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
+from psd.folding import apply_logs
 from psd.kept import record_applied
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
 from psd.layout import CURRENT, PACKED_HOURS, mark_current
 from psd.nodes import rerouted
-from psd.pending import apply_logs
 from psd.retention import Policy
 from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob, TwinJob
 from psd.store import Store, redis_errors

@@ -1,10 +1,11 @@
 """Pending increments: which points of a write wait in their user's log (``{uid}:p``,
-psd/lua/pending.lua), and applying the logs that grew long enough.
+psd/lua/pending.lua), and the calls that append them (psd/folding.py applies the logs that
+grew long enough, psd/inflight.py while the store goes on).
 
 A write script call pays per user it names (~30 µs: their activity's record, day and
 counters, read and written back) and a little per point. A stream brings a point or a few of
 each user per call, so the call's cost is nearly all that per-user part. Such increments are
-appended to a log instead (~7 µs a point in the server, its share of the call included), and
+appended to a log instead (~2 µs a point in the server, its share of the call included), and
 once a log passes 512 bytes (~30 points) the call returns it and psd applies it in one call,
 paying the per-user part once for all its points. Reads add what the logs hold, so every
 answer stays exact while they wait; the compaction task applies the logs of users who
@@ -23,27 +24,21 @@ full) answers "direct", and those points go the direct way in a second round tri
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from redis.exceptions import ResponseError
 
-from psd.batching import CALL_POINTS, OWN_DELIVERY
-from psd.keys import ONCE, PENDING, metric_prefix
-from psd.model import THINGS, MetricPoint
-from psd.writes import METRIC, WriteResult, call_args, ok_result
+from psd.batching import OWN_DELIVERY
+from psd.keys import ONCE, PENDING
+from psd.model import MetricPoint
+from psd.writes import WriteResult, ok_result
 
 if TYPE_CHECKING:
+    from psd.scripts import Function
     from psd.store import Store
-
-log = logging.getLogger(__name__)
-
-_THING_NAMES = {number: name for name, number in THINGS.items()}
 
 
 def pended(
@@ -158,129 +153,70 @@ def pend_results(
     return done, direct
 
 
-def log_points(key: str, raw: bytes) -> Iterator[MetricPoint]:
-    """The points of a user's log (its key ``{uid}:p`` and its bytes)."""
-    uid = int(key[1 : key.index("}")])
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(raw)
-    flat = list(unpacker)
-    for at in range(0, len(flat), 5):
-        thing, aid, atid, value, ts = flat[at : at + 5]
-        yield MetricPoint(_THING_NAMES[thing], uid, int(atid), int(aid), value, ts, ts, "increment")
+class Waiting:
+    """The points of one write that wait in their users' logs, decided as the write is cut
+    into calls (:func:`pended`; ``most``: 0 for none), with what their calls returned: the
+    logs grown past their size to be applied, and the points the logs did not take, which
+    go the direct way (:meth:`stop`, then the write's calls again)."""
 
+    #: A waiting point's place in its call's results until it is applied the direct way.
+    DIRECT = WriteResult("same", 0)
 
-def read_logs(store: Store, keys: set[str]) -> dict[str, bytes]:
-    """The logs at ``keys`` that hold points (a key at a time: keys of many slots; a hash
-    there, a user near the limits, holds none)."""
-    logs: dict[str, bytes] = {}
-    for key in sorted(keys):
-        try:
-            raw = store.redis.get(key)
-        except ResponseError:  # WRONGTYPE: the hash
-            continue
-        if isinstance(raw, bytes):
-            logs[key] = raw
-    return logs
+    def __init__(
+        self,
+        points: Sequence[MetricPoint],
+        records: Sequence[str],
+        names: Sequence[str],
+        levels: Sequence[str | None],
+        most: int,
+    ) -> None:
+        self.points, self.records, self.names, self.levels = points, records, names, levels
+        self.most = most
+        self.waits: set[int] = set()
+        self.logs: dict[str, bytes] = {}
+        self.direct: list[int] = []
 
+    def cut(self, calls: list[list[int]], items: list[int]) -> list[list[int]]:
+        """The direct ``calls`` of ``items`` less the points that wait, then the calls of
+        those (a cluster's refused call cut again is decided anew)."""
+        self.waits.difference_update(items)
+        if not self.most:
+            return calls
+        mine = pended(self.points, calls, self.records, self.levels, self.most)
+        if not mine:
+            return calls
+        self.waits.update(mine)
+        rest = [[i for i in call if i not in mine] for call in calls]
+        waiting = pend_cuts([i for i in items if i in mine], self.records)
+        return [call for call in rest if call] + waiting
 
-def apply_logs(store: Store, logs: dict[str, bytes], tries: int = 2) -> int:
-    """Apply users' logs (key -> its bytes as read), each in one call with its points and
-    taken off it there; a log that no longer starts as read is read again (``tries`` in
-    all).
-    Returns how many points were applied."""
-    applied = 0
-    for _ in range(tries):
-        moved, counts = _apply(store, logs)
-        applied += sum(n for key, n in counts.items() if key not in moved)
-        if not moved:
-            break
-        logs = read_logs(store, moved)
-        if not logs:
-            break
-    return applied
+    def holds(self, indexes: list[int]) -> bool:
+        """Whether a call is one of the waiting points'."""
+        return indexes[0] in self.waits
 
+    def call(
+        self, store: Store, indexes: list[int], once: list[Any]
+    ) -> tuple[Function, list[str], list[Any]]:
+        """A pend.lua call: on one server, with its own key (the cluster's keys come last)."""
+        keys, args = pend_args(self.points, indexes, self.records, self.names)
+        if store.nodes.cluster:
+            return store.scripts.pend, keys, [*args, *once]
+        own = own_call_key(indexes, self.records, self.names)
+        return store.scripts.pend, keys, [*args, *once, own]
 
-@dataclass(frozen=True)
-class LogCalls:
-    """The calls applying some logs: ``items`` (indexes into the logs' points, log by log),
-    ``build`` making a call of some, and per point its log's key and its record."""
+    def results(self, reply: list[Any], indexes: list[int]) -> list[WriteResult]:
+        """A pend.lua call's results; the logs it returned and the points it did not take
+        kept for the write."""
+        if reply and isinstance(reply[-1], list):
+            flat = reply.pop()
+            self.logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
+        done, refused = pend_results(reply, indexes, self.points, self.records, self.names)
+        self.direct += refused
+        return [done.get(i, self.DIRECT) for i in indexes]
 
-    items: list[int]
-    build: Callable[[list[int]], tuple[Any, list[str], list[Any]]]
-    owners: list[str]
-    records: list[str]
-    #: how many points each log holds
-    counts: dict[str, int]
-
-    def cut(self, items: list[int], most: int = CALL_POINTS) -> list[list[int]]:
-        """Calls of some of the items (those a node serves): a log's points in one call, as
-        many logs a call as ``most`` points take."""
-        by_log: dict[str, list[int]] = {}
-        for i in items:
-            by_log.setdefault(self.owners[i], []).append(i)
-        calls: list[list[int]] = []
-        size = most
-        for mine in by_log.values():
-            if size + len(mine) > most:
-                calls.append([])
-                size = 0
-            calls[-1] += mine
-            size += len(mine)
-        return calls
-
-    def users(self, indexes: list[int]) -> list[str]:
-        """The keys of the logs a call applies."""
-        return list(dict.fromkeys(self.owners[i] for i in indexes))
-
-
-def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
-    """The calls applying ``logs`` (key -> its bytes as read): a log's points in one call,
-    with the log as read (``ARGV[8]``: the call applies them only where it still starts
-    so, and takes them off it)."""
-    points: list[MetricPoint] = []
-    owners: list[str] = []
-    counts: dict[str, int] = {}
-    for key, raw in logs.items():
-        mine = list(log_points(key, raw))
-        points += mine
-        owners += [key] * len(mine)
-        counts[key] = len(mine)
-    now = store.now()
-    records = [metric_prefix(p.uid) for p in points]
-    instants = [p.ts2 for p in points]
-    names = [""] * len(points)
-
-    def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
-        keys, rows = call_args(
-            METRIC, store.metric_policy, points, indexes, instants, records, names
-        )
-        claims = [x for key in dict.fromkeys(owners[i] for i in indexes) for x in (key, logs[key])]
-        head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
-        tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
-        return store.scripts.write_metric, keys, [msgpack.packb(rows), *head, *tail]
-
-    return LogCalls(list(range(len(points))), build, owners, records, counts)
-
-
-def settled(reply: Any, users: list[str], moved: set[str]) -> None:
-    """Take one call's reply: its logs found moved added to ``moved``; a refusal logged
-    (the logs are kept)."""
-    if reply == [b"moved"]:
-        moved.update(users)
-    elif any(status in _REFUSALS for status in reply[::2]):
-        log.error("pending points of %s are past the limits; their logs are kept", users)
-
-
-def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, int]]:
-    """One try of :func:`apply_logs`: the keys of the logs that moved, and how many points
-    each log holds."""
-    plan = log_calls(store, logs)
-    moved: set[str] = set()
-    for indexes, reply in store.nodes.run(
-        plan.items, plan.records.__getitem__, plan.cut, plan.build, writes=True
-    ):
-        settled(reply, plan.users(indexes), moved)
-    return moved, plan.counts
-
-
-_REFUSALS = {b"past_counter", b"past_record", b"past_change"}
+    def stop(self) -> list[int]:
+        """Wait no more: the points the logs did not take, to send the direct way."""
+        self.most = 0
+        self.waits.clear()
+        direct, self.direct = sorted(self.direct), []
+        return direct

@@ -31,7 +31,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
-from psd.pending import own_call_key, pend_args, pend_cuts, pend_results, pended
+from psd.pending import Waiting
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
@@ -49,8 +49,6 @@ from psd.writes import (
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
-#: A waiting point's place in a call's results until it is applied the direct way.
-_DIRECT = WriteResult("same", 0)
 
 
 class Store(Reads):
@@ -300,64 +298,37 @@ class Store(Reads):
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = [i for i, level in enumerate(levels) if level]
-        # the points that wait in their user's log, in calls of their own (psd/pending.py)
-        waits: set[int] = set()
+        # points that wait in their user's log go in calls of their own (psd/pending.py);
+        # none of an all-or-nothing write of several points (a waiting point is never refused)
+        most = 0 if all_or_nothing and len(kept) > 1 else waiting
+        waits = Waiting(points, records, names, levels, most)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
             # (more than a call's points hold the server longer)
             if all_or_nothing:
-                calls = [items]
-            else:
-                calls = cut_calls(records, names, items, kind.call_points)
-            # an all-or-nothing write of several points: none (a waiting point is never refused)
-            pend = waiting and not (all_or_nothing and len(items) > 1)
-            mine = pended(points, calls, records, levels, waiting) if pend else ()  # type: ignore[arg-type]
-            waits.difference_update(items)  # cut again (a cluster's refused call): decided anew
-            if not mine:
-                return calls
-            waits.update(mine)
-            rest = [[i for i in call if i not in mine] for call in calls]
-            return [call for call in rest if call] + pend_cuts(
-                [i for i in items if i in mine], records
-            )
+                return waits.cut([items], items)
+            return waits.cut(cut_calls(records, names, items, kind.call_points), items)
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
-            if indexes[0] in waits:
-                keys, args = pend_args(points, indexes, records, names)  # type: ignore[arg-type]
-                if self.nodes.cluster:
-                    return self.scripts.pend, keys, [*args, *once]
-                return (
-                    self.scripts.pend,
-                    keys,
-                    [*args, *once, own_call_key(indexes, records, names)],
-                )
+            if waits.holds(indexes):
+                return waits.call(self, indexes, once)
             hours = self._hours[kind.name]
             keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
             return script, keys, [msgpack.packb(rows), *head, *tail]
 
-        logs: dict[str, bytes] = {}  # pending logs a call returned (psd/pending.py)
-        direct: list[int] = []  # waiting points their logs did not take
-
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
-            if indexes[0] not in waits:
-                return kind.results(reply, [points[i] for i in indexes])
-            if reply and isinstance(reply[-1], list):
-                flat = reply.pop()
-                logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
-            done, refused = pend_results(reply, indexes, points, records, names)  # type: ignore[arg-type]
-            direct.extend(refused)
-            return [done.get(i, _DIRECT) for i in indexes]
+            if waits.holds(indexes):
+                return waits.results(reply, indexes)
+            return kind.results(reply, [points[i] for i in indexes])
 
         with redis_errors(kind.doing):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             applied = self._run_calls(kept, records, cut, build, results)
-            if direct:  # the direct way, a second round trip
-                waiting = 0
-                waits.clear()
-                applied.update(self._run_calls(sorted(direct), records, cut, build, results))
-            if logs:
-                self._logs.apply(self, logs)
+            if waits.direct:  # the points their logs did not take, a second round trip
+                applied.update(self._run_calls(waits.stop(), records, cut, build, results))
+            if waits.logs:
+                self._logs.apply(self, waits.logs)
             else:
                 self._logs.collect(self)
         if all_or_nothing:
