@@ -275,7 +275,30 @@ def test_resharding_under_writes_loses_and_doubles_nothing(
             assert moved.returncode == 0, moved.stdout.decode()[-2000:] + moved.stderr.decode()
     assert refreshed, "no write met a moving slot: the test moved nothing under them"
     assert writer.failures == []
+    settle_slots(cli, cluster, auth)
     writer.check(Store.from_url(cluster.url, KEEP))
+
+
+def settle_slots(cli: str, cluster: EmbeddedCluster, auth: list[str]) -> None:
+    """The cluster healthy after ``redis-cli --cluster reshard``: under load, Redis 7.0's
+    gossip can leave a slot moved back to a node unassigned in that node's own view while the
+    others name it its owner (``cluster_state:fail`` there, and every later test of the
+    session failing against it). Such a node is given its slot again (``--cluster fix``):
+    what the test checks is psd's answers across the move, not the tool's."""
+    try:
+        cluster.wait_ok(timeout=15)
+        return
+    except StoreError:
+        pass
+    for port in cluster.running():
+        subprocess.run(  # it asks before covering a slot, whatever --cluster-yes says
+            [cli, *auth, "--cluster", "fix", f"127.0.0.1:{port}", "--cluster-yes"],
+            input=b"yes\n" * 8,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    cluster.wait_ok(timeout=60)
 
 
 def test_a_primary_killed_under_queued_writes_and_reads(
