@@ -86,7 +86,7 @@ def pend_cuts(items: list[int], records: Sequence[str]) -> list[list[int]]:
     return calls if calls[0] else []
 
 
-def _units(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
+def units_of(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
     """A pend.lua call's units: its points by user and delivery part, in order."""
     units: dict[tuple[str, str], list[int]] = {}
     for i in indexes:
@@ -95,15 +95,19 @@ def _units(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> 
 
 
 def pend_args(
-    points: Sequence[MetricPoint], indexes: list[int], records: Sequence[str], names: Sequence[str]
+    points: Sequence[MetricPoint],
+    units: list[list[int]],
+    records: Sequence[str],
+    names: Sequence[str],
 ) -> tuple[list[str], list[bytes]]:
-    """pend.lua's KEYS and its first two arguments (the units, the deliveries)."""
+    """pend.lua's KEYS and its first two arguments (the units, :func:`units_of`; the
+    deliveries)."""
     keys: list[str] = []
     starts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
     pack = _pack
-    for unit in _units(indexes, records, names):
+    for unit in units:
         first = unit[0]
         record = records[first]
         k = starts.get(record)
@@ -132,16 +136,13 @@ def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str
 
 
 def pend_results(
-    statuses: list[bytes],
-    indexes: list[int],
-    points: Sequence[MetricPoint],
-    records: Sequence[str],
-    names: Sequence[str],
+    statuses: list[bytes], units: list[list[int]], points: Sequence[MetricPoint]
 ) -> tuple[dict[int, WriteResult], list[int]]:
-    """A pend.lua call's results by point, and the points its logs would not take."""
+    """A pend.lua call's results by point (its units, :func:`units_of`), and the points its
+    logs would not take."""
     done: dict[int, WriteResult] = {}
     direct: list[int] = []
-    for unit, status in zip(_units(indexes, records, names), statuses, strict=True):
+    for unit, status in zip(units, statuses, strict=True):
         if status == b"direct":
             direct += unit
         elif status == b"duplicate":
@@ -173,6 +174,8 @@ class Waiting:
         self.points, self.records, self.names, self.levels = points, records, names, levels
         self.most = most
         self.waits: set[int] = set()
+        #: each call's units (by its first point) as built, for its results
+        self.units: dict[int, list[list[int]]] = {}
         self.logs: dict[str, bytes] = {}
         self.direct: list[int] = []
 
@@ -198,7 +201,8 @@ class Waiting:
         self, store: Store, indexes: list[int], once: list[Any]
     ) -> tuple[Function, list[str], list[Any]]:
         """A pend.lua call: on one server, with its own key (the cluster's keys come last)."""
-        keys, args = pend_args(self.points, indexes, self.records, self.names)
+        units = self.units[indexes[0]] = units_of(indexes, self.records, self.names)
+        keys, args = pend_args(self.points, units, self.records, self.names)
         if store.nodes.cluster:
             return store.scripts.pend, keys, [*args, *once]
         own = own_call_key(indexes, self.records, self.names)
@@ -210,7 +214,8 @@ class Waiting:
         if reply and isinstance(reply[-1], list):
             flat = reply.pop()
             self.logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
-        done, refused = pend_results(reply, indexes, self.points, self.records, self.names)
+        units = self.units.pop(indexes[0], None) or units_of(indexes, self.records, self.names)
+        done, refused = pend_results(reply, units, self.points)
         self.direct += refused
         return [done.get(i, self.DIRECT) for i in indexes]
 
