@@ -11,6 +11,7 @@ database, so the URL names none.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -22,6 +23,16 @@ from redis.connection import HiredisRespSerializer
 from psd.errors import InvalidInput
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+
+#: This process's id, kept up to date in a forked child: ``os.getpid()`` is a system call,
+#: and every script call asks whether its connections are its process's own.
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
+def process_id() -> int:
+    """This process's id, without a system call."""
+    return _PID[0]
 
 
 def is_cluster_url(url: str) -> bool:

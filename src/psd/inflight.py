@@ -17,7 +17,6 @@ logs at once, as before.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections import deque
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
-from psd.connect import send_call
+from psd.connect import process_id, send_call
 from psd.folding import apply_logs, log_calls, read_logs, settled
 from psd.scripts import Function, streamable
 
@@ -65,7 +64,7 @@ def _give_back(flights: deque[InFlight]) -> None:
     pool (their replies unread: the logs wait for the next call that applies them)."""
     while flights:
         flight = flights.popleft()
-        if flight.pid == os.getpid():
+        if flight.pid == process_id():
             flight.conn.disconnect()
             flight.pool.release(flight.conn)
 
@@ -124,7 +123,7 @@ class LogSender:
         except (ConnectionError, TimeoutError):
             apply_logs(store, logs)  # raises what the server says
             return None
-        flight = InFlight(conn, pool, os.getpid(), [], logs)
+        flight = InFlight(conn, pool, process_id(), [], logs)
         try:
             for items in plan.cut(plan.items, FLIGHT_POINTS):
                 script, keys, args = plan.build(items)
@@ -145,7 +144,7 @@ class LogSender:
     def _finish(self, store: Store, flight: InFlight, block: bool) -> bool:
         """Read a flight's replies (those come back, unless ``block``); once all are read,
         its connection given back and what it left applied at once: whether it is done."""
-        if flight.pid != os.getpid():  # a forked child reads none of its parent's
+        if flight.pid != process_id():  # a forked child reads none of its parent's
             return True
         conn = flight.conn
         try:

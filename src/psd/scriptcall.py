@@ -18,7 +18,6 @@ loaded the same way.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
-from psd.connect import send_call
+from psd.connect import process_id, send_call
 from psd.scripts import Function
 
 
@@ -59,7 +58,7 @@ class ScriptCaller:
         #: with the server or closed (it closes it on any error amid a command), so any may
         #: be reused; the pool still holds them as in use, so closing the client closes them.
         self.idle: list[Any] = []
-        self.pid = os.getpid()
+        self.pid = process_id()
         if self.pool is not None:  # a caller dropped gives its connections back
             weakref.finalize(self, _give_back, self.pool, self.idle)
 
@@ -89,9 +88,9 @@ class ScriptCaller:
         """An idle connection, checked as the pool checks one it hands out (opened again if
         the server closed it or a reply is waiting unread), or a new one from the pool. A
         forked process leaves its parent's connections alone."""
-        if self.pid != os.getpid():
+        if self.pid != process_id():
             self.idle.clear()  # in place: the finalizer gives back this list
-            self.pid = os.getpid()
+            self.pid = process_id()
         try:
             conn = self.idle.pop()
         except IndexError:
