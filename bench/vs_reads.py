@@ -6,7 +6,8 @@ One user's sum over ``[t1, t2]`` (seconds, inclusive) is, in psd, ``Store.sum`` 
 with one bucket as long as the range (``ALIGN start AGGREGATION sum``). Many users: one
 ``Store.query`` (one script call for up to 1,000 users); RTS, 100 ``TS.RANGE`` in one
 pipeline, or one ``TS.MRANGE`` filtered by label. Each figure is the median of 5 rounds: of
-each round's p50 from Python, and of each round's server time (``INFO commandstats``) a call.
+each round's p50 from Python, and of each round's server time (``INFO commandstats``) a call;
+psd's rounds and RTS's take turns.
 """
 
 from __future__ import annotations
@@ -127,24 +128,43 @@ def check(store: Store, rts: redis.Redis | None, data: Dense, rng: random.Random
     )
 
 
-def timed(
-    client: redis.Redis, command: str, calls: Sequence[Callable[[], object]], per_call: int = 1
-) -> Timing:
-    """Median over the rounds of each round's p50 from Python, and the server time of
-    ``command`` a call (``per_call`` commands each) over all rounds."""
-    calls[0]()  # the script loaded, connections made
-    client.config_resetstat()
-    medians = []
-    size = len(calls) // ROUNDS
+#: Timed calls of one store: its client, the command whose server time is counted, the
+#: calls, and how many of that command each makes.
+Side = tuple[redis.Redis, str, Sequence[Callable[[], object]], int]
+
+
+def timed(*sides: Side) -> list[Timing]:
+    """Per side, the median over the rounds of each round's p50 from Python, and the server
+    time of its command a call over all rounds. The sides take turns round by round (psd's
+    round, then RTS's): a machine of this kind runs 2x faster one minute than the next, and
+    a slow phase then falls on both rather than on whichever ran in it."""
+    for _, _, calls, _ in sides:
+        calls[0]()  # the script loaded, connections made
+    for client, _, _, _ in sides:
+        client.config_resetstat()
+    medians: list[list[float]] = [[] for _ in sides]
     for r in range(ROUNDS):
-        samples = []
-        for call in calls[r * size : (r + 1) * size]:
-            t0 = time.perf_counter()
-            call()
-            samples.append((time.perf_counter() - t0) * 1e6)
-        medians.append(statistics.median(samples))
-    count, usec = commandstats(client).get(command, (0, 0.0))
-    return Timing(statistics.median(medians), usec / max(1, count) * per_call)
+        for side, (_, _, calls, _) in enumerate(sides):
+            size = len(calls) // ROUNDS
+            samples = []
+            for call in calls[r * size : (r + 1) * size]:
+                t0 = time.perf_counter()
+                call()
+                samples.append((time.perf_counter() - t0) * 1e6)
+            medians[side].append(statistics.median(samples))
+    out = []
+    for (client, command, _, per_call), rounds in zip(sides, medians, strict=True):
+        count, usec = commandstats(client).get(command, (0, 0.0))
+        out.append(Timing(statistics.median(rounds), usec / max(1, count) * per_call))
+    return out
+
+
+def pair(psd: Side, rts: Side | None) -> tuple[Timing, Timing | None]:
+    """psd's timing and RTS's (None without RTS), taken in turns."""
+    if rts is None:
+        return timed(psd)[0], None
+    mine, other = timed(psd, rts)
+    return mine, other
 
 
 def queries(data: Dense, rng: random.Random, n: int, users: int, secs: int) -> list[Query]:
@@ -167,19 +187,22 @@ def read_timings(
     every = [data.uid(u) for u in range(data.users)]
     for label, secs in ONE_USER:
         qs = [([data.uid(u[0])], t1, t2) for u, t1, t2 in queries(data, rng, calls, 1, secs)]
-        psd = timed(store.redis, "fcall_ro", [one_psd(store, q) for q in qs])
-        other = timed(rts, "ts.range", [one_rts(rts, q) for q in qs]) if rts else None
-        out[f"one user, {label}"] = (psd, other)
+        out[f"one user, {label}"] = pair(
+            (store.redis, "fcall_ro", [one_psd(store, q) for q in qs], 1),
+            (rts, "ts.range", [one_rts(rts, q) for q in qs], 1) if rts else None,
+        )
     many = min(100, data.users)
     qs = [([data.uid(u) for u in us] or every, t1, t2) for us, t1, t2 in
           queries(data, rng, max(ROUNDS, calls // 20), many, 30 * DAY)]  # fmt: skip
-    psd = timed(store.redis, "fcall_ro", [many_psd(store, q) for q in qs])
-    other = timed(rts, "ts.range", [many_rts(rts, q) for q in qs], many) if rts else None
-    out[f"{many} users x 30 d"] = (psd, other)
+    out[f"{many} users x 30 d"] = pair(
+        (store.redis, "fcall_ro", [many_psd(store, q) for q in qs], 1),
+        (rts, "ts.range", [many_rts(rts, q) for q in qs], many) if rts else None,
+    )
     qs = [(every, t1, t2) for _, t1, t2 in queries(data, rng, max(ROUNDS, calls // 40), 0, 7 * DAY)]
-    psd = timed(store.redis, "fcall_ro", [many_psd(store, q) for q in qs])
-    other = timed(rts, "ts.mrange", [mrange(rts, q) for q in qs]) if rts else None
-    out[f"{data.users} users x 7 d"] = (psd, other)
+    out[f"{data.users} users x 7 d"] = pair(
+        (store.redis, "fcall_ro", [many_psd(store, q) for q in qs], 1),
+        (rts, "ts.mrange", [mrange(rts, q) for q in qs], 1) if rts else None,
+    )
     return out
 
 
