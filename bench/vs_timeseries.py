@@ -37,7 +37,7 @@ from rts_setup import RedisStack, locate
 from vs_celery import celery_rate
 from vs_data import PER_DAY, Dense
 from vs_ingest import Ingest, psd_bulk, psd_stream, rts_bulk, rts_stream
-from vs_reads import Timing, check, read_timings
+from vs_reads import Timing, check, read_timings, round_trips
 
 import psd
 from psd.config import Settings
@@ -224,6 +224,11 @@ def main() -> None:
             print(ingest_note(f"RTS {shape}", got))
         rng = random.Random(args.seed)
         print(check(store, rts, data, rng, args.checks))
+        same, apart = round_trips(client)
+        print(
+            f"a PING from Python, p50: {same:.0f} µs on one core, {apart:.0f} µs between two "
+            "(the reads below run on one core: bench/vs_reads.py)"
+        )
         reads = read_timings(store, rts, data, rng, args.calls)
         celery = 0.0
         if args.celery_points:
