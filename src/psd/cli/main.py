@@ -69,10 +69,11 @@ def server_command(server: str, bind: str, workers: int) -> list[str]:
     workers = workers or os.cpu_count() or 1
     if server == "granian":
         # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
-        # a single-threaded Rust runtime: the one that serves the WSGI thread wakes it with
-        # fewer system calls (granian picks a multi-threaded one for WSGI: 8% less CPU a
-        # request here); a worker told to stop while it was still starting never stops by
-        # itself: granian kills it after WEB_KILL_SECONDS (no request of psd's takes that long)
+        # a single-threaded Rust runtime: it hands a request to the WSGI thread and back with
+        # fewer system calls than the multi-threaded one granian picks for WSGI apps
+        # (docs/benchmarks.md); a worker told to stop while it was still starting never stops
+        # by itself: granian kills it after WEB_KILL_SECONDS (no request of psd's takes that
+        # long)
         return [
             sys.executable,
             "-m",
