@@ -67,7 +67,7 @@ RANGE_CLASSES = ((3600, "hour"), (86400, "day"), (31 * 86400, "month"), (366 * 8
 
 def range_class(args: Sequence[object]) -> str:
     """The length class of a request's range: the last two decimal path segments, if any
-    (looked for from the end: a request's time is spent on every request)."""
+    (found from the end: it runs on every request)."""
     found: list[str] = []
     for a in reversed(args):
         if isinstance(a, str) and a.isascii() and a.isdigit():
