@@ -14,9 +14,9 @@ import msgpack
 from redis.exceptions import ResponseError
 
 from psd.batching import CALL_POINTS
-from psd.keys import metric_prefix
+from psd.keys import PENDING
 from psd.model import THINGS, MetricPoint
-from psd.writes import METRIC, call_args
+from psd.writes import log_args
 
 if TYPE_CHECKING:
     from psd.store import Store
@@ -26,12 +26,17 @@ log = logging.getLogger(__name__)
 _THING_NAMES = {number: name for name, number in THINGS.items()}
 
 
+def log_entries(raw: bytes) -> list[Any]:
+    """A log's values as it keeps them, five a point (psd/lua/pending.lua)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(raw)
+    return list(unpacker)
+
+
 def log_points(key: str, raw: bytes) -> Iterator[MetricPoint]:
     """The points of a user's log (its key ``{uid}:p`` and its bytes)."""
     uid = int(key[1 : key.index("}")])
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(raw)
-    flat = list(unpacker)
+    flat = log_entries(raw)
     for at in range(0, len(flat), 5):
         thing, aid, atid, value, ts = flat[at : at + 5]
         yield MetricPoint(_THING_NAMES[thing], uid, int(atid), int(aid), value, ts, ts, "increment")
@@ -105,29 +110,27 @@ def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
     """The calls applying ``logs`` (key -> its bytes as read): a log's points in one call,
     with the log as read (``ARGV[8]``: the call applies them only where it still starts
     so, and takes them off it)."""
-    points: list[MetricPoint] = []
+    entries: list[Any] = []  # every log's, five values a point (log_args)
     owners: list[str] = []
+    records: list[str] = []
     counts: dict[str, int] = {}
     for key, raw in logs.items():
-        mine = list(log_points(key, raw))
-        points += mine
-        owners += [key] * len(mine)
-        counts[key] = len(mine)
+        mine = log_entries(raw)
+        n = len(mine) // 5
+        entries += mine
+        owners += [key] * n
+        records += [key[: -len(PENDING)]] * n  # {uid}:
+        counts[key] = n
     now = store.now()
-    records = [metric_prefix(p.uid) for p in points]
-    instants = [p.ts2 for p in points]
-    names = [""] * len(points)
 
     def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
-        keys, rows = call_args(
-            METRIC, store.metric_policy, points, indexes, instants, records, names
-        )
+        keys, rows = log_args(store.metric_policy, entries, indexes, records, {})
         claims = [x for key in dict.fromkeys(owners[i] for i in indexes) for x in (key, logs[key])]
         head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
         tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
         return store.scripts.write_metric, keys, [msgpack.packb(rows), *head, *tail]
 
-    return LogCalls(list(range(len(points))), build, owners, records, counts)
+    return LogCalls(list(range(len(owners))), build, owners, records, counts)
 
 
 def settled(reply: Any, users: list[str], moved: set[str]) -> None:

@@ -100,6 +100,29 @@ def _metric_target_arg(target: Target, expires: list[int], thing: int) -> Metric
 
 _MODES = {"diffadd": "d", "increment": "i"}
 
+#: A call's targets by hour start + thing (things are below 10): the target's number, UTC
+#: day (what its keys' suffixes name) and the suffixes.
+Numbers = dict[int, tuple[int, int, list[str]]]
+
+
+def _new_target(
+    policy: Policy,
+    hours: Hours,
+    targets: list[MetricTargetArg],
+    numbers: Numbers,
+    ts: int,
+    thing: int,
+) -> tuple[int, int, list[str]]:
+    """The call's target of a point of ``thing`` at ``ts``, the first of its hour: added to
+    ``targets`` and ``numbers``."""
+    target = metric_target(ts)
+    hour = hours.get(target.suffixes)
+    if hour is None:
+        hour = hours[target.suffixes] = (_metric_keys(target), expiries(policy, target))
+    targets.append(_metric_target_arg(target, hour[1], thing))
+    found = numbers[ts - ts % 3600 + thing] = (len(targets), ts // 86400, hour[0])
+    return found
+
 
 def _metric_args(
     policy: Policy,
@@ -117,21 +140,14 @@ def _metric_args(
     targets: list[MetricTargetArg] = []
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
     rows: list[Any] = []
-    # hour start + thing (things are below 10) -> its target's number, UTC day (what its
-    # keys' suffixes name) and the suffixes; (record, day) -> its keys' start in KEYS
-    numbers: dict[int, tuple[int, int, list[str]]] = {}
-    starts: dict[tuple[str, int], int] = {}
+    numbers: Numbers = {}
+    starts: dict[tuple[str, int], int] = {}  # (record, day) -> its keys' start in KEYS
     for i in indexes:
         p, ts = points[i], instants[i]
         thing = p.thing_id
         found = numbers.get(ts - ts % 3600 + thing)
         if found is None:
-            target = metric_target(ts)
-            hour = hours.get(target.suffixes)
-            if hour is None:
-                hour = hours[target.suffixes] = (_metric_keys(target), expiries(policy, target))
-            targets.append(_metric_target_arg(target, hour[1], thing))
-            found = numbers[ts - ts % 3600 + thing] = (len(targets), ts // 86400, hour[0])
+            found = _new_target(policy, hours, targets, numbers, ts, thing)
         number, day, key_suffixes = found
         record = records[i]
         start = starts.get((record, day))
@@ -154,6 +170,39 @@ def _metric_args(
             start,
         )
     return keys, MetricCallArg(targets, list(sent)[1:], rows)
+
+
+def log_args(
+    policy: Policy,
+    entries: list[Any],
+    indexes: list[int],
+    records: list[str],
+    hours: Hours,
+) -> tuple[list[str], MetricCallArg]:
+    """write_metric.lua's KEYS and ``ARGV[1]`` for points of users' logs of waiting
+    increments (psd/folding.py), as :func:`_metric_args` makes them for points: ``entries``
+    holds each point's five values as its log keeps them (thing number, aid and atid as
+    decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
+    points are applied as they are, with no delivery and no object a point."""
+    keys: list[str] = []
+    targets: list[MetricTargetArg] = []
+    rows: list[Any] = []
+    numbers: Numbers = {}
+    starts: dict[tuple[str, int], int] = {}
+    for i in indexes:
+        at = 5 * i
+        thing, aid, atid, value, ts = entries[at : at + 5]
+        found = numbers.get(ts - ts % 3600 + thing)
+        if found is None:
+            found = _new_target(policy, hours, targets, numbers, ts, thing)
+        number, day, key_suffixes = found
+        record = records[i]
+        start = starts.get((record, day))
+        if start is None:
+            start = starts[record, day] = len(keys)
+            keys += [record + suffix for suffix in key_suffixes]
+        rows += ("i", aid, atid, value, ts, ts, number, 0, start)
+    return keys, MetricCallArg(targets, [], rows)
 
 
 #: Results ``ok`` by delta, shared (a result is frozen): most points of a stream or an
