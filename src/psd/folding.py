@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from psd.batching import CALL_POINTS
 from psd.keys import PENDING
 from psd.model import THINGS, MetricPoint
-from psd.writes import log_args
+from psd.writes import METRIC, log_args
 
 if TYPE_CHECKING:
     from psd.store import Store
@@ -122,9 +122,10 @@ def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
         records += [key[: -len(PENDING)]] * n  # {uid}:
         counts[key] = n
     now = store.now()
+    hours = store.hours[METRIC.name]
 
     def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
-        keys, rows = log_args(store.metric_policy, entries, indexes, records, {})
+        keys, rows = log_args(store.metric_policy, entries, indexes, records, hours)
         claims = [x for key in dict.fromkeys(owners[i] for i in indexes) for x in (key, logs[key])]
         head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
         tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]

@@ -94,6 +94,12 @@ def units_of(indexes: list[int], records: Sequence[str], names: Sequence[str]) -
     return list(units.values())
 
 
+def _entry(p: MetricPoint) -> bytes:
+    """A point's five values in its log (psd/lua/pending.lua), packed as a list less its
+    head; nothing for a point that adds nothing."""
+    return _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:] if p.value else b""
+
+
 def pend_args(
     points: Sequence[MetricPoint],
     units: list[list[int]],
@@ -106,7 +112,6 @@ def pend_args(
     starts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
-    pack = _pack
     for unit in units:
         first = unit[0]
         record = records[first]
@@ -115,12 +120,11 @@ def pend_args(
             k = starts[record] = len(keys)
             keys += (record + PENDING, record + ONCE)
         delivery = deliveries.setdefault(names[first], len(deliveries))
-        # each point's five values (psd/lua/pending.lua), packed as a list less its head
-        entries = b"".join(
-            pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:]
-            for p in map(points.__getitem__, unit)
-            if p.value
-        )
+        # a stream's unit is one point: no join
+        if len(unit) == 1:
+            entries = _entry(points[first])
+        else:
+            entries = b"".join([_entry(points[i]) for i in unit])
         flat += (k, delivery, entries)
     packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
     return keys, list(packed)

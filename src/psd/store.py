@@ -73,7 +73,7 @@ class Store(Reads):
         self.kept = KeptWatch(client, {"metric": self.metric_policy, "count": self.count_policy})
         #: Per kind of point, what its writes worked out per target (psd/writes.py) and its
         #: policy's last horizon: the same for every write of an hour and of a second.
-        self._hours: dict[str, Hours] = {METRIC.name: {}, COUNT.name: {}}
+        self.hours: dict[str, Hours] = {METRIC.name: {}, COUNT.name: {}}
         self._horizons: dict[str, Horizon] = {}
         #: the logs a write returned, being applied (psd/inflight.py)
         self._logs = LogSender()
@@ -313,7 +313,7 @@ class Store(Reads):
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
             if waits.holds(indexes):
                 return waits.call(self, indexes, once)
-            hours = self._hours[kind.name]
+            hours = self.hours[kind.name]
             keys, rows = call_args(kind, policy, points, indexes, instants, records, names, hours)
             return script, keys, [msgpack.packb(rows), *head, *tail]
 

@@ -177,13 +177,15 @@ def log_args(
     entries: list[Any],
     indexes: list[int],
     records: list[str],
-    hours: Hours,
+    hours: Hours | None = None,
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]`` for points of users' logs of waiting
     increments (psd/folding.py), as :func:`_metric_args` makes them for points: ``entries``
     holds each point's five values as its log keeps them (thing number, aid and atid as
     decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
-    points are applied as they are, with no delivery and no object a point."""
+    points are applied as they are, with no delivery and no object a point; ``hours`` as
+    :func:`call_args` keeps them."""
+    hours = kept(hours)
     keys: list[str] = []
     targets: list[MetricTargetArg] = []
     rows: list[Any] = []
@@ -329,8 +331,13 @@ def call_args(
     tick, a user's day): they are worked out once for each, not once per record (this loop
     runs for every point a worker applies), and kept in ``hours`` when given (the same
     ``kind`` and ``policy`` every call: a store's, across its writes)."""
+    return kind.args(policy, points, indexes, instants, records, deliveries, kept(hours))
+
+
+def kept(hours: Hours | None) -> Hours:
+    """A store's targets worked out (a new dict without one), emptied past MAX_TARGETS."""
     if hours is None:
-        hours = {}
-    elif len(hours) > MAX_TARGETS:
+        return {}
+    if len(hours) > MAX_TARGETS:
         hours.clear()
-    return kind.args(policy, points, indexes, instants, records, deliveries, hours)
+    return hours
