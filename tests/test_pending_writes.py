@@ -253,6 +253,27 @@ def test_a_batch_of_deliveries_waits_per_user_all_or_none(redis_client: redis.Re
         )
 
 
+def test_a_user_with_more_points_in_a_call_than_wait_goes_the_direct_way(
+    redis_client: redis.Redis,
+) -> None:
+    """A write of increments only, in one call: a user with PSD_PENDING_POINTS of them or
+    fewer waits, one with more is applied at once (their call's cost is shared enough)."""
+    redis_client.flushdb()
+    settings = Settings()
+    store, oracle = Store(redis_client, settings), Oracle()
+    ts = recent_bases()[1] + 100
+    many = settings.pending_points + 1
+    points = [MetricPoint("steps", 1, 1, 1, 2, ts + n, ts + n, "increment") for n in range(many)]
+    points += [MetricPoint("steps", 2, 1, 1, 3, ts + n, ts + n, "increment") for n in range(3)]
+    assert [r.status for r in store.write_metrics(points)] == [oracle.write(p) for p in points]
+    assert not log_of(redis_client, 1) and redis_client.hlen("{1}:acts") > 0  # direct
+    assert log_of(redis_client, 2) and not redis_client.exists("{2}:acts")  # waiting
+    for uid in (1, 2):
+        assert store.sum(uid, "steps", None, ts, ts + 60) == oracle.sum(
+            uid, "steps", None, ts, ts + 60
+        )
+
+
 def test_a_log_near_the_limits_is_applied_whole(redis_client: redis.Redis) -> None:
     """A log read, then appended to, whose points go into the room kept inside the limits:
     applied as read, it would leave a rest its user could go on appending to; it is read

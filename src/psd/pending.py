@@ -197,6 +197,22 @@ class Waiting:
         waiting = pend_cuts([i for i in items if i in mine], self.records)
         return [call for call in rest if call] + waiting
 
+    def cut_all(self, items: list[int]) -> list[list[int]] | None:
+        """The calls of ``items`` when every one of them waits (a stream's write: each an
+        increment every level keeps, no user with more than ``most`` of them, so no call of
+        any cut has more), without cutting the direct calls first; else None."""
+        self.waits.difference_update(items)
+        if not self.most or not items:
+            return None
+        points, levels = self.points, self.levels
+        for i in items:
+            if points[i].mode != "increment" or levels[i] != "minute":
+                return None
+        if max(Counter(self.records[i] for i in items).values()) > self.most:
+            return None
+        self.waits.update(items)
+        return pend_cuts(items, self.records)
+
     def holds(self, indexes: list[int]) -> bool:
         """Whether a call is one of the waiting points'."""
         return indexes[0] in self.waits

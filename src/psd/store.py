@@ -308,6 +308,9 @@ class Store(Reads):
             # (more than a call's points hold the server longer)
             if all_or_nothing:
                 return waits.cut([items], items)
+            streamed = waits.cut_all(items)
+            if streamed is not None:
+                return streamed
             return waits.cut(cut_calls(records, names, items, kind.call_points), items)
 
         def build(indexes: list[int]) -> tuple[Script | Function, list[str], list[Any]]:
