@@ -204,12 +204,15 @@ class Waiting:
         self.waits.difference_update(items)
         if not self.most or not items:
             return None
-        points, levels = self.points, self.levels
-        for i in items:
+        points, levels, records, most = self.points, self.levels, self.records, self.most
+        counts: dict[str, int] = {}
+        for i in items:  # a bulk write (a user's days) stops at its first user's most + 1
             if points[i].mode != "increment" or levels[i] != "minute":
                 return None
-        if max(Counter(self.records[i] for i in items).values()) > self.most:
-            return None
+            n = counts.get(records[i], 0) + 1
+            if n > most:
+                return None
+            counts[records[i]] = n
         self.waits.update(items)
         return pend_cuts(items, self.records)
 
