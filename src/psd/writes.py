@@ -100,28 +100,42 @@ def _metric_target_arg(target: Target, expires: list[int], thing: int) -> Metric
 
 _MODES = {"diffadd": "d", "increment": "i"}
 
-#: A call's targets by hour start + thing (things are below 10): the target's number, UTC
-#: day (what its keys' suffixes name) and the suffixes.
-Numbers = dict[int, tuple[int, int, list[str]]]
 
+class _Places:
+    """Where a call's points go: each target (an hour of a thing) once in ``targets``, each
+    record's day of keys once in ``keys``. A point's place, its target's number and where its
+    keys start, is one lookup by (record, hour start + thing) once known; working it out
+    the first time (:meth:`add`) is rarer: a call's points mostly share hours and days."""
 
-def _new_target(
-    policy: Policy,
-    hours: Hours,
-    targets: list[MetricTargetArg],
-    numbers: Numbers,
-    ts: int,
-    thing: int,
-) -> tuple[int, int, list[str]]:
-    """The call's target of a point of ``thing`` at ``ts``, the first of its hour: added to
-    ``targets`` and ``numbers``."""
-    target = metric_target(ts)
-    hour = hours.get(target.suffixes)
-    if hour is None:
-        hour = hours[target.suffixes] = (_metric_keys(target), expiries(policy, target))
-    targets.append(_metric_target_arg(target, hour[1], thing))
-    found = numbers[ts - ts % 3600 + thing] = (len(targets), ts // 86400, hour[0])
-    return found
+    def __init__(self, policy: Policy, hours: Hours) -> None:
+        self.policy, self.hours = policy, hours
+        self.keys: list[str] = []
+        self.targets: list[MetricTargetArg] = []
+        #: hour start + thing (things are below 10) -> target number, UTC day, key suffixes
+        self.numbers: dict[int, tuple[int, int, list[str]]] = {}
+        self.starts: dict[tuple[str, int], int] = {}  # (record, day) -> its keys' start
+        #: (record, hour start + thing) -> (target number, keys' start)
+        self.known: dict[tuple[str, int], tuple[int, int]] = {}
+
+    def add(self, record: str, ts: int, thing: int) -> tuple[int, int]:
+        """The place of a point of ``record`` and ``thing`` at ``ts``, not known before."""
+        hour_thing = ts - ts % 3600 + thing
+        found = self.numbers.get(hour_thing)
+        if found is None:
+            target = metric_target(ts)
+            hour = self.hours.get(target.suffixes)
+            if hour is None:
+                hour = (_metric_keys(target), expiries(self.policy, target))
+                self.hours[target.suffixes] = hour
+            self.targets.append(_metric_target_arg(target, hour[1], thing))
+            found = self.numbers[hour_thing] = (len(self.targets), ts // 86400, hour[0])
+        number, day, key_suffixes = found
+        start = self.starts.get((record, day))
+        if start is None:
+            start = self.starts[record, day] = len(self.keys)
+            self.keys += [record + suffix for suffix in key_suffixes]
+        placed = self.known[record, hour_thing] = (number, start)
+        return placed
 
 
 def _metric_args(
@@ -136,24 +150,14 @@ def _metric_args(
     """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
     points of an hour of a thing share once (its target), each delivery key once, and per
     point its own values, its target's and delivery's numbers and where its keys start."""
-    keys: list[str] = []
-    targets: list[MetricTargetArg] = []
+    places = _Places(policy, hours)
+    known = places.known
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
     rows: list[Any] = []
-    numbers: Numbers = {}
-    starts: dict[tuple[str, int], int] = {}  # (record, day) -> its keys' start in KEYS
     for i in indexes:
         p, ts = points[i], instants[i]
-        thing = p.thing_id
-        found = numbers.get(ts - ts % 3600 + thing)
-        if found is None:
-            found = _new_target(policy, hours, targets, numbers, ts, thing)
-        number, day, key_suffixes = found
-        record = records[i]
-        start = starts.get((record, day))
-        if start is None:
-            start = starts[record, day] = len(keys)
-            keys += [record + suffix for suffix in key_suffixes]
+        thing, record = p.thing_id, records[i]
+        placed = known.get((record, ts - ts % 3600 + thing)) or places.add(record, ts, thing)
         delivery = sent.get(deliveries[i])
         if delivery is None:
             delivery = sent[deliveries[i]] = len(sent)
@@ -165,11 +169,11 @@ def _metric_args(
             p.value,
             p.ts1,
             p.ts2,
-            number,
+            placed[0],
             delivery,
-            start,
+            placed[1],
         )
-    return keys, MetricCallArg(targets, list(sent)[1:], rows)
+    return places.keys, MetricCallArg(places.targets, list(sent)[1:], rows)
 
 
 def log_args(
@@ -185,26 +189,16 @@ def log_args(
     decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
     points are applied as they are, with no delivery and no object a point; ``hours`` as
     :func:`call_args` keeps them."""
-    hours = kept(hours)
-    keys: list[str] = []
-    targets: list[MetricTargetArg] = []
+    places = _Places(policy, kept(hours))
+    known = places.known
     rows: list[Any] = []
-    numbers: Numbers = {}
-    starts: dict[tuple[str, int], int] = {}
     for i in indexes:
         at = 5 * i
         thing, aid, atid, value, ts = entries[at : at + 5]
-        found = numbers.get(ts - ts % 3600 + thing)
-        if found is None:
-            found = _new_target(policy, hours, targets, numbers, ts, thing)
-        number, day, key_suffixes = found
         record = records[i]
-        start = starts.get((record, day))
-        if start is None:
-            start = starts[record, day] = len(keys)
-            keys += [record + suffix for suffix in key_suffixes]
-        rows += ("i", aid, atid, value, ts, ts, number, 0, start)
-    return keys, MetricCallArg(targets, [], rows)
+        placed = known.get((record, ts - ts % 3600 + thing)) or places.add(record, ts, thing)
+        rows += ("i", aid, atid, value, ts, ts, placed[0], 0, placed[1])
+    return places.keys, MetricCallArg(places.targets, [], rows)
 
 
 #: Results ``ok`` by delta, shared (a result is frozen): most points of a stream or an
