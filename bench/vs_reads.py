@@ -147,30 +147,45 @@ def server_pid(client: redis.Redis) -> int:
 
 
 @contextlib.contextmanager
-def one_core(*clients: redis.Redis) -> Iterator[None]:
-    """This process and the clients' servers (on this machine) on one core for the block;
-    where that cannot be (a server elsewhere, no permission), as they were."""
-    pids = {0, *(server_pid(c) for c in clients)}
+def placed(places: dict[int, set[int]]) -> Iterator[bool]:
+    """Processes (pid, 0 for this one) on the given cores for the block, all or none: if one
+    cannot be moved (a server elsewhere, no permission), every one stays where it was, and
+    the block is told (False), so that no store is timed placed and the other not."""
     try:
-        before = {pid: os.sched_getaffinity(pid) for pid in pids}
+        before = {pid: os.sched_getaffinity(pid) for pid in places}
     except OSError:
-        yield
+        yield False
         return
-    core = min(before[0])
-    with contextlib.suppress(OSError):  # as far as it can
-        for pid in pids:
-            os.sched_setaffinity(pid, {core})
     try:
-        yield
+        for pid, cpus in places.items():
+            os.sched_setaffinity(pid, cpus)
+        done = True
+    except OSError:
+        done = False
+    try:
+        if not done:
+            _restore(before)
+        yield done
     finally:
-        for pid, cpus in before.items():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(pid, cpus)
+        _restore(before)
 
 
-def round_trips(client: redis.Redis, n: int = 3000) -> tuple[float, float]:
+def _restore(before: dict[int, set[int]]) -> None:
+    for pid, cpus in before.items():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+def one_core(*clients: redis.Redis) -> contextlib.AbstractContextManager[bool]:
+    """This process and the clients' servers (on this machine) on this process's first core
+    for the block, or, where that cannot be, all as they were."""
+    core = {min(os.sched_getaffinity(0))}
+    return placed({pid: core for pid in {0, *(server_pid(c) for c in clients)}})
+
+
+def round_trips(client: redis.Redis, n: int = 3000) -> tuple[float | None, float | None]:
     """p50 µs of a PING from Python with the server on this process's core, and on another
-    (the same if the machine has one core)."""
+    (None where the processes could not be placed so)."""
 
     def p50() -> float:
         samples = []
@@ -180,28 +195,22 @@ def round_trips(client: redis.Redis, n: int = 3000) -> tuple[float, float]:
             samples.append((time.perf_counter() - t0) * 1e6)
         return statistics.median(samples)
 
-    with one_core(client):
-        same = p50()
-    cpus, pid = os.sched_getaffinity(0), server_pid(client)
+    with one_core(client) as done:
+        same = p50() if done else None
+    cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
-        return same, same
-    first, second = sorted(cpus)[:2]
-    before = os.sched_getaffinity(pid)
-    try:
-        os.sched_setaffinity(0, {first})
-        os.sched_setaffinity(pid, {second})
-        apart = p50()
-    finally:
-        os.sched_setaffinity(0, cpus)
-        os.sched_setaffinity(pid, before)
+        return same, None
+    with placed({0: {cpus[0]}, server_pid(client): {cpus[1]}}) as done:
+        apart = p50() if done else None
     return same, apart
 
 
 def timed(*sides: Side) -> list[Timing]:
     """Per side, the median over the rounds of each round's p50 from Python, and the server
     time of its command a call over all rounds. The sides take turns round by round (psd's
-    round, then RTS's): a machine of this kind runs 2x faster one minute than the next, and
-    a slow phase then falls on both rather than on whichever ran in it."""
+    round, then RTS's, then the other way round): a machine of this kind runs 2x faster one
+    minute than the next, and a slow phase then falls on both rather than on whichever ran
+    in it."""
     for _, _, calls, _ in sides:
         calls[0]()  # the script loaded, connections made
     for client, _, _, _ in sides:
@@ -209,7 +218,9 @@ def timed(*sides: Side) -> list[Timing]:
     medians: list[list[float]] = [[] for _ in sides]
     with one_core(*(client for client, _, _, _ in sides)):
         for r in range(ROUNDS):
-            for side, (_, _, calls, _) in enumerate(sides):
+            order = range(len(sides)) if r % 2 == 0 else reversed(range(len(sides)))
+            for side in order:  # who goes first changes from round to round
+                calls = sides[side][2]
                 size = len(calls) // ROUNDS
                 samples = []
                 for call in calls[r * size : (r + 1) * size]:
