@@ -189,7 +189,7 @@ def log_args(
     decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
     points are applied as they are, with no delivery and no object a point; ``hours`` as
     :func:`call_args` keeps them."""
-    places = _Places(policy, kept(hours))
+    places = _Places(policy, bounded_hours(hours))
     known = places.known
     rows: list[Any] = []
     for i in indexes:
@@ -325,10 +325,10 @@ def call_args(
     tick, a user's day): they are worked out once for each, not once per record (this loop
     runs for every point a worker applies), and kept in ``hours`` when given (the same
     ``kind`` and ``policy`` every call: a store's, across its writes)."""
-    return kind.args(policy, points, indexes, instants, records, deliveries, kept(hours))
+    return kind.args(policy, points, indexes, instants, records, deliveries, bounded_hours(hours))
 
 
-def kept(hours: Hours | None) -> Hours:
+def bounded_hours(hours: Hours | None) -> Hours:
     """A store's targets worked out (a new dict without one), emptied past MAX_TARGETS."""
     if hours is None:
         return {}
