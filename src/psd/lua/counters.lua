@@ -25,17 +25,14 @@ local function digits_of(x)
 end
 
 -- a target's slot fields of type atid ("<slot>:<atid>", made once a call per target)
+local typed_of  -- per call: target -> atid -> its fields
 local function typed_slots(t, atid)
-  local typed = t.typed
-  if typed == nil then
-    typed = {}
-    t.typed = typed
-  end
-  local fields = typed[atid]
+  local typed = typed_of[t]
+  local fields = typed and typed[atid]
   if fields == nil then
     local slots, suffix = t[T_SLOTS], ':' .. atid
     fields = {slots[1] .. suffix, slots[2] .. suffix, slots[3] .. suffix, slots[4] .. suffix}
-    typed[atid] = fields
+    if typed == nil then typed_of[t] = {[atid] = fields} else typed[atid] = fields end
   end
   return fields
 end
@@ -44,9 +41,9 @@ end
 local function owe(key, field, twin, delta, expire_at, is_root)
   local fields = owed[key]
   if fields == nil then
-    fields = {}
-    owed[key] = fields; owed_keys[#owed_keys + 1] = key
+    owed[key] = {[field] = delta, [twin] = delta}; owed_keys[#owed_keys + 1] = key
     expiry[key] = expire_at; roots[key] = is_root
+    return
   elseif expire_at > expiry[key] then
     expiry[key] = expire_at  -- the root: a later year extends it
   end
@@ -59,11 +56,14 @@ local owed_hours, owed_hours_keys
 local function owe_hour(key, name, number, delta)
   local fields = owed_hours[key]
   if fields == nil then
-    fields = {}
-    owed_hours[key] = fields; owed_hours_keys[#owed_hours_keys + 1] = key
+    owed_hours[key] = {[name] = {[number] = delta}}; owed_hours_keys[#owed_hours_keys + 1] = key
+    return
   end
-  local adds = fields[name] or {}
-  fields[name] = adds
+  local adds = fields[name]
+  if adds == nil then
+    fields[name] = {[number] = delta}
+    return
+  end
   adds[number] = (adds[number] or 0) + delta
 end
 
@@ -82,6 +82,7 @@ local function counters_begin()
   owed, owed_keys, expiry, roots = {}, {}, {}, {}
   owed_hours, owed_hours_keys, hour_keys, paid = {}, {}, {}, {}
   open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
+  typed_of = {}
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
   for b = 0, (npoints - 1) * STRIDE, STRIDE do
     local t = targets[rows[b + P_TARGET]]
@@ -169,8 +170,10 @@ end
 local function add_to_counters(k, t, atid, delta)
   local by_k = dues[t]
   if by_k == nil then
-    by_k = {}
-    dues[t] = by_k
+    local due = {k, t, atid, delta}
+    dues[t] = {[k] = {[atid] = due}}
+    due_list[#due_list + 1] = due
+    return
   end
   local by_atid = by_k[k]
   if by_atid == nil then

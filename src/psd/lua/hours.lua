@@ -44,16 +44,23 @@ end
 
 -- a packed field's value: fixed for three hours or more, all within ±2^31; else msgpack
 local function pack_hours(hours)
-  local count, small, sparse = 0, true, {}
+  local count, small = 0, true
   for n = 1, 12 do
     local x = hours[n]
     if x and x ~= 0 then
-      count, sparse[n] = count + 1, x
+      count = count + 1
       if x >= FIXED_LIMIT or x <= -FIXED_LIMIT then small = false end
     end
   end
   if count == 0 then return nil end
-  if count < 3 or not small then return cmsgpack.pack(sparse) end
+  if count < 3 or not small then
+    local sparse = {}
+    for n = 1, 12 do
+      local x = hours[n]
+      if x and x ~= 0 then sparse[n] = x end
+    end
+    return cmsgpack.pack(sparse)
+  end
   local h = hours
   return FIXED_TAG .. struct.pack(FIXED, h[1] or 0, h[2] or 0, h[3] or 0, h[4] or 0,
     h[5] or 0, h[6] or 0, h[7] or 0, h[8] or 0, h[9] or 0, h[10] or 0, h[11] or 0, h[12] or 0)
@@ -67,11 +74,21 @@ local function hour_number(hour) return hour % 12 + 1 end
 local packed_known = {}
 local function hours_begin() packed_known = {} end
 
+local function known_of(key)
+  local of_key = packed_known[key]
+  if of_key == nil then
+    of_key = {}
+    packed_known[key] = of_key
+  end
+  return of_key
+end
+
 local function packed_get(key, name)
-  local value = packed_known[key .. '\n' .. name]
+  local of_key = known_of(key)
+  local value = of_key[name]
   if value == nil then
     value = redis.call('HGET', key, name)
-    packed_known[key .. '\n' .. name] = value
+    of_key[name] = value
   end
   return value
 end
@@ -79,7 +96,7 @@ end
 -- set a packed field to a value (nil or false: none)
 local function packed_set(key, name, value)
   if value then redis.call('HSET', key, name, value) else redis.call('HDEL', key, name) end
-  packed_known[key .. '\n' .. name] = value or false
+  known_of(key)[name] = value or false
 end
 
 -- add `adds` ({number = delta}) to a packed field of `key`: its new hours, or nil when one
@@ -147,7 +164,7 @@ end
 -- with it)
 local function open_day_of(month, name)
   local vals = redis.call('HMGET', month, 'o', name)
-  packed_known[month .. '\n' .. name] = vals[2]
+  known_of(month)[name] = vals[2]
   local held = 0
   for _, x in pairs(unpack_hours(vals[2])) do
     if x ~= 0 then held = held + 1 end

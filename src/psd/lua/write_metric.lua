@@ -164,7 +164,7 @@ local function apply_all()
     if refused and whole then return false end
     if n % PAY_EVERY == 0 or n == npoints then
       if not pay_counters() then return false end
-      paid_up()
+      if n < npoints then paid_up() end  -- the last payment's tables are read no more
     end
   end
   return true
