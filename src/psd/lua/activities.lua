@@ -99,7 +99,10 @@ end
 -- the same for activities of a single change: those whose first change is inside [lo, hi],
 -- the windows' span
 local function singles_in_windows(idx, acts, ws, first, last, lo_s, hi_s, his, los)
-  local items, lo, width = redis.call('ZRANGEBYSCORE', idx, lo_s, hi_s), ws[first], #things
+  -- from the index's end, where a recent window's members are: a listpack finds a range by
+  -- a scan, and ZREVRANGEBYSCORE scans from its last member (the members' order adds
+  -- nothing; a window in the index's older half scans further, as every one did before)
+  local items, lo, width = redis.call('ZREVRANGEBYSCORE', idx, hi_s, lo_s), ws[first], #things
   for j = 1, #items do
     local ti, first_change, thing, aid = listed(items[j])
     if ti and first_change >= lo then
@@ -133,7 +136,8 @@ local function singles_listed(items, acts, w1, o1, w2, o2, his, los)
 end
 
 -- Two windows at most this far apart (a range of a day or less) are one range of the index:
--- a listpack's range is found by a scan from its start, and a day's members are few
+-- a listpack's range is found by a scan from an end (its last, for ZREVRANGEBYSCORE), and a
+-- day's members are few
 local NEAR = 86400
 
 -- windows of a user whose records an earlier psd wrote (oldreads.lua)
@@ -222,7 +226,7 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
     window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
   if n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
-    local listed = redis.call('ZRANGEBYSCORE', idx, w1[o1 + 3], w2[o2 + 4])
+    local listed = redis.call('ZREVRANGEBYSCORE', idx, w2[o2 + 4], w1[o1 + 3])
     singles_listed(listed, acts, w1, o1, w2, o2, his, los)
   else
     singles_in_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], his, los)
