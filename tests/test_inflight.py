@@ -12,6 +12,7 @@ from psd.config import Settings
 from psd.folding import apply_logs
 from psd.keys import PENDING, metric_prefix
 from psd.model import MetricPoint
+from psd.pending import LOG_FOLD
 from psd.store import Store
 from tests.test_store import recent_bases
 
@@ -59,7 +60,7 @@ def test_logs_sent_are_applied_once_and_read_meanwhile(redis_client: redis.Redis
     store.settle()
     assert not store._logs.flights and in_use(redis_client) == idle
     assert redis_client.hlen("{1}:acts") > 0  # applied: the record is there
-    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < 512 for u in USERS)
+    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < LOG_FOLD for u in USERS)
     assert sums(store, ts) == [total] * len(USERS)
 
 
@@ -102,7 +103,7 @@ def test_a_lost_connection_applies_the_logs_at_once(redis_client: redis.Redis) -
     assert not any(f in flights for f in store._logs.flights)
     store.settle()
     assert sums(store, ts) == [total] * len(USERS)
-    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < 512 for u in USERS)
+    assert all(len(redis_client.get(metric_prefix(u) + PENDING) or b"") < LOG_FOLD for u in USERS)
 
 
 def test_a_store_dropped_with_logs_under_way_gives_its_connections_back(

@@ -17,6 +17,7 @@ import redis
 from psd.batching import CALL_POINTS
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
+from psd.pending import LOG_FOLD
 from psd.scripts import library, source
 from psd.store import Store
 
@@ -161,16 +162,18 @@ def test_a_log_grown_in_a_call_whose_reply_was_lost_is_applied(
     that was lost: the resent call returns it again, and it is applied."""
     store, proxy = lossy_store
     settings = Settings(expire=0, count_expire=0)
-    early = [MetricPoint("steps", 1, 2, 1, 1, T0 + n, T0 + n, "increment") for n in range(46)]
-    for at in range(0, 46, 8):  # 11 bytes each: 506, waiting
+    waiting = (LOG_FOLD - 1) // 11  # 11 bytes each: just short of the size applied
+    early = [MetricPoint("steps", 1, 2, 1, 1, T0 + n, T0 + n, "increment") for n in range(waiting)]
+    for at in range(0, waiting, 8):
         Store(redis_client, settings).write_metrics(early[at : at + 8])
-    assert len(redis_client.get("{1}:p") or b"") == 506 and not redis_client.exists("{1}:acts")
+    assert len(redis_client.get("{1}:p") or b"") == 11 * waiting
+    assert not redis_client.exists("{1}:acts")
     points = [MetricPoint("steps", 1, 2, 1, 1, T0 + 100, T0 + 100, "increment")]
     store.write_metrics(points)
     assert proxy.lost.is_set()
     store.settle()
-    assert redis_client.hlen("{1}:acts") > 0 and len(redis_client.get("{1}:p") or b"") < 512
-    assert store.sum(1, "steps", None, T0, T0 + 200) == 47
+    assert redis_client.hlen("{1}:acts") > 0 and len(redis_client.get("{1}:p") or b"") < LOG_FOLD
+    assert store.sum(1, "steps", None, T0, T0 + 200) == waiting + 1
 
 
 def test_a_bulk_write_whose_reply_was_lost_counts_once(

@@ -15,6 +15,8 @@ from psd.config import Settings
 from psd.folding import apply_logs
 from psd.keys import PENDING, metric_prefix, metric_target
 from psd.model import MetricPoint
+from psd.pending import LOG_CAP, LOG_FOLD
+from psd.scripts import source
 from psd.store import Store, UserQuery
 from psd.writes import COUNTER_LIMIT
 from tests.oracle import Oracle
@@ -94,20 +96,25 @@ def test_a_log_is_applied_when_it_grows_and_only_once(redis_client: redis.Redis)
     redis_client.flushdb()
     store = Store(redis_client, Settings())
     ts = recent_bases()[1] + 100
-    grown = 0
-    for point in increments(1, 60, ts):
+    grown, n = 0, LOG_FOLD // 10 + 20  # more points than a log of them holds when applied
+    for point in increments(1, n, ts):
         assert store.write_metric(point).status == "ok"
         size = len(log_of(redis_client, 1))
         grown += size < 10  # a log applied: it starts again
     assert grown >= 1 and redis_client.hlen("{1}:acts") > 0  # applied: the record is there
-    assert store.sum(1, "steps", None, ts, ts + 59) == 180
+    assert store.sum(1, "steps", None, ts, ts + n - 1) == 3 * n
     waiting = log_of(redis_client, 1)
     assert waiting
     assert apply_logs(store, {metric_prefix(1) + PENDING: waiting}) > 0
     assert not log_of(redis_client, 1)
     # the same log again (a call resent, a second runner): found moved, nothing applied
     assert apply_logs(store, {metric_prefix(1) + PENDING: waiting}) == 0
-    assert store.sum(1, "steps", None, ts, ts + 59) == 180
+    assert store.sum(1, "steps", None, ts, ts + n - 1) == 3 * n
+
+
+def test_the_sizes_of_a_log_are_pend_luas() -> None:
+    """psd.pending's LOG_FOLD and LOG_CAP are the sizes pend.lua applies."""
+    assert f"local PENDING_FOLD, PENDING_CAP = {LOG_FOLD}, {LOG_CAP}\n" in source("pend")
 
 
 def test_a_full_log_takes_no_more_points(redis_client: redis.Redis) -> None:
@@ -118,7 +125,7 @@ def test_a_full_log_takes_no_more_points(redis_client: redis.Redis) -> None:
     ts = recent_bases()[1] + 100
     packer = msgpack.Packer()
     entry = b"".join(map(packer.pack, (1, "1", "1", 1, ts)))
-    redis_client.set(metric_prefix(1) + PENDING, entry * (1100 // len(entry)))
+    redis_client.set(metric_prefix(1) + PENDING, entry * (LOG_CAP * 9 // 8 // len(entry)))
     before = log_of(redis_client, 1)
     assert store.write_metric(increments(1, 1, ts + 5, 7)[0]).status == "ok"
     assert log_of(redis_client, 1) == before
