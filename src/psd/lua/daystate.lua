@@ -132,8 +132,8 @@ end
 
 -- add a change of activity (thing, aid) of type atid at ts to its day: to the amount of
 -- its change at the same second, if it has one there, else appended. True if appended (a
--- change more for the day). name: its context's name, "<thing>:<aid>:<atid>", if the
--- caller has it made.
+-- change more for the day), with its hour's state and its context's number there. name:
+-- its context's name, "<thing>:<aid>:<atid>", if the caller has it made.
 local function add_change(st, thing, aid, atid, ts, amount, name)
   local in_day = ts % 86400
   local h = (in_day - in_day % 3600) / 3600  -- math.floor(in_day / 3600), exactly
@@ -161,7 +161,7 @@ local function add_change(st, thing, aid, atid, ts, amount, name)
   end
   recs[#recs + 1], recs[#recs + 2] = sec, amount
   if sec > (hour.max[ctx] or -1) then hour.max[ctx] = sec end
-  return true
+  return true, hour, ctx
 end
 
 -- the sum of activity (thing, aid)'s changes of the day inside [ts1, ts2]; nil when the

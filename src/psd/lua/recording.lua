@@ -21,8 +21,17 @@ local marks  -- acts key -> its "_x" as read with the first summary (nil: unknow
 -- a short state_ttl.
 local REFRESH
 
+-- Where the last change recorded went, when it was appended to its day's changes: {its
+-- activity, its summary, its day's entry there (at), its day's state, its hour's state and
+-- its context's number there, its day, its hour, its type}, positions 1 to 9 (one table: a
+-- script's chunk has at most 200 locals); none: nil at 1. The next point of a run (a
+-- user's day, a log: one activity, hour and type point after point) is appended there at
+-- once (record_next).
+local last_change = {}
+
 -- a call's start, once state_ttl is known
 local function recording_begin()
+  last_change[1] = nil
   activities, touched, users, spans, marks = {}, {}, {}, {}, {}
   REFRESH = math.min(86400, math.floor(state_ttl / 16))
 end
@@ -121,6 +130,7 @@ end
 -- changes; a day whose changes are past the retention counts -1 (not all kept). False when
 -- it was added to a change kept at the same second (not a change more). day: ts's.
 local function keep_change(act, ts, amount, atid, day)
+  last_change[1] = nil  -- whatever it does (a day inserted, one past the retention)
   local s = act.summary
   local at, insert = day_slot(s, day)
   if at == nil then
@@ -138,9 +148,43 @@ local function keep_change(act, ts, amount, atid, day)
     name = act.thing_s .. ':' .. act.aid .. ':' .. atid
     act.names[atid] = name
   end
-  local added = add_change(day_state(act.acts, day), act.thing, act.aid, atid, ts, amount, name)
+  local st = day_state(act.acts, day)
+  local added, hour, ctx = add_change(st, act.thing, act.aid, atid, ts, amount, name)
   if added and s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
+  if added then
+    local c, in_day = last_change, ts % 86400
+    c[1], c[2], c[3], c[4], c[5], c[6] = act, s, at, st, hour, ctx
+    c[7], c[8], c[9] = day, (in_day - in_day % 3600) / 3600, atid
+  end
   return added
+end
+
+-- record() for a change of the activity the last change appended went to, in the same
+-- hour, context and type and after every change kept there (a run's next point): appended
+-- where that one was, without looking anything up. False (nothing done) for any other
+-- change, which record() then takes, as it does one that would pass a limit.
+local function record_next(act, ts, delta, atid)
+  local c = last_change
+  local s = c[2]
+  if act ~= c[1] or atid ~= c[9] or act.summary ~= s then return false end
+  local in_day = ts % 86400
+  if (ts - in_day) / 86400 ~= c[7] or (in_day - in_day % 3600) / 3600 ~= c[8] then
+    return false
+  end
+  local sec, st, hour, ctx = ts % 3600, c[4], c[5], c[6]
+  if sec <= hour.max[ctx] or days[st.key] ~= st then return false end
+  local at = c[3]
+  local total, day_total = s[R_TOTAL] + delta, s[at + D_TOTAL] + delta
+  if not (exact(total) and exact(day_total)) then return false end
+  local recs = hour.groups[ctx]
+  recs[#recs + 1], recs[#recs + 2] = sec, delta
+  hour.max[ctx] = sec
+  s[at + D_TOTAL] = day_total
+  if s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + 1 end
+  s[R_CHANGES], s[R_TOTAL] = s[R_CHANGES] + 1, total
+  if ts > s[R_LAST] then s[R_LAST] = ts end  -- after a change of its: not before the first
+  if s[R_TYPE] ~= atid then s[R_TYPE] = '*' end
+  return true
 end
 
 -- add a change to the activity's record; nil (nothing changed) if its total or its day's
@@ -221,6 +265,7 @@ end
 
 -- forget what this call loaded of activities and days
 local function forget_states()
+  last_change[1] = nil
   activities, touched, spans, marks = {}, {}, {}, {}
   forget_days()
 end

@@ -126,7 +126,9 @@ local function apply(b)
   end
   if delta == 0 then return 'same', 0 end
   if summary then
-    if not record(act, ts2, delta, atid) then return 'past_record', 0 end
+    if not (record_next(act, ts2, delta, atid) or record(act, ts2, delta, atid)) then
+      return 'past_record', 0
+    end
   else
     act.summary = {ts2, ts2, atid, 1, delta}  -- record.lua's order
   end
