@@ -1,8 +1,10 @@
 """psd's ingest alone, on the dense data of bench/vs_timeseries.py: bulk (a user's days,
-``Store.write_metrics`` in blocks of 10,000 points) and streaming (a call a tick, a point of
-each user), with the CPU a point of the store's server and of this Python process.
+``Store.write_metrics`` in blocks of 10,000 points), the same blocks sent ahead
+(``--kinds ahead``: ``Store.send_metrics``) and streaming (a call a tick, a point of each
+user), with the CPU a point of the store's server and of this Python process.
 
     python bench/ingest.py [--users 100] [--days 10] [--rounds 3] [--src DIR ...]
+        [--kinds bulk ahead stream]
 
 Each ``--src`` is a checkout's ``src`` directory: every round runs each of them in turn, in a
 process of its own importing psd from there, on a fresh ``redis-server`` (from the PATH) of
@@ -28,7 +30,7 @@ def measure(users: int, days: int, kinds: list[str]) -> None:
     """One process's run: each kind on an emptied server, one line each."""
     import redis
     from vs_data import Dense
-    from vs_ingest import psd_bulk, psd_stream
+    from vs_ingest import psd_bulk, psd_bulk_ahead, psd_stream
 
     import psd
     from psd.embedded import free_port
@@ -57,6 +59,8 @@ def measure(users: int, days: int, kinds: list[str]) -> None:
             cpu, own = server_cpu(), time.process_time()
             if kind == "bulk":
                 ingest = psd_bulk(store, data)
+            elif kind == "ahead":  # bulk, each block sent ahead (Store.send_metrics)
+                ingest = psd_bulk_ahead(store, data)
             else:
                 ingest = psd_stream(store, data, min(data.ticks, 144))
             cpu, own = server_cpu() - cpu, time.process_time() - own
@@ -77,7 +81,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--src", action="append", default=[], help="a checkout's src (repeatable)")
-    ap.add_argument("--kinds", nargs="+", choices=["bulk", "stream"], default=["bulk", "stream"])
+    ap.add_argument(
+        "--kinds", nargs="+", choices=["bulk", "ahead", "stream"], default=["bulk", "stream"]
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child or not args.src:

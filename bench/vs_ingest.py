@@ -2,7 +2,8 @@
 shapes each, on an emptied server; points/s and ``used_memory`` bytes a point.
 
 - bulk: psd, user after user, ``Store.write_metrics`` in blocks of 10,000 points; RTS,
-  ``TS.MADD`` of 1,000 points, 10 commands a pipeline.
+  ``TS.MADD`` of 1,000 points, 10 commands a pipeline. psd again with each block sent ahead
+  (``Store.send_metrics``: the next block built while the server applies one).
 - streaming: every 10-minute tick, one point of each user: psd, one ``write_metrics`` call a
   tick; RTS, one ``TS.MADD`` a tick. Over the first ticks only, as many as asked (psd is
   several times slower this way).
@@ -103,6 +104,30 @@ def psd_bulk(store: Store, data: Dense) -> Ingest:
             if len(block) == PSD_BLOCK:
                 statuses.update(r.status for r in store.write_metrics(block))
                 block = []
+        statuses.update(r.status for r in store.write_metrics(block))
+        return statuses
+
+    return with_deliveries(store, data, measured(store.redis, lambda: None, load, data.points))
+
+
+def psd_bulk_ahead(store: Store, data: Dense) -> Ingest:
+    """psd_bulk's blocks through ``Store.send_metrics``: each block's calls sent, then the
+    block before's replies read, so that psd builds a block while the server applies the
+    one before (as ``psd import`` loads a file)."""
+
+    def load() -> Counter[str]:
+        statuses: Counter[str] = Counter()
+        block: list[MetricPoint] = []
+        sent = None
+        for point in data.by_user():
+            block.append(point)
+            if len(block) == PSD_BLOCK:
+                ahead = store.send_metrics(block)
+                if sent is not None:
+                    statuses.update(r.status for r in sent.results())
+                sent, block = ahead, []
+        if sent is not None:
+            statuses.update(r.status for r in sent.results())
         statuses.update(r.status for r in store.write_metrics(block))
         return statuses
 

@@ -36,7 +36,7 @@ from redis.utils import HIREDIS_AVAILABLE
 from rts_setup import RedisStack, locate
 from vs_celery import celery_rate
 from vs_data import PER_DAY, Dense
-from vs_ingest import Ingest, psd_bulk, psd_stream, rts_bulk, rts_stream
+from vs_ingest import Ingest, psd_bulk, psd_bulk_ahead, psd_stream, rts_bulk, rts_stream
 from vs_reads import Timing, check, read_timings, round_trips
 
 import psd
@@ -128,8 +128,8 @@ def table(rows: list[Row], with_rts: bool) -> None:
 
 def ingest_rows(mine: dict[str, Ingest], other: dict[str, Ingest]) -> list[Row]:
     rows: list[Row] = []
-    for shape in ("bulk", "streaming"):
-        theirs = other.get(shape)
+    for shape in ("bulk", "bulk, sent ahead", "streaming"):
+        theirs = other.get("bulk" if shape.startswith("bulk") else shape)
         rows.append((f"ingest {shape}, points/s", mine[shape].rate, theirs and theirs.rate, ",.0f"))
     for shape in ("bulk", "streaming"):
         theirs = other.get(shape)
@@ -212,7 +212,11 @@ def main() -> None:
             + (f"; RTS server: {server_version(rts)}, {module_version(rts)}" if rts else "")
         )
         print(retention_note(data, store))
-        mine = {"streaming": psd_stream(store, data, stream_ticks), "bulk": psd_bulk(store, data)}
+        mine = {
+            "streaming": psd_stream(store, data, stream_ticks),
+            "bulk": psd_bulk(store, data),
+            "bulk, sent ahead": psd_bulk_ahead(store, data),
+        }
         other = (
             {"streaming": rts_stream(rts, data, stream_ticks), "bulk": rts_bulk(rts, data)}
             if rts

@@ -113,6 +113,17 @@ def http_answers(client: FlaskClient, users: list[int], zone: str, t1: int, t2: 
     return [reply.get_data(as_text=True) for reply in replies]
 
 
+def test_a_write_sent_ahead_is_applied_before_it_returns(cluster: EmbeddedCluster) -> None:
+    """A cluster's calls go node by node, each answered before the next: a write sent
+    ahead (psd/sentwrites.py) is a plain write there."""
+    flush(cluster.url)
+    store = Store.from_url(cluster.url, KEEP)
+    points = [MetricPoint("steps", u, 1, 1, u, T0 + u, T0 + u, "increment") for u in range(1, 60)]
+    sent = store.send_metrics(points)
+    assert store.sum(7, "steps", None, T0, T0 + 100) == 7  # before its results are read
+    assert [r.status for r in sent.results()] == ["ok"] * len(points)
+
+
 @settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -104,7 +104,9 @@ def test_an_interrupted_import_resumes_without_double_counting(
 
     with path.open("rb") as stream, pytest.raises(KeyboardInterrupt):
         run_import(store, stream, "ndjson", key, on_chunk=crash_after_two_chunks)
-    assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) == 2000
+    # two chunks recorded; the third was on its way (sent before the second's replies were
+    # read), applied or not
+    assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) in (2000, 3000)
     # the worst moment: the next chunk written, its progress not yet recorded
     with path.open() as stream:
         lines = stream.readlines()[2000:3000]

@@ -35,6 +35,7 @@ from psd.pending import Waiting
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
+from psd.sentwrites import SentWrite, send_calls, sendable
 from psd.writes import (
     COUNT,
     METRIC,
@@ -197,6 +198,28 @@ class Store(Reads):
         import or a migration, which leaves its keyspace whole)."""
         if not points:
             return []
+        return self._metrics(points, deliveries, all_or_nothing, wait).results()
+
+    def send_metrics(
+        self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
+    ) -> SentWrite:
+        """:meth:`write_metrics` of ``points`` applied at once (``wait=False``), returning
+        once their calls are sent: the returned write's ``results()`` reads the replies and
+        answers what write_metrics would (a Redis error raises there). A bulk load (a
+        user's days at a time) builds its next write while the server applies this one
+        (psd/sentwrites.py); read each write's results before sending the one after next,
+        or its calls wait unread. On a cluster, or with ``write_replicas``, the write is
+        applied before this returns."""
+        return self._metrics(points, deliveries, False, False, ahead=True)
+
+    def _metrics(
+        self,
+        points: Sequence[MetricPoint],
+        deliveries: Sequence[str] | None,
+        all_or_nothing: bool,
+        wait: bool,
+        ahead: bool = False,
+    ) -> SentWrite:
         WRITE_BATCH_POINTS.observe(len(points))
         return self._write(
             METRIC,
@@ -210,6 +233,7 @@ class Store(Reads):
             records=[metric_prefix(p.uid) for p in points],
             resent=[p.mode == "increment" for p in points],
             waiting=self.settings.pending_points if wait else 0,
+            ahead=ahead,
         )
 
     @staticmethod
@@ -263,7 +287,7 @@ class Store(Reads):
             instants=[p.ts for p in points],
             records=records,
             resent=[True] * len(points),
-        )
+        ).results()
 
     def _write(
         self,
@@ -279,12 +303,15 @@ class Store(Reads):
         records: list[str],
         resent: list[bool],
         waiting: int = 0,
-    ) -> list[WriteResult]:
+        ahead: bool = False,
+    ) -> SentWrite:
         """What writing metrics and writing counts share: refuse the points the retention
         no longer keeps, plan the script calls, run them and settle each point's result.
         ``records[i]`` is the key prefix of point i's record (user or counter), ``head`` the
         script's arguments between its payload and psd/lua/once.lua's; a call's points of a
-        user with at most ``waiting`` of them may wait in their log (psd/pending.py)."""
+        user with at most ``waiting`` of them may wait in their log (psd/pending.py).
+        ``ahead`` (none waiting, not all or nothing): the calls are sent and their replies
+        read by the result's ``results()`` (psd/sentwrites.py), where it can be."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
         levels = self._levels(horizon, instants, kind.field, all_or_nothing)
@@ -327,6 +354,16 @@ class Store(Reads):
 
         with redis_errors(kind.doing):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
+            if ahead and kept and sendable(self.nodes):
+                _WRITE_TRIPS.inc()
+                replies = send_calls(self.nodes, kept, cut, build, results)
+
+                def finish() -> list[WriteResult]:
+                    with redis_errors(kind.doing):
+                        applied = replies()
+                    return self._outcomes(applied, levels, horizon, kind)
+
+                return SentWrite(finish)
             applied = self._run_calls(kept, records, cut, build, results)
             if waits.direct:  # the points their logs did not take, a second round trip
                 applied.update(self._run_calls(waits.stop(), records, cut, build, results))
@@ -336,7 +373,8 @@ class Store(Reads):
                 self._logs.collect(self)
         if all_or_nothing:
             self._raise_refused(applied)
-        return self._outcomes(applied, levels, horizon, kind)
+        outcomes = self._outcomes(applied, levels, horizon, kind)
+        return SentWrite(lambda: outcomes)
 
     def _horizon(self, kind: PointKind[Any], policy: Policy, now: int) -> Horizon:
         """``policy``'s horizon at ``now``, worked out once a second."""

@@ -1,12 +1,14 @@
 """``psd import FILE|-``: bulk-load metric points from NDJSON or CSV.
 
-Points go to the store through its batched path (``Store.write_metrics``: script calls of up
-to 400 points, pipelined), a chunk of lines at a time. After each chunk the line it reached is
-recorded in Redis under the import's key, so an interrupted import run again goes on from
-there; each chunk is written under a delivery key of its own, so the chunk that was being
-written when the import stopped is not counted twice when it is written again (increments;
-diffadd is idempotent by nature). Invalid lines, and points the store refuses as past the
-retention, are counted, kept with their reasons for the summary, and skipped.
+Points go to the store through its batched path (``Store.send_metrics``: script calls of up
+to 400 points, each sent as it is built), a chunk of lines at a time, the next chunk read and
+sent while the server applies the one before (psd/sentwrites.py). Once a chunk's replies are
+read, the line it reached is recorded in Redis under the import's key, so an interrupted
+import run again goes on from there; each chunk is written under a delivery key of its own,
+so the chunks that were on their way when the import stopped are not counted twice when
+they are written again (increments; diffadd is idempotent by nature). Invalid lines, and
+points the store refuses as past the retention, are counted, kept with their reasons for the
+summary, and skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import IO, Any
 
 from psd.errors import InvalidInput
 from psd.model import MetricPoint, parse_metric
+from psd.sentwrites import SentWrite
 from psd.store import Store, redis_errors
 
 #: Lines a chunk holds: one store call, one progress record.
@@ -127,6 +130,7 @@ def run_import(
     summary = Summary()
     chunk = Chunk()
     last = 0
+    sent: Sent | None = None  # the chunk on its way
     for number, obj in records(stream, fmt):
         summary.lines += 1
         last = number
@@ -142,23 +146,42 @@ def run_import(
             field_name = f"{exc.field}: " if exc.field else ""
             chunk.reasons.append(f"line {number}: {field_name}{exc.message}")
         if summary.lines % CHUNK == 0:
-            _flush(store, key, chunk, number)
-            chunk = Chunk()
-            on_chunk(_totals(store, key, summary))
-    _flush(store, key, chunk, last)
+            ahead = _send(store, key, chunk, number)
+            if sent is not None:
+                _record(store, key, sent)
+                on_chunk(_totals(store, key, summary))
+            sent, chunk = ahead, Chunk()
+    if sent is not None:
+        _record(store, key, sent)
+    _record(store, key, _send(store, key, chunk, last))
     return _totals(store, key, summary)
 
 
-def _flush(store: Store, key: str, chunk: Chunk, line: int) -> None:
-    """Write a chunk's points under a delivery key of its own, then record, in one
-    transaction, how far the import got and what it refused (a chunk written again after a
-    crash is neither counted nor reported twice)."""
-    refused = 0
+@dataclass
+class Sent:
+    """A chunk on its way: its points' write, and the line it reaches."""
+
+    chunk: Chunk
+    line: int
+    write: SentWrite | None
+
+
+def _send(store: Store, key: str, chunk: Chunk, line: int) -> Sent:
+    """Send a chunk's points under a delivery key of its own."""
+    write = None
     if chunk.points:
-        results = store.write_metrics(
-            chunk.points, [f"{key}:{line}"] * len(chunk.points), wait=False
-        )
-        for number, result in zip(chunk.numbers, results, strict=True):
+        with redis_errors("import"):
+            write = store.send_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+    return Sent(chunk, line, write)
+
+
+def _record(store: Store, key: str, sent: Sent) -> None:
+    """Read a chunk's results, then record, in one transaction, how far the import got and
+    what it refused (a chunk written again after a crash is neither counted nor reported
+    twice)."""
+    chunk, line, refused = sent.chunk, sent.line, 0
+    if sent.write is not None:
+        for number, result in zip(chunk.numbers, sent.write.results(), strict=True):
             if result.status == "refused":
                 refused += 1
                 chunk.reasons.append(f"line {number}: {result.refusal}")
