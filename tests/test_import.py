@@ -119,6 +119,25 @@ def test_an_interrupted_import_resumes_without_double_counting(
     assert sum(store.sum(u, "steps", None, T, T + 6000) for u in range(3)) == 5500
 
 
+def test_an_import_to_a_server_without_psds_functions_applies_its_chunks_in_order(
+    redis_client: redis.Redis, store: Store, tmp_path: Path
+) -> None:
+    """A fresh server: the first chunks' calls are refused until the library is loaded, and
+    sent again before any later chunk's (a running total applied after a later one would be
+    stale, its minutes empty). Every full chunk is reported as it is recorded."""
+    redis_client.function_flush()
+    path = tmp_path / "totals.ndjson"
+    rows = [{**line(1, 7, n + 1, T + 60 * n, "diffadd"), "ts1": T} for n in range(3500)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    seen: list[object] = []
+    with path.open("rb") as stream:
+        summary = run_import(store, stream, "ndjson", file_key(str(path)), None, seen.append)
+    assert (summary.points, summary.rejected) == (3500, 0)
+    assert len(seen) == 3  # each full chunk, once recorded
+    assert store.sum(1, "steps", None, T + 60 * 1000, T + 60 * 1999) == 1000
+    assert store.sum(1, "steps", None, T, T + 60 * 3499) == 3500
+
+
 def test_a_killed_import_of_100k_lines_resumes_exactly(
     redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path
 ) -> None:

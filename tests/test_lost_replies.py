@@ -110,14 +110,15 @@ def test_an_increment_whose_reply_was_lost_counts_once(
 def test_a_write_sent_ahead_whose_replies_were_lost_counts_once(
     lossy_store: tuple[Store, LosesOneReply],
 ) -> None:
-    """Its calls are sent again in a pipeline once the connection is found lost, as it is
-    read (psd/sentwrites.py)."""
+    """Every write on its way is sent again, in order, once the connection is found lost
+    as the first is read (psd/sentwrites.py)."""
     store, proxy = lossy_store
     points = [
         MetricPoint("steps", 1, 2, 3, n + 1, T0 + 60 * n, T0 + 60 * n, "increment")
         for n in range(900)
     ]
-    results = store.send_metrics(points).results()
+    first, second = store.send_metrics(points[:500]), store.send_metrics(points[500:])
+    results = first.results() + second.results()
     assert proxy.lost.is_set(), "the reply was not lost: the test proves nothing"
     assert {r.status for r in results} <= {"ok", "duplicate"}
     assert store.sum(1, "steps", None, T0, T0 + 60 * 900) == sum(range(1, 901))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import redis
 
+from psd import sentwrites
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
@@ -62,14 +64,67 @@ def test_writes_sent_ahead_answer_and_store_what_written_at_once_do(
     assert dump(store, range(1, 5), start, 3) == sums
 
 
-def test_a_write_never_read_gives_its_connection_back(redis_client: redis.Redis) -> None:
-    store = Store(redis_client, Settings())
+def test_a_store_dropped_with_writes_unread_gives_its_connection_back(
+    redis_client: redis.Redis,
+) -> None:
     pool = redis_client.connection_pool
     start = recent_bases()[1] - 86400
-    store.write_metrics(days(2, start, 1), wait=False)  # the store's own connections made
+    Store(redis_client, Settings()).write_metrics(days(2, start, 1), wait=False)
     in_use = len(getattr(pool, "_in_use_connections", ()))
+    store = Store(redis_client, Settings())
     sent = store.send_metrics(days(1, start, 1))
-    del sent
+    assert len(getattr(pool, "_in_use_connections", ())) > in_use  # the writes' own
+    del store, sent
     gc.collect()
     assert len(getattr(pool, "_in_use_connections", ())) == in_use
-    assert store.sum(2, "steps", None, start, start + 86399) > 0
+
+
+def running_totals(uid: int, t: int, n: int) -> list[MetricPoint]:
+    """One activity's running total, a minute apart: a diffadd applied after a later one
+    is stale (a late update), so these tell whether the writes ran in the order sent."""
+    return [MetricPoint("steps", uid, 1, 1, k + 1, t, t + 60 * k, "diffadd") for k in range(n)]
+
+
+def test_writes_sent_ahead_to_a_server_without_the_library_run_in_order(
+    redis_client: redis.Redis,
+) -> None:
+    """The first write's calls are refused (no Function yet), the second's too; the third
+    is sent once the first was answered: the refused ones go again, in order, before it."""
+    redis_client.function_flush()
+    t = recent_bases()[1] - 2 * 86400
+    points = running_totals(1, t, 30)
+    store = Store(redis_client, Settings())
+    first, second = store.send_metrics(points[:10]), store.send_metrics(points[10:20])
+    results = first.results()
+    third = store.send_metrics(points[20:])
+    results += second.results() + third.results()
+    assert [r.status for r in results] == ["ok"] * 30
+    assert store.sum(1, "steps", None, t + 600, t + 60 * 19) == 10
+
+
+def test_a_connection_failing_as_a_write_is_sent_sends_every_write_on_its_way_again(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = recent_bases()[1] - 2 * 86400
+    store = Store(redis_client, Settings())
+    store.write_metrics(running_totals(9, t, 1), wait=False)  # the library loaded
+    real, sent = sentwrites.send_call, [0]
+
+    def fails_once(conn: object, command: tuple[object, ...]) -> None:
+        sent[0] += 1
+        if sent[0] == 3:  # the second write's second call
+            raise redis.ConnectionError("reset by the test")
+        real(conn, command)
+
+    monkeypatch.setattr(sentwrites, "send_call", fails_once)
+    points = running_totals(1, t, 900) + running_totals(2, t, 900)  # calls of 400 at most
+    first = store.send_metrics(points[:1])
+    second = store.send_metrics(points[1:1800])
+    monkeypatch.setattr(sentwrites, "send_call", real)
+    third = store.send_metrics(running_totals(1, t + 60 * 900, 5))
+    # a call that had run, sent again, answers "same" or "stale" (a later change is there)
+    statuses = {r.status for r in first.results() + second.results() + third.results()}
+    assert sent[0] >= 3 and statuses <= {"ok", "same", "stale"}, statuses
+    assert store.sum(1, "steps", None, t, t + 60 * 905) == 905
+    assert store.sum(2, "steps", None, t + 60, t + 60 * 899) == 899
+    assert store.sum(2, "steps", None, t + 60 * 400, t + 60 * 899) == 500  # each at its minute

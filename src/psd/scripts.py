@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -145,7 +144,7 @@ class Function:
 Call = tuple[Any, list[str], list[Any]]
 
 
-def _pipeline(client: Any, calls: list[Call]) -> list[Any]:
+def pipeline_replies(client: Any, calls: list[Call]) -> list[Any]:
     """The replies of calls sent in one redis-py pipeline (it loads an EVALSHA's script
     first, and sends the whole pipeline again where its connection failed)."""
     pipe = client.pipeline(transaction=False)
@@ -161,89 +160,62 @@ def streamable(client: Any) -> bool:
     return type(client) is redis.Redis and client.connection is None
 
 
-class SentCalls:
-    """Function calls sent one by one as they are built, on a connection of their own, their
-    replies read by :meth:`replies`: the server runs a call while the next is built (a
-    write's points are packed call by call, milliseconds of Python for a user's days), where
-    a pipeline builds every call before sending any, and a write may be built while the one
-    sent before it is applied (``Store.send_metrics``). From the first call of another kind
-    (an EVALSHA, whose script a pipeline loads first) on, the rest go in a pipeline. A
-    connection lost on the way sends them all again in a pipeline, as redis-py's own would
-    (psd's writes count once however often they are sent: psd/lua/once.lua). Replies left
-    unread (the caller gone) close the connection when it is dropped."""
-
-    def __init__(self, client: redis.Redis, calls: Iterator[Call]) -> None:
-        self.client = client
-        self.sent: list[Call] = []  # on the connection, in order
-        self.rest: list[Call] = []  # for a pipeline
-        self.lost = False  # the connection failed: every call goes in a pipeline
-        pool = client.connection_pool
-        conn: Any = pool.get_connection()
-        self.conn: Any = conn
-        self._release = weakref.finalize(self, _drop, pool, conn)
-        try:
-            for call in calls:
-                script, keys, args = call
-                if not isinstance(script, Function):
-                    self.rest = [call, *calls]
-                    break
-                self.sent.append(call)
-                send_call(conn, (script.command, script.library.function, len(keys), *keys, *args))
-        except (ConnectionError, TimeoutError):
-            self.rest += list(calls)  # the rest, built
-            self.lost = True
-        except BaseException:  # a call that could not be built: replies would be left unread
-            self._release()
-            raise
-
-    def replies(self) -> list[Any]:
-        """Each call's reply, an exception where one failed (read once)."""
-        conn = self.conn
+def _streamed(client: redis.Redis, calls: Iterator[Call]) -> tuple[list[Call], list[Any]]:
+    """Each Function call sent as soon as it is built, the replies read once all are sent:
+    the server runs a call while the next is built (a write's points are packed call by
+    call, milliseconds of Python for a user's days), where a pipeline builds every call
+    before sending any. From the first call of another kind (an EVALSHA, whose script a
+    pipeline loads first) on, the rest go in a pipeline. A connection lost on the way sends
+    them all again in a pipeline, as redis-py's own would (psd's writes count once however
+    often they are sent: psd/lua/once.lua)."""
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    sent: list[Call] = []
+    rest: list[Call] = []
+    try:
+        for call in calls:
+            script, keys, args = call
+            if not isinstance(script, Function):
+                rest = [call, *calls]
+                break
+            sent.append(call)
+            send_call(conn, (script.command, script.library.function, len(keys), *keys, *args))
         replies: list[Any] = []
-        try:
-            if not self.lost:
-                for _ in self.sent:
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as exc:  # a whole reply: the connection is in step
-                        replies.append(exc)
-        except (ConnectionError, TimeoutError):
-            self.lost = True
-        except BaseException:
-            self._release()
-            raise
-        if self.lost:
-            conn.disconnect()
-        self._release.detach()
-        self.client.connection_pool.release(conn)
-        calls = [*self.sent, *self.rest]
-        if self.lost:
-            return _with_functions(self.client, calls, _pipeline(self.client, calls))
-        if self.rest:
-            replies += _pipeline(self.client, self.rest)
-        return _with_functions(self.client, calls, replies)
-
-
-def _drop(pool: Any, conn: Any) -> None:
-    """A connection whose replies were not read: closed, then given back."""
-    conn.disconnect()
-    pool.release(conn)
+        for _ in sent:
+            try:
+                replies.append(conn.read_response())
+            except ResponseError as exc:  # a whole reply: the connection is in step
+                replies.append(exc)
+    except (ConnectionError, TimeoutError):
+        conn.disconnect()
+        sent += [*rest, *calls]  # the rest, built
+        return sent, pipeline_replies(client, sent)
+    except BaseException:  # a call that could not be built: replies would be left unread
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    if rest:
+        replies += pipeline_replies(client, rest)
+    return sent + rest, replies
 
 
 def pipelined(client: Any, calls: Iterable[Call]) -> list[Any]:
     """The replies of calls ``(script, keys, args)`` pipelined on one server, an exception
     where one failed. Given as an iterator (not a list), Function calls go out one by one
-    as they are built (see :class:`SentCalls`)."""
+    as they are built (see :func:`_streamed`)."""
     if isinstance(calls, Iterator) and streamable(client):
-        return SentCalls(client, calls).replies()
-    sent = list(calls)
-    return _with_functions(client, sent, _pipeline(client, sent))
+        sent, replies = _streamed(client, calls)
+    else:
+        sent = list(calls)
+        replies = pipeline_replies(client, sent)
+    return with_functions(client, sent, replies)
 
 
-def _with_functions(client: Any, sent: list[Call], replies: list[Any]) -> list[Any]:
-    """``replies`` of the calls ``sent``, those of a Function the server did not know sent
-    again once it is loaded there (they ran nothing); where it cannot be loaded (a replica),
-    their reply is why."""
+def with_functions(client: Any, sent: list[Call], replies: list[Any]) -> list[Any]:
+    """``replies`` of the calls ``sent`` (each has run or been refused), those of a Function
+    the server did not know sent again once it is loaded there (they ran nothing); where it
+    cannot be loaded (a replica), their reply is why."""
     unknown = [n for n, reply in enumerate(replies) if Function.unknown(reply)]
     if not unknown:
         return replies
@@ -254,7 +226,8 @@ def _with_functions(client: Any, sent: list[Call], replies: list[Any]) -> list[A
         for n in unknown:
             replies[n] = exc
         return replies
-    for n, reply in zip(unknown, _pipeline(client, [sent[n] for n in unknown]), strict=True):
+    again = pipeline_replies(client, [sent[n] for n in unknown])
+    for n, reply in zip(unknown, again, strict=True):
         replies[n] = reply
     return replies
 

@@ -4,38 +4,194 @@ next write (``Store.send_metrics``).
 ``Store.write_metrics`` returns once the server has answered: a load of many blocks (a
 user's days at a time: ``psd import``) has the server wait while psd reads a block's replies
 and builds the next one's calls, and psd wait while the server applies them. A write sent
-ahead returns once its calls are sent (psd/scripts.py's :class:`SentCalls`: each as it is
-built, on a connection of its own) and reads its replies when asked for its results, so the
-next write is built while the server applies this one. One server, whose writes wait for no
-replica; anywhere else a write sent ahead is applied before it returns.
+ahead returns once its calls are sent and reads its replies when asked for its results, so
+the next write is built while the server applies this one.
+
+Every write a store sends ahead goes on one connection of its own (:class:`AheadChannel`),
+its replies read in the order sent: the server applies the writes in that order, as if each
+had waited for the one before. Whatever goes wrong is put right for every write on its way
+at once, in that order: a connection lost sends all their calls again (psd's writes count
+once however often they are sent: psd/lua/once.lua; the calls that ran answer so), and calls
+of a Function the server does not hold (a fresh server, one restarted without persistence)
+are sent again once every write on its way has been answered and the library loaded, so no
+later call runs before an earlier one. One server, whose writes wait for no replica;
+anywhere else a write sent ahead is applied before it returns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from psd.nodes import Builder, Cutter, Nodes
-from psd.scripts import SentCalls, streamable
+import redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from psd.connect import process_id, send_call
+from psd.errors import StoreError
+from psd.nodes import Builder, Call, Cutter, Nodes
+from psd.scripts import Function, pipeline_replies, streamable, with_functions
 
 #: A call's reply, read into each of its points' results.
 PerPoint = Callable[[Any, list[int]], list[Any]]
 
 
 class SentWrite:
-    """A write on its way: :meth:`results` reads its replies (once) and answers what
-    ``Store.write_metrics`` would have."""
+    """A write on its way: :meth:`results` reads its replies and answers what
+    ``Store.write_metrics`` would have (the same answer, or the same error, when asked
+    again)."""
 
     def __init__(self, finish: Callable[[], list[Any]]) -> None:
-        self._finish: Callable[[], list[Any]] | None = finish
-        self._results: list[Any] = []
+        self._finish = finish
+        self._results: list[Any] | None = None
+        self._error: BaseException | None = None
 
     def results(self) -> list[Any]:
         """Each point's result (``WriteResult``), in order; a Redis error raises here."""
-        if self._finish is not None:
-            finish, self._finish = self._finish, None
-            self._results = finish()
+        if self._error is not None:
+            raise self._error
+        if self._results is None:
+            try:
+                self._results = self._finish()
+            except Exception as exc:
+                self._error = exc
+                raise
         return self._results
+
+
+class _Ticket:
+    """One write's calls on the channel, and their replies once read."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.replies: list[Any] | None = None
+
+
+def _drop(pool: Any, conn: Any) -> None:
+    """A connection whose replies were not all read: closed, then given back."""
+    conn.disconnect()
+    pool.release(conn)
+
+
+class AheadChannel:
+    """The writes a store sends ahead, on one connection, their replies read in order."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.conn: Any = None
+        self.pid = process_id()
+        self.queue: deque[_Ticket] = deque()  # sent, replies not read, oldest first
+        self._release: Any = None
+
+    def send(self, calls: Iterator[Call]) -> _Ticket:
+        """Send a write's calls, each as it is built (Functions; any other call, rare, is
+        sent once every write before it is answered)."""
+        ticket = _Ticket()
+        for call in calls:
+            if not isinstance(call[0], Function):
+                ticket.calls += [call, *calls]
+                while self.queue:
+                    self._advance()
+                replies = pipeline_replies(self.client, ticket.calls)
+                ticket.replies = with_functions(self.client, ticket.calls, replies)
+                return ticket
+            ticket.calls.append(call)
+            try:
+                self._send_one(call)
+            except (ConnectionError, TimeoutError):
+                ticket.calls += list(calls)  # the rest, built
+                self._give_back(lost=True)
+                self._send_again([*self.queue, ticket])
+                self.queue.clear()
+                return ticket
+        if ticket.calls:
+            self.queue.append(ticket)
+        else:
+            ticket.replies = []
+        return ticket
+
+    def replies(self, ticket: _Ticket) -> list[Any]:
+        """A write's replies (those of the writes sent before it read first), an exception
+        where a call failed."""
+        while ticket.replies is None:
+            if not self.queue:  # sent by the process this one was forked from
+                raise StoreError("a write sent ahead by another process: only it has the replies")
+            self._advance()
+        return ticket.replies
+
+    def _send_one(self, call: Call) -> None:
+        if self.pid != process_id():  # a forked process leaves its parent's alone
+            self.queue.clear()
+            self.conn, self.pid = None, process_id()
+        if self.conn is None:
+            self.conn = self.pool.get_connection()
+            self._release = weakref.finalize(self, _drop, self.pool, self.conn)
+        script, keys, args = call
+        send_call(self.conn, (script.command, script.library.function, len(keys), *keys, *args))
+
+    def _advance(self) -> None:
+        """Read the oldest write's replies. Calls of a Function the server did not hold: the
+        writes after it read too (each call has then run or been refused) and the refused
+        sent again, in order. The connection lost: every write on its way sent again."""
+        refused: list[_Ticket] = []
+        while self.queue:
+            ticket = self.queue.popleft()
+            if not self._read(ticket):
+                self._give_back(lost=True)
+                self._send_again([*refused, ticket, *self.queue])
+                self.queue.clear()
+                return
+            if refused or any(Function.unknown(reply) for reply in ticket.replies or []):
+                refused.append(ticket)
+                continue
+            break
+        if not self.queue:
+            self._give_back()
+        if refused:
+            self._send_again(refused)
+
+    def _read(self, ticket: _Ticket) -> bool:
+        """A write's replies read (False: the connection was lost on the way)."""
+        replies: list[Any] = []
+        try:
+            for _ in ticket.calls:
+                try:
+                    replies.append(self.conn.read_response())
+                except ResponseError as exc:  # a whole reply: the connection is in step
+                    replies.append(exc)
+        except (ConnectionError, TimeoutError):
+            return False
+        ticket.replies = replies
+        return True
+
+    def _send_again(self, tickets: list[_Ticket]) -> None:
+        """The calls of ``tickets`` not answered (a write not read) or refused for a Function
+        the server did not hold, sent again in order in one pipeline on another connection
+        (the library loaded where they are refused again); every ticket answered."""
+        calls = [call for ticket in tickets for call in ticket.calls]
+        got: list[Any] = []
+        for ticket in tickets:
+            got += ticket.replies if ticket.replies is not None else [None] * len(ticket.calls)
+        again = [n for n, reply in enumerate(got) if reply is None or Function.unknown(reply)]
+        resent = [calls[n] for n in again]
+        replies = with_functions(self.client, resent, pipeline_replies(self.client, resent))
+        for n, reply in zip(again, replies, strict=True):
+            got[n] = reply
+        at = 0
+        for ticket in tickets:
+            ticket.replies = got[at : at + len(ticket.calls)]
+            at += len(ticket.calls)
+
+    def _give_back(self, lost: bool = False) -> None:
+        if self.conn is None:
+            return
+        self._release.detach()
+        if lost:
+            self.conn.disconnect()
+        self.pool.release(self.conn)
+        self.conn = None
 
 
 def sendable(nodes: Nodes) -> bool:
@@ -45,16 +201,16 @@ def sendable(nodes: Nodes) -> bool:
 
 
 def send_calls(
-    nodes: Nodes, items: list[int], cut: Cutter, build: Builder, per_point: PerPoint
+    channel: AheadChannel, items: list[int], cut: Cutter, build: Builder, per_point: PerPoint
 ) -> Callable[[], dict[int, Any]]:
-    """The calls of ``items`` sent (``sendable`` nodes), and what reads their replies: each
+    """The calls of ``items`` sent on ``channel``, and what reads their replies: each
     point's result by index."""
     calls = cut(items)
-    sent = SentCalls(nodes.client, (build(call) for call in calls))
+    ticket = channel.send(build(call) for call in calls)
 
     def replies() -> dict[int, Any]:
         results: dict[int, Any] = {}
-        for indexes, reply in zip(calls, sent.replies(), strict=True):
+        for indexes, reply in zip(calls, channel.replies(ticket), strict=True):
             if isinstance(reply, BaseException):
                 raise reply
             results.update(zip(indexes, per_point(reply, indexes), strict=True))

@@ -35,7 +35,7 @@ from psd.pending import Waiting
 from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
-from psd.sentwrites import SentWrite, send_calls, sendable
+from psd.sentwrites import AheadChannel, SentWrite, send_calls, sendable
 from psd.writes import (
     COUNT,
     METRIC,
@@ -78,6 +78,7 @@ class Store(Reads):
         self._horizons: dict[str, Horizon] = {}
         #: the logs a write returned, being applied (psd/inflight.py)
         self._logs = LogSender()
+        self._ahead: AheadChannel | None = None  # the writes sent ahead (send_metrics)
         spread = resolve(self.settings.count_spread, self.nodes.cluster)
         self.count_spread = CountSpread(client, spread)
 
@@ -356,7 +357,9 @@ class Store(Reads):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             if ahead and kept and sendable(self.nodes):
                 _WRITE_TRIPS.inc()
-                replies = send_calls(self.nodes, kept, cut, build, results)
+                if self._ahead is None:
+                    self._ahead = AheadChannel(self.nodes.client)
+                replies = send_calls(self._ahead, kept, cut, build, results)
 
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):

@@ -153,6 +153,7 @@ def run_import(
             sent, chunk = ahead, Chunk()
     if sent is not None:
         _record(store, key, sent)
+        on_chunk(_totals(store, key, summary))
     _record(store, key, _send(store, key, chunk, last))
     return _totals(store, key, summary)
 
