@@ -7,11 +7,14 @@ applied before it returns: tests/test_cluster.py."""
 from __future__ import annotations
 
 import gc
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 
 from psd import sentwrites
+from psd import store as store_module
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
@@ -128,3 +131,41 @@ def test_a_connection_failing_as_a_write_is_sent_sends_every_write_on_its_way_ag
     assert store.sum(1, "steps", None, t, t + 60 * 905) == 905
     assert store.sum(2, "steps", None, t + 60, t + 60 * 899) == 899
     assert store.sum(2, "steps", None, t + 60 * 400, t + 60 * 899) == 500  # each at its minute
+
+
+def test_a_write_whose_call_cannot_be_built_leaves_the_others_answered_right(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first call went out: the channel's replies would be taken for the next write's
+    unless it starts again (every write on its way sent again, in order)."""
+    t = recent_bases()[1] - 2 * 86400
+    client = redis.Redis.from_url(redis_url)
+    other = redis.Redis.from_url(urlsplit(redis_url)._replace(path="/1").geturl())
+    client.flushdb()
+    other.flushdb()
+    store = Store(client, Settings())
+    first = store.send_metrics(days(1, t, 1))
+    real, built = store_module.call_args, [0]
+
+    def fails_second(*args: Any, **kwargs: Any) -> Any:
+        built[0] += 1
+        if built[0] == 2:
+            raise ValueError("cannot be built")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "call_args", fails_second)
+    with pytest.raises(ValueError, match="cannot be built"):
+        store.send_metrics(days(2, t, 3))  # three days of one user: calls of 400 at most
+    monkeypatch.setattr(store_module, "call_args", real)
+    third = store.send_metrics(days(3, t, 1))
+    at_once = Store(other, Settings())
+    expected = [at_once.write_metrics(days(uid, t, 1), wait=False) for uid in (1, 3)]
+    try:
+        # the first write ran, then was sent again: its calls answer so
+        assert {r.status for r in first.results()} <= {"ok", "same", "duplicate", "stale"}
+        assert third.results() == expected[1]
+        assert dump(store, range(1, 4, 2), t, 1) == dump(at_once, range(1, 4, 2), t, 1)
+    finally:
+        other.flushdb()
+        client.close()
+        other.close()

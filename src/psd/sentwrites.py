@@ -88,24 +88,29 @@ class AheadChannel:
     def send(self, calls: Iterator[Call]) -> _Ticket:
         """Send a write's calls, each as it is built (Functions; any other call, rare, is
         sent once every write before it is answered)."""
-        ticket = _Ticket()
-        for call in calls:
-            if not isinstance(call[0], Function):
-                ticket.calls += [call, *calls]
-                while self.queue:
-                    self._advance()
-                replies = pipeline_replies(self.client, ticket.calls)
-                ticket.replies = with_functions(self.client, ticket.calls, replies)
-                return ticket
-            ticket.calls.append(call)
-            try:
+        ticket, sent = _Ticket(), False
+        try:
+            for call in calls:
+                if not isinstance(call[0], Function):
+                    ticket.calls += [call, *calls]
+                    while self.queue:
+                        self._advance()
+                    replies = pipeline_replies(self.client, ticket.calls)
+                    ticket.replies = with_functions(self.client, ticket.calls, replies)
+                    return ticket
+                ticket.calls.append(call)
                 self._send_one(call)
-            except (ConnectionError, TimeoutError):
-                ticket.calls += list(calls)  # the rest, built
+                sent = True
+        except (ConnectionError, TimeoutError):
+            ticket.calls += list(calls)  # the rest, built
+            self._give_back(lost=True)
+            self._send_again([*self._taken(), ticket])
+            return ticket
+        except BaseException:  # a call that could not be built: its write's first calls
+            if sent:  # are sent, their replies would be taken for another write's
                 self._give_back(lost=True)
-                self._send_again([*self.queue, ticket])
-                self.queue.clear()
-                return ticket
+                self._send_again(self._taken())
+            raise
         if ticket.calls:
             self.queue.append(ticket)
         else:
@@ -140,8 +145,7 @@ class AheadChannel:
             ticket = self.queue.popleft()
             if not self._read(ticket):
                 self._give_back(lost=True)
-                self._send_again([*refused, ticket, *self.queue])
-                self.queue.clear()
+                self._send_again([*refused, ticket, *self._taken()])
                 return
             if refused or any(Function.unknown(reply) for reply in ticket.replies or []):
                 refused.append(ticket)
@@ -176,13 +180,22 @@ class AheadChannel:
             got += ticket.replies if ticket.replies is not None else [None] * len(ticket.calls)
         again = [n for n, reply in enumerate(got) if reply is None or Function.unknown(reply)]
         resent = [calls[n] for n in again]
-        replies = with_functions(self.client, resent, pipeline_replies(self.client, resent))
+        try:
+            replies = with_functions(self.client, resent, pipeline_replies(self.client, resent))
+        except redis.RedisError as exc:  # the server is gone: each of them says so
+            replies = [exc] * len(resent)
         for n, reply in zip(again, replies, strict=True):
             got[n] = reply
         at = 0
         for ticket in tickets:
             ticket.replies = got[at : at + len(ticket.calls)]
             at += len(ticket.calls)
+
+    def _taken(self) -> list[_Ticket]:
+        """Every write on its way, taken off the queue."""
+        tickets = list(self.queue)
+        self.queue.clear()
+        return tickets
 
     def _give_back(self, lost: bool = False) -> None:
         if self.conn is None:
