@@ -169,3 +169,56 @@ def test_a_write_whose_call_cannot_be_built_leaves_the_others_answered_right(
         other.flushdb()
         client.close()
         other.close()
+
+
+def test_a_write_not_sent_ahead_goes_after_those_on_their_way(redis_client: redis.Redis) -> None:
+    """psd's Functions flushed while the store's channel is open: the write sent ahead is
+    refused, and the store's next write waits for its answer (and its sending again)
+    rather than run first."""
+    t = recent_bases()[1] - 2 * 86400
+    points = running_totals(1, t, 20)
+    store = Store(redis_client, Settings())
+    store.send_metrics(running_totals(9, t, 1)).results()  # the channel open
+    redis_client.function_flush()
+    ahead = store.send_metrics(points[:10])
+    after = store.write_metrics(points[10:], wait=False)
+    assert [r.status for r in ahead.results() + after] == ["ok"] * 20
+    assert store.sum(1, "steps", None, t + 600, t + 60 * 19) == 10
+
+
+def test_a_channel_loads_the_functions_before_its_first_write(redis_client: redis.Redis) -> None:
+    redis_client.function_flush()
+    t = recent_bases()[1] - 2 * 86400
+    store = Store(redis_client, Settings())
+    sent = store.send_metrics(running_totals(1, t, 3))
+    redis_client.ping()  # answered after the channel's commands (one server, in order)
+    assert redis_client.function_list()  # loaded before the write's calls ran
+    assert [r.status for r in sent.results()] == ["ok"] * 3
+
+
+def test_a_read_interrupted_sends_the_writes_on_their_way_again(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C amid a write's replies: the rest are never taken for another write's."""
+    t = recent_bases()[1] - 2 * 86400
+    store = Store(redis_client, Settings())
+    store.write_metrics(running_totals(9, t, 1), wait=False)
+    first = store.send_metrics(running_totals(1, t, 500))  # two calls
+    channel = store._ahead
+    assert channel is not None and channel.conn is not None
+    real, read = channel.conn.read_response, [0]
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        read[0] += 1
+        if read[0] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(channel.conn, "read_response", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        first.results()
+    second = store.send_metrics(running_totals(2, t, 500))
+    statuses = {r.status for r in first.results() + second.results()}
+    assert statuses <= {"ok", "same", "stale"}, statuses
+    for uid in (1, 2):
+        assert store.sum(uid, "steps", None, t + 60 * 100, t + 60 * 499) == 400

@@ -7,15 +7,16 @@ and builds the next one's calls, and psd wait while the server applies them. A w
 ahead returns once its calls are sent and reads its replies when asked for its results, so
 the next write is built while the server applies this one.
 
-Every write a store sends ahead goes on one connection of its own (:class:`AheadChannel`),
-its replies read in the order sent: the server applies the writes in that order, as if each
-had waited for the one before. Whatever goes wrong is put right for every write on its way
-at once, in that order: a connection lost sends all their calls again (psd's writes count
-once however often they are sent: psd/lua/once.lua; the calls that ran answer so), and calls
-of a Function the server does not hold (a fresh server, one restarted without persistence)
-are sent again once every write on its way has been answered and the library loaded, so no
-later call runs before an earlier one. One server, whose writes wait for no replica;
-anywhere else a write sent ahead is applied before it returns.
+Every write a store sends ahead goes on one connection of its own (:class:`AheadChannel`,
+which first loads psd's Functions where the server lacks them), its replies read in the
+order sent: the server applies the writes in that order, as if each had waited for the one
+before, and the store's next write not sent ahead waits for them. Whatever goes wrong is put
+right for every write on its way at once, in that order: a connection lost, or a read
+interrupted, sends all their calls again (psd's writes count once however often they are
+sent: psd/lua/once.lua; the calls that ran answer so), and calls of a Function the server
+no longer holds (flushed) are sent again once every write on its way has been answered and
+the library loaded, so no later call runs before an earlier one. One server, whose writes
+wait for no replica; anywhere else a write sent ahead is applied before it returns.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 import redis
@@ -75,7 +77,9 @@ def _drop(pool: Any, conn: Any) -> None:
 
 
 class AheadChannel:
-    """The writes a store sends ahead, on one connection, their replies read in order."""
+    """The writes a store sends ahead, on one connection of its own (kept while the store
+    lives: each new one first loads psd's Functions where the server lacks them), their
+    replies read in order."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -83,18 +87,24 @@ class AheadChannel:
         self.conn: Any = None
         self.pid = process_id()
         self.queue: deque[_Ticket] = deque()  # sent, replies not read, oldest first
+        #: interrupted while a write's replies were read: every write on its way goes again
+        self.broken = False
         self._release: Any = None
 
     def send(self, calls: Iterator[Call]) -> _Ticket:
         """Send a write's calls, each as it is built (Functions; any other call, rare, is
         sent once every write before it is answered)."""
+        self._ready()
         ticket, sent = _Ticket(), False
         try:
             for call in calls:
                 if not isinstance(call[0], Function):
                     ticket.calls += [call, *calls]
-                    while self.queue:
-                        self._advance()
+                    if sent:  # its first calls are on the channel: all of it goes again
+                        self._give_back(lost=True)
+                        self._send_again([*self._taken(), ticket])
+                        return ticket
+                    self.settle()
                     replies = pipeline_replies(self.client, ticket.calls)
                     ticket.replies = with_functions(self.client, ticket.calls, replies)
                     return ticket
@@ -120,20 +130,43 @@ class AheadChannel:
     def replies(self, ticket: _Ticket) -> list[Any]:
         """A write's replies (those of the writes sent before it read first), an exception
         where a call failed."""
+        self._ready()
         while ticket.replies is None:
             if not self.queue:  # sent by the process this one was forked from
                 raise StoreError("a write sent ahead by another process: only it has the replies")
             self._advance()
         return ticket.replies
 
-    def _send_one(self, call: Call) -> None:
-        if self.pid != process_id():  # a forked process leaves its parent's alone
+    def settle(self) -> None:
+        """Every write on its way answered: a write of the store not sent ahead goes after
+        them, as every write goes after the ones before it."""
+        self._ready()
+        while self.queue:
+            self._advance()
+
+    def _ready(self) -> None:
+        """The channel as this process may use it: a forked process leaves its parent's
+        connection and writes alone; one interrupted while reading sends its writes again."""
+        if self.pid != process_id():
+            if self._release is not None:
+                self._release.detach()
             self.queue.clear()
-            self.conn, self.pid = None, process_id()
-        if self.conn is None:
-            self.conn = self.pool.get_connection()
-            self._release = weakref.finalize(self, _drop, self.pool, self.conn)
+            self.conn, self._release, self.broken = None, None, False
+            self.pid = process_id()
+        if self.broken:
+            self.broken = False
+            self._send_again(self._taken())
+
+    def _send_one(self, call: Call) -> None:
         script, keys, args = call
+        if self.conn is None:
+            conn = self.pool.get_connection()
+            self._release = weakref.finalize(self, _drop, self.pool, conn)
+            self.conn = conn
+            send_call(conn, ("FUNCTION", "LOAD", script.library.code))
+            # there already (or not this client's to load: a refused call says so)
+            with suppress(ResponseError):
+                conn.read_response()
         send_call(self.conn, (script.command, script.library.function, len(keys), *keys, *args))
 
     def _advance(self) -> None:
@@ -143,7 +176,14 @@ class AheadChannel:
         refused: list[_Ticket] = []
         while self.queue:
             ticket = self.queue.popleft()
-            if not self._read(ticket):
+            try:
+                read = self._read(ticket)
+            except BaseException:  # interrupted: its replies not all read, nor the rest
+                self.queue.extendleft(reversed([*refused, ticket]))
+                self._give_back(lost=True)
+                self.broken = True
+                raise
+            if not read:
                 self._give_back(lost=True)
                 self._send_again([*refused, ticket, *self._taken()])
                 return
@@ -151,8 +191,6 @@ class AheadChannel:
                 refused.append(ticket)
                 continue
             break
-        if not self.queue:
-            self._give_back()
         if refused:
             self._send_again(refused)
 

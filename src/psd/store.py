@@ -367,6 +367,8 @@ class Store(Reads):
                     return self._outcomes(applied, levels, horizon, kind)
 
                 return SentWrite(finish)
+            if self._ahead is not None:  # after the writes this store sent ahead
+                self._ahead.settle()
             applied = self._run_calls(kept, records, cut, build, results)
             if waits.direct:  # the points their logs did not take, a second round trip
                 applied.update(self._run_calls(waits.stop(), records, cut, build, results))
