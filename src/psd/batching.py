@@ -20,6 +20,7 @@ user run of 400 points in one call then costs one of them rather than four.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,6 +73,23 @@ def part_names(
     if not deliveries:
         return [""] * len(records)
     return _part_names(records, deliveries, own_part)
+
+
+def write_part_names(
+    records: Sequence[str], deliveries: Sequence[str] | None, resent: list[bool], own_part: int
+) -> list[str]:
+    """The delivery part each point of a write records (:func:`part_names`).
+
+    redis-py sends a command again when the connection drops before its reply, and the
+    server may have applied it: harmless for a diffadd point (it finds its total already
+    there), counted twice for an increment or a count (``resent[i]``). Such a point that
+    came without a delivery key gets this write's own, so a resent call is recognised
+    (and so is a call a cluster's failover made the store send again, psd/nodes.py)."""
+    given = deliveries or [""] * len(records)
+    if any(r and not d for d, r in zip(given, resent, strict=True)):
+        own = OWN_DELIVERY + uuid.uuid4().hex
+        deliveries = [d or (own if r else "") for d, r in zip(given, resent, strict=True)]
+    return part_names(records, deliveries, own_part)
 
 
 def cut_calls(

@@ -7,7 +7,7 @@ with its own record of applied deliveries: a write adds each point to one of the
 adds them all up (one sum.lua request, n series a counter).
 
 A point's sub-tag follows from its delivery part's name (psd/batching.py; the store names
-the points that came without a delivery, psd/store.py ``Store._names``), so a redelivered
+the points that came without a delivery, psd/batching.py ``write_part_names``), so a redelivered
 part lands where its delivery record is and counts once. It is a jump consistent hash of the
 name's CRC-32 (Lamping and Veach, 2014): raising the spread from n to m moves only the parts
 of (m - n) / m of the names, and only those could count twice if redelivered across the

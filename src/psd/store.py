@@ -8,7 +8,6 @@ Reads (psd/reads.py) are one script call for a whole request.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
-from psd.batching import OWN_DELIVERY, WRITE_BATCH, cut_calls, part_names
+from psd.batching import WRITE_BATCH, cut_calls, write_part_names
 from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
@@ -237,23 +236,6 @@ class Store(Reads):
             ahead=ahead,
         )
 
-    @staticmethod
-    def _names(
-        records: list[str], deliveries: Sequence[str] | None, resent: list[bool], own_part: int
-    ) -> list[str]:
-        """The delivery part each point's script call records (psd/batching.py).
-
-        redis-py sends a command again when the connection drops before its reply, and the
-        server may have applied it: harmless for a diffadd point (it finds its total already
-        there), counted twice for an increment or a count (``resent[i]``). Such a point that
-        came without a delivery key gets this write's own, so a resent call is recognised
-        (and so is a call a cluster's failover made this store send again, psd/nodes.py)."""
-        given = deliveries or [""] * len(records)
-        if any(r and not d for d, r in zip(given, resent, strict=True)):
-            own = OWN_DELIVERY + uuid.uuid4().hex
-            deliveries = [d or (own if r else "") for d, r in zip(given, resent, strict=True)]
-        return part_names(records, deliveries, own_part)
-
     def write_counts(
         self,
         points: Sequence[CountPoint],
@@ -270,7 +252,7 @@ class Store(Reads):
         records = [count_prefix(p.thing) for p in points]
         if self.count_spread.spread > 1:  # each delivery part to its sub-tag (countspread.py)
             # named over the counter's whole write; _write names them again, unchanged
-            deliveries = self._names(records, deliveries, [True] * len(points), WRITE_BATCH)
+            deliveries = write_part_names(records, deliveries, [True] * len(points), WRITE_BATCH)
             records = [
                 count_prefix(p.thing, sub_tag(d, self.count_spread.spread))
                 for p, d in zip(points, deliveries, strict=True)
@@ -322,7 +304,7 @@ class Store(Reads):
                 "an all-or-nothing write is one script call: its points must be on one "
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
-        names = self._names(records, deliveries, resent, kind.call_points)
+        names = write_part_names(records, deliveries, resent, kind.call_points)
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = [i for i, level in enumerate(levels) if level]
