@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import msgpack
 
-from psd.scriptargs import BreakdownsArg, MetricPointArg, StateJob, SumArg
+from psd.scriptargs import BreakdownsArg, MetricRunArg, StateJob, SumArg
 
 
 def test_a_named_argument_packs_as_the_list_of_its_fields() -> None:
-    point = MetricPointArg("d", "7", "2", 40, 100, 160, 1, 0, 0)
+    run = MetricRunArg("d", "7", "2", 1, 0, 0, 1)
     job = StateJob("s", 10, 99)
-    packed = msgpack.unpackb(msgpack.packb([point, job]))
+    packed = msgpack.unpackb(msgpack.packb([run, job]))
     assert packed == [
-        ["d", "7", "2", 40, 100, 160, 1, 0, 0],
+        ["d", "7", "2", 1, 0, 0, 1],
         ["s", 10, 99],
     ]
 

@@ -18,7 +18,7 @@ never refused).
 
 The points that wait go in calls of their own (psd/lua/pend.lua): two keys a user and the
 log's bytes packed here, where a call of write_metric.lua names seven keys a user and
-unpacks nine values a point. A log that takes no more points (its user near the limits, or
+unpacks their points' runs. A log that takes no more points (its user near the limits, or
 full) answers "direct", and those points go the direct way in a second round trip.
 """
 

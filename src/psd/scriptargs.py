@@ -27,29 +27,34 @@ class MetricTargetArg(NamedTuple):
     packed: str  # the month's packed field of its hour, every type's (psd/lua/hours.lua)
 
 
-class MetricPointArg(NamedTuple):
-    """One point of write_metric.lua's ``ARGV[1]``: its values, in this order, in the
-    call's flat list of points."""
+class MetricRunArg(NamedTuple):
+    """A run of write_metric.lua's ``ARGV[1]``: what consecutive points of one activity, type,
+    target, delivery and mode share, then ``n`` points' values, in the call's flat list of
+    runs: (value, ts2) each in mode "i", (value, ts1, ts2) in mode "d". A user's increments
+    of an hour are one run, their activity looked up once (psd/lua/write_metric.lua)."""
 
     mode: str  # "d" diffadd, "i" increment
     aid: str
     atid: str
-    value: int
-    ts1: int
-    ts2: int
     target: int  # its MetricTargetArg's number in the call's (from 1)
     delivery: int  # its delivery key's number in the call's (from 1), 0 = none
-    k: int  # how many KEYS come before the point's seven
+    k: int  # how many KEYS come before its points' seven
+    n: int  # how many points follow
+
+
+#: Most points a run holds: the script pays its counters between runs, at least every
+#: PAY_EVERY points (psd/lua/limits.lua).
+RUN_POINTS = 400
 
 
 class MetricCallArg(NamedTuple):
     """write_metric.lua's ``ARGV[1]``: the call's targets, the keys of its deliveries, then
-    its points, flat: a table a point would cost the script more to unpack than the rest
-    of its work on a point of a user's day."""
+    its runs of points, flat: a table a point would cost the script more to unpack than the
+    rest of its work on a point of a user's day."""
 
     targets: list[MetricTargetArg]
     deliveries: list[str]
-    points: list[Any]  # each MetricPointArg's values, one point after the other
+    runs: list[Any]  # each MetricRunArg's values then its points', one run after the other
 
 
 class CountPointArg(NamedTuple):

@@ -14,7 +14,7 @@ from psd.errors import PastLimit, Refused
 from psd.keys import ONCE, Target, count_target, metric_target, packed_field
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
-from psd.scriptargs import CountPointArg, MetricCallArg, MetricTargetArg
+from psd.scriptargs import RUN_POINTS, CountPointArg, MetricCallArg, MetricTargetArg
 
 WriteStatus = Literal["ok", "coarse", "same", "stale", "duplicate", "refused"]
 
@@ -148,12 +148,16 @@ def _metric_args(
     hours: Hours,
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]``: the keys of a record's day once, what the
-    points of an hour of a thing share once (its target), each delivery key once, and per
-    point its own values, its target's and delivery's numbers and where its keys start."""
+    points of an hour of a thing share once (its target), each delivery key once, and the
+    points in runs: consecutive increments of one activity, type, hour and delivery share
+    one run's values (a MetricRunArg), each then adding its value and instant; a diffadd is
+    a run of its own."""
     places = _Places(policy, hours)
     known = places.known
     sent: dict[str, int] = {"": 0}  # delivery key -> its number
     rows: list[Any] = []
+    at = -1  # where the open run's count is: a run of increments, else -1
+    run: tuple[Any, ...] = ()  # what its points share: aid, atid, place, delivery
     for i in indexes:
         p, ts = points[i], instants[i]
         thing, record = p.thing_id, records[i]
@@ -161,18 +165,19 @@ def _metric_args(
         delivery = sent.get(deliveries[i])
         if delivery is None:
             delivery = sent[deliveries[i]] = len(sent)
-        # a MetricPointArg's values (a tuple: the class would cost this loop a third more)
-        rows += (
-            _MODES[p.mode],
-            str(p.aid),
-            str(p.atid),
-            p.value,
-            p.ts1,
-            p.ts2,
-            placed[0],
-            delivery,
-            placed[1],
-        )
+        if p.mode != "increment":
+            rows += ("d", str(p.aid), str(p.atid), placed[0], delivery, placed[1], 1)
+            rows += (p.value, p.ts1, p.ts2)
+            at = -1
+            continue
+        shared = (p.aid, p.atid, placed, delivery)
+        if at >= 0 and shared == run and rows[at] < RUN_POINTS:
+            rows[at] += 1
+            rows += (p.value, p.ts2)
+            continue
+        # a MetricRunArg's values (a tuple: the class would cost this loop more)
+        rows += ("i", str(p.aid), str(p.atid), placed[0], delivery, placed[1], 1, p.value, p.ts2)
+        at, run = len(rows) - 3, shared
     return places.keys, MetricCallArg(places.targets, list(sent)[1:], rows)
 
 
@@ -187,17 +192,26 @@ def log_args(
     increments (psd/folding.py), as :func:`_metric_args` makes them for points: ``entries``
     holds each point's five values as its log keeps them (thing number, aid and atid as
     decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
-    points are applied as they are, with no delivery and no object a point; ``hours`` as
+    points are applied as they are, with no delivery and no object a point, a user's
+    consecutive points of an activity, type and hour in one run; ``hours`` as
     :func:`call_args` keeps them."""
     places = _Places(policy, bounded_hours(hours))
     known = places.known
     rows: list[Any] = []
+    at = -1  # where the open run's count is
+    run: tuple[Any, ...] = ()  # what its points share: aid, atid, place
     for i in indexes:
-        at = 5 * i
-        thing, aid, atid, value, ts = entries[at : at + 5]
+        base = 5 * i
+        thing, aid, atid, value, ts = entries[base : base + 5]
         record = records[i]
         placed = known.get((record, ts - ts % 3600 + thing)) or places.add(record, ts, thing)
-        rows += ("i", aid, atid, value, ts, ts, placed[0], 0, placed[1])
+        shared = (aid, atid, placed)
+        if at >= 0 and shared == run and rows[at] < RUN_POINTS:
+            rows[at] += 1
+            rows += (value, ts)
+            continue
+        rows += ("i", aid, atid, placed[0], 0, placed[1], 1, value, ts)
+        at, run = len(rows) - 3, shared
     return places.keys, MetricCallArg(places.targets, [], rows)
 
 

@@ -1,5 +1,5 @@
 -- counters.lua: included by write_metric.lua where it says "-- #include counters.lua" (it
--- uses that script's rows, KEYS, now and the positions of a point's values and its target,
+-- uses that script's rows, heads, KEYS, now and the positions of a run's values and its target,
 -- and limits.lua and hours.lua, included before it): what a call adds to a user's counter
 -- hashes, summed per target, user and type as points come, owed to the fields when paid
 -- (one HINCRBY a field however many points add to it), and taken back exactly when a point,
@@ -84,16 +84,16 @@ local function counters_begin()
   open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
   typed_of = {}
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
-  for b = 0, (npoints - 1) * STRIDE, STRIDE do
-    local t = targets[rows[b + P_TARGET]]
+  for _, h in ipairs(heads) do
+    local t = targets[rows[h + H_TARGET]]
     local expire_at = t[T_EXPIRES][4]
     if expire_at == 0 or expire_at > now then
-      local day, month = t[T_CHILDREN][3], KEYS[rows[b + P_K] + 5]
+      local day, month = t[T_CHILDREN][3], KEYS[rows[h + H_K] + 5]
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
         latest_field[month] = t[T_PACKED]
       end
-      if latest[month] == day then latest_count[month] = latest_count[month] + 1 end
+      if latest[month] == day then latest_count[month] = latest_count[month] + rows[h + H_N] end
     end
   end
   for month, day in pairs(latest) do

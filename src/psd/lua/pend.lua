@@ -1,7 +1,7 @@
 #!lua flags=allow-cross-slot-keys
 -- pend.lua: append a stream's increments to their users' logs ({uid}:p, pending.lua), to be
 -- applied many at once later (psd/pending.py). A call of write_metric.lua names seven keys
--- a user and unpacks nine values a point before it writes anything; this one names two keys
+-- a user and unpacks a run's values before it writes anything; this one names two keys
 -- a user and appends each user's points in one APPEND of bytes psd packed.
 --
 -- KEYS    two per user: {uid}:p, their log, and {uid}:once, their record of applied

@@ -12,7 +12,7 @@
 --           point's ts2, each holding a child's sum of every type and of each type (its
 --           twin field); where its hour goes: hours.lua
 --           {uid}:once  the user's record of applied deliveries (once.lua)
--- ARGV[1] msgpack {targets, deliveries, points} (psd.scriptargs.MetricCallArg; psd.writes
+-- ARGV[1] msgpack {targets, deliveries, runs} (psd.scriptargs.MetricCallArg; psd.writes
 --         builds it):
 --         targets: what the points of an hour and a thing share, each {children, expires,
 --           thing, thing_s, slots, packed} (psd.scriptargs.MetricTargetArg): children = its
@@ -24,13 +24,16 @@
 --           number, thing_s the same as a string; slots = the four slots' fields as strings;
 --           packed = the month's packed field of its hour (hours.lua), every type's
 --         deliveries: the keys of the deliveries the points came in
---         points: flat, nine values a point, {mode, aid, atid, value, ts1, ts2, target,
---           delivery, k, mode, ...} (psd.scriptargs.MetricPointArg): mode "d" diffadd (value =
---           running total since ts1) or "i" increment; aid, atid decimal strings; target =
+--         runs: flat, the call's points in runs of points that share their activity,
+--           type, target, delivery and mode (psd.scriptargs.MetricRunArg): a run's seven
+--           values {mode, aid, atid, target, delivery, k, n}, then its n points' values:
+--           {value, ts2} each in mode "i" (increment), {value, ts1, ts2} in mode "d"
+--           (diffadd: value = running total since ts1); aid, atid decimal strings; target =
 --           its target's number in targets (from 1); delivery = its delivery's number in
 --           deliveries (from 1), 0 = none (applied whatever came before); k = how many KEYS
---           come before the point's seven. Flat: a table a point costs its unpacking more
---           than the rest of it.
+--           come before its points' seven. A point is numbered by its place among every
+--           run's points. Flat: a table a point costs its unpacking more than the rest of
+--           it, and a run of a user's increments (a day's hour) is looked up once.
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3] seconds a day's changes are kept after the day ends (the minute retention), 0 =
 --           forever (daystate.lua)
@@ -52,10 +55,12 @@ local WRITES = true
 -- What one call writes, set by begin(): the script runs as a Redis Function (psd/scripts.py),
 -- its functions made once per server, so nothing of a call may outlive it.
 local KEYS, rows, targets, deliveries, npoints, state_ttl, changes_keep, once, now, whole
--- a point's values in rows (ARGV[1]): point n's are at base (n - 1) * STRIDE plus these
-local P_MODE, P_AID, P_ATID, P_VALUE, P_TS1, P_TS2, P_TARGET, P_DELIVERY, P_K =
-  1, 2, 3, 4, 5, 6, 7, 8, 9
-local STRIDE = 9
+-- a run's values in rows (ARGV[1]): from its base h (the position before its first), these;
+-- its points' follow, from h + HEAD, POINT_SIZE[mode] values each
+local H_MODE, H_AID, H_ATID, H_TARGET, H_DELIVERY, H_K, H_N = 1, 2, 3, 4, 5, 6, 7
+local HEAD = 7
+local POINT_SIZE = {i = 2, d = 3}
+local heads  -- the base of each run, in order
 -- a target's parts
 local T_CHILDREN, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 4, 5, 6
 
@@ -102,18 +107,19 @@ local function pending_window(k, act, ts1, ts2)
   return sum, last
 end
 
--- the point whose values start after b in rows
-local function apply(b)
-  local k, delivery = rows[b + P_K], rows[b + P_DELIVERY]
+-- a point of the run at h whose values start after v in rows: its status and delta
+local function apply_point(h, v)
+  local k, delivery = rows[h + H_K], rows[h + H_DELIVERY]
   if delivery ~= 0 and applied_before(KEYS[k + 7], deliveries[delivery], once) then
     return 'duplicate', 0
   end
-  local t, aid, atid = targets[rows[b + P_TARGET]], rows[b + P_AID], rows[b + P_ATID]
-  local mode, value, ts2 = rows[b + P_MODE], rows[b + P_VALUE], rows[b + P_TS2]
+  local t, aid, atid = targets[rows[h + H_TARGET]], rows[h + H_AID], rows[h + H_ATID]
   local act = activity(k, t, aid)
-  local summary, delta = act.summary, value
-  if mode == 'd' then
-    local ts1 = rows[b + P_TS1]
+  local summary, value, ts2 = act.summary, rows[v + 1], nil
+  local delta = value
+  if rows[h + H_MODE] == 'd' then
+    local ts1 = rows[v + 2]
+    ts2 = rows[v + 3]
     local pending, last = pending_window(k, act, ts1, ts2)
     if summary and ts2 < summary[R_LAST] or last and ts2 < last then return 'stale', 0 end
     if summary then
@@ -123,6 +129,8 @@ local function apply(b)
     end
     delta = value - pending
     if delta > MAX_CHANGE or delta < -MAX_CHANGE then return 'past_change', delta end
+  else
+    ts2 = rows[v + 2]
   end
   if delta == 0 then return 'same', 0 end
   if summary then
@@ -139,10 +147,47 @@ end
 
 local REFUSALS = {past_counter = true, past_record = true, past_change = true}
 local out, refused
-local function run(n)
-  local status, delta = apply((n - 1) * STRIDE)
+
+-- the result of point n
+local function put(n, status, delta)
   out[2 * n - 1] = status; out[2 * n] = delta
   if REFUSALS[status] then refused = true end
+end
+
+-- the run at h, whose first point is point n: an increments' run shares its delivery's
+-- answer, its activity and one due to its counters; a diffadd's points go one by one
+local function apply_run(h, n)
+  local count = rows[h + H_N]
+  if rows[h + H_MODE] == 'd' then
+    for j = 0, count - 1 do put(n + j, apply_point(h, h + HEAD + 3 * j)) end
+    return
+  end
+  local k, delivery = rows[h + H_K], rows[h + H_DELIVERY]
+  if delivery ~= 0 and applied_before(KEYS[k + 7], deliveries[delivery], once) then
+    for j = n, n + count - 1 do out[2 * j - 1] = 'duplicate'; out[2 * j] = 0 end
+    return
+  end
+  local t, aid, atid = targets[rows[h + H_TARGET]], rows[h + H_AID], rows[h + H_ATID]
+  local act = activity(k, t, aid)
+  local sum, added = 0, false
+  for v = h + HEAD, h + HEAD + 2 * (count - 1), 2 do
+    local delta, ts = rows[v + 1], rows[v + 2]
+    if delta == 0 then
+      out[2 * n - 1] = 'same'; out[2 * n] = 0
+    elseif act.summary == nil then
+      act.summary = {ts, ts, atid, 1, delta}  -- record.lua's order
+      act.changed, added, sum = true, true, sum + delta
+      out[2 * n - 1] = 'ok'; out[2 * n] = delta
+    elseif record_next(act, ts, delta, atid) or record(act, ts, delta, atid) then
+      act.changed, added, sum = true, true, sum + delta
+      out[2 * n - 1] = 'ok'; out[2 * n] = delta
+    else
+      out[2 * n - 1] = 'past_record'; out[2 * n] = 0
+      refused = true
+    end
+    n = n + 1
+  end
+  if added then add_to_counters(k, t, atid, sum) end
 end
 
 -- the call's state in memory, forgotten: the next point reads what is stored
@@ -158,33 +203,42 @@ local function paid_up()
 end
 
 -- every point applied and paid for, at least every PAY_EVERY points (an all-or-nothing
--- call may hold more); false when one is refused in an all-or-nothing call or a counter
--- would cross ±2^62 (what was paid then stays paid)
+-- call may hold more; a run holds at most PAY_EVERY); false when one is refused in an
+-- all-or-nothing call or a counter would cross ±2^62 (what was paid then stays paid)
 local function apply_all()
-  for n = 1, npoints do
-    run(n)
-    if refused and whole then return false end
-    if n % PAY_EVERY == 0 or n == npoints then
+  local n, unpaid = 1, 0
+  for _, h in ipairs(heads) do
+    local count = rows[h + H_N]
+    if unpaid > 0 and unpaid + count > PAY_EVERY then
       if not pay_counters() then return false end
-      if n < npoints then paid_up() end  -- the last payment's tables are read no more
+      paid_up()  -- the payment's tables are read no more
+      unpaid = 0
     end
+    apply_run(h, n)
+    if refused and whole then return false end
+    n, unpaid = n + count, unpaid + count
   end
-  return true
+  return pay_counters()
 end
 
 -- a point at a time, refusing those that would take a counter past ±2^62
 local function apply_each()
-  for n = 1, npoints do
-    run(n)
-    if refused and whole then return end
-    if not pay_counters() then
-      out[2 * n - 1] = 'past_counter'; out[2 * n] = 0; refused = true
-      if whole then return end
-      forget()
-    elseif whole then
-      paid_up()
-    else
-      save_states(); forget()
+  local n = 1
+  for _, h in ipairs(heads) do
+    local size = POINT_SIZE[rows[h + H_MODE]]
+    for v = h + HEAD, h + HEAD + size * (rows[h + H_N] - 1), size do
+      put(n, apply_point(h, v))
+      if refused and whole then return end
+      if not pay_counters() then
+        out[2 * n - 1] = 'past_counter'; out[2 * n] = 0; refused = true
+        if whole then return end
+        forget()
+      elseif whole then
+        paid_up()
+      else
+        save_states(); forget()
+      end
+      n = n + 1
     end
   end
 end
@@ -203,7 +257,14 @@ local function begin(keys, args)
   KEYS = call_keys(keys, args)
   local call = cmsgpack.unpack(args[1])
   targets, deliveries, rows = call[1], call[2], call[3]
-  npoints = #rows / STRIDE
+  heads, npoints = {}, 0
+  local h = 0
+  while h < #rows do
+    heads[#heads + 1] = h
+    local count = rows[h + H_N]
+    npoints = npoints + count
+    h = h + HEAD + POINT_SIZE[rows[h + H_MODE]] * count
+  end
   state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   claims = #args - (clustered and 1 or 0) >= 8 and cmsgpack.unpack(args[8]) or nil
@@ -228,13 +289,15 @@ local function write_points()
   end
   if #paid > 0 then move_open_days() end
   if refused then  -- a delivery none of whose points was applied is not remembered
-    local kept = {}
-    for n = 1, npoints do
-      local b = (n - 1) * STRIDE
-      local delivery = rows[b + P_DELIVERY]
-      if delivery ~= 0 and not whole and not REFUSALS[out[2 * n - 1]] then
-        kept[KEYS[rows[b + P_K] + 7] .. '\n' .. deliveries[delivery]] = true
+    local kept, n = {}, 1
+    for _, h in ipairs(heads) do
+      local delivery, count = rows[h + H_DELIVERY], rows[h + H_N]
+      for j = n, n + count - 1 do
+        if delivery ~= 0 and not whole and not REFUSALS[out[2 * j - 1]] then
+          kept[KEYS[rows[h + H_K] + 7] .. '\n' .. deliveries[delivery]] = true
+        end
       end
+      n = n + count
     end
     once_forget(kept)
   end
