@@ -133,12 +133,35 @@ def test_sums_equal_the_oracle_whatever_the_order_of_days(
     check()
 
 
+class LiveClock:
+    """A store's clock a test sets to just after the points it writes, as a live stream's
+    is: only a day from yesterday on opens (psd/lua/counters.lua)."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def write(self, store: Store, points: list[MetricPoint]) -> None:
+        self.now = max(p.ts2 for p in points) + 60
+        store.write_metrics(points)
+
+
+@pytest.fixture(name="live")
+def live_store(redis_client: redis.Redis, settings: Settings) -> tuple[Store, LiveClock]:
+    clock = LiveClock()
+    return Store(redis_client, settings, clock=clock), clock
+
+
 def test_a_day_opens_when_dense_and_closes_into_its_month(
-    redis_client: redis.Redis, store: Store
+    redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
+    store, clock = live
+
     def write(day: int, hour: int, value: int) -> None:
         ts = MARCH + (day - 1) * DAY + hour * 3600 + 17
-        store.write_metrics([MetricPoint("steps", 5, 3, day, value, ts, ts, "increment")])
+        clock.write(store, [MetricPoint("steps", 5, 3, day, value, ts, ts, "increment")])
 
     write(1, 5, 10)  # a sparse day: packed at once
     write(1, 6, 1)
@@ -163,15 +186,18 @@ def test_a_day_opens_when_dense_and_closes_into_its_month(
 
 
 def test_a_month_s_first_open_day_closes_the_month_before_s(
-    redis_client: redis.Redis, store: Store
+    redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
+    store, clock = live
+
     def write(*points: tuple[int, int], uid: int = 5) -> None:  # (day from March 1st, hour)
-        store.write_metrics(
+        clock.write(
+            store,
             [
                 MetricPoint("steps", uid, 3, day, 5, ts, ts, "increment")
                 for day, hour in points
                 for ts in [MARCH + (day - 1) * DAY + hour * 3600 + 17]
-            ]
+            ],
         )
 
     write((31, 20), (31, 21))  # March 31st opens (two of its points in a call)
@@ -324,3 +350,17 @@ def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
 
 
 # -- compaction --
+
+
+def test_only_a_day_from_yesterday_on_opens(redis_client: redis.Redis, store: Store) -> None:
+    """A dense day two days back (an import's) goes packed into its month at once; a dense
+    day of yesterday opens, as a stream's latest day does."""
+    today = int(time.time()) // DAY * DAY
+    for uid, day in ((1, today - 2 * DAY), (2, today - DAY)):
+        ts = [day + hour * 3600 + 17 for hour in (5, 6, 7)]
+        store.write_metrics([MetricPoint("steps", uid, 3, 9, 4, t, t, "increment") for t in ts])
+        assert store.sum(uid, "steps", None, day, day + DAY - 1) == 12
+    opened = open_days(redis_client)
+    assert [key.split(":")[0] for key in opened] == ["{2}"]
+    assert not list(redis_client.scan_iter(match="{1}:d[0-9]*"))
+    check_layout(redis_client)

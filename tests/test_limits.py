@@ -9,6 +9,8 @@ it takes to get there."""
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
 import redis
@@ -139,6 +141,22 @@ def test_a_record_near_2_53_refuses_rather_than_rounds(store: Store) -> None:
     assert "2^53" in results[0].reason
     assert store.redis.hgetall("{1}:acts") == acts and root(store.redis, 1) == 0
     assert store.write_metrics([inc(1, 1)])[0].status == "ok"  # the limit less 1
+
+
+def test_a_run_crossing_2_53_stops_at_the_point_that_crosses(store: Store) -> None:
+    """A call's run of increments of one activity and hour (appended at once where it can,
+    psd/lua/write_metric.lua) is refused from the point that would take its record past
+    the limit; the points after it that fit are applied."""
+    hour = int(time.time()) // 3600 * 3600 - 3600  # an hour whose changes are kept
+    summary = msgpack.packb([hour, hour, "2", 1, RECORD_LIMIT - 10])
+    store.redis.hset("{1}:acts", mapping={"1:1": summary, "_v": 3})
+    values = [3, 3, 3, 3, -5, 4]
+    points = [inc(1, v, hour + 60 * (n + 1)) for n, v in enumerate(values)]
+    results = store.write_metrics(points)
+    assert [r.status for r in results] == ["ok", "ok", "ok", "refused", "ok", "ok"]
+    assert msgpack.unpackb(store.redis.hget("{1}:acts", "1:1"))[4] == RECORD_LIMIT - 10 + 8
+    assert store.sum(1, "steps", None, hour, hour + 3599) == 8  # the counters: what was written
+    assert store.sum(1, "steps", None, hour + 60, hour + 240) == 9  # the changes, to the second
 
 
 def test_a_window_summing_past_2_53_refuses_rather_than_rounds(store: Store) -> None:

@@ -69,8 +69,10 @@ end
 
 -- each month's (and twin's) open day before this call and as it leaves it. The latest day
 -- the call writes hours of becomes the open one once it is dense: more than one point of it
--- in the call, or a third hour of its half-day written. A sparse user's day (a write or two,
--- as most of the original's workload) is packed at once, which costs less than its own hash.
+-- in the call, or a third hour of its half-day written; and if it is yesterday's or later. A
+-- sparse user's day (a write or two, as most of the original's workload) is packed at once,
+-- which costs less than its own hash; so is an import's older day, which the import's next
+-- call would close again.
 -- Hours of either day go to the day's hash; the one before is closed when the call has
 -- written (nothing is, for a call refused whole).
 local open_before, open_after
@@ -96,10 +98,16 @@ local function counters_begin()
       if latest[month] == day then latest_count[month] = latest_count[month] + rows[h + H_N] end
     end
   end
+  -- only a day from yesterday on opens (a stream's): an import's older days go packed at
+  -- once, not into a day's hash the next call packs again
+  local recent = day_name((now - now % 86400) / 86400 - 1)
   for month, day in pairs(latest) do
     local open, held = open_day_of(month, latest_field[month])
     open_before[month], open_after[month] = open, open
-    if day > open and (latest_count[month] > 1 or held >= 2) then open_after[month] = day end
+    if day > open and (latest_count[month] > 1 or held >= 2)
+       and string.sub(month, -6) .. string.format('%02d', day) >= recent then
+      open_after[month] = day
+    end
   end
 end
 

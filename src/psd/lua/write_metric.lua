@@ -154,6 +154,46 @@ local function put(n, status, delta)
   if REFUSALS[status] then refused = true end
 end
 
+-- record_next() for the rest of a run at once: its points from v on (point n), while each
+-- is later than the last in its hour and what they move stays inside the record's limit
+-- (so no total or day total on the way can pass it), appended where the last change went
+-- (the run's point before) with their summary updated once. Answers where it stopped (the
+-- next v and n) and what it added; a point it stops at goes the usual way.
+local function append_run(act, atid, v, vlast, n)
+  local c = last_change
+  local s = c[2]
+  if act ~= c[1] or atid ~= c[9] or act.summary ~= s then return v, n, 0 end
+  local st, hour, ctx, at = c[4], c[5], c[6], c[3]
+  if days[st.key] ~= st then return v, n, 0 end
+  local base = c[7] * 86400 + c[8] * 3600  -- its hour's first second
+  local max, recs = hour.max[ctx], hour.groups[ctx]
+  local total, day_total = s[R_TOTAL], s[at + D_TOTAL]
+  if total < 0 then total = -total end
+  if day_total < 0 then day_total = -day_total end
+  local room = RECORD_LIMIT - (total > day_total and total or day_total)
+  local sum, count, size, last, moved = 0, 0, #recs, 0, 0
+  while v <= vlast do
+    local delta, ts = rows[v + 1], rows[v + 2]
+    local sec = ts - base
+    if delta == 0 or sec <= max or sec >= 3600 then break end
+    moved = moved + (delta < 0 and -delta or delta)
+    if moved >= room then break end
+    recs[size + 1], recs[size + 2] = sec, delta
+    size, max, sum, count, last = size + 2, sec, sum + delta, count + 1, ts
+    out[2 * n - 1] = 'ok'; out[2 * n] = delta
+    v, n = v + 2, n + 1
+  end
+  if count > 0 then
+    hour.max[ctx] = max
+    s[at + D_TOTAL] = s[at + D_TOTAL] + sum
+    if s[at + D_CHANGES] >= 0 then s[at + D_CHANGES] = s[at + D_CHANGES] + count end
+    s[R_CHANGES], s[R_TOTAL] = s[R_CHANGES] + count, s[R_TOTAL] + sum
+    if last > s[R_LAST] then s[R_LAST] = last end
+    if s[R_TYPE] ~= atid then s[R_TYPE] = '*' end
+  end
+  return v, n, sum
+end
+
 -- the run at h, whose first point is point n: an increments' run shares its delivery's
 -- answer, its activity and one due to its counters; a diffadd's points go one by one
 local function apply_run(h, n)
@@ -170,7 +210,8 @@ local function apply_run(h, n)
   local t, aid, atid = targets[rows[h + H_TARGET]], rows[h + H_AID], rows[h + H_ATID]
   local act = activity(k, t, aid)
   local sum, added = 0, false
-  for v = h + HEAD, h + HEAD + 2 * (count - 1), 2 do
+  local v, vlast = h + HEAD, h + HEAD + 2 * (count - 1)
+  while v <= vlast do
     local delta, ts = rows[v + 1], rows[v + 2]
     if delta == 0 then
       out[2 * n - 1] = 'same'; out[2 * n] = 0
@@ -181,11 +222,16 @@ local function apply_run(h, n)
     elseif record_next(act, ts, delta, atid) or record(act, ts, delta, atid) then
       act.changed, added, sum = true, true, sum + delta
       out[2 * n - 1] = 'ok'; out[2 * n] = delta
+      if v < vlast then  -- the points after it, as many as may be, at once
+        local more
+        v, n, more = append_run(act, atid, v + 2, vlast, n + 1)
+        sum, v, n = sum + more, v - 2, n - 1
+      end
     else
       out[2 * n - 1] = 'past_record'; out[2 * n] = 0
       refused = true
     end
-    n = n + 1
+    n, v = n + 1, v + 2
   end
   if added then add_to_counters(k, t, atid, sum) end
 end
