@@ -59,8 +59,10 @@ LIMITS = {
 
 
 P = TypeVar("P", bound=MetricPoint | CountPoint)
-#: Per target (its suffixes), the suffixes of its keys and the expiries of its hashes.
-Hours = dict[tuple[str, ...], tuple[list[str], list[int]]]
+#: What a store works out once per target: for counts, by its suffixes, the suffixes of its
+#: keys and the expiries of its hashes; for metrics, by hour start + thing, its
+#: MetricTargetArg, its UTC day and the suffixes of its keys.
+Hours = dict[Any, tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +124,13 @@ class _Places:
         hour_thing = ts - ts % 3600 + thing
         found = self.numbers.get(hour_thing)
         if found is None:
-            target = metric_target(ts)
-            hour = self.hours.get(target.suffixes)
-            if hour is None:
-                hour = (_metric_keys(target), expiries(self.policy, target))
-                self.hours[target.suffixes] = hour
-            self.targets.append(_metric_target_arg(target, hour[1], thing))
-            found = self.numbers[hour_thing] = (len(self.targets), ts // 86400, hour[0])
+            made = self.hours.get(hour_thing)
+            if made is None:
+                target = metric_target(ts)
+                arg = _metric_target_arg(target, expiries(self.policy, target), thing)
+                made = self.hours[hour_thing] = (arg, ts // 86400, _metric_keys(target))
+            self.targets.append(made[0])
+            found = self.numbers[hour_thing] = (len(self.targets), made[1], made[2])
         number, day, key_suffixes = found
         start = self.starts.get((record, day))
         if start is None:
