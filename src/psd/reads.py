@@ -94,6 +94,19 @@ class Totals:
 CALL_SIZE = 1000
 
 
+def nested_reply(reply: Any, width: int) -> Any:
+    """A sum.lua reply in its nested form, {{{hi, lo, ...}[, atids]}, ...}: a lone call answers
+    its sum (an integer, hi 0) or {hi, lo}; a call of series only, {"f", hi, lo, ...}."""
+    if isinstance(reply, int):
+        return [[[0, reply]]]
+    if not reply or isinstance(reply[0], list):
+        return reply
+    if reply[0] == b"f":
+        w = 2 * width
+        return [[reply[at : at + w]] for at in range(1, len(reply), w)]
+    return [[reply]]
+
+
 def _one_call(items: list[int]) -> list[list[int]]:
     return [items]
 
@@ -190,6 +203,7 @@ class Reads:
             done = self.nodes.run(list(range(count)), route, cut, build)
         _READ_TRIPS.inc(1 if len(done) == 1 else 2)  # a pipeline first asks for the script
         for items, reply in done:
+            reply = nested_reply(reply, len(request.things))
             for i, one in zip(items, reply, strict=True):
                 replies[i] = one
         return replies
@@ -360,8 +374,9 @@ class Reads:
             call = self.scripts.sum, keys, args
             ((_, reply),) = self.nodes.run([0], lambda _: prefix, _one_call, lambda _: call)
         _READ_TRIPS.inc()
-        sums = reply[0][0]  # the call's first series' first reply
-        return int(sums[0] * _E15 + sums[1])
+        if isinstance(reply, int):  # lone.lua: its sum when below 10^15
+            return reply
+        return int(reply[0] * _E15 + reply[1])
 
     def counts(self, things: Iterable[str], t1: int, t2: int) -> list[int]:
         """Global counters summed over ``[t1, t2]`` (widened where the finest detail has gone:

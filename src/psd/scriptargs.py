@@ -13,6 +13,8 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
+from psd.keys import HOUR_BASE
+
 
 class MetricTargetArg(NamedTuple):
     """What the points of one hour of one thing share in write_metric.lua's ``ARGV[1]``:
@@ -200,6 +202,31 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
     return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows, plan.t1, plan.t2)
 
 
+def _open_day_names(hours: HoursArg, atid: str) -> list[Any]:
+    """Per day of ``hours.days``, the fields of its hash to ask for should it be the month's
+    open day (psd/lua/lone.lua): how many add and how many subtract, then their names, the
+    plain fields of the hours its picks ask for (a negative name number subtracts them).
+    Made here once for every read of the same hours, not by the script on each."""
+    suffix = f":{atid}" if atid else ""
+    out: list[Any] = []
+    picks, bases = hours.picks, hours.bases
+    for day in hours.days:
+        plus: list[str] = []
+        minus: list[str] = []
+        for i in range(0, len(picks), 4):
+            number, first, last = picks[i], picks[i + 2], picks[i + 3]
+            base = bases[abs(number) - 1]  # the slot of its packed field's first hour
+            if (base // 10 - HOUR_BASE) // 24 + 1 != day:
+                continue
+            names = [
+                f"{slot}{suffix}"
+                for slot in range(base + 10 * (first - 1), base + 10 * (last - 1) + 1, 10)
+            ]
+            (plus if number > 0 else minus).extend(names)
+        out += [len(plus), len(minus), *plus, *minus]
+    return out
+
+
 def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
     """The start of :func:`lone_packb`'s run, up to its windows: the same for every range
     with the same whole hours, so a caller may keep it."""
@@ -217,6 +244,7 @@ def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
         ]
         values += [len(hours.names), *hours.names, len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
+        values += _open_day_names(hours, atid)
     packer = msgpack.Packer()
     return b"".join(packer.pack(value) for value in values)
 

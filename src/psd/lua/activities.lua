@@ -24,6 +24,10 @@ end
 -- per context of a day's changes (changes.lua), the thing index (ti) its changes add to, or
 -- nil when the read does not sum it (another thing, or type)
 local function context_things(raw)
+  -- one context (a fixarray of 3) whose thing is a fixint, read without unpacking
+  if raw and filter == nil and byte(raw, 1) == 0x93 and byte(raw, 2) < 0x80 then
+    return {thing_index[byte(raw, 2)]}
+  end
   local ctxs, tis = raw and cmsgpack.unpack(raw) or {}, {}
   for n = 1, #ctxs / 3 do
     if filter == nil or ctxs[3 * n] == filter then tis[n] = thing_index[ctxs[3 * n - 2]] end

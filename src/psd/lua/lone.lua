@@ -4,7 +4,7 @@
 -- hours). Its argument is a flat run of msgpack values (sum.lua's header), read in place:
 -- cmsgpack builds a nested list's tables element by element, growing each, and that, with
 -- the tables a general call builds, cost more than the reads themselves. Its sum is a hi, lo
--- pair, not tables of them.
+-- pair, answered as one integer when hi is 0 (sum.lua).
 
 -- whether child is in the flat ranges {lo, hi, ...} at a[r + 1] to a[r + a[r]]
 local function lone_wanted(a, r, child)
@@ -34,8 +34,8 @@ end
 
 -- add values of a reply (decimal strings, false for none) to hi/lo: add's common case, a
 -- value of up to 15 characters, inline (a Lua function call costs more than the addition)
-local function lone_values(vals, n, hi, lo)
-  for j = 1, n do
+local function lone_values(vals, n, hi, lo, from)
+  for j = from or 1, n do
     local v = vals[j]
     if v then
       if #v < 16 then
@@ -66,36 +66,16 @@ local function lone_packed(raw, first, last, hi, lo)
   return hi, lo
 end
 
--- add the hours of a month's open day `open` that the picks at a[p] ask for (their packed
--- fields' first hours' slots at a[b + 1] on; a pick whose name number is negative
--- subtracts its hours): one HMGET of that day's hash
-local function lone_open_day(key, a, p, b, open, hi, lo)
-  local names, n, suffix = {}, 0, filter and ':' .. filter
-  local minus, m = nil, 0
-  for i = p + 1, p + a[p], 3 do
-    local number = a[i]
-    local base = a[b + (number < 0 and -number or number)]
-    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
-      for slot = base + 10 * (a[i + 1] - 1), base + 10 * (a[i + 2] - 1), 10 do
-        local name = slot_names[slot] or slot_name(slot)
-        if suffix then name = name .. suffix end
-        if number > 0 then
-          n = n + 1
-          names[n] = name
-        else
-          m = m + 1
-          minus = minus or {}
-          minus[m] = name
-        end
-      end
-    end
-  end
+-- add the hours of a month's open day `open`: its names at a[q] (lone_head: how many add,
+-- how many subtract, then the names), one HMGET of that day's hash
+local function lone_open_names(key, a, q, open, hi, lo)
+  local n, m = a[q], a[q + 1]
   if n + m == 0 then return hi, lo end
-  for j = 1, m do names[n + j] = minus[j] end
-  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(a, q + 2, q + 1 + n + m))
   hi, lo = lone_values(vals, n, hi, lo)
-  for j = n + 1, n + m do
-    if vals[j] then hi, lo = subtract(hi, lo, vals[j]) end
+  if m > 0 then
+    local h2, l2 = lone_values(vals, n + m, 0, 0, n + 1)
+    hi, lo = carry(hi - h2, lo - l2)
   end
   return hi, lo
 end
@@ -124,11 +104,13 @@ local function lone_hours(key, a, h, vals, off, hi, lo)
   local open = vals[off + count]
   if open then
     open = open + 0
+    local q = d + a[d] + count  -- the first day's names (after the bases)
     for i = d + 1, d + a[d] do
       if a[i] == open then
-        hi, lo = lone_open_day(key, a, p, d + a[d], open, hi, lo)
+        hi, lo = lone_open_names(key, a, q, open, hi, lo)
         break
       end
+      q = q + 2 + a[q] + a[q + 1]
     end
   end
   return hi, lo
@@ -140,7 +122,9 @@ local function hours_end(a, h)
   if count == 0 then return h end
   local d = h + count + 1
   d = d + a[d] + 1
-  return d + a[d] + count - 1
+  local q = d + a[d] + count  -- the first day's names
+  for _ = 1, a[d] do q = q + 2 + a[q] + a[q + 1] end
+  return q - 1
 end
 
 -- add a counter hash's fields (the child ranges at a[r], the names at a[f]; negative ranges
@@ -207,5 +191,6 @@ local function lone_sum(keys, args, a)
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
   local t = i + 7 * n
   add_pending(pending_log(KEYS[k + 2]), a[t + 1], a[t + 2], his, los, nil)
-  return {{{his[1], los[1]}}}
+  if his[1] == 0 then return los[1] end  -- one integer: a reply's tables cost more than the sum
+  return {his[1], los[1]}
 end

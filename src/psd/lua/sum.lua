@@ -37,7 +37,9 @@
 --          hours: 0 for none, else {count, packed names..., "o"}, {count, picks by three:
 --          name number (negative: subtracted), first and last hour...}, {count, days...},
 --          then per packed name the
---          slot of its first hour; then the window count and seven values a window, as
+--          slot of its first hour, then per day the fields of its open day's hash to ask
+--          for (how many add, how many subtract, then the names: the caller builds them
+--          once, lone_head); then the window count and seven values a window, as
 --          above; then the range's first and last second (numbers: its pending points).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
 --          run: always), {uid}:idx and {uid}:acts, then its pending log {uid}:p
@@ -46,7 +48,10 @@
 --          run: its counter hashes, then {uid}:idx, {uid}:acts and {uid}:p)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
--- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing.
+-- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing. A call of series
+-- without "_atids" or breakdowns answers one flat list, {"f", hi, lo, ...}: its series'
+-- hi, lo per thing one after the other; a flat run (lone.lua) answers its sum alone, an
+-- integer when hi is 0, else {hi, lo}: a reply's tables cost more than the sum.
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
 -- #include record.lua
@@ -262,8 +267,21 @@ local function series_logs(series)
   return pending_logs(keys)
 end
 
--- the series of a call (per series {{hi, lo, ...}[, atids]}), from KEYS[1] on; the next key
-local function sum_series(result)
+-- a series' reply: {{hi, lo, ...}[, atids]}
+local function series_reply(his, los, found)
+  local sums = {}
+  for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
+  if found then  -- one string: a reply element costs more than the join
+    local words = {}
+    for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
+    return {sums, table.concat(words, ' ')}
+  end
+  return {sums}
+end
+
+-- the series of a call, from KEYS[1] on, added to result: each series' reply
+-- (series_reply), or with flat, its hi, lo per thing only; the next key
+local function sum_series(result, flat)
   local k, series = 1, request[6]
   local logs = #series > 0 and series_logs(series)
   for i = 1, #series, 2 do
@@ -291,14 +309,11 @@ local function sum_series(result)
     end
     add_pending(logs[(i + 1) / 2], plan.t1, plan.t2, his, los, found)
     k = k + 1
-    local sums = {}
-    for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
-    if found then  -- one string: a reply element costs more than the join
-      local words = {}
-      for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
-      result[#result + 1] = {sums, table.concat(words, ' ')}
+    if flat then
+      local n = #result
+      for ti = 1, #things do result[n + 2 * ti - 1], result[n + 2 * ti] = his[ti], los[ti] end
     else
-      result[#result + 1] = {sums}
+      result[#result + 1] = series_reply(his, los, found)
     end
   end
   return k
@@ -309,6 +324,11 @@ local function sum_call(keys, args)
   local a = {cmsgpack.unpack(args[1])}
   if a[2] ~= nil then return lone_sum(keys, args, a) end
   begin(keys, args, a[1])
+  if not want_atids and request[7] == nil then  -- series only, no atids: one flat reply
+    local result = {'f'}
+    sum_series(result, true)
+    return result
+  end
   local result = {}
   local k = sum_series(result)
   local breakdowns = request[7] or {{}, {}}

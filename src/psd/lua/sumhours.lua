@@ -1,7 +1,7 @@
 -- sumhours.lua: included by sum.lua where it says "-- #include sumhours.lua" (it uses that
 -- script's filter, hilo.lua's sums and hours.lua's unpack_hours): a month's hours as a read
 -- adds them — packed in the month's hash by half-day, and its open day's in a hash of their
--- own (hours.lua). breakdown.lua uses read_packed, lone.lua slot_name and open_day_key.
+-- own (hours.lua). breakdown.lua uses read_packed, lone.lua open_day_key.
 
 -- the packed hours a group or a breakdown's hash asks for (part: psd.scriptargs.HoursArg):
 -- each field's hours by its number, and the one of its days that is the month's open day,
