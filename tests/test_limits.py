@@ -248,3 +248,22 @@ def test_http_refuses_the_crossing_write(client: FlaskClient, store: Store) -> N
     store.redis.hset(*count_root("signup"), str(COUNT_LIMIT))
     count = client.post("/v1/count", json={"thing": "signup", "value": 1, "ts": T})
     assert count.status_code == 406 and "past ±2^62" in count.json["error"]
+
+
+def test_a_refused_whole_call_leaves_packed_hours_as_they_were(store: Store) -> None:
+    """An all-or-nothing call refused past its first points (each paid alone, then taken
+    back) leaves a packed half-day as it found it, however many of its payments added to it:
+    an import's day two days back or more is packed at once (psd/lua/counters.lua)."""
+    day = int(time.time()) // 86400 * 86400 - 5 * 86400
+    t = day + 10 * 3600
+    store.write_metrics([inc(1, 1, t)], wait=False)
+    room = COUNTER_LIMIT - 10  # 10 below the limit a write keeps (its headroom)
+    for key in store.redis.scan_iter(match="{1}:y*"):
+        for field in store.redis.hkeys(key):
+            store.redis.hset(key, field, room)
+    month = {k: store.redis.hgetall(k) for k in store.redis.scan_iter(match="{1}:m*")}
+    points = [inc(1, v, t + 60 * n) for n, v in enumerate([3, 3, 10], 1)]
+    with pytest.raises(PastLimit):
+        store.write_metrics(points, all_or_nothing=True, wait=False)
+    assert {k: store.redis.hgetall(k) for k in store.redis.scan_iter(match="{1}:m*")} == month
+    assert store.sum(1, "steps", None, t - t % 3600, t - t % 3600 + 3599) == 1

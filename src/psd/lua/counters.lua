@@ -225,8 +225,10 @@ local function unpay(dues, stop_key, stop_field, added)
   end
 end
 
+-- take back every payment of the call, the last first: a packed half-day's value before a
+-- payment is put back, and a field two payments added to ends as it was before the first
 local function unpay_all()
-  for _, dues in ipairs(paid) do unpay(dues) end
+  for i = #paid, 1, -1 do unpay(paid[i]) end
   paid = {}
 end
 
