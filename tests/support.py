@@ -3,6 +3,7 @@ waiting for something to become true (never a bare sleep)."""
 
 from __future__ import annotations
 
+import calendar
 import os
 import struct
 import sys
@@ -156,3 +157,23 @@ def unpack_hours(raw: bytes) -> dict[int, int]:
         return {n: x for n, x in enumerate(struct.unpack(">12i", raw[1:]), 1) if x}
     hours = msgpack.unpackb(raw, strict_map_key=False)
     return dict(enumerate(hours, 1)) if isinstance(hours, list) else dict(hours)
+
+
+def check_singles_hints(client: redis.Redis, prefix: str) -> int:
+    """Every day of a user whose changes say "s" = "0" holds no activity of a single change
+    (its summary alone: psd/lua/record.lua), as reads that skip the index for them assume
+    (psd/lua/changes.lua); the count of such days."""
+    singles = {
+        summary[0] // 86400
+        for field, raw in client.hgetall(prefix + "acts").items()
+        if not field.startswith(b"_")
+        for summary in [msgpack.unpackb(raw)]
+        if summary[3] == 1
+    }
+    hinted = 0
+    for key in client.scan_iter(match=prefix + "c*"):
+        if client.hget(key, "s") == b"0":
+            day = calendar.timegm(time.strptime(key.decode()[-8:], "%Y%m%d")) // 86400
+            assert day not in singles, key
+            hinted += 1
+    return hinted

@@ -132,7 +132,8 @@ def test_fine_key_recreated_by_a_late_write_keeps_the_parents_total(
 def _dump(client: redis.Redis, uid: int) -> dict[str, Any]:
     """Every key of a user but its record of deliveries, as data, without the uid; hours as
     sums by (month key, half-day field, number), wherever they are kept (packed, or in the
-    open day's hash: psd/lua/hours.lua), which depends on how writes came in calls."""
+    open day's hash: psd/lua/hours.lua), which depends on how writes came in calls, as does
+    a day's singles' hint (psd/lua/changes.lua "s": "1" once a single change was there)."""
     out: dict[str, Any] = {}
     hours: dict[tuple[str, str, int], int] = {}
     for key in client.scan_iter(f"{{{uid}}}:*"):
@@ -158,6 +159,8 @@ def _dump(client: redis.Redis, uid: int) -> dict[str, Any]:
                 at = (name, field.decode(), number)
                 hours[at] = hours.get(at, 0) + value
         fields.pop(b"o", None)
+        if re.fullmatch(r"c\d{8}", name):
+            fields.pop(b"s", None)
         out[name] = fields
     out["hours"] = {at: value for at, value in hours.items() if value}
     return out

@@ -201,17 +201,20 @@ end
 -- day or less) are one range of the index (singles_listed)
 local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
   if n == 0 then return end
-  local raw1, raw2, ctx1, ctx2
+  local raw1, raw2, ctx1, ctx2, none1, none2
   if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
     local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], w2[o2 + 7],
-                            CONTEXTS)
+                            CONTEXTS, 's')
     raw1, raw2, ctx1, ctx2 = vals[1], vals[2], vals[3], vals[3]
+    none1, none2 = vals[4] == '0', vals[4] == '0'
   else
-    local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], CONTEXTS)
-    raw1, ctx1 = vals[1], vals[2]
+    local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], CONTEXTS,
+                            's')
+    raw1, ctx1, none1, none2 = vals[1], vals[2], vals[3] == '0', true
     if n == 2 then
-      vals = redis.call('HMGET', day_changes_key(acts, w2[o2 + 6]), w2[o2 + 7], CONTEXTS)
-      raw2, ctx2 = vals[1], vals[2]
+      vals = redis.call('HMGET', day_changes_key(acts, w2[o2 + 6]), w2[o2 + 7], CONTEXTS,
+                        's')
+      raw2, ctx2, none2 = vals[1], vals[2], vals[3] == '0'
     end
   end
   if not (ctx1 or ctx2 or select(2, span_of(acts))) then
@@ -229,6 +232,7 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
     tis = ctx2 == ctx1 and tis or context_things(ctx2)
     window_changes(raw2, tis, w2[o2 + 1], w2[o2 + 2], his, los)
   end
+  if none1 and none2 then return end  -- their days hold no single change (daystate.lua)
   if n == 2 and w2[o2 + 1] - w1[o1 + 2] <= NEAR then
     local listed = redis.call('ZREVRANGEBYSCORE', idx, w2[o2 + 4], w1[o1 + 3])
     singles_listed(listed, acts, w1, o1, w2, o2, his, los)
@@ -256,7 +260,9 @@ local function latest_change(acts, thing, aid, s, t1, t2)
       local hours, ctxs, types = {}, {}, {}
       for j = 1, #flat, 2 do
         if flat[j] == CONTEXTS then ctxs = cmsgpack.unpack(flat[j + 1])
-        else hours[#hours + 1], hours[#hours + 2] = flat[j] + 0, flat[j + 1] end
+        elseif flat[j] ~= 's' then  -- its singles' hint: changes.lua
+          hours[#hours + 1], hours[#hours + 2] = flat[j] + 0, flat[j + 1]
+        end
       end
       for n = 1, #ctxs / 3 do
         local typ = ctxs[3 * n]

@@ -10,6 +10,8 @@
 --          from s = d = 0, a code is d minus the previous d (within ±7,198: never a mark). A
 --          change every ten minutes costs one byte for its time after its context's first
 --          two in the hour, and a sparse hour a few bytes a change.
+--   "s"    "0": no activity of a single change has it in the day; "1" (or none): one may
+--          (daystate.lua says who writes it, activities.lua who reads it)
 -- One small hash a day (a listpack of ~25 fields for a dense user) instead of a field an
 -- hour and activity in {uid}:acts (a hashtable field costs ~70 bytes); a read's edge asks
 -- for one field and unpacks it in one call. The key expires with the minute retention.

@@ -66,6 +66,7 @@ local function convert_user(acts)
     end
   end
   local outer, outer_touched = days, days_touched  -- this user's days are written now
+  singles.unhinted[acts] = true
   days, days_touched = {}, {}
   local fields, count = {LAYOUT_FIELD, LAYOUT}, 0
   for id, raw in pairs(summaries) do

@@ -5,6 +5,17 @@
 -- needs once — a day's contexts and the hours it appends to, or the whole day when it sums
 -- an activity's changes there — and writes each changed day once, at the end.
 local days, days_touched = {}, {}  -- changes key -> its state; keys in order
+
+-- A day's field "s" says whether an activity of a single change (its summary alone, with no
+-- entry in the day's changes: record.lua) may have that change in the day: "0" none, "1"
+-- maybe. A read of a window skips asking the user's index for singles when every day it
+-- reads says "0" (activities.lua); a day without the field (written by an earlier psd, or
+-- by a conversion) is read as "maybe". Only write_metric.lua's calls write it
+-- (singles.on): "1" when they record a single in the day, "0" when they make the day's
+-- changes and the index lists no possible single in it (singles.hint). One table, as a
+-- script's chunk has at most 200 locals: on, whether the hint is written (write_metric.lua),
+-- and unhinted, acts key -> true for a user converted in this call (no "0" written).
+local singles = {on = false, unhinted = {}}
 -- the field of each hour (0..23), a string: a number passed to Redis is printed with "%.17g"
 local HOUR_FIELDS = {}
 for h = 0, 23 do HOUR_FIELDS[h] = tostring(h) end
@@ -33,7 +44,7 @@ local function day_state(acts, day)
   local key = changes_key(acts, day)
   st = days[key]
   if st == nil then
-    st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}}
+    st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}, acts = acts}
     days[key] = st
     days_touched[#days_touched + 1] = key
   end
@@ -122,6 +133,7 @@ local function load_day(st)
     local f = flat[i]
     if f == CONTEXTS then
       raw_ctxs = flat[i + 1]
+    elseif f == 's' then  -- its singles' hint, not an hour
     elseif st.hours[f + 0] == nil then
       st.hours[f + 0] = hour_from(flat[i + 1])
     end
@@ -199,7 +211,28 @@ local function hset_all(key, flat)
   end
 end
 
--- write every changed day back, a new one with its expiry
+-- a single-change activity recorded in the day (recording.lua save_states): its "s" is "1"
+function singles.mark(acts, day)
+  if singles.on and kept_day(day) then day_state(acts, day).single = true end
+end
+
+-- the "s" a day whose changes this call made (none were stored) gets: "1" if the user's
+-- index lists an activity that may have a single change in the day (its first change its
+-- last, the member's score; or a member not of the layout's form), else "0"; nil: none
+-- written (the hint is off, or the user was converted in this call)
+function singles.hint(st)
+  if not singles.on or singles.unhinted[st.acts] then return nil end
+  local idx = string.sub(st.acts, 1, -5) .. 'idx'
+  local start = st.day * 86400
+  local listed = redis.call('ZRANGEBYSCORE', idx, start, start + 86399, 'WITHSCORES')
+  for i = 1, #listed, 2 do
+    local first = string.match(listed[i], '^%d+:[^:]+:[^:]+:(%d+)$')
+    if first == nil or first + 0 == listed[i + 1] + 0 then return '1' end
+  end
+  return '0'
+end
+
+-- write every changed day back, a new one with its expiry, and its singles' hint
 local function save_days()
   for _, key in ipairs(days_touched) do
     local st, flat = days[key], {}
@@ -210,10 +243,19 @@ local function save_days()
       local n = #flat
       flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
     end
+    local hint = st.single and '1' or (#flat > 0 and st.created and singles.hint(st)) or nil
+    if hint == '1' then flat[#flat + 1], flat[#flat + 2] = 's', '1' end
     if #flat > 0 then
       hset_all(key, flat)
+      -- a day read for its singles' mark alone may be new: NX keeps an expiry it has
       local at = changes_expiry(st.day)
-      if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
+      if st.created and at > 0 then
+        redis.call('EXPIREAT', key, at)
+      elseif st.ctxs == nil and at > 0 then
+        redis.call('EXPIREAT', key, at, 'NX')
+      end
+      -- a "1" already there (a single recorded before the day had changes) stays
+      if hint == '0' then redis.call('HSETNX', key, 's', '0') end
     end
   end
   days, days_touched, day_memo = {}, {}, {}

@@ -32,6 +32,7 @@ local last_change = {}
 -- a call's start, once state_ttl is known
 local function recording_begin()
   last_change[1] = nil
+  singles.on, singles.unhinted = true, {}
   activities, touched, users, spans, marks = {}, {}, {}, {}, {}
   REFRESH = math.min(86400, math.floor(state_ttl / 16))
 end
@@ -233,6 +234,7 @@ local function save_states()
       end
       -- its member names its type and first change: the one before goes if they changed
       local s = act.summary
+      if s[R_CHANGES] == 1 then singles.mark(acts, day_of(s[R_FIRST])) end
       if act.old_type and (act.old_type ~= s[R_TYPE] or act.old_first ~= s[R_FIRST]) then
         redis.call('ZREM', act.idx, member_of(act, act.old_type, act.old_first))
       end
