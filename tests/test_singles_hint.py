@@ -65,11 +65,20 @@ def test_a_single_an_earlier_psd_recorded_is_read(redis_client: redis.Redis, sto
     check_singles_hints(redis_client, "{1}:")
 
 
-def test_a_day_with_only_a_single_expires_with_the_minute_retention(
+def test_a_day_of_singles_only_keeps_no_key(redis_client: redis.Redis, store: Store) -> None:
+    """A sparse user's write costs their summary alone: no day for a hint."""
+    store.write_metrics(steps(2, 900), wait=False)
+    store.write_metrics(steps(3, 1500), wait=False)
+    assert not redis_client.exists(DAY_KEY)
+    assert edge_sum(store, 900) == 5 and edge_sum(store, 1500) == 5
+
+
+def test_a_day_made_for_changes_expires_with_the_minute_retention(
     redis_client: redis.Redis,
 ) -> None:
     store = Store(redis_client, Settings(retention_minute=2 * 86400))
     store.write_metrics(steps(2, 900), wait=False)
-    assert redis_client.hgetall(DAY_KEY) == {b"s": b"1"}
+    store.write_metrics(steps(1, 60, 600), wait=False)
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     day_end = HOUR - HOUR % 86400 + 86400
     assert redis_client.expiretime(DAY_KEY) == day_end + 2 * 86400

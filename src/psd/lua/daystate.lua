@@ -10,9 +10,10 @@ local days, days_touched = {}, {}  -- changes key -> its state; keys in order
 -- entry in the day's changes: record.lua) may have that change in the day: "0" none, "1"
 -- maybe. A read of a window skips asking the user's index for singles when every day it
 -- reads says "0" (activities.lua); a day without the field (written by an earlier psd, or
--- by a conversion) is read as "maybe". Only write_metric.lua's calls write it
--- (singles.on): "1" when they record a single in the day, "0" when they make the day's
--- changes and the index lists no possible single in it (singles.hint). One table, as a
+-- by a conversion, or a day of singles only, which has no key) is read as "maybe". Only
+-- write_metric.lua's calls write it (singles.on): "1" when they record a single in a day
+-- with changes, "0" when they make the day's changes and the index lists no possible single
+-- in it (singles.hint). One table, as a
 -- script's chunk has at most 200 locals: on, whether the hint is written (write_metric.lua),
 -- and unhinted, acts key -> true for a user converted in this call (no "0" written).
 local singles = {on = false, unhinted = {}}
@@ -244,17 +245,16 @@ local function save_days()
       flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
     end
     local hint = st.single and '1' or (#flat > 0 and st.created and singles.hint(st)) or nil
-    if hint == '1' then flat[#flat + 1], flat[#flat + 2] = 's', '1' end
+    -- a single's "1" goes only to a day that has changes: a sparse user's day of singles
+    -- keeps no key (none reads as maybe), and its first changes ask the index (singles.hint)
+    if hint == '1' and (#flat > 0 or (st.ctxs == nil and redis.call('EXISTS', key) == 1)
+                        or (st.ctxs ~= nil and not st.created)) then
+      flat[#flat + 1], flat[#flat + 2] = 's', '1'
+    end
     if #flat > 0 then
       hset_all(key, flat)
-      -- a day read for its singles' mark alone may be new: NX keeps an expiry it has
       local at = changes_expiry(st.day)
-      if st.created and at > 0 then
-        redis.call('EXPIREAT', key, at)
-      elseif st.ctxs == nil and at > 0 then
-        redis.call('EXPIREAT', key, at, 'NX')
-      end
-      -- a "1" already there (a single recorded before the day had changes) stays
+      if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
       if hint == '0' then redis.call('HSETNX', key, 's', '0') end
     end
   end
