@@ -73,40 +73,35 @@ def records(client: redis.Redis) -> dict[bytes, object]:
     return out
 
 
-def sums(store: Store, points: list[MetricPoint]) -> list[int]:
-    """Sums around every point: its second, its hour, its day and a week, of every type and
-    of each."""
+def ranges(points: list[MetricPoint]) -> list[tuple[str, int | None, int, int]]:
+    """Ranges around every point: its second, its hour, its day and a week, of its thing,
+    of every type and of each."""
     out = []
     for p in points:
         hour = p.ts2 - p.ts2 % 3600
         day = p.ts2 - p.ts2 % DAY
         spans = [(p.ts2, p.ts2), (hour, hour + 3599), (day, day + DAY - 1)]
         spans += [(day - 3 * DAY, day + 4 * DAY)]
-        for t1, t2 in spans:
-            for atid in (None, 1, 2):
-                out.append(store.sum(1, p.thing, atid, t1, t2))
+        out += [(p.thing, atid, t1, t2) for t1, t2 in spans for atid in (None, 1, 2)]
     return out
+
+
+def sums(store: Store, points: list[MetricPoint]) -> list[int]:
+    """The store's sums of :func:`ranges`."""
+    return [store.sum(1, thing, atid, t1, t2) for thing, atid, t1, t2 in ranges(points)]
 
 
 def brute_sums(points: list[MetricPoint], deltas: list[int]) -> list[int]:
     """:func:`sums` worked out from each point's delta as its write answered it, added at
     its ts2: what the store's sums must be while it keeps every second."""
-    out = []
-    for p in points:
-        hour = p.ts2 - p.ts2 % 3600
-        day = p.ts2 - p.ts2 % DAY
-        spans = [(p.ts2, p.ts2), (hour, hour + 3599), (day, day + DAY - 1)]
-        spans += [(day - 3 * DAY, day + 4 * DAY)]
-        for t1, t2 in spans:
-            for atid in (None, 1, 2):
-                out.append(
-                    sum(
-                        delta
-                        for q, delta in zip(points, deltas, strict=True)
-                        if q.thing == p.thing and t1 <= q.ts2 <= t2 and atid in (None, q.atid)
-                    )
-                )
-    return out
+    return [
+        sum(
+            delta
+            for q, delta in zip(points, deltas, strict=True)
+            if q.thing == thing and t1 <= q.ts2 <= t2 and atid in (None, q.atid)
+        )
+        for thing, atid, t1, t2 in ranges(points)
+    ]
 
 
 def check(redis_url: str, points: list[MetricPoint], short: bool) -> None:
