@@ -5,6 +5,7 @@
 -- activity looked up once, its points after the first appended in one pass, one due owed
 -- to its counters). What a point adds is recorded in memory; recording.lua and counters.lua
 -- write it when the call pays and saves.
+
 -- per call: the logs read, by key (their points, or false: none)
 local pending_read
 
