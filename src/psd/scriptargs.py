@@ -19,13 +19,23 @@ from psd.keys import HOUR_BASE
 class MetricTargetArg(NamedTuple):
     """What the points of one hour of one thing share in write_metric.lua's ``ARGV[1]``:
     sent once a call, not with each point (a call's points mostly share a few: a stream's
-    tick one, a user's day 24)."""
+    tick one, a user's day 24). Flat: a nested list costs the script a table more to unpack
+    (a call of 60 targets 57 µs nested, 32 flat)."""
 
-    children: Sequence[int]  # its year, month, day and hour child (psd/keys.py)
-    expires: list[int]  # when each counter hash expires, 0 = never (psd/retention.py)
+    day: int  # its day child (in its month) and hour child (in its month: psd/keys.py)
+    hour: int
+    #: when each counter hash expires (root, year, month, day), 0 = never (psd/retention.py)
+    expires_root: int
+    expires_year: int
+    expires_month: int
+    expires_day: int
     thing: int
     thing_s: str
-    slots: list[str]  # each child's field of every type: child * 10 + thing
+    #: each counter hash's field of every type: child * 10 + thing (year, month, day, hour)
+    slot_year: str
+    slot_month: str
+    slot_day: str
+    slot_hour: str
     packed: str  # the month's packed field of its hour, every type's (psd/lua/hours.lua)
 
 

@@ -95,9 +95,24 @@ def _metric_keys(target: Target) -> list[str]:
 
 
 def _metric_target_arg(target: Target, expires: list[int], thing: int) -> MetricTargetArg:
-    slots = [str(child * 10 + thing) for child in target.children]
-    packed = packed_field(target.children[3], thing)
-    return MetricTargetArg(target.children, expires, thing, str(thing), slots, packed)
+    year, month, day, hour = (str(child * 10 + thing) for child in target.children)
+    root, in_year, in_month, in_day = expires
+    child_day, child_hour = target.children[2], target.children[3]
+    return MetricTargetArg(
+        child_day,
+        child_hour,
+        root,
+        in_year,
+        in_month,
+        in_day,
+        thing,
+        str(thing),
+        year,
+        month,
+        day,
+        hour,
+        packed_field(child_hour, thing),
+    )
 
 
 _MODES = {"diffadd": "d", "increment": "i"}

@@ -30,8 +30,8 @@ local function typed_slots(t, atid)
   local typed = typed_of[t]
   local fields = typed and typed[atid]
   if fields == nil then
-    local slots, suffix = t[T_SLOTS], ':' .. atid
-    fields = {slots[1] .. suffix, slots[2] .. suffix, slots[3] .. suffix, slots[4] .. suffix}
+    local s, suffix = T_SLOTS, ':' .. atid
+    fields = {t[s] .. suffix, t[s + 1] .. suffix, t[s + 2] .. suffix, t[s + 3] .. suffix}
     if typed == nil then typed_of[t] = {[atid] = fields} else typed[atid] = fields end
   end
   return fields
@@ -88,9 +88,9 @@ local function counters_begin()
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
   for _, h in ipairs(heads) do
     local t = targets[rows[h + H_TARGET]]
-    local expire_at = t[T_EXPIRES][4]
+    local expire_at = t[T_EXPIRES + 3]
     if expire_at == 0 or expire_at > now then
-      local day, month = t[T_CHILDREN][3], KEYS[rows[h + H_K] + 5]
+      local day, month = t[T_DAY], KEYS[rows[h + H_K] + 5]
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
         latest_field[month] = t[T_PACKED]
@@ -144,28 +144,27 @@ end
 -- every type and its twin of the type (root, year and month: each child's hash; the hour:
 -- its day's hash if open, else packed in its month)
 local function owe_due(k, t, atid, delta)
-  local expires, slots, typed = t[T_EXPIRES], t[T_SLOTS], typed_slots(t, atid)
+  local typed = typed_slots(t, atid)
   -- the root holds every year, kept until its newest year's retention ends: always added to
-  local expire_at = expires[1]
+  local expire_at = t[T_EXPIRES]
   local key = KEYS[k + 3]
-  owe(key, slots[1], typed[1], delta, expire_at, true)
+  owe(key, t[T_SLOTS], typed[1], delta, expire_at, true)
   for j = 2, 3 do
-    expire_at = expires[j]
+    expire_at = t[T_EXPIRES + j - 1]
     if expire_at == 0 or expire_at > now then
       key = KEYS[k + 2 + j]
-      owe(key, slots[j], typed[j], delta, expire_at, false)
+      owe(key, t[T_SLOTS + j - 1], typed[j], delta, expire_at, false)
     end
   end
-  expire_at = expires[4]
+  expire_at = t[T_EXPIRES + 3]
   if expire_at ~= 0 and expire_at <= now then return end
-  local children, month = t[T_CHILDREN], KEYS[k + 5]
-  local day = children[3]
+  local month, day = KEYS[k + 5], t[T_DAY]
   if open_after[month] == day or open_before[month] == day then
     key = KEYS[k + 6]
     hour_keys[key] = true
-    owe(key, slots[4], typed[4], delta, expire_at, false)
+    owe(key, t[T_SLOTS + 3], typed[4], delta, expire_at, false)
   else
-    local name, number = t[T_PACKED], hour_number((children[4] - 100) % 24)
+    local name, number = t[T_PACKED], hour_number((t[T_HOUR] - 100) % 24)
     owe_hour(month, name, number, delta)
     owe_hour(month, name .. ':' .. atid, number, delta)
   end
