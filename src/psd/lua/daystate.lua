@@ -13,9 +13,9 @@ local days, days_touched = {}, {}  -- changes key -> its state; keys in order
 -- by a conversion, or a day of singles only, which has no key) is read as "maybe". Only
 -- write_metric.lua's calls write it (singles.on): "1" when they record a single in a day
 -- with changes, "0" when they make the day's changes and the index lists no possible single
--- in it (singles.hint). One table, as a
--- script's chunk has at most 200 locals: on, whether the hint is written (write_metric.lua),
--- and unhinted, acts key -> true for a user converted in this call (no "0" written).
+-- in it (singles.hint). One table, as a script's chunk has at most 200 locals: on, whether
+-- the hint is written (write_metric.lua), and unhinted, acts key -> true for a user
+-- converted in this call (no "0" written).
 local singles = {on = false, unhinted = {}}
 -- the field of each hour (0..23), a string: a number passed to Redis is printed with "%.17g"
 local HOUR_FIELDS = {}
