@@ -185,6 +185,45 @@ def test_a_day_opens_when_dense_and_closes_into_its_month(
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 14 * 3600, MARCH + 2 * DAY + 15 * 3600) == 5
 
 
+def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
+    redis_client: redis.Redis,
+) -> None:
+    """A listpack finds a field by a scan from its first: a month's hash is made again with
+    "o" first, then every type's fields from its latest day (a day's own before its
+    half-days), then each type's, its expiry (the default retention's) kept and its sums
+    unchanged. A month ahead of the server's clock, so that its keys are not yet expired."""
+    clock = LiveClock()
+    store = Store(redis_client, Settings(pending_points=0), clock=clock)  # none waits
+    march, key = MARCH + 365 * DAY, "{5}:m202703"
+
+    def write(day: int, *hours: int, atid: int = 3) -> None:
+        clock.write(
+            store,
+            [
+                MetricPoint("steps", 5, atid, day, 2, ts, ts, "increment")
+                for hour in hours
+                for ts in [march + (day - 1) * DAY + hour * 3600 + 17]
+            ],
+        )
+
+    write(2, 1, 2, 3)  # March 2nd opens: the month is ordered, with nothing closed yet
+    write(1, 20, atid=4)  # late: appended after the order
+    assert set(list(redis_client.hgetall(key))[-4:]) == {b"11", b"11:4", b"h11", b"h11:4"}
+    expiry = redis_client.pexpiretime(key)
+    write(3, 4, 5, 13)  # March 3rd opens, the 2nd closes: ordered again
+    assert list(redis_client.hgetall(key)) == [
+        b"o", b"31", b"21", b"h21", b"11", b"h11",  # every type's: days 3, 2 and 1
+        b"31:3", b"21:3", b"h21:3",  # type 3's
+        b"11:4", b"h11:4",  # type 4's
+    ]  # fmt: skip
+    assert redis_client.hget(key, "o") == b"3"
+    assert redis_client.pexpiretime(key) == expiry > time.time() * 1000
+    assert store.sum(5, "steps", None, march, march + 3 * DAY) == 14
+    assert store.sum(5, "steps", 4, march, march + 3 * DAY) == 2
+    assert store.sum(5, "steps", 3, march + DAY + 2 * 3600, march + 2 * DAY + 5 * 3600) == 6
+    check_layout(redis_client)
+
+
 def test_a_month_s_first_open_day_closes_the_month_before_s(
     redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
@@ -207,7 +246,8 @@ def test_a_month_s_first_open_day_closes_the_month_before_s(
     write((31, 22), (32, 2), (32, 3))  # April 1st opens: March is done with, its 22:00 too
     assert redis_client.hget("{5}:m202604", "o") == b"1"
     assert not redis_client.exists("{5}:d20260331")
-    assert redis_client.hget("{5}:m202603", "o") is None
+    assert redis_client.hget("{5}:m202603", "o") == b"0"  # none open, said first
+    assert list(redis_client.hgetall("{5}:m202603"))[:2] == [b"o", b"311"]
     assert unpack_hours(redis_client.hget("{5}:m202603", "h611")) == {9: 5, 10: 5, 11: 5}
     check_layout(redis_client)
     assert store.sum(5, "steps", None, MARCH + 30 * DAY + 21 * 3600, MARCH + 32 * DAY) == 25
@@ -217,7 +257,12 @@ def test_a_month_s_first_open_day_closes_the_month_before_s(
     # March's open day moves and April's first opens in one call: March ends closed
     write((30, 10), (30, 11), uid=6)
     write((31, 20), (31, 21), (32, 1), (32, 2), uid=6)
-    assert open_days(redis_client) == {"{5}:m202603": 31, "{5}:m202604": 1, "{6}:m202604": 1}
+    assert open_days(redis_client) == {
+        "{5}:m202603": 31,
+        "{5}:m202604": 1,
+        "{6}:m202603": 0,  # none: closed
+        "{6}:m202604": 1,
+    }
     check_layout(redis_client)
     assert store.sum(6, "steps", None, MARCH + 29 * DAY, MARCH + 32 * DAY) == 30
 

@@ -84,19 +84,24 @@ local function hdel_all(key, fields)
   return gone
 end
 
--- drop zero fields (compaction) and hours below `first_kept` (retention); true if emptied
+-- drop zero fields (compaction) and hours below `first_kept` (retention); true if emptied.
+-- A month's "o" of no open day ("0", first: counters.lua's order_month) goes only with
+-- the rest: a read finds it at once, where its absence costs a scan of every field
 local function prune(key, first_kept)
   if not drop_zeros and first_kept == 0 then return false end
   local flat = redis.call('HGETALL', key)
-  local gone = {}
+  local gone, closed = {}, false
   for i = 1, #flat, 2 do
-    local child = child_of(flat[i]) or 0
-    if (drop_zeros and flat[i + 1] == '0') or (child >= HOUR_BASE and child < first_kept) then
-      gone[#gone + 1] = flat[i]
+    local f, child = flat[i], child_of(flat[i]) or 0
+    if f == 'o' and flat[i + 1] == '0' then
+      closed = true
+    elseif (drop_zeros and flat[i + 1] == '0') or (child >= HOUR_BASE and child < first_kept) then
+      gone[#gone + 1] = f
     end
   end
-  hdel_all(key, gone)
   dropped = dropped + #gone
+  if closed and #gone > 0 and (#gone + 1) * 2 == #flat then gone[#gone + 1] = 'o' end
+  hdel_all(key, gone)
   if #gone > 0 and #gone * 2 == #flat then deleted = deleted + 1; return true end
   return false
 end
