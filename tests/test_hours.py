@@ -189,9 +189,8 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
     redis_client: redis.Redis,
 ) -> None:
     """A listpack finds a field by a scan from its first: a month's hash is made again with
-    "o" first, then every type's fields from its latest day (a day's own before its
-    half-days), then each type's, its expiry (the default retention's) kept and its sums
-    unchanged. A month ahead of the server's clock, so that its keys are not yet expired."""
+    "o" first, then every type's days from the latest, then their half-days, then each
+    type's, its expiry (the default retention's) kept and its sums unchanged. A month ahead of the server's clock, so that its keys are not yet expired."""
     clock = LiveClock()
     store = Store(redis_client, Settings(pending_points=0), clock=clock)  # none waits
     march, key = MARCH + 365 * DAY, "{5}:m202703"
@@ -212,15 +211,43 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
     expiry = redis_client.pexpiretime(key)
     write(3, 4, 5, 13)  # March 3rd opens, the 2nd closes: ordered again
     assert list(redis_client.hgetall(key)) == [
-        b"o", b"31", b"21", b"h21", b"11", b"h11",  # every type's: days 3, 2 and 1
-        b"31:3", b"21:3", b"h21:3",  # type 3's
-        b"11:4", b"h11:4",  # type 4's
+        b"o",
+        b"31", b"21", b"11", b"h21", b"h11",  # every type's days 3, 2 and 1, their half-days
+        b"31:3", b"21:3", b"11:4", b"h21:3", b"h11:4",  # those of each type
     ]  # fmt: skip
     assert redis_client.hget(key, "o") == b"3"
     assert redis_client.pexpiretime(key) == expiry > time.time() * 1000
     assert store.sum(5, "steps", None, march, march + 3 * DAY) == 14
     assert store.sum(5, "steps", 4, march, march + 3 * DAY) == 2
     assert store.sum(5, "steps", 3, march + DAY + 2 * 3600, march + 2 * DAY + 5 * 3600) == 6
+    check_layout(redis_client)
+
+
+def test_an_import_s_months_are_ordered_for_reads(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """A month an import has gone on from (a call writes it and a later month of the user;
+    its days are long past: none opens) is ordered as a stream's is; one it has not, or a
+    later month, is left as written."""
+
+    def write(uid: int, days: range) -> None:
+        points = [
+            MetricPoint("steps", uid, 3, day, 1, ts, ts, "increment")
+            for day in days
+            for ts in range(MARCH + (day - 1) * DAY + 7, MARCH + day * DAY, 600)
+        ]
+        store.write_metrics(points)
+
+    write(7, range(28, 33))  # March 28th to April 1st
+    write(8, range(30, 32))  # March 30th and 31st
+    ordered = list(redis_client.hgetall("{7}:m202603"))
+    assert ordered[:4] == [b"o", b"311", b"301", b"291"]
+    assert redis_client.hget("{7}:m202603", "o") == b"0"
+    assert ordered.index(b"h611") < ordered.index(b"h571") < ordered.index(b"311:3")
+    for later in ("{7}:m202604", "{8}:m202603"):
+        assert b"o" not in redis_client.hgetall(later)  # as written
+    assert store.sum(7, "steps", None, MARCH, MARCH + 31 * DAY) == 144 * 4
+    assert store.sum(7, "steps", 3, MARCH + 29 * DAY + 7, MARCH + 30 * DAY + 12 * 3600) == 216
     check_layout(redis_client)
 
 

@@ -127,19 +127,25 @@ local function move_open_days()
   -- A month's hash in the order reads find its fields soonest: a listpack finds a field by a
   -- scan from its first, and reads ask for a few fields each, mostly of recent days, and
   -- for "o" (a closed month: "0", not absent, which would cost a scan of every field). So
-  -- "o" first, then every type's fields day by day from the latest (a day's own field before
-  -- its half-days), then the same of each type, then any other (plain hours of an earlier
-  -- psd) as they were: a 7-day read of a dense month -20% in the server. The hash is made
-  -- again in that order, its expiry kept; one a hashtable, or larger than 1,024 fields,
-  -- finds a field without a scan and is left as it is. Done when a month's open day moves
-  -- (once a day a stream) and to the month before when a month opens its first day. (A
-  -- local of this function: write_metric.lua's main chunk is at Lua's 200 locals.)
+  -- "o" first, then every type's days from the latest, then their half-days from the
+  -- latest, then the same of each type, then any other (plain hours of an earlier psd) as
+  -- they were: the days a 30-day read subtracts from its first month's total are then
+  -- within its first 31 fields, and a 7-day read's too. The hash is made again in that
+  -- order, its expiry kept; one a hashtable, or larger than 1,024 fields, finds a field
+  -- without a scan and is left as it is. Done when a month's open day moves (once a day a
+  -- stream), to the month before when a month opens its first day, and to a month a call
+  -- writes with a later one of the same user (an import's, whose older days never open,
+  -- once it has gone on to the next month); once a call. (A local of this function:
+  -- write_metric.lua's main chunk is at Lua's 200 locals.)
+  local ordered = {}
   local function order_month(month, open)
+    if ordered[month] then return end
+    ordered[month] = true
     local flat = redis.call('HGETALL', month)
     if #flat == 0 or #flat > 2048 then return end
     local encoding = redis.call('OBJECT', 'ENCODING', month)
     if encoding ~= 'listpack' and encoding ~= 'ziplist' then return end
-    -- by bucket: 2 * day + 1 a day's own fields, 2 * day its half-days; those of a type + 64
+    -- by bucket: a day's own fields at day, its half-days at 32 + day; those of a type + 64
     local buckets, rest = {}, {}
     for i = 1, #flat, 2 do
       local f = flat[i]
@@ -149,9 +155,9 @@ local function move_open_days()
       if f == 'o' then
         b = false
       elseif string.byte(f, 1) == 104 then  -- 'h': a packed half-day
-        b = 2 * math.floor(string.sub(head, 2) / 20 + 1)
+        b = 33 + math.floor(string.sub(head, 2) / 20)
       elseif tonumber(head) and head + 0 < 320 then  -- a day's own field (slot = day * 10 + thing)
-        b = 2 * math.floor(head / 10) + 1
+        b = math.floor(head / 10)
       end
       if b then
         if colon then b = b + 64 end
@@ -164,9 +170,11 @@ local function move_open_days()
       end
     end
     local args = {'o', open}
-    for n = 127, 0, -1 do  -- every type's fields (buckets 63 to 0), then each type's
-      local list = buckets[n >= 64 and n - 64 or n + 64]
-      if list then for j = 1, #list do args[#args + 1] = list[j] end end
+    for base = 0, 96, 32 do
+      for day = 31, 1, -1 do
+        local list = buckets[base + day]
+        if list then for j = 1, #list do args[#args + 1] = list[j] end end
+      end
     end
     for j = 1, #rest do args[#args + 1] = rest[j] end
     local expire_at = redis.call('PEXPIRETIME', month)
@@ -188,7 +196,23 @@ local function move_open_days()
     local open = redis.call('HGET', last, 'o')
     if open ~= '0' then  -- not ordered since it closed
       if open then close_day(last, open + 0) end
-      order_month(last, '0')
+      if ordered[last] then  -- its open day moved in this call too
+        redis.call('HSET', last, 'o', '0')
+      else
+        order_month(last, '0')
+      end
+    end
+  end
+  local written, latest = {}, {}  -- the months the call wrote; by user, their latest
+  for _, h in ipairs(heads) do
+    local month = KEYS[rows[h + H_K] + 5]
+    local user = string.sub(month, 1, -7)
+    written[month] = true
+    if (latest[user] or '') < month then latest[user] = month end
+  end
+  for month in pairs(written) do
+    if month < latest[string.sub(month, 1, -7)] and not ordered[month] then
+      order_month(month, redis.call('HGET', month, 'o') or '0')
     end
   end
 end
