@@ -249,6 +249,10 @@ def test_an_import_s_months_are_ordered_for_reads(
     assert store.sum(7, "steps", None, MARCH, MARCH + 31 * DAY) == 144 * 4
     assert store.sum(7, "steps", 3, MARCH + 29 * DAY + 7, MARCH + 30 * DAY + 12 * 3600) == 216
     check_layout(redis_client)
+    late = MARCH + 4 * DAY + 7, MARCH + 32 * DAY + 7  # March 5th with April 2nd, one call
+    store.write_metrics([MetricPoint("steps", 7, 3, 40, 1, ts, ts, "increment") for ts in late])
+    fields = list(redis_client.hgetall("{7}:m202603"))  # ordered once: not again
+    assert fields[0] == b"o" and fields.index(b"51") > fields.index(b"h571:3")
 
 
 def test_a_month_s_first_open_day_closes_the_month_before_s(

@@ -134,8 +134,8 @@ local function move_open_days()
   -- order, its expiry kept; one a hashtable, or larger than 1,024 fields, finds a field
   -- without a scan and is left as it is. Done when a month's open day moves (once a day a
   -- stream), to the month before when a month opens its first day, and to a month a call
-  -- writes with a later one of the same user (an import's, whose older days never open,
-  -- once it has gone on to the next month); once a call. (A local of this function:
+  -- writes with a later one of the same user, when it has never been (an import's, whose
+  -- older days never open, once it has gone on to the next month); once a call. (A local of this function:
   -- write_metric.lua's main chunk is at Lua's 200 locals.)
   local ordered = {}
   local function order_month(month, open)
@@ -210,9 +210,11 @@ local function move_open_days()
     written[month] = true
     if (latest[user] or '') < month then latest[user] = month end
   end
-  for month in pairs(written) do
-    if month < latest[string.sub(month, 1, -7)] and not ordered[month] then
-      order_month(month, redis.call('HGET', month, 'o') or '0')
+  for month in pairs(written) do  -- once: a month ordered before says "o" (a late point
+    -- to it mostly adds to fields it has, where they are)
+    if month < latest[string.sub(month, 1, -7)] and not ordered[month]
+       and not redis.call('HGET', month, 'o') then
+      order_month(month, '0')
     end
   end
 end
