@@ -45,8 +45,12 @@ def open_days(client: redis.Redis) -> dict[str, int]:
 
 
 def check_layout(client: redis.Redis) -> None:
-    """Every day's hash is its month's open day; every packed field unpacks to hours."""
+    """Every day's hash is its month's open day, and every open day has its hash; every
+    packed field unpacks to hours."""
     opened = open_days(client)
+    for month, day in opened.items():
+        if day:
+            assert client.exists(f"{month.replace('m', 'd')}{day:02d}"), (month, day)
     for raw in client.scan_iter(match="{*}:*d[0-9]*", _type="hash"):
         key = raw.decode()
         found = re.fullmatch(r"(\{\d+\}:t?)d(\d{6})(\d\d)", key)
@@ -190,10 +194,13 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
 ) -> None:
     """A listpack finds a field by a scan from its first: a month's hash is made again with
     "o" first, then every type's days from the latest, then their half-days, then each
-    type's, its expiry (the default retention's) kept and its sums unchanged. A month ahead of the server's clock, so that its keys are not yet expired."""
+    type's, its expiry (the default retention's) kept and its sums unchanged. The month
+    is two ahead of the server's clock, so that its keys are not yet expired."""
     clock = LiveClock()
     store = Store(redis_client, Settings(pending_points=0), clock=clock)  # none waits
-    march, key = MARCH + 365 * DAY, "{5}:m202703"
+    year, month = divmod(time.gmtime().tm_year * 12 + time.gmtime().tm_mon + 1, 12)
+    start = calendar.timegm((year, month + 1, 1, 0, 0, 0))
+    key = f"{{5}}:m{year:04d}{month + 1:02d}"
 
     def write(day: int, *hours: int, atid: int = 3) -> None:
         clock.write(
@@ -201,7 +208,7 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
             [
                 MetricPoint("steps", 5, atid, day, 2, ts, ts, "increment")
                 for hour in hours
-                for ts in [march + (day - 1) * DAY + hour * 3600 + 17]
+                for ts in [start + (day - 1) * DAY + hour * 3600 + 17]
             ],
         )
 
@@ -217,15 +224,13 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
     ]  # fmt: skip
     assert redis_client.hget(key, "o") == b"3"
     assert redis_client.pexpiretime(key) == expiry > time.time() * 1000
-    assert store.sum(5, "steps", None, march, march + 3 * DAY) == 14
-    assert store.sum(5, "steps", 4, march, march + 3 * DAY) == 2
-    assert store.sum(5, "steps", 3, march + DAY + 2 * 3600, march + 2 * DAY + 5 * 3600) == 6
+    assert store.sum(5, "steps", None, start, start + 3 * DAY) == 14
+    assert store.sum(5, "steps", 4, start, start + 3 * DAY) == 2
+    assert store.sum(5, "steps", 3, start + DAY + 2 * 3600, start + 2 * DAY + 5 * 3600) == 6
     check_layout(redis_client)
 
 
-def test_an_import_s_months_are_ordered_for_reads(
-    redis_client: redis.Redis, store: Store
-) -> None:
+def test_an_import_s_months_are_ordered_for_reads(redis_client: redis.Redis, store: Store) -> None:
     """A month an import has gone on from (a call writes it and a later month of the user;
     its days are long past: none opens) is ordered as a stream's is; one it has not, or a
     later month, is left as written."""
@@ -253,6 +258,53 @@ def test_an_import_s_months_are_ordered_for_reads(
     store.write_metrics([MetricPoint("steps", 7, 3, 40, 1, ts, ts, "increment") for ts in late])
     fields = list(redis_client.hgetall("{7}:m202603"))  # ordered once: not again
     assert fields[0] == b"o" and fields.index(b"51") > fields.index(b"h571:3")
+
+
+def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
+    redis_client: redis.Redis, live: tuple[Store, LiveClock]
+) -> None:
+    """A hashtable finds a field without a scan: a month past hash-max-listpack-entries is
+    not made again, but its "o" says when no day is open, and an import's is looked at
+    once."""
+    store, clock = live
+    limit = redis_client.config_get("hash-max-listpack-entries")["hash-max-listpack-entries"]
+    redis_client.config_set("hash-max-listpack-entries", 2)
+    try:
+
+        def write(uid: int, *points: tuple[int, int]) -> None:  # (day from March 1st, hour)
+            clock.write(
+                store,
+                [
+                    MetricPoint("steps", uid, 3, day, 5, ts, ts, "increment")
+                    for day, hour in points
+                    for ts in [MARCH + (day - 1) * DAY + hour * 3600 + 17]
+                ],
+            )
+
+        write(5, (31, 20), (31, 21))  # March 31st opens
+        assert redis_client.object("encoding", "{5}:m202603") == b"hashtable"
+        write(5, (32, 1), (32, 2))  # April 1st opens: March 31st closes
+        assert redis_client.hget("{5}:m202603", "o") == b"0"
+        assert not redis_client.exists("{5}:d20260331")
+        check_layout(redis_client)
+        assert store.sum(5, "steps", None, MARCH, MARCH + 32 * DAY) == 20
+        clock.now = MARCH + 40 * DAY  # an import: no day opens
+        store.write_metrics(
+            [
+                MetricPoint("steps", 6, 3, 1, 1, ts, ts, "increment")
+                for ts in range(MARCH + 20 * DAY + 7, MARCH + 33 * DAY, 3600)
+            ]
+        )
+        assert redis_client.hget("{6}:m202603", "o") == b"0"
+        before = redis_client.info("commandstats")["cmdstat_hgetall"]["calls"]
+        ts = MARCH + 30 * DAY + 99  # March 31st with April 3rd: March is not read again
+        store.write_metrics(
+            [MetricPoint("steps", 6, 3, 2, 1, t, t, "increment") for t in (ts, ts + 3 * DAY)]
+        )
+        assert redis_client.info("commandstats")["cmdstat_hgetall"]["calls"] == before
+        assert store.sum(6, "steps", None, MARCH, MARCH + 33 * DAY) == 13 * 24 + 1
+    finally:
+        redis_client.config_set("hash-max-listpack-entries", limit)
 
 
 def test_a_month_s_first_open_day_closes_the_month_before_s(

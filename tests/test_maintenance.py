@@ -155,7 +155,7 @@ def test_compaction_keeps_a_closed_month_s_open_day_field_unless_the_month_empti
         assert b"0" in redis_client.hvals(key)
     run(store, "compaction")
     kept = redis_client.hgetall(f"{{8}}:m{stamp(ts, '%Y%m')}")
-    assert list(kept.items())[0] == (b"o", b"0")
+    assert next(iter(kept.items())) == (b"o", b"0")
     assert b"0" not in list(kept.values())[1:]
     assert not redis_client.exists(f"{{9}}:m{stamp(ts, '%Y%m')}")
     assert store.sum(8, "steps", None, ts, ts + 30) == 4

@@ -132,19 +132,24 @@ local function move_open_days()
   -- they were: the days a 30-day read subtracts from its first month's total are then
   -- within its first 31 fields, and a 7-day read's too. The hash is made again in that
   -- order, its expiry kept; one a hashtable, or larger than 1,024 fields, finds a field
-  -- without a scan and is left as it is. Done when a month's open day moves (once a day a
-  -- stream), to the month before when a month opens its first day, and to a month a call
-  -- writes with a later one of the same user, when it has never been (an import's, whose
-  -- older days never open, once it has gone on to the next month); once a call. (A local of this function:
-  -- write_metric.lua's main chunk is at Lua's 200 locals.)
+  -- without a scan and is left as it is (its "o" set all the same). Done when a month's
+  -- open day moves (once a day a stream), to the month before when a month opens its first
+  -- day, and to a month a call writes with a later one of the same user, when it has never
+  -- been (an import's, whose older days never open, once it has gone on to the next
+  -- month); once a call. (A local of this function: write_metric.lua's main chunk is at
+  -- Lua's 200 locals.)
   local ordered = {}
   local function order_month(month, open)
     if ordered[month] then return end
     ordered[month] = true
-    local flat = redis.call('HGETALL', month)
-    if #flat == 0 or #flat > 2048 then return end
     local encoding = redis.call('OBJECT', 'ENCODING', month)
-    if encoding ~= 'listpack' and encoding ~= 'ziplist' then return end
+    if not encoding then return end  -- no hash
+    if (encoding ~= 'listpack' and encoding ~= 'ziplist') or redis.call('HLEN', month) > 1024
+    then  -- left as it is, but says its open day ("0": it is not looked at again)
+      redis.call('HSET', month, 'o', open)
+      return
+    end
+    local flat = redis.call('HGETALL', month)
     -- by bucket: a day's own fields at day, its half-days at 32 + day; those of a type + 64
     local buckets, rest = {}, {}
     for i = 1, #flat, 2 do
@@ -196,11 +201,8 @@ local function move_open_days()
     local open = redis.call('HGET', last, 'o')
     if open ~= '0' then  -- not ordered since it closed
       if open then close_day(last, open + 0) end
-      if ordered[last] then  -- its open day moved in this call too
-        redis.call('HSET', last, 'o', '0')
-      else
-        order_month(last, '0')
-      end
+      ordered[last] = nil  -- again if its open day moved in this call: the day closed since
+      order_month(last, '0')
     end
   end
   local written, latest = {}, {}  -- the months the call wrote; by user, their latest
