@@ -14,6 +14,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
 from psd import maintenance
 from psd.breakdown import breakdown
@@ -267,8 +268,19 @@ def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
     not made again, but its "o" says when no day is open, and an import's is looked at
     once."""
     store, clock = live
-    limit = redis_client.config_get("hash-max-listpack-entries")["hash-max-listpack-entries"]
-    redis_client.config_set("hash-max-listpack-entries", 2)
+    name = "hash-max-listpack-entries"
+    servers = (
+        [redis_client.get_redis_connection(node) for node in redis_client.get_primaries()]
+        if isinstance(redis_client, RedisCluster)
+        else [redis_client]
+    )
+    limits = [server.config_get(name)[name] for server in servers]
+    for server in servers:
+        server.config_set(name, 2)
+
+    def hgetalls() -> int:
+        return sum(s.info("commandstats")["cmdstat_hgetall"]["calls"] for s in servers)
+
     try:
 
         def write(uid: int, *points: tuple[int, int]) -> None:  # (day from March 1st, hour)
@@ -296,15 +308,16 @@ def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
             ]
         )
         assert redis_client.hget("{6}:m202603", "o") == b"0"
-        before = redis_client.info("commandstats")["cmdstat_hgetall"]["calls"]
+        before = hgetalls()
         ts = MARCH + 30 * DAY + 99  # March 31st with April 3rd: March is not read again
         store.write_metrics(
             [MetricPoint("steps", 6, 3, 2, 1, t, t, "increment") for t in (ts, ts + 3 * DAY)]
         )
-        assert redis_client.info("commandstats")["cmdstat_hgetall"]["calls"] == before
+        assert hgetalls() == before
         assert store.sum(6, "steps", None, MARCH, MARCH + 33 * DAY) == 13 * 24 + 1
     finally:
-        redis_client.config_set("hash-max-listpack-entries", limit)
+        for server, limit in zip(servers, limits, strict=True):
+            server.config_set(name, limit)
 
 
 def test_a_month_s_first_open_day_closes_the_month_before_s(
