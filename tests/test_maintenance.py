@@ -137,31 +137,6 @@ def test_zero_fields_left_by_corrections_are_dropped(
     assert redis_client.expiretime(key) > 0  # compaction leaves expiry alone
 
 
-def test_compaction_keeps_a_closed_month_s_open_day_field_unless_the_month_empties(
-    redis_client: redis.Redis, store: Store
-) -> None:
-    """A closed month says so first ("o" = "0": psd/lua/counters.lua's order_month), which
-    a read finds at once; compaction drops it only with the month's last counter."""
-    ts = NOW - 2 * DAY
-    ts -= ts % 3600
-    for uid, later in ((8, 4), (9, 0)):  # user 9's sums all corrected to 0
-        store.write_metric(MetricPoint("steps", uid, 2, 1, 5, ts, ts + 10))
-        store.write_metric(MetricPoint("steps", uid, 2, 1, later, ts, ts + 20))
-        key = f"{{{uid}}}:m{stamp(ts, '%Y%m')}"
-        fields, expiry = redis_client.hgetall(key), redis_client.pexpiretime(key)
-        redis_client.delete(key)  # made again closed, as the write script orders a month
-        redis_client.hset(key, mapping={b"o": b"0", **fields})
-        redis_client.pexpireat(key, expiry)
-        assert b"0" in redis_client.hvals(key)
-    run(store, "compaction")
-    kept = redis_client.hgetall(f"{{8}}:m{stamp(ts, '%Y%m')}")
-    assert next(iter(kept.items())) == (b"o", b"0")
-    assert b"0" not in list(kept.values())[1:]
-    assert not redis_client.exists(f"{{9}}:m{stamp(ts, '%Y%m')}")
-    assert store.sum(8, "steps", None, ts, ts + 30) == 4
-    assert store.sum(9, "steps", None, ts, ts + 30) == 0
-
-
 def test_old_changes_are_not_kept_and_updates_needing_them_are_stale(
     redis_client: redis.Redis, store: Store
 ) -> None:
