@@ -121,8 +121,7 @@ end
 -- the open days moved; a month's first open day also closes the month before's (a stream
 -- has moved on: the day's hash would stay until it expires, and every read of its hours
 -- ask it too). Its hours this call added are in it, paid: they are packed with the rest.
--- Each month whose open day moved, and the month before one that opened its first, is
--- ordered for reads (order_month).
+-- Then months are ordered for reads (order_month, below).
 local function move_open_days()
   -- A month's hash in the order reads find its fields soonest: a listpack finds a field by a
   -- scan from its first, and reads ask for a few fields each, mostly of recent days, and
