@@ -14,6 +14,7 @@ from psd.batching import (
     WRITE_BATCH,
     _interleaved_units,
     _units,
+    part_names,
     plan_calls,
 )
 from psd.config import Settings
@@ -58,6 +59,27 @@ def test_a_delivery_for_one_record_never_spans_calls(
         ):
             assert call_of[i] == call_of[j]
             assert plan.calls[call_of[i]].index(i) < plan.calls[call_of[j]].index(j)
+
+
+@given(
+    st.lists(st.sampled_from("abc"), max_size=3 * WRITE_BATCH),
+    st.sampled_from(["", "d1", OWN_DELIVERY + "w"]),
+    st.sampled_from([WRITE_BATCH, 150, 1]),
+)
+def test_one_delivery_s_parts_are_named_by_each_record_s_count(
+    records: list[str], delivery: str, own_part: int
+) -> None:
+    """A record's k-th point of a delivery is in its part k // size (the first unnumbered),
+    named run by run as point by point."""
+    size = own_part if delivery[:1] == OWN_DELIVERY else WRITE_BATCH
+    seen: dict[str, int] = {}
+    expected = []
+    for record in records:
+        k = seen[record] = seen.get(record, -1) + 1
+        expected.append(
+            "" if not delivery else f"{delivery}#{k // size}" if k >= size else delivery
+        )
+    assert part_names(records, [delivery] * len(records), own_part) == expected
 
 
 @given(

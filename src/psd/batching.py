@@ -23,6 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 #: Points of one delivery for one record that share a call (a delivery part: see above), and
 #: the points a call of many records takes (``CALL_BUDGET``).
@@ -149,16 +150,23 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str], own_part: int
 
 
 def _one_delivery_names(records: Sequence[str], delivery: str, own_part: int) -> list[str]:
-    """:func:`_part_names` of points that all came in ``delivery``."""
+    """:func:`_part_names` of points that all came in ``delivery``, a run of one record's
+    points at a time (a bulk load's user's days: a name a point cost a tenth of the
+    Python a point of it took)."""
     if not delivery:
         return [""] * len(records)
     size = own_part if delivery[0] == OWN_DELIVERY else WRITE_BATCH
     position: dict[str, int] = {}  # record -> its points so far
     names: list[str] = []
-    for record in records:
+    for record, run in groupby(records):
+        count = len(list(run))
         seen = position.get(record, 0)
-        position[record] = seen + 1
-        names.append(f"{delivery}#{seen // size}" if seen >= size else delivery)
+        position[record] = seen + count
+        while count:
+            part = seen // size
+            take = min(count, (part + 1) * size - seen)
+            names += [f"{delivery}#{part}" if part else delivery] * take
+            seen, count = seen + take, count - take
     return names
 
 

@@ -51,6 +51,13 @@ __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResul
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
 
 
+def _prefixes(uids: list[int]) -> list[str]:
+    """Each user's key prefix (:func:`psd.keys.metric_prefix`), made once a user: a bulk
+    load's points are a few users' days."""
+    made = {uid: metric_prefix(uid) for uid in set(uids)}
+    return list(map(made.__getitem__, uids))
+
+
 class Store(Reads):
     """psd's data in one Redis (or Valkey) server."""
 
@@ -230,7 +237,7 @@ class Store(Reads):
             deliveries,
             all_or_nothing,
             instants=[p.ts2 for p in points],
-            records=[metric_prefix(p.uid) for p in points],
+            records=_prefixes([p.uid for p in points]),
             resent=[p.mode == "increment" for p in points],
             waiting=self.settings.pending_points if wait else 0,
             ahead=ahead,
