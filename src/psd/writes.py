@@ -175,13 +175,22 @@ def _metric_args(
     rows: list[Any] = []
     at = -1  # where the open run's count is: a run of increments, else -1
     run: tuple[Any, ...] = ()  # what its points share: aid, atid, place, delivery
+    # the point before's record, hour + thing, place, delivery key and its number: a bulk
+    # load's points come a user's hour (six or more) and a delivery part (400) at a time
+    record_before, hour_before, placed, name_before, delivery = None, -1, (0, 0), None, 0
     for i in indexes:
         p, ts = points[i], instants[i]
         thing, record = p.thing_id, records[i]
-        placed = known.get((record, ts - ts % 3600 + thing)) or places.add(record, ts, thing)
-        delivery = sent.get(deliveries[i])
-        if delivery is None:
-            delivery = sent[deliveries[i]] = len(sent)
+        hour_thing = ts - ts % 3600 + thing
+        if hour_thing != hour_before or record is not record_before:
+            placed = known.get((record, hour_thing)) or places.add(record, ts, thing)
+            record_before, hour_before = record, hour_thing
+        name = deliveries[i]
+        if name is not name_before:
+            number = sent.get(name)
+            if number is None:
+                number = sent[name] = len(sent)
+            name_before, delivery = name, number
         if p.mode != "increment":
             rows += ("d", str(p.aid), str(p.atid), placed[0], delivery, placed[1], 1)
             rows += (p.value, p.ts1, p.ts2)
