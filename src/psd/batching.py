@@ -150,9 +150,9 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str], own_part: int
 
 
 def _one_delivery_names(records: Sequence[str], delivery: str, own_part: int) -> list[str]:
-    """:func:`_part_names` of points that all came in ``delivery``, a run of one record's
-    points at a time (a bulk load's user's days: a name a point cost a tenth of the
-    Python a point of it took)."""
+    """:func:`_part_names` of points that all came in ``delivery``, named a run of one
+    record's points at a time: a bulk load sends a user's days together, and naming its
+    points one by one took a tenth of the Python a bulk point cost."""
     if not delivery:
         return [""] * len(records)
     size = own_part if delivery[0] == OWN_DELIVERY else WRITE_BATCH
