@@ -14,7 +14,9 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
+from psd import scriptcall
 from psd.config import Settings
+from psd.connect import send_call
 from psd.errors import StoreError
 from psd.keys import count_plan, count_prefix, metric_prefix, read_plan
 from psd.model import MetricPoint
@@ -121,8 +123,8 @@ def test_clients_it_cannot_call_go_through_redis_py(server: redis.Redis) -> None
 
 
 def test_a_connection_the_server_closed_is_opened_again(server: redis.Redis) -> None:
-    """Without retries, as the embedded server's clients are: the pool's check, not a retry,
-    finds the closed connection, as when redis-py hands one out."""
+    """Without retries, as the embedded server's clients are: the call finds the closed
+    connection, opens it again and is sent again."""
     url = "redis://{host}:{port}/{db}".format(**server.connection_pool.connection_kwargs)
     client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
     store = Store(client, Settings())
@@ -131,6 +133,29 @@ def test_a_connection_the_server_closed_is_opened_again(server: redis.Redis) -> 
     server.client_kill_filter(_type="normal", skipme=True)
     assert store.sum(5, "steps", None, NOW - 3600, NOW) == 9
     client.close()
+
+
+def test_a_call_cut_short_leaves_no_reply_for_the_next(
+    server: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception raised between a call's sending and its reply (a Celery task's time
+    limit, an interrupt) must not leave that reply for the next call on the connection."""
+    store = Store(server, Settings())
+    points = [(5, 1, 9), (6, 2, 4)]
+    store.write_metrics(
+        [MetricPoint("steps", u, 3, a, v, NOW - 60, NOW - 60) for u, a, v in points]
+    )
+    assert store.sum(5, "steps", None, NOW - 3600, NOW) == 9  # a connection kept idle
+
+    def cut_short(conn: object, command: tuple[object, ...]) -> None:
+        send_call(conn, command)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scriptcall, "_round_trip", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        store.sum(5, "steps", None, NOW - 3600, NOW)
+    monkeypatch.undo()
+    assert store.sum(6, "steps", None, NOW - 3600, NOW) == 4
 
 
 def test_a_server_gone_is_a_store_error(server: redis.Redis) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 from psd.connect import process_id, send_call
 from psd.scripts import Function
@@ -70,41 +70,43 @@ class ScriptCaller:
             command = (script.command, script.library.function, len(keys), *keys, *args)
         else:
             command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        conn = self._take()
+        conn, idle = self._take()
         try:
-            return conn.retry.call_with_retry(
-                lambda: _round_trip(conn, command), lambda _error: conn.disconnect()
-            )
+            try:
+                return conn.retry.call_with_retry(
+                    lambda: _round_trip(conn, command), lambda _error: conn.disconnect()
+                )
+            except ConnectionError:
+                if not idle:
+                    raise
+                # an idle connection the server closed meanwhile (its client timeout, a
+                # restart): what went out on it ran nothing; opened again, sent again once
+                conn.disconnect()
+                return _round_trip(conn, command)
         except NoScriptError:
             pass  # a whole reply: the connection is in step
         except ResponseError as exc:
             if not Function.unknown(exc):
                 raise
+        except BaseException:
+            # cut short (a task's time limit or an interrupt raised between the sending and
+            # the reply): a reply may wait unread, which the next call would take for its own
+            conn.disconnect()
+            raise
         finally:
             self.idle.append(conn)
         return script(keys, args, client=self.client)  # type: ignore[arg-type]
 
-    def _take(self) -> Any:
-        """An idle connection, checked as the pool checks one it hands out (opened again if
-        the server closed it or a reply is waiting unread), or a new one from the pool. A
-        forked process leaves its parent's connections alone."""
+    def _take(self) -> tuple[Any, bool]:
+        """A connection, and whether it was idle here: an idle one is used as it is, not
+        checked first (the pool's check is a system call a call, a tenth of a one-user
+        read's CPU in the client); one the server closed meanwhile is found by the call,
+        which then opens it again (:meth:`__call__`). A forked process leaves its parent's
+        connections alone."""
         if self.pid != process_id():
             self.idle.clear()  # in place: the finalizer gives back this list
             self.pid = process_id()
         try:
-            conn = self.idle.pop()
+            return self.idle.pop(), True
         except IndexError:
-            return self.pool.get_connection()  # type: ignore[union-attr]
-        try:
-            conn.connect()  # at once when it is open
-            try:
-                stale = conn.can_read()
-            except (ConnectionError, TimeoutError, OSError):
-                stale = True
-            if stale:
-                conn.disconnect()
-                conn.connect()
-        except BaseException:
-            self.idle.append(conn)  # closed: the next call opens it
-            raise
-        return conn
+            return self.pool.get_connection(), False  # type: ignore[union-attr]
