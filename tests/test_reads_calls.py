@@ -5,6 +5,7 @@ connections the server closed opened again, each thread and process on its own).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -16,7 +17,7 @@ from redis.retry import Retry
 
 from psd import scriptcall
 from psd.config import Settings
-from psd.connect import send_call
+from psd.connect import client_from_url, send_call
 from psd.errors import StoreError
 from psd.keys import count_plan, count_prefix, metric_prefix, read_plan
 from psd.model import MetricPoint
@@ -156,6 +157,30 @@ def test_a_call_cut_short_leaves_no_reply_for_the_next(
         store.sum(5, "steps", None, NOW - 3600, NOW)
     monkeypatch.undo()
     assert store.sum(6, "steps", None, NOW - 3600, NOW) == 4
+
+
+def test_a_call_that_times_out_is_not_sent_again() -> None:
+    """A call on an idle connection that the server does not answer in time fails once: it
+    is not taken for a connection the server closed, sent again on a new one and waited out
+    again (a stopped server still takes connections; none is opened while it is stopped)."""
+    from psd.embedded import EmbeddedServer, server_binary
+
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as stopped:
+        client = client_from_url(stopped.url, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+        store = Store(client, Settings())
+        assert store.sum(5, "steps", None, NOW - 3600, NOW) == 0  # a connection kept idle
+        watch = redis.Redis.from_url(stopped.url)
+        opened = watch.info("stats")["total_connections_received"]
+        assert stopped.process is not None
+        os.kill(stopped.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreError):
+                store.sum(5, "steps", None, NOW - 3600, NOW)
+        finally:
+            os.kill(stopped.process.pid, signal.SIGCONT)
+        time.sleep(0.2)  # the server takes any connection made while it was stopped
+        assert watch.info("stats")["total_connections_received"] == opened
+        client.close()
 
 
 def test_a_server_gone_is_a_store_error(server: redis.Redis) -> None:

@@ -35,6 +35,18 @@ def _round_trip(conn: Any, command: tuple[Any, ...]) -> Any:
     return conn.read_response()
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a connection's error is its socket's timeout (psd.connect.
+    KernelTimeoutConnection: the kernel's ``EAGAIN``), which a call sent again would wait
+    out again, not a connection found closed."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BlockingIOError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _give_back(pool: Any, idle: list[Any]) -> None:
     """Return a dropped caller's connections to the pool they came from (the pool keeps
     none of another process's)."""
@@ -76,8 +88,8 @@ class ScriptCaller:
                 return conn.retry.call_with_retry(
                     lambda: _round_trip(conn, command), lambda _error: conn.disconnect()
                 )
-            except ConnectionError:
-                if not idle:
+            except ConnectionError as exc:
+                if not idle or _timed_out(exc):
                     raise
                 # an idle connection the server closed meanwhile (its client timeout, a
                 # restart): what went out on it ran nothing; opened again, sent again once
