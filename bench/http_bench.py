@@ -1,7 +1,7 @@
 """HTTP benchmark of psd web against the 2016 Go service: the reference wrk workload, run
 unchanged against both in the same run.
 
-    python bench/http_bench.py --reference DIR --go BINARY [--server granian --workers 2] \
+    python bench/http_bench.py --reference DIR --go BINARY [--server granian --workers N] \
         [--runs N] [--repeat R] [--out r.json] [-- EXTRA SERVER ARGS]
     python bench/http_bench.py --reference DIR --server gunicorn --workers 2 --write-secs 10 \
         --query-secs 8 -- --worker-class gthread --threads 4      # psd alone
@@ -52,6 +52,7 @@ from typing import Any
 import redis
 
 from psd.cli.main import server_command
+from psd.config import web_workers
 from psd.embedded import free_port, server_binary
 
 ROUTES = ["write", "query 5s", "query 1d", "query 30d", "query 6y", "mumt 100x3 30d"]
@@ -283,7 +284,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--server", choices=["granian", "gunicorn"], default="granian")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0, help="0: psd's default")
     ap.add_argument("--go", type=Path, help="the Go service's binary (or its directory)")
     ap.add_argument("--runs", type=int, default=1, help="psd/Go pairs, alternating")
     ap.add_argument("--repeat", type=int, default=1, help="bench.py --runs: each wrk step R times")
@@ -314,7 +315,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="psd-http-bench-"))
     out = Path(args.out) if args.out else work / "results.json"
     redis_bin = server_binary(prefer_path=args.redis == "path")
-    label = args.label or " ".join([args.server, f"w{args.workers}", *extra])
+    label = args.label or " ".join([args.server, f"w{web_workers(args.workers)}", *extra])
     bench = [
         sys.executable,
         str(args.reference / "bench.py"),

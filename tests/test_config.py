@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,14 @@ def test_every_setting_is_documented() -> None:
     assert config_page.PAGE.read_text() == config_page.render(), (
         "docs/configuration.md differs from psd.config.Settings: run python -m tests.config_page"
     )
+
+
+def test_web_workers_default_to_one_per_cpu_and_one_more() -> None:
+    from psd.cli.main import server_command
+    from psd.config import web_workers
+
+    assert web_workers(0) == (os.cpu_count() or 1) + 1
+    assert web_workers(4) == 4
+    for server in ("granian", "gunicorn"):
+        command = server_command(server, "127.0.0.1:8000", 0)
+        assert command[command.index("--workers") + 1] == str(web_workers(0))

@@ -28,7 +28,7 @@ from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
 from psd.cli.up import FLOWER_BIND, masked, stop_signals_unwind, store
 from psd.cli.up import run as run_up
-from psd.config import Settings, load_settings
+from psd.config import Settings, load_settings, web_workers
 from psd.errors import InvalidInput, StoreError
 from psd.lifetime import become, die_with_parent
 from psd.store import Store
@@ -66,7 +66,7 @@ WEB_KILL_SECONDS = 5
 def server_command(server: str, bind: str, workers: int) -> list[str]:
     """The command line that serves the WSGI app with ``server`` (granian or gunicorn)."""
     host, _, port = bind.rpartition(":")
-    workers = workers or os.cpu_count() or 1
+    workers = web_workers(workers)
     if server == "granian":
         # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
         # a single-threaded Rust runtime: it hands a request to the WSGI thread and back with
@@ -216,7 +216,9 @@ def up(
     type=click.Choice(["granian", "gunicorn"]),
     help="WSGI server [PSD_WEB_SERVER, default granian].",
 )
-@click.option("--workers", type=int, help="Worker processes [PSD_WEB_WORKERS, 0 = one per CPU].")
+@click.option(
+    "--workers", type=int, help="Worker processes [PSD_WEB_WORKERS, 0 = one per CPU and one more]."
+)
 @click.pass_context
 def web(ctx: click.Context, bind: str | None, server: str | None, workers: int | None) -> None:
     """Serve the HTTP API (v1, v2) on PSD_REDIS_URL, or on an embedded store."""
