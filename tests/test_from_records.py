@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,15 +36,17 @@ def commands(client: redis.Redis) -> dict[str, int]:
 
 @st.composite
 def short_activities(draw: st.DrawFn) -> list[MetricPoint]:
-    """Increments of one user and thing: two activities of several changes each, none longer
-    than an hour (the records answer no user with a longer one), so that ranges fall across
-    them (the records cannot answer) as often as around them; mostly of one type, sometimes
-    of two (an activity of several types is read from the counters)."""
+    """Increments of one user: two activities of several changes each, none longer than an
+    hour (the records answer no user with a longer one), so that ranges fall across them
+    (the records cannot answer) as often as around them; mostly of one type, sometimes of
+    two (an activity of several types is read from the counters); an activity of one thing
+    or of two (a summary a thing: its listed type is its latest change's over both)."""
     instants = st.integers(BASE - HOUR // 2, BASE + HOUR // 2)
     types = draw(st.sampled_from([(4,), (4,), (4, 5)]))
+    things = draw(st.sampled_from([("steps",), ("steps", "points")]))
     return [
         MetricPoint(
-            "steps",
+            draw(st.sampled_from(things)),
             1,
             draw(st.sampled_from(types)),
             draw(st.integers(1, 2)),
@@ -66,14 +69,16 @@ def short_activities(draw: st.DrawFn) -> list[MetricPoint]:
         min_size=1,
         max_size=4,
     ),
+    st.booleans(),
 )
 def test_an_activity_across_an_edge_is_read_from_the_counters(
-    redis_client: redis.Redis, points: list[MetricPoint], ranges: list[tuple[int, int]]
+    redis_client: redis.Redis, points: list[MetricPoint], ranges: list[tuple[int, int]], pend: bool
 ) -> None:
-    """Short activities, ranges inside, around and across them: every sum and every activity
+    """Short activities, ranges inside, around and across them, the points applied or some
+    waiting in the user's log (then listed with the records'): every sum and every activity
     listed is the oracle's."""
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
+    store, oracle = Store(redis_client, Settings() if pend else DIRECT), Oracle()
     for point in points:
         assert store.write_metric(point).status == oracle.write(point)
     for t1, length in ranges:
@@ -87,7 +92,7 @@ def test_an_activity_across_an_edge_is_read_from_the_counters(
             assert one.activities == oracle.activities(1, ["steps", "points"], atid, t1, t2)
 
 
-def test_a_sparse_user_s_range_costs_an_index_range_and_two_hmgets(
+def test_a_sparse_user_s_range_costs_an_index_range_and_one_hmget(
     redis_client: redis.Redis,
 ) -> None:
     """Single changes inside the range are read from the records alone; one that goes on
@@ -102,7 +107,7 @@ def test_a_sparse_user_s_range_costs_an_index_range_and_two_hmgets(
     redis_client.config_resetstat()
     (one,) = store.query([UserQuery(1, t1, t2)], ["steps", "points"], None, True)
     used = commands(redis_client)
-    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("hgetall")) == (1, 2, None)
+    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("hgetall")) == (1, 1, None)
     assert one.sums == {"steps": 8, "points": 9}
     assert one.activities == oracle.activities(1, ["steps", "points"], None, t1, t2)
     # activity 101 goes on past the range: its change before t2 is read from the windows
@@ -110,8 +115,31 @@ def test_a_sparse_user_s_range_costs_an_index_range_and_two_hmgets(
     assert store.write_metric(later).status == oracle.write(later)
     redis_client.config_resetstat()
     (one,) = store.query([UserQuery(1, t1, t2)], ["steps", "points"], None, True)
-    assert commands(redis_client)["hmget"] > 2
+    assert commands(redis_client)["hmget"] > 1  # the records' summaries, then the counters
     assert one.sums == {"steps": 8, "points": 9}
+
+
+@pytest.mark.parametrize("settings_", [DIRECT, Settings()], ids=["applied", "waiting"])
+@pytest.mark.parametrize(
+    ("steps_at", "points_at", "listed"),
+    [(10, 20, "5"), (20, 10, "4"), (15, 15, "5")],
+    ids=["points later", "steps later", "one second"],
+)
+def test_an_activity_of_two_things_is_listed_once_with_its_latest_type(
+    redis_client: redis.Redis, settings_: Settings, steps_at: int, points_at: int, listed: str
+) -> None:
+    """One activity id in two things, a type each: listed once, with the type of its latest
+    change (at one second, the later thing's), whether its points were applied or wait in
+    the user's log."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, settings_), Oracle()
+    for thing, atid, at in (("steps", 4, steps_at), ("points", 5, points_at)):
+        point = MetricPoint(thing, 1, atid, 1, 10, BASE + at, BASE + at, "increment")
+        assert store.write_metric(point).status == oracle.write(point)
+    (one,) = store.query([UserQuery(1, BASE, BASE + 100)], ["steps", "points"], None, True)
+    assert one.activities == oracle.activities(1, ["steps", "points"], None, BASE, BASE + 100)
+    assert one.activities == {"1": listed}
+    assert one.sums == {"steps": 10, "points": 10}
 
 
 def test_records_that_came_after_the_counters_do_not_answer(redis_client: redis.Redis) -> None:

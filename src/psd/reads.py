@@ -96,14 +96,17 @@ CALL_SIZE = 1000
 
 def nested_reply(reply: Any, width: int) -> Any:
     """A sum.lua reply in its nested form, {{{hi, lo, ...}[, atids]}, ...}: a lone call answers
-    its sum (an integer, hi 0) or {hi, lo}; a call of series only, {"f", hi, lo, ...}."""
+    its sum (an integer, hi 0) or {hi, lo}; a call of series only, {"f", hi, lo, ...}, or
+    with their activities {"a", hi, lo, ..., atids, ...}."""
     if isinstance(reply, int):
         return [[[0, reply]]]
     if not reply or isinstance(reply[0], list):
         return reply
+    w = 2 * width
     if reply[0] == b"f":
-        w = 2 * width
         return [[reply[at : at + w]] for at in range(1, len(reply), w)]
+    if reply[0] == b"a":
+        return [[reply[at : at + w], reply[at + w]] for at in range(1, len(reply), w + 1)]
     return [[reply]]
 
 

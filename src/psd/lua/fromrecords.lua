@@ -1,5 +1,5 @@
 -- fromrecords.lua: included by sum.lua where it says "-- #include fromrecords.lua" (after
--- activities.lua: it uses span_of, note and MEMBER, and that script's things, thing_of,
+-- activities.lua: it fills span_of's memory and uses note, and that script's thing_of,
 -- filter and hilo.lua): a user's sums and "_atids" over a range read from their activity
 -- records alone, when those hold the answer whole.
 --
@@ -18,50 +18,115 @@
 -- A user with more than RECORDS_MAX activities listed, or any activity across an edge of the
 -- range or of several types, is read from the counters as any other (from_records answers
 -- false, having added nothing); so is a user whose longest activity lasts more than
--- RECORDS_SPAN, without listing theirs: a dense user's (a day's activity of a change every
--- few minutes) would cross the edges, and the listing cost their read ~4% more.
+-- RECORDS_SPAN (the listing reaches that far past the range only). A dense user's (a day's
+-- activity of a change every few minutes) first member listed began before the range:
+-- they are sent to the counters having cost one index range.
 local RECORDS_MAX, RECORDS_SPAN = 32, 3600
 local LIMIT = tostring(RECORDS_MAX + 1)  -- a string: Redis prints a number with "%.17g"
+-- an index member's thing, activity id and first change (its type is the summary's)
+local LISTED = '^(%d+):[^:]+:([^:]+):(%d+)$'
+local unpack_limit = cmsgpack.unpack_limit
+
+-- where a summary's values start: after its array's header (a fixarray's one byte, an
+-- array 16's three, an array 32's five)
+local function summary_start(raw)
+  local h = byte(raw, 1)
+  return h < 0xa0 and 1 or h == 0xdc and 3 or 5
+end
+
+-- A call's columns of the activities its last from_records answered with (their aid, type,
+-- last change and thing index), and its scratch lists: made again by every call
+-- (forget_records), filled again by every user, so a user costs no table of their own.
+local rec_ids, rec_tis, rec_aids, rec_lasts, rec_types, rec_words
+local function forget_records()
+  rec_ids, rec_tis, rec_aids, rec_lasts, rec_types, rec_words = {}, {}, {}, {}, {}, {}
+end
 
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
--- range, and note them in found (nil: no "_atids"); false, with nothing added, when the
--- records cannot answer alone
-local function from_records(idx, acts, plan, his, los, found)
-  local span, _, complete = span_of(acts)
-  if not complete or span > RECORDS_SPAN then return false end
+-- range and answer how many there are (in the rec_ columns); false, with nothing added,
+-- when the records cannot answer alone. Two commands: the index lists what changed from
+-- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
+-- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
+-- records' span, layout and completeness (activities.lua's span_of, which it remembers).
+-- A summary's first five values are read in place (cmsgpack.unpack_limit): a table of them
+-- costs more.
+local function from_records(idx, acts, plan, his, los)
   local t1, t2 = plan.t1, plan.t2
-  local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, span == 0 and plan.s2 or t2 + span,
-                           'LIMIT', '0', LIMIT)
+  local upto = plan.upto
+  if upto == nil then
+    upto = tostring(t2 + RECORDS_SPAN)
+    plan.upto = upto
+  end
+  local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, upto, 'LIMIT', '0', LIMIT)
   if #items > RECORDS_MAX then return false end
-  -- per activity summed: its field, thing, aid and type, in columns (a table each costs more)
-  local ids, tis, aids, types, n = {}, {}, {}, {}, 0
+  -- the fields to ask for, then per activity begun by t2 its thing index and aid
+  local ids, tis, aids, n = rec_ids, rec_tis, rec_aids, 0
+  ids[1], ids[2], ids[3] = SPAN_FIELD, LAYOUT_FIELD, COMPLETE_FIELD
   for j = 1, #items do
-    local thing, typ, aid, first = match(items[j], MEMBER)
+    local thing, aid, first = match(items[j], LISTED)
     local ti = thing_of[thing]
     if ti then
       first = first + 0
       if first <= t2 then
-        if typ == '*' or first < t1 then return false end
-        if filter == nil or typ == filter then
-          n = n + 1
-          ids[n], tis[n], aids[n], types[n] = thing .. ':' .. aid, ti, aid, typ
-        end
+        -- begun before t1: across the edge (a dense user's day, found without their span)
+        if first < t1 then return false end
+        n = n + 1
+        ids[n + 3], tis[n], aids[n] = thing .. ':' .. aid, ti, aid
       end
     end
   end
-  if n == 0 then return true end
-  -- a summary's last change: an activity listed may go on past the range
-  local vals, lasts = redis.call('HMGET', acts, unpack(ids)), {}
+  local vals = redis.call('HMGET', acts, unpack(ids, 1, n + 3))
+  if vals[2] ~= LAYOUT then return false end
+  local span = vals[1] and vals[1] + 0 or 0
+  span_key, span_value, span_current, span_complete = acts, span, true, vals[3] == '1'
+  if not span_complete or span > RECORDS_SPAN then return false end
+  -- each summary's total, last change and type (those of another type dropped)
+  local lasts, types, m = rec_lasts, rec_types, 0
   for j = 1, n do
-    if not vals[j] then return false end  -- listed, not recorded: not psd's records
-    local s = cmsgpack.unpack(vals[j])
-    if s[R_LAST] > t2 then return false end
-    vals[j], lasts[j] = s[R_TOTAL], s[R_LAST]
+    local raw = vals[j + 3]
+    if not raw then return false end  -- listed, not recorded: not psd's records
+    local _, _, last, typ, _, total = unpack_limit(raw, 5, summary_start(raw))
+    if typ == '*' or last > t2 then return false end
+    if filter == nil or typ == filter then
+      m = m + 1
+      vals[m], lasts[m], types[m], tis[m], aids[m] = total, last, typ, tis[j], aids[j]
+    end
   end
-  for j = 1, n do
+  for j = 1, m do
     local ti = tis[j]
     his[ti], los[ti] = add_number(his[ti], los[ti], vals[j])
-    if found then note(found, aids[j], lasts[j], ti, types[j]) end
   end
-  return true
+  return m
+end
+
+-- note the m activities of the last from_records in found
+local function note_records(found, m)
+  for j = 1, m do note(found, rec_aids[j], rec_lasts[j], rec_tis[j], rec_types[j]) end
+end
+
+-- the m activities of the last from_records as "aid type aid type ...", each aid once with
+-- the type note would give it: its latest change's, at one second the later thing's (one
+-- activity of several things has a summary a thing); few enough to compare pairwise
+local function records_atids(m)
+  local aids, lasts, tis, words, w = rec_aids, rec_lasts, rec_tis, rec_words, 0
+  for j = 1, m do
+    local aid, seen = aids[j], false
+    for i = 1, j - 1 do
+      if aids[i] == aid then
+        seen = true
+        break
+      end
+    end
+    if not seen then
+      local best = j
+      for i = j + 1, m do
+        if aids[i] == aid and (lasts[i] > lasts[best]
+            or lasts[i] == lasts[best] and tis[i] > tis[best]) then
+          best = i
+        end
+      end
+      words[w + 1], words[w + 2], w = aid, rec_types[best], w + 2
+    end
+  end
+  return table.concat(words, ' ', 1, w)
 end

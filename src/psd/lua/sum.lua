@@ -49,9 +49,10 @@
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing. A call of series
--- without "_atids" or breakdowns answers one flat list, {"f", hi, lo, ...}: its series'
--- hi, lo per thing one after the other; a flat run (lone.lua) answers its sum alone, an
--- integer when hi is 0, else {hi, lo}: a reply's tables cost more than the sum.
+-- without breakdowns answers one flat list, {"f", hi, lo, ...}: its series' hi, lo per
+-- thing one after the other, or with "_atids", {"a", hi, lo, ..., "aid atid ...", ...}; a
+-- flat run (lone.lua) answers its sum alone, an integer when hi is 0, else {hi, lo}: a
+-- reply's tables cost more than the sum.
 -- Numeric strings are converted by arithmetic ("17" + 0), not tonumber(), which parses
 -- twice (Lua 5.1).
 -- #include record.lua
@@ -255,6 +256,7 @@ local function begin(keys, args, unpacked)
   end
   last_key, last_len, last_flat = nil, nil, nil
   forget_spans()
+  forget_records()
 end
 
 -- the logs of a call's series (pending.lua), by series
@@ -267,32 +269,48 @@ local function series_logs(series)
   return pending_logs(keys)
 end
 
+-- the activities found, as one string "aid type aid type ...": a reply element costs more
+-- than the join
+local function atids_of(found)
+  local words, n = {}, 0
+  for aid, typ in pairs(found.typ) do
+    words[n + 1], words[n + 2], n = aid, typ, n + 2
+  end
+  return table.concat(words, ' ')
+end
+
 -- a series' reply: {{hi, lo, ...}[, atids]}
-local function series_reply(his, los, found)
+local function series_reply(his, los, atids)
   local sums = {}
   for ti = 1, #things do sums[2 * ti - 1], sums[2 * ti] = his[ti], los[ti] end
-  if found then  -- one string: a reply element costs more than the join
-    local words = {}
-    for aid, typ in pairs(found.typ) do words[#words + 1] = aid .. ' ' .. typ end
-    return {sums, table.concat(words, ' ')}
-  end
+  if atids then return {sums, atids} end
   return {sums}
 end
 
 -- the series of a call, from KEYS[1] on, added to result: each series' reply
--- (series_reply), or with flat, its hi, lo per thing only; the next key
+-- (series_reply), or with flat, its hi, lo per thing (then, with want_atids, its
+-- activities' string); the next key. A user whose records answer (fromrecords.lua) and who
+-- has no pending points has their activities listed from the records at once; any other's
+-- are noted in a found table (activities.lua) as they turn up.
 local function sum_series(result, flat)
   local k, series = 1, request[6]
   local logs = #series > 0 and series_logs(series)
+  local his, los = {}, {}  -- a series' sums, zeroed for each (a reply copies them)
   for i = 1, #series, 2 do
-    local plan, flag = plans[series[i]], series[i + 1]
-    local his, los = {}, {}
+    local plan, flag, log = plans[series[i]], series[i + 1], logs[(i + 1) / 2]
     for ti = 1, #things do his[ti], los[ti] = 0, 0 end
-    local found, state = nil, k + #plan.groups  -- its activity keys, if flagged
+    local state = k + #plan.groups  -- its activity keys, if flagged
+    local listed = flag == 2 and from_records(KEYS[state], KEYS[state + 1], plan, his, los)
+    local found, atids = nil, nil
     if want_atids and flag > 0 then
-      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
+      if listed and not log then
+        atids = records_atids(listed)
+      else
+        found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
+        if listed then note_records(found, listed) end
+      end
     end
-    if flag == 2 and from_records(KEYS[state], KEYS[state + 1], plan, his, los, found) then
+    if listed then
       k = state + 2
     else
       for g = 1, #plan.groups do
@@ -307,13 +325,15 @@ local function sum_series(result, flat)
         k = k + 2
       end
     end
-    add_pending(logs[(i + 1) / 2], plan.t1, plan.t2, his, los, found)
+    add_pending(log, plan.t1, plan.t2, his, los, found)
     k = k + 1
+    if found then atids = atids_of(found) end
     if flat then
       local n = #result
       for ti = 1, #things do result[n + 2 * ti - 1], result[n + 2 * ti] = his[ti], los[ti] end
+      if want_atids then result[n + 2 * #things + 1] = atids or '' end
     else
-      result[#result + 1] = series_reply(his, los, found)
+      result[#result + 1] = series_reply(his, los, atids)
     end
   end
   return k
@@ -324,8 +344,8 @@ local function sum_call(keys, args)
   local a = {cmsgpack.unpack(args[1])}
   if a[2] ~= nil then return lone_sum(keys, args, a) end
   begin(keys, args, a[1])
-  if not want_atids and request[7] == nil then  -- series only, no atids: one flat reply
-    local result = {'f'}
+  if request[7] == nil then  -- series only: one flat reply (a table a series costs more)
+    local result = {want_atids and 'a' or 'f'}
     sum_series(result, true)
     return result
   end
