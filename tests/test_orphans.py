@@ -29,6 +29,20 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def listeners(port: int) -> set[int]:
+    """The inodes of the sockets listening on ``port`` (``/proc/net/tcp``, ``tcp6``): a
+    socket a killed tree held is gone once no process holds it, while a server of another
+    test that takes the freed port gets a socket of its own."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(inode)
+    return found
+
+
 def store_port(tree: dict[int, str]) -> int:
     """The embedded server's port, from its process title ``valkey-server HOST:PORT``."""
     title = next(args for args in tree.values() if "valkey-server" in args)
@@ -39,15 +53,20 @@ def kill_leaves_nothing(proc: subprocess.Popen[bytes], ports: list[int]) -> dict
     """SIGKILL ``proc`` alone; everything it had started must be gone soon after, and its
     ports free. The tree it had, for the caller's own checks."""
     tree = {proc.pid: "(itself)", **descendants(proc.pid)}
+    held = {port: listeners(port) for port in ports}
+    assert all(held.values()), f"not listening before the kill: {held}"
     proc.kill()
     proc.wait()
 
+    def still_held() -> list[int]:
+        return [port for port, inodes in held.items() if inodes & listeners(port)]
+
     def gone() -> bool:
-        return not any(alive(pid) for pid in tree) and not any(map(listening, ports))
+        return not any(alive(pid) for pid in tree) and not still_held()
 
     assert wait_for(gone, timeout=DIE_SECONDS), (
         f"left running: { {p: a for p, a in tree.items() if alive(p)} }, "
-        f"ports still open: {[p for p in ports if listening(p)]}"
+        f"ports still held: {still_held()}"
     )
     return tree
 

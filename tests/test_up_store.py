@@ -38,6 +38,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.url = url
         self.answers: dict[int, str] = {}
+        self.lock = threading.Lock()
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -45,12 +46,15 @@ class Writer(threading.Thread):
         while not self.stopped.is_set():
             aid += 1
             try:
-                self.answers[aid] = write(self.url, aid, 1, timeout=ANSWER_SECONDS)
+                answer = write(self.url, aid, 1, timeout=ANSWER_SECONDS)
             except urllib.error.HTTPError as exc:
-                self.answers[aid] = str(exc.code)
+                answer = str(exc.code)
+            with self.lock:
+                self.answers[aid] = answer
 
     def answered(self, answer: str) -> set[int]:
-        return {aid for aid, got in list(self.answers.items()) if got == answer}
+        with self.lock:  # the writer's thread adds answers meanwhile
+            return {aid for aid, got in self.answers.items() if got == answer}
 
 
 def test_a_killed_store_comes_back_and_keeps_every_acknowledged_write(tmp_path: Path) -> None:
