@@ -5,6 +5,29 @@
 -- "_atids"). breakdown.lua uses add_hour_windows. A user whose records an earlier psd
 -- wrote is read as oldreads.lua says.
 
+-- where a msgpack list's values start: after its header (a fixarray's one byte, an array
+-- 16's three, an array 32's five): cmsgpack.unpack_limit(raw, n, list_start(raw)) reads
+-- its first n in place, as values
+local function list_start(raw)
+  local h = string.byte(raw, 1)
+  return h < 0xa0 and 1 or h == 0xdc and 3 or 5
+end
+
+-- a msgpack list of numbers (raw) as a table, and the index of its first value. cmsgpack.
+-- unpack builds a list's table element by element, which Lua 5.1 grows one rehash at a
+-- time; one constructor around unpack_limit's values makes it at its size (its first value
+-- is unpack_limit's next offset). A list of more than LIST_IN_PLACE values is left to
+-- cmsgpack.unpack: values are passed on Lua's C stack, which holds at most 8,000.
+local LIST_IN_PLACE = 4000
+local function list_of(raw)
+  local h = string.byte(raw, 1)
+  if h < 0xa0 or h == 0xdc and string.byte(raw, 2) * 256 + string.byte(raw, 3) <= LIST_IN_PLACE
+  then
+    return {cmsgpack.unpack_limit(raw, LIST_IN_PLACE, list_start(raw))}, 2
+  end
+  return cmsgpack.unpack(raw), 1
+end
+
 -- the longest activity of a user (0: none stored), how long after a window an activity with
 -- a change in it can have gone on, whether their records are on layout 3 (record.lua) and
 -- whether they hold every change their counters do; kept for the next series (consecutive
@@ -40,9 +63,9 @@ end
 -- (from 0) of thing ti adds to entry i * width + ti. It decodes as decode_hour does, in
 -- place: the list of every change that builds costs more than adding them up.
 local function add_changes(raw, tis, ws, first, last, width, his, los)
-  local items = cmsgpack.unpack(raw)
+  local items, i = list_of(raw)
   local base = ws[first] - ws[first] % 3600
-  local ctx, sec, d, i, count = 1, 0, 0, 1, #items
+  local ctx, sec, d, count = 1, 0, 0, #items
   while i <= count do
     local v = items[i]
     if v <= CTX_MARK then
@@ -169,10 +192,10 @@ end
 -- context_things) in [t1, t2], the one window a series' edge has there: add_changes with
 -- fewer steps a change (each step of the Lua VM counts), a context's sum kept in locals
 local function window_changes(raw, tis, t1, t2, his, los)
-  local items = cmsgpack.unpack(raw)
+  local items, i = list_of(raw)
   local base = t1 - t1 % 3600
   t1, t2 = t1 - base, t2 - base  -- seconds in the hour, as the changes are coded
-  local sec, d, i, count, ti = 0, 0, 1, #items, tis[1]
+  local sec, d, count, ti = 0, 0, #items, tis[1]
   local hi, lo = his[ti], los[ti]
   while i <= count do
     local v = items[i]

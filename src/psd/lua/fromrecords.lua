@@ -27,12 +27,6 @@ local LIMIT = tostring(RECORDS_MAX + 1)  -- a string: Redis prints a number with
 local LISTED = '^(%d+):[^:]+:([^:]+):(%d+)$'
 local unpack_limit = cmsgpack.unpack_limit
 
--- where a summary's values start: after its array's header (a fixarray's one byte, an
--- array 16's three, an array 32's five)
-local function summary_start(raw)
-  local h = byte(raw, 1)
-  return h < 0xa0 and 1 or h == 0xdc and 3 or 5
-end
 
 -- A call's columns of the activities its last from_records answered with (their aid, type,
 -- last change and thing index), and its scratch lists: made again by every call
@@ -48,8 +42,8 @@ end
 -- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
 -- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
 -- records' span, layout and completeness (activities.lua's span_of, which it remembers).
--- A summary's first five values are read in place (cmsgpack.unpack_limit): a table of them
--- costs more.
+-- A summary's first five values are read in place (activities.lua's list_start): a table of
+-- them costs more.
 local function from_records(idx, acts, plan, his, los)
   local t1, t2 = plan.t1, plan.t2
   local upto = plan.upto
@@ -85,7 +79,7 @@ local function from_records(idx, acts, plan, his, los)
   for j = 1, n do
     local raw = vals[j + 3]
     if not raw then return false end  -- listed, not recorded: not psd's records
-    local _, _, last, typ, _, total = unpack_limit(raw, 5, summary_start(raw))
+    local _, _, last, typ, _, total = unpack_limit(raw, 5, list_start(raw))
     if typ == '*' or last > t2 then return false end
     if filter == nil or typ == filter then
       m = m + 1
