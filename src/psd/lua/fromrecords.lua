@@ -42,7 +42,7 @@ end
 -- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
 -- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
 -- records' span, layout and completeness (activities.lua's span_of, which it remembers).
--- A summary's first five values are read in place (activities.lua's list_start): a table of
+-- A summary's first five values are read in place (lists.lua's list_start): a table of
 -- them costs more.
 local function from_records(idx, acts, plan, his, los)
   local t1, t2 = plan.t1, plan.t2

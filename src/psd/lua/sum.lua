@@ -216,6 +216,7 @@ end
 -- #include sumhours.lua
 
 -- #include oldreads.lua
+-- #include lists.lua
 -- #include activities.lua
 -- #include fromrecords.lua
 -- #include pending.lua
