@@ -27,7 +27,6 @@ local LIMIT = tostring(RECORDS_MAX + 1)  -- a string: Redis prints a number with
 local LISTED = '^(%d+):[^:]+:([^:]+):(%d+)$'
 local unpack_limit = cmsgpack.unpack_limit
 
-
 -- A call's columns of the activities its last from_records answered with (their aid, type,
 -- last change and thing index), and its scratch lists: made again by every call
 -- (forget_records), filled again by every user, so a user costs no table of their own.
