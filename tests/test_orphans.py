@@ -50,8 +50,9 @@ def store_port(tree: dict[int, str]) -> int:
 
 
 def kill_leaves_nothing(proc: subprocess.Popen[bytes], ports: list[int]) -> dict[int, str]:
-    """SIGKILL ``proc`` alone; everything it had started must be gone soon after, and its
-    ports free. The tree it had, for the caller's own checks."""
+    """SIGKILL ``proc`` alone; everything it had started must be gone soon after, and the
+    sockets it listened on with ``ports`` closed. The tree it had, for the caller's own
+    checks."""
     tree = {proc.pid: "(itself)", **descendants(proc.pid)}
     held = {port: listeners(port) for port in ports}
     assert all(held.values()), f"not listening before the kill: {held}"
