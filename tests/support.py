@@ -24,6 +24,7 @@ from redis.cluster import RedisCluster
 
 from psd.config import Settings
 from psd.connect import client_from_url
+from psd.keys import HOUR_BASE
 from psd.store import Store
 from psd.workers.app import create_app
 
@@ -157,6 +158,37 @@ def unpack_hours(raw: bytes) -> dict[int, int]:
         return {n: x for n, x in enumerate(struct.unpack(">12i", raw[1:]), 1) if x}
     hours = msgpack.unpackb(raw, strict_map_key=False)
     return dict(enumerate(hours, 1)) if isinstance(hours, list) else dict(hours)
+
+
+def as_earlier_open_days(client: redis.Redis) -> int:
+    """Make the latest day of hours of every month (and twin) an open day as earlier psd
+    versions kept one (psd/lua/hours.lua): its hours moved from the month's packed fields to
+    plain counters of the day's own hash ``{uid}:dYYYYMMDD``, the month's "o" naming it. The
+    reads of such a keyspace must answer what they did. Returns the days opened."""
+    opened = 0
+    for raw in list(client.scan_iter(match="{*}:*m[0-9]*", _type="hash")):
+        month = raw.decode()
+        packed = {f: v for f, v in client.hgetall(raw).items() if f.startswith(b"h")}
+        mark = client.hget(raw, "o")
+        if not packed or (mark is not None and int(mark) > 0):
+            continue
+        dom = max((int(f[1:].split(b":")[0]) // 10) // 2 + 1 for f in packed)
+        fields: dict[str, int] = {}
+        for field, value in packed.items():
+            name, _, atid = field.decode()[1:].partition(":")
+            half, thing = divmod(int(name), 10)
+            if half // 2 + 1 != dom:
+                continue
+            for number, x in unpack_hours(value).items():
+                hour = (half % 2) * 12 + number - 1
+                slot = f"{(HOUR_BASE + 24 * (dom - 1) + hour) * 10 + thing}"
+                fields[slot + (f":{atid}" if atid else "")] = x
+            client.hdel(raw, field)
+        # {uid}:mYYYYMM's day {uid}:dYYYYMMDD (a twin's, {uid}:tmYYYYMM: {uid}:tdYYYYMMDD)
+        client.hset(f"{month.replace('m', 'd', 1)}{dom:02d}", mapping=fields)
+        client.hset(raw, "o", dom)
+        opened += 1
+    return opened
 
 
 def check_singles_hints(client: redis.Redis, prefix: str) -> int:

@@ -1,7 +1,8 @@
-"""Where hour sums live (psd/lua/hours.lua): a month's closed days packed by half-day, its
-open day in the day's own hash, and hours as earlier versions kept them (plain fields of the
-month's hash). Whatever the order of the writes, every sum and breakdown equals the oracle's,
-and the layout keeps its invariants."""
+"""Where hour sums live (psd/lua/hours.lua): every day's packed by half-day in its month, the
+open days earlier versions kept in a day's own hash (read, then closed by the next write to
+their month), and hours as earlier versions kept them (plain fields of the month's hash).
+Whatever the order of the writes, every sum and breakdown equals the oracle's, and the
+layout keeps its invariants."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from psd.localtime import buckets, zone
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
-from tests.support import unpack_hours
+from tests.support import as_earlier_open_days, unpack_hours
 from tests.test_maintenance import NOW, run, stamp
 from tests.test_retention import POLICY
 
@@ -35,7 +36,8 @@ THINGS = ["steps", "points"]
 
 
 def open_days(client: redis.Redis) -> dict[str, int]:
-    """Each month's (and twin's) open day, by key."""
+    """Each month's (and twin's) "o" by key: an open day of an earlier psd (positive), the
+    latest day marked (negative) or none (0)."""
     out = {}
     for key in client.scan_iter(match="{*}:*m[0-9]*", _type="hash"):
         day = client.hget(key, "o")
@@ -44,12 +46,14 @@ def open_days(client: redis.Redis) -> dict[str, int]:
     return out
 
 
-def check_layout(client: redis.Redis) -> None:
-    """Every day's hash is its month's open day, and every open day has its hash; every
-    packed field unpacks to hours."""
+def check_layout(client: redis.Redis, earlier: bool = False) -> None:
+    """Every day's hash is an open day its month names, and every open day has its hash:
+    only an earlier psd's (``earlier``), since every write packs its hours; every packed
+    field unpacks to hours."""
     opened = open_days(client)
     for month, day in opened.items():
-        if day:
+        if day > 0:
+            assert earlier, (month, day)
             assert client.exists(f"{month.replace('m', 'd')}{day:02d}"), (month, day)
     for raw in client.scan_iter(match="{*}:*d[0-9]*", _type="hash"):
         key = raw.decode()
@@ -62,6 +66,21 @@ def check_layout(client: redis.Redis) -> None:
             if field.startswith(b"h"):
                 hours = unpack_hours(value)
                 assert hours and all(1 <= n <= 12 and v != 0 for n, v in hours.items())
+
+
+def earlier_open_day(client: redis.Redis, uid: int, day: int, hour: int, value: int) -> None:
+    """A value of thing 1 (type 3) at ``hour`` of March ``day`` (2026) as an earlier psd
+    wrote it: its hour in the day's own hash, which the month's "o" names, and its day,
+    month and year added to as every write adds them."""
+    hour_field = f"{(HOUR_BASE + 24 * (day - 1) + hour) * 10 + 1}"
+    hours = {hour_field: value, f"{hour_field}:3": value}
+    client.hset(f"{{{uid}}}:d202603{day:02d}", mapping=hours)
+    client.hset(f"{{{uid}}}:m202603", "o", day)
+    for key, slot in ((f"{{{uid}}}:m202603", day * 10 + 1), (f"{{{uid}}}:y2026", 31)):
+        client.hincrby(key, str(slot), value)
+        client.hincrby(key, f"{slot}:3", value)
+    client.hincrby(f"{{{uid}}}:r", "20261", value)
+    client.hincrby(f"{{{uid}}}:r", "20261:3", value)
 
 
 def this_month() -> int:
@@ -117,8 +136,8 @@ def test_sums_equal_the_oracle_whatever_the_order_of_days(
     def check(points: list[MetricPoint], cuts: list[int], rng: random.Random) -> None:
         redis_client.flushdb()
         oracle = Oracle()
-        at = 0
-        for cut in cuts * 10:  # calls of a few points each: days open and close between them
+        at, half, earlier = 0, len(points) // 2, False
+        for cut in cuts * 10:  # calls of a few points each
             chunk = points[at : at + cut]
             if not chunk:
                 break
@@ -126,20 +145,33 @@ def test_sums_equal_the_oracle_whatever_the_order_of_days(
             for p in chunk:
                 oracle.write(p)
             at += cut
-        check_layout(redis_client)
-        for _ in range(6):
-            a, b = sorted(base + rng.randint(-3 * DAY, 7 * DAY) for _ in range(2))
-            for atid in (None, 1):
-                got = store.query([UserQuery(uid, a, b) for uid in (1, 2)], THINGS, atid)
-                for uid, result in zip((1, 2), got, strict=True):
-                    assert result.sums == {t: oracle.sum(uid, t, atid, a, b) for t in THINGS}
+            if at >= half and not earlier:  # the latest days as an earlier psd kept them
+                check_layout(redis_client)
+                sums_are_the_oracle_s(store, oracle, base, rng)
+                earlier = as_earlier_open_days(redis_client) > 0
+                check_layout(redis_client, earlier=True)
+                sums_are_the_oracle_s(store, oracle, base, rng)
+        check_layout(redis_client, earlier=True)  # those the writes after did not touch
+        sums_are_the_oracle_s(store, oracle, base, rng)
 
     check()
 
 
+def sums_are_the_oracle_s(store: Store, oracle: Oracle, base: int, rng: random.Random) -> None:
+    """Users 1 and 2's sums over random ranges around ``base``, of both things in one call
+    (psd/lua/sum.lua) and of one thing alone (lone.lua), are the oracle's."""
+    for _ in range(6):
+        a, b = sorted(base + rng.randint(-3 * DAY, 7 * DAY) for _ in range(2))
+        for atid in (None, 1):
+            got = store.query([UserQuery(uid, a, b) for uid in (1, 2)], THINGS, atid)
+            for uid, result in zip((1, 2), got, strict=True):
+                assert result.sums == {t: oracle.sum(uid, t, atid, a, b) for t in THINGS}
+            assert store.sum(2, "points", atid, a, b) == oracle.sum(2, "points", atid, a, b)
+
+
 class LiveClock:
     """A store's clock a test sets to just after the points it writes, as a live stream's
-    is: only a day from yesterday on opens (psd/lua/counters.lua)."""
+    is: only a day from yesterday on is marked (psd/lua/counters.lua)."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -158,38 +190,74 @@ def live_store(redis_client: redis.Redis, settings: Settings) -> tuple[Store, Li
     return Store(redis_client, settings, clock=clock), clock
 
 
-def test_a_day_opens_when_dense_and_closes_into_its_month(
+def test_every_hour_goes_packed_and_a_dense_recent_day_marks_its_month(
     redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
     store, clock = live
+    key = "{5}:m202603"
 
     def write(day: int, hour: int, value: int) -> None:
         ts = MARCH + (day - 1) * DAY + hour * 3600 + 17
         clock.write(store, [MetricPoint("steps", 5, 3, day, value, ts, ts, "increment")])
 
-    write(1, 5, 10)  # a sparse day: packed at once
+    write(1, 5, 10)  # a sparse day
     write(1, 6, 1)
-    assert not redis_client.exists("{5}:d20260301")
-    write(1, 7, 2)  # a third hour of its half-day: the day opens
-    assert redis_client.hget("{5}:m202603", "o") == b"1"
-    assert redis_client.hgetall("{5}:d20260301") == {b"1071": b"2", b"1071:3": b"2"}
-    write(3, 13, 20)  # a later day, packed while sparse; day 1 stays open
+    assert redis_client.hget(key, "o") is None
+    write(1, 7, 2)  # a third hour of its half-day: the day is marked, its month ordered
+    assert redis_client.hget(key, "o") == b"-1"
+    assert list(redis_client.hgetall(key))[:2] == [b"o", b"11"]
+    write(3, 13, 20)  # a later day, sparse
     write(3, 14, 5)
-    write(3, 15, 4)  # day 3 opens, day 1 closes into the month
-    assert redis_client.hget("{5}:m202603", "o") == b"3"
-    assert not redis_client.exists("{5}:d20260301")
-    month = redis_client.hgetall("{5}:m202603")
+    assert redis_client.hget(key, "o") == b"-1"
+    write(3, 15, 4)  # day 3 is marked
+    assert redis_client.hget(key, "o") == b"-3"
+    assert not list(redis_client.scan_iter(match="{5}:d*"))  # no day has a hash of its own
+    month = redis_client.hgetall(key)
     assert unpack_hours(month[b"h1"]) == {6: 10, 7: 1, 8: 2}  # day 1, a.m.: 05:00 to 07:00
-    assert unpack_hours(month[b"h51"]) == {2: 20, 3: 5}  # day 3, p.m.: 13:00, 14:00
+    assert unpack_hours(month[b"h51"]) == {2: 20, 3: 5, 4: 4}  # day 3, p.m.: 13:00 to 15:00
     assert month[b"h1"][:1] == b"F"  # three hours: fixed width
-    assert redis_client.hgetall("{5}:d20260303") == {b"1631": b"4", b"1631:3": b"4"}
-    assert unpack_hours(redis_client.hget("{5}:m202603", "h1:3")) == {6: 10, 7: 1, 8: 2}
+    assert unpack_hours(month[b"h1:3"]) == {6: 10, 7: 1, 8: 2}
+    assert unpack_hours(month[b"h51:3"]) == {2: 20, 3: 5, 4: 4}
+    check_layout(redis_client)
     assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 42
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 13 * 3600, MARCH + 3 * DAY) == 29
     assert store.sum(5, "steps", 3, MARCH + 2 * DAY + 14 * 3600, MARCH + 2 * DAY + 15 * 3600) == 5
 
 
-def test_a_month_s_first_open_day_closes_the_month_before_s(
+def test_an_earlier_psd_s_open_day_is_read_then_packed_by_the_next_write_to_its_month(
+    redis_client: redis.Redis, live: tuple[Store, LiveClock]
+) -> None:
+    """An open day an earlier psd left (its hours in its own hash) adds to every read until
+    a write to its month packs it; one left in the month before a month's first mark is
+    packed then."""
+    store, clock = live
+    earlier_open_day(redis_client, 5, 3, 15, 4)
+    earlier_open_day(redis_client, 6, 31, 22, 9)
+    check_layout(redis_client, earlier=True)
+    day3 = MARCH + 2 * DAY
+    assert store.sum(5, "steps", None, day3, day3 + DAY - 1) == 4
+    assert store.sum(5, "steps", 3, day3 + 15 * 3600, day3 + 16 * 3600 - 1) == 4  # its hour
+    assert store.sum(5, "steps", 3, day3 + 14 * 3600, day3 + 15 * 3600 - 1) == 0
+    late = MARCH + 1 * DAY + 9 * 3600  # a point of March 2nd: the month is written
+    clock.write(store, [MetricPoint("steps", 5, 3, 1, 7, late, late, "increment")])
+    assert not redis_client.exists("{5}:d20260303")
+    assert redis_client.hget("{5}:m202603", "o") == b"-3"
+    assert unpack_hours(redis_client.hget("{5}:m202603", "h51")) == {4: 4}
+    assert unpack_hours(redis_client.hget("{5}:m202603", "h51:3")) == {4: 4}
+    assert store.sum(5, "steps", None, MARCH, MARCH + 3 * DAY) == 11
+    assert store.sum(5, "steps", 3, day3 + 15 * 3600, day3 + 16 * 3600 - 1) == 4
+    april = MARCH + 31 * DAY + 3600
+    clock.write(  # April 1st, marked: March is left, its open day packed
+        store, [MetricPoint("steps", 6, 3, 2, 1, t, t, "increment") for t in (april, april + 9)]
+    )
+    assert not redis_client.exists("{6}:d20260331")
+    assert open_days(redis_client) == {"{5}:m202603": -3, "{6}:m202603": 0, "{6}:m202604": -1}
+    assert unpack_hours(redis_client.hget("{6}:m202603", "h611")) == {11: 9}
+    check_layout(redis_client)
+    assert store.sum(6, "steps", None, MARCH + 30 * DAY + 22 * 3600, april + 3599) == 11
+
+
+def test_a_month_s_first_mark_leaves_the_month_before_at_none(
     redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
     store, clock = live
@@ -204,14 +272,13 @@ def test_a_month_s_first_open_day_closes_the_month_before_s(
             ],
         )
 
-    write((31, 20), (31, 21))  # March 31st opens (two of its points in a call)
-    assert redis_client.hget("{5}:m202603", "o") == b"31"
-    write((32, 1))  # April 1st, once: packed, nothing closes
-    assert redis_client.exists("{5}:d20260331")
-    write((31, 22), (32, 2), (32, 3))  # April 1st opens: March is done with, its 22:00 too
-    assert redis_client.hget("{5}:m202604", "o") == b"1"
-    assert not redis_client.exists("{5}:d20260331")
-    assert redis_client.hget("{5}:m202603", "o") == b"0"  # none open, said first
+    write((31, 20), (31, 21))  # March 31st is marked (two of its points in a call)
+    assert redis_client.hget("{5}:m202603", "o") == b"-31"
+    write((32, 1))  # April 1st, once: not marked
+    assert redis_client.hget("{5}:m202603", "o") == b"-31"
+    write((31, 22), (32, 2), (32, 3))  # April 1st is marked: March is done with
+    assert redis_client.hget("{5}:m202604", "o") == b"-1"
+    assert redis_client.hget("{5}:m202603", "o") == b"0"  # said first
     assert list(redis_client.hgetall("{5}:m202603"))[:2] == [b"o", b"311"]
     assert unpack_hours(redis_client.hget("{5}:m202603", "h611")) == {9: 5, 10: 5, 11: 5}
     check_layout(redis_client)
@@ -219,14 +286,14 @@ def test_a_month_s_first_open_day_closes_the_month_before_s(
     assert store.sum(5, "steps", 3, MARCH + 30 * DAY, MARCH + 31 * DAY - 1) == 15
     write((31, 23), (31, 23))  # late: March 31st again, the hours it kept added to
     assert store.sum(5, "steps", None, MARCH + 30 * DAY, MARCH + 31 * DAY - 1) == 25
-    # March's open day moves and April's first opens in one call: March ends closed
+    # March's mark moves and April's first is made in one call: March ends at none
     write((30, 10), (30, 11), uid=6)
     write((31, 20), (31, 21), (32, 1), (32, 2), uid=6)
     assert open_days(redis_client) == {
-        "{5}:m202603": 31,
-        "{5}:m202604": 1,
-        "{6}:m202603": 0,  # none: closed
-        "{6}:m202604": 1,
+        "{5}:m202603": -31,
+        "{5}:m202604": -1,
+        "{6}:m202603": 0,
+        "{6}:m202604": -1,
     }
     check_layout(redis_client)
     assert store.sum(6, "steps", None, MARCH + 29 * DAY, MARCH + 32 * DAY) == 30
@@ -250,7 +317,7 @@ def test_hours_kept_as_earlier_versions_kept_them_are_read(
     redis_client.hset("{5}:y2026", "31", 100)
     redis_client.hset("{5}:ty2026", "31:3", 100)
     ts = MARCH + (day - 1) * DAY + hour * 3600 + 60
-    for n in range(3):  # the day opens; the same hour gets more from the open day
+    for n in range(3):  # the same hour gets more, packed
         store.write_metrics([MetricPoint("steps", 5, 3, 9, 1, ts + n, ts + n, "increment")])
     start = MARCH + (day - 1) * DAY + hour * 3600
     assert store.sum(5, "steps", None, start, start + 3599) == 103
@@ -324,8 +391,8 @@ def hour_fields(month: dict[bytes, bytes]) -> list[bytes]:
 
 
 def write_two_days(store: Store, ts: int) -> None:
-    """Points on ts's day and on another of its month, the earlier written last: its hours
-    are packed, the later day's are in its own hash (psd/lua/hours.lua)."""
+    """Points on ts's day and on another of its month, the earlier written last (their
+    hours packed: psd/lua/hours.lua)."""
     other = ts - DAY if stamp(ts - DAY, "%m") == stamp(ts, "%m") else ts + DAY
     for at in sorted((ts, other), reverse=True):
         store.write_metric(MetricPoint("steps", 5, 1, at, 7, at, at))
@@ -362,15 +429,15 @@ def test_keys_past_the_policy_go_and_old_hours_leave_their_days(
 # -- compaction --
 
 
-def test_only_a_day_from_yesterday_on_opens(redis_client: redis.Redis, store: Store) -> None:
-    """A dense day two days back (an import's) goes packed into its month at once; a dense
-    day of yesterday opens, as a stream's latest day does."""
+def test_only_a_day_from_yesterday_on_is_marked(redis_client: redis.Redis, store: Store) -> None:
+    """A dense day two days back (an import's) leaves its month as it is; a dense day of
+    yesterday is marked, as a stream's latest day is. Both are packed."""
     today = int(time.time()) // DAY * DAY
     for uid, day in ((1, today - 2 * DAY), (2, today - DAY)):
         ts = [day + hour * 3600 + 17 for hour in (5, 6, 7)]
         store.write_metrics([MetricPoint("steps", uid, 3, 9, 4, t, t, "increment") for t in ts])
         assert store.sum(uid, "steps", None, day, day + DAY - 1) == 12
-    opened = open_days(redis_client)
-    assert [key.split(":")[0] for key in opened] == ["{2}"]
-    assert not list(redis_client.scan_iter(match="{1}:d[0-9]*"))
+    marked = {key.split(":")[0]: day for key, day in open_days(redis_client).items() if day}
+    assert marked == {"{2}": -int(stamp(today - DAY, "%d"))}
+    assert not list(redis_client.scan_iter(match="{*}:d[0-9]*"))
     check_layout(redis_client)

@@ -1,8 +1,8 @@
 """A month's hash in the order reads find its fields soonest (psd/lua/counters.lua's
 order_month): "o" first, then every type's days from the latest, their half-days, then each
-type's; made again when a stream's open day moves, when the month after opens its first day
-and once an import has gone on to the next month; a hashtable left as it is but saying its
-open day; compaction keeping a closed month's "o"."""
+type's; made again when a stream's latest day marked moves, when the month after has its
+first mark and once an import has gone on to the next month; a hashtable left as it is but
+saying its mark; compaction keeping a closed month's "o"."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def live_store(redis_client: redis.Redis, settings: Settings) -> tuple[Store, Li
     return Store(redis_client, settings, clock=clock), clock
 
 
-def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
+def test_a_month_is_ordered_for_reads_when_its_mark_moves(
     redis_client: redis.Redis,
 ) -> None:
     """A listpack finds a field by a scan from its first: a month's hash is made again with
@@ -57,17 +57,19 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
             ],
         )
 
-    write(2, 1, 2, 3)  # March 2nd opens: the month is ordered, with nothing closed yet
+    write(2, 1, 2, 3)  # March 2nd is marked: the month is ordered
     write(1, 20, atid=4)  # late: appended after the order
     assert set(list(redis_client.hgetall(key))[-4:]) == {b"11", b"11:4", b"h11", b"h11:4"}
     expiry = redis_client.pexpiretime(key)
-    write(3, 4, 5, 13)  # March 3rd opens, the 2nd closes: ordered again
-    assert list(redis_client.hgetall(key)) == [
-        b"o",
-        b"31", b"21", b"11", b"h21", b"h11",  # every type's days 3, 2 and 1, their half-days
-        b"31:3", b"21:3", b"11:4", b"h21:3", b"h11:4",  # those of each type
-    ]  # fmt: skip
-    assert redis_client.hget(key, "o") == b"3"
+    write(3, 4, 5, 13)  # March 3rd is marked: ordered again
+    fields = list(redis_client.hgetall(key))
+    # every type's days 3, 2 and 1, their half-days (day 3's two in the order written),
+    # then those of each type
+    assert fields[:4] == [b"o", b"31", b"21", b"11"]
+    assert set(fields[4:6]) == {b"h41", b"h51"} and fields[6:8] == [b"h21", b"h11"]
+    assert fields[8:11] == [b"31:3", b"21:3", b"11:4"]
+    assert set(fields[11:13]) == {b"h41:3", b"h51:3"} and fields[13:] == [b"h21:3", b"h11:4"]
+    assert redis_client.hget(key, "o") == b"-3"
     assert redis_client.pexpiretime(key) == expiry > time.time() * 1000
     assert store.sum(5, "steps", None, start, start + 3 * DAY) == 14
     assert store.sum(5, "steps", 4, start, start + 3 * DAY) == 2
@@ -77,7 +79,7 @@ def test_a_month_is_ordered_for_reads_when_its_open_day_moves(
 
 def test_an_import_s_months_are_ordered_for_reads(redis_client: redis.Redis, store: Store) -> None:
     """A month an import has gone on from (a call writes it and a later month of the user;
-    its days are long past: none opens) is ordered as a stream's is; one it has not, or a
+    its days are long past: none is marked) is ordered as a stream's is; one it has not, or a
     later month, is left as written."""
 
     def write(uid: int, days: range) -> None:
@@ -105,11 +107,11 @@ def test_an_import_s_months_are_ordered_for_reads(redis_client: redis.Redis, sto
     assert fields[0] == b"o" and fields.index(b"51") > fields.index(b"h571:3")
 
 
-def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
+def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_mark(
     redis_client: redis.Redis, live: tuple[Store, LiveClock]
 ) -> None:
     """A hashtable finds a field without a scan: a month past hash-max-listpack-entries is
-    not made again, but its "o" says when no day is open, and an import's is looked at
+    not made again, but its "o" says its mark or "0", and an import's is looked at
     once."""
     store, clock = live
     name = "hash-max-listpack-entries"
@@ -137,14 +139,14 @@ def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
                 ],
             )
 
-        write(5, (31, 20), (31, 21))  # March 31st opens
+        write(5, (31, 20), (31, 21))  # March 31st is marked
         assert redis_client.object("encoding", "{5}:m202603") == b"hashtable"
-        write(5, (32, 1), (32, 2))  # April 1st opens: March 31st closes
+        assert redis_client.hget("{5}:m202603", "o") == b"-31"
+        write(5, (32, 1), (32, 2))  # April 1st is marked: March is left
         assert redis_client.hget("{5}:m202603", "o") == b"0"
-        assert not redis_client.exists("{5}:d20260331")
         check_layout(redis_client)
         assert store.sum(5, "steps", None, MARCH, MARCH + 32 * DAY) == 20
-        clock.now = MARCH + 40 * DAY  # an import: no day opens
+        clock.now = MARCH + 40 * DAY  # an import: no day is marked
         store.write_metrics(
             [
                 MetricPoint("steps", 6, 3, 1, 1, ts, ts, "increment")
@@ -164,11 +166,13 @@ def test_a_month_past_the_listpack_limit_is_left_as_it_is_but_says_its_open_day(
             server.config_set(name, limit)
 
 
-def test_compaction_keeps_a_closed_month_s_open_day_field_unless_the_month_empties(
-    redis_client: redis.Redis,
+@pytest.mark.parametrize("mark", [b"0", b"-5"])
+def test_compaction_keeps_a_month_s_mark_unless_the_month_empties(
+    redis_client: redis.Redis, mark: bytes
 ) -> None:
-    """A closed month says so first ("o" = "0": psd/lua/counters.lua's order_month), which
-    a read finds at once; compaction drops it only with the month's last counter."""
+    """A month says first that no day of it has a hash of its own ("o": "0", or its latest
+    day marked, negative: psd/lua/counters.lua's order_month), which a read finds at once;
+    compaction drops it only with the month's last counter."""
     store = Store(redis_client, replace(POLICY, state_expire=60 * DAY))
     ts = NOW - 2 * DAY
     ts -= ts % 3600
@@ -178,12 +182,13 @@ def test_compaction_keeps_a_closed_month_s_open_day_field_unless_the_month_empti
         key = f"{{{uid}}}:m{stamp(ts, '%Y%m')}"
         fields, expiry = redis_client.hgetall(key), redis_client.pexpiretime(key)
         redis_client.delete(key)  # made again closed, as the write script orders a month
-        redis_client.hset(key, mapping={b"o": b"0", **fields})
+        fields.pop(b"o", None)
+        redis_client.hset(key, mapping={b"o": mark, **fields})
         redis_client.pexpireat(key, expiry)
-        assert b"0" in redis_client.hvals(key)
+    assert b"0" in redis_client.hvals(f"{{9}}:m{stamp(ts, '%Y%m')}")[1:]  # zeros to drop
     run(store, "compaction")
     kept = redis_client.hgetall(f"{{8}}:m{stamp(ts, '%Y%m')}")
-    assert next(iter(kept.items())) == (b"o", b"0")
+    assert next(iter(kept.items())) == (b"o", mark)
     assert b"0" not in list(kept.values())[1:]
     assert not redis_client.exists(f"{{9}}:m{stamp(ts, '%Y%m')}")
     assert store.sum(8, "steps", None, ts, ts + 30) == 4

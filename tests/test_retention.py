@@ -112,7 +112,7 @@ def test_expiry_costs_the_write_path_nothing_once_a_key_has_it(
 ) -> None:
     start = int(time.time()) // 3600 * 3600 - 2 * 3600
     first = [MetricPoint("steps", 7, 3, 1, 5, start + s, start + s, "increment") for s in (0, 1)]
-    policy_store.write_metrics(first)  # two writes of a day: its hash opens (psd/lua/hours.lua)
+    policy_store.write_metrics(first)  # every key of the points made, with its expiry
 
     def expireats() -> int:
         stats = redis_client.info("commandstats").get("cmdstat_expireat", {"calls": 0})
@@ -125,8 +125,9 @@ def test_expiry_costs_the_write_path_nothing_once_a_key_has_it(
     ]
     policy_store.write_metrics(points)
     assert expireats() == before
-    policy_store.write_metric(MetricPoint("steps", 7, 3, 1, 5, start + 3600, start + 3600))
-    assert expireats() > before  # a new hour field: the call that would give a new key expiry
+    policy_store.write_metric(MetricPoint("points", 7, 3, 2, 5, start + 3600, start + 3600))
+    assert expireats() > before  # another thing's new fields: the call that would give a new
+    # key expiry
 
 
 def test_a_point_past_a_levels_retention_is_kept_only_at_coarser_levels(

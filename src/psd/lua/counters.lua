@@ -67,22 +67,23 @@ local function owe_hour(key, name, number, delta)
   adds[number] = (adds[number] or 0) + delta
 end
 
--- each month's (and twin's) open day before this call and as it leaves it. The latest day
--- the call writes hours of becomes the open one once it is dense: more than one point of it
--- in the call, or a third hour of its half-day written; and if it is yesterday's or later. A
--- sparse user's day (a write or two, as most of the original's workload) is packed at once,
--- which costs less than its own hash; so is an import's older day, which the import's next
--- call would close again.
--- Hours of either day go to the day's hash; the one before is closed when the call has
--- written (nothing is, for a call refused whole).
+-- each month's field "o" before this call and as it leaves it (hours.lua): the latest day a
+-- stream has written, negative ("-5"), so that reads look for no day's hash; a positive day
+-- is the open day of an earlier psd, whose hours are in its own hash. The latest day the
+-- call writes hours of is marked once it is dense (more than one point of it in the call, or
+-- a third hour of its half-day written) and if it is yesterday's or later: its month is then
+-- ordered for reads (move_open_days), once a day for a stream. An earlier psd's open day is
+-- closed by the first call that writes its month (its hours packed with the rest). Every
+-- hour goes packed into its month; a day's own hash cost reads a command more than the
+-- HINCRBYs saved its writes, and a stream's points are applied many at once (pending.lua).
+-- The marks move only when the call has written (nothing does, for a call refused whole).
 local open_before, open_after
-local hour_keys  -- the open days' hashes owed to: their fields stay within ±HOUR_LIMIT
 local paid  -- what this call paid, {owed, owed_keys, packed hours}: for an undo
 
--- a call's start: nothing owed or paid, and each month's open day read
+-- a call's start: nothing owed or paid, and each month's "o" read
 local function counters_begin()
   owed, owed_keys, expiry, roots = {}, {}, {}, {}
-  owed_hours, owed_hours_keys, hour_keys, paid = {}, {}, {}, {}
+  owed_hours, owed_hours_keys, paid = {}, {}, {}
   open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
   typed_of = {}
   local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
@@ -98,15 +99,16 @@ local function counters_begin()
       if latest[month] == day then latest_count[month] = latest_count[month] + rows[h + H_N] end
     end
   end
-  -- only a day from yesterday on opens (a stream's): an import's older days go packed at
-  -- once, not into a day's hash the next call packs again
+  -- only a day from yesterday on is marked (a stream's): an import's older days would
+  -- order their month again at every call
   local recent = day_name((now - now % 86400) / 86400 - 1)
   for month, day in pairs(latest) do
     local open, held = open_day_of(month, latest_field[month])
-    open_before[month], open_after[month] = open, open
-    if day > open and (latest_count[month] > 1 or held >= 2)
+    local marked = open < 0 and -open or open
+    open_before[month], open_after[month] = open, -marked
+    if day > marked and (latest_count[month] > 1 or held >= 2)
        and string.sub(month, -6) .. string.format('%02d', day) >= recent then
-      open_after[month] = day
+      open_after[month] = -day
     end
   end
 end
@@ -118,10 +120,10 @@ local function month_before(month)
   return string.sub(month, 1, -7) .. string.format('%04d%02d', y, m)
 end
 
--- the open days moved; a month's first open day also closes the month before's (a stream
--- has moved on: the day's hash would stay until it expires, and every read of its hours
--- ask it too). Its hours this call added are in it, paid: they are packed with the rest.
--- Then months are ordered for reads (order_month, below).
+-- the marks moved (an earlier psd's open day closed: its hours packed with the rest); a
+-- month's first mark also leaves the month before at "0" (a stream has moved on: an open
+-- day of an earlier psd there is closed). Then months are ordered for reads (order_month,
+-- below).
 local function move_open_days()
   -- A month's hash in the order reads find its fields soonest: a listpack finds a field by a
   -- scan from its first, and reads ask for a few fields each, mostly of recent days, and
@@ -132,8 +134,8 @@ local function move_open_days()
   -- within its first 31 fields, and a 7-day read's too. The hash is made again in that
   -- order, its expiry kept; one a hashtable, or larger than 1,024 fields, finds a field
   -- without a scan and is left as it is (its "o" set all the same). Done when a month's
-  -- open day moves (once a day a stream), to the month before when a month opens its first
-  -- day, and to a month a call writes with a later one of the same user, when it has never
+  -- mark moves (once a day a stream), to the month before when a month has its first
+  -- mark, and to a month a call writes with a later one of the same user, when it has never
   -- been (an import's, whose older days never open, once it has gone on to the next
   -- month); once a call. (A local of this function: write_metric.lua's main chunk is at
   -- Lua's 200 locals.)
@@ -144,7 +146,7 @@ local function move_open_days()
     local encoding = redis.call('OBJECT', 'ENCODING', month)
     if not encoding then return end  -- no hash
     if (encoding ~= 'listpack' and encoding ~= 'ziplist') or redis.call('HLEN', month) > 1024
-    then  -- left as it is, but says its open day ("0": it is not looked at again)
+    then  -- left as it is, but says its mark ("0": it is not looked at again)
       redis.call('HSET', month, 'o', open)
       return
     end
@@ -186,7 +188,7 @@ local function move_open_days()
     redis.call('HSET', month, unpack(args))
     if expire_at > 0 then redis.call('PEXPIREAT', month, expire_at) end
   end
-  local first = {}  -- the months given their first open day
+  local first = {}  -- the months given their first mark
   for month, day in pairs(open_after) do
     local before = open_before[month]
     if day ~= before then
@@ -199,8 +201,8 @@ local function move_open_days()
     local last = month_before(month)
     local open = redis.call('HGET', last, 'o')
     if open ~= '0' then  -- not ordered since it closed
-      if open then close_day(last, open + 0) end
-      ordered[last] = nil  -- again if its open day moved in this call: the day closed since
+      if open and open + 0 > 0 then close_day(last, open + 0) end
+      ordered[last] = nil  -- again if its mark moved in this call: it says "0" now
       order_month(last, '0')
     end
   end
@@ -222,7 +224,7 @@ end
 
 -- the deltas of points of one target, record and type, owed to their counters: each field of
 -- every type and its twin of the type (root, year and month: each child's hash; the hour:
--- its day's hash if open, else packed in its month)
+-- packed in its month)
 local function owe_due(k, t, atid, delta)
   local typed = typed_slots(t, atid)
   -- the root holds every year, kept until its newest year's retention ends: always added to
@@ -238,16 +240,10 @@ local function owe_due(k, t, atid, delta)
   end
   expire_at = t[T_EXPIRES + 3]
   if expire_at ~= 0 and expire_at <= now then return end
-  local month, day = KEYS[k + 5], t[T_DAY]
-  if open_after[month] == day or open_before[month] == day then
-    key = KEYS[k + 6]
-    hour_keys[key] = true
-    owe(key, t[T_SLOTS + 3], typed[4], delta, expire_at, false)
-  else
-    local name, number = t[T_PACKED], hour_number((t[T_HOUR] - 100) % 24)
-    owe_hour(month, name, number, delta)
-    owe_hour(month, name .. ':' .. atid, number, delta)
-  end
+  local month = KEYS[k + 5]
+  local name, number = t[T_PACKED], hour_number((t[T_HOUR] - 100) % 24)
+  owe_hour(month, name, number, delta)
+  owe_hour(month, name .. ':' .. atid, number, delta)
 end
 
 -- What points add is summed per target (an hour of a thing), record and type first, and
@@ -325,23 +321,19 @@ local function hours_due()
   return due
 end
 
--- pay what is owed, or nothing (false) if a field would leave ±2^62 (an open day's hour
--- ±2^53); a new field may be a new hash: give it its expiry; the root only ever extends it
+-- pay what is owed, or nothing (false) if a field would leave ±2^62 (a packed hour ±2^53);
+-- a new field may be a new hash: give it its expiry; the root only ever extends it
 local function pay_counters()
   owe_dues()
   local due = hours_due()
   if due == nil then return false end
   local fresh = {}
   for _, key in ipairs(owed_keys) do
-    local limit = hour_keys[key] and HOUR_LIMIT or COUNTER_LIMIT
     for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
       if delta ~= 0 then
         local n = redis.pcall('HINCRBY', key, field, digits_of(delta))  -- add(), inlined
-        if type_of(n) ~= 'number' or n >= limit or n <= -limit then
-          local no, added = true, true  -- past an hour's limit: a plain number, exact enough
-          if limit == COUNTER_LIMIT or type_of(n) ~= 'number' then
-            no, added = refused(key, field, n)
-          end
+        if type_of(n) ~= 'number' or n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT then
+          local no, added = refused(key, field, n)
           if no then unpay({owed, owed_keys}, key, field, added); return false end
         end
         if n == delta then fresh[key] = true end

@@ -1,20 +1,21 @@
 -- hours.lua: included by write_metric.lua (after limits.lua) and sum.lua where they say
 -- "-- #include hours.lua": where a user's hour sums go (psd/keys.py names the layout).
 --
--- A month's hash {uid}:mYYYYMM keeps, besides its days, the hours of its closed days packed
--- by half-day: field "h<(2 * (day - 1) + half) * 10 + thing>" (per type: the same, then
+-- A month's hash {uid}:mYYYYMM keeps, besides its days, the hours of its days packed by
+-- half-day: field "h<(2 * (day - 1) + half) * 10 + thing>" (per type: the same, then
 -- ":<atid>"); its hours numbered 1 to 12 from the half-day's first, either "F" then twelve
 -- big-endian int32 (FIXED: read in one call into a list; for a half-day of three hours or
 -- more within ±2^31) or msgpack {number = sum, ...} of those it has (fewer bytes for a
--- sparse one). Its open day — the latest day written
--- in that month — keeps its hours as plain counters in its own hash {uid}:dYYYYMMDD, named
--- as the month's hour children ("<(100 + 24 * (day - 1) + hour) * 10 + thing>"), and the
--- month's field "o" names that day. So the stream of a user's writes, nearly all to their
--- latest day, costs one HINCRBY an hour field, while a dense month stays two dozen packed
--- fields (a compact listpack) instead of ~1,500 plain ones (a hashtable, ~70 bytes a field).
--- A write to a later day first closes the open one: its hours are packed into the month and
--- its hash deleted. A write to an earlier day adds to its packed hours. Hours written as
--- plain fields of the month's hash by earlier versions of psd stay there (a read adds them).
+-- sparse one). Every write adds to them, a stream's latest day too, so a month is two dozen
+-- packed fields (a compact listpack) instead of ~1,500 plain ones (a hashtable, ~70 bytes a
+-- field), and a read asks its month's hash for every hour it needs. The month's field "o"
+-- says the latest day a stream has written as a negative number ("-5"; "0": none since the
+-- month was left; counters.lua). Earlier versions of psd kept that day's hours as plain
+-- counters in a hash of its own, {uid}:dYYYYMMDD, named as the month's hour children
+-- ("<(100 + 24 * (day - 1) + hour) * 10 + thing>"), with "o" naming it (a positive day):
+-- reads add such an open day's hours, and the first write to its month packs them into
+-- the month and deletes its hash (close_day). Hours written as plain fields of the month's
+-- hash by earlier versions of psd stay there (a read adds them).
 --
 -- Hour sums are kept within ±2^53 (HOUR_LIMIT), where packed Lua numbers are exact.
 local HOUR_LIMIT = 2^53
@@ -160,8 +161,8 @@ local function close_day(month, dom)
   redis.call('DEL', day)
 end
 
--- the month's open day (0: none), and how many hours its packed field `name` holds (read
--- with it)
+-- the month's "o" as a number (0: none; negative: the latest day marked; positive: an
+-- earlier psd's open day), and how many hours its packed field `name` holds (read with it)
 local function open_day_of(month, name)
   local vals = redis.call('HMGET', month, 'o', name)
   known_of(month)[name] = vals[2]
@@ -172,7 +173,7 @@ local function open_day_of(month, name)
   return vals[1] and vals[1] + 0 or 0, held
 end
 
--- make `to` the month's open day, closing `from` (0: none) first
+-- set the month's "o" to `to`, closing the open day `from` (an earlier psd's, if positive)
 local function move_open_day(month, from, to)
   if from > 0 then close_day(month, from) end
   redis.call('HSET', month, 'o', to)

@@ -85,15 +85,16 @@ local function hdel_all(key, fields)
 end
 
 -- drop zero fields (compaction) and hours below `first_kept` (retention); true if emptied.
--- A month's "o" of no open day ("0", first: counters.lua's order_month) goes only with
--- the rest: a read finds it at once, where its absence costs a scan of every field
+-- A month's "o" of no open day ("0", or a negative latest day: hours.lua; first:
+-- counters.lua's order_month) goes only with the rest: a read finds it at once, where its
+-- absence costs a scan of every field
 local function prune(key, first_kept)
   if not drop_zeros and first_kept == 0 then return false end
   local flat = redis.call('HGETALL', key)
   local gone, closed = {}, false
   for i = 1, #flat, 2 do
     local f, child = flat[i], child_of(flat[i]) or 0
-    if f == 'o' and flat[i + 1] == '0' then
+    if f == 'o' and (flat[i + 1] == '0' or string.byte(flat[i + 1], 1) == 45) then  -- '-'
       closed = true
     elseif (drop_zeros and flat[i + 1] == '0') or (child >= HOUR_BASE and child < first_kept) then
       gone[#gone + 1] = f
@@ -168,7 +169,7 @@ end
 local function merge_twin(twin, main, pack)
   local open = redis.call('HGET', twin, 'o')
   if open then
-    close_day(twin, open + 0)
+    if open + 0 > 0 then close_day(twin, open + 0) end
     redis.call('HDEL', twin, 'o')
   end
   if redis.call('EXISTS', twin) == 0 then return end
