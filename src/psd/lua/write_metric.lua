@@ -8,9 +8,10 @@
 --             summary, "_span" and "_v" (record.lua); its changes go to {uid}:cYYYYMMDD
 --             (changes.lua), named from this key
 --           {uid}:idx   zset "<thing>:<type>:<aid>:<first>" scored by the last change
---           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM, {uid}:dYYYYMMDD of the
---           point's ts2, each holding a child's sum of every type and of each type (its
---           twin field); where its hour goes: hours.lua
+--           counter hashes {uid}:r, {uid}:yYYYY, {uid}:mYYYYMM of the point's ts2, each
+--           holding a child's sum of every type and of each type (its twin field); where its
+--           hour goes: hours.lua; then {uid}:dYYYYMMDD, where an earlier psd kept an open
+--           day's hours (hours.lua names the one it closes)
 --           {uid}:once  the user's record of applied deliveries (once.lua)
 -- ARGV[1] msgpack {targets, deliveries, runs} (psd.scriptargs.MetricCallArg; psd.writes
 --         builds it):
