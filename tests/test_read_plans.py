@@ -71,17 +71,18 @@ def flat_reference(atid: str, thing: int, plan: PlanArg) -> bytes:
     """The lone argument as its format says, value by value: the reference."""
     values: list[Any] = [atid, thing, str(thing), len(plan.groups)]
     for group in plan.groups:
-        values += [len(group.ranges), *group.ranges, len(group.fields), *group.fields]
         hours = group.hours
+        names = hours.names if hours is not None else []  # asked with the fields, after them
+        values += [len(group.ranges), *group.ranges, len(group.fields), len(names)]
+        values += [*group.fields, *names]
         if hours is None:
-            values.append(0)
             continue
         picks = [
             n
             for i in range(0, len(hours.picks), 4)
             for n in (hours.picks[i], hours.picks[i + 2], hours.picks[i + 3])
         ]
-        values += [len(hours.names), *hours.names, len(picks), *picks]
+        values += [len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
         for day in hours.days:  # its open day's fields, should it be that day
             fields: dict[bool, list[str]] = {True: [], False: []}

@@ -205,9 +205,11 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
     """sum.lua's ``ARGV[1]`` for one series of one thing without its activities: a flat run
     of msgpack values, not a list (the script reads it in place): ``atid`` ("" = every
     type), the thing as a number and as a string, the plan's groups (their count, then per
-    group its ranges and its fields, each a list: its length, then its elements; then its
-    month's hours: 0 for none, else its names, its picks by three (name number, first and
-    last hour), its days, each a list, then per packed name its ``bases``), its windows
+    group its ranges, a list: its length, then its elements; how many fields and how many
+    names of its month's hours it asks for (0 for none), the fields, the hours' names (so
+    that one ``HMGET`` takes them as they are), then, with hours, its picks by three (name
+    number, first and last hour) and its days, each a list, per packed name its ``bases``
+    and per day the names of its hours should it be an earlier psd's open day), its windows
     (their count, then seven values each, as :class:`WindowArg`)."""
     return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows, plan.t1, plan.t2)
 
@@ -242,17 +244,17 @@ def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
     with the same whole hours, so a caller may keep it."""
     values: list[Any] = [atid, thing, str(thing), len(groups)]
     for group in groups:
-        values += [len(group.ranges), *group.ranges, len(group.fields), *group.fields]
         hours = group.hours
+        held = len(hours.names) if hours is not None else 0
+        values += [len(group.ranges), *group.ranges, len(group.fields), held, *group.fields]
         if hours is None:
-            values.append(0)
             continue
         picks = [
             n
             for i in range(0, len(hours.picks), 4)
             for n in (hours.picks[i], hours.picks[i + 2], hours.picks[i + 3])
         ]
-        values += [len(hours.names), *hours.names, len(picks), *picks]
+        values += [*hours.names, len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
         values += _open_day_names(hours, atid)
     packer = msgpack.Packer()

@@ -80,11 +80,11 @@ local function lone_open_names(key, a, q, open, hi, lo)
   return hi, lo
 end
 
--- add a month's hours (its part at a[h]: names, picks, days, bases) packed in its hash,
--- then those of its open day when it is one of the days: their values from vals[off + 1] on
--- when they came with the group's fields, else (vals nil) asked for here
-local function lone_hours(key, a, h, vals, off, hi, lo)
-  local count = a[h]
+-- add a month's hours (its part after a[h]: `count` names, then picks, days, bases) packed
+-- in its hash, then those of an earlier psd's open day when it is one of the days: their
+-- values from vals[off + 1] on when they came with the group's fields, else (vals nil)
+-- asked for here
+local function lone_hours(key, a, h, count, vals, off, hi, lo)
   if vals == nil then vals, off = redis.call('HMGET', key, unpack(a, h + 1, h + count)), 0 end
   local p = h + count + 1
   local d = p + a[p] + 1
@@ -116,9 +116,9 @@ local function lone_hours(key, a, h, vals, off, hi, lo)
   return hi, lo
 end
 
--- where a group's month's hours (their part at a[h]; 0: none) end: their last base
-local function hours_end(a, h)
-  local count = a[h]
+-- where a group's month's hours (`count` names after a[h]; 0: none) end: their last open
+-- day's name
+local function hours_end(a, h, count)
   if count == 0 then return h end
   local d = h + count + 1
   d = d + a[d] + 1
@@ -127,14 +127,15 @@ local function hours_end(a, h)
   return q - 1
 end
 
--- add a counter hash's fields (the child ranges at a[r], the names at a[f]; negative ranges
--- subtract them: sum_hash) and its month's hours (at a[h]), in one HMGET (sum_hash says when
--- a hash is read whole instead)
+-- add a counter hash's fields (the child ranges at a[r], how many names at a[f] and how many
+-- of its month's hours' names after it, then the names, the hours' right after them;
+-- negative ranges subtract them: sum_hash) and its month's hours (after a[h]), in one HMGET
+-- of the names as they come (sum_hash says when a hash is read whole instead)
 local function lone_group(key, a, r, f, h, thing, hi, lo)
-  local count, held = a[f], a[h]
+  local count, held = a[f], a[f + 1]
   if a[r] == 0 then  -- a month's packed hours only
     if held == 0 then return hi, lo end
-    return lone_hours(key, a, h, nil, 0, hi, lo)
+    return lone_hours(key, a, h, held, nil, 0, hi, lo)
   end
   local minus = a[r + 1] < 0
   if not minus and (count > SMALL or count == 0) then
@@ -143,17 +144,10 @@ local function lone_group(key, a, r, f, h, thing, hi, lo)
     if 3 * n <= count or count == 0 then
       hi, lo = lone_parsed(whole_of(key), a, r, thing, hi, lo)
       if held == 0 then return hi, lo end
-      return lone_hours(key, a, h, nil, 0, hi, lo)
+      return lone_hours(key, a, h, held, nil, 0, hi, lo)
     end
   end
-  local vals
-  if held == 0 then
-    vals = redis.call('HMGET', key, unpack(a, f + 1, f + count))
-  else
-    local names = {unpack(a, f + 1, f + count)}
-    for j = 1, held do names[count + j] = a[h + j] end
-    vals = redis.call('HMGET', key, unpack(names))
-  end
+  local vals = redis.call('HMGET', key, unpack(a, f + 2, h + held))
   if minus then
     local h2, l2 = lone_values(vals, count, 0, 0)
     hi, lo = carry(hi - h2, lo - l2)
@@ -161,7 +155,7 @@ local function lone_group(key, a, r, f, h, thing, hi, lo)
     hi, lo = lone_values(vals, count, hi, lo)
   end
   if held == 0 then return hi, lo end
-  return lone_hours(key, a, h, vals, count, hi, lo)
+  return lone_hours(key, a, h, held, vals, count, hi, lo)
 end
 
 -- things, thing_index and thing_of of a call of one thing (the same for every such call)
@@ -183,9 +177,9 @@ local function lone_sum(keys, args, a)
   for _ = 1, a[4] do
     local r = i
     local f = r + a[r] + 1
-    local h = f + a[f] + 1
+    local h = f + a[f] + 1  -- its last name: the hours' names follow
     hi, lo = lone_group(KEYS[k], a, r, f, h, thing, hi, lo)
-    i, k = hours_end(a, h) + 1, k + 1
+    i, k = hours_end(a, h, a[f + 1]) + 1, k + 1
   end
   local n, his, los = a[i], {hi}, {lo}
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
