@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from psd.config import Settings
 from psd.keys import (
-    HOUR_BASE,
     Ranges,
     ReadPlan,
     _coarse_group,
@@ -84,15 +83,6 @@ def flat_reference(atid: str, thing: int, plan: PlanArg) -> bytes:
         ]
         values += [len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
-        for day in hours.days:  # its open day's fields, should it be that day
-            fields: dict[bool, list[str]] = {True: [], False: []}
-            for number, _, first, last in zip(*[iter(hours.picks)] * 4, strict=True):
-                base = hours.bases[abs(number) - 1]
-                if (base // 10 - HOUR_BASE) // 24 + 1 == day:
-                    typed = f":{atid}" if atid else ""
-                    hours_of = range(first, last + 1)
-                    fields[number > 0] += [f"{base + 10 * (h - 1)}{typed}" for h in hours_of]
-            values += [len(fields[True]), len(fields[False]), *fields[True], *fields[False]]
     values.append(len(plan.windows))
     for window in plan.windows:
         values += window

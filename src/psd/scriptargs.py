@@ -13,8 +13,6 @@ from typing import Any, Literal, NamedTuple
 
 import msgpack
 
-from psd.keys import HOUR_BASE
-
 
 class MetricTargetArg(NamedTuple):
     """What the points of one hour of one thing share in write_metric.lua's ``ARGV[1]``:
@@ -208,35 +206,9 @@ def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
     group its ranges, a list: its length, then its elements; how many fields and how many
     names of its month's hours it asks for (0 for none), the fields, the hours' names (so
     that one ``HMGET`` takes them as they are), then, with hours, its picks by three (name
-    number, first and last hour) and its days, each a list, per packed name its ``bases``
-    and per day the names of its hours should it be an earlier psd's open day), its windows
-    (their count, then seven values each, as :class:`WindowArg`)."""
+    number, first and last hour) and its days, each a list, then per packed name its
+    ``bases``), its windows (their count, then seven values each, as :class:`WindowArg`)."""
     return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows, plan.t1, plan.t2)
-
-
-def _open_day_names(hours: HoursArg, atid: str) -> list[Any]:
-    """Per day of ``hours.days``, the fields of its hash to ask for should it be the month's
-    open day (psd/lua/lone.lua): how many add and how many subtract, then their names, the
-    plain fields of the hours its picks ask for (a negative name number subtracts them).
-    Made here once for every read of the same hours, not by the script on each."""
-    suffix = f":{atid}" if atid else ""
-    out: list[Any] = []
-    picks, bases = hours.picks, hours.bases
-    for day in hours.days:
-        plus: list[str] = []
-        minus: list[str] = []
-        for i in range(0, len(picks), 4):
-            number, first, last = picks[i], picks[i + 2], picks[i + 3]
-            base = bases[abs(number) - 1]  # the slot of its packed field's first hour
-            if (base // 10 - HOUR_BASE) // 24 + 1 != day:
-                continue
-            names = [
-                f"{slot}{suffix}"
-                for slot in range(base + 10 * (first - 1), base + 10 * (last - 1) + 1, 10)
-            ]
-            (plus if number > 0 else minus).extend(names)
-        out += [len(plus), len(minus), *plus, *minus]
-    return out
 
 
 def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
@@ -256,7 +228,6 @@ def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
         ]
         values += [*hours.names, len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
-        values += _open_day_names(hours, atid)
     packer = msgpack.Packer()
     return b"".join(packer.pack(value) for value in values)
 

@@ -66,12 +66,29 @@ local function lone_packed(raw, first, last, hi, lo)
   return hi, lo
 end
 
--- add the hours of a month's open day `open`: its names at a[q] (lone_head: how many add,
--- how many subtract, then the names), one HMGET of that day's hash
-local function lone_open_names(key, a, q, open, hi, lo)
-  local n, m = a[q], a[q + 1]
+-- add the hours of a month's open day `open` (an earlier psd's: hours.lua) its picks ask
+-- for (by three after a[p]: name number, first and last hour; the slot of each packed
+-- name's first hour after a[b]): one HMGET of the day's hash, the hours of a pick whose name
+-- number is negative subtracted. Such a day is rare now: its names are made here, not sent
+-- with every read
+local function lone_open_day(key, a, p, b, open, hi, lo)
+  local names, minus = {}, {}
+  local suffix = filter and ':' .. filter
+  for i = p + 1, p + a[p], 3 do
+    local number = a[i]
+    local base = a[b + (number < 0 and -number or number)]
+    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
+      local list = number > 0 and names or minus
+      for h = a[i + 1], a[i + 2] do
+        local name = slot_name(base + 10 * (h - 1))
+        list[#list + 1] = suffix and name .. suffix or name
+      end
+    end
+  end
+  local n, m = #names, #minus
   if n + m == 0 then return hi, lo end
-  local vals = redis.call('HMGET', open_day_key(key, open), unpack(a, q + 2, q + 1 + n + m))
+  for j = 1, m do names[n + j] = minus[j] end
+  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
   hi, lo = lone_values(vals, n, hi, lo)
   if m > 0 then
     local h2, l2 = lone_values(vals, n + m, 0, 0, n + 1)
@@ -104,27 +121,20 @@ local function lone_hours(key, a, h, count, vals, off, hi, lo)
   local open = vals[off + count]
   if open then
     open = open + 0
-    local q = d + a[d] + count  -- the first day's names (after the bases)
     for i = d + 1, d + a[d] do
-      if a[i] == open then
-        hi, lo = lone_open_names(key, a, q, open, hi, lo)
-        break
-      end
-      q = q + 2 + a[q] + a[q + 1]
+      if a[i] == open then return lone_open_day(key, a, p, d + a[d], open, hi, lo) end
     end
   end
   return hi, lo
 end
 
--- where a group's month's hours (`count` names after a[h]; 0: none) end: their last open
--- day's name
+-- where a group's month's hours (`count` names after a[h], "o" the last; 0: none) end:
+-- their last base (one a packed name)
 local function hours_end(a, h, count)
   if count == 0 then return h end
   local d = h + count + 1
   d = d + a[d] + 1
-  local q = d + a[d] + count  -- the first day's names
-  for _ = 1, a[d] do q = q + 2 + a[q] + a[q + 1] end
-  return q - 1
+  return d + a[d] + count - 1
 end
 
 -- add a counter hash's fields (the child ranges at a[r], how many names at a[f] and how many

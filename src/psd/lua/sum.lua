@@ -37,11 +37,9 @@
 --          month's hours (0: none), the field names, the hours' packed names and "o" (one
 --          HMGET asks for them as they come), then with hours {count, picks by three: name
 --          number (negative: subtracted), first and last hour...}, {count, days...}, then
---          per packed name the slot of its first hour, then per day the fields of its hash
---          to ask for should it be an earlier psd's open day (how many add, how many
---          subtract, then the names: the caller builds them once, lone_head); then the
---          window count and seven values a window, as above; then the range's first and
---          last second (numbers: its pending points).
+--          per packed name the slot of its first hour; then the window count and seven
+--          values a window, as above; then the range's first and last second (numbers: its
+--          pending points).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
 --          run: always), {uid}:idx and {uid}:acts, then its pending log {uid}:p
 --          (pending.lua; a global counter's names no key); then per breakdown its counter
