@@ -21,12 +21,29 @@ local function span_of(acts)
   return span_value, span_current, span_complete
 end
 
+-- one context's {ti} by the call's thing_index and the context's thing: a day of one
+-- activity is most days, and their lists the same for every such day of a call
+local one_context = setmetatable({}, {__mode = 'k'})
+
 -- per context of a day's changes (changes.lua), the thing index (ti) its changes add to, or
--- nil when the read does not sum it (another thing, or type)
+-- nil when the read does not sum it (another thing, or type); read, never changed
 local function context_things(raw)
   -- one context (a fixarray of 3) whose thing is a fixint, read without unpacking
-  if raw and filter == nil and byte(raw, 1) == 0x93 and byte(raw, 2) < 0x80 then
-    return {thing_index[byte(raw, 2)]}
+  if raw and filter == nil and byte(raw, 1) == 0x93 then
+    local thing = byte(raw, 2)
+    if thing < 0x80 then
+      local of = one_context[thing_index]
+      if of == nil then
+        of = {}
+        one_context[thing_index] = of
+      end
+      local tis = of[thing]
+      if tis == nil then
+        tis = {thing_index[thing]}
+        of[thing] = tis
+      end
+      return tis
+    end
   end
   local ctxs, tis = raw and cmsgpack.unpack(raw) or {}, {}
   for n = 1, #ctxs / 3 do

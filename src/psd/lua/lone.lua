@@ -50,15 +50,22 @@ local function lone_values(vals, n, hi, lo, from)
 end
 
 
+-- a fixed half-day's twelve hours, unpacked into this table again by every read (one table
+-- less a half-day a read asks for: a table costs more than the twelve numbers in it)
+local fixed_hours = {}
+
 -- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
 -- each) summed first
 local function lone_packed(raw, first, last, hi, lo)
-  local hours = unpack_hours(raw)
   if byte(raw, 1) == FIXED_BYTE then
+    local t = fixed_hours
+    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12] =
+      struct.unpack(FIXED, raw, 2)
     local s = 0
-    for h = first, last do s = s + hours[h] end
+    for h = first, last do s = s + t[h] end
     return add_number(hi, lo, s)
   end
+  local hours = unpack_hours(raw)
   for h = first, last do
     local x = hours[h]
     if x then hi, lo = add_number(hi, lo, x) end
@@ -170,6 +177,9 @@ end
 
 -- things, thing_index and thing_of of a call of one thing (the same for every such call)
 local lone_things = {}
+-- a lone call's sum as windows and pending points add to it (series_windows, add_pending:
+-- a table each of one element), the same two tables for every call
+local lone_his, lone_los = {0}, {0}
 
 -- one call: KEYS one counter hash per group, then {uid}:idx, {uid}:acts and {uid}:p
 local function lone_sum(keys, args, a)
@@ -191,7 +201,8 @@ local function lone_sum(keys, args, a)
     hi, lo = lone_group(KEYS[k], a, r, f, h, thing, hi, lo)
     i, k = hours_end(a, h, a[f + 1]) + 1, k + 1
   end
-  local n, his, los = a[i], {hi}, {lo}
+  local n, his, los = a[i], lone_his, lone_los
+  his[1], los[1] = hi, lo
   series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
   local t = i + 7 * n
   add_pending(pending_log(KEYS[k + 2]), a[t + 1], a[t + 2], his, los, nil)
