@@ -50,15 +50,11 @@ local function lone_values(vals, n, hi, lo, from)
 end
 
 
--- a fixed half-day's twelve hours, unpacked into this table again by every read (one table
--- less a half-day a read asks for: a table costs more than the twelve numbers in it)
-local fixed_hours = {}
-
 -- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
 -- each) summed first
 local function lone_packed(raw, first, last, hi, lo)
   if byte(raw, 1) == FIXED_BYTE then
-    local t = fixed_hours
+    local t = fixed_hours  -- sumhours.lua's
     t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12] =
       struct.unpack(FIXED, raw, 2)
     local s = 0

@@ -134,6 +134,15 @@ end
 local function add_asked(key, fields, count, his, los, minus)
   local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
   local op = minus and subtract or add
+  if width == count then  -- one thing: every field adds to its sum
+    local hi, lo = his[1], los[1]
+    for j = 1, count do
+      local v = vals[j]
+      if v then hi, lo = op(hi, lo, v) end
+    end
+    his[1], los[1] = hi, lo
+    return vals
+  end
   for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1

@@ -7,6 +7,18 @@
 -- each field's hours by its number, and the one of its days that is the month's open day,
 -- if any: that day's hours are in its own hash (hours.lua). Their values from vals[off + 1]
 -- on when they came with the group's fields (sum_hash), else asked for here
+-- the one of a group's days (part[4]) that its month's "o" (raw: as HMGET answered it) names
+-- as an earlier psd's open day, or nil
+local function open_in(part, raw)
+  if raw then
+    local open = raw + 0
+    for _, day in ipairs(part[4]) do
+      if day == open then return day end
+    end
+  end
+  return nil
+end
+
 local function read_packed(key, part, vals, off)
   local names = part[1]
   if vals == nil then vals, off = redis.call('HMGET', key, unpack(names)), 0 end
@@ -15,15 +27,12 @@ local function read_packed(key, part, vals, off)
     local raw = vals[off + i]
     if raw then tables[i] = unpack_hours(raw) end
   end
-  local open = vals[off + #names]
-  if open then
-    open = open + 0
-    for _, day in ipairs(part[4]) do
-      if day == open then return tables, day end
-    end
-  end
-  return tables, nil
+  return tables, open_in(part, vals[off + #names])
 end
+
+-- a fixed half-day's twelve hours, unpacked into this table again by every read of one
+-- (one table less a half-day read: a table costs more than the twelve numbers in it)
+local fixed_hours = {}
 
 -- a counter field's name: a slot's decimal string. Kept from call to call, as the library's
 -- functions are (a name is the same for every call): turning a number into a string costs
@@ -100,19 +109,23 @@ end
 -- off: as sum_hash returns them)
 local function sum_hours(key, plan, g, his, los, vals, off)
   local part = plan.groups[g][3]
-  local tables, open = read_packed(key, part, vals, off)
-  local picks = part[2]
+  local names, picks = part[1], part[2]
+  if vals == nil then vals, off = redis.call('HMGET', key, unpack(names)), 0 end
+  local fixed = fixed_hours  -- lone.lua's: a fixed half-day unpacked into it, no table made
   for i = 1, #picks, 4 do
     local number = picks[i]
-    local hours = tables[number < 0 and -number or number]
-    if hours then
+    local raw = vals[off + (number < 0 and -number or number)]
+    if raw then
       local ti = picks[i + 1]
       local hi, lo = his[ti], los[ti]
-      if hours[13] then  -- fixed (hours.lua: its 13th, struct's next position): twelve
-        local s = 0      -- numbers within ±2^31, summed exactly first
-        for h = picks[i + 2], picks[i + 3] do s = s + hours[h] end
+      if byte(raw, 1) == FIXED_BYTE then  -- twelve numbers within ±2^31, summed exactly first
+        fixed[1], fixed[2], fixed[3], fixed[4], fixed[5], fixed[6], fixed[7], fixed[8],
+          fixed[9], fixed[10], fixed[11], fixed[12] = struct.unpack(FIXED, raw, 2)
+        local s = 0
+        for h = picks[i + 2], picks[i + 3] do s = s + fixed[h] end
         hi, lo = add_number(hi, lo, number > 0 and s or -s)
       else
+        local hours = cmsgpack.unpack(raw)
         for h = picks[i + 2], picks[i + 3] do
           local x = hours[h]
           if x then hi, lo = add_number(hi, lo, number > 0 and x or -x) end
@@ -121,5 +134,6 @@ local function sum_hours(key, plan, g, his, los, vals, off)
       his[ti], los[ti] = hi, lo
     end
   end
+  local open = open_in(part, vals[off + #names])
   if open then sum_open_day(key, part, open, his, los) end
 end
