@@ -34,6 +34,25 @@ def test_a_day_of_several_changes_says_no_single(redis_client: redis.Redis, stor
     assert check_singles_hints(redis_client, "{1}:") == 1
 
 
+def test_a_new_day_says_its_hint_right_after_its_contexts(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """Every read of a day's changes asks for its contexts and its hint, which a listpack
+    finds by a scan from its first field: a day's key is made with them first."""
+    day = HOUR - HOUR % 86400  # DAY_KEY's day: its first hours
+
+    def at(aid: int, *seconds: int) -> list[MetricPoint]:
+        return [MetricPoint("steps", 1, 2, aid, 5, day + s, day + s, "increment") for s in seconds]
+
+    store.write_metrics(at(1, 60, 600, 1200), wait=False)
+    store.write_metrics(at(1, 3600 + 60), wait=False)  # the next hour, added after them
+    assert list(redis_client.hgetall(DAY_KEY))[:2] == [b"a", b"s"]
+    store.write_metrics(at(2, 7200 + 900), wait=False)  # a single: "1", where it was
+    assert list(redis_client.hgetall(DAY_KEY))[:2] == [b"a", b"s"]
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
+    assert store.sum(1, "steps", None, day + 7200 + 890, day + 7200 + 910) == 5
+
+
 def test_a_single_after_the_day_has_changes_is_read(
     redis_client: redis.Redis, store: Store
 ) -> None:

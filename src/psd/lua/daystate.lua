@@ -247,15 +247,20 @@ local function save_days()
     local hint = st.single and '1' or (#flat > 0 and st.created and singles.hint(st)) or nil
     -- a single's "1" goes only to a day that has changes: a sparse user's day of singles
     -- keeps no key (none reads as maybe), and its first changes ask the index (singles.hint)
-    if hint == '1' and (#flat > 0 or (st.ctxs == nil and redis.call('EXISTS', key) == 1)
-                        or (st.ctxs ~= nil and not st.created)) then
+    if hint and st.created and #flat > 0 then
+      -- a new day (no key: its contexts are its first field): its hint right after them, as
+      -- a listpack finds a field by a scan from its first and every read of the day asks it
+      local at = flat[1] == CONTEXTS and 3 or 1
+      table.insert(flat, at, hint)
+      table.insert(flat, at, 's')
+    elseif hint == '1' and (#flat > 0 or (st.ctxs == nil and redis.call('EXISTS', key) == 1)
+                            or (st.ctxs ~= nil and not st.created)) then
       flat[#flat + 1], flat[#flat + 2] = 's', '1'
     end
     if #flat > 0 then
       hset_all(key, flat)
       local at = changes_expiry(st.day)
       if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
-      if hint == '0' then redis.call('HSETNX', key, 's', '0') end
     end
   end
   days, days_touched, day_memo = {}, {}, {}
