@@ -97,6 +97,37 @@ def test_a_lone_call_answers_as_the_general_one(server: redis.Redis) -> None:
     assert len(sums) > 10
 
 
+def test_a_lone_head_kept_by_the_script_answers_for_every_range_of_its_hours(
+    server: redis.Redis,
+) -> None:
+    """The script keeps the heads of lone calls it unpacked (their whole hours: psd/lua/sum.lua's
+    lone_heads), 256 at most, then drops them all: ranges of the same whole hours with windows
+    of their own, and more heads than it keeps, twice over, answer as the general call."""
+    store = Store(server, Settings())
+    base = NOW - NOW % 3600 - 20 * 86400
+    points = [
+        MetricPoint("steps", 5, 3, ts // 86400, 1 + ts % 7, ts, ts, "increment")
+        for ts in range(base + 11, NOW, 1200)
+    ]
+    store.write_metrics(points)
+    ranges = [
+        (base + 3600 * h + s, base + 3600 * (h + 30) + 2 * s)
+        for h in range(300)
+        for s in (17, 1500)
+    ]
+    for _ in range(2):
+        for t1, t2 in ranges:
+            request = SumRequest(
+                (1,), None, [read_plan(t1, t2)], [Series(0, metric_prefix(5), True)]
+            )
+            keys, lone = lone_call(request)
+            general = sum_call(request)[1]
+            assert (
+                store.scripts.sum(keys, lone)
+                == nested_reply(store.scripts.sum(keys, general), 1)[0][0][1]
+            )
+
+
 def test_script_calls_answer_as_redis_py(server: redis.Redis) -> None:
     store = Store(server, Settings())
     store.write_metrics([MetricPoint("steps", 5, 3, 1, 9, NOW - 60, NOW - 60)])

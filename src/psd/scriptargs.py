@@ -199,21 +199,23 @@ class SumArg(NamedTuple):
         return packed
 
 
-def lone_packb(atid: str, thing: int, plan: PlanArg) -> bytes:
-    """sum.lua's ``ARGV[1]`` for one series of one thing without its activities: a flat run
-    of msgpack values, not a list (the script reads it in place): ``atid`` ("" = every
-    type), the thing as a number and as a string, the plan's groups (their count, then per
-    group its ranges, a list: its length, then its elements; how many fields and how many
-    names of its month's hours it asks for (0 for none), the fields, the hours' names (so
-    that one ``HMGET`` takes them as they are), then, with hours, its picks by three (name
-    number, first and last hour) and its days, each a list, then per packed name its
-    ``bases``), its windows (their count, then seven values each, as :class:`WindowArg`)."""
-    return lone_head(atid, thing, plan.groups) + lone_windows(plan.windows, plan.t1, plan.t2)
+def lone_packb(atid: str, thing: int, plan: PlanArg) -> list[bytes]:
+    """sum.lua's ``ARGV`` for one series of one thing without its activities: two flat runs
+    of msgpack values, not lists (the script reads them in place). The first, :func:`lone_head`:
+    ``atid`` ("" = every type), the thing as a number and as a string, the plan's groups
+    (their count, then per group its ranges, a list: its length, then its elements; how many
+    fields and how many names of its month's hours it asks for (0 for none), the fields, the
+    hours' names (so that one ``HMGET`` takes them as they are), then, with hours, its picks
+    by three (name number, first and last hour) and its days, each a list, then per packed
+    name its ``bases``): the same for every range of the same whole hours, so the script
+    keeps what it unpacked of it. The second, :func:`lone_windows`: its windows (their count,
+    then seven values each, as :class:`WindowArg`) and its first and last second."""
+    return [lone_head(atid, thing, plan.groups), lone_windows(plan.windows, plan.t1, plan.t2)]
 
 
 def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
-    """The start of :func:`lone_packb`'s run, up to its windows: the same for every range
-    with the same whole hours, so a caller may keep it."""
+    """The first run of :func:`lone_packb`, up to its windows: the same for every range with
+    the same whole hours, so a caller may keep it."""
     values: list[Any] = [atid, thing, str(thing), len(groups)]
     for group in groups:
         hours = group.hours
@@ -238,7 +240,7 @@ _FIXARRAY = 15
 
 
 def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int) -> bytes:
-    """The end of :func:`lone_packb`'s run: the window count, then each window's seven
+    """The second run of :func:`lone_packb`: the window count, then each window's seven
     values (a plan has two windows at most), then the range's first and last second (its
     pending points: psd/lua/pending.lua); one pack of them as an array, headless."""
     values: list[Any] = [len(windows)]

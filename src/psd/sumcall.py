@@ -109,7 +109,7 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     keys = [one.prefix + suffix for suffix, _ in groups]
     keys += [one.prefix + "idx", one.prefix + "acts", one.prefix + PENDING]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
-    return keys, [lone_packb("" if request.atid is None else str(request.atid), thing, arg)]
+    return keys, lone_packb("" if request.atid is None else str(request.atid), thing, arg)
 
 
 def lone_sum_call(
@@ -121,7 +121,7 @@ def lone_sum_call(
     h1, h2, windows = split_range(t1, t2)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
     tail = lone_windows([_window_values(a, b) for a, b in windows], t1, t2)
-    return [prefix + suffix for suffix in suffixes], [head + tail]
+    return [prefix + suffix for suffix in suffixes], [head, tail]
 
 
 @lru_cache(maxsize=8192)

@@ -177,7 +177,8 @@ local lone_things = {}
 -- a table each of one element), the same two tables for every call
 local lone_his, lone_los = {0}, {0}
 
--- one call: KEYS one counter hash per group, then {uid}:idx, {uid}:acts and {uid}:p
+-- one call: KEYS one counter hash per group, then {uid}:idx, {uid}:acts and {uid}:p; a its
+-- head unpacked (read, never changed: sum.lua keeps it), args[2] its windows
 local function lone_sum(keys, args, a)
   KEYS, filter = call_keys(keys, args), a[1] ~= '' and a[1] or nil
   local thing = a[2]
@@ -197,11 +198,12 @@ local function lone_sum(keys, args, a)
     hi, lo = lone_group(KEYS[k], a, r, f, h, thing, hi, lo)
     i, k = hours_end(a, h, a[f + 1]) + 1, k + 1
   end
-  local n, his, los = a[i], lone_his, lone_los
+  local w = {cmsgpack.unpack(args[2])}  -- the windows, then the range's first and last second
+  local n, his, los = w[1], lone_his, lone_los
   his[1], los[1] = hi, lo
-  series_windows(KEYS[k], KEYS[k + 1], n, a, i, a, i + 7 * (n - 1), his, los)
-  local t = i + 7 * n
-  add_pending(pending_log(KEYS[k + 2]), a[t + 1], a[t + 2], his, los, nil)
+  series_windows(KEYS[k], KEYS[k + 1], n, w, 1, w, 1 + 7 * (n - 1), his, los)
+  local t = 1 + 7 * n
+  add_pending(pending_log(KEYS[k + 2]), w[t + 1], w[t + 2], his, los, nil)
   if his[1] == 0 then return los[1] end  -- one integer: a reply's tables cost more than the sum
   return {his[1], los[1]}
 end

@@ -30,14 +30,15 @@
 --          counter hash its month's hours or nil, as a group's, with field positions for
 --          targets; per counter hash how many fields to ask for; the buckets' boundaries}: edges and spans are runs {first, last, ...} of term numbers, a negative
 --          first subtracting the run (terms: the hashes' children, then the windows).
---          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb), a
---          flat run of msgpack values, not one list (lone.lua reads it): atid ("" = every
+--          Or, for one series of one thing without its atids (psd.scriptargs.lone_packb),
+--          two flat runs of msgpack values, not lists (lone.lua reads them), ARGV[1] its
+--          head (kept unpacked: lone_heads, below) and ARGV[2] its windows: atid ("" = every
 --          type), thing, thing string, group count, per group {count, child ranges...} (as
 --          a group's, negative ones subtracted), how many field names, how many names of its
 --          month's hours (0: none), the field names, the hours' packed names and "o" (one
 --          HMGET asks for them as they come), then with hours {count, picks by three: name
 --          number (negative: subtracted), first and last hour...}, {count, days...}, then
---          per packed name the slot of its first hour; then the window count and seven
+--          per packed name the slot of its first hour; ARGV[2]: the window count and seven
 --          values a window, as above; then the range's first and last second (numbers: its
 --          pending points).
 -- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
@@ -348,10 +349,23 @@ local function sum_series(result, flat)
   return k
 end
 
+-- the heads of lone calls (lone.lua) unpacked, by their bytes: a head is the same for every
+-- range of the same whole hours (a sliding day or week, a dashboard's), and unpacking it
+-- cost a one-user read a tenth of its time in the server. At most LONE_HEADS are kept, then
+-- the lot is dropped; the values are read, never changed
+local LONE_HEADS = 256
+local lone_heads, lone_head_count = {}, 0
+
 -- one call: its series, then its breakdowns
 local function sum_call(keys, args)
-  local a = {cmsgpack.unpack(args[1])}
-  if a[2] ~= nil then return lone_sum(keys, args, a) end
+  local a = lone_heads[args[1]]
+  if a ~= nil then return lone_sum(keys, args, a) end
+  a = {cmsgpack.unpack(args[1])}
+  if a[2] ~= nil then  -- a lone call's head: many values, where a request is one list
+    if lone_head_count >= LONE_HEADS then lone_heads, lone_head_count = {}, 0 end
+    lone_heads[args[1]], lone_head_count = a, lone_head_count + 1
+    return lone_sum(keys, args, a)
+  end
   begin(keys, args, a[1])
   if request[7] == nil then  -- series only: one flat reply (a table a series costs more)
     local result = {want_atids and 'a' or 'f'}
