@@ -227,27 +227,35 @@ class Reads:
             return [UserResult(dict.fromkeys(things, 0)) for _ in users]
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
-        flags: list[tuple[bool, bool]] = []  # per plan: with_state, records (one a range)
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
         horizon = self.kept.policy("metric").horizon_at(now) if with_activities else None
-        spans: dict[tuple[int, int], Answerable] = {}  # users mostly share their ranges
+        # users mostly share their ranges: per range, its span when widened, and its series'
+        # plan number, with_state and records (one a range)
+        shared: dict[tuple[int, int], tuple[Answerable | None, int, bool, bool]] = {}
         for n, user in enumerate(users):
-            span = spans.get((user.t1, user.t2))
-            if span is None:
-                span = spans[user.t1, user.t2] = self.answerable(user.t1, user.t2, now)
-            if not span.exact:
-                widened[n] = span
-            plan_no = plan_numbers.get((span.t1, span.t2))
-            if plan_no is None:
-                plan_no = plan_numbers[span.t1, span.t2] = len(plans)
-                plans.append(read_plan(span.t1, span.t2))
+            seen = shared.get((user.t1, user.t2))
+            if seen is None:
+                span = self.answerable(user.t1, user.t2, now)
+                plan_no = plan_numbers.get((span.t1, span.t2))
+                if plan_no is None:
+                    plan_no = plan_numbers[span.t1, span.t2] = len(plans)
+                    plans.append(read_plan(span.t1, span.t2))
+                plan = plans[plan_no]
                 records = horizon is not None and records_may_answer(
                     span.t1, lifetime, now, horizon
                 )
-                flags.append((with_activities or bool(plans[-1].windows), records))
-            series.append(Series(plan_no, metric_prefix(user.uid), *flags[plan_no]))
+                seen = shared[user.t1, user.t2] = (
+                    None if span.exact else span,
+                    plan_no,
+                    with_activities or bool(plan.windows),
+                    records,
+                )
+            wide, plan_no, with_state, records = seen
+            if wide is not None:
+                widened[n] = wide
+            series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
         results = [self._user_result(things, known, reply, with_activities) for reply in replies]
