@@ -7,7 +7,7 @@ however many users it names; past ``CALL_SIZE`` users, calls of that many, pipel
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from psd.breakdown import Breakdown, parts
@@ -26,6 +26,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import ROUND_TRIPS
 from psd.model import THINGS
 from psd.nodes import Nodes
+from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.retention import Answerable, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import (
@@ -41,49 +42,6 @@ from psd.twins import fold_twins, with_twins
 
 _E15 = 10**15
 _READ_TRIPS = ROUND_TRIPS.labels("read")
-
-
-@dataclass(frozen=True, slots=True)
-class UserQuery:
-    """One user's part of a read: whose keys, and the inclusive range for that user."""
-
-    uid: int
-    t1: int
-    t2: int
-
-
-@dataclass(slots=True)
-class UserResult:
-    """Sums per requested thing, and ``activities``: aid -> activity type of every activity
-    that changed one of the things inside the range (after the type filter)."""
-
-    sums: dict[str, int]
-    activities: dict[str, str] = field(default_factory=dict)
-    #: Set when the range reached past the finest detail kept (psd/retention.py): the wider
-    #: range the sums cover.
-    widened: Answerable | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CutQuery:
-    """One user's range ``[t1, t2]``, and an instant ``cut`` to sum it up to as well (a
-    leaderboard's then and now): the sum up to then counts nothing when ``cut`` is before
-    ``t1``, and all of it when after ``t2``."""
-
-    uid: int
-    t1: int
-    t2: int
-    cut: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """A :class:`CutQuery`'s sums: over ``[t1, min(cut, t2)]`` (0 without a cut) and over the
-    whole range; ``widened`` as in :class:`UserResult`."""
-
-    then: int
-    now: int
-    widened: Answerable | None = None
 
 
 #: Most series (users, counters) or breakdowns one script call reads: Redis runs one script

@@ -31,7 +31,8 @@ from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
 from psd.pending import Waiting
-from psd.reads import CutQuery, Reads, Totals, UserQuery, UserResult
+from psd.queries import CutQuery, Totals, UserQuery, UserResult
+from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
 from psd.sentwrites import AheadChannel, SentWrite, send_calls, sendable
