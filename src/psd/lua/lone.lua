@@ -71,33 +71,20 @@ end
 
 -- add the hours of a month's open day `open` (an earlier psd's: hours.lua) its picks ask
 -- for (by three after a[p]: name number, first and last hour; the slot of each packed
--- name's first hour after a[b]): one HMGET of the day's hash, the hours of a pick whose name
--- number is negative subtracted. Such a day is rare now: its names are made here, not sent
--- with every read
+-- name's first hour after a[b]), as a general call does (sumhours.lua's sum_open_day, given
+-- the picks and bases as a group's): such a day is rare now, and its names are made here,
+-- not sent with every read
 local function lone_open_day(key, a, p, b, open, hi, lo)
-  local names, minus = {}, {}
-  local suffix = filter and ':' .. filter
+  local picks, bases = {}, {}
   for i = p + 1, p + a[p], 3 do
-    local number = a[i]
-    local base = a[b + (number < 0 and -number or number)]
-    if math.floor((math.floor(base / 10) - 100) / 24) + 1 == open then
-      local list = number > 0 and names or minus
-      for h = a[i + 1], a[i + 2] do
-        local name = slot_name(base + 10 * (h - 1))
-        list[#list + 1] = suffix and name .. suffix or name
-      end
-    end
+    local n, number = #picks, a[i]
+    picks[n + 1], picks[n + 2], picks[n + 3], picks[n + 4] = number, 1, a[i + 1], a[i + 2]
+    if number < 0 then number = -number end
+    bases[number] = a[b + number]
   end
-  local n, m = #names, #minus
-  if n + m == 0 then return hi, lo end
-  for j = 1, m do names[n + j] = minus[j] end
-  local vals = redis.call('HMGET', open_day_key(key, open), unpack(names))
-  hi, lo = lone_values(vals, n, hi, lo)
-  if m > 0 then
-    local h2, l2 = lone_values(vals, n + m, 0, 0, n + 1)
-    hi, lo = carry(hi - h2, lo - l2)
-  end
-  return hi, lo
+  local his, los = {hi}, {lo}
+  sum_open_day(key, {nil, picks, nil, nil, bases}, open, his, los)
+  return his[1], los[1]
 end
 
 -- add a month's hours (its part after a[h]: `count` names, then picks, days, bases) packed
