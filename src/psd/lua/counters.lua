@@ -86,7 +86,9 @@ local function counters_begin()
   owed_hours, owed_hours_keys, paid = {}, {}, {}
   open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
   typed_of = {}
-  local latest, latest_count, latest_field = {}, {}, {}  -- per month, of the call's points
+  -- per month, of the call's points: the latest day, its points, its packed field of every
+  -- type and of the first point's type (read with "o": most calls add to them)
+  local latest, latest_count, latest_field, latest_typed = {}, {}, {}, {}
   for _, h in ipairs(heads) do
     local t = targets[rows[h + H_TARGET]]
     local expire_at = t[T_EXPIRES + 3]
@@ -95,6 +97,7 @@ local function counters_begin()
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
         latest_field[month] = t[T_PACKED]
+        latest_typed[month] = t[T_PACKED] .. ':' .. rows[h + H_ATID]
       end
       if latest[month] == day then latest_count[month] = latest_count[month] + rows[h + H_N] end
     end
@@ -103,7 +106,7 @@ local function counters_begin()
   -- order their month again at every call
   local recent = day_name((now - now % 86400) / 86400 - 1)
   for month, day in pairs(latest) do
-    local open, held = open_day_of(month, latest_field[month])
+    local open, held = open_day_of(month, latest_field[month], latest_typed[month])
     local marked = open < 0 and -open or open
     open_before[month], open_after[month] = open, -marked
     if day > marked and (latest_count[month] > 1 or held >= 2)

@@ -162,10 +162,12 @@ local function close_day(month, dom)
 end
 
 -- the month's "o" as a number (0: none; negative: the latest day marked; positive: an
--- earlier psd's open day), and how many hours its packed field `name` holds (read with it)
-local function open_day_of(month, name)
-  local vals = redis.call('HMGET', month, 'o', name)
-  known_of(month)[name] = vals[2]
+-- earlier psd's open day), and how many hours its packed field `name` holds, read with it
+-- and with `typed` (the same field of a type): a write adds to both
+local function open_day_of(month, name, typed)
+  local vals = redis.call('HMGET', month, 'o', name, typed)
+  local known = known_of(month)
+  known[name], known[typed] = vals[2], vals[3]
   local held = 0
   for _, x in pairs(unpack_hours(vals[2])) do
     if x ~= 0 then held = held + 1 end
