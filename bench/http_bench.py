@@ -9,7 +9,8 @@ unchanged against both in the same run.
 
 ``--reference DIR`` is the directory of the reference workload (its bench.py and wrk scripts;
 needs ``wrk``). Each run serves ``psd.web.wsgi:app`` with the command line of ``psd web``
-(:func:`psd.cli.main.server_command`) plus the arguments after ``--``, waits for
+(:func:`psd.cli.main.server_command`) plus the arguments after ``--``, its workers' metrics
+in a directory of their own as ``psd web`` keeps them (prometheus_client's multiprocess mode), waits for
 ``GET /health/ping``, runs bench.py with ``--flush`` (each wrk step ``--repeat`` times) and stops
 the server; then, with ``--go`` (the Go service's binary, or the directory holding
 ``pointspaced``), does the same against the Go service. Each server gets its own fresh
@@ -331,6 +332,8 @@ def main() -> None:
         serve = serve[:-1] + extra + serve[-1:]  # options before the app target
         env = dict(os.environ, PSD_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0")
         env["PSD_BIND"] = f"127.0.0.1:{web_port}"
+        # as psd web runs its workers: their metrics in one directory, summed at /metrics
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-", dir=work)
         return serve, env, work / "psd.log"
 
     def go_launch(web_port: int, redis_port: int) -> tuple[list[str], dict[str, str], Path]:

@@ -7,7 +7,8 @@ commands it makes, for psd and, given its binary, the 2016 Go service.
 
 ``--reference DIR`` is the reference workload's directory (its wrk scripts; needs ``wrk``).
 Each server runs on a fresh redis-server of its own (the one on the PATH), as
-``bench/http_bench.py`` runs it; ``--load`` writes go in first (``write.lua``, until Redis
+``bench/http_bench.py`` runs it (its workers' metrics in one directory, as ``psd web`` keeps
+them); ``--load`` writes go in first (``write.lua``, until Redis
 stops seeing commands), then each route runs ``--secs`` seconds under ``wrk -t2 -c32``.
 CPU times are the processes' own (``/proc/<pid>/stat``, the server's whole process tree),
 so a machine's other load does not count in them, where it does in req/s. Prints figures;
@@ -175,6 +176,8 @@ def main() -> None:
     for _ in range(a.runs):
         ports = free_port(), free_port()
         env = dict(os.environ, PSD_REDIS_URL=f"redis://127.0.0.1:{ports[0]}/0")
+        # as psd web runs its workers: their metrics in one directory, summed at /metrics
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="http-cpu-metrics-")
         serve = server_command("granian", f"127.0.0.1:{ports[1]}", a.workers)
         run_server("psd", serve, env, ports, Path(tempfile.mkdtemp()) / "psd.log", a)
         if a.go:  # as bench/http_bench.py runs it: its own config, its output discarded

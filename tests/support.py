@@ -20,12 +20,14 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.worker import state as worker_state
 from kombu import Connection
+from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
 
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.keys import HOUR_BASE
 from psd.store import Store
+from psd.tally import TALLY
 from psd.workers.app import create_app
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -209,3 +211,9 @@ def check_singles_hints(client: redis.Redis, prefix: str) -> int:
             assert day not in singles, key
             hinted += 1
     return hinted
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric's value in this process, with what it counted handed over (psd/tally.py)."""
+    TALLY.flush()
+    return REGISTRY.get_sample_value(name, labels) or 0.0

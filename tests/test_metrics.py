@@ -6,18 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 
 from psd.embedded import free_port
-from tests.support import psd_command, wait_for
+from tests.support import psd_command, sample, wait_for
 from tests.test_cli import NOW, _get
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
@@ -75,8 +71,11 @@ def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
                 "ts2": NOW,
             }
             assert _get(url + "/v1/write", json.dumps(body).encode(), headers) == "ok"
-        page = _get(url + "/metrics")
-        assert 'psd_points_ingested_total{entry="http"} 40.0' in page, page
+        # each worker hands its counts over within a second (psd/tally.py)
+        counted = 'psd_points_ingested_total{entry="http"} 40.0'
+        assert wait_for(lambda: counted in _get(url + "/metrics"), timeout=10)
+        time.sleep(2.5)  # both have handed over everything: not one counted twice
+        assert counted in _get(url + "/metrics")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

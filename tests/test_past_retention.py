@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
-from prometheus_client import REGISTRY
 
 from psd.config import Settings
 from psd.errors import PastRetention
@@ -25,16 +24,13 @@ from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, finest_kept
 from psd.store import Store, UserQuery
 from psd.web import create_app
+from tests.support import sample
 
 DAY = 86400
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEFAULT = Settings()
 #: June 2017: the README's queued examples, long past the default policy
 OLD = 1496539747
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def utc(ts: int) -> datetime:

@@ -19,6 +19,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from psd.tally import TALLY
+
 POINTS = Counter("psd_points_ingested", "Points accepted, by entry point", ["entry"])
 REJECTED = Counter(
     "psd_points_rejected",
@@ -82,7 +84,9 @@ def range_class(args: Sequence[object]) -> str:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The metrics page: every process's in multiprocess mode, else this one's."""
+    """The metrics page: every process's in multiprocess mode, else this one's (what this
+    process counted handed over first: psd/tally.py)."""
+    TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -31,6 +31,7 @@ from psd.errors import StoreError
 from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS
 from psd.scriptcall import ScriptCaller
 from psd.scripts import pipelined
+from psd.tally import TALLY
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ class Timed:
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
-        self.trips.inc()
-        self.seconds.observe(time.perf_counter() - self.start)
+        TALLY.trip(self.trips, self.seconds, time.perf_counter() - self.start)
 
 
 class Nodes:

@@ -38,6 +38,7 @@ from psd.sumcall import (
     records_may_answer,
     sum_call,
 )
+from psd.tally import TALLY
 from psd.twins import fold_twins, with_twins
 
 _E15 = 10**15
@@ -162,7 +163,7 @@ class Reads:
         with redis_errors("read"):
             legacy = self.layout.legacy_hours()
             done = self.nodes.run(list(range(count)), route, cut, build)
-        _READ_TRIPS.inc(1 if len(done) == 1 else 2)  # a pipeline first asks for the script
+        TALLY.add(_READ_TRIPS, 1 if len(done) == 1 else 2)  # a pipeline first asks for the script
         for items, reply in done:
             reply = nested_reply(reply, len(request.things))
             for i, one in zip(items, reply, strict=True):
@@ -342,7 +343,7 @@ class Reads:
             keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy)
             call = self.scripts.sum, keys, args
             ((_, reply),) = self.nodes.run([0], lambda _: prefix, _one_call, lambda _: call)
-        _READ_TRIPS.inc()
+        TALLY.add(_READ_TRIPS)
         if isinstance(reply, int):  # lone.lua: its sum when below 10^15
             return reply
         return int(reply[0] * _E15 + reply[1])

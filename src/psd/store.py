@@ -36,6 +36,7 @@ from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
 from psd.sentwrites import AheadChannel, SentWrite, send_calls, sendable
+from psd.tally import TALLY
 from psd.writes import (
     COUNT,
     METRIC,
@@ -180,7 +181,7 @@ class Store(Reads):
         ``per_point(reply, indexes)`` reading a call's."""
         if not kept:
             return {}
-        _WRITE_TRIPS.inc()
+        TALLY.add(_WRITE_TRIPS)
         results: dict[int, WriteResult] = {}
         for indexes, reply in self.nodes.run(kept, records.__getitem__, cut, build, writes=True):
             results.update(zip(indexes, per_point(reply, indexes), strict=True))
@@ -228,7 +229,7 @@ class Store(Reads):
         wait: bool,
         ahead: bool = False,
     ) -> SentWrite:
-        WRITE_BATCH_POINTS.observe(len(points))
+        TALLY.observe(WRITE_BATCH_POINTS, len(points))
         return self._write(
             METRIC,
             self.metric_policy,
@@ -346,7 +347,7 @@ class Store(Reads):
         with redis_errors(kind.doing):
             self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             if ahead and kept and sendable(self.nodes):
-                _WRITE_TRIPS.inc()
+                TALLY.add(_WRITE_TRIPS)
                 if self._ahead is None:
                     self._ahead = AheadChannel(self.nodes.client)
                 replies = send_calls(self._ahead, kept, cut, build, results)

@@ -39,6 +39,7 @@ from psd.model import (
     parse_metric,
 )
 from psd.store import Store, UserQuery, UserResult
+from psd.tally import TALLY
 from psd.timebuckets import MAX_TS
 from psd.web.errors import LEGACY, WriteRejected
 from psd.web.reply import Reply, as_json, text
@@ -109,7 +110,7 @@ class Api:
             timer = _TIMERS.get(labels)
             if timer is None:
                 timer = _TIMERS[labels] = REQUEST_SECONDS.labels(*labels)
-            timer.observe(seconds)
+            TALLY.observe(timer, seconds)
 
     def ping(self) -> Reply:
         return as_json({"pong": "OK"})
@@ -126,7 +127,7 @@ class Api:
         except Refused as exc:
             rejected("http", exc)
             raise
-        _POINTS_HTTP.inc()
+        TALLY.add(_POINTS_HTTP)
         return text("ok")
 
     def write_async(self, body: bytes) -> Reply:
