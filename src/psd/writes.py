@@ -342,9 +342,11 @@ COUNT = PointKind(
     WRITE_BATCH,
 )
 
-#: Most targets a store keeps those of (~1 kB each: a metric target is a day, a count's an
-#: hour); past it, the next write starts again from none.
-MAX_TARGETS = 1024
+#: Most targets a store keeps those of (~1 kB each: a metric target is an hour of a thing,
+#: a count's an hour); past it, the next write starts again from none. Writes spread over
+#: the past (the reference HTTP workload's: 90 days of two things, 4,320 targets) worked out
+#: three in four of theirs again with 1,024 (~8 µs each); 8,192 hold a year of one thing.
+MAX_TARGETS = 8192
 
 
 def call_args(
