@@ -27,7 +27,6 @@ from psd.config import Settings
 from psd.connect import client_from_url
 from psd.keys import HOUR_BASE
 from psd.store import Store
-from psd.tally import TALLY
 from psd.workers.app import create_app
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -214,6 +213,6 @@ def check_singles_hints(client: redis.Redis, prefix: str) -> int:
 
 
 def sample(name: str, **labels: str) -> float:
-    """A metric's value in this process, with what it counted handed over (psd/tally.py)."""
-    TALLY.flush()
+    """A metric's value in this process (reading the registry hands the tally over first:
+    psd.metrics.HandOver)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from psd.metrics import ROUND_TRIPS
 from psd.tally import TALLY, Tally
-from tests.support import wait_for
+from tests.support import sample, wait_for
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.01, 1.0)
 
@@ -110,3 +111,11 @@ def test_a_forked_child_leaves_the_parents_counts_to_the_parent() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     TALLY.flush()
     assert registry.get_sample_value("c_total", {"k": "f"}) == 5
+
+
+def test_reading_the_default_registry_hands_the_tally_over() -> None:
+    """A worker's metrics server and /metrics of one process read the default registry:
+    what the process counted until then is in what they read."""
+    before = sample("psd_redis_round_trips_total", kind="read")
+    TALLY.add(ROUND_TRIPS.labels("read"), 3)
+    assert sample("psd_redis_round_trips_total", kind="read") == before + 3

@@ -9,17 +9,33 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 from psd.tally import TALLY
+
+
+class HandOver(Collector):
+    """Hands this process's tally (psd/tally.py) to its metrics whenever the default
+    registry is read: a worker's metrics server, or /metrics of one process. Registered
+    before psd's metrics, so they are read after it."""
+
+    def collect(self) -> list[Any]:
+        TALLY.flush()
+        return []
+
+
+REGISTRY.register(HandOver())
 
 POINTS = Counter("psd_points_ingested", "Points accepted, by entry point", ["entry"])
 REJECTED = Counter(

@@ -7,9 +7,10 @@ writes the new value to a memory-mapped file: 1.6 µs for a counter and 3.2 µs 
 histogram, four to six of them for each request, where the whole read costs its worker ~80
 µs of Python. A :class:`Tally` adds to plain numbers under one lock instead, and hands the
 totals over at most ``every`` seconds later (from a thread of its own, started by the first
-count of each process) and whenever this process serves ``/metrics``. A scrape therefore
-sees another worker's counts up to a second late, and a process killed outright loses its last
-second of counts; every count that is handed over is exact.
+count of each process) and whenever this process's metrics are read (``/metrics``, a
+worker's metrics server: psd.metrics.HandOver). A scrape therefore sees another worker's
+counts up to a second late, and a process killed outright loses its last second of counts;
+every count that is handed over is exact.
 """
 
 from __future__ import annotations
