@@ -343,7 +343,7 @@ local function pay_counters()
       end
     end
   end
-  for _, d in ipairs(due) do put_packed(d[1], d[2], d[3]) end
+  put_packed_due(due)
   paid[#paid + 1] = {owed, owed_keys, due}
   for key, _ in pairs(fresh) do
     local expire_at = expiry[key]

@@ -117,6 +117,29 @@ local function put_packed(key, name, hours)
   packed_set(key, name, pack_hours(hours))
 end
 
+-- put every packed field of `due` ({key, name, hours, ...} each, a key's together): one
+-- HSET a key (and one HDEL of those left empty), where a write sets every type's half-day
+-- and its type's
+local function put_packed_due(due)
+  local i = 1
+  while i <= #due do
+    local key = due[i][1]
+    local of_key, sets, dels = known_of(key), {}, {}
+    while i <= #due and due[i][1] == key do
+      local name, value = due[i][2], pack_hours(due[i][3])
+      if value then
+        sets[#sets + 1], sets[#sets + 2] = name, value
+      else
+        dels[#dels + 1] = name
+      end
+      of_key[name] = value or false
+      i = i + 1
+    end
+    if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+    if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  end
+end
+
 -- pack the hours of day `dom` of `month` (every type and each type) into the month and delete
 -- the day's hash. An hour whose packed sum would leave ±HOUR_LIMIT (only if the day had
 -- packed hours before it was opened, which psd does not write) is added to a plain field
