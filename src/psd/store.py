@@ -54,8 +54,7 @@ _WRITE_TRIPS = ROUND_TRIPS.labels("write")
 
 
 def _prefixes(uids: list[int]) -> list[str]:
-    """Each user's key prefix (:func:`psd.keys.metric_prefix`), made once a user: a bulk
-    load's points are a few users' days."""
+    """Each user's key prefix, made once a user: a bulk load's points are a few users' days."""
     made = {uid: metric_prefix(uid) for uid in set(uids)}
     return list(map(made.__getitem__, uids))
 

@@ -47,29 +47,28 @@ class Tally:
 
     def observe(self, histogram: Any, value: float) -> None:
         """``histogram.observe(value)``, soon."""
-        bounds = histogram._upper_bounds  # the last is +Inf: every value has its bucket
         with self.lock:
-            row = self.observed.get(histogram)
-            if row is None:
-                row = self.observed[histogram] = [0.0] * (len(bounds) + 1)
-            row[0] += value
-            row[1 + bisect_left(bounds, value)] += 1
+            self._bucket(histogram, value)
         if self.flusher is None:
             self._start()
 
     def trip(self, counter: Any, histogram: Any, seconds: float) -> None:
         """A round trip: ``counter`` counts it, ``histogram`` times it (one lock for both)."""
-        bounds = histogram._upper_bounds
         with self.lock:
             counts = self.counts
             counts[counter] = counts.get(counter, 0) + 1
-            row = self.observed.get(histogram)
-            if row is None:
-                row = self.observed[histogram] = [0.0] * (len(bounds) + 1)
-            row[0] += seconds
-            row[1 + bisect_left(bounds, seconds)] += 1
+            self._bucket(histogram, seconds)
         if self.flusher is None:
             self._start()
+
+    def _bucket(self, histogram: Any, value: float) -> None:
+        """Add ``value`` to its bucket of ``histogram`` (the lock held)."""
+        bounds = histogram._upper_bounds  # the last is +Inf: every value has its bucket
+        row = self.observed.get(histogram)
+        if row is None:
+            row = self.observed[histogram] = [0.0] * (len(bounds) + 1)
+        row[0] += value
+        row[1 + bisect_left(bounds, value)] += 1
 
     def flush(self) -> None:
         """Hand everything counted so far to prometheus_client."""
