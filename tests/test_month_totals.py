@@ -111,7 +111,8 @@ def scenario(draw: st.DrawFn, base: int) -> tuple[list[MetricPoint], list[tuple[
 
 def check(reader: Store, oracle: Oracle, ranges: list[tuple[int, int]]) -> None:
     """Each range, over what retention answers of it: the lone read and the general one
-    (two users, both things, with their activities) sum what the oracle counts."""
+    (two users, both things, with their activities; two users, one thing) sum what the
+    oracle counts."""
     for t1, t2 in ranges:
         span = reader.answerable(t1, t2)
         for atid in (None, 1):
@@ -122,6 +123,8 @@ def check(reader: Store, oracle: Oracle, ranges: list[tuple[int, int]]) -> None:
             assert reader.sum(1, "steps", atid, t1, t2) == expected[1]["steps"]
             found = reader.query([UserQuery(1, t1, t2), UserQuery(2, t1, t2)], THINGS, atid, True)
             assert [r.sums for r in found] == [expected[1], expected[2]]
+            steps = reader.query([UserQuery(1, t1, t2), UserQuery(2, t1, t2)], ["steps"], atid)
+            assert [r.sums["steps"] for r in steps] == [expected[1]["steps"], expected[2]["steps"]]
 
 
 @settings(

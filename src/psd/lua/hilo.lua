@@ -30,6 +30,24 @@ local function add(hi, lo, v)
   return carry(hi, lo + sign * sub(digits, -15))
 end
 
+-- add the first n values of a reply (decimal strings, false for none) to hi/lo: add's
+-- common case, a value of up to 15 characters, inline (a Lua function call costs more than
+-- the addition)
+local function add_values(vals, n, hi, lo)
+  for j = 1, n do
+    local v = vals[j]
+    if v then
+      if #v < 16 then
+        lo = lo + v  -- exact: |lo| < 10^15, |v| < 10^15
+        if lo >= E15 or lo <= -E15 then hi, lo = carry(hi, lo) end
+      else
+        hi, lo = add(hi, lo, v)
+      end
+    end
+  end
+  return hi, lo
+end
+
 -- subtract a decimal string from hi/lo (a month's other days: psd.keys.by_month_totals)
 local function subtract(hi, lo, v)
   local h, l = add(0, 0, v)

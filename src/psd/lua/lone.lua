@@ -32,35 +32,10 @@ local function lone_parsed(flat, a, r, thing, hi, lo)
   return hi, lo
 end
 
--- add values of a reply (decimal strings, false for none) to hi/lo: add's common case, a
--- value of up to 15 characters, inline (a Lua function call costs more than the addition)
-local function lone_values(vals, n, hi, lo, from)
-  for j = from or 1, n do
-    local v = vals[j]
-    if v then
-      if #v < 16 then
-        lo = lo + v  -- exact: |lo| < 10^15, |v| < 10^15
-        if lo >= E15 or lo <= -E15 then hi, lo = carry(hi, lo) end
-      else
-        hi, lo = add(hi, lo, v)
-      end
-    end
-  end
-  return hi, lo
-end
-
-
 -- add hours first to last (1-12) of a packed half-day's value; a fixed one's (within ±2^31
 -- each) summed first
 local function lone_packed(raw, first, last, hi, lo)
-  if byte(raw, 1) == FIXED_BYTE then
-    local t = fixed_hours  -- sumhours.lua's
-    t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12] =
-      struct.unpack(FIXED, raw, 2)
-    local s = 0
-    for h = first, last do s = s + t[h] end
-    return add_number(hi, lo, s)
-  end
+  if byte(raw, 1) == FIXED_BYTE then return add_number(hi, lo, fixed_sum(raw, first, last)) end
   local hours = unpack_hours(raw)
   for h = first, last do
     local x = hours[h]
@@ -149,10 +124,10 @@ local function lone_group(key, a, r, f, h, thing, hi, lo)
   end
   local vals = redis.call('HMGET', key, unpack(a, f + 2, h + held))
   if minus then
-    local h2, l2 = lone_values(vals, count, 0, 0)
+    local h2, l2 = add_values(vals, count, 0, 0)
     hi, lo = carry(hi - h2, lo - l2)
   else
-    hi, lo = lone_values(vals, count, hi, lo)
+    hi, lo = add_values(vals, count, hi, lo)
   end
   if held == 0 then return hi, lo end
   return lone_hours(key, a, h, held, vals, count, hi, lo)

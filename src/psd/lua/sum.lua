@@ -134,16 +134,16 @@ end
 -- more) and add the first count to his/los (subtract them: minus); the reply
 local function add_asked(key, fields, count, his, los, minus)
   local vals, width = redis.call('HMGET', key, unpack(fields)), count / #things
-  local op = minus and subtract or add
   if width == count then  -- one thing: every field adds to its sum
-    local hi, lo = his[1], los[1]
-    for j = 1, count do
-      local v = vals[j]
-      if v then hi, lo = op(hi, lo, v) end
+    if minus then
+      local h2, l2 = add_values(vals, count, 0, 0)
+      his[1], los[1] = carry(his[1] - h2, los[1] - l2)
+    else
+      his[1], los[1] = add_values(vals, count, his[1], los[1])
     end
-    his[1], los[1] = hi, lo
     return vals
   end
+  local op = minus and subtract or add
   for j = 1, count do
     if vals[j] then
       local ti = math.floor((j - 1) / width) + 1

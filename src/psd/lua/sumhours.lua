@@ -30,9 +30,31 @@ local function read_packed(key, part, vals, off)
   return tables, open_in(part, vals[off + #names])
 end
 
--- a fixed half-day's twelve hours, unpacked into this table again by every read of one
--- (one table less a half-day read: a table costs more than the twelve numbers in it)
-local fixed_hours = {}
+-- the formats of a fixed half-day's first n hours (hours.lua's FIXED is the twelve)
+local FIXED_OF = {}
+for n = 1, 12 do FIXED_OF[n] = '>' .. string.rep('i4', n) end
+
+-- the sum of hours first to last (1-12) of a fixed half-day (raw), each within ±2^31, so
+-- exact: only those hours unpacked (struct's cost is by the number), into locals (no
+-- table), and added by how many they are (the one after the last is struct's next position)
+local function fixed_sum(raw, first, last)
+  local n = last - first + 1
+  local a, b, c, d, e, f, g, h, i, j, k, l = struct.unpack(FIXED_OF[n], raw, 4 * first - 2)
+  if n <= 6 then
+    if n <= 3 then
+      if n == 1 then return a elseif n == 2 then return a + b end
+      return a + b + c
+    elseif n == 4 then return a + b + c + d
+    elseif n == 5 then return a + b + c + d + e end
+    return a + b + c + d + e + f
+  elseif n <= 9 then
+    if n == 7 then return a + b + c + d + e + f + g
+    elseif n == 8 then return a + b + c + d + e + f + g + h end
+    return a + b + c + d + e + f + g + h + i
+  elseif n == 10 then return a + b + c + d + e + f + g + h + i + j
+  elseif n == 11 then return a + b + c + d + e + f + g + h + i + j + k end
+  return a + b + c + d + e + f + g + h + i + j + k + l
+end
 
 -- a counter field's name: a slot's decimal string. Kept from call to call, as the library's
 -- functions are (a name is the same for every call): turning a number into a string costs
@@ -111,18 +133,14 @@ local function sum_hours(key, plan, g, his, los, vals, off)
   local part = plan.groups[g][3]
   local names, picks = part[1], part[2]
   if vals == nil then vals, off = redis.call('HMGET', key, unpack(names)), 0 end
-  local fixed = fixed_hours  -- lone.lua's: a fixed half-day unpacked into it, no table made
   for i = 1, #picks, 4 do
     local number = picks[i]
     local raw = vals[off + (number < 0 and -number or number)]
     if raw then
       local ti = picks[i + 1]
       local hi, lo = his[ti], los[ti]
-      if byte(raw, 1) == FIXED_BYTE then  -- twelve numbers within ±2^31, summed exactly first
-        fixed[1], fixed[2], fixed[3], fixed[4], fixed[5], fixed[6], fixed[7], fixed[8],
-          fixed[9], fixed[10], fixed[11], fixed[12] = struct.unpack(FIXED, raw, 2)
-        local s = 0
-        for h = picks[i + 2], picks[i + 3] do s = s + fixed[h] end
+      if byte(raw, 1) == FIXED_BYTE then  -- numbers within ±2^31, summed exactly first
+        local s = fixed_sum(raw, picks[i + 2], picks[i + 3])
         hi, lo = add_number(hi, lo, number > 0 and s or -s)
       else
         local hours = cmsgpack.unpack(raw)
