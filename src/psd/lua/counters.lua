@@ -51,17 +51,21 @@ local function owe(key, field, twin, delta, expire_at, is_root)
   fields[twin] = (fields[twin] or 0) + delta
 end
 
--- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}
+-- the packed hours this call adds to (hours.lua): key -> {field -> {number -> delta}}, each
+-- field's made with room for its twelve hours (as hours.lua's unpack_hours)
 local owed_hours, owed_hours_keys
 local function owe_hour(key, name, number, delta)
   local fields = owed_hours[key]
   if fields == nil then
-    owed_hours[key] = {[name] = {[number] = delta}}; owed_hours_keys[#owed_hours_keys + 1] = key
+    local adds = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+    adds[number] = delta
+    owed_hours[key] = {[name] = adds}; owed_hours_keys[#owed_hours_keys + 1] = key
     return
   end
   local adds = fields[name]
   if adds == nil then
-    fields[name] = {[number] = delta}
+    adds = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+    adds[number], fields[name] = delta, adds
     return
   end
   adds[number] = (adds[number] or 0) + delta

@@ -34,9 +34,11 @@ end
 local FIXED = '>' .. string.rep('i4', 12)
 local FIXED_TAG, FIXED_BYTE, FIXED_LIMIT = 'F', 70, 2^31
 
--- a packed field's hours, {number = sum} (0 or nil: none); raw false (absent) for none
+-- a packed field's hours, {number = sum} (0 or nil: none); raw false (absent) for none: a
+-- table with room for the twelve (hours added one by one to a table grown an entry at a
+-- time would have it made again at every power of two)
 local function unpack_hours(raw)
-  if not raw then return {} end
+  if not raw then return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil} end
   if string.byte(raw, 1) == FIXED_BYTE then
     return {struct.unpack(FIXED, raw, 2)}  -- its 13th: struct's next position, unread
   end
