@@ -6,6 +6,7 @@ change of a day whose changes are no longer kept)."""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import redis
@@ -152,3 +153,21 @@ def test_a_run_broken_by_a_day_whose_changes_are_gone_goes_on_where_it_was(
     check(
         redis_url, [MetricPoint("steps", 1, 1, 1, v, ts, ts, "increment") for v, ts in steps], True
     )
+
+
+def test_an_hour_of_changes_every_second_sums_as_the_oracle(redis_client: redis.Redis) -> None:
+    """An hour's changes of one activity are coded in a copy made at their size, its values
+    passed on Lua's C stack (psd/lua/changes.lua): the most an hour holds, a change every
+    second (7,200 values), reads back exact over any window, as do hours of fewer."""
+    store = Store(redis_client, Settings())
+    base = int(time.time()) // 3600 * 3600 - 3 * 3600
+    for hour, count in ((0, 3600), (1, 2001)):
+        start = base + hour * 3600
+        points = [
+            MetricPoint("steps", 5, 1, 9 + hour, s % 7 + 1, start + s, start + s, "increment")
+            for s in range(count)
+        ]
+        store.write_metrics(points)
+        for a, b in ((0, 0), (1, 998), (999, 1999), (1500, count - 1), (17, 3599)):
+            want = sum(p.value for p in points if start + a <= p.ts2 <= start + b)
+            assert store.sum(5, "steps", None, start + a, start + b) == want, (count, a, b)

@@ -66,12 +66,12 @@ end
 -- an hour's list from its changes by context (context -> {second, amount, ...}), contexts
 -- ascending, each in the order given. Most hours have one context, the first (no mark):
 -- theirs is coded in a copy made at its size by one constructor (a list grown a pair at a
--- time is made again at every power of two), when it has at most 4,000 values (passed on
--- Lua's C stack, as lists.lua's are). (No local of its own: write_metric.lua's main chunk
--- is at Lua's 200.)
+-- time is made again at every power of two). Its values pass on Lua's C stack, which takes
+-- 8,000: a context has a change a second at most, 7,200 values an hour. (No local of its
+-- own: write_metric.lua's main chunk is at Lua's 200.)
 local function encode_hour(groups)
   local first = next(groups)
-  if first == 1 and next(groups, 1) == nil and #groups[1] <= 4000 then
+  if first == 1 and next(groups, 1) == nil then
     local recs = groups[1]
     local items, sec, d = {unpack(recs)}, 0, 0
     for j = 1, #recs, 2 do
