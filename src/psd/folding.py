@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from psd.batching import CALL_POINTS
 from psd.keys import PENDING
 from psd.model import THINGS, MetricPoint
-from psd.writes import METRIC, log_args, metric_statuses
+from psd.writes import METRIC, log_args
 
 if TYPE_CHECKING:
     from psd.store import Store
@@ -139,7 +139,7 @@ def settled(reply: Any, users: list[str], moved: set[str]) -> None:
     (the logs are kept)."""
     if reply == [b"moved"]:
         moved.update(users)
-    elif any(status in _REFUSALS for status in metric_statuses(reply)[::2]):
+    elif any(status in _REFUSALS for status in reply[::2]):
         log.error("pending points of %s are past the limits; their logs are kept", users)
 
 
@@ -155,4 +155,4 @@ def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, in
     return moved, plan.counts
 
 
-_REFUSALS = {"past_counter", "past_record", "past_change"}
+_REFUSALS = {b"past_counter", b"past_record", b"past_change"}

@@ -9,8 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-import msgpack
-
 from psd.batching import CALL_POINTS, WRITE_BATCH
 from psd.errors import PastLimit, Refused
 from psd.keys import ONCE, Target, count_target, metric_target, packed_field
@@ -259,23 +257,16 @@ def ok_result(delta: int) -> WriteResult:
     return result
 
 
-def metric_statuses(reply: bytes) -> list[Any]:
-    """write_metric.lua's reply (msgpack): a status and a delta per point, flat."""
-    flat: list[Any] = msgpack.unpackb(reply)
-    return flat
-
-
-def _metric_results(reply: bytes, _points: list[MetricPoint]) -> list[WriteResult]:
+def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
     """write_metric.lua's reply: a status and a delta per point."""
-    flat = metric_statuses(reply)
     out = []
     ok = _OK
     for i in range(0, len(flat), 2):
         status, delta = flat[i], flat[i + 1]
-        if status == "ok":
+        if status == b"ok":
             result = ok.get(delta) or ok_result(delta)
         else:
-            result = _metric_result(status, int(delta))
+            result = _metric_result(status.decode(), int(delta))
         out.append(result)
     return out
 

@@ -43,17 +43,13 @@
 -- ARGV[7] "1": all or nothing (one point refused, nothing of the call is written), else "0"
 -- ARGV[8] (optional; on a cluster, before the keys' groups of keys.lua) msgpack {key, log,
 --         ...}: the call applies these users' logs, whose points it carries (apply_logs)
--- Returns msgpack {status, delta, status, delta, ...}, per point: "ok", "same" (nothing to add),
+-- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
 -- "stale" (ts2 older than a change already recorded for this activity: a late update; or
 -- the update needs changes of a day the minute retention no longer keeps), "duplicate" (its
 -- delivery was applied before), or refused, nothing of it written (limits.lua):
 -- "past_counter" (a counter would leave ±2^62, an hour's ±2^53), "past_record" (its activity's record
 -- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
--- One msgpack string: Redis makes a list reply element by element, each table first looked
--- up for the fields of its special replies ("err", "ok", "double"...), which cost a lone
--- point's call 5% of its instructions (a call of 400 points about what packing them costs).
--- A call applying logs whose logs moved answers {"moved"} (a list).
 -- A diffadd's window and its stale test count its activity's pending points too (the
 -- increments pend.lua appended to the user's log, {uid}:p).
 local WRITES = true
@@ -250,10 +246,8 @@ end
 
 local function write_call(keys, args)
   begin(keys, args)
-  local result
-  if claims then result = apply_logs(keys, args) else result = write_points() end
-  if result[1] == 'moved' then return result end
-  return cmsgpack.pack(result)
+  if claims then return apply_logs(keys, args) end
+  return write_points()
 end
 
 -- the entry point: psd/scripts.py makes it a Redis Function, or calls it with KEYS and ARGV
