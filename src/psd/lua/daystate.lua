@@ -77,9 +77,9 @@ end
 -- an hour's changes by context: {groups = {context -> {second, amount, ...}}, max =
 -- {context -> its latest second}}. It decodes as changes.lua's decode_hour does, into
 -- its groups at once (this runs for every user a call writes). Its tables are made with
--- room for a first context (one of {nil}) and six of its changes, a stream's
--- hour of one activity: a table grown an entry at a time is made again at every power of
--- two, most of what writing a dense user's changes cost the server.
+-- room for a first context ({nil}) and a context's list for six changes (a stream's hour of
+-- one activity), as add_change's: a table grown an entry at a time is made again at every
+-- power of two, most of what writing a dense user's changes cost the server.
 local function hour_from(raw)
   local groups, max = {nil}, {nil}
   if raw then
@@ -96,7 +96,7 @@ local function hour_from(raw)
         if recs == nil then
           recs = groups[ctx]
           if recs == nil then
-            recs = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}  -- room for six (hour_from)
+            recs = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}  -- six changes
             groups[ctx] = recs
           end
           top = max[ctx] or -1
@@ -165,7 +165,7 @@ local function add_change(st, thing, aid, atid, ts, amount, name)
   end
   local sec, recs = ts % 3600, hour.groups[ctx]
   if recs == nil then
-    recs = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}  -- room for six (hour_from)
+    recs = {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}  -- six changes
     hour.groups[ctx] = recs
   elseif sec <= hour.max[ctx] then  -- not after every change of its context: look for it
     for j = 1, #recs, 2 do

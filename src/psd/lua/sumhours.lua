@@ -35,7 +35,7 @@ local FIXED_OF = {}
 for n = 1, 12 do FIXED_OF[n] = '>' .. string.rep('i4', n) end
 
 -- the sum of hours first to last (1-12) of a fixed half-day (raw), each within ±2^31, so
--- exact: only those hours unpacked (struct's cost is by the number), into locals (no
+-- exact: only those hours unpacked (struct's cost is by the value), into locals (no
 -- table), and added by how many they are (the one after the last is struct's next position)
 local function fixed_sum(raw, first, last)
   local n = last - first + 1
