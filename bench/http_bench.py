@@ -29,6 +29,10 @@ output goes to /dev/null instead of a file, which would grow by ~100 bytes a req
 
 Printed per run: req/s, p50 and p99 per route for psd and Go, psd / Go, and Redis memory per
 write (``used_memory`` after the load less that of the empty server, over the writes sent).
+A write psd keeps waiting in its user's log (an increment, or an activity's first change) is
+applied later, many of the user's at once: once the workload is done, what still waits is
+applied as the compaction task would, and its points, the Redis CPU it took and the memory
+then are printed; psd's memory per write is taken after it.
 ``--out`` gets every run's bench.py JSON under ``"runs"`` (``{"psd": ..., "go": ...}``).
 """
 
@@ -53,8 +57,11 @@ from typing import Any
 import redis
 
 from psd.cli.main import server_command
-from psd.config import web_workers
+from psd.config import load_settings, web_workers
 from psd.embedded import free_port, server_binary
+from psd.folding import apply_logs, read_logs
+from psd.keys import PENDING
+from psd.store import Store
 
 ROUTES = ["write", "query 5s", "query 1d", "query 30d", "query 6y", "mumt 100x3 30d"]
 # how the Go service's run script configures it (the lookupd is not used by the HTTP server)
@@ -173,6 +180,7 @@ def measure(
                 code = bench_proc.wait()
             if web_proc.poll() is not None:
                 raise SystemExit(f"{name} died during the run; log: {log}")
+        applied = apply_waiting(redis_port) if name == "psd" and not code else None
     if code or not out.exists():
         raise SystemExit(f"bench.py failed ({code}) against {name}; log: {log}")
     end, cpu_secs = busy_seconds(), (time.monotonic() - t0) * (os.cpu_count() or 1)
@@ -185,7 +193,27 @@ def measure(
         "redis_empty_used_memory": empty,
         "other_load": f"{other:.0%} of all CPUs, steal {(end[1] - start[1]) / cpu_secs:.0%}",
     }
+    if applied:
+        res["applied_after"] = applied
     return res
+
+
+def apply_waiting(redis_port: int) -> dict[str, Any]:
+    """Apply what still waits in users' logs (psd/pending.py) once the workload is done, as
+    the compaction task would: its points, the Redis CPU seconds it took and ``used_memory``
+    after, so that a write's figures count what applying it costs and keeps."""
+    client = redis.Redis(port=redis_port)
+    store = Store(client, load_settings())
+    cpu = client.info("cpu")
+    before = cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+    keys = {k.decode() for k in client.scan_iter(match="{*}:" + PENDING, count=1000)}
+    points = apply_logs(store, read_logs(store, keys))
+    cpu = client.info("cpu")
+    return {
+        "points": points,
+        "redis_cpu_s": cpu["used_cpu_user"] + cpu["used_cpu_sys"] - before,
+        "used_memory": client.info("memory")["used_memory"],
+    }
 
 
 def routes(res: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
@@ -197,12 +225,14 @@ def routes(res: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
 
 
 def per_write(res: dict[str, Any]) -> float | None:
-    """Redis bytes per write sent: used_memory after the load less the empty server's."""
+    """Redis bytes per write sent: used_memory after the load less the empty server's; for
+    psd, after what waited in users' logs was applied (:func:`apply_waiting`)."""
     mem, sent = res.get("redis_after_load"), res.get("writes_sent_total")
     if not mem or not sent:
         return None
+    used = res.get("applied_after", mem)["used_memory"]
     empty = res.get("bench", {}).get("redis_empty_used_memory", 0)
-    return float(mem["used_memory"] - empty) / float(sent)
+    return float(used - empty) / float(sent)
 
 
 def cells(s: dict[str, Any] | None) -> str:
@@ -241,6 +271,14 @@ def table(psd: dict[str, Any], go: dict[str, Any] | None) -> None:
                 f" {res['writes_sent_total']} writes, {per_write(res):.0f} B/write,"
                 f" dbsize {mem['dbsize']}"
             )
+    applied = psd.get("applied_after")
+    if applied:
+        print(
+            f"  psd applied after the run what waited: {applied['points']} points,"
+            f" {applied['redis_cpu_s']:.2f} s of Redis CPU"
+            f" ({1e6 * applied['redis_cpu_s'] / psd['writes_sent_total']:.1f} µs a write sent);"
+            f" memory then {per_write(psd):.0f} B/write"
+        )
     psd_bytes, go_bytes = per_write(psd), per_write(go) if go else None
     if psd_bytes and go_bytes:
         print(f"  memory per write psd/Go: {psd_bytes / go_bytes:.2f}")

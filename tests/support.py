@@ -26,8 +26,10 @@ from redis.cluster import RedisCluster
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.keys import HOUR_BASE
+from psd.model import MetricPoint
 from psd.store import Store
 from psd.workers.app import create_app
+from psd.writes import WriteResult
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -49,6 +51,12 @@ def rabbitmq_url() -> str:
             pytest.fail(f"PSD_REQUIRE_RABBITMQ=1 but no RabbitMQ answers at {RABBITMQ_URL}")
         pytest.skip(f"no RabbitMQ at {RABBITMQ_URL} (set PSD_REQUIRE_RABBITMQ=1 to require it)")
     return RABBITMQ_URL
+
+
+def write_now(store: Store, point: MetricPoint) -> WriteResult:
+    """One point applied at once, not left to wait in its user's log (a first change does,
+    psd/pending.py): for the tests of what applied points leave in the keys."""
+    return store.write_metrics([point], all_or_nothing=True, wait=False)[0]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -20,7 +20,7 @@ from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
-from tests.support import as_earlier_open_days, unpack_hours
+from tests.support import as_earlier_open_days, unpack_hours, write_now
 from tests.test_maintenance import NOW, run, stamp
 from tests.test_retention import POLICY
 
@@ -259,7 +259,7 @@ def write_two_days(store: Store, ts: int) -> None:
     hours packed: psd/lua/hours.lua)."""
     other = ts - DAY if stamp(ts - DAY, "%m") == stamp(ts, "%m") else ts + DAY
     for at in sorted((ts, other), reverse=True):
-        store.write_metric(MetricPoint("steps", 5, 1, at, 7, at, at))
+        write_now(store, MetricPoint("steps", 5, 1, at, 7, at, at))
 
 
 def test_keys_past_the_policy_go_and_old_hours_leave_their_days(

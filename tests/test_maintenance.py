@@ -26,7 +26,7 @@ from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oldrecords import rewrite_as_old
 from tests.oracle import Oracle
-from tests.support import make_app, redis_broker, running_worker, url_of, wait_for
+from tests.support import make_app, redis_broker, running_worker, url_of, wait_for, write_now
 from tests.test_retention import POLICY, month_end, year_end
 
 DAY = 86400
@@ -89,7 +89,7 @@ def test_a_changed_policy_is_applied_to_existing_keys(
     redis_client: redis.Redis, store: Store
 ) -> None:
     ts = NOW - 10 * DAY
-    store.write_metric(MetricPoint("steps", 5, 1, 1, 3, ts, ts))
+    write_now(store, MetricPoint("steps", 5, 1, 1, 3, ts, ts))
     key = f"{{5}}:m{stamp(ts, '%Y%m')}"
     longer = Store(redis_client, replace(store.settings, retention_day=900 * DAY))
     run(longer, "retention")
@@ -115,11 +115,11 @@ def test_zero_fields_left_by_corrections_are_dropped(
 ) -> None:
     ts = NOW - 2 * DAY
     ts -= ts % 3600
-    store.write_metric(MetricPoint("steps", 6, 2, 1, 5, ts, ts + 10))
-    store.write_metric(MetricPoint("steps", 6, 2, 1, 0, ts, ts + 20))  # corrected to 0
-    store.write_metric(MetricPoint("points", 6, 2, 9, 4, ts, ts))
-    store.write_metric(MetricPoint("calories", 6, 2, 3, 5, ts, ts + 10))
-    store.write_metric(MetricPoint("calories", 6, 2, 3, -7, ts, ts + 20))  # below 0: kept
+    write_now(store, MetricPoint("steps", 6, 2, 1, 5, ts, ts + 10))
+    write_now(store, MetricPoint("steps", 6, 2, 1, 0, ts, ts + 20))  # corrected to 0
+    write_now(store, MetricPoint("points", 6, 2, 9, 4, ts, ts))
+    write_now(store, MetricPoint("calories", 6, 2, 3, 5, ts, ts + 10))
+    write_now(store, MetricPoint("calories", 6, 2, 3, -7, ts, ts + 20))  # below 0: kept
     key, day = f"{{6}}:m{stamp(ts, '%Y%m')}", f"{{6}}:d{stamp(ts, '%Y%m%d')}"
     zeros = [f for k in (key, day) for f, v in redis_client.hgetall(k).items() if v == b"0"]
     assert zeros
@@ -142,14 +142,14 @@ def test_old_changes_are_not_kept_and_updates_needing_them_are_stale(
 ) -> None:
     start = NOW - 40 * DAY  # past retention_minute (35 days)
     start -= start % 3600
-    store.write_metric(MetricPoint("steps", 7, 1, 1, 5, start, start + 60))
-    store.write_metric(MetricPoint("steps", 7, 1, 1, 9, start, start + 7200))
+    write_now(store, MetricPoint("steps", 7, 1, 1, 5, start, start + 60))
+    write_now(store, MetricPoint("steps", 7, 1, 1, 9, start, start + 7200))
     recent = NOW - DAY
     recent -= recent % 3600  # its two changes in one hour, whatever the time of the run
-    store.write_metric(MetricPoint("steps", 7, 1, 2, 3, recent, recent))
-    store.write_metric(MetricPoint("steps", 7, 1, 2, 4, recent, recent + 60))
+    write_now(store, MetricPoint("steps", 7, 1, 2, 3, recent, recent))
+    write_now(store, MetricPoint("steps", 7, 1, 2, 4, recent, recent + 60))
     very_old = NOW - 70 * DAY  # past state_expire (60 days)
-    store.write_metric(MetricPoint("steps", 7, 3, 3, 2, very_old, very_old))
+    write_now(store, MetricPoint("steps", 7, 3, 3, 2, very_old, very_old))
     assert redis_client.exists(f"{{7}}:c{stamp(recent, '%Y%m%d')}")
     assert not redis_client.exists(f"{{7}}:c{stamp(start, '%Y%m%d')}")
     expected = store.sum(7, "steps", None, start, start + 7200)
@@ -161,16 +161,16 @@ def test_old_changes_are_not_kept_and_updates_needing_them_are_stale(
     assert [m.split(b":")[2] for m in redis_client.zrange("{7}:idx", 0, -1)] == [b"1", b"2"]
     assert store.sum(7, "steps", None, start, start + 7200) == expected == 9
     # a window inside the old day needs its changes; one over the whole activity, its total
-    inside = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start + 100, start + 7300))
+    inside = write_now(store, MetricPoint("steps", 7, 1, 1, 12, start + 100, start + 7300))
     assert inside.status == "stale"
-    whole = store.write_metric(MetricPoint("steps", 7, 1, 1, 12, start, start + 7300))
+    whole = write_now(store, MetricPoint("steps", 7, 1, 1, 12, start, start + 7300))
     assert (whole.status, whole.delta) == ("coarse", 3)
-    assert store.write_metric(MetricPoint("steps", 7, 1, 2, 6, recent, recent + 90)).delta == 2
+    assert write_now(store, MetricPoint("steps", 7, 1, 2, 6, recent, recent + 90)).delta == 2
 
 
 def test_a_state_without_expiry_gets_one(redis_client: redis.Redis, store: Store) -> None:
     ts = NOW - 3 * DAY
-    store.write_metric(MetricPoint("steps", 8, 1, 1, 5, ts, ts))
+    write_now(store, MetricPoint("steps", 8, 1, 1, 5, ts, ts))
     redis_client.persist("{8}:acts")
     redis_client.persist("{8}:idx")
     run(store, "compaction")
@@ -349,16 +349,16 @@ def test_updates_keep_the_activity_state_alive(redis_client: redis.Redis) -> Non
     lifetime_ms = short.state_lifetime * 1000
     refresh = short.state_lifetime // 16
     ts = NOW - 60
-    short.write_metric(MetricPoint("steps", 9, 1, 1, 10, ts, ts))
+    write_now(short, MetricPoint("steps", 9, 1, 1, 10, ts, ts))
     first = redis_client.pttl("{9}:acts")
     assert lifetime_ms < first <= lifetime_ms + refresh * 1000
     marked = redis_client.hget("{9}:acts", "_x")
     clock[0] += refresh - 1
-    short.write_metric(MetricPoint("steps", 9, 1, 1, 11, ts, ts + 1))
+    write_now(short, MetricPoint("steps", 9, 1, 1, 11, ts, ts + 1))
     assert redis_client.pttl("{9}:acts") > lifetime_ms  # still a lifetime past the change
     assert redis_client.hget("{9}:acts", "_x") == marked  # not pushed on yet
     clock[0] += 1
-    short.write_metric(MetricPoint("steps", 9, 1, 1, 12, ts, ts + 2))
+    write_now(short, MetricPoint("steps", 9, 1, 1, 12, ts, ts + 2))
     assert redis_client.hget("{9}:acts", "_x") == str(int(clock[0])).encode()
     assert redis_client.pttl("{9}:acts") > lifetime_ms
     assert redis_client.pttl("{9}:idx") > lifetime_ms
@@ -370,8 +370,8 @@ def test_a_late_point_for_a_year_the_root_keeps_lands_in_the_root(
     keep_years = Store(redis_client, replace(POLICY, retention_year=30 * DAY))
     last_year = datetime(datetime.now(UTC).year - 1, 6, 1, tzinfo=UTC).timestamp()
     this_year = NOW - 60
-    keep_years.write_metric(MetricPoint("steps", 9, 1, 1, 5, this_year, this_year))
-    keep_years.write_metric(MetricPoint("steps", 9, 1, 2, 7, int(last_year), int(last_year)))
+    write_now(keep_years, MetricPoint("steps", 9, 1, 1, 5, this_year, this_year))
+    write_now(keep_years, MetricPoint("steps", 9, 1, 2, 7, int(last_year), int(last_year)))
     year = datetime.now(UTC).year - 1
     assert redis_client.hget("{9}:r", str(year * 10 + 1)) == b"7"
 

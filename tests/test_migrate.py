@@ -19,7 +19,7 @@ from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.migrate_support import cli, day, migrate, utc
 from tests.oldservice import OldService, load_samples
-from tests.support import unpack_hours, url_of
+from tests.support import unpack_hours, url_of, write_now
 
 
 def test_samples_answer_what_the_original_answered(old: redis.Redis, store: Store) -> None:
@@ -177,8 +177,8 @@ def test_negative_deltas_build_the_state_a_psd_correction_builds(
     service.metric(3, 1, 2, 77, t2, -3)
     service.store(old)
     migrate(old, store)
-    store.write_metric(MetricPoint("points", 2, 2, 77, 100, t1, t1))
-    assert store.write_metric(MetricPoint("points", 2, 2, 77, 97, t1, t2)).delta == -3
+    write_now(store, MetricPoint("points", 2, 2, 77, 100, t1, t1))
+    assert write_now(store, MetricPoint("points", 2, 2, 77, 97, t1, t2)).delta == -3
     assert _dump(store.redis, 1) == _dump(store.redis, 2)
     assert store.sum(1, "points", None, t2, t2) == -3
     assert store.sum(1, "points", None, t1, t2) == 97

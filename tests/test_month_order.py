@@ -17,6 +17,7 @@ from redis.cluster import RedisCluster
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
+from tests.support import write_now
 from tests.test_hours import DAY, MARCH, LiveClock, check_layout
 from tests.test_maintenance import NOW, run, stamp
 from tests.test_retention import POLICY
@@ -177,8 +178,8 @@ def test_compaction_keeps_a_month_s_mark_unless_the_month_empties(
     ts = NOW - 2 * DAY
     ts -= ts % 3600
     for uid, later in ((8, 4), (9, 0)):  # user 9's sums all corrected to 0
-        store.write_metric(MetricPoint("steps", uid, 2, 1, 5, ts, ts + 10))
-        store.write_metric(MetricPoint("steps", uid, 2, 1, later, ts, ts + 20))
+        write_now(store, MetricPoint("steps", uid, 2, 1, 5, ts, ts + 10))
+        write_now(store, MetricPoint("steps", uid, 2, 1, later, ts, ts + 20))
         key = f"{{{uid}}}:m{stamp(ts, '%Y%m')}"
         fields, expiry = redis_client.hgetall(key), redis_client.pexpiretime(key)
         redis_client.delete(key)  # made again closed, as the write script orders a month

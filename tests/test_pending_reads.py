@@ -98,7 +98,7 @@ def test_a_user_near_the_limits_has_a_hash_there_and_reads_find_no_points(
 ) -> None:
     redis_client.flushdb()
     base = BASES[0]
-    store.write_metrics([MetricPoint("steps", 1, 1, 1, 5, base, base)])  # applied at once
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 5, base, base)], wait=False)
     redis_client.hset(metric_prefix(1) + PENDING, "near", "1")
     assert store.sum(1, "steps", None, base - 10, base + 10) == 5
     [result] = store.query([UserQuery(1, base - 10, base + 10)], ["steps"], with_activities=True)

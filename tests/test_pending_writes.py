@@ -18,8 +18,9 @@ from psd.model import MetricPoint
 from psd.pending import LOG_CAP, LOG_FOLD
 from psd.scripts import source
 from psd.store import Store, UserQuery
-from psd.writes import COUNTER_LIMIT
+from psd.writes import COUNTER_LIMIT, ok_result
 from tests.oracle import Oracle
+from tests.support import command_calls, reset_stats
 from tests.test_maintenance import run
 from tests.test_store import THINGS, instants, recent_bases
 
@@ -73,15 +74,22 @@ def check_reads(store: Store, oracle: Oracle, ranges: list[tuple[int, int]]) -> 
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(stream())
+@given(stream(), st.integers(1, 3))
 def test_a_stream_answers_as_if_applied_at_once(
-    redis_client: redis.Redis, drawn: tuple[list[list[MetricPoint]], list[tuple[int, int]]]
+    redis_client: redis.Redis,
+    drawn: tuple[list[list[MetricPoint]], list[tuple[int, int]]],
+    writers: int,
 ) -> None:
+    """Calls of a few points, from one store or several in turn (as a web server's or a
+    worker's processes: a store does not know the activities another sent, which pend.lua
+    then tells apart from what the server holds)."""
     calls, ranges = drawn
     redis_client.flushdb()
-    store, oracle = Store(redis_client, Settings()), Oracle()
-    for call in calls:
-        assert [r.status for r in store.write_metrics(call)] == [oracle.write(p) for p in call]
+    stores, oracle = [Store(redis_client, Settings()) for _ in range(writers)], Oracle()
+    store = stores[0]
+    for n, call in enumerate(calls):
+        results = stores[n % writers].write_metrics(call)
+        assert [r.status for r in results] == [oracle.write(p) for p in call]
     check_reads(store, oracle, ranges)
     run(store, "compaction")  # applies what still waits
     assert not log_of(redis_client, 1) and not log_of(redis_client, 2)
@@ -140,7 +148,7 @@ def near_the_limits(redis_client: redis.Redis) -> tuple[Store, int, tuple[str, s
     redis_client.flushdb()
     store = Store(redis_client, Settings())
     ts = recent_bases()[1] + 100
-    store.write_metric(MetricPoint("steps", 1, 1, 9, 1, ts, ts))  # the user's root
+    store.write_metrics([MetricPoint("steps", 1, 1, 9, 1, ts, ts)], wait=False)  # its root
     root = ("{1}:r", str(metric_target(ts).children[0] * 10 + 1))
     redis_client.hset(*root, str(COUNTER_LIMIT - 50))
     for point in increments(1, 20, ts + 1):
@@ -173,7 +181,7 @@ def test_a_state_is_left_alone_while_its_users_increments_wait(
     redis_client.flushdb()
     store = Store(redis_client, Settings())
     ts = recent_bases()[1] + 100
-    store.write_metric(MetricPoint("steps", 1, 1, 1, 5, ts, ts))  # recorded at once
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 5, ts, ts)], wait=False)  # recorded
     assert store.write_metric(increments(1, 1, ts + 1)[0]).status == "ok"
     assert log_of(redis_client, 1)
     later = ts + store.state_lifetime + 86400  # every record is past the lifetime then
@@ -294,3 +302,90 @@ def test_a_log_near_the_limits_is_applied_whole(redis_client: redis.Redis) -> No
     assert redis_client.type(key) == b"hash"
     assert int(redis_client.hget(*root) or 0) == COUNTER_LIMIT + 25
     assert store.sum(1, "steps", None, ts, ts + 100) == 1 + 75
+
+
+def first_change(uid: int, aid: int, value: int, ts: int, reach: int = 600) -> MetricPoint:
+    return MetricPoint("steps", uid, 2, aid, value, ts - reach, ts)
+
+
+def test_an_activity_s_first_change_waits_as_an_increment(redis_client: redis.Redis) -> None:
+    """A diffadd of an activity with nothing recorded adds its whole value: it waits in its
+    user's log as an increment would, and reads count it there and once it is applied."""
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    ts = recent_bases()[1] + 1000
+    assert store.write_metric(first_change(1, 5, 40, ts)) == ok_result(40)
+    assert log_of(redis_client, 1) and not redis_client.exists("{1}:acts")
+    assert store.write_metric(first_change(1, 6, 0, ts)).status == "same"  # adds nothing
+    assert store.sum(1, "steps", 2, ts - 10, ts) == 40
+    [read] = store.query([UserQuery(1, ts - 10, ts)], ["steps"], None, with_activities=True)
+    assert read.sums == {"steps": 40} and read.activities == {"5": "2"}
+    run(store, "compaction")
+    assert not log_of(redis_client, 1) and redis_client.hexists("{1}:acts", "1:5")
+    assert store.sum(1, "steps", 2, ts - 10, ts) == 40
+
+
+def test_a_later_change_goes_the_direct_way_wherever_its_first_is(
+    redis_client: redis.Redis,
+) -> None:
+    """The next diffadd of an activity, from another store (which never sent one of it),
+    finds its first change in the log, or recorded once the log is applied: it goes the
+    direct way, its window counting the first. Sent again (its reply lost), a first change
+    adds nothing."""
+    redis_client.flushdb()
+    ts = recent_bases()[1] + 1000
+    one, other = Store(redis_client, Settings()), Store(redis_client, Settings())
+    assert one.write_metric(first_change(1, 5, 40, ts)).delta == 40
+    log = log_of(redis_client, 1)
+    assert Store(redis_client, Settings()).write_metric(first_change(1, 5, 40, ts)).delta == 0
+    assert other.write_metric(first_change(1, 5, 55, ts + 60, 660)).delta == 15
+    assert log_of(redis_client, 1) == log  # the later ones went the direct way
+    assert redis_client.hexists("{1}:acts", "1:5")
+    assert one.sum(1, "steps", None, ts - 600, ts + 60) == 55
+    run(one, "compaction")
+    assert Store(redis_client, Settings()).write_metric(first_change(1, 5, 70, ts + 120, 720)) == (
+        ok_result(15)
+    )
+    assert not log_of(redis_client, 1)
+    assert one.sum(1, "steps", None, ts - 600, ts + 120) == 70
+
+
+def test_a_known_activity_s_diffadd_goes_the_direct_way_in_one_call(
+    redis_client: redis.Redis,
+) -> None:
+    """A store sends the next diffadd of an activity it sent one of the direct way at once,
+    in one call; another store, which never did, makes two: pend.lua answers "direct"."""
+    redis_client.flushdb()
+    ts = recent_bases()[1] + 1000
+    store = Store(redis_client, Settings())
+    store.write_metric(first_change(1, 5, 40, ts))
+    reset_stats(store)
+    store.write_metric(first_change(1, 5, 45, ts + 60, 660))
+    assert command_calls(store, "fcall") == 1
+    reset_stats(store)
+    Store(redis_client, Settings()).write_metric(first_change(1, 5, 50, ts + 120, 720))
+    assert command_calls(store, "fcall") == 2
+    assert store.sum(1, "steps", None, ts - 600, ts + 120) == 50
+
+
+def test_a_user_s_points_after_one_that_goes_direct_go_direct_too(
+    redis_client: redis.Redis,
+) -> None:
+    """Deliveries of one user in one call: once one goes the direct way (its activity was
+    recorded before), the user's later ones do too, in their order, so none waits ahead of
+    a point sent before it."""
+    redis_client.flushdb()
+    ts = recent_bases()[1] + 1000
+    Store(redis_client, Settings()).write_metrics([first_change(1, 5, 40, ts)], wait=False)
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    oracle.write(first_change(1, 5, 40, ts))
+    points = [first_change(1, 5, 45, ts + 60, 660), first_change(1, 6, 7, ts + 61)]
+    points.append(MetricPoint("steps", 1, 2, 7, 3, ts + 62, ts + 62, "increment"))
+    results = store.write_metrics(points, ["a", "b", "c"])
+    assert [r.status for r in results] == [oracle.write(p) for p in points]
+    assert [r.delta for r in results] == [5, 7, 3]
+    assert not log_of(redis_client, 1)
+    assert redis_client.hexists("{1}:acts", "1:6") and redis_client.hexists("{1}:acts", "1:7")
+    assert store.sum(1, "steps", None, ts - 600, ts + 62) == oracle.sum(
+        1, "steps", None, ts - 600, ts + 62
+    )

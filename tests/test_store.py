@@ -312,7 +312,7 @@ def test_concurrent_updates_of_one_activity_never_double_count(
 
 def test_an_index_entry_without_state_is_skipped(redis_client: redis.Redis, store: Store) -> None:
     """Should the activity state vanish before its index (expiry, an operator), reads go on."""
-    store.write_metric(MetricPoint("steps", 4, 1, 5, 10, 1458061005, 1458061005))
+    store.write_metrics([MetricPoint("steps", 4, 1, 5, 10, 1458061005, 1458061005)], wait=False)
     redis_client.delete("{4}:acts")
     [result] = store.query([UserQuery(4, 1458061000, 1458061010)], ["steps"], None, True)
     assert result.sums == {"steps": 0}

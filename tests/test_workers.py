@@ -21,7 +21,7 @@ from psd.config import Settings
 from psd.connect import is_cluster_url
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.folding import log_points
-from psd.model import parse_metric
+from psd.model import MetricPoint, parse_metric
 from psd.store import Store
 from psd.writes import COUNTER_LIMIT
 from tests.support import (
@@ -324,9 +324,13 @@ def test_points_past_a_limit_are_dead_lettered_the_rest_applied_once(
 ) -> None:
     """A point that would take a counter past its limit (driven near it directly) is kept as
     a dead letter with the reason, its message's other points applied once; retried once
-    the counter is fixed, it counts once. Each point starts an activity (a diffadd of none
-    before adds its value): checked as it comes, where an increment might wait in its
-    user's log, within the room kept for those (psd/pending.py)."""
+    the counter is fixed, it counts once. A diffadd of an activity recorded before is
+    checked as it comes, where a first change or an increment might wait in its user's
+    log, within the room kept for those (psd/pending.py)."""
+    # each point of user 1 changes an activity recorded before, so it is checked as it
+    # comes (a first change might wait in the user's log, as an increment might)
+    before = [MetricPoint(**point(aid=aid, value=1, ts=T0 - 10)) for aid in (1, 2, 3)]
+    store.write_metrics(before, wait=False)
     root = ("{1}:r", str(2016 * 10 + 1))  # user 1's steps of 2016
     store.redis.hset(*root, str(COUNTER_LIMIT - 10))
     with running_worker(app):

@@ -62,6 +62,9 @@ from psd.timebuckets import (
 TWIN = "t"
 #: A user's changes of a UTC day: ``{uid}:`` + CHANGES + ``YYYYMMDD`` (psd/lua/changes.lua).
 CHANGES = "c"
+#: A user's activity state: ``{uid}:`` + ACTS (per activity ``"<thing>:<aid>"`` its
+#: summary, psd/lua/record.lua).
+ACTS = "acts"
 #: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).
 ONCE = "once"
 #: A user's pending increments, applied with their next write of many (psd/pending.py):

@@ -11,15 +11,20 @@ paying the per-user part once for all its points. Reads add what the logs hold, 
 answer stays exact while they wait; the compaction task applies the logs of users who
 stopped writing.
 
-Only increments wait: a diffadd answers from what its activity recorded (its window and its
-stale test count the log's points too). A point only coarser levels keep goes the direct
-way, as does a write that must be all or nothing (unless it is one point: a pending point is
-never refused).
+Increments wait, and so does a diffadd that is its activity's first change: with nothing
+recorded in its window it adds its whole value at ``ts2``, as an increment does, and waits
+as one. pend.lua tells from the user's activity state and log (a diffadd of an activity
+found in either goes the direct way: its window and stale test need what they hold); psd
+sends the direct way at once a diffadd of an activity this store sent one of lately
+(:class:`Known`) or that another of the user's points in the write names. A point only
+coarser levels keep goes the direct way, as does a write that must be all or nothing
+(unless it is one point: a pending point is never refused).
 
-The points that wait go in calls of their own (psd/lua/pend.lua): two keys a user and the
-log's bytes packed here, where a call of write_metric.lua names seven keys a user and
-unpacks their points' runs. A log that takes no more points (its user near the limits, or
-full) answers "direct", and those points go the direct way in a second round trip.
+The points that wait go in calls of their own (psd/lua/pend.lua): two keys a user (three
+with a diffadd) and the log's bytes packed here, where a call of write_metric.lua names
+seven keys a user and unpacks their points' runs. A log that takes no more points (its user
+near the limits, or full) answers "direct", and those points go the direct way in a second
+round trip.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from psd.batching import OWN_DELIVERY
-from psd.keys import ONCE, PENDING
+from psd.keys import ACTS, ONCE, PENDING
 from psd.model import MetricPoint
 from psd.writes import WriteResult, ok_result
 
@@ -41,27 +46,75 @@ if TYPE_CHECKING:
     from psd.store import Store
 
 
+class Known:
+    """The activities (record, thing, aid) this store sent a diffadd of lately. A later
+    diffadd of one of them is not its activity's first change, so it goes the direct way
+    at once: pend.lua would find the activity and answer "direct", a second round trip. A
+    cache, right or wrong only for speed: forgotten all at once past ``MOST``."""
+
+    MOST = 65536
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, int, int]] = set()
+
+    def note(self, points: Sequence[MetricPoint], items: list[int], records: Sequence[str]) -> None:
+        """Remember the activities of the diffadds among ``items``."""
+        seen = self.seen
+        for i in items:
+            p = points[i]
+            if p.mode != "increment":
+                if len(seen) >= self.MOST:
+                    seen.clear()
+                seen.add((records[i], p.thing_id, p.aid))
+
+
+def must_go_direct(
+    points: Sequence[MetricPoint],
+    items: list[int],
+    records: Sequence[str],
+    levels: Sequence[str | None],
+    known: Known,
+) -> set[str]:
+    """The users of ``items`` none of whose points may wait: one of them is a point only
+    coarser levels keep, or a diffadd that is not its activity's first change as far as psd
+    can tell here (this store sent one of it lately, or another of the user's points here
+    names it; pend.lua asks the server about the rest)."""
+    direct: set[str] = set()
+    named: Counter[tuple[str, int, int]] | None = None
+    for i in items:
+        p = points[i]
+        if levels[i] != "minute":
+            direct.add(records[i])
+        elif p.mode != "increment":
+            if named is None:
+                named = Counter((records[j], points[j].thing_id, points[j].aid) for j in items)
+            act = (records[i], p.thing_id, p.aid)
+            if named[act] > 1 or act in known.seen:
+                direct.add(records[i])
+    return direct
+
+
 def pended(
     points: Sequence[MetricPoint],
     calls: list[list[int]],
     records: Sequence[str],
     levels: Sequence[str | None],
     most: int,
+    known: Known,
 ) -> frozenset[int]:
     """The points of a write's direct ``calls`` (psd/batching.py) that may wait in their
     user's log instead: a user's, when no call has more than ``most`` of them
-    (``pending_points``: past ~8, a call's per-user cost is shared enough) and every one is
-    an increment every level keeps. A user's points all wait or none does, so that a
-    diffadd never comes before an increment sent ahead of it (the waiting ones go in calls
-    of their own, after the others)."""
+    (``pending_points``: past ~8, a call's per-user cost is shared enough) and every one
+    may wait (:func:`must_go_direct`). A user's points all wait or none does, so that a
+    diffadd never comes before a point sent ahead of it (the waiting ones go in calls of
+    their own, after the others)."""
     direct: set[str] = set()
     for call in calls:
         per_user = Counter(records[i] for i in call)
         direct.update(record for record, n in per_user.items() if n > most)
-        for i in call:
-            if points[i].mode != "increment" or levels[i] != "minute":
-                direct.add(records[i])
-    return frozenset(i for call in calls for i in call if records[i] not in direct)
+    items = [i for call in calls for i in call]
+    direct |= must_go_direct(points, items, records, levels, known)
+    return frozenset(i for i in items if records[i] not in direct)
 
 
 #: The size past which a log is returned to be applied, and the size past which it takes no
@@ -105,6 +158,13 @@ def _entry(p: MetricPoint) -> bytes:
     return _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:] if p.value else b""
 
 
+def _first_of(p: MetricPoint) -> tuple[str, bytes]:
+    """What pend.lua looks for to tell a diffadd is its activity's first change: its field
+    in the user's activity state (``"<thing>:<aid>"``, record.lua) and the start of its
+    entries in a log (:func:`_entry`)."""
+    return f"{p.thing_id}:{p.aid}", _pack(p.thing_id) + _pack(str(p.aid))
+
+
 def pend_args(
     points: Sequence[MetricPoint],
     units: list[list[int]],
@@ -115,6 +175,7 @@ def pend_args(
     deliveries)."""
     keys: list[str] = []
     starts: dict[str, int] = {}
+    acts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
     for unit in units:
@@ -130,7 +191,17 @@ def pend_args(
             entries = _entry(points[first])
         else:
             entries = b"".join([_entry(points[i]) for i in unit])
-        flat += (k, delivery, entries)
+        checks: Any = 0
+        diffadds = [points[i] for i in unit if points[i].mode != "increment"]
+        if diffadds:
+            at = acts.get(record)
+            if at is None:
+                keys.append(record + ACTS)
+                at = acts[record] = len(keys)
+            checks = [at]
+            for p in diffadds:
+                checks += _first_of(p)
+        flat += (k, delivery, entries, checks)
     packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
     return keys, list(packed)
 
@@ -179,9 +250,10 @@ class Waiting:
         names: Sequence[str],
         levels: Sequence[str | None],
         most: int,
+        known: Known,
     ) -> None:
         self.points, self.records, self.names, self.levels = points, records, names, levels
-        self.most = most
+        self.most, self.known = most, known
         self.waits: set[int] = set()
         #: each call's units (by its first point) as built, for its results
         self.units: dict[int, list[list[int]]] = {}
@@ -194,7 +266,8 @@ class Waiting:
         self.waits.difference_update(items)
         if not self.most:
             return calls
-        mine = pended(self.points, calls, self.records, self.levels, self.most)
+        mine = pended(self.points, calls, self.records, self.levels, self.most, self.known)
+        self.known.note(self.points, items, self.records)
         if not mine:
             return calls
         self.waits.update(mine)
@@ -203,21 +276,28 @@ class Waiting:
         return [call for call in rest if call] + waiting
 
     def cut_all(self, items: list[int]) -> list[list[int]] | None:
-        """The calls of ``items`` when every one of them waits (a stream's write: each an
-        increment every level keeps, no user with more than ``most`` of them, so no call of
-        any cut has more), without cutting the direct calls first; else None."""
+        """The calls of ``items`` when every one of them waits (a stream's write: each a
+        point every level keeps that may wait, :func:`must_go_direct`, no user with more than
+        ``most`` of them, so no call of any cut has more), without cutting the direct calls
+        first; else None."""
         self.waits.difference_update(items)
         if not self.most or not items:
             return None
         points, levels, records, most = self.points, self.levels, self.records, self.most
         counts: dict[str, int] = {}
+        diffadds = False
         for i in items:  # a bulk write (a user's days) stops at its first user's most + 1
-            if points[i].mode != "increment" or levels[i] != "minute":
+            if levels[i] != "minute":
                 return None
+            diffadds = diffadds or points[i].mode != "increment"
             n = counts.get(records[i], 0) + 1
             if n > most:
                 return None
             counts[records[i]] = n
+        if diffadds:
+            if must_go_direct(points, items, records, levels, self.known):
+                return None
+            self.known.note(points, items, records)
         self.waits.update(items)
         return pend_cuts(items, self.records)
 

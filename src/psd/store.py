@@ -30,7 +30,7 @@ from psd.layout import LayoutWatch
 from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes
-from psd.pending import Waiting
+from psd.pending import Known, Waiting
 from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
@@ -85,6 +85,7 @@ class Store(Reads):
         self._horizons: dict[str, Horizon] = {}
         #: the logs a write returned, being applied (psd/inflight.py)
         self._logs = LogSender()
+        self._known = Known()  # the activities it sent a diffadd of lately (psd/pending.py)
         self._ahead: AheadChannel | None = None  # the writes sent ahead (send_metrics)
         spread = resolve(self.settings.count_spread, self.nodes.cluster)
         self.count_spread = CountSpread(client, spread)
@@ -319,7 +320,7 @@ class Store(Reads):
         # points that wait in their user's log go in calls of their own (psd/pending.py);
         # none of an all-or-nothing write of several points (a waiting point is never refused)
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
-        waits = Waiting(points, records, names, levels, most)  # type: ignore[arg-type]
+        waits = Waiting(points, records, names, levels, most, self._known)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole

@@ -5,11 +5,15 @@
 -- a user and appends each user's points in one APPEND of bytes psd packed.
 --
 -- KEYS    two per user: {uid}:p, their log, and {uid}:once, their record of applied
---         deliveries (once.lua)
--- ARGV[1] msgpack, flat, three values a unit (a user's points of one delivery part, in
+--         deliveries (once.lua); and {uid}:acts, their activity state, for a user with a
+--         diffadd among the points
+-- ARGV[1] msgpack, flat, four values a unit (a user's points of one delivery part, in
 --         order): k, how many KEYS come before the user's two; its delivery's number in
 --         ARGV[2] (from 1; 0: none); its points' log entries, five msgpack values a point
---         (pending.lua), one after the other ("" when every point adds 0)
+--         (pending.lua), one after the other ("" when every point adds 0); 0, or its
+--         diffadds' checks: where the user's {uid}:acts is in KEYS, then per diffadd its
+--         activity's field there and the first bytes of its entries in a log
+--         (first_changes)
 -- ARGV[2] msgpack list of the deliveries' keys
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- ARGV[6] (one server: a cluster's call has its keys there, keys.lua) the call's own key,
@@ -18,10 +22,13 @@
 --         write without a delivery key gets, once.lua) whether it ran, where each user's
 --         own key would cost a SET and a key apiece. It holds the numbers of the units
 --         answered "direct" (from 1, "," after each), which a resent call answers again.
+-- A diffadd waits as an increment of its value when it is its activity's first change:
+-- nothing recorded, so its window holds nothing.
 -- Returns a status a unit: "ok" (in the log), "duplicate" (its delivery was applied
 -- before) or "direct" (the log takes no more points: its user is near the limits, a hash
--- there, or the log is full; nothing written, the delivery not remembered: psd applies its
--- points the direct way); then, when logs grew past PENDING_FOLD bytes, {key, log, ...}
+-- there, or the log is full; or a diffadd is not its activity's first change; nothing
+-- written, the delivery not remembered: psd applies its points the direct way, and every
+-- later unit of the user goes so too, after it); then, when logs grew past PENDING_FOLD bytes, {key, log, ...}
 -- of those logs, for psd to apply.
 local WRITES = true
 -- #include keys.lua
@@ -52,6 +59,26 @@ local function append(key, entries)
   return true
 end
 
+-- whether a unit's diffadds are each their activity's first change: the activity has no
+-- state (its field in the user's {uid}:acts) and no point in the log (the start of its
+-- entries, which a point of another activity could only hold by chance: then it goes the
+-- direct way, answered the same). checks as ARGV[1] says. A diffadd sent again after its
+-- reply was lost finds its first sending here: it goes the direct way and adds nothing.
+local function first_changes(K, log_key, checks)
+  local fields = {}
+  for i = 2, #checks, 2 do fields[#fields + 1] = checks[i] end
+  local found = redis.call('HMGET', K[checks[1]], unpack(fields))
+  for i = 1, #fields do
+    if found[i] then return false end
+  end
+  local log = redis.pcall('GET', log_key)
+  if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
+  for i = 3, #checks, 2 do
+    if string.find(log, checks[i], 1, true) then return false end
+  end
+  return true
+end
+
 -- a unit's delivery is the store's own (once.lua: its key starts with a NUL byte)
 local function own(delivery, deliveries)
   return delivery ~= 0 and deliveries[delivery]:byte(1) == 0
@@ -62,10 +89,10 @@ end
 -- duplicate already) are duplicates; and the logs past PENDING_FOLD bytes are returned
 local function resent(units, done, K)
   local out, logs, seen = {}, {}, {}
-  for n = 1, #units / 3 do
+  for n = 1, #units / 4 do
     out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'direct' or 'duplicate'
     -- a log it grew past PENDING_FOLD went back in the reply that was lost: again
-    local key = K[units[3 * n - 2] + 1]
+    local key = K[units[4 * n - 3] + 1]
     if not seen[key] then
       seen[key] = true
       local raw = redis.pcall('GET', key)
@@ -89,28 +116,37 @@ local function pend_call(keys, args)
     if done then return resent(units, ',' .. done, K) end
   end
   local out, grown, directs = {}, {}, ''
-  for u = 1, #units, 3 do
-    local k, delivery, entries = units[u], units[u + 1], units[u + 2]
-    local status = 'ok'
-    if call_key and own(delivery, deliveries) then  -- the call's key says for it
+  local gone = {}  -- the logs of users a unit of whom went the direct way
+  for u = 1, #units, 4 do
+    local k, delivery, entries, checks = units[u], units[u + 1], units[u + 2], units[u + 3]
+    local log_key, status = K[k + 1], 'ok'
+    if gone[log_key] then  -- after a point of its user that goes the direct way
+      status = 'direct'
+    elseif call_key and own(delivery, deliveries) then  -- the call's key says for it
     elseif delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
       status = 'duplicate'
     end
+    if status == 'ok' and checks ~= 0 and not first_changes(K, log_key, checks) then
+      status = 'direct'
+    end
     if status == 'ok' and entries ~= '' then
-      local took, fold = append(K[k + 1], entries)
+      local took, fold = append(log_key, entries)
       if not took then
-        status, directs = 'direct', directs .. ((u + 2) / 3) .. ','
+        status = 'direct'
       elseif fold then
         grown[#grown + 1] = fold
       end
+    end
+    if status == 'direct' then
+      gone[log_key], directs = true, directs .. ((u + 3) / 4) .. ','
     end
     out[#out + 1] = status
   end
   if call_key then redis.call('SET', call_key, directs, 'EX', ONCE_OWN_SECONDS) end
   if directs ~= '' then  -- a delivery none of whose points went in is not remembered
     local kept = {}
-    for u = 1, #units, 3 do
-      if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'ok' then
+    for u = 1, #units, 4 do
+      if units[u + 1] ~= 0 and out[(u + 3) / 4] == 'ok' then
         kept[K[units[u] + 2] .. '\n' .. deliveries[units[u + 1]]] = true
       end
     end
