@@ -152,9 +152,10 @@ class Settings:
         default=DAY,
     )
     pending_points: int = _doc(
-        "A user's increments in a write wait in their log, to be applied many at once "
-        "(psd/pending.py), when no call of the write has more than this many of the user's "
-        "points and every one is an increment; 0: every point is applied at once.",
+        "A user's increments, and activities' first changes, in a write wait in their log, "
+        "to be applied many at once (psd/pending.py), when no call of the write has more "
+        "than this many of the user's points and every one may wait; 0: every point is "
+        "applied at once.",
         default=8,
     )
     nsqlookupds: tuple[str, ...] = _doc(
