@@ -86,11 +86,14 @@ def must_go_direct(
         if levels[i] != "minute":
             direct.add(records[i])
         elif p.mode != "increment":
-            if named is None:
-                named = Counter((records[j], points[j].thing_id, points[j].aid) for j in items)
             act = (records[i], p.thing_id, p.aid)
-            if named[act] > 1 or act in known.seen:
+            if act in known.seen:
                 direct.add(records[i])
+            elif len(items) > 1:
+                if named is None:
+                    named = Counter((records[j], points[j].thing_id, points[j].aid) for j in items)
+                if named[act] > 1:
+                    direct.add(records[i])
     return direct
 
 
@@ -110,8 +113,9 @@ def pended(
     their own, after the others)."""
     direct: set[str] = set()
     for call in calls:
-        per_user = Counter(records[i] for i in call)
-        direct.update(record for record, n in per_user.items() if n > most)
+        if len(call) > most:  # else no user has more
+            per_user = Counter(records[i] for i in call)
+            direct.update(record for record, n in per_user.items() if n > most)
     items = [i for call in calls for i in call]
     direct |= must_go_direct(points, items, records, levels, known)
     return frozenset(i for i in items if records[i] not in direct)
