@@ -16,6 +16,7 @@ from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from psd.sumcall import records_may_answer
 from tests.oracle import Oracle
+from tests.test_maintenance import run
 
 NOW = int(time.time())
 HOUR = 3600
@@ -186,3 +187,33 @@ def test_a_range_from_before_the_cut_of_old_records_is_read_from_the_counters(
     redis_client.zremrangebyscore("{1}:idx", "-inf", NOW - lifetime)
     (one,) = store.query([UserQuery(1, old_day, NOW)], ["steps"], None, True)
     assert one.sums == {"steps": 35}
+
+
+def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
+    redis_client: redis.Redis,
+) -> None:
+    """A user with neither records nor counters (their first points wait in their log) costs
+    a read an index range, one HMGET and one EXISTS, not their counters; one whose records
+    are gone (their state expired) while their counters stay is read from the counters."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    points = [
+        MetricPoint("steps", 1, 3, 100 + n, 5 + n, BASE + 60 * n, BASE + 60 * n) for n in range(4)
+    ]
+    for point in points:
+        assert store.write_metric(point).status == oracle.write(point)
+    assert redis_client.exists("{1}:p") and not redis_client.exists("{1}:acts", "{1}:r")
+    t1, t2 = BASE - 100, BASE + 150
+    store.query([UserQuery(2, t1, t2)], ["steps"])  # the store reads the keyspace's marks
+    redis_client.config_resetstat()
+    (one,) = store.query([UserQuery(1, t1, t2)], ["steps"], None, True)
+    used = commands(redis_client)
+    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("exists")) == (1, 1, 1)
+    assert one.sums == {"steps": oracle.sum(1, "steps", None, t1, t2)} == {"steps": 5 + 6 + 7}
+    assert one.activities == oracle.activities(1, ["steps"], None, t1, t2)
+    # applied, then the state gone: the counters answer (whole hours: the partial ones went
+    # with the state)
+    run(store, "compaction")
+    redis_client.delete("{1}:acts", "{1}:idx")
+    (one,) = store.query([UserQuery(1, BASE, BASE + HOUR - 1)], ["steps"], None, True)
+    assert one.sums == {"steps": 5 + 6 + 7 + 8}

@@ -15,6 +15,8 @@
 --   * each activity of a summed thing that changed in the range lies wholly inside it and
 --     has one type ("*": several), so its total is what it adds there, and its last change
 --     its latest there (for "_atids").
+-- A user with neither records nor counters answers nothing from them (what they have waits
+-- in their log, which the caller adds).
 -- A user with more than RECORDS_MAX activities listed, or any activity across an edge of the
 -- range or of several types, is read from the counters as any other (from_records answers
 -- false, having added nothing); so is a user whose longest activity lasts more than
@@ -33,6 +35,13 @@ local unpack_limit = cmsgpack.unpack_limit
 local rec_ids, rec_tis, rec_aids, rec_lasts, rec_types, rec_words
 local function forget_records()
   rec_ids, rec_tis, rec_aids, rec_lasts, rec_types, rec_words = {}, {}, {}, {}, {}, {}
+end
+
+-- whether a user has neither records nor counters (no activity state, no root hash, which
+-- outlives every other): all they have waits in their log (pending.lua), as a user's first
+-- points do until it is applied; their counters would cost a read ~8 commands for nothing
+local function nothing_kept(acts)
+  return redis.call('EXISTS', acts, string.sub(acts, 1, -5) .. 'r') == 0
 end
 
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
@@ -69,7 +78,7 @@ local function from_records(idx, acts, plan, his, los)
     end
   end
   local vals = redis.call('HMGET', acts, unpack(ids, 1, n + 3))
-  if vals[2] ~= LAYOUT then return false end
+  if vals[2] ~= LAYOUT then return #items == 0 and nothing_kept(acts) and 0 end
   local span = vals[1] and vals[1] + 0 or 0
   span_key, span_value, span_current, span_complete = acts, span, true, vals[3] == '1'
   if not span_complete or span > RECORDS_SPAN then return false end
