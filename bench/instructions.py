@@ -13,9 +13,12 @@ Debian's valgrind) on the saved data, and counts only while each read runs
 leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s, 1 h, 1 d, 30 d and 79 d
 (and 1 d of whole hours), ``--users`` users' 30 d, ``--many`` users' 7 d, and 100 of 2,000
 sparse users' 3 things over 30 d with the activities that changed (as ``/v1/mumt_query`` on
-the reference workload's data: 20 points a user over 90 days); then, per point, a streaming
+the reference workload's data: 20 points a user over 90 days, each a new activity), applied,
+and the same of 2,000 others whose points all still wait in their logs (as such writes
+leave them until a log is applied: psd/pending.py); then, per point, a streaming
 tick of the ``--users`` users (a point each), a bulk write of a day (144 points of one user in
-one call) and a lone point in a call of its own. To compare two versions, run it in each
+one call) and a lone point in a call of its own (a new activity's first change, which waits
+in its user's log; and one applied at once). To compare two versions, run it in each
 checkout (``PYTHONPATH=<checkout>/src``) with the same ``--now``: the counts repeat exactly
 for the same code and data.
 Prints figures; asserts nothing.
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -123,15 +127,17 @@ def writes(
     def bulk() -> None:
         store.write_metrics(dense(10_000 + next(day_of), today - DAY, 1, rng))
 
-    def alone() -> None:
+    def alone(wait: bool = True) -> None:
         n = next(lone)
         ts = t2 - 3600 + n
-        store.write_metric(MetricPoint("steps", users[n % len(users)], 3, 1000 + n, 5, ts, ts))
+        point = MetricPoint("steps", users[n % len(users)], 3, 1000 + n, 5, ts, ts)
+        store.write_metrics([point], all_or_nothing=True, wait=wait)
 
     return {
         f"a tick: a point of each of {len(users)} users": (tick, len(users)),
         "one user's day (144 points) in one call": (bulk, 144),
         "a lone point in its own call (a new activity)": (alone, 1),
+        "the same, applied at once (not waiting)": (partial(alone, False), 1),
     }
 
 
@@ -172,8 +178,11 @@ def main() -> None:
             store.write_metrics(dense(uid, today - 30 * DAY, 31, rng))
         for uid in range(100 + args.users, 100 + args.many):
             store.write_metrics(dense(uid, today - 7 * DAY, 8, rng))
-        sparse_users = range(10_000, 12_000)
+        sparse_users, waiting_users = range(10_000, 12_000), range(12_000, 14_000)
         points = sparse(sparse_users, now, rng)
+        for at in range(0, len(points), 100):
+            store.write_metrics(points[at : at + 100], wait=False)
+        points = sparse(waiting_users, now, rng)  # first changes: they wait in their logs
         for at in range(0, len(points), 100):
             store.write_metrics(points[at : at + 100])
         client.save()
@@ -219,16 +228,22 @@ def main() -> None:
             }
             pick = random.Random(5)
             ends = [now - pick.randrange(90 * DAY) for _ in range(8)]
-            mumts = itertools.cycle(
-                [
-                    UserQuery(u, e - 30 * DAY + 1, e)
-                    for u in random.Random(e).sample(sparse_users, 100)
-                ]
-                for e in ends
-            )
-            reads["100 sparse users x 3 things, 30 d, atids"] = lambda: store.query(
-                next(mumts), ["steps", "points", "calories"], None, True
-            )
+            for label, group in (("", sparse_users), (", all waiting", waiting_users)):
+                mumts = itertools.cycle(  # made now: a generator would see the last group
+                    [
+                        [
+                            UserQuery(u, e - 30 * DAY + 1, e)
+                            for u in random.Random(e).sample(group, 100)
+                        ]
+                        for e in ends
+                    ]
+                )
+                reads[f"100 sparse users x 3 things, 30 d, atids{label}"] = partial(
+                    lambda queries: store.query(
+                        next(queries), ["steps", "points", "calories"], None, True
+                    ),
+                    mumts,
+                )
             print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/{Path(__file__).name}")
             print(
                 f"server {shutil.which('redis-server')}, {args.runs} runs a read "

@@ -182,7 +182,8 @@ def pend_args(
     acts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
-    for unit in units:
+    checks: list[Any] = []
+    for number, unit in enumerate(units, 1):
         first = unit[0]
         record = records[first]
         k = starts.get(record)
@@ -195,19 +196,20 @@ def pend_args(
             entries = _entry(points[first])
         else:
             entries = b"".join([_entry(points[i]) for i in unit])
-        checks: Any = 0
+        flat += (k, delivery, entries)
         diffadds = [points[i] for i in unit if points[i].mode != "increment"]
         if diffadds:
             at = acts.get(record)
             if at is None:
                 keys.append(record + ACTS)
                 at = acts[record] = len(keys)
-            checks = [at]
+            checks += (number, at, len(diffadds))
             for p in diffadds:
                 checks += _first_of(p)
-        flat += (k, delivery, entries, checks)
-    packed = msgpack.packb(flat, use_bin_type=False), msgpack.packb(list(deliveries)[1:])
-    return keys, list(packed)
+    packed = msgpack.packb(flat, use_bin_type=False)
+    if checks:  # a second msgpack value after the units: none for a stream's increments
+        packed += msgpack.packb(checks, use_bin_type=False)
+    return keys, [packed, msgpack.packb(list(deliveries)[1:])]
 
 
 def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> str:

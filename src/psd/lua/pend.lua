@@ -7,13 +7,14 @@
 -- KEYS    two per user: {uid}:p, their log, and {uid}:once, their record of applied
 --         deliveries (once.lua); and {uid}:acts, their activity state, for a user with a
 --         diffadd among the points
--- ARGV[1] msgpack, flat, four values a unit (a user's points of one delivery part, in
+-- ARGV[1] msgpack, flat, three values a unit (a user's points of one delivery part, in
 --         order): k, how many KEYS come before the user's two; its delivery's number in
 --         ARGV[2] (from 1; 0: none); its points' log entries, five msgpack values a point
---         (pending.lua), one after the other ("" when every point adds 0); 0, or its
---         diffadds' checks: where the user's {uid}:acts is in KEYS, then per diffadd its
---         activity's field there and the first bytes of its entries in a log
---         (first_changes)
+--         (pending.lua), one after the other ("" when every point adds 0). Then, when some
+--         units hold diffadds, a second msgpack list, flat: per such unit its number (from
+--         1), where the user's {uid}:acts is in KEYS and how many diffadds it holds, then
+--         each one's activity field there and the first bytes of its entries in a log
+--         (first_changes); a stream's increments cost nothing of it
 -- ARGV[2] msgpack list of the deliveries' keys
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- ARGV[6] (one server: a cluster's call has its keys there, keys.lua) the call's own key,
@@ -59,24 +60,42 @@ local function append(key, entries)
   return true
 end
 
--- whether a unit's diffadds are each their activity's first change: the activity has no
--- state (its field in the user's {uid}:acts) and no point in the log (the start of its
--- entries, which a point of another activity could only hold by chance: then it goes the
--- direct way, answered the same). checks as ARGV[1] says. A diffadd sent again after its
--- reply was lost finds its first sending here: it goes the direct way and adds nothing.
-local function first_changes(K, log_key, checks)
+-- whether a unit's n diffadds (their field and first bytes from checks[at]) are each their
+-- activity's first change: the activity has no state (its field in the user's acts) and no
+-- point in the log (the start of its entries, which a point of another activity could only
+-- hold by chance: then it goes the direct way, answered the same). A diffadd sent again
+-- after its reply was lost finds its first sending here: it goes the direct way and adds
+-- nothing.
+local function first_changes(acts, log_key, checks, at, n)
   local fields = {}
-  for i = 2, #checks, 2 do fields[#fields + 1] = checks[i] end
-  local found = redis.call('HMGET', K[checks[1]], unpack(fields))
-  for i = 1, #fields do
-    if found[i] then return false end
+  for j = 1, n do fields[j] = checks[at + 2 * j - 2] end
+  local found = redis.call('HMGET', acts, unpack(fields))
+  for j = 1, n do
+    if found[j] then return false end
   end
   local log = redis.pcall('GET', log_key)
   if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
-  for i = 3, #checks, 2 do
-    if string.find(log, checks[i], 1, true) then return false end
+  for j = 1, n do
+    if string.find(log, checks[at + 2 * j - 1], 1, true) then return false end
   end
   return true
+end
+
+-- the numbers of the units some diffadd of which is not its activity's first change (checks
+-- as ARGV[1] says), as a set; nil for none. Asked before any unit is appended: no two units
+-- of a call hold one activity (psd.pending.must_go_direct), so none changes the answer of
+-- another.
+local function not_first(K, units, checks)
+  if checks == nil then return nil end
+  local bad, i = {}, 1
+  while i < #checks do
+    local unit, acts, n = checks[i], checks[i + 1], checks[i + 2]
+    if not first_changes(K[acts], K[units[3 * unit - 2] + 1], checks, i + 3, n) then
+      bad[unit] = true
+    end
+    i = i + 3 + 2 * n
+  end
+  return bad
 end
 
 -- a unit's delivery is the store's own (once.lua: its key starts with a NUL byte)
@@ -89,10 +108,10 @@ end
 -- duplicate already) are duplicates; and the logs past PENDING_FOLD bytes are returned
 local function resent(units, done, K)
   local out, logs, seen = {}, {}, {}
-  for n = 1, #units / 4 do
+  for n = 1, #units / 3 do
     out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'direct' or 'duplicate'
     -- a log it grew past PENDING_FOLD went back in the reply that was lost: again
-    local key = K[units[4 * n - 3] + 1]
+    local key = K[units[3 * n - 2] + 1]
     if not seen[key] then
       seen[key] = true
       local raw = redis.pcall('GET', key)
@@ -107,7 +126,8 @@ end
 
 local function pend_call(keys, args)
   local K = call_keys(keys, args)
-  local units, deliveries = cmsgpack.unpack(args[1]), cmsgpack.unpack(args[2])
+  local units, checks = cmsgpack.unpack(args[1])
+  local deliveries = cmsgpack.unpack(args[2])
   local once = {args[3], args[4], args[5]}
   local call_key = not clustered and args[6] ~= '' and args[6]
   once_begin()
@@ -115,38 +135,35 @@ local function pend_call(keys, args)
     local done = redis.call('GET', call_key)
     if done then return resent(units, ',' .. done, K) end
   end
+  local bad = not_first(K, units, checks)
   local out, grown, directs = {}, {}, ''
   local gone = {}  -- the logs of users a unit of whom went the direct way
-  for u = 1, #units, 4 do
-    local k, delivery, entries, checks = units[u], units[u + 1], units[u + 2], units[u + 3]
-    local log_key, status = K[k + 1], 'ok'
-    if gone[log_key] then  -- after a point of its user that goes the direct way
+  for u = 1, #units, 3 do
+    local k, delivery, entries = units[u], units[u + 1], units[u + 2]
+    local n, status = (u + 2) / 3, 'ok'
+    if directs ~= '' and gone[k] then  -- after a point of its user that goes the direct way
       status = 'direct'
     elseif call_key and own(delivery, deliveries) then  -- the call's key says for it
     elseif delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
       status = 'duplicate'
     end
-    if status == 'ok' and checks ~= 0 and not first_changes(K, log_key, checks) then
-      status = 'direct'
-    end
+    if status == 'ok' and bad and bad[n] then status = 'direct' end
     if status == 'ok' and entries ~= '' then
-      local took, fold = append(log_key, entries)
+      local took, fold = append(K[k + 1], entries)
       if not took then
         status = 'direct'
       elseif fold then
         grown[#grown + 1] = fold
       end
     end
-    if status == 'direct' then
-      gone[log_key], directs = true, directs .. ((u + 3) / 4) .. ','
-    end
-    out[#out + 1] = status
+    if status == 'direct' then gone[k], directs = true, directs .. n .. ',' end
+    out[n] = status
   end
   if call_key then redis.call('SET', call_key, directs, 'EX', ONCE_OWN_SECONDS) end
   if directs ~= '' then  -- a delivery none of whose points went in is not remembered
     local kept = {}
-    for u = 1, #units, 4 do
-      if units[u + 1] ~= 0 and out[(u + 3) / 4] == 'ok' then
+    for u = 1, #units, 3 do
+      if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'ok' then
         kept[K[units[u] + 2] .. '\n' .. deliveries[units[u + 1]]] = true
       end
     end
