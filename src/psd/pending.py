@@ -52,7 +52,7 @@ class Known:
     at once: pend.lua would find the activity and answer "direct", a second round trip. A
     cache, right or wrong only for speed: forgotten all at once past ``MOST``."""
 
-    MOST = 65536
+    MOST = 16384
 
     def __init__(self) -> None:
         self.seen: set[tuple[str, int, int]] = set()
