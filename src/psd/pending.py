@@ -212,6 +212,27 @@ def pend_args(
     return keys, [packed, msgpack.packb(list(deliveries)[1:])]
 
 
+def returned_logs(reply: list[Any]) -> dict[str, bytes]:
+    """The logs a pend.lua call returned to be applied (its reply's last element, taken off
+    it), by key; none if it returned none."""
+    if not reply or not isinstance(reply[-1], list):
+        return {}
+    flat = reply.pop()
+    return {k.decode(): v for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def alone_args(
+    point: MetricPoint, record: str, delivery: str, once: list[Any]
+) -> tuple[list[str], list[Any]]:
+    """pend.lua's KEYS and ARGV for one point of a write of its own on one server
+    (``Store.write_metric``): its delivery, or for an increment that came without one the
+    write's own (psd/batching.py), with the call's own key."""
+    if not delivery and point.mode == "increment":
+        delivery = OWN_DELIVERY + uuid.uuid4().hex
+    keys, args = pend_args([point], [[0]], [record], [delivery])
+    return keys, [*args, *once, own_call_key([0], [record], [delivery])]
+
+
 def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str]) -> str:
     """A pend.lua call's own key on one server (its ``ARGV[6]``), when some of its points
     came without a delivery key (the write's own, psd/batching.py): the script marks the
@@ -325,9 +346,7 @@ class Waiting:
     def results(self, reply: list[Any], indexes: list[int]) -> list[WriteResult]:
         """A pend.lua call's results; the logs it returned and the points it did not take
         kept for the write."""
-        if reply and isinstance(reply[-1], list):
-            flat = reply.pop()
-            self.logs.update((k.decode(), v) for k, v in zip(flat[::2], flat[1::2], strict=True))
+        self.logs.update(returned_logs(reply))
         units = self.units.pop(indexes[0], None) or units_of(indexes, self.records, self.names)
         done, refused = pend_results(reply, units, self.points)
         self.direct += refused
