@@ -29,10 +29,9 @@ output goes to /dev/null instead of a file, which would grow by ~100 bytes a req
 
 Printed per run: req/s, p50 and p99 per route for psd and Go, psd / Go, and Redis memory per
 write (``used_memory`` after the load less that of the empty server, over the writes sent).
-A write psd keeps waiting in its user's log (an increment, or an activity's first change) is
-applied later, many of the user's at once: once the workload is done, what still waits is
-applied as the compaction task would, and its points, the Redis CPU it took and the memory
-then are printed; psd's memory per write is taken after it.
+A write waiting in its user's log (psd/pending.py) is applied later with the user's others:
+after the workload, what still waits is applied as the compaction would, and what it cost
+is printed; psd's memory per write is taken after it.
 ``--out`` gets every run's bench.py JSON under ``"runs"`` (``{"psd": ..., "go": ...}``).
 """
 
@@ -199,9 +198,8 @@ def measure(
 
 
 def apply_waiting(redis_port: int) -> dict[str, Any]:
-    """Apply what still waits in users' logs (psd/pending.py) once the workload is done, as
-    the compaction task would: its points, the Redis CPU seconds it took and ``used_memory``
-    after, so that a write's figures count what applying it costs and keeps."""
+    """Apply what still waits in users' logs (psd/pending.py), as the compaction would: its
+    points, the Redis CPU seconds it took and ``used_memory`` after."""
     client = redis.Redis(port=redis_port)
     store = Store(client, load_settings())
     cpu = client.info("cpu")

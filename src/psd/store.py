@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -27,7 +26,8 @@ from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix
 from psd.layout import LayoutWatch
-from psd.metrics import COARSE, ROUND_TRIPS, WRITE_BATCH_POINTS
+from psd.levels import outcomes, point_levels, raise_refused
+from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes, Timed
 from psd.pending import Known, Waiting, alone_args, pend_results, returned_logs
@@ -44,7 +44,6 @@ from psd.writes import (
     P,
     PointKind,
     WriteResult,
-    WriteStatus,
     call_args,
 )
 
@@ -110,56 +109,6 @@ class Store(Reads):
         """now, window and cutoff of psd/lua/once.lua."""
         window = self.settings.idempotency_window
         return [now, window, f"({now - window}"]
-
-    @staticmethod
-    def _raise_refused(results: dict[int, WriteResult]) -> None:
-        """Raise the refusal of the first refused point (an all-or-nothing write)."""
-        for i in sorted(results):
-            refusal = results[i].refusal
-            if refusal is not None:
-                raise type(refusal)(refusal.message, refusal.field, i)
-
-    @staticmethod
-    def _levels(
-        horizon: Horizon, instants: Sequence[int], field: str, all_or_nothing: bool
-    ) -> list[str | None]:
-        """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
-        refused point raises :class:`PastRetention` naming it, before anything is written."""
-        finest = horizon.oldest[0] if horizon.oldest else None
-        if finest and instants and min(instants) >= finest[1]:  # all kept at the finest
-            levels: list[str | None] = [finest[0]] * len(instants)
-        else:
-            levels = [horizon.finest(ts) for ts in instants]
-        if all_or_nothing and None in levels:
-            raise PastRetention(horizon.refusal(), field, levels.index(None))
-        return levels
-
-    @staticmethod
-    def _outcomes(
-        applied: dict[int, WriteResult],
-        levels: Sequence[str | None],
-        horizon: Horizon,
-        kind: PointKind[Any],
-    ) -> list[WriteResult]:
-        """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
-        where finer levels no longer keep its instant)."""
-        if levels.count("minute") == len(levels):  # the usual write: every point recent
-            return [applied[i] for i in range(len(levels))]
-        out = []
-        reason = horizon.refusal() if None in levels else ""
-        for i, level in enumerate(levels):
-            if level is None:
-                out.append(WriteResult("refused", 0, "", PastRetention(reason, kind.field, i)))
-                continue
-            result = applied[i]
-            if level != "minute" and result.status != "refused":
-                status: WriteStatus = "coarse" if result.status == "ok" else result.status
-                result = replace(result, status=status, level=level)
-            out.append(result)
-        coarse = sum(r.status == "coarse" for r in out)
-        if coarse:
-            COARSE.labels(kind.name).inc(coarse)
-        return out
 
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
         """Apply one metric point atomically; raises :class:`PastRetention` or
@@ -346,7 +295,7 @@ class Store(Reads):
         read by the result's ``results()`` (psd/sentwrites.py), where it can be."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
-        levels = self._levels(horizon, instants, kind.field, all_or_nothing)
+        levels = point_levels(horizon, instants, kind.field, all_or_nothing)
         one_record = len(records) == 1
         if all_or_nothing and not one_record and len(set(map(self.nodes.node_of, records))) > 1:
             raise InvalidInput(
@@ -395,7 +344,7 @@ class Store(Reads):
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):
                         applied = replies()
-                    return self._outcomes(applied, levels, horizon, kind)
+                    return outcomes(applied, levels, horizon, kind)
 
                 return SentWrite(finish)
             if self._ahead is not None:  # after the writes this store sent ahead
@@ -408,9 +357,9 @@ class Store(Reads):
             else:
                 self._logs.collect(self)
         if all_or_nothing:
-            self._raise_refused(applied)
-        outcomes = self._outcomes(applied, levels, horizon, kind)
-        return SentWrite(lambda: outcomes)
+            raise_refused(applied)
+        answers = outcomes(applied, levels, horizon, kind)
+        return SentWrite(lambda: answers)
 
     def _horizon(self, kind: PointKind[Any], policy: Policy, now: int) -> Horizon:
         """``policy``'s horizon at ``now``, worked out once a second."""

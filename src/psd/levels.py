@@ -1,0 +1,64 @@
+"""Which level of the retention keeps each point of a write (psd/retention.py), and each
+point's answer from there: refused where none keeps it, ``coarse`` where only coarser levels
+do, else what its script call did."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from psd.errors import PastRetention
+from psd.metrics import COARSE
+from psd.retention import Horizon
+from psd.writes import PointKind, WriteResult, WriteStatus
+
+
+def raise_refused(results: dict[int, WriteResult]) -> None:
+    """Raise the refusal of the first refused point (an all-or-nothing write)."""
+    for i in sorted(results):
+        refusal = results[i].refusal
+        if refusal is not None:
+            raise type(refusal)(refusal.message, refusal.field, i)
+
+
+def point_levels(
+    horizon: Horizon, instants: Sequence[int], field: str, all_or_nothing: bool
+) -> list[str | None]:
+    """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
+    refused point raises :class:`PastRetention` naming it, before anything is written."""
+    finest = horizon.oldest[0] if horizon.oldest else None
+    if finest and instants and min(instants) >= finest[1]:  # all kept at the finest
+        levels: list[str | None] = [finest[0]] * len(instants)
+    else:
+        levels = [horizon.finest(ts) for ts in instants]
+    if all_or_nothing and None in levels:
+        raise PastRetention(horizon.refusal(), field, levels.index(None))
+    return levels
+
+
+def outcomes(
+    applied: dict[int, WriteResult],
+    levels: Sequence[str | None],
+    horizon: Horizon,
+    kind: PointKind[Any],
+) -> list[WriteResult]:
+    """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
+    where finer levels no longer keep its instant)."""
+    if levels.count("minute") == len(levels):  # the usual write: every point recent
+        return [applied[i] for i in range(len(levels))]
+    out = []
+    reason = horizon.refusal() if None in levels else ""
+    for i, level in enumerate(levels):
+        if level is None:
+            out.append(WriteResult("refused", 0, "", PastRetention(reason, kind.field, i)))
+            continue
+        result = applied[i]
+        if level != "minute" and result.status != "refused":
+            status: WriteStatus = "coarse" if result.status == "ok" else result.status
+            result = replace(result, status=status, level=level)
+        out.append(result)
+    coarse = sum(r.status == "coarse" for r in out)
+    if coarse:
+        COARSE.labels(kind.name).inc(coarse)
+    return out
