@@ -29,8 +29,8 @@
 -- before) or "direct" (the log takes no more points: its user is near the limits, a hash
 -- there, or the log is full; or a diffadd is not its activity's first change; nothing
 -- written, the delivery not remembered: psd applies its points the direct way, and every
--- later unit of the user goes so too, after it); then, when logs grew past PENDING_FOLD bytes, {key, log, ...}
--- of those logs, for psd to apply.
+-- later unit of the user goes so too, after it); then, when logs grew past PENDING_FOLD
+-- bytes, {key, log, ...} of those logs, for psd to apply.
 local WRITES = true
 -- #include keys.lua
 -- #include once.lua
