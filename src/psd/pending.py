@@ -191,13 +191,15 @@ def pend_args(
             k = starts[record] = len(keys)
             keys += (record + PENDING, record + ONCE)
         delivery = deliveries.setdefault(names[first], len(deliveries))
-        # a stream's unit is one point: no join
+        # a stream's unit is one increment: no join, no list of its diffadds
         if len(unit) == 1:
-            entries = _entry(points[first])
+            point = points[first]
+            entries = _entry(point)
+            diffadds = [] if point.mode == "increment" else [point]
         else:
             entries = b"".join([_entry(points[i]) for i in unit])
+            diffadds = [points[i] for i in unit if points[i].mode != "increment"]
         flat += (k, delivery, entries)
-        diffadds = [points[i] for i in unit if points[i].mode != "increment"]
         if diffadds:
             at = acts.get(record)
             if at is None:
