@@ -193,8 +193,9 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client: redis.Redis,
 ) -> None:
     """A user with neither records nor counters (their first points wait in their log) costs
-    a read an index range, one HMGET and one EXISTS, not their counters; one whose records
-    are gone (their state expired) while their counters stay is read from the counters."""
+    a read an index range and one EXISTS, not their records' HMGET nor their counters; one
+    whose records are gone (their state expired) while their counters stay is read from the
+    counters."""
     redis_client.flushdb()
     store, oracle = Store(redis_client, Settings()), Oracle()
     points = [
@@ -208,7 +209,7 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client.config_resetstat()
     (one,) = store.query([UserQuery(1, t1, t2)], ["steps"], None, True)
     used = commands(redis_client)
-    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("exists")) == (1, 1, 1)
+    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("exists")) == (1, None, 1)
     assert one.sums == {"steps": oracle.sum(1, "steps", None, t1, t2)} == {"steps": 5 + 6 + 7}
     assert one.activities == oracle.activities(1, ["steps"], None, t1, t2)
     # applied, then the state gone: the counters answer (whole hours: the partial ones went
@@ -217,3 +218,37 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client.delete("{1}:acts", "{1}:idx")
     (one,) = store.query([UserQuery(1, BASE, BASE + HOUR - 1)], ["steps"], None, True)
     assert one.sums == {"steps": 5 + 6 + 7 + 8}
+
+
+def test_a_log_only_users_range_older_than_the_records_costs_one_exists(
+    redis_client: redis.Redis,
+) -> None:
+    """A range that starts before the records' lifetime is read from the counters (~8
+    commands a user); a user all of whose points wait is read from the log after one
+    EXISTS, with each activity's type that of its latest change in the range (at one second,
+    the later thing's)."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    points = [
+        MetricPoint("steps", 1, 3, 7, 5, BASE, BASE),
+        MetricPoint("points", 1, 4, 7, 6, BASE, BASE),  # the same second: the later thing's
+        MetricPoint("steps", 1, 2, 8, 7, BASE + 60, BASE + 60),
+        MetricPoint("steps", 1, 5, 8, 8, BASE + 120, BASE + 120, "increment"),
+        MetricPoint("points", 1, 1, 9, 9, BASE + 180, BASE + 180),
+    ]
+    for point in points:
+        assert store.write_metric(point).status == oracle.write(point)
+    assert redis_client.exists("{1}:p") and not redis_client.exists("{1}:acts", "{1}:r")
+    t1, t2 = NOW - 200 * DAY, BASE + 120  # the last point out of range
+    assert not records_may_answer(t1, store.state_lifetime, NOW, store.metric_policy.horizon(NOW))
+    store.query([UserQuery(2, t1, t2)], ["steps"])
+    redis_client.config_resetstat()
+    things = ["steps", "points", "calories"]
+    (one,) = store.query([UserQuery(1, t1, t2)], things, None, True)
+    assert set(commands(redis_client)) == {"exists", "get", "fcall_ro", "config|resetstat"}
+    assert one.sums == {t: oracle.sum(1, t, None, t1, t2) for t in things}
+    assert one.sums == {"steps": 5 + 7 + 8, "points": 6, "calories": 0}
+    assert one.activities == oracle.activities(1, things, None, t1, t2) == {"7": "4", "8": "5"}
+    (one,) = store.query([UserQuery(1, t1, t2)], things, 2, True)  # a type filter
+    assert one.sums == {"steps": 7, "points": 0, "calories": 0}
+    assert one.activities == oracle.activities(1, things, 2, t1, t2) == {"8": "2"}

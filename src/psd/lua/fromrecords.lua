@@ -16,7 +16,8 @@
 --     has one type ("*": several), so its total is what it adds there, and its last change
 --     its latest there (for "_atids").
 -- A user with neither records nor counters answers nothing from them (what they have waits
--- in their log, which the caller adds).
+-- in their log, which the caller adds). For a user with a log, that is asked as soon as
+-- the index lists nothing: one EXISTS, where the HMGET would find nothing either.
 -- A user with more than RECORDS_MAX activities listed, or any activity across an edge of the
 -- range or of several types, is read from the counters as any other (from_records answers
 -- false, having added nothing); so is a user whose longest activity lasts more than
@@ -46,13 +47,14 @@ end
 
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
 -- range and answer how many there are (in the rec_ columns); false, with nothing added,
--- when the records cannot answer alone. Two commands: the index lists what changed from
+-- when the records cannot answer alone; 0 and true for a user with a log (logged) and
+-- nothing kept, whose log answers alone. Two commands: the index lists what changed from
 -- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
 -- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
 -- records' span, layout and completeness (activities.lua's span_of, which it remembers).
 -- A summary's first five values are read in place (lists.lua's list_start): a table of
 -- them costs more.
-local function from_records(idx, acts, plan, his, los)
+local function from_records(idx, acts, plan, his, los, logged)
   local t1, t2 = plan.t1, plan.t2
   local upto = plan.upto
   if upto == nil then
@@ -61,6 +63,7 @@ local function from_records(idx, acts, plan, his, los)
   end
   local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, upto, 'LIMIT', '0', LIMIT)
   if #items > RECORDS_MAX then return false end
+  if #items == 0 and logged and nothing_kept(acts) then return 0, true end
   -- the fields to ask for, then per activity begun by t2 its thing index and aid
   local ids, tis, aids, n = rec_ids, rec_tis, rec_aids, 0
   ids[1], ids[2], ids[3] = SPAN_FIELD, LAYOUT_FIELD, COMPLETE_FIELD
@@ -78,7 +81,7 @@ local function from_records(idx, acts, plan, his, los)
     end
   end
   local vals = redis.call('HMGET', acts, unpack(ids, 1, n + 3))
-  if vals[2] ~= LAYOUT then return #items == 0 and nothing_kept(acts) and 0 end
+  if vals[2] ~= LAYOUT then return #items == 0 and not logged and nothing_kept(acts) and 0 end
   local span = vals[1] and vals[1] + 0 or 0
   span_key, span_value, span_current, span_complete = acts, span, true, vals[3] == '1'
   if not span_complete or span > RECORDS_SPAN then return false end

@@ -230,22 +230,7 @@ end
 -- #include fromrecords.lua
 -- #include pending.lua
 
--- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
--- answered) in [t1, t2] (pending.lua), and note them in found (nil: no "_atids")
-local function add_pending(raw, t1, t2, his, los, found)
-  local p = pending_points(raw)
-  if p == nil then return end
-  for i = 1, #p, PENDING_STRIDE do
-    local ts = p[i + PE_TS]
-    if ts >= t1 and ts <= t2 then
-      local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
-      if ti and (filter == nil or atid == filter) then
-        his[ti], los[ti] = add_number(his[ti], los[ti], p[i + PE_VALUE])
-        if found then note(found, p[i + PE_AID], ts, ti, atid) end
-      end
-    end
-  end
-end
+-- #include fromlog.lua
 
 -- #include lone.lua
 
@@ -297,11 +282,54 @@ local function series_reply(his, los, atids)
   return {sums}
 end
 
+-- add to his/los one series' sums: from its keys at KEYS[k] on (its counters' groups,
+-- then, flagged, its index and activity state) and its log; answer its activities'
+-- string (with want_atids, flagged; else nil) and the key after its state. A user whose
+-- records answer (fromrecords.lua) and who has no pending points has their activities
+-- listed from the records at once; a user with nothing kept, from their log alone
+-- (pending_alone); any other's are noted in a found table (activities.lua) as they turn up.
+local function sum_one(plan, flag, log, k, his, los)
+  local state = k + #plan.groups  -- its activity keys, if flagged
+  local listed, alone = false, false
+  if flag == 2 then
+    listed, alone = from_records(KEYS[state], KEYS[state + 1], plan, his, los, log)
+  elseif flag == 1 and log then
+    alone = nothing_kept(KEYS[state + 1])  -- where the counters cost ~8 commands for nothing
+  end
+  local want = want_atids and flag > 0
+  if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want), state + 2 end
+  local found, atids = nil, nil
+  if want then
+    if listed and not log then
+      atids = records_atids(listed)
+    else
+      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
+      if listed then note_records(found, listed) end
+    end
+  end
+  if listed then
+    k = state + 2
+  else
+    for g = 1, #plan.groups do
+      local vals, off = sum_hash(KEYS[k], plan, g, his, los)
+      if plan.groups[g][3] and vals ~= false then
+        sum_hours(KEYS[k], plan, g, his, los, vals, off)
+      end
+      k = k + 1
+    end
+    if flag > 0 then
+      from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
+      k = k + 2
+    end
+  end
+  add_pending(log, plan.t1, plan.t2, his, los, found)
+  if found then atids = atids_of(found) end
+  return atids, k
+end
+
 -- the series of a call, from KEYS[1] on, added to result: each series' reply
 -- (series_reply), or with flat, its hi, lo per thing (then, with want_atids, its
--- activities' string); the next key. A user whose records answer (fromrecords.lua) and who
--- has no pending points has their activities listed from the records at once; any other's
--- are noted in a found table (activities.lua) as they turn up.
+-- activities' string); the next key.
 local function sum_series(result, flat)
   local k, series = 1, request[6]
   local logs = #series > 0 and series_logs(series)
@@ -309,35 +337,9 @@ local function sum_series(result, flat)
   for i = 1, #series, 2 do
     local plan, flag, log = plans[series[i]], series[i + 1], logs[(i + 1) / 2]
     for ti = 1, #things do his[ti], los[ti] = 0, 0 end
-    local state = k + #plan.groups  -- its activity keys, if flagged
-    local listed = flag == 2 and from_records(KEYS[state], KEYS[state + 1], plan, his, los)
-    local found, atids = nil, nil
-    if want_atids and flag > 0 then
-      if listed and not log then
-        atids = records_atids(listed)
-      else
-        found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
-        if listed then note_records(found, listed) end
-      end
-    end
-    if listed then
-      k = state + 2
-    else
-      for g = 1, #plan.groups do
-        local vals, off = sum_hash(KEYS[k], plan, g, his, los)
-        if plan.groups[g][3] and vals ~= false then
-          sum_hours(KEYS[k], plan, g, his, los, vals, off)
-        end
-        k = k + 1
-      end
-      if flag > 0 then
-        from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
-        k = k + 2
-      end
-    end
-    add_pending(log, plan.t1, plan.t2, his, los, found)
+    local atids
+    atids, k = sum_one(plan, flag, log, k, his, los)
     k = k + 1
-    if found then atids = atids_of(found) end
     if flat then
       local n = #result
       for ti = 1, #things do result[n + 2 * ti - 1], result[n + 2 * ti] = his[ti], los[ti] end
