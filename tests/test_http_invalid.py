@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from psd.errors import InvalidInput
-from psd.forms import QueryPath, plain_query
+from psd.forms import MumtForm, QueryPath, TypedRangePath, plain_mumt, plain_query, plain_range
 
 GOOD = {
     "thing": "steps",
@@ -206,3 +206,40 @@ def test_a_query_path_read_without_pydantic_reads_as_with_it(
     usual = {"0", "7", "007", "1496539746", "1496539747"}
     if {uid, ts1, ts2} <= usual and atid in ("all", "0", "7"):
         assert plain is not None  # the usual path does not fall back
+
+
+@given(
+    st.lists(st.sampled_from([*NUMBERS, ",", " , "]), max_size=6),
+    st.sampled_from(["steps,points,calories", " steps , ,points", "", ",", "a," * 70]),
+    st.sampled_from([None, 1]),
+    st.sampled_from([1, 2, 3, 10_000]),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(NUMBERS),
+)
+@settings(max_examples=2000, deadline=None)
+def test_a_mumt_form_read_without_pydantic_reads_as_with_it(
+    ids: list[str], things: str, drop: int | None, max_ids: int, atid: str, ts1: str, ts2: str
+) -> None:
+    """``POST /v1/mumt_query`` reads a plain form and range itself (psd.forms.plain_mumt,
+    plain_range), anything else through MumtForm and TypedRangePath: what it reads itself,
+    they read the same."""
+    form: dict[str, object] = {"ids": ",".join(ids), "things": things}
+    if drop:
+        form.pop("things")
+    plain = plain_mumt(form, max_ids)
+    try:
+        f = MumtForm.check(form, max_ids=max_ids)
+    except InvalidInput:
+        assert plain is None
+    else:
+        assert plain in (None, (f.names, [u for _, u in f.uids], f.thing_names))
+        if all(i in {"0", "7", "007", ",", ""} for i in ids) and len(ids) <= max_ids:
+            assert plain is not None  # the usual form does not fall back
+    path = plain_range(atid, ts1, ts2)
+    try:
+        p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
+    except InvalidInput:
+        assert path is None
+        return
+    assert path in (None, (p.atid_filter, p.ts1, p.ts2))

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
+from psd.web.reply import as_json
 from tests.conftest import Era
 
 
@@ -169,3 +170,10 @@ def test_multipart_forms_are_read_too(era: Era) -> None:
         content_type="multipart/form-data",
     )
     assert response.json == {"data": {"1": {"points": 10, "_atids": [3]}}}
+
+
+def test_an_answer_orjson_refuses_is_written_by_json() -> None:
+    """Answers are orjson's, which refuses an integer past 64 bits (a sum of many counters
+    near their limit) and a key that is not text: json writes those, as compactly."""
+    assert as_json({"1": {"steps": 5, "_atids": [3]}}).body == b'{"1":{"steps":5,"_atids":[3]}}'
+    assert as_json({"1": 2**64 + 1, 2: "x"}).body == b'{"1":18446744073709551617,"2":"x"}'

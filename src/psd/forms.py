@@ -122,21 +122,31 @@ def _plain(text: str) -> bool:
     return len(text) <= 20 and text.isascii() and text.isdigit()
 
 
+def plain_range(atid: str, ts1: str, ts2: str) -> tuple[int | None, int, int] | None:
+    """What :class:`TypedRangePath` makes of ``all`` or a plain decimal type, and plain
+    decimal ts1 <= ts2 within their bounds: (type or None for every type, ts1, ts2), read
+    without pydantic. None for any other, which :class:`TypedRangePath` checks (and names
+    what is wrong with)."""
+    if not (_plain(ts1) and _plain(ts2) and (atid == "all" or _plain(atid))):
+        return None
+    first, last = int(ts1), int(ts2)
+    kind = None if atid == "all" else int(atid)
+    if last > MAX_TS or first > last or (kind is not None and kind > MAX_ID):
+        return None
+    return kind, first, last
+
+
 def plain_query(
     uid: str, thing: str, atid: str, ts1: str, ts2: str
 ) -> tuple[int, str, int | None, int, int] | None:
-    """What :class:`QueryPath` makes of a path of plain decimal numbers within their bounds,
-    ``all`` or a number for the type, and ts1 <= ts2: (uid, thing, type or None for every
-    type, ts1, ts2), read without pydantic, whose checks cost a fifth of the CPU of a
-    one-user read over HTTP. None for any other path, which :class:`QueryPath` checks (and
-    names what is wrong with)."""
-    if not (_plain(uid) and _plain(ts1) and _plain(ts2) and (atid == "all" or _plain(atid))):
+    """What :class:`QueryPath` makes of a path of a plain decimal uid within its bounds and
+    a :func:`plain_range`: (uid, thing, type or None for every type, ts1, ts2), read without
+    pydantic, whose checks cost a fifth of the CPU of a one-user read over HTTP. None for
+    any other path, which :class:`QueryPath` checks (and names what is wrong with)."""
+    found = plain_range(atid, ts1, ts2)
+    if found is None or not _plain(uid) or int(uid) > MAX_ID:
         return None
-    who, first, last = int(uid), int(ts1), int(ts2)
-    kind = None if atid == "all" else int(atid)
-    if who > MAX_ID or last > MAX_TS or first > last or (kind is not None and kind > MAX_ID):
-        return None
-    return who, thing.strip(), kind, first, last
+    return int(uid), thing.strip(), *found
 
 
 class ThingPath(TypedRangePath):
@@ -244,3 +254,25 @@ class MumtV2Form(_ThingsForm):
     @property
     def offset_items(self) -> list[str]:
         return self._offsets
+
+
+def plain_mumt(form: dict[str, Any], max_ids: int) -> tuple[list[str], list[int], list[str]] | None:
+    """What :class:`MumtForm` makes of a form whose ids are plain decimal numbers within
+    their bounds, as many as allowed, with its things: (the ids as sent, each once; their
+    uids; the things), read without pydantic, whose checks cost a sixth of the Python of
+    a 100-user mumt_query. None for any other form, which :class:`MumtForm` checks (and
+    names what is wrong with)."""
+    ids, things = form.get("ids"), form.get("things")
+    if type(ids) is not str or type(things) is not str:
+        return None
+    items = [item for item in (i.strip() for i in ids.split(",")) if item]
+    names = list(dict.fromkeys(items))
+    if len(items) > max_ids or not all(map(_plain, names)):
+        return None
+    uids = list(map(int, names))
+    if uids and max(uids) > MAX_ID:
+        return None
+    thing_names = [item for item in (t.strip() for t in things.split(",")) if item]
+    if len(thing_names) > MAX_THINGS:
+        return None
+    return names, uids, thing_names

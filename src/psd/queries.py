@@ -5,13 +5,14 @@ and return them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from psd.retention import Answerable
 
 
-@dataclass(frozen=True, slots=True)
-class UserQuery:
-    """One user's part of a read: whose keys, and the inclusive range for that user."""
+class UserQuery(NamedTuple):
+    """One user's part of a read: whose keys, and the inclusive range for that user (a
+    tuple: a frozen dataclass costs a 100-user read ~50 µs more to make)."""
 
     uid: int
     t1: int

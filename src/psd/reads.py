@@ -69,6 +69,33 @@ def nested_reply(reply: Any, width: int) -> Any:
     return [[reply]]
 
 
+def _user_results(
+    things: Sequence[str], known: list[str], replies: list[Any], with_activities: bool
+) -> list[UserResult]:
+    """Each series' reply, ``{{hi, lo, ...}[, "aid type aid type ..."]}``, as its result:
+    the sums of ``known`` things (any other of ``things`` sums to 0), and with activities
+    their types by aid. One loop for every user: a call a user cost a 100-user mumt_query
+    a tenth of its Python."""
+    every = list(dict.fromkeys(things)) == known  # each thing known: no 0 to fill in
+    width = len(known)
+    out = []
+    for reply in replies:
+        flat = reply[0]
+        if every and width == 1:
+            sums = {known[0]: flat[0] * _E15 + flat[1] if flat[0] else flat[1]}
+        else:
+            sums = {} if every else dict.fromkeys(things, 0)
+            for n in range(width):
+                hi, lo = flat[2 * n], flat[2 * n + 1]
+                sums[known[n]] = hi * _E15 + lo if hi else lo
+        if with_activities:
+            words = iter(reply[1].decode().split())
+            out.append(UserResult(sums, dict(zip(words, words, strict=True))))
+        else:
+            out.append(UserResult(sums))
+    return out
+
+
 def _one_call(items: list[int]) -> list[list[int]]:
     return [items]
 
@@ -217,7 +244,7 @@ class Reads:
             series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
-        results = [self._user_result(things, known, reply, with_activities) for reply in replies]
+        results = _user_results(things, known, replies, with_activities)
         for n, span in widened.items():
             results[n].widened = span
         return results
@@ -312,20 +339,6 @@ class Reads:
         wider where the finest detail at an edge is gone (psd/retention.py)."""
         policy = self.kept.policy("count" if counts else "metric")
         return answerable(policy, t1, t2, int(self._clock()) if now is None else now)
-
-    @staticmethod
-    def _user_result(
-        things: Sequence[str], known: list[str], reply: list[Any], with_activities: bool
-    ) -> UserResult:
-        """One series' reply: ``{{hi, lo, ...}[, "aid type aid type ..."]}``."""
-        sums = reply[0]
-        result = UserResult(dict.fromkeys(things, 0))
-        for n, thing in enumerate(known):
-            result.sums[thing] = sums[2 * n] * _E15 + sums[2 * n + 1]
-        if with_activities:
-            words = reply[1].decode().split()
-            result.activities = dict(zip(words[::2], words[1::2], strict=True))
-        return result
 
     def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
         """One user's sum of one thing over ``[t1, t2]`` (:meth:`query`'s, for less: the

@@ -27,7 +27,9 @@ from psd.forms import (
     ThingPath,
     TypedRangePath,
     parse_int_text,
+    plain_mumt,
     plain_query,
+    plain_range,
 )
 from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
 from psd.model import (
@@ -80,11 +82,13 @@ def mumt_data(
     """The ``data`` object of mumt_query: users with activity in range (and points, when
     points were asked for), each with its sums and ``_atids``."""
     data: dict[str, dict[str, object]] = {}
+    points = "points" in things
     for name, result in zip(names, results, strict=True):
-        if not result.activities or ("points" in things and result.sums["points"] == 0):
+        activities, sums = result.activities, result.sums
+        if not activities or (points and sums["points"] == 0):
             continue
-        entry: dict[str, object] = dict(result.sums)
-        entry["_atids"] = [int(t) for t in result.activities.values()]
+        entry: dict[str, object] = sums.copy()
+        entry["_atids"] = list(map(int, activities.values()))
         data[name] = entry
     return data
 
@@ -223,11 +227,17 @@ class Api:
         return as_json({"values": values, "atids": atids})
 
     def mumt_query(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
-        f = MumtForm.check(form, max_ids=self.settings.max_ids)
-        p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
-        users = [UserQuery(u, p.ts1, p.ts2) for _, u in f.uids]
-        results = self.store.query(users, f.thing_names, p.atid_filter, with_activities=True)
-        return as_json({"data": mumt_data(f.names, f.thing_names, results)})
+        plain = plain_mumt(form, self.settings.max_ids)  # the usual form, checked cheaply
+        path = plain_range(atid, ts1, ts2)
+        if plain is None or path is None:  # checked again, to name what is wrong
+            f = MumtForm.check(form, max_ids=self.settings.max_ids)
+            p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
+            plain = f.names, [u for _, u in f.uids], f.thing_names
+            path = p.atid_filter, p.ts1, p.ts2
+        (names, uids, things), (kind, t1, t2) = plain, path
+        users = [UserQuery(u, t1, t2) for u in uids]
+        results = self.store.query(users, things, kind, with_activities=True)
+        return as_json({"data": mumt_data(names, things, results)})
 
     def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
