@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from psd.breakdown import Breakdown, packed
 from psd.hourparts import group_hours
@@ -37,12 +38,12 @@ from psd.scriptargs import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
+class Series(NamedTuple):
     """What one series (a user, or a global counter) of a read is: its plan (index), the
     prefix of its keys, whether its activity keys are read, and whether its activity records
     may answer alone (psd/lua/fromrecords.lua: a user's range that starts after the cut of
-    old records, :func:`records_may_answer`)."""
+    old records, :func:`records_may_answer`). A tuple: one made a user, a frozen
+    dataclass's making cost a 1,000-user read ~0.5 ms."""
 
     plan: int
     prefix: str
@@ -283,4 +284,4 @@ def own_plans(plans: list[ReadPlan], series: list[Series]) -> tuple[list[ReadPla
     if len(used) == len(plans):
         return plans, series
     number = {old: new for new, old in enumerate(used)}
-    return [plans[n] for n in used], [replace(one, plan=number[one.plan]) for one in series]
+    return [plans[n] for n in used], [one._replace(plan=number[one.plan]) for one in series]
