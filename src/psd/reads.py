@@ -217,31 +217,34 @@ class Reads:
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
         horizon = self.kept.policy("metric").horizon_at(now) if with_activities else None
-        # users mostly share their ranges: per range, its span when widened, and its series'
-        # plan number, with_state and records (one a range)
-        shared: dict[tuple[int, int], tuple[Answerable | None, int, bool, bool]] = {}
-        for n, user in enumerate(users):
-            seen = shared.get((user.t1, user.t2))
-            if seen is None:
-                span = self.answerable(user.t1, user.t2, now)
-                plan_no = plan_numbers.get((span.t1, span.t2))
-                if plan_no is None:
-                    plan_no = plan_numbers[span.t1, span.t2] = len(plans)
-                    plans.append(read_plan(span.t1, span.t2))
-                plan = plans[plan_no]
-                records = horizon is not None and records_may_answer(
-                    span.t1, lifetime, now, horizon
-                )
-                seen = shared[user.t1, user.t2] = (
-                    None if span.exact else span,
-                    plan_no,
-                    with_activities or bool(plan.windows),
-                    records,
-                )
-            wide, plan_no, with_state, records = seen
+        Shape = tuple[Answerable | None, int, bool, bool]
+
+        def shape_of(t1: int, t2: int) -> Shape:
+            """A range's span when widened, and its series' plan number, with_state and
+            records."""
+            span = self.answerable(t1, t2, now)
+            plan_no = plan_numbers.get((span.t1, span.t2))
+            if plan_no is None:
+                plan_no = plan_numbers[span.t1, span.t2] = len(plans)
+                plans.append(read_plan(span.t1, span.t2))
+            records = horizon is not None and records_may_answer(span.t1, lifetime, now, horizon)
+            with_state = with_activities or bool(plans[plan_no].windows)
+            return None if span.exact else span, plan_no, with_state, records
+
+        # users mostly share their ranges: each range's shape is made once, and looked up
+        # again only when a user's range is not the last one's
+        shapes: dict[tuple[int, int], Shape] = {}
+        last: tuple[int, int] | None = None
+        shape: Shape = (None, 0, False, False)
+        for n, (uid, t1, t2) in enumerate(users):
+            if (t1, t2) != last:
+                last = t1, t2
+                found = shapes.get(last)
+                shape = shapes[last] = shape_of(t1, t2) if found is None else found
+            wide, plan_no, with_state, records = shape
             if wide is not None:
                 widened[n] = wide
-            series.append(Series(plan_no, metric_prefix(user.uid), with_state, records))
+            series.append(Series(plan_no, metric_prefix(uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
         replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
         results = _user_results(things, known, replies, with_activities)
