@@ -293,8 +293,10 @@ local function sum_one(plan, flag, log, k, his, los)
   local listed, alone = false, false
   if flag == 2 then
     listed, alone = from_records(KEYS[state], KEYS[state + 1], plan, his, los, log)
-  elseif flag == 1 and log then
-    alone = nothing_kept(KEYS[state + 1])  -- where the counters cost ~8 commands for nothing
+  elseif flag == 1 and log and want_atids then
+    -- their counters and activities cost ~8 commands for nothing (without "_atids", ~4:
+    -- not worth an EXISTS to a streaming user, whose log waits beside their counters)
+    alone = nothing_kept(KEYS[state + 1])
   end
   local want = want_atids and flag > 0
   if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want), state + 2 end
