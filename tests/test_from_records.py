@@ -16,6 +16,7 @@ from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from psd.sumcall import records_may_answer
 from tests.oracle import Oracle
+from tests.support import write_now
 from tests.test_maintenance import run
 
 NOW = int(time.time())
@@ -252,3 +253,34 @@ def test_a_log_only_users_range_older_than_the_records_costs_one_exists(
     (one,) = store.query([UserQuery(1, t1, t2)], things, 2, True)  # a type filter
     assert one.sums == {"steps": 7, "points": 0, "calories": 0}
     assert one.activities == oracle.activities(1, things, 2, t1, t2) == {"8": "2"}
+
+
+def test_a_one_user_read_of_a_log_only_user_costs_its_log_a_day_and_one_exists(
+    redis_client: redis.Redis,
+) -> None:
+    """A one-user read of one thing (psd/lua/lone.lua) reads its windows' days first: a user
+    with a log and no change on those days is asked whether they have anything kept, and
+    one with nothing is read from the log alone (~4 counter commands spared); a user whose
+    day has changes is asked nothing more."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    for n in range(3):
+        point = MetricPoint("steps", 1, 3, 100 + n, 5 + n, BASE + 60 * n, BASE + 60 * n)
+        assert store.write_metric(point).status == oracle.write(point)
+    assert redis_client.exists("{1}:p") and not redis_client.exists("{1}:acts", "{1}:r")
+    for t1, t2 in ((BASE + 50, BASE + 70), (BASE - DAY + 17, BASE + 100), (BASE, BASE + HOUR)):
+        store.sum(2, "steps", None, t1, t2)  # the script loaded, the keyspace's marks read
+        redis_client.config_resetstat()
+        assert store.sum(1, "steps", None, t1, t2) == oracle.sum(1, "steps", None, t1, t2)
+        used = commands(redis_client)
+        assert used.get("exists") == 1 and "zrevrangebyscore" not in used, (t1, t2, used)
+    for at in (BASE + 20, BASE + 30):  # two changes of an activity: its day's changes
+        applied = MetricPoint("steps", 5, 3, 7, 9, at, at, "increment")
+        assert write_now(store, applied).status == oracle.write(applied)
+    for n in range(3):  # a streaming user: their day has changes, their increments wait
+        point = MetricPoint("steps", 5, 3, 7, 1, BASE + 40 + n, BASE + 40 + n, "increment")
+        assert store.write_metric(point).status == oracle.write(point)
+    assert redis_client.exists("{5}:p", "{5}:acts") == 2
+    redis_client.config_resetstat()
+    assert store.sum(5, "steps", None, BASE + 35, BASE + 50) == 1 + 1 + 1
+    assert "exists" not in commands(redis_client)

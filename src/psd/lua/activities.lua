@@ -21,6 +21,13 @@ local function span_of(acts)
   return span_value, span_current, span_complete
 end
 
+-- whether a user has neither records nor counters (no activity state, no root hash, which
+-- outlives every other): all they have waits in their log (pending.lua), as a user's first
+-- points do until it is applied; their counters would cost a read ~8 commands for nothing
+local function nothing_kept(acts)
+  return redis.call('EXISTS', acts, sub(acts, 1, -5) .. 'r') == 0
+end
+
 -- one context's {ti} by the call's thing_index and the context's thing: a day of one
 -- activity is most days, and their lists the same for every such day of a call
 local one_context = setmetatable({}, {__mode = 'k'})
@@ -215,8 +222,10 @@ end
 -- seven values from w1[o1 + 1] and w2[o2 + 1], read where they are). The changes of two
 -- windows of one day come in one HMGET, and a day with changes says the records are on
 -- layout 3 (only that layout has them: record.lua); two windows NEAR each other (a range of a
--- day or less) are one range of the index (singles_listed)
-local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
+-- day or less) are one range of the index (singles_listed). With logged (the user has a
+-- log), days without changes ask whether the user has anything kept (nothing_kept): true,
+-- having added nothing, when they have not, and their log answers alone
+local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, logged)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2, none1, none2
   if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
@@ -234,6 +243,7 @@ local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los)
       raw2, ctx2, none2 = vals[1], vals[2], vals[3] == '0'
     end
   end
+  if logged and not (ctx1 or ctx2) and nothing_kept(acts) then return true end
   if not (ctx1 or ctx2 or select(2, span_of(acts))) then
     old_windows(idx, acts, w1, o1 + 1, o1 + 2, w1[o1 + 3], w1[o1 + 4], w1[o1 + 2], w1[o1 + 5],
                 his, los)

@@ -4,10 +4,10 @@
 -- from a user's log of pending increments, {uid}:p.
 --
 -- Every read adds the log's points in its range to what the counters and records hold. A
--- user with a log and nothing kept (no activity state, no root hash: fromrecords.lua's
+-- user with a log and nothing kept (no activity state, no root hash: activities.lua's
 -- nothing_kept), as a user's first points leave them until their log is applied, is read
 -- from the log alone: their counters and records would cost a read ~3-8 commands for
--- nothing.
+-- nothing (a one-user read of one thing asks in lone.lua, after its windows' days).
 
 -- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
 -- answered) in [t1, t2] (pending.lua), and note them in found (nil: no "_atids")

@@ -38,13 +38,6 @@ local function forget_records()
   rec_ids, rec_tis, rec_aids, rec_lasts, rec_types, rec_words = {}, {}, {}, {}, {}, {}
 end
 
--- whether a user has neither records nor counters (no activity state, no root hash, which
--- outlives every other): all they have waits in their log (pending.lua), as a user's first
--- points do until it is applied; their counters would cost a read ~8 commands for nothing
-local function nothing_kept(acts)
-  return redis.call('EXISTS', acts, string.sub(acts, 1, -5) .. 'r') == 0
-end
-
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
 -- range and answer how many there are (in the rec_ columns); false, with nothing added,
 -- when the records cannot answer alone; 0 and true for a user with a log (logged) and
