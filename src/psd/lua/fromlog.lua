@@ -1,6 +1,6 @@
 -- fromlog.lua: included by sum.lua where it says "-- #include fromlog.lua" (after
--- pending.lua, fromrecords.lua, whose rec_ columns it fills, and activities.lua, whose
--- note it calls; it uses that script's thing_index, filter and hilo.lua): what a read adds
+-- pending.lua, fromrecords.lua, whose rec_ columns it fills, and atids.lua, whose note it
+-- calls; it uses that script's thing_index, filter and hilo.lua): what a read adds
 -- from a user's log of pending increments, {uid}:p.
 --
 -- Every read adds the log's points in its range to what the counters and records hold. A
@@ -9,9 +9,16 @@
 -- from the log alone: their counters and records would cost a read ~3-8 commands for
 -- nothing (a one-user read of one thing asks in lone.lua, after its windows' days).
 
+-- the activities of a user read from their log alone, by aid: the column (rec_ columns,
+-- fromrecords.lua) of each, emptied after each user; how many
+local alone_at, alone_n = {}, 0
+
 -- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
--- answered) in [t1, t2] (pending.lua), and note them in found (nil: no "_atids")
-local function add_pending(raw, t1, t2, his, los, found)
+-- answered) in [t1, t2] after the type filter (pending.lua), and note them in found (nil:
+-- no "_atids"), or with alone in the rec_ columns, one an activity with the type of its
+-- latest change (note's rule: at one second the later thing's, in one thing the greater
+-- type), inline: a call a point cost a mumt of such users 3% more
+local function add_log(raw, t1, t2, his, los, found, alone)
   local p = pending_points(raw)
   if p == nil then return end
   for i = 1, #p, PENDING_STRIDE do
@@ -20,48 +27,42 @@ local function add_pending(raw, t1, t2, his, los, found)
       local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
       if ti and (filter == nil or atid == filter) then
         his[ti], los[ti] = add_number(his[ti], los[ti], p[i + PE_VALUE])
-        if found then note(found, p[i + PE_AID], ts, ti, atid) end
-      end
-    end
-  end
-end
-
--- the activities of a user read from their log alone, by aid: the column (rec_ columns,
--- fromrecords.lua) of each, emptied after each user
-local alone_at = {}
-
--- add to his/los the points of the log of a user with nothing kept (raw: as MGET answered)
--- in [t1, t2], as add_pending does; with want, answer their activities as atids_of would,
--- each with the type of its latest change (note's rule), built in the rec_ columns: a
--- found table a user costs more than their whole log
-local function pending_alone(raw, t1, t2, his, los, want)
-  local p, at, n = pending_points(raw), alone_at, 0
-  local aids, types, whens, tis = rec_aids, rec_types, rec_lasts, rec_tis
-  for i = 1, #p, PENDING_STRIDE do
-    local ts = p[i + PE_TS]
-    if ts >= t1 and ts <= t2 then
-      local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
-      if ti and (filter == nil or atid == filter) then
-        his[ti], los[ti] = add_number(his[ti], los[ti], p[i + PE_VALUE])
-        if want then
+        if found then
+          note(found, p[i + PE_AID], ts, ti, atid)
+        elseif alone then
           local aid = p[i + PE_AID]
-          local j = at[aid]
+          local j = alone_at[aid]
           if j == nil then
-            n = n + 1
-            at[aid], aids[n], types[n], whens[n], tis[n] = n, aid, atid, ts, ti
-          elseif ts > whens[j] or ts == whens[j] and (ti > tis[j]
-              or ti == tis[j] and later_change(ts, atid, ts, types[j])) then
-            types[j], whens[j], tis[j] = atid, ts, ti
+            alone_n = alone_n + 1
+            j = alone_n
+            alone_at[aid], rec_aids[j], rec_types[j], rec_lasts[j], rec_tis[j] =
+              j, aid, atid, ts, ti
+          elseif ts > rec_lasts[j] or ts == rec_lasts[j] and (ti > rec_tis[j]
+              or ti == rec_tis[j] and later_change(ts, atid, ts, rec_types[j])) then
+            rec_types[j], rec_lasts[j], rec_tis[j] = atid, ts, ti
           end
         end
       end
     end
   end
+end
+
+-- add_log's points noted in found (nil: no "_atids")
+local function add_pending(raw, t1, t2, his, los, found)
+  add_log(raw, t1, t2, his, los, found, false)
+end
+
+-- add to his/los the points of the log of a user with nothing kept (raw: as MGET answered)
+-- in [t1, t2], as add_pending does; with want, answer their activities as atids_of would,
+-- built in the rec_ columns: a found table a user costs more than their whole log
+local function pending_alone(raw, t1, t2, his, los, want)
+  alone_n = 0
+  add_log(raw, t1, t2, his, los, nil, want)
   if not want then return nil end
   local words = rec_words
-  for j = 1, n do
-    words[2 * j - 1], words[2 * j] = aids[j], types[j]
-    at[aids[j]] = nil
+  for j = 1, alone_n do
+    words[2 * j - 1], words[2 * j] = rec_aids[j], rec_types[j]
+    alone_at[rec_aids[j]] = nil
   end
-  return table.concat(words, ' ', 1, 2 * n)
+  return table.concat(words, ' ', 1, 2 * alone_n)
 end

@@ -1,5 +1,6 @@
 -- fromrecords.lua: included by sum.lua where it says "-- #include fromrecords.lua" (after
--- activities.lua: it fills span_of's memory and uses note, and that script's thing_of,
+-- activities.lua, whose span_of's memory it fills, and atids.lua, whose note it uses; it
+-- uses that script's thing_of,
 -- filter and hilo.lua): a user's sums and "_atids" over a range read from their activity
 -- records alone, when those hold the answer whole.
 --

@@ -227,6 +227,7 @@ end
 -- #include oldreads.lua
 -- #include lists.lua
 -- #include activities.lua
+-- #include atids.lua
 -- #include fromrecords.lua
 -- #include pending.lua
 
@@ -287,7 +288,7 @@ end
 -- string (with want_atids, flagged; else nil) and the key after its state. A user whose
 -- records answer (fromrecords.lua) and who has no pending points has their activities
 -- listed from the records at once; a user with nothing kept, from their log alone
--- (pending_alone); any other's are noted in a found table (activities.lua) as they turn up.
+-- (pending_alone); any other's are noted in a found table (atids.lua) as they turn up.
 local function sum_one(plan, flag, log, k, his, los)
   local state = k + #plan.groups  -- its activity keys, if flagged
   local listed, alone = false, false
