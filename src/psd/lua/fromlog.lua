@@ -9,42 +9,58 @@
 -- from the log alone: their counters and records would cost a read ~3-8 commands for
 -- nothing (a one-user read of one thing asks in lone.lua, after its windows' days).
 
--- the activities of a user read from their log alone, by aid: the column (rec_ columns,
--- fromrecords.lua) of each, emptied after each user; how many
-local alone_at, alone_n = {}, 0
+-- the activities of users read from their log alone, by aid: a stamp (from 1 in each call,
+-- forget_alone) whose column (rec_ columns, fromrecords.lua) is the stamp less the user's
+-- first stamp; a stamp before it is an earlier user's. Entries are never taken out within a
+-- call: a table emptied after each user was rehashed as each next one filled it
+local alone_at, alone_stamp = {}, 0
+local function forget_alone()
+  alone_at, alone_stamp = {}, 0
+end
 
 -- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
 -- answered) in [t1, t2] after the type filter (pending.lua), and note them in found (nil:
 -- no "_atids"), or with alone in the rec_ columns, one an activity with the type of its
 -- latest change (note's rule: at one second the later thing's, in one thing the greater
--- type), inline: a call a point cost a mumt of such users 3% more
+-- type); how many columns. Inline, as is the common case of add_number: a call a point
+-- cost a mumt of such users 3% more
 local function add_log(raw, t1, t2, his, los, found, alone)
   local p = pending_points(raw)
-  if p == nil then return end
+  if p == nil then return 0 end
+  local base = alone_stamp
   for i = 1, #p, PENDING_STRIDE do
     local ts = p[i + PE_TS]
     if ts >= t1 and ts <= t2 then
       local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
       if ti and (filter == nil or atid == filter) then
-        his[ti], los[ti] = add_number(his[ti], los[ti], p[i + PE_VALUE])
+        local x = p[i + PE_VALUE]
+        if x < E15 and x > -E15 then
+          x = los[ti] + x
+          if x < E15 and x > -E15 then los[ti] = x else his[ti], los[ti] = carry(his[ti], x) end
+        else
+          his[ti], los[ti] = add_number(his[ti], los[ti], x)
+        end
         if found then
           note(found, p[i + PE_AID], ts, ti, atid)
         elseif alone then
           local aid = p[i + PE_AID]
           local j = alone_at[aid]
-          if j == nil then
-            alone_n = alone_n + 1
-            j = alone_n
-            alone_at[aid], rec_aids[j], rec_types[j], rec_lasts[j], rec_tis[j] =
-              j, aid, atid, ts, ti
-          elseif ts > rec_lasts[j] or ts == rec_lasts[j] and (ti > rec_tis[j]
-              or ti == rec_tis[j] and later_change(ts, atid, ts, rec_types[j])) then
-            rec_types[j], rec_lasts[j], rec_tis[j] = atid, ts, ti
+          if j == nil or j <= base then
+            alone_stamp = alone_stamp + 1
+            alone_at[aid], j = alone_stamp, alone_stamp - base
+            rec_aids[j], rec_types[j], rec_lasts[j], rec_tis[j] = aid, atid, ts, ti
+          else
+            j = j - base
+            if ts > rec_lasts[j] or ts == rec_lasts[j] and (ti > rec_tis[j]
+                or ti == rec_tis[j] and later_change(ts, atid, ts, rec_types[j])) then
+              rec_types[j], rec_lasts[j], rec_tis[j] = atid, ts, ti
+            end
           end
         end
       end
     end
   end
+  return alone_stamp - base
 end
 
 -- add_log's points noted in found (nil: no "_atids")
@@ -56,13 +72,9 @@ end
 -- in [t1, t2], as add_pending does; with want, answer their activities as atids_of would,
 -- built in the rec_ columns: a found table a user costs more than their whole log
 local function pending_alone(raw, t1, t2, his, los, want)
-  alone_n = 0
-  add_log(raw, t1, t2, his, los, nil, want)
+  local n = add_log(raw, t1, t2, his, los, nil, want)
   if not want then return nil end
   local words = rec_words
-  for j = 1, alone_n do
-    words[2 * j - 1], words[2 * j] = rec_aids[j], rec_types[j]
-    alone_at[rec_aids[j]] = nil
-  end
-  return table.concat(words, ' ', 1, 2 * alone_n)
+  for j = 1, n do words[2 * j - 1], words[2 * j] = rec_aids[j], rec_types[j] end
+  return table.concat(words, ' ', 1, 2 * n)
 end

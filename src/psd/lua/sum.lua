@@ -253,6 +253,7 @@ local function begin(keys, args, unpacked)
   last_key, last_len, last_flat = nil, nil, nil
   forget_spans()
   forget_records()
+  forget_alone()
 end
 
 -- the logs of a call's series (pending.lua), by series
