@@ -155,7 +155,7 @@ class PlanArg(NamedTuple):
     t1_s: str
     t2_s: str
     readers: int
-    groups: list[GroupArg]
+    groups: Sequence[GroupArg]
     windows: list[WindowArg]
 
 

@@ -224,16 +224,31 @@ def _groups(
 def _plan_arg(
     plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None, legacy: bool
 ) -> PlanArg:
+    groups = _groups_arg(plan.groups, things, atid, legacy)
+    windows = [_window_arg(a, b) for a, b in plan.windows]
+    return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
+
+
+@lru_cache(maxsize=2048)
+def _groups_arg(
+    plan_groups: tuple[tuple[str, Ranges], ...],
+    things: tuple[int, ...],
+    atid: int | None,
+    legacy: bool,
+) -> tuple[GroupArg, ...]:
+    """A plan's groups as sum.lua reads them: the same for every range of the same whole
+    hours, and kept (read, never changed) for 2,048 of them (~1.5 KB each): naming a 30-day
+    range's hours for three things cost a 100-user mumt_query ~170 µs, a tenth of its
+    Python."""
     groups = []
-    for suffix, ranges in _groups(plan.groups, things, legacy):
+    for suffix, ranges in _groups(plan_groups, things, legacy):
         hours, whole = group_hours(suffix, ranges, things, atid, not legacy)
         if (hours is not None or whole) and not legacy:  # hours packed: ask for days only
             days = [pair for pair in ranges if pair[1] < HOUR_BASE]
             ranges = tuple(sorted([*days, *((day, day) for day in whole)]))
         flat = [n for pair in ranges for n in pair]
         groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
-    windows = [_window_arg(a, b) for a, b in plan.windows]
-    return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
+    return tuple(groups)
 
 
 def _breakdowns_arg(
