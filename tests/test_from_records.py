@@ -18,6 +18,7 @@ from psd.sumcall import records_may_answer
 from tests.oracle import Oracle
 from tests.support import write_now
 from tests.test_maintenance import run
+from tests.test_pending_reads import pend
 
 NOW = int(time.time())
 HOUR = 3600
@@ -284,3 +285,30 @@ def test_a_one_user_read_of_a_log_only_user_costs_its_log_a_day_and_one_exists(
     redis_client.config_resetstat()
     assert store.sum(5, "steps", None, BASE + 35, BASE + 50) == 1 + 1 + 1
     assert "exists" not in commands(redis_client)
+
+
+def test_a_call_of_many_log_only_users_notes_each_users_activities_apart(
+    redis_client: redis.Redis,
+) -> None:
+    """Users read from their logs alone in one call share a table of their activities by
+    aid (psd/lua/fromlog.lua), made anew once 4,096 have gone in: the same aids in every
+    user's log, each aid twice a log with its own type, past that many in one call, answer
+    each user's own activities and types."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    users = range(1, 111)  # 110 users, 40 activities each: past 4,096 once
+    with redis_client.pipeline(transaction=False) as pipe:
+        for uid in users:
+            for n in range(80):
+                aid, ts = n % 40, BASE + 60 * n + uid
+                p = MetricPoint("steps", uid, 1 + (n + uid) % 5, aid, 1 + n, ts, ts, "increment")
+                pend(pipe, p)
+                oracle.write(p)
+        pipe.execute()
+    assert not redis_client.exists("{1}:acts", "{1}:r", "{1}:idx")
+    t1, t2 = BASE, BASE + 80 * 60 + 200
+    results = store.query([UserQuery(uid, t1, t2) for uid in users], ["steps"], None, True)
+    for uid, result in zip(users, results, strict=True):
+        assert result.sums == {"steps": oracle.sum(uid, "steps", None, t1, t2)}
+        assert result.activities == oracle.activities(uid, ["steps"], None, t1, t2)
+        assert len(result.activities) == 40

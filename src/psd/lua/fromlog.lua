@@ -11,11 +11,14 @@
 
 -- the activities of users read from their log alone, by aid: a stamp (from 1 in each call,
 -- forget_alone) whose column (rec_ columns, fromrecords.lua) is the stamp less the user's
--- first stamp; a stamp before it is an earlier user's. Entries are never taken out within a
--- call: a table emptied after each user was rehashed as each next one filled it
-local alone_at, alone_stamp = {}, 0
+-- first stamp; a stamp before it is an earlier user's. Entries are not taken out after each
+-- user (a table emptied so was rehashed as each next one filled it): the table is made anew
+-- between users once ALONE_MAX stamps have gone into it, so a call of many long logs keeps
+-- it small
+local ALONE_MAX = 4096
+local alone_at, alone_stamp, alone_renew = {}, 0, ALONE_MAX
 local function forget_alone()
-  alone_at, alone_stamp = {}, 0
+  alone_at, alone_stamp, alone_renew = {}, 0, ALONE_MAX
 end
 
 -- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
@@ -72,6 +75,7 @@ end
 -- in [t1, t2], as add_pending does; with want, answer their activities as atids_of would,
 -- built in the rec_ columns: a found table a user costs more than their whole log
 local function pending_alone(raw, t1, t2, his, los, want)
+  if alone_stamp >= alone_renew then alone_at, alone_renew = {}, alone_stamp + ALONE_MAX end
   local n = add_log(raw, t1, t2, his, los, nil, want)
   if not want then return nil end
   local words = rec_words
