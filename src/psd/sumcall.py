@@ -135,14 +135,14 @@ def _lone_frame(
     (~1.5 KB each): planning a month's span costs 100-200 µs, a kept one's copy ~8 µs, and
     reads of random ranges over a quarter (two things) ask ~4,300 spans of one length."""
     groups = hour_groups(h1, h2) if h1 < h2 else ()
-    arg = _plan_arg(ReadPlan(h1, h2 - 1, groups, ()), 1, (thing,), atid, legacy)
     suffixes = (
         *[suffix for suffix, _ in _groups(groups, (thing,), legacy)],
         "idx",
         "acts",
         PENDING,
     )
-    return suffixes, lone_head("" if atid is None else str(atid), thing, arg.groups)
+    atid_s = "" if atid is None else str(atid)
+    return suffixes, lone_head(atid_s, thing, _groups_arg(groups, (thing,), atid, legacy))
 
 
 def _window_arg(a: int, b: int) -> WindowArg:
@@ -224,12 +224,11 @@ def _groups(
 def _plan_arg(
     plan: ReadPlan, readers: int, things: tuple[int, ...], atid: int | None, legacy: bool
 ) -> PlanArg:
-    groups = _groups_arg(plan.groups, things, atid, legacy)
+    groups = _kept_groups(plan.groups, things, atid, legacy)
     windows = [_window_arg(a, b) for a, b in plan.windows]
     return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
 
 
-@lru_cache(maxsize=2048)
 def _groups_arg(
     plan_groups: tuple[tuple[str, Ranges], ...],
     things: tuple[int, ...],
@@ -237,9 +236,7 @@ def _groups_arg(
     legacy: bool,
 ) -> tuple[GroupArg, ...]:
     """A plan's groups as sum.lua reads them: the same for every range of the same whole
-    hours, and kept (read, never changed) for 2,048 of them (~1.5 KB each): naming a 30-day
-    range's hours for three things cost a 100-user mumt_query ~170 µs, a tenth of its
-    Python."""
+    hours (:data:`_kept_groups` keeps them)."""
     groups = []
     for suffix, ranges in _groups(plan_groups, things, legacy):
         hours, whole = group_hours(suffix, ranges, things, atid, not legacy)
@@ -249,6 +246,12 @@ def _groups_arg(
         flat = [n for pair in ranges for n in pair]
         groups.append(GroupArg(flat, field_names(ranges, things, atid), hours))
     return tuple(groups)
+
+
+#: :func:`_groups_arg` of the last 2,048 plans (~1.5 KB each, read, never changed): naming a
+#: 30-day range's hours for three things cost a 100-user mumt_query ~170 µs, a tenth of its
+#: Python. A lone call's frame (:func:`_lone_frame`, kept by itself) does not churn them.
+_kept_groups = lru_cache(maxsize=2048)(_groups_arg)
 
 
 def _breakdowns_arg(
