@@ -86,10 +86,10 @@ def ingest(
 
 
 def applied(setup: Setup, users: list[int]) -> int:
-    """Points applied: every one is a new activity of its user (ZCARD of its index)."""
+    """Points applied: every one is a new activity of its user (in its index)."""
     pipe = setup.store.redis.pipeline()
     for uid in users:
-        pipe.zcard(f"{{{uid}}}:idx")
+        pipe.zcount(f"{{{uid}}}:idx", 0, "+inf")  # not the mark's member, at -1
     return sum(pipe.execute())
 
 

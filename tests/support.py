@@ -207,7 +207,7 @@ def check_singles_hints(client: redis.Redis, prefix: str) -> int:
     singles = {
         summary[0] // 86400
         for field, raw in client.hgetall(prefix + "acts").items()
-        if not field.startswith(b"_")
+        if not field.startswith(b"_") and field != b"0:c"  # the records' own fields
         for summary in [msgpack.unpackb(raw)]
         if summary[3] == 1
     }

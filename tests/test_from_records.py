@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
-from psd.sumcall import records_may_answer
+from psd.sumcall import MARKED_RECORDS, NO_RECORDS, RECORDS, records_may_answer
 from tests.oracle import Oracle
 from tests.support import write_now
 from tests.test_maintenance import run
@@ -35,6 +35,16 @@ def commands(client: redis.Redis) -> dict[str, int]:
     """Calls of each command since the last reset of the server's statistics."""
     stats = client.info("commandstats")
     return {name[len("cmdstat_") :]: int(row["calls"]) for name, row in stats.items()}
+
+
+def earlier_psds_drop(client: redis.Redis, uid: int, cut: int) -> None:
+    """What the retention task of a psd before drop marks did to a user's activities whose
+    last change is ``cut`` or older: each member's field and the member went, unmarked."""
+    idx, acts = f"{{{uid}}}:idx", f"{{{uid}}}:acts"
+    for member in client.zrangebyscore(idx, "-inf", cut):
+        thing, _, aid, _ = member.decode().split(":")
+        client.hdel(acts, f"{thing}:{aid}")
+        client.zrem(idx, member)
 
 
 @st.composite
@@ -153,11 +163,12 @@ def test_records_that_came_after_the_counters_do_not_answer(redis_client: redis.
     store, oracle = Store(redis_client, DIRECT), Oracle()
     first = MetricPoint("steps", 1, 1, 1, 30, BASE + 100, BASE + 100, "increment")
     assert store.write_metric(first).status == oracle.write(first)
-    assert redis_client.hget("{1}:acts", "_c") == b"1"
+    assert redis_client.hget("{1}:acts", "0:c") == b"-1"  # whole, nothing dropped
     redis_client.delete("{1}:acts", "{1}:idx")  # as their expiry does
     second = MetricPoint("steps", 1, 1, 2, 12, BASE + 200, BASE + 200, "increment")
     store.write_metric(second)
-    assert redis_client.hget("{1}:acts", "_c") is None
+    assert redis_client.hget("{1}:acts", "0:c") is None
+    assert redis_client.zscore("{1}:idx", "0:_:c:0") is None
     # whole hours: no window reads the records (a window's changes live with the records)
     (one,) = store.query([UserQuery(1, BASE, BASE + 2 * HOUR - 1)], ["steps"], None, True)
     assert one.sums == {"steps": 42}
@@ -169,24 +180,25 @@ def test_a_range_from_before_the_cut_of_old_records_is_read_from_the_counters(
 ) -> None:
     """The retention task drops activities whose last change is older than the state's
     lifetime while the counters keep their days: a range that starts before that cut is
-    not answered from the records."""
+    answered from the records only when they mark what was dropped (tests/test_record_marks.py);
+    an earlier psd's task dropped without marking, and takes the mark's field with it."""
     store = Store(redis_client, Settings())
     lifetime, horizon = store.state_lifetime, store.metric_policy.horizon(NOW)
     assert lifetime > 0
-    assert records_may_answer(NOW - lifetime + 1, lifetime, NOW, horizon)
-    assert not records_may_answer(NOW - lifetime, lifetime, NOW, horizon)
+    assert records_may_answer(NOW - lifetime + 1, lifetime, NOW, horizon) == RECORDS
+    assert records_may_answer(NOW - lifetime, lifetime, NOW, horizon) == MARKED_RECORDS
     years = Store(redis_client, Settings(retention_year=0)).metric_policy.horizon(NOW)
-    assert records_may_answer(NOW - 10 * lifetime, 0, NOW, years)  # kept by its year
-    assert not records_may_answer(NOW - 10 * lifetime, 0, NOW, horizon)  # by no level
+    assert records_may_answer(NOW - 10 * lifetime, 0, NOW, years) == RECORDS  # by its year
+    assert records_may_answer(NOW - 10 * lifetime, 0, NOW, horizon) == NO_RECORDS  # no level
     redis_client.flushdb()
     old_day = NOW - NOW % DAY - lifetime - 3 * DAY
     point = MetricPoint("steps", 1, 1, 1, 30, old_day + 100, old_day + 100, "increment")
     store.write_metric(point)
     fresh = MetricPoint("steps", 1, 1, 2, 5, BASE, BASE, "increment")
     store.write_metric(fresh)
-    # what the retention task does to an activity past the state's lifetime
-    redis_client.hdel("{1}:acts", "1:1")
-    redis_client.zremrangebyscore("{1}:idx", "-inf", NOW - lifetime)
+    run(store, "compaction")  # the log applied (the old activity may go then, marked)
+    earlier_psds_drop(redis_client, 1, NOW - lifetime)
+    assert redis_client.hget("{1}:acts", "0:c") is None
     (one,) = store.query([UserQuery(1, old_day, NOW)], ["steps"], None, True)
     assert one.sums == {"steps": 35}
 
@@ -242,7 +254,8 @@ def test_a_log_only_users_range_older_than_the_records_costs_one_exists(
         assert store.write_metric(point).status == oracle.write(point)
     assert redis_client.exists("{1}:p") and not redis_client.exists("{1}:acts", "{1}:r")
     t1, t2 = NOW - 200 * DAY, BASE + 120  # the last point out of range
-    assert not records_may_answer(t1, store.state_lifetime, NOW, store.metric_policy.horizon(NOW))
+    horizon = store.metric_policy.horizon(NOW)
+    assert records_may_answer(t1, store.state_lifetime, NOW, horizon) == MARKED_RECORDS
     store.query([UserQuery(2, t1, t2)], ["steps"])
     redis_client.config_resetstat()
     things = ["steps", "points", "calories"]

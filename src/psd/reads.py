@@ -30,6 +30,7 @@ from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.retention import Answerable, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import (
+    NO_RECORDS,
     Series,
     SumRequest,
     lone_sum_call,
@@ -217,7 +218,7 @@ class Reads:
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
         horizon = self.kept.policy("metric").horizon_at(now) if with_activities else None
-        Shape = tuple[Answerable | None, int, bool, bool]
+        Shape = tuple[Answerable | None, int, bool, int]
 
         def shape_of(t1: int, t2: int) -> Shape:
             """A range's span when widened, and its series' plan number, with_state and
@@ -227,7 +228,9 @@ class Reads:
             if plan_no is None:
                 plan_no = plan_numbers[span.t1, span.t2] = len(plans)
                 plans.append(read_plan(span.t1, span.t2))
-            records = horizon is not None and records_may_answer(span.t1, lifetime, now, horizon)
+            records = NO_RECORDS
+            if horizon is not None:
+                records = records_may_answer(span.t1, lifetime, now, horizon)
             with_state = with_activities or bool(plans[plan_no].windows)
             return None if span.exact else span, plan_no, with_state, records
 
@@ -235,7 +238,7 @@ class Reads:
         # again only when a user's range is not the last one's
         shapes: dict[tuple[int, int], Shape] = {}
         last: tuple[int, int] | None = None
-        shape: Shape = (None, 0, False, False)
+        shape: Shape = (None, 0, False, NO_RECORDS)
         for n, (uid, t1, t2) in enumerate(users):
             if (t1, t2) != last:
                 last = t1, t2

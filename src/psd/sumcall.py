@@ -37,27 +37,36 @@ from psd.scriptargs import (
     lone_windows,
 )
 
+#: Whether a series' activity records may answer alone (psd/lua/fromrecords.lua): never;
+#: when they mark the activities the retention task dropped, all before the range; or
+#: whenever they are whole (the range starts after the task's cut: :func:`records_may_answer`).
+NO_RECORDS, MARKED_RECORDS, RECORDS = 0, 1, 2
+#: sum.lua's flag of a series whose records may answer, by that
+_RECORDS_FLAG = (0, 3, 2)
+
 
 class Series(NamedTuple):
     """What one series (a user, or a global counter) of a read is: its plan (index), the
     prefix of its keys, whether its activity keys are read, and whether its activity records
-    may answer alone (psd/lua/fromrecords.lua: a user's range that starts after the cut of
-    old records, :func:`records_may_answer`). A tuple: one made a user, a frozen
-    dataclass's making cost a 1,000-user read ~0.5 ms."""
+    may answer alone (``RECORDS``...). A tuple: one made a user, a frozen dataclass's making
+    cost a 1,000-user read ~0.5 ms."""
 
     plan: int
     prefix: str
     with_state: bool
-    records: bool = False
+    records: int = NO_RECORDS
 
 
-def records_may_answer(t1: int, lifetime: int, now: int, horizon: Horizon) -> bool:
+def records_may_answer(t1: int, lifetime: int, now: int, horizon: Horizon) -> int:
     """Whether a range from ``t1`` on (as retention answers it) may be read from the
-    activity records alone: every activity that changed in it is still recorded (the
-    retention task drops those whose last change is ``lifetime`` seconds old, 0: never), and
-    the counters still hold it at some level (a range past every level's retention answers
-    what they still hold, which the records must not outdo)."""
-    return (lifetime == 0 or t1 > now - lifetime) and horizon.finest(t1) is not None
+    activity records alone: ``RECORDS`` when every activity that changed in it is still
+    recorded (the retention task drops those whose last change is ``lifetime`` seconds old,
+    0: never), ``MARKED_RECORDS`` when only a user's mark of what it dropped can say so, and
+    ``NO_RECORDS`` when the counters hold it at no level (a range past every level's
+    retention answers what they still hold, which the records must not outdo)."""
+    if horizon.finest(t1) is None:
+        return NO_RECORDS
+    return RECORDS if lifetime == 0 or t1 > now - lifetime else MARKED_RECORDS
 
 
 #: A group wider than this is read whole rather than asked for field by field.
@@ -188,7 +197,7 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         if one.with_state:
             keys += [prefix + "idx", prefix + "acts"]
         keys.append(prefix + PENDING)
-        flags += [one.plan + 1, 2 if one.records else int(one.with_state)]
+        flags += [one.plan + 1, _RECORDS_FLAG[one.records] or int(one.with_state)]
     breakdowns = None
     if request.breakdowns:
         breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
@@ -282,7 +291,7 @@ def one_series_call(
     want_activities: bool,
     with_state: bool,
     legacy: bool,
-    records: bool = False,
+    records: int = NO_RECORDS,
 ) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
     """The key suffixes and the argument of a sum.lua call reading one series with ``plan``.
 

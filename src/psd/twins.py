@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from psd.keys import TWIN
-from psd.sumcall import Series, SumRequest
+from psd.sumcall import NO_RECORDS, Series, SumRequest
 
 
 def with_twins(request: SumRequest) -> SumRequest:
@@ -21,7 +21,7 @@ def with_twins(request: SumRequest) -> SumRequest:
     twin_series = [Series(one.plan, one.prefix + TWIN, False) for one in request.series]
     twin_breakdowns = [(prefix + TWIN, b) for prefix, b in request.breakdowns]
     # a user's records hold every type's changes: read alone, the twins would add them again
-    own = [one._replace(records=False) for one in request.series]
+    own = [one._replace(records=NO_RECORDS) for one in request.series]
     return replace(
         request,
         series=[*own, *twin_series],

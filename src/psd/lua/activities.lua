@@ -6,19 +6,17 @@
 -- as oldreads.lua says.
 
 -- the longest activity of a user (0: none stored), how long after a window an activity with
--- a change in it can have gone on, whether their records are on layout 3 (record.lua) and
--- whether they hold every change their counters do; kept for the next series (consecutive
--- ones are often one user's)
-local span_key, span_value, span_current, span_complete
+-- a change in it can have gone on, and whether their records are on layout 3 (record.lua);
+-- kept for the next series (consecutive ones are often one user's)
+local span_key, span_value, span_current
 forget_spans = function() span_key = nil end
 local function span_of(acts)
   if acts ~= span_key then
-    local vals = redis.call('HMGET', acts, SPAN_FIELD, LAYOUT_FIELD, COMPLETE_FIELD)
+    local vals = redis.call('HMGET', acts, SPAN_FIELD, LAYOUT_FIELD)
     span_key, span_value = acts, vals[1] and vals[1] + 0 or 0
     span_current = vals[2] == LAYOUT or redis.call('EXISTS', acts) == 0
-    span_complete = vals[2] == LAYOUT and vals[3] == '1'
   end
-  return span_value, span_current, span_complete
+  return span_value, span_current
 end
 
 -- whether a user has neither records nor counters (no activity state, no root hash, which

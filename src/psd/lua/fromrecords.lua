@@ -8,11 +8,13 @@
 -- index range and one HMGET, where their counters and the windows at the range's edges
 -- cost ~9 commands (a /v1/mumt_query of 100 ids and 3 things is ~900). The records answer
 -- exactly when
---   * they hold every change the user's counters do: "_c" (record.lua), written with the
+--   * they hold every change the user's counters do: "0:c" (record.lua), written with the
 --     user's first record when they had no counters, so no change was ever counted without
---     being recorded; and every activity that changed in the range is still recorded (the
---     caller asks only for a range that starts after the retention task's cut of old
---     records, psd.sumcall: series flag 2);
+--     being recorded; and every activity that changed in the range is still recorded: the
+--     range starts after the last change of the newest activity the retention task dropped
+--     (the field's value). Records an earlier psd wrote ("_c", no mark) answer only a range
+--     that starts after the task's cut of old records (psd.sumcall: series flag 2; flag 3,
+--     a range older than the cut, is answered only by a mark);
 --   * each activity of a summed thing that changed in the range lies wholly inside it and
 --     has one type ("*": several), so its total is what it adds there, and its last change
 --     its latest there (for "_atids").
@@ -46,9 +48,10 @@ end
 -- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
 -- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
 -- records' span, layout and completeness (activities.lua's span_of, which it remembers).
+-- marked: the range starts before the task's cut, so only a mark says the records are whole.
 -- A summary's first five values are read in place (lists.lua's list_start): a table of
 -- them costs more.
-local function from_records(idx, acts, plan, his, los, logged)
+local function from_records(idx, acts, plan, his, los, logged, marked)
   local t1, t2 = plan.t1, plan.t2
   local upto = plan.upto
   if upto == nil then
@@ -60,7 +63,7 @@ local function from_records(idx, acts, plan, his, los, logged)
   if #items == 0 and logged and nothing_kept(acts) then return 0, true end
   -- the fields to ask for, then per activity begun by t2 its thing index and aid
   local ids, tis, aids, n = rec_ids, rec_tis, rec_aids, 0
-  ids[1], ids[2], ids[3] = SPAN_FIELD, LAYOUT_FIELD, COMPLETE_FIELD
+  ids[1], ids[2], ids[3], ids[4] = SPAN_FIELD, LAYOUT_FIELD, WHOLE.legacy, WHOLE.field
   for j = 1, #items do
     local thing, aid, first = match(items[j], LISTED)
     local ti = thing_of[thing]
@@ -70,19 +73,24 @@ local function from_records(idx, acts, plan, his, los, logged)
         -- begun before t1: across the edge (a dense user's day, found without their span)
         if first < t1 then return false end
         n = n + 1
-        ids[n + 3], tis[n], aids[n] = thing .. ':' .. aid, ti, aid
+        ids[n + 4], tis[n], aids[n] = thing .. ':' .. aid, ti, aid
       end
     end
   end
-  local vals = redis.call('HMGET', acts, unpack(ids, 1, n + 3))
+  local vals = redis.call('HMGET', acts, unpack(ids, 1, n + 4))
   if vals[2] ~= LAYOUT then return #items == 0 and not logged and nothing_kept(acts) and 0 end
-  local span = vals[1] and vals[1] + 0 or 0
-  span_key, span_value, span_current, span_complete = acts, span, true, vals[3] == '1'
-  if not span_complete or span > RECORDS_SPAN then return false end
+  local span, mark = vals[1] and vals[1] + 0 or 0, vals[4]
+  span_key, span_value, span_current = acts, span, true
+  if mark then
+    if t1 <= mark + 0 then return false end
+  elseif marked or vals[3] ~= '1' then
+    return false
+  end
+  if span > RECORDS_SPAN then return false end
   -- each summary's total, last change and type (those of another type dropped)
   local lasts, types, m = rec_lasts, rec_types, 0
   for j = 1, n do
-    local raw = vals[j + 3]
+    local raw = vals[j + 4]
     if not raw then return false end  -- listed, not recorded: not psd's records
     local _, _, last, typ, _, total = unpack_limit(raw, 5, list_start(raw))
     if typ == '*' or last > t2 then return false end

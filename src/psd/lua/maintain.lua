@@ -197,10 +197,26 @@ local function root(key, retention)
   set_expiry(key, year_end(newest) + retention)
 end
 
+-- a user's mark of the activities dropped from their records (record.lua's "0:c"): raised
+-- to the last change of the newest dropped (gone: nil if none); records an earlier psd
+-- said were whole ("_c") are marked at the cut, no earlier than any of its drops, while
+-- they list an activity (listed: an index without one would be kept by its mark alone)
+local function mark_dropped(acts, idx, gone, record_cut, listed)
+  local marks = redis.call('HMGET', acts, WHOLE.field, WHOLE.legacy)
+  if marks[1] then
+    if gone and gone > marks[1] + 0 then redis.call('HSET', acts, WHOLE.field, gone) end
+  elseif marks[2] == '1' and listed then
+    redis.call('HSET', acts, WHOLE.field, record_cut)
+    redis.call('HDEL', acts, WHOLE.legacy)
+    redis.call('ZADD', idx, WHOLE.score, WHOLE.member)
+  end
+end
+
 -- an activity state and its index: a user whose records an earlier psd wrote is brought to
 -- layout 3 first (convert.lua); activities whose last change is <= record_cut go (their
--- changes in {uid}:cYYYYMMDD expire with the minute retention); a state without expiry gets
--- one, record_cut seconds after its newest change; not while the user's increments wait
+-- changes in {uid}:cYYYYMMDD expire with the minute retention), marked (mark_dropped); a
+-- state without expiry gets one, record_cut seconds after its newest change; not while the
+-- user's increments wait
 local function state(acts, idx, record_cut, keep)
   local layout = redis.call('HGET', acts, LAYOUT_FIELD)
   if layout ~= LAYOUT and redis.call('EXISTS', acts) == 1 then
@@ -212,14 +228,18 @@ local function state(acts, idx, record_cut, keep)
   -- old: the state waits until they are applied (the compaction applies the logs it finds)
   local waiting = redis.pcall('STRLEN', string.sub(acts, 1, -5) .. 'p')
   if type(waiting) == 'number' and waiting > 0 then return end
-  local old = redis.call('ZRANGEBYSCORE', idx, '-inf', record_cut)
-  for _, member in ipairs(old) do
+  -- the mark's member (score -1) is no activity
+  local old = redis.call('ZRANGEBYSCORE', idx, '(' .. WHOLE.score, record_cut, 'WITHSCORES')
+  for i = 1, #old, 2 do
+    local member = old[i]
     local thing, aid = member:match('^(%d+):[^:]+:([^:]+):')
     redis.call('HDEL', acts, thing .. ':' .. aid)
     redis.call('ZREM', idx, member)
     removed = removed + 1
   end
-  local newest = redis.call('ZREVRANGE', idx, 0, 0, 'WITHSCORES')
+  local newest = redis.call('ZREVRANGEBYSCORE', idx, '+inf', '(' .. WHOLE.score,
+                            'WITHSCORES', 'LIMIT', 0, 1)
+  mark_dropped(acts, idx, old[#old] and old[#old] + 0, record_cut, newest[2] ~= nil)
   for _, key in ipairs({acts, idx}) do
     if newest[2] and redis.call('EXPIRETIME', key) == -1 then
       set_expiry(key, newest[2] + now - record_cut)

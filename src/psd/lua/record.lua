@@ -11,16 +11,24 @@
 --   amount); from the second on, every change is also in the user's changes of its day.
 --   Field "_span": the longest first-to-last distance of any activity; "_v": "3", the
 --   layout (a user whose records an earlier psd wrote has none: oldrecords.lua); "_x": when
---   the hash and its index were last given their expiry (recording.lua); "_c": "1" when the
---   records hold every change the user's counters do (written with the first record, when
---   the user had no counters: fromrecords.lua).
+--   the hash and its index were last given their expiry (recording.lua); "0:c" when the
+--   records hold every change the user's counters do but those of the activities the
+--   retention task dropped, whose last changes were at or before its value ("-1": none
+--   yet; written with the first record, when the user had no counters: fromrecords.lua).
+--   The index then lists "0:_:c:0" at score -1, before every activity: an earlier psd's
+--   task, which drops each member up to its cut and the field its member names without
+--   marking it, drops that field with it, and the records no longer claim to be whole.
+--   "_c": "1", from an earlier psd, as "0:c" without a mark (its drops were never later
+--   than the state's lifetime ago); the task turns it into "0:c".
 -- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
 --   changes or more (changes.lua), kept for the minute retention after the day ends.
 local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
 -- the first day of a summary's day list; its total and changes follow, then the next day
 local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
 local LAYOUT_FIELD, LAYOUT = '_v', '3'
-local SPAN_FIELD, EXPIRED_FIELD, COMPLETE_FIELD = '_span', '_x', '_c'
+local SPAN_FIELD, EXPIRED_FIELD = '_span', '_x'
+-- the fields and member of completeness (a table: a script's chunk holds 200 locals at most)
+local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c'}
 
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end

@@ -10,7 +10,8 @@
 local activities, touched
 -- acts key -> true once its layout is known current, "new" for a user psd has no record of
 -- yet (its layout field is written with its first record), "whole" for a new one without
--- counters either (its records will hold all it has: "_c" is written too)
+-- counters either (its records will hold all it has: "0:c" is written too, and its index's
+-- member of it: record.lua's WHOLE)
 local users
 local spans  -- acts key -> its "_span" as read with the first summary (nil: unknown)
 local marks  -- acts key -> its "_x" as read with the first summary (nil: unknown)
@@ -224,7 +225,8 @@ local function save_states()
       local new = users[acts]
       if new == 'whole' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT,
-                   COMPLETE_FIELD, '1')
+                   WHOLE.field, WHOLE.score)
+        redis.call('ZADD', act.idx, WHOLE.score, WHOLE.member)
         users[acts] = true
       elseif new == 'new' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)

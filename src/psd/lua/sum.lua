@@ -20,7 +20,8 @@
 --          end, start string, end string, hour string, day string (YYYYMMDD), hour of the
 --          day string}; series is {plan number, flag, ...} in KEYS order: flag 1 if its
 --          activity keys follow, 2 if they do and its records may answer alone
---          (fromrecords.lua: a user's range starting after the cut of old records).
+--          (fromrecords.lua: a user's range starting after the cut of old records), 3 if
+--          they may when they mark what was dropped (a range starting before that cut).
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
 --          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
@@ -292,13 +293,12 @@ end
 -- (pending_alone); any other's are noted in a found table (atids.lua) as they turn up.
 local function sum_one(plan, flag, log, k, his, los)
   local state = k + #plan.groups  -- its activity keys, if flagged
-  local listed, alone = false, false
-  if flag == 2 then
-    listed, alone = from_records(KEYS[state], KEYS[state + 1], plan, his, los, log)
-  elseif flag == 1 and log and want_atids then
-    -- their counters and activities cost ~8 commands for nothing (without "_atids", ~4:
-    -- not worth an EXISTS to a streaming user, whose log waits beside their counters)
-    alone = nothing_kept(KEYS[state + 1])
+  local listed, alone, acts = false, false, KEYS[state + 1]
+  -- their counters and activities cost ~8 commands for nothing (without "_atids", ~4: not
+  -- worth an EXISTS to a streaming user, whose log waits beside their counters)
+  if flag ~= 2 and flag > 0 and log and want_atids then alone = nothing_kept(acts) end
+  if flag >= 2 and not alone then
+    listed, alone = from_records(KEYS[state], acts, plan, his, los, flag == 2 and log, flag == 3)
   end
   local want = want_atids and flag > 0
   if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want), state + 2 end
