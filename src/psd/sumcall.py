@@ -179,25 +179,26 @@ def _hour_names(hour: int) -> tuple[str, str, str, str, str]:
 
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     """The keys and the argument (:class:`psd.scriptargs.SumArg`) of one sum.lua call."""
-    things, atid = request.things, request.atid
-    readers = Counter(one.plan for one in request.series)
+    things, atid, series = request.things, request.atid, request.series
+    if len(request.plans) == 1:  # most reads: every user's range the same
+        readers: dict[int, int] = {0: len(series)}
+    else:
+        readers = Counter(one.plan for one in series)
     legacy = request.legacy_hours
     plans = [
         _plan_arg(plan, readers[number], things, atid, legacy)
         for number, plan in enumerate(request.plans)
     ]
-    suffixes = [
-        [suffix for suffix, _ in _groups(plan.groups, things, legacy)] for plan in request.plans
-    ]
+    # per plan, the key suffixes of a series without its activity keys and with them
+    suffixes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    for plan in request.plans:
+        groups = [suffix for suffix, _ in _groups(plan.groups, things, legacy)]
+        suffixes.append(((*groups, PENDING), (*groups, "idx", "acts", PENDING)))
     keys: list[str] = []
     flags: list[int] = []
-    for one in request.series:
-        prefix = one.prefix
-        keys += [prefix + suffix for suffix in suffixes[one.plan]]
-        if one.with_state:
-            keys += [prefix + "idx", prefix + "acts"]
-        keys.append(prefix + PENDING)
-        flags += [one.plan + 1, _RECORDS_FLAG[one.records] or int(one.with_state)]
+    for number, prefix, with_state, records in series:
+        keys += [prefix + suffix for suffix in suffixes[number][with_state]]
+        flags += (number + 1, _RECORDS_FLAG[records] or int(with_state))
     breakdowns = None
     if request.breakdowns:
         breakdowns = _breakdowns_arg(request.breakdowns, things, atid, legacy)
