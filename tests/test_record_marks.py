@@ -59,16 +59,23 @@ def check(store: Store, client: redis.Redis, oracle: Oracle, t1: int, alone: boo
         assert activities == want_activities
 
 
+def an_old_and_a_new_activity(client: redis.Redis) -> tuple[Store, Oracle, int]:
+    """User 1's activity past the state's lifetime (30 at 100 s into the day returned) and
+    one of two days ago (5), applied at once; the store, the oracle and that day."""
+    client.flushdb()
+    store, oracle = Store(client, DIRECT), Oracle()
+    day = days_ago(3, store.state_lifetime)
+    write(store, oracle, 1, 30, day + 100)
+    write(store, oracle, 2, 5, BASE)
+    return store, oracle, day
+
+
 def test_records_answer_a_range_after_every_dropped_activity(redis_client: redis.Redis) -> None:
     """Under the retention a user gets, the task drops an activity past the state's
     lifetime and marks its last change: a range from the next second on, though older than
     the lifetime, costs two commands; one from that second, the counters."""
-    redis_client.flushdb()
-    store, oracle = Store(redis_client, DIRECT), Oracle()
+    store, oracle, day = an_old_and_a_new_activity(redis_client)
     lifetime = store.state_lifetime
-    day = days_ago(3, lifetime)
-    write(store, oracle, 1, 30, day + 100)
-    write(store, oracle, 2, 5, BASE)
     assert redis_client.hget("{1}:acts", "0:c") == b"-1"
     assert redis_client.zscore("{1}:idx", "0:_:c:0") == -1
     run(store, "compaction")
@@ -89,15 +96,10 @@ def test_an_earlier_psds_drop_takes_the_mark_with_it(redis_client: redis.Redis) 
     """An activity an earlier psd's task dropped after the mark was set (as during a
     rolling upgrade) is not in the mark: the index's member of the mark went with it, and
     the field it names, so the counters answer (the records alone would miss 7)."""
-    redis_client.flushdb()
-    store, oracle = Store(redis_client, DIRECT), Oracle()
-    lifetime = store.state_lifetime
-    day = days_ago(3, lifetime)
-    write(store, oracle, 1, 30, day + 100)
-    write(store, oracle, 2, 5, BASE)
+    store, oracle, day = an_old_and_a_new_activity(redis_client)
     run(store, "compaction")
     write(store, oracle, 3, 7, day + DAY + 500)
-    earlier_psds_drop(redis_client, 1, NOW - lifetime)
+    earlier_psds_drop(redis_client, 1, NOW - store.state_lifetime)
     assert redis_client.hget("{1}:acts", "0:c") is None
     check(store, redis_client, oracle, day + DAY, alone=False)
     assert read(store, redis_client, day + DAY)[0]["steps"] == 12
