@@ -97,10 +97,6 @@ def _user_results(
     return out
 
 
-def _one_call(items: list[int]) -> list[list[int]]:
-    return [items]
-
-
 def _cuts(user: CutQuery) -> tuple[int, ...]:
     """The boundaries of a cut range's parts: up to the cut and after it, or, with the cut
     outside it, the range whole."""
@@ -360,8 +356,7 @@ class Reads:
                 return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
             legacy = self.layout.legacy_hours()
             keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy)
-            call = self.scripts.sum, keys, args
-            ((_, reply),) = self.nodes.run([0], lambda _: prefix, _one_call, lambda _: call)
+            reply = self.nodes.read_one(prefix, self.scripts.sum, keys, args)
         TALLY.add(_READ_TRIPS)
         if isinstance(reply, int):  # lone.lua: its sum when below 10^15
             return reply
