@@ -159,12 +159,8 @@ class Nodes:
             call = script, keys, args
             ((_, reply),) = self.run([0], lambda _: prefix, _one_call, lambda _: call)
             return reply
-        trips, seconds = _node_metrics("read", "server")
-        start = time.perf_counter()
-        try:
+        with Timed("read", "server"):
             return self.calls(script, keys, args)
-        finally:
-            TALLY.trip(trips, seconds, time.perf_counter() - start)
 
     def run(
         self,
