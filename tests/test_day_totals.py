@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from psd.config import Settings
-from psd.hourparts import day_for_hours, group_hours
-from psd.keys import HOUR_BASE
+from psd.hourparts import day_for_hours, group_hours, hour_parts
+from psd.keys import HOUR_BASE, by_month_totals, hour_groups
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.oracle import Oracle
@@ -59,6 +59,37 @@ def test_the_group_of_a_month_asks_for_the_day_and_subtracts_picks() -> None:
     assert group_hours("m201603", ((-2, -31), (hour(1, 0), hour(1, 19))), (1,), None)[1] == ()
     # nor where the months still hold plain hours
     assert group_hours("m201603", ((hour(1, 0), hour(1, 19)),), (1,), None, False)[1] == ()
+
+
+def hour_by_hour(
+    suffix: str, ranges: tuple[tuple[int, int], ...], things: tuple[int, ...], atid: int | None
+) -> object:
+    """group_hours as the breakdowns' parts make it: hour by hour (the oracle of its runs)."""
+    hours = [child for lo, hi in ranges if hi >= HOUR_BASE for child in range(lo, hi + 1)]
+    whole: tuple[int, ...] = ()
+    signed = [(child, 1) for child in hours]
+    if all(lo >= 0 for lo, _ in ranges):
+        whole, signed = day_for_hours(hours)
+    children = [(child, thing, ti * sign) for ti, thing in enumerate(things, 1)
+                for child, sign in signed]  # fmt: skip
+    return hour_parts(children, "" if atid is None else f":{atid}", 0, True), whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(400_000, 500_000),  # an hour since 1970 (2015 to 2027)
+    st.integers(1, 24 * 100) | st.integers(1, 48),
+    st.sampled_from([(1,), (2,), (1, 2, 3)]),
+    st.sampled_from([None, 4]),
+)
+def test_a_group_s_hours_are_made_from_runs_as_hour_by_hour(
+    h1: int, hours: int, things: tuple[int, ...], atid: int | None
+) -> None:
+    for groups in (hour_groups(h1, h1 + hours), by_month_totals(hour_groups(h1, h1 + hours))):
+        for suffix, ranges in groups:
+            assert group_hours(suffix, ranges, things, atid) == hour_by_hour(
+                suffix, ranges, things, atid
+            )
 
 
 @st.composite

@@ -60,19 +60,73 @@ def group_hours(
     """A sum's group: its hour children of each thing, added to the thing's sum (targets
     number things from 1; None for a group of no month of a user's metrics), and the days
     the group asks for in their place when ``by_day`` (:func:`day_for_hours`: not on a
-    keyspace whose months still hold plain hours, psd/layout.py)."""
+    keyspace whose months still hold plain hours, psd/layout.py). What :func:`hour_parts`
+    and :func:`day_for_hours` make of the hours one by one, made from their runs: a plan a
+    range's whole hours have not had yet costs its read this, ~50 hours a month's edge days
+    (at one target, a run of hours in a half-day is one pick)."""
     if not suffix.startswith("m") or 0 in things:  # a global counter's hours are all plain
         return None, ()
     ranges = tuple(ranges)
-    hours = [child for lo, hi in ranges if hi >= HOUR_BASE for child in range(lo, hi + 1)]
+    runs = [(lo, hi) for lo, hi in ranges if hi >= HOUR_BASE]
     whole: tuple[int, ...] = ()
-    signed = [(child, 1) for child in hours]
+    signed = [(lo, hi, 1) for lo, hi in runs]
     if by_day and all(lo >= 0 for lo, _ in ranges):  # not a month's total less its days
-        whole, signed = day_for_hours(hours)
-    children = (
-        (child, thing, ti * sign) for ti, thing in enumerate(things, 1) for child, sign in signed
-    )
-    return hour_parts(children, "" if atid is None else f":{atid}", 0, True), whole
+        whole, signed = _day_for_runs(runs)
+    if not signed:
+        return None, whole
+    text = "" if atid is None else f":{atid}"
+    names: dict[str, int] = {}
+    picks: list[int] = []
+    bases: list[int] = []
+    days: set[int] = set()
+    for ti, thing in enumerate(things, 1):
+        for lo, hi, sign in signed:
+            while lo <= hi:  # one packed half-day at a time
+                first = lo - (lo - HOUR_BASE) % 12
+                last = min(hi, first + 11)
+                number = names.setdefault(packed_field(lo, thing) + text, len(names) + 1)
+                if number > len(bases):
+                    bases.append(first * 10 + thing)
+                hour, end = lo - first + 1, last - first + 1
+                if sign < 0:
+                    number = -number
+                # a number is one thing's: its target is the same
+                if picks and picks[-4] == number and picks[-1] == hour - 1:
+                    picks[-1] = end
+                else:
+                    picks += [number, ti, hour, end]
+                days.add((lo - HOUR_BASE) // 24 + 1)
+                lo = last + 1
+    return HoursArg([*names, OPEN_DAY], picks, 0, sorted(days), bases), whole
+
+
+def _day_for_runs(
+    runs: list[tuple[int, int]],
+) -> tuple[tuple[int, ...], list[tuple[int, int, int]]]:
+    """:func:`day_for_hours` of the hours of ``runs`` (each inside one day's or across
+    days), as runs with their signs, in the same order."""
+    by_day: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi in runs:
+        while lo <= hi:
+            day = (lo - HOUR_BASE) // 24
+            last = min(hi, HOUR_BASE + 24 * day + 23)
+            by_day.setdefault(day, []).append((lo, last))
+            lo = last + 1
+    days: list[int] = []
+    signed: list[tuple[int, int, int]] = []
+    for day, parts in by_day.items():
+        if sum(hi - lo + 1 for lo, hi in parts) <= 12:
+            signed += [(lo, hi, 1) for lo, hi in parts]
+            continue
+        days.append(day + 1)
+        at = HOUR_BASE + 24 * day
+        for lo, hi in sorted(parts):
+            if at < lo:
+                signed.append((at, lo - 1, -1))
+            at = max(at, hi + 1)
+        if at <= HOUR_BASE + 24 * day + 23:
+            signed.append((at, HOUR_BASE + 24 * day + 23, -1))
+    return tuple(days), signed
 
 
 def day_for_hours(hours: list[int]) -> tuple[tuple[int, ...], list[tuple[int, int]]]:
