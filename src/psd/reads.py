@@ -39,6 +39,7 @@ from psd.sumcall import (
     records_may_answer,
     sum_call,
 )
+from psd.sumreplies import Changed, changed_results, nested_reply, user_results
 from psd.tally import TALLY
 from psd.twins import fold_twins, with_twins
 
@@ -52,49 +53,6 @@ _READ_TRIPS = ROUND_TRIPS.labels("read")
 #: served between them (10,000 users of a 30-day leaderboard in one call would hold the
 #: server for a quarter of a second: docs/benchmarks.md).
 CALL_SIZE = 1000
-
-
-def nested_reply(reply: Any, width: int) -> Any:
-    """A sum.lua reply in its nested form, {{{hi, lo, ...}[, atids]}, ...}: a lone call answers
-    its sum (an integer, hi 0) or {hi, lo}; a call of series only, {"f", hi, lo, ...}, or
-    with their activities {"a", hi, lo, ..., atids, ...}."""
-    if isinstance(reply, int):
-        return [[[0, reply]]]
-    if not reply or isinstance(reply[0], list):
-        return reply
-    w = 2 * width
-    if reply[0] == b"f":
-        return [[reply[at : at + w]] for at in range(1, len(reply), w)]
-    if reply[0] == b"a":
-        return [[reply[at : at + w], reply[at + w]] for at in range(1, len(reply), w + 1)]
-    return [[reply]]
-
-
-def _user_results(
-    things: Sequence[str], known: list[str], replies: list[Any], with_activities: bool
-) -> list[UserResult]:
-    """Each series' reply, ``{{hi, lo, ...}[, "aid type aid type ..."]}``, as its result:
-    the sums of ``known`` things (any other of ``things`` sums to 0), and with activities
-    their types by aid. One loop for every user: a call a user cost a 100-user mumt_query
-    a tenth of its Python."""
-    every = list(dict.fromkeys(things)) == known  # each thing known: no 0 to fill in
-    width = len(known)
-    out = []
-    for reply in replies:
-        flat = reply[0]
-        if every and width == 1:
-            sums = {known[0]: flat[0] * _E15 + flat[1] if flat[0] else flat[1]}
-        else:
-            sums = {} if every else dict.fromkeys(things, 0)
-            for n in range(width):
-                hi, lo = flat[2 * n], flat[2 * n + 1]
-                sums[known[n]] = hi * _E15 + lo if hi else lo
-        if with_activities:
-            words = iter(reply[1].decode().split())
-            out.append(UserResult(sums, dict(zip(words, words, strict=True))))
-        else:
-            out.append(UserResult(sums))
-    return out
 
 
 def _cuts(user: CutQuery) -> tuple[int, ...]:
@@ -208,6 +166,30 @@ class Reads:
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         if not known:
             return [UserResult(dict.fromkeys(things, 0)) for _ in users]
+        replies, widened = self._query_replies(users, known, atid, with_activities)
+        results = user_results(things, known, replies, with_activities)
+        for n, span in widened.items():
+            results[n].widened = span
+        return results
+
+    def changed(
+        self, users: Sequence[UserQuery], things: Sequence[str], atid: int | None = None
+    ) -> list[Changed | None]:
+        """:meth:`query` with activities, as what ``/v1/mumt_query`` answers of a user: their
+        sums and the types of the activities that changed in their range (one an activity),
+        or None where none did (and for things none of which psd knows). No range widened
+        past the retention is said to be (the original's answer has no place for it)."""
+        known = [t for t in dict.fromkeys(things) if t in THINGS]
+        if not known:
+            return [None] * len(users)
+        replies, _ = self._query_replies(users, known, atid, True)
+        return changed_results(things, known, replies)
+
+    def _query_replies(
+        self, users: Sequence[UserQuery], known: list[str], atid: int | None, with_activities: bool
+    ) -> tuple[list[Any], dict[int, Answerable]]:
+        """The replies of a query of ``known`` things, each user's nested (one call a
+        request), and the spans of the users whose range was widened, by position."""
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
         series: list[Series] = []
@@ -245,11 +227,7 @@ class Reads:
                 widened[n] = wide
             series.append(Series(plan_no, metric_prefix(uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
-        replies = self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities))
-        results = _user_results(things, known, replies, with_activities)
-        for n, span in widened.items():
-            results[n].widened = span
-        return results
+        return self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities)), widened
 
     def breakdowns(
         self, users: Sequence[tuple[int, Breakdown]], things: Sequence[str], atid: int | None = None

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PsdError, Refused, TooLarge
@@ -40,7 +40,8 @@ from psd.model import (
     parse_count_thing,
     parse_metric,
 )
-from psd.store import Store, UserQuery, UserResult
+from psd.store import Store, UserQuery
+from psd.sumreplies import Changed
 from psd.tally import TALLY
 from psd.timebuckets import MAX_TS
 from psd.web.errors import LEGACY, WriteRejected
@@ -77,18 +78,21 @@ def decode_json(body: bytes) -> Any:
 
 
 def mumt_data(
-    names: Sequence[str], things: Sequence[str], results: Sequence[UserResult]
+    names: Sequence[str], things: Sequence[str], results: Sequence[Changed | None]
 ) -> dict[str, dict[str, object]]:
     """The ``data`` object of mumt_query: users with activity in range (and points, when
-    points were asked for), each with its sums and ``_atids``."""
+    points were asked for), each with its sums and ``_atids`` (the results' own dicts,
+    made for this answer)."""
     data: dict[str, dict[str, object]] = {}
     points = "points" in things
     for name, result in zip(names, results, strict=True):
-        activities, sums = result.activities, result.sums
-        if not activities or (points and sums["points"] == 0):
+        if result is None:
             continue
-        entry: dict[str, object] = sums.copy()
-        entry["_atids"] = list(map(int, activities.values()))
+        sums, types = result
+        if points and sums["points"] == 0:
+            continue
+        entry = cast(dict[str, object], sums)
+        entry["_atids"] = types
         data[name] = entry
     return data
 
@@ -236,8 +240,7 @@ class Api:
             path = p.atid_filter, p.ts1, p.ts2
         (names, uids, things), (kind, t1, t2) = plain, path
         users = [UserQuery(u, t1, t2) for u in uids]
-        results = self.store.query(users, things, kind, with_activities=True)
-        return as_json({"data": mumt_data(names, things, results)})
+        return as_json({"data": mumt_data(names, things, self.store.changed(users, things, kind))})
 
     def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
@@ -253,7 +256,7 @@ class Api:
             if a < 0 or b > MAX_TS:
                 raise InvalidInput(f"offset {offset} moves the range out of 1970-9999", "offsets")
             users[name] = UserQuery(parse_int_text(name, "ids", 0, MAX_ID), a, b)
-        results = self.store.query(list(users.values()), f.thing_names, p.atid_filter, True)
+        results = self.store.changed(list(users.values()), f.thing_names, p.atid_filter)
         return as_json({"data": mumt_data(list(users), f.thing_names, results)})
 
     def readcount(self, thing: str, ts1: str, ts2: str) -> Reply:

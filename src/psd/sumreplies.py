@@ -1,0 +1,98 @@
+"""What sum.lua answers, as the results psd's reads return (psd/reads.py): its flat reply
+nested again per series, and each series' sums and activities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psd.queries import UserResult
+
+_E15 = 10**15
+
+#: A user's sums by thing and the types of the activities that changed them in the range,
+#: one an activity (what ``/v1/mumt_query`` answers of a user).
+Changed = tuple[dict[str, int], list[int]]
+
+
+def nested_reply(reply: Any, width: int) -> Any:
+    """A sum.lua reply in its nested form, {{{hi, lo, ...}[, atids]}, ...}: a lone call answers
+    its sum (an integer, hi 0) or {hi, lo}; a call of series only, {"f", hi, lo, ...}, or
+    with their activities {"a", hi, lo, ..., atids, ...}."""
+    if isinstance(reply, int):
+        return [[[0, reply]]]
+    if not reply or isinstance(reply[0], list):
+        return reply
+    w = 2 * width
+    if reply[0] == b"f":
+        return [[reply[at : at + w]] for at in range(1, len(reply), w)]
+    if reply[0] == b"a":
+        return [[reply[at : at + w], reply[at + w]] for at in range(1, len(reply), w + 1)]
+    return [[reply]]
+
+
+def user_results(
+    things: Sequence[str], known: list[str], replies: list[Any], with_activities: bool
+) -> list[UserResult]:
+    """Each series' reply, ``{{hi, lo, ...}[, "aid type aid type ..."]}``, as its result:
+    the sums of ``known`` things (any other of ``things`` sums to 0), and with activities
+    their types by aid. One loop for every user: a call a user cost a 100-user mumt_query
+    a tenth of its Python."""
+    every = list(dict.fromkeys(things)) == known  # each thing known: no 0 to fill in
+    width = len(known)
+    out = []
+    for reply in replies:
+        flat = reply[0]
+        if every and width == 1:
+            sums = {known[0]: flat[0] * _E15 + flat[1] if flat[0] else flat[1]}
+        else:
+            sums = {} if every else dict.fromkeys(things, 0)
+            for n in range(width):
+                hi, lo = flat[2 * n], flat[2 * n + 1]
+                sums[known[n]] = hi * _E15 + lo if hi else lo
+        if with_activities:
+            words = iter(reply[1].decode().split())
+            out.append(UserResult(sums, dict(zip(words, words, strict=True))))
+        else:
+            out.append(UserResult(sums))
+    return out
+
+
+class _Types(dict[bytes, int]):
+    """Activity types by their text, as a reply's string names them: a lookup costs a third
+    of ``int``. The first 1,024 types are kept (a store's types are few)."""
+
+    def __missing__(self, text: bytes) -> int:
+        number = int(text)
+        if len(self) < 1024:
+            self[text] = number
+        return number
+
+
+_TYPES = _Types()
+
+
+def changed_results(
+    things: Sequence[str], known: list[str], replies: list[Any]
+) -> list[Changed | None]:
+    """Each series' reply with its activities as :data:`Changed`, None for a user none of
+    whose activities changed in the range. The types are read from the reply's string of
+    aids and types as they are: a :class:`UserResult`'s dict of aids a user, and the copy
+    of its sums, cost a 100-user mumt_query a fifth of its Python."""
+    zeros = None if list(dict.fromkeys(things)) == known else dict.fromkeys(things, 0)
+    typed = _TYPES.__getitem__
+    out: list[Changed | None] = []
+    for flat, atids in replies:
+        if not atids:
+            out.append(None)
+            continue
+        if any(flat[0::2]):  # a sum past 10^15: hi, lo
+            pairs = iter(flat)
+            values = [hi * _E15 + lo for hi, lo in zip(pairs, pairs, strict=True)]
+            sums = dict(zip(known, values, strict=True))
+        else:
+            sums = dict(zip(known, flat[1::2], strict=True))
+        if zeros is not None:
+            sums = {**zeros, **sums}
+        out.append((sums, [*map(typed, atids.split()[1::2])]))
+    return out
