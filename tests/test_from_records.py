@@ -207,7 +207,8 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client: redis.Redis,
 ) -> None:
     """A user with neither records nor counters (their first points wait in their log) costs
-    a read an index range and one EXISTS, not their records' HMGET nor their counters; one
+    a read with ``_atids`` one EXISTS, not their records' listing and HMGET nor their
+    counters; one
     whose records are gone (their state expired) while their counters stay is read from the
     counters."""
     redis_client.flushdb()
@@ -223,7 +224,7 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client.config_resetstat()
     (one,) = store.query([UserQuery(1, t1, t2)], ["steps"], None, True)
     used = commands(redis_client)
-    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("exists")) == (1, None, 1)
+    assert (used.get("zrangebyscore"), used.get("hmget"), used.get("exists")) == (None, None, 1)
     assert one.sums == {"steps": oracle.sum(1, "steps", None, t1, t2)} == {"steps": 5 + 6 + 7}
     assert one.activities == oracle.activities(1, ["steps"], None, t1, t2)
     # applied, then the state gone: the counters answer (whole hours: the partial ones went
@@ -232,6 +233,30 @@ def test_a_user_whose_every_point_waits_is_read_from_their_log_alone(
     redis_client.delete("{1}:acts", "{1}:idx")
     (one,) = store.query([UserQuery(1, BASE, BASE + HOUR - 1)], ["steps"], None, True)
     assert one.sums == {"steps": 5 + 6 + 7 + 8}
+
+
+def test_a_user_with_records_and_a_log_is_asked_once_whether_anything_is_kept(
+    redis_client: redis.Redis,
+) -> None:
+    """A user with records and a point waiting in their log: a read with ``_atids`` asks
+    once whether they keep anything (EXISTS), then lists their records and asks for their
+    summaries; the records list nothing in the range, and the log adds its point, without
+    asking again."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, DIRECT), Oracle()
+    first = MetricPoint("steps", 1, 3, 100, 5, BASE, BASE, "increment")
+    assert store.write_metric(first).status == oracle.write(first)
+    later = MetricPoint("steps", 1, 3, 101, 7, BASE + 2 * HOUR, BASE + 2 * HOUR, "increment")
+    pend(redis_client, later)
+    oracle.write(later)
+    t1, t2 = BASE + HOUR, BASE + 3 * HOUR - 1
+    store.query([UserQuery(2, t1, t2)], ["steps"])  # the store reads the keyspace's marks
+    redis_client.config_resetstat()
+    (one,) = store.query([UserQuery(1, t1, t2)], ["steps"], None, True)
+    used = commands(redis_client)
+    assert (used.get("exists"), used.get("zrangebyscore"), used.get("hmget")) == (1, 1, 1)
+    assert one.sums == {"steps": 7}
+    assert one.activities == oracle.activities(1, ["steps"], None, t1, t2) == {"101": "3"}
 
 
 def test_a_log_only_users_range_older_than_the_records_costs_one_exists(

@@ -43,14 +43,16 @@ end
 
 -- add to his/los (entry ti: thing ti) the totals of the user's activities in the plan's
 -- range and answer how many there are (in the rec_ columns); false, with nothing added,
--- when the records cannot answer alone; 0 and true for a user with a log (logged) and
--- nothing kept, whose log answers alone. Two commands: the index lists what changed from
+-- when the records cannot answer alone; 0 and true for a user with a log (logged true)
+-- and nothing kept, whose log answers alone (logged KEPT: they have a log, and something
+-- kept, as sum_one asked). Two commands: the index lists what changed from
 -- t1 to an hour past t2 (the longest activity the records answer for: any listed past t2
 -- that began by t2 crosses the edge), and one HMGET asks for their summaries with the
 -- records' span, layout and completeness (activities.lua's span_of, which it remembers).
 -- marked: the range starts before the task's cut, so only a mark says the records are whole.
 -- A summary's first five values are read in place (lists.lua's list_start): a table of
 -- them costs more.
+local KEPT = 'kept'
 local function from_records(idx, acts, plan, his, los, logged, marked)
   local t1, t2 = plan.t1, plan.t2
   local upto = plan.upto
@@ -60,7 +62,7 @@ local function from_records(idx, acts, plan, his, los, logged, marked)
   end
   local items = redis.call('ZRANGEBYSCORE', idx, plan.s1, upto, 'LIMIT', '0', LIMIT)
   if #items > RECORDS_MAX then return false end
-  if #items == 0 and logged and nothing_kept(acts) then return 0, true end
+  if #items == 0 and logged == true and nothing_kept(acts) then return 0, true end
   -- the fields to ask for, then per activity begun by t2 its thing index and aid
   local ids, tis, aids, n = rec_ids, rec_tis, rec_aids, 0
   ids[1], ids[2], ids[3], ids[4] = SPAN_FIELD, LAYOUT_FIELD, WHOLE.legacy, WHOLE.field

@@ -231,11 +231,8 @@ end
 -- #include atids.lua
 -- #include fromrecords.lua
 -- #include pending.lua
-
 -- #include fromlog.lua
-
 -- #include lone.lua
-
 -- #include breakdown.lua
 
 local function begin(keys, args, unpacked)
@@ -285,20 +282,21 @@ local function series_reply(his, los, atids)
   return {sums}
 end
 
--- add to his/los one series' sums: from its keys at KEYS[k] on (its counters' groups,
--- then, flagged, its index and activity state) and its log; answer its activities'
--- string (with want_atids, flagged; else nil) and the key after its state. A user whose
--- records answer (fromrecords.lua) and who has no pending points has their activities
--- listed from the records at once; a user with nothing kept, from their log alone
--- (pending_alone); any other's are noted in a found table (atids.lua) as they turn up.
+-- add to his/los one series' sums: from its keys at KEYS[k] on (its counters' groups, then,
+-- flagged, its index and activity state) and its log; answer its activities' string (with
+-- want_atids, flagged; else nil) and the key after its state. Activities are listed from
+-- the records at once where they answer (fromrecords.lua) and no point waits; with nothing
+-- kept, from the log alone (pending_alone); else noted in a found table (atids.lua).
 local function sum_one(plan, flag, log, k, his, los)
   local state = k + #plan.groups  -- its activity keys, if flagged
   local listed, alone, acts = false, false, KEYS[state + 1]
-  -- their counters and activities cost ~8 commands for nothing (without "_atids", ~4: not
-  -- worth an EXISTS to a streaming user, whose log waits beside their counters)
-  if flag ~= 2 and flag > 0 and log and want_atids then alone = nothing_kept(acts) end
+  -- a log alone: its counters cost ~8 commands, its records' listing 1 (without "_atids",
+  -- ~4: not worth an EXISTS to a streaming user, whose log waits beside their counters)
+  local asked = flag > 0 and log and want_atids
+  if asked then alone = nothing_kept(acts) end
   if flag >= 2 and not alone then
-    listed, alone = from_records(KEYS[state], acts, plan, his, los, flag == 2 and log, flag == 3)
+    local logged = asked and KEPT or flag == 2 and log and true
+    listed, alone = from_records(KEYS[state], acts, plan, his, los, logged, flag == 3)
   end
   local want = want_atids and flag > 0
   if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want), state + 2 end
