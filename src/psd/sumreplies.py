@@ -38,24 +38,34 @@ def user_results(
     the sums of ``known`` things (any other of ``things`` sums to 0), and with activities
     their types by aid. One loop for every user: a call a user cost a 100-user mumt_query
     a tenth of its Python."""
-    every = list(dict.fromkeys(things)) == known  # each thing known: no 0 to fill in
-    width = len(known)
+    zeros = _zeros(things, known)
     out = []
     for reply in replies:
-        flat = reply[0]
-        if every and width == 1:
-            sums = {known[0]: flat[0] * _E15 + flat[1] if flat[0] else flat[1]}
-        else:
-            sums = {} if every else dict.fromkeys(things, 0)
-            for n in range(width):
-                hi, lo = flat[2 * n], flat[2 * n + 1]
-                sums[known[n]] = hi * _E15 + lo if hi else lo
+        sums = _sums(reply[0], known, zeros)
         if with_activities:
             words = iter(reply[1].decode().split())
             out.append(UserResult(sums, dict(zip(words, words, strict=True))))
         else:
             out.append(UserResult(sums))
     return out
+
+
+def _zeros(things: Sequence[str], known: list[str]) -> dict[str, int] | None:
+    """``things`` at 0, where some are not ``known`` (they sum to 0 in their place); None
+    where each is known once."""
+    return None if list(dict.fromkeys(things)) == known else dict.fromkeys(things, 0)
+
+
+def _sums(flat: list[int], known: list[str], zeros: dict[str, int] | None) -> dict[str, int]:
+    """A series' sums, by thing: ``flat`` holds each known thing's hi and lo (its sum
+    ``hi * 10^15 + lo``), in order."""
+    if any(flat[0::2]):
+        pairs = iter(flat)
+        values = [hi * _E15 + lo for hi, lo in zip(pairs, pairs, strict=True)]
+    else:
+        values = flat[1::2]
+    sums = dict(zip(known, values, strict=True))
+    return sums if zeros is None else {**zeros, **sums}
 
 
 class _Types(dict[bytes, int]):
@@ -79,20 +89,13 @@ def changed_results(
     whose activities changed in the range. The types are read from the reply's string of
     aids and types as they are: a :class:`UserResult`'s dict of aids a user, and the copy
     of its sums, cost a 100-user mumt_query a fifth of its Python."""
-    zeros = None if list(dict.fromkeys(things)) == known else dict.fromkeys(things, 0)
+    zeros = _zeros(things, known)
     typed = _TYPES.__getitem__
     out: list[Changed | None] = []
     for flat, atids in replies:
         if not atids:
             out.append(None)
             continue
-        if any(flat[0::2]):  # a sum past 10^15: hi, lo
-            pairs = iter(flat)
-            values = [hi * _E15 + lo for hi, lo in zip(pairs, pairs, strict=True)]
-            sums = dict(zip(known, values, strict=True))
-        else:
-            sums = dict(zip(known, flat[1::2], strict=True))
-        if zeros is not None:
-            sums = {**zeros, **sums}
+        sums = _sums(flat, known, zeros)
         out.append((sums, [*map(typed, atids.split()[1::2])]))
     return out
