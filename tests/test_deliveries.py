@@ -84,6 +84,30 @@ def test_one_delivery_s_parts_are_named_by_each_record_s_count(
 
 @given(
     st.lists(
+        st.tuples(st.sampled_from("abc"), st.sampled_from(["", "d1", "d2", OWN_DELIVERY + "w"])),
+        max_size=3 * WRITE_BATCH,
+    ),
+    st.sampled_from([WRITE_BATCH, 150, 2, 1]),
+)
+def test_many_deliveries_parts_are_named_by_each_record_s_count_in_each(
+    points: list[tuple[str, str]], own_part: int
+) -> None:
+    """A record's k-th point of a delivery is in that delivery's part k // size (the first
+    unnumbered), whatever other deliveries the write holds."""
+    seen: dict[tuple[str, str], int] = {}
+    expected = []
+    for record, delivery in points:
+        size = own_part if delivery[:1] == OWN_DELIVERY else WRITE_BATCH
+        k = seen[record, delivery] = seen.get((record, delivery), -1) + 1
+        expected.append(
+            "" if not delivery else f"{delivery}#{k // size}" if k >= size else delivery
+        )
+    records, deliveries = [r for r, _ in points], [d for _, d in points]
+    assert part_names(records, deliveries, own_part) == expected
+
+
+@given(
+    st.lists(
         st.tuples(st.sampled_from("abc"), st.sampled_from(["", "p", "p#1", "q"])), max_size=40
     ),
     st.booleans(),

@@ -137,6 +137,10 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str], own_part: int
     position, the same on every redelivery."""
     if len(set(deliveries)) == 1:  # one delivery (or the store's own key): by record alone
         return _one_delivery_names(records, deliveries[0], own_part)
+    # messages of a stream (a worker's batch: a point a user each): each record's points of
+    # a delivery fit in its first part, counted in C
+    if max(Counter(zip(records, deliveries, strict=True)).values()) <= min(own_part, WRITE_BATCH):
+        return list(deliveries)
     position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
