@@ -230,13 +230,21 @@ def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
         ]
         values += [*hours.names, len(picks), *picks]
         values += [len(hours.days), *hours.days, *hours.bases]
-    packer = msgpack.Packer()
-    return b"".join(packer.pack(value) for value in values)
+    return _headless(values)
 
 
 #: A msgpack array of up to 15 elements is one byte of header, of up to 65,535 three
-#: bytes, then its elements packed one after the other: the flat run of those elements.
+#: bytes (more, five), then its elements packed one after the other.
 _FIXARRAY = 15
+_ARRAY16 = 0xFFFF
+
+
+def _headless(values: list[Any]) -> bytes:
+    """``values`` packed one after the other: one pack of them as an array, its header cut
+    off (a pack a value cost a month's head five times as much)."""
+    packed: bytes = msgpack.packb(values)
+    n = len(values)
+    return packed[1:] if n <= _FIXARRAY else packed[3:] if n <= _ARRAY16 else packed[5:]
 
 
 def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int) -> bytes:
@@ -247,5 +255,4 @@ def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int) -> bytes:
     for window in windows:
         values += window
     values += (t1, t2)
-    packed: bytes = msgpack.packb(values)
-    return packed[1:] if len(values) <= _FIXARRAY else packed[3:]
+    return _headless(values)
