@@ -98,3 +98,20 @@ def test_things_psd_does_not_know_change_nothing(redis_client: redis.Redis) -> N
     store.write_metric(MetricPoint("steps", 1, 4, 1, 5, BASE, BASE, "increment"))
     assert store.changed([UserQuery(1, BASE, BASE)], ["miles"]) == [None]
     assert store.changed([UserQuery(1, BASE, BASE)], ["steps"]) == [({"steps": 5}, [4])]
+
+
+def test_query_reads_sums_past_10_15_whole(redis_client: redis.Redis) -> None:
+    """``Store.query`` of one thing, and of two, for users whose sums pass 10^15 (their
+    reply's high part): the sums are the oracle's."""
+    redis_client.flushdb()
+    store, oracle = Store(redis_client, Settings()), Oracle()
+    for uid in (1, 2):
+        for n, thing in enumerate(["steps", "steps", "points"]):
+            point = MetricPoint(thing, uid, 4, n, 6 * 10**14 + uid, BASE + n, BASE + n)
+            assert store.write_metric(point).status == oracle.write(point)
+    users = [UserQuery(1, BASE, BASE + HOUR), UserQuery(2, BASE, BASE + HOUR)]
+    for things in (["steps"], ["steps", "points"]):
+        found = store.query(users, things)
+        expected = [{t: oracle.sum(u, t, None, BASE, BASE + HOUR) for t in things} for u in (1, 2)]
+        assert [r.sums for r in found] == expected
+        assert expected[0]["steps"] > 10**15

@@ -39,6 +39,9 @@ def user_results(
     their types by aid. One loop for every user: a call a user cost a 100-user mumt_query
     a tenth of its Python."""
     zeros = _zeros(things, known)
+    if zeros is None and len(known) == 1 and not with_activities:  # a leaderboard's, a series'
+        (thing,) = known
+        return [UserResult({thing: hi * _E15 + lo if hi else lo}) for ((hi, lo),) in replies]
     out = []
     for reply in replies:
         sums = _sums(reply[0], known, zeros)
@@ -58,14 +61,13 @@ def _zeros(things: Sequence[str], known: list[str]) -> dict[str, int] | None:
 
 def _sums(flat: list[int], known: list[str], zeros: dict[str, int] | None) -> dict[str, int]:
     """A series' sums, by thing: ``flat`` holds each known thing's hi and lo (its sum
-    ``hi * 10^15 + lo``), in order."""
-    if any(flat[0::2]):
-        pairs = iter(flat)
-        values = [hi * _E15 + lo for hi, lo in zip(pairs, pairs, strict=True)]
-    else:
-        values = flat[1::2]
-    sums = dict(zip(known, values, strict=True))
-    return sums if zeros is None else {**zeros, **sums}
+    ``hi * 10^15 + lo``), in order; ``zeros``, the things asked that are not known. (A loop
+    by index: half the cost of zipping them.)"""
+    sums = {} if zeros is None else zeros.copy()
+    for n, thing in enumerate(known):
+        hi, lo = flat[2 * n], flat[2 * n + 1]
+        sums[thing] = hi * _E15 + lo if hi else lo
+    return sums
 
 
 class _Types(dict[bytes, int]):
