@@ -135,12 +135,18 @@ def _part_names(records: Sequence[str], deliveries: Sequence[str], own_part: int
     """Each point's delivery part: ``key`` for a delivery's first ``WRITE_BATCH`` points
     (``own_part`` for the store's own key) for a record, then ``key#1``, ``key#2``… by
     position, the same on every redelivery."""
+    # points of several records (a stream's tick, a worker's batch of them: its first and
+    # last of two), each record's points of a delivery within its first part, counted in C;
+    # a user's run (a bulk load's) is named run by run
+    if (
+        len(records) > 1
+        and records[0] != records[-1]
+        and max(Counter(zip(records, deliveries, strict=True)).values())
+        <= min(own_part, WRITE_BATCH)
+    ):
+        return list(deliveries)
     if len(set(deliveries)) == 1:  # one delivery (or the store's own key): by record alone
         return _one_delivery_names(records, deliveries[0], own_part)
-    # messages of a stream (a worker's batch: a point a user each): each record's points of
-    # a delivery fit in its first part, counted in C
-    if max(Counter(zip(records, deliveries, strict=True)).values()) <= min(own_part, WRITE_BATCH):
-        return list(deliveries)
     position: dict[tuple[str, str], int] = {}  # (record, delivery) -> its points so far
     names: list[str] = []
     for record, delivery in zip(records, deliveries, strict=True):
@@ -161,10 +167,6 @@ def _one_delivery_names(records: Sequence[str], delivery: str, own_part: int) ->
     if not delivery:
         return [""] * len(records)
     size = own_part if delivery[0] == OWN_DELIVERY else WRITE_BATCH
-    # points of several records (a stream's tick: its first and last of two) whose records'
-    # points each fit in a first part, counted in C; a user's run (a bulk load's), run by run
-    if len(records) > 1 and records[0] != records[-1] and max(Counter(records).values()) <= size:
-        return [delivery] * len(records)
     position: dict[str, int] = {}  # record -> its points so far
     names: list[str] = []
     for record, run in groupby(records):

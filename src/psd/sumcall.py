@@ -180,10 +180,7 @@ def _hour_names(hour: int) -> tuple[str, str, str, str, str]:
 def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     """The keys and the argument (:class:`psd.scriptargs.SumArg`) of one sum.lua call."""
     things, atid, series = request.things, request.atid, request.series
-    if len(request.plans) == 1:  # most reads: every user's range the same
-        readers: dict[int, int] = {0: len(series)}
-    else:
-        readers = Counter(one.plan for one in series)
+    readers = Counter(one.plan for one in series)
     legacy = request.legacy_hours
     plans = [
         _plan_arg(plan, readers[number], things, atid, legacy)
