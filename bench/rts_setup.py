@@ -68,13 +68,14 @@ class RedisStack:
             raise RuntimeError(out.stderr.strip() or f"{self.server} exited {out.returncode}")
         return " ".join(out.stdout.split()[:3])
 
-    def embedded(self, with_module: bool = True) -> EmbeddedServer:
-        """An :class:`EmbeddedServer` running this Redis, with the timeseries module or not.
-        EmbeddedServer starts its process in our environment, so the libraries are put in it
-        (they change nothing for this Python process, which has loaded its own already)."""
+    def embedded(self, with_module: bool = True, binary: Path | None = None) -> EmbeddedServer:
+        """An :class:`EmbeddedServer` running this Redis (or ``binary``, another Redis that
+        loads the module), with the timeseries module or not. EmbeddedServer starts its
+        process in our environment, so the libraries are put in it (they change nothing for
+        this Python process, which has loaded its own already)."""
         os.environ["LD_LIBRARY_PATH"] = self.env()["LD_LIBRARY_PATH"]
         extra = ("--loadmodule", str(self.module)) if with_module else ()
-        return EmbeddedServer(binary=self.server, persist=False, extra_args=extra)
+        return EmbeddedServer(binary=binary or self.server, persist=False, extra_args=extra)
 
 
 def paths(root: Path) -> RedisStack:

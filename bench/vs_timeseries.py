@@ -10,7 +10,10 @@ figures alone. The data (bench/vs_data.py): one series a user, a point every 10 
 increments of 0..199, one activity a user a day, ending at today's midnight; psd stores it
 with the default settings (every level kept 90 days), RTS in series made with ``TS.CREATE``
 (compressed, no retention). Each runs on a fresh server of its own; psd on the same Redis
-binary as RTS (``--psd-server same``, without the module) unless told otherwise. Streaming
+binary as RTS (``--psd-server same``, without the module) unless told otherwise. That binary
+is the stack's Redis (``--server stack``) or, with ``--server path``, the ``redis-server`` on
+the PATH with the stack's module loaded into it (a distribution's Redis: builds of one
+version differ by up to a third in Lua's speed, and psd's reads run in Lua). Streaming
 ingest covers the first ``--stream-days`` days (psd is much slower that way), bulk ingest all
 of it; reads run on what bulk ingest left. Memory is ``used_memory`` less the Lua heap, and
 psd's streaming figure is also given without the delivery records a replay faster than real
@@ -78,17 +81,18 @@ def module_version(client: redis.Redis) -> str:
 def servers(args: argparse.Namespace, stack: RedisStack | None) -> Iterator[dict[str, str]]:
     """URLs of psd's server, RTS's (if any) and the Celery broker, each a fresh process."""
     with contextlib.ExitStack() as stack_of:
+        binary = None if args.server == "stack" else server_binary(prefer_path=True)
         if stack is not None and args.psd_server == "same":
-            psd_srv = stack.embedded(with_module=False)
+            psd_srv = stack.embedded(with_module=False, binary=binary)
         else:
-            binary = server_binary(prefer_path=args.psd_server != "wheel")
-            psd_srv = EmbeddedServer(binary=binary, persist=False)
+            own = server_binary(prefer_path=args.psd_server != "wheel")
+            psd_srv = EmbeddedServer(binary=own, persist=False)
         urls = {"psd": stack_of.enter_context(psd_srv).url}
         urls["broker"] = stack_of.enter_context(
             EmbeddedServer(binary=psd_srv.binary, persist=False)
         ).url
         if stack is not None:
-            urls["rts"] = stack_of.enter_context(stack.embedded()).url
+            urls["rts"] = stack_of.enter_context(stack.embedded(binary=binary)).url
         yield urls
 
 
@@ -181,6 +185,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=80)
     ap.add_argument("--stream-days", type=int, default=2, help="days of streaming ingest")
     ap.add_argument("--rts-dir", default="", help="made by bench/rts_setup.py")
+    ap.add_argument("--server", choices=["stack", "path"], default="stack", help="RTS's Redis")
     ap.add_argument("--psd-server", choices=["same", "path", "wheel"], default="same")
     ap.add_argument("--checks", type=int, default=300, help="random ranges summed 4 ways")
     ap.add_argument("--calls", type=int, default=1000, help="one-user reads a range (5 rounds)")
