@@ -112,13 +112,17 @@ def pended(
     diffadd never comes before a point sent ahead of it (the waiting ones go in calls of
     their own, after the others)."""
     direct: set[str] = set()
+    record_of = records.__getitem__
     for call in calls:
         if len(call) > most:  # else no user has more
-            per_user = Counter(records[i] for i in call)
+            per_user = Counter(map(record_of, call))
             direct.update(record for record, n in per_user.items() if n > most)
-    items = [i for call in calls for i in call]
-    direct |= must_go_direct(points, items, records, levels, known)
-    return frozenset(i for i in items if records[i] not in direct)
+    # the points of the users not decided yet (none, in a bulk write: a user's days)
+    rest = [i for call in calls for i in call if records[i] not in direct]
+    if not rest:
+        return frozenset()
+    direct |= must_go_direct(points, rest, records, levels, known)
+    return frozenset(i for i in rest if records[i] not in direct)
 
 
 #: The size past which a log is returned to be applied, and the size past which it takes no
