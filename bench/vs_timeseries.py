@@ -12,8 +12,8 @@ with the default settings (every level kept 90 days), RTS in series made with ``
 (compressed, no retention). Each runs on a fresh server of its own; psd on the same Redis
 binary as RTS (``--psd-server same``, without the module) unless told otherwise. That binary
 is the stack's Redis (``--server stack``) or, with ``--server path``, the ``redis-server`` on
-the PATH with the stack's module loaded into it (a distribution's Redis: builds of one
-version differ by up to a third in Lua's speed, and psd's reads run in Lua). Streaming
+the PATH with the stack's module loaded into it (a distribution's Redis: psd's reads run in
+Lua, whose speed depends on the server's build). Streaming
 ingest covers the first ``--stream-days`` days (psd is much slower that way), bulk ingest all
 of it; reads run on what bulk ingest left. Memory is ``used_memory`` less the Lua heap, and
 psd's streaming figure is also given without the delivery records a replay faster than real
@@ -185,7 +185,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=80)
     ap.add_argument("--stream-days", type=int, default=2, help="days of streaming ingest")
     ap.add_argument("--rts-dir", default="", help="made by bench/rts_setup.py")
-    ap.add_argument("--server", choices=["stack", "path"], default="stack", help="RTS's Redis")
+    ap.add_argument("--server", choices=["stack", "path"], default="stack", help="both run on")
     ap.add_argument("--psd-server", choices=["same", "path", "wheel"], default="same")
     ap.add_argument("--checks", type=int, default=300, help="random ranges summed 4 ways")
     ap.add_argument("--calls", type=int, default=1000, help="one-user reads a range (5 rounds)")
