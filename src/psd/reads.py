@@ -30,6 +30,9 @@ from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.retention import Answerable, answerable, answered_range
 from psd.scripts import Scripts
 from psd.sumcall import (
+    ACTIVITIES,
+    ACTIVITY_TYPES,
+    NO_ACTIVITIES,
     NO_RECORDS,
     Series,
     SumRequest,
@@ -166,7 +169,8 @@ class Reads:
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         if not known:
             return [UserResult(dict.fromkeys(things, 0)) for _ in users]
-        replies, widened = self._query_replies(users, known, atid, with_activities)
+        wanted = ACTIVITIES if with_activities else NO_ACTIVITIES
+        replies, widened = self._query_replies(users, known, atid, wanted)
         results = user_results(things, known, replies, with_activities)
         for n, span in widened.items():
             results[n].widened = span
@@ -182,20 +186,21 @@ class Reads:
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         if not known:
             return [None] * len(users)
-        replies, _ = self._query_replies(users, known, atid, True)
+        replies, _ = self._query_replies(users, known, atid, ACTIVITY_TYPES)
         return changed_results(things, known, replies)
 
     def _query_replies(
-        self, users: Sequence[UserQuery], known: list[str], atid: int | None, with_activities: bool
+        self, users: Sequence[UserQuery], known: list[str], atid: int | None, activities: int
     ) -> tuple[list[Any], dict[int, Answerable]]:
         """The replies of a query of ``known`` things, each user's nested (one call a
-        request), and the spans of the users whose range was widened, by position."""
+        request), with the ``activities`` asked (psd.sumcall.ACTIVITIES...), and the spans
+        of the users whose range was widened, by position."""
         plan_numbers: dict[tuple[int, int], int] = {}
         plans: list[ReadPlan] = []
         series: list[Series] = []
         widened: dict[int, Answerable] = {}
         now, lifetime = int(self._clock()), self.state_lifetime
-        horizon = self.kept.policy("metric").horizon_at(now) if with_activities else None
+        horizon = self.kept.policy("metric").horizon_at(now) if activities else None
         Shape = tuple[Answerable | None, int, bool, int]
 
         def shape_of(t1: int, t2: int) -> Shape:
@@ -209,7 +214,7 @@ class Reads:
             records = NO_RECORDS
             if horizon is not None:
                 records = records_may_answer(span.t1, lifetime, now, horizon)
-            with_state = with_activities or bool(plans[plan_no].windows)
+            with_state = bool(activities) or bool(plans[plan_no].windows)
             return None if span.exact else span, plan_no, with_state, records
 
         # users mostly share their ranges: each range's shape is made once, and looked up
@@ -227,7 +232,7 @@ class Reads:
                 widened[n] = wide
             series.append(Series(plan_no, metric_prefix(uid), with_state, records))
         thing_ids = tuple(THINGS[t] for t in known)
-        return self._run_sum(SumRequest(thing_ids, atid, plans, series, with_activities)), widened
+        return self._run_sum(SumRequest(thing_ids, atid, plans, series, activities)), widened
 
     def breakdowns(
         self, users: Sequence[tuple[int, Breakdown]], things: Sequence[str], atid: int | None = None

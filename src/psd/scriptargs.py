@@ -185,7 +185,7 @@ class BreakdownsArg(NamedTuple):
 class SumArg(NamedTuple):
     """sum.lua's ``ARGV[1]``: one request, whole."""
 
-    want_atids: int  # 1: list the activities that changed in each series' range
+    want_atids: int  # 1: list the activities that changed in each series' range; 2: their types
     atid: str  # "" = every type
     things: tuple[int, ...]  # 0 for global counters
     things_s: list[str]

@@ -88,17 +88,23 @@ def field_names(ranges: Ranges, things: tuple[int, ...], atid: int | None) -> li
     return names if atid is None else [f"{name}:{atid}" for name in names]
 
 
+#: What a read asks of the activities that changed in its ranges: nothing, their aids and
+#: types, or their types alone, one an activity (what ``/v1/mumt_query`` answers: the aids'
+#: text costs the script and the reply more than the types).
+NO_ACTIVITIES, ACTIVITIES, ACTIVITY_TYPES = 0, 1, 2
+
+
 @dataclass(frozen=True, slots=True)
 class SumRequest:
     """What a read asks of sum.lua: its ``series``, each reading one of ``plans`` (with the
-    activities that changed, when ``want_activities``), and its ``breakdowns`` ((key prefix,
-    breakdown)), all summing ``things`` (of one type: ``atid``)."""
+    activities that changed, as ``want_activities`` asks), and its ``breakdowns`` ((key
+    prefix, breakdown)), all summing ``things`` (of one type: ``atid``)."""
 
     things: tuple[int, ...]
     atid: int | None = None
     plans: list[ReadPlan] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
-    want_activities: bool = False
+    want_activities: int = NO_ACTIVITIES
     breakdowns: Sequence[tuple[str, Breakdown]] = ()
     #: ask for hours as plain fields of month hashes too (a keyspace on layout 1: psd/layout.py)
     legacy_hours: bool = False
@@ -286,7 +292,7 @@ def one_series_call(
     plan: ReadPlan,
     things: tuple[int, ...],
     atid: int | None,
-    want_activities: bool,
+    want_activities: int,
     with_state: bool,
     legacy: bool,
     records: int = NO_RECORDS,

@@ -87,10 +87,11 @@ _TYPES = _Types()
 def changed_results(
     things: Sequence[str], known: list[str], replies: list[Any]
 ) -> list[Changed | None]:
-    """Each series' reply with its activities as :data:`Changed`, None for a user none of
-    whose activities changed in the range. The types are read from the reply's string of
-    aids and types as they are: a :class:`UserResult`'s dict of aids a user, and the copy
-    of its sums, cost a 100-user mumt_query a fifth of its Python."""
+    """Each series' reply with its activities' types alone (psd.sumcall.ACTIVITY_TYPES) as
+    :data:`Changed`, None for a user none of whose activities changed in the range. The
+    types are read from the reply's string as they are: a :class:`UserResult`'s dict of
+    aids a user, and the copy of its sums, cost a 100-user mumt_query a fifth of its
+    Python."""
     zeros = _zeros(things, known)
     typed = _TYPES.__getitem__
     out: list[Changed | None] = []
@@ -99,5 +100,5 @@ def changed_results(
             out.append(None)
             continue
         sums = _sums(flat, known, zeros)
-        out.append((sums, [*map(typed, atids.split()[1::2])]))
+        out.append((sums, [*map(typed, atids.split())]))
     return out

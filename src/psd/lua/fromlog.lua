@@ -79,6 +79,7 @@ local function pending_alone(raw, t1, t2, his, los, want)
   local n = add_log(raw, t1, t2, his, los, nil, want)
   if not want then return nil end
   local words = rec_words
+  if types_only then return table.concat(rec_types, ' ', 1, n) end
   for j = 1, n do words[2 * j - 1], words[2 * j] = rec_aids[j], rec_types[j] end
   return table.concat(words, ' ', 1, 2 * n)
 end

@@ -113,9 +113,10 @@ local function note_records(found, m)
   for j = 1, m do note(found, rec_aids[j], rec_lasts[j], rec_tis[j], rec_types[j]) end
 end
 
--- the m activities of the last from_records as "aid type aid type ...", each aid once with
--- the type note would give it: its latest change's, at one second the later thing's (one
--- activity of several things has a summary a thing); few enough to compare pairwise
+-- the m activities of the last from_records as "aid type aid type ..." (types_only: "type
+-- type ..."), each aid once with the type note would give it: its latest change's, at one
+-- second the later thing's (one activity of several things has a summary a thing); few
+-- enough to compare pairwise
 local function records_atids(m)
   local aids, lasts, tis, words, w = rec_aids, rec_lasts, rec_tis, rec_words, 0
   for j = 1, m do
@@ -134,7 +135,11 @@ local function records_atids(m)
           best = i
         end
       end
-      words[w + 1], words[w + 2], w = aid, rec_types[best], w + 2
+      if types_only then
+        words[w + 1], w = rec_types[best], w + 1
+      else
+        words[w + 1], words[w + 2], w = aid, rec_types[best], w + 2
+      end
     end
   end
   return table.concat(words, ' ', 1, w)

@@ -5,7 +5,7 @@
 --
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
--- ARGV[1]  msgpack {want_atids (0|1), atid ("" = every type), things, thing_strings, plans,
+-- ARGV[1]  msgpack {want_atids (0|1|2: 2 answers the types alone), atid ("" = every type), things, thing_strings, plans,
 --          series} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
 --          numbers (0 for global counters), thing_strings the same as decimal strings (as in
 --          index members); a plan is {t1, t2, s1, s2, readers, groups,
@@ -47,7 +47,8 @@
 --          (pending.lua; a global counter's names no key); then per breakdown its counter
 --          hashes, then, when it has windows, {uid}:idx and {uid}:acts, then {uid}:p (a flat
 --          run: its counter hashes, then {uid}:idx, {uid}:acts and {uid}:p)
--- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]}: one hi, lo per
+-- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]} (want_atids 2:
+-- "atid atid ...", one an activity, as /v1/mumt_query answers them): one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
 -- then per breakdown {hi, lo, ...}: per bucket one hi, lo per thing. A call of series
 -- without breakdowns answers one flat list, {"f", hi, lo, ...}: its series' hi, lo per
@@ -71,7 +72,7 @@ local SMALL = 8
 -- it runs as a Redis Function, so nothing of a call may outlive it): its keys, the request,
 -- its type filter; things[ti] is a thing's number, thing_index maps it back to ti, thing_of
 -- its decimal string; its plans.
-local KEYS, request, want_atids, filter, things, thing_index, thing_of, plans
+local KEYS, request, want_atids, types_only, filter, things, thing_index, thing_of, plans
 
 local function wanted(ranges, child)
   for i = 1, #ranges, 2 do
@@ -237,7 +238,8 @@ end
 
 local function begin(keys, args, unpacked)
   KEYS, request = call_keys(keys, args), unpacked
-  want_atids, filter = request[1] == 1, request[2] ~= '' and request[2] or nil
+  want_atids, types_only = request[1] > 0, request[1] == 2
+  filter = request[2] ~= '' and request[2] or nil
   things, thing_index, thing_of = request[3], {}, {}
   for ti = 1, #things do
     thing_index[things[ti]], thing_of[request[4][ti]] = ti, ti
@@ -264,12 +266,14 @@ local function series_logs(series)
   return pending_logs(keys)
 end
 
--- the activities found, as one string "aid type aid type ...": a reply element costs more
--- than the join
+-- the activities found, as one string "aid type aid type ..." (types_only: "type type
+-- ..."): a reply element costs more than the join
 local function atids_of(found)
   local words, n = {}, 0
-  for aid, typ in pairs(found.typ) do
-    words[n + 1], words[n + 2], n = aid, typ, n + 2
+  if types_only then
+    for _, typ in pairs(found.typ) do words[n + 1], n = typ, n + 1 end
+  else
+    for aid, typ in pairs(found.typ) do words[n + 1], words[n + 2], n = aid, typ, n + 2 end
   end
   return table.concat(words, ' ')
 end
