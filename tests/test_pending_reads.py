@@ -1,6 +1,8 @@
 """Reads add a user's pending increments (psd/lua/pending.lua: ``{uid}:p``, msgpack values
-five a point) to what the counters and records hold: sums, the activities that changed,
-one-user sums and breakdown buckets, against the brute-force oracle on a real Redis."""
+five a point) to what the counters and records hold: sums, the activities that changed (and
+their types alone), one-user sums and breakdown buckets, against the brute-force oracle on
+a real Redis, from logs of entries of numbers, of strings (a keyspace before layout 4) and of
+both."""
 
 from __future__ import annotations
 
@@ -22,16 +24,23 @@ from tests.test_store import BASES, THINGS, Scenario, instants, scenario
 ATIDS = (None, 0, 1, 1000)
 
 
-def pend(client: redis.Redis, p: MetricPoint) -> None:
-    """``p``, an increment, appended to its user's log as the write script appends it."""
-    values = (THING_NUMBERS[p.thing], str(p.aid), str(p.atid), p.value, p.ts2)
+def pend(client: redis.Redis, p: MetricPoint, numbers: bool) -> None:
+    """``p``, an increment, appended to its user's log as pend.lua appends it: an entry of
+    numbers (its thing's code 16 more than its number, ids below 10^14 as numbers) or of
+    strings."""
+    if numbers:
+        ids = [n if n < 10**14 else str(n) for n in (p.aid, p.atid)]
+        values = (THING_NUMBERS[p.thing] + 16, *ids, p.value, p.ts2)
+    else:
+        values = (THING_NUMBERS[p.thing], str(p.aid), str(p.atid), p.value, p.ts2)
     packer = msgpack.Packer()
     client.append(metric_prefix(p.uid) + PENDING, b"".join(map(packer.pack, values)))
 
 
 @st.composite
-def pending(draw: st.DrawFn) -> tuple[Scenario, list[MetricPoint]]:
-    """Points written, then increments left in the logs (of the same activities, often)."""
+def pending(draw: st.DrawFn) -> tuple[Scenario, list[tuple[MetricPoint, bool]]]:
+    """Points written, then increments left in the logs (of the same activities, often;
+    some of ids past 10^14), each an entry of numbers or of strings."""
     case = draw(scenario(BASES))
     base = case[2]
     pended = draw(
@@ -43,7 +52,7 @@ def pending(draw: st.DrawFn) -> tuple[Scenario, list[MetricPoint]]:
                 st.sampled_from(THINGS),
                 st.integers(1, 2),
                 st.sampled_from([0, 1, 1000, 2**62]),
-                st.integers(1, 4),
+                st.sampled_from([1, 2, 3, 4, 10**14 - 1, 10**14]),
                 st.integers(-60, 60).filter(bool),
                 instants(base),
             ),
@@ -51,7 +60,7 @@ def pending(draw: st.DrawFn) -> tuple[Scenario, list[MetricPoint]]:
             max_size=12,
         )
     )
-    return case, pended
+    return case, [(p, draw(st.booleans())) for p in pended]
 
 
 @settings(
@@ -59,14 +68,17 @@ def pending(draw: st.DrawFn) -> tuple[Scenario, list[MetricPoint]]:
 )
 @given(pending())
 def test_reads_add_the_pending_points(
-    redis_client: redis.Redis, store: Store, drawn: tuple[Scenario, list[MetricPoint]]
+    redis_client: redis.Redis,
+    store: Store,
+    drawn: tuple[Scenario, list[tuple[MetricPoint, bool]]],
 ) -> None:
-    (writes, ranges, _), pended = drawn
+    (writes, ranges, _), entries = drawn
     redis_client.flushdb()
     oracle = Oracle()
     assert [r.status for r in store.write_metrics(writes)] == [oracle.write(p) for p in writes]
-    for p in pended:
-        pend(redis_client, p)
+    pended = [p for p, _ in entries]
+    for p, numbers in entries:
+        pend(redis_client, p, numbers)
         oracle.write(p)
     for t1, t2 in ranges:
         for atid in ATIDS:
@@ -78,6 +90,10 @@ def test_reads_add_the_pending_points(
                         assert result.sums[thing] == oracle.sum(uid, thing, atid, t1, t2)
                     if with_activities:
                         assert result.activities == oracle.activities(uid, THINGS, atid, t1, t2)
+            for uid, changed in zip((1, 2), store.changed(users, THINGS, atid), strict=True):
+                activities = oracle.activities(uid, THINGS, atid, t1, t2)
+                types = sorted(map(int, activities.values()))
+                assert (sorted(changed[1]) if changed else []) == types
             for thing in THINGS:  # one user's one thing: the flat call
                 assert store.sum(1, thing, atid, t1, t2) == oracle.sum(1, thing, atid, t1, t2)
         bounds = tuple(sorted({t1, t2 + 1, (t1 + t2) // 2 + 1, *(p.ts2 for p in pended[:3])}))
@@ -85,12 +101,13 @@ def test_reads_add_the_pending_points(
         if len(bounds) < 2:
             continue
         plan = breakdown(bounds, "minute")
-        [got] = store.breakdowns([(2, plan)], THINGS, None)
-        expected = [
-            {thing: oracle.sum(2, thing, None, a, b - 1) for thing in THINGS}
-            for a, b in pairwise(bounds)
-        ]
-        assert got == expected
+        for atid in (None, 1000, 2**62):
+            [got] = store.breakdowns([(2, plan)], THINGS, atid)
+            expected = [
+                {thing: oracle.sum(2, thing, atid, a, b - 1) for thing in THINGS}
+                for a, b in pairwise(bounds)
+            ]
+            assert got == expected
 
 
 def test_a_user_near_the_limits_has_a_hash_there_and_reads_find_no_points(

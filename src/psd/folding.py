@@ -14,7 +14,7 @@ import msgpack
 from redis.exceptions import ResponseError
 
 from psd.batching import CALL_POINTS
-from psd.keys import PENDING
+from psd.keys import LOG_NUMBERS, PENDING
 from psd.model import THINGS, MetricPoint
 from psd.writes import METRIC, log_args
 
@@ -38,8 +38,9 @@ def log_points(key: str, raw: bytes) -> Iterator[MetricPoint]:
     uid = int(key[1 : key.index("}")])
     flat = log_entries(raw)
     for at in range(0, len(flat), 5):
-        thing, aid, atid, value, ts = flat[at : at + 5]
-        yield MetricPoint(_THING_NAMES[thing], uid, int(atid), int(aid), value, ts, ts, "increment")
+        code, aid, atid, value, ts = flat[at : at + 5]
+        thing = _THING_NAMES[code % LOG_NUMBERS]  # an entry of numbers or of strings
+        yield MetricPoint(thing, uid, int(atid), int(aid), value, ts, ts, "increment")
 
 
 def read_logs(store: Store, keys: set[str]) -> dict[str, bytes]:

@@ -70,6 +70,9 @@ ONCE = "once"
 #: A user's pending increments, applied with their next write of many (psd/pending.py):
 #: ``{uid}:`` + PENDING. A global counter's series names it too, which no key is.
 PENDING = "p"
+#: An entry of numbers in a log names its thing by this plus its number; an entry of
+#: strings (a keyspace before layout 4: psd/layout.py) by its number (psd/lua/pending.lua).
+LOG_NUMBERS = 16
 #: Hour ``h`` of day ``d`` is child ``HOUR_BASE + 24 * (d - 1) + h`` of the month's hash.
 HOUR_BASE = 100
 #: The field of a month's hash naming its open day, whose hours its own hash holds

@@ -1,5 +1,13 @@
 """Which layout of psd's keys a keyspace is on, kept in the keyspace itself.
 
+Layout 4 keeps waiting increments in users' logs as entries of numbers (their thing's code,
+aid and atid numbers: psd/lua/pending.lua), which a read unpacks for a third of the cost of
+layout 3's entries of strings. Its keys are layout 3's otherwise, and every psd that knows
+entries of numbers reads both, so a keyspace psd marked 3 goes on to 4 only when its
+operator says that no earlier psd (which reads entries of strings alone) is left running:
+``psd layout --numeric-logs`` (psd/cli/ops.py). Until then, this version writes entries of
+strings there, and sees the mark within a minute of it.
+
 Layout 3 keeps a container's sums per type in the same hash as its sums of every type
 (``{uid}:mYYYYMM`` holds ``"<slot>"`` and ``"<slot>:<atid>"``: psd/keys.py). Layout 2, psd's
 before it, kept them in a twin hash (``{uid}:tmYYYYMM``); layout 1, before that, also kept
@@ -7,8 +15,8 @@ every hour as a plain field of its month's hash where layouts 2 and 3 pack them 
 (psd/lua/hours.lua). A per-type read on a keyspace before layout 3 also reads the twin hashes
 (psd/reads.py), and one on layout 1 asks for the plain hours too (they cost a lookup each,
 found or not). The retention task moves twins into their hashes and packs plain hours where
-it finds them (psd/maintenance.py), and marks the keyspace current once a whole pass over it
-has left neither.
+it finds them (psd/maintenance.py), and marks the keyspace 3 once a whole pass over it has
+left neither.
 """
 
 from __future__ import annotations
@@ -18,8 +26,12 @@ from typing import Any
 
 #: The key holding the keyspace's layout.
 LAYOUT_KEY = "psd:layout"
-#: The layout this version writes.
-CURRENT = 3
+#: The layout this version writes on a new keyspace.
+CURRENT = 4
+#: The first layout whose logs may hold entries of numbers.
+NUMERIC_LOGS = 4
+#: The first layout with every type's sums in one hash.
+TYPES_IN_HASH = 3
 #: The first layout with packed hours.
 PACKED_HOURS = 2
 #: User month hashes (every type, per type): one of them on a keyspace without the key
@@ -40,15 +52,26 @@ def layout_of(client: Any) -> int:
     return int(client.get(LAYOUT_KEY))
 
 
-def mark_current(client: Any) -> None:
+def mark_types_in_hash(client: Any) -> None:
     """Record that no twin hash and no plain hour of an earlier layout is left."""
-    client.set(LAYOUT_KEY, CURRENT)
+    client.set(LAYOUT_KEY, TYPES_IN_HASH)
+
+
+def mark_numeric_logs(client: Any) -> int:
+    """Let logs take entries of numbers, on a keyspace of layout 3 (no earlier psd left
+    running, as its operator says); the keyspace's layout after."""
+    layout = layout_of(client)
+    if layout == TYPES_IN_HASH:
+        client.set(LAYOUT_KEY, NUMERIC_LOGS)
+        layout = NUMERIC_LOGS
+    return layout
 
 
 class LayoutWatch:
-    """The keyspace's layout, for what reads must still ask of earlier ones: asked of the
-    keyspace at the first read, and again at most every ``every`` seconds until it is
-    current (an upgrade finished elsewhere is seen without a restart)."""
+    """The keyspace's layout, for what reads must still ask of earlier ones and how writes
+    write logs: asked of the keyspace at the first read or write, and again at most every
+    ``every`` seconds until it is current (an upgrade finished elsewhere is seen without a
+    restart)."""
 
     def __init__(self, client: Any, every: float = 60.0) -> None:
         self.client, self.every = client, every
@@ -68,4 +91,8 @@ class LayoutWatch:
 
     def legacy_twins(self) -> bool:
         """Whether per-type reads must also read layout 2's twin hashes."""
-        return self.layout() < CURRENT
+        return self.layout() < TYPES_IN_HASH
+
+    def numeric_logs(self) -> bool:
+        """Whether logs take entries of numbers."""
+        return self.layout() >= NUMERIC_LOGS

@@ -31,7 +31,7 @@ from redis.exceptions import LockNotOwnedError, ResponseError
 from psd.folding import apply_logs
 from psd.kept import record_applied
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
-from psd.layout import CURRENT, PACKED_HOURS, mark_current
+from psd.layout import PACKED_HOURS, TYPES_IN_HASH, mark_types_in_hash
 from psd.nodes import rerouted
 from psd.retention import Policy
 from psd.scriptargs import HashJob, MaintainJob, RootJob, StateJob, TwinJob
@@ -224,7 +224,7 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     cursors_key, left_key = _key(task, "cursors"), _key(task, "upgrade-left")
     cursors = {text(k): text(v) for k, v in store.redis.hgetall(cursors_key).items()}
     layout = store.layout.layout()
-    upgrading = task == "retention" and layout < CURRENT
+    upgrading = task == "retention" and layout < TYPES_IN_HASH
     if upgrading and not cursors:  # a cycle begins: it counts the fields it leaves
         store.redis.set(left_key, 0)
     work = Maintenance(store, task, now, upgrading and layout < PACKED_HOURS)
@@ -248,8 +248,8 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
     if report.cycle_done:
         if upgrading and store.redis.get(left_key) == b"0":  # a whole pass, none left
-            mark_current(store.redis)
-            log.info("%s: the keyspace is on layout %d", task, CURRENT)
+            mark_types_in_hash(store.redis)
+            log.info("%s: the keyspace is on layout %d", task, TYPES_IN_HASH)
         if task == "retention":  # every key has its expiry: the keyspace keeps this policy
             record_applied(store.redis, store.metric_policy, now)
             record_applied(store.redis, store.count_policy, now)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from psd.batching import OWN_DELIVERY
-from psd.keys import ACTS, ONCE, PENDING
+from psd.keys import ACTS, LOG_NUMBERS, ONCE, PENDING
 from psd.model import MetricPoint
 from psd.writes import WriteResult, ok_result
 
@@ -135,7 +135,7 @@ LOG_FOLD, LOG_CAP = 768, 1024
 PEND_POINTS = 500
 _SAME = WriteResult("same", 0)
 _DUPLICATE = WriteResult("duplicate", 0)
-_pack = msgpack.Packer().pack
+_pack: Callable[[Any], bytes] = msgpack.Packer().pack
 
 
 def pend_cuts(items: list[int], records: Sequence[str]) -> list[list[int]]:
@@ -160,17 +160,34 @@ def units_of(indexes: list[int], records: Sequence[str], names: Sequence[str]) -
     return list(units.values())
 
 
-def _entry(p: MetricPoint) -> bytes:
+#: Ids below this are numbers in an entry of numbers, larger ones decimal strings (Lua's
+#: numbers print them exactly).
+LOG_ID_NUMBERS = 10**14
+
+
+def _log_id(n: int) -> int | str:
+    """An id as an entry of numbers keeps it."""
+    return n if n < LOG_ID_NUMBERS else str(n)
+
+
+def _entry(p: MetricPoint, numbers: bool) -> bytes:
     """A point's five values in its log (psd/lua/pending.lua), packed as a list less its
-    head; nothing for a point that adds nothing."""
-    return _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:] if p.value else b""
+    head, as an entry of numbers or (a keyspace marked before them) of strings; nothing for
+    a point that adds nothing."""
+    if not p.value:
+        return b""
+    if numbers:
+        entry = (p.thing_id + LOG_NUMBERS, _log_id(p.aid), _log_id(p.atid), p.value, p.ts2)
+        return _pack(entry)[1:]
+    return _pack((p.thing_id, str(p.aid), str(p.atid), p.value, p.ts2))[1:]
 
 
-def _first_of(p: MetricPoint) -> tuple[str, bytes]:
+def _first_of(p: MetricPoint) -> tuple[str, bytes, bytes]:
     """What pend.lua looks for to tell a diffadd is its activity's first change: its field
     in the user's activity state (``"<thing>:<aid>"``, record.lua) and the start of its
-    entries in a log (:func:`_entry`)."""
-    return f"{p.thing_id}:{p.aid}", _pack(p.thing_id) + _pack(str(p.aid))
+    entries in a log, of numbers and of strings (:func:`_entry`: a log may hold both)."""
+    numbers = _pack(p.thing_id + LOG_NUMBERS) + _pack(_log_id(p.aid))
+    return f"{p.thing_id}:{p.aid}", numbers, _pack(p.thing_id) + _pack(str(p.aid))
 
 
 def pend_args(
@@ -178,9 +195,10 @@ def pend_args(
     units: list[list[int]],
     records: Sequence[str],
     names: Sequence[str],
+    numbers: bool,
 ) -> tuple[list[str], list[bytes]]:
     """pend.lua's KEYS and its first two arguments (the units, :func:`units_of`; the
-    deliveries)."""
+    deliveries); ``numbers``: the log entries are entries of numbers (psd/layout.py)."""
     keys: list[str] = []
     starts: dict[str, int] = {}
     acts: dict[str, int] = {}
@@ -198,10 +216,10 @@ def pend_args(
         # a stream's unit is one increment: no join, no list of its diffadds
         if len(unit) == 1:
             point = points[first]
-            entries = _entry(point)
+            entries = _entry(point, numbers)
             diffadds = [] if point.mode == "increment" else [point]
         else:
-            entries = b"".join([_entry(points[i]) for i in unit])
+            entries = b"".join([_entry(points[i], numbers) for i in unit])
             diffadds = [points[i] for i in unit if points[i].mode != "increment"]
         flat += (k, delivery, entries)
         if diffadds:
@@ -228,14 +246,15 @@ def returned_logs(reply: list[Any]) -> dict[str, bytes]:
 
 
 def alone_args(
-    point: MetricPoint, record: str, delivery: str, once: list[Any]
+    point: MetricPoint, record: str, delivery: str, once: list[Any], numbers: bool
 ) -> tuple[list[str], list[Any]]:
     """pend.lua's KEYS and ARGV for one point of a write of its own on one server
     (``Store.write_metric``): its delivery, or for an increment that came without one the
-    write's own (psd/batching.py), with the call's own key."""
+    write's own (psd/batching.py), with the call's own key; ``numbers`` as
+    :func:`pend_args`."""
     if not delivery and point.mode == "increment":
         delivery = OWN_DELIVERY + uuid.uuid4().hex
-    keys, args = pend_args([point], [[0]], [record], [delivery])
+    keys, args = pend_args([point], [[0]], [record], [delivery], numbers)
     return keys, [*args, *once, own_call_key([0], [record], [delivery])]
 
 
@@ -284,9 +303,10 @@ class Waiting:
         levels: Sequence[str | None],
         most: int,
         known: Known,
+        numbers: bool,
     ) -> None:
         self.points, self.records, self.names, self.levels = points, records, names, levels
-        self.most, self.known = most, known
+        self.most, self.known, self.numbers = most, known, numbers
         self.waits: set[int] = set()
         #: each call's units (by its first point) as built, for its results
         self.units: dict[int, list[list[int]]] = {}
@@ -343,7 +363,7 @@ class Waiting:
     ) -> tuple[Function, list[str], list[Any]]:
         """A pend.lua call: on one server, with its own key (the cluster's keys come last)."""
         units = self.units[indexes[0]] = units_of(indexes, self.records, self.names)
-        keys, args = pend_args(self.points, units, self.records, self.names)
+        keys, args = pend_args(self.points, units, self.records, self.names, self.numbers)
         if store.nodes.cluster:
             return store.scripts.pend, keys, [*args, *once]
         own = own_call_key(indexes, self.records, self.names)

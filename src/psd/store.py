@@ -136,11 +136,12 @@ class Store(Reads):
             if (record, point.thing_id, point.aid) in self._known.seen:
                 return None
             self._known.note([point], [0], [record])
-        keys, args = alone_args(point, record, delivery, self.once_args(now))
         TALLY.observe(WRITE_BATCH_POINTS, 1)
         TALLY.add(_WRITE_TRIPS)
         with redis_errors(METRIC.doing):
-            self.layout.legacy_hours()  # a new keyspace is marked current before it is written
+            # a new keyspace is marked current before it is written
+            numbers = self.layout.numeric_logs()
+            keys, args = alone_args(point, record, delivery, self.once_args(now), numbers)
             with Timed("write", "server"):
                 reply = nodes.calls(self.scripts.pend, keys, args)
             logs = returned_logs(reply)
@@ -309,7 +310,10 @@ class Store(Reads):
         # points that wait in their user's log go in calls of their own (psd/pending.py);
         # none of an all-or-nothing write of several points (a waiting point is never refused)
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
-        waits = Waiting(points, records, names, levels, most, self._known)  # type: ignore[arg-type]
+        with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
+            numbers = self.layout.numeric_logs()
+        known = self._known
+        waits = Waiting(points, records, names, levels, most, known, numbers)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
@@ -334,7 +338,6 @@ class Store(Reads):
             return kind.results(reply, [points[i] for i in indexes])
 
         with redis_errors(kind.doing):
-            self.layout.legacy_hours()  # a new keyspace is marked current before it is written
             if ahead and kept and sendable(self.nodes):
                 TALLY.add(_WRITE_TRIPS)
                 if self._ahead is None:

@@ -11,7 +11,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from psd.batching import CALL_POINTS, WRITE_BATCH
 from psd.errors import PastLimit, Refused
-from psd.keys import ONCE, Target, count_target, metric_target, packed_field
+from psd.keys import LOG_NUMBERS, ONCE, Target, count_target, metric_target, packed_field
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, expiries
 from psd.scriptargs import RUN_POINTS, CountPointArg, MetricCallArg, MetricTargetArg
@@ -216,8 +216,8 @@ def log_args(
 ) -> tuple[list[str], MetricCallArg]:
     """write_metric.lua's KEYS and ``ARGV[1]`` for points of users' logs of waiting
     increments (psd/folding.py), as :func:`_metric_args` makes them for points: ``entries``
-    holds each point's five values as its log keeps them (thing number, aid and atid as
-    decimal strings, value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
+    holds each point's five values as its log keeps them (its thing's code, aid, atid,
+    value, instant: psd/lua/pending.lua), point i's from ``5 * i``. A log's
     points are applied as they are, with no delivery and no object a point, a user's
     consecutive points of an activity, type and hour in one run; ``hours`` as
     :func:`call_args` keeps them."""
@@ -228,7 +228,8 @@ def log_args(
     run: tuple[Any, ...] = ()  # what its points share: aid, atid, place
     for i in indexes:
         base = 5 * i
-        thing, aid, atid, value, ts = entries[base : base + 5]
+        code, aid, atid, value, ts = entries[base : base + 5]
+        thing, aid, atid = code % LOG_NUMBERS, str(aid), str(atid)  # of numbers or strings
         record = records[i]
         placed = known.get((record, ts - ts % 3600 + thing)) or places.add(record, ts, thing)
         shared = (aid, atid, placed)

@@ -22,14 +22,18 @@ local function pending_of(k)
   return p or nil
 end
 
--- what activity act's pending points add inside [ts1, ts2], and its latest one (nil: none)
+-- what activity act's pending points add inside [ts1, ts2], and its latest one (nil: none):
+-- its entries of numbers, and of strings (pending.lua)
 local function pending_window(k, act, ts1, ts2)
   local p, sum, last = pending_of(k), 0, nil
   if p == nil then return 0, nil end
+  local thing, aid = act.thing, act.aid
+  local code, id = thing + LOG_NUMBERS, log_id(aid)
   for i = 1, #p, PENDING_STRIDE do
-    if p[i + PE_THING] == act.thing and p[i + PE_AID] == act.aid then
-      local ts = p[i + PE_TS]
-      if ts >= ts1 and ts <= ts2 then sum = sum + p[i + PE_VALUE] end
+    local c = p[i]
+    if c == code and p[i + 1] == id or c == thing and p[i + 1] == aid then
+      local ts = p[i + 4]
+      if ts >= ts1 and ts <= ts2 then sum = sum + p[i + 3] end
       if last == nil or ts > last then last = ts end
     end
   end

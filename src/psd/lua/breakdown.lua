@@ -205,15 +205,18 @@ local function add_pending_buckets(raw, b, out)
   if p == nil then return end
   local bounds, width = b[7], #things
   for i = 1, #p, PENDING_STRIDE do
-    local ts, ti, atid = p[i + PE_TS], thing_index[p[i + PE_THING]], p[i + PE_ATID]
-    if ti and ts >= bounds[1] and ts < bounds[#bounds] and (filter == nil or atid == filter) then
+    local ts, code, atid = p[i + 4], p[i], p[i + 2]
+    local ti = thing_index[code]
+    if code < LOG_NUMBERS then atid = log_id(atid) end  -- an entry of strings (pending.lua)
+    if ti and ts >= bounds[1] and ts < bounds[#bounds]
+        and (log_filter == nil or atid == log_filter) then
       local lo, hi = 1, #bounds - 1  -- the last bound at or before ts: its bucket
       while lo < hi do
         local mid = math.floor((lo + hi + 1) / 2)
         if bounds[mid] <= ts then lo = mid else hi = mid - 1 end
       end
       local at = 2 * ((lo - 1) * width + ti)
-      out[at - 1], out[at] = add_number(out[at - 1], out[at], p[i + PE_VALUE])
+      out[at - 1], out[at] = add_number(out[at - 1], out[at], p[i + 3])
     end
   end
 end

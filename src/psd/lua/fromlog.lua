@@ -21,22 +21,52 @@ local function forget_alone()
   alone_at, alone_stamp, alone_renew = {}, 0, ALONE_MAX
 end
 
+-- an id of an entry (log_id's form: pending.lua) as its decimal string, as records and
+-- replies name it
+local function id_text(id)
+  if type(id) == 'number' then return tostring(id) end
+  return id
+end
+
+-- the filter as a log's entries name a type (log_id's form: pending.lua), set with filter
+local log_filter
+
+-- the text of a type as an entry names it (log_id's form), kept: a call's entries name few
+-- types, and a number's text costs more than the lookup. At most 1,024 are kept, then the
+-- lot is dropped (its state in a block of its own: a chunk holds 200 locals at most)
+local type_text
+do
+  local texts, count = {}, 0
+  type_text = function(atid)
+    local text = texts[atid]
+    if text == nil then
+      text = id_text(atid)
+      if count >= 1024 then texts, count = {}, 0 end
+      texts[atid], count = text, count + 1
+    end
+    return text
+  end
+end
+
 -- add to his/los (entry ti: thing ti) the pending points of a user's log (raw: as MGET
 -- answered) in [t1, t2] after the type filter (pending.lua), and note them in found (nil:
--- no "_atids"), or with alone in the rec_ columns, one an activity with the type of its
--- latest change (note's rule: at one second the later thing's, in one thing the greater
--- type); how many columns. Inline, as is the common case of add_number: a call a point
--- cost a mumt of such users 3% more
+-- no "_atids"), or with alone in the rec_ columns (their aids as the log keeps them, their
+-- types as text), one an activity with the type of its latest change (note's rule: at one
+-- second the later thing's, in one thing the greater type); how many columns. thing_index
+-- holds the entries' codes too. Inline, as is the common case of add_number: a call a
+-- point cost a mumt of such users 3% more
 local function add_log(raw, t1, t2, his, los, found, alone)
   local p = pending_points(raw)
   if p == nil then return 0 end
   local base = alone_stamp
   for i = 1, #p, PENDING_STRIDE do
-    local ts = p[i + PE_TS]
+    local ts = p[i + 4]
     if ts >= t1 and ts <= t2 then
-      local ti, atid = thing_index[p[i + PE_THING]], p[i + PE_ATID]
-      if ti and (filter == nil or atid == filter) then
-        local x = p[i + PE_VALUE]
+      local code = p[i]
+      local ti, atid = thing_index[code], p[i + 2]
+      if code < LOG_NUMBERS then atid = log_id(atid) end  -- an entry of strings
+      if ti and (log_filter == nil or atid == log_filter) then
+        local x = p[i + 3]
         if x < E15 and x > -E15 then
           x = los[ti] + x
           if x < E15 and x > -E15 then los[ti] = x else his[ti], los[ti] = carry(his[ti], x) end
@@ -44,19 +74,20 @@ local function add_log(raw, t1, t2, his, los, found, alone)
           his[ti], los[ti] = add_number(his[ti], los[ti], x)
         end
         if found then
-          note(found, p[i + PE_AID], ts, ti, atid)
+          note(found, id_text(p[i + 1]), ts, ti, type_text(atid))
         elseif alone then
-          local aid = p[i + PE_AID]
+          local aid = p[i + 1]
+          if code < LOG_NUMBERS then aid = log_id(aid) end
           local j = alone_at[aid]
           if j == nil or j <= base then
             alone_stamp = alone_stamp + 1
             alone_at[aid], j = alone_stamp, alone_stamp - base
-            rec_aids[j], rec_types[j], rec_lasts[j], rec_tis[j] = aid, atid, ts, ti
+            rec_aids[j], rec_types[j], rec_lasts[j], rec_tis[j] = aid, type_text(atid), ts, ti
           else
             j = j - base
             if ts > rec_lasts[j] or ts == rec_lasts[j] and (ti > rec_tis[j]
-                or ti == rec_tis[j] and later_change(ts, atid, ts, rec_types[j])) then
-              rec_types[j], rec_lasts[j], rec_tis[j] = atid, ts, ti
+                or ti == rec_tis[j] and later_change(ts, type_text(atid), ts, rec_types[j])) then
+              rec_types[j], rec_lasts[j], rec_tis[j] = type_text(atid), ts, ti
             end
           end
         end

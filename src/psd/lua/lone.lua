@@ -143,10 +143,11 @@ local lone_his, lone_los = {0}, {0}
 -- head unpacked (read, never changed: sum.lua keeps it), args[2] its windows
 local function lone_sum(keys, args, a)
   KEYS, filter = call_keys(keys, args), a[1] ~= '' and a[1] or nil
+  log_filter = filter and log_id(filter)
   local thing = a[2]
   local set = lone_things[thing]
-  if set == nil then
-    set = {{thing}, {[thing] = 1}, {[a[3]] = 1}}
+  if set == nil then  -- the thing's number, and its code in a log (pending.lua)
+    set = {{thing}, {[thing] = 1, [thing + LOG_NUMBERS] = 1}, {[a[3]] = 1}}
     lone_things[thing] = set
   end
   things, thing_index, thing_of = set[1], set[2], set[3]

@@ -13,8 +13,9 @@
 --         (pending.lua), one after the other ("" when every point adds 0). Then, when some
 --         units hold diffadds, a second msgpack list, flat: per such unit its number (from
 --         1), where the user's {uid}:acts is in KEYS and how many diffadds it holds, then
---         each one's activity field there and the first bytes of its entries in a log
---         (first_changes); a stream's increments cost nothing of it
+--         each one's activity field there and the first bytes of its entries in a log, as
+--         entries of numbers and of strings write them (pending.lua; first_changes); a
+--         stream's increments cost nothing of it
 -- ARGV[2] msgpack list of the deliveries' keys
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- ARGV[6] (one server: a cluster's call has its keys there, keys.lua) the call's own key,
@@ -38,7 +39,7 @@ local WRITES = true
 
 -- A log past PENDING_FOLD bytes is returned for psd to apply; one past PENDING_CAP (not
 -- applied: its writer was lost) takes no more points, so a log holds at most 256 (a point
--- is 7 bytes or more), which limits.lua's HEADROOM allows for. A log is applied at three
+-- is 5 bytes or more), which limits.lua's HEADROOM allows for. A log is applied at three
 -- quarters of its cap (~45 points): its application's cost per user is shared by more
 -- points than at half (+13% of a stream's points a second, bench/ingest.py), and the
 -- quarter left takes what its user appends while it is applied (at seven eighths, more
@@ -60,15 +61,15 @@ local function append(key, entries)
   return true
 end
 
--- whether a unit's n diffadds (their field and first bytes from checks[at]) are each their
--- activity's first change: the activity has no state (its field in the user's acts) and no
--- point in the log (the start of its entries, which a point of another activity could only
--- hold by chance: then it goes the direct way, answered the same). A diffadd sent again
--- after its reply was lost finds its first sending here: it goes the direct way and adds
--- nothing.
+-- whether a unit's n diffadds (their field and first bytes of both kinds from checks[at])
+-- are each their activity's first change: the activity has no state (its field in the
+-- user's acts) and no point in the log (the start of its entries of either kind: a log
+-- may hold both, pending.lua; a point of another activity could only hold it by chance:
+-- then it goes the direct way, answered the same). A diffadd sent again after its reply
+-- was lost finds its first sending here: it goes the direct way and adds nothing.
 local function first_changes(acts, log_key, checks, at, n)
   local fields = {}
-  for j = 1, n do fields[j] = checks[at + 2 * j - 2] end
+  for j = 1, n do fields[j] = checks[at + 3 * j - 3] end
   local found = redis.call('HMGET', acts, unpack(fields))
   for j = 1, n do
     if found[j] then return false end
@@ -76,7 +77,10 @@ local function first_changes(acts, log_key, checks, at, n)
   local log = redis.pcall('GET', log_key)
   if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
   for j = 1, n do
-    if string.find(log, checks[at + 2 * j - 1], 1, true) then return false end
+    local c = at + 3 * j - 2
+    if string.find(log, checks[c], 1, true) or string.find(log, checks[c + 1], 1, true) then
+      return false
+    end
   end
   return true
 end
@@ -93,7 +97,7 @@ local function not_first(K, units, checks)
     if not first_changes(K[acts], K[units[3 * unit - 2] + 1], checks, i + 3, n) then
       bad[unit] = true
     end
-    i = i + 3 + 2 * n
+    i = i + 3 + 3 * n
   end
   return bad
 end

@@ -4,17 +4,34 @@
 -- A user who writes a point or a few at a time (a stream) pays for their whole state on
 -- every write: the activity's record read and written back, its day's changes, the counters
 -- of every level. Their increments may wait in a log instead, to be applied many at once:
--- a string of msgpack values, five a point: thing (a number), aid and atid (decimal
--- strings, as a write's rows carry them), value and ts2 (numbers). A point is in the log or
--- in the counters and records, never both and never neither: what applies a log's points
--- takes them off it (the log's start it read; what came after stays) in the same script
--- call.
+-- a string of msgpack values, five a point: its thing's code, aid, atid, value and ts2. A
+-- point is in the log or in the counters and records, never both and never neither: what
+-- applies a log's points takes them off it (the log's start it read; what came after stays)
+-- in the same script call.
+--
+-- An entry's code is its thing plus LOG_NUMBERS, and its aid and atid are numbers where
+-- they are below 10^14 (Lua's numbers print them exactly), else decimal strings: a string
+-- costs a read that unpacks it ~100 ns more than a number (made and hashed into Lua's
+-- strings, collected later), most of a point's time in a long log. A keyspace psd marked
+-- before such entries (psd/layout.py) has entries whose code is the thing itself and
+-- whose ids are always strings, and may keep them past the mark: a read brings an entry
+-- of either kind to one form (log_id), so one activity is one aid whichever wrote it.
 --
 -- Every read adds the log's points in its range (after its type filter) to what the counters
 -- and records hold; it never applies them (a read may run on a replica). A key of another
 -- type there (a user near the limits, limits.lua) holds no points.
-local PENDING_STRIDE = 5
-local PE_THING, PE_AID, PE_ATID, PE_VALUE, PE_TS = 0, 1, 2, 3, 4
+--
+-- A log unpacked is one flat list, an entry's values at i (its code), i + 1 (aid), i + 2
+-- (atid), i + 3 (value) and i + 4 (ts2) for i = 1, 6, ... (PENDING_STRIDE): numbers, not
+-- names, as the scripts' chunks hold 200 locals at most.
+local PENDING_STRIDE, LOG_NUMBERS = 5, 16
+
+-- an id of an entry as an entry of numbers keeps it (a number below 10^14, else its
+-- decimal string), from its decimal string
+local function log_id(text)
+  if #text < 15 then return text + 0 end
+  return text
+end
 
 -- the log at key: false for none, or for a key of another type (GET fails on it: pcall)
 local function pending_log(key)

@@ -240,9 +240,11 @@ local function begin(keys, args, unpacked)
   KEYS, request = call_keys(keys, args), unpacked
   want_atids, types_only = request[1] > 0, request[1] == 2
   filter = request[2] ~= '' and request[2] or nil
+  log_filter = filter and log_id(filter)
   things, thing_index, thing_of = request[3], {}, {}
-  for ti = 1, #things do
-    thing_index[things[ti]], thing_of[request[4][ti]] = ti, ti
+  for ti = 1, #things do  -- a thing's number, and its code in a log (pending.lua)
+    thing_index[things[ti]], thing_index[things[ti] + LOG_NUMBERS] = ti, ti
+    thing_of[request[4][ti]] = ti
   end
   plans = {}
   for p, raw in ipairs(request[5]) do
