@@ -24,7 +24,7 @@ from tests.test_store import BASES, THINGS, Scenario, instants, scenario
 ATIDS = (None, 0, 1, 1000)
 
 
-def pend(client: redis.Redis, p: MetricPoint, numbers: bool) -> None:
+def pend(client: redis.Redis, p: MetricPoint, numbers: bool = True) -> None:
     """``p``, an increment, appended to its user's log as pend.lua appends it: an entry of
     numbers (its thing's code 16 more than its number, ids below 10^14 as numbers) or of
     strings."""

@@ -1,7 +1,7 @@
 """Which layout of psd's keys a keyspace is on, kept in the keyspace itself.
 
 Layout 4 keeps waiting increments in users' logs as entries of numbers (their thing's code,
-aid and atid numbers: psd/lua/pending.lua), which a read unpacks for a third of the cost of
+aid and atid numbers: psd/lua/pending.lua), which a read unpacks for half the cost of
 layout 3's entries of strings. Its keys are layout 3's otherwise, and every psd that knows
 entries of numbers reads both, so a keyspace psd marked 3 goes on to 4 only when its
 operator says that no earlier psd (which reads entries of strings alone) is left running:
