@@ -14,6 +14,7 @@ from psd import dlq, maintenance
 from psd.cli.main import main
 from psd.dlq import DeadLetter
 from psd.embedded import EmbeddedServer, free_port, server_binary
+from psd.layout import LAYOUT_KEY
 from psd.store import Store
 from tests.support import rabbitmq_url
 
@@ -47,6 +48,7 @@ def test_a_healthy_store(redis_url: str, redis_client: redis.Redis, store: Store
         "ok   retention: last pass over the keyspace",
         "ok   dead letters: 0",
         "ok   broker: the store's Redis",
+        "ok   keyspace layout 4",
     ):
         assert line in result.output, result.output
     # the suite's server keeps nothing on disk: psd runs, but should not in production
@@ -65,6 +67,17 @@ def test_what_to_fix_is_said(redis_url: str, redis_client: redis.Redis, eviction
     assert f"FAIL broker {nowhere}" in result.output
     assert "warn retention: last pass over the keyspace: none yet" in result.output
     assert "2 failed" in result.output
+
+
+def test_a_keyspace_of_layout_3_is_told_how_to_move_on(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    redis_client.set(LAYOUT_KEY, 3)
+    result = doctor(redis_url)
+    assert (
+        "warn keyspace layout 3: waiting increments kept as entries of strings\n"
+        "     -> once no earlier psd runs on it: psd layout --numeric-logs"
+    ) in result.output
 
 
 def test_no_store_is_a_failure() -> None:

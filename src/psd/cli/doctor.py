@@ -22,6 +22,7 @@ from psd.cli.ops import tool_broker_url, tool_store
 from psd.cli.up import masked
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
+from psd.layout import NUMERIC_LOGS, TYPES_IN_HASH, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
 from psd.store import Store
 
@@ -192,6 +193,25 @@ def retention(store: Store, settings: Settings) -> Iterator[Finding]:
         )
 
 
+def layout(store: Store, settings: Settings) -> Iterator[Finding]:
+    """The keyspace's layout (psd/layout.py): the last move is the operator's."""
+    now = layout_of(store.redis)
+    if now >= NUMERIC_LOGS:
+        yield Finding("ok", f"keyspace layout {now}")
+    elif now == TYPES_IN_HASH:
+        yield Finding(
+            "warn",
+            f"keyspace layout {now}: waiting increments kept as entries of strings",
+            "once no earlier psd runs on it: psd layout --numeric-logs",
+        )
+    else:
+        yield Finding(
+            "warn",
+            f"keyspace layout {now}: the retention task is bringing it to layout 3",
+            "run psd beat and a worker",
+        )
+
+
 def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
     waiting = dlq.count(store.redis)
     yield verdict(
@@ -252,6 +272,7 @@ CHECKS: tuple[Check, ...] = (
     clock,
     counters,
     retention,
+    layout,
     dead_letters,
     broker,
 )
@@ -277,7 +298,7 @@ def diagnose(settings: Settings) -> list[Finding]:
 @click.command()
 @click.pass_context
 def doctor(ctx: click.Context) -> None:
-    """Check the store, scripts, persistence, clock, retention, broker; say what to fix."""
+    """Check the store, scripts, persistence, clock, retention, layout, broker; say what to fix."""
     findings = diagnose(settings_of(ctx))
     for finding in findings:
         mark, colour = MARK[finding.status]
