@@ -1,9 +1,9 @@
 -- atids.lua: included by sum.lua where it says "-- #include atids.lua" (after
--- activities.lua, whose span_of, listed and series_windows it uses, and oldreads.lua): the
--- activities that changed in a range (the "_atids"), each with the type of its latest
--- change there, noted in a found table as they turn up (fromrecords.lua and fromlog.lua
--- note theirs too), and a series' activity part of a read: its windows, then its
--- activities.
+-- activities.lua, whose span_of, listed and series_windows it uses, and oldreads.lua; it
+-- uses that script's types_only): the activities that changed in a range (the "_atids"),
+-- each with the type of its latest change there, noted in a found table as they turn up
+-- (fromrecords.lua and fromlog.lua note theirs too), and a series' activity part of a
+-- read: its windows, then its activities.
 
 -- the latest of an activity's changes in [t1, t2] (after the filter) and its type: its
 -- days backwards, each read whole
@@ -87,6 +87,18 @@ local function note(found, aid, when, ti, typ)
       found.typ[aid], found.when[aid], found.ti[aid] = typ, t, ti
     end
   end
+end
+
+-- the activities found, as one string "aid type aid type ..." (types_only: "type type
+-- ..."): a reply element costs more than the join
+local function atids_of(found)
+  local words, n = {}, 0
+  if types_only then
+    for _, typ in pairs(found.typ) do words[n + 1], n = typ, n + 1 end
+  else
+    for aid, typ in pairs(found.typ) do words[n + 1], words[n + 2], n = aid, typ, n + 2 end
+  end
+  return table.concat(words, ' ')
 end
 
 -- note the type of an activity's latest change in [t1, t2], read from its records

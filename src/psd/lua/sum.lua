@@ -268,18 +268,6 @@ local function series_logs(series)
   return pending_logs(keys)
 end
 
--- the activities found, as one string "aid type aid type ..." (types_only: "type type
--- ..."): a reply element costs more than the join
-local function atids_of(found)
-  local words, n = {}, 0
-  if types_only then
-    for _, typ in pairs(found.typ) do words[n + 1], n = typ, n + 1 end
-  else
-    for aid, typ in pairs(found.typ) do words[n + 1], words[n + 2], n = aid, typ, n + 2 end
-  end
-  return table.concat(words, ' ')
-end
-
 -- a series' reply: {{hi, lo, ...}[, atids]}
 local function series_reply(his, los, atids)
   local sums = {}
