@@ -306,9 +306,9 @@ def import_points(
 def layout(ctx: click.Context, numeric_logs: bool) -> None:
     """The keyspace's layout, and with --numeric-logs its move from 3 to 4.
 
-    Layout 4 keeps waiting increments as entries of numbers, which reads unpack for a third
-    of the cost. A psd without this command reads entries of strings alone: move a keyspace
-    on only once every process on it (web, workers, beat) runs a psd that has it."""
+    Layout 4 keeps waiting increments as entries of numbers, which reads unpack for half the
+    cost. A psd without this command reads entries of strings alone: move a keyspace on only
+    once every process on it (web, workers, beat) runs a psd that has it."""
     store = tool_store(settings_of(ctx))
     try:
         now = mark_numeric_logs(store.redis) if numeric_logs else layout_of(store.redis)
