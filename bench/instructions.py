@@ -15,7 +15,9 @@ leaderboard cut 7 days ago (as ``/v3/leaderboard``), one user's 5 s, 1 h, 1 d, 3
 sparse users' 3 things over 30 d with the activities that changed (as ``/v1/mumt_query`` on
 the reference workload's data: 20 points a user over 90 days, each a new activity), applied,
 and the same of 2,000 others whose points all still wait in their logs (as such writes
-leave them until a log is applied: psd/pending.py); then, per point, a streaming
+leave them until a log is applied: psd/pending.py), each also with the activities' aids (as
+``Store.query`` asks, where ``Store.changed``, as the route, asks their types); then, per
+point, a streaming
 tick of the ``--users`` users (a point each), a bulk write of a day (144 points of one user in
 one call) and a lone point in a call of its own (a new activity's first change, which waits
 in its user's log; and one applied at once). To compare two versions, run it in each
@@ -239,6 +241,10 @@ def main() -> None:
                     ]
                 )
                 reads[f"100 sparse users x 3 things, 30 d, atids{label}"] = partial(
+                    lambda queries: store.changed(next(queries), ["steps", "points", "calories"]),
+                    mumts,
+                )
+                reads[f"  the same, with their aids (Store.query){label}"] = partial(
                     lambda queries: store.query(
                         next(queries), ["steps", "points", "calories"], None, True
                     ),
