@@ -6,7 +6,7 @@ A write script call pays per user it names (~30 µs: their activity's record, da
 counters, read and written back) and a little per point. A stream brings a point or a few of
 each user per call, so the call's cost is nearly all that per-user part. Such increments are
 appended to a log instead (~2 µs a point in the server, its share of the call included), and
-once a log passes 768 bytes (~45 points) the call returns it and psd applies it in one call,
+once a log passes 768 bytes (~40-65 points) the call returns it and psd applies it in one call,
 paying the per-user part once for all its points. Reads add what the logs hold, so every
 answer stays exact while they wait; the compaction task applies the logs of users who
 stopped writing.

@@ -40,7 +40,7 @@ local WRITES = true
 -- A log past PENDING_FOLD bytes is returned for psd to apply; one past PENDING_CAP (not
 -- applied: its writer was lost) takes no more points, so a log holds at most 256 (a point
 -- is 5 bytes or more), which limits.lua's HEADROOM allows for. A log is applied at three
--- quarters of its cap (~45 points): its application's cost per user is shared by more
+-- quarters of its cap (~40-65 points): its application's cost per user is shared by more
 -- points than at half (+13% of a stream's points a second, bench/ingest.py), and the
 -- quarter left takes what its user appends while it is applied (at seven eighths, more
 -- went the direct way and the stream was slower). psd.pending.LOG_FOLD and LOG_CAP say
