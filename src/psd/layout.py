@@ -67,6 +67,19 @@ def mark_numeric_logs(client: Any) -> int:
     return layout
 
 
+def advice(layout: int) -> tuple[str, str] | None:
+    """What a keyspace's layout asks of its operator (``psd doctor``, ``psd layout``): what
+    it is, and what to do; None on the current one."""
+    if layout >= NUMERIC_LOGS:
+        return None
+    if layout == TYPES_IN_HASH:
+        return (
+            "waiting increments kept as entries of strings",
+            "once no earlier psd runs on it: psd layout --numeric-logs",
+        )
+    return "the retention task is bringing it to layout 3", "run psd beat and a worker"
+
+
 class LayoutWatch:
     """The keyspace's layout, for what reads must still ask of earlier ones and how writes
     write logs: asked of the keyspace at the first read or write, and again at most every

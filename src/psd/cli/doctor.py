@@ -22,7 +22,7 @@ from psd.cli.ops import tool_broker_url, tool_store
 from psd.cli.up import masked
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
-from psd.layout import NUMERIC_LOGS, TYPES_IN_HASH, layout_of
+from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
 from psd.store import Store
 
@@ -196,20 +196,11 @@ def retention(store: Store, settings: Settings) -> Iterator[Finding]:
 def layout(store: Store, settings: Settings) -> Iterator[Finding]:
     """The keyspace's layout (psd/layout.py): the last move is the operator's."""
     now = layout_of(store.redis)
-    if now >= NUMERIC_LOGS:
+    told = advice(now)
+    if told is None:
         yield Finding("ok", f"keyspace layout {now}")
-    elif now == TYPES_IN_HASH:
-        yield Finding(
-            "warn",
-            f"keyspace layout {now}: waiting increments kept as entries of strings",
-            "once no earlier psd runs on it: psd layout --numeric-logs",
-        )
     else:
-        yield Finding(
-            "warn",
-            f"keyspace layout {now}: the retention task is bringing it to layout 3",
-            "run psd beat and a worker",
-        )
+        yield Finding("warn", f"keyspace layout {now}: {told[0]}", told[1])
 
 
 def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:

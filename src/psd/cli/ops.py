@@ -26,7 +26,7 @@ from psd.cli.importer import CHUNK, Summary, count_lines, file_key, run_import
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.errors import InvalidInput, PsdError
-from psd.layout import NUMERIC_LOGS, TYPES_IN_HASH, layout_of, mark_numeric_logs
+from psd.layout import advice, layout_of, mark_numeric_logs
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS, Gran, iso
@@ -315,15 +315,11 @@ def layout(ctx: click.Context, numeric_logs: bool) -> None:
     except RedisError as exc:
         raise click.ClickException(f"the store did not answer: {exc}") from exc
     click.echo(f"layout {now}")
-    if numeric_logs and now < NUMERIC_LOGS:
-        raise click.ClickException(
-            "not moved: the retention task has yet to bring the keyspace to layout 3"
-        )
-    if now == TYPES_IN_HASH:
-        click.echo(
-            "waiting increments are written as entries of strings; once no earlier psd runs"
-            " on this keyspace: psd layout --numeric-logs"
-        )
+    told = advice(now)
+    if told is not None and numeric_logs:
+        raise click.ClickException(f"not moved: {told[0]}; {told[1]}")
+    if told is not None:
+        click.echo(f"{told[0]}; {told[1]}")
 
 
 COMMANDS = (write, query, count, import_points, layout)
