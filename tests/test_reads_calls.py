@@ -88,11 +88,11 @@ def test_a_lone_call_answers_as_the_general_one(server: redis.Redis) -> None:
         for atid in (None, 3, 4):
             request = SumRequest((1,), atid, [plan], [Series(0, metric_prefix(5), True)])
             keys, lone = lone_call(request)
-            general = sum_call(request)[1]
+            general_keys, general = sum_call(request)
             assert lone != general
             # a lone call answers its sum alone, a general one its series' (psd/lua/sum.lua)
             answer = nested_reply(store.scripts.sum(keys, lone), 1)
-            assert answer == nested_reply(store.scripts.sum(keys, general), 1)
+            assert answer == nested_reply(store.scripts.sum(general_keys, general), 1)
             sums.add(answer[0][0][1])
     assert len(sums) > 10
 
@@ -121,10 +121,10 @@ def test_a_lone_head_kept_by_the_script_answers_for_every_range_of_its_hours(
                 (1,), None, [read_plan(t1, t2)], [Series(0, metric_prefix(5), True)]
             )
             keys, lone = lone_call(request)
-            general = sum_call(request)[1]
+            general_keys, general = sum_call(request)
             assert (
                 store.scripts.sum(keys, lone)
-                == nested_reply(store.scripts.sum(keys, general), 1)[0][0][1]
+                == nested_reply(store.scripts.sum(general_keys, general), 1)[0][0][1]
             )
 
 

@@ -157,6 +157,8 @@ class PlanArg(NamedTuple):
     readers: int
     groups: Sequence[GroupArg]
     windows: list[WindowArg]
+    #: per group the suffix of its counter hash's key (a series names its log's key alone)
+    suffixes: Sequence[str] = ()
 
 
 class BreakdownPlanArg(NamedTuple):

@@ -192,15 +192,9 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         _plan_arg(plan, readers[number], things, atid, legacy)
         for number, plan in enumerate(request.plans)
     ]
-    # per plan, the key suffixes of a series without its activity keys and with them
-    suffixes: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    for plan in request.plans:
-        groups = [suffix for suffix, _ in _groups(plan.groups, things, legacy)]
-        suffixes.append(((*groups, PENDING), (*groups, "idx", "acts", PENDING)))
-    keys: list[str] = []
+    keys = [one.prefix + PENDING for one in series]
     flags: list[int] = []
-    for number, prefix, with_state, records in series:
-        keys += [prefix + suffix for suffix in suffixes[number][with_state]]
+    for number, _, with_state, records in series:
         flags += (number + 1, _RECORDS_FLAG[records] or int(with_state))
     breakdowns = None
     if request.breakdowns:
@@ -239,7 +233,10 @@ def _plan_arg(
 ) -> PlanArg:
     groups = _kept_groups(plan.groups, things, atid, legacy)
     windows = [_window_arg(a, b) for a, b in plan.windows]
-    return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows)
+    suffixes = [suffix for suffix, _ in _groups(plan.groups, things, legacy)]
+    return PlanArg(
+        plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows, suffixes
+    )
 
 
 def _groups_arg(

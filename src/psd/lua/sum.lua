@@ -9,7 +9,7 @@
 --          series} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
 --          numbers (0 for global counters), thing_strings the same as decimal strings (as in
 --          index members); a plan is {t1, t2, s1, s2, readers, groups,
---          windows}: its range as numbers and as strings (numbers go to redis.call as the
+--          windows, suffixes}: its range as numbers and as strings (numbers go to redis.call as the
 --          caller's strings: converting a Lua number costs more than most reads), how many
 --          series read it, per group (one counter hash) {{lo, hi, ...} child ranges (negative,
 --          {-lo, -hi, ...}: its fields are subtracted, psd.keys.by_month_totals), {field
@@ -42,11 +42,14 @@
 --          per packed name the slot of its first hour; ARGV[2]: the window count and seven
 --          values a window, as above; then the range's first and last second (numbers: its
 --          pending points).
--- KEYS     per series: one counter hash per group of its plan, then, when flagged (a flat
---          run: always), {uid}:idx and {uid}:acts, then its pending log {uid}:p
---          (pending.lua; a global counter's names no key); then per breakdown its counter
---          hashes, then, when it has windows, {uid}:idx and {uid}:acts, then {uid}:p (a flat
---          run: its counter hashes, then {uid}:idx, {uid}:acts and {uid}:p)
+-- KEYS     per series its pending log {uid}:p (pending.lua; a global counter's names no key):
+--          its other keys are that less its last letter (its prefix) and a suffix: per
+--          group of its plan the plan's suffix (a plan's 8th element lists them), then,
+--          when flagged, idx and acts, each made when the series reads it (a user with a
+--          log alone reads two of them; a key named costs the caller and the server more
+--          than one made here); then per breakdown its counter hashes, then, when it has
+--          windows, {uid}:idx and {uid}:acts, then {uid}:p (a flat run: its counter hashes,
+--          then {uid}:idx, {uid}:acts and {uid}:p)
 -- Returns per series {{hi, lo, hi, lo, ...}[, "aid atid aid atid ..."]} (want_atids 2:
 -- "atid atid ...", one an activity, as /v1/mumt_query answers them): one hi, lo per
 -- thing; the exact sum is hi * 10^15 + lo (Lua numbers are doubles, exact below 2^53 only);
@@ -249,7 +252,7 @@ local function begin(keys, args, unpacked)
   plans = {}
   for p, raw in ipairs(request[5]) do
     plans[p] = {t1 = raw[1], t2 = raw[2], s1 = raw[3], s2 = raw[4], shared = raw[5] > 1,
-                groups = raw[6], windows = raw[7], lookups = {},
+                groups = raw[6], windows = raw[7], suffixes = raw[8], lookups = {},
                 merged = {}, hour_at = {}}
   end
   last_key, last_len, last_flat = nil, nil, nil
@@ -258,14 +261,9 @@ local function begin(keys, args, unpacked)
   forget_alone()
 end
 
--- the logs of a call's series (pending.lua), by series
+-- the logs of a call's series (pending.lua), by series: its first keys
 local function series_logs(series)
-  local keys, k = {}, 1
-  for i = 1, #series, 2 do
-    k = k + #plans[series[i]].groups + (series[i + 1] > 0 and 2 or 0)
-    keys[#keys + 1], k = KEYS[k], k + 1
-  end
-  return pending_logs(keys)
+  return pending_logs({unpack(KEYS, 1, #series / 2)})
 end
 
 -- a series' reply: {{hi, lo, ...}[, atids]}
@@ -276,66 +274,64 @@ local function series_reply(his, los, atids)
   return {sums}
 end
 
--- add to his/los one series' sums: from its keys at KEYS[k] on (its counters' groups, then,
--- flagged, its index and activity state) and its log; answer its activities' string (with
--- want_atids, flagged; else nil) and the key after its state. Activities are listed from
--- the records at once where they answer (fromrecords.lua) and no point waits; with nothing
--- kept, from the log alone (pending_alone); else noted in a found table (atids.lua).
+-- add to his/los one series' sums: from its keys (its log's key at KEYS[k]: its counters'
+-- groups, then, flagged, its index and activity state) and its log; answer its activities'
+-- string (with want_atids, flagged; else nil). Activities are listed from the records at
+-- once where they answer (fromrecords.lua) and no point waits; with nothing kept, from the
+-- log alone (pending_alone); else noted in a found table (atids.lua).
 local function sum_one(plan, flag, log, k, his, los)
-  local state = k + #plan.groups  -- its activity keys, if flagged
-  local listed, alone, acts = false, false, KEYS[state + 1]
+  local prefix = sub(KEYS[k], 1, -2)  -- the log's key less 'p'
+  local want, listed, alone = want_atids and flag > 0, false, false
+  local acts = flag > 0 and prefix .. 'acts'
   -- a log alone: its counters cost ~8 commands, its records' listing 1 (without "_atids",
   -- ~4: not worth an EXISTS to a streaming user, whose log waits beside their counters)
-  local asked = flag > 0 and log and want_atids
-  if asked then alone = nothing_kept(acts) end
-  if flag >= 2 and not alone then
-    local logged = asked and KEPT or flag == 2 and log and true
-    listed, alone = from_records(KEYS[state], acts, plan, his, los, logged, flag == 3)
+  local asked = want and log
+  if asked and nothing_kept(acts) then
+    return pending_alone(log, plan.t1, plan.t2, his, los, want)
   end
-  local want = want_atids and flag > 0
-  if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want), state + 2 end
+  local idx = flag > 0 and prefix .. 'idx'
+  if flag >= 2 then
+    local logged = asked and KEPT or flag == 2 and log and true
+    listed, alone = from_records(idx, acts, plan, his, los, logged, flag == 3)
+    if alone then return pending_alone(log, plan.t1, plan.t2, his, los, want) end
+  end
   local found, atids = nil, nil
   if want then
     if listed and not log then
       atids = records_atids(listed)
     else
-      found = {typ = {}, when = {}, ti = {}, more = {}, idx = KEYS[state]}
+      found = {typ = {}, when = {}, ti = {}, more = {}, idx = idx}
       if listed then note_records(found, listed) end
     end
   end
-  if listed then
-    k = state + 2
-  else
+  if not listed then
+    local suffixes = plan.suffixes
     for g = 1, #plan.groups do
-      local vals, off = sum_hash(KEYS[k], plan, g, his, los)
+      local key = prefix .. suffixes[g]
+      local vals, off = sum_hash(key, plan, g, his, los)
       if plan.groups[g][3] and vals ~= false then
-        sum_hours(KEYS[k], plan, g, his, los, vals, off)
+        sum_hours(key, plan, g, his, los, vals, off)
       end
-      k = k + 1
     end
-    if flag > 0 then
-      from_activities(KEYS[k], KEYS[k + 1], plan, his, los, found)
-      k = k + 2
-    end
+    if flag > 0 then from_activities(idx, acts, plan, his, los, found) end
   end
   add_pending(log, plan.t1, plan.t2, his, los, found)
   if found then atids = atids_of(found) end
-  return atids, k
+  return atids
 end
 
 -- the series of a call, from KEYS[1] on, added to result: each series' reply
 -- (series_reply), or with flat, its hi, lo per thing (then, with want_atids, its
 -- activities' string); the next key.
 local function sum_series(result, flat)
-  local k, series = 1, request[6]
+  local series = request[6]
   local logs = #series > 0 and series_logs(series)
   local his, los = {}, {}  -- a series' sums, zeroed for each (a reply copies them)
   for i = 1, #series, 2 do
-    local plan, flag, log = plans[series[i]], series[i + 1], logs[(i + 1) / 2]
+    local k = (i + 1) / 2
+    local plan, flag, log = plans[series[i]], series[i + 1], logs[k]
     for ti = 1, #things do his[ti], los[ti] = 0, 0 end
-    local atids
-    atids, k = sum_one(plan, flag, log, k, his, los)
-    k = k + 1
+    local atids = sum_one(plan, flag, log, k, his, los)
     if flat then
       local n = #result
       for ti = 1, #things do result[n + 2 * ti - 1], result[n + 2 * ti] = his[ti], los[ti] end
@@ -344,7 +340,7 @@ local function sum_series(result, flat)
       result[#result + 1] = series_reply(his, los, atids)
     end
   end
-  return k
+  return #series / 2 + 1
 end
 
 -- the heads of lone calls (lone.lua) unpacked, by their bytes: a head is the same for every
