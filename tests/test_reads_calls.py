@@ -19,7 +19,7 @@ from psd import scriptcall
 from psd.config import Settings
 from psd.connect import client_from_url, send_call
 from psd.errors import StoreError
-from psd.keys import count_plan, count_prefix, metric_prefix, read_plan
+from psd.keys import PENDING, count_plan, count_prefix, metric_prefix, read_plan
 from psd.model import MetricPoint
 from psd.reads import nested_reply
 from psd.scriptcall import ScriptCaller
@@ -90,6 +90,7 @@ def test_a_lone_call_answers_as_the_general_one(server: redis.Redis) -> None:
             keys, lone = lone_call(request)
             general_keys, general = sum_call(request)
             assert lone != general
+            assert general_keys == [metric_prefix(5) + PENDING]  # the script makes the rest
             # a lone call answers its sum alone, a general one its series' (psd/lua/sum.lua)
             answer = nested_reply(store.scripts.sum(keys, lone), 1)
             assert answer == nested_reply(store.scripts.sum(general_keys, general), 1)
