@@ -234,9 +234,7 @@ def _plan_arg(
     groups = _kept_groups(plan.groups, things, atid, legacy)
     windows = [_window_arg(a, b) for a, b in plan.windows]
     suffixes = [suffix for suffix, _ in _groups(plan.groups, things, legacy)]
-    return PlanArg(
-        plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows, suffixes
-    )
+    return PlanArg(plan.t1, plan.t2, str(plan.t1), str(plan.t2), readers, groups, windows, suffixes)
 
 
 def _groups_arg(
