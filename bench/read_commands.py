@@ -2,8 +2,9 @@
 range of whole hours (no window at its edges), and the commands the read's script made,
 replayed by a script that does nothing else; then those commands as they would be with each
 user's window days' changes kept as fields of their month's hash (one command fewer a
-window day, its fields asked of the month instead). The replay's difference is what that
-layout could save at most, decoding aside.
+window day, its fields asked of the month instead), and with a user's two window days asked
+of one hash. The replay's differences are what such layouts could save at most, decoding
+aside.
 
     python bench/read_commands.py [--users 1000] [--days 7] [--runs 15]
 
@@ -85,6 +86,23 @@ def folded(commands: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def merged_days(commands: list[list[str]]) -> list[list[str]]:
+    """The commands with a user's window days asked of one hash (a user's changes of a month
+    in one hash, a field a day): the second day's HMGET gone, its fields asked of the first."""
+    out: list[list[str]] = []
+    first: dict[str, list[str]] = {}
+    for cmd in commands:
+        if cmd[0] == "HMGET" and ":c" in cmd[1]:
+            user = cmd[1].split(":", 1)[0]
+            if user in first:
+                first[user] += [f"{cmd[1][-2:]}:{field}" for field in cmd[2:]]
+                continue
+            cmd = [*cmd]
+            first[user] = cmd
+        out.append(cmd)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
@@ -139,6 +157,7 @@ def main() -> None:
                 f"the read, {args.days} d of whole hours": lambda: store.query(whole, ["steps"]),
                 "its commands replayed": replayed(replay, commands),
                 "  as folded (window days in the months)": replayed(replay, folded(commands)),
+                "  a user's window days in one hash": replayed(replay, merged_days(commands)),
                 "  the replay's own unpacking": replayed(unpack, commands),
             }
             for name, fn in rows.items():
