@@ -9,18 +9,16 @@ aside.
     python bench/read_commands.py [--users 1000] [--days 7] [--runs 15]
 
 Dense data as ``bench/vs_timeseries.py`` loads it (a point every 10 minutes, one activity a
-user a day), on a fresh ``redis-server`` (the one on the PATH). Times are the server's
-(``INFO commandstats``), medians of ``--runs``. Prints figures; asserts nothing.
+user a day), on a fresh ``redis-server`` (the one on the PATH, as psd's embedded server
+runs it). Times are the server's (``INFO commandstats``), medians of ``--runs``. Prints
+figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +27,7 @@ import msgpack
 import redis
 
 from psd.config import Settings
-from psd.embedded import free_port
+from psd.embedded import EmbeddedServer, server_binary
 from psd.model import MetricPoint
 from psd.queries import UserQuery
 from psd.store import Store
@@ -103,71 +101,61 @@ def merged_days(commands: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def server_ms(client: redis.Redis, fn: Callable[[], object], runs: int) -> float:
+    """The median time of ``fn``'s scripts in the server, in ms."""
+    times = []
+    for _ in range(runs):
+        client.config_resetstat()
+        fn()
+        stats = client.info("commandstats")
+        times.append(sum(v["usec"] for k, v in stats.items() if k in SCRIPT_STATS) / 1000)
+    return float(statistics.median(times))
+
+
+def report(port: int, users: int, days: int, runs: int) -> None:
+    client = redis.Redis(port=port)
+    store = Store(client, Settings())
+    now = int(time.time())
+    load(store, users, days, now)
+    t2, hour = now - 3, now - now % 3600
+    edged = [UserQuery(u, t2 - days * DAY + 17, t2) for u in range(users)]
+    whole = [UserQuery(u, hour - days * DAY, hour - 1) for u in range(users)]
+    text = redis.Redis(port=port, decode_responses=True)
+    commands = commands_of(text, lambda: store.query(edged, ["steps"]))
+    replay, unpack = client.script_load(REPLAY), client.script_load(UNPACK)
+
+    def replayed(sha: str, cmds: list[list[str]]) -> Callable[[], object]:
+        packed = msgpack.packb(cmds)
+        return lambda: client.evalsha(sha, 0, packed)
+
+    kinds = Counter(f"{c[0]} {c[1].split(':', 1)[-1][:1]}" for c in commands)
+    print(f"  the read's commands: {len(commands)} ({dict(kinds)})")
+    rows = {
+        f"the read, {days} d with windows": lambda: store.query(edged, ["steps"]),
+        f"the read, {days} d of whole hours": lambda: store.query(whole, ["steps"]),
+        "its commands replayed": replayed(replay, commands),
+        "  as folded (window days in the months)": replayed(replay, folded(commands)),
+        "  a user's window days in one hash": replayed(replay, merged_days(commands)),
+        "  the replay's own unpacking": replayed(unpack, commands),
+    }
+    for name, fn in rows.items():
+        print(f"  {name:<44} {server_ms(client, fn, runs):8.2f} ms in the server")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        port = free_port()
-        server = shutil.which("redis-server") or "redis-server"
-        cmd = [server, "--port", str(port), "--dir", scratch, "--save", "", "--appendonly", "no"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            client = redis.Redis(port=port, decode_responses=False)
-            for _ in range(100):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            store = Store(client, Settings())
-            now = int(time.time())
-            load(store, args.users, args.days, now)
-            t2, hour = now - 3, now - now % 3600
-            span = args.days * DAY
-            edged = [UserQuery(u, t2 - span + 17, t2) for u in range(args.users)]
-            whole = [UserQuery(u, hour - span, hour - 1) for u in range(args.users)]
-            text = redis.Redis(port=port, decode_responses=True)
-            commands = commands_of(text, lambda: store.query(edged, ["steps"]))
-            replay, unpack = client.script_load(REPLAY), client.script_load(UNPACK)
-
-            def server_ms(fn: Callable[[], object]) -> float:
-                times = []
-                for _ in range(args.runs):
-                    client.config_resetstat()
-                    fn()
-                    stats = client.info("commandstats")
-                    times.append(
-                        sum(v["usec"] for k, v in stats.items() if k in _SCRIPT_STATS) / 1000
-                    )
-                return float(statistics.median(times))
-
-            def replayed(sha: str, cmds: list[list[str]]) -> Callable[[], object]:
-                packed = msgpack.packb(cmds)
-                return lambda: client.evalsha(sha, 0, packed)
-
-            kinds = Counter(f"{c[0]} {c[1].split(':', 1)[-1][:1]}" for c in commands)
-            print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/read_commands.py "
-                  f"--users {args.users} --days {args.days} ({server})")  # fmt: skip
-            print(f"  the read's commands: {len(commands)} ({dict(kinds)})")
-            rows = {
-                f"the read, {args.days} d with windows": lambda: store.query(edged, ["steps"]),
-                f"the read, {args.days} d of whole hours": lambda: store.query(whole, ["steps"]),
-                "its commands replayed": replayed(replay, commands),
-                "  as folded (window days in the months)": replayed(replay, folded(commands)),
-                "  a user's window days in one hash": replayed(replay, merged_days(commands)),
-                "  the replay's own unpacking": replayed(unpack, commands),
-            }
-            for name, fn in rows.items():
-                print(f"  {name:<44} {server_ms(fn):8.2f} ms in the server")
-        finally:
-            proc.terminate()
-            proc.wait()
+    binary = server_binary(prefer_path=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/read_commands.py "
+          f"--users {args.users} --days {args.days} ({binary})")  # fmt: skip
+    with EmbeddedServer(binary=binary, persist=False) as own:
+        report(own.port, args.users, args.days, args.runs)
 
 
-_SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_fcall_ro", "cmdstat_fcall")
+SCRIPT_STATS = ("cmdstat_evalsha", "cmdstat_fcall_ro", "cmdstat_fcall")
 
 if __name__ == "__main__":
     main()
