@@ -24,17 +24,23 @@ local function digits_of(x)
   return s
 end
 
--- a target's slot fields of type atid ("<slot>:<atid>", made once a call per target)
-local typed_of  -- per call: target -> atid -> its fields
-local function typed_slots(t, atid)
-  local typed = typed_of[t]
-  local fields = typed and typed[atid]
-  if fields == nil then
-    local s, suffix = T_SLOTS, ':' .. atid
-    fields = {t[s] .. suffix, t[s + 1] .. suffix, t[s + 2] .. suffix, t[s + 3] .. suffix}
-    if typed == nil then typed_of[t] = {[atid] = fields} else typed[atid] = fields end
+-- "<field>:<atid>", a field's twin of one type, kept from call to call (a concatenation makes
+-- and hashes a new string every time; a field and a type make the same twin in every call):
+-- the few fields and types a server's writes name, made again past 4,096
+local twin_of
+do
+  local twins, made = {}, 0
+  function twin_of(field, atid)
+    local of_field = twins[field]
+    local twin = of_field and of_field[atid]
+    if twin == nil then
+      if made >= 4096 then twins, made, of_field = {}, 0, nil end
+      twin = field .. ':' .. atid
+      if of_field == nil then twins[field] = {[atid] = twin} else of_field[atid] = twin end
+      made = made + 1
+    end
+    return twin
   end
-  return fields
 end
 
 -- delta owed to a field of every type and to its twin of the type, in one hash
@@ -89,7 +95,6 @@ local function counters_begin()
   owed, owed_keys, expiry, roots = {}, {}, {}, {}
   owed_hours, owed_hours_keys, paid = {}, {}, {}
   open_before, open_after, digits, dues, due_list = {}, {}, {}, {}, {}
-  typed_of = {}
   -- per month, of the call's points: the latest day, its points, its packed field of every
   -- type and of the first point's type (read with "o": most calls add to them)
   local latest, latest_count, latest_field, latest_typed = {}, {}, {}, {}
@@ -101,7 +106,7 @@ local function counters_begin()
       if (latest[month] or 0) < day then
         latest[month], latest_count[month] = day, 0
         latest_field[month] = t[T_PACKED]
-        latest_typed[month] = t[T_PACKED] .. ':' .. rows[h + H_ATID]
+        latest_typed[month] = twin_of(t[T_PACKED], rows[h + H_ATID])
       end
       if latest[month] == day then latest_count[month] = latest_count[month] + rows[h + H_N] end
     end
@@ -229,28 +234,30 @@ local function move_open_days()
   end
 end
 
--- the deltas of points of one target, record and type, owed to their counters: each field of
--- every type and its twin of the type (root, year and month: each child's hash; the hour:
--- packed in its month)
-local function owe_due(k, t, atid, delta)
-  local typed = typed_slots(t, atid)
+-- what a day of a record (k), a thing and a type adds, owed to its fields of every type and
+-- of the type in the root (its year), the year (its month) and the month (its day); t: a
+-- target of that day (its hours share these)
+local function owe_day(k, t, atid, delta)
   -- the root holds every year, kept until its newest year's retention ends: always added to
-  local expire_at = t[T_EXPIRES]
-  local key = KEYS[k + 3]
-  owe(key, t[T_SLOTS], typed[1], delta, expire_at, true)
-  for j = 2, 3 do
-    expire_at = t[T_EXPIRES + j - 1]
+  local field = t[T_SLOTS]
+  owe(KEYS[k + 3], field, twin_of(field, atid), delta, t[T_EXPIRES], true)
+  for j = 1, 2 do
+    local expire_at = t[T_EXPIRES + j]
     if expire_at == 0 or expire_at > now then
-      key = KEYS[k + 2 + j]
-      owe(key, t[T_SLOTS + j - 1], typed[j], delta, expire_at, false)
+      field = t[T_SLOTS + j]
+      owe(KEYS[k + 3 + j], field, twin_of(field, atid), delta, expire_at, false)
     end
   end
-  expire_at = t[T_EXPIRES + 3]
+end
+
+-- what an hour of a thing (target t) and a type adds, owed to its hour packed in its month
+local function owe_hour_of(k, t, atid, delta)
+  local expire_at = t[T_EXPIRES + 3]
   if expire_at ~= 0 and expire_at <= now then return end
-  local month = KEYS[k + 5]
-  local name, number = t[T_PACKED], hour_number((t[T_HOUR] - 100) % 24)
+  local month, name = KEYS[k + 5], t[T_PACKED]
+  local number = hour_number((t[T_HOUR] - 100) % 24)
   owe_hour(month, name, number, delta)
-  owe_hour(month, name .. ':' .. atid, number, delta)
+  owe_hour(month, twin_of(name, atid), number, delta)
 end
 
 -- What points add is summed per target (an hour of a thing), record and type first, and
@@ -279,11 +286,21 @@ local function add_to_counters(k, t, atid, delta)
   due[4] = due[4] + delta
 end
 
--- the dues owed to their fields
+-- the dues owed to their fields: each its packed hour; consecutive dues of one record's day,
+-- thing and type (a user's hours of a day, a bulk load's or a log's: k is a record's day)
+-- share their root, year and month fields, owed once for them all
 local function owe_dues()
-  for n = 1, #due_list do
+  local n, count = 1, #due_list
+  while n <= count do
     local due = due_list[n]
-    owe_due(due[1], due[2], due[3], due[4])
+    local k, t, atid = due[1], due[2], due[3]
+    local thing, sum = t[T_THING], 0
+    repeat
+      owe_hour_of(k, due[2], atid, due[4])
+      sum, n = sum + due[4], n + 1
+      due = due_list[n]
+    until due == nil or due[1] ~= k or due[3] ~= atid or due[2][T_THING] ~= thing
+    owe_day(k, t, atid, sum)
   end
   dues, due_list = {}, {}
 end
