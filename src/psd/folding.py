@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 from psd.batching import CALL_POINTS
 from psd.keys import LOG_NUMBERS, PENDING
 from psd.model import THINGS, MetricPoint
-from psd.writes import METRIC, log_args
+from psd.writes import METRIC, REFUSED_LETTERS, log_args
 
 if TYPE_CHECKING:
     from psd.store import Store
@@ -140,7 +140,7 @@ def settled(reply: Any, users: list[str], moved: set[str]) -> None:
     (the logs are kept)."""
     if reply == [b"moved"]:
         moved.update(users)
-    elif any(status in _REFUSALS for status in reply[::2]):
+    elif not REFUSED_LETTERS.isdisjoint(reply[0]):
         log.error("pending points of %s are past the limits; their logs are kept", users)
 
 
@@ -155,5 +155,3 @@ def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, in
         settled(reply, plan.users(indexes), moved)
     return moved, plan.counts
 
-
-_REFUSALS = {b"past_counter", b"past_record", b"past_change"}

@@ -258,16 +258,35 @@ def ok_result(delta: int) -> WriteResult:
     return result
 
 
-def _metric_results(flat: list[Any], _points: list[MetricPoint]) -> list[WriteResult]:
-    """write_metric.lua's reply: a status and a delta per point."""
+#: write_metric.lua's letters (psd/lua/apply.lua's CODES): a status a point, its delta told
+#: by the point's value (``o``, an increment's ok), given in the reply (``d``, ``x``) or 0.
+_OK_LETTER, _GIVEN = ord("o"), frozenset(b"dx")
+_STATUSES = {
+    ord("d"): "ok",
+    ord("s"): "same",
+    ord("t"): "stale",
+    ord("u"): "duplicate",
+    ord("c"): "past_counter",
+    ord("r"): "past_record",
+    ord("x"): "past_change",
+}
+#: The letters of a refusal (nothing of the point written).
+REFUSED_LETTERS = frozenset(b"crx")
+
+
+def _metric_results(reply: list[Any], points: list[MetricPoint]) -> list[WriteResult]:
+    """write_metric.lua's reply: a letter a point, then the deltas its letters do not tell."""
+    letters, given = reply[0], iter(reply[1:])
     out = []
     ok = _OK
-    for i in range(0, len(flat), 2):
-        status, delta = flat[i], flat[i + 1]
-        if status == b"ok":
-            result = ok.get(delta) or ok_result(delta)
+    for letter, point in zip(letters, points, strict=True):
+        if letter == _OK_LETTER:
+            value = point.value
+            result = ok.get(value) or ok_result(value)
         else:
-            result = _metric_result(status.decode(), int(delta))
+            delta = next(given) if letter in _GIVEN else 0
+            status = _STATUSES[letter]
+            result = ok_result(delta) if status == "ok" else _metric_result(status, delta)
         out.append(result)
     return out
 

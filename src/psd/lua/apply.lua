@@ -78,13 +78,33 @@ local function apply_point(h, v)
   return 'ok', delta
 end
 
-local REFUSALS = {past_counter = true, past_record = true, past_change = true}
-local out, refused
+-- a point's status as its letter in the call's answer (write_metric.lua); an ok of a diffadd
+-- is "d", its delta given
+local CODES = {ok = 'o', same = 's', stale = 't', duplicate = 'u', past_counter = 'c',
+               past_record = 'r', past_change = 'x'}
+local REFUSED = {c = true, r = true, x = true}
+-- per point its letter; point -> its delta, where its letter is "d" or "x"; whether one
+-- was refused
+local out, given, refused
 
--- the result of point n
-local function put(n, status, delta)
-  out[2 * n - 1] = status; out[2 * n] = delta
-  if REFUSALS[status] then refused = true end
+-- the result of point n, of a diffadd or an increment
+local function put(n, diffadd, status, delta)
+  local code = CODES[status]
+  if code == 'o' and diffadd then code = 'd' end
+  out[n] = code
+  if code == 'd' or code == 'x' then given[n] = delta end
+  if REFUSED[code] then refused = true end
+end
+
+-- the call's answer: its letters, then the deltas of its points "d" and "x", in order
+local function answer()
+  local reply = {table.concat(out)}
+  if next(given) == nil then return reply end
+  for n = 1, #out do
+    local code = out[n]
+    if code == 'd' or code == 'x' then reply[#reply + 1] = given[n] end
+  end
+  return reply
 end
 
 -- record_next() for the rest of a run at once: its points from v on (point n), while each
@@ -113,7 +133,7 @@ local function append_run(act, atid, v, vlast, n)
     if moved >= room then break end
     recs[size + 1], recs[size + 2] = sec, delta
     size, max, sum, count, last = size + 2, sec, sum + delta, count + 1, ts
-    out[2 * n - 1] = 'ok'; out[2 * n] = delta
+    out[n] = 'o'
     v, n = v + 2, n + 1
   end
   if count > 0 then
@@ -132,12 +152,12 @@ end
 local function apply_run(h, n)
   local count = rows[h + H_N]
   if rows[h + H_MODE] == 'd' then
-    for j = 0, count - 1 do put(n + j, apply_point(h, h + HEAD + 3 * j)) end
+    for j = 0, count - 1 do put(n + j, true, apply_point(h, h + HEAD + 3 * j)) end
     return
   end
   local k, delivery = rows[h + H_K], rows[h + H_DELIVERY]
   if delivery ~= 0 and applied_before(KEYS[k + 7], deliveries[delivery], once) then
-    for j = n, n + count - 1 do out[2 * j - 1] = 'duplicate'; out[2 * j] = 0 end
+    for j = n, n + count - 1 do out[j] = 'u' end
     return
   end
   local t, aid, atid = targets[rows[h + H_TARGET]], rows[h + H_AID], rows[h + H_ATID]
@@ -147,21 +167,21 @@ local function apply_run(h, n)
   while v <= vlast do
     local delta, ts = rows[v + 1], rows[v + 2]
     if delta == 0 then
-      out[2 * n - 1] = 'same'; out[2 * n] = 0
+      out[n] = 's'
     elseif act.summary == nil then
       act.summary = {ts, ts, atid, 1, delta}  -- record.lua's order
       act.changed, added, sum = true, true, sum + delta
-      out[2 * n - 1] = 'ok'; out[2 * n] = delta
+      out[n] = 'o'
     elseif record_next(act, ts, delta, atid) or record(act, ts, delta, atid) then
       act.changed, added, sum = true, true, sum + delta
-      out[2 * n - 1] = 'ok'; out[2 * n] = delta
+      out[n] = 'o'
       if v < vlast then  -- the points after it, as many as may be, at once
         local more
         v, n, more = append_run(act, atid, v + 2, vlast, n + 1)
         sum, v, n = sum + more, v - 2, n - 1
       end
     else
-      out[2 * n - 1] = 'past_record'; out[2 * n] = 0
+      out[n] = 'r'
       refused = true
     end
     n, v = n + 1, v + 2

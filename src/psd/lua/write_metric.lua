@@ -43,12 +43,16 @@
 -- ARGV[7] "1": all or nothing (one point refused, nothing of the call is written), else "0"
 -- ARGV[8] (optional; on a cluster, before the keys' groups of keys.lua) msgpack {key, log,
 --         ...}: the call applies these users' logs, whose points it carries (apply_logs)
--- Returns {status, delta, status, delta, ...} per point: "ok", "same" (nothing to add),
--- "stale" (ts2 older than a change already recorded for this activity: a late update; or
--- the update needs changes of a day the minute retention no longer keeps), "duplicate" (its
--- delivery was applied before), or refused, nothing of it written (limits.lua):
--- "past_counter" (a counter would leave ±2^62, an hour's ±2^53), "past_record" (its activity's record
--- would leave ±2^53) or "past_change" (a diffadd change past ±2^42; delta says which).
+-- Returns {statuses, delta, delta, ...}: statuses a string of a letter a point (apply.lua's
+-- CODES), in order: "o" ok (an increment: it added its value), "d" ok (a diffadd: it added
+-- the next delta given), "s" same (nothing to add), "t" stale (ts2 older than a change
+-- already recorded for this activity: a late update; or the update needs changes of a day
+-- the minute retention no longer keeps), "u" duplicate (its delivery was applied before), or
+-- refused, nothing of it written (limits.lua): "c" past_counter (a counter would leave
+-- ±2^62, an hour's ±2^53), "r" past_record (its activity's record would leave ±2^53) or "x"
+-- past_change (a diffadd change past ±2^42; the next delta given says which). A letter a
+-- point and a delta only where its value does not tell it: a list of two values a point
+-- cost the server and the client more than the rest of a bulk point's answer.
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 -- A diffadd's window and its stale test count its activity's pending points too (the
 -- increments pend.lua appended to the user's log, {uid}:p).
@@ -118,12 +122,13 @@ end
 local function apply_each()
   local n = 1
   for _, h in ipairs(heads) do
+    local diffadd = rows[h + H_MODE] == 'd'
     local size = POINT_SIZE[rows[h + H_MODE]]
     for v = h + HEAD, h + HEAD + size * (rows[h + H_N] - 1), size do
-      put(n, apply_point(h, v))
+      put(n, diffadd, apply_point(h, v))
       if refused and whole then return end
       if not pay_counters() then
-        out[2 * n - 1] = 'past_counter'; out[2 * n] = 0; refused = true
+        out[n] = 'c'; refused = true
         if whole then return end
         forget()
       elseif whole then
@@ -161,7 +166,7 @@ local function begin(keys, args)
   state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   claims = #args - (clustered and 1 or 0) >= 8 and cmsgpack.unpack(args[8]) or nil
-  out, refused = {}, false
+  out, given, refused = {}, {}, false
   pending_read = {}
   use_limits(false)
   once_begin(); hours_begin(); forget_days(); recording_begin(); counters_begin()
@@ -178,7 +183,7 @@ local function write_points()
       apply_each()
       if whole and refused then unpay_all() elseif whole then save_states() end
     end
-    for n = #out / 2 + 1, npoints do out[2 * n - 1] = 'same'; out[2 * n] = 0 end
+    for n = #out + 1, npoints do out[n] = 's' end
   end
   if #paid > 0 then move_open_days() end
   if refused then  -- a delivery none of whose points was applied is not remembered
@@ -186,7 +191,7 @@ local function write_points()
     for _, h in ipairs(heads) do
       local delivery, count = rows[h + H_DELIVERY], rows[h + H_N]
       for j = n, n + count - 1 do
-        if delivery ~= 0 and not whole and not REFUSALS[out[2 * j - 1]] then
+        if delivery ~= 0 and not whole and not REFUSED[out[j]] then
           kept[KEYS[rows[h + H_K] + 7] .. '\n' .. deliveries[delivery]] = true
         end
       end
@@ -194,7 +199,7 @@ local function write_points()
     end
     once_forget(kept)
   end
-  return out
+  return answer()
 end
 
 -- whether each log claimed still starts with what the call applies (none applied it since;
