@@ -16,6 +16,7 @@ from psd.batching import (
     _units,
     part_names,
     plan_calls,
+    write_part_names,
 )
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
@@ -104,6 +105,23 @@ def test_many_deliveries_parts_are_named_by_each_record_s_count_in_each(
         )
     records, deliveries = [r for r, _ in points], [d for _, d in points]
     assert part_names(records, deliveries, own_part) == expected
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40).map(str), st.booleans()), max_size=3 * WRITE_BATCH),
+    st.sampled_from([CALL_POINTS, WRITE_BATCH, 1]),
+)
+def test_points_without_a_delivery_share_the_write_s_own_key(
+    points: list[tuple[str, bool]], own_part: int
+) -> None:
+    """The points of a write without delivery keys that a resent call would count twice
+    (increments) share a key of the write's own, cut into parts as a delivery is; the others
+    have none (a bulk load's, a stream tick's: each named at once)."""
+    records, resent = [r for r, _ in points], [x for _, x in points]
+    names = write_part_names(records, None, resent, own_part)
+    own = next((name.split("#")[0] for name in names if name), "")
+    assert own.startswith(OWN_DELIVERY) == any(resent)
+    assert names == part_names(records, [own if x else "" for x in resent], own_part)
 
 
 @given(

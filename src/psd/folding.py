@@ -154,4 +154,3 @@ def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, in
     ):
         settled(reply, plan.users(indexes), moved)
     return moved, plan.counts
-

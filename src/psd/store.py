@@ -52,6 +52,11 @@ __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResul
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
 
 
+def _kept(levels: list[str | None]) -> list[int]:
+    """The points some level keeps, by index."""
+    return [i for i, level in enumerate(levels) if level]
+
+
 def _prefixes(uids: list[int]) -> list[str]:
     """Each user's key prefix, made once a user: a bulk load's points are a few users' days."""
     made = {uid: metric_prefix(uid) for uid in set(uids)}
@@ -306,7 +311,8 @@ class Store(Reads):
         names = write_part_names(records, deliveries, resent, kind.call_points)
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
-        kept = [i for i, level in enumerate(levels) if level]
+        # most writes keep every point: their indexes made at once
+        kept = [*range(len(levels))] if None not in levels else _kept(levels)
         # points that wait in their user's log go in calls of their own (psd/pending.py);
         # none of an all-or-nothing write of several points (a waiting point is never refused)
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
@@ -335,7 +341,7 @@ class Store(Reads):
         def results(reply: Any, indexes: list[int]) -> list[WriteResult]:
             if waits.holds(indexes):
                 return waits.results(reply, indexes)
-            return kind.results(reply, [points[i] for i in indexes])
+            return kind.results(reply, map(points.__getitem__, indexes))
 
         with redis_errors(kind.doing):
             if ahead and kept and sendable(self.nodes):

@@ -5,7 +5,7 @@ write did. :class:`psd.store.Store` does the rest, the same for both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -85,7 +85,7 @@ class PointKind(Generic[P]):
         tuple[list[str], Any],
     ]
     #: The results of a call's points, from its reply.
-    results: Callable[[Any, list[P]], list[WriteResult]]
+    results: Callable[[Any, Iterable[P]], list[WriteResult]]
     #: Most points a call takes (psd/batching.py).
     call_points: int
 
@@ -274,7 +274,7 @@ _STATUSES = {
 REFUSED_LETTERS = frozenset(b"crx")
 
 
-def _metric_results(reply: list[Any], points: list[MetricPoint]) -> list[WriteResult]:
+def _metric_results(reply: list[Any], points: Iterable[MetricPoint]) -> list[WriteResult]:
     """write_metric.lua's reply: a letter a point, then the deltas its letters do not tell."""
     letters, given = reply[0], iter(reply[1:])
     out = []
@@ -330,7 +330,7 @@ def _count_args(
     return keys, rows
 
 
-def _count_results(flags: list[int], points: list[CountPoint]) -> list[WriteResult]:
+def _count_results(flags: list[int], points: Iterable[CountPoint]) -> list[WriteResult]:
     """write_count.lua's reply: a flag per point (1 added, 0 duplicate, -1 past a limit)."""
     out = []
     for flag, point in zip(flags, points, strict=True):
