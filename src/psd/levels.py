@@ -10,6 +10,7 @@ from typing import Any
 
 from psd.errors import PastRetention
 from psd.metrics import COARSE
+from psd.model import CountPoint, MetricPoint
 from psd.retention import Horizon
 from psd.writes import PointKind, WriteResult, WriteStatus
 
@@ -62,3 +63,24 @@ def outcomes(
     if coarse:
         COARSE.labels(kind.name).inc(coarse)
     return out
+
+
+def kept_points(levels: list[str | None]) -> list[int]:
+    """The points some level keeps, by index (most writes: all of them, made at once)."""
+    if None not in levels:
+        return [*range(len(levels))]
+    return [i for i, level in enumerate(levels) if level]
+
+
+def check_kept(
+    points: Sequence[MetricPoint | CountPoint], metrics: Horizon, counts: Horizon
+) -> None:
+    """Raise :class:`PastRetention` for the first point no level of the retention keeps
+    (metrics' horizon for a metric point, counts' for a count)."""
+    for n, point in enumerate(points):
+        if isinstance(point, MetricPoint):
+            horizon, ts, field = metrics, point.ts2, "ts2"
+        else:
+            horizon, ts, field = counts, point.ts, "ts"
+        if horizon.finest(ts) is None:
+            raise PastRetention(horizon.refusal(), field, n)

@@ -17,19 +17,26 @@ sent: psd/lua/once.lua; the calls that ran answer so), and calls of a Function t
 no longer holds (flushed) are sent again once every write on its way has been answered and
 the library loaded, so no later call runs before an earlier one. One server, whose writes
 wait for no replica; anywhere else a write sent ahead is applied before it returns.
+
+A large ``Store.write_metrics`` of users' runs of points (a bulk load's days, none of which
+would wait in a log) goes the same way, in segments (:func:`segment_cuts`,
+:func:`in_segments`): each is sent before the results of the one before are read, so the
+server applies one while psd plans the next, and the write returns once all are answered.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import suppress
+from itertools import groupby
 from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
+from psd.batching import CALL_POINTS
 from psd.connect import process_id, send_call
 from psd.errors import StoreError
 from psd.nodes import Builder, Call, Cutter, Nodes
@@ -136,6 +143,10 @@ class AheadChannel:
                 raise StoreError("a write sent ahead by another process: only it has the replies")
             self._advance()
         return ticket.replies
+
+    def idle(self) -> bool:
+        """Whether no write is on its way (every one sent answered and read)."""
+        return not self.queue and not self.broken
 
     def settle(self) -> None:
         """Every write on its way answered: a write of the store not sent ahead goes after
@@ -268,3 +279,54 @@ def send_calls(
         return results
 
     return replies
+
+
+#: The points of a segment of a large write (about: a user's run is cut only where both of its
+#: pieces keep CALL_POINTS or more), a few calls: planning one takes psd ~3 ms, which the
+#: server spends applying the one before.
+SEGMENT_POINTS = 2_000
+
+
+def segment_cuts(uids: Sequence[int], most: int, size: int = SEGMENT_POINTS) -> list[int] | None:
+    """Where a write of users' points (``uids[i]``: point i's user) is cut into segments of
+    about ``size`` points, in order; None where it should go whole: fewer than two
+    segments' points, or a run of a user's points shorter than a call's (``CALL_POINTS``).
+
+    A segment is written with none of its points waiting in a log (psd/pending.py), as the
+    whole write would be: a user waits only with at most ``most`` points in each call,
+    and a run of CALL_POINTS or more gives a call 200 of them or more (its delivery parts
+    hold CALL_POINTS each). A run is cut only into pieces of CALL_POINTS or more."""
+    if len(uids) < 2 * size or 2 * most >= CALL_POINTS:
+        return None
+    cuts: list[int] = []
+    start = at = 0  # where the open segment starts; where the run starts
+    for _, run in groupby(uids):
+        end = at + sum(1 for _ in run)
+        if end - at < CALL_POINTS:
+            return None
+        while start + size < end:  # full inside this run: cut there, leaving both pieces whole
+            cut = max(start + size, at + CALL_POINTS)
+            if cut > end - CALL_POINTS:
+                break
+            cuts.append(cut)
+            start = cut
+        if end - start >= size and end < len(uids):
+            cuts.append(end)
+            start = end
+        at = end
+    return cuts or None
+
+
+def in_segments(
+    send: Callable[[Sequence[Any]], SentWrite], points: Sequence[Any], cuts: list[int]
+) -> list[Any]:
+    """The results of ``points`` written in the segments ``cuts`` makes, each ``send``
+    (``Store.send_metrics``) before the results of the one before are read: in order, as
+    the write's whole would answer them."""
+    (first, last), *rest = zip([0, *cuts], [*cuts, len(points)], strict=True)
+    sent, results = send(points[first:last]), []
+    for start, end in rest:
+        ahead = send(points[start:end])
+        results += sent.results()
+        sent = ahead
+    return results + sent.results()

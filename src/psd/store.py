@@ -21,12 +21,12 @@ from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
-from psd.errors import InvalidInput, PastRetention, redis_errors
+from psd.errors import InvalidInput, redis_errors
 from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix
 from psd.layout import LayoutWatch
-from psd.levels import outcomes, point_levels, raise_refused
+from psd.levels import check_kept, kept_points, outcomes, point_levels, raise_refused
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes, Timed
@@ -35,7 +35,14 @@ from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
 from psd.scripts import Function, Scripts
-from psd.sentwrites import AheadChannel, SentWrite, send_calls, sendable
+from psd.sentwrites import (
+    AheadChannel,
+    SentWrite,
+    in_segments,
+    segment_cuts,
+    send_calls,
+    sendable,
+)
 from psd.tally import TALLY
 from psd.writes import (
     COUNT,
@@ -50,11 +57,6 @@ from psd.writes import (
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
-
-
-def _kept(levels: list[str | None]) -> list[int]:
-    """The points some level keeps, by index."""
-    return [i for i, level in enumerate(levels) if level]
 
 
 def _prefixes(uids: list[int]) -> list[str]:
@@ -128,10 +130,11 @@ class Store(Reads):
         for it alone, as most HTTP writes and tasks of one point come: a write's planning
         costs such a point as much Python as its call (~40 µs). None, having written
         nothing, where the general way decides (a cluster, replicas to wait for, writes sent
-        ahead, a point only coarser levels keep, a diffadd of an activity the store sent one
-        of); its result the direct way where its log does not take it."""
+        ahead not answered yet, a point only coarser levels keep, a diffadd of an activity
+        the store sent one of); its result the direct way where its log does not take it."""
         nodes = self.nodes
-        if not self.settings.pending_points or nodes.cluster or nodes.replicas or self._ahead:
+        ahead = self._ahead is not None and not self._ahead.idle()
+        if not self.settings.pending_points or nodes.cluster or nodes.replicas or ahead:
             return None
         now = int(self._clock())
         if self._horizon(METRIC, self.metric_policy, now).finest(point.ts2) != "minute":
@@ -191,17 +194,23 @@ class Store(Reads):
         wait: bool = True,
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
-        one round trip. ``deliveries[i]``, when given, is the key of the delivery
-        (task, message) point i came in: a delivery applied before is not applied again
-        (status ``duplicate``) for ``idempotency_window`` seconds. A point no level of the
-        retention keeps, or that would cross a limit, is ``refused`` (nothing of it written,
-        its delivery not recorded unless other points of it were applied); with
-        ``all_or_nothing`` such a point raises :class:`PastRetention` or :class:`PastLimit`
-        and none is written (the points go in one call). A stream's increments may wait in
-        their user's log (``pending_points``, psd/pending.py), unless ``wait`` is false (an
-        import or a migration, which leaves its keyspace whole)."""
+        one round trip (a large write of users' runs of points, none of which would wait, in
+        segments sent ahead one after another: psd/sentwrites.py). ``deliveries[i]``, when
+        given, is the key of the delivery (task, message) point i came in: a delivery
+        applied before is not applied again (status ``duplicate``) for
+        ``idempotency_window`` seconds. A point no level of the retention keeps, or that
+        would cross a limit, is ``refused`` (nothing of it written, its delivery not
+        recorded unless other points of it were applied); with ``all_or_nothing`` such a
+        point raises :class:`PastRetention` or :class:`PastLimit` and none is written (the
+        points go in one call). A stream's increments may wait in their user's log
+        (``pending_points``, psd/pending.py), unless ``wait`` is false (an import or a
+        migration, which leaves its keyspace whole)."""
         if not points:
             return []
+        if not (deliveries or all_or_nothing) and sendable(self.nodes):
+            cuts = segment_cuts([p.uid for p in points], self.settings.pending_points)
+            if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
+                return in_segments(self.send_metrics, points, cuts)
         return self._metrics(points, deliveries, all_or_nothing, wait).results()
 
     def send_metrics(
@@ -311,8 +320,7 @@ class Store(Reads):
         names = write_part_names(records, deliveries, resent, kind.call_points)
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
-        # most writes keep every point: their indexes made at once
-        kept = [*range(len(levels))] if None not in levels else _kept(levels)
+        kept = kept_points(levels)
         # points that wait in their user's log go in calls of their own (psd/pending.py);
         # none of an all-or-nothing write of several points (a waiting point is never refused)
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
@@ -388,12 +396,4 @@ class Store(Reads):
         if not points:
             return
         now = int(self._clock())
-        horizons = {
-            MetricPoint: self.metric_policy.horizon(now),
-            CountPoint: self.count_policy.horizon(now),
-        }
-        for n, point in enumerate(points):
-            horizon = horizons[type(point)]
-            ts, field = (point.ts2, "ts2") if isinstance(point, MetricPoint) else (point.ts, "ts")
-            if horizon.finest(ts) is None:
-                raise PastRetention(horizon.refusal(), field, n)
+        check_kept(points, self.metric_policy.horizon(now), self.count_policy.horizon(now))

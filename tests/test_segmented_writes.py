@@ -1,0 +1,118 @@
+"""A large ``Store.write_metrics`` of users' runs of points (a bulk load's days), written in
+segments sent ahead one after another (psd/sentwrites.py): where it is cut, and that it
+answers and stores what the same write made whole does. On a real Redis. The channel's
+failures (a connection lost, a flushed library): tests/test_sent_writes.py."""
+
+from __future__ import annotations
+
+from itertools import groupby, pairwise
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from psd import store as store_module
+from psd.batching import CALL_POINTS
+from psd.config import Settings
+from psd.keys import PENDING, metric_prefix
+from psd.model import MetricPoint
+from psd.sentwrites import SEGMENT_POINTS, segment_cuts
+from psd.store import Store
+from tests.test_sent_writes import days, dump
+from tests.test_store import recent_bases
+
+SIZE = 1_000  # a segment's points in the property below: runs of CALL_POINTS are 400
+
+
+@given(st.lists(st.integers(1, 3_000), min_size=1, max_size=12), st.integers(0, 250))
+def test_a_write_is_cut_between_whole_pieces_of_its_runs(lengths: list[int], most: int) -> None:
+    """Segments of SIZE points or more (the last aside), each run cut into pieces of
+    CALL_POINTS or more; none where a run is shorter, the write smaller than two segments
+    or a call of CALL_POINTS points may hold as many as wait (``most``)."""
+    uids = [u for u, n in enumerate(lengths) for _ in range(n)]
+    cuts = segment_cuts(uids, most, SIZE)
+    whole = len(uids) < 2 * SIZE or min(lengths) < CALL_POINTS or 2 * most >= CALL_POINTS
+    if whole:
+        assert cuts is None
+        return
+    if cuts is None:  # no room for a cut: every run too short to cut, the segments too few
+        return
+    bounds = [0, *cuts, len(uids)]
+    assert bounds == sorted(set(bounds))
+    sizes = [end - start for start, end in pairwise(bounds)]
+    assert all(SIZE <= n < SIZE + 2 * CALL_POINTS for n in sizes[:-1])
+    for start, end in pairwise(bounds):
+        for _, piece in groupby(uids[start:end]):
+            assert sum(1 for _ in piece) >= CALL_POINTS
+
+
+def test_a_bulk_load_s_blocks_are_cut() -> None:
+    """A user's days in a block of 10,000 points, and a block across two users', are cut."""
+    one = [7] * 10_000
+    assert segment_cuts(one, 8) == list(range(SEGMENT_POINTS, 10_000, SEGMENT_POINTS))
+    two = [7] * 1_520 + [8] * 8_480
+    cuts = segment_cuts(two, 8)
+    assert cuts is not None and len(cuts) >= 3
+
+
+def written(store: Store, points: list[MetricPoint]) -> tuple[list[Any], bool]:
+    """Its results, and whether it went in segments."""
+    segmented: list[list[int]] = []
+    real = store_module.in_segments
+
+    def spy(send: Any, points: Any, cuts: list[int]) -> list[Any]:
+        segmented.append(cuts)
+        return real(send, points, cuts)
+
+    store_module.in_segments = spy  # type: ignore[assignment]
+    try:
+        return store.write_metrics(points), bool(segmented)
+    finally:
+        store_module.in_segments = real
+
+
+def test_a_write_in_segments_answers_and_stores_what_a_whole_write_does(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = recent_bases()[1] - 15 * 86400
+    points = [p for uid in (1, 2, 3) for p in days(uid, start, 15)]  # 3 x 2,175 points
+    store = Store(redis_client, Settings())
+    with monkeypatch.context() as whole:
+        whole.setattr(store_module, "segment_cuts", lambda *_: None)
+        expected, cut = written(store, points)
+    assert not cut
+    sums = dump(store, range(1, 4), start, 15)
+    redis_client.flushdb()
+    store = Store(redis_client, Settings())
+    results, cut = written(store, points)
+    assert cut
+    assert results == expected
+    assert {r.status for r in results} == {"ok", "same"}  # "same": a value of 0
+    assert dump(store, range(1, 4), start, 15) == sums
+
+
+def test_a_point_after_a_write_in_segments_waits_in_its_log(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The segments' channel has nothing on its way once the write returns: a lone point
+    is written alone in its log (``Store._wait_alone``), as a store that never sent ahead
+    writes it, not planned as a write of many."""
+    start = recent_bases()[1] - 30 * 86400
+    store = Store(redis_client, Settings())
+    _, cut = written(store, days(1, start, 30))
+    assert cut
+    alone: list[Any] = []
+    real = Store._wait_alone
+
+    def spy(self: Store, point: MetricPoint, delivery: str) -> Any:
+        alone.append(real(self, point, delivery))
+        return alone[-1]
+
+    monkeypatch.setattr(Store, "_wait_alone", spy)
+    now = store.now()
+    store.write_metric(MetricPoint("steps", 9, 3, 1, 5, now - 60, now - 60, "increment"))
+    assert alone and alone[0] is not None
+    assert redis_client.exists(metric_prefix(9) + PENDING)
+    assert store.sum(9, "steps", None, now - 3600, now) == 5
