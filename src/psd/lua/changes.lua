@@ -64,22 +64,21 @@ local function decode_hour(raw)
 end
 
 -- an hour's list from its changes by context (context -> {second, amount, ...}), contexts
--- ascending, each in the order given. Most hours have one context, the first (no mark):
--- theirs is coded in a copy made at its size by one constructor (a list grown a pair at a
--- time is made again at every power of two). Its values pass on Lua's C stack, which takes
--- 8,000: a context has a change a second at most, 7,200 values an hour. (No local of its
--- own: write_metric.lua's main chunk is at Lua's 200.)
+-- ascending, each in the order given; the groups are spent (a day's state is forgotten once
+-- written: daystate.lua's save_days). Most hours have one context, the first (no mark):
+-- theirs is coded in its own list, in place (a copy cost a table and the C stack's copy of
+-- its values). (No local of its own: write_metric.lua's main chunk is at Lua's 200.)
 local function encode_hour(groups)
   local first = next(groups)
   if first == 1 and next(groups, 1) == nil then
-    local recs = groups[1]
-    local items, sec, d = {unpack(recs)}, 0, 0
+    local recs, sec, d = groups[1], 0, 0
     for j = 1, #recs, 2 do
-      local nd = recs[j] - sec
-      items[j] = nd - d
-      sec, d = recs[j], nd
+      local at = recs[j]
+      local nd = at - sec
+      recs[j] = nd - d
+      sec, d = at, nd
     end
-    return cmsgpack.pack(items)
+    return cmsgpack.pack(recs)
   end
   local order, items = {}, {}
   for ctx, _ in pairs(groups) do order[#order + 1] = ctx end
