@@ -7,8 +7,10 @@
 local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
 local expiry  -- counter key -> Unix time it expires at (0 = never)
 local roots  -- counter key -> true for the user's root hashes
--- what points owe before it is owed to fields (add_to_counters): target -> k -> atid ->
--- {k, target, atid, delta}; those, in order
+-- what points owe before it is owed to fields (add_to_counters): target -> k -> a due
+-- {k, target, atid, delta, the due of the same target and k of another type made before
+-- it}, most often the one (a table a level less: a bulk load's every hour is a new
+-- target); those, in order
 local dues, due_list
 
 -- Numbers a call passes to Redis as strings, each made once a call: Redis turns a Lua
@@ -268,19 +270,16 @@ local function add_to_counters(k, t, atid, delta)
   local by_k = dues[t]
   if by_k == nil then
     local due = {k, t, atid, delta}
-    dues[t] = {[k] = {[atid] = due}}
+    dues[t] = {[k] = due}
     due_list[#due_list + 1] = due
     return
   end
-  local by_atid = by_k[k]
-  if by_atid == nil then
-    by_atid = {}
-    by_k[k] = by_atid
-  end
-  local due = by_atid[atid]
+  local first = by_k[k]
+  local due = first
+  while due ~= nil and due[3] ~= atid do due = due[5] end  -- the (t, k)'s of other types
   if due == nil then
-    due = {k, t, atid, 0}
-    by_atid[atid] = due
+    due = {k, t, atid, 0, first}
+    by_k[k] = due
     due_list[#due_list + 1] = due
   end
   due[4] = due[4] + delta
