@@ -17,6 +17,7 @@ from psd import store as store_module
 from psd.batching import CALL_POINTS
 from psd.config import Settings
 from psd.keys import PENDING, metric_prefix
+from psd.metrics import WRITE_BATCH_POINTS
 from psd.model import MetricPoint
 from psd.sentwrites import SEGMENT_POINTS, segment_cuts
 from psd.store import Store
@@ -116,3 +117,22 @@ def test_a_point_after_a_write_in_segments_waits_in_its_log(
     assert alone and alone[0] is not None
     assert redis_client.exists(metric_prefix(9) + PENDING)
     assert store.sum(9, "steps", None, now - 3600, now) == 5
+
+
+def test_a_write_in_segments_is_one_write_to_the_metrics(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``psd_write_batch_points`` sees the write's points once, not each segment's."""
+    seen: list[float] = []
+    real = store_module.TALLY.observe
+
+    def spy(histogram: Any, value: float) -> None:
+        if histogram is WRITE_BATCH_POINTS:
+            seen.append(value)
+        real(histogram, value)
+
+    monkeypatch.setattr(store_module.TALLY, "observe", spy)
+    points = days(1, recent_bases()[1] - 30 * 86400, 30)
+    _, cut = written(Store(redis_client, Settings()), points)
+    assert cut
+    assert seen == [len(points)]

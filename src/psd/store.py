@@ -195,22 +195,23 @@ class Store(Reads):
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
         one round trip (a large write of users' runs of points, none of which would wait, in
-        segments sent ahead one after another: psd/sentwrites.py). ``deliveries[i]``, when
-        given, is the key of the delivery (task, message) point i came in: a delivery
-        applied before is not applied again (status ``duplicate``) for
-        ``idempotency_window`` seconds. A point no level of the retention keeps, or that
-        would cross a limit, is ``refused`` (nothing of it written, its delivery not
-        recorded unless other points of it were applied); with ``all_or_nothing`` such a
-        point raises :class:`PastRetention` or :class:`PastLimit` and none is written (the
-        points go in one call). A stream's increments may wait in their user's log
+        segments sent ahead one by one: psd/sentwrites.py). ``deliveries[i]``: the key of
+        the delivery (task, message) point i came in: one applied before is not again
+        (``duplicate``) for ``idempotency_window`` seconds. A point no level of the retention
+        keeps, or that would cross a limit, is ``refused`` (nothing of it written, its
+        delivery not recorded unless other points of it were applied); with
+        ``all_or_nothing`` such a point raises :class:`PastRetention` or :class:`PastLimit`
+        and none is written (one call). A stream's increments may wait in their user's log
         (``pending_points``, psd/pending.py), unless ``wait`` is false (an import or a
         migration, which leaves its keyspace whole)."""
         if not points:
             return []
+        TALLY.observe(WRITE_BATCH_POINTS, len(points))
         if not (deliveries or all_or_nothing) and sendable(self.nodes):
             cuts = segment_cuts([p.uid for p in points], self.settings.pending_points)
             if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
-                return in_segments(self.send_metrics, points, cuts)
+                send = lambda part: self._metrics(part, None, False, False, ahead=True)  # noqa: E731
+                return in_segments(send, points, cuts)
         return self._metrics(points, deliveries, all_or_nothing, wait).results()
 
     def send_metrics(
@@ -223,6 +224,7 @@ class Store(Reads):
         (psd/sentwrites.py); read each write's results before sending the one after next,
         or its calls wait unread. On a cluster, or with ``write_replicas``, the write is
         applied before this returns."""
+        TALLY.observe(WRITE_BATCH_POINTS, len(points))
         return self._metrics(points, deliveries, False, False, ahead=True)
 
     def _metrics(
@@ -233,7 +235,6 @@ class Store(Reads):
         wait: bool,
         ahead: bool = False,
     ) -> SentWrite:
-        TALLY.observe(WRITE_BATCH_POINTS, len(points))
         return self._write(
             METRIC,
             self.metric_policy,
