@@ -1,9 +1,11 @@
 """Ingest of bench/vs_timeseries.py: the dense data into psd and into RedisTimeSeries, in two
 shapes each, on an emptied server; points/s and ``used_memory`` bytes a point.
 
-- bulk: psd, user after user, ``Store.write_metrics`` in blocks of 10,000 points; RTS,
-  ``TS.MADD`` of 1,000 points, 10 commands a pipeline. psd again with each block sent ahead
-  (``Store.send_metrics``: the next block built while the server applies one).
+- bulk: psd, user after user, ``Store.write_metrics`` in blocks of 10,000 points (each
+  written in segments sent ahead, psd/sentwrites.py: the next block is made once it
+  answers); RTS, ``TS.MADD`` of 1,000 points, 10 commands a pipeline. psd again with each
+  block sent ahead (``Store.send_metrics``: the next block built while the server applies
+  one).
 - streaming: every 10-minute tick, one point of each user: psd, one ``write_metrics`` call a
   tick; RTS, one ``TS.MADD`` a tick. Over the first ticks only, as many as asked (psd is
   several times slower this way).
