@@ -10,10 +10,12 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 
+from psd import store as store_module
 from psd.batching import CALL_POINTS
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
@@ -249,3 +251,30 @@ def test_a_bulk_write_keeps_one_key_of_its_own_per_call_of_a_user(
     own = list(redis_client.scan_iter("{1}:own:*"))
     assert len(own) == -(-1000 // CALL_POINTS)
     assert store.sum(1, "steps", None, T0, T0 + 1000) == 1000
+
+
+def test_a_write_in_segments_whose_reply_was_lost_counts_once(
+    lossy_store: tuple[Store, LosesOneReply], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large write sent in segments (psd/sentwrites.py) loses the reply of its first
+    call: every segment on its way goes again, in order, and each point counts once."""
+    store, proxy = lossy_store
+    segmented: list[list[int]] = []
+    real = store_module.in_segments
+
+    def spy(send: Any, points: Any, cuts: list[int]) -> list[Any]:
+        segmented.append(cuts)
+        return real(send, points, cuts)
+
+    monkeypatch.setattr(store_module, "in_segments", spy)
+    points = [
+        MetricPoint("steps", uid, 2, aid, aid % 7, T0 + aid, T0 + aid, "increment")
+        for uid in (1, 2)
+        for aid in range(2_500)
+    ]
+    results = store.write_metrics(points)
+    assert segmented, "not written in segments: the test proves nothing"
+    assert proxy.lost.is_set(), "the reply was not lost: the test proves nothing"
+    assert {r.status for r in results} <= {"ok", "same", "duplicate"}
+    expected = sum(aid % 7 for aid in range(2_500))
+    assert [store.sum(uid, "steps", None, T0, T0 + 2_500) for uid in (1, 2)] == [expected] * 2
