@@ -29,11 +29,11 @@ class MetricTargetArg(NamedTuple):
     expires_day: int
     thing: int
     thing_s: str
-    #: each counter hash's field of every type: child * 10 + thing (year, month, day, hour)
+    #: the field of every type of its year, month and day: child * 10 + thing (its hour is
+    #: in its packed field)
     slot_year: str
     slot_month: str
     slot_day: str
-    slot_hour: str
     packed: str  # the month's packed field of its hour, every type's (psd/lua/hours.lua)
 
 

@@ -95,7 +95,7 @@ def _metric_keys(target: Target) -> list[str]:
 
 
 def _metric_target_arg(target: Target, expires: list[int], thing: int) -> MetricTargetArg:
-    year, month, day, hour = (str(child * 10 + thing) for child in target.children)
+    year, month, day = (str(child * 10 + thing) for child in target.children[:3])
     root, in_year, in_month, in_day = expires
     child_day, child_hour = target.children[2], target.children[3]
     return MetricTargetArg(
@@ -110,7 +110,6 @@ def _metric_target_arg(target: Target, expires: list[int], thing: int) -> Metric
         year,
         month,
         day,
-        hour,
         packed_field(child_hour, thing),
     )
 

@@ -16,15 +16,16 @@
 -- ARGV[1] msgpack {targets, deliveries, runs} (psd.scriptargs.MetricCallArg; psd.writes
 --         builds it):
 --         targets: what the points of an hour and a thing share, each a flat {day, hour,
---           four expires, thing, thing_s, four slots, packed} (psd.scriptargs.
+--           four expires, thing, thing_s, three slots, packed} (psd.scriptargs.
 --           MetricTargetArg): day and hour = its children in its month; its year (in root),
---           month (in year), day and hour (in month) are each counted in the slot child * 10
---           + thing, field "<slot>" (every type) and "<slot>:<atid>" (per type); expires =
---           Unix time each counter hash (root, year, month, day) expires at
---           (psd/retention.py), 0 = never: set when a field is added, and a hash already past
---           it is not written (the day's: its hour is not written); thing = the thing's
---           number, thing_s the same as a string; slots = the four slots' fields as strings;
---           packed = the month's packed field of its hour (hours.lua), every type's
+--           month (in year) and day (in month) are each counted in the slot child * 10 +
+--           thing, field "<slot>" (every type) and "<slot>:<atid>" (per type), its hour in
+--           its packed field; expires = Unix time each counter hash (root, year, month, day)
+--           expires at (psd/retention.py), 0 = never: set when a field is added, and a hash
+--           already past it is not written (the day's: its hour is not written); thing =
+--           the thing's number, thing_s the same as a string; slots = the three slots'
+--           fields as strings; packed = the month's packed field of its hour (hours.lua),
+--           every type's
 --         deliveries: the keys of the deliveries the points came in
 --         runs: flat, the call's points in runs of points that share their activity,
 --           type, target, delivery and mode (psd.scriptargs.MetricRunArg): a run's seven
@@ -69,8 +70,8 @@ local POINT_SIZE = {i = 2, d = 3}
 local heads  -- the base of each run, in order
 -- a target's parts (psd.scriptargs.MetricTargetArg): its day and hour children, then the
 -- expiries of its four hashes (root, year, month, day) from T_EXPIRES, the thing, then the
--- four slots' fields from T_SLOTS, then its packed field
-local T_DAY, T_HOUR, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 7, 8, 9, 13
+-- three slots' fields from T_SLOTS, then its packed field
+local T_DAY, T_HOUR, T_EXPIRES, T_THING, T_THING_S, T_SLOTS, T_PACKED = 1, 2, 3, 7, 8, 9, 12
 
 -- #include once.lua
 -- #include limits.lua
