@@ -81,7 +81,7 @@ def test_a_write_in_segments_answers_and_stores_what_a_whole_write_does(
     points = [p for uid in (1, 2, 3) for p in days(uid, start, 15)]  # 3 x 2,175 points
     store = Store(redis_client, Settings())
     with monkeypatch.context() as whole:
-        whole.setattr(store_module, "segment_cuts", lambda *_: None)
+        whole.setattr(store_module, "write_segments", lambda *_: None)
         expected, cut = written(store, points)
     assert not cut
     sums = dump(store, range(1, 4), start, 15)

@@ -317,6 +317,18 @@ def segment_cuts(uids: Sequence[int], most: int, size: int = SEGMENT_POINTS) -> 
     return cuts or None
 
 
+def write_segments(
+    points: Sequence[Any], deliveries: Any, all_or_nothing: bool, nodes: Nodes, most: int
+) -> list[int] | None:
+    """Where ``Store.write_metrics`` cuts its write into segments sent ahead
+    (:func:`segment_cuts`; ``most``: ``pending_points``), or None: a write with delivery keys
+    (its parts are named over the whole write), all or nothing, small, or on nodes where no
+    write is sent ahead."""
+    if deliveries or all_or_nothing or len(points) < 2 * SEGMENT_POINTS or not sendable(nodes):
+        return None
+    return segment_cuts([p.uid for p in points], most)
+
+
 def in_segments(
     send: Callable[[Sequence[Any]], SentWrite], points: Sequence[Any], cuts: list[int]
 ) -> list[Any]:

@@ -39,9 +39,9 @@ from psd.sentwrites import (
     AheadChannel,
     SentWrite,
     in_segments,
-    segment_cuts,
     send_calls,
     sendable,
+    write_segments,
 )
 from psd.tally import TALLY
 from psd.writes import (
@@ -207,11 +207,11 @@ class Store(Reads):
         if not points:
             return []
         TALLY.observe(WRITE_BATCH_POINTS, len(points))
-        if not (deliveries or all_or_nothing) and sendable(self.nodes):
-            cuts = segment_cuts([p.uid for p in points], self.settings.pending_points)
-            if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
-                send = lambda part: self._metrics(part, None, False, False, ahead=True)  # noqa: E731
-                return in_segments(send, points, cuts)
+        most = self.settings.pending_points
+        cuts = write_segments(points, deliveries, all_or_nothing, self.nodes, most)
+        if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
+            send = lambda part: self._metrics(part, None, False, False, ahead=True)  # noqa: E731
+            return in_segments(send, points, cuts)
         return self._metrics(points, deliveries, all_or_nothing, wait).results()
 
     def send_metrics(
