@@ -7,9 +7,9 @@
 local owed, owed_keys  -- counter key -> {field -> delta, ...}; in order
 local expiry  -- counter key -> Unix time it expires at (0 = never)
 local roots  -- counter key -> true for the user's root hashes
--- what points owe before it is owed to fields (add_to_counters): target -> k -> a due
--- {k, target, atid, delta, the due of the same target and k of another type made before
--- it}, most often the one (a table a level less: a bulk load's every hour is a new
+-- what points owe before it is owed to fields (add_to_counters): target -> its one due,
+-- or k -> a due: {k, target, atid, delta, the due of the same target and k of another
+-- type made before it} (a table a level less, or two: a bulk load's every hour is a new
 -- target); those, in order
 local dues, due_list
 
@@ -270,9 +270,17 @@ local function add_to_counters(k, t, atid, delta)
   local by_k = dues[t]
   if by_k == nil then
     local due = {k, t, atid, delta}
-    dues[t] = {[k] = due}
+    dues[t] = due  -- the target's one due: a bulk load's every hour is a new target
     due_list[#due_list + 1] = due
     return
+  end
+  if by_k[2] == t then  -- its one due so far (a due names its target at 2, a k a due)
+    if by_k[1] == k and by_k[3] == atid then
+      by_k[4] = by_k[4] + delta
+      return
+    end
+    by_k = {[by_k[1]] = by_k}
+    dues[t] = by_k
   end
   local first = by_k[k]
   local due = first
