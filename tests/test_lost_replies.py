@@ -262,9 +262,9 @@ def test_a_write_in_segments_whose_reply_was_lost_counts_once(
     segmented: list[list[int]] = []
     real = store_module.in_segments
 
-    def spy(send: Any, points: Any, cuts: list[int]) -> list[Any]:
+    def spy(client: Any, send: Any, points: Any, cuts: list[int]) -> list[Any]:
         segmented.append(cuts)
-        return real(send, points, cuts)
+        return real(client, send, points, cuts)
 
     monkeypatch.setattr(store_module, "in_segments", spy)
     points = [

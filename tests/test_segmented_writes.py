@@ -5,6 +5,7 @@ failures (a connection lost, a flushed library): tests/test_sent_writes.py."""
 
 from __future__ import annotations
 
+import threading
 from itertools import groupby, pairwise
 from typing import Any
 
@@ -63,9 +64,9 @@ def written(store: Store, points: list[MetricPoint]) -> tuple[list[Any], bool]:
     segmented: list[list[int]] = []
     real = store_module.in_segments
 
-    def spy(send: Any, points: Any, cuts: list[int]) -> list[Any]:
+    def spy(client: Any, send: Any, points: Any, cuts: list[int]) -> list[Any]:
         segmented.append(cuts)
-        return real(send, points, cuts)
+        return real(client, send, points, cuts)
 
     store_module.in_segments = spy  # type: ignore[assignment]
     try:
@@ -97,8 +98,8 @@ def test_a_write_in_segments_answers_and_stores_what_a_whole_write_does(
 def test_a_point_after_a_write_in_segments_waits_in_its_log(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The segments' channel has nothing on its way once the write returns: a lone point
-    is written alone in its log (``Store._wait_alone``), as a store that never sent ahead
+    """A write in segments leaves nothing on its way once it returns: a lone point is
+    written alone in its log (``Store._wait_alone``), as a store that never sent ahead
     writes it, not planned as a write of many."""
     start = recent_bases()[1] - 30 * 86400
     store = Store(redis_client, Settings())
@@ -136,3 +137,31 @@ def test_a_write_in_segments_is_one_write_to_the_metrics(
     _, cut = written(Store(redis_client, Settings()), points)
     assert cut
     assert seen == [len(points)]
+
+
+def test_threads_sharing_a_store_write_in_segments_side_by_side(
+    redis_client: redis.Redis,
+) -> None:
+    """Each write in segments has a channel of its own, given back once it is answered: two
+    threads' large writes on one store leave no connection taken, and answer and store what
+    each alone would."""
+    start = recent_bases()[1] - 15 * 86400
+    store = Store(redis_client, Settings())
+    blocks = [[p for uid in pair for p in days(uid, start, 15)] for pair in ((1, 2), (3, 4))]
+    answers: dict[int, list[Any]] = {}
+
+    def write(n: int) -> None:
+        answers[n] = written(store, blocks[n])[0]
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not redis_client.connection_pool._in_use_connections  # type: ignore[attr-defined]
+    both = dump(store, range(1, 5), start, 15)
+    redis_client.flushdb()
+    alone = Store(redis_client, Settings())
+    expected = [alone.write_metrics(block, wait=False) for block in blocks]
+    assert [answers[0], answers[1]] == expected
+    assert dump(alone, range(1, 5), start, 15) == both

@@ -222,3 +222,28 @@ def test_a_read_interrupted_sends_the_writes_on_their_way_again(
     assert statuses <= {"ok", "same", "stale"}, statuses
     for uid in (1, 2):
         assert store.sum(uid, "steps", None, t + 60 * 100, t + 60 * 499) == 400
+
+
+def test_a_lone_point_waits_alone_once_the_writes_sent_ahead_are_read(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone point goes the general way while writes sent ahead are on their way (it must
+    come after them), and alone in its log (``Store._wait_alone``) once they are read."""
+    t = recent_bases()[1] - 2 * 86400
+    store = Store(redis_client, Settings())
+    alone: list[Any] = []
+    real = Store._wait_alone
+
+    def spy(self: Store, point: MetricPoint, delivery: str) -> Any:
+        alone.append(real(self, point, delivery))
+        return alone[-1]
+
+    monkeypatch.setattr(Store, "_wait_alone", spy)
+    now = store.now()
+    lone = [MetricPoint("steps", 7, 3, n, 5, now - 60, now - 60, "increment") for n in (1, 2)]
+    sent = store.send_metrics(running_totals(1, t, 20))
+    store.write_metric(lone[0])  # the write on its way: the general way, after it
+    sent.results()
+    store.write_metric(lone[1])
+    assert alone[0] is None and alone[1] is not None
+    assert store.sum(7, "steps", None, now - 3600, now) == 10

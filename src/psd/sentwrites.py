@@ -20,8 +20,9 @@ wait for no replica; anywhere else a write sent ahead is applied before it retur
 
 A large ``Store.write_metrics`` of users' runs of points (a bulk load's days, none of which
 would wait in a log) goes the same way, in segments (:func:`segment_cuts`,
-:func:`in_segments`): each is sent before the results of the one before are read, so the
-server applies one while psd plans the next, and the write returns once all are answered.
+:func:`in_segments`) on a channel of the write's own: each is sent before the results of
+the one before are read, so the server applies one while psd plans the next, and the write
+returns once all are answered, its channel's connection given back.
 """
 
 from __future__ import annotations
@@ -143,6 +144,14 @@ class AheadChannel:
                 raise StoreError("a write sent ahead by another process: only it has the replies")
             self._advance()
         return ticket.replies
+
+    def close(self) -> None:
+        """Every write on its way answered, then the connection given back to its pool (closed
+        first where replies may be left unread on it)."""
+        try:
+            self.settle()
+        finally:
+            self._give_back(lost=bool(self.queue) or self.broken)
 
     def idle(self) -> bool:
         """Whether no write is on its way (every one sent answered and read)."""
@@ -330,15 +339,24 @@ def write_segments(
 
 
 def in_segments(
-    send: Callable[[Sequence[Any]], SentWrite], points: Sequence[Any], cuts: list[int]
+    client: redis.Redis,
+    send: Callable[[Sequence[Any], AheadChannel], SentWrite],
+    points: Sequence[Any],
+    cuts: list[int],
 ) -> list[Any]:
     """The results of ``points`` written in the segments ``cuts`` makes, each ``send``
-    (``Store.send_metrics``) before the results of the one before are read: in order, as
-    the write's whole would answer them."""
-    (first, last), *rest = zip([0, *cuts], [*cuts, len(points)], strict=True)
-    sent, results = send(points[first:last]), []
-    for start, end in rest:
-        ahead = send(points[start:end])
-        results += sent.results()
-        sent = ahead
-    return results + sent.results()
+    (``Store._metrics``) on a channel of the write's own before the results of the one
+    before are read: in order, as the write's whole would answer them. The channel is the
+    write's alone (threads sharing a store each write their own), every segment answered
+    before it gives its connection back."""
+    channel = AheadChannel(client)
+    try:
+        (first, last), *rest = zip([0, *cuts], [*cuts, len(points)], strict=True)
+        sent, results = send(points[first:last], channel), []
+        for start, end in rest:
+            ahead = send(points[start:end], channel)
+            results += sent.results()
+            sent = ahead
+        return results + sent.results()
+    finally:
+        channel.close()

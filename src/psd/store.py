@@ -210,8 +210,8 @@ class Store(Reads):
         most = self.settings.pending_points
         cuts = write_segments(points, deliveries, all_or_nothing, self.nodes, most)
         if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
-            send = lambda part: self._metrics(part, None, False, False, ahead=True)  # noqa: E731
-            return in_segments(send, points, cuts)
+            send = lambda part, on: self._metrics(part, None, False, False, on)  # noqa: E731
+            return in_segments(self.nodes.client, send, points, cuts)
         return self._metrics(points, deliveries, all_or_nothing, wait).results()
 
     def send_metrics(
@@ -225,7 +225,9 @@ class Store(Reads):
         or its calls wait unread. On a cluster, or with ``write_replicas``, the write is
         applied before this returns."""
         TALLY.observe(WRITE_BATCH_POINTS, len(points))
-        return self._metrics(points, deliveries, False, False, ahead=True)
+        if self._ahead is None and sendable(self.nodes):
+            self._ahead = AheadChannel(self.nodes.client)
+        return self._metrics(points, deliveries, False, False, self._ahead)
 
     def _metrics(
         self,
@@ -233,7 +235,7 @@ class Store(Reads):
         deliveries: Sequence[str] | None,
         all_or_nothing: bool,
         wait: bool,
-        ahead: bool = False,
+        ahead: AheadChannel | None = None,
     ) -> SentWrite:
         return self._write(
             METRIC,
@@ -300,15 +302,15 @@ class Store(Reads):
         records: list[str],
         resent: list[bool],
         waiting: int = 0,
-        ahead: bool = False,
+        ahead: AheadChannel | None = None,
     ) -> SentWrite:
         """What writing metrics and writing counts share: refuse the points the retention
         no longer keeps, plan the script calls, run them and settle each point's result.
         ``records[i]`` is the key prefix of point i's record (user or counter), ``head`` the
         script's arguments between its payload and psd/lua/once.lua's; a call's points of a
         user with at most ``waiting`` of them may wait in their log (psd/pending.py).
-        ``ahead`` (none waiting, not all or nothing): the calls are sent and their replies
-        read by the result's ``results()`` (psd/sentwrites.py), where it can be."""
+        ``ahead`` (none waiting, not all or nothing): the calls are sent on that channel and
+        their replies read by the result's ``results()`` (psd/sentwrites.py), where it can be."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
         levels = point_levels(horizon, instants, kind.field, all_or_nothing)
@@ -353,11 +355,9 @@ class Store(Reads):
             return kind.results(reply, map(points.__getitem__, indexes))
 
         with redis_errors(kind.doing):
-            if ahead and kept and sendable(self.nodes):
+            if ahead is not None and kept and sendable(self.nodes):
                 TALLY.add(_WRITE_TRIPS)
-                if self._ahead is None:
-                    self._ahead = AheadChannel(self.nodes.client)
-                replies = send_calls(self._ahead, kept, cut, build, results)
+                replies = send_calls(ahead, kept, cut, build, results)
 
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):
