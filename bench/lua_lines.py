@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import redis
-from instructions import sparse
+from instructions import ready, sparse
 from vs_data import Dense
 
 from psd.config import Settings
@@ -126,12 +126,7 @@ def start(server: Path, data: str, out: str | None) -> tuple[subprocess.Popen[by
     args = [str(server), "--port", str(port), "--dir", data, "--appendonly", "no"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port, socket_timeout=600)
-    for _ in range(300):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.1)
+    ready(client)
     return proc, client
 
 

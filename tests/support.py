@@ -59,6 +59,20 @@ def write_now(store: Store, point: MetricPoint) -> WriteResult:
     return store.write_metrics([point], all_or_nothing=True, wait=False)[0]
 
 
+def alone_answers(monkeypatch: pytest.MonkeyPatch) -> list[WriteResult | None]:
+    """What each lone point's way alone (``Store._wait_alone``) answers from now on: None
+    where it left the point to the general way."""
+    answers: list[WriteResult | None] = []
+    real = Store._wait_alone
+
+    def spy(self: Store, point: MetricPoint, delivery: str) -> WriteResult | None:
+        answers.append(real(self, point, delivery))
+        return answers[-1]
+
+    monkeypatch.setattr(Store, "_wait_alone", spy)
+    return answers
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

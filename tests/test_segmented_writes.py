@@ -22,6 +22,7 @@ from psd.metrics import WRITE_BATCH_POINTS
 from psd.model import MetricPoint
 from psd.sentwrites import SEGMENT_POINTS, segment_cuts
 from psd.store import Store
+from tests.support import alone_answers
 from tests.test_sent_writes import days, dump
 from tests.test_store import recent_bases
 
@@ -105,14 +106,7 @@ def test_a_point_after_a_write_in_segments_waits_in_its_log(
     store = Store(redis_client, Settings())
     _, cut = written(store, days(1, start, 30))
     assert cut
-    alone: list[Any] = []
-    real = Store._wait_alone
-
-    def spy(self: Store, point: MetricPoint, delivery: str) -> Any:
-        alone.append(real(self, point, delivery))
-        return alone[-1]
-
-    monkeypatch.setattr(Store, "_wait_alone", spy)
+    alone = alone_answers(monkeypatch)
     now = store.now()
     store.write_metric(MetricPoint("steps", 9, 3, 1, 5, now - 60, now - 60, "increment"))
     assert alone and alone[0] is not None

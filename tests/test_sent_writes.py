@@ -18,6 +18,7 @@ from psd import store as store_module
 from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
+from tests.support import alone_answers
 from tests.test_store import recent_bases
 
 
@@ -231,14 +232,7 @@ def test_a_lone_point_waits_alone_once_the_writes_sent_ahead_are_read(
     come after them), and alone in its log (``Store._wait_alone``) once they are read."""
     t = recent_bases()[1] - 2 * 86400
     store = Store(redis_client, Settings())
-    alone: list[Any] = []
-    real = Store._wait_alone
-
-    def spy(self: Store, point: MetricPoint, delivery: str) -> Any:
-        alone.append(real(self, point, delivery))
-        return alone[-1]
-
-    monkeypatch.setattr(Store, "_wait_alone", spy)
+    alone = alone_answers(monkeypatch)
     now = store.now()
     lone = [MetricPoint("steps", 7, 3, n, 5, now - 60, now - 60, "increment") for n in (1, 2)]
     sent = store.send_metrics(running_totals(1, t, 20))
