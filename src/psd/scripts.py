@@ -43,7 +43,8 @@ _FLAGS = re.compile(r"^#!lua flags=([\w,-]+)\n")
 #: Functions (Lua's default: 200). The server itself steps that collector every 50 calls,
 #: by as much work as 50 KB of allocation asks at this multiplier, whatever a call made:
 #: at 200 the collector was ~5% of a one-user read's instructions (docs/internals/lua.md).
-#: At 100 it still keeps up with what it frees (Lua's manual: not below 100).
+#: At 100 it still keeps up with what it frees (Lua's manual: not below 100). A server whose
+#: scripts may not reach the collector runs psd all the same.
 GC_STEP_MULTIPLIER = 100
 
 
@@ -99,7 +100,7 @@ def library(name: str) -> Library:
         f"redis.register_function{{function_name = '{function}', "
         "callback = function(keys, args)\n"
         "  if entry == nil then\n"
-        f"    collectgarbage('setstepmul', {GC_STEP_MULTIPLIER})\n"
+        f"    pcall(function() collectgarbage('setstepmul', {GC_STEP_MULTIPLIER}) end)\n"
         "    entry = setup()\n"
         "  end\n"
         "  return entry(keys, args)\n"
