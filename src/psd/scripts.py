@@ -8,7 +8,7 @@ no ``require``, so the text is inlined when the script is read.
 script defines its functions again on every call: ~10 µs of a one-user read's ~25 in the
 server, and ~170,000 instructions of a one-point write's ~570,000 (~100 functions). A
 Function library keeps them, made by its first call (a library may use no global but
-``redis`` while it loads). The library's name carries a digest of its text, so two versions
+``redis`` while it loads). The library's name carries a digest of its code, so two versions
 of psd on one server never replace each other's. A Function the server does not hold
 (restarted without persistence, flushed) is loaded again and the call sent again: a call so
 refused ran nothing. ``write_count.lua`` and ``maintain.lua`` run as EVALSHA (redis-py's
@@ -87,17 +87,12 @@ def library(name: str) -> Library:
     flags = _FLAGS.match(text)
     if entry is None or flags is None:
         raise ValueError(f"{name}.lua has no entry point or flags")
-    digest = hashlib.sha1(f"{GC_STEP_MULTIPLIER}\n{text}".encode()).hexdigest()[:12]
-    function = f"psd_{name}_{digest}"  # what its first call sets, too
     names = flags[1].split(",")
     # a library's own code may use no global but redis while it loads, so the script's text
     # is one function, run by the first call (its functions made then, once) and kept
     body = _ENTRY.sub(f"return {entry[1]}", text[flags.end() :])
-    code = (
-        f"#!lua name={function}\n"
-        "local entry\n"
-        f"local function setup()\n{body}\nend\n"
-        f"redis.register_function{{function_name = '{function}', "
+    head = "local entry\n"
+    tail = (
         "callback = function(keys, args)\n"
         "  if entry == nil then\n"
         f"    pcall(function() collectgarbage('setstepmul', {GC_STEP_MULTIPLIER}) end)\n"
@@ -105,6 +100,13 @@ def library(name: str) -> Library:
         "  end\n"
         "  return entry(keys, args)\n"
         f"end, flags = {{{', '.join(repr(f) for f in names)}}}}}\n"
+    )
+    setup = f"local function setup()\n{body}\nend\n"
+    digest = hashlib.sha1(f"{head}{setup}{tail}".encode()).hexdigest()[:12]  # all its code
+    function = f"psd_{name}_{digest}"
+    code = (
+        f"#!lua name={function}\n{head}{setup}"
+        f"redis.register_function{{function_name = '{function}', {tail}"
     )
     return Library(function, code, "no-writes" in names)
 
