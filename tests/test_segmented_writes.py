@@ -23,7 +23,7 @@ from psd.model import MetricPoint
 from psd.sentwrites import SEGMENT_POINTS, segment_cuts
 from psd.store import Store
 from tests.support import alone_answers
-from tests.test_sent_writes import days, dump
+from tests.test_sent_writes import days, dump, running_totals
 from tests.test_store import recent_bases
 
 SIZE = 1_000  # a segment's points in the property below: runs of CALL_POINTS are 400
@@ -65,9 +65,9 @@ def written(store: Store, points: list[MetricPoint]) -> tuple[list[Any], bool]:
     segmented: list[list[int]] = []
     real = store_module.in_segments
 
-    def spy(client: Any, send: Any, points: Any, cuts: list[int]) -> list[Any]:
+    def spy(client: Any, send: Any, points: Any, cuts: list[int], after: Any = None) -> list[Any]:
         segmented.append(cuts)
-        return real(client, send, points, cuts)
+        return real(client, send, points, cuts, after)
 
     store_module.in_segments = spy  # type: ignore[assignment]
     try:
@@ -94,6 +94,26 @@ def test_a_write_in_segments_answers_and_stores_what_a_whole_write_does(
     assert results == expected
     assert {r.status for r in results} == {"ok", "same"}  # "same": a value of 0
     assert dump(store, range(1, 4), start, 15) == sums
+
+
+def test_a_write_in_segments_goes_after_the_writes_the_store_sent_ahead(
+    redis_client: redis.Redis,
+) -> None:
+    """psd's Functions flushed while the store's channel is open: its write sent ahead is
+    refused, to be sent again once answered. A write in segments, on a channel of its own,
+    waits for it rather than run first, where its later increments of the same activity
+    would make the running totals sent before them stale."""
+    t = recent_bases()[1] - 2 * 86400
+    store = Store(redis_client, Settings())
+    store.send_metrics(running_totals(9, t, 1)).results()  # the channel open
+    redis_client.function_flush()
+    ahead = store.send_metrics(running_totals(1, t, 10))  # user 1's activity 1: a total of 10
+    later = [MetricPoint("steps", 1, 1, 1, 1, s, s, "increment") for s in range(t + 600, t + 4600)]
+    results, cut = written(store, later)
+    assert cut
+    assert [r.status for r in ahead.results()] == ["ok"] * 10
+    assert {r.status for r in results} == {"ok"}
+    assert store.sum(1, "steps", None, t, t + 86399) == 10 + 4000
 
 
 def test_a_point_after_a_write_in_segments_waits_in_its_log(

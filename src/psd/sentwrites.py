@@ -343,12 +343,19 @@ def in_segments(
     send: Callable[[Sequence[Any], AheadChannel], SentWrite],
     points: Sequence[Any],
     cuts: list[int],
+    after: AheadChannel | None = None,
 ) -> list[Any]:
     """The results of ``points`` written in the segments ``cuts`` makes, each ``send``
     (``Store._metrics``) on a channel of the write's own before the results of the one
-    before are read: in order, as the write's whole would answer them. The channel is the
-    write's alone (threads sharing a store each write their own), every segment answered
-    before it gives its connection back."""
+    before are read: in order, as the write's whole would answer them (but where a
+    counter's limit is near: a call pays for its points at once, and segments cut the
+    write into other calls). The channel is the write's alone (threads sharing a store each
+    write their own), every segment answered before it gives its connection back; the
+    writes sent ``after``'s way (a store's ``send_metrics``) are applied first: the server
+    serves two connections in no set order, and a call a channel sends again (its library
+    reloaded, its connection lost) comes later still."""
+    if after is not None:
+        after.settle()
     channel = AheadChannel(client)
     try:
         (first, last), *rest = zip([0, *cuts], [*cuts, len(points)], strict=True)

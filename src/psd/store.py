@@ -114,8 +114,7 @@ class Store(Reads):
 
     def once_args(self, now: int) -> list[Any]:
         """now, window and cutoff of psd/lua/once.lua."""
-        window = self.settings.idempotency_window
-        return [now, window, f"({now - window}"]
+        return [now, self.settings.idempotency_window, f"({now - self.settings.idempotency_window}"]
 
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
         """Apply one metric point atomically; raises :class:`PastRetention` or
@@ -211,7 +210,8 @@ class Store(Reads):
         cuts = write_segments(points, deliveries, all_or_nothing, self.nodes, most)
         if cuts:  # a bulk load's: planned a segment at a time, each sent ahead
             send = lambda part, on: self._metrics(part, None, False, False, on)  # noqa: E731
-            return in_segments(self.nodes.client, send, points, cuts)
+            with redis_errors(METRIC.doing):  # after the writes this store sent ahead
+                return in_segments(self.nodes.client, send, points, cuts, self._ahead)
         return self._metrics(points, deliveries, all_or_nothing, wait).results()
 
     def send_metrics(
