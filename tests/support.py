@@ -23,6 +23,7 @@ from kombu import Connection
 from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
 
+from psd import store as store_module
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.keys import HOUR_BASE
@@ -71,6 +72,19 @@ def alone_answers(monkeypatch: pytest.MonkeyPatch) -> list[WriteResult | None]:
 
     monkeypatch.setattr(Store, "_wait_alone", spy)
     return answers
+
+
+def segment_cuts_made(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The cuts of each write the store sends in segments (psd/sentwrites.py) from now on."""
+    made: list[list[int]] = []
+    real = store_module.in_segments
+
+    def spy(*args: Any) -> list[Any]:
+        made.append(args[3])  # client, send, points, cuts, after
+        return real(*args)
+
+    monkeypatch.setattr(store_module, "in_segments", spy)
+    return made
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis
 
-from psd import store as store_module
 from psd.batching import CALL_POINTS
 from psd.config import Settings
 from psd.model import CountPoint, MetricPoint
 from psd.pending import LOG_FOLD
 from psd.scripts import library, source
 from psd.store import Store
+from tests.support import segment_cuts_made
 
 T0 = 1458061005
 
@@ -259,14 +258,7 @@ def test_a_write_in_segments_whose_reply_was_lost_counts_once(
     """A large write sent in segments (psd/sentwrites.py) loses the reply of its first
     call: every segment on its way goes again, in order, and each point counts once."""
     store, proxy = lossy_store
-    segmented: list[list[int]] = []
-    real = store_module.in_segments
-
-    def spy(client: Any, send: Any, points: Any, cuts: list[int]) -> list[Any]:
-        segmented.append(cuts)
-        return real(client, send, points, cuts)
-
-    monkeypatch.setattr(store_module, "in_segments", spy)
+    segmented = segment_cuts_made(monkeypatch)
     points = [
         MetricPoint("steps", uid, 2, aid, aid % 7, T0 + aid, T0 + aid, "increment")
         for uid in (1, 2)

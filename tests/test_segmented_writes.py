@@ -22,7 +22,7 @@ from psd.metrics import WRITE_BATCH_POINTS
 from psd.model import MetricPoint
 from psd.sentwrites import SEGMENT_POINTS, segment_cuts
 from psd.store import Store
-from tests.support import alone_answers
+from tests.support import alone_answers, segment_cuts_made
 from tests.test_sent_writes import days, dump, running_totals
 from tests.test_store import recent_bases
 
@@ -62,18 +62,9 @@ def test_a_bulk_load_s_blocks_are_cut() -> None:
 
 def written(store: Store, points: list[MetricPoint]) -> tuple[list[Any], bool]:
     """Its results, and whether it went in segments."""
-    segmented: list[list[int]] = []
-    real = store_module.in_segments
-
-    def spy(client: Any, send: Any, points: Any, cuts: list[int], after: Any = None) -> list[Any]:
-        segmented.append(cuts)
-        return real(client, send, points, cuts, after)
-
-    store_module.in_segments = spy  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        segmented = segment_cuts_made(patch)
         return store.write_metrics(points), bool(segmented)
-    finally:
-        store_module.in_segments = real
 
 
 def test_a_write_in_segments_answers_and_stores_what_a_whole_write_does(
