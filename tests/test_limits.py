@@ -18,11 +18,13 @@ from flask.testing import FlaskClient
 
 from psd.config import Settings
 from psd.errors import InvalidInput, PastLimit
+from psd.folding import apply_logs
 from psd.keys import count_prefix, count_target, metric_prefix, metric_target
 from psd.model import MAX_VALUE, THINGS, CountPoint, MetricPoint
 from psd.store import Store
 from psd.writes import COUNT_LIMIT, COUNTER_LIMIT, RECORD_LIMIT
 from tests.oldrecords import put_old_activity
+from tests.test_store import recent_bases
 
 T = 1458061005  # 2016
 LIMIT = COUNTER_LIMIT
@@ -267,3 +269,49 @@ def test_a_refused_whole_call_leaves_packed_hours_as_they_were(store: Store) -> 
         store.write_metrics(points, all_or_nothing=True, wait=False)
     assert {k: store.redis.hgetall(k) for k in store.redis.scan_iter(match="{1}:m*")} == month
     assert store.sum(1, "steps", None, t - t % 3600, t - t % 3600 + 3599) == 1
+
+
+def test_a_log_takes_no_unit_past_what_the_limits_keep_room_for(redis_client: redis.Redis) -> None:
+    """With more points a call that may wait (``pending_points``) than a log's room inside
+    the limits holds (256 points: limits.lua), a unit that would take the log past it goes
+    the direct way: its points past the record's limit are refused there, where waiting they
+    were answered "ok" and then kept in a log that could never be applied."""
+    store = Store(redis_client, Settings(pending_points=400))
+    v, ts = 2**40, recent_bases()[1] - 86400  # yesterday: kept at every level
+
+    def points(n: int, at: int) -> list[MetricPoint]:
+        return [
+            MetricPoint("steps", 1, 1, 5, v, ts + at + i, ts + at + i, "increment")
+            for i in range(n)
+        ]
+
+    for at in range(0, 7_900, 400):  # the activity to 7,900 * 2^40, inside 2^53 less room
+        chunk = points(min(400, 7_900 - at), at)
+        assert {r.status for r in store.write_metrics(chunk, wait=False)} == {"ok"}
+    results = store.write_metrics(points(400, 7_900))  # may wait: its user's 400 in a call
+    refused = [r for r in results if r.status == "refused"]
+    assert refused and all("2^53" in r.reason for r in refused)
+    assert not redis_client.exists(metric_prefix(1) + "p")  # nothing left waiting
+    kept = sum(r.status == "ok" for r in results)
+    assert store.sum(1, "steps", None, ts, ts + 10_000) == (7_900 + kept) * v < RECORD_LIMIT
+
+
+def test_a_log_past_the_limits_is_kept_and_none_of_it_counted_applied(
+    redis_client: redis.Redis,
+) -> None:
+    """A log a writer left past the room the limits keep (none of psd's does: above) is
+    refused whole and kept; applying it counts none of its points applied."""
+    store = Store(redis_client, Settings())
+    v, ts = 2**40, recent_bases()[1] - 86400
+    for at in range(0, 7_900, 400):  # the activity to 7,900 * 2^40
+        chunk = [
+            MetricPoint("steps", 1, 1, 5, v, ts + i, ts + i, "increment")
+            for i in range(at, at + 400)
+        ]
+        store.write_metrics(chunk[: 7_900 - at], wait=False)
+    key = metric_prefix(1) + "p"
+    entries = [(17, 5, 1, v, ts + 8_000 + i) for i in range(300)]  # steps, aid 5, type 1
+    raw = b"".join(msgpack.packb(x) for entry in entries for x in entry)
+    redis_client.set(key, raw)
+    assert apply_logs(store, {key: raw}) == 0
+    assert redis_client.get(key) == raw

@@ -135,22 +135,27 @@ def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
     return LogCalls(list(range(len(owners))), build, owners, records, counts)
 
 
-def settled(reply: Any, users: list[str], moved: set[str]) -> None:
+def settled(reply: Any, users: list[str], moved: set[str]) -> bool:
     """Take one call's reply: its logs found moved added to ``moved``; a refusal logged
-    (the logs are kept)."""
+    (the logs are kept, none of their points applied): whether it was one."""
     if reply == [b"moved"]:
         moved.update(users)
     elif not REFUSED_LETTERS.isdisjoint(reply[0]):
         log.error("pending points of %s are past the limits; their logs are kept", users)
+        return True
+    return False
 
 
 def _apply(store: Store, logs: dict[str, bytes]) -> tuple[set[str], dict[str, int]]:
     """One try of :func:`apply_logs`: the keys of the logs that moved, and how many points
-    each log holds."""
+    each log applied that did not (none where its call was refused)."""
     plan = log_calls(store, logs)
     moved: set[str] = set()
+    counts = dict(plan.counts)
     for indexes, reply in store.nodes.run(
         plan.items, plan.records.__getitem__, plan.cut, plan.build, writes=True
     ):
-        settled(reply, plan.users(indexes), moved)
-    return moved, plan.counts
+        users = plan.users(indexes)
+        if settled(reply, users, moved):
+            counts.update(dict.fromkeys(users, 0))
+    return moved, counts

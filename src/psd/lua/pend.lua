@@ -38,14 +38,17 @@ local WRITES = true
 -- #include pending.lua
 
 -- A log past PENDING_FOLD bytes is returned for psd to apply; one past PENDING_CAP (not
--- applied: its writer was lost) takes no more points, so a log holds at most 256 (a point
--- is 5 bytes or more), which limits.lua's HEADROOM allows for. A log is applied at three
--- quarters of its cap (~40-65 points): its application's cost per user is shared by more
--- points than at half (+13% of a stream's points a second, bench/ingest.py), and the
--- quarter left takes what its user appends while it is applied (at seven eighths, more
--- went the direct way and the stream was slower). psd.pending.LOG_FOLD and LOG_CAP say
--- the same.
+-- applied: its writer was lost) takes no more points, nor does one that a unit (up to
+-- pending_points of its user's points) would take past PENDING_MOST bytes, so a log holds
+-- at most 256 points (a point is 5 bytes or more), which limits.lua's HEADROOM allows for:
+-- a log past that could take its user past the limits, and could then never be applied. A
+-- log is applied at three quarters of its cap (~40-65 points): its application's cost per
+-- user is shared by more points than at half (+13% of a stream's points a second,
+-- bench/ingest.py), and the quarter left takes what its user appends while it is applied
+-- (at seven eighths, more went the direct way and the stream was slower).
+-- psd.pending.LOG_FOLD and LOG_CAP say the same.
 local PENDING_FOLD, PENDING_CAP = 768, 1024
+local PENDING_MOST = 1280
 
 -- append a unit's entries to its log: whether the log took them, and the log's key when
 -- it just grew past PENDING_FOLD
@@ -53,8 +56,12 @@ local function append(key, entries)
   local n = redis.pcall('APPEND', key, entries)
   if type(n) ~= 'number' then return false end  -- a hash: its user is near the limits
   local before = n - #entries
-  if before >= PENDING_CAP then  -- taken back
-    redis.call('SET', key, redis.call('GETRANGE', key, 0, before - 1))
+  if before >= PENDING_CAP or n > PENDING_MOST then  -- taken back
+    if before == 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('SET', key, redis.call('GETRANGE', key, 0, before - 1))
+    end
     return false
   end
   if n >= PENDING_FOLD and before < PENDING_FOLD then return true, key end
