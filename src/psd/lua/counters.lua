@@ -353,7 +353,9 @@ local function hours_due()
 end
 
 -- pay what is owed, or nothing (false) if a field would leave ±2^62 (a packed hour ±2^53);
--- a new field may be a new hash: give it its expiry; the root only ever extends it
+-- a new field may be a new hash: give it its expiry; the root only ever extends it. A root
+-- is written even where its user's points net to 0 (a field of 0): it must be there while
+-- any counter of theirs is (maintain.lua's root says why)
 local function pay_counters()
   owe_dues()
   local due = hours_due()
@@ -361,7 +363,7 @@ local function pay_counters()
   local fresh = {}
   for _, key in ipairs(owed_keys) do
     for field, delta in pairs(owed[key]) do  -- unpay goes in the same order
-      if delta ~= 0 then
+      if delta ~= 0 or roots[key] then
         local n = redis.pcall('HINCRBY', key, field, digits_of(delta))  -- add(), inlined
         if type_of(n) ~= 'number' or n >= COUNTER_LIMIT or n <= -COUNTER_LIMIT then
           local no, added = refused(key, field, n)

@@ -187,8 +187,13 @@ local function merge_twin(twin, main, pack)
   if pack == 1 then pack_plain_hours(main) end
 end
 
+-- a root's zero fields stay (the compaction drops none): with the activity state, the root
+-- says whether a user keeps anything at all (activities.lua's nothing_kept, recording.lua's
+-- mark of whole records take a user with neither for one with nothing but a log), which
+-- holds only while it outlives every other counter hash; a user whose years net to 0 would
+-- lose it to the compaction while their months still hold days
 local function root(key, retention)
-  if redis.call('EXISTS', key) == 0 or prune(key, 0) or retention < 0 then return end
+  if redis.call('EXISTS', key) == 0 or retention < 0 then return end
   if retention == 0 then set_expiry(key, 0); return end
   local newest = 0
   for _, field in ipairs(redis.call('HKEYS', key)) do
