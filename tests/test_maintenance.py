@@ -47,18 +47,7 @@ def run(store: Store, task: maintenance.Job) -> maintenance.Report:
     total = maintenance.Report()
     while not total.cycle_done:
         report = maintenance.run(store, task, int(time.time()))
-        total.add(
-            [
-                report.fields_dropped,
-                report.expiries_set,
-                report.keys_deleted,
-                report.activities_converted,
-                report.activities_removed,
-                report.hours_packed,
-                report.fields_left,
-                report.twins_moved,
-            ]
-        )
+        total.add(report.counts())
         total.pending_applied += report.pending_applied
         total.cycle_done = report.cycle_done
     return total

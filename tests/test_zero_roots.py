@@ -54,3 +54,32 @@ def test_the_compaction_leaves_a_root_of_zeros(redis_client: redis.Redis) -> Non
     run(store, "compaction")
     assert set(redis_client.hvals(root)) == {b"0"}
     assert store.sum(1, "steps", None, day + 32_400, day + 39_599) == 5
+
+
+def test_the_compaction_puts_back_a_root_an_earlier_psd_lost(redis_client: redis.Redis) -> None:
+    """A keyspace whose user lost their root to an earlier psd (their sums netted to 0)
+    and then their activity state: reads took them for a user who keeps nothing. The
+    compaction puts the root back, at 0, and reads find their months' hours again."""
+    store = Store(redis_client, Settings())
+    day = recent_bases()[1] - 2 * 86400
+    points = [
+        MetricPoint("steps", 1, 7, 1, 5, day + 36_000, day + 36_000, "increment"),
+        MetricPoint("steps", 1, 7, 2, -5, day + 39_600, day + 39_600, "increment"),
+    ]
+    store.write_metrics(points, wait=False)
+    gone = [metric_prefix(1) + suffix for suffix in ("r", "acts", "idx")]
+    redis_client.delete(*gone)  # as an earlier psd, then the state's expiry, left them
+    later = [
+        MetricPoint("steps", 1, 7, 3, 2, day + 80_000, day + 80_000, "increment"),
+        MetricPoint("steps", 1, 7, 4, -2, day + 80_100, day + 80_100, "increment"),
+    ]
+    store.write_metrics(later, wait=False)  # its user found with nothing: records "whole"
+    assert redis_client.hexists(metric_prefix(1) + "acts", "0:c")
+    redis_client.delete(metric_prefix(1) + "r")  # netting to 0, the earlier psd's made none
+    ten = UserQuery(1, day + 36_000, day + 39_599)
+    assert store.query([ten], ["steps"], with_activities=True)[0].sums == {"steps": 0}
+    assert run(store, "compaction").roots_restored == 1
+    assert not redis_client.hexists(metric_prefix(1) + "acts", "0:c")
+    assert set(redis_client.hvals(metric_prefix(1) + "r")) == {b"0"}
+    assert store.query([ten], ["steps"], with_activities=True)[0].sums == {"steps": 5}
+    assert run(store, "compaction").roots_restored == 0

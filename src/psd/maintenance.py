@@ -70,6 +70,8 @@ class Report:
     #: whose sum would pass its limit): the keyspace stays on its layout
     fields_left: int = 0
     twins_moved: int = 0
+    #: users' roots put back where their year or month hashes outlived them (maintain.lua)
+    roots_restored: int = 0
     #: the points of users' pending logs the compaction applied (psd/pending.py)
     pending_applied: int = 0
     cycle_done: bool = False
@@ -84,6 +86,21 @@ class Report:
         self.hours_packed += counts[5]
         self.fields_left += counts[6]
         self.twins_moved += counts[7]
+        self.roots_restored += counts[8]
+
+    def counts(self) -> list[int]:
+        """Its counts in the order :meth:`add` takes them (maintain.lua's reply)."""
+        return [
+            self.fields_dropped,
+            self.expiries_set,
+            self.keys_deleted,
+            self.activities_converted,
+            self.activities_removed,
+            self.hours_packed,
+            self.fields_left,
+            self.twins_moved,
+            self.roots_restored,
+        ]
 
 
 def _bucket(suffix: str) -> tuple[int, tuple[str, ...], int]:

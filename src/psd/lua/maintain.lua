@@ -27,7 +27,8 @@
 -- ARGV[3] "1": also drop zero-valued counter fields (compaction), "0": not
 -- Returns {fields dropped, expiries set, keys deleted, activities converted to layout 3,
 -- activities removed, plain hours packed, fields left where they are (a half-day's sum of
--- plain hours past ±2^53, a twin's field whose sum would pass its limit), twins moved}
+-- plain hours past ±2^53, a twin's field whose sum would pass its limit), twins moved,
+-- users' roots restored}
 local WRITES = true
 -- #include keys.lua
 local KEYS = call_keys(KEYS, ARGV)
@@ -36,7 +37,7 @@ local now = ARGV[2] + 0
 local drop_zeros = ARGV[3] == '1'
 local HOUR_BASE = 100
 local dropped, expiries, deleted, converted, removed = 0, 0, 0, 0, 0
-local packed, left, moved = 0, 0, 0
+local packed, left, moved, restored = 0, 0, 0, 0
 
 local changes_keep = 0  -- the minute retention of the state job at hand (daystate.lua)
 -- #include limits.lua
@@ -136,9 +137,26 @@ local function pack_plain_hours(key)
   end
 end
 
+-- a user's year or month hash whose root is gone gets it back, at 0 (the root's next job
+-- gives it its expiry): reads take a user with neither root nor activity state for one who
+-- keeps nothing (root below says why). An earlier psd lost it so: its compaction deleted a
+-- root whose fields had all gone to 0, and a write whose points netted to 0 made none; the
+-- root's sums were then 0, as a root read without the hash answered. A write to such a user
+-- whose state had lapsed marked their records whole ("0:c": record.lua), which they are not
+-- beside the counters it did not see: the mark goes too, and reads ask the counters again
+local function root_back(key)
+  local user, year = string.match(key, '^({%d+}:)[ym](%d%d%d%d)')
+  if user and redis.call('EXISTS', user .. 'r') == 0 then
+    redis.call('HSET', user .. 'r', tostring(year * 10 + 1), '0')
+    redis.call('HDEL', user .. 'acts', '0:c')
+    restored = restored + 1
+  end
+end
+
 local function counter(key, expire_at, first_kept, pack)
   if redis.call('EXISTS', key) == 0 then return end
   if prune(key, first_kept) then return end
+  if drop_zeros then root_back(key) end  -- the compaction's, as it lost them
   if pack == 1 then pack_plain_hours(key) end
   if expire_at >= 0 then set_expiry(key, expire_at) end
 end
@@ -265,4 +283,4 @@ for _, job in ipairs(jobs) do
     state(KEYS[k], KEYS[k + 1], job[2], job[3]); k = k + 2
   end
 end
-return {dropped, expiries, deleted, converted, removed, packed, left, moved}
+return {dropped, expiries, deleted, converted, removed, packed, left, moved, restored}
