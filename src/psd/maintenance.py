@@ -254,14 +254,15 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
         cursor = int(cursors.get(name, 0))
         while report.keys < budget:
             cursor, names = client.scan(cursor, count=BATCH)
+            left = report.fields_left
             work.apply(client, [text(n) for n in names], report)
             report.keys += len(names)
+            if report.fields_left > left:  # counted before the cursor moves past them
+                store.redis.incrby(left_key, report.fields_left - left)
             cursors[name] = DONE if cursor == 0 else str(cursor)
             store.redis.hset(cursors_key, name, cursors[name])
             if cursor == 0:
                 break
-    if report.fields_left:
-        store.redis.incrby(left_key, report.fields_left)
     report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
     if report.cycle_done:
         if upgrading and store.redis.get(left_key) == b"0":  # a whole pass, none left
