@@ -342,7 +342,7 @@ def test_migrate_refuses_to_start_when_the_policy_would_drop_old_data(
     assert store.redis.dbsize() == 0
     dry = cli(default, "--from-redis", url_of(old), "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "points past it at every level (not written) 24" in dry.output
+    assert "points past the policy at every level (not written) 24" in dry.output
     accepted = cli(default, "--from-redis", url_of(old), "--accept-loss")
     assert accepted.exit_code == 0, accepted.output
     assert "applied 0" in accepted.output

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psd import maintenance
+from psd.config import Settings
 from psd.layout import LAYOUT_KEY
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
@@ -99,3 +100,23 @@ def test_a_layout_2_keyspace_reads_true_before_during_and_after_its_upgrade(
 
     check()
     assert made > 0 and moved > 0
+
+
+@pytest.mark.standalone  # a keyspace without its layout's key: one server's
+def test_an_idle_keyspace_with_twins_of_years_alone_is_taken_for_layout_1(
+    redis_client: redis.Redis,
+) -> None:
+    """A month expires before its year: an earlier psd's keyspace left idle may keep twins of
+    its years and root, and no month. It is no new keyspace: per-type reads read the twins."""
+    t = 1741608000  # 2025-03-10 12:00 UTC
+    keep = Settings(expire=0, count_expire=0, pending_points=0)
+    Store(redis_client, keep).write_metrics([MetricPoint("steps", 1, 3, 9, 40, t, t, "increment")])
+    split_twins(redis_client)
+    redis_client.delete(LAYOUT_KEY)  # layout 1 had no key of its own
+    for key in redis_client.scan_iter(match="{1}:*"):
+        if re.fullmatch(rb"\{1\}:t?[md]\d+", key):
+            redis_client.delete(key)
+    year = (1735689600, 1767225599)  # 2025
+    store = Store(redis_client, keep)
+    assert (store.sum(1, "steps", None, *year), store.sum(1, "steps", 3, *year)) == (40, 40)
+    assert redis_client.get(LAYOUT_KEY) is None  # still for the retention task to mark

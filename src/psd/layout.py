@@ -21,6 +21,7 @@ left neither.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -34,19 +35,21 @@ NUMERIC_LOGS = 4
 TYPES_IN_HASH = 3
 #: The first layout with packed hours.
 PACKED_HOURS = 2
-#: User month hashes (every type, per type): one of them on a keyspace without the key
-#: means layout 1.
-_MONTHS = ("{[0-9]*}:m[0-9]*", "{[0-9]*}:tm[0-9]*")
+#: Keys of a user's month hashes and twin hashes (psd/twins.py): one of them on a keyspace
+#: without the layout's key means layout 1 (a month expires before its year, so a keyspace
+#: left idle may hold twins of years alone). One SCAN finds both.
+_EARLIER_SCAN = "{[0-9]*}:[mt]*"
+_EARLIER = re.compile(rb"\{[0-9]+\}:(?:m[0-9]|t[rymd])")
 
 
 def layout_of(client: Any) -> int:
-    """The keyspace's layout: its key's, else 1 if it holds user month hashes, else (a new
-    keyspace) the current one, which it then records."""
+    """The keyspace's layout: its key's, else 1 if it holds user month or twin hashes,
+    else (a new keyspace) the current one, which it then records."""
     found = client.get(LAYOUT_KEY)
     if found is not None:
         return int(found)
-    for pattern in _MONTHS:
-        for _ in client.scan_iter(match=pattern, count=1000):
+    for name in client.scan_iter(match=_EARLIER_SCAN, count=1000):
+        if _EARLIER.match(name if isinstance(name, bytes) else name.encode()):
             return 1
     client.set(LAYOUT_KEY, CURRENT, nx=True)
     return int(client.get(LAYOUT_KEY))

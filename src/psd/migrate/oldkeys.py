@@ -14,11 +14,14 @@ the bucket's first second. Where nothing finer is left that is the parent's whol
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from psd.errors import InvalidInput
 from psd.model import MAX_ID, THINGS, parse_count_thing
@@ -35,6 +38,10 @@ GRAN_OF_DIGITS = {
 }
 #: psd's thing name of each thing number the original stored in its keys.
 THING_NAMES = {number: name for name, number in THINGS.items()}
+
+#: A value the original's HINCRBY took for an integer, as Redis reads one: no sign but a
+#: minus, no leading zero, space or underscore (all of which Python's int() accepts).
+_INTEGER = re.compile(rb"0|-?[1-9][0-9]*")
 
 #: What one field is about: (atid, aid) for metrics, () for counts.
 Tag = tuple[int, ...]
@@ -74,12 +81,18 @@ class OldSeries:
         return self.uid is not None
 
 
+def _decimal(text: str) -> bool:
+    """Whether ``text`` is a number as the original printed one: ASCII digits, no leading
+    zero (``str.isdigit`` also takes digits such as ``²``, which ``int`` does not)."""
+    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+
+
 def parse_key(name: str) -> tuple[OldSeries, str] | None:
     """(series, bucket) of an old key name; None for anything else in the keyspace (a key
     psd cannot take, e.g. an unknown thing number or a count name with braces, included)."""
     if name.startswith("hz:"):
         parts = name.split(":")
-        if len(parts) != 4 or not (parts[1].isdigit() and parts[2].isdigit()):
+        if len(parts) != 4 or not (_decimal(parts[1]) and _decimal(parts[2])):
             return None
         thing, uid = THING_NAMES.get(int(parts[1])), int(parts[2])
         if thing is None or uid > MAX_ID:
@@ -137,21 +150,29 @@ class Subtree:
         return self.series.prefix + bucket
 
 
-#: Reads hashes whole: names -> one ``{field: value}`` per name (empty: no such key).
-HashReader = Callable[[list[str]], list[dict[bytes, bytes]]]
+#: Reads hashes whole: names -> one ``{field: value}`` per name (empty: no such key; None: a
+#: key of another type, which the original never wrote).
+HashReader = Callable[[list[str]], list[dict[bytes, bytes] | None]]
 
 
 def pipelined_reader(client: Any) -> HashReader:
     """A HashReader doing one round trip per call (a pipeline of HGETALL)."""
 
-    def read(names: list[str]) -> list[dict[bytes, bytes]]:
+    def read(names: list[str]) -> list[dict[bytes, bytes] | None]:
         pipe = client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(name)
-        result: list[dict[bytes, bytes]] = pipe.execute()
-        return result
+        return [_hash_or_none(reply) for reply in pipe.execute(raise_on_error=False)]
 
     return read
+
+
+def _hash_or_none(reply: Any) -> dict[bytes, bytes] | None:
+    if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+        return None
+    if isinstance(reply, Exception):
+        raise reply
+    return reply  # type: ignore[no-any-return]
 
 
 def read_subtree(read: HashReader, series: OldSeries, year: str) -> Subtree:
@@ -162,6 +183,9 @@ def read_subtree(read: HashReader, series: OldSeries, year: str) -> Subtree:
     while level:
         children: set[str] = set()
         for bucket, raw in zip(level, read([tree.key(b) for b in level]), strict=True):
+            if raw is None:  # not a hash: a key the original never wrote, counted as one
+                tree.malformed += 1
+                continue
             if not raw:
                 continue
             cells = _parse_hash(tree, bucket, raw)
@@ -176,14 +200,10 @@ def _parse_hash(tree: Subtree, bucket: str, raw: dict[bytes, bytes]) -> Cells:
     cells: Cells = {}
     for name, value in raw.items():
         cell = parse_field(tree.series, bucket, name.decode(errors="replace"))
-        try:
-            amount = int(value)
-        except ValueError:
-            cell = None
-        if cell is None:
+        if cell is None or not _INTEGER.fullmatch(value):
             tree.malformed += 1
         else:
-            cells[cell] = amount
+            cells[cell] = int(value)
     return cells
 
 

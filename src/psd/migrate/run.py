@@ -29,6 +29,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from psd.config import RETENTION_LEVELS, Settings
+from psd.errors import PastRetention
 from psd.migrate.oldkeys import (
     OldSeries,
     Piece,
@@ -44,6 +45,7 @@ from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.retention import Policy
 from psd.store import Store
 from psd.timebuckets import iso, month_start
+from psd.writes import WriteResult
 
 #: Keys asked of the old server per SCAN call.
 SCAN_COUNT = 1000
@@ -93,11 +95,12 @@ class MigrationSummary:
         if self.outside:
             per_level = ", ".join(f"{lv} {self.outside[lv]}" for lv in RETENTION_LEVELS)
             out.append(f"points past the retention policy, per level: {per_level}")
-            out.append(f"points past it at every level (not written) {self.dropped}")
+        if self.outside or self.dropped:
+            out.append(f"points past the policy at every level (not written) {self.dropped}")
         if self.too_large or self.malformed:
             out.append(
                 f"not migrated: values beyond ±{MAX_VALUE} {self.too_large}, "
-                f"malformed fields {self.malformed}"
+                f"malformed fields or keys {self.malformed}"
             )
         return out
 
@@ -257,19 +260,26 @@ class Migration:
         self.progress.flying(keys)
         if metric:
             metric_points = [p for p in points if isinstance(p, MetricPoint)]
-            statuses = Counter(
-                r.status for r in self.store.write_metrics(metric_points, deliveries, wait=False)
-            )
+            results = self.store.write_metrics(metric_points, deliveries, wait=False)
         else:
             count_points = [p for p in points if isinstance(p, CountPoint)]
             results = self.store.write_counts(count_points, deliveries)
-            statuses = Counter(r.status for r in results)
+        statuses = Counter(_status(r) for r in results)
         self.summary.applied += statuses["ok"] + statuses["coarse"]
         self.summary.unchanged += statuses["same"]
         self.summary.duplicates += statuses["duplicate"]
-        self.summary.refused += statuses["stale"]
-        self.summary.dropped += statuses["refused"]  # the policy's edge passed during the run
+        self.summary.refused += statuses["stale"] + statuses["refused"]
+        self.summary.dropped += statuses["past retention"]  # its edge passed during the run
         self.progress.landed(keys)
+
+
+def _status(result: WriteResult) -> str:
+    """A write's status, a refusal for the retention's edge told apart: the policy's edge
+    may pass a point during the run (dropped, as the policy says), where one refused for a
+    limit is lost and fails the run."""
+    if result.status == "refused" and isinstance(result.refusal, PastRetention):
+        return "past retention"
+    return result.status
 
 
 def loss_report(migration: Migration) -> str:

@@ -1,0 +1,64 @@
+"""``psd migrate`` on old keyspaces holding what the original never wrote: each such key or
+value is counted as malformed and skipped, the rest migrated, and a point the store refuses
+for a limit fails the run where it would otherwise be lost in silence."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import redis
+
+from psd.store import Store
+from tests.migrate_support import cli, migrate, utc
+from tests.oldservice import OldService
+from tests.support import url_of
+
+YEAR_2016 = (utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59"))
+
+
+def test_a_key_named_with_digits_no_int_reads_is_skipped(old: redis.Redis, store: Store) -> None:
+    old.hset("hz:3:1:2016", "201603:2:9", 5)
+    old.hset("hz:3:\u00b2:2016", "201603:2:9", 7)  # '²'.isdigit(), but int('²') fails
+    old.hset("hz:3:01:2016", "201603:2:9", 11)  # a number the original never printed
+    summary = migrate(old, store)
+    assert (summary.applied, len(summary.users)) == (1, 1)
+    assert store.sum(1, "points", None, *YEAR_2016) == 5
+
+
+def test_a_key_of_another_type_is_counted_malformed(old: redis.Redis, store: Store) -> None:
+    old.hset("hz:3:1:2016", "201603:2:9", 5)
+    old.set("hz:3:2:2016", "no hash")
+    summary = migrate(old, store)
+    assert (summary.applied, summary.malformed) == (1, 1)
+    assert store.sum(1, "points", None, *YEAR_2016) == 5
+
+
+def test_a_value_redis_reads_as_no_integer_is_counted_malformed(
+    old: redis.Redis, store: Store
+) -> None:
+    """Python's int() takes "1_000", " 7" and "007"; the original's HINCRBY took none."""
+    old.hset(
+        "hz:3:1:2016",
+        mapping={"201603:2:9": "1_000", "201604:2:9": " 7", "201605:2:9": "007", "201606:2:9": 3},
+    )
+    summary = migrate(old, store)
+    assert (summary.applied, summary.malformed) == (1, 3)
+    assert store.sum(1, "points", None, *YEAR_2016) == 3
+
+
+def test_points_refused_for_a_limit_fail_the_run(old: redis.Redis, store: Store) -> None:
+    """An old activity whose total passes an activity record's limit (2^53 less the room
+    kept for waiting points): the store refuses its last changes, and the run says so."""
+    service = OldService()
+    base = utc("2016-03-01 00:00:00")
+    for i in range(8000):
+        service.metric(3, 1, 2, 9, base + i * 60, 2**40)
+    service.store(old)
+    result = cli(
+        replace(store.settings, redis_url=url_of(store.redis)), "--from-redis", url_of(old)
+    )
+    kept = store.sum(1, "points", None, *YEAR_2016)
+    assert kept < 8000 * 2**40
+    assert result.exit_code == 1, result.output
+    refused = (8000 * 2**40 - kept) // 2**40
+    assert f"refused by the store {refused}" in result.output
