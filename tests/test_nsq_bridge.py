@@ -221,6 +221,7 @@ def test_a_message_delivered_twice_counts_once(
 MALFORMED = [  # body, the kind of its dead letter, a part of the reason
     (b"{oops", "message", "not JSON"),
     (b"[1, 2]", "message", "not a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, "message", "JSON nested too deep"),
     (b'{"command": "delete", "delete": {}}', "message", "unknown command 'delete'"),
     (b'{"command": "count"}', "message", "needs a 'count' object"),
     (metric(thing="unicorns"), "metric", "thing: unknown thing 'unicorns'"),

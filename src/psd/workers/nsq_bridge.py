@@ -69,6 +69,8 @@ def read_message(body: bytes, delivery: str) -> TaskCall | DeadLetter:
         doc = json.loads(body)
     except ValueError as exc:  # UnicodeDecodeError included
         return dead("message", body.decode("utf-8", "replace"), f"not JSON: {exc}")
+    except RecursionError:  # nested deeper than Python's parser goes: no message of psd's
+        return dead("message", body[:1000].decode("utf-8", "replace"), "JSON nested too deep")
     if not isinstance(doc, dict):
         return dead("message", doc, "not a JSON object")
     command = doc.get("command")

@@ -35,7 +35,7 @@ from psd.model import (
     parse_metric,
 )
 from psd.store import Store, WriteResult
-from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, with_retries
+from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, log, with_retries
 
 
 @dataclass
@@ -49,15 +49,24 @@ class Parsed:
     where: list[str] = field(default_factory=lambda: [""])
 
 
+def _kwargs(request: SimpleRequest) -> dict[str, Any]:
+    """A message's keyword arguments; none where a sender put something else there (a raw
+    publish), which its fields then refuse."""
+    kwargs = request.kwargs
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
 def _fields(request: SimpleRequest) -> dict[str, Any]:
     if request.args:
         raise InvalidInput("pass the fields as keyword arguments, not positional ones")
-    return {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
+    if not isinstance(request.kwargs or {}, dict):
+        raise InvalidInput("pass the fields as keyword arguments (a mapping)")
+    return {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
 
 
 def delivery_of(request: SimpleRequest) -> str:
     """The key that recognises this message if it comes again."""
-    key = (request.kwargs or {}).get("idempotency_key")
+    key = _kwargs(request).get("idempotency_key")
     return str(key) if key not in (None, "") else str(request.id)
 
 
@@ -74,6 +83,8 @@ def _metrics(request: SimpleRequest) -> Parsed:
     points = fields.get("points")
     if set(fields) != {"points"} or not isinstance(points, list):
         raise InvalidInput("takes one argument, points: a list of metric points", "points")
+    if not points:
+        raise InvalidInput("an empty list of points", "points")
     if len(points) > MAX_POINTS_PER_MESSAGE:
         raise InvalidInput(f"at most {MAX_POINTS_PER_MESSAGE} points a message", "points")
     parsed = Parsed(where=[])
@@ -93,9 +104,10 @@ LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
 
 def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
     """A dead letter of a whole message: its point's fields when it had the shape of one."""
-    fields = {k: v for k, v in (request.kwargs or {}).items() if k != "idempotency_key"}
-    if request.args or request.name not in LETTER_KIND:
-        payload = {"args": list(request.args or ()), "kwargs": fields}
+    fields = {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
+    if request.args or request.name not in LETTER_KIND or not isinstance(request.kwargs, dict):
+        kwargs = fields if isinstance(request.kwargs, dict | None) else request.kwargs
+        payload = {"args": list(request.args or ()), "kwargs": kwargs}
         return DeadLetter("message", payload, reason, request.name, delivery)
     return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
 
@@ -132,32 +144,39 @@ def apply_batch(
     count_keys: list[str] = []
     #: per point, metrics then counts: its request, where it is in it, its delivery
     sources: list[tuple[SimpleRequest, str, str]] = []
-    seen: set[str] = set()
+    #: (delivery, user or counter) of the keyed points of the batch's messages so far: the
+    #: store records a delivery per user or counter ({uid}:once), so a later message's
+    #: points under one of them came before (a redelivery, a duplicate publish)
+    earlier: set[tuple[str, object]] = set()
     why: dict[str, list[str]] = {}  # request id -> the reasons of its dead letters
     for request in requests:
         delivery = delivery_of(request)
-        if delivery in seen:  # the same message twice in one batch
-            outcomes[request.id] = ACK
-            continue
-        seen.add(delivery)
-        try:
-            parsed = parse(request)
-        except InvalidInput as exc:
-            parsed = Parsed(dead=[_letter(request, str(exc), delivery)])
+        parsed = _parsed(request, parse, delivery)
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
             why[request.id] = [letter.reason for letter in parsed.dead]
-        if parsed.metrics or parsed.counts:
-            with_points.add(request.id)
+        mine: set[tuple[str, object]] = set()
+        held = len(metrics) + len(counts)
         for point, where in zip(parsed.metrics, parsed.where, strict=False):
+            keyed = point.mode == "increment"
+            if keyed and (delivery, point.uid) in earlier:
+                continue
+            if keyed:
+                mine.add((delivery, point.uid))
             metrics.append(point)
-            metric_keys.append(delivery if point.mode == "increment" else "")
+            metric_keys.append(delivery if keyed else "")
             sources.append((request, where, delivery))
         for count in parsed.counts:
+            if (delivery, count.thing) in earlier:
+                continue
+            mine.add((delivery, count.thing))
             counts.append(count)
             count_keys.append(delivery)
             sources.append((request, "", delivery))
+        if len(metrics) + len(counts) > held:
+            with_points.add(request.id)
+        earlier |= mine
     invalid = len(dead)
     patience = settings.write_retry_seconds
     results: list[WriteResult] = []
@@ -192,7 +211,25 @@ def apply_batch(
     for request_id in with_dead | with_points:
         done = (kept or request_id not in with_dead) and (applied or request_id not in with_points)
         outcomes[request_id] = (ACK if request_id in live else REJECT) if done else REQUEUE
+    for request in requests:  # nothing of it to apply or keep: it came before in the batch
+        if request.id not in outcomes:
+            outcomes[request.id] = ACK
     return outcomes
+
+
+def _parsed(
+    request: SimpleRequest, parse: Callable[[SimpleRequest], Parsed], delivery: str
+) -> Parsed:
+    """A message's points, or its dead letter: any message that cannot be read is one
+    (whatever a sender put in it, it holds up no other message of its batch)."""
+    try:
+        return parse(request)
+    except InvalidInput as exc:
+        reason = str(exc)
+    except Exception as exc:  # a shape no check foresaw: poison all the same
+        log.warning("message %s of %s unreadable", request.id, request.name, exc_info=True)
+        reason = f"unreadable message: {type(exc).__name__}: {exc}"
+    return Parsed(dead=[_letter(request, reason, delivery)])
 
 
 #: Most points of one store write a batch is cut into (at a change of user): a batch of many

@@ -1,0 +1,95 @@
+"""Messages a worker cannot apply as they are — an empty list of points, keyword arguments
+that are no mapping (a raw publish) — are dead letters taken once, and hold up no other
+message of their batch; two messages of one batch under one delivery key are told apart as
+the store tells them: per user. The worker and its fixtures are tests/test_workers.py's,
+imported (hence F811: a test's arguments name them)."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from celery import Celery
+from kombu import Connection, Exchange, Producer, Queue
+
+from psd import dlq
+from psd.config import Settings
+from psd.store import Store
+from tests.support import idle, running_worker, taken, wait_for
+from tests.test_workers import (  # noqa: F401 (fixtures)
+    T0,
+    _queue_length,
+    app,
+    broker_url,
+    point,
+    store,
+    store_url,
+    worker_settings,
+)
+
+
+def publish_raw(settings: Settings, task: str, args: object, kwargs: object) -> None:
+    """A task message as a sender that is no Celery client may publish one (protocol 2)."""
+    task_id = str(uuid.uuid4())
+    headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "retries": 0}
+    body = [args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    queue = Queue(settings.queue, Exchange(settings.queue), settings.queue)
+    with Connection(settings.broker_url) as connection:
+        Producer(connection).publish(
+            body,
+            routing_key=settings.queue,
+            serializer="json",
+            headers=headers,
+            declare=[queue],
+            exchange=settings.queue,
+        )
+
+
+def sum_at_t0(store: Store, uid: int) -> int:
+    return store.sum(uid, "steps", None, T0, T0)
+
+
+def test_an_empty_list_of_points_is_a_dead_letter_taken_once(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    start = taken()
+    with running_worker(app):
+        app.tasks["psd.write_metrics"].delay(points=[])
+        app.tasks["psd.write_metric"].delay(**point(value=3))
+        assert wait_for(lambda: sum_at_t0(store, 1) == 3 and dlq.count(store.redis) == 1)
+        time.sleep(1)  # a message handed back would be taken again by now
+        assert taken() - start == 2
+    assert "empty list of points" in dlq.list_letters(store.redis)[0].reason
+    assert _queue_length(worker_settings) == 0
+
+
+def test_keyword_arguments_that_are_no_mapping_hold_up_nothing(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    start = taken()
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=3))
+        publish_raw(worker_settings, "psd.write_metric", [], [["thing", "steps"]])
+        app.tasks["psd.write_metric"].delay(**point(uid=2, value=4))
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: dlq.count(store.redis) == 1)
+        time.sleep(1)
+        assert taken() - start == 3
+    assert "keyword arguments" in dlq.list_letters(store.redis)[0].reason
+
+
+def test_one_delivery_key_covers_a_point_of_each_user_in_one_batch(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """One key for the buyer's and the seller's increment (as the store records it, per user),
+    sent together; and a message sent twice under its key, counted once."""
+    metric = app.tasks["psd.write_metric"]
+    start = taken()
+    with running_worker(app):
+        for uid in (1, 2, 1):  # the third: the first one published again
+            metric.delay(**point(uid=uid, value=7, mode="increment", idempotency_key="order-2"))
+        assert wait_for(lambda: taken() >= start + 3 and idle())
+    assert (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (7, 7)
+    assert dlq.count(store.redis) == 0
