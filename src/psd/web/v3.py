@@ -11,6 +11,7 @@ as ``to`` includes that whole day. Where a range reaches past the finest detail 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, tzinfo
 
 from flask import Blueprint, Response, current_app
@@ -71,18 +72,26 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
             step = timedelta(seconds=1)
     except ValueError as exc:
         raise InvalidInput(f"not a date or date-time: {exc}", field) from exc
-    if end:
-        try:
-            wall += step  # an end is inclusive: the second before the next one
-        except OverflowError:
-            return MAX_TS  # the last second psd knows
     try:
+        if end:
+            wall += step  # an end is inclusive: the second before the next one
         ts = (int(wall.timestamp()) if wall.tzinfo else boundary(wall, tz, EARLIEST)) - int(end)
     except (ValueError, OverflowError) as exc:
+        if end and wall.year == 9999:  # past the calendar's end, as any later end is
+            return MAX_TS
         raise InvalidInput("outside years 1970..9999", field) from exc
+    if end and ts > MAX_TS:
+        return MAX_TS  # an end past the last second psd knows reads up to it
     if not MIN_TS <= ts <= MAX_TS:
         raise InvalidInput("outside years 1970..9999", field)
     return ts
+
+
+def checked_users(users: Sequence[object]) -> None:
+    """Refuse a request naming more users than ``max_ids``, before any work."""
+    most = api().settings.max_ids
+    if len(users) > most:
+        raise TooLarge(f"at most {most} users a request", "users")
 
 
 def answered_of(wide: Answerable) -> Answered:
@@ -100,8 +109,7 @@ def answered_of(wide: Answerable) -> Answered:
 def sums(body: SumsIn) -> SumsOut:
     """Sums of things for users over a range, each in the user's own time zone."""
     store = api().store
-    if len(body.users) > api().settings.max_ids:
-        raise TooLarge(f"at most {api().settings.max_ids} users a request", "users")
+    checked_users(body.users)
     queries = []
     for n, user in enumerate(body.users):
         tz = user_zone(user)
@@ -133,8 +141,11 @@ def sums(body: SumsIn) -> SumsOut:
 def series(body: SeriesIn) -> SeriesOut:
     """Every bucket of each user's local calendar over a range, zeros included."""
     store = api().store
+    checked_users(body.users)
     things = list(dict.fromkeys(body.things))
     plan: list[tuple[int, list[Bucket]]] = []
+    made: dict[tuple[tzinfo, int, int], list[Bucket]] = {}  # users mostly share a few zones
+    total = 0
     for n, user in enumerate(body.users):
         tz = user_zone(user)
         t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
@@ -146,9 +157,13 @@ def series(body: SeriesIn) -> SeriesOut:
                 "ask /v3/sums, which says at what precision",
                 "from",
             )
-        plan.append((user.uid, buckets(t1, t2, body.step, tz)))
-    if sum(len(found) for _, found in plan) > MAX_BUCKETS:
-        raise TooLarge(f"at most {MAX_BUCKETS} buckets a request, over all users", "step")
+        found = made.get((tz, t1, t2))
+        if found is None:
+            found = made[tz, t1, t2] = buckets(t1, t2, body.step, tz)
+        total += len(found)
+        if total > MAX_BUCKETS:  # refused as soon as it is known, not after every user's
+            raise TooLarge(f"at most {MAX_BUCKETS} buckets a request, over all users", "step")
+        plan.append((user.uid, found))
     plans = [
         (uid, breakdown((*(b.start for b in found), found[-1].end + 1), body.step))
         for uid, found in plan
@@ -184,6 +199,7 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
     """Users ranked by a thing over a range, each in their own zone; then versus now."""
     if body.top is not None and body.around is not None:
         raise InvalidInput("give top or around, not both", "top")
+    checked_users(body.users)
     queries = []
     seen: set[int] = set()
     ranges: dict[tuple[str | None, int | None], tuple[int, int, int | None]] = {}

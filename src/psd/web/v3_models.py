@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from psd.localtime import MAX_OFFSET, Step
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, THINGS, Value
@@ -73,12 +74,26 @@ class SeriesIn(Strict):
     atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
+
+
+def _decimal(value: object) -> object:
+    """A query parameter's integer as v1's forms read one: decimal digits and a sign alone
+    (pydantic's lax mode would take ``1.0``, ``1_000``, and digits of other scripts)."""
+    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+        raise ValueError("must be an integer")
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(_decimal)]
+
+
 class SeriesQuery(QueryForm):
     """``GET /v3/series``: one user's series, in the query string."""
 
-    uid: int = Field(ge=0, le=MAX_ID)
+    uid: QueryInt = Field(ge=0, le=MAX_ID)
     tz: ZoneName | None = Field(None, description="IANA time zone of the user's wall times")
-    offset: int | None = Field(
+    offset: QueryInt | None = Field(
         None, ge=-MAX_OFFSET, le=MAX_OFFSET, description="or a fixed offset, seconds east of UTC"
     )
     things: list[Thing] = Field(
@@ -87,7 +102,7 @@ class SeriesQuery(QueryForm):
     start: str = Field(alias="from", description="Unix seconds or ISO 8601, inclusive")
     end: str = Field(alias="to", description="Unix seconds or ISO 8601, inclusive")
     step: Step
-    atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
+    atid: QueryInt | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
 
     @classmethod
     def parameter_of(cls, field: str) -> str:

@@ -1,0 +1,96 @@
+"""The v3 routes' checks of a request, the same on every route: ``max_ids`` users at most, a
+series refused for its buckets before it builds them all, integers in a query string as v1
+reads them, and an end past the calendar's last second read up to it, whatever its form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from psd.config import Settings
+from psd.localtime import buckets
+from psd.store import Store
+from psd.timebuckets import MAX_TS
+from psd.web import create_app, v3
+
+
+def client_of(redis_client: redis.Redis, **settings: Any) -> FlaskClient:
+    policy = Settings(expire=0, count_expire=0, **settings)
+    return create_app(policy, Store(redis_client, policy)).test_client()
+
+
+def test_every_route_refuses_more_users_than_max_ids(redis_client: redis.Redis) -> None:
+    client = client_of(redis_client, max_ids=2)
+    users, things, span = [{"uid": u} for u in range(3)], ["steps"], {"from": 0, "to": 9}
+    answers = [
+        client.post("/v3/sums", json={"users": users, "things": things, **span}),
+        client.post("/v3/series", json={"users": users, "things": things, **span, "step": "day"}),
+        client.post("/v3/leaderboard", json={"users": users, "thing": "steps", **span}),
+    ]
+    assert [a.status_code for a in answers] == [413, 413, 413]
+    assert {a.json["error"]["field"] for a in answers} == {"users"}
+    assert (
+        client.post(
+            "/v3/leaderboard", json={"users": users[:2], "thing": "steps", **span}
+        ).status_code
+        == 200
+    )
+
+
+def test_a_series_past_its_buckets_is_refused_before_it_builds_them_all(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~9,960 hours a user: the second user's pass the limit (10,000 over all users);
+    users of one zone and range share their buckets."""
+    built: list[str] = []
+
+    def counted(t1: int, t2: int, step: Any, tz: Any) -> Any:
+        built.append(str(tz))
+        return buckets(t1, t2, step, tz)
+
+    monkeypatch.setattr(v3, "buckets", counted)
+    zones = ["America/Los_Angeles", "Europe/Paris", "Asia/Tokyo", "UTC"] * 25
+    body = {"things": ["steps"], "from": "2026-01-01", "to": "2027-02-19", "step": "hour"}
+    client = client_of(redis_client)
+    users = [{"uid": u, "tz": tz} for u, tz in enumerate(zones)]
+    refused = client.post("/v3/series", json={**body, "users": users})
+    assert (refused.status_code, refused.json["error"]["field"]) == (413, "step")
+    assert built == zones[:2]
+    built.clear()
+    shared = [{"uid": u, "tz": "Asia/Tokyo"} for u in range(2)]
+    one_month = {**body, "to": "2026-01-31", "users": shared}
+    assert client.post("/v3/series", json=one_month).status_code == 200
+    assert built == ["Asia/Tokyo"]
+
+
+@pytest.mark.parametrize("uid", ["1.0", "1_000", "+1.", "\u0661", " 1", "1e3"])
+def test_a_query_strings_integers_are_decimal_digits(redis_client: redis.Redis, uid: str) -> None:
+    client = client_of(redis_client)
+    query = "things=steps&from=0&to=9&step=day"
+    assert client.get(f"/v3/series?uid=1&{query}&atid=2&offset=-3600").status_code == 200
+    refused = client.get(f"/v3/series?uid={uid}&{query}")
+    assert (refused.status_code, refused.json["error"]["field"]) == (422, "uid")
+    for name in ("atid", "offset"):
+        refused = client.get(f"/v3/series?uid=1&{query}&{name}=2.0")
+        assert (refused.status_code, refused.json["error"]["field"]) == (422, name)
+
+
+@pytest.mark.parametrize(
+    "end", ["9999-12-31T23:59:58", "9999-12-31T23:59:59", "9999-12-31", "9999-12-31T23:30-01:00"]
+)
+def test_an_end_past_the_calendars_last_second_reads_up_to_it(
+    redis_client: redis.Redis, end: str
+) -> None:
+    """In Los Angeles each of these ends after 9999-12-31T23:59:59Z: read up to that second,
+    where a start there is refused (but a date's, which begins before)."""
+    client = client_of(redis_client)
+    user = {"uid": 1, "tz": "America/Los_Angeles"}
+    body = {"users": [user], "things": ["steps"], "from": "9999-12-30", "to": end}
+    answer = client.post("/v3/sums", json=body)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["results"][0]["to"] == MAX_TS
+    late_start = client.post("/v3/sums", json={**body, "from": end})
+    assert late_start.status_code == (200 if end == "9999-12-31" else 422)
