@@ -3,6 +3,7 @@ in their own zone."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -10,10 +11,13 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from psd.config import DAY
 from psd.leaderboard import ranked, window
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
+from psd.web import create_app
 from psd.web.v3_models import LeaderboardOut
+from tests.test_retention import POLICY
 
 
 @given(st.dictionaries(st.integers(0, 10**6), st.integers(-50, 50), max_size=60))
@@ -214,3 +218,25 @@ def test_each_user_in_their_own_zone_against_a_brute_force_oracle(
         entries = answer.json["entries"]
         assert {e["uid"]: e["value"] for e in entries} == now
         assert {e["uid"]: e["then"]["value"] for e in entries} == then
+
+
+def test_compare_at_where_only_days_are_kept_is_the_last_second_of_a_day(
+    redis_client: redis.Redis,
+) -> None:
+    """Past the hour retention a read ends at a day's end: a compare_at inside a day would
+    have its "then" count the rest of that day, so it is refused; at its last second it is
+    exact."""
+    store = Store(redis_client, POLICY)
+    client = create_app(POLICY, store).test_client()
+    now = int(time.time())
+    day = (now - 250 * DAY) // DAY * DAY  # hours gone there, days kept
+    for n, ts in enumerate((day + 3600, day + 50000, day + DAY + 3600)):
+        store.write_metric(MetricPoint("steps", 1, 1, n, 10**n, ts, ts, "increment"))
+    body = {"users": [{"uid": 1}], "thing": "steps", "from": day - 50 * DAY + 17, "to": now}
+    noon = client.post("/v3/leaderboard", json={**body, "compare_at": day + 43200})
+    assert (noon.status_code, noon.json["error"]["field"]) == (422, "compare_at")
+    assert "last second of a day" in noon.json["error"]["message"]
+    entry = client.post("/v3/leaderboard", json={**body, "compare_at": day + DAY - 1})
+    assert entry.status_code == 200, entry.json
+    (first,) = entry.json["entries"]
+    assert (first["value"], first["then"]["value"]) == (111, 11)

@@ -191,7 +191,16 @@ def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
     t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
     if body.compare_at is None or t1 > t2:
         return t1, t2, None
-    return t1, t2, instant(body.compare_at, tz, False, "compare_at")
+    cut = instant(body.compare_at, tz, False, "compare_at")
+    then = api().store.answerable(t1, min(cut, t2))
+    if t1 <= cut and then.t2 != min(cut, t2):  # "then" would count what came after it
+        level = then.end.name.lower()
+        raise InvalidInput(
+            f"compare_at falls where only {level} detail is kept (retention): give the "
+            f"last second of a {level} (then counts compare_at's own second)",
+            "compare_at",
+        )
+    return t1, t2, cut
 
 
 @contract.route("/v3/leaderboard", LeaderboardIn, LeaderboardOut)
