@@ -183,3 +183,20 @@ def test_a_wall_time_inside_a_gap_starts_at_the_jump() -> None:
     )
     assert boundary(datetime(2026, 10, 4, 2, 15), tz, jump - 3600) == jump
     assert boundary(datetime(2026, 10, 4, 2, 0), tz, jump - 3600) == jump
+
+
+def test_where_clocks_fall_back_across_midnight_a_day_begins_at_its_first_midnight() -> None:
+    """St John's, 2007-11-04: 00:01 at -02:30 became 23:01 at -03:30, so its midnight came
+    twice (02:30Z and 03:30Z). The day began at the first: a range starting in the hour
+    after it (its wall time the day before's) has its first bucket end where a range
+    starting earlier has it end."""
+    tz = zone("America/St_Johns")
+    first_midnight, inside, t2 = at(2007, 11, 4, 2, 30), at(2007, 11, 4, 2, 45), at(2008, 3, 1)
+    earlier = buckets(at(2007, 11, 4, 2), t2, "day", tz)
+    (holding,) = [b for b in earlier if b.start <= inside <= b.end]
+    assert holding.start == first_midnight
+    later = buckets(inside, t2, "day", tz)
+    assert later[0].end == holding.end
+    assert [(b.start, b.end) for b in later[1:]] == [
+        (b.start, b.end) for b in earlier if b.start > inside
+    ]

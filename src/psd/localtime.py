@@ -169,7 +169,7 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
         raise InvalidInput("a range is from <= to, within years 1970..9999", "from")
     out: list[Bucket] = []
     try:
-        start, w, label = t1, floor_wall(wall(t1, tz), step), _label(t1, tz)
+        start, w, label = t1, _first_wall(t1, step, tz), _label(t1, tz)
     except (OverflowError, ValueError) as exc:  # east of UTC, 9999-12-31 is already 10000
         raise InvalidInput("the range's local time is past the year 9999", "from") from exc
     while start <= t2:
@@ -187,6 +187,18 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
         elif start <= t2:  # a change of offset: ask the zone
             w, label = floor_wall(wall(start, tz), step), _label(start, tz)
     return out
+
+
+def _first_wall(t1: int, step: Step, tz: tzinfo) -> datetime:
+    """The wall boundary of the bucket holding ``t1``. A day (week, month, year) begins at
+    its boundary's first passing: where clocks fall back across midnight, an instant of the
+    repeated hour after it is in the new day, though its wall time says the day before."""
+    w = floor_wall(wall(t1, tz), step)
+    if step not in ("minute", "hour"):
+        later = next_wall(w, step)
+        if boundary(later, tz, t1 - 2 * 86400) <= t1:
+            return later
+    return w
 
 
 @lru_cache(maxsize=64)
