@@ -42,7 +42,7 @@ def rewrite_as_old(r: redis.Redis, uid: int, activities: dict[tuple[int, int], l
     ((thing number, aid) -> changes); counters, index and span stay as they are."""
     acts = f"{{{uid}}}:acts"
     span = r.hget(acts, "_span")
-    for key in r.scan_iter(match=f"{{{uid}}}:[cC]*"):  # its changes, by day or by month
+    for key in r.scan_iter(match=f"{{{uid}}}:c*"):
         r.delete(key)
     r.delete(acts)
     fields: dict[str, bytes | str] = {}

@@ -26,7 +26,6 @@ from redis.cluster import RedisCluster
 from psd import store as store_module
 from psd.config import Settings
 from psd.connect import client_from_url
-from psd.daychanges import day_fields
 from psd.keys import HOUR_BASE
 from psd.model import MetricPoint
 from psd.store import Store
@@ -246,13 +245,6 @@ def check_singles_hints(client: redis.Redis, prefix: str) -> int:
             day = calendar.timegm(time.strptime(key.decode()[-8:], "%Y%m%d")) // 86400
             assert day not in singles, key
             hinted += 1
-    for key in client.scan_iter(match=prefix + "C*"):  # by month (layout 5)
-        for field, raw in client.hgetall(key).items():
-            if day_fields(raw).get(b"s") == b"0":
-                name = key.decode()[-6:] + field.decode()
-                day = calendar.timegm(time.strptime(name, "%Y%m%d")) // 86400
-                assert day not in singles, (key, field)
-                hinted += 1
     return hinted
 
 

@@ -44,7 +44,7 @@ def test_a_new_keyspace_writes_entries_of_numbers(redis_client: redis.Redis) -> 
     big = 10**14  # past the ids an entry keeps as numbers: a string there
     assert store.write_metric(MetricPoint("points", 1, 7, 123456, 5, ts, ts)).status == "ok"
     assert store.write_metric(MetricPoint("points", 1, big, big + 1, 6, ts, ts)).status == "ok"
-    assert redis_client.get(LAYOUT_KEY) == b"5"
+    assert redis_client.get(LAYOUT_KEY) == b"4"
     # points (3) is code 19; aid 123456 a uint32; then the second entry's ids as strings
     assert log_of(redis_client, 1) == (
         b"\x13\xce\x00\x01\xe2\x40\x07\x05\xce" + ts.to_bytes(4, "big")

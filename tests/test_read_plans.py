@@ -66,7 +66,7 @@ def full_plan(t1: int, t2: int) -> ReadPlan:
     return ReadPlan(t1, t2, groups, tuple(windows))
 
 
-def flat_reference(atid: str, thing: int, plan: PlanArg, by_month: bool) -> bytes:
+def flat_reference(atid: str, thing: int, plan: PlanArg) -> bytes:
     """The lone argument as its format says, value by value: the reference."""
     values: list[Any] = [atid, thing, str(thing), len(plan.groups)]
     for group in plan.groups:
@@ -86,7 +86,7 @@ def flat_reference(atid: str, thing: int, plan: PlanArg, by_month: bool) -> byte
     values.append(len(plan.windows))
     for window in plan.windows:
         values += window
-    values += (plan.t1, plan.t2, int(by_month))
+    values += (plan.t1, plan.t2)
     packer = msgpack.Packer()
     return b"".join(packer.pack(value) for value in values)
 
@@ -130,14 +130,13 @@ def test_a_one_user_call_is_the_general_lone_call_byte_for_byte(
     plan = full_plan(t1, t2)
     prefix = metric_prefix(42)
     series = [Series(0, prefix, bool(plan.windows))]
-    request = SumRequest((thing,), atid, [plan], series, legacy_hours=legacy, by_month=not legacy)
-    keys, args = lone_sum_call(prefix, thing, atid, t1, t2, legacy, not legacy)
+    request = SumRequest((thing,), atid, [plan], series, legacy_hours=legacy)
+    keys, args = lone_sum_call(prefix, thing, atid, t1, t2, legacy)
     assert (keys, args) == lone_call(request)
     arg = _plan_arg(plan, 1, (thing,), atid, legacy)  # the flat argument, windows or none
     # its head (the script keeps it unpacked) and its windows, one run of values between them
     assert len(args) == 2
-    atid_s = "" if atid is None else str(atid)
-    assert b"".join(args) == flat_reference(atid_s, thing, arg, not legacy)
+    assert b"".join(args) == flat_reference("" if atid is None else str(atid), thing, arg)
 
 
 NOW = int(time.time())

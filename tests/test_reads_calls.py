@@ -56,15 +56,11 @@ def test_a_one_series_call_is_the_call_lone_call_builds(t1: int, t2: int) -> Non
     ):
         for atid in (None, 3):
             for want in (False, True):
-                for legacy, by_month in ((False, True), (True, False), (False, False)):
+                for legacy in (False, True):
                     with_state = want or bool(plan.windows)
                     series = [Series(0, prefix, with_state)]
-                    request = SumRequest(
-                        things, atid, [plan], series, want, legacy_hours=legacy, by_month=by_month
-                    )
-                    suffixes, args = one_series_call(
-                        plan, things, atid, want, with_state, legacy, by_month
-                    )
+                    request = SumRequest(things, atid, [plan], series, want, legacy_hours=legacy)
+                    suffixes, args = one_series_call(plan, things, atid, want, with_state, legacy)
                     keys, built = lone_call(request)
                     assert ([prefix + s for s in suffixes], list(args)) == (keys, built)
 
@@ -140,7 +136,7 @@ def test_script_calls_answer_as_redis_py(server: redis.Redis) -> None:
     assert caller.lean
     for t1, t2 in RANGES:
         plan = read_plan(t1, t2)
-        suffixes, args = one_series_call(plan, (1,), None, True, True, False, True)
+        suffixes, args = one_series_call(plan, (1,), None, True, True, False)
         keys = [metric_prefix(5) + s for s in suffixes]
         assert caller(store.scripts.sum, keys, args) == store.scripts.sum(keys, args, client=server)
     with pytest.raises(redis.ResponseError) as lean:

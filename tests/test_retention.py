@@ -13,11 +13,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psd import maintenance
 from psd.config import Settings, load_settings
-from psd.daychanges import changes_key, read_day
 from psd.errors import InvalidInput
-from psd.layout import LAYOUT_KEY
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy
 from psd.store import Store, UserQuery
@@ -105,30 +102,9 @@ def test_a_days_changes_expire_the_minute_retention_after_the_day(
     points = [MetricPoint("steps", 7, 3, 1, 5, t, t, "increment") for t in (ts, ts + 60)]
     policy_store.write_metrics(points)
     day = ts // DAY
-    assert read_day(redis_client, 7, ts, by_month=True)  # a new keyspace's: the month's hash
-    key, _ = changes_key(7, ts, by_month=True)
+    key = f"{{7}}:c{datetime.fromtimestamp(ts, UTC):%Y%m%d}"
+    assert redis_client.hlen(key) > 0
     assert redis_client.expiretime(key) == (day + 1) * DAY + POLICY.retention_minute
-
-
-@pytest.mark.parametrize("by_month", [False, True], ids=["day-hashes", "by-month"])
-def test_the_retention_task_gives_changes_without_expiry_theirs(
-    redis_client: redis.Redis, policy_store: Store, by_month: bool
-) -> None:
-    """A day's hash its day's; a month's hash of days (layout 5) its month's last day's."""
-    redis_client.set(LAYOUT_KEY, 5 if by_month else 4)
-    ts = int(time.time()) - 10 * DAY
-    points = [MetricPoint("steps", 7, 3, 1, 5, t, t, "increment") for t in (ts, ts + 60)]
-    policy_store.write_metrics(points)
-    key, _ = changes_key(7, ts, by_month)
-    redis_client.persist(key)  # as a restore might leave it
-    while not maintenance.run(policy_store, "retention", int(time.time())).cycle_done:
-        pass
-    day = datetime.fromtimestamp(ts, UTC)
-    end = (ts // DAY + 1) * DAY
-    if by_month:
-        after = datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC)
-        end = int(after.timestamp())
-    assert redis_client.expiretime(key) == end + POLICY.retention_minute
 
 
 def test_expiry_costs_the_write_path_nothing_once_a_key_has_it(

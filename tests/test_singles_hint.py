@@ -7,29 +7,15 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import redis
 
 from psd.config import Settings
-from psd.daychanges import changes_key, read_day
-from psd.layout import LAYOUT_KEY
 from psd.model import MetricPoint
 from psd.store import Store
 from tests.support import check_singles_hints
 
 HOUR = int(time.time()) // 3600 * 3600 - 5 * 3600  # hours the default keeps to the second
-
-
-@pytest.fixture(autouse=True, params=[4, 5], ids=["day-hashes", "by-month"])
-def by_month(request: pytest.FixtureRequest, redis_client: redis.Redis) -> bool:
-    """Each test on a keyspace of each layout: a day's changes a hash of its own (4), or a
-    field of the month's (5)."""
-    redis_client.set(LAYOUT_KEY, request.param)
-    return bool(request.param == 5)
-
-
-def hint(client: redis.Redis, by_month: bool) -> bytes | None:
-    return read_day(client, 1, HOUR, by_month).get(b"s")
+DAY_KEY = "{1}:c" + time.strftime("%Y%m%d", time.gmtime(HOUR))
 
 
 def steps(aid: int, *seconds: int) -> list[MetricPoint]:
@@ -41,69 +27,59 @@ def edge_sum(store: Store, second: int) -> int:
     return store.sum(1, "steps", None, HOUR + second - 10, HOUR + second + 10)
 
 
-def test_a_day_of_several_changes_says_no_single(
-    redis_client: redis.Redis, store: Store, by_month: bool
-) -> None:
+def test_a_day_of_several_changes_says_no_single(redis_client: redis.Redis, store: Store) -> None:
     store.write_metrics(steps(1, 60, 600, 1200), wait=False)
-    assert hint(redis_client, by_month) == b"0"
+    assert redis_client.hget(DAY_KEY, "s") == b"0"
     assert edge_sum(store, 600) == 5
     assert check_singles_hints(redis_client, "{1}:") == 1
 
 
 def test_a_new_day_says_its_hint_right_after_its_contexts(
-    redis_client: redis.Redis, store: Store, by_month: bool
+    redis_client: redis.Redis, store: Store
 ) -> None:
     """Every read of a day's changes asks for its contexts and its hint, which a listpack
-    finds by a scan from its first field: a day's key is made with them first (a day's
-    string by month holds them before its hours)."""
-    day = HOUR - HOUR % 86400  # HOUR's day: its first hours
-    key, field = changes_key(1, HOUR, by_month)
-
-    def first_fields() -> list[bytes]:
-        raw = redis_client.hget(key, field) if field else None
-        return list(redis_client.hgetall(key))[:2] if field is None else [raw[1:2]] if raw else []
+    finds by a scan from its first field: a day's key is made with them first."""
+    day = HOUR - HOUR % 86400  # DAY_KEY's day: its first hours
 
     def at(aid: int, *seconds: int) -> list[MetricPoint]:
         return [MetricPoint("steps", 1, 2, aid, 5, day + s, day + s, "increment") for s in seconds]
 
     store.write_metrics(at(1, 60, 600, 1200), wait=False)
     store.write_metrics(at(1, 3600 + 60), wait=False)  # the next hour, added after them
-    assert first_fields() == ([b"0"] if by_month else [b"a", b"s"])
+    assert list(redis_client.hgetall(DAY_KEY))[:2] == [b"a", b"s"]
     store.write_metrics(at(2, 7200 + 900), wait=False)  # a single: "1", where it was
-    assert first_fields() == ([b"1"] if by_month else [b"a", b"s"])
-    assert hint(redis_client, by_month) == b"1"
+    assert list(redis_client.hgetall(DAY_KEY))[:2] == [b"a", b"s"]
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     assert store.sum(1, "steps", None, day + 7200 + 890, day + 7200 + 910) == 5
 
 
 def test_a_single_after_the_day_has_changes_is_read(
-    redis_client: redis.Redis, store: Store, by_month: bool
+    redis_client: redis.Redis, store: Store
 ) -> None:
     store.write_metrics(steps(1, 60, 600, 1200), wait=False)
     store.write_metrics(steps(2, 900), wait=False)  # an activity of one change
-    assert hint(redis_client, by_month) == b"1"
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     assert edge_sum(store, 900) == 5
     check_singles_hints(redis_client, "{1}:")
 
 
 def test_a_single_before_the_day_has_changes_is_read(
-    redis_client: redis.Redis, store: Store, by_month: bool
+    redis_client: redis.Redis, store: Store
 ) -> None:
     store.write_metrics(steps(2, 900), wait=False)
     store.write_metrics(steps(1, 60, 600, 1200), wait=False)
-    assert hint(redis_client, by_month) == b"1"
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     assert edge_sum(store, 900) == 5
     check_singles_hints(redis_client, "{1}:")
 
 
-def test_a_single_an_earlier_psd_recorded_is_read(
-    redis_client: redis.Redis, store: Store, by_month: bool
-) -> None:
+def test_a_single_an_earlier_psd_recorded_is_read(redis_client: redis.Redis, store: Store) -> None:
     """An earlier psd kept a single in its summary and wrote no day: the day's first
     changes find it in the index."""
     store.write_metrics(steps(2, 900), wait=False)
-    redis_client.delete(changes_key(1, HOUR, by_month)[0])  # as an earlier psd left it
+    redis_client.delete(DAY_KEY)  # as an earlier psd left it: no day, no hint
     store.write_metrics(steps(1, 60, 600, 1200), wait=False)
-    assert hint(redis_client, by_month) == b"1"
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     assert edge_sum(store, 900) == 5
     check_singles_hints(redis_client, "{1}:")
 
@@ -112,29 +88,16 @@ def test_a_day_of_singles_only_keeps_no_key(redis_client: redis.Redis, store: St
     """A sparse user's write costs their summary alone: no day for a hint."""
     store.write_metrics(steps(2, 900), wait=False)
     store.write_metrics(steps(3, 1500), wait=False)
-    assert not redis_client.exists(changes_key(1, HOUR, False)[0], changes_key(1, HOUR, True)[0])
+    assert not redis_client.exists(DAY_KEY)
     assert edge_sum(store, 900) == 5 and edge_sum(store, 1500) == 5
 
 
 def test_a_day_made_for_changes_expires_with_the_minute_retention(
-    redis_client: redis.Redis, by_month: bool
+    redis_client: redis.Redis,
 ) -> None:
-    """Its key's expiry, that of the latest day its month holds when it is the month's."""
     store = Store(redis_client, Settings(retention_minute=2 * 86400))
     store.write_metrics(steps(2, 900), wait=False)
     store.write_metrics(steps(1, 60, 600), wait=False)
-    assert hint(redis_client, by_month) == b"1"
+    assert redis_client.hget(DAY_KEY, "s") == b"1"
     day_end = HOUR - HOUR % 86400 + 86400
-    key = changes_key(1, HOUR, by_month)[0]
-    assert redis_client.expiretime(key) == day_end + 2 * 86400
-    earlier = HOUR - 86400
-    if by_month and changes_key(1, earlier, True)[0] == key:  # an earlier day of the month
-        store.write_metrics(
-            [
-                MetricPoint("steps", 1, 2, 9, 5, earlier + s, earlier + s, "increment")
-                for s in (1, 2)
-            ],
-            wait=False,
-        )
-        assert redis_client.hlen(key) == 2
-        assert redis_client.expiretime(key) == day_end + 2 * 86400
+    assert redis_client.expiretime(DAY_KEY) == day_end + 2 * 86400

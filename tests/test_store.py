@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from psd.config import Settings
-from psd.layout import LAYOUT_KEY
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.store import Store, UserQuery
 from psd.writes import RECORD_LIMIT
@@ -100,24 +99,9 @@ def test_sums_and_activities_match_the_oracle_under_the_default_policy(
     check_against_the_oracle(redis_client, Store(redis_client, Settings()), case)
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(scenario(recent_bases()))
-def test_sums_and_activities_match_the_oracle_on_a_keyspace_of_day_hashes(
-    redis_client: redis.Redis, case: Scenario
-) -> None:
-    """The same on a keyspace of layout 4, whose users' changes are a hash a day."""
-    check_against_the_oracle(redis_client, Store(redis_client, Settings()), case, layout=4)
-
-
-def check_against_the_oracle(
-    redis_client: redis.Redis, store: Store, case: Scenario, layout: int | None = None
-) -> None:
+def check_against_the_oracle(redis_client: redis.Redis, store: Store, case: Scenario) -> None:
     writes, ranges, _ = case
     redis_client.flushdb()
-    if layout is not None:
-        redis_client.set(LAYOUT_KEY, layout)
     oracle = Oracle()
     half = len(writes) // 2
     statuses = [store.write_metric(p).status for p in writes[:half]]

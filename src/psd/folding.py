@@ -15,7 +15,6 @@ from redis.exceptions import ResponseError
 
 from psd.batching import CALL_POINTS
 from psd.keys import LOG_NUMBERS, PENDING
-from psd.layout import changes_keep
 from psd.model import THINGS, MetricPoint
 from psd.writes import METRIC, REFUSED_LETTERS, log_args
 
@@ -129,8 +128,7 @@ def log_calls(store: Store, logs: dict[str, bytes]) -> LogCalls:
     def build(indexes: list[int]) -> tuple[Any, list[str], list[Any]]:
         keys, rows = log_args(store.metric_policy, entries, indexes, records, hours)
         claims = [x for key in dict.fromkeys(owners[i] for i in indexes) for x in (key, logs[key])]
-        keep = changes_keep(store.metric_policy.seconds["minute"], store.layout.changes_by_month())
-        head = [store.state_lifetime, keep]
+        head = [store.state_lifetime, store.metric_policy.seconds["minute"]]
         tail = [*store.once_args(now), 1, msgpack.packb(claims, use_bin_type=False)]
         return store.scripts.write_metric, keys, [msgpack.packb(rows), *head, *tail]
 

@@ -28,9 +28,7 @@ from typing import Any
 #: The key holding the keyspace's layout.
 LAYOUT_KEY = "psd:layout"
 #: The layout this version writes on a new keyspace.
-CURRENT = 5
-#: The first layout that keeps a user's changes of a month's days in one hash.
-CHANGES_BY_MONTH = 5
+CURRENT = 4
 #: The first layout whose logs may hold entries of numbers.
 NUMERIC_LOGS = 4
 #: The first layout with every type's sums in one hash.
@@ -55,12 +53,6 @@ def layout_of(client: Any) -> int:
             return 1
     client.set(LAYOUT_KEY, CURRENT, nx=True)
     return int(client.get(LAYOUT_KEY))
-
-
-def changes_keep(seconds: int, by_month: bool) -> str:
-    """write_metric.lua's ``ARGV[3]``: the minute retention, then "M" where the keyspace
-    keeps a user's changes by month (layout 5, psd/lua/changes.lua)."""
-    return f"{seconds}M" if by_month else str(seconds)
 
 
 def mark_types_in_hash(client: Any) -> None:
@@ -120,7 +112,3 @@ class LayoutWatch:
     def numeric_logs(self) -> bool:
         """Whether logs take entries of numbers."""
         return self.layout() >= NUMERIC_LOGS
-
-    def changes_by_month(self) -> bool:
-        """Whether a user's changes of a month's days are one hash (psd/lua/changes.lua)."""
-        return self.layout() >= CHANGES_BY_MONTH

@@ -52,8 +52,6 @@ _TWIN = re.compile(r"(\{\d+\}:)t(r|y\d{4}|m\d{6})")
 _COUNT = re.compile(r"c:\{.+\}:(r|y\d{4}|m\d{6}|h\d{10})")
 _STATE = re.compile(r"(\{\d+\}:)acts")
 _CHANGES = re.compile(r"\{\d+\}:c(\d{4})(\d\d)(\d\d)")
-#: A user's changes of a month's days (layout 5: psd/lua/changes.lua).
-_MONTH_CHANGES = re.compile(r"\{\d+\}:C(\d{4})(\d\d)")
 _PENDING = re.compile(r"\{\d+\}:p")
 
 
@@ -145,14 +143,11 @@ class Maintenance:
     def _state(self) -> StateJob:
         minute, lifetime = self.store.metric_policy.seconds["minute"], self.store.state_lifetime
         record_cut = self.now - lifetime if lifetime else -1
-        return StateJob("s", record_cut, minute, int(self.store.layout.changes_by_month()))
+        return StateJob("s", record_cut, minute)
 
-    def _changes(self, year: str, month: str, day: str | None) -> HashJob:
-        """A user's changes of a day: kept the minute retention after the day ends; of a
-        month's days (``day`` None), after the month's last day ends, where a write gives
-        the hash the expiry of its latest day (not earlier)."""
-        start = month_start(int(year), int(month))
-        end = start + int(day) * 86400 if day else next_start(start, Gran.MONTH)
+    def _changes(self, year: str, month: str, day: str) -> HashJob:
+        """A user's changes of a day: kept the minute retention after the day ends."""
+        end = month_start(int(year), int(month)) + int(day) * 86400
         return HashJob("h", self.store.metric_policy.hash_expiry(("minute",), end), 0, 0)
 
     def jobs(self, names: list[str]) -> tuple[list[str], list[MaintainJob]]:
@@ -176,9 +171,6 @@ class Maintenance:
             elif (match := _CHANGES.fullmatch(name)) and self.task == "retention":
                 keys.append(name)
                 jobs.append(self._changes(*match.groups()))
-            elif (match := _MONTH_CHANGES.fullmatch(name)) and self.task == "retention":
-                keys.append(name)
-                jobs.append(self._changes(match[1], match[2], None))
         return keys, jobs
 
     def apply(self, client: redis.Redis, names: list[str], report: Report) -> None:

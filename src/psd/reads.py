@@ -108,17 +108,13 @@ class Reads:
                 for at in range(0, len(kind), CALL_SIZE)
             ]
 
-        legacy = by_month = False  # asked of the keyspace before the first call is built
+        legacy = False  # asked of the keyspace before the first call is built
 
         def build(items: list[int]) -> tuple[Any, list[str], list[Any]]:
             if items[0] >= first:
                 part = [request.breakdowns[i - first] for i in items]
                 call = SumRequest(
-                    request.things,
-                    request.atid,
-                    breakdowns=part,
-                    legacy_hours=legacy,
-                    by_month=by_month,
+                    request.things, request.atid, breakdowns=part, legacy_hours=legacy
                 )
             elif len(items) == 1:
                 one = request.series[items[0]]
@@ -126,7 +122,7 @@ class Reads:
                 if len(request.things) == 1 and plan.windows and not request.want_activities:
                     (thing,) = request.things  # a user's metric (a count has no windows)
                     keys, args = lone_sum_call(
-                        one.prefix, thing, request.atid, plan.t1, plan.t2, legacy, by_month
+                        one.prefix, thing, request.atid, plan.t1, plan.t2, legacy
                     )
                     return self.scripts.sum, keys, args
                 suffixes, lone = one_series_call(
@@ -136,7 +132,6 @@ class Reads:
                     request.want_activities,
                     one.with_state,
                     legacy,
-                    by_month,
                     one.records,
                 )
                 return self.scripts.sum, [one.prefix + suffix for suffix in suffixes], list(lone)
@@ -144,19 +139,14 @@ class Reads:
                 picked = [request.series[i] for i in items]
                 plans, series = own_plans(request.plans, picked)
                 call = replace(
-                    request,
-                    plans=plans,
-                    series=series,
-                    breakdowns=(),
-                    legacy_hours=legacy,
-                    by_month=by_month,
+                    request, plans=plans, series=series, breakdowns=(), legacy_hours=legacy
                 )
             keys, args = sum_call(call)
             return self.scripts.sum, keys, args
 
         replies: list[Any] = [None] * count
         with redis_errors("read"):
-            legacy, by_month = self.layout.legacy_hours(), self.layout.changes_by_month()
+            legacy = self.layout.legacy_hours()
             done = self.nodes.run(list(range(count)), route, cut, build)
         TALLY.add(_READ_TRIPS, 1 if len(done) == 1 else 2)  # a pipeline first asks for the script
         for items, reply in done:
@@ -347,8 +337,8 @@ class Reads:
         with redis_errors("read"):
             if atid is not None and self.layout.legacy_twins():  # two series: see _run_sum
                 return self.query([UserQuery(uid, t1, t2)], [thing], atid)[0].sums[thing]
-            legacy, by_month = self.layout.legacy_hours(), self.layout.changes_by_month()
-            keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy, by_month)
+            legacy = self.layout.legacy_hours()
+            keys, args = lone_sum_call(prefix, number, atid, t1, t2, legacy)
             reply = self.nodes.read_one(prefix, self.scripts.sum, keys, args)
         TALLY.add(_READ_TRIPS)
         if isinstance(reply, int):  # lone.lua: its sum when below 10^15

@@ -107,7 +107,6 @@ class StateJob(NamedTuple):
     what: Literal["s"]
     record_cut: int  # activities whose last change is up to this go; -1 = none
     changes_keep: int  # a day's changes are kept this long after it ends (0 = forever)
-    by_month: int  # 1: the keyspace keeps a user's changes by month (layout 5)
 
 
 MaintainJob = HashJob | RootJob | TwinJob | StateJob
@@ -194,16 +193,15 @@ class SumArg(NamedTuple):
     things_s: list[str]
     plans: list[PlanArg]
     series: list[int]  # per series its plan number (from 1) and 1 if its activity keys follow
-    by_month: int = 0  # 1: the keyspace keeps a user's changes by month (layout 5)
     breakdowns: BreakdownsArg | None = None
 
     def packb(self) -> bytes:
-        """The argument's bytes; without breakdowns, the seven elements sum.lua expects then."""
-        packed: bytes = msgpack.packb(self if self.breakdowns is not None else self[:7])
+        """The argument's bytes; without breakdowns, the six elements sum.lua expects then."""
+        packed: bytes = msgpack.packb(self if self.breakdowns is not None else self[:6])
         return packed
 
 
-def lone_packb(atid: str, thing: int, plan: PlanArg, by_month: bool) -> list[bytes]:
+def lone_packb(atid: str, thing: int, plan: PlanArg) -> list[bytes]:
     """sum.lua's ``ARGV`` for one series of one thing without its activities: two flat runs
     of msgpack values, not lists (the script reads them in place). The first, :func:`lone_head`:
     ``atid`` ("" = every type), the thing as a number and as a string, the plan's groups
@@ -213,10 +211,8 @@ def lone_packb(atid: str, thing: int, plan: PlanArg, by_month: bool) -> list[byt
     by three (name number, first and last hour) and its days, each a list, then per packed
     name its ``bases``): the same for every range of the same whole hours, so the script
     keeps what it unpacked of it. The second, :func:`lone_windows`: its windows (their count,
-    then seven values each, as :class:`WindowArg`), its first and last second, and whether
-    the keyspace keeps changes by month."""
-    windows = lone_windows(plan.windows, plan.t1, plan.t2, by_month)
-    return [lone_head(atid, thing, plan.groups), windows]
+    then seven values each, as :class:`WindowArg`) and its first and last second."""
+    return [lone_head(atid, thing, plan.groups), lone_windows(plan.windows, plan.t1, plan.t2)]
 
 
 def lone_head(atid: str, thing: int, groups: Sequence[GroupArg]) -> bytes:
@@ -253,13 +249,12 @@ def _headless(values: list[Any]) -> bytes:
     return packed[1:] if n <= _FIXARRAY else packed[3:] if n <= _ARRAY16 else packed[5:]
 
 
-def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int, by_month: bool) -> bytes:
+def lone_windows(windows: Sequence[Sequence[Any]], t1: int, t2: int) -> bytes:
     """The second run of :func:`lone_packb`: the window count, then each window's seven
     values (a plan has two windows at most), then the range's first and last second (its
-    pending points: psd/lua/pending.lua), then 1 where the keyspace keeps changes by month
-    (layout 5, psd/lua/changes.lua), else 0; one pack of them as an array, headless."""
+    pending points: psd/lua/pending.lua); one pack of them as an array, headless."""
     values: list[Any] = [len(windows)]
     for window in windows:
         values += window
-    values += (t1, t2, int(by_month))
+    values += (t1, t2)
     return _headless(values)

@@ -25,7 +25,7 @@ from psd.errors import InvalidInput, redis_errors
 from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix
-from psd.layout import LayoutWatch, changes_keep
+from psd.layout import LayoutWatch
 from psd.levels import check_kept, kept_points, outcomes, point_levels, raise_refused
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
@@ -329,8 +329,6 @@ class Store(Reads):
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
         with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
             numbers = self.layout.numeric_logs()
-            if kind is METRIC:  # the minute retention, by month or not
-                head = [head[0], changes_keep(head[1], self.layout.changes_by_month())]
         known = self._known
         waits = Waiting(points, records, names, levels, most, known, numbers)  # type: ignore[arg-type]
 
@@ -396,5 +394,7 @@ class Store(Reads):
     def check_kept(self, points: Sequence[MetricPoint | CountPoint]) -> None:
         """Raise :class:`PastRetention` for the first point no level of the retention keeps
         now (for the entry points that queue points instead of writing them)."""
+        if not points:
+            return
         now = int(self._clock())
         check_kept(points, self.metric_policy.horizon(now), self.count_policy.horizon(now))

@@ -108,8 +108,6 @@ class SumRequest:
     breakdowns: Sequence[tuple[str, Breakdown]] = ()
     #: ask for hours as plain fields of month hashes too (a keyspace on layout 1: psd/layout.py)
     legacy_hours: bool = False
-    #: the keyspace keeps a user's changes by month (layout 5: psd/lua/changes.lua)
-    by_month: bool = False
 
 
 def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
@@ -127,19 +125,18 @@ def lone_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
     keys = [one.prefix + suffix for suffix, _ in groups]
     keys += [one.prefix + "idx", one.prefix + "acts", one.prefix + PENDING]
     arg = _plan_arg(plan, 1, request.things, request.atid, request.legacy_hours)
-    atid = "" if request.atid is None else str(request.atid)
-    return keys, lone_packb(atid, thing, arg, request.by_month)
+    return keys, lone_packb("" if request.atid is None else str(request.atid), thing, arg)
 
 
 def lone_sum_call(
-    prefix: str, thing: int, atid: int | None, t1: int, t2: int, legacy: bool, by_month: bool
+    prefix: str, thing: int, atid: int | None, t1: int, t2: int, legacy: bool
 ) -> tuple[list[str], list[bytes]]:
     """:func:`lone_call` for one user's sum of one thing over ``[t1, t2]``, without its
     activities (what ``Store.sum`` asks): its keys and the head of its argument are kept per
     span of whole hours (:func:`_lone_frame`), so a new range adds its windows only."""
     h1, h2, windows = split_range(t1, t2)
     suffixes, head = _lone_frame(h1, h2, thing, atid, legacy)
-    tail = lone_windows([_window_values(a, b) for a, b in windows], t1, t2, by_month)
+    tail = lone_windows([_window_values(a, b) for a, b in windows], t1, t2)
     return [prefix + suffix for suffix in suffixes], [head, tail]
 
 
@@ -214,7 +211,6 @@ def sum_call(request: SumRequest) -> tuple[list[str], list[bytes]]:
         [str(thing) for thing in things],
         plans,
         flags,
-        int(request.by_month),
         breakdowns,
     )
     return keys, [arg.packb()]
@@ -294,7 +290,6 @@ def one_series_call(
     want_activities: int,
     with_state: bool,
     legacy: bool,
-    by_month: bool,
     records: int = NO_RECORDS,
 ) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
     """The key suffixes and the argument of a sum.lua call reading one series with ``plan``.
@@ -304,9 +299,7 @@ def one_series_call(
     range and kept: building it costs more than the rest of a one-user read's Python (a
     day's plan names its hours field by field)."""
     series = [Series(0, "", with_state, records)]
-    request = SumRequest(
-        things, atid, [plan], series, want_activities, legacy_hours=legacy, by_month=by_month
-    )
+    request = SumRequest(things, atid, [plan], series, want_activities, legacy_hours=legacy)
     keys, args = lone_call(request)
     return tuple(keys), tuple(args)
 

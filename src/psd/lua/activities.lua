@@ -96,52 +96,9 @@ end
 -- inside some windows of one hour (pairs of ws from first to last): window i (from 0) of
 -- thing ti adds to entry i * #things + ti
 local function changes_in_windows(acts, ws, first, last, day_s, hod_s, his, los)
-  if DAYS.by_month then
-    local hour, ctxs = DAYS.window(redis.call('HGET', DAYS.key_of(acts, day_s)), hod_s)
-    if hour then add_changes(hour, context_things(ctxs), ws, first, last, #things, his, los) end
-    return
-  end
   local vals = redis.call('HMGET', day_changes_key(acts, day_s), hod_s, CONTEXTS)
   if not vals[1] then return end
   add_changes(vals[1], context_things(vals[2]), ws, first, last, #things, his, los)
-end
-
--- by month: a day's changes key and its field there, from the day's YYYYMMDD
-function DAYS.key_of(acts, day_s)
-  return sub(acts, 1, -5) .. 'C' .. sub(day_s, 1, 6), sub(day_s, 7)
-end
-
--- by month: of a day's string (false: none), the changes of one hour (hod_s: its hour of
--- the day), the day's contexts and whether no single may have a change in the day ("s":
--- "0"); nil, nil, false for a day without
-function DAYS.window(raw, hod_s)
-  if not raw then return nil, nil, false end
-  local ctxs, s, base, width = DAYS.head(raw)
-  return DAYS.hour(raw, hod_s + 0, base, width), ctxs, s == '0'
-end
-
--- by month: series_windows' reads of its windows' days, one command for days of a month
-function DAYS.windows(acts, n, w1, o1, w2, o2)
-  local key, field = DAYS.key_of(acts, w1[o1 + 6])
-  local raw1, raw2, ctx1, ctx2, none1, none2
-  if n == 1 then
-    raw1, ctx1, none1 = DAYS.window(redis.call('HGET', key, field), w1[o1 + 7])
-    return raw1, nil, ctx1, nil, none1, true
-  end
-  local key2, field2 = DAYS.key_of(acts, w2[o2 + 6])
-  local day1, day2
-  if key2 ~= key then
-    day1, day2 = redis.call('HGET', key, field), redis.call('HGET', key2, field2)
-  elseif field2 == field then
-    day1 = redis.call('HGET', key, field)
-    day2 = day1
-  else
-    local vals = redis.call('HMGET', key, field, field2)
-    day1, day2 = vals[1], vals[2]
-  end
-  raw1, ctx1, none1 = DAYS.window(day1, w1[o1 + 7])
-  raw2, ctx2, none2 = DAYS.window(day2, w2[o2 + 7])
-  return raw1, raw2, ctx1, ctx2, none1, none2
 end
 
 -- an index member's parts: thing, type, activity id, first change (recording.lua member_of)
@@ -269,9 +226,7 @@ end
 local function series_windows(idx, acts, n, w1, o1, w2, o2, his, los, logged)
   if n == 0 then return end
   local raw1, raw2, ctx1, ctx2, none1, none2
-  if DAYS.by_month then
-    raw1, raw2, ctx1, ctx2, none1, none2 = DAYS.windows(acts, n, w1, o1, w2, o2)
-  elseif n == 2 and w1[o1 + 6] == w2[o2 + 6] then
+  if n == 2 and w1[o1 + 6] == w2[o2 + 6] then
     local vals = redis.call('HMGET', day_changes_key(acts, w1[o1 + 6]), w1[o1 + 7], w2[o2 + 7],
                             CONTEXTS, 's')
     raw1, raw2, ctx1, ctx2 = vals[1], vals[2], vals[3], vals[3]

@@ -117,7 +117,7 @@ local function append_run(act, atid, v, vlast, n)
   local s = c[2]
   if act ~= c[1] or atid ~= c[9] or act.summary ~= s then return v, n, 0 end
   local st, hour, ctx, at = c[4], c[5], c[6], c[3]
-  if days[st.name] ~= st then return v, n, 0 end
+  if days[st.key] ~= st then return v, n, 0 end
   local base = c[7] * 86400 + c[8] * 3600  -- its hour's first second
   local max, recs = hour.max[ctx], hour.groups[ctx]
   local total, day_total = s[R_TOTAL], s[at + D_TOTAL]

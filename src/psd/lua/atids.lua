@@ -17,22 +17,12 @@ local function latest_change(acts, thing, aid, s, t1, t2)
   for i = #s - D_SIZE + 1, R_DAYS, -D_SIZE do
     local start = s[i] * 86400
     if start <= t2 and start + 86399 >= t1 then
-      local key, field = changes_key(acts, s[i])
+      local flat = redis.call('HGETALL', changes_key(acts, s[i]))
       local hours, ctxs, types = {}, {}, {}
-      if field then  -- by month: the day's string
-        local raw = redis.call('HGET', key, field)
-        local f = raw and DAYS.fields(raw) or {}
-        if f[CONTEXTS] then ctxs = cmsgpack.unpack(f[CONTEXTS]) end
-        for h = 0, 23 do
-          if f[h] then hours[#hours + 1], hours[#hours + 2] = h, f[h] end
-        end
-      else
-        local flat = redis.call('HGETALL', key)
-        for j = 1, #flat, 2 do
-          if flat[j] == CONTEXTS then ctxs = cmsgpack.unpack(flat[j + 1])
-          elseif flat[j] ~= 's' then  -- its singles' hint: changes.lua
-            hours[#hours + 1], hours[#hours + 2] = flat[j] + 0, flat[j + 1]
-          end
+      for j = 1, #flat, 2 do
+        if flat[j] == CONTEXTS then ctxs = cmsgpack.unpack(flat[j + 1])
+        elseif flat[j] ~= 's' then  -- its singles' hint: changes.lua
+          hours[#hours + 1], hours[#hours + 2] = flat[j] + 0, flat[j + 1]
         end
       end
       for n = 1, #ctxs / 3 do

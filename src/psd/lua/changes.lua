@@ -18,19 +18,10 @@
 local CTX_MARK = -8192
 local CONTEXTS = 'a'
 
--- A keyspace of layout 5 keeps a user's changes of a month's days in one hash,
--- {uid}:CYYYYMM, a field a day ("DD"), the day's fields above as one string (DAYS.encode):
--- a hashtable of ~30 fields where ~30 day hashes were (1.4 bytes a dense point less), and a
--- read of two windows of one month asks one field each of one key. DAYS holds what that
--- takes (one local: write_metric.lua's main chunk is at Lua's 200): by_month, whether the
--- call's keyspace keeps its changes so (set by each including script for its call); and
--- the names of days made (names, below).
-local DAYS = {by_month = false, names = {}}
-
 -- the UTC date YYYYMMDD of a day number (days since 1970-01-01: H. Hinnant's
 -- civil_from_days), names cached by day
+local day_names = {}
 local function day_name(day)
-  local day_names = DAYS.names
   local name = day_names[day]
   if name == nil then
     local z = day + 719468
@@ -49,65 +40,9 @@ local function day_name(day)
   return name
 end
 
--- the changes key of a day of the user whose activity state is `acts` ({uid}:acts), and
--- the day's field there (by month), or nil (a hash of its own)
+-- the changes key of a day of the user whose activity state is `acts` ({uid}:acts)
 local function changes_key(acts, day)
-  local name = day_name(day)
-  if DAYS.by_month then
-    return string.sub(acts, 1, -5) .. 'C' .. string.sub(name, 1, 6), string.sub(name, 7)
-  end
-  return string.sub(acts, 1, -5) .. 'c' .. name
-end
-
--- A day as one string: "D" (or "E" where its hours take 65,536 bytes or more: offsets of
--- four bytes, not two), its "s" ('0', '1', or '-' for none), the length of its contexts
--- (four bytes), the end of each hour 0..23 in the hours' bytes (an hour without changes
--- ends where the one before does), its contexts, its hours' bytes. An hour is then found
--- with one struct.unpack, whatever the day holds.
-function DAYS.encode(ctxs, s, hours)
-  local parts, ends, at = {}, {}, 0
-  for h = 0, 23 do
-    local raw = hours[h]
-    if raw then
-      parts[#parts + 1] = raw
-      at = at + #raw
-    end
-    ends[h + 1] = at
-  end
-  ctxs = ctxs or ''
-  local wide = at >= 65536
-  local head = (wide and 'E' or 'D') .. (s or '-') .. struct.pack('>I4', #ctxs)
-  return head .. struct.pack(wide and '>I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4I4'
-                             or '>HHHHHHHHHHHHHHHHHHHHHHHH', unpack(ends))
-         .. ctxs .. table.concat(parts)
-end
-
--- a day's string's contexts (nil: none), "s" (nil: none) and the start of its hours
-function DAYS.head(raw)
-  local width = raw:byte(1) == 68 and 2 or 4
-  local size = struct.unpack('>I4', raw, 3)
-  local s = raw:sub(2, 2)
-  local from = 7 + 24 * width
-  return size > 0 and raw:sub(from, from + size - 1) or nil, s ~= '-' and s or nil,
-         from + size, width
-end
-
--- hour h's changes in a day's string (nil: none), its hours starting at `base`
-function DAYS.hour(raw, h, base, width)
-  local fmt = width == 2 and '>H' or '>I4'
-  local last = struct.unpack(fmt, raw, 7 + h * width)
-  local first = h > 0 and struct.unpack(fmt, raw, 7 + (h - 1) * width) or 0
-  if last == first then return nil end
-  return raw:sub(base + first, base + last - 1)
-end
-
--- a day's string as its hash's fields were: {[CONTEXTS] = ..., s = ..., [h] = ...}, hours
--- by number
-function DAYS.fields(raw)
-  local ctxs, s, base, width = DAYS.head(raw)
-  local out = {[CONTEXTS] = ctxs, s = s}
-  for h = 0, 23 do out[h] = DAYS.hour(raw, h, base, width) end
-  return out
+  return string.sub(acts, 1, -5) .. 'c' .. day_name(day)
 end
 
 -- an hour's changes as a flat list {context, second in the hour, amount, ...}

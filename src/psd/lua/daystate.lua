@@ -41,15 +41,13 @@ local day_memo = {}
 local function day_state(acts, day)
   local of_acts = day_memo[acts]
   local st = of_acts and of_acts[day]
-  if st and days[st.name] == st then return st end
-  local key, field = changes_key(acts, day)
-  local name = field and key .. ':' .. field or key
-  st = days[name]
+  if st and days[st.key] == st then return st end
+  local key = changes_key(acts, day)
+  st = days[key]
   if st == nil then
-    st = {key = key, field = field, name = name, day = day, hours = {}, dirty = {}, ctx_of = {},
-          acts = acts}
-    days[name] = st
-    days_touched[#days_touched + 1] = name
+    st = {key = key, day = day, hours = {}, dirty = {}, ctx_of = {}, acts = acts}
+    days[key] = st
+    days_touched[#days_touched + 1] = key
   end
   if of_acts == nil then
     of_acts = {}
@@ -114,25 +112,10 @@ local function hour_from(raw)
   return {groups = groups, max = max}
 end
 
--- by month (changes.lua's DAYS): the day's fields, its string read once; false for none
-function DAYS.of(st)
-  local f = st.fields
-  if f == nil then
-    local raw = redis.call('HGET', st.key, st.field)
-    f = raw and DAYS.fields(raw) or false
-    st.fields = f
-  end
-  return f
-end
-
 local function hour_state(st, h)
   local hour = st.hours[h]
   if hour == nil then
-    if st.field then
-      local f = DAYS.of(st)
-      if st.ctxs == nil then load_contexts(st, f and f[CONTEXTS]) end
-      hour = hour_from(f and f[h])
-    elseif st.ctxs == nil then
+    if st.ctxs == nil then
       local vals = redis.call('HMGET', st.key, CONTEXTS, HOUR_FIELDS[h])
       load_contexts(st, vals[1])
       hour = hour_from(vals[2])
@@ -149,15 +132,6 @@ end
 -- every hour of the day loaded (those this call changed stay as they are)
 local function load_day(st)
   if st.whole then return end
-  if st.field then
-    local f = DAYS.of(st)
-    for h = 0, 23 do
-      if st.hours[h] == nil and f and f[h] then st.hours[h] = hour_from(f[h]) end
-    end
-    if st.ctxs == nil then load_contexts(st, f and f[CONTEXTS]) end
-    st.whole = true
-    return
-  end
   local flat, raw_ctxs = redis.call('HGETALL', st.key), nil
   for i = 1, #flat, 2 do
     local f = flat[i]
@@ -262,69 +236,35 @@ function singles.hint(st)
   return '0'
 end
 
--- by month: a changed day's string written back (its unchanged hours as they were read),
--- the month's hash given the expiry of its latest day written
-function DAYS.save(st)
-  local changed = st.ctx_dirty or next(st.dirty) ~= nil
-  local f = DAYS.of(st)
-  local exists = f ~= false
-  f = f or {}
-  local hint = st.single and '1' or (changed and not exists and singles.hint(st)) or nil
-  local s = f.s
-  if hint and not exists and changed then
-    s = hint
-  elseif hint == '1' and (changed or exists) then
-    s = '1'
-  end
-  if not changed and s == f.s then return end
-  local hours = {}
-  for h = 0, 23 do
-    hours[h] = st.dirty[h] and encode_hour(st.hours[h].groups) or f[h]
-  end
-  local ctxs = st.ctx_dirty and cmsgpack.pack(st.ctxs) or f[CONTEXTS]
-  if redis.call('HSET', st.key, st.field, DAYS.encode(ctxs, s, hours)) == 1 then
-    local at = changes_expiry(st.day)  -- a new day: the hash lives as long as its latest
-    if at > 0 and redis.call('EXPIREAT', st.key, at, 'GT') == 0 then
-      redis.call('EXPIREAT', st.key, at, 'NX')
-    end
-  end
-end
-
--- a changed day's hash written back, a new one with its expiry, and its singles' hint
-function DAYS.save_hash(key, st)
-  local flat = {}
-  if st.ctx_dirty then
-    flat[1], flat[2] = CONTEXTS, cmsgpack.pack(st.ctxs)
-  end
-  for h, _ in pairs(st.dirty) do
-    local n = #flat
-    flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
-  end
-  local hint = st.single and '1' or (#flat > 0 and st.created and singles.hint(st)) or nil
-  -- a single's "1" goes only to a day that has changes: a sparse user's day of singles
-  -- keeps no key (none reads as maybe), and its first changes ask the index (singles.hint)
-  if hint and st.created and #flat > 0 then
-    -- a new day (no key: its contexts are its first field): its hint right after them, as
-    -- a listpack finds a field by a scan from its first and every read of the day asks it
-    local at = flat[1] == CONTEXTS and 3 or 1
-    table.insert(flat, at, hint)
-    table.insert(flat, at, 's')
-  elseif hint == '1' and (#flat > 0 or (st.ctxs == nil and redis.call('EXISTS', key) == 1)
-                          or (st.ctxs ~= nil and not st.created)) then
-    flat[#flat + 1], flat[#flat + 2] = 's', '1'
-  end
-  if #flat > 0 then
-    hset_all(key, flat)
-    local at = changes_expiry(st.day)
-    if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
-  end
-end
-
 -- write every changed day back, a new one with its expiry, and its singles' hint
 local function save_days()
   for _, key in ipairs(days_touched) do
-    local st = days[key]
-    if st.field then DAYS.save(st) else DAYS.save_hash(key, st) end
+    local st, flat = days[key], {}
+    if st.ctx_dirty then
+      flat[1], flat[2] = CONTEXTS, cmsgpack.pack(st.ctxs)
+    end
+    for h, _ in pairs(st.dirty) do
+      local n = #flat
+      flat[n + 1], flat[n + 2] = HOUR_FIELDS[h], encode_hour(st.hours[h].groups)
+    end
+    local hint = st.single and '1' or (#flat > 0 and st.created and singles.hint(st)) or nil
+    -- a single's "1" goes only to a day that has changes: a sparse user's day of singles
+    -- keeps no key (none reads as maybe), and its first changes ask the index (singles.hint)
+    if hint and st.created and #flat > 0 then
+      -- a new day (no key: its contexts are its first field): its hint right after them, as
+      -- a listpack finds a field by a scan from its first and every read of the day asks it
+      local at = flat[1] == CONTEXTS and 3 or 1
+      table.insert(flat, at, hint)
+      table.insert(flat, at, 's')
+    elseif hint == '1' and (#flat > 0 or (st.ctxs == nil and redis.call('EXISTS', key) == 1)
+                            or (st.ctxs ~= nil and not st.created)) then
+      flat[#flat + 1], flat[#flat + 2] = 's', '1'
+    end
+    if #flat > 0 then
+      hset_all(key, flat)
+      local at = changes_expiry(st.day)
+      if st.created and at > 0 then redis.call('EXPIREAT', key, at) end
+    end
   end
   days, days_touched, day_memo = {}, {}, {}
 end

@@ -155,10 +155,9 @@ local function lone_sum(keys, args, a)
   forget_spans()
   -- the windows first: a user with a log and no changes on their days may have nothing
   -- kept but the log, which then answers alone (the counters would cost ~4 commands)
-  local w = {cmsgpack.unpack(args[2])}  -- the windows, the range's first and last second, by month
+  local w = {cmsgpack.unpack(args[2])}  -- the windows, then the range's first and last second
   local n, his, los, k = w[1], lone_his, lone_los, a[4] + 1
   local t, log = 1 + 7 * n, pending_log(KEYS[k + 2])
-  DAYS.by_month = w[t + 3] == 1
   his[1], los[1] = 0, 0
   if not series_windows(KEYS[k], KEYS[k + 1], n, w, 1, w, 1 + 7 * (n - 1), his, los, log) then
     local hi, lo, i = his[1], los[1], 5

@@ -18,10 +18,9 @@
 --             fields it holds ({uid}:r, ...): its fields are moved there (the month's open
 --             day closed first), added to any that writes have put there since; pack as for
 --             "h", of the hash moved to
---           {"s", record_cut, changes_keep, by_month}  an activity state and its index: a
---             user's records an earlier psd wrote are brought to layout 3 (convert.lua; a
---             day's changes kept changes_keep seconds after it ends, 0 = forever; by
---             month, 1, on a keyspace of layout 5: changes.lua); activities
+--           {"s", record_cut, changes_keep}  an activity state and its index: a user's
+--             records an earlier psd wrote are brought to layout 3 (convert.lua; a day's
+--             changes kept changes_keep seconds after it ends, 0 = forever); activities
 --             whose last change is <= record_cut (-1 = none) are removed; a state without
 --             expiry gets one, record_cut seconds after its newest change
 -- ARGV[2] now (Unix s)
@@ -241,8 +240,7 @@ end
 -- changes in {uid}:cYYYYMMDD expire with the minute retention), marked (mark_dropped); a
 -- state without expiry gets one, record_cut seconds after its newest change; not while the
 -- user's increments wait
-local function state(acts, idx, record_cut, keep, by_month)
-  DAYS.by_month = by_month == 1
+local function state(acts, idx, record_cut, keep)
   local layout = redis.call('HGET', acts, LAYOUT_FIELD)
   if layout ~= LAYOUT and redis.call('EXISTS', acts) == 1 then
     changes_keep = keep
@@ -282,7 +280,7 @@ for _, job in ipairs(jobs) do
   elseif what == 't' then
     merge_twin(KEYS[k], KEYS[k + 1], job[2]); k = k + 2
   else
-    state(KEYS[k], KEYS[k + 1], job[2], job[3], job[4]); k = k + 2
+    state(KEYS[k], KEYS[k + 1], job[2], job[3]); k = k + 2
   end
 end
 return {dropped, expiries, deleted, converted, removed, packed, left, moved, restored}

@@ -174,7 +174,7 @@ local function record_next(act, ts, delta, atid)
     return false
   end
   local sec, st, hour, ctx = ts % 3600, c[4], c[5], c[6]
-  if sec <= hour.max[ctx] or days[st.name] ~= st then return false end
+  if sec <= hour.max[ctx] or days[st.key] ~= st then return false end
   local at = c[3]
   local total, day_total = s[R_TOTAL] + delta, s[at + D_TOTAL] + delta
   if not (exact(total) and exact(day_total)) then return false end

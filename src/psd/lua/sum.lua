@@ -6,7 +6,7 @@
 -- A metric range is read from counters for its whole hours and more, and from the
 -- activities' records for the partial hours at its edges (its "windows"); see psd/keys.py.
 -- ARGV[1]  msgpack {want_atids (0|1|2: 2 answers the types alone), atid ("" = every type), things, thing_strings, plans,
---          series, by_month (1: the keyspace keeps changes by month, changes.lua)} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
+--          series} (psd.scriptargs.SumArg names each part; psd.sumcall builds it): things are
 --          numbers (0 for global counters), thing_strings the same as decimal strings (as in
 --          index members); a plan is {t1, t2, s1, s2, readers, groups,
 --          windows, suffixes}: its range as numbers and as strings (numbers go to redis.call as the
@@ -23,7 +23,7 @@
 --          (fromrecords.lua: a user's range starting after the cut of old records), 3 if
 --          they may when they mark what was dropped (a range starting before that cut).
 --          One unpack builds all of it at C speed (about half the cost of as many ARGV).
---          An optional 8th element {breakdown plans, plan number of each breakdown in KEYS
+--          An optional 7th element {breakdown plans, plan number of each breakdown in KEYS
 --          order} lists breakdowns (psd/breakdown.py: a series of buckets of one user); a
 --          plan is {per counter hash its field names, child by child and thing by thing
 --          within a child; its windows hour by hour, each hour {first start string, last end
@@ -41,7 +41,7 @@
 --          number (negative: subtracted), first and last hour...}, {count, days...}, then
 --          per packed name the slot of its first hour; ARGV[2]: the window count and seven
 --          values a window, as above; then the range's first and last second (numbers: its
---          pending points), then 1 where the keyspace keeps changes by month (changes.lua).
+--          pending points).
 -- KEYS     per series its pending log {uid}:p (pending.lua; a global counter's names no key):
 --          its other keys are that less its last letter (its prefix) and a suffix: per
 --          group of its plan the plan's suffix (a plan's 8th element lists them), then,
@@ -242,7 +242,6 @@ end
 local function begin(keys, args, unpacked)
   KEYS, request = call_keys(keys, args), unpacked
   want_atids, types_only = request[1] > 0, request[1] == 2
-  DAYS.by_month = request[7] == 1
   filter = request[2] ~= '' and request[2] or nil
   log_filter = filter and log_id(filter)
   things, thing_index, thing_of = request[3], {}, {}
@@ -362,14 +361,14 @@ local function sum_call(keys, args)
     return lone_sum(keys, args, a)
   end
   begin(keys, args, a[1])
-  if request[8] == nil then  -- series only: one flat reply (a table a series costs more)
+  if request[7] == nil then  -- series only: one flat reply (a table a series costs more)
     local result = {want_atids and 'a' or 'f'}
     sum_series(result, true)
     return result
   end
   local result = {}
   local k = sum_series(result)
-  local breakdowns = request[8] or {{}, {}}
+  local breakdowns = request[7] or {{}, {}}
   local bplans, readers = breakdowns[1], {}
   for _, p in ipairs(breakdowns[2]) do readers[p] = (readers[p] or 0) + 1 end
   for p, b in ipairs(bplans) do

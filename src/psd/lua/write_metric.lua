@@ -39,8 +39,7 @@
 --           it, and a run of a user's increments (a day's hour) is looked up once.
 -- ARGV[2] seconds a user's activity state lives after their last change, 0 = forever
 -- ARGV[3] seconds a day's changes are kept after the day ends (the minute retention), 0 =
---           forever (daystate.lua); then "M" where the keyspace keeps a user's changes by
---           month (layout 5: changes.lua)
+--           forever (daystate.lua)
 -- ARGV[4..6] now, window, cutoff of once.lua
 -- ARGV[7] "1": all or nothing (one point refused, nothing of the call is written), else "0"
 -- ARGV[8] (optional; on a cluster, before the keys' groups of keys.lua) msgpack {key, log,
@@ -165,9 +164,7 @@ local function begin(keys, args)
     npoints = npoints + count
     h = h + HEAD + POINT_SIZE[rows[h + H_MODE]] * count
   end
-  local keep = args[3]  -- 'M' after it: the keyspace keeps changes by month (changes.lua)
-  DAYS.by_month = string.byte(keep, -1) == 77
-  state_ttl, changes_keep = tonumber(args[2]), (DAYS.by_month and string.sub(keep, 1, -2) or keep) + 0
+  state_ttl, changes_keep = tonumber(args[2]), args[3] + 0
   once, now, whole = {args[4], args[5], args[6]}, args[4] + 0, args[7] == '1'
   claims = #args - (clustered and 1 or 0) >= 8 and cmsgpack.unpack(args[8]) or nil
   out, given, refused = {}, {}, false
