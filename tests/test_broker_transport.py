@@ -63,6 +63,25 @@ def test_messages_go_and_come_through_it(redis_settings: Settings) -> None:
 
 
 @pytest.mark.parametrize(
+    ("broker", "confirmed"),
+    [
+        ("amqp://guest@127.0.0.1:5672//", True),
+        ("amqps://guest@127.0.0.1:5671//", True),
+        ("pyamqp://guest@127.0.0.1:5672//", True),
+        ("redis://127.0.0.1:6380/0", False),
+    ],
+)
+def test_a_rabbitmq_broker_confirms_every_publish_whatever_its_schemes_name(
+    broker: str, confirmed: bool
+) -> None:
+    """A send (the NSQ bridge's, before it finishes its message) returns once RabbitMQ
+    has the message; kombu names AMQP three ways."""
+    settings = replace(Settings(), redis_url="redis://127.0.0.1:1/0", broker_url=broker)
+    options = celery_config(settings)["broker_transport_options"]
+    assert options.get("confirm_publish", False) is confirmed
+
+
+@pytest.mark.parametrize(
     "broker", ["amqp://guest@127.0.0.1:5672//", "rediss://127.0.0.1:6380/0", "sentinel://h:1"]
 )
 def test_other_brokers_keep_kombus_transport(broker: str) -> None:

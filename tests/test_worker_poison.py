@@ -93,3 +93,18 @@ def test_one_delivery_key_covers_a_point_of_each_user_in_one_batch(
         assert wait_for(lambda: taken() >= start + 3 and idle())
     assert (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (7, 7)
     assert dlq.count(store.redis) == 0
+
+
+def test_a_delivery_key_beginning_with_a_nul_byte_is_refused(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """The store's own keys begin so, and it keeps them minutes, not a day: a sender's would
+    count twice if it came again after that."""
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(
+            **point(value=3, mode="increment", idempotency_key="\x00order-1")
+        )
+        assert wait_for(lambda: dlq.count(store.redis) == 1)
+    (letter,) = dlq.list_letters(store.redis)
+    assert "idempotency_key" in letter.reason and "NUL" in letter.reason
+    assert sum_at_t0(store, 1) == 0

@@ -50,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
     }
     more: dict[str, Any] = {}
-    if broker.startswith("amqp"):
+    if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
     elif broker.startswith("redis://"):
         more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command

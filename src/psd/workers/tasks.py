@@ -23,6 +23,7 @@ from celery import Celery
 from celery_batches import SimpleRequest
 
 from psd import dlq
+from psd.batching import OWN_DELIVERY
 from psd.config import Settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
@@ -61,6 +62,9 @@ def _fields(request: SimpleRequest) -> dict[str, Any]:
         raise InvalidInput("pass the fields as keyword arguments, not positional ones")
     if not isinstance(request.kwargs or {}, dict):
         raise InvalidInput("pass the fields as keyword arguments (a mapping)")
+    if str(_kwargs(request).get("idempotency_key", "")).startswith(OWN_DELIVERY):
+        # the store's own keys begin so, kept minutes, not the idempotency window
+        raise InvalidInput("must not begin with a NUL byte", "idempotency_key")
     return {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
 
 
