@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +21,7 @@ from psd.batching import (
     plan_calls,
     write_part_names,
 )
-from psd.config import Settings
+from psd.config import DAY, Settings
 from psd.model import CountPoint, MetricPoint
 from psd.store import Store
 from tests.oracle import Oracle
@@ -180,6 +183,28 @@ def test_a_delivery_is_forgotten_after_the_window(redis_client: redis.Redis) -> 
     assert store.write_metric(increment(1, 5), "late").status == "ok"
     assert store.sum(1, "steps", None, T0, T0) == 10
     assert 0 < redis_client.ttl("{1}:once") <= 60
+
+
+def test_a_delivery_come_again_past_the_retention_is_a_duplicate_not_a_refusal(
+    redis_client: redis.Redis,
+) -> None:
+    """Applied, then delivered again once no level keeps its instant (a worker killed before
+    its ack, the retention's edge passed meanwhile): answered as applied, where a refusal's
+    dead letter, retried once the retention is raised, would count it twice. A delivery
+    never applied, or applied longer ago than the window, is refused."""
+    now = int(time.time())
+    this_year = datetime.fromtimestamp(now, UTC).year
+    year_end = int(datetime(this_year + 1, 1, 1, tzinfo=UTC).timestamp())
+    clock = [float(now)]
+    policy = Settings(expire=DAY, idempotency_window=60 * DAY, pending_points=0)
+    store = Store(redis_client, policy, clock=lambda: clock[0])
+    point = increment(1, 10, now - 3600)
+    assert store.write_metrics([point, point], ["task-1", ""])[0].status == "ok"
+    clock[0] = year_end + DAY + 60  # its year's bucket ended more than a day ago
+    again = store.write_metrics([point, point, point], ["task-1", "task-2", ""])
+    assert [r.status for r in again] == ["duplicate", "refused", "refused"]
+    clock[0] += 60 * DAY  # past the window: no longer known
+    assert store.write_metrics([point], ["task-1"])[0].status == "refused"
 
 
 @st.composite

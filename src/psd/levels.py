@@ -4,11 +4,13 @@ do, else what its script call did."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
+from psd.batching import OWN_DELIVERY as OWN
 from psd.errors import PastRetention
+from psd.keys import ONCE
 from psd.metrics import COARSE
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Horizon
@@ -38,21 +40,51 @@ def point_levels(
     return levels
 
 
+def delivered_before(
+    client: Any,
+    levels: Sequence[str | None],
+    records: Sequence[str],
+    names: Sequence[str],
+    since: int,
+) -> set[int]:
+    """The points no level keeps whose delivery part their record holds, applied at
+    ``since`` or later (once.lua: the idempotency window): a delivery applied before the
+    retention's edge passed them and come again, each answered ``duplicate``, not refused
+    (a refusal's dead letter, applied once the retention is raised, would count it twice).
+    The store's own keys (a NUL byte first) are no one's."""
+    if None not in levels:  # the usual write: nothing refused
+        return set()
+    asked = [i for i, level in enumerate(levels) if level is None and names[i][:1] not in ("", OWN)]
+    if not asked:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for i in asked:
+        pipe.zscore(records[i] + ONCE, names[i])
+    found = zip(asked, pipe.execute(), strict=True)
+    return {i for i, score in found if score is not None and score >= since}
+
+
 def outcomes(
     applied: dict[int, WriteResult],
     levels: Sequence[str | None],
     horizon: Horizon,
     kind: PointKind[Any],
+    before: Collection[int] = (),
 ) -> list[WriteResult]:
-    """Each point's result: refused, or what its script call did (``ok`` is ``coarse``
-    where finer levels no longer keep its instant)."""
+    """Each point's result: refused (``duplicate`` where ``before`` holds it), or what its
+    script call did (``ok`` is ``coarse`` where finer levels no longer keep its instant)."""
     if levels.count("minute") == len(levels):  # the usual write: every point recent
         return [applied[i] for i in range(len(levels))]
     out = []
     reason = horizon.refusal() if None in levels else ""
     for i, level in enumerate(levels):
         if level is None:
-            out.append(WriteResult("refused", 0, "", PastRetention(reason, kind.field, i)))
+            refused = PastRetention(reason, kind.field, i)
+            out.append(
+                WriteResult("duplicate", 0)
+                if i in before
+                else WriteResult("refused", 0, "", refused)
+            )
             continue
         result = applied[i]
         if level != "minute" and result.status != "refused":

@@ -24,9 +24,16 @@ from psd.countspread import CountSpread, resolve, sub_tag
 from psd.errors import InvalidInput, redis_errors
 from psd.inflight import LogSender
 from psd.kept import KeptWatch
-from psd.keys import count_prefix, metric_prefix
+from psd.keys import count_prefix, metric_prefix, metric_prefixes
 from psd.layout import LayoutWatch
-from psd.levels import check_kept, kept_points, outcomes, point_levels, raise_refused
+from psd.levels import (
+    check_kept,
+    delivered_before,
+    kept_points,
+    outcomes,
+    point_levels,
+    raise_refused,
+)
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes, Timed
@@ -57,12 +64,6 @@ from psd.writes import (
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
 _WRITE_TRIPS = ROUND_TRIPS.labels("write")
-
-
-def _prefixes(uids: list[int]) -> list[str]:
-    """Each user's key prefix, made once a user: a bulk load's points are a few users' days."""
-    made = {uid: metric_prefix(uid) for uid in set(uids)}
-    return list(map(made.__getitem__, uids))
 
 
 class Store(Reads):
@@ -246,7 +247,7 @@ class Store(Reads):
             deliveries,
             all_or_nothing,
             instants=[p.ts2 for p in points],
-            records=_prefixes([p.uid for p in points]),
+            records=metric_prefixes([p.uid for p in points]),
             resent=[p.mode == "increment" for p in points],
             waiting=self.settings.pending_points if wait else 0,
             ahead=ahead,
@@ -321,6 +322,7 @@ class Store(Reads):
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
         names = write_part_names(records, deliveries, resent, kind.call_points)
+        seen = (levels, records, names, now - self.settings.idempotency_window)
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = kept_points(levels)
@@ -361,8 +363,8 @@ class Store(Reads):
 
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):
-                        applied = replies()
-                    return outcomes(applied, levels, horizon, kind)
+                        applied, before = replies(), delivered_before(self.redis, *seen)
+                    return outcomes(applied, levels, horizon, kind, before)
 
                 return SentWrite(finish)
             if self._ahead is not None:  # after the writes this store sent ahead
@@ -374,9 +376,10 @@ class Store(Reads):
                 self._logs.apply(self, waits.logs)
             else:
                 self._logs.collect(self)
+            before = delivered_before(self.redis, *seen)
         if all_or_nothing:
             raise_refused(applied)
-        answers = outcomes(applied, levels, horizon, kind)
+        answers = outcomes(applied, levels, horizon, kind, before)
         return SentWrite(lambda: answers)
 
     def _horizon(self, kind: PointKind[Any], policy: Policy, now: int) -> Horizon:
@@ -387,14 +390,11 @@ class Store(Reads):
         return horizon
 
     def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
-        """Add one count; raises :class:`PastRetention` or :class:`PastLimit` (nothing
-        written) if it is refused."""
+        """Add one count; raises :class:`PastRetention` or :class:`PastLimit` if refused."""
         return self.write_counts([point], [delivery] if delivery else None, all_or_nothing=True)[0]
 
     def check_kept(self, points: Sequence[MetricPoint | CountPoint]) -> None:
         """Raise :class:`PastRetention` for the first point no level of the retention keeps
         now (for the entry points that queue points instead of writing them)."""
-        if not points:
-            return
         now = int(self._clock())
         check_kept(points, self.metric_policy.horizon(now), self.count_policy.horizon(now))
