@@ -79,11 +79,9 @@ def outcomes(
     reason = horizon.refusal() if None in levels else ""
     for i, level in enumerate(levels):
         if level is None:
-            refused = PastRetention(reason, kind.field, i)
+            refusal = None if i in before else PastRetention(reason, kind.field, i)
             out.append(
-                WriteResult("duplicate", 0)
-                if i in before
-                else WriteResult("refused", 0, "", refused)
+                WriteResult("refused", 0, "", refusal) if refusal else WriteResult("duplicate", 0)
             )
             continue
         result = applied[i]
