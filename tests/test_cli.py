@@ -11,7 +11,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from psd import dlq
 from psd.embedded import free_port
+from psd.model import MetricPoint
+from psd.store import Store
+from psd.writes import WriteResult
 from tests.support import alive
 
 #: A recent instant: these processes run with the default retention (90 days).
@@ -191,3 +197,31 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
     assert store.sum(9, "steps", None, NOW, NOW) == 2
     assert "deleted 1" in psd("purge", "--yes")
     assert dlq.count(store.redis) == 0
+
+
+def test_a_dlq_retry_takes_off_the_letter_it_applied_while_a_full_list_grows(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker adds a letter to a full list while the retry applies the oldest: the list
+    drops that oldest, and the retry takes off no other."""
+    monkeypatch.setattr(dlq, "DLQ_MAX", 3)
+
+    def letter(uid: int) -> dlq.DeadLetter:
+        point = {"thing": "steps", "uid": uid, "atid": 1, "aid": 1, "value": 10}
+        point |= {"ts1": NOW, "ts2": NOW, "mode": "increment"}
+        return dlq.DeadLetter("metric", point, "store down", "psd.write_metric", f"d{uid}")
+
+    dlq.add(store.redis, [letter(uid) for uid in (1, 2, 3)])
+    write = store.write_metric
+
+    def meanwhile(point: MetricPoint, delivery: str = "") -> WriteResult:
+        result = write(point, delivery)
+        if point.uid == 1:
+            dlq.add(store.redis, [letter(4)])
+        return result
+
+    monkeypatch.setattr(store, "write_metric", meanwhile)
+    assert dlq.retry(store) == (3, 0)
+    kept = {letter.payload["uid"] for letter in dlq.list_letters(store.redis, 0)}
+    for uid in (1, 2, 3, 4):
+        assert store.sum(uid, "steps", None, NOW, NOW) == 10 or uid in kept, uid

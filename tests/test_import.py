@@ -11,7 +11,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from psd.cli.importer import file_key, run_import
+from psd.cli.importer import file_key, named_import_key, run_import
 from psd.cli.main import main
 from psd.store import Store
 
@@ -223,3 +223,25 @@ def test_points_past_the_retention_are_skipped_and_counted(
     assert "(1 refused: past the retention or a limit)" in result.output
     assert "line 3: ts2: past the retention" in result.output
     assert not any(key.startswith(b"{2}") for key in redis_client.scan_iter())
+
+
+def test_stdin_is_imported_under_its_named_key_and_resumed(
+    redis_url: str, redis_client: redis.Redis, store: Store
+) -> None:
+    """``psd import - --key NAME``: its lines are not known ahead (a bar of no whole); the
+    name is a hash tag, so its progress and refusals share a cluster slot."""
+    text = "\n".join(json.dumps(line(3, n, 2, T + n)) for n in range(5)) + "\n{oops}\n"
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
+    for _ in range(2):  # the second run finds it all done
+        result = CliRunner().invoke(main, ["import", "-", "--key", "nightly"], input=text, env=env)
+        assert result.exit_code == 0, result.output
+    assert store.sum(3, "steps", None, T, T + 10) == 10
+    assert redis_client.hget("psd:import:{nightly}", "line") == b"6"
+    assert redis_client.llen("psd:import:{nightly}:rejects") == 1
+
+
+def test_an_earlier_psds_named_import_goes_on_under_its_key(redis_client: redis.Redis) -> None:
+    """Its chunks' delivery keys are named from its key: a new key would count them again."""
+    assert named_import_key(redis_client, "nightly") == "psd:import:{nightly}"
+    redis_client.hset("psd:import:nightly", "line", 1000)
+    assert named_import_key(redis_client, "nightly") == "psd:import:nightly"

@@ -8,12 +8,13 @@ import os
 import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from psd.embedded import free_port
+from psd.embedded import EmbeddedServer, free_port
 from tests.support import alive, psd_command, wait_for
 from tests.test_cli import NOW, _get
 
@@ -46,8 +47,10 @@ class Up:
         )
         self.port = port
         self.log = data_dir.parent / f"up-{port}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        with self.log.open("wb") as out:  # a group of its own, as a terminal's job is
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0
+            )
         self.url = f"http://127.0.0.1:{port}"
 
     def ready(self) -> bool:
@@ -107,6 +110,31 @@ def test_psd_up_runs_everything_stops_cleanly_and_keeps_the_data(tmp_path: Path)
     log = up.log.read_text()
     assert "psd is up" in log and "| " in log  # the banner, and one prefixed stream
     assert_up_again_with(data_dir, 15)
+
+
+def test_ctrl_c_stops_the_store_last(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C sends SIGINT to psd up's whole process group: the worker still
+    hands the message it holds back to the broker (the embedded store) before the store
+    stops, as on SIGTERM."""
+    data_dir = tmp_path / "data"
+    up = Up(data_dir, free_port())
+    try:
+        assert wait_for(up.ready, timeout=60)
+        assert wait_for(lambda: " ready." in up.log.read_text(), timeout=60)  # the worker
+        assert json.loads(write(up.url, 5, 1, queued=True)) == {"queued": 1}
+        time.sleep(0.3)  # in the worker's batch, which waits up to a second for more
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(timeout=STOP_SECONDS) == 0, up.log.read_text()
+    finally:
+        if up.proc.poll() is None:
+            os.killpg(up.proc.pid, signal.SIGKILL)
+            up.proc.wait()
+    password = (data_dir / "password").read_text().strip()
+    with EmbeddedServer(data_dir=data_dir, password=password) as server:
+        client = redis.Redis.from_url(server.url)
+        queued, unacked = client.llen("psd"), client.hlen("unacked")
+        applied = client.exists("{1}:r")
+    assert unacked == 0 and (queued == 1 or applied), (queued, unacked, applied)
 
 
 def assert_up_again_with(data_dir: Path, total: int) -> None:

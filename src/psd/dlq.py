@@ -87,7 +87,9 @@ def retry(store: Store) -> tuple[int, int]:
     """Apply every letter that now validates, oldest first; the others move to the end of
     the list with their new reason. Returns (applied, still dead). A letter leaves the list
     only once applied; applied twice (a crash in between) it still counts once, by its
-    delivery key. Run one retry at a time."""
+    delivery key. A letter is taken off by its text, not its place: a full list a worker
+    adds to meanwhile drops its oldest letter, the one being applied. Run one retry at a
+    time."""
     client = store.redis
     applied = still = 0
     with redis_errors("dead-letter retry"):
@@ -100,12 +102,12 @@ def retry(store: Store) -> tuple[int, int]:
                 _apply(store, letter)
             except InvalidInput as exc:
                 pipe = client.pipeline(transaction=True)
-                pipe.lset(DLQ_KEY, 0, replace(letter, reason=str(exc)).to_json())
-                pipe.lmove(DLQ_KEY, DLQ_KEY, "LEFT", "RIGHT")
+                pipe.lrem(DLQ_KEY, 1, text)
+                pipe.rpush(DLQ_KEY, replace(letter, reason=str(exc)).to_json())
                 pipe.execute()
                 still += 1
                 continue
-            client.lpop(DLQ_KEY)
+            client.lrem(DLQ_KEY, 1, text)
             applied += 1
     return applied, still
 

@@ -105,11 +105,14 @@ class EmbeddedServer:
     def start(self, timeout: float = 10.0) -> EmbeddedServer:
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-        # SIGTERM if we die: the server's own clean stop, which flushes its append-only file
+        # SIGTERM if we die: the server's own clean stop, which flushes its append-only file;
+        # a session of its own, so that a terminal's Ctrl-C (SIGINT to its foreground group)
+        # leaves it to the command that started it, to stop last
         self.process = subprocess.Popen(
             self.command(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
         # no retries of its own: this loop is the retry, and sees the server exit at once

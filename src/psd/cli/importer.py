@@ -63,6 +63,14 @@ def import_key(head: bytes, name: str) -> str:
     return f"psd:import:{{{digest}}}"
 
 
+def named_import_key(client: Any, name: str) -> str:
+    """The key of an import named by its operator (``--key``), a hash tag as
+    :func:`import_key`'s; an earlier psd's key without one, where it holds an import's
+    progress, goes on being it (its chunks' delivery keys are named from it)."""
+    earlier = f"psd:import:{name}"
+    return earlier if client.exists(earlier) else f"psd:import:{{{name}}}"
+
+
 _INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ import click
 from redis.exceptions import RedisError
 
 from psd.cli.context import settings_of
-from psd.cli.importer import CHUNK, Summary, count_lines, file_key, run_import
+from psd.cli.importer import (
+    CHUNK,
+    Summary,
+    count_lines,
+    file_key,
+    named_import_key,
+    run_import,
+)
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.errors import InvalidInput, PsdError
@@ -261,9 +269,9 @@ def import_points(
     fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
     if source == "-" and not key:
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
-    import_id = f"psd:import:{key}" if key else file_key(source, mode)
-    total = None if source == "-" else count_lines(source)
     store = tool_store(settings_of(ctx))
+    import_id = named_import_key(store.redis, key) if key else file_key(source, mode)
+    total = None if source == "-" else count_lines(source)
     started = time.monotonic()
 
     def rate(summary: Summary | None) -> str:
@@ -271,10 +279,12 @@ def import_points(
             return ""
         return f"{summary.points / max(time.monotonic() - started, 1e-6):,.0f} points/s"
 
+    # stdin's lines are not known ahead: its bar counts them, with no whole to reach
+    unknown: Iterable[Summary] | None = iter(()) if total is None else None
     with (
         click.open_file(source, "rb") as stream,
         click.progressbar(
-            length=total, label="importing", show_pos=True, item_show_func=rate
+            unknown, length=total, label="importing", show_pos=True, item_show_func=rate
         ) as bar,
     ):
 
