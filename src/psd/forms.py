@@ -25,7 +25,7 @@ MAX_IDS = 10_000
 #: Most things one mumt_query may name.
 MAX_THINGS = 64
 
-_INT = re.compile(r"[+-]?\d{1,20}")
+_INT = re.compile(r"[+-]?[0-9]{1,20}")  # ASCII digits: \d takes any script's, as int() does
 
 
 def _stripped(value: Any) -> Any:
@@ -245,9 +245,18 @@ class MumtV2Form(_ThingsForm):
 
     @model_validator(mode="after")
     def _offsets_of(self, info: ValidationInfo) -> Self:
-        self._offsets = split_list(self.offsets, "offsets", _max_ids(info))
-        if len(self.items) != len(self._offsets):
+        # paired by position as sent: an empty item of one list is no reason to pair the
+        # other's next item with it
+        ids, offsets = self.ids.split(","), self.offsets.split(",")
+        if len(ids) != len(offsets):
             raise CountMismatch("len(uids) != len(offsets)")
+        pairs = [(i.strip(), o.strip()) for i, o in zip(ids, offsets, strict=True)]
+        pairs = [(i, o) for i, o in pairs if i or o]
+        for n, (i, o) in enumerate(pairs):
+            if not (i and o):
+                raise InvalidInput(f"item {n} is empty in one list of two that pair", "offsets")
+        self._items = [i for i, _ in pairs]
+        self._offsets = split_list(",".join(o for _, o in pairs), "offsets", _max_ids(info))
         self._split_things()
         return self
 

@@ -88,7 +88,7 @@ def range_class(args: Sequence[object]) -> str:
     (found from the end: it runs on every request)."""
     found: list[str] = []
     for a in reversed(args):
-        if isinstance(a, str) and a.isascii() and a.isdigit():
+        if isinstance(a, str) and len(a) <= 20 and a.isascii() and a.isdigit():
             found.append(a)
             if len(found) == 2:
                 length = int(found[0]) - int(a)

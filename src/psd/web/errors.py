@@ -32,6 +32,11 @@ log = logging.getLogger("psd.web")
 #: Maps an error's field to the name the client sent it under (a GET's query parameter).
 Rename = Callable[[str], str]
 
+#: A form body's media type (the v1/v2 routes that take ids).
+FORM = "application/x-www-form-urlencoded"
+#: A form body that is not UTF-8, on either path (psd/web/fastpath.py, Flask's views).
+NOT_UTF8 = "the form is not valid UTF-8"
+
 
 class WriteRejected(InvalidInput):
     """An invalid ``/v1/write``: the original answered these with 406, and so do we. Only the

@@ -14,11 +14,10 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from psd.web.errors import LEGACY
+from psd.web.errors import FORM, LEGACY, NOT_UTF8
 from psd.web.handlers import Api
 from psd.web.reply import Reply, WSGIApp
 
-FORM = "application/x-www-form-urlencoded"
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
@@ -40,7 +39,10 @@ class FastPath:
 
     def dispatch(self, environ: dict[str, Any]) -> Reply | None:
         """The answer to a hot route, or None to let Flask answer."""
-        parts = environ.get("PATH_INFO", "").split("/")
+        path = environ.get("PATH_INFO", "")
+        if not path.isascii():  # the server's bytes as latin-1: Flask decodes them
+            return None
+        parts = path.split("/")
         if "" in parts[1:] or len(parts) < 3 or parts[1] not in ("v1", "v2"):
             return None
         method, route, n = environ["REQUEST_METHOD"], parts[2], len(parts)
@@ -53,12 +55,16 @@ class FastPath:
             body = self.body(environ)
             return body if isinstance(body, Reply) or body is None else api.guarded(api.write, body)
         if route == "mumt_query" and n == 6:
-            if not environ.get("CONTENT_TYPE", "").startswith(FORM):
+            if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != FORM:
                 return None
             body = self.body(environ)
             if isinstance(body, Reply) or body is None:
                 return body
-            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                return LEGACY.answer(400, "", NOT_UTF8)
+            pairs = parse_qsl(text, keep_blank_values=True)
             form = dict(reversed(pairs))  # the first value of a repeated field, as Flask's
             handler = api.mumt_query if parts[1] == "v1" else api.mumt_query_v2
             return api.guarded(handler, *parts[3:], form)

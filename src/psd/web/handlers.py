@@ -249,9 +249,9 @@ class Api:
         p = TypedRangePath.check({"atid": atid, "ts1": ts1, "ts2": ts2})
         users: dict[str, UserQuery] = {}
         for name, offset_text in zip(f.items, f.offset_items, strict=True):
+            offset = parse_int_text(offset_text, "offsets", -MAX_TS, MAX_TS)
             if name in users:
                 continue
-            offset = parse_int_text(offset_text, "offsets", -MAX_TS, MAX_TS)
             a, b = p.ts1 + offset, p.ts2 + offset
             if a < 0 or b > MAX_TS:
                 raise InvalidInput(f"offset {offset} moves the range out of 1970-9999", "offsets")

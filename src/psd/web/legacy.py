@@ -48,7 +48,9 @@ class AsyncFlag(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    async_: str = Field("0", alias="async", description="1 or true: answer 202 and queue")
+    async_: str = Field(
+        "0", alias="async", description="1 or true: answer 202 and queue; 0 or false: write now"
+    )
 
 
 #: The original's error answers, by route kind.

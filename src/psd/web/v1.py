@@ -16,7 +16,8 @@ from psd.forms import (
     TypedRangePath,
 )
 from psd.model import CountIn, MetricIn
-from psd.web.flask_glue import answer
+from psd.web.errors import WriteRejected
+from psd.web.flask_glue import answer, form_fields
 from psd.web.legacy import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -61,8 +62,11 @@ def metrics() -> Response:
 def write() -> Response:
     """Write one metric point (async: one point or an array, validated now, queued)."""
     body = request.get_data(cache=False)
-    if request.args.get("async", "0") not in ("", "0", "false"):
+    flag = request.args.get("async", "0").strip().lower()
+    if flag in ("1", "true"):
         return answer("write_async", body)
+    if flag not in ("", "0", "false"):  # "False" (what clients send for False), "no" ...
+        raise WriteRejected(f"must be 1, true, 0 or false, got {flag[:20]!r}", "async")
     return answer("write", body)
 
 
@@ -96,7 +100,7 @@ def query(uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Response:
 )
 def query_ids(thing: str, atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of one thing."""
-    return answer("query_ids", thing, atid, ts1, ts2, request.form.to_dict())
+    return answer("query_ids", thing, atid, ts1, ts2, form_fields())
 
 
 @route(
@@ -110,7 +114,7 @@ def query_ids(thing: str, atid: str, ts1: str, ts2: str) -> Response:
 )
 def mu_query(thing: str, atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of one thing, and the types of the activities behind them."""
-    return answer("mu_query", thing, atid, ts1, ts2, request.form.to_dict())
+    return answer("mu_query", thing, atid, ts1, ts2, form_fields())
 
 
 @route(
@@ -124,7 +128,7 @@ def mu_query(thing: str, atid: str, ts1: str, ts2: str) -> Response:
 )
 def mumt_query(atid: str, ts1: str, ts2: str) -> Response:
     """Many users' sums of many things (users without activity in range left out)."""
-    return answer("mumt_query", atid, ts1, ts2, request.form.to_dict())
+    return answer("mumt_query", atid, ts1, ts2, form_fields())
 
 
 @route(bp, "get", "/v1/readcount/<thing>/<ts1>/<ts2>", SUM, READ_ERRORS, params=CountPath)
@@ -144,4 +148,4 @@ def readcount(thing: str, ts1: str, ts2: str) -> Response:
 )
 def readcount_with_ids(prefix: str, ts1: str, ts2: str) -> Response:
     """Many global counters' sums: ``<prefix>_<id>`` for each id."""
-    return answer("readcount_with_ids", prefix, ts1, ts2, request.form.to_dict())
+    return answer("readcount_with_ids", prefix, ts1, ts2, form_fields())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from psd.forms import MumtV2Form, TypedRangePath
-from psd.web.flask_glue import answer
+from psd.web.flask_glue import answer, form_fields
 from psd.web.legacy import READ_ERRORS, Answer, MumtSums, route
 
 bp = Blueprint("v2", __name__)
@@ -22,4 +22,4 @@ bp = Blueprint("v2", __name__)
 )
 def mumt_query(atid: str, ts1: str, ts2: str) -> Response:
     """mumt_query with each user's range moved by their offset (local midnight as UTC)."""
-    return answer("mumt_query_v2", atid, ts1, ts2, request.form.to_dict())
+    return answer("mumt_query_v2", atid, ts1, ts2, form_fields())
