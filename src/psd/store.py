@@ -322,7 +322,7 @@ class Store(Reads):
                 "primary of the cluster (one user, or users whose keys share a node)"
             )
         names = write_part_names(records, deliveries, resent, kind.call_points)
-        seen = (levels, records, names, now - self.settings.idempotency_window)
+        since = now - self.settings.idempotency_window
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = kept_points(levels)
@@ -331,6 +331,7 @@ class Store(Reads):
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
         with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
             numbers = self.layout.numeric_logs()
+            before = delivered_before(self.redis, levels, records, names, since)  # not ours
         known = self._known
         waits = Waiting(points, records, names, levels, most, known, numbers)  # type: ignore[arg-type]
 
@@ -363,7 +364,7 @@ class Store(Reads):
 
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):
-                        applied, before = replies(), delivered_before(self.redis, *seen)
+                        applied = replies()
                     return outcomes(applied, levels, horizon, kind, before)
 
                 return SentWrite(finish)
@@ -376,7 +377,6 @@ class Store(Reads):
                 self._logs.apply(self, waits.logs)
             else:
                 self._logs.collect(self)
-            before = delivered_before(self.redis, *seen)
         if all_or_nothing:
             raise_refused(applied)
         answers = outcomes(applied, levels, horizon, kind, before)
