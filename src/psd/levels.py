@@ -9,12 +9,27 @@ from dataclasses import replace
 from typing import Any
 
 from psd.batching import OWN_DELIVERY as OWN
-from psd.errors import PastRetention
+from psd.errors import InvalidInput, PastRetention
 from psd.keys import ONCE
 from psd.metrics import COARSE
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Horizon
 from psd.writes import PointKind, WriteResult, WriteStatus
+
+#: Why an all-or-nothing write of users on several primaries of a cluster is refused.
+SPLIT = (
+    "an all-or-nothing write is one script call: its points must be on one primary of the "
+    "cluster (one user, or users whose keys share a node)"
+)
+
+
+def whole(items: list[int], count: int) -> list[int]:
+    """An all-or-nothing write's points, every one of them: where a cluster moved a slot
+    since the write was found on one primary, the retry of its refused call cuts it by
+    primary, and it is refused before any part of it is written."""
+    if len(items) < count:
+        raise InvalidInput(SPLIT)
+    return items
 
 
 def raise_refused(results: dict[int, WriteResult]) -> None:

@@ -19,6 +19,7 @@ idempotent and atomic against writes (psd/lua/maintain.lua), so a lost lock cost
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -245,6 +246,10 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     if upgrading and not cursors:  # a cycle begins: it counts the fields it leaves
         store.redis.set(left_key, 0)
     work = Maintenance(store, task, now, upgrading and layout < PACKED_HOURS)
+    # a cluster's primaries as they are now: a failover since the last run made a replica
+    # of one (which answers SCAN, but refuses every job) and a primary of another
+    with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, ResponseError):
+        store.nodes.refresh()
     primaries = store.nodes.named_primaries()
     for name, client in primaries:
         if report.keys >= budget:

@@ -143,6 +143,9 @@ class Nodes:
         server), in a stable order."""
         return [("server", self.client)]
 
+    def refresh(self) -> None:
+        """Learn which servers hold which keys again (a cluster's slot map; here, nothing)."""
+
     def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
         """One script call on a server, for keys known to be there (a SCAN of it)."""
         return script(keys, args, client=client)

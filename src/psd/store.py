@@ -27,12 +27,14 @@ from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix, metric_prefixes
 from psd.layout import LayoutWatch
 from psd.levels import (
+    SPLIT,
     check_kept,
     delivered_before,
     kept_points,
     outcomes,
     point_levels,
     raise_refused,
+    whole,
 )
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
@@ -317,10 +319,7 @@ class Store(Reads):
         levels = point_levels(horizon, instants, kind.field, all_or_nothing)
         one_record = len(records) == 1
         if all_or_nothing and not one_record and len(set(map(self.nodes.node_of, records))) > 1:
-            raise InvalidInput(
-                "an all-or-nothing write is one script call: its points must be on one "
-                "primary of the cluster (one user, or users whose keys share a node)"
-            )
+            raise InvalidInput(SPLIT)
         names = write_part_names(records, deliveries, resent, kind.call_points)
         since = now - self.settings.idempotency_window
         once = self.once_args(now)
@@ -338,8 +337,8 @@ class Store(Reads):
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
             # (more than a call's points hold the server longer)
-            if all_or_nothing:
-                return waits.cut([items], items)
+            if all_or_nothing:  # a slot moved since: a cluster's retry would cut it by node
+                return waits.cut([whole(items, len(kept))], items)
             streamed = waits.cut_all(items)
             if streamed is not None:
                 return streamed
