@@ -17,6 +17,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from psd import maintenance
 from psd.config import Settings
 from psd.errors import PastRetention
 from psd.layout import LAYOUT_KEY
@@ -153,6 +154,29 @@ def test_a_batch_applies_the_points_the_policy_keeps(redis_client: redis.Redis) 
     with pytest.raises(PastRetention) as raised:
         Store(redis_client, DEFAULT).write_metrics(points, all_or_nothing=True)
     assert raised.value.index == 1
+
+
+def test_a_coarse_running_total_sent_again_after_its_record_was_dropped_counts_once(
+    redis_client: redis.Redis,
+) -> None:
+    """A running total kept from the day level up (its minute detail past the retention)
+    starts a record whose last change is already past the record's lifetime: the next
+    compaction drops it. Sent again, it finds no record; its window starts where the
+    compaction dropped one (the user's mark), so it is stale, not a first change again."""
+    store = Store(redis_client, DEFAULT)
+    now = int(time.time())
+    noon = (now - 91 * DAY) // DAY * DAY + 12 * 3600
+    point = MetricPoint("steps", 1, 1, 1, 100, noon - 3600, noon, "diffadd")
+    assert store.write_metrics([point])[0].status == "coarse"
+    assert store.write_metrics([point])[0].status == "same"
+    while not maintenance.run(store, "compaction", int(time.time())).cycle_done:
+        pass
+    assert redis_client.hget("{1}:acts", "1:1") is None  # dropped
+    assert store.write_metrics([point])[0].status == "stale"
+    day = (noon - 12 * 3600, noon + 12 * 3600 - 1)
+    assert store.sum(1, "steps", None, *day) == 100
+    later = MetricPoint("steps", 1, 1, 2, 30, now - 120, now - 60, "diffadd")  # a new one
+    assert store.write_metrics([later])[0].status == "ok"
 
 
 # -- HTTP --

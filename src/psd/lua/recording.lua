@@ -8,7 +8,8 @@
 -- acts key -> thing -> aid -> an activity's state (nested: a key made of the three costs
 -- more than the lookups); those states in order
 local activities, touched
--- acts key -> true once its layout is known current, "new" for a user psd has no record of
+-- acts key -> true once its layout is known current (its records' drop mark, a number,
+-- where it has one: record.lua's "0:c"), "new" for a user psd has no record of
 -- yet (its layout field is written with its first record), "whole" for a new one without
 -- counters either (its records will hold all it has: "0:c" is written too, and its index's
 -- member of it: record.lua's WHOLE)
@@ -48,9 +49,12 @@ end
 -- the user has no counters, as their root outlives every other)
 local function summary_of(acts, idx, id, root)
   if users[acts] then return redis.call('HGET', acts, id) end
-  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD)
+  local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD,
+                          WHOLE.field)
   if vals[2] == LAYOUT then
-    users[acts], spans[acts], marks[acts] = true, (vals[3] or 0) + 0, (vals[4] or 0) + 0
+    -- the user's drop mark (record.lua's "0:c", -1: none) where they have one, else true
+    users[acts] = vals[5] and vals[5] + 0 or true
+    spans[acts], marks[acts] = (vals[3] or 0) + 0, (vals[4] or 0) + 0
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
