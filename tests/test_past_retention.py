@@ -163,9 +163,11 @@ def test_a_coarse_running_total_sent_again_after_its_record_was_dropped_counts_o
     starts a record whose last change is already past the record's lifetime: the next
     compaction drops it. Sent again, it finds no record; its window starts where the
     compaction dropped one (the user's mark), so it is stale, not a first change again."""
-    store = Store(redis_client, DEFAULT)
+    # the minute detail and the records kept two days, the rest for ever: so on any date
+    policy = Settings(expire=0, count_expire=0, retention_minute=2 * DAY, state_expire=2 * DAY)
+    store = Store(redis_client, policy)
     now = int(time.time())
-    noon = (now - 91 * DAY) // DAY * DAY + 12 * 3600
+    noon = (now - 5 * DAY) // DAY * DAY + 12 * 3600
     point = MetricPoint("steps", 1, 1, 1, 100, noon - 3600, noon, "diffadd")
     assert store.write_metrics([point])[0].status == "coarse"
     assert store.write_metrics([point])[0].status == "same"
@@ -177,6 +179,30 @@ def test_a_coarse_running_total_sent_again_after_its_record_was_dropped_counts_o
     assert store.sum(1, "steps", None, *day) == 100
     later = MetricPoint("steps", 1, 1, 2, 30, now - 120, now - 60, "diffadd")  # a new one
     assert store.write_metrics([later])[0].status == "ok"
+
+
+def test_a_record_outlives_the_changes_its_days_keep(redis_client: redis.Redis) -> None:
+    """The defaults keep a record 90 days and an hour after its last change, and a day's
+    changes 90 days after the day ends. A record the compaction dropped in between left its
+    changes behind, where a new change of the activity in that day found them beside its new
+    record's, and answered an update that needs them stale."""
+    base = 1893456000  # 2030-01-01: the server expires none of these keys while it runs
+    clock = [float(base + 3600)]
+    store = Store(redis_client, Settings(pending_points=0), clock=lambda: clock[0])
+
+    def point(value: int, ts1: int, ts2: int, mode: str = "diffadd") -> MetricPoint:
+        return MetricPoint("steps", 1, 1, 1, value, ts1, ts2, mode)
+
+    store.write_metrics([point(3, base + 60, base + 60, "increment")])
+    store.write_metrics([point(4, base + 120, base + 120, "increment")])
+    clock[0] = base + 90 * DAY + 3 * 3600  # past the record's lifetime, not the day's changes
+    while not maintenance.run(store, "compaction", int(clock[0])).cycle_done:
+        pass
+    noon = base + 12 * 3600  # its minute detail still kept
+    assert store.write_metric(point(5, noon, noon)).status == "ok"
+    assert store.write_metric(point(12, noon - 100, noon + 5)).delta == 7
+    result = store.write_metric(point(20, noon + 1, noon + 10))  # its window holds the 7
+    assert (result.status, result.delta) == ("ok", 13)
 
 
 # -- HTTP --

@@ -99,7 +99,8 @@ class Settings:
     )
     state_expire: int = _doc(
         "Seconds an activity's record (its type, for _atids) is kept after its last change "
-        "(0 = forever); never less than retention_minute and an hour.",
+        "(0 = forever); never less than retention_minute and an hour. The compaction drops "
+        "it a day later, once its days' changes are gone.",
         default=90 * DAY,
     )
     update_horizon: int = _doc(

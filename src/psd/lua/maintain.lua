@@ -236,8 +236,8 @@ local function mark_dropped(acts, idx, gone, record_cut, listed)
 end
 
 -- an activity state and its index: a user whose records an earlier psd wrote is brought to
--- layout 3 first (convert.lua); activities whose last change is <= record_cut go (their
--- changes in {uid}:cYYYYMMDD expire with the minute retention), marked (mark_dropped); a
+-- layout 3 first (convert.lua); activities whose last change is a day or more before
+-- record_cut go (their changes in {uid}:cYYYYMMDD have expired), marked (mark_dropped); a
 -- state without expiry gets one, record_cut seconds after its newest change; not while the
 -- user's increments wait
 local function state(acts, idx, record_cut, keep)
@@ -251,8 +251,12 @@ local function state(acts, idx, record_cut, keep)
   -- old: the state waits until they are applied (the compaction applies the logs it finds)
   local waiting = redis.pcall('STRLEN', string.sub(acts, 1, -5) .. 'p')
   if type(waiting) == 'number' and waiting > 0 then return end
-  -- the mark's member (score -1) is no activity
-  local old = redis.call('ZRANGEBYSCORE', idx, '(' .. WHOLE.score, record_cut, 'WITHSCORES')
+  -- the mark's member (score -1) is no activity; a record goes a day after its cut, once
+  -- the changes its days keep are gone (the minute retention after their day ends, which
+  -- the lifetime passes by an hour): a later change of its activity in one of those days
+  -- would else find them beside its new record's, and answer its updates stale
+  local old = redis.call('ZRANGEBYSCORE', idx, '(' .. WHOLE.score, record_cut - 86400,
+                         'WITHSCORES')
   for i = 1, #old, 2 do
     local member = old[i]
     local thing, aid = member:match('^(%d+):[^:]+:([^:]+):')
