@@ -184,7 +184,7 @@ def test_a_state_is_left_alone_while_its_users_increments_wait(
     store.write_metrics([MetricPoint("steps", 1, 1, 1, 5, ts, ts)], wait=False)  # recorded
     assert store.write_metric(increments(1, 1, ts + 1)[0]).status == "ok"
     assert log_of(redis_client, 1)
-    later = ts + store.state_lifetime + 86400  # every record is past the lifetime then
+    later = ts + store.state_lifetime + 2 * 86400  # every record past its lifetime and a day
     work = maintenance.Maintenance(store, "compaction", later)
     report = maintenance.Report()
     node = dict(store.nodes.named_primaries())[store.nodes.node_of(metric_prefix(1))]
