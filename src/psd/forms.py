@@ -25,7 +25,9 @@ MAX_IDS = 10_000
 #: Most things one mumt_query may name.
 MAX_THINGS = 64
 
-_INT = re.compile(r"[+-]?[0-9]{1,20}")  # ASCII digits: \d takes any script's, as int() does
+#: A decimal integer as text, as every entry point reads one: ASCII digits (``\d`` takes any
+#: script's, as ``int()`` does) and a sign.
+DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 def _stripped(value: Any) -> Any:
@@ -59,7 +61,7 @@ def _integer(text: str, field: str) -> int:
     if _plain(text):  # the usual item, as the pattern would read it, at a third of its cost
         return int(text)
     text = text.strip()
-    if not _INT.fullmatch(text):
+    if not DECIMAL.fullmatch(text):
         raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)
     return int(text)
 

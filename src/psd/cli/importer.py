@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from psd.errors import InvalidInput
+from psd.forms import DECIMAL
 from psd.model import MetricPoint, parse_metric
 from psd.sentwrites import SentWrite
 from psd.store import Store, redis_errors
@@ -71,7 +72,6 @@ def named_import_key(client: Any, name: str) -> str:
     return earlier if client.exists(earlier) else f"psd:import:{{{name}}}"
 
 
-_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
@@ -86,7 +86,7 @@ def _numbers(row: dict[str | None, Any]) -> dict[str, Any] | InvalidInput:
             continue
         if _SURROGATE.search(text):
             return InvalidInput("not UTF-8")
-        out[name.strip()] = int(text) if _INTEGER.fullmatch(text) else text
+        out[name.strip()] = int(text) if DECIMAL.fullmatch(text) else text
     return out
 
 

@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 from pydantic import BeforeValidator, Field
 
+from psd.forms import DECIMAL
 from psd.localtime import MAX_OFFSET, Step
 from psd.model import MAX_ID, MAX_POINTS_PER_MESSAGE, THINGS, Value
 from psd.timebuckets import MAX_TS, MIN_TS
@@ -74,13 +74,10 @@ class SeriesIn(Strict):
     atid: int | None = Field(None, ge=0, le=MAX_ID, description="only this activity type")
 
 
-_DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
-
-
 def _decimal(value: object) -> object:
     """A query parameter's integer as v1's forms read one: decimal digits and a sign alone
     (pydantic's lax mode would take ``1.0``, ``1_000``, and digits of other scripts)."""
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+    if isinstance(value, str) and not DECIMAL.fullmatch(value):
         raise ValueError("must be an integer")
     return value
 
