@@ -21,6 +21,7 @@ from psd.config import DAY, Settings
 from psd.connect import client_from_url, is_cluster_url
 from psd.embedded import EmbeddedServer, server_binary
 from psd.embedded_cluster import EmbeddedCluster
+from psd.errors import StoreError
 from psd.store import Store
 
 
@@ -62,6 +63,27 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[EmbeddedCluster]:
     binary = server_binary(prefer_path=prefer_path)
     with EmbeddedCluster(3, 1, binary=binary, node_timeout=2000) as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def cluster_whole_after(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under ``--cluster``, every test leaves the cluster whole for the next: a node it killed
+    and did not start again (a failure half-way) is started, and the cluster must be ``ok``
+    within a minute. Otherwise the run stops there, saying after which test, rather than
+    failing every later test on a broken cluster."""
+    if not request.config.getoption("--cluster"):
+        yield
+        return
+    cluster: EmbeddedCluster = request.getfixturevalue("cluster")
+    yield
+    for port, server in cluster.servers.items():
+        if server.process is not None and server.process.poll() is not None:
+            server.stop()  # it exited on its own
+        cluster.start_node(port)
+    try:
+        cluster.wait_ok(timeout=60)
+    except StoreError as exc:
+        pytest.exit(f"the cluster is broken after {request.node.nodeid}: {exc}", returncode=1)
 
 
 @pytest.fixture(scope="session")
