@@ -315,3 +315,23 @@ def test_a_log_past_the_limits_is_kept_and_none_of_it_counted_applied(
     redis_client.set(key, raw)
     assert apply_logs(store, {key: raw}) == 0
     assert redis_client.get(key) == raw
+
+
+def test_a_refused_call_netting_zero_in_a_root_takes_back_only_what_it_added(
+    store: Store,
+) -> None:
+    """A call whose points net to 0 in their root's field pays that field all the same (a
+    root must be there while any counter is); refused there, inside the headroom a log's
+    points may take it to, it takes back nothing: not the months and year it never paid."""
+    jan, feb = T - 60 * 86400, T - 30 * 86400  # January and February 2016
+    field = root_field(1, jan)
+    store.redis.hset(field[0], mapping={field[1]: COUNTER_LIMIT + 10})  # in the headroom
+    points = [
+        MetricPoint("steps", 1, 1, 1, 5, jan, jan, "increment"),
+        MetricPoint("steps", 1, 1, 2, -5, feb, feb, "increment"),
+    ]
+    results = store.write_metrics(points, wait=False)
+    assert [r.status for r in results] == ["refused", "refused"]
+    assert store.sum(1, "steps", None, jan - 86400, jan + 86400) == 0
+    assert store.sum(1, "steps", None, feb - 86400, feb + 86400) == 0
+    assert store.redis.keys("{1}:y*") == []

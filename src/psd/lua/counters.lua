@@ -320,13 +320,12 @@ local function unpay(dues, stop_key, stop_field, added)
   end
   for _, key in ipairs(dues[2]) do
     for field, delta in pairs(dues[1][key]) do
-      if delta ~= 0 then
-        if key == stop_key and field == stop_field then
-          if added then take_back(key, field, delta) end
-          return
-        end
-        take_back(key, field, delta)
+      -- the stop first: a root's field of 0 is paid too, and may be where it stopped
+      if key == stop_key and field == stop_field then
+        if added and delta ~= 0 then take_back(key, field, delta) end
+        return
       end
+      if delta ~= 0 then take_back(key, field, delta) end
     end
   end
 end
