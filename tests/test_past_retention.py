@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,28 @@ def test_a_coarse_running_total_sent_again_after_its_record_was_dropped_counts_o
     assert store.sum(1, "steps", None, *day) == 100
     later = MetricPoint("steps", 1, 1, 2, 30, now - 120, now - 60, "diffadd")  # a new one
     assert store.write_metrics([later])[0].status == "ok"
+
+
+@pytest.mark.parametrize("pending_points", [0, 8])  # the direct way, and the default's
+def test_a_dropped_running_total_updated_lately_counts_its_dropped_changes_once(
+    redis_client: redis.Redis, pending_points: int
+) -> None:
+    """The same activity's running total, updated a minute ago, from another process: its
+    window reaches back over the dropped change. Whether it could wait in its user's log (a
+    first change would: psd/lua/pend.lua) or not, its window starts at or before the mark:
+    stale, and the dropped 100 is not counted again."""
+    policy = Settings(expire=0, count_expire=0, retention_minute=2 * DAY, state_expire=2 * DAY)
+    now = int(time.time())
+    noon = (now - 5 * DAY) // DAY * DAY + 12 * 3600
+    first = MetricPoint("steps", 1, 1, 1, 100, noon - 3600, noon, "diffadd")
+    assert Store(redis_client, policy).write_metrics([first])[0].status == "coarse"
+    while not maintenance.run(Store(redis_client, policy), "compaction", now).cycle_done:
+        pass
+    store = Store(redis_client, replace(policy, pending_points=pending_points))
+    again = MetricPoint("steps", 1, 1, 1, 150, noon - 3600, now - 60, "diffadd")
+    assert store.write_metric(again).status == "stale"
+    store.settle()
+    assert store.sum(1, "steps", None, noon - DAY, now) == 100
 
 
 def test_a_record_outlives_the_changes_its_days_keep(redis_client: redis.Redis) -> None:

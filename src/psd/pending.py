@@ -229,7 +229,7 @@ def pend_args(
             if at is None:
                 keys.append(record + ACTS)
                 at = acts[record] = len(keys)
-            checks += (number, at, len(diffadds))
+            checks += (number, at, len(diffadds), min(p.ts1 for p in diffadds))
             for p in diffadds:
                 checks += _first_of(p)
     packed = msgpack.packb(flat, use_bin_type=False)

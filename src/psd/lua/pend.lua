@@ -12,7 +12,8 @@
 --         ARGV[2] (from 1; 0: none); its points' log entries, five msgpack values a point
 --         (pending.lua), one after the other ("" when every point adds 0). Then, when some
 --         units hold diffadds, a second msgpack list, flat: per such unit its number (from
---         1), where the user's {uid}:acts is in KEYS and how many diffadds it holds, then
+--         1), where the user's {uid}:acts is in KEYS, how many diffadds it holds and the
+--         earliest start of their windows, then
 --         each one's activity field there and the first bytes of its entries in a log, as
 --         entries of numbers and of strings write them (pending.lua; first_changes); a
 --         stream's increments cost nothing of it
@@ -68,19 +69,25 @@ local function append(key, entries)
   return true
 end
 
--- whether a unit's n diffadds (their field and first bytes of both kinds from checks[at])
--- are each their activity's first change: the activity has no state (its field in the
--- user's acts) and no point in the log (the start of its entries of either kind: a log
--- may hold both, pending.lua; a point of another activity could only hold it by chance:
--- then it goes the direct way, answered the same). A diffadd sent again after its reply
--- was lost finds its first sending here: it goes the direct way and adds nothing.
+-- whether a unit's n diffadds (their field and first bytes of both kinds from checks[at];
+-- the earliest window start of them at checks[at - 1]) are each their activity's first
+-- change: the activity has no state (its field in the user's acts) and no point in the log
+-- (the start of its entries of either kind: a log may hold both, pending.lua; a point of
+-- another activity could only hold it by chance: then it goes the direct way, answered the
+-- same), and no window starts where the compaction dropped activities (the user's "0:c",
+-- record.lua: one of those sent again goes the direct way, where it is stale). A diffadd
+-- sent again after its reply was lost finds its first sending here: it goes the direct way
+-- and adds nothing.
 local function first_changes(acts, log_key, checks, at, n)
   local fields = {}
   for j = 1, n do fields[j] = checks[at + 3 * j - 3] end
+  fields[n + 1] = '0:c'
   local found = redis.call('HMGET', acts, unpack(fields))
   for j = 1, n do
     if found[j] then return false end
   end
+  local mark = tonumber(found[n + 1])
+  if mark and checks[at - 1] <= mark then return false end
   local log = redis.pcall('GET', log_key)
   if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
   for j = 1, n do
@@ -101,10 +108,10 @@ local function not_first(K, units, checks)
   local bad, i = {}, 1
   while i < #checks do
     local unit, acts, n = checks[i], checks[i + 1], checks[i + 2]
-    if not first_changes(K[acts], K[units[3 * unit - 2] + 1], checks, i + 3, n) then
+    if not first_changes(K[acts], K[units[3 * unit - 2] + 1], checks, i + 4, n) then
       bad[unit] = true
     end
-    i = i + 3 + 3 * n
+    i = i + 4 + 3 * n
   end
   return bad
 end
