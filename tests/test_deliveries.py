@@ -158,6 +158,22 @@ def test_a_big_delivery_cut_short_is_completed_by_its_redelivery(store: Store) -
     assert store.sum(7, "steps", None, T0, T0 + 300) == sum(range(1, 251))
 
 
+def test_a_key_that_looks_like_another_s_part_is_a_delivery_of_its_own(store: Store) -> None:
+    """A sender's keys ``job``, ``job#1``, ``job\\#1``: each its own delivery, whichever came
+    first, though ``job``'s 150 points for one user are cut into two parts."""
+    big = [increment(7, 1, T0 + n, aid=n) for n in range(150)]
+    assert {r.status for r in store.write_metrics(big, ["job"] * 150)} == {"ok"}
+    for n, key in enumerate(["job#1", "job\\#1", "job\\", "job\\\\#1"]):
+        point = increment(7, 10, T0 + 200 + n, aid=200 + n)
+        assert store.write_metric(point, key).status == "ok", key
+    first = [increment(8, 10, T0, aid=1000)]
+    assert store.write_metrics(first, ["run#1"])[0].status == "ok"
+    results = store.write_metrics([increment(8, 1, T0 + n) for n in range(150)], ["run"] * 150)
+    assert {r.status for r in results} == {"ok"}
+    assert store.sum(7, "steps", None, T0, T0 + 300) == 150 + 40
+    assert store.sum(8, "steps", None, T0, T0 + 300) == 160
+
+
 def test_one_delivery_for_many_users_is_remembered_per_user(store: Store) -> None:
     points = [increment(uid, uid) for uid in range(1, 6)]
     store.write_metrics(points[:2], ["m"] * 2)

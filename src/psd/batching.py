@@ -11,7 +11,8 @@ per record (a user, a counter), which deliveries they applied (psd/lua/once.lua)
 of a delivery in a call decides for all of that delivery's points for that record in the call.
 So those points must share a call, every time the delivery is applied: they are grouped, and
 a delivery with more than ``WRITE_BATCH`` points for one record is cut into parts that are
-named ``key``, ``key#1``, ``key#2``… by position, the same parts on every redelivery. The
+named ``key``, ``key#1``, ``key#2``… by position, the same parts on every redelivery (a
+key's own "#" and "\\" escaped, so that no key names another's part). The
 store's own key for a write that came without one (``OWN_DELIVERY``: only a resent call
 ever sees it again, from the same process) is cut into parts of a call's points of its kind
 (``CALL_POINTS`` for metrics): each part is a record kept for minutes, and a bulk import's
@@ -74,19 +75,40 @@ def part_names(
     ``own_part``: the points of a part of the store's own key (at most a call's)."""
     if not deliveries:
         return [""] * len(records)
-    return _part_names(records, deliveries, own_part)
+    return _part_names(records, _escaped(deliveries), own_part)
+
+
+def delivery_name(key: str) -> str:
+    """A sender's key as its parts' names begin: a "#" (which starts a part's number) and a
+    "\\" each escaped by a "\\", so that no key is another's part (a sender's ``job#1`` is
+    not ``job``'s second part). Most keys hold neither, and are their names as they are."""
+    return key.replace("\\", "\\\\").replace("#", "\\#")
+
+
+def _escaped(deliveries: Sequence[str]) -> Sequence[str]:
+    """:func:`delivery_name` of each key (a write's are a few keys many times over)."""
+    if not any("#" in d or "\\" in d for d in set(deliveries)):
+        return deliveries
+    return [delivery_name(d) for d in deliveries]
 
 
 def write_part_names(
-    records: Sequence[str], deliveries: Sequence[str] | None, resent: list[bool], own_part: int
+    records: Sequence[str],
+    deliveries: Sequence[str] | None,
+    resent: list[bool],
+    own_part: int,
+    named: bool = False,
 ) -> list[str]:
-    """The delivery part each point of a write records (:func:`part_names`).
+    """The delivery part each point of a write records (:func:`part_names`); ``named``:
+    ``deliveries`` are those names already (this function's, on the whole of the write).
 
     redis-py sends a command again when the connection drops before its reply, and the
     server may have applied it: harmless for a diffadd point (it finds its total already
     there), counted twice for an increment or a count (``resent[i]``). Such a point that
     came without a delivery key gets this write's own, so a resent call is recognised
     (and so is a call a cluster's failover made the store send again, psd/nodes.py)."""
+    if named and deliveries:
+        return list(deliveries)
     if not deliveries:  # a bulk load's, most often every point an increment: one own key
         if not any(resent):
             return [""] * len(records)

@@ -4,7 +4,7 @@ do, else what its script call did."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -21,6 +21,12 @@ SPLIT = (
     "an all-or-nothing write is one script call: its points must be on one primary of the "
     "cluster (one user, or users whose keys share a node)"
 )
+
+
+def on_one_node(records: Sequence[str], node_of: Callable[[str], Any]) -> None:
+    """Refuse an all-or-nothing write whose records are on several primaries."""
+    if len(records) > 1 and len(set(map(node_of, records))) > 1:
+        raise InvalidInput(SPLIT)
 
 
 def whole(items: list[int], count: int) -> list[int]:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from psd.batching import OWN_DELIVERY
+from psd.batching import OWN_DELIVERY, delivery_name
 from psd.keys import ACTS, LOG_NUMBERS, ONCE, PENDING
 from psd.model import MetricPoint
 from psd.writes import WriteResult, ok_result
@@ -254,7 +254,9 @@ def alone_args(
     (``Store.write_metric``): its delivery, or for an increment that came without one the
     write's own (psd/batching.py), with the call's own key; ``numbers`` as
     :func:`pend_args`."""
-    if not delivery and point.mode == "increment":
+    if delivery:
+        delivery = delivery_name(delivery)
+    elif point.mode == "increment":
         delivery = OWN_DELIVERY + uuid.uuid4().hex
     keys, args = pend_args([point], [[0]], [record], [delivery], numbers)
     return keys, [*args, *once, own_call_key([0], [record], [delivery])]

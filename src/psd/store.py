@@ -21,16 +21,16 @@ from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.countspread import CountSpread, resolve, sub_tag
-from psd.errors import InvalidInput, redis_errors
+from psd.errors import redis_errors
 from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix, metric_prefixes
 from psd.layout import LayoutWatch
 from psd.levels import (
-    SPLIT,
     check_kept,
     delivered_before,
     kept_points,
+    on_one_node,
     outcomes,
     point_levels,
     raise_refused,
@@ -269,8 +269,7 @@ class Store(Reads):
         if not points:
             return []
         records = [count_prefix(p.thing) for p in points]
-        if self.count_spread.spread > 1:  # each delivery part to its sub-tag (countspread.py)
-            # named over the counter's whole write; _write names them again, unchanged
+        if self.count_spread.spread > 1:  # each part, named here, to its sub-tag (countspread)
             deliveries = write_part_names(records, deliveries, [True] * len(points), WRITE_BATCH)
             records = [
                 count_prefix(p.thing, sub_tag(d, self.count_spread.spread))
@@ -289,6 +288,7 @@ class Store(Reads):
             instants=[p.ts for p in points],
             records=records,
             resent=[True] * len(points),
+            named=self.count_spread.spread > 1,
         ).results()
 
     def _write(
@@ -306,6 +306,7 @@ class Store(Reads):
         resent: list[bool],
         waiting: int = 0,
         ahead: AheadChannel | None = None,
+        named: bool = False,
     ) -> SentWrite:
         """What writing metrics and writing counts share: refuse the points the retention
         no longer keeps, plan the script calls, run them and settle each point's result.
@@ -313,14 +314,14 @@ class Store(Reads):
         script's arguments between its payload and psd/lua/once.lua's; a call's points of a
         user with at most ``waiting`` of them may wait in their log (psd/pending.py).
         ``ahead`` (none waiting, not all or nothing): the calls are sent on that channel and
-        their replies read by the result's ``results()`` (psd/sentwrites.py), where it can be."""
+        their replies read by its ``results()`` (psd/sentwrites.py), where it can be. ``named``:
+        ``deliveries`` are their parts' names already (a counter's spread write)."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
         levels = point_levels(horizon, instants, kind.field, all_or_nothing)
-        one_record = len(records) == 1
-        if all_or_nothing and not one_record and len(set(map(self.nodes.node_of, records))) > 1:
-            raise InvalidInput(SPLIT)
-        names = write_part_names(records, deliveries, resent, kind.call_points)
+        if all_or_nothing:
+            on_one_node(records, self.nodes.node_of)
+        names = write_part_names(records, deliveries, resent, kind.call_points, named)
         since = now - self.settings.idempotency_window
         once = self.once_args(now)
         tail = [*once, int(all_or_nothing)]
