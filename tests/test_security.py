@@ -70,6 +70,29 @@ def test_refused_writes_write_nothing(guarded: FlaskClient, redis_client: redis.
     assert redis_client.dbsize() == 0
 
 
+@pytest.mark.parametrize("path", ["//v3/write", "//v1/write", "///v1/count", "/v1//write"])
+def test_a_read_token_writes_through_no_spelling_of_a_write_path(
+    guarded: FlaskClient, redis_client: redis.Redis, path: str
+) -> None:
+    """The router reads a run of slashes as one: so does the token gate (a request line
+    ``POST //v3/write`` is the write route, and needs the write scope)."""
+    body = {"points": [POINT]} if "v3" in path else POINT
+    if "count" in path:
+        body = {"thing": "signup", "value": 1, "ts": NOW}
+    answer = guarded.post(
+        "/", json=body, headers=bearer(READ), environ_overrides={"PATH_INFO": path}
+    )
+    assert answer.status_code == 403, (answer.status_code, answer.data)
+    assert redis_client.dbsize() == 0
+
+
+def test_a_token_named_under_two_scopes_has_both(store: Store) -> None:
+    token = "t" * 20
+    settings = Settings(api_tokens=(f"read:{token}", f"write:{token}"))
+    with create_app(settings, store).test_client() as client:
+        assert (read(client, token), write(client, token)) == (200, 200)
+
+
 @pytest.mark.parametrize(
     "spec", ["reader", "admin:" + "x" * 20, "read:short", "read+all:" + "x" * 20]
 )

@@ -11,6 +11,7 @@ fast path and Flask are guarded alike.
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,6 +46,13 @@ def parse_tokens(specs: Iterable[str]) -> list[Token]:
     return tokens
 
 
+def routed_path(path: str) -> str:
+    """The path as the router reads it: a run of slashes is one (Werkzeug's router drops
+    the leading ones and merges the others), so that ``//v3/write`` needs the write scope
+    as ``/v3/write`` does."""
+    return re.sub("/{2,}", "/", path) if "//" in path else path
+
+
 class TokenGate:
     """WSGI middleware: ``TokenGate(app, parse_tokens(settings.api_tokens))``."""
 
@@ -53,15 +61,16 @@ class TokenGate:
         self.tokens = tokens
 
     def scopes_of(self, presented: bytes) -> frozenset[str] | None:
-        """The scopes of the presented token; every configured token is compared."""
+        """The scopes of the presented token (those of every entry that names it); every
+        configured token is compared."""
         found = None
         for token, scopes in self.tokens:
             if hmac.compare_digest(token, presented):
-                found = scopes
+                found = scopes if found is None else found | scopes
         return found
 
     def refusal(self, environ: dict[str, Any]) -> Reply | None:
-        path = environ.get("PATH_INFO", "")
+        path = routed_path(environ.get("PATH_INFO", ""))
         if path in OPEN:
             return None
         scheme, _, presented = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
