@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 from flask.testing import FlaskClient
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from psd.config import Settings
 from psd.errors import InvalidInput
@@ -121,3 +124,34 @@ def test_no_request_names_a_key_or_a_script(client: FlaskClient, redis_client: r
     assert not unexpected, unexpected
     assert b"psd:dlq" not in after
     assert not any(b"{" in k.split(b"{", 2)[-1] for k in after if k.startswith(b"c:{"))
+
+
+@pytest.mark.parametrize("path", ["/v3/write", "/v1/write", "/v1/count", "/v1/mumt_query"])
+def test_a_chunked_body_past_the_limit_is_413_and_writes_nothing(
+    redis_client: redis.Redis, path: str
+) -> None:
+    """A body without a Content-Length (``Transfer-Encoding: chunked``) past
+    ``PSD_MAX_BODY_BYTES`` is refused as one with it is, never read cut short at the limit;
+    one within it is read whole."""
+    settings = Settings(max_body_bytes=1000)
+    app = create_app(settings, Store(redis_client, settings))
+    if path == "/v1/mumt_query":
+        path, kind = f"/v1/mumt_query/all/{NOW}/{NOW}", "application/x-www-form-urlencoded"
+        small, big = b"things=steps&ids=1", b"things=steps&ids=" + b"1," * 600 + b"1"
+    else:
+        kind = "application/json"
+        points = [{**POINT, "aid": n} for n in range(5)]
+        body = {"points": points} if "v3" in path else points[0]
+        if "count" in path:
+            body = {"thing": "signup", "value": 1, "ts": NOW}
+        small = json.dumps(body).encode()
+        big = json.dumps(body).encode()[:-1] + b" " * 2000 + b"}"
+    answers = []
+    for data in (big, small):
+        environ = EnvironBuilder(path=path, method="POST", content_type=kind).get_environ()
+        environ.pop("CONTENT_LENGTH", None)
+        environ.update({"wsgi.input": io.BytesIO(data), "wsgi.input_terminated": True})
+        answers.append(run_wsgi_app(app, environ)[1][:3])
+    assert answers == ["413", "200"]
+    if "write" in path:
+        assert redis_client.keys("{1}:*") != []  # the small one, and only it

@@ -40,6 +40,22 @@ def test_every_route_refuses_more_users_than_max_ids(redis_client: redis.Redis) 
     )
 
 
+def test_more_users_or_points_than_a_request_takes_are_413(redis_client: redis.Redis) -> None:
+    """Past the model's own bounds (10,000 users, 10,000 points) too: 413, as the docs say
+    and as ``PSD_MAX_IDS`` is, not a 422."""
+    client = client_of(redis_client)
+    users, span = [{"uid": u} for u in range(10_001)], {"from": 0, "to": 9}
+    sums = client.post("/v3/sums", json={"users": users, "things": ["steps"], **span})
+    point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 1, "ts2": 1_700_000_000}
+    write = client.post("/v3/write", json={"points": [{**point, "mode": "increment"}] * 10_001})
+    assert [(a.status_code, a.json["error"]["code"]) for a in (sums, write)] == [
+        (413, "too_large"),
+        (413, "too_large"),
+    ]
+    assert [a.json["error"]["field"] for a in (sums, write)] == ["users", "points"]
+    assert redis_client.dbsize() == 0
+
+
 def test_a_series_past_its_buckets_is_refused_before_it_builds_them_all(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -139,11 +139,14 @@ V3 = Shape(
 
 
 def v3_invalid(exc: ValidationError, rename: Rename = str) -> Reply:
-    """A v3 body its model refused: 400 when it is not JSON at all, else 422, coded by
-    pydantic's error type."""
+    """A v3 body its model refused: 400 when it is not JSON at all, 413 when it names more
+    users or points than a request may, else 422, coded by pydantic's error type."""
     first = exc.errors(include_url=False)[0]
-    status = 400 if first["type"] == "json_invalid" else 422
-    return V3.answer(status, first["type"], first["msg"], rename(field_of(first["loc"])))
+    kind, field = first["type"], rename(field_of(first["loc"]))
+    if kind == "too_long" and field in ("users", "points"):
+        return V3.answer(413, "too_large", f"at most {first['ctx']['max_length']} {field}", field)
+    status = 400 if kind == "json_invalid" else 422
+    return V3.answer(status, kind, first["msg"], field)
 
 
 def shape_of(path: str) -> Shape:

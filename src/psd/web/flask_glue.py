@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from psd.errors import InvalidInput, PsdError
 from psd.web.errors import FORM, NOT_UTF8, shape_of
@@ -30,13 +30,25 @@ def answer(route: str, *args: Any) -> Response:
     return respond(handlers.guarded(getattr(handlers, route), *args))
 
 
+def request_body(cache: bool = False) -> bytes:
+    """The request's body. One sent without a Content-Length (chunked) past
+    ``PSD_MAX_BODY_BYTES`` is a 413, as one with it is: Werkzeug's stream stops at the
+    limit without a word, and the body would be read cut short."""
+    data = request.get_data(cache=cache)
+    most = request.max_content_length
+    cut = request.content_length is None and most is not None and len(data) >= most
+    if cut and request.environ["wsgi.input"].read(1):  # its stream stopped at the limit
+        raise RequestEntityTooLarge()
+    return data
+
+
 def form_fields() -> dict[str, str]:
     """The request's form (a repeated field: its first value), as the fast path reads one:
     a body that is not UTF-8 is refused, where Werkzeug would read no field of it (and the
     answer would name a field the client sent as missing)."""
     if request.mimetype == FORM:
         try:
-            request.get_data(cache=True).decode()
+            request_body(cache=True).decode()
         except UnicodeDecodeError:
             raise InvalidInput(NOT_UTF8) from None
     return request.form.to_dict()

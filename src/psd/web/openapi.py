@@ -21,7 +21,7 @@ from werkzeug.datastructures import MultiDict
 
 from psd.errors import PsdError
 from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
-from psd.web.flask_glue import respond
+from psd.web.flask_glue import request_body, respond
 from psd.web.legacy import OPERATIONS as LEGACY
 from psd.web.legacy import LegacyOperation
 
@@ -136,7 +136,7 @@ class Contract:
                 if request.mimetype != "application/json":
                     reply = V3.answer(415, "unsupported_media_type", "send application/json")
                     return respond(reply)
-                return answer(lambda: body.model_validate_json(request.get_data(cache=False)))
+                return answer(lambda: body.model_validate_json(request_body()))
 
             self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])
             if query is not None:

@@ -17,7 +17,7 @@ from psd.forms import (
 )
 from psd.model import CountIn, MetricIn
 from psd.web.errors import WriteRejected
-from psd.web.flask_glue import answer, form_fields
+from psd.web.flask_glue import answer, form_fields, request_body
 from psd.web.legacy import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -61,7 +61,7 @@ def metrics() -> Response:
 )
 def write() -> Response:
     """Write one metric point (async: one point or an array, validated now, queued)."""
-    body = request.get_data(cache=False)
+    body = request_body()
     flag = request.args.get("async", "0").strip().lower()
     if flag in ("1", "true"):
         return answer("write_async", body)
@@ -80,7 +80,7 @@ def write() -> Response:
 )
 def count_write() -> Response:
     """Add to a global counter (psd's addition to the original)."""
-    return answer("count", request.get_data(cache=False))
+    return answer("count", request_body())
 
 
 @route(bp, "get", "/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>", SUM, READ_ERRORS, params=QueryPath)
