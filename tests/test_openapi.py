@@ -96,3 +96,23 @@ def test_the_document_is_made_from_the_validating_schemas(redis_client: redis.Re
     assert components["MetricIn"]["properties"] == MetricIn.model_json_schema()["properties"]
     form = paths["/v2/mumt_query/{atid}/{ts1}/{ts2}"]["post"]["requestBody"]["content"]
     assert list(form) == ["application/x-www-form-urlencoded"]
+
+
+def test_the_document_lists_the_token_gate_and_its_answers(redis_client: redis.Redis) -> None:
+    """With ``PSD_API_TOKENS`` set, every operation but ``/health/ping`` answers 401 without
+    a token and 403 with one short of its scope: the document lists both where they can come,
+    and declares the bearer token (so its UI can send one)."""
+    reader = "r" * 20
+    settings = Settings(expire=0, api_tokens=(f"read:{reader}",))
+    client = create_app(settings, Store(redis_client, settings)).test_client()
+    token = {"Authorization": f"Bearer {reader}"}
+    document = client.get("/openapi.json", headers=token).json
+    assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    for path, methods in document["paths"].items():
+        url = path.replace("{", "").replace("}", "")  # the gate answers before any route
+        for method, operation in methods.items():
+            answer = client.open(url, method=method.upper()).status_code
+            if path == "/health/ping":
+                assert answer == 200 and "401" not in operation["responses"]
+                continue
+            assert answer == 401 and {"401", "403"} <= set(operation["responses"]), (method, path)

@@ -20,6 +20,7 @@ from pydantic_core import to_json
 from werkzeug.datastructures import MultiDict
 
 from psd.errors import PsdError
+from psd.web.auth import OPEN
 from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
 from psd.web.flask_glue import request_body, respond
 from psd.web.legacy import OPERATIONS as LEGACY
@@ -37,6 +38,10 @@ ERRORS = {
     422: "invalid",
     503: "the store is unavailable",
 }
+
+
+#: How a request presents an API token (psd/web/auth.py).
+BEARER = {"type": "http", "scheme": "bearer", "description": "PSD_API_TOKENS: read or write"}
 
 
 class Strict(BaseModel):
@@ -207,7 +212,9 @@ class Contract:
             "openapi": OPENAPI,
             "info": {"title": self.title, "version": self.version},
             "paths": paths,
-            "components": {"schemas": schemas},
+            "components": {"schemas": schemas, "securitySchemes": {"token": BEARER}},
+            # PSD_API_TOKENS set: a token on every route but /health/ping; else none
+            "security": [{}, {"token": []}],
         }
 
     def serve_document(self) -> Response:
@@ -260,6 +267,11 @@ def _legacy(
         str(status): {"description": text, "content": content(V1Error)}
         for status, text in op.errors.items()
     }
+    if op.path not in OPEN:  # the token gate's answers (psd/web/auth.py), when tokens are set
+        for status in (401, 403):
+            errors.setdefault(
+                str(status), {"description": ERRORS[status], "content": content(V1Error)}
+            )
     if op.params is not None:
         errors.setdefault(
             "404",
