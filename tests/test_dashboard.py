@@ -23,6 +23,7 @@ from tests.support import psd_command, wait_for
 from tests.test_cli import _get
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+BIG = 2**53 + 1  # past what a JavaScript Number holds exactly: the page keeps it whole
 
 
 def browser():
@@ -87,13 +88,13 @@ def test_the_dashboard_shows_what_the_api_answers(
     store = Store(redis_client)
     points = [
         MetricPoint("steps", uid, 1, n, (uid * 7 + n) % 13, ts, ts, "increment")
-        for uid in (1, 2, 3)
+        for uid in (1, BIG, 3)
         for n, ts in enumerate(range(at(2026, 11, 1, 3), at(2026, 11, 8), 5 * 3600))
     ]
     store.write_metrics(points)
     view = (
-        "/dashboard?uid=2&thing=steps&tz=America/Los_Angeles&from=2026-11-01"
-        "&to=2026-11-07&step=day&users=1,2,3&compare_at=2026-11-04"
+        f"/dashboard?uid={BIG}&thing=steps&tz=America/Los_Angeles&from=2026-11-01"
+        f"&to=2026-11-07&step=day&users=1,{BIG},3&compare_at=2026-11-04"
     )
     driver = browser()
     try:
@@ -115,7 +116,7 @@ def test_the_dashboard_shows_what_the_api_answers(
         served,
         "/v3/series",
         {
-            "users": [{"uid": 2, "tz": "America/Los_Angeles"}],
+            "users": [{"uid": BIG, "tz": "America/Los_Angeles"}],
             "things": ["steps"],
             "from": "2026-11-01",
             "to": "2026-11-07",
@@ -128,7 +129,7 @@ def test_the_dashboard_shows_what_the_api_answers(
         served,
         "/v3/leaderboard",
         {
-            "users": [{"uid": u, "tz": "America/Los_Angeles"} for u in (1, 2, 3)],
+            "users": [{"uid": u, "tz": "America/Los_Angeles"} for u in (1, BIG, 3)],
             "thing": "steps",
             "from": "2026-11-01",
             "to": "2026-11-07",

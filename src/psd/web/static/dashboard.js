@@ -14,11 +14,23 @@ function instant(text) {
   return /^\d+$/.test(text) ? Number(text) : text;  // Unix seconds, or ISO wall time
 }
 
+// A uid goes up to 2^63 - 1, past what a Number holds exactly (2^53): it stays a BigInt on
+// its way out, written as a JSON number, and comes back as text.
+function uid(text) {
+  if (!/^\d+$/.test(text.trim())) throw new Error(`a uid is digits, not ${JSON.stringify(text)}`);
+  return BigInt(text.trim());
+}
+
+function json(body) {
+  const marked = JSON.stringify(body, (k, v) => typeof v === "bigint" ? `\u0000${v}` : v);
+  return marked.replace(/"uid":"\\u0000(\d+)"/g, '"uid":$1');
+}
+
 async function post(path, body) {
   const answer = await fetch(path, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+    method: "POST", headers: {"Content-Type": "application/json"}, body: json(body),
   });
-  const data = await answer.json();
+  const data = JSON.parse((await answer.text()).replace(/("uid":\s*)(\d+)/g, '$1"$2"'));
   if (!answer.ok) throw new Error(`${path}: ${data.error.field || ""} ${data.error.message}`);
   return data;
 }
@@ -26,7 +38,7 @@ async function post(path, body) {
 function range() {
   const f = document.forms["series-form"].elements;
   return {thing: f.thing.value, tz: f.tz.value, from: instant(f.from.value),
-          to: instant(f.to.value), step: f.step.value, uid: Number(f.uid.value)};
+          to: instant(f.to.value), step: f.step.value, uid: uid(f.uid.value)};
 }
 
 let chart = null;
@@ -52,7 +64,7 @@ async function showSeries() {
 async function showBoard() {
   const r = range();
   const f = document.forms["board-form"].elements;
-  const users = f.users.value.split(",").map(u => ({uid: Number(u.trim()), tz: r.tz}));
+  const users = f.users.value.split(",").map(u => ({uid: uid(u), tz: r.tz}));
   const body = {users, thing: r.thing, from: r.from, to: r.to};
   if (f.compare_at.value) body.compare_at = instant(f.compare_at.value);
   const data = await post("/v3/leaderboard", body);
