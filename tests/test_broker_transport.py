@@ -155,3 +155,36 @@ def test_acks_that_cannot_be_sent_are_logged_not_raised(caplog: pytest.LogCaptur
                 message.ack()
                 server.stop()
     assert "acknowledgements not sent" in caplog.text
+
+
+def test_a_consumer_killed_between_taking_a_message_and_recording_it_loses_nothing(
+    store_url: str, broker_server: str
+) -> None:
+    """The moment kombu's BRPOP lost a message in: the server has given it to a consumer,
+    which dies before it records it as unacknowledged. Taken with BLMOVE, it waits in its
+    queue's in-flight list, and a worker gives it back to the queue after the visibility
+    timeout and applies it, once."""
+    broker = redis_broker(broker_server, 7)
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        redis_url=store_url, broker_url=broker, queue=queue, broker_visibility_timeout=1
+    )
+    app = make_app(settings)
+    store = Store.from_url(store_url, settings)
+    flush(store_url)
+    ts = int(time.time()) - 60
+    app.tasks["psd.write_metric"].delay(**point(uid=9, value=5, ts=ts, mode="increment"))
+    client = redis.Redis.from_url(broker)
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        channel.basic_consume(queue, False, lambda message: None, "dying")
+        channel.client.connection = channel.client.connection_pool.get_connection()
+        channel._brpop_start(timeout=1)  # sent; its reply never read: the consumer dies
+        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 1, 10)
+        channel.client.connection.disconnect()
+    assert client.llen(queue) == 0  # off the queue, and recorded nowhere else
+    assert client.hlen("unacked") == 0
+    with running_worker(app):
+        assert wait_for(lambda: store.sum(9, "steps", None, ts, ts) == 5, 60)
+        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 0, 10)
+    assert store.sum(9, "steps", None, ts, ts) == 5

@@ -48,12 +48,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # look for messages of dead workers every few seconds, not every ~100 s
         "unacked_restore_interval": 5,
         "unacked_restore_throttle": 1,
+        # a worker killed while it gives messages back holds that off for this long, not 5 min
+        "unacked_mutex_expire": 60,
     }
     more: dict[str, Any] = {}
     if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
     elif broker.startswith("redis://"):
         more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command
+        # every priority in the queue's one list, which a worker takes from without ever
+        # holding a message nowhere (psd/workers/transport.py); psd's tasks have none
+        transport["priority_steps"] = [0]
     return {
         "broker_url": broker or None,
         **more,

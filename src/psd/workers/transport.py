@@ -18,6 +18,17 @@ it returns, and a pipeline that fails leaves those messages recorded as unacknow
 be delivered again after the visibility timeout (which psd's delivery keys make harmless):
 never lost.
 
+A message is taken without a moment where it is nowhere. kombu takes a message off its
+queue with BRPOP and only then records it as unacknowledged, in a round trip of its own: a
+consumer killed in between lost the message (about one a kill, on a busy worker). Where a
+channel consumes one queue, it is taken with BLMOVE into the queue's in-flight list instead,
+and taken off that list in the round trip that records it. A message left there by a
+consumer that died goes back to its queue after the visibility timeout, as an
+unacknowledged one does (psd/lua/broker_inflight.lua, run where kombu looks for those). A
+consumer killed after the record and before the list's LREM leaves it in both: delivered
+twice, which psd's delivery keys make harmless. A channel of several queues, of a
+``global_keyprefix`` or of priorities takes messages as kombu does.
+
 psd's Celery app uses this transport for ``redis://`` brokers (``celery_config``); the
 messages, keys and acknowledgements are kombu's own, unchanged.
 """
@@ -26,15 +37,26 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from queue import Empty
+from time import monotonic
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from psd.scripts import source
 
 log = logging.getLogger("psd.workers")
 _gathering = threading.local()
+#: A queue's in-flight list is the queue's name and this (kombu's separator, as its
+#: priority lists are named); SEEN after that names when its messages were first seen
+INFLIGHT = "\x06\x16inflight"
+SEEN = ":seen"
 
 
 @contextmanager
@@ -55,7 +77,39 @@ def acks_together() -> Iterator[None]:
 
 
 class QoS(kombu_redis.QoS):  # type: ignore[misc]
-    """kombu's unacked records, with acknowledgements gathered by :func:`acks_together`."""
+    """kombu's unacked records, with acknowledgements gathered by :func:`acks_together`, and a
+    message taken into its queue's in-flight list taken off it as it is recorded."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        moved = self.channel._moved
+        if moved is None:
+            return super().append(message, delivery_tag)  # type: ignore[no-any-return]
+        self.channel._moved = None
+        delivery = message.delivery_info
+        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, raw)
+            pipe.lrem(moved[0], 1, moved[1])  # the message as BLMOVE gave it
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        super().restore_visible(start, num, interval)
+        if (self._vrestore_count - 1) % (interval or 1):
+            return  # kombu's throttle: not this time
+        channel = self.channel
+        with channel.conn_or_acquire() as client:
+            try:
+                with kombu_redis.Mutex(
+                    client, self.unacked_mutex_key + INFLIGHT, self.unacked_mutex_expire
+                ):
+                    for queue in channel.active_queues:
+                        keys = [queue + INFLIGHT, queue + INFLIGHT + SEEN, queue]
+                        args = [int(time.time()), self.visibility_timeout]
+                        client.eval(source("broker_inflight"), len(keys), *keys, *args)
+            except kombu_redis.MutexHeld:
+                pass
 
     def ack(self, delivery_tag: str) -> None:
         pipes = getattr(_gathering, "pipes", None)
@@ -69,10 +123,54 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 
 
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
-    """A channel that makes its plain client once for each connection pool it has."""
+    """A channel that makes its plain client once for each connection pool it has, and takes
+    a message of its one queue with BLMOVE (above)."""
 
     QoS = QoS
     _psd_client: Any = None
+    #: The queue a BLMOVE was sent for, until its reply is read
+    _moving: str | None = None
+    #: (in-flight list, message) of the message just taken, until QoS.append records it
+    _moved: tuple[str, bytes] | None = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self.active_queues
+        if len(queues) != 1 or self.global_keyprefix or list(self.priority_steps) != [0]:
+            self._moving = None
+            return super()._brpop_start(timeout)  # type: ignore[no-any-return]
+        queue = queues[0]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self._moving = queue
+        wait = self.brpop_timeout if timeout is None else timeout
+        self.client.connection.send_command(
+            "BLMOVE", queue, queue + INFLIGHT, "RIGHT", "LEFT", wait or 0
+        )
+        return None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        queue, self._moving = self._moving, None
+        if queue is None:
+            return super()._brpop_read(**options)  # type: ignore[no-any-return]
+        try:
+            try:
+                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # as kombu's: the next poll reconnects
+                raise
+            if not item:
+                raise Empty()
+            self._moved = (queue + INFLIGHT, item)
+            try:
+                self.connection._deliver(loads(bytes_to_str(item)), queue)
+                if self._moved is not None:  # not recorded: a consumer without acks
+                    self.client.lrem(queue + INFLIGHT, 1, item)
+            finally:
+                self._moved = None
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's client: kombu makes it once already
