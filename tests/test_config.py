@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from psd.cli.main import main
 from psd.config import Settings, load_settings
 from psd.errors import InvalidInput
 from tests import config_page
@@ -56,6 +58,17 @@ def test_bad_settings_are_refused(tmp_path: Path, text: str, env: dict[str, str]
     path.write_text(text)
     with pytest.raises(InvalidInput):
         load_settings(path, environ=env)
+
+
+@pytest.mark.parametrize("text", ["[psd\nbind = 1\n", "psd = 3\n", "RedisConfig = 'x'\n"])
+def test_a_malformed_settings_file_is_refused_naming_it(tmp_path: Path, text: str) -> None:
+    """Not TOML, or a section that is not a table: a line naming the file, no traceback."""
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(InvalidInput, match=r"settings file .*settings\.toml"):
+        load_settings(path, environ={})
+    result = CliRunner().invoke(main, ["--config", str(path), "layout"], env={"PSD_CONFIG": ""})
+    assert result.exit_code == 2 and f"settings file {path}" in result.output, result.output
 
 
 def test_every_setting_is_documented() -> None:

@@ -224,6 +224,25 @@ def _legacy(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The file's sections psd reads: each must be a table.
+SECTIONS = ("HttpConfig", "RedisConfig", "NSQConfig", "psd")
+
+
+def _file_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings a TOML file gives. A file that cannot be read or is not TOML, or a
+    section that is not a table (``psd = 3``), is refused naming the file: the parser's own
+    exception would say neither which file nor what to fix."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"settings file {path}: {exc}") from exc
+    for section in SECTIONS:
+        if not isinstance(doc.get(section, {}), dict):
+            raise InvalidInput(f"settings file {path}: {section} must be a table ([{section}])")
+    return {**_legacy(doc), **doc.get("psd", {})}
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Convert a TOML or environment value to the type of the setting's default."""
     try:
@@ -253,12 +272,7 @@ def load_settings(
     """Defaults, overlaid by the TOML file (``path`` or ``PSD_CONFIG``), then by ``PSD_*``."""
     env = os.environ if environ is None else environ
     path = path or env.get("PSD_CONFIG") or None
-    values: dict[str, Any] = {}
-    if path:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-        values.update(_legacy(doc))
-        values.update(doc.get("psd", {}))
+    values = _file_settings(path) if path else {}
     known = {f.name: f for f in fields(Settings)}
     for name in list(values):
         if name not in known:

@@ -55,7 +55,8 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
     try:
         ctx.obj = load_settings(config)
     except InvalidInput as exc:
-        raise click.UsageError(f"bad setting {exc}") from exc
+        # a setting's error names the setting; a file that is not TOML names the file
+        raise click.UsageError(f"bad setting {exc}" if exc.field else str(exc)) from exc
     logs.setup(ctx.obj.log_format, logging.DEBUG if verbose else logging.INFO)
 
 
