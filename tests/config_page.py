@@ -24,7 +24,9 @@ commands.
 The file may be the original's `conf/settings.toml` as it is: `[HttpConfig] bind`,
 `[RedisConfig] dsn` (`host:port` becomes `redis://host:port/0`) and `expire`, `[NSQConfig]
 nsqlookupds`. psd's own settings go in a `[psd]` table under the keys below; an unknown key
-is an error, not a silent default. In the environment a list is comma-separated.
+is an error, not a silent default, and so is a value out of its setting's range (`0` where
+no 0 is described) or a fraction for a whole number. In the environment a list is
+comma-separated.
 
 Durations are in seconds. How the retention settings combine: [retention](retention.md).
 

@@ -71,6 +71,64 @@ def test_a_malformed_settings_file_is_refused_naming_it(tmp_path: Path, text: st
     assert result.exit_code == 2 and f"settings file {path}" in result.output, result.output
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PSD_MAINTENANCE_KEYS_PER_RUN": "0"},
+        {"PSD_MAINTENANCE_KEYS_PER_RUN": "-1"},
+        {"PSD_RETENTION_EVERY": "0"},
+        {"PSD_COMPACTION_EVERY": "-5"},
+        {"PSD_BATCH_SIZE": "0"},
+        {"PSD_BATCH_MS": "-1"},
+        {"PSD_BROKER_VISIBILITY_TIMEOUT": "0"},
+        {"PSD_NSQ_MAX_IN_FLIGHT": "0"},
+        {"PSD_MAX_IDS": "0"},
+        {"PSD_MAX_BODY_BYTES": "0"},
+        {"PSD_WEB_WORKERS": "-2"},
+        {"PSD_WORKER_METRICS_PORT": "70000"},
+        {"PSD_READ_FROM_REPLICAS": "2"},
+        {"PSD_ACCESS_LOG": "-1"},
+    ],
+)
+def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) -> None:
+    """A value that would make psd misbehave without a word (a maintenance run that looks
+    at no key, a batch of no message) is refused, naming the setting."""
+    name = next(iter(env))[4:].lower()
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ=env)
+    assert refused.value.field == name
+
+
+def test_the_zeros_the_settings_describe_are_accepted() -> None:
+    zeros = ("EXPIRE", "PENDING_POINTS", "BATCH_MS", "WORKER_METRICS_PORT", "WEB_WORKERS")
+    settings = load_settings(environ={f"PSD_{name}": "0" for name in zeros})
+    assert (settings.expire, settings.pending_points, settings.web_workers) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("value", ["0.5", "86400.5", "inf", "nan", "true", "{a = 1}"])
+def test_an_integer_setting_takes_no_fraction(tmp_path: Path, value: str) -> None:
+    """``expire = 0.5`` is no whole number of seconds: refused, not cut to 0 (forever)."""
+    path = tmp_path / "settings.toml"
+    path.write_text(f"[psd]\nexpire = {value}\n")
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(path, environ={})
+    assert refused.value.field == "expire"
+
+
+def test_a_whole_float_is_its_integer(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text("[psd]\nexpire = 86400.0\n")
+    assert load_settings(path, environ={}).expire == 86400
+
+
+def test_a_list_is_no_text_setting(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text("[psd]\nbind = ['127.0.0.1:1', '127.0.0.1:2']\n")
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(path, environ={})
+    assert refused.value.field == "bind"
+
+
 def test_every_setting_is_documented() -> None:
     """docs/configuration.md is what the settings say of themselves (regenerate it with
     ``python -m tests.config_page``)."""

@@ -246,12 +246,15 @@ def _file_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Convert a TOML or environment value to the type of the setting's default."""
     try:
+        if isinstance(value, dict) or (isinstance(value, list) and not isinstance(default, tuple)):
+            raise TypeError("a TOML table or array is no value of this setting")
         if isinstance(default, tuple):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(v).strip() for v in items if str(v).strip())
         if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError(value)
+            # int() would cut a fraction off: expire = 0.5 would be 0, kept forever
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("not a whole number")
             return int(value)
         return str(value)
     except (TypeError, ValueError) as exc:
@@ -288,8 +291,38 @@ def load_settings(
             raise InvalidInput(f"must be one of {', '.join(allowed)}", name)
     settings = replace(base, **coerced)
     check_retention(settings)
+    check_ranges(settings)
     countspread.check(settings.count_spread)
     return settings
+
+
+#: What each integer setting that :func:`check_retention` leaves may be: (least, most or None,
+#: how to say it). 0 only where it means something (none, auto, at once).
+RANGES: dict[str, tuple[int, int | None, str]] = {
+    "read_from_replicas": (0, 1, "0 (primaries) or 1 (replicas)"),
+    "retention_every": (1, None, "1 or more seconds"),
+    "compaction_every": (1, None, "1 or more seconds"),
+    "maintenance_keys_per_run": (1, None, "1 or more keys"),
+    "batch_size": (1, None, "1 or more messages"),
+    "batch_ms": (0, None, "0 (no wait) or more milliseconds"),
+    "write_retry_seconds": (0, None, "0 (no retry) or more seconds"),
+    "broker_visibility_timeout": (1, None, "1 or more seconds"),
+    "nsq_max_in_flight": (1, None, "1 or more messages"),
+    "worker_metrics_port": (0, 65535, "0 (none) or a port, 1..65535"),
+    "max_ids": (1, None, "1 or more ids"),
+    "max_body_bytes": (1, None, "1 or more bytes"),
+    "access_log": (0, 1, "0 or 1"),
+    "web_workers": (0, None, "0 (one per CPU and one more) or more processes"),
+}
+
+
+def check_ranges(settings: Settings) -> None:
+    """Refuse a value that would make psd misbehave without a word (a maintenance run that
+    looks at no key, a batch of no message) rather than start with it."""
+    for name, (least, most, allowed) in RANGES.items():
+        value = getattr(settings, name)
+        if value < least or (most is not None and value > most):
+            raise InvalidInput(f"must be {allowed}, not {value}", name)
 
 
 RETENTION_LEVELS = ("minute", "hour", "day", "month", "year")

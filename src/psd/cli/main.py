@@ -218,7 +218,9 @@ def up(
     help="WSGI server [PSD_WEB_SERVER, default granian].",
 )
 @click.option(
-    "--workers", type=int, help="Worker processes [PSD_WEB_WORKERS, 0 = one per CPU and one more]."
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Worker processes [PSD_WEB_WORKERS, 0 = one per CPU and one more].",
 )
 @click.pass_context
 def web(ctx: click.Context, bind: str | None, server: str | None, workers: int | None) -> None:
