@@ -12,6 +12,7 @@ database, so the URL names none.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 from typing import Any
@@ -35,6 +36,14 @@ os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 def process_id() -> int:
     """This process's id, without a system call."""
     return _PID[0]
+
+
+def masked(url: str) -> str:
+    """A URL fit for a log or an error: its password replaced. It runs to the last "@"
+    before the host (redis-py reads ``redis://:p@ss@host``'s as ``p@ss``), or is a query's
+    ``password=``."""
+    url = re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url, count=1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def is_cluster_url(url: str) -> bool:

@@ -19,9 +19,9 @@ import redis
 from psd import dlq, maintenance
 from psd.cli.context import settings_of
 from psd.cli.ops import tool_broker_url, tool_store
-from psd.cli.up import masked
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
+from psd.connect import masked
 from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
 from psd.store import Store

@@ -26,9 +26,10 @@ from psd.cli.context import open_store, require_store, settings_of
 from psd.cli.doctor import doctor
 from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
-from psd.cli.up import FLOWER_BIND, masked, stop_signals_unwind, store
+from psd.cli.up import FLOWER_BIND, stop_signals_unwind, store
 from psd.cli.up import run as run_up
 from psd.config import Settings, load_settings, web_workers
+from psd.connect import masked
 from psd.errors import InvalidInput, StoreError
 from psd.lifetime import become, die_with_parent
 from psd.store import Store

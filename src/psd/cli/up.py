@@ -13,7 +13,6 @@ store is an embedded cluster of N primaries, with a broker server of its own
 from __future__ import annotations
 
 import fcntl
-import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 from psd.cli.ops import BROKER_URL_FILE, publish_url
 from psd.cli.shards import Embedded, refuse_other_store, sharded
 from psd.config import Settings
+from psd.connect import masked
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
 from psd.keeper import StoreKeeper, keep_all
@@ -46,11 +46,6 @@ def processes(flower: str | None) -> dict[str, list[str]]:
         host, _, port = flower.rpartition(":")
         found["flower"] = ["flower", f"--address={host}", f"--port={port}"]
     return found
-
-
-def masked(url: str) -> str:
-    """A Redis URL fit for a log: its password replaced."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @contextmanager
