@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from psd import dlq
+from psd.cli.main import main
 from psd.embedded import free_port
 from psd.model import MetricPoint
 from psd.store import Store
@@ -197,6 +199,14 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
     assert store.sum(9, "steps", None, NOW, NOW) == 2
     assert "deleted 1" in psd("purge", "--yes")
     assert dlq.count(store.redis) == 0
+
+
+@pytest.mark.parametrize("args", [("list",), ("retry",), ("purge", "--yes")])
+def test_psd_dlq_with_the_store_down_says_so_in_a_line(args: tuple[str, ...]) -> None:
+    env = {"PSD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = CliRunner().invoke(main, ["dlq", *args], env=env)
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 1 and "Error: dead-letter" in result.output, result.output
 
 
 def test_a_dlq_retry_takes_off_the_letter_it_applied_while_a_full_list_grows(

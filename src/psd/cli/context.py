@@ -3,9 +3,13 @@ and the store they name (one message when none is set)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from psd.config import Settings
+from psd.errors import PsdError
 from psd.store import Store
 
 
@@ -25,3 +29,13 @@ def require_store(settings: Settings, what: str) -> str:
 def open_store(settings: Settings, what: str) -> Store:
     """The store of :func:`require_store`, connected."""
     return Store.from_url(require_store(settings, what), settings)
+
+
+@contextmanager
+def errors_said() -> Iterator[None]:
+    """A psd error (the store unreachable, or refusing) ends the command with a line that
+    says it, as click's errors do, not with a traceback."""
+    try:
+        yield
+    except PsdError as exc:
+        raise click.ClickException(str(exc)) from exc

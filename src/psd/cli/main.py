@@ -22,7 +22,7 @@ import click
 
 from psd import dlq as dead_letters
 from psd import logs
-from psd.cli.context import open_store, require_store, settings_of
+from psd.cli.context import errors_said, open_store, require_store, settings_of
 from psd.cli.doctor import doctor
 from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
@@ -343,8 +343,10 @@ def _dlq_store(ctx: click.Context) -> Store:
 @click.pass_context
 def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Show dead letters."""
-    store = _dlq_store(ctx)
-    letters = dead_letters.list_letters(store.redis, limit)
+    with errors_said():
+        store = _dlq_store(ctx)
+        letters = dead_letters.list_letters(store.redis, limit)
+        waiting = dead_letters.count(store.redis)
     for letter in letters:
         if as_json:
             click.echo(letter.to_json())
@@ -354,14 +356,15 @@ def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
                 f"{when}Z  {letter.source}  {letter.reason}\n    {json.dumps(letter.payload)}"
             )
     if not as_json:
-        click.echo(f"{len(letters)} shown, {dead_letters.count(store.redis)} in the list")
+        click.echo(f"{len(letters)} shown, {waiting} in the list")
 
 
 @dlq.command(name="retry")
 @click.pass_context
 def dlq_retry(ctx: click.Context) -> None:
     """Apply every dead letter that now validates (each at most once); keep the rest."""
-    applied, still = dead_letters.retry(_dlq_store(ctx))
+    with errors_said():
+        applied, still = dead_letters.retry(_dlq_store(ctx))
     click.echo(f"applied {applied}, still dead {still}")
 
 
@@ -370,7 +373,9 @@ def dlq_retry(ctx: click.Context) -> None:
 @click.pass_context
 def dlq_purge(ctx: click.Context) -> None:
     """Delete every dead letter."""
-    click.echo(f"deleted {dead_letters.purge(_dlq_store(ctx).redis)}")
+    with errors_said():
+        deleted = dead_letters.purge(_dlq_store(ctx).redis)
+    click.echo(f"deleted {deleted}")
 
 
 for _command in (*OPS_COMMANDS, doctor, migrate_command):
