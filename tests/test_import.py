@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from psd.cli.importer import file_key, named_import_key, run_import
 from psd.cli.main import main
+from psd.embedded import free_port
+from psd.errors import StoreError
 from psd.store import Store
 
 T = 1_764_400_000
@@ -245,3 +247,20 @@ def test_an_earlier_psds_named_import_goes_on_under_its_key(redis_client: redis.
     assert named_import_key(redis_client, "nightly") == "psd:import:{nightly}"
     redis_client.hset("psd:import:nightly", "line", 1000)
     assert named_import_key(redis_client, "nightly") == "psd:import:nightly"
+
+
+def test_a_missing_file_is_a_usage_error(redis_url: str, tmp_path: Path) -> None:
+    env = {"PSD_REDIS_URL": redis_url}
+    result = CliRunner().invoke(main, ["import", str(tmp_path / "nope.ndjson")], env=env)
+    assert result.exit_code == 2 and "does not exist" in result.output, result.output
+
+
+def test_a_named_import_with_the_store_down_says_so_in_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.ndjson"
+    path.write_text(json.dumps(line(1, 1, 1, T)) + "\n")
+    env = {"PSD_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = CliRunner().invoke(main, ["import", str(path), "--key", "nightly"], env=env)
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert result.exit_code == 1 and "Error: import failed" in result.output, result.output
+    with pytest.raises(StoreError):
+        named_import_key(redis.Redis(port=free_port()), "nightly")

@@ -69,7 +69,9 @@ def named_import_key(client: Any, name: str) -> str:
     :func:`import_key`'s; an earlier psd's key without one, where it holds an import's
     progress, goes on being it (its chunks' delivery keys are named from it)."""
     earlier = f"psd:import:{name}"
-    return earlier if client.exists(earlier) else f"psd:import:{{{name}}}"
+    with redis_errors("import"):
+        found = client.exists(earlier)
+    return earlier if found else f"psd:import:{{{name}}}"
 
 
 _SURROGATE = re.compile("[\udc80-\udcff]")

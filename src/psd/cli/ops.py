@@ -22,7 +22,7 @@ from typing import Any
 import click
 from redis.exceptions import RedisError
 
-from psd.cli.context import settings_of
+from psd.cli.context import errors_said, settings_of
 from psd.cli.importer import (
     CHUNK,
     Summary,
@@ -247,7 +247,7 @@ def count(
 
 
 @click.command(name="import")
-@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.argument("source", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
 @click.option(
     "--format",
     "fmt",
@@ -269,8 +269,9 @@ def import_points(
     fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
     if source == "-" and not key:
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
-    store = tool_store(settings_of(ctx))
-    import_id = named_import_key(store.redis, key) if key else file_key(source, mode)
+    with errors_said():
+        store = tool_store(settings_of(ctx))
+        import_id = named_import_key(store.redis, key) if key else file_key(source, mode)
     total = None if source == "-" else count_lines(source)
     started = time.monotonic()
 
