@@ -21,9 +21,10 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import Connection, HiredisRespSerializer
+from redis.connection import Connection, HiredisRespSerializer, parse_url
+from redis.exceptions import RedisClusterException
 
-from psd.errors import InvalidInput
+from psd.errors import InvalidInput, StoreError
 
 CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 
@@ -57,10 +58,10 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     scheme, _, rest = url.partition("://")
     tls = CLUSTER_SCHEMES.get(scheme.lower())
     if tls is None:
-        raise InvalidInput(f"not a cluster URL (redis+cluster://host:port,...): {url!r}")
+        raise InvalidInput(f"not a cluster URL (redis+cluster://host:port,...): {masked(url)!r}")
     where, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
-        raise InvalidInput(f"a cluster has one database; the URL names {path!r}: {url!r}")
+        raise InvalidInput(f"a cluster has one database; the URL names {path!r}: {masked(url)!r}")
     options: dict[str, Any] = {"ssl": True} if tls else {}
     auth, at, hosts = where.rpartition("@")
     if at:
@@ -77,16 +78,39 @@ def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
         except ValueError:
             port = None
         if not parsed.hostname or port is None:
-            raise InvalidInput(f"a cluster node is host:port, not {part!r}: {url!r}")
+            raise InvalidInput(f"a cluster node is host:port, not {part!r}: {masked(url)!r}")
         nodes.append((parsed.hostname, port))
     if not nodes:
-        raise InvalidInput(f"a cluster URL names at least one node: {url!r}")
+        raise InvalidInput(f"a cluster URL names at least one node: {masked(url)!r}")
     return nodes, options
+
+
+def check_url(url: str) -> None:
+    """Refuse, as :class:`InvalidInput`, a URL that names no store (``127.0.0.1:6379``
+    without its scheme, a database that is no number, a cluster's database), without
+    connecting: redis-py's own refusal is a ValueError, and a database it cannot read it
+    takes for 0."""
+    if is_cluster_url(url):
+        cluster_nodes(url)
+        return
+    try:
+        found = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise InvalidInput(f"not a store URL, {masked(url)!r}: {exc}") from exc
+    parts = urlsplit(url)
+    if parts.scheme == "unix" and not found.get("path"):
+        raise InvalidInput(f"a unix:// URL names its socket (unix:///path): {masked(url)!r}")
+    if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*/?", parts.path):
+        raise InvalidInput(f"a database is a number, not {parts.path[1:]!r}: {masked(url)!r}")
 
 
 def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
     """A client of the store ``url`` names: :class:`redis.Redis` for a server,
-    :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client."""
+    :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client.
+    Raises :class:`InvalidInput` for a URL that names no store (:func:`check_url`), and
+    :class:`StoreError` for a cluster none of whose named nodes answers (a cluster client
+    asks one for the others as it is made)."""
+    check_url(url)
     if not is_cluster_url(url):
         packer: Any = CommandPacker  # redis-py 8.2 gave its base an untyped __init__
         if url.split("://", 1)[0].lower() == "redis":  # TCP without TLS
@@ -94,7 +118,10 @@ def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
         return redis.Redis.from_url(url, command_packer=packer(), **kwargs)
     nodes, options = cluster_nodes(url)
     startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
-    return RedisCluster(startup_nodes=startup, **options, **kwargs)
+    try:
+        return RedisCluster(startup_nodes=startup, **options, **kwargs)
+    except RedisClusterException as exc:
+        raise StoreError(f"the cluster {masked(url)} did not answer: {exc}") from exc
 
 
 def send_call(conn: Any, command: tuple[Any, ...]) -> None:

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 import click
 
 from psd.config import Settings
-from psd.errors import PsdError
+from psd.connect import check_url
+from psd.errors import InvalidInput, PsdError
 from psd.store import Store
 
 
@@ -20,14 +21,20 @@ def settings_of(ctx: click.Context) -> Settings:
 
 
 def require_store(settings: Settings, what: str) -> str:
-    """The store's URL, or a usage error naming the command that needs it."""
+    """The store's URL, or a usage error naming the command that needs it, or saying what
+    is wrong with the URL (before a worker or a bridge starts on it)."""
     if not settings.redis_url:
         raise click.UsageError(f"{what} needs the store's Redis: set PSD_REDIS_URL")
+    try:
+        check_url(settings.redis_url)
+    except InvalidInput as exc:
+        raise click.UsageError(f"PSD_REDIS_URL: {exc}") from exc
     return settings.redis_url
 
 
 def open_store(settings: Settings, what: str) -> Store:
-    """The store of :func:`require_store`, connected."""
+    """The store of :func:`require_store`, connected (a cluster that does not answer is a
+    :class:`psd.errors.StoreError`)."""
     return Store.from_url(require_store(settings, what), settings)
 
 

@@ -22,6 +22,7 @@ from psd.cli.ops import tool_broker_url, tool_store
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
 from psd.connect import masked
+from psd.errors import PsdError
 from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
 from psd.store import Store
@@ -234,7 +235,7 @@ def broker(store: Store, settings: Settings) -> Iterator[Finding]:
             socket.create_connection((host, port), timeout=3).close()
         else:
             _amqp_hello(host, port)
-    except (OSError, redis.RedisError) as exc:
+    except (OSError, ValueError, redis.RedisError) as exc:  # ValueError: no Redis URL
         yield Finding("fail", f"broker {masked(url)}: {exc}", "start it, or fix PSD_BROKER_URL")
         return
     yield Finding("ok", f"broker {masked(url)} answers")
@@ -275,7 +276,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     try:
         store = tool_store(settings)
         store.redis.ping()
-    except (click.UsageError, redis.RedisError) as exc:
+    except (click.UsageError, redis.RedisError, PsdError) as exc:  # a bad URL is a usage error
         return [Finding("fail", f"store: {exc}", "start the store, or fix PSD_REDIS_URL")]
     findings: list[Finding] = []
     for check in CHECKS:

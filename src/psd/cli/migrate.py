@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from psd.cli.context import open_store, settings_of
+from psd.cli.context import errors_said, open_store, settings_of
 from psd.connect import client_from_url
 from psd.errors import InvalidInput
 from psd.migrate import Migration, MigrationSummary, loss_report
@@ -82,14 +82,19 @@ def migrate_command(
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
     settings = settings_of(ctx)
-    source = OldKeyspace(client_from_url(from_redis))
+    try:
+        source = OldKeyspace(client_from_url(from_redis))
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--from-redis") from exc
     if verify:
-        store = open_store(settings, "psd migrate")
+        with errors_said():
+            store = open_store(settings, "psd migrate")
         report = verify_sample(source, store, sample, random.Random(seed))
         for line in report.lines():
             click.echo(line)
         ctx.exit(1 if report.mismatches else 0)
-    target = None if dry_run else open_store(settings, "psd migrate")
+    with errors_said():
+        target = None if dry_run else open_store(settings, "psd migrate")
     try:
         migration = Migration(source, target, settings, batch=max(batch, 1))
     except InvalidInput as exc:  # e.g. the target's progress is another source's

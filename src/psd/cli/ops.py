@@ -63,7 +63,10 @@ def tool_store(settings: Settings) -> Store:
         url = published.read_text().strip()
     if not url:
         raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
-    return Store(client_from_url(url, socket_connect_timeout=3), settings)
+    try:
+        return Store(client_from_url(url, socket_connect_timeout=3), settings)
+    except InvalidInput as exc:
+        raise click.UsageError(f"PSD_REDIS_URL: {exc}") from exc
 
 
 def tool_broker_url(settings: Settings) -> str:
@@ -320,7 +323,8 @@ def layout(ctx: click.Context, numeric_logs: bool) -> None:
     Layout 4 keeps waiting increments as entries of numbers, which reads unpack for half the
     cost. A psd without this command reads entries of strings alone: move a keyspace on only
     once every process on it (web, workers, beat) runs a psd that has it."""
-    store = tool_store(settings_of(ctx))
+    with errors_said():
+        store = tool_store(settings_of(ctx))
     try:
         now = mark_numeric_logs(store.redis) if numeric_logs else layout_of(store.redis)
     except RedisError as exc:
