@@ -9,6 +9,7 @@ Cluster of that server instead (3 primaries, one replica each), started once for
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -130,6 +131,19 @@ def broker_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[st
     prefer_path = request.config.getoption("--server") == "path"
     with EmbeddedServer(binary=server_binary(prefer_path=prefer_path), persist=False) as server:
         yield server.url
+
+
+@pytest.fixture
+def unix_store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server of its own on a unix socket, as ``unix:///path?db=0`` names it (a socket's
+    path is at most 107 bytes: a short directory of its own, not the test's)."""
+    prefer_path = request.config.getoption("--server") == "path"
+    with tempfile.TemporaryDirectory(prefix="psd-") as where:
+        sock = f"{where}/redis.sock"
+        args = ("--unixsocket", sock, "--unixsocketperm", "700")
+        binary = server_binary(prefer_path=prefer_path)
+        with EmbeddedServer(binary=binary, persist=False, extra_args=args):
+            yield f"unix://{sock}?db=0"
 
 
 @pytest.fixture

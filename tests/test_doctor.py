@@ -85,6 +85,24 @@ def test_no_store_is_a_failure() -> None:
     assert result.exit_code == 1 and "FAIL store:" in result.output
 
 
+def test_a_check_that_cannot_run_is_a_failure(redis_url: str, redis_client: redis.Redis) -> None:
+    """The dead-letter check meets a key of another type (as it would any Redis error once
+    the store answered: the store going away, an ACL refusing LLEN)."""
+    redis_client.set(dlq.DLQ_KEY, "not a list")
+    try:
+        result = doctor(redis_url)
+    finally:
+        redis_client.delete(dlq.DLQ_KEY)  # the tests without a flushed store after this one
+    assert result.exit_code == 1
+    assert "FAIL dead_letters: dead-letter read failed: WRONGTYPE" in result.output, result.output
+    assert "ok   broker: the store's Redis" in result.output  # the checks after it ran
+
+
+def test_a_store_on_a_unix_socket_is_named_by_its_url(unix_store_url: str) -> None:
+    result = doctor(unix_store_url)
+    assert f"ok   store {unix_store_url}: " in result.output, result.output
+
+
 def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
     """A server of another protocol on the broker's address is no broker."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]

@@ -18,7 +18,7 @@ import redis
 
 from psd import dlq, maintenance
 from psd.cli.context import settings_of
-from psd.cli.ops import tool_broker_url, tool_store
+from psd.cli.ops import tool_broker_url, tool_store, tool_url
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
 from psd.connect import masked
@@ -58,7 +58,7 @@ def _servers(store: Store) -> list[tuple[str, redis.Redis]]:
 
 def server(store: Store, settings: Settings) -> Iterator[Finding]:
     for label, client in _servers(store):
-        label = label or f"store {masked(store_url(store))}: "
+        label = label or f"store {masked(tool_url(settings))}: "
         info = client.info("server")
         name = "valkey" if "valkey_version" in info else "redis"
         version = str(info.get("valkey_version") or info.get("redis_version"))
@@ -93,12 +93,6 @@ def cluster(store: Store, settings: Settings) -> Iterator[Finding]:
             "failover of this primary loses its slots, and writes wait for no copy",
             "warn",
         )
-
-
-def store_url(store: Store) -> str:
-    kw = store.redis.connection_pool.connection_kwargs
-    auth = ":***@" if kw.get("password") else ""
-    return f"redis://{auth}{kw.get('host')}:{kw.get('port')}/{kw.get('db', 0)}"
 
 
 def scripts(store: Store, settings: Settings) -> Iterator[Finding]:
@@ -282,7 +276,7 @@ def diagnose(settings: Settings) -> list[Finding]:
     for check in CHECKS:
         try:
             findings += list(check(store, settings))
-        except redis.RedisError as exc:
+        except (redis.RedisError, PsdError) as exc:  # PsdError: redis_errors' StoreError
             findings.append(Finding("fail", f"{check.__name__}: {exc}"))
     return findings
 

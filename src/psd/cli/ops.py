@@ -55,12 +55,18 @@ def publish_url(data_dir: str, url: str, name: str = URL_FILE) -> Path:
     return path
 
 
-def tool_store(settings: Settings) -> Store:
-    """The store to work on: ``PSD_REDIS_URL``, else a running ``psd up``'s embedded one."""
-    url = settings.redis_url
+def tool_url(settings: Settings) -> str:
+    """The URL of the store to work on: ``PSD_REDIS_URL``, else a running ``psd up``'s
+    embedded one (empty: none)."""
     published = Path(settings.data_dir) / URL_FILE
-    if not url and published.exists():
-        url = published.read_text().strip()
+    if not settings.redis_url and published.exists():
+        return published.read_text().strip()
+    return settings.redis_url
+
+
+def tool_store(settings: Settings) -> Store:
+    """The store of :func:`tool_url`, or a usage error saying why there is none."""
+    url = tool_url(settings)
     if not url:
         raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
     try:
