@@ -135,15 +135,16 @@ def broker_server(request: pytest.FixtureRequest, redis_url: str) -> Iterator[st
 
 @pytest.fixture
 def unix_store_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A server of its own on a unix socket, as ``unix:///path?db=0`` names it (a socket's
-    path is at most 107 bytes: a short directory of its own, not the test's)."""
+    """A server of its own on a unix socket, with a password that has an "@", as
+    ``unix://:p%40ss@/path?db=0`` names it (a socket's path is at most 107 bytes: a short
+    directory of its own, not the test's)."""
     prefer_path = request.config.getoption("--server") == "path"
     with tempfile.TemporaryDirectory(prefix="psd-") as where:
         sock = f"{where}/redis.sock"
         args = ("--unixsocket", sock, "--unixsocketperm", "700")
         binary = server_binary(prefer_path=prefer_path)
-        with EmbeddedServer(binary=binary, persist=False, extra_args=args):
-            yield f"unix://{sock}?db=0"
+        with EmbeddedServer(binary=binary, persist=False, extra_args=args, password="p@ss"):
+            yield f"unix://:p%40ss@{sock}?db=0"
 
 
 @pytest.fixture

@@ -22,7 +22,23 @@ from psd.workers import transport
 from psd.workers.app import celery_config, create_app
 from psd.workers.transport import acks_together
 from tests.support import flush, make_app, redis_broker, running_worker, wait_for
-from tests.test_workers import point, store_url  # noqa: F401 (a fixture)
+from tests.test_workers import T0, point, store_url  # noqa: F401 (a fixture)
+
+
+def test_a_worker_on_a_unix_socket_store_applies_through_its_broker_there(
+    unix_store_url: str,
+) -> None:
+    """broker_url empty: the store's server is the broker, its unix socket named as kombu
+    names it (redis+socket://; kombu has no transport "unix")."""
+    settings = Settings(
+        redis_url=unix_store_url, queue=f"q-{uuid.uuid4().hex[:6]}", batch_ms=50, expire=0
+    )
+    assert celery_config(settings)["broker_url"].startswith("redis+socket://")
+    app = make_app(settings)
+    store = Store.from_url(unix_store_url, settings)
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=10, mode="increment"))
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 10)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from psd import dlq, maintenance
 from psd.cli.main import main
+from psd.connect import default_broker, masked
 from psd.dlq import DeadLetter
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.layout import LAYOUT_KEY
@@ -99,8 +100,20 @@ def test_a_check_that_cannot_run_is_a_failure(redis_url: str, redis_client: redi
 
 
 def test_a_store_on_a_unix_socket_is_named_by_its_url(unix_store_url: str) -> None:
+    """...and the broker its workers use, the same server as kombu names it, answers."""
     result = doctor(unix_store_url)
-    assert f"ok   store {unix_store_url}: " in result.output, result.output
+    assert f"ok   store {masked(unix_store_url)}: " in result.output, result.output
+    broker = masked(default_broker(unix_store_url))
+    assert broker.startswith("redis+socket://:***@/")
+    assert f"ok   broker {broker} answers" in result.output, result.output
+
+
+def test_a_broker_on_a_unix_socket_that_does_not_answer_is_a_failure(
+    redis_url: str, tmp_path: Path
+) -> None:
+    broker = f"redis+socket://{tmp_path}/gone.sock?virtual_host=0"
+    result = doctor(redis_url, PSD_BROKER_URL=broker)
+    assert result.exit_code == 1 and f"FAIL broker {broker}: " in result.output, result.output
 
 
 def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:

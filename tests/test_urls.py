@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from psd.cli.main import main
-from psd.connect import client_from_url, masked
+from psd.connect import client_from_url, default_broker, masked
 from psd.embedded import free_port
 from psd.errors import InvalidInput, StoreError
 from tests.support import psd_command
@@ -95,3 +95,20 @@ def test_psd_migrate_from_a_malformed_url_is_a_usage_error(redis_url: str) -> No
     result = psd({"PSD_REDIS_URL": redis_url}, "migrate", "--from-redis", "oldhost:6379")
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 2 and "--from-redis" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("store", "broker"),
+    [
+        ("redis://:pw@127.0.0.1:6379/0", "redis://:pw@127.0.0.1:6379/0"),
+        ("unix:///run/redis.sock?db=3", "redis+socket:///run/redis.sock?virtual_host=3"),
+        ("unix:///run/redis.sock", "redis+socket:///run/redis.sock?virtual_host=0"),
+        ("unix://:p%40ss@/run/r.sock?db=1", "redis+socket://:p%40ss@/run/r.sock?virtual_host=1"),
+        ("unix:///run/r.sock?password=p@ss", "redis+socket://:p%40ss@/run/r.sock?virtual_host=0"),
+        ("unix://me:pw@/run/r.sock?db=2", "redis+socket://me:pw@/run/r.sock?virtual_host=2"),
+    ],
+)
+def test_the_stores_server_is_the_broker_as_kombu_names_it(store: str, broker: str) -> None:
+    """kombu has no transport "unix": a socket is redis+socket://, its database the virtual
+    host, its credentials before the path (kombu reads none from the query)."""
+    assert default_broker(store) == broker

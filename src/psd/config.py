@@ -124,7 +124,9 @@ class Settings:
         default=100_000,
     )
     broker_url: str = _doc(
-        "Celery broker URL (redis://... or amqp://...); empty: the store's Redis.", default=""
+        "Celery broker URL (redis://..., redis+socket:///path?virtual_host=N or amqp://...); "
+        "empty: the store's Redis (on a unix socket, named redis+socket:// as kombu names it).",
+        default="",
     )
     queue: str = _doc("Celery queue of psd's write tasks.", default="psd")
     batch_size: int = _doc(

@@ -16,7 +16,7 @@ import re
 import socket
 import struct
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import hiredis
 import redis
@@ -102,6 +102,24 @@ def check_url(url: str) -> None:
         raise InvalidInput(f"a unix:// URL names its socket (unix:///path): {masked(url)!r}")
     if parts.scheme != "unix" and not re.fullmatch(r"/?[0-9]*/?", parts.path):
         raise InvalidInput(f"a database is a number, not {parts.path[1:]!r}: {masked(url)!r}")
+
+
+def default_broker(url: str) -> str:
+    """The Celery broker URL of the store's own server (when broker_url is empty): the
+    store's URL as it is, but for a unix socket, which kombu names ``redis+socket://`` (it
+    has no transport "unix"), its database as the virtual host, its credentials before the
+    path (kombu reads none from the query)."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix":
+        return url
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    user = parts.username or query.get("username", "")
+    password = parts.password or query.get("password", "")
+    auth = quote(unquote(user), safe="")
+    if password:
+        auth += ":" + quote(unquote(password), safe="")
+    at = "@" if auth else ""
+    return f"redis+socket://{auth}{at}{parts.path}?virtual_host={query.get('db', '0')}"
 
 
 def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:

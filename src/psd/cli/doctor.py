@@ -15,13 +15,15 @@ from urllib.parse import urlsplit
 
 import click
 import redis
+from kombu.connection import Connection
+from kombu.exceptions import OperationalError
 
 from psd import dlq, maintenance
 from psd.cli.context import settings_of
 from psd.cli.ops import tool_broker_url, tool_store, tool_url
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
-from psd.connect import masked
+from psd.connect import default_broker, masked
 from psd.errors import PsdError
 from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
@@ -209,30 +211,41 @@ def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
 
 
 def broker(store: Store, settings: Settings) -> Iterator[Finding]:
+    """The broker the workers use: PSD_BROKER_URL, else the store's server, as the workers
+    name it (a unix socket's URL is kombu's own, psd.connect.default_broker)."""
     url = tool_broker_url(settings)
     if not url:
-        yield verdict(
-            not store.nodes.cluster,
-            "broker: the store's Redis",
-            "a Redis Cluster cannot be the Celery broker: set PSD_BROKER_URL (amqp://... or a "
-            "redis:// server of its own)",
-        )
-        return
+        store_url = tool_url(settings)
+        url = default_broker(store_url)
+        if store.nodes.cluster or url == store_url:  # the server that has just answered
+            yield verdict(
+                not store.nodes.cluster,
+                "broker: the store's Redis",
+                "a Redis Cluster cannot be the Celery broker: set PSD_BROKER_URL (amqp://... "
+                "or a redis:// server of its own)",
+            )
+            return
+    yield _reach_broker(url)
+
+
+def _reach_broker(url: str) -> Finding:
     parts = urlsplit(url)
     scheme, host = parts.scheme, parts.hostname or "localhost"
     tls = scheme in ("amqps", "pyamqps")
     port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
     try:
-        if scheme.startswith("redis"):
+        if scheme == "redis+socket":  # kombu's own name: reached as the workers reach it
+            with Connection(url, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
+                conn.ensure_connection(max_retries=1, interval_start=0)
+        elif scheme.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=3).ping()
         elif tls:  # reachable is what can be said without a TLS handshake here
             socket.create_connection((host, port), timeout=3).close()
         else:
             _amqp_hello(host, port)
-    except (OSError, ValueError, redis.RedisError) as exc:  # ValueError: no Redis URL
-        yield Finding("fail", f"broker {masked(url)}: {exc}", "start it, or fix PSD_BROKER_URL")
-        return
-    yield Finding("ok", f"broker {masked(url)} answers")
+    except (OSError, ValueError, redis.RedisError, OperationalError) as exc:
+        return Finding("fail", f"broker {masked(url)}: {exc}", "start it, or fix PSD_BROKER_URL")
+    return Finding("ok", f"broker {masked(url)} answers")
 
 
 def _amqp_hello(host: str, port: int) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from psd.cli.ops import BROKER_URL_FILE, publish_url
 from psd.cli.shards import Embedded, refuse_other_store, sharded
 from psd.config import Settings
-from psd.connect import masked
+from psd.connect import default_broker, masked
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
 from psd.keeper import StoreKeeper, keep_all
@@ -121,7 +121,7 @@ def banner(
     settings: Settings, url: str, flower: str | None = None, stores: Embedded | None = None
 ) -> str:
     host, _, port = settings.bind.rpartition(":")
-    broker = settings.broker_url or (stores.broker_url if stores else "") or url
+    broker = settings.broker_url or (stores.broker_url if stores else "") or default_broker(url)
     broker_where = f"  {stores.broker_where}" if stores and stores.broker_url else ""
     return "\n".join(
         [

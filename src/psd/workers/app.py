@@ -16,7 +16,7 @@ from celery import Celery, signals
 from prometheus_client import start_http_server
 
 from psd.config import Settings, load_settings
-from psd.connect import is_cluster_url
+from psd.connect import default_broker, is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
@@ -32,9 +32,10 @@ WORKER_GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from psd's. The broker defaults to the store's server; a
-    Redis Cluster cannot be one (kombu's Redis transport speaks to one server), so with a
-    cluster store the broker must be named."""
+    """Celery settings derived from psd's. The broker defaults to the store's server (a
+    unix socket's as kombu names it, ``default_broker``); a Redis Cluster cannot be one
+    (kombu's Redis transport speaks to one server), so with a cluster store the broker must
+    be named."""
     broker = settings.broker_url
     if not broker and is_cluster_url(settings.redis_url):
         raise InvalidInput(
@@ -42,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "(amqp://... for RabbitMQ, or redis://... for a Redis server of its own)",
             "broker_url",
         )
-    broker = broker or settings.redis_url
+    broker = broker or default_broker(settings.redis_url)
     transport: dict[str, Any] = {
         "visibility_timeout": settings.broker_visibility_timeout,
         # look for messages of dead workers every few seconds, not every ~100 s
