@@ -264,3 +264,92 @@ def test_a_named_import_with_the_store_down_says_so_in_a_line(tmp_path: Path) ->
     assert result.exit_code == 1 and "Error: import failed" in result.output, result.output
     with pytest.raises(StoreError):
         named_import_key(redis.Redis(port=free_port()), "nightly")
+
+
+def csv_export(path: Path, rows: int) -> None:
+    path.write_text(
+        "thing,uid,atid,aid,value,ts1,ts2,mode\n"
+        + "".join(f"steps,1,1,{n},1,{T + n},{T + n},increment\n" for n in range(rows))
+    )
+
+
+@pytest.mark.parametrize("recorded_by", ["this psd", "an earlier psd"])
+def test_a_rerun_in_the_right_format_imports_what_the_wrong_one_refused(
+    redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path, recorded_by: str
+) -> None:
+    """A CSV file without the .csv extension is read as NDJSON, every line refused; run
+    again with --format csv it is imported, not taken for the import already done (an
+    earlier psd recorded no format: nothing was written, so it starts over too)."""
+    path = tmp_path / "export.txt"
+    csv_export(path, 10)
+    assert "0 points imported from 11 lines (0 by an earlier run), 11 rejected" in invoke(
+        redis_url, str(path)
+    )
+    if recorded_by == "an earlier psd":
+        redis_client.hdel(file_key(str(path)), "format")
+    again = invoke(redis_url, str(path), "--format", "csv")
+    assert "10 points imported from 10 lines (0 by an earlier run), 0 rejected" in again
+    assert store.sum(1, "steps", None, T, T + 10) == 10
+
+
+def test_a_rerun_in_another_format_after_points_were_written_is_refused(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "export.csv"
+    csv_export(path, 10)
+    invoke(redis_url, str(path))
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
+    result = CliRunner().invoke(main, ["import", str(path), "--format", "ndjson"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "--format: this import was begun as csv (10 points imported)" in result.output
+    assert "--key NAME" in result.output
+    assert store.sum(1, "steps", None, T, T + 10) == 10
+
+
+def crash_after_one_chunk(store: Store, path: Path, rows: int) -> str:
+    """An import stopped once its first chunk is recorded, its second sent (applied, its
+    progress not recorded): the key of the import."""
+    path.write_text("".join(json.dumps(line(1, n, 1, T + n)) + "\n" for n in range(rows)))
+    key = file_key(str(path))
+
+    def crash(_: object) -> None:
+        raise KeyboardInterrupt
+
+    with path.open("rb") as stream, pytest.raises(KeyboardInterrupt):
+        run_import(store, stream, "ndjson", key, on_chunk=crash)
+    assert store.sum(1, "steps", None, T, T + rows) == 2000
+    return key
+
+
+def test_an_earlier_psds_progress_resumes_in_the_same_format_counting_nothing_twice(
+    redis_client: redis.Redis, store: Store, tmp_path: Path
+) -> None:
+    """Recorded with no format and no chunk's sending time: it goes on as it is."""
+    path = tmp_path / "big.ndjson"
+    key = crash_after_one_chunk(store, path, 2500)
+    redis_client.hdel(key, "format", "sent:2000")
+    with path.open("rb") as stream:
+        summary = run_import(store, stream, "ndjson", key)
+    assert (summary.skipped, summary.points) == (1000, 2500)
+    assert store.sum(1, "steps", None, T, T + 2500) == 2500
+
+
+@pytest.mark.parametrize("answer", ["skip", "resend"])
+def test_a_rerun_later_than_the_window_asks_whether_the_chunk_in_flight_was_applied(
+    redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path, answer: str
+) -> None:
+    """Past idempotency_window psd no longer remembers the chunk it was writing: sent
+    again, it would count twice if it had been applied. The rerun is refused until told;
+    resent, it counts once here (its delivery key is still remembered: the chunk's sending
+    time is set back, the server's memory is not)."""
+    path = tmp_path / "big.ndjson"
+    key = crash_after_one_chunk(store, path, 2500)
+    redis_client.hset(key, "sent:2000", int(time.time()) - 120)
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0", "PSD_IDEMPOTENCY_WINDOW": "60"}
+    refused = CliRunner().invoke(main, ["import", str(path)], env=env)
+    assert refused.exit_code == 1, refused.output
+    assert "--in-flight: lines 1001..2000 were being written" in refused.output
+    assert store.sum(1, "steps", None, T, T + 2500) == 2000
+    done = CliRunner().invoke(main, ["import", str(path), "--in-flight", answer], env=env)
+    assert "2500 points imported from 2500 lines (1000 by an earlier run)" in done.output
+    assert store.sum(1, "steps", None, T, T + 2500) == 2500

@@ -6,9 +6,12 @@ sent while the server applies the one before (psd/sentwrites.py). Once a chunk's
 read, the line it reached is recorded in Redis under the import's key, so an interrupted
 import run again goes on from there; each chunk is written under a delivery key of its own,
 so the chunks that were on their way when the import stopped are not counted twice when
-they are written again (increments; diffadd is idempotent by nature). Invalid lines, and
-points the store refuses as past the retention, are counted, kept with their reasons for the
-summary, and skipped.
+they are written again (increments; diffadd is idempotent by nature) within
+idempotency_window; when each was sent is recorded too, so that a rerun later than that
+asks whether they were applied (:func:`resume`). The progress records the format it reads:
+a rerun in another is not taken for the same import. Invalid lines, and points the store
+refuses as past the retention, are counted, kept with their reasons for the summary, and
+skipped.
 """
 
 from __future__ import annotations
@@ -126,6 +129,66 @@ def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
             yield number, InvalidInput(f"not JSON: {exc}")
 
 
+#: What a rerun does with the chunks an earlier run was writing when it stopped, longer ago
+#: than idempotency_window (``--in-flight``): they were applied, or they were not.
+IN_FLIGHT = ("skip", "resend")
+
+
+def resume(store: Store, key: str, fmt: str, in_flight: str | None = None) -> tuple[int, int]:
+    """Where a run of the import ``key`` in format ``fmt`` starts: the line its earlier runs
+    recorded, and the line reached by the chunks they were writing that ``in_flight`` says
+    were applied (0: none). The format is recorded with the progress: a rerun in another
+    starts over where nothing was written yet (a file read in the wrong format is all
+    refused), and is refused where something was. A progress an earlier psd recorded, with
+    no format, goes on as it is."""
+    progress = _progress(store, key)
+    flights = {int(name[5:]): int(at) for name, at in progress.items() if name[:5] == "sent:"}
+    written = int(progress.get("points", 0)) > 0 or bool(flights)
+    earlier = progress.get("format")
+    if not written and earlier != fmt:
+        progress, flights = {}, {}
+        with redis_errors("import"):
+            store.redis.delete(key, key + ":rejects")
+    elif earlier not in (None, fmt):
+        raise InvalidInput(
+            f"this import was begun as {earlier} ({progress.get('points')} points imported): "
+            f"run it again with --format {earlier} to go on, or under another name "
+            f"(--key NAME) to read the file as {fmt} from its start",
+            "--format",
+        )
+    with redis_errors("import"):
+        store.redis.hset(key, "format", fmt)
+    done = int(progress.get("line", 0))
+    return done, _applied(store, done, flights, in_flight)
+
+
+def _applied(store: Store, done: int, flights: dict[int, int], in_flight: str | None) -> int:
+    """The line the chunks an earlier run was writing reach, if they were applied; 0 if
+    they are to be sent again. Within idempotency_window a chunk sent again counts once (its
+    delivery key is remembered); later than that psd cannot tell whether it was applied,
+    and asks (``in_flight``) rather than count it twice or lose it, as psd migrate warns of
+    its own."""
+    window = store.settings.idempotency_window
+    stale = [line for line, at in flights.items() if line > done and store.now() - at > window]
+    if not stale or in_flight == "resend":
+        return 0
+    if in_flight == "skip":
+        return max(stale)
+    raise InvalidInput(
+        f"lines {done + 1}..{max(stale)} were being written when the import stopped, longer "
+        f"ago than idempotency_window ({window} s): whether they were applied is no longer "
+        "known. Check some of their points (psd query), then run it again with --in-flight "
+        "skip if they were, or --in-flight resend if they were not",
+        "--in-flight",
+    )
+
+
+def _progress(store: Store, key: str) -> dict[str, str]:
+    with redis_errors("import"):
+        found = store.redis.hgetall(key)
+    return {_text(name): _text(value) for name, value in found.items()}
+
+
 def run_import(
     store: Store,
     stream: IO[bytes],
@@ -133,10 +196,11 @@ def run_import(
     key: str,
     mode: str | None = None,
     on_chunk: Callable[[Summary], None] = lambda _: None,
+    in_flight: str | None = None,
 ) -> Summary:
-    """Import every point of ``stream`` past the line recorded under ``key``."""
-    with redis_errors("import"):
-        done = int(store.redis.hget(key, "line") or 0)
+    """Import every point of ``stream`` past the line recorded under ``key`` (where
+    :func:`resume` says to start, or why not to)."""
+    done, applied = resume(store, key, fmt, in_flight)
     summary = Summary()
     chunk = Chunk()
     last = 0
@@ -156,7 +220,7 @@ def run_import(
             field_name = f"{exc.field}: " if exc.field else ""
             chunk.reasons.append(f"line {number}: {field_name}{exc.message}")
         if summary.lines % CHUNK == 0:
-            ahead = _send(store, key, chunk, number)
+            ahead = _send(store, key, chunk, number, applied)
             if sent is not None:
                 _record(store, key, sent)
                 on_chunk(_totals(store, key, summary))
@@ -164,7 +228,7 @@ def run_import(
     if sent is not None:
         _record(store, key, sent)
         on_chunk(_totals(store, key, summary))
-    _record(store, key, _send(store, key, chunk, last))
+    _record(store, key, _send(store, key, chunk, last, applied))
     return _totals(store, key, summary)
 
 
@@ -177,11 +241,14 @@ class Sent:
     write: SentWrite | None
 
 
-def _send(store: Store, key: str, chunk: Chunk, line: int) -> Sent:
-    """Send a chunk's points under a delivery key of its own."""
+def _send(store: Store, key: str, chunk: Chunk, line: int, applied: int) -> Sent:
+    """Send a chunk's points under a delivery key of its own, once recorded as on its way
+    and when (:func:`resume` must know how long ago); one of the chunks an earlier run was
+    writing, said to have been applied (``applied``: the line they reach), is only counted."""
     write = None
-    if chunk.points:
+    if chunk.points and line > applied:
         with redis_errors("import"):
+            store.redis.hset(key, f"sent:{line}", store.now())
             write = store.send_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
     return Sent(chunk, line, write)
 
@@ -204,6 +271,7 @@ def _record(store: Store, key: str, sent: Sent) -> None:
             tx.rpush(key + ":rejects", *chunk.reasons)
             tx.ltrim(key + ":rejects", 0, SHOWN_REJECTS - 1)
         tx.hset(key, "line", line)
+        tx.hdel(key, f"sent:{line}")
         tx.execute()
 
 
@@ -214,8 +282,12 @@ def _totals(store: Store, key: str, summary: Summary) -> Summary:
         reasons = store.redis.lrange(key + ":rejects", 0, -1)
     summary.points, summary.rejected = int(points or 0), int(rejected or 0)
     summary.refused = int(refused or 0)
-    summary.reasons = [r if isinstance(r, str) else r.decode() for r in reasons]
+    summary.reasons = [_text(r) for r in reasons]
     return summary
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode()
 
 
 def file_key(path: str, mode: str | None = None) -> str:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from psd.cli.context import errors_said, settings_of
 from psd.cli.importer import (
     CHUNK,
+    IN_FLIGHT,
     Summary,
     count_lines,
     file_key,
@@ -269,9 +270,20 @@ def count(
     help="Mode of every point [each point's own mode field, else diffadd].",
 )
 @click.option("--key", help="Name of this import, to resume it [from the file; needed for -].")
+@click.option(
+    "--in-flight",
+    type=click.Choice(IN_FLIGHT),
+    help="Only when asked: the lines an earlier run was writing when it stopped, longer ago "
+    "than PSD_IDEMPOTENCY_WINDOW, were applied (skip) or not (resend).",
+)
 @click.pass_context
 def import_points(
-    ctx: click.Context, source: str, fmt: str | None, mode: str | None, key: str | None
+    ctx: click.Context,
+    source: str,
+    fmt: str | None,
+    mode: str | None,
+    key: str | None,
+    in_flight: str | None,
 ) -> None:
     """Bulk-load metric points from NDJSON (one /v1/write object a line) or CSV (a header of
     those field names). Run again after an interruption, it goes on where it stopped."""
@@ -302,7 +314,7 @@ def import_points(
             bar.update(CHUNK, summary)
 
         try:
-            summary = run_import(store, stream, fmt, import_id, mode, progress)
+            summary = run_import(store, stream, fmt, import_id, mode, progress, in_flight)
         except PsdError as exc:
             raise _fail(exc) from exc
     click.echo(
