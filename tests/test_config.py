@@ -99,6 +99,14 @@ def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) ->
     assert refused.value.field == name
 
 
+def test_settings_made_in_code_are_checked_too() -> None:
+    """A service making its own (a Store for its own maintenance runs) gets no maintenance
+    run that looks at no key either."""
+    with pytest.raises(InvalidInput) as refused:
+        Settings(maintenance_keys_per_run=0)
+    assert refused.value.field == "maintenance_keys_per_run"
+
+
 def test_the_zeros_the_settings_describe_are_accepted() -> None:
     zeros = ("EXPIRE", "PENDING_POINTS", "BATCH_MS", "WORKER_METRICS_PORT", "WEB_WORKERS")
     settings = load_settings(environ={f"PSD_{name}": "0" for name in zeros})

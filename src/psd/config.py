@@ -202,6 +202,9 @@ class Settings:
         default=str(Path.home() / ".local" / "share" / "psd"),
     )
 
+    def __post_init__(self) -> None:
+        check_ranges(self)  # made in code too (a service's own), not only loaded
+
     @classmethod
     def docs(cls) -> list[tuple[str, str, str]]:
         """(name, default, description) of every setting."""
@@ -291,9 +294,8 @@ def load_settings(
     for name, allowed in _CHOICES.items():
         if name in coerced and coerced[name] not in allowed:
             raise InvalidInput(f"must be one of {', '.join(allowed)}", name)
-    settings = replace(base, **coerced)
+    settings = replace(base, **coerced)  # its ranges checked as it is made
     check_retention(settings)
-    check_ranges(settings)
     countspread.check(settings.count_spread)
     return settings
 
