@@ -16,6 +16,7 @@ from celery import Celery
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
+from psd.workers.transport import INFLIGHT
 from tests import test_workers
 from tests.support import idle, make_app, running_worker, wait_for
 from tests.test_workers import ROOT, T0, _queue_length, point
@@ -73,13 +74,26 @@ def applied_total(store: Store, users: int) -> int:
     return sum(store.sum(uid, "steps", None, T0, T0 + 10_000) for uid in range(users))
 
 
+def waiting(settings: Settings) -> int:
+    """Messages in the queue, and on a Redis broker those a dead worker left in its in-flight
+    list (psd/workers/transport.py), which go back to the queue later."""
+    count = _queue_length(settings)
+    if settings.broker_url.startswith("redis"):
+        broker = redis.Redis.from_url(settings.broker_url)
+        try:
+            count += int(broker.llen(settings.queue + INFLIGHT))
+        finally:
+            broker.close()
+    return count
+
+
 def nothing_to_deliver(settings: Settings) -> bool:
-    """On a Redis broker: the queue is empty and no message is held unacknowledged (kombu's
-    ``unacked`` hash, whence a dead worker's messages are restored to the queue), so no
-    delivery is left to come; a message lost by a kill (see below) never arrives, and waiting
-    for it would only run out the clock. On RabbitMQ a consumer's unacknowledged messages are
-    not in the queue's count: there, only every point applied says the stream is done."""
-    if not settings.broker_url.startswith("redis") or _queue_length(settings) != 0:
+    """On a Redis broker: the queue and its in-flight list are empty and no message is held
+    unacknowledged (kombu's ``unacked`` hash, whence a dead worker's messages are restored to
+    the queue), so no delivery is left to come. On RabbitMQ a consumer's unacknowledged
+    messages are not in the queue's count: there, only every point applied says the stream
+    is done."""
+    if not settings.broker_url.startswith("redis") or waiting(settings) != 0:
         return False
     broker = redis.Redis.from_url(settings.broker_url)
     try:
@@ -132,10 +146,10 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
         # worker has gone: once a stopped worker leaves the queue empty, nothing is left to
         # be delivered again, and the total is final
         for _ in range(5):
-            wait_for(lambda: _queue_length(settings) == 0, 30)
+            wait_for(lambda: waiting(settings) == 0, 30)
             worker.terminate()
             worker.wait(30)
-            if _queue_length(settings) == 0:
+            if waiting(settings) == 0:
                 return applied_total(store, users)
             worker = start()
         raise AssertionError("the queue never drained")
