@@ -62,3 +62,6 @@ def test_points_refused_for_a_limit_fail_the_run(old: redis.Redis, store: Store)
     assert result.exit_code == 1, result.output
     refused = (8000 * 2**40 - kept) // 2**40
     assert f"refused by the store {refused}" in result.output
+    again = cli(replace(store.settings, redis_url=url_of(store.redis)), "--from-redis", url_of(old))
+    assert again.exit_code == 1, again.output  # complete, with what it could not migrate
+    assert f"{refused} points were not migrated" in again.output

@@ -25,6 +25,8 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Mi
     progress = migration.progress
     if progress and progress.complete:
         echo(f"psd migrate: already complete ({PROGRESS}); delete it to migrate again")
+        if progress.failed:
+            echo(f"psd migrate: {progress.failed} points were not migrated (see that run)")
         return migration.summary
     if progress and progress.started:
         echo(f"psd migrate: resuming at SCAN cursor {progress.cursor}")
@@ -107,4 +109,5 @@ def migrate_command(
     summary = _run(migration, click.echo, dry_run)
     for line in summary.lines(dry_run):
         click.echo(line)
-    ctx.exit(1 if summary.failed else 0)
+    earlier = migration.progress.failed if migration.progress else 0
+    ctx.exit(1 if summary.failed or earlier else 0)

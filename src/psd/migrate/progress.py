@@ -18,7 +18,7 @@ from psd.errors import InvalidInput
 
 PROGRESS = "psd:migrate:progress"
 #: Progress fields that are no unit's or old key's: kept when a SCAN page is done.
-SCALARS = ("source", "cursor", "started", "updated", "complete")
+SCALARS = ("source", "cursor", "started", "updated", "complete", "failed")
 
 
 def describe(client: redis.Redis) -> str:
@@ -60,6 +60,12 @@ class Progress:
         return "complete" in self.fields
 
     @property
+    def failed(self) -> int:
+        """Points no run could migrate (refused by the store, or past ±2^40): a rerun of a
+        complete migration says so, and fails as the run that met them did."""
+        return int(self.fields.get("failed", 0))
+
+    @property
     def started(self) -> bool:
         return "cursor" in self.fields
 
@@ -94,9 +100,12 @@ class Progress:
         self._hset({f"key:{k}": "1" for k in keys}, [f"flight:{k}" for k in keys])
         self.done_keys.update(keys)
 
-    def finished_unit(self, unit: str) -> None:
+    def finished_unit(self, unit: str, failed: int = 0) -> None:
         stale = [k for k in self.fields if k.startswith(("key:", "flight:"))]
-        self._hset({f"done:{unit}": "1"}, stale)
+        mapping = {f"done:{unit}": "1"}
+        if failed:
+            mapping["failed"] = str(self.failed + failed)
+        self._hset(mapping, stale)
         self.done_keys.clear()
 
     def next_page(self, cursor: int) -> None:

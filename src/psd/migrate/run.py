@@ -202,9 +202,11 @@ class Migration:
             self.summary.users.add(series.uid)
         else:
             self.summary.counters.add(series.thing)
+        failed = self.summary.refused + self.summary.too_large
         self._write_unit(tree)
         if self.progress:
-            self.progress.finished_unit(name)
+            failed = self.summary.refused + self.summary.too_large - failed
+            self.progress.finished_unit(name, failed)
 
     def _write_unit(self, tree: Subtree) -> None:
         """Write the unit's points, whole old keys at a time (a delivery split across two
