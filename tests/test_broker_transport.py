@@ -204,3 +204,40 @@ def test_a_consumer_killed_between_taking_a_message_and_recording_it_loses_nothi
         assert wait_for(lambda: store.sum(9, "steps", None, ts, ts) == 5, 60)
         assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 0, 10)
     assert store.sum(9, "steps", None, ts, ts) == 5
+
+
+def test_a_broker_that_refuses_blmove_is_taken_from_as_kombu_does(store_url: str) -> None:
+    """A broker before Redis 6.2, or whose ACL or config withholds BLMOVE: the worker takes
+    its messages with kombu's BRPOP, and applies them."""
+    no_blmove = ("--rename-command", "BLMOVE", "")
+    with EmbeddedServer(
+        binary=server_binary(prefer_path=True), persist=False, extra_args=no_blmove
+    ) as broker:
+        settings = Settings(redis_url=store_url, broker_url=broker.url, queue="q-no-blmove")
+        app = make_app(settings)
+        store = Store.from_url(store_url, settings)
+        flush(store_url)
+        ts = int(time.time()) - 60
+        app.tasks["psd.write_metric"].delay(**point(uid=4, value=3, ts=ts, mode="increment"))
+        with running_worker(app):
+            assert wait_for(lambda: store.sum(4, "steps", None, ts, ts) == 3, 30)
+
+
+def test_a_message_that_cannot_be_delivered_is_not_given_back_for_ever(
+    broker_server: str,
+) -> None:
+    """A message kombu cannot read (not JSON): the error is kombu's, as on its own transport,
+    and the message leaves the in-flight list, not to come back after every timeout."""
+    broker = redis_broker(broker_server, 8)
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    app = create_app(Settings(redis_url=broker_server, broker_url=broker, queue=queue))
+    client = redis.Redis.from_url(broker)
+    client.lpush(queue, b"not json")
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        channel.basic_consume(queue, False, lambda message: None, "reader")
+        channel.client.connection = channel.client.connection_pool.get_connection()
+        channel._brpop_start(timeout=1)
+        with pytest.raises(ValueError):
+            channel._brpop_read()
+    assert (client.llen(queue), client.llen(queue + transport.INFLIGHT)) == (0, 0)

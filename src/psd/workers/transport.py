@@ -48,6 +48,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ResponseError
 
 from psd.scripts import source
 
@@ -80,7 +81,10 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     """kombu's unacked records, with acknowledgements gathered by :func:`acks_together`, and a
     message taken into its queue's in-flight list taken off it as it is recorded."""
 
+    _give_back: Any = None
+
     def append(self, message: Any, delivery_tag: str) -> None:
+        """kombu 5.7's ``QoS.append``, with the LREM in its round trip."""
         moved = self.channel._moved
         if moved is None:
             return super().append(message, delivery_tag)  # type: ignore[no-any-return]
@@ -98,18 +102,18 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         super().restore_visible(start, num, interval)
         if (self._vrestore_count - 1) % (interval or 1):
             return  # kombu's throttle: not this time
-        channel = self.channel
-        with channel.conn_or_acquire() as client:
-            try:
-                with kombu_redis.Mutex(
-                    client, self.unacked_mutex_key + INFLIGHT, self.unacked_mutex_expire
-                ):
-                    for queue in channel.active_queues:
-                        keys = [queue + INFLIGHT, queue + INFLIGHT + SEEN, queue]
-                        args = [int(time.time()), self.visibility_timeout]
-                        client.eval(source("broker_inflight"), len(keys), *keys, *args)
-            except kombu_redis.MutexHeld:
-                pass
+        # kombu asks one channel of the connection: every channel's queue is looked at
+        poller = getattr(self.channel.connection, "cycle", None)
+        channels = getattr(poller, "_channels", None) or [self.channel]
+        queues = {q for ch in channels if (q := getattr(ch, "moving_queue", lambda: None)())}
+        if not queues:
+            return
+        with self.channel.conn_or_acquire() as client:
+            if self._give_back is None:  # psd/lua/broker_inflight.lua, by EVALSHA
+                self._give_back = client.register_script(source("broker_inflight"))
+            for queue in sorted(queues):  # atomic: workers may run it side by side
+                keys = [queue + INFLIGHT, queue + INFLIGHT + SEEN, queue]
+                self._give_back(keys, [int(time.time()), self.visibility_timeout], client)
 
     def ack(self, delivery_tag: str) -> None:
         pipes = getattr(_gathering, "pipes", None)
@@ -133,12 +137,22 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
     #: (in-flight list, message) of the message just taken, until QoS.append records it
     _moved: tuple[str, bytes] | None = None
 
-    def _brpop_start(self, timeout: float | None = None) -> None:
+    #: False once the broker refused BLMOVE (before Redis 6.2, or an ACL): kombu's BRPOP
+    blmove = True
+
+    def moving_queue(self) -> str | None:
+        """The queue this channel takes messages of with BLMOVE: its one queue, where it has
+        one, of one priority and no key prefix, and the broker has the command."""
         queues = self.active_queues
         if len(queues) != 1 or self.global_keyprefix or list(self.priority_steps) != [0]:
+            return None
+        return queues[0] if self.blmove else None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queue = self.moving_queue()
+        if queue is None:
             self._moving = None
             return super()._brpop_start(timeout)  # type: ignore[no-any-return]
-        queue = queues[0]
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         self._moving = queue
@@ -158,15 +172,23 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors:
                 self.client.connection.disconnect()  # as kombu's: the next poll reconnects
                 raise
+            except ResponseError as exc:  # no BLMOVE here: the next poll takes as kombu does
+                self.blmove = False
+                log.warning(
+                    "the broker refuses BLMOVE (%s): a killed worker may lose a message", exc
+                )
+                raise Empty() from exc
             if not item:
                 raise Empty()
             self._moved = (queue + INFLIGHT, item)
             try:
                 self.connection._deliver(loads(bytes_to_str(item)), queue)
-                if self._moved is not None:  # not recorded: a consumer without acks
-                    self.client.lrem(queue + INFLIGHT, 1, item)
             finally:
-                self._moved = None
+                # not recorded: a consumer without acks, or a message that could not be
+                # delivered (kombu's error, as kombu's own transport raises it), never given back
+                if self._moved is not None:
+                    self._moved = None
+                    self.client.lrem(queue + INFLIGHT, 1, item)
             return True
         finally:
             self._in_poll = None
