@@ -339,9 +339,10 @@ def test_a_rerun_later_than_the_window_asks_whether_the_chunk_in_flight_was_appl
     redis_url: str, redis_client: redis.Redis, store: Store, tmp_path: Path, answer: str
 ) -> None:
     """Past idempotency_window psd no longer remembers the chunk it was writing: sent
-    again, it would count twice if it had been applied. The rerun is refused until told;
-    resent, it counts once here (its delivery key is still remembered: the chunk's sending
-    time is set back, the server's memory is not)."""
+    again, it would count twice if it had been applied. The rerun is refused until told:
+    skipped, the chunk counts as applied; resent, it is written again (the server's record
+    of its delivery is deleted here, as the window would have: it counts twice, as this
+    chunk was applied, which is why psd asks)."""
     path = tmp_path / "big.ndjson"
     key = crash_after_one_chunk(store, path, 2500)
     redis_client.hset(key, "sent:2000", int(time.time()) - 120)
@@ -350,6 +351,8 @@ def test_a_rerun_later_than_the_window_asks_whether_the_chunk_in_flight_was_appl
     assert refused.exit_code == 1, refused.output
     assert "--in-flight: lines 1001..2000 were being written" in refused.output
     assert store.sum(1, "steps", None, T, T + 2500) == 2000
+    if answer == "resend":
+        redis_client.delete(*redis_client.keys("{1}:once*"))  # forgotten, as past the window
     done = CliRunner().invoke(main, ["import", str(path), "--in-flight", answer], env=env)
     assert "2500 points imported from 2500 lines (1000 by an earlier run)" in done.output
-    assert store.sum(1, "steps", None, T, T + 2500) == 2500
+    assert store.sum(1, "steps", None, T, T + 2500) == {"skip": 2500, "resend": 3500}[answer]
