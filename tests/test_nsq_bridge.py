@@ -90,7 +90,11 @@ class Bridge:
 
 @contextmanager
 def running_bridge(
-    settings: Settings, nsqd: FakeNsqd, log: Path, via_lookupd: bool = False
+    settings: Settings,
+    nsqd: FakeNsqd,
+    log: Path,
+    via_lookupd: bool = False,
+    also: FakeNsqd | None = None,
 ) -> Iterator[Bridge]:
     """``python -m psd.workers.nsq_bridge`` configured only through ``PSD_*``, as psd's CLI runs
     it; yields once it is subscribed and ready for messages."""
@@ -106,17 +110,24 @@ def running_bridge(
     if via_lookupd:
         env["PSD_NSQLOOKUPDS"] = nsqd.lookupd_address
     else:
-        env["PSD_NSQD_TCP_ADDRESSES"] = nsqd.tcp_address
+        servers = [nsqd, also] if also else [nsqd]
+        env["PSD_NSQD_TCP_ADDRESSES"] = ",".join(server.tcp_address for server in servers)
     command = [sys.executable, "-m", "psd.workers.nsq_bridge"]
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
     bridge = Bridge(process, log)
     try:
-        assert nsqd.wait(lambda: nsqd.consumers() > 0 or process.poll() is not None)
+        for server in (nsqd, also) if also else (nsqd,):
+            assert server.wait(lambda s=server: s.consumers() > 0 or process.poll() is not None)
         assert process.poll() is None, bridge.output()
         yield bridge
     finally:
         bridge.stop()
+
+
+def key(nsqd: FakeNsqd, message_id: str) -> str:
+    """A message's delivery key: the address the bridge reads its nsqd at, and its id."""
+    return f"nsq-{nsqd.tcp_address}-{message_id}"
 
 
 def queued_tasks(settings: Settings) -> list[tuple[str, str, dict[str, Any]]]:
@@ -147,7 +158,7 @@ def test_messages_found_through_nsqlookupd_are_finished_once_queued_then_applied
         # no worker runs: a FINished message's task must be waiting in the broker
         tasks = {task_id: (name, kwargs) for task_id, name, kwargs in queued_tasks(bridge_settings)}
         assert tasks == {
-            f"nsq-{metric_id}": (
+            key(nsqd, metric_id): (
                 "psd.write_metric",
                 {
                     "thing": "steps",
@@ -158,12 +169,12 @@ def test_messages_found_through_nsqlookupd_are_finished_once_queued_then_applied
                     "ts1": T0,
                     "ts2": T0,
                     "mode": "diffadd",
-                    "idempotency_key": f"nsq-{metric_id}",
+                    "idempotency_key": key(nsqd, metric_id),
                 },
             ),
-            f"nsq-{count_id}": (
+            key(nsqd, count_id): (
                 "psd.write_count",
-                {"thing": "signup", "value": 3, "ts": T0, "idempotency_key": f"nsq-{count_id}"},
+                {"thing": "signup", "value": 3, "ts": T0, "idempotency_key": key(nsqd, count_id)},
             ),
         }
         nsqd.heartbeat()
@@ -186,7 +197,7 @@ def test_with_the_broker_down_a_message_is_requeued_and_applied_once_it_is_back(
         assert nsqd.wait(lambda: len(nsqd.requeued) >= 2), bridge.output()
         assert nsqd.finished == []
         assert nsqd.requeued[:2] == [(message_id, 5000), (message_id, 10000)]
-        assert f"nsq-{message_id} requeued for 5 s" in bridge.output()
+        assert f"{key(nsqd, message_id)} requeued for 5 s" in bridge.output()
         broker = EmbeddedServer(binary=server_binary(prefer_path=True), port=port, persist=False)
         with broker, running_worker(make_app(settings)):
             assert nsqd.wait(lambda: nsqd.finished == [message_id], 40), bridge.output()
@@ -206,7 +217,7 @@ def test_a_message_delivered_twice_counts_once(
             nsqd.redeliver(message_id)
         assert nsqd.wait(lambda: sorted(nsqd.finished) == sorted(ids * 2)), bridge.output()
     queued = queued_tasks(bridge_settings)
-    assert sorted(task_id for task_id, _, _ in queued) == sorted(f"nsq-{i}" for i in ids * 2)
+    assert sorted(task_id for task_id, _, _ in queued) == sorted(key(nsqd, i) for i in ids * 2)
     assert all(kwargs["idempotency_key"] == task_id for task_id, _, kwargs in queued)
 
     def applied() -> tuple[int, int]:
@@ -216,6 +227,23 @@ def test_a_message_delivered_twice_counts_once(
         assert wait_for(lambda: applied() == (5, 10))
         assert wait_for(lambda: unsettled(bridge_settings) == 0)
     assert applied() == (5, 10)
+
+
+def test_two_nsqd_s_messages_of_one_id_each_count(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """nsqd's ids are unique only within one nsqd (two on one host share a node id by
+    default): two messages of one id from two nsqd are two deliveries, each applied."""
+    log = tmp_path / "bridge.log"
+    with FakeNsqd() as other, running_bridge(bridge_settings, nsqd, log, also=other) as b:
+        ids = [nsqd.publish(count(value=5)), other.publish(count(value=7))]
+        assert ids[0] == ids[1]
+        assert nsqd.wait(lambda: nsqd.finished == ids[:1]), b.output()
+        assert other.wait(lambda: other.finished == ids[1:]), b.output()
+    with running_worker(make_app(bridge_settings)):
+        assert wait_for(lambda: store.count("signup", T0, T0) == 12)
+        assert wait_for(lambda: unsettled(bridge_settings) == 0)
+    assert store.count("signup", T0, T0) == 12
 
 
 MALFORMED = [  # body, the kind of its dead letter, a part of the reason
@@ -240,16 +268,16 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_finished(
         good = [nsqd.publish(count(value=2)), nsqd.publish(metric(value=-(2**40)))]
         assert nsqd.wait(lambda: len(nsqd.finished) == len(ids) + 2), bridge.output()
     letters = {letter.delivery: letter for letter in dlq.list_letters(store.redis)}
-    assert set(letters) == {f"nsq-{message_id}" for message_id in ids}
+    assert set(letters) == {key(nsqd, message_id) for message_id in ids}
     for message_id, (body, kind, reason) in zip(ids, MALFORMED, strict=True):
-        letter = letters[f"nsq-{message_id}"]
+        letter = letters[key(nsqd, message_id)]
         assert (letter.kind, letter.source) == (kind, "nsq")
         assert reason in letter.reason
         if kind != "message":  # the point itself, so that psd dlq retry can apply it
             assert letter.payload == json.loads(body)[kind]
-    assert letters[f"nsq-{ids[0]}"].payload == "{oops"
+    assert letters[key(nsqd, ids[0])].payload == "{oops"
     queued = {task_id for task_id, _, _ in queued_tasks(bridge_settings)}
-    assert queued == {f"nsq-{message_id}" for message_id in good}
+    assert queued == {key(nsqd, message_id) for message_id in good}
     assert nsqd.requeued == []
 
 
@@ -266,12 +294,12 @@ def test_points_past_the_retention_are_dead_lettered_with_the_reason_and_finishe
         fresh = nsqd.publish(metric(ts1=now, ts2=now))
         assert nsqd.wait(lambda: len(nsqd.finished) == 3), bridge.output()
     letters = {letter.delivery: letter for letter in dlq.list_letters(store.redis)}
-    assert set(letters) == {f"nsq-{old_metric}", f"nsq-{old_count}"}
-    assert letters[f"nsq-{old_metric}"].reason.startswith("ts2: past the retention")
-    assert "raise expire or retention_year" in letters[f"nsq-{old_metric}"].reason
-    assert "count_expire" in letters[f"nsq-{old_count}"].reason
-    assert letters[f"nsq-{old_count}"].kind == "count"
-    assert [task_id for task_id, _, _ in queued_tasks(default)] == [f"nsq-{fresh}"]
+    assert set(letters) == {key(nsqd, old_metric), key(nsqd, old_count)}
+    assert letters[key(nsqd, old_metric)].reason.startswith("ts2: past the retention")
+    assert "raise expire or retention_year" in letters[key(nsqd, old_metric)].reason
+    assert "count_expire" in letters[key(nsqd, old_count)].reason
+    assert letters[key(nsqd, old_count)].kind == "count"
+    assert [task_id for task_id, _, _ in queued_tasks(default)] == [key(nsqd, fresh)]
     assert nsqd.requeued == []
 
 
@@ -290,7 +318,7 @@ def test_with_the_store_down_a_malformed_message_is_requeued_until_its_letter_is
             with redis.Redis.from_url(server.url) as client:
                 letters = dlq.list_letters(client)
     assert [(letter.delivery, letter.payload) for letter in letters] == [
-        (f"nsq-{message_id}", "{oops")
+        (key(nsqd, message_id), "{oops")
     ]
 
 
@@ -310,8 +338,8 @@ def test_sigterm_finishes_what_was_published_and_exits_cleanly(
     assert nsqd.wait(lambda: nsqd.connections() == 0)
     # every task published was FINished before the exit, and nothing else was
     published = sorted(task_id for task_id, _, _ in queued_tasks(bridge_settings))
-    assert published == sorted(f"nsq-{message_id}" for message_id in nsqd.finished)
+    assert published == sorted(key(nsqd, message_id) for message_id in nsqd.finished)
     with running_bridge(bridge_settings, nsqd, tmp_path / "second.log") as again:
         assert nsqd.wait(lambda: len(set(nsqd.finished)) == total), again.output()
     published = sorted(task_id for task_id, _, _ in queued_tasks(bridge_settings))
-    assert published == sorted(f"nsq-{message_id}" for message_id in ids)
+    assert published == sorted(key(nsqd, message_id) for message_id in ids)

@@ -53,8 +53,21 @@ TaskCall = tuple[str, MetricPoint | CountPoint]
 
 def delivery_key(message: nsq.Message) -> str:
     """The key of a message, the same on every delivery of it: the task's id and idempotency
-    key, and the dead letter's delivery."""
-    return "nsq-" + str(message.id, "ascii")
+    key, and the dead letter's delivery. Its nsqd's address and its id (an id is unique only
+    within its nsqd: :class:`Reader`)."""
+    return f"nsq-{getattr(message, 'nsqd', '')}-{str(message.id, 'ascii')}"
+
+
+class Reader(nsq.Reader):  # type: ignore[misc]
+    """pynsq's reader, each message told which nsqd it came from. nsqd makes a message's id
+    of a clock, a counter and its node id, which defaults to a hash of the host's name: two
+    nsqd of one host (or of two hosts, one time in 1,024) give two messages one id, and the
+    second was taken for a redelivery of the first. A message is delivered again only by
+    the nsqd that has it, at the address the reader knows it by."""
+
+    def _handle_message(self, conn: Any, message: nsq.Message) -> Any:
+        message.nsqd = str(conn)
+        return super()._handle_message(conn, message)
 
 
 def read_message(body: bytes, delivery: str) -> TaskCall | DeadLetter:
@@ -187,7 +200,7 @@ async def serve(settings: Settings) -> None:
     else:
         source = f"nsqlookupd {', '.join(settings.nsqlookupds)}"
         addresses = {"lookupd_http_addresses": list(settings.nsqlookupds)}
-    reader = nsq.Reader(
+    reader = Reader(
         topic=settings.nsq_topic,
         channel=settings.nsq_channel,
         message_handler=bridge.handle,
