@@ -51,7 +51,13 @@ class FastPath:
             return api.guarded(api.query, *parts[3:])
         if method != "POST":
             return None
-        if route == "write" and n == 3 and parts[1] == "v1" and not environ.get("QUERY_STRING"):
+        if (
+            route == "write"
+            and n == 3
+            and parts[1] == "v1"
+            and not environ.get("QUERY_STRING")
+            and "HTTP_IDEMPOTENCY_KEY" not in environ  # Flask reads and checks it
+        ):
             body = self.body(environ)
             return body if isinstance(body, Reply) or body is None else api.guarded(api.write, body)
         if route == "mumt_query" and n == 6:

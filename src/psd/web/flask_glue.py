@@ -42,6 +42,22 @@ def request_body(cache: bool = False) -> bytes:
     return data
 
 
+#: Most characters of an ``Idempotency-Key`` header.
+KEY_MOST = 200
+
+
+def idempotency_key() -> str:
+    """The request's ``Idempotency-Key`` header, "" without one: the request's points are
+    recorded under it, as a task's under its ``idempotency_key``, so that the same request
+    sent again (a retry after no answer) counts once."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return ""
+    if not 0 < len(key) <= KEY_MOST or not key.isascii() or not key.isprintable():
+        raise InvalidInput(f"must be 1 to {KEY_MOST} printable ASCII characters", "Idempotency-Key")
+    return key
+
+
 def form_fields() -> dict[str, str]:
     """The request's form (a repeated field: its first value), as the fast path reads one:
     a body that is not UTF-8 is refused, where Werkzeug would read no field of it (and the

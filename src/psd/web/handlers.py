@@ -123,22 +123,23 @@ class Api:
     def ping(self) -> Reply:
         return as_json({"pong": "OK"})
 
-    def write(self, body: bytes) -> Reply:
-        """A point kept only at coarser levels is still "ok", as the original answered."""
+    def write(self, body: bytes, key: str = "") -> Reply:
+        """A point kept only at coarser levels is still "ok", as the original answered (and
+        one whose ``key``, an ``Idempotency-Key``, was applied before)."""
         try:
             point = parse_metric(decode_json(body))
         except InvalidInput as exc:
             _REJECTED_HTTP.inc()
             raise WriteRejected(exc.message, exc.field) from exc
         try:
-            self.store.write_metric(point)
+            self.store.write_metric(point, key)
         except Refused as exc:
             rejected("http", exc)
             raise
         TALLY.add(_POINTS_HTTP)
         return text("ok")
 
-    def write_async(self, body: bytes) -> Reply:
+    def write_async(self, body: bytes, key: str = "") -> Reply:
         """``POST /v1/write?async=1``: one point or a JSON array of points, validated here
         (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``."""
         try:
@@ -158,7 +159,7 @@ class Api:
             points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many))
         except InvalidInput as exc:
             raise WriteRejected(exc.message, exc.field) from exc
-        return as_json({"queued": self.queue(points, lone=not many)}, 202)
+        return as_json({"queued": self.queue(points, lone=not many, key=key)}, 202)
 
     def accept(self, raw: Sequence[Any], entry: str, locate: Locate) -> list[MetricPoint]:
         """Points parsed and checked against the retention, all or none: the first at fault
@@ -179,20 +180,22 @@ class Api:
             raise locate(exc, exc.index) from exc
         return points
 
-    def queue(self, points: Sequence[MetricPoint], lone: bool = False) -> int:
+    def queue(self, points: Sequence[MetricPoint], lone: bool = False, key: str = "") -> int:
         """Hand accepted points to the workers: all as one ``psd.write_metrics`` message, or
-        a ``lone`` point as ``psd.write_metric``. Returns how many were queued."""
+        a ``lone`` point as ``psd.write_metric``, under the request's ``key`` where it has
+        one. Returns how many were queued."""
+        keyed = {"idempotency_key": key} if key else {}
         if lone:
-            self.enqueue("psd.write_metric", asdict(points[0]))
+            self.enqueue("psd.write_metric", {**asdict(points[0]), **keyed})
         else:
-            self.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points]})
+            self.enqueue("psd.write_metrics", {"points": [asdict(p) for p in points], **keyed})
         POINTS.labels("http_async").inc(len(points))
         return len(points)
 
-    def count(self, body: bytes) -> Reply:
+    def count(self, body: bytes, key: str = "") -> Reply:
         try:
             point = parse_count(decode_json(body))
-            self.store.write_count(point)
+            self.store.write_count(point, key)
         except InvalidInput as exc:
             rejected("http_count", exc)
             raise

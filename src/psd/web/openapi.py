@@ -22,7 +22,7 @@ from werkzeug.datastructures import MultiDict
 from psd.errors import PsdError
 from psd.web.auth import OPEN
 from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
-from psd.web.flask_glue import request_body, respond
+from psd.web.flask_glue import KEY_MOST, request_body, respond
 from psd.web.legacy import OPERATIONS as LEGACY
 from psd.web.legacy import LegacyOperation
 
@@ -42,6 +42,17 @@ ERRORS = {
 
 #: How a request presents an API token (psd/web/auth.py).
 BEARER = {"type": "http", "scheme": "bearer", "description": "PSD_API_TOKENS: read or write"}
+
+
+#: The write routes that take an ``Idempotency-Key`` header (psd/web/flask_glue.py).
+KEYED = frozenset({"/v1/write", "/v1/count", "/v3/write"})
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the request's points are recorded under it: sent again, they count once",
+    "schema": {"type": "string", "minLength": 1, "maxLength": KEY_MOST, "pattern": "^[ -~]+$"},
+}
 
 
 class Strict(BaseModel):
@@ -191,6 +202,8 @@ class Contract:
                 if op.method == "get"
                 else {"requestBody": {"required": True, "content": content(op.body)}}
             )
+            if op.path in KEYED:
+                inputs["parameters"] = [IDEMPOTENCY_KEY]
             paths.setdefault(op.path, {})[op.method] = {
                 "operationId": op.name,
                 "summary": op.summary,
@@ -281,7 +294,9 @@ def _legacy(
         "operationId": op.name,
         "summary": op.summary,
         "tags": [op.path.split("/")[1] if op.path.startswith("/v") else "operations"],
-        "parameters": _parameters(op.params, "path") + _parameters(op.query, "query"),
+        "parameters": _parameters(op.params, "path")
+        + _parameters(op.query, "query")
+        + ([IDEMPOTENCY_KEY] if op.path in KEYED else []),
         "responses": {**answers, **errors},
     }
     if op.form is not None:

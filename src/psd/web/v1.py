@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
+from psd.errors import InvalidInput
 from psd.forms import (
     CountPath,
     Form,
@@ -17,7 +18,7 @@ from psd.forms import (
 )
 from psd.model import CountIn, MetricIn
 from psd.web.errors import WriteRejected
-from psd.web.flask_glue import answer, form_fields, request_body
+from psd.web.flask_glue import answer, form_fields, idempotency_key, request_body
 from psd.web.legacy import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -61,13 +62,21 @@ def metrics() -> Response:
 )
 def write() -> Response:
     """Write one metric point (async: one point or an array, validated now, queued)."""
-    body = request_body()
+    body, key = request_body(), keyed()
     flag = request.args.get("async", "0").strip().lower()
     if flag in ("1", "true"):
-        return answer("write_async", body)
+        return answer("write_async", body, key)
     if flag not in ("", "0", "false"):  # "False" (what clients send for False), "no" ...
         raise WriteRejected(f"must be 1, true, 0 or false, got {flag[:20]!r}", "async")
-    return answer("write", body)
+    return answer("write", body, key)
+
+
+def keyed() -> str:
+    """The request's ``Idempotency-Key``; a bad one refused as a bad point is (406)."""
+    try:
+        return idempotency_key()
+    except InvalidInput as exc:
+        raise WriteRejected(exc.message, exc.field) from exc
 
 
 @route(
@@ -80,7 +89,7 @@ def write() -> Response:
 )
 def count_write() -> Response:
     """Add to a global counter (psd's addition to the original)."""
-    return answer("count", request_body())
+    return answer("count", request_body(), keyed())
 
 
 @route(bp, "get", "/v1/query/<uid>/<thing>/<atid>/<ts1>/<ts2>", SUM, READ_ERRORS, params=QueryPath)

@@ -24,7 +24,7 @@ from psd.metrics import POINTS, REJECTED
 from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
-from psd.web.flask_glue import api
+from psd.web.flask_glue import api, idempotency_key
 from psd.web.openapi import Contract, Shaped
 from psd.web.v3_models import (
     Answered,
@@ -258,13 +258,13 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     one that would take a counter past a limit (psd/lua/limits.lua) is refused alone, its result
     saying why, and the others are written (in script calls of ``WRITE_BATCH`` points: one
     call for a whole request would hold the server for up to 10,000 points)."""
-    handlers = api()
+    handlers, key = api(), idempotency_key()
     raw = [point.model_dump(exclude_none=True) for point in body.points]
     entry = "http_async" if body.queued else "http"
     points = handlers.accept(raw, entry, in_points)
     if body.queued:
-        return QueuedOut(queued=handlers.queue(points)), 202
-    results = handlers.store.write_metrics(points)
+        return QueuedOut(queued=handlers.queue(points, key=key)), 202
+    results = handlers.store.write_metrics(points, [key] * len(points) if key else None)
     refused = sum(r.status == "refused" for r in results)
     REJECTED.labels("http", "limit").inc(refused)
     POINTS.labels("http").inc(len(points) - refused)
