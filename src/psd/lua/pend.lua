@@ -74,28 +74,20 @@ end
 -- change: the activity has no state (its field in the user's acts) and no point in the log
 -- (the start of its entries of either kind: a log may hold both, pending.lua; a point of
 -- another activity could only hold it by chance: then it goes the direct way, answered the
--- same), and no window starts where the compaction dropped activities or a lapsed state
--- ended (the user's "0:c" and "0:e", record.lua: one of those sent again goes the direct
--- way, where it is stale); a user with counters and no state goes that way too. A diffadd
+-- same), and no window starts where the compaction dropped activities (the user's "0:c",
+-- record.lua: one of those sent again goes the direct way, where it is stale). A diffadd
 -- sent again after its reply was lost finds its first sending here: it goes the direct way
 -- and adds nothing.
 local function first_changes(acts, log_key, checks, at, n)
   local fields = {}
   for j = 1, n do fields[j] = checks[at + 3 * j - 3] end
-  fields[n + 1], fields[n + 2], fields[n + 3] = '0:c', '0:e', '_v'
+  fields[n + 1] = '0:c'
   local found = redis.call('HMGET', acts, unpack(fields))
   for j = 1, n do
     if found[j] then return false end
   end
-  for j = n + 1, n + 2 do  -- the marks of activities no longer recorded (record.lua)
-    local mark = tonumber(found[j])
-    if mark and checks[at - 1] <= mark then return false end
-  end
-  -- no state of this layout: a user whose state lapsed while their counters stayed (their
-  -- root, "{uid}:r", is there) goes the direct way, which knows when their state ended
-  if not found[n + 3] and redis.call('EXISTS', string.sub(acts, 1, -5) .. 'r') == 1 then
-    return false
-  end
+  local mark = tonumber(found[n + 1])
+  if mark and checks[at - 1] <= mark then return false end
   local log = redis.pcall('GET', log_key)
   if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
   for j = 1, n do

@@ -20,11 +20,6 @@
 --   marking it, drops that field with it, and the records no longer claim to be whole.
 --   "_c": "1", from an earlier psd, as "0:c" without a mark (its drops were never later
 --   than the state's lifetime ago); the task turns it into "0:c".
---   "0:e": where a user's state had lapsed whole (the key expired: no "0:c" left) while
---   their counters stayed, the lifetime's start when the next write made it again: every
---   activity of the lapsed state ended before, so a running total whose window starts
---   there or before, with no record, may be one of them (stale, as past "0:c"). Writes
---   only: unlike "0:c" it says nothing of what the records hold.
 -- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
 --   changes or more (changes.lua), kept for the minute retention after the day ends.
 local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
@@ -33,7 +28,7 @@ local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
 local LAYOUT_FIELD, LAYOUT = '_v', '3'
 local SPAN_FIELD, EXPIRED_FIELD = '_span', '_x'
 -- the fields and member of completeness (a table: a script's chunk holds 200 locals at most)
-local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c', lapsed = '0:e'}
+local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c'}
 
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end

@@ -50,12 +50,10 @@ end
 local function summary_of(acts, idx, id, root)
   if users[acts] then return redis.call('HGET', acts, id) end
   local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD,
-                          WHOLE.field, WHOLE.lapsed)
+                          WHOLE.field)
   if vals[2] == LAYOUT then
-    -- the user's drop mark (record.lua's "0:c", -1: none, or "0:e", the later) where they
-    -- have one, else true
-    local mark = math.max(vals[5] and vals[5] + 0 or -1, vals[6] and vals[6] + 0 or -1)
-    users[acts] = (vals[5] or vals[6]) and mark or true
+    -- the user's drop mark (record.lua's "0:c", -1: none) where they have one, else true
+    users[acts] = vals[5] and vals[5] + 0 or true
     spans[acts], marks[acts] = (vals[3] or 0) + 0, (vals[4] or 0) + 0
     return vals[1]
   end
@@ -233,10 +231,6 @@ local function save_states()
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT,
                    WHOLE.field, WHOLE.score)
         redis.call('ZADD', act.idx, WHOLE.score, WHOLE.member)
-        users[acts] = true
-      elseif new == 'new' and state_ttl > 0 then  -- its state lapsed: record.lua's "0:e"
-        redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT,
-                   WHOLE.lapsed, now - state_ttl)
         users[acts] = true
       elseif new == 'new' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)
