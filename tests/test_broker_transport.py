@@ -241,3 +241,22 @@ def test_a_message_that_cannot_be_delivered_is_not_given_back_for_ever(
         with pytest.raises(ValueError):
             channel._brpop_read()
     assert (client.llen(queue), client.llen(queue + transport.INFLIGHT)) == (0, 0)
+
+
+def test_a_passing_refusal_of_blmove_leaves_it_on() -> None:
+    """A broker out of memory refuses BLMOVE (it may grow the list), as it would refuse a
+    publish: the error is raised, as kombu raises a BRPOP's, and the channel goes on taking
+    with BLMOVE once the broker has room; only a broker without the command turns it off."""
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as broker:
+        app = create_app(Settings(redis_url=broker.url, broker_url=broker.url, queue="q-oom"))
+        client = redis.Redis.from_url(broker.url)
+        client.lpush("q-oom", b"{}")
+        client.config_set("maxmemory", 1)
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            channel.basic_consume("q-oom", False, lambda message: None, "oom")
+            channel.client.connection = channel.client.connection_pool.get_connection()
+            channel._brpop_start(timeout=1)
+            with pytest.raises(redis.ResponseError, match="maxmemory"):
+                channel._brpop_read()
+            assert channel.blmove and channel.moving_queue() == "q-oom"

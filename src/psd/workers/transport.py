@@ -48,7 +48,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from psd.scripts import source
 
@@ -105,7 +105,8 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
         # kombu asks one channel of the connection: every channel's queue is looked at
         poller = getattr(self.channel.connection, "cycle", None)
         channels = getattr(poller, "_channels", None) or [self.channel]
-        queues = {q for ch in channels if (q := getattr(ch, "moving_queue", lambda: None)())}
+        # whether or not it takes with BLMOVE now: another worker may have, and died
+        queues = {q for ch in channels if not ch.global_keyprefix for q in ch.active_queues}
         if not queues:
             return
         with self.channel.conn_or_acquire() as client:
@@ -172,8 +173,10 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
             except self.connection_errors:
                 self.client.connection.disconnect()  # as kombu's: the next poll reconnects
                 raise
-            except ResponseError as exc:  # no BLMOVE here: the next poll takes as kombu does
-                self.blmove = False
+            except ResponseError as exc:
+                if not refuses_command(exc):  # full, read-only...: as a BRPOP's would be
+                    raise
+                self.blmove = False  # no BLMOVE here: the next poll takes as kombu does
                 log.warning(
                     "the broker refuses BLMOVE (%s): a killed worker may lose a message", exc
                 )
@@ -207,6 +210,13 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     """kombu's Redis transport, on :class:`Channel`."""
 
     Channel = Channel
+
+
+def refuses_command(exc: ResponseError) -> bool:
+    """Whether the broker has no such command for us: one it does not know (before Redis
+    6.2, or renamed away), or one an ACL withholds; not a passing refusal (out of memory, a
+    read-only replica), which says nothing of the command."""
+    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
 
 
 #: The name ``broker_transport`` takes for it.
