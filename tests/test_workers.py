@@ -137,6 +137,38 @@ def test_single_point_messages_are_applied_in_batches(
     assert sum(store.sum(u, "steps", None, T0, T0 + 300) for u in range(7)) == 300
 
 
+def test_each_app_keeps_its_own_batch_settings() -> None:
+    """Celery shares a task declared in any app with every app by default (the first made
+    wins): a bridge's or a test's worker would batch as another app's settings say."""
+    apps = [make_app(Settings(batch_size=n, batch_ms=10 * n, batch_idle_ms=0)) for n in (7, 11)]
+    for app, n in zip(apps, (7, 11), strict=True):
+        for name in ("psd.write_metric", "psd.write_metrics", "psd.write_count"):
+            task = app.tasks[name]
+            assert (task.flush_every, task.batch_hold, task.app) == (n, n / 100, app)
+
+
+def test_a_batch_is_applied_once_no_message_comes_for_the_idle_gap(
+    worker_settings: Settings, store: Store
+) -> None:
+    """A quiet stream's message (or a burst's last) waits ``batch_idle_ms``, not the whole
+    ``batch_ms`` (a minute here, three times what the wait allows)."""
+    app = make_app(replace(worker_settings, batch_ms=60_000, batch_idle_ms=50))
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=5, mode="increment"))
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5)
+
+
+def test_without_an_idle_gap_a_batch_waits_its_whole_hold(
+    worker_settings: Settings, store: Store
+) -> None:
+    app = make_app(replace(worker_settings, batch_ms=3_000, batch_idle_ms=0))
+    with running_worker(app):
+        app.tasks["psd.write_metric"].delay(**point(value=5, mode="increment"))
+        time.sleep(1)
+        assert store.sum(1, "steps", None, T0, T0) == 0  # held: 3 s
+        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5)
+
+
 def test_a_duplicate_publish_or_redelivery_counts_once(
     app: Celery, worker_settings: Settings, store: Store
 ) -> None:

@@ -139,6 +139,13 @@ class Settings:
         "a point than one point of each of many users).",
         default=1000,
     )
+    batch_idle_ms: int = _doc(
+        "A batch is applied once no message has come for this many milliseconds, before "
+        "batch_ms or batch_size: a busy stream's messages come closer together and still "
+        "fill batches, while a quiet one's (or a burst's last) are applied at once. 0: wait "
+        "for batch_ms or batch_size alone.",
+        default=20,
+    )
     write_retry_seconds: int = _doc(
         "How long a worker retries a batch while Redis is unreachable (backing off) before "
         "handing its messages back to the broker, unacknowledged.",
@@ -309,6 +316,7 @@ RANGES: dict[str, tuple[int, int | None, str]] = {
     "maintenance_keys_per_run": (1, None, "1 or more keys"),
     "batch_size": (1, None, "1 or more messages"),
     "batch_ms": (0, None, "0 (no wait) or more milliseconds"),
+    "batch_idle_ms": (0, None, "0 (none) or more milliseconds"),
     "write_retry_seconds": (0, None, "0 (no retry) or more seconds"),
     "broker_visibility_timeout": (1, None, "1 or more seconds"),
     "nsq_max_in_flight": (1, None, "1 or more messages"),

@@ -58,16 +58,33 @@ class Outcomes(dict[str, str]):
 class Arrivals(Queue[Request]):
     """The buffer of a batched task: a request put in it is reserved, as Celery's own strategy
     reserves a task it takes, and its arrival time kept for its task-received event (sent
-    with its batch's: one publish for many events instead of one a message)."""
+    with its batch's: one publish for many events instead of one a message). It knows when
+    the first message of the batch it holds came and when the latest did (:meth:`due`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.arrived: dict[str, float] = {}
+        self.first: float | None = None  # monotonic: the batch's first arrival
+        self.latest = 0.0
 
     def put(self, item: Request, block: bool = True, timeout: float | None = None) -> None:
         task_reserved(item)
         self.arrived[item.id] = time.time()
+        self.latest = time.monotonic()
+        if self.first is None:
+            self.first = self.latest
         super().put(item, block, timeout)
+
+    def due(self, now: float, idle: float, hold: float) -> bool:
+        """Whether the batch held should be applied now: no message came for ``idle``
+        seconds (0: never says so), or its first came ``hold`` seconds ago."""
+        if self.first is None:
+            return False
+        return now - self.first >= hold or (idle > 0 and now - self.latest >= idle)
+
+    def taken(self) -> None:
+        """The batch held is being applied: the next message starts another."""
+        self.first = None
 
 
 def received(request: Request, at: float) -> None:
@@ -87,10 +104,20 @@ def received(request: Request, at: float) -> None:
 
 
 class PointBatches(Batches):  # type: ignore[misc]
-    """A batched task whose run(requests) returns {request id: ACK | REJECT | REQUEUE}."""
+    """A batched task whose run(requests) returns {request id: ACK | REJECT | REQUEUE}.
+
+    celery-batches applies a batch on ``flush_every`` messages or at its timer's tick
+    (``flush_interval``), however long the messages held have waited. Here the timer ticks
+    every ``batch_idle`` seconds and a tick applies the batch only once no message has
+    come for that long or its first came ``batch_hold`` seconds ago (:meth:`Arrivals.due`):
+    a busy stream's messages, close together, still fill batches (a user's run of points
+    is cheaper a point than one point of many users), while a quiet stream's, or a burst's
+    last, wait ``batch_idle``, not up to ``batch_hold``."""
 
     abstract = True
     acks_late = True
+    batch_idle = 0.0  # seconds; 0: the tick is batch_hold's, every tick applies
+    batch_hold = 0.0
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *more: Any, **options: Any) -> Any:
         """Send a message; a list of points is shown by its length (``{'points': '<100
@@ -113,6 +140,18 @@ class PointBatches(Batches):  # type: ignore[misc]
         self._call_soon = consumer.call_soon
         self._consumer = consumer
         return super().Strategy(task, app, consumer)
+
+    def _do_flush(self) -> None:
+        """A tick of the timer, or the ``flush_every``-th message: apply the batch held if
+        it is due (an empty buffer goes to celery-batches, which then stops the timer, or
+        applies the messages whose ETA has come)."""
+        buffer = self._buffer
+        held = buffer.qsize()
+        due = buffer.due(time.monotonic(), self.batch_idle, self.batch_hold)
+        if held and held < self.flush_every and not due:
+            return
+        buffer.taken()
+        super()._do_flush()
 
     def flush(self, requests: Collection[Request]) -> Any:
         requests = list(requests)

@@ -41,13 +41,13 @@ def _run(task: Task, which: maintenance.Job) -> dict[str, Any]:
 def register_beat_tasks(app: Celery) -> None:
     """Add the beat tasks to ``app``."""
 
-    @app.task(name="psd.retention", bind=True)
+    @app.task(name="psd.retention", bind=True, shared=False)
     def retention(self: Task) -> dict[str, Any]:
         """Give keys the expiry the retention policy derives from their names; drop hour
         fields past the hour retention."""
         return _run(self, "retention")
 
-    @app.task(name="psd.compaction", bind=True)
+    @app.task(name="psd.compaction", bind=True, shared=False)
     def compaction(self: Task) -> dict[str, Any]:
         """Drop zero fields, old activity detail and old activity records."""
         return _run(self, "compaction")

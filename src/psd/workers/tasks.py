@@ -276,22 +276,28 @@ def user_chunks(uids: Sequence[int], size: int) -> list[range]:
 
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Add the write tasks to ``app``; batch sizes and waits come from ``settings``."""
-    single = {"flush_every": settings.batch_size, "flush_interval": settings.batch_ms / 1000}
+    hold, idle = settings.batch_ms / 1000, settings.batch_idle_ms / 1000
     # a batch of many-point messages: enough of them that a stream's users each have a run
-    # of points (write_by_user); WRITE_CHUNK bounds each write, prefetch the messages held
-    bulk = {"flush_every": settings.batch_size, "flush_interval": settings.batch_ms / 1000}
+    # of points (write_by_user); WRITE_CHUNK bounds each write, prefetch the messages held.
+    # The timer ticks every batch_idle (PointBatches: a tick applies a batch once it is due)
+    batched = {
+        "flush_every": settings.batch_size,
+        "flush_interval": min(idle, hold) if idle else hold,
+        "batch_idle": idle,
+        "batch_hold": hold,
+    }
 
-    @app.task(name="psd.write_metric", base=PointBatches, bind=True, **single)
+    @app.task(name="psd.write_metric", base=PointBatches, bind=True, shared=False, **batched)
     def write_metric(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Metric points, one a message, applied a batch at a time."""
         return timed_batch(self, requests, _metric)
 
-    @app.task(name="psd.write_metrics", base=PointBatches, bind=True, **bulk)
+    @app.task(name="psd.write_metrics", base=PointBatches, bind=True, shared=False, **batched)
     def write_metrics(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Messages of many metric points each."""
         return timed_batch(self, requests, _metrics)
 
-    @app.task(name="psd.write_count", base=PointBatches, bind=True, **single)
+    @app.task(name="psd.write_count", base=PointBatches, bind=True, shared=False, **batched)
     def write_count(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Global counter increments, one a message."""
         return timed_batch(self, requests, _count)
