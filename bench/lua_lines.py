@@ -7,7 +7,8 @@ running one of psd's workloads.
     python bench/lua_lines.py run DIR WORKLOAD [--users N] [--top 40]
 
 WORKLOAD: ``write`` (``--users`` users' 80 dense days, 10,000-point ``write_metrics``; 3 by
-default), ``1d`` (one user's sliding day, 1,000 reads), ``week`` (``--users`` users' 7 days,
+default), ``stream`` (30 ticks of 1,000 users, a point each: each waits in its user's log,
+pend.lua), ``1d`` (one user's sliding day, 1,000 reads), ``week`` (``--users`` users' 7 days,
 50 reads; 1,000 by default, as ``bench/vs_timeseries.py`` reads them: a few users' week is
 the call's own costs, not its users'),
 ``mumt`` (100 of 2,000 sparse users whose points wait in their logs, 3 things over 30 days,
@@ -138,6 +139,11 @@ def load(store: Store, workload: str, users: int) -> None:
         for at in range(0, len(points), 100):
             store.write_metrics(points[at : at + 100])
         return
+    if workload == "stream":  # ticks too few for a log to be applied: pend.lua alone
+        data = Dense.make(1000, 1, NOW - DAY)
+        for i in range(30):
+            store.write_metrics(data.tick(i))
+        return
     points = list(Dense.make(users, 80, NOW).by_user())
     for at in range(0, len(points), 10_000):
         store.write_metrics(points[at : at + 10_000])
@@ -165,10 +171,11 @@ def run(server: Path, workload: str, users: int, top: int) -> None:
     with tempfile.TemporaryDirectory() as data:
         out = str(Path(data) / "lines.txt")
         settings = Settings()
-        proc, client = start(server, data, out if workload == "write" else None)
+        writes = workload in ("write", "stream")
+        proc, client = start(server, data, out if writes else None)
         try:
             load(Store(client, settings, clock=lambda: NOW), workload, users)
-            if workload != "write":
+            if not writes:
                 client.save()
                 client.shutdown(nosave=True)
                 proc.wait()
@@ -178,7 +185,8 @@ def run(server: Path, workload: str, users: int, top: int) -> None:
             proc.terminate()
             proc.wait()
         rows = [tuple(map(int, line.split())) for line in Path(out).read_text().splitlines()]
-    code = library("write_metric" if workload == "write" else "sum").code.split("\n")
+    name = {"write": "write_metric", "stream": "pend"}.get(workload, "sum")
+    code = library(name).code.split("\n")
     total = sum(cycles for _, cycles, _ in rows)
     print(f"{time.strftime('%Y-%m-%d %H:%M')}: python bench/lua_lines.py run DIR {workload}")
     print(f"{total:,} cycles in Lua lines; the {top} costliest (share, instructions run, line)")
@@ -191,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["build", "run"])
     parser.add_argument("dir", type=Path)
-    parser.add_argument("workload", nargs="?", choices=["write", "1d", "week", "mumt"])
+    parser.add_argument("workload", nargs="?", choices=["write", "stream", "1d", "week", "mumt"])
     parser.add_argument("--users", type=int, default=None, help="3; for week, 1,000")
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()

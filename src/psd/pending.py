@@ -214,16 +214,20 @@ def pend_args(
         if k is None:
             k = starts[record] = len(keys)
             keys += (record + PENDING, record + ONCE)
-        delivery = deliveries.setdefault(names[first], len(deliveries))
+        name = names[first]
+        delivery = deliveries.get(name)
+        if delivery is None:
+            delivery = deliveries[name] = len(deliveries)
         # a stream's unit is one increment: no join, no list of its diffadds
         if len(unit) == 1:
             point = points[first]
-            entries = _entry(point, numbers)
-            diffadds = [] if point.mode == "increment" else [point]
+            flat += (k, delivery, _entry(point, numbers))
+            if point.mode == "increment":
+                continue
+            diffadds = [point]
         else:
-            entries = b"".join([_entry(points[i], numbers) for i in unit])
+            flat += (k, delivery, b"".join([_entry(points[i], numbers) for i in unit]))
             diffadds = [points[i] for i in unit if points[i].mode != "increment"]
-        flat += (k, delivery, entries)
         if diffadds:
             at = acts.get(record)
             if at is None:
@@ -271,17 +275,22 @@ def own_call_key(indexes: list[int], records: Sequence[str], names: Sequence[str
     return f"{records[indexes[0]]}own:{uuid.uuid4().hex}"
 
 
+#: pend.lua's letters (its reply's first element, a letter a unit): "o" ok, "u" duplicate,
+#: "d" direct, as bytes give them
+_DIRECT_LETTER, _DUPLICATE_LETTER = ord("d"), ord("u")
+
+
 def pend_results(
-    statuses: list[bytes], units: list[list[int]], points: Sequence[MetricPoint]
+    reply: list[Any], units: list[list[int]], points: Sequence[MetricPoint]
 ) -> tuple[dict[int, WriteResult], list[int]]:
-    """A pend.lua call's results by point (its units, :func:`units_of`), and the points its
-    logs would not take."""
+    """A pend.lua call's results by point (its units, :func:`units_of`; its reply less the
+    logs it returned, :func:`returned_logs`), and the points its logs would not take."""
     done: dict[int, WriteResult] = {}
     direct: list[int] = []
-    for unit, status in zip(units, statuses, strict=True):
-        if status == b"direct":
+    for unit, status in zip(units, reply[0], strict=True):
+        if status == _DIRECT_LETTER:
             direct += unit
-        elif status == b"duplicate":
+        elif status == _DUPLICATE_LETTER:
             done.update((i, _DUPLICATE) for i in unit)
         else:
             for i in unit:

@@ -24,11 +24,12 @@
 --         as it was, so one key says for all its units of the store's own delivery (which a
 --         write without a delivery key gets, once.lua) whether it ran, where each user's
 --         own key would cost a SET and a key apiece. It holds the numbers of the units
---         answered "direct" (from 1, "," after each), which a resent call answers again.
+--         answered "d" (direct; from 1, "," after each), which a resent call answers again.
 -- A diffadd waits as an increment of its value when it is its activity's first change:
 -- nothing recorded, so its window holds nothing.
--- Returns a status a unit: "ok" (in the log), "duplicate" (its delivery was applied
--- before) or "direct" (the log takes no more points: its user is near the limits, a hash
+-- Returns a string of a letter a unit (one string: a list of a thousand costs the server
+-- and psd a reply each): "o" ok (in the log), "u" duplicate (its delivery was applied
+-- before) or "d" direct (the log takes no more points: its user is near the limits, a hash
 -- there, or the log is full; or a diffadd is not its activity's first change; nothing
 -- written, the delivery not remembered: psd applies its points the direct way, and every
 -- later unit of the user goes so too, after it); then, when logs grew past PENDING_FOLD
@@ -50,12 +51,14 @@ local WRITES = true
 -- psd.pending.LOG_FOLD and LOG_CAP say the same.
 local PENDING_FOLD, PENDING_CAP = 768, 1024
 local PENDING_MOST = 1280
+-- what a unit's append calls, as locals: a global costs a lookup of its name every unit
+local pcall_command, kind_of = redis.pcall, type
 
 -- append a unit's entries to its log: whether the log took them, and the log's key when
 -- it just grew past PENDING_FOLD
 local function append(key, entries)
-  local n = redis.pcall('APPEND', key, entries)
-  if type(n) ~= 'number' then return false end  -- a hash: its user is near the limits
+  local n = pcall_command('APPEND', key, entries)
+  if kind_of(n) ~= 'number' then return false end  -- a hash: its user is near the limits
   local before = n - #entries
   if before >= PENDING_CAP or n > PENDING_MOST then  -- taken back
     if before == 0 then
@@ -116,9 +119,13 @@ local function not_first(K, units, checks)
   return bad
 end
 
--- a unit's delivery is the store's own (once.lua: its key starts with a NUL byte)
-local function own(delivery, deliveries)
-  return delivery ~= 0 and deliveries[delivery]:byte(1) == 0
+-- which of the call's deliveries are the store's own (once.lua: a key starting with a NUL
+-- byte), by number: asked once a delivery, not once a unit (a stream's thousand units share
+-- one, and a string's method costs a lookup of its metatable)
+local function owned(deliveries)
+  local owns = {}
+  for i, delivery in ipairs(deliveries) do owns[i] = delivery:byte(1) == 0 end
+  return owns
 end
 
 -- a call on one server that ran before (its own key is there, holding the units it answered
@@ -127,7 +134,7 @@ end
 local function resent(units, done, K)
   local out, logs, seen = {}, {}, {}
   for n = 1, #units / 3 do
-    out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'direct' or 'duplicate'
+    out[n] = string.find(done, ',' .. n .. ',', 1, true) and 'd' or 'u'
     -- a log it grew past PENDING_FOLD went back in the reply that was lost: again
     local key = K[units[3 * n - 2] + 1]
     if not seen[key] then
@@ -138,8 +145,9 @@ local function resent(units, done, K)
       end
     end
   end
-  if #logs > 0 then out[#out + 1] = logs end
-  return out
+  local reply = {table.concat(out)}
+  if #logs > 0 then reply[2] = logs end
+  return reply
 end
 
 local function pend_call(keys, args)
@@ -148,6 +156,7 @@ local function pend_call(keys, args)
   local deliveries = cmsgpack.unpack(args[2])
   local once = {args[3], args[4], args[5]}
   local call_key = not clustered and args[6] ~= '' and args[6]
+  local owns = call_key and owned(deliveries)
   once_begin()
   if call_key then
     local done = redis.call('GET', call_key)
@@ -158,43 +167,44 @@ local function pend_call(keys, args)
   local gone = {}  -- the logs of users a unit of whom went the direct way
   for u = 1, #units, 3 do
     local k, delivery, entries = units[u], units[u + 1], units[u + 2]
-    local n, status = (u + 2) / 3, 'ok'
+    local n, status = (u + 2) / 3, 'o'
     if directs ~= '' and gone[k] then  -- after a point of its user that goes the direct way
-      status = 'direct'
-    elseif call_key and own(delivery, deliveries) then  -- the call's key says for it
+      status = 'd'
+    elseif call_key and owns[delivery] then  -- the call's key says for it
     elseif delivery ~= 0 and applied_before(K[k + 2], deliveries[delivery], once) then
-      status = 'duplicate'
+      status = 'u'
     end
-    if status == 'ok' and bad and bad[n] then status = 'direct' end
-    if status == 'ok' and entries ~= '' then
+    if status == 'o' and bad and bad[n] then status = 'd' end
+    if status == 'o' and entries ~= '' then
       local took, fold = append(K[k + 1], entries)
       if not took then
-        status = 'direct'
+        status = 'd'
       elseif fold then
         grown[#grown + 1] = fold
       end
     end
-    if status == 'direct' then gone[k], directs = true, directs .. n .. ',' end
+    if status == 'd' then gone[k], directs = true, directs .. n .. ',' end
     out[n] = status
   end
   if call_key then redis.call('SET', call_key, directs, 'EX', ONCE_OWN_SECONDS) end
   if directs ~= '' then  -- a delivery none of whose points went in is not remembered
     local kept = {}
     for u = 1, #units, 3 do
-      if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'ok' then
+      if units[u + 1] ~= 0 and out[(u + 2) / 3] == 'o' then
         kept[K[units[u] + 2] .. '\n' .. deliveries[units[u + 1]]] = true
       end
     end
     once_forget(kept)
   end
+  local reply = {table.concat(out)}
   if #grown > 0 then
     local logs = {}
     for _, key in ipairs(grown) do
       logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
     end
-    out[#out + 1] = logs
+    reply[2] = logs
   end
-  return out
+  return reply
 end
 
 -- the entry point: psd/scripts.py makes it a Redis Function
