@@ -40,8 +40,8 @@ def descendants(pid: int) -> dict[int, str]:
 class Up:
     """A ``psd up`` process on a data directory and port of the test's own."""
 
-    def __init__(self, data_dir: Path, port: int, *options: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    def __init__(self, data_dir: Path, port: int, *options: str, **psd_env: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")} | psd_env
         command = psd_command(
             "up", "--data-dir", str(data_dir), "--bind", f"127.0.0.1:{port}", *options
         )
@@ -117,7 +117,7 @@ def test_ctrl_c_stops_the_store_last(tmp_path: Path) -> None:
     hands the message it holds back to the broker (the embedded store) before the store
     stops, as on SIGTERM."""
     data_dir = tmp_path / "data"
-    up = Up(data_dir, free_port())
+    up = Up(data_dir, free_port(), PSD_BATCH_IDLE_MS="0")  # the batch waits its whole second
     try:
         assert wait_for(up.ready, timeout=60)
         assert wait_for(lambda: " ready." in up.log.read_text(), timeout=60)  # the worker

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection
+from itertools import count
 from queue import Queue
 from typing import Any
 
@@ -75,12 +76,13 @@ class Arrivals(Queue[Request]):
             self.first = self.latest
         super().put(item, block, timeout)
 
-    def due(self, now: float, idle: float, hold: float) -> bool:
+    def due(self, now: float, idle: float, hold: float, tick: float = 0.0) -> bool:
         """Whether the batch held should be applied now: no message came for ``idle``
-        seconds (0: never says so), or its first came ``hold`` seconds ago."""
+        seconds (0: never says so), or its first would have waited ``hold`` seconds by the
+        next ``tick``."""
         if self.first is None:
             return False
-        return now - self.first >= hold or (idle > 0 and now - self.latest >= idle)
+        return now - self.first > hold - tick or (idle > 0 and now - self.latest >= idle)
 
     def taken(self) -> None:
         """The batch held is being applied: the next message starts another."""
@@ -136,6 +138,7 @@ class PointBatches(Batches):  # type: ignore[misc]
         one's)."""
         Batches.__init__(self)
         self._buffer = Arrivals()
+        self._scanned = 0.0
         # the task events go out from the consumer's thread, which owns their buffer
         self._call_soon = consumer.call_soon
         self._consumer = consumer
@@ -145,11 +148,17 @@ class PointBatches(Batches):  # type: ignore[misc]
         """A tick of the timer, or the ``flush_every``-th message: apply the batch held if
         it is due (an empty buffer goes to celery-batches, which then stops the timer, or
         applies the messages whose ETA has come)."""
-        buffer = self._buffer
+        buffer, now = self._buffer, time.monotonic()
         held = buffer.qsize()
-        due = buffer.due(time.monotonic(), self.batch_idle, self.batch_hold)
-        if held and held < self.flush_every and not due:
-            return
+        if held:
+            if held < self.flush_every and not buffer.due(
+                now, self.batch_idle, self.batch_hold, self.flush_interval
+            ):
+                self._count = count(held + 1)  # the next flush_every-th is the buffer's
+                return
+        elif self._pending.qsize() and now - self._scanned < self.batch_hold:
+            return  # only messages with an ETA: looked at every batch_hold, not every tick
+        self._scanned = now
         buffer.taken()
         super()._do_flush()
 

@@ -277,12 +277,13 @@ def user_chunks(uids: Sequence[int], size: int) -> list[range]:
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Add the write tasks to ``app``; batch sizes and waits come from ``settings``."""
     hold, idle = settings.batch_ms / 1000, settings.batch_idle_ms / 1000
+    tick = min(idle, hold) if idle and hold else hold or 0.0  # batch_ms 0: at once
     # a batch of many-point messages: enough of them that a stream's users each have a run
     # of points (write_by_user); WRITE_CHUNK bounds each write, prefetch the messages held.
     # The timer ticks every batch_idle (PointBatches: a tick applies a batch once it is due)
     batched = {
         "flush_every": settings.batch_size,
-        "flush_interval": min(idle, hold) if idle else hold,
+        "flush_interval": max(tick, 0.001),  # kombu's timer never calls one of 0
         "batch_idle": idle,
         "batch_hold": hold,
     }
