@@ -98,7 +98,7 @@ def test_a_rabbitmq_broker_confirms_every_publish_whatever_its_schemes_name(
 
 
 @pytest.mark.parametrize(
-    "broker", ["amqp://guest@127.0.0.1:5672//", "rediss://127.0.0.1:6380/0", "sentinel://h:1"]
+    "broker", ["amqp://guest@127.0.0.1:5672//", "sentinel://h:1", "redis+socket:///tmp/r.sock"]
 )
 def test_other_brokers_keep_kombus_transport(broker: str) -> None:
     settings = replace(Settings(), redis_url="redis://127.0.0.1:1/0", broker_url=broker)

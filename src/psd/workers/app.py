@@ -10,6 +10,7 @@ not kept, a worker takes enough messages at once to fill its batches, and it sen
 from __future__ import annotations
 
 import gc
+import ssl
 from typing import Any
 
 from celery import Celery, signals
@@ -29,6 +30,12 @@ TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_
 #: worker's CPU on a stream of 100-point messages (docs/benchmarks.md). Those objects are
 #: freed by their counts, not by the collector, which now runs every 50,000.
 WORKER_GC_THRESHOLDS = (50_000, 20, 20)
+
+
+#: TLS to a ``rediss://`` broker, as redis-py gives the store: the server's certificate
+#: checked against the system's CAs. A URL's own ``ssl_cert_reqs``, ``ssl_ca_certs``...
+#: (kombu reads them) replace it; kombu alone would check nothing, with a warning.
+BROKER_TLS = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -55,11 +62,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     more: dict[str, Any] = {}
     if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
-    elif broker.startswith("redis://"):
+    elif broker.startswith(("redis://", "rediss://")):
         more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command
         # every priority in the queue's one list, which a worker takes from without ever
         # holding a message nowhere (psd/workers/transport.py); psd's tasks have none
         transport["priority_steps"] = [0]
+        if broker.startswith("rediss://"):
+            more["broker_use_ssl"] = BROKER_TLS
     return {
         "broker_url": broker or None,
         **more,

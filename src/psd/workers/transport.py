@@ -29,8 +29,8 @@ consumer killed after the record and before the list's LREM leaves it in both: d
 twice, which psd's delivery keys make harmless. A channel of several queues, of a
 ``global_keyprefix`` or of priorities takes messages as kombu does.
 
-psd's Celery app uses this transport for ``redis://`` brokers (``celery_config``); the
-messages, keys and acknowledgements are kombu's own, unchanged.
+psd's Celery app uses this transport for ``redis://`` and ``rediss://`` brokers
+(``celery_config``); the messages, keys and acknowledgements are kombu's own, unchanged.
 """
 
 from __future__ import annotations
