@@ -21,7 +21,7 @@ from psd.connect import default_broker, is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
-from psd.workers.transport import TRANSPORT
+from psd.workers.transport import TRANSPORT, broker_url
 
 TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 #: The cyclic garbage collector's thresholds in a worker. A batch holds thousands of decoded
@@ -62,7 +62,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     more: dict[str, Any] = {}
     if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
-    elif broker.startswith(("redis://", "rediss://")):
+    elif broker.startswith(("redis://", "rediss://", "redis+socket://")):
+        broker = broker_url(broker)  # a unix socket's under psd's own scheme
         more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command
         # every priority in the queue's one list, which a worker takes from without ever
         # holding a message nowhere (psd/workers/transport.py); psd's tasks have none

@@ -29,8 +29,9 @@ consumer killed after the record and before the list's LREM leaves it in both: d
 twice, which psd's delivery keys make harmless. A channel of several queues, of a
 ``global_keyprefix`` or of priorities takes messages as kombu does.
 
-psd's Celery app uses this transport for ``redis://`` and ``rediss://`` brokers
-(``celery_config``); the messages, keys and acknowledgements are kombu's own, unchanged.
+psd's Celery app uses this transport for ``redis://``, ``rediss://`` and unix-socket
+(``redis+socket://``) brokers (``celery_config``); the messages, keys and acknowledgements
+are kombu's own, unchanged.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 from redis.exceptions import NoPermissionError, ResponseError
@@ -221,3 +222,16 @@ def refuses_command(exc: ResponseError) -> bool:
 
 #: The name ``broker_transport`` takes for it.
 TRANSPORT = f"{__name__}:Transport"
+#: Its scheme: kombu takes the transport of a ``redis+socket://`` URL (a unix socket) from
+#: the URL, whatever ``broker_transport`` says, so psd names that broker
+#: ``psdredis+socket://`` (:func:`broker_url`), a name kombu resolves to this transport
+SCHEME = "psdredis"
+TRANSPORT_ALIASES[SCHEME] = TRANSPORT
+
+
+def broker_url(url: str) -> str:
+    """A Redis broker's URL as psd's app gives it to kombu: a unix socket's under
+    :data:`SCHEME`, any other as it is."""
+    if url.startswith("redis+socket://"):
+        return SCHEME + url[len("redis") :]
+    return url
