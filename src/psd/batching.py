@@ -221,6 +221,12 @@ def _units(records: Sequence[str], names: Sequence[str]) -> list[list[int]]:
     each part a run of them: then a unit is a run of one (record, part), and a point of
     no part is one alone, found in one pass over the runs (a bulk load's are 400 points
     long). Otherwise (a part in two runs) see :func:`_interleaved_units`."""
+    # every point a part of its own (a worker's batch of a stream's messages, each a point
+    # of a user): each alone, found in C; a bulk load's first two points share one
+    n = len(records)
+    first_two_apart = n > 1 and (records[0], names[0]) != (records[1], names[1])
+    if first_two_apart and len(set(zip(records, names, strict=True))) == n:
+        return [[i] for i in range(n)]
     units: list[list[int]] = []
     seen: set[tuple[str, str]] = set()
     at = 0
