@@ -30,13 +30,13 @@ def test_a_worker_on_a_unix_socket_store_applies_through_its_broker_there(
     unix_store_url: str,
 ) -> None:
     """broker_url empty: the store's server is the broker, its unix socket named as kombu
-    names it (redis+socket://; kombu has no transport "unix"), under psd's own scheme
-    (kombu takes a "+" URL's transport from the URL): psd's transport, whose worker takes
-    its messages into the queue's in-flight list."""
+    names it (redis+socket://; kombu has no transport "unix"): psd's transport
+    (kombu takes a "+" URL's transport from the URL: its "redis", which is psd's), whose
+    worker takes its messages into the queue's in-flight list."""
     settings = Settings(
         redis_url=unix_store_url, queue=f"q-{uuid.uuid4().hex[:6]}", batch_ms=50, expire=0
     )
-    assert celery_config(settings)["broker_url"].startswith("psdredis+socket://")
+    assert celery_config(settings)["broker_url"].startswith("redis+socket://")
     app = make_app(settings)
     with app.connection_for_write() as conn:
         assert isinstance(conn.transport, transport.Transport)

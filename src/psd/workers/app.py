@@ -14,14 +14,15 @@ import ssl
 from typing import Any
 
 from celery import Celery, signals
+from kombu.utils.url import parse_url
 from prometheus_client import start_http_server
 
+import psd.workers.transport  # noqa: F401 (imported, kombu's "redis" and "rediss" are psd's)
 from psd.config import Settings, load_settings
 from psd.connect import default_broker, is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
-from psd.workers.transport import TRANSPORT, broker_url
 
 TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 #: The cyclic garbage collector's thresholds in a worker. A batch holds thousands of decoded
@@ -33,9 +34,16 @@ WORKER_GC_THRESHOLDS = (50_000, 20, 20)
 
 
 #: TLS to a ``rediss://`` broker, as redis-py gives the store: the server's certificate
-#: checked against the system's CAs. A URL's own ``ssl_cert_reqs``, ``ssl_ca_certs``...
-#: (kombu reads them) replace it; kombu alone would check nothing, with a warning.
+#: checked against the system's CAs (kombu alone would check nothing, with a warning).
 BROKER_TLS = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
+def broker_tls(url: str) -> dict[str, Any]:
+    """Celery's ``broker_use_ssl`` for a ``rediss://`` broker: :data:`BROKER_TLS` and the
+    URL's own ``ssl_*`` options (``ssl_ca_certs``, ``ssl_cert_reqs``...), as kombu reads
+    them from the URL; given here too for Flower, which asks the broker with a URL that has
+    lost its query."""
+    return {**BROKER_TLS, **(parse_url(url).get("ssl") or {})}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -63,13 +71,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
     elif broker.startswith(("redis://", "rediss://", "redis+socket://")):
-        broker = broker_url(broker)  # a unix socket's under psd's own scheme
-        more["broker_transport"] = TRANSPORT  # one Redis client a channel, not one a command
-        # every priority in the queue's one list, which a worker takes from without ever
-        # holding a message nowhere (psd/workers/transport.py); psd's tasks have none
+        # psd's transport (kombu's names for Redis are its: psd/workers/transport.py), one
+        # Redis client a channel, not one a command; every priority in the queue's one
+        # list, which a worker takes from without ever holding a message nowhere; psd's
+        # tasks have none
         transport["priority_steps"] = [0]
         if broker.startswith("rediss://"):
-            more["broker_use_ssl"] = BROKER_TLS
+            more["broker_use_ssl"] = broker_tls(broker)
     return {
         "broker_url": broker or None,
         **more,

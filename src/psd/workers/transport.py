@@ -220,18 +220,13 @@ def refuses_command(exc: ResponseError) -> bool:
     return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
 
 
-#: The name ``broker_transport`` takes for it.
+#: Its full name, as kombu names a transport.
 TRANSPORT = f"{__name__}:Transport"
-#: Its scheme: kombu takes the transport of a ``redis+socket://`` URL (a unix socket) from
-#: the URL, whatever ``broker_transport`` says, so psd names that broker
-#: ``psdredis+socket://`` (:func:`broker_url`), a name kombu resolves to this transport
-SCHEME = "psdredis"
-TRANSPORT_ALIASES[SCHEME] = TRANSPORT
-
-
-def broker_url(url: str) -> str:
-    """A Redis broker's URL as psd's app gives it to kombu: a unix socket's under
-    :data:`SCHEME`, any other as it is."""
-    if url.startswith("redis+socket://"):
-        return SCHEME + url[len("redis") :]
-    return url
+#: kombu's names for its Redis transport, made this one's wherever psd's workers are
+#: imported (psd's app, its worker, web, bridge, beat and Flower). kombu takes a
+#: ``redis+socket://`` URL's transport from the URL, whatever an app's ``broker_transport``
+#: says, and Flower, and kombu's ``as_uri``, name a broker by its transport's name: under
+#: its own name a unix socket's broker kept kombu's transport and Flower knew none of them.
+#: A channel of another app here takes messages as kombu does (no ``priority_steps`` of
+#: ``[0]``: see the module's docstring), with one client a channel.
+TRANSPORT_ALIASES.update(redis=TRANSPORT, rediss=TRANSPORT)
