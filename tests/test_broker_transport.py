@@ -8,6 +8,8 @@ transport. A worker's batch is acknowledged in one round trip."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import replace
@@ -18,6 +20,7 @@ from kombu.transport import redis as kombu_redis
 
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
+from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers import transport
 from psd.workers.app import celery_config, create_app
@@ -265,3 +268,32 @@ def test_a_passing_refusal_of_blmove_leaves_it_on() -> None:
             with pytest.raises(redis.ResponseError, match="maxmemory"):
                 channel._brpop_read()
             assert channel.blmove and channel.moving_queue() == "q-oom"
+
+
+def test_kombu_resolving_redis_before_psd_is_imported_does_not_keep_its_own_transport() -> None:
+    """A service's own Celery app may resolve kombu's "redis" first (kombu keeps each name's
+    class once resolved): psd's app still gets psd's transport once psd is imported."""
+    script = (
+        "from kombu import Connection\n"
+        "Connection('redis://127.0.0.1:1/0').get_transport_cls()\n"
+        "Connection('rediss://127.0.0.1:1/0').get_transport_cls()\n"
+        "from psd.config import Settings\n"
+        "from psd.workers.app import create_app\n"
+        "from psd.workers.transport import serves\n"
+        "for url in ('redis://127.0.0.1:1/0', 'rediss://127.0.0.1:1/0',\n"
+        "            'redis+socket:///tmp/psd-none.sock'):\n"
+        "    with create_app(Settings(broker_url=url)).connection_for_write() as conn:\n"
+        "        print(url, serves(conn))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out[1::2] == ["True", "True", "True"], out
+
+
+@pytest.mark.parametrize("given", ["NONE", "Required", "maybe"])
+def test_a_tls_check_kombu_does_not_know_is_refused_naming_the_setting(given: str) -> None:
+    settings = Settings(broker_url=f"rediss://127.0.0.1:6380/0?ssl_cert_reqs={given}")
+    with pytest.raises(InvalidInput) as refused:
+        celery_config(settings)
+    assert refused.value.field == "broker_url"

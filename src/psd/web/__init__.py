@@ -27,11 +27,11 @@ def celery_enqueue(settings: Settings) -> Enqueue:
     made: dict[str, Any] = {}
 
     def enqueue(task: str, kwargs: dict[str, Any]) -> None:
-        if "app" not in made:
-            from psd.workers.app import create_app as create_celery_app
-
-            made["app"] = create_celery_app(settings)
         try:
+            if "app" not in made:
+                from psd.workers.app import create_app as create_celery_app
+
+                made["app"] = create_celery_app(settings)
             made["app"].send_task(task, kwargs=kwargs)
         except Exception as exc:  # kombu raises several kinds; none may become a 500
             raise StoreError(f"the queue is unavailable: {exc}") from exc

@@ -10,6 +10,7 @@ not kept, a worker takes enough messages at once to fill its batches, and it sen
 from __future__ import annotations
 
 import gc
+import logging
 import ssl
 from typing import Any
 
@@ -17,13 +18,14 @@ from celery import Celery, signals
 from kombu.utils.url import parse_url
 from prometheus_client import start_http_server
 
-import psd.workers.transport  # noqa: F401 (imported, kombu's "redis" and "rediss" are psd's)
 from psd.config import Settings, load_settings
 from psd.connect import default_broker, is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
+from psd.workers.transport import serves  # imported, kombu's "redis" and "rediss" are psd's
 
+log = logging.getLogger("psd.workers")
 TASK_NAMES = ("psd.write_metric", "psd.write_metrics", "psd.write_count", *BEAT_TASKS)
 #: The cyclic garbage collector's thresholds in a worker. A batch holds thousands of decoded
 #: points while it is applied, and at Python's default (700 new objects) the collector runs
@@ -43,7 +45,13 @@ def broker_tls(url: str) -> dict[str, Any]:
     URL's own ``ssl_*`` options (``ssl_ca_certs``, ``ssl_cert_reqs``...), as kombu reads
     them from the URL; given here too for Flower, which asks the broker with a URL that has
     lost its query."""
-    return {**BROKER_TLS, **(parse_url(url).get("ssl") or {})}
+    try:
+        given = parse_url(url).get("ssl") or {}
+    except (KeyError, ValueError) as exc:  # an ssl_cert_reqs kombu does not know
+        raise InvalidInput(
+            f"its ssl_cert_reqs must be none, optional or required ({exc})", "broker_url"
+        ) from None
+    return {**BROKER_TLS, **given}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -139,6 +147,9 @@ def _check_store(sender: Any = None, **_: Any) -> None:
     if context is None:
         return
     gc.set_threshold(*WORKER_GC_THRESHOLDS)
+    with sender.app.connection_for_read() as conn:  # made, not connected
+        if conn.transport_cls in ("redis", "rediss") and not serves(conn):
+            log.error("the broker's transport is not psd's: a worker killed may lose a message")
     if not context.settings.redis_url:
         raise RuntimeError("psd worker needs the store's Redis: set PSD_REDIS_URL")
     if context.settings.worker_metrics_port:

@@ -29,9 +29,11 @@ consumer killed after the record and before the list's LREM leaves it in both: d
 twice, which psd's delivery keys make harmless. A channel of several queues, of a
 ``global_keyprefix`` or of priorities takes messages as kombu does.
 
-psd's Celery app uses this transport for ``redis://``, ``rediss://`` and unix-socket
-(``redis+socket://``) brokers (``celery_config``); the messages, keys and acknowledgements
-are kombu's own, unchanged.
+Importing this module makes it what kombu's names ``redis`` and ``rediss`` stand for, in
+the whole process (a service's own Celery app beside psd's too): psd's app uses it for
+``redis://``, ``rediss://`` and unix-socket (``redis+socket://``) brokers, with
+``priority_steps`` of ``[0]`` (``celery_config``); the messages, keys and
+acknowledgements are kombu's own, unchanged.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+from kombu import transport as kombu_transport
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -230,3 +233,12 @@ TRANSPORT = f"{__name__}:Transport"
 #: A channel of another app here takes messages as kombu does (no ``priority_steps`` of
 #: ``[0]``: see the module's docstring), with one client a channel.
 TRANSPORT_ALIASES.update(redis=TRANSPORT, rediss=TRANSPORT)
+# kombu keeps each name's class once resolved (a Connection made before psd was imported,
+# a service's own app): forgotten, so the names resolve anew, to this one
+for _name in ("redis", "rediss"):
+    getattr(kombu_transport, "_transport_cache", {}).pop(_name, None)
+
+
+def serves(connection: Any) -> bool:
+    """Whether a kombu connection to a Redis broker goes through this transport."""
+    return isinstance(connection.transport, Transport)
