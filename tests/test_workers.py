@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from amqp.exceptions import ChannelError
@@ -24,7 +23,6 @@ from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.folding import log_points
 from psd.model import MetricPoint, parse_metric
 from psd.store import Store
-from psd.workers.batches import PointBatches
 from psd.writes import COUNTER_LIMIT
 from tests.support import (
     command_calls,
@@ -137,86 +135,6 @@ def test_single_point_messages_are_applied_in_batches(
     # a batch is one call per primary holding some of its users
     assert calls <= 30 * len(store.nodes.primaries()), f"{calls} script calls for 300 messages"
     assert sum(store.sum(u, "steps", None, T0, T0 + 300) for u in range(7)) == 300
-
-
-def test_each_app_keeps_its_own_batch_settings() -> None:
-    """Celery shares a task declared in any app with every app by default (the first made
-    wins): a bridge's or a test's worker would batch as another app's settings say."""
-    apps = [make_app(Settings(batch_size=n, batch_ms=10 * n, batch_idle_ms=0)) for n in (7, 11)]
-    for app, n in zip(apps, (7, 11), strict=True):
-        for name in ("psd.write_metric", "psd.write_metrics", "psd.write_count"):
-            task = app.tasks[name]
-            assert (task.flush_every, task.batch_hold, task.app) == (n, n / 100, app)
-
-
-def test_a_batch_is_applied_once_no_message_comes_for_the_idle_gap(
-    worker_settings: Settings, store: Store
-) -> None:
-    """A quiet stream's message (or a burst's last) waits ``batch_idle_ms``, not the whole
-    ``batch_ms`` (a minute here, three times what the wait allows)."""
-    app = make_app(replace(worker_settings, batch_ms=60_000, batch_idle_ms=50))
-    with running_worker(app):
-        app.tasks["psd.write_metric"].delay(**point(value=5, mode="increment"))
-        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5)
-
-
-def test_without_an_idle_gap_a_batch_waits_its_whole_hold(
-    worker_settings: Settings, store: Store
-) -> None:
-    app = make_app(replace(worker_settings, batch_ms=3_000, batch_idle_ms=0))
-    with running_worker(app):
-        app.tasks["psd.write_metric"].delay(**point(value=5, mode="increment"))
-        time.sleep(1)
-        assert store.sum(1, "steps", None, T0, T0) == 0  # held: 3 s
-        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5)
-
-
-def test_without_an_idle_gap_no_message_waits_much_more_than_batch_ms(
-    worker_settings: Settings, store: Store
-) -> None:
-    """The timer ticks every batch_ms: a batch goes at the last tick before its first
-    message has waited that long (at the tick after, a message that came just after a tick
-    waited twice as long)."""
-    app = make_app(replace(worker_settings, batch_ms=1000, batch_idle_ms=0))
-    task = app.tasks["psd.write_metric"]
-    with running_worker(app):
-        task.delay(**point(uid=1, value=1, mode="increment"))
-        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 1)
-        time.sleep(0.1)  # just after the tick that applied it: the timer still runs
-        sent = time.monotonic()
-        task.delay(**point(uid=2, value=1, mode="increment"))
-        assert wait_for(lambda: store.sum(2, "steps", None, T0, T0) == 1)
-        assert time.monotonic() - sent < 1.6  # not ~2 s
-
-
-def test_batch_ms_0_applies_a_lone_message_at_once(worker_settings: Settings, store: Store) -> None:
-    app = make_app(replace(worker_settings, batch_ms=0, batch_size=300))
-    with running_worker(app):
-        app.tasks["psd.write_metric"].delay(**point(value=5, mode="increment"))
-        assert wait_for(lambda: store.sum(1, "steps", None, T0, T0) == 5, timeout=5)
-
-
-def test_messages_waiting_for_their_eta_make_no_batch_larger_than_batch_size(
-    worker_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sizes: list[int] = []
-    flush = PointBatches.flush
-
-    def counted(self: PointBatches, requests: Any) -> Any:
-        requests = list(requests)
-        sizes.append(len(requests))
-        return flush(self, requests)
-
-    monkeypatch.setattr(PointBatches, "flush", counted)
-    app = make_app(replace(worker_settings, batch_size=10, batch_ms=5000, batch_idle_ms=1000))
-    task = app.tasks["psd.write_metric"]
-    for n in range(5):
-        task.apply_async(kwargs=point(uid=100 + n), countdown=3600)
-    for n in range(20):
-        task.delay(**point(uid=n))
-    with running_worker(app):
-        assert wait_for(lambda: sum(sizes) == 20, timeout=10)
-    assert max(sizes) <= 10, sizes
 
 
 def test_a_duplicate_publish_or_redelivery_counts_once(
