@@ -145,7 +145,7 @@ local function resent(units, done, K)
       end
     end
   end
-  local reply = {table.concat(out)}
+  local reply = #out == 1 and out or {table.concat(out)}  -- one unit: its letter as it is
   if #logs > 0 then reply[2] = logs end
   return reply
 end
@@ -196,7 +196,7 @@ local function pend_call(keys, args)
     end
     once_forget(kept)
   end
-  local reply = {table.concat(out)}
+  local reply = #out == 1 and out or {table.concat(out)}  -- one unit: its letter as it is
   if #grown > 0 then
     local logs = {}
     for _, key in ipairs(grown) do
