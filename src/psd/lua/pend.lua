@@ -128,6 +128,14 @@ local function owned(deliveries)
   return owns
 end
 
+-- a call's answer: its units' letters (out, a letter a unit) as one string, in the list
+-- it filled when it has one unit; then the logs to apply ({key, log, ...}), if any
+local function answer(out, logs)
+  local reply = #out == 1 and out or {table.concat(out)}
+  if #logs > 0 then reply[2] = logs end
+  return reply
+end
+
 -- a call on one server that ran before (its own key is there, holding the units it answered
 -- "direct"): those are answered so again, the others (every unit then appended, or a
 -- duplicate already) are duplicates; and the logs past PENDING_FOLD bytes are returned
@@ -145,9 +153,7 @@ local function resent(units, done, K)
       end
     end
   end
-  local reply = #out == 1 and out or {table.concat(out)}  -- one unit: its letter as it is
-  if #logs > 0 then reply[2] = logs end
-  return reply
+  return answer(out, logs)
 end
 
 local function pend_call(keys, args)
@@ -196,15 +202,11 @@ local function pend_call(keys, args)
     end
     once_forget(kept)
   end
-  local reply = #out == 1 and out or {table.concat(out)}  -- one unit: its letter as it is
-  if #grown > 0 then
-    local logs = {}
-    for _, key in ipairs(grown) do
-      logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
-    end
-    reply[2] = logs
+  local logs = {}
+  for _, key in ipairs(grown) do
+    logs[#logs + 1] = key; logs[#logs + 1] = redis.call('GET', key)
   end
-  return reply
+  return answer(out, logs)
 end
 
 -- the entry point: psd/scripts.py makes it a Redis Function
