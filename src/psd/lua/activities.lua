@@ -21,9 +21,10 @@ end
 
 -- whether a user has neither records nor counters (no activity state, no root hash, which
 -- outlives every other): all they have waits in their log (pending.lua), as a user's first
--- points do until it is applied; their counters would cost a read ~8 commands for nothing
-local function nothing_kept(acts)
-  return redis.call('EXISTS', acts, sub(acts, 1, -5) .. 'r') == 0
+-- points do until it is applied; their counters would cost a read ~8 commands for nothing.
+-- prefix: acts less 'acts', where the caller has it (a string less to make)
+local function nothing_kept(acts, prefix)
+  return redis.call('EXISTS', acts, (prefix or sub(acts, 1, -5)) .. 'r') == 0
 end
 
 -- one context's {ti} by the call's thing_index and the context's thing: a day of one

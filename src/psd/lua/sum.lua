@@ -286,7 +286,7 @@ local function sum_one(plan, flag, log, k, his, los)
   -- a log alone: its counters cost ~8 commands, its records' listing 1 (without "_atids",
   -- ~4: not worth an EXISTS to a streaming user, whose log waits beside their counters)
   local asked = want and log
-  if asked and nothing_kept(acts) then
+  if asked and nothing_kept(acts, prefix) then
     return pending_alone(log, plan.t1, plan.t2, his, los, want)
   end
   local idx = flag > 0 and prefix .. 'idx'
