@@ -8,11 +8,13 @@ transport. A worker's batch is acknowledged in one round trip."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -249,6 +251,37 @@ def test_a_message_that_cannot_be_delivered_is_not_given_back_for_ever(
         with pytest.raises(ValueError):
             channel._brpop_read()
     assert (client.llen(queue), client.llen(queue + transport.INFLIGHT)) == (0, 0)
+
+
+def test_a_taken_message_is_recorded_and_given_back_as_kombu_does(broker_server: str) -> None:
+    """The unacked record of a message taken with BLMOVE, made of its bytes as the broker
+    gave them, reads as kombu's own ([message, exchange, routing key]), and gives the
+    message back whole (marked redelivered, as kombu marks it)."""
+    broker = redis_broker(broker_server, 11)
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    app = create_app(Settings(redis_url=broker_server, broker_url=broker, queue=queue))
+    client = redis.Redis.from_url(broker)
+    app.tasks["psd.write_count"].delay(thing="rides", value=2, ts=T0, idempotency_key="k\u00e9")
+    [sent] = client.lrange(queue, 0, -1)
+    taken: list[Any] = []
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        channel.basic_consume(queue, False, taken.append, "reader")
+        channel.client.connection = channel.client.connection_pool.get_connection()
+        channel._brpop_start(timeout=1)
+        channel._brpop_read()
+        [message] = taken
+        info = message.delivery_info
+        record = json.loads(client.hget(channel.unacked_key, message.delivery_tag))
+        assert record == [json.loads(sent), info["exchange"], info["routing_key"]]
+        assert client.llen(queue + transport.INFLIGHT) == 0
+        channel.qos.restore_by_tag(message.delivery_tag)
+    [back] = client.lrange(queue, 0, -1)
+    expected = json.loads(sent)
+    expected["headers"]["redelivered"] = True
+    expected["properties"]["delivery_info"]["redelivered"] = True
+    assert json.loads(back) == expected
+    assert client.hlen(channel.unacked_key) == 0
 
 
 def test_a_passing_refusal_of_blmove_leaves_it_on() -> None:

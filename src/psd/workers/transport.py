@@ -88,13 +88,17 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
     _give_back: Any = None
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        """kombu 5.7's ``QoS.append``, with the LREM in its round trip."""
+        """kombu 5.7's ``QoS.append``, with the LREM in its round trip, and the record made
+        of the message's bytes as the broker gave them, where kombu encodes the message it
+        decoded from them again (a 100-point message: ~4% of a worker's Python)."""
         moved = self.channel._moved
         if moved is None:
             return super().append(message, delivery_tag)  # type: ignore[no-any-return]
         self.channel._moved = None
         delivery = message.delivery_info
-        raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        route = dumps([delivery["exchange"], delivery["routing_key"]]).encode()
+        body = moved[1] if isinstance(moved[1], bytes) else moved[1].encode()
+        raw = b"[" + body + b"," + route[1:]  # [message, exchange, routing key]
         with self.pipe_or_acquire() as pipe:
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
             pipe.hset(self.unacked_key, delivery_tag, raw)
