@@ -22,6 +22,7 @@ from psd.config import Settings, load_settings
 from psd.connect import default_broker, is_cluster_url
 from psd.errors import InvalidInput
 from psd.store import Store
+from psd.workers import jsonbody  # noqa: F401 (imported, kombu's "json" bodies are read by orjson)
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
 from psd.workers.transport import serves  # imported, kombu's "redis" and "rediss" are psd's
 
