@@ -109,7 +109,7 @@ def test_a_rabbitmq_broker_confirms_every_publish_whatever_its_schemes_name(
     assert options.get("confirm_publish", False) is confirmed
 
 
-@pytest.mark.parametrize("broker", ["amqp://guest@127.0.0.1:5672//", "sentinel://h:1"])
+@pytest.mark.parametrize("broker", ["amqp://guest@127.0.0.1:5672//", "pyamqp://h:1//"])
 def test_other_brokers_keep_kombus_transport(broker: str) -> None:
     settings = replace(Settings(), redis_url="redis://127.0.0.1:1/0", broker_url=broker)
     config = celery_config(settings)

@@ -124,7 +124,8 @@ class Settings:
         default=100_000,
     )
     broker_url: str = _doc(
-        "Celery broker URL (redis://..., redis+socket:///path?virtual_host=N or amqp://...); "
+        "Celery broker URL (redis://..., redis+socket:///path?virtual_host=N, "
+        "sentinel://host:26379/N;sentinel://...?master_name=NAME or amqp://...); "
         "empty: the store's Redis (on a unix socket, named redis+socket:// as kombu names it).",
         default="",
     )

@@ -16,7 +16,7 @@ import re
 import socket
 import struct
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import hiredis
 import redis
@@ -120,6 +120,27 @@ def default_broker(url: str) -> str:
         auth += ":" + quote(unquote(password), safe="")
     at = "@" if auth else ""
     return f"redis+socket://{auth}{at}{parts.path}?virtual_host={query.get('db', '0')}"
+
+
+def sentinel_broker(url: str) -> tuple[str, str]:
+    """A ``sentinel://`` broker URL as kombu takes it, and the master its sentinels watch:
+    psd reads the master from the URL (``?master_name=``, on any of its sentinels:
+    ``sentinel://h1:26379/0?master_name=mymaster;sentinel://h2:26379``), where kombu reads
+    it from its transport options alone and refuses a query it does not know on the first."""
+    parts, names = [], []
+    for part in url.split(";"):
+        split = urlsplit(part)
+        query = parse_qsl(split.query, keep_blank_values=True)
+        names += [value for name, value in query if name == "master_name"]
+        rest = urlencode([(name, value) for name, value in query if name != "master_name"])
+        parts.append(urlunsplit(split._replace(query=rest)))
+    if not names or not names[-1]:
+        raise InvalidInput(
+            "a sentinel:// broker names the master its sentinels watch: "
+            f"...?master_name=<name> ({masked(url)!r})",
+            "broker_url",
+        )
+    return ";".join(parts), names[-1]
 
 
 def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:

@@ -23,7 +23,7 @@ from psd.cli.context import settings_of
 from psd.cli.ops import tool_broker_url, tool_store, tool_url
 from psd.cluster import ClusterNodes
 from psd.config import Settings, retention_of
-from psd.connect import default_broker, masked
+from psd.connect import default_broker, masked, sentinel_broker
 from psd.errors import PsdError
 from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
@@ -236,6 +236,11 @@ def _reach_broker(url: str) -> Finding:
     try:
         if scheme == "redis+socket":  # kombu's own name: reached as the workers reach it
             with Connection(url, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
+                conn.ensure_connection(max_retries=1, interval_start=0)
+        elif scheme == "sentinel":  # the master its sentinels name, as the workers reach it
+            plain, master = sentinel_broker(url)
+            options = {"master_name": master}
+            with Connection(plain, transport_options=options, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
                 conn.ensure_connection(max_retries=1, interval_start=0)
         elif scheme.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=3).ping()

@@ -19,7 +19,7 @@ from kombu.utils.url import parse_url
 from prometheus_client import start_http_server
 
 from psd.config import Settings, load_settings
-from psd.connect import default_broker, is_cluster_url
+from psd.connect import default_broker, is_cluster_url, sentinel_broker
 from psd.errors import InvalidInput
 from psd.store import Store
 from psd.workers import jsonbody  # noqa: F401 (imported, kombu's "json" bodies are read by orjson)
@@ -79,7 +79,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     more: dict[str, Any] = {}
     if broker.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):  # kombu's names for AMQP
         transport["confirm_publish"] = True  # a send returns once RabbitMQ has the message
-    elif broker.startswith(("redis://", "rediss://", "redis+socket://")):
+    elif broker.startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
         # psd's transport (kombu's names for Redis are its: psd/workers/transport.py), one
         # Redis client a channel, not one a command; every priority in the queue's one
         # list, which a worker takes from without ever holding a message nowhere; psd's
@@ -87,6 +87,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport["priority_steps"] = [0]
         if broker.startswith("rediss://"):
             more["broker_use_ssl"] = broker_tls(broker)
+        if broker.startswith("sentinel://"):  # kombu reads it from these options alone
+            broker, transport["master_name"] = sentinel_broker(broker)
     return {
         "broker_url": broker or None,
         **more,
@@ -149,7 +151,7 @@ def _check_store(sender: Any = None, **_: Any) -> None:
         return
     gc.set_threshold(*WORKER_GC_THRESHOLDS)
     with sender.app.connection_for_read() as conn:  # made, not connected
-        if conn.transport_cls in ("redis", "rediss") and not serves(conn):
+        if conn.transport_cls in ("redis", "rediss", "sentinel") and not serves(conn):
             log.error("the broker's transport is not psd's: a worker killed may lose a message")
     if not context.settings.redis_url:
         raise RuntimeError("psd worker needs the store's Redis: set PSD_REDIS_URL")

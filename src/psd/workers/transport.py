@@ -29,11 +29,12 @@ consumer killed after the record and before the list's LREM leaves it in both: d
 twice, which psd's delivery keys make harmless. A channel of several queues, of a
 ``global_keyprefix`` or of priorities takes messages as kombu does.
 
-Importing this module makes it what kombu's names ``redis`` and ``rediss`` stand for, in
-the whole process (a service's own Celery app beside psd's too): psd's app uses it for
-``redis://``, ``rediss://`` and unix-socket (``redis+socket://``) brokers, with
-``priority_steps`` of ``[0]`` (``celery_config``); the messages, keys and
-acknowledgements are kombu's own, unchanged.
+Importing this module makes it what kombu's names ``redis`` and ``rediss`` stand for, and
+its Sentinel twin what ``sentinel`` stands for, in the whole process (a service's own
+Celery app beside psd's too): psd's app uses them for ``redis://``, ``rediss://``,
+unix-socket (``redis+socket://``) and ``sentinel://`` brokers, with ``priority_steps`` of
+``[0]`` (``celery_config``); the messages, keys and acknowledgements are kombu's own,
+unchanged.
 """
 
 from __future__ import annotations
@@ -220,6 +221,17 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """:class:`Channel` on the master a Redis Sentinel names (kombu's Sentinel channel: its
+    connections follow the master through a failover)."""
+
+
+class SentinelTransport(Transport, kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Redis Sentinel transport, on :class:`SentinelChannel`."""
+
+    Channel = SentinelChannel
+
+
 def refuses_command(exc: ResponseError) -> bool:
     """Whether the broker has no such command for us: one it does not know (before Redis
     6.2, or renamed away), or one an ACL withholds; not a passing refusal (out of memory, a
@@ -227,8 +239,9 @@ def refuses_command(exc: ResponseError) -> bool:
     return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
 
 
-#: Its full name, as kombu names a transport.
+#: Its full name, as kombu names a transport, and its Sentinel one's.
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
 #: kombu's names for its Redis transport, made this one's wherever psd's workers are
 #: imported (psd's app, its worker, web, bridge, beat and Flower). kombu takes a
 #: ``redis+socket://`` URL's transport from the URL, whatever an app's ``broker_transport``
@@ -236,10 +249,10 @@ TRANSPORT = f"{__name__}:Transport"
 #: its own name a unix socket's broker kept kombu's transport and Flower knew none of them.
 #: A channel of another app here takes messages as kombu does (no ``priority_steps`` of
 #: ``[0]``: see the module's docstring), with one client a channel.
-TRANSPORT_ALIASES.update(redis=TRANSPORT, rediss=TRANSPORT)
+TRANSPORT_ALIASES.update(redis=TRANSPORT, rediss=TRANSPORT, sentinel=SENTINEL_TRANSPORT)
 # kombu keeps each name's class once resolved (a Connection made before psd was imported,
 # a service's own app): forgotten, so the names resolve anew, to this one
-for _name in ("redis", "rediss"):
+for _name in ("redis", "rediss", "sentinel"):
     getattr(kombu_transport, "_transport_cache", {}).pop(_name, None)
 
 

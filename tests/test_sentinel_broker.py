@@ -1,0 +1,137 @@
+"""A ``sentinel://`` broker: psd's transport on the master a Redis Sentinel names (a message
+taken is never nowhere, psd/workers/transport.py), the master read from the URL's
+``master_name``, which kombu takes from its transport options alone. The master and its
+Sentinel are real servers of the suite's binary (``--sentinel``)."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from psd.cli.doctor import _reach_broker
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, free_port, server_binary
+from psd.errors import InvalidInput
+from psd.lifetime import die_with_parent
+from psd.store import Store
+from psd.workers import transport
+from psd.workers.app import celery_config
+from tests.support import flush, make_app, running_worker, wait_for
+from tests.test_flower_broker import broker_page
+from tests.test_workers import point, store_url  # noqa: F401 (a fixture)
+
+MASTER = "psdmaster"
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis.Redis]]:
+    """A master and a Sentinel watching it as MASTER: the broker URL's sentinel part
+    (``sentinel://127.0.0.1:<port>``, no database) and a client of the master."""
+    binary = server_binary(prefer_path=True)
+    with EmbeddedServer(binary=binary, persist=False) as master:
+        port = free_port()
+        conf = tmp_path_factory.mktemp("sentinel") / "sentinel.conf"  # it rewrites it
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {master.port} 1\n"
+        )
+        proc = subprocess.Popen(
+            [str(binary), str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(signal.SIGKILL),
+        )
+        try:
+            watcher = redis.Redis(port=port)
+
+            def watching() -> bool:
+                try:
+                    return watcher.sentinel_get_master_addr_by_name(MASTER) is not None
+                except redis.ConnectionError:
+                    return False
+
+            assert wait_for(watching), "the Sentinel never named its master"
+            yield f"sentinel://127.0.0.1:{port}", redis.Redis(port=master.port)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def test_the_master_is_read_from_the_url_and_given_to_kombu_as_an_option() -> None:
+    """Any of the sentinels may name it; the URL kombu gets no longer does (kombu refuses
+    a query it does not know on the first); a URL that names none is refused."""
+    base = Settings(redis_url="redis://127.0.0.1:1/0")
+    for url in (
+        f"sentinel://127.0.0.1:26379/3?master_name={MASTER}",
+        f"sentinel://127.0.0.1:26379/3;sentinel://127.0.0.1:26380?master_name={MASTER}",
+    ):
+        config = celery_config(replace(base, broker_url=url))
+        options = config["broker_transport_options"]
+        assert (options["master_name"], options["priority_steps"]) == (MASTER, [0])
+        assert "master_name" not in config["broker_url"]
+        assert config["broker_url"].startswith("sentinel://127.0.0.1:26379/3")
+    with pytest.raises(InvalidInput, match="master_name") as refused:
+        celery_config(replace(base, broker_url="sentinel://127.0.0.1:26379/3"))
+    assert refused.value.field == "broker_url"
+
+
+def test_a_consumer_killed_on_a_sentinel_broker_loses_nothing(
+    sentinel: tuple[str, redis.Redis], store_url: str
+) -> None:
+    """The moment kombu's BRPOP lost a message in, on the master a Sentinel names: the
+    message waits in its queue's in-flight list, and a worker gives it back after the
+    visibility timeout and applies it, once."""
+    at, master = sentinel
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    settings = Settings(
+        redis_url=store_url,
+        broker_url=f"{at}/4?master_name={MASTER}",
+        queue=queue,
+        broker_visibility_timeout=1,
+    )
+    app = make_app(settings)
+    store = Store.from_url(store_url, settings)
+    flush(store_url)
+    ts = int(time.time()) - 60
+    app.tasks["psd.write_metric"].delay(**point(uid=9, value=5, ts=ts, mode="increment"))
+    client = redis.Redis(port=master.connection_pool.connection_kwargs["port"], db=4)
+    with app.connection_for_read() as conn:
+        assert isinstance(conn.transport, transport.SentinelTransport)
+        channel = conn.default_channel
+        channel.basic_consume(queue, False, lambda message: None, "dying")
+        channel.client.connection = channel.client.connection_pool.get_connection()
+        channel._brpop_start(timeout=1)  # sent; its reply never read: the consumer dies
+        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 1, 10)
+        channel.client.connection.disconnect()
+    assert client.llen(queue) == 0 and client.hlen("unacked") == 0  # recorded nowhere else
+    with running_worker(app):
+        assert wait_for(lambda: store.sum(9, "steps", None, ts, ts) == 5, 60)
+        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 0, 10)
+    assert store.sum(9, "steps", None, ts, ts) == 5
+
+
+def test_doctor_reaches_a_sentinel_brokers_master(sentinel: tuple[str, redis.Redis]) -> None:
+    at, _ = sentinel
+    assert _reach_broker(f"{at}/0?master_name={MASTER}").status == "ok"
+    found = _reach_broker(f"{at}/0?master_name=nobody")  # no such master there
+    assert found.status == "fail"
+    assert _reach_broker(f"{at}/0").status == "fail"  # names no master
+
+
+def test_the_broker_page_of_a_sentinel_broker(
+    sentinel: tuple[str, redis.Redis], store_url: str, tmp_path: Path
+) -> None:
+    at, _ = sentinel
+    queue = f"flower-{uuid.uuid4().hex[:6]}"
+    env = {"PSD_REDIS_URL": store_url, "PSD_BROKER_URL": f"{at}/5?master_name={MASTER}"}
+    page = broker_page({**env, "PSD_QUEUE": queue}, tmp_path)
+    assert queue in page
