@@ -66,9 +66,14 @@ def test_what_orjson_would_read_otherwise_is_kombus_reading() -> None:
     assert jsonbody.loads(f"[{big}, {-big}]") == [big, -big]  # orjson: floats
     stamp = datetime.datetime(2026, 12, 7, 12, 0, tzinfo=datetime.UTC)
     values = {"at": stamp, "id": uuid.UUID(int=7), "d": decimal.Decimal("1.5")}
-    assert jsonbody.loads(kombu_json.dumps(values)) == values
+    typed_json = kombu_json.dumps(values)
+    assert jsonbody.loads(typed_json) == values
     assert math.isnan(jsonbody.loads("[NaN]")[0])  # orjson refuses NaN
     assert jsonbody.loads('["\\ud800"]') == ["\ud800"]  # and a lone surrogate
+    assert jsonbody.loads('["\ud800"]') == ["\ud800"]  # a str holding one
+    # a typed value whose key a sender wrote with an escape: kombu's codec reads it
+    escaped = kombu_json.dumps({"at": stamp}).replace('"__type__"', '"\\u005f_type__"')
+    assert "__type__" not in escaped and jsonbody.loads(escaped) == {"at": stamp}
 
 
 def test_kombu_reads_json_bodies_with_it() -> None:

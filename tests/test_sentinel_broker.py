@@ -8,7 +8,9 @@ Sentinel are real servers of the suite's binary (``--sentinel``)."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -125,6 +127,20 @@ def test_doctor_reaches_a_sentinel_brokers_master(sentinel: tuple[str, redis.Red
     found = _reach_broker(f"{at}/0?master_name=nobody")  # no such master there
     assert found.status == "fail"
     assert _reach_broker(f"{at}/0").status == "fail"  # names no master
+
+
+def test_doctor_gives_up_on_a_sentinel_that_never_answers() -> None:
+    """A sentinel that takes the connection and never answers (stopped, or a proxy without
+    its server): the check fails within seconds (kombu gives its connections no timeout)."""
+    found: list[str] = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"sentinel://127.0.0.1:{silent.getsockname()[1]}/0?master_name={MASTER}"
+        check = threading.Thread(target=lambda: found.append(_reach_broker(url).status))
+        check.start()
+        check.join(timeout=30)
+    assert found == ["fail"]
 
 
 def test_the_broker_page_of_a_sentinel_broker(

@@ -28,6 +28,10 @@ from tests.support import psd_command
         ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:***@127.0.0.1:5672//"),
         ("redis://user@host:6379/0", "redis://user@host:6379/0"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        (
+            "sentinel://:p1@h1:26379/0;sentinel://u:p@2@h2:26379?master_name=m",
+            "sentinel://:***@h1:26379/0;sentinel://u:***@h2:26379?master_name=m",
+        ),
     ],
 )
 def test_masked_hides_the_whole_password(url: str, shown: str) -> None:

@@ -40,9 +40,15 @@ def process_id() -> int:
 
 
 def masked(url: str) -> str:
-    """A URL fit for a log or an error: its password replaced. It runs to the last "@"
+    """A URL fit for a log or an error: its passwords replaced. One runs to the last "@"
     before the host (redis-py reads ``redis://:p@ss@host``'s as ``p@ss``), or is a query's
-    ``password=``."""
+    ``password=``; a ``sentinel://`` broker URL has one a sentinel, ";" between them."""
+    if url.startswith("sentinel://"):
+        return ";".join(_masked(part) for part in url.split(";"))
+    return _masked(url)
+
+
+def _masked(url: str) -> str:
     url = re.sub(r"(://[^:/@]*:)[^/?#]*@", r"\1***@", url, count=1)
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 

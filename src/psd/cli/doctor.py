@@ -239,7 +239,9 @@ def _reach_broker(url: str) -> Finding:
                 conn.ensure_connection(max_retries=1, interval_start=0)
         elif scheme == "sentinel":  # the master its sentinels name, as the workers reach it
             plain, master = sentinel_broker(url)
-            options = {"master_name": master}
+            # kombu gives its Redis connections no timeout of its own: a sentinel that takes
+            # the connection and never answers would hold the check for ever
+            options = {"master_name": master, "socket_connect_timeout": 3, "socket_timeout": 3}
             with Connection(plain, transport_options=options, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
                 conn.ensure_connection(max_retries=1, interval_start=0)
         elif scheme.startswith("redis"):

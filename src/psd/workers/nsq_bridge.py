@@ -22,11 +22,10 @@ from functools import partial
 from typing import Any
 
 import nsq
-from kombu.utils.url import maybe_sanitize_url
 
 from psd import dlq, logs
 from psd.config import Settings, load_settings
-from psd.connect import client_from_url
+from psd.connect import client_from_url, masked
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput, PastRetention
 from psd.metrics import POINTS, REJECTED
@@ -209,7 +208,7 @@ async def serve(settings: Settings) -> None:
         max_backoff_duration=30,  # resume within half a minute of the broker coming back
         **addresses,
     )
-    broker = maybe_sanitize_url(bridge.celery.conf.broker_url)
+    broker = masked(bridge.celery.conf.broker_url)
     log.info(
         "consuming NSQ topic %r, channel %r, from %s into queue %r on %s",
         settings.nsq_topic,
