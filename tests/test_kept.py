@@ -8,6 +8,7 @@ from dataclasses import replace
 import redis
 from hypothesis import HealthCheck, given, settings
 
+from psd import maintenance
 from psd.config import Settings
 from psd.kept import longer, read_policy, record_applied, recorded
 from psd.model import MetricPoint
@@ -80,3 +81,36 @@ def test_reads_after_a_raise_are_the_oracle_s(
     check(Store(redis_client, RAISED), oracle, ranges)  # the raise not applied yet
     keep_policy(Store(redis_client, RAISED))
     check(Store(redis_client, RAISED), oracle, ranges)  # applied: the floor stays
+
+
+def test_a_pass_whose_settings_changed_midway_records_the_shorter_periods(
+    redis_client: redis.Redis,
+) -> None:
+    """A pass of the retention task begun under a short retention of days and finished by
+    a worker restarted with a longer one: the keys it came to first have the short period,
+    so it records that one (reads keep to it, and answer exactly); a whole pass under the
+    long one then records the raise, its floor at the short period's horizon."""
+    redis_client.flushdb()
+    writer = Store(redis_client, Settings(expire=0))
+    ts = NOW - 60 * DAY
+    writer.write_metrics(
+        [MetricPoint("steps", u, 1, 1, 5, ts, ts, "increment") for u in range(200)]
+    )
+    short, long = Store(redis_client, RETAINING), Store(redis_client, RAISED)
+    assert not maintenance.run(short, "retention", NOW, budget=1).cycle_done  # cut short
+    keep_policy(long)  # the rest of that pass, under the long period
+    assert recorded(redis_client, "metric")["day"][0] == RETAINING.retention_day
+    assert Store(redis_client, RAISED).kept.policy("metric").seconds["day"] == 40 * DAY
+    keep_policy(long)  # a whole pass under the long period
+    day, floor = recorded(redis_client, "metric")["day"]
+    assert day == RAISED.retention_day and floor > 0
+
+
+def test_the_periods_a_pass_began_with_are_not_cursors(redis_client: redis.Redis) -> None:
+    redis_client.flushdb()
+    store = Store(redis_client, RETAINING)
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 5, NOW, NOW, "increment")])
+    maintenance.run(store, "retention", NOW, budget=1)
+    assert all(
+        not name.startswith("begun") for name in maintenance.status(store, "retention")["cursors"]
+    )

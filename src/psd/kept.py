@@ -31,6 +31,18 @@ def longer(seconds: int, than: int) -> bool:
     return than != 0 and (seconds == 0 or seconds > than)
 
 
+def as_begun(policy: Policy, begun: dict[str, int]) -> Policy:
+    """What a pass of the retention task that began under the periods ``begun`` and ended
+    under ``policy`` gave the keyspace (the settings changed and a worker restarted in
+    between): each level kept for the shorter of the two, as the keys the pass came to
+    first were given the period it began with."""
+    seconds = {
+        level: begun[level] if level in begun and longer(period, begun[level]) else period
+        for level, period in policy.seconds.items()
+    }
+    return Policy(policy.kind, seconds, policy.settings)
+
+
 def recorded(client: Any, kind: str) -> dict[str, tuple[int, int]]:
     """Per level, the seconds the retention task last applied and the level's floor (0:
     none), as the keyspace records them."""

@@ -20,6 +20,7 @@ idempotent and atomic against writes (psd/lua/maintain.lua), so a lost lock cost
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
 from psd.folding import apply_logs
-from psd.kept import record_applied
+from psd.kept import as_begun, record_applied
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
 from psd.layout import PACKED_HOURS, TYPES_IN_HASH, mark_types_in_hash
 from psd.nodes import rerouted
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 Job = Literal["retention", "compaction"]
 #: Keys per script call.
 BATCH = 200
+#: Beside a retention cycle's cursors, the periods of each kind's policy it began with
+#: (JSON): a pass finished under other settings records the shorter (psd.kept.as_begun).
+BEGUN = "begun:"
 #: A primary's cursor once its pass of the cycle is over.
 DONE = "done"
 _METRIC = re.compile(r"\{\d+\}:(r|y\d{4}|m\d{6}|d\d{8})")
@@ -245,6 +249,10 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     upgrading = task == "retention" and layout < TYPES_IN_HASH
     if upgrading and not cursors:  # a cycle begins: it counts the fields it leaves
         store.redis.set(left_key, 0)
+    if task == "retention" and not cursors:  # and keeps the periods it begins with
+        begun = {f"{BEGUN}{p.kind}": json.dumps(p.seconds) for p in _policies(store)}
+        store.redis.hset(cursors_key, mapping=begun)
+        cursors.update(begun)
     work = Maintenance(store, task, now, upgrading and layout < PACKED_HOURS)
     # a cluster's primaries as they are now: a failover since the last run made a replica
     # of one (which answers SCAN, but refuses every job) and a primary of another
@@ -274,11 +282,16 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
             mark_types_in_hash(store.redis)
             log.info("%s: the keyspace is on layout %d", task, TYPES_IN_HASH)
         if task == "retention":  # every key has its expiry: the keyspace keeps this policy
-            record_applied(store.redis, store.metric_policy, now)
-            record_applied(store.redis, store.count_policy, now)
+            for policy in _policies(store):  # (or the one it began with, where shorter)
+                begun = json.loads(cursors.get(f"{BEGUN}{policy.kind}", "{}"))
+                record_applied(store.redis, as_begun(policy, begun), now)
         store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
         store.redis.delete(left_key)
         store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
+
+
+def _policies(store: Store) -> tuple[Policy, Policy]:
+    return store.metric_policy, store.count_policy
 
 
 def status(store: Store, task: Job) -> dict[str, Any]:
@@ -288,6 +301,8 @@ def status(store: Store, task: Job) -> dict[str, Any]:
         cursors = store.redis.hgetall(_key(task, "cursors"))
         last = store.redis.hget(_key(task, "last-cycle"), "finished")
     return {
-        "cursors": {text(k): text(v) for k, v in sorted(cursors.items())},
+        "cursors": {
+            text(k): text(v) for k, v in sorted(cursors.items()) if not text(k).startswith(BEGUN)
+        },
         "last_cycle_finished": int(last) if last else None,
     }
