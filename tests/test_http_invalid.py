@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from psd.errors import InvalidInput
 from psd.forms import MumtForm, QueryPath, TypedRangePath, plain_mumt, plain_query, plain_range
+from psd.model import MetricPoint
+from psd.store import Store
 
 GOOD = {
     "thing": "steps",
@@ -176,6 +178,34 @@ def test_unknown_thing_reads_as_zero(client: FlaskClient) -> None:
 def test_huge_body_is_refused(client: FlaskClient) -> None:
     response = client.post("/v1/write", data=b"{" + b" " * (5 * 1024 * 1024) + b"}")
     assert response.status_code == 413
+    assert response.json == {"error": "the request body is too large"}  # on either path
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/v1/write", 406), ("/v1/write?async=1", 406), ("/v1/count", 400)]
+)
+def test_a_body_nested_past_the_parsers_depth_is_refused(
+    client: FlaskClient, redis_client: redis.Redis, path: str, status: int
+) -> None:
+    """2 KB of "[": refused as JSON that is not valid, not a 500 (the parser's recursion)."""
+    response = client.post(path, data=b"[" * 2000, content_type="application/json")
+    assert response.status_code == status
+    assert response.json["error"] == "the body is not valid JSON: nested too deeply"
+    assert redis_client.dbsize() == 0
+
+
+def test_a_form_escaping_bytes_that_are_not_utf8_reads_as_flask_reads_it(
+    client: FlaskClient, store: Store
+) -> None:
+    """Werkzeug keeps such an escape as it came ("%FF"); the fast path leaves it to Flask."""
+    store.write_metric(MetricPoint("steps", 1, 2, 3, 10, 1_496_539_700, 1_496_539_700, "increment"))
+    response = client.post(
+        "/v1/mumt_query/all/1496539000/1496539800",
+        data="ids=1&things=steps,%FF",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 200
+    assert response.json == {"data": {"1": {"steps": 10, "%FF": 0, "_atids": [2]}}}
 
 
 NUMBERS = ["0", "7", "007", "", " 1", "1 ", "-1", "+1", "\uff11", "\u00b2", "1.0", "all", " all"]

@@ -36,6 +36,8 @@ Rename = Callable[[str], str]
 FORM = "application/x-www-form-urlencoded"
 #: A form body that is not UTF-8, on either path (psd/web/fastpath.py, Flask's views).
 NOT_UTF8 = "the form is not valid UTF-8"
+#: A body past ``PSD_MAX_BODY_BYTES``, on either path.
+TOO_LARGE = "the request body is too large"
 
 
 class WriteRejected(InvalidInput):

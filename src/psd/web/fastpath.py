@@ -9,16 +9,20 @@ Content-Length, non-form bodies), goes to Flask untouched.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from psd.web.errors import FORM, LEGACY, NOT_UTF8
+from psd.web.errors import FORM, LEGACY, NOT_UTF8, TOO_LARGE
 from psd.web.handlers import Api
 from psd.web.reply import Reply, WSGIApp
 
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+#: a percent-escape of a byte past ASCII (a form's UTF-8, or not)
+_HIGH_ESCAPE = re.compile(r"%[89a-fA-F][0-9a-fA-F]")
 
 
 class FastPath:
@@ -70,6 +74,9 @@ class FastPath:
                 text = body.decode()
             except UnicodeDecodeError:
                 return LEGACY.answer(400, "", NOT_UTF8)
+            if _HIGH_ESCAPE.search(text):  # "%FF": Werkzeug keeps bytes that are not UTF-8
+                environ["wsgi.input"] = io.BytesIO(body)  # escaped, where parse_qsl makes
+                return None  # them U+FFFD: Flask decides, the body given back to it
             pairs = parse_qsl(text, keep_blank_values=True)
             form = dict(reversed(pairs))  # the first value of a repeated field, as Flask's
             handler = api.mumt_query if parts[1] == "v1" else api.mumt_query_v2
@@ -79,11 +86,11 @@ class FastPath:
     def body(self, environ: dict[str, Any]) -> bytes | Reply | None:
         """The request body; a 413 Reply when too large; None (Flask decides) without a
         Content-Length."""
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
+        text = environ.get("CONTENT_LENGTH") or ""
+        if not (text.isascii() and text.isdigit()):  # int() takes "+8" and "8_8": Werkzeug not
             return None
+        length = int(text)
         if length > self.max_body:
-            return LEGACY.answer(413, "", "the request body is too large")
+            return LEGACY.answer(413, "", TOO_LARGE)
         data: bytes = environ["wsgi.input"].read(length) if length > 0 else b""
         return data

@@ -9,7 +9,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from psd.errors import InvalidInput, PsdError
-from psd.web.errors import FORM, NOT_UTF8, shape_of
+from psd.web.errors import FORM, NOT_UTF8, TOO_LARGE, shape_of
 from psd.web.handlers import Api
 from psd.web.reply import Reply
 
@@ -81,7 +81,8 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         code = exc.name.lower().replace(" ", "_")
-        reply = shape_of(request.path).answer(exc.code or 500, code, exc.description or exc.name)
+        message = TOO_LARGE if isinstance(exc, RequestEntityTooLarge) else exc.description
+        reply = shape_of(request.path).answer(exc.code or 500, code, message or exc.name)
         response = respond(reply)
         allowed = getattr(exc, "valid_methods", None)
         if exc.code == 405 and allowed:  # RFC 9110: a 405 says what is allowed

@@ -75,6 +75,8 @@ def decode_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:  # "[[[[..." past the parser's depth: a bad body, not a 500
+        raise InvalidInput("the body is not valid JSON: nested too deeply") from None
 
 
 def mumt_data(
