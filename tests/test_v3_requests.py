@@ -82,6 +82,18 @@ def test_a_series_past_its_buckets_is_refused_before_it_builds_them_all(
     assert built == ["Asia/Tokyo"]
 
 
+def test_one_users_series_past_its_buckets_is_413_as_many_users_are(
+    redis_client: redis.Redis,
+) -> None:
+    """10,001 minutes of one user: 413 too_large, as the docs say and as the same buckets
+    over several users are, not a 422."""
+    client = client_of(redis_client)
+    body = {"things": ["steps"], "from": 0, "to": 10_001 * 60 - 1, "step": "minute"}
+    refused = client.post("/v3/series", json={**body, "users": [{"uid": 1}]})
+    answer = (refused.status_code, refused.json["error"]["code"], refused.json["error"]["field"])
+    assert answer == (413, "too_large", "step")
+
+
 @pytest.mark.parametrize("uid", ["1.0", "1_000", "+1.", "\u0661", " 1", "1e3"])
 def test_a_query_strings_integers_are_decimal_digits(redis_client: redis.Redis, uid: str) -> None:
     client = client_of(redis_client)

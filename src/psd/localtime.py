@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from psd.errors import InvalidInput
+from psd.errors import InvalidInput, TooLarge
 from psd.timebuckets import MAX_TS, MIN_TS
 
 Step = Literal["minute", "hour", "day", "week", "month", "year"]
@@ -174,7 +174,7 @@ def buckets(t1: int, t2: int, step: Step, tz: tzinfo) -> list[Bucket]:
         raise InvalidInput("the range's local time is past the year 9999", "from") from exc
     while start <= t2:
         if len(out) == MAX_BUCKETS:
-            raise InvalidInput(f"at most {MAX_BUCKETS} buckets a series", "step")
+            raise TooLarge(f"at most {MAX_BUCKETS} buckets a series", "step")
         try:
             end, known = _next_start(start, w, step, tz)
         except (OverflowError, ValueError):  # the bucket reaches past the year 9999
