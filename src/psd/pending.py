@@ -38,6 +38,7 @@ import msgpack
 
 from psd.batching import OWN_DELIVERY, delivery_name
 from psd.keys import ACTS, LOG_NUMBERS, ONCE, PENDING
+from psd.known import Known
 from psd.model import MetricPoint
 from psd.writes import WriteResult, ok_result
 
@@ -46,26 +47,12 @@ if TYPE_CHECKING:
     from psd.store import Store
 
 
-class Known:
-    """The activities (record, thing, aid) this store sent a diffadd of lately. A later
-    diffadd of one of them is not its activity's first change, so it goes the direct way
-    at once: pend.lua would find the activity and answer "direct", a second round trip. A
-    cache, right or wrong only for speed: forgotten all at once past ``MOST``."""
-
-    MOST = 16384
-
-    def __init__(self) -> None:
-        self.seen: set[tuple[str, int, int]] = set()
-
-    def note(self, points: Sequence[MetricPoint], items: list[int], records: Sequence[str]) -> None:
-        """Remember the activities of the diffadds among ``items``."""
-        seen = self.seen
-        for i in items:
-            p = points[i]
-            if p.mode != "increment":
-                if len(seen) >= self.MOST:
-                    seen.clear()
-                seen.add((records[i], p.thing_id, p.aid))
+def lapse_cut(now: int, lifetime: int) -> int:
+    """The instant at or before which a diffadd's window may be that of an activity whose
+    record lapsed with its user's state (a lifetime ago: -1 for a state kept for ever),
+    sent again: pend.lua cannot tell it from a first change (a user whose state lapsed has
+    no record to say so), the write script does (record.lua's "_d")."""
+    return now - lifetime if lifetime else -1
 
 
 def must_go_direct(
@@ -74,11 +61,13 @@ def must_go_direct(
     records: Sequence[str],
     levels: Sequence[str | None],
     known: Known,
+    old: int,
 ) -> set[str]:
     """The users of ``items`` none of whose points may wait: one of them is a point only
     coarser levels keep, or a diffadd that is not its activity's first change as far as psd
     can tell here (this store sent one of it lately, or another of the user's points here
-    names it; pend.lua asks the server about the rest)."""
+    names it; pend.lua asks the server about the rest), or whose window starts at or before
+    ``old`` (:func:`lapse_cut`)."""
     direct: set[str] = set()
     named: Counter[tuple[str, int, int]] | None = None
     for i in items:
@@ -87,7 +76,7 @@ def must_go_direct(
             direct.add(records[i])
         elif p.mode != "increment":
             act = (records[i], p.thing_id, p.aid)
-            if act in known.seen:
+            if act in known.seen or p.ts1 <= old:
                 direct.add(records[i])
             elif len(items) > 1:
                 if named is None:
@@ -104,6 +93,7 @@ def pended(
     levels: Sequence[str | None],
     most: int,
     known: Known,
+    old: int,
 ) -> frozenset[int]:
     """The points of a write's direct ``calls`` (psd/batching.py) that may wait in their
     user's log instead: a user's, when no call has more than ``most`` of them
@@ -121,7 +111,7 @@ def pended(
     rest = [i for call in calls for i in call if records[i] not in direct]
     if not rest:
         return frozenset()
-    direct |= must_go_direct(points, rest, records, levels, known)
+    direct |= must_go_direct(points, rest, records, levels, known, old)
     return frozenset(i for i in rest if records[i] not in direct)
 
 
@@ -317,9 +307,10 @@ class Waiting:
         most: int,
         known: Known,
         numbers: bool,
+        old: int = -1,
     ) -> None:
         self.points, self.records, self.names, self.levels = points, records, names, levels
-        self.most, self.known, self.numbers = most, known, numbers
+        self.most, self.known, self.numbers, self.old = most, known, numbers, old
         self.waits: set[int] = set()
         #: each call's units (by its first point) as built, for its results
         self.units: dict[int, list[list[int]]] = {}
@@ -332,7 +323,9 @@ class Waiting:
         self.waits.difference_update(items)
         if not self.most:
             return calls
-        mine = pended(self.points, calls, self.records, self.levels, self.most, self.known)
+        mine = pended(
+            self.points, calls, self.records, self.levels, self.most, self.known, self.old
+        )
         self.known.note(self.points, items, self.records)
         if not mine:
             return calls
@@ -361,7 +354,7 @@ class Waiting:
                 return None
             counts[records[i]] = n
         if diffadds:
-            if must_go_direct(points, items, records, levels, self.known):
+            if must_go_direct(points, items, records, levels, self.known, self.old):
                 return None
             self.known.note(points, items, records)
         self.waits.update(items)

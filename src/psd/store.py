@@ -1,9 +1,7 @@
-"""The Redis store: every read and write of psd goes through one :class:`Store`.
-
-Writes are one script call per batch of points (psd/batching.py), each point atomic (its
-diffadd window sum, stale check and every counter update happen together), batches pipelined.
-Reads (psd/reads.py) are one script call for a whole request.
-"""
+"""The Redis store: every read and write of psd goes through one :class:`Store`. Writes are
+one script call per batch of points (psd/batching.py), each point atomic (its diffadd window
+sum, stale check and every counter update happen together), batches pipelined. Reads
+(psd/reads.py) are one script call for a whole request."""
 
 from __future__ import annotations
 
@@ -25,6 +23,7 @@ from psd.errors import redis_errors
 from psd.inflight import LogSender
 from psd.kept import KeptWatch
 from psd.keys import count_prefix, metric_prefix, metric_prefixes
+from psd.known import Known
 from psd.layout import LayoutWatch
 from psd.levels import (
     check_kept,
@@ -39,7 +38,7 @@ from psd.levels import (
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes, Timed
-from psd.pending import Known, Waiting, alone_args, pend_results, returned_logs
+from psd.pending import Waiting, alone_args, lapse_cut, pend_results, returned_logs
 from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
@@ -143,7 +142,8 @@ class Store(Reads):
             return None
         record = metric_prefix(point.uid)
         if point.mode != "increment":
-            if (record, point.thing_id, point.aid) in self._known.seen:
+            act = (record, point.thing_id, point.aid)
+            if act in self._known.seen or point.ts1 <= lapse_cut(now, self.state_lifetime):
                 return None
             self._known.note([point], [0], [record])
         TALLY.observe(WRITE_BATCH_POINTS, 1)
@@ -332,8 +332,8 @@ class Store(Reads):
         with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
             numbers = self.layout.numeric_logs()
             before = delivered_before(self.redis, levels, records, names, since)  # not ours
-        known = self._known
-        waits = Waiting(points, records, names, levels, most, known, numbers)  # type: ignore[arg-type]
+        old, known = lapse_cut(now, self.state_lifetime), self._known
+        waits = Waiting(points, records, names, levels, most, known, numbers, old)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole

@@ -148,7 +148,11 @@ local function root_back(key)
   local user, year = string.match(key, '^({%d+}:)[ym](%d%d%d%d)')
   if user and redis.call('EXISTS', user .. 'r') == 0 then
     redis.call('HSET', user .. 'r', tostring(year * 10 + 1), '0')
-    redis.call('HDEL', user .. 'acts', '0:c')
+    local mark = redis.call('HGET', user .. 'acts', WHOLE.field)
+    if mark then  -- its drops still marked, as records that are not whole mark them
+      redis.call('HDEL', user .. 'acts', WHOLE.field)
+      redis.call('HSET', user .. 'acts', WHOLE.drops, mark)
+    end
     restored = restored + 1
   end
 end
@@ -225,13 +229,15 @@ end
 -- said were whole ("_c") are marked at the cut, no earlier than any of its drops, while
 -- they list an activity (listed: an index without one would be kept by its mark alone)
 local function mark_dropped(acts, idx, gone, record_cut, listed)
-  local marks = redis.call('HMGET', acts, WHOLE.field, WHOLE.legacy)
+  local marks = redis.call('HMGET', acts, WHOLE.field, WHOLE.legacy, WHOLE.drops)
   if marks[1] then
     if gone and gone > marks[1] + 0 then redis.call('HSET', acts, WHOLE.field, gone) end
   elseif marks[2] == '1' and listed then
     redis.call('HSET', acts, WHOLE.field, record_cut)
     redis.call('HDEL', acts, WHOLE.legacy)
     redis.call('ZADD', idx, WHOLE.score, WHOLE.member)
+  elseif gone and gone > (marks[3] or -1) + 0 then  -- records not whole: "_d"
+    redis.call('HSET', acts, WHOLE.drops, gone)
   end
 end
 

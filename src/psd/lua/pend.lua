@@ -77,20 +77,24 @@ end
 -- change: the activity has no state (its field in the user's acts) and no point in the log
 -- (the start of its entries of either kind: a log may hold both, pending.lua; a point of
 -- another activity could only hold it by chance: then it goes the direct way, answered the
--- same), and no window starts where the compaction dropped activities (the user's "0:c",
--- record.lua: one of those sent again goes the direct way, where it is stale). A diffadd
+-- same), and no window starts where the compaction dropped activities or a lapsed state
+-- lost them (the user's "0:c" or "_d", record.lua: one of those sent again goes the direct
+-- way, where it is stale; psd.pending sends a window older than the state's lifetime
+-- there already, as a user whose state lapsed has no record to say so). A diffadd
 -- sent again after its reply was lost finds its first sending here: it goes the direct way
 -- and adds nothing.
 local function first_changes(acts, log_key, checks, at, n)
   local fields = {}
   for j = 1, n do fields[j] = checks[at + 3 * j - 3] end
-  fields[n + 1] = '0:c'
+  fields[n + 1], fields[n + 2] = '0:c', '_d'
   local found = redis.call('HMGET', acts, unpack(fields))
   for j = 1, n do
     if found[j] then return false end
   end
-  local mark = tonumber(found[n + 1])
-  if mark and checks[at - 1] <= mark then return false end
+  for m = n + 1, n + 2 do
+    local mark = tonumber(found[m])
+    if mark and checks[at - 1] <= mark then return false end
+  end
   local log = redis.pcall('GET', log_key)
   if type(log) ~= 'string' then return true end  -- none; a hash: its APPEND refuses
   for j = 1, n do

@@ -19,7 +19,12 @@
 --   task, which drops each member up to its cut and the field its member names without
 --   marking it, drops that field with it, and the records no longer claim to be whole.
 --   "_c": "1", from an earlier psd, as "0:c" without a mark (its drops were never later
---   than the state's lifetime ago); the task turns it into "0:c".
+--   than the state's lifetime ago); the task turns it into "0:c". "_d" where the records
+--   are not whole (no "0:c"): they may lack activities whose last changes were at or
+--   before its value — those whose state lapsed (written with the first record of a user
+--   with counters and no state: the state's lifetime before then) and those the retention
+--   task dropped since (it raises it). A diffadd of an activity without a record whose
+--   window starts at or before "0:c" or "_d" may be one of those, sent again: it is stale.
 -- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
 --   changes or more (changes.lua), kept for the minute retention after the day ends.
 local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
@@ -28,7 +33,7 @@ local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
 local LAYOUT_FIELD, LAYOUT = '_v', '3'
 local SPAN_FIELD, EXPIRED_FIELD = '_span', '_x'
 -- the fields and member of completeness (a table: a script's chunk holds 200 locals at most)
-local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c'}
+local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c', drops = '_d'}
 
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end

@@ -6,7 +6,9 @@
 -- each would otherwise read, unpack, pack and write the same state again. The call is
 -- atomic either way.
 -- acts key -> thing -> aid -> an activity's state (nested: a key made of the three costs
--- more than the lookups); those states in order
+-- more than the lookups), and at "lapsed" the user's records' drop mark where they are not
+-- whole (record.lua's "_d": read with the first summary, or set for a user psd finds with
+-- counters and no state, theirs lapsed); those states in order
 local activities, touched
 -- acts key -> true once its layout is known current (its records' drop mark, a number,
 -- where it has one: record.lua's "0:c"), "new" for a user psd has no record of
@@ -50,16 +52,19 @@ end
 local function summary_of(acts, idx, id, root)
   if users[acts] then return redis.call('HGET', acts, id) end
   local vals = redis.call('HMGET', acts, id, LAYOUT_FIELD, SPAN_FIELD, EXPIRED_FIELD,
-                          WHOLE.field)
+                          WHOLE.field, WHOLE.drops)
   if vals[2] == LAYOUT then
     -- the user's drop mark (record.lua's "0:c", -1: none) where they have one, else true
     users[acts] = vals[5] and vals[5] + 0 or true
     spans[acts], marks[acts] = (vals[3] or 0) + 0, (vals[4] or 0) + 0
+    activities[acts].lapsed = vals[6] and vals[6] + 0
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
     users[acts] = redis.call('EXISTS', root) == 0 and 'whole' or 'new'
     spans[acts], marks[acts] = 0, 0
+    -- counters and no state: it lapsed, its activities last changed a lifetime ago or more
+    if users[acts] == 'new' and state_ttl > 0 then activities[acts].lapsed = now - state_ttl end
     return nil
   end
   convert_user(acts)
@@ -234,6 +239,8 @@ local function save_states()
         users[acts] = true
       elseif new == 'new' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)
+        local mark = activities[acts].lapsed
+        if mark then redis.call('HSET', acts, WHOLE.drops, mark) end
         users[acts] = true
       else
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary))
