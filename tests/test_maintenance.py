@@ -195,6 +195,32 @@ def test_a_running_total_sent_again_after_its_record_lapsed_or_was_dropped_count
     assert store.sum(8, "steps", None, NOW - DAY, NOW) == 7
 
 
+def test_records_without_a_mark_are_taken_as_lapsed_and_marked(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """Records that are not whole and carry no "_d" (an earlier psd rebuilt them after a
+    lapse): a window starting the state's lifetime ago or earlier is stale, and the user's
+    next write marks them so; a call that retries point by point (another user's point
+    refused at a limit) keeps the mark."""
+    t1 = NOW - 63 * DAY
+    assert write_now(store, MetricPoint("steps", 8, 1, 42, 100, t1, t1 + 600)).delta == 100
+    redis_client.delete("{8}:acts", "{8}:idx")  # lapsed, then rebuilt without a mark:
+    write_now(store, MetricPoint("steps", 8, 1, 43, 1, NOW - DAY, NOW - DAY, "increment"))
+    redis_client.hdel("{8}:acts", "_d")
+    lifetime = store.state_lifetime
+    hour = NOW - 3600
+    full = [MetricPoint("steps", 5, 1, a, 2**40, hour, hour, "increment") for a in range(8000)]
+    store.write_metrics(full, wait=False)  # user 5's hour near its limit
+    again = MetricPoint("steps", 8, 1, 42, 100, t1, t1 + 600)
+    past = MetricPoint("steps", 5, 1, 9999, 2**40, hour, hour, "increment")
+    refused, stale = store.write_metrics([past, again], wait=False)
+    assert (refused.status, stale.status) == ("refused", "stale")
+    assert store.sum(8, "steps", None, t1, t1 + 600) == 100
+    write_now(store, MetricPoint("steps", 8, 1, 43, 1, NOW, NOW, "increment"))
+    mark = int(redis_client.hget("{8}:acts", "_d") or 0)
+    assert NOW - lifetime - 60 <= mark <= NOW - lifetime + 60
+
+
 def test_a_state_without_expiry_gets_one(redis_client: redis.Redis, store: Store) -> None:
     ts = NOW - 3 * DAY
     write_now(store, MetricPoint("steps", 8, 1, 1, 5, ts, ts))

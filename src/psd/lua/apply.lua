@@ -60,7 +60,7 @@ local function apply_point(h, v)
       if sum == nil then return why, 0 end
       pending = pending + sum
     elseif type(users[act.acts]) == 'number' and ts1 <= users[act.acts]
-        or activities[act.acts].lapsed and ts1 <= activities[act.acts].lapsed then
+        or WHOLE.lapses[act.acts] and ts1 <= WHOLE.lapses[act.acts] then
       -- no record, and its window starts where the compaction dropped one, or a lapsed
       -- state lost one (record.lua's "0:c", "_d"): it may be one of those, sent again,
       -- whose changes are no longer known (as a window past them)

@@ -236,8 +236,8 @@ local function mark_dropped(acts, idx, gone, record_cut, listed)
     redis.call('HSET', acts, WHOLE.field, record_cut)
     redis.call('HDEL', acts, WHOLE.legacy)
     redis.call('ZADD', idx, WHOLE.score, WHOLE.member)
-  elseif gone and gone > (marks[3] or -1) + 0 then  -- records not whole: "_d"
-    redis.call('HSET', acts, WHOLE.drops, gone)
+  elseif gone and gone > (marks[3] or -1) + 0 and redis.call('EXISTS', acts) == 1 then
+    redis.call('HSET', acts, WHOLE.drops, gone)  -- records not whole: "_d"
   end
 end
 

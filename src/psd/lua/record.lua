@@ -33,7 +33,10 @@ local R_DAYS, D_TOTAL, D_CHANGES, D_SIZE = 6, 1, 2, 3
 local LAYOUT_FIELD, LAYOUT = '_v', '3'
 local SPAN_FIELD, EXPIRED_FIELD = '_span', '_x'
 -- the fields and member of completeness (a table: a script's chunk holds 200 locals at most)
-local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c', drops = '_d'}
+-- (and, for a call of write_metric.lua, its users' "_d" as it found or set them, by acts
+-- key, and those it sets when it writes the user's records: recording.lua)
+local WHOLE = {field = '0:c', member = '0:_:c:0', score = '-1', legacy = '_c', drops = '_d',
+               lapses = nil, unmarked = nil}
 
 -- the hour and the UTC day (Unix time // 3600, // 86400) of a Unix time
 local function hour_of(ts) return math.floor(ts / 3600) end

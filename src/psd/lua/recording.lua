@@ -6,9 +6,12 @@
 -- each would otherwise read, unpack, pack and write the same state again. The call is
 -- atomic either way.
 -- acts key -> thing -> aid -> an activity's state (nested: a key made of the three costs
--- more than the lookups), and at "lapsed" the user's records' drop mark where they are not
--- whole (record.lua's "_d": read with the first summary, or set for a user psd finds with
--- counters and no state, theirs lapsed); those states in order
+-- more than the lookups); those states in order. A user's drop mark where their records
+-- are not whole (record.lua's "_d") is read with the first summary into WHOLE.lapses (a
+-- refused point's retry forgets the states, not the users), or set there: for a user psd
+-- finds with counters and no state (theirs lapsed), and for records without any mark (an
+-- earlier psd rebuilt them after a lapse), the state's lifetime before now, written with
+-- the user's records (WHOLE.unmarked)
 local activities, touched
 -- acts key -> true once its layout is known current (its records' drop mark, a number,
 -- where it has one: record.lua's "0:c"), "new" for a user psd has no record of
@@ -38,6 +41,7 @@ local function recording_begin()
   last_change[1] = nil
   singles.on, singles.unhinted = true, {}
   activities, touched, users, spans, marks = {}, {}, {}, {}, {}
+  WHOLE.lapses, WHOLE.unmarked = {}, {}
   REFRESH = math.min(86400, math.floor(state_ttl / 16))
 end
 
@@ -57,14 +61,17 @@ local function summary_of(acts, idx, id, root)
     -- the user's drop mark (record.lua's "0:c", -1: none) where they have one, else true
     users[acts] = vals[5] and vals[5] + 0 or true
     spans[acts], marks[acts] = (vals[3] or 0) + 0, (vals[4] or 0) + 0
-    activities[acts].lapsed = vals[6] and vals[6] + 0
+    WHOLE.lapses[acts] = vals[6] and vals[6] + 0
+    if not (vals[5] or vals[6]) and state_ttl > 0 then  -- no mark: it may have lapsed
+      WHOLE.lapses[acts], WHOLE.unmarked[acts] = now - state_ttl, true
+    end
     return vals[1]
   end
   if redis.call('EXISTS', acts) == 0 then
     users[acts] = redis.call('EXISTS', root) == 0 and 'whole' or 'new'
     spans[acts], marks[acts] = 0, 0
     -- counters and no state: it lapsed, its activities last changed a lifetime ago or more
-    if users[acts] == 'new' and state_ttl > 0 then activities[acts].lapsed = now - state_ttl end
+    if users[acts] == 'new' and state_ttl > 0 then WHOLE.lapses[acts] = now - state_ttl end
     return nil
   end
   convert_user(acts)
@@ -239,11 +246,14 @@ local function save_states()
         users[acts] = true
       elseif new == 'new' then
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary), LAYOUT_FIELD, LAYOUT)
-        local mark = activities[acts].lapsed
-        if mark then redis.call('HSET', acts, WHOLE.drops, mark) end
+        if WHOLE.lapses[acts] then redis.call('HSET', acts, WHOLE.drops, WHOLE.lapses[acts]) end
         users[acts] = true
       else
         redis.call('HSET', acts, act.id, cmsgpack.pack(act.summary))
+        if WHOLE.unmarked[acts] then
+          redis.call('HSET', acts, WHOLE.drops, WHOLE.lapses[acts])
+          WHOLE.unmarked[acts] = nil
+        end
       end
       -- its member names its type and first change: the one before goes if they changed
       local s = act.summary
