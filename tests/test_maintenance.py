@@ -158,69 +158,6 @@ def test_old_changes_are_not_kept_and_updates_needing_them_are_stale(
     assert write_now(store, MetricPoint("steps", 7, 1, 2, 6, recent, recent + 90)).delta == 2
 
 
-def test_a_running_total_sent_again_after_its_record_lapsed_or_was_dropped_counts_once(
-    redis_client: redis.Redis, store: Store
-) -> None:
-    """Users whose records were not begun whole (their state lapsed while their counters
-    lived on: no "0:c"): a running total sent again after its record lapsed with the state,
-    or after the compaction dropped it, is stale (it counted a second time), whichever way
-    it comes (alone, as HTTP writes do; in a stream's write; applied at once); a new
-    activity's recent window counts."""
-    settings = store.settings
-    t1 = NOW - 63 * DAY
-    # user 8: a running total, then the state lapses (what its expiry does, 60 days on)
-    assert write_now(store, MetricPoint("steps", 8, 1, 42, 100, t1, t1 + 600)).delta == 100
-    redis_client.delete("{8}:acts", "{8}:idx")
-    # user 9: counters, their state lapses, then (62 days ago) a new running total, which
-    # the compaction drops now (past the state's lifetime)
-    then = Store(redis_client, settings, clock=lambda: NOW - 62 * DAY)
-    write_now(then, MetricPoint("steps", 9, 1, 500, 5, t1 - DAY, t1 - DAY, "increment"))
-    redis_client.delete("{9}:acts", "{9}:idx")
-    assert write_now(then, MetricPoint("steps", 9, 1, 42, 100, t1, t1 + 600)).delta == 100
-    run(store, "compaction")
-    assert not redis_client.hexists("{9}:acts", "1:42")
-    assert redis_client.hget("{9}:acts", "_d") == str(t1 + 600).encode()  # the drop's mark
-    for uid in (8, 9):
-        again = MetricPoint("steps", uid, 1, 42, 100, t1, t1 + 600)
-        for way in (
-            lambda s, p: s.write_metric(p),
-            lambda s, p: s.write_metrics([p, MetricPoint("steps", 70, 1, 1, 1, NOW, NOW)])[0],
-            write_now,
-        ):
-            assert way(Store(redis_client, settings), again).status == "stale", (uid, way)
-        store.settle()
-        assert store.sum(uid, "steps", None, t1, t1 + 600) == 100
-    fresh = MetricPoint("steps", 8, 1, 43, 7, NOW - DAY, NOW - DAY + 60)
-    assert Store(redis_client, settings).write_metric(fresh).status == "ok"
-    assert store.sum(8, "steps", None, NOW - DAY, NOW) == 7
-
-
-def test_records_without_a_mark_are_taken_as_lapsed_and_marked(
-    redis_client: redis.Redis, store: Store
-) -> None:
-    """Records that are not whole and carry no "_d" (an earlier psd rebuilt them after a
-    lapse): a window starting the state's lifetime ago or earlier is stale, and the user's
-    next write marks them so; a call that retries point by point (another user's point
-    refused at a limit) keeps the mark."""
-    t1 = NOW - 63 * DAY
-    assert write_now(store, MetricPoint("steps", 8, 1, 42, 100, t1, t1 + 600)).delta == 100
-    redis_client.delete("{8}:acts", "{8}:idx")  # lapsed, then rebuilt without a mark:
-    write_now(store, MetricPoint("steps", 8, 1, 43, 1, NOW - DAY, NOW - DAY, "increment"))
-    redis_client.hdel("{8}:acts", "_d")
-    lifetime = store.state_lifetime
-    hour = NOW - 3600
-    full = [MetricPoint("steps", 5, 1, a, 2**40, hour, hour, "increment") for a in range(8000)]
-    store.write_metrics(full, wait=False)  # user 5's hour near its limit
-    again = MetricPoint("steps", 8, 1, 42, 100, t1, t1 + 600)
-    past = MetricPoint("steps", 5, 1, 9999, 2**40, hour, hour, "increment")
-    refused, stale = store.write_metrics([past, again], wait=False)
-    assert (refused.status, stale.status) == ("refused", "stale")
-    assert store.sum(8, "steps", None, t1, t1 + 600) == 100
-    write_now(store, MetricPoint("steps", 8, 1, 43, 1, NOW, NOW, "increment"))
-    mark = int(redis_client.hget("{8}:acts", "_d") or 0)
-    assert NOW - lifetime - 60 <= mark <= NOW - lifetime + 60
-
-
 def test_a_state_without_expiry_gets_one(redis_client: redis.Redis, store: Store) -> None:
     ts = NOW - 3 * DAY
     write_now(store, MetricPoint("steps", 8, 1, 1, 5, ts, ts))
