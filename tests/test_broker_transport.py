@@ -186,11 +186,18 @@ def test_acks_that_cannot_be_sent_are_logged_not_raised(caplog: pytest.LogCaptur
 def test_a_consumer_killed_between_taking_a_message_and_recording_it_loses_nothing(
     store_url: str, broker_server: str
 ) -> None:
-    """The moment kombu's BRPOP lost a message in: the server has given it to a consumer,
-    which dies before it records it as unacknowledged. Taken with BLMOVE, it waits in its
-    queue's in-flight list, and a worker gives it back to the queue after the visibility
-    timeout and applies it, once."""
     broker = redis_broker(broker_server, 7)
+    killed_while_taking(store_url, broker, redis.Redis.from_url(broker), transport.Transport)
+
+
+def killed_while_taking(
+    store_url: str, broker: str, client: redis.Redis, kind: type[transport.Transport]
+) -> None:
+    """The moment kombu's BRPOP lost a message in: the server has given it to a consumer,
+    which dies before it records it as unacknowledged. Taken with BLMOVE (by a transport of
+    ``kind``), it waits in its queue's in-flight list, and a worker gives it back to the
+    queue after the visibility timeout and applies it, once. ``client``: the broker's
+    server, its database."""
     queue = f"q-{uuid.uuid4().hex[:6]}"
     settings = Settings(
         redis_url=store_url, broker_url=broker, queue=queue, broker_visibility_timeout=1
@@ -200,8 +207,8 @@ def test_a_consumer_killed_between_taking_a_message_and_recording_it_loses_nothi
     flush(store_url)
     ts = int(time.time()) - 60
     app.tasks["psd.write_metric"].delay(**point(uid=9, value=5, ts=ts, mode="increment"))
-    client = redis.Redis.from_url(broker)
     with app.connection_for_read() as conn:
+        assert type(conn.transport) is kind
         channel = conn.default_channel
         channel.basic_consume(queue, False, lambda message: None, "dying")
         channel.client.connection = channel.client.connection_pool.get_connection()

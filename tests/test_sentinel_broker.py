@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,10 +24,10 @@ from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.errors import InvalidInput
 from psd.lifetime import die_with_parent
-from psd.store import Store
 from psd.workers import transport
 from psd.workers.app import celery_config
-from tests.support import flush, make_app, running_worker, wait_for
+from tests.support import wait_for
+from tests.test_broker_transport import killed_while_taking
 from tests.test_flower_broker import broker_page
 from tests.test_workers import point, store_url  # noqa: F401 (a fixture)
 
@@ -89,36 +88,12 @@ def test_the_master_is_read_from_the_url_and_given_to_kombu_as_an_option() -> No
 def test_a_consumer_killed_on_a_sentinel_broker_loses_nothing(
     sentinel: tuple[str, redis.Redis], store_url: str
 ) -> None:
-    """The moment kombu's BRPOP lost a message in, on the master a Sentinel names: the
-    message waits in its queue's in-flight list, and a worker gives it back after the
-    visibility timeout and applies it, once."""
+    """The moment kombu's BRPOP lost a message in, on the master a Sentinel names
+    (tests/test_broker_transport.py)."""
     at, master = sentinel
-    queue = f"q-{uuid.uuid4().hex[:6]}"
-    settings = Settings(
-        redis_url=store_url,
-        broker_url=f"{at}/4?master_name={MASTER}",
-        queue=queue,
-        broker_visibility_timeout=1,
-    )
-    app = make_app(settings)
-    store = Store.from_url(store_url, settings)
-    flush(store_url)
-    ts = int(time.time()) - 60
-    app.tasks["psd.write_metric"].delay(**point(uid=9, value=5, ts=ts, mode="increment"))
     client = redis.Redis(port=master.connection_pool.connection_kwargs["port"], db=4)
-    with app.connection_for_read() as conn:
-        assert isinstance(conn.transport, transport.SentinelTransport)
-        channel = conn.default_channel
-        channel.basic_consume(queue, False, lambda message: None, "dying")
-        channel.client.connection = channel.client.connection_pool.get_connection()
-        channel._brpop_start(timeout=1)  # sent; its reply never read: the consumer dies
-        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 1, 10)
-        channel.client.connection.disconnect()
-    assert client.llen(queue) == 0 and client.hlen("unacked") == 0  # recorded nowhere else
-    with running_worker(app):
-        assert wait_for(lambda: store.sum(9, "steps", None, ts, ts) == 5, 60)
-        assert wait_for(lambda: client.llen(queue + transport.INFLIGHT) == 0, 10)
-    assert store.sum(9, "steps", None, ts, ts) == 5
+    broker = f"{at}/4?master_name={MASTER}"
+    killed_while_taking(store_url, broker, client, transport.SentinelTransport)
 
 
 def test_doctor_reaches_a_sentinel_brokers_master(sentinel: tuple[str, redis.Redis]) -> None:
