@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import click
@@ -228,22 +228,25 @@ def broker(store: Store, settings: Settings) -> Iterator[Finding]:
     yield _reach_broker(url)
 
 
+def _reach_with_kombu(url: str, scheme: str) -> None:
+    """Connect to a broker only kombu names (a unix socket's, a Sentinel's master) as the
+    workers do. kombu gives its Redis connections no timeout of its own: a sentinel that
+    takes the connection and never answers would hold the check for ever."""
+    options: dict[str, Any] = {"socket_connect_timeout": 3, "socket_timeout": 3}
+    if scheme == "sentinel":
+        url, options["master_name"] = sentinel_broker(url)
+    with Connection(url, transport_options=options, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
+        conn.ensure_connection(max_retries=1, interval_start=0)
+
+
 def _reach_broker(url: str) -> Finding:
     parts = urlsplit(url)
     scheme, host = parts.scheme, parts.hostname or "localhost"
     tls = scheme in ("amqps", "pyamqps")
     port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
     try:
-        if scheme == "redis+socket":  # kombu's own name: reached as the workers reach it
-            with Connection(url, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
-                conn.ensure_connection(max_retries=1, interval_start=0)
-        elif scheme == "sentinel":  # the master its sentinels name, as the workers reach it
-            plain, master = sentinel_broker(url)
-            # kombu gives its Redis connections no timeout of its own: a sentinel that takes
-            # the connection and never answers would hold the check for ever
-            options = {"master_name": master, "socket_connect_timeout": 3, "socket_timeout": 3}
-            with Connection(plain, transport_options=options, connect_timeout=3) as conn:  # type: ignore[no-untyped-call]
-                conn.ensure_connection(max_retries=1, interval_start=0)
+        if scheme in ("redis+socket", "sentinel"):  # kombu's own: reached as the workers do
+            _reach_with_kombu(url, scheme)
         elif scheme.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=3).ping()
         elif tls:  # reachable is what can be said without a TLS handshake here
