@@ -223,6 +223,26 @@ def test_a_delivery_come_again_past_the_retention_is_a_duplicate_not_a_refusal(
     assert store.write_metrics([point], ["task-1"])[0].status == "refused"
 
 
+def test_a_refused_point_of_a_delivery_applied_in_part_is_refused_again(
+    redis_client: redis.Redis,
+) -> None:
+    """A delivery one of whose points no level keeps, the rest applied, comes again (its
+    worker killed after the write, before its dead letter was kept): the point refused then
+    is refused again, so that its dead letter is kept this time, and the rest are
+    duplicates. Only a point its delivery applied is answered as applied."""
+    now = int(time.time())
+    this_year = datetime.fromtimestamp(now, UTC).year
+    long_ago = int(datetime(this_year - 2, 6, 1, tzinfo=UTC).timestamp())
+    store = Store(redis_client, Settings(pending_points=0), clock=lambda: now)
+    recent, old = increment(1, 10, now - 3600), increment(1, 7, long_ago)
+    first = store.write_metrics([recent, old], ["task-1", "task-1"])
+    assert [r.status for r in first] == ["ok", "refused"]
+    again = store.write_metrics([recent, old], ["task-1", "task-1"])
+    assert [r.status for r in again] == ["duplicate", "refused"]
+    assert again[1].reason == first[1].reason
+    assert store.sum(1, "steps", None, now - 7200, now) == 10
+
+
 @st.composite
 def deliveries(draw: st.DrawFn) -> list[tuple[str, list[MetricPoint]]]:
     """Messages of increments and diffadds, some sent again (a redelivery or a duplicate

@@ -67,12 +67,16 @@ def delivered_before(
     records: Sequence[str],
     names: Sequence[str],
     since: int,
+    kept_at: Callable[[int, int], bool],
 ) -> set[int]:
     """The points no level keeps whose delivery part their record holds, applied at
-    ``since`` or later (once.lua: the idempotency window): a delivery applied before the
-    retention's edge passed them and come again, each answered ``duplicate``, not refused
-    (a refusal's dead letter, applied once the retention is raised, would count it twice).
-    The store's own keys (a NUL byte first) are no one's."""
+    ``since`` or later (once.lua: the idempotency window) when a level still kept them
+    (``kept_at(when, i)``): a delivery applied before the retention's edge passed them and
+    come again, each answered ``duplicate``, not refused (a refusal's dead letter, applied
+    once the retention is raised, would count it twice). A point no level kept when its
+    part was applied was refused then, beside the points of the part that were applied:
+    it is refused again, so that a worker killed before it kept the dead letter keeps it
+    on the redelivery. The store's own keys (a NUL byte first) are no one's."""
     if None not in levels:  # the usual write: nothing refused
         return set()
     asked = [i for i, level in enumerate(levels) if level is None and names[i][:1] not in ("", OWN)]
@@ -82,7 +86,7 @@ def delivered_before(
     for i in asked:
         pipe.zscore(records[i] + ONCE, names[i])
     found = zip(asked, pipe.execute(), strict=True)
-    return {i for i, score in found if score is not None and score >= since}
+    return {i for i, at in found if at is not None and at >= since and kept_at(int(at), i)}
 
 
 def outcomes(
