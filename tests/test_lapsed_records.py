@@ -76,3 +76,21 @@ def test_records_without_a_mark_are_taken_as_lapsed_and_marked(
     mark = int(redis_client.hget("{8}:acts", "_d") or 0)
     now = store.now()  # NOW is when the module was imported: maybe minutes ago
     assert now - lifetime - 60 <= mark <= now - lifetime
+
+
+def test_a_change_dated_ahead_of_the_clock_is_outlived_by_its_state(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """A change dated days after the store's clock (a device's clock ahead): its user's
+    state lives the state's lifetime past that change, as past any other, so that a lapse
+    never comes before it is a lifetime old (the records' "_d" then covers it)."""
+    now = store.now()
+    lifetime = store.state_lifetime
+    ahead = now + 3 * DAY
+    write_now(store, MetricPoint("steps", 12, 1, 1, 5, ahead - 60, ahead))
+    for key in ("{12}:acts", "{12}:idx"):
+        assert redis_client.ttl(key) >= ahead - store.now() + lifetime, key
+    assert int(redis_client.hget("{12}:acts", "_x") or 0) == ahead
+    write_now(store, MetricPoint("steps", 12, 1, 2, 5, now - 60, now))  # one of today's
+    for key in ("{12}:acts", "{12}:idx"):
+        assert redis_client.ttl(key) >= ahead - store.now() + lifetime, key

@@ -23,7 +23,8 @@ local spans  -- acts key -> its "_span" as read with the first summary (nil: unk
 local marks  -- acts key -> its "_x" as read with the first summary (nil: unknown)
 
 -- A user's state lives state_ttl past their last change. Its two keys are given
--- state_ttl + REFRESH seconds when their mark ("_x") is REFRESH old or more, not at every
+-- state_ttl + REFRESH seconds past now, or past the latest change the call wrote when it
+-- is later (its "_x" then), when their mark ("_x") is REFRESH older or more, not at every
 -- call: most of a user's writes then carry no EXPIRE. REFRESH is a day, or a sixteenth of
 -- a short state_ttl.
 local REFRESH
@@ -234,7 +235,8 @@ local function record(act, ts, delta, atid)
 end
 
 local function save_states()
-  local longest, changed = {}, {}  -- acts key -> longest span written; -> its idx
+  -- acts key -> longest span written; -> its idx; -> its latest change written
+  local longest, changed, latest = {}, {}, {}
   for _, act in ipairs(touched) do
     if act.changed then
       local acts = act.acts
@@ -264,6 +266,7 @@ local function save_states()
       redis.call('ZADD', act.idx, digits_of(s[R_LAST]), member_of(act, s[R_TYPE], s[R_FIRST]))
       local span = act.summary[R_LAST] - act.summary[R_FIRST]
       if span > (longest[acts] or 0) then longest[acts] = span end
+      if s[R_LAST] > (latest[acts] or 0) then latest[acts] = s[R_LAST] end
       changed[acts] = act.idx
     end
   end
@@ -277,11 +280,13 @@ local function save_states()
   if state_ttl > 0 then
     for acts, idx in pairs(changed) do
       local mark = marks[acts] or (redis.call('HGET', acts, EXPIRED_FIELD) or 0) + 0
-      if now - mark >= REFRESH then
-        redis.call('HSET', acts, EXPIRED_FIELD, now)
-        redis.call('EXPIRE', acts, state_ttl + REFRESH)
-        redis.call('EXPIRE', idx, state_ttl + REFRESH)
-        marks[acts] = now
+      -- a change dated after now (a device's clock ahead) is lived past as any other
+      local at = math.max(now, latest[acts])
+      if at - mark >= REFRESH then
+        redis.call('HSET', acts, EXPIRED_FIELD, at)
+        redis.call('EXPIRE', acts, at - now + state_ttl + REFRESH)
+        redis.call('EXPIRE', idx, at - now + state_ttl + REFRESH)
+        marks[acts] = at
       end
     end
   end
