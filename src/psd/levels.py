@@ -13,7 +13,7 @@ from psd.errors import InvalidInput, PastRetention
 from psd.keys import ONCE
 from psd.metrics import COARSE
 from psd.model import CountPoint, MetricPoint
-from psd.retention import Horizon
+from psd.retention import Horizon, Policy
 from psd.writes import PointKind, WriteResult, WriteStatus
 
 #: Why an all-or-nothing write of users on several primaries of a cluster is refused.
@@ -67,11 +67,12 @@ def delivered_before(
     records: Sequence[str],
     names: Sequence[str],
     since: int,
-    kept_at: Callable[[int, int], bool],
+    policy: Policy,
+    instants: Sequence[int],
 ) -> set[int]:
     """The points no level keeps whose delivery part their record holds, applied at
-    ``since`` or later (once.lua: the idempotency window) when a level still kept them
-    (``kept_at(when, i)``): a delivery applied before the retention's edge passed them and
+    ``since`` or later (once.lua: the idempotency window) when a level of ``policy`` still
+    kept their instants: a delivery applied before the retention's edge passed them and
     come again, each answered ``duplicate``, not refused (a refusal's dead letter, applied
     once the retention is raised, would count it twice). A point no level kept when its
     part was applied was refused then, beside the points of the part that were applied:
@@ -86,7 +87,11 @@ def delivered_before(
     for i in asked:
         pipe.zscore(records[i] + ONCE, names[i])
     found = zip(asked, pipe.execute(), strict=True)
-    return {i for i, at in found if at is not None and at >= since and kept_at(int(at), i)}
+    return {
+        i
+        for i, at in found
+        if at is not None and at >= since and policy.horizon(int(at)).finest(instants[i])
+    }
 
 
 def outcomes(

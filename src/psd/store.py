@@ -331,10 +331,7 @@ class Store(Reads):
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
         with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
             numbers = self.layout.numeric_logs()
-            before = delivered_before(  # not ours
-                self.redis, levels, records, names, since,
-                lambda at, i: policy.horizon(at).finest(instants[i]) is not None,
-            )  # fmt: skip
+            before = delivered_before(self.redis, levels, records, names, since, policy, instants)
         old, known = lapse_cut(now, self.state_lifetime), self._known
         waits = Waiting(points, records, names, levels, most, known, numbers, old)  # type: ignore[arg-type]
 
