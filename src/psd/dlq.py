@@ -17,7 +17,9 @@ from typing import Any
 
 import redis
 
+from psd.batching import OWN_DELIVERY, part_names
 from psd.errors import InvalidInput
+from psd.keys import ONCE, metric_prefix
 from psd.model import parse_count, parse_metric
 from psd.store import Store, redis_errors
 
@@ -58,6 +60,32 @@ def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
         pipe = client.pipeline(transaction=True)
         pipe.rpush(DLQ_KEY, *texts)
         pipe.ltrim(DLQ_KEY, -DLQ_MAX, -1)
+        pipe.execute()
+
+
+def close_parts(store: Store, letters: Sequence[tuple[int, str, bool]]) -> None:
+    """Record as applied, in each user's record of deliveries (psd/lua/once.lua), the
+    delivery parts of a write none of whose points was applied, once their dead letters are
+    kept under keys of their own (``<delivery>:<where>``: ``retry`` applies each alone).
+    ``letters``: per point of the write, in order, its user, delivery key ("" = none) and
+    whether it was refused. A redelivery or duplicate publish of the message, once nothing
+    refuses the point, is then a duplicate, and the retry alone applies it (each applied it:
+    it counted twice); one that still refuses it is refused again (psd/levels.py)."""
+    names = part_names([str(uid) for uid, _, _ in letters], [key for _, key, _ in letters])
+    closed: dict[tuple[int, str], bool] = {}  # (user, part) -> every point of it refused
+    for (uid, _, refused), name in zip(letters, names, strict=True):
+        if name and name[0] != OWN_DELIVERY:
+            closed[uid, name] = closed.get((uid, name), True) and refused
+    parts = [part for part, refused in closed.items() if refused]
+    if not parts:
+        return
+    now, window = store.now(), store.settings.idempotency_window
+    with redis_errors("dead-letter write"):
+        pipe = store.redis.pipeline(transaction=False)
+        for uid, name in parts:
+            record = metric_prefix(uid) + ONCE
+            pipe.zadd(record, {name: now}, nx=True)
+            pipe.expire(record, window)
         pipe.execute()
 
 

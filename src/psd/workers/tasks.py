@@ -206,6 +206,9 @@ def apply_batch(
                 live.add(request.id)
         POINTS.labels("task").inc(len(results) - (len(dead) - invalid))
     kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
+    closing = _closing(metrics, metric_keys, results, sources)
+    if kept and closing:  # after the letters: a part closed before them could lose them
+        kept = with_retries(lambda: dlq.close_parts(store, closing), patience, "refused parts")
     if kept:
         REJECTED.labels("task", "invalid").inc(invalid)
         for label, n in refused.items():
@@ -219,6 +222,25 @@ def apply_batch(
         if request.id not in outcomes:
             outcomes[request.id] = ACK
     return outcomes
+
+
+def _closing(
+    metrics: list[MetricPoint],
+    keys: list[str],
+    results: list[WriteResult],
+    sources: list[tuple[SimpleRequest, str, str]],
+) -> list[tuple[int, str, bool]]:
+    """:func:`psd.dlq.close_parts`'s letters of a batch's metric points when some were
+    refused under a key of their own (a ``psd.write_metrics`` point: ``<delivery>:<where>``;
+    a ``psd.write_metric`` point's letter has its message's key, which its redelivery
+    shares: nothing to close), else none."""
+    # results: none when the write never went through; else the metrics', then the counts'
+    if not any(r.refusal is not None and w for r, (_, w, _) in zip(results, sources, strict=False)):
+        return []
+    return [
+        (point.uid, key, result.refusal is not None and bool(where))
+        for point, key, result, (_, where, _) in zip(metrics, keys, results, sources, strict=False)
+    ]
 
 
 def _parsed(
