@@ -121,3 +121,83 @@ def test_keys_in_flight_longer_ago_than_the_window_are_named(
 
 
 # ---- retention ----
+
+
+# ---- the old server restarted; refusals before an interruption ----
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(_: int) -> None:
+    raise _Stop
+
+
+def test_a_migration_resumed_after_the_old_server_restarted_migrates_every_user(
+    store: Store, tmp_path: Any
+) -> None:
+    """Interrupted after its first SCAN page; the old server restarts (the same data, a new
+    hash seed: the cursor means nothing to it); the rerun scans again from the start, and
+    every user is migrated once (one step each). Past the idempotency window the rerun is
+    refused: the keys migrated before are no longer recognised."""
+    from psd.embedded import EmbeddedServer, server_binary
+    from psd.migrate import Migration
+    from tests.oldservice import OldService
+
+    users, ts = 3000, utc("2016-07-04 12:30:00")
+    service = OldService()
+    for uid in range(1, users + 1):
+        service.metric(1, uid, 1, 1, ts, 1)
+    server = EmbeddedServer(data_dir=tmp_path / "old", binary=server_binary(prefer_path=True))
+    with server:
+        old = redis.Redis(port=server.port)
+        service.store(old)
+        with pytest.raises(_Stop):
+            Migration(old, store, store.settings).run(_stop)
+        old.close()
+        server.stop()
+        server.start()  # the same data, the same port, another run
+        old = redis.Redis(port=server.port)
+        later = time.time() + store.settings.idempotency_window + 60
+        with pytest.raises(InvalidInput, match="restarted"):
+            Migration(old, store, store.settings, clock=lambda: later)
+        summary = Migration(old, store, store.settings).run()
+        old.close()
+    assert summary.scanned_again
+    assert store.redis.hget(PROGRESS, "complete") == b"1"
+    assert [u for u in range(1, users + 1) if store.sum(u, "steps", None, ts, ts) != 1] == []
+
+
+def test_points_refused_before_an_interruption_still_fail_the_finished_migration(
+    old: redis.Redis, store: Store
+) -> None:
+    """Points the store refused (a counter past its limit) in a unit the run was stopped
+    inside: the rerun, which writes those keys no more, still counts them, fails, and a
+    later rerun says how many."""
+    from tests.oldservice import OldService
+
+    service = OldService()
+    base = utc("2016-03-01 00:00:00")
+    for i in range(8000):
+        service.metric(3, 1, 2, 9, base + i * 60, 2**40)
+    service.metric(3, 1, 2, 10, utc("2016-04-20 00:00:00"), 1)  # the last old key
+    service.store(old)
+    dying = _dying(store, 8001, before_write=True)  # killed before its last write
+    first = _migration(old, dying, batch=1)
+    with pytest.raises(Dies):
+        first.run()
+    refused = first.summary.refused
+    assert refused > 0
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    rerun = cli(settings, "--from-redis", url_of(old), "--batch", "1")
+    assert store.redis.hget(PROGRESS, "complete") == b"1"
+    assert rerun.exit_code == 1, rerun.output
+    again = cli(settings, "--from-redis", url_of(old))
+    assert f"{refused} points were not migrated" in again.output, again.output
+
+
+def _migration(old: redis.Redis, store: Store, batch: int) -> Any:
+    from psd.migrate import Migration
+
+    return Migration(old, store, store.settings, batch=batch)

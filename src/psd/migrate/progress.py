@@ -2,9 +2,11 @@
 
 One hash, ``psd:migrate:progress``, so every update is one atomic MULTI on one key (one slot
 on a cluster): ``source`` (the old server), ``cursor`` (the SCAN cursor of the page being
-worked on), ``done:<year key>`` for the units of that page already migrated, and for the unit
-being migrated ``key:<old key>`` (applied) and ``flight:<old key>`` (being applied: marked
-before its write, so an interruption leaves nothing undecided but what is marked).
+worked on), ``scanning`` (the old server that cursor is of, and its run: a cursor means
+nothing to a restarted server), ``done:<year key>`` for the units of that page already
+migrated, and for the unit being migrated ``key:<old key>`` (applied) and
+``flight:<old key>`` (being applied: marked before its write, so an interruption leaves
+nothing undecided but what is marked); ``failed``, the points no run could migrate.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from psd.errors import InvalidInput
 
 PROGRESS = "psd:migrate:progress"
 #: Progress fields that are no unit's or old key's: kept when a SCAN page is done.
-SCALARS = ("source", "cursor", "started", "updated", "complete", "failed")
+SCALARS = ("source", "cursor", "scanning", "started", "updated", "complete", "failed")
 
 
 def describe(client: redis.Redis) -> str:
@@ -56,6 +58,16 @@ class Progress:
         return int(self.fields.get("cursor", 0))
 
     @property
+    def scanning(self) -> str | None:
+        """The old server (and its run) the cursor is of; None: not recorded (an earlier
+        psd's progress)."""
+        return self.fields.get("scanning")
+
+    def since_update(self) -> float:
+        """Seconds since the progress last moved."""
+        return self.clock() - int(self.fields.get("updated", 0))
+
+    @property
     def complete(self) -> bool:
         return "complete" in self.fields
 
@@ -89,18 +101,32 @@ class Progress:
             self.fields.pop(name, None)
         self.fields.update(mapping)
 
-    def begin(self) -> None:
+    def begin(self, scanning: str) -> None:
         if not self.started:
-            self._hset({"cursor": "0", "started": str(int(self.clock()))})
+            self._hset({"cursor": "0", "scanning": scanning, "started": str(int(self.clock()))})
+
+    def scan_again(self, scanning: str) -> None:
+        """The scan starts over (the old server it was of restarted): the units and keys
+        recorded of its page are of a page that is no more."""
+        stale = [k for k in self.fields if k not in SCALARS]
+        self._hset({"cursor": "0", "scanning": scanning}, stale)
+        self.done_keys.clear()
 
     def flying(self, keys: list[str]) -> None:
         self._hset({f"flight:{k}": "1" for k in keys})
 
-    def landed(self, keys: list[str]) -> None:
-        self._hset({f"key:{k}": "1" for k in keys}, [f"flight:{k}" for k in keys])
+    def landed(self, keys: list[str], failed: int = 0) -> None:
+        """``keys`` written, ``failed`` of their points refused by the store: counted with
+        them, as a rerun writes them no more."""
+        mapping = {f"key:{k}": "1" for k in keys}
+        if failed:
+            mapping["failed"] = str(self.failed + failed)
+        self._hset(mapping, [f"flight:{k}" for k in keys])
         self.done_keys.update(keys)
 
     def finished_unit(self, unit: str, failed: int = 0) -> None:
+        """The unit is done; ``failed`` of its points could not be written (past ±2^40:
+        counted again by a rerun of an unfinished unit, so counted here)."""
         stale = [k for k in self.fields if k.startswith(("key:", "flight:"))]
         mapping = {f"done:{unit}": "1"}
         if failed:
@@ -108,8 +134,10 @@ class Progress:
         self._hset(mapping, stale)
         self.done_keys.clear()
 
-    def next_page(self, cursor: int) -> None:
+    def next_page(self, cursor: int, scanning: str) -> None:
         """The page is done: move the cursor and forget its units, in one step."""
         stale = [k for k in self.fields if k not in SCALARS]
-        mapping = {"cursor": str(cursor)} if cursor else {"cursor": "0", "complete": "1"}
+        mapping = {"cursor": str(cursor), "scanning": scanning}
+        if not cursor:
+            mapping["complete"] = "1"
         self._hset(mapping, stale)

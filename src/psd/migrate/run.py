@@ -29,7 +29,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from psd.config import RETENTION_LEVELS, Settings
-from psd.errors import PastRetention
+from psd.errors import InvalidInput, PastRetention
 from psd.migrate.oldkeys import (
     OldSeries,
     Piece,
@@ -39,7 +39,7 @@ from psd.migrate.oldkeys import (
     pipelined_reader,
     read_subtree,
 )
-from psd.migrate.progress import Progress, text
+from psd.migrate.progress import PROGRESS, Progress, text
 from psd.migrate.source import OldKeyspace
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.retention import Policy
@@ -72,6 +72,8 @@ class MigrationSummary:
     outside: Counter[str] = field(default_factory=Counter)
     first: int | None = None
     last: int | None = None
+    #: The scan started over (its old server restarted since the run stopped).
+    scanned_again: bool = False
 
     def saw(self, ts: int) -> None:
         self.first = ts if self.first is None else min(self.first, ts)
@@ -85,6 +87,8 @@ class MigrationSummary:
             f"users {len(self.users)}, counters {len(self.counters)}, year keys {self.units}",
             f"metric points {self.points}, count points {self.counts}, dates {span}",
         ]
+        if self.scanned_again:
+            out.append("the old server restarted since the run stopped: scanned it again")
         if dry_run:
             out.append(f"would write {self.built} points (dry run: nothing written)")
         else:
@@ -144,6 +148,8 @@ class Migration:
         self.horizons = {metric: p.horizon(self.now) for metric, p in self.policies.items()}
         self.summary = MigrationSummary()
         self.progress = Progress(store.redis, self.source.name, clock) if store else None
+        #: Where the scan goes on (a rerun that cannot go on is refused here, before any run)
+        self.cursor = self._resumed(self.progress) if self.progress else 0
 
     def run(self, on_page: Callable[[int], None] = lambda _: None) -> MigrationSummary:
         """Migrate every year key the SCAN finds, page by page; ``on_page(keys)`` after
@@ -153,17 +159,39 @@ class Migration:
         if progress:
             if progress.complete:
                 return self.summary
-            progress.begin()
-            cursor = progress.cursor
+            progress.begin(self.source.scanning(0))
+            cursor = self.cursor
         while True:
             cursor, names = self.source.scan(cursor, count=SCAN_COUNT)
             for raw in names:
                 self._unit(text(raw))
             if progress:
-                progress.next_page(cursor)
+                progress.next_page(cursor, self.source.scanning(cursor))
             on_page(len(names))
             if cursor == 0:
                 return self.summary
+
+    def _resumed(self, progress: Progress) -> int:
+        """The cursor to go on from: the recorded one, or 0 where the old server it is of
+        restarted since (psd/migrate/source.py) and the keys migrated before are still
+        recognised by their deliveries; past the idempotency window they are not, and the
+        run is refused rather than count them twice or skip some."""
+        cursor = progress.cursor
+        if not cursor or progress.complete:
+            return cursor
+        now = self.source.scanning(cursor)
+        if progress.scanning in (None, now):
+            return cursor
+        if progress.since_update() > self.window:
+            raise InvalidInput(
+                f"the old server ({now}) restarted since this migration stopped "
+                f"({progress.scanning}), more than PSD_IDEMPOTENCY_WINDOW ago: its scan "
+                "cannot go on where it was, and psd no longer remembers which keys it "
+                f"migrated. Start over: delete {PROGRESS} and what the migration wrote"
+            )
+        self.summary.scanned_again = True
+        progress.scan_again(now)
+        return 0
 
     def count_dropped(self) -> dict[bool, int]:
         """Points of the old keyspace no level of the policy keeps now, metric (True) and
@@ -202,11 +230,10 @@ class Migration:
             self.summary.users.add(series.uid)
         else:
             self.summary.counters.add(series.thing)
-        failed = self.summary.refused + self.summary.too_large
+        failed = self.summary.too_large  # the store's refusals: counted as their keys land
         self._write_unit(tree)
         if self.progress:
-            failed = self.summary.refused + self.summary.too_large - failed
-            self.progress.finished_unit(name, failed)
+            self.progress.finished_unit(name, self.summary.too_large - failed)
 
     def _write_unit(self, tree: Subtree) -> None:
         """Write the unit's points, whole old keys at a time (a delivery split across two
@@ -270,9 +297,10 @@ class Migration:
         self.summary.applied += statuses["ok"] + statuses["coarse"]
         self.summary.unchanged += statuses["same"]
         self.summary.duplicates += statuses["duplicate"]
-        self.summary.refused += statuses["stale"] + statuses["refused"]
+        refused = statuses["stale"] + statuses["refused"]
+        self.summary.refused += refused
         self.summary.dropped += statuses["past retention"]  # its edge passed during the run
-        self.progress.landed(keys)
+        self.progress.landed(keys, refused)
 
 
 def _status(result: WriteResult) -> str:

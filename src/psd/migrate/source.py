@@ -3,7 +3,9 @@
 A cluster is read primary after primary, under one SCAN cursor: the primary's place in the
 sorted list of primaries in its low ``NODE_BITS`` bits, that primary's own cursor above them,
 so that the progress a run records (one cursor) resumes on a cluster as on one server. A
-primary that changed since (a failover) is scanned again from its start: a unit already
+cursor means nothing to a server that restarted (a new seed hashes the keys elsewhere), so
+the progress keeps the server a cursor is of, and its run (:meth:`OldKeyspace.scanning`): a
+rerun that finds another scans the old keyspace again from its start, and a unit already
 migrated is recognised by its delivery keys (psd/migrate/run.py), so nothing counts twice
 within the idempotency window.
 """
@@ -45,6 +47,11 @@ class OldKeyspace:
         if own:
             return own << NODE_BITS | index, names
         return (index + 1 if index + 1 < len(self.nodes) else 0), names
+
+    def scanning(self, cursor: int) -> str:
+        """The server a cursor is of, and its run (its ``run_id``: a new one each start)."""
+        node = self.nodes[cursor & ((1 << NODE_BITS) - 1) if len(self.nodes) > 1 else 0]
+        return f"{describe(node)}@{node.info('server')['run_id']}"
 
     def scan_iter(self, count: int) -> Iterator[Any]:
         for node in self.nodes:
