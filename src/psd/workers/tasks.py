@@ -162,14 +162,14 @@ def apply_batch(
             why[request.id] = [letter.reason for letter in parsed.dead]
         mine: set[tuple[str, object]] = set()
         held = len(metrics) + len(counts)
+        # every point is keyed, a running total too: one redelivered after a correction at
+        # its second (3, then 5, then the 3 again) would set its total back
         for point, where in zip(parsed.metrics, parsed.where, strict=False):
-            keyed = point.mode == "increment"
-            if keyed and (delivery, point.uid) in earlier:
+            if (delivery, point.uid) in earlier:
                 continue
-            if keyed:
-                mine.add((delivery, point.uid))
+            mine.add((delivery, point.uid))
             metrics.append(point)
-            metric_keys.append(delivery if keyed else "")
+            metric_keys.append(delivery)
             sources.append((request, where, delivery))
         for count in parsed.counts:
             if (delivery, count.thing) in earlier:

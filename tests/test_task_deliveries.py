@@ -1,5 +1,6 @@
-"""A dead letter of a ``psd.write_metrics`` point is applied once, whether ``psd dlq retry``
-applies it or its message comes again (a redelivery, a duplicate publish), in either order.
+"""A task's points count once whatever comes again: a dead letter of a ``psd.write_metrics``
+point, whether ``psd dlq retry`` applies it or its message comes again (a redelivery, a
+duplicate publish), in either order; a running total redelivered after a correction.
 ``apply_batch`` is driven directly, on a real Redis: the worker's own tests run it through a
 real worker (tests/test_workers.py)."""
 
@@ -76,3 +77,19 @@ def test_a_letter_still_refused_is_kept_again_when_its_message_comes_again(
     assert dlq.retry(raised) == (2, 0)
     raised.settle()
     assert raised.sum(5, "steps", None, old, old) == 7
+
+
+def test_a_running_total_redelivered_after_a_correction_at_its_second_changes_nothing(
+    redis_client: redis.Redis,
+) -> None:
+    """Two running totals of one activity at one second (3, then a correction to 5), each a
+    message; the first comes again (its worker died before its ack): it is a duplicate, and
+    the total stays 5 (its window now sums to 5: it would set it back to 3)."""
+    store = Store(redis_client, Settings(expire=0, count_expire=0))
+    t = store.now() - 3600
+    total = {"thing": "steps", "uid": 1, "atid": 1, "aid": 1, "ts1": t - 600, "ts2": t}
+    first, correction = {**total, "value": 3}, {**total, "value": 5}
+    for name, message in (("a", first), ("b", correction), ("a", first)):
+        assert batch(store, [(name, "psd.write_metric", message)]) == {name: "ack"}
+        store.settle()
+    assert store.sum(1, "steps", None, t - 600, t) == 5
