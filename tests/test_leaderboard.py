@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import pytest
 import redis
 from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from psd.config import DAY
+from psd.config import DAY, Settings
 from psd.leaderboard import ranked, window
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
@@ -240,3 +241,27 @@ def test_compare_at_where_only_days_are_kept_is_the_last_second_of_a_day(
     assert entry.status_code == 200, entry.json
     (first,) = entry.json["entries"]
     assert (first["value"], first["then"]["value"]) == (111, 11)
+
+
+@pytest.mark.parametrize("front", ["fast path", "flask only"])
+def test_compare_at_after_an_old_range_is_not_refused(
+    redis_client: redis.Redis, front: str
+) -> None:
+    """A compare_at at or after the range's end makes "then" the whole range, read as "now"
+    is: not refused, wherever the range lies."""
+    settings = Settings()
+    store = Store(redis_client, settings)
+    client = create_app(settings, store, fast_path=front == "fast path").test_client()
+    now = int(time.time())
+    day = now - now % DAY
+    t1, t2 = day - 200 * DAY, day - 150 * DAY + 12 * 3600  # mid-day: its end is widened
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 7, t1 + 60, t1 + 60, "increment")])
+    body = {"users": [{"uid": 1}, {"uid": 2}], "thing": "steps", "from": t1, "to": t2}
+    plain = client.post("/v3/leaderboard", json=body)
+    assert plain.status_code == 200 and plain.json["entries"][0]["answered"] is not None
+    for cut in (t2, now - DAY):
+        answer = client.post("/v3/leaderboard", json={**body, "compare_at": cut})
+        assert answer.status_code == 200, answer.json
+        first = answer.json["entries"][0]
+        assert first["then"] == {"value": first["value"], "rank": first["rank"]}
+        assert first["value"] == 7

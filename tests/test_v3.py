@@ -140,7 +140,9 @@ def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
         "to": "9999-12-31",
     }
     (result,) = client.post("/v3/sums", json=body).json["results"]
-    assert result["to"] == 253402300799
+    assert result["to"] == 253402300799 - 14 * 3600  # its own midnight, before psd's last second
+    west = {**body, "users": [{"uid": 1, "tz": "America/New_York"}]}
+    assert client.post("/v3/sums", json=west).json["results"][0]["to"] == 253402300799
     assert client.get("/v3/nothing").json["error"]["code"] == "not_found"
     wrong = client.get("/v3/sums")
     assert wrong.status_code == 405 and wrong.json["error"]["code"] == "method_not_allowed"
@@ -148,6 +150,52 @@ def test_edges_of_the_calendar_and_v3_refusals_keep_the_v3_shape(
     gated = create_app(settings, Store(redis_client, settings)).test_client()
     refused = gated.post("/v3/sums", json=body)
     assert refused.status_code == 401 and refused.json["error"]["code"] == "unauthorized"
+
+
+def test_kiritimatis_last_day_ends_at_its_own_midnight(client: FlaskClient, store: Store) -> None:
+    inside, after = 253402250000, 253402257600  # 23:53:20 local; 10000-01-01T02:00 local
+    store.write_metrics(
+        [
+            MetricPoint("steps", 1, 1, n, 10**n, ts, ts, "increment")
+            for n, ts in enumerate((inside, after))
+        ]
+    )
+    day_end = 253402300799 - 14 * 3600
+    found = []
+    for user, end in (
+        ({"uid": 1, "tz": "Pacific/Kiritimati"}, "9999-12-31"),
+        ({"uid": 1}, "9999-12-31T23:59:59+14:00"),
+    ):
+        body = {"users": [user], "things": ["steps"], "from": "9999-12-30", "to": end}
+        (result,) = client.post("/v3/sums", json=body).json["results"]
+        found.append((result["to"], result["sums"]["steps"]))
+    assert found == [(day_end, 1), (day_end, 1)]
+
+
+def test_series_of_the_calendars_last_day_is_answered(client: FlaskClient) -> None:
+    """The bucket holding psd's last second ends at it, whatever the step: the bucket after
+    it, in the year 10000, is not asked for."""
+    last = 253402300799
+    body = {"users": [{"uid": 1}], "things": ["steps"], "from": "9999-12-31", "to": "9999-12-31"}
+    assert client.post("/v3/sums", json=body).status_code == 200
+    for step, start, first in (
+        ("day", "9999-12-31", 253402214400),
+        ("month", "9999-12-01", at(9999, 12, 1)),
+        ("year", "9999-01-01", at(9999, 1, 1)),
+    ):
+        answer = client.post("/v3/series", json={**body, "from": start, "step": step})
+        assert answer.status_code == 200, (step, answer.json)
+        (bucket,) = answer.json["results"][0]["buckets"]
+        assert (bucket["from"], bucket["to"]) == (first, last)
+    west = {**body, "users": [{"uid": 1, "offset": -3600}], "step": "day"}
+    answer = client.post("/v3/series", json=west)
+    assert answer.status_code == 200, answer.json
+    (bucket,) = answer.json["results"][0]["buckets"]
+    assert (bucket["from"], bucket["to"], bucket["local"]) == (
+        253402214400 + 3600,
+        last,
+        "9999-12-31T00:00:00-01:00",
+    )
 
 
 def test_series_in_each_users_calendar(client: FlaskClient, store: Store) -> None:

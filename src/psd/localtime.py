@@ -195,8 +195,12 @@ def _first_wall(t1: int, step: Step, tz: tzinfo) -> datetime:
     repeated hour after it is in the new day, though its wall time says the day before."""
     w = floor_wall(wall(t1, tz), step)
     if step not in ("minute", "hour"):
-        later = next_wall(w, step)
-        if boundary(later, tz, t1 - 2 * 86400) <= t1:
+        try:
+            later = next_wall(w, step)
+            begins = boundary(later, tz, t1 - 2 * 86400)
+        except (OverflowError, ValueError):  # the bucket after is past the year 9999: not t1's
+            return w
+        if begins <= t1:
             return later
     return w
 

@@ -73,18 +73,32 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
     except ValueError as exc:
         raise InvalidInput(f"not a date or date-time: {exc}", field) from exc
     try:
-        if end:
-            wall += step  # an end is inclusive: the second before the next one
-        ts = (int(wall.timestamp()) if wall.tzinfo else boundary(wall, tz, EARLIEST)) - int(end)
+        # an end is inclusive: the second before the next one
+        ts = seconds(wall + step, tz) - 1 if end else seconds(wall, tz)
     except (ValueError, OverflowError) as exc:
-        if end and wall.year == 9999:  # past the calendar's end, as any later end is
-            return MAX_TS
+        if end and wall.year == 9999:  # the next one, or its UTC time, is in the year 10000
+            return last_second(wall + (step - timedelta(seconds=1)), tz)
         raise InvalidInput("outside years 1970..9999", field) from exc
     if end and ts > MAX_TS:
         return MAX_TS  # an end past the last second psd knows reads up to it
     if not MIN_TS <= ts <= MAX_TS:
         raise InvalidInput("outside years 1970..9999", field)
     return ts
+
+
+def seconds(wall: datetime, tz: tzinfo) -> int:
+    """Unix seconds of a wall time: in ``tz`` unless it carries an offset."""
+    return int(wall.timestamp()) if wall.tzinfo else boundary(wall, tz, EARLIEST)
+
+
+def last_second(wall: datetime, tz: tzinfo) -> int:
+    """Unix seconds of an end whose next second is in the year 10000. East of UTC it comes
+    before psd's last second (Kiritimati's 9999-12-31 ends 14 hours before it); west of UTC,
+    after it, so the end is that last second, as for any later end."""
+    try:
+        return min(seconds(wall, tz), MAX_TS)
+    except (ValueError, OverflowError):  # its UTC time is in the year 10000
+        return MAX_TS
 
 
 def checked_users(users: Sequence[object]) -> None:
@@ -187,13 +201,17 @@ def series(body: SeriesIn) -> SeriesOut:
 
 def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
     """A leaderboard's range and compare_at in one zone, as Unix seconds; compare_at is not
-    read for a backwards range, whose error is the one reported."""
+    read for a backwards range, whose error is the one reported. Only a compare_at inside the
+    range can be refused: before it, "then" is nothing; at or after its end, the whole range,
+    read as "now" is."""
     t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
     if body.compare_at is None or t1 > t2:
         return t1, t2, None
     cut = instant(body.compare_at, tz, False, "compare_at")
-    then = api().store.answerable(t1, min(cut, t2))
-    if t1 <= cut and then.t2 != min(cut, t2):  # "then" would count what came after it
+    if not t1 <= cut < t2:
+        return t1, t2, cut
+    then = api().store.answerable(t1, cut)
+    if then.t2 != cut:  # "then" would count what came after it
         level = then.end.name.lower()
         raise InvalidInput(
             f"compare_at falls where only {level} detail is kept (retention): give the "
