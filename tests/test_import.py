@@ -11,7 +11,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from psd.cli.importer import file_key, named_import_key, run_import
+from psd.cli.importer import file_key, named_import_key, resumed_file_key, run_import
 from psd.cli.main import main
 from psd.embedded import free_port
 from psd.errors import StoreError
@@ -356,3 +356,40 @@ def test_a_rerun_later_than_the_window_asks_whether_the_chunk_in_flight_was_appl
     done = CliRunner().invoke(main, ["import", str(path), "--in-flight", answer], env=env)
     assert "2500 points imported from 2500 lines (1000 by an earlier run)" in done.output
     assert store.sum(1, "steps", None, T, T + 2500) == {"skip": 2500, "resend": 3500}[answer]
+
+
+def test_the_same_file_named_another_way_is_the_same_import(
+    redis_url: str, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "points.ndjson").write_text(
+        "".join(json.dumps(line(1, n, 1, T + n)) + "\n" for n in range(10))
+    )
+    monkeypatch.chdir(tmp_path)
+    invoke(redis_url, "points.ndjson")
+    again = invoke(redis_url, "./points.ndjson")
+    assert "(10 by an earlier run)" in again, again
+    assert store.sum(1, "steps", None, T, T + 10) == 10
+
+
+def test_an_earlier_psds_import_of_a_file_goes_on_under_its_key(
+    redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It keyed the path as written: a new key would count its chunks again."""
+    (tmp_path / "p.ndjson").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    assert resumed_file_key(redis_client, "p.ndjson") == file_key(str(tmp_path / "p.ndjson"))
+    redis_client.hset(file_key("p.ndjson", named="p.ndjson"), "line", 1)
+    assert resumed_file_key(redis_client, "p.ndjson") == file_key("p.ndjson", named="p.ndjson")
+
+
+def test_a_line_nested_too_deep_is_rejected_like_any_invalid_line(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "deep.ndjson"
+    path.write_text("[" * 100_000 + "\n" + json.dumps(line(1, 1, 5, T)) + "\n")
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
+    result = CliRunner().invoke(main, ["import", str(path)], env=env)
+    assert result.exit_code == 0, result.exception  # no traceback
+    assert "1 points imported from 2 lines" in result.output, result.output
+    assert "1 rejected" in result.output and "line 1: nested deeper than psd reads" in result.output
+    assert store.sum(1, "steps", None, T, T) == 5

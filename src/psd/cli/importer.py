@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ class Chunk:
 
 
 def import_key(head: bytes, name: str) -> str:
-    """The key of an import: its file's name and first bytes (the same file again resumes).
+    """The key of an import: its file's path and first bytes (the same file again resumes).
     Its digest is a hash tag, so the import's progress and its list of refusals share a
     cluster slot (they are updated in one transaction)."""
     digest = hashlib.sha256(name.encode() + b"\0" + head).hexdigest()[:16]
@@ -127,6 +128,8 @@ def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except ValueError as exc:
             yield number, InvalidInput(f"not JSON: {exc}")
+        except RecursionError:  # too deep for the decoder: one line must not end the import
+            yield number, InvalidInput("nested deeper than psd reads")
 
 
 #: What a rerun does with the chunks an earlier run was writing when it stopped, longer ago
@@ -290,11 +293,21 @@ def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode()
 
 
-def file_key(path: str, mode: str | None = None) -> str:
-    """The key of a file's import: its path, first 64 KiB and mode (the same file again
-    resumes; in another mode it is another import)."""
+def file_key(path: str, mode: str | None = None, named: str = "") -> str:
+    """The key of a file's import: its real path, first 64 KiB and mode (the same file
+    again, however its path is written, resumes; in another mode it is another import).
+    ``named``: the name to key on instead (an earlier psd's: the path as written)."""
     with open(path, "rb") as fh:
-        return import_key(fh.read(65536), f"{path}\0{mode or ''}")
+        return import_key(fh.read(65536), f"{named or os.path.realpath(path)}\0{mode or ''}")
+
+
+def resumed_file_key(client: Any, path: str, mode: str | None = None) -> str:
+    """:func:`file_key`; an earlier psd's key, of the path as written, where it holds an
+    import's progress, goes on being it (its chunks' delivery keys are named from it)."""
+    earlier = file_key(path, mode, named=path)
+    with redis_errors("import"):
+        found = client.exists(earlier)
+    return earlier if found else file_key(path, mode)
 
 
 def count_lines(path: str) -> int:

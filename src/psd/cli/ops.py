@@ -28,8 +28,8 @@ from psd.cli.importer import (
     IN_FLIGHT,
     Summary,
     count_lines,
-    file_key,
     named_import_key,
+    resumed_file_key,
     run_import,
 )
 from psd.config import Settings
@@ -292,7 +292,11 @@ def import_points(
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
     with errors_said():
         store = tool_store(settings_of(ctx))
-        import_id = named_import_key(store.redis, key) if key else file_key(source, mode)
+        import_id = (
+            named_import_key(store.redis, key)
+            if key
+            else resumed_file_key(store.redis, source, mode)
+        )
     total = None if source == "-" else count_lines(source)
     started = time.monotonic()
 
