@@ -12,6 +12,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from psd.config import Settings
+from psd.embedded import free_port
 from psd.keys import HOUR_BASE
 from psd.migrate import Migration
 from psd.migrate.oldkeys import OldReader, parse_key, pipelined_reader, read_subtree
@@ -349,3 +350,26 @@ def test_migrate_refuses_to_start_when_the_policy_would_drop_old_data(
     assert [k for k in store.redis.scan_iter() if not k.startswith(b"psd:migrate")] == []
     keep = cli(replace(default, expire=0, count_expire=0), "--from-redis", url_of(old))
     assert keep.exit_code == 0, keep.output  # already complete: nothing would be dropped
+
+
+def test_a_redis_that_does_not_answer_is_said_in_a_line(old: redis.Redis, store: Store) -> None:
+    """The old keyspace or psd's store down: an error line and exit 1, no traceback."""
+    load_samples(old)
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    for extra in (["--dry-run"], [], ["--verify"]):
+        result = cli(settings, "--from-redis", down, *extra)
+        assert isinstance(result.exception, SystemExit), (extra, result.exception)
+        assert result.exit_code == 1 and "Error: " in result.output, (extra, result.output)
+    for extra in ([], ["--verify"]):
+        result = cli(replace(settings, redis_url=down), "--from-redis", url_of(old), *extra)
+        assert isinstance(result.exception, SystemExit), (extra, result.exception)
+        assert result.exit_code == 1 and "Error: " in result.output, (extra, result.output)
+
+
+def test_verify_needs_a_sample_of_one_or_more(old: redis.Redis, store: Store) -> None:
+    load_samples(old)
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    for size in ("0", "-1"):
+        result = cli(settings, "--from-redis", url_of(old), "--verify", "--sample", size)
+        assert result.exit_code == 2 and "--sample" in result.output, result.output

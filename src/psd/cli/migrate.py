@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from psd.cli.context import errors_said, open_store, settings_of
+from psd.config import Settings
 from psd.connect import client_from_url
-from psd.errors import InvalidInput
+from psd.errors import InvalidInput, redis_errors
 from psd.migrate import Migration, MigrationSummary, loss_report
 from psd.migrate.progress import PROGRESS
 from psd.migrate.source import OldKeyspace
@@ -63,7 +64,11 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Mi
 )
 @click.option("--verify", is_flag=True, help="Compare sums of a sample of users, old against psd.")
 @click.option(
-    "--sample", default=100, show_default=True, help="Users (and counters) --verify checks."
+    "--sample",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Users (and counters) --verify checks.",
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of --verify's random choices.")
 @click.option("--batch", default=1000, show_default=True, help="Points per write (whole old keys).")
@@ -84,19 +89,44 @@ def migrate_command(
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
     settings = settings_of(ctx)
+    # either Redis not answering: a line that says so, as psd's other commands end
+    with errors_said(), redis_errors("psd migrate"):
+        source = _source(from_redis)
+        if verify:
+            _verify(ctx, source, settings, sample, seed)
+        _migrate(ctx, source, settings, dry_run, batch, accept_loss)
+
+
+def _source(url: str) -> OldKeyspace:
+    """The old keyspace ``--from-redis`` names (a bad URL is a usage error)."""
     try:
-        source = OldKeyspace(client_from_url(from_redis))
+        return OldKeyspace(client_from_url(url))
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="--from-redis") from exc
-    if verify:
-        with errors_said():
-            store = open_store(settings, "psd migrate")
-        report = verify_sample(source, store, sample, random.Random(seed))
-        for line in report.lines():
-            click.echo(line)
-        ctx.exit(1 if report.mismatches else 0)
-    with errors_said():
-        target = None if dry_run else open_store(settings, "psd migrate")
+
+
+def _verify(
+    ctx: click.Context, source: OldKeyspace, settings: Settings, sample: int, seed: int
+) -> None:
+    """``--verify``: compare a sample's sums; exit 1 on any mismatch."""
+    store = open_store(settings, "psd migrate")
+    report = verify_sample(source, store, sample, random.Random(seed))
+    for line in report.lines():
+        click.echo(line)
+    ctx.exit(1 if report.mismatches else 0)
+
+
+def _migrate(
+    ctx: click.Context,
+    source: OldKeyspace,
+    settings: Settings,
+    dry_run: bool,
+    batch: int,
+    accept_loss: bool,
+) -> None:
+    """Migrate (or with ``dry_run`` read) the old keyspace; exit 2 on a loss not accepted,
+    1 when points failed."""
+    target = None if dry_run else open_store(settings, "psd migrate")
     try:
         migration = Migration(source, target, settings, batch=max(batch, 1))
     except InvalidInput as exc:  # e.g. the target's progress is another source's
