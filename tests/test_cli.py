@@ -209,6 +209,12 @@ def test_psd_dlq_with_the_store_down_says_so_in_a_line(args: tuple[str, ...]) ->
     assert result.exit_code == 1 and "Error: dead-letter" in result.output, result.output
 
 
+def test_psd_dlq_list_refuses_a_negative_limit(redis_url: str) -> None:
+    env = {"PSD_REDIS_URL": redis_url}
+    result = CliRunner().invoke(main, ["dlq", "list", "--limit", "-1"], env=env)
+    assert result.exit_code == 2 and "--limit" in result.output, result.output
+
+
 def test_a_dlq_retry_takes_off_the_letter_it_applied_while_a_full_list_grows(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -127,3 +127,15 @@ def test_bad_instants_and_settings_are_usage_errors(run: Invoke) -> None:
         assert result.exit_code == 2 and "Invalid value" in result.output, (bad, result.output)
     broken = run("count", "signup", PSD_EXPIRE="")
     assert broken.exit_code == 2 and "bad setting expire" in broken.output
+
+
+def test_the_default_range_before_the_first_day_starts_at_the_earliest_instant(
+    run: Invoke,
+) -> None:
+    """--to within the first day: the default --from (a day before it) would be negative."""
+    queried = run("query", "--uid", "1", "--to", "0", "--json")
+    assert queried.exit_code == 0, queried.output
+    assert json.loads(queried.output)["1"]["answered"] == [0, 0]
+    counted = run("count", "signup", "--to", "0", "--json")
+    assert counted.exit_code == 0, counted.output
+    assert json.loads(counted.output) == {"thing": "signup", "from": 0, "to": 0, "count": 0}

@@ -337,7 +337,11 @@ def _dlq_store(ctx: click.Context) -> Store:
 
 @dlq.command(name="list")
 @click.option(
-    "--limit", default=100, show_default=True, help="Show this many, oldest first (0 = all)."
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Show this many, oldest first (0 = all).",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.pass_context

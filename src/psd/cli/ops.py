@@ -153,8 +153,10 @@ def write(
 
 
 def _range(start: int | None, end: int | None) -> tuple[int, int]:
+    """The range asked; by default the day up to ``end``, or as much of it as is after the
+    earliest instant (the store refuses instants before it)."""
     end = int(time.time()) if end is None else end
-    return (end - 86400 + 1 if start is None else start), end
+    return (max(end - 86400 + 1, MIN_TS) if start is None else start), end
 
 
 def _widened_note(result: Any) -> str:
