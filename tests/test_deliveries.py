@@ -294,3 +294,30 @@ def test_redeliveries_change_nothing(
             assert store.sum(uid, "steps", atid, T0 - 600, T0 + 7200) == oracle.sum(
                 uid, "steps", atid, T0 - 600, T0 + 7200
             )
+
+
+def test_a_point_refused_at_a_limit_beside_applied_ones_is_refused_again(
+    redis_client: redis.Redis,
+) -> None:
+    """A delivery one of whose points a limit refused (an hour's sum past ±2^53), the rest
+    applied, comes again (its worker killed after the write, before its dead letter was
+    kept): the refused point is refused again, for the same reason, and the rest are
+    duplicates; the memory of it lasts the idempotency window."""
+    store = Store(redis_client, Settings(pending_points=0))
+    now = store.now()
+    hour = now - 3600
+    full = [increment(5, 2**40, hour, aid) for aid in range(10, 8010)]
+    store.write_metrics(full, wait=False)  # user 5's hour near its limit
+    applied, past = increment(5, 3, now - 60, 1), increment(5, 2**40, hour, 2)
+    first = store.write_metrics([applied, past], ["task-9", "task-9"])
+    assert [r.status for r in first] == ["ok", "refused"]
+    again = store.write_metrics([applied, past], ["task-9", "task-9"])
+    assert [r.status for r in again] == ["duplicate", "refused"]
+    assert again[1].reason == first[1].reason
+    other = increment(5, 2**40, hour, 3)  # not the refused point: a duplicate, as it was
+    assert [r.status for r in store.write_metrics([applied, other], ["task-9", "task-9"])] == [
+        "duplicate",
+        "duplicate",
+    ]
+    assert store.sum(5, "steps", None, now - 60, now) == 3
+    assert 0 < redis_client.ttl("{5}:refused") <= store.settings.idempotency_window

@@ -10,11 +10,11 @@ from typing import Any
 
 from psd.batching import OWN_DELIVERY as OWN
 from psd.errors import InvalidInput, PastRetention
-from psd.keys import ONCE
+from psd.keys import ONCE, REFUSED
 from psd.metrics import COARSE
 from psd.model import CountPoint, MetricPoint
 from psd.retention import Horizon, Policy
-from psd.writes import PointKind, WriteResult, WriteStatus
+from psd.writes import PointKind, WriteResult, WriteStatus, refusal_of
 
 #: Why an all-or-nothing write of users on several primaries of a cluster is refused.
 SPLIT = (
@@ -92,6 +92,46 @@ def delivered_before(
         for i, at in found
         if at is not None and at >= since and policy.horizon(int(at)).finest(instants[i])
     }
+
+
+def refused_again(
+    client: Any,
+    applied: dict[int, WriteResult],
+    records: Sequence[str],
+    names: Sequence[str],
+    points: Sequence[Any],
+    kind: PointKind[Any],
+) -> dict[int, WriteResult]:
+    """Answer ``refused`` again, in ``applied``, the points of a delivery part come again
+    (``duplicate``) that the call which applied the rest of it refused at a limit, as that
+    call remembered them (psd/lua/write_metric.lua's remember_refused: by their place among
+    the part's points, checked against their activity, value and instant), so that a worker
+    that died before it kept their dead letters keeps them now. Metric points alone: a
+    count refused at a limit needs 2^22 of the largest counts. Returns ``applied``."""
+    if kind.name != "metric":
+        return applied
+    parts: dict[tuple[str, str], list[int]] = {}
+    for i in sorted(applied):
+        if applied[i].status == "duplicate" and names[i]:
+            parts.setdefault((records[i], names[i]), []).append(i)
+    if not parts:
+        return applied
+    pipe = client.pipeline(transaction=False)
+    for record, name in parts:
+        pipe.hget(record + REFUSED, name)
+    for (record, name), memo in zip(parts, pipe.execute(), strict=True):
+        if memo is None:
+            continue
+        places = sorted(i for i in applied if records[i] == record and names[i] == name)
+        for entry in memo.decode().split(";")[:-1]:
+            ordinal, letter, delta, value, ts2, aid = entry.split(",")
+            if int(ordinal) > len(places):
+                continue
+            at = places[int(ordinal) - 1]
+            point = points[at]
+            if (point.value, point.ts2, str(point.aid)) == (int(value), int(ts2), aid):
+                applied[at] = refusal_of(letter, int(delta))
+    return applied
 
 
 def outcomes(

@@ -33,6 +33,7 @@ from psd.levels import (
     outcomes,
     point_levels,
     raise_refused,
+    refused_again,
     whole,
 )
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
@@ -102,8 +103,6 @@ class Store(Reads):
     def from_url(cls, url: str, settings: Settings | None = None) -> Store:
         return cls(client_from_url(url), settings)
 
-    # ---- writes ----
-
     def now(self) -> int:
         """The store's clock, in whole seconds."""
         return int(self._clock())
@@ -148,8 +147,7 @@ class Store(Reads):
             self._known.note([point], [0], [record])
         TALLY.observe(WRITE_BATCH_POINTS, 1)
         TALLY.add(_WRITE_TRIPS)
-        with redis_errors(METRIC.doing):
-            # a new keyspace is marked current before it is written
+        with redis_errors(METRIC.doing):  # a new keyspace is marked current before written
             numbers = self.layout.numeric_logs()
             keys, args = alone_args(point, record, delivery, self.once_args(now), numbers)
             with Timed("write", "server"):
@@ -176,9 +174,8 @@ class Store(Reads):
     ) -> dict[int, WriteResult]:
         """Run the script calls of the points ``kept`` (the retention keeps them), each on
         the node serving its record, ``cut`` cutting a node's points into calls and ``build``
-        making one (psd/nodes.py: one call goes alone, a pipeline's SCRIPT EXISTS would cost a
-        round trip; more are pipelined in one). Returns each point's result by index,
-        ``per_point(reply, indexes)`` reading a call's."""
+        making one (psd/nodes.py: one call goes alone, more are pipelined in one). Returns
+        each point's result by index, ``per_point(reply, indexes)`` reading a call's."""
         if not kept:
             return {}
         TALLY.add(_WRITE_TRIPS)
@@ -357,6 +354,10 @@ class Store(Reads):
                 return waits.results(reply, indexes)
             return kind.results(reply, map(points.__getitem__, indexes))
 
+        def settled(applied: dict[int, WriteResult]) -> list[WriteResult]:
+            again = refused_again(self.redis, applied, records, names, points, kind)
+            return outcomes(again, levels, horizon, kind, before)
+
         with redis_errors(kind.doing):
             if ahead is not None and kept and sendable(self.nodes):
                 TALLY.add(_WRITE_TRIPS)
@@ -364,8 +365,7 @@ class Store(Reads):
 
                 def finish() -> list[WriteResult]:
                     with redis_errors(kind.doing):
-                        applied = replies()
-                    return outcomes(applied, levels, horizon, kind, before)
+                        return settled(replies())
 
                 return SentWrite(finish)
             if self._ahead is not None:  # after the writes this store sent ahead
@@ -377,9 +377,9 @@ class Store(Reads):
                 self._logs.apply(self, waits.logs)
             else:
                 self._logs.collect(self)
-        if all_or_nothing:
-            raise_refused(applied)
-        answers = outcomes(applied, levels, horizon, kind, before)
+            if all_or_nothing:
+                raise_refused(applied)
+            answers = settled(applied)
         return SentWrite(lambda: answers)
 
     def _horizon(self, kind: PointKind[Any], policy: Policy, now: int) -> Horizon:

@@ -290,6 +290,11 @@ def _metric_results(reply: list[Any], points: Iterable[MetricPoint]) -> list[Wri
     return out
 
 
+def refusal_of(letter: str, delta: int) -> WriteResult:
+    """The result of a point write_metric.lua refused, by its letter ("c", "r", "x")."""
+    return _metric_result(_STATUSES[ord(letter)], delta)
+
+
 def _metric_result(status: str, delta: int) -> WriteResult:
     if status in LIMITS:
         reason = LIMITS[status].format(delta=delta)
