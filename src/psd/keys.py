@@ -68,7 +68,7 @@ ACTS = "acts"
 #: A user's (``{uid}:once``) or counter's record of the deliveries it applied (psd/lua/once.lua).
 ONCE = "once"
 #: Beside a record of deliveries, the points refused of the parts applied in part
-#: (psd/lua/write_metric.lua's remember_refused).
+#: (psd/lua/write_metric.lua's write_points).
 REFUSED = "refused"
 #: A user's pending increments, applied with their next write of many (psd/pending.py):
 #: ``{uid}:`` + PENDING. A global counter's series names it too, which no key is.

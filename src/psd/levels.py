@@ -104,7 +104,7 @@ def refused_again(
 ) -> dict[int, WriteResult]:
     """Answer ``refused`` again, in ``applied``, the points of a delivery part come again
     (``duplicate``) that the call which applied the rest of it refused at a limit, as that
-    call remembered them (psd/lua/write_metric.lua's remember_refused: by their place among
+    call remembered them (psd/lua/write_metric.lua's write_points: by their place among
     the part's points, checked against their activity, value and instant), so that a worker
     that died before it kept their dead letters keeps them now. Metric points alone: a
     count refused at a limit needs 2^22 of the largest counts. Returns ``applied``."""

@@ -173,39 +173,6 @@ local function begin(keys, args)
   once_begin(); hours_begin(); forget_days(); recording_begin(); counters_begin()
 end
 
--- remember, beside each record of deliveries, the points refused of the parts this call
--- applied in part (kept: record .. '\n' .. part): a hash "<uid>:refused", per part
--- "<ordinal>,<letter>,<delta>,<value>,<ts2>,<aid>;" a point, its ordinal among the part's points
--- in the call, kept the idempotency window. Its redelivery is a duplicate, and the store
--- then answers those points refused again, so that their dead letters are not lost with a
--- worker that died before it kept them (psd/levels.py refused_again)
-local function remember_refused(kept)
-  local seen, memo, n = {}, {}, 1
-  for _, h in ipairs(heads) do
-    local delivery, count = rows[h + H_DELIVERY], rows[h + H_N]
-    local size = POINT_SIZE[rows[h + H_MODE]]
-    local part = delivery ~= 0 and KEYS[rows[h + H_K] + 7] .. '\n' .. deliveries[delivery]
-    for j = 0, count - 1 do
-      if part then
-        local ord = (seen[part] or 0) + 1
-        seen[part] = ord
-        if kept[part] and REFUSED[out[n + j]] then
-          local v = h + HEAD + size * j
-          memo[part] = (memo[part] or '') .. string.format('%d,%s,%d,%d,%d,%s;', ord,
-            out[n + j], given[n + j] or 0, rows[v + 1], rows[v + size], rows[h + H_AID])
-        end
-      end
-    end
-    n = n + count
-  end
-  for part, text in pairs(memo) do
-    local at = string.find(part, '\n', 1, true)
-    local key = string.sub(part, 1, at - 5) .. 'refused'  -- "{uid}:once" -> "{uid}:refused"
-    redis.call('HSET', key, string.sub(part, at + 1), text)
-    redis.call('EXPIRE', key, once[2])
-  end
-end
-
 -- one call: every point applied, or as many as may be (see apply_all and apply_each)
 local function write_points()
   if apply_all() then
@@ -232,7 +199,39 @@ local function write_points()
       n = n + count
     end
     once_forget(kept)
-    if not whole then remember_refused(kept) end
+    -- the refused points of the parts this call applied in part (kept: record .. '\n' ..
+    -- part), remembered beside each record of deliveries: a hash "<uid>:refused", per part
+    -- "<ordinal>,<letter>,<delta>,<value>,<ts2>,<aid>;" a point (its ordinal among the
+    -- part's points in the call), kept the idempotency window. Its redelivery is a
+    -- duplicate, and the store then answers those points refused again, so that their dead
+    -- letters are not lost with a worker that died before it kept them
+    -- (psd/levels.py refused_again)
+    if not whole then
+      local seen, memo, n = {}, {}, 1
+      for _, h in ipairs(heads) do
+        local delivery, count = rows[h + H_DELIVERY], rows[h + H_N]
+        local size = POINT_SIZE[rows[h + H_MODE]]
+        local part = delivery ~= 0 and KEYS[rows[h + H_K] + 7] .. '\n' .. deliveries[delivery]
+        for j = 0, count - 1 do
+          if part then
+            local ord = (seen[part] or 0) + 1
+            seen[part] = ord
+            if kept[part] and REFUSED[out[n + j]] then
+              local v = h + HEAD + size * j
+              memo[part] = (memo[part] or '') .. string.format('%d,%s,%d,%d,%d,%s;', ord,
+                out[n + j], given[n + j] or 0, rows[v + 1], rows[v + size], rows[h + H_AID])
+            end
+          end
+        end
+        n = n + count
+      end
+      for part, text in pairs(memo) do
+        local at = string.find(part, '\n', 1, true)
+        local key = string.sub(part, 1, at - 5) .. 'refused'  -- "{uid}:once" -> "{uid}:refused"
+        redis.call('HSET', key, string.sub(part, at + 1), text)
+        redis.call('EXPIRE', key, once[2])
+      end
+    end
   end
   return answer()
 end
