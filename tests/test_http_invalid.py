@@ -79,8 +79,8 @@ def test_malformed_body_is_rejected(
     "body",
     [
         {"thing": "x", "value": 1, "ts": 1},
-        {"thing": "has space", "value": 1, "ts": 1},
-        {"thing": "{tag}", "value": 1, "ts": 1},
+        {"thing": "new\nline", "value": 1, "ts": 1},
+        {"thing": "\u00a0x", "value": 1, "ts": 1},
         {"thing": "a" * 65, "value": 1, "ts": 1},
         {"thing": "newsignup", "value": "1", "ts": 1},
         {"thing": "newsignup", "value": 1, "ts": 0},

@@ -116,9 +116,29 @@ def metric_prefixes(uids: list[int]) -> list[str]:
 
 
 #: Between a counter's name and its sub-tag number inside the hash tag: a space, which no
-#: counter name can hold (psd.model.parse_count_thing allows printable ASCII without spaces
-#: or braces), so ``c:{<thing> <k>}:`` is never the tag of another counter, nor of a user.
+#: counter name holds in a key (:func:`count_name` escapes it), so ``c:{<thing> <k>}:`` is
+#: never the tag of another counter, nor of a user.
 SUB_TAG = " "
+#: The characters a counter's name keeps as they are in its keys: printable ASCII but the
+#: space and braces (every name psd allowed before names were free text).
+_PLAIN = frozenset(chr(c) for c in range(0x21, 0x7F)) - {"{", "}"}
+#: Starts each escaped byte of a name in a key: DEL, which no name holds (it is no
+#: printable character).
+_ESCAPE = "\x7f"
+
+
+@lru_cache(maxsize=4096)
+def count_name(thing: str) -> str:
+    """A counter's name as its keys hold it: as it is when it is printable ASCII without
+    space or brace (the names of keys written before names were free text), else each
+    other character's UTF-8 bytes as DEL and two hex digits. So no name holds a space (the
+    sub-tag's separator) or a brace (a hash tag's end) in a key, and no two names share
+    one."""
+    if all(c in _PLAIN for c in thing):
+        return thing
+    return "".join(
+        c if c in _PLAIN else "".join(f"{_ESCAPE}{b:02x}" for b in c.encode()) for c in thing
+    )
 
 
 def count_prefix(thing: str, sub: int = 0) -> str:
@@ -127,7 +147,8 @@ def count_prefix(thing: str, sub: int = 0) -> str:
     Sub-tag 0 is ``c:{<thing>}:``, the only one before counters were spread, so a counter
     written then is read, and written on, without a migration; sub-tag k > 0 is
     ``c:{<thing> <k>}:``, a hash tag of its own, in a Redis Cluster slot of its own."""
-    return f"c:{{{thing}{SUB_TAG}{sub}}}:" if sub else f"c:{{{thing}}}:"
+    name = count_name(thing)
+    return f"c:{{{name}{SUB_TAG}{sub}}}:" if sub else f"c:{{{name}}}:"
 
 
 def count_prefixes(thing: str, spread: int) -> list[str]:

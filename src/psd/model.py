@@ -10,7 +10,6 @@ are in psd/forms.py; the v3 API's JSON models in psd/web/v3_models.py.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
@@ -44,7 +43,6 @@ MODES: tuple[Mode, ...] = ("diffadd", "increment")
 #: Most points one queued message (``psd.write_metrics``, an async bulk write) may carry.
 MAX_POINTS_PER_MESSAGE = 10_000
 
-_COUNT_THING = re.compile(r"[\x21-\x7a\x7c\x7e]{2,64}")  # printable ASCII, no space, no { }
 
 
 # A point is a value: never changed once made, compared and hashed by its fields. Not
@@ -146,10 +144,7 @@ ThingName = Annotated[Literal[tuple(THINGS)], BeforeValidator(_known_thing)]  # 
 CountThing = Annotated[
     str,
     BeforeValidator(lambda value, info: parse_count_thing(value, info.field_name or "thing")),
-    Field(
-        pattern=f"^{_COUNT_THING.pattern}$",
-        description="2..64 printable characters, no space or brace",
-    ),
+    Field(min_length=2, max_length=64, description="2..64 printable characters"),
 ]
 
 
@@ -253,13 +248,14 @@ def plain_metric(obj: Any, mode: str | None = None) -> MetricPoint | None:
 
 
 def parse_count_thing(thing: Any, field: str = "thing") -> str:
-    """A counter name: 2..64 printable characters, no space or brace (braces are hash tags)."""
+    """A counter name: free text, as the original's were, of 2..64 printable characters
+    (any script; spaces and braces too; no control or separator characters), taken as it
+    comes: " signup" is a counter of its own. Keys hold it escaped (psd.keys.count_name)."""
     if not isinstance(thing, str):
         raise InvalidInput("must be a string", field)
-    name = thing.strip()
-    if not _COUNT_THING.fullmatch(name):
-        raise InvalidInput("must be 2..64 printable characters without spaces or braces", field)
-    return name
+    if not 2 <= len(thing) <= 64 or not thing.isprintable():
+        raise InvalidInput("must be 2..64 printable characters", field)
+    return thing
 
 
 def parse_count(obj: Any) -> CountPoint:
