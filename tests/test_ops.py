@@ -110,7 +110,7 @@ def test_counts(run: Invoke) -> None:
     read = run("count", "signup", "--from", str(T), "--to", str(T + 59), "--json")
     assert json.loads(read.output) == {"thing": "signup", "from": T, "to": T + 59, "count": 2}
     assert "signup: 5" in run("count", "signup", "--from", str(T), "--to", str(T + 60)).output
-    assert run("count", "x y", "--add", "1").exit_code != 0
+    assert run("count", "x\ny", "--add", "1").exit_code != 0  # a control character
 
 
 def test_a_running_psd_ups_store_is_found(run: Invoke, redis_url: str, tmp_path: Path) -> None:
