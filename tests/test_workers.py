@@ -261,7 +261,7 @@ def test_async_http_writes_are_queued_then_applied(
     bulk = client.post("/v1/write?async=1", json=many)
     assert (bulk.status_code, bulk.get_json()) == (202, {"queued": 2})
     bad = client.post("/v1/write?async=1", json=[point(uid=3), {**point(uid=3), "uid": "x"}])
-    assert bad.status_code == 406 and "[1]" in bad.get_json()["error"]
+    assert bad.status_code == 400 and "[1]" in bad.get_json()["error"]
     assert client.post("/v1/write?async=1", json=[]).status_code == 406
     v3 = client.post("/v3/write", json={"points": [point(uid=4, value=5)], "async": True})
     assert (v3.status_code, v3.get_json()) == (202, {"queued": 1})

@@ -30,22 +30,29 @@ MAX_THINGS = 64
 DECIMAL = re.compile(r"[+-]?[0-9]{1,20}")
 
 
-def _stripped(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
-
 def _text_int(value: Any, info: ValidationInfo) -> Any:
-    """A decimal integer sent as text (a path segment), trimmed; its bounds are the field's."""
-    return _integer(value, info.field_name or "") if isinstance(value, str) else value
+    """A decimal integer sent as text (a path segment), read as sent (``" 7"`` is no
+    number); its bounds are the field's."""
+    return _integer(value, info.field_name or "", trim=False) if isinstance(value, str) else value
 
 
 def _text_atid(value: Any) -> Any:
-    """``all``, or an activity type (bounded here: a bound failing inside the union would
-    name a member of it rather than the field)."""
-    value = _stripped(value)
+    """``all``, or an activity type, read as sent (bounded here: a bound failing inside the
+    union would name a member of it rather than the field)."""
     if value == "all" or not isinstance(value, str):
         return value
-    return parse_int_text(value, "atid", 0, MAX_ID)
+    return parse_int_text(value, "atid", 0, MAX_ID, trim=False)
+
+
+def canonical(number: str) -> bool:
+    """Whether a valid decimal id is written as its number is: no sign, no leading zero. The
+    original keyed its data by the id as sent, so ``09011`` or ``+7`` named nothing there."""
+    return number == "0" or "1" <= number[:1] <= "9"
+
+
+def named_type(atid: str) -> bool:
+    """Whether a valid ``atid`` segment names what it reads: ``all``, or a type as written."""
+    return atid == "all" or canonical(atid)
 
 
 IdText = Annotated[Id, BeforeValidator(_text_int)]
@@ -57,18 +64,20 @@ AtidText = Annotated[
 ]
 
 
-def _integer(text: str, field: str) -> int:
+def _integer(text: str, field: str, trim: bool = True) -> int:
     if _plain(text):  # the usual item, as the pattern would read it, at a third of its cost
         return int(text)
-    text = text.strip()
+    if trim:
+        text = text.strip()
     if not DECIMAL.fullmatch(text):
         raise InvalidInput(f"must be an integer, got {text[:40]!r}", field)
     return int(text)
 
 
-def parse_int_text(text: str, field: str, lo: int, hi: int) -> int:
-    """A decimal integer sent as text (an item of a form list), trimmed and bounded."""
-    value = _integer(text, field)
+def parse_int_text(text: str, field: str, lo: int, hi: int, trim: bool = True) -> int:
+    """A decimal integer sent as text, bounded: an item of a form list is trimmed (psd's
+    deliberate fix), a path segment read as sent (``trim=False``)."""
+    value = _integer(text, field, trim)
     if not lo <= value <= hi:
         raise InvalidInput(f"must be between {lo} and {hi}, got {value}", field)
     return value
@@ -109,8 +118,8 @@ class TypedRangePath(RangePath):
 
 class _UserThing(Schema):
     uid: IdText
-    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
-        description="a thing name; one psd does not know sums to 0, as in the original"
+    thing: str = Field(
+        description="a thing name, as sent; one psd does not know sums to 0, as in the original"
     )
 
 
@@ -125,11 +134,11 @@ def _plain(text: str) -> bool:
 
 
 def plain_range(atid: str, ts1: str, ts2: str) -> tuple[int | None, int, int] | None:
-    """What :class:`TypedRangePath` makes of ``all`` or a plain decimal type, and plain
-    decimal ts1 <= ts2 within their bounds: (type or None for every type, ts1, ts2), read
-    without pydantic. None for any other, which :class:`TypedRangePath` checks (and names
-    what is wrong with)."""
-    if not (_plain(ts1) and _plain(ts2) and (atid == "all" or _plain(atid))):
+    """What :class:`TypedRangePath` makes of ``all`` or a plain decimal type written as its
+    number (:func:`canonical`), and plain decimal ts1 <= ts2 within their bounds: (type or
+    None for every type, ts1, ts2), read without pydantic. None for any other, which
+    :class:`TypedRangePath` checks (and names what is wrong with)."""
+    if not (_plain(ts1) and _plain(ts2) and (atid == "all" or (_plain(atid) and canonical(atid)))):
         return None
     first, last = int(ts1), int(ts2)
     kind = None if atid == "all" else int(atid)
@@ -141,22 +150,21 @@ def plain_range(atid: str, ts1: str, ts2: str) -> tuple[int | None, int, int] | 
 def plain_query(
     uid: str, thing: str, atid: str, ts1: str, ts2: str
 ) -> tuple[int, str, int | None, int, int] | None:
-    """What :class:`QueryPath` makes of a path of a plain decimal uid within its bounds and
-    a :func:`plain_range`: (uid, thing, type or None for every type, ts1, ts2), read without
-    pydantic, whose checks cost a fifth of the CPU of a one-user read over HTTP. None for
-    any other path, which :class:`QueryPath` checks (and names what is wrong with)."""
+    """What :class:`QueryPath` makes of a path of a plain decimal uid written as its number,
+    within its bounds, and a :func:`plain_range`: (uid, thing, type or None for every type,
+    ts1, ts2), read without pydantic, whose checks cost a fifth of the CPU of a one-user read
+    over HTTP. None for any other path, which :class:`QueryPath` checks (and names what is
+    wrong with)."""
     found = plain_range(atid, ts1, ts2)
-    if found is None or not _plain(uid) or int(uid) > MAX_ID:
+    if found is None or not (_plain(uid) and canonical(uid)) or int(uid) > MAX_ID:
         return None
-    return int(uid), thing.strip(), *found
+    return int(uid), thing, *found
 
 
 class ThingPath(TypedRangePath):
     """``POST /v1/query_ids|mu_query/{thing}/{atid}/{ts1}/{ts2}``."""
 
-    thing: Annotated[str, BeforeValidator(_stripped)] = Field(
-        description="a thing name; one psd does not know sums to 0"
-    )
+    thing: str = Field(description="a thing name, as sent; one psd does not know sums to 0")
 
 
 class CountPath(RangePath):
@@ -168,7 +176,7 @@ class CountPath(RangePath):
 class PrefixPath(RangePath):
     """``POST /v1/readcount_with_ids/{prefix}/{ts1}/{ts2}``: counters ``<prefix>_<id>``."""
 
-    prefix: Annotated[str, BeforeValidator(_stripped)]
+    prefix: str = Field(description="as sent: a counter name is free text")
 
 
 def _max_ids(info: ValidationInfo) -> int:

@@ -1,7 +1,8 @@
 """The one mapping from errors to HTTP answers, one table per answer shape.
 
 v1 and v2 keep the original's ``{"error": message, "field": name}`` and statuses (400 a bad
-read, 406 a bad write, 413 too large, 422 the v2 mismatch); v3 answers every error as
+read or a write body that is no point, 406 an invalid point, 413 too large, 422 the v2
+mismatch); v3 answers every error as
 ``{"error": {"code", "message", "field"}}``. A route family picks its shape once: the v1/v2
 handlers :data:`LEGACY`, the v3 contract :data:`V3`; what answers before any route is known
 (the token gate, Flask's 404 and 405) asks :func:`shape_of` the request's path.
@@ -41,8 +42,9 @@ TOO_LARGE = "the request body is too large"
 
 
 class WriteRejected(InvalidInput):
-    """An invalid ``/v1/write``: the original answered these with 406, and so do we. Only the
-    v1 write route raises it, to pick that status: it says which route failed, not what."""
+    """An invalid point of ``/v1/write``: the original answered these with 406, and so do
+    we. Only the v1 write route raises it, to pick that status: it says which route failed,
+    not what."""
 
 
 class V1Error(BaseModel):

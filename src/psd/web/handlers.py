@@ -8,7 +8,6 @@ serves it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -26,17 +25,19 @@ from psd.forms import (
     QueryPath,
     ThingPath,
     TypedRangePath,
+    canonical,
+    named_type,
     parse_int_text,
     plain_mumt,
     plain_query,
     plain_range,
 )
+from psd.jsonfields import COUNT, METRIC
 from psd.metrics import POINTS, REJECTED, REQUEST_SECONDS, exposition, range_class
 from psd.model import (
     MAX_ID,
     MAX_POINTS_PER_MESSAGE,
     MetricPoint,
-    parse_count,
     parse_count_thing,
     parse_metric,
 )
@@ -44,14 +45,17 @@ from psd.store import Store, UserQuery
 from psd.sumreplies import Changed
 from psd.tally import TALLY
 from psd.timebuckets import MAX_TS
+from psd.web.bodies import count_of, decode_json, metric_of, screen_metric
 from psd.web.errors import LEGACY, WriteRejected
-from psd.web.reply import Reply, as_json, text
+from psd.web.reply import Reply, as_json, json_text, text
 
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
 #: Request timers by (endpoint, range class): labels() takes a lock, a dict does not.
 _TIMERS: dict[tuple[str, str], Any] = {}
 
 FormData = Mapping[str, str]
+#: The users a read names, by the id as sent.
+Named = dict[str, UserQuery]
 #: Hands a task (name, keyword arguments) to the queue; raises StoreError if it cannot.
 Enqueue = Callable[[str, dict[str, Any]], None]
 #: A point's error named by where it stands in the request (its position given).
@@ -67,16 +71,6 @@ def rejected(entry: str, exc: InvalidInput, points: int = 1) -> None:
     """Count refused points, by why: invalid, past the retention, or past a limit."""
     reason = exc.label if isinstance(exc, Refused) else "invalid"
     REJECTED.labels(entry, reason).inc(points)
-
-
-def decode_json(body: bytes) -> Any:
-    """A request body as JSON, whatever its Content-Type says (as the original read it)."""
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
-    except RecursionError:  # "[[[[..." past the parser's depth: a bad body, not a 500
-        raise InvalidInput("the body is not valid JSON: nested too deeply") from None
 
 
 def mumt_data(
@@ -129,10 +123,10 @@ class Api:
         """A point kept only at coarser levels is still "ok", as the original answered (and
         one whose ``key``, an ``Idempotency-Key``, was applied before)."""
         try:
-            point = parse_metric(decode_json(body))
-        except InvalidInput as exc:
+            point = metric_of(decode_json(body, METRIC))
+        except InvalidInput:
             _REJECTED_HTTP.inc()
-            raise WriteRejected(exc.message, exc.field) from exc
+            raise
         try:
             self.store.write_metric(point, key)
         except Refused as exc:
@@ -143,20 +137,26 @@ class Api:
 
     def write_async(self, body: bytes, key: str = "") -> Reply:
         """``POST /v1/write?async=1``: one point or a JSON array of points, validated here
-        (all or nothing, 406 as /v1/write), then queued for the workers: 202 ``{"queued": n}``."""
+        (all or nothing, 400 or 406 as /v1/write), then queued for the workers: 202
+        ``{"queued": n}``."""
         try:
-            data = decode_json(body)
+            data = decode_json(body, METRIC)
             many = isinstance(data, list)
             raw = data if many else [data]
             if many and not raw:
-                raise InvalidInput("an empty list of points")
+                raise WriteRejected("an empty list of points")
             if len(raw) > MAX_POINTS_PER_MESSAGE:
                 raise TooLarge(f"at most {MAX_POINTS_PER_MESSAGE} points a request")
+            for n, obj in enumerate(raw):
+                try:
+                    screen_metric(obj)
+                except InvalidInput as exc:
+                    raise point_error(exc, n, many) from exc
         except TooLarge:
             raise
         except InvalidInput as exc:
             rejected("http_async", exc)
-            raise WriteRejected(exc.message, exc.field) from exc
+            raise
         try:
             points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many))
         except InvalidInput as exc:
@@ -196,7 +196,7 @@ class Api:
 
     def count(self, body: bytes, key: str = "") -> Reply:
         try:
-            point = parse_count(decode_json(body))
+            point = count_of(decode_json(body, COUNT))
             self.store.write_count(point, key)
         except InvalidInput as exc:
             rejected("http_count", exc)
@@ -209,30 +209,42 @@ class Api:
         return Reply(200, body, content_type)
 
     def query(self, uid: str, thing: str, atid: str, ts1: str, ts2: str) -> Reply:
+        """An id or type not written as its number (``09011``) names no data: 0."""
         path = plain_query(uid, thing, atid, ts1, ts2)  # the usual path, checked cheaply
         if path is None:
             p = QueryPath.check({"uid": uid, "thing": thing, "atid": atid, "ts1": ts1, "ts2": ts2})
+            if not (canonical(uid) and named_type(atid)):
+                return text(0)
             path = p.uid, p.thing, p.atid_filter, p.ts1, p.ts2
         return text(self.store.sum(*path))
 
-    def _users(self, form: FormData, *path: str) -> tuple[IdsForm, ThingPath, list[UserQuery]]:
-        """The form, then the path (the original's order of checks)."""
+    def _users(self, form: FormData, *path: str) -> tuple[list[str], ThingPath, Named]:
+        """The form, then the path (the original's order of checks): the ids as sent, the
+        path, and the users to read, by id; an id or type not written as its number
+        (``09011``) names no data, so no user of it is read."""
         ids = IdsForm.check(form, max_ids=self.settings.max_ids)
         p = ThingPath.check(dict(zip(("thing", "atid", "ts1", "ts2"), path, strict=True)))
-        return ids, p, [UserQuery(u, p.ts1, p.ts2) for _, u in ids.uids]
+        named = named_type(path[1])
+        users = {n: UserQuery(u, p.ts1, p.ts2) for n, u in ids.uids if named and canonical(n)}
+        return ids.names, p, users
 
     def query_ids(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
-        ids, p, users = self._users(form, thing, atid, ts1, ts2)
-        results = self.store.query(users, [p.thing], p.atid_filter)
-        return as_json({name: r.sums[p.thing] for name, r in zip(ids.names, results, strict=True)})
+        """Sent as text/plain, as the original sent it."""
+        names, p, users = self._users(form, thing, atid, ts1, ts2)
+        results = self.store.query(list(users.values()), [p.thing], p.atid_filter)
+        sums = {name: r.sums[p.thing] for name, r in zip(users, results, strict=True)}
+        return json_text({name: sums.get(name, 0) for name in names})
 
     def mu_query(self, thing: str, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
-        ids, p, users = self._users(form, thing, atid, ts1, ts2)
-        results = self.store.query(users, [p.thing], p.atid_filter, with_activities=True)
+        names, p, users = self._users(form, thing, atid, ts1, ts2)
+        queries = list(users.values())
+        found = self.store.query(queries, [p.thing], p.atid_filter, with_activities=True)
+        results = dict(zip(users, found, strict=True))
         values, atids = {}, {}
-        for name, result in zip(ids.names, results, strict=True):
-            values[name] = result.sums[p.thing]
-            atids[name] = [int(t) for t in result.activities.values()]
+        for name in names:
+            result = results.get(name)
+            values[name] = result.sums[p.thing] if result else 0
+            atids[name] = [int(t) for t in result.activities.values()] if result else []
         return as_json({"values": values, "atids": atids})
 
     def mumt_query(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
@@ -244,8 +256,11 @@ class Api:
             plain = f.names, [u for _, u in f.uids], f.thing_names
             path = p.atid_filter, p.ts1, p.ts2
         (names, uids, things), (kind, t1, t2) = plain, path
-        users = [UserQuery(u, t1, t2) for u in uids]
-        return as_json({"data": mumt_data(names, things, self.store.changed(users, things, kind))})
+        named = named_type(atid)  # an id or type not written as its number names no data
+        kept = [(n, u) for n, u in zip(names, uids, strict=True) if named and canonical(n)]
+        users = [UserQuery(u, t1, t2) for _, u in kept]
+        results = self.store.changed(users, things, kind)
+        return as_json({"data": mumt_data([n for n, _ in kept], things, results)})
 
     def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
@@ -261,8 +276,10 @@ class Api:
             if a < 0 or b > MAX_TS:
                 raise InvalidInput(f"offset {offset} moves the range out of 1970-9999", "offsets")
             users[name] = UserQuery(parse_int_text(name, "ids", 0, MAX_ID), a, b)
-        results = self.store.changed(list(users.values()), f.thing_names, p.atid_filter)
-        return as_json({"data": mumt_data(list(users), f.thing_names, results)})
+        named = named_type(atid)  # an id or type not written as its number names no data
+        kept = {n: u for n, u in users.items() if named and canonical(n)}
+        results = self.store.changed(list(kept.values()), f.thing_names, p.atid_filter)
+        return as_json({"data": mumt_data(list(kept), f.thing_names, results)})
 
     def readcount(self, thing: str, ts1: str, ts2: str) -> Reply:
         p = CountPath.check({"thing": thing, "ts1": ts1, "ts2": ts2})
@@ -272,4 +289,4 @@ class Api:
         p = PrefixPath.check({"prefix": prefix, "ts1": ts1, "ts2": ts2})
         ids = Form.check(form, max_ids=self.settings.max_ids).names
         names = [parse_count_thing(f"{p.prefix}_{i}", "ids") for i in ids]
-        return as_json(dict(zip(ids, self.store.counts(names, p.ts1, p.ts2), strict=True)))
+        return json_text(dict(zip(ids, self.store.counts(names, p.ts1, p.ts2), strict=True)))

@@ -3,7 +3,8 @@ OpenAPI document, both from the psd.model and psd.forms schemas its handler vali
 
 The answers keep the original's shapes: a bare number as text, JSON objects keyed by the ids
 as sent, and errors as ``{"error": message, "field": name}`` with the original's statuses
-(400 a bad read, 406 a bad write, 413 too many ids or too big a body, 422 the v2 mismatch).
+(400 a bad read or a write body that is no point, 406 an invalid point, 413 too many ids
+or too big a body, 422 the v2 mismatch).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ READ_ERRORS = {
     503: "the store is unavailable",
 }
 WRITE_ERRORS = {
+    400: "not a JSON object (or null), or a field of the wrong type",
     406: "invalid point",
     413: "too big a body or too many points",
     503: "the store (or, async, the queue) is unavailable",

@@ -37,3 +37,9 @@ def as_json(obj: Any, status: int = 200) -> Reply:
     except TypeError:
         body = json.dumps(obj, separators=(",", ":")).encode()
     return Reply(status, body, "application/json")
+
+
+def json_text(obj: Any) -> Reply:
+    """``obj`` as JSON, said to be text: the original's ``query_ids`` and
+    ``readcount_with_ids`` answered their JSON as ``text/plain; charset=utf-8``."""
+    return Reply(200, as_json(obj).body, "text/plain; charset=utf-8")
