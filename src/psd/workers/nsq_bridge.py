@@ -11,7 +11,6 @@ retention) goes to the dead-letter list instead of being retried for ever.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -28,6 +27,7 @@ from psd.config import Settings, load_settings
 from psd.connect import client_from_url, masked
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput, PastRetention
+from psd.jsonfields import MESSAGE, loads, padded_thing
 from psd.metrics import POINTS, REJECTED
 from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
 from psd.store import Store
@@ -70,15 +70,17 @@ class Reader(nsq.Reader):  # type: ignore[misc]
 
 
 def read_message(body: bytes, delivery: str) -> TaskCall | DeadLetter:
-    """The task a message becomes and its point, or its dead letter. Validated here, by the model's
-    parsers, so that nothing the worker would refuse reaches the broker; a letter has the
-    kind of its payload when it had one, so that ``psd dlq retry`` can apply it once fixed."""
+    """The task a message becomes and its point, or its dead letter. Read as the original's
+    consumer read it (keys whatever their case, a metric's thing as sent:
+    psd/jsonfields.py), then validated by the model's parsers, so that nothing the worker
+    would refuse reaches the broker; a letter has the kind of its payload when it had one
+    (its keys folded), so that ``psd dlq retry`` can apply it once fixed."""
 
     def dead(kind: str, payload: Any, reason: str) -> DeadLetter:
         return DeadLetter(kind, payload, reason, "nsq", delivery)
 
     try:
-        doc = json.loads(body)
+        doc = loads(body, MESSAGE)
     except ValueError as exc:  # UnicodeDecodeError included
         return dead("message", body.decode("utf-8", "replace"), f"not JSON: {exc}")
     except RecursionError:  # nested deeper than Python's parser goes: no message of psd's
@@ -93,6 +95,9 @@ def read_message(body: bytes, delivery: str) -> TaskCall | DeadLetter:
     if not isinstance(payload, dict):
         return dead("message", doc, f"a {command} message needs a {command!r} object")
     try:
+        padded = padded_thing(payload) if command == "metric" else ""
+        if padded:
+            raise InvalidInput(padded, "thing")
         point = parse(payload)
     except InvalidInput as exc:
         return dead(command, payload, str(exc))
