@@ -44,7 +44,6 @@ MODES: tuple[Mode, ...] = ("diffadd", "increment")
 MAX_POINTS_PER_MESSAGE = 10_000
 
 
-
 # A point is a value: never changed once made, compared and hashed by its fields. Not
 # ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which made a
 # point cost five times as much to make (~1.9 µs against ~0.4), a good part of what a worker
