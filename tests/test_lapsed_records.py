@@ -94,3 +94,21 @@ def test_a_change_dated_ahead_of_the_clock_is_outlived_by_its_state(
     write_now(store, MetricPoint("steps", 12, 1, 2, 5, now - 60, now))  # one of today's
     for key in ("{12}:acts", "{12}:idx"):
         assert redis_client.ttl(key) >= ahead - store.now() + lifetime, key
+
+
+def test_an_old_window_after_a_lapse_is_stale_though_an_increment_recorded_it_since(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """A user's state lapses; an increment of the same activity records it again (its
+    change dated before the lapse's mark); a running total over that old window then is
+    stale, as it is with no record: the change before the lapse is gone, so the window's
+    sum would count the increment alone."""
+    t = NOW - 63 * DAY
+    assert write_now(store, MetricPoint("steps", 13, 1, 42, 1, t, t)).delta == 1
+    redis_client.delete("{13}:acts", "{13}:idx")  # lapsed
+    again = MetricPoint("steps", 13, 1, 42, 1, t, t, "increment")
+    assert write_now(store, again).delta == 1
+    total = MetricPoint("steps", 13, 1, 42, 0, t, t)  # the client's total: 0
+    assert write_now(store, total).status == "stale"
+    store.settle()
+    assert store.sum(13, "steps", None, t, t) == 2

@@ -55,15 +55,20 @@ local function apply_point(h, v)
     ts2 = rows[v + 3]
     local pending, last = pending_window(k, act, ts1, ts2)
     if summary and ts2 < summary[R_LAST] or last and ts2 < last then return 'stale', 0 end
+    local lapse = WHOLE.lapses[act.acts]
+    if lapse and ts1 <= lapse then
+      -- its window starts where a lapsed state lost records (record.lua's "_d"): whatever
+      -- the activity recorded since (an increment of its aid), changes of it before may be
+      -- gone, as for a window past them
+      return 'stale', 0
+    end
     if summary then
       local sum, why = window_sum(act, ts1, ts2)
       if sum == nil then return why, 0 end
       pending = pending + sum
-    elseif type(users[act.acts]) == 'number' and ts1 <= users[act.acts]
-        or WHOLE.lapses[act.acts] and ts1 <= WHOLE.lapses[act.acts] then
-      -- no record, and its window starts where the compaction dropped one, or a lapsed
-      -- state lost one (record.lua's "0:c", "_d"): it may be one of those, sent again,
-      -- whose changes are no longer known (as a window past them)
+    elseif type(users[act.acts]) == 'number' and ts1 <= users[act.acts] then
+      -- no record, and its window starts where the compaction dropped one (record.lua's
+      -- "0:c"): it may be that one, sent again, whose changes are no longer known
       return 'stale', 0
     end
     delta = value - pending
