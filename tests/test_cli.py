@@ -1,10 +1,14 @@
-"""``psd web`` end to end: a real server process, with the embedded store when no Redis is set."""
+"""``psd web`` end to end: a real server process, with the embedded store when no Redis is set,
+kept alive; an address that is not one, or is taken, or a server not installed, is said in a
+line before anything starts."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +24,7 @@ from psd.embedded import free_port
 from psd.model import MetricPoint
 from psd.store import Store
 from psd.writes import WriteResult
-from tests.support import alive
+from tests.support import alive, wait_for
 
 #: A recent instant: these processes run with the default retention (90 days).
 NOW = int(time.time()) // 60 * 60
@@ -85,6 +89,101 @@ def test_psd_web_runs_on_the_embedded_store_and_stops_cleanly(tmp_path: Path) ->
     left = [p for p in descendants if alive(p)]
     assert not left, f"processes left behind: {left}"
     assert (tmp_path / "data" / "appendonlydir").is_dir(), "the embedded store did not persist"
+
+
+def test_psd_web_restarts_its_embedded_store_when_it_dies(tmp_path: Path) -> None:
+    from tests.test_up import descendants  # it imports this module
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env["PSD_DATA_DIR"] = str(tmp_path / "data")
+    command = [sys.executable, "-m", "psd.cli", "web", "--bind", f"127.0.0.1:{port}"]
+    web = subprocess.Popen(
+        [*command, "--workers", "1"],
+        env=env,
+        process_group=0,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            _get(url + f"/v1/query/1/steps/all/{NOW}/{NOW + 1}")
+            return True
+        except OSError:  # urllib.error.HTTPError too: a 503
+            return False
+
+    def store() -> int | None:
+        found = [p for p, a in descendants(web.pid).items() if "valkey-server" in a]
+        return found[0] if found else None
+
+    try:
+        assert wait_for(answers, timeout=60)
+        killed = store()
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        assert wait_for(lambda: store() not in (None, killed) and answers(), timeout=30)
+        assert web.poll() is None
+    finally:
+        web.send_signal(signal.SIGTERM)
+        out = web.communicate(timeout=60)[0].decode()
+    assert web.returncode == 0, out
+    assert "store: the store exited (killed by SIGKILL)" in out, out
+    assert "restarted on 127.0.0.1" in out, out
+
+
+def test_psd_web_stops_when_its_store_keeps_failing(tmp_path: Path) -> None:
+    from tests.test_up import descendants  # it imports this module
+
+    port, data_dir = free_port(), tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env["PSD_DATA_DIR"] = str(data_dir)
+    command = [sys.executable, "-m", "psd.cli", "web", "--bind", f"127.0.0.1:{port}"]
+    web = subprocess.Popen(
+        [*command, "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}", web, timeout=60)
+        tree = descendants(web.pid)
+        manifest = next((data_dir / "appendonlydir").glob("*.manifest"))
+        manifest.write_text("not a manifest\n")  # read again only at the next start
+        os.kill(next(p for p, a in tree.items() if "valkey-server" in a), signal.SIGKILL)
+        out = web.communicate(timeout=90)[0].decode()
+    finally:
+        if web.poll() is None:
+            web.kill()
+            web.wait()
+    assert web.returncode == 1, out
+    assert "giving up; its last log lines:" in out, out
+    assert not [pid for pid in tree if alive(pid)], out
+
+
+def web_refused(tmp_path: Path, *options: str) -> tuple[int, str]:
+    """``psd web OPTIONS`` on an embedded store in ``tmp_path``, which must not start."""
+    env = {"PSD_DATA_DIR": str(tmp_path / "data"), "PSD_REDIS_URL": ""}
+    result = CliRunner().invoke(main, ["web", *options], env=env)
+    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+    assert not (tmp_path / "data").exists(), "the store was started"
+    return result.exit_code, result.output
+
+
+def test_psd_web_says_in_a_line_what_is_wrong_with_its_address(tmp_path: Path) -> None:
+    assert web_refused(tmp_path, "--bind", "nonsense")[0] == 2
+    code, said = web_refused(tmp_path, "--bind", "127.0.0.1:99999")
+    assert code == 2 and "--bind 127.0.0.1:99999: not HOST:PORT" in said, said
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = f"127.0.0.1:{holder.getsockname()[1]}"
+        code, said = web_refused(tmp_path, "--bind", taken)
+    assert code == 1 and f"cannot listen on {taken} (--bind)" in said, said
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is not None, reason="installed")
+def test_psd_web_says_how_to_install_gunicorn(tmp_path: Path) -> None:
+    code, said = web_refused(tmp_path, "--server", "gunicorn", "--bind", f"127.0.0.1:{free_port()}")
+    assert code == 1 and "pip install gunicorn" in said, said
 
 
 def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> None:

@@ -147,7 +147,7 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_web_workers_default_to_one_per_cpu_and_one_more() -> None:
-    from psd.cli.main import server_command
+    from psd.cli.serve import server_command
     from psd.config import web_workers
 
     assert web_workers(0) == (os.cpu_count() or 1) + 1

@@ -22,7 +22,8 @@ import pytest
 import redis
 import yaml
 
-from psd.cli.main import STOP_GRACE, main
+from psd.cli.main import main
+from psd.cli.serve import STOP_GRACE
 from psd.config import Settings, load_settings
 from psd.connect import cluster_nodes
 from psd.embedded import EmbeddedServer

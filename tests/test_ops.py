@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from psd.cli.main import main
 from psd.cli.ops import publish_url
+from psd.embedded import free_port
 
 Invoke = Callable[..., Result]
 T = 1_764_400_000  # 2025-11-29T07:06:40Z
@@ -119,6 +120,13 @@ def test_a_running_psd_ups_store_is_found(run: Invoke, redis_url: str, tmp_path:
     publish_url(str(tmp_path), redis_url)
     found = run("count", "signup", "--json", PSD_REDIS_URL="")
     assert found.exit_code == 0 and json.loads(found.output)["count"] == 0
+
+
+def test_a_url_left_by_a_killed_psd_up_says_so(run: Invoke, tmp_path: Path) -> None:
+    publish_url(str(tmp_path), f"redis://:pw@127.0.0.1:{free_port()}/0")
+    stale = run("query", "--uid", "1", PSD_REDIS_URL="")
+    assert stale.exit_code == 1 and "psd up is not running" in stale.output, stale.output
+    assert "Error 111" not in stale.output
 
 
 def test_bad_instants_and_settings_are_usage_errors(run: Invoke) -> None:

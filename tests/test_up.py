@@ -1,11 +1,13 @@
 """``psd up`` end to end: the embedded store, the API, a worker and beat as real processes;
-queued and direct writes answered; SIGTERM stops everything; a restart keeps the data."""
+queued and direct writes answered; SIGTERM stops everything; a restart keeps the data; an
+address to listen on that is not one, or is taken, is said in a line before anything starts."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -185,3 +187,37 @@ def test_one_psd_a_data_directory_and_no_empty_password(tmp_path: Path) -> None:
     (tmp_path / "data" / "password").write_text("")
     refused = up_refused(tmp_path / "data")
     assert refused.returncode == 1 and "empty or readable by others" in refused.stderr
+
+
+def up_with(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``psd up OPTIONS`` on ``data_dir``, run to its end: its exit and output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
+    env["RUST_BACKTRACE"] = "0"
+    command = psd_command("up", "--data-dir", str(data_dir), *options)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("option", ["--bind", "--flower"])
+def test_psd_up_says_clearly_that_a_port_it_needs_is_taken(tmp_path: Path, option: str) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    options = ["--bind", f"127.0.0.1:{free_port()}", option, f"127.0.0.1:{port}"]
+    try:
+        done = up_with(tmp_path / "data", *options)
+    finally:
+        holder.close()
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out and "psd is up" not in out, out[-3000:]
+    assert f"cannot listen on 127.0.0.1:{port} ({option})" in done.stderr, out[-3000:]
+
+
+@pytest.mark.parametrize("bind", ["nonsense", "127.0.0.1:99999", "127.0.0.1:0", ":1155"])
+def test_psd_up_refuses_an_address_that_is_not_one(tmp_path: Path, bind: str) -> None:
+    done = up_with(tmp_path / "data", "--bind", bind)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Traceback" not in out and "psd is up" not in out, out[-3000:]
+    assert f"--bind {bind}: not HOST:PORT" in done.stderr, out[-3000:]

@@ -2,7 +2,8 @@
 directory, with a broker server beside it, all real processes. It serves writes and
 multi-user reads, its keys on every primary; a node SIGKILLed is started again with its data;
 a restart on the same data directory keeps the data; a data directory holding another shape
-of store is refused, saying what to do; SIGKILLed, psd up leaves no node running."""
+of store is refused, saying what to do; SIGKILLed, psd up leaves no node running, and killed
+while its cluster first forms, it forms it afresh at the next start."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from psd.cli.shards import forget_unformed
 from psd.embedded import EmbeddedServer, data_dir_password, free_port
 from psd.embedded_cluster import EmbeddedCluster
 from tests.support import alive, psd_command, wait_for
@@ -191,3 +193,39 @@ def test_a_data_directory_keeps_the_shape_of_its_store(tmp_path: Path) -> None:
     env = {**clean_env(), "PSD_REDIS_URL": "redis://127.0.0.1:1/0"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unset PSD_REDIS_URL" in done.stderr
+
+
+def test_psd_up_killed_while_its_cluster_forms_starts_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Up(data_dir, free_port(), "--shards", "2")
+    try:
+        assert wait_for(lambda: "listening on 127.0.0.1" in first.log.read_text(), timeout=60)
+        os.kill(first.proc.pid, signal.SIGSTOP)  # it forms the cluster: held there
+        assert "embedded cluster of" not in first.log.read_text()  # still forming
+        tree = descendants(first.proc.pid)
+        first.proc.kill()
+        first.proc.wait()
+        assert wait_for(lambda: not any(alive(pid) for pid in tree), timeout=10)
+    finally:
+        first.proc.kill()
+    assert list((data_dir / "cluster").glob("node-*/nodes.conf"))
+    assert not (data_dir / "cluster" / "cluster.json").exists()
+    again = Up(data_dir, free_port(), "--shards", "2")
+    try:
+        assert wait_for(again.ready, timeout=90), again.log.read_text()
+        assert "never finished forming" in again.log.read_text()
+        assert write_user(again, 1, 1, 5) == "ok"
+    finally:
+        assert again.stop() == 0, again.log.read_text()
+
+
+def test_the_nodes_of_a_formed_cluster_are_never_removed(tmp_path: Path) -> None:
+    """Its cluster.json lost, a formed cluster is refused as before, not formed afresh."""
+    cluster_dir = tmp_path / "cluster"
+    with EmbeddedCluster(primaries=2, data_dir=cluster_dir, node_timeout=1000):
+        pass
+    (cluster_dir / "cluster.json").unlink()
+    forget_unformed(tmp_path)
+    assert len(list(cluster_dir.glob("node-*/nodes.conf"))) == 2
+    assert "never finished forming" in refused(tmp_path, "--shards", "2")
+    assert len(list(cluster_dir.glob("node-*/nodes.conf"))) == 2

@@ -115,29 +115,55 @@ class EmbeddedServer:
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
-        # no retries of its own: this loop is the retry, and sees the server exit at once
+        try:
+            self._wait_up(timeout)
+        except StoreError:
+            self.stop()
+            raise
+        log.info("embedded server %s listening on 127.0.0.1:%d", self.binary.name, self.port)
+        return self
+
+    def _wait_up(self, timeout: float) -> None:
+        """Wait until our own server answers on its port, or raise StoreError saying why not:
+        it exited (its own words), or the port answers for something else (a server of
+        someone else's, a silent listener, an HTTP server), which it does not make ours."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            why = self._why_not_up()
+            if not why:
+                return
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise StoreError(f"{self.binary} did not start: {err or self.log_tail() or why}")
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"{self.binary} did not answer on 127.0.0.1:{self.port} in {timeout:g} s: {why}"
+                )
+            time.sleep(0.02)
+
+    def _why_not_up(self) -> str:
+        """Empty once our server answers; else why not. Not PING alone: a server of someone
+        else's, without a password, would answer it (ours exits, its port taken)."""
+        assert self.process is not None
+        # no retries of its own: the caller's loop is the retry, and sees the server exit
         client = redis.Redis(
             port=self.port,
             password=self.password or None,
             socket_connect_timeout=0.2,
+            socket_timeout=1,
             retry=Retry(NoBackoff(), 0),
         )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError as exc:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    err = err or self.log_tail()
-                    self.stop()
-                    raise StoreError(f"{self.binary} did not start: {err or exc}") from exc
-                time.sleep(0.02)
-            finally:
-                client.close()
-        log.info("embedded server %s listening on 127.0.0.1:%d", self.binary.name, self.port)
-        return self
+        try:
+            client.ping()
+            pid = client.info("server").get("process_id")
+        except redis.RedisError as exc:  # refused, timed out, not Redis's protocol, loading
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+        if pid != self.process.pid:
+            return f"port {self.port} is answered by another server (pid {pid})"
+        return ""
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the server's log (kept beside its data), to say why it stopped."""

@@ -69,7 +69,7 @@ class StoreKeeper:
         self.restart_at = None
         try:
             self.server.start()
-        except StoreError:  # its log says why: shown when we give up
+        except (StoreError, OSError):  # its log says why: shown when we give up
             return self._failed(f"{self.what} did not start again")
         self.say(f"restarted on 127.0.0.1:{self.server.port}: its data replayed", self.name)
         return None

@@ -4,9 +4,9 @@ Each child runs in a session of its own (so Ctrl-C in a terminal reaches it once
 also from the terminal) and dies with us (``PR_SET_PDEATHSIG``: we may be SIGKILLed, and then
 nothing else would stop it). Its output is printed with honcho's printer: a coloured
 ``time name |`` prefix a line, as ``honcho start`` prints. When one child exits, or we are told
-to stop, every child gets SIGTERM once and, ``stop_seconds`` later, SIGKILL with its process
-group. Children are started from the main thread only: the parent-death signal belongs to the
-thread that forked.
+to stop (SIGINT, SIGTERM, or SIGHUP: a closed terminal), every child gets SIGTERM once and,
+``stop_seconds`` later, SIGKILL with its process group. Children are started from the main
+thread only: the parent-death signal belongs to the thread that forked.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from psd.lifetime import die_with_parent
 SYSTEM = "system"
 #: Called each turn of the loop; an exit code stops everything.
 Tick = Callable[[], int | None]
+#: The signals that stop everything gently.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -113,16 +115,18 @@ class Supervisor:
 
     def run(self, check: Tick = lambda: None) -> int:
         """Start the children and run until one exits, ``check`` returns a code, or we get
-        SIGINT/SIGTERM (0); then stop them all. The code of the first to exit otherwise."""
-        previous = {
-            sig: signal.signal(sig, self._ask_stop) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        SIGINT, SIGTERM or SIGHUP (a closed terminal): 0 for those signals, else the code of
+        the first to exit, 1 if that was 0 (a child never exits by itself while it should
+        run, and a process manager restarts psd up on a failure alone). Every child started
+        is stopped whatever happens, a start that fails half way, or an error, too."""
+        previous = {sig: signal.signal(sig, self._ask_stop) for sig in STOP_SIGNALS}
         try:
-            for child in self.children.values():
-                self._start(child)
-            code = self._watch(check)
-            self._stop_all()
-            return code
+            try:
+                for child in self.children.values():
+                    self._start(child)
+                return self._watch(check)
+            finally:
+                self._stop_all()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -135,7 +139,7 @@ class Supervisor:
                 return 0
             exited = self._reap()
             if exited is not None:
-                return exited.code or 0
+                return exited.code or 1
             code = check()
             if code is not None:
                 return code

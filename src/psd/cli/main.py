@@ -9,14 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -26,17 +22,16 @@ from psd.cli.context import errors_said, open_store, require_store, settings_of
 from psd.cli.doctor import doctor
 from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
-from psd.cli.up import FLOWER_BIND, stop_signals_unwind, store
+from psd.cli.serve import check_bind, check_server, serve
+from psd.cli.up import FLOWER_BIND
 from psd.cli.up import run as run_up
-from psd.config import Settings, load_settings, web_workers
-from psd.connect import masked
+from psd.config import load_settings
 from psd.errors import InvalidInput, StoreError
-from psd.lifetime import become, die_with_parent
+from psd.lifetime import become
 from psd.store import Store
 
 log = logging.getLogger("psd")
 
-WSGI_APP = "psd.web.wsgi:app"
 CELERY_APP = "psd.workers.app"
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
@@ -59,100 +54,6 @@ def main(ctx: click.Context, config: str | None, verbose: bool) -> None:
         # a setting's error names the setting; a file that is not TOML names the file
         raise click.UsageError(f"bad setting {exc}" if exc.field else str(exc)) from exc
     logs.setup(ctx.obj.log_format, logging.DEBUG if verbose else logging.INFO)
-
-
-#: Seconds a web worker gets to finish its requests once told to stop.
-WEB_KILL_SECONDS = 5
-
-
-def server_command(server: str, bind: str, workers: int) -> list[str]:
-    """The command line that serves the WSGI app with ``server`` (granian or gunicorn)."""
-    host, _, port = bind.rpartition(":")
-    workers = web_workers(workers)
-    if server == "granian":
-        # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
-        # a single-threaded Rust runtime: it hands a request to the WSGI thread and back with
-        # fewer system calls than the multi-threaded one granian picks for WSGI apps
-        # (docs/benchmarks.md); a worker told to stop while it was still starting never stops
-        # by itself: granian kills it after WEB_KILL_SECONDS (no request of psd's takes that
-        # long)
-        return [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "wsgi",
-            "--host",
-            host,
-            "--port",
-            port,
-            "--workers",
-            str(workers),
-            "--blocking-threads",
-            "1",
-            "--runtime-mode",
-            "st",
-            "--workers-kill-timeout",
-            str(WEB_KILL_SECONDS),
-            "--no-ws",
-            WSGI_APP,
-        ]
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        bind,
-        "--workers",
-        str(workers),
-        "--access-logfile",
-        "-",
-        WSGI_APP,
-    ]
-
-
-#: Seconds a child gets to stop once told to before its whole process group is killed.
-STOP_GRACE = 20
-
-
-def run_child(command: list[str], env: dict[str, str]) -> int:
-    """Run ``command`` until it exits or we are told to stop: SIGINT/SIGTERM reach it once,
-    from us (it runs in a session of its own, so a signal to our process group — Ctrl-C,
-    a process manager stopping a group — does not also hit its workers directly), and if it
-    has not stopped ``STOP_GRACE`` seconds later its process group is killed (granian can hang
-    when stopped while a worker is starting). If we are killed it is too (SIGKILL from the
-    kernel: nobody is left to stop it gently), and its workers with it. A stop we forwarded
-    exits 0."""
-    child = subprocess.Popen(
-        command, env=env, start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL)
-    )
-    stopped: list[int] = []
-    deadline = [float("inf")]
-
-    def forward(signum: int, _frame: Any) -> None:
-        stopped.append(signum)
-        deadline[0] = min(deadline[0], time.monotonic() + STOP_GRACE)
-        child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while True:
-            try:
-                code = child.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline[0]:
-                    log.warning("%s did not stop in %d s: killing it", command[2], STOP_GRACE)
-                    os.killpg(child.pid, signal.SIGKILL)
-        if stopped and code in (0, *(-sig for sig in stopped)):
-            return 0
-        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            child.wait()
 
 
 @main.command()
@@ -203,6 +104,10 @@ def up(
         raise click.UsageError("--replicas needs --shards N (N >= 2)")
     if shards > 1 and settings.redis_url:
         raise click.UsageError("--shards starts an embedded cluster: unset PSD_REDIS_URL")
+    check_bind(settings.bind, "--bind")
+    check_server(settings.web_server)
+    if flower:
+        check_bind(flower, "--flower")
     try:
         sys.exit(run_up(settings, _child_env(ctx), flower=flower, shards=shards, replicas=replicas))
     except KeyboardInterrupt:  # stopped while starting: everything started is stopped
@@ -233,38 +138,19 @@ def web(ctx: click.Context, bind: str | None, server: str | None, workers: int |
         web_server=server or settings.web_server,
         web_workers=settings.web_workers if workers is None else workers,
     )
+    check_bind(settings.bind, "--bind")
+    check_server(settings.web_server)
     if not settings.redis_url:
         click.echo(
             f"psd: no PSD_REDIS_URL set, starting the embedded server in {settings.data_dir}"
         )
     try:
-        code = _serve(ctx, settings)
+        code = serve(settings, _child_env(ctx))
     except KeyboardInterrupt:
         code = 0
     except (StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
-
-
-def _serve(ctx: click.Context, settings: Settings) -> int:
-    """The store, then the server; its processes keep their metrics in one directory, summed
-    at /metrics. The server runs as our child rather than in our place because we own the
-    store and that directory, and stop them after it; both die with us if we are killed."""
-    with (
-        stop_signals_unwind(),
-        store(settings) as url,
-        tempfile.TemporaryDirectory(prefix="psd-metrics-") as metrics,
-    ):
-        env = dict(
-            os.environ, PSD_REDIS_URL=url, PSD_BIND=settings.bind, PROMETHEUS_MULTIPROC_DIR=metrics
-        )
-        if ctx.parent and ctx.parent.params.get("config"):
-            env["PSD_CONFIG"] = str(Path(ctx.parent.params["config"]).resolve())
-        click.echo(
-            f"psd: serving http://{settings.bind} with {settings.web_server}, store {masked(url)}"
-        )
-        command = server_command(settings.web_server, settings.bind, settings.web_workers)
-        return run_child(command, env)
 
 
 def _child_env(ctx: click.Context) -> dict[str, str]:

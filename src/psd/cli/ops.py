@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from psd.cli.importer import (
 )
 from psd.config import Settings
 from psd.connect import client_from_url
-from psd.errors import InvalidInput, PsdError
+from psd.errors import InvalidInput, PsdError, StoreError
 from psd.layout import advice, layout_of, mark_numeric_logs
 from psd.model import THINGS, parse_count, parse_metric
 from psd.store import Store, UserQuery
@@ -70,10 +71,26 @@ def tool_store(settings: Settings) -> Store:
     url = tool_url(settings)
     if not url:
         raise click.UsageError("no store: set PSD_REDIS_URL, or start one with psd up")
+    if not settings.redis_url:
+        refuse_a_stale_url(settings.data_dir, url)
     try:
         return Store(client_from_url(url, socket_connect_timeout=3), settings)
     except InvalidInput as exc:
         raise click.UsageError(f"PSD_REDIS_URL: {exc}") from exc
+
+
+def refuse_a_stale_url(data_dir: str, url: str) -> None:
+    """A StoreError saying that psd up is not running when nothing listens where the URL it
+    left names (a psd up that was killed leaves it), rather than a connection's errno."""
+    for host in url.partition("://")[2].rpartition("@")[2].partition("/")[0].split(","):
+        name, _, port = host.rpartition(":")
+        try:
+            socket.create_connection((name, int(port)), timeout=1).close()
+            return
+        except (OSError, ValueError):
+            continue
+    left = Path(data_dir) / URL_FILE
+    raise StoreError(f"psd up is not running ({left} is left from one that was killed): start it")
 
 
 def tool_broker_url(settings: Settings) -> str:

@@ -9,12 +9,17 @@ the cluster comes back on its ports with its data (its ``cluster.json``).
 A data directory holds one kind of store: the single server keeps its append-only file at its
 top, a cluster under ``cluster/``. Starting the other kind on it, or a cluster of another shape,
 is refused (saying what would start it) rather than leaving two stores, each with half of the
-data, in one place.
+data, in one place. A first start stopped (killed) while its cluster formed leaves node
+directories, a mark that it was forming them, and no ``cluster.json``: no client wrote to
+them (psd up serves once the cluster has formed), so the next start removes them and forms
+the cluster afresh.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -30,6 +35,10 @@ CLUSTER_DIR = "cluster"
 BROKER_DIR = "broker"
 #: What the single embedded server leaves at the top of the data directory.
 SINGLE_SERVER_MARK = "appendonlydir"
+#: Left in the cluster's directory while its first start forms it, removed once it has formed.
+FORMING_MARK = "forming"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,18 +105,45 @@ def refuse_other_store(data_dir: Path, shards: int, replicas: int) -> None:
         )
 
 
+def forget_unformed(data_dir: Path) -> None:
+    """Remove the cluster directory a first start left when it was stopped before its cluster
+    formed. Only with the mark of such a start and no ``cluster.json``: the nodes of a formed
+    cluster are never removed, even if its ``cluster.json`` is lost (then they are refused)."""
+    cluster_dir = data_dir / CLUSTER_DIR
+    mark = cluster_dir / FORMING_MARK
+    if (cluster_dir / LAYOUT_FILE).exists():
+        mark.unlink(missing_ok=True)  # formed: stopped just before the mark was removed
+    elif mark.exists():
+        log.warning("removing %s: its cluster never finished forming (stopped)", cluster_dir)
+        shutil.rmtree(cluster_dir)
+
+
+@contextmanager
+def forming(cluster_dir: Path) -> Iterator[None]:
+    """Mark the cluster's directory while its first start forms it; the mark stays if the
+    start fails or is killed, for :func:`forget_unformed`."""
+    mark = cluster_dir / FORMING_MARK
+    if not (cluster_dir / LAYOUT_FILE).exists():
+        cluster_dir.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    yield
+    mark.unlink(missing_ok=True)
+
+
 @contextmanager
 def sharded(settings: Settings, shards: int, replicas: int) -> Iterator[Embedded]:
     """The embedded cluster (and broker) for as long as the block runs; the caller holds the
     data directory's lock. The broker stops before the cluster: the store last."""
     data_dir = Path(settings.data_dir)
+    forget_unformed(data_dir)
     refuse_other_store(data_dir, shards, replicas)
     password = data_dir_password(data_dir)
     with ExitStack() as stack:
         cluster = EmbeddedCluster(
             primaries=shards, replicas=replicas, data_dir=data_dir / CLUSTER_DIR, password=password
         )
-        stack.enter_context(cluster)
+        with forming(data_dir / CLUSTER_DIR):
+            stack.enter_context(cluster)
         servers = {
             f"node-{k}": (server, f"node {k} of the cluster ({port})")
             for k, (port, server) in enumerate(cluster.servers.items())

@@ -3,11 +3,11 @@
 The store (the embedded server, persisting to the data directory, unless ``PSD_REDIS_URL``
 names one), then the web API, a worker and beat (and Flower, if asked) as child processes of
 one supervisor (psd/supervisor.py): one log stream, a coloured prefix per process; when one
-exits or we are told to stop (Ctrl-C, SIGTERM), all are stopped, and the store last, so that
-what the worker was applying is in the append-only file before it closes. The embedded store
-is kept alive: restarted where it was when it exits (psd/keeper.py). With ``--shards N`` the
-store is an embedded cluster of N primaries, with a broker server of its own
-(psd/cli/shards.py), each of its servers kept alive alike.
+exits or we are told to stop (Ctrl-C, SIGTERM, SIGHUP), all are stopped, and the store last,
+so that what the worker was applying is in the append-only file before it closes. The
+embedded store is kept alive: restarted where it was when it exits (psd/keeper.py). With
+``--shards N`` the store is an embedded cluster of N primaries, with a broker server of its
+own (psd/cli/shards.py), each of its servers kept alive alike.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from psd.cli.ops import BROKER_URL_FILE, publish_url
-from psd.cli.shards import Embedded, refuse_other_store, sharded
+from psd.cli.shards import Embedded, forget_unformed, refuse_other_store, sharded
 from psd.config import Settings
 from psd.connect import default_broker, masked
 from psd.embedded import EmbeddedServer, data_dir_password
 from psd.errors import StoreError
 from psd.keeper import StoreKeeper, keep_all
-from psd.supervisor import Supervisor
+from psd.supervisor import STOP_SIGNALS, Supervisor
 
 #: Seconds the children get to stop before they are killed: a worker finishes its batch.
 STOP_SECONDS = 30
@@ -50,13 +50,13 @@ def processes(flower: str | None) -> dict[str, list[str]]:
 
 @contextmanager
 def stop_signals_unwind() -> Iterator[None]:
-    """SIGTERM (and SIGINT) raise while the block runs, so a stop that comes while the store
-    starts still stops it (Python's default would end the process and leave the server)."""
+    """SIGTERM (and SIGINT, SIGHUP) raise while the block runs, so a stop that comes while the
+    store starts still stops it (Python's default would end the process and leave the server)."""
 
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -85,6 +85,7 @@ def embedded(settings: Settings) -> Iterator[EmbeddedServer | None]:
         yield None
         return
     with data_dir_lock(settings.data_dir):
+        forget_unformed(Path(settings.data_dir))
         refuse_other_store(Path(settings.data_dir), 1, 0)
         password = data_dir_password(settings.data_dir)
         with EmbeddedServer(data_dir=settings.data_dir, password=password) as server:
@@ -108,13 +109,6 @@ def embedded_stores(settings: Settings, shards: int, replicas: int) -> Iterator[
 def single(settings: Settings, server: EmbeddedServer) -> Embedded:
     where = f"(embedded, data in {settings.data_dir})"
     return Embedded(server.url, "", where, {"store": (server, "the store")})
-
-
-@contextmanager
-def store(settings: Settings) -> Iterator[str]:
-    """The store's URL: the configured one, or an embedded server's."""
-    with embedded(settings) as server:
-        yield server.url if server else settings.redis_url
 
 
 def banner(
