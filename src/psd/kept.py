@@ -17,6 +17,7 @@ A keyspace without a record is taken as keeping what its settings say.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from psd.errors import redis_errors
@@ -36,11 +37,7 @@ def as_begun(policy: Policy, begun: dict[str, int]) -> Policy:
     under ``policy`` gave the keyspace (the settings changed and a worker restarted in
     between): each level kept for the shorter of the two, as the keys the pass came to
     first were given the period it began with."""
-    seconds = {
-        level: begun[level] if level in begun and longer(period, begun[level]) else period
-        for level, period in policy.seconds.items()
-    }
-    return Policy(policy.kind, seconds, policy.settings)
+    return Policy(policy.kind, shorter(begun, policy), policy.settings)
 
 
 def recorded(client: Any, kind: str) -> dict[str, tuple[int, int]]:
@@ -73,6 +70,42 @@ def record_applied(client: Any, policy: Policy, now: int) -> None:
         if since:
             mapping[f"{level}:since"] = since
     client.hset(RECORD_KEY.format(kind=policy.kind), mapping=mapping)
+
+
+def record_lowered(client: Any, policy: Policy) -> None:
+    """Record at once each level ``policy`` keeps for less than the record says, before a
+    run under it deletes anything: reads take the shorter of their settings' period and the
+    recorded one (:func:`read_policy`), so what the run deletes is answered widened while
+    its pass goes on, and stays so if the pass is finished under a longer period (whose
+    raise then gets its floor, :func:`record_applied`). A raise waits for a whole pass."""
+    before = recorded(client, policy.kind)
+    lowered = {
+        level: seconds
+        for level, seconds in policy.seconds.items()
+        if level in before and longer(before[level][0], seconds)
+    }
+    if lowered:
+        client.hset(RECORD_KEY.format(kind=policy.kind), mapping=lowered)
+
+
+def record_new(client: Any, policies: Sequence[Policy]) -> None:
+    """A new keyspace's record: the periods its first store keeps (a keyspace with no
+    record is an earlier psd's, taken as keeping what its settings say; a new one given
+    a record from its start has a raise before its first whole pass recorded with its
+    floor, as any later one)."""
+    for policy in policies:
+        key = RECORD_KEY.format(kind=policy.kind)
+        for level, seconds in policy.seconds.items():
+            client.hsetnx(key, level, seconds)
+
+
+def shorter(begun: dict[str, int], policy: Policy) -> dict[str, int]:
+    """Per level, the shorter of the periods a pass began with (or ran under since) and
+    ``policy``'s: what the keys the pass came to under each were given."""
+    return {
+        level: begun[level] if level in begun and longer(period, begun[level]) else period
+        for level, period in policy.seconds.items()
+    }
 
 
 def read_policy(policy: Policy, record: dict[str, tuple[int, int]]) -> Policy:

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from psd.kept import record_new
+from psd.retention import Policy
 
 #: The key holding the keyspace's layout.
 LAYOUT_KEY = "psd:layout"
@@ -42,16 +46,18 @@ _EARLIER_SCAN = "{[0-9]*}:[mt]*"
 _EARLIER = re.compile(rb"\{[0-9]+\}:(?:m[0-9]|t[rymd])")
 
 
-def layout_of(client: Any) -> int:
+def layout_of(client: Any, policies: Sequence[Policy] = ()) -> int:
     """The keyspace's layout: its key's, else 1 if it holds user month or twin hashes,
-    else (a new keyspace) the current one, which it then records."""
+    else (a new keyspace) the current one, which it then records, with the retention
+    ``policies`` its first store keeps (psd.kept.record_new)."""
     found = client.get(LAYOUT_KEY)
     if found is not None:
         return int(found)
     for name in client.scan_iter(match=_EARLIER_SCAN, count=1000):
         if _EARLIER.match(name if isinstance(name, bytes) else name.encode()):
             return 1
-    client.set(LAYOUT_KEY, CURRENT, nx=True)
+    if client.set(LAYOUT_KEY, CURRENT, nx=True):
+        record_new(client, policies)
     return int(client.get(LAYOUT_KEY))
 
 
@@ -89,15 +95,15 @@ class LayoutWatch:
     ``every`` seconds until it is current (an upgrade finished elsewhere is seen without a
     restart)."""
 
-    def __init__(self, client: Any, every: float = 60.0) -> None:
-        self.client, self.every = client, every
+    def __init__(self, client: Any, policies: Sequence[Policy] = (), every: float = 60.0) -> None:
+        self.client, self.policies, self.every = client, policies, every
         self.known: int | None = None  # not asked yet
         self.checked = 0.0
 
     def layout(self) -> int:
         known = self.known
         if known is None or (known < CURRENT and time.monotonic() - self.checked > self.every):
-            known = self.known = layout_of(self.client)
+            known = self.known = layout_of(self.client, self.policies)
             self.checked = time.monotonic()
         return known
 

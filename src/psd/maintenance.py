@@ -31,7 +31,7 @@ import redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
 from psd.folding import apply_logs
-from psd.kept import as_begun, record_applied
+from psd.kept import as_begun, record_applied, record_lowered, shorter
 from psd.keys import COUNT_LEVELS, METRIC_LEVELS
 from psd.layout import PACKED_HOURS, TYPES_IN_HASH, mark_types_in_hash
 from psd.nodes import rerouted
@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 Job = Literal["retention", "compaction"]
 #: Keys per script call.
 BATCH = 200
-#: Beside a retention cycle's cursors, the periods of each kind's policy it began with
-#: (JSON): a pass finished under other settings records the shorter (psd.kept.as_begun).
+#: Beside a retention cycle's cursors, the shortest periods of each kind's policy its runs
+#: applied (JSON): a pass finished under longer settings records those (psd.kept.as_begun).
 BEGUN = "begun:"
 #: A primary's cursor once its pass of the cycle is over.
 DONE = "done"
@@ -249,8 +249,12 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     upgrading = task == "retention" and layout < TYPES_IN_HASH
     if upgrading and not cursors:  # a cycle begins: it counts the fields it leaves
         store.redis.set(left_key, 0)
-    if task == "retention" and not cursors:  # and keeps the periods it begins with
-        begun = {f"{BEGUN}{p.kind}": json.dumps(p.seconds) for p in _policies(store)}
+    if task == "retention":  # a pass keeps the shortest periods any of its runs applied
+        begun = {}
+        for p in _policies(store):
+            record_lowered(store.redis, p)  # before this run deletes anything
+            ran = json.loads(cursors.get(f"{BEGUN}{p.kind}", "{}"))
+            begun[f"{BEGUN}{p.kind}"] = json.dumps(shorter(ran, p) if ran else p.seconds)
         store.redis.hset(cursors_key, mapping=begun)
         cursors.update(begun)
     work = Maintenance(store, task, now, upgrading and layout < PACKED_HOURS)

@@ -85,7 +85,7 @@ class Store(Reads):
         self.metric_policy = Policy.metrics(self.settings)
         self.count_policy = Policy.counts(self.settings)
         self.state_lifetime = state_lifetime(self.settings)
-        self.layout = LayoutWatch(client)
+        self.layout = LayoutWatch(client, (self.metric_policy, self.count_policy))
         #: what reads answer by: the policies, less what the keyspace has not kept (kept.py)
         self.kept = KeptWatch(client, {"metric": self.metric_policy, "count": self.count_policy})
         #: Per kind of point, what its writes worked out per target (psd/writes.py) and its

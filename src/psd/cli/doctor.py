@@ -192,7 +192,7 @@ def retention(store: Store, settings: Settings) -> Iterator[Finding]:
 
 def layout(store: Store, settings: Settings) -> Iterator[Finding]:
     """The keyspace's layout (psd/layout.py): the last move is the operator's."""
-    now = layout_of(store.redis)
+    now = layout_of(store.redis, (store.metric_policy, store.count_policy))
     told = advice(now)
     if told is None:
         yield Finding("ok", f"keyspace layout {now}")

@@ -367,7 +367,8 @@ def layout(ctx: click.Context, numeric_logs: bool) -> None:
     with errors_said():
         store = tool_store(settings_of(ctx))
     try:
-        now = mark_numeric_logs(store.redis) if numeric_logs else layout_of(store.redis)
+        client, policies = store.redis, store.layout.policies
+        now = mark_numeric_logs(client) if numeric_logs else layout_of(client, policies)
     except RedisError as exc:
         raise click.ClickException(f"the store did not answer: {exc}") from exc
     click.echo(f"layout {now}")
