@@ -290,8 +290,7 @@ def _metric_results(reply: list[Any], points: Iterable[MetricPoint]) -> list[Wri
     return out
 
 
-def refusal_of(letter: str, delta: int) -> WriteResult:
-    """The result of a point write_metric.lua refused, by its letter ("c", "r", "x")."""
+def refusal_of(letter: str, delta: int) -> WriteResult:  # "c", "r" or "x"
     return _metric_result(_STATUSES[ord(letter)], delta)
 
 
@@ -396,8 +395,6 @@ def call_args(
 
 def bounded_hours(hours: Hours | None) -> Hours:
     """A store's targets worked out (a new dict without one), emptied past MAX_TARGETS."""
-    if hours is None:
-        return {}
-    if len(hours) > MAX_TARGETS:
+    if hours is not None and len(hours) > MAX_TARGETS:
         hours.clear()
-    return hours
+    return {} if hours is None else hours
