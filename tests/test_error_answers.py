@@ -23,6 +23,7 @@ ANSWERS: dict[type[PsdError], tuple[int, int, str]] = {
     errors.InvalidInput: (400, 422, "invalid"),
     errors.TooLarge: (413, 413, "too_large"),
     errors.CountMismatch: (422, 422, "invalid"),
+    errors.KeyReused: (422, 422, "key_reused"),
     errors.Refused: (406, 422, "invalid"),
     errors.PastRetention: (406, 422, "past_retention"),
     errors.PastLimit: (406, 422, "past_limit"),

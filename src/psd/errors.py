@@ -28,6 +28,11 @@ class InvalidInput(PsdError, ValueError):
         return type(self)(message, field)
 
 
+class KeyReused(InvalidInput):
+    """An ``Idempotency-Key`` sent with points other than those it was first sent with
+    (psd/web/keybook.py)."""
+
+
 class TooLarge(InvalidInput):
     """A request asking for more work than the configured limits allow (e.g. too many ids)."""
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from psd.errors import (
     CountMismatch,
     InvalidInput,
+    KeyReused,
     PastLimit,
     PastRetention,
     PsdError,
@@ -119,6 +120,7 @@ def _v3_body(status: int, code: str, message: str, field: str) -> Reply:
 LEGACY = Shape(
     rows=(
         Row(CountMismatch, 422),
+        Row(KeyReused, 422),
         Row(WriteRejected, 406),
         Row(Refused, 406),  # a write the store refuses
         Row(TooLarge, 413),
@@ -135,6 +137,7 @@ V3 = Shape(
         Row(StoreError, 503, "unavailable"),
         Row(PastRetention, 422, "past_retention", whole=False),
         Row(PastLimit, 422, "past_limit", whole=False),
+        Row(KeyReused, 422, "key_reused", whole=False),
         Row(InvalidInput, 422, "invalid", whole=False),
     ),
     fallback=Row(PsdError, 400, "bad_request"),

@@ -47,6 +47,7 @@ from psd.tally import TALLY
 from psd.timebuckets import MAX_TS
 from psd.web.bodies import count_of, decode_json, metric_of, screen_metric
 from psd.web.errors import LEGACY, WriteRejected
+from psd.web.keybook import claim, free
 from psd.web.reply import Reply, as_json, json_text, text
 
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
@@ -127,9 +128,11 @@ class Api:
         except InvalidInput:
             _REJECTED_HTTP.inc()
             raise
+        claim(self.store, key, [point])
         try:
             self.store.write_metric(point, key)
         except Refused as exc:
+            free(self.store, key, [point])  # nothing written: the fixed point may use it
             rejected("http", exc)
             raise
         TALLY.add(_POINTS_HTTP)
@@ -161,6 +164,7 @@ class Api:
             points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many))
         except InvalidInput as exc:
             raise WriteRejected(exc.message, exc.field) from exc
+        claim(self.store, key, points)
         return as_json({"queued": self.queue(points, lone=not many, key=key)}, 202)
 
     def accept(self, raw: Sequence[Any], entry: str, locate: Locate) -> list[MetricPoint]:
@@ -197,7 +201,12 @@ class Api:
     def count(self, body: bytes, key: str = "") -> Reply:
         try:
             point = count_of(decode_json(body, COUNT))
-            self.store.write_count(point, key)
+            claim(self.store, key, [point])
+            try:
+                self.store.write_count(point, key)
+            except Refused:
+                free(self.store, key, [point])  # nothing written
+                raise
         except InvalidInput as exc:
             rejected("http_count", exc)
             raise

@@ -25,6 +25,7 @@ from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
 from psd.web.flask_glue import api, idempotency_key
+from psd.web.keybook import claim, free
 from psd.web.openapi import Contract, Shaped
 from psd.web.v3_models import (
     Answered,
@@ -280,10 +281,13 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     raw = [point.model_dump(exclude_none=True) for point in body.points]
     entry = "http_async" if body.queued else "http"
     points = handlers.accept(raw, entry, in_points)
+    claim(handlers.store, key, points)
     if body.queued:
         return QueuedOut(queued=handlers.queue(points, key=key)), 202
     results = handlers.store.write_metrics(points, [key] * len(points) if key else None)
     refused = sum(r.status == "refused" for r in results)
+    if refused == len(results):  # nothing written: the fixed request may use the key
+        free(handlers.store, key, points)
     REJECTED.labels("http", "limit").inc(refused)
     POINTS.labels("http").inc(len(points) - refused)
     return WriteOut(results=[written(r) for r in results])

@@ -1,0 +1,55 @@
+"""What an ``Idempotency-Key`` names: one request's points.
+
+The write scripts remember a delivery per user (psd/lua/once.lua), so a request sent again
+under its key counts once; but a request of OTHER points under a key already used was
+answered ``duplicate`` for the users the first one wrote to, and those points were never
+written. So the first request to use a key records what it holds (``psd:key:<key>``, a hash
+of its points, kept ``PSD_IDEMPOTENCY_WINDOW``), and a request of other points under it is
+refused (422), as the Idempotency-Key draft of the IETF's HTTP APIs group advises. A request
+of which nothing was written (refused whole) frees its key: the fixed request may use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import astuple
+
+from psd.errors import KeyReused, redis_errors
+from psd.model import CountPoint, MetricPoint
+from psd.store import Store
+
+#: Where a key's request is recorded.
+BOOK = "psd:key:"
+
+
+def claim(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) -> None:
+    """Record that ``key`` names these points, or raise :class:`KeyReused` where it names
+    others (sent again with the same points: nothing to say, the writes count them once)."""
+    if not key:
+        return
+    mark = _mark(points)
+    with redis_errors("write"):
+        window = store.settings.idempotency_window
+        if store.redis.set(BOOK + key, mark, nx=True, ex=window):
+            return
+        held = store.redis.get(BOOK + key)
+    if held is not None and held.decode() != mark:
+        raise KeyReused(
+            "already sent with other points (within PSD_IDEMPOTENCY_WINDOW): a key names one "
+            "request; send these under a new key",
+            "Idempotency-Key",
+        )
+
+
+def free(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) -> None:
+    """Forget ``key``'s record where it names these points: nothing of them was written."""
+    if not key:
+        return
+    with redis_errors("write"):
+        if store.redis.get(BOOK + key) == _mark(points).encode():
+            store.redis.delete(BOOK + key)
+
+
+def _mark(points: Sequence[MetricPoint | CountPoint]) -> str:
+    return hashlib.sha256(repr([astuple(p) for p in points]).encode()).hexdigest()
