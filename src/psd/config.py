@@ -190,7 +190,7 @@ class Settings:
     worker_metrics_port: int = _doc(
         "Port a worker serves its Prometheus metrics on (0 = none).", default=0
     )
-    max_ids: int = _doc("Most ids (users or counters) one request may name.", default=10000)
+    max_ids: int = _doc("Most ids (users or counters) one read may name.", default=10000)
     max_body_bytes: int = _doc("Largest HTTP request body accepted.", default=4 * 1024 * 1024)
     web_server: str = _doc(
         "WSGI server of psd web: granian or gunicorn (granian measured faster: see "
