@@ -9,7 +9,7 @@ unchanged against both in the same run.
 
 ``--reference DIR`` is the directory of the reference workload (its bench.py and wrk scripts;
 needs ``wrk``). Each run serves ``psd.web.wsgi:app`` with the command line of ``psd web``
-(:func:`psd.cli.main.server_command`) plus the arguments after ``--``, its workers' metrics in
+(:func:`psd.cli.serve.server_command`) plus the arguments after ``--``, its workers' metrics in
 a directory of their own as ``psd web`` keeps them (prometheus_client's multiprocess mode),
 waits for ``GET /health/ping``, runs bench.py with ``--flush`` (each wrk step ``--repeat``
 times) and stops the server; then, with ``--go`` (the Go service's binary, or the directory
@@ -55,7 +55,7 @@ from typing import Any
 
 import redis
 
-from psd.cli.main import server_command
+from psd.cli.serve import server_command
 from psd.config import load_settings, web_workers
 from psd.embedded import free_port, server_binary
 from psd.folding import apply_logs, read_logs

@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from http_bench import GO_CONFIG, child, http_ping, redis_ping, wait_until
 
-from psd.cli.main import server_command
+from psd.cli.serve import server_command
 from psd.embedded import free_port
 
 QUERY_RANGES = {"5s": 5, "1d": 86400, "30d": 30 * 86400, "6y": 2192 * 86400}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from http_bench import child, http_ping, wait_until
 
-from psd.cli.main import server_command
+from psd.cli.serve import server_command
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.localtime import buckets, zone
