@@ -110,12 +110,12 @@ def refused_again(
     count refused at a limit needs 2^22 of the largest counts. Returns ``applied``."""
     if kind.name != "metric":
         return applied
-    parts: dict[tuple[str, str], list[int]] = {}
-    for i in sorted(applied):
-        if applied[i].status == "duplicate" and names[i]:
-            parts.setdefault((records[i], names[i]), []).append(i)
-    if not parts:
+    again = [i for i, result in applied.items() if result.status == "duplicate" and names[i]]
+    if not again:  # the usual write: one pass over its results
         return applied
+    parts: dict[tuple[str, str], list[int]] = {}
+    for i in sorted(again):
+        parts.setdefault((records[i], names[i]), []).append(i)
     pipe = client.pipeline(transaction=False)
     for record, name in parts:
         pipe.hget(record + REFUSED, name)
