@@ -6,8 +6,12 @@ and for those whose are not ("_d": psd/lua/record.lua)."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 
+from psd import maintenance
+from psd.config import Settings
 from psd.model import MetricPoint
 from psd.store import Store
 from tests.support import write_now
@@ -112,3 +116,28 @@ def test_an_old_window_after_a_lapse_is_stale_though_an_increment_recorded_it_si
     assert write_now(store, total).status == "stale"
     store.settle()
     assert store.sum(13, "steps", None, t, t) == 2
+
+
+def test_a_dropped_activity_recorded_again_by_an_increment_counts_its_old_window_once(
+    redis_client: redis.Redis,
+) -> None:
+    """With the settings a user gets: the compaction drops an activity's record past the
+    state's lifetime (the user's "0:c" marks its last change); an increment of the same
+    activity records it again, dated in its old window or now; its running total over that
+    old window sent again then is stale, as with no record: its record holds the increment
+    alone, so the window's sum would count the dropped total a second time."""
+    for uid, late in ((14, True), (15, False)):
+        clock = [int(time.time())]
+        store = Store(redis_client, Settings(), clock=lambda c=clock: c[0])
+        t0 = clock[0] - 3600
+        assert write_now(store, MetricPoint("steps", uid, 2, 6, 92, t0, t0 + 900)).delta == 92
+        clock[0] += 100 * DAY
+        maintenance.run(store, "compaction", clock[0])
+        assert not redis_client.hexists(f"{{{uid}}}:acts", "1:6")
+        assert redis_client.hget(f"{{{uid}}}:acts", "0:c") == str(t0 + 900).encode()
+        when = t0 + 100 if late else clock[0]
+        store.write_metrics([MetricPoint("steps", uid, 2, 6, 5, when, when, "increment")])
+        again = MetricPoint("steps", uid, 2, 6, 176, t0, clock[0] + 1)
+        assert write_now(store, again).status == "stale", uid
+        store.settle()
+        assert store.sum(uid, "steps", None, t0, clock[0] + 1) == 97, uid

@@ -62,14 +62,17 @@ local function apply_point(h, v)
       -- gone, as for a window past them
       return 'stale', 0
     end
+    local mark = users[act.acts]
+    if type(mark) == 'number' and ts1 <= mark then
+      -- its window starts where the compaction dropped a record (record.lua's "0:c"): it
+      -- may be that one, sent again, whose changes are no longer known, whatever the
+      -- activity recorded since (an increment of its aid)
+      return 'stale', 0
+    end
     if summary then
       local sum, why = window_sum(act, ts1, ts2)
       if sum == nil then return why, 0 end
       pending = pending + sum
-    elseif type(users[act.acts]) == 'number' and ts1 <= users[act.acts] then
-      -- no record, and its window starts where the compaction dropped one (record.lua's
-      -- "0:c"): it may be that one, sent again, whose changes are no longer known
-      return 'stale', 0
     end
     delta = value - pending
     if delta > MAX_CHANGE or delta < -MAX_CHANGE then return 'past_change', delta end

@@ -23,8 +23,9 @@
 --   are not whole (no "0:c"): they may lack activities whose last changes were at or
 --   before its value — those whose state lapsed (written with the first record of a user
 --   with counters and no state: the state's lifetime before then) and those the retention
---   task dropped since (it raises it). A diffadd of an activity without a record whose
---   window starts at or before "0:c" or "_d" may be one of those, sent again: it is stale.
+--   task dropped since (it raises it). A diffadd whose window starts at or before "0:c" or
+--   "_d" may be of one of those, sent again (with no record, or one an increment of its
+--   aid made since): it is stale.
 -- {uid}:cYYYYMMDD, a hash a UTC day: the changes of the user's activities that have two
 --   changes or more (changes.lua), kept for the minute retention after the day ends.
 local R_FIRST, R_LAST, R_TYPE, R_CHANGES, R_TOTAL = 1, 2, 3, 4, 5
