@@ -65,3 +65,25 @@ def test_points_refused_for_a_limit_fail_the_run(old: redis.Redis, store: Store)
     again = cli(replace(store.settings, redis_url=url_of(store.redis)), "--from-redis", url_of(old))
     assert again.exit_code == 1, again.output  # complete, with what it could not migrate
     assert f"{refused} points were not migrated" in again.output
+
+
+def test_an_activity_named_with_a_leading_zero_is_malformed_not_merged(
+    old: redis.Redis, store: Store
+) -> None:
+    """``01`` and ``1`` would name one activity: the original printed no leading zero, so
+    the field with one is malformed, counted as such, and the other migrates whole (before,
+    the second read overwrote the first, and --verify read them alike)."""
+    for key, child in [
+        ("hz:1:7:2016", "201601"),
+        ("hz:1:7:201601", "20160101"),
+        ("hz:1:7:20160101", "2016010100"),
+        ("hz:1:7:2016010100", "201601010000"),
+        ("hz:1:7:201601010000", "20160101000000"),
+    ]:
+        old.hincrby(key, child + ":1:5", 5)
+        old.hincrby(key, child + ":01:5", 3)
+        old.hincrby(key, child + ":1:05", 2)
+    summary = migrate(old, store)
+    assert summary.malformed == 10
+    assert store.sum(7, "steps", None, *YEAR_2016) == 5
+    assert "malformed fields or keys 10" in "\n".join(summary.lines(False))

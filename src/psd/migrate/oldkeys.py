@@ -129,7 +129,9 @@ def parse_field(series: OldSeries, bucket: str, name: str) -> tuple[str, Tag] | 
         return None
     if not series.is_metric:
         return (child, ()) if len(parts) == 1 else None
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts[1:]):
+    # as strict as a key's numbers: ``01`` and ``1`` would be one activity, two fields of
+    # one hash, the second read overwriting the first
+    if len(parts) != 3 or not all(_decimal(p) for p in parts[1:]):
         return None
     atid, aid = int(parts[1]), int(parts[2])
     return (child, (atid, aid)) if atid <= MAX_ID and aid <= MAX_ID else None
@@ -200,7 +202,9 @@ def _parse_hash(tree: Subtree, bucket: str, raw: dict[bytes, bytes]) -> Cells:
     cells: Cells = {}
     for name, value in raw.items():
         cell = parse_field(tree.series, bucket, name.decode(errors="replace"))
-        if cell is None or not _INTEGER.fullmatch(value):
+        # two names of one cell would leave one amount of the two, in silence (parse_field
+        # takes one spelling of each number, so this holds; kept as the reader's guard)
+        if cell is None or cell in cells or not _INTEGER.fullmatch(value):
             tree.malformed += 1
         else:
             cells[cell] = int(value)
