@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -105,6 +107,71 @@ def test_psd_migrate_reads_an_old_keyspace_on_a_cluster(
             queries = [UserQuery(u, t1, t2) for u in (1, 8, 9, 50)]
             things = ["steps", "points", "calories"]
             assert from_cluster.query(queries, things) == store.query(queries, things)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(_: int) -> None:
+    raise _Stop
+
+
+def test_psd_migrate_from_a_cluster_goes_on_after_a_source_primary_failed_over(
+    cluster: EmbeddedCluster, one_server: str
+) -> None:
+    """Stopped after its first SCAN page; the primary that page was of dies and its replica
+    takes over (another node, another run: the cursor means nothing to it). The rerun takes
+    the cluster for the one it was migrating, scans it again from the start, and migrates
+    every user once (one step each)."""
+    from psd.migrate import Migration
+    from psd.migrate.progress import PROGRESS, Progress
+    from psd.migrate.source import NODE_BITS
+    from tests.migrate_support import cli
+    from tests.oldservice import OldService
+
+    flush(cluster.url)
+    users, ts = 3000, utc("2016-07-04 12:30:00")
+    service = OldService()
+    for uid in range(1, users + 1):
+        service.metric(1, uid, 1, 1, ts, 1)
+    old = client_from_url(cluster.url)
+    service.store(old)
+    flush(one_server)
+    store = Store.from_url(one_server, KEEP)
+    with pytest.raises(_Stop):
+        Migration(old, store, KEEP).run(_stop)
+    old.close()
+    progress = Progress(store.redis, OldKeyspace(client_from_url(cluster.url)).name, time.time)
+    assert progress.cursor and not progress.complete
+    scanned = OldKeyspace(client_from_url(cluster.url)).nodes[progress.cursor % (1 << NODE_BITS)]
+    gone = scanned.connection_pool.connection_kwargs["port"]
+    cluster.kill(gone)
+    try:
+        cluster.wait_ok(timeout=60)  # its replica serves its slots
+        settings = replace(KEEP, redis_url=one_server)
+        rerun = cli(settings, "--from-redis", cluster.url)
+        assert rerun.exit_code == 0, rerun.output
+        assert "scanned it again" in rerun.output, rerun.output
+    finally:
+        cluster.start_node(gone)
+        cluster.wait_ok(timeout=60)
+    assert store.redis.hget(PROGRESS, "complete") == b"1"
+    assert [u for u in range(1, users + 1) if store.sum(u, "steps", None, ts, ts) != 1] == []
+
+
+def test_psd_migrate_tells_its_cluster_from_another(cluster: EmbeddedCluster) -> None:
+    """Any node id in common: the same cluster (its primaries may have changed); none:
+    another, refused. An earlier psd's name (primaries' addresses): its nodes must be."""
+    source = OldKeyspace(client_from_url(cluster.url))
+    ids = sorted(source.members.values())
+    addresses = ",".join(f"127.0.0.1:{port}" for port in cluster.primaries())
+    assert source.same_source(source.name)
+    assert source.same_source(f"cluster 127.0.0.1:1 (nodes {'f' * 40},{ids[2]})")
+    assert not source.same_source(f"cluster {addresses} (nodes {'f' * 40})")
+    assert source.same_source(f"cluster {addresses}")
+    assert not source.same_source(f"cluster {addresses},127.0.0.1:1")
+    assert not source.same_source(f"127.0.0.1:{cluster.primaries()[0]}/0")
 
 
 def test_a_write_waits_for_a_replica_and_fails_without_one(cluster: EmbeddedCluster) -> None:

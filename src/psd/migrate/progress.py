@@ -37,13 +37,23 @@ def text(value: bytes | str) -> str:
 class Progress:
     """The run's progress in the target Redis (see the module's docstring)."""
 
-    def __init__(self, client: redis.Redis, source: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        source: str,
+        clock: Callable[[], float],
+        same: Callable[[str], bool] | None = None,
+    ) -> None:
+        """``same(recorded)``: whether a recorded source is ``source`` under another name
+        (a cluster whose primaries changed, psd/migrate/source.py); by default, equal.
+        Every update records ``source`` as it is named now."""
         self.redis = client
         self.source = source
         self.clock = clock
         raw = {text(k): text(v) for k, v in client.hgetall(PROGRESS).items()}
         self.fields = raw
-        if raw.get("source", source) != source:
+        same = same or source.__eq__
+        if "source" in raw and not same(raw["source"]):
             raise InvalidInput(
                 f"{PROGRESS} records a migration from {raw['source']}, not {source}: "
                 f"finish that one, or delete the key to start over",

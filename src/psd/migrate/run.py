@@ -147,7 +147,11 @@ class Migration:
         self.policies = {True: Policy.metrics(settings), False: Policy.counts(settings)}
         self.horizons = {metric: p.horizon(self.now) for metric, p in self.policies.items()}
         self.summary = MigrationSummary()
-        self.progress = Progress(store.redis, self.source.name, clock) if store else None
+        self.progress = (
+            Progress(store.redis, self.source.name, clock, self.source.same_source)
+            if store
+            else None
+        )
         #: Where the scan goes on (a rerun that cannot go on is refused here, before any run)
         self.cursor = self._resumed(self.progress) if self.progress else 0
 
