@@ -33,8 +33,8 @@ def db_url(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-def migrate(old: redis.Redis, store: Store, batch: int = 1000) -> Any:
-    return Migration(old, store, store.settings, batch=batch).run()
+def migrate(old: redis.Redis, store: Store, batch: int = 1000, into_used: bool = False) -> Any:
+    return Migration(old, store, store.settings, batch=batch, into_used=into_used).run()
 
 
 def cli(settings: Settings, *args: str) -> Any:

@@ -82,7 +82,7 @@ def test_a_redelivered_old_key_is_not_applied_twice(old: redis.Redis, store: Sto
     load_samples(old, "pt_testEvenLongerMultiDayValidRead")
     migrate(old, store)
     store.redis.delete(PROGRESS)
-    summary = migrate(old, store)
+    summary = migrate(old, store, into_used=True)  # records, no progress: as told
     assert summary.applied == 0 and summary.duplicates == 5
     assert (
         store.sum(1, "points", None, utc("2016-01-01 00:00:00"), utc("2016-12-31 23:59:59")) == 322
@@ -201,3 +201,41 @@ def _migration(old: redis.Redis, store: Store, batch: int) -> Any:
     from psd.migrate import Migration
 
     return Migration(old, store, store.settings, batch=batch)
+
+
+# ---- a store the live stream already writes to ----
+
+
+def test_a_store_already_written_to_is_refused_before_its_history_counts_twice(
+    old: redis.Redis, store: Store
+) -> None:
+    """A live diffadd (a running total) written before the migration: the migration's
+    increments would add the old history to it again (160, not 100). A migration into a
+    store holding users' records is refused (exit 2) unless told to; the documented
+    cut-over, the live stream held until the migration is done, counts it once."""
+    from psd.model import MetricPoint
+    from tests.oldservice import OldService
+
+    t0 = utc("2016-03-01 10:00:00")
+    service = OldService()
+    service.metric(1, 7, 2, 9, t0, 60)
+    service.store(old)
+    live = MetricPoint("steps", 7, 2, 9, 100, t0 - 30, t0 + 600, "diffadd")
+    store.write_metric(live)
+    with pytest.raises(InvalidInput, match=r"already holds the records of users \(7\)"):
+        migrate(old, store)
+    settings = replace(store.settings, redis_url=url_of(store.redis))
+    refused = cli(settings, "--from-redis", url_of(old))
+    assert refused.exit_code == 2 and "--into-used-store" in refused.output, refused.output
+    assert not store.redis.exists(PROGRESS)
+    assert store.sum(7, "steps", None, t0 - 3600, t0 + 3600) == 100  # nothing written
+    forced = cli(settings, "--from-redis", url_of(old), "--into-used-store")
+    assert forced.exit_code == 0, forced.output
+    assert store.sum(7, "steps", None, t0 - 3600, t0 + 3600) == 160  # as told: twice
+    # the cut-over: migrate into the empty store, then let the held stream in
+    store.redis.flushdb()
+    migrate(old, store)
+    store.write_metric(live)
+    assert store.sum(7, "steps", None, t0 - 3600, t0 + 3600) == 100
+    resumed = cli(settings, "--from-redis", url_of(old))  # its own records: no refusal
+    assert resumed.exit_code == 0 and "already complete" in resumed.output, resumed.output

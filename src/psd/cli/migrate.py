@@ -75,6 +75,13 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Mi
 @click.option(
     "--accept-loss", is_flag=True, help="Migrate even where the retention policy drops old data."
 )
+@click.option(
+    "--into-used-store",
+    "into_used",
+    is_flag=True,
+    help="Start even where psd's store already holds users' records (their live diffadds "
+    "and the old history count twice).",
+)
 @click.pass_context
 def migrate_command(
     ctx: click.Context,
@@ -85,6 +92,7 @@ def migrate_command(
     seed: int,
     batch: int,
     accept_loss: bool,
+    into_used: bool,
 ) -> None:
     """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
     a rerun after an interruption goes on where it stopped, counting nothing twice."""
@@ -94,7 +102,7 @@ def migrate_command(
         source = _source(from_redis)
         if verify:
             _verify(ctx, source, settings, sample, seed)
-        _migrate(ctx, source, settings, dry_run, batch, accept_loss)
+        _migrate(ctx, source, settings, dry_run, batch, accept_loss, into_used)
 
 
 def _source(url: str) -> OldKeyspace:
@@ -123,13 +131,14 @@ def _migrate(
     dry_run: bool,
     batch: int,
     accept_loss: bool,
+    into_used: bool,
 ) -> None:
     """Migrate (or with ``dry_run`` read) the old keyspace; exit 2 on a loss not accepted,
     1 when points failed."""
     target = None if dry_run else open_store(settings, "psd migrate")
     try:
-        migration = Migration(source, target, settings, batch=max(batch, 1))
-    except InvalidInput as exc:  # e.g. the target's progress is another source's
+        migration = Migration(source, target, settings, max(batch, 1), into_used=into_used)
+    except InvalidInput as exc:  # the target's progress is another source's, or live writes
         raise click.UsageError(str(exc)) from exc
     if not dry_run and not accept_loss:
         loss = loss_report(migration)

@@ -20,6 +20,7 @@ delivery records; when the rerun comes later than the window, those keys are nam
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -137,7 +138,10 @@ class Migration:
         settings: Settings,
         batch: int = 1000,
         clock: Callable[[], float] = time.time,
+        into_used: bool = False,
     ) -> None:
+        """``into_used``: start even where the target already holds users' records
+        (:func:`used_by`)."""
         self.source = source if isinstance(source, OldKeyspace) else OldKeyspace(source)
         self.read = pipelined_reader(self.source)
         self.store = store
@@ -152,6 +156,8 @@ class Migration:
             if store
             else None
         )
+        if store and self.progress and not self.progress.started and not into_used:
+            _refuse_used(store)
         #: Where the scan goes on (a rerun that cannot go on is refused here, before any run)
         self.cursor = self._resumed(self.progress) if self.progress else 0
 
@@ -305,6 +311,41 @@ class Migration:
         self.summary.refused += refused
         self.summary.dropped += statuses["past retention"]  # its edge passed during the run
         self.progress.landed(keys, refused)
+
+
+#: Keys of a user's records, whatever psd's layout (psd/layout.py).
+_USER_KEYS = "{[0-9]*}:*"
+_USER_KEY = re.compile(rb"\{([0-9]+)\}:")
+
+
+def used_by(store: Store, some: int = 5) -> list[int]:
+    """Up to ``some`` users the store already holds records of (none: a store nothing but
+    a migration wrote to yet). One SCAN of the store, stopped at the ``some``-th."""
+    users: set[int] = set()
+    for name in store.redis.scan_iter(match=_USER_KEYS, count=1000):
+        found = _USER_KEY.match(name if isinstance(name, bytes) else name.encode())
+        if found:
+            users.add(int(found[1]))
+            if len(users) >= some:
+                break
+    return sorted(users)
+
+
+def _refuse_used(store: Store) -> None:
+    """A migration starts on a store no live write reached: a diffadd carries its
+    activity's running total, history included, and the migration's increments of that
+    history would add to it (counted twice; written the other way round, the diffadd adds
+    only what is new). So the live stream is held until the migration is done
+    (docs/migration.md); a store already written to is refused, naming some users."""
+    users = used_by(store)
+    if users:
+        raise InvalidInput(
+            f"psd's store already holds the records of users ({', '.join(map(str, users))}"
+            f"{', ...' if len(users) >= 5 else ''}) and no migration's {PROGRESS}: a live "
+            "diffadd written before the migration counts the old history twice. Migrate "
+            "into an empty store, the live stream held until the migration is done (see "
+            "docs/migration.md); --into-used-store migrates into it anyway"
+        )
 
 
 def _status(result: WriteResult) -> str:
