@@ -106,6 +106,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": 2,
         "worker_hijack_root_logger": False,
+        # a message the worker cannot read is kept as a dead letter before it is dropped
+        "worker_consumer": "psd.workers.consumer:Consumer",
         # Flower and `celery events` see every write task (~5-10% of a worker's CPU a
         # single-point message, nothing measurable for a hundred points a message)
         "worker_send_task_events": True,

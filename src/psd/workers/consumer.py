@@ -1,0 +1,118 @@
+"""Messages a worker cannot read as a task are kept as dead letters, not dropped.
+
+Celery's consumer handles such a message before any task sees it: a body it cannot decode
+(not JSON, not msgpack, a msgpack map keyed by numbers), content it does not accept (a
+pickle), a message that is no task message at all (no ``task`` header), or one of a task it
+does not know. Celery logs each and acknowledges or rejects it: gone, with a log line for
+all trace. :class:`Consumer` (the app's ``worker_consumer``) first keeps each as a dead
+letter (psd/dlq.py: kind ``message``, the raw body, its content type and encoding, its
+headers and the reason), then lets Celery settle it as before, so that ``psd dlq list``
+shows every message that was not applied.
+
+If the dead letter cannot be kept (the store's Redis is unreachable), the message is neither
+acknowledged nor lost: it is handed back to the broker after ``GIVE_BACK_AFTER`` seconds
+(not at once, which would spin while Redis stays down) and read again.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer as CeleryConsumer
+
+from psd import dlq
+from psd.dlq import DeadLetter
+from psd.errors import StoreError
+
+log = logging.getLogger("psd.workers")
+
+#: Seconds before a message whose dead letter could not be kept is handed back to the broker
+GIVE_BACK_AFTER = 2.0
+
+
+def raw_letter(message: Any, reason: str) -> DeadLetter:
+    """The dead letter of a message as it arrived: its body (text where it is UTF-8, else
+    in base64), content type and encoding, headers and where it was routed. A retry never
+    applies it (it is no point); a sender can read what it sent, and why it was refused."""
+    body = message.body
+    raw = body.encode() if isinstance(body, str) else bytes(body or b"")
+    payload: dict[str, Any] = {
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+        "headers": message.headers if isinstance(message.headers, dict) else None,
+    }
+    try:
+        payload["body"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        payload["body_base64"] = base64.b64encode(raw).decode("ascii")
+    delivery = message.delivery_info or {}
+    payload["exchange"] = delivery.get("exchange")
+    payload["routing_key"] = delivery.get("routing_key")
+    headers = payload["headers"] or {}
+    task, task_id = headers.get("task"), headers.get("id")
+    source = task if isinstance(task, str) and task else "broker"
+    return DeadLetter(
+        "message", payload, reason, source, task_id if isinstance(task_id, str) else ""
+    )
+
+
+def describe(exc: Exception) -> str:
+    """An error's text; kombu's DecodeError of a decoder's error without one (msgpack's
+    ``FormatError()``) says nothing but that error's name."""
+    inner = exc.args[0] if exc.args else None
+    return str(exc) or (repr(inner) if isinstance(inner, Exception) else type(exc).__name__)
+
+
+class Consumer(CeleryConsumer):  # type: ignore[misc]
+    """Celery's consumer, keeping a dead letter of each message it would drop before it
+    drops it (the module's docstring). These run in the consumer's thread, rarely: one
+    Redis round trip each."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """A body its content type cannot decode (also a control message's, which Celery
+        reports here too: kept all the same, its exchange says whose it was)."""
+        reason = f"cannot decode the body as {message.content_type}: {describe(exc)}"
+        if self._set_aside(message, reason):
+            super().on_decode_error(message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        """Content the worker refuses (a pickle), or a body of the wrong shape."""
+        if self._set_aside(message, f"invalid task message: {describe(exc)}"):
+            super().on_invalid_task(body, message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        """A message of no task (no ``task`` header, nor a protocol 1 body naming one)."""
+        if self._set_aside(message, "not a task message: it names no task"):
+            super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        """A task this worker does not have (a misspelt name)."""
+        reason = f"no such task: {message.headers.get('task')!r}"
+        if self._set_aside(message, reason):
+            super().on_unknown_task(body, message, exc)
+
+    def _set_aside(self, message: Any, reason: str) -> bool:
+        """Keep the message's dead letter; False when it could not be (the message is then
+        handed back to the broker later, not settled now)."""
+        context = getattr(self.app, "psd", None)
+        if context is None:  # not psd's app: Celery's handling alone
+            return True
+        try:
+            letter = raw_letter(message, reason)
+            dlq.add(context.store.redis, [letter])
+        except Exception as exc:  # the store unreachable, or unforeseen: never the worker's end
+            log.error(
+                "dead letter not kept (%s): the message goes back to the broker",
+                exc,
+                exc_info=not isinstance(exc, StoreError),
+            )
+            self.timer.call_after(GIVE_BACK_AFTER, self._give_back, (message,))
+            return False
+        log.warning("message %s set aside as a dead letter: %s", letter.delivery, reason)
+        return True
+
+    def _give_back(self, message: Any) -> None:
+        if not message.acknowledged:
+            message.reject_log_error(log, self.connection_errors, requeue=True)

@@ -1,0 +1,149 @@
+"""Messages a worker cannot read as a task — one its content type cannot decode, content it
+refuses, no task or an unknown one — are dead letters (raw body, content type, reason),
+settled once, and the worker goes on with the rest (psd/workers/consumer.py). The
+fixtures are tests/test_workers.py's, imported (hence F811: a test's arguments name them)."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import base64
+import pickle
+import time
+import uuid
+from dataclasses import replace
+
+import msgpack
+import pytest
+from celery import Celery
+from kombu import Connection, Exchange, Producer, Queue
+
+from psd import dlq
+from psd.config import Settings
+from psd.embedded import EmbeddedServer, server_binary
+from psd.store import Store
+from tests.support import make_app, running_worker, wait_for
+from tests.test_workers import (  # noqa: F401 (fixtures)
+    T0,
+    _queue_length,
+    app,
+    broker_url,
+    point,
+    store,
+    store_url,
+    worker_settings,
+)
+
+
+def publish_bytes(
+    settings: Settings,
+    body: bytes,
+    content_type: str,
+    task: str | None = "psd.write_metric",
+    **headers: object,
+) -> str:
+    """A message published as a sender that is no Celery client may publish one: ``body`` as
+    it is, with protocol 2's headers naming ``task`` (None: no task header; a header given
+    as None is left out). Its id."""
+    task_id = str(uuid.uuid4())
+    fields: dict[str, object] = {"lang": "py", "id": task_id, "root_id": task_id, "retries": 0}
+    if task is not None:
+        fields["task"] = task
+    fields.update(headers)
+    fields = {name: value for name, value in fields.items() if value is not None}
+    queue = Queue(settings.queue, Exchange(settings.queue), settings.queue)
+    encoding = "utf-8" if content_type == "application/json" else "binary"
+    with Connection(settings.broker_url) as connection:
+        Producer(connection).publish(
+            body,
+            routing_key=settings.queue,
+            exchange=settings.queue,
+            declare=[queue],
+            headers=fields,
+            content_type=content_type,
+            content_encoding=encoding,
+        )
+    return task_id
+
+
+def raw_body(letter: dlq.DeadLetter) -> bytes:
+    payload = letter.payload
+    if "body_base64" in payload:
+        return base64.b64decode(payload["body_base64"])
+    return str(payload["body"]).encode()
+
+
+def sum_at_t0(store: Store, uid: int) -> int:
+    return store.sum(uid, "steps", None, T0, T0)
+
+
+#: (body, content type, what the reason says) of bodies the worker cannot decode or refuses
+UNREADABLE = [
+    (b"{not json", "application/json", "cannot decode the body as application/json: "),
+    (b"\xc1\xc1", "application/x-msgpack", "cannot decode the body as application/x-msgpack: "),
+    (
+        msgpack.packb([[], {1: "steps"}, {}]),
+        "application/x-msgpack",
+        "cannot decode the body as application/x-msgpack: int is not allowed for map key",
+    ),
+    (
+        pickle.dumps([[], point(), {}]),
+        "application/x-python-serialize",
+        "invalid task message: Refusing to deserialize untrusted content of type pickle",
+    ),
+]
+
+
+def test_a_message_the_worker_cannot_read_is_a_dead_letter_not_dropped(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """Celery's consumer acknowledged (or rejected) each with a log line alone."""
+    metric = app.tasks["psd.write_metric"]
+    sent = {
+        publish_bytes(worker_settings, body, kind): (body, kind, why)
+        for body, kind, why in UNREADABLE
+    }
+    unknown = publish_bytes(worker_settings, b"[[], {}, {}]", "application/json", "psd.nope")
+    no_task = publish_bytes(worker_settings, b"[[], {}, {}]", "application/json", None)
+    with running_worker(app):
+        metric.delay(**point(uid=1, value=3))
+        assert wait_for(lambda: dlq.count(store.redis) == 6 and sum_at_t0(store, 1) == 3)
+    letters = {letter.delivery: letter for letter in dlq.list_letters(store.redis)}
+    for task_id, (body, kind, why) in sent.items():
+        letter = letters.pop(task_id)
+        assert (letter.kind, letter.source, letter.payload["content_type"]) == (
+            "message",
+            "psd.write_metric",
+            kind,
+        )
+        assert raw_body(letter) == body
+        assert letter.reason.startswith(why), letter.reason
+    assert letters.pop(unknown).reason == "no such task: 'psd.nope'"
+    assert (letters[no_task].source, letters[no_task].reason) == (
+        "broker",
+        "not a task message: it names no task",
+    )
+    assert _queue_length(worker_settings) == 0
+
+
+@pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+def test_an_unreadable_message_waits_while_its_dead_letter_cannot_be_kept(
+    worker_settings: Settings,
+) -> None:
+    """The store is down: the message is handed back to the broker, not dropped, and kept
+    as a dead letter once the store is back."""
+    with EmbeddedServer(binary=server_binary(prefer_path=True), persist=False) as first:
+        settings = replace(worker_settings, redis_url=first.url)
+        app = make_app(settings)
+        with running_worker(app):
+            first.stop()
+            publish_bytes(settings, b"{not json", "application/json")
+            # not a synchronisation: the worker meets the store down, hands the message back
+            # and takes it again (whenever it gets to it, the answer below is the same)
+            time.sleep(3)
+            with EmbeddedServer(binary=first.binary, port=first.port, persist=False) as second:
+                store = Store.from_url(second.url, settings)
+                assert wait_for(lambda: dlq.count(store.redis) == 1)
+                assert wait_for(lambda: _queue_length(settings) == 0)
+                (letter,) = dlq.list_letters(store.redis)
+    assert raw_body(letter) == b"{not json"
