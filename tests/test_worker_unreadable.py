@@ -1,6 +1,8 @@
-"""Messages a worker cannot read as a task — one its content type cannot decode, content it
-refuses, no task or an unknown one — are dead letters (raw body, content type, reason),
-settled once, and the worker goes on with the rest (psd/workers/consumer.py). The
+"""Messages a worker cannot read as a task — a body that is no ``[args, kwargs, embed]``
+list, one its content type cannot decode, content it refuses, no task or an unknown one —
+are dead letters (raw body, content type, reason), settled once, and the worker goes on
+with the rest (psd/workers/consumer.py). A body of the wrong shape used to stop the worker
+process, and the next one it went back to: that test runs ``celery worker`` processes. The
 fixtures are tests/test_workers.py's, imported (hence F811: a test's arguments name them)."""
 
 # ruff: noqa: F811
@@ -8,9 +10,14 @@ fixtures are tests/test_workers.py's, imported (hence F811: a test's arguments n
 from __future__ import annotations
 
 import base64
+import os
 import pickle
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import msgpack
@@ -24,6 +31,7 @@ from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
 from tests.support import make_app, running_worker, wait_for
 from tests.test_workers import (  # noqa: F401 (fixtures)
+    ROOT,
     T0,
     _queue_length,
     app,
@@ -75,6 +83,69 @@ def raw_body(letter: dlq.DeadLetter) -> bytes:
 
 def sum_at_t0(store: Store, uid: int) -> int:
     return store.sum(uid, "steps", None, T0, T0)
+
+
+@contextmanager
+def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """``celery worker`` of psd's app, in a process of its own, on the settings' queue."""
+    env = dict(
+        os.environ,
+        PSD_REDIS_URL=settings.redis_url,
+        PSD_BROKER_URL=settings.broker_url,
+        PSD_QUEUE=settings.queue,
+        PSD_BATCH_MS="50",
+        PSD_EXPIRE="0",  # the 2016 points of these tests are kept
+    )
+    command = [sys.executable, "-m", "celery", "-A", "psd.workers.app", "worker"]
+    command += ["--queues", settings.queue, "--loglevel", "WARNING"]
+    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+#: Bodies whose headers name psd.write_metric but which are no [args, kwargs, embed] list
+MISSHAPEN = {
+    b'{"thing": "steps"}': "its body is no [args, kwargs, embed] list (not enough values",
+    b"[[], {}]": "its body is no [args, kwargs, embed] list (not enough values",
+    b'{"a": 1, "b": 2, "c": 3}': "its body is no [args, kwargs, embed] list (a dict)",
+    b'[5, {"thing": "steps"}, {}]': "its args are no list (a int)",
+}
+
+
+def test_a_body_that_is_no_task_list_is_a_dead_letter_and_the_worker_lives_on(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """Each such body stopped the worker process (celery-batches' Request unpacked it where
+    Celery catches nothing) and went back to the queue, to stop the next worker; a message
+    without an id header did too. Now each is a dead letter, and the messages after it are
+    applied."""
+    metric = app.tasks["psd.write_metric"]
+    metric.delay(**point(uid=1, value=3))
+    ids = {publish_bytes(worker_settings, body, "application/json"): body for body in MISSHAPEN}
+    publish_bytes(worker_settings, b"[[], {}, {}]", "application/json", id=None)
+    metric.delay(**point(uid=2, value=4))
+    with worker_process(worker_settings) as worker:
+        assert wait_for(lambda: dlq.count(store.redis) == 5 or worker.poll() is not None, 60)
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: _queue_length(worker_settings) == 0)
+        assert worker.poll() is None, "the worker stopped"
+    letters = dlq.list_letters(store.redis)
+    assert len(letters) == 5
+    for letter in letters:
+        assert letter.kind == "message" and letter.source == "psd.write_metric"
+        assert letter.payload["content_type"] == "application/json"
+        assert letter.reason.startswith("invalid task message: ")
+        if letter.delivery:
+            body = ids[letter.delivery]
+            assert raw_body(letter) == body
+            assert MISSHAPEN[body] in letter.reason
+        else:
+            assert letter.reason == "invalid task message: no 'id' header"
+    assert dlq.retry(store) == (0, 5)  # no point in them: they stay
+    assert _queue_length(worker_settings) == 0  # none went back
 
 
 #: (body, content type, what the reason says) of bodies the worker cannot decode or refuses

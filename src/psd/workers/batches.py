@@ -36,6 +36,7 @@ from celery_batches.trace import apply_batches_task
 from kombu.message import Message
 
 from psd.errors import StoreError
+from psd.workers.consumer import PointRequest
 from psd.workers.transport import acks_together
 
 log = logging.getLogger("psd.workers")
@@ -118,6 +119,8 @@ class PointBatches(Batches):  # type: ignore[misc]
 
     abstract = True
     acks_late = True
+    #: a body that is no Celery task's is a dead letter, not the worker's end
+    Request = PointRequest
     batch_idle = 0.0  # seconds; 0: the tick is batch_hold's, every tick applies
     batch_hold = 0.0
 

@@ -9,6 +9,14 @@ letter (psd/dlq.py: kind ``message``, the raw body, its content type and encodin
 headers and the reason), then lets Celery settle it as before, so that ``psd dlq list``
 shows every message that was not applied.
 
+A message whose headers name a task but whose body is no ``[args, kwargs, embed]`` list
+(``{"thing": "steps"}``, a list of two) is worse: celery-batches builds its Request in the
+consumer, outside what Celery's consumer catches, and the unpacking error stopped the whole
+worker, whereupon the message went back to the queue and stopped the next one.
+:class:`PointRequest` (psd's batched tasks' Request) says such a message is an invalid task
+(``InvalidTaskError``), which Celery's consumer does catch, and hands to
+:meth:`Consumer.on_invalid_task`: a dead letter like the others.
+
 If the dead letter cannot be kept (the store's Redis is unreachable), the message is neither
 acknowledged nor lost: it is handed back to the broker after ``GIVE_BACK_AFTER`` seconds
 (not at once, which would spin while Redis stays down) and read again.
@@ -20,7 +28,9 @@ import base64
 import logging
 from typing import Any
 
+from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.request import Request
 
 from psd import dlq
 from psd.dlq import DeadLetter
@@ -30,6 +40,31 @@ log = logging.getLogger("psd.workers")
 
 #: Seconds before a message whose dead letter could not be kept is handed back to the broker
 GIVE_BACK_AFTER = 2.0
+
+
+class PointRequest(Request):  # type: ignore[misc]
+    """Celery's Request, refusing a body that is not Celery's: an ``[args, kwargs, embed]``
+    list whose args are a list. Celery's own constructor unpacks the body in three (an error
+    for any other length, keys for a dict of three) and its headers' ``id``; raised there,
+    those errors stopped the worker (see the module's docstring). ``InvalidTaskError`` is
+    the error Celery's consumer expects of a strategy for a malformed message. Args that
+    are no list would also fail psd's own reading of the message after it was batched."""
+
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().__init__(message, *args, **kwargs)
+        except KeyError as exc:
+            raise InvalidTaskError(f"no {exc} header") from exc
+        except (TypeError, ValueError) as exc:
+            raise InvalidTaskError(f"{NOT_CELERY} ({exc})") from exc
+        body = self._payload
+        if not isinstance(body, list | tuple):
+            raise InvalidTaskError(f"{NOT_CELERY} (a {type(body).__name__})")
+        if not isinstance(body[0], list | tuple | None):
+            raise InvalidTaskError(f"its args are no list (a {type(body[0]).__name__})")
+
+
+NOT_CELERY = "its body is no [args, kwargs, embed] list"
 
 
 def raw_letter(message: Any, reason: str) -> DeadLetter:
