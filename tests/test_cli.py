@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -327,15 +328,15 @@ def test_a_dlq_retry_takes_off_the_letter_it_applied_while_a_full_list_grows(
         return dlq.DeadLetter("metric", point, "store down", "psd.write_metric", f"d{uid}")
 
     dlq.add(store.redis, [letter(uid) for uid in (1, 2, 3)])
-    write = store.write_metric
+    write = store.write_metrics
 
-    def meanwhile(point: MetricPoint, delivery: str = "") -> WriteResult:
-        result = write(point, delivery)
-        if point.uid == 1:
+    def meanwhile(points: list[MetricPoint], *args: Any, **kwargs: Any) -> list[WriteResult]:
+        results = write(points, *args, **kwargs)
+        if points[0].uid == 1:
             dlq.add(store.redis, [letter(4)])
-        return result
+        return results
 
-    monkeypatch.setattr(store, "write_metric", meanwhile)
+    monkeypatch.setattr(store, "write_metrics", meanwhile)
     assert dlq.retry(store) == (3, 0)
     kept = {letter.payload["uid"] for letter in dlq.list_letters(store.redis, 0)}
     for uid in (1, 2, 3, 4):

@@ -17,8 +17,9 @@ from typing import Any
 
 import redis
 
-from psd.batching import OWN_DELIVERY, part_names
+from psd.batching import OWN_DELIVERY, delivery_name, part_names
 from psd.errors import InvalidInput
+from psd.jsonfields import padded_thing
 from psd.keys import ONCE, metric_prefix
 from psd.model import parse_count, parse_metric
 from psd.store import Store, redis_errors
@@ -31,9 +32,11 @@ DLQ_MAX = 100_000
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """``kind``: metric, count or message (a message not even readable as either);
-    ``payload``: what arrived; ``delivery``: its delivery key ("" = none); ``source``: the task
-    name or ``nsq``; ``reason``: why it was not applied; ``at``: Unix time."""
+    """``kind``: metric, count or message (a message not even readable as either, or not
+    to be applied: ``retry`` leaves it); ``payload``: what arrived; ``delivery``: its
+    delivery key ("" = none); ``source``: the task name or ``nsq``; ``reason``: why it was
+    not applied; ``at``: Unix time; ``part``: where the point was in its message
+    (``points[3]``), "" for a message of one point: see :func:`letter_name`."""
 
     kind: str
     payload: Any
@@ -41,13 +44,31 @@ class DeadLetter:
     source: str
     delivery: str = ""
     at: float = 0.0
+    part: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), default=repr)
+        fields = asdict(self)
+        if not self.part:  # a letter of a whole message reads as an earlier psd wrote it
+            del fields["part"]
+        return json.dumps(fields, separators=(",", ":"), default=repr)
 
     @classmethod
     def from_json(cls, text: bytes | str) -> DeadLetter:
         return cls(**json.loads(text))
+
+
+def letter_name(letter: DeadLetter) -> str:
+    """The delivery name ``retry`` applies a letter of a point under (psd/batching.py: the
+    name the store records a key by). A whole message's letter: its message's key, which a
+    redelivery of the message shares, so either applies the point once. A point of a
+    ``psd.write_metrics`` message (``part``): its message's key's name, a "#" and its
+    place: a sender's key has every "#" of its name escaped, and the store numbers its
+    parts ``#1``, ``#2``..., so no key a sender can choose names the letter (a letter
+    written as ``<key>:points[i]`` was: a sender's own key could make it a duplicate).
+    Letters an earlier psd kept that way, with no part, keep that key."""
+    if letter.part:
+        return f"{delivery_name(letter.delivery)}#{letter.part}"
+    return delivery_name(letter.delivery) if letter.delivery else ""
 
 
 def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
@@ -66,7 +87,7 @@ def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
 def close_parts(store: Store, letters: Sequence[tuple[int, str, bool]]) -> None:
     """Record as applied, in each user's record of deliveries (psd/lua/once.lua), the
     delivery parts of a write none of whose points was applied, once their dead letters are
-    kept under keys of their own (``<delivery>:<where>``: ``retry`` applies each alone).
+    kept under names of their own (:func:`letter_name`: ``retry`` applies each alone).
     ``letters``: per point of the write, in order, its user, delivery key ("" = none) and
     whether it was refused. A redelivery or duplicate publish of the message, once nothing
     refuses the point, is then a duplicate, and the retry alone applies it (each applied it:
@@ -141,10 +162,22 @@ def retry(store: Store) -> tuple[int, int]:
 
 
 def _apply(store: Store, letter: DeadLetter) -> None:
-    """Apply a letter's point; one still past the retention raises (and stays a letter)."""
-    if letter.kind == "metric":
-        store.write_metric(parse_metric(letter.payload), letter.delivery)
-    elif letter.kind == "count":
-        store.write_count(parse_count(letter.payload), letter.delivery)
-    else:
+    """Apply a letter's point; one still past the retention raises (and stays a letter),
+    as does one its source would refuse still: an NSQ metric's thing is taken as sent
+    (psd/jsonfields.py), where the model trims it. A letter under a key of the store's own
+    (an earlier psd kept a message refused for its ``idempotency_key`` so) is never
+    applied: such a key is remembered minutes, not the idempotency window, so two letters
+    of one message would count twice."""
+    if letter.kind not in ("metric", "count"):
         raise InvalidInput(f"not a point: {letter.reason}")
+    if letter.delivery.startswith(OWN_DELIVERY):
+        raise InvalidInput("must not begin with a NUL byte: resend it", "idempotency_key")
+    name = letter_name(letter)
+    if letter.kind == "count":
+        store.write_count(parse_count(letter.payload), letter.delivery)
+        return
+    padded = padded_thing(letter.payload) if letter.source == "nsq" else ""
+    if padded:
+        raise InvalidInput(padded, "thing")
+    point = parse_metric(letter.payload)
+    store.write_metrics([point], [name] if name else None, all_or_nothing=True, named=True)

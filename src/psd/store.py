@@ -53,15 +53,7 @@ from psd.sentwrites import (
     write_segments,
 )
 from psd.tally import TALLY
-from psd.writes import (
-    COUNT,
-    METRIC,
-    Hours,
-    P,
-    PointKind,
-    WriteResult,
-    call_args,
-)
+from psd.writes import COUNT, METRIC, Hours, P, PointKind, WriteResult, call_args
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
 
@@ -191,6 +183,7 @@ class Store(Reads):
         *,
         all_or_nothing: bool = False,
         wait: bool = True,
+        named: bool = False,
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
         one round trip (a large write of users' runs of points, none of which would wait, in
@@ -202,7 +195,8 @@ class Store(Reads):
         ``all_or_nothing`` such a point raises :class:`PastRetention` or :class:`PastLimit`
         and none is written (one call). A stream's increments may wait in their user's log
         (``pending_points``, psd/pending.py), unless ``wait`` is false (an import or a
-        migration, which leaves its keyspace whole)."""
+        migration, which leaves its keyspace whole). ``named``: ``deliveries`` are their parts'
+        names already (a dead letter's own, psd/dlq.py: a name no sender's key is)."""
         if not points:
             return []
         TALLY.observe(WRITE_BATCH_POINTS, len(points))
@@ -212,7 +206,7 @@ class Store(Reads):
             send = lambda part, on: self._metrics(part, None, False, False, on)  # noqa: E731
             with redis_errors(METRIC.doing):  # after the writes this store sent ahead
                 return in_segments(self.nodes.client, send, points, cuts, self._ahead)
-        return self._metrics(points, deliveries, all_or_nothing, wait).results()
+        return self._metrics(points, deliveries, all_or_nothing, wait, named=named).results()
 
     def send_metrics(
         self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
@@ -236,6 +230,7 @@ class Store(Reads):
         all_or_nothing: bool,
         wait: bool,
         ahead: AheadChannel | None = None,
+        named: bool = False,
     ) -> SentWrite:
         return self._write(
             METRIC,
@@ -250,6 +245,7 @@ class Store(Reads):
             resent=[p.mode == "increment" for p in points],
             waiting=self.settings.pending_points if wait else 0,
             ahead=ahead,
+            named=named,
         )
 
     def write_counts(

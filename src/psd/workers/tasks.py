@@ -98,7 +98,8 @@ def _metrics(request: SimpleRequest) -> Parsed:
             parsed.where.append(f"points[{n}]")
         except InvalidInput as exc:
             reason = f"points[{n}]: {exc}"
-            parsed.dead.append(DeadLetter("metric", point, reason, request.name, ""))
+            place = f"points[{n}]"  # its own name: it may validate once psd knows more
+            parsed.dead.append(DeadLetter("metric", point, reason, request.name, part=place))
     return parsed
 
 
@@ -107,9 +108,17 @@ LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
 
 
 def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
-    """A dead letter of a whole message: its point's fields when it had the shape of one."""
+    """A dead letter of a whole message: its point's fields when it had the shape of one.
+    A message refused for its key (one of the store's own, remembered minutes: two
+    deliveries of it, each a letter, would count twice) is a letter ``retry`` leaves: its
+    sender resends it under a key of its own."""
     fields = {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
-    if request.args or request.name not in LETTER_KIND or not isinstance(request.kwargs, dict):
+    if (
+        request.args
+        or request.name not in LETTER_KIND
+        or not isinstance(request.kwargs, dict)
+        or delivery.startswith(OWN_DELIVERY)
+    ):
         kwargs = fields if isinstance(request.kwargs, dict | None) else request.kwargs
         payload = {"args": list(request.args or ()), "kwargs": kwargs}
         return DeadLetter("message", payload, reason, request.name, delivery)
@@ -120,12 +129,13 @@ def _refused(
     point: MetricPoint | CountPoint, result: WriteResult, source: str, where: str, delivery: str
 ) -> DeadLetter:
     """The dead letter of a point the store refused (past the retention or a limit): under
-    a delivery of its own when its message held others, so that ``psd dlq retry`` applies
-    it once the retention is raised, whatever its message's other points did."""
+    a delivery of its own when its message held others (its message's key and its place,
+    which name it apart from any sender's key: psd/dlq.py ``letter_name``), so that ``psd
+    dlq retry`` applies it once the retention is raised, whatever its message's other
+    points did."""
     kind = "metric" if isinstance(point, MetricPoint) else "count"
     reason = f"{where}: {result.refusal}" if where else str(result.refusal)
-    key = f"{delivery}:{where}" if where else delivery
-    return DeadLetter(kind, asdict(point), reason, source, key)
+    return DeadLetter(kind, asdict(point), reason, source, delivery, part=where)
 
 
 def apply_batch(
@@ -231,7 +241,7 @@ def _closing(
     sources: list[tuple[SimpleRequest, str, str]],
 ) -> list[tuple[int, str, bool]]:
     """:func:`psd.dlq.close_parts`'s letters of a batch's metric points when some were
-    refused under a key of their own (a ``psd.write_metrics`` point: ``<delivery>:<where>``;
+    refused under a key of their own (a ``psd.write_metrics`` point: its place named;
     a ``psd.write_metric`` point's letter has its message's key, which its redelivery
     shares: nothing to close), else none."""
     # results: none when the write never went through; else the metrics', then the counts'
