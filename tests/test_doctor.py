@@ -70,6 +70,24 @@ def test_what_to_fix_is_said(redis_url: str, redis_client: redis.Redis, eviction
     assert "2 failed" in result.output
 
 
+def test_no_dead_letter_is_dropped_and_a_long_list_says_its_memory(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The list once dropped its oldest letters past 100,000, in silence (a refused point
+    among them that a retry could still have applied). It keeps them all; the doctor
+    names the memory a long list takes."""
+    first = DeadLetter("metric", {"thing": "steps", "uid": 1}, "past the retention", "t", "d0")
+    dlq.add(redis_client, [first])
+    for n in range(0, dlq.DLQ_LARGE, 10_000):
+        more = DeadLetter("message", "{oops", "not JSON", "nsq", f"d{n}")
+        dlq.add(redis_client, [more] * 10_000)
+    assert dlq.count(redis_client) == dlq.DLQ_LARGE + 1
+    assert dlq.list_letters(redis_client, 1)[0].delivery == "d0"
+    result = doctor(redis_url)
+    assert f"warn dead letters: {dlq.DLQ_LARGE + 1}, " in result.output, result.output
+    assert "MiB of the store's memory (none is dropped)" in result.output, result.output
+
+
 def test_a_keyspace_of_layout_3_is_told_how_to_move_on(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

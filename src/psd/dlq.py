@@ -5,6 +5,11 @@ and malformed NSQ messages land here, once each, instead of blocking the rest of
 or being retried for ever.
 ``psd dlq list|retry|purge`` reads it; ``retry`` applies what now validates through the store,
 under the letter's delivery key, so a letter retried twice still counts once.
+
+No letter is ever dropped to bound the list: a refused point kept here may still be applied
+once the retention is raised, and "nothing is dropped in silence". The list grows until
+``retry`` applies its letters or ``purge`` deletes them; ``psd doctor`` says how many wait
+and the memory they take.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ from psd.store import Store, redis_errors
 
 #: The Redis list of letters, newest last. No request can name it.
 DLQ_KEY = "psd:dlq"
-#: Letters beyond this many are dropped, oldest first.
-DLQ_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,7 @@ def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
     now = time.time()
     texts = [(letter if letter.at else replace(letter, at=now)).to_json() for letter in letters]
     with redis_errors("dead-letter write"):
-        pipe = client.pipeline(transaction=True)
-        pipe.rpush(DLQ_KEY, *texts)
-        pipe.ltrim(DLQ_KEY, -DLQ_MAX, -1)
-        pipe.execute()
+        client.rpush(DLQ_KEY, *texts)
 
 
 def close_parts(store: Store, letters: Sequence[tuple[int, str, bool]]) -> None:
@@ -122,6 +122,17 @@ def count(client: redis.Redis) -> int:
         return int(client.llen(DLQ_KEY))
 
 
+#: A list this long is worth a word of its memory (``psd doctor``): ~40 MB at ~400 bytes a
+#: letter, which an earlier psd would have begun dropping, oldest first.
+DLQ_LARGE = 100_000
+
+
+def memory(client: redis.Redis) -> int:
+    """Bytes the list takes in the store (Redis's estimate, from a sample of it)."""
+    with redis_errors("dead-letter read"):
+        return int(client.memory_usage(DLQ_KEY) or 0)
+
+
 def purge(client: redis.Redis) -> int:
     """Delete every letter; returns how many there were."""
     with redis_errors("dead-letter purge"):
@@ -136,9 +147,9 @@ def retry(store: Store) -> tuple[int, int]:
     """Apply every letter that now validates, oldest first; the others move to the end of
     the list with their new reason. Returns (applied, still dead). A letter leaves the list
     only once applied; applied twice (a crash in between) it still counts once, by its
-    delivery key. A letter is taken off by its text, not its place: a full list a worker
-    adds to meanwhile drops its oldest letter, the one being applied. Run one retry at a
-    time."""
+    delivery key. A letter is taken off by its text, not its place (a list an earlier psd
+    trimmed as workers added to it could lose the letter being applied). Run one retry at
+    a time."""
     client = store.redis
     applied = still = 0
     with redis_errors("dead-letter retry"):

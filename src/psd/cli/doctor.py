@@ -201,11 +201,17 @@ def layout(store: Store, settings: Settings) -> Iterator[Finding]:
 
 
 def dead_letters(store: Store, settings: Settings) -> Iterator[Finding]:
+    """Letters waiting; a long list with its memory: psd never drops one (psd/dlq.py), so
+    it grows until they are retried or purged."""
     waiting = dlq.count(store.redis)
+    what = f"dead letters: {waiting}"
+    if waiting >= dlq.DLQ_LARGE:
+        mib = dlq.memory(store.redis) / 2**20
+        what += f", {mib:.0f} MiB of the store's memory (none is dropped)"
     yield verdict(
         not waiting,
-        f"dead letters: {waiting}",
-        "psd dlq list; fix the sender; psd dlq retry",
+        what,
+        "psd dlq list; fix the sender; psd dlq retry (psd dlq purge deletes them all)",
         "warn",
     )
 
