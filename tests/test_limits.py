@@ -337,3 +337,19 @@ def test_a_refused_call_netting_zero_in_a_root_takes_back_only_what_it_added(
     assert store.sum(1, "steps", None, jan - 86400, jan + 86400) == 0
     assert store.sum(1, "steps", None, feb - 86400, feb + 86400) == 0
     assert store.redis.keys("{1}:y*") == []
+
+
+def test_a_point_refused_at_an_hour_s_limit_names_that_limit(redis_client: redis.Redis) -> None:
+    """Increments of 2^40 into one hour, each of an activity of its own (no record nears
+    its limit): the 7,936th takes the hour's sum past 2^53 less the room kept, and its
+    refusal names the hour's limit, not a counter's ±2^62."""
+    store = Store(redis_client, Settings(pending_points=0))
+    hour = recent_bases()[1] - 86400 - recent_bases()[1] % 3600  # kept at every level
+    points = [inc(1, 2**40, hour + aid % 3600, aid=aid) for aid in range(1, 7_937)]
+    assert {r.status for r in store.write_metrics(points[:-1], wait=False)} == {"ok"}
+    (result,) = store.write_metrics(points[-1:], wait=False)
+    assert result.status == "refused" and result.refusal is not None
+    assert "an hour's sum past ±2^53" in result.reason and "2^62" not in result.reason
+    with pytest.raises(PastLimit, match="an hour's sum"):
+        store.write_metrics(points[-1:], all_or_nothing=True, wait=False)
+    assert store.sum(1, "steps", None, hour, hour + 3599) == 7_935 * 2**40

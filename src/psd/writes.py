@@ -1,7 +1,6 @@
 """How each kind of point is written: the parts of a write script call that metric points and
 count points build their own way (their keys, their payload rows, their replies), and what a
-write did. :class:`psd.store.Store` does the rest, the same for both.
-"""
+write did. :class:`psd.store.Store` does the rest, the same for both."""
 
 from __future__ import annotations
 
@@ -38,12 +37,11 @@ class WriteResult:
         return self.refusal.message if self.refusal else ""
 
 
-#: Room a user's counters and records keep inside their limits for the increments waiting
-#: in their log (psd/lua/limits.lua: at most 256 of ±2^40), which are never refused.
+#: Room a user's counters, hours and records keep inside their limits for the increments
+#: waiting in their log (limits.lua: at most 256 of ±2^40), which are never refused.
 HEADROOM = 2**48
-#: Where a write is refused (psd/lua/limits.lua): a global counter's field at ±2^62; a
-#: user's counter field, less the headroom; an hour's sum or an activity's record likewise
-#: at ±2^53 less it, where Lua's numbers are still exact.
+#: Where a write is refused (psd/lua/limits.lua): a global counter's field at ±2^62, a
+#: user's less the headroom; an hour's sum or an activity's record at ±2^53 less it.
 COUNT_LIMIT = 2**62
 COUNTER_LIMIT = COUNT_LIMIT - HEADROOM
 RECORD_LIMIT = 2**53 - HEADROOM
@@ -51,6 +49,8 @@ RECORD_LIMIT = 2**53 - HEADROOM
 LIMITS = {
     "past_counter": "would take a counter past ±2^62 (a year's total of a user or a counter; "
     "a user's keeps 2^48 of room for their waiting increments)",
+    "past_hour": "would take an hour's sum past ±2^53 (less 2^48 of room for the user's "
+    "waiting increments), where its sums stop being exact",
     "past_record": "would take its activity's record past ±2^53 (less 2^48 of room for the "
     "user's waiting increments), where its sums stop being exact",
     "past_change": "would change its activity's total by {delta} (value minus what it recorded "
@@ -266,11 +266,11 @@ _STATUSES = {
     ord("t"): "stale",
     ord("u"): "duplicate",
     ord("c"): "past_counter",
+    ord("h"): "past_hour",
     ord("r"): "past_record",
     ord("x"): "past_change",
 }
-#: The letters of a refusal (nothing of the point written).
-REFUSED_LETTERS = frozenset(b"crx")
+REFUSED_LETTERS = frozenset(b"chrx")  #: the letters of a refusal (nothing of it written)
 
 
 def _metric_results(reply: list[Any], points: Iterable[MetricPoint]) -> list[WriteResult]:
@@ -290,7 +290,7 @@ def _metric_results(reply: list[Any], points: Iterable[MetricPoint]) -> list[Wri
     return out
 
 
-def refusal_of(letter: str, delta: int) -> WriteResult:  # "c", "r" or "x"
+def refusal_of(letter: str, delta: int) -> WriteResult:  # "c", "h", "r" or "x"
     return _metric_result(_STATUSES[ord(letter)], delta)
 
 

@@ -95,8 +95,8 @@ end
 -- a point's status as its letter in the call's answer (write_metric.lua); an ok of a diffadd
 -- is "d", its delta given
 local CODES = {ok = 'o', same = 's', stale = 't', duplicate = 'u', past_counter = 'c',
-               past_record = 'r', past_change = 'x'}
-local REFUSED = {c = true, r = true, x = true}
+               past_hour = 'h', past_record = 'r', past_change = 'x'}
+local REFUSED = {c = true, h = true, r = true, x = true}
 -- per point its letter; point -> its delta, where its letter is "d" or "x"; whether one
 -- was refused
 local out, given, refused

@@ -351,14 +351,15 @@ local function hours_due()
   return due
 end
 
--- pay what is owed, or nothing (false) if a field would leave ±2^62 (a packed hour ±2^53);
+-- pay what is owed, or nothing (false) if a field would leave ±2^62 (a packed hour ±2^53:
+-- false and "h", apply.lua's letter of that refusal, so that its reason names the hour's);
 -- a new field may be a new hash: give it its expiry; the root only ever extends it. A root
 -- is written even where its user's points net to 0 (a field of 0): it must be there while
 -- any counter of theirs is (maintain.lua's root says why)
 local function pay_counters()
   owe_dues()
   local due = hours_due()
-  if due == nil then return false end
+  if due == nil then return false, 'h' end
   local fresh = {}
   for _, key in ipairs(owed_keys) do
     for field, delta in pairs(owed[key]) do  -- unpay goes in the same order

@@ -50,9 +50,9 @@
 -- already recorded for this activity: a late update; or the update needs changes of a day
 -- the minute retention no longer keeps), "u" duplicate (its delivery was applied before), or
 -- refused, nothing of it written (limits.lua): "c" past_counter (a counter would leave
--- ±2^62, an hour's ±2^53), "r" past_record (its activity's record would leave ±2^53) or "x"
--- past_change (a diffadd change past ±2^42; the next delta given says which). A letter a
--- point and a delta only where its value does not tell it: a list of two values a point
+-- ±2^62), "h" past_hour (an hour's sum would leave ±2^53), "r" past_record (its activity's
+-- record would leave ±2^53) or "x" past_change (a diffadd change past ±2^42; the next delta
+-- given says which). A letter a point and a delta only where its value does not tell it: a list of two values a point
 -- cost the server and the client more than the rest of a bulk point's answer.
 -- An all-or-nothing call that refuses a point writes nothing; its other statuses mean nothing.
 -- A diffadd's window and its stale test count its activity's pending points too (the
@@ -128,8 +128,9 @@ local function apply_each()
     for v = h + HEAD, h + HEAD + size * (rows[h + H_N] - 1), size do
       put(n, diffadd, apply_point(h, v))
       if refused and whole then return end
-      if not pay_counters() then
-        out[n] = 'c'; refused = true
+      local ok, past = pay_counters()  -- past: the refusal's letter where it is not "c"
+      if not ok then
+        out[n] = past or 'c'; refused = true
         if whole then return end
         forget()
       elseif whole then
