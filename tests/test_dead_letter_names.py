@@ -5,6 +5,7 @@ most once however often its message came, and only where its source would accept
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import redis
@@ -12,6 +13,7 @@ import redis
 from psd import dlq
 from psd.config import DAY, Settings
 from psd.store import Store
+from psd.workers import tasks
 from psd.workers.nsq_bridge import read_message
 from tests.test_task_deliveries import batch
 
@@ -135,3 +137,24 @@ def test_an_nsq_metric_refused_for_a_padded_thing_is_not_applied_by_a_retry(
     store.settle()
     assert store.sum(9, "steps", None, now - 20, now) == 0
     assert "unknown thing ' steps'" in dlq.list_letters(redis_client)[0].reason
+
+
+def test_positional_arguments_that_are_no_list_are_a_letter_not_a_batch_handed_back(
+    redis_client: redis.Redis,
+) -> None:
+    """A raw publish whose positional arguments are a number: the message is a letter of
+    its own, as it came, and the batch's other message is applied (the letter's making
+    once failed on them, and the whole batch went back to the broker, again and again)."""
+    store = Store(redis_client, Settings())
+    now = store.now()
+    app = SimpleNamespace(psd=SimpleNamespace(store=store, settings=store.settings))
+    requests = [
+        SimpleNamespace(id="bad", name="psd.write_metric", args=5, kwargs=increment(1, 3, now)),
+        SimpleNamespace(id="ok", name="psd.write_metric", args=(), kwargs=increment(2, 4, now)),
+    ]
+    done = dict(tasks.apply_batch(SimpleNamespace(app=app), requests, tasks._metric))  # type: ignore[arg-type]
+    assert done == {"bad": "reject", "ok": "ack"}
+    (letter,) = dlq.list_letters(redis_client)
+    assert (letter.kind, letter.payload["args"]) == ("message", 5)
+    store.settle()
+    assert store.sum(2, "steps", None, now, now) == 4

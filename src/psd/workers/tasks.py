@@ -120,7 +120,8 @@ def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
         or delivery.startswith(OWN_DELIVERY)
     ):
         kwargs = fields if isinstance(request.kwargs, dict | None) else request.kwargs
-        payload = {"args": list(request.args or ()), "kwargs": kwargs}
+        args = request.args
+        payload = {"args": list(args) if isinstance(args, list | tuple) else args, "kwargs": kwargs}
         return DeadLetter("message", payload, reason, request.name, delivery)
     return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
 
