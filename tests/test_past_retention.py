@@ -22,7 +22,7 @@ from psd import maintenance
 from psd.config import Settings
 from psd.errors import PastRetention
 from psd.layout import LAYOUT_KEY
-from psd.model import CountPoint, MetricPoint
+from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
 from psd.retention import Policy, finest_kept
 from psd.store import Store, UserQuery
 from psd.web import create_app
@@ -99,6 +99,41 @@ def test_the_readme_try_it_block_answers_as_printed(policy_client: FlaskClient) 
             assert response.json == json.loads(shown), argv
         elif shown is not None:
             assert response.text == shown, argv
+
+
+def test_the_readme_queued_writes_are_each_applied(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's queued-writes block, run as printed with a Celery that keeps what it is
+    sent: each task's fields are valid, as a worker parses them, and the store keeps them."""
+    import celery
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Sender:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def send_task(self, name: str, kwargs: dict[str, Any], **options: Any) -> None:
+            sent.append((name, kwargs))
+
+    monkeypatch.setattr(celery, "Celery", Sender)
+    block = README.read_text().split("## Queued writes", 1)[1]
+    exec(block.split("```python\n", 1)[1].split("```", 1)[0], {})
+    assert [name for name, _ in sent] == [
+        "psd.write_metric",
+        "psd.write_metric",
+        "psd.write_metrics",
+        "psd.write_count",
+    ]
+    store = Store(redis_client, DEFAULT)
+    for name, kwargs in sent:
+        fields = {k: v for k, v in kwargs.items() if k != "idempotency_key"}
+        if name == "psd.write_count":
+            assert store.write_count(parse_count(fields)).status == "ok"
+            continue
+        for point in fields["points"] if name == "psd.write_metrics" else [fields]:
+            assert store.write_metric(parse_metric(point)).status != "refused", point
 
 
 # -- the pure rule --
