@@ -161,12 +161,16 @@ def _child_env(ctx: click.Context) -> dict[str, str]:
     return env
 
 
-def _celery(ctx: click.Context, args: tuple[str, ...], *command: str) -> None:
+def _celery(
+    ctx: click.Context, args: tuple[str, ...], *command: str, env: dict[str, str] | None = None
+) -> None:
     """Become ``celery -A psd.workers.app <command> <args>``, with psd's settings in its
-    environment. Becoming it, not running it, so that a signal to our pid (a stop, or a kill
-    that leaves no chance to pass it on) is the worker's own: celery stops its pool itself,
-    and its pool processes die with it (it arms their parent-death signal)."""
-    become([sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args], _child_env(ctx))
+    environment (``env``, else :func:`_child_env`'s). Becoming it, not running it, so that a
+    signal to our pid (a stop, or a kill that leaves no chance to pass it on) is the worker's
+    own: celery stops its pool itself, and its pool processes die with it (it arms their
+    parent-death signal)."""
+    argv = [sys.executable, "-m", "celery", "-A", CELERY_APP, *command, *args]
+    become(argv, _child_env(ctx) if env is None else env)
 
 
 @main.command(context_settings=PASS_THROUGH)
@@ -197,9 +201,15 @@ def beat(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def flower(ctx: click.Context, flower_args: tuple[str, ...]) -> None:
-    """Flower, the web monitor of the workers and their tasks (``--port 5555`` by default).
-    Arguments go to ``celery flower`` as they are."""
-    _celery(ctx, flower_args, "flower")
+    """Flower, the web monitor of the workers and their tasks, on 127.0.0.1:5555 unless told
+    otherwise (``--address``, ``--port``, FLOWER_ADDRESS, Flower's config file). Arguments go
+    to ``celery flower`` as they are."""
+    env = _child_env(ctx)
+    # Flower by itself listens on every interface, and has no login unless one is set: this
+    # machine's only, as psd's other servers. Its environment is read first, then its
+    # config file and the command line, each of which overrides this.
+    env.setdefault("FLOWER_ADDRESS", FLOWER_BIND.rpartition(":")[0])
+    _celery(ctx, flower_args, "flower", env=env)
 
 
 @main.command(name="nsq-bridge")
