@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from psd import dlq
 from psd.cli.main import main
+from psd.cli.ops import publish_url
 from psd.embedded import free_port
 from psd.model import MetricPoint
 from psd.store import Store
@@ -307,6 +308,23 @@ def test_psd_dlq_with_the_store_down_says_so_in_a_line(args: tuple[str, ...]) ->
     result = CliRunner().invoke(main, ["dlq", *args], env=env)
     assert isinstance(result.exception, SystemExit), result.exception  # no traceback
     assert result.exit_code == 1 and "Error: dead-letter" in result.output, result.output
+
+
+def test_psd_dlq_uses_a_running_psd_ups_store(redis_url: str, tmp_path: Path) -> None:
+    """With no PSD_REDIS_URL, the store a running ``psd up`` left its URL for, as the other
+    tools find it; with neither, a usage error that says what to set."""
+    store = Store.from_url(redis_url)
+    store.redis.flushdb()
+    dlq.add(store.redis, [dlq.DeadLetter("message", "{oops", "not JSON", "nsq")])
+    env = {"PSD_REDIS_URL": "", "PSD_DATA_DIR": str(tmp_path)}
+    missing = CliRunner().invoke(main, ["dlq", "list"], env=env)
+    assert missing.exit_code == 2 and "PSD_REDIS_URL" in missing.output, missing.output
+    publish_url(str(tmp_path), redis_url)
+    listed = CliRunner().invoke(main, ["dlq", "list"], env=env)
+    assert listed.exit_code == 0 and "not JSON" in listed.output, listed.output
+    purged = CliRunner().invoke(main, ["dlq", "purge", "--yes"], env=env)
+    assert purged.exit_code == 0 and "deleted 1" in purged.output, purged.output
+    assert dlq.count(store.redis) == 0
 
 
 def test_psd_dlq_list_refuses_a_negative_limit(redis_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from psd.cli.ops import publish_url
 from psd.config import Settings
 from psd.embedded import free_port
 from psd.keys import HOUR_BASE
@@ -321,9 +323,23 @@ def test_verify_passes_after_a_migration_and_catches_a_corrupted_target(
     )
 
 
-def test_migrate_needs_the_store(old: redis.Redis) -> None:
-    result = cli(Settings(), "--from-redis", url_of(old))
+def test_migrate_needs_the_store(old: redis.Redis, tmp_path: Path) -> None:
+    result = cli(Settings(data_dir=str(tmp_path)), "--from-redis", url_of(old))
     assert result.exit_code == 2 and "PSD_REDIS_URL" in result.output
+
+
+def test_migrate_writes_into_a_running_psd_ups_store(
+    old: redis.Redis, store: Store, tmp_path: Path
+) -> None:
+    """With no PSD_REDIS_URL, the store a running ``psd up`` left its URL for, as the other
+    tools find it."""
+    load_samples(old)
+    publish_url(str(tmp_path), url_of(store.redis))
+    kept = Settings(expire=0, count_expire=0, data_dir=str(tmp_path))
+    migrated = cli(kept, "--from-redis", url_of(old))
+    assert migrated.exit_code == 0, migrated.output
+    assert "applied 24" in migrated.output
+    assert store.redis.dbsize() > 0
 
 
 def test_migrate_refuses_to_start_when_the_policy_would_drop_old_data(

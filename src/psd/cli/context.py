@@ -11,7 +11,6 @@ import click
 from psd.config import Settings
 from psd.connect import check_url
 from psd.errors import InvalidInput, PsdError
-from psd.store import Store
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -30,12 +29,6 @@ def require_store(settings: Settings, what: str) -> str:
     except InvalidInput as exc:
         raise click.UsageError(f"PSD_REDIS_URL: {exc}") from exc
     return settings.redis_url
-
-
-def open_store(settings: Settings, what: str) -> Store:
-    """The store of :func:`require_store`, connected (a cluster that does not answer is a
-    :class:`psd.errors.StoreError`)."""
-    return Store.from_url(require_store(settings, what), settings)
 
 
 @contextmanager

@@ -18,10 +18,11 @@ import click
 
 from psd import dlq as dead_letters
 from psd import logs
-from psd.cli.context import errors_said, open_store, require_store, settings_of
+from psd.cli.context import errors_said, require_store, settings_of
 from psd.cli.doctor import doctor
 from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
+from psd.cli.ops import tool_store
 from psd.cli.serve import check_bind, check_server, serve
 from psd.cli.up import FLOWER_BIND
 from psd.cli.up import run as run_up
@@ -224,11 +225,13 @@ def nsq_bridge(ctx: click.Context) -> None:
 
 @main.group()
 def dlq() -> None:
-    """The dead-letter list: writes psd could not apply, with the reason."""
+    """The dead-letter list: writes psd could not apply, with the reason (on PSD_REDIS_URL's
+    store, else a running psd up's)."""
 
 
 def _dlq_store(ctx: click.Context) -> Store:
-    return open_store(settings_of(ctx), "psd dlq")
+    """PSD_REDIS_URL's store, else a running ``psd up``'s, as the other tools find it."""
+    return tool_store(settings_of(ctx))
 
 
 @dlq.command(name="list")

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from psd.cli.context import errors_said, open_store, settings_of
+from psd.cli.context import errors_said, settings_of
+from psd.cli.ops import tool_store
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.errors import InvalidInput, redis_errors
@@ -94,8 +95,9 @@ def migrate_command(
     accept_loss: bool,
     into_used: bool,
 ) -> None:
-    """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL), resumably:
-    a rerun after an interruption goes on where it stopped, counting nothing twice."""
+    """Rewrite a 2016 pointspaced keyspace into psd's store (PSD_REDIS_URL, else a running
+    psd up's), resumably: a rerun after an interruption goes on where it stopped, counting
+    nothing twice."""
     settings = settings_of(ctx)
     # either Redis not answering: a line that says so, as psd's other commands end
     with errors_said(), redis_errors("psd migrate"):
@@ -117,7 +119,7 @@ def _verify(
     ctx: click.Context, source: OldKeyspace, settings: Settings, sample: int, seed: int
 ) -> None:
     """``--verify``: compare a sample's sums; exit 1 on any mismatch."""
-    store = open_store(settings, "psd migrate")
+    store = tool_store(settings)
     report = verify_sample(source, store, sample, random.Random(seed))
     for line in report.lines():
         click.echo(line)
@@ -135,7 +137,7 @@ def _migrate(
 ) -> None:
     """Migrate (or with ``dry_run`` read) the old keyspace; exit 2 on a loss not accepted,
     1 when points failed."""
-    target = None if dry_run else open_store(settings, "psd migrate")
+    target = None if dry_run else tool_store(settings)
     try:
         migration = Migration(source, target, settings, max(batch, 1), into_used=into_used)
     except InvalidInput as exc:  # the target's progress is another source's, or live writes
