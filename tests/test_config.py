@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,26 @@ def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) ->
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ=env)
     assert refused.value.field == name
+
+
+@pytest.mark.parametrize("tokens", ["read:short", "reader", "admin:" + "x" * 20])
+def test_bad_api_tokens_are_refused_as_the_settings_load(tokens: str) -> None:
+    """By every command, in a line naming the setting, as any bad setting: not by psd web's
+    server workers alone, as they build the app."""
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"PSD_API_TOKENS": tokens})
+    assert refused.value.field == "api_tokens"
+    result = CliRunner().invoke(main, ["web", "--help"], env={"PSD_API_TOKENS": tokens})
+    assert result.exit_code == 2 and "Error: bad setting api_tokens: " in result.output
+    good = load_settings(environ={"PSD_API_TOKENS": "read:" + "r" * 16 + ",write:" + "w" * 16})
+    assert len(good.api_tokens) == 2
+
+
+def test_the_settings_load_without_the_web_layer() -> None:
+    """Checking the tokens needs no Flask: a worker or a tool loads the settings without it."""
+    code = "import sys, psd.config; psd.config.load_settings(); print('flask' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_settings_made_in_code_are_checked_too() -> None:

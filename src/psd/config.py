@@ -18,6 +18,7 @@ from typing import Any
 
 from psd import countspread
 from psd.errors import InvalidInput
+from psd.tokens import parse_tokens
 
 DAY = 86400
 _CHOICES = {"web_server": ("granian", "gunicorn"), "log_format": ("text", "json")}
@@ -305,6 +306,7 @@ def load_settings(
     settings = replace(base, **coerced)  # its ranges checked as it is made
     check_retention(settings)
     countspread.check(settings.count_spread)
+    parse_tokens(settings.api_tokens)  # refused here, not when a web worker builds the app
     return settings
 
 

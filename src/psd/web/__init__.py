@@ -13,9 +13,10 @@ from flask import Flask
 from psd.config import Settings, load_settings
 from psd.errors import StoreError
 from psd.store import Store
+from psd.tokens import parse_tokens
 from psd.web import v1, v2, v3
 from psd.web.access import RequestLog
-from psd.web.auth import TokenGate, parse_tokens
+from psd.web.auth import TokenGate
 from psd.web.fastpath import FastPath
 from psd.web.flask_glue import register_errors
 from psd.web.handlers import Api, Enqueue

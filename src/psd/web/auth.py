@@ -12,38 +12,15 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from psd.errors import InvalidInput
+from psd.tokens import Token
 from psd.web.errors import shape_of
 from psd.web.reply import Reply, WSGIApp
 
 OPEN = frozenset({"/health/ping"})
 WRITES = frozenset({"/v1/write", "/v1/count", "/v3/write"})
-SCOPES = frozenset({"read", "write"})
-#: Shortest token accepted: a guessable token is no protection.
-MIN_TOKEN = 16
-
-Token = tuple[bytes, frozenset[str]]
-
-
-def parse_tokens(specs: Iterable[str]) -> list[Token]:
-    """``SCOPE:TOKEN`` entries (scope ``read``, ``write`` or ``read+write``)."""
-    tokens = []
-    for spec in specs:
-        scope_text, sep, token = spec.partition(":")
-        scopes = frozenset(scope_text.split("+"))
-        if not sep or not scopes <= SCOPES:
-            raise InvalidInput(
-                "each entry is SCOPE:TOKEN, scope read, write or read+write", "api_tokens"
-            )
-        if not token.isascii() or not token.isprintable():
-            raise InvalidInput("a token is printable ASCII", "api_tokens")
-        if len(token) < MIN_TOKEN:
-            raise InvalidInput(f"a token has at least {MIN_TOKEN} characters", "api_tokens")
-        tokens.append((token.encode(), scopes))
-    return tokens
 
 
 def routed_path(path: str) -> str:
