@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -186,6 +187,20 @@ def test_psd_web_says_in_a_line_what_is_wrong_with_its_address(tmp_path: Path) -
 def test_psd_web_says_how_to_install_gunicorn(tmp_path: Path) -> None:
     code, said = web_refused(tmp_path, "--server", "gunicorn", "--bind", f"127.0.0.1:{free_port()}")
     assert code == 1 and "pip install gunicorn" in said, said
+
+
+def test_psd_web_help_names_what_it_serves(store: Store) -> None:
+    """Every path ``psd web --help`` names is a route of the app it serves, and it names
+    each version of the API."""
+    from psd.config import Settings
+    from psd.web import create_app
+
+    said = " ".join(CliRunner().invoke(main, ["web", "--help"]).output.split())
+    assert "v1, v2 and v3" in said, said
+    named = set(re.findall(r"(/[a-z.]+)[,)]", said))
+    assert named == {"/openapi.json", "/docs", "/dashboard", "/metrics"}, said
+    routes = {rule.rule for rule in create_app(Settings(), store).url_map.iter_rules()}
+    assert named <= routes and any(r.startswith("/v3/") for r in routes)
 
 
 def test_psd_worker_applies_queued_writes_and_stops_cleanly(redis_url: str) -> None:

@@ -131,7 +131,8 @@ def up(
 )
 @click.pass_context
 def web(ctx: click.Context, bind: str | None, server: str | None, workers: int | None) -> None:
-    """Serve the HTTP API (v1, v2) on PSD_REDIS_URL, or on an embedded store."""
+    """Serve the HTTP API (v1, v2 and v3; /openapi.json, /docs, /dashboard, /metrics) on
+    PSD_REDIS_URL, or on an embedded store."""
     settings = settings_of(ctx)
     settings = replace(
         settings,
