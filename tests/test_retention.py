@@ -64,6 +64,23 @@ def test_levels_default_to_expire_and_may_not_outlive_coarser_ones() -> None:
         load_settings(environ={"PSD_RETENTION_MINUTE": "-2"})
 
 
+@pytest.mark.parametrize(
+    ("env", "named", "said"),
+    [
+        # the setting set is named, not a coarser level that follows expire
+        ({"PSD_RETENTION_MINUTE": "0"}, "retention_minute", "retention_hour's, 7776000 s"),
+        ({"PSD_RETENTION_HOUR": "3600"}, "retention_hour", "retention_minute's, 7776000 s"),
+        ({"PSD_RETENTION_MINUTE": "0", "PSD_RETENTION_HOUR": "50"}, "retention_hour", "forever"),
+    ],
+)
+def test_a_level_outliving_a_coarser_one_is_refused_naming_the_setting_set(
+    env: dict[str, str], named: str, said: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ=env)
+    assert refused.value.field == named and said in str(refused.value), str(refused.value)
+
+
 # -- the write path --
 
 

@@ -68,23 +68,28 @@ class Settings:
     )
     retention_minute: int = _doc(
         "Seconds the detail inside an hour (each change to the second, for partial hours at "
-        "a range's edges) is kept after its hour ends; -1 = expire, 0 = forever.",
+        "a range's edges) is kept after its hour ends; -1 = expire, 0 = forever. A level is "
+        "never kept longer than a coarser one: 0 here needs 0 for every coarser level.",
         default=-1,
     )
     retention_hour: int = _doc(
-        "Seconds hourly sums are kept after their day ends; -1 = expire, 0 = forever.",
+        "Seconds hourly sums are kept after their day ends; -1 = expire, 0 = forever; no "
+        "shorter than retention_minute, no longer than retention_day.",
         default=-1,
     )
     retention_day: int = _doc(
-        "Seconds daily sums are kept after their month ends; -1 = expire, 0 = forever.",
+        "Seconds daily sums are kept after their month ends; -1 = expire, 0 = forever; no "
+        "shorter than retention_hour, no longer than retention_month.",
         default=-1,
     )
     retention_month: int = _doc(
-        "Seconds monthly sums are kept after their year ends; -1 = expire, 0 = forever.",
+        "Seconds monthly sums are kept after their year ends; -1 = expire, 0 = forever; no "
+        "shorter than retention_day, no longer than retention_year.",
         default=-1,
     )
     retention_year: int = _doc(
-        "Seconds yearly sums are kept after the user's newest year ends; -1 = expire, 0 = forever.",
+        "Seconds yearly sums are kept after the user's newest year ends; -1 = expire, "
+        "0 = forever; no shorter than retention_month.",
         default=-1,
     )
     count_expire: int = _doc(
@@ -366,10 +371,21 @@ def check_retention(settings: Settings) -> None:
         raise InvalidInput("must be 1 or more seconds", "idempotency_window")
     if settings.pending_points < 0:
         raise InvalidInput("must be 0 or more", "pending_points")
-    previous = 0
+    previous, finer = 0, ""
     for level, seconds in retention_of(settings).items():
+        name = f"retention_{level}"
         if seconds < 0:
-            raise InvalidInput("must be -1 (expire), 0 (forever) or more", f"retention_{level}")
+            raise InvalidInput("must be -1 (expire), 0 (forever) or more", name)
         if seconds and (previous == -1 or seconds < previous):
-            raise InvalidInput("may not be shorter than a finer level's", f"retention_{level}")
-        previous = seconds or -1  # -1: a finer level is kept forever
+            if getattr(settings, name) == -1 and getattr(settings, finer) != -1:
+                # the coarser level only follows expire: the finer one is the setting set
+                said = f"{_kept(seconds)} (expire's)"
+                raise InvalidInput(f"may not be longer than {name}'s, {said}", finer)
+            said = _kept(0 if previous == -1 else previous)
+            said += " (expire's)" if getattr(settings, finer) == -1 else ""
+            raise InvalidInput(f"may not be shorter than {finer}'s, {said}", name)
+        previous, finer = seconds or -1, name  # -1: a finer level is kept forever
+
+
+def _kept(seconds: int) -> str:
+    return "forever" if seconds == 0 else f"{seconds} s"
