@@ -64,6 +64,7 @@ WRITE_ERRORS = {
     400: "not a JSON object (or null), or a field of the wrong type",
     406: "invalid point",
     413: "too big a body or too many points",
+    422: "an Idempotency-Key already used for other points",
     503: "the store (or, async, the queue) is unavailable",
 }
 
