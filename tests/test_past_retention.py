@@ -1,13 +1,11 @@
 """A write past the retention is refused on every HTTP route and by the store, with nothing of
 it written; one only coarser levels keep is stored there and says so. The API runs under the
 default policy and with everything kept, its points placed relative to the real clock (the
-Redis server expires keys by its own); the README's "Try it" requests run as printed."""
+Redis server expires keys by its own)."""
 
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +20,7 @@ from psd import maintenance
 from psd.config import Settings
 from psd.errors import PastRetention
 from psd.layout import LAYOUT_KEY
-from psd.model import CountPoint, MetricPoint, parse_count, parse_metric
+from psd.model import CountPoint, MetricPoint
 from psd.retention import Policy, finest_kept
 from psd.store import Store, UserQuery
 from psd.web import create_app
@@ -46,94 +44,6 @@ def oldest_kept(now: int, seconds: int = 90 * DAY) -> int:
 
 def new_year_ts(year: int) -> int:
     return int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
-
-
-# -- the README, as printed --
-
-
-def try_it_requests() -> list[tuple[list[str], str | None]]:
-    """The curl commands of the README's "Try it" block, each with the answer its comment
-    shows (None: none shown), ``$now`` and ``$((now-N))`` evaluated now."""
-    block = README.read_text().split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
-    now = int(time.time())
-    text = re.sub(r"\$\(\(now-(\d+)\)\)", lambda m: str(now - int(m.group(1))), block)
-    text = text.replace("$now", str(now)).replace("\\\n", " ")
-    commands: list[tuple[list[str], str | None]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("curl "):
-            commands.append((shlex.split(line), None))
-        elif line.startswith("# ") and commands:
-            commands[-1] = (commands[-1][0], line[2:])
-    return commands
-
-
-def run_curl(client: FlaskClient, argv: list[str]) -> Any:
-    url, data, headers = "", [], {}
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "-d":
-            data.append(next(args))
-        elif arg == "-H":
-            name, value = next(args).split(": ", 1)
-            headers[name] = value
-        elif arg == "-X":
-            next(args)
-        else:
-            url = arg
-    path = url.split("127.0.0.1:1155", 1)[1]
-    if not data:
-        return client.get(path)
-    if headers.get("Content-Type") == "application/json":
-        return client.post(path, data=data[0], headers=headers)
-    return client.post(path, data=dict(field.split("=", 1) for field in data))
-
-
-def test_the_readme_try_it_block_answers_as_printed(policy_client: FlaskClient) -> None:
-    commands = try_it_requests()
-    assert len(commands) >= 4 and any(c[1] for c in commands)
-    for argv, shown in commands:
-        response = run_curl(policy_client, argv)
-        assert response.status_code == 200, (argv, response.text)
-        if shown is not None and shown.startswith("{"):
-            assert response.json == json.loads(shown), argv
-        elif shown is not None:
-            assert response.text == shown, argv
-
-
-def test_the_readme_queued_writes_are_each_applied(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The README's queued-writes block, run as printed with a Celery that keeps what it is
-    sent: each task's fields are valid, as a worker parses them, and the store keeps them."""
-    import celery
-
-    sent: list[tuple[str, dict[str, Any]]] = []
-
-    class Sender:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def send_task(self, name: str, kwargs: dict[str, Any], **options: Any) -> None:
-            sent.append((name, kwargs))
-
-    monkeypatch.setattr(celery, "Celery", Sender)
-    block = README.read_text().split("## Queued writes", 1)[1]
-    exec(block.split("```python\n", 1)[1].split("```", 1)[0], {})
-    assert [name for name, _ in sent] == [
-        "psd.write_metric",
-        "psd.write_metric",
-        "psd.write_metrics",
-        "psd.write_count",
-    ]
-    store = Store(redis_client, DEFAULT)
-    for name, kwargs in sent:
-        fields = {k: v for k, v in kwargs.items() if k != "idempotency_key"}
-        if name == "psd.write_count":
-            assert store.write_count(parse_count(fields)).status == "ok"
-            continue
-        for point in fields["points"] if name == "psd.write_metrics" else [fields]:
-            assert store.write_metric(parse_metric(point)).status != "refused", point
 
 
 # -- the pure rule --
