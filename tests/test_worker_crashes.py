@@ -3,10 +3,8 @@ SIGKILLed mid-stream and started again, on real brokers; nothing is lost or coun
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
 from psd.workers.transport import INFLIGHT
 from tests import test_workers
-from tests.support import idle, make_app, running_worker, wait_for
+from tests.support import celery_worker_command, idle, make_app, running_worker, wait_for
 from tests.test_workers import ROOT, T0, _queue_length, point
 
 # the worker tests' fixtures: each broker, the store's server, a worker's settings and app
@@ -109,27 +107,7 @@ def kill_mid_stream(app: Celery, settings: Settings, store: Store) -> int:
     task = app.tasks["psd.write_metric"]
     for n in range(total):
         task.delay(**point(uid=n % users, value=1, aid=n, ts=T0 + n % 5000, mode="increment"))
-    env = dict(
-        os.environ,
-        PSD_REDIS_URL=settings.redis_url,
-        PSD_BROKER_URL=settings.broker_url,
-        PSD_QUEUE=settings.queue,
-        PSD_BATCH_MS="50",
-        PSD_BROKER_VISIBILITY_TIMEOUT="2",
-        PSD_EXPIRE="0",  # the 2016 points of these tests are kept
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "psd.workers.app",
-        "worker",
-        "--queues",
-        settings.queue,
-        "--loglevel",
-        "WARNING",
-    ]
+    command, env = celery_worker_command(settings, PSD_BROKER_VISIBILITY_TIMEOUT="2")
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)

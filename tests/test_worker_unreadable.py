@@ -10,10 +10,8 @@ fixtures are tests/test_workers.py's, imported (hence F811: a test's arguments n
 from __future__ import annotations
 
 import base64
-import os
 import pickle
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +27,7 @@ from psd import dlq
 from psd.config import Settings
 from psd.embedded import EmbeddedServer, server_binary
 from psd.store import Store
-from tests.support import make_app, running_worker, wait_for
+from tests.support import celery_worker_command, make_app, running_worker, wait_for
 from tests.test_workers import (  # noqa: F401 (fixtures)
     ROOT,
     T0,
@@ -88,16 +86,7 @@ def sum_at_t0(store: Store, uid: int) -> int:
 @contextmanager
 def worker_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """``celery worker`` of psd's app, in a process of its own, on the settings' queue."""
-    env = dict(
-        os.environ,
-        PSD_REDIS_URL=settings.redis_url,
-        PSD_BROKER_URL=settings.broker_url,
-        PSD_QUEUE=settings.queue,
-        PSD_BATCH_MS="50",
-        PSD_EXPIRE="0",  # the 2016 points of these tests are kept
-    )
-    command = [sys.executable, "-m", "celery", "-A", "psd.workers.app", "worker"]
-    command += ["--queues", settings.queue, "--loglevel", "WARNING"]
+    command, env = celery_worker_command(settings)
     worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
         yield worker
