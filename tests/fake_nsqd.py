@@ -3,8 +3,9 @@
 No nsqd binary can be installed where the suite runs, so this speaks the public TCP protocol
 (https://nsq.io/clients/tcp_protocol_spec.html) as far as a consumer needs: the "  V2" magic,
 IDENTIFY with feature negotiation, SUB, RDY, FIN, REQ with its delay, TOUCH, NOP, CLS,
-heartbeats, and nsqd's return of a closed connection's in-flight messages. One topic, one
-channel, no persistence. It records what happened to every message id for tests to assert on.
+heartbeats, and nsqd's hold on a closed connection's in-flight messages (in flight until
+their timeout, then delivered again). One topic, one channel, no persistence. It records
+what happened to every message id for tests to assert on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 RESPONSE, ERROR, MESSAGE = 0, 1, 2
+#: nsqd's --msg-timeout: how long a message stays in flight unanswered, its connection
+#: closed or not, before nsqd delivers it again.
+MSG_TIMEOUT_MS = 60_000
 
 
 @dataclass
@@ -49,19 +53,25 @@ class Client:
 class FakeNsqd:
     """``with FakeNsqd() as nsqd``: listens on free ports of 127.0.0.1 (``tcp_address``,
     and ``lookupd_address`` for nsqlookupd's ``GET /lookup``). ``time_scale`` shrinks REQ
-    delays so tests need not wait out a real backoff."""
+    delays and message timeouts so tests need not wait out a real backoff; ``rdy_lag``
+    (seconds) is how long a RDY takes to reach nsqd's delivery, which goes on at the old
+    count meanwhile (a network's and nsqd's own delay)."""
 
-    def __init__(self, topic: str = "psd", time_scale: float = 1.0) -> None:
+    def __init__(self, topic: str = "psd", time_scale: float = 1.0, rdy_lag: float = 0.0) -> None:
         self.topic = topic
         self.time_scale = time_scale
+        self.rdy_lag = rdy_lag
         self.finished: list[str] = []  # ids, in FIN order, once per FIN
         self.requeued: list[tuple[str, int]] = []  # (id, delay in ms)
         self.deliveries: list[tuple[str, int]] = []  # (id, attempts) of each delivery
+        self.held_at_close: list[str] = []  # ids a connection held unanswered as it closed
         self.nops = 0
         self._changed = threading.Condition()
         self._messages: dict[str, Message] = {}
         self._ready: deque[str] = deque()
         self._deferred: list[tuple[float, str]] = []
+        self._rdy_changes: list[tuple[float, Client, int]] = []  # (due, client, count)
+        self._replies: list[tuple[Client, bytes]] = []  # after the messages taken before
         self._clients: list[Client] = []
         self._ids = itertools.count(1)
         self._stopped = threading.Event()
@@ -217,11 +227,16 @@ class FakeNsqd:
             client.subscribed = params[:1] == [self.topic]
             return (RESPONSE, b"OK") if client.subscribed else (ERROR, b"E_BAD_TOPIC")
         if command == "RDY":
-            client.rdy = int(params[0])
+            if self.rdy_lag:
+                due = time.monotonic() + self.rdy_lag
+                self._rdy_changes.append((due, client, int(params[0])))
+            else:
+                client.rdy = int(params[0])
             return None
-        if command == "CLS":
+        if command == "CLS":  # no message after its answer: sent by the delivery thread
             client.closing = True
-            return RESPONSE, b"CLOSE_WAIT"
+            self._replies.append((client, b"CLOSE_WAIT"))
+            return None
         if command in ("NOP", "TOUCH"):
             self.nops += command == "NOP"
             return None
@@ -246,16 +261,23 @@ class FakeNsqd:
         while not self._stopped.is_set():
             with self._changed:
                 now = time.monotonic()
+                for change in list(self._rdy_changes):
+                    if change[0] <= now:
+                        self._rdy_changes.remove(change)
+                        change[1].rdy = change[2]
                 for due, message_id in sorted(self._deferred):
                     if due <= now:
                         self._deferred.remove((due, message_id))
                         self._ready.append(message_id)
                 sends = self._take_sends()
-                if not sends:
+                replies, self._replies = self._replies, []
+                if not sends and not replies:
                     self._changed.wait(0.02)
                     continue
             for client, data in sends:
                 self._send(client, MESSAGE, data)
+            for client, data in replies:
+                self._send(client, RESPONSE, data)
 
     def _take_sends(self) -> list[tuple[Client, bytes]]:
         sends = []
@@ -280,11 +302,15 @@ class FakeNsqd:
             _close(client.sock)  # its reader thread sees the end and disconnects it
 
     def _disconnect(self, client: Client) -> None:
-        """As nsqd: what the connection held goes back to the front of the queue."""
+        """As nsqd: what the connection held stays in flight until its timeout, then is
+        delivered again."""
         with self._changed:
             if client in self._clients:
                 self._clients.remove(client)
-            self._ready.extendleft(sorted(client.in_flight, reverse=True))
+            due = time.monotonic() + MSG_TIMEOUT_MS / 1000 * self.time_scale
+            for message_id in sorted(client.in_flight):
+                self.held_at_close.append(message_id)
+                self._deferred.append((due, message_id))
             client.in_flight.clear()
             self._changed.notify_all()
         _close(client.sock)

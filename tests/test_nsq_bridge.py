@@ -343,3 +343,20 @@ def test_sigterm_finishes_what_was_published_and_exits_cleanly(
         assert nsqd.wait(lambda: len(set(nsqd.finished)) == total), again.output()
     published = sorted(task_id for task_id, _, _ in queued_tasks(bridge_settings))
     assert published == sorted(key(nsqd, message_id) for message_id in ids)
+
+
+def test_sigterm_answers_every_message_nsqd_sent_before_the_close(
+    bridge_settings: Settings, tmp_path: Path
+) -> None:
+    """nsqd keeps a closed connection's unanswered messages in flight until their timeout
+    (a minute by default), then delivers them again, late and out of order: the bridge
+    answers (FIN or REQ) every message nsqd sent it before it closes, those nsqd sent while
+    its RDY 0 was on the way included."""
+    with FakeNsqd(time_scale=0.05, rdy_lag=0.5) as nsqd:
+        for n in range(3000):
+            nsqd.publish(count(ts=T0 + n))
+        with running_bridge(bridge_settings, nsqd, tmp_path / "bridge.log") as bridge:
+            assert nsqd.wait(lambda: len(nsqd.finished) >= 20)
+            assert bridge.stop() == 0, bridge.output()
+        assert nsqd.wait(lambda: nsqd.connections() == 0)
+        assert nsqd.held_at_close == [], bridge.output()

@@ -119,7 +119,7 @@ class Bridge:
 
     def handle(self, message: nsq.Message) -> None:
         """pynsq's message handler, on the IOLoop: it must not block, so it hands over."""
-        if self.closed:  # read before the close: nsqd has taken it back already
+        if self.closed:  # came after the close: nsqd delivers it again after its timeout
             message.enable_async()
             return
         if self.stopping:  # sent before nsqd saw our RDY 0: another consumer may take it
@@ -159,7 +159,7 @@ class Bridge:
         """FIN what the broker (or the dead-letter list) now holds; REQ the rest with backoff,
         which also slows pynsq down while the broker or the store is away."""
         self.pending.discard(future)
-        if self.closed:  # a publish outlived the drain: nsqd took the message back at close
+        if self.closed:  # a publish outlived the drain: nsqd delivers it again after its timeout
             return
         error = future.exception()
         if error is None:
@@ -171,16 +171,21 @@ class Bridge:
 
     async def drain(self, reader: nsq.Reader) -> None:
         """Stop taking messages, let the publishes under way finish and be answered, then
-        close: nsqd gives whatever is left unanswered to another consumer."""
+        close. nsqd keeps what a closed connection left unanswered in flight until its
+        timeout (a minute by default), and only then gives it to another consumer: each
+        connection is asked to send no more (CLS) first, and every message sent before
+        nsqd's answer is answered (REQ) before the close."""
         self.stopping = True
         reader.set_max_in_flight(0)
+        await close_wait(reader)
         if self.pending:
             _, late = await asyncio.wait(set(self.pending), timeout=DRAIN_SECONDS)
             if late:
                 log.warning("closing with %d publishes under way: nsqd will resend", len(late))
         deadline = self.loop.time() + 5
         while self.loop.time() < deadline and any(
-            conn.stream and conn.stream.writing() for conn in reader.conns.values()
+            conn.in_flight > 0 or (conn.stream and conn.stream.writing())
+            for conn in reader.conns.values()
         ):  # closing a stream drops what it has not written yet, FINs included
             await asyncio.sleep(0.01)
         self.closed = True
@@ -190,6 +195,33 @@ class Bridge:
         self.publisher.shutdown(wait=False, cancel_futures=True)
         self.celery.close()
         self.redis.close()
+
+
+async def close_wait(reader: nsq.Reader, timeout: float = 5.0) -> None:
+    """Send CLS on every connection and wait for nsqd's CLOSE_WAIT (or the connection's
+    end): nsqd stops sending with it, so the messages of the connection have then been read
+    (and handed to :meth:`Bridge.handle`), but for one nsqd was already sending, which the
+    drain still waits for. A connection not yet subscribed is closed by nsqd instead,
+    holding nothing."""
+    answered: set[int] = set()
+    conns = [conn for conn in reader.conns.values() if not conn.closed()]
+    for conn in conns:
+
+        def on_response(conn: Any = conn, data: bytes = b"", **_: Any) -> None:
+            if data == b"CLOSE_WAIT":
+                answered.add(id(conn))
+
+        conn.on("response", on_response)
+        try:
+            conn.send(b"CLS\n")
+        except Exception:  # closed meanwhile: nothing more will come on it
+            answered.add(id(conn))
+    deadline = asyncio.get_running_loop().time() + timeout
+    while any(id(conn) not in answered and not conn.closed() for conn in conns):
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("no CLOSE_WAIT from nsqd within %.0f s: closing anyway", timeout)
+            return
+        await asyncio.sleep(0.01)
 
 
 async def serve(settings: Settings) -> None:
