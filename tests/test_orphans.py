@@ -127,12 +127,13 @@ def flower_page(port: int) -> str:
         return ""
 
 
-@pytest.mark.parametrize("command", ["worker", "beat", "flower", "nsq-bridge"])
-def test_a_killed_psd_command_leaves_nothing(command: str, redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["worker", "worker-beat", "beat", "flower", "nsq-bridge"])
+def test_a_killed_psd_command_leaves_nothing(case: str, redis_url: str, tmp_path: Path) -> None:
     """Each on the suite's server (a queue of the test's own), with children where it can
     have any: a prefork worker pool ("processes": celery takes "prefork" for its default and
-    uses the configured threads)."""
-    log, port = tmp_path / f"{command}.log", free_port()
+    uses the configured threads), a worker's embedded beat (``-B``, a process of its own)."""
+    command = case.partition("-beat")[0]
+    log, port = tmp_path / f"{case}.log", free_port()
     env = {
         "PSD_REDIS_URL": redis_url,
         "PSD_QUEUE": f"psd-test-{uuid.uuid4().hex[:8]}",
@@ -144,6 +145,11 @@ def test_a_killed_psd_command_leaves_nothing(command: str, redis_url: str, tmp_p
             [],
             " ready.",
         ),
+        "worker-beat": (
+            ["-B", "--schedule", str(tmp_path / "schedule"), "--loglevel", "INFO"],
+            [],
+            "beat: Starting...",
+        ),
         "beat": (
             ["--loglevel", "INFO", "--schedule", str(tmp_path / "schedule")],
             [],
@@ -151,7 +157,7 @@ def test_a_killed_psd_command_leaves_nothing(command: str, redis_url: str, tmp_p
         ),
         "flower": ([f"--port={port}", "--address=127.0.0.1"], [port], lambda: listening(port)),
         "nsq-bridge": ([], [], None),
-    }[command]
+    }[case]
     with FakeNsqd() as nsqd:
         if command == "nsq-bridge":
             env.update(PSD_NSQD_TCP_ADDRESSES=nsqd.tcp_address, PSD_NSQ_TOPIC=nsqd.topic)
@@ -159,8 +165,9 @@ def test_a_killed_psd_command_leaves_nothing(command: str, redis_url: str, tmp_p
         proc = psd([command, *args], log, **env)
         try:
             running(proc, log, ready)
-            if command == "worker":  # its pool's processes
-                assert wait_for(lambda: len(descendants(proc.pid)) == 2), log.read_text()
+            if command == "worker":  # its pool's processes, or its beat
+                children = 1 if case == "worker-beat" else 2
+                assert wait_for(lambda: len(descendants(proc.pid)) == children), log.read_text()
             kill_leaves_nothing(proc, ports)
         finally:
             proc.kill()

@@ -54,6 +54,17 @@ def die_with_pool_parent() -> None:
         arm(signal.SIGKILL, parent.pid)
 
 
+def die_with_billiard_parent() -> None:
+    """In a process billiard started (``celery worker -B``'s embedded beat): SIGKILL when
+    the worker that started it dies, which Celery asks for its pool's processes alone (the
+    beat would run on, a second scheduler beside the restarted worker's)."""
+    from billiard.process import current_process
+
+    parent = getattr(current_process(), "_parent_pid", None)
+    if parent is not None:
+        arm(signal.SIGKILL, parent)
+
+
 def become(command: list[str], env: dict[str, str]) -> NoReturn:
     """Replace this process with ``command``: its pid is ours, so whatever signals us (a
     supervisor, ``kill -9``) reaches the program itself, and nothing is left behind."""

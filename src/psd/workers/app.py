@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from psd.config import Settings, load_settings
 from psd.connect import default_broker, is_cluster_url, sentinel_broker
 from psd.errors import InvalidInput
+from psd.lifetime import die_with_billiard_parent
 from psd.store import Store
 from psd.workers import jsonbody  # noqa: F401 (imported, kombu's "json" bodies are read by orjson)
 from psd.workers.beat import BEAT_TASKS, beat_config, register_beat_tasks
@@ -159,6 +160,13 @@ def _check_store(sender: Any = None, **_: Any) -> None:
         raise RuntimeError("psd worker needs the store's Redis: set PSD_REDIS_URL")
     if context.settings.worker_metrics_port:
         start_http_server(context.settings.worker_metrics_port)
+
+
+@signals.beat_embedded_init.connect
+def _die_with_worker(**_: Any) -> None:
+    """A worker's embedded beat (``psd worker -B``), a process of its own, dies with the
+    worker, as its pool's processes do (psd/lifetime.py)."""
+    die_with_billiard_parent()
 
 
 app = create_app(load_settings())
