@@ -1,7 +1,8 @@
 """Messages a worker cannot apply as they are — an empty list of points, keyword arguments
 that are no mapping (a raw publish) — are dead letters taken once, and hold up no other
 message of their batch; two messages of one batch under one delivery key are told apart as
-the store tells them: per user. The worker and its fixtures are tests/test_workers.py's,
+the store tells them: per user; a key already used for other points of a user is a dead
+letter, not a duplicate. The worker and its fixtures are tests/test_workers.py's,
 imported (hence F811: a test's arguments name them)."""
 
 # ruff: noqa: F811
@@ -108,3 +109,35 @@ def test_a_delivery_key_beginning_with_a_nul_byte_is_refused(
     (letter,) = dlq.list_letters(store.redis)
     assert "idempotency_key" in letter.reason and "NUL" in letter.reason
     assert sum_at_t0(store, 1) == 0
+
+
+def test_a_key_sent_again_with_other_points_of_a_user_is_a_dead_letter(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A key names one message's points per user (or counter): the same points again count
+    once, and another user's point under it is that user's; other points of a user under
+    it were taken for a duplicate, acknowledged and never written. They are a dead letter
+    that ``retry`` leaves, for the sender to resend under a key of its own."""
+    metric, count = app.tasks["psd.write_metric"], app.tasks["psd.write_count"]
+    key = {"mode": "increment", "idempotency_key": "order-17"}
+    start = taken()
+    with running_worker(app):
+        metric.delay(**point(uid=1, aid=1, value=5, **key))
+        count.delay(thing="signup", value=1, ts=T0, idempotency_key="signup-1")
+        assert wait_for(lambda: taken() >= start + 2 and idle())
+        metric.delay(**point(uid=1, aid=1, value=5, **key))  # published again
+        metric.delay(**point(uid=2, aid=1, value=7, **key))  # the seller's
+        metric.delay(**point(uid=1, aid=2, value=9, **key))  # other points: reused
+        count.delay(thing="signup", value=2, ts=T0, idempotency_key="signup-1")
+        assert wait_for(lambda: taken() >= start + 6 and idle())
+    assert (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (5, 7)
+    assert store.count("signup", T0, T0) == 1
+    letters = sorted(dlq.list_letters(store.redis), key=lambda letter: letter.delivery)
+    assert [(letter.kind, letter.delivery) for letter in letters] == [
+        ("message", "order-17"),
+        ("message", "signup-1"),
+    ]
+    assert "other points of user 1" in letters[0].reason
+    assert "other points of counter signup" in letters[1].reason
+    assert letters[0].payload["kwargs"]["value"] == 9
+    assert dlq.retry(store) == (0, 2)

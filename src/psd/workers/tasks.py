@@ -36,6 +36,7 @@ from psd.model import (
     parse_metric,
 )
 from psd.store import Store, WriteResult
+from psd.workers import keybook
 from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, log, with_retries
 
 
@@ -107,14 +108,16 @@ def _metrics(request: SimpleRequest) -> Parsed:
 LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
 
 
-def _letter(request: SimpleRequest, reason: str, delivery: str) -> DeadLetter:
+def _letter(request: SimpleRequest, reason: str, delivery: str, resend: bool = False) -> DeadLetter:
     """A dead letter of a whole message: its point's fields when it had the shape of one.
     A message refused for its key (one of the store's own, remembered minutes: two
-    deliveries of it, each a letter, would count twice) is a letter ``retry`` leaves: its
-    sender resends it under a key of its own."""
+    deliveries of it, each a letter, would count twice; or, ``resend``, one already used
+    for other points: psd/workers/keybook.py) is a letter ``retry`` leaves: its sender
+    resends it under a key of its own."""
     fields = {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
     if (
-        request.args
+        resend
+        or request.args
         or request.name not in LETTER_KIND
         or not isinstance(request.kwargs, dict)
         or delivery.startswith(OWN_DELIVERY)
@@ -164,9 +167,15 @@ def apply_batch(
     #: points under one of them came before (a redelivery, a duplicate publish)
     earlier: set[tuple[str, object]] = set()
     why: dict[str, list[str]] = {}  # request id -> the reasons of its dead letters
-    for request in requests:
-        delivery = delivery_of(request)
-        parsed = _parsed(request, parse, delivery)
+    readings = [(request, delivery_of(request)) for request in requests]
+    messages = [(r, d, _parsed(r, parse, d)) for r, d in readings]
+    reused = _keys_reused(store, messages, settings.write_retry_seconds)
+    if reused is None:  # the store did not answer: nothing applied, nothing kept
+        outcomes.update(dict.fromkeys((r.id for r in requests), REQUEUE))
+        return outcomes
+    for request, delivery, parsed in messages:
+        if request.id in reused:
+            parsed = Parsed(dead=[_letter(request, reused[request.id], delivery, resend=True)])
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
@@ -233,6 +242,41 @@ def apply_batch(
         if request.id not in outcomes:
             outcomes[request.id] = ACK
     return outcomes
+
+
+def _keys_reused(
+    store: Store, messages: list[tuple[SimpleRequest, str, Parsed]], patience: float
+) -> dict[str, str] | None:
+    """The messages (request id -> why) whose ``idempotency_key`` already names other
+    points of a user or counter they name (psd/workers/keybook.py), each message's claims
+    recorded; None where the store stayed unreachable."""
+    made: list[keybook.Claim] = []
+    whose: list[SimpleRequest] = []
+    for request, delivery, parsed in messages:
+        if _kwargs(request).get("idempotency_key") in (None, ""):
+            continue  # its task id: one message's own
+        mine = keybook.claims(delivery, [*parsed.metrics, *parsed.counts])
+        made += mine
+        whose += [request] * len(mine)
+    found: list[bool] = []
+
+    def claim() -> None:
+        found[:] = keybook.reused(store, made)
+
+    if not with_retries(claim, patience, "idempotency keys"):
+        return None
+    return {
+        request.id: f"idempotency_key: already sent with other points of {_named(owner)} "
+        "(within PSD_IDEMPOTENCY_WINDOW): a key names one message's points; send these "
+        "under a new key"
+        for request, (_, owner, _), again in zip(whose, made, found, strict=True)
+        if again
+    }
+
+
+def _named(owner: str) -> str:
+    thing = owner.removeprefix("count:")
+    return f"counter {thing}" if thing != owner else f"user {owner}"
 
 
 def _closing(
