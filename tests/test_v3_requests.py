@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 
 from psd.config import Settings
 from psd.localtime import buckets
+from psd.model import MetricPoint
 from psd.store import Store
 from psd.timebuckets import MAX_TS
 from psd.web import create_app, v3
@@ -122,3 +123,22 @@ def test_an_end_past_the_calendars_last_second_reads_up_to_it(
     assert answer.json["results"][0]["to"] == MAX_TS
     late_start = client.post("/v3/sums", json={**body, "from": end})
     assert late_start.status_code == (200 if end == "9999-12-31" else 422)
+
+
+@pytest.mark.parametrize(
+    "compare_at", ["9999-12-31T16:00:00", "9999-12-31T23:59:59", "9999-12-31T23:59:59-05:00"]
+)
+def test_a_compare_at_past_the_calendars_last_second_is_after_the_range(
+    redis_client: redis.Redis, compare_at: str
+) -> None:
+    """In Los Angeles each of these is after 9999-12-31T23:59:59Z, so after any range's end:
+    "then" is the whole range, as for any compare_at at or after ``to``, not a 422."""
+    client = client_of(redis_client)
+    store = Store(redis_client, Settings(expire=0, count_expire=0))
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 7, MAX_TS - 60, MAX_TS - 60, "increment")])
+    user = {"uid": 1, "tz": "America/Los_Angeles"}
+    body = {"users": [user], "thing": "steps", "from": "9999-12-01", "to": "9999-12-31"}
+    answer = client.post("/v3/leaderboard", json={**body, "compare_at": compare_at})
+    assert answer.status_code == 200, answer.json
+    (entry,) = answer.json["entries"]
+    assert (entry["value"], entry["then"]) == (7, {"value": 7, "rank": 1})

@@ -59,9 +59,11 @@ def user_zone(user: UserIn) -> tzinfo:
 EARLIEST = -(2**62)
 
 
-def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
+def instant(value: int | str, tz: tzinfo, end: bool, field: str, late: bool = False) -> int:
     """Unix seconds of a range's end: a wall time in ``tz`` unless it carries an offset; an
-    ``end`` is inclusive (a date: its last second)."""
+    ``end`` is inclusive (a date: its last second). An end, or a ``late`` instant (one that
+    means the same at any time after a range's end: compare_at), past psd's last second
+    reads as that second."""
     if isinstance(value, int):
         return value
     try:
@@ -79,8 +81,10 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str) -> int:
     except (ValueError, OverflowError) as exc:
         if end and wall.year == 9999:  # the next one, or its UTC time, is in the year 10000
             return last_second(wall + (step - timedelta(seconds=1)), tz)
+        if late and wall.year == 9999:  # its UTC time is in the year 10000
+            return last_second(wall, tz)
         raise InvalidInput("outside years 1970..9999", field) from exc
-    if end and ts > MAX_TS:
+    if (end or late) and ts > MAX_TS:
         return MAX_TS  # an end past the last second psd knows reads up to it
     if not MIN_TS <= ts <= MAX_TS:
         raise InvalidInput("outside years 1970..9999", field)
@@ -203,12 +207,12 @@ def series(body: SeriesIn) -> SeriesOut:
 def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
     """A leaderboard's range and compare_at in one zone, as Unix seconds; compare_at is not
     read for a backwards range, whose error is the one reported. Only a compare_at inside the
-    range can be refused: before it, "then" is nothing; at or after its end, the whole range,
-    read as "now" is."""
+    range can be refused: before it, "then" is nothing; at or after its end (past psd's last
+    second too, as a wall time west of UTC may be), the whole range, read as "now" is."""
     t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
     if body.compare_at is None or t1 > t2:
         return t1, t2, None
-    cut = instant(body.compare_at, tz, False, "compare_at")
+    cut = instant(body.compare_at, tz, False, "compare_at", late=True)
     if not t1 <= cut < t2:
         return t1, t2, cut
     then = api().store.answerable(t1, cut)
