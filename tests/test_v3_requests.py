@@ -142,3 +142,20 @@ def test_a_compare_at_past_the_calendars_last_second_is_after_the_range(
     assert answer.status_code == 200, answer.json
     (entry,) = answer.json["entries"]
     assert (entry["value"], entry["then"]) == (7, {"value": 7, "rank": 1})
+
+
+@pytest.mark.parametrize("compare_at", ["1970-01-01T05:00:00", "1969-12-31T23:00:00+09:00"])
+def test_a_compare_at_before_the_calendars_first_second_is_before_the_range(
+    redis_client: redis.Redis, compare_at: str
+) -> None:
+    """In Tokyo each of these is before 1970-01-01T00:00:00Z, so before any range's start:
+    "then" holds nothing, as for any compare_at before ``from``, not a 422."""
+    client = client_of(redis_client)
+    store = Store(redis_client, Settings(expire=0, count_expire=0))
+    store.write_metrics([MetricPoint("steps", 1, 1, 1, 7, 4 * 86400, 4 * 86400, "increment")])
+    user = {"uid": 1, "tz": "Asia/Tokyo"}
+    body = {"users": [user], "thing": "steps", "from": "1970-01-02", "to": "1970-01-31"}
+    answer = client.post("/v3/leaderboard", json={**body, "compare_at": compare_at})
+    assert answer.status_code == 200, answer.json
+    (entry,) = answer.json["entries"]
+    assert (entry["value"], entry["then"]) == (7, {"value": 0, "rank": 1})

@@ -62,8 +62,9 @@ EARLIEST = -(2**62)
 def instant(value: int | str, tz: tzinfo, end: bool, field: str, late: bool = False) -> int:
     """Unix seconds of a range's end: a wall time in ``tz`` unless it carries an offset; an
     ``end`` is inclusive (a date: its last second). An end, or a ``late`` instant (one that
-    means the same at any time after a range's end: compare_at), past psd's last second
-    reads as that second."""
+    means the same at any time after a range's end, or before its start: compare_at), past
+    psd's last second reads as that second; a ``late`` one before psd's first second, as the
+    second before it (before every range)."""
     if isinstance(value, int):
         return value
     try:
@@ -83,9 +84,13 @@ def instant(value: int | str, tz: tzinfo, end: bool, field: str, late: bool = Fa
             return last_second(wall + (step - timedelta(seconds=1)), tz)
         if late and wall.year == 9999:  # its UTC time is in the year 10000
             return last_second(wall, tz)
+        if late and wall.year < 1970:
+            return MIN_TS - 1
         raise InvalidInput("outside years 1970..9999", field) from exc
     if (end or late) and ts > MAX_TS:
         return MAX_TS  # an end past the last second psd knows reads up to it
+    if late and ts < MIN_TS:
+        return MIN_TS - 1  # before every range: "then" holds nothing
     if not MIN_TS <= ts <= MAX_TS:
         raise InvalidInput("outside years 1970..9999", field)
     return ts
@@ -220,7 +225,8 @@ def board_range(body: LeaderboardIn, tz: tzinfo) -> tuple[int, int, int | None]:
         level = then.end.name.lower()
         raise InvalidInput(
             f"compare_at falls where only {level} detail is kept (retention): give the "
-            f"last second of a {level} (then counts compare_at's own second)",
+            f"last second of {'an' if level == 'hour' else 'a'} {level} (then counts compare_at's "
+            "own second)",
             "compare_at",
         )
     return t1, t2, cut
