@@ -219,6 +219,34 @@ def test_a_body_that_is_no_point_is_a_400_an_invalid_point_a_406(
     assert redis_client.dbsize() == 0
 
 
+#: Not JSON as RFC 8259 has it, which Go's decoder refused and Python's reads: UTF-16 or
+#: UTF-32, a byte order mark, NaN or an infinity.
+NOT_JSON = [
+    lambda text: text.encode("utf-16"),
+    lambda text: text.encode("utf-16-le"),
+    lambda text: text.encode("utf-32"),
+    lambda text: b"\xef\xbb\xbf" + text.encode(),
+    lambda text: text[:-1].encode() + b', "x": NaN}',
+    lambda text: text[:-1].encode() + b', "x": -Infinity}',
+]
+
+
+@pytest.mark.parametrize(
+    "encode", NOT_JSON, ids=["utf-16", "utf-16-le", "utf-32", "bom", "nan", "infinity"]
+)
+@pytest.mark.parametrize("path", ["/v1/write", "/v1/write?async=1", "/v1/count"])
+def test_a_body_that_is_not_utf8_json_is_a_400(
+    client: FlaskClient, redis_client: redis.Redis, path: str, encode: Any
+) -> None:
+    sent: list[object] = []
+    client.application.extensions["psd.api"].enqueue = lambda *task: sent.append(task)
+    point = {"thing": "sig1", "value": 1, "ts": T} if path == "/v1/count" else POINT
+    response = client.post(path, data=encode(json.dumps(point)), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"].startswith("the body is not valid JSON")
+    assert (redis_client.dbsize(), sent) == (0, [])
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [

@@ -44,3 +44,13 @@ def test_a_metric_thing_is_taken_as_sent() -> None:
         "psd.write_count",
         CountPoint(" signup", 1, T0),
     )
+
+
+def test_a_message_that_is_not_utf8_json_is_a_dead_letter() -> None:
+    """As for the original's consumer: UTF-16, a byte order mark or NaN is no JSON."""
+    text = json.dumps({"command": "metric", "metric": POINT})
+    for body in (text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode()):
+        read = read_message(body, "d")
+        assert isinstance(read, DeadLetter) and read.reason.startswith("not JSON")
+    read = read_message(text[:-1].encode() + b', "x": NaN}', "d")
+    assert isinstance(read, DeadLetter) and read.reason == "not JSON: NaN is not JSON"

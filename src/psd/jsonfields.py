@@ -31,14 +31,26 @@ class Members(list[tuple[str, Any]]):
     """A JSON object as its members, in order, a repeated name kept each time."""
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: JSON as RFC 8259 has it, as Go's decoder read it: no NaN or infinity (Python's reads them).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_MEMBERS = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=Members)
+
+
 def loads(body: bytes | str, names: frozenset[str]) -> Any:
     """``body`` as JSON, each object's keys folded onto ``names`` as Go matched them. The
     usual body, every key exact, is decoded once; one with a key to fold is decoded again
-    member by member, so that the last key for a field wins wherever the exact one stood."""
-    doc = json.loads(body)
+    member by member, so that the last key for a field wins wherever the exact one stood.
+    Bytes are UTF-8 without a byte order mark, as for Go (``json.loads`` would read UTF-16
+    and UTF-32 too, and skip a mark): else a ValueError, as for any JSON not valid."""
+    text = body.decode() if isinstance(body, bytes) else body  # a mark: the decoder refuses it
+    doc = _DECODER.decode(text)
     if _exact(doc, names):
         return doc
-    return _folded(json.loads(body, object_pairs_hook=Members), names)
+    return _folded(_MEMBERS.decode(text), names)
 
 
 def field_of(key: str, names: frozenset[str]) -> str:
