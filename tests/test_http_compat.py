@@ -17,6 +17,7 @@ T = 1496539746
 SPAN = f"{T - 10}/{T + 10}"
 POINT = {"thing": "steps", "uid": 9011, "atid": 2, "aid": 3, "value": 10, "ts1": T, "ts2": T}
 TEXT = "text/plain; charset=utf-8"
+JSON = "application/json; charset=utf-8"
 
 
 def wrote(client: FlaskClient, **fields: Any) -> None:
@@ -123,17 +124,23 @@ def test_counter_ids_name_counters_as_sent(client: FlaskClient) -> None:
         (f"/v1/readcount/sig1/{SPAN}", None, TEXT),
         (f"/v1/query_ids/steps/all/{SPAN}", {"ids": "1"}, TEXT),
         (f"/v1/readcount_with_ids/pre1/{SPAN}", {"ids": "1"}, TEXT),
-        (f"/v1/mu_query/steps/all/{SPAN}", {"ids": "1"}, "application/json"),
-        (f"/v1/mumt_query/all/{SPAN}", {"ids": "1", "things": "steps"}, "application/json"),
-        ("/health/ping", None, "application/json"),
+        (f"/v1/mu_query/steps/all/{SPAN}", {"ids": "1"}, JSON),
+        (f"/v1/mumt_query/all/{SPAN}", {"ids": "1", "things": "steps"}, JSON),
+        (f"/v2/mumt_query/all/{SPAN}", {"ids": "1", "things": "steps", "offsets": "0"}, JSON),
+        ("/health/ping", None, JSON),
     ],
 )
 def test_answers_carry_the_originals_content_type(
     client: FlaskClient, path: str, form: dict[str, str] | None, media: str
 ) -> None:
-    """query_ids and readcount_with_ids answered their JSON as text, the other JSON as JSON."""
+    """query_ids and readcount_with_ids answered their JSON as text, the other JSON as JSON
+    (gin's ``c.JSON``: with its charset); v1/v2 errors and psd's 202 are JSON of that type
+    too."""
     response = client.open(path, method="POST" if form else "GET", data=form)
     assert (response.status_code, response.headers["Content-Type"]) == (200, media)
+    bad = path.replace(SPAN, f"x/{T}")
+    refused = client.open(bad, method="POST" if form else "GET", data=form)
+    assert (refused.status_code != 200, refused.headers["Content-Type"]) == (bad != path, JSON)
 
 
 def test_write_keys_match_their_field_whatever_the_case(client: FlaskClient) -> None:
