@@ -25,8 +25,10 @@ The file may be the original's `conf/settings.toml` as it is: `[HttpConfig] bind
 `[RedisConfig] dsn` (`host:port` becomes `redis://host:port/0`) and `expire`, `[NSQConfig]
 nsqlookupds`. psd's own settings go in a `[psd]` table under the keys below; an unknown key
 is an error, not a silent default, and so is a value out of its setting's range (`0` where
-no 0 is described) or a fraction for a whole number. In the environment a list is
-comma-separated.
+no 0 is described) or a fraction for a whole number. A setting that becomes a key's
+lifetime (`expire`, the `retention_*`, `count_expire`, `state_expire`,
+`idempotency_window`) is at most 253402300799 seconds, the span of years 1970-9999. In the
+environment a list is comma-separated.
 
 Durations are in seconds. How the retention settings combine: [retention](retention.md).
 

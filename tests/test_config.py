@@ -101,6 +101,28 @@ def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) ->
     assert refused.value.field == name
 
 
+EXPIRIES = ["EXPIRE", "COUNT_EXPIRE", "STATE_EXPIRE", "IDEMPOTENCY_WINDOW"]
+EXPIRIES += [f"RETENTION_{level}" for level in ("MINUTE", "HOUR", "DAY", "MONTH", "YEAR")]
+
+
+@pytest.mark.parametrize("name", EXPIRIES)
+def test_a_key_lifetime_past_the_years_psd_knows_is_refused(name: str) -> None:
+    """Longer than psd's timestamps span (1970-9999; 0 keeps forever), a key's expiry could
+    be past what Redis and the scripts take: every write a 500 or a 503."""
+    most = 253402300799
+    levels = [f"RETENTION_{level}" for level in ("MINUTE", "HOUR", "DAY", "MONTH", "YEAR")]
+    coarser = levels[levels.index(name) + 1 :] if name in levels else []
+    base = {"PSD_EXPIRE": "3600"} | {f"PSD_{level}": "0" for level in coarser}
+    for value in (str(most + 1), str(2**62), "9" * 22):
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(environ=base | {f"PSD_{name}": value})
+        assert refused.value.field == name.lower()
+    settings = load_settings(environ=base | {f"PSD_{name}": str(most)})
+    assert getattr(settings, name.lower()) == most
+    with pytest.raises(InvalidInput):  # made in code too
+        Settings(**{name.lower(): most + 1})
+
+
 @pytest.mark.parametrize("tokens", ["read:short", "reader", "admin:" + "x" * 20])
 def test_bad_api_tokens_are_refused_as_the_settings_load(tokens: str) -> None:
     """By every command, in a line naming the setting, as any bad setting: not by psd web's

@@ -336,13 +336,36 @@ RANGES: dict[str, tuple[int, int | None, str]] = {
 }
 
 
+#: Most seconds a setting that becomes a key's lifetime may hold: the span of psd's
+#: timestamps (1970-9999). A key's expiry is its bucket's end and this: much more, and it is
+#: past what Redis's EXPIREAT and the scripts' numbers take (every write would fail); 0
+#: keeps forever.
+MOST_SECONDS = 253402300799
+#: The settings that become a key's lifetime.
+LIFETIMES = (
+    "expire",
+    "retention_minute",
+    "retention_hour",
+    "retention_day",
+    "retention_month",
+    "retention_year",
+    "count_expire",
+    "state_expire",
+    "idempotency_window",
+)
+
+
 def check_ranges(settings: Settings) -> None:
     """Refuse a value that would make psd misbehave without a word (a maintenance run that
-    looks at no key, a batch of no message) rather than start with it."""
+    looks at no key, a batch of no message, a key's lifetime past what Redis takes) rather
+    than start with it."""
     for name, (least, most, allowed) in RANGES.items():
         value = getattr(settings, name)
         if value < least or (most is not None and value > most):
             raise InvalidInput(f"must be {allowed}, not {value}", name)
+    for name in LIFETIMES:
+        if getattr(settings, name) > MOST_SECONDS:
+            raise InvalidInput(f"must be at most {MOST_SECONDS} seconds (years 1970-9999)", name)
 
 
 RETENTION_LEVELS = ("minute", "hour", "day", "month", "year")
