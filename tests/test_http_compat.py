@@ -143,6 +143,32 @@ def test_answers_carry_the_originals_content_type(
     assert (refused.status_code != 200, refused.headers["Content-Type"]) == (bad != path, JSON)
 
 
+def test_maps_are_written_in_the_originals_order(client: FlaskClient) -> None:
+    """Go's encoding/json wrote a map's keys sorted, as text ("10" before "9", "_atids" before
+    a thing); a struct's fields (mu_query's values, then atids) in their order."""
+    for uid, thing, aid, atid in [(9, "steps", 1, 2), (10, "steps", 2, 3), (1, "calories", 4, 5)]:
+        wrote(client, uid=uid, thing=thing, aid=aid, atid=atid, value=uid)
+    counted(client, "pre1_10", 2)
+    ids = {"ids": "9,10,1"}
+    answers = {
+        f"/v1/query_ids/steps/all/{SPAN}": b'{"1":0,"10":10,"9":9}',
+        f"/v1/readcount_with_ids/pre1/{SPAN}": b'{"1":0,"10":2,"9":0}',
+        f"/v1/mu_query/steps/all/{SPAN}": b'{"values":{"1":0,"10":10,"9":9},'
+        b'"atids":{"1":[],"10":[3],"9":[2]}}',
+    }
+    for path, body in answers.items():
+        assert client.post(path, data=ids).data == body
+    users = (
+        b'{"data":{"1":{"_atids":[5],"calories":1,"cb":0,"steps":0},'
+        b'"10":{"_atids":[3],"calories":0,"cb":0,"steps":10},'
+        b'"9":{"_atids":[2],"calories":0,"cb":0,"steps":9}}}'
+    )
+    form = ids | {"things": "steps,calories,cb"}
+    assert client.post(f"/v1/mumt_query/all/{SPAN}", data=form).data == users
+    v2 = form | {"offsets": "0,1,2"}
+    assert client.post(f"/v2/mumt_query/all/{SPAN}", data=v2).data == users
+
+
 def test_write_keys_match_their_field_whatever_the_case(client: FlaskClient) -> None:
     """As Go's encoding/json matched them: the last key for a field wins."""
     upper = {k.upper(): v for k, v in POINT.items() if k != "uid"} | {"Uid": 9036}

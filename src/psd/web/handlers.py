@@ -254,7 +254,10 @@ class Api:
             result = results.get(name)
             values[name] = result.sums[p.thing] if result else 0
             atids[name] = [int(t) for t in result.activities.values()] if result else []
-        return as_json({"values": values, "atids": atids})
+        # the original's struct of two maps: its fields in their order, each map's keys sorted
+        return as_json(
+            {"values": dict(sorted(values.items())), "atids": dict(sorted(atids.items()))}
+        )
 
     def mumt_query(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         plain = plain_mumt(form, self.settings.max_ids)  # the usual form, checked cheaply
@@ -269,7 +272,8 @@ class Api:
         kept = [(n, u) for n, u in zip(names, uids, strict=True) if named and canonical(n)]
         users = [UserQuery(u, t1, t2) for _, u in kept]
         results = self.store.changed(users, things, kind)
-        return as_json({"data": mumt_data([n for n, _ in kept], things, results)})
+        data = mumt_data([n for n, _ in kept], things, results)
+        return as_json({"data": data}, sort_keys=True)
 
     def mumt_query_v2(self, atid: str, ts1: str, ts2: str, form: FormData) -> Reply:
         """Each user's range is ``[ts1 + offset, ts2 + offset]``: local midnight written as
@@ -288,7 +292,8 @@ class Api:
         named = named_type(atid)  # an id or type not written as its number names no data
         kept = {n: u for n, u in users.items() if named and canonical(n)}
         results = self.store.changed(list(kept.values()), f.thing_names, p.atid_filter)
-        return as_json({"data": mumt_data(list(kept), f.thing_names, results)})
+        data = mumt_data(list(kept), f.thing_names, results)
+        return as_json({"data": data}, sort_keys=True)
 
     def readcount(self, thing: str, ts1: str, ts2: str) -> Reply:
         p = CountPath.check({"thing": thing, "ts1": ts1, "ts2": ts2})
