@@ -57,6 +57,36 @@ def test_a_form_is_read_only_of_its_media_type_and_as_utf8(client: FlaskClient) 
     assert sent.json == {"data": {"1": {"points": 22, "_atids": [3]}}}
 
 
+def multipart(fields: dict[bytes, bytes]) -> bytes:
+    part = b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+    return b"".join(part % field for field in fields.items()) + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        (f"/v1/mumt_query/all/{T}/{DAY_END}", {b"ids": b"1", b"things": b"points,\xff"}),
+        (f"/v1/readcount_with_ids/signup/{T}/{DAY_END}", {b"ids": b"1,\xe9"}),
+        (f"/v1/query_ids/points/all/{T}/{DAY_END}", {b"ids": b"1", b"\xff": b"1"}),
+    ],
+)
+def test_a_multipart_form_is_read_as_utf8_too(
+    client: FlaskClient, path: str, fields: dict[bytes, bytes]
+) -> None:
+    """As a urlencoded one: a byte that is no UTF-8 is a 400, not read as U+FFFD (another
+    thing, or counter, than the one sent)."""
+    write(client, 1, 22)
+    kind = "multipart/form-data; boundary=b"
+    response = client.post(path, data=multipart(fields), content_type=kind)
+    assert (response.status_code, response.json) == (400, {"error": "the form is not valid UTF-8"})
+    good = {
+        k.replace(b"\xff", b"x"): v.replace(b"\xff", b"steps").replace(b"\xe9", b"2")
+        for k, v in fields.items()
+    }
+    response = client.post(path, data=multipart(good), content_type=kind)
+    assert response.status_code == 200, response.json
+
+
 @pytest.mark.parametrize(
     ("ids", "offsets", "status"),
     [

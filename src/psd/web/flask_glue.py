@@ -42,6 +42,9 @@ def request_body(cache: bool = False) -> bytes:
     return data
 
 
+#: The other media type of a form, read as the original read it.
+MULTIPART = "multipart/form-data"
+
 #: Most characters of an ``Idempotency-Key`` header.
 KEY_MOST = 200
 
@@ -61,8 +64,9 @@ def idempotency_key() -> str:
 def form_fields() -> dict[str, str]:
     """The request's form (a repeated field: its first value), as the fast path reads one:
     a body that is not UTF-8 is refused, where Werkzeug would read no field of it (and the
-    answer would name a field the client sent as missing)."""
-    if request.mimetype == FORM:
+    answer would name a field the client sent as missing), or, in a multipart form, read
+    such a byte as U+FFFD (another thing or counter than the one sent)."""
+    if request.mimetype in (FORM, MULTIPART):
         try:
             request_body(cache=True).decode()
         except UnicodeDecodeError:
