@@ -123,10 +123,14 @@ def test_a_key_lifetime_past_the_years_psd_knows_is_refused(name: str) -> None:
         Settings(**{name.lower(): most + 1})
 
 
-@pytest.mark.parametrize("tokens", ["read:short", "reader", "admin:" + "x" * 20])
+@pytest.mark.parametrize(
+    "tokens",
+    ["read:short", "reader", "admin:" + "x" * 20, "read: " + "x" * 20, "write:\t" + "x" * 20],
+)
 def test_bad_api_tokens_are_refused_as_the_settings_load(tokens: str) -> None:
     """By every command, in a line naming the setting, as any bad setting: not by psd web's
-    server workers alone, as they build the app."""
+    server workers alone, as they build the app. A token with a space at an end could never
+    be sent: the gate reads ``Bearer <token>`` trimmed."""
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"PSD_API_TOKENS": tokens})
     assert refused.value.field == "api_tokens"

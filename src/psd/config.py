@@ -189,8 +189,9 @@ class Settings:
         default=200,
     )
     api_tokens: tuple[str, ...] = _doc(
-        "API tokens as SCOPE:TOKEN (scope read, write or read+write; tokens of 16 characters "
-        "or more); empty: the API is open, as the original's.",
+        "API tokens as SCOPE:TOKEN (scope read, write or read+write; tokens of 16 printable "
+        "ASCII characters or more, no space at either end); empty: the API is open, as the "
+        "original's.",
         default=(),
     )
     worker_metrics_port: int = _doc(

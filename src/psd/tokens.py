@@ -28,6 +28,8 @@ def parse_tokens(specs: Iterable[str]) -> list[Token]:
             )
         if not token.isascii() or not token.isprintable():
             raise InvalidInput("a token is printable ASCII", "api_tokens")
+        if token != token.strip():  # the gate reads "Bearer <token>" trimmed: never sent
+            raise InvalidInput("a token has no space at either end", "api_tokens")
         if len(token) < MIN_TOKEN:
             raise InvalidInput(f"a token has at least {MIN_TOKEN} characters", "api_tokens")
         tokens.append((token.encode(), scopes))
