@@ -21,14 +21,15 @@ path of the file), then `PSD_*` environment variables; a command's options (`psd
 HOST:PORT --server granian|gunicorn --workers N`) override all three. `psd --help` lists the
 commands.
 
-The file may be the original's `conf/settings.toml` as it is: `[HttpConfig] bind`,
-`[RedisConfig] dsn` (`host:port` becomes `redis://host:port/0`) and `expire`, `[NSQConfig]
-nsqlookupds`. psd's own settings go in a `[psd]` table under the keys below; an unknown key
-is an error, not a silent default, and so is a value out of its setting's range (`0` where
-no 0 is described) or a fraction for a whole number. A setting that becomes a key's
-lifetime (`expire`, the `retention_*`, `count_expire`, `state_expire`,
-`idempotency_window`) is at most 253402300799 seconds, the span of years 1970-9999. In the
-environment a list is comma-separated.
+The file may be the original's `conf/settings.toml` as it is: `[HttpConfig] bind` (`:port`
+becomes `0.0.0.0:port`, every interface, as the original listened), `[RedisConfig] dsn`
+(`host:port` becomes `redis://host:port/0`) and `expire`, `[NSQConfig] nsqlookupds`.
+psd's own settings go in a `[psd]` table under the keys below; an unknown key is an error,
+not a silent default, and so is a value out of its setting's range (`0` where no 0 is
+described) or a fraction for a whole number. A setting that becomes a key's lifetime
+(`expire`, the `retention_*`, `count_expire`, `state_expire`, `idempotency_window`) is at
+most 253402300799 seconds, the span of years 1970-9999. In the environment a list is
+comma-separated.
 
 Durations are in seconds. How the retention settings combine: [retention](retention.md).
 

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from psd.cli.main import main
+from psd.cli.serve import check_bind
 from psd.config import Settings, load_settings
 from psd.errors import InvalidInput
 from tests import config_page
@@ -38,6 +40,16 @@ def test_the_originals_settings_file_is_accepted_as_is(tmp_path: Path) -> None:
     assert settings.redis_url == "redis://10.0.0.5:6380/0"
     assert settings.expire == 604800
     assert settings.nsqlookupds == ("nsq1:4161", "nsq2:4161")
+
+
+def test_the_originals_bind_of_a_port_alone_listens_on_every_interface(tmp_path: Path) -> None:
+    """Go listened on every interface for ``bind=":1155"``; psd web wants HOST:PORT (it
+    refuses ":1155")."""
+    path = tmp_path / "settings.toml"
+    path.write_text(ORIGINAL.replace('"0.0.0.0:1155"', '":1155"'))
+    assert load_settings(path, environ={}).bind == "0.0.0.0:1155"
+    with pytest.raises(click.UsageError):
+        check_bind(":1155", "--bind")
 
 
 def test_psd_section_and_environment_override_in_order(tmp_path: Path) -> None:

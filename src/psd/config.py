@@ -231,7 +231,9 @@ def _legacy(doc: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     http = doc.get("HttpConfig", {})
     if "bind" in http:
-        out["bind"] = http["bind"]
+        bind = http["bind"]
+        # Go listened on every interface for ":PORT"
+        out["bind"] = f"0.0.0.0{bind}" if isinstance(bind, str) and bind.startswith(":") else bind
     red = doc.get("RedisConfig", {})
     if "dsn" in red:
         dsn = str(red["dsn"])
