@@ -113,6 +113,18 @@ def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) ->
     assert refused.value.field == name
 
 
+@pytest.mark.parametrize("name", ["PSD_NSQ_TOPIC", "PSD_NSQ_CHANNEL"])
+def test_an_nsq_name_nsqd_would_refuse_is_refused(name: str) -> None:
+    """nsqd takes 1 to 64 of ``.a-zA-Z0-9_-`` (and ``#ephemeral``): with another name the
+    bridge ran and never consumed a message."""
+    for bad in ("", "psd topic", "psd!", "x" * 65, "psd#other", "pśd"):
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(environ={name: bad})
+        assert refused.value.field == name[4:].lower()
+    for good in ("psd", "psd.metrics_v-2", "x" * 64, "psd#ephemeral"):
+        assert getattr(load_settings(environ={name: good}), name[4:].lower()) == good
+
+
 EXPIRIES = ["EXPIRE", "COUNT_EXPIRE", "STATE_EXPIRE", "IDEMPOTENCY_WINDOW"]
 EXPIRIES += [f"RETENTION_{level}" for level in ("MINUTE", "HOUR", "DAY", "MONTH", "YEAR")]
 

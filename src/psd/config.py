@@ -10,6 +10,7 @@ file. Nothing else in psd reads the environment.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -182,8 +183,13 @@ class Settings:
         "nsqd TCP addresses psd nsq-bridge connects to directly (instead of nsqlookupds).",
         default=(),
     )
-    nsq_topic: str = _doc("NSQ topic psd nsq-bridge consumes.", default="psd")
-    nsq_channel: str = _doc("NSQ channel psd nsq-bridge consumes on.", default="psd")
+    nsq_topic: str = _doc(
+        "NSQ topic psd nsq-bridge consumes (1 to 64 of a-z A-Z 0-9 . _ -, as nsqd takes one).",
+        default="psd",
+    )
+    nsq_channel: str = _doc(
+        "NSQ channel psd nsq-bridge consumes on (named as a topic is).", default="psd"
+    )
     nsq_max_in_flight: int = _doc(
         "Messages psd nsq-bridge holds at once (published, waiting for the broker's confirm).",
         default=200,
@@ -358,10 +364,14 @@ LIFETIMES = (
 )
 
 
+#: A topic or channel name nsqd takes (its protocol.IsValidTopicName), at most 64 characters.
+NSQ_NAME = re.compile(r"[.a-zA-Z0-9_-]+(#ephemeral)?")
+
+
 def check_ranges(settings: Settings) -> None:
     """Refuse a value that would make psd misbehave without a word (a maintenance run that
-    looks at no key, a batch of no message, a key's lifetime past what Redis takes) rather
-    than start with it."""
+    looks at no key, a batch of no message, a key's lifetime past what Redis takes, an NSQ
+    name nsqd refuses) rather than start with it."""
     for name, (least, most, allowed) in RANGES.items():
         value = getattr(settings, name)
         if value < least or (most is not None and value > most):
@@ -369,6 +379,10 @@ def check_ranges(settings: Settings) -> None:
     for name in LIFETIMES:
         if getattr(settings, name) > MOST_SECONDS:
             raise InvalidInput(f"must be at most {MOST_SECONDS} seconds (years 1970-9999)", name)
+    for name in ("nsq_topic", "nsq_channel"):
+        text = getattr(settings, name)
+        if len(text) > 64 or not NSQ_NAME.fullmatch(text):
+            raise InvalidInput("must be 1 to 64 of a-z A-Z 0-9 . _ - (and #ephemeral)", name)
 
 
 RETENTION_LEVELS = ("minute", "hour", "day", "month", "year")
