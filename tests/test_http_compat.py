@@ -302,3 +302,30 @@ def test_urls_answer_as_the_docs_say(
     assert response.status_code == status
     if method == "HEAD":
         assert response.data == b""
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("post", "/v1/write", None),
+        ("Post", f"/v1/mumt_query/all/{SPAN}", {"ids": "9011", "things": "steps"}),
+        ("get", f"/v1/query/9011/steps/all/{SPAN}", None),
+        ("options", "/v1/write", None),
+        ("head", "/health/ping", None),
+    ],
+)
+def test_a_method_is_matched_as_sent(
+    client: FlaskClient,
+    redis_client: redis.Redis,
+    method: str,
+    path: str,
+    form: dict[str, str] | None,
+) -> None:
+    """A method is case-sensitive (RFC 9110): the original answered ``post`` with a 404,
+    where psd took it for POST (and wrote). A method no route takes: 405, nothing written."""
+    sent = {"data": form} if form else {"json": POINT}
+    overrides = {"PATH_INFO": path, "REQUEST_METHOD": method}
+    response = client.open("/", method="POST", environ_overrides=overrides, **sent)
+    assert (response.status_code, response.json["error"] != "") == (405, True)
+    assert method.upper() in response.headers["Allow"].split(", ")
+    assert redis_client.dbsize() == 0

@@ -6,6 +6,7 @@ is the WSGI entry point that servers import.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -20,6 +21,7 @@ from psd.web.auth import TokenGate
 from psd.web.fastpath import FastPath
 from psd.web.flask_glue import register_errors
 from psd.web.handlers import Api, Enqueue
+from psd.web.reply import WSGIApp
 
 
 def celery_enqueue(settings: Settings) -> Enqueue:
@@ -38,6 +40,20 @@ def celery_enqueue(settings: Settings) -> Enqueue:
             raise StoreError(f"the queue is unavailable: {exc}") from exc
 
     return enqueue
+
+
+def exact_methods(app: WSGIApp) -> WSGIApp:
+    """A method as sent: methods are case-sensitive (RFC 9110), so ``post`` is no POST, as
+    it was none for the original (a 404), though Werkzeug reads a method in upper case.
+    Flask answers such a request as one of a method no route takes (405, with ``Allow``)."""
+
+    def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        if method != method.upper():  # a copy: the access log gives the method as sent
+            environ = {**environ, "REQUEST_METHOD": f"~{method}"}
+        return app(environ, start_response)
+
+    return call
 
 
 def create_app(
@@ -61,6 +77,7 @@ def create_app(
     app.register_blueprint(v3.bp)
     if fast_path:
         app.wsgi_app = FastPath(app.wsgi_app, api, settings.max_body_bytes)  # type: ignore[method-assign]
+    app.wsgi_app = exact_methods(app.wsgi_app)  # type: ignore[method-assign]
     if settings.api_tokens:
         app.wsgi_app = TokenGate(app.wsgi_app, parse_tokens(settings.api_tokens))  # type: ignore[method-assign]
     app.wsgi_app = RequestLog(app.wsgi_app, bool(settings.access_log))  # type: ignore[method-assign]
