@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from psd import dlq
 from psd.cli.main import main
 from psd.cli.ops import publish_url
+from psd.config import DAY
 from psd.embedded import free_port
 from psd.model import MetricPoint
 from psd.store import Store
@@ -290,6 +291,7 @@ def test_psd_dlq_lists_retries_and_purges(redis_url: str) -> None:
             dlq.DeadLetter("metric", good, "store down", "psd.write_metric", "d1"),
             dlq.DeadLetter("message", "{oops", "not JSON", "nsq"),
         ],
+        window=DAY,
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PSD_")}
     env["PSD_REDIS_URL"] = redis_url
@@ -330,7 +332,7 @@ def test_psd_dlq_uses_a_running_psd_ups_store(redis_url: str, tmp_path: Path) ->
     tools find it; with neither, a usage error that says what to set."""
     store = Store.from_url(redis_url)
     store.redis.flushdb()
-    dlq.add(store.redis, [dlq.DeadLetter("message", "{oops", "not JSON", "nsq")])
+    dlq.add(store.redis, [dlq.DeadLetter("message", "{oops", "not JSON", "nsq")], window=DAY)
     env = {"PSD_REDIS_URL": "", "PSD_DATA_DIR": str(tmp_path)}
     missing = CliRunner().invoke(main, ["dlq", "list"], env=env)
     assert missing.exit_code == 2 and "PSD_REDIS_URL" in missing.output, missing.output
@@ -359,13 +361,13 @@ def test_a_dlq_retry_takes_off_the_letters_it_applied_while_the_list_grows(
         point |= {"ts1": NOW, "ts2": NOW, "mode": "increment"}
         return dlq.DeadLetter("metric", point, "store down", "psd.write_metric", f"d{uid}")
 
-    dlq.add(store.redis, [letter(uid) for uid in (1, 2, 3)])
+    dlq.add(store.redis, [letter(uid) for uid in (1, 2, 3)], window=DAY)
     write = store.write_metrics
 
     def meanwhile(points: list[MetricPoint], *args: Any, **kwargs: Any) -> list[WriteResult]:
         results = write(points, *args, **kwargs)
         if points[0].uid == 1:
-            dlq.add(store.redis, [letter(4)])
+            dlq.add(store.redis, [letter(4)], window=DAY)
         return results
 
     monkeypatch.setattr(store, "write_metrics", meanwhile)

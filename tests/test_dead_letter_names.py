@@ -28,12 +28,15 @@ def test_a_message_refused_for_its_nul_key_and_delivered_twice_never_counts_twic
 ) -> None:
     """The key is one of the store's own kind, remembered minutes: each delivery's letter
     would be applied under it, the second no duplicate of the first. Its letters are of a
-    message, which retry leaves for its sender to resend under a key of its own."""
+    message, which retry leaves for its sender to resend under a key of its own: one for
+    the message delivered twice, one for another message under that key."""
     store = Store(redis_client, Settings())
     now = store.now()
     message = {**increment(1, 10, now), "idempotency_key": "\x00abc"}
+    other = {**increment(1, 11, now), "idempotency_key": "\x00abc"}
     for _ in range(2):
         assert batch(store, [("m", "psd.write_metric", message)]) == {"m": "reject"}
+    assert batch(store, [("o", "psd.write_metric", other)]) == {"o": "reject"}
     assert [letter.kind for letter in dlq.list_letters(redis_client)] == ["message"] * 2
     assert dlq.retry(store) == (0, 2)
     store.settle()
@@ -47,7 +50,7 @@ def test_a_letter_an_earlier_psd_kept_under_a_nul_key_is_not_applied(
     now = store.now()
     point = {k: v for k, v in increment(1, 10, now).items()} | {"ts1": now}
     letter = dlq.DeadLetter("metric", point, "refused", "psd.write_metric", "\x00abc")
-    dlq.add(redis_client, [letter, letter])
+    redis_client.rpush(dlq.DLQ_KEY, letter.to_json(), letter.to_json())  # as it kept them
     assert dlq.retry(store) == (0, 2)
     store.settle()
     assert store.sum(1, "steps", None, now - 5, now) == 0
@@ -70,7 +73,7 @@ def test_a_sender_s_key_never_names_a_point_s_letter(redis_client: redis.Redis) 
     (letter,) = dlq.list_letters(redis_client)
     assert (letter.delivery, letter.part) == ("order-7", "points[1]")
     assert dlq.retry(raised) == (1, 0)
-    dlq.add(redis_client, [letter])  # a retry killed before it took the letter off
+    redis_client.rpush(dlq.DLQ_KEY, letter.to_json())  # a retry killed before taking it off
     assert dlq.retry(raised) == (1, 0)
     raised.settle()
     assert raised.sum(5, "steps", None, old - 5, old + 5) == 7
@@ -115,7 +118,7 @@ def test_invalid_points_of_one_message_are_letters_of_their_own(
         for letter in letters
     ]
     dlq.purge(redis_client)
-    dlq.add(redis_client, fixed)
+    dlq.add(redis_client, fixed, window=DAY)
     assert dlq.retry(store) == (2, 0)
     store.settle()
     assert store.sum(5, "steps", None, now - 60, now) == 6
@@ -132,7 +135,7 @@ def test_an_nsq_metric_refused_for_a_padded_thing_is_not_applied_by_a_retry(
               "ts2": now}  # fmt: skip
     read = read_message(json.dumps({"command": "metric", "metric": metric}).encode(), "nsq-1")
     assert isinstance(read, dlq.DeadLetter)
-    dlq.add(redis_client, [read])
+    dlq.add(redis_client, [read], window=DAY)
     assert dlq.retry(store) == (0, 1)
     store.settle()
     assert store.sum(9, "steps", None, now - 20, now) == 0

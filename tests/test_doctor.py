@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from psd import dlq, maintenance
 from psd.cli.main import main
+from psd.config import DAY
 from psd.connect import default_broker, masked
 from psd.dlq import DeadLetter
 from psd.embedded import EmbeddedServer, free_port, server_binary
@@ -57,7 +58,8 @@ def test_a_healthy_store(redis_url: str, redis_client: redis.Redis, store: Store
 
 
 def test_what_to_fix_is_said(redis_url: str, redis_client: redis.Redis, eviction: None) -> None:
-    dlq.add(redis_client, [DeadLetter("metric", {"thing": "x"}, "unknown thing", "test", "")])
+    letter = DeadLetter("metric", {"thing": "x"}, "unknown thing", "test", "")
+    dlq.add(redis_client, [letter], window=DAY)
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     result = doctor(redis_url, PSD_BROKER_URL=nowhere)
     assert result.exit_code == 1
@@ -77,10 +79,12 @@ def test_no_dead_letter_is_dropped_and_a_long_list_says_its_memory(
     among them that a retry could still have applied). It keeps them all; the doctor
     names the memory a long list takes."""
     first = DeadLetter("metric", {"thing": "steps", "uid": 1}, "past the retention", "t", "d0")
-    dlq.add(redis_client, [first])
+    dlq.add(redis_client, [first], window=DAY)
     for n in range(0, dlq.DLQ_LARGE, 10_000):
-        more = DeadLetter("message", "{oops", "not JSON", "nsq", f"d{n}")
-        dlq.add(redis_client, [more] * 10_000)
+        more = [
+            DeadLetter("message", "{oops", "not JSON", "nsq", f"d{n + i}") for i in range(10_000)
+        ]
+        dlq.add(redis_client, more, window=DAY)
     assert dlq.count(redis_client) == dlq.DLQ_LARGE + 1
     assert dlq.list_letters(redis_client, 1)[0].delivery == "d0"
     result = doctor(redis_url)

@@ -303,6 +303,25 @@ def test_points_past_the_retention_are_dead_lettered_with_the_reason_and_finishe
     assert nsqd.requeued == []
 
 
+def test_a_message_delivered_again_after_its_letter_was_kept_adds_none(
+    nsqd: FakeNsqd, bridge_settings: Settings, store: Store, tmp_path: Path
+) -> None:
+    """nsqd delivers a message again when its FIN never came (the bridge killed after it
+    kept the letter): a malformed message, and a point past the retention, a letter each."""
+    default = replace(
+        bridge_settings, expire=Settings().expire, count_expire=Settings().count_expire
+    )
+    with running_bridge(default, nsqd, tmp_path / "bridge.log") as bridge:
+        ids = [nsqd.publish(b"{oops"), nsqd.publish(metric())]
+        assert nsqd.wait(lambda: sorted(nsqd.finished) == ids), bridge.output()
+        for message_id in ids:
+            nsqd.redeliver(message_id)
+        assert nsqd.wait(lambda: sorted(nsqd.finished) == sorted(ids * 2)), bridge.output()
+    letters = dlq.list_letters(store.redis)
+    assert sorted(letter.delivery for letter in letters) == sorted(key(nsqd, i) for i in ids)
+    assert "dead letter kept before" in bridge.output()
+
+
 def test_with_the_store_down_a_malformed_message_is_requeued_until_its_letter_is_kept(
     nsqd: FakeNsqd, bridge_settings: Settings, tmp_path: Path
 ) -> None:

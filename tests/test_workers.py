@@ -17,7 +17,7 @@ from celery import Celery
 from kombu import Connection
 
 from psd import dlq
-from psd.config import Settings
+from psd.config import DAY, Settings
 from psd.connect import is_cluster_url
 from psd.embedded import EmbeddedServer, free_port, server_binary
 from psd.folding import log_points
@@ -231,7 +231,7 @@ def _queue_length(settings: Settings) -> int:
 def test_dead_letters_can_be_retried_once_fixed(store: Store) -> None:
     fixed = point(value=9, mode="increment")
     letter = dlq.DeadLetter("metric", fixed, "the store was down", "psd.write_metric", "k1")
-    dlq.add(store.redis, [letter, dlq.DeadLetter("message", "%%%", "not JSON", "nsq")])
+    dlq.add(store.redis, [letter, dlq.DeadLetter("message", "%%%", "not JSON", "nsq")], window=DAY)
     assert dlq.retry(store) == (1, 1)
     assert dlq.retry(store) == (0, 1)
     assert store.sum(1, "steps", None, T0, T0) == 9

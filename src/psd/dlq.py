@@ -2,7 +2,11 @@
 
 Invalid task arguments, points that fail validation or that no level of the retention keeps,
 and malformed NSQ messages land here, once each, instead of blocking the rest of their batch
-or being retried for ever.
+or being retried for ever. Once each: a message delivered again after its letters were kept
+(its worker killed before it acknowledged it, the NSQ bridge before it FINished it, a
+duplicate publish) would add them again, so each letter's identity (:func:`identity`) is
+recorded beside the list for ``PSD_IDEMPOTENCY_WINDOW`` (psd/lua/letters.lua), as long as
+the store remembers the delivery itself, and a letter of an identity recorded is not kept.
 ``psd dlq list|retry|purge`` reads it; ``retry`` applies what now validates through the store,
 under the letter's delivery key, so a letter retried twice still counts once.
 
@@ -14,6 +18,7 @@ and the memory they take.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -27,10 +32,18 @@ from psd.errors import InvalidInput
 from psd.jsonfields import padded_thing
 from psd.keys import ONCE, metric_prefix
 from psd.model import parse_count, parse_metric
+from psd.scripts import source
 from psd.store import Store, redis_errors
 
 #: The Redis list of letters, newest last. No request can name it.
 DLQ_KEY = "psd:dlq"
+#: The identities of the letters kept within the idempotency window: a sorted set scored by
+#: when. Its hash tag is the list's name, so a Redis Cluster keeps both in one slot, and one
+#: script call reads the one and writes both.
+KEPT_KEY = "{psd:dlq}:kept"
+#: Letters a script call keeps at most: a batch of many refused points holds the server for
+#: no more than a few milliseconds a call.
+KEEP_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -74,14 +87,40 @@ def letter_name(letter: DeadLetter) -> str:
     return delivery_name(letter.delivery) if letter.delivery else ""
 
 
-def add(client: redis.Redis, letters: Sequence[DeadLetter]) -> None:
-    """Append letters (stamped now when unstamped); raises StoreError if Redis fails."""
+def identity(letter: DeadLetter) -> str:
+    """What tells a letter from every other: a digest of its kind, delivery key, part and
+    payload, which a redelivery or a duplicate publish of its message makes alike (the
+    reason, source and time may differ: the same point refused again, by the bridge where
+    the worker refused it before). Not the delivery and part alone: one key may name a
+    point of each of several users, sent as several messages, and the messages refused for
+    a key already used (psd/workers/keybook.py) or for a NUL byte are other messages under
+    one key, each a letter. "" for a letter of no delivery: nothing says it came before."""
+    if not letter.delivery:
+        return ""
+    what = [letter.kind, letter.delivery, letter.part, letter.payload]
+    text = json.dumps(what, separators=(",", ":"), default=repr)  # one body: one order
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def add(client: redis.Redis, letters: Sequence[DeadLetter], *, window: int) -> list[bool]:
+    """Append the letters (stamped now when unstamped) whose identity no letter kept within
+    ``window`` seconds had (the idempotency window: a delivery remembered that long is
+    applied once, and its letters are kept once); per letter, whether it was kept now.
+    Raises StoreError if Redis fails: sent again, the letters kept before are not kept
+    twice."""
     if not letters:
-        return
+        return []
     now = time.time()
-    texts = [(letter if letter.at else replace(letter, at=now)).to_json() for letter in letters]
+    keep = client.register_script(source("letters"))
+    kept: list[bool] = []
     with redis_errors("dead-letter write"):
-        client.rpush(DLQ_KEY, *texts)
+        for first in range(0, len(letters), KEEP_CHUNK):
+            args: list[str | int] = [int(now), window]
+            for letter in letters[first : first + KEEP_CHUNK]:
+                stamped = letter if letter.at else replace(letter, at=now)
+                args += [identity(letter), stamped.to_json()]
+            kept += [bool(new) for new in keep([DLQ_KEY, KEPT_KEY], args)]
+    return kept
 
 
 def close_parts(store: Store, letters: Sequence[tuple[int, str, bool]]) -> None:
@@ -128,13 +167,16 @@ DLQ_LARGE = 100_000
 
 
 def memory(client: redis.Redis) -> int:
-    """Bytes the list takes in the store (Redis's estimate, from a sample of it)."""
+    """Bytes the list and the identities of its recent letters take in the store (Redis's
+    estimate, from a sample of each)."""
     with redis_errors("dead-letter read"):
-        return int(client.memory_usage(DLQ_KEY) or 0)
+        return sum(int(client.memory_usage(key) or 0) for key in (DLQ_KEY, KEPT_KEY))
 
 
 def purge(client: redis.Redis) -> int:
-    """Delete every letter; returns how many there were."""
+    """Delete every letter; returns how many there were. Their identities stay until they
+    expire: a message delivered again within the window has its letters kept no more than
+    if they were still listed (nor counted again as refused points)."""
     with redis_errors("dead-letter purge"):
         pipe = client.pipeline(transaction=True)
         pipe.llen(DLQ_KEY)

@@ -11,9 +11,9 @@ Function library keeps them, made by its first call (a library may use no global
 ``redis`` while it loads). The library's name carries a digest of its code, so two versions
 of psd on one server never replace each other's. A Function the server does not hold
 (restarted without persistence, flushed) is loaded again and the call sent again: a call so
-refused ran nothing. ``write_count.lua`` and ``maintain.lua`` run as EVALSHA (redis-py's
-``Script`` reloads one on NOSCRIPT, so a Redis restart never leaves a query answering empty
-results: a defect of the original).
+refused ran nothing. ``write_count.lua``, ``maintain.lua`` and ``letters.lua`` (psd/dlq.py)
+run as EVALSHA (redis-py's ``Script`` reloads one on NOSCRIPT, so a Redis restart never
+leaves a query answering empty results: a defect of the original).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from psd.connect import send_call
 
-NAMES = ("write_metric", "pend", "write_count", "sum", "maintain")
+NAMES = ("write_metric", "pend", "write_count", "sum", "maintain", "letters")
 FUNCTIONS = ("write_metric", "pend", "sum")  # run as Redis Functions; the others as EVALSHA
 _INCLUDE = re.compile(r"^-- #include (\w+\.lua)$", re.MULTILINE)
 _ENTRY = re.compile(r"^-- #entry (\w+)$", re.MULTILINE)

@@ -73,10 +73,13 @@ def raw_letter(message: Any, reason: str) -> DeadLetter:
     applies it (it is no point); a sender can read what it sent, and why it was refused."""
     body = message.body
     raw = body.encode() if isinstance(body, str) else bytes(body or b"")
+    headers = message.headers if isinstance(message.headers, dict) else None
     payload: dict[str, Any] = {
         "content_type": message.content_type,
         "content_encoding": message.content_encoding,
-        "headers": message.headers if isinstance(message.headers, dict) else None,
+        # kombu's Redis transport marks a message it restores ``redelivered``: not what the
+        # sender sent, and the letter of its redelivery would no longer be the first's
+        "headers": {k: v for k, v in headers.items() if k != "redelivered"} if headers else headers,
     }
     try:
         payload["body"] = raw.decode("utf-8")
@@ -136,7 +139,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             return True
         try:
             letter = raw_letter(message, reason)
-            dlq.add(context.store.redis, [letter])
+            window = context.store.settings.idempotency_window
+            (new,) = dlq.add(context.store.redis, [letter], window=window)
         except Exception as exc:  # the store unreachable, or unforeseen: never the worker's end
             log.error(
                 "dead letter not kept (%s): the message goes back to the broker",
@@ -145,7 +149,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
             )
             self.timer.call_after(GIVE_BACK_AFTER, self._give_back, (message,))
             return False
-        log.warning("message %s set aside as a dead letter: %s", letter.delivery, reason)
+        kept = "set aside as a dead letter" if new else "kept as a dead letter before"
+        log.warning("message %s %s: %s", letter.delivery, kept, reason)
         return True
 
     def _give_back(self, message: Any) -> None:

@@ -151,9 +151,13 @@ class Bridge:
         POINTS.labels("nsq").inc()
 
     def dead(self, letter: DeadLetter, reason: str) -> None:
-        dlq.add(self.redis, [letter])
-        REJECTED.labels("nsq", reason).inc()
-        log.warning("%s: dead letter: %s", letter.delivery, letter.reason)
+        """Keep a message's letter; a message delivered again after its letter was kept
+        (the bridge stopped before it FINished it) is neither kept nor counted again."""
+        (new,) = dlq.add(self.redis, [letter], window=self.store.settings.idempotency_window)
+        if new:
+            REJECTED.labels("nsq", reason).inc()
+        kept = "dead letter" if new else "dead letter kept before"
+        log.warning("%s: %s: %s", letter.delivery, kept, letter.reason)
 
     def settle(self, message: nsq.Message, future: asyncio.Future[None]) -> None:
         """FIN what the broker (or the dead-letter list) now holds; REQ the rest with backoff,

@@ -14,7 +14,6 @@ the store refuses as past the retention (the other points of its message are app
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -204,7 +203,7 @@ def apply_batch(
     invalid = len(dead)
     patience = settings.write_retry_seconds
     results: list[WriteResult] = []
-    refused: Counter[str] = Counter()  # by why
+    labels = ["invalid"] * invalid  # per letter, why: psd_points_rejected_total's reason
 
     def write() -> None:
         results[:] = write_by_user(store, metrics, metric_keys)
@@ -218,21 +217,24 @@ def apply_batch(
             [*metrics, *counts], results, sources, strict=True
         ):
             if result.refusal is not None:
-                refused[result.refusal.label] += 1
+                labels.append(result.refusal.label)
                 dead.append(_refused(point, result, request.name, where, delivery))
                 with_dead.add(request.id)
                 why.setdefault(request.id, []).append(dead[-1].reason)
             else:
                 live.add(request.id)
         POINTS.labels("task").inc(len(results) - (len(dead) - invalid))
-    kept = not dead or with_retries(lambda: dlq.add(store.redis, dead), patience, "dead letters")
+    fresh: list[bool] = []  # per letter, kept now: not by an earlier delivery of its message
+
+    def keep() -> None:
+        fresh[:] = dlq.add(store.redis, dead, window=settings.idempotency_window)
+
+    kept = not dead or with_retries(keep, patience, "dead letters")
+    for label, new in zip(labels, fresh, strict=False):  # none unless kept: a point once
+        REJECTED.labels("task", label).inc(new)
     closing = _closing(metrics, metric_keys, results, sources)
     if kept and closing:  # after the letters: a part closed before them could lose them
         kept = with_retries(lambda: dlq.close_parts(store, closing), patience, "refused parts")
-    if kept:
-        REJECTED.labels("task", "invalid").inc(invalid)
-        for label, n in refused.items():
-            REJECTED.labels("task", label).inc(n)
     for request_id, reasons in why.items():
         outcomes.explain(request_id, reasons)
     for request_id in with_dead | with_points:
