@@ -160,8 +160,17 @@ class Settings:
         default=30,
     )
     broker_visibility_timeout: int = _doc(
-        "Redis broker: seconds after which a message taken by a worker that died is "
-        "delivered again.",
+        "Redis broker: seconds after which a message a worker took and did not acknowledge "
+        "goes back to the queue: one taken by a worker that died, or held (in its batch) by "
+        "a worker whose connection to the broker broke, the store restarting where the "
+        "store is the broker (psd up): the worker lets those go as it reconnects, and their "
+        "accepted writes are applied only this long after they were taken (up to 5 s "
+        "more). Lower, they come back sooner, but a message a worker still holds past it (a "
+        "batch retried while the store is away, write_retry_seconds, or a long batch) is "
+        "delivered again meanwhile: psd counts it once by its delivery key within "
+        "idempotency_window (its dead letters too), and the work is done twice. Keep it "
+        "well above the longest a worker holds a message: batch_ms's wait and "
+        "write_retry_seconds (~31 s by default).",
         default=600,
     )
     idempotency_window: int = _doc(
