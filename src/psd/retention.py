@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from psd.config import Settings, retention_of
+from psd.config import Settings
 from psd.keys import Target
+from psd.settingchecks import retention_of
 from psd.timebuckets import Gran, floor_to, iso, next_start
 
 #: The granularity a level answers at, finest first.

@@ -22,11 +22,12 @@ from psd import dlq, maintenance
 from psd.cli.context import settings_of
 from psd.cli.ops import tool_broker_url, tool_store, tool_url
 from psd.cluster import ClusterNodes
-from psd.config import Settings, retention_of
+from psd.config import Settings
 from psd.connect import default_broker, masked, sentinel_broker
 from psd.errors import PsdError
 from psd.layout import advice, layout_of
 from psd.scripts import FUNCTIONS, NAMES, library, source
+from psd.settingchecks import retention_of
 from psd.store import Store
 
 Status = Literal["ok", "warn", "fail"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import redis
 from redis.cluster import RedisCluster
 
-from psd.config import RETENTION_LEVELS, Settings
+from psd.config import Settings
 from psd.errors import InvalidInput, PastRetention
 from psd.migrate.oldkeys import (
     OldSeries,
@@ -44,6 +44,7 @@ from psd.migrate.progress import PROGRESS, Progress, text
 from psd.migrate.source import OldKeyspace
 from psd.model import MAX_VALUE, CountPoint, MetricPoint
 from psd.retention import Policy
+from psd.settingchecks import RETENTION_LEVELS
 from psd.store import Store
 from psd.timebuckets import iso, month_start
 from psd.writes import WriteResult
