@@ -27,7 +27,7 @@ def run(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Invoke:
         "PSD_DATA_DIR": str(tmp_path),
     }
 
-    def invoke(*args: str, **extra: str) -> Result:
+    def invoke(*args: str, **extra: str | None) -> Result:
         return CliRunner().invoke(main, list(args), env={**env, **extra}, catch_exceptions=False)
 
     return invoke
@@ -95,14 +95,45 @@ def test_write_takes_values_of_either_sign(run: Invoke) -> None:
 
 
 def test_bad_input_is_refused_and_writes_nothing(run: Invoke, redis_client: redis.Redis) -> None:
+    """An option's value no point takes is a usage error (exit 2), whichever it is."""
     base = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1"]
     late = run(*base, "--value", "10", "--ts1", str(T), "--ts2", str(T - 5))
-    assert late.exit_code != 0 and "ts1" in late.output
+    assert late.exit_code == 2 and "ts1" in late.output, late.output
     too_low = run(*base, "--value", str(-(2**40) - 1), "--ts2", str(T))
-    assert too_low.exit_code != 0 and "value" in too_low.output
+    assert too_low.exit_code == 2 and "value" in too_low.output, too_low.output
     nonsense = run(*base, "--value", "1", "--ts2", "yesterday-ish")
-    assert nonsense.exit_code != 0 and "neither Unix seconds nor ISO 8601" in nonsense.output
+    assert nonsense.exit_code == 2 and "neither Unix seconds nor ISO 8601" in nonsense.output
+    for option, bad in (("--atid", "-1"), ("--aid", "-3"), ("--uid", str(2**63))):
+        args = [*base, "--value", "1", "--ts2", str(T), option, bad]
+        result = run(*args)
+        assert result.exit_code == 2 and option in result.output, (option, result.output)
     assert redis_client.dbsize() == 0
+
+
+def test_bad_reads_and_counts_are_usage_errors(run: Invoke, redis_client: redis.Redis) -> None:
+    """--from after --to, an id no point has, a counter's bad name or value: exit 2, as
+    psd query's --from after --to always was, with nothing written."""
+    for args in (
+        ("count", "signup", "--from", str(T), "--to", str(T - 1)),
+        ("count", "signup", "--add", str(2**41), "--at", str(T)),
+        ("count", "x", "--add", "1", "--at", str(T)),
+        ("count", "x", "--from", str(T), "--to", str(T + 1)),
+        ("query", "--uid", "1", "--atid", "-1"),
+        ("query", "--uid", str(2**63)),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2 and "Invalid value" in result.output, (args, result.output)
+    assert redis_client.dbsize() == 0
+
+
+def test_a_write_the_store_refuses_exits_1(run: Invoke, redis_client: redis.Redis) -> None:
+    """Under the default retention, a point of 2017 is valid but refused: an error (exit 1)
+    with the store's reason, not a usage error."""
+    args = ["write", "--thing", "steps", "--uid", "7", "--atid", "2", "--aid", "1", "--value"]
+    old = run(*args, "1", "--ts2", "1496539747", PSD_EXPIRE=None, PSD_COUNT_EXPIRE=None)
+    assert old.exit_code == 1 and "past the retention" in old.output, old.output
+    counted = run("count", "signup", "--add", "1", "--at", "1496539747", PSD_COUNT_EXPIRE=None)
+    assert counted.exit_code == 1 and "past the retention" in counted.output, counted.output
 
 
 def test_counts(run: Invoke) -> None:

@@ -37,7 +37,7 @@ from psd.config import Settings
 from psd.connect import client_from_url
 from psd.errors import InvalidInput, PsdError, StoreError
 from psd.layout import advice, layout_of, mark_numeric_logs
-from psd.model import THINGS, parse_count, parse_metric
+from psd.model import MAX_ID, THINGS, parse_count, parse_count_thing, parse_metric
 from psd.store import Store, UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS, Gran, iso
 
@@ -129,11 +129,21 @@ def _fail(exc: PsdError) -> click.ClickException:
     return click.ClickException(str(exc))  # names its field
 
 
+def _bad(exc: InvalidInput) -> click.BadParameter:
+    """An option's value no point or count takes: a usage error (exit 2), as any other bad
+    value; a refusal of the store (past the retention) stays an error (exit 1)."""
+    return click.BadParameter(str(exc))  # names its field
+
+
+#: An id option's values (uid, atid, aid), as every entry point takes them.
+ID = click.IntRange(0, MAX_ID)
+
+
 @click.command()
 @click.option("--thing", required=True, type=click.Choice(list(THINGS)))
-@click.option("--uid", required=True, type=click.IntRange(0))
-@click.option("--atid", required=True, type=int, help="Activity type.")
-@click.option("--aid", required=True, type=int, help="Activity id.")
+@click.option("--uid", required=True, type=ID)
+@click.option("--atid", required=True, type=ID, help="Activity type.")
+@click.option("--aid", required=True, type=ID, help="Activity id.")
 @click.option("--value", required=True, type=int)
 @click.option("--ts1", type=INSTANT, help="Start of the running total (diffadd) [ts2].")
 @click.option("--ts2", type=INSTANT, help="Instant of the point [now].")
@@ -154,6 +164,9 @@ def write(
     fields.update(ts1=ts2 if ts1 is None else ts1, ts2=ts2)
     try:
         point = parse_metric(fields, "increment" if increment else "diffadd")
+    except InvalidInput as exc:
+        raise _bad(exc) from exc
+    try:
         result = tool_store(settings_of(ctx)).write_metric(point)
     except PsdError as exc:
         raise _fail(exc) from exc
@@ -188,13 +201,11 @@ def _widened_note(result: Any) -> str:
 
 
 @click.command()
-@click.option(
-    "--uid", "uids", required=True, multiple=True, type=click.IntRange(0), help="Repeatable."
-)
+@click.option("--uid", "uids", required=True, multiple=True, type=ID, help="Repeatable.")
 @click.option(
     "--thing", "things", multiple=True, type=click.Choice(list(THINGS)), help="Repeatable [steps]."
 )
-@click.option("--atid", type=int, help="Only this activity type [all].")
+@click.option("--atid", type=ID, help="Only this activity type [all].")
 @click.option("--from", "start", type=INSTANT, help="First instant [24 h before --to].")
 @click.option("--to", "end", type=INSTANT, help="Last instant, inclusive [now].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -255,17 +266,24 @@ def count(
     as_json: bool,
 ) -> None:
     """Read a global counter over a range, or --add to it."""
+    point = None
     try:
-        store = tool_store(settings_of(ctx))
         if add is not None:
             when = int(time.time()) if at is None else at
             point = parse_count({"thing": thing, "value": add, "ts": when})
+        else:
+            parse_count_thing(thing)
+    except InvalidInput as exc:
+        raise _bad(exc) from exc
+    t1, t2 = _range(start, end)
+    if point is None and t1 > t2:
+        raise click.BadParameter("--from is after --to")
+    try:
+        store = tool_store(settings_of(ctx))
+        if point is not None:
             store.write_count(point)
             click.echo(json.dumps({"added": add}) if as_json else f"added {add} to {thing}")
             return
-        t1, t2 = _range(start, end)
-        if t1 > t2:
-            raise InvalidInput("is after --to", "--from")
         total = store.count(thing, t1, t2)
     except PsdError as exc:
         raise _fail(exc) from exc
