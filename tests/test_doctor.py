@@ -138,6 +138,19 @@ def test_a_broker_on_a_unix_socket_that_does_not_answer_is_a_failure(
     assert result.exit_code == 1 and f"FAIL broker {broker}: " in result.output, result.output
 
 
+@pytest.mark.parametrize(
+    "broker", ["amqp://guest:guest@127.0.0.1:notaport//", "redis://127.0.0.1:99999/0"]
+)
+def test_a_broker_url_with_a_bad_port_is_a_failure_among_the_findings(
+    redis_url: str, broker: str
+) -> None:
+    """The checks before the broker's are reported, and the broker's says what is wrong."""
+    result = doctor(redis_url, PSD_BROKER_URL=broker)
+    assert result.exit_code == 1, result.output
+    assert f"FAIL broker {masked(broker)}: Port " in result.output, result.output
+    assert "ok   dead letters: 0" in result.output and "1 failed" in result.output
+
+
 def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
     """A server of another protocol on the broker's address is no broker."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]

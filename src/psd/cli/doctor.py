@@ -250,8 +250,8 @@ def _reach_broker(url: str) -> Finding:
     parts = urlsplit(url)
     scheme, host = parts.scheme, parts.hostname or "localhost"
     tls = scheme in ("amqps", "pyamqps")
-    port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
-    try:
+    try:  # a port that is no number, or past 65535, is a finding as any unreachable broker
+        port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
         if scheme in ("redis+socket", "sentinel"):  # kombu's own: reached as the workers do
             _reach_with_kombu(url, scheme)
         elif scheme.startswith("redis"):
