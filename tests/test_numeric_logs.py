@@ -120,3 +120,22 @@ def test_a_stream_through_the_move_answers_as_if_applied_at_once(
     run(stores[0], "compaction")  # applies what still waits
     assert not log_of(redis_client, 1) and not log_of(redis_client, 2)
     check_reads(stores[0], oracle, ranges)
+
+
+def test_a_pass_of_a_store_that_saw_an_earlier_layout_does_not_undo_the_move(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """A worker that read the layout (2) before another's pass marked the keyspace 3 still
+    upgrades for up to a minute: its pass, ending after the operator's move to 4, leaves
+    4, not 3 (psd would write entries of strings again, and psd doctor warn again)."""
+    redis_client.flushdb()
+    redis_client.set(LAYOUT_KEY, 2)
+    keep = Settings(expire=0, count_expire=0)
+    late = Store(redis_client, keep)
+    assert late.layout.layout() == 2  # read now, asked again in a minute
+    run(Store(redis_client, keep), "retention")
+    assert redis_client.get(LAYOUT_KEY) == b"3"
+    moved = psd_layout(redis_url, "--numeric-logs")
+    assert moved.returncode == 0 and "layout 4" in moved.stdout, moved.stdout + moved.stderr
+    run(late, "retention")
+    assert redis_client.get(LAYOUT_KEY) == b"4"
