@@ -139,3 +139,20 @@ def test_a_pass_of_a_store_that_saw_an_earlier_layout_does_not_undo_the_move(
     assert moved.returncode == 0 and "layout 4" in moved.stdout, moved.stdout + moved.stderr
     run(late, "retention")
     assert redis_client.get(LAYOUT_KEY) == b"4"
+
+
+def test_a_new_keyspace_moved_on_first_records_its_retention_as_any_other(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """``psd layout --numeric-logs`` as a new keyspace's first command records the periods
+    its store keeps, as ``psd layout`` (or a first read or write) does: a keyspace without
+    that record is read as an earlier psd's, keeping whatever the settings say now."""
+    recorded = {}
+    for args in ((), ("--numeric-logs",)):
+        redis_client.flushdb()
+        done = psd_layout(redis_url, *args)
+        assert done.returncode == 0 and "layout 4" in done.stdout, done.stdout + done.stderr
+        recorded[args] = {
+            key: redis_client.hgetall(key) for key in redis_client.scan_iter("psd:retention:*")
+        }
+    assert recorded[()] and recorded[("--numeric-logs",)] == recorded[()]

@@ -75,10 +75,11 @@ def mark_types_in_hash(client: Any) -> None:
     client.eval(_RAISE, 1, LAYOUT_KEY, TYPES_IN_HASH)
 
 
-def mark_numeric_logs(client: Any) -> int:
+def mark_numeric_logs(client: Any, policies: Sequence[Policy] = ()) -> int:
     """Let logs take entries of numbers, on a keyspace of layout 3 (no earlier psd left
-    running, as its operator says); the keyspace's layout after."""
-    layout = layout_of(client)
+    running, as its operator says); the keyspace's layout after (a new keyspace's, recorded
+    with the retention ``policies`` its first store keeps, as :func:`layout_of` says)."""
+    layout = layout_of(client, policies)
     if layout == TYPES_IN_HASH:
         client.set(LAYOUT_KEY, NUMERIC_LOGS)
         layout = NUMERIC_LOGS

@@ -386,7 +386,7 @@ def layout(ctx: click.Context, numeric_logs: bool) -> None:
         store = tool_store(settings_of(ctx))
     try:
         client, policies = store.redis, store.layout.policies
-        now = mark_numeric_logs(client) if numeric_logs else layout_of(client, policies)
+        now = (mark_numeric_logs if numeric_logs else layout_of)(client, policies)
     except RedisError as exc:
         raise click.ClickException(f"the store did not answer: {exc}") from exc
     click.echo(f"layout {now}")
