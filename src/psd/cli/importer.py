@@ -108,16 +108,8 @@ def _lines(stream: IO[bytes]) -> Iterator[str]:
 def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
     """(line number, decoded object or the reason it is not one) of each data line."""
     if fmt == "csv":
-        reader = csv.DictReader(_lines(stream))
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:  # raised before the reader counts the line
-                yield reader.line_num + 1, InvalidInput(f"not CSV: {exc}")
-                continue
-            yield reader.line_num, _numbers(row)
+        yield from _csv_records(stream)
+        return
     for number, line in enumerate(_lines(stream), start=1):
         if not line.strip():
             continue
@@ -130,6 +122,31 @@ def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
             yield number, InvalidInput(f"not JSON: {exc}")
         except RecursionError:  # too deep for the decoder: one line must not end the import
             yield number, InvalidInput("nested deeper than psd reads")
+
+
+def _csv_records(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """:func:`records` of a CSV file: a line a record. No field of a point holds a line
+    break, so a quote left open (a cell ``"5`` where ``5`` was meant) is that line's error,
+    never a field swallowing the lines after it up to the next quote. The first line is
+    the header (one that is not CSV names no field: every line after it is refused, none
+    taken for a header); an empty line is skipped."""
+    header: list[str] | None = None
+    for number, line in enumerate(_lines(stream), start=1):
+        try:
+            cells = next(csv.reader([line], strict=True), [])
+        except csv.Error as exc:
+            yield number, InvalidInput(f"not CSV: {exc}")
+            header = [] if header is None else header
+            continue
+        if not cells:
+            continue
+        if header is None:
+            header = cells
+            continue
+        row: dict[str | None, Any] = dict(zip(header, cells, strict=False))
+        if len(cells) > len(header):
+            row[None] = cells[len(header) :]
+        yield number, _numbers(row)
 
 
 #: What a rerun does with the chunks an earlier run was writing when it stopped, longer ago
