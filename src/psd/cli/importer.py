@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from typing import IO, Any
 
 from psd.errors import InvalidInput
 from psd.forms import DECIMAL
+from psd.jsonfields import METRIC, loads, padded_thing
 from psd.model import MetricPoint, parse_metric
 from psd.sentwrites import SentWrite
 from psd.store import Store, redis_errors
@@ -117,11 +117,15 @@ def records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
             yield number, InvalidInput("not UTF-8")
             continue
         try:
-            yield number, json.loads(line)
+            obj = loads(line, METRIC)  # keys folded, as /v1/write reads them
         except ValueError as exc:
             yield number, InvalidInput(f"not JSON: {exc}")
+            continue
         except RecursionError:  # too deep for the decoder: one line must not end the import
             yield number, InvalidInput("nested deeper than psd reads")
+            continue
+        padded = padded_thing(obj)  # " steps": no thing of /v1/write's, which the model trims
+        yield number, InvalidInput(padded, "thing") if padded else obj
 
 
 def _csv_records(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:

@@ -1,7 +1,9 @@
-"""``psd import`` of CSV: a line a record, whatever quotes a line leaves open."""
+"""``psd import``'s lines: a CSV line a record, whatever quotes it leaves open; an NDJSON
+line read as ``/v1/write`` reads its body."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -32,6 +34,27 @@ def test_a_quote_left_open_costs_its_own_line_alone(
     assert "99 points imported from 101 lines (0 by an earlier run), 2 rejected" in result.output
     assert "line 5: not CSV" in result.output and "line 102: not CSV" in result.output
     assert store.sum(3, "steps", None, T, T) == 99
+
+
+def test_ndjson_lines_are_read_as_v1_write_reads_its_body(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
+    """Keys in any case (the original's Go clients' ``"UID"``) name their fields; a thing
+    with spaces around it is no thing, nor is NaN a number: as ``/v1/write`` answers."""
+    go = {"Thing": "steps", "UID": 9, "ATid": 1, "Aid": 1, "Value": 4, "TS1": T, "Ts2": T}
+    point = {"thing": "steps", "uid": 9, "atid": 1, "value": 4, "ts1": T, "ts2": T}
+    padded = {**point, "thing": " steps", "aid": 2}
+    path = tmp_path / "go.ndjson"
+    nan = json.dumps({**point, "aid": 3}).replace('"value": 4', '"value": NaN')
+    path.write_text(f"{json.dumps(go)}\n{json.dumps(padded)}\n{nan}\n")
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
+    args = ["import", str(path), "--mode", "increment"]
+    result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 points imported from 3 lines (0 by an earlier run), 2 rejected" in result.output
+    assert "line 2: thing: unknown thing ' steps'" in result.output
+    assert "line 3: not JSON" in result.output
+    assert store.sum(9, "steps", None, T, T) == 4
 
 
 def test_a_header_that_is_not_csv_takes_no_line_for_one(
