@@ -70,6 +70,8 @@ ONCE = "once"
 #: Beside a record of deliveries, the points refused of the parts applied in part
 #: (psd/lua/write_metric.lua's write_points).
 REFUSED = "refused"
+#: A user's (or counter's) root hash, which holds their years: ``{uid}:`` + ROOT.
+ROOT = "r"
 #: A user's pending increments, applied with their next write of many (psd/pending.py):
 #: ``{uid}:`` + PENDING. A global counter's series names it too, which no key is.
 PENDING = "p"
@@ -200,7 +202,7 @@ def _hour_target(hour_start: int) -> Target:
     """The metric target of every second of one hour."""
     c = civil(hour_start)
     stamp = _stamp(hour_start, 8)
-    suffixes = ("r", "y" + stamp[:4], "m" + stamp[:6], "d" + stamp)
+    suffixes = (ROOT, "y" + stamp[:4], "m" + stamp[:6], "d" + stamp)
     year_end = next_start(hour_start, Gran.YEAR)
     day_end = hour_start - hour_start % 86400 + 86400
     ends = (year_end, year_end, month_start(c.year, c.month + 1), day_end)

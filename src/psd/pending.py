@@ -32,19 +32,19 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
 from psd.batching import OWN_DELIVERY, delivery_name
-from psd.keys import ACTS, LOG_NUMBERS, ONCE, PENDING
+from psd.keys import ACTS, LOG_NUMBERS, ONCE, PENDING, ROOT
 from psd.known import Known
 from psd.model import MetricPoint
+from psd.timebuckets import Gran, next_start
 from psd.writes import WriteResult, ok_result
 
 if TYPE_CHECKING:
-    from psd.scripts import Function
-    from psd.store import Store
+    pass
 
 
 def lapse_cut(now: int, lifetime: int) -> int:
@@ -182,17 +182,45 @@ def _first_of(p: MetricPoint) -> tuple[str, bytes, bytes]:
     return f"{p.thing_id}:{p.aid}", numbers, _pack(p.thing_id) + _pack(str(p.aid))
 
 
+class RootPush(NamedTuple):
+    """Which waiting points say when their user's root (``{uid}:r``, their years) may expire
+    at the earliest (:func:`root_push`), and how long after its newest year ends it lives."""
+
+    since: int  # the points at or after this instant do
+    year_kept: int  # the year retention's seconds
+
+
+#: What a store whose years are kept for ever pushes: nothing.
+NO_PUSH = RootPush(2**63, 0)
+
+
+def root_push(now: int, year_kept: int) -> RootPush:
+    """A user's root lives until their newest year ends plus the year retention
+    (psd/lua/counters.lua). A point of a newer year waiting in their log must say so as it
+    waits, or the root, and the years it keeps, could expire before the log is applied,
+    where that point sent the direct way would have kept it. Only a point whose year began
+    less than the retention ago needs to: a root whose newest year is older went by then,
+    or is past what it was kept for. So none does for most of the year."""
+    if not year_kept:
+        return NO_PUSH
+    return RootPush(next_start(now - year_kept, Gran.YEAR), year_kept)
+
+
 def pend_args(
     points: Sequence[MetricPoint],
     units: list[list[int]],
     records: Sequence[str],
     names: Sequence[str],
     numbers: bool,
+    push: RootPush,
 ) -> tuple[list[str], list[bytes]]:
     """pend.lua's KEYS and its first two arguments (the units, :func:`units_of`; the
-    deliveries); ``numbers``: the log entries are entries of numbers (psd/layout.py)."""
+    deliveries, then the roots to push, :func:`root_args`); ``numbers``: the log entries are
+    entries of numbers (psd/layout.py)."""
     keys: list[str] = []
     starts: dict[str, int] = {}
+    newest: dict[str, int] = {}  # the latest instant of a user's points that push
+    since = push.since
     acts: dict[str, int] = {}
     deliveries = {"": 0}
     flat: list[Any] = []
@@ -212,11 +240,16 @@ def pend_args(
         if len(unit) == 1:
             point = points[first]
             flat += (k, delivery, _entry(point, numbers))
+            if point.ts2 >= since and point.ts2 > newest.get(record, 0):
+                newest[record] = point.ts2
             if point.mode == "increment":
                 continue
             diffadds = [point]
         else:
             flat += (k, delivery, b"".join([_entry(points[i], numbers) for i in unit]))
+            latest = max(points[i].ts2 for i in unit)
+            if latest >= since and latest > newest.get(record, 0):
+                newest[record] = latest
             diffadds = [points[i] for i in unit if points[i].mode != "increment"]
         if diffadds:
             at = acts.get(record)
@@ -229,7 +262,28 @@ def pend_args(
     packed = msgpack.packb(flat, use_bin_type=False)
     if checks:  # a second msgpack value after the units: none for a stream's increments
         packed += msgpack.packb(checks, use_bin_type=False)
-    return keys, [packed, msgpack.packb(list(deliveries)[1:])]
+    delivered = msgpack.packb(list(deliveries)[1:])
+    if newest:  # a second msgpack value after the deliveries
+        delivered += msgpack.packb(root_args(keys, starts, newest, push.year_kept))
+    return keys, [packed, delivered]
+
+
+def root_args(
+    keys: list[str], starts: dict[str, int], newest: dict[str, int], year_kept: int
+) -> list[int]:
+    """pend.lua's roots to push, their keys added to ``keys``: flat, per user their k, their
+    root's place in KEYS and when it may expire at the earliest (their newest point's
+    year's end plus ``year_kept``)."""
+    flat: list[int] = []
+    ends: dict[int, int] = {}  # by a year's start, its end: a call's points share a year
+    for record, ts in newest.items():
+        keys.append(record + ROOT)
+        start = ts - ts % 86400  # a day's start has its year's end computed once
+        end = ends.get(start)
+        if end is None:
+            end = ends[start] = next_start(start, Gran.YEAR)
+        flat += (starts[record], len(keys), end + year_kept)
+    return flat
 
 
 def returned_logs(reply: list[Any]) -> dict[str, bytes]:
@@ -242,17 +296,22 @@ def returned_logs(reply: list[Any]) -> dict[str, bytes]:
 
 
 def alone_args(
-    point: MetricPoint, record: str, delivery: str, once: list[Any], numbers: bool
+    point: MetricPoint,
+    record: str,
+    delivery: str,
+    once: list[Any],
+    numbers: bool,
+    push: RootPush,
 ) -> tuple[list[str], list[Any]]:
     """pend.lua's KEYS and ARGV for one point of a write of its own on one server
     (``Store.write_metric``): its delivery, or for an increment that came without one the
-    write's own (psd/batching.py), with the call's own key; ``numbers`` as
+    write's own (psd/batching.py), with the call's own key; ``numbers`` and ``push`` as
     :func:`pend_args`."""
     if delivery:
         delivery = delivery_name(delivery)
     elif point.mode == "increment":
         delivery = OWN_DELIVERY + uuid.uuid4().hex
-    keys, args = pend_args([point], [[0]], [record], [delivery], numbers)
+    keys, args = pend_args([point], [[0]], [record], [delivery], numbers, push)
     return keys, [*args, *once, own_call_key([0], [record], [delivery])]
 
 
@@ -287,106 +346,3 @@ def pend_results(
                 value = points[i].value
                 done[i] = ok_result(value) if value else _SAME
     return done, direct
-
-
-class Waiting:
-    """The points of one write that wait in their users' logs, decided as the write is cut
-    into calls (:func:`pended`; ``most``: 0 for none), with what their calls returned: the
-    logs grown past their size to be applied, and the points the logs did not take, which
-    go the direct way (:meth:`stop`, then the write's calls again)."""
-
-    #: A waiting point's place in its call's results until it is applied the direct way.
-    DIRECT = WriteResult("same", 0)
-
-    def __init__(
-        self,
-        points: Sequence[MetricPoint],
-        records: Sequence[str],
-        names: Sequence[str],
-        levels: Sequence[str | None],
-        most: int,
-        known: Known,
-        numbers: bool,
-        old: int = -1,
-    ) -> None:
-        self.points, self.records, self.names, self.levels = points, records, names, levels
-        self.most, self.known, self.numbers, self.old = most, known, numbers, old
-        self.waits: set[int] = set()
-        #: each call's units (by its first point) as built, for its results
-        self.units: dict[int, list[list[int]]] = {}
-        self.logs: dict[str, bytes] = {}
-        self.direct: list[int] = []
-
-    def cut(self, calls: list[list[int]], items: list[int]) -> list[list[int]]:
-        """The direct ``calls`` of ``items`` less the points that wait, then the calls of
-        those (a cluster's refused call cut again is decided anew)."""
-        self.waits.difference_update(items)
-        if not self.most:
-            return calls
-        mine = pended(
-            self.points, calls, self.records, self.levels, self.most, self.known, self.old
-        )
-        self.known.note(self.points, items, self.records)
-        if not mine:
-            return calls
-        self.waits.update(mine)
-        rest = [[i for i in call if i not in mine] for call in calls]
-        waiting = pend_cuts([i for i in items if i in mine], self.records)
-        return [call for call in rest if call] + waiting
-
-    def cut_all(self, items: list[int]) -> list[list[int]] | None:
-        """The calls of ``items`` when every one of them waits (a stream's write: each a
-        point every level keeps that may wait, :func:`must_go_direct`, no user with more than
-        ``most`` of them, so no call of any cut has more), without cutting the direct calls
-        first; else None."""
-        self.waits.difference_update(items)
-        if not self.most or not items:
-            return None
-        points, levels, records, most = self.points, self.levels, self.records, self.most
-        counts: dict[str, int] = {}
-        diffadds = False
-        for i in items:  # a bulk write (a user's days) stops at its first user's most + 1
-            if levels[i] != "minute":
-                return None
-            diffadds = diffadds or points[i].mode != "increment"
-            n = counts.get(records[i], 0) + 1
-            if n > most:
-                return None
-            counts[records[i]] = n
-        if diffadds:
-            if must_go_direct(points, items, records, levels, self.known, self.old):
-                return None
-            self.known.note(points, items, records)
-        self.waits.update(items)
-        return pend_cuts(items, self.records)
-
-    def holds(self, indexes: list[int]) -> bool:
-        """Whether a call is one of the waiting points'."""
-        return indexes[0] in self.waits
-
-    def call(
-        self, store: Store, indexes: list[int], once: list[Any]
-    ) -> tuple[Function, list[str], list[Any]]:
-        """A pend.lua call: on one server, with its own key (the cluster's keys come last)."""
-        units = self.units[indexes[0]] = units_of(indexes, self.records, self.names)
-        keys, args = pend_args(self.points, units, self.records, self.names, self.numbers)
-        if store.nodes.cluster:
-            return store.scripts.pend, keys, [*args, *once]
-        own = own_call_key(indexes, self.records, self.names)
-        return store.scripts.pend, keys, [*args, *once, own]
-
-    def results(self, reply: list[Any], indexes: list[int]) -> list[WriteResult]:
-        """A pend.lua call's results; the logs it returned and the points it did not take
-        kept for the write."""
-        self.logs.update(returned_logs(reply))
-        units = self.units.pop(indexes[0], None) or units_of(indexes, self.records, self.names)
-        done, refused = pend_results(reply, units, self.points)
-        self.direct += refused
-        return [done.get(i, self.DIRECT) for i in indexes]
-
-    def stop(self) -> list[int]:
-        """Wait no more: the points the logs did not take, to send the direct way."""
-        self.most = 0
-        self.waits.clear()
-        direct, self.direct = sorted(self.direct), []
-        return direct

@@ -39,7 +39,7 @@ from psd.levels import (
 from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
 from psd.nodes import Nodes, Timed
-from psd.pending import Waiting, alone_args, lapse_cut, pend_results, returned_logs
+from psd.pending import alone_args, lapse_cut, pend_results, returned_logs, root_push
 from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.reads import Reads
 from psd.retention import Horizon, Policy, state_lifetime
@@ -53,6 +53,7 @@ from psd.sentwrites import (
     write_segments,
 )
 from psd.tally import TALLY
+from psd.waiting import Waiting
 from psd.writes import COUNT, METRIC, Hours, P, PointKind, WriteResult, call_args
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
@@ -141,7 +142,9 @@ class Store(Reads):
         TALLY.add(_WRITE_TRIPS)
         with redis_errors(METRIC.doing):  # a new keyspace is marked current before written
             numbers = self.layout.numeric_logs()
-            keys, args = alone_args(point, record, delivery, self.once_args(now), numbers)
+            push = root_push(now, self.metric_policy.seconds["year"])
+            once = self.once_args(now)
+            keys, args = alone_args(point, record, delivery, once, numbers, push)
             with Timed("write", "server"):
                 reply = nodes.calls(self.scripts.pend, keys, args)
             logs = returned_logs(reply)
@@ -326,7 +329,8 @@ class Store(Reads):
             numbers = self.layout.numeric_logs()
             before = delivered_before(self.redis, levels, records, names, since, policy, instants)
         old, known = lapse_cut(now, self.state_lifetime), self._known
-        waits = Waiting(points, records, names, levels, most, known, numbers, old)  # type: ignore[arg-type]
+        push = root_push(now, self.metric_policy.seconds["year"])
+        waits = Waiting(points, records, names, levels, most, known, numbers, old, push)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole

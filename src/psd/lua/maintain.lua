@@ -214,6 +214,8 @@ end
 -- mark of whole records take a user with neither for one with nothing but a log), which
 -- holds only while it outlives every other counter hash; a user whose years net to 0 would
 -- lose it to the compaction while their months still hold days
+-- While its user's log holds points ({uid}:p: pend.lua), a root's expiry is only raised: a
+-- point of a newer year waiting there raised it already, and its year is not in the root yet.
 local function root(key, retention)
   if redis.call('EXISTS', key) == 0 or retention < 0 then return end
   if retention == 0 then set_expiry(key, 0); return end
@@ -221,7 +223,11 @@ local function root(key, retention)
   for _, field in ipairs(redis.call('HKEYS', key)) do
     newest = math.max(newest, child_of(field) or 0)
   end
-  set_expiry(key, year_end(newest) + retention)
+  local expire_at = year_end(newest) + retention
+  if redis.call('EXISTS', string.sub(key, 1, -2) .. 'p') == 1 then
+    if redis.call('EXPIRETIME', key) >= expire_at then return end
+  end
+  set_expiry(key, expire_at)
 end
 
 -- a user's mark of the activities dropped from their records (record.lua's "0:c"): raised

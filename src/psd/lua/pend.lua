@@ -5,8 +5,9 @@
 -- a user and appends each user's points in one APPEND of bytes psd packed.
 --
 -- KEYS    two per user: {uid}:p, their log, and {uid}:once, their record of applied
---         deliveries (once.lua); and {uid}:acts, their activity state, for a user with a
---         diffadd among the points
+--         deliveries (once.lua); {uid}:acts, their activity state, for a user with a
+--         diffadd among the points; and {uid}:r, their root, for a user whose root ARGV[2]
+--         pushes
 -- ARGV[1] msgpack, flat, three values a unit (a user's points of one delivery part, in
 --         order): k, how many KEYS come before the user's two; its delivery's number in
 --         ARGV[2] (from 1; 0: none); its points' log entries, five msgpack values a point
@@ -17,7 +18,13 @@
 --         each one's activity field there and the first bytes of its entries in a log, as
 --         entries of numbers and of strings write them (pending.lua; first_changes); a
 --         stream's increments cost nothing of it
--- ARGV[2] msgpack list of the deliveries' keys
+-- ARGV[2] msgpack list of the deliveries' keys; then, for the users some point of whom is
+--         of a year that began less than the year retention ago, a msgpack list, flat,
+--         three values a user: their k, where their root is in KEYS, and when it may expire
+--         at the earliest (psd.pending.root_push): a root lives until its user's newest year
+--         ends plus the year retention (counters.lua), and a point of a newer year waiting in
+--         the log says so now, or the root could expire, with the years it holds, before
+--         the log is applied
 -- ARGV[3..5] now, window, cutoff of once.lua
 -- ARGV[6] (one server: a cluster's call has its keys there, keys.lua) the call's own key,
 --         or "": a call on one server runs whole or not at all, and psd sends it again only
@@ -163,7 +170,7 @@ end
 local function pend_call(keys, args)
   local K = call_keys(keys, args)
   local units, checks = cmsgpack.unpack(args[1])
-  local deliveries = cmsgpack.unpack(args[2])
+  local deliveries, roots = cmsgpack.unpack(args[2])
   local once = {args[3], args[4], args[5]}
   local call_key = not clustered and args[6] ~= '' and args[6]
   local owns = call_key and owned(deliveries)
@@ -175,6 +182,7 @@ local function pend_call(keys, args)
   local bad = not_first(K, units, checks)
   local out, grown, directs = {}, {}, ''
   local gone = {}  -- the logs of users a unit of whom went the direct way
+  local waits = {}  -- the users whose log took points
   for u = 1, #units, 3 do
     local k, delivery, entries = units[u], units[u + 1], units[u + 2]
     local n, status = (u + 2) / 3, 'o'
@@ -189,12 +197,18 @@ local function pend_call(keys, args)
       local took, fold = append(K[k + 1], entries)
       if not took then
         status = 'd'
-      elseif fold then
-        grown[#grown + 1] = fold
+      else
+        waits[k] = true
+        if fold then grown[#grown + 1] = fold end
       end
     end
     if status == 'd' then gone[k], directs = true, directs .. n .. ',' end
     out[n] = status
+  end
+  if roots then
+    for i = 1, #roots, 3 do
+      if waits[roots[i]] then redis.call('EXPIREAT', K[roots[i + 1]], roots[i + 2], 'GT') end
+    end
   end
   if call_key then redis.call('SET', call_key, directs, 'EX', ONCE_OWN_SECONDS) end
   if directs ~= '' then  -- a delivery none of whose points went in is not remembered
