@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 import pytest
+from celery.schedules import schedule
 from click.testing import CliRunner
 
 from psd.cli.main import main
 from psd.cli.serve import check_bind
 from psd.config import Settings, load_settings
 from psd.errors import InvalidInput
+from psd.settingchecks import TEN_YEARS
+from psd.workers.beat import beat_config
 from tests import config_page
 
 ORIGINAL = """\
@@ -102,6 +106,8 @@ def test_a_malformed_settings_file_is_refused_naming_it(tmp_path: Path, text: st
         {"PSD_WORKER_METRICS_PORT": "70000"},
         {"PSD_READ_FROM_REPLICAS": "2"},
         {"PSD_ACCESS_LOG": "-1"},
+        {"PSD_RETENTION_EVERY": "315360001"},
+        {"PSD_COMPACTION_EVERY": "260000000000"},
     ],
 )
 def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) -> None:
@@ -111,6 +117,17 @@ def test_a_setting_out_of_its_range_is_refused_naming_it(env: dict[str, str]) ->
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ=env)
     assert refused.value.field == name
+
+
+def test_beat_tasks_ten_years_apart_are_scheduled() -> None:
+    """The longest spacing allowed is one Celery can schedule, its message's expiry
+    included (much longer and the beat fails past the year 9999)."""
+    env = {"PSD_RETENTION_EVERY": str(TEN_YEARS), "PSD_COMPACTION_EVERY": str(TEN_YEARS)}
+    now = datetime.now(UTC)
+    for entry in beat_config(load_settings(environ=env))["beat_schedule"].values():
+        due = schedule(entry["schedule"]).is_due(now)
+        assert not due.is_due and due.next > TEN_YEARS - 60
+        assert now + timedelta(seconds=entry["options"]["expires"]) > now
 
 
 @pytest.mark.parametrize("name", ["PSD_NSQ_TOPIC", "PSD_NSQ_CHANNEL"])

@@ -33,10 +33,11 @@ def line(uid: int, aid: int, value: int, ts: int, mode: str = "increment") -> di
     }
 
 
-def invoke(redis_url: str, *args: str) -> str:
+def invoke(redis_url: str, *args: str, status: int = 0) -> str:
+    """``psd import``'s output, its exit status checked: 1 when a line was rejected."""
     env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
     result = CliRunner().invoke(main, ["import", *args], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == status, result.output
     return result.output
 
 
@@ -49,12 +50,13 @@ def test_ndjson_with_rejects(
     rows.insert(30, "")
     path = tmp_path / "points.ndjson"
     path.write_text("\n".join(rows) + "\n")
-    out = invoke(redis_url, str(path))
+    out = invoke(redis_url, str(path), status=1)
     assert "2498 points imported from 2500 lines (0 by an earlier run), 2 rejected" in out
     assert "line 11: thing: unknown thing 'jumps'" in out and "line 21: not JSON" in out
     total = sum(store.sum(u, "steps", None, T, T + 3000) for u in range(7))
     assert total == 2 * 2498
-    again = invoke(redis_url, str(path))  # finished: nothing left to do, nothing doubled
+    # finished: nothing left to do, nothing doubled; its rejected lines said again
+    again = invoke(redis_url, str(path), status=1)
     assert "2498 points imported from 2500 lines (2500 by an earlier run)" in again
     assert sum(store.sum(u, "steps", None, T, T + 3000) for u in range(7)) == 2 * 2498
 
@@ -67,7 +69,7 @@ def test_csv_in_diffadd_mode(redis_url: str, store: Store, tmp_path: Path) -> No
         f"steps,1,2,3,25,{T},{T + 20}\n"
         f"steps,1,2,3,x,{T},{T + 30}\n"
     )
-    out = invoke(redis_url, str(path), "--mode", "diffadd")
+    out = invoke(redis_url, str(path), "--mode", "diffadd", status=1)
     assert "2 points imported from 3 lines" in out and "line 4: value:" in out
     assert store.sum(1, "steps", None, T, T + 30) == 25
 
@@ -79,7 +81,7 @@ def test_values_of_either_sign_up_to_the_bound(
     path = tmp_path / "signed.ndjson"
     rows = [line(1, 1, -(2**40), T), line(1, 2, 5, T + 1), line(1, 3, -(2**40) - 1, T + 2)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    out = invoke(redis_url, str(path))
+    out = invoke(redis_url, str(path), status=1)
     assert "2 points imported from 3 lines" in out and "line 3: value:" in out, out
     assert store.sum(1, "steps", None, T, T + 2) == 5 - 2**40
     totals = tmp_path / "totals.csv"
@@ -175,7 +177,7 @@ def test_a_killed_import_of_100k_lines_resumes_exactly(
     done = int(redis_client.hget(key, "line") or 0)
     assert done < 100_000, "finished before it could be killed: make the file longer"
     finish = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert finish.returncode == 0, finish.stdout + finish.stderr
+    assert finish.returncode == 1, finish.stdout + finish.stderr  # lines were rejected
     assert f"from 100000 lines ({done} by an earlier run), {len(bad)} rejected" in finish.stdout
     assert "line 8: not JSON" in finish.stdout  # each bad line is reported
     total = sum(store.sum(u, "steps", None, T, T + 100_000) for u in range(50))
@@ -199,12 +201,13 @@ def test_awkward_files_are_refused_line_by_line(
     ]
     data = "\n".join(rows).encode() + b"\nsteps,1,2,5,1,\xff\xfe," + str(T).encode() + b"\n"
     path.write_bytes(data)
-    out = invoke(redis_url, str(path), "--mode", "increment")
+    out = invoke(redis_url, str(path), "--mode", "increment", status=1)
     assert "2 points imported from 7 lines" in out and "5 rejected" in out, out
     assert "line 3: more cells than the header names" in out
     assert "line 8: not UTF-8" in out and "line 6: not CSV" in out
     assert store.sum(1, "steps", None, T, T + 1) == 17
-    again = invoke(redis_url, str(path), "--mode", "diffadd")  # another mode: another import
+    # another mode: another import
+    again = invoke(redis_url, str(path), "--mode", "diffadd", status=1)
     assert "(0 by an earlier run)" in again
 
 
@@ -220,7 +223,7 @@ def test_points_past_the_retention_are_skipped_and_counted(
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     env = {"PSD_REDIS_URL": redis_url}
     result = CliRunner().invoke(main, ["import", str(path)], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a line was rejected: the rest imported
     assert "5 points imported from 6 lines (0 by an earlier run), 1 rejected " in result.output
     assert "(1 refused: past the retention or a limit)" in result.output
     assert "line 3: ts2: past the retention" in result.output
@@ -236,7 +239,7 @@ def test_stdin_is_imported_under_its_named_key_and_resumed(
     env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
     for _ in range(2):  # the second run finds it all done
         result = CliRunner().invoke(main, ["import", "-", "--key", "nightly"], input=text, env=env)
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1 and "1 rejected" in result.output, result.output
     assert store.sum(3, "steps", None, T, T + 10) == 10
     assert redis_client.hget("psd:import:{nightly}", "line") == b"6"
     assert redis_client.llen("psd:import:{nightly}:rejects") == 1
@@ -283,7 +286,7 @@ def test_a_rerun_in_the_right_format_imports_what_the_wrong_one_refused(
     path = tmp_path / "export.txt"
     csv_export(path, 10)
     assert "0 points imported from 11 lines (0 by an earlier run), 11 rejected" in invoke(
-        redis_url, str(path)
+        redis_url, str(path), status=1
     )
     if recorded_by == "an earlier psd":
         redis_client.hdel(file_key(str(path)), "format")
@@ -389,7 +392,8 @@ def test_a_line_nested_too_deep_is_rejected_like_any_invalid_line(
     path.write_text("[" * 100_000 + "\n" + json.dumps(line(1, 1, 5, T)) + "\n")
     env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
     result = CliRunner().invoke(main, ["import", str(path)], env=env)
-    assert result.exit_code == 0, result.exception  # no traceback
+    # its line rejected, no traceback
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert "1 points imported from 2 lines" in result.output, result.output
     assert "1 rejected" in result.output and "line 1: nested deeper than psd reads" in result.output
     assert store.sum(1, "steps", None, T, T) == 5

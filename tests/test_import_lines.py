@@ -30,7 +30,7 @@ def test_a_quote_left_open_costs_its_own_line_alone(
     result = CliRunner().invoke(
         main, ["import", str(path), "--mode", "increment"], env=env, catch_exceptions=False
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # lines were rejected
     assert "99 points imported from 101 lines (0 by an earlier run), 2 rejected" in result.output
     assert "line 5: not CSV" in result.output and "line 102: not CSV" in result.output
     assert store.sum(3, "steps", None, T, T) == 99
@@ -50,7 +50,7 @@ def test_ndjson_lines_are_read_as_v1_write_reads_its_body(
     env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
     args = ["import", str(path), "--mode", "increment"]
     result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # lines were rejected
     assert "1 points imported from 3 lines (0 by an earlier run), 2 rejected" in result.output
     assert "line 2: thing: unknown thing ' steps'" in result.output
     assert "line 3: not JSON" in result.output
@@ -65,8 +65,22 @@ def test_a_header_that_is_not_csv_takes_no_line_for_one(
     path.write_text(f'thing,uid,"atid,aid,value,ts1,ts2\nsteps,3,1,1,1,{T},{T}\n' * 2)
     env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
     result = CliRunner().invoke(main, ["import", str(path)], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # lines were rejected
     assert "0 points imported from 4 lines (0 by an earlier run), 4 rejected" in result.output
     assert "line 1: not CSV" in result.output and "line 3: not CSV" in result.output
     assert "line 2: more cells than the header names" in result.output
     assert "line 4: more cells than the header names" in result.output
+
+
+def test_a_file_named_in_capitals_csv_is_read_as_csv(
+    redis_url: str, store: Store, tmp_path: Path
+) -> None:
+    """``EXPORT.CSV`` (as Windows tools name files) is a CSV, as ``export.csv`` is."""
+    path = tmp_path / "EXPORT.CSV"
+    path.write_text(f"thing,uid,atid,aid,value,ts1,ts2\nsteps,4,1,1,6,{T},{T}\n")
+    env = {"PSD_REDIS_URL": redis_url, "PSD_EXPIRE": "0"}
+    args = ["import", str(path), "--mode", "increment"]
+    result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1 points imported from 1 lines (0 by an earlier run), 0 rejected" in result.output
+    assert store.sum(4, "steps", None, T, T) == 6

@@ -118,11 +118,12 @@ class Settings:
     )
     retention_every: int = _doc(
         "Seconds between runs of the retention beat task (applies the policy, repairs keys "
-        "without expiry).",
+        "without expiry); at most ten years.",
         default=3600,
     )
     compaction_every: int = _doc(
-        "Seconds between runs of the compaction beat task (zero fields, old activity records).",
+        "Seconds between runs of the compaction beat task (zero fields, old activity "
+        "records); at most ten years.",
         default=3600,
     )
     maintenance_keys_per_run: int = _doc(

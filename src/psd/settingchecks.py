@@ -13,12 +13,16 @@ if TYPE_CHECKING:
     from psd.config import Settings
 
 
+#: Most seconds between a beat task's runs.
+TEN_YEARS = 10 * 365 * 86400
+
 #: What each integer setting that :func:`check_retention` leaves may be: (least, most or None,
 #: how to say it). 0 only where it means something (none, auto, at once).
 RANGES: dict[str, tuple[int, int | None, str]] = {
     "read_from_replicas": (0, 1, "0 (primaries) or 1 (replicas)"),
-    "retention_every": (1, None, "1 or more seconds"),
-    "compaction_every": (1, None, "1 or more seconds"),
+    # a beat task's message expires when the next is due: past the year 9999, Celery fails
+    "retention_every": (1, TEN_YEARS, f"1 to {TEN_YEARS} seconds (ten years)"),
+    "compaction_every": (1, TEN_YEARS, f"1 to {TEN_YEARS} seconds (ten years)"),
     "maintenance_keys_per_run": (1, None, "1 or more keys"),
     "batch_size": (1, None, "1 or more messages"),
     "batch_ms": (0, None, "0 (no wait) or more milliseconds"),

@@ -72,7 +72,13 @@ def _run(migration: Migration, echo: Callable[[str], None], dry_run: bool) -> Mi
     help="Users (and counters) --verify checks.",
 )
 @click.option("--seed", default=1, show_default=True, help="Seed of --verify's random choices.")
-@click.option("--batch", default=1000, show_default=True, help="Points per write (whole old keys).")
+@click.option(
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Points per write (whole old keys).",
+)
 @click.option(
     "--accept-loss", is_flag=True, help="Migrate even where the retention policy drops old data."
 )
@@ -139,7 +145,7 @@ def _migrate(
     1 when points failed."""
     target = None if dry_run else tool_store(settings)
     try:
-        migration = Migration(source, target, settings, max(batch, 1), into_used=into_used)
+        migration = Migration(source, target, settings, batch, into_used=into_used)
     except InvalidInput as exc:  # the target's progress is another source's, or live writes
         raise click.UsageError(str(exc)) from exc
     if not dry_run and not accept_loss:

@@ -324,7 +324,7 @@ def import_points(
 ) -> None:
     """Bulk-load metric points from NDJSON (one /v1/write object a line) or CSV (a header of
     those field names). Run again after an interruption, it goes on where it stopped."""
-    fmt = fmt or ("csv" if source.endswith(".csv") else "ndjson")
+    fmt = fmt or ("csv" if source.lower().endswith(".csv") else "ndjson")
     if source == "-" and not key:
         raise click.UsageError("importing from stdin needs --key NAME (to resume it)")
     with errors_said():
@@ -367,6 +367,8 @@ def import_points(
         click.echo(f"  {reason}")
     if summary.rejected > len(summary.reasons):
         click.echo(f"  ... and {summary.rejected - len(summary.reasons)} more")
+    if summary.rejected:  # the rest is imported; a script that runs it must still know
+        ctx.exit(1)
 
 
 @click.command()
