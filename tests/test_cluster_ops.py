@@ -202,6 +202,35 @@ def test_a_write_waits_for_a_replica_and_fails_without_one(cluster: EmbeddedClus
     assert waiting.sum(uid, "steps", None, T0, T0) == 10
 
 
+def test_a_write_waits_for_no_replica_once_the_cluster_deems_it_failed(
+    cluster: EmbeddedCluster,
+) -> None:
+    """A replica killed: once the cluster deems it failed, its primary has no replica, and
+    a write there waits for none (``write_replicas`` -1), though the store read the map of
+    replicas while the replica lived."""
+    flush(cluster.url)
+    store = Store.from_url(cluster.url, KEEP)  # a long-lived store: the replica in its map
+    replica, primary = next(iter(cluster.replicas().items()))
+    uid = next(
+        u for u in range(10**4) if store.nodes.node_of(metric_prefix(u)) == f"127.0.0.1:{primary}"
+    )
+    cluster.kill(replica)
+    try:
+        assert wait_for(
+            lambda: any(
+                "fail" in node.flags and node.port == replica
+                for node in cluster.cluster_nodes(primary)
+            ),
+            timeout=30,
+        )
+        point = MetricPoint("steps", uid, 1, 1, 5, T0, T0, "increment")
+        assert [r.status for r in store.write_metrics([point], ["d1"])] == ["ok"]
+        assert store.sum(uid, "steps", None, T0, T0) == 5
+    finally:
+        cluster.start_node(replica)
+        cluster.wait_ok(timeout=60)
+
+
 def test_a_call_applied_whose_reply_was_lost_is_retried_and_counts_once(
     cluster: EmbeddedCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

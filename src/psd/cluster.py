@@ -67,6 +67,12 @@ def _replica_client(primary: redis.Redis, address: str) -> redis.Redis:
     return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
 
 
+def _online(replica: object) -> bool:
+    """Whether a replica that INFO replication lists (``slave<n>``) has the primary's data
+    and takes its writes (``state=online``): one still copying it does not answer WAIT."""
+    return isinstance(replica, dict) and replica.get("state") == "online"
+
+
 def _replicas_by_primary(view: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """From CLUSTER NODES (as redis-py parses it): each primary's address, and its
     replicas' that are not failing. (CLUSTER SLOTS, the client's slot map, leaves out a
@@ -268,8 +274,24 @@ class ClusterNodes(Nodes):
                 acked = int(client.wait(wanted, self.timeout_ms))
             except (ConnectionError, TimeoutError) as exc:
                 return calls, [exc] * len(calls)
+            if acked < wanted:
+                wanted = self._wanted_now(node, client)
             self._confirmed(acked, wanted, node)
         return calls, replies
+
+    def _wanted_now(self, node: str, client: redis.Redis) -> int:
+        """Replicas a write on ``node`` waits for, as its primary says now: where its replicas
+        went, a replica gone since the map was read (it is read every ``MAP_SECONDS``), or
+        still copying the primary's data, is not waited for, so that the primary's writes
+        do not fail meanwhile."""
+        if self.replicas >= 0:
+            return self.replicas
+        with contextlib.suppress(ConnectionError, TimeoutError, ResponseError):
+            self._read_replicas()
+            info = client.info("replication")
+            online = [v for k, v in info.items() if k.startswith("slave") and _online(v)]
+            return min(1, len(online))
+        return self._wanted(node)
 
     @staticmethod
     def _send_on(
