@@ -1,22 +1,28 @@
 """A cluster whose slots move and whose primaries change under a store that has not looked
 since: an all-or-nothing write the store found on one primary is refused whole when a reshard
-has split it, and a maintenance run after a failover covers the promoted primary's keys.
+has split it, a maintenance run after a failover covers the promoted primary's keys, and a
+retention pass that missed keys a reshard moved does not mark the keyspace upgraded.
 Cluster only (run with ``--cluster``)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from psd import maintenance
 from psd.config import Settings
+from psd.connect import client_from_url
 from psd.embedded_cluster import EmbeddedCluster
 from psd.errors import InvalidInput
+from psd.layout import LAYOUT_KEY, TYPES_IN_HASH, layout_of
 from psd.model import MetricPoint
 from psd.store import Store, UserQuery
 from tests.support import flush
+from tests.test_twins_upgrade import split_twins
 
 T0 = 1_775_000_000
 
@@ -127,3 +133,50 @@ def test_a_maintenance_run_after_a_failover_covers_the_promoted_primary(
         while cluster.role(x)[0] != "primary":
             time.sleep(0.1)
         cluster.wait_ok()
+
+
+def layout_2_on_every_primary(cluster: EmbeddedCluster) -> None:
+    """Each primary's hashes split into layout 2's twins (tests/test_twins_upgrade.py), the
+    keyspace marked layout 2 where its key lives."""
+    for port in cluster.primaries():
+        node = redis.Redis(port=port, password=cluster.password or None)
+        with node, contextlib.suppress(redis.ResponseError):  # its SET of the layout key,
+            split_twins(node)  # served by another primary
+    client_from_url(cluster.url).set(LAYOUT_KEY, 2)
+
+
+def test_a_retention_pass_that_missed_moved_keys_leaves_the_upgrade_for_the_next(
+    cluster: EmbeddedCluster,
+) -> None:
+    """A reshard moving a user's keys while a retention pass upgrades the keyspace: the new
+    primary refuses the keys until the slot is handed over, so the pass leaves their twins,
+    and must not mark the keyspace layout 3 (reads would then miss the twins' per-type sums).
+    The next pass moves them and marks it."""
+    flush(cluster.url)
+    x, y = cluster.primaries()[:2]
+    (a,) = users_on(cluster, x, 1, start=7000)
+    settings = Settings(expire=0, count_expire=0, pending_points=0)
+    Store.from_url(cluster.url, settings).write_metrics(
+        [MetricPoint("steps", u, 1, 1, 5, T0, T0, "increment") for u in (a, 1, 2, 3)]
+    )
+    layout_2_on_every_primary(cluster)
+    store = Store.from_url(cluster.url, settings)
+    migrate_keys(cluster, slot_of(a), x, y)  # the slot not handed over yet
+    try:
+        while not maintenance.run(store, "retention", T0).cycle_done:
+            pass
+    finally:
+        finish_slot(cluster, slot_of(a), y)
+    users = (a, 1, 2, 3)  # a, and users whose keys y's SCAN found beside a's
+    this_year = [UserQuery(u, 1_767_225_600, 1_798_761_599) for u in users]  # 2026's hashes
+    try:
+        assert layout_of(store.redis) == 2
+        reader = Store.from_url(cluster.url, settings)
+        assert [r.sums["steps"] for r in reader.query(this_year, ["steps"], 1)] == [5] * 4
+        while not maintenance.run(store, "retention", T0).cycle_done:
+            pass
+        assert layout_of(store.redis) == TYPES_IN_HASH
+        reader = Store.from_url(cluster.url, settings)
+        assert [r.sums["steps"] for r in reader.query(this_year, ["steps"], 1)] == [5] * 4
+    finally:
+        move_slot(cluster, slot_of(a), y, x)

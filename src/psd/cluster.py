@@ -22,6 +22,7 @@ primary when the replica cannot answer: they may lag the primary by the replicat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import threading
 import time
@@ -164,6 +165,9 @@ class ClusterNodes(Nodes):
 
     def named_primaries(self) -> list[tuple[str, redis.Redis]]:
         return sorted(self._clients.items())
+
+    def slot_map(self) -> str:
+        return hashlib.sha1("\n".join(self._owners).encode()).hexdigest()
 
     def replica_counts(self) -> dict[str, int]:
         """How many replicas each primary has, as the slot map says."""

@@ -51,6 +51,9 @@ BATCH = 200
 BEGUN = "begun:"
 #: A primary's cursor once its pass of the cycle is over.
 DONE = "done"
+#: Beside a cycle's cursors on a cluster: its slot map as the cycle began, and a mark that
+#: keys moved between primaries during it (so the pass may have missed some).
+SLOT_MAP, MISSED = "slots:map", "slots:missed"
 _METRIC = re.compile(r"\{\d+\}:(r|y\d{4}|m\d{6}|d\d{8})")
 #: A twin hash of layouts before 3 (psd/layout.py); a twin month's open day goes with it.
 _TWIN = re.compile(r"(\{\d+\}:)t(r|y\d{4}|m\d{6})")
@@ -79,6 +82,8 @@ class Report:
     roots_restored: int = 0
     #: the points of users' pending logs the compaction applied (psd/pending.py)
     pending_applied: int = 0
+    #: keys a SCAN found whose call was refused: a reshard was moving their slot
+    moved: int = 0
     cycle_done: bool = False
     skipped: bool = False
 
@@ -194,6 +199,7 @@ class Maintenance:
             if not rerouted(exc):
                 raise
             log.info("%s: %d keys moved away while looked at: %s", self.task, len(keys), exc)
+            report.moved += len(names)
 
     def _apply_logs(self, client: redis.Redis, names: list[str], report: Report) -> None:
         """Apply the pending logs a SCAN found (a user who stopped writing keeps theirs
@@ -263,6 +269,7 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
     with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, ResponseError):
         store.nodes.refresh()
     primaries = store.nodes.named_primaries()
+    _note_moves(store, cursors_key, cursors, False)
     for name, client in primaries:
         if report.keys >= budget:
             break
@@ -281,17 +288,49 @@ def _steps(store: Store, task: Job, now: int, budget: int, report: Report) -> No
             if cursor == 0:
                 break
     report.cycle_done = all(cursors.get(name) == DONE for name, _ in primaries)
+    if report.cycle_done or report.moved:
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, ResponseError):
+            store.nodes.refresh()
+        _note_moves(store, cursors_key, cursors, report.moved > 0)
     if report.cycle_done:
-        if upgrading and store.redis.get(left_key) == b"0":  # a whole pass, none left
-            mark_types_in_hash(store.redis)
-            log.info("%s: the keyspace is on layout %d", task, TYPES_IN_HASH)
-        if task == "retention":  # every key has its expiry: the keyspace keeps this policy
-            for policy in _policies(store):  # (or the one it began with, where shorter)
-                begun = json.loads(cursors.get(f"{BEGUN}{policy.kind}", "{}"))
-                record_applied(store.redis, as_begun(policy, begun), now)
-        store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
-        store.redis.delete(left_key)
-        store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
+        _finish_cycle(store, task, now, cursors, upgrading)
+
+
+def _finish_cycle(
+    store: Store, task: Job, now: int, cursors: dict[str, str], upgrading: bool
+) -> None:
+    """A pass is over: where it saw every key, mark an upgraded keyspace's layout and record
+    the retention it applied; start the next pass."""
+    cursors_key, left_key = _key(task, "cursors"), _key(task, "upgrade-left")
+    whole = MISSED not in cursors
+    if not whole:
+        log.warning("%s: keys moved between primaries during the pass: the next sees them", task)
+    if whole and upgrading and store.redis.get(left_key) == b"0":  # none left
+        mark_types_in_hash(store.redis)
+        log.info("%s: the keyspace is on layout %d", task, TYPES_IN_HASH)
+    if whole and task == "retention":
+        # every key has its expiry: the keyspace keeps this policy
+        for policy in _policies(store):  # (or the one it began with, where shorter)
+            begun = json.loads(cursors.get(f"{BEGUN}{policy.kind}", "{}"))
+            record_applied(store.redis, as_begun(policy, begun), now)
+    store.redis.delete(cursors_key)  # one by one: on a cluster, in slots of their own
+    store.redis.delete(left_key)
+    store.redis.hset(_key(task, "last-cycle"), mapping={"finished": now})
+
+
+def _note_moves(store: Store, cursors_key: str, cursors: dict[str, str], moved: bool) -> None:
+    """Keep a cluster's slot map as the cycle began beside its cursors, and mark the cycle
+    when a call was refused (``moved``) or the map has changed since: keys that moved
+    between primaries may have been missed (from one not scanned yet to one already done),
+    so the pass must not count as having looked at every key (a layout marked current, a
+    retention recorded as applied, on keys it never saw)."""
+    now = store.nodes.slot_map()
+    if not now:  # one server: nothing moves
+        return
+    if cursors.setdefault(SLOT_MAP, now) != now or moved:
+        cursors[MISSED] = "1"
+    marks = {field: cursors[field] for field in (SLOT_MAP, MISSED) if field in cursors}
+    store.redis.hset(cursors_key, mapping=marks)
 
 
 def _policies(store: Store) -> tuple[Policy, Policy]:
@@ -306,7 +345,9 @@ def status(store: Store, task: Job) -> dict[str, Any]:
         last = store.redis.hget(_key(task, "last-cycle"), "finished")
     return {
         "cursors": {
-            text(k): text(v) for k, v in sorted(cursors.items()) if not text(k).startswith(BEGUN)
+            text(k): text(v)
+            for k, v in sorted(cursors.items())
+            if not text(k).startswith((BEGUN, "slots:"))
         },
         "last_cycle_finished": int(last) if last else None,
     }

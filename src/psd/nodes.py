@@ -146,6 +146,11 @@ class Nodes:
     def refresh(self) -> None:
         """Learn which servers hold which keys again (a cluster's slot map; here, nothing)."""
 
+    def slot_map(self) -> str:
+        """A digest of which server holds which keys, as last learned: it changes when keys
+        move between servers (a cluster's slots); "" for the one server."""
+        return ""
+
     def call_on(self, client: redis.Redis, script: Any, keys: list[str], args: list[Any]) -> Any:
         """One script call on a server, for keys known to be there (a SCAN of it)."""
         return script(keys, args, client=client)
