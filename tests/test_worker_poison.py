@@ -141,3 +141,29 @@ def test_a_key_sent_again_with_other_points_of_a_user_is_a_dead_letter(
     assert "other points of counter signup" in letters[1].reason
     assert letters[0].payload["kwargs"]["value"] == 9
     assert dlq.retry(store) == (0, 2)
+
+
+def test_a_delivery_key_the_store_cannot_keep_holds_up_nothing(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """JSON can carry a lone surrogate (``"\\ud800"``), which is no Unicode text and which
+    Redis cannot be sent: such a key, or task id, is a dead letter of its message, and the
+    other messages of its batch are applied (it failed the whole batch, handed back to the
+    broker and taken again, for ever)."""
+    metric, count = app.tasks["psd.write_metric"], app.tasks["psd.write_count"]
+    start = taken()
+    with running_worker(app):
+        metric.delay(**point(uid=1, value=3, mode="increment"))
+        metric.delay(**point(uid=2, value=4, mode="increment", idempotency_key="order-\ud800"))
+        count.delay(thing="signup", value=1, ts=T0, idempotency_key="\udfff")
+        metric.apply_async(kwargs=point(uid=3, value=5, mode="increment"), task_id="t-\ud800")
+        metric.delay(**point(uid=4, value=6, mode="increment"))
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 4)) == (3, 6))
+        assert wait_for(lambda: dlq.count(store.redis) == 3)
+        assert wait_for(lambda: taken() >= start + 5 and idle())
+    assert (sum_at_t0(store, 2), sum_at_t0(store, 3), store.count("signup", T0, T0)) == (0, 0, 0)
+    letters = dlq.list_letters(store.redis)
+    assert {letter.kind for letter in letters} == {"message"}  # retry leaves them
+    assert all("surrogate" in letter.reason for letter in letters)
+    assert dlq.retry(store) == (0, 3)
+    assert _queue_length(worker_settings) == 0

@@ -65,7 +65,20 @@ def _fields(request: SimpleRequest) -> dict[str, Any]:
     if str(_kwargs(request).get("idempotency_key", "")).startswith(OWN_DELIVERY):
         # the store's own keys begin so, kept minutes, not the idempotency window
         raise InvalidInput("must not begin with a NUL byte", "idempotency_key")
+    if not storable(delivery_of(request)):
+        keyed = _kwargs(request).get("idempotency_key") not in (None, "")
+        raise InvalidInput(UNSTORABLE, "idempotency_key" if keyed else "task id")
     return {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
+
+
+UNSTORABLE = "must be Unicode text (it holds a lone surrogate, as JSON's \\ud800 writes one)"
+
+
+def storable(delivery: str) -> bool:
+    """Whether Redis can be sent ``delivery``: not a string holding a lone surrogate (JSON
+    carries one as an escape), which has no UTF-8; such a key failed its whole batch, which
+    came back for ever."""
+    return delivery.isascii() or not any("\ud800" <= c <= "\udfff" for c in delivery)
 
 
 def delivery_of(request: SimpleRequest) -> str:
@@ -110,9 +123,10 @@ LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
 def _letter(request: SimpleRequest, reason: str, delivery: str, resend: bool = False) -> DeadLetter:
     """A dead letter of a whole message: its point's fields when it had the shape of one.
     A message refused for its key (one of the store's own, remembered minutes: two
-    deliveries of it, each a letter, would count twice; or, ``resend``, one already used
-    for other points: psd/workers/keybook.py) is a letter ``retry`` leaves: its sender
-    resends it under a key of its own."""
+    deliveries of it, each a letter, would count twice; one the store cannot record,
+    :func:`storable`; or, ``resend``, one already used for other points:
+    psd/workers/keybook.py) is a letter ``retry`` leaves: its sender resends it under a
+    key of its own."""
     fields = {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
     if (
         resend
@@ -120,6 +134,7 @@ def _letter(request: SimpleRequest, reason: str, delivery: str, resend: bool = F
         or request.name not in LETTER_KIND
         or not isinstance(request.kwargs, dict)
         or delivery.startswith(OWN_DELIVERY)
+        or not storable(delivery)
     ):
         kwargs = fields if isinstance(request.kwargs, dict | None) else request.kwargs
         args = request.args
