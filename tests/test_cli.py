@@ -385,3 +385,19 @@ def test_a_dlq_retry_takes_off_the_letters_it_applied_while_the_list_grows(
     assert [letter.payload["uid"] for letter in dlq.list_letters(store.redis, 0)] == [4]
     for uid in (1, 2, 3):
         assert store.sum(uid, "steps", None, NOW, NOW) == 10, uid
+
+
+def test_psd_dlq_list_shows_a_letter_of_a_task_name_that_is_no_text(redis_url: str) -> None:
+    """A raw publish may name a task with a lone surrogate (JSON's ``"\\ud800"``), which
+    the letter of that unknown task keeps as its source: listed, escaped, not a traceback
+    (no UTF-8 output can hold it)."""
+    store = Store.from_url(redis_url)
+    store.redis.flushdb()
+    name = "psd.write_\ud800"
+    letter = dlq.DeadLetter("message", {"headers": {"task": name}}, "no such task", name, "t1")
+    dlq.add(store.redis, [letter], window=DAY)
+    env = {"PSD_REDIS_URL": redis_url}
+    result = CliRunner().invoke(main, ["dlq", "list"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "psd.write_\\ud800  no such task" in result.output
+    assert CliRunner().invoke(main, ["dlq", "list", "--json"], env=env).exit_code == 0

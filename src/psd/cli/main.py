@@ -256,11 +256,16 @@ def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
             click.echo(letter.to_json())
         else:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(letter.at))
-            click.echo(
-                f"{when}Z  {letter.source}  {letter.reason}\n    {json.dumps(letter.payload)}"
-            )
+            line = f"{when}Z  {letter.source}  {letter.reason}\n    {json.dumps(letter.payload)}"
+            click.echo(printable(line))
     if not as_json:
         click.echo(f"{len(letters)} shown, {waiting} in the list")
+
+
+def printable(text: str) -> str:
+    """``text`` as UTF-8 output takes it: a lone surrogate (a raw publish's task name, which
+    its letter keeps as its source, may hold one: JSON carries it) escaped as ``\\ud800``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dlq.command(name="retry")
