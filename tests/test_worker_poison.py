@@ -1,5 +1,6 @@
 """Messages a worker cannot apply as they are — an empty list of points, keyword arguments
-that are no mapping (a raw publish) — are dead letters taken once, and hold up no other
+that are no mapping (a raw publish), a key that is no text, a field nested hundreds of lists
+deep — are dead letters taken once, and hold up no other
 message of their batch; two messages of one batch under one delivery key are told apart as
 the store tells them: per user; a key already used for other points of a user is a dead
 letter, not a duplicate. The worker and its fixtures are tests/test_workers.py's,
@@ -9,6 +10,7 @@ imported (hence F811: a test's arguments name them)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -166,4 +168,54 @@ def test_a_delivery_key_the_store_cannot_keep_holds_up_nothing(
     assert {letter.kind for letter in letters} == {"message"}  # retry leaves them
     assert all("surrogate" in letter.reason for letter in letters)
     assert dlq.retry(store) == (0, 3)
+    assert _queue_length(worker_settings) == 0
+
+
+def publish_text(settings: Settings, task: str, body: str) -> None:
+    """A task message whose JSON body is written by hand, as any sender's may be."""
+    task_id = str(uuid.uuid4())
+    headers = {"lang": "py", "task": task, "id": task_id, "root_id": task_id, "retries": 0}
+    queue = Queue(settings.queue, Exchange(settings.queue), settings.queue)
+    with Connection(settings.broker_url) as connection:
+        Producer(connection).publish(
+            body,
+            routing_key=settings.queue,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers=headers,
+            declare=[queue],
+            exchange=settings.queue,
+        )
+
+
+def test_a_field_nested_deep_is_a_dead_letter_and_holds_up_nothing(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A value nested hundreds of lists deep is a dead letter, kept as it came where JSON
+    can write it back (500 levels: Python's own encoder writes them), else saying so (1000:
+    another sender's may); the other messages of its batch are applied. Keeping the letter
+    raised, and the whole batch went back to the broker and failed again, for ever."""
+    nested: list[object] = []
+    for _ in range(500):
+        nested = [nested]
+    deeper = "[" * 1000 + "]" * 1000
+    fields = {"thing": "steps", "uid": 4, "atid": 2, "aid": 1, "ts1": T0, "ts2": T0}
+    text = f'[[], {json.dumps(fields)[:-1]}, "value": {deeper}}}, {{}}]'
+    metric, bulk = app.tasks["psd.write_metric"], app.tasks["psd.write_metrics"]
+    start = taken()
+    with running_worker(app):
+        metric.delay(**point(uid=1, value=3, mode="increment"))
+        metric.delay(**point(uid=2, value=nested, mode="increment"))
+        bulk.delay(points=[point(uid=3, value=4, mode="increment"), {"thing": nested}])
+        publish_text(worker_settings, "psd.write_metric", text)
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 3)) == (3, 4))
+        assert wait_for(lambda: dlq.count(store.redis) == 3)
+        assert wait_for(lambda: taken() >= start + 4 and idle())
+    assert (sum_at_t0(store, 2), sum_at_t0(store, 4)) == (0, 0)
+    letters = {
+        letter.part or letter.payload["uid"]: letter for letter in dlq.list_letters(store.redis)
+    }
+    assert letters[2].payload["value"] == nested
+    assert letters["points[1]"].payload == {"thing": nested}
+    assert letters[4].payload == {**fields, "value": dlq.TOO_DEEP}
     assert _queue_length(worker_settings) == 0

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import redis
@@ -63,7 +63,9 @@ class DeadLetter:
     part: str = ""
 
     def to_json(self) -> str:
-        fields = asdict(self)
+        # its fields as they are: asdict would copy the payload, a Python call a level, and
+        # a sender's JSON nested a few hundred levels deep ran out of stack there
+        fields = {name: getattr(self, name) for name in _FIELDS}
         if not self.part:  # a letter of a whole message reads as an earlier psd wrote it
             del fields["part"]
         return json.dumps(fields, separators=(",", ":"), default=repr)
@@ -71,6 +73,38 @@ class DeadLetter:
     @classmethod
     def from_json(cls, text: bytes | str) -> DeadLetter:
         return cls(**json.loads(text))
+
+
+_FIELDS = tuple(field.name for field in fields(DeadLetter))
+#: What a letter keeps of a value nested too deep for JSON to write (:func:`written`).
+TOO_DEEP = "<nested too deep to keep: its sender has it as it was sent>"
+
+
+def written(letter: DeadLetter) -> tuple[str, str]:
+    """A letter's identity and text. A value nested deeper than JSON writes (a sender's
+    JSON may nest as deep as its encoder's stack allows) is kept as :data:`TOO_DEEP`, the
+    same on every delivery: a letter that could not be written failed its batch, which
+    came back for ever."""
+    try:
+        return identity(letter), letter.to_json()
+    except RecursionError:
+        bare = replace(letter, payload=_shallow(letter.payload))
+        return identity(bare), bare.to_json()
+
+
+def _shallow(payload: Any) -> Any:
+    """``payload`` with each of its fields JSON cannot write as :data:`TOO_DEEP` (all of it
+    where it has no fields)."""
+    if not isinstance(payload, dict):
+        return TOO_DEEP
+    kept = {}
+    for name, value in payload.items():
+        try:
+            json.dumps([value], default=repr)  # a level more: the identity's
+            kept[name] = value
+        except RecursionError:
+            kept[name] = TOO_DEEP
+    return kept
 
 
 def letter_name(letter: DeadLetter) -> str:
@@ -117,8 +151,7 @@ def add(client: redis.Redis, letters: Sequence[DeadLetter], *, window: int) -> l
         for first in range(0, len(letters), KEEP_CHUNK):
             args: list[str | int] = [int(now), window]
             for letter in letters[first : first + KEEP_CHUNK]:
-                stamped = letter if letter.at else replace(letter, at=now)
-                args += [identity(letter), stamped.to_json()]
+                args += written(letter if letter.at else replace(letter, at=now))
             kept += [bool(new) for new in keep([DLQ_KEY, KEPT_KEY], args)]
     return kept
 
