@@ -217,5 +217,29 @@ def test_a_field_nested_deep_is_a_dead_letter_and_holds_up_nothing(
     }
     assert letters[2].payload["value"] == nested
     assert letters["points[1]"].payload == {"thing": nested}
-    assert letters[4].payload == {**fields, "value": dlq.TOO_DEEP}
+    kept = letters[4].payload.pop("value")  # its first levels
+    assert letters[4].payload == fields and json.dumps(kept).count("[") == dlq.KEPT_LEVELS - 1
+    assert dlq.TOO_DEEP in json.dumps(kept)
+    assert _queue_length(worker_settings) == 0
+
+
+def test_a_msgpack_map_keyed_by_bytes_is_a_dead_letter_and_holds_up_nothing(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """msgpack decodes a map keyed by bytes (a sender's ``{b"thing": ...}``), which JSON has
+    no key for: its letter keeps each such key as its ``repr``, and the other messages of
+    its batch are applied (keeping the letter raised, and the whole batch went back to the
+    broker and failed again, for ever)."""
+    metric, bulk = app.tasks["psd.write_metric"], app.tasks["psd.write_metrics"]
+    start = taken()
+    with running_worker(app):
+        metric.delay(**point(uid=1, value=3, mode="increment"))
+        points = [point(uid=2, value=4, mode="increment"), {b"thing": "steps", "uid": 5}]
+        bulk.apply_async(kwargs={"points": points}, serializer="msgpack")
+        metric.apply_async(kwargs={b"thing": "steps", "uid": 3}, serializer="msgpack")
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: dlq.count(store.redis) == 2)
+        assert wait_for(lambda: taken() >= start + 3 and idle())
+    payloads = sorted(str(letter.payload) for letter in dlq.list_letters(store.redis))
+    assert payloads == [str({"b'thing'": "steps", "uid": 3}), str({"b'thing'": "steps", "uid": 5})]
     assert _queue_length(worker_settings) == 0

@@ -78,33 +78,37 @@ class DeadLetter:
 _FIELDS = tuple(field.name for field in fields(DeadLetter))
 #: What a letter keeps of a value nested too deep for JSON to write (:func:`written`).
 TOO_DEEP = "<nested too deep to keep: its sender has it as it was sent>"
+#: The levels of a payload a letter JSON could not write keeps (:func:`writable`).
+KEPT_LEVELS = 100
 
 
 def written(letter: DeadLetter) -> tuple[str, str]:
-    """A letter's identity and text. A value nested deeper than JSON writes (a sender's
-    JSON may nest as deep as its encoder's stack allows) is kept as :data:`TOO_DEEP`, the
-    same on every delivery: a letter that could not be written failed its batch, which
-    came back for ever."""
+    """A letter's identity and text; where JSON cannot write its payload as it came, of
+    :func:`writable` payload, the same on every delivery. A letter that could not be
+    written failed its batch, which came back for ever."""
     try:
         return identity(letter), letter.to_json()
-    except RecursionError:
-        bare = replace(letter, payload=_shallow(letter.payload))
+    except (RecursionError, TypeError, ValueError):
+        bare = replace(letter, payload=writable(letter.payload))
         return identity(bare), bare.to_json()
 
 
-def _shallow(payload: Any) -> Any:
-    """``payload`` with each of its fields JSON cannot write as :data:`TOO_DEEP` (all of it
-    where it has no fields)."""
-    if not isinstance(payload, dict):
+def writable(value: Any, level: int = 0) -> Any:
+    """``value`` as JSON writes it: a key that is no JSON key (msgpack decodes a map keyed
+    by bytes, which JSON has no key for) as its ``repr``, and what lies past
+    ``KEPT_LEVELS`` levels (a sender's JSON may nest as deep as its encoder's stack allows,
+    deeper than Python's encoder writes here) as :data:`TOO_DEEP`."""
+    if not isinstance(value, dict | list | tuple):
+        return value
+    if level >= KEPT_LEVELS:
         return TOO_DEEP
-    kept = {}
-    for name, value in payload.items():
-        try:
-            json.dumps([value], default=repr)  # a level more: the identity's
-            kept[name] = value
-        except RecursionError:
-            kept[name] = TOO_DEEP
-    return kept
+    if isinstance(value, dict):
+        return {_json_key(k): writable(v, level + 1) for k, v in value.items()}
+    return [writable(item, level + 1) for item in value]
+
+
+def _json_key(key: Any) -> Any:
+    return key if isinstance(key, str | int | float | bool | None) else repr(key)
 
 
 def letter_name(letter: DeadLetter) -> str:
