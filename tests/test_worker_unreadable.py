@@ -207,3 +207,30 @@ def test_an_unreadable_message_waits_while_its_dead_letter_cannot_be_kept(
                 assert wait_for(lambda: _queue_length(settings) == 0)
                 (letter,) = dlq.list_letters(store.redis)
     assert raw_body(letter) == b"{not json"
+
+
+#: (id header, what the reason says) of task ids that are no text
+ODD_IDS = [(["x"], "(a list)"), ({"a": 1}, "(a dict)"), (17, "(a int)"), (True, "(a bool)")]
+
+
+def test_a_task_id_that_is_no_text_is_a_dead_letter_and_the_worker_lives_on(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A list or a map as a message's id stopped the worker (it could not be held as a
+    reserved task) and went back to the queue, to stop the next one; a number, or a bool,
+    was its message's delivery key as text, which another sender's message of that id took
+    for a duplicate. Each is a dead letter now, and the messages after it are applied."""
+    metric = app.tasks["psd.write_metric"]
+    metric.delay(**point(uid=1, value=3))
+    body = b'[[], {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 1, "ts2": 9}, {}]'
+    for task_id, _ in ODD_IDS:
+        publish_bytes(worker_settings, body, "application/json", id=task_id)
+    metric.delay(**point(uid=2, value=4))
+    with worker_process(worker_settings) as worker:
+        assert wait_for(lambda: dlq.count(store.redis) == 4 or worker.poll() is not None, 60)
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: _queue_length(worker_settings) == 0)
+        assert worker.poll() is None, "the worker stopped"
+    reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
+    assert reasons == sorted(f"invalid task message: its id is no text {a}" for _, a in ODD_IDS)
+    assert store.sum(5, "steps", None, 0, 10) == 0

@@ -48,7 +48,10 @@ class PointRequest(Request):  # type: ignore[misc]
     for any other length, keys for a dict of three) and its headers' ``id``; raised there,
     those errors stopped the worker (see the module's docstring). ``InvalidTaskError`` is
     the error Celery's consumer expects of a strategy for a malformed message. Args that
-    are no list would also fail psd's own reading of the message after it was batched."""
+    are no list would also fail psd's own reading of the message after it was batched; an
+    id that is no text stopped the worker too (a list or a map cannot be held as a
+    reserved task), or was, as text, a delivery key another message's id could spell
+    (``17``, ``true``)."""
 
     def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
         try:
@@ -62,6 +65,8 @@ class PointRequest(Request):  # type: ignore[misc]
             raise InvalidTaskError(f"{NOT_CELERY} (a {type(body).__name__})")
         if not isinstance(body[0], list | tuple | None):
             raise InvalidTaskError(f"its args are no list (a {type(body[0]).__name__})")
+        if not isinstance(self.id, str):  # a list or map: no reserved task holds it
+            raise InvalidTaskError(f"its id is no text (a {type(self.id).__name__})")
 
 
 NOT_CELERY = "its body is no [args, kwargs, embed] list"
