@@ -10,6 +10,7 @@ fixtures are tests/test_workers.py's, imported (hence F811: a test's arguments n
 from __future__ import annotations
 
 import base64
+import json
 import pickle
 import subprocess
 import time
@@ -233,4 +234,37 @@ def test_a_task_id_that_is_no_text_is_a_dead_letter_and_the_worker_lives_on(
         assert worker.poll() is None, "the worker stopped"
     reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
     assert reasons == sorted(f"invalid task message: its id is no text {a}" for _, a in ODD_IDS)
+    assert store.sum(5, "steps", None, 0, 10) == 0
+
+
+def test_a_task_or_shadow_name_that_is_no_text_is_a_dead_letter_and_the_worker_lives_on(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A list or a map as a message's task name stopped the worker (Celery looks its
+    strategy up by it), and as its ``shadow`` name (the name Flower shows) failed its whole
+    batch as it was handed to the pool, every time it came: each is a dead letter now, and
+    the messages around it are applied."""
+    metric = app.tasks["psd.write_metric"]
+    metric.delay(**point(uid=1, value=3))
+    body = b'[[], {"thing": "steps", "uid": 5, "atid": 1, "aid": 1, "value": 1, "ts2": 9}, {}]'
+    publish_bytes(worker_settings, body, "application/json", task=["psd.write_metric"])  # type: ignore[arg-type]
+    publish_bytes(worker_settings, body, "application/json", task={"a": 1})  # type: ignore[arg-type]
+    publish_bytes(worker_settings, body, "application/json", shadow={"a": 1})
+    publish_bytes(worker_settings, body, "application/json", shadow=["alias"])
+    old_style = {"task": ["psd.write_metric"], "id": "t1", "args": [], "kwargs": {}}  # protocol 1
+    publish_bytes(worker_settings, json.dumps(old_style).encode(), "application/json", task=None)
+    metric.delay(**point(uid=2, value=4))
+    with worker_process(worker_settings) as worker:
+        assert wait_for(lambda: dlq.count(store.redis) == 5 or worker.poll() is not None, 60)
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: _queue_length(worker_settings) == 0)
+        assert worker.poll() is None, "the worker stopped"
+    reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
+    assert reasons == [
+        "invalid task message: its shadow name is no text (a dict)",
+        "invalid task message: its shadow name is no text (a list)",
+        "invalid task message: its task name is no text (a dict)",
+        "invalid task message: its task name is no text (a list)",
+        "invalid task message: its task name is no text (a list)",
+    ]
     assert store.sum(5, "steps", None, 0, 10) == 0

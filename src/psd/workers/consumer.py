@@ -31,6 +31,7 @@ from typing import Any
 from celery.exceptions import InvalidTaskError
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
+from vine import promise
 
 from psd import dlq
 from psd.dlq import DeadLetter
@@ -67,6 +68,8 @@ class PointRequest(Request):  # type: ignore[misc]
             raise InvalidTaskError(f"its args are no list (a {type(body[0]).__name__})")
         if not isinstance(self.id, str):  # a list or map: no reserved task holds it
             raise InvalidTaskError(f"its id is no text (a {type(self.id).__name__})")
+        if not isinstance(self.name, str):  # a shadow name (Flower's), counted by it
+            raise InvalidTaskError(f"its shadow name is no text (a {type(self.name).__name__})")
 
 
 NOT_CELERY = "its body is no [args, kwargs, embed] list"
@@ -108,10 +111,38 @@ def describe(exc: Exception) -> str:
     return str(exc) or (repr(inner) if isinstance(inner, Exception) else type(exc).__name__)
 
 
+def task_named(message: Any) -> Any:
+    """The task name a message gives, where Celery's consumer reads it (its ``task``
+    header, else a protocol 1 body's ``task``); None where it gives none, or its body
+    cannot be decoded (Celery's consumer then says so)."""
+    headers = message.headers
+    if isinstance(headers, dict) and "task" in headers:
+        return headers["task"]
+    try:
+        body = message.decode()  # kept: Celery's consumer reads it again from there
+    except Exception:  # its decode error is Celery's consumer's to report
+        return None
+    return body.get("task") if isinstance(body, dict) else None
+
+
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's consumer, keeping a dead letter of each message it would drop before it
     drops it (the module's docstring). These run in the consumer's thread, rarely: one
     Redis round trip each."""
+
+    def create_task_handler(self, promise: Any = promise) -> Any:
+        """Celery's handler of a task message, refusing a task name that is no text: Celery
+        looks the task up by it, and a list or a map (unhashable) stopped the worker."""
+        handle = super().create_task_handler(promise)
+
+        def on_task_received(message: Any) -> None:
+            name = task_named(message)
+            if name is None or isinstance(name, str):  # Celery's own handling
+                return handle(message)  # type: ignore[no-any-return]
+            exc = InvalidTaskError(f"its task name is no text (a {type(name).__name__})")
+            return self.on_invalid_task(None, message, exc)
+
+        return on_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """A body its content type cannot decode (also a control message's, which Celery
