@@ -105,3 +105,22 @@ def test_messages_waiting_for_their_eta_make_no_batch_larger_than_batch_size(
     with running_worker(app):
         assert wait_for(lambda: sum(sizes) == 20, timeout=10)
     assert max(sizes) <= 10, sizes
+
+
+def test_messages_waiting_for_their_eta_hold_up_no_other_message(
+    worker_settings: Settings, store: Store
+) -> None:
+    """A worker takes at most its prefetch count of messages it has not acknowledged
+    (2 x batch size a thread); one waiting for its ETA (``countdown``) is not acknowledged
+    before it is applied. A sender's delayed writes as many as that stopped every other
+    write until they were due: the worker now takes one more message for each it holds
+    for its ETA, as Celery's own tasks do."""
+    app = make_app(replace(worker_settings, batch_size=5))
+    task = app.tasks["psd.write_metric"]
+    prefetch = 2 * 5 * 2  # 2 x batch size, 2 threads
+    with running_worker(app):
+        for n in range(prefetch + 5):
+            task.apply_async(kwargs=point(uid=100 + n, mode="increment"), countdown=3600)
+        for n in range(5):
+            task.delay(**point(uid=n, mode="increment"))
+        assert wait_for(lambda: sum(store.sum(u, "steps", None, T0, T0) for u in range(5)) == 50)

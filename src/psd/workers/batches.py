@@ -61,16 +61,29 @@ class Arrivals(Queue[Request]):
     """The buffer of a batched task: a request put in it is reserved, as Celery's own strategy
     reserves a task it takes, and its arrival time kept for its task-received event (sent
     with its batch's: one publish for many events instead of one a message). It knows when
-    the first message of the batch it holds came and when the latest did (:meth:`due`)."""
+    the first message of the batch it holds came and when the latest did (:meth:`due`).
 
-    def __init__(self) -> None:
+    A message with an ETA (``countdown``) is held, unacknowledged, until it is due: the
+    worker may take one more message for it, as Celery's own strategy lets it (``qos``,
+    the consumer's prefetch count; :meth:`due_now` gives it back). Held within the
+    prefetch count, as many delayed writes as that stopped every other write."""
+
+    def __init__(self, qos: Callable[[], Any] = lambda: None) -> None:
         super().__init__()
         self.arrived: dict[str, float] = {}
         self.first: float | None = None  # monotonic: the batch's first arrival
         self.latest = 0.0
+        self.qos = qos
+        #: the prefetch count each message held for its ETA raised, by the message (the
+        #: consumer makes a new one as it reconnects: that one is not lowered for it)
+        self.raised: dict[int, Any] = {}
 
     def put(self, item: Request, block: bool = True, timeout: float | None = None) -> None:
         task_reserved(item)
+        qos = self.qos()
+        if item.eta and qos is not None:
+            qos.increment_eventually()
+            self.raised[id(item)] = qos
         self.arrived[item.id] = time.time()
         self.latest = time.monotonic()
         if self.first is None:
@@ -88,6 +101,14 @@ class Arrivals(Queue[Request]):
     def taken(self) -> None:
         """The batch held is being applied: the next message starts another."""
         self.first = None
+
+    def due_now(self, requests: list[Request]) -> None:
+        """``requests`` go to be applied: those held for their ETA give back the message
+        each let the worker take."""
+        for request in requests:
+            qos = self.raised.pop(id(request), None)
+            if qos is not None:
+                qos.decrement_eventually()
 
 
 def received(request: Request, at: float) -> None:
@@ -140,7 +161,7 @@ class PointBatches(Batches):  # type: ignore[misc]
         (a second worker in one process, as in the tests, would otherwise inherit a stopped
         one's)."""
         Batches.__init__(self)
-        self._buffer = Arrivals()
+        self._buffer = Arrivals(lambda: consumer.qos)  # made as the consumer starts
         self._scanned = 0.0
         # the task events go out from the consumer's thread, which owns their buffer
         self._call_soon = consumer.call_soon
@@ -172,6 +193,7 @@ class PointBatches(Batches):  # type: ignore[misc]
         for request in requests:
             received(request, arrived.pop(request.id, now))
             request.on_accepted(os.getpid(), handed)
+        self._buffer.due_now(requests)
 
         def done(outcomes: Outcomes | None) -> None:
             together = gathers_acks(self._consumer)
