@@ -19,7 +19,9 @@ from kombu import Connection, Exchange, Producer, Queue
 
 from psd import dlq
 from psd.config import Settings
+from psd.model import parse_metric
 from psd.store import Store
+from psd.workers import keybook
 from tests.support import idle, running_worker, taken, wait_for
 from tests.test_workers import (  # noqa: F401 (fixtures)
     T0,
@@ -243,3 +245,32 @@ def test_a_msgpack_map_keyed_by_bytes_is_a_dead_letter_and_holds_up_nothing(
     payloads = sorted(str(letter.payload) for letter in dlq.list_letters(store.redis))
     assert payloads == [str({"b'thing'": "steps", "uid": 3}), str({"b'thing'": "steps", "uid": 5})]
     assert _queue_length(worker_settings) == 0
+
+
+def test_a_key_sent_again_with_its_points_in_another_order_counts_once(
+    app: Celery, worker_settings: Settings, store: Store
+) -> None:
+    """A sender may rebuild a message it sends again (from a set, a query in no order): the
+    same points under its key in another order are the points its key already applied, a
+    duplicate. They were a dead letter telling the sender to resend them under a new key,
+    which would have counted them twice."""
+    bulk = app.tasks["psd.write_metrics"]
+    points = [point(uid=1, aid=n, value=n, mode="increment") for n in (1, 2, 3)]
+    start = taken()
+    with running_worker(app):
+        bulk.delay(points=points, idempotency_key="order-9")
+        assert wait_for(lambda: taken() >= start + 1 and idle())
+        bulk.delay(points=points[::-1], idempotency_key="order-9")
+        assert wait_for(lambda: taken() >= start + 2 and idle())
+    assert sum_at_t0(store, 1) == 6
+    assert dlq.count(store.redis) == 0
+
+
+def test_a_key_an_earlier_psd_recorded_in_the_order_sent_still_names_its_points(
+    store: Store,
+) -> None:
+    """An earlier psd recorded a key's points in the order they came: a redelivery of such
+    a message after the upgrade is still its points, not other ones."""
+    points = [parse_metric(point(uid=1, aid=n, mode="increment")) for n in (3, 1, 2)]
+    store.redis.hset(keybook.BOOK + "order-5", "1", keybook.mark(points, ordered=True))
+    assert keybook.reused(store, keybook.claims("order-5", points)) == [False]

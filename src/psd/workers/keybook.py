@@ -26,8 +26,9 @@ from psd.store import Store
 #: -> the mark of the points that owner's message held under the key.
 BOOK = "psd:task-key:"
 
-#: (key, owner, the mark of the owner's points) of one message.
-Claim = tuple[str, str, str]
+#: (key, owner, the mark of the owner's points, their mark as an earlier psd made it) of one
+#: message.
+Claim = tuple[str, str, str, str]
 
 
 def claims(key: str, points: Sequence[MetricPoint | CountPoint]) -> list[Claim]:
@@ -36,11 +37,16 @@ def claims(key: str, points: Sequence[MetricPoint | CountPoint]) -> list[Claim]:
     for point in points:
         owner = str(point.uid) if isinstance(point, MetricPoint) else f"count:{point.thing}"
         by_owner.setdefault(owner, []).append(point)
-    return [(key, owner, mark(mine)) for owner, mine in by_owner.items()]
+    return [(key, owner, mark(mine), mark(mine, ordered=True)) for owner, mine in by_owner.items()]
 
 
-def mark(points: Sequence[MetricPoint | CountPoint]) -> str:
-    return hashlib.sha256(repr([astuple(p) for p in points]).encode()).hexdigest()
+def mark(points: Sequence[MetricPoint | CountPoint], ordered: bool = False) -> str:
+    """The points' hash, whatever their order: a message its sender rebuilt (from a set, a
+    query in no order) holds the same points, which its key applied once; told they were
+    other points, the sender would resend them under a new key, and they would count
+    twice. ``ordered``: in the order they came, as an earlier psd recorded them."""
+    fields = [astuple(p) for p in points]
+    return hashlib.sha256(repr(fields if ordered else sorted(fields)).encode()).hexdigest()
 
 
 def reused(store: Store, made: Sequence[Claim]) -> list[bool]:
@@ -51,10 +57,13 @@ def reused(store: Store, made: Sequence[Claim]) -> list[bool]:
         return []
     window = store.settings.idempotency_window
     pipe = store.redis.pipeline(transaction=False)
-    for key, owner, points in made:
+    for key, owner, points, _ in made:
         pipe.hsetnx(BOOK + key, owner, points)
         pipe.expire(BOOK + key, window)
         pipe.hget(BOOK + key, owner)
     with redis_errors("write"):
         replies = pipe.execute()
-    return [replies[3 * n + 2] != points.encode() for n, (_, _, points) in enumerate(made)]
+    return [
+        replies[3 * n + 2] not in (points.encode(), earlier.encode())
+        for n, (_, _, points, earlier) in enumerate(made)
+    ]

@@ -286,7 +286,7 @@ def _keys_reused(
         request.id: f"idempotency_key: already sent with other points of {_named(owner)} "
         "(within PSD_IDEMPOTENCY_WINDOW): a key names one message's points; send these "
         "under a new key"
-        for request, (_, owner, _), again in zip(whose, made, found, strict=True)
+        for request, (_, owner, _, _), again in zip(whose, made, found, strict=True)
         if again
     }
 
