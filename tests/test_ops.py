@@ -126,6 +126,22 @@ def test_bad_reads_and_counts_are_usage_errors(run: Invoke, redis_client: redis.
     assert redis_client.dbsize() == 0
 
 
+def test_a_count_mixing_its_add_and_read_options_is_a_usage_error(
+    run: Invoke, redis_client: redis.Redis
+) -> None:
+    """``psd count THING [--from T --to T | --add N [--at T]]``: a range given with --add, or
+    --at without it, would be ignored (the addition made at another instant than asked, or
+    a read over the last day): exit 2 naming the option, nothing written."""
+    for args, option in (
+        (("count", "signup", "--add", "1", "--from", str(T)), "--from"),
+        (("count", "signup", "--add", "1", "--to", str(T)), "--to"),
+        (("count", "signup", "--at", str(T)), "--at"),
+    ):
+        result = run(*args)
+        assert result.exit_code == 2 and option in result.output, (args, result.output)
+    assert redis_client.dbsize() == 0
+
+
 def test_a_write_the_store_refuses_exits_1(run: Invoke, redis_client: redis.Redis) -> None:
     """Under the default retention, a point of 2017 is valid but refused: an error (exit 1)
     with the store's reason, not a usage error."""

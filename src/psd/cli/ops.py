@@ -266,6 +266,7 @@ def count(
     as_json: bool,
 ) -> None:
     """Read a global counter over a range, or --add to it."""
+    _one_use_of_count(add, at, start, end)
     point = None
     try:
         if add is not None:
@@ -291,6 +292,14 @@ def count(
         click.echo(json.dumps({"thing": thing, "from": t1, "to": t2, "count": total}))
     else:
         click.echo(f"{thing}: {total}  ({iso(t1)} .. {iso(t2)})")
+
+
+def _one_use_of_count(add: int | None, at: int | None, start: int | None, end: int | None) -> None:
+    """An option of the other use (a read's range, an addition's instant) would be ignored."""
+    if add is not None and (start is not None or end is not None):
+        raise click.UsageError("--from/--to read a range: with --add, give --at (or nothing)")
+    if add is None and at is not None:
+        raise click.UsageError("--at is the instant of an --add: to read, give --from/--to")
 
 
 @click.command(name="import")
