@@ -108,6 +108,24 @@ def test_a_query_strings_integers_are_decimal_digits(redis_client: redis.Redis, 
 
 
 @pytest.mark.parametrize(
+    "repeated", ["uid=2", "step=hour", "from=5", "to=5", "tz=UTC", "offset=0", "atid=3"]
+)
+def test_a_query_strings_one_value_parameter_given_twice_is_refused(
+    redis_client: redis.Redis, repeated: str
+) -> None:
+    """``uid=1&uid=2`` asks for two users where the route answers one: it was answered for
+    uid 1 alone, as if uid 2 had not been named. The models are strict: a 422 naming it."""
+    client = client_of(redis_client)
+    query = "uid=1&things=steps&things=points&from=0&to=9&step=day&tz=UTC&atid=2"
+    if repeated.startswith("offset"):
+        query = query.replace("tz=UTC", "offset=60")
+    assert client.get(f"/v3/series?{query}").status_code == 200
+    refused = client.get(f"/v3/series?{query}&{repeated}")
+    name = repeated.split("=")[0]
+    assert (refused.status_code, refused.json["error"]["field"]) == (422, name), refused.json
+
+
+@pytest.mark.parametrize(
     "end", ["9999-12-31T23:59:58", "9999-12-31T23:59:59", "9999-12-31", "9999-12-31T23:30-01:00"]
 )
 def test_an_end_past_the_calendars_last_second_reads_up_to_it(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from werkzeug.datastructures import MultiDict
 
-from psd.errors import PsdError
+from psd.errors import InvalidInput, PsdError
 from psd.web.auth import OPEN
 from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
 from psd.web.flask_glue import KEY_MOST, request_body, respond
@@ -75,10 +75,19 @@ class QueryForm(BaseModel):
             key = field.alias or name
             if key in args:
                 many = get_origin(field.annotation) is list
-                values[key] = args.getlist(key) if many else args[key]
+                values[key] = args.getlist(key) if many else cls.single(args, key)
         unknown = set(args) - {field.alias or name for name, field in cls.model_fields.items()}
         values.update({key: args[key] for key in unknown})  # refused: extra="forbid"
         return cls.model_validate(values)
+
+    @staticmethod
+    def single(args: MultiDict[str, str], key: str) -> str:
+        """A one-value parameter's value; given twice it is refused, where taking one of the
+        values would answer another question than the one asked (``uid=1&uid=2``)."""
+        given = args.getlist(key)
+        if len(given) > 1:
+            raise InvalidInput(f"given {len(given)} times: it takes one value", key)
+        return given[0]
 
     def body(self) -> dict[str, Any]:
         raise NotImplementedError
