@@ -145,7 +145,8 @@ class Settings:
     batch_ms: int = _doc(
         "Most milliseconds a worker holds a message waiting for its batch to fill (a stream's "
         "messages then reach the store as runs of each user's points, several times cheaper "
-        "a point than one point of each of many users).",
+        "a point than one point of each of many users); 0: a batch is applied at once, "
+        "whatever it holds.",
         default=1000,
     )
     batch_idle_ms: int = _doc(
@@ -157,7 +158,7 @@ class Settings:
     )
     write_retry_seconds: int = _doc(
         "How long a worker retries a batch while Redis is unreachable (backing off) before "
-        "handing its messages back to the broker, unacknowledged.",
+        "handing its messages back to the broker, unacknowledged; 0: no retry.",
         default=30,
     )
     broker_visibility_timeout: int = _doc(
