@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import struct
+import time
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -22,7 +23,7 @@ import hiredis
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection, HiredisRespSerializer, parse_url
-from redis.exceptions import RedisClusterException
+from redis.exceptions import BusyLoadingError, RedisClusterException
 
 from psd.errors import InvalidInput, StoreError
 
@@ -149,17 +150,19 @@ def sentinel_broker(url: str) -> tuple[str, str]:
     return ";".join(parts), names[-1]
 
 
-def client_from_url(url: str, **kwargs: Any) -> redis.Redis | RedisCluster:
+def client_from_url(url: str, patient: bool = False, **kwargs: Any) -> redis.Redis | RedisCluster:
     """A client of the store ``url`` names: :class:`redis.Redis` for a server,
-    :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client.
-    Raises :class:`InvalidInput` for a URL that names no store (:func:`check_url`), and
-    :class:`StoreError` for a cluster none of whose named nodes answers (a cluster client
-    asks one for the others as it is made)."""
+    :class:`redis.cluster.RedisCluster` for a cluster URL. ``kwargs`` go to the client;
+    ``patient``: a server over TCP that refuses a connection is tried again for a while
+    (:class:`PatientConnection`). Raises :class:`InvalidInput` for a URL that names no store
+    (:func:`check_url`), and :class:`StoreError` for a cluster none of whose named nodes
+    answers (a cluster client asks one for the others as it is made)."""
     check_url(url)
     if not is_cluster_url(url):
         packer: Any = CommandPacker  # redis-py 8.2 gave its base an untyped __init__
         if url.split("://", 1)[0].lower() == "redis":  # TCP without TLS
-            kwargs.setdefault("connection_class", KernelTimeoutConnection)
+            connection = PatientConnection if patient else KernelTimeoutConnection
+            kwargs.setdefault("connection_class", connection)
         return redis.Redis.from_url(url, command_packer=packer(), **kwargs)
     nodes, options = cluster_nodes(url)
     startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
@@ -220,3 +223,48 @@ class KernelTimeoutConnection(Connection):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, interval)
             sock.settimeout(None)
         return sock
+
+
+class PatientConnection(KernelTimeoutConnection):
+    """A connection that waits for a restarting store, for :attr:`PATIENCE` seconds: one its
+    port refuses is tried again (``psd up`` starts a dead store again at once, on its port),
+    and one made while the store replays its data is used once the store answers. A request
+    then waits for the store rather than being answered 503 at once. Only the connecting
+    waits: nothing of a request was sent yet, so nothing can be applied twice."""
+
+    PATIENCE = 5.0
+
+    def _connect(self) -> socket.socket:
+        self.waits = Waits(self.PATIENCE)
+        while True:
+            try:
+                return super()._connect()
+            except ConnectionRefusedError:
+                if not self.waits.wait():
+                    raise
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health=check_health)
+        while True:
+            try:
+                self.send_command("PING")  # type: ignore[no-untyped-call]
+                self.read_response()
+                return
+            except BusyLoadingError:  # still reading its data: it answers once done
+                if not self.waits.wait():
+                    raise
+
+
+class Waits:
+    """Pauses, doubling from 50 ms to half a second, until ``patience`` seconds are spent."""
+
+    def __init__(self, patience: float) -> None:
+        self.deadline, self.pause = time.monotonic() + patience, 0.05
+
+    def wait(self) -> bool:
+        """Pause and say True, or say False when the next pause would pass the deadline."""
+        if time.monotonic() + self.pause > self.deadline:
+            return False
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 0.5)
+        return True

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 
 from psd.config import Settings, load_settings
+from psd.connect import client_from_url
 from psd.errors import StoreError
 from psd.store import Store
 from psd.tokens import parse_tokens
@@ -66,7 +67,8 @@ def create_app(
     if store is None:
         if not settings.redis_url:
             raise RuntimeError("no Redis configured: set PSD_REDIS_URL (psd web starts one)")
-        store = Store.from_url(settings.redis_url, settings)
+        # the API holds a request while the store restarts (psd/connect.py)
+        store = Store(client_from_url(settings.redis_url, patient=True), settings)
     api = Api(store, settings, celery_enqueue(settings))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
