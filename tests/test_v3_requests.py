@@ -108,6 +108,24 @@ def test_a_query_strings_integers_are_decimal_digits(redis_client: redis.Redis, 
 
 
 @pytest.mark.parametrize(
+    "text", ["2026-12-01T10:00:00.5Z", "2026-12-01 10:00", "20261201", "2026-W49", "1e3"]
+)
+def test_an_instant_no_form_reads_is_said_as_such(redis_client: redis.Redis, text: str) -> None:
+    """A text ``from`` that is no date the API reads was answered "Input should be a valid
+    integer", as if only Unix seconds were taken: the answer names the forms it takes."""
+    client = client_of(redis_client)
+    body = {"users": [{"uid": 1}], "things": ["steps"], "from": text, "to": 9}
+    for route, extra in (("sums", {}), ("series", {"step": "day"})):
+        refused = client.post(f"/v3/{route}", json={**body, **extra})
+        error = refused.json["error"]
+        assert (refused.status_code, error["field"]) == (422, "from"), error
+        assert "ISO 8601" in error["message"] and "Unix seconds" in error["message"], error
+    board = {"users": [{"uid": 1}], "thing": "steps", "from": 0, "to": 9, "compare_at": text}
+    error = client.post("/v3/leaderboard", json=board).json["error"]
+    assert error["field"] == "compare_at" and "ISO 8601" in error["message"], error
+
+
+@pytest.mark.parametrize(
     "repeated", ["uid=2", "step=hour", "from=5", "to=5", "tz=UTC", "offset=0", "atid=3"]
 )
 def test_a_query_strings_one_value_parameter_given_twice_is_refused(

@@ -8,7 +8,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BeforeValidator, Field
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from psd.forms import DECIMAL
 from psd.localtime import MAX_OFFSET, Step
@@ -21,7 +28,27 @@ Thing = Literal[tuple(THINGS)]  # type: ignore[valid-type]
 ZONES = sorted(available_timezones() - {"localtime", "Factory"})
 ZoneName = Literal[tuple(ZONES)]  # type: ignore[valid-type]
 ISO = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?(Z|[+-]\d{2}:\d{2})?)?$"
-Instant = Annotated[int, Field(ge=MIN_TS, le=MAX_TS)] | Annotated[str, Field(pattern=ISO)]
+INSTANT_FORMS = (
+    "Unix seconds, or an ISO 8601 date or date-time: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS], "
+    "with Z or +HH:MM for a UTC offset"
+)
+
+
+def _instant_said(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    """A text no form of an instant reads is refused naming the forms: the union's first
+    error alone said "Input should be a valid integer", as if only Unix seconds were taken."""
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, str):
+            raise PydanticCustomError("invalid", f"must be {INSTANT_FORMS}") from None
+        raise
+
+
+Instant = Annotated[
+    Annotated[int, Field(ge=MIN_TS, le=MAX_TS)] | Annotated[str, Field(pattern=ISO)],
+    WrapValidator(_instant_said),
+]
 Precision = Literal["second", "minute", "hour", "day", "month", "year"]
 #: Most users one request may name (PSD_MAX_IDS may lower it).
 MAX_USERS = 10_000
