@@ -42,6 +42,28 @@ def test_the_api_counts_and_times_what_it_does(client: FlaskClient) -> None:
     assert b'psd_request_seconds_bucket{endpoint="query",le="0.0005",range="hour"}' in page.data
 
 
+def test_the_api_times_its_v3_requests(client: FlaskClient) -> None:
+    """psd_request_seconds is the HTTP handling time of every route: the v3 ones were never
+    timed. Each is timed under its name, its range classed by length (its ends in UTC)."""
+    users, things = [{"uid": 1, "tz": "America/Los_Angeles"}], ["steps"]
+    hours = {"users": users, "from": NOW - 7200, "to": NOW}
+    november = {"users": users, "things": things, "from": "2026-11-01", "to": "2026-11-30"}
+    point = {"thing": "steps", "uid": 1, "atid": 2, "aid": 3, "value": 1, "ts1": NOW, "ts2": NOW}
+    series = f"/v3/series?uid=1&things=steps&from={NOW - 7200}&to={NOW}&step=hour"
+    asked = {
+        ("v3_sums", "day"): client.post("/v3/sums", json={**hours, "things": things}),
+        ("v3_sums", "month"): client.post("/v3/sums", json=november),
+        ("v3_series", "day"): client.get(series),
+        ("v3_leaderboard", "day"): client.post("/v3/leaderboard", json={**hours, "thing": "steps"}),
+        ("v3_write", "none"): client.post("/v3/write", json={"points": [point]}),
+        ("v3_sums", "none"): client.post("/v3/sums", json={"users": users}),  # refused, timed
+    }
+    assert [answer.status_code for answer in asked.values()] == [200, 200, 200, 200, 200, 422]
+    for endpoint, length in asked:
+        timed = sample("psd_request_seconds_count", endpoint=endpoint, range=length)
+        assert timed >= 1, (endpoint, length)
+
+
 def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
     """psd web runs two granian workers: /metrics must count the writes both took."""
     port = free_port()

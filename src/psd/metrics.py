@@ -91,12 +91,16 @@ def range_class(args: Sequence[object]) -> str:
         if isinstance(a, str) and len(a) <= 20 and a.isascii() and a.isdigit():
             found.append(a)
             if len(found) == 2:
-                length = int(found[0]) - int(a)
-                for limit, name in RANGE_CLASSES:
-                    if length <= limit:
-                        return name
-                return "longer"
+                return length_class(int(found[0]) - int(a))
     return "none"
+
+
+def length_class(length: int) -> str:
+    """The class of a range ``length`` seconds long."""
+    for limit, name in RANGE_CLASSES:
+        if length <= limit:
+            return name
+    return "longer"
 
 
 def exposition() -> tuple[bytes, str]:

@@ -94,6 +94,16 @@ def mumt_data(
     return data
 
 
+def timed(endpoint: str, length: str, seconds: float) -> None:
+    """A request's handling time, under its endpoint and its range's length class
+    (psd/metrics.py), tallied (psd/tally.py)."""
+    labels = (endpoint, length)
+    timer = _TIMERS.get(labels)
+    if timer is None:
+        timer = _TIMERS[labels] = REQUEST_SECONDS.labels(*labels)
+    TALLY.observe(timer, seconds)
+
+
 class Api:
     """The original's v1/v2 routes, plus ``POST /v1/count``, over one store."""
 
@@ -110,12 +120,7 @@ class Api:
         except PsdError as exc:
             return LEGACY.of(exc)
         finally:
-            seconds = time.perf_counter() - start
-            labels = (handler.__name__, range_class(args))
-            timer = _TIMERS.get(labels)
-            if timer is None:
-                timer = _TIMERS[labels] = REQUEST_SECONDS.labels(*labels)
-            TALLY.observe(timer, seconds)
+            timed(handler.__name__, range_class(args), time.perf_counter() - start)
 
     def ping(self) -> Reply:
         return as_json({"pong": "OK"})

@@ -10,6 +10,7 @@ are strict (``1.0``, ``"1"`` and ``true`` are not integers); v3's refuse unknown
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self, get_origin
@@ -23,6 +24,7 @@ from psd.errors import InvalidInput, PsdError
 from psd.web.auth import OPEN
 from psd.web.errors import V3, ErrorBody, Rename, V1Error, v3_invalid
 from psd.web.flask_glue import KEY_MOST, request_body, respond
+from psd.web.handlers import timed
 from psd.web.legacy import OPERATIONS as LEGACY
 from psd.web.legacy import LegacyOperation
 
@@ -116,13 +118,28 @@ class Operation:
     accepted: type[Strict] | None = None
 
 
+def answered(result: Any) -> Response:
+    """A view's result as JSON: its model (200), or ``(model, status)``."""
+    model, status = result if isinstance(result, tuple) else (result, 200)
+    data = to_json(model) if isinstance(model, Shaped) else model.model_dump_json(by_alias=True)
+    return Response(data, status, content_type="application/json")
+
+
 class Contract:
     """The v3 routes of one blueprint, and the OpenAPI document they make."""
 
-    def __init__(self, blueprint: Blueprint, title: str, version: str) -> None:
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        title: str,
+        version: str,
+        length_of: Callable[[Strict | None], str] = lambda _asked: "none",
+    ) -> None:
         self.blueprint = blueprint
         self.title, self.version = title, version
         self.operations: list[Operation] = []
+        #: the length class of a request's range (psd/metrics.py): its time's label
+        self.length_of = length_of
 
     def route(
         self,
@@ -144,18 +161,18 @@ class Contract:
             )
 
             def answer(read: Callable[[], Strict], rename: Rename = str) -> Response:
+                """The view's answer, timed as every route's is (psd_request_seconds)."""
+                start, asked = time.perf_counter(), None
                 try:
-                    result = view(read())
+                    asked = read()
+                    return answered(view(asked))
                 except ValidationError as exc:
                     return respond(v3_invalid(exc, rename))
                 except PsdError as exc:
                     return respond(V3.of(exc, rename))
-                model, status = result if isinstance(result, tuple) else (result, 200)
-                if isinstance(model, Shaped):
-                    data = to_json(model)
-                else:
-                    data = model.model_dump_json(by_alias=True)
-                return Response(data, status, content_type="application/json")
+                finally:
+                    name = f"v3_{view.__name__}"
+                    timed(name, self.length_of(asked), time.perf_counter() - start)
 
             def endpoint() -> Response:
                 if request.mimetype != "application/json":

@@ -12,7 +12,7 @@ as ``to`` includes that whole day. Where a range reaches past the finest detail 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from flask import Blueprint, Response, current_app
 
@@ -20,7 +20,7 @@ from psd.breakdown import breakdown
 from psd.errors import InvalidInput, TooLarge
 from psd.leaderboard import ranked, window
 from psd.localtime import MAX_BUCKETS, Bucket, boundary, buckets, zone
-from psd.metrics import POINTS, REJECTED
+from psd.metrics import POINTS, REJECTED, length_class
 from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
@@ -46,8 +46,22 @@ from psd.web.v3_models import (
     Written,
 )
 
+
+def length_of(asked: object) -> str:
+    """The length class of a request's range (psd/metrics.py), its ends read in UTC: a
+    user's zone moves them by hours at most. "none" for a write, or a range not read."""
+    start, end = getattr(asked, "start", None), getattr(asked, "end", None)
+    if start is None or end is None:
+        return "none"
+    try:
+        length = instant(end, UTC, True, "to") - instant(start, UTC, False, "from")
+    except InvalidInput:
+        return "none"
+    return length_class(length) if length >= 0 else "none"
+
+
 bp = Blueprint("v3", __name__)
-contract = Contract(bp, "psd", "3")
+contract = Contract(bp, "psd", "3", length_of)
 
 
 def user_zone(user: UserIn) -> tzinfo:
