@@ -125,6 +125,28 @@ def test_an_instant_no_form_reads_is_said_as_such(redis_client: redis.Redis, tex
     assert error["field"] == "compare_at" and "ISO 8601" in error["message"], error
 
 
+def test_a_range_in_a_gap_of_a_users_clocks_says_so(redis_client: redis.Redis) -> None:
+    """2:10 to 2:50 on the night New York's clocks go from 2:00 to 3:00 holds no instant:
+    it was refused as "from is after to", which it is not. The 422 says what it is."""
+    client = client_of(redis_client)
+    users = [{"uid": 1, "tz": "UTC"}, {"uid": 2, "tz": "America/New_York"}]
+    span = {"from": "2026-03-08T02:10", "to": "2026-03-08T02:50"}
+    answers = [
+        client.post("/v3/sums", json={"users": users, "things": ["steps"], **span}),
+        client.post(
+            "/v3/series", json={"users": users, "things": ["steps"], **span, "step": "minute"}
+        ),
+        client.post("/v3/leaderboard", json={"users": users, "thing": "steps", **span}),
+    ]
+    for answer in answers:
+        error = answer.json["error"]
+        assert (answer.status_code, error["field"]) == (422, "from"), error
+        assert "users[1]" in error["message"] and "gap" in error["message"], error
+    backwards = {**span, "from": "2026-03-08T02:51"}
+    refused = client.post("/v3/sums", json={"users": users, "things": ["steps"], **backwards})
+    assert "from is after to for users[0]" in refused.json["error"]["message"], refused.json
+
+
 @pytest.mark.parametrize(
     "repeated", ["uid=2", "step=hour", "from=5", "to=5", "tz=UTC", "offset=0", "atid=3"]
 )

@@ -125,6 +125,33 @@ def last_second(wall: datetime, tz: tzinfo) -> int:
         return MAX_TS
 
 
+def ordered(asked: SumsIn | SeriesIn | LeaderboardIn, t1: int, t2: int, n: int) -> None:
+    """Refuse user ``n``'s range when it ends before it starts. Wall times in order may
+    still hold no instant: both in the hour the user's clocks skip (2:10 to 2:50 where
+    2:00 becomes 3:00), which is said as such."""
+    if t1 <= t2:
+        return
+    if walls_in_order(asked.start, asked.end):
+        raise InvalidInput(
+            f"from and to fall in a gap of users[{n}]'s clocks (their zone skips that "
+            "wall time): no instant lies between them",
+            "from",
+        )
+    raise InvalidInput(f"from is after to for users[{n}]", "from")
+
+
+def walls_in_order(start: int | str, end: int | str) -> bool:
+    """Whether two wall times (ISO 8601 without a UTC offset) come in order on a clock
+    that skips nothing (UTC's)."""
+    walls = [t for t in (start, end) if isinstance(t, str) and t[-1] != "Z" and "+" not in t]
+    if len(walls) < 2 or any("-" in t[10:] for t in walls):  # both, and no offset
+        return False
+    try:
+        return instant(start, UTC, False, "from") <= instant(end, UTC, True, "to")
+    except InvalidInput:
+        return False
+
+
 def checked_users(users: Sequence[object]) -> None:
     """Refuse a request naming more users than ``max_ids``, before any work."""
     most = api().settings.max_ids
@@ -153,8 +180,7 @@ def sums(body: SumsIn) -> SumsOut:
         tz = user_zone(user)
         t1 = instant(body.start, tz, False, "from")
         t2 = instant(body.end, tz, True, "to")
-        if t1 > t2:
-            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        ordered(body, t1, t2, n)
         queries.append(UserQuery(user.uid, t1, t2))
     found = store.query(queries, list(dict.fromkeys(body.things)), body.atid, True)
     results = []
@@ -187,8 +213,7 @@ def series(body: SeriesIn) -> SeriesOut:
     for n, user in enumerate(body.users):
         tz = user_zone(user)
         t1, t2 = instant(body.start, tz, False, "from"), instant(body.end, tz, True, "to")
-        if t1 > t2:
-            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        ordered(body, t1, t2, n)
         if not store.answerable(t1, t2).exact:
             raise InvalidInput(
                 "the range reaches past the finest detail kept (retention): "
@@ -263,8 +288,7 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
         if zoned is None:
             zoned = ranges[user.tz, user.offset] = board_range(body, user_zone(user))
         t1, t2, cut = zoned
-        if t1 > t2:
-            raise InvalidInput(f"from is after to for users[{n}]", "from")
+        ordered(body, t1, t2, n)
         queries.append(CutQuery(user.uid, t1, t2, cut))
     found = api().store.totals(queries, body.thing, body.atid)  # one round trip (see there)
     now_values = {q.uid: f.now for q, f in zip(queries, found, strict=True)}
