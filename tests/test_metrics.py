@@ -64,6 +64,28 @@ def test_the_api_times_its_v3_requests(client: FlaskClient) -> None:
         assert timed >= 1, (endpoint, length)
 
 
+def test_a_v3_write_its_model_refuses_is_counted_as_rejected(client: FlaskClient) -> None:
+    """psd_points_rejected_total counts the refused writes of every entry: a /v3/write whose
+    point its model refuses (an unknown thing, a string for a number) was not counted, while
+    the same point refused by /v1/write, or a v3 one refused for its range, was."""
+
+    def rejected(entry: str) -> float:
+        return sample("psd_points_rejected_total", entry=entry, reason="invalid")
+
+    before = {entry: rejected(entry) for entry in ("http", "http_async")}
+    point = {"thing": "jumps", "uid": 1, "atid": 2, "aid": 3, "value": 1, "ts2": NOW}
+    bodies = [
+        ({"points": [point]}, "http"),
+        ({"points": [{**point, "thing": "steps", "uid": "1"}]}, "http"),
+        ({"points": [point], "async": True}, "http_async"),
+    ]
+    for body, _ in bodies:
+        assert client.post("/v3/write", json=body).status_code == 422
+    assert client.post("/v3/write", data="{", content_type="application/json").status_code == 400
+    assert rejected("http") == before["http"] + 3
+    assert rejected("http_async") == before["http_async"] + 1
+
+
 def test_metrics_add_up_every_server_process(tmp_path: Path) -> None:
     """psd web runs two granian workers: /metrics must count the writes both took."""
     port = free_port()

@@ -148,11 +148,13 @@ class Contract:
         response: type[Strict],
         accepted: type[Strict] | None = None,
         query: type[QueryForm] | None = None,
+        refused: Callable[[], None] = lambda: None,
     ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
         """Declare ``POST path``: its JSON body is validated into ``body`` and handed to the
         view, whose ``response`` is answered as JSON (200), or, when the view answers
-        ``(model, 202)``, its ``accepted`` model. With ``query``, also ``GET path``: the
-        query string validated into ``query``, which makes the body."""
+        ``(model, 202)``, its ``accepted`` model; ``refused`` is called for a request its
+        model refuses. With ``query``, also ``GET path``: the query string validated into
+        ``query``, which makes the body."""
 
         def register(view: Callable[[Any], Any]) -> Callable[[Any], Any]:
             summary = (view.__doc__ or view.__name__).strip().splitlines()[0]
@@ -167,6 +169,7 @@ class Contract:
                     asked = read()
                     return answered(view(asked))
                 except ValidationError as exc:
+                    refused()
                     return respond(v3_invalid(exc, rename))
                 except PsdError as exc:
                     return respond(V3.of(exc, rename))
@@ -178,7 +181,8 @@ class Contract:
                 if request.mimetype != "application/json":
                     reply = V3.answer(415, "unsupported_media_type", "send application/json")
                     return respond(reply)
-                return answer(lambda: body.model_validate_json(request_body()))
+                # kept: a refused request's ``refused`` may read it again
+                return answer(lambda: body.model_validate_json(request_body(cache=True)))
 
             self.blueprint.add_url_rule(path, view.__name__, endpoint, methods=["POST"])
             if query is not None:

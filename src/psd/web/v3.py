@@ -11,6 +11,7 @@ as ``to`` includes that whole day. Where a range reaches past the finest detail 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
@@ -24,7 +25,7 @@ from psd.metrics import POINTS, REJECTED, length_class
 from psd.retention import PRECISION, Answerable
 from psd.store import CutQuery, UserQuery, WriteResult
 from psd.timebuckets import MAX_TS, MIN_TS
-from psd.web.flask_glue import api, idempotency_key
+from psd.web.flask_glue import api, idempotency_key, request_body
 from psd.web.keybook import claim, free
 from psd.web.openapi import Contract, Shaped
 from psd.web.v3_models import (
@@ -318,7 +319,17 @@ def leaderboard(body: LeaderboardIn) -> Shaped:
     return Shaped({"total": len(board), "entries": entries})
 
 
-@contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut)
+def write_refused() -> None:
+    """A write its model refused (not JSON, a point's field of the wrong kind) is counted
+    as rejected, once a request as every entry counts one, under the entry it asked for."""
+    try:
+        queued = json.loads(request_body(cache=True)).get("async") is True
+    except (ValueError, AttributeError):
+        queued = False
+    REJECTED.labels("http_async" if queued else "http", "invalid").inc()
+
+
+@contract.route("/v3/write", WriteIn, WriteOut, accepted=QueuedOut, refused=write_refused)
 def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     """Write metric points now (each atomic), or queue them for the workers. A point past the
     retention refuses the request (422 naming it), queued or not, before anything is written;
