@@ -22,10 +22,16 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 DEFAULT = Settings()
 
 
-def try_it_requests() -> list[tuple[list[str], str | None]]:
-    """The curl commands of the README's "Try it" block, each with the answer its comment
-    shows (None: none shown), ``$now`` and ``$((now-N))`` evaluated now."""
-    block = README.read_text().split("## Try it", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+QUICKSTART = README.parent / "docs" / "quickstart.md"
+
+
+def try_it_requests(
+    page: Path = README, heading: str = "## Try it"
+) -> list[tuple[list[str], str | None]]:
+    """The curl commands of a page's first block under ``heading`` (the README's "Try it"),
+    each with the answer its comment shows (None: none shown), ``$now`` and ``$((now-N))``
+    evaluated now."""
+    block = page.read_text().split(heading, 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     now = int(time.time())
     text = re.sub(r"\$\(\(now-(\d+)\)\)", lambda m: str(now - int(m.group(1))), block)
     text = text.replace("$now", str(now)).replace("\\\n", " ")
@@ -60,8 +66,14 @@ def run_curl(client: FlaskClient, argv: list[str]) -> Any:
     return client.post(path, data=dict(field.split("=", 1) for field in data))
 
 
-def test_the_readme_try_it_block_answers_as_printed(policy_client: FlaskClient) -> None:
-    commands = try_it_requests()
+@pytest.mark.parametrize(
+    ("page", "heading"), [(README, "## Try it"), (QUICKSTART, "## A first write and read")]
+)
+def test_the_readme_try_it_block_answers_as_printed(
+    policy_client: FlaskClient, page: Path, heading: str
+) -> None:
+    """The README's "Try it" and the quickstart's first write and read, as printed."""
+    commands = try_it_requests(page, heading)
     assert len(commands) >= 4 and any(c[1] for c in commands)
     for argv, shown in commands:
         response = run_curl(policy_client, argv)
