@@ -181,6 +181,22 @@ def test_bad_api_tokens_are_refused_as_the_settings_load(tokens: str) -> None:
     assert len(good.api_tokens) == 2
 
 
+@pytest.mark.parametrize(
+    "url", ["nope", "127.0.0.1:6380", "http://replica:6380", "redis+cluster://a:1,b:2/"]
+)
+def test_a_read_url_that_names_no_replica_is_refused_as_the_settings_load(url: str) -> None:
+    """It was taken as it came, and every command making a store (psd web, psd query, psd
+    doctor) then died of redis-py's ValueError, a traceback, not a line naming the setting.
+    A cluster has no one replica: its reads are read_from_replicas'."""
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"PSD_READ_URL": url})
+    assert refused.value.field == "read_url"
+    result = CliRunner().invoke(main, ["doctor"], env={"PSD_READ_URL": url})
+    assert result.exit_code == 2 and "Error: bad setting read_url: " in result.output
+    good = load_settings(environ={"PSD_READ_URL": "redis://replica:6380/0"})
+    assert good.read_url == "redis://replica:6380/0"
+
+
 def test_the_settings_load_without_the_web_layer() -> None:
     """Checking the tokens needs no Flask: a worker or a tool loads the settings without it."""
     code = "import sys, psd.config; psd.config.load_settings(); print('flask' in sys.modules)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from psd.connect import check_url, is_cluster_url
 from psd.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -76,6 +77,20 @@ def check_ranges(settings: Settings) -> None:
         text = getattr(settings, name)
         if len(text) > 64 or not NSQ_NAME.fullmatch(text):
             raise InvalidInput("must be 1 to 64 of a-z A-Z 0-9 . _ - (and #ephemeral)", name)
+    if settings.read_url:
+        check_read_url(settings.read_url)
+
+
+def check_read_url(url: str) -> None:
+    """A replica's URL names one server: redis-py's refusal of another (a ValueError) came
+    out of every command that makes a store as a traceback."""
+    if is_cluster_url(url):
+        said = "names one replica of one server (a cluster's: read_from_replicas)"
+        raise InvalidInput(said, "read_url")
+    try:
+        check_url(url)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, "read_url") from exc
 
 
 RETENTION_LEVELS = ("minute", "hour", "day", "month", "year")
