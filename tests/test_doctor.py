@@ -159,6 +159,16 @@ def test_an_amqp_broker_must_speak_amqp(redis_url: str) -> None:
     assert result.exit_code == 1
 
 
+def test_a_broker_url_without_a_scheme_is_checked_where_kombu_goes(redis_url: str) -> None:
+    """kombu reads a URL with no ``://`` as the host of an AMQP broker (``rabbit`` is
+    ``amqp://rabbit``), and the workers go there: the check went to localhost's port 5672
+    instead, and said "answers" of a host that did not exist while RabbitMQ ran here."""
+    gone = doctor(redis_url, PSD_BROKER_URL="nope.invalid")
+    assert gone.exit_code == 1 and "FAIL broker nope.invalid: " in gone.output, gone.output
+    here = doctor(redis_url, PSD_BROKER_URL="127.0.0.1")
+    assert "ok   broker 127.0.0.1 answers" in here.output, here.output
+
+
 def test_a_rabbitmq_broker_answers(redis_url: str) -> None:
     result = doctor(redis_url, PSD_BROKER_URL=rabbitmq_url())
     assert "ok   broker amqp://guest:***@127.0.0.1:5672// answers" in result.output

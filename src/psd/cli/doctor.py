@@ -252,7 +252,9 @@ def _reach_broker(url: str) -> Finding:
     tls = scheme in ("amqps", "pyamqps")
     try:  # a port that is no number, or past 65535, is a finding as any unreachable broker
         port = parts.port or (6379 if scheme.startswith("redis") else 5671 if tls else 5672)
-        if scheme in ("redis+socket", "sentinel"):  # kombu's own: reached as the workers do
+        if "://" not in url:  # kombu's AMQP broker on that host, the text as it is
+            _amqp_hello(url, 5672)
+        elif scheme in ("redis+socket", "sentinel"):  # kombu's own: reached as the workers do
             _reach_with_kombu(url, scheme)
         elif scheme.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=3).ping()
