@@ -63,11 +63,19 @@ def check_server(name: str) -> None:
 WEB_KILL_SECONDS = 5
 
 
+def listen_address(host: str, port: str) -> str:
+    """The IP address ``check_bind`` bound for ``host`` (an address, or a name such as
+    ``localhost``): granian listens on an IP address alone, and died of a name."""
+    found = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    return str(found[0][4][0])
+
+
 def server_command(server: str, bind: str, workers: int) -> list[str]:
     """The command line that serves the WSGI app with ``server`` (granian or gunicorn)."""
     host, _, port = bind.rpartition(":")
     workers = web_workers(workers)
     if server == "granian":
+        host = listen_address(host, port)
         # one blocking thread per worker: more only fight over the GIL (docs/benchmarks.md);
         # a single-threaded Rust runtime: it hands a request to the WSGI thread and back with
         # fewer system calls than the multi-threaded one granian picks for WSGI apps
