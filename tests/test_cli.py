@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from psd import dlq
 from psd.cli.main import main
-from psd.cli.ops import publish_url
+from psd.cli.toolstore import publish_url
 from psd.config import DAY
 from psd.embedded import free_port
 from psd.model import MetricPoint
@@ -348,16 +348,6 @@ def test_psd_dlq_list_refuses_a_negative_limit(redis_url: str) -> None:
     env = {"PSD_REDIS_URL": redis_url}
     result = CliRunner().invoke(main, ["dlq", "list", "--limit", "-1"], env=env)
     assert result.exit_code == 2 and "--limit" in result.output, result.output
-
-
-def test_psd_migrate_refuses_a_batch_of_no_point(redis_url: str) -> None:
-    """``--batch 0`` (or less) is a usage error naming it, not a batch of one."""
-    env = {"PSD_REDIS_URL": redis_url}
-    for batch in ("0", "-5"):
-        args = ["migrate", "--from-redis", redis_url, "--batch", batch]
-        result = CliRunner().invoke(main, args, env=env)
-        assert result.exit_code == 2, result.output
-        assert "Invalid value for '--batch'" in result.output, result.output
 
 
 def test_a_dlq_retry_takes_off_the_letters_it_applied_while_the_list_grows(

@@ -13,7 +13,7 @@ import redis
 from psd import dlq
 from psd.config import DAY, Settings
 from psd.store import Store
-from psd.workers import tasks
+from psd.workers import messages, tasks
 from psd.workers.nsq_bridge import read_message
 from tests.test_task_deliveries import batch
 
@@ -155,7 +155,7 @@ def test_positional_arguments_that_are_no_list_are_a_letter_not_a_batch_handed_b
         SimpleNamespace(id="bad", name="psd.write_metric", args=5, kwargs=increment(1, 3, now)),
         SimpleNamespace(id="ok", name="psd.write_metric", args=(), kwargs=increment(2, 4, now)),
     ]
-    done = dict(tasks.apply_batch(SimpleNamespace(app=app), requests, tasks._metric))  # type: ignore[arg-type]
+    done = dict(tasks.apply_batch(SimpleNamespace(app=app), requests, messages.read_metric))  # type: ignore[arg-type]
     assert done == {"bad": "reject", "ok": "ack"}
     (letter,) = dlq.list_letters(redis_client)
     assert (letter.kind, letter.payload["args"]) == ("message", 5)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from psd.cli.ops import publish_url
+from psd.cli.toolstore import publish_url
 from psd.config import Settings
 from psd.embedded import free_port
 from psd.keys import HOUR_BASE

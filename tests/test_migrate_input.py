@@ -1,13 +1,16 @@
 """``psd migrate`` on old keyspaces holding what the original never wrote: each such key or
 value is counted as malformed and skipped, the rest migrated, and a point the store refuses
-for a limit fails the run where it would otherwise be lost in silence."""
+for a limit fails the run where it would otherwise be lost in silence; an option out of its
+range is a usage error."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import redis
+from click.testing import CliRunner
 
+from psd.cli.main import main
 from psd.store import Store
 from tests.migrate_support import cli, migrate, utc
 from tests.oldservice import OldService
@@ -87,3 +90,13 @@ def test_an_activity_named_with_a_leading_zero_is_malformed_not_merged(
     assert summary.malformed == 10
     assert store.sum(7, "steps", None, *YEAR_2016) == 5
     assert "malformed fields or keys 10" in "\n".join(summary.lines(False))
+
+
+def test_psd_migrate_refuses_a_batch_of_no_point(redis_url: str) -> None:
+    """``--batch 0`` (or less) is a usage error naming it, not a batch of one."""
+    env = {"PSD_REDIS_URL": redis_url}
+    for batch in ("0", "-5"):
+        args = ["migrate", "--from-redis", redis_url, "--batch", batch]
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--batch'" in result.output, result.output

@@ -11,7 +11,7 @@ import redis
 from click.testing import CliRunner, Result
 
 from psd.cli.main import main
-from psd.cli.ops import publish_url
+from psd.cli.toolstore import publish_url
 from psd.embedded import free_port
 
 Invoke = Callable[..., Result]

@@ -16,9 +16,10 @@ from psd import dlq
 from psd.config import DAY, Settings
 from psd.store import Store
 from psd.workers import tasks
+from psd.workers.messages import read_metric, read_metrics
 
 NOW = 1_700_000_000
-PARSE = {"psd.write_metric": tasks._metric, "psd.write_metrics": tasks._metrics}
+PARSE = {"psd.write_metric": read_metric, "psd.write_metrics": read_metrics}
 
 
 def batch(store: Store, messages: list[tuple[str, str, dict[str, Any]]]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError
 
 from psd import dlq, maintenance
 from psd.cli.context import settings_of
-from psd.cli.ops import tool_broker_url, tool_store, tool_url
+from psd.cli.toolstore import tool_broker_url, tool_store, tool_url
 from psd.cluster import ClusterNodes
 from psd.config import Settings
 from psd.connect import default_broker, masked, sentinel_broker

@@ -22,8 +22,8 @@ from psd.cli.context import errors_said, require_store, settings_of
 from psd.cli.doctor import doctor
 from psd.cli.migrate import migrate_command
 from psd.cli.ops import COMMANDS as OPS_COMMANDS
-from psd.cli.ops import tool_store
 from psd.cli.serve import check_bind, check_server, serve
+from psd.cli.toolstore import tool_store
 from psd.cli.up import FLOWER_BIND
 from psd.cli.up import run as run_up
 from psd.config import load_settings

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from psd.cli.context import errors_said, settings_of
-from psd.cli.ops import tool_store
+from psd.cli.toolstore import tool_store
 from psd.config import Settings
 from psd.connect import client_from_url
 from psd.errors import InvalidInput, redis_errors

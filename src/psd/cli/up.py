@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from psd.cli.ops import BROKER_URL_FILE, publish_url
 from psd.cli.shards import Embedded, forget_unformed, refuse_other_store, sharded
+from psd.cli.toolstore import BROKER_URL_FILE, publish_url
 from psd.config import Settings
 from psd.connect import default_broker, masked
 from psd.embedded import EmbeddedServer, data_dir_password

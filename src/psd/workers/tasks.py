@@ -15,132 +15,32 @@ the store refuses as past the retention (the other points of its message are app
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, replace
 
 from celery import Celery
 from celery_batches import SimpleRequest
 
 from psd import dlq
-from psd.batching import OWN_DELIVERY
 from psd.config import Settings
 from psd.dlq import DeadLetter
 from psd.errors import InvalidInput
 from psd.metrics import POINTS, REJECTED, TASK_BATCH, TASK_SECONDS
 from psd.model import (
-    MAX_POINTS_PER_MESSAGE,
     CountPoint,
     MetricPoint,
-    parse_count,
-    parse_metric,
 )
 from psd.store import Store, WriteResult
 from psd.workers import keybook
 from psd.workers.batches import ACK, REJECT, REQUEUE, Outcomes, PointBatches, log, with_retries
-
-
-@dataclass
-class Parsed:
-    """What one message holds: valid points, where each is in it (``points[3]``, or "" for
-    a message of one point), and the dead letters of invalid ones."""
-
-    metrics: list[MetricPoint] = field(default_factory=list)
-    counts: list[CountPoint] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    where: list[str] = field(default_factory=lambda: [""])
-
-
-def _kwargs(request: SimpleRequest) -> dict[str, Any]:
-    """A message's keyword arguments; none where a sender put something else there (a raw
-    publish), which its fields then refuse."""
-    kwargs = request.kwargs
-    return kwargs if isinstance(kwargs, dict) else {}
-
-
-def _fields(request: SimpleRequest) -> dict[str, Any]:
-    if request.args:
-        raise InvalidInput("pass the fields as keyword arguments, not positional ones")
-    if not isinstance(request.kwargs or {}, dict):
-        raise InvalidInput("pass the fields as keyword arguments (a mapping)")
-    if str(_kwargs(request).get("idempotency_key", "")).startswith(OWN_DELIVERY):
-        # the store's own keys begin so, kept minutes, not the idempotency window
-        raise InvalidInput("must not begin with a NUL byte", "idempotency_key")
-    if not storable(delivery_of(request)):
-        keyed = _kwargs(request).get("idempotency_key") not in (None, "")
-        raise InvalidInput(UNSTORABLE, "idempotency_key" if keyed else "task id")
-    return {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
-
-
-UNSTORABLE = "must be Unicode text (it holds a lone surrogate, as JSON's \\ud800 writes one)"
-
-
-def storable(delivery: str) -> bool:
-    """Whether Redis can be sent ``delivery``: not a string holding a lone surrogate (JSON
-    carries one as an escape), which has no UTF-8; such a key failed its whole batch, which
-    came back for ever."""
-    return delivery.isascii() or not any("\ud800" <= c <= "\udfff" for c in delivery)
-
-
-def delivery_of(request: SimpleRequest) -> str:
-    """The key that recognises this message if it comes again."""
-    key = _kwargs(request).get("idempotency_key")
-    return str(key) if key not in (None, "") else str(request.id)
-
-
-def _metric(request: SimpleRequest) -> Parsed:
-    return Parsed(metrics=[parse_metric(_fields(request))])
-
-
-def _count(request: SimpleRequest) -> Parsed:
-    return Parsed(counts=[parse_count(_fields(request))])
-
-
-def _metrics(request: SimpleRequest) -> Parsed:
-    fields = _fields(request)
-    points = fields.get("points")
-    if set(fields) != {"points"} or not isinstance(points, list):
-        raise InvalidInput("takes one argument, points: a list of metric points", "points")
-    if not points:
-        raise InvalidInput("an empty list of points", "points")
-    if len(points) > MAX_POINTS_PER_MESSAGE:
-        raise InvalidInput(f"at most {MAX_POINTS_PER_MESSAGE} points a message", "points")
-    parsed = Parsed(where=[])
-    for n, point in enumerate(points):
-        try:
-            parsed.metrics.append(parse_metric(point))
-            parsed.where.append(f"points[{n}]")
-        except InvalidInput as exc:
-            reason = f"points[{n}]: {exc}"
-            place = f"points[{n}]"  # its own name: it may validate once psd knows more
-            parsed.dead.append(DeadLetter("metric", point, reason, request.name, part=place))
-    return parsed
-
-
-#: The kind of dead letter a whole message of each task makes (psd/dlq.py can retry points).
-LETTER_KIND = {"psd.write_metric": "metric", "psd.write_count": "count"}
-
-
-def _letter(request: SimpleRequest, reason: str, delivery: str, resend: bool = False) -> DeadLetter:
-    """A dead letter of a whole message: its point's fields when it had the shape of one.
-    A message refused for its key (one of the store's own, remembered minutes: two
-    deliveries of it, each a letter, would count twice; one the store cannot record,
-    :func:`storable`; or, ``resend``, one already used for other points:
-    psd/workers/keybook.py) is a letter ``retry`` leaves: its sender resends it under a
-    key of its own."""
-    fields = {k: v for k, v in _kwargs(request).items() if k != "idempotency_key"}
-    if (
-        resend
-        or request.args
-        or request.name not in LETTER_KIND
-        or not isinstance(request.kwargs, dict)
-        or delivery.startswith(OWN_DELIVERY)
-        or not storable(delivery)
-    ):
-        kwargs = fields if isinstance(request.kwargs, dict | None) else request.kwargs
-        args = request.args
-        payload = {"args": list(args) if isinstance(args, list | tuple) else args, "kwargs": kwargs}
-        return DeadLetter("message", payload, reason, request.name, delivery)
-    return DeadLetter(LETTER_KIND[request.name], fields, reason, request.name, delivery)
+from psd.workers.messages import (
+    Parsed,
+    delivery_of,
+    message_letter,
+    read_count,
+    read_metric,
+    read_metrics,
+    task_kwargs,
+)
 
 
 def _refused(
@@ -189,7 +89,9 @@ def apply_batch(
         return outcomes
     for request, delivery, parsed in messages:
         if request.id in reused:
-            parsed = Parsed(dead=[_letter(request, reused[request.id], delivery, resend=True)])
+            parsed = Parsed(
+                dead=[message_letter(request, reused[request.id], delivery, resend=True)]
+            )
         if parsed.dead:
             dead += [replace(letter, delivery=delivery) for letter in parsed.dead]
             with_dead.add(request.id)
@@ -270,7 +172,7 @@ def _keys_reused(
     made: list[keybook.Claim] = []
     whose: list[SimpleRequest] = []
     for request, delivery, parsed in messages:
-        if _kwargs(request).get("idempotency_key") in (None, ""):
+        if task_kwargs(request).get("idempotency_key") in (None, ""):
             continue  # its task id: one message's own
         mine = keybook.claims(delivery, [*parsed.metrics, *parsed.counts])
         made += mine
@@ -327,7 +229,7 @@ def _parsed(
     except Exception as exc:  # a shape no check foresaw: poison all the same
         log.warning("message %s of %s unreadable", request.id, request.name, exc_info=True)
         reason = f"unreadable message: {type(exc).__name__}: {exc}"
-    return Parsed(dead=[_letter(request, reason, delivery)])
+    return Parsed(dead=[message_letter(request, reason, delivery)])
 
 
 #: Most points of one store write a batch is cut into (at a change of user): a batch of many
@@ -385,17 +287,17 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @app.task(name="psd.write_metric", base=PointBatches, bind=True, shared=False, **batched)
     def write_metric(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Metric points, one a message, applied a batch at a time."""
-        return timed_batch(self, requests, _metric)
+        return timed_batch(self, requests, read_metric)
 
     @app.task(name="psd.write_metrics", base=PointBatches, bind=True, shared=False, **batched)
     def write_metrics(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Messages of many metric points each."""
-        return timed_batch(self, requests, _metrics)
+        return timed_batch(self, requests, read_metrics)
 
     @app.task(name="psd.write_count", base=PointBatches, bind=True, shared=False, **batched)
     def write_count(self: PointBatches, requests: list[SimpleRequest]) -> Outcomes:
         """Global counter increments, one a message."""
-        return timed_batch(self, requests, _count)
+        return timed_batch(self, requests, read_count)
 
 
 def timed_batch(
