@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -49,11 +50,18 @@ def test_a_request_sent_while_the_store_restarts_waits_for_it(
     try:
         assert client.post("/v1/write", data=point(1)).text == "ok"
         killed(server)  # the store dies; psd up starts it again a moment later
-        restart = threading.Timer(0.3, server.start)
-        restart.start()
-        written = client.post("/v1/write", data=point(2))
-        read = client.get(f"/v1/query/1/steps/all/{NOW - 60}/{NOW}")
-        restart.join()
+        answers: list[Any] = []
+
+        def ask() -> None:
+            answers.append(client.post("/v1/write", data=point(2)))
+            answers.append(client.get(f"/v1/query/1/steps/all/{NOW - 60}/{NOW}"))
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(0.3)
+        server.start()  # here: a server dies with the thread that started it (psd/keeper.py)
+        asking.join()
+        written, read = answers
         assert (written.status_code, written.text) == (200, "ok"), written.text
         assert (read.status_code, read.text) == (200, "2"), read.text
     finally:
@@ -84,11 +92,17 @@ def test_a_request_sent_while_the_store_reads_its_data_waits_for_it(
             *("--key-load-delay", "10000"),
             *("--loading-process-events-interval-bytes", "1024"),
         )
-        restart = threading.Thread(target=server.start, kwargs={"timeout": 60})
-        restart.start()
-        assert wait_for(lambda: listening(server.port))
-        written = client.post("/v1/write", data=point(2))
-        restart.join()
+        answers: list[Any] = []
+
+        def ask() -> None:  # once the store listens, still reading its data
+            assert wait_for(lambda: listening(server.port))
+            answers.append(client.post("/v1/write", data=point(2)))
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        server.start(timeout=60)  # here: a server dies with the thread that started it
+        asking.join()
+        (written,) = answers
         assert (written.status_code, written.text) == (200, "ok"), written.text
     finally:
         server.stop()

@@ -40,7 +40,9 @@ def arm(signum: int, parent: int) -> None:
 
 def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
     """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``signum`` when we die.
-    The signal survives the exec (it is cleared only for set-user-ID programs)."""
+    The signal survives the exec (it is cleared only for set-user-ID programs). It comes
+    when the thread that started the child ends, not only the process: start a child that
+    must live on from the main thread."""
     parent = os.getpid()
     return lambda: arm(signum, parent)
 
