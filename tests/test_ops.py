@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,10 @@ from click.testing import CliRunner, Result
 
 from psd.cli.main import main
 from psd.cli.toolstore import publish_url
+from psd.config import Settings
 from psd.embedded import free_port
+from psd.store import Store
+from psd.timebuckets import iso
 
 Invoke = Callable[..., Result]
 T = 1_764_400_000  # 2025-11-29T07:06:40Z
@@ -156,7 +160,13 @@ def test_counts(run: Invoke) -> None:
     assert run("count", "signup", "--add", "2", "--at", str(T)).exit_code == 0
     assert run("count", "signup", "--add", "3", "--at", str(T + 60)).exit_code == 0
     read = run("count", "signup", "--from", str(T), "--to", str(T + 59), "--json")
-    assert json.loads(read.output) == {"thing": "signup", "from": T, "to": T + 59, "count": 2}
+    assert json.loads(read.output) == {
+        "thing": "signup",
+        "from": T,
+        "to": T + 59,
+        "count": 2,
+        "answered": [T, T + 59],
+    }
     assert "signup: 5" in run("count", "signup", "--from", str(T), "--to", str(T + 60)).output
     assert run("count", "x\ny", "--add", "1").exit_code != 0  # a control character
 
@@ -193,4 +203,31 @@ def test_the_default_range_before_the_first_day_starts_at_the_earliest_instant(
     assert json.loads(queried.output)["1"]["answered"] == [0, 0]
     counted = run("count", "signup", "--to", "0", "--json")
     assert counted.exit_code == 0, counted.output
-    assert json.loads(counted.output) == {"thing": "signup", "from": 0, "to": 0, "count": 0}
+    assert json.loads(counted.output) == {
+        "thing": "signup",
+        "from": 0,
+        "to": 0,
+        "count": 0,
+        "answered": [0, 0],
+    }
+
+
+def test_a_count_read_past_the_finest_detail_says_the_range_it_answered(
+    run: Invoke, redis_client: redis.Redis
+) -> None:
+    """Under the default retention a count's seconds go 30 days after its hour: a read of
+    a few seconds then is answered for a wider range, and says which, as ``psd query``
+    does, rather than print the range asked beside a total of points outside it."""
+    now = int(time.time())
+    at = now - 31 * 86400
+    at -= at % 3600 - 10
+    default = {"PSD_COUNT_EXPIRE": None}
+    assert run("count", "signup", "--add", "2", "--at", str(at), **default).exit_code == 0
+    t1, t2 = at + 20, at + 30
+    span = Store(redis_client, Settings()).answerable(t1, t2, counts=True)
+    assert not span.exact and span.t1 <= at
+    read = run("count", "signup", "--from", str(t1), "--to", str(t2), "--json", **default)
+    assert json.loads(read.output)["answered"] == [span.t1, span.t2], read.output
+    assert json.loads(read.output)["count"] == 2
+    text = run("count", "signup", "--from", str(t1), "--to", str(t2), **default).output
+    assert "older detail is gone: answered for " + iso(span.t1) in text, text

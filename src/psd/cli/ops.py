@@ -34,6 +34,7 @@ from psd.cli.toolstore import tool_store
 from psd.errors import InvalidInput, PsdError
 from psd.layout import advice, layout_of, mark_numeric_logs
 from psd.model import MAX_ID, THINGS, parse_count, parse_count_thing, parse_metric
+from psd.retention import Answerable
 from psd.store import UserQuery
 from psd.timebuckets import MAX_TS, MIN_TS, Gran, iso
 
@@ -125,9 +126,9 @@ def _range(start: int | None, end: int | None) -> tuple[int, int]:
     return (max(end - 86400 + 1, MIN_TS) if start is None else start), end
 
 
-def _widened_note(result: Any) -> str:
-    span = result.widened
-    if span is None:
+def _widened_note(span: Answerable | None) -> str:
+    """What a read widened past the finest detail kept says of the range it answered."""
+    if span is None or span.exact:
         return ""
     grans = {g: g.name.lower() for g in Gran}
     return (
@@ -180,7 +181,8 @@ def query(
     for uid, result in zip(uids, results, strict=True):
         sums = "  ".join(f"{thing} {result.sums[thing]}" for thing in wanted)
         click.echo(
-            f"user {uid}: {sums}  activities {len(result.activities)}" + _widened_note(result)
+            f"user {uid}: {sums}  activities {len(result.activities)}"
+            + _widened_note(result.widened)
         )
 
 
@@ -221,13 +223,17 @@ def count(
             store.write_count(point)
             click.echo(json.dumps({"added": add}) if as_json else f"added {add} to {thing}")
             return
+        span = store.answerable(t1, t2, counts=True)  # the range the total covers
         total = store.count(thing, t1, t2)
     except PsdError as exc:
         raise _fail(exc) from exc
     if as_json:
-        click.echo(json.dumps({"thing": thing, "from": t1, "to": t2, "count": total}))
+        answered = [span.t1, span.t2]
+        click.echo(
+            json.dumps({"thing": thing, "from": t1, "to": t2, "count": total, "answered": answered})
+        )
     else:
-        click.echo(f"{thing}: {total}  ({iso(t1)} .. {iso(t2)})")
+        click.echo(f"{thing}: {total}  ({iso(t1)} .. {iso(t2)})" + _widened_note(span))
 
 
 def _one_use_of_count(add: int | None, at: int | None, start: int | None, end: int | None) -> None:
