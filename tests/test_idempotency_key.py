@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import redis
 from flask.testing import FlaskClient
 
 from psd.config import Settings
+from psd.model import CountPoint
 from psd.store import Store
 from psd.web import create_app
 from tests.support import flush, make_app, redis_broker, running_worker, wait_for
@@ -93,3 +95,28 @@ def test_a_queued_write_sent_again_under_its_key_counts_once(
         assert wait_for(lambda: store.sum(3, "steps", None, NOW, NOW) >= 11, 30)
         assert wait_for(drained, 30)
     assert store.sum(3, "steps", None, NOW, NOW) == 11
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_count_sent_again_after_the_retention_passed_it_is_no_refusal(
+    redis_client: redis.Redis, fast_path: bool
+) -> None:
+    """A count of December 31st, written a minute before its year's retention ends and sent
+    again under its key two minutes later (its answer was lost): it counts once and is
+    answered ``ok``, not a 406 that says nothing was written, and the key stays its own.
+    The store's clock a year ahead, so that Redis's own expires nothing."""
+    year = datetime.now(UTC).year + 2
+    new_year = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    clock = [new_year + 30 * 86400 - 60]  # the old year's counts are kept 30 days
+    settings = Settings()
+    store = Store(redis_client, settings, clock=lambda: clock[0])
+    client = create_app(settings, store, fast_path=fast_path).test_client()
+    count = {"thing": "signup", "value": 4, "ts": new_year - 10}
+    assert client.post("/v1/count", json=count, headers=keyed("late-1")).text == "ok"
+    clock[0] += 120
+    again = client.post("/v1/count", json=count, headers=keyed("late-1"))
+    assert (again.status_code, again.text) == (200, "ok")
+    other = {"thing": "signup", "value": 5, "ts": clock[0]}
+    assert client.post("/v1/count", json=other, headers=keyed("late-1")).status_code == 422
+    assert store.write_count(CountPoint(**count), "late-1").status == "duplicate"  # type: ignore[arg-type]
+    assert store.count("signup", new_year - 86400, new_year - 1) == 4

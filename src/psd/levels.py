@@ -46,19 +46,25 @@ def raise_refused(results: dict[int, WriteResult]) -> None:
             raise type(refusal)(refusal.message, refusal.field, i)
 
 
-def point_levels(
-    horizon: Horizon, instants: Sequence[int], field: str, all_or_nothing: bool
-) -> list[str | None]:
-    """The finest level keeping each point (None: refused); with ``all_or_nothing``, a
-    refused point raises :class:`PastRetention` naming it, before anything is written."""
+def point_levels(horizon: Horizon, instants: Sequence[int]) -> list[str | None]:
+    """The finest level keeping each point (None: refused)."""
     finest = horizon.oldest[0] if horizon.oldest else None
     if finest and instants and min(instants) >= finest[1]:  # all kept at the finest
-        levels: list[str | None] = [finest[0]] * len(instants)
-    else:
-        levels = [horizon.finest(ts) for ts in instants]
-    if all_or_nothing and None in levels:
-        raise PastRetention(horizon.refusal(), field, levels.index(None))
-    return levels
+        return [finest[0]] * len(instants)
+    return [horizon.finest(ts) for ts in instants]
+
+
+def refuse_whole(
+    levels: Sequence[str | None], before: Collection[int], horizon: Horizon, field: str
+) -> None:
+    """Raise :class:`PastRetention` naming the first point of an all-or-nothing write that
+    no level keeps, before anything is written. A point whose delivery part was applied
+    before the retention's edge passed it (``before``: :func:`delivered_before`) is no
+    refusal but a ``duplicate``: a request sent again after its answer was lost counts
+    once, and is not told that nothing of it was written."""
+    for i, level in enumerate(levels):
+        if level is None and i not in before:
+            raise PastRetention(horizon.refusal(), field, i)
 
 
 def delivered_before(

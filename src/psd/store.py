@@ -33,6 +33,7 @@ from psd.levels import (
     outcomes,
     point_levels,
     raise_refused,
+    refuse_whole,
     refused_again,
     whole,
 )
@@ -314,7 +315,7 @@ class Store(Reads):
         ``deliveries`` are their parts' names already (a counter's spread write)."""
         now = int(self._clock())
         horizon = self._horizon(kind, policy, now)
-        levels = point_levels(horizon, instants, kind.field, all_or_nothing)
+        levels = point_levels(horizon, instants)
         if all_or_nothing:
             on_one_node(records, self.nodes.node_of)
         names = write_part_names(records, deliveries, resent, kind.call_points, named)
@@ -326,8 +327,10 @@ class Store(Reads):
         # none of an all-or-nothing write of several points (a waiting point is never refused)
         most = 0 if all_or_nothing and len(kept) > 1 else waiting
         with redis_errors(kind.doing):  # a new keyspace is marked current before it is written
-            numbers = self.layout.numeric_logs()
             before = delivered_before(self.redis, levels, records, names, since, policy, instants)
+            if all_or_nothing:  # nothing written yet: a refused point refuses the whole write
+                refuse_whole(levels, before, horizon, kind.field)
+            numbers = self.layout.numeric_logs()
         old, known = lapse_cut(now, self.state_lifetime), self._known
         push = root_push(now, self.metric_policy.seconds["year"])
         waits = Waiting(points, records, names, levels, most, known, numbers, old, push)  # type: ignore[arg-type]
