@@ -144,8 +144,7 @@ class Store(Reads):
         with redis_errors(METRIC.doing):  # a new keyspace is marked current before written
             numbers = self.layout.numeric_logs()
             push = root_push(now, self.metric_policy.seconds["year"])
-            once = self.once_args(now)
-            keys, args = alone_args(point, record, delivery, once, numbers, push)
+            keys, args = alone_args(point, record, delivery, self.once_args(now), numbers, push)
             with Timed("write", "server"):
                 reply = nodes.calls(self.scripts.pend, keys, args)
             logs = returned_logs(reply)
@@ -319,8 +318,7 @@ class Store(Reads):
         if all_or_nothing:
             on_one_node(records, self.nodes.node_of)
         names = write_part_names(records, deliveries, resent, kind.call_points, named)
-        since = now - self.settings.idempotency_window
-        once = self.once_args(now)
+        since, once = now - self.settings.idempotency_window, self.once_args(now)
         tail = [*once, int(all_or_nothing)]
         kept = kept_points(levels)
         # points that wait in their user's log go in calls of their own (psd/pending.py);
@@ -331,9 +329,8 @@ class Store(Reads):
             if all_or_nothing:  # nothing written yet: a refused point refuses the whole write
                 refuse_whole(levels, before, horizon, kind.field)
             numbers = self.layout.numeric_logs()
-        old, known = lapse_cut(now, self.state_lifetime), self._known
-        push = root_push(now, self.metric_policy.seconds["year"])
-        waits = Waiting(points, records, names, levels, most, known, numbers, old, push)  # type: ignore[arg-type]
+        old, push = lapse_cut(now, self.state_lifetime), root_push(now, policy.seconds["year"])
+        waits = Waiting(points, records, names, levels, most, self._known, numbers, old, push)  # type: ignore[arg-type]
 
         def cut(items: list[int]) -> list[list[int]]:
             # an all-or-nothing write is one call, so that the script can refuse it whole
