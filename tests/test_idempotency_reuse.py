@@ -58,3 +58,41 @@ def test_a_request_refused_whole_leaves_its_key_for_the_fixed_one(
     assert client.post("/v1/write", json=inc(5, 1, now), headers=key).text == "ok"
     assert client.post("/v1/write", json=inc(5, 1, now), headers=key).text == "ok"  # again
     assert store.sum(3, "steps", None, 0, now) == 5
+
+
+def test_a_request_rebuilt_in_another_order_is_the_same_request(
+    client: FlaskClient, store: Store
+) -> None:
+    """A sender that rebuilt its request (its points from a set, a query in no order) sends
+    the same points: answered as a resend, not told they are other points (it would send
+    them again under a new key, and they would count twice)."""
+    now = int(time.time()) - 600
+    points = [inc(5, 1, now), inc(6, 2, now, uid=4)]
+    key = {"Idempotency-Key": "order-1"}
+    assert client.post("/v3/write", json={"points": points}, headers=key).status_code == 200
+    again = client.post("/v3/write", json={"points": points[::-1]}, headers=key)
+    assert again.status_code == 200, again.text
+    assert [r["status"] for r in again.json["results"]] == ["duplicate", "duplicate"]
+    queued = {"Idempotency-Key": "order-2"}
+    assert client.post("/v1/write?async=1", json=points, headers=queued).status_code == 202
+    requeued = client.post("/v1/write?async=1", json=points[::-1], headers=queued)
+    assert requeued.status_code == 202, requeued.text
+    assert store.sum(3, "steps", None, 0, now) + store.sum(4, "steps", None, 0, now) == 11
+
+
+def test_a_key_recorded_in_the_order_sent_still_takes_its_request(
+    client: FlaskClient, redis_client: redis.Redis
+) -> None:
+    """A key recorded as an earlier psd recorded it (its points in the order they came)
+    still takes the same request sent again within the window."""
+    import hashlib
+    from dataclasses import astuple
+
+    from psd.model import parse_metric
+
+    now = int(time.time()) - 600
+    points = [inc(6, 2, now, uid=4), inc(5, 1, now)]
+    parsed = [astuple(parse_metric(p)) for p in points]
+    redis_client.set("psd:key:old-1", hashlib.sha256(repr(parsed).encode()).hexdigest())
+    again = client.post("/v3/write", json={"points": points}, headers={"Idempotency-Key": "old-1"})
+    assert again.status_code == 200, again.text

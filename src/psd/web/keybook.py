@@ -7,6 +7,8 @@ written. So the first request to use a key records what it holds (``psd:key:<key
 of its points, kept ``PSD_IDEMPOTENCY_WINDOW``), and a request of other points under it is
 refused (422), as the Idempotency-Key draft of the IETF's HTTP APIs group advises. A request
 of which nothing was written (refused whole) frees its key: the fixed request may use it.
+The hash ignores the points' order, as a task key's does (psd/workers/keybook.py): a sender
+that rebuilt its request (from a set, a query in no order) sends the same points.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def claim(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) ->
         if store.redis.set(BOOK + key, mark, nx=True, ex=window):
             return
         held = store.redis.get(BOOK + key)
-    if held is not None and held.decode() != mark:
+    if held is not None and held.decode() not in (mark, _mark(points, ordered=True)):
         raise KeyReused(
             "already sent with other points (within PSD_IDEMPOTENCY_WINDOW): a key names one "
             "request; send these under a new key",
@@ -47,9 +49,14 @@ def free(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) -> 
     if not key:
         return
     with redis_errors("write"):
-        if store.redis.get(BOOK + key) == _mark(points).encode():
+        held = store.redis.get(BOOK + key)
+        if held is not None and held.decode() in (_mark(points), _mark(points, ordered=True)):
             store.redis.delete(BOOK + key)
 
 
-def _mark(points: Sequence[MetricPoint | CountPoint]) -> str:
-    return hashlib.sha256(repr([astuple(p) for p in points]).encode()).hexdigest()
+def _mark(points: Sequence[MetricPoint | CountPoint], ordered: bool = False) -> str:
+    """The points' hash, whatever their order: told that the same points in another order
+    are other points, their sender would resend them under a new key, and they would count
+    twice. ``ordered``: in the order they came, as an earlier psd recorded them."""
+    fields = [astuple(p) for p in points]
+    return hashlib.sha256(repr(fields if ordered else sorted(fields)).encode()).hexdigest()
