@@ -28,10 +28,11 @@ from redis.exceptions import (
 )
 
 from psd.errors import StoreError
-from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS
+from psd.metrics import NODE_ROUND_TRIPS, NODE_SECONDS, ROUND_TRIPS
 from psd.scriptcall import ScriptCaller
 from psd.scripts import pipelined
 from psd.tally import TALLY
+from psd.writes import WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ Call = tuple[Any, list[str], list[Any]]
 Cutter = Callable[[list[int]], list[list[int]]]
 #: Builds one call from its items.
 Builder = Callable[[list[int]], Call]
+#: A store's round trips of writes.
+WRITE_TRIPS = ROUND_TRIPS.labels("write")
 
 
 def rerouted(reply: object) -> bool:
@@ -212,3 +215,24 @@ class Nodes:
 
     def close(self) -> None:
         """Nothing of its own to release here (the clients are the store's)."""
+
+
+def run_writes(
+    nodes: Nodes,
+    kept: list[int],
+    records: list[str],
+    cut: Cutter,
+    build: Builder,
+    per_point: Callable[[Any, list[int]], list[WriteResult]],
+) -> dict[int, WriteResult]:
+    """Run the script calls of the points ``kept`` (the retention keeps them), each on
+    the node serving its record, ``cut`` cutting a node's points into calls and ``build``
+    making one (one call goes alone, more are pipelined in one). Returns each point's
+    result by index, ``per_point(reply, indexes)`` reading a call's."""
+    if not kept:
+        return {}
+    TALLY.add(WRITE_TRIPS)
+    results: dict[int, WriteResult] = {}
+    for indexes, reply in nodes.run(kept, records.__getitem__, cut, build, writes=True):
+        results.update(zip(indexes, per_point(reply, indexes), strict=True))
+    return results

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from psd.breakdown import Breakdown, parts
+from psd.callchecks import check_atid, check_id, check_span, check_things, check_users
 from psd.countspread import CountSpread
 from psd.errors import redis_errors
 from psd.kept import KeptWatch
@@ -164,8 +165,12 @@ class Reads:
     ) -> list[UserResult]:
         """Sums of ``things`` for each user over that user's range, in one round trip.
 
-        Unknown thing names sum to 0 (as in the original) without touching Redis.
+        Unknown thing names sum to 0 (as in the original) without touching Redis; a user or
+        range psd does not read raises :class:`InvalidInput` (psd/callchecks.py).
         """
+        check_users(users)
+        check_things(things)
+        check_atid(atid)
         known = [t for t in dict.fromkeys(things) if t in THINGS]
         if not known:
             return [UserResult(dict.fromkeys(things, 0)) for _ in users]
@@ -264,6 +269,9 @@ class Reads:
         round trip: a range read exactly is one breakdown of one or two parts (each hash and
         each hour of its edges read once); one widened by retention is read as two ranges,
         whole, in a second round trip (widened parts could overlap)."""
+        check_users(users)
+        check_things([thing])
+        check_atid(atid)
         if thing not in THINGS:
             return [Totals(0, 0) for _ in users]
         now = int(self._clock())
@@ -328,6 +336,10 @@ class Reads:
     def sum(self, uid: int, thing: str, atid: int | None, t1: int, t2: int) -> int:
         """One user's sum of one thing over ``[t1, t2]`` (:meth:`query`'s, for less: the
         reads most made, each often of a range of its own, skip the general request)."""
+        check_id(uid, "uid")
+        check_things([thing])
+        check_atid(atid)
+        check_span(t1, t2)  # before the range is fitted to what is kept
         number = THINGS.get(thing)
         if number is None:
             return 0
@@ -349,7 +361,9 @@ class Reads:
         """Global counters summed over ``[t1, t2]`` (widened where the finest detail has gone:
         :meth:`answerable` says how), in one round trip: every sub-tag of a counter is a
         series (psd/countspread.py)."""
-        names = list(things)
+        names = list(things) if not isinstance(things, str) else [things]
+        check_things(names)
+        check_span(t1, t2)
         if not names:
             return []
         with redis_errors("read"):

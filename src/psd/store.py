@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 
 from psd.batching import WRITE_BATCH, cut_calls, write_part_names
+from psd.callchecks import check_count_points, check_metric_points
 from psd.cluster import nodes_for
 from psd.config import Settings
 from psd.connect import client_from_url
@@ -37,9 +38,9 @@ from psd.levels import (
     refused_again,
     whole,
 )
-from psd.metrics import ROUND_TRIPS, WRITE_BATCH_POINTS
+from psd.metrics import WRITE_BATCH_POINTS
 from psd.model import CountPoint, MetricPoint
-from psd.nodes import Nodes, Timed
+from psd.nodes import WRITE_TRIPS, Nodes, Timed, run_writes
 from psd.pending import alone_args, lapse_cut, pend_results, returned_logs, root_push
 from psd.queries import CutQuery, Totals, UserQuery, UserResult
 from psd.reads import Reads
@@ -58,8 +59,6 @@ from psd.waiting import Waiting
 from psd.writes import COUNT, METRIC, Hours, P, PointKind, WriteResult, call_args
 
 __all__ = ["CutQuery", "Store", "Totals", "UserQuery", "UserResult", "WriteResult", "redis_errors"]
-
-_WRITE_TRIPS = ROUND_TRIPS.labels("write")
 
 
 class Store(Reads):
@@ -114,10 +113,12 @@ class Store(Reads):
     def write_metric(self, point: MetricPoint, delivery: str = "") -> WriteResult:
         """Apply one metric point atomically; raises :class:`PastRetention` or
         :class:`PastLimit` (nothing written) if it is refused."""
+        check_metric_points([point], [delivery])
         waited = self._wait_alone(point, delivery)
         if waited is not None:
             return waited
-        return self.write_metrics([point], [delivery] if delivery else None, all_or_nothing=True)[0]
+        keys = [delivery] if delivery else None
+        return self.write_metrics([point], keys, all_or_nothing=True, checked=True)[0]
 
     def _wait_alone(self, point: MetricPoint, delivery: str) -> WriteResult | None:
         """One point that may wait in its user's log (psd/pending.py) in a pend.lua call made
@@ -140,7 +141,7 @@ class Store(Reads):
                 return None
             self._known.note([point], [0], [record])
         TALLY.observe(WRITE_BATCH_POINTS, 1)
-        TALLY.add(_WRITE_TRIPS)
+        TALLY.add(WRITE_TRIPS)
         with redis_errors(METRIC.doing):  # a new keyspace is marked current before written
             numbers = self.layout.numeric_logs()
             push = root_push(now, self.metric_policy.seconds["year"])
@@ -153,31 +154,11 @@ class Store(Reads):
             else:
                 self._logs.collect(self)
         done, direct = pend_results(reply, [[0]], [point])
-        if direct:  # its log takes no points: applied at once
+        if direct:  # its log takes no points: applied at once (checked again: rarely)
             return self.write_metrics(
                 [point], [delivery] if delivery else None, all_or_nothing=True, wait=False
             )[0]
         return done[0]
-
-    def _run_calls(
-        self,
-        kept: list[int],
-        records: list[str],
-        cut: Callable[[list[int]], list[list[int]]],
-        build: Callable[[list[int]], Any],
-        per_point: Callable[[Any, list[int]], list[WriteResult]],
-    ) -> dict[int, WriteResult]:
-        """Run the script calls of the points ``kept`` (the retention keeps them), each on
-        the node serving its record, ``cut`` cutting a node's points into calls and ``build``
-        making one (psd/nodes.py: one call goes alone, more are pipelined in one). Returns
-        each point's result by index, ``per_point(reply, indexes)`` reading a call's."""
-        if not kept:
-            return {}
-        TALLY.add(_WRITE_TRIPS)
-        results: dict[int, WriteResult] = {}
-        for indexes, reply in self.nodes.run(kept, records.__getitem__, cut, build, writes=True):
-            results.update(zip(indexes, per_point(reply, indexes), strict=True))
-        return results
 
     def write_metrics(
         self,
@@ -187,6 +168,7 @@ class Store(Reads):
         all_or_nothing: bool = False,
         wait: bool = True,
         named: bool = False,
+        checked: bool = False,
     ) -> list[WriteResult]:
         """Apply many points, each atomically, in script calls (psd/batching.py) pipelined in
         one round trip (a large write of users' runs of points, none of which would wait, in
@@ -199,7 +181,11 @@ class Store(Reads):
         and none is written (one call). A stream's increments may wait in their user's log
         (``pending_points``, psd/pending.py), unless ``wait`` is false (an import or a
         migration, which leaves its keyspace whole). ``named``: ``deliveries`` are their parts'
-        names already (a dead letter's own, psd/dlq.py: a name no sender's key is)."""
+        names already (a dead letter's own, psd/dlq.py: a name no sender's key is). A point
+        the model would refuse raises :class:`InvalidInput` (psd/callchecks.py), none written,
+        unless ``checked``: it came through the model (a task's, a request's)."""
+        if not checked:
+            check_metric_points(points, deliveries)
         if not points:
             return []
         TALLY.observe(WRITE_BATCH_POINTS, len(points))
@@ -212,7 +198,10 @@ class Store(Reads):
         return self._metrics(points, deliveries, all_or_nothing, wait, named=named).results()
 
     def send_metrics(
-        self, points: Sequence[MetricPoint], deliveries: Sequence[str] | None = None
+        self,
+        points: Sequence[MetricPoint],
+        deliveries: Sequence[str] | None = None,
+        checked: bool = False,
     ) -> SentWrite:
         """:meth:`write_metrics` of ``points`` applied at once (``wait=False``), returning
         once their calls are sent: the returned write's ``results()`` reads the replies and
@@ -220,7 +209,9 @@ class Store(Reads):
         user's days at a time) builds its next write while the server applies this one
         (psd/sentwrites.py); read each write's results before sending the one after next,
         or its calls wait unread. On a cluster, or with ``write_replicas``, the write is
-        applied before this returns."""
+        applied before this returns. ``checked`` as for write_metrics."""
+        if not checked:
+            check_metric_points(points, deliveries)
         TALLY.observe(WRITE_BATCH_POINTS, len(points))
         if self._ahead is None and sendable(self.nodes):
             self._ahead = AheadChannel(self.nodes.client)
@@ -257,11 +248,15 @@ class Store(Reads):
         deliveries: Sequence[str] | None = None,
         *,
         all_or_nothing: bool = False,
+        checked: bool = False,
     ) -> list[WriteResult]:
         """Add to global counters, each point atomically: ``ok`` (or ``coarse``) with the
         value added, ``duplicate`` (its delivery was applied before, as for
         :meth:`write_metrics`) or ``refused`` (past ``count_expire`` at every level, or
-        a counter would cross ±2^62); ``all_or_nothing`` as for :meth:`write_metrics`."""
+        a counter would cross ±2^62); ``all_or_nothing`` and ``checked`` as for
+        :meth:`write_metrics`."""
+        if not checked:
+            check_count_points(points, deliveries)
         if not points:
             return []
         records = [count_prefix(p.thing) for p in points]
@@ -360,7 +355,7 @@ class Store(Reads):
 
         with redis_errors(kind.doing):
             if ahead is not None and kept and sendable(self.nodes):
-                TALLY.add(_WRITE_TRIPS)
+                TALLY.add(WRITE_TRIPS)
                 replies = send_calls(ahead, kept, cut, build, results)
 
                 def finish() -> list[WriteResult]:
@@ -370,9 +365,9 @@ class Store(Reads):
                 return SentWrite(finish)
             if self._ahead is not None:  # after the writes this store sent ahead
                 self._ahead.settle()
-            applied = self._run_calls(kept, records, cut, build, results)
+            applied = run_writes(self.nodes, kept, records, cut, build, results)
             if waits.direct:  # the points their logs did not take, a second round trip
-                applied.update(self._run_calls(waits.stop(), records, cut, build, results))
+                applied.update(run_writes(self.nodes, waits.stop(), records, cut, build, results))
             if waits.logs:
                 self._logs.apply(self, waits.logs)
             else:
@@ -391,7 +386,9 @@ class Store(Reads):
 
     def write_count(self, point: CountPoint, delivery: str = "") -> WriteResult:
         """Add one count; raises :class:`PastRetention` or :class:`PastLimit` if refused."""
-        return self.write_counts([point], [delivery] if delivery else None, all_or_nothing=True)[0]
+        check_count_points([point], [delivery])
+        keys = [delivery] if delivery else None
+        return self.write_counts([point], keys, all_or_nothing=True, checked=True)[0]
 
     def check_kept(self, points: Sequence[MetricPoint | CountPoint]) -> None:
         """Raise :class:`PastRetention` for the first point no level of the retention keeps

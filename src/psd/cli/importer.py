@@ -273,7 +273,8 @@ def _send(store: Store, key: str, chunk: Chunk, line: int, applied: int) -> Sent
     if chunk.points and line > applied:
         with redis_errors("import"):
             store.redis.hset(key, f"sent:{line}", store.now())
-            write = store.send_metrics(chunk.points, [f"{key}:{line}"] * len(chunk.points))
+            keys = [f"{key}:{line}"] * len(chunk.points)
+            write = store.send_metrics(chunk.points, keys, checked=True)
     return Sent(chunk, line, write)
 
 

@@ -300,10 +300,10 @@ class Migration:
         self.progress.flying(keys)
         if metric:
             metric_points = [p for p in points if isinstance(p, MetricPoint)]
-            results = self.store.write_metrics(metric_points, deliveries, wait=False)
+            results = self.store.write_metrics(metric_points, deliveries, wait=False, checked=True)
         else:
             count_points = [p for p in points if isinstance(p, CountPoint)]
-            results = self.store.write_counts(count_points, deliveries)
+            results = self.store.write_counts(count_points, deliveries, checked=True)
         statuses = Counter(_status(r) for r in results)
         self.summary.applied += statuses["ok"] + statuses["coarse"]
         self.summary.unchanged += statuses["same"]

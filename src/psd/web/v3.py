@@ -343,7 +343,8 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     claim(handlers.store, key, points)
     if body.queued:
         return QueuedOut(queued=handlers.queue(points, key=key)), 202
-    results = handlers.store.write_metrics(points, [key] * len(points) if key else None)
+    keys = [key] * len(points) if key else None
+    results = handlers.store.write_metrics(points, keys, checked=True)
     refused = sum(r.status == "refused" for r in results)
     if refused == len(results):  # nothing written: the fixed request may use the key
         free(handlers.store, key, points)

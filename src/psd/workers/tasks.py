@@ -124,7 +124,7 @@ def apply_batch(
 
     def write() -> None:
         results[:] = write_by_user(store, metrics, metric_keys)
-        results.extend(store.write_counts(counts, count_keys))
+        results.extend(store.write_counts(counts, count_keys, checked=True))
 
     applied = not with_points or with_retries(write, patience, f"{len(requests)} messages")
     live = with_points
@@ -252,7 +252,8 @@ def write_by_user(
     results: dict[int, WriteResult] = {}
     for chunk in user_chunks([points[i].uid for i in order], WRITE_CHUNK):
         picked = [order[j] for j in chunk]
-        written = store.write_metrics([points[i] for i in picked], [deliveries[i] for i in picked])
+        part = [points[i] for i in picked]
+        written = store.write_metrics(part, [deliveries[i] for i in picked], checked=True)
         results.update(zip(picked, written, strict=True))
     return [results[i] for i in range(len(points))]
 
