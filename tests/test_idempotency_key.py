@@ -120,3 +120,31 @@ def test_a_count_sent_again_after_the_retention_passed_it_is_no_refusal(
     assert client.post("/v1/count", json=other, headers=keyed("late-1")).status_code == 422
     assert store.write_count(CountPoint(**count), "late-1").status == "duplicate"  # type: ignore[arg-type]
     assert store.count("signup", new_year - 86400, new_year - 1) == 4
+
+
+def test_a_v3_write_sent_again_after_the_retention_passed_it_answers_duplicate(
+    redis_client: redis.Redis,
+) -> None:
+    """A v3 write of December 31st, written a minute before its year's retention ends and
+    sent again under its key two minutes later (its answer was lost): its points answer
+    ``duplicate``, not a 422 saying nothing was written; other points under the key are
+    still refused. The store's clock a year ahead, so that Redis's own expires nothing."""
+    year = datetime.now(UTC).year + 2
+    new_year = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    clock = [new_year + 90 * 86400 - 60]  # the old year is kept 90 days (PSD_EXPIRE)
+    settings = Settings()
+    store = Store(redis_client, settings, clock=lambda: clock[0])
+    client = create_app(settings, store).test_client()
+    points = [point(5) | {"ts1": new_year - 10, "ts2": new_year - 10}]
+    points.append(points[0] | {"aid": 2, "value": 6})
+    first = client.post("/v3/write", json={"points": points}, headers=keyed("late-v3"))
+    assert [r["status"] for r in first.json["results"]] == ["ok", "ok"], first.text
+    clock[0] += 120
+    again = client.post("/v3/write", json={"points": points[::-1]}, headers=keyed("late-v3"))
+    assert again.status_code == 200, again.text
+    assert [r["status"] for r in again.json["results"]] == ["duplicate", "duplicate"]
+    other = client.post("/v3/write", json={"points": points[:1]}, headers=keyed("late-v3"))
+    assert other.status_code == 422 and other.json["error"]["code"] == "past_retention"
+    fresh = client.post("/v3/write", json={"points": points}, headers=keyed("late-v4"))
+    assert fresh.status_code == 422 and fresh.json["error"]["code"] == "past_retention"
+    assert store.sum(3, "steps", None, new_year - 86400, new_year - 1) == 11

@@ -47,7 +47,7 @@ from psd.tally import TALLY
 from psd.timebuckets import MAX_TS
 from psd.web.bodies import count_of, decode_json, metric_of, screen_metric
 from psd.web.errors import LEGACY, WriteRejected
-from psd.web.keybook import claim, free
+from psd.web.keybook import claim, free, names
 from psd.web.reply import Reply, as_json, json_text, text
 
 _POINTS_HTTP, _REJECTED_HTTP = POINTS.labels("http"), REJECTED.labels("http", "invalid")
@@ -166,17 +166,20 @@ class Api:
             rejected("http_async", exc)
             raise
         try:
-            points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many))
+            points = self.accept(raw, "http_async", lambda exc, n: point_error(exc, n, many), key)
         except InvalidInput as exc:
             raise WriteRejected(exc.message, exc.field) from exc
         claim(self.store, key, points)
         return as_json({"queued": self.queue(points, lone=not many, key=key)}, 202)
 
-    def accept(self, raw: Sequence[Any], entry: str, locate: Locate) -> list[MetricPoint]:
+    def accept(
+        self, raw: Sequence[Any], entry: str, locate: Locate, key: str = ""
+    ) -> list[MetricPoint]:
         """Points parsed and checked against the retention, all or none: the first at fault
         is counted as rejected under ``entry`` and raised, named by ``locate``. A point past
         the retention is refused before it is queued: queued, it could only become a dead
-        letter."""
+        letter. Not the points ``key`` (an ``Idempotency-Key``) was first sent with: a
+        request sent again after its answer was lost, which the retention kept then."""
         points = []
         for n, fields in enumerate(raw):
             try:
@@ -187,6 +190,8 @@ class Api:
         try:
             self.store.check_kept(points)
         except Refused as exc:
+            if names(self.store, key, points):
+                return points
             rejected(entry, exc)
             raise locate(exc, exc.index) from exc
         return points

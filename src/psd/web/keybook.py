@@ -44,6 +44,17 @@ def claim(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) ->
         )
 
 
+def names(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) -> bool:
+    """Whether ``key`` was first sent with these points: a request sent again, whose points
+    the retention kept when they came, is not refused now that its edge passed them (its
+    written points answer ``duplicate``)."""
+    if not key:
+        return False
+    with redis_errors("write"):
+        held = store.redis.get(BOOK + key)
+    return held is not None and held.decode() in (_mark(points), _mark(points, ordered=True))
+
+
 def free(store: Store, key: str, points: Sequence[MetricPoint | CountPoint]) -> None:
     """Forget ``key``'s record where it names these points: nothing of them was written."""
     if not key:

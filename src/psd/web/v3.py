@@ -339,7 +339,7 @@ def write(body: WriteIn) -> WriteOut | tuple[QueuedOut, int]:
     handlers, key = api(), idempotency_key()
     raw = [point.model_dump(exclude_none=True) for point in body.points]
     entry = "http_async" if body.queued else "http"
-    points = handlers.accept(raw, entry, in_points)
+    points = handlers.accept(raw, entry, in_points, key)
     claim(handlers.store, key, points)
     if body.queued:
         return QueuedOut(queued=handlers.queue(points, key=key)), 202
