@@ -139,3 +139,9 @@ def test_what_the_store_takes_from_a_program_it_still_takes(store: Store) -> Non
     store.write_metrics([replace(POINT, ts1=NOW - 60), replace(POINT, aid=2, value=2**50)])
     assert store.sum(1, "steps", None, NOW, NOW) == 5 + 2**50
     assert store.query([UserQuery(1, NOW, NOW)], ["steps", "stpes"])[0].sums["stpes"] == 0
+
+
+@pytest.mark.parametrize("url", [None, 5, b"redis://127.0.0.1:1/0"])
+def test_a_store_url_that_is_no_string_is_refused(url: Any) -> None:
+    with pytest.raises(InvalidInput, match="a store URL is a string"):
+        Store.from_url(url)

@@ -96,7 +96,9 @@ def check_url(url: str) -> None:
     """Refuse, as :class:`InvalidInput`, a URL that names no store (``127.0.0.1:6379``
     without its scheme, a database that is no number, a cluster's database), without
     connecting: redis-py's own refusal is a ValueError, and a database it cannot read it
-    takes for 0."""
+    takes for 0. A URL that is no string (None, where a setting was left unset) too."""
+    if not isinstance(url, str):
+        raise InvalidInput(f"a store URL is a string, not {type(url).__name__}")
     if is_cluster_url(url):
         cluster_nodes(url)
         return
