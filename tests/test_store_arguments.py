@@ -145,3 +145,16 @@ def test_what_the_store_takes_from_a_program_it_still_takes(store: Store) -> Non
 def test_a_store_url_that_is_no_string_is_refused(url: Any) -> None:
     with pytest.raises(InvalidInput, match="a store URL is a string"):
         Store.from_url(url)
+
+
+def test_a_user_s_query_of_another_kind_is_refused(store: Store) -> None:
+    """A read takes its own kind of query: a plain tuple, or a CutQuery for a query, raised
+    a bare AttributeError or TypeError."""
+    for read, field in (
+        (lambda: store.query([(1, 0, NOW)], ["steps"]), "users.0"),  # type: ignore[list-item]
+        (lambda: store.query([CutQuery(1, 0, NOW, NOW)], ["steps"]), "users.0"),  # type: ignore[list-item]
+        (lambda: store.totals([UserQuery(1, 0, NOW)], "steps"), "users.0"),  # type: ignore[list-item]
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            read()
+        assert refused.value.field == field

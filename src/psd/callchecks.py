@@ -11,7 +11,6 @@ of a microsecond against the several a write spends on it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from psd.errors import InvalidInput
@@ -163,11 +162,15 @@ def check_things(things: Any) -> None:
             raise InvalidInput(f"must be a string, got {type(thing).__name__}", f"things.{n}")
 
 
-def check_users(users: Sequence[Any], field: str = "users") -> None:
-    """Each user's uid and range (a :class:`UserQuery` or a :class:`CutQuery`, whose
-    ``cut`` is an integer or None: any instant, before or after the range)."""
+def check_users(users: Any, kind: type[Any], field: str = "users") -> None:
+    """Each user's query of the ``kind`` a read takes (a :class:`UserQuery`, or a
+    :class:`CutQuery`, whose ``cut`` is an integer or None: any instant, before or after
+    the range): its uid and its range."""
     check_list(users, field)
     for n, user in enumerate(users):
+        if type(user) is not kind:
+            got = type(user).__name__
+            raise InvalidInput(f"must be a {kind.__name__}, got {got}", f"{field}.{n}")
         check_id(user.uid, f"{field}.{n}.uid")
         check_span(user.t1, user.t2, f"{field}.{n}.")
         cut = getattr(user, "cut", None)

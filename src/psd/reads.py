@@ -168,7 +168,7 @@ class Reads:
         Unknown thing names sum to 0 (as in the original) without touching Redis; a user or
         range psd does not read raises :class:`InvalidInput` (psd/callchecks.py).
         """
-        check_users(users)
+        check_users(users, UserQuery)
         check_things(things)
         check_atid(atid)
         known = [t for t in dict.fromkeys(things) if t in THINGS]
@@ -269,7 +269,7 @@ class Reads:
         round trip: a range read exactly is one breakdown of one or two parts (each hash and
         each hour of its edges read once); one widened by retention is read as two ranges,
         whole, in a second round trip (widened parts could overlap)."""
-        check_users(users)
+        check_users(users, CutQuery)
         check_things([thing])
         check_atid(atid)
         if thing not in THINGS:
