@@ -96,3 +96,53 @@ def test_a_key_recorded_in_the_order_sent_still_takes_its_request(
     redis_client.set("psd:key:old-1", hashlib.sha256(repr(parsed).encode()).hexdigest())
     again = client.post("/v3/write", json={"points": points}, headers={"Idempotency-Key": "old-1"})
     assert again.status_code == 200, again.text
+
+
+def apply_tasks(store: Store, name: str, *kwargs: dict[str, Any]) -> dict[str, str]:
+    """A worker's batch of ``name`` tasks, driven directly (tests/test_task_deliveries.py)."""
+    from types import SimpleNamespace
+
+    from psd.workers import tasks
+    from psd.workers.messages import read_count, read_metric, read_metrics
+
+    parse = {"psd.write_metric": read_metric, "psd.write_metrics": read_metrics}
+    app = SimpleNamespace(psd=SimpleNamespace(store=store, settings=store.settings))
+    requests = [
+        SimpleNamespace(id=f"m{n}", name=name, args=(), kwargs=k) for n, k in enumerate(kwargs)
+    ]
+    parsed = parse.get(name, read_count)
+    return dict(tasks.apply_batch(SimpleNamespace(app=app), requests, parsed))  # type: ignore[arg-type]
+
+
+def test_a_key_is_one_key_over_http_and_tasks(client: FlaskClient, store: Store) -> None:
+    """The keys of HTTP requests and of tasks are the same keys (docs/http-api.md): a task
+    of other points of a user under a key a request used was acknowledged and its points
+    answered ``duplicate``, never written, nothing said; a request of other points under a
+    task's key was answered "ok" and its points never written. Each is refused now: the
+    task a dead letter, the request a 422. The same points sent both ways count once."""
+    from psd import dlq
+
+    now = int(time.time()) - 600
+    assert (
+        client.post("/v1/write", json=inc(5, 1, now), headers={"Idempotency-Key": "K"}).text == "ok"
+    )
+    other = inc(7, 2, now) | {"idempotency_key": "K"}
+    assert apply_tasks(store, "psd.write_metric", other) == {"m0": "reject"}
+    assert dlq.count(store.redis) == 1
+    count = {"thing": "signup", "value": 2, "ts": now, "idempotency_key": "C"}
+    assert apply_tasks(store, "psd.write_count", count) == {"m0": "ack"}
+    again = client.post("/v1/count", json=count | {"value": 3}, headers={"Idempotency-Key": "C"})
+    assert again.status_code == 422, again.text
+    task = inc(4, 3, now) | {"idempotency_key": "T"}
+    assert apply_tasks(store, "psd.write_metric", task) == {"m0": "ack"}
+    v3 = client.post(
+        "/v3/write", json={"points": [inc(9, 4, now)]}, headers={"Idempotency-Key": "T"}
+    )
+    assert v3.status_code == 422 and v3.json["error"]["code"] == "key_reused", v3.text
+    same = client.post(
+        "/v3/write", json={"points": [inc(4, 3, now)]}, headers={"Idempotency-Key": "T"}
+    )
+    assert same.json["results"][0]["status"] == "duplicate", same.text
+    store.settle()
+    assert store.sum(3, "steps", None, 0, now) == 5 + 4
+    assert store.count("signup", 0, now) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import astuple
+from typing import Any
 
 from psd.errors import redis_errors
 from psd.model import CountPoint, MetricPoint
@@ -55,14 +56,26 @@ def reused(store: Store, made: Sequence[Claim]) -> list[bool]:
     StoreError where the store does not answer."""
     if not made:
         return []
-    window = store.settings.idempotency_window
     pipe = store.redis.pipeline(transaction=False)
+    ask(pipe, made, store.settings.idempotency_window)
+    with redis_errors("write"):
+        replies = pipe.execute()
+    return answers(replies, made)
+
+
+def ask(pipe: Any, made: Sequence[Claim], window: int) -> None:
+    """Add to ``pipe`` the commands that record each claim and read what its key holds
+    for its owner (three a claim; an HTTP request's own record goes in the same round
+    trip: psd/web/keybook.py)."""
     for key, owner, points, _ in made:
         pipe.hsetnx(BOOK + key, owner, points)
         pipe.expire(BOOK + key, window)
         pipe.hget(BOOK + key, owner)
-    with redis_errors("write"):
-        replies = pipe.execute()
+
+
+def answers(replies: Sequence[Any], made: Sequence[Claim]) -> list[bool]:
+    """Per claim, from the replies of :func:`ask`'s commands: whether its key already
+    names other points of its owner."""
     return [
         replies[3 * n + 2] not in (points.encode(), earlier.encode())
         for n, (_, _, points, earlier) in enumerate(made)
