@@ -239,3 +239,39 @@ def test_a_store_already_written_to_is_refused_before_its_history_counts_twice(
     assert store.sum(7, "steps", None, t0 - 3600, t0 + 3600) == 100
     resumed = cli(settings, "--from-redis", url_of(old))  # its own records: no refusal
     assert resumed.exit_code == 0 and "already complete" in resumed.output, resumed.output
+
+
+# ---- a scan begun longer ago than the window ----
+
+
+def test_a_rerun_after_a_restart_is_refused_when_its_scan_began_past_the_window(
+    old: redis.Redis, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration that ran longer than the idempotency window, stopped, and found the old
+    server restarted: the keys it migrated in its first hours, in SCAN pages it has left,
+    are no longer recognised by their deliveries, however recent its last step. Scanned
+    again, they would count twice; the rerun is refused, as one coming past the window is."""
+    from psd.migrate import Migration, run
+    from tests.oldservice import OldService
+
+    monkeypatch.setattr(run, "SCAN_COUNT", 1)  # a page a key or so: many pages
+    service, ts = OldService(), utc("2016-07-04 12:30:00")
+    for uid in (1, 2):
+        service.metric(1, uid, 1, 1, ts, 5)
+    service.store(old)
+    window, t0 = store.settings.idempotency_window, int(time.time())
+
+    def migration(now: int, after: int = 0) -> Migration:
+        timed = Store(store.redis, store.settings, lambda: now)
+        writer = _dying(timed, after, before_write=False) if after else timed
+        return Migration(old, writer, store.settings, batch=1, clock=lambda: now)
+
+    with pytest.raises(Dies):
+        migration(t0, 2).run()  # the first user migrated; stopped once the second is
+    assert Progress(store.redis, describe(old), time.time).cursor  # a page left behind
+    store.redis.hset(PROGRESS, "updated", t0 + window - 10)  # a day later: a step
+    store.redis.hset(PROGRESS, "scanning", "another run of the old server")
+    later = t0 + window + 100  # 110 s after its last step, past the window after its first
+    with pytest.raises(InvalidInput, match="restarted"):
+        migration(later).run()
+    assert [store.sum(uid, "steps", None, ts, ts) for uid in (1, 2)] == [5, 5]

@@ -3,8 +3,9 @@
 One hash, ``psd:migrate:progress``, so every update is one atomic MULTI on one key (one slot
 on a cluster): ``source`` (the old server), ``cursor`` (the SCAN cursor of the page being
 worked on), ``scanning`` (the old server that cursor is of, and its run: a cursor means
-nothing to a restarted server), ``done:<year key>`` for the units of that page already
-migrated, and for the unit being migrated ``key:<old key>`` (applied) and
+nothing to a restarted server), ``scan_began`` (when that scan began: a scan begun again
+relies on the deliveries of every key it wrote since), ``done:<year key>`` for the units
+of that page already migrated, and for the unit being migrated ``key:<old key>`` (applied) and
 ``flight:<old key>`` (being applied: marked before its write, so an interruption leaves
 nothing undecided but what is marked); ``failed``, the points no run could migrate.
 """
@@ -20,7 +21,16 @@ from psd.errors import InvalidInput
 
 PROGRESS = "psd:migrate:progress"
 #: Progress fields that are no unit's or old key's: kept when a SCAN page is done.
-SCALARS = ("source", "cursor", "scanning", "started", "updated", "complete", "failed")
+SCALARS = (
+    "source",
+    "cursor",
+    "scanning",
+    "scan_began",
+    "started",
+    "updated",
+    "complete",
+    "failed",
+)
 
 
 def describe(client: redis.Redis) -> str:
@@ -73,9 +83,11 @@ class Progress:
         psd's progress)."""
         return self.fields.get("scanning")
 
-    def since_update(self) -> float:
-        """Seconds since the progress last moved."""
-        return self.clock() - int(self.fields.get("updated", 0))
+    def since_scan_began(self) -> float:
+        """Seconds since the scan under way began (an earlier psd's progress: since the
+        migration did): the oldest delivery a scan begun again relies on is no older."""
+        began = self.fields.get("scan_began", self.fields.get("started", 0))
+        return self.clock() - int(began)
 
     @property
     def complete(self) -> bool:
@@ -113,13 +125,15 @@ class Progress:
 
     def begin(self, scanning: str) -> None:
         if not self.started:
-            self._hset({"cursor": "0", "scanning": scanning, "started": str(int(self.clock()))})
+            now = str(int(self.clock()))
+            self._hset({"cursor": "0", "scanning": scanning, "started": now, "scan_began": now})
 
     def scan_again(self, scanning: str) -> None:
         """The scan starts over (the old server it was of restarted): the units and keys
         recorded of its page are of a page that is no more."""
         stale = [k for k in self.fields if k not in SCALARS]
-        self._hset({"cursor": "0", "scanning": scanning}, stale)
+        began = str(int(self.clock()))
+        self._hset({"cursor": "0", "scanning": scanning, "scan_began": began}, stale)
         self.done_keys.clear()
 
     def flying(self, keys: list[str]) -> None:

@@ -185,20 +185,21 @@ class Migration:
     def _resumed(self, progress: Progress) -> int:
         """The cursor to go on from: the recorded one, or 0 where the old server it is of
         restarted since (psd/migrate/source.py) and the keys migrated before are still
-        recognised by their deliveries; past the idempotency window they are not, and the
-        run is refused rather than count them twice or skip some."""
+        recognised by their deliveries; those of a scan begun longer ago than the
+        idempotency window are not (however recent its last step), and the run is refused
+        rather than count them twice or skip some."""
         cursor = progress.cursor
         if not cursor or progress.complete:
             return cursor
         now = self.source.scanning(cursor)
         if progress.scanning in (None, now):
             return cursor
-        if progress.since_update() > self.window:
+        if progress.since_scan_began() > self.window:
             raise InvalidInput(
                 f"the old server ({now}) restarted since this migration stopped "
-                f"({progress.scanning}), more than PSD_IDEMPOTENCY_WINDOW ago: its scan "
-                "cannot go on where it was, and psd no longer remembers which keys it "
-                f"migrated. Start over: delete {PROGRESS} and what the migration wrote"
+                f"({progress.scanning}), whose scan began more than PSD_IDEMPOTENCY_WINDOW "
+                "ago: its scan cannot go on where it was, and psd no longer remembers which "
+                f"keys it migrated. Start over: delete {PROGRESS} and what the migration wrote"
             )
         self.summary.scanned_again = True
         progress.scan_again(now)
