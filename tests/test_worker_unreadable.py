@@ -105,6 +105,16 @@ MISSHAPEN = {
 }
 
 
+def run_past_letters(worker_settings: Settings, store: Store, letters: int) -> None:
+    """Run a worker until it has kept ``letters`` dead letters and applied the points of
+    users 1 and 2 sent around them (3 and 4), its queue emptied: it must live on."""
+    with worker_process(worker_settings) as worker:
+        assert wait_for(lambda: dlq.count(store.redis) == letters or worker.poll() is not None, 60)
+        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
+        assert wait_for(lambda: _queue_length(worker_settings) == 0)
+        assert worker.poll() is None, "the worker stopped"
+
+
 def test_a_body_that_is_no_task_list_is_a_dead_letter_and_the_worker_lives_on(
     app: Celery, worker_settings: Settings, store: Store
 ) -> None:
@@ -117,11 +127,7 @@ def test_a_body_that_is_no_task_list_is_a_dead_letter_and_the_worker_lives_on(
     ids = {publish_bytes(worker_settings, body, "application/json"): body for body in MISSHAPEN}
     publish_bytes(worker_settings, b"[[], {}, {}]", "application/json", id=None)
     metric.delay(**point(uid=2, value=4))
-    with worker_process(worker_settings) as worker:
-        assert wait_for(lambda: dlq.count(store.redis) == 5 or worker.poll() is not None, 60)
-        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
-        assert wait_for(lambda: _queue_length(worker_settings) == 0)
-        assert worker.poll() is None, "the worker stopped"
+    run_past_letters(worker_settings, store, 5)
     letters = dlq.list_letters(store.redis)
     assert len(letters) == 5
     for letter in letters:
@@ -227,11 +233,7 @@ def test_a_task_id_that_is_no_text_is_a_dead_letter_and_the_worker_lives_on(
     for task_id, _ in ODD_IDS:
         publish_bytes(worker_settings, body, "application/json", id=task_id)
     metric.delay(**point(uid=2, value=4))
-    with worker_process(worker_settings) as worker:
-        assert wait_for(lambda: dlq.count(store.redis) == 4 or worker.poll() is not None, 60)
-        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
-        assert wait_for(lambda: _queue_length(worker_settings) == 0)
-        assert worker.poll() is None, "the worker stopped"
+    run_past_letters(worker_settings, store, 4)
     reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
     assert reasons == sorted(f"invalid task message: its id is no text {a}" for _, a in ODD_IDS)
     assert store.sum(5, "steps", None, 0, 10) == 0
@@ -254,11 +256,7 @@ def test_a_task_or_shadow_name_that_is_no_text_is_a_dead_letter_and_the_worker_l
     old_style = {"task": ["psd.write_metric"], "id": "t1", "args": [], "kwargs": {}}  # protocol 1
     publish_bytes(worker_settings, json.dumps(old_style).encode(), "application/json", task=None)
     metric.delay(**point(uid=2, value=4))
-    with worker_process(worker_settings) as worker:
-        assert wait_for(lambda: dlq.count(store.redis) == 5 or worker.poll() is not None, 60)
-        assert wait_for(lambda: (sum_at_t0(store, 1), sum_at_t0(store, 2)) == (3, 4))
-        assert wait_for(lambda: _queue_length(worker_settings) == 0)
-        assert worker.poll() is None, "the worker stopped"
+    run_past_letters(worker_settings, store, 5)
     reasons = sorted(letter.reason for letter in dlq.list_letters(store.redis))
     assert reasons == [
         "invalid task message: its shadow name is no text (a dict)",
